@@ -1,0 +1,36 @@
+"""The ledger's error hierarchy.
+
+Invariant: every error the ledger, its consumers or its producers raise on purpose
+is a ``LedgerError``; callers can catch the root or one of the five kinds below,
+and the original cause is always chained with ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+
+class LedgerError(Exception):
+    """Root of every deliberate error in this product."""
+
+
+class VerificationError(LedgerError):
+    """A proof, signature, checkpoint or stored entry failed verification."""
+
+
+class MalformedInputError(LedgerError):
+    """Input could not be parsed or failed validation; the message names what is wrong."""
+
+
+class ConflictError(LedgerError):
+    """The request conflicts with what is already recorded (e.g. same id, other content)."""
+
+
+class UnavailableError(LedgerError):
+    """A dependency (Kafka, PostgreSQL, the API) cannot be reached right now."""
+
+
+class PushbackError(LedgerError):
+    """The system is saturated; retry later. Carries a suggested delay in seconds."""
+
+    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
