@@ -1,0 +1,40 @@
+# The two README commands are `make demo` and `make test`; the rest are building blocks.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+LEDGER := .venv/bin/ledger
+
+.PHONY: help up down status demo test check unit
+
+help:
+	@echo "make demo   - start everything and show a verified access history (the main job)"
+	@echo "make test   - install what is missing, start PostgreSQL and Kafka, run all checks and tests"
+	@echo "make up     - start PostgreSQL, Kafka, the consumer and the API; write .local/env"
+	@echo "make down   - stop everything make up started"
+	@echo "make status - what is running"
+
+up:
+	@deploy/local/stack.sh up
+
+down:
+	@deploy/local/stack.sh down
+
+status:
+	@deploy/local/stack.sh status
+
+demo: up
+	@$(LEDGER) demo
+
+# Static checks first (fast), then the whole pytest suite against real PostgreSQL and Kafka.
+check:
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy
+	.venv/bin/lint-imports
+
+test:
+	@deploy/local/stack.sh infra
+	@$(MAKE) --no-print-directory check
+	.venv/bin/pytest
+
+unit:
+	.venv/bin/pytest tests/unit tests/vectors

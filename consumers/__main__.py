@@ -1,0 +1,46 @@
+"""Composition root of the consumer process: ``python -m consumers`` or ``ledger consume``.
+
+Invariant: the process wires exactly one appender, one codec and one consumer,
+and on SIGTERM/SIGINT finishes its in-flight batch, then exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from consumers.consumer import ConsumerConfig, LedgerConsumer
+from ledger.pg.appender import PostgresAppender
+from producers.codec import Codec
+
+logger = logging.getLogger("consumers")
+
+
+async def run_consumer(
+    *, bootstrap: str, topics: tuple[str, ...], group_id: str, appender_dsn: str, ledger_name: str
+) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    config = ConsumerConfig(bootstrap_servers=bootstrap, topics=topics, group_id=group_id)
+    appender = PostgresAppender(dsn=appender_dsn, ledger_name=ledger_name)
+    async with (
+        appender,
+        LedgerConsumer(config=config, appender=appender, codec=Codec()) as consumer,
+    ):
+        logger.info("consuming %s as group %s", ",".join(topics), group_id)
+        runner = asyncio.create_task(consumer.run())
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        await consumer.stop()
+        stopper.cancel()
+        failure = (await asyncio.gather(runner, return_exceptions=True))[0]
+        logger.info("consumer stopped: %s", consumer.stats)
+        if isinstance(failure, BaseException):
+            raise failure
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit("run the consumer with `ledger consume` (it reads the settings)")

@@ -1,0 +1,308 @@
+"""The ledger consumer: Kafka topics in, ledger batches out, exactly once.
+
+Invariant: Kafka offsets are authoritative only in PostgreSQL, where each batch's
+position commits in the same transaction as its leaves. On every partition
+assignment the consumer seeks to the stored position; Kafka's own commits are
+advisory. Every consumed record becomes exactly one of: a leaf, a counted
+duplicate, or a quarantine row with a specific reason; a bad record never
+blocks its partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import TracebackType
+from typing import Self
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
+from aiokafka.helpers import create_ssl_context
+
+from ledger.errors import LedgerError, MalformedInputError
+from ledger.ingest import Accepted, Appender, BatchItem, IndexFields, Rejected, WriterSchemaInfo
+from ledger.leaf import MAX_LEAF_BYTES, KafkaRecord, encode_leaf, leaf_overhead
+from producers.codec import Codec
+from producers.errors import DecodeError
+from producers.events import AuditEvent, PhiAccessEvent, utc_now
+
+logger = logging.getLogger(__name__)
+
+REASON_OVERSIZE = "oversize"
+REASON_EMPTY = "empty_value"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConsumerConfig:
+    bootstrap_servers: str
+    topics: tuple[str, ...]
+    group_id: str = "phi-ledger"
+    max_batch: int = 2000
+    poll_timeout_ms: int = 200
+    security_protocol: str = "PLAINTEXT"
+    ssl_cafile: str | None = None
+
+
+@dataclass(slots=True)
+class ConsumerStats:
+    appended: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    skipped: int = 0
+    batches: int = 0
+    last_append: datetime | None = None
+    by_reason: dict[str, int] = field(default_factory=dict)
+
+
+def index_fields(event: AuditEvent) -> IndexFields:
+    """Project an event onto the ledger's query index."""
+    if isinstance(event, PhiAccessEvent):
+        actor = event.actor
+        return IndexFields(
+            event_id=event.event_id,
+            kind="phi_access",
+            event_time=event.event_time,
+            producer_id=event.producer_id or "",
+            producer_seq=event.producer_seq or 0,
+            facility_id=event.facility.id,
+            patient_id=event.patient.id,
+            patient_issuer=event.patient.issuer,
+            patient_state=event.patient.state,
+            user_id=actor.user_id,
+            user_name=actor.name,
+            user_role=actor.role,
+            user_org=actor.organization,
+            dicom_event_id=event.dicom_event_id,
+            action=event.action.value,
+            outcome=event.outcome.value,
+            study_uid=None if event.study is None else event.study.uid,
+            accession=None if event.study is None else event.study.accession,
+            network_address=event.network_address,
+            purpose_of_use=event.purpose_of_use,
+        )
+    sender = event.sender
+    return IndexFields(
+        event_id=event.event_id,
+        kind="critical_result_relay",
+        event_time=event.event_time,
+        producer_id=event.producer_id or "",
+        producer_seq=event.producer_seq or 0,
+        facility_id=event.facility.id,
+        patient_id=event.patient.id,
+        patient_issuer=event.patient.issuer,
+        patient_state=event.patient.state,
+        user_id=sender.user_id,
+        user_name=sender.name,
+        user_role=sender.role,
+        user_org=sender.organization,
+        dicom_event_id=None,
+        action="E",
+        outcome="SUCCESS" if event.communicated_at is not None else "MINOR_FAILURE",
+        study_uid=event.study.uid,
+        accession=event.study.accession,
+        network_address=None,
+        purpose_of_use="TREAT",
+    )
+
+
+def classify(record: KafkaRecord, codec: Codec, *, now: datetime | None = None) -> BatchItem:
+    """Turn one Kafka record into an ``Accepted`` leaf or a ``Rejected`` quarantine entry."""
+    if not record.value:
+        return Rejected(record=record, reason=REASON_EMPTY, detail="record has no value")
+    size = leaf_overhead(record.topic, record.key) + len(record.value)
+    if size > MAX_LEAF_BYTES:
+        return Rejected(
+            record=record,
+            reason=REASON_OVERSIZE,
+            detail=f"record would make a {size}-byte leaf; a leaf holds at most {MAX_LEAF_BYTES}",
+        )
+    try:
+        event = codec.decode(record.value, now=now)
+    except DecodeError as exc:
+        return Rejected(record=record, reason=exc.reason, detail=str(exc))
+    try:
+        leaf = encode_leaf(record)
+    except MalformedInputError as exc:
+        return Rejected(record=record, reason=REASON_OVERSIZE, detail=str(exc))
+    return Accepted(record=record, leaf=leaf, index=index_fields(event))
+
+
+def _kafka_record(msg: ConsumerRecord[bytes, bytes]) -> KafkaRecord:
+    return KafkaRecord(
+        topic=msg.topic,
+        partition=msg.partition,
+        offset=msg.offset,
+        timestamp_ms=msg.timestamp,
+        timestamp_type=msg.timestamp_type,
+        key=msg.key,
+        value=msg.value or b"",
+    )
+
+
+class _SeekToStored(ConsumerRebalanceListener):  # type: ignore[misc]
+    """On assignment, position each partition at the offset stored in PostgreSQL."""
+
+    def __init__(self, owner: LedgerConsumer) -> None:
+        self._owner = owner
+
+    async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        # Let an in-flight append finish; its position is committed with it either way.
+        async with self._owner._batch_lock:
+            pass
+
+    async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        await self._owner._seek_assigned(assigned)
+
+
+class LedgerConsumer:
+    """``async with LedgerConsumer(...) as c: await c.run()``; ``stop()`` ends ``run``."""
+
+    def __init__(self, *, config: ConsumerConfig, appender: Appender, codec: Codec) -> None:
+        self._config = config
+        self._appender = appender
+        self._codec = codec
+        self._consumer: AIOKafkaConsumer | None = None
+        self._stopping = asyncio.Event()
+        self._batch_lock = asyncio.Lock()
+        self.stats = ConsumerStats()
+
+    async def start(self) -> None:
+        if self._consumer is not None:
+            return
+        await self._appender.register_schemas(
+            [
+                WriterSchemaInfo(
+                    fingerprint=s.fingerprint,
+                    full_name=s.full_name,
+                    canonical_form=s.canonical_form,
+                    schema_json=s.schema_json,
+                )
+                for s in self._codec.schemas
+            ]
+        )
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._config.bootstrap_servers,
+            group_id=self._config.group_id,
+            client_id="phi-ledger-consumer",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            max_poll_records=self._config.max_batch,
+            security_protocol=self._config.security_protocol,
+            ssl_context=(
+                create_ssl_context(cafile=self._config.ssl_cafile)
+                if self._config.security_protocol == "SSL"
+                else None
+            ),
+        )
+        await consumer.start()
+        consumer.subscribe(list(self._config.topics), listener=_SeekToStored(self))
+        self._consumer = consumer
+        self._stopping.clear()
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            async with self._batch_lock:
+                await consumer.stop()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def _seek_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            return
+        by_topic: dict[str, list[int]] = {}
+        for tp in assigned:
+            by_topic.setdefault(tp.topic, []).append(tp.partition)
+        for topic, partitions in by_topic.items():
+            stored = await self._appender.committed_offsets(topic, partitions)
+            for partition in partitions:
+                tp = TopicPartition(topic, partition)
+                if partition in stored:
+                    consumer.seek(tp, stored[partition])
+                else:
+                    await consumer.seek_to_beginning(tp)
+        logger.info("assigned %d partition(s); positioned from the ledger", len(assigned))
+
+    async def run(self) -> None:
+        """Consume until ``stop()``; each partition's batch is one ledger transaction."""
+        while not self._stopping.is_set():
+            consumer = self._consumer
+            if consumer is None:
+                return
+            try:
+                batches = await consumer.getmany(
+                    timeout_ms=self._config.poll_timeout_ms, max_records=self._config.max_batch
+                )
+            except KafkaError as exc:
+                logger.warning("Kafka poll failed (%s); retrying", type(exc).__name__)
+                await asyncio.sleep(1.0)
+                continue
+            if not batches:
+                continue
+            async with self._batch_lock:
+                for tp, messages in batches.items():
+                    if messages:
+                        await self._append_partition(consumer, tp, messages)
+
+    async def _append_partition(
+        self,
+        consumer: AIOKafkaConsumer,
+        tp: TopicPartition,
+        messages: Sequence[ConsumerRecord[bytes, bytes]],
+    ) -> None:
+        now = utc_now()
+        items = [classify(_kafka_record(m), self._codec, now=now) for m in messages]
+        result = None
+        delay = 0.5
+        while result is None:
+            try:
+                result = await self._appender.append(
+                    topic=tp.topic, partition=tp.partition, items=items
+                )
+            except (LedgerError, OSError) as exc:
+                if self._stopping.is_set():
+                    raise
+                logger.warning(
+                    "append to %s/%d failed (%s); retrying in %.1fs",
+                    tp.topic,
+                    tp.partition,
+                    type(exc).__name__,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        s = self.stats
+        s.appended += result.appended
+        s.duplicates += result.duplicates
+        s.quarantined += result.quarantined
+        s.skipped += result.skipped
+        s.batches += 1
+        s.last_append = utc_now()
+        for item in items:
+            if isinstance(item, Rejected):
+                s.by_reason[item.reason] = s.by_reason.get(item.reason, 0) + 1
+        if result.quarantined:
+            logger.warning(
+                "%s/%d: %d record(s) quarantined", tp.topic, tp.partition, result.quarantined
+            )
+        # Advisory only: the authoritative position is in PostgreSQL.
+        with contextlib.suppress(KafkaError):
+            await consumer.commit({tp: result.next_offset})

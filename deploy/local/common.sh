@@ -1,0 +1,76 @@
+# Shared settings for the local, Docker-free stack. Sourced by the other scripts.
+# Every path lives under the repository's ignored .local/ directory.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+LOCAL="$ROOT/.local"
+VENV="$ROOT/.venv"
+RUN_DIR="$LOCAL/run"
+LOG_DIR="$LOCAL/log"
+SECRETS="$LOCAL/secrets"
+
+PG_PORT="${LEDGER_PG_PORT:-55432}"
+KAFKA_PORT="${LEDGER_KAFKA_PORT:-59092}"
+KAFKA_CONTROLLER_PORT="${LEDGER_KAFKA_CONTROLLER_PORT:-59093}"
+API_PORT="${LEDGER_API_PORT:-58080}"
+PG_DB="${LEDGER_PG_DB:-ledger}"
+
+mkdir -p "$RUN_DIR" "$LOG_DIR" "$SECRETS"
+chmod 700 "$SECRETS"
+
+log() { printf '[%s] %s\n' "$(basename "$0" .sh)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    die "need root to run: $*"; fi
+}
+
+APT_UPDATED=""
+apt_install() {
+  # Install Debian packages that are missing; apt-get update once per run.
+  local missing=()
+  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "installing Debian packages: ${missing[*]}"
+  if [ -z "$APT_UPDATED" ]; then as_root apt-get update -qq; APT_UPDATED=1; fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# port_open HOST PORT: true when something accepts TCP connections there.
+port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+# wait_for SECONDS DESCRIPTION COMMAND...: poll until COMMAND succeeds.
+wait_for() {
+  local limit="$1" what="$2"; shift 2
+  local deadline=$((SECONDS + limit))
+  until "$@" >/dev/null 2>&1; do
+    [ "$SECONDS" -ge "$deadline" ] && return 1
+    sleep 0.3
+  done
+  log "$what is ready"
+}
+
+# secret NAME: print a random secret stored (mode 600) under .local/secrets, creating it once.
+secret() {
+  local f="$SECRETS/$1"
+  if [ ! -s "$f" ]; then
+    (umask 077; head -c 24 /dev/urandom | base64 | tr -d '/+=' > "$f")
+  fi
+  cat "$f"
+}
+
+pid_alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+# stop_pidfile FILE NAME: TERM the process, wait up to 20 s, then KILL.
+stop_pidfile() {
+  local f="$1" name="$2"
+  if pid_alive "$f"; then
+    local pid; pid="$(cat "$f")"
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -0 "$pid" 2>/dev/null && { log "$name did not stop in 20 s; killing"; kill -9 "$pid" 2>/dev/null || true; }
+    log "$name stopped"
+  fi
+  rm -f "$f"
+}

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# The local stack: `stack.sh up` (everything), `stack.sh infra` (PostgreSQL + Kafka + schema,
+# what the tests need), `stack.sh down` (stop everything), `stack.sh status`.
+source "$(dirname "$0")/common.sh"
+HERE="$ROOT/deploy/local"
+ENV_FILE="$LOCAL/env"
+LEDGER="$VENV/bin/ledger"
+
+write_env() {
+  local owner appender reader
+  owner="$(secret pg-ledger_owner)"; appender="$(secret pg-ledger_appender)"; reader="$(secret pg-ledger_reader)"
+  (umask 077; cat >"$ENV_FILE.tmp" <<ENV
+# Written by deploy/local/stack.sh. Shell KEY=value lines; contains secrets (mode 600).
+LEDGER_API_URL=http://127.0.0.1:$API_PORT
+KAFKA_BOOTSTRAP=127.0.0.1:$KAFKA_PORT
+DATABASE_URL=postgresql://ledger_owner:$owner@127.0.0.1:$PG_PORT/$PG_DB
+LEDGER_APPENDER_URL=postgresql://ledger_appender:$appender@127.0.0.1:$PG_PORT/$PG_DB
+LEDGER_READER_URL=postgresql://ledger_reader:$reader@127.0.0.1:$PG_PORT/$PG_DB
+LEDGER_NAME=philedger.localhost
+ENV
+  mv "$ENV_FILE.tmp" "$ENV_FILE")
+}
+
+# start_service NAME COMMAND...: run in the background with a pid file and a log.
+start_service() {
+  local name="$1"; shift
+  local pidfile="$RUN_DIR/$name.pid" logfile="$LOG_DIR/$name.log"
+  if pid_alive "$pidfile"; then log "$name already running (pid $(cat "$pidfile"))"; return 0; fi
+  log "starting $name (log: $logfile)"
+  (cd "$ROOT" && set -a && source "$ENV_FILE" && set +a && exec setsid nohup "$@" >>"$logfile" 2>&1 </dev/null) &
+  echo $! >"$pidfile"
+}
+
+infra() {
+  "$HERE/python.sh"
+  "$HERE/postgres.sh" start
+  "$HERE/kafka.sh" start
+  write_env
+  (cd "$ROOT" && "$LEDGER" migrate && "$LEDGER" topics)
+}
+
+up() {
+  infra
+  start_service consumer "$LEDGER" consume
+  start_service api "$LEDGER" serve --port "$API_PORT"
+  (cd "$ROOT" && "$LEDGER" wait api --timeout 60) || { tail -20 "$LOG_DIR/api.log" >&2; die "API did not start (log: $LOG_DIR/api.log)"; }
+  sleep 1
+  pid_alive "$RUN_DIR/consumer.pid" || { tail -20 "$LOG_DIR/consumer.log" >&2; die "consumer exited (log: $LOG_DIR/consumer.log)"; }
+  log "stack is up; settings in $ENV_FILE (passwords masked here):"
+  sed -E 's#(://[^:]+:)[^@]*@#\1****@#' "$ENV_FILE" | grep -v '^#'
+}
+
+down() {
+  stop_pidfile "$RUN_DIR/api.pid" "API"
+  stop_pidfile "$RUN_DIR/consumer.pid" "consumer"
+  "$HERE/kafka.sh" stop
+  "$HERE/postgres.sh" stop
+}
+
+status() {
+  for s in api consumer; do
+    if pid_alive "$RUN_DIR/$s.pid"; then echo "$s: running (pid $(cat "$RUN_DIR/$s.pid"))"; else echo "$s: stopped"; fi
+  done
+  "$HERE/kafka.sh" status || true
+  "$HERE/postgres.sh" status >/dev/null 2>&1 && echo "PostgreSQL running" || echo "PostgreSQL not running"
+}
+
+case "${1:-up}" in
+  up) up ;; infra) infra ;; down) down ;; status) status ;;
+  *) die "usage: $0 up|infra|down|status" ;;
+esac

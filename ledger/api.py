@@ -1,0 +1,220 @@
+"""The ledger's HTTP query API (aiohttp).
+
+Invariant: handlers only read, through the ``LedgerReader`` port; every
+parameter is validated before it reaches a query, and every failure is a JSON
+error with a 4xx/5xx status and a stable code; no stack trace and no PHI reach
+the service's own log.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+from aiohttp import web
+
+from ledger.avro import SchemaSet, StoredSchema
+from ledger.errors import LedgerError, MalformedInputError, PushbackError, UnavailableError
+from ledger.leaf import decode_leaf
+from ledger.query import AccessEntry, Cursor, LedgerReader
+from schemas import dicom
+
+logger = logging.getLogger(__name__)
+
+READER: Final = web.AppKey("reader", LedgerReader)
+SCHEMAS: Final = web.AppKey("schemas", dict)
+
+DEFAULT_PAGE: Final = 100
+MAX_PAGE: Final = 1000
+MAX_REQUEST_BYTES: Final = 64 * 1024
+_ID = re.compile(r"[^\x00-\x1f\x7f]{1,256}")
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+@web.middleware
+async def errors_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status >= 400 and exc.content_type != "application/json":
+            return _error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
+        raise
+    except MalformedInputError as exc:
+        return _error(400, "bad_request", str(exc))
+    except PushbackError as exc:
+        resp = _error(503, "overloaded", str(exc))
+        resp.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+        return resp
+    except UnavailableError:
+        logger.warning("dependency unavailable for %s %s", request.method, request.path)
+        return _error(503, "unavailable", "the ledger store is unavailable; retry later")
+    except LedgerError as exc:
+        logger.error("ledger error on %s: %s", request.rel_url.path, type(exc).__name__)
+        return _error(500, "internal", "internal error")
+    except (OSError, TimeoutError) as exc:
+        logger.warning("I/O failure for %s: %s", request.method, type(exc).__name__)
+        return _error(503, "unavailable", "the ledger store is unavailable; retry later")
+    except Exception:
+        # Deliberately no exception text: it may contain query parameters (PHI).
+        logger.error("unhandled error on %s %s", request.method, request.rel_url.path.split("/")[1])
+        return _error(500, "internal", "internal error")
+
+
+def _identifier(value: str, name: str) -> str:
+    if not _ID.fullmatch(value):
+        raise MalformedInputError(f"{name} must be 1-256 printable characters")
+    return value
+
+
+def _limit(request: web.Request) -> int:
+    raw = request.query.get("limit")
+    if raw is None:
+        return DEFAULT_PAGE
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+        raise MalformedInputError(f"limit must be an integer from 1 to {MAX_PAGE}")
+    return int(raw)
+
+
+def entry_json(e: AccessEntry) -> dict[str, object]:
+    return {
+        "event_id": str(e.event_id),
+        "kind": e.kind,
+        "time": e.event_time.isoformat(),
+        "facility": e.facility_id,
+        "patient": {"id": e.patient_id, "issuer": e.patient_issuer, "state": e.patient_state},
+        "user": {
+            "id": e.user_id,
+            "name": e.user_name,
+            "role": e.user_role,
+            "organization": e.user_org,
+        },
+        "event": {
+            "dicom_event_id": e.dicom_event_id,
+            "name": dicom.EVENT_IDS.get(e.dicom_event_id or "", dicom.CRITICAL_RESULT_RELAY[1]),
+        },
+        "action": e.action,
+        "outcome": e.outcome,
+        "study": {"uid": e.study_uid, "accession": e.accession},
+        "network_address": e.network_address,
+        "purpose_of_use": e.purpose_of_use,
+        "ledger": {
+            "log_id": e.position.log_id,
+            "origin": e.position.origin,
+            "leaf_index": e.position.leaf_index,
+        },
+    }
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def patient_accesses(request: web.Request) -> web.Response:
+    patient_id = _identifier(request.match_info["patient_id"], "patient id")
+    issuer = request.query.get("issuer")
+    if issuer is not None:
+        _identifier(issuer, "issuer")
+    limit = _limit(request)
+    cursor_token = request.query.get("cursor")
+    after = Cursor.decode(cursor_token) if cursor_token else None
+    reader = request.app[READER]
+    entries = await reader.patient_accesses(
+        patient_id=patient_id, issuer=issuer, limit=limit + 1, after=after
+    )
+    page = list(entries[:limit])
+    next_cursor = None
+    if len(entries) > limit:
+        last = page[-1]
+        next_cursor = Cursor(event_time=last.event_time, event_id=last.event_id).encode()
+    return web.json_response(
+        {
+            "patient_id": patient_id,
+            "issuer": issuer,
+            "accesses": [entry_json(e) for e in page],
+            "next_cursor": next_cursor,
+        }
+    )
+
+
+async def _schemas(app: web.Application, fingerprint: bytes) -> SchemaSet:
+    cache: dict[str, SchemaSet] = app[SCHEMAS]
+    current = cache.get("set")
+    if current is None or current.name_of(fingerprint) is None:
+        rows = await app[READER].writer_schemas()
+        current = SchemaSet(
+            StoredSchema(fingerprint=fp, full_name=name, schema_json=js) for fp, name, js in rows
+        )
+        cache["set"] = current
+    return current
+
+
+async def event_detail(request: web.Request) -> web.Response:
+    raw = request.match_info["event_id"]
+    try:
+        event_id = uuid.UUID(raw)
+    except ValueError as exc:
+        raise MalformedInputError("event id must be a UUID") from exc
+    stored = await request.app[READER].event(event_id)
+    if stored is None:
+        return _error(404, "not_found", "no event with that id is in the ledger")
+    record = decode_leaf(stored.leaf)
+    schemas = await _schemas(request.app, record.value[2:10])
+    schema_name, body = schemas.decode(record.value)
+    return web.json_response(
+        {
+            "event_id": str(event_id),
+            "schema": schema_name,
+            "event": body,
+            "summary": entry_json(stored.entry),
+            "ledger": {
+                "log_id": stored.entry.position.log_id,
+                "origin": stored.entry.position.origin,
+                "leaf_index": stored.entry.position.leaf_index,
+                "leaf_hash": stored.leaf_hash.hex(),
+                "kafka": {
+                    "topic": record.topic,
+                    "partition": record.partition,
+                    "offset": record.offset,
+                    "timestamp_ms": record.timestamp_ms,
+                },
+            },
+        }
+    )
+
+
+async def list_logs(request: web.Request) -> web.Response:
+    logs = await request.app[READER].logs()
+    return web.json_response(
+        {
+            "logs": [
+                {
+                    "id": log.log_id,
+                    "origin": log.origin,
+                    "topic": log.topic,
+                    "partition": log.partition,
+                    "size": log.size,
+                }
+                for log in logs
+            ]
+        }
+    )
+
+
+def create_app(reader: LedgerReader) -> web.Application:
+    """The API application; the caller owns the reader's lifecycle."""
+    app = web.Application(middlewares=[errors_middleware], client_max_size=MAX_REQUEST_BYTES)
+    app[READER] = reader
+    app[SCHEMAS] = {}
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/v1/patients/{patient_id}/accesses", patient_accesses)
+    app.router.add_get("/v1/events/{event_id}", event_detail)
+    app.router.add_get("/v1/logs", list_logs)
+    return app

@@ -1,0 +1,101 @@
+"""The ledger's public ingestion API: what a consumer hands the ledger to append.
+
+Invariant: a batch covers a contiguous run of one partition's offsets, in order,
+and each record in it is exactly one of ``Accepted`` (becomes a leaf, unless its
+event id is already recorded with the same bytes) or ``Rejected`` (goes to
+quarantine with its reason). The ledger never drops a record of a batch.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from ledger.leaf import KafkaRecord
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IndexFields:
+    """The queryable projection of one event (see the ``events`` table)."""
+
+    event_id: uuid.UUID
+    kind: str
+    event_time: datetime
+    producer_id: str
+    producer_seq: int
+    facility_id: str
+    patient_id: str
+    patient_issuer: str | None
+    patient_state: str | None
+    user_id: str
+    user_name: str | None
+    user_role: str | None
+    user_org: str | None
+    dicom_event_id: str | None
+    action: str | None
+    outcome: str | None
+    study_uid: str | None
+    accession: str | None
+    network_address: str | None
+    purpose_of_use: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Accepted:
+    """A record that decoded and validated; it becomes a leaf."""
+
+    record: KafkaRecord
+    leaf: bytes
+    index: IndexFields
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rejected:
+    """A record that cannot be appended; it goes to quarantine with a specific reason."""
+
+    record: KafkaRecord
+    reason: str
+    detail: str
+
+
+BatchItem = Accepted | Rejected
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WriterSchemaInfo:
+    fingerprint: bytes
+    full_name: str
+    canonical_form: str
+    schema_json: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AppendResult:
+    """What one append did. ``skipped`` counts records already applied earlier."""
+
+    log_id: int
+    next_offset: int
+    appended: int
+    duplicates: int
+    quarantined: int
+    skipped: int
+    first_leaf: int
+
+
+class Appender(Protocol):
+    """The port through which a consumer appends to the ledger."""
+
+    async def register_schemas(self, schemas: Sequence[WriterSchemaInfo]) -> None: ...
+
+    async def committed_offsets(self, topic: str, partitions: Sequence[int]) -> dict[int, int]:
+        """The next offset to consume for each partition that has any committed batch."""
+        ...
+
+    async def append(
+        self, *, topic: str, partition: int, items: Sequence[BatchItem]
+    ) -> AppendResult:
+        """Append one partition's batch atomically, together with its Kafka position."""
+        ...

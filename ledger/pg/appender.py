@@ -1,0 +1,281 @@
+"""The PostgreSQL appender: one transaction per partition batch.
+
+Invariant: leaves, their index rows, quarantined records and the batch's Kafka
+position commit in one transaction, under a per-log advisory lock, so
+(a) leaf indexes are gapless and assigned in commit order, and (b) every
+consumed offset is, exactly once, appended, a counted duplicate, or quarantined.
+Records at offsets below the stored position were applied before and are skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Self
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from ledger.errors import ConflictError, UnavailableError
+from ledger.ingest import Accepted, AppendResult, BatchItem, Rejected, WriterSchemaInfo
+from ledger.leaf import KafkaRecord, decode_leaf
+from ledger.merkle import leaf_hash
+from ledger.pg import sql
+
+logger = logging.getLogger(__name__)
+
+Conn = asyncpg.Connection | PoolConnectionProxy
+
+REASON_CONFLICT = "conflicting_event_id"
+
+
+def origin_for(ledger_name: str, topic: str, partition: int) -> str:
+    """The checkpoint origin of one partition's log: ``<ledger name>/<topic>/<partition>``."""
+    return f"{ledger_name}/{topic}/{partition}"
+
+
+def _ts(record: KafkaRecord) -> datetime | None:
+    """The Kafka timestamp as a datetime, or None when it is out of range (hostile input)."""
+    try:
+        return datetime.fromtimestamp(record.timestamp_ms / 1000, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+class PostgresAppender:
+    """Implements ``ledger.ingest.Appender`` on a small asyncpg pool."""
+
+    def __init__(self, *, dsn: str, ledger_name: str, pool_size: int = 4) -> None:
+        self._dsn = dsn
+        self._ledger_name = ledger_name
+        self._pool_size = pool_size
+        self._pool: asyncpg.Pool | None = None
+        self._log_ids: dict[tuple[str, int], int] = {}
+
+    async def start(self) -> None:
+        if self._pool is not None:
+            return
+        try:
+            self._pool = await asyncpg.create_pool(
+                self._dsn, min_size=1, max_size=self._pool_size, command_timeout=60
+            )
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise UnavailableError(f"cannot connect to PostgreSQL: {type(exc).__name__}") from exc
+
+    async def stop(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise UnavailableError("appender is not started")
+        return self._pool
+
+    async def register_schemas(self, schemas: Sequence[WriterSchemaInfo]) -> None:
+        async with self.pool.acquire() as conn:
+            await conn.executemany(
+                sql.REGISTER_SCHEMA,
+                [(s.fingerprint, s.full_name, s.canonical_form, s.schema_json) for s in schemas],
+            )
+
+    async def committed_offsets(self, topic: str, partitions: Sequence[int]) -> dict[int, int]:
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(sql.NEXT_OFFSETS_FOR_TOPIC, topic, list(partitions))
+        return {int(r[0]): int(r[1]) for r in rows}
+
+    async def _log_id(self, conn: Conn, topic: str, partition: int) -> int:
+        key = (topic, partition)
+        cached = self._log_ids.get(key)
+        if cached is not None:
+            return cached
+        origin = origin_for(self._ledger_name, topic, partition)
+        await conn.execute(sql.ENSURE_LOG, origin, topic, partition)
+        row = await conn.fetchrow(sql.LOG_ID, topic, partition)
+        if row is None:
+            raise UnavailableError(f"log for {topic}/{partition} vanished")
+        if row["origin"] != origin:
+            raise ConflictError(
+                f"log {topic}/{partition} has origin {row['origin']!r}, not {origin!r}: "
+                "this database belongs to another ledger name"
+            )
+        self._log_ids[key] = int(row["log_id"])
+        return self._log_ids[key]
+
+    async def append(
+        self, *, topic: str, partition: int, items: Sequence[BatchItem]
+    ) -> AppendResult:
+        if not items:
+            raise ValueError("empty batch")
+        try:
+            async with self.pool.acquire() as conn:
+                log_id = await self._log_id(conn, topic, partition)
+                async with conn.transaction():
+                    await conn.execute(sql.LOCK_LOG, log_id)
+                    return await self._append_locked(conn, log_id, topic, partition, items)
+        except asyncpg.UniqueViolationError as exc:
+            # Another log's writer recorded one of these event ids concurrently; the
+            # whole batch rolled back, and a retry will see that event as a duplicate.
+            raise ConflictError(f"concurrent append of the same event id: {exc.detail}") from exc
+        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
+            raise UnavailableError(f"PostgreSQL unavailable: {type(exc).__name__}") from exc
+        except asyncpg.exceptions.OperatorInterventionError as exc:
+            raise UnavailableError("PostgreSQL is starting or shutting down") from exc
+
+    async def _append_locked(
+        self,
+        conn: Conn,
+        log_id: int,
+        topic: str,
+        partition: int,
+        items: Sequence[BatchItem],
+    ) -> AppendResult:
+        stored = await conn.fetchval(sql.NEXT_OFFSET, log_id)
+        stored_next = -1 if stored is None else int(stored)
+        fresh = [i for i in items if i.record.offset >= stored_next]
+        skipped = len(items) - len(fresh)
+        next_leaf = int(await conn.fetchval(sql.NEXT_LEAF_INDEX, log_id))
+        if not fresh:
+            return AppendResult(
+                log_id=log_id,
+                next_offset=max(stored_next, 0),
+                appended=0,
+                duplicates=0,
+                quarantined=0,
+                skipped=skipped,
+                first_leaf=next_leaf,
+            )
+
+        accepted = [i for i in fresh if isinstance(i, Accepted)]
+        existing: dict[object, tuple[int, int, bytes]] = {}
+        if accepted:
+            rows = await conn.fetch(sql.EXISTING_EVENTS, [a.index.event_id for a in accepted])
+            existing = {
+                r["event_id"]: (int(r["log_id"]), int(r["leaf_index"]), bytes(r["leaf"]))
+                for r in rows
+            }
+
+        leaves: list[tuple[int, int, bytes, bytes]] = []
+        events: list[tuple[object, ...]] = []
+        quarantine: list[tuple[object, ...]] = []
+        duplicates = 0
+        seen_here: dict[object, bytes] = {}
+        index = next_leaf
+        for item in fresh:
+            rec = item.record
+            if isinstance(item, Rejected):
+                quarantine.append(_quarantine_row(rec, item.reason, item.detail))
+                continue
+            event_id = item.index.event_id
+            prior_value: bytes | None = None
+            where = ""
+            if event_id in existing:
+                prior_log, prior_index, prior_leaf = existing[event_id]
+                prior_value = decode_leaf(prior_leaf).value
+                where = f"log {prior_log} leaf {prior_index}"
+            elif event_id in seen_here:
+                prior_value = seen_here[event_id]
+                where = "an earlier record of the same batch"
+            if prior_value is not None:
+                if prior_value == rec.value:
+                    duplicates += 1
+                else:
+                    logger.warning(
+                        "SECURITY: event id %s re-sent with different content at %s/%d@%d",
+                        event_id,
+                        topic,
+                        partition,
+                        rec.offset,
+                    )
+                    quarantine.append(
+                        _quarantine_row(
+                            rec,
+                            REASON_CONFLICT,
+                            f"event id {event_id} is already recorded at {where} "
+                            "with different content",
+                        )
+                    )
+                continue
+            seen_here[event_id] = rec.value
+            leaves.append((log_id, index, item.leaf, leaf_hash(item.leaf)))
+            f = item.index
+            events.append(
+                (
+                    f.event_id,
+                    log_id,
+                    index,
+                    f.kind,
+                    f.event_time,
+                    f.producer_id,
+                    f.producer_seq,
+                    f.facility_id,
+                    f.patient_id,
+                    f.patient_issuer,
+                    f.patient_state,
+                    f.user_id,
+                    f.user_name,
+                    f.user_role,
+                    f.user_org,
+                    f.dicom_event_id,
+                    f.action,
+                    f.outcome,
+                    f.study_uid,
+                    f.accession,
+                    f.network_address,
+                    f.purpose_of_use,
+                )
+            )
+            index += 1
+
+        if leaves:
+            await conn.copy_records_to_table("leaves", records=leaves, columns=sql.LEAF_COLUMNS)
+            await conn.copy_records_to_table("events", records=events, columns=sql.EVENT_COLUMNS)
+        if quarantine:
+            await conn.executemany(sql.INSERT_QUARANTINE, quarantine)
+        next_offset = fresh[-1].record.offset + 1
+        await conn.execute(
+            sql.INSERT_POSITION,
+            log_id,
+            next_offset,
+            next_leaf,
+            len(leaves),
+            duplicates,
+            len(quarantine),
+        )
+        return AppendResult(
+            log_id=log_id,
+            next_offset=next_offset,
+            appended=len(leaves),
+            duplicates=duplicates,
+            quarantined=len(quarantine),
+            skipped=skipped,
+            first_leaf=next_leaf,
+        )
+
+
+def _quarantine_row(rec: KafkaRecord, reason: str, detail: str) -> tuple[object, ...]:
+    return (
+        rec.topic,
+        rec.partition,
+        rec.offset,
+        _ts(rec),
+        rec.key,
+        rec.value,
+        reason,
+        detail[:2000],
+    )

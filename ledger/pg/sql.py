@@ -1,0 +1,116 @@
+"""Every SQL statement the ledger's PostgreSQL adapters run, as named constants.
+
+Invariant: statements are parameterised ($1, $2, ...); no value is ever
+interpolated into SQL text.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# ------------------------------------------------------------------ appender
+LOCK_LOG: Final = "SELECT pg_advisory_xact_lock(8723, $1)"
+
+ENSURE_LOG: Final = """
+INSERT INTO logs (origin, topic, kafka_partition) VALUES ($1, $2, $3)
+ON CONFLICT (topic, kafka_partition) DO NOTHING
+"""
+
+LOG_ID: Final = "SELECT log_id, origin FROM logs WHERE topic = $1 AND kafka_partition = $2"
+
+NEXT_OFFSET: Final = "SELECT max(next_offset) FROM ingest_positions WHERE log_id = $1"
+
+NEXT_OFFSETS_FOR_TOPIC: Final = """
+SELECT l.kafka_partition, max(p.next_offset)
+FROM logs l JOIN ingest_positions p USING (log_id)
+WHERE l.topic = $1 AND l.kafka_partition = ANY($2::int[])
+GROUP BY l.kafka_partition
+"""
+
+NEXT_LEAF_INDEX: Final = "SELECT coalesce(max(leaf_index) + 1, 0) FROM leaves WHERE log_id = $1"
+
+EXISTING_EVENTS: Final = """
+SELECT e.event_id, e.log_id, e.leaf_index, l.leaf
+FROM events e JOIN leaves l ON l.log_id = e.log_id AND l.leaf_index = e.leaf_index
+WHERE e.event_id = ANY($1::uuid[])
+"""
+
+INSERT_POSITION: Final = """
+INSERT INTO ingest_positions (log_id, next_offset, first_leaf, appended, duplicates, quarantined)
+VALUES ($1, $2, $3, $4, $5, $6)
+"""
+
+INSERT_QUARANTINE: Final = """
+INSERT INTO quarantine (topic, kafka_partition, kafka_offset, kafka_timestamp,
+                        record_key, record_value, reason, detail)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+"""
+
+REGISTER_SCHEMA: Final = """
+INSERT INTO writer_schemas (fingerprint, full_name, canonical_form, schema_json)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT (fingerprint) DO NOTHING
+"""
+
+LEAF_COLUMNS: Final = ("log_id", "leaf_index", "leaf", "leaf_hash")
+
+EVENT_COLUMNS: Final = (
+    "event_id",
+    "log_id",
+    "leaf_index",
+    "kind",
+    "event_time",
+    "producer_id",
+    "producer_seq",
+    "facility_id",
+    "patient_id",
+    "patient_issuer",
+    "patient_state",
+    "user_id",
+    "user_name",
+    "user_role",
+    "user_org",
+    "dicom_event_id",
+    "action",
+    "outcome",
+    "study_uid",
+    "accession",
+    "network_address",
+    "purpose_of_use",
+)
+
+# ------------------------------------------------------------------ reader
+_ACCESS_COLUMNS: Final = """
+e.event_id, e.kind, e.event_time, e.facility_id, e.patient_id, e.patient_issuer,
+e.patient_state, e.user_id, e.user_name, e.user_role, e.user_org, e.dicom_event_id,
+e.action, e.outcome, e.study_uid, e.accession, e.network_address, e.purpose_of_use,
+e.log_id, g.origin, e.leaf_index
+"""
+
+PATIENT_ACCESSES: Final = f"""
+SELECT {_ACCESS_COLUMNS}
+FROM events e JOIN logs g USING (log_id)
+WHERE e.patient_id = $1
+  AND ($2::text IS NULL OR e.patient_issuer = $2)
+  AND ($3::timestamptz IS NULL OR (e.event_time, e.event_id) < ($3, $4::uuid))
+ORDER BY e.event_time DESC, e.event_id DESC
+LIMIT $5
+"""
+
+EVENT_BY_ID: Final = f"""
+SELECT {_ACCESS_COLUMNS}, e.producer_id, e.producer_seq, l.leaf, l.leaf_hash
+FROM events e
+JOIN logs g USING (log_id)
+JOIN leaves l ON l.log_id = e.log_id AND l.leaf_index = e.leaf_index
+WHERE e.event_id = $1
+"""
+
+WRITER_SCHEMAS: Final = (
+    "SELECT fingerprint, full_name, canonical_form, schema_json FROM writer_schemas"
+)
+
+LOGS: Final = """
+SELECT g.log_id, g.origin, g.topic, g.kafka_partition,
+       (SELECT coalesce(max(leaf_index) + 1, 0) FROM leaves l WHERE l.log_id = g.log_id) AS size
+FROM logs g ORDER BY g.log_id
+"""

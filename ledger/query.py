@@ -1,0 +1,109 @@
+"""Read-side types and the port the API queries the ledger through.
+
+Invariant: every entry returned by a read names the log and leaf index it sits
+at, so any answer can be proven against a signed checkpoint. Cursors are opaque
+to clients and strictly validated on the way in.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+from ledger.errors import MalformedInputError
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LedgerPosition:
+    log_id: int
+    origin: str
+    leaf_index: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AccessEntry:
+    """One row of an access history: who touched which PHI, when, how, from where."""
+
+    event_id: uuid.UUID
+    kind: str
+    event_time: datetime
+    facility_id: str
+    patient_id: str
+    patient_issuer: str | None
+    patient_state: str | None
+    user_id: str
+    user_name: str | None
+    user_role: str | None
+    user_org: str | None
+    dicom_event_id: str | None
+    action: str | None
+    outcome: str | None
+    study_uid: str | None
+    accession: str | None
+    network_address: str | None
+    purpose_of_use: str | None
+    position: LedgerPosition
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredEvent:
+    entry: AccessEntry
+    producer_id: str
+    producer_seq: int
+    leaf: bytes
+    leaf_hash: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogInfo:
+    log_id: int
+    origin: str
+    topic: str
+    partition: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Cursor:
+    """Position after the last entry of a page (newest-first order)."""
+
+    event_time: datetime
+    event_id: uuid.UUID
+
+    def encode(self) -> str:
+        raw = f"{self.event_time.isoformat()}|{self.event_id}".encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, token: str) -> Cursor:
+        if len(token) > 200:
+            raise MalformedInputError("cursor is too long")
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+            when, _, ident = raw.partition("|")
+            event_time = datetime.fromisoformat(when)
+            event_id = uuid.UUID(ident)
+        except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+            raise MalformedInputError("cursor is not one this API issued") from exc
+        if event_time.tzinfo is None:
+            raise MalformedInputError("cursor is not one this API issued")
+        return cls(event_time=event_time.astimezone(UTC), event_id=event_id)
+
+
+class LedgerReader(Protocol):
+    async def patient_accesses(
+        self, *, patient_id: str, issuer: str | None, limit: int, after: Cursor | None
+    ) -> Sequence[AccessEntry]: ...
+
+    async def event(self, event_id: uuid.UUID) -> StoredEvent | None: ...
+
+    async def logs(self) -> Sequence[LogInfo]: ...
+
+    async def writer_schemas(self) -> Sequence[tuple[bytes, str, str]]:
+        """(fingerprint, full name, schema JSON) of every registered writer schema."""
+        ...

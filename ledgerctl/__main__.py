@@ -1,0 +1,210 @@
+"""The ``ledger`` command line (typer): the single composition root for operators.
+
+Invariant: each subcommand reads ``Settings`` once, wires the components it needs,
+and never prints a secret; failures exit non-zero with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from ledgerctl.settings import Settings
+
+app = typer.Typer(
+    help="PHI audit ledger: ingest, serve, simulate and inspect a verifiable audit log.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+wait_app = typer.Typer(help="Wait until a dependency is ready (for scripts).", no_args_is_help=True)
+app.add_typer(wait_app, name="wait")
+
+console = Console(stderr=True)
+
+
+def _logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+
+
+def _fail(message: str) -> typer.Exit:
+    console.print(f"[red]error:[/red] {message}")
+    return typer.Exit(code=1)
+
+
+@app.command()
+def migrate() -> None:
+    """Apply pending schema migrations (as the schema owner, DATABASE_URL)."""
+    from ledger.errors import LedgerError
+    from ledger.migrate import apply_migrations
+
+    settings = Settings.load()
+    try:
+        applied = apply_migrations(settings.require("database_url"))
+    except LedgerError as exc:
+        raise _fail(str(exc)) from exc
+    console.print(f"migrations applied: {', '.join(applied) if applied else 'none (up to date)'}")
+
+
+@app.command()
+def topics() -> None:
+    """Create the event topics if they are missing."""
+    from ledgerctl.infra import ensure_topics
+
+    settings = Settings.load()
+    created = asyncio.run(
+        ensure_topics(settings.kafka_bootstrap, settings.topics, settings.partitions)
+    )
+    console.print(f"topics created: {', '.join(created) if created else 'none (all exist)'}")
+
+
+@wait_app.command("kafka")
+def wait_kafka(timeout: float = 60.0) -> None:
+    """Wait until Kafka answers a metadata request."""
+    from ledgerctl.infra import kafka_ready
+
+    settings = Settings.load()
+    try:
+        asyncio.run(kafka_ready(settings.kafka_bootstrap, timeout))
+    except TimeoutError as exc:
+        raise _fail(str(exc)) from exc
+
+
+@wait_app.command("postgres")
+def wait_postgres(timeout: float = 60.0) -> None:
+    """Wait until PostgreSQL accepts the reader role."""
+    from ledgerctl.infra import postgres_ready
+
+    settings = Settings.load()
+    try:
+        asyncio.run(postgres_ready(settings.require("reader_url"), timeout))
+    except TimeoutError as exc:
+        raise _fail(str(exc)) from exc
+
+
+@wait_app.command("api")
+def wait_api(timeout: float = 60.0) -> None:
+    """Wait until the API answers /healthz."""
+    from ledgerctl.infra import api_ready
+
+    settings = Settings.load()
+    try:
+        asyncio.run(api_ready(settings.api_url, timeout))
+    except TimeoutError as exc:
+        raise _fail(str(exc)) from exc
+
+
+@app.command()
+def consume(verbose: bool = False) -> None:
+    """Run the consumer: Kafka topics -> ledger, exactly once (until SIGTERM)."""
+    from consumers.__main__ import run_consumer
+
+    _logging(verbose)
+    settings = Settings.load()
+    asyncio.run(
+        run_consumer(
+            bootstrap=settings.kafka_bootstrap,
+            topics=settings.topics,
+            group_id=settings.consumer_group,
+            appender_dsn=settings.require("appender_url"),
+            ledger_name=settings.ledger_name,
+        )
+    )
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 58080,
+    verbose: bool = False,
+) -> None:
+    """Run the query API (until SIGTERM)."""
+    from ledger.__main__ import serve_api
+
+    _logging(verbose)
+    settings = Settings.load()
+    asyncio.run(serve_api(reader_dsn=settings.require("reader_url"), host=host, port=port))
+
+
+@app.command()
+def simulate(
+    events: Annotated[int, typer.Option("--events", "-n", min=1, help="How many events.")] = 1000,
+    rate: Annotated[float, typer.Option(help="Events per second; 0 = as fast as possible.")] = 0.0,
+    seed: Annotated[int | None, typer.Option(help="Random seed (default: new each run).")] = None,
+    ids_out: Annotated[
+        Path | None, typer.Option("--ids-out", help="Write the emitted event ids here.")
+    ] = None,
+    producer_id: Annotated[str, typer.Option(help="Producer id stamped on events.")] = "simulator",
+) -> None:
+    """Emit realistic synthetic events through the producer library."""
+    from ledgerctl.simulate import run_simulation
+
+    settings = Settings.load()
+    summary = asyncio.run(
+        run_simulation(
+            settings, events=events, rate=rate, seed=seed, ids_out=ids_out, producer_id=producer_id
+        )
+    )
+    console.print(
+        f"emitted {summary.emitted} events ({summary.relays} critical-result relays) "
+        f"in {summary.seconds:.2f}s ({summary.emitted / max(summary.seconds, 1e-9):,.0f}/s); "
+        f"busiest patient: {summary.busiest_patient}"
+    )
+
+
+@app.command()
+def history(
+    patient_id: Annotated[str, typer.Argument(help="Patient id (MRN).")],
+    issuer: Annotated[str | None, typer.Option(help="Assigning authority.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+) -> None:
+    """Print one patient's access history, newest first, read through the API."""
+    from ledgerctl.report import fetch_history, render_history, report_console
+
+    settings = Settings.load()
+    entries = asyncio.run(fetch_history(settings.api_url, patient_id, issuer, limit))
+    render_history(report_console(), patient_id, entries)
+
+
+@app.command()
+def demo(
+    events: Annotated[int, typer.Option("--events", "-n", min=10)] = 300,
+    seed: Annotated[int | None, typer.Option()] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for ingestion.")] = 90.0,
+) -> None:
+    """Emit a burst of demo events, wait for the ledger, print one patient's history."""
+    from ledgerctl.report import render_history, report_console
+    from ledgerctl.simulate import run_demo
+
+    settings = Settings.load()
+    try:
+        result = asyncio.run(run_demo(settings, events=events, seed=seed, timeout=timeout))
+    except TimeoutError as exc:
+        raise _fail(str(exc)) from exc
+    out = report_console()
+    out.print(
+        f"Emitted {result.emitted} audit events ({result.facilities} facilities, "
+        f"{result.users} users, {result.patients} patients, 1 critical-result relay) through "
+        f"Kafka; all of patient {result.patient_id}'s events were in the ledger after "
+        f"{result.seconds:.1f}s."
+    )
+    render_history(out, result.patient_id, result.history)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""Infrastructure helpers for the CLI: readiness checks and topic creation.
+
+Invariant: every wait is bounded by an explicit timeout and reports what it
+waited for; topic creation is idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import aiohttp
+import asyncpg
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+
+async def kafka_ready(bootstrap: str, timeout: float) -> None:
+    """Return once a metadata request succeeds; raise TimeoutError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+        try:
+            await admin.start()
+            await admin.list_topics()
+            return
+        except (KafkaError, OSError) as exc:
+            last = exc
+        finally:
+            await admin.close()
+        await asyncio.sleep(0.5)
+    raise TimeoutError(f"Kafka at {bootstrap} not ready after {timeout}s: {last!r}")
+
+
+async def ensure_topics(bootstrap: str, topics: tuple[str, ...], partitions: int) -> list[str]:
+    """Create missing topics (replication 1, min ISR 1); return the names created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [
+            NewTopic(
+                name=t,
+                num_partitions=partitions,
+                replication_factor=1,
+                topic_configs={"retention.ms": "-1", "min.insync.replicas": "1"},
+            )
+            for t in topics
+            if t not in existing
+        ]
+        if wanted:
+            with contextlib.suppress(TopicAlreadyExistsError):  # created concurrently
+                await admin.create_topics(wanted)
+        return [t.name for t in wanted]
+    finally:
+        await admin.close()
+
+
+async def postgres_ready(dsn: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            conn = await asyncpg.connect(dsn, timeout=3)
+            await conn.close()
+            return
+        except (OSError, asyncpg.PostgresError) as exc:
+            last = exc
+        await asyncio.sleep(0.5)
+    raise TimeoutError(f"PostgreSQL not ready after {timeout}s: {type(last).__name__}")
+
+
+async def api_ready(url: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            try:
+                async with session.get(f"{url}/healthz", timeout=aiohttp.ClientTimeout(3)) as r:
+                    if r.status == 200:
+                        return
+            except (aiohttp.ClientError, OSError, TimeoutError):
+                pass
+            await asyncio.sleep(0.3)
+    raise TimeoutError(f"API at {url} not ready after {timeout}s")

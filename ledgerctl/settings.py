@@ -1,0 +1,52 @@
+"""Process settings, read from the environment and ``.local/env`` (pydantic-settings).
+
+Invariant: secrets (database URLs with passwords) are ``SecretStr`` and are never
+printed or logged; environment variables override the env file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _env_file() -> str | None:
+    explicit = os.environ.get("LEDGER_ENV_FILE")
+    if explicit:
+        return explicit
+    local = Path(".local/env")
+    return str(local) if local.is_file() else None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    kafka_bootstrap: str = Field(default="127.0.0.1:59092", alias="KAFKA_BOOTSTRAP")
+    database_url: SecretStr | None = Field(default=None, alias="DATABASE_URL")
+    appender_url: SecretStr | None = Field(default=None, alias="LEDGER_APPENDER_URL")
+    reader_url: SecretStr | None = Field(default=None, alias="LEDGER_READER_URL")
+    api_url: str = Field(default="http://127.0.0.1:58080", alias="LEDGER_API_URL")
+    ledger_name: str = Field(default="philedger.localhost", alias="LEDGER_NAME")
+    access_topic: str = Field(default="phi-access", alias="LEDGER_ACCESS_TOPIC")
+    relay_topic: str = Field(default="critical-result-relay", alias="LEDGER_RELAY_TOPIC")
+    partitions: int = Field(default=4, alias="LEDGER_TOPIC_PARTITIONS", ge=1, le=256)
+    consumer_group: str = Field(default="phi-ledger", alias="LEDGER_CONSUMER_GROUP")
+
+    @classmethod
+    def load(cls) -> Settings:
+        return cls(_env_file=_env_file())  # type: ignore[call-arg]
+
+    def require(self, name: str) -> str:
+        """The value of a secret URL setting, or a clear error naming its variable."""
+        value: SecretStr | None = getattr(self, name)
+        if value is None:
+            alias = type(self).model_fields[name].alias
+            raise SystemExit(f"{alias} is not set (run `make up`, or export it)")
+        return value.get_secret_value()
+
+    @property
+    def topics(self) -> tuple[str, str]:
+        return (self.access_topic, self.relay_topic)

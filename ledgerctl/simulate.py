@@ -1,0 +1,140 @@
+"""Drive the simulator through the real producer library (simulate and demo commands).
+
+Invariant: every event the simulator yields goes through ``Emitter.emit`` and is
+acknowledged by Kafka (``flush``) before the command reports success.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aiohttp
+
+from ledgerctl.report import fetch_history
+from ledgerctl.settings import Settings
+from producers.emitter import Emitter, EmitterConfig
+from producers.events import AuditEvent, CriticalResultRelay
+from producers.simulator import Simulator
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SimulationSummary:
+    emitted: int
+    relays: int
+    seconds: float
+    busiest_patient: str
+    event_ids: tuple[str, ...]
+
+
+def emitter_config(settings: Settings, producer_id: str) -> EmitterConfig:
+    return EmitterConfig(
+        bootstrap_servers=settings.kafka_bootstrap,
+        producer_id=producer_id,
+        access_topic=settings.access_topic,
+        relay_topic=settings.relay_topic,
+        max_block_seconds=30.0,
+    )
+
+
+async def emit_all(
+    settings: Settings, stream: list[AuditEvent], *, rate: float, producer_id: str
+) -> float:
+    """Emit every event (paced at ``rate``/s when > 0) and wait for Kafka's acks."""
+    started = time.perf_counter()
+    async with Emitter(emitter_config(settings, producer_id)) as emitter:
+        for i, event in enumerate(stream):
+            if rate > 0:
+                due = started + i / rate
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            await emitter.emit(event)
+        await emitter.flush()
+    return time.perf_counter() - started
+
+
+async def run_simulation(
+    settings: Settings,
+    *,
+    events: int,
+    rate: float,
+    seed: int | None,
+    ids_out: Path | None,
+    producer_id: str,
+) -> SimulationSummary:
+    sim = Simulator(seed=seed if seed is not None else time.time_ns())
+    stream = list(sim.events(events))
+    ids = tuple(str(e.event_id) for e in stream)
+    if ids_out is not None:
+        await asyncio.to_thread(ids_out.write_text, "".join(f"{i}\n" for i in ids), "utf-8")
+    seconds = await emit_all(settings, stream, rate=rate, producer_id=producer_id)
+    counts = collections.Counter(e.patient.id for e in stream)
+    return SimulationSummary(
+        emitted=len(stream),
+        relays=sum(isinstance(e, CriticalResultRelay) for e in stream),
+        seconds=seconds,
+        busiest_patient=counts.most_common(1)[0][0],
+        event_ids=ids,
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DemoResult:
+    patient_id: str
+    history: list[dict[str, object]]
+    emitted: int
+    facilities: int
+    users: int
+    patients: int
+    seconds: float
+
+
+async def run_demo(
+    settings: Settings, *, events: int, seed: int | None, timeout: float
+) -> DemoResult:
+    """Emit a burst with exactly one critical-result relay; return its patient's history."""
+    sim = Simulator(
+        seed=seed if seed is not None else time.time_ns(),
+        patients=12,
+        start=datetime.now(UTC) - timedelta(hours=3),
+    )
+    stream = list(sim.events(events, relay_every=events))
+    relay = next(e for e in stream if isinstance(e, CriticalResultRelay))
+    patient = relay.patient
+    mine = {str(e.event_id) for e in stream if e.patient == patient}
+    producer_id = f"demo-{time.strftime('%Y%m%dT%H%M%S')}"
+    started = time.perf_counter()
+    await emit_all(settings, stream, rate=0, producer_id=producer_id)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            entries = await fetch_history(settings.api_url, patient.id, patient.issuer, 1000)
+        except aiohttp.ClientError:
+            entries = []
+        seen = {str(e["event_id"]) for e in entries}
+        if mine <= seen:
+            return DemoResult(
+                patient_id=patient.id,
+                history=entries,
+                emitted=len(stream),
+                facilities=len({e.facility.id for e in stream}),
+                users=len({_actor_id(e) for e in stream}),
+                patients=len({e.patient for e in stream}),
+                seconds=time.perf_counter() - started,
+            )
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"only {len(mine & seen)} of {len(mine)} events for patient {patient.id} "
+                f"reached the ledger within {timeout:.0f}s; is the consumer running? "
+                "(see .local/log/consumer.log)"
+            )
+        await asyncio.sleep(0.5)
+
+
+def _actor_id(event: AuditEvent) -> str:
+    return event.sender.user_id if isinstance(event, CriticalResultRelay) else event.actor.user_id

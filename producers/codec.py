@@ -1,0 +1,410 @@
+"""Avro single-object encoding of audit events.
+
+Invariant: every message this codec writes is ``C3 01`` + the 8-byte little-endian
+CRC-64-AVRO fingerprint of the writer schema's Parsing Canonical Form + the Avro
+binary body, so each message names its writer schema. ``decode(encode(e)) == e``
+for every valid event, and ``decode`` either returns a validated event or raises
+``DecodeError`` with a stable ``reason`` code (never another exception type).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Final
+
+import fastavro
+from fastavro.schema import fingerprint as avro_fingerprint
+from fastavro.schema import to_parsing_canonical_form
+
+import schemas
+from producers.errors import DecodeError, EventValidationError
+from producers.events import (
+    AcrCategory,
+    Actor,
+    AttemptOutcome,
+    AuditEvent,
+    CriticalResultRelay,
+    EventAction,
+    EventOutcome,
+    Facility,
+    Patient,
+    PhiAccessEvent,
+    Recipient,
+    RelayAttempt,
+    RelayMethod,
+    RelayRecipient,
+    Study,
+    validate,
+)
+
+#: Avro single-object encoding marker.
+MAGIC: Final = b"\xc3\x01"
+HEADER_LEN: Final = 10
+
+# Stable reason codes carried by DecodeError (and by quarantine rows).
+REASON_TOO_SHORT: Final = "too_short"
+REASON_BAD_MAGIC: Final = "bad_magic"
+REASON_UNKNOWN_SCHEMA: Final = "unknown_schema"
+REASON_MALFORMED_AVRO: Final = "malformed_avro"
+REASON_TRAILING_BYTES: Final = "trailing_bytes"
+REASON_INVALID_EVENT: Final = "invalid_event"
+
+# Avro record types must be plain dicts; the aliases keep the signatures honest.
+Record = dict[str, object]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WriterSchema:
+    """One known writer schema: its fingerprint, full name and canonical form."""
+
+    fingerprint: bytes
+    full_name: str
+    canonical_form: str
+    schema_json: str
+    parsed: Mapping[str, object]
+
+
+def schema_fingerprint(schema_json: Mapping[str, object]) -> tuple[bytes, str]:
+    """Return (8-byte single-object fingerprint, parsing canonical form) of a schema."""
+    canonical = to_parsing_canonical_form(fastavro.parse_schema(dict(schema_json)))
+    # fastavro renders CRC-64-AVRO as the hex of the little-endian bytes, which is
+    # exactly the order single-object encoding puts on the wire.
+    return bytes.fromhex(avro_fingerprint(canonical, "CRC-64-AVRO")), canonical
+
+
+def _parse(schema_json: Mapping[str, object]) -> dict[str, object]:
+    parsed = fastavro.parse_schema(dict(schema_json))
+    if not isinstance(parsed, dict):
+        raise TypeError("a writer schema must be a JSON object (an Avro record)")
+    return parsed
+
+
+def load_shipped_schemas() -> tuple[WriterSchema, ...]:
+    """Every writer schema shipped in the ``schemas`` package."""
+    out = []
+    for name in schemas.ALL_SCHEMA_FILES:
+        raw = schemas.load_schema_json(name)
+        fp, canonical = schema_fingerprint(raw)
+        parsed = _parse(raw)
+        out.append(
+            WriterSchema(
+                fingerprint=fp,
+                full_name=str(parsed["name"]),
+                canonical_form=canonical,
+                schema_json=json.dumps(raw, separators=(",", ":"), sort_keys=True),
+                parsed=MappingProxyType(parsed),
+            )
+        )
+    return tuple(out)
+
+
+_ACCESS_NAME: Final = "philedger.audit.PhiAccessEvent"
+_RELAY_NAME: Final = "philedger.audit.CriticalResultRelay"
+
+
+class Codec:
+    """Encodes events with the newest shipped schema of their type; decodes any known one."""
+
+    __slots__ = ("_by_fingerprint", "_writer_for")
+
+    def __init__(self, writer_schemas: Iterable[WriterSchema] | None = None) -> None:
+        known = tuple(writer_schemas) if writer_schemas is not None else load_shipped_schemas()
+        self._by_fingerprint: dict[bytes, WriterSchema] = {s.fingerprint: s for s in known}
+        # The last schema listed for a name is the one new events are written with.
+        self._writer_for: dict[str, WriterSchema] = {s.full_name: s for s in known}
+
+    @property
+    def schemas(self) -> tuple[WriterSchema, ...]:
+        return tuple(self._by_fingerprint.values())
+
+    def writer_schema(self, event: AuditEvent) -> WriterSchema:
+        name = _ACCESS_NAME if isinstance(event, PhiAccessEvent) else _RELAY_NAME
+        return self._writer_for[name]
+
+    def encode(self, event: AuditEvent) -> bytes:
+        """Validate and encode one event; raises ``EventValidationError`` when invalid."""
+        validate(event)
+        schema = self.writer_schema(event)
+        record = to_record(event)
+        buf = io.BytesIO()
+        buf.write(MAGIC)
+        buf.write(schema.fingerprint)
+        try:
+            fastavro.schemaless_writer(buf, dict(schema.parsed), record)
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise EventValidationError(f"cannot encode event: {exc}", field="<event>") from exc
+        return buf.getvalue()
+
+    def decode_record(self, data: bytes) -> tuple[WriterSchema, Record]:
+        """Decode the Avro body to a plain record, without event validation."""
+        if len(data) < HEADER_LEN:
+            raise DecodeError(
+                f"message is {len(data)} bytes, shorter than the {HEADER_LEN}-byte header",
+                reason=REASON_TOO_SHORT,
+            )
+        if data[:2] != MAGIC:
+            raise DecodeError(
+                f"message starts with {data[:2].hex()}, not the single-object marker c301",
+                reason=REASON_BAD_MAGIC,
+            )
+        fp = bytes(data[2:HEADER_LEN])
+        schema = self._by_fingerprint.get(fp)
+        if schema is None:
+            raise DecodeError(
+                f"unknown writer schema fingerprint {fp.hex()}", reason=REASON_UNKNOWN_SCHEMA
+            )
+        buf = io.BytesIO(data)
+        buf.seek(HEADER_LEN)
+        try:
+            record = fastavro.schemaless_reader(buf, dict(schema.parsed), None)
+        except Exception as exc:  # fastavro raises many kinds on hostile bytes
+            raise DecodeError(
+                f"malformed Avro body for {schema.full_name}: {type(exc).__name__}: {exc}"[:500],
+                reason=REASON_MALFORMED_AVRO,
+            ) from exc
+        if buf.tell() != len(data):
+            raise DecodeError(
+                f"{len(data) - buf.tell()} trailing bytes after the Avro body",
+                reason=REASON_TRAILING_BYTES,
+            )
+        if not isinstance(record, dict):
+            raise DecodeError("Avro body is not a record", reason=REASON_MALFORMED_AVRO)
+        return schema, record
+
+    def decode(self, data: bytes, *, now: datetime | None = None) -> AuditEvent:
+        """Decode and validate one message; raises ``DecodeError`` with a reason code."""
+        schema, record = self.decode_record(data)
+        try:
+            event = from_record(schema.full_name, record)
+            validate(event, now=now)
+        except EventValidationError as exc:
+            raise DecodeError(str(exc), reason=REASON_INVALID_EVENT) from exc
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DecodeError(
+                f"record does not map to an event: {exc}", reason=REASON_INVALID_EVENT
+            ) from exc
+        return event
+
+
+# --------------------------------------------------------------------------- mapping
+
+
+def _actor(a: Actor) -> Record:
+    return {
+        "user_id": a.user_id,
+        "name": a.name,
+        "role": a.role,
+        "organization": a.organization,
+        "npi": a.npi,
+    }
+
+
+def _patient(p: Patient) -> Record:
+    return {"id": p.id, "issuer": p.issuer, "state": p.state}
+
+
+def _study(s: Study) -> Record:
+    return {
+        "uid": s.uid,
+        "accession": s.accession,
+        "modality": s.modality,
+        "sop_classes": list(s.sop_classes),
+        "instances": s.instances,
+    }
+
+
+def to_record(event: AuditEvent) -> Record:
+    """The Avro record (plain dict) for an event."""
+    common: Record = {
+        "event_id": event.event_id,
+        "event_time": event.event_time,
+        "producer_id": event.producer_id,
+        "producer_seq": event.producer_seq,
+        "facility": {"id": event.facility.id, "name": event.facility.name},
+        "patient": _patient(event.patient),
+    }
+    if isinstance(event, PhiAccessEvent):
+        return common | {
+            "actor": _actor(event.actor),
+            "dicom_event_id": event.dicom_event_id,
+            "event_type_code": event.event_type_code,
+            "action": event.action.value,
+            "outcome": event.outcome.value,
+            "study": None if event.study is None else _study(event.study),
+            "network_address": event.network_address,
+            "purpose_of_use": event.purpose_of_use,
+            "recipient": None
+            if event.recipient is None
+            else {
+                "name": event.recipient.name,
+                "address": event.recipient.address,
+                "organization": event.recipient.organization,
+            },
+            "details": dict(event.details),
+        }
+    return common | {
+        "category": event.category.value,
+        "finding": event.finding,
+        "study": _study(event.study),
+        "identified_at": event.identified_at,
+        "communicated_at": event.communicated_at,
+        "acknowledged_at": event.acknowledged_at,
+        "sender": _actor(event.sender),
+        "recipient": {
+            "name": event.recipient.name,
+            "role": event.recipient.role,
+            "npi": event.recipient.npi,
+        },
+        "method": event.method.value,
+        "read_back": event.read_back,
+        "attempts": [
+            {"at": a.at, "method": a.method.value, "outcome": a.outcome.value, "note": a.note}
+            for a in event.attempts
+        ],
+    }
+
+
+def _d(record: Record, key: str) -> Record:
+    value = record[key]
+    if not isinstance(value, dict):
+        raise TypeError(f"{key} is not a record")
+    return value
+
+
+def _s(record: Record, key: str) -> str:
+    value = record[key]
+    if not isinstance(value, str):
+        raise TypeError(f"{key} is not a string")
+    return value
+
+
+def _os(record: Record, key: str) -> str | None:
+    value = record.get(key)
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{key} is not a string")
+    return value
+
+
+def _t(record: Record, key: str) -> datetime:
+    value = record[key]
+    if not isinstance(value, datetime):
+        raise TypeError(f"{key} is not a timestamp")
+    return value.astimezone(UTC)
+
+
+def _ot(record: Record, key: str) -> datetime | None:
+    return None if record.get(key) is None else _t(record, key)
+
+
+def _uuid(record: Record, key: str) -> uuid.UUID:
+    value = record[key]
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+
+
+def _int(record: Record, key: str) -> int:
+    value = record[key]
+    if not isinstance(value, int):
+        raise TypeError(f"{key} is not an integer")
+    return value
+
+
+def _actor_from(r: Record) -> Actor:
+    return Actor(
+        user_id=_s(r, "user_id"),
+        name=_os(r, "name"),
+        role=_s(r, "role"),
+        organization=_os(r, "organization"),
+        npi=_os(r, "npi"),
+    )
+
+
+def _patient_from(r: Record) -> Patient:
+    return Patient(id=_s(r, "id"), issuer=_os(r, "issuer"), state=_os(r, "state"))
+
+
+def _study_from(r: Record) -> Study:
+    sops = r.get("sop_classes") or []
+    instances = r.get("instances")
+    if not isinstance(sops, list) or (instances is not None and not isinstance(instances, int)):
+        raise TypeError("study is malformed")
+    return Study(
+        uid=_s(r, "uid"),
+        accession=_os(r, "accession"),
+        modality=_os(r, "modality"),
+        sop_classes=tuple(str(x) for x in sops),
+        instances=instances,
+    )
+
+
+def from_record(full_name: str, record: Record) -> AuditEvent:
+    """The event for a decoded Avro record of the named schema."""
+    facility = _d(record, "facility")
+    common = {
+        "event_id": _uuid(record, "event_id"),
+        "event_time": _t(record, "event_time"),
+        "producer_id": _s(record, "producer_id"),
+        "producer_seq": _int(record, "producer_seq"),
+        "facility": Facility(id=_s(facility, "id"), name=_os(facility, "name")),
+        "patient": _patient_from(_d(record, "patient")),
+    }
+    if full_name == _ACCESS_NAME:
+        study = record.get("study")
+        recipient = record.get("recipient")
+        details = record.get("details") or {}
+        if not isinstance(details, dict):
+            raise TypeError("details is not a map")
+        return PhiAccessEvent(
+            actor=_actor_from(_d(record, "actor")),
+            dicom_event_id=_s(record, "dicom_event_id"),
+            event_type_code=_os(record, "event_type_code"),
+            action=EventAction(_s(record, "action")),
+            outcome=EventOutcome(_s(record, "outcome")),
+            study=_study_from(study) if isinstance(study, dict) else None,
+            network_address=_os(record, "network_address"),
+            purpose_of_use=_os(record, "purpose_of_use"),
+            recipient=Recipient(
+                name=_s(recipient, "name"),
+                address=_os(recipient, "address"),
+                organization=_os(recipient, "organization"),
+            )
+            if isinstance(recipient, dict)
+            else None,
+            details=MappingProxyType({str(k): str(v) for k, v in details.items()}),
+            **common,  # type: ignore[arg-type]
+        )
+    if full_name == _RELAY_NAME:
+        recipient = _d(record, "recipient")
+        attempts = record.get("attempts") or []
+        if not isinstance(attempts, list):
+            raise TypeError("attempts is not an array")
+        return CriticalResultRelay(
+            category=AcrCategory(_s(record, "category")),
+            finding=_os(record, "finding"),
+            study=_study_from(_d(record, "study")),
+            identified_at=_t(record, "identified_at"),
+            communicated_at=_ot(record, "communicated_at"),
+            acknowledged_at=_ot(record, "acknowledged_at"),
+            sender=_actor_from(_d(record, "sender")),
+            recipient=RelayRecipient(
+                name=_s(recipient, "name"), role=_s(recipient, "role"), npi=_os(recipient, "npi")
+            ),
+            method=RelayMethod(_s(record, "method")),
+            read_back=bool(record["read_back"]),
+            attempts=tuple(
+                RelayAttempt(
+                    at=_t(a, "at"),
+                    method=RelayMethod(_s(a, "method")),
+                    outcome=AttemptOutcome(_s(a, "outcome")),
+                    note=_os(a, "note"),
+                )
+                for a in attempts
+            ),
+            **common,  # type: ignore[arg-type]
+        )
+    raise KeyError(f"no event type for schema {full_name}")

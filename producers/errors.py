@@ -1,0 +1,37 @@
+"""Errors the producer library raises to its host.
+
+Invariant: the producer library is embedded in third-party hosts and imports
+nothing else of this product, so it has its own small root, ``ProducerError``;
+its kinds mirror the ledger's (``ledger.errors``): malformed input, unavailable,
+pushback. Every error names what the host can do about it.
+"""
+
+from __future__ import annotations
+
+
+class ProducerError(Exception):
+    """Root of every deliberate error of the producer library."""
+
+
+class EventValidationError(ProducerError, ValueError):
+    """The event is invalid and was not sent. ``field`` is the dotted path of the bad field."""
+
+    def __init__(self, message: str, *, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class DecodeError(ProducerError, ValueError):
+    """Bytes are not a message this codec can decode. ``reason`` is a stable code."""
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class EmitterUnavailableError(ProducerError):
+    """The emitter is not started, or was stopped."""
+
+
+class EmitterPushbackError(ProducerError):
+    """The emitter could not accept the event within its time bound; nothing was sent."""

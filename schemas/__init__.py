@@ -1,0 +1,22 @@
+"""Avro schemas of the audit events, shipped as package data.
+
+Invariant: this package holds data only (``*.avsc`` files and this loader); it
+imports nothing from the rest of the product, so any layer may read it.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib.resources import files
+
+PHI_ACCESS_V1 = "phi_access_event.v1.avsc"
+CRITICAL_RESULT_RELAY_V1 = "critical_result_relay.v1.avsc"
+
+ALL_SCHEMA_FILES: tuple[str, ...] = (PHI_ACCESS_V1, CRITICAL_RESULT_RELAY_V1)
+
+
+def load_schema_json(name: str) -> dict[str, object]:
+    """Return the parsed JSON of one schema file shipped in this package."""
+    text = files(__name__).joinpath(name).read_text(encoding="utf-8")
+    loaded: dict[str, object] = json.loads(text)
+    return loaded

@@ -1,0 +1,61 @@
+"""Shared fixtures: the real PostgreSQL and Kafka started by deploy/local/stack.sh.
+
+Each test session gets its own scratch database (migrated, owned by ledger_owner)
+and its own topic names, so the suite never touches the demo's data and can run
+while `make up` is running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+import pytest
+
+from tests.support import Stack, read_env_file, with_database
+
+
+@pytest.fixture(scope="session")
+def stack_env() -> dict[str, str]:
+    return read_env_file()
+
+
+@pytest.fixture(scope="session")
+def stack(stack_env: dict[str, str]) -> Iterator[Stack]:
+    from ledger.migrate import apply_migrations
+
+    run_id = secrets.token_hex(4)
+    database = f"ledger_test_{run_id}"
+    owner = stack_env["DATABASE_URL"]
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(owner)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{database}"'))
+    try:
+        apply_migrations(with_database(owner, database))
+        yield Stack(
+            kafka_bootstrap=stack_env["KAFKA_BOOTSTRAP"],
+            owner_url=with_database(owner, database),
+            appender_url=with_database(stack_env["LEDGER_APPENDER_URL"], database),
+            reader_url=with_database(stack_env["LEDGER_READER_URL"], database),
+            database=database,
+            run_id=run_id,
+        )
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+
+
+@pytest.fixture
+async def owner_conn(stack: Stack) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(stack.owner_url)
+    try:
+        yield conn
+    finally:
+        await conn.close()
