@@ -1,7 +1,8 @@
 """Composition root of the consumer process: ``python -m consumers`` or ``ledger consume``.
 
-Invariant: the process wires exactly one appender, one codec and one consumer,
-and on SIGTERM/SIGINT finishes its in-flight batch, then exits.
+Invariant: the process wires exactly one appender, one checkpointer (holding the
+signer keys), one codec and one consumer, and on SIGTERM/SIGINT finishes its
+in-flight batch, then exits.
 """
 
 from __future__ import annotations
@@ -9,16 +10,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Sequence
 
 from consumers.consumer import ConsumerConfig, LedgerConsumer
+from ledger.note import Signer
 from ledger.pg.appender import PostgresAppender
+from ledger.pg.checkpointer import Checkpointer, CheckpointPolicy
 from producers.codec import Codec
 
 logger = logging.getLogger("consumers")
 
 
 async def run_consumer(
-    *, bootstrap: str, topics: tuple[str, ...], group_id: str, appender_dsn: str, ledger_name: str
+    *,
+    bootstrap: str,
+    topics: tuple[str, ...],
+    group_id: str,
+    appender_dsn: str,
+    ledger_name: str,
+    signers: Sequence[Signer],
+    policy: CheckpointPolicy,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -26,10 +37,12 @@ async def run_consumer(
         loop.add_signal_handler(sig, stop.set)
     config = ConsumerConfig(bootstrap_servers=bootstrap, topics=topics, group_id=group_id)
     appender = PostgresAppender(dsn=appender_dsn, ledger_name=ledger_name)
-    async with (
-        appender,
-        LedgerConsumer(config=config, appender=appender, codec=Codec()) as consumer,
-    ):
+    await appender.start()
+    checkpointer = Checkpointer(pool=appender.pool, signers=signers, policy=policy)
+    consumer = LedgerConsumer(
+        config=config, appender=appender, codec=Codec(), checkpointer=checkpointer
+    )
+    async with appender, consumer:
         logger.info("consuming %s as group %s", ",".join(topics), group_id)
         runner = asyncio.create_task(consumer.run())
         stopper = asyncio.create_task(stop.wait())

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,7 +26,15 @@ from aiokafka.errors import KafkaError
 from aiokafka.helpers import create_ssl_context
 
 from ledger.errors import LedgerError, MalformedInputError
-from ledger.ingest import Accepted, Appender, BatchItem, IndexFields, Rejected, WriterSchemaInfo
+from ledger.ingest import (
+    Accepted,
+    Appender,
+    BatchItem,
+    Checkpointing,
+    IndexFields,
+    Rejected,
+    WriterSchemaInfo,
+)
 from ledger.leaf import MAX_LEAF_BYTES, KafkaRecord, encode_leaf, leaf_overhead
 from producers.codec import Codec
 from producers.errors import DecodeError
@@ -162,10 +171,19 @@ class _SeekToStored(ConsumerRebalanceListener):  # type: ignore[misc]
 class LedgerConsumer:
     """``async with LedgerConsumer(...) as c: await c.run()``; ``stop()`` ends ``run``."""
 
-    def __init__(self, *, config: ConsumerConfig, appender: Appender, codec: Codec) -> None:
+    def __init__(
+        self,
+        *,
+        config: ConsumerConfig,
+        appender: Appender,
+        codec: Codec,
+        checkpointer: Checkpointing | None = None,
+    ) -> None:
         self._config = config
         self._appender = appender
         self._codec = codec
+        self._checkpointer = checkpointer
+        self._last_sweep = 0.0
         self._consumer: AIOKafkaConsumer | None = None
         self._stopping = asyncio.Event()
         self._batch_lock = asyncio.Lock()
@@ -255,12 +273,25 @@ class LedgerConsumer:
                 logger.warning("Kafka poll failed (%s); retrying", type(exc).__name__)
                 await asyncio.sleep(1.0)
                 continue
-            if not batches:
-                continue
-            async with self._batch_lock:
-                for tp, messages in batches.items():
-                    if messages:
-                        await self._append_partition(consumer, tp, messages)
+            if batches:
+                async with self._batch_lock:
+                    for tp, messages in batches.items():
+                        if messages:
+                            await self._append_partition(consumer, tp, messages)
+            await self._sweep_checkpoints()
+
+    async def _sweep_checkpoints(self) -> None:
+        """Time-based cadence: sign logs whose unsigned leaves have waited long enough."""
+        if self._checkpointer is None:
+            return
+        now = time.monotonic()
+        if now - self._last_sweep < self._checkpointer.sweep_interval:
+            return
+        self._last_sweep = now
+        try:
+            await self._checkpointer.checkpoint_all_due()
+        except LedgerError as exc:
+            logger.warning("checkpoint sweep failed: %s", exc)
 
     async def _append_partition(
         self,
@@ -303,6 +334,14 @@ class LedgerConsumer:
             logger.warning(
                 "%s/%d: %d record(s) quarantined", tp.topic, tp.partition, result.quarantined
             )
+        if self._checkpointer is not None and result.appended:
+            try:
+                await self._checkpointer.after_append(
+                    result.log_id, result.first_leaf + result.appended
+                )
+            except LedgerError as exc:
+                # Never block ingestion on signing; the sweep retries and the lag is visible.
+                logger.error("checkpoint for log %d failed: %s", result.log_id, exc)
         # Advisory only: the authoritative position is in PostgreSQL.
         with contextlib.suppress(KafkaError):
             await consumer.commit({tp: result.next_offset})

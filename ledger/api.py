@@ -8,6 +8,7 @@ the service's own log.
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
 import uuid
@@ -16,10 +17,12 @@ from typing import Final
 
 from aiohttp import web
 
+from ledger import tiles
 from ledger.avro import SchemaSet, StoredSchema
+from ledger.checkpoint import format_tlog_proof
 from ledger.errors import LedgerError, MalformedInputError, PushbackError, UnavailableError
 from ledger.leaf import decode_leaf
-from ledger.query import AccessEntry, Cursor, LedgerReader
+from ledger.query import AccessEntry, Cursor, LedgerReader, LogInfo
 from schemas import dicom
 
 logger = logging.getLogger(__name__)
@@ -201,10 +204,130 @@ async def list_logs(request: web.Request) -> web.Response:
                     "topic": log.topic,
                     "partition": log.partition,
                     "size": log.size,
+                    "checkpoint_size": log.checkpoint_size,
+                    "unsigned_leaves": log.size - log.checkpoint_size,
                 }
                 for log in logs
             ]
         }
+    )
+
+
+_MAX_INT = (1 << 63) - 1
+
+
+def _int(raw: str | None, name: str, *, minimum: int = 0, maximum: int = _MAX_INT) -> int:
+    if raw is None:
+        raise MalformedInputError(f"{name} is required")
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 19 or (len(raw) > 1 and raw[0] == "0"):
+        raise MalformedInputError(f"{name} must be a non-negative decimal integer")
+    value = int(raw)
+    if not minimum <= value <= maximum:
+        raise MalformedInputError(f"{name} must be between {minimum} and {maximum}")
+    return value
+
+
+async def _log_or_404(request: web.Request) -> LogInfo:
+    log_id = _int(request.match_info["log"], "log id", maximum=2**31 - 1)
+    info = await request.app[READER].log(log_id)
+    if info is None:
+        raise web.HTTPNotFound(
+            text='{"error": {"code": "not_found", "message": "no such log"}}',
+            content_type="application/json",
+        )
+    return info
+
+
+def _b64(h: bytes) -> str:
+    return base64.b64encode(h).decode()
+
+
+async def checkpoint(request: web.Request) -> web.Response:
+    info = await _log_or_404(request)
+    cp = await request.app[READER].latest_checkpoint(info.log_id)
+    if cp is None:
+        return _error(404, "not_found", "no checkpoint has been signed for this log yet")
+    return web.Response(
+        text=cp.note, content_type="text/plain", headers={"Cache-Control": "no-cache"}
+    )
+
+
+async def checkpoints(request: web.Request) -> web.Response:
+    info = await _log_or_404(request)
+    after = _int(request.query.get("after", "0"), "after")
+    limit = _int(request.query.get("limit", "1000"), "limit", minimum=1, maximum=10_000)
+    cps = await request.app[READER].checkpoints(info.log_id, after=after, limit=limit)
+    return web.json_response(
+        {"origin": info.origin, "checkpoints": [{"size": c.size, "note": c.note} for c in cps]}
+    )
+
+
+async def tile(request: web.Request) -> web.Response:
+    info = await _log_or_404(request)
+    level_text, path = request.match_info["level"], request.match_info["path"]
+    index, width = tiles.parse_partial(path)
+    reader = request.app[READER]
+    if level_text == "entries":
+        body = await reader.entries(info.log_id, index, width)
+    else:
+        level = _int(level_text, "tile level", maximum=63)
+        body = await reader.tile(info.log_id, level, index, width)
+    if body is None:
+        return _error(404, "not_found", "that tile does not exist (yet)")
+    cache = (
+        "public, max-age=31536000, immutable" if width == tiles.TILE_WIDTH else "no-cache"
+    )
+    return web.Response(
+        body=body, content_type="application/octet-stream", headers={"Cache-Control": cache}
+    )
+
+
+async def inclusion_proof(request: web.Request) -> web.Response:
+    info = await _log_or_404(request)
+    index = _int(request.query.get("index"), "index")
+    tree_size = _int(request.query.get("tree_size"), "tree_size", minimum=1)
+    hashes = await request.app[READER].inclusion(info.log_id, index, tree_size)
+    return web.json_response(
+        {
+            "log_id": info.log_id,
+            "origin": info.origin,
+            "index": index,
+            "tree_size": tree_size,
+            "hashes": [_b64(h) for h in hashes],
+        }
+    )
+
+
+async def consistency_proof(request: web.Request) -> web.Response:
+    info = await _log_or_404(request)
+    first = _int(request.query.get("first"), "first", minimum=1)
+    second = _int(request.query.get("second"), "second", minimum=1)
+    hashes = await request.app[READER].consistency(info.log_id, first, second)
+    return web.json_response(
+        {
+            "log_id": info.log_id,
+            "origin": info.origin,
+            "first": first,
+            "second": second,
+            "hashes": [_b64(h) for h in hashes],
+        }
+    )
+
+
+async def event_proof(request: web.Request) -> web.Response:
+    try:
+        event_id = uuid.UUID(request.match_info["event_id"])
+    except ValueError as exc:
+        raise MalformedInputError("event id must be a UUID") from exc
+    proof = await request.app[READER].event_proof(event_id)
+    if proof is None:
+        return _error(404, "not_found", "no event with that id is in the ledger")
+    # The entry itself travels in `extra`, so the file alone proves the event.
+    text = format_tlog_proof(proof.leaf_index, proof.hashes, proof.checkpoint.note, proof.leaf)
+    return web.Response(
+        text=text,
+        content_type="text/plain",
+        headers={"Content-Disposition": f'attachment; filename="{event_id}.tlog-proof"'},
     )
 
 
@@ -217,4 +340,10 @@ def create_app(reader: LedgerReader) -> web.Application:
     app.router.add_get("/v1/patients/{patient_id}/accesses", patient_accesses)
     app.router.add_get("/v1/events/{event_id}", event_detail)
     app.router.add_get("/v1/logs", list_logs)
+    app.router.add_get("/v1/logs/{log}/checkpoints", checkpoints)
+    app.router.add_get("/v1/logs/{log}/proof/inclusion", inclusion_proof)
+    app.router.add_get("/v1/logs/{log}/proof/consistency", consistency_proof)
+    app.router.add_get("/v1/events/{event_id}/proof", event_proof)
+    app.router.add_get("/logs/{log}/checkpoint", checkpoint)
+    app.router.add_get("/logs/{log}/tile/{level}/{path:.+}", tile)
     return app

@@ -99,3 +99,18 @@ class Appender(Protocol):
     ) -> AppendResult:
         """Append one partition's batch atomically, together with its Kafka position."""
         ...
+
+
+class Checkpointing(Protocol):
+    """The port through which a consumer drives checkpoint signing."""
+
+    @property
+    def sweep_interval(self) -> float:
+        """Seconds between sweeps for logs whose unsigned leaves have waited long enough."""
+        ...
+
+    async def after_append(self, log_id: int, size: int) -> object:
+        """Sign the log at ``size`` if a checkpoint is due; cheap when it is not."""
+        ...
+
+    async def checkpoint_all_due(self) -> Sequence[object]: ...

@@ -66,6 +66,24 @@ class LogInfo:
     topic: str
     partition: int
     size: int
+    checkpoint_size: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SignedCheckpoint:
+    size: int
+    note: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventProof:
+    """An event's leaf and its inclusion proof under a signed checkpoint."""
+
+    log: LogInfo
+    leaf_index: int
+    leaf: bytes
+    hashes: tuple[bytes, ...]
+    checkpoint: SignedCheckpoint
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -106,4 +124,28 @@ class LedgerReader(Protocol):
 
     async def writer_schemas(self) -> Sequence[tuple[bytes, str, str]]:
         """(fingerprint, full name, schema JSON) of every registered writer schema."""
+        ...
+
+    async def log(self, log_id: int) -> LogInfo | None: ...
+
+    async def checkpoints(
+        self, log_id: int, *, after: int, limit: int
+    ) -> Sequence[SignedCheckpoint]: ...
+
+    async def latest_checkpoint(self, log_id: int) -> SignedCheckpoint | None: ...
+
+    async def tile(self, log_id: int, level: int, index: int, width: int) -> bytes | None:
+        """Concatenated hashes of a (partial) tile, or None when it does not exist yet."""
+        ...
+
+    async def entries(self, log_id: int, index: int, width: int) -> bytes | None:
+        """A tlog-tiles entry bundle, or None when it does not exist yet."""
+        ...
+
+    async def inclusion(self, log_id: int, index: int, tree_size: int) -> tuple[bytes, ...]: ...
+
+    async def consistency(self, log_id: int, first: int, second: int) -> tuple[bytes, ...]: ...
+
+    async def event_proof(self, event_id: uuid.UUID) -> EventProof | None:
+        """None when the event is unknown; raises PushbackError while no checkpoint covers it."""
         ...

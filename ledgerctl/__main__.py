@@ -109,9 +109,18 @@ def wait_api(timeout: float = 60.0) -> None:
 def consume(verbose: bool = False) -> None:
     """Run the consumer: Kafka topics -> ledger, exactly once (until SIGTERM)."""
     from consumers.__main__ import run_consumer
+    from ledger.errors import LedgerError
+    from ledger.keys import load_signers
+    from ledger.pg.checkpointer import CheckpointPolicy
 
     _logging(verbose)
     settings = Settings.load()
+    if not settings.signer_key_file:
+        raise _fail("LEDGER_SIGNER_KEY_FILE is not set (run `make up`, or `ledger keygen`)")
+    try:
+        signers = load_signers(settings.signer_key_file)
+    except LedgerError as exc:
+        raise _fail(str(exc)) from exc
     asyncio.run(
         run_consumer(
             bootstrap=settings.kafka_bootstrap,
@@ -119,8 +128,60 @@ def consume(verbose: bool = False) -> None:
             group_id=settings.consumer_group,
             appender_dsn=settings.require("appender_url"),
             ledger_name=settings.ledger_name,
+            signers=signers,
+            policy=CheckpointPolicy(
+                every_leaves=settings.checkpoint_every_leaves,
+                every_ms=settings.checkpoint_every_ms,
+            ),
         )
     )
+
+
+@app.command()
+def keygen(
+    name: Annotated[
+        str | None, typer.Option(help="Key name (default: LEDGER_NAME, the ledger's name).")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Write the signer key to this new file (mode 600) instead of printing."),
+    ] = None,
+) -> None:
+    """Generate an Ed25519 checkpoint signing key (C2SP signed-note key strings).
+
+    Prints the verifier key on stdout; the signer key goes to --out, or to stdout too.
+    """
+    from ledger.note import generate_signer
+
+    key_name = name or Settings.load().ledger_name
+    signer_key, verifier_key = generate_signer(key_name)
+    if out is None:
+        print(signer_key)
+    else:
+        from ledger.keys import write_signer_file
+
+        try:
+            write_signer_file(out, [signer_key])
+        except FileExistsError as exc:
+            raise _fail(f"{out} exists; refusing to overwrite a key") from exc
+        console.print(f"signer key written to {out} (mode 600)")
+    print(verifier_key)
+
+
+@app.command("verifier-key")
+def verifier_key(
+    key_file: Annotated[Path, typer.Argument(help="A signer key file.")],
+) -> None:
+    """Print the verifier key(s) of a signer key file, one per line."""
+    from ledger.errors import LedgerError
+    from ledger.keys import load_signers
+
+    try:
+        signers = load_signers(key_file)
+    except LedgerError as exc:
+        raise _fail(str(exc)) from exc
+    for signer in signers:
+        print(signer.verifier.key)
 
 
 @app.command()

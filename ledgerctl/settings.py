@@ -34,6 +34,13 @@ class Settings(BaseSettings):
     relay_topic: str = Field(default="critical-result-relay", alias="LEDGER_RELAY_TOPIC")
     partitions: int = Field(default=4, alias="LEDGER_TOPIC_PARTITIONS", ge=1, le=256)
     consumer_group: str = Field(default="phi-ledger", alias="LEDGER_CONSUMER_GROUP")
+    signer_key_file: str | None = Field(default=None, alias="LEDGER_SIGNER_KEY_FILE")
+    verifier_key: str | None = Field(default=None, alias="LEDGER_VERIFIER_KEY")
+    verifier_keys: str | None = Field(default=None, alias="LEDGER_VERIFIER_KEYS")
+    checkpoint_every_leaves: int = Field(
+        default=100_000, alias="LEDGER_CHECKPOINT_EVERY_LEAVES", ge=1
+    )
+    checkpoint_every_ms: int = Field(default=1000, alias="LEDGER_CHECKPOINT_EVERY_MS", ge=10)
 
     @classmethod
     def load(cls) -> Settings:
@@ -46,6 +53,11 @@ class Settings(BaseSettings):
             alias = type(self).model_fields[name].alias
             raise SystemExit(f"{alias} is not set (run `make up`, or export it)")
         return value.get_secret_value()
+
+    def verifier_key_strings(self) -> list[str]:
+        """Configured verifier keys: LEDGER_VERIFIER_KEYS (a list, for rotation) and/or
+        LEDGER_VERIFIER_KEY."""
+        return [k for k in (self.verifier_keys, self.verifier_key) if k]
 
     @property
     def topics(self) -> tuple[str, str]:

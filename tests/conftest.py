@@ -23,8 +23,10 @@ def stack_env() -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def stack(stack_env: dict[str, str]) -> Iterator[Stack]:
+def stack(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    from ledger.keys import write_signer_file
     from ledger.migrate import apply_migrations
+    from ledger.note import generate_signer
 
     run_id = secrets.token_hex(4)
     database = f"ledger_test_{run_id}"
@@ -37,6 +39,9 @@ def stack(stack_env: dict[str, str]) -> Iterator[Stack]:
         finally:
             await conn.close()
 
+    signer_key, verifier_key = generate_signer("test.ledger.local")
+    key_file = tmp_path_factory.mktemp("keys") / "signer.key"
+    write_signer_file(key_file, [signer_key])
     asyncio.run(admin(f'CREATE DATABASE "{database}"'))
     try:
         apply_migrations(with_database(owner, database))
@@ -47,6 +52,8 @@ def stack(stack_env: dict[str, str]) -> Iterator[Stack]:
             reader_url=with_database(stack_env["LEDGER_READER_URL"], database),
             database=database,
             run_id=run_id,
+            signer_key_file=str(key_file),
+            verifier_key=verifier_key,
         )
     finally:
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))

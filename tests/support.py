@@ -42,6 +42,8 @@ class Stack:
     reader_url: str
     database: str
     run_id: str
+    signer_key_file: str
+    verifier_key: str
 
     def topics(self, name: str) -> tuple[str, str]:
         """Fresh (access, relay) topic names for one test or group of tests."""
@@ -57,6 +59,9 @@ class Stack:
             LEDGER_READER_URL=self.reader_url,
             LEDGER_NAME="test.ledger.local",
             LEDGER_ENV_FILE=os.devnull,
+            LEDGER_SIGNER_KEY_FILE=self.signer_key_file,
+            LEDGER_VERIFIER_KEY=self.verifier_key,
+            LEDGER_CHECKPOINT_EVERY_MS="200",
         )
         env.update(extra)
         return env

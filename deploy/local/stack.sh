@@ -6,9 +6,22 @@ HERE="$ROOT/deploy/local"
 ENV_FILE="$LOCAL/env"
 LEDGER="$VENV/bin/ledger"
 
+LEDGER_NAME="${LEDGER_NAME:-philedger.localhost}"
+SIGNER_KEY="$SECRETS/checkpoint-signer.key"
+
+ensure_signer_key() {
+  # One Ed25519 checkpoint key per installation, named after the ledger; mode 600.
+  if [ ! -s "$SIGNER_KEY" ]; then
+    log "generating the checkpoint signing key ($SIGNER_KEY)"
+    "$LEDGER" keygen --name "$LEDGER_NAME" --out "$SIGNER_KEY" >/dev/null
+  fi
+}
+
 write_env() {
-  local owner appender reader
+  local owner appender reader verifier
   owner="$(secret pg-ledger_owner)"; appender="$(secret pg-ledger_appender)"; reader="$(secret pg-ledger_reader)"
+  ensure_signer_key
+  verifier="$("$LEDGER" verifier-key "$SIGNER_KEY" | paste -sd' ')"
   (umask 077; cat >"$ENV_FILE.tmp" <<ENV
 # Written by deploy/local/stack.sh. Shell KEY=value lines; contains secrets (mode 600).
 LEDGER_API_URL=http://127.0.0.1:$API_PORT
@@ -16,7 +29,9 @@ KAFKA_BOOTSTRAP=127.0.0.1:$KAFKA_PORT
 DATABASE_URL=postgresql://ledger_owner:$owner@127.0.0.1:$PG_PORT/$PG_DB
 LEDGER_APPENDER_URL=postgresql://ledger_appender:$appender@127.0.0.1:$PG_PORT/$PG_DB
 LEDGER_READER_URL=postgresql://ledger_reader:$reader@127.0.0.1:$PG_PORT/$PG_DB
-LEDGER_NAME=philedger.localhost
+LEDGER_NAME=$LEDGER_NAME
+LEDGER_SIGNER_KEY_FILE=$SIGNER_KEY
+LEDGER_VERIFIER_KEY=$verifier
 ENV
   mv "$ENV_FILE.tmp" "$ENV_FILE")
 }

@@ -18,6 +18,7 @@ from typing import Self
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from ledger import tiles
 from ledger.errors import ConflictError, UnavailableError
 from ledger.ingest import Accepted, AppendResult, BatchItem, Rejected, WriterSchemaInfo
 from ledger.leaf import KafkaRecord, decode_leaf
@@ -245,6 +246,7 @@ class PostgresAppender:
         if leaves:
             await conn.copy_records_to_table("leaves", records=leaves, columns=sql.LEAF_COLUMNS)
             await conn.copy_records_to_table("events", records=events, columns=sql.EVENT_COLUMNS)
+            await _integrate(conn, log_id, next_leaf, [h for _, _, _, h in leaves])
         if quarantine:
             await conn.executemany(sql.INSERT_QUARANTINE, quarantine)
         next_offset = fresh[-1].record.offset + 1
@@ -279,3 +281,46 @@ def _quarantine_row(rec: KafkaRecord, reason: str, detail: str) -> tuple[object,
         reason,
         detail[:2000],
     )
+
+
+async def _integrate(conn: Conn, log_id: int, old_size: int, new_hashes: list[bytes]) -> None:
+    """Write every tile the new leaves complete, bottom level first (same transaction).
+
+    Integration therefore never lags sequencing: a committed leaf is in the tree.
+    """
+    new_size = old_size + len(new_hashes)
+    completed = tiles.completed_tiles(old_size, new_size)
+    if not completed:
+        return
+    roots: dict[tiles.TileKey, bytes] = {}
+    rows = []
+    width = tiles.TILE_WIDTH
+    for level, index in completed:
+        start = index * width
+        if level == 0:
+            entries: list[bytes] = []
+            if start < old_size:
+                stored = await conn.fetch(sql.LEAF_HASH_RANGE, log_id, start, old_size)
+                entries = [bytes(r[0]) for r in stored]
+            entries += new_hashes[max(0, start - old_size) : start + width - old_size]
+        else:
+            below = {
+                i: roots[(level - 1, i)]
+                for i in range(start, start + width)
+                if (level - 1, i) in roots
+            }
+            if len(below) < width:
+                stored = await conn.fetch(
+                    sql.TILE_ROOT_RANGE, log_id, level - 1, start, start + width
+                )
+                for r in stored:
+                    below.setdefault(int(r["tile_index"]), bytes(r["root"]))
+            entries = [below[i] for i in sorted(below)]
+        if len(entries) != width:
+            raise UnavailableError(
+                f"log {log_id}: tile {(level, index)} has {len(entries)} entries, not {width}"
+            )
+        root = tiles.perfect_root(entries)
+        roots[(level, index)] = root
+        rows.append((log_id, level, index, b"".join(entries), root))
+    await conn.copy_records_to_table("tiles", records=rows, columns=sql.TILE_COLUMNS)

@@ -13,9 +13,18 @@ from typing import Self
 
 import asyncpg
 
-from ledger.errors import UnavailableError
-from ledger.pg import sql
-from ledger.query import AccessEntry, Cursor, LedgerPosition, LogInfo, StoredEvent
+from ledger import tiles
+from ledger.errors import MalformedInputError, PushbackError, UnavailableError
+from ledger.pg import sql, tree
+from ledger.query import (
+    AccessEntry,
+    Cursor,
+    EventProof,
+    LedgerPosition,
+    LogInfo,
+    SignedCheckpoint,
+    StoredEvent,
+)
 
 
 def _entry(r: asyncpg.Record) -> AccessEntry:
@@ -108,17 +117,96 @@ class PostgresReader:
 
     async def logs(self) -> Sequence[LogInfo]:
         rows = await self._p.fetch(sql.LOGS)
-        return [
-            LogInfo(
-                log_id=r["log_id"],
-                origin=r["origin"],
-                topic=r["topic"],
-                partition=r["kafka_partition"],
-                size=r["size"],
-            )
-            for r in rows
-        ]
+        return [_log(r) for r in rows]
+
+    async def log(self, log_id: int) -> LogInfo | None:
+        for info in await self.logs():
+            if info.log_id == log_id:
+                return info
+        return None
+
+    async def checkpoints(
+        self, log_id: int, *, after: int, limit: int
+    ) -> Sequence[SignedCheckpoint]:
+        rows = await self._p.fetch(sql.CHECKPOINTS_AFTER, log_id, after, limit)
+        return [SignedCheckpoint(size=int(r["size"]), note=r["note"]) for r in rows]
+
+    async def latest_checkpoint(self, log_id: int) -> SignedCheckpoint | None:
+        r = await self._p.fetchrow(sql.LATEST_CHECKPOINT, log_id)
+        return None if r is None else SignedCheckpoint(size=int(r["size"]), note=r["note"])
+
+    async def tile(self, log_id: int, level: int, index: int, width: int) -> bytes | None:
+        async with self._p.acquire() as conn:
+            size = await tree.log_size(conn, log_id)
+            if tiles.tile_width((level, index), size) < width:
+                return None
+            fetched = await tree.fetch_tiles(conn, log_id, [(level, index)], size)
+        return b"".join(fetched[(level, index)][:width])
+
+    async def entries(self, log_id: int, index: int, width: int) -> bytes | None:
+        start = index * tiles.TILE_WIDTH
+        rows = await self._p.fetch(sql.LEAVES_RANGE, log_id, start, start + width)
+        if len(rows) < width:
+            return None
+        return tiles.entry_bundle(bytes(r["leaf"]) for r in rows)
+
+    async def inclusion(self, log_id: int, index: int, tree_size: int) -> tuple[bytes, ...]:
+        async with self._p.acquire() as conn:
+            size = await tree.log_size(conn, log_id)
+            _check_sizes(tree_size, size)
+            if not 0 <= index < tree_size:
+                raise MalformedInputError(f"index must be in [0, tree_size={tree_size})")
+            return await tree.inclusion_hashes(conn, log_id, index, tree_size, size)
+
+    async def consistency(self, log_id: int, first: int, second: int) -> tuple[bytes, ...]:
+        async with self._p.acquire() as conn:
+            size = await tree.log_size(conn, log_id)
+            _check_sizes(second, size)
+            if not 1 <= first <= second:
+                raise MalformedInputError("need 1 <= first <= second")
+            return await tree.consistency_hashes(conn, log_id, first, second, size)
+
+    async def event_proof(self, event_id: uuid.UUID) -> EventProof | None:
+        async with self._p.acquire() as conn:
+            row = await conn.fetchrow(sql.EVENT_POSITION, event_id)
+            if row is None:
+                return None
+            log_id, index = int(row["log_id"]), int(row["leaf_index"])
+            cp = await conn.fetchrow(sql.CHECKPOINT_COVERING, log_id, index)
+            if cp is None:
+                raise PushbackError(
+                    "the event is in the ledger but no signed checkpoint covers it yet",
+                    retry_after=1.0,
+                )
+            size = await tree.log_size(conn, log_id)
+            hashes = await tree.inclusion_hashes(conn, log_id, index, int(cp["size"]), size)
+        info = await self.log(log_id)
+        if info is None:
+            return None
+        return EventProof(
+            log=info,
+            leaf_index=index,
+            leaf=bytes(row["leaf"]),
+            hashes=hashes,
+            checkpoint=SignedCheckpoint(size=int(cp["size"]), note=cp["note"]),
+        )
 
     async def writer_schemas(self) -> Sequence[tuple[bytes, str, str]]:
         rows = await self._p.fetch(sql.WRITER_SCHEMAS)
         return [(bytes(r["fingerprint"]), r["full_name"], r["schema_json"]) for r in rows]
+
+
+def _check_sizes(tree_size: int, current: int) -> None:
+    if not 1 <= tree_size <= current:
+        raise MalformedInputError(f"tree size must be in [1, {current}] (the log's size)")
+
+
+def _log(r: asyncpg.Record) -> LogInfo:
+    return LogInfo(
+        log_id=r["log_id"],
+        origin=r["origin"],
+        topic=r["topic"],
+        partition=r["kafka_partition"],
+        size=r["size"],
+        checkpoint_size=r["checkpoint_size"],
+    )

@@ -1,0 +1,161 @@
+"""Issuing signed checkpoints on a cadence, never one inconsistent with the last.
+
+Invariant: before signing size n, the checkpointer opens the latest stored
+checkpoint with its own verifiers (so a tampered row is not trusted), proves
+from the stored tiles that the size-n tree extends it (RFC 9162 consistency),
+and only then signs; on any failure it signs nothing and raises
+``VerificationError``. Checkpoints are issued when ``every_leaves`` new leaves
+or ``every_ms`` milliseconds have accumulated, whichever comes first.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import asyncpg
+
+from ledger.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
+from ledger.errors import UnavailableError, VerificationError
+from ledger.merkle import verify_consistency
+from ledger.note import Signer
+from ledger.pg import sql, tree
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckpointPolicy:
+    every_leaves: int = 100_000
+    every_ms: int = 1000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IssuedCheckpoint:
+    log_id: int
+    size: int
+    note: str
+
+
+class Checkpointer:
+    """Signs checkpoints for logs on a pool whose role may INSERT into ``checkpoints``."""
+
+    def __init__(
+        self, *, pool: asyncpg.Pool, signers: Sequence[Signer], policy: CheckpointPolicy
+    ) -> None:
+        if not signers:
+            raise ValueError("at least one signer is required")
+        self._pool = pool
+        self._signers = tuple(signers)
+        self._verifiers = tuple(s.verifier for s in signers)
+        self._policy = policy
+        self._last_attempt: dict[int, float] = {}
+        self._signed: dict[int, int] = {}
+
+    async def after_append(self, log_id: int, size: int) -> IssuedCheckpoint | None:
+        """Cheap hook for the consumer: touches the database only when a checkpoint is due."""
+        known = self._signed.get(log_id)
+        if known is not None and not self.due(log_id, unsigned_leaves=size - known):
+            return None
+        issued = await self.checkpoint(log_id)
+        return issued
+
+    @property
+    def policy(self) -> CheckpointPolicy:
+        return self._policy
+
+    @property
+    def sweep_interval(self) -> float:
+        return self._policy.every_ms / 1000
+
+    def due(self, log_id: int, *, unsigned_leaves: int) -> bool:
+        if unsigned_leaves <= 0:
+            return False
+        if unsigned_leaves >= self._policy.every_leaves:
+            return True
+        last = self._last_attempt.get(log_id)
+        return last is None or (time.monotonic() - last) * 1000 >= self._policy.every_ms
+
+    async def checkpoint(
+        self, log_id: int, *, force: bool = False, size: int | None = None
+    ) -> IssuedCheckpoint | None:
+        """Sign the log's current size if due (or ``force``); return what was issued."""
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                await conn.execute(sql.LOCK_CHECKPOINT, log_id)
+                return await self._checkpoint_locked(conn, log_id, force=force, size=size)
+        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
+            raise UnavailableError(f"PostgreSQL unavailable: {type(exc).__name__}") from exc
+
+    async def _checkpoint_locked(
+        self, conn: tree.Conn, log_id: int, *, force: bool, size: int | None
+    ) -> IssuedCheckpoint | None:
+        log = await conn.fetchrow(sql.LOG_BY_ID, log_id)
+        if log is None:
+            raise VerificationError(f"no log {log_id}")
+        current = await tree.log_size(conn, log_id)
+        target = current if size is None else min(size, current)
+        latest = await conn.fetchrow(sql.LATEST_CHECKPOINT, log_id)
+        signed_size = 0 if latest is None else int(latest["size"])
+        self._signed[log_id] = signed_size
+        if target <= signed_size:
+            return None
+        if not force and not self.due(log_id, unsigned_leaves=target - signed_size):
+            return None
+        self._last_attempt[log_id] = time.monotonic()
+        root = await tree.root_at(conn, log_id, target, current)
+        if latest is not None:
+            try:
+                previous = open_checkpoint(latest["note"], self._verifiers)
+            except VerificationError as exc:
+                raise VerificationError(
+                    f"log {log_id}: the stored checkpoint at size {signed_size} does not verify "
+                    "with our keys; refusing to sign past it"
+                ) from exc
+            if previous.size != signed_size or previous.origin != log["origin"]:
+                raise VerificationError(
+                    f"log {log_id}: stored checkpoint row disagrees with its signed note"
+                )
+            proof = await tree.consistency_hashes(conn, log_id, signed_size, target, current)
+            try:
+                verify_consistency(
+                    size1=signed_size,
+                    size2=target,
+                    proof=proof,
+                    root1=previous.root_hash,
+                    root2=root,
+                )
+            except VerificationError as exc:
+                logger.critical(
+                    "log %s: tree at size %d is NOT consistent with signed checkpoint %d; "
+                    "not signing (possible tampering)",
+                    log["origin"], target, signed_size,
+                )  # fmt: skip
+                raise VerificationError(
+                    f"log {log_id}: size {target} is inconsistent with checkpoint {signed_size}"
+                ) from exc
+        note = sign_checkpoint(
+            Checkpoint(origin=log["origin"], size=target, root_hash=root), self._signers
+        )
+        await conn.execute(sql.INSERT_CHECKPOINT, log_id, target, root, note)
+        self._signed[log_id] = target
+        return IssuedCheckpoint(log_id=log_id, size=target, note=note)
+
+    async def checkpoint_all_due(self) -> list[IssuedCheckpoint]:
+        """Check every log; sign those that are due. Errors are logged per log."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(sql.LOGS_DUE_CHECKPOINT)
+        issued = []
+        for r in rows:
+            if not self.due(int(r["log_id"]), unsigned_leaves=int(r["size"]) - int(r["signed"])):
+                continue
+            try:
+                done = await self.checkpoint(int(r["log_id"]))
+            except VerificationError as exc:
+                logger.critical("checkpoint refused: %s", exc)
+                continue
+            if done is not None:
+                issued.append(done)
+        return issued

@@ -1,0 +1,133 @@
+"""Shared e2e fixtures: the real `ledger consume` and `ledger serve` processes.
+
+One consumer and one API run for the whole session, against the session's scratch
+database and fresh topics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from producers.emitter import Emitter, EmitterConfig
+from tests.support import ROOT, Stack
+
+LEDGER = str(Path(sys.executable).with_name("ledger"))
+#: Seeds here are far from the small seeds of the unit and integration tests, because
+#: event ids are unique across the whole ledger (a reused id is a duplicate or conflict).
+E2E_SEED = 2_026_000
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Pipeline:
+    stack: Stack
+    env: dict[str, str]
+    access_topic: str
+    relay_topic: str
+    api_url: str
+    logs: Path
+
+    def emitter(self, producer_id: str) -> Emitter:
+        return Emitter(
+            EmitterConfig(
+                bootstrap_servers=self.stack.kafka_bootstrap,
+                producer_id=producer_id,
+                access_topic=self.access_topic,
+                relay_topic=self.relay_topic,
+            )
+        )
+
+
+@pytest.fixture(scope="session")
+def pipeline(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    access_topic, relay_topic = stack.topics(f"e2e{uuid.uuid4().hex[:6]}")
+    port = free_port()
+    logs = tmp_path_factory.mktemp("e2e-logs")
+    env = stack.env(
+        LEDGER_ACCESS_TOPIC=access_topic,
+        LEDGER_RELAY_TOPIC=relay_topic,
+        LEDGER_CONSUMER_GROUP=f"e2e-{uuid.uuid4().hex[:8]}",
+        LEDGER_API_URL=f"http://127.0.0.1:{port}",
+    )
+    subprocess.run([LEDGER, "topics"], env=env, check=True, cwd=ROOT, capture_output=True)
+    with contextlib.ExitStack() as files:
+        procs = [
+            subprocess.Popen(
+                command,
+                env=env,
+                cwd=ROOT,
+                stdout=files.enter_context((logs / f"{name}.log").open("wb")),
+                stderr=subprocess.STDOUT,
+            )
+            for name, command in (
+                ("consumer", [LEDGER, "consume"]),
+                ("api", [LEDGER, "serve", "--port", str(port)]),
+            )
+        ]
+        yield from _running(
+            procs,
+            env,
+            Pipeline(stack, env, access_topic, relay_topic, f"http://127.0.0.1:{port}", logs),
+        )
+
+
+def _running(
+    procs: list[subprocess.Popen[bytes]], env: dict[str, str], pipeline: Pipeline
+) -> Iterator[Pipeline]:
+    try:
+        subprocess.run([LEDGER, "wait", "api", "--timeout", "60"], env=env, check=True, cwd=ROOT)
+        yield pipeline
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        for p in procs:
+            assert p.returncode is not None
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(10)) as session:
+        yield session
+
+
+async def get_json(http: aiohttp.ClientSession, url: str, **params: str) -> tuple[int, dict]:  # type: ignore[type-arg]
+    async with http.get(url, params=params) as resp:
+        return resp.status, await resp.json()
+
+
+async def wait_for_events(
+    http: aiohttp.ClientSession, pipeline: Pipeline, ids: list[str], timeout: float = 60
+) -> None:
+    deadline = time.monotonic() + timeout
+    pending = list(ids)
+    while pending:
+        status, _ = await get_json(http, f"{pipeline.api_url}/v1/events/{pending[-1]}")
+        if status == 200:
+            pending.pop()
+            continue
+        if time.monotonic() > deadline:
+            log = (pipeline.logs / "consumer.log").read_text()[-3000:]
+            pytest.fail(f"{len(pending)} events never reached the ledger; consumer log:\n{log}")
+        await asyncio.sleep(0.3)
