@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from ledger.note import Verifier
 from ledgerctl.settings import Settings
 
 app = typer.Typer(
@@ -36,6 +37,19 @@ def _logging(verbose: bool = False) -> None:
         stream=sys.stderr,
     )
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
+
+
+def _verifiers(settings: Settings, keys: list[str] | None = None) -> tuple[Verifier, ...]:
+    from ledger.errors import LedgerError
+    from ledger.keys import parse_verifiers
+
+    configured = keys or settings.verifier_key_strings()
+    if not configured:
+        raise _fail("no verifier key: pass --key or set LEDGER_VERIFIER_KEY")
+    try:
+        return parse_verifiers(configured)
+    except LedgerError as exc:
+        raise _fail(f"bad verifier key: {exc}") from exc
 
 
 def _fail(message: str) -> typer.Exit:
@@ -245,7 +259,8 @@ def demo(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for ingestion.")] = 90.0,
 ) -> None:
     """Emit a burst of demo events, wait for the ledger, print one patient's history."""
-    from ledgerctl.report import render_history, report_console
+    from ledger.errors import LedgerError
+    from ledgerctl.report import prove_entries, render_history, render_proofs, report_console
     from ledgerctl.simulate import run_demo
 
     settings = Settings.load()
@@ -261,6 +276,12 @@ def demo(
         f"{result.seconds:.1f}s."
     )
     render_history(out, result.patient_id, result.history)
+    verifiers = _verifiers(settings)
+    try:
+        proven = asyncio.run(prove_entries(settings.api_url, result.history, verifiers))
+    except LedgerError as exc:
+        raise _fail(f"VERIFICATION FAILED: {exc}") from exc
+    render_proofs(out, proven, verifiers)
 
 
 def main() -> None:

@@ -1,16 +1,28 @@
 """Human-readable reports of API answers (rich tables).
 
-Invariant: reports render exactly what the API returned; nothing is computed
-here that the API did not say.
+Invariant: reports render exactly what the API returned, and a proof is shown
+as verified only after it was checked here, offline, against the configured
+verifier keys (never on the API's word).
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import cast
 
 import aiohttp
 from rich.console import Console
 from rich.table import Table
+
+from ledger.checkpoint import parse_tlog_proof, verify_tlog_proof
+from ledger.errors import VerificationError
+from ledger.leaf import decode_leaf
+from ledger.note import Verifier
+from producers.codec import Codec
 
 
 async def fetch_history(
@@ -85,3 +97,75 @@ def render_history(console: Console, patient_id: str, entries: list[dict[str, ob
             _position(e),
         )
     console.print(table)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProvenEntry:
+    event_id: str
+    origin: str
+    leaf_index: int
+    checkpoint_size: int
+    root_b64: str
+
+
+async def prove_entries(
+    api_url: str,
+    entries: list[dict[str, object]],
+    verifiers: Sequence[Verifier],
+    *,
+    timeout: float = 30.0,
+) -> list[ProvenEntry]:
+    """Fetch each entry's tlog-proof and verify it offline against our verifier keys.
+
+    Also checks that the proven leaf really is the listed event (decoded from the leaf).
+    Raises VerificationError on the first entry that does not verify.
+    """
+    codec = Codec()
+    out: list[ProvenEntry] = []
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(10)) as session:
+        for entry in entries:
+            event_id = str(entry["event_id"])
+            while True:
+                async with session.get(f"{api_url}/v1/events/{event_id}/proof") as resp:
+                    if resp.status == 503 and time.monotonic() < deadline:
+                        await asyncio.sleep(0.3)  # not yet covered by a signed checkpoint
+                        continue
+                    resp.raise_for_status()
+                    text = await resp.text()
+                    break
+            proof = parse_tlog_proof(text)
+            if proof.extra is None:
+                raise VerificationError(f"proof for {event_id} does not carry its entry")
+            checkpoint = verify_tlog_proof(text, proof.extra, verifiers)
+            event = codec.decode(decode_leaf(proof.extra).value)
+            if str(event.event_id) != event_id:
+                raise VerificationError(
+                    f"the proven leaf is event {event.event_id}, not {event_id}"
+                )
+            out.append(
+                ProvenEntry(
+                    event_id=event_id,
+                    origin=checkpoint.origin,
+                    leaf_index=proof.index,
+                    checkpoint_size=checkpoint.size,
+                    root_b64=base64.b64encode(checkpoint.root_hash).decode(),
+                )
+            )
+    return out
+
+
+def render_proofs(
+    console: Console, proven: list[ProvenEntry], verifiers: Sequence[Verifier]
+) -> None:
+    keys = ", ".join(f"{v.name}+{v.key_id.hex()}" for v in verifiers)
+    latest: dict[str, ProvenEntry] = {}
+    for p in proven:
+        if p.origin not in latest or p.checkpoint_size > latest[p.origin].checkpoint_size:
+            latest[p.origin] = p
+    console.print(
+        f"[green]Verified:[/green] all {len(proven)} entries above are proven included "
+        f"(RFC 6962 inclusion proofs) under checkpoints signed by {keys}:"
+    )
+    for origin, p in sorted(latest.items()):
+        console.print(f"  {origin}  size {p.checkpoint_size}  root {p.root_b64}")
