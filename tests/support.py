@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import os
+import random
+import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+
+from ledger.ingest import Accepted, IndexFields
+from ledger.leaf import KafkaRecord, encode_leaf
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV_FILE = ROOT / ".local" / "env"
@@ -65,3 +71,36 @@ class Stack:
         )
         env.update(extra)
         return env
+
+
+def superuser_url(stack: Stack) -> str:
+    """The cluster superuser (for tamper tests only): what an attacker with DBA rights has."""
+    password = (ROOT / ".local" / "secrets" / "pg-superuser").read_text().strip()
+    parts = urlsplit(stack.owner_url)
+    host = parts.hostname or "127.0.0.1"
+    return urlunsplit(parts._replace(netloc=f"postgres:{password}@{host}:{parts.port}"))
+
+
+def synthetic_batch(topic: str, first_offset: int, n: int, rng: random.Random) -> list[Accepted]:
+    items = []
+    for offset in range(first_offset, first_offset + n):
+        record = KafkaRecord(
+            topic=topic,
+            partition=0,
+            offset=offset,
+            timestamp_ms=1_700_000_000_000 + offset,
+            timestamp_type=0,
+            key=b"k",
+            value=rng.randbytes(rng.randint(1, 60)),
+        )
+        event_id = uuid.UUID(int=rng.getrandbits(128))
+        index = IndexFields(
+            event_id=event_id, kind="phi_access", event_time=datetime.now(UTC),
+            producer_id="tree-test", producer_seq=offset, facility_id="f", patient_id="p",
+            patient_issuer=None, patient_state=None, user_id="u", user_name=None,
+            user_role=None, user_org=None, dicom_event_id="110103", action="R",
+            outcome="SUCCESS", study_uid=None, accession=None, network_address=None,
+            purpose_of_use=None,
+        )  # fmt: skip
+        items.append(Accepted(record=record, leaf=encode_leaf(record), index=index))
+    return items
