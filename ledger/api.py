@@ -13,6 +13,7 @@ import logging
 import re
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Final
 
 from aiohttp import web
@@ -262,6 +263,37 @@ async def checkpoints(request: web.Request) -> web.Response:
     )
 
 
+async def index_rows(request: web.Request) -> web.Response:
+    """The event index of one log, by leaf index: what `ledger verify --api` checks."""
+    info = await _log_or_404(request)
+    start = _int(request.query.get("start", "0"), "start")
+    limit = _int(request.query.get("limit", "1000"), "limit", minimum=1, maximum=10_000)
+    rows = await request.app[READER].index_rows(info.log_id, start=start, limit=limit)
+    return web.json_response(
+        {"origin": info.origin, "rows": [{k: _cell(v) for k, v in r.items()} for r in rows]}
+    )
+
+
+def _cell(value: object) -> object:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    return value
+
+
+async def writer_schemas(request: web.Request) -> web.Response:
+    rows = await request.app[READER].writer_schemas()
+    return web.json_response(
+        {
+            "schemas": [
+                {"fingerprint": fp.hex(), "full_name": name, "schema_json": js}
+                for fp, name, js in rows
+            ]
+        }
+    )
+
+
 async def tile(request: web.Request) -> web.Response:
     info = await _log_or_404(request)
     level_text, path = request.match_info["level"], request.match_info["path"]
@@ -274,9 +306,7 @@ async def tile(request: web.Request) -> web.Response:
         body = await reader.tile(info.log_id, level, index, width)
     if body is None:
         return _error(404, "not_found", "that tile does not exist (yet)")
-    cache = (
-        "public, max-age=31536000, immutable" if width == tiles.TILE_WIDTH else "no-cache"
-    )
+    cache = "public, max-age=31536000, immutable" if width == tiles.TILE_WIDTH else "no-cache"
     return web.Response(
         body=body, content_type="application/octet-stream", headers={"Cache-Control": cache}
     )
@@ -286,7 +316,7 @@ async def inclusion_proof(request: web.Request) -> web.Response:
     info = await _log_or_404(request)
     index = _int(request.query.get("index"), "index")
     tree_size = _int(request.query.get("tree_size"), "tree_size", minimum=1)
-    hashes = await request.app[READER].inclusion(info.log_id, index, tree_size)
+    hashes = await request.app[READER].inclusion(info.log_id, index, tree_size, info.size)
     return web.json_response(
         {
             "log_id": info.log_id,
@@ -302,7 +332,7 @@ async def consistency_proof(request: web.Request) -> web.Response:
     info = await _log_or_404(request)
     first = _int(request.query.get("first"), "first", minimum=1)
     second = _int(request.query.get("second"), "second", minimum=1)
-    hashes = await request.app[READER].consistency(info.log_id, first, second)
+    hashes = await request.app[READER].consistency(info.log_id, first, second, info.size)
     return web.json_response(
         {
             "log_id": info.log_id,
@@ -341,6 +371,8 @@ def create_app(reader: LedgerReader) -> web.Application:
     app.router.add_get("/v1/events/{event_id}", event_detail)
     app.router.add_get("/v1/logs", list_logs)
     app.router.add_get("/v1/logs/{log}/checkpoints", checkpoints)
+    app.router.add_get("/v1/logs/{log}/index", index_rows)
+    app.router.add_get("/v1/schemas", writer_schemas)
     app.router.add_get("/v1/logs/{log}/proof/inclusion", inclusion_proof)
     app.router.add_get("/v1/logs/{log}/proof/consistency", consistency_proof)
     app.router.add_get("/v1/events/{event_id}/proof", event_proof)

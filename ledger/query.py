@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -142,9 +142,21 @@ class LedgerReader(Protocol):
         """A tlog-tiles entry bundle, or None when it does not exist yet."""
         ...
 
-    async def inclusion(self, log_id: int, index: int, tree_size: int) -> tuple[bytes, ...]: ...
+    async def inclusion(
+        self, log_id: int, index: int, tree_size: int, current_size: int
+    ) -> tuple[bytes, ...]:
+        """Proof hashes; ``current_size`` is the log's size as just read (from ``log``)."""
+        ...
 
-    async def consistency(self, log_id: int, first: int, second: int) -> tuple[bytes, ...]: ...
+    async def consistency(
+        self, log_id: int, first: int, second: int, current_size: int
+    ) -> tuple[bytes, ...]: ...
+
+    async def index_rows(
+        self, log_id: int, *, start: int, limit: int
+    ) -> Sequence[Mapping[str, object]]:
+        """Rows of the event index for leaves ``start..``, in leaf order."""
+        ...
 
     async def event_proof(self, event_id: uuid.UUID) -> EventProof | None:
         """None when the event is unknown; raises PushbackError while no checkpoint covers it."""

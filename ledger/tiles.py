@@ -72,6 +72,28 @@ def split_hashes(blob: bytes) -> list[bytes]:
     return [blob[i : i + HASH_SIZE] for i in range(0, len(blob), HASH_SIZE)]
 
 
+def tile_levels(entries: Sequence[bytes]) -> tuple[tuple[bytes, ...], ...]:
+    """Every perfect subtree inside a tile: level k holds the hashes of 2^k-entry blocks.
+
+    Level 0 is the entries themselves; a full tile yields 9 levels (the last is its root).
+    """
+    levels = [tuple(entries)]
+    while len(levels[-1]) >= 2:
+        below = levels[-1]
+        levels.append(tuple(node_hash(below[i], below[i + 1]) for i in range(0, len(below) - 1, 2)))
+    return tuple(levels)
+
+
+def node_from_levels(node: NodeID, tiles: Mapping[TileKey, Sequence[Sequence[bytes]]]) -> bytes:
+    """Hash of a perfect subtree from the ``tile_levels`` of the tile that holds it."""
+    span = locate(node)
+    levels = tiles.get(span.key)
+    sub = span.count.bit_length() - 1
+    if levels is None or len(levels) <= sub or len(levels[sub]) <= span.offset >> sub:
+        raise MalformedInputError(f"tile {span.key} lacks the entries for {node}")
+    return levels[sub][span.offset >> sub]
+
+
 def node_from_tiles(node: NodeID, tiles: Mapping[TileKey, Sequence[bytes]]) -> bytes:
     """Hash of a perfect subtree from the entries of the tile that holds it."""
     span = locate(node)

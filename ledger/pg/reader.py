@@ -7,7 +7,7 @@ do nothing else, so a bug here cannot change the ledger.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Self
 
@@ -56,6 +56,7 @@ class PostgresReader:
         self._dsn = dsn
         self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
+        self._tiles = tree.TileCache()
 
     async def start(self) -> None:
         if self._pool is not None:
@@ -120,10 +121,8 @@ class PostgresReader:
         return [_log(r) for r in rows]
 
     async def log(self, log_id: int) -> LogInfo | None:
-        for info in await self.logs():
-            if info.log_id == log_id:
-                return info
-        return None
+        r = await self._p.fetchrow(sql.LOG_INFO, log_id)
+        return None if r is None else _log(r)
 
     async def checkpoints(
         self, log_id: int, *, after: int, limit: int
@@ -150,21 +149,31 @@ class PostgresReader:
             return None
         return tiles.entry_bundle(bytes(r["leaf"]) for r in rows)
 
-    async def inclusion(self, log_id: int, index: int, tree_size: int) -> tuple[bytes, ...]:
+    async def inclusion(
+        self, log_id: int, index: int, tree_size: int, current_size: int
+    ) -> tuple[bytes, ...]:
+        size = current_size
+        _check_sizes(tree_size, size)
         async with self._p.acquire() as conn:
-            size = await tree.log_size(conn, log_id)
-            _check_sizes(tree_size, size)
             if not 0 <= index < tree_size:
                 raise MalformedInputError(f"index must be in [0, tree_size={tree_size})")
-            return await tree.inclusion_hashes(conn, log_id, index, tree_size, size)
+            return await tree.inclusion_hashes(conn, log_id, index, tree_size, size, self._tiles)
 
-    async def consistency(self, log_id: int, first: int, second: int) -> tuple[bytes, ...]:
+    async def consistency(
+        self, log_id: int, first: int, second: int, current_size: int
+    ) -> tuple[bytes, ...]:
+        size = current_size
+        _check_sizes(second, size)
         async with self._p.acquire() as conn:
-            size = await tree.log_size(conn, log_id)
-            _check_sizes(second, size)
             if not 1 <= first <= second:
                 raise MalformedInputError("need 1 <= first <= second")
-            return await tree.consistency_hashes(conn, log_id, first, second, size)
+            return await tree.consistency_hashes(conn, log_id, first, second, size, self._tiles)
+
+    async def index_rows(
+        self, log_id: int, *, start: int, limit: int
+    ) -> Sequence[Mapping[str, object]]:
+        rows = await self._p.fetch(sql.INDEX_RANGE, log_id, start, limit)
+        return [dict(r.items()) for r in rows]
 
     async def event_proof(self, event_id: uuid.UUID) -> EventProof | None:
         async with self._p.acquire() as conn:
@@ -179,7 +188,9 @@ class PostgresReader:
                     retry_after=1.0,
                 )
             size = await tree.log_size(conn, log_id)
-            hashes = await tree.inclusion_hashes(conn, log_id, index, int(cp["size"]), size)
+            hashes = await tree.inclusion_hashes(
+                conn, log_id, index, int(cp["size"]), size, self._tiles
+            )
         info = await self.log(log_id)
         if info is None:
             return None

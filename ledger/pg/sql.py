@@ -117,6 +117,14 @@ SELECT g.log_id, g.origin, g.topic, g.kafka_partition,
 FROM logs g ORDER BY g.log_id
 """
 
+LOG_INFO: Final = """
+SELECT g.log_id, g.origin, g.topic, g.kafka_partition,
+       (SELECT coalesce(max(leaf_index) + 1, 0) FROM leaves l WHERE l.log_id = g.log_id) AS size,
+       (SELECT coalesce(max(size), 0) FROM checkpoints c WHERE c.log_id = g.log_id)
+           AS checkpoint_size
+FROM logs g WHERE g.log_id = $1
+"""
+
 EVENT_POSITION: Final = """
 SELECT e.log_id, e.leaf_index, l.leaf FROM events e
 JOIN leaves l ON l.log_id = e.log_id AND l.leaf_index = e.leaf_index
@@ -181,4 +189,11 @@ SELECT g.log_id, g.origin,
        (SELECT coalesce(max(leaf_index) + 1, 0) FROM leaves l WHERE l.log_id = g.log_id) AS size,
        (SELECT coalesce(max(size), 0) FROM checkpoints c WHERE c.log_id = g.log_id) AS signed
 FROM logs g
+"""
+
+INDEX_RANGE: Final = """
+SELECT leaf_index, event_id, kind, event_time, producer_id, producer_seq, facility_id,
+       patient_id, patient_issuer, patient_state, user_id, user_name, user_role, user_org,
+       dicom_event_id, action, outcome, study_uid, accession, network_address, purpose_of_use
+FROM events WHERE log_id = $1 AND leaf_index >= $2 ORDER BY leaf_index LIMIT $3
 """

@@ -8,6 +8,7 @@ tile costs one more range query, so any proof or root takes O(log n) reads.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 
 import asyncpg
@@ -43,9 +44,7 @@ async def fetch_tiles(
     full = [k for k in wanted if tiles.tile_width(k, current_size) == tiles.TILE_WIDTH]
     out: dict[tiles.TileKey, list[bytes]] = {}
     if full:
-        rows = await conn.fetch(
-            sql.FULL_TILES, log_id, [k[0] for k in full], [k[1] for k in full]
-        )
+        rows = await conn.fetch(sql.FULL_TILES, log_id, [k[0] for k in full], [k[1] for k in full])
         for r in rows:
             out[(int(r["level"]), int(r["tile_index"]))] = tiles.split_hashes(bytes(r["hashes"]))
         missing = [k for k in full if k not in out]
@@ -73,17 +72,64 @@ async def fetch_tiles(
     return out
 
 
+class TileCache:
+    """LRU of tiles' internal levels. Tiles only ever grow (a partial tile is a prefix of
+    the full one), so a cached tile serves any request that needs no more entries."""
+
+    def __init__(self, capacity: int = 2048) -> None:
+        self._capacity = capacity
+        self._items: OrderedDict[tuple[int, int, int], tuple[tuple[bytes, ...], ...]] = (
+            OrderedDict()
+        )
+
+    def get(self, log_id: int, key: tiles.TileKey) -> tuple[tuple[bytes, ...], ...] | None:
+        item = self._items.get((log_id, *key))
+        if item is not None:
+            self._items.move_to_end((log_id, *key))
+        return item
+
+    def put(self, log_id: int, key: tiles.TileKey, levels: tuple[tuple[bytes, ...], ...]) -> None:
+        self._items[(log_id, *key)] = levels
+        if len(self._items) > self._capacity:
+            self._items.popitem(last=False)
+
+
 async def node_hashes(
-    conn: Conn, log_id: int, nodes: Sequence[NodeID], current_size: int
+    conn: Conn,
+    log_id: int,
+    nodes: Sequence[NodeID],
+    current_size: int,
+    cache: TileCache | None = None,
 ) -> dict[NodeID, bytes]:
-    fetched = await fetch_tiles(conn, log_id, tiles.tiles_for(nodes), current_size)
-    return {n: tiles.node_from_tiles(n, fetched) for n in nodes}
+    levels: dict[tiles.TileKey, tuple[tuple[bytes, ...], ...]] = {}
+    needed: dict[tiles.TileKey, int] = {}
+    for node in nodes:
+        span = tiles.locate(node)
+        needed[span.key] = max(needed.get(span.key, 0), span.offset + span.count)
+    wanted = []
+    for key, width in needed.items():
+        hit = cache.get(log_id, key) if cache is not None else None
+        if hit is not None and len(hit[0]) >= width:
+            levels[key] = hit
+        else:
+            wanted.append(key)
+    if wanted:
+        fetched = await fetch_tiles(conn, log_id, wanted, current_size)
+        for key, entries in fetched.items():
+            levels[key] = tiles.tile_levels(entries)
+            if cache is not None:
+                cache.put(log_id, key, levels[key])
+    return {n: tiles.node_from_levels(n, levels) for n in nodes}
 
 
 async def _hashes_for(
-    conn: Conn, log_id: int, refs: Sequence[NodeRef], current_size: int
+    conn: Conn,
+    log_id: int,
+    refs: Sequence[NodeRef],
+    current_size: int,
+    cache: TileCache | None,
 ) -> tuple[bytes, ...]:
-    table = await node_hashes(conn, log_id, perfect_nodes(refs), current_size)
+    table = await node_hashes(conn, log_id, perfect_nodes(refs), current_size, cache)
     return proof_hashes(refs, table)
 
 
@@ -93,14 +139,26 @@ async def root_at(conn: Conn, log_id: int, size: int, current_size: int) -> Root
 
 
 async def inclusion_hashes(
-    conn: Conn, log_id: int, index: int, size: int, current_size: int
+    conn: Conn,
+    log_id: int,
+    index: int,
+    size: int,
+    current_size: int,
+    cache: TileCache | None = None,
 ) -> tuple[bytes, ...]:
-    return await _hashes_for(conn, log_id, inclusion_path_nodes(index, size), current_size)
+    refs = inclusion_path_nodes(index, size)
+    return await _hashes_for(conn, log_id, refs, current_size, cache)
 
 
 async def consistency_hashes(
-    conn: Conn, log_id: int, size1: int, size2: int, current_size: int
+    conn: Conn,
+    log_id: int,
+    size1: int,
+    size2: int,
+    current_size: int,
+    cache: TileCache | None = None,
 ) -> tuple[bytes, ...]:
     if size1 == size2:
         return ()
-    return await _hashes_for(conn, log_id, consistency_path_nodes(size1, size2), current_size)
+    refs = consistency_path_nodes(size1, size2)
+    return await _hashes_for(conn, log_id, refs, current_size, cache)
