@@ -53,6 +53,7 @@ class Checkpointer:
         self._policy = policy
         self._last_attempt: dict[int, float] = {}
         self._signed: dict[int, int] = {}
+        self._tiles = tree.TileCache()
 
     async def after_append(self, log_id: int, size: int) -> IssuedCheckpoint | None:
         """Cheap hook for the consumer: touches the database only when a checkpoint is due."""
@@ -105,7 +106,7 @@ class Checkpointer:
         if not force and not self.due(log_id, unsigned_leaves=target - signed_size):
             return None
         self._last_attempt[log_id] = time.monotonic()
-        root = await tree.root_at(conn, log_id, target, current)
+        root = await tree.root_at(conn, log_id, target, current, self._tiles)
         if latest is not None:
             try:
                 previous = open_checkpoint(latest["note"], self._verifiers)
@@ -118,7 +119,9 @@ class Checkpointer:
                 raise VerificationError(
                     f"log {log_id}: stored checkpoint row disagrees with its signed note"
                 )
-            proof = await tree.consistency_hashes(conn, log_id, signed_size, target, current)
+            proof = await tree.consistency_hashes(
+                conn, log_id, signed_size, target, current, self._tiles
+            )
             try:
                 verify_consistency(
                     size1=signed_size,

@@ -133,8 +133,10 @@ async def _hashes_for(
     return proof_hashes(refs, table)
 
 
-async def root_at(conn: Conn, log_id: int, size: int, current_size: int) -> RootHash:
-    table = await node_hashes(conn, log_id, range_decomposition(0, size), current_size)
+async def root_at(
+    conn: Conn, log_id: int, size: int, current_size: int, cache: TileCache | None = None
+) -> RootHash:
+    table = await node_hashes(conn, log_id, range_decomposition(0, size), current_size, cache)
     return root_from_subtrees(size, table.__getitem__)
 
 
