@@ -152,6 +152,10 @@ class LedgerReader(Protocol):
         self, log_id: int, first: int, second: int, current_size: int
     ) -> tuple[bytes, ...]: ...
 
+    async def leaves(self, log_id: int, *, start: int, end: int) -> Sequence[tuple[int, bytes]]:
+        """(leaf index, leaf) for stored leaves with index in [start, end), as stored."""
+        ...
+
     async def index_rows(
         self, log_id: int, *, start: int, limit: int
     ) -> Sequence[Mapping[str, object]]:

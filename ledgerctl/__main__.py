@@ -10,7 +10,7 @@ import asyncio
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -282,6 +282,89 @@ def demo(
     except LedgerError as exc:
         raise _fail(f"VERIFICATION FAILED: {exc}") from exc
     render_proofs(out, proven, verifiers)
+
+
+@app.command()
+def export(
+    out: Annotated[Path, typer.Option("--out", help="New (or empty) directory for the bundle.")],
+) -> None:
+    """Write an offline bundle for auditors: entries, tiles, checkpoints, index, schemas."""
+    from ledger.errors import LedgerError
+    from ledger.pg.export import export_bundle
+
+    settings = Settings.load()
+    with _progress() as report:
+        try:
+            summary = asyncio.run(
+                export_bundle(
+                    dsn=settings.require("reader_url"),
+                    path=out,
+                    ledger_name=settings.ledger_name,
+                    progress=report,
+                )
+            )
+        except LedgerError as exc:
+            raise _fail(str(exc)) from exc
+    console.print(
+        f"exported {summary.logs} logs, {summary.leaves:,} leaves and "
+        f"{summary.checkpoints:,} checkpoints to {out}"
+    )
+
+
+@app.command()
+def verify(
+    key: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--key", help="Verifier key (repeat for rotation); default LEDGER_VERIFIER_KEY."
+        ),
+    ] = None,
+    bundle: Annotated[
+        Path | None, typer.Option(help="Verify an export bundle (from `ledger export`).")
+    ] = None,
+    api: Annotated[
+        str | None, typer.Option(help="Verify a running ledger through its read API.")
+    ] = None,
+    proof: Annotated[
+        Path | None, typer.Option(help="Verify one .tlog-proof file (offline).")
+    ] = None,
+    check_index: Annotated[
+        bool, typer.Option("--check-index/--no-check-index", help="Also decode every event.")
+    ] = True,
+) -> None:
+    """Verify signatures, roots, consistency and the event index; report EVERY inconsistency.
+
+    Exits 0 when everything verifies, 1 on any finding.
+    """
+    from ledgerctl.verifying import run_verify
+
+    settings = Settings.load()
+    verifiers = _verifiers(settings, key)
+    if sum(x is not None for x in (bundle, api, proof)) > 1:
+        raise _fail("give one of --bundle, --api, --proof")
+    ok = run_verify(
+        console=report_console_stdout(),
+        verifiers=verifiers,
+        bundle=bundle,
+        api=api if (api or bundle or proof) else settings.api_url,
+        proof=proof,
+        check_index=check_index,
+        ledger_name=settings.ledger_name,
+    )
+    if not ok:
+        raise typer.Exit(code=1)
+
+
+def _progress() -> Any:
+    from ledgerctl.verifying import progress_bar
+
+    return progress_bar(console)
+
+
+def report_console_stdout() -> Console:
+    from ledgerctl.report import report_console
+
+    return report_console()
 
 
 def main() -> None:

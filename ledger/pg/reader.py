@@ -169,6 +169,10 @@ class PostgresReader:
                 raise MalformedInputError("need 1 <= first <= second")
             return await tree.consistency_hashes(conn, log_id, first, second, size, self._tiles)
 
+    async def leaves(self, log_id: int, *, start: int, end: int) -> Sequence[tuple[int, bytes]]:
+        rows = await self._p.fetch(sql.LEAVES_RANGE, log_id, start, end)
+        return [(int(r["leaf_index"]), bytes(r["leaf"])) for r in rows]
+
     async def index_rows(
         self, log_id: int, *, start: int, limit: int
     ) -> Sequence[Mapping[str, object]]:

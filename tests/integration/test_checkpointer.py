@@ -127,5 +127,18 @@ async def test_refuses_to_sign_after_the_tree_was_tampered(
     finally:
         await su.close()
     await grow(appender, topic, 600, 10, 9)
-    with pytest.raises(VerificationError, match="inconsistent with checkpoint 600"):
-        await checkpointer.checkpoint(log_id)
+    # The running signer holds the tiles it already proved consistent (its cache), so it
+    # keeps extending the honest tree: it can never sign the forged one.
+    issued = await checkpointer.checkpoint(log_id)
+    assert issued is not None
+    honest = [merkle.leaf_hash(i.leaf) for i in synthetic_batch(topic, 0, 600, random.Random(8))]
+    honest += [merkle.leaf_hash(i.leaf) for i in synthetic_batch(topic, 600, 10, random.Random(9))]
+    assert open_checkpoint(issued.note, [signer.verifier]).root_hash == (
+        merkle.root_from_leaf_hashes(honest)
+    )
+    # A restarted signer reads the tree from the database, finds it inconsistent with the
+    # last signed checkpoint, and refuses.
+    await grow(appender, topic, 610, 5, 10)
+    restarted = Checkpointer(pool=appender.pool, signers=[signer], policy=policy)
+    with pytest.raises(VerificationError, match="inconsistent with checkpoint 610"):
+        await restarted.checkpoint(log_id)
