@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 LEDGER := .venv/bin/ledger
 
-.PHONY: help up down status demo test check unit
+.PHONY: help up down status demo test check unit bench
 
 help:
 	@echo "make demo   - start everything and show a verified access history (the main job)"
@@ -38,3 +38,11 @@ test:
 
 unit:
 	.venv/bin/pytest tests/unit tests/vectors
+
+# Speed figures, printed side by side; needs the stack (make up). Never part of make test.
+bench: up
+	.venv/bin/python benchmarks/codec.py
+	.venv/bin/python benchmarks/merkle.py
+	.venv/bin/python benchmarks/verify.py
+	.venv/bin/python benchmarks/checkpoints.py
+	.venv/bin/python benchmarks/proofs.py

@@ -331,6 +331,7 @@ def verify(
     check_index: Annotated[
         bool, typer.Option("--check-index/--no-check-index", help="Also decode every event.")
     ] = True,
+    jobs: Annotated[int, typer.Option(min=1, help="Processes: logs verify in parallel.")] = 1,
 ) -> None:
     """Verify signatures, roots, consistency and the event index; report EVERY inconsistency.
 
@@ -350,6 +351,7 @@ def verify(
         proof=proof,
         check_index=check_index,
         ledger_name=settings.ledger_name,
+        jobs=jobs,
     )
     if not ok:
         raise typer.Exit(code=1)

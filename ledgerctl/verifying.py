@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from rich.console import Console
@@ -24,6 +25,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from ledger.bundle import BundleReader
 from ledger.checkpoint import parse_tlog_proof, verify_tlog_proof
 from ledger.errors import LedgerError
 from ledger.leaf import decode_leaf
@@ -99,6 +101,36 @@ def render_reports(console: Console, reports: Sequence[LogReport]) -> bool:
     return not findings
 
 
+def _one_log(
+    path: Path, verifiers: Sequence[Verifier], check_index: bool, log_id: int
+) -> list[LogReport]:
+    return verify_bundle(path, verifiers, check_index=check_index, log_ids={log_id})
+
+
+def verify_bundle_jobs(
+    path: Path,
+    verifiers: Sequence[Verifier],
+    *,
+    check_index: bool,
+    jobs: int,
+    progress: ProgressFn | None = None,
+) -> list[LogReport]:
+    """Verify a bundle, one process per log when ``jobs > 1`` (logs are independent)."""
+    if jobs <= 1:
+        return verify_bundle(path, verifiers, check_index=check_index, progress=progress)
+    logs = BundleReader(path).logs
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        futures = [
+            pool.submit(_one_log, path, tuple(verifiers), check_index, log.log_id) for log in logs
+        ]
+        reports = []
+        for log, future in zip(logs, futures, strict=True):
+            reports += future.result()
+            if progress is not None:
+                progress(log.origin, log.size, log.size)
+    return reports
+
+
 def run_verify(
     *,
     console: Console,
@@ -108,17 +140,22 @@ def run_verify(
     proof: Path | None,
     check_index: bool,
     ledger_name: str,
+    jobs: int = 1,
 ) -> bool:
     if proof is not None:
         return _verify_proof(console, proof, verifiers)
     with progress_bar(console) as report:
         if bundle is not None:
-            reports = verify_bundle(bundle, verifiers, check_index=check_index, progress=report)
+            reports = verify_bundle_jobs(
+                bundle, verifiers, check_index=check_index, jobs=jobs, progress=report
+            )
         else:
             if api is None:
                 raise ValueError("one of bundle, api or proof is required")
             with tempfile.TemporaryDirectory(prefix="ledger-verify-") as tmp:
                 target = Path(tmp) / "bundle"
                 asyncio.run(download_bundle(api, target, ledger_name=ledger_name, progress=report))
-                reports = verify_bundle(target, verifiers, check_index=check_index, progress=report)
+                reports = verify_bundle_jobs(
+                    target, verifiers, check_index=check_index, jobs=jobs, progress=report
+                )
     return render_reports(console, reports)

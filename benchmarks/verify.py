@@ -1,0 +1,96 @@
+"""`ledger verify` speed on an export bundle, beside the bare hashing it cannot beat.
+
+Writes a synthetic bundle (real leaf format, ~300-byte leaves, full tiles, a
+signed checkpoint every 100,000 leaves) split over two logs, then measures in
+one run: a bare SHA-256 loop doing the same two hashes per leaf in memory (the
+floor for any Python verifier), root recomputation alone, and the full verifier
+(--no-check-index) with one process and with two (one per log).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from ledger import merkle
+from ledger.bundle import BundleWriter
+from ledger.checkpoint import Checkpoint, sign_checkpoint
+from ledger.leaf import KafkaRecord, encode_leaf
+from ledger.note import generate_signer, parse_signer_key, parse_verifier_key
+from ledger.verify import build_full_tiles, verify_bundle
+from ledgerctl.verifying import verify_bundle_jobs
+
+
+def write_bundle(path: Path, leaves_per_log: int, logs: int) -> tuple[list[bytes], str]:
+    signer_key, verifier_key = generate_signer("bench.ledger.local")
+    signer = parse_signer_key(signer_key)
+    sample: list[bytes] = []
+    with BundleWriter(path, ledger_name="bench.ledger.local") as bundle:
+        bundle.write_schemas([])
+        for log_id in range(1, logs + 1):
+            origin = f"bench.ledger.local/bench/{log_id - 1}"
+            hashes: list[bytes] = []
+            builder = merkle.TreeBuilder()
+            with bundle.add_log(log_id=log_id, origin=origin, size=leaves_per_log) as out:
+                for i in range(leaves_per_log):
+                    leaf = encode_leaf(
+                        KafkaRecord(topic="bench", partition=log_id - 1, offset=i,
+                                    timestamp_ms=1_790_000_000_000 + i, timestamp_type=0,
+                                    key=b"p|%d" % (i % 9973), value=b"\xc3\x01" + os.urandom(260))
+                    )  # fmt: skip
+                    out.add_entry(i, leaf)
+                    h = merkle.leaf_hash(leaf)
+                    hashes.append(h)
+                    builder.append(h)
+                    if log_id == 1:
+                        sample.append(leaf)
+                    if (i + 1) % 100_000 == 0 or i + 1 == leaves_per_log:
+                        cp = Checkpoint(origin=origin, size=i + 1, root_hash=builder.root())
+                        out.add_checkpoint(i + 1, sign_checkpoint(cp, [signer]))
+                out.add_tiles(build_full_tiles(hashes))
+    return sample, verifier_key
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--leaves", type=int, default=1_000_000, help="in total, over 2 logs")
+    args = parser.parse_args()
+    per_log = args.leaves // 2
+    with tempfile.TemporaryDirectory(prefix="bench-verify-") as tmp:
+        path = Path(tmp) / "bundle"
+        t = time.perf_counter()
+        sample, vkey = write_bundle(path, per_log, 2)
+        print(f"wrote a {args.leaves:,}-leaf bundle in {time.perf_counter() - t:.1f}s")
+        verifiers = [parse_verifier_key(vkey)]
+
+        sha = hashlib.sha256
+        t = time.perf_counter()
+        for leaf in sample:
+            h = sha(b"\x00" + leaf).digest()
+            sha(b"\x01" + h + h).digest()
+        floor = len(sample) / (time.perf_counter() - t)
+        t = time.perf_counter()
+        merkle.root_from_leaves(sample)
+        roots = len(sample) / (time.perf_counter() - t)
+
+        t = time.perf_counter()
+        reports = verify_bundle(path, verifiers, check_index=False)
+        one = args.leaves / (time.perf_counter() - t)
+        assert all(r.ok for r in reports), [r.findings[:3] for r in reports]
+        t = time.perf_counter()
+        reports = verify_bundle_jobs(path, verifiers, check_index=False, jobs=2)
+        two = args.leaves / (time.perf_counter() - t)
+        assert all(r.ok for r in reports)
+
+    print(f"bare SHA-256, leaf hash + one node hash  {floor:>11,.0f} leaves/s (floor)")
+    print(f"root recomputation from leaves         {roots:>11,.0f} leaves/s  {roots / floor:.2f}x")
+    print(f"ledger verify, 1 process                {one:>11,.0f} leaves/s  {one / floor:.2f}x")
+    print(f"ledger verify, 2 processes (per log)    {two:>11,.0f} leaves/s  {two / floor:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
