@@ -12,8 +12,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from types import TracebackType
-from typing import Self
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -24,6 +22,7 @@ from ledger.ingest import Accepted, AppendResult, BatchItem, Rejected, WriterSch
 from ledger.leaf import KafkaRecord, decode_leaf
 from ledger.merkle import leaf_hash
 from ledger.pg import sql
+from ledger.pg.pool import PooledAdapter
 
 logger = logging.getLogger(__name__)
 
@@ -45,48 +44,13 @@ def _ts(record: KafkaRecord) -> datetime | None:
         return None
 
 
-class PostgresAppender:
+class PostgresAppender(PooledAdapter):
     """Implements ``ledger.ingest.Appender`` on a small asyncpg pool."""
 
     def __init__(self, *, dsn: str, ledger_name: str, pool_size: int = 4) -> None:
-        self._dsn = dsn
+        super().__init__(dsn=dsn, pool_size=pool_size, command_timeout=60)
         self._ledger_name = ledger_name
-        self._pool_size = pool_size
-        self._pool: asyncpg.Pool | None = None
         self._log_ids: dict[tuple[str, int], int] = {}
-
-    async def start(self) -> None:
-        if self._pool is not None:
-            return
-        try:
-            self._pool = await asyncpg.create_pool(
-                self._dsn, min_size=1, max_size=self._pool_size, command_timeout=60
-            )
-        except (OSError, asyncpg.PostgresError) as exc:
-            raise UnavailableError(f"cannot connect to PostgreSQL: {type(exc).__name__}") from exc
-
-    async def stop(self) -> None:
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            await pool.close()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
-    @property
-    def pool(self) -> asyncpg.Pool:
-        if self._pool is None:
-            raise UnavailableError("appender is not started")
-        return self._pool
 
     async def register_schemas(self, schemas: Sequence[WriterSchemaInfo]) -> None:
         async with self.pool.acquire() as conn:

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from types import TracebackType
-from typing import Self
 
 import asyncpg
 
 from ledger import tiles
-from ledger.errors import MalformedInputError, PushbackError, UnavailableError
+from ledger.errors import MalformedInputError, PushbackError
 from ledger.pg import sql, tree
+from ledger.pg.pool import PooledAdapter
 from ledger.query import (
     AccessEntry,
     Cursor,
@@ -51,45 +50,14 @@ def _entry(r: asyncpg.Record) -> AccessEntry:
     )
 
 
-class PostgresReader:
+class PostgresReader(PooledAdapter):
     def __init__(self, *, dsn: str, pool_size: int = 8) -> None:
-        self._dsn = dsn
-        self._pool_size = pool_size
-        self._pool: asyncpg.Pool | None = None
+        super().__init__(dsn=dsn, pool_size=pool_size, command_timeout=30)
         self._tiles = tree.TileCache()
-
-    async def start(self) -> None:
-        if self._pool is not None:
-            return
-        try:
-            self._pool = await asyncpg.create_pool(
-                self._dsn, min_size=1, max_size=self._pool_size, command_timeout=30
-            )
-        except (OSError, asyncpg.PostgresError) as exc:
-            raise UnavailableError(f"cannot connect to PostgreSQL: {type(exc).__name__}") from exc
-
-    async def stop(self) -> None:
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            await pool.close()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     @property
     def _p(self) -> asyncpg.Pool:
-        if self._pool is None:
-            raise UnavailableError("reader is not started")
-        return self._pool
+        return self.pool
 
     async def patient_accesses(
         self, *, patient_id: str, issuer: str | None, limit: int, after: Cursor | None
