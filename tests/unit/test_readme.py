@@ -43,9 +43,13 @@ def test_every_subcommand_the_readme_lists_exists() -> None:
     assert result.exit_code == 0
     for name in names:
         assert name in result.output, name
-    usage = [b for b in blocks("sh") if ".venv/bin/ledger" in b]
-    assert usage, "README shows ledger usage"
-    for line in usage[0].splitlines():
-        if line.startswith(".venv/bin/ledger"):
-            sub = line.split()[1]
-            assert CliRunner().invoke(app, [sub, "--help"]).exit_code == 0, sub
+    usage = [
+        line for b in blocks("sh") for line in b.splitlines() if line.startswith(".venv/bin/ledger")
+    ]
+    assert len(usage) >= 5, "README shows ledger usage"
+    for line in usage:
+        sub, *args = line.split()[1:]
+        help_text = CliRunner().invoke(app, [sub, "--help"], terminal_width=200)
+        assert help_text.exit_code == 0, sub
+        for option in (a for a in args if a.startswith("--")):
+            assert option in help_text.output, f"{sub} has no {option}"
