@@ -30,12 +30,18 @@ async def run_consumer(
     ledger_name: str,
     signers: Sequence[Signer],
     policy: CheckpointPolicy,
+    max_clock_skew_seconds: float = 300.0,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    config = ConsumerConfig(bootstrap_servers=bootstrap, topics=topics, group_id=group_id)
+    config = ConsumerConfig(
+        bootstrap_servers=bootstrap,
+        topics=topics,
+        group_id=group_id,
+        max_clock_skew_seconds=max_clock_skew_seconds,
+    )
     appender = PostgresAppender(dsn=appender_dsn, ledger_name=ledger_name)
     await appender.start()
     checkpointer = Checkpointer(pool=appender.pool, signers=signers, policy=policy)

@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Self
 
@@ -38,11 +38,12 @@ from ledger.ingest import (
 from ledger.leaf import MAX_LEAF_BYTES, KafkaRecord, encode_leaf, leaf_overhead
 from producers.codec import Codec
 from producers.errors import DecodeError
-from producers.events import AuditEvent, PhiAccessEvent, utc_now
+from producers.events import MAX_FUTURE_SKEW, AuditEvent, PhiAccessEvent, utc_now
 
 logger = logging.getLogger(__name__)
 
 REASON_OVERSIZE = "oversize"
+DEFAULT_SKEW = MAX_FUTURE_SKEW
 REASON_EMPTY = "empty_value"
 
 
@@ -55,6 +56,9 @@ class ConsumerConfig:
     poll_timeout_ms: int = 200
     security_protocol: str = "PLAINTEXT"
     ssl_cafile: str | None = None
+    #: How far in the future an event time may lie before the record is quarantined
+    #: (reason ``time_out_of_range``): producers' clocks drift.
+    max_clock_skew_seconds: float = 300.0
 
 
 @dataclass(slots=True)
@@ -119,7 +123,13 @@ def index_fields(event: AuditEvent) -> IndexFields:
     )
 
 
-def classify(record: KafkaRecord, codec: Codec, *, now: datetime | None = None) -> BatchItem:
+def classify(
+    record: KafkaRecord,
+    codec: Codec,
+    *,
+    now: datetime | None = None,
+    max_clock_skew: timedelta = DEFAULT_SKEW,
+) -> BatchItem:
     """Turn one Kafka record into an ``Accepted`` leaf or a ``Rejected`` quarantine entry."""
     if not record.value:
         return Rejected(record=record, reason=REASON_EMPTY, detail="record has no value")
@@ -131,7 +141,9 @@ def classify(record: KafkaRecord, codec: Codec, *, now: datetime | None = None) 
             detail=f"record would make a {size}-byte leaf; a leaf holds at most {MAX_LEAF_BYTES}",
         )
     try:
-        event = codec.decode(record.value, now=now)
+        # The codec allows DEFAULT_SKEW into the future; shift its clock to apply ours.
+        reference = (now or utc_now()) + (max_clock_skew - DEFAULT_SKEW)
+        event = codec.decode(record.value, now=reference)
     except DecodeError as exc:
         return Rejected(record=record, reason=exc.reason, detail=str(exc))
     try:
@@ -300,7 +312,10 @@ class LedgerConsumer:
         messages: Sequence[ConsumerRecord[bytes, bytes]],
     ) -> None:
         now = utc_now()
-        items = [classify(_kafka_record(m), self._codec, now=now) for m in messages]
+        skew = timedelta(seconds=self._config.max_clock_skew_seconds)
+        items = [
+            classify(_kafka_record(m), self._codec, now=now, max_clock_skew=skew) for m in messages
+        ]
         result = None
         delay = 0.5
         while result is None:

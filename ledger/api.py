@@ -279,7 +279,36 @@ def _cell(value: object) -> object:
         return value.isoformat()
     if isinstance(value, uuid.UUID):
         return str(value)
+    if isinstance(value, bytes):
+        return _b64(value)
     return value
+
+
+_REASON = re.compile(r"[a-z0-9_]{1,64}")
+
+
+async def quarantine(request: web.Request) -> web.Response:
+    """Records that could not be appended, with their raw bytes (base64) and reason."""
+    after = _int(request.query.get("after", "0"), "after")
+    limit = _int(request.query.get("limit", "100"), "limit", minimum=1, maximum=1000)
+    reason = request.query.get("reason")
+    if reason is not None and not _REASON.fullmatch(reason):
+        raise MalformedInputError("reason must be a reason code like malformed_avro")
+    rows = await request.app[READER].quarantine(after=after, limit=limit, reason=reason)
+    items = [{k: _cell(v) for k, v in r.items()} for r in rows]
+    return web.json_response(
+        {
+            "records": items,
+            "next_after": items[-1]["quarantine_id"] if len(items) == limit else None,
+        }
+    )
+
+
+async def alerts(request: web.Request) -> web.Response:
+    after = _int(request.query.get("after", "0"), "after")
+    limit = _int(request.query.get("limit", "100"), "limit", minimum=1, maximum=1000)
+    rows = await request.app[READER].alerts(after=after, limit=limit)
+    return web.json_response({"alerts": [{k: _cell(v) for k, v in r.items()} for r in rows]})
 
 
 async def leaves(request: web.Request) -> web.Response:
@@ -386,6 +415,8 @@ def create_app(reader: LedgerReader) -> web.Application:
     app.router.add_get("/v1/logs/{log}/index", index_rows)
     app.router.add_get("/v1/logs/{log}/leaves", leaves)
     app.router.add_get("/v1/schemas", writer_schemas)
+    app.router.add_get("/v1/quarantine", quarantine)
+    app.router.add_get("/v1/alerts", alerts)
     app.router.add_get("/v1/logs/{log}/proof/inclusion", inclusion_proof)
     app.router.add_get("/v1/logs/{log}/proof/consistency", consistency_proof)
     app.router.add_get("/v1/events/{event_id}/proof", event_proof)

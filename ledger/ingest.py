@@ -83,6 +83,7 @@ class AppendResult:
     quarantined: int
     skipped: int
     first_leaf: int
+    alerts: int = 0
 
 
 class Appender(Protocol):

@@ -162,6 +162,16 @@ class LedgerReader(Protocol):
         """Rows of the event index for leaves ``start..``, in leaf order."""
         ...
 
+    async def quarantine(
+        self, *, after: int, limit: int, reason: str | None
+    ) -> Sequence[Mapping[str, object]]:
+        """Quarantined records with id > ``after``, oldest first."""
+        ...
+
+    async def alerts(self, *, after: int, limit: int) -> Sequence[Mapping[str, object]]:
+        """Security alerts with id > ``after``, oldest first."""
+        ...
+
     async def event_proof(self, event_id: uuid.UUID) -> EventProof | None:
         """None when the event is unknown; raises PushbackError while no checkpoint covers it."""
         ...

@@ -26,6 +26,11 @@ app = typer.Typer(
 )
 wait_app = typer.Typer(help="Wait until a dependency is ready (for scripts).", no_args_is_help=True)
 app.add_typer(wait_app, name="wait")
+quarantine_app = typer.Typer(
+    help="Records that could not be appended: list them, re-submit after a fix.",
+    no_args_is_help=True,
+)
+app.add_typer(quarantine_app, name="quarantine")
 
 console = Console(stderr=True)
 
@@ -147,6 +152,7 @@ def consume(verbose: bool = False) -> None:
                 every_leaves=settings.checkpoint_every_leaves,
                 every_ms=settings.checkpoint_every_ms,
             ),
+            max_clock_skew_seconds=settings.max_clock_skew_seconds,
         )
     )
 
@@ -355,6 +361,75 @@ def verify(
     )
     if not ok:
         raise typer.Exit(code=1)
+
+
+@quarantine_app.command("list")
+def quarantine_list(
+    reason: Annotated[str | None, typer.Option(help="Only this reason code.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
+) -> None:
+    """List quarantined records (through the API), oldest first."""
+    from rich.table import Table
+
+    from ledgerctl.quarantine import fetch_quarantine
+
+    settings = Settings.load()
+    records = asyncio.run(fetch_quarantine(settings.api_url, reason=reason, limit=limit))
+    table = Table(title=f"{len(records)} quarantined record(s)", title_justify="left")
+    for column in ("id", "when", "topic/partition@offset", "reason", "bytes", "resent", "detail"):
+        table.add_column(column, overflow="fold")
+    for r in records:
+        value = r.get("record_value") or ""
+        table.add_row(
+            str(r["quarantine_id"]),
+            str(r["quarantined_at"])[:19],
+            f"{r['topic']}/{r['kafka_partition']}@{r['kafka_offset']}",
+            str(r["reason"]),
+            str(len(value) * 3 // 4),
+            str(r["resubmissions"]),
+            str(r["detail"]),
+        )
+    report_console_stdout().print(table)
+
+
+@quarantine_app.command("resubmit")
+def quarantine_resubmit(
+    quarantine_id: Annotated[int, typer.Argument(help="Quarantine id (from `list`).")],
+    force: Annotated[bool, typer.Option(help="Send even conflicts and oversize records.")] = False,
+) -> None:
+    """Send a quarantined record's bytes back to its topic (after the cause was fixed)."""
+    from ledger.errors import LedgerError
+    from ledgerctl.quarantine import resubmit
+
+    settings = Settings.load()
+    try:
+        done = asyncio.run(
+            resubmit(
+                dsn=settings.require("appender_url"),
+                bootstrap=settings.kafka_bootstrap,
+                quarantine_id=quarantine_id,
+                force=force,
+            )
+        )
+    except LedgerError as exc:
+        raise _fail(str(exc)) from exc
+    console.print(
+        f"re-submitted record {done.quarantine_id} to {done.topic}/{done.partition}@{done.offset}"
+    )
+
+
+@app.command()
+def alerts(limit: Annotated[int, typer.Option(min=1, max=1000)] = 100) -> None:
+    """List security alerts raised while ingesting (e.g. an event id re-sent with other content)."""
+    from ledgerctl.quarantine import fetch_alerts
+
+    settings = Settings.load()
+    rows = asyncio.run(fetch_alerts(settings.api_url, limit=limit))
+    out = report_console_stdout()
+    if not rows:
+        out.print("no security alerts")
+    for a in rows:
+        out.print(f"[red]{a['raised_at'][:19]} {a['kind']}[/red] {a['detail']}")
 
 
 def _progress() -> Any:

@@ -41,6 +41,9 @@ class Settings(BaseSettings):
         default=100_000, alias="LEDGER_CHECKPOINT_EVERY_LEAVES", ge=1
     )
     checkpoint_every_ms: int = Field(default=1000, alias="LEDGER_CHECKPOINT_EVERY_MS", ge=10)
+    max_clock_skew_seconds: float = Field(
+        default=300.0, alias="LEDGER_MAX_CLOCK_SKEW_SECONDS", ge=0, le=86_400
+    )
 
     @classmethod
     def load(cls) -> Settings:

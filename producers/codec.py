@@ -54,6 +54,11 @@ REASON_UNKNOWN_SCHEMA: Final = "unknown_schema"
 REASON_MALFORMED_AVRO: Final = "malformed_avro"
 REASON_TRAILING_BYTES: Final = "trailing_bytes"
 REASON_INVALID_EVENT: Final = "invalid_event"
+REASON_INVALID_UTF8: Final = "invalid_utf8"
+REASON_TIME_OUT_OF_RANGE: Final = "time_out_of_range"
+
+#: Event fields holding instants; a bad value there gets REASON_TIME_OUT_OF_RANGE.
+_TIME_FIELDS: Final = ("event_time", "identified_at", "communicated_at", "acknowledged_at")
 
 # Avro record types must be plain dicts; the aliases keep the signatures honest.
 Record = dict[str, object]
@@ -163,6 +168,17 @@ class Codec:
         buf.seek(HEADER_LEN)
         try:
             record = fastavro.schemaless_reader(buf, dict(schema.parsed), None)
+        except UnicodeDecodeError as exc:
+            raise DecodeError(
+                f"a string in the {schema.full_name} body is not valid UTF-8 "
+                f"(byte {exc.start} of that string)",
+                reason=REASON_INVALID_UTF8,
+            ) from exc
+        except (OverflowError, OSError) as exc:  # absurd timestamps do not fit a datetime
+            raise DecodeError(
+                f"a timestamp in the {schema.full_name} body is out of range: {exc}"[:500],
+                reason=REASON_TIME_OUT_OF_RANGE,
+            ) from exc
         except Exception as exc:  # fastavro raises many kinds on hostile bytes
             raise DecodeError(
                 f"malformed Avro body for {schema.full_name}: {type(exc).__name__}: {exc}"[:500],
@@ -184,7 +200,10 @@ class Codec:
             event = from_record(schema.full_name, record)
             validate(event, now=now)
         except EventValidationError as exc:
-            raise DecodeError(str(exc), reason=REASON_INVALID_EVENT) from exc
+            reason = REASON_INVALID_EVENT
+            if exc.field.split("[")[0] in _TIME_FIELDS or exc.field.endswith("].at"):
+                reason = REASON_TIME_OUT_OF_RANGE
+            raise DecodeError(str(exc), reason=reason) from exc
         except (KeyError, TypeError, ValueError) as exc:
             raise DecodeError(
                 f"record does not map to an event: {exc}", reason=REASON_INVALID_EVENT

@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 Conn = asyncpg.Connection | PoolConnectionProxy
 
 REASON_CONFLICT = "conflicting_event_id"
+REASON_CONFLICT_ORIGINAL = "conflicting_event_id_original"
 
 
 def origin_for(ledger_name: str, topic: str, partition: int) -> str:
@@ -138,8 +139,9 @@ class PostgresAppender(PooledAdapter):
         leaves: list[tuple[int, int, bytes, bytes]] = []
         events: list[tuple[object, ...]] = []
         quarantine: list[tuple[object, ...]] = []
+        alerts: list[tuple[object, ...]] = []
         duplicates = 0
-        seen_here: dict[object, bytes] = {}
+        seen_here: dict[object, tuple[KafkaRecord, int]] = {}
         index = next_leaf
         for item in fresh:
             rec = item.record
@@ -147,36 +149,52 @@ class PostgresAppender(PooledAdapter):
                 quarantine.append(_quarantine_row(rec, item.reason, item.detail))
                 continue
             event_id = item.index.event_id
-            prior_value: bytes | None = None
-            where = ""
+            prior: KafkaRecord | None = None
+            prior_log, prior_index = log_id, -1
             if event_id in existing:
                 prior_log, prior_index, prior_leaf = existing[event_id]
-                prior_value = decode_leaf(prior_leaf).value
-                where = f"log {prior_log} leaf {prior_index}"
+                prior = decode_leaf(prior_leaf)
             elif event_id in seen_here:
-                prior_value = seen_here[event_id]
-                where = "an earlier record of the same batch"
-            if prior_value is not None:
-                if prior_value == rec.value:
+                prior, prior_index = seen_here[event_id]
+            if prior is not None:
+                if prior.value == rec.value:
                     duplicates += 1
-                else:
-                    logger.warning(
-                        "SECURITY: event id %s re-sent with different content at %s/%d@%d",
-                        event_id,
-                        topic,
-                        partition,
-                        rec.offset,
+                    continue
+                # Same id, other content: never merge. Both versions go to quarantine (the
+                # recorded one also stays in the ledger, which is append-only), and an
+                # investigator gets a security alert.
+                where = f"log {prior_log} leaf {prior_index}"
+                logger.critical(
+                    "SECURITY: event id %s re-sent with different content at %s/%d@%d "
+                    "(recorded at %s)",
+                    event_id, topic, partition, rec.offset, where,
+                )  # fmt: skip
+                quarantine.append(
+                    _quarantine_row(
+                        rec,
+                        REASON_CONFLICT,
+                        f"event id {event_id} is already recorded at {where} "
+                        "with different content",
                     )
-                    quarantine.append(
-                        _quarantine_row(
-                            rec,
-                            REASON_CONFLICT,
-                            f"event id {event_id} is already recorded at {where} "
-                            "with different content",
-                        )
+                )
+                quarantine.append(
+                    _quarantine_row(
+                        prior,
+                        REASON_CONFLICT_ORIGINAL,
+                        f"the recorded version of event id {event_id} ({where}); a conflicting "
+                        f"version arrived at {topic}/{partition}@{rec.offset}",
                     )
+                )
+                alerts.append(
+                    (
+                        "event_id_conflict", event_id, prior_log, prior_index, topic,
+                        partition, rec.offset,
+                        f"event id {event_id} arrived again with different content; the "
+                        f"recorded version is {where}; both versions are in quarantine",
+                    )
+                )  # fmt: skip
                 continue
-            seen_here[event_id] = rec.value
+            seen_here[event_id] = (rec, index)
             leaves.append((log_id, index, item.leaf, leaf_hash(item.leaf)))
             f = item.index
             events.append(
@@ -213,6 +231,8 @@ class PostgresAppender(PooledAdapter):
             await _integrate(conn, log_id, next_leaf, [h for _, _, _, h in leaves])
         if quarantine:
             await conn.executemany(sql.INSERT_QUARANTINE, quarantine)
+        if alerts:
+            await conn.executemany(sql.INSERT_ALERT, alerts)
         next_offset = fresh[-1].record.offset + 1
         await conn.execute(
             sql.INSERT_POSITION,
@@ -221,16 +241,17 @@ class PostgresAppender(PooledAdapter):
             next_leaf,
             len(leaves),
             duplicates,
-            len(quarantine),
+            len(quarantine) - len(alerts),
         )
         return AppendResult(
             log_id=log_id,
             next_offset=next_offset,
             appended=len(leaves),
             duplicates=duplicates,
-            quarantined=len(quarantine),
+            quarantined=len(quarantine) - len(alerts),
             skipped=skipped,
             first_leaf=next_leaf,
+            alerts=len(alerts),
         )
 
 

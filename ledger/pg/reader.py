@@ -147,6 +147,16 @@ class PostgresReader(PooledAdapter):
         rows = await self._p.fetch(sql.INDEX_RANGE, log_id, start, limit)
         return [dict(r.items()) for r in rows]
 
+    async def quarantine(
+        self, *, after: int, limit: int, reason: str | None
+    ) -> Sequence[Mapping[str, object]]:
+        rows = await self._p.fetch(sql.QUARANTINE_PAGE, after, reason, limit)
+        return [dict(r.items()) for r in rows]
+
+    async def alerts(self, *, after: int, limit: int) -> Sequence[Mapping[str, object]]:
+        rows = await self._p.fetch(sql.ALERTS_PAGE, after, limit)
+        return [dict(r.items()) for r in rows]
+
     async def event_proof(self, event_id: uuid.UUID) -> EventProof | None:
         async with self._p.acquire() as conn:
             row = await conn.fetchrow(sql.EVENT_POSITION, event_id)

@@ -141,14 +141,30 @@ async def test_same_event_id_other_content_is_quarantined_as_conflict(
     result = await appender.append(
         topic=topic, partition=0, items=[classify(r, CODEC) for r in recs]
     )
-    assert (result.appended, result.quarantined) == (1, 1)
-    row = await owner_conn.fetchrow(
-        "SELECT reason, detail, kafka_offset, record_value FROM quarantine WHERE topic = $1", topic
+    assert (result.appended, result.quarantined, result.alerts) == (1, 1, 1)
+    rows = await owner_conn.fetch(
+        "SELECT reason, detail, kafka_offset, record_value FROM quarantine WHERE topic = $1 "
+        "ORDER BY reason",
+        topic,
     )
-    assert row["reason"] == "conflicting_event_id"
-    assert str(original.event_id) in row["detail"]
-    assert row["kafka_offset"] == 1
-    assert bytes(row["record_value"]) == recs[1].value
+    # Both versions are kept in quarantine; the recorded one also stays in the ledger.
+    assert [(r["reason"], r["kafka_offset"]) for r in rows] == [
+        ("conflicting_event_id", 1),
+        ("conflicting_event_id_original", 0),
+    ]
+    assert bytes(rows[0]["record_value"]) == recs[1].value
+    assert bytes(rows[1]["record_value"]) == recs[0].value
+    assert str(original.event_id) in rows[0]["detail"]
+    alert = await owner_conn.fetchrow(
+        "SELECT kind, event_id, leaf_index, kafka_offset FROM security_alerts WHERE topic = $1",
+        topic,
+    )
+    assert alert["kind"] == "event_id_conflict"
+    assert alert["event_id"] == original.event_id
+    assert (alert["leaf_index"], alert["kafka_offset"]) == (0, 1)
+    # The ledger holds exactly the first version.
+    leaf_rows = await leaves_of(owner_conn, topic)
+    assert len(leaf_rows) == 1
 
 
 async def test_bad_records_are_quarantined_with_reason_and_do_not_block(

@@ -135,7 +135,7 @@ def test_invalid_utf8_in_a_string_is_malformed(codec: Codec) -> None:
     message[at] = 0xFF  # lone continuation byte: not UTF-8
     with pytest.raises(DecodeError) as info:
         codec.decode(bytes(message))
-    assert info.value.reason == REASON_MALFORMED_AVRO
+    assert info.value.reason == "invalid_utf8"
 
 
 def test_valid_avro_with_invalid_content_is_an_invalid_event(codec: Codec) -> None:
@@ -149,8 +149,16 @@ def test_valid_avro_with_invalid_content_is_an_invalid_event(codec: Codec) -> No
     fastavro.schemaless_writer(buf, dict(schema.parsed), record)
     with pytest.raises(DecodeError) as info:
         codec.decode(MAGIC + schema.fingerprint + buf.getvalue())
-    assert info.value.reason == REASON_INVALID_EVENT
+    assert info.value.reason == "time_out_of_range"
     assert "event_time" in str(info.value)
+    # A content problem that is not a time stays a generic invalid event, naming the field.
+    bad_code = to_record(event) | {"dicom_event_id": "999999"}
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, dict(schema.parsed), bad_code)
+    with pytest.raises(DecodeError) as info:
+        codec.decode(MAGIC + schema.fingerprint + buf.getvalue())
+    assert info.value.reason == REASON_INVALID_EVENT
+    assert "dicom_event_id" in str(info.value)
 
 
 def test_absurd_length_prefix_fails_fast(codec: Codec) -> None:
@@ -170,6 +178,6 @@ def test_decode_uses_callers_clock_for_skew() -> None:
     earlier = event.event_time - timedelta(hours=1)
     with pytest.raises(DecodeError) as info:
         codec.decode(message, now=earlier)
-    assert info.value.reason == REASON_INVALID_EVENT
+    assert info.value.reason == "time_out_of_range"
     assert codec.decode(message, now=datetime.now(UTC)).event_id == event.event_id
     assert isinstance(event.event_id, uuid.UUID)

@@ -1,0 +1,92 @@
+"""Quarantine operations for operators: list what could not be appended, re-submit a fix.
+
+Invariant: re-submission sends the quarantined bytes back to their topic unchanged,
+with their original key (so they land in the same partition), and records who did
+it and where the copy landed; the quarantine row itself is never changed. Records
+that can never succeed as they are (conflicts, oversize) need --force.
+"""
+
+from __future__ import annotations
+
+import getpass
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import asyncpg
+from aiokafka import AIOKafkaProducer
+
+from ledger.errors import ConflictError, MalformedInputError
+from ledger.pg import sql
+
+#: Reasons for which re-sending the same bytes cannot help.
+HOPELESS = frozenset({"conflicting_event_id", "conflicting_event_id_original", "oversize"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Resubmitted:
+    quarantine_id: int
+    topic: str
+    partition: int
+    offset: int
+
+
+async def fetch_quarantine(api_url: str, *, reason: str | None, limit: int) -> list[dict[str, Any]]:
+    params = {"limit": str(limit)}
+    if reason:
+        params["reason"] = reason
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{api_url}/v1/quarantine", params=params) as resp,
+    ):
+        resp.raise_for_status()
+        body = await resp.json()
+    records: list[dict[str, Any]] = body["records"]
+    return records
+
+
+async def fetch_alerts(api_url: str, *, limit: int) -> list[dict[str, Any]]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{api_url}/v1/alerts", params={"limit": str(limit)}) as resp,
+    ):
+        resp.raise_for_status()
+        body = await resp.json()
+    alerts: list[dict[str, Any]] = body["alerts"]
+    return alerts
+
+
+async def resubmit(*, dsn: str, bootstrap: str, quarantine_id: int, force: bool) -> Resubmitted:
+    conn = await asyncpg.connect(dsn)
+    try:
+        row = await conn.fetchrow(sql.QUARANTINE_BY_ID, quarantine_id)
+        if row is None:
+            raise MalformedInputError(f"no quarantined record {quarantine_id}")
+        if row["reason"] in HOPELESS and not force:
+            raise ConflictError(
+                f"record {quarantine_id} was quarantined as {row['reason']}; re-sending the "
+                "same bytes cannot succeed (use --force to send it anyway)"
+            )
+        if row["record_value"] is None:
+            raise MalformedInputError(f"record {quarantine_id} has no value to re-send")
+        producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, acks="all", enable_idempotence=True
+        )
+        await producer.start()
+        try:
+            meta = await producer.send_and_wait(
+                row["topic"],
+                value=bytes(row["record_value"]),
+                key=None if row["record_key"] is None else bytes(row["record_key"]),
+            )
+        finally:
+            await producer.stop()
+        await conn.execute(
+            sql.INSERT_RESUBMISSION,
+            quarantine_id, getpass.getuser(), meta.topic, meta.partition, meta.offset,
+        )  # fmt: skip
+    finally:
+        await conn.close()
+    return Resubmitted(
+        quarantine_id=quarantine_id, topic=meta.topic, partition=meta.partition, offset=meta.offset
+    )
