@@ -432,6 +432,56 @@ def alerts(limit: Annotated[int, typer.Option(min=1, max=1000)] = 100) -> None:
         out.print(f"[red]{a['raised_at'][:19]} {a['kind']}[/red] {a['detail']}")
 
 
+@app.command()
+def replay(
+    database: Annotated[
+        str, typer.Option(help="Target database (same server); created if missing, must be empty.")
+    ],
+    timeout: Annotated[float, typer.Option(help="Seconds to reach the end offsets.")] = 3600.0,
+) -> None:
+    """Rebuild the ledger from the Kafka topics into an empty database; compare the roots."""
+    import base64
+
+    from ledger.errors import LedgerError
+    from ledger.keys import load_signers
+    from ledgerctl.replay import replay as run_replay
+    from ledgerctl.replay import source_roots
+
+    settings = Settings.load()
+    if not settings.signer_key_file:
+        raise _fail("LEDGER_SIGNER_KEY_FILE is not set")
+    try:
+        logs = asyncio.run(
+            run_replay(
+                owner_url=settings.require("database_url"),
+                appender_url=settings.require("appender_url"),
+                database=database,
+                bootstrap=settings.kafka_bootstrap,
+                topics=settings.topics,
+                ledger_name=settings.ledger_name,
+                signers=load_signers(settings.signer_key_file),
+                timeout=timeout,
+            )
+        )
+        source = asyncio.run(source_roots(settings.require("reader_url"), logs))
+    except LedgerError as exc:
+        raise _fail(str(exc)) from exc
+    out = report_console_stdout()
+    differ = 0
+    for log in logs:
+        theirs = source.get(log.origin)
+        verdict = (
+            "no source log to compare"
+            if theirs is None
+            else ("identical to the source" if theirs == log.root else "DIFFERS from the source")
+        )
+        differ += theirs is not None and theirs != log.root
+        root = base64.b64encode(log.root).decode()
+        out.print(f"{log.origin}  size {log.size}  root {root}  {verdict}")
+    if differ:
+        raise typer.Exit(code=1)
+
+
 def _progress() -> Any:
     from ledgerctl.verifying import progress_bar
 

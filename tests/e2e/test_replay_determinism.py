@@ -92,3 +92,31 @@ async def test_a_second_ledger_built_from_the_same_topics_is_identical(
     for origin, leaves in original.items():
         assert copy[origin] == leaves, origin
         assert merkle.root_from_leaves(copy[origin]) == merkle.root_from_leaves(leaves)
+
+
+def test_ledger_replay_command_rebuilds_identical_roots(pipeline: Pipeline) -> None:
+    database = f"ledger_replay_{secrets.token_hex(4)}"
+    try:
+        result = subprocess.run(
+            [LEDGER, "replay", "--database", database, "--timeout", "120"],
+            env=pipeline.env, cwd=ROOT, capture_output=True, text=True, timeout=180,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+        lines = [line for line in result.stdout.splitlines() if line.strip()]
+        assert lines
+        assert all("identical to the source" in line for line in lines), result.stdout
+        # A second replay into the same (now non-empty) database is refused.
+        again = subprocess.run(
+            [LEDGER, "replay", "--database", database],
+            env=pipeline.env, cwd=ROOT, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert again.returncode == 1
+        assert "not empty" in again.stderr
+    finally:
+
+        async def drop() -> None:
+            admin = await asyncpg.connect(pipeline.stack.owner_url)
+            await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+            await admin.close()
+
+        asyncio.run(drop())

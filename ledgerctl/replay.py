@@ -1,0 +1,154 @@
+"""`ledger replay`: rebuild the ledger from the Kafka topics into an empty database.
+
+Invariant: the target must be empty; the replay reads every partition from its
+first offset with a fresh consumer group up to the end offsets seen at the start,
+through the same consumer and appender as live ingestion, so (the leaf being a
+pure function of the Kafka record) it produces identical leaves and roots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from consumers.consumer import ConsumerConfig, LedgerConsumer
+from ledger.errors import ConflictError, UnavailableError
+from ledger.migrate import apply_migrations
+from ledger.note import Signer
+from ledger.pg import sql, tree
+from ledger.pg.appender import PostgresAppender
+from ledger.pg.checkpointer import Checkpointer, CheckpointPolicy
+from producers.codec import Codec
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReplayedLog:
+    origin: str
+    size: int
+    root: bytes
+
+
+async def source_roots(reader_url: str, logs: Sequence[ReplayedLog]) -> dict[str, bytes | None]:
+    """The source ledger's root at each replayed log's size (None: no such log or too small)."""
+    conn = await asyncpg.connect(reader_url)
+    try:
+        rows = {r["origin"]: r for r in await conn.fetch(sql.LOGS)}
+        out: dict[str, bytes | None] = {}
+        for log in logs:
+            row = rows.get(log.origin)
+            if row is None or int(row["size"]) < log.size or log.size == 0:
+                out[log.origin] = None
+                continue
+            out[log.origin] = await tree.root_at(
+                conn, int(row["log_id"]), log.size, int(row["size"])
+            )
+        return out
+    finally:
+        await conn.close()
+
+
+def on_database(url: str, database: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path=f"/{database}"))
+
+
+async def end_offsets(bootstrap: str, topics: Sequence[str]) -> dict[TopicPartition, int]:
+    """The next offset to be written in every partition of ``topics``, now."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(list(topics))
+    finally:
+        await admin.close()
+    parts = [
+        TopicPartition(t["topic"], p["partition"])
+        for t in described
+        for p in t.get("partitions", [])
+    ]
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        return dict(await consumer.end_offsets(parts)) if parts else {}
+    finally:
+        await consumer.stop()
+
+
+async def replay(
+    *,
+    owner_url: str,
+    appender_url: str,
+    database: str,
+    bootstrap: str,
+    topics: Sequence[str],
+    ledger_name: str,
+    signers: Sequence[Signer],
+    timeout: float,
+) -> list[ReplayedLog]:
+    admin = await asyncpg.connect(owner_url)
+    try:
+        exists = await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database)
+        if not exists:
+            await admin.execute(f'CREATE DATABASE "{database}"')
+    finally:
+        await admin.close()
+    target_owner = on_database(owner_url, database)
+    await asyncio.to_thread(apply_migrations, target_owner)
+    check = await asyncpg.connect(target_owner)
+    try:
+        if await check.fetchval("SELECT count(*) FROM logs"):
+            raise ConflictError(f"database {database} is not empty; replay needs an empty one")
+    finally:
+        await check.close()
+
+    targets = await end_offsets(bootstrap, topics)
+    appender = PostgresAppender(dsn=on_database(appender_url, database), ledger_name=ledger_name)
+    await appender.start()
+    checkpointer = Checkpointer(pool=appender.pool, signers=signers, policy=CheckpointPolicy())
+    consumer = LedgerConsumer(
+        config=ConsumerConfig(
+            bootstrap_servers=bootstrap,
+            topics=tuple(topics),
+            group_id=f"replay-{secrets.token_hex(6)}",
+        ),
+        appender=appender,
+        codec=Codec(),
+        checkpointer=checkpointer,
+    )
+    try:
+        async with consumer:
+            runner = asyncio.create_task(consumer.run())
+            deadline = time.monotonic() + timeout
+            while True:
+                done = True
+                for topic in topics:
+                    parts = [tp.partition for tp in targets if tp.topic == topic]
+                    stored = await appender.committed_offsets(topic, parts)
+                    for tp in (t for t in targets if t.topic == topic):
+                        if targets[tp] > 0 and stored.get(tp.partition, 0) < targets[tp]:
+                            done = False
+                if done:
+                    break
+                if runner.done() or time.monotonic() > deadline:
+                    raise UnavailableError("replay did not reach the end offsets in time")
+                await asyncio.sleep(0.2)
+            await consumer.stop()
+            await asyncio.gather(runner, return_exceptions=True)
+        out = []
+        async with appender.pool.acquire() as conn:
+            logs = await conn.fetch(sql.LOGS)
+        for log in logs:
+            log_id, size = int(log["log_id"]), int(log["size"])
+            await checkpointer.checkpoint(log_id, force=True)
+            async with appender.pool.acquire() as conn:
+                root = await tree.root_at(conn, log_id, size, size)
+            out.append(ReplayedLog(origin=log["origin"], size=size, root=root))
+        return out
+    finally:
+        await appender.stop()
