@@ -13,7 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -25,7 +28,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from aiokafka.helpers import create_ssl_context
 
-from ledger.errors import LedgerError, MalformedInputError
+from ledger.errors import FencedError, LedgerError, MalformedInputError
 from ledger.ingest import (
     Accepted,
     Appender,
@@ -68,6 +71,7 @@ class ConsumerStats:
     quarantined: int = 0
     skipped: int = 0
     batches: int = 0
+    fenced: int = 0
     last_append: datetime | None = None
     by_reason: dict[str, int] = field(default_factory=dict)
 
@@ -199,6 +203,8 @@ class LedgerConsumer:
         self._consumer: AIOKafkaConsumer | None = None
         self._stopping = asyncio.Event()
         self._batch_lock = asyncio.Lock()
+        self._epochs: dict[TopicPartition, int] = {}
+        self._writer_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.stats = ConsumerStats()
 
     async def start(self) -> None:
@@ -262,6 +268,12 @@ class LedgerConsumer:
         for tp in assigned:
             by_topic.setdefault(tp.topic, []).append(tp.partition)
         for topic, partitions in by_topic.items():
+            for partition in partitions:
+                # Claim first: from now on any older writer of this log is fenced, so the
+                # stored position read next cannot move under us.
+                self._epochs[TopicPartition(topic, partition)] = await self._appender.claim(
+                    topic=topic, partition=partition, writer_id=self._writer_id
+                )
             stored = await self._appender.committed_offsets(topic, partitions)
             for partition in partitions:
                 tp = TopicPartition(topic, partition)
@@ -269,6 +281,7 @@ class LedgerConsumer:
                     consumer.seek(tp, stored[partition])
                 else:
                     await consumer.seek_to_beginning(tp)
+        consumer.resume(*assigned)  # a partition fenced earlier may be ours again
         logger.info("assigned %d partition(s); positioned from the ledger", len(assigned))
 
     async def run(self) -> None:
@@ -318,14 +331,29 @@ class LedgerConsumer:
         ]
         result = None
         delay = 0.5
+        paused: set[TopicPartition] = set()
         while result is None:
             try:
                 result = await self._appender.append(
-                    topic=tp.topic, partition=tp.partition, items=items
+                    topic=tp.topic,
+                    partition=tp.partition,
+                    items=items,
+                    epoch=self._epochs.get(tp),
                 )
+            except FencedError as exc:
+                # Another consumer owns this log now: drop the batch (it will append it, from
+                # the stored position) and stop fetching the partition until a rebalance.
+                logger.warning("%s; dropping %d record(s)", exc, len(items))
+                self.stats.fenced += 1
+                consumer.pause(tp)
+                return
             except (LedgerError, OSError) as exc:
                 if self._stopping.is_set():
                     raise
+                if not paused:
+                    # Backpressure: stop fetching while the ledger cannot take writes.
+                    paused = set(consumer.assignment())
+                    consumer.pause(*paused)
                 logger.warning(
                     "append to %s/%d failed (%s); retrying in %.1fs",
                     tp.topic,
@@ -335,6 +363,8 @@ class LedgerConsumer:
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
+        if paused:
+            consumer.resume(*(p for p in paused if p in consumer.assignment()))
         s = self.stats
         s.appended += result.appended
         s.duplicates += result.duplicates

@@ -24,6 +24,10 @@ class ConflictError(LedgerError):
     """The request conflicts with what is already recorded (e.g. same id, other content)."""
 
 
+class FencedError(ConflictError):
+    """This writer's claim on a log was superseded by a newer writer; stop writing it."""
+
+
 class UnavailableError(LedgerError):
     """A dependency (Kafka, PostgreSQL, the API) cannot be reached right now."""
 

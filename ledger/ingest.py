@@ -95,10 +95,22 @@ class Appender(Protocol):
         """The next offset to consume for each partition that has any committed batch."""
         ...
 
+    async def claim(self, *, topic: str, partition: int, writer_id: str) -> int:
+        """Become the log's only writer: returns a new epoch that fences every older one."""
+        ...
+
     async def append(
-        self, *, topic: str, partition: int, items: Sequence[BatchItem]
+        self,
+        *,
+        topic: str,
+        partition: int,
+        items: Sequence[BatchItem],
+        epoch: int | None = None,
     ) -> AppendResult:
-        """Append one partition's batch atomically, together with its Kafka position."""
+        """Append one partition's batch atomically, together with its Kafka position.
+
+        With ``epoch``, raises ``FencedError`` if another writer has claimed the log since.
+        """
         ...
 
 

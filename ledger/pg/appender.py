@@ -17,7 +17,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from ledger import tiles
-from ledger.errors import ConflictError, UnavailableError
+from ledger.errors import ConflictError, FencedError, UnavailableError
 from ledger.ingest import Accepted, AppendResult, BatchItem, Rejected, WriterSchemaInfo
 from ledger.leaf import KafkaRecord, decode_leaf
 from ledger.merkle import leaf_hash
@@ -83,8 +83,23 @@ class PostgresAppender(PooledAdapter):
         self._log_ids[key] = int(row["log_id"])
         return self._log_ids[key]
 
+    async def claim(self, *, topic: str, partition: int, writer_id: str) -> int:
+        try:
+            async with self.pool.acquire() as conn:
+                log_id = await self._log_id(conn, topic, partition)
+                async with conn.transaction():
+                    await conn.execute(sql.LOCK_LOG, log_id)
+                    return int(await conn.fetchval(sql.CLAIM_LOG, log_id, writer_id))
+        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
+            raise UnavailableError(f"PostgreSQL unavailable: {type(exc).__name__}") from exc
+
     async def append(
-        self, *, topic: str, partition: int, items: Sequence[BatchItem]
+        self,
+        *,
+        topic: str,
+        partition: int,
+        items: Sequence[BatchItem],
+        epoch: int | None = None,
     ) -> AppendResult:
         if not items:
             raise ValueError("empty batch")
@@ -93,6 +108,13 @@ class PostgresAppender(PooledAdapter):
                 log_id = await self._log_id(conn, topic, partition)
                 async with conn.transaction():
                     await conn.execute(sql.LOCK_LOG, log_id)
+                    if epoch is not None:
+                        current = await conn.fetchval(sql.CURRENT_EPOCH, log_id)
+                        if current != epoch:
+                            raise FencedError(
+                                f"{topic}/{partition}: writer epoch {epoch} was superseded "
+                                f"by epoch {current}; another consumer owns this log now"
+                            )
                     return await self._append_locked(conn, log_id, topic, partition, items)
         except asyncpg.UniqueViolationError as exc:
             # Another log's writer recorded one of these event ids concurrently; the

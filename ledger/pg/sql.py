@@ -231,3 +231,12 @@ SELECT alert_id, kind, event_id, log_id, leaf_index, topic, kafka_partition, kaf
        detail, raised_at
 FROM security_alerts WHERE alert_id > $1 ORDER BY alert_id LIMIT $2
 """
+
+# ------------------------------------------------------------------ writer fencing
+CLAIM_LOG: Final = """
+INSERT INTO log_writers (log_id, epoch, writer_id)
+SELECT $1, coalesce(max(epoch), 0) + 1, $2 FROM log_writers WHERE log_id = $1
+RETURNING epoch
+"""
+
+CURRENT_EPOCH: Final = "SELECT max(epoch) FROM log_writers WHERE log_id = $1"

@@ -227,3 +227,31 @@ async def test_roles_have_least_privilege(stack: Stack) -> None:
     finally:
         await reader.close()
         await appender.close()
+
+
+async def test_a_newer_writer_fences_the_older_one(
+    appender: PostgresAppender, owner_conn: asyncpg.Connection
+) -> None:
+    from ledger.errors import FencedError
+
+    topic = f"fence-{uuid.uuid4().hex[:8]}"
+    values = encoded(30, 20)
+    old = await appender.claim(topic=topic, partition=0, writer_id="consumer-a")
+    first = [classify(r, CODEC) for r in records(topic, values[:10])]
+    await appender.append(topic=topic, partition=0, items=first, epoch=old)
+    new = await appender.claim(topic=topic, partition=0, writer_id="consumer-b")
+    assert new == old + 1
+    rest = [classify(r, CODEC) for r in records(topic, values[10:], first_offset=10)]
+    # The stale writer (paused, then back) can no longer append...
+    with pytest.raises(FencedError, match=f"epoch {old} was superseded by epoch {new}"):
+        await appender.append(topic=topic, partition=0, items=rest, epoch=old)
+    # ...the new one can, and nothing was lost or duplicated.
+    result = await appender.append(topic=topic, partition=0, items=rest, epoch=new)
+    assert (result.appended, result.next_offset) == (10, 20)
+    assert len(await leaves_of(owner_conn, topic)) == 20
+    writers = await owner_conn.fetch(
+        "SELECT epoch, writer_id FROM log_writers w JOIN logs g USING (log_id) "
+        "WHERE g.topic = $1 ORDER BY epoch",
+        topic,
+    )
+    assert [(w["epoch"], w["writer_id"]) for w in writers] == [(1, "consumer-a"), (2, "consumer-b")]
