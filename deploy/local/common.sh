@@ -9,10 +9,13 @@ RUN_DIR="$LOCAL/run"
 LOG_DIR="$LOCAL/log"
 SECRETS="$LOCAL/secrets"
 
-PG_PORT="${LEDGER_PG_PORT:-55432}"
-KAFKA_PORT="${LEDGER_KAFKA_PORT:-59092}"
-KAFKA_CONTROLLER_PORT="${LEDGER_KAFKA_CONTROLLER_PORT:-59093}"
-API_PORT="${LEDGER_API_PORT:-58080}"
+# Ports sit below Linux's ephemeral range (32768-60999): a port inside it can be taken
+# as the *source* port of some outgoing connection while a server restarts, and the
+# restart then fails to bind.
+PG_PORT="${LEDGER_PG_PORT:-15432}"
+KAFKA_PORT="${LEDGER_KAFKA_PORT:-19092}"
+KAFKA_CONTROLLER_PORT="${LEDGER_KAFKA_CONTROLLER_PORT:-19093}"
+API_PORT="${LEDGER_API_PORT:-18080}"
 PG_DB="${LEDGER_PG_DB:-ledger}"
 
 mkdir -p "$RUN_DIR" "$LOG_DIR" "$SECRETS"

@@ -46,7 +46,6 @@ ensure_cluster() {
     cat >>"$DATA/postgresql.conf" <<CONF
 # --- phi-audit-ledger local settings ---
 listen_addresses = '127.0.0.1'
-port = $PG_PORT
 unix_socket_directories = '$SOCK'
 max_connections = 200
 shared_buffers = 512MB
@@ -84,7 +83,8 @@ start() {
     log "PostgreSQL already running on 127.0.0.1:$PG_PORT"
   else
     log "starting PostgreSQL on 127.0.0.1:$PG_PORT (log: $PG_LOG)"
-    as_pg "$(pg_bin)/pg_ctl" -D "$DATA" -l "$PG_LOG" -w -t 60 start >/dev/null \
+    # The port is passed on every start (not frozen into postgresql.conf at initdb time).
+    as_pg "$(pg_bin)/pg_ctl" -D "$DATA" -l "$PG_LOG" -o "-p $PG_PORT" -w -t 60 start >/dev/null \
       || { tail -20 "$PG_LOG" >&2; die "PostgreSQL did not start (log: $PG_LOG)"; }
   fi
   wait_for 60 "PostgreSQL" as_pg "$(pg_bin)/pg_isready" -q -h "$SOCK" -p "$PG_PORT" \
