@@ -31,6 +31,7 @@ async def run_consumer(
     signers: Sequence[Signer],
     policy: CheckpointPolicy,
     max_clock_skew_seconds: float = 300.0,
+    session_timeout_ms: int = 10_000,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -41,6 +42,7 @@ async def run_consumer(
         topics=topics,
         group_id=group_id,
         max_clock_skew_seconds=max_clock_skew_seconds,
+        session_timeout_ms=session_timeout_ms,
     )
     appender = PostgresAppender(dsn=appender_dsn, ledger_name=ledger_name)
     await appender.start()

@@ -28,7 +28,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from aiokafka.helpers import create_ssl_context
 
-from ledger.errors import FencedError, LedgerError, MalformedInputError
+from ledger.errors import FencedError, LedgerError, MalformedInputError, UnavailableError
 from ledger.ingest import (
     Accepted,
     Appender,
@@ -62,6 +62,8 @@ class ConsumerConfig:
     #: How far in the future an event time may lie before the record is quarantined
     #: (reason ``time_out_of_range``): producers' clocks drift.
     max_clock_skew_seconds: float = 300.0
+    #: How long the group waits for a silent member before moving its partitions away.
+    session_timeout_ms: int = 10_000
 
 
 @dataclass(slots=True)
@@ -181,7 +183,17 @@ class _SeekToStored(ConsumerRebalanceListener):  # type: ignore[misc]
             pass
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
-        await self._owner._seek_assigned(assigned)
+        delay = 0.5
+        while True:
+            try:
+                await self._owner._seek_assigned(assigned)
+                return
+            except UnavailableError as exc:
+                # Without the stored position and a writer claim we must not consume: wait
+                # for the ledger (the group's rebalance timeout is minutes).
+                logger.warning("cannot position assigned partitions (%s); retrying", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
 
 class LedgerConsumer:
@@ -229,6 +241,8 @@ class LedgerConsumer:
             auto_offset_reset="earliest",
             isolation_level="read_committed",
             max_poll_records=self._config.max_batch,
+            session_timeout_ms=self._config.session_timeout_ms,
+            heartbeat_interval_ms=max(1000, self._config.session_timeout_ms // 3),
             security_protocol=self._config.security_protocol,
             ssl_context=(
                 create_ssl_context(cafile=self._config.ssl_cafile)

@@ -153,6 +153,7 @@ def consume(verbose: bool = False) -> None:
                 every_ms=settings.checkpoint_every_ms,
             ),
             max_clock_skew_seconds=settings.max_clock_skew_seconds,
+            session_timeout_ms=settings.session_timeout_ms,
         )
     )
 
@@ -207,7 +208,7 @@ def verifier_key(
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 58080,
+    port: Annotated[int, typer.Option(help="TCP port.")] = 18080,
     verbose: bool = False,
 ) -> None:
     """Run the query API (until SIGTERM)."""

@@ -24,11 +24,11 @@ def _env_file() -> str | None:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 
-    kafka_bootstrap: str = Field(default="127.0.0.1:59092", alias="KAFKA_BOOTSTRAP")
+    kafka_bootstrap: str = Field(default="127.0.0.1:19092", alias="KAFKA_BOOTSTRAP")
     database_url: SecretStr | None = Field(default=None, alias="DATABASE_URL")
     appender_url: SecretStr | None = Field(default=None, alias="LEDGER_APPENDER_URL")
     reader_url: SecretStr | None = Field(default=None, alias="LEDGER_READER_URL")
-    api_url: str = Field(default="http://127.0.0.1:58080", alias="LEDGER_API_URL")
+    api_url: str = Field(default="http://127.0.0.1:18080", alias="LEDGER_API_URL")
     ledger_name: str = Field(default="philedger.localhost", alias="LEDGER_NAME")
     access_topic: str = Field(default="phi-access", alias="LEDGER_ACCESS_TOPIC")
     relay_topic: str = Field(default="critical-result-relay", alias="LEDGER_RELAY_TOPIC")
@@ -41,6 +41,9 @@ class Settings(BaseSettings):
         default=100_000, alias="LEDGER_CHECKPOINT_EVERY_LEAVES", ge=1
     )
     checkpoint_every_ms: int = Field(default=1000, alias="LEDGER_CHECKPOINT_EVERY_MS", ge=10)
+    session_timeout_ms: int = Field(
+        default=10_000, alias="LEDGER_CONSUMER_SESSION_TIMEOUT_MS", ge=6000, le=300_000
+    )
     max_clock_skew_seconds: float = Field(
         default=300.0, alias="LEDGER_MAX_CLOCK_SKEW_SECONDS", ge=0, le=86_400
     )

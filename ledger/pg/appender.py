@@ -22,7 +22,7 @@ from ledger.ingest import Accepted, AppendResult, BatchItem, Rejected, WriterSch
 from ledger.leaf import KafkaRecord, decode_leaf
 from ledger.merkle import leaf_hash
 from ledger.pg import sql
-from ledger.pg.pool import PooledAdapter
+from ledger.pg.pool import PooledAdapter, transient_as_unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +54,10 @@ class PostgresAppender(PooledAdapter):
         self._log_ids: dict[tuple[str, int], int] = {}
 
     async def register_schemas(self, schemas: Sequence[WriterSchemaInfo]) -> None:
+        with transient_as_unavailable():
+            await self._register_schemas(schemas)
+
+    async def _register_schemas(self, schemas: Sequence[WriterSchemaInfo]) -> None:
         async with self.pool.acquire() as conn:
             await conn.executemany(
                 sql.REGISTER_SCHEMA,
@@ -61,8 +65,9 @@ class PostgresAppender(PooledAdapter):
             )
 
     async def committed_offsets(self, topic: str, partitions: Sequence[int]) -> dict[int, int]:
-        async with self.pool.acquire() as conn:
-            rows = await conn.fetch(sql.NEXT_OFFSETS_FOR_TOPIC, topic, list(partitions))
+        with transient_as_unavailable():
+            async with self.pool.acquire() as conn:
+                rows = await conn.fetch(sql.NEXT_OFFSETS_FOR_TOPIC, topic, list(partitions))
         return {int(r[0]): int(r[1]) for r in rows}
 
     async def _log_id(self, conn: Conn, topic: str, partition: int) -> int:
@@ -84,14 +89,12 @@ class PostgresAppender(PooledAdapter):
         return self._log_ids[key]
 
     async def claim(self, *, topic: str, partition: int, writer_id: str) -> int:
-        try:
+        with transient_as_unavailable():
             async with self.pool.acquire() as conn:
                 log_id = await self._log_id(conn, topic, partition)
                 async with conn.transaction():
                     await conn.execute(sql.LOCK_LOG, log_id)
                     return int(await conn.fetchval(sql.CLAIM_LOG, log_id, writer_id))
-        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
-            raise UnavailableError(f"PostgreSQL unavailable: {type(exc).__name__}") from exc
 
     async def append(
         self,
@@ -104,26 +107,28 @@ class PostgresAppender(PooledAdapter):
         if not items:
             raise ValueError("empty batch")
         try:
-            async with self.pool.acquire() as conn:
-                log_id = await self._log_id(conn, topic, partition)
-                async with conn.transaction():
-                    await conn.execute(sql.LOCK_LOG, log_id)
-                    if epoch is not None:
-                        current = await conn.fetchval(sql.CURRENT_EPOCH, log_id)
-                        if current != epoch:
-                            raise FencedError(
-                                f"{topic}/{partition}: writer epoch {epoch} was superseded "
-                                f"by epoch {current}; another consumer owns this log now"
-                            )
-                    return await self._append_locked(conn, log_id, topic, partition, items)
+            with transient_as_unavailable():
+                return await self._append(topic, partition, items, epoch)
         except asyncpg.UniqueViolationError as exc:
             # Another log's writer recorded one of these event ids concurrently; the
             # whole batch rolled back, and a retry will see that event as a duplicate.
             raise ConflictError(f"concurrent append of the same event id: {exc.detail}") from exc
-        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
-            raise UnavailableError(f"PostgreSQL unavailable: {type(exc).__name__}") from exc
-        except asyncpg.exceptions.OperatorInterventionError as exc:
-            raise UnavailableError("PostgreSQL is starting or shutting down") from exc
+
+    async def _append(
+        self, topic: str, partition: int, items: Sequence[BatchItem], epoch: int | None
+    ) -> AppendResult:
+        async with self.pool.acquire() as conn:
+            log_id = await self._log_id(conn, topic, partition)
+            async with conn.transaction():
+                await conn.execute(sql.LOCK_LOG, log_id)
+                if epoch is not None:
+                    current = await conn.fetchval(sql.CURRENT_EPOCH, log_id)
+                    if current != epoch:
+                        raise FencedError(
+                            f"{topic}/{partition}: writer epoch {epoch} was superseded "
+                            f"by epoch {current}; another consumer owns this log now"
+                        )
+                return await self._append_locked(conn, log_id, topic, partition, items)
 
     async def _append_locked(
         self,

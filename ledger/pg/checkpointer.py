@@ -18,10 +18,11 @@ from dataclasses import dataclass
 import asyncpg
 
 from ledger.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
-from ledger.errors import UnavailableError, VerificationError
+from ledger.errors import VerificationError
 from ledger.merkle import verify_consistency
 from ledger.note import Signer
 from ledger.pg import sql, tree
+from ledger.pg.pool import transient_as_unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -83,12 +84,10 @@ class Checkpointer:
         self, log_id: int, *, force: bool = False, size: int | None = None
     ) -> IssuedCheckpoint | None:
         """Sign the log's current size if due (or ``force``); return what was issued."""
-        try:
+        with transient_as_unavailable():
             async with self._pool.acquire() as conn, conn.transaction():
                 await conn.execute(sql.LOCK_CHECKPOINT, log_id)
                 return await self._checkpoint_locked(conn, log_id, force=force, size=size)
-        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
-            raise UnavailableError(f"PostgreSQL unavailable: {type(exc).__name__}") from exc
 
     async def _checkpoint_locked(
         self, conn: tree.Conn, log_id: int, *, force: bool, size: int | None
@@ -148,8 +147,9 @@ class Checkpointer:
 
     async def checkpoint_all_due(self) -> list[IssuedCheckpoint]:
         """Check every log; sign those that are due. Errors are logged per log."""
-        async with self._pool.acquire() as conn:
-            rows = await conn.fetch(sql.LOGS_DUE_CHECKPOINT)
+        with transient_as_unavailable():
+            async with self._pool.acquire() as conn:
+                rows = await conn.fetch(sql.LOGS_DUE_CHECKPOINT)
         issued = []
         for r in rows:
             if not self.due(int(r["log_id"]), unsigned_leaves=int(r["size"]) - int(r["signed"])):

@@ -8,12 +8,41 @@ naming only the exception type (never the DSN, which holds a password).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from types import TracebackType
-from typing import Self
+from typing import Final, Self
 
 import asyncpg
+from asyncpg.exceptions import InternalClientError
 
 from ledger.errors import UnavailableError
+
+#: SQLSTATE classes that mean "try again later": connection exception (08), insufficient
+#: resources (53), operator intervention such as a shutdown (57), and transaction
+#: rollbacks (40: serialization failure, deadlock).
+_TRANSIENT_CLASSES: Final = ("08", "40", "53", "57")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for database failures that a retry can outlive (restarts, lost connections)."""
+    if isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError | InternalClientError):
+        return True
+    if isinstance(exc, asyncpg.PostgresError):
+        state = getattr(exc, "sqlstate", None) or ""
+        return state[:2] in _TRANSIENT_CLASSES
+    return False
+
+
+@contextlib.contextmanager
+def transient_as_unavailable() -> Iterator[None]:
+    """Re-raise transient database failures as ``UnavailableError`` (callers retry)."""
+    try:
+        yield
+    except Exception as exc:
+        if is_transient(exc):
+            raise UnavailableError(f"PostgreSQL unavailable: {type(exc).__name__}") from exc
+        raise
 
 
 class PooledAdapter:
