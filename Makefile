@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 LEDGER := .venv/bin/ledger
 
-.PHONY: help up down status demo test check unit bench
+.PHONY: help up down status demo test check unit bench chaos
 
 help:
 	@echo "make demo   - start everything and show a verified access history (the main job)"
@@ -38,6 +38,11 @@ test:
 
 unit:
 	.venv/bin/pytest tests/unit tests/vectors
+
+# The fault-injection suite at full scale (CI runs it at 20,000 events per fault).
+chaos:
+	@deploy/local/stack.sh infra
+	FAULT_EVENTS=100000 FAULT_RATE=10000 .venv/bin/pytest -v tests/faults
 
 # Speed figures, printed side by side; needs the stack (make up). Never part of make test.
 bench: up
