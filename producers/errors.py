@@ -30,8 +30,23 @@ class DecodeError(ProducerError, ValueError):
 
 
 class EmitterUnavailableError(ProducerError):
-    """The emitter is not started, or was stopped."""
+    """The emitter is not started or was stopped, or (without a spool) Kafka is unreachable."""
 
 
 class EmitterPushbackError(ProducerError):
     """The emitter could not accept the event within its time bound; nothing was sent."""
+
+
+class SpoolFullError(EmitterPushbackError):
+    """The local spool already holds ``spool_max_bytes`` of events Kafka has not taken.
+
+    The event was not accepted (it consumed no sequence number). Kafka has been
+    unreachable or slow for a while: the spooled events are re-sent, oldest first, as
+    soon as it is back. Retry later, slow down, or alert; never drop the audit event.
+    """
+
+
+class SpoolError(ProducerError):
+    """The local spool cannot be used: an I/O error, a damaged sequence file, or the
+    directory is locked by another emitter. An event this is raised for was not spooled.
+    """
