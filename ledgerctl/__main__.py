@@ -471,11 +471,12 @@ def replay(
     differ = 0
     for log in logs:
         theirs = source.get(log.origin)
-        verdict = (
-            "no source log to compare"
-            if theirs is None
-            else ("identical to the source" if theirs == log.root else "DIFFERS from the source")
-        )
+        if log.size == 0:
+            verdict = "empty (no entries yet)"
+        elif theirs is None:
+            verdict = "no source log to compare"
+        else:
+            verdict = "identical to the source" if theirs == log.root else "DIFFERS from the source"
         differ += theirs is not None and theirs != log.root
         root = base64.b64encode(log.root).decode()
         out.print(f"{log.origin}  size {log.size}  root {root}  {verdict}")

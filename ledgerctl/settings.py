@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     partitions: int = Field(default=4, alias="LEDGER_TOPIC_PARTITIONS", ge=1, le=256)
     consumer_group: str = Field(default="phi-ledger", alias="LEDGER_CONSUMER_GROUP")
     signer_key_file: str | None = Field(default=None, alias="LEDGER_SIGNER_KEY_FILE")
+    spool_dir: str = Field(default=".local/spool", alias="LEDGER_SPOOL_DIR")
     verifier_key: str | None = Field(default=None, alias="LEDGER_VERIFIER_KEY")
     verifier_keys: str | None = Field(default=None, alias="LEDGER_VERIFIER_KEYS")
     checkpoint_every_leaves: int = Field(

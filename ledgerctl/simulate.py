@@ -32,12 +32,17 @@ class SimulationSummary:
 
 
 def emitter_config(settings: Settings, producer_id: str) -> EmitterConfig:
+    """A durable emitter: while Kafka is away, events go to a spool per producer id
+    (``LEDGER_SPOOL_DIR/<producer id>``) and are re-sent in order when it returns."""
+    spool = Path(settings.spool_dir) / producer_id
+    spool.parent.mkdir(parents=True, exist_ok=True)
     return EmitterConfig(
         bootstrap_servers=settings.kafka_bootstrap,
         producer_id=producer_id,
         access_topic=settings.access_topic,
         relay_topic=settings.relay_topic,
-        max_block_seconds=30.0,
+        max_block_seconds=2.0,
+        spool_dir=str(spool),
     )
 
 
@@ -68,7 +73,12 @@ async def run_simulation(
     producer_id: str,
 ) -> SimulationSummary:
     sim = Simulator(seed=seed if seed is not None else time.time_ns())
-    stream = list(sim.events(events))
+    # The simulated stream numbers its own events, so one seed always yields byte-identical
+    # messages: a re-run is a stream of duplicates, which the ledger counts and skips.
+    stream: list[AuditEvent] = [
+        e.stamped(producer_id=producer_id, producer_seq=i)
+        for i, e in enumerate(sim.events(events))
+    ]
     ids = tuple(str(e.event_id) for e in stream)
     if ids_out is not None:
         await asyncio.to_thread(ids_out.write_text, "".join(f"{i}\n" for i in ids), "utf-8")
