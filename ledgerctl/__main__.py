@@ -228,6 +228,10 @@ def simulate(
         Path | None, typer.Option("--ids-out", help="Write the emitted event ids here.")
     ] = None,
     producer_id: Annotated[str, typer.Option(help="Producer id stamped on events.")] = "simulator",
+    accepted_out: Annotated[
+        Path | None,
+        typer.Option(help="Append each event id here as soon as emit() accepted it."),
+    ] = None,
 ) -> None:
     """Emit realistic synthetic events through the producer library."""
     from ledgerctl.simulate import run_simulation
@@ -235,7 +239,13 @@ def simulate(
     settings = Settings.load()
     summary = asyncio.run(
         run_simulation(
-            settings, events=events, rate=rate, seed=seed, ids_out=ids_out, producer_id=producer_id
+            settings,
+            events=events,
+            rate=rate,
+            seed=seed,
+            ids_out=ids_out,
+            producer_id=producer_id,
+            accepted_out=accepted_out,
         )
     )
     console.print(
@@ -417,6 +427,26 @@ def quarantine_resubmit(
     console.print(
         f"re-submitted record {done.quarantine_id} to {done.topic}/{done.partition}@{done.offset}"
     )
+
+
+spool_app = typer.Typer(help="A producer's local spool (events Kafka has not taken yet).")
+app.add_typer(spool_app, name="spool")
+
+
+@spool_app.command("drain")
+def spool_drain(
+    producer_id: Annotated[str, typer.Option(help="Whose spool (LEDGER_SPOOL_DIR/<id>).")],
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for Kafka.")] = 300.0,
+) -> None:
+    """Send a producer's leftover spool to Kafka (e.g. after its host died), in order."""
+    from ledgerctl.simulate import drain_spool
+
+    settings = Settings.load()
+    try:
+        health = asyncio.run(drain_spool(settings, producer_id, timeout))
+    except TimeoutError as exc:
+        raise _fail(str(exc)) from exc
+    console.print(f"spool of {producer_id} drained: {health.sent} event(s) sent, 0 left")
 
 
 @app.command()

@@ -12,12 +12,13 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import IO
 
 import aiohttp
 
 from ledgerctl.report import fetch_history
 from ledgerctl.settings import Settings
-from producers.emitter import Emitter, EmitterConfig
+from producers.emitter import Emitter, EmitterConfig, EmitterHealth
 from producers.events import AuditEvent, CriticalResultRelay
 from producers.simulator import Simulator
 
@@ -47,9 +48,18 @@ def emitter_config(settings: Settings, producer_id: str) -> EmitterConfig:
 
 
 async def emit_all(
-    settings: Settings, stream: list[AuditEvent], *, rate: float, producer_id: str
+    settings: Settings,
+    stream: list[AuditEvent],
+    *,
+    rate: float,
+    producer_id: str,
+    accepted: IO[str] | None = None,
 ) -> float:
-    """Emit every event (paced at ``rate``/s when > 0) and wait for Kafka's acks."""
+    """Emit every event (paced at ``rate``/s when > 0) and wait for Kafka's acks.
+
+    With ``accepted``, each event id is written (and flushed to the OS) as soon as
+    ``emit`` returned for it: the events the producer promised not to lose.
+    """
     started = time.perf_counter()
     async with Emitter(emitter_config(settings, producer_id)) as emitter:
         for i, event in enumerate(stream):
@@ -59,8 +69,24 @@ async def emit_all(
                 if delay > 0:
                     await asyncio.sleep(delay)
             await emitter.emit(event)
+            if accepted is not None:
+                accepted.write(f"{event.event_id}\n")
+                accepted.flush()
         await emitter.flush()
     return time.perf_counter() - started
+
+
+async def drain_spool(settings: Settings, producer_id: str, timeout: float) -> EmitterHealth:
+    """Start an emitter on a producer's spool, wait until Kafka has every spooled event."""
+    async with Emitter(emitter_config(settings, producer_id)) as emitter:
+        deadline = time.monotonic() + timeout
+        while True:
+            health = emitter.health()
+            if health.spooled == 0 and health.queued == 0:
+                return health
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{health.spooled} event(s) still spooled after {timeout}s")
+            await asyncio.sleep(0.2)
 
 
 async def run_simulation(
@@ -71,18 +97,24 @@ async def run_simulation(
     seed: int | None,
     ids_out: Path | None,
     producer_id: str,
+    accepted_out: Path | None = None,
 ) -> SimulationSummary:
     sim = Simulator(seed=seed if seed is not None else time.time_ns())
     # The simulated stream numbers its own events, so one seed always yields byte-identical
     # messages: a re-run is a stream of duplicates, which the ledger counts and skips.
     stream: list[AuditEvent] = [
-        e.stamped(producer_id=producer_id, producer_seq=i)
-        for i, e in enumerate(sim.events(events))
+        e.stamped(producer_id=producer_id, producer_seq=i) for i, e in enumerate(sim.events(events))
     ]
     ids = tuple(str(e.event_id) for e in stream)
     if ids_out is not None:
         await asyncio.to_thread(ids_out.write_text, "".join(f"{i}\n" for i in ids), "utf-8")
-    seconds = await emit_all(settings, stream, rate=rate, producer_id=producer_id)
+    if accepted_out is None:
+        seconds = await emit_all(settings, stream, rate=rate, producer_id=producer_id)
+    else:
+        with accepted_out.open("a", encoding="utf-8") as accepted:
+            seconds = await emit_all(
+                settings, stream, rate=rate, producer_id=producer_id, accepted=accepted
+            )
     counts = collections.Counter(e.patient.id for e in stream)
     return SimulationSummary(
         emitted=len(stream),

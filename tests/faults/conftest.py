@@ -30,6 +30,7 @@ from aiokafka import AIOKafkaProducer
 from ledger.migrate import apply_migrations
 from ledgerctl.infra import ensure_topics
 from tests.support import ROOT, Stack, with_database
+from tests.tcp_proxy import KafkaProxy
 
 LEDGER = str(Path(sys.executable).with_name("ledger"))
 EVENTS = int(os.environ.get("FAULT_EVENTS", "20000"))
@@ -50,10 +51,12 @@ class FaultLedger:
     def owner_url(self) -> str:
         return with_database(self.stack.owner_url, self.database)
 
-    def spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+    def spawn(
+        self, name: str, *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         log = (self.workdir / f"{name}.log").open("ab")
         proc = subprocess.Popen(
-            [LEDGER, *args], env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+            [LEDGER, *args], env=env or self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
         )
         log.close()
         self.processes.append(proc)
@@ -62,11 +65,21 @@ class FaultLedger:
     def consumer(self, name: str = "consumer") -> subprocess.Popen[bytes]:
         return self.spawn(name, "consume")
 
-    def simulate(self, events: int, seed: int, ids: Path) -> subprocess.Popen[bytes]:
+    def simulate(
+        self, events: int, seed: int, ids: Path, *extra: str, bootstrap: str | None = None
+    ) -> subprocess.Popen[bytes]:
+        """`ledger simulate` as a separate producer host (optionally via another bootstrap)."""
+        env = self.env if bootstrap is None else {**self.env, "KAFKA_BOOTSTRAP": bootstrap}
         return self.spawn(
             "simulate", "simulate", "--events", str(events), "--rate", str(RATE),
             "--seed", str(seed), "--ids-out", str(ids), "--producer-id", f"faults-{seed}",
+            *extra, env=env,
         )  # fmt: skip
+
+    def proxy(self) -> KafkaProxy:
+        """A cuttable loopback proxy in front of the broker, for one producer host."""
+        host, port = self.stack.kafka_bootstrap.rsplit(":", 1)
+        return KafkaProxy(host, int(port))
 
     def log_tail(self, name: str) -> str:
         path = self.workdir / f"{name}.log"
@@ -110,9 +123,25 @@ class FaultLedger:
                 )
             await asyncio.sleep(0.5)
 
-    async def check_invariants(self, ids: list[uuid.UUID]) -> None:
-        total, distinct = await self.count_ids(ids)
-        assert (total, distinct) == (len(ids), len(ids)), "every event exactly once"
+    async def present(self, ids: list[uuid.UUID]) -> set[uuid.UUID]:
+        """Which of these ids are in the ledger."""
+        conn = await asyncpg.connect(self.owner_url)
+        try:
+            rows = await conn.fetch(
+                "SELECT event_id FROM events WHERE event_id = ANY($1::uuid[])", ids
+            )
+            return {r["event_id"] for r in rows}
+        finally:
+            await conn.close()
+
+    async def check_invariants(
+        self, ids: list[uuid.UUID], *, extra_ok: set[uuid.UUID] | None = None
+    ) -> None:
+        """``ids`` must each be in the ledger exactly once; ``extra_ok`` may be too."""
+        expected = set(ids) | (extra_ok or set())
+        total, distinct = await self.count_ids(list(expected))
+        assert (total, distinct) == (len(expected), len(expected)), "every event exactly once"
+        assert set(ids) <= await self.present(list(expected))
         conn = await asyncpg.connect(self.owner_url)
         try:
             quarantined = {

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.conftest import EVENTS, FaultLedger, kill, read_ids
+from tests.faults.conftest import EVENTS, LEDGER, FaultLedger, kill, read_ids
 from tests.support import ROOT
 
 pytestmark = pytest.mark.faults
@@ -132,4 +132,61 @@ async def test_postgres_restart_mid_stream(fault_ledger: FaultLedger, tmp_path: 
     await fault_ledger.wait_for_ids(ids, timeout=stream_timeout())
     await asyncio.sleep(2)
     await fault_ledger.check_invariants(ids)
+    fault_ledger.verify()
+
+
+async def test_producer_cut_off_from_the_broker(fault_ledger: FaultLedger, tmp_path: Path) -> None:
+    """The producer's host loses the network to Kafka for a while; nothing is lost."""
+    ids_file = tmp_path / "ids.txt"
+    fault_ledger.consumer()
+    async with fault_ledger.proxy() as proxy:
+        producer = fault_ledger.simulate(EVENTS, 4404, ids_file, bootstrap=proxy.bootstrap)
+        await fault_ledger.inject_bad_records(5)
+        await asyncio.sleep(1.5)
+        await proxy.cut()
+        await asyncio.sleep(4)
+        await proxy.restore()
+        await asyncio.to_thread(wait, producer, stream_timeout(), fault_ledger, "simulate")
+    ids = read_ids(ids_file)
+    await fault_ledger.wait_for_ids(ids, timeout=stream_timeout())
+    await asyncio.sleep(2)
+    await fault_ledger.check_invariants(ids)
+    fault_ledger.verify()
+
+
+async def test_producer_host_killed_while_spooling(
+    fault_ledger: FaultLedger, tmp_path: Path
+) -> None:
+    """Kafka is unreachable, the producer spools, then its host is SIGKILLed. After the
+    spool is drained, every event whose emit() had returned is in the ledger exactly
+    once, and the ledger holds a gapless prefix of the stream (nothing in between lost)."""
+    planned_file, accepted_file = tmp_path / "planned.txt", tmp_path / "accepted.txt"
+    fault_ledger.consumer()
+    async with fault_ledger.proxy() as proxy:
+        host = fault_ledger.simulate(
+            EVENTS, 4405, planned_file, "--accepted-out", str(accepted_file),
+            bootstrap=proxy.bootstrap,
+        )  # fmt: skip
+        await asyncio.sleep(1.5)
+        await proxy.cut()
+        spooling_since = len(accepted_file.read_text().split())
+        await asyncio.sleep(4)  # after max_block_seconds the host accepts events into its spool
+        kill(host)
+        accepted = read_ids(accepted_file)
+        assert len(accepted) > spooling_since, "the host accepted events while cut off"
+        await proxy.restore()
+    drained = await asyncio.to_thread(
+        subprocess.run,
+        [LEDGER, "spool", "drain", "--producer-id", "faults-4405", "--timeout", "120"],
+        env=fault_ledger.env, cwd=ROOT, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert drained.returncode == 0, drained.stderr
+    planned = read_ids(planned_file)
+    await fault_ledger.wait_for_ids(accepted, timeout=stream_timeout())
+    await asyncio.sleep(2)
+    in_ledger = await fault_ledger.present(planned)
+    # every accepted event, exactly once...
+    await fault_ledger.check_invariants(accepted, extra_ok=in_ledger)
+    # ...and what reached the ledger is a prefix of the stream: no hole, no loss.
+    assert set(planned[: len(in_ledger)]) == in_ledger
     fault_ledger.verify()
