@@ -32,6 +32,7 @@ async def run_consumer(
     policy: CheckpointPolicy,
     max_clock_skew_seconds: float = 300.0,
     session_timeout_ms: int = 10_000,
+    group_instance_id: str | None = None,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -43,6 +44,7 @@ async def run_consumer(
         group_id=group_id,
         max_clock_skew_seconds=max_clock_skew_seconds,
         session_timeout_ms=session_timeout_ms,
+        group_instance_id=group_instance_id,
     )
     appender = PostgresAppender(dsn=appender_dsn, ledger_name=ledger_name)
     await appender.start()

@@ -64,6 +64,9 @@ class ConsumerConfig:
     max_clock_skew_seconds: float = 300.0
     #: How long the group waits for a silent member before moving its partitions away.
     session_timeout_ms: int = 10_000
+    #: Static group membership (KIP-345): a restarted consumer with the same instance id
+    #: gets its partitions back at once instead of after the session timeout.
+    group_instance_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -242,6 +245,7 @@ class LedgerConsumer:
             isolation_level="read_committed",
             max_poll_records=self._config.max_batch,
             session_timeout_ms=self._config.session_timeout_ms,
+            group_instance_id=self._config.group_instance_id,
             heartbeat_interval_ms=max(1000, self._config.session_timeout_ms // 3),
             security_protocol=self._config.security_protocol,
             ssl_context=(

@@ -154,6 +154,7 @@ def consume(verbose: bool = False) -> None:
             ),
             max_clock_skew_seconds=settings.max_clock_skew_seconds,
             session_timeout_ms=settings.session_timeout_ms,
+            group_instance_id=settings.consumer_instance_id,
         )
     )
 

@@ -42,6 +42,7 @@ class Settings(BaseSettings):
         default=100_000, alias="LEDGER_CHECKPOINT_EVERY_LEAVES", ge=1
     )
     checkpoint_every_ms: int = Field(default=1000, alias="LEDGER_CHECKPOINT_EVERY_MS", ge=10)
+    consumer_instance_id: str | None = Field(default=None, alias="LEDGER_CONSUMER_INSTANCE_ID")
     session_timeout_ms: int = Field(
         default=10_000, alias="LEDGER_CONSUMER_SESSION_TIMEOUT_MS", ge=6000, le=300_000
     )

@@ -56,7 +56,8 @@ infra() {
 
 up() {
   infra
-  start_service consumer "$LEDGER" consume
+  # Static group membership: a restarted consumer gets its partitions back at once.
+  start_service consumer env LEDGER_CONSUMER_INSTANCE_ID=local-consumer-1 "$LEDGER" consume
   start_service api "$LEDGER" serve --port "$API_PORT"
   (cd "$ROOT" && "$LEDGER" wait api --timeout 60) || { tail -20 "$LOG_DIR/api.log" >&2; die "API did not start (log: $LOG_DIR/api.log)"; }
   sleep 1

@@ -167,9 +167,15 @@ async def test_producer_host_killed_while_spooling(
             EVENTS, 4405, planned_file, "--accepted-out", str(accepted_file),
             bootstrap=proxy.bootstrap,
         )  # fmt: skip
-        await asyncio.sleep(1.5)
+        deadline = time.monotonic() + 120
+        while _lines(accepted_file) < 500:  # the host is up and emitting through the proxy
+            if host.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(
+                    f"the producer host did not start:\n{fault_ledger.log_tail('simulate')}"
+                )
+            await asyncio.sleep(0.1)
         await proxy.cut()
-        spooling_since = len(accepted_file.read_text().split())
+        spooling_since = _lines(accepted_file)
         await asyncio.sleep(4)  # after max_block_seconds the host accepts events into its spool
         kill(host)
         accepted = read_ids(accepted_file)
@@ -190,3 +196,7 @@ async def test_producer_host_killed_while_spooling(
     # ...and what reached the ledger is a prefix of the stream: no hole, no loss.
     assert set(planned[: len(in_ledger)]) == in_ledger
     fault_ledger.verify()
+
+
+def _lines(path: Path) -> int:
+    return len(path.read_text().split()) if path.exists() else 0

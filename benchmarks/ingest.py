@@ -1,0 +1,250 @@
+"""Sustained ingest, end to end, beside a raw COPY of the same rows; emit() overhead; restart.
+
+In one run, on this machine, against the real broker and database (`make up` first):
+
+1. producer: the real Emitter, N simulated events, p50/p99 of each emit() call with a
+   healthy broker;
+2. end to end: those N events already in Kafka, consumed by a real `ledger consume`
+   process into an empty ledger (decode, validate, leaves, tiles, index rows, quarantine
+   checks, signed checkpoints, synchronous_commit on) - events/s from its first append
+   to its last;
+3. baseline: a single-connection COPY of the same leaves and index rows into the same
+   indexed tables of another empty ledger - rows/s; and the ratio of 2 to 3;
+4. restart: SIGKILL the consumer mid-stream and time until its successor's first append.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import asyncpg
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.proofs import env, on_db
+from consumers.consumer import classify
+from ledger.ingest import Accepted
+from ledger.leaf import KafkaRecord
+from ledger.merkle import leaf_hash
+from ledger.migrate import apply_migrations
+from ledger.pg import sql
+from ledgerctl.infra import ensure_topics
+from producers.codec import Codec
+from producers.emitter import Emitter, EmitterConfig
+from producers.simulator import Simulator
+
+LEDGER = str(Path(sys.executable).with_name("ledger"))
+
+
+async def fresh_database(settings: dict[str, str], name: str) -> None:
+    admin = await asyncpg.connect(settings["DATABASE_URL"])
+    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    apply_migrations(on_db(settings["DATABASE_URL"], name))
+
+
+async def produce(bootstrap: str, topics: tuple[str, str], n: int) -> list[float]:
+    """Emit n events through the real Emitter; return each emit() call's duration."""
+    events = [
+        e.stamped(producer_id="bench", producer_seq=i)
+        for i, e in enumerate(Simulator(seed=int(secrets.token_hex(4), 16)).events(n))
+    ]
+    config = EmitterConfig(
+        bootstrap_servers=bootstrap,
+        producer_id="bench",
+        access_topic=topics[0],
+        relay_topic=topics[1],
+        linger_ms=20,
+    )
+    durations = []
+    async with Emitter(config) as emitter:
+        for event in events:
+            t = time.perf_counter()
+            await emitter.emit(event)
+            durations.append(time.perf_counter() - t)
+        await emitter.flush()
+    return durations
+
+
+async def count_events(url: str) -> int:
+    conn = await asyncpg.connect(url)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM events"))
+    finally:
+        await conn.close()
+
+
+async def ingest_times(url: str) -> tuple[float, float]:
+    conn = await asyncpg.connect(url)
+    try:
+        row = await conn.fetchrow(
+            "SELECT extract(epoch FROM min(committed_at)), extract(epoch FROM max(committed_at)) "
+            "FROM ingest_positions"
+        )
+        return float(row[0]), float(row[1])
+    finally:
+        await conn.close()
+
+
+def consumer(
+    settings: dict[str, str],
+    db: str,
+    topics: tuple[str, str],
+    group: str,
+    log: Path,
+    instance: str | None = None,
+) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        **settings,
+        "LEDGER_ENV_FILE": os.devnull,
+        "DATABASE_URL": on_db(settings["DATABASE_URL"], db),
+        "LEDGER_APPENDER_URL": on_db(settings["LEDGER_APPENDER_URL"], db),
+        "LEDGER_ACCESS_TOPIC": topics[0],
+        "LEDGER_RELAY_TOPIC": topics[1],
+        "LEDGER_CONSUMER_GROUP": group,
+    }
+    if instance is not None:
+        env["LEDGER_CONSUMER_INSTANCE_ID"] = instance
+    with log.open("ab") as out:
+        return subprocess.Popen([LEDGER, "consume"], env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+async def raw_copy(settings: dict[str, str], db: str, n: int) -> float:
+    """COPY n leaves and n index rows (the same shapes the consumer writes) on one
+    connection into an empty ledger; rows/s counts events (one leaf + one index row)."""
+    codec = Codec()
+    sim = Simulator(seed=99)
+    items: list[Accepted] = []
+    for i, e in enumerate(sim.events(n)):
+        value = codec.encode(e.stamped(producer_id="copy", producer_seq=i))
+        record = KafkaRecord(topic="copy", partition=0, offset=i, timestamp_ms=1_790_000_000_000,
+                             timestamp_type=0, key=e.patient.key.encode(), value=value)  # fmt: skip
+        item = classify(record, codec)
+        assert isinstance(item, Accepted)
+        items.append(item)
+    conn = await asyncpg.connect(on_db(settings["DATABASE_URL"], db))
+    try:
+        await conn.execute(
+            "INSERT INTO logs (origin, topic, kafka_partition) VALUES ('copy/0', 'copy', 0)"
+        )
+        log_id = await conn.fetchval("SELECT log_id FROM logs")
+        leaves = [(log_id, i, it.leaf, leaf_hash(it.leaf)) for i, it in enumerate(items)]
+        rows = [
+            (f.event_id, log_id, i, f.kind, f.event_time, f.producer_id, f.producer_seq,
+             f.facility_id, f.patient_id, f.patient_issuer, f.patient_state, f.user_id,
+             f.user_name, f.user_role, f.user_org, f.dicom_event_id, f.action, f.outcome,
+             f.study_uid, f.accession, f.network_address, f.purpose_of_use)
+            for i, f in enumerate(it.index for it in items)
+        ]  # fmt: skip
+        t = time.perf_counter()
+        for start in range(0, n, 5000):
+            async with conn.transaction():
+                await conn.copy_records_to_table(
+                    "leaves", records=leaves[start : start + 5000], columns=sql.LEAF_COLUMNS
+                )
+                await conn.copy_records_to_table(
+                    "events", records=rows[start : start + 5000], columns=sql.EVENT_COLUMNS
+                )
+        return n / (time.perf_counter() - t)
+    finally:
+        await conn.close()
+
+
+async def restart_latency(
+    settings: dict[str, str], db: str, topics: tuple[str, str], workdir: Path
+) -> float:
+    """SIGKILL a consumer while events flow; seconds until its successor appends."""
+    group = f"bench-restart-{secrets.token_hex(3)}"
+    url = on_db(settings["DATABASE_URL"], db)
+    # Static membership: the successor takes over the same instance id, so the group does
+    # not wait for the dead member's session to time out.
+    first = consumer(settings, db, topics, group, workdir / "restart.log", "bench-1")
+    producer = asyncio.create_task(produce(settings["KAFKA_BOOTSTRAP"], topics, 40_000))
+    while await count_events(url) == 0:  # noqa: ASYNC110 - polling another process
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(1.0)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    killed_at = time.time()
+    second = consumer(settings, db, topics, group, workdir / "restart.log", "bench-1")
+    conn = await asyncpg.connect(url)
+    try:
+        while True:
+            latest = await conn.fetchval(
+                "SELECT extract(epoch FROM max(committed_at)) FROM ingest_positions"
+            )
+            if latest is not None and float(latest) > killed_at:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        await conn.close()
+    second.send_signal(signal.SIGTERM)
+    second.wait()
+    await producer
+    return float(latest) - killed_at
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=200_000)
+    args = parser.parse_args()
+    settings = env()
+    run = secrets.token_hex(3)
+    topics = (f"bench-{run}-phi-access", f"bench-{run}-relay")
+    await ensure_topics(settings["KAFKA_BOOTSTRAP"], topics, 4)
+    workdir = Path(tempfile.mkdtemp(prefix=f"ledger-bench-{run}-"))
+
+    durations = await produce(settings["KAFKA_BOOTSTRAP"], topics, args.events)
+    qs = statistics.quantiles(durations, n=100)
+    print(f"producer emit(): p50 {qs[49] * 1e6:.0f} µs  p99 {qs[98] * 1e6:.0f} µs "
+          f"over {len(durations):,} calls (healthy broker)")  # fmt: skip
+
+    db = f"ledger_bench_ingest_{run}"
+    await fresh_database(settings, db)
+    url = on_db(settings["DATABASE_URL"], db)
+    proc = consumer(settings, db, topics, f"bench-{run}", workdir / "consumer.log")
+    started = time.monotonic()
+    while await count_events(url) < args.events:
+        if time.monotonic() - started > 1800:
+            raise SystemExit("ingest did not finish in 30 minutes")
+        await asyncio.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait()
+    first, last = await ingest_times(url)
+    e2e = args.events / max(last - first, 1e-6)
+    print(f"end to end (Kafka -> consumer -> PostgreSQL, leaves, tiles, checkpoints): "
+          f"{e2e:,.0f} events/s over {args.events:,} events")  # fmt: skip
+
+    copy_db = f"ledger_bench_copy_{run}"
+    await fresh_database(settings, copy_db)
+    copy = await raw_copy(settings, copy_db, args.events)
+    print(f"baseline raw COPY of the same leaves + index rows, one connection: {copy:,.0f} rows/s")
+    print(f"ratio end to end / raw COPY: {e2e / copy:.2f}")
+
+    restart_db = f"ledger_bench_restart_{run}"
+    await fresh_database(settings, restart_db)
+    restart_topics = (f"bench-{run}-r-phi-access", f"bench-{run}-r-relay")
+    await ensure_topics(settings["KAFKA_BOOTSTRAP"], restart_topics, 4)
+    latency = await restart_latency(settings, restart_db, restart_topics, workdir)
+    print(f"SIGKILL of the consumer to its successor's first append: {latency:.2f} s")
+
+    admin = await asyncpg.connect(settings["DATABASE_URL"])
+    for name in (db, copy_db, restart_db):
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await admin.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
