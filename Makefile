@@ -50,4 +50,5 @@ bench: up
 	.venv/bin/python benchmarks/merkle.py
 	.venv/bin/python benchmarks/verify.py
 	.venv/bin/python benchmarks/checkpoints.py
+	.venv/bin/python benchmarks/ingest.py
 	.venv/bin/python benchmarks/proofs.py
