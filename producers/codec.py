@@ -116,13 +116,17 @@ _RELAY_NAME: Final = "philedger.audit.CriticalResultRelay"
 class Codec:
     """Encodes events with the newest shipped schema of their type; decodes any known one."""
 
-    __slots__ = ("_by_fingerprint", "_writer_for")
+    __slots__ = ("_by_fingerprint", "_fastavro", "_writer_for")
 
     def __init__(self, writer_schemas: Iterable[WriterSchema] | None = None) -> None:
         known = tuple(writer_schemas) if writer_schemas is not None else load_shipped_schemas()
         self._by_fingerprint: dict[bytes, WriterSchema] = {s.fingerprint: s for s in known}
         # The last schema listed for a name is the one new events are written with.
         self._writer_for: dict[str, WriterSchema] = {s.full_name: s for s in known}
+        # fastavro wants a plain dict; copy each parsed schema once, not per message.
+        self._fastavro: dict[bytes, dict[str, object]] = {
+            s.fingerprint: dict(s.parsed) for s in known
+        }
 
     @property
     def schemas(self) -> tuple[WriterSchema, ...]:
@@ -141,7 +145,7 @@ class Codec:
         buf.write(MAGIC)
         buf.write(schema.fingerprint)
         try:
-            fastavro.schemaless_writer(buf, dict(schema.parsed), record)
+            fastavro.schemaless_writer(buf, self._fastavro[schema.fingerprint], record)
         except (ValueError, TypeError, AttributeError) as exc:
             raise EventValidationError(f"cannot encode event: {exc}", field="<event>") from exc
         return buf.getvalue()
@@ -167,7 +171,7 @@ class Codec:
         buf = io.BytesIO(data)
         buf.seek(HEADER_LEN)
         try:
-            record = fastavro.schemaless_reader(buf, dict(schema.parsed), None)
+            record = fastavro.schemaless_reader(buf, self._fastavro[fp], None)
         except UnicodeDecodeError as exc:
             raise DecodeError(
                 f"a string in the {schema.full_name} body is not valid UTF-8 "

@@ -8,6 +8,7 @@ Converting to and from Avro records (``to_record`` / ``from_record``) is lossles
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from collections.abc import Mapping
@@ -240,6 +241,16 @@ def _fail(path: str, problem: str) -> EventValidationError:
 
 
 def _text(path: str, value: object, *, required: bool, limit: int = MAX_ID_CHARS) -> None:
+    # Fast path (the consumer validates every field of every record): a short, non-blank
+    # ASCII string without NUL passes every check below.
+    if (
+        type(value) is str
+        and 0 < len(value) <= limit
+        and value.isascii()
+        and "\x00" not in value
+        and not value.isspace()
+    ):
+        return
     if value is None:
         if required:
             raise _fail(path, "is required")
@@ -280,6 +291,7 @@ def _npi(path: str, value: str | None) -> None:
         raise _fail(path, f"{value!r} is not a valid 10-digit NPI (Luhn check digit)")
 
 
+@functools.lru_cache(maxsize=65_536)
 def npi_checksum_ok(npi: str) -> bool:
     """NPI check digit: Luhn over the prefix 80840 followed by the first nine digits."""
     digits = [int(c) for c in "80840" + npi[:9]]
