@@ -11,6 +11,7 @@ import asyncio
 import random
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,14 @@ def wait(proc: subprocess.Popen[bytes], timeout: float, ledger: FaultLedger, nam
 
 def stream_timeout() -> float:
     return 120 + EVENTS / 1000
+
+
+async def settle_and_check(fault_ledger: FaultLedger, ids: list[uuid.UUID]) -> None:
+    """Wait for every id, let the checkpoints catch up, then check every invariant."""
+    await fault_ledger.wait_for_ids(ids, timeout=stream_timeout())
+    await asyncio.sleep(2)
+    await fault_ledger.check_invariants(ids)
+    fault_ledger.verify()
 
 
 async def test_consumers_sigkilled_repeatedly_mid_batch(
@@ -74,10 +83,7 @@ async def test_consumers_sigkilled_repeatedly_mid_batch(
     wait(producer, stream_timeout(), fault_ledger, "simulate")
     ids = read_ids(ids_file)
     assert len(ids) == EVENTS
-    await fault_ledger.wait_for_ids(ids, timeout=stream_timeout())
-    await asyncio.sleep(2)  # let checkpoints catch up before checking
-    await fault_ledger.check_invariants(ids)
-    fault_ledger.verify()
+    await settle_and_check(fault_ledger, ids)
     # Every consumer process that was killed had claimed logs: the partitions really moved.
     assert await fault_ledger.writers() >= kills + 1
 
@@ -102,10 +108,7 @@ async def test_kafka_broker_restart_mid_stream(fault_ledger: FaultLedger, tmp_pa
     await fault_ledger.inject_bad_records(5)
     wait(producer, stream_timeout(), fault_ledger, "simulate")
     ids = read_ids(ids_file)
-    await fault_ledger.wait_for_ids(ids, timeout=stream_timeout())
-    await asyncio.sleep(2)
-    await fault_ledger.check_invariants(ids)
-    fault_ledger.verify()
+    await settle_and_check(fault_ledger, ids)
 
 
 async def test_postgres_restart_mid_stream(fault_ledger: FaultLedger, tmp_path: Path) -> None:
@@ -129,10 +132,7 @@ async def test_postgres_restart_mid_stream(fault_ledger: FaultLedger, tmp_path: 
     assert time.monotonic() - started_at >= 3
     wait(producer, stream_timeout(), fault_ledger, "simulate")
     ids = read_ids(ids_file)
-    await fault_ledger.wait_for_ids(ids, timeout=stream_timeout())
-    await asyncio.sleep(2)
-    await fault_ledger.check_invariants(ids)
-    fault_ledger.verify()
+    await settle_and_check(fault_ledger, ids)
 
 
 async def test_producer_cut_off_from_the_broker(fault_ledger: FaultLedger, tmp_path: Path) -> None:
@@ -148,10 +148,7 @@ async def test_producer_cut_off_from_the_broker(fault_ledger: FaultLedger, tmp_p
         await proxy.restore()
         await asyncio.to_thread(wait, producer, stream_timeout(), fault_ledger, "simulate")
     ids = read_ids(ids_file)
-    await fault_ledger.wait_for_ids(ids, timeout=stream_timeout())
-    await asyncio.sleep(2)
-    await fault_ledger.check_invariants(ids)
-    fault_ledger.verify()
+    await settle_and_check(fault_ledger, ids)
 
 
 async def test_producer_host_killed_while_spooling(
