@@ -33,6 +33,7 @@ async def run_consumer(
     max_clock_skew_seconds: float = 300.0,
     session_timeout_ms: int = 10_000,
     group_instance_id: str | None = None,
+    max_batch: int = 10_000,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -45,6 +46,7 @@ async def run_consumer(
         max_clock_skew_seconds=max_clock_skew_seconds,
         session_timeout_ms=session_timeout_ms,
         group_instance_id=group_instance_id,
+        max_batch=max_batch,
     )
     appender = PostgresAppender(dsn=appender_dsn, ledger_name=ledger_name)
     await appender.start()

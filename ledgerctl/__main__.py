@@ -155,6 +155,7 @@ def consume(verbose: bool = False) -> None:
             max_clock_skew_seconds=settings.max_clock_skew_seconds,
             session_timeout_ms=settings.session_timeout_ms,
             group_instance_id=settings.consumer_instance_id,
+            max_batch=settings.consumer_max_batch,
         )
     )
 

@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     )
     checkpoint_every_ms: int = Field(default=1000, alias="LEDGER_CHECKPOINT_EVERY_MS", ge=10)
     consumer_instance_id: str | None = Field(default=None, alias="LEDGER_CONSUMER_INSTANCE_ID")
+    consumer_max_batch: int = Field(
+        default=10_000, alias="LEDGER_CONSUMER_MAX_BATCH", ge=1, le=100_000
+    )
     session_timeout_ms: int = Field(
         default=10_000, alias="LEDGER_CONSUMER_SESSION_TIMEOUT_MS", ge=6000, le=300_000
     )
