@@ -14,7 +14,7 @@ import json
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Final
 
@@ -25,6 +25,9 @@ from fastavro.schema import to_parsing_canonical_form
 import schemas
 from producers.errors import DecodeError, EventValidationError
 from producers.events import (
+    ACCESS_SCHEMA_NAME,
+    MAX_FUTURE_SKEW,
+    RELAY_SCHEMA_NAME,
     AcrCategory,
     Actor,
     AttemptOutcome,
@@ -36,11 +39,14 @@ from producers.events import (
     Patient,
     PhiAccessEvent,
     Recipient,
+    Record,
     RelayAttempt,
     RelayMethod,
     RelayRecipient,
     Study,
+    to_record,
     validate,
+    validate_record,
 )
 
 #: Avro single-object encoding marker.
@@ -60,8 +66,7 @@ REASON_TIME_OUT_OF_RANGE: Final = "time_out_of_range"
 #: Event fields holding instants; a bad value there gets REASON_TIME_OUT_OF_RANGE.
 _TIME_FIELDS: Final = ("event_time", "identified_at", "communicated_at", "acknowledged_at")
 
-# Avro record types must be plain dicts; the aliases keep the signatures honest.
-Record = dict[str, object]
+__all__ = ["Codec", "from_record", "to_record"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -109,8 +114,8 @@ def load_shipped_schemas() -> tuple[WriterSchema, ...]:
     return tuple(out)
 
 
-_ACCESS_NAME: Final = "philedger.audit.PhiAccessEvent"
-_RELAY_NAME: Final = "philedger.audit.CriticalResultRelay"
+_ACCESS_NAME: Final = ACCESS_SCHEMA_NAME
+_RELAY_NAME: Final = RELAY_SCHEMA_NAME
 
 
 class Codec:
@@ -138,7 +143,7 @@ class Codec:
 
     def encode(self, event: AuditEvent) -> bytes:
         """Validate and encode one event; raises ``EventValidationError`` when invalid."""
-        validate(event)
+        validate(event)  # type checks, then the record rules on to_record(event)
         schema = self.writer_schema(event)
         record = to_record(event)
         buf = io.BytesIO()
@@ -197,100 +202,40 @@ class Codec:
             raise DecodeError("Avro body is not a record", reason=REASON_MALFORMED_AVRO)
         return schema, record
 
-    def decode(self, data: bytes, *, now: datetime | None = None) -> AuditEvent:
-        """Decode and validate one message; raises ``DecodeError`` with a reason code."""
+    def decode_valid(
+        self,
+        data: bytes,
+        *,
+        now: datetime | None = None,
+        max_future_skew: timedelta = MAX_FUTURE_SKEW,
+    ) -> tuple[WriterSchema, Record]:
+        """Decode and validate one message, as a plain record (the consumer's hot path).
+
+        Raises ``DecodeError`` with a reason code; event times later than ``now`` plus
+        ``max_future_skew`` are ``time_out_of_range``.
+        """
         schema, record = self.decode_record(data)
         try:
-            event = from_record(schema.full_name, record)
-            validate(event, now=now)
+            validate_record(schema.full_name, record, now=now, max_future_skew=max_future_skew)
         except EventValidationError as exc:
             reason = REASON_INVALID_EVENT
             if exc.field.split("[")[0] in _TIME_FIELDS or exc.field.endswith("].at"):
                 reason = REASON_TIME_OUT_OF_RANGE
             raise DecodeError(str(exc), reason=reason) from exc
+        return schema, record
+
+    def decode(self, data: bytes, *, now: datetime | None = None) -> AuditEvent:
+        """Decode and validate one message; raises ``DecodeError`` with a reason code."""
+        schema, record = self.decode_valid(data, now=now)
+        try:
+            return from_record(schema.full_name, record)
         except (KeyError, TypeError, ValueError) as exc:
             raise DecodeError(
                 f"record does not map to an event: {exc}", reason=REASON_INVALID_EVENT
             ) from exc
-        return event
 
 
 # --------------------------------------------------------------------------- mapping
-
-
-def _actor(a: Actor) -> Record:
-    return {
-        "user_id": a.user_id,
-        "name": a.name,
-        "role": a.role,
-        "organization": a.organization,
-        "npi": a.npi,
-    }
-
-
-def _patient(p: Patient) -> Record:
-    return {"id": p.id, "issuer": p.issuer, "state": p.state}
-
-
-def _study(s: Study) -> Record:
-    return {
-        "uid": s.uid,
-        "accession": s.accession,
-        "modality": s.modality,
-        "sop_classes": list(s.sop_classes),
-        "instances": s.instances,
-    }
-
-
-def to_record(event: AuditEvent) -> Record:
-    """The Avro record (plain dict) for an event."""
-    common: Record = {
-        "event_id": event.event_id,
-        "event_time": event.event_time,
-        "producer_id": event.producer_id,
-        "producer_seq": event.producer_seq,
-        "facility": {"id": event.facility.id, "name": event.facility.name},
-        "patient": _patient(event.patient),
-    }
-    if isinstance(event, PhiAccessEvent):
-        return common | {
-            "actor": _actor(event.actor),
-            "dicom_event_id": event.dicom_event_id,
-            "event_type_code": event.event_type_code,
-            "action": event.action.value,
-            "outcome": event.outcome.value,
-            "study": None if event.study is None else _study(event.study),
-            "network_address": event.network_address,
-            "purpose_of_use": event.purpose_of_use,
-            "recipient": None
-            if event.recipient is None
-            else {
-                "name": event.recipient.name,
-                "address": event.recipient.address,
-                "organization": event.recipient.organization,
-            },
-            "details": dict(event.details),
-        }
-    return common | {
-        "category": event.category.value,
-        "finding": event.finding,
-        "study": _study(event.study),
-        "identified_at": event.identified_at,
-        "communicated_at": event.communicated_at,
-        "acknowledged_at": event.acknowledged_at,
-        "sender": _actor(event.sender),
-        "recipient": {
-            "name": event.recipient.name,
-            "role": event.recipient.role,
-            "npi": event.recipient.npi,
-        },
-        "method": event.method.value,
-        "read_back": event.read_back,
-        "attempts": [
-            {"at": a.at, "method": a.method.value, "outcome": a.outcome.value, "note": a.note}
-            for a in event.attempts
-        ],
-    }
 
 
 def _d(record: Record, key: str) -> Record:

@@ -3,7 +3,10 @@
 Invariant: an event value is immutable, every datetime in it is timezone-aware
 UTC, and ``validate()`` either returns ``None`` or raises ``EventValidationError``
 naming the first bad field by its dotted path (``patient.id``, ``actor.npi``).
-Converting to and from Avro records (``to_record`` / ``from_record``) is lossless.
+The field rules are defined once, on the Avro record shape (``validate_record``):
+``validate(event)`` applies them to ``to_record(event)``, and the consumer applies
+them to the record it decoded, so producer and ledger accept exactly the same events.
+Converting to and from Avro records (``to_record`` / ``codec.from_record``) is lossless.
 """
 
 from __future__ import annotations
@@ -233,7 +236,100 @@ class CriticalResultRelay:
 AuditEvent = PhiAccessEvent | CriticalResultRelay
 
 
+# --------------------------------------------------------------------------- Avro records
+
+#: Avro record types are plain dicts; the alias keeps signatures honest.
+Record = dict[str, object]
+
+ACCESS_SCHEMA_NAME: Final = "philedger.audit.PhiAccessEvent"
+RELAY_SCHEMA_NAME: Final = "philedger.audit.CriticalResultRelay"
+
+
+def schema_name(event: AuditEvent) -> str:
+    """The Avro full name of the event's record type."""
+    return ACCESS_SCHEMA_NAME if isinstance(event, PhiAccessEvent) else RELAY_SCHEMA_NAME
+
+
+def _actor(a: Actor) -> Record:
+    return {
+        "user_id": a.user_id,
+        "name": a.name,
+        "role": a.role,
+        "organization": a.organization,
+        "npi": a.npi,
+    }
+
+
+def _patient(p: Patient) -> Record:
+    return {"id": p.id, "issuer": p.issuer, "state": p.state}
+
+
+def _study(s: Study) -> Record:
+    return {
+        "uid": s.uid,
+        "accession": s.accession,
+        "modality": s.modality,
+        "sop_classes": list(s.sop_classes),
+        "instances": s.instances,
+    }
+
+
+def to_record(event: AuditEvent) -> Record:
+    """The Avro record (plain dict) for an event."""
+    common: Record = {
+        "event_id": event.event_id,
+        "event_time": event.event_time,
+        "producer_id": event.producer_id,
+        "producer_seq": event.producer_seq,
+        "facility": {"id": event.facility.id, "name": event.facility.name},
+        "patient": _patient(event.patient),
+    }
+    if isinstance(event, PhiAccessEvent):
+        return common | {
+            "actor": _actor(event.actor),
+            "dicom_event_id": event.dicom_event_id,
+            "event_type_code": event.event_type_code,
+            "action": event.action.value,
+            "outcome": event.outcome.value,
+            "study": None if event.study is None else _study(event.study),
+            "network_address": event.network_address,
+            "purpose_of_use": event.purpose_of_use,
+            "recipient": None
+            if event.recipient is None
+            else {
+                "name": event.recipient.name,
+                "address": event.recipient.address,
+                "organization": event.recipient.organization,
+            },
+            "details": dict(event.details),
+        }
+    return common | {
+        "category": event.category.value,
+        "finding": event.finding,
+        "study": _study(event.study),
+        "identified_at": event.identified_at,
+        "communicated_at": event.communicated_at,
+        "acknowledged_at": event.acknowledged_at,
+        "sender": _actor(event.sender),
+        "recipient": {
+            "name": event.recipient.name,
+            "role": event.recipient.role,
+            "npi": event.recipient.npi,
+        },
+        "method": event.method.value,
+        "read_back": event.read_back,
+        "attempts": [
+            {"at": a.at, "method": a.method.value, "outcome": a.outcome.value, "note": a.note}
+            for a in event.attempts
+        ],
+    }
+
+
 # --------------------------------------------------------------------------- validation
+#
+# One set of field rules, applied to the Avro record shape: the producer validates the
+# record it is about to encode, the consumer the record it just decoded, so both sides
+# enforce exactly the same rules without building an intermediate event on the hot path.
 
 
 def _fail(path: str, problem: str) -> EventValidationError:
@@ -269,7 +365,7 @@ def _text(path: str, value: object, *, required: bool, limit: int = MAX_ID_CHARS
         raise _fail(path, "is not valid Unicode text (lone surrogate)") from exc
 
 
-def _time(path: str, value: object, *, now: datetime, required: bool = True) -> None:
+def _time(path: str, value: object, *, latest: datetime, required: bool = True) -> None:
     if value is None:
         if required:
             raise _fail(path, "is required")
@@ -280,14 +376,14 @@ def _time(path: str, value: object, *, now: datetime, required: bool = True) -> 
         raise _fail(path, "must be timezone-aware (UTC)")
     if value < MIN_EVENT_TIME:
         raise _fail(path, f"{value.isoformat()} is before {MIN_EVENT_TIME.date()}")
-    if value > now + MAX_FUTURE_SKEW:
+    if value > latest:
         raise _fail(path, f"{value.isoformat()} is in the future beyond the allowed clock skew")
 
 
-def _npi(path: str, value: str | None) -> None:
+def _npi(path: str, value: object) -> None:
     if value is None:
         return
-    if not _NPI.fullmatch(value) or not npi_checksum_ok(value):
+    if not isinstance(value, str) or not _NPI.fullmatch(value) or not npi_checksum_ok(value):
         raise _fail(path, f"{value!r} is not a valid 10-digit NPI (Luhn check digit)")
 
 
@@ -305,110 +401,189 @@ def npi_checksum_ok(npi: str) -> bool:
     return (10 - total % 10) % 10 == int(npi[9])
 
 
+def _symbol(path: str, value: object, kind: type[StrEnum]) -> None:
+    if value not in _SYMBOLS[kind]:
+        allowed = ", ".join(member.value for member in kind)
+        raise _fail(path, f"must be a {kind.__name__} ({allowed}), not {value!r}")
+
+
 def _enum(path: str, value: object, kind: type[StrEnum]) -> None:
     if not isinstance(value, kind):
         allowed = ", ".join(member.value for member in kind)
         raise _fail(path, f"must be a {kind.__name__} ({allowed}), not {value!r}")
 
 
-def _common(
-    event: PhiAccessEvent | CriticalResultRelay, now: datetime, actor_path: str, actor: Actor
-) -> None:
-    if not isinstance(event.event_id, uuid.UUID):
+_SYMBOLS: Final[Mapping[type[StrEnum], frozenset[str]]] = {
+    kind: frozenset(member.value for member in kind)
+    for kind in (EventAction, EventOutcome, AcrCategory, RelayMethod, AttemptOutcome)
+}
+
+
+def _opt(record: Record, key: str) -> Record | None:
+    value = record.get(key)
+    if value is not None and not isinstance(value, dict):
+        raise _fail(key, "must be a record")
+    return value
+
+
+def _req(record: Record, key: str) -> Record:
+    value = _opt(record, key)
+    if value is None:
+        raise _fail(key, "is required")
+    return value
+
+
+def _common(record: Record, latest: datetime, actor_path: str) -> None:
+    if not isinstance(record.get("event_id"), uuid.UUID):
         raise _fail("event_id", "must be a UUID")
-    _time("event_time", event.event_time, now=now)
-    _text("producer_id", event.producer_id, required=True)
-    if not isinstance(event.producer_seq, int) or event.producer_seq < 0:
+    _time("event_time", record.get("event_time"), latest=latest)
+    _text("producer_id", record.get("producer_id"), required=True)
+    seq = record.get("producer_seq")
+    if type(seq) is not int or seq < 0:
         raise _fail("producer_seq", "must be a non-negative integer")
-    if event.producer_seq >= 2**63:
+    if seq >= 2**63:
         raise _fail("producer_seq", "must fit in a signed 64-bit integer")
-    _text("facility.id", event.facility.id, required=True)
-    _text("facility.name", event.facility.name, required=False)
-    _text(f"{actor_path}.user_id", actor.user_id, required=True)
-    _text(f"{actor_path}.role", actor.role, required=True)
-    _text(f"{actor_path}.name", actor.name, required=False)
-    _text(f"{actor_path}.organization", actor.organization, required=False)
-    _npi(f"{actor_path}.npi", actor.npi)
-    _text("patient.id", event.patient.id, required=True)
-    _text("patient.issuer", event.patient.issuer, required=False)
-    if event.patient.state is not None and not _STATE.fullmatch(event.patient.state):
-        raise _fail("patient.state", f"{event.patient.state!r} is not a two-letter state code")
+    facility = _req(record, "facility")
+    _text("facility.id", facility.get("id"), required=True)
+    _text("facility.name", facility.get("name"), required=False)
+    actor = _req(record, actor_path)
+    _text(f"{actor_path}.user_id", actor.get("user_id"), required=True)
+    _text(f"{actor_path}.role", actor.get("role"), required=True)
+    _text(f"{actor_path}.name", actor.get("name"), required=False)
+    _text(f"{actor_path}.organization", actor.get("organization"), required=False)
+    _npi(f"{actor_path}.npi", actor.get("npi"))
+    patient = _req(record, "patient")
+    _text("patient.id", patient.get("id"), required=True)
+    _text("patient.issuer", patient.get("issuer"), required=False)
+    state = patient.get("state")
+    if state is not None and not (isinstance(state, str) and _STATE.fullmatch(state)):
+        raise _fail("patient.state", f"{state!r} is not a two-letter state code")
 
 
-def _study(path: str, study: Study) -> None:
-    _text(f"{path}.uid", study.uid, required=True, limit=64)
-    if not _DICOM_UID.fullmatch(study.uid):
-        raise _fail(f"{path}.uid", f"{study.uid!r} is not a DICOM UID (digits and dots)")
-    _text(f"{path}.accession", study.accession, required=False, limit=64)
-    _text(f"{path}.modality", study.modality, required=False, limit=16)
-    for i, sop in enumerate(study.sop_classes):
+def _study_fields(path: str, study: Record) -> None:
+    uid = study.get("uid")
+    _text(f"{path}.uid", uid, required=True, limit=64)
+    if not _DICOM_UID.fullmatch(str(uid)):
+        raise _fail(f"{path}.uid", f"{uid!r} is not a DICOM UID (digits and dots)")
+    _text(f"{path}.accession", study.get("accession"), required=False, limit=64)
+    _text(f"{path}.modality", study.get("modality"), required=False, limit=16)
+    sops = study.get("sop_classes") or []
+    if not isinstance(sops, list | tuple):
+        raise _fail(f"{path}.sop_classes", "must be a list")
+    for i, sop in enumerate(sops):
         _text(f"{path}.sop_classes[{i}]", sop, required=True, limit=64)
-    if study.instances is not None and not 0 <= study.instances < 2**31:
+    instances = study.get("instances")
+    if instances is not None and not (type(instances) is int and 0 <= instances < 2**31):
         raise _fail(f"{path}.instances", "must be between 0 and 2^31-1")
 
 
 def validate(event: AuditEvent, *, now: datetime | None = None) -> None:
     """Return ``None`` if the event may be sent, else raise ``EventValidationError``."""
-    now = now or utc_now()
     if isinstance(event, PhiAccessEvent):
-        _validate_access(event, now)
+        _enum("action", event.action, EventAction)
+        _enum("outcome", event.outcome, EventOutcome)
     elif isinstance(event, CriticalResultRelay):
-        _validate_relay(event, now)
+        _enum("category", event.category, AcrCategory)
+        _enum("method", event.method, RelayMethod)
+        for i, attempt in enumerate(event.attempts):
+            _enum(f"attempts[{i}].method", attempt.method, RelayMethod)
+            _enum(f"attempts[{i}].outcome", attempt.outcome, AttemptOutcome)
     else:
         raise EventValidationError(
             f"unsupported event type {type(event).__name__}", field="<event>"
         )
+    validate_record(schema_name(event), to_record(event), now=now)
 
 
-def _validate_access(event: PhiAccessEvent, now: datetime) -> None:
-    _common(event, now, "actor", event.actor)
-    if event.dicom_event_id not in DICOM_EVENT_IDS:
-        raise _fail(
-            "dicom_event_id", f"{event.dicom_event_id!r} is not a DICOM PS3.15 EventID (1101xx)"
-        )
-    if event.event_type_code is not None and not _CODE.fullmatch(event.event_type_code):
-        raise _fail("event_type_code", f"{event.event_type_code!r} is not a code")
-    _enum("action", event.action, EventAction)
-    _enum("outcome", event.outcome, EventOutcome)
-    if event.study is not None:
-        _study("study", event.study)
-    _text("network_address", event.network_address, required=False)
-    if event.purpose_of_use is not None and event.purpose_of_use not in PURPOSES_OF_USE:
-        raise _fail("purpose_of_use", f"{event.purpose_of_use!r} is not an HL7 PurposeOfUse code")
-    if event.recipient is not None:
-        _text("recipient.name", event.recipient.name, required=True)
-        _text("recipient.address", event.recipient.address, required=False, limit=MAX_TEXT_CHARS)
-        _text("recipient.organization", event.recipient.organization, required=False)
-    if len(event.details) > MAX_DETAILS:
-        raise _fail("details", f"has {len(event.details)} entries; at most {MAX_DETAILS}")
-    for key, value in event.details.items():
+def validate_record(
+    full_name: str,
+    record: Record,
+    *,
+    now: datetime | None = None,
+    max_future_skew: timedelta = MAX_FUTURE_SKEW,
+) -> None:
+    """Validate an event in its Avro record shape (as encoded, or as just decoded).
+
+    Returns ``None`` or raises ``EventValidationError`` naming the first bad field.
+    """
+    latest = (now or utc_now()) + max_future_skew
+    if full_name == ACCESS_SCHEMA_NAME:
+        _validate_access(record, latest)
+    elif full_name == RELAY_SCHEMA_NAME:
+        _validate_relay(record, latest)
+    else:
+        raise EventValidationError(f"no event type for schema {full_name}", field="<event>")
+
+
+def _validate_access(record: Record, latest: datetime) -> None:
+    _common(record, latest, "actor")
+    dicom_event_id = record.get("dicom_event_id")
+    if dicom_event_id not in DICOM_EVENT_IDS:
+        raise _fail("dicom_event_id", f"{dicom_event_id!r} is not a DICOM PS3.15 EventID (1101xx)")
+    code = record.get("event_type_code")
+    if code is not None and not (isinstance(code, str) and _CODE.fullmatch(code)):
+        raise _fail("event_type_code", f"{code!r} is not a code")
+    _symbol("action", record.get("action"), EventAction)
+    _symbol("outcome", record.get("outcome"), EventOutcome)
+    study = _opt(record, "study")
+    if study is not None:
+        _study_fields("study", study)
+    _text("network_address", record.get("network_address"), required=False)
+    purpose = record.get("purpose_of_use")
+    if purpose is not None and purpose not in PURPOSES_OF_USE:
+        raise _fail("purpose_of_use", f"{purpose!r} is not an HL7 PurposeOfUse code")
+    recipient = _opt(record, "recipient")
+    if recipient is not None:
+        _text("recipient.name", recipient.get("name"), required=True)
+        _text("recipient.address", recipient.get("address"), required=False, limit=MAX_TEXT_CHARS)
+        _text("recipient.organization", recipient.get("organization"), required=False)
+    details = record.get("details") or {}
+    if not isinstance(details, Mapping):
+        raise _fail("details", "must be a map")
+    if len(details) > MAX_DETAILS:
+        raise _fail("details", f"has {len(details)} entries; at most {MAX_DETAILS}")
+    for key, value in details.items():
         _text(f"details[{key!r}]", key, required=True)
         _text(f"details[{key!r}]", value, required=False, limit=MAX_TEXT_CHARS)
 
 
-def _validate_relay(event: CriticalResultRelay, now: datetime) -> None:
-    _common(event, now, "sender", event.sender)
-    _enum("category", event.category, AcrCategory)
-    _text("finding", event.finding, required=False, limit=MAX_TEXT_CHARS)
-    _study("study", event.study)
-    _time("identified_at", event.identified_at, now=now)
-    _time("communicated_at", event.communicated_at, now=now, required=False)
-    _time("acknowledged_at", event.acknowledged_at, now=now, required=False)
-    if event.communicated_at is not None and event.communicated_at < event.identified_at:
+def _validate_relay(record: Record, latest: datetime) -> None:
+    _common(record, latest, "sender")
+    _symbol("category", record.get("category"), AcrCategory)
+    _text("finding", record.get("finding"), required=False, limit=MAX_TEXT_CHARS)
+    study = _req(record, "study")
+    _study_fields("study", study)
+    identified = record.get("identified_at")
+    communicated = record.get("communicated_at")
+    acknowledged = record.get("acknowledged_at")
+    _time("identified_at", identified, latest=latest)
+    _time("communicated_at", communicated, latest=latest, required=False)
+    _time("acknowledged_at", acknowledged, latest=latest, required=False)
+    if (
+        isinstance(identified, datetime)
+        and isinstance(communicated, datetime)
+        and communicated < identified
+    ):
         raise _fail("communicated_at", "is before identified_at")
-    if event.acknowledged_at is not None:
-        if event.communicated_at is None:
+    if acknowledged is not None:
+        if not isinstance(communicated, datetime):
             raise _fail("acknowledged_at", "is set but communicated_at is not")
-        if event.acknowledged_at < event.communicated_at:
+        if isinstance(acknowledged, datetime) and acknowledged < communicated:
             raise _fail("acknowledged_at", "is before communicated_at")
-    _text("recipient.name", event.recipient.name, required=True)
-    _text("recipient.role", event.recipient.role, required=True)
-    _npi("recipient.npi", event.recipient.npi)
-    _enum("method", event.method, RelayMethod)
-    if not isinstance(event.read_back, bool):
+    recipient = _req(record, "recipient")
+    _text("recipient.name", recipient.get("name"), required=True)
+    _text("recipient.role", recipient.get("role"), required=True)
+    _npi("recipient.npi", recipient.get("npi"))
+    _symbol("method", record.get("method"), RelayMethod)
+    if not isinstance(record.get("read_back"), bool):
         raise _fail("read_back", "must be a bool")
-    for i, attempt in enumerate(event.attempts):
-        _time(f"attempts[{i}].at", attempt.at, now=now)
-        _enum(f"attempts[{i}].method", attempt.method, RelayMethod)
-        _enum(f"attempts[{i}].outcome", attempt.outcome, AttemptOutcome)
-        _text(f"attempts[{i}].note", attempt.note, required=False, limit=MAX_TEXT_CHARS)
+    attempts = record.get("attempts") or []
+    if not isinstance(attempts, list | tuple):
+        raise _fail("attempts", "must be a list")
+    for i, attempt in enumerate(attempts):
+        if not isinstance(attempt, dict):
+            raise _fail(f"attempts[{i}]", "must be a record")
+        _time(f"attempts[{i}].at", attempt.get("at"), latest=latest)
+        _symbol(f"attempts[{i}].method", attempt.get("method"), RelayMethod)
+        _symbol(f"attempts[{i}].outcome", attempt.get("outcome"), AttemptOutcome)
+        _text(f"attempts[{i}].note", attempt.get("note"), required=False, limit=MAX_TEXT_CHARS)
