@@ -19,9 +19,9 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Self
+from typing import Self, cast
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
@@ -41,7 +41,15 @@ from ledger.ingest import (
 from ledger.leaf import MAX_LEAF_BYTES, KafkaRecord, encode_leaf, leaf_overhead
 from producers.codec import Codec
 from producers.errors import DecodeError
-from producers.events import MAX_FUTURE_SKEW, AuditEvent, PhiAccessEvent, utc_now
+from producers.events import (
+    ACCESS_SCHEMA_NAME,
+    MAX_FUTURE_SKEW,
+    AuditEvent,
+    Record,
+    schema_name,
+    to_record,
+    utc_now,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -80,59 +88,70 @@ class ConsumerStats:
     skipped: int = 0
     batches: int = 0
     fenced: int = 0
+    #: Records dropped because their partition was not claimed by this writer when the
+    #: batch was due (fetched during a rebalance); they are re-read from the stored position.
+    unclaimed: int = 0
     last_append: datetime | None = None
     by_reason: dict[str, int] = field(default_factory=dict)
 
 
-def index_fields(event: AuditEvent) -> IndexFields:
-    """Project an event onto the ledger's query index."""
-    if isinstance(event, PhiAccessEvent):
-        actor = event.actor
+def index_fields(full_name: str, record: Record) -> IndexFields:
+    """Project a validated Avro record onto the ledger's query index."""
+    patient = cast(Record, record["patient"])
+    facility = cast(Record, record["facility"])
+    study = cast("Record | None", record.get("study"))
+    if full_name == ACCESS_SCHEMA_NAME:
+        actor = cast(Record, record["actor"])
         return IndexFields(
-            event_id=event.event_id,
+            event_id=cast(uuid.UUID, record["event_id"]),
             kind="phi_access",
-            event_time=event.event_time,
-            producer_id=event.producer_id or "",
-            producer_seq=event.producer_seq or 0,
-            facility_id=event.facility.id,
-            patient_id=event.patient.id,
-            patient_issuer=event.patient.issuer,
-            patient_state=event.patient.state,
-            user_id=actor.user_id,
-            user_name=actor.name,
-            user_role=actor.role,
-            user_org=actor.organization,
-            dicom_event_id=event.dicom_event_id,
-            action=event.action.value,
-            outcome=event.outcome.value,
-            study_uid=None if event.study is None else event.study.uid,
-            accession=None if event.study is None else event.study.accession,
-            network_address=event.network_address,
-            purpose_of_use=event.purpose_of_use,
+            event_time=cast(datetime, record["event_time"]).astimezone(UTC),
+            producer_id=cast(str, record["producer_id"]),
+            producer_seq=cast(int, record["producer_seq"]),
+            facility_id=cast(str, facility["id"]),
+            patient_id=cast(str, patient["id"]),
+            patient_issuer=cast("str | None", patient.get("issuer")),
+            patient_state=cast("str | None", patient.get("state")),
+            user_id=cast(str, actor["user_id"]),
+            user_name=cast("str | None", actor.get("name")),
+            user_role=cast("str | None", actor.get("role")),
+            user_org=cast("str | None", actor.get("organization")),
+            dicom_event_id=cast(str, record["dicom_event_id"]),
+            action=cast(str, record["action"]),
+            outcome=cast(str, record["outcome"]),
+            study_uid=None if study is None else cast(str, study["uid"]),
+            accession=None if study is None else cast("str | None", study.get("accession")),
+            network_address=cast("str | None", record.get("network_address")),
+            purpose_of_use=cast("str | None", record.get("purpose_of_use")),
         )
-    sender = event.sender
+    sender = cast(Record, record["sender"])
     return IndexFields(
-        event_id=event.event_id,
+        event_id=cast(uuid.UUID, record["event_id"]),
         kind="critical_result_relay",
-        event_time=event.event_time,
-        producer_id=event.producer_id or "",
-        producer_seq=event.producer_seq or 0,
-        facility_id=event.facility.id,
-        patient_id=event.patient.id,
-        patient_issuer=event.patient.issuer,
-        patient_state=event.patient.state,
-        user_id=sender.user_id,
-        user_name=sender.name,
-        user_role=sender.role,
-        user_org=sender.organization,
+        event_time=cast(datetime, record["event_time"]).astimezone(UTC),
+        producer_id=cast(str, record["producer_id"]),
+        producer_seq=cast(int, record["producer_seq"]),
+        facility_id=cast(str, facility["id"]),
+        patient_id=cast(str, patient["id"]),
+        patient_issuer=cast("str | None", patient.get("issuer")),
+        patient_state=cast("str | None", patient.get("state")),
+        user_id=cast(str, sender["user_id"]),
+        user_name=cast("str | None", sender.get("name")),
+        user_role=cast("str | None", sender.get("role")),
+        user_org=cast("str | None", sender.get("organization")),
         dicom_event_id=None,
         action="E",
-        outcome="SUCCESS" if event.communicated_at is not None else "MINOR_FAILURE",
-        study_uid=event.study.uid,
-        accession=event.study.accession,
+        outcome="SUCCESS" if record.get("communicated_at") is not None else "MINOR_FAILURE",
+        study_uid=None if study is None else cast(str, study["uid"]),
+        accession=None if study is None else cast("str | None", study.get("accession")),
         network_address=None,
         purpose_of_use="TREAT",
     )
+
+
+def event_index(event: AuditEvent) -> IndexFields:
+    """The index row for a typed event (tests and tools; the consumer works on records)."""
+    return index_fields(schema_name(event), to_record(event))
 
 
 def classify(
@@ -153,16 +172,14 @@ def classify(
             detail=f"record would make a {size}-byte leaf; a leaf holds at most {MAX_LEAF_BYTES}",
         )
     try:
-        # The codec allows DEFAULT_SKEW into the future; shift its clock to apply ours.
-        reference = (now or utc_now()) + (max_clock_skew - DEFAULT_SKEW)
-        event = codec.decode(record.value, now=reference)
+        schema, fields = codec.decode_valid(record.value, now=now, max_future_skew=max_clock_skew)
     except DecodeError as exc:
         return Rejected(record=record, reason=exc.reason, detail=str(exc))
     try:
         leaf = encode_leaf(record)
     except MalformedInputError as exc:
         return Rejected(record=record, reason=REASON_OVERSIZE, detail=str(exc))
-    return Accepted(record=record, leaf=leaf, index=index_fields(event))
+    return Accepted(record=record, leaf=leaf, index=index_fields(schema.full_name, fields))
 
 
 def _kafka_record(msg: ConsumerRecord[bytes, bytes]) -> KafkaRecord:
@@ -186,7 +203,9 @@ class _SeekToStored(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
         # Let an in-flight append finish; its position is committed with it either way.
         async with self._owner._batch_lock:
-            pass
+            for tp in revoked:
+                # No claim, no append: batches of these partitions still in hand are dropped.
+                self._owner._epochs.pop(tp, None)
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
         delay = 0.5
@@ -285,6 +304,9 @@ class LedgerConsumer:
         consumer = self._consumer
         if consumer is None:
             return
+        # aiokafka fetches for a new assignment while this callback runs; nothing fetched
+        # from these partitions may be appended before they are claimed and positioned.
+        consumer.pause(*assigned)
         by_topic: dict[str, list[int]] = {}
         for tp in assigned:
             by_topic.setdefault(tp.topic, []).append(tp.partition)
@@ -306,7 +328,42 @@ class LedgerConsumer:
         logger.info("assigned %d partition(s); positioned from the ledger", len(assigned))
 
     async def run(self) -> None:
-        """Consume until ``stop()``; each partition's batch is one ledger transaction."""
+        """Consume until ``stop()``; each partition's batch is one ledger transaction.
+
+        Two stages overlap: while one poll's batches are being appended (PostgreSQL
+        working, this process waiting), the next poll is fetched and classified
+        (decode, validate, leaf). The hand-over queue holds one classified poll, so
+        the work in hand is bounded by two polls. Correctness does not depend on the
+        overlap: each append re-checks the stored position and the writer epoch in its
+        own transaction, so a batch classified before a rebalance is either still ours
+        to append or is fenced/skipped there.
+        """
+        handover: asyncio.Queue[list[tuple[TopicPartition, list[BatchItem]]]] = asyncio.Queue(1)
+        fetcher = asyncio.create_task(self._fetch_loop(handover), name="ledger-fetch")
+        try:
+            while not self._stopping.is_set():
+                consumer = self._consumer
+                if consumer is None or fetcher.done():
+                    break
+                try:
+                    polled = await asyncio.wait_for(handover.get(), timeout=0.5)
+                except TimeoutError:
+                    await self._sweep_checkpoints()
+                    continue
+                async with self._batch_lock:
+                    await asyncio.gather(
+                        *(self._append_partition(consumer, tp, items) for tp, items in polled)
+                    )
+                await self._sweep_checkpoints()
+        finally:
+            fetcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await fetcher  # re-raises what ended the fetcher, if it failed
+
+    async def _fetch_loop(
+        self, handover: asyncio.Queue[list[tuple[TopicPartition, list[BatchItem]]]]
+    ) -> None:
+        skew = timedelta(seconds=self._config.max_clock_skew_seconds)
         while not self._stopping.is_set():
             consumer = self._consumer
             if consumer is None:
@@ -319,12 +376,21 @@ class LedgerConsumer:
                 logger.warning("Kafka poll failed (%s); retrying", type(exc).__name__)
                 await asyncio.sleep(1.0)
                 continue
-            if batches:
-                async with self._batch_lock:
-                    for tp, messages in batches.items():
-                        if messages:
-                            await self._append_partition(consumer, tp, messages)
-            await self._sweep_checkpoints()
+            if not batches:
+                continue
+            now = utc_now()
+            polled = [
+                (
+                    tp,
+                    [
+                        classify(_kafka_record(m), self._codec, now=now, max_clock_skew=skew)
+                        for m in messages
+                    ],
+                )
+                for tp, messages in batches.items()
+                if messages
+            ]
+            await handover.put(polled)
 
     async def _sweep_checkpoints(self) -> None:
         """Time-based cadence: sign logs whose unsigned leaves have waited long enough."""
@@ -343,23 +409,21 @@ class LedgerConsumer:
         self,
         consumer: AIOKafkaConsumer,
         tp: TopicPartition,
-        messages: Sequence[ConsumerRecord[bytes, bytes]],
+        items: Sequence[BatchItem],
     ) -> None:
-        now = utc_now()
-        skew = timedelta(seconds=self._config.max_clock_skew_seconds)
-        items = [
-            classify(_kafka_record(m), self._codec, now=now, max_clock_skew=skew) for m in messages
-        ]
         result = None
         delay = 0.5
         paused: set[TopicPartition] = set()
         while result is None:
+            epoch = self._epochs.get(tp)
+            if epoch is None:
+                # Not (or no longer) claimed by this writer: what was fetched before the
+                # claim is re-read from the stored position once the claim is made.
+                self.stats.unclaimed += len(items)
+                return
             try:
                 result = await self._appender.append(
-                    topic=tp.topic,
-                    partition=tp.partition,
-                    items=items,
-                    epoch=self._epochs.get(tp),
+                    topic=tp.topic, partition=tp.partition, items=items, epoch=epoch
                 )
             except FencedError as exc:
                 # Another consumer owns this log now: drop the batch (it will append it, from

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from consumers.consumer import index_fields
+from consumers.consumer import event_index
 from ledger import merkle
 from ledger.avro import SchemaSet, StoredSchema
 from ledger.bundle import BundleWriter
@@ -66,7 +66,7 @@ def _rows(n: int) -> tuple[Mapping[str, object], ...]:
     """The events-table rows the consumer would write for the same events."""
     out = []
     for i, event in enumerate(Simulator(seed=1).events(n)):
-        row = dataclasses.asdict(index_fields(event.stamped(producer_id="t", producer_seq=i)))
+        row = dataclasses.asdict(event_index(event.stamped(producer_id="t", producer_seq=i)))
         row["leaf_index"] = i
         out.append(row)
     return tuple(out)

@@ -1,0 +1,103 @@
+"""The consumer appends only to logs it has claimed, from the stored position.
+
+Regression: aiokafka starts fetching a new assignment while the rebalance callback
+is still claiming the partitions' writer epochs. The consumer used to append those
+early batches with no epoch (bypassing the fencing check) and then re-read them
+after the seek. Every append must now carry this writer's epoch, and a fresh
+consumer on a backlog must never re-read what it already appended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Sequence
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from consumers.consumer import ConsumerConfig, LedgerConsumer
+from ledger.ingest import AppendResult, BatchItem
+from ledger.pg.appender import PostgresAppender
+from ledgerctl.infra import ensure_topics
+from producers.codec import Codec
+from producers.simulator import Simulator
+from tests.support import Stack
+
+pytestmark = pytest.mark.integration
+
+EVENTS = 6_000
+
+
+class RecordingAppender(PostgresAppender):
+    """The real appender, noting the epoch and offsets of every append call."""
+
+    def __init__(self, *, dsn: str, ledger_name: str) -> None:
+        super().__init__(dsn=dsn, ledger_name=ledger_name)
+        self.calls: list[tuple[str, int, int | None, int, int]] = []
+
+    async def append(
+        self, *, topic: str, partition: int, items: Sequence[BatchItem], epoch: int | None = None
+    ) -> AppendResult:
+        self.calls.append(
+            (topic, partition, epoch, items[0].record.offset, items[-1].record.offset)
+        )
+        return await super().append(topic=topic, partition=partition, items=items, epoch=epoch)
+
+
+async def test_every_append_is_claimed_and_nothing_is_read_twice(stack: Stack) -> None:
+    topics = stack.topics("claims")
+    await ensure_topics(stack.kafka_bootstrap, topics, 4)
+    codec = Codec()
+    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap, linger_ms=20)
+    await producer.start()
+    try:
+        for i, event in enumerate(Simulator(seed=77).events(EVENTS)):
+            event = event.stamped(producer_id="claims", producer_seq=i)
+            topic = topics[0] if type(event).__name__ == "PhiAccessEvent" else topics[1]
+            await producer.send(topic, codec.encode(event), key=event.patient.key.encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+    appender = RecordingAppender(dsn=stack.appender_url, ledger_name="test.ledger.local")
+    config = ConsumerConfig(
+        bootstrap_servers=stack.kafka_bootstrap,
+        topics=topics,
+        group_id=f"claims-{stack.run_id}",
+        max_batch=500,  # many polls, so some land while the assignment is being claimed
+    )
+    conn = await asyncpg.connect(stack.owner_url)
+    try:
+        async with appender, LedgerConsumer(config=config, appender=appender, codec=codec) as c:
+            runner = asyncio.create_task(c.run())
+            for _ in range(600):
+                if c.stats.appended >= EVENTS:
+                    break
+                await asyncio.sleep(0.1)
+            await c.stop()
+            await runner
+            stats = dataclasses.replace(c.stats)
+        claimed = await conn.fetch(
+            "SELECT g.topic, g.kafka_partition, max(w.epoch) AS epoch FROM log_writers w "
+            "JOIN logs g USING (log_id) WHERE g.topic = ANY($1) "
+            "GROUP BY g.topic, g.kafka_partition",
+            list(topics),
+        )
+    finally:
+        await conn.close()
+
+    assert stats.appended == EVENTS
+    assert stats.skipped == 0, "records appended before the claim were read a second time"
+    assert stats.duplicates == 0
+    epochs = {(r["topic"], r["kafka_partition"]): r["epoch"] for r in claimed}
+    assert appender.calls
+    for topic, partition, epoch, _, _ in appender.calls:
+        assert epoch is not None, f"{topic}/{partition} appended without a writer claim"
+        assert epoch == epochs[(topic, partition)]
+    # Per log, each append starts where the previous one ended: nothing read twice.
+    ends: dict[tuple[str, int], int] = {}
+    for topic, partition, _, first, last in appender.calls:
+        assert first == ends.get((topic, partition), 0)
+        ends[(topic, partition)] = last + 1
