@@ -43,6 +43,7 @@ from producers.codec import Codec
 from producers.errors import DecodeError
 from producers.events import (
     ACCESS_SCHEMA_NAME,
+    AUDIT_LOG_USED_SCHEMA_NAME,
     MAX_FUTURE_SKEW,
     AuditEvent,
     Record,
@@ -97,8 +98,33 @@ class ConsumerStats:
 
 def index_fields(full_name: str, record: Record) -> IndexFields:
     """Project a validated Avro record onto the ledger's query index."""
-    patient = cast(Record, record["patient"])
     facility = cast(Record, record["facility"])
+    if full_name == AUDIT_LOG_USED_SCHEMA_NAME:
+        actor = cast(Record, record["actor"])
+        who = cast("Record | None", record.get("patient")) or {}
+        return IndexFields(
+            event_id=cast(uuid.UUID, record["event_id"]),
+            kind="audit_log_used",
+            event_time=cast(datetime, record["event_time"]).astimezone(UTC),
+            producer_id=cast(str, record["producer_id"]),
+            producer_seq=cast(int, record["producer_seq"]),
+            facility_id=cast(str, facility["id"]),
+            patient_id=cast("str | None", who.get("id")),
+            patient_issuer=cast("str | None", who.get("issuer")),
+            patient_state=cast("str | None", who.get("state")),
+            user_id=cast(str, actor["user_id"]),
+            user_name=cast("str | None", actor.get("name")),
+            user_role=cast("str | None", actor.get("role")),
+            user_org=cast("str | None", actor.get("organization")),
+            dicom_event_id="110101",
+            action="R",
+            outcome=cast(str, record["outcome"]),
+            study_uid=None,
+            accession=None,
+            network_address=cast("str | None", record.get("network_address")),
+            purpose_of_use=None,
+        )
+    patient = cast(Record, record["patient"])
     study = cast("Record | None", record.get("study"))
     if full_name == ACCESS_SCHEMA_NAME:
         actor = cast(Record, record["actor"])

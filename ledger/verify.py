@@ -304,6 +304,7 @@ def build_full_tiles(leaf_hashes: Iterable[bytes]) -> Iterator[tuple[int, int, b
 
 _ACCESS: Final = "philedger.audit.PhiAccessEvent"
 _RELAY: Final = "philedger.audit.CriticalResultRelay"
+_AUDIT_LOG_USED: Final = "philedger.audit.AuditLogUsed"
 
 
 def _sub(record: Mapping[str, JsonValue], key: str) -> dict[str, JsonValue]:
@@ -320,6 +321,34 @@ def project_event(full_name: str, record: Mapping[str, JsonValue]) -> dict[str, 
     a nested record.  Relay ``action``/``outcome``/``purpose_of_use`` are not included.
     """
     facility = _sub(record, "facility")
+    if full_name == _AUDIT_LOG_USED:
+        actor = _sub(record, "actor")
+        raw_patient = record.get("patient")
+        if raw_patient is not None and not isinstance(raw_patient, dict):
+            raise MalformedInputError("event field patient is not a record")
+        who = raw_patient or {}
+        return {
+            "event_id": record.get("event_id"),
+            "event_time": record.get("event_time"),
+            "producer_id": record.get("producer_id"),
+            "producer_seq": record.get("producer_seq"),
+            "facility_id": facility.get("id"),
+            "patient_id": who.get("id"),
+            "patient_issuer": who.get("issuer"),
+            "patient_state": who.get("state"),
+            "kind": "audit_log_used",
+            "user_id": actor.get("user_id"),
+            "user_name": actor.get("name"),
+            "user_role": actor.get("role"),
+            "user_org": actor.get("organization"),
+            "dicom_event_id": "110101",
+            "action": "R",
+            "outcome": record.get("outcome"),
+            "study_uid": None,
+            "accession": None,
+            "network_address": record.get("network_address"),
+            "purpose_of_use": None,
+        }
     patient = _sub(record, "patient")
     out: dict[str, JsonValue] = {
         "event_id": record.get("event_id"),

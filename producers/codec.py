@@ -26,16 +26,19 @@ import schemas
 from producers.errors import DecodeError, EventValidationError
 from producers.events import (
     ACCESS_SCHEMA_NAME,
+    AUDIT_LOG_USED_SCHEMA_NAME,
     MAX_FUTURE_SKEW,
     RELAY_SCHEMA_NAME,
     AcrCategory,
     Actor,
     AttemptOutcome,
     AuditEvent,
+    AuditLogUsed,
     CriticalResultRelay,
     EventAction,
     EventOutcome,
     Facility,
+    LedgerQuery,
     Patient,
     PhiAccessEvent,
     Recipient,
@@ -44,6 +47,7 @@ from producers.events import (
     RelayMethod,
     RelayRecipient,
     Study,
+    schema_name,
     to_record,
     validate,
     validate_record,
@@ -138,8 +142,7 @@ class Codec:
         return tuple(self._by_fingerprint.values())
 
     def writer_schema(self, event: AuditEvent) -> WriterSchema:
-        name = _ACCESS_NAME if isinstance(event, PhiAccessEvent) else _RELAY_NAME
-        return self._writer_for[name]
+        return self._writer_for[schema_name(event)]
 
     def encode(self, event: AuditEvent) -> bytes:
         """Validate and encode one event; raises ``EventValidationError`` when invalid."""
@@ -313,6 +316,34 @@ def _study_from(r: Record) -> Study:
 def from_record(full_name: str, record: Record) -> AuditEvent:
     """The event for a decoded Avro record of the named schema."""
     facility = _d(record, "facility")
+    if full_name == AUDIT_LOG_USED_SCHEMA_NAME:
+        actor = _d(record, "actor")
+        query = _d(record, "query")
+        patient = record.get("patient")
+        parameters = query.get("parameters") or {}
+        results = query.get("results")
+        if not isinstance(parameters, dict) or (
+            results is not None and not isinstance(results, int)
+        ):
+            raise TypeError("query is malformed")
+        return AuditLogUsed(
+            facility=Facility(id=_s(facility, "id"), name=_os(facility, "name")),
+            actor=_actor_from(actor),
+            query=LedgerQuery(
+                method=_s(query, "method"),
+                path=_s(query, "path"),
+                status=_int(query, "status"),
+                parameters=MappingProxyType({str(k): str(v) for k, v in parameters.items()}),
+                results=results,
+            ),
+            outcome=EventOutcome(_s(record, "outcome")),
+            network_address=_os(record, "network_address"),
+            patient=_patient_from(patient) if isinstance(patient, dict) else None,
+            event_id=_uuid(record, "event_id"),
+            event_time=_t(record, "event_time"),
+            producer_id=_s(record, "producer_id"),
+            producer_seq=_int(record, "producer_seq"),
+        )
     common = {
         "event_id": _uuid(record, "event_id"),
         "event_time": _t(record, "event_time"),

@@ -67,7 +67,7 @@ from producers.errors import (
     ProducerError,
     SpoolError,
 )
-from producers.events import AuditEvent, PhiAccessEvent
+from producers.events import AuditEvent, CriticalResultRelay, event_key
 from producers.spool import (
     DEFAULT_MAX_BYTES,
     DEFAULT_SEGMENT_BYTES,
@@ -470,9 +470,10 @@ class Emitter:
     # ------------------------------------------------------------------ emitting
 
     def topic_for(self, event: AuditEvent) -> str:
-        if isinstance(event, PhiAccessEvent):
-            return self._config.access_topic
-        return self._config.relay_topic
+        # Reads of the ledger itself (AuditLogUsed) are PHI accesses too: same topic.
+        if isinstance(event, CriticalResultRelay):
+            return self._config.relay_topic
+        return self._config.access_topic
 
     def _prepare(self, event: AuditEvent) -> tuple[AuditEvent, bytes, bool]:
         stamping = event.producer_id is None or event.producer_seq is None
@@ -508,7 +509,7 @@ class Emitter:
             event, value, stamped = self._prepare(event)
             entry = SpoolEntry(
                 topic=self.topic_for(event),
-                key=event.patient.key.encode("utf-8"),
+                key=event_key(event).encode("utf-8"),
                 value=value,
                 created_ms=_now_ms(),
             )

@@ -233,7 +233,50 @@ class CriticalResultRelay:
         return replace(self, producer_id=producer_id, producer_seq=producer_seq)
 
 
-AuditEvent = PhiAccessEvent | CriticalResultRelay
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LedgerQuery:
+    """What a caller asked the ledger's API (DICOM ParticipantObjectQuery)."""
+
+    method: str
+    path: str
+    status: int
+    parameters: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    results: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditLogUsed:
+    """One read of the audit ledger itself (schema ``philedger.audit.AuditLogUsed``,
+    DICOM EventID 110101 Audit Log Used)."""
+
+    facility: Facility
+    actor: Actor
+    query: LedgerQuery
+    outcome: EventOutcome = EventOutcome.SUCCESS
+    network_address: str | None = None
+    patient: Patient | None = None
+    event_id: uuid.UUID = field(default_factory=new_event_id)
+    event_time: datetime = field(default_factory=utc_now)
+    producer_id: str | None = None
+    producer_seq: int | None = None
+
+    def stamped(self, *, producer_id: str, producer_seq: int) -> AuditLogUsed:
+        return replace(self, producer_id=producer_id, producer_seq=producer_seq)
+
+    @property
+    def key(self) -> str:
+        """Kafka key: the patient's when the read named one, else the caller's."""
+        return self.patient.key if self.patient is not None else f"user|{self.actor.user_id}"
+
+
+AuditEvent = PhiAccessEvent | CriticalResultRelay | AuditLogUsed
+
+
+def event_key(event: AuditEvent) -> str:
+    """The Kafka message key of an event: one patient's events stay in one partition."""
+    if isinstance(event, AuditLogUsed):
+        return event.key
+    return event.patient.key
 
 
 # --------------------------------------------------------------------------- Avro records
@@ -245,9 +288,16 @@ ACCESS_SCHEMA_NAME: Final = "philedger.audit.PhiAccessEvent"
 RELAY_SCHEMA_NAME: Final = "philedger.audit.CriticalResultRelay"
 
 
+AUDIT_LOG_USED_SCHEMA_NAME: Final = "philedger.audit.AuditLogUsed"
+
+
 def schema_name(event: AuditEvent) -> str:
     """The Avro full name of the event's record type."""
-    return ACCESS_SCHEMA_NAME if isinstance(event, PhiAccessEvent) else RELAY_SCHEMA_NAME
+    if isinstance(event, PhiAccessEvent):
+        return ACCESS_SCHEMA_NAME
+    if isinstance(event, CriticalResultRelay):
+        return RELAY_SCHEMA_NAME
+    return AUDIT_LOG_USED_SCHEMA_NAME
 
 
 def _actor(a: Actor) -> Record:
@@ -276,6 +326,26 @@ def _study(s: Study) -> Record:
 
 def to_record(event: AuditEvent) -> Record:
     """The Avro record (plain dict) for an event."""
+    if isinstance(event, AuditLogUsed):
+        q = event.query
+        return {
+            "event_id": event.event_id,
+            "event_time": event.event_time,
+            "producer_id": event.producer_id,
+            "producer_seq": event.producer_seq,
+            "facility": {"id": event.facility.id, "name": event.facility.name},
+            "actor": _actor(event.actor),
+            "outcome": event.outcome.value,
+            "network_address": event.network_address,
+            "query": {
+                "method": q.method,
+                "path": q.path,
+                "parameters": dict(q.parameters),
+                "status": q.status,
+                "results": q.results,
+            },
+            "patient": None if event.patient is None else _patient(event.patient),
+        }
     common: Record = {
         "event_id": event.event_id,
         "event_time": event.event_time,
@@ -452,7 +522,10 @@ def _common(record: Record, latest: datetime, actor_path: str) -> None:
     _text(f"{actor_path}.name", actor.get("name"), required=False)
     _text(f"{actor_path}.organization", actor.get("organization"), required=False)
     _npi(f"{actor_path}.npi", actor.get("npi"))
-    patient = _req(record, "patient")
+    _patient_fields(_req(record, "patient"))
+
+
+def _patient_fields(patient: Record) -> None:
     _text("patient.id", patient.get("id"), required=True)
     _text("patient.issuer", patient.get("issuer"), required=False)
     state = patient.get("state")
@@ -488,6 +561,8 @@ def validate(event: AuditEvent, *, now: datetime | None = None) -> None:
         for i, attempt in enumerate(event.attempts):
             _enum(f"attempts[{i}].method", attempt.method, RelayMethod)
             _enum(f"attempts[{i}].outcome", attempt.outcome, AttemptOutcome)
+    elif isinstance(event, AuditLogUsed):
+        _enum("outcome", event.outcome, EventOutcome)
     else:
         raise EventValidationError(
             f"unsupported event type {type(event).__name__}", field="<event>"
@@ -511,6 +586,8 @@ def validate_record(
         _validate_access(record, latest)
     elif full_name == RELAY_SCHEMA_NAME:
         _validate_relay(record, latest)
+    elif full_name == AUDIT_LOG_USED_SCHEMA_NAME:
+        _validate_audit_log_used(record, latest)
     else:
         raise EventValidationError(f"no event type for schema {full_name}", field="<event>")
 
@@ -587,3 +664,53 @@ def _validate_relay(record: Record, latest: datetime) -> None:
         _symbol(f"attempts[{i}].method", attempt.get("method"), RelayMethod)
         _symbol(f"attempts[{i}].outcome", attempt.get("outcome"), AttemptOutcome)
         _text(f"attempts[{i}].note", attempt.get("note"), required=False, limit=MAX_TEXT_CHARS)
+
+
+#: HTTP methods the ledger's API answers.
+_METHODS: Final = frozenset({"GET", "HEAD", "POST", "OPTIONS"})
+
+
+def _validate_audit_log_used(record: Record, latest: datetime) -> None:
+    if not isinstance(record.get("event_id"), uuid.UUID):
+        raise _fail("event_id", "must be a UUID")
+    _time("event_time", record.get("event_time"), latest=latest)
+    _text("producer_id", record.get("producer_id"), required=True)
+    seq = record.get("producer_seq")
+    if type(seq) is not int or not 0 <= seq < 2**63:
+        raise _fail("producer_seq", "must be a non-negative 64-bit integer")
+    facility = _req(record, "facility")
+    _text("facility.id", facility.get("id"), required=True)
+    _text("facility.name", facility.get("name"), required=False)
+    actor = _req(record, "actor")
+    _text("actor.user_id", actor.get("user_id"), required=True)
+    _text("actor.role", actor.get("role"), required=True)
+    _text("actor.name", actor.get("name"), required=False)
+    _text("actor.organization", actor.get("organization"), required=False)
+    _npi("actor.npi", actor.get("npi"))
+    _symbol("outcome", record.get("outcome"), EventOutcome)
+    _text("network_address", record.get("network_address"), required=False)
+    query = _req(record, "query")
+    method = query.get("method")
+    if method not in _METHODS:
+        raise _fail("query.method", f"{method!r} is not an HTTP method the API answers")
+    path = query.get("path")
+    _text("query.path", path, required=True, limit=MAX_TEXT_CHARS)
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise _fail("query.path", "must be an absolute request path")
+    status = query.get("status")
+    if type(status) is not int or not 100 <= status <= 599:
+        raise _fail("query.status", "must be an HTTP status code")
+    results = query.get("results")
+    if results is not None and not (type(results) is int and 0 <= results < 2**31):
+        raise _fail("query.results", "must be between 0 and 2^31-1")
+    parameters = query.get("parameters") or {}
+    if not isinstance(parameters, Mapping):
+        raise _fail("query.parameters", "must be a map")
+    if len(parameters) > MAX_DETAILS:
+        raise _fail("query.parameters", f"has {len(parameters)} entries; at most {MAX_DETAILS}")
+    for key, value in parameters.items():
+        _text(f"query.parameters[{key!r}]", key, required=True)
+        _text(f"query.parameters[{key!r}]", value, required=False, limit=MAX_TEXT_CHARS)
+    patient = _opt(record, "patient")
+    if patient is not None:
+        _patient_fields(patient)

@@ -20,7 +20,6 @@ from producers.events import (
     AcrCategory,
     Actor,
     AttemptOutcome,
-    AuditEvent,
     CriticalResultRelay,
     EventAction,
     EventOutcome,
@@ -232,7 +231,9 @@ class Simulator:
         rng = self._rng
         return f"10.{rng.randrange(1, 40)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
 
-    def events(self, count: int, *, relay_every: int = 50) -> Iterator[AuditEvent]:
+    def events(
+        self, count: int, *, relay_every: int = 50
+    ) -> Iterator[PhiAccessEvent | CriticalResultRelay]:
         for i in range(count):
             if relay_every and i % relay_every == relay_every // 2:
                 yield self.relay()

@@ -12,6 +12,7 @@ from producers.codec import Codec, load_shipped_schemas
 PINNED = {
     "philedger.audit.PhiAccessEvent": "ee6e393ef1d478ae",
     "philedger.audit.CriticalResultRelay": "69822b0cb223d1dc",
+    "philedger.audit.AuditLogUsed": "12d031c13ce628ed",
 }
 
 
