@@ -1,7 +1,9 @@
-"""Composition root of the API process: ``ledger serve`` runs ``serve_api``.
+"""The API process's serving loop; ``ledger serve`` (ledgerctl) composes and runs it.
 
 Invariant: one reader (role ledger_reader, SELECT only) and one aiohttp app per
-process; SIGTERM/SIGINT stop accepting, finish in-flight requests, then exit.
+process; the read recorder is injected by the composition root (ledgerctl), since
+the ledger never imports the producer library; SIGTERM/SIGINT stop accepting,
+finish in-flight requests, then exit. With a certificate and key it serves TLS only.
 """
 
 from __future__ import annotations
@@ -9,27 +11,56 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl
+from pathlib import Path
 
 from aiohttp import web
 
-from ledger.api import create_app
+from ledger.api import Route, create_app
+from ledger.api.openapi import document
 from ledger.pg.reader import PostgresReader
+from ledger.readlog import ReadRecorder
 
 logger = logging.getLogger("ledger.api")
 
 
-async def serve_api(*, reader_dsn: str, host: str, port: int) -> None:
+def tls_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
+    """Server-side TLS 1.2+ with the certificate chain and key (PEM) given."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert_file, key_file)
+    return context
+
+
+async def serve_api(
+    *,
+    reader_dsn: str,
+    host: str,
+    port: int,
+    recorder: ReadRecorder,
+    tls: ssl.SSLContext | None = None,
+    extra_routes: tuple[Route, ...] = (),
+    reader: PostgresReader | None = None,
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with PostgresReader(dsn=reader_dsn) as reader:
-        runner = web.AppRunner(create_app(reader), access_log=None)
+    async with reader or PostgresReader(dsn=reader_dsn) as store:
+        app = create_app(
+            reader=store,
+            tokens=store,
+            recorder=recorder,
+            extra_routes=extra_routes,
+            openapi=document(),
+        )
+        runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, host, port)
+            site = web.TCPSite(runner, host, port, ssl_context=tls)
             await site.start()
-            logger.info("API listening on http://%s:%d", host, port)
+            scheme = "https" if tls is not None else "http"
+            logger.info("API listening on %s://%s:%d", scheme, host, port)
             await stop.wait()
         finally:
             await runner.cleanup()

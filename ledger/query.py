@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Protocol
 
 from ledger.errors import MalformedInputError
@@ -33,7 +34,7 @@ class AccessEntry:
     kind: str
     event_time: datetime
     facility_id: str
-    patient_id: str
+    patient_id: str | None
     patient_issuer: str | None
     patient_state: str | None
     user_id: str
@@ -86,37 +87,94 @@ class EventProof:
     checkpoint: SignedCheckpoint
 
 
+#: Most logs a cursor can pin (topics x partitions).
+MAX_CURSOR_LOGS = 512
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Snapshot:
+    """The signed size of every log when a listing started: pages never show entries
+    appended later, and every entry shown is covered by a signed checkpoint."""
+
+    sizes: tuple[int, ...]  # index i holds the size of log_id i + 1
+
+    def size_of(self, log_id: int) -> int:
+        return self.sizes[log_id - 1] if 0 < log_id <= len(self.sizes) else 0
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Cursor:
-    """Position after the last entry of a page (newest-first order)."""
+    """Position after the last entry of a page (newest-first order), and its snapshot."""
 
     event_time: datetime
     event_id: uuid.UUID
+    snapshot: Snapshot
 
     def encode(self) -> str:
-        raw = f"{self.event_time.isoformat()}|{self.event_id}".encode()
+        sizes = ".".join(str(n) for n in self.snapshot.sizes)
+        raw = f"{self.event_time.isoformat()}|{self.event_id}|{sizes}".encode()
         return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
     @classmethod
     def decode(cls, token: str) -> Cursor:
-        if len(token) > 200:
+        if len(token) > 16_384:
             raise MalformedInputError("cursor is too long")
         try:
-            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-            when, _, ident = raw.partition("|")
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("ascii")
+            when, ident, sizes_text = raw.split("|")
             event_time = datetime.fromisoformat(when)
             event_id = uuid.UUID(ident)
+            sizes = tuple(int(n) for n in sizes_text.split(".")) if sizes_text else ()
         except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
             raise MalformedInputError("cursor is not one this API issued") from exc
-        if event_time.tzinfo is None:
+        if (
+            event_time.tzinfo is None
+            or len(sizes) > MAX_CURSOR_LOGS
+            or any(not 0 <= n < 2**62 for n in sizes)
+        ):
             raise MalformedInputError("cursor is not one this API issued")
-        return cls(event_time=event_time.astimezone(UTC), event_id=event_id)
+        return cls(
+            event_time=event_time.astimezone(UTC),
+            event_id=event_id,
+            snapshot=Snapshot(sizes=sizes),
+        )
+
+
+class HistoryKey(StrEnum):
+    PATIENT = "patient"
+    USER = "user"
+    STUDY = "study"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HistoryQuery:
+    """Whose history, narrowed by optional filters. ``qualifier`` is the patient's
+    issuer or the study's accession number; ``since`` is inclusive, ``until`` exclusive."""
+
+    key: HistoryKey
+    value: str
+    qualifier: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    action: str | None = None
+    facility: str | None = None
+    outcome: str | None = None
 
 
 class LedgerReader(Protocol):
-    async def patient_accesses(
-        self, *, patient_id: str, issuer: str | None, limit: int, after: Cursor | None
-    ) -> Sequence[AccessEntry]: ...
+    async def snapshot(self) -> Snapshot:
+        """Every log's newest signed size (cached briefly)."""
+        ...
+
+    async def origins(self) -> Mapping[int, str]:
+        """Each log's origin by log id (logs are never removed or renamed)."""
+        ...
+
+    async def history(
+        self, query: HistoryQuery, *, snapshot: Snapshot, limit: int, after: Cursor | None
+    ) -> Sequence[AccessEntry]:
+        """Entries matching ``query`` within ``snapshot``, newest first, after ``after``."""
+        ...
 
     async def event(self, event_id: uuid.UUID) -> StoredEvent | None: ...
 

@@ -31,6 +31,8 @@ quarantine_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(quarantine_app, name="quarantine")
+token_app = typer.Typer(help="API bearer tokens (stored as hashes).", no_args_is_help=True)
+app.add_typer(token_app, name="token")
 
 console = Console(stderr=True)
 
@@ -211,14 +213,107 @@ def verifier_key(
 def serve(
     host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 18080,
+    tls_cert: Annotated[
+        Path | None, typer.Option(help="PEM certificate chain: serve HTTPS only.")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="PEM private key for --tls-cert.")] = None,
     verbose: bool = False,
 ) -> None:
-    """Run the query API (until SIGTERM)."""
-    from ledger.__main__ import serve_api
+    """Run the query API (until SIGTERM). Every read is recorded in the ledger."""
+    from ledgerctl.serve import run_api
 
     _logging(verbose)
     settings = Settings.load()
-    asyncio.run(serve_api(reader_dsn=settings.require("reader_url"), host=host, port=port))
+    cert = tls_cert or (Path(settings.tls_cert_file) if settings.tls_cert_file else None)
+    key = tls_key or (Path(settings.tls_key_file) if settings.tls_key_file else None)
+    if (cert is None) != (key is None):
+        raise _fail("give both a TLS certificate and its key, or neither")
+    asyncio.run(run_api(settings, host=host, port=port, tls_cert=cert, tls_key=key))
+
+
+@token_app.command("create")
+def token_create(
+    role: Annotated[str, typer.Option(help="investigator, auditor or admin.")],
+    subject: Annotated[str, typer.Option(help="Who holds it (recorded with every read).")],
+    ttl_days: Annotated[float | None, typer.Option(help="Expire after this many days.")] = None,
+    note: Annotated[str | None, typer.Option(help="Free text, e.g. a ticket number.")] = None,
+    quiet: Annotated[bool, typer.Option(help="Print only the token.")] = False,
+) -> None:
+    """Issue a token. It is printed once; only its SHA-256 is stored."""
+    from datetime import timedelta
+
+    from ledger.auth import parse_role
+    from ledger.errors import LedgerError
+    from ledgerctl.tokens import create_token
+
+    settings = Settings.load()
+    try:
+        issued = asyncio.run(
+            create_token(
+                settings.require("database_url"),
+                subject=subject,
+                role=parse_role(role),
+                ttl=None if ttl_days is None else timedelta(days=ttl_days),
+                note=note,
+            )
+        )
+    except LedgerError as exc:
+        raise _fail(str(exc)) from exc
+    if quiet:
+        print(issued.text)
+    else:
+        console.print(f"token {issued.token_id} for {subject} ({role}); it is shown only once:")
+        print(issued.text)
+
+
+@token_app.command("ensure", hidden=True)
+def token_ensure(
+    file: Annotated[Path, typer.Option(help="Where the token is kept (mode 600).")],
+    role: Annotated[str, typer.Option()] = "admin",
+    subject: Annotated[str, typer.Option()] = "local-admin",
+) -> None:
+    """Keep a live token in FILE, issuing one if needed (used by `make up`)."""
+    from ledger.auth import parse_role
+    from ledgerctl.tokens import create_token, token_is_live, write_secret
+
+    settings = Settings.load()
+    dsn = settings.require("database_url")
+    text = file.read_text(encoding="ascii").strip() if file.is_file() else ""
+    if text and asyncio.run(token_is_live(dsn, text)):
+        return
+    issued = asyncio.run(
+        create_token(dsn, subject=subject, role=parse_role(role), ttl=None, note="make up")
+    )
+    write_secret(file, issued.text)
+    console.print(f"issued a new {role} token for {subject} into {file}")
+
+
+@token_app.command("list")
+def token_list() -> None:
+    """Issued tokens (never their text)."""
+    from ledgerctl.tokens import list_tokens
+
+    settings = Settings.load()
+    for t in asyncio.run(list_tokens(settings.require("database_url"))):
+        state = "revoked" if t.revoked_at else "active"
+        expires = t.expires_at.isoformat() if t.expires_at else "never"
+        console.print(f"{t.token_id}  {t.subject:<24} {t.role:<12} {state:<8} expires {expires}")
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: str) -> None:
+    """Revoke a token (the API honours it within 30 s)."""
+    import uuid
+
+    from ledger.errors import LedgerError
+    from ledgerctl.tokens import revoke_token
+
+    settings = Settings.load()
+    try:
+        asyncio.run(revoke_token(settings.require("database_url"), uuid.UUID(token_id)))
+    except (LedgerError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+    console.print(f"revoked {token_id}")
 
 
 @app.command()
@@ -267,7 +362,7 @@ def history(
     from ledgerctl.report import fetch_history, render_history, report_console
 
     settings = Settings.load()
-    entries = asyncio.run(fetch_history(settings.api_url, patient_id, issuer, limit))
+    entries = asyncio.run(fetch_history(settings.api(), patient_id, issuer, limit))
     render_history(report_console(), patient_id, entries)
 
 
@@ -297,7 +392,7 @@ def demo(
     render_history(out, result.patient_id, result.history)
     verifiers = _verifiers(settings)
     try:
-        proven = asyncio.run(prove_entries(settings.api_url, result.history, verifiers))
+        proven = asyncio.run(prove_entries(settings.api(), result.history, verifiers))
     except LedgerError as exc:
         raise _fail(f"VERIFICATION FAILED: {exc}") from exc
     render_proofs(out, proven, verifiers)
@@ -366,7 +461,7 @@ def verify(
         console=report_console_stdout(),
         verifiers=verifiers,
         bundle=bundle,
-        api=api if (api or bundle or proof) else settings.api_url,
+        api=settings.api(api) if not (bundle or proof) else None,
         proof=proof,
         check_index=check_index,
         ledger_name=settings.ledger_name,
@@ -387,7 +482,7 @@ def quarantine_list(
     from ledgerctl.quarantine import fetch_quarantine
 
     settings = Settings.load()
-    records = asyncio.run(fetch_quarantine(settings.api_url, reason=reason, limit=limit))
+    records = asyncio.run(fetch_quarantine(settings.api(), reason=reason, limit=limit))
     table = Table(title=f"{len(records)} quarantined record(s)", title_justify="left")
     for column in ("id", "when", "topic/partition@offset", "reason", "bytes", "resent", "detail"):
         table.add_column(column, overflow="fold")
@@ -457,7 +552,7 @@ def alerts(limit: Annotated[int, typer.Option(min=1, max=1000)] = 100) -> None:
     from ledgerctl.quarantine import fetch_alerts
 
     settings = Settings.load()
-    rows = asyncio.run(fetch_alerts(settings.api_url, limit=limit))
+    rows = asyncio.run(fetch_alerts(settings.api(), limit=limit))
     out = report_console_stdout()
     if not rows:
         out.print("no security alerts")

@@ -21,6 +21,7 @@ from ledger import tiles
 from ledger.avro import StoredSchema
 from ledger.bundle import BundleWriter
 from ledger.errors import MalformedInputError
+from ledgerctl.client import Api
 
 _U16 = struct.Struct(">H")
 
@@ -48,16 +49,16 @@ async def _json(session: aiohttp.ClientSession, url: str) -> dict[str, object]:
 
 
 async def download_bundle(
-    api_url: str,
+    api: Api,
     path: Path,
     *,
     ledger_name: str,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> None:
     timeout = aiohttp.ClientTimeout(total=None, sock_read=60)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
-        logs = _list((await _json(session, f"{api_url}/v1/logs"))["logs"])
-        schemas = _list((await _json(session, f"{api_url}/v1/schemas"))["schemas"])
+    async with api.session(timeout=timeout) as session:
+        logs = _list((await _json(session, f"{api.url}/v1/logs"))["logs"])
+        schemas = _list((await _json(session, f"{api.url}/v1/schemas"))["schemas"])
         with BundleWriter(path, ledger_name=ledger_name) as bundle:
             bundle.write_schemas(
                 StoredSchema(
@@ -68,18 +69,18 @@ async def download_bundle(
                 for s in schemas
             )
             for log in logs:
-                await _download_log(session, api_url, bundle, log, progress)
+                await _download_log(session, api, bundle, log, progress)
 
 
 async def _download_log(
     session: aiohttp.ClientSession,
-    api_url: str,
+    api: Api,
     bundle: BundleWriter,
     log: dict[str, Any],
     progress: Callable[[str, int, int], None] | None,
 ) -> None:
     log_id, origin, size = int(str(log["id"])), str(log["origin"]), int(str(log["size"]))
-    base = f"{api_url}/logs/{log_id}"
+    base = f"{api.url}/logs/{log_id}"
     with bundle.add_log(log_id=log_id, origin=origin, size=size) as out:
         for index in range((size + 255) // 256):
             width = min(256, size - index * 256)
@@ -93,7 +94,7 @@ async def _download_log(
                 # so the verifier sees exactly which indexes exist.
                 start = index * 256
                 page = await _json(
-                    session, f"{api_url}/v1/logs/{log_id}/leaves?start={start}&limit={width}"
+                    session, f"{api.url}/v1/logs/{log_id}/leaves?start={start}&limit={width}"
                 )
                 for row in _list(page["leaves"]):
                     out.add_entry(int(row["index"]), base64.b64decode(row["leaf"]))
@@ -108,7 +109,7 @@ async def _download_log(
             level += 1
         after = 0
         while True:
-            page = await _json(session, f"{api_url}/v1/logs/{log_id}/checkpoints?after={after}")
+            page = await _json(session, f"{api.url}/v1/logs/{log_id}/checkpoints?after={after}")
             cps = _list(page["checkpoints"])
             if not cps:
                 break
@@ -118,7 +119,7 @@ async def _download_log(
         start = 0
         while True:
             page = await _json(
-                session, f"{api_url}/v1/logs/{log_id}/index?start={start}&limit=10000"
+                session, f"{api.url}/v1/logs/{log_id}/index?start={start}&limit=10000"
             )
             rows = _list(page["rows"])
             if not rows:

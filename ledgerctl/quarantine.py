@@ -12,12 +12,12 @@ import getpass
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
 from ledger.errors import ConflictError, MalformedInputError
 from ledger.pg import sql
+from ledgerctl.client import Api
 
 #: Reasons for which re-sending the same bytes cannot help.
 HOPELESS = frozenset({"conflicting_event_id", "conflicting_event_id_original", "oversize"})
@@ -31,13 +31,13 @@ class Resubmitted:
     offset: int
 
 
-async def fetch_quarantine(api_url: str, *, reason: str | None, limit: int) -> list[dict[str, Any]]:
+async def fetch_quarantine(api: Api, *, reason: str | None, limit: int) -> list[dict[str, Any]]:
     params = {"limit": str(limit)}
     if reason:
         params["reason"] = reason
     async with (
-        aiohttp.ClientSession() as session,
-        session.get(f"{api_url}/v1/quarantine", params=params) as resp,
+        api.session() as session,
+        session.get(f"{api.url}/v1/quarantine", params=params) as resp,
     ):
         resp.raise_for_status()
         body = await resp.json()
@@ -45,10 +45,10 @@ async def fetch_quarantine(api_url: str, *, reason: str | None, limit: int) -> l
     return records
 
 
-async def fetch_alerts(api_url: str, *, limit: int) -> list[dict[str, Any]]:
+async def fetch_alerts(api: Api, *, limit: int) -> list[dict[str, Any]]:
     async with (
-        aiohttp.ClientSession() as session,
-        session.get(f"{api_url}/v1/alerts", params={"limit": str(limit)}) as resp,
+        api.session() as session,
+        session.get(f"{api.url}/v1/alerts", params={"limit": str(limit)}) as resp,
     ):
         resp.raise_for_status()
         body = await resp.json()

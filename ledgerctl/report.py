@@ -22,17 +22,18 @@ from ledger.checkpoint import parse_tlog_proof, verify_tlog_proof
 from ledger.errors import VerificationError
 from ledger.leaf import decode_leaf
 from ledger.note import Verifier
+from ledgerctl.client import Api
 from producers.codec import Codec
 
 
 async def fetch_history(
-    api_url: str, patient_id: str, issuer: str | None, limit: int
+    api: Api, patient_id: str, issuer: str | None, limit: int
 ) -> list[dict[str, object]]:
     params = {"limit": str(limit)}
     if issuer:
         params["issuer"] = issuer
-    async with aiohttp.ClientSession() as session:
-        url = f"{api_url}/v1/patients/{patient_id}/accesses"
+    async with api.session() as session:
+        url = f"{api.url}/v1/patients/{patient_id}/accesses"
         async with session.get(url, params=params, timeout=aiohttp.ClientTimeout(10)) as resp:
             resp.raise_for_status()
             body = await resp.json()
@@ -109,7 +110,7 @@ class ProvenEntry:
 
 
 async def prove_entries(
-    api_url: str,
+    api: Api,
     entries: list[dict[str, object]],
     verifiers: Sequence[Verifier],
     *,
@@ -123,11 +124,11 @@ async def prove_entries(
     codec = Codec()
     out: list[ProvenEntry] = []
     deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(10)) as session:
+    async with api.session(timeout=aiohttp.ClientTimeout(10)) as session:
         for entry in entries:
             event_id = str(entry["event_id"])
             while True:
-                async with session.get(f"{api_url}/v1/events/{event_id}/proof") as resp:
+                async with session.get(f"{api.url}/v1/events/{event_id}/proof") as resp:
                     if resp.status == 503 and time.monotonic() < deadline:
                         await asyncio.sleep(0.3)  # not yet covered by a signed checkpoint
                         continue

@@ -12,6 +12,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ledgerctl.client import Api
+
 
 def _env_file() -> str | None:
     explicit = os.environ.get("LEDGER_ENV_FILE")
@@ -29,6 +31,13 @@ class Settings(BaseSettings):
     appender_url: SecretStr | None = Field(default=None, alias="LEDGER_APPENDER_URL")
     reader_url: SecretStr | None = Field(default=None, alias="LEDGER_READER_URL")
     api_url: str = Field(default="http://127.0.0.1:18080", alias="LEDGER_API_URL")
+    #: Bearer token the CLI sends to the API (`ledger token create`; `make up` issues one).
+    api_token: SecretStr | None = Field(default=None, alias="LEDGER_API_TOKEN")
+    #: CA bundle the CLI trusts for an https LEDGER_API_URL (default: the system's).
+    api_ca_file: str | None = Field(default=None, alias="LEDGER_API_CA_FILE")
+    #: Direct TLS for `ledger serve` (deployments without a terminating proxy).
+    tls_cert_file: str | None = Field(default=None, alias="LEDGER_TLS_CERT_FILE")
+    tls_key_file: str | None = Field(default=None, alias="LEDGER_TLS_KEY_FILE")
     ledger_name: str = Field(default="philedger.localhost", alias="LEDGER_NAME")
     access_topic: str = Field(default="phi-access", alias="LEDGER_ACCESS_TOPIC")
     relay_topic: str = Field(default="critical-result-relay", alias="LEDGER_RELAY_TOPIC")
@@ -56,6 +65,11 @@ class Settings(BaseSettings):
     @classmethod
     def load(cls) -> Settings:
         return cls(_env_file=_env_file())  # type: ignore[call-arg]
+
+    def api(self, url: str | None = None) -> Api:
+        """The API endpoint the CLI talks to, with this environment's token."""
+        token = None if self.api_token is None else self.api_token.get_secret_value()
+        return Api(url=url or self.api_url, token=token, ca_file=self.api_ca_file)
 
     def require(self, name: str) -> str:
         """The value of a secret URL setting, or a clear error naming its variable."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,7 +20,7 @@ import aiohttp
 from ledgerctl.report import fetch_history
 from ledgerctl.settings import Settings
 from producers.emitter import Emitter, EmitterConfig, EmitterHealth
-from producers.events import AuditEvent, CriticalResultRelay
+from producers.events import AuditEvent, CriticalResultRelay, PhiAccessEvent
 from producers.simulator import Simulator
 
 
@@ -49,7 +50,7 @@ def emitter_config(settings: Settings, producer_id: str) -> EmitterConfig:
 
 async def emit_all(
     settings: Settings,
-    stream: list[AuditEvent],
+    stream: Sequence[AuditEvent],
     *,
     rate: float,
     producer_id: str,
@@ -102,7 +103,7 @@ async def run_simulation(
     sim = Simulator(seed=seed if seed is not None else time.time_ns())
     # The simulated stream numbers its own events, so one seed always yields byte-identical
     # messages: a re-run is a stream of duplicates, which the ledger counts and skips.
-    stream: list[AuditEvent] = [
+    stream: list[PhiAccessEvent | CriticalResultRelay] = [
         e.stamped(producer_id=producer_id, producer_seq=i) for i, e in enumerate(sim.events(events))
     ]
     ids = tuple(str(e.event_id) for e in stream)
@@ -155,7 +156,7 @@ async def run_demo(
     deadline = time.monotonic() + timeout
     while True:
         try:
-            entries = await fetch_history(settings.api_url, patient.id, patient.issuer, 1000)
+            entries = await fetch_history(settings.api(), patient.id, patient.issuer, 1000)
         except aiohttp.ClientError:
             entries = []
         seen = {str(e["event_id"]) for e in entries}

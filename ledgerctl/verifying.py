@@ -31,6 +31,7 @@ from ledger.errors import LedgerError
 from ledger.leaf import decode_leaf
 from ledger.note import Verifier
 from ledger.verify import LogReport, verify_bundle
+from ledgerctl.client import Api
 from ledgerctl.fetch import download_bundle
 
 ProgressFn = Callable[[str, int, int], None]
@@ -136,7 +137,7 @@ def run_verify(
     console: Console,
     verifiers: Sequence[Verifier],
     bundle: Path | None,
-    api: str | None,
+    api: Api | None,
     proof: Path | None,
     check_index: bool,
     ledger_name: str,

@@ -45,6 +45,7 @@ def stack(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -
     asyncio.run(admin(f'CREATE DATABASE "{database}"'))
     try:
         apply_migrations(with_database(owner, database))
+        tokens = asyncio.run(_issue_tokens(with_database(owner, database)))
         yield Stack(
             kafka_bootstrap=stack_env["KAFKA_BOOTSTRAP"],
             owner_url=with_database(owner, database),
@@ -54,6 +55,8 @@ def stack(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -
             run_id=run_id,
             signer_key_file=str(key_file),
             verifier_key=verifier_key,
+            tokens=tokens,
+            spool_dir=str(tmp_path_factory.mktemp("spool")),
         )
     finally:
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
@@ -66,3 +69,17 @@ async def owner_conn(stack: Stack) -> AsyncIterator[asyncpg.Connection]:
         yield conn
     finally:
         await conn.close()
+
+
+async def _issue_tokens(owner_url: str) -> dict[str, str]:
+    """One API token per role for this test session."""
+    from ledger.auth import Role
+    from ledgerctl.tokens import create_token
+
+    tokens = {}
+    for role in Role:
+        issued = await create_token(
+            owner_url, subject=f"test-{role.value}", role=role, ttl=None, note="tests"
+        )
+        tokens[role.value] = issued.text
+    return tokens

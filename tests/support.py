@@ -50,6 +50,13 @@ class Stack:
     run_id: str
     signer_key_file: str
     verifier_key: str
+    #: API bearer tokens of this session, by role (investigator, auditor, admin).
+    tokens: dict[str, str]
+    spool_dir: str
+
+    def auth(self, role: str = "admin") -> dict[str, str]:
+        """HTTP headers authenticating as this session's token of ``role``."""
+        return {"Authorization": f"Bearer {self.tokens[role]}"}
 
     def topics(self, name: str) -> tuple[str, str]:
         """Fresh (access, relay) topic names for one test or group of tests."""
@@ -68,6 +75,11 @@ class Stack:
             LEDGER_SIGNER_KEY_FILE=self.signer_key_file,
             LEDGER_VERIFIER_KEY=self.verifier_key,
             LEDGER_CHECKPOINT_EVERY_MS="200",
+            LEDGER_API_TOKEN=self.tokens["admin"],
+            LEDGER_SPOOL_DIR=self.spool_dir,
+            # Reads recorded by test APIs go to this session's topics, never the demo's.
+            LEDGER_ACCESS_TOPIC=self.topics("default")[0],
+            LEDGER_RELAY_TOPIC=self.topics("default")[1],
         )
         env.update(extra)
         return env

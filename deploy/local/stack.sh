@@ -8,6 +8,7 @@ LEDGER="$VENV/bin/ledger"
 
 LEDGER_NAME="${LEDGER_NAME:-philedger.localhost}"
 SIGNER_KEY="$SECRETS/checkpoint-signer.key"
+API_TOKEN_FILE="$SECRETS/api-admin-token"
 
 ensure_signer_key() {
   # One Ed25519 checkpoint key per installation, named after the ledger; mode 600.
@@ -33,7 +34,14 @@ LEDGER_NAME=$LEDGER_NAME
 LEDGER_SIGNER_KEY_FILE=$SIGNER_KEY
 LEDGER_VERIFIER_KEY=$verifier
 ENV
+  if [ -s "$API_TOKEN_FILE" ]; then echo "LEDGER_API_TOKEN=$(cat "$API_TOKEN_FILE")" >>"$ENV_FILE.tmp"; fi
   mv "$ENV_FILE.tmp" "$ENV_FILE")
+}
+
+# One admin API token per installation (only its hash is in the database).
+ensure_api_token() {
+  (cd "$ROOT" && "$LEDGER" token ensure --file "$API_TOKEN_FILE" --role admin --subject local-admin)
+  write_env
 }
 
 # start_service NAME COMMAND...: run in the background with a pid file and a log.
@@ -52,6 +60,7 @@ infra() {
   "$HERE/kafka.sh" start
   write_env
   (cd "$ROOT" && "$LEDGER" migrate && "$LEDGER" topics)
+  ensure_api_token
 }
 
 up() {
@@ -63,7 +72,7 @@ up() {
   sleep 1
   pid_alive "$RUN_DIR/consumer.pid" || { tail -20 "$LOG_DIR/consumer.log" >&2; die "consumer exited (log: $LOG_DIR/consumer.log)"; }
   log "stack is up; settings in $ENV_FILE (passwords masked here):"
-  sed -E 's#(://[^:]+:)[^@]*@#\1****@#' "$ENV_FILE" | grep -v '^#'
+  sed -E -e 's#(://[^:]+:)[^@]*@#\1****@#' -e 's#^(LEDGER_API_TOKEN=plt_).*#\1****#' "$ENV_FILE" | grep -v '^#'
 }
 
 down() {

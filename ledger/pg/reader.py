@@ -6,12 +6,15 @@ do nothing else, so a bug here cannot change the ledger.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Mapping, Sequence
+from typing import Final
 
 import asyncpg
 
 from ledger import tiles
+from ledger.auth import Principal, Role, TokenHash
 from ledger.errors import MalformedInputError, PushbackError
 from ledger.pg import sql, tree
 from ledger.pg.pool import PooledAdapter
@@ -19,11 +22,18 @@ from ledger.query import (
     AccessEntry,
     Cursor,
     EventProof,
+    HistoryQuery,
     LedgerPosition,
     LogInfo,
     SignedCheckpoint,
+    Snapshot,
     StoredEvent,
 )
+
+#: How long a snapshot of the signed sizes is reused (a checkpoint is signed every ~1 s).
+SNAPSHOT_TTL: Final = 0.25
+#: How long a token lookup is reused: a revocation takes effect within this time.
+PRINCIPAL_TTL: Final = 30.0
 
 
 def _entry(r: asyncpg.Record) -> AccessEntry:
@@ -54,23 +64,68 @@ class PostgresReader(PooledAdapter):
     def __init__(self, *, dsn: str, pool_size: int = 8) -> None:
         super().__init__(dsn=dsn, pool_size=pool_size, command_timeout=30)
         self._tiles = tree.TileCache()
+        self._snapshot: tuple[float, Snapshot] | None = None
+        self._origins: dict[int, str] = {}
+        self._principals: dict[TokenHash, tuple[float, Principal | None]] = {}
 
     @property
     def _p(self) -> asyncpg.Pool:
         return self.pool
 
-    async def patient_accesses(
-        self, *, patient_id: str, issuer: str | None, limit: int, after: Cursor | None
+    async def snapshot(self) -> Snapshot:
+        now = time.monotonic()
+        cached = self._snapshot
+        if cached is not None and now - cached[0] < SNAPSHOT_TTL:
+            return cached[1]
+        rows = await self._p.fetch(sql.SIGNED_SIZES)
+        top = max((int(r["log_id"]) for r in rows), default=0)
+        sizes = [0] * top
+        for r in rows:
+            sizes[int(r["log_id"]) - 1] = int(r["size"])
+            self._origins[int(r["log_id"])] = str(r["origin"])
+        snap = Snapshot(sizes=tuple(sizes))
+        self._snapshot = (now, snap)
+        return snap
+
+    async def origins(self) -> Mapping[int, str]:
+        if not self._origins:
+            await self.snapshot()
+        return self._origins
+
+    async def history(
+        self, query: HistoryQuery, *, snapshot: Snapshot, limit: int, after: Cursor | None
     ) -> Sequence[AccessEntry]:
         rows = await self._p.fetch(
-            sql.PATIENT_ACCESSES,
-            patient_id,
-            issuer,
+            sql.HISTORY_BY[query.key.value],
+            query.value,
+            query.qualifier,
+            list(snapshot.sizes),
+            query.since,
+            query.until,
+            query.action,
+            query.facility,
+            query.outcome,
             None if after is None else after.event_time,
             None if after is None else after.event_id,
             limit,
         )
         return [_entry(r) for r in rows]
+
+    async def principal(self, token_hash: TokenHash) -> Principal | None:
+        now = time.monotonic()
+        hit = self._principals.get(token_hash)
+        if hit is not None and now - hit[0] < PRINCIPAL_TTL:
+            return hit[1]
+        r = await self._p.fetchrow(sql.PRINCIPAL_BY_TOKEN_HASH, token_hash)
+        principal = (
+            None
+            if r is None
+            else Principal(token_id=r["token_id"], subject=r["subject"], role=Role(r["role"]))
+        )
+        if len(self._principals) >= 1024:
+            self._principals.clear()
+        self._principals[token_hash] = (now, principal)
+        return principal
 
     async def event(self, event_id: uuid.UUID) -> StoredEvent | None:
         r = await self._p.fetchrow(sql.EVENT_BY_ID, event_id)

@@ -87,14 +87,54 @@ e.action, e.outcome, e.study_uid, e.accession, e.network_address, e.purpose_of_u
 e.log_id, g.origin, e.leaf_index
 """
 
-PATIENT_ACCESSES: Final = f"""
-SELECT {_ACCESS_COLUMNS}
+# Access histories by patient, user or study: newest first, keyset-paged on
+# (event_time, event_id), and limited to each log's signed size at the first page
+# ($3: sizes indexed by log_id), so pages stay stable while appends continue and every
+# entry is covered by a signed checkpoint.
+_HISTORY: Final = """
+SELECT {columns}
 FROM events e JOIN logs g USING (log_id)
-WHERE e.patient_id = $1
-  AND ($2::text IS NULL OR e.patient_issuer = $2)
-  AND ($3::timestamptz IS NULL OR (e.event_time, e.event_id) < ($3, $4::uuid))
+WHERE {key}
+  AND e.leaf_index < ($3::bigint[])[e.log_id]
+  AND ($4::timestamptz IS NULL OR e.event_time >= $4)
+  AND ($5::timestamptz IS NULL OR e.event_time < $5)
+  AND ($6::text IS NULL OR e.action = $6)
+  AND ($7::text IS NULL OR e.facility_id = $7)
+  AND ($8::text IS NULL OR e.outcome = $8)
+  AND ($9::timestamptz IS NULL OR (e.event_time, e.event_id) < ($9, $10::uuid))
 ORDER BY e.event_time DESC, e.event_id DESC
-LIMIT $5
+LIMIT $11
+"""
+
+HISTORY_BY: Final = {
+    "patient": _HISTORY.format(
+        columns=_ACCESS_COLUMNS,
+        key="e.patient_id = $1 AND ($2::text IS NULL OR e.patient_issuer = $2)",
+    ),
+    "user": _HISTORY.format(
+        # $2 (the qualifier) is unused for users and always NULL.
+        columns=_ACCESS_COLUMNS,
+        key="e.user_id = $1 AND $2::text IS NULL",
+    ),
+    "study": _HISTORY.format(
+        columns=_ACCESS_COLUMNS,
+        key="e.study_uid = $1 AND ($2::text IS NULL OR e.accession = $2)",
+    ),
+}
+
+# Each log's newest signed size (0 where none is signed yet), by log id.
+SIGNED_SIZES: Final = """
+SELECT g.log_id, g.origin,
+       coalesce((SELECT max(c.size) FROM checkpoints c WHERE c.log_id = g.log_id), 0) AS size
+FROM logs g ORDER BY g.log_id
+"""
+
+PRINCIPAL_BY_TOKEN_HASH: Final = """
+SELECT t.token_id, t.subject, t.role
+FROM api_tokens t
+WHERE t.token_hash = $1
+  AND (t.expires_at IS NULL OR t.expires_at > now())
+  AND NOT EXISTS (SELECT 1 FROM api_token_revocations r WHERE r.token_id = t.token_id)
 """
 
 EVENT_BY_ID: Final = f"""

@@ -107,8 +107,11 @@ def _running(
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(10)) as session:
+async def http(stack: Stack) -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP session authenticated with the session's admin token."""
+    async with aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(10), headers=stack.auth("admin")
+    ) as session:
         yield session
 
 
@@ -120,10 +123,13 @@ async def get_json(http: aiohttp.ClientSession, url: str, **params: str) -> tupl
 async def wait_for_events(
     http: aiohttp.ClientSession, pipeline: Pipeline, ids: list[str], timeout: float = 60
 ) -> None:
+    """Wait until every event is in the ledger and covered by a signed checkpoint (its
+    proof is served), so access histories, which show signed entries only, include it."""
     deadline = time.monotonic() + timeout
     pending = list(ids)
     while pending:
-        status, _ = await get_json(http, f"{pipeline.api_url}/v1/events/{pending[-1]}")
+        async with http.get(f"{pipeline.api_url}/v1/events/{pending[-1]}/proof") as resp:
+            status = resp.status
         if status == 200:
             pending.pop()
             continue

@@ -76,7 +76,7 @@ async def signed_stream(pipeline: Pipeline) -> list[str]:
     """Emit 700 events in two bursts, each fully ingested and signed before the next,
     so every busy log has at least two checkpoints to prove consistent."""
     stream = list(Simulator(seed=E2E_SEED + 100, patients=12).events(700))
-    async with aiohttp.ClientSession() as http:
+    async with aiohttp.ClientSession(headers=pipeline.stack.auth()) as http:
         for burst in (stream[:350], stream[350:]):
             async with pipeline.emitter("e2e-verifiable") as emitter:
                 for event in burst:

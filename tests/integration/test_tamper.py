@@ -21,12 +21,14 @@ import asyncpg
 import pytest
 
 from consumers.consumer import classify
+from ledger.auth import Role
 from ledger.ingest import WriterSchemaInfo
 from ledger.keys import load_signers
 from ledger.leaf import KafkaRecord
 from ledger.migrate import apply_migrations
 from ledger.pg.appender import PostgresAppender
 from ledger.pg.checkpointer import Checkpointer, CheckpointPolicy
+from ledgerctl.tokens import create_token
 from producers.codec import Codec
 from producers.simulator import Simulator
 from tests.support import ROOT, Stack, superuser_url, with_database
@@ -95,9 +97,19 @@ async def build(stack: Stack, database: str) -> dict[int, int]:
 def ledger(stack: Stack) -> Iterator[Ledger]:
     database = f"ledger_tamper_{secrets.token_hex(4)}"
     logs = asyncio.run(build(stack, database))
+    token = asyncio.run(
+        create_token(
+            with_database(stack.owner_url, database),
+            subject="tamper-auditor",
+            role=Role.AUDITOR,
+            ttl=None,
+            note="tamper test",
+        )
+    )
     env = stack.env(
         DATABASE_URL=with_database(stack.owner_url, database),
         LEDGER_READER_URL=with_database(stack.reader_url, database),
+        LEDGER_API_TOKEN=token.text,
     )
     yield Ledger(
         owner_url=with_database(stack.owner_url, database),

@@ -1,0 +1,368 @@
+"""The OpenAPI 3.1 document served at ``/openapi.json``.
+
+Invariant: it lists exactly the routes the app registers (a unit test compares
+them), with every parameter the handlers read and the shape of every answer; the
+schemathesis suite checks the running API against it.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+JsonObject = dict[str, object]
+
+_NULLABLE_STRING: Final[JsonObject] = {"type": ["string", "null"]}
+_ERROR_CODES: Final = ("400", "401", "403", "404", "503")
+
+
+def _ref(name: str) -> JsonObject:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: JsonObject, description: str = "OK") -> JsonObject:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: str) -> dict[str, JsonObject]:
+    wanted = codes or _ERROR_CODES
+    texts = {
+        "400": "Malformed parameter",
+        "401": "Missing, unknown, expired or revoked bearer token",
+        "403": "The token's role lacks this endpoint's permission",
+        "404": "Not found",
+        "413": "Request body too large",
+        "503": "The ledger is unavailable, overloaded or the read could not be recorded",
+    }
+    return {c: _json(_ref("Error"), texts[c]) for c in wanted}
+
+
+def _query(
+    name: str, schema: JsonObject, description: str, *, required: bool = False
+) -> JsonObject:
+    return {
+        "name": name,
+        "in": "query",
+        "required": required,
+        "schema": schema,
+        "description": description,
+    }
+
+
+def _path(name: str, schema: JsonObject, description: str) -> JsonObject:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "schema": schema,
+        "description": description,
+    }
+
+
+_ID_SCHEMA: Final[JsonObject] = {"type": "string", "minLength": 1, "maxLength": 256}
+_UINT: Final[JsonObject] = {"type": "integer", "minimum": 0, "maximum": 9223372036854775807}
+_LOG: Final = _path("log", {"type": "integer", "minimum": 0, "maximum": 2147483647}, "Log id")
+_INSTANT: Final[JsonObject] = {"type": "string", "format": "date-time"}
+
+
+def _history_parameters() -> list[JsonObject]:
+    return [
+        _query("since", _INSTANT, "Earliest event time (inclusive), RFC 3339 with offset"),
+        _query("until", _INSTANT, "Latest event time (exclusive), RFC 3339 with offset"),
+        _query("action", {"type": "string", "enum": ["C", "R", "U", "D", "E"]}, "DICOM action"),
+        _query("facility", _ID_SCHEMA, "Facility id"),
+        _query(
+            "outcome",
+            {
+                "type": "string",
+                "enum": ["SUCCESS", "MINOR_FAILURE", "SERIOUS_FAILURE", "MAJOR_FAILURE"],
+            },
+            "Event outcome",
+        ),
+        _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "Page size"),
+        _query(
+            "cursor",
+            {"type": "string", "maxLength": 16384},
+            "next_cursor of the previous page (keeps that page's snapshot)",
+        ),
+    ]
+
+
+def _get(
+    summary: str,
+    tag: str,
+    parameters: list[JsonObject],
+    ok: JsonObject,
+    *,
+    public: bool = False,
+    errors: tuple[str, ...] = (),
+) -> JsonObject:
+    op: JsonObject = {
+        "summary": summary,
+        "tags": [tag],
+        "parameters": parameters,
+        "responses": {"200": ok, **_errors(*errors)},
+    }
+    if public:
+        op["security"] = []
+    return {"get": op}
+
+
+def _schemas() -> dict[str, JsonObject]:
+    entry: JsonObject = {
+        "type": "object",
+        "required": ["event_id", "kind", "time", "facility", "user", "ledger"],
+        "properties": {
+            "event_id": {"type": "string", "format": "uuid"},
+            "kind": {
+                "type": "string",
+                "enum": ["phi_access", "critical_result_relay", "audit_log_used"],
+            },
+            "time": {"type": "string", "format": "date-time"},
+            "facility": {"type": "string"},
+            "patient": {
+                "type": ["object", "null"],
+                "properties": {
+                    "id": {"type": "string"},
+                    "issuer": _NULLABLE_STRING,
+                    "state": _NULLABLE_STRING,
+                },
+            },
+            "user": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "string"},
+                    "name": _NULLABLE_STRING,
+                    "role": _NULLABLE_STRING,
+                    "organization": _NULLABLE_STRING,
+                },
+            },
+            "event": {
+                "type": "object",
+                "properties": {"dicom_event_id": _NULLABLE_STRING, "name": {"type": "string"}},
+            },
+            "action": _NULLABLE_STRING,
+            "outcome": _NULLABLE_STRING,
+            "study": {
+                "type": ["object", "null"],
+                "properties": {"uid": {"type": "string"}, "accession": _NULLABLE_STRING},
+            },
+            "network_address": _NULLABLE_STRING,
+            "purpose_of_use": _NULLABLE_STRING,
+            "ledger": _ref("Position"),
+        },
+    }
+    return {
+        "Error": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "required": ["code", "message"],
+                    "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+                }
+            },
+        },
+        "Position": {
+            "type": "object",
+            "required": ["log_id", "origin", "leaf_index"],
+            "properties": {
+                "log_id": {"type": "integer"},
+                "origin": {"type": "string"},
+                "leaf_index": {"type": "integer", "minimum": 0},
+            },
+        },
+        "AccessEntry": entry,
+        "AccessPage": {
+            "type": "object",
+            "required": ["accesses", "next_cursor", "as_of"],
+            "properties": {
+                "accesses": {"type": "array", "items": _ref("AccessEntry")},
+                "next_cursor": _NULLABLE_STRING,
+                "as_of": {
+                    "type": "object",
+                    "description": "Signed size of each log the listing is computed within",
+                    "additionalProperties": {"type": "integer"},
+                },
+            },
+        },
+        "Rows": {
+            "type": "array",
+            "items": {"type": "object", "additionalProperties": True},
+        },
+    }
+
+
+def document() -> JsonObject:
+    """The OpenAPI document of the API as ``create_app`` wires it."""
+    history = _history_parameters()
+    rows = _ref("Rows")
+    paths: dict[str, JsonObject] = {
+        "/healthz": _get(
+            "Liveness (no ledger data)",
+            "service",
+            [],
+            _json({"type": "object", "properties": {"status": {"type": "string"}}}),
+            public=True,
+            errors=("404",),
+        ),
+        "/v1/patients/{patient_id}/accesses": _get(
+            "Who accessed this patient's PHI, newest first",
+            "history",
+            [
+                _path("patient_id", _ID_SCHEMA, "Patient id"),
+                _query("issuer", _ID_SCHEMA, "Assigning authority of the patient id"),
+                *history,
+            ],
+            _json(_ref("AccessPage")),
+        ),
+        "/v1/users/{user_id}/accesses": _get(
+            "Everything one user touched, newest first (including their reads of the ledger)",
+            "history",
+            [_path("user_id", _ID_SCHEMA, "User id"), *history],
+            _json(_ref("AccessPage")),
+        ),
+        "/v1/studies/{study_uid}/accesses": _get(
+            "Who accessed this study, newest first",
+            "history",
+            [
+                _path("study_uid", {"type": "string", "maxLength": 64}, "Study Instance UID"),
+                _query("accession", _ID_SCHEMA, "Accession number"),
+                *history,
+            ],
+            _json(_ref("AccessPage")),
+        ),
+        "/v1/events/{event_id}": _get(
+            "One event, decoded, with its ledger position",
+            "history",
+            [_path("event_id", {"type": "string", "format": "uuid"}, "Event id")],
+            _json({"type": "object", "required": ["event_id", "schema", "event", "ledger"]}),
+        ),
+        "/v1/events/{event_id}/proof": _get(
+            "The event's C2SP tlog-proof (entry, inclusion proof, signed checkpoint)",
+            "proofs",
+            [_path("event_id", {"type": "string", "format": "uuid"}, "Event id")],
+            {"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}},
+        ),
+        "/v1/logs": _get(
+            "Every log with its size and signed size",
+            "proofs",
+            [],
+            _json({"type": "object", "properties": {"logs": rows}}),
+        ),
+        "/v1/logs/{log}/checkpoints": _get(
+            "Signed checkpoints of a log, oldest first",
+            "proofs",
+            [
+                _LOG,
+                _query("after", _UINT, "Only checkpoints with a larger size"),
+                _query("limit", {"type": "integer", "minimum": 1, "maximum": 10000}, "Page"),
+            ],
+            _json({"type": "object", "properties": {"origin": {"type": "string"}}}),
+        ),
+        "/v1/logs/{log}/index": _get(
+            "The event index rows of a log, by leaf index",
+            "proofs",
+            [
+                _LOG,
+                _query("start", _UINT, "First leaf index"),
+                _query("limit", {"type": "integer", "minimum": 1, "maximum": 10000}, "Page"),
+            ],
+            _json({"type": "object", "properties": {"rows": rows}}),
+        ),
+        "/v1/logs/{log}/leaves": _get(
+            "Stored leaves with their indexes (base64)",
+            "proofs",
+            [
+                _LOG,
+                _query("start", _UINT, "First leaf index"),
+                _query("limit", {"type": "integer", "minimum": 1, "maximum": 4096}, "Page"),
+            ],
+            _json({"type": "object", "properties": {"leaves": rows}}),
+        ),
+        "/v1/logs/{log}/proof/inclusion": _get(
+            "RFC 6962 inclusion proof",
+            "proofs",
+            [
+                _LOG,
+                _query("index", _UINT, "Leaf index", required=True),
+                _query("tree_size", {"type": "integer", "minimum": 1}, "Tree size", required=True),
+            ],
+            _json({"type": "object", "properties": {"hashes": {"type": "array"}}}),
+        ),
+        "/v1/logs/{log}/proof/consistency": _get(
+            "RFC 6962 consistency proof",
+            "proofs",
+            [
+                _LOG,
+                _query("first", {"type": "integer", "minimum": 1}, "Older size", required=True),
+                _query("second", {"type": "integer", "minimum": 1}, "Newer size", required=True),
+            ],
+            _json({"type": "object", "properties": {"hashes": {"type": "array"}}}),
+        ),
+        "/v1/schemas": _get(
+            "Registered Avro writer schemas",
+            "proofs",
+            [],
+            _json({"type": "object", "properties": {"schemas": rows}}),
+        ),
+        "/logs/{log}/checkpoint": _get(
+            "The newest signed checkpoint (C2SP signed note)",
+            "proofs",
+            [_LOG],
+            {"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}},
+        ),
+        "/logs/{log}/tile/{level}/{path}": _get(
+            "C2SP tlog-tiles hash tile or entry bundle (level 'entries')",
+            "proofs",
+            [
+                _LOG,
+                _path("level", {"type": "string", "maxLength": 8}, "Tile level or 'entries'"),
+                _path("path", {"type": "string", "maxLength": 64}, "Tile path, e.g. x001/234.p/5"),
+            ],
+            {
+                "description": "OK",
+                "content": {"application/octet-stream": {"schema": {"type": "string"}}},
+            },
+        ),
+        "/v1/quarantine": _get(
+            "Records that could not be appended, with raw bytes and reason",
+            "operations",
+            [
+                _query("after", _UINT, "Only records with a larger id"),
+                _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "Page"),
+                _query("reason", {"type": "string", "pattern": "^[a-z0-9_]{1,64}$"}, "Reason"),
+            ],
+            _json({"type": "object", "properties": {"records": rows}}),
+        ),
+        "/v1/alerts": _get(
+            "Security alerts (conflicting re-sends of an event id)",
+            "operations",
+            [
+                _query("after", _UINT, "Only alerts with a larger id"),
+                _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "Page"),
+            ],
+            _json({"type": "object", "properties": {"alerts": rows}}),
+        ),
+        "/openapi.json": _get(
+            "This document", "service", [], _json({"type": "object"}), public=True, errors=("404",)
+        ),
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "PHI audit ledger",
+            "version": "1",
+            "description": (
+                "Who accessed which PHI, when and why, provable against signed checkpoints. "
+                "Every authenticated request is itself recorded in the ledger as a DICOM "
+                "'Audit Log Used' event; its id is in the Ledger-Audit-Event header."
+            ),
+        },
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": _schemas(),
+        },
+    }

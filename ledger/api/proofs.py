@@ -1,0 +1,165 @@
+"""Proof material: logs, checkpoints, tiles, leaves, index rows, proofs, schemas.
+
+Invariant: everything here is derived from the stored leaves and signed
+checkpoints; a client can check every answer offline against a checkpoint it
+trusts (the C2SP tlog-tiles and tlog-proof formats, or ``ledger verify``).
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ledger import tiles
+from ledger.api.common import READER, RESULTS, b64, error, event_id, integer, row_json
+from ledger.checkpoint import format_tlog_proof
+from ledger.query import LogInfo
+
+
+async def list_logs(request: web.Request) -> web.Response:
+    logs = await request.app[READER].logs()
+    return web.json_response(
+        {
+            "logs": [
+                {
+                    "id": log.log_id,
+                    "origin": log.origin,
+                    "topic": log.topic,
+                    "partition": log.partition,
+                    "size": log.size,
+                    "checkpoint_size": log.checkpoint_size,
+                    "unsigned_leaves": log.size - log.checkpoint_size,
+                }
+                for log in logs
+            ]
+        }
+    )
+
+
+async def _log_or_404(request: web.Request) -> LogInfo:
+    log_id = integer(request.match_info["log"], "log id", maximum=2**31 - 1)
+    info = await request.app[READER].log(log_id)
+    if info is None:
+        raise web.HTTPNotFound(
+            text='{"error": {"code": "not_found", "message": "no such log"}}',
+            content_type="application/json",
+        )
+    return info
+
+
+async def checkpoint(request: web.Request) -> web.Response:
+    info = await _log_or_404(request)
+    cp = await request.app[READER].latest_checkpoint(info.log_id)
+    if cp is None:
+        return error(404, "not_found", "no checkpoint has been signed for this log yet")
+    return web.Response(
+        text=cp.note, content_type="text/plain", headers={"Cache-Control": "no-cache"}
+    )
+
+
+async def checkpoints(request: web.Request) -> web.Response:
+    info = await _log_or_404(request)
+    after = integer(request.query.get("after", "0"), "after")
+    limit = integer(request.query.get("limit", "1000"), "limit", minimum=1, maximum=10_000)
+    cps = await request.app[READER].checkpoints(info.log_id, after=after, limit=limit)
+    return web.json_response(
+        {"origin": info.origin, "checkpoints": [{"size": c.size, "note": c.note} for c in cps]}
+    )
+
+
+async def index_rows(request: web.Request) -> web.Response:
+    """The event index of one log, by leaf index: what `ledger verify --api` checks."""
+    info = await _log_or_404(request)
+    start = integer(request.query.get("start", "0"), "start")
+    limit = integer(request.query.get("limit", "1000"), "limit", minimum=1, maximum=10_000)
+    rows = await request.app[READER].index_rows(info.log_id, start=start, limit=limit)
+    request[RESULTS] = len(rows)
+    return web.json_response({"origin": info.origin, "rows": [row_json(r) for r in rows]})
+
+
+async def leaves(request: web.Request) -> web.Response:
+    """Stored leaves with their indexes (base64). Unlike entry bundles this shows gaps, so
+    a verifier can locate a deleted row in a tampered database."""
+    info = await _log_or_404(request)
+    start = integer(request.query.get("start", "0"), "start")
+    limit = integer(request.query.get("limit", "256"), "limit", minimum=1, maximum=4096)
+    rows = await request.app[READER].leaves(info.log_id, start=start, end=start + limit)
+    request[RESULTS] = len(rows)
+    return web.json_response(
+        {"origin": info.origin, "leaves": [{"index": i, "leaf": b64(leaf)} for i, leaf in rows]}
+    )
+
+
+async def writer_schemas(request: web.Request) -> web.Response:
+    rows = await request.app[READER].writer_schemas()
+    return web.json_response(
+        {
+            "schemas": [
+                {"fingerprint": fp.hex(), "full_name": name, "schema_json": js}
+                for fp, name, js in rows
+            ]
+        }
+    )
+
+
+async def tile(request: web.Request) -> web.Response:
+    info = await _log_or_404(request)
+    level_text, path = request.match_info["level"], request.match_info["path"]
+    index, width = tiles.parse_partial(path)
+    reader = request.app[READER]
+    if level_text == "entries":
+        body = await reader.entries(info.log_id, index, width)
+    else:
+        level = integer(level_text, "tile level", maximum=63)
+        body = await reader.tile(info.log_id, level, index, width)
+    if body is None:
+        return error(404, "not_found", "that tile does not exist (yet)")
+    cache = "public, max-age=31536000, immutable" if width == tiles.TILE_WIDTH else "no-cache"
+    return web.Response(
+        body=body, content_type="application/octet-stream", headers={"Cache-Control": cache}
+    )
+
+
+async def inclusion_proof(request: web.Request) -> web.Response:
+    info = await _log_or_404(request)
+    index = integer(request.query.get("index"), "index")
+    tree_size = integer(request.query.get("tree_size"), "tree_size", minimum=1)
+    hashes = await request.app[READER].inclusion(info.log_id, index, tree_size, info.size)
+    return web.json_response(
+        {
+            "log_id": info.log_id,
+            "origin": info.origin,
+            "index": index,
+            "tree_size": tree_size,
+            "hashes": [b64(h) for h in hashes],
+        }
+    )
+
+
+async def consistency_proof(request: web.Request) -> web.Response:
+    info = await _log_or_404(request)
+    first = integer(request.query.get("first"), "first", minimum=1)
+    second = integer(request.query.get("second"), "second", minimum=1)
+    hashes = await request.app[READER].consistency(info.log_id, first, second, info.size)
+    return web.json_response(
+        {
+            "log_id": info.log_id,
+            "origin": info.origin,
+            "first": first,
+            "second": second,
+            "hashes": [b64(h) for h in hashes],
+        }
+    )
+
+
+async def event_proof(request: web.Request) -> web.Response:
+    ident = event_id(request.match_info["event_id"])
+    proof = await request.app[READER].event_proof(ident)
+    if proof is None:
+        return error(404, "not_found", "no event with that id is in the ledger")
+    # The entry itself travels in `extra`, so the file alone proves the event.
+    text = format_tlog_proof(proof.leaf_index, proof.hashes, proof.checkpoint.note, proof.leaf)
+    return web.Response(
+        text=text,
+        content_type="text/plain",
+        headers={"Content-Disposition": f'attachment; filename="{ident}.tlog-proof"'},
+    )

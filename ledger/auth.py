@@ -1,0 +1,141 @@
+"""API access control: bearer tokens, roles and what each role may do.
+
+Invariant: a token's text exists only with its holder; the ledger stores and looks
+up SHA-256 of it. Every API route names exactly one permission, and a role holds a
+permission only if ``ROLE_PERMISSIONS`` says so (least privilege):
+
+* investigator - reconstructs who accessed what: access histories, event details,
+  breach investigations, FHIR reads, and the proofs of what those return;
+* auditor - checks the ledger and the HIPAA outputs: proofs, checkpoints, tiles,
+  leaves and index rows, accountings of disclosures, critical-result relay reports,
+  FHIR reads, quarantine and security alerts;
+* admin - all of the above, and writes (``POST /fhir/AuditEvent``).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Final, NewType, Protocol
+
+from ledger.errors import LedgerError, MalformedInputError
+
+TokenHash = NewType("TokenHash", bytes)
+
+TOKEN_PREFIX: Final = "plt_"  # noqa: S105 - a public prefix, not a secret
+_TOKEN_BYTES: Final = 32
+_TOKEN_CHARS: Final = len(TOKEN_PREFIX) + 43  # unpadded base64url of 32 bytes
+
+
+class Role(StrEnum):
+    INVESTIGATOR = "investigator"
+    AUDITOR = "auditor"
+    ADMIN = "admin"
+
+
+class Permission(StrEnum):
+    #: Access histories and event details (PHI, by patient, user or study).
+    HISTORY = "history"
+    #: Breach investigations over users, facilities, addresses and time windows.
+    INVESTIGATE = "investigate"
+    #: Proof material: logs, checkpoints, tiles, leaves, index rows, proofs, schemas.
+    PROOFS = "proofs"
+    #: HIPAA outputs: accounting of disclosures, critical-result relay reports.
+    COMPLIANCE = "compliance"
+    #: Ingestion health: quarantined records (raw bytes) and security alerts.
+    OPERATIONS = "operations"
+    #: FHIR AuditEvent search and read.
+    FHIR_READ = "fhir_read"
+    #: FHIR AuditEvent ingestion (writes to Kafka like any producer).
+    FHIR_WRITE = "fhir_write"
+
+
+ROLE_PERMISSIONS: Final[dict[Role, frozenset[Permission]]] = {
+    Role.INVESTIGATOR: frozenset(
+        {Permission.HISTORY, Permission.INVESTIGATE, Permission.PROOFS, Permission.FHIR_READ}
+    ),
+    Role.AUDITOR: frozenset(
+        {
+            Permission.PROOFS,
+            Permission.COMPLIANCE,
+            Permission.OPERATIONS,
+            Permission.FHIR_READ,
+        }
+    ),
+    Role.ADMIN: frozenset(Permission),
+}
+
+
+class AuthenticationError(LedgerError):
+    """No valid bearer token: the API answers 401."""
+
+
+class ForbiddenError(LedgerError):
+    """A valid token whose role lacks the route's permission: the API answers 403."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Principal:
+    """Who a valid token belongs to."""
+
+    token_id: uuid.UUID
+    subject: str
+    role: Role
+
+    def may(self, permission: Permission) -> bool:
+        return permission in ROLE_PERMISSIONS[self.role]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IssuedToken:
+    token_id: uuid.UUID
+    #: The bearer token. Shown once, to whoever issued it; never stored.
+    text: str
+    token_hash: TokenHash
+
+
+class TokenDirectory(Protocol):
+    async def principal(self, token_hash: TokenHash) -> Principal | None:
+        """The holder of a live (unexpired, unrevoked) token, or None."""
+        ...
+
+
+def token_hash(text: str) -> TokenHash:
+    return TokenHash(hashlib.sha256(text.encode("ascii")).digest())
+
+
+def issue_token() -> IssuedToken:
+    """A new random token (256 bits) and the hash under which it is stored."""
+    body = base64.urlsafe_b64encode(secrets.token_bytes(_TOKEN_BYTES)).decode().rstrip("=")
+    text = TOKEN_PREFIX + body
+    return IssuedToken(token_id=uuid.uuid4(), text=text, token_hash=token_hash(text))
+
+
+def bearer_token(header: str | None) -> str:
+    """The token in an ``Authorization`` header; raises ``AuthenticationError``."""
+    if header is None:
+        raise AuthenticationError("an Authorization: Bearer token is required")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value:
+        raise AuthenticationError("the Authorization header must be 'Bearer <token>'")
+    value = value.strip()
+    if (
+        len(value) != _TOKEN_CHARS
+        or not value.startswith(TOKEN_PREFIX)
+        or not value.isascii()
+        or not all(c.isalnum() or c in "-_" for c in value[len(TOKEN_PREFIX) :])
+    ):
+        raise AuthenticationError("that is not a token this ledger issued")
+    return value
+
+
+def parse_role(text: str) -> Role:
+    try:
+        return Role(text)
+    except ValueError as exc:
+        allowed = ", ".join(r.value for r in Role)
+        raise MalformedInputError(f"role must be one of {allowed}, not {text!r}") from exc

@@ -1,0 +1,120 @@
+"""Issuing and revoking API tokens (as the owner role; the API only reads them).
+
+Invariant: a token's text is returned once, to the caller of ``create_token``, and
+never stored or logged; the database keeps SHA-256 of it.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+
+from ledger.auth import IssuedToken, Role, issue_token, token_hash
+from ledger.errors import ConflictError, MalformedInputError
+
+ISSUE_SQL = """
+INSERT INTO api_tokens (token_id, subject, role, token_hash, expires_at, note)
+VALUES ($1, $2, $3, $4, CASE WHEN $5::float8 IS NULL THEN NULL
+                             ELSE now() + make_interval(secs => $5::float8) END, $6)
+"""
+LIST_SQL = """
+SELECT t.token_id, t.subject, t.role, t.created_at, t.expires_at, t.note, r.revoked_at
+FROM api_tokens t LEFT JOIN api_token_revocations r USING (token_id)
+ORDER BY t.created_at
+"""
+REVOKE_SQL = "INSERT INTO api_token_revocations (token_id) VALUES ($1) ON CONFLICT DO NOTHING"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TokenInfo:
+    token_id: uuid.UUID
+    subject: str
+    role: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    note: str | None
+
+
+async def create_token(
+    dsn: str, *, subject: str, role: Role, ttl: timedelta | None, note: str | None
+) -> IssuedToken:
+    issued = issue_token()
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            ISSUE_SQL,
+            issued.token_id,
+            subject,
+            role.value,
+            issued.token_hash,
+            None if ttl is None else ttl.total_seconds(),
+            note,
+        )
+    except asyncpg.CheckViolationError as exc:
+        raise MalformedInputError(
+            "subject must be 1-64 characters of letters, digits and _ . @ -"
+        ) from exc
+    finally:
+        await conn.close()
+    return issued
+
+
+async def list_tokens(dsn: str) -> list[TokenInfo]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(LIST_SQL)
+    finally:
+        await conn.close()
+    return [
+        TokenInfo(
+            token_id=r["token_id"],
+            subject=r["subject"],
+            role=r["role"],
+            created_at=r["created_at"],
+            expires_at=r["expires_at"],
+            revoked_at=r["revoked_at"],
+            note=r["note"],
+        )
+        for r in rows
+    ]
+
+
+async def revoke_token(dsn: str, token_id: uuid.UUID) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(REVOKE_SQL, token_id)
+    except asyncpg.ForeignKeyViolationError as exc:
+        raise ConflictError(f"no token {token_id}") from exc
+    finally:
+        await conn.close()
+
+
+LIVE_HASH_SQL = """
+SELECT 1 FROM api_tokens t
+WHERE t.token_hash = $1 AND (t.expires_at IS NULL OR t.expires_at > now())
+  AND NOT EXISTS (SELECT 1 FROM api_token_revocations r WHERE r.token_id = t.token_id)
+"""
+
+
+async def token_is_live(dsn: str, text: str) -> bool:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return bool(await conn.fetchval(LIVE_HASH_SQL, token_hash(text)))
+    finally:
+        await conn.close()
+
+
+def write_secret(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` with mode 600, atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as out:
+        out.write(text + "\n")
+    tmp.replace(path)
