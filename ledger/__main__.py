@@ -17,8 +17,10 @@ from pathlib import Path
 from aiohttp import web
 
 from ledger.api import Route, create_app
+from ledger.api.fhir import FhirSubmitter
 from ledger.api.openapi import document
 from ledger.pg.reader import PostgresReader
+from ledger.pg.reports import PostgresReports
 from ledger.readlog import ReadRecorder
 
 logger = logging.getLogger("ledger.api")
@@ -38,6 +40,7 @@ async def serve_api(
     host: str,
     port: int,
     recorder: ReadRecorder,
+    fhir_submitter: FhirSubmitter | None = None,
     tls: ssl.SSLContext | None = None,
     extra_routes: tuple[Route, ...] = (),
     reader: PostgresReader | None = None,
@@ -46,11 +49,16 @@ async def serve_api(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with reader or PostgresReader(dsn=reader_dsn) as store:
+    async with (
+        reader or PostgresReader(dsn=reader_dsn) as store,
+        PostgresReports(dsn=reader_dsn, pool_size=2) as reports,
+    ):
         app = create_app(
             reader=store,
             tokens=store,
             recorder=recorder,
+            report_source=reports,
+            fhir_submitter=fhir_submitter,
             extra_routes=extra_routes,
             openapi=document(),
         )

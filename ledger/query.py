@@ -159,6 +159,12 @@ class HistoryQuery:
     action: str | None = None
     facility: str | None = None
     outcome: str | None = None
+    #: Further narrowing (FHIR search): by user, by study, by DICOM EventID ("CRR" for a
+    #: critical-result relay), by any of several actions.
+    user: str | None = None
+    study: str | None = None
+    event_types: tuple[str, ...] = ()
+    actions: tuple[str, ...] = ()
 
 
 class LedgerReader(Protocol):
@@ -177,6 +183,12 @@ class LedgerReader(Protocol):
         ...
 
     async def event(self, event_id: uuid.UUID) -> StoredEvent | None: ...
+
+    async def leaves_at(
+        self, positions: Sequence[LedgerPosition]
+    ) -> Mapping[tuple[int, int], bytes]:
+        """The stored leaf at each (log id, leaf index) position that exists."""
+        ...
 
     async def logs(self) -> Sequence[LogInfo]: ...
 

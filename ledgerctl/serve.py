@@ -11,6 +11,7 @@ import socket
 from pathlib import Path
 
 from ledger.__main__ import serve_api, tls_context
+from ledgerctl.fhirfeed import EmitterFhirSubmitter
 from ledgerctl.readaudit import EmitterReadRecorder
 from ledgerctl.settings import Settings
 from producers.emitter import Emitter, EmitterConfig
@@ -44,6 +45,7 @@ async def run_api(
     async with Emitter(config) as emitter:
         recorder = EmitterReadRecorder(emitter, ledger_name=settings.ledger_name)
         await serve_api(
+            fhir_submitter=EmitterFhirSubmitter(emitter),
             reader_dsn=settings.require("reader_url"),
             host=host,
             port=port,

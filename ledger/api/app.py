@@ -20,9 +20,10 @@ from typing import Final
 
 from aiohttp import web
 
-from ledger.api import history, ops, proofs
+from ledger.api import fhir, history, ops, proofs, reports
 from ledger.api.common import (
     AUDIT_EVENT,
+    AUDIT_PARAMS,
     MAX_REQUEST_BYTES,
     PATIENT,
     PRINCIPAL,
@@ -117,6 +118,35 @@ def routes(extra: tuple[Route, ...] = ()) -> tuple[Route, ...]:
               name="alerts"),
     )  # fmt: skip
     return core + extra
+
+
+def report_routes() -> tuple[Route, ...]:
+    P = Permission
+    return (
+        Route(method="POST", path="/v1/investigations", handler=reports.investigation,
+              permission=P.INVESTIGATE, name="investigation"),
+        Route(method="GET", path="/v1/patients/{patient_id}/disclosures",
+              handler=reports.disclosures, permission=P.COMPLIANCE, name="disclosures"),
+        Route(method="GET", path="/v1/reports/critical-results", handler=reports.relays,
+              permission=P.COMPLIANCE, name="critical_results"),
+    )  # fmt: skip
+
+
+def fhir_routes(*, writable: bool) -> tuple[Route, ...]:
+    P = Permission
+    read = (
+        Route(method="GET", path="/fhir/AuditEvent", handler=fhir.search,
+              permission=P.FHIR_READ, name="fhir_search"),
+        Route(method="GET", path="/fhir/AuditEvent/{event_id}", handler=fhir.read,
+              permission=P.FHIR_READ, name="fhir_read"),
+    )  # fmt: skip
+    if not writable:
+        return read
+    return (
+        *read,
+        Route(method="POST", path="/fhir/AuditEvent", handler=fhir.create,
+              permission=P.FHIR_WRITE, name="fhir_create"),
+    )  # fmt: skip
 
 
 def error_response(request: web.Request, exc: BaseException) -> web.StreamResponse:
@@ -233,7 +263,9 @@ async def read_audit_middleware(request: web.Request, handler: Handler) -> web.S
         method=request.method,
         path=clean_text(request.path, MAX_PATH_CHARS),
         status=response.status,
-        parameters=clean_parameters({k: v for k, v in request.query.items()}),
+        parameters=clean_parameters(
+            {**{k: v for k, v in request.query.items()}, **request.get(AUDIT_PARAMS, {})}
+        ),
         results=request.get(RESULTS),
         patient_id=None if patient is None else patient[0],
         patient_issuer=None if patient is None else patient[1],
@@ -250,6 +282,8 @@ def create_app(
     reader: LedgerReader,
     tokens: TokenDirectory,
     recorder: ReadRecorder,
+    report_source: reports.ReportSource | None = None,
+    fhir_submitter: fhir.FhirSubmitter | None = None,
     extra_routes: tuple[Route, ...] = (),
     openapi: dict[str, object] | None = None,
 ) -> web.Application:
@@ -262,7 +296,13 @@ def create_app(
     app[TOKENS] = tokens
     app[RECORDER] = recorder
     app[SCHEMAS] = {}
-    table = routes(extra_routes)
+    extra = extra_routes + fhir_routes(writable=fhir_submitter is not None)
+    if report_source is not None:
+        app[reports.REPORTS] = report_source
+        extra += report_routes()
+    if fhir_submitter is not None:
+        app[fhir.FHIR_SUBMITTER] = fhir_submitter
+    table = routes(extra)
     app[SETTINGS] = {"permissions": {r.name: r.permission for r in table}}
     for r in table:
         app.router.add_route(r.method, r.path, r.handler, name=r.name)

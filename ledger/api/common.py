@@ -34,6 +34,8 @@ PRINCIPAL: Final = "ledger.principal"
 RESULTS: Final = "ledger.results"
 PATIENT: Final = "ledger.patient"
 AUDIT_EVENT: Final = "ledger.audit_event"
+#: Extra parameters to record with the read (e.g. the scope in a POST body).
+AUDIT_PARAMS: Final = "ledger.audit_params"
 
 DEFAULT_PAGE: Final = 100
 MAX_PAGE: Final = 1000

@@ -23,6 +23,26 @@ def _json(schema: JsonObject, description: str = "OK") -> JsonObject:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+def _fhir_json(schema: JsonObject, description: str = "OK") -> JsonObject:
+    return {"description": description, "content": {"application/fhir+json": {"schema": schema}}}
+
+
+def _fhir_errors() -> dict[str, JsonObject]:
+    outcome = _fhir_json({"type": "object", "required": ["resourceType"]}, "OperationOutcome")
+    return {
+        "400": outcome,
+        "401": _json(_ref("Error"), "Missing or invalid token"),
+        "403": _json(_ref("Error"), "Role lacks permission"),
+        "404": outcome,
+        "413": outcome,
+        "503": outcome,
+    }
+
+
+def _with_errors(ok: JsonObject) -> dict[str, JsonObject]:
+    return {"200": ok, **_errors()}
+
+
 def _errors(*codes: str) -> dict[str, JsonObject]:
     wanted = codes or _ERROR_CODES
     texts = {
@@ -96,11 +116,12 @@ def _get(
     public: bool = False,
     errors: tuple[str, ...] = (),
 ) -> JsonObject:
+    failures = _fhir_errors() if tag == "fhir" else _errors(*errors)
     op: JsonObject = {
         "summary": summary,
         "tags": [tag],
         "parameters": parameters,
-        "responses": {"200": ok, **_errors(*errors)},
+        "responses": {"200": ok, **failures},
     }
     if public:
         op["security"] = []
@@ -343,6 +364,137 @@ def document() -> JsonObject:
                 _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "Page"),
             ],
             _json({"type": "object", "properties": {"alerts": rows}}),
+        ),
+        "/v1/investigations": {
+            "post": {
+                "summary": "Breach investigation: affected patients, per-state counts against "
+                "the 164.406/164.408 thresholds, timeline, and the checkpoints it was computed "
+                "against",
+                "tags": ["reports"],
+                "parameters": [
+                    _query("format", {"type": "string", "enum": ["json", "csv"]}, "Export")
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["since", "until"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "users": {"type": "array", "items": {"type": "string"}},
+                                    "facility": {"type": "string"},
+                                    "network_addresses": {
+                                        "type": "array",
+                                        "items": {"type": "string"},
+                                    },
+                                    "since": _INSTANT,
+                                    "until": _INSTANT,
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": _with_errors(
+                    {
+                        "description": "The report",
+                        "content": {
+                            "application/json": {"schema": {"type": "object"}},
+                            "text/csv": {"schema": {"type": "string"}},
+                        },
+                    }
+                ),
+            }
+        },
+        "/v1/patients/{patient_id}/disclosures": _get(
+            "Accounting of disclosures (164.528): date, recipient, PHI, purpose",
+            "reports",
+            [
+                _path("patient_id", _ID_SCHEMA, "Patient id"),
+                _query("issuer", _ID_SCHEMA, "Assigning authority of the patient id"),
+                _query("years", {"type": "integer", "minimum": 1, "maximum": 6}, "Lookback"),
+                _query("format", {"type": "string", "enum": ["json", "csv", "html"]}, "Export"),
+            ],
+            {
+                "description": "The accounting",
+                "content": {
+                    "application/json": {"schema": {"type": "object"}},
+                    "text/csv": {"schema": {"type": "string"}},
+                    "text/html": {"schema": {"type": "string"}},
+                },
+            },
+        ),
+        "/v1/reports/critical-results": _get(
+            "Critical-result relays: times per ACR category, late or read-back-less relays",
+            "reports",
+            [
+                _query("since", _INSTANT, "Identified at or after (default: 30 days ago)"),
+                _query("until", _INSTANT, "Identified before (default: now)"),
+                _query("facility", _ID_SCHEMA, "Facility id"),
+                *(
+                    _query(
+                        f"deadline_cat{n}",
+                        {"type": "integer", "minimum": 1, "maximum": 43200},
+                        f"CAT{n} deadline in minutes",
+                    )
+                    for n in (1, 2, 3)
+                ),
+                _query("format", {"type": "string", "enum": ["json", "csv"]}, "Export"),
+            ],
+            {
+                "description": "The report",
+                "content": {
+                    "application/json": {"schema": {"type": "object"}},
+                    "text/csv": {"schema": {"type": "string"}},
+                },
+            },
+        ),
+        "/fhir/AuditEvent": {
+            **_get(
+                "FHIR R4 AuditEvent search (searchset Bundle); name a patient, agent or entity",
+                "fhir",
+                [
+                    _query("patient", _ID_SCHEMA, "Patient id or Patient/id"),
+                    _query("agent", _ID_SCHEMA, "User id"),
+                    _query("entity", {"type": "string", "maxLength": 256}, "Study UID"),
+                    {
+                        "name": "date",
+                        "in": "query",
+                        "schema": {"type": "array", "items": {"type": "string"}, "maxItems": 4},
+                        "style": "form",
+                        "explode": True,
+                        "description": "ge/gt/le/lt/eq + FHIR dateTime; repeat to bound",
+                    },
+                    _query("type", {"type": "string", "maxLength": 256}, "[system|]code"),
+                    _query("action", {"type": "string", "maxLength": 64}, "C,R,U,D,E"),
+                    _query("_count", {"type": "integer", "minimum": 1, "maximum": 1000}, "Page"),
+                    _query("_cursor", {"type": "string", "maxLength": 16384}, "Next page"),
+                ],
+                _fhir_json({"type": "object", "required": ["resourceType", "type"]}),
+                errors=(),
+            ),
+            "post": {
+                "summary": "Ingest an AuditEvent, or a batch/transaction Bundle of them, "
+                "through Kafka like any producer",
+                "tags": ["fhir"],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/fhir+json": {"schema": {"type": "object"}}},
+                },
+                "responses": {
+                    "200": _fhir_json({"type": "object"}, "batch/transaction response"),
+                    "201": _fhir_json({"type": "object"}, "Accepted (OperationOutcome)"),
+                    **_fhir_errors(),
+                },
+            },
+        },
+        "/fhir/AuditEvent/{event_id}": _get(
+            "One FHIR R4 AuditEvent, with its ledger position",
+            "fhir",
+            [_path("event_id", {"type": "string", "maxLength": 64}, "Event id")],
+            _fhir_json({"type": "object", "required": ["resourceType", "id"]}),
+            errors=(),
         ),
         "/openapi.json": _get(
             "This document", "service", [], _json({"type": "object"}), public=True, errors=("404",)

@@ -108,8 +108,22 @@ class PostgresReader(PooledAdapter):
             None if after is None else after.event_time,
             None if after is None else after.event_id,
             limit,
+            query.user,
+            query.study,
+            list(query.event_types) or None,
+            list(query.actions) or None,
         )
         return [_entry(r) for r in rows]
+
+    async def leaves_at(
+        self, positions: Sequence[LedgerPosition]
+    ) -> Mapping[tuple[int, int], bytes]:
+        rows = await self._p.fetch(
+            sql.LEAVES_AT,
+            [p.log_id for p in positions],
+            [p.leaf_index for p in positions],
+        )
+        return {(r["log_id"], r["leaf_index"]): bytes(r["leaf"]) for r in rows}
 
     async def principal(self, token_hash: TokenHash) -> Principal | None:
         now = time.monotonic()

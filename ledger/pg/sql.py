@@ -102,6 +102,10 @@ WHERE {key}
   AND ($7::text IS NULL OR e.facility_id = $7)
   AND ($8::text IS NULL OR e.outcome = $8)
   AND ($9::timestamptz IS NULL OR (e.event_time, e.event_id) < ($9, $10::uuid))
+  AND ($12::text IS NULL OR e.user_id = $12)
+  AND ($13::text IS NULL OR e.study_uid = $13)
+  AND ($14::text[] IS NULL OR coalesce(e.dicom_event_id, 'CRR') = ANY($14))
+  AND ($15::text[] IS NULL OR e.action = ANY($15))
 ORDER BY e.event_time DESC, e.event_id DESC
 LIMIT $11
 """
@@ -121,6 +125,13 @@ HISTORY_BY: Final = {
         key="e.study_uid = $1 AND ($2::text IS NULL OR e.accession = $2)",
     ),
 }
+
+# Stored leaves at (log_id, leaf_index) positions.
+LEAVES_AT: Final = """
+SELECT l.log_id, l.leaf_index, l.leaf
+FROM unnest($1::integer[], $2::bigint[]) AS p(log_id, leaf_index)
+JOIN leaves l USING (log_id, leaf_index)
+"""
 
 # Each log's newest signed size (0 where none is signed yet), by log id.
 SIGNED_SIZES: Final = """
