@@ -26,6 +26,28 @@ from ledger.readlog import ReadRecorder
 logger = logging.getLogger("ledger.api")
 
 
+class _NoRequestText(logging.Filter):
+    """aiohttp logs malformed requests with their raw bytes (which may carry PHI): keep
+    the fact, drop the text and the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info:
+            kind = record.exc_info[0].__name__ if record.exc_info[0] else "error"
+            record.msg = "rejected a request aiohttp could not handle (%s)"
+            record.args = (kind,)
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def quiet_server_logs() -> None:
+    """No request text in the service's own log: no access log, no raw-request dumps."""
+    logging.getLogger("aiohttp.access").setLevel(logging.CRITICAL)
+    server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, _NoRequestText) for f in server.filters):
+        server.addFilter(_NoRequestText())
+
+
 def tls_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
     """Server-side TLS 1.2+ with the certificate chain and key (PEM) given."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -45,6 +67,7 @@ async def serve_api(
     extra_routes: tuple[Route, ...] = (),
     reader: PostgresReader | None = None,
 ) -> None:
+    quiet_server_logs()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -62,7 +85,8 @@ async def serve_api(
             extra_routes=extra_routes,
             openapi=document(),
         )
-        runner = web.AppRunner(app, access_log=None)
+        # Cursors pin every log's size: allow request lines up to 16 KiB.
+        runner = web.AppRunner(app, access_log=None, max_line_size=16384)
         await runner.setup()
         try:
             site = web.TCPSite(runner, host, port, ssl_context=tls)

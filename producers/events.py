@@ -666,8 +666,8 @@ def _validate_relay(record: Record, latest: datetime) -> None:
         _text(f"attempts[{i}].note", attempt.get("note"), required=False, limit=MAX_TEXT_CHARS)
 
 
-#: HTTP methods the ledger's API answers.
-_METHODS: Final = frozenset({"GET", "HEAD", "POST", "OPTIONS"})
+#: An HTTP method token as recorded (the API records every method a caller tried).
+_METHOD = re.compile(r"[A-Z]{1,16}")
 
 
 def _validate_audit_log_used(record: Record, latest: datetime) -> None:
@@ -691,8 +691,8 @@ def _validate_audit_log_used(record: Record, latest: datetime) -> None:
     _text("network_address", record.get("network_address"), required=False)
     query = _req(record, "query")
     method = query.get("method")
-    if method not in _METHODS:
-        raise _fail("query.method", f"{method!r} is not an HTTP method the API answers")
+    if not isinstance(method, str) or not _METHOD.fullmatch(method):
+        raise _fail("query.method", f"{method!r} is not an upper-case HTTP method token")
     path = query.get("path")
     _text("query.path", path, required=True, limit=MAX_TEXT_CHARS)
     if not isinstance(path, str) or not path.startswith("/"):

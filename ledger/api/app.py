@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -55,6 +56,9 @@ from ledger.readlog import (
 )
 
 logger = logging.getLogger("ledger.api")
+
+#: An HTTP method token as the AuditLogUsed schema records it.
+_METHOD: Final = re.compile(r"[A-Z]{1,16}")
 
 #: Longest a request may take before it is answered 503 (bounded work per request).
 REQUEST_TIMEOUT: Final = 30.0
@@ -153,7 +157,10 @@ def error_response(request: web.Request, exc: BaseException) -> web.StreamRespon
     """The JSON answer for an exception raised while handling ``request``."""
     if isinstance(exc, web.HTTPException):
         if exc.status >= 400 and exc.content_type != "application/json":
-            return error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
+            resp = error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
+            if "Allow" in exc.headers:  # 405 says which methods the resource has
+                resp.headers["Allow"] = exc.headers["Allow"]
+            return resp
         return exc
     if isinstance(exc, AuthenticationError):
         resp = error(401, "unauthenticated", str(exc))
@@ -260,7 +267,7 @@ async def read_audit_middleware(request: web.Request, handler: Handler) -> web.S
         subject=who.subject,
         role=who.role.value,
         client=request.remote,
-        method=request.method,
+        method=request.method if _METHOD.fullmatch(request.method) else "INVALID",
         path=clean_text(request.path, MAX_PATH_CHARS),
         status=response.status,
         parameters=clean_parameters(

@@ -81,6 +81,7 @@ def _path(name: str, schema: JsonObject, description: str) -> JsonObject:
 _ID_SCHEMA: Final[JsonObject] = {"type": "string", "minLength": 1, "maxLength": 256}
 _UINT: Final[JsonObject] = {"type": "integer", "minimum": 0, "maximum": 9223372036854775807}
 _LOG: Final = _path("log", {"type": "integer", "minimum": 0, "maximum": 2147483647}, "Log id")
+_START: Final[JsonObject] = {"type": "integer", "minimum": 0, "maximum": 2**62}
 _INSTANT: Final[JsonObject] = {"type": "string", "format": "date-time"}
 
 
@@ -101,7 +102,7 @@ def _history_parameters() -> list[JsonObject]:
         _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "Page size"),
         _query(
             "cursor",
-            {"type": "string", "maxLength": 16384},
+            {"type": "string", "maxLength": 8192, "pattern": "^[A-Za-z0-9_-]*$"},
             "next_cursor of the previous page (keeps that page's snapshot)",
         ),
     ]
@@ -286,7 +287,7 @@ def document() -> JsonObject:
             "proofs",
             [
                 _LOG,
-                _query("start", _UINT, "First leaf index"),
+                _query("start", _START, "First leaf index"),
                 _query("limit", {"type": "integer", "minimum": 1, "maximum": 10000}, "Page"),
             ],
             _json({"type": "object", "properties": {"rows": rows}}),
@@ -296,7 +297,7 @@ def document() -> JsonObject:
             "proofs",
             [
                 _LOG,
-                _query("start", _UINT, "First leaf index"),
+                _query("start", _START, "First leaf index"),
                 _query("limit", {"type": "integer", "minimum": 1, "maximum": 4096}, "Page"),
             ],
             _json({"type": "object", "properties": {"leaves": rows}}),
@@ -469,7 +470,11 @@ def document() -> JsonObject:
                     _query("type", {"type": "string", "maxLength": 256}, "[system|]code"),
                     _query("action", {"type": "string", "maxLength": 64}, "C,R,U,D,E"),
                     _query("_count", {"type": "integer", "minimum": 1, "maximum": 1000}, "Page"),
-                    _query("_cursor", {"type": "string", "maxLength": 16384}, "Next page"),
+                    _query(
+                        "_cursor",
+                        {"type": "string", "maxLength": 8192, "pattern": "^[A-Za-z0-9_-]*$"},
+                        "Next page",
+                    ),
                 ],
                 _fhir_json({"type": "object", "required": ["resourceType", "type"]}),
                 errors=(),

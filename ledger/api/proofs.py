@@ -69,7 +69,7 @@ async def checkpoints(request: web.Request) -> web.Response:
 async def index_rows(request: web.Request) -> web.Response:
     """The event index of one log, by leaf index: what `ledger verify --api` checks."""
     info = await _log_or_404(request)
-    start = integer(request.query.get("start", "0"), "start")
+    start = integer(request.query.get("start", "0"), "start", maximum=2**62)
     limit = integer(request.query.get("limit", "1000"), "limit", minimum=1, maximum=10_000)
     rows = await request.app[READER].index_rows(info.log_id, start=start, limit=limit)
     request[RESULTS] = len(rows)
@@ -80,7 +80,7 @@ async def leaves(request: web.Request) -> web.Response:
     """Stored leaves with their indexes (base64). Unlike entry bundles this shows gaps, so
     a verifier can locate a deleted row in a tampered database."""
     info = await _log_or_404(request)
-    start = integer(request.query.get("start", "0"), "start")
+    start = integer(request.query.get("start", "0"), "start", maximum=2**62)
     limit = integer(request.query.get("limit", "256"), "limit", minimum=1, maximum=4096)
     rows = await request.app[READER].leaves(info.log_id, start=start, end=start + limit)
     request[RESULTS] = len(rows)
