@@ -36,6 +36,7 @@ from producers.events import (
 )
 from producers.simulator import Simulator
 from tests.e2e.conftest import E2E_SEED, LEDGER, Pipeline, free_port, wait_for_events
+from tests.interop.fhir_validator import validate_resources
 from tests.support import ROOT
 
 pytestmark = pytest.mark.e2e
@@ -392,6 +393,7 @@ async def test_fhir_search_read_and_ingest(
     patient = accesses[0].patient
     expected = {str(e.event_id) for e in world.stream if e.patient == patient}
     found: set[str] = set()
+    served: list[dict] = []  # type: ignore[type-arg]
     url: str | None = f"{api}/fhir/AuditEvent?patient={patient.id}&_count=5"
     while url:
         async with http.get(url) as resp:
@@ -400,6 +402,7 @@ async def test_fhir_search_read_and_ingest(
             bundle = await resp.json(content_type=None)
         assert bundle["resourceType"] == "Bundle"
         assert bundle["type"] == "searchset"
+        served.append(bundle)
         for entry in bundle.get("entry", []):
             resource = entry["resource"]
             if resource["type"]["code"] != "110101":  # reads of the ledger naming the patient
@@ -413,7 +416,11 @@ async def test_fhir_search_read_and_ingest(
     assert resource["id"] == one
     async with http.get(f"{api}/fhir/AuditEvent?foo=bar") as resp:
         assert resp.status == 400
-        assert (await resp.json(content_type=None))["resourceType"] == "OperationOutcome"
+        served.append(await resp.json(content_type=None))
+    assert served[-1]["resourceType"] == "OperationOutcome"
+    # What the live API serves is valid FHIR R4 (HAPI's validator, offline, one JVM).
+    reports = await asyncio.to_thread(validate_resources, [*served, resource])
+    assert all(r.valid for r in reports), "\n".join(r.explain() for r in reports if not r.valid)
 
     # Ingestion: an AuditEvent posted by an admin reaches the ledger through Kafka.
     template = dataclasses.replace(accesses[1], event_id=uuid.uuid4()).stamped(
