@@ -24,9 +24,6 @@ from ledger.pg.appender import PostgresAppender
 from ledger.pg.checkpointer import Checkpointer, CheckpointPolicy
 from ledger.pg.reader import PostgresReader
 from ledger.pg.reports import (
-    INVESTIGATION_BY_ADDRESSES,
-    INVESTIGATION_BY_FACILITY,
-    RELAYS_RECORDED,
     PostgresReports,
 )
 from ledger.reports import InvestigationScope, PatientRef, RelayIssue, to_csv, to_html, to_json
@@ -556,29 +553,6 @@ async def test_hostile_requests_are_refused_before_querying(reports: PostgresRep
         await reports.relays(start=now - timedelta(days=4000), end=now, now=now)
     with pytest.raises(MalformedInputError, match="facility"):
         await reports.relays(start=now - timedelta(1), end=now, facility="x\x00y")
-
-
-@pytest.mark.parametrize(
-    ("statement", "args", "index"),
-    [
-        (INVESTIGATION_BY_FACILITY, ("f", "S", "E", 10), "events_facility_time"),
-        (INVESTIGATION_BY_ADDRESSES, (["10.0.0.1"], "S", "E", None, 10), "events_address_time"),
-        (RELAYS_RECORDED, ("S", "E", None, 10), "events_relay_time"),
-    ],
-)
-async def test_report_queries_use_the_report_indexes(
-    stack: Stack, statement: str, args: tuple[object, ...], index: str
-) -> None:
-    now = datetime.now(UTC)
-    values = [now - timedelta(1) if a == "S" else now if a == "E" else a for a in args]
-    conn = await asyncpg.connect(stack.reader_url)
-    try:
-        async with conn.transaction():
-            await conn.execute("SET LOCAL enable_seqscan = off")
-            plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + statement, *values))
-    finally:
-        await conn.close()
-    assert index in plan
 
 
 async def test_an_index_row_that_does_not_match_its_leaf_is_refused(stack: Stack) -> None:
