@@ -33,6 +33,11 @@ quarantine_app = typer.Typer(
 app.add_typer(quarantine_app, name="quarantine")
 token_app = typer.Typer(help="API bearer tokens (stored as hashes).", no_args_is_help=True)
 app.add_typer(token_app, name="token")
+atna_app = typer.Typer(
+    help="IHE ATNA audit record repository: syslog over TLS/UDP in, events out.",
+    no_args_is_help=True,
+)
+app.add_typer(atna_app, name="atna")
 
 console = Console(stderr=True)
 
@@ -314,6 +319,71 @@ def token_revoke(token_id: str) -> None:
     except (LedgerError, ValueError) as exc:
         raise _fail(str(exc)) from exc
     console.print(f"revoked {token_id}")
+
+
+@atna_app.command("serve")
+def atna_serve(
+    cert: Annotated[Path | None, typer.Option(help="PEM certificate chain (TLS).")] = None,
+    key: Annotated[Path | None, typer.Option(help="PEM private key for --cert.")] = None,
+    client_ca: Annotated[
+        Path | None, typer.Option(help="Require client certificates signed by this CA.")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+    tls_port: Annotated[int, typer.Option(help="RFC 5425 (syslog over TLS) port.")] = 16514,
+    udp_port: Annotated[int, typer.Option(help="RFC 5426 (syslog over UDP) port.")] = 15514,
+    no_tls: Annotated[bool, typer.Option(help="Do not listen on TLS.")] = False,
+    no_udp: Annotated[bool, typer.Option(help="Do not listen on UDP.")] = False,
+    kept_dir: Annotated[Path, typer.Option(help="Where unparseable messages are kept.")] = Path(
+        ".local/atna/kept"
+    ),
+    producer_id: Annotated[str, typer.Option(help="Producer id of the events.")] = "atna-receiver",
+    default_facility: Annotated[
+        str | None, typer.Option(help="Facility when a message names no site.")
+    ] = None,
+    max_message_bytes: Annotated[int, typer.Option(min=2048)] = 65536,
+    max_connections: Annotated[int, typer.Option(min=1)] = 256,
+    idle_timeout: Annotated[float, typer.Option(help="Seconds.")] = 300.0,
+    stats_every: Annotated[float, typer.Option(help="Log counters every N seconds.")] = 60.0,
+    verbose: bool = False,
+) -> None:
+    """Run the ATNA receiver until SIGTERM."""
+    from ledgerctl.atna import run_atna, stats_json
+
+    _logging(verbose)
+    stats = asyncio.run(
+        run_atna(
+            Settings.load(),
+            host=host,
+            tls_port=None if no_tls else tls_port,
+            udp_port=None if no_udp else udp_port,
+            cert=cert,
+            key=key,
+            client_ca=client_ca,
+            kept_dir=kept_dir,
+            producer_id=producer_id,
+            default_facility=default_facility,
+            max_message_bytes=max_message_bytes,
+            max_connections=max_connections,
+            idle_timeout=idle_timeout,
+            stats_every=stats_every,
+        )
+    )
+    print(f"ATNA receiver exited: {stats_json(stats)}", file=sys.stderr, flush=True)
+
+
+@atna_app.command("kept")
+def atna_kept(
+    kept_dir: Annotated[Path, typer.Option()] = Path(".local/atna/kept"),
+    reason: Annotated[str | None, typer.Option(help="Only this reason.")] = None,
+    after_id: int = 0,
+    limit: Annotated[int, typer.Option(min=1, max=10000)] = 100,
+    raw: Annotated[bool, typer.Option(help="Include the raw bytes (base64).")] = False,
+) -> None:
+    """List the messages the receiver kept instead of mapping (JSON lines)."""
+    from ledgerctl.atna import kept_json, list_kept
+
+    for message in list_kept(kept_dir, reason=reason, after_id=after_id, limit=limit):
+        print(kept_json(message, with_raw=raw))
 
 
 @app.command()

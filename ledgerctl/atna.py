@@ -1,0 +1,159 @@
+"""Run the IHE ATNA receiver (``ledger atna serve``) and list its kept messages.
+
+Invariant: the receiver's events go through a durable emitter (a spool per producer id
+under ``LEDGER_SPOOL_DIR``, as ``ledger simulate`` uses), so an event the receiver handed
+over survives Kafka being away; ``run_atna`` returns only after SIGTERM or SIGINT, once the
+receiver has stopped (queued messages emitted or kept) and the emitter has flushed to
+Kafka or spooled.
+
+Until the typer command is wired into ``ledgerctl/__main__.py``, ``python -m
+ledgerctl.atna serve ...`` and ``python -m ledgerctl.atna kept ...`` run the same code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from ledgerctl.settings import Settings
+from ledgerctl.simulate import emitter_config
+from producers.atna.kept import KeptMessage, read_kept
+from producers.atna.receiver import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    AtnaReceiver,
+    AtnaReceiverConfig,
+    AtnaStats,
+)
+from producers.emitter import Emitter
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TLS_PORT = 16514
+DEFAULT_UDP_PORT = 15514
+DEFAULT_PRODUCER_ID = "atna-receiver"
+
+
+def stats_json(stats: AtnaStats) -> str:
+    """One line of JSON for logs and status files."""
+    return json.dumps(
+        {
+            "running": stats.running,
+            "received_tls": stats.received_tls,
+            "received_udp": stats.received_udp,
+            "mapped": stats.mapped,
+            "events": stats.events,
+            "resent": stats.resent,
+            "kept": dict(stats.kept),
+            "kept_bytes": stats.kept_bytes,
+            "kept_full": stats.kept_full,
+            "udp_dropped_overload": stats.udp_dropped_overload,
+            "queue_depth": stats.queue_depth,
+            "queue_max": stats.queue_max,
+            "connections": stats.connections,
+            "connections_refused": stats.connections_refused,
+            "emit_retries": stats.emit_retries,
+            "lost_at_stop": stats.lost_at_stop,
+        },
+        sort_keys=True,
+    )
+
+
+async def run_atna(
+    settings: Settings,
+    *,
+    tls_port: int | None,
+    udp_port: int | None,
+    cert: Path | None,
+    key: Path | None,
+    kept_dir: Path,
+    host: str = "127.0.0.1",
+    client_ca: Path | None = None,
+    producer_id: str = DEFAULT_PRODUCER_ID,
+    default_facility: str | None = None,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    max_connections: int = 256,
+    idle_timeout: float = 300.0,
+    queue_max: int = 4096,
+    kept_max_bytes: int = 256 * 1024 * 1024,
+    stats_every: float = 60.0,
+    ready: Callable[[AtnaReceiver], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> AtnaStats:
+    """Run the receiver until SIGTERM/SIGINT (or ``stop`` is set); return its last stats.
+
+    ``ready`` is called once the listeners are bound (with the receiver, whose
+    ``tls_port`` / ``udp_port`` are the bound ports).
+    """
+    config = AtnaReceiverConfig(
+        kept_dir=str(kept_dir),
+        host=host,
+        tls_port=tls_port,
+        udp_port=udp_port,
+        cert_file=None if cert is None else str(cert),
+        key_file=None if key is None else str(key),
+        client_ca_file=None if client_ca is None else str(client_ca),
+        max_message_bytes=max_message_bytes,
+        max_connections=max_connections,
+        idle_timeout_seconds=idle_timeout,
+        queue_max=queue_max,
+        kept_max_bytes=kept_max_bytes,
+        default_facility=default_facility,
+    )
+    stopping = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    try:
+        async with (
+            Emitter(emitter_config(settings, producer_id)) as emitter,
+            AtnaReceiver(config, emitter) as receiver,
+        ):
+            logger.info(
+                "ATNA receiver ready: TLS %s:%s, UDP %s:%s, producer %s, topic %s",
+                host,
+                receiver.tls_port,
+                host,
+                receiver.udp_port,
+                producer_id,
+                settings.access_topic,
+            )
+            if ready is not None:
+                ready(receiver)
+            while not stopping.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(stats_every):
+                        await stopping.wait()
+                logger.info("ATNA stats %s", stats_json(receiver.stats()))
+            await receiver.stop()
+            return receiver.stats()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+def list_kept(
+    kept_dir: Path, *, reason: str | None = None, after_id: int = 0, limit: int = 100
+) -> Iterator[KeptMessage]:
+    """The kept messages of a receiver (see ``producers.atna.kept``)."""
+    return read_kept(kept_dir, reason=reason, after_id=after_id, limit=limit)
+
+
+def kept_json(message: KeptMessage, *, with_raw: bool = False) -> str:
+    out: dict[str, object] = {
+        "id": message.id,
+        "received_at": message.received_at.isoformat(),
+        "transport": message.transport,
+        "peer": message.peer,
+        "reason": message.reason,
+        "detail": message.detail,
+        "field": message.field,
+        "size": len(message.raw),
+    }
+    if with_raw:
+        out["raw"] = message.raw.decode("utf-8", errors="replace")
+    return json.dumps(out)

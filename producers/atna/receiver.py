@@ -1,0 +1,708 @@
+"""The IHE ATNA Audit Record Repository receiver: syslog in, ledger events out.
+
+``AtnaReceiver(config, emitter)`` listens for RFC 5424 syslog messages over TLS (RFC 5425,
+octet-counting framing ``MSG-LEN SP SYSLOG-MSG``) and over UDP (RFC 5426, one message per
+datagram). Each message must have MSGID ``IHE+RFC-3881`` and a DICOM PS3.15 A.5 audit
+message as its MSG; it is mapped (``dicom_audit``) and every event is handed to the
+injected ``Emitter`` (which sends it to Kafka, or fsyncs it to its spool while Kafka is
+away). Construction does no I/O; ``start()`` binds; ``stop()`` is idempotent;
+``async with`` does both. The emitter belongs to the caller: the receiver never starts or
+stops it.
+
+Invariants:
+
+* Nothing received is dropped silently. A message that cannot be framed, parsed or
+  mapped, or whose event the emitter refuses as invalid, is appended with its raw bytes
+  to the kept-messages store (``kept.KeptStore``) with a reason code; UDP datagrams the
+  receiver had no room for are counted in ``stats().udp_dropped_overload``.
+* Memory is bounded. Messages wait in one queue of at most ``queue_max`` entries. When
+  it is full (a slow Kafka with a full spool, a full kept store), TLS connections stop
+  being read, so TCP flow control pushes back on the senders; UDP has no backpressure,
+  so datagrams that find the queue full are dropped *and counted*. TLS is the reliable
+  transport; UDP is for senders that can do nothing else.
+* Limits: ``max_message_bytes`` per message (a larger TLS frame is kept as ``oversize``
+  and its connection closed, since the stream cannot be re-synchronised; a larger
+  datagram is kept as ``oversize``), ``max_connections`` concurrent TLS connections
+  (more are closed at once and counted), ``idle_timeout_seconds`` without a byte closes a
+  connection.
+* Event ids are deterministic (UUIDv5 of the message, see ``dicom_audit``) and the events
+  a pure function of the message, so a re-sent message makes the same events. One task
+  emits, in arrival order; it remembers the producer sequence number the emitter gave to
+  each of the last ``recent_events`` event ids, and a re-sent message is emitted again
+  with that same number: byte-identical, so the ledger counts it as a duplicate instead
+  of a conflicting event id. (Beyond that window, or after a restart, a re-send gets a new
+  number and the ledger keeps both versions in quarantine with a security alert; it
+  never merges them.)
+* RFC 5425 has no application-level acknowledgement: a message is the receiver's once it
+  is read off the socket. What is still in the queue when the process is killed is lost;
+  ``stop()`` keeps everything it could not hand to the emitter within
+  ``stop_timeout_seconds`` (reason ``shutdown``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import ssl
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from types import MappingProxyType, TracebackType
+from typing import Final, Self
+
+from producers.atna.dicom_audit import MSGID, events_from_dicom
+from producers.atna.kept import DEFAULT_MAX_BYTES, DEFAULT_SEGMENT_BYTES, KeptRecord, KeptStore
+from producers.atna.rfc5424 import Frame, OctetCountingDecoder, parse_syslog
+from producers.emitter import Emitter
+from producers.errors import (
+    AtnaParseError,
+    AtnaUnmappableError,
+    EmitterPushbackError,
+    EmitterUnavailableError,
+    EventValidationError,
+    KeptStoreError,
+    KeptStoreFullError,
+    SpoolError,
+)
+from producers.events import AuditLogUsed, PhiAccessEvent, validate
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["AtnaReceiver", "AtnaReceiverConfig", "AtnaStats"]
+
+#: Largest message accepted by default (RFC 5425 receivers must take 2048 octets and
+#: should take 8192; DICOM audit messages with many objects run to tens of KiB).
+DEFAULT_MAX_MESSAGE_BYTES: Final = 64 * 1024
+_READ_CHUNK: Final = 64 * 1024
+_KEPT_QUEUE: Final = 1024
+_KEPT_RETRY_SECONDS: Final = 1.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AtnaReceiverConfig:
+    #: Directory of the kept-messages store (mode 0700; it holds PHI).
+    kept_dir: str
+    host: str = "127.0.0.1"
+    #: TLS (RFC 5425) port; None disables TLS; 0 binds any free port (see ``tls_port``).
+    tls_port: int | None = None
+    #: UDP (RFC 5426) port; None disables UDP; 0 binds any free port.
+    udp_port: int | None = None
+    #: PEM certificate chain and private key of the TLS listener.
+    cert_file: str | None = None
+    key_file: str | None = None
+    #: PEM CA bundle: when set, TLS clients must present a certificate it signed (mutual
+    #: TLS, as IHE ATNA's Secure Node requires).
+    client_ca_file: str | None = None
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    max_connections: int = 256
+    idle_timeout_seconds: float = 300.0
+    handshake_timeout_seconds: float = 10.0
+    #: Messages waiting to be mapped and emitted, at most.
+    queue_max: int = 4096
+    kept_max_bytes: int = DEFAULT_MAX_BYTES
+    kept_segment_bytes: int = DEFAULT_SEGMENT_BYTES
+    #: ``facility.id`` of events from messages without AuditEnterpriseSiteID (default:
+    #: their AuditSourceID).
+    default_facility: str | None = None
+    #: How many recent event ids are remembered so a re-send is byte-identical.
+    recent_events: int = 65_536
+    #: Longest pause between attempts to hand an event to an emitter that pushes back.
+    emit_retry_max_seconds: float = 5.0
+    #: Longest ``stop`` waits for queued messages to be emitted before keeping them.
+    stop_timeout_seconds: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.tls_port is None and self.udp_port is None:
+            raise ValueError("AtnaReceiverConfig needs a tls_port, a udp_port or both")
+        if self.tls_port is not None and not (self.cert_file and self.key_file):
+            raise ValueError("the TLS listener needs cert_file and key_file")
+        for name in ("max_message_bytes", "max_connections", "queue_max", "recent_events"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"AtnaReceiverConfig.{name} must be at least 1")
+        for name in (
+            "idle_timeout_seconds",
+            "handshake_timeout_seconds",
+            "emit_retry_max_seconds",
+            "stop_timeout_seconds",
+        ):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"AtnaReceiverConfig.{name} must be positive")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AtnaStats:
+    """A snapshot for health checks and metrics (counters since ``start``)."""
+
+    running: bool
+    received_tls: int
+    received_udp: int
+    #: Messages that became events, and the events emitted (re-sends included).
+    mapped: int
+    events: int
+    #: Events of re-sent messages, emitted again with their first sequence number.
+    resent: int
+    #: Messages written to the kept store, by reason.
+    kept: Mapping[str, int]
+    kept_bytes: int
+    #: The kept store is full: the receiver is holding messages and pushing back.
+    kept_full: bool
+    #: Messages that could not be kept even at ``stop`` (kept store failing); logged.
+    lost_at_stop: int
+    udp_dropped_overload: int
+    queue_depth: int
+    queue_max: int
+    connections: int
+    connections_refused: int
+    #: Times the emitter pushed back (full spool, Kafka away without spool); retried.
+    emit_retries: int
+
+    @property
+    def kept_total(self) -> int:
+        return sum(self.kept.values())
+
+
+@dataclass(slots=True)
+class _Item:
+    raw: bytes
+    transport: str
+    peer: str | None
+    received_at: float
+    reason: str | None = None
+    detail: str = ""
+    field: str | None = None
+
+
+@dataclass(slots=True)
+class _Counters:
+    received_tls: int = 0
+    received_udp: int = 0
+    mapped: int = 0
+    events: int = 0
+    resent: int = 0
+    kept: collections.Counter[str] = field(default_factory=collections.Counter)
+    lost_at_stop: int = 0
+    udp_dropped_overload: int = 0
+    connections_refused: int = 0
+    emit_retries: int = 0
+
+
+def _peer(address: object) -> str | None:
+    if isinstance(address, tuple) and len(address) >= 2:
+        host, port = address[0], address[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return None if address is None else str(address)
+
+
+class _Udp(asyncio.DatagramProtocol):
+    def __init__(self, receiver: AtnaReceiver) -> None:
+        self._receiver = receiver
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
+        self._receiver._on_datagram(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        logger.debug("ATNA UDP socket error: %r", exc)
+
+
+class AtnaReceiver:
+    """``async with AtnaReceiver(config, emitter) as receiver: ...``"""
+
+    def __init__(self, config: AtnaReceiverConfig, emitter: Emitter) -> None:
+        self._config = config
+        self._emitter = emitter
+        self._running = False
+        self._stopping = False
+        self._counters = _Counters()
+        self._queue: asyncio.Queue[_Item] | None = None
+        self._kept_queue: asyncio.Queue[_Item] | None = None
+        self._kept_full = False
+        self._store: KeptStore | None = None
+        self._io: ThreadPoolExecutor | None = None
+        self._server: asyncio.Server | None = None
+        self._udp: asyncio.DatagramTransport | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+        self._worker: asyncio.Task[None] | None = None
+        self._keeper: asyncio.Task[None] | None = None
+        self._current: _Item | None = None
+        self._recent: collections.OrderedDict[object, int] = collections.OrderedDict()
+        self._tls_port: int | None = None
+        self._udp_port: int | None = None
+        self._stop_lock: asyncio.Lock | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    @property
+    def tls_port(self) -> int | None:
+        """The bound TLS port (after ``start``)."""
+        return self._tls_port
+
+    @property
+    def udp_port(self) -> int | None:
+        """The bound UDP port (after ``start``)."""
+        return self._udp_port
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        cfg = self._config
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        if cfg.cert_file is None or cfg.key_file is None:  # pragma: no cover - __post_init__
+            raise ValueError("the TLS listener needs cert_file and key_file")
+        ctx.load_cert_chain(cfg.cert_file, cfg.key_file)
+        if cfg.client_ca_file:
+            ctx.load_verify_locations(cfg.client_ca_file)
+            ctx.verify_mode = ssl.CERT_REQUIRED
+        else:
+            ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+
+    async def start(self) -> None:
+        """Open the kept store, bind the listeners and start handling messages."""
+        if self._running:
+            return
+        if self._stopping:
+            raise RuntimeError("the ATNA receiver is stopping")
+        cfg = self._config
+        loop = asyncio.get_running_loop()
+        self._counters = _Counters()
+        self._kept_full = False
+        self._stop_lock = asyncio.Lock()
+        self._queue = asyncio.Queue(cfg.queue_max)
+        self._kept_queue = asyncio.Queue(_KEPT_QUEUE)
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="atna-kept")
+        store = KeptStore(
+            cfg.kept_dir, max_bytes=cfg.kept_max_bytes, segment_bytes=cfg.kept_segment_bytes
+        )
+        try:
+            await loop.run_in_executor(self._io, store.open)
+            self._store = store
+            self._keeper = asyncio.create_task(self._keep_loop(), name="atna-kept-writer")
+            self._worker = asyncio.create_task(self._work_loop(), name="atna-worker")
+            if cfg.tls_port is not None:
+                self._server = await asyncio.start_server(
+                    self._serve_tls,
+                    cfg.host,
+                    cfg.tls_port,
+                    ssl=self._ssl_context(),
+                    ssl_handshake_timeout=cfg.handshake_timeout_seconds,
+                    limit=_READ_CHUNK,
+                    backlog=min(cfg.max_connections, 1024),
+                )
+                self._tls_port = int(self._server.sockets[0].getsockname()[1])
+            if cfg.udp_port is not None:
+                transport, _ = await loop.create_datagram_endpoint(
+                    lambda: _Udp(self), local_addr=(cfg.host, cfg.udp_port)
+                )
+                self._udp = transport
+                self._udp_port = int(transport.get_extra_info("sockname")[1])
+        except BaseException:
+            self._running = True
+            await self.stop()
+            raise
+        self._running = True
+        logger.info(
+            "ATNA receiver listening on %s: TLS %s, UDP %s; kept messages in %s",
+            cfg.host,
+            self._tls_port if self._tls_port is not None else "off",
+            self._udp_port if self._udp_port is not None else "off",
+            cfg.kept_dir,
+        )
+
+    async def stop(self) -> None:
+        """Stop listening, emit or keep what is queued, close the kept store; idempotent."""
+        if not self._running or self._stop_lock is None:
+            return
+        async with self._stop_lock:
+            if not self.running:  # another stop() finished while this one waited
+                return
+            self._stopping = True
+            try:
+                await self._shutdown()
+            finally:
+                self._running = False
+                self._stopping = False
+
+    async def _shutdown(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        if self._udp is not None:
+            self._udp.close()
+            self._udp = None
+        for task in list(self._connections):
+            task.cancel()
+        if self._connections:
+            await asyncio.gather(*self._connections, return_exceptions=True)
+        if self._server is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2.0):
+                    await self._server.wait_closed()
+            self._server = None
+        queue = self._queue
+        if queue is not None and self._worker is not None and not self._worker.done():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._config.stop_timeout_seconds):
+                    await queue.join()
+        await self._cancel(self._worker)
+        self._worker = None
+        leftovers: list[_Item] = []
+        if self._current is not None:
+            leftovers.append(self._current)
+            self._current = None
+        while queue is not None and not queue.empty():
+            leftovers.append(queue.get_nowait())
+        for item in leftovers:
+            if item.reason is None:
+                item.reason, item.detail = "shutdown", "not emitted before the receiver stopped"
+        kept_queue = self._kept_queue
+        if kept_queue is not None and self._keeper is not None and not self._keeper.done():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._config.stop_timeout_seconds):
+                    await kept_queue.join()
+        await self._cancel(self._keeper)
+        self._keeper = None
+        while kept_queue is not None and not kept_queue.empty():
+            leftovers.append(kept_queue.get_nowait())
+        if leftovers:
+            await self._write_kept(leftovers, final=True)
+        store, self._store = self._store, None
+        if store is not None and self._io is not None:
+            await asyncio.get_running_loop().run_in_executor(self._io, store.close)
+        if self._io is not None:
+            self._io.shutdown(wait=False)
+            self._io = None
+        logger.info("ATNA receiver stopped: %s", self.stats())
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    @staticmethod
+    async def _cancel(task: asyncio.Task[None] | None) -> None:
+        if task is None or task.done():
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    def stats(self) -> AtnaStats:
+        c = self._counters
+        store = self._store
+        return AtnaStats(
+            running=self._running,
+            received_tls=c.received_tls,
+            received_udp=c.received_udp,
+            mapped=c.mapped,
+            events=c.events,
+            resent=c.resent,
+            kept=MappingProxyType(dict(c.kept)),
+            kept_bytes=0 if store is None else store.bytes,
+            kept_full=self._kept_full,
+            lost_at_stop=c.lost_at_stop,
+            udp_dropped_overload=c.udp_dropped_overload,
+            queue_depth=0 if self._queue is None else self._queue.qsize(),
+            queue_max=self._config.queue_max,
+            connections=len(self._connections),
+            connections_refused=c.connections_refused,
+            emit_retries=c.emit_retries,
+        )
+
+    # ------------------------------------------------------------------ transports
+
+    async def _serve_tls(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = _peer(writer.get_extra_info("peername"))
+        task = asyncio.current_task()
+        if task is None or self._stopping or len(self._connections) >= self._config.max_connections:
+            self._counters.connections_refused += 1
+            logger.warning("ATNA: refusing TLS connection from %s (connection limit)", peer)
+            writer.close()
+            return
+        self._connections.add(task)
+        queue = self._queue
+        decoder = OctetCountingDecoder(self._config.max_message_bytes)
+        idle = self._config.idle_timeout_seconds
+        try:
+            if queue is None:  # pragma: no cover - start() creates it before binding
+                return
+            while True:
+                try:
+                    async with asyncio.timeout(idle):
+                        data = await reader.read(_READ_CHUNK)
+                except TimeoutError:
+                    logger.info("ATNA: closing idle TLS connection from %s", peer)
+                    break
+                if not data:
+                    break
+                for frame in decoder.feed(data):
+                    now = time.time()
+                    if isinstance(frame, Frame):
+                        self._counters.received_tls += 1
+                        await queue.put(_Item(frame.data, "tls", peer, now))
+                    else:
+                        self._counters.received_tls += 1
+                        logger.warning(
+                            "ATNA: closing TLS connection from %s: %s", peer, frame.detail
+                        )
+                        await queue.put(
+                            _Item(frame.data, "tls", peer, now, frame.reason, frame.detail)
+                        )
+                if decoder.broken:
+                    break
+        except asyncio.CancelledError:
+            self._keep_tail(decoder, peer, queue)
+            raise
+        except (ConnectionError, ssl.SSLError, OSError) as exc:
+            logger.info("ATNA: TLS connection from %s failed: %r", peer, exc)
+            self._keep_tail(decoder, peer, queue)
+        else:
+            tail = decoder.finish()
+            if tail is not None and queue is not None:
+                self._counters.received_tls += 1
+                await queue.put(
+                    _Item(tail.data, "tls", peer, time.time(), tail.reason, tail.detail)
+                )
+        finally:
+            self._connections.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(1.0):
+                    await writer.wait_closed()
+
+    def _keep_tail(
+        self, decoder: OctetCountingDecoder, peer: str | None, queue: asyncio.Queue[_Item] | None
+    ) -> None:
+        """A connection ends abnormally: keep a partial frame without waiting for room."""
+        tail = decoder.finish()
+        if tail is None or queue is None:
+            return
+        self._counters.received_tls += 1
+        item = _Item(tail.data, "tls", peer, time.time(), tail.reason, tail.detail)
+        try:
+            queue.put_nowait(item)
+        except asyncio.QueueFull:
+            kept_queue = self._kept_queue
+            if kept_queue is not None:
+                with contextlib.suppress(asyncio.QueueFull):
+                    kept_queue.put_nowait(item)
+                    return
+            self._counters.lost_at_stop += 1
+            logger.error("ATNA: a partial frame from %s could not be kept (queues full)", peer)
+
+    def _on_datagram(self, data: bytes, addr: object) -> None:
+        queue = self._queue
+        if queue is None or self._stopping:
+            return
+        self._counters.received_udp += 1
+        limit = self._config.max_message_bytes
+        item = _Item(data, "udp", _peer(addr), time.time())
+        if len(data) > limit:
+            item.raw = data[:limit]
+            item.reason = "oversize"
+            item.detail = f"datagram of {len(data)} bytes exceeds the maximum of {limit}"
+        try:
+            queue.put_nowait(item)
+        except asyncio.QueueFull:
+            self._counters.udp_dropped_overload += 1
+            if self._counters.udp_dropped_overload in (1, 10, 100) or (
+                self._counters.udp_dropped_overload % 1000 == 0
+            ):
+                logger.error(
+                    "ATNA: %d UDP datagram(s) dropped because the receiver is overloaded "
+                    "(queue of %d full); use TLS for reliable delivery",
+                    self._counters.udp_dropped_overload,
+                    self._config.queue_max,
+                )
+
+    # ------------------------------------------------------------------ processing
+
+    async def _work_loop(self) -> None:
+        queue = self._queue
+        if queue is None:  # pragma: no cover - start() creates it first
+            return
+        while True:
+            item = await queue.get()
+            self._current = item  # stop() keeps it if this task is cancelled meanwhile
+            try:
+                await self._handle(item)
+            except asyncio.CancelledError:
+                queue.task_done()
+                raise
+            except Exception as exc:  # a bug: keep the message, never lose it
+                logger.exception("ATNA: unexpected error handling a message")
+                try:
+                    await self._keep(item, "internal_error", repr(exc)[:500])
+                except asyncio.CancelledError:
+                    queue.task_done()
+                    raise
+            self._current = None
+            queue.task_done()
+
+    async def _handle(self, item: _Item) -> None:
+        if item.reason is not None:
+            await self._keep(item, item.reason, item.detail)
+            return
+        try:
+            message = parse_syslog(item.raw)
+            if message.msgid != MSGID:
+                raise AtnaParseError(
+                    f"MSGID is {message.msgid!r}, not {MSGID!r} (an IHE ATNA audit record)",
+                    reason="unexpected_msgid",
+                )
+            events = events_from_dicom(
+                message.msg, default_facility=self._config.default_facility, check=False
+            )
+            if len(events) > 1:  # all or nothing: check every event before emitting any
+                for event in events:
+                    validate(replace(event, producer_id="atna", producer_seq=0))
+        except (AtnaParseError, AtnaUnmappableError) as exc:
+            await self._keep(item, exc.reason, str(exc), getattr(exc, "field", None))
+            return
+        except EventValidationError as exc:
+            await self._keep(item, "invalid_event", str(exc), exc.field)
+            return
+        for index, event in enumerate(events):
+            try:
+                await self._emit(event)
+            except EventValidationError as exc:
+                detail = str(exc) if len(events) == 1 else f"event {index}: {exc}"
+                await self._keep(item, "invalid_event", detail, exc.field)
+                return
+        self._counters.mapped += 1
+
+    async def _emit(self, event: PhiAccessEvent | AuditLogUsed) -> None:
+        emitter = self._emitter
+        recent = self._recent
+        known = recent.get(event.event_id)
+        if known is not None:
+            recent.move_to_end(event.event_id)
+            producer_id = emitter.config.producer_id
+            await self._emit_retrying(event.stamped(producer_id=producer_id, producer_seq=known))
+            self._counters.resent += 1
+            self._counters.events += 1
+            return
+        # Only this task emits on this emitter, so the number it stamps is the next one,
+        # and an accepted event keeps its number (see producers.emitter).
+        seq = emitter.health().next_sequence
+        await self._emit_retrying(event)
+        self._counters.events += 1
+        recent[event.event_id] = seq
+        if len(recent) > self._config.recent_events:
+            recent.popitem(last=False)
+
+    async def _emit_retrying(self, event: PhiAccessEvent | AuditLogUsed) -> None:
+        delay = 0.05
+        warned = False
+        while True:
+            try:
+                await self._emitter.emit(event)
+                if warned:
+                    logger.warning("ATNA: the emitter accepts events again")
+                return
+            except (EmitterPushbackError, EmitterUnavailableError, SpoolError) as exc:
+                self._counters.emit_retries += 1
+                if not warned:
+                    logger.error(
+                        "ATNA: the emitter refused an event (%s); holding messages and "
+                        "retrying (TLS senders are pushed back)",
+                        exc,
+                    )
+                    warned = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._config.emit_retry_max_seconds)
+
+    # ------------------------------------------------------------------ the kept store
+
+    async def _keep(self, item: _Item, reason: str, detail: str, fld: str | None = None) -> None:
+        item.reason, item.detail, item.field = reason, detail, fld
+        kept_queue = self._kept_queue
+        if kept_queue is None:  # pragma: no cover - start() creates it first
+            return
+        await kept_queue.put(item)
+
+    async def _keep_loop(self) -> None:
+        kept_queue = self._kept_queue
+        if kept_queue is None:  # pragma: no cover
+            return
+        while True:
+            batch = [await kept_queue.get()]
+            while not kept_queue.empty() and len(batch) < 256:
+                batch.append(kept_queue.get_nowait())
+            try:
+                await self._write_kept(batch, final=False)
+            finally:
+                for _ in batch:
+                    kept_queue.task_done()
+
+    async def _write_kept(self, batch: list[_Item], *, final: bool) -> None:
+        """Write until every item is durable (retrying while the store is full), or, with
+        ``final``, try once and log whatever could not be kept."""
+        store, io = self._store, self._io
+        loop = asyncio.get_running_loop()
+        pending = batch
+        while pending:
+            records = [
+                KeptRecord(
+                    raw=i.raw,
+                    received_at=datetime.fromtimestamp(i.received_at, UTC),
+                    transport=i.transport,
+                    peer=i.peer,
+                    reason=i.reason or "unknown",
+                    detail=i.detail,
+                    field=i.field,
+                )
+                for i in pending
+            ]
+            written = 0
+            error: KeptStoreError | None = None
+            if store is None or io is None:
+                error = KeptStoreError("the kept store is closed")
+            else:
+                try:
+                    written = len(await loop.run_in_executor(io, store.append, records))
+                except KeptStoreFullError as exc:
+                    written = len(exc.written)
+                    error = exc
+                except KeptStoreError as exc:
+                    error = exc
+            for item in pending[:written]:
+                self._counters.kept[item.reason or "unknown"] += 1
+                logger.info(
+                    "ATNA: kept a %d-byte message from %s/%s: %s",
+                    len(item.raw),
+                    item.transport,
+                    item.peer,
+                    item.reason,
+                )
+            pending = pending[written:]
+            if not pending:
+                if self._kept_full:
+                    logger.warning("ATNA: the kept store accepts messages again")
+                self._kept_full = False
+                return
+            if final:
+                self._counters.lost_at_stop += len(pending)
+                logger.error(
+                    "ATNA: %d message(s) could not be kept at stop: %s", len(pending), error
+                )
+                return
+            if isinstance(error, KeptStoreFullError):
+                if not self._kept_full:
+                    logger.error("ATNA: %s; holding messages until there is room", error)
+                self._kept_full = True
+            else:
+                logger.error("ATNA: cannot write the kept store (%s); retrying", error)
+            await asyncio.sleep(_KEPT_RETRY_SECONDS)

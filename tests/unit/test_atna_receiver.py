@@ -1,0 +1,366 @@
+"""The ATNA receiver in-process, with a stand-in emitter: framing over real TLS sockets,
+UDP, the kept store, backpressure, limits and idempotent re-sends. (The real emitter,
+Kafka and the ledger are exercised in tests/e2e/test_atna.py.)"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+import subprocess
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from producers.atna.dicom_audit import event_id_for
+from producers.atna.kept import read_kept
+from producers.atna.receiver import AtnaReceiver, AtnaReceiverConfig
+from producers.atna.rfc5424 import format_syslog, frame_octet_counted
+from producers.errors import SpoolFullError
+from producers.events import AuditEvent, validate
+
+CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "dicom-audit"
+
+
+@dataclass
+class _Health:
+    next_sequence: int
+
+
+@dataclass
+class _Config:
+    producer_id: str
+
+
+class FakeEmitter:
+    """Stamps and validates like ``Emitter.emit``; ``gate`` makes it slow, ``refuse`` makes
+    it push back that many times."""
+
+    def __init__(self) -> None:
+        self.config = _Config(producer_id="atna-test")
+        self.events: list[AuditEvent] = []
+        self.next_sequence = 0
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.refuse = 0
+
+    def health(self) -> _Health:
+        return _Health(self.next_sequence)
+
+    async def emit(self, event: AuditEvent) -> None:
+        await self.gate.wait()
+        if self.refuse:
+            self.refuse -= 1
+            raise SpoolFullError("spool full (test)")
+        if event.producer_id is None or event.producer_seq is None:
+            event = event.stamped(
+                producer_id=self.config.producer_id, producer_seq=self.next_sequence
+            )
+            self.next_sequence += 1
+        validate(event)
+        self.events.append(event)
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    where = tmp_path_factory.mktemp("atna-tls")
+    cert, key = where / "cert.pem", where / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+def _client_context(cert: Path, *, client: tuple[Path, Path] | None = None) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(cert))
+    if client is not None:
+        ctx.load_cert_chain(str(client[0]), str(client[1]))
+    return ctx
+
+
+def _message(name: str = "instances-accessed.xml", **changes: bytes) -> bytes:
+    payload = (CORPUS / name).read_bytes()
+    for old, new in changes.items():
+        payload = payload.replace(old.encode(), new)
+    return format_syslog(payload, hostname="pacs01", app_name="ATNA")
+
+
+def _variant(i: int) -> bytes:
+    """A valid message with its own event id (a different event time)."""
+    return _message(**{"14:07:31.250": b"14:07:%02d.%03d" % (i % 60, i // 60)})
+
+
+@contextlib.asynccontextmanager
+async def running(
+    tmp_path: Path, tls_files: tuple[Path, Path], emitter: FakeEmitter, **config: Any
+) -> AsyncIterator[AtnaReceiver]:
+    cert, key = tls_files
+    cfg = AtnaReceiverConfig(
+        kept_dir=str(tmp_path / "kept"),
+        tls_port=0,
+        udp_port=0,
+        cert_file=str(cert),
+        key_file=str(key),
+        stop_timeout_seconds=2.0,
+        **config,
+    )
+    receiver = AtnaReceiver(cfg, emitter)  # type: ignore[arg-type]
+    assert not (tmp_path / "kept").exists()  # no I/O before start()
+    async with receiver:
+        yield receiver
+
+
+async def _open(
+    receiver: AtnaReceiver, cert: Path
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection(
+        "127.0.0.1", receiver.tls_port, ssl=_client_context(cert), server_hostname="localhost"
+    )
+
+
+async def _until(predicate: Any, timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():  # noqa: ASYNC110 - polling counters, no event to wait on
+            await asyncio.sleep(0.01)
+
+
+async def test_tls_messages_become_events_and_bad_ones_are_kept(
+    tmp_path: Path, tls_files: tuple[Path, Path]
+) -> None:
+    emitter = FakeEmitter()
+    async with running(tmp_path, tls_files, emitter) as receiver:
+        good = [_variant(i) for i in range(3)]
+        login = _message("user-login.xml")
+        garbage = b"<13>1 not a timestamp - - - - -"
+        stream = b"".join(
+            frame_octet_counted(m) for m in [good[0], login, good[1], garbage, good[2]]
+        )
+        _, writer = await _open(receiver, tls_files[0])
+        for i in range(0, len(stream), 97):  # arbitrary splits across TLS records
+            writer.write(stream[i : i + 97])
+            await writer.drain()
+        await _until(lambda: receiver.stats().events == 3 and receiver.stats().kept_total == 2)
+        writer.close()
+        stats = receiver.stats()
+        assert stats.received_tls == 5
+        assert stats.mapped == 3
+        assert dict(stats.kept) == {"no_patient": 1, "bad_timestamp": 1}
+    ids = [e.event_id for e in emitter.events]
+    payloads = [(CORPUS / "instances-accessed.xml").read_bytes()]
+    assert len(set(ids)) == 3
+    assert ids[0] == event_id_for(_payload_of(good[0]))
+    assert payloads  # the corpus file itself is untouched
+    kept = list(read_kept(tmp_path / "kept"))
+    assert [(k.reason, k.transport, k.raw) for k in kept] == [
+        ("no_patient", "tls", login),
+        ("bad_timestamp", "tls", garbage),
+    ]
+    assert all(k.peer and k.peer.startswith("127.0.0.1:") for k in kept)
+
+
+def _payload_of(message: bytes) -> bytes:
+    from producers.atna.rfc5424 import parse_syslog
+
+    return parse_syslog(message).msg
+
+
+async def test_udp_datagrams_and_oversize(tmp_path: Path, tls_files: tuple[Path, Path]) -> None:
+    emitter = FakeEmitter()
+    async with running(tmp_path, tls_files, emitter, max_message_bytes=8192) as receiver:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.sendto(_variant(1), ("127.0.0.1", receiver.udp_port))
+            sock.sendto(b"x" * 9000, ("127.0.0.1", receiver.udp_port))
+            sock.sendto(_message(**{"IHE+RFC-3881": b""}).replace(b"IHE+RFC-3881", b"OTHER"),
+                        ("127.0.0.1", receiver.udp_port))  # fmt: skip
+        await _until(lambda: receiver.stats().events == 1 and receiver.stats().kept_total == 2)
+        assert receiver.stats().received_udp == 3
+    kept = list(read_kept(tmp_path / "kept"))
+    assert [k.reason for k in kept] == ["oversize", "unexpected_msgid"]
+    assert kept[0].raw == b"x" * 8192
+    assert kept[0].transport == "udp"
+
+
+async def test_oversize_tls_frame_is_kept_and_the_connection_closed(
+    tmp_path: Path, tls_files: tuple[Path, Path]
+) -> None:
+    emitter = FakeEmitter()
+    async with running(tmp_path, tls_files, emitter, max_message_bytes=4096) as receiver:
+        reader, writer = await _open(receiver, tls_files[0])
+        writer.write(frame_octet_counted(_variant(2)) + b"5000 " + b"y" * 100)
+        await writer.drain()
+        async with asyncio.timeout(5):
+            assert await reader.read() == b""  # the server closed the connection
+        await _until(lambda: receiver.stats().kept_total == 1 and receiver.stats().events == 1)
+        writer.close()
+    (kept,) = read_kept(tmp_path / "kept")
+    assert kept.reason == "oversize"
+    assert kept.raw.startswith(b"5000 yyyy")
+
+
+async def test_a_connection_ending_inside_a_frame_is_kept_as_truncated(
+    tmp_path: Path, tls_files: tuple[Path, Path]
+) -> None:
+    emitter = FakeEmitter()
+    async with running(tmp_path, tls_files, emitter) as receiver:
+        _, writer = await _open(receiver, tls_files[0])
+        writer.write(b"300 <13>1 - - - - - - partial")
+        await writer.drain()
+        writer.close()
+        await _until(lambda: receiver.stats().kept_total == 1)
+    (kept,) = read_kept(tmp_path / "kept")
+    assert kept.reason == "truncated"
+    assert kept.raw == b"300 <13>1 - - - - - - partial"
+
+
+async def test_tls_backpressure_bounds_memory(tmp_path: Path, tls_files: tuple[Path, Path]) -> None:
+    emitter = FakeEmitter()
+    emitter.gate.clear()  # Kafka (and the spool) cannot take anything
+    async with running(tmp_path, tls_files, emitter, queue_max=8) as receiver:
+        _, writer = await _open(receiver, tls_files[0])
+        frames = [frame_octet_counted(_variant(i)) for i in range(100)]
+        blocked = False
+        sent = 0
+        # Up to 100 MB: far more than the socket buffers of both ends can absorb.
+        while sent < 40_000:
+            writer.write(frames[sent % len(frames)])
+            try:
+                async with asyncio.timeout(1.0):
+                    await writer.drain()
+                    await asyncio.sleep(0)  # let the receiver run
+            except TimeoutError:
+                blocked = True
+                break
+            sent += 1
+        assert blocked, "the sender was never pushed back"
+        assert receiver.stats().queue_depth <= 8
+        assert receiver.stats().received_tls <= 8 + 2
+        emitter.gate.set()
+        await _until(lambda: receiver.stats().events >= sent, timeout=60)
+        writer.close()
+    assert receiver.stats().kept_total == 0
+
+
+async def test_udp_overload_is_counted_not_hidden(
+    tmp_path: Path, tls_files: tuple[Path, Path]
+) -> None:
+    emitter = FakeEmitter()
+    emitter.gate.clear()
+    async with running(tmp_path, tls_files, emitter, queue_max=4) as receiver:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            for i in range(40):
+                sock.sendto(_variant(i), ("127.0.0.1", receiver.udp_port))
+        await _until(lambda: receiver.stats().received_udp == 40)
+        stats = receiver.stats()
+        assert stats.udp_dropped_overload > 0
+        emitter.gate.set()
+        await _until(lambda: receiver.stats().events == 40 - stats.udp_dropped_overload)
+
+
+async def test_a_resent_message_is_emitted_byte_identical(
+    tmp_path: Path, tls_files: tuple[Path, Path]
+) -> None:
+    emitter = FakeEmitter()
+    async with running(tmp_path, tls_files, emitter) as receiver:
+        message = _variant(7)
+        _, writer = await _open(receiver, tls_files[0])
+        writer.write(frame_octet_counted(message) + frame_octet_counted(_variant(8)))
+        writer.write(frame_octet_counted(message))
+        await writer.drain()
+        await _until(lambda: receiver.stats().events == 3)
+        writer.close()
+        assert receiver.stats().resent == 1
+    first, other, again = emitter.events
+    assert again == first
+    assert again.producer_seq == 0
+    assert other.producer_seq == 1
+
+
+async def test_pushback_is_retried(tmp_path: Path, tls_files: tuple[Path, Path]) -> None:
+    emitter = FakeEmitter()
+    emitter.refuse = 2
+    async with running(tmp_path, tls_files, emitter) as receiver:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.sendto(_variant(3), ("127.0.0.1", receiver.udp_port))
+        await _until(lambda: receiver.stats().events == 1)
+        assert receiver.stats().emit_retries == 2
+
+
+async def test_connection_limit_and_idle_timeout(
+    tmp_path: Path, tls_files: tuple[Path, Path]
+) -> None:
+    emitter = FakeEmitter()
+    async with running(
+        tmp_path, tls_files, emitter, max_connections=1, idle_timeout_seconds=0.5
+    ) as receiver:
+        first_reader, first = await _open(receiver, tls_files[0])
+        await _until(lambda: receiver.stats().connections == 1)
+        second_reader, second = await _open(receiver, tls_files[0])
+        async with asyncio.timeout(5):
+            assert await second_reader.read() == b""
+        assert receiver.stats().connections_refused == 1
+        async with asyncio.timeout(5):
+            assert await first_reader.read() == b""  # idle for 0.5 s
+        await _until(lambda: receiver.stats().connections == 0)
+        first.close()
+        second.close()
+
+
+async def test_client_certificates_are_verified_when_configured(
+    tmp_path: Path, tls_files: tuple[Path, Path]
+) -> None:
+    cert, key = tls_files
+    emitter = FakeEmitter()
+    async with running(tmp_path, tls_files, emitter, client_ca_file=str(cert)) as receiver:
+        anonymous = _client_context(cert)
+
+        async def without_certificate() -> None:
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", receiver.tls_port, ssl=anonymous, server_hostname="localhost"
+            )
+            # TLS 1.3: the server's verdict on the client arrives with the first read.
+            writer.write(frame_octet_counted(_variant(5)))
+            await writer.drain()
+            if not await reader.read():
+                raise ConnectionError("closed")
+
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            await without_certificate()
+        mutual = _client_context(cert, client=(cert, key))
+        _, writer = await asyncio.open_connection(
+            "127.0.0.1", receiver.tls_port, ssl=mutual, server_hostname="localhost"
+        )
+        writer.write(frame_octet_counted(_variant(6)))
+        await writer.drain()
+        await _until(lambda: receiver.stats().events == 1)
+        writer.close()
+
+
+async def test_stop_keeps_what_could_not_be_emitted(
+    tmp_path: Path, tls_files: tuple[Path, Path]
+) -> None:
+    emitter = FakeEmitter()
+    emitter.gate.clear()
+    async with running(tmp_path, tls_files, emitter) as receiver:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            for i in range(5):
+                sock.sendto(_variant(20 + i), ("127.0.0.1", receiver.udp_port))
+        await _until(lambda: receiver.stats().received_udp == 5)
+    await receiver.stop()  # idempotent
+    kept = list(read_kept(tmp_path / "kept"))
+    assert [k.reason for k in kept] == ["shutdown"] * 5
+    assert not receiver.stats().running
+
+
+def test_config_is_checked() -> None:
+    with pytest.raises(ValueError, match="tls_port, a udp_port"):
+        AtnaReceiverConfig(kept_dir="x")
+    with pytest.raises(ValueError, match="cert_file"):
+        AtnaReceiverConfig(kept_dir="x", tls_port=1)
+    assert replace(AtnaReceiverConfig(kept_dir="x", udp_port=0), queue_max=5).queue_max == 5
