@@ -35,6 +35,12 @@ LEDGER_SIGNER_KEY_FILE=$SIGNER_KEY
 LEDGER_VERIFIER_KEY=$verifier
 ENV
   if [ -s "$API_TOKEN_FILE" ]; then echo "LEDGER_API_TOKEN=$(cat "$API_TOKEN_FILE")" >>"$ENV_FILE.tmp"; fi
+  # The ATNA receiver `make up` starts (deploy/local/atna.sh): point a PACS's audit logger here.
+  cat >>"$ENV_FILE.tmp" <<ENV
+LEDGER_ATNA_TLS=127.0.0.1:${LEDGER_ATNA_TLS_PORT:-16514}
+LEDGER_ATNA_UDP=127.0.0.1:${LEDGER_ATNA_UDP_PORT:-15514}
+LEDGER_ATNA_CA_FILE=$SECRETS/atna/server.crt
+ENV
   mv "$ENV_FILE.tmp" "$ENV_FILE")
 }
 
@@ -69,6 +75,7 @@ up() {
   start_service consumer env LEDGER_CONSUMER_INSTANCE_ID=local-consumer-1 "$LEDGER" consume
   start_service api "$LEDGER" serve --port "$API_PORT"
   (cd "$ROOT" && "$LEDGER" wait api --timeout 60) || { tail -20 "$LOG_DIR/api.log" >&2; die "API did not start (log: $LOG_DIR/api.log)"; }
+  "$HERE/atna.sh" start
   sleep 1
   pid_alive "$RUN_DIR/consumer.pid" || { tail -20 "$LOG_DIR/consumer.log" >&2; die "consumer exited (log: $LOG_DIR/consumer.log)"; }
   log "stack is up; settings in $ENV_FILE (passwords masked here):"
@@ -76,6 +83,7 @@ up() {
 }
 
 down() {
+  "$HERE/atna.sh" stop
   stop_pidfile "$RUN_DIR/api.pid" "API"
   stop_pidfile "$RUN_DIR/consumer.pid" "consumer"
   "$HERE/kafka.sh" stop
@@ -86,6 +94,7 @@ status() {
   for s in api consumer; do
     if pid_alive "$RUN_DIR/$s.pid"; then echo "$s: running (pid $(cat "$RUN_DIR/$s.pid"))"; else echo "$s: stopped"; fi
   done
+  "$HERE/atna.sh" status || true
   "$HERE/kafka.sh" status || true
   "$HERE/postgres.sh" status >/dev/null 2>&1 && echo "PostgreSQL running" || echo "PostgreSQL not running"
 }
