@@ -52,3 +52,4 @@ bench: up
 	.venv/bin/python benchmarks/checkpoints.py
 	.venv/bin/python benchmarks/ingest.py
 	.venv/bin/python benchmarks/proofs.py
+	.venv/bin/python benchmarks/queries.py

@@ -7,31 +7,45 @@ role, then measures, side by side in one run:
   - inclusion proofs (random index, tree_size = n),
   - consistency proofs (random first, second = n),
 and prints p50/p90/p99 and throughput. Needs `make up` (or stack.sh infra).
+
+The API is authenticated and records every read as an AuditLogUsed event in Kafka
+before answering: the benchmark issues itself an admin token in the scratch database
+and points the server's read recorder at throwaway topics (deleted afterwards), so
+the demo ledger's consumer never sees these reads.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import os
 import random
+import secrets
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import asyncpg
+from aiokafka.admin import AIOKafkaAdminClient
 
 from ledger import merkle, tiles
+from ledger.auth import Role
 from ledger.leaf import KafkaRecord, encode_leaf
 from ledger.migrate import apply_migrations
 from ledger.pg import tree
-from ledgerctl.infra import api_ready
+from ledgerctl.infra import api_ready, ensure_topics
+from ledgerctl.tokens import create_token
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 100_000
@@ -48,6 +62,79 @@ def env() -> dict[str, str]:
 
 def on_db(url: str, db: str) -> str:
     return urlunsplit(urlsplit(url)._replace(path=f"/{db}"))
+
+
+@dataclass(frozen=True, slots=True)
+class Api:
+    """A running `ledger serve` and what a client needs to call it."""
+
+    base: str
+    token: str
+    process: subprocess.Popen[bytes]
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+@contextlib.asynccontextmanager
+async def serve_api(
+    settings: dict[str, str], db: str, *, profile: Path | None = None
+) -> AsyncIterator[Api]:
+    """Run the real API (`ledger serve`, its own process, reader role) on database ``db``.
+
+    Issues an admin token into ``db``; the server records each read (AuditLogUsed) to
+    two throwaway topics, deleted on exit with its spool. With ``profile`` the server
+    runs under cProfile and writes its stats there when it stops.
+    """
+    run = secrets.token_hex(3)
+    topics = (f"bench-{run}-reads-phi-access", f"bench-{run}-reads-relay")
+    bootstrap = settings["KAFKA_BOOTSTRAP"]
+    await ensure_topics(bootstrap, topics, 1)
+    issued = await create_token(
+        on_db(settings["DATABASE_URL"], db), subject="bench", role=Role.ADMIN, ttl=None,
+        note="benchmark client",
+    )  # fmt: skip
+    workdir = Path(tempfile.mkdtemp(prefix=f"ledger-bench-api-{run}-"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server_env = {
+        **os.environ,
+        "LEDGER_ENV_FILE": os.devnull,
+        "LEDGER_READER_URL": on_db(settings["LEDGER_READER_URL"], db),
+        "KAFKA_BOOTSTRAP": bootstrap,
+        "LEDGER_ACCESS_TOPIC": topics[0],
+        "LEDGER_RELAY_TOPIC": topics[1],
+        "LEDGER_SPOOL_DIR": str(workdir / "spool"),
+    }
+    ledger = str(Path(sys.executable).with_name("ledger"))
+    command = [ledger, "serve", "--port", str(port)]
+    if profile is not None:
+        command = [sys.executable, "-m", "cProfile", "-o", str(profile), *command]
+    log = workdir / "api.log"
+    with log.open("wb") as out:
+        server = subprocess.Popen(  # noqa: ASYNC220 - Popen returns at once
+            command, env=server_env, stdout=out, stderr=subprocess.STDOUT
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        try:
+            await api_ready(base, 30)
+        except TimeoutError:
+            tail = log.read_text(errors="replace")[-2000:]
+            raise SystemExit(f"`ledger serve` did not come up; its output:\n{tail}") from None
+        yield Api(base=base, token=issued.text, process=server)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        shutil.rmtree(workdir, ignore_errors=True)
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            await admin.delete_topics(list(topics))
+        finally:
+            await admin.close()
 
 
 async def load(owner: str, n: int) -> float:
@@ -162,21 +249,16 @@ async def main() -> None:
     else:
         print(f"reusing {db} ({size:,} leaves)")
 
-    # The API runs as its own process (`ledger serve`), as in production; this process
-    # is only the client.
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server_env = {**os.environ, "LEDGER_ENV_FILE": os.devnull,
-                  "LEDGER_READER_URL": on_db(settings["LEDGER_READER_URL"], db)}  # fmt: skip
-    server = subprocess.Popen(  # noqa: ASYNC220 - Popen returns at once
-        [str(Path(sys.executable).with_name("ledger")), "serve", "--port", str(port)],
-        env=server_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    await api_ready(base, 30)
     n = args.leaves
     rng = random.Random(7)
+    # The API runs as its own process (`ledger serve`), as in production; this process
+    # is only the client.
+    async with serve_api(settings, db) as api:
+        await run_requests(api, args, n, rng)
+
+
+async def run_requests(api: Api, args: argparse.Namespace, n: int, rng: random.Random) -> None:
+    base = api.base
 
     def urls(kind: str) -> list[str]:
         if kind == "floor":
@@ -191,28 +273,23 @@ async def main() -> None:
             for _ in range(args.requests)
         ]
 
-    try:
-        async with aiohttp.ClientSession() as session:
-            await measure(session, urls("inclusion")[:300], 1)  # warm up
-            print(f"log size {n:,} leaves; {args.requests} random requests per row")
-            for concurrency in (1, args.concurrency):
-                print(f"-- concurrency {concurrency}")
-                floor: list[float] = []
-                for kind in ("floor", "inclusion", "consistency"):
-                    lat, rps = await measure(session, urls(kind), concurrency)
-                    floor = floor or lat
-                    p99_ratio = (
-                        statistics.quantiles(lat, n=100)[98]
-                        / statistics.quantiles(floor, n=100)[98]
-                    )
-                    label = {"floor": "GET /healthz (HTTP floor)"}.get(kind, f"{kind} proof")
-                    print(
-                        f"{label:<28} {percentiles(lat)}  {rps:7,.0f} req/s  "
-                        f"p99 {p99_ratio:4.1f}x floor"
-                    )
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
+    async with aiohttp.ClientSession(headers=api.headers) as session:
+        await measure(session, urls("inclusion")[:300], 1)  # warm up
+        print(f"log size {n:,} leaves; {args.requests} random requests per row")
+        for concurrency in (1, args.concurrency):
+            print(f"-- concurrency {concurrency}")
+            floor: list[float] = []
+            for kind in ("floor", "inclusion", "consistency"):
+                lat, rps = await measure(session, urls(kind), concurrency)
+                floor = floor or lat
+                p99_ratio = (
+                    statistics.quantiles(lat, n=100)[98] / statistics.quantiles(floor, n=100)[98]
+                )
+                label = {"floor": "GET /healthz (HTTP floor)"}.get(kind, f"{kind} proof")
+                print(
+                    f"{label:<28} {percentiles(lat)}  {rps:7,.0f} req/s  "
+                    f"p99 {p99_ratio:4.1f}x floor"
+                )
 
 
 if __name__ == "__main__":
