@@ -41,6 +41,8 @@ LEDGER_ATNA_TLS=127.0.0.1:${LEDGER_ATNA_TLS_PORT:-16514}
 LEDGER_ATNA_UDP=127.0.0.1:${LEDGER_ATNA_UDP_PORT:-15514}
 LEDGER_ATNA_CA_FILE=$SECRETS/atna/server.crt
 ENV
+  # Orthanc with the audit plugin (deploy/local/orthanc.sh), once `make up` started it.
+  if [ -s "$LOCAL/orthanc/env" ]; then cat "$LOCAL/orthanc/env" >>"$ENV_FILE.tmp"; fi
   mv "$ENV_FILE.tmp" "$ENV_FILE")
 }
 
@@ -76,13 +78,18 @@ up() {
   start_service api "$LEDGER" serve --port "$API_PORT"
   (cd "$ROOT" && "$LEDGER" wait api --timeout 60) || { tail -20 "$LOG_DIR/api.log" >&2; die "API did not start (log: $LOG_DIR/api.log)"; }
   "$HERE/atna.sh" start
+  # A real PACS with the audit plugin, on loopback, with named demo users.
+  "$HERE/orthanc.sh" start
+  (umask 077; "$HERE/orthanc.sh" env >"$LOCAL/orthanc/env")
+  write_env
   sleep 1
   pid_alive "$RUN_DIR/consumer.pid" || { tail -20 "$LOG_DIR/consumer.log" >&2; die "consumer exited (log: $LOG_DIR/consumer.log)"; }
   log "stack is up; settings in $ENV_FILE (passwords masked here):"
-  sed -E -e 's#(://[^:]+:)[^@]*@#\1****@#' -e 's#^(LEDGER_API_TOKEN=plt_).*#\1****#' "$ENV_FILE" | grep -v '^#'
+  sed -E -e 's#(://[^:]+:)[^@]*@#\1****@#' -e 's#^(LEDGER_API_TOKEN=plt_).*#\1****#' -e 's#^(ORTHANC_USERS=).*#\1(see .local/env)#' "$ENV_FILE" | grep -v '^#'
 }
 
 down() {
+  "$HERE/orthanc.sh" stop
   "$HERE/atna.sh" stop
   stop_pidfile "$RUN_DIR/api.pid" "API"
   stop_pidfile "$RUN_DIR/consumer.pid" "consumer"
@@ -95,6 +102,7 @@ status() {
     if pid_alive "$RUN_DIR/$s.pid"; then echo "$s: running (pid $(cat "$RUN_DIR/$s.pid"))"; else echo "$s: stopped"; fi
   done
   "$HERE/atna.sh" status || true
+  "$HERE/orthanc.sh" status || true
   "$HERE/kafka.sh" status || true
   "$HERE/postgres.sh" status >/dev/null 2>&1 && echo "PostgreSQL running" || echo "PostgreSQL not running"
 }

@@ -1,0 +1,196 @@
+#!/usr/bin/env bash
+# Orthanc (Debian's orthanc + orthanc-python) with the PHI audit plugin, as the current user:
+# REST on 127.0.0.1:$ORTHANC_PORT (remote access refused, HTTP Basic users), DICOM on
+# $ORTHANC_DICOM_PORT (C-STORE / C-ECHO only from the loopback AEs configured below: Orthanc
+# 1.10 cannot bind its DICOM port to one interface). Config, index and storage under
+# .local/orthanc, pid file .local/run/orthanc.pid, log .local/log/orthanc.log, demo users'
+# passwords in .local/secrets/orthanc-users (mode 600).
+# Usage: orthanc.sh start|stop|status|env|install [--env]   (--env, or env: print ORTHANC_URL=
+# and ORTHANC_USERS=user:pass,... on stdout, for .local/env; install: only the Debian
+# packages). Idempotent.
+source "$(dirname "$0")/common.sh"
+
+ORTHANC_PORT="${LEDGER_ORTHANC_PORT:-18042}"
+ORTHANC_DICOM_PORT="${LEDGER_ORTHANC_DICOM_PORT:-14242}"
+ORTHANC_AET="${LEDGER_ORTHANC_AET:-PHILEDGER}"
+O_HOME="$LOCAL/orthanc"
+CONF="$O_HOME/orthanc.json"
+PIDFILE="$RUN_DIR/orthanc.pid"
+O_LOG="$LOG_DIR/orthanc.log"
+USERS_FILE="$SECRETS/orthanc-users"
+PLUGIN_SCRIPT="$ROOT/producers/orthanc/orthanc_plugin.py"
+PYTHON_PLUGIN=/usr/share/orthanc/plugins/libOrthancPython.so
+# Demo users and the role each has in the ledger.
+DEMO_USERS=("dr.alice:radiologist" "dr.bob:radiologist" "tech.carol:technologist")
+
+ensure_installed() {
+  if [ ! -x /usr/sbin/Orthanc ] || [ ! -e "$PYTHON_PLUGIN" ]; then
+    apt_install orthanc orthanc-python
+  fi
+  [ -x /usr/sbin/Orthanc ] || die "Orthanc not found after install"
+  [ -e "$PYTHON_PLUGIN" ] || die "orthanc-python's plugin $PYTHON_PLUGIN not found after install"
+}
+
+# The interpreter orthanc-python embeds (libpython3.X it links), e.g. 3.11.
+plugin_python_version() {
+  ldd "$PYTHON_PLUGIN" 2>/dev/null | sed -n 's/.*libpython\([0-9]*\.[0-9]*\)\.so.*/\1/p' | head -n 1
+}
+
+# Where the plugin finds aiokafka, fastavro and their dependencies: the project's virtualenv
+# when it runs the same CPython minor version as Orthanc's interpreter (C extensions are
+# ABI-compatible within a minor version); otherwise a dedicated directory filled by pip
+# --target with wheels for Orthanc's version.
+plugin_python_path() {
+  local want venv_version purelib deps
+  want="$(plugin_python_version)"
+  [ -n "$want" ] || die "cannot tell which Python $PYTHON_PLUGIN embeds"
+  [ -x "$VENV/bin/python" ] || "$ROOT/deploy/local/python.sh" >&2
+  venv_version="$("$VENV/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+  if [ "$venv_version" = "$want" ]; then
+    "$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'
+    return 0
+  fi
+  deps="$O_HOME/python$want-packages"
+  if [ ! -e "$deps/.complete" ]; then
+    log "Orthanc embeds Python $want, the virtualenv runs $venv_version: installing the plugin's dependencies into $deps"
+    rm -rf "$deps"
+    "$VENV/bin/python" -m pip install -q --target "$deps" --python-version "$want" --only-binary=:all: \
+      -c "$ROOT/deploy/constraints.txt" aiokafka fastavro >"$LOG_DIR/orthanc-pip.log" 2>&1 \
+      || { tail -20 "$LOG_DIR/orthanc-pip.log" >&2; die "pip could not install the plugin's dependencies"; }
+    touch "$deps/.complete"
+  fi
+  echo "$deps"
+}
+
+# user:password per line, generated once.
+ensure_users() {
+  local entry user pw
+  (umask 077; touch "$USERS_FILE")
+  for entry in "${DEMO_USERS[@]}"; do
+    user="${entry%%:*}"
+    if ! grep -q "^$user:" "$USERS_FILE"; then
+      pw="$(head -c 18 /dev/urandom | base64 | tr -d '/+=')"
+      echo "$user:$pw" >>"$USERS_FILE"
+    fi
+  done
+  chmod 600 "$USERS_FILE"
+}
+
+env_value() {  # env_value KEY DEFAULT: from .local/env when present
+  local v=""
+  [ -f "$LOCAL/env" ] && v="$(sed -n "s/^$1=//p" "$LOCAL/env" | tail -n 1)"
+  echo "${v:-$2}"
+}
+
+write_config() {
+  local pypath="$1" bootstrap access relay
+  bootstrap="$(env_value KAFKA_BOOTSTRAP "127.0.0.1:$KAFKA_PORT")"
+  access="$(env_value LEDGER_ACCESS_TOPIC phi-access)"
+  relay="$(env_value LEDGER_RELAY_TOPIC critical-result-relay)"
+  mkdir -p "$O_HOME/db" "$O_HOME/spool"
+  chmod 700 "$O_HOME" "$O_HOME/db" "$O_HOME/spool"
+  "$VENV/bin/python" - "$CONF" "$USERS_FILE" "$pypath" "$bootstrap" "$access" "$relay" \
+      "$ORTHANC_PORT" "$ORTHANC_DICOM_PORT" "$ORTHANC_AET" "$O_HOME" "$PLUGIN_SCRIPT" \
+      "$PYTHON_PLUGIN" "${DEMO_USERS[@]}" <<'PY'
+import json, os, sys
+(conf, users_file, pypath, bootstrap, access, relay, http_port, dicom_port, aet, home,
+ script, plugin, *roles) = sys.argv[1:]
+users = dict(line.split(":", 1) for line in open(users_file).read().split() if ":" in line)
+role = dict(r.split(":", 1) for r in roles)
+config = {
+    "Name": "phi-ledger-local",
+    "StorageDirectory": f"{home}/db",
+    "IndexDirectory": f"{home}/db",
+    "HttpPort": int(http_port),
+    "RemoteAccessAllowed": False,
+    "AuthenticationEnabled": True,
+    "RegisteredUsers": users,
+    "DicomServerEnabled": True,
+    "DicomAet": aet,
+    "DicomPort": int(dicom_port),
+    # Orthanc 1.10 listens on every interface for DICOM: only these loopback AEs may talk.
+    "DicomAlwaysAllowEcho": False,
+    "DicomAlwaysAllowStore": False,
+    "DicomCheckModalityHost": True,
+    "DicomModalities": {
+        "self": [aet, "127.0.0.1", int(dicom_port)],
+        "local-scu": ["LOCALSCU", "127.0.0.1", 11112],
+    },
+    "Plugins": [plugin],
+    "PythonScript": script,
+    "PythonVerbose": False,
+    "PhiLedger": {
+        "KafkaBootstrap": bootstrap,
+        "AccessTopic": access,
+        "RelayTopic": relay,
+        "ProducerId": "orthanc-local",
+        "FacilityId": "orthanc-local",
+        "FacilityName": "Local Orthanc (demo)",
+        "SpoolDirectory": f"{home}/spool",
+        "BlockSeconds": 0.05,
+        "PurposeOfUse": "TREAT",
+        "Users": {u: {"Role": role.get(u, "orthanc-user")} for u in users},
+        "PythonPath": [pypath],
+    },
+}
+tmp = conf + ".tmp"
+with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+    json.dump(config, f, indent=2)
+os.replace(tmp, conf)
+PY
+}
+
+users_csv() { paste -sd, "$USERS_FILE"; }
+
+orthanc_ready() {
+  local first; first="$(head -n 1 "$USERS_FILE")"
+  "$VENV/bin/python" - "http://127.0.0.1:$ORTHANC_PORT/system" "$first" <<'PY'
+import base64, sys, urllib.request
+req = urllib.request.Request(sys.argv[1], headers={
+    "Authorization": "Basic " + base64.b64encode(sys.argv[2].encode()).decode()})
+urllib.request.urlopen(req, timeout=2).read()
+PY
+}
+
+start() {
+  if pid_alive "$PIDFILE"; then
+    log "Orthanc already running (pid $(cat "$PIDFILE")) on 127.0.0.1:$ORTHANC_PORT"
+  else
+    port_open 127.0.0.1 "$ORTHANC_PORT" && die "port $ORTHANC_PORT is taken by another process"
+    ensure_installed
+    ensure_users
+    write_config "$(plugin_python_path)"
+    log "starting Orthanc on 127.0.0.1:$ORTHANC_PORT, DICOM $ORTHANC_DICOM_PORT (log: $O_LOG)"
+    local mark=0; [ -f "$O_LOG" ] && mark="$(wc -l <"$O_LOG")"
+    (cd "$O_HOME" && exec setsid nohup /usr/sbin/Orthanc "$CONF" >>"$O_LOG" 2>&1 </dev/null) &
+    echo $! >"$PIDFILE"
+    wait_for 60 "Orthanc" orthanc_ready || { tail -20 "$O_LOG" >&2; die "Orthanc did not become ready (log: $O_LOG)"; }
+    tail -n +"$((mark + 1))" "$O_LOG" | grep -q "PhiLedger: auditing PHI access" \
+      || { grep PhiLedger "$O_LOG" | tail -5 >&2; die "the PHI audit plugin did not load (log: $O_LOG)"; }
+  fi
+  log "Orthanc: http://127.0.0.1:$ORTHANC_PORT (users and passwords: $USERS_FILE)"
+  log "users: $(cut -d: -f1 "$USERS_FILE" | paste -sd' ')"
+}
+
+print_env() {
+  echo "ORTHANC_URL=http://127.0.0.1:$ORTHANC_PORT"
+  echo "ORTHANC_USERS=$(users_csv)"
+}
+
+stop() { stop_pidfile "$PIDFILE" "Orthanc"; }
+
+status() {
+  if pid_alive "$PIDFILE"; then echo "Orthanc running (pid $(cat "$PIDFILE")) on 127.0.0.1:$ORTHANC_PORT"
+  else echo "Orthanc not running"; return 3; fi
+}
+
+want_env=""
+for arg in "$@"; do [ "$arg" = "--env" ] && want_env=1; done
+case "${1:-start}" in
+  start|--env) start; if [ -n "$want_env" ]; then print_env; fi ;;
+  stop) stop ;;
+  status) status ;;
+  env) ensure_users; print_env ;;
+  install) ensure_installed ;;
+  *) die "usage: $0 start|stop|status|env|install [--env]" ;;
+esac
