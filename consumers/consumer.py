@@ -45,6 +45,7 @@ from producers.events import (
     ACCESS_SCHEMA_NAME,
     AUDIT_LOG_USED_SCHEMA_NAME,
     MAX_FUTURE_SKEW,
+    SECURITY_SCHEMA_NAME,
     AuditEvent,
     Record,
     schema_name,
@@ -123,6 +124,31 @@ def index_fields(full_name: str, record: Record) -> IndexFields:
             accession=None,
             network_address=cast("str | None", record.get("network_address")),
             purpose_of_use=None,
+        )
+    if full_name == SECURITY_SCHEMA_NAME:
+        actor = cast(Record, record["actor"])
+        named = cast("Record | None", record.get("patient")) or {}
+        return IndexFields(
+            event_id=cast(uuid.UUID, record["event_id"]),
+            kind="security_event",
+            event_time=cast(datetime, record["event_time"]).astimezone(UTC),
+            producer_id=cast(str, record["producer_id"]),
+            producer_seq=cast(int, record["producer_seq"]),
+            facility_id=cast(str, facility["id"]),
+            patient_id=cast("str | None", named.get("id")),
+            patient_issuer=cast("str | None", named.get("issuer")),
+            patient_state=cast("str | None", named.get("state")),
+            user_id=cast(str, actor["user_id"]),
+            user_name=cast("str | None", actor.get("name")),
+            user_role=cast("str | None", actor.get("role")),
+            user_org=cast("str | None", actor.get("organization")),
+            dicom_event_id=cast(str, record["dicom_event_id"]),
+            action=cast(str, record["action"]),
+            outcome=cast(str, record["outcome"]),
+            study_uid=None,
+            accession=None,
+            network_address=cast("str | None", record.get("network_address")),
+            purpose_of_use=cast("str | None", record.get("purpose_of_use")),
         )
     patient = cast(Record, record["patient"])
     study = cast("Record | None", record.get("study"))

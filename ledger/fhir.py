@@ -58,6 +58,19 @@ type 2 "System Object", role 13 "Security Resource", ``what.identifier.value`` =
 path, ``query`` = base64 of ``METHOD path?parameters``, ``detail`` method, status and results;
 plus the patient entity when the request named one.
 
+Security events (``SecurityEvent``: User Authentication 110114, Security Alert 110113 such as
+an Emergency Override, Application Activity 110100, Network Entry 110108) follow the same
+DICOM-to-FHIR conventions as PHI accesses and the FHIR R4 User Authentication example
+(``AuditEvent/example-login``): ``type`` = the EventID, ``subtype`` = the EventTypeCode (110122
+Login, 110123 Logout, 110127 / 110138 Emergency Override Started / Stopped) followed by
+``{base}/CodeSystem/99PHILEDGER#SEC`` "Security Event", which tells ``producers.fhir`` that
+the resource maps back to a ``SecurityEvent``; ``action``, ``recorded``, ``outcome`` (a failed
+login is 4 or 8), ``purposeOfEvent`` (BTG for break the glass); the user as the requesting
+agent (type ``extra-security-role-type#humanuser``, or DCM 110150 "Application" when the
+actor's role is ``system``) with the network address and purpose of use, the producer agent,
+``source`` as above, every ``details`` entry as an ``event-detail`` extension, and the
+patient entity only when the event names a patient.
+
 Critical-result relays (``CriticalResultRelay``) have no DICOM EventID. The schema already
 names them with the private DICOM code ``99PHILEDGER``/``CRR``, so their ``type`` is
 ``{base}/CodeSystem/99PHILEDGER#CRR`` "Critical Result Relay" rather than a borrowed DCM code
@@ -97,6 +110,7 @@ __all__ = [
     "HL7_PURPOSES_OF_USE",
     "MAX_COUNT",
     "RELAY_SCHEMA",
+    "SECURITY_SCHEMA",
     "AuditEventSearch",
     "DateBound",
     "EntryOutcome",
@@ -118,11 +132,13 @@ DEFAULT_BASE_URL: Final = "https://philedger.example/fhir"
 ACCESS_SCHEMA: Final = "philedger.audit.PhiAccessEvent"
 RELAY_SCHEMA: Final = "philedger.audit.CriticalResultRelay"
 AUDIT_LOG_USED_SCHEMA: Final = "philedger.audit.AuditLogUsed"
+SECURITY_SCHEMA: Final = "philedger.audit.SecurityEvent"
 
 DCM: Final = "http://dicom.nema.org/resources/ontology/DCM"
 V3_ACT_REASON: Final = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
 V3_PARTICIPATION_TYPE: Final = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
 V3_ROLE_CLASS: Final = "http://terminology.hl7.org/CodeSystem/v3-RoleClass"
+EXTRA_SECURITY_ROLE_TYPE: Final = "http://terminology.hl7.org/CodeSystem/extra-security-role-type"
 AUDIT_ENTITY_TYPE: Final = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
 OBJECT_ROLE: Final = "http://terminology.hl7.org/CodeSystem/object-role"
 SECURITY_SOURCE_TYPE: Final = "http://terminology.hl7.org/CodeSystem/security-source-type"
@@ -519,6 +535,8 @@ def audit_event(
         body = _relay_event(rec, ns)
     elif full_name == AUDIT_LOG_USED_SCHEMA:
         body = _audit_log_used(rec, ns)
+    elif full_name == SECURITY_SCHEMA:
+        body = _security_event(rec, ns)
     else:
         raise MalformedInputError(f"no FHIR AuditEvent mapping for schema {full_name[:100]!r}")
     extensions = body.pop("extension", None)
@@ -551,22 +569,12 @@ def _access_event(rec: _Record, ns: FhirNamespace) -> Resource:
     details = rec.text_map("details")
 
     out: Resource = {}
-    extensions: list[JsonValue] = []
     query = details.pop("query", None) if code == "110112" else None
-    for key in sorted(details):
-        parts: list[JsonValue] = [_ext("key", valueString=key)]
-        if details[key]:
-            parts.append(_ext("value", valueString=details[key]))
-        extensions.append(_ext(ns.event_detail, extension=parts))
+    extensions = _detail_extensions(details, ns)
     if extensions:
         out["extension"] = extensions
     out["type"] = _coding(DCM, code, dicom.EVENT_IDS.get(code))
-    subtypes: list[JsonValue] = []
-    type_code = rec.opt_text("event_type_code")
-    if type_code is not None:
-        known = dicom.EVENT_TYPE_CODES.get(type_code)
-        system = DCM if known else ns.event_type_code
-        subtypes.append(_coding(system, type_code, known))
+    subtypes = _event_type_code(rec, ns)
     if code == "110106" and recipient is not None:
         subtypes.append(_coding(ISO_21089_LIFECYCLE, "disclose", "Disclose Record Lifecycle Event"))
     if subtypes:
@@ -604,6 +612,71 @@ def _access_event(rec: _Record, ns: FhirNamespace) -> Resource:
             }
         )
     out["entity"] = entities
+    return out
+
+
+def _detail_extensions(details: Mapping[str, str], ns: FhirNamespace) -> list[JsonValue]:
+    """One ``event-detail`` extension (``key``, ``value``) per ``details`` entry, by key."""
+    extensions: list[JsonValue] = []
+    for key in sorted(details):
+        parts: list[JsonValue] = [_ext("key", valueString=key)]
+        if details[key]:
+            parts.append(_ext("value", valueString=details[key]))
+        extensions.append(_ext(ns.event_detail, extension=parts))
+    return extensions
+
+
+def _event_type_code(rec: _Record, ns: FhirNamespace) -> list[JsonValue]:
+    """The ``subtype`` coding of the stored DICOM EventTypeCode, if any."""
+    type_code = rec.opt_text("event_type_code")
+    if type_code is None:
+        return []
+    known = dicom.EVENT_TYPE_CODES.get(type_code)
+    system = DCM if known else ns.event_type_code
+    return [_coding(system, type_code, known)]
+
+
+def _security_event(rec: _Record, ns: FhirNamespace) -> Resource:
+    code = rec.text("dicom_event_id")
+    action = rec.text("action")
+    if action not in _ACTIONS:
+        raise MalformedInputError("stored event field action must be one of C, R, U, D, E")
+    outcome = _OUTCOMES.get(rec.text("outcome"))
+    if outcome is None:
+        raise MalformedInputError("stored event field outcome is not a known outcome")
+    purpose = rec.opt_text("purpose_of_use")
+    actor = rec.record("actor")
+    out: Resource = {}
+    extensions = _detail_extensions(rec.text_map("details"), ns)
+    if extensions:
+        out["extension"] = extensions
+    out["type"] = _coding(DCM, code, dicom.EVENT_IDS.get(code))
+    marker, display = dicom.SECURITY_EVENT
+    out["subtype"] = [*_event_type_code(rec, ns), _coding(ns.private_codes, marker, display)]
+    out["action"] = action
+    out["recorded"] = rec.instant("event_time")
+    out["outcome"] = outcome
+    if purpose:
+        out["purposeOfEvent"] = [_purpose(purpose, ns)]
+    if actor.text("role") == "system":  # an application (e.g. Application Activity)
+        agent_type = _concept(DCM, "110150", "Application")
+    else:  # as the FHIR R4 User Authentication example (AuditEvent/example-login)
+        agent_type = _concept(EXTRA_SECURITY_ROLE_TYPE, "humanuser", "human user")
+    out["agent"] = [
+        _person_agent(
+            actor,
+            agent_type=agent_type,
+            requestor=True,
+            ns=ns,
+            network=rec.opt_text("network_address"),
+            purpose=purpose,
+        ),
+        _producer_agent(rec.text("producer_id")),
+    ]
+    out["source"] = _source(rec, ns)
+    patient = rec.opt_record("patient")
+    if patient is not None:
+        out["entity"] = [_patient_entity(patient)]
     return out
 
 

@@ -27,7 +27,7 @@ class IndexFields:
     producer_id: str
     producer_seq: int
     facility_id: str
-    patient_id: str | None  # None only for reads of the ledger (audit_log_used)
+    patient_id: str | None  # None only for audit_log_used and security_event
     patient_issuer: str | None
     patient_state: str | None
     user_id: str

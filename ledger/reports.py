@@ -20,6 +20,24 @@ Three reports (issue 5, items 2-4):
 Exports: ``to_json`` (any report), ``to_csv`` (any report; cells that a spreadsheet would
 run as a formula are neutralised) and ``to_html`` (the printable accounting of disclosures,
 self-contained, every value escaped).
+
+Security events (``kind == "security_event"``, schema ``philedger.audit.SecurityEvent``:
+logins, logouts and failed logins, emergency override started / stopped, application
+activity, security alerts) are decided as follows:
+
+* They are on an investigation's timeline whenever they match its scope (user, facility,
+  network address, window): where and when a user logged in, failed to, or broke the glass
+  is what a breach investigation retraces. The timeline carries the EventTypeCode
+  (``event_type_code``: 110122 Login, 110123 Logout, 110127 / 110138 Emergency Override
+  Started / Stopped) to tell them apart.
+* One that names no patient (a login) touches no PHI: no PHI kind, no affected patient.
+* One that names a patient (an emergency override opens that patient's record to the user)
+  counts that patient as affected, with DEMOGRAPHICS only, when it succeeded: a breach
+  notice must not understate who was exposed, and what was viewed under the override is in
+  the PHI access events themselves.
+* Only SUCCESS completes a security event: DICOM's outcome 4 for an authentication is an
+  invalid password that the user retried, not a login (``is_completed``).
+* A security event is never a disclosure (``is_disclosure``): nothing left the system.
 """
 
 from __future__ import annotations
@@ -49,6 +67,7 @@ __all__ = [
     "KIND_ACCESS",
     "KIND_LEDGER_READ",
     "KIND_RELAY",
+    "KIND_SECURITY",
     "MAX_LOOKBACK_YEARS",
     "MAX_SCOPE_SELECTORS",
     "MAX_SELECTOR_CHARS",
@@ -124,6 +143,7 @@ _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
 KIND_ACCESS: Final = "phi_access"
 KIND_RELAY: Final = "critical_result_relay"
 KIND_LEDGER_READ: Final = "audit_log_used"
+KIND_SECURITY: Final = "security_event"
 
 
 def _text(name: str, value: object, *, limit: int = MAX_SELECTOR_CHARS) -> str:
@@ -230,7 +250,9 @@ class AccessRow:
     A critical-result relay appears with ``kind == "critical_result_relay"``, its sender as
     the user, no DICOM EventID and no network address. A read of the ledger itself appears
     with ``kind == "audit_log_used"`` (DICOM 110101), the API caller as the user, and a
-    patient only when the query named one.
+    patient only when the query named one. A security event appears with
+    ``kind == "security_event"`` (a login, an emergency override, ...), its user, its
+    EventID and EventTypeCode, no study, and a patient only when it names one.
     """
 
     event_id: uuid.UUID
@@ -363,8 +385,8 @@ def phi_kinds(row: AccessRow) -> frozenset[PhiKind]:
 
     Rules, in order:
 
-    1. every event that names a patient touches DEMOGRAPHICS (a read of the ledger that
-       names none touches no PHI kind);
+    1. every event that names a patient touches DEMOGRAPHICS (a read of the ledger or a
+       security event that names none touches no PHI kind);
     2. a critical-result relay touches REPORT (it carries the finding);
     3. the DICOM EventID adds its kinds from ``PHI_KINDS_BY_EVENT_ID``;
     4. an Export, a Security Alert or an unknown EventID that names a study adds IMAGES
@@ -401,10 +423,12 @@ _COMPLETED_OUTCOMES: Final = frozenset({"SUCCESS", "MINOR_FAILURE"})
 def is_completed(row: AccessRow) -> bool:
     """True if the action happened: outcome success or minor failure, or not recorded. A
     relay always happened (its sender had the finding). A read of the ledger returned data
-    only on SUCCESS: its producer records a refused (4xx) request as MINOR_FAILURE."""
+    only on SUCCESS: its producer records a refused (4xx) request as MINOR_FAILURE. A
+    security event happened only on SUCCESS: DICOM's minor failure (4) of an authentication
+    is an invalid password the user retried."""
     if row.kind == KIND_RELAY:
         return True
-    if row.kind == KIND_LEDGER_READ:
+    if row.kind in (KIND_LEDGER_READ, KIND_SECURITY):
         return row.outcome == "SUCCESS"
     return row.outcome is None or row.outcome in _COMPLETED_OUTCOMES
 
@@ -504,6 +528,8 @@ class TimelineEntry:
     patient_id: str | None
     patient_issuer: str | None
     dicom_event_id: str | None
+    #: DICOM EventTypeCode, e.g. 110122 Login or 110127 Emergency Override Started.
+    event_type_code: str | None
     action: str | None
     outcome: str | None
     study_uid: str | None
@@ -619,6 +645,7 @@ def build_investigation(
                 patient_id=row.patient_id,
                 patient_issuer=row.patient_issuer,
                 dicom_event_id=row.dicom_event_id,
+                event_type_code=row.event_type_code,
                 action=row.action,
                 outcome=row.outcome,
                 study_uid=None if row.study is None else row.study.uid,
@@ -628,7 +655,7 @@ def build_investigation(
             )
         )
         if row.patient_id is None:
-            continue  # a read of the ledger that named no patient: timeline only
+            continue  # a read of the ledger or a security event naming no one: timeline only
         key = (row.patient_issuer, row.patient_id)
         if completed:
             by_patient.setdefault(key, []).append(row)
@@ -1488,6 +1515,7 @@ def _investigation_json(r: InvestigationReport) -> dict[str, JsonValue]:
                 "patient_id": e.patient_id,
                 "patient_issuer": e.patient_issuer,
                 "dicom_event_id": e.dicom_event_id,
+                "event_type_code": e.event_type_code,
                 "action": e.action,
                 "outcome": e.outcome,
                 "study_uid": e.study_uid,

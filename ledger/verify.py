@@ -305,6 +305,7 @@ def build_full_tiles(leaf_hashes: Iterable[bytes]) -> Iterator[tuple[int, int, b
 _ACCESS: Final = "philedger.audit.PhiAccessEvent"
 _RELAY: Final = "philedger.audit.CriticalResultRelay"
 _AUDIT_LOG_USED: Final = "philedger.audit.AuditLogUsed"
+_SECURITY: Final = "philedger.audit.SecurityEvent"
 
 
 def _sub(record: Mapping[str, JsonValue], key: str) -> dict[str, JsonValue]:
@@ -314,19 +315,50 @@ def _sub(record: Mapping[str, JsonValue], key: str) -> dict[str, JsonValue]:
     return value
 
 
+def _opt_sub(record: Mapping[str, JsonValue], key: str) -> dict[str, JsonValue]:
+    """An optional nested record (an absent one reads as empty)."""
+    value = record.get(key)
+    if value is not None and not isinstance(value, dict):
+        raise MalformedInputError(f"event field {key} is not a record")
+    return value or {}
+
+
 def project_event(full_name: str, record: Mapping[str, JsonValue]) -> dict[str, JsonValue]:
     """The ``events`` columns that a decoded event determines (``SchemaSet.decode`` output).
 
+    Must agree with the consumer's projection (``consumers.consumer.index_fields``).
     Raises ``MalformedInputError`` for a schema without a projection or a record that lacks
     a nested record.  Relay ``action``/``outcome``/``purpose_of_use`` are not included.
     """
     facility = _sub(record, "facility")
+    if full_name == _SECURITY:
+        actor = _sub(record, "actor")
+        named = _opt_sub(record, "patient")
+        return {
+            "event_id": record.get("event_id"),
+            "event_time": record.get("event_time"),
+            "producer_id": record.get("producer_id"),
+            "producer_seq": record.get("producer_seq"),
+            "facility_id": facility.get("id"),
+            "patient_id": named.get("id"),
+            "patient_issuer": named.get("issuer"),
+            "patient_state": named.get("state"),
+            "kind": "security_event",
+            "user_id": actor.get("user_id"),
+            "user_name": actor.get("name"),
+            "user_role": actor.get("role"),
+            "user_org": actor.get("organization"),
+            "dicom_event_id": record.get("dicom_event_id"),
+            "action": record.get("action"),
+            "outcome": record.get("outcome"),
+            "study_uid": None,
+            "accession": None,
+            "network_address": record.get("network_address"),
+            "purpose_of_use": record.get("purpose_of_use"),
+        }
     if full_name == _AUDIT_LOG_USED:
         actor = _sub(record, "actor")
-        raw_patient = record.get("patient")
-        if raw_patient is not None and not isinstance(raw_patient, dict):
-            raise MalformedInputError("event field patient is not a record")
-        who = raw_patient or {}
+        who = _opt_sub(record, "patient")
         return {
             "event_id": record.get("event_id"),
             "event_time": record.get("event_time"),

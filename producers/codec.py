@@ -29,6 +29,7 @@ from producers.events import (
     AUDIT_LOG_USED_SCHEMA_NAME,
     MAX_FUTURE_SKEW,
     RELAY_SCHEMA_NAME,
+    SECURITY_SCHEMA_NAME,
     AcrCategory,
     Actor,
     AttemptOutcome,
@@ -46,6 +47,7 @@ from producers.events import (
     RelayAttempt,
     RelayMethod,
     RelayRecipient,
+    SecurityEvent,
     Study,
     schema_name,
     to_record,
@@ -339,6 +341,27 @@ def from_record(full_name: str, record: Record) -> AuditEvent:
             outcome=EventOutcome(_s(record, "outcome")),
             network_address=_os(record, "network_address"),
             patient=_patient_from(patient) if isinstance(patient, dict) else None,
+            event_id=_uuid(record, "event_id"),
+            event_time=_t(record, "event_time"),
+            producer_id=_s(record, "producer_id"),
+            producer_seq=_int(record, "producer_seq"),
+        )
+    if full_name == SECURITY_SCHEMA_NAME:
+        patient = record.get("patient")
+        details = record.get("details") or {}
+        if not isinstance(details, dict):
+            raise TypeError("details is not a map")
+        return SecurityEvent(
+            facility=Facility(id=_s(facility, "id"), name=_os(facility, "name")),
+            actor=_actor_from(_d(record, "actor")),
+            dicom_event_id=_s(record, "dicom_event_id"),
+            event_type_code=_os(record, "event_type_code"),
+            action=EventAction(_s(record, "action")),
+            outcome=EventOutcome(_s(record, "outcome")),
+            network_address=_os(record, "network_address"),
+            patient=_patient_from(patient) if isinstance(patient, dict) else None,
+            purpose_of_use=_os(record, "purpose_of_use"),
+            details=MappingProxyType({str(k): str(v) for k, v in details.items()}),
             event_id=_uuid(record, "event_id"),
             event_time=_t(record, "event_time"),
             producer_id=_s(record, "producer_id"),

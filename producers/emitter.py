@@ -470,7 +470,8 @@ class Emitter:
     # ------------------------------------------------------------------ emitting
 
     def topic_for(self, event: AuditEvent) -> str:
-        # Reads of the ledger itself (AuditLogUsed) are PHI accesses too: same topic.
+        # Reads of the ledger itself (AuditLogUsed) and security events (SecurityEvent:
+        # logins, emergency overrides) belong to the access history too: same topic.
         if isinstance(event, CriticalResultRelay):
             return self._config.relay_topic
         return self._config.access_topic

@@ -26,6 +26,9 @@ from schemas import dicom
 
 #: DICOM PS3.15 A.5 EventIDs (code system DCM) that a PHI access event may carry.
 DICOM_EVENT_IDS: Final[Mapping[str, str]] = dicom.EVENT_IDS
+#: The EventIDs a ``SecurityEvent`` may carry: Application Activity (110100), Network Entry
+#: (110108), Security Alert (110113) and User Authentication (110114).
+SECURITY_EVENT_IDS: Final[frozenset[str]] = dicom.SECURITY_EVENT_IDS
 
 #: HL7 v3 PurposeOfUse codes accepted in ``purpose_of_use``.
 PURPOSES_OF_USE: Final[frozenset[str]] = frozenset(
@@ -269,12 +272,47 @@ class AuditLogUsed:
         return self.patient.key if self.patient is not None else f"user|{self.actor.user_id}"
 
 
-AuditEvent = PhiAccessEvent | CriticalResultRelay | AuditLogUsed
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SecurityEvent:
+    """One security event (schema ``philedger.audit.SecurityEvent``): a user logged in or
+    out (or failed to), started or stopped an emergency override, an application started
+    or stopped, a security alert. DICOM EventIDs ``SECURITY_EVENT_IDS``; the patient is
+    optional (an emergency override names one, a login does not).
+
+    ``producer_id`` and ``producer_seq`` are stamped by the emitter when left unset.
+    """
+
+    facility: Facility
+    actor: Actor
+    dicom_event_id: str
+    action: EventAction = EventAction.EXECUTE
+    outcome: EventOutcome = EventOutcome.SUCCESS
+    event_type_code: str | None = None
+    network_address: str | None = None
+    patient: Patient | None = None
+    purpose_of_use: str | None = None
+    details: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    event_id: uuid.UUID = field(default_factory=new_event_id)
+    event_time: datetime = field(default_factory=utc_now)
+    producer_id: str | None = None
+    producer_seq: int | None = None
+
+    def stamped(self, *, producer_id: str, producer_seq: int) -> SecurityEvent:
+        return replace(self, producer_id=producer_id, producer_seq=producer_seq)
+
+    @property
+    def key(self) -> str:
+        """Kafka key: the patient's when the event names one, else the user's."""
+        return self.patient.key if self.patient is not None else f"user|{self.actor.user_id}"
+
+
+AuditEvent = PhiAccessEvent | CriticalResultRelay | AuditLogUsed | SecurityEvent
 
 
 def event_key(event: AuditEvent) -> str:
-    """The Kafka message key of an event: one patient's events stay in one partition."""
-    if isinstance(event, AuditLogUsed):
+    """The Kafka message key of an event: one patient's events stay in one partition (an
+    event that names no patient is keyed by its user, ``user|<user id>``)."""
+    if isinstance(event, AuditLogUsed | SecurityEvent):
         return event.key
     return event.patient.key
 
@@ -289,6 +327,7 @@ RELAY_SCHEMA_NAME: Final = "philedger.audit.CriticalResultRelay"
 
 
 AUDIT_LOG_USED_SCHEMA_NAME: Final = "philedger.audit.AuditLogUsed"
+SECURITY_SCHEMA_NAME: Final = "philedger.audit.SecurityEvent"
 
 
 def schema_name(event: AuditEvent) -> str:
@@ -297,6 +336,8 @@ def schema_name(event: AuditEvent) -> str:
         return ACCESS_SCHEMA_NAME
     if isinstance(event, CriticalResultRelay):
         return RELAY_SCHEMA_NAME
+    if isinstance(event, SecurityEvent):
+        return SECURITY_SCHEMA_NAME
     return AUDIT_LOG_USED_SCHEMA_NAME
 
 
@@ -345,6 +386,23 @@ def to_record(event: AuditEvent) -> Record:
                 "results": q.results,
             },
             "patient": None if event.patient is None else _patient(event.patient),
+        }
+    if isinstance(event, SecurityEvent):
+        return {
+            "event_id": event.event_id,
+            "event_time": event.event_time,
+            "producer_id": event.producer_id,
+            "producer_seq": event.producer_seq,
+            "facility": {"id": event.facility.id, "name": event.facility.name},
+            "actor": _actor(event.actor),
+            "dicom_event_id": event.dicom_event_id,
+            "event_type_code": event.event_type_code,
+            "action": event.action.value,
+            "outcome": event.outcome.value,
+            "network_address": event.network_address,
+            "patient": None if event.patient is None else _patient(event.patient),
+            "purpose_of_use": event.purpose_of_use,
+            "details": dict(event.details),
         }
     common: Record = {
         "event_id": event.event_id,
@@ -504,6 +562,12 @@ def _req(record: Record, key: str) -> Record:
 
 
 def _common(record: Record, latest: datetime, actor_path: str) -> None:
+    _envelope(record, latest, actor_path)
+    _patient_fields(_req(record, "patient"))
+
+
+def _envelope(record: Record, latest: datetime, actor_path: str) -> None:
+    """Identity, time, producer, facility and the acting user: every event has them."""
     if not isinstance(record.get("event_id"), uuid.UUID):
         raise _fail("event_id", "must be a UUID")
     _time("event_time", record.get("event_time"), latest=latest)
@@ -522,7 +586,6 @@ def _common(record: Record, latest: datetime, actor_path: str) -> None:
     _text(f"{actor_path}.name", actor.get("name"), required=False)
     _text(f"{actor_path}.organization", actor.get("organization"), required=False)
     _npi(f"{actor_path}.npi", actor.get("npi"))
-    _patient_fields(_req(record, "patient"))
 
 
 def _patient_fields(patient: Record) -> None:
@@ -563,6 +626,9 @@ def validate(event: AuditEvent, *, now: datetime | None = None) -> None:
             _enum(f"attempts[{i}].outcome", attempt.outcome, AttemptOutcome)
     elif isinstance(event, AuditLogUsed):
         _enum("outcome", event.outcome, EventOutcome)
+    elif isinstance(event, SecurityEvent):
+        _enum("action", event.action, EventAction)
+        _enum("outcome", event.outcome, EventOutcome)
     else:
         raise EventValidationError(
             f"unsupported event type {type(event).__name__}", field="<event>"
@@ -588,6 +654,8 @@ def validate_record(
         _validate_relay(record, latest)
     elif full_name == AUDIT_LOG_USED_SCHEMA_NAME:
         _validate_audit_log_used(record, latest)
+    elif full_name == SECURITY_SCHEMA_NAME:
+        _validate_security(record, latest)
     else:
         raise EventValidationError(f"no event type for schema {full_name}", field="<event>")
 
@@ -597,24 +665,34 @@ def _validate_access(record: Record, latest: datetime) -> None:
     dicom_event_id = record.get("dicom_event_id")
     if dicom_event_id not in DICOM_EVENT_IDS:
         raise _fail("dicom_event_id", f"{dicom_event_id!r} is not a DICOM PS3.15 EventID (1101xx)")
-    code = record.get("event_type_code")
-    if code is not None and not (isinstance(code, str) and _CODE.fullmatch(code)):
-        raise _fail("event_type_code", f"{code!r} is not a code")
+    _event_type_code(record.get("event_type_code"))
     _symbol("action", record.get("action"), EventAction)
     _symbol("outcome", record.get("outcome"), EventOutcome)
     study = _opt(record, "study")
     if study is not None:
         _study_fields("study", study)
     _text("network_address", record.get("network_address"), required=False)
-    purpose = record.get("purpose_of_use")
-    if purpose is not None and purpose not in PURPOSES_OF_USE:
-        raise _fail("purpose_of_use", f"{purpose!r} is not an HL7 PurposeOfUse code")
+    _purpose_of_use(record.get("purpose_of_use"))
     recipient = _opt(record, "recipient")
     if recipient is not None:
         _text("recipient.name", recipient.get("name"), required=True)
         _text("recipient.address", recipient.get("address"), required=False, limit=MAX_TEXT_CHARS)
         _text("recipient.organization", recipient.get("organization"), required=False)
-    details = record.get("details") or {}
+    _details(record.get("details"))
+
+
+def _event_type_code(code: object) -> None:
+    if code is not None and not (isinstance(code, str) and _CODE.fullmatch(code)):
+        raise _fail("event_type_code", f"{code!r} is not a code")
+
+
+def _purpose_of_use(purpose: object) -> None:
+    if purpose is not None and purpose not in PURPOSES_OF_USE:
+        raise _fail("purpose_of_use", f"{purpose!r} is not an HL7 PurposeOfUse code")
+
+
+def _details(raw: object) -> None:
+    details = raw or {}
     if not isinstance(details, Mapping):
         raise _fail("details", "must be a map")
     if len(details) > MAX_DETAILS:
@@ -714,3 +792,22 @@ def _validate_audit_log_used(record: Record, latest: datetime) -> None:
     patient = _opt(record, "patient")
     if patient is not None:
         _patient_fields(patient)
+
+
+def _validate_security(record: Record, latest: datetime) -> None:
+    _envelope(record, latest, "actor")
+    dicom_event_id = record.get("dicom_event_id")
+    if dicom_event_id not in SECURITY_EVENT_IDS:
+        allowed = ", ".join(
+            f"{code} {DICOM_EVENT_IDS[code]}" for code in sorted(SECURITY_EVENT_IDS)
+        )
+        raise _fail("dicom_event_id", f"{dicom_event_id!r} is not a security EventID ({allowed})")
+    _event_type_code(record.get("event_type_code"))
+    _symbol("action", record.get("action"), EventAction)
+    _symbol("outcome", record.get("outcome"), EventOutcome)
+    _text("network_address", record.get("network_address"), required=False)
+    patient = _opt(record, "patient")
+    if patient is not None:
+        _patient_fields(patient)
+    _purpose_of_use(record.get("purpose_of_use"))
+    _details(record.get("details"))

@@ -1,4 +1,5 @@
-"""FHIR R4 AuditEvent resources in, ``PhiAccessEvent`` out: the IHE FHIR audit feed.
+"""FHIR R4 AuditEvent resources in, ``PhiAccessEvent`` or ``SecurityEvent`` out: the IHE FHIR
+audit feed.
 
 ``POST /fhir/AuditEvent`` accepts one AuditEvent, or a Bundle of type ``batch`` or
 ``transaction`` whose entries are AuditEvents; ``events_from_fhir`` turns either into one
@@ -15,6 +16,23 @@ maps to an event field or makes the resource unmappable. The mapping is the reve
 ``ledger.fhir.audit_event`` (see its docstring): for every valid event ``e`` and its stored
 record, ``event_from_fhir(audit_event(record), keep_producer=True) == e``, except that empty
 optional strings (which FHIR cannot carry) come back as ``None``.
+
+Which schema a resource becomes:
+
+* a resource this ledger served (it carries the ``ledger-position`` extension) says so: the
+  subtype ``{base}/CodeSystem/99PHILEDGER#SEC`` makes it a ``SecurityEvent``, its absence a
+  ``PhiAccessEvent``;
+* any other resource whose ``type`` is a security EventID (``SECURITY_EVENT_IDS``: 110100
+  Application Activity, 110108 Network Entry, 110113 Security Alert, 110114 User
+  Authentication) and that names no study is a ``SecurityEvent`` (a login, a logout, an
+  emergency override of one patient's record); the ``SEC`` subtype makes it one too;
+* everything else is a ``PhiAccessEvent``, which needs a patient (a security alert that
+  names a study records access to that study's images).
+
+The requesting user's ``role`` is required, except with a security EventID, where a user
+without one is ``person`` (agent type ``extra-security-role-type#humanuser``), ``system``
+(a DICOM role type, e.g. 110150 Application) or ``unspecified``, as a foreign DICOM message
+is mapped.
 
 This module imports nothing of this product but ``producers`` and the ``schemas`` data.
 """
@@ -40,6 +58,7 @@ from producers.events import (
     Patient,
     PhiAccessEvent,
     Recipient,
+    SecurityEvent,
     Study,
     new_event_id,
     validate,
@@ -63,6 +82,7 @@ MAX_BUNDLE_ENTRIES: Final = 1000
 DCM: Final = "http://dicom.nema.org/resources/ontology/DCM"
 V3_ACT_REASON: Final = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
 V3_PARTICIPATION_TYPE: Final = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
+EXTRA_SECURITY_ROLE_TYPE: Final = "http://terminology.hl7.org/CodeSystem/extra-security-role-type"
 AUDIT_ENTITY_TYPE: Final = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
 OBJECT_ROLE: Final = "http://terminology.hl7.org/CodeSystem/object-role"
 DICOM_UID_SYSTEM: Final = "urn:dicom:uid"
@@ -163,7 +183,7 @@ class EntryResult:
 
     index: int | None
     full_url: str | None = None
-    event: PhiAccessEvent | None = None
+    event: PhiAccessEvent | SecurityEvent | None = None
     error: EventValidationError | None = None
 
     @property
@@ -187,7 +207,7 @@ class Submission:
         return all(r.ok for r in self.results)
 
     @property
-    def events(self) -> tuple[PhiAccessEvent, ...]:
+    def events(self) -> tuple[PhiAccessEvent | SecurityEvent, ...]:
         return tuple(r.event for r in self.results if r.event is not None and r.error is None)
 
 
@@ -331,7 +351,9 @@ class _Builder:
         self.note(f"details[{key!r}]", node)
 
 
-def _event_type(b: _Builder) -> tuple[str, str | None]:
+def _event_type(b: _Builder) -> tuple[str, str | None, bool]:
+    """The EventID, the EventTypeCode, and whether the ``SEC`` subtype marks the resource
+    as a security event."""
     root = b.root
     type_node = root.get("type")
     if not type_node.present:
@@ -350,6 +372,7 @@ def _event_type(b: _Builder) -> tuple[str, str | None]:
         )
     b.note("dicom_event_id", type_node.get("code"))
     type_code: str | None = None
+    security = False
     for sub in root.items("subtype"):
         sub_system, sub_code = _code_of(sub)
         if sub_system in (DCM, b.names.event_type_code):
@@ -358,10 +381,18 @@ def _event_type(b: _Builder) -> tuple[str, str | None]:
             type_code = sub.get("code").required_text()
             b.note("event_type_code", sub.get("code"))
         elif sub_system == b.names.private_codes:
-            raise _fail(sub.path, f"private code {sub_code!r} cannot be mapped")
+            if sub_code != dicom.SECURITY_EVENT[0]:
+                raise _fail(sub.path, f"private code {sub_code!r} cannot be mapped")
+            if code not in dicom.SECURITY_EVENT_IDS:
+                raise _fail(
+                    sub.path,
+                    f"a security event needs a security EventID "
+                    f"({', '.join(sorted(dicom.SECURITY_EVENT_IDS))}), not {code}",
+                )
+            security = True
         # Other subtypes (BALP's iso-21089-lifecycle#disclose, RESTful interactions) only
         # restate what type and the recipient already say.
-    return code, type_code
+    return code, type_code, security
 
 
 def _purpose(b: _Builder, user: _Node | None) -> str | None:
@@ -425,8 +456,18 @@ def _npi(b: _Builder, node: _Node, event_field: str) -> str | None:
     return value.required_text()
 
 
-def _role(b: _Builder, agent: _Node, event_field: str) -> str:
+def _role(b: _Builder, agent: _Node, event_field: str, *, lenient: bool = False) -> str:
     roles = agent.items("role")
+    if not roles and lenient:
+        # As the DICOM mapping of a foreign message: a human user is a person, an
+        # application a system (e.g. the FHIR R4 User Authentication example has no role).
+        agent_type = agent.get("type")
+        b.note(event_field, agent_type)
+        if _has_code(agent_type, EXTRA_SECURITY_ROLE_TYPE, "humanuser"):
+            return "person"
+        if any(_code_of(c)[0] == DCM for c in agent_type.codings()):
+            return "system"
+        return "unspecified"
     if not roles:
         raise _fail(f"{agent.path}.role", "is required (the workforce role)")
     if len(roles) > 1:
@@ -446,7 +487,7 @@ def _role(b: _Builder, agent: _Node, event_field: str) -> str:
     raise _fail(role.path, "needs a text or a coding")
 
 
-def _user(b: _Builder, agent: _Node) -> Actor:
+def _user(b: _Builder, agent: _Node, *, lenient_role: bool = False) -> Actor:
     agent.only(_AGENT_KEYS)
     who = agent.get("who")
     user_id = who.get("identifier").get("value")
@@ -458,7 +499,7 @@ def _user(b: _Builder, agent: _Node) -> Actor:
     return Actor(
         user_id=user_id.required_text("is required (the unique user id)"),
         name=name.text(),
-        role=_role(b, agent, "actor.role"),
+        role=_role(b, agent, "actor.role", lenient=lenient_role),
         organization=_ext_text(b, agent, b.names.agent_organization, "actor.organization"),
         npi=_npi(b, agent, "actor.npi"),
     )
@@ -655,10 +696,10 @@ def _event_id(root: _Node, full_url: str | None) -> uuid.UUID:
 
 def _build(
     root: _Node, b: _Builder, *, keep_producer: bool, full_url: str | None
-) -> PhiAccessEvent:
+) -> PhiAccessEvent | SecurityEvent:
     if root.get("resourceType").value != "AuditEvent":
         raise _fail(f"{root.path}.resourceType", "must be AuditEvent")
-    code, type_code = _event_type(b)
+    code, type_code, marked_security = _event_type(b)
     root.only(_TOP_LEVEL)
     event_id = _event_id(root, full_url)
     b.note("event_id", root.get("id"))
@@ -699,7 +740,7 @@ def _build(
     if len(recipients) > 1:
         raise _fail(recipients[1].path, "the ledger records one recipient per event")
     user = users[0]
-    actor = _user(b, user)
+    actor = _user(b, user, lenient_role=code in dicom.SECURITY_EVENT_IDS)
     network = _network(user)
     if not network.present:  # BALP puts the client's address on the Source Role ID agent
         for agent in systems:
@@ -713,7 +754,7 @@ def _build(
     purpose = _purpose(b, user)
 
     patients: list[Patient] = []
-    studies: list[Study] = []
+    studies: list[tuple[_Node, Study]] = []
     for entity in root.items("entity"):
         entity.only(_ENTITY_KEYS)
         kind = _entity_kind(entity)
@@ -724,10 +765,17 @@ def _build(
         elif kind == "study":
             if studies:
                 raise _fail(entity.path, "the ledger records one study per event")
-            studies.append(_study(b, entity))
+            studies.append((entity, _study(b, entity)))
         else:
             _query(b, entity)
-    if not patients:
+    served = bool(_extensions(root, b.names.ledger_position))
+    security = marked_security or (not served and code in dicom.SECURITY_EVENT_IDS and not studies)
+    if security:
+        if studies:
+            raise _fail(studies[0][0].path, "a security event names no study")
+        if recipients:
+            raise _fail(recipients[0].path, "a security event has no recipient")
+    elif not patients:
         raise _fail(f"{root.path}.entity", "needs the patient (object-role 1 Patient)")
 
     _details(b)
@@ -735,6 +783,23 @@ def _build(
     if outcome_desc.present:
         b.add_detail("outcomeDesc", outcome_desc.required_text(), outcome_desc)
     facility, producer_id, producer_seq = _source(b, keep_producer)
+    if security:
+        return SecurityEvent(
+            event_id=event_id,
+            event_time=event_time,
+            producer_id=producer_id,
+            producer_seq=producer_seq,
+            facility=facility,
+            actor=actor,
+            dicom_event_id=code,
+            event_type_code=type_code,
+            action=action,
+            outcome=outcome,
+            network_address=network.text(),
+            patient=patients[0] if patients else None,
+            purpose_of_use=purpose,
+            details=MappingProxyType(dict(b.details)),
+        )
     return PhiAccessEvent(
         event_id=event_id,
         event_time=event_time,
@@ -747,7 +812,7 @@ def _build(
         action=action,
         outcome=outcome,
         patient=patients[0],
-        study=studies[0] if studies else None,
+        study=studies[0][1] if studies else None,
         network_address=network.text(),
         purpose_of_use=purpose,
         recipient=recipient,
@@ -762,8 +827,9 @@ def event_from_fhir(
     keep_producer: bool = False,
     full_url: str | None = None,
     now: datetime | None = None,
-) -> PhiAccessEvent:
-    """The ``PhiAccessEvent`` of one FHIR R4 AuditEvent; raises ``EventValidationError``.
+) -> PhiAccessEvent | SecurityEvent:
+    """The event of one FHIR R4 AuditEvent (a ``PhiAccessEvent``, or a ``SecurityEvent`` as
+    the module doc says); raises ``EventValidationError``.
 
     The event id is the resource's ``id`` (a UUID), else the ``urn:uuid:`` of ``full_url``,
     else a new one. With ``keep_producer`` the producer id and sequence number are read

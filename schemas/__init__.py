@@ -12,8 +12,14 @@ from importlib.resources import files
 PHI_ACCESS_V1 = "phi_access_event.v1.avsc"
 CRITICAL_RESULT_RELAY_V1 = "critical_result_relay.v1.avsc"
 AUDIT_LOG_USED_V1 = "audit_log_used.v1.avsc"
+SECURITY_EVENT_V1 = "security_event.v1.avsc"
 
-ALL_SCHEMA_FILES: tuple[str, ...] = (PHI_ACCESS_V1, CRITICAL_RESULT_RELAY_V1, AUDIT_LOG_USED_V1)
+ALL_SCHEMA_FILES: tuple[str, ...] = (
+    PHI_ACCESS_V1,
+    CRITICAL_RESULT_RELAY_V1,
+    AUDIT_LOG_USED_V1,
+    SECURITY_EVENT_V1,
+)
 
 
 def load_schema_json(name: str) -> dict[str, object]:

@@ -31,11 +31,28 @@ EVENT_IDS: Final[Mapping[str, str]] = MappingProxyType(
     }
 )
 
+#: The EventIDs of security events (schema ``philedger.audit.SecurityEvent``): audit
+#: messages about the security of the system rather than access to a patient's record.
+#: They often name no patient; an Emergency Override (Security Alert with EventTypeCode
+#: 110127 / 110138) names the patient whose record was opened.
+SECURITY_EVENT_IDS: Final[frozenset[str]] = frozenset(
+    {
+        "110100",  # Application Activity (application start / stop)
+        "110108",  # Network Entry (a node attaches to / detaches from the network)
+        "110113",  # Security Alert (emergency override, configuration changes, ...)
+        "110114",  # User Authentication (login, logout, and their failures)
+    }
+)
+
 #: Some EventTypeCodes (DCM).
 EVENT_TYPE_CODES: Final[Mapping[str, str]] = MappingProxyType(
     {
+        "110120": "Application Start",
+        "110121": "Application Stop",
         "110122": "Login",
         "110123": "Logout",
+        "110124": "Attach",
+        "110125": "Detach",
         "110127": "Emergency Override Started",
         "110138": "Emergency Override Stopped",
         "110136": "Security Roles Changed",
@@ -46,3 +63,6 @@ EVENT_TYPE_CODES: Final[Mapping[str, str]] = MappingProxyType(
 #: Private code system for events DICOM has no code for.
 PRIVATE_CODE_SYSTEM: Final = "99PHILEDGER"
 CRITICAL_RESULT_RELAY: Final = ("CRR", "Critical Result Relay")
+#: Marks a FHIR AuditEvent this ledger wrote for a ``SecurityEvent`` (an ``AuditEvent.subtype``
+#: coding), so that it maps back to that schema rather than to a ``PhiAccessEvent``.
+SECURITY_EVENT: Final = ("SEC", "Security Event")

@@ -137,7 +137,12 @@ def _schemas() -> dict[str, JsonObject]:
             "event_id": {"type": "string", "format": "uuid"},
             "kind": {
                 "type": "string",
-                "enum": ["phi_access", "critical_result_relay", "audit_log_used"],
+                "enum": [
+                    "phi_access",
+                    "critical_result_relay",
+                    "audit_log_used",
+                    "security_event",
+                ],
             },
             "time": {"type": "string", "format": "date-time"},
             "facility": {"type": "string"},

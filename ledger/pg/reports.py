@@ -33,6 +33,7 @@ from ledger.reports import (
     KIND_ACCESS,
     KIND_LEDGER_READ,
     KIND_RELAY,
+    KIND_SECURITY,
     MAX_LOOKBACK_YEARS,
     AccessRow,
     DisclosureAccounting,
@@ -129,6 +130,7 @@ WRITER_SCHEMAS: Final = "SELECT fingerprint, full_name, schema_json FROM writer_
 PHI_ACCESS: Final = "philedger.audit.PhiAccessEvent"
 RELAY: Final = "philedger.audit.CriticalResultRelay"
 LEDGER_READ: Final = "philedger.audit.AuditLogUsed"
+SECURITY: Final = "philedger.audit.SecurityEvent"
 
 #: Default cap on the events one report reads.
 DEFAULT_MAX_ROWS: Final = 50_000
@@ -345,7 +347,7 @@ class PostgresReports(PooledAdapter):
             except MalformedInputError as exc:
                 raise VerificationError(f"{where} does not decode: {exc}") from exc
             _check_id(record, event_id, where)
-            if name not in (PHI_ACCESS, RELAY, LEDGER_READ):
+            if name not in (PHI_ACCESS, RELAY, LEDGER_READ, SECURITY):
                 raise VerificationError(f"{where}: unexpected event schema {name}")
             out.append(_Decoded(name=name, rec=record, event_id=event_id, pos=pos, where=where))
         return out
@@ -452,10 +454,34 @@ def _as_access(d: _Decoded) -> AccessRow:
     """An event as an investigation or an accounting sees it. A relay appears as its
     sender's access to the finding, as the index projects it (action E, purpose TREAT,
     outcome SUCCESS once communicated, else MINOR_FAILURE); a read of the ledger as its
-    caller's Audit Log Used (110101, action R), naming a patient only if its query did."""
+    caller's Audit Log Used (110101, action R), naming a patient only if its query did; a
+    security event as its user's, naming a patient only if it did."""
     rec, where = d.rec, d.where
     event_time = _time(rec, "event_time", where)
     facility_id = _str(_map(rec, "facility", where), "id", where)
+    if d.name == SECURITY:
+        actor = _map(rec, "actor", where)
+        named = _opt_map(rec, "patient", where)
+        return AccessRow(
+            event_id=d.event_id,
+            kind=KIND_SECURITY,
+            event_time=event_time,
+            position=d.pos,
+            facility_id=facility_id,
+            patient_id=None if named is None else _str(named, "id", where),
+            patient_issuer=None if named is None else _opt_str(named, "issuer", where),
+            patient_state=None if named is None else _opt_str(named, "state", where),
+            user_id=_str(actor, "user_id", where),
+            user_name=_opt_str(actor, "name", where),
+            user_role=_opt_str(actor, "role", where),
+            user_org=_opt_str(actor, "organization", where),
+            dicom_event_id=_str(rec, "dicom_event_id", where),
+            event_type_code=_opt_str(rec, "event_type_code", where),
+            action=_str(rec, "action", where),
+            outcome=_str(rec, "outcome", where),
+            network_address=_opt_str(rec, "network_address", where),
+            purpose_of_use=_opt_str(rec, "purpose_of_use", where),
+        )
     if d.name == LEDGER_READ:
         caller = _map(rec, "actor", where)
         named = _opt_map(rec, "patient", where)

@@ -2,9 +2,10 @@
 
 ``events_from_dicom(payload)`` parses one audit message with ``defusedxml`` (no DTD, no
 entities, no external references: billion-laughs and XXE payloads are refused with reason
-``xml_forbidden``) and maps it to ``PhiAccessEvent`` values, or to one ``AuditLogUsed`` for
-EventID 110101. ``to_dicom_xml(event)`` is the reverse. For every valid event ``e``
-(``PhiAccessEvent`` or ``AuditLogUsed``):
+``xml_forbidden``) and maps it to ``PhiAccessEvent`` values, to ``SecurityEvent`` values
+(logins, logouts, emergency overrides, application activity, security alerts), or to one
+``AuditLogUsed`` for EventID 110101. ``to_dicom_xml(event)`` is the reverse. For every
+valid event ``e`` (``PhiAccessEvent``, ``SecurityEvent`` or ``AuditLogUsed``):
 ``events_from_dicom(to_dicom_xml(e), keep_producer=True) == (e,)``.
 
 Invariants:
@@ -57,9 +58,20 @@ Mapping (foreign messages: any ATNA source, e.g. dcm4chee-arc):
   address).
 * One patient and n studies give max(n, 1) events (one per study); several patients and
   no study give one event per patient; several patients with studies are
-  ``ambiguous_objects`` (the message does not say which study is whose); no patient is
-  ``no_patient`` (User Authentication 110114 login/logout, most Security Alerts), except
-  for 110101.
+  ``ambiguous_objects`` (the message does not say which study is whose).
+* A security EventID (``schemas.dicom.SECURITY_EVENT_IDS``: 110100 Application Activity,
+  110108 Network Entry, 110113 Security Alert, 110114 User Authentication) gives
+  ``SecurityEvent`` values unless the message names both a patient and a study (then it
+  records access to that study's images, e.g. opened under an emergency override, and is
+  a ``PhiAccessEvent`` as above): one per patient named (an Emergency Override of a
+  record, 110127 / 110138, names its patient), or one that names none (a login 110122, a
+  logout 110123, a failed login with outcome 4 or 8: the requestor's UserID is the user
+  id that was attempted). The same fields as a ``PhiAccessEvent`` map the same way; a
+  missing EventActionCode is E (PS3.15 fixes it to E for these EventIDs); studies named
+  without a patient go to ``details["study_uids"]``; other participants (the node that
+  authenticated the user) are not recorded.
+* Any other EventID with no patient is ``no_patient`` (e.g. a Query over every patient),
+  except 110101.
 * 110101 Audit Log Used -> ``AuditLogUsed``: the role 13 object's ParticipantObjectID (a
   path or URL) gives ``query.path`` and ``query.parameters``; a foreign message has no
   HTTP method or status, so they are ``GET`` (the event is a read) and 200/400/500 for
@@ -69,9 +81,12 @@ Messages this module writes add one private ParticipantObject, the *ledger objec
 (ParticipantObjectIDTypeCode ``event`` in code system ``99PHILEDGER``, ParticipantObjectID
 ``urn:uuid:<event id>``), whose ParticipantObjectDetails carry what DICOM has no element
 for (producer sequence, facility name, actor role/organisation/NPI, patient state,
-recipient address/organisation, the total of instances, free-form details, and the
-query of an AuditLogUsed). When it is present, those values are taken from it and the
-foreign-message heuristics above are not applied.
+recipient address/organisation, the total of instances, free-form details, the query
+of an AuditLogUsed, and ``event-schema`` = ``philedger.audit.SecurityEvent`` for a
+``SecurityEvent``). When it is present, those values are taken from it and the
+foreign-message heuristics above are not applied: the message is a ``SecurityEvent`` if
+and only if its ledger object says so (so a ``PhiAccessEvent`` with a security EventID
+comes back as one).
 
 This module imports nothing of this product but ``producers`` and the ``schemas`` data.
 """
@@ -108,6 +123,7 @@ from producers.events import (
     Patient,
     PhiAccessEvent,
     Recipient,
+    SecurityEvent,
     Study,
     validate,
 )
@@ -118,6 +134,7 @@ __all__ = [
     "MSGID",
     "AuditMessage",
     "Code",
+    "MappedEvent",
     "Participant",
     "ParticipantObject",
     "SopClass",
@@ -139,6 +156,10 @@ PRIVATE: Final = dicom.PRIVATE_CODE_SYSTEM
 #: HL7 v3 ActReason (PurposeOfUse) code system OID.
 HL7_ACT_REASON_OID: Final = "2.16.840.1.113883.5.8"
 LEDGER_OBJECT_CODE: Final = "event"
+#: The ledger-object detail that names the schema of a message this module wrote for a
+#: ``SecurityEvent`` (a written message without it is a ``PhiAccessEvent``, or for EventID
+#: 110101 an ``AuditLogUsed``).
+SECURITY_SCHEMA: Final = "philedger.audit.SecurityEvent"
 
 #: DICOM RoleIDCodes of applications and transfer ends (not a person's workforce role).
 _SYSTEM_ROLES: Final = frozenset({"110150", "110151", "110152", "110153", "110154", "110155"})
@@ -155,6 +176,8 @@ _OUTCOMES: Final[Mapping[str, EventOutcome]] = MappingProxyType(
 _OUTCOME_CODES: Final[Mapping[EventOutcome, str]] = MappingProxyType(
     {v: k for k, v in _OUTCOMES.items()}
 )
+#: Longest ``details`` value (``producers.events.MAX_TEXT_CHARS``).
+_MAX_DETAIL: Final = 1024
 #: HTTP status a foreign Audit Log Used message stands for, by outcome.
 _STATUS_OF_OUTCOME: Final[Mapping[EventOutcome, int]] = MappingProxyType(
     {
@@ -177,6 +200,9 @@ _TRAILING_SPACE: Final = b" \t\r\n"
 _SOURCE: Final = "AuditSourceIdentification"
 _UTF8_BOM: Final = b"\xef\xbb\xbf"
 
+
+#: What one audit message maps to.
+MappedEvent = PhiAccessEvent | AuditLogUsed | SecurityEvent
 
 # --------------------------------------------------------------------------- the model
 
@@ -713,7 +739,7 @@ def _producer(
     return msg.source_id, ledger.integer("producer-seq")
 
 
-def _check(event: PhiAccessEvent | AuditLogUsed, now: datetime | None) -> None:
+def _check(event: MappedEvent, now: datetime | None) -> None:
     probe = event
     if event.producer_id is None or event.producer_seq is None:
         probe = replace(event, producer_id="atna-receiver", producer_seq=0)
@@ -731,7 +757,7 @@ def map_audit_message(
     keep_producer: bool = False,
     now: datetime | None = None,
     check: bool = True,
-) -> tuple[PhiAccessEvent | AuditLogUsed, ...]:
+) -> tuple[MappedEvent, ...]:
     """The events of one parsed message (``payload`` = its bytes, for the event ids).
 
     Every returned event passed ``producers.events.validate`` (producer fields aside
@@ -768,13 +794,31 @@ def map_audit_message(
         if check:
             _check(log_used, now)
         return (log_used,)
+    studies = [o for o in msg.objects if _is_study(o)]
+    if _is_security(code.code, ledger, patients, studies):
+        found = _details(msg, ledger, requestor, keep_producer)
+        security = SecurityEvent(
+            event_time=msg.event_time,
+            producer_id=producer_id,
+            producer_seq=producer_seq,
+            facility=facility,
+            actor=actor,
+            dicom_event_id=code.code,
+            event_type_code=_type_code(msg, ledger, found),
+            action=_security_action(msg),
+            outcome=outcome,
+            network_address=network,
+            purpose_of_use=_purpose(msg, found),
+        )
+        return _security_events(
+            security, found, msg, payload, ledger, patients, studies, now, check
+        )
     if not patients:
         raise _unmappable(
             "no_patient",
             f"EventID {code.code} ({dicom.EVENT_IDS[code.code]}) names no patient; "
             "PhiAccessEvent needs one",
         )
-    studies = [o for o in msg.objects if _is_study(o)]
     if len(patients) > 1 and studies:
         raise _unmappable(
             "ambiguous_objects",
@@ -827,6 +871,74 @@ def map_audit_message(
             purpose_of_use=purpose,
             recipient=recipient,
             details=details,
+        )
+        if check:
+            _check(event, now)
+        events.append(event)
+    return tuple(events)
+
+
+def _is_security(
+    code: str,
+    ledger: _Ledger | None,
+    patients: list[ParticipantObject],
+    studies: list[ParticipantObject],
+) -> bool:
+    """Whether the message is a ``SecurityEvent``. A message this module wrote says so in
+    its ledger object; a foreign one is when its EventID is a security one and it does not
+    name both a patient and a study (then it records access to that study's images, e.g.
+    under an emergency override, and is a ``PhiAccessEvent``)."""
+    if ledger is not None:
+        return ledger.get("event-schema") == SECURITY_SCHEMA
+    return code in dicom.SECURITY_EVENT_IDS and not (patients and studies)
+
+
+def _security_action(msg: AuditMessage) -> EventAction:
+    """EventActionCode; PS3.15 A.5.3 fixes it to E for every security EventID, so a message
+    without one is taken as E."""
+    if msg.action is None:
+        return EventAction.EXECUTE
+    try:
+        return EventAction(msg.action)
+    except ValueError as exc:
+        raise _unmappable(
+            "invalid_event",
+            f"EventActionCode {msg.action[:8]!r} is not C, R, U, D or E",
+            "EventIdentification@EventActionCode",
+        ) from exc
+
+
+def _security_events(
+    template: SecurityEvent,
+    found: dict[str, str],
+    msg: AuditMessage,
+    payload: bytes,
+    ledger: _Ledger | None,
+    patients: list[ParticipantObject],
+    studies: list[ParticipantObject],
+    now: datetime | None,
+    check: bool,
+) -> tuple[SecurityEvent, ...]:
+    """One event per patient named (an emergency override of several records), or one that
+    names none (a login). Studies named without a patient go to ``details["study_uids"]``."""
+    if studies and ledger is None:
+        uids = ",".join(o.object_id for o in studies)
+        found["study_uids"] = uids if len(uids) <= _MAX_DETAIL else uids[: _MAX_DETAIL - 1] + "…"
+    if ledger is not None and len(patients) > 1:
+        raise _unmappable("ambiguous_objects", "a message with the ledger object is one event")
+    state = None if ledger is None else ledger.get("patient-state")
+    targets: list[ParticipantObject | None] = list(patients) or [None]
+    events: list[SecurityEvent] = []
+    for index, obj in enumerate(targets):
+        patient: Patient | None = None
+        if obj is not None:
+            pid, issuer = _split_patient_id(obj)
+            patient = Patient(id=pid, issuer=issuer, state=state)
+        event = replace(
+            template,
+            event_id=ledger.event_id if ledger is not None else event_id_for(payload, index),
+            patient=patient,
+            details=MappingProxyType(dict(found)),
         )
         if check:
             _check(event, now)
@@ -973,7 +1085,7 @@ def events_from_dicom(
     keep_producer: bool = False,
     now: datetime | None = None,
     check: bool = True,
-) -> tuple[PhiAccessEvent | AuditLogUsed, ...]:
+) -> tuple[MappedEvent, ...]:
     """Parse and map one DICOM audit message (the MSG of an ATNA syslog message).
 
     Raises ``AtnaParseError`` or ``AtnaUnmappableError`` (see the module doc). With
@@ -1087,7 +1199,7 @@ def _all_text(values: Iterable[tuple[str, str | None]]) -> None:
             _check_xml_text(value, field)
 
 
-def to_dicom_xml(event: PhiAccessEvent | AuditLogUsed) -> bytes:
+def to_dicom_xml(event: MappedEvent) -> bytes:
     """The DICOM PS3.15 A.5 audit message of one event (UTF-8 XML with a declaration).
 
     The event must be valid and stamped (``producer_id`` / ``producer_seq``), since the
@@ -1095,7 +1207,7 @@ def to_dicom_xml(event: PhiAccessEvent | AuditLogUsed) -> bytes:
     written (unstamped, or a character XML 1.0 cannot carry); ``CriticalResultRelay`` has
     no DICOM audit message (its private EventID is not a PS3.15 one) and is refused.
     """
-    if not isinstance(event, PhiAccessEvent | AuditLogUsed):
+    if not isinstance(event, PhiAccessEvent | AuditLogUsed | SecurityEvent):
         raise ValueError(f"{type(event).__name__} has no DICOM audit message mapping")
     if event.producer_id is None or event.producer_seq is None:
         raise ValueError("the event must be stamped (producer_id, producer_seq)")
@@ -1112,8 +1224,9 @@ def to_dicom_xml(event: PhiAccessEvent | AuditLogUsed) -> bytes:
         ]
     )
     root = ET.Element("AuditMessage")
-    code = event.dicom_event_id if isinstance(event, PhiAccessEvent) else "110101"
-    action = event.action.value if isinstance(event, PhiAccessEvent) else "R"
+    coded = event if isinstance(event, PhiAccessEvent | SecurityEvent) else None
+    code = "110101" if coded is None else coded.dicom_event_id
+    action = "R" if coded is None else coded.action.value
     ident = ET.SubElement(
         root,
         "EventIdentification",
@@ -1124,18 +1237,18 @@ def to_dicom_xml(event: PhiAccessEvent | AuditLogUsed) -> bytes:
         },
     )
     _coded(ident, "EventID", code, DCM, dicom.EVENT_IDS.get(code))
-    if isinstance(event, PhiAccessEvent):
-        if event.event_type_code is not None:
-            known = dicom.EVENT_TYPE_CODES.get(event.event_type_code)
+    if coded is not None:
+        if coded.event_type_code is not None:
+            known = dicom.EVENT_TYPE_CODES.get(coded.event_type_code)
             _coded(
                 ident,
                 "EventTypeCode",
-                event.event_type_code,
+                coded.event_type_code,
                 DCM if known else PRIVATE,
                 known,
             )
-        if event.purpose_of_use is not None:
-            _coded(ident, "PurposeOfUse", event.purpose_of_use, HL7_ACT_REASON_OID, None)
+        if coded.purpose_of_use is not None:
+            _coded(ident, "PurposeOfUse", coded.purpose_of_use, HL7_ACT_REASON_OID, None)
     user = {"UserID": event.actor.user_id}
     if event.actor.name is not None:
         user["UserName"] = event.actor.name
@@ -1194,22 +1307,27 @@ def to_dicom_xml(event: PhiAccessEvent | AuditLogUsed) -> bytes:
     if isinstance(event, AuditLogUsed):
         _log_objects(root, ledger, event)
     else:
-        if recipient is not None:
-            if recipient.address is not None:
-                _detail(ledger, "recipient-address", recipient.address)
-            if recipient.organization is not None:
-                _detail(ledger, "recipient-organization", recipient.organization)
-        _patient_object(root, event.patient)
-        if event.study is not None:
-            _all_text(
-                [
-                    ("study.uid", event.study.uid),
-                    ("study.accession", event.study.accession),
-                    ("study.modality", event.study.modality),
-                ]
-                + [("study.sop_classes", s) for s in event.study.sop_classes]
-            )
-            _study_object(root, event.study, ledger)
+        if isinstance(event, SecurityEvent):
+            _detail(ledger, "event-schema", SECURITY_SCHEMA)
+            if event.patient is not None:
+                _patient_object(root, event.patient)
+        else:
+            if recipient is not None:
+                if recipient.address is not None:
+                    _detail(ledger, "recipient-address", recipient.address)
+                if recipient.organization is not None:
+                    _detail(ledger, "recipient-organization", recipient.organization)
+            _patient_object(root, event.patient)
+            if event.study is not None:
+                _all_text(
+                    [
+                        ("study.uid", event.study.uid),
+                        ("study.accession", event.study.accession),
+                        ("study.modality", event.study.modality),
+                    ]
+                    + [("study.sop_classes", s) for s in event.study.sop_classes]
+                )
+                _study_object(root, event.study, ledger)
         details = dict(event.details)
         query = details.pop("query", None)
         if query is not None:

@@ -54,7 +54,7 @@ from datetime import UTC, datetime
 from types import MappingProxyType, TracebackType
 from typing import Final, Self
 
-from producers.atna.dicom_audit import MSGID, events_from_dicom
+from producers.atna.dicom_audit import MSGID, MappedEvent, events_from_dicom
 from producers.atna.kept import DEFAULT_MAX_BYTES, DEFAULT_SEGMENT_BYTES, KeptRecord, KeptStore
 from producers.atna.rfc5424 import Frame, OctetCountingDecoder, parse_syslog
 from producers.emitter import Emitter
@@ -68,7 +68,7 @@ from producers.errors import (
     KeptStoreFullError,
     SpoolError,
 )
-from producers.events import AuditLogUsed, PhiAccessEvent, validate
+from producers.events import validate
 
 logger = logging.getLogger(__name__)
 
@@ -583,7 +583,7 @@ class AtnaReceiver:
                 return
         self._counters.mapped += 1
 
-    async def _emit(self, event: PhiAccessEvent | AuditLogUsed) -> None:
+    async def _emit(self, event: MappedEvent) -> None:
         emitter = self._emitter
         recent = self._recent
         known = recent.get(event.event_id)
@@ -603,7 +603,7 @@ class AtnaReceiver:
         if len(recent) > self._config.recent_events:
             recent.popitem(last=False)
 
-    async def _emit_retrying(self, event: PhiAccessEvent | AuditLogUsed) -> None:
+    async def _emit_retrying(self, event: MappedEvent) -> None:
         delay = 0.05
         warned = False
         while True:

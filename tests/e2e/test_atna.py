@@ -2,7 +2,8 @@
 real durable emitter, syslog over TLS (a Python ssl client: util-linux `logger` cannot do
 TLS) and over UDP (util-linux `logger`, a real RFC 5424 client), Kafka, `ledger consume`,
 PostgreSQL and `ledger serve`: the events come back through the API under ids derived
-from the messages, a re-sent message is an idempotent duplicate, and malformed or
+from the messages, a re-sent message is an idempotent duplicate, logins, logouts and
+emergency overrides are security events in the user's history, and malformed or
 unmappable messages are in the kept store with their reason."""
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import pytest
 
 from producers.atna.dicom_audit import events_from_dicom
 from producers.atna.rfc5424 import format_syslog, frame_octet_counted
+from producers.events import SecurityEvent
 from tests.e2e.conftest import LEDGER, Pipeline, free_port, get_json, wait_for_events
 from tests.support import ROOT
 
@@ -188,15 +190,87 @@ async def test_udp_from_util_linux_logger(
     assert body["event"]["details"]["audit_source_id"] == "dcm4chee-arc"
 
 
+#: Security messages sent by the login test, in the order they happened.
+SECURITY = [
+    "user-login-failure-4.xml",
+    "user-login.xml",
+    "emergency-override-start.xml",
+    "emergency-override-stop.xml",
+    "user-logout.xml",
+]
+
+
+async def test_login_over_atna_is_a_security_event_in_the_users_history(
+    pipeline: Pipeline, atna: Atna, http: aiohttp.ClientSession
+) -> None:
+    """A User Authentication message (login, 110114 / 110122) names no patient: it reaches
+    the ledger as a SecurityEvent, indexed as kind security_event under its user, and is
+    served by the user's access history, as a ledger event and as a FHIR AuditEvent."""
+    payloads = [(CORPUS / name).read_bytes() for name in SECURITY]
+    expected = [e for p in payloads for e in events_from_dicom(p)]
+    assert all(isinstance(e, SecurityEvent) for e in expected)
+    await send_tls(atna, [syslog(p, app="viewer-auth") for p in payloads])
+    await wait_for_events(http, pipeline, [str(e.event_id) for e in expected])
+    login = events_from_dicom((CORPUS / "user-login.xml").read_bytes())[0]
+
+    status, body = await get_json(http, f"{pipeline.api_url}/v1/events/{login.event_id}")
+    assert status == 200
+    assert body["schema"] == "philedger.audit.SecurityEvent"
+    assert body["ledger"]["kafka"]["topic"] == pipeline.access_topic
+    stored = body["event"]
+    assert stored["producer_id"] == atna.producer_id
+    assert (stored["dicom_event_id"], stored["event_type_code"]) == ("110114", "110122")
+    assert stored["actor"]["user_id"] == "rad004.kowalski"
+    assert stored["patient"] is None
+    assert stored["network_address"] == "10.20.4.17"
+
+    # The user's history (the stack's admin token) lists every one of them.
+    status, page = await get_json(
+        http, f"{pipeline.api_url}/v1/users/rad004.kowalski/accesses", limit="100"
+    )
+    assert status == 200
+    mine = {e["event_id"]: e for e in page["accesses"] if e["kind"] == "security_event"}
+    ids = {str(e.event_id) for e in expected if e.actor.user_id == "rad004.kowalski"}
+    assert ids <= set(mine)
+    entry = mine[str(login.event_id)]
+    assert entry["event"] == {"dicom_event_id": "110114", "name": "User Authentication"}
+    assert entry["patient"] is None
+    assert (entry["action"], entry["outcome"]) == ("E", "SUCCESS")
+    assert entry["user"]["id"] == "rad004.kowalski"
+    failed = events_from_dicom((CORPUS / "user-login-failure-4.xml").read_bytes())[0]
+    assert mine[str(failed.event_id)]["outcome"] == "MINOR_FAILURE"
+
+    # An emergency override names its patient: it is in that patient's history too.
+    override = events_from_dicom((CORPUS / "emergency-override-start.xml").read_bytes())[0]
+    status, page = await get_json(
+        http, f"{pipeline.api_url}/v1/patients/MRN9900112/accesses", issuer="stmarys-boston"
+    )
+    assert status == 200
+    found = {e["event_id"]: e for e in page["accesses"]}
+    assert found[str(override.event_id)]["kind"] == "security_event"
+    assert found[str(override.event_id)]["purpose_of_use"] == "BTG"
+    assert found[str(override.event_id)]["event"]["name"] == "Security Alert"
+
+    # The FHIR view of the stored login is a User Authentication AuditEvent.
+    async with http.get(f"{pipeline.api_url}/fhir/AuditEvent/{login.event_id}") as resp:
+        assert resp.status == 200
+        resource = await resp.json(content_type=None)
+    assert resource["type"]["code"] == "110114"
+    assert [c["code"] for c in resource["subtype"]] == ["110122", "SEC"]
+    assert resource["agent"][0]["who"]["identifier"]["value"] == "rad004.kowalski"
+    assert "entity" not in resource
+
+
 async def test_malformed_and_unmappable_messages_are_kept(atna: Atna) -> None:
-    login = syslog((CORPUS / "user-login.xml").read_bytes())
+    # A Query (110112) that names no patient fits no schema: it is still kept as no_patient.
+    unmapped = syslog((CORPUS / "dcm4chee-query-no-patient.xml").read_bytes())
     xxe = syslog(
         b'<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
         b"<AuditMessage>&x;</AuditMessage>"
     )
     bad_header = b"<13>1 2026-13-45T99:00:00Z pacs01 ATNA - IHE+RFC-3881 - <AuditMessage/>"
     marker = uuid.uuid4().hex.encode()
-    tagged = [m.replace(b"pacs01", b"pacs01-" + marker) for m in (login, xxe, bad_header)]
+    tagged = [m.replace(b"pacs01", b"pacs01-" + marker) for m in (unmapped, xxe, bad_header)]
     await send_tls(atna, tagged, chunk=333)
     if shutil.which("logger"):
         await asyncio.to_thread(
@@ -218,7 +292,7 @@ async def test_malformed_and_unmappable_messages_are_kept(atna: Atna) -> None:
     by_reason = {k["reason"]: k for k in mine}
     assert by_reason["no_patient"]["transport"] == "tls"
     assert str(by_reason["no_patient"]["peer"]).startswith("127.0.0.1:")
-    assert "110114" in str(by_reason["no_patient"]["detail"])
+    assert "110112" in str(by_reason["no_patient"]["detail"])
 
 
 def test_sigterm_stops_the_receiver_cleanly(atna: Atna) -> None:
@@ -228,7 +302,7 @@ def test_sigterm_stops_the_receiver_cleanly(atna: Atna) -> None:
     log = atna.log.read_text()
     assert "ATNA receiver exited" in log
     final = json.loads(log.rsplit("ATNA receiver exited: ", 1)[1].splitlines()[0])
-    assert final["events"] >= len(MAPPED) + 2
+    assert final["events"] >= len(MAPPED) + 1 + len(SECURITY)
     assert final["resent"] >= 1
     assert final["lost_at_stop"] == 0
     assert os.stat(atna.kept_dir).st_mode & 0o777 == 0o700

@@ -42,14 +42,16 @@ from producers.events import (
     RelayAttempt,
     RelayMethod,
     RelayRecipient,
+    SecurityEvent,
     Study,
+    event_key,
 )
 from tests.support import Stack, superuser_url, with_database
 
 pytestmark = pytest.mark.integration
 
 CODEC = Codec()
-Event = PhiAccessEvent | CriticalResultRelay
+Event = PhiAccessEvent | CriticalResultRelay | SecurityEvent
 STMARYS = Facility(id="stmarys-boston", name="St. Mary's")
 STUDY = Study(uid="2.25.4242", accession="A1001", modality="CT", instances=120)
 LAWYER = Recipient(
@@ -75,7 +77,8 @@ class Ledger:
 
 
 class Writer:
-    """Appends events as the consumer would: encoded, classified, keyed by patient."""
+    """Appends events as the consumer would: encoded, classified, keyed by patient (or by
+    user for an event that names no patient)."""
 
     def __init__(self, appender: PostgresAppender, checkpointer: Checkpointer) -> None:
         self._appender = appender
@@ -93,7 +96,7 @@ class Writer:
             record = KafkaRecord(
                 topic=topic, partition=partition, offset=offset,
                 timestamp_ms=int(event.event_time.timestamp() * 1000), timestamp_type=0,
-                key=event.patient.key.encode(),
+                key=event_key(event).encode(),
                 value=CODEC.encode(event.stamped(producer_id="reports-it", producer_seq=self._seq)),
             )  # fmt: skip
             item = classify(record, CODEC)
@@ -461,6 +464,87 @@ async def test_investigation_by_address_and_by_facility_with_thresholds(
     assert bulk.hhs_contemporaneous_notice  # 500 or more individuals (164.408(b))
     assert bulk.uncovered_events == 0
     assert len(to_csv(bulk).splitlines()) == 1002
+
+
+async def test_security_events_are_decoded_into_investigations(
+    stack: Stack, reports: PostgresReports, owner_conn: asyncpg.Connection
+) -> None:
+    """Security events (migration 0007: kind security_event, a patient only when named) are
+    on the user's timeline, decoded from their leaves; a successful emergency override
+    exposes its patient, a login nobody, and neither is a disclosure."""
+    tag = uuid.uuid4().hex[:8]
+    user = f"er-{tag}"
+    now = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
+    patient = Patient(id=f"MRN-S-{tag}", issuer="stmarys-boston", state="MA")
+
+    def sec(minutes: int, **kw: object) -> SecurityEvent:
+        base: dict[str, object] = {
+            "facility": STMARYS,
+            "actor": actor(user, "ed-attending"),
+            "dicom_event_id": "110114",
+            "event_type_code": "110122",
+            "network_address": "10.50.1.77",
+            "event_time": now - timedelta(minutes=minutes),
+        }
+        return SecurityEvent(**{**base, **kw})  # type: ignore[arg-type]
+
+    events = [
+        sec(40, outcome=EventOutcome.MINOR_FAILURE, details={"outcome_description": "bad pw"}),
+        sec(39),
+        sec(30, dicom_event_id="110113", event_type_code="110127", patient=patient,
+            purpose_of_use="BTG"),
+        sec(29, dicom_event_id="110113", event_type_code="110138", patient=patient),
+        sec(20, event_type_code="110123"),
+    ]  # fmt: skip
+    async with PostgresAppender(dsn=stack.appender_url, ledger_name="test.ledger.local") as app:
+        await app.register_schemas(
+            [
+                WriterSchemaInfo(fingerprint=s.fingerprint, full_name=s.full_name,
+                                 canonical_form=s.canonical_form, schema_json=s.schema_json)
+                for s in CODEC.schemas
+            ]
+        )  # fmt: skip
+        writer = Writer(
+            app,
+            Checkpointer(
+                pool=app.pool,
+                signers=load_signers(stack.signer_key_file),
+                policy=CheckpointPolicy(every_leaves=1, every_ms=0),
+            ),
+        )
+        await writer.append(f"rep-{tag}-sec", 0, events)
+        await writer.sign_all()
+    rows = await owner_conn.fetch(
+        "SELECT kind, patient_id, dicom_event_id, action, outcome, purpose_of_use "
+        "FROM events WHERE user_id = $1 ORDER BY event_time",
+        user,
+    )
+    assert [tuple(r) for r in rows] == [
+        ("security_event", None, "110114", "E", "MINOR_FAILURE", None),
+        ("security_event", None, "110114", "E", "SUCCESS", None),
+        ("security_event", patient.id, "110113", "E", "SUCCESS", "BTG"),
+        ("security_event", patient.id, "110113", "E", "SUCCESS", None),
+        ("security_event", None, "110114", "E", "SUCCESS", None),
+    ]
+    report = await reports.investigation(
+        InvestigationScope(start=now - timedelta(hours=1), end=now, users=(user,))
+    )
+    assert [(e.kind, e.event_type_code, e.completed) for e in report.timeline] == [
+        ("security_event", "110122", False),
+        ("security_event", "110122", True),
+        ("security_event", "110127", True),
+        ("security_event", "110138", True),
+        ("security_event", "110123", True),
+    ]
+    assert [(p.patient_id, p.state, [str(k) for k in p.phi_kinds]) for p in report.patients] == [
+        (patient.id, "MA", ["demographics"])
+    ]
+    assert report.uncovered_events == 0
+    accounting = await reports.disclosures(
+        PatientRef(id=patient.id, issuer=patient.issuer), now=now + timedelta(seconds=1)
+    )
+    assert accounting.entries == ()
+    assert accounting.excluded == ()
 
 
 async def test_row_cap_refuses_an_overbroad_scope(ledger: Ledger, stack: Stack) -> None:

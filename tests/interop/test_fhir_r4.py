@@ -23,6 +23,7 @@ import pytest
 from ledger import fhir
 from ledger.avro import SchemaSet, StoredSchema
 from ledger.query import LedgerPosition
+from producers.atna.dicom_audit import events_from_dicom
 from producers.codec import Codec, load_shipped_schemas
 from producers.events import (
     PURPOSES_OF_USE,
@@ -40,6 +41,7 @@ from producers.events import (
     Recipient,
     RelayAttempt,
     RelayMethod,
+    SecurityEvent,
 )
 from producers.simulator import Simulator
 from tests.interop.fhir_validator import (
@@ -49,6 +51,7 @@ from tests.interop.fhir_validator import (
     tools_available,
     validate_resources,
 )
+from tests.support import ROOT
 
 SELF_URL = "https://ledger.example/fhir/AuditEvent?patient=MRN1&date=ge2026-01-05&_count=4"
 NEXT_URL = SELF_URL + "&_cursor=MjAyNi0wMS0wNVQxODowMDowMCswMDowMHwwfDE"
@@ -186,7 +189,78 @@ def _extra_events() -> dict[str, AuditEvent]:
             outcome=EventOutcome.MINOR_FAILURE,
         ),
     }
-    return extras | purposes
+    return extras | purposes | _security_events()
+
+
+def _security(**changes: Any) -> SecurityEvent:
+    base = SecurityEvent(
+        event_id=uuid.uuid5(uuid.NAMESPACE_URL, f"security {sorted(changes.items())!r}"),
+        event_time=WHEN,
+        facility=Facility(id="stmarys-boston", name="St. Mary's"),
+        actor=Actor(user_id="rad004.kowalski", name="Ana Kowalski", role="radiologist"),
+        dicom_event_id="110114",
+        event_type_code="110122",
+        network_address="10.20.4.17",
+        details={"audit_source_id": "viewer-auth"},
+    )
+    return dataclasses.replace(base, **changes)
+
+
+#: DICOM audit messages of the corpus that become security events.
+SECURITY_CORPUS = (
+    "user-login.xml",
+    "user-logout.xml",
+    "user-login-failure-4.xml",
+    "user-login-failure-8.xml",
+    "emergency-override-start.xml",
+    "emergency-override-stop.xml",
+    "dcm4chee-application-start.xml",
+)
+
+
+def _security_events() -> dict[str, AuditEvent]:
+    """SecurityEvent resources: login, logout and failures, emergency override started and
+    stopped (with the patient, BTG), application activity, network entry; and every corpus
+    message that maps to one."""
+    override = Patient(id="MRN9900112", issuer="stmarys-boston", state="MA")
+    events: dict[str, AuditEvent] = {
+        "security-login": _security(),
+        "security-logout": _security(event_type_code="110123"),
+        "security-login-failed": _security(
+            outcome=EventOutcome.MINOR_FAILURE,
+            actor=Actor(user_id="rad004.kowalski", role="unspecified"),
+            details={"outcome_description": "invalid password"},
+        ),
+        "security-login-locked": _security(outcome=EventOutcome.SERIOUS_FAILURE),
+        "security-override-start": _security(
+            dicom_event_id="110113",
+            event_type_code="110127",
+            patient=override,
+            purpose_of_use="BTG",
+            actor=Actor(
+                user_id="er.patel", role="ed-attending", organization="ED", npi="1234567893"
+            ),
+        ),
+        "security-override-stop": _security(
+            dicom_event_id="110113", event_type_code="110138", patient=override
+        ),
+        "security-application-start": _security(
+            dicom_event_id="110100",
+            event_type_code="110120",
+            actor=Actor(user_id="dcm4chee-arc", role="system"),
+            network_address="archive.example",
+        ),
+        "security-network-entry": _security(
+            dicom_event_id="110108", event_type_code="110124", network_address="2001:db8::7"
+        ),
+        "security-bare": _security(event_type_code=None, network_address=None, details={}),
+    }
+    corpus = ROOT / "tests" / "corpus" / "dicom-audit"
+    for name in SECURITY_CORPUS:
+        (event,) = events_from_dicom((corpus / name).read_bytes())
+        assert isinstance(event, SecurityEvent), name
+        events[f"corpus-{name.removesuffix('.xml')}"] = event
+    return events
 
 
 def _broken(resource: dict[str, Any], change: Any) -> dict[str, Any]:

@@ -137,10 +137,10 @@ async def test_tls_messages_become_events_and_bad_ones_are_kept(
     emitter = FakeEmitter()
     async with running(tmp_path, tls_files, emitter) as receiver:
         good = [_variant(i) for i in range(3)]
-        login = _message("user-login.xml")
+        no_patient = _message("dcm4chee-query-no-patient.xml")
         garbage = b"<13>1 not a timestamp - - - - -"
         stream = b"".join(
-            frame_octet_counted(m) for m in [good[0], login, good[1], garbage, good[2]]
+            frame_octet_counted(m) for m in [good[0], no_patient, good[1], garbage, good[2]]
         )
         _, writer = await _open(receiver, tls_files[0])
         for i in range(0, len(stream), 97):  # arbitrary splits across TLS records
@@ -159,7 +159,7 @@ async def test_tls_messages_become_events_and_bad_ones_are_kept(
     assert payloads  # the corpus file itself is untouched
     kept = list(read_kept(tmp_path / "kept"))
     assert [(k.reason, k.transport, k.raw) for k in kept] == [
-        ("no_patient", "tls", login),
+        ("no_patient", "tls", no_patient),
         ("bad_timestamp", "tls", garbage),
     ]
     assert all(k.peer and k.peer.startswith("127.0.0.1:") for k in kept)

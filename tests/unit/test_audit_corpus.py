@@ -1,7 +1,11 @@
 """The DICOM audit message corpus (tests/corpus/dicom-audit): each message becomes exactly
 the events stated here, or is kept with the stated reason; every event survives
 event -> DICOM XML -> event unchanged, and event -> FHIR AuditEvent (ledger.fhir) -> event
-(producers.fhir) where the FHIR mapping covers the event type."""
+(producers.fhir) where the FHIR mapping covers the event type (all but Audit Log Used).
+
+Instances Accessed, Query, Export and Import become ``PhiAccessEvent``; User Authentication
+(login, logout, failures), Emergency Override start and stop, and Application Activity
+become ``SecurityEvent``; Audit Log Used becomes ``AuditLogUsed``."""
 
 from __future__ import annotations
 
@@ -36,6 +40,7 @@ from producers.events import (
     Patient,
     PhiAccessEvent,
     Recipient,
+    SecurityEvent,
     Study,
     validate,
 )
@@ -136,21 +141,102 @@ EXPECTED: dict[str, list[dict[str, Any]]] = {
     ],
     "emergency-override-start.xml": [
         {
+            "kind": SecurityEvent,
             "dicom_event_id": "110113",
             "event_type_code": "110127",
             "action": EventAction.EXECUTE,
+            "outcome": EventOutcome.SUCCESS,
+            "event_time": utc(2026, 3, 10, 3, 14, 7, 512000),
             "purpose_of_use": "BTG",
+            "facility": Facility(id="stmarys-boston"),
             "actor": Actor(user_id="er.patel", name="Ravi Patel", role="ed-attending"),
             "patient": Patient(id="MRN9900112", issuer="stmarys-boston"),
+            "network_address": "10.50.1.77",
+            "details": {"audit_source_id": "ehr-access-control"},
         }
     ],
     "emergency-override-stop.xml": [
         {
+            "kind": SecurityEvent,
             "dicom_event_id": "110113",
             "event_type_code": "110138",
+            "action": EventAction.EXECUTE,
             "purpose_of_use": None,
             "event_time": utc(2026, 3, 10, 3, 52, 40, 20000),
+            "actor": Actor(user_id="er.patel", name="Ravi Patel", role="ed-attending"),
             "patient": Patient(id="MRN9900112", issuer="stmarys-boston"),
+        }
+    ],
+    "user-login.xml": [
+        {
+            "kind": SecurityEvent,
+            "dicom_event_id": "110114",
+            "event_type_code": "110122",
+            "action": EventAction.EXECUTE,
+            "outcome": EventOutcome.SUCCESS,
+            "event_time": utc(2026, 3, 9, 6, 58, 44, 913000),
+            "facility": Facility(id="stmarys-boston"),
+            "actor": Actor(user_id="rad004.kowalski", name="Ana Kowalski", role="person"),
+            "patient": None,
+            "purpose_of_use": None,
+            "network_address": "10.20.4.17",
+            "details": {"audit_source_id": "viewer-auth"},
+        }
+    ],
+    "user-logout.xml": [
+        {
+            "kind": SecurityEvent,
+            "dicom_event_id": "110114",
+            "event_type_code": "110123",
+            "outcome": EventOutcome.SUCCESS,
+            "event_time": utc(2026, 3, 9, 15, 2, 10, 1000),
+            "actor": Actor(user_id="rad004.kowalski", name="Ana Kowalski", role="person"),
+            "patient": None,
+            "network_address": "10.20.4.17",
+        }
+    ],
+    "user-login-failure-4.xml": [
+        {
+            "kind": SecurityEvent,
+            "dicom_event_id": "110114",
+            "event_type_code": "110122",
+            "outcome": EventOutcome.MINOR_FAILURE,
+            # The user id that was attempted; the message gives no name and no role.
+            "actor": Actor(user_id="rad004.kowalski", role="unspecified"),
+            "patient": None,
+            "network_address": "198.51.100.23",
+            "details": {
+                "outcome_description": "invalid password",
+                "audit_source_id": "viewer-auth",
+            },
+        }
+    ],
+    "user-login-failure-8.xml": [
+        {
+            "kind": SecurityEvent,
+            "dicom_event_id": "110114",
+            "event_type_code": "110122",
+            "outcome": EventOutcome.SERIOUS_FAILURE,
+            "actor": Actor(user_id="rad004.kowalski", role="unspecified"),
+            "network_address": "198.51.100.23",
+            "details": {
+                "outcome_description": "account locked after 5 failed attempts",
+                "audit_source_id": "viewer-auth",
+            },
+        }
+    ],
+    "dcm4chee-application-start.xml": [
+        {
+            "kind": SecurityEvent,
+            "dicom_event_id": "110100",
+            "event_type_code": "110120",
+            "action": EventAction.EXECUTE,
+            "event_time": utc(2026, 3, 11, 6, 0, 2, 310000),
+            "facility": Facility(id="dcm4chee-arc"),
+            "actor": Actor(user_id="dcm4chee-arc", role="system"),
+            "patient": None,
+            "network_address": "archive.example",
+            "details": {"alternative_user_id": "8804", "audit_source_id": "dcm4chee-arc"},
         }
     ],
     "audit-log-used.xml": [
@@ -235,12 +321,9 @@ EXPECTED: dict[str, list[dict[str, Any]]] = {
     ],
 }
 
+#: Only a message that fits no schema is kept: a Query (not a security event) that names
+#: no patient, and several patients with several studies.
 KEPT: dict[str, str] = {
-    "user-login.xml": "no_patient",
-    "user-logout.xml": "no_patient",
-    "user-login-failure-4.xml": "no_patient",
-    "user-login-failure-8.xml": "no_patient",
-    "dcm4chee-application-start.xml": "no_patient",
     "dcm4chee-query-no-patient.xml": "no_patient",
     "ambiguous-patients.xml": "ambiguous_objects",
 }
@@ -345,7 +428,7 @@ def test_purpose_of_use_outside_hl7_goes_to_details() -> None:
 # --------------------------------------------------------------------------- round trips
 
 
-def _stamped(name: str) -> list[PhiAccessEvent | AuditLogUsed]:
+def _stamped(name: str) -> list[PhiAccessEvent | AuditLogUsed | SecurityEvent]:
     return [
         e.stamped(producer_id="atna-receiver", producer_seq=100 + i)
         for i, e in enumerate(events_from_dicom(_payload(name)))
@@ -472,3 +555,151 @@ def test_to_dicom_xml_refuses_what_it_cannot_write() -> None:
                  if isinstance(e, CriticalResultRelay))  # fmt: skip
     with pytest.raises(ValueError, match="no DICOM"):
         to_dicom_xml(relay.stamped(producer_id="p", producer_seq=1))  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- security events
+
+_PATIENT_OBJECT = (
+    b'<ParticipantObjectIdentification ParticipantObjectID="MRN9900112^^^stmarys-boston" '
+    b'ParticipantObjectTypeCode="1" ParticipantObjectTypeCodeRole="1">'
+)
+_STUDY_OBJECT = (
+    b'<ParticipantObjectIdentification ParticipantObjectID="2.25.77" '
+    b'ParticipantObjectTypeCode="2" ParticipantObjectTypeCodeRole="3">'
+    b'<ParticipantObjectIDTypeCode csd-code="110180" codeSystemName="DCM" '
+    b'originalText="Study Instance UID"/></ParticipantObjectIdentification>'
+)
+
+
+def test_a_security_alert_that_names_a_study_records_access_to_its_images() -> None:
+    """An emergency override that names the patient *and* the study opened is an access to
+    those images: a PhiAccessEvent with the study, as before SecurityEvent existed."""
+    payload = _payload("emergency-override-start.xml").replace(
+        b"</AuditMessage>", _STUDY_OBJECT + b"</AuditMessage>"
+    )
+    (event,) = events_from_dicom(payload)
+    assert type(event) is PhiAccessEvent
+    assert (event.dicom_event_id, event.event_type_code) == ("110113", "110127")
+    assert event.study == Study(uid="2.25.77")
+    assert event.patient == Patient(id="MRN9900112", issuer="stmarys-boston")
+
+
+def test_a_security_event_names_a_study_without_a_patient_in_its_details() -> None:
+    payload = _payload("user-login.xml").replace(
+        b"</AuditMessage>", _STUDY_OBJECT + b"</AuditMessage>"
+    )
+    (event,) = events_from_dicom(payload)
+    assert isinstance(event, SecurityEvent)
+    assert event.patient is None
+    assert event.details["study_uids"] == "2.25.77"
+
+
+def test_an_override_of_several_records_is_one_security_event_per_patient() -> None:
+    payload = _payload("emergency-override-start.xml")
+    second = _PATIENT_OBJECT.replace(b"MRN9900112", b"MRN9900113")
+    end = payload.index(b"</AuditMessage>")
+    patient = payload.index(b"<ParticipantObjectIdentification")
+    two = payload[:end] + second + payload[payload.index(b">", patient) + 1 : end] + payload[end:]
+    events = events_from_dicom(two)
+    assert [type(e) for e in events] == [SecurityEvent, SecurityEvent]
+    assert [e.patient.id for e in events if e.patient is not None] == ["MRN9900112", "MRN9900113"]
+    assert [e.event_id for e in events] == [event_id_for(two, 0), event_id_for(two, 1)]
+
+
+def test_security_action_defaults_to_execute_and_must_be_a_code() -> None:
+    payload = _payload("user-login.xml")
+    (event,) = events_from_dicom(payload.replace(b'EventActionCode="E" ', b""))
+    assert event.action is EventAction.EXECUTE  # type: ignore[union-attr]
+    with pytest.raises(AtnaUnmappableError) as caught:
+        events_from_dicom(payload.replace(b'EventActionCode="E" ', b'EventActionCode="Z" '))
+    assert caught.value.reason == "invalid_event"
+
+
+def test_a_message_of_another_event_without_a_patient_is_still_kept() -> None:
+    """no_patient is left only for messages that fit no schema: a PHI EventID without a
+    patient (a Query over every patient, a Study Deleted without its patient)."""
+    payload = _payload("user-login.xml").replace(
+        b'csd-code="110114" codeSystemName="DCM" originalText="User Authentication"',
+        b'csd-code="110103" codeSystemName="DCM" originalText="DICOM Instances Accessed"',
+    )
+    with pytest.raises(AtnaUnmappableError) as caught:
+        events_from_dicom(payload)
+    assert caught.value.reason == "no_patient"
+
+
+SECURITY = SecurityEvent(
+    event_id=uuid.UUID("0b8a2e7c-2222-4222-8333-444455556666"),
+    event_time=utc(2026, 3, 1, 12, 0, 0, 1),
+    producer_id="atna-receiver",
+    producer_seq=2**41,
+    facility=Facility(id="stmarys-boston", name="St. Mary's <Boston> & Co"),
+    actor=Actor(
+        user_id="er.patel",
+        name="Ravi \"Patel\"\n'Jr'",
+        role="ed attending (locum)",
+        organization="ED Physicians Group",
+        npi="1234567893",
+    ),
+    dicom_event_id="110113",
+    event_type_code="110127",
+    action=EventAction.EXECUTE,
+    outcome=EventOutcome.MINOR_FAILURE,
+    network_address="fe80::1",
+    patient=Patient(id="MRN^9", issuer="stmarys&boston", state="MA"),
+    purpose_of_use="BTG",
+    details={"query": "PatientID=MRN^9", "reason": "", "ünïcode": "välue ✓"},
+)
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        SECURITY,
+        dataclasses.replace(SECURITY, patient=None, purpose_of_use=None, details={}),
+        SecurityEvent(
+            producer_id="p",
+            producer_seq=0,
+            facility=Facility(id="f"),
+            actor=Actor(user_id="u", role="r"),
+            dicom_event_id="110114",
+        ),
+        dataclasses.replace(SECURITY, dicom_event_id="110108", event_type_code="110124"),
+        dataclasses.replace(SECURITY, event_type_code="X-LOCAL.1", action=EventAction.READ),
+    ],
+    ids=["full", "no-patient", "bare", "network-entry", "private-subtype"],
+)
+def test_every_security_event_field_survives_dicom_xml_and_fhir(event: SecurityEvent) -> None:
+    validate(event)
+    assert events_from_dicom(to_dicom_xml(event), keep_producer=True) == (event,)
+    full_name, record = _SCHEMAS.decode(_CODEC.encode(event))
+    assert full_name == "philedger.audit.SecurityEvent"
+    resource = fhir.audit_event(full_name, record, event_id=event.event_id, position=POSITION)
+    assert pfhir.event_from_fhir(resource, keep_producer=True) == event
+
+
+def test_a_written_message_keeps_its_schema() -> None:
+    """A PhiAccessEvent with a security EventID and no study (which a foreign message of
+    that shape would not be) comes back a PhiAccessEvent: the ledger object says so."""
+    access = PhiAccessEvent(
+        producer_id="p",
+        producer_seq=3,
+        facility=Facility(id="f"),
+        actor=Actor(user_id="u", role="r"),
+        dicom_event_id="110114",
+        event_type_code="110122",
+        action=EventAction.EXECUTE,
+        patient=Patient(id="1"),
+    )
+    assert events_from_dicom(to_dicom_xml(access), keep_producer=True) == (access,)
+    (loose,) = events_from_dicom(to_dicom_xml(access))
+    assert type(loose) is PhiAccessEvent
+
+
+def test_a_written_security_event_names_one_patient() -> None:
+    xml = to_dicom_xml(SECURITY)
+    two = xml.replace(b"</AuditMessage>", _PATIENT_OBJECT + b"<ParticipantObjectIDTypeCode "
+                      b'csd-code="2" codeSystemName="RFC-3881"/>'
+                      b"</ParticipantObjectIdentification></AuditMessage>")  # fmt: skip
+    with pytest.raises(AtnaUnmappableError) as caught:
+        events_from_dicom(two)
+    assert caught.value.reason == "ambiguous_objects"

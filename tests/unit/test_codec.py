@@ -22,7 +22,14 @@ from producers.codec import (
     to_record,
 )
 from producers.errors import DecodeError, EventValidationError
-from producers.events import PhiAccessEvent
+from producers.events import (
+    Actor,
+    EventOutcome,
+    Facility,
+    Patient,
+    PhiAccessEvent,
+    SecurityEvent,
+)
 from producers.simulator import Simulator
 
 
@@ -50,7 +57,7 @@ def test_crc64_avro_fingerprint_matches_the_avro_spec(schema: str, expected: int
 
 def test_shipped_schemas_have_distinct_fingerprints(codec: Codec) -> None:
     fps = [s.fingerprint for s in codec.schemas]
-    assert len(fps) == len(set(fps)) == 3
+    assert len(fps) == len(set(fps)) == 4
     assert all(len(fp) == 8 for fp in fps)
 
 
@@ -78,6 +85,29 @@ def test_round_trip_of_every_simulated_event(codec: Codec) -> None:
         assert to_record(decoded) == to_record(event)
         assert decoded.event_time.tzinfo is not None
         assert decoded.event_time.utcoffset() == timedelta(0)
+
+
+@pytest.mark.parametrize("patient", [None, Patient(id="MRN9900112", issuer="stmarys", state="MA")])
+def test_round_trip_of_a_security_event(codec: Codec, patient: Patient | None) -> None:
+    event = SecurityEvent(
+        producer_id="atna-receiver",
+        producer_seq=12,
+        event_time=datetime(2026, 3, 9, 6, 57, 1, 120000, tzinfo=UTC),
+        facility=Facility(id="stmarys-boston", name="St. Mary's"),
+        actor=Actor(user_id="rad004.kowalski", role="unspecified"),
+        dicom_event_id="110114",
+        event_type_code="110122",
+        outcome=EventOutcome.MINOR_FAILURE,
+        network_address="198.51.100.23",
+        patient=patient,
+        details={"outcome_description": "invalid password"},
+    )
+    message = codec.encode(event)
+    assert codec.writer_schema(event).full_name == "philedger.audit.SecurityEvent"
+    assert message[2:10] == bytes.fromhex("e6a9ad8d8576fb89")
+    decoded = codec.decode(message)
+    assert decoded == event
+    assert to_record(decoded) == to_record(event)
 
 
 def test_encoding_is_deterministic(codec: Codec) -> None:

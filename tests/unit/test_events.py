@@ -8,16 +8,26 @@ from typing import Any
 
 import pytest
 
+from producers.codec import Codec
 from producers.errors import EventValidationError
 from producers.events import (
+    DICOM_EVENT_IDS,
+    SECURITY_EVENT_IDS,
     Actor,
     CriticalResultRelay,
     EventAction,
+    EventOutcome,
+    Facility,
     Patient,
     PhiAccessEvent,
+    SecurityEvent,
     Study,
+    event_key,
     npi_checksum_ok,
+    schema_name,
+    to_record,
     validate,
+    validate_record,
 )
 from producers.simulator import Simulator, make_npi
 
@@ -32,7 +42,21 @@ def relay(**changes: Any) -> CriticalResultRelay:
     return dataclasses.replace(base, **changes)
 
 
-def field_of(event: PhiAccessEvent | CriticalResultRelay) -> str:
+def security(**changes: Any) -> SecurityEvent:
+    base = SecurityEvent(
+        producer_id="unit",
+        producer_seq=1,
+        event_time=datetime(2026, 3, 9, 6, 58, 44, tzinfo=UTC),
+        facility=Facility(id="stmarys-boston"),
+        actor=Actor(user_id="rad004.kowalski", role="radiologist", name="Ana Kowalski"),
+        dicom_event_id="110114",
+        event_type_code="110122",
+        network_address="10.20.4.17",
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def field_of(event: PhiAccessEvent | CriticalResultRelay | SecurityEvent) -> str:
     with pytest.raises(EventValidationError) as info:
         validate(event)
     assert info.value.field in str(info.value)
@@ -100,3 +124,93 @@ def test_access_event_is_immutable() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         event.patient = Patient(id="other")  # type: ignore[misc]
     assert event.action is EventAction.READ or event.action in EventAction
+
+
+# --------------------------------------------------------------------------- security events
+
+
+def test_security_event_ids_are_dicom_security_event_ids() -> None:
+    assert {"110100", "110108", "110113", "110114"} == SECURITY_EVENT_IDS
+    assert set(DICOM_EVENT_IDS) >= SECURITY_EVENT_IDS
+    assert "110101" not in SECURITY_EVENT_IDS  # Audit Log Used has its own schema
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        security(),  # login
+        security(event_type_code="110123"),  # logout
+        security(outcome=EventOutcome.MINOR_FAILURE, actor=Actor(user_id="x?", role="unspecified")),
+        security(
+            dicom_event_id="110113",
+            event_type_code="110127",
+            patient=Patient(id="MRN9900112", issuer="stmarys-boston", state="MA"),
+            purpose_of_use="BTG",
+        ),
+        security(dicom_event_id="110100", event_type_code="110120", network_address=None),
+        security(dicom_event_id="110108", event_type_code=None, details={"node": "ws-12"}),
+    ],
+)
+def test_security_events_are_valid_and_encode(event: SecurityEvent) -> None:
+    validate(event)
+    assert schema_name(event) == "philedger.audit.SecurityEvent"
+    codec = Codec()
+    decoded = codec.decode(codec.encode(event), now=datetime(2026, 6, 1, tzinfo=UTC))
+    assert decoded == event
+    assert to_record(decoded) == to_record(event)
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected_field"),
+    [
+        ({"producer_id": None}, "producer_id"),
+        ({"producer_seq": 2**63}, "producer_seq"),
+        ({"dicom_event_id": "110103"}, "dicom_event_id"),  # a PHI access, not security
+        ({"dicom_event_id": "110101"}, "dicom_event_id"),  # Audit Log Used
+        ({"dicom_event_id": "110199"}, "dicom_event_id"),
+        ({"event_type_code": "not a code!"}, "event_type_code"),
+        ({"action": "LOGIN"}, "action"),
+        ({"outcome": "FAILED"}, "outcome"),
+        ({"actor": Actor(user_id=" ", role="radiologist")}, "actor.user_id"),
+        ({"actor": Actor(user_id="u", role="")}, "actor.role"),
+        ({"actor": Actor(user_id="u", role="r", npi="1234567890")}, "actor.npi"),
+        ({"facility": Facility(id="")}, "facility.id"),
+        ({"network_address": "x" * 300}, "network_address"),
+        ({"patient": Patient(id="")}, "patient.id"),
+        ({"patient": Patient(id="MRN1", state="Mass.")}, "patient.state"),
+        ({"purpose_of_use": "BREAKGLASS"}, "purpose_of_use"),
+        ({"details": {f"k{i}": "v" for i in range(100)}}, "details"),
+        ({"details": {"k": "v" * 2000}}, "details['k']"),
+        ({"event_time": datetime(2020, 1, 1)}, "event_time"),
+        ({"event_time": datetime.now(UTC) + timedelta(hours=1)}, "event_time"),
+    ],
+)
+def test_security_validation_names_the_bad_field(
+    changes: dict[str, Any], expected_field: str
+) -> None:
+    assert field_of(security(**changes)) == expected_field
+
+
+def test_security_record_rules_are_the_same_for_the_consumer() -> None:
+    record = to_record(security()) | {"dicom_event_id": "110103"}
+    with pytest.raises(EventValidationError) as info:
+        validate_record("philedger.audit.SecurityEvent", record)
+    assert info.value.field == "dicom_event_id"
+    assert "110114 User Authentication" in str(info.value)
+
+
+def test_security_event_key_is_the_patients_else_the_users() -> None:
+    assert event_key(security()) == "user|rad004.kowalski"
+    named = security(patient=Patient(id="MRN9900112", issuer="stmarys-boston"))
+    assert event_key(named) == "stmarys-boston|MRN9900112"
+    assert named.key == named.patient.key  # type: ignore[union-attr]
+
+
+def test_security_event_is_immutable_and_stamps() -> None:
+    event = security(producer_id=None, producer_seq=None)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        event.actor = Actor(user_id="other", role="r")  # type: ignore[misc]
+    stamped = event.stamped(producer_id="atna", producer_seq=9)
+    assert (stamped.producer_id, stamped.producer_seq) == ("atna", 9)
+    assert stamped.event_id == event.event_id
+    assert event.action is EventAction.EXECUTE

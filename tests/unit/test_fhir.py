@@ -45,6 +45,7 @@ from producers.events import (
     Recipient,
     RelayMethod,
     RelayRecipient,
+    SecurityEvent,
     Study,
 )
 from producers.simulator import Simulator
@@ -485,6 +486,262 @@ def test_audit_log_used_mapping() -> None:
         pfhir.event_from_fhir(r, now=NOW)
     assert err.value.field == "AuditEvent.entity[0]"
     assert "object-role 13" in str(err.value)
+
+
+def security(**changes: Any) -> SecurityEvent:
+    base = SecurityEvent(
+        event_id=uuid.UUID("3b8a2e7c-1111-4222-8333-444455556666"),
+        event_time=WHEN,
+        facility=Facility(id="stmarys-boston"),
+        actor=Actor(user_id="rad004.kowalski", name="Ana Kowalski", role="radiologist"),
+        dicom_event_id="110114",
+        event_type_code="110122",
+        network_address="10.20.4.17",
+        details={"audit_source_id": "viewer-auth"},
+    )
+    return dataclasses.replace(base, **changes)
+
+
+EXTRA_SECURITY_ROLE_TYPE = "http://terminology.hl7.org/CodeSystem/extra-security-role-type"
+SEC = {"system": NS.private_codes, "code": "SEC", "display": "Security Event"}
+
+
+def test_login_is_a_balp_user_authentication_audit_event() -> None:
+    r = resource_of(security())
+    assert r["type"] == {"system": DCM, "code": "110114", "display": "User Authentication"}
+    assert r["subtype"] == [{"system": DCM, "code": "110122", "display": "Login"}, SEC]
+    assert (r["action"], r["outcome"], r["recorded"]) == ("E", "0", "2026-01-05T18:30:15.123456Z")
+    user, producer = r["agent"]
+    human = {"system": EXTRA_SECURITY_ROLE_TYPE, "code": "humanuser", "display": "human user"}
+    assert user["type"] == {"coding": [human]}
+    assert user["requestor"] is True
+    assert user["who"] == {"identifier": {"value": "rad004.kowalski"}, "display": "Ana Kowalski"}
+    assert user["network"] == {"address": "10.20.4.17", "type": "2"}
+    assert producer["who"] == {"identifier": {"value": "orthanc-01"}}
+    assert "entity" not in r  # a login names no patient
+    assert "purposeOfEvent" not in r
+    (detail,) = ext(r, NS.event_detail)
+    assert detail["extension"] == [
+        {"url": "key", "valueString": "audit_source_id"},
+        {"url": "value", "valueString": "viewer-auth"},
+    ]
+
+
+def test_logout_failure_and_emergency_override_mappings() -> None:
+    logout = resource_of(security(event_type_code="110123"))
+    assert logout["subtype"][0]["display"] == "Logout"
+    failed = resource_of(security(outcome=EventOutcome.SERIOUS_FAILURE))
+    assert failed["outcome"] == "8"
+    override = resource_of(
+        security(
+            dicom_event_id="110113",
+            event_type_code="110127",
+            patient=Patient(id="MRN9900112", issuer="stmarys-boston", state="MA"),
+            purpose_of_use="BTG",
+        )
+    )
+    assert override["type"]["display"] == "Security Alert"
+    assert override["subtype"][0] == {
+        "system": DCM,
+        "code": "110127",
+        "display": "Emergency Override Started",
+    }
+    btg = {"coding": [{"system": fhir.V3_ACT_REASON, "code": "BTG"}]}
+    assert override["purposeOfEvent"] == [btg]
+    assert override["agent"][0]["purposeOfUse"] == [btg]
+    (patient,) = override["entity"]
+    assert patient["what"]["identifier"]["value"] == "MRN9900112"
+    assert patient["detail"] == [{"type": "state", "valueString": "MA"}]
+    stopped = resource_of(security(dicom_event_id="110113", event_type_code="110138"))
+    assert stopped["subtype"][0]["display"] == "Emergency Override Stopped"
+    app = resource_of(
+        security(
+            dicom_event_id="110100",
+            event_type_code="110120",
+            actor=Actor(user_id="dcm4chee-arc", role="system"),
+        )
+    )
+    assert app["agent"][0]["type"] == {
+        "coding": [{"system": DCM, "code": "110150", "display": "Application"}]
+    }
+    assert app["subtype"][0] == {"system": DCM, "code": "110120", "display": "Application Start"}
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        security(),
+        security(event_type_code="110123", details={}),
+        security(outcome=EventOutcome.MINOR_FAILURE, actor=Actor(user_id="x", role="unspecified")),
+        security(
+            dicom_event_id="110113",
+            event_type_code="110127",
+            patient=Patient(id="MRN9900112", issuer="stmarys-boston", state="MA"),
+            purpose_of_use="BTG",
+            actor=Actor(
+                user_id="er.patel", role="ed-attending", organization="ED", npi="1234567893"
+            ),
+        ),
+        security(dicom_event_id="110100", event_type_code=None, network_address=None),
+        security(event_type_code="X-LOCAL.1", purpose_of_use="OVERSIGHT"),
+        security(details={"query": "not a query entity", "empty": ""}),
+    ],
+    ids=lambda e: f"{e.dicom_event_id}-{e.event_type_code}-{e.patient is not None}",
+)
+def test_security_event_round_trip(event: SecurityEvent) -> None:
+    name, record, original = stored(event)
+    resource = fhir.audit_event(name, record, event_id=original.event_id, position=POSITION)
+    json.dumps(resource)
+    assert pfhir.event_from_fhir(resource, keep_producer=True, now=NOW) == original
+    fresh = pfhir.event_from_fhir(resource, now=NOW)
+    assert isinstance(fresh, SecurityEvent)
+    assert (fresh.producer_id, fresh.producer_seq) == (None, None)
+    assert fresh.details["source.observer"] == "orthanc-01"
+
+
+def test_a_served_access_with_a_security_event_id_stays_an_access() -> None:
+    """The ledger's own resources say their schema: a PhiAccessEvent with EventID 110114 and
+    no study comes back a PhiAccessEvent; the same resource from elsewhere (no ledger
+    position) is a security event, as a foreign login is."""
+    event = access(
+        dicom_event_id="110114", event_type_code="110122", action=EventAction.EXECUTE, study=None
+    )
+    name, record, original = stored(event)
+    resource = fhir.audit_event(name, record, event_id=original.event_id, position=POSITION)
+    assert pfhir.event_from_fhir(resource, keep_producer=True, now=NOW) == original
+    foreign = copy.deepcopy(resource)
+    foreign["extension"] = [e for e in foreign["extension"] if e["url"] != NS.ledger_position]
+    back = pfhir.event_from_fhir(foreign, keep_producer=True, now=NOW)
+    assert isinstance(back, SecurityEvent)
+    assert back.patient == original.patient
+    assert (back.dicom_event_id, back.event_type_code) == ("110114", "110122")
+
+
+#: The FHIR R4 User Authentication example (AuditEvent/example-login), as another system
+#: would post it: no role, no ledger extensions.
+FOREIGN_LOGIN: dict[str, Any] = {
+    "resourceType": "AuditEvent",
+    "id": "8bfb5541-047f-5baa-8c4b-097202ed0b13",
+    "type": {"system": DCM, "code": "110114", "display": "User Authentication"},
+    "subtype": [{"system": DCM, "code": "110122", "display": "Login"}],
+    "action": "E",
+    "recorded": "2026-01-05T23:41:23Z",
+    "outcome": "0",
+    "agent": [
+        {
+            "type": {"coding": [{"system": EXTRA_SECURITY_ROLE_TYPE, "code": "humanuser"}]},
+            "who": {"identifier": {"value": "95"}, "display": "Grahame Grieve"},
+            "requestor": True,
+            "network": {"address": "127.0.0.1", "type": "2"},
+        },
+        {
+            "type": {"coding": [{"system": DCM, "code": "110153", "display": "Source Role ID"}]},
+            "who": {"identifier": {"value": "2.16.840.1.113883.4.2"}},
+            "requestor": False,
+            "network": {"address": "Workstation1.ehr.familyclinic.com", "type": "1"},
+        },
+    ],
+    "source": {
+        "site": "Cloud",
+        "observer": {"display": "hl7connect.healthintersections.com.au"},
+        "type": [
+            {
+                "system": "http://terminology.hl7.org/CodeSystem/security-source-type",
+                "code": "3",
+                "display": "Web Server",
+            }
+        ],
+    },
+}
+
+
+def test_a_foreign_login_becomes_a_security_event() -> None:
+    event = pfhir.event_from_fhir(FOREIGN_LOGIN, now=NOW)
+    assert event == SecurityEvent(
+        event_id=uuid.UUID(FOREIGN_LOGIN["id"]),
+        event_time=datetime(2026, 1, 5, 23, 41, 23, tzinfo=UTC),
+        facility=Facility(id="Cloud"),
+        actor=Actor(user_id="95", name="Grahame Grieve", role="person"),
+        dicom_event_id="110114",
+        event_type_code="110122",
+        action=EventAction.EXECUTE,
+        outcome=EventOutcome.SUCCESS,
+        network_address="127.0.0.1",
+        details={"source.observer": "hl7connect.healthintersections.com.au"},
+    )
+    # In a Bundle next to a PHI access: each entry becomes its own schema.
+    read = resource_of(access())
+    submission = pfhir.events_from_fhir(
+        {
+            "resourceType": "Bundle",
+            "type": "batch",
+            "entry": [{"resource": FOREIGN_LOGIN}, {"resource": read}],
+        },
+        now=NOW,
+    )
+    assert submission.ok
+    assert [type(e) for e in submission.events] == [SecurityEvent, PhiAccessEvent]
+
+
+@pytest.mark.parametrize(
+    ("change", "path", "message"),
+    [
+        (  # the ledger's marker on an EventID that is not a security one
+            lambda r: r["type"].update(code="110103", display="DICOM Instances Accessed"),
+            "AuditEvent.subtype[1]",
+            "security EventID",
+        ),
+        (
+            lambda r: r["subtype"].append({"system": NS.private_codes, "code": "XYZ"}),
+            "AuditEvent.subtype[2]",
+            "cannot be mapped",
+        ),
+        (
+            lambda r: r.setdefault("entity", []).append(
+                {
+                    "what": {"identifier": {"system": "urn:dicom:uid", "value": "urn:oid:2.25.1"}},
+                    "type": {"system": fhir.AUDIT_ENTITY_TYPE, "code": "2"},
+                }
+            ),
+            "AuditEvent.entity[0]",
+            "names no study",
+        ),
+        (
+            lambda r: r["agent"].append(
+                {
+                    "type": {"coding": [{"system": fhir.V3_PARTICIPATION_TYPE, "code": "IRCP"}]},
+                    "who": {"display": "Mercy"},
+                    "requestor": False,
+                }
+            ),
+            "AuditEvent.agent[2]",
+            "no recipient",
+        ),
+        (
+            lambda r: r["type"].update(code="110101"),
+            "AuditEvent.subtype[1]",
+            "security EventID",
+        ),
+    ],
+)
+def test_security_event_resources_that_do_not_map(change: Any, path: str, message: str) -> None:
+    resource = copy.deepcopy(resource_of(security()))
+    change(resource)
+    with pytest.raises(EventValidationError) as err:
+        pfhir.event_from_fhir(resource, now=NOW)
+    assert err.value.field == path
+    assert message in str(err.value)
+
+
+def test_a_foreign_security_alert_that_names_a_study_is_an_access() -> None:
+    """A Security Alert naming a patient and a study records access to those images."""
+    resource = resource_of(
+        access(dicom_event_id="110113", event_type_code="110127", purpose_of_use="BTG")
+    )
+    resource["extension"] = [e for e in resource["extension"] if e["url"] != NS.ledger_position]
+    event = pfhir.event_from_fhir(resource, now=NOW)
+    assert isinstance(event, PhiAccessEvent)
+    assert event.study is not None
 
 
 def test_audit_event_rejects_mismatched_or_malformed_input() -> None:

@@ -1,14 +1,21 @@
-"""The OpenAPI document lists exactly the routes the app serves, with their methods."""
+"""The OpenAPI document lists exactly the routes the app serves, with their methods, and
+every kind of access entry the API returns."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from datetime import UTC, datetime
 from typing import Any, cast
 
+from consumers.consumer import event_index
 from ledger.api import create_app
 from ledger.api.app import routes
+from ledger.api.common import entry_json
 from ledger.api.openapi import document
 from ledger.auth import ROLE_PERMISSIONS, Permission, Role
+from ledger.query import AccessEntry, LedgerPosition
+from producers.events import Actor, EventOutcome, Facility, SecurityEvent
 
 
 def served() -> set[tuple[str, str]]:
@@ -57,3 +64,40 @@ def test_only_service_routes_are_public_and_each_role_is_least_privilege() -> No
     assert Permission.HISTORY not in ROLE_PERMISSIONS[Role.AUDITOR]
     assert Permission.COMPLIANCE not in ROLE_PERMISSIONS[Role.INVESTIGATOR]
     assert ROLE_PERMISSIONS[Role.ADMIN] == frozenset(Permission)
+
+
+def test_access_entries_cover_every_indexed_kind_including_security_events() -> None:
+    """Every kind the consumer indexes is in the AccessEntry schema, and a security event's
+    entry names its DICOM EventID and no patient when it named none."""
+    components = cast(dict[str, Any], document()["components"])
+    kinds = set(components["schemas"]["AccessEntry"]["properties"]["kind"]["enum"])
+    assert kinds == {"phi_access", "critical_result_relay", "audit_log_used", "security_event"}
+
+    login = SecurityEvent(
+        producer_id="atna",
+        producer_seq=1,
+        event_time=datetime(2026, 3, 9, 6, 58, 44, tzinfo=UTC),
+        facility=Facility(id="stmarys-boston"),
+        actor=Actor(user_id="rad004.kowalski", role="person", name="Ana Kowalski"),
+        dicom_event_id="110114",
+        event_type_code="110122",
+        outcome=EventOutcome.MINOR_FAILURE,
+        network_address="198.51.100.23",
+    )
+    row = dataclasses.asdict(event_index(login))
+    for column in ("producer_id", "producer_seq"):
+        del row[column]
+    entry = AccessEntry(**row, position=LedgerPosition(log_id=1, origin="o", leaf_index=0))
+    body = entry_json(entry)
+    assert body["kind"] in kinds
+    assert body["event"] == {"dicom_event_id": "110114", "name": "User Authentication"}
+    assert body["patient"] is None
+    assert body["study"] is None
+    assert (body["action"], body["outcome"]) == ("E", "MINOR_FAILURE")
+    assert body["user"] == {
+        "id": "rad004.kowalski",
+        "name": "Ana Kowalski",
+        "role": "person",
+        "organization": None,
+    }
+    assert body["event_id"] == str(login.event_id)

@@ -247,6 +247,84 @@ def test_reads_of_the_ledger_are_on_the_timeline_and_name_a_patient_only_if_quer
     assert not acc.excluded
 
 
+def security(**kw: Any) -> AccessRow:
+    """A security event as a report sees it (a login by default: no patient, no study)."""
+    base: dict[str, Any] = {
+        "kind": "security_event",
+        "dicom_event_id": "110114",
+        "event_type_code": "110122",
+        "action": "E",
+        "study": None,
+        "purpose_of_use": None,
+        "patient_id": None,
+        "patient_issuer": None,
+        "patient_state": None,
+    }
+    base.update(kw)
+    return access(**base)
+
+
+def test_security_events_are_on_the_timeline_and_expose_only_a_named_patient() -> None:
+    login = security(event_time=T0 - timedelta(minutes=30), network_address="198.51.100.23")
+    failed = security(event_time=T0 - timedelta(minutes=31), outcome="MINOR_FAILURE")
+    btg = security(
+        dicom_event_id="110113",
+        event_type_code="110127",
+        patient_id="MRN9",
+        patient_issuer="stmarys",
+        patient_state="NY",
+        purpose_of_use="BTG",
+    )
+    refused_btg = security(
+        dicom_event_id="110113",
+        event_type_code="110127",
+        patient_id="MRN8",
+        outcome="SERIOUS_FAILURE",
+    )
+    logout = security(event_time=T0 + timedelta(hours=1), event_type_code="110123")
+    rows = [login, failed, btg, refused_btg, logout]
+    report = build_investigation(scope(), rows, checkpoints=[])
+    # Every security event of the user is on the timeline, in order, with its type code.
+    assert [(e.kind, e.event_type_code, e.completed) for e in report.timeline] == [
+        ("security_event", "110122", False),  # a wrong password, retried: no login
+        ("security_event", "110122", True),
+        ("security_event", "110127", True),
+        ("security_event", "110127", False),
+        ("security_event", "110123", True),
+    ]
+    # Logins and logouts touch no PHI; a successful override exposes its patient's
+    # demographics; a refused one is only an attempt.
+    assert [(p.patient_id, p.phi_kinds, p.state) for p in report.patients] == [
+        ("MRN9", (PhiKind.DEMOGRAPHICS,), "NY")
+    ]
+    assert [p.id for p in report.attempted_only] == ["MRN8"]
+    assert phi_kinds(login) == frozenset()
+    body = to_json(report)
+    json.dumps(body)
+    assert [t["event_type_code"] for t in body["timeline"]] == [  # type: ignore[index,union-attr]
+        "110122",
+        "110122",
+        "110127",
+        "110127",
+        "110123",
+    ]
+    # An investigation by address finds the login from that address.
+    by_address = build_investigation(
+        scope(users=(), network_addresses=("198.51.100.23",)), rows, checkpoints=[]
+    )
+    assert [e.event_id for e in by_address.timeline] == [login.event_id]
+    assert by_address.patients == ()
+
+
+def test_a_security_event_is_never_a_disclosure() -> None:
+    btg = security(dicom_event_id="110113", event_type_code="110127", patient_id="MRN1",
+                   recipient=LAWYER, purpose_of_use="BTG")  # fmt: skip
+    export_like = security(dicom_event_id="110106", patient_id="MRN1")  # not a security ID
+    acc = build_disclosures(PatientRef(id="MRN1"), [btg, export_like], now=NOW)
+    assert not acc.entries
+    assert not acc.excluded
+
+
 def test_timeline_is_chronological_with_positions_and_checkpoint_coverage() -> None:
     late = access(event_time=T0 + timedelta(minutes=5), position=pos(7))
     early = access(event_time=T0, position=pos(3))

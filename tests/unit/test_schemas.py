@@ -13,6 +13,7 @@ PINNED = {
     "philedger.audit.PhiAccessEvent": "ee6e393ef1d478ae",
     "philedger.audit.CriticalResultRelay": "69822b0cb223d1dc",
     "philedger.audit.AuditLogUsed": "12d031c13ce628ed",
+    "philedger.audit.SecurityEvent": "e6a9ad8d8576fb89",
 }
 
 

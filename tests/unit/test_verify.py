@@ -8,8 +8,9 @@ import functools
 import hashlib
 import itertools
 import json
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,17 @@ from ledger.verify import (
     verify_log,
 )
 from producers.codec import Codec
+from producers.events import (
+    Actor,
+    AuditLogUsed,
+    EventAction,
+    EventOutcome,
+    Facility,
+    LedgerQuery,
+    Patient,
+    SecurityEvent,
+    event_key,
+)
 from producers.simulator import Simulator
 
 LEDGER = "test.ledger"
@@ -210,6 +222,102 @@ def test_project_event_agrees_with_the_consumer_projection() -> None:
         assert projected["dicom_event_id"] == row["dicom_event_id"]
     with pytest.raises(MalformedInputError):
         project_event("other.Schema", {"facility": {}, "patient": {}})
+
+
+_WHEN = datetime(2026, 3, 9, 6, 58, 44, 913000, tzinfo=UTC)
+_ACTOR = Actor(user_id="rad004.kowalski", role="radiologist", name="Ana K", organization="Org")
+_SECURITY = SecurityEvent(
+    event_id=uuid.UUID(int=1),
+    event_time=_WHEN,
+    facility=Facility(id="stmarys-boston"),
+    actor=_ACTOR,
+    dicom_event_id="110114",
+    event_type_code="110122",
+    outcome=EventOutcome.MINOR_FAILURE,
+    network_address="198.51.100.23",
+)
+_READ = AuditLogUsed(
+    event_id=uuid.UUID(int=3),
+    event_time=_WHEN,
+    facility=Facility(id="test.ledger"),
+    actor=Actor(user_id="auditor.kim", role="auditor"),
+    query=LedgerQuery(method="GET", path="/v1/users/x/accesses", status=200, results=2),
+    network_address="127.0.0.1",
+)
+#: One event of every kind the index knows, with and without the optional patient.
+EVERY_KIND = (
+    *(e for e in Simulator(seed=1).events(30, relay_every=10)),
+    _SECURITY,
+    dataclasses.replace(
+        _SECURITY,
+        event_id=uuid.UUID(int=2),
+        dicom_event_id="110113",
+        event_type_code="110127",
+        action=EventAction.EXECUTE,
+        outcome=EventOutcome.SUCCESS,
+        patient=Patient(id="MRN9900112", issuer="stmarys-boston", state="MA"),
+        purpose_of_use="BTG",
+    ),
+    _READ,
+    dataclasses.replace(_READ, event_id=uuid.UUID(int=4), patient=Patient(id="MRN1")),
+)
+#: Consumer policy rather than event fields for relays (see ledger.verify).
+_RELAY_POLICY = frozenset({"action", "outcome", "purpose_of_use"})
+
+
+@pytest.mark.parametrize("index", range(len(EVERY_KIND)))
+def test_project_event_agrees_column_by_column_for_every_kind(index: int) -> None:
+    """The verifier's projection of a leaf and the consumer's index row agree on every
+    column, for every schema (verification compares exactly these)."""
+    schemas = SchemaSet(_schemas())
+    event = EVERY_KIND[index].stamped(producer_id="t", producer_seq=index)
+    name, record = schemas.decode(Codec().encode(event))
+    projected = project_event(name, record)
+    row = dataclasses.asdict(event_index(event))
+    if row["kind"] == "critical_result_relay":
+        assert set(row) - set(projected) == _RELAY_POLICY
+    else:
+        assert set(projected) == set(row)
+    for column, want in projected.items():
+        got = row[column]
+        if column == "event_id":
+            assert uuid.UUID(str(want)) == got
+        elif column == "event_time":
+            assert datetime.fromisoformat(str(want)) == got
+        else:
+            assert want == got, column
+    if isinstance(event, SecurityEvent):
+        assert projected["kind"] == "security_event"
+        assert projected["dicom_event_id"] == event.dicom_event_id
+        assert projected["patient_id"] == (event.patient.id if event.patient else None)
+
+
+def test_security_events_verify_in_a_bundle(tmp_path: Path) -> None:
+    """A log holding security events (with and without a patient) verifies, index included,
+    and a changed index row of one is found."""
+    codec = Codec()
+    events = [e.stamped(producer_id="t", producer_seq=i) for i, e in enumerate(EVERY_KIND)]
+    leaves = [_leaf(i, codec.encode(e), event_key(e).encode()) for i, e in enumerate(events)]
+    rows = []
+    for i, e in enumerate(events):
+        row: dict[str, object] = dataclasses.asdict(event_index(e))
+        row["leaf_index"] = i
+        rows.append(row)
+    log = Log(
+        leaves=leaves,
+        entries=list(enumerate(leaves)),
+        tiles=list(build_full_tiles(map(_hash, leaves))),
+        checkpoints=[(len(leaves), _note(leaves, len(leaves)))],
+        rows=rows,
+        size=len(leaves),
+    )
+    report = check(log, tmp_path / "clean")
+    assert report.findings == ()
+    assert report.events_checked == len(events)
+    first = next(i for i, e in enumerate(events) if isinstance(e, SecurityEvent))
+    log.rows[first] = {**log.rows[first], "dicom_event_id": "110113"}
+    report = check(log, tmp_path / "tampered")
+    assert [(f.kind, f.leaf_index) for f in report.findings] == [("index_mismatch", first)]
 
 
 # --------------------------------------------------------------------------------------------
