@@ -4,7 +4,8 @@ the same messages parsed and mapped without any network (the floor), in one run.
 Messages are the realistic DICOM audit messages of tests/corpus/dicom-audit (the ones that
 map to events), each made unique by its EventDateTime, framed as RFC 5425 expects. The
 senders run in a separate process (N TLS connections, as fast as TCP lets them); the
-receiver runs in this process, as `ledger atna serve` does, handing events to
+receiver runs in this process, as `ledger atna serve` does (with `--parse-workers` parse
+processes, default 1; 0 parses in the event loop as before), handing events to
 
 * a sink that stamps, validates and encodes each event as ``Emitter.emit`` does, but sends
   nothing (the receiver's own cost), and
@@ -129,6 +130,7 @@ async def over_tls(
     cert: Path,
     key: Path,
     workdir: Path,
+    parse_workers: int,
 ) -> float:
     frames = [frame_octet_counted(m) for m in msgs]
     expected = sum(len(events_from_dicom(parse_syslog(m).msg)) for m in msgs)
@@ -138,6 +140,7 @@ async def over_tls(
         cert_file=str(cert),
         key_file=str(key),
         max_connections=max(256, connections),
+        parse_workers=parse_workers,
     )
     ctx = multiprocessing.get_context("fork")
     ready, go = ctx.Event(), ctx.Event()
@@ -206,7 +209,8 @@ async def _delete_topics(bootstrap: str, topics: tuple[str, ...]) -> None:
 async def main_async(args: argparse.Namespace) -> None:
     msgs = messages(args.messages)
     avg = sum(len(m) for m in msgs) / len(msgs)
-    print(f"{len(msgs)} messages, {avg:,.0f} bytes each on average; {os.cpu_count()} CPUs")
+    print(f"{len(msgs)} messages, {avg:,.0f} bytes each on average; {os.cpu_count()} CPUs; "
+          f"parse_workers={args.parse_workers}")  # fmt: skip
     parse_only, with_encode = await floor(msgs)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -222,7 +226,7 @@ async def main_async(args: argparse.Namespace) -> None:
         for n in args.connections:
             results[f"sink/{n}"] = await over_tls(
                 "TLS -> receiver -> stamp/validate/encode sink", SinkEmitter(), msgs, n,
-                cert, key, work,
+                cert, key, work, args.parse_workers,
             )  # fmt: skip
         bootstrap = _kafka_bootstrap() if args.kafka else None
         if bootstrap:
@@ -241,7 +245,7 @@ async def main_async(args: argparse.Namespace) -> None:
                 async with Emitter(config) as emitter:
                     results[f"kafka/{n}"] = await over_tls(
                         "TLS -> receiver -> Emitter -> Kafka", emitter, msgs, n, cert, key,
-                        work,
+                        work, args.parse_workers,
                     )  # fmt: skip
                     await emitter.flush()
             await _delete_topics(bootstrap, (topic, f"{topic}-relay"))
@@ -254,6 +258,10 @@ async def main_async(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument(
+        "--parse-workers", type=int, default=1,
+        help="AtnaReceiverConfig.parse_workers (default 1; 0 parses in the event loop)",
+    )  # fmt: skip
     parser.add_argument("--connections", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument(
         "--kafka", action=argparse.BooleanOptionalAction, default=True,

@@ -15,10 +15,11 @@ Invariants:
   mapped, or whose event the emitter refuses as invalid, is appended with its raw bytes
   to the kept-messages store (``kept.KeptStore``) with a reason code; UDP datagrams the
   receiver had no room for are counted in ``stats().udp_dropped_overload``.
-* Memory is bounded. Messages wait in one queue of at most ``queue_max`` entries. When
-  it is full (a slow Kafka with a full spool, a full kept store), TLS connections stop
-  being read, so TCP flow control pushes back on the senders; UDP has no backpressure,
-  so datagrams that find the queue full are dropped *and counted*. TLS is the reliable
+* Memory is bounded. At most ``queue_max`` messages are held: waiting in the queue, or
+  taken off it in a batch being parsed or emitted (see below). When that many are held
+  (a slow Kafka with a full spool, a full kept store), TLS connections stop being read,
+  so TCP flow control pushes back on the senders; UDP has no backpressure, so datagrams
+  that find no room are dropped *and counted*. TLS is the reliable
   transport; UDP is for senders that can do nothing else.
 * Limits: ``max_message_bytes`` per message (a larger TLS frame is kept as ``oversize``
   and its connection closed, since the stream cannot be re-synchronised; a larger
@@ -26,17 +27,21 @@ Invariants:
   (more are closed at once and counted), ``idle_timeout_seconds`` without a byte closes a
   connection.
 * Event ids are deterministic (UUIDv5 of the message, see ``dicom_audit``) and the events
-  a pure function of the message, so a re-sent message makes the same events. One task
-  emits, in arrival order; it remembers the producer sequence number the emitter gave to
-  each of the last ``recent_events`` event ids, and a re-sent message is emitted again
-  with that same number: byte-identical, so the ledger counts it as a duplicate instead
-  of a conflicting event id. (Beyond that window, or after a restart, a re-send gets a new
-  number and the ledger keeps both versions in quarantine with a security alert; it
-  never merges them.)
+  a pure function of the message, so a re-sent message makes the same events. Messages
+  are parsed and mapped (``parsing.parse_batch``, pure) in ``parse_workers`` worker
+  processes, in batches taken off the queue in arrival order, at most ``_PARSE_AHEAD``
+  batches ahead; one task in the event loop emits the results, in arrival order (a batch
+  whose worker died is parsed again in the event loop). That task remembers the producer
+  sequence number the emitter gave to each of the last ``recent_events`` event ids, and a
+  re-sent message is emitted again with that same number: byte-identical, so the ledger
+  counts it as a duplicate instead of a conflicting event id. (Beyond that window, or
+  after a restart, a re-send gets a new number and the ledger keeps both versions in
+  quarantine with a security alert; it never merges them.)
 * RFC 5425 has no application-level acknowledgement: a message is the receiver's once it
   is read off the socket. What is still in the queue when the process is killed is lost;
   ``stop()`` keeps everything it could not hand to the emitter within
-  ``stop_timeout_seconds`` (reason ``shutdown``).
+  ``stop_timeout_seconds`` (reason ``shutdown``), batches being parsed included, then
+  ends the worker processes.
 """
 
 from __future__ import annotations
@@ -44,23 +49,24 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
+import multiprocessing
 import ssl
 import time
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType, TracebackType
 from typing import Final, Self
 
-from producers.atna.dicom_audit import MSGID, MappedEvent, events_from_dicom
+from producers.atna.dicom_audit import MappedEvent
 from producers.atna.kept import DEFAULT_MAX_BYTES, DEFAULT_SEGMENT_BYTES, KeptRecord, KeptStore
-from producers.atna.rfc5424 import Frame, OctetCountingDecoder, parse_syslog
+from producers.atna.parsing import Parsed, parse_batch, register_pickling, warm_up
+from producers.atna.rfc5424 import Frame, OctetCountingDecoder
 from producers.emitter import Emitter
 from producers.errors import (
-    AtnaParseError,
-    AtnaUnmappableError,
     EmitterPushbackError,
     EmitterUnavailableError,
     EventValidationError,
@@ -68,7 +74,6 @@ from producers.errors import (
     KeptStoreFullError,
     SpoolError,
 )
-from producers.events import validate
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +85,11 @@ DEFAULT_MAX_MESSAGE_BYTES: Final = 64 * 1024
 _READ_CHUNK: Final = 64 * 1024
 _KEPT_QUEUE: Final = 1024
 _KEPT_RETRY_SECONDS: Final = 1.0
+#: Messages handed to a parse worker at once, at most, and batches parsed ahead of the
+#: one being emitted: at most ``(_PARSE_AHEAD + 2) * _PARSE_BATCH`` messages are off the
+#: queue and not yet emitted or kept.
+_PARSE_BATCH: Final = 64
+_PARSE_AHEAD: Final = 2
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -103,6 +113,9 @@ class AtnaReceiverConfig:
     handshake_timeout_seconds: float = 10.0
     #: Messages waiting to be mapped and emitted, at most.
     queue_max: int = 4096
+    #: Worker processes that parse and map messages (spawned by ``start``, ended by
+    #: ``stop``) while the event loop emits; 0 parses in the event loop.
+    parse_workers: int = 1
     kept_max_bytes: int = DEFAULT_MAX_BYTES
     kept_segment_bytes: int = DEFAULT_SEGMENT_BYTES
     #: ``facility.id`` of events from messages without AuditEnterpriseSiteID (default:
@@ -123,6 +136,8 @@ class AtnaReceiverConfig:
         for name in ("max_message_bytes", "max_connections", "queue_max", "recent_events"):
             if getattr(self, name) < 1:
                 raise ValueError(f"AtnaReceiverConfig.{name} must be at least 1")
+        if self.parse_workers < 0:
+            raise ValueError("AtnaReceiverConfig.parse_workers must not be negative")
         for name in (
             "idle_timeout_seconds",
             "handshake_timeout_seconds",
@@ -177,6 +192,13 @@ class _Item:
 
 
 @dataclass(slots=True)
+class _Batch:
+    items: list[_Item]
+    parsed: asyncio.Future[list[Parsed]]
+    raws: list[bytes | None]
+
+
+@dataclass(slots=True)
 class _Counters:
     received_tls: int = 0
     received_udp: int = 0
@@ -226,8 +248,13 @@ class AtnaReceiver:
         self._udp: asyncio.DatagramTransport | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self._worker: asyncio.Task[None] | None = None
+        self._feeder: asyncio.Task[None] | None = None
         self._keeper: asyncio.Task[None] | None = None
-        self._current: _Item | None = None
+        self._pool: ProcessPoolExecutor | None = None
+        self._pipeline: asyncio.Queue[_Batch] | None = None
+        # Messages taken off the queue and not yet emitted or kept, oldest first.
+        self._inflight: collections.deque[_Item] = collections.deque()
+        self._room = asyncio.Event()  # set when _held() may be below queue_max
         self._recent: collections.OrderedDict[object, int] = collections.OrderedDict()
         self._tls_port: int | None = None
         self._udp_port: int | None = None
@@ -274,17 +301,23 @@ class AtnaReceiver:
         self._counters = _Counters()
         self._kept_full = False
         self._stop_lock = asyncio.Lock()
-        self._queue = asyncio.Queue(cfg.queue_max)
+        self._queue = asyncio.Queue()  # bounded by _put: queued + in flight <= queue_max
+        self._room = asyncio.Event()
+        self._room.set()
         self._kept_queue = asyncio.Queue(_KEPT_QUEUE)
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="atna-kept")
+        self._pipeline = asyncio.Queue(_PARSE_AHEAD)
+        self._inflight = collections.deque()
         store = KeptStore(
             cfg.kept_dir, max_bytes=cfg.kept_max_bytes, segment_bytes=cfg.kept_segment_bytes
         )
         try:
             await loop.run_in_executor(self._io, store.open)
             self._store = store
+            await self._start_pool()
             self._keeper = asyncio.create_task(self._keep_loop(), name="atna-kept-writer")
             self._worker = asyncio.create_task(self._work_loop(), name="atna-worker")
+            self._feeder = asyncio.create_task(self._feed_loop(), name="atna-parse-feeder")
             if cfg.tls_port is not None:
                 self._server = await asyncio.start_server(
                     self._serve_tls,
@@ -351,10 +384,14 @@ class AtnaReceiver:
                     await queue.join()
         await self._cancel(self._worker)
         self._worker = None
-        leftovers: list[_Item] = []
-        if self._current is not None:
-            leftovers.append(self._current)
-            self._current = None
+        await self._cancel(self._feeder)
+        self._feeder = None
+        leftovers: list[_Item] = list(self._inflight)
+        self._inflight.clear()
+        pipeline = self._pipeline
+        while pipeline is not None and not pipeline.empty():
+            pipeline.get_nowait().parsed.cancel()
+        await self._stop_pool()
         while queue is not None and not queue.empty():
             leftovers.append(queue.get_nowait())
         for item in leftovers:
@@ -414,7 +451,7 @@ class AtnaReceiver:
             kept_full=self._kept_full,
             lost_at_stop=c.lost_at_stop,
             udp_dropped_overload=c.udp_dropped_overload,
-            queue_depth=0 if self._queue is None else self._queue.qsize(),
+            queue_depth=self._held(),
             queue_max=self._config.queue_max,
             connections=len(self._connections),
             connections_refused=c.connections_refused,
@@ -451,13 +488,13 @@ class AtnaReceiver:
                     now = time.time()
                     if isinstance(frame, Frame):
                         self._counters.received_tls += 1
-                        await queue.put(_Item(frame.data, "tls", peer, now))
+                        await self._put(_Item(frame.data, "tls", peer, now))
                     else:
                         self._counters.received_tls += 1
                         logger.warning(
                             "ATNA: closing TLS connection from %s: %s", peer, frame.detail
                         )
-                        await queue.put(
+                        await self._put(
                             _Item(frame.data, "tls", peer, now, frame.reason, frame.detail)
                         )
                 if decoder.broken:
@@ -472,7 +509,7 @@ class AtnaReceiver:
             tail = decoder.finish()
             if tail is not None and queue is not None:
                 self._counters.received_tls += 1
-                await queue.put(
+                await self._put(
                     _Item(tail.data, "tls", peer, time.time(), tail.reason, tail.detail)
                 )
         finally:
@@ -491,9 +528,9 @@ class AtnaReceiver:
             return
         self._counters.received_tls += 1
         item = _Item(tail.data, "tls", peer, time.time(), tail.reason, tail.detail)
-        try:
+        if self._held() < self._config.queue_max:
             queue.put_nowait(item)
-        except asyncio.QueueFull:
+        else:
             kept_queue = self._kept_queue
             if kept_queue is not None:
                 with contextlib.suppress(asyncio.QueueFull):
@@ -501,6 +538,21 @@ class AtnaReceiver:
                     return
             self._counters.lost_at_stop += 1
             logger.error("ATNA: a partial frame from %s could not be kept (queues full)", peer)
+
+    def _held(self) -> int:
+        """Messages queued or taken off the queue and not yet emitted or kept."""
+        return (0 if self._queue is None else self._queue.qsize()) + len(self._inflight)
+
+    async def _put(self, item: _Item) -> None:
+        """Queue a TLS message, waiting (so not reading the connection) while the receiver
+        holds ``queue_max`` messages."""
+        queue = self._queue
+        if queue is None:  # pragma: no cover - start() creates it before binding
+            return
+        while self._held() >= self._config.queue_max:
+            self._room.clear()
+            await self._room.wait()
+        queue.put_nowait(item)
 
     def _on_datagram(self, data: bytes, addr: object) -> None:
         queue = self._queue
@@ -513,9 +565,9 @@ class AtnaReceiver:
             item.raw = data[:limit]
             item.reason = "oversize"
             item.detail = f"datagram of {len(data)} bytes exceeds the maximum of {limit}"
-        try:
+        if self._held() < self._config.queue_max:
             queue.put_nowait(item)
-        except asyncio.QueueFull:
+        else:
             self._counters.udp_dropped_overload += 1
             if self._counters.udp_dropped_overload in (1, 10, 100) or (
                 self._counters.udp_dropped_overload % 1000 == 0
@@ -529,51 +581,100 @@ class AtnaReceiver:
 
     # ------------------------------------------------------------------ processing
 
-    async def _work_loop(self) -> None:
-        queue = self._queue
-        if queue is None:  # pragma: no cover - start() creates it first
+    async def _start_pool(self) -> None:
+        workers = self._config.parse_workers
+        if workers < 1:
+            return
+        # spawn, not fork: this process has threads (the kept store's, aiokafka's).
+        register_pickling()
+        pool = ProcessPoolExecutor(
+            workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=register_pickling,
+        )
+        try:
+            await asyncio.gather(
+                *(asyncio.wrap_future(pool.submit(warm_up)) for _ in range(workers))
+            )
+        except Exception as exc:
+            logger.error("ATNA: cannot start parse workers (%r); parsing in the event loop", exc)
+            await asyncio.to_thread(
+                functools.partial(pool.shutdown, wait=True, cancel_futures=True)
+            )
+            return
+        self._pool = pool
+
+    async def _stop_pool(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await asyncio.to_thread(
+                functools.partial(pool.shutdown, wait=True, cancel_futures=True)
+            )
+
+    def _parse(self, raws: list[bytes | None]) -> asyncio.Future[list[Parsed]]:
+        pool = self._pool
+        if pool is not None:
+            try:
+                return asyncio.wrap_future(
+                    pool.submit(parse_batch, raws, self._config.default_facility)
+                )
+            except RuntimeError as exc:  # BrokenProcessPool, or shut down
+                logger.error("ATNA: the parse worker failed (%r); parsing in the event loop", exc)
+                self._pool = None
+                pool.shutdown(wait=False, cancel_futures=True)
+        future: asyncio.Future[list[Parsed]] = asyncio.get_running_loop().create_future()
+        future.set_result(parse_batch(raws, self._config.default_facility))
+        return future
+
+    async def _feed_loop(self) -> None:
+        """Take messages off the queue in arrival order, in batches, and start parsing
+        them; at most ``_PARSE_AHEAD`` batches wait to be emitted (then the queue fills
+        and TLS connections are pushed back)."""
+        queue, pipeline, inflight = self._queue, self._pipeline, self._inflight
+        if queue is None or pipeline is None:  # pragma: no cover - start() creates them
             return
         while True:
-            item = await queue.get()
-            self._current = item  # stop() keeps it if this task is cancelled meanwhile
-            try:
-                await self._handle(item)
-            except asyncio.CancelledError:
-                queue.task_done()
-                raise
-            except Exception as exc:  # a bug: keep the message, never lose it
-                logger.exception("ATNA: unexpected error handling a message")
-                try:
-                    await self._keep(item, "internal_error", repr(exc)[:500])
-                except asyncio.CancelledError:
-                    queue.task_done()
-                    raise
-            self._current = None
-            queue.task_done()
+            items = [await queue.get()]
+            inflight.append(items[0])
+            limit = min(_PARSE_BATCH, self._config.queue_max)
+            while len(items) < limit and not queue.empty():
+                item = queue.get_nowait()
+                inflight.append(item)
+                items.append(item)
+            raws = [None if item.reason is not None else item.raw for item in items]
+            await pipeline.put(_Batch(items, self._parse(raws), raws))
 
-    async def _handle(self, item: _Item) -> None:
+    async def _work_loop(self) -> None:
+        """The one task that emits and keeps, batch after batch, in arrival order."""
+        queue, pipeline, inflight = self._queue, self._pipeline, self._inflight
+        if queue is None or pipeline is None:  # pragma: no cover - start() creates them
+            return
+        while True:
+            batch = await pipeline.get()
+            try:
+                results = await batch.parsed
+            except Exception as exc:  # the worker process died: parsing is pure, redo it
+                logger.error("ATNA: a parse worker failed (%r); parsing in the event loop", exc)
+                results = parse_batch(batch.raws, self._config.default_facility)
+            for item, parsed in zip(batch.items, results, strict=True):
+                try:
+                    await self._handle(item, parsed)
+                except Exception as exc:  # a bug: keep the message, never lose it
+                    logger.exception("ATNA: unexpected error handling a message")
+                    await self._keep(item, "internal_error", repr(exc)[:500])
+                # stop() keeps what is still in ``inflight`` if this task is cancelled
+                inflight.popleft()
+                queue.task_done()
+                self._room.set()
+
+    async def _handle(self, item: _Item, parsed: Parsed) -> None:
         if item.reason is not None:
             await self._keep(item, item.reason, item.detail)
             return
-        try:
-            message = parse_syslog(item.raw)
-            if message.msgid != MSGID:
-                raise AtnaParseError(
-                    f"MSGID is {message.msgid!r}, not {MSGID!r} (an IHE ATNA audit record)",
-                    reason="unexpected_msgid",
-                )
-            events = events_from_dicom(
-                message.msg, default_facility=self._config.default_facility, check=False
-            )
-            if len(events) > 1:  # all or nothing: check every event before emitting any
-                for event in events:
-                    validate(replace(event, producer_id="atna", producer_seq=0))
-        except (AtnaParseError, AtnaUnmappableError) as exc:
-            await self._keep(item, exc.reason, str(exc), getattr(exc, "field", None))
+        if parsed.reason is not None:
+            await self._keep(item, parsed.reason, parsed.detail, parsed.field)
             return
-        except EventValidationError as exc:
-            await self._keep(item, "invalid_event", str(exc), exc.field)
-            return
+        events = parsed.events
         for index, event in enumerate(events):
             try:
                 await self._emit(event)

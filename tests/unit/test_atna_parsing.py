@@ -367,3 +367,30 @@ def test_kept_store_is_locked_by_one_process(tmp_path: Path) -> None:
     finally:
         first.close()
     assert os.listdir(tmp_path) == ["LOCK"]
+
+
+def test_parse_batch_results_cross_process_boundaries_intact() -> None:
+    from multiprocessing.reduction import ForkingPickler
+
+    from producers.atna.parsing import register_pickling
+
+    register_pickling()
+
+    from producers.atna.dicom_audit import events_from_dicom
+    from producers.atna.parsing import Parsed, parse_batch
+
+    payloads = [p.read_bytes() for p in sorted(CORPUS.glob("*.xml"))]
+    raws: list[bytes | None] = [format_syslog(p, hostname="pacs01") for p in payloads]
+    raws += [None, b"<13>1 - - - - OTHER - x", b"not syslog"]
+    results = parse_batch(raws, None)
+    assert len(results) == len(raws)
+    assert results[-3] == Parsed()
+    assert results[-2].reason == "unexpected_msgid"
+    assert results[-1].reason is not None
+    assert any(r.events for r in results)
+    assert any(r.reason for r in results[: len(payloads)])
+    for payload, result in zip(payloads, results, strict=False):
+        if result.events:
+            assert result.events == events_from_dicom(payload)
+    # as the worker process returns them (events hold MappingProxyType fields)
+    assert ForkingPickler.loads(bytes(ForkingPickler.dumps(results))) == results

@@ -19,7 +19,7 @@ import pytest
 from producers.atna.dicom_audit import event_id_for
 from producers.atna.kept import read_kept
 from producers.atna.receiver import AtnaReceiver, AtnaReceiverConfig
-from producers.atna.rfc5424 import format_syslog, frame_octet_counted
+from producers.atna.rfc5424 import format_syslog, frame_octet_counted, parse_syslog
 from producers.errors import SpoolFullError
 from producers.events import AuditEvent, validate
 
@@ -364,3 +364,43 @@ def test_config_is_checked() -> None:
     with pytest.raises(ValueError, match="cert_file"):
         AtnaReceiverConfig(kept_dir="x", tls_port=1)
     assert replace(AtnaReceiverConfig(kept_dir="x", udp_port=0), queue_max=5).queue_max == 5
+
+
+@pytest.mark.parametrize("workers", [0, 1, 2])
+async def test_parse_workers_keep_arrival_order_and_keep_what_does_not_map(
+    tmp_path: Path, tls_files: tuple[Path, Path], workers: int
+) -> None:
+    emitter = FakeEmitter()
+    bad_msgid = format_syslog(b"<x/>", hostname="pacs01", app_name="ATNA", msgid="OTHER")
+    messages = [bad_msgid if i % 50 == 7 else _variant(i) for i in range(300)]
+    good = [m for m in messages if m is not bad_msgid]
+    async with running(tmp_path, tls_files, emitter, parse_workers=workers) as receiver:
+        _, writer = await _open(receiver, tls_files[0])
+        writer.write(b"".join(frame_octet_counted(m) for m in messages))
+        await writer.drain()
+        await _until(lambda: receiver.stats().mapped + receiver.stats().kept_total == 300)
+        writer.close()
+    stats = receiver.stats()
+    assert stats.mapped == len(good)
+    assert stats.kept == {"unexpected_msgid": 6}
+    assert [e.event_id for e in emitter.events] == [event_id_for(parse_syslog(m).msg) for m in good]
+    assert [e.producer_seq for e in emitter.events] == list(range(len(good)))
+
+
+async def test_a_dead_parse_worker_loses_nothing(
+    tmp_path: Path, tls_files: tuple[Path, Path]
+) -> None:
+    emitter = FakeEmitter()
+    async with running(tmp_path, tls_files, emitter, parse_workers=1) as receiver:
+        pool = receiver._pool  # the worker process is what this test kills
+        assert pool is not None
+        for process in list(pool._processes.values()):
+            process.kill()
+            process.join()
+        _, writer = await _open(receiver, tls_files[0])
+        writer.write(b"".join(frame_octet_counted(_variant(i)) for i in range(100)))
+        await writer.drain()
+        await _until(lambda: receiver.stats().events == 100)
+        writer.close()
+    assert receiver.stats().kept_total == 0
+    assert len({e.event_id for e in emitter.events}) == 100
