@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Self, cast
+from typing import Self, TypedDict, cast
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
@@ -97,26 +97,61 @@ class ConsumerStats:
     by_reason: dict[str, int] = field(default_factory=dict)
 
 
+class _Head(TypedDict):
+    event_id: uuid.UUID
+    event_time: datetime
+    producer_id: str
+    producer_seq: int
+    facility_id: str
+
+
+class _People(TypedDict):
+    patient_id: str | None
+    patient_issuer: str | None
+    patient_state: str | None
+    user_id: str
+    user_name: str | None
+    user_role: str | None
+    user_org: str | None
+
+
+def _head(record: Record) -> _Head:
+    return _Head(
+        event_id=cast(uuid.UUID, record["event_id"]),
+        event_time=cast(datetime, record["event_time"]).astimezone(UTC),
+        producer_id=cast(str, record["producer_id"]),
+        producer_seq=cast(int, record["producer_seq"]),
+        facility_id=cast(str, cast(Record, record["facility"])["id"]),
+    )
+
+
+def _people(record: Record, user_field: str) -> _People:
+    """The user (``actor`` or ``sender``) and the patient, if the event names one."""
+    user = cast(Record, record[user_field])
+    patient = cast("Record | None", record.get("patient")) or {}
+    return _People(
+        patient_id=cast("str | None", patient.get("id")),
+        patient_issuer=cast("str | None", patient.get("issuer")),
+        patient_state=cast("str | None", patient.get("state")),
+        user_id=cast(str, user["user_id"]),
+        user_name=cast("str | None", user.get("name")),
+        user_role=cast("str | None", user.get("role")),
+        user_org=cast("str | None", user.get("organization")),
+    )
+
+
 def index_fields(full_name: str, record: Record) -> IndexFields:
-    """Project a validated Avro record onto the ledger's query index."""
-    facility = cast(Record, record["facility"])
+    """Project a validated Avro record onto the ledger's query index.
+
+    ``ledger.verify.project_event`` recomputes the same columns independently from the
+    stored leaf; a test keeps the two in agreement for every kind.
+    """
+    head = _head(record)
     if full_name == AUDIT_LOG_USED_SCHEMA_NAME:
-        actor = cast(Record, record["actor"])
-        who = cast("Record | None", record.get("patient")) or {}
         return IndexFields(
-            event_id=cast(uuid.UUID, record["event_id"]),
             kind="audit_log_used",
-            event_time=cast(datetime, record["event_time"]).astimezone(UTC),
-            producer_id=cast(str, record["producer_id"]),
-            producer_seq=cast(int, record["producer_seq"]),
-            facility_id=cast(str, facility["id"]),
-            patient_id=cast("str | None", who.get("id")),
-            patient_issuer=cast("str | None", who.get("issuer")),
-            patient_state=cast("str | None", who.get("state")),
-            user_id=cast(str, actor["user_id"]),
-            user_name=cast("str | None", actor.get("name")),
-            user_role=cast("str | None", actor.get("role")),
-            user_org=cast("str | None", actor.get("organization")),
+            **head,
+            **_people(record, "actor"),
             dicom_event_id="110101",
             action="R",
             outcome=cast(str, record["outcome"]),
@@ -126,22 +161,10 @@ def index_fields(full_name: str, record: Record) -> IndexFields:
             purpose_of_use=None,
         )
     if full_name == SECURITY_SCHEMA_NAME:
-        actor = cast(Record, record["actor"])
-        named = cast("Record | None", record.get("patient")) or {}
         return IndexFields(
-            event_id=cast(uuid.UUID, record["event_id"]),
             kind="security_event",
-            event_time=cast(datetime, record["event_time"]).astimezone(UTC),
-            producer_id=cast(str, record["producer_id"]),
-            producer_seq=cast(int, record["producer_seq"]),
-            facility_id=cast(str, facility["id"]),
-            patient_id=cast("str | None", named.get("id")),
-            patient_issuer=cast("str | None", named.get("issuer")),
-            patient_state=cast("str | None", named.get("state")),
-            user_id=cast(str, actor["user_id"]),
-            user_name=cast("str | None", actor.get("name")),
-            user_role=cast("str | None", actor.get("role")),
-            user_org=cast("str | None", actor.get("organization")),
+            **head,
+            **_people(record, "actor"),
             dicom_event_id=cast(str, record["dicom_event_id"]),
             action=cast(str, record["action"]),
             outcome=cast(str, record["outcome"]),
@@ -150,52 +173,31 @@ def index_fields(full_name: str, record: Record) -> IndexFields:
             network_address=cast("str | None", record.get("network_address")),
             purpose_of_use=cast("str | None", record.get("purpose_of_use")),
         )
-    patient = cast(Record, record["patient"])
     study = cast("Record | None", record.get("study"))
+    study_uid = None if study is None else cast(str, study["uid"])
+    accession = None if study is None else cast("str | None", study.get("accession"))
     if full_name == ACCESS_SCHEMA_NAME:
-        actor = cast(Record, record["actor"])
         return IndexFields(
-            event_id=cast(uuid.UUID, record["event_id"]),
             kind="phi_access",
-            event_time=cast(datetime, record["event_time"]).astimezone(UTC),
-            producer_id=cast(str, record["producer_id"]),
-            producer_seq=cast(int, record["producer_seq"]),
-            facility_id=cast(str, facility["id"]),
-            patient_id=cast(str, patient["id"]),
-            patient_issuer=cast("str | None", patient.get("issuer")),
-            patient_state=cast("str | None", patient.get("state")),
-            user_id=cast(str, actor["user_id"]),
-            user_name=cast("str | None", actor.get("name")),
-            user_role=cast("str | None", actor.get("role")),
-            user_org=cast("str | None", actor.get("organization")),
+            **head,
+            **_people(record, "actor"),
             dicom_event_id=cast(str, record["dicom_event_id"]),
             action=cast(str, record["action"]),
             outcome=cast(str, record["outcome"]),
-            study_uid=None if study is None else cast(str, study["uid"]),
-            accession=None if study is None else cast("str | None", study.get("accession")),
+            study_uid=study_uid,
+            accession=accession,
             network_address=cast("str | None", record.get("network_address")),
             purpose_of_use=cast("str | None", record.get("purpose_of_use")),
         )
-    sender = cast(Record, record["sender"])
     return IndexFields(
-        event_id=cast(uuid.UUID, record["event_id"]),
         kind="critical_result_relay",
-        event_time=cast(datetime, record["event_time"]).astimezone(UTC),
-        producer_id=cast(str, record["producer_id"]),
-        producer_seq=cast(int, record["producer_seq"]),
-        facility_id=cast(str, facility["id"]),
-        patient_id=cast(str, patient["id"]),
-        patient_issuer=cast("str | None", patient.get("issuer")),
-        patient_state=cast("str | None", patient.get("state")),
-        user_id=cast(str, sender["user_id"]),
-        user_name=cast("str | None", sender.get("name")),
-        user_role=cast("str | None", sender.get("role")),
-        user_org=cast("str | None", sender.get("organization")),
+        **head,
+        **_people(record, "sender"),
         dicom_event_id=None,
         action="E",
         outcome="SUCCESS" if record.get("communicated_at") is not None else "MINOR_FAILURE",
-        study_uid=None if study is None else cast(str, study["uid"]),
-        accession=None if study is None else cast("str | None", study.get("accession")),
+        study_uid=study_uid,
+        accession=accession,
         network_address=None,
         purpose_of_use="TREAT",
     )
