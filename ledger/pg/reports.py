@@ -17,7 +17,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import Final, TypedDict
 
 import asyncpg
 
@@ -450,6 +450,31 @@ def _check_id(rec: Mapping[str, JsonValue], event_id: uuid.UUID, where: str) -> 
         )
 
 
+class _Who(TypedDict):
+    patient_id: str | None
+    patient_issuer: str | None
+    patient_state: str | None
+    user_id: str
+    user_name: str | None
+    user_role: str | None
+    user_org: str | None
+
+
+def _who(rec: Mapping[str, JsonValue], user_field: str, where: str) -> _Who:
+    """The user and the patient of an event that may name no patient."""
+    user = _map(rec, user_field, where)
+    named = _opt_map(rec, "patient", where)
+    return _Who(
+        patient_id=None if named is None else _str(named, "id", where),
+        patient_issuer=None if named is None else _opt_str(named, "issuer", where),
+        patient_state=None if named is None else _opt_str(named, "state", where),
+        user_id=_str(user, "user_id", where),
+        user_name=_opt_str(user, "name", where),
+        user_role=_opt_str(user, "role", where),
+        user_org=_opt_str(user, "organization", where),
+    )
+
+
 def _as_access(d: _Decoded) -> AccessRow:
     """An event as an investigation or an accounting sees it. A relay appears as its
     sender's access to the finding, as the index projects it (action E, purpose TREAT,
@@ -460,21 +485,13 @@ def _as_access(d: _Decoded) -> AccessRow:
     event_time = _time(rec, "event_time", where)
     facility_id = _str(_map(rec, "facility", where), "id", where)
     if d.name == SECURITY:
-        actor = _map(rec, "actor", where)
-        named = _opt_map(rec, "patient", where)
         return AccessRow(
             event_id=d.event_id,
             kind=KIND_SECURITY,
             event_time=event_time,
             position=d.pos,
             facility_id=facility_id,
-            patient_id=None if named is None else _str(named, "id", where),
-            patient_issuer=None if named is None else _opt_str(named, "issuer", where),
-            patient_state=None if named is None else _opt_str(named, "state", where),
-            user_id=_str(actor, "user_id", where),
-            user_name=_opt_str(actor, "name", where),
-            user_role=_opt_str(actor, "role", where),
-            user_org=_opt_str(actor, "organization", where),
+            **_who(rec, "actor", where),
             dicom_event_id=_str(rec, "dicom_event_id", where),
             event_type_code=_opt_str(rec, "event_type_code", where),
             action=_str(rec, "action", where),
@@ -483,21 +500,13 @@ def _as_access(d: _Decoded) -> AccessRow:
             purpose_of_use=_opt_str(rec, "purpose_of_use", where),
         )
     if d.name == LEDGER_READ:
-        caller = _map(rec, "actor", where)
-        named = _opt_map(rec, "patient", where)
         return AccessRow(
             event_id=d.event_id,
             kind=KIND_LEDGER_READ,
             event_time=event_time,
             position=d.pos,
             facility_id=facility_id,
-            patient_id=None if named is None else _str(named, "id", where),
-            patient_issuer=None if named is None else _opt_str(named, "issuer", where),
-            patient_state=None if named is None else _opt_str(named, "state", where),
-            user_id=_str(caller, "user_id", where),
-            user_name=_opt_str(caller, "name", where),
-            user_role=_opt_str(caller, "role", where),
-            user_org=_opt_str(caller, "organization", where),
+            **_who(rec, "actor", where),
             dicom_event_id="110101",
             action="R",
             outcome=_str(rec, "outcome", where),
