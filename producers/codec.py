@@ -51,8 +51,8 @@ from producers.events import (
     Study,
     schema_name,
     to_record,
-    validate,
     validate_record,
+    validated_record,
 )
 
 #: Avro single-object encoding marker.
@@ -148,9 +148,8 @@ class Codec:
 
     def encode(self, event: AuditEvent) -> bytes:
         """Validate and encode one event; raises ``EventValidationError`` when invalid."""
-        validate(event)  # type checks, then the record rules on to_record(event)
+        record = validated_record(event)  # type checks, then the record rules
         schema = self.writer_schema(event)
-        record = to_record(event)
         buf = io.BytesIO()
         buf.write(MAGIC)
         buf.write(schema.fingerprint)

@@ -615,6 +615,12 @@ def _study_fields(path: str, study: Record) -> None:
 
 def validate(event: AuditEvent, *, now: datetime | None = None) -> None:
     """Return ``None`` if the event may be sent, else raise ``EventValidationError``."""
+    validated_record(event, now=now)
+
+
+def validated_record(event: AuditEvent, *, now: datetime | None = None) -> Record:
+    """The event's Avro record, once it passed every rule (what the codec encodes);
+    raises ``EventValidationError`` naming the first bad field."""
     if isinstance(event, PhiAccessEvent):
         _enum("action", event.action, EventAction)
         _enum("outcome", event.outcome, EventOutcome)
@@ -633,7 +639,9 @@ def validate(event: AuditEvent, *, now: datetime | None = None) -> None:
         raise EventValidationError(
             f"unsupported event type {type(event).__name__}", field="<event>"
         )
-    validate_record(schema_name(event), to_record(event), now=now)
+    record = to_record(event)
+    validate_record(schema_name(event), record, now=now)
+    return record
 
 
 def validate_record(
