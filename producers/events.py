@@ -757,22 +757,7 @@ _METHOD = re.compile(r"[A-Z]{1,16}")
 
 
 def _validate_audit_log_used(record: Record, latest: datetime) -> None:
-    if not isinstance(record.get("event_id"), uuid.UUID):
-        raise _fail("event_id", "must be a UUID")
-    _time("event_time", record.get("event_time"), latest=latest)
-    _text("producer_id", record.get("producer_id"), required=True)
-    seq = record.get("producer_seq")
-    if type(seq) is not int or not 0 <= seq < 2**63:
-        raise _fail("producer_seq", "must be a non-negative 64-bit integer")
-    facility = _req(record, "facility")
-    _text("facility.id", facility.get("id"), required=True)
-    _text("facility.name", facility.get("name"), required=False)
-    actor = _req(record, "actor")
-    _text("actor.user_id", actor.get("user_id"), required=True)
-    _text("actor.role", actor.get("role"), required=True)
-    _text("actor.name", actor.get("name"), required=False)
-    _text("actor.organization", actor.get("organization"), required=False)
-    _npi("actor.npi", actor.get("npi"))
+    _envelope(record, latest, "actor")
     _symbol("outcome", record.get("outcome"), EventOutcome)
     _text("network_address", record.get("network_address"), required=False)
     query = _req(record, "query")
