@@ -460,10 +460,12 @@ class _Who(TypedDict):
     user_org: str | None
 
 
-def _who(rec: Mapping[str, JsonValue], user_field: str, where: str) -> _Who:
-    """The user and the patient of an event that may name no patient."""
+def _who(
+    rec: Mapping[str, JsonValue], user_field: str, where: str, *, patient_required: bool = False
+) -> _Who:
+    """The user and the patient of an event (which may name no patient, unless required)."""
     user = _map(rec, user_field, where)
-    named = _opt_map(rec, "patient", where)
+    named = _map(rec, "patient", where) if patient_required else _opt_map(rec, "patient", where)
     return _Who(
         patient_id=None if named is None else _str(named, "id", where),
         patient_issuer=None if named is None else _opt_str(named, "issuer", where),
@@ -512,32 +514,20 @@ def _as_access(d: _Decoded) -> AccessRow:
             outcome=_str(rec, "outcome", where),
             network_address=_opt_str(rec, "network_address", where),
         )
-    patient = _map(rec, "patient", where)
-    patient_id = _str(patient, "id", where)
-    issuer = _opt_str(patient, "issuer", where)
-    state = _opt_str(patient, "state", where)
     if d.name == RELAY:
-        sender = _map(rec, "sender", where)
         communicated = _opt_time(rec, "communicated_at", where)
         return AccessRow(
             event_id=d.event_id,
             event_time=event_time,
             position=d.pos,
             facility_id=facility_id,
-            patient_id=patient_id,
-            patient_issuer=issuer,
-            patient_state=state,
             kind=KIND_RELAY,
-            user_id=_str(sender, "user_id", where),
-            user_name=_opt_str(sender, "name", where),
-            user_role=_opt_str(sender, "role", where),
-            user_org=_opt_str(sender, "organization", where),
+            **_who(rec, "sender", where, patient_required=True),
             action="E",
             outcome="SUCCESS" if communicated is not None else "MINOR_FAILURE",
             study=_study(_map(rec, "study", where), where),
             purpose_of_use="TREAT",
         )
-    actor = _map(rec, "actor", where)
     recipient = _opt_map(rec, "recipient", where)
     details = _opt_map(rec, "details", where) or {}
     basis = details.get(DISCLOSURE_BASIS_DETAIL)
@@ -546,14 +536,8 @@ def _as_access(d: _Decoded) -> AccessRow:
         event_time=event_time,
         position=d.pos,
         facility_id=facility_id,
-        patient_id=patient_id,
-        patient_issuer=issuer,
-        patient_state=state,
         kind=KIND_ACCESS,
-        user_id=_str(actor, "user_id", where),
-        user_name=_opt_str(actor, "name", where),
-        user_role=_opt_str(actor, "role", where),
-        user_org=_opt_str(actor, "organization", where),
+        **_who(rec, "actor", where, patient_required=True),
         dicom_event_id=_str(rec, "dicom_event_id", where),
         event_type_code=_opt_str(rec, "event_type_code", where),
         action=_str(rec, "action", where),
