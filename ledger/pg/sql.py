@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from ledger.bundle import INDEX_COLUMNS
+
 # ------------------------------------------------------------------ appender
 LOCK_LOG: Final = "SELECT pg_advisory_xact_lock(8723, $1)"
 
@@ -54,29 +56,13 @@ ON CONFLICT (fingerprint) DO NOTHING
 
 LEAF_COLUMNS: Final = ("log_id", "leaf_index", "leaf", "leaf_hash")
 
+# The event index row, in the order the appender builds it: the bundle format's index
+# columns (the one list of them), with the log id after the event id.
 EVENT_COLUMNS: Final = (
     "event_id",
     "log_id",
     "leaf_index",
-    "kind",
-    "event_time",
-    "producer_id",
-    "producer_seq",
-    "facility_id",
-    "patient_id",
-    "patient_issuer",
-    "patient_state",
-    "user_id",
-    "user_name",
-    "user_role",
-    "user_org",
-    "dicom_event_id",
-    "action",
-    "outcome",
-    "study_uid",
-    "accession",
-    "network_address",
-    "purpose_of_use",
+    *(c for c in INDEX_COLUMNS if c not in ("event_id", "leaf_index")),
 )
 
 # ------------------------------------------------------------------ reader
