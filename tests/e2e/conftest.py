@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import socket
 import subprocess
 import sys
@@ -18,10 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 import pytest
 
 from producers.emitter import Emitter, EmitterConfig
-from tests.support import ROOT, Stack
+from tests.support import ROOT, Stack, with_database
 
 LEDGER = str(Path(sys.executable).with_name("ledger"))
 #: Seeds here are far from the small seeds of the unit and integration tests, because
@@ -56,7 +58,40 @@ class Pipeline:
 
 
 @pytest.fixture(scope="session")
-def pipeline(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+def pipeline_stack(stack: Stack) -> Iterator[Stack]:
+    """A database of the pipeline's own: its consumer signs every log of the database it
+    writes, so it must not share one with tests that append and sign logs themselves."""
+    from ledger.migrate import apply_migrations
+    from tests.conftest import _issue_tokens
+
+    database = f"{stack.database}_e2e"
+
+    async def admin(statement: str) -> None:
+        conn = await asyncpg.connect(stack.owner_url)
+        try:
+            await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{database}"'))
+    try:
+        owner = with_database(stack.owner_url, database)
+        apply_migrations(owner)
+        yield dataclasses.replace(
+            stack,
+            owner_url=owner,
+            appender_url=with_database(stack.appender_url, database),
+            reader_url=with_database(stack.reader_url, database),
+            database=database,
+            tokens=asyncio.run(_issue_tokens(owner)),
+        )
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def pipeline(pipeline_stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    stack = pipeline_stack
     access_topic, relay_topic = stack.topics(f"e2e{uuid.uuid4().hex[:6]}")
     port = free_port()
     logs = tmp_path_factory.mktemp("e2e-logs")
@@ -107,10 +142,10 @@ def _running(
 
 
 @pytest.fixture
-async def http(stack: Stack) -> AsyncIterator[aiohttp.ClientSession]:
-    """An HTTP session authenticated with the session's admin token."""
+async def http(pipeline_stack: Stack) -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP session authenticated with the pipeline's admin token."""
     async with aiohttp.ClientSession(
-        timeout=aiohttp.ClientTimeout(10), headers=stack.auth("admin")
+        timeout=aiohttp.ClientTimeout(10), headers=pipeline_stack.auth("admin")
     ) as session:
         yield session
 
