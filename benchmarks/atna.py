@@ -131,9 +131,9 @@ async def over_tls(
     key: Path,
     workdir: Path,
     parse_workers: int,
+    expected: int,
 ) -> float:
     frames = [frame_octet_counted(m) for m in msgs]
-    expected = sum(len(events_from_dicom(parse_syslog(m).msg)) for m in msgs)
     config = AtnaReceiverConfig(
         kept_dir=str(workdir / f"kept-{uuid.uuid4().hex[:6]}"),
         tls_port=0,
@@ -164,10 +164,11 @@ async def over_tls(
     return rate(f"{label} ({connections} conns)", len(msgs), seconds)
 
 
-async def floor(msgs: list[bytes]) -> tuple[float, float]:
+async def floor(msgs: list[bytes]) -> tuple[float, float, int]:
     started = time.perf_counter()
+    expected = 0
     for m in msgs:
-        events_from_dicom(parse_syslog(m).msg, check=False)
+        expected += len(events_from_dicom(parse_syslog(m).msg, check=False))
     parse_only = rate("floor: parse RFC 5424 + DICOM XML + map (no network)", len(msgs),
                       time.perf_counter() - started)  # fmt: skip
     sink = SinkEmitter()
@@ -181,7 +182,7 @@ async def floor(msgs: list[bytes]) -> tuple[float, float]:
     await emit_all()
     with_encode = rate("floor: ... + stamp, validate, encode (no network)", len(msgs),
                        time.perf_counter() - started)  # fmt: skip
-    return parse_only, with_encode
+    return parse_only, with_encode, expected
 
 
 def _kafka_bootstrap() -> str | None:
@@ -211,7 +212,7 @@ async def main_async(args: argparse.Namespace) -> None:
     avg = sum(len(m) for m in msgs) / len(msgs)
     print(f"{len(msgs)} messages, {avg:,.0f} bytes each on average; {os.cpu_count()} CPUs; "
           f"parse_workers={args.parse_workers}")  # fmt: skip
-    parse_only, with_encode = await floor(msgs)
+    parse_only, with_encode, expected = await floor(msgs)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         cert, key = work / "cert.pem", work / "key.pem"
@@ -223,10 +224,10 @@ async def main_async(args: argparse.Namespace) -> None:
             check=True, capture_output=True,
         )  # fmt: skip
         results: dict[str, float] = {}
-        for n in args.connections:
+        for n in args.connections if args.sink else ():
             results[f"sink/{n}"] = await over_tls(
                 "TLS -> receiver -> stamp/validate/encode sink", SinkEmitter(), msgs, n,
-                cert, key, work, args.parse_workers,
+                cert, key, work, args.parse_workers, expected,
             )  # fmt: skip
         bootstrap = _kafka_bootstrap() if args.kafka else None
         if bootstrap:
@@ -245,7 +246,7 @@ async def main_async(args: argparse.Namespace) -> None:
                 async with Emitter(config) as emitter:
                     results[f"kafka/{n}"] = await over_tls(
                         "TLS -> receiver -> Emitter -> Kafka", emitter, msgs, n, cert, key,
-                        work, args.parse_workers,
+                        work, args.parse_workers, expected,
                     )  # fmt: skip
                     await emitter.flush()
             await _delete_topics(bootstrap, (topic, f"{topic}-relay"))
@@ -263,6 +264,10 @@ def main() -> None:
         help="AtnaReceiverConfig.parse_workers (default 1; 0 parses in the event loop)",
     )  # fmt: skip
     parser.add_argument("--connections", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument(
+        "--sink", action=argparse.BooleanOptionalAction, default=True,
+        help="measure the receiver with a sink emitter (stamp, validate, encode; no Kafka)",
+    )  # fmt: skip
     parser.add_argument(
         "--kafka", action=argparse.BooleanOptionalAction, default=True,
         help="also measure with the real Emitter to Kafka (KAFKA_BOOTSTRAP or .local/env)",

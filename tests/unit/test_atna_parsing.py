@@ -4,12 +4,13 @@ hostile XML: every bad input is refused with a stable reason code, never accepte
 from __future__ import annotations
 
 import os
+import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
-from producers.atna.dicom_audit import parse_audit_message
+from producers.atna.dicom_audit import _ForbiddenXml, _NoDoctype, parse_audit_message
 from producers.atna.kept import KeptRecord, KeptStore, read_kept
 from producers.atna.rfc5424 import (
     BOM,
@@ -234,14 +235,37 @@ PARAMETER_ENTITY = b"""<?xml version="1.0"?>
 
 INTERNAL_SUBSET_ONLY = b"""<!DOCTYPE AuditMessage [<!ELEMENT AuditMessage ANY>]><AuditMessage/>"""
 
+# Not ASCII-compatible: the quick check must decode it to see the declaration.
+BILLION_LAUGHS_UTF16 = (
+    BILLION_LAUGHS.replace(b'version="1.0"', b'version="1.0" encoding="UTF-16"')
+    .decode()
+    .encode("utf-16")
+)
+
 
 @pytest.mark.parametrize(
-    "payload", [XXE, BILLION_LAUGHS, EXTERNAL_DTD, PARAMETER_ENTITY, INTERNAL_SUBSET_ONLY]
+    "payload",
+    [
+        XXE,
+        BILLION_LAUGHS,
+        EXTERNAL_DTD,
+        PARAMETER_ENTITY,
+        INTERNAL_SUBSET_ONLY,
+        BILLION_LAUGHS_UTF16,
+    ],
 )
 def test_hostile_xml_is_refused_before_expansion(payload: bytes) -> None:
     with pytest.raises(AtnaParseError) as caught:
         parse_audit_message(payload)
     assert caught.value.reason == "xml_forbidden"
+
+
+@pytest.mark.parametrize("payload", [XXE, BILLION_LAUGHS, EXTERNAL_DTD, BILLION_LAUGHS_UTF16])
+def test_the_parser_guard_alone_refuses_a_doctype(payload: bytes) -> None:
+    # The backstop behind the quick check: expat's own doctype callback.
+    parser = ET.XMLParser(target=_NoDoctype())
+    with pytest.raises(_ForbiddenXml):
+        parser.feed(payload)
 
 
 @pytest.mark.parametrize(
