@@ -5,6 +5,14 @@ CRC-64-AVRO fingerprint of the writer schema's Parsing Canonical Form + the Avro
 binary body, so each message names its writer schema. ``decode(encode(e)) == e``
 for every valid event, and ``decode`` either returns a validated event or raises
 ``DecodeError`` with a stable ``reason`` code (never another exception type).
+
+``prepare(e)`` validates and encodes an event once, before it is stamped, where the CPU
+is cheapest for the host (a parse worker, the calling thread); the emitter then only
+splices its producer id and sequence number in: for every valid unstamped event,
+``prepare(e).encode_with(p, n) == encode(e.stamped(producer_id=p, producer_seq=n))``
+(Avro's binary encoding of a record is its fields' encodings in order, and every
+shipped schema has ``producer_id`` and ``producer_seq`` right after ``event_id`` and
+``event_time``; ``Codec`` checks that of each schema it writes with).
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ import io
 import json
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Final
@@ -49,6 +57,7 @@ from producers.events import (
     RelayRecipient,
     SecurityEvent,
     Study,
+    event_key,
     schema_name,
     to_record,
     validate_record,
@@ -72,7 +81,80 @@ REASON_TIME_OUT_OF_RANGE: Final = "time_out_of_range"
 #: Event fields holding instants; a bad value there gets REASON_TIME_OUT_OF_RANGE.
 _TIME_FIELDS: Final = ("event_time", "identified_at", "communicated_at", "acknowledged_at")
 
-__all__ = ["Codec", "from_record", "to_record"]
+__all__ = ["Codec", "PreparedEvent", "from_record", "to_record"]
+
+#: The fields a prepared event leaves out, in the order every writer schema has them.
+_STAMP_FIELDS: Final = (("producer_id", "string"), ("producer_seq", "long"))
+#: What stands for a stamp while an unstamped event is validated (a valid producer id).
+_PROBE_STAMP: Final = ("prepared", 0)
+
+
+def _zigzag(n: int) -> bytes:
+    """Avro's encoding of a long: zig-zag, then base-128 varint, low group first."""
+    n = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _skip_long(data: bytes, pos: int) -> int:
+    while data[pos] & 0x80:
+        pos += 1
+    return pos + 1
+
+
+def _read_long(data: bytes, pos: int) -> tuple[int, int]:
+    shift = value = 0
+    while True:
+        byte = data[pos]
+        value |= (byte & 0x7F) << shift
+        pos += 1
+        if not byte & 0x80:
+            return (value >> 1) ^ -(value & 1), pos
+        shift += 7
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PreparedEvent:
+    """One event validated and Avro-encoded but for its producer stamp (``Codec.prepare``).
+
+    ``head`` is the single-object header with ``event_id`` and ``event_time``; ``tail``
+    every field after ``producer_seq``. ``producer_id``/``producer_seq`` are the stamp
+    the event already carried, if any (the emitter keeps it, as ``Emitter.emit`` does).
+    Plain bytes and strings: cheap to pickle across processes.
+    """
+
+    event_id: str
+    #: A CriticalResultRelay (the relay topic); every other kind goes to the access topic.
+    relay: bool
+    #: The Kafka key (``event_key``), UTF-8.
+    key: bytes
+    head: bytes
+    tail: bytes
+    producer_id: str | None = None
+    producer_seq: int | None = None
+
+    def stamped_as(self, *, producer_id: str, producer_seq: int) -> PreparedEvent:
+        """The same event carrying this stamp (a re-send keeps its first number)."""
+        return replace(self, producer_id=producer_id, producer_seq=producer_seq)
+
+    def encode_with(self, producer_id: str, producer_seq: int) -> bytes:
+        """The message ``Codec.encode`` writes for the event stamped with these."""
+        if not 0 <= producer_seq < 2**63:
+            raise EventValidationError(
+                "producer_seq: must be a non-negative 64-bit integer", field="producer_seq"
+            )
+        pid = producer_id.encode("utf-8")
+        return b"".join((self.head, _zigzag(len(pid)), pid, _zigzag(producer_seq), self.tail))
+
+    def encoded_size(self, producer_id: str, producer_seq: int) -> int:
+        pid = len(producer_id.encode("utf-8"))
+        return (
+            len(self.head) + len(_zigzag(pid)) + pid + len(_zigzag(producer_seq)) + len(self.tail)
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -84,6 +166,18 @@ class WriterSchema:
     canonical_form: str
     schema_json: str
     parsed: Mapping[str, object]
+
+
+def _stamp_in_place(parsed: Mapping[str, object]) -> bool:
+    fields = parsed.get("fields")
+    if not isinstance(fields, list) or len(fields) < 4:
+        return False
+    names = [(f.get("name"), f.get("type")) for f in fields[:4] if isinstance(f, dict)]
+    if len(names) != 4 or tuple(names[2:]) != _STAMP_FIELDS:
+        return False
+    # prepare() steps over a string (event_id) and a long (event_time) to find the stamp.
+    kinds = [t.get("type") if isinstance(t, dict) else t for _, t in names[:2]]
+    return kinds == ["string", "long"]
 
 
 def schema_fingerprint(schema_json: Mapping[str, object]) -> tuple[bytes, str]:
@@ -127,7 +221,7 @@ _RELAY_NAME: Final = RELAY_SCHEMA_NAME
 class Codec:
     """Encodes events with the newest shipped schema of their type; decodes any known one."""
 
-    __slots__ = ("_by_fingerprint", "_fastavro", "_writer_for")
+    __slots__ = ("_by_fingerprint", "_fastavro", "_preparable", "_writer_for")
 
     def __init__(self, writer_schemas: Iterable[WriterSchema] | None = None) -> None:
         known = tuple(writer_schemas) if writer_schemas is not None else load_shipped_schemas()
@@ -138,6 +232,10 @@ class Codec:
         self._fastavro: dict[bytes, dict[str, object]] = {
             s.fingerprint: dict(s.parsed) for s in known
         }
+        # Writer schemas whose fields 2 and 3 are the stamp: prepare() can split them.
+        self._preparable: frozenset[bytes] = frozenset(
+            s.fingerprint for s in self._writer_for.values() if _stamp_in_place(s.parsed)
+        )
 
     @property
     def schemas(self) -> tuple[WriterSchema, ...]:
@@ -158,6 +256,45 @@ class Codec:
         except (ValueError, TypeError, AttributeError) as exc:
             raise EventValidationError(f"cannot encode event: {exc}", field="<event>") from exc
         return buf.getvalue()
+
+    def prepare(self, event: AuditEvent) -> PreparedEvent:
+        """Validate and encode an event but for its stamp; raises ``EventValidationError``.
+
+        An unstamped event is validated as it will be stamped (any valid producer id, a
+        sequence number in range: the emitter checks its own id once).
+        """
+        stamp = None
+        if event.producer_id is not None and event.producer_seq is not None:
+            stamp = (event.producer_id, event.producer_seq)
+        record = validated_record(event, stamp=None if stamp else _PROBE_STAMP)
+        schema = self.writer_schema(event)
+        if schema.fingerprint not in self._preparable:
+            raise EventValidationError(
+                f"{schema.full_name} does not have the stamp fields in place",
+                field="<event>",
+            )
+        record["producer_id"], record["producer_seq"] = "", 0
+        buf = io.BytesIO()
+        buf.write(MAGIC)
+        buf.write(schema.fingerprint)
+        try:
+            fastavro.schemaless_writer(buf, self._fastavro[schema.fingerprint], record)
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise EventValidationError(f"cannot encode event: {exc}", field="<event>") from exc
+        data = buf.getvalue()
+        length, pos = _read_long(data, HEADER_LEN)  # event_id: a string
+        pos = _skip_long(data, pos + length)  # event_time: a long
+        if data[pos : pos + 2] != b"\x00\x00":  # "" and 0, as written just above
+            raise EventValidationError("cannot locate the stamp fields", field="<event>")
+        return PreparedEvent(
+            event_id=str(event.event_id),
+            relay=isinstance(event, CriticalResultRelay),
+            key=event_key(event).encode("utf-8"),
+            head=data[:pos],
+            tail=data[pos + 2 :],
+            producer_id=None if stamp is None else stamp[0],
+            producer_seq=None if stamp is None else stamp[1],
+        )
 
     def decode_record(self, data: bytes) -> tuple[WriterSchema, Record]:
         """Decode the Avro body to a plain record, without event validation."""

@@ -59,7 +59,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from aiokafka.helpers import create_ssl_context
 
-from producers.codec import Codec
+from producers.codec import Codec, PreparedEvent
 from producers.errors import (
     EmitterPushbackError,
     EmitterUnavailableError,
@@ -67,7 +67,7 @@ from producers.errors import (
     ProducerError,
     SpoolError,
 )
-from producers.events import AuditEvent, CriticalResultRelay, event_key
+from producers.events import AuditEvent, CriticalResultRelay, check_producer_id
 from producers.spool import (
     DEFAULT_MAX_BYTES,
     DEFAULT_SEGMENT_BYTES,
@@ -269,6 +269,12 @@ class Emitter:
     def __init__(self, config: EmitterConfig, *, codec: Codec | None = None) -> None:
         self._config = config
         self._codec = codec or Codec()
+        # Checked once here (not per event): an id events may not carry fails every emit.
+        self._own_id_problem: str | None = None
+        try:
+            check_producer_id(config.producer_id)
+        except EventValidationError as exc:
+            self._own_id_problem = str(exc)
         self._producer: AIOKafkaProducer | None = None
         self._state = EmitterState.STOPPED
         self._closing = False
@@ -476,11 +482,18 @@ class Emitter:
             return self._config.relay_topic
         return self._config.access_topic
 
-    def _prepare(self, event: AuditEvent) -> tuple[AuditEvent, bytes, bool]:
-        stamping = event.producer_id is None or event.producer_seq is None
-        if stamping:
-            event = event.stamped(producer_id=self._config.producer_id, producer_seq=self._next_seq)
-        value = self._codec.encode(event)
+    def _entry(self, prepared: PreparedEvent) -> tuple[SpoolEntry, int, bool]:
+        """The message of a prepared event, stamped with its own stamp or this producer's
+        next number; ``stamping`` tells which (only a new number is given back on refusal)."""
+        producer_id, seq = prepared.producer_id, prepared.producer_seq
+        stamping = producer_id is None or seq is None
+        if producer_id is None or seq is None:
+            if self._own_id_problem is not None:
+                raise EventValidationError(self._own_id_problem, field="producer_id")
+            producer_id, seq = self._config.producer_id, self._next_seq
+        else:
+            check_producer_id(producer_id)
+        value = prepared.encode_with(producer_id, seq)
         if len(value) > MAX_EVENT_BYTES:
             raise EventValidationError(
                 f"encoded event is {len(value)} bytes; at most {MAX_EVENT_BYTES} are accepted",
@@ -490,15 +503,25 @@ class Emitter:
             # Only an accepted event keeps its number (see _submit), so numbers are only
             # skipped by a crash (at most one reserved block) or a lost event.
             self._next_seq += 1
-        return event, value, stamping
+        entry = SpoolEntry(
+            topic=self._config.relay_topic if prepared.relay else self._config.access_topic,
+            key=prepared.key,
+            value=value,
+            created_ms=_now_ms(),
+        )
+        return entry, seq, stamping
 
     def _require_running(self) -> None:
         if self._state is EmitterState.STOPPED or self._closing:
             raise EmitterUnavailableError("emitter is not started")
 
-    async def _submit(self, event: AuditEvent, confirm: asyncio.Future[_Meta] | None) -> AuditEvent:
-        """Stamp, encode and hand over one event: to aiokafka, or else durably to the spool."""
+    async def _submit(
+        self, event: AuditEvent | PreparedEvent, confirm: asyncio.Future[_Meta] | None
+    ) -> int:
+        """Stamp, encode and hand over one event: to aiokafka, or else durably to the
+        spool; returns its producer sequence number."""
         self._require_running()
+        prepared = event if isinstance(event, PreparedEvent) else self._codec.prepare(event)
         deadline = asyncio.get_running_loop().time() + self._config.max_block_seconds
         waiter: asyncio.Future[None] | None = None
         async with self._lock:  # one event at a time between stamping and handing over
@@ -507,13 +530,7 @@ class Emitter:
                 SEQUENCE_BLOCK // 2
             ):
                 await self._reserve_sequences()
-            event, value, stamped = self._prepare(event)
-            entry = SpoolEntry(
-                topic=self.topic_for(event),
-                key=event_key(event).encode("utf-8"),
-                value=value,
-                created_ms=_now_ms(),
-            )
+            entry, seq, stamped = self._entry(prepared)
             try:
                 if not await self._hand_to_kafka(entry, deadline, confirm):
                     waiter = self._enqueue(entry, confirm)
@@ -524,7 +541,7 @@ class Emitter:
         if waiter is not None:
             # Durable once written; a cancelled caller does not stop the write.
             await asyncio.shield(waiter)
-        return event
+        return seq
 
     async def _hand_to_kafka(
         self, entry: SpoolEntry, deadline: float, confirm: asyncio.Future[_Meta] | None
@@ -571,6 +588,12 @@ class Emitter:
         """
         await self._submit(event, None)
 
+    async def emit_prepared(self, prepared: PreparedEvent) -> int:
+        """``emit`` for an event ``Codec.prepare`` already validated and encoded (in a
+        worker process, or the host's thread), so this side only stamps it; returns the
+        producer sequence number it carries (its own stamp, if it had one)."""
+        return await self._submit(prepared, None)
+
     async def emit_and_confirm(self, event: AuditEvent) -> Delivery:
         """Like ``emit``, then wait until Kafka has acknowledged the event (acks=all).
 
@@ -578,7 +601,7 @@ class Emitter:
         event was accepted, the event is still delivered: do not emit it again.
         """
         confirm: asyncio.Future[_Meta] = asyncio.get_running_loop().create_future()
-        event = await self._submit(event, confirm)
+        await self._submit(event, confirm)
         try:
             topic, partition, offset = await confirm
         except KafkaError as exc:

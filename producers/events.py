@@ -618,9 +618,13 @@ def validate(event: AuditEvent, *, now: datetime | None = None) -> None:
     validated_record(event, now=now)
 
 
-def validated_record(event: AuditEvent, *, now: datetime | None = None) -> Record:
+def validated_record(
+    event: AuditEvent, *, now: datetime | None = None, stamp: tuple[str, int] | None = None
+) -> Record:
     """The event's Avro record, once it passed every rule (what the codec encodes);
-    raises ``EventValidationError`` naming the first bad field."""
+    raises ``EventValidationError`` naming the first bad field. With ``stamp`` the record
+    carries that producer id and sequence number instead of the event's own (the codec
+    validates an unstamped event as it will be stamped, see ``Codec.prepare``)."""
     if isinstance(event, PhiAccessEvent):
         _enum("action", event.action, EventAction)
         _enum("outcome", event.outcome, EventOutcome)
@@ -640,8 +644,15 @@ def validated_record(event: AuditEvent, *, now: datetime | None = None) -> Recor
             f"unsupported event type {type(event).__name__}", field="<event>"
         )
     record = to_record(event)
+    if stamp is not None:
+        record["producer_id"], record["producer_seq"] = stamp
     validate_record(schema_name(event), record, now=now)
     return record
+
+
+def check_producer_id(producer_id: str) -> None:
+    """Raise ``EventValidationError`` unless events may carry this producer id."""
+    _text("producer_id", producer_id, required=True)
 
 
 def validate_record(

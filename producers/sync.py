@@ -1,8 +1,9 @@
 """A synchronous, thread-safe facade over the async ``Emitter``, for hosts without asyncio.
 
-Invariant: ``SyncEmitter.emit`` validates and encodes the event in the calling thread (an
-invalid event raises ``EventValidationError`` there and is never queued), then hands it
-to a bounded in-memory queue and returns; it never waits longer than ``block_seconds``
+Invariant: ``SyncEmitter.emit`` validates and encodes the event in the calling thread
+(``Codec.prepare``: an invalid event raises ``EventValidationError`` there and is never
+queued; the emitter thread only stamps it), then hands it to a bounded in-memory queue
+and returns; it never waits longer than ``block_seconds``
 for room in that queue, and raises ``EmitterPushbackError`` when there is none, so a
 host's callback (Orthanc's Python plugin, a gateway's request thread) is never held up
 by Kafka. A background thread runs one asyncio loop with the real ``Emitter``: it takes
@@ -40,14 +41,13 @@ import contextlib
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Coroutine
 from concurrent.futures import Future
 from enum import Enum
 from types import TracebackType
 from typing import Final, Self, TypeVar
 
-from producers.codec import Codec
+from producers.codec import Codec, PreparedEvent
 from producers.emitter import MAX_EVENT_BYTES, Emitter, EmitterConfig, EmitterHealth
 from producers.errors import (
     EmitterPushbackError,
@@ -55,7 +55,7 @@ from producers.errors import (
     EventValidationError,
     ProducerError,
 )
-from producers.events import AuditEvent, to_record, validate
+from producers.events import AuditEvent, check_producer_id
 
 logger = logging.getLogger(__name__)
 
@@ -67,27 +67,12 @@ DEFAULT_MAX_PENDING: Final = 10_000
 DEFAULT_BLOCK_SECONDS: Final = 0.05
 #: Most events handed to the ``Emitter`` at once (their fsyncs are grouped while spooling).
 _BATCH: Final = 64
-#: Sequence number used only to check an unstamped event's encoded size in the caller.
+#: The largest sequence number's encoding (9 bytes): an event that fits with it fits.
 _PROBE_SEQ: Final = 2**62
 _RETRY_FIRST: Final = 0.05
 _RETRY_MAX: Final = 2.0
 #: Slack on top of ``stop_timeout_seconds`` for handing the queue over and closing.
 _STOP_SLACK: Final = 10.0
-
-
-def _size_bound(value: object) -> int:
-    """An upper bound of the Avro-encoded size of a record: strings at 4 bytes a char plus
-    10 for the length and union index, a UUID (a 36-character string) 50, any other value
-    20; the 10-byte single-object header fits in the first record's slack."""
-    if isinstance(value, str):
-        return 10 + 4 * len(value)
-    if isinstance(value, dict):
-        return 10 + sum(_size_bound(k) + _size_bound(v) for k, v in value.items())
-    if isinstance(value, list | tuple):
-        return 10 + sum(_size_bound(v) for v in value)
-    if isinstance(value, uuid.UUID):
-        return 50
-    return 20
 
 
 class _State(Enum):
@@ -120,7 +105,7 @@ class SyncEmitter:
         self._block_seconds = block_seconds
         self._thread_name = thread_name
         self._cond = threading.Condition()
-        self._queue: collections.deque[AuditEvent] = collections.deque()
+        self._queue: collections.deque[PreparedEvent] = collections.deque()
         #: Accepted by ``emit`` and not yet accepted by the ``Emitter`` (queued or in hand).
         self._pending = 0
         self._wakeup_scheduled = False
@@ -230,23 +215,22 @@ class SyncEmitter:
     # ------------------------------------------------------------------ emitting
 
     def check(self, event: AuditEvent) -> None:
-        """Raise ``EventValidationError`` if the ``Emitter`` would refuse the event.
+        """Raise ``EventValidationError`` if the ``Emitter`` would refuse the event."""
+        self._prepare(event)
 
-        Validates every field; encodes the event (to check its size) only when a cheap
-        upper bound of its encoded size exceeds ``MAX_EVENT_BYTES``.
-        """
-        probe = event
-        if event.producer_id is None or event.producer_seq is None:
-            probe = event.stamped(producer_id=self._config.producer_id, producer_seq=_PROBE_SEQ)
-        validate(probe)
-        if _size_bound(to_record(probe)) <= MAX_EVENT_BYTES:
-            return
-        size = len(self._codec.encode(probe))
+    def _prepare(self, event: AuditEvent) -> PreparedEvent:
+        prepared = self._codec.prepare(event)  # validates every field
+        producer_id = prepared.producer_id
+        if producer_id is None:
+            producer_id = self._config.producer_id
+            check_producer_id(producer_id)
+        size = prepared.encoded_size(producer_id, _PROBE_SEQ)
         if size > MAX_EVENT_BYTES:
             raise EventValidationError(
                 f"encoded event is {size} bytes; at most {MAX_EVENT_BYTES} are accepted",
                 field="<event>",
             )
+        return prepared
 
     def emit(self, event: AuditEvent) -> None:
         """Validate the event here and queue it for the emitter thread; thread-safe.
@@ -256,7 +240,7 @@ class SyncEmitter:
         ``EmitterPushbackError`` when ``max_pending`` events are still waiting after
         ``block_seconds``, or ``EmitterUnavailableError`` before ``start`` or after ``stop``.
         """
-        self.check(event)
+        prepared = self._prepare(event)
         schedule = False
         with self._cond:
             self._require_running()
@@ -271,7 +255,7 @@ class SyncEmitter:
                         )
                     self._cond.wait(left)
                     self._require_running()
-            self._queue.append(event)
+            self._queue.append(prepared)
             self._pending += 1
             self._accepted += 1
             if not self._wakeup_scheduled:
@@ -430,19 +414,20 @@ class SyncEmitter:
                         break
                 await self._deliver(batch)
 
-    async def _deliver(self, batch: list[AuditEvent]) -> None:
+    async def _deliver(self, batch: list[PreparedEvent]) -> None:
         """Hand a batch to the ``Emitter`` in order; retry transient refusals in order."""
         remaining = batch
         delay = _RETRY_FIRST
         while remaining:
             # gather starts the emits in order and the Emitter serialises them in that order.
             results = await asyncio.gather(
-                *(self._emitter.emit(event) for event in remaining), return_exceptions=True
+                *(self._emitter.emit_prepared(event) for event in remaining),
+                return_exceptions=True,
             )
-            retry: list[AuditEvent] = []
+            retry: list[PreparedEvent] = []
             invalid = 0
             for event, result in zip(remaining, results, strict=True):
-                if result is None:
+                if isinstance(result, int):
                     continue
                 if isinstance(result, EventValidationError):
                     invalid += 1

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import struct
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import fastavro
 import pytest
 
+from producers.atna.dicom_audit import events_from_dicom
 from producers.codec import (
     MAGIC,
     REASON_BAD_MAGIC,
@@ -18,19 +23,25 @@ from producers.codec import (
     REASON_TRAILING_BYTES,
     REASON_UNKNOWN_SCHEMA,
     Codec,
+    _zigzag,
     schema_fingerprint,
     to_record,
 )
-from producers.errors import DecodeError, EventValidationError
+from producers.errors import AtnaParseError, AtnaUnmappableError, DecodeError, EventValidationError
 from producers.events import (
     Actor,
+    AuditEvent,
+    CriticalResultRelay,
     EventOutcome,
     Facility,
     Patient,
     PhiAccessEvent,
     SecurityEvent,
+    event_key,
 )
 from producers.simulator import Simulator
+
+CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "dicom-audit"
 
 
 @pytest.fixture(scope="module")
@@ -210,3 +221,76 @@ def test_decode_uses_callers_clock_for_skew() -> None:
     assert info.value.reason == "time_out_of_range"
     assert codec.decode(message, now=datetime.now(UTC)).event_id == event.event_id
     assert isinstance(event.event_id, uuid.UUID)
+
+
+# --------------------------------------------------------------------------- prepare
+
+
+def _every_kind() -> list[AuditEvent]:
+    """Unstamped events of all four kinds: simulated accesses and relays, and what the
+    DICOM audit corpus maps to (security events, Audit Log Used, foreign variants)."""
+    events: list[AuditEvent] = list(Simulator(seed=11).events(200))
+    for path in sorted(CORPUS.glob("*.xml")):
+        with contextlib.suppress(AtnaParseError, AtnaUnmappableError):
+            events.extend(events_from_dicom(path.read_bytes()))
+    assert {type(e).__name__ for e in events} == {
+        "PhiAccessEvent",
+        "CriticalResultRelay",
+        "SecurityEvent",
+        "AuditLogUsed",
+    }
+    return events
+
+
+@pytest.mark.parametrize(
+    ("producer_id", "seq"),
+    [("p", 0), ("orthanc-main", 63), ("orthanc-main", 64), ("x" * 200, 8191), ("atna", 2**62)],
+)
+def test_a_prepared_event_stamped_is_exactly_what_encode_writes(
+    codec: Codec, producer_id: str, seq: int
+) -> None:
+    for event in _every_kind():
+        prepared = codec.prepare(event)
+        want = codec.encode(event.stamped(producer_id=producer_id, producer_seq=seq))
+        assert prepared.encode_with(producer_id, seq) == want
+        assert prepared.encoded_size(producer_id, seq) == len(want)
+        assert prepared.event_id == str(event.event_id)
+        assert prepared.key == event_key(event).encode()
+        assert prepared.relay is isinstance(event, CriticalResultRelay)
+        assert prepared.producer_id is None
+        assert prepared.producer_seq is None
+
+
+def test_a_stamped_event_keeps_its_stamp_when_prepared(codec: Codec) -> None:
+    event = stamped(Simulator(seed=5).access())
+    prepared = codec.prepare(event)
+    assert (prepared.producer_id, prepared.producer_seq) == ("unit", 7)
+    assert prepared.encode_with("unit", 7) == codec.encode(event)
+    again = prepared.stamped_as(producer_id="other", producer_seq=9)
+    assert (again.producer_id, again.producer_seq) == ("other", 9)
+
+
+def test_prepare_refuses_what_encode_refuses(codec: Codec) -> None:
+    event = Simulator(seed=1).access()
+    bad = replace(event, actor=replace(event.actor, user_id=" "))
+    with pytest.raises(EventValidationError) as caught:
+        codec.prepare(bad)
+    assert caught.value.field == "actor.user_id"
+    with pytest.raises(EventValidationError) as caught:
+        codec.prepare(replace(event, dicom_event_id="999"))
+    assert caught.value.field == "dicom_event_id"
+
+
+@pytest.mark.parametrize("seq", [-1, 2**63])
+def test_a_stamp_out_of_range_is_refused(codec: Codec, seq: int) -> None:
+    prepared = codec.prepare(Simulator(seed=2).access())
+    with pytest.raises(EventValidationError):
+        prepared.encode_with("p", seq)
+
+
+def test_stamp_splice_uses_avro_long_encoding() -> None:
+    schema = fastavro.parse_schema("long")
+    for n in [0, 1, 63, 64, 127, 128, 8191, 8192, 2**31, 2**62, 2**63 - 1]:
+        buf = io.BytesIO()
+        fastavro.schemaless_writer(buf, schema, n)
+        assert _zigzag(n) == buf.getvalue(), n

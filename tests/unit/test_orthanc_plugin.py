@@ -10,18 +10,19 @@ import base64
 import json
 import threading
 import time
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from producers.errors import EmitterPushbackError
-from producers.events import AuditEvent, PhiAccessEvent, to_record
+from producers.events import AuditEvent, PhiAccessEvent
 from producers.orthanc.audit import Auditor, basic_user
 from producers.orthanc.config import ConfigError, PluginConfig, UserInfo, parse_config
 from producers.orthanc.resolve import Resolver, orthanc_id
 from producers.orthanc.routes import Kind, Level, classify
 from producers.simulator import Simulator
-from producers.sync import _size_bound
+from producers.sync import SyncEmitter
 
 PATIENT = orthanc_id("MRN777")
 STUDY = orthanc_id("MRN777", "1.2.3.4")
@@ -368,13 +369,38 @@ def test_worker_retries_while_the_emitter_pushes_back() -> None:
     assert len(sink.events) == 1
 
 
-def test_size_bound_is_an_upper_bound_of_the_encoded_size() -> None:
+def test_the_callers_size_check_is_exact_at_the_limit() -> None:
     from producers.codec import Codec
+    from producers.emitter import MAX_EVENT_BYTES, EmitterConfig
+    from producers.errors import EventValidationError
 
     codec = Codec()
-    for event in Simulator(seed=12_345).events(500):
-        stamped = event.stamped(producer_id="p" * 256, producer_seq=2**62)
-        assert _size_bound(to_record(stamped)) >= len(codec.encode(stamped))
+    pid = "p" * 256
+    # No I/O before start(): check() runs in the caller, as emit() does.
+    emitter = SyncEmitter(EmitterConfig(bootstrap_servers="127.0.0.1:9", producer_id=pid))
+    event = Simulator(seed=12_345).access()
+
+    def padded(n: int) -> PhiAccessEvent:  # n characters of details, 1,000 a value
+        return replace(
+            event, details={f"k{i:02}": "y" * min(1000, n - i) for i in range(0, n, 1000)}
+        )
+
+    def size(n: int) -> int:  # with the longest sequence number this emitter stamps
+        return len(codec.encode(padded(n).stamped(producer_id=pid, producer_seq=2**62)))
+
+    n = MAX_EVENT_BYTES - size(0)
+    while size(n) > MAX_EVENT_BYTES:  # the keys and lengths take room too
+        n -= 1
+    outcomes = set()
+    for m in range(n - 2, n + 3):
+        fits = size(m) <= MAX_EVENT_BYTES
+        outcomes.add(fits)
+        if fits:
+            emitter.check(padded(m))
+        else:
+            with pytest.raises(EventValidationError, match="bytes; at most"):
+                emitter.check(padded(m))
+    assert outcomes == {True, False}
 
 
 def test_qido_query_takes_the_issuer_orthanc_knows() -> None:
