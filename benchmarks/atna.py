@@ -5,10 +5,10 @@ Messages are the realistic DICOM audit messages of tests/corpus/dicom-audit (the
 map to events), each made unique by its EventDateTime, framed as RFC 5425 expects. The
 senders run in a separate process (N TLS connections, as fast as TCP lets them); the
 receiver runs in this process, as `ledger atna serve` does (with `--parse-workers` parse
-processes, default 1; 0 parses in the event loop as before), handing events to
+processes, default 2; 0 parses in the event loop), handing events to
 
-* a sink that stamps, validates and encodes each event as ``Emitter.emit`` does, but sends
-  nothing (the receiver's own cost), and
+* a sink that stamps each prepared event (validated and encoded in the parse worker) as
+  ``Emitter.emit_prepared`` does, but sends nothing (the receiver's own cost), and
 * with ``--kafka`` (default when .local/env exists), the real durable ``Emitter`` to Kafka
   on a fresh benchmark topic (the whole path up to an accepted event).
 
@@ -32,11 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from producers.atna.dicom_audit import events_from_dicom
-from producers.atna.receiver import AtnaReceiver, AtnaReceiverConfig
+from producers.atna.receiver import DEFAULT_PARSE_WORKERS, AtnaReceiver, AtnaReceiverConfig
 from producers.atna.rfc5424 import format_syslog, frame_octet_counted, parse_syslog
-from producers.codec import Codec
+from producers.codec import Codec, PreparedEvent
 from producers.emitter import Emitter, EmitterConfig
-from producers.events import AuditEvent
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "tests" / "corpus" / "dicom-audit"
@@ -73,28 +72,20 @@ def rate(label: str, n: int, seconds: float) -> float:
 
 
 class SinkEmitter:
-    """What ``Emitter.emit`` does before Kafka: stamp, validate, encode; then nothing."""
+    """What ``Emitter.emit_prepared`` does before Kafka: stamp; then nothing."""
 
     class _Cfg:
         producer_id = "atna-bench"
 
-    class _Health:
-        def __init__(self, seq: int) -> None:
-            self.next_sequence = seq
-
     def __init__(self) -> None:
         self.config = self._Cfg()
-        self.codec = Codec()
         self.seq = 0
 
-    def health(self) -> Any:
-        return self._Health(self.seq)
-
-    async def emit(self, event: AuditEvent) -> None:
-        if event.producer_id is None or event.producer_seq is None:
-            event = event.stamped(producer_id="atna-bench", producer_seq=self.seq)
-            self.seq += 1
-        self.codec.encode(event)  # validates, as Emitter.emit's encode does
+    async def emit_prepared(self, event: PreparedEvent) -> int:
+        seq = self.seq
+        self.seq += 1
+        event.encode_with(self.config.producer_id, seq)
+        return seq
 
 
 def _senders(
@@ -171,16 +162,16 @@ async def floor(msgs: list[bytes]) -> tuple[float, float, int]:
         expected += len(events_from_dicom(parse_syslog(m).msg, check=False))
     parse_only = rate("floor: parse RFC 5424 + DICOM XML + map (no network)", len(msgs),
                       time.perf_counter() - started)  # fmt: skip
-    sink = SinkEmitter()
+    sink, codec = SinkEmitter(), Codec()
     started = time.perf_counter()
 
     async def emit_all() -> None:
         for m in msgs:
             for e in events_from_dicom(parse_syslog(m).msg, check=False):
-                await sink.emit(e)
+                await sink.emit_prepared(codec.prepare(e))
 
     await emit_all()
-    with_encode = rate("floor: ... + stamp, validate, encode (no network)", len(msgs),
+    with_encode = rate("floor: ... + validate, encode, stamp (no network)", len(msgs),
                        time.perf_counter() - started)  # fmt: skip
     return parse_only, with_encode, expected
 
@@ -226,7 +217,7 @@ async def main_async(args: argparse.Namespace) -> None:
         results: dict[str, float] = {}
         for n in args.connections if args.sink else ():
             results[f"sink/{n}"] = await over_tls(
-                "TLS -> receiver -> stamp/validate/encode sink", SinkEmitter(), msgs, n,
+                "TLS -> receiver -> stamping sink", SinkEmitter(), msgs, n,
                 cert, key, work, args.parse_workers, expected,
             )  # fmt: skip
         bootstrap = _kafka_bootstrap() if args.kafka else None
@@ -260,8 +251,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument(
-        "--parse-workers", type=int, default=1,
-        help="AtnaReceiverConfig.parse_workers (default 1; 0 parses in the event loop)",
+        "--parse-workers", type=int, default=DEFAULT_PARSE_WORKERS,
+        help=f"AtnaReceiverConfig.parse_workers (default {DEFAULT_PARSE_WORKERS}; 0 parses in "
+        "the event loop)",
     )  # fmt: skip
     parser.add_argument("--connections", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument(

@@ -343,6 +343,10 @@ def atna_serve(
     max_message_bytes: Annotated[int, typer.Option(min=2048)] = 65536,
     max_connections: Annotated[int, typer.Option(min=1)] = 256,
     idle_timeout: Annotated[float, typer.Option(help="Seconds.")] = 300.0,
+    parse_workers: Annotated[
+        int | None,
+        typer.Option(min=0, show_default="2", help="Processes that parse messages; 0: none."),
+    ] = None,
     stats_every: Annotated[float, typer.Option(help="Log counters every N seconds.")] = 60.0,
     verbose: bool = False,
 ) -> None:
@@ -365,6 +369,7 @@ def atna_serve(
             max_message_bytes=max_message_bytes,
             max_connections=max_connections,
             idle_timeout=idle_timeout,
+            parse_workers=parse_workers,
             stats_every=stats_every,
         )
     )

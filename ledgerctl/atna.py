@@ -25,6 +25,7 @@ from ledgerctl.simulate import emitter_config
 from producers.atna.kept import KeptMessage, read_kept
 from producers.atna.receiver import (
     DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_PARSE_WORKERS,
     AtnaReceiver,
     AtnaReceiverConfig,
     AtnaStats,
@@ -79,6 +80,7 @@ async def run_atna(
     max_connections: int = 256,
     idle_timeout: float = 300.0,
     queue_max: int = 4096,
+    parse_workers: int | None = None,
     kept_max_bytes: int = 256 * 1024 * 1024,
     stats_every: float = 60.0,
     ready: Callable[[AtnaReceiver], None] | None = None,
@@ -101,6 +103,7 @@ async def run_atna(
         max_connections=max_connections,
         idle_timeout_seconds=idle_timeout,
         queue_max=queue_max,
+        parse_workers=DEFAULT_PARSE_WORKERS if parse_workers is None else parse_workers,
         kept_max_bytes=kept_max_bytes,
         default_facility=default_facility,
     )

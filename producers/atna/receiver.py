@@ -3,9 +3,10 @@
 ``AtnaReceiver(config, emitter)`` listens for RFC 5424 syslog messages over TLS (RFC 5425,
 octet-counting framing ``MSG-LEN SP SYSLOG-MSG``) and over UDP (RFC 5426, one message per
 datagram). Each message must have MSGID ``IHE+RFC-3881`` and a DICOM PS3.15 A.5 audit
-message as its MSG; it is mapped (``dicom_audit``) and every event is handed to the
-injected ``Emitter`` (which sends it to Kafka, or fsyncs it to its spool while Kafka is
-away). Construction does no I/O; ``start()`` binds; ``stop()`` is idempotent;
+message as its MSG; it is mapped (``dicom_audit``), every event validated and encoded
+but for its producer stamp (``Codec.prepare``), and handed to the injected ``Emitter``
+(``emit_prepared``: it stamps the event and sends it to Kafka, or fsyncs it to its spool
+while Kafka is away). Construction does no I/O; ``start()`` binds; ``stop()`` is idempotent;
 ``async with`` does both. The emitter belongs to the caller: the receiver never starts or
 stops it.
 
@@ -32,7 +33,7 @@ Invariants:
   processes, in batches taken off the queue in arrival order, at most ``_PARSE_AHEAD``
   batches ahead; one task in the event loop emits the results, in arrival order (a batch
   whose worker died is parsed again in the event loop). That task remembers the producer
-  sequence number the emitter gave to each of the last ``recent_events`` event ids, and a
+  sequence number the emitter stamped on each of the last ``recent_events`` event ids, and a
   re-sent message is emitted again with that same number: byte-identical, so the ledger
   counts it as a duplicate instead of a conflicting event id. (Beyond that window, or
   after a restart, a re-send gets a new number and the ledger keeps both versions in
@@ -61,10 +62,10 @@ from datetime import UTC, datetime
 from types import MappingProxyType, TracebackType
 from typing import Final, Self
 
-from producers.atna.dicom_audit import MappedEvent
 from producers.atna.kept import DEFAULT_MAX_BYTES, DEFAULT_SEGMENT_BYTES, KeptRecord, KeptStore
 from producers.atna.parsing import Parsed, parse_batch, register_pickling, warm_up
 from producers.atna.rfc5424 import Frame, OctetCountingDecoder
+from producers.codec import Codec, PreparedEvent
 from producers.emitter import Emitter
 from producers.errors import (
     EmitterPushbackError,
@@ -77,7 +78,7 @@ from producers.errors import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AtnaReceiver", "AtnaReceiverConfig", "AtnaStats"]
+__all__ = ["DEFAULT_PARSE_WORKERS", "AtnaReceiver", "AtnaReceiverConfig", "AtnaStats"]
 
 #: Largest message accepted by default (RFC 5425 receivers must take 2048 octets and
 #: should take 8192; DICOM audit messages with many objects run to tens of KiB).
@@ -89,6 +90,10 @@ _KEPT_RETRY_SECONDS: Final = 1.0
 #: one being emitted: at most ``(_PARSE_AHEAD + 2) * _PARSE_BATCH`` messages are off the
 #: queue and not yet emitted or kept.
 _PARSE_BATCH: Final = 64
+#: Two: on two cores the event loop (TLS, stamping, aiokafka) leaves about half a core,
+#: which a second worker uses (benchmarks/atna.py: 4,700-5,200 messages/s with one
+#: worker, 6,800-7,000 with two, 6,300 with three).
+DEFAULT_PARSE_WORKERS: Final = 2
 _PARSE_AHEAD: Final = 2
 
 
@@ -113,9 +118,10 @@ class AtnaReceiverConfig:
     handshake_timeout_seconds: float = 10.0
     #: Messages waiting to be mapped and emitted, at most.
     queue_max: int = 4096
-    #: Worker processes that parse and map messages (spawned by ``start``, ended by
-    #: ``stop``) while the event loop emits; 0 parses in the event loop.
-    parse_workers: int = 1
+    #: Worker processes that parse, map, validate and encode messages (spawned by
+    #: ``start``, ended by ``stop``) while the event loop stamps and sends; 0 parses in
+    #: the event loop.
+    parse_workers: int = DEFAULT_PARSE_WORKERS
     kept_max_bytes: int = DEFAULT_MAX_BYTES
     kept_segment_bytes: int = DEFAULT_SEGMENT_BYTES
     #: ``facility.id`` of events from messages without AuditEnterpriseSiteID (default:
@@ -259,6 +265,7 @@ class AtnaReceiver:
         self._tls_port: int | None = None
         self._udp_port: int | None = None
         self._stop_lock: asyncio.Lock | None = None
+        self._codec: Codec | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -301,6 +308,7 @@ class AtnaReceiver:
         self._counters = _Counters()
         self._kept_full = False
         self._stop_lock = asyncio.Lock()
+        self._codec = Codec()  # reads the shipped schemas: in start, not __init__
         self._queue = asyncio.Queue()  # bounded by _put: queued + in flight <= queue_max
         self._room = asyncio.Event()
         self._room.set()
@@ -612,19 +620,25 @@ class AtnaReceiver:
             )
 
     def _parse(self, raws: list[bytes | None]) -> asyncio.Future[list[Parsed]]:
-        pool = self._pool
-        if pool is not None:
+        pool, codec = self._pool, self._codec
+        if pool is not None and codec is not None:
             try:
                 return asyncio.wrap_future(
-                    pool.submit(parse_batch, raws, self._config.default_facility)
+                    pool.submit(parse_batch, raws, self._config.default_facility, codec)
                 )
             except RuntimeError as exc:  # BrokenProcessPool, or shut down
                 logger.error("ATNA: the parse worker failed (%r); parsing in the event loop", exc)
                 self._pool = None
                 pool.shutdown(wait=False, cancel_futures=True)
         future: asyncio.Future[list[Parsed]] = asyncio.get_running_loop().create_future()
-        future.set_result(parse_batch(raws, self._config.default_facility))
+        future.set_result(self._parse_here(raws))
         return future
+
+    def _parse_here(self, raws: list[bytes | None]) -> list[Parsed]:
+        codec = self._codec
+        if codec is None:  # pragma: no cover - start() creates it before any message
+            raise RuntimeError("the ATNA receiver is not started")
+        return parse_batch(raws, self._config.default_facility, codec)
 
     async def _feed_loop(self) -> None:
         """Take messages off the queue in arrival order, in batches, and start parsing
@@ -655,7 +669,7 @@ class AtnaReceiver:
                 results = await batch.parsed
             except Exception as exc:  # the worker process died: parsing is pure, redo it
                 logger.error("ATNA: a parse worker failed (%r); parsing in the event loop", exc)
-                results = parse_batch(batch.raws, self._config.default_facility)
+                results = self._parse_here(batch.raws)
             for item, parsed in zip(batch.items, results, strict=True):
                 try:
                     await self._handle(item, parsed)
@@ -684,35 +698,31 @@ class AtnaReceiver:
                 return
         self._counters.mapped += 1
 
-    async def _emit(self, event: MappedEvent) -> None:
-        emitter = self._emitter
+    async def _emit(self, event: PreparedEvent) -> None:
         recent = self._recent
         known = recent.get(event.event_id)
         if known is not None:
             recent.move_to_end(event.event_id)
-            producer_id = emitter.config.producer_id
-            await self._emit_retrying(event.stamped(producer_id=producer_id, producer_seq=known))
+            producer_id = self._emitter.config.producer_id
+            await self._emit_retrying(event.stamped_as(producer_id=producer_id, producer_seq=known))
             self._counters.resent += 1
             self._counters.events += 1
             return
-        # Only this task emits on this emitter, so the number it stamps is the next one,
-        # and an accepted event keeps its number (see producers.emitter).
-        seq = emitter.health().next_sequence
-        await self._emit_retrying(event)
+        seq = await self._emit_retrying(event)
         self._counters.events += 1
         recent[event.event_id] = seq
         if len(recent) > self._config.recent_events:
             recent.popitem(last=False)
 
-    async def _emit_retrying(self, event: MappedEvent) -> None:
+    async def _emit_retrying(self, event: PreparedEvent) -> int:
         delay = 0.05
         warned = False
         while True:
             try:
-                await self._emitter.emit(event)
+                seq = await self._emitter.emit_prepared(event)
                 if warned:
                     logger.warning("ATNA: the emitter accepts events again")
-                return
+                return seq
             except (EmitterPushbackError, EmitterUnavailableError, SpoolError) as exc:
                 self._counters.emit_retries += 1
                 if not warned:

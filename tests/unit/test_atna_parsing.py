@@ -22,6 +22,7 @@ from producers.atna.rfc5424 import (
     frame_octet_counted,
     parse_syslog,
 )
+from producers.codec import Codec
 from producers.errors import AtnaParseError, KeptStoreError, KeptStoreFullError
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "dicom-audit"
@@ -406,7 +407,8 @@ def test_parse_batch_results_cross_process_boundaries_intact() -> None:
     payloads = [p.read_bytes() for p in sorted(CORPUS.glob("*.xml"))]
     raws: list[bytes | None] = [format_syslog(p, hostname="pacs01") for p in payloads]
     raws += [None, b"<13>1 - - - - OTHER - x", b"not syslog"]
-    results = parse_batch(raws, None)
+    codec = Codec()
+    results = parse_batch(raws, None, codec)
     assert len(results) == len(raws)
     assert results[-3] == Parsed()
     assert results[-2].reason == "unexpected_msgid"
@@ -415,6 +417,9 @@ def test_parse_batch_results_cross_process_boundaries_intact() -> None:
     assert any(r.reason for r in results[: len(payloads)])
     for payload, result in zip(payloads, results, strict=False):
         if result.events:
-            assert result.events == events_from_dicom(payload)
-    # as the worker process returns them (events hold MappingProxyType fields)
+            assert result.events == tuple(codec.prepare(e) for e in events_from_dicom(payload))
+    # as the worker process gets its arguments and returns its results (the codec's
+    # schemas hold MappingProxyType values)
     assert ForkingPickler.loads(bytes(ForkingPickler.dumps(results))) == results
+    copy = ForkingPickler.loads(bytes(ForkingPickler.dumps(codec)))
+    assert parse_batch(raws, None, copy) == results

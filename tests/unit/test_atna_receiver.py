@@ -20,15 +20,11 @@ from producers.atna.dicom_audit import event_id_for
 from producers.atna.kept import read_kept
 from producers.atna.receiver import AtnaReceiver, AtnaReceiverConfig
 from producers.atna.rfc5424 import format_syslog, frame_octet_counted, parse_syslog
+from producers.codec import Codec, PreparedEvent
 from producers.errors import SpoolFullError
-from producers.events import AuditEvent, validate
+from producers.events import AuditEvent
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "dicom-audit"
-
-
-@dataclass
-class _Health:
-    next_sequence: int
 
 
 @dataclass
@@ -37,32 +33,29 @@ class _Config:
 
 
 class FakeEmitter:
-    """Stamps and validates like ``Emitter.emit``; ``gate`` makes it slow, ``refuse`` makes
-    it push back that many times."""
+    """Stamps like ``Emitter.emit_prepared``, and decodes (so validates) what it would send;
+    ``gate`` makes it slow, ``refuse`` makes it push back that many times."""
 
     def __init__(self) -> None:
         self.config = _Config(producer_id="atna-test")
+        self.codec = Codec()
         self.events: list[AuditEvent] = []
         self.next_sequence = 0
         self.gate = asyncio.Event()
         self.gate.set()
         self.refuse = 0
 
-    def health(self) -> _Health:
-        return _Health(self.next_sequence)
-
-    async def emit(self, event: AuditEvent) -> None:
+    async def emit_prepared(self, prepared: PreparedEvent) -> int:
         await self.gate.wait()
         if self.refuse:
             self.refuse -= 1
             raise SpoolFullError("spool full (test)")
-        if event.producer_id is None or event.producer_seq is None:
-            event = event.stamped(
-                producer_id=self.config.producer_id, producer_seq=self.next_sequence
-            )
+        producer_id, seq = prepared.producer_id, prepared.producer_seq
+        if producer_id is None or seq is None:
+            producer_id, seq = self.config.producer_id, self.next_sequence
             self.next_sequence += 1
-        validate(event)
-        self.events.append(event)
+        self.events.append(self.codec.decode(prepared.encode_with(producer_id, seq)))
+        return seq
 
 
 @pytest.fixture(scope="module")
