@@ -35,9 +35,11 @@ Invariants:
   whose worker died is parsed again in the event loop). That task remembers the producer
   sequence number the emitter stamped on each of the last ``recent_events`` event ids, and a
   re-sent message is emitted again with that same number: byte-identical, so the ledger
-  counts it as a duplicate instead of a conflicting event id. (Beyond that window, or
-  after a restart, a re-send gets a new number and the ledger keeps both versions in
-  quarantine with a security alert; it never merges them.)
+  counts it as a duplicate instead of a conflicting event id. The numbers are kept in
+  the kept directory (``stamps.StampLog``, written after each batch), so this holds
+  across restarts too. (Beyond that window, or for a stamp an operating-system crash
+  lost, a re-send gets a new number and the ledger keeps both versions in quarantine
+  with a security alert; it never merges them.)
 * RFC 5425 has no application-level acknowledgement: a message is the receiver's once it
   is read off the socket. What is still in the queue when the process is killed is lost;
   ``stop()`` keeps everything it could not hand to the emitter within
@@ -65,6 +67,7 @@ from typing import Final, Self
 from producers.atna.kept import DEFAULT_MAX_BYTES, DEFAULT_SEGMENT_BYTES, KeptRecord, KeptStore
 from producers.atna.parsing import Parsed, parse_batch, register_pickling, warm_up
 from producers.atna.rfc5424 import Frame, OctetCountingDecoder
+from producers.atna.stamps import StampLog
 from producers.codec import Codec, PreparedEvent
 from producers.emitter import Emitter
 from producers.errors import (
@@ -261,11 +264,13 @@ class AtnaReceiver:
         # Messages taken off the queue and not yet emitted or kept, oldest first.
         self._inflight: collections.deque[_Item] = collections.deque()
         self._room = asyncio.Event()  # set when _held() may be below queue_max
-        self._recent: collections.OrderedDict[object, int] = collections.OrderedDict()
+        self._recent: collections.OrderedDict[str, int] = collections.OrderedDict()
         self._tls_port: int | None = None
         self._udp_port: int | None = None
         self._stop_lock: asyncio.Lock | None = None
         self._codec: Codec | None = None
+        self._stamps: StampLog | None = None
+        self._new_stamps: list[tuple[str, int]] = []
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -322,6 +327,10 @@ class AtnaReceiver:
         try:
             await loop.run_in_executor(self._io, store.open)
             self._store = store
+            stamps = StampLog(cfg.kept_dir, self._emitter.config.producer_id, cfg.recent_events)
+            self._recent = await loop.run_in_executor(self._io, stamps.open)
+            self._stamps = stamps
+            self._new_stamps = []
             await self._start_pool()
             self._keeper = asyncio.create_task(self._keep_loop(), name="atna-kept-writer")
             self._worker = asyncio.create_task(self._work_loop(), name="atna-worker")
@@ -419,6 +428,9 @@ class AtnaReceiver:
         store, self._store = self._store, None
         if store is not None and self._io is not None:
             await asyncio.get_running_loop().run_in_executor(self._io, store.close)
+        stamps, self._stamps = self._stamps, None
+        if stamps is not None and self._io is not None:
+            await asyncio.get_running_loop().run_in_executor(self._io, stamps.close)
         if self._io is not None:
             self._io.shutdown(wait=False)
             self._io = None
@@ -680,6 +692,22 @@ class AtnaReceiver:
                 inflight.popleft()
                 queue.task_done()
                 self._room.set()
+            await self._save_stamps()
+
+    async def _save_stamps(self) -> None:
+        """Write this batch's new stamps (on the I/O thread); a failure is logged, since
+        the events are emitted already (a later re-send would be a ledger conflict)."""
+        stamps, new = self._stamps, self._new_stamps
+        if stamps is None or self._io is None or not new:
+            return
+        self._new_stamps = []
+        loop = asyncio.get_running_loop()
+        try:
+            if await loop.run_in_executor(self._io, stamps.append, new):
+                await loop.run_in_executor(self._io, stamps.compact, list(self._recent.items()))
+        except OSError as exc:
+            logger.error("ATNA: cannot write %s (%s); re-sends after a restart may conflict",
+                         stamps.path, exc)  # fmt: skip
 
     async def _handle(self, item: _Item, parsed: Parsed) -> None:
         if item.reason is not None:
@@ -711,6 +739,7 @@ class AtnaReceiver:
         seq = await self._emit_retrying(event)
         self._counters.events += 1
         recent[event.event_id] = seq
+        self._new_stamps.append((event.event_id, seq))
         if len(recent) > self._config.recent_events:
             recent.popitem(last=False)
 

@@ -104,8 +104,9 @@ async def running(
         stop_timeout_seconds=2.0,
         **config,
     )
+    existed = (tmp_path / "kept").exists()
     receiver = AtnaReceiver(cfg, emitter)  # type: ignore[arg-type]
-    assert not (tmp_path / "kept").exists()  # no I/O before start()
+    assert (tmp_path / "kept").exists() == existed  # no I/O before start()
     async with receiver:
         yield receiver
 
@@ -397,3 +398,26 @@ async def test_a_dead_parse_worker_loses_nothing(
         writer.close()
     assert receiver.stats().kept_total == 0
     assert len({e.event_id for e in emitter.events}) == 100
+
+
+async def test_a_message_resent_after_a_restart_is_still_byte_identical(
+    tmp_path: Path, tls_files: tuple[Path, Path]
+) -> None:
+    first_run = FakeEmitter()
+    async with running(tmp_path, tls_files, first_run) as receiver:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.sendto(_variant(21), ("127.0.0.1", receiver.udp_port))
+        await _until(lambda: receiver.stats().events == 1)
+    second_run = FakeEmitter()
+    second_run.next_sequence = 1024  # a real Emitter continues above its persisted floor
+    async with running(tmp_path, tls_files, second_run) as receiver:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.sendto(_variant(22), ("127.0.0.1", receiver.udp_port))
+            await _until(lambda: receiver.stats().events == 1)
+            sock.sendto(_variant(21), ("127.0.0.1", receiver.udp_port))
+        await _until(lambda: receiver.stats().events == 2)
+        assert receiver.stats().resent == 1
+    (original,) = first_run.events
+    other, again = second_run.events
+    assert again == original  # same id, same stamp: the ledger counts a duplicate
+    assert (again.producer_seq, other.producer_seq) == (0, 1024)
