@@ -124,7 +124,9 @@ class PreparedEvent:
     ``head`` is the single-object header with ``event_id`` and ``event_time``; ``tail``
     every field after ``producer_seq``. ``producer_id``/``producer_seq`` are the stamp
     the event already carried, if any (the emitter keeps it, as ``Emitter.emit`` does).
-    Plain bytes and strings: cheap to pickle across processes.
+    Plain bytes and strings: cheap to pickle across processes. Make them with
+    ``Codec.prepare`` only: the emitter sends ``head`` and ``tail`` as they are (and the
+    consumer still validates every message it reads).
     """
 
     event_id: str
