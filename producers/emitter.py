@@ -594,6 +594,27 @@ class Emitter:
         producer sequence number it carries (its own stamp, if it had one)."""
         return await self._submit(prepared, None)
 
+    async def reserve_block(self, count: int) -> int:
+        """Set aside ``count`` sequence numbers for another process to stamp events with
+        (``producers.relay``); returns the first. With a spool they are persisted before
+        this returns, so after a crash this emitter never hands any of them out again."""
+        if count < 1:
+            raise ValueError("count must be at least 1")
+        self._require_running()
+        async with self._lock:
+            start = self._next_seq
+            end = start + count
+            if self._seq_limit is not None:
+                if self._seq_limit < end:
+                    task = self._seq_task
+                    if task is not None:
+                        await asyncio.shield(task)
+                    await self._store_sequence_floor(end + SEQUENCE_BLOCK)
+                if self._seq_limit < end:
+                    raise SpoolError("cannot persist the sequence high-water mark in the spool")
+            self._next_seq = end
+            return start
+
     async def emit_and_confirm(self, event: AuditEvent) -> Delivery:
         """Like ``emit``, then wait until Kafka has acknowledged the event (acks=all).
 

@@ -26,6 +26,8 @@ but the mapping it is given. Keys follow Orthanc's PascalCase style::
       "SecurityProtocol": "PLAINTEXT", "SslCaFile": null,
       "MaxBlockSeconds": 2.0, "StopTimeoutSeconds": 10.0,
       "GilSwitchIntervalSeconds": 0.0002,
+      "Relay": true,               // send events through a relay process (see docs/orthanc.md)
+      "RelayNice": 10, "RelayPython": "/usr/bin/python3.11",
       "Enabled": true
     }
 """
@@ -87,6 +89,12 @@ class PluginConfig:
     #: longest an Orthanc thread entering a Python callback waits for the plugin's
     #: background threads. Python's default, 5 ms, would be the p99 Orthanc pays.
     gil_switch_seconds: float = 0.0002
+    #: Emit through a relay process (``producers.relay``) that owns the Kafka client,
+    #: validation and encoding, instead of in Orthanc's interpreter (``SyncEmitter``).
+    relay: bool = True
+    relay_nice: int = 10
+    #: The relay's interpreter (default: the system's python of Orthanc's version).
+    relay_python: str | None = None
     enabled: bool = True
 
     def emitter_config(self) -> EmitterConfig:
@@ -215,5 +223,8 @@ def parse_config(configuration: Mapping[str, object]) -> PluginConfig:
         max_block_seconds=_number(section, "MaxBlockSeconds", 2.0, low=0.001),
         stop_timeout_seconds=_number(section, "StopTimeoutSeconds", 10.0, low=0.001),
         gil_switch_seconds=_number(section, "GilSwitchIntervalSeconds", 0.0002, low=0.000001),
+        relay=_bool(section, "Relay", True),
+        relay_nice=_int(section, "RelayNice", 10, low=0),
+        relay_python=_str(section, "RelayPython"),
         enabled=_bool(section, "Enabled", True),
     )

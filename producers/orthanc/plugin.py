@@ -18,12 +18,18 @@ import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import asdict
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
+from producers.emitter import EmitterHealth
+from producers.events import AuditEvent
 from producers.orthanc.audit import Auditor
 from producers.orthanc.config import ConfigError, PluginConfig, parse_config
 from producers.orthanc.routes import Level
+from producers.relay import BLOCK, RelayEmitter
 from producers.sync import SyncEmitter
+
+#: The relay bounds its hand-off below half a block of sequence numbers.
+RELAY_MAX_PENDING: Final = BLOCK // 2 - 1
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +75,21 @@ class OrthancLogHandler(logging.Handler):
             self.handleError(record)
 
 
+class HostEmitter(Protocol):
+    """What the plugin emits through: ``RelayEmitter`` (default) or ``SyncEmitter``."""
+
+    def start(self, timeout: float = ...) -> None: ...
+
+    def stop(self, timeout: float = ...) -> bool: ...
+
+    def emit(self, event: AuditEvent) -> None: ...
+
+    def health(self) -> EmitterHealth | dict[str, object]: ...
+
+    @property
+    def counts(self) -> dict[str, int]: ...
+
+
 class OrthancHost:
     """The ``Host`` the auditor needs, on top of the ``orthanc`` module."""
 
@@ -89,7 +110,7 @@ class OrthancHost:
 class Plugin:
     """What ``install`` registered: the auditor, its emitter and the callbacks."""
 
-    def __init__(self, orthanc: Any, config: PluginConfig, emitter: SyncEmitter) -> None:
+    def __init__(self, orthanc: Any, config: PluginConfig, emitter: HostEmitter) -> None:
         self.orthanc = orthanc
         self.config = config
         self.emitter = emitter
@@ -145,10 +166,12 @@ class Plugin:
             if request.get("method") not in ("GET", 1):
                 output.SendMethodNotAllowed("GET")
                 return
+            health = self.emitter.health()
             body = {
-                "emitter": {
-                    k: (v.value if hasattr(v, "value") else v)
-                    for k, v in asdict(self.emitter.health()).items()
+                "emitter": health
+                if isinstance(health, dict)
+                else {
+                    k: (v.value if hasattr(v, "value") else v) for k, v in asdict(health).items()
                 },
                 "handoff": self.emitter.counts,
                 "audit": self.auditor.counters.snapshot(),
@@ -210,11 +233,21 @@ def install(orthanc: Any) -> Plugin | None:
         )
     # Orthanc threads entering a callback must not wait long for the plugin's own threads.
     sys.setswitchinterval(config.gil_switch_seconds)
-    emitter = SyncEmitter(
-        config.emitter_config(),
-        max_pending=config.max_pending,
-        block_seconds=config.block_seconds,
-    )
+    emitter: HostEmitter
+    if config.relay:
+        emitter = RelayEmitter(
+            config.emitter_config(),
+            max_pending=min(config.max_pending, RELAY_MAX_PENDING),
+            block_seconds=config.block_seconds,
+            python=config.relay_python,
+            nice=config.relay_nice,
+        )
+    else:
+        emitter = SyncEmitter(
+            config.emitter_config(),
+            max_pending=config.max_pending,
+            block_seconds=config.block_seconds,
+        )
     try:
         emitter.start()
     except Exception as exc:

@@ -105,6 +105,14 @@ def test_config_defaults_and_users() -> None:
     assert cfg.user("dr.a") == UserInfo(role="radiologist", npi="1234567893")
     assert cfg.user("someone") == UserInfo(role="orthanc-user")
     assert cfg.emitter_config().producer_id == "o1"
+    # Events go through a relay process by default, niced below Orthanc's own threads.
+    assert (cfg.relay, cfg.relay_nice, cfg.relay_python) == (True, 10, None)
+    inline = parse_config(minimal(Relay=False, RelayNice=0, RelayPython="/opt/py/bin/python3"))
+    assert (inline.relay, inline.relay_nice, inline.relay_python) == (
+        False,
+        0,
+        "/opt/py/bin/python3",
+    )
 
 
 @pytest.mark.parametrize(
@@ -116,6 +124,8 @@ def test_config_defaults_and_users() -> None:
         (minimal(BlockSeconds=-1), "PhiLedger.BlockSeconds"),
         (minimal(Users={"x": {}}), "PhiLedger.Users.x.Role"),
         (minimal(FailClosed="yes"), "PhiLedger.FailClosed"),
+        (minimal(Relay="no"), "PhiLedger.Relay"),
+        (minimal(RelayNice=-5), "PhiLedger.RelayNice"),
     ],
 )
 def test_config_errors_name_the_key(config: dict[str, Any], key: str) -> None:

@@ -1,0 +1,457 @@
+"""Emit from a host process through a relay process that owns the Kafka client.
+
+``RelayEmitter`` is a synchronous, thread-safe sink for hosts where every microsecond of
+Python counts (Orthanc's embedded interpreter serves HTTP requests on the same GIL and
+cores): ``emit(event)`` stamps the event, pickles its Avro record and writes it as a
+numbered frame to a child process (``python -m producers.relay``), which validates,
+encodes and emits it with a real ``Emitter`` (Kafka, or its spool while Kafka is away).
+
+Invariants:
+
+* Stamps come from the host side, from blocks of sequence numbers the relay's
+  ``Emitter`` reserved and persisted (``Emitter.reserve_block``), so a frame keeps its
+  stamp for good: a frame sent again is byte-identical, a duplicate to the ledger.
+* The relay acknowledges frames cumulatively once its ``Emitter`` accepted them (handed
+  to aiokafka, or fsynced in the spool). The host keeps every unacknowledged frame; when
+  the relay exits it starts a new one and sends them again, in order. At most
+  ``max_pending`` frames are unacknowledged: ``emit`` then waits up to
+  ``block_seconds`` and raises ``EmitterPushbackError``.
+* An event the relay finds invalid is logged and counted there and here (``refused``);
+  the host is not told synchronously (that is the price of not validating in the host).
+* ``stop`` closes the pipe; the relay emits what it has, stops its ``Emitter`` (which
+  flushes or spools) and exits. Frames still unacknowledged after ``timeout`` are
+  counted as lost and logged.
+
+Wire format, both ways: 4-byte big-endian length, then a pickled tuple. Host to relay:
+``("config", dict)`` first, then ``("event", frame_no, schema_name, record)``. Relay to
+host: ``("block", first, count)``, ``("ack", frame_no)``, ``("refused", frame_no,
+field)``. Only this module writes and reads it, over a pipe between two processes of the
+same user.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict
+from typing import IO, Final
+
+from producers.emitter import EmitterConfig
+from producers.errors import EmitterPushbackError, EmitterUnavailableError
+from producers.events import AuditEvent, schema_name, to_record
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["RelayEmitter", "main"]
+
+_LEN: Final = struct.Struct(">I")
+_NICE_ENV: Final = "PHI_LEDGER_RELAY_NICE"
+#: Sequence numbers the relay reserves at a time; it sends a new block once it has
+#: emitted half of the newest. The host is never more than ``max_pending`` frames ahead of
+#: the relay, and ``max_pending`` < BLOCK // 2, so it never waits for numbers. A relay
+#: crash skips at most BLOCK numbers (the ledger allows gaps; they never repeat).
+BLOCK: Final = 65_536
+#: The relay acknowledges at most this often (each acknowledgement wakes a host thread).
+_ACK_EVERY: Final = 0.02
+_RESTART_FIRST: Final = 0.2
+_RESTART_MAX: Final = 5.0
+
+
+def _frame(message: tuple[object, ...]) -> bytes:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return _LEN.pack(len(data)) + data
+
+
+def _read_message(stream: IO[bytes]) -> tuple[object, ...] | None:
+    head = stream.read(_LEN.size)
+    if len(head) < _LEN.size:
+        return None
+    (size,) = _LEN.unpack(head)
+    data = stream.read(size)
+    if len(data) < size:
+        return None
+    message = pickle.loads(data)  # noqa: S301 - our own child process, over our own pipe
+    return message if isinstance(message, tuple) else None
+
+
+def default_python() -> str:
+    """The interpreter for the relay: this one, or (embedded in a host such as Orthanc,
+    where ``sys.executable`` is the host) the system's ``pythonX.Y``."""
+    name = os.path.basename(sys.executable or "")
+    if name.startswith("python"):
+        return sys.executable
+    return f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
+
+
+class RelayEmitter:
+    """``with RelayEmitter(config) as em: em.emit(event)`` from any thread."""
+
+    def __init__(
+        self,
+        config: EmitterConfig,
+        *,
+        max_pending: int = 10_000,
+        block_seconds: float = 0.05,
+        python: str | None = None,
+        nice: int = 0,
+    ) -> None:
+        if not 0 < max_pending < BLOCK // 2:
+            raise ValueError(f"max_pending must be between 1 and {BLOCK // 2 - 1}")
+        self._config = config
+        self._max_pending = max_pending
+        self._block_seconds = block_seconds
+        self._python = python or default_python()
+        #: Added to the relay's nice value: under CPU contention the host's threads (a
+        #: PACS answering requests) go first; the relay uses what they leave, and
+        #: ``max_pending`` absorbs bursts.
+        self._nice = nice
+        self._cond = threading.Condition()
+        #: Bytes for the current relay that its pipe did not take yet.
+        self._out = bytearray()
+        #: frame number -> framed bytes, oldest first
+        self._unacked: collections.OrderedDict[int, bytes] = collections.OrderedDict()
+        self._blocks: collections.deque[tuple[int, int]] = collections.deque()
+        self._next_frame = 1
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._reader: threading.Thread | None = None
+        self._running = False
+        self._stopping = False
+        self._closing = False
+        self._counts = collections.Counter[str]()
+
+    @property
+    def config(self) -> EmitterConfig:
+        return self._config
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start the relay and wait for its first block of sequence numbers."""
+        with self._cond:
+            if self._running:
+                return
+            self._running = True
+        self._spawn()
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not self._blocks:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._running:
+                    break
+                self._cond.wait(left)
+            if self._blocks:
+                return
+        self.stop(timeout=5.0)
+        raise EmitterUnavailableError(f"the relay did not start within {timeout}s")
+
+    def _spawn(self) -> None:
+        """Start a relay and queue for it the configuration and every unacknowledged frame,
+        in order (never called holding ``_cond``)."""
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        env[_NICE_ENV] = str(self._nice)
+        proc = subprocess.Popen(  # noqa: S603 - our own module, no shell
+            [self._python, "-m", "producers.relay"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+        )
+        if proc.stdin is None:  # pragma: no cover - PIPE gives one
+            raise EmitterUnavailableError("the relay has no stdin")
+        os.set_blocking(proc.stdin.fileno(), False)  # emit() never waits on the pipe
+        self._reader = threading.Thread(
+            target=self._read, args=(proc,), name="phi-ledger-relay-reader", daemon=True
+        )
+        with self._cond:
+            self._proc = proc
+            self._out = bytearray(_frame(("config", asdict(self._config))))
+            for data in self._unacked.values():
+                self._out += data
+            self._flush()
+        self._reader.start()
+
+    def _flush(self) -> None:
+        """Write what the pipe takes now (holding ``_cond``); the rest goes when the relay
+        acknowledges (it has read more) or at the next emit."""
+        proc = self._proc
+        if proc is None or proc.stdin is None or not self._out:
+            return
+        try:
+            while self._out:
+                written = os.write(proc.stdin.fileno(), self._out)
+                del self._out[:written]
+        except BlockingIOError:
+            pass
+        except OSError:  # the relay is gone: the reader starts another and re-sends
+            self._out.clear()
+
+    def stop(self, timeout: float = 20.0) -> bool:
+        """Close the pipe, let the relay flush and exit; True if nothing was lost."""
+        with self._cond:
+            if not self._running:
+                return True
+            self._stopping = True
+            self._cond.notify_all()
+        deadline = time.monotonic() + timeout
+        with self._cond:  # every frame acknowledged (a relay that dies is replaced)
+            while self._unacked:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(min(left, 0.1))
+            self._closing = True  # from now on a relay that exits is not replaced
+            proc = self._proc
+            if proc is not None and proc.stdin is not None:
+                with contextlib.suppress(OSError):
+                    proc.stdin.close()
+        if proc is not None:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        reader = self._reader
+        if reader is not None and reader is not threading.current_thread():
+            reader.join(5.0)
+        with self._cond:
+            lost = len(self._unacked)
+            self._counts["lost"] += lost
+            self._unacked.clear()
+            self._running = False
+        if lost:
+            logger.error("relay stopped with %d audit event(s) not acknowledged: lost", lost)
+        return lost == 0
+
+    def __enter__(self) -> RelayEmitter:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ emitting
+
+    def emit(self, event: AuditEvent) -> None:
+        """Stamp the event, hand it to the relay; thread-safe, waits at most
+        ``block_seconds`` for room (then ``EmitterPushbackError``)."""
+        with self._cond:
+            if not self._running or self._stopping:
+                raise EmitterUnavailableError("the relay emitter is not running")
+            if len(self._unacked) >= self._max_pending or not self._blocks:
+                deadline = time.monotonic() + self._block_seconds
+                while len(self._unacked) >= self._max_pending or not self._blocks:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        self._counts["pushback"] += 1
+                        raise EmitterPushbackError(
+                            f"{len(self._unacked)} audit events wait for the relay "
+                            f"(max_pending={self._max_pending})"
+                        )
+                    self._cond.wait(left)
+            seq = self._take_number()
+            frame_no = self._next_frame
+            self._next_frame += 1
+            record = to_record(event)
+            if event.producer_id is None or event.producer_seq is None:
+                record["producer_id"], record["producer_seq"] = self._config.producer_id, seq
+            data = _frame(("event", frame_no, schema_name(event), record))
+            self._unacked[frame_no] = data
+            self._counts["accepted"] += 1
+            self._out += data
+            self._flush()
+
+    def _take_number(self) -> int:
+        first, count = self._blocks[0]
+        if count == 1:
+            self._blocks.popleft()
+        else:
+            self._blocks[0] = (first + 1, count - 1)
+        return first
+
+    def health(self) -> dict[str, object]:
+        """For the host's health checks: the relay's state and the hand-off counters."""
+        with self._cond:
+            proc = self._proc
+            alive = proc is not None and proc.poll() is None
+            state = "stopped" if not self._running else ("running" if alive else "restarting")
+        return {"mode": "relay", "state": state, **self.counts}
+
+    @property
+    def counts(self) -> dict[str, int]:
+        with self._cond:
+            return {
+                "accepted": self._counts["accepted"],
+                "acknowledged": self._counts["acknowledged"],
+                "pending": len(self._unacked),
+                "refused": self._counts["refused"],
+                "lost": self._counts["lost"],
+                "relay_restarts": self._counts["restarts"],
+            }
+
+    # ------------------------------------------------------------------ the reader
+
+    def _read(self, proc: subprocess.Popen[bytes]) -> None:
+        stream = proc.stdout
+        while stream is not None:
+            try:
+                message = _read_message(stream)
+            except (OSError, pickle.UnpicklingError, EOFError):
+                message = None
+            if message is None:
+                break
+            self._on_message(message)
+        proc.wait()
+        with self._cond:
+            self._cond.notify_all()
+            if not self._wanted():
+                return
+            self._counts["restarts"] += 1
+            delay = min(_RESTART_MAX, _RESTART_FIRST * 2 ** min(self._counts["restarts"], 5))
+        logger.error(
+            "the relay exited (%s); restarting it in %.1fs and re-sending %d event(s)",
+            proc.returncode,
+            delay,
+            len(self._unacked),
+        )
+        time.sleep(delay)
+        if not self._wanted():
+            return
+        try:
+            self._spawn()
+        except OSError as exc:
+            logger.error("cannot restart the relay: %r", exc)
+            with self._cond:
+                self._running = False
+                self._cond.notify_all()
+
+    def _wanted(self) -> bool:
+        """A relay is needed: running, and either not stopping or frames still to deliver."""
+        with self._cond:
+            return (
+                self._running and not self._closing and (not self._stopping or bool(self._unacked))
+            )
+
+    def _on_message(self, message: tuple[object, ...]) -> None:
+        kind = message[0]
+        with self._cond:
+            if kind == "ack" and isinstance(message[1], int):
+                upto = message[1]
+                while self._unacked and next(iter(self._unacked)) <= upto:
+                    self._unacked.popitem(last=False)
+                    self._counts["acknowledged"] += 1
+                self._flush()
+            elif kind == "block" and isinstance(message[1], int) and isinstance(message[2], int):
+                self._blocks.append((message[1], message[2]))
+            elif kind == "refused":
+                self._counts["refused"] += 1
+                logger.error("the relay refused an audit event as invalid (field %s)", message[2])
+            self._cond.notify_all()
+
+
+# ---------------------------------------------------------------------- the relay process
+
+
+def main() -> None:  # pragma: no cover - runs in the child; tests/integration/test_relay.py
+    """``python -m producers.relay``: read frames on stdin, emit, acknowledge on stdout."""
+    import asyncio
+
+    nice = int(os.environ.get(_NICE_ENV, "0"))
+    if nice > 0:
+        os.nice(nice)  # the host's own threads first when the cores are busy
+    # The protocol gets its own copy of stdout; anything printed goes to stderr instead.
+    protocol = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="relay %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    asyncio.run(_relay(sys.stdin.buffer, protocol))
+
+
+async def _relay(stdin: IO[bytes], stdout: IO[bytes]) -> None:  # pragma: no cover - child
+    import asyncio
+
+    from producers.codec import from_record
+    from producers.emitter import Emitter
+    from producers.errors import EventValidationError, ProducerError
+
+    loop = asyncio.get_running_loop()
+    first = await loop.run_in_executor(None, _read_message, stdin)
+    if first is None or first[0] != "config" or not isinstance(first[1], dict):
+        raise SystemExit("relay: the first frame must be the configuration")
+    config = EmitterConfig(**first[1])
+    out_lock = asyncio.Lock()
+
+    async def send(message: tuple[object, ...]) -> None:
+        async with out_lock:
+            stdout.write(_frame(message))
+            stdout.flush()
+
+    incoming: asyncio.Queue[tuple[object, ...] | None] = asyncio.Queue(1024)
+
+    def pump() -> None:
+        while True:
+            message = _read_message(stdin)
+            asyncio.run_coroutine_threadsafe(incoming.put(message), loop).result()
+            if message is None:
+                return
+
+    async with Emitter(config) as emitter:
+        first_number = await emitter.reserve_block(BLOCK)
+        await send(("block", first_number, BLOCK))
+        block_end = first_number + BLOCK
+        reader = loop.run_in_executor(None, pump)
+        eof = False
+        pending_ack = 0  # the newest frame accepted and not yet acknowledged
+        last_ack = loop.time()
+        while not eof:
+            due = None if not pending_ack else max(0.0, last_ack + _ACK_EVERY - loop.time())
+            try:
+                first_message = await asyncio.wait_for(incoming.get(), due)
+            except TimeoutError:
+                await send(("ack", pending_ack))
+                pending_ack, last_ack = 0, loop.time()
+                continue
+            batch = [first_message]
+            while not incoming.empty():
+                batch.append(incoming.get_nowait())
+            for message in batch:
+                if message is None:
+                    eof = True
+                    break
+                _, frame_no, name, record = message
+                if not (isinstance(frame_no, int) and isinstance(name, str)):
+                    raise SystemExit("relay: malformed frame")
+                event = from_record(name, record)  # type: ignore[arg-type]
+                delay = 0.05
+                while True:
+                    try:
+                        await emitter.emit(event)
+                        break
+                    except EventValidationError as exc:
+                        logger.error("refused an invalid event (field %s)", exc.field)
+                        await send(("refused", frame_no, exc.field))
+                        break
+                    except (ProducerError, OSError) as exc:
+                        logger.warning("the emitter refused an event (%r); retrying", exc)
+                        await asyncio.sleep(delay)
+                        delay = min(2.0, delay * 2)
+                pending_ack = frame_no
+                if (event.producer_seq or 0) >= block_end - BLOCK // 2:
+                    first_number = await emitter.reserve_block(BLOCK)
+                    await send(("block", first_number, BLOCK))
+                    block_end = first_number + BLOCK
+            if pending_ack and (eof or loop.time() - last_ack >= _ACK_EVERY):
+                await send(("ack", pending_ack))
+                pending_ack, last_ack = 0, loop.time()
+        await reader
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

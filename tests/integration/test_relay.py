@@ -1,0 +1,96 @@
+"""RelayEmitter against the real broker: a relay process owns the Kafka client.
+
+Every event whose ``emit`` returned reaches Kafka; when the relay is killed, a new one
+gets every unacknowledged frame again with its original stamp, so whatever arrives twice
+is byte-identical (a duplicate to the ledger, never a conflict).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+import time
+from collections import defaultdict
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from producers.emitter import EmitterConfig
+from producers.events import AuditEvent, Patient, PhiAccessEvent
+from producers.relay import RelayEmitter
+from producers.simulator import Simulator
+from tests.integration.test_emitter_durability import consume, fresh_topics
+from tests.support import Stack
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+
+def relay_config(bootstrap: str, topics: tuple[str, str], name: str, spool: Path) -> EmitterConfig:
+    return EmitterConfig(
+        bootstrap_servers=bootstrap,
+        producer_id=name,
+        access_topic=topics[0],
+        relay_topic=topics[1],
+        spool_dir=str(spool),
+        max_block_seconds=0.5,
+        stop_timeout_seconds=5.0,
+        connect_timeout_seconds=3.0,
+        reconnect_backoff_max_seconds=0.5,
+    )
+
+
+async def test_a_killed_relay_is_replaced_and_nothing_is_lost_or_changed(
+    stack: Stack, tmp_path: Path
+) -> None:
+    topics = await fresh_topics(stack.kafka_bootstrap, "relay-kill")
+    cfg = relay_config(stack.kafka_bootstrap, topics, "relay-kill", tmp_path / "spool")
+    events: list[AuditEvent] = list(Simulator(seed=424_242).events(3000))
+    emitter = RelayEmitter(cfg, block_seconds=5.0)
+    await asyncio.to_thread(emitter.start)
+    killed = threading.Event()
+
+    def produce() -> None:
+        for n, event in enumerate(events):
+            emitter.emit(event)
+            if n == 1500:
+                proc = emitter._proc
+                assert proc is not None
+                proc.send_signal(signal.SIGKILL)  # mid-stream, frames in flight
+                killed.set()
+            if n % 200 == 0:
+                time.sleep(0.01)
+
+    await asyncio.to_thread(produce)
+    assert killed.is_set()
+    assert await asyncio.to_thread(emitter.stop, 60.0)
+    counts = emitter.counts
+    assert counts["relay_restarts"] >= 1
+    assert (counts["accepted"], counts["lost"], counts["refused"]) == (len(events), 0, 0)
+
+    ids = {str(e.event_id) for e in events}
+    received = await consume(stack.kafka_bootstrap, topics, ids, timeout=60)
+    values: dict[str, set[bytes]] = defaultdict(set)
+    stamps: dict[tuple[str, int], set[str]] = defaultdict(set)
+    for r in received:
+        values[r.event_id].add(r.value)
+        stamps[(r.producer_id, r.producer_seq)].add(r.event_id)
+    assert set(values) == ids  # every event arrived
+    assert all(len(v) == 1 for v in values.values())  # a re-send is byte-identical
+    assert all(len(v) == 1 for v in stamps.values())  # no number stamps two events
+
+
+async def test_an_invalid_event_is_refused_by_the_relay_and_counted(
+    stack: Stack, tmp_path: Path
+) -> None:
+    topics = await fresh_topics(stack.kafka_bootstrap, "relay-invalid")
+    cfg = relay_config(stack.kafka_bootstrap, topics, "relay-invalid", tmp_path / "spool")
+    good = next(e for e in Simulator(seed=77).events(5) if isinstance(e, PhiAccessEvent))
+    bad = replace(good, patient=Patient(id="  "), event_id=Simulator(seed=78).access().event_id)
+    with RelayEmitter(cfg) as emitter:
+        emitter.emit(bad)  # not validated here: that is the relay's work
+        emitter.emit(good)
+    assert emitter.counts["refused"] == 1
+    received = await consume(stack.kafka_bootstrap, topics, {str(good.event_id)})
+    assert [r.event_id for r in received] == [str(good.event_id)]
