@@ -308,6 +308,8 @@ class RelayEmitter:
             if message is None:
                 break
             self._on_message(message)
+        if proc.poll() is None:  # a garbled stream from a live relay: replace it
+            proc.kill()
         proc.wait()
         with self._cond:
             self._cond.notify_all()
@@ -428,7 +430,14 @@ async def _relay(stdin: IO[bytes], stdout: IO[bytes]) -> None:  # pragma: no cov
                 _, frame_no, name, record = message
                 if not (isinstance(frame_no, int) and isinstance(name, str)):
                     raise SystemExit("relay: malformed frame")
-                event = from_record(name, record)  # type: ignore[arg-type]
+                try:
+                    event = from_record(name, record)  # type: ignore[arg-type]
+                except (KeyError, TypeError, ValueError) as exc:
+                    # Refused, not fatal: a relay that died on it would get it again.
+                    logger.error("refused a record that is no event (%s)", type(exc).__name__)
+                    await send(("refused", frame_no, "<record>"))
+                    pending_ack = frame_no
+                    continue
                 delay = 0.05
                 while True:
                     try:

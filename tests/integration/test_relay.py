@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import defaultdict
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
 
 from producers.emitter import EmitterConfig
-from producers.events import AuditEvent, Patient, PhiAccessEvent
-from producers.relay import RelayEmitter
+from producers.events import AuditEvent, Patient, PhiAccessEvent, schema_name, to_record
+from producers.relay import RelayEmitter, _frame, _read_message
 from producers.simulator import Simulator
 from tests.integration.test_emitter_durability import consume, fresh_topics
 from tests.support import Stack
@@ -94,3 +96,41 @@ async def test_an_invalid_event_is_refused_by_the_relay_and_counted(
     assert emitter.counts["refused"] == 1
     received = await consume(stack.kafka_bootstrap, topics, {str(good.event_id)})
     assert [r.event_id for r in received] == [str(good.event_id)]
+
+
+def _talk_to_a_relay(frames: list[tuple[object, ...]]) -> tuple[list[tuple[object, ...]], int]:
+    """Send frames to a fresh relay, close its input; (its replies, its exit status)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "producers.relay"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert proc.stdin is not None
+    assert proc.stdout is not None
+    for message in frames:
+        proc.stdin.write(_frame(message))
+    proc.stdin.close()
+    replies = []
+    while (reply := _read_message(proc.stdout)) is not None:
+        replies.append(reply)
+    return replies, proc.wait(30)
+
+
+async def test_a_record_that_is_no_event_is_refused_not_fatal_to_the_relay(
+    stack: Stack, tmp_path: Path
+) -> None:
+    # Speak the wire protocol to a relay directly: a poison frame must not kill it (a
+    # relay that died on a frame would be restarted and get the same frame again).
+    topics = await fresh_topics(stack.kafka_bootstrap, "relay-poison")
+    cfg = relay_config(stack.kafka_bootstrap, topics, "relay-poison", tmp_path / "spool")
+    good = Simulator(seed=79).access()
+    record = to_record(good) | {"producer_id": "relay-poison", "producer_seq": 0}
+    frames = [
+        ("config", asdict(cfg)),
+        ("event", 1, schema_name(good), {"not": "an event"}),
+        ("event", 2, schema_name(good), record),
+    ]
+    replies, returncode = await asyncio.to_thread(_talk_to_a_relay, frames)
+    assert returncode == 0
+    assert replies[0][0] == "block"
+    assert replies[1:] == [("refused", 1, "<record>"), ("ack", 2)]
+    received = await consume(stack.kafka_bootstrap, topics, {str(good.event_id)})
+    assert [(r.event_id, r.producer_seq) for r in received] == [(str(good.event_id), 0)]
