@@ -290,6 +290,9 @@ class Emitter:
         self._writing: list[_Queued] = []
         self._skip: set[bytes] = set()
         self._confirms: dict[bytes, asyncio.Future[_Meta]] = {}
+        #: Futures of ``emit_tracked`` events by message: done once Kafka acknowledged it
+        #: or it is fsynced in the spool.
+        self._durables: dict[bytes, list[asyncio.Future[None]]] = {}
         self._waiters: list[asyncio.Future[None]] = []
         self._spool: Spool | None = None
         self._io: ThreadPoolExecutor | None = None
@@ -442,6 +445,14 @@ class Emitter:
                 )
                 _retrieve(fut)
         self._confirms.clear()
+        for futs in self._durables.values():
+            for waiting in futs:
+                if not waiting.done():
+                    waiting.set_exception(
+                        EmitterUnavailableError("the emitter stopped; the event was not kept")
+                    )
+                    _retrieve(waiting)
+        self._durables.clear()
         self._skip.clear()
         if self._seq_task is not None:
             with contextlib.suppress(Exception):
@@ -516,7 +527,10 @@ class Emitter:
             raise EmitterUnavailableError("emitter is not started")
 
     async def _submit(
-        self, event: AuditEvent | PreparedEvent, confirm: asyncio.Future[_Meta] | None
+        self,
+        event: AuditEvent | PreparedEvent,
+        confirm: asyncio.Future[_Meta] | None,
+        durable: asyncio.Future[None] | None = None,
     ) -> int:
         """Stamp, encode and hand over one event: to aiokafka, or else durably to the
         spool; returns its producer sequence number."""
@@ -531,17 +545,31 @@ class Emitter:
             ):
                 await self._reserve_sequences()
             entry, seq, stamped = self._entry(prepared)
+            if durable is not None:  # before the hand-over: Kafka may acknowledge at once
+                self._durables.setdefault(entry.value, []).append(durable)
             try:
                 if not await self._hand_to_kafka(entry, deadline, confirm):
                     waiter = self._enqueue(entry, confirm)
             except BaseException:
+                self._forget_durable(entry.value, durable)
                 if stamped:
                     self._next_seq -= 1  # nothing was sent; we hold the lock, nobody stamped since
                 raise
         if waiter is not None:
             # Durable once written; a cancelled caller does not stop the write.
-            await asyncio.shield(waiter)
+            try:
+                await asyncio.shield(waiter)
+            except ProducerError:
+                self._forget_durable(entry.value, durable)
+                raise
         return seq
+
+    def _forget_durable(self, value: bytes, durable: asyncio.Future[None] | None) -> None:
+        futs = self._durables.get(value)
+        if durable is not None and futs and durable in futs:
+            futs.remove(durable)
+            if not futs:
+                del self._durables[value]
 
     async def _hand_to_kafka(
         self, entry: SpoolEntry, deadline: float, confirm: asyncio.Future[_Meta] | None
@@ -587,6 +615,20 @@ class Emitter:
         the event was not accepted and may be emitted again.
         """
         await self._submit(event, None)
+
+    async def emit_tracked(self, event: AuditEvent) -> asyncio.Future[None]:
+        """``emit``, and a future that is done once the event is durable: acknowledged by
+        Kafka or fsynced in the spool (what a relay may acknowledge to its host; ``emit``
+        returns earlier, when aiokafka holds the event in memory)."""
+        durable: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        prepared = self._codec.prepare(event)
+        await self._submit(prepared, None, durable)
+        return durable
+
+    def _made_durable(self, value: bytes) -> None:
+        for waiting in self._durables.pop(value, ()):
+            if not waiting.done():
+                waiting.set_result(None)
 
     async def emit_prepared(self, prepared: PreparedEvent) -> int:
         """``emit`` for an event ``Codec.prepare`` already validated and encoded (in a
@@ -638,6 +680,7 @@ class Emitter:
         exc = asyncio.CancelledError() if fut.cancelled() else fut.exception()
         if exc is None:
             self._sent += 1
+            self._made_durable(pending.entry.value)
             if pending.suspect:
                 self._skip.add(pending.entry.value)  # delivered: the drainer skips its copy
             if pending.confirm is not None:
@@ -746,6 +789,7 @@ class Emitter:
                             q.waiter.set_exception(error)
                 else:
                     for q in batch:
+                        self._made_durable(q.entry.value)
                         if q.waiter is not None and not q.waiter.done():
                             q.waiter.set_result(None)
                 finally:

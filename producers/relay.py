@@ -409,18 +409,31 @@ async def _relay(stdin: IO[bytes], stdout: IO[bytes]) -> None:  # pragma: no cov
         await send(("block", first_number, BLOCK))
         block_end = first_number + BLOCK
         reader = loop.run_in_executor(None, pump)
+        # (frame, done once the frame's event is durable), oldest first: a frame is
+        # acknowledged once it and every frame before it are in Kafka or the spool, so a
+        # relay killed with events in aiokafka's memory leaves them to its successor.
+        tracked: collections.deque[tuple[int, asyncio.Future[None] | None]] = collections.deque()
+
+        async def acknowledge() -> None:
+            upto = 0
+            while tracked and (tracked[0][1] is None or tracked[0][1].done()):
+                frame_no, durable = tracked.popleft()
+                if durable is not None and durable.exception() is not None:
+                    tracked.appendleft((frame_no, durable))  # not kept: never acknowledged
+                    break
+                upto = frame_no
+            if upto:
+                await send(("ack", upto))
+
+        async def acknowledging() -> None:
+            while True:
+                await asyncio.sleep(_ACK_EVERY)
+                await acknowledge()
+
+        acks = asyncio.create_task(acknowledging())
         eof = False
-        pending_ack = 0  # the newest frame accepted and not yet acknowledged
-        last_ack = loop.time()
         while not eof:
-            due = None if not pending_ack else max(0.0, last_ack + _ACK_EVERY - loop.time())
-            try:
-                first_message = await asyncio.wait_for(incoming.get(), due)
-            except TimeoutError:
-                await send(("ack", pending_ack))
-                pending_ack, last_ack = 0, loop.time()
-                continue
-            batch = [first_message]
+            batch = [await incoming.get()]
             while not incoming.empty():
                 batch.append(incoming.get_nowait())
             for message in batch:
@@ -436,12 +449,13 @@ async def _relay(stdin: IO[bytes], stdout: IO[bytes]) -> None:  # pragma: no cov
                     # Refused, not fatal: a relay that died on it would get it again.
                     logger.error("refused a record that is no event (%s)", type(exc).__name__)
                     await send(("refused", frame_no, "<record>"))
-                    pending_ack = frame_no
+                    tracked.append((frame_no, None))
                     continue
+                durable: asyncio.Future[None] | None = None
                 delay = 0.05
                 while True:
                     try:
-                        await emitter.emit(event)
+                        durable = await emitter.emit_tracked(event)
                         break
                     except EventValidationError as exc:
                         logger.error("refused an invalid event (field %s)", exc.field)
@@ -451,14 +465,16 @@ async def _relay(stdin: IO[bytes], stdout: IO[bytes]) -> None:  # pragma: no cov
                         logger.warning("the emitter refused an event (%r); retrying", exc)
                         await asyncio.sleep(delay)
                         delay = min(2.0, delay * 2)
-                pending_ack = frame_no
+                tracked.append((frame_no, durable))
                 if (event.producer_seq or 0) >= block_end - BLOCK // 2:
                     first_number = await emitter.reserve_block(BLOCK)
                     await send(("block", first_number, BLOCK))
                     block_end = first_number + BLOCK
-            if pending_ack and (eof or loop.time() - last_ack >= _ACK_EVERY):
-                await send(("ack", pending_ack))
-                pending_ack, last_ack = 0, loop.time()
+        await emitter.stop()  # flushes to Kafka, or spools: every event is durable now
+        acks.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await acks
+        await acknowledge()
         await reader
 
 
