@@ -11,8 +11,8 @@ Invariants:
 * Stamps come from the host side, from blocks of sequence numbers the relay's
   ``Emitter`` reserved and persisted (``Emitter.reserve_block``), so a frame keeps its
   stamp for good: a frame sent again is byte-identical, a duplicate to the ledger.
-* The relay acknowledges frames cumulatively once its ``Emitter`` accepted them (handed
-  to aiokafka, or fsynced in the spool). The host keeps every unacknowledged frame; when
+* The relay acknowledges frames cumulatively once their events are durable: acknowledged
+  by Kafka or fsynced in its spool (``Emitter.emit_tracked``). The host keeps every unacknowledged frame; when
   the relay exits it starts a new one and sends them again, in order. At most
   ``max_pending`` frames are unacknowledged: ``emit`` then waits up to
   ``block_seconds`` and raises ``EmitterPushbackError``.
