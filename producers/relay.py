@@ -12,8 +12,9 @@ Invariants:
   ``Emitter`` reserved and persisted (``Emitter.reserve_block``), so a frame keeps its
   stamp for good: a frame sent again is byte-identical, a duplicate to the ledger.
 * The relay acknowledges frames cumulatively once their events are durable: acknowledged
-  by Kafka or fsynced in its spool (``Emitter.emit_tracked``). The host keeps every unacknowledged frame; when
-  the relay exits it starts a new one and sends them again, in order. At most
+  by Kafka or fsynced in its spool (``Emitter.emit_tracked``). The host keeps every
+  unacknowledged frame; when the relay exits it starts a new one and sends them again,
+  in order. At most
   ``max_pending`` frames are unacknowledged: ``emit`` then waits up to
   ``block_seconds`` and raises ``EmitterPushbackError``.
 * An event the relay finds invalid is logged and counted there and here (``refused``);
