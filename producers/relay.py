@@ -42,7 +42,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
+from pathlib import Path
 from typing import IO, Final
 
 from producers.emitter import EmitterConfig
@@ -102,6 +104,7 @@ class RelayEmitter:
         max_pending: int = 10_000,
         block_seconds: float = 0.05,
         python: str | None = None,
+        pythonpath: Sequence[str] | None = None,
         nice: int = 0,
     ) -> None:
         if not 0 < max_pending < BLOCK // 2:
@@ -110,6 +113,9 @@ class RelayEmitter:
         self._max_pending = max_pending
         self._block_seconds = block_seconds
         self._python = python or default_python()
+        #: Where the relay finds ``producers`` and its dependencies besides its own
+        #: site-packages (default: the directory holding this package).
+        self._pythonpath = tuple(pythonpath or (str(Path(__file__).resolve().parents[1]),))
         #: Added to the relay's nice value: under CPU contention the host's threads (a
         #: PACS answering requests) go first; the relay uses what they leave, and
         #: ``max_pending`` absorbs bursts.
@@ -157,7 +163,7 @@ class RelayEmitter:
         """Start a relay and queue for it the configuration and every unacknowledged frame,
         in order (never called holding ``_cond``)."""
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        env["PYTHONPATH"] = os.pathsep.join(self._pythonpath)
         env[_NICE_ENV] = str(self._nice)
         proc = subprocess.Popen(  # noqa: S603 - our own module, no shell
             [self._python, "-m", "producers.relay"],

@@ -91,10 +91,10 @@ write_config() {
   chmod 700 "$O_HOME" "$O_HOME/db" "$O_HOME/spool"
   "$VENV/bin/python" - "$CONF" "$USERS_FILE" "$pypath" "$bootstrap" "$access" "$relay" \
       "$ORTHANC_PORT" "$ORTHANC_DICOM_PORT" "$ORTHANC_AET" "$O_HOME" "$PLUGIN_SCRIPT" \
-      "$PYTHON_PLUGIN" "${DEMO_USERS[@]}" <<'PY'
+      "$PYTHON_PLUGIN" "$VENV" "${DEMO_USERS[@]}" <<'PY'
 import json, os, sys
 (conf, users_file, pypath, bootstrap, access, relay, http_port, dicom_port, aet, home,
- script, plugin, *roles) = sys.argv[1:]
+ script, plugin, venv, *roles) = sys.argv[1:]
 users = dict(line.split(":", 1) for line in open(users_file).read().split() if ":" in line)
 role = dict(r.split(":", 1) for r in roles)
 config = {
@@ -133,6 +133,10 @@ config = {
         "PythonPath": [pypath],
     },
 }
+if pypath.startswith(venv + "/"):
+    # The plugin imports from the project's virtualenv: its interpreter runs the relay
+    # (it has every dependency; the system may have no python3.X binary at all).
+    config["PhiLedger"]["RelayPython"] = f"{venv}/bin/python"
 tmp = conf + ".tmp"
 with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
     json.dump(config, f, indent=2)

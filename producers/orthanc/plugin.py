@@ -18,6 +18,7 @@ import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any, Final, Protocol
 
 from producers.emitter import EmitterHealth
@@ -28,6 +29,8 @@ from producers.orthanc.routes import Level
 from producers.relay import BLOCK, RelayEmitter
 from producers.sync import SyncEmitter
 
+#: The directory holding ``producers`` (what the loader script put on ``sys.path``).
+_PACKAGE_ROOT: Final = str(Path(__file__).resolve().parents[2])
 #: The relay bounds its hand-off below half a block of sequence numbers.
 RELAY_MAX_PENDING: Final = BLOCK // 2 - 1
 
@@ -240,6 +243,7 @@ def install(orthanc: Any) -> Plugin | None:
             max_pending=min(config.max_pending, RELAY_MAX_PENDING),
             block_seconds=config.block_seconds,
             python=config.relay_python,
+            pythonpath=(_PACKAGE_ROOT, *config.python_path),
             nice=config.relay_nice,
         )
     else:
