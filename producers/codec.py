@@ -249,7 +249,10 @@ class Codec:
     def encode(self, event: AuditEvent) -> bytes:
         """Validate and encode one event; raises ``EventValidationError`` when invalid."""
         record = validated_record(event)  # type checks, then the record rules
-        schema = self.writer_schema(event)
+        return self._write(self.writer_schema(event), record)
+
+    def _write(self, schema: WriterSchema, record: Record) -> bytes:
+        """The single-object message of a validated record."""
         buf = io.BytesIO()
         buf.write(MAGIC)
         buf.write(schema.fingerprint)
@@ -276,14 +279,7 @@ class Codec:
                 field="<event>",
             )
         record["producer_id"], record["producer_seq"] = "", 0
-        buf = io.BytesIO()
-        buf.write(MAGIC)
-        buf.write(schema.fingerprint)
-        try:
-            fastavro.schemaless_writer(buf, self._fastavro[schema.fingerprint], record)
-        except (ValueError, TypeError, AttributeError) as exc:
-            raise EventValidationError(f"cannot encode event: {exc}", field="<event>") from exc
-        data = buf.getvalue()
+        data = self._write(schema, record)
         length, pos = _read_long(data, HEADER_LEN)  # event_id: a string
         pos = _skip_long(data, pos + length)  # event_time: a long
         if data[pos : pos + 2] != b"\x00\x00":  # "" and 0, as written just above

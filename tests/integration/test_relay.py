@@ -19,35 +19,21 @@ from pathlib import Path
 
 import pytest
 
-from producers.emitter import EmitterConfig
 from producers.events import AuditEvent, Patient, PhiAccessEvent, schema_name, to_record
 from producers.relay import RelayEmitter, _frame, _read_message
 from producers.simulator import Simulator
 from tests.integration.test_emitter_durability import consume, fresh_topics
+from tests.integration.test_sync_emitter import sync_config
 from tests.support import Stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
-
-
-def relay_config(bootstrap: str, topics: tuple[str, str], name: str, spool: Path) -> EmitterConfig:
-    return EmitterConfig(
-        bootstrap_servers=bootstrap,
-        producer_id=name,
-        access_topic=topics[0],
-        relay_topic=topics[1],
-        spool_dir=str(spool),
-        max_block_seconds=0.5,
-        stop_timeout_seconds=5.0,
-        connect_timeout_seconds=3.0,
-        reconnect_backoff_max_seconds=0.5,
-    )
 
 
 async def test_a_killed_relay_is_replaced_and_nothing_is_lost_or_changed(
     stack: Stack, tmp_path: Path
 ) -> None:
     topics = await fresh_topics(stack.kafka_bootstrap, "relay-kill")
-    cfg = relay_config(stack.kafka_bootstrap, topics, "relay-kill", tmp_path / "spool")
+    cfg = sync_config(stack.kafka_bootstrap, topics, "relay-kill", tmp_path / "spool")
     events: list[AuditEvent] = list(Simulator(seed=424_242).events(3000))
     emitter = RelayEmitter(cfg, block_seconds=5.0)
     await asyncio.to_thread(emitter.start)
@@ -87,7 +73,7 @@ async def test_an_invalid_event_is_refused_by_the_relay_and_counted(
     stack: Stack, tmp_path: Path
 ) -> None:
     topics = await fresh_topics(stack.kafka_bootstrap, "relay-invalid")
-    cfg = relay_config(stack.kafka_bootstrap, topics, "relay-invalid", tmp_path / "spool")
+    cfg = sync_config(stack.kafka_bootstrap, topics, "relay-invalid", tmp_path / "spool")
     good = next(e for e in Simulator(seed=77).events(5) if isinstance(e, PhiAccessEvent))
     bad = replace(good, patient=Patient(id="  "), event_id=Simulator(seed=78).access().event_id)
     with RelayEmitter(cfg) as emitter:
@@ -120,7 +106,7 @@ async def test_a_record_that_is_no_event_is_refused_not_fatal_to_the_relay(
     # Speak the wire protocol to a relay directly: a poison frame must not kill it (a
     # relay that died on a frame would be restarted and get the same frame again).
     topics = await fresh_topics(stack.kafka_bootstrap, "relay-poison")
-    cfg = relay_config(stack.kafka_bootstrap, topics, "relay-poison", tmp_path / "spool")
+    cfg = sync_config(stack.kafka_bootstrap, topics, "relay-poison", tmp_path / "spool")
     good = Simulator(seed=79).access()
     record = to_record(good) | {"producer_id": "relay-poison", "producer_seq": 0}
     frames = [
