@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import fcntl
 import logging
 import os
 import pickle
@@ -57,6 +58,9 @@ __all__ = ["RelayEmitter", "main"]
 
 _LEN: Final = struct.Struct(">I")
 _NICE_ENV: Final = "PHI_LEDGER_RELAY_NICE"
+#: The pipe to the relay holds this much (Linux's default limit for unprivileged users);
+#: what does not fit waits in memory until the next emit or acknowledgement.
+_PIPE_BYTES: Final = 1 << 20
 #: Sequence numbers the relay reserves at a time; it sends a new block once it has
 #: emitted half of the newest. The host is never more than ``max_pending`` frames ahead of
 #: the relay, and ``max_pending`` < BLOCK // 2, so it never waits for numbers. A relay
@@ -174,6 +178,8 @@ class RelayEmitter:
         if proc.stdin is None:  # pragma: no cover - PIPE gives one
             raise EmitterUnavailableError("the relay has no stdin")
         os.set_blocking(proc.stdin.fileno(), False)  # emit() never waits on the pipe
+        with contextlib.suppress(OSError):  # more frames per write (the rest waits in _out)
+            fcntl.fcntl(proc.stdin.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
         self._reader = threading.Thread(
             target=self._read, args=(proc,), name="phi-ledger-relay-reader", daemon=True
         )
@@ -263,12 +269,12 @@ class RelayEmitter:
                             f"(max_pending={self._max_pending})"
                         )
                     self._cond.wait(left)
-            seq = self._take_number()
+            record = to_record(event)
+            if event.producer_id is None or event.producer_seq is None:  # keep a stamp
+                record["producer_id"] = self._config.producer_id
+                record["producer_seq"] = self._take_number()
             frame_no = self._next_frame
             self._next_frame += 1
-            record = to_record(event)
-            if event.producer_id is None or event.producer_seq is None:
-                record["producer_id"], record["producer_seq"] = self._config.producer_id, seq
             data = _frame(("event", frame_no, schema_name(event), record))
             self._unacked[frame_no] = data
             self._counts["accepted"] += 1
