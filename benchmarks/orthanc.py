@@ -281,6 +281,7 @@ def main() -> None:
             "PurposeOfUse": "TREAT",
             "Users": {user: {"Role": "radiologist"}},
             "PythonPath": [sysconfig.get_paths()["purelib"]],
+            "RelayPython": sys.executable,
         }
         servers = [
             start("plain", Path(tmp) / "plain", plugin=None, user=user, pw=pw),

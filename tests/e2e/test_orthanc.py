@@ -126,6 +126,9 @@ def launch(
             "PurposeOfUse": "TREAT",
             "Users": {u: {"Role": r, "Name": u.split(".")[1].title()} for u, r in ROLES.items()},
             "PythonPath": [plugin_python_path()],
+            # The relay runs in the test's own interpreter (it has every dependency; the
+            # machine need not have a system python3.X binary).
+            "RelayPython": sys.executable,
             "StopTimeoutSeconds": 3.0,
         },
     }
