@@ -43,7 +43,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Final
@@ -87,6 +87,34 @@ def _read_message(stream: IO[bytes]) -> tuple[object, ...] | None:
         return None
     message = pickle.loads(data)  # noqa: S301 - our own child process, over our own pipe
     return message if isinstance(message, tuple) else None
+
+
+class _Frames:
+    """Split a byte stream into messages: ``feed`` what was read, ``take`` the complete
+    ones (a frame cut by the end of a read waits for the next)."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> None:
+        self._buffer += data
+
+    def take(self) -> list[tuple[object, ...]]:
+        messages: list[tuple[object, ...]] = []
+        buffer = self._buffer
+        at = 0
+        while len(buffer) - at >= _LEN.size:
+            (size,) = _LEN.unpack_from(buffer, at)
+            end = at + _LEN.size + size
+            if end > len(buffer):
+                break
+            message = pickle.loads(buffer[at + _LEN.size : end])  # noqa: S301 - see above
+            if not isinstance(message, tuple) or not message:
+                raise SystemExit("relay: malformed frame")
+            messages.append(message)
+            at = end
+        del buffer[:at]
+        return messages
 
 
 def default_python() -> str:
@@ -137,6 +165,8 @@ class RelayEmitter:
         self._stopping = False
         self._closing = False
         self._counts = collections.Counter[str]()
+        #: Open ``batch`` blocks: while any is open, ``emit`` leaves its bytes in ``_out``.
+        self._batches = 0
 
     @property
     def config(self) -> EmitterConfig:
@@ -252,13 +282,29 @@ class RelayEmitter:
 
     # ------------------------------------------------------------------ emitting
 
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Write the frames of the ``emit`` calls inside the block to the relay together,
+        when the block ends: one write and one relay wake-up per batch, not per event."""
+        with self._cond:
+            self._batches += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._batches -= 1
+                if not self._batches:
+                    self._flush()
+
     def emit(self, event: AuditEvent) -> None:
         """Stamp the event, hand it to the relay; thread-safe, waits at most
-        ``block_seconds`` for room (then ``EmitterPushbackError``)."""
+        ``block_seconds`` for room (then ``EmitterPushbackError``). Inside ``batch`` the
+        frame is written when the batch ends."""
         with self._cond:
             if not self._running or self._stopping:
                 raise EmitterUnavailableError("the relay emitter is not running")
             if len(self._unacked) >= self._max_pending or not self._blocks:
+                self._flush()  # what a batch held back: the relay must see it to make room
                 deadline = time.monotonic() + self._block_seconds
                 while len(self._unacked) >= self._max_pending or not self._blocks:
                     left = deadline - time.monotonic()
@@ -279,7 +325,8 @@ class RelayEmitter:
             self._unacked[frame_no] = data
             self._counts["accepted"] += 1
             self._out += data
-            self._flush()
+            if not self._batches:
+                self._flush()
 
     def _take_number(self) -> int:
         first, count = self._blocks[0]
@@ -397,10 +444,27 @@ async def _relay(stdin: IO[bytes], stdout: IO[bytes]) -> None:  # pragma: no cov
     from producers.errors import EventValidationError, ProducerError
 
     loop = asyncio.get_running_loop()
-    first = await loop.run_in_executor(None, _read_message, stdin)
-    if first is None or first[0] != "config" or not isinstance(first[1], dict):
+    # stdin is read in the event loop, whatever the pipe holds at once: one wake-up per
+    # chunk the host wrote (it writes once per batch), not a thread hand-off per frame.
+    pipe = asyncio.StreamReader(limit=_PIPE_BYTES)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(pipe), stdin)
+    frames = _Frames()
+
+    async def receive() -> list[tuple[object, ...]] | None:
+        """The next complete messages, oldest first; None at the end of the stream."""
+        while True:
+            messages = frames.take()
+            if messages:
+                return messages
+            chunk = await pipe.read(_PIPE_BYTES)
+            if not chunk:
+                return None  # end of stream (a partial frame is the host dying mid-write)
+            frames.feed(chunk)
+
+    first = await receive()
+    if not first or first[0][0] != "config" or not isinstance(first[0][1], dict):
         raise SystemExit("relay: the first frame must be the configuration")
-    config = EmitterConfig(**first[1])
+    config = EmitterConfig(**first[0][1])
     out_lock = asyncio.Lock()
 
     async def send(message: tuple[object, ...]) -> None:
@@ -408,20 +472,10 @@ async def _relay(stdin: IO[bytes], stdout: IO[bytes]) -> None:  # pragma: no cov
             stdout.write(_frame(message))
             stdout.flush()
 
-    incoming: asyncio.Queue[tuple[object, ...] | None] = asyncio.Queue(1024)
-
-    def pump() -> None:
-        while True:
-            message = _read_message(stdin)
-            asyncio.run_coroutine_threadsafe(incoming.put(message), loop).result()
-            if message is None:
-                return
-
     async with Emitter(config) as emitter:
         first_number = await emitter.reserve_block(BLOCK)
         await send(("block", first_number, BLOCK))
         block_end = first_number + BLOCK
-        reader = loop.run_in_executor(None, pump)
         # (frame, done once the frame's event is durable), oldest first: a frame is
         # acknowledged once it and every frame before it are in Kafka or the spool, so a
         # relay killed with events in aiokafka's memory leaves them to its successor.
@@ -444,15 +498,11 @@ async def _relay(stdin: IO[bytes], stdout: IO[bytes]) -> None:  # pragma: no cov
                 await acknowledge()
 
         acks = asyncio.create_task(acknowledging())
-        eof = False
-        while not eof:
-            batch = [await incoming.get()]
-            while not incoming.empty():
-                batch.append(incoming.get_nowait())
+        batch: list[tuple[object, ...]] | None = first[1:]
+        while batch is not None:
             for message in batch:
-                if message is None:
-                    eof = True
-                    break
+                if len(message) != 4 or message[0] != "event":
+                    raise SystemExit("relay: malformed frame")
                 _, frame_no, name, record = message
                 if not (isinstance(frame_no, int) and isinstance(name, str)):
                     raise SystemExit("relay: malformed frame")
@@ -483,12 +533,12 @@ async def _relay(stdin: IO[bytes], stdout: IO[bytes]) -> None:  # pragma: no cov
                     first_number = await emitter.reserve_block(BLOCK)
                     await send(("block", first_number, BLOCK))
                     block_end = first_number + BLOCK
+            batch = await receive()
         await emitter.stop()  # flushes to Kafka, or spools: every event is durable now
         acks.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await acks
         await acknowledge()
-        await reader
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -232,6 +232,11 @@ class SyncEmitter:
             )
         return prepared
 
+    def batch(self) -> contextlib.AbstractContextManager[None]:
+        """For callers that also drive a ``RelayEmitter``: emits are queued one by one
+        here, so a batch changes nothing."""
+        return contextlib.nullcontext()
+
     def emit(self, event: AuditEvent) -> None:
         """Validate the event here and queue it for the emitter thread; thread-safe.
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 import base64
 import binascii
 import collections
+import contextlib
 import json
 import logging
 import threading
@@ -91,9 +92,12 @@ _LOG_EVERY: Final = 60.0
 
 
 class Sink(Protocol):
-    """Where events go: ``producers.sync.SyncEmitter`` in the plugin."""
+    """Where events go: ``producers.relay.RelayEmitter`` (or ``SyncEmitter``) in the
+    plugin. The worker emits each batch it takes inside ``batch()``."""
 
     def emit(self, event: AuditEvent) -> None: ...
+
+    def batch(self) -> contextlib.AbstractContextManager[None]: ...
 
 
 class Host(Protocol):
@@ -418,11 +422,12 @@ class Auditor:
             now = time.monotonic()
             if batch:
                 last_item = now
-            for item in batch:
-                if item is None:
-                    self._expire(force=True)
-                    return
-                self._process(item)
+                with self._sink.batch():
+                    for item in batch:
+                        if item is None:
+                            self._expire(force=True)
+                            return
+                        self._process(item)
             if now - last_tick >= TICK_SECONDS:
                 last_tick = now
                 self._process(_Change("TICK", None, ""))

@@ -12,6 +12,7 @@ typed as ``Any``: this module is type-checked and importable without it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -86,6 +87,8 @@ class HostEmitter(Protocol):
     def stop(self, timeout: float = ...) -> bool: ...
 
     def emit(self, event: AuditEvent) -> None: ...
+
+    def batch(self) -> contextlib.AbstractContextManager[None]: ...
 
     def health(self) -> EmitterHealth | dict[str, object]: ...
 

@@ -120,3 +120,29 @@ async def test_a_record_that_is_no_event_is_refused_not_fatal_to_the_relay(
     assert replies[1:] == [("refused", 1, "<record>"), ("ack", 2)]
     received = await consume(stack.kafka_bootstrap, topics, {str(good.event_id)})
     assert [(r.event_id, r.producer_seq) for r in received] == [(str(good.event_id), 0)]
+
+
+async def test_a_batch_larger_than_the_hand_off_bound_still_flows(
+    stack: Stack, tmp_path: Path
+) -> None:
+    # Inside batch() frames wait to be written; an emit that finds no room must write them
+    # first, or the relay never sees them, never acknowledges, and the batch never ends.
+    topics = await fresh_topics(stack.kafka_bootstrap, "relay-batch")
+    cfg = sync_config(stack.kafka_bootstrap, topics, "relay-batch", tmp_path / "spool")
+    events: list[AuditEvent] = list(Simulator(seed=515).events(400))
+    emitter = RelayEmitter(cfg, max_pending=16, block_seconds=10.0)
+
+    def produce() -> None:
+        with emitter.batch():
+            for event in events:
+                emitter.emit(event)
+
+    await asyncio.to_thread(emitter.start)
+    try:
+        await asyncio.wait_for(asyncio.to_thread(produce), 60)
+    finally:
+        assert await asyncio.to_thread(emitter.stop, 60.0)
+    assert (emitter.counts["accepted"], emitter.counts["lost"]) == (len(events), 0)
+    ids = {str(e.event_id) for e in events}
+    received = await consume(stack.kafka_bootstrap, topics, ids, timeout=60)
+    assert {r.event_id for r in received} == ids

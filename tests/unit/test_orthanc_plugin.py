@@ -7,6 +7,7 @@ real plugin inside Orthanc is tested in tests/e2e/test_orthanc.py.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import threading
 import time
@@ -181,6 +182,9 @@ class ListSink:
             self.refuse -= 1
             raise EmitterPushbackError("full")
         self.events.append(event)
+
+    def batch(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
 
 
 def test_resolver_caches_with_a_bound_and_a_ttl() -> None:
