@@ -19,6 +19,14 @@ Invariants:
   ``block_seconds`` and raises ``EmitterPushbackError``.
 * An event the relay finds invalid is logged and counted there and here (``refused``);
   the host is not told synchronously (that is the price of not validating in the host).
+* The relay runs at idle CPU priority (``SCHED_IDLE``, ``idle=True``): it only takes
+  a core that the host's own threads (and everything else at normal priority) leave
+  free, so it never stands between a request and a CPU. Starvation cannot stall the
+  audit trail: a watchdog thread sees a relay whose frames wait unacknowledged for more
+  than ``starved_seconds`` while it waits for a CPU (``/proc/<pid>/schedstat``), and
+  replaces it with one at normal priority (``nice``), which goes back to idle once it
+  has kept up for ``demote_seconds``. Unprivileged processes may lower a priority,
+  never raise it: hence a new process rather than a policy change.
 * ``stop`` closes the pipe; the relay emits what it has, stops its ``Emitter`` (which
   flushes or spools) and exits. Frames still unacknowledged after ``timeout`` are
   counted as lost and logged.
@@ -58,6 +66,7 @@ __all__ = ["RelayEmitter", "main"]
 
 _LEN: Final = struct.Struct(">I")
 _NICE_ENV: Final = "PHI_LEDGER_RELAY_NICE"
+_IDLE_ENV: Final = "PHI_LEDGER_RELAY_IDLE"
 #: The pipe to the relay holds this much (Linux's default limit for unprivileged users);
 #: what does not fit waits in memory until the next emit or acknowledgement.
 _PIPE_BYTES: Final = 1 << 20
@@ -68,6 +77,11 @@ _PIPE_BYTES: Final = 1 << 20
 BLOCK: Final = 65_536
 #: The relay acknowledges at most this often (each acknowledgement wakes a host thread).
 _ACK_EVERY: Final = 0.02
+#: How often the watchdog looks at the relay's acknowledgements and CPU waits.
+_WATCH_EVERY: Final = 0.25
+#: A relay is starving when it spent at least this share of the last look waiting for
+#: a CPU (run-queue delay over wall time).
+_STARVED_SHARE: Final = 0.5
 _RESTART_FIRST: Final = 0.2
 _RESTART_MAX: Final = 5.0
 
@@ -138,6 +152,9 @@ class RelayEmitter:
         python: str | None = None,
         pythonpath: Sequence[str] | None = None,
         nice: int = 0,
+        idle: bool = True,
+        starved_seconds: float = 1.0,
+        demote_seconds: float = 30.0,
     ) -> None:
         if not 0 < max_pending < BLOCK // 2:
             raise ValueError(f"max_pending must be between 1 and {BLOCK // 2 - 1}")
@@ -152,6 +169,21 @@ class RelayEmitter:
         #: PACS answering requests) go first; the relay uses what they leave, and
         #: ``max_pending`` absorbs bursts.
         self._nice = nice
+        #: Run the relay at idle priority (see the module docstring), promoting a relay
+        #: whose oldest unacknowledged frame waits ``starved_seconds`` while it waits for
+        #: a CPU, and demoting it again after ``demote_seconds`` of keeping up.
+        self._idle = idle
+        self._starved_seconds = starved_seconds
+        self._demote_seconds = demote_seconds
+        #: The next relay starts idle; the current one runs idle.
+        self._spawn_idle = idle
+        self._relay_idle = False
+        #: When the relay last acknowledged, or frames began waiting (monotonic).
+        self._progress_at = 0.0
+        self._promoting = False
+        self._watchdog: threading.Thread | None = None
+        #: Ends the watchdog (its own event: ``_cond`` is notified at every ack).
+        self._watch_stop = threading.Event()
         self._cond = threading.Condition()
         #: Bytes for the current relay that its pipe did not take yet.
         self._out = bytearray()
@@ -181,6 +213,12 @@ class RelayEmitter:
                 return
             self._running = True
         self._spawn()
+        if self._idle:
+            self._watch_stop.clear()
+            self._watchdog = threading.Thread(
+                target=self._watch, name="phi-ledger-relay-watchdog", daemon=True
+            )
+            self._watchdog.start()
         deadline = time.monotonic() + timeout
         with self._cond:
             while not self._blocks:
@@ -199,6 +237,9 @@ class RelayEmitter:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(self._pythonpath)
         env[_NICE_ENV] = str(self._nice)
+        with self._cond:
+            idle = self._spawn_idle
+        env[_IDLE_ENV] = "1" if idle else "0"
         proc = subprocess.Popen(  # noqa: S603 - our own module, no shell
             [self._python, "-m", "producers.relay"],
             stdin=subprocess.PIPE,
@@ -215,6 +256,8 @@ class RelayEmitter:
         )
         with self._cond:
             self._proc = proc
+            self._relay_idle = idle
+            self._progress_at = time.monotonic()
             self._out = bytearray(_frame(("config", asdict(self._config))))
             for data in self._unacked.values():
                 self._out += data
@@ -264,6 +307,11 @@ class RelayEmitter:
         reader = self._reader
         if reader is not None and reader is not threading.current_thread():
             reader.join(5.0)
+        watchdog = self._watchdog
+        if watchdog is not None and watchdog is not threading.current_thread():
+            self._watch_stop.set()
+            watchdog.join(5.0)
+            self._watchdog = None
         with self._cond:
             lost = len(self._unacked)
             self._counts["lost"] += lost
@@ -319,6 +367,8 @@ class RelayEmitter:
             if event.producer_id is None or event.producer_seq is None:  # keep a stamp
                 record["producer_id"] = self._config.producer_id
                 record["producer_seq"] = self._take_number()
+            if not self._unacked:
+                self._progress_at = time.monotonic()
             frame_no = self._next_frame
             self._next_frame += 1
             data = _frame(("event", frame_no, schema_name(event), record))
@@ -342,7 +392,8 @@ class RelayEmitter:
             proc = self._proc
             alive = proc is not None and proc.poll() is None
             state = "stopped" if not self._running else ("running" if alive else "restarting")
-        return {"mode": "relay", "state": state, **self.counts}
+            priority = "idle" if self._relay_idle else "normal"
+        return {"mode": "relay", "state": state, "priority": priority, **self.counts}
 
     @property
     def counts(self) -> dict[str, int]:
@@ -354,7 +405,79 @@ class RelayEmitter:
                 "refused": self._counts["refused"],
                 "lost": self._counts["lost"],
                 "relay_restarts": self._counts["restarts"],
+                "relay_promotions": self._counts["promotions"],
             }
+
+    # ------------------------------------------------------------------ the watchdog
+
+    def _watch(self) -> None:
+        """Promote a starving idle relay; demote a promoted one that keeps up."""
+        last: tuple[int, float, int] | None = None  # (pid, wall, run-queue ns)
+        kept_up_since: float | None = None
+        while not self._watch_stop.wait(_WATCH_EVERY):
+            with self._cond:
+                if not self._running or self._closing:
+                    return
+                proc, idle = self._proc, self._relay_idle
+                waiting = bool(self._unacked)
+                since = time.monotonic() - self._progress_at
+            if proc is None or proc.poll() is not None:
+                last = None
+                continue
+            now = time.monotonic()
+            queued = _run_queue_ns(proc.pid)
+            share: float | None = None
+            if last is not None and last[0] == proc.pid and queued is not None:
+                share = (queued - last[2]) / 1e9 / max(now - last[1], 1e-3)
+            last = None if queued is None else (proc.pid, now, queued)
+            if idle:
+                kept_up_since = None
+                # Without schedstat (queued is None), frames that wait are taken as starving.
+                starving = share >= _STARVED_SHARE if share is not None else queued is None
+                if waiting and since > self._starved_seconds and starving:
+                    self._promote(proc, since, share)
+                    last = None
+            elif not waiting or since < _WATCH_EVERY:
+                kept_up_since = kept_up_since or now
+                if now - kept_up_since >= self._demote_seconds:
+                    self._demote(proc)
+                    kept_up_since = None
+            else:
+                kept_up_since = None
+
+    def _promote(self, proc: subprocess.Popen[bytes], since: float, share: float | None) -> None:
+        """Replace a starving idle relay with one at normal priority."""
+        with self._cond:
+            if self._proc is not proc or not self._relay_idle:
+                return
+            self._spawn_idle = False
+            self._promoting = True
+            self._counts["promotions"] += 1
+            pending = len(self._unacked)
+        logger.warning(
+            "the idle-priority relay acknowledged nothing for %.1fs while waiting for a CPU "
+            "(%s of the time); replacing it with one at normal priority (%d event(s) re-sent)",
+            since,
+            "unknown share" if share is None else f"{share:.0%}",
+            pending,
+        )
+        with contextlib.suppress(OSError):
+            proc.kill()
+
+    def _demote(self, proc: subprocess.Popen[bytes]) -> None:
+        """Back to idle priority: every thread of the relay (a lower priority needs no
+        privilege)."""
+        try:
+            for task in os.listdir(f"/proc/{proc.pid}/task"):
+                os.sched_setscheduler(int(task), os.SCHED_IDLE, os.sched_param(0))
+        except OSError as exc:
+            logger.warning("cannot return the relay to idle priority: %r", exc)
+            return
+        with self._cond:
+            if self._proc is proc:
+                self._relay_idle = True
+                self._spawn_idle = True
+        logger.info("the relay kept up for %.0fs; back to idle priority", self._demote_seconds)
 
     # ------------------------------------------------------------------ the reader
 
@@ -375,14 +498,19 @@ class RelayEmitter:
             self._cond.notify_all()
             if not self._wanted():
                 return
-            self._counts["restarts"] += 1
+            promoted, self._promoting = self._promoting, False
+            if not promoted:
+                self._counts["restarts"] += 1
             delay = min(_RESTART_MAX, _RESTART_FIRST * 2 ** min(self._counts["restarts"], 5))
-        logger.error(
-            "the relay exited (%s); restarting it in %.1fs and re-sending %d event(s)",
-            proc.returncode,
-            delay,
-            len(self._unacked),
-        )
+        if promoted:
+            delay = 0.0  # the watchdog's doing, already logged
+        else:
+            logger.error(
+                "the relay exited (%s); restarting it in %.1fs and re-sending %d event(s)",
+                proc.returncode,
+                delay,
+                len(self._unacked),
+            )
         time.sleep(delay)
         if not self._wanted():
             return
@@ -409,6 +537,7 @@ class RelayEmitter:
                 while self._unacked and next(iter(self._unacked)) <= upto:
                     self._unacked.popitem(last=False)
                     self._counts["acknowledged"] += 1
+                self._progress_at = time.monotonic()
                 self._flush()
             elif kind == "block" and isinstance(message[1], int) and isinstance(message[2], int):
                 self._blocks.append((message[1], message[2]))
@@ -418,6 +547,16 @@ class RelayEmitter:
             self._cond.notify_all()
 
 
+def _run_queue_ns(pid: int) -> int | None:
+    """How long the process's main thread has waited for a CPU (ns), or None where the
+    kernel does not say (``/proc/<pid>/schedstat``, CONFIG_SCHED_INFO)."""
+    try:
+        with open(f"/proc/{pid}/schedstat", "rb") as stat:
+            return int(stat.read().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 # ---------------------------------------------------------------------- the relay process
 
 
@@ -425,14 +564,19 @@ def main() -> None:  # pragma: no cover - runs in the child; tests/integration/t
     """``python -m producers.relay``: read frames on stdin, emit, acknowledge on stdout."""
     import asyncio
 
-    nice = int(os.environ.get(_NICE_ENV, "0"))
-    if nice > 0:
-        os.nice(nice)  # the host's own threads first when the cores are busy
     # The protocol gets its own copy of stdout; anything printed goes to stderr instead.
     protocol = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="relay %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    if os.environ.get(_IDLE_ENV) == "1":  # before any thread: they inherit the policy
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        except OSError as exc:
+            logger.warning("cannot run at idle priority: %r", exc)
+    nice = int(os.environ.get(_NICE_ENV, "0"))
+    if nice > 0:
+        os.nice(nice)  # the host's own threads first when the cores are busy
     asyncio.run(_relay(sys.stdin.buffer, protocol))
 
 

@@ -27,6 +27,7 @@ but the mapping it is given. Keys follow Orthanc's PascalCase style::
       "MaxBlockSeconds": 2.0, "StopTimeoutSeconds": 10.0,
       "GilSwitchIntervalSeconds": 0.0002,
       "Relay": true,               // send events through a relay process (see docs/orthanc.md)
+      "RelayIdle": true,           // the relay uses only CPU that nothing else wants
       "RelayNice": 10, "RelayPython": "/usr/bin/python3.11",
       "Enabled": true
     }
@@ -92,6 +93,9 @@ class PluginConfig:
     #: Emit through a relay process (``producers.relay``) that owns the Kafka client,
     #: validation and encoding, instead of in Orthanc's interpreter (``SyncEmitter``).
     relay: bool = True
+    #: Run the relay at idle CPU priority (``SCHED_IDLE``); a relay starved of CPU is
+    #: replaced by one at ``relay_nice`` until it keeps up (``producers.relay``).
+    relay_idle: bool = True
     relay_nice: int = 10
     #: The relay's interpreter (default: the system's python of Orthanc's version).
     relay_python: str | None = None
@@ -224,6 +228,7 @@ def parse_config(configuration: Mapping[str, object]) -> PluginConfig:
         stop_timeout_seconds=_number(section, "StopTimeoutSeconds", 10.0, low=0.001),
         gil_switch_seconds=_number(section, "GilSwitchIntervalSeconds", 0.0002, low=0.000001),
         relay=_bool(section, "Relay", True),
+        relay_idle=_bool(section, "RelayIdle", True),
         relay_nice=_int(section, "RelayNice", 10, low=0),
         relay_python=_str(section, "RelayPython"),
         enabled=_bool(section, "Enabled", True),

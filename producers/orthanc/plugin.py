@@ -248,6 +248,7 @@ def install(orthanc: Any) -> Plugin | None:
             python=config.relay_python,
             pythonpath=(_PACKAGE_ROOT, *config.python_path),
             nice=config.relay_nice,
+            idle=config.relay_idle,
         )
     else:
         emitter = SyncEmitter(

@@ -8,12 +8,14 @@ is byte-identical (a duplicate to the ledger, never a conflict).
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import sys
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -140,6 +142,58 @@ async def test_a_batch_larger_than_the_hand_off_bound_still_flows(
     await asyncio.to_thread(emitter.start)
     try:
         await asyncio.wait_for(asyncio.to_thread(produce), 60)
+    finally:
+        assert await asyncio.to_thread(emitter.stop, 60.0)
+    assert (emitter.counts["accepted"], emitter.counts["lost"]) == (len(events), 0)
+    ids = {str(e.event_id) for e in events}
+    received = await consume(stack.kafka_bootstrap, topics, ids, timeout=60)
+    assert {r.event_id for r in received} == ids
+
+
+async def test_a_relay_starved_at_idle_priority_is_promoted_then_demoted(
+    stack: Stack, tmp_path: Path
+) -> None:
+    # The relay runs SCHED_IDLE: it gets a core only when nothing else wants one. Busy
+    # loops at normal priority on every core starve it; the watchdog must replace it with
+    # a relay at normal priority, every event must still arrive, and once the cores are
+    # free the relay must go back to idle priority.
+    topics = await fresh_topics(stack.kafka_bootstrap, "relay-starved")
+    cfg = sync_config(stack.kafka_bootstrap, topics, "relay-starved", tmp_path / "spool")
+    events: list[AuditEvent] = list(Simulator(seed=616).events(300))
+    emitter = RelayEmitter(cfg, block_seconds=10.0, starved_seconds=0.5, demote_seconds=1.0)
+    await asyncio.to_thread(emitter.start)
+
+    def policy() -> int:
+        proc = emitter._proc
+        assert proc is not None
+        return os.sched_getscheduler(proc.pid)
+
+    async def until(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert time.monotonic() < deadline, what
+            await asyncio.sleep(0.05)
+
+    try:
+        assert policy() == os.SCHED_IDLE
+        assert emitter.health()["priority"] == "idle"
+        hogs = [
+            await asyncio.create_subprocess_exec(sys.executable, "-c", "while True: pass")
+            for _ in range(2 * (os.cpu_count() or 1))
+        ]
+        try:
+            for event in events:
+                await asyncio.to_thread(emitter.emit, event)
+            await until(lambda: emitter.counts["relay_promotions"] >= 1, "no promotion")
+            await until(lambda: emitter.counts["pending"] == 0, "the promoted relay is stuck")
+            assert policy() == os.SCHED_OTHER
+            assert emitter.health()["priority"] == "normal"
+        finally:
+            for hog in hogs:
+                hog.kill()
+                await hog.wait()
+        await until(lambda: policy() == os.SCHED_IDLE, "the relay stayed at normal priority")
+        assert emitter.health()["priority"] == "idle"
     finally:
         assert await asyncio.to_thread(emitter.stop, 60.0)
     assert (emitter.counts["accepted"], emitter.counts["lost"]) == (len(events), 0)

@@ -106,10 +106,13 @@ def test_config_defaults_and_users() -> None:
     assert cfg.user("dr.a") == UserInfo(role="radiologist", npi="1234567893")
     assert cfg.user("someone") == UserInfo(role="orthanc-user")
     assert cfg.emitter_config().producer_id == "o1"
-    # Events go through a relay process by default, niced below Orthanc's own threads.
-    assert (cfg.relay, cfg.relay_nice, cfg.relay_python) == (True, 10, None)
-    inline = parse_config(minimal(Relay=False, RelayNice=0, RelayPython="/opt/py/bin/python3"))
-    assert (inline.relay, inline.relay_nice, inline.relay_python) == (
+    # Events go through a relay process by default, at idle priority (niced when promoted).
+    assert (cfg.relay, cfg.relay_idle, cfg.relay_nice, cfg.relay_python) == (True, True, 10, None)
+    inline = parse_config(
+        minimal(Relay=False, RelayIdle=False, RelayNice=0, RelayPython="/opt/py/bin/python3")
+    )
+    assert (inline.relay, inline.relay_idle, inline.relay_nice, inline.relay_python) == (
+        False,
         False,
         0,
         "/opt/py/bin/python3",
@@ -127,6 +130,7 @@ def test_config_defaults_and_users() -> None:
         (minimal(FailClosed="yes"), "PhiLedger.FailClosed"),
         (minimal(Relay="no"), "PhiLedger.Relay"),
         (minimal(RelayNice=-5), "PhiLedger.RelayNice"),
+        (minimal(RelayIdle=1), "PhiLedger.RelayIdle"),
     ],
 )
 def test_config_errors_name_the_key(config: dict[str, Any], key: str) -> None:
