@@ -419,7 +419,9 @@ class RelayEmitter:
                 if not self._running or self._closing:
                     return
                 proc, idle = self._proc, self._relay_idle
-                waiting = bool(self._unacked)
+                # Frames wait, or the first relay has not even sent its numbers yet (a
+                # relay starting on busy cores must not fail the host's start()).
+                waiting = bool(self._unacked) or not self._blocks
                 since = time.monotonic() - self._progress_at
             if proc is None or proc.poll() is not None:
                 last = None
@@ -470,7 +472,7 @@ class RelayEmitter:
         try:
             for task in os.listdir(f"/proc/{proc.pid}/task"):
                 os.sched_setscheduler(int(task), os.SCHED_IDLE, os.sched_param(0))
-        except OSError as exc:
+        except (OSError, AttributeError) as exc:
             logger.warning("cannot return the relay to idle priority: %r", exc)
             return
         with self._cond:

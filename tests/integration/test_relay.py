@@ -200,3 +200,30 @@ async def test_a_relay_starved_at_idle_priority_is_promoted_then_demoted(
     ids = {str(e.event_id) for e in events}
     received = await consume(stack.kafka_bootstrap, topics, ids, timeout=60)
     assert {r.event_id for r in received} == ids
+
+
+async def test_a_relay_starting_on_busy_cores_is_promoted_and_starts(
+    stack: Stack, tmp_path: Path
+) -> None:
+    # Starting is waiting too: an idle-priority relay on saturated cores imports its
+    # modules at a crawl, and the plugin disables itself when start() times out; the
+    # watchdog must promote it rather than leave start() waiting.
+    topics = await fresh_topics(stack.kafka_bootstrap, "relay-busy-start")
+    cfg = sync_config(stack.kafka_bootstrap, topics, "relay-busy-start", tmp_path / "spool")
+    hogs = [
+        await asyncio.create_subprocess_exec(sys.executable, "-c", "while True: pass")
+        for _ in range(2 * (os.cpu_count() or 1))
+    ]
+    emitter = RelayEmitter(cfg, starved_seconds=0.5)
+    try:
+        await asyncio.to_thread(emitter.start, 30.0)
+        assert emitter.counts["relay_promotions"] >= 1
+        event = next(iter(Simulator(seed=717).events(1)))
+        await asyncio.to_thread(emitter.emit, event)
+    finally:
+        for hog in hogs:
+            hog.kill()
+            await hog.wait()
+        assert await asyncio.to_thread(emitter.stop, 60.0)
+    received = await consume(stack.kafka_bootstrap, topics, {str(event.event_id)})
+    assert [r.event_id for r in received] == [str(event.event_id)]
