@@ -3,9 +3,11 @@
 Invariant: Kafka offsets are authoritative only in PostgreSQL, where each batch's
 position commits in the same transaction as its leaves. On every partition
 assignment the consumer seeks to the stored position; Kafka's own commits are
-advisory. Every consumed record becomes exactly one of: a leaf, a counted
-duplicate, or a quarantine row with a specific reason; a bad record never
-blocks its partition.
+advisory. A batch is appended only under the writer claim it was read under:
+records read before a re-claim are read again from the stored position, never
+appended past it. Every consumed record becomes exactly one of: a leaf, a
+counted duplicate, or a quarantine row with a specific reason; a bad record
+never blocks its partition.
 """
 
 from __future__ import annotations
@@ -82,7 +84,16 @@ class ConsumerConfig:
     group_instance_id: str | None = None
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Polled:
+    """One partition's batch of one poll, and the writer epoch it was read under."""
+
+    tp: TopicPartition
+    epoch: int | None
+    items: list[BatchItem]
+
+
+@dataclass
 class ConsumerStats:
     appended: int = 0
     duplicates: int = 0
@@ -90,8 +101,8 @@ class ConsumerStats:
     skipped: int = 0
     batches: int = 0
     fenced: int = 0
-    #: Records dropped because their partition was not claimed by this writer when the
-    #: batch was due (fetched during a rebalance); they are re-read from the stored position.
+    #: Records dropped because the claim they were read under is not this writer's any
+    #: more (read around a rebalance); they are re-read from the stored position.
     unclaimed: int = 0
     last_append: datetime | None = None
     by_reason: dict[str, int] = field(default_factory=dict)
@@ -265,7 +276,10 @@ class _SeekToStored(ConsumerRebalanceListener):  # type: ignore[misc]
         delay = 0.5
         while True:
             try:
-                await self._owner._seek_assigned(assigned)
+                # No append while the partitions are claimed and positioned (an append's
+                # back-pressure resume must not un-pause a partition not yet positioned).
+                async with self._owner._batch_lock:
+                    await self._owner._seek_assigned(assigned)
                 return
             except UnavailableError as exc:
                 # Without the stored position and a writer claim we must not consume: wait
@@ -392,7 +406,7 @@ class LedgerConsumer:
         own transaction, so a batch classified before a rebalance is either still ours
         to append or is fenced/skipped there.
         """
-        handover: asyncio.Queue[list[tuple[TopicPartition, list[BatchItem]]]] = asyncio.Queue(1)
+        handover: asyncio.Queue[list[_Polled]] = asyncio.Queue(1)
         fetcher = asyncio.create_task(self._fetch_loop(handover), name="ledger-fetch")
         try:
             while not self._stopping.is_set():
@@ -405,46 +419,57 @@ class LedgerConsumer:
                     await self._sweep_checkpoints()
                     continue
                 async with self._batch_lock:
-                    await asyncio.gather(
-                        *(self._append_partition(consumer, tp, items) for tp, items in polled)
-                    )
+                    await asyncio.gather(*(self._append_partition(consumer, p) for p in polled))
                 await self._sweep_checkpoints()
         finally:
             fetcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await fetcher  # re-raises what ended the fetcher, if it failed
 
-    async def _fetch_loop(
-        self, handover: asyncio.Queue[list[tuple[TopicPartition, list[BatchItem]]]]
-    ) -> None:
-        skew = timedelta(seconds=self._config.max_clock_skew_seconds)
+    async def _fetch_loop(self, handover: asyncio.Queue[list[_Polled]]) -> None:
         while not self._stopping.is_set():
-            consumer = self._consumer
-            if consumer is None:
+            if self._consumer is None:
                 return
-            try:
-                batches = await consumer.getmany(
-                    timeout_ms=self._config.poll_timeout_ms, max_records=self._config.max_batch
-                )
-            except KafkaError as exc:
-                logger.warning("Kafka poll failed (%s); retrying", type(exc).__name__)
-                await asyncio.sleep(1.0)
-                continue
-            if not batches:
-                continue
-            now = utc_now()
-            polled = [
-                (
-                    tp,
-                    [
-                        classify(_kafka_record(m), self._codec, now=now, max_clock_skew=skew)
-                        for m in messages
-                    ],
-                )
-                for tp, messages in batches.items()
-                if messages
-            ]
-            await handover.put(polled)
+            polled = await self._poll()
+            if polled:
+                await handover.put(polled)
+
+    async def _poll(self) -> list[_Polled]:
+        """One poll, classified, each partition's batch with the claim it was read under.
+
+        The claim is taken as ``getmany`` returns, with no ``await`` in between: a batch
+        read before a rebalance carries the epoch of the claim it was read under, and is
+        appended only if that claim is still this writer's (``_append_partition``).
+        After a re-claim the partition was sought to the stored position, so such a batch
+        is re-read from there; appending it under the new claim could skip the records
+        between the stored position and the batch, for good.
+        """
+        consumer = self._consumer
+        if consumer is None:
+            return []
+        try:
+            batches = await consumer.getmany(
+                timeout_ms=self._config.poll_timeout_ms, max_records=self._config.max_batch
+            )
+        except KafkaError as exc:
+            logger.warning("Kafka poll failed (%s); retrying", type(exc).__name__)
+            await asyncio.sleep(1.0)
+            return []
+        claims = {tp: self._epochs.get(tp) for tp in batches}
+        now = utc_now()
+        skew = timedelta(seconds=self._config.max_clock_skew_seconds)
+        return [
+            _Polled(
+                tp=tp,
+                epoch=claims[tp],
+                items=[
+                    classify(_kafka_record(m), self._codec, now=now, max_clock_skew=skew)
+                    for m in messages
+                ],
+            )
+            for tp, messages in batches.items()
+            if messages
+        ]
 
     async def _sweep_checkpoints(self) -> None:
         """Time-based cadence: sign logs whose unsigned leaves have waited long enough."""
@@ -459,20 +484,17 @@ class LedgerConsumer:
         except LedgerError as exc:
             logger.warning("checkpoint sweep failed: %s", exc)
 
-    async def _append_partition(
-        self,
-        consumer: AIOKafkaConsumer,
-        tp: TopicPartition,
-        items: Sequence[BatchItem],
-    ) -> None:
+    async def _append_partition(self, consumer: AIOKafkaConsumer, polled: _Polled) -> None:
+        tp, items = polled.tp, polled.items
         result = None
         delay = 0.5
         paused: set[TopicPartition] = set()
         while result is None:
             epoch = self._epochs.get(tp)
-            if epoch is None:
-                # Not (or no longer) claimed by this writer: what was fetched before the
-                # claim is re-read from the stored position once the claim is made.
+            if epoch is None or epoch != polled.epoch:
+                # Not claimed by this writer when read, or claimed again since (a
+                # rebalance): the partition was sought to the stored position at the
+                # claim, so these records are read again from there.
                 self.stats.unclaimed += len(items)
                 return
             try:
