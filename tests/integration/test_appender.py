@@ -205,8 +205,14 @@ async def test_bad_records_are_quarantined_with_reason_and_do_not_block(
     ],
 )
 async def test_ledger_tables_are_append_only_even_for_the_owner(
-    owner_conn: asyncpg.Connection, statement: str
+    appender: PostgresAppender, owner_conn: asyncpg.Connection, statement: str
 ) -> None:
+    # Rows to refuse to change, whatever ran before: the guards are row triggers (TRUNCATE
+    # a statement trigger), and a DELETE from an empty table touches no row.
+    topic = f"append-only-{uuid.uuid4().hex[:8]}"
+    values = [*encoded(7, 2), b"\x00 not an avro message"]
+    items = [classify(r, CODEC) for r in records(topic, values)]
+    assert (await appender.append(topic=topic, partition=0, items=items)).quarantined == 1
     with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
         await owner_conn.execute(statement)
 
