@@ -1,6 +1,7 @@
 """The ATNA receiver end to end: `ledger atna serve` as a real process with the
-real durable emitter, syslog over TLS (a Python ssl client: util-linux `logger` cannot do
-TLS) and over UDP (util-linux `logger`, a real RFC 5424 client), Kafka, `ledger consume`,
+real durable emitter, syslog over TLS (a Python ssl client, and Debian's rsyslog relaying
+what util-linux `logger` gives it, as a PACS host's syslog daemon would) and over UDP
+(util-linux `logger`, a real RFC 5424 client), Kafka, `ledger consume`,
 PostgreSQL and `ledger serve`: the events come back through the API under ids derived
 from the messages, a re-sent message is an idempotent duplicate, logins, logouts and
 emergency overrides are security events in the user's history, and malformed or
@@ -188,6 +189,96 @@ async def test_udp_from_util_linux_logger(
     assert status == 200
     assert body["event"]["patient"] == {"id": "GE1118", "issuer": "DCM4CHEE.ISSUER", "state": None}
     assert body["event"]["details"]["audit_source_id"] == "dcm4chee-arc"
+
+
+RSYSLOGD = Path("/usr/sbin/rsyslogd")
+
+
+def ensure_rsyslog() -> None:
+    """Debian's rsyslog and rsyslog-gnutls (installed with apt when missing), else skip."""
+    if RSYSLOGD.exists() and list(Path("/usr/lib").glob("*/rsyslog/lmnsd_gtls.so")):
+        return
+    proc = subprocess.run(
+        ["bash", str(ROOT / "deploy/local/rsyslog.sh"), "install"],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    if proc.returncode != 0 or not RSYSLOGD.exists():
+        pytest.skip(
+            "Debian's rsyslog and rsyslog-gnutls could not be installed with apt here: "
+            + (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+        )
+
+
+RSYSLOG_CONF = """\
+global(workDirectory="{work}" maxMessageSize="64k" defaultNetstreamDriverCAFile="{ca}")
+module(load="imtcp")
+input(type="imtcp" address="127.0.0.1" port="{inbound}")
+action(type="omfwd" target="127.0.0.1" port="{tls_port}" protocol="tcp"
+       StreamDriver="gtls" StreamDriverMode="1" StreamDriverAuthMode="x509/name"
+       StreamDriverPermittedPeers="localhost" TCP_Framing="octet-counted"
+       template="RSYSLOG_SyslogProtocol23Format")
+"""
+
+
+@pytest.fixture
+def rsyslog(atna: Atna, tmp_path: Path) -> Iterator[int]:
+    """An rsyslogd of this test's own that relays over TLS to the receiver; its port."""
+    ensure_rsyslog()
+    inbound = free_port()
+    (tmp_path / "work").mkdir()
+    conf = tmp_path / "rsyslog.conf"
+    conf.write_text(RSYSLOG_CONF.format(
+        work=tmp_path / "work", ca=atna.cert, inbound=inbound, tls_port=atna.tls_port,
+    ))  # fmt: skip
+    log = tmp_path / "rsyslogd.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [str(RSYSLOGD), "-n", "-f", str(conf), "-i", str(tmp_path / "rsyslogd.pid")],
+            stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", inbound), timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"rsyslogd did not start:\n{log.read_text(errors='replace')}")
+                time.sleep(0.1)
+        yield inbound
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.skipif(shutil.which("logger") is None, reason="util-linux logger is not installed")
+async def test_tls_from_rsyslog_relaying_a_pacs_hosts_messages(
+    pipeline: Pipeline, atna: Atna, http: aiohttp.ClientSession, rsyslog: int
+) -> None:
+    # A third-party RFC 5425 sender: rsyslog's GnuTLS driver, checking our certificate,
+    # octet-counted framing, its own RFC 5424 formatting of what util-linux logger gave it.
+    names = ["dcm4chee-export.xml", "user-login.xml", "query.xml"]
+    one_lines = [b" ".join((CORPUS / n).read_bytes().split()) for n in names]
+    expected = [e for line in one_lines for e in events_from_dicom(line)]
+    for line in one_lines:
+        await asyncio.to_thread(
+            subprocess.run,
+            ["logger", "--rfc5424=notq", "--tcp", "--octet-count", "--server", "127.0.0.1",
+             "--port", str(rsyslog), "--msgid", "IHE+RFC-3881", "--size", "65000",
+             "--tag", "dcm4chee-arc", line.decode()],
+            check=True,
+        )  # fmt: skip
+    await wait_for_events(http, pipeline, [str(e.event_id) for e in expected])
+    for event in expected:
+        status, body = await get_json(http, f"{pipeline.api_url}/v1/events/{event.event_id}")
+        assert status == 200
+        assert body["event"]["producer_id"] == atna.producer_id
+        assert body["event"]["actor"]["user_id"] == event.actor.user_id
 
 
 #: Security messages sent by the login test, in the order they happened.
