@@ -25,7 +25,8 @@ Invariants:
   audit trail: a watchdog thread sees a relay whose frames wait unacknowledged for more
   than ``starved_seconds`` while it waits for a CPU (``/proc/<pid>/schedstat``), and
   replaces it with one at normal priority (``nice``), which goes back to idle once it
-  has kept up for ``demote_seconds``. Unprivileged processes may lower a priority,
+  has kept up for ``demote_seconds`` (doubled, up to 30 minutes, each time it starves
+  again soon after: ``PriorityPolicy``). Unprivileged processes may lower a priority,
   never raise it: hence a new process rather than a policy change.
 * ``stop`` closes the pipe; the relay emits what it has, stops its ``Emitter`` (which
   flushes or spools) and exits. Frames still unacknowledged after ``timeout`` are
@@ -62,7 +63,7 @@ from producers.events import AuditEvent, schema_name, to_record
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RelayEmitter", "main"]
+__all__ = ["PriorityPolicy", "RelayEmitter", "main"]
 
 _LEN: Final = struct.Struct(">I")
 _NICE_ENV: Final = "PHI_LEDGER_RELAY_NICE"
@@ -138,6 +139,67 @@ def default_python() -> str:
     if name.startswith("python"):
         return sys.executable
     return f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
+
+
+class PriorityPolicy:
+    """When to promote an idle relay, and when to let a promoted one go back to idle.
+
+    Pure: ``decide`` gets what the watchdog observed and says ``"promote"``,
+    ``"demote"`` or ``None``. An idle relay is promoted when frames have waited
+    unacknowledged for more than ``starved_seconds`` and it spent at least half of the
+    last look on the run queue (without schedstat, waiting is taken as starving). A
+    promoted relay is demoted once it has kept up (nothing waiting, or acknowledged
+    within the last look) for ``demote_seconds``. A relay starved again soon after a
+    demotion (within ten of those waits) doubles the wait, up to ``MAX_DEMOTE_SECONDS``:
+    on a host busy for hours the relay is not replaced every half minute.
+    """
+
+    MAX_DEMOTE_SECONDS: Final = 1800.0
+
+    def __init__(self, *, starved_seconds: float, demote_seconds: float) -> None:
+        self._starved_seconds = starved_seconds
+        self._base_demote = demote_seconds
+        self.demote_seconds = demote_seconds
+        self._kept_up_since: float | None = None
+        self._demoted_at: float | None = None
+
+    def decide(
+        self,
+        *,
+        now: float,
+        idle: bool,
+        waiting: bool,
+        stalled_for: float,
+        run_queue_share: float | None,
+        schedstat: bool,
+    ) -> str | None:
+        if idle:
+            self._kept_up_since = None
+            if run_queue_share is not None:
+                starving = run_queue_share >= _STARVED_SHARE
+            else:
+                starving = not schedstat
+            if not (waiting and stalled_for > self._starved_seconds and starving):
+                return None
+            recently = (
+                self._demoted_at is not None and now - self._demoted_at < 10 * self.demote_seconds
+            )
+            self.demote_seconds = (
+                min(self.demote_seconds * 2, self.MAX_DEMOTE_SECONDS)
+                if recently
+                else self._base_demote
+            )
+            return "promote"
+        if waiting and stalled_for >= _WATCH_EVERY:
+            self._kept_up_since = None
+            return None
+        if self._kept_up_since is None:
+            self._kept_up_since = now
+        if now - self._kept_up_since < self.demote_seconds:
+            return None
+        self._kept_up_since = None
+        self._demoted_at = now
+        return "demote"
 
 
 class RelayEmitter:
@@ -411,9 +473,11 @@ class RelayEmitter:
     # ------------------------------------------------------------------ the watchdog
 
     def _watch(self) -> None:
-        """Promote a starving idle relay; demote a promoted one that keeps up."""
+        """Feed the priority policy what it needs four times a second; act on its word."""
+        policy = PriorityPolicy(
+            starved_seconds=self._starved_seconds, demote_seconds=self._demote_seconds
+        )
         last: tuple[int, float, int] | None = None  # (pid, wall, run-queue ns)
-        kept_up_since: float | None = None
         while not self._watch_stop.wait(_WATCH_EVERY):
             with self._cond:
                 if not self._running or self._closing:
@@ -432,20 +496,19 @@ class RelayEmitter:
             if last is not None and last[0] == proc.pid and queued is not None:
                 share = (queued - last[2]) / 1e9 / max(now - last[1], 1e-3)
             last = None if queued is None else (proc.pid, now, queued)
-            if idle:
-                kept_up_since = None
-                # Without schedstat (queued is None), frames that wait are taken as starving.
-                starving = share >= _STARVED_SHARE if share is not None else queued is None
-                if waiting and since > self._starved_seconds and starving:
-                    self._promote(proc, since, share)
-                    last = None
-            elif not waiting or since < _WATCH_EVERY:
-                kept_up_since = kept_up_since or now
-                if now - kept_up_since >= self._demote_seconds:
-                    self._demote(proc)
-                    kept_up_since = None
-            else:
-                kept_up_since = None
+            verdict = policy.decide(
+                now=now,
+                idle=idle,
+                waiting=waiting,
+                stalled_for=since,
+                run_queue_share=share,
+                schedstat=queued is not None,
+            )
+            if verdict == "promote":
+                self._promote(proc, since, share)
+                last = None
+            elif verdict == "demote":
+                self._demote(proc, policy.demote_seconds)
 
     def _promote(self, proc: subprocess.Popen[bytes], since: float, share: float | None) -> None:
         """Replace a starving idle relay with one at normal priority."""
@@ -466,7 +529,7 @@ class RelayEmitter:
         with contextlib.suppress(OSError):
             proc.kill()
 
-    def _demote(self, proc: subprocess.Popen[bytes]) -> None:
+    def _demote(self, proc: subprocess.Popen[bytes], kept_up: float) -> None:
         """Back to idle priority: every thread of the relay (a lower priority needs no
         privilege)."""
         try:
@@ -479,7 +542,7 @@ class RelayEmitter:
             if self._proc is proc:
                 self._relay_idle = True
                 self._spawn_idle = True
-        logger.info("the relay kept up for %.0fs; back to idle priority", self._demote_seconds)
+        logger.info("the relay kept up for %.0fs; back to idle priority", kept_up)
 
     # ------------------------------------------------------------------ the reader
 
