@@ -55,7 +55,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import IO, Final
+from typing import IO, Final, Literal
 
 from producers.emitter import EmitterConfig
 from producers.errors import EmitterPushbackError, EmitterUnavailableError
@@ -100,8 +100,13 @@ def _read_message(stream: IO[bytes]) -> tuple[object, ...] | None:
     data = stream.read(size)
     if len(data) < size:
         return None
+    return _decode(data)
+
+
+def _decode(data: bytes | bytearray) -> tuple[object, ...] | None:
+    """A frame's message, or None if it is no (non-empty) tuple."""
     message = pickle.loads(data)  # noqa: S301 - our own child process, over our own pipe
-    return message if isinstance(message, tuple) else None
+    return message if isinstance(message, tuple) and message else None
 
 
 class _Frames:
@@ -123,8 +128,8 @@ class _Frames:
             end = at + _LEN.size + size
             if end > len(buffer):
                 break
-            message = pickle.loads(buffer[at + _LEN.size : end])  # noqa: S301 - see above
-            if not isinstance(message, tuple) or not message:
+            message = _decode(buffer[at + _LEN.size : end])
+            if message is None:
                 raise SystemExit("relay: malformed frame")
             messages.append(message)
             at = end
@@ -139,6 +144,9 @@ def default_python() -> str:
     if name.startswith("python"):
         return sys.executable
     return f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
+
+
+Verdict = Literal["promote", "demote"]
 
 
 class PriorityPolicy:
@@ -172,7 +180,7 @@ class PriorityPolicy:
         stalled_for: float,
         run_queue_share: float | None,
         schedstat: bool,
-    ) -> str | None:
+    ) -> Verdict | None:
         if idle:
             self._kept_up_since = None
             if run_queue_share is not None:
@@ -227,9 +235,9 @@ class RelayEmitter:
         #: Where the relay finds ``producers`` and its dependencies besides its own
         #: site-packages (default: the directory holding this package).
         self._pythonpath = tuple(pythonpath or (str(Path(__file__).resolve().parents[1]),))
-        #: Added to the relay's nice value: under CPU contention the host's threads (a
-        #: PACS answering requests) go first; the relay uses what they leave, and
-        #: ``max_pending`` absorbs bursts.
+        #: The nice value of a relay not at idle priority (``idle=False``, or promoted):
+        #: under CPU contention the host's threads go first, and ``max_pending`` absorbs
+        #: bursts.
         self._nice = nice
         #: Run the relay at idle priority (see the module docstring), promoting a relay
         #: whose oldest unacknowledged frame waits ``starved_seconds`` while it waits for
@@ -478,6 +486,9 @@ class RelayEmitter:
             starved_seconds=self._starved_seconds, demote_seconds=self._demote_seconds
         )
         last: tuple[int, float, int] | None = None  # (pid, wall, run-queue ns)
+        # Whether this kernel reports run-queue waits at all (asked once: a relay's own file
+        # can be unreadable for a moment, while it starts or ends, and that is no answer).
+        schedstat = _run_queue_ns(os.getpid()) is not None
         while not self._watch_stop.wait(_WATCH_EVERY):
             with self._cond:
                 if not self._running or self._closing:
@@ -502,7 +513,7 @@ class RelayEmitter:
                 waiting=waiting,
                 stalled_for=since,
                 run_queue_share=share,
-                schedstat=queued is not None,
+                schedstat=schedstat,
             )
             if verdict == "promote":
                 self._promote(proc, since, share)
@@ -637,7 +648,7 @@ def main() -> None:  # pragma: no cover - runs in the child; tests/integration/t
     if os.environ.get(_IDLE_ENV) == "1":  # before any thread: they inherit the policy
         try:
             os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-        except OSError as exc:
+        except (OSError, AttributeError) as exc:  # AttributeError: not Linux
             logger.warning("cannot run at idle priority: %r", exc)
     nice = int(os.environ.get(_NICE_ENV, "0"))
     if nice > 0:
