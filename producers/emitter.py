@@ -67,7 +67,7 @@ from producers.errors import (
     ProducerError,
     SpoolError,
 )
-from producers.events import AuditEvent, CriticalResultRelay, check_producer_id
+from producers.events import AuditEvent, check_producer_id
 from producers.spool import (
     DEFAULT_MAX_BYTES,
     DEFAULT_SEGMENT_BYTES,
@@ -486,13 +486,6 @@ class Emitter:
 
     # ------------------------------------------------------------------ emitting
 
-    def topic_for(self, event: AuditEvent) -> str:
-        # Reads of the ledger itself (AuditLogUsed) and security events (SecurityEvent:
-        # logins, emergency overrides) belong to the access history too: same topic.
-        if isinstance(event, CriticalResultRelay):
-            return self._config.relay_topic
-        return self._config.access_topic
-
     def _entry(self, prepared: PreparedEvent) -> tuple[SpoolEntry, int, bool]:
         """The message of a prepared event, stamped with its own stamp or this producer's
         next number; ``stamping`` tells which (only a new number is given back on refusal)."""
@@ -514,6 +507,8 @@ class Emitter:
             # Only an accepted event keeps its number (see _submit), so numbers are only
             # skipped by a crash (at most one reserved block) or a lost event.
             self._next_seq += 1
+        # Reads of the ledger itself (AuditLogUsed) and security events (logins, emergency
+        # overrides) belong to the access history too: only relays have their own topic.
         entry = SpoolEntry(
             topic=self._config.relay_topic if prepared.relay else self._config.access_topic,
             key=prepared.key,
@@ -621,8 +616,7 @@ class Emitter:
         Kafka or fsynced in the spool (what a relay may acknowledge to its host; ``emit``
         returns earlier, when aiokafka holds the event in memory)."""
         durable: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        prepared = self._codec.prepare(event)
-        await self._submit(prepared, None, durable)
+        await self._submit(event, None, durable)
         return durable
 
     def _made_durable(self, value: bytes) -> None:

@@ -12,7 +12,6 @@ typed as ``Any``: this module is type-checked and importable without it.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import sys
@@ -23,8 +22,7 @@ from pathlib import Path
 from typing import Any, Final, Protocol
 
 from producers.emitter import EmitterHealth
-from producers.events import AuditEvent
-from producers.orthanc.audit import Auditor
+from producers.orthanc.audit import Auditor, Sink
 from producers.orthanc.config import ConfigError, PluginConfig, parse_config
 from producers.orthanc.routes import Level
 from producers.relay import BLOCK, RelayEmitter
@@ -79,16 +77,13 @@ class OrthancLogHandler(logging.Handler):
             self.handleError(record)
 
 
-class HostEmitter(Protocol):
-    """What the plugin emits through: ``RelayEmitter`` (default) or ``SyncEmitter``."""
+class HostEmitter(Sink, Protocol):
+    """What the plugin emits through: ``RelayEmitter`` (default) or ``SyncEmitter``; the
+    auditor's ``Sink``, and what the plugin starts, stops and reports."""
 
     def start(self, timeout: float = ...) -> None: ...
 
     def stop(self, timeout: float = ...) -> bool: ...
-
-    def emit(self, event: AuditEvent) -> None: ...
-
-    def batch(self) -> contextlib.AbstractContextManager[None]: ...
 
     def health(self) -> EmitterHealth | dict[str, object]: ...
 
