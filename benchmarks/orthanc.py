@@ -187,8 +187,7 @@ def make_study(count: int) -> list[bytes]:
 
 def _cpu_seconds(server: Server) -> float:
     """User + system CPU time of the server's process so far."""
-    fields = Path(f"/proc/{server.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return _pid_cpu_seconds(server.proc.pid)
 
 
 def _pid_cpu_seconds(pid: int) -> float:

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +29,22 @@ LEDGER = str(Path(sys.executable).with_name("ledger"))
 #: Seeds here are far from the small seeds of the unit and integration tests, because
 #: event ids are unique across the whole ledger (a reused id is a duplicate or conflict).
 E2E_SEED = 2_026_000
+
+
+def install_or_skip(script: str, what: str, present: Callable[[], bool]) -> None:
+    """Install Debian packages with ``deploy/local/<script> install`` unless ``present()``;
+    skip the test when apt cannot (no network, not Debian)."""
+    if present():
+        return
+    proc = subprocess.run(
+        ["bash", str(ROOT / "deploy" / "local" / script), "install"],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    if proc.returncode != 0 or not present():
+        pytest.skip(
+            f"{what} could not be installed with apt here: "
+            + (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+        )
 
 
 def free_port() -> int:

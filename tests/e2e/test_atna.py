@@ -29,7 +29,14 @@ import pytest
 from producers.atna.dicom_audit import events_from_dicom
 from producers.atna.rfc5424 import format_syslog, frame_octet_counted
 from producers.events import SecurityEvent
-from tests.e2e.conftest import LEDGER, Pipeline, free_port, get_json, wait_for_events
+from tests.e2e.conftest import (
+    LEDGER,
+    Pipeline,
+    free_port,
+    get_json,
+    install_or_skip,
+    wait_for_events,
+)
 from tests.support import ROOT
 
 pytestmark = pytest.mark.e2e
@@ -195,18 +202,11 @@ RSYSLOGD = Path("/usr/sbin/rsyslogd")
 
 
 def ensure_rsyslog() -> None:
-    """Debian's rsyslog and rsyslog-gnutls (installed with apt when missing), else skip."""
-    if RSYSLOGD.exists() and list(Path("/usr/lib").glob("*/rsyslog/lmnsd_gtls.so")):
-        return
-    proc = subprocess.run(
-        ["bash", str(ROOT / "deploy/local/rsyslog.sh"), "install"],
-        capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
-    if proc.returncode != 0 or not RSYSLOGD.exists():
-        pytest.skip(
-            "Debian's rsyslog and rsyslog-gnutls could not be installed with apt here: "
-            + (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-        )
+    install_or_skip(
+        "rsyslog.sh",
+        "Debian's rsyslog and rsyslog-gnutls",
+        lambda: RSYSLOGD.exists() and bool(list(Path("/usr/lib").glob("*/rsyslog/lmnsd_gtls.so"))),
+    )
 
 
 RSYSLOG_CONF = """\

@@ -34,7 +34,7 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
-from tests.e2e.conftest import Pipeline, free_port, wait_for_events
+from tests.e2e.conftest import Pipeline, free_port, install_or_skip, wait_for_events
 from tests.support import ROOT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
@@ -46,20 +46,11 @@ ROLES = {"dr.alice": "radiologist", "dr.bob": "radiologist", "tech.carol": "tech
 
 
 def ensure_orthanc() -> None:
-    if ORTHANC.exists() and PYTHON_PLUGIN.exists():
-        return
-    proc = subprocess.run(
-        ["bash", str(ROOT / "deploy/local/orthanc.sh"), "install"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+    install_or_skip(
+        "orthanc.sh",
+        "Debian's orthanc and orthanc-python",
+        lambda: ORTHANC.exists() and PYTHON_PLUGIN.exists(),
     )
-    if proc.returncode != 0 or not (ORTHANC.exists() and PYTHON_PLUGIN.exists()):
-        pytest.skip(
-            "Debian's orthanc and orthanc-python could not be installed with apt here: "
-            + (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-        )
 
 
 def plugin_python_path() -> str:

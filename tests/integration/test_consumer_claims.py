@@ -22,6 +22,7 @@ from ledger.ingest import AppendResult, BatchItem
 from ledger.pg.appender import PostgresAppender
 from ledgerctl.infra import ensure_topics
 from producers.codec import Codec
+from producers.events import AuditEvent, CriticalResultRelay, event_key
 from producers.simulator import Simulator
 from tests.support import Stack
 
@@ -46,20 +47,28 @@ class RecordingAppender(PostgresAppender):
         return await super().append(topic=topic, partition=partition, items=items, epoch=epoch)
 
 
-async def test_every_append_is_claimed_and_nothing_is_read_twice(stack: Stack) -> None:
-    topics = stack.topics("claims")
-    await ensure_topics(stack.kafka_bootstrap, topics, 4)
+async def publish(
+    stack: Stack, topics: tuple[str, str], events: Sequence[AuditEvent], producer_id: str
+) -> None:
+    """Stamp (0, 1, ...) and send the events straight to their topics, keyed by patient."""
     codec = Codec()
     producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap, linger_ms=20)
     await producer.start()
     try:
-        for i, event in enumerate(Simulator(seed=77).events(EVENTS)):
-            event = event.stamped(producer_id="claims", producer_seq=i)
-            topic = topics[0] if type(event).__name__ == "PhiAccessEvent" else topics[1]
-            await producer.send(topic, codec.encode(event), key=event.patient.key.encode())
+        for i, event in enumerate(events):
+            event = event.stamped(producer_id=producer_id, producer_seq=i)
+            topic = topics[1] if isinstance(event, CriticalResultRelay) else topics[0]
+            await producer.send(topic, codec.encode(event), key=event_key(event).encode())
         await producer.flush()
     finally:
         await producer.stop()
+
+
+async def test_every_append_is_claimed_and_nothing_is_read_twice(stack: Stack) -> None:
+    topics = stack.topics("claims")
+    await ensure_topics(stack.kafka_bootstrap, topics, 4)
+    codec = Codec()
+    await publish(stack, topics, list(Simulator(seed=77).events(EVENTS)), "claims")
 
     appender = RecordingAppender(dsn=stack.appender_url, ledger_name="test.ledger.local")
     config = ConsumerConfig(

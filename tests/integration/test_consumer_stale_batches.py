@@ -16,7 +16,6 @@ import asyncio
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from consumers.consumer import ConsumerConfig, LedgerConsumer
 from ledger.pg.appender import PostgresAppender
@@ -24,6 +23,7 @@ from ledgerctl.infra import ensure_topics
 from producers.codec import Codec
 from producers.events import PhiAccessEvent
 from producers.simulator import Simulator
+from tests.integration.test_consumer_claims import publish
 from tests.support import Stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -36,15 +36,7 @@ async def test_a_poll_read_before_a_re_claim_is_read_again_not_appended(stack: S
     await ensure_topics(stack.kafka_bootstrap, topics, 1)
     codec = Codec()
     events = [e for e in Simulator(seed=88).events(EVENTS) if isinstance(e, PhiAccessEvent)]
-    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap, linger_ms=20)
-    await producer.start()
-    try:
-        for i, event in enumerate(events):
-            event = event.stamped(producer_id="stale", producer_seq=i)
-            await producer.send(topics[0], codec.encode(event), key=event.patient.key.encode())
-        await producer.flush()
-    finally:
-        await producer.stop()
+    await publish(stack, topics, events, "stale")
 
     appender = PostgresAppender(dsn=stack.appender_url, ledger_name="test.ledger.local")
     config = ConsumerConfig(
