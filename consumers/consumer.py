@@ -19,7 +19,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -41,6 +41,14 @@ from ledger.ingest import (
     WriterSchemaInfo,
 )
 from ledger.leaf import MAX_LEAF_BYTES, KafkaRecord, encode_leaf, leaf_overhead
+from ledger.producerauth import (
+    ENVELOPE_HEADER,
+    AuthFailure,
+    ProducerAuthenticator,
+    ProducerKeySource,
+    check_producer,
+    envelope_key_id,
+)
 from producers.codec import Codec
 from producers.errors import DecodeError
 from producers.events import (
@@ -82,6 +90,13 @@ class ConsumerConfig:
     #: Static group membership (KIP-345): a restarted consumer with the same instance id
     #: gets its partitions back at once instead of after the session timeout.
     group_instance_id: str | None = None
+    #: Producer authentication (docs/producer-auth.md). Off ONLY for the side-by-side
+    #: benchmark (benchmarks/producer_auth.py); never turn it off in a deployment.
+    authenticate_producers: bool = True
+    #: How often the producer key registry is re-read (a revocation takes effect within
+    #: this); an unknown key id triggers a re-read at most every ``..._min_seconds``.
+    producer_keys_refresh_seconds: float = 30.0
+    producer_keys_refresh_min_seconds: float = 1.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -225,8 +240,16 @@ def classify(
     *,
     now: datetime | None = None,
     max_clock_skew: timedelta = DEFAULT_SKEW,
+    auth: ProducerAuthenticator | None = None,
+    envelope: bytes | None = None,
 ) -> BatchItem:
-    """Turn one Kafka record into an ``Accepted`` leaf or a ``Rejected`` quarantine entry."""
+    """Turn one Kafka record into an ``Accepted`` leaf or a ``Rejected`` quarantine entry.
+
+    With ``auth`` (the consumer always passes one unless a benchmark switched producer
+    authentication off) the record is authenticated before it is decoded: a record that
+    is not from a registered, unrevoked key, or whose event names another producer than
+    the key's, is rejected with an alert and never reaches the ledger.
+    """
     if not record.value:
         return Rejected(record=record, reason=REASON_EMPTY, detail="record has no value")
     size = leaf_overhead(record.topic, record.key) + len(record.value)
@@ -236,15 +259,40 @@ def classify(
             reason=REASON_OVERSIZE,
             detail=f"record would make a {size}-byte leaf; a leaf holds at most {MAX_LEAF_BYTES}",
         )
+    key = None
+    if auth is not None:
+        try:
+            key = auth.authenticate(topic=record.topic, value=record.value, envelope=envelope)
+        except AuthFailure as exc:
+            return Rejected(record=record, reason=exc.reason, detail=exc.detail, alert=True)
     try:
         schema, fields = codec.decode_valid(record.value, now=now, max_future_skew=max_clock_skew)
     except DecodeError as exc:
         return Rejected(record=record, reason=exc.reason, detail=str(exc))
+    if key is not None:
+        try:
+            check_producer(key, cast(str, fields["producer_id"]))
+        except AuthFailure as exc:
+            return Rejected(record=record, reason=exc.reason, detail=exc.detail, alert=True)
     try:
         leaf = encode_leaf(record)
     except MalformedInputError as exc:
         return Rejected(record=record, reason=REASON_OVERSIZE, detail=str(exc))
-    return Accepted(record=record, leaf=leaf, index=index_fields(schema.full_name, fields))
+    return Accepted(
+        record=record,
+        leaf=leaf,
+        index=index_fields(schema.full_name, fields),
+        envelope=None if key is None else envelope,
+        key_id=None if key is None else key.key_id,
+    )
+
+
+def envelope_of(msg: ConsumerRecord[bytes, bytes]) -> bytes | None:
+    """The producer-authentication header of a record (the first, if several)."""
+    for name, value in msg.headers or ():
+        if name == ENVELOPE_HEADER:
+            return bytes(value) if value is not None else None
+    return None
 
 
 def _kafka_record(msg: ConsumerRecord[bytes, bytes]) -> KafkaRecord:
@@ -299,8 +347,14 @@ class LedgerConsumer:
         appender: Appender,
         codec: Codec,
         checkpointer: Checkpointing | None = None,
+        key_source: ProducerKeySource | None = None,
     ) -> None:
+        if config.authenticate_producers and key_source is None:
+            raise ValueError("producer authentication needs a key source (the appender)")
         self._config = config
+        self._key_source = key_source
+        self._auth = ProducerAuthenticator() if config.authenticate_producers else None
+        self._keys_read_at: float | None = None
         self._appender = appender
         self._codec = codec
         self._checkpointer = checkpointer
@@ -456,6 +510,8 @@ class LedgerConsumer:
             await asyncio.sleep(1.0)
             return []
         claims = {tp: self._epochs.get(tp) for tp in batches}
+        await self._refresh_keys(batches.values())
+        auth = self._auth
         now = utc_now()
         skew = timedelta(seconds=self._config.max_clock_skew_seconds)
         return [
@@ -463,13 +519,53 @@ class LedgerConsumer:
                 tp=tp,
                 epoch=claims[tp],
                 items=[
-                    classify(_kafka_record(m), self._codec, now=now, max_clock_skew=skew)
+                    classify(
+                        _kafka_record(m),
+                        self._codec,
+                        now=now,
+                        max_clock_skew=skew,
+                        auth=auth,
+                        envelope=envelope_of(m),
+                    )
                     for m in messages
                 ],
             )
             for tp, messages in batches.items()
             if messages
         ]
+
+    async def _refresh_keys(
+        self, polled: Iterable[Sequence[ConsumerRecord[bytes, bytes]]]
+    ) -> None:
+        """Re-read the key registry when it is due, or when a record names a key id not
+        in it (at most once per ``producer_keys_refresh_min_seconds``)."""
+        auth, source = self._auth, self._key_source
+        if auth is None or source is None:
+            return
+        now = time.monotonic()
+        age = None if self._keys_read_at is None else now - self._keys_read_at
+        due = age is None or age >= self._config.producer_keys_refresh_seconds
+        if not due and age is not None and age >= self._config.producer_keys_refresh_min_seconds:
+            for messages in polled:
+                for m in messages:
+                    env = envelope_of(m)
+                    kid = None if env is None else envelope_key_id(env)
+                    if kid is not None and not auth.knows(kid):
+                        due = True
+                        break
+                if due:
+                    break
+        if not due:
+            return
+        try:
+            keys = await source.producer_keys()
+        except (LedgerError, OSError) as exc:
+            if self._keys_read_at is None:
+                raise
+            logger.warning("cannot re-read the producer key registry (%s)", exc)
+            return
+        auth.replace_keys(keys)
+        self._keys_read_at = now
 
     async def _sweep_checkpoints(self) -> None:
         """Time-based cadence: sign logs whose unsigned leaves have waited long enough."""

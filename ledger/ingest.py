@@ -50,6 +50,10 @@ class Accepted:
     record: KafkaRecord
     leaf: bytes
     index: IndexFields
+    #: The producer-authentication envelope it was accepted with (``ledger.producerauth``)
+    #: and the key id it names; stored beside the leaf for offline checks.
+    envelope: bytes | None = None
+    key_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -59,6 +63,8 @@ class Rejected:
     record: KafkaRecord
     reason: str
     detail: str
+    #: Also raise a security alert (failed producer authentication).
+    alert: bool = False
 
 
 BatchItem = Accepted | Rejected

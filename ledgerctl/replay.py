@@ -26,6 +26,7 @@ from ledger.note import Signer
 from ledger.pg import sql, tree
 from ledger.pg.appender import PostgresAppender
 from ledger.pg.checkpointer import Checkpointer, CheckpointPolicy
+from ledger.pg.producerkeys import copy_producer_keys
 from producers.codec import Codec
 
 
@@ -107,6 +108,8 @@ async def replay(
     finally:
         await check.close()
 
+    # The same producers are trusted (and the same keys revoked) as in the source ledger.
+    await copy_producer_keys(owner_url, target_owner)
     targets = await end_offsets(bootstrap, topics)
     appender = PostgresAppender(dsn=on_database(appender_url, database), ledger_name=ledger_name)
     await appender.start()
@@ -120,6 +123,7 @@ async def replay(
         appender=appender,
         codec=Codec(),
         checkpointer=checkpointer,
+        key_source=appender,
     )
     try:
         async with consumer:

@@ -53,7 +53,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
 from types import TracebackType
-from typing import Final, Self, TypeVar
+from typing import Any, Final, Self, TypeVar
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError
@@ -68,6 +68,8 @@ from producers.errors import (
     SpoolError,
 )
 from producers.events import AuditEvent, check_producer_id
+from producers.signedsend import SigningProducer
+from producers.signing import BatchSigner, ProducerKeyError, load_producer_key
 from producers.spool import (
     DEFAULT_MAX_BYTES,
     DEFAULT_SEGMENT_BYTES,
@@ -131,6 +133,9 @@ class EmitterConfig:
     connect_timeout_seconds: float = 10.0
     #: Cap of the exponential backoff between reconnection attempts.
     reconnect_backoff_max_seconds: float = 5.0
+    #: This producer's key file (``ledger producer add``; docs/producer-auth.md). Every
+    #: record is signed with it; without one the ledger quarantines every event sent.
+    producer_key_file: str | None = None
 
     def __post_init__(self) -> None:
         for name in (
@@ -249,6 +254,8 @@ def _fail_pending(producer: AIOKafkaProducer) -> None:
     aiokafka 0.14 internals (the version is pinned below 0.15); if they change, the
     bounded ``stop()`` that follows still returns, only more slowly.
     """
+    if isinstance(producer, SigningProducer):  # records still waiting to be signed
+        producer.fail_unsigned(KafkaConnectionError("the emitter abandoned this connection"))
     accumulator = getattr(producer, "_message_accumulator", None)
     fail_all = getattr(accumulator, "fail_all", None)
     if not callable(fail_all):
@@ -276,6 +283,7 @@ class Emitter:
         except EventValidationError as exc:
             self._own_id_problem = str(exc)
         self._producer: AIOKafkaProducer | None = None
+        self._signer: BatchSigner | None = None
         self._state = EmitterState.STOPPED
         self._closing = False
         self._next_seq = config.first_sequence
@@ -320,6 +328,7 @@ class Emitter:
         self._kick = asyncio.Event()
         self._write_wanted = asyncio.Event()
         self._sent = self._failures = self._lost = 0
+        self._signer = self._load_signer()
         if self._config.spool_dir is None:
             producer = self._new_producer()
             try:
@@ -360,6 +369,23 @@ class Emitter:
             self._state = EmitterState.DIRECT
         self._writer = asyncio.create_task(self._write_loop(), name="emitter-spool-writer")
         self._drainer = asyncio.create_task(self._drain_loop(), name="emitter-spool-drainer")
+
+    def _load_signer(self) -> BatchSigner | None:
+        path = self._config.producer_key_file
+        if path is None:
+            logger.warning(
+                "emitter %s has no producer key (producer_key_file): the ledger quarantines "
+                "its events as unauthenticated",
+                self._config.producer_id,
+            )
+            return None
+        key = load_producer_key(path)
+        if key.producer_id != self._config.producer_id:
+            raise ProducerKeyError(
+                f"the key in {path} is producer {key.producer_id!r}'s, "
+                f"not {self._config.producer_id!r}'s"
+            )
+        return key.signer()
 
     async def _open_spool(self, directory: str) -> None:
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="emitter-spool")
@@ -497,6 +523,12 @@ class Emitter:
             producer_id, seq = self._config.producer_id, self._next_seq
         else:
             check_producer_id(producer_id)
+        if self._signer is not None and producer_id != self._signer.producer_id:
+            raise EventValidationError(
+                f"producer_id: this emitter signs as {self._signer.producer_id!r} and cannot "
+                f"send an event stamped by {producer_id!r}",
+                field="producer_id",
+            )
         value = prepared.encode_with(producer_id, seq)
         if len(value) > MAX_EVENT_BYTES:
             raise EventValidationError(
@@ -943,7 +975,7 @@ class Emitter:
         ssl_context = None
         if self._config.security_protocol == "SSL":
             ssl_context = create_ssl_context(cafile=self._config.ssl_cafile)
-        return AIOKafkaProducer(
+        settings: dict[str, Any] = dict(
             bootstrap_servers=self._config.bootstrap_servers,
             client_id=f"phi-ledger-producer/{self._config.producer_id}",
             acks="all",
@@ -953,6 +985,9 @@ class Emitter:
             security_protocol=self._config.security_protocol,
             ssl_context=ssl_context,
         )
+        if self._signer is not None:
+            return SigningProducer(signer=self._signer, **settings)
+        return AIOKafkaProducer(**settings)
 
     async def _connect(self, timeout: float) -> bool:
         producer = self._new_producer()

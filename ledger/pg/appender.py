@@ -23,6 +23,8 @@ from ledger.leaf import KafkaRecord, decode_leaf
 from ledger.merkle import leaf_hash
 from ledger.pg import sql
 from ledger.pg.pool import PooledAdapter, transient_as_unavailable
+from ledger.pg.producerkeys import fetch_producer_keys
+from ledger.producerauth import RegisteredKey
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +48,7 @@ def _ts(record: KafkaRecord) -> datetime | None:
 
 
 class PostgresAppender(PooledAdapter):
-    """Implements ``ledger.ingest.Appender`` on a small asyncpg pool."""
+    """Implements ``ledger.ingest.Appender`` (and ``ProducerKeySource``) on an asyncpg pool."""
 
     def __init__(self, *, dsn: str, ledger_name: str, pool_size: int = 4) -> None:
         super().__init__(dsn=dsn, pool_size=pool_size, command_timeout=60)
@@ -63,6 +65,11 @@ class PostgresAppender(PooledAdapter):
                 sql.REGISTER_SCHEMA,
                 [(s.fingerprint, s.full_name, s.canonical_form, s.schema_json) for s in schemas],
             )
+
+    async def producer_keys(self) -> Sequence[RegisteredKey]:
+        with transient_as_unavailable():
+            async with self.pool.acquire() as conn:
+                return await fetch_producer_keys(conn)
 
     async def committed_offsets(self, topic: str, partitions: Sequence[int]) -> dict[int, int]:
         with transient_as_unavailable():
@@ -167,6 +174,8 @@ class PostgresAppender(PooledAdapter):
         events: list[tuple[object, ...]] = []
         quarantine: list[tuple[object, ...]] = []
         alerts: list[tuple[object, ...]] = []
+        envelopes: list[tuple[int, int, str, bytes]] = []
+        conflicts = 0
         duplicates = 0
         seen_here: dict[object, tuple[KafkaRecord, int]] = {}
         index = next_leaf
@@ -174,6 +183,8 @@ class PostgresAppender(PooledAdapter):
             rec = item.record
             if isinstance(item, Rejected):
                 quarantine.append(_quarantine_row(rec, item.reason, item.detail))
+                if item.alert:
+                    alerts.append(_auth_alert(item))
                 continue
             event_id = item.index.event_id
             prior: KafkaRecord | None = None
@@ -212,6 +223,7 @@ class PostgresAppender(PooledAdapter):
                         f"version arrived at {topic}/{partition}@{rec.offset}",
                     )
                 )
+                conflicts += 1
                 alerts.append(
                     (
                         "event_id_conflict", event_id, prior_log, prior_index, topic,
@@ -223,6 +235,8 @@ class PostgresAppender(PooledAdapter):
                 continue
             seen_here[event_id] = (rec, index)
             leaves.append((log_id, index, item.leaf, leaf_hash(item.leaf)))
+            if item.envelope is not None and item.key_id is not None:
+                envelopes.append((log_id, index, item.key_id, item.envelope))
             f = item.index
             events.append(
                 (
@@ -256,6 +270,10 @@ class PostgresAppender(PooledAdapter):
             await conn.copy_records_to_table("leaves", records=leaves, columns=sql.LEAF_COLUMNS)
             await conn.copy_records_to_table("events", records=events, columns=sql.EVENT_COLUMNS)
             await _integrate(conn, log_id, next_leaf, [h for _, _, _, h in leaves])
+        if envelopes:
+            await conn.copy_records_to_table(
+                "leaf_envelopes", records=envelopes, columns=sql.ENVELOPE_COLUMNS
+            )
         if quarantine:
             await conn.executemany(sql.INSERT_QUARANTINE, quarantine)
         if alerts:
@@ -268,18 +286,31 @@ class PostgresAppender(PooledAdapter):
             next_leaf,
             len(leaves),
             duplicates,
-            len(quarantine) - len(alerts),
+            len(quarantine) - conflicts,
         )
         return AppendResult(
             log_id=log_id,
             next_offset=next_offset,
             appended=len(leaves),
             duplicates=duplicates,
-            quarantined=len(quarantine) - len(alerts),
+            quarantined=len(quarantine) - conflicts,
             skipped=skipped,
             first_leaf=next_leaf,
             alerts=len(alerts),
         )
+
+
+def _auth_alert(item: Rejected) -> tuple[object, ...]:
+    """A security alert for a record that failed producer authentication."""
+    rec = item.record
+    logger.critical(
+        "SECURITY: record at %s/%d@%d failed producer authentication (%s)",
+        rec.topic, rec.partition, rec.offset, item.reason,
+    )  # fmt: skip
+    return (
+        f"producer_auth_{item.reason}", None, None, None, rec.topic, rec.partition,
+        rec.offset, f"{item.reason}: {item.detail}"[:2000],
+    )  # fmt: skip
 
 
 def _quarantine_row(rec: KafkaRecord, reason: str, detail: str) -> tuple[object, ...]:

@@ -277,3 +277,37 @@ RETURNING epoch
 """
 
 CURRENT_EPOCH: Final = "SELECT max(epoch) FROM log_writers WHERE log_id = $1"
+
+# ------------------------------------------------------------------ producer keys (0008)
+PRODUCER_KEYS: Final = """
+SELECT k.key_id, k.producer_id, k.public_key, k.created_at, r.revoked_at, r.reason
+FROM producer_keys k LEFT JOIN producer_key_revocations r USING (key_id)
+ORDER BY k.producer_id, k.created_at
+"""
+
+INSERT_PRODUCER_KEY: Final = """
+INSERT INTO producer_keys (key_id, producer_id, public_key, note) VALUES ($1, $2, $3, $4)
+"""
+
+PRODUCER_KEY_EXISTS: Final = "SELECT 1 FROM producer_keys WHERE key_id = $1"
+
+REVOKE_PRODUCER_KEY: Final = """
+INSERT INTO producer_key_revocations (key_id, reason) VALUES ($1, $2)
+ON CONFLICT (key_id) DO NOTHING
+"""
+
+ENVELOPE_COLUMNS: Final = ("log_id", "leaf_index", "key_id", "envelope")
+
+EXPORT_ENVELOPES: Final = """
+SELECT leaf_index, key_id, envelope FROM leaf_envelopes WHERE log_id = $1 ORDER BY leaf_index
+"""
+
+COPY_PRODUCER_KEY: Final = """
+INSERT INTO producer_keys (key_id, producer_id, public_key, created_at) VALUES ($1, $2, $3, $4)
+ON CONFLICT (key_id) DO NOTHING
+"""
+
+COPY_PRODUCER_REVOCATION: Final = """
+INSERT INTO producer_key_revocations (key_id, revoked_at, reason) VALUES ($1, $2, $3)
+ON CONFLICT (key_id) DO NOTHING
+"""

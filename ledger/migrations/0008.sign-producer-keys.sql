@@ -1,0 +1,49 @@
+-- 0008 (helper "sign"): producer authentication. The registry of producers' Ed25519
+-- public keys (the private halves never enter the database), their revocations, and
+-- the envelope each leaf was accepted with, so an export can be checked offline.
+-- depends: 0007.security-events
+
+-- key_id = hex(SHA-256("philedger/producer-key/v1" || 0x00 || public_key)[:8]).
+CREATE TABLE producer_keys (
+    key_id      text PRIMARY KEY CHECK (key_id ~ '^[0-9a-f]{16}$'),
+    producer_id text NOT NULL CHECK (octet_length(producer_id) BETWEEN 1 AND 256),
+    public_key  bytea NOT NULL UNIQUE CHECK (octet_length(public_key) = 32),
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    note        text CHECK (octet_length(note) <= 256)
+);
+CREATE INDEX producer_keys_producer ON producer_keys (producer_id);
+
+-- Revocation is append-only like token revocation: a key is revoked once a row names it.
+CREATE TABLE producer_key_revocations (
+    key_id     text PRIMARY KEY REFERENCES producer_keys (key_id),
+    revoked_at timestamptz NOT NULL DEFAULT now(),
+    reason     text NOT NULL CHECK (octet_length(reason) BETWEEN 1 AND 256)
+);
+
+-- The envelope (docs/producer-auth.md) a leaf was authenticated with; written in the
+-- same transaction as the leaf. Dedup stays on the value: a re-send with another
+-- envelope is a duplicate and adds no row.
+CREATE TABLE leaf_envelopes (
+    log_id     integer NOT NULL,
+    leaf_index bigint  NOT NULL,
+    key_id     text    NOT NULL,
+    envelope   bytea   NOT NULL,
+    PRIMARY KEY (log_id, leaf_index)
+);
+
+DO $$
+DECLARE t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['producer_keys', 'producer_key_revocations', 'leaf_envelopes'] LOOP
+        EXECUTE format('CREATE TRIGGER %I BEFORE UPDATE OR DELETE ON %I FOR EACH ROW EXECUTE FUNCTION reject_mutation()', t || '_no_mutation', t);
+        EXECUTE format('CREATE TRIGGER %I BEFORE TRUNCATE ON %I FOR EACH STATEMENT EXECUTE FUNCTION reject_mutation()', t || '_no_truncate', t);
+    END LOOP;
+END
+$$;
+
+-- Keys are added and revoked by the owner (`ledger producer ...`); the consumer and
+-- the API only read them. Only the consumer writes envelopes.
+REVOKE ALL ON producer_keys, producer_key_revocations, leaf_envelopes FROM PUBLIC;
+GRANT SELECT ON producer_keys, producer_key_revocations TO ledger_appender, ledger_reader;
+GRANT SELECT, INSERT ON leaf_envelopes TO ledger_appender;
+GRANT SELECT ON leaf_envelopes TO ledger_reader;
