@@ -534,9 +534,7 @@ class LedgerConsumer:
             if messages
         ]
 
-    async def _refresh_keys(
-        self, polled: Iterable[Sequence[ConsumerRecord[bytes, bytes]]]
-    ) -> None:
+    async def _refresh_keys(self, polled: Iterable[Sequence[ConsumerRecord[bytes, bytes]]]) -> None:
         """Re-read the key registry when it is due, or when a record names a key id not
         in it (at most once per ``producer_keys_refresh_min_seconds``)."""
         auth, source = self._auth, self._key_source

@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 
 from ledger.note import Verifier
+from ledgerctl.producerkeys import producer_app
 from ledgerctl.settings import Settings
 
 app = typer.Typer(
@@ -33,6 +34,7 @@ quarantine_app = typer.Typer(
 app.add_typer(quarantine_app, name="quarantine")
 token_app = typer.Typer(help="API bearer tokens (stored as hashes).", no_args_is_help=True)
 app.add_typer(token_app, name="token")
+app.add_typer(producer_app, name="producer")
 atna_app = typer.Typer(
     help="IHE ATNA audit record repository: syslog over TLS/UDP in, events out.",
     no_args_is_help=True,
@@ -399,16 +401,21 @@ def simulate(
     ids_out: Annotated[
         Path | None, typer.Option("--ids-out", help="Write the emitted event ids here.")
     ] = None,
-    producer_id: Annotated[str, typer.Option(help="Producer id stamped on events.")] = "simulator",
+    producer_id: Annotated[
+        str | None,
+        typer.Option(help="Producer id stamped on events (default: LEDGER_PRODUCER_KEY_FILE's)."),
+    ] = None,
     accepted_out: Annotated[
         Path | None,
         typer.Option(help="Append each event id here as soon as emit() accepted it."),
     ] = None,
 ) -> None:
     """Emit realistic synthetic events through the producer library."""
-    from ledgerctl.simulate import run_simulation
+    from ledgerctl.simulate import key_producer_id, run_simulation
 
     settings = Settings.load()
+    if producer_id is None:
+        producer_id = key_producer_id(settings.producer_key_file, "simulator")
     summary = asyncio.run(
         run_simulation(
             settings,

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import uuid
-from dataclasses import dataclass
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -53,6 +56,19 @@ class Stack:
     #: API bearer tokens of this session, by role (investigator, auditor, admin).
     tokens: dict[str, str]
     spool_dir: str
+    #: Where this session's producer keys are written (mode 600 files).
+    keys_dir: str = ""
+    #: (database, producer id) -> key file; shared by copies of this Stack.
+    producer_keys: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def producer_key(self, producer_id: str) -> str:
+        """A key file for ``producer_id``, registered in this stack's ledger on first use."""
+        found = self.producer_keys.get((self.database, producer_id))
+        if found is not None:
+            return found
+        path = issue_producer_key(self.owner_url, producer_id, Path(self.keys_dir))
+        self.producer_keys[(self.database, producer_id)] = path
+        return path
 
     def auth(self, role: str = "admin") -> dict[str, str]:
         """HTTP headers authenticating as this session's token of ``role``."""
@@ -77,12 +93,44 @@ class Stack:
             LEDGER_CHECKPOINT_EVERY_MS="200",
             LEDGER_API_TOKEN=self.tokens["admin"],
             LEDGER_SPOOL_DIR=self.spool_dir,
+            # `ledger simulate` / `demo` sign as "simulator"; give servers their own key.
+            LEDGER_PRODUCER_KEY_FILE=self.producer_key("simulator"),
             # Reads recorded by test APIs go to this session's topics, never the demo's.
             LEDGER_ACCESS_TOPIC=self.topics("default")[0],
             LEDGER_RELAY_TOPIC=self.topics("default")[1],
         )
         env.update(extra)
         return env
+
+
+def issue_producer_key(owner_url: str, producer_id: str, keys_dir: Path) -> str:
+    """Generate a key for ``producer_id`` into ``keys_dir`` and register it (from any
+    thread or event loop); returns the key file."""
+    from ledger.pg.producerkeys import add_producer_key
+    from producers.signing import generate_producer_key, write_producer_key
+
+    key = generate_producer_key(producer_id)
+    keys_dir.mkdir(parents=True, exist_ok=True)
+    path = keys_dir / f"{uuid.uuid4().hex}.key"
+    write_producer_key(path, key)
+    coro = add_producer_key(owner_url, producer_id=producer_id, public_key=key.public_key)
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, coro).result()
+    return str(path)
+
+
+def signed_headers(
+    key_file: str, records: Sequence[tuple[str, bytes]]
+) -> list[list[tuple[str, bytes]]]:
+    """Kafka headers authenticating each (topic, value) as the key's producer."""
+    from producers.signing import ENVELOPE_HEADER, MAX_BATCH, load_producer_key
+
+    signer = load_producer_key(key_file).signer()
+    out: list[list[tuple[str, bytes]]] = []
+    for start in range(0, len(records), MAX_BATCH):
+        batch = records[start : start + MAX_BATCH]
+        out += [[(ENVELOPE_HEADER, e)] for e in signer.envelopes(batch)]
+    return out
 
 
 def superuser_url(stack: Stack) -> str:
