@@ -338,7 +338,10 @@ def atna_serve(
     kept_dir: Annotated[Path, typer.Option(help="Where unparseable messages are kept.")] = Path(
         ".local/atna/kept"
     ),
-    producer_id: Annotated[str, typer.Option(help="Producer id of the events.")] = "atna-receiver",
+    producer_id: Annotated[
+        str | None,
+        typer.Option(help="Producer id (default: LEDGER_PRODUCER_KEY_FILE's, else atna-receiver)."),
+    ] = None,
     default_facility: Annotated[
         str | None, typer.Option(help="Facility when a message names no site.")
     ] = None,
@@ -353,12 +356,16 @@ def atna_serve(
     verbose: bool = False,
 ) -> None:
     """Run the ATNA receiver until SIGTERM."""
-    from ledgerctl.atna import run_atna, stats_json
+    from ledgerctl.atna import DEFAULT_PRODUCER_ID, run_atna, stats_json
+    from ledgerctl.simulate import key_producer_id
 
     _logging(verbose)
+    settings = Settings.load()
+    if producer_id is None:
+        producer_id = key_producer_id(settings.producer_key_file, DEFAULT_PRODUCER_ID)
     stats = asyncio.run(
         run_atna(
-            Settings.load(),
+            settings,
             host=host,
             tls_port=None if no_tls else tls_port,
             udp_port=None if no_udp else udp_port,

@@ -102,7 +102,9 @@ def atna(pipeline: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> Iterat
              "--tls-port", str(tls_port), "--udp-port", str(udp_port),
              "--cert", str(cert), "--key", str(key), "--kept-dir", str(where / "kept"),
              "--producer-id", producer_id, "--stats-every", "5"],
-            env=pipeline.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+            env={**pipeline.env,
+                 "LEDGER_PRODUCER_KEY_FILE": pipeline.stack.producer_key(producer_id)},
+            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     running = Atna(tls_port, udp_port, cert, where / "kept", log, producer_id, proc)
     deadline = time.monotonic() + 60
