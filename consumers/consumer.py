@@ -535,26 +535,20 @@ class LedgerConsumer:
         ]
 
     async def _refresh_keys(self, polled: Iterable[Sequence[ConsumerRecord[bytes, bytes]]]) -> None:
-        """Re-read the key registry when it is due, or when a record names a key id not
-        in it (at most once per ``producer_keys_refresh_min_seconds``)."""
+        """Re-read the key registry when it is due, or when a record names a key id not in
+        it (a key registered since the last read): then at most once per
+        ``producer_keys_refresh_min_seconds``, waiting out the rest of that interval, so
+        records naming unknown keys slow this consumer to one poll per interval at worst."""
         auth, source = self._auth, self._key_source
         if auth is None or source is None:
             return
-        now = time.monotonic()
-        age = None if self._keys_read_at is None else now - self._keys_read_at
-        due = age is None or age >= self._config.producer_keys_refresh_seconds
-        if not due and age is not None and age >= self._config.producer_keys_refresh_min_seconds:
-            for messages in polled:
-                for m in messages:
-                    env = envelope_of(m)
-                    kid = None if env is None else envelope_key_id(env)
-                    if kid is not None and not auth.knows(kid):
-                        due = True
-                        break
-                if due:
-                    break
-        if not due:
-            return
+        age = None if self._keys_read_at is None else time.monotonic() - self._keys_read_at
+        if age is not None and age < self._config.producer_keys_refresh_seconds:
+            if not self._names_unknown_key(auth, polled):
+                return
+            wait = self._config.producer_keys_refresh_min_seconds - age
+            if wait > 0:
+                await asyncio.sleep(wait)
         try:
             keys = await source.producer_keys()
         except (LedgerError, OSError) as exc:
@@ -563,7 +557,19 @@ class LedgerConsumer:
             logger.warning("cannot re-read the producer key registry (%s)", exc)
             return
         auth.replace_keys(keys)
-        self._keys_read_at = now
+        self._keys_read_at = time.monotonic()
+
+    @staticmethod
+    def _names_unknown_key(
+        auth: ProducerAuthenticator, polled: Iterable[Sequence[ConsumerRecord[bytes, bytes]]]
+    ) -> bool:
+        for messages in polled:
+            for m in messages:
+                env = envelope_of(m)
+                kid = None if env is None else envelope_key_id(env)
+                if kid is not None and not auth.knows(kid):
+                    return True
+        return False
 
     async def _sweep_checkpoints(self) -> None:
         """Time-based cadence: sign logs whose unsigned leaves have waited long enough."""

@@ -30,6 +30,7 @@ from ledger.checkpoint import parse_tlog_proof, verify_tlog_proof
 from ledger.errors import LedgerError
 from ledger.leaf import decode_leaf
 from ledger.note import Verifier
+from ledger.producerbundle import check_bundle_producers
 from ledger.verify import LogReport, verify_bundle
 from ledgerctl.client import Api
 from ledgerctl.fetch import download_bundle
@@ -116,7 +117,21 @@ def verify_bundle_jobs(
     jobs: int,
     progress: ProgressFn | None = None,
 ) -> list[LogReport]:
-    """Verify a bundle, one process per log when ``jobs > 1`` (logs are independent)."""
+    """Verify a bundle, one process per log when ``jobs > 1`` (logs are independent);
+    then every leaf's producer envelope (``ledger.producerbundle``)."""
+    reports = _verify_bundle_jobs(path, verifiers, check_index=check_index, jobs=jobs,
+                                  progress=progress)  # fmt: skip
+    return check_bundle_producers(path, reports)
+
+
+def _verify_bundle_jobs(
+    path: Path,
+    verifiers: Sequence[Verifier],
+    *,
+    check_index: bool,
+    jobs: int,
+    progress: ProgressFn | None = None,
+) -> list[LogReport]:
     if jobs <= 1:
         return verify_bundle(path, verifiers, check_index=check_index, progress=progress)
     logs = BundleReader(path).logs

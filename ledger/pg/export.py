@@ -17,6 +17,7 @@ import asyncpg
 from ledger.avro import StoredSchema
 from ledger.bundle import INDEX_COLUMNS, BundleWriter
 from ledger.pg import sql
+from ledger.pg.producerkeys import export_producer_auth
 
 _PREFETCH: Final = 20_000
 
@@ -78,6 +79,8 @@ async def export_bundle(
                             out.add_index_row(dict(r.items()))
                         if progress is not None:
                             progress(origin, done, size)
+                # Producer authentication (ledger.producerbundle): registry and envelopes.
+                await export_producer_auth(conn, bundle.path, [int(g["log_id"]) for g in logs])
     finally:
         await conn.close()
     return ExportSummary(logs=len(logs), leaves=leaves_total, checkpoints=checkpoints_total)

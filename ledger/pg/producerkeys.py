@@ -8,6 +8,7 @@ so a registry row cannot name a key it does not hold.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -15,6 +16,7 @@ from asyncpg.pool import PoolConnectionProxy
 from ledger.errors import ConflictError, MalformedInputError
 from ledger.pg import sql
 from ledger.producerauth import ProducerKeyId, RegisteredKey, key_id_of
+from ledger.producerbundle import EnvelopeWriter, write_producer_keys
 
 Conn = asyncpg.Connection | PoolConnectionProxy
 
@@ -90,3 +92,13 @@ async def copy_producer_keys(source_dsn: str, target_dsn: str) -> int:
     finally:
         await conn.close()
     return len(keys)
+
+
+async def export_producer_auth(conn: Conn, bundle: Path, log_ids: Sequence[int]) -> None:
+    """Write the registry and every log's envelopes into a bundle (``ledger export``),
+    inside the export's snapshot transaction."""
+    write_producer_keys(bundle, await fetch_producer_keys(conn))
+    for log_id in log_ids:
+        with EnvelopeWriter(bundle, log_id) as out:
+            async for r in conn.cursor(sql.EXPORT_ENVELOPES, log_id, prefetch=20_000):
+                out.add(int(r["leaf_index"]), r["key_id"], bytes(r["envelope"]))

@@ -218,7 +218,7 @@ def test_simulate_command_writes_ids_that_all_reach_the_ledger(
             "--producer-id",
             "e2e-cli",
         ],
-        env=pipeline.env,
+        env={**pipeline.env, "LEDGER_PRODUCER_KEY_FILE": pipeline.stack.producer_key("e2e-cli")},
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -262,7 +262,7 @@ def test_simulate_command_writes_ids_that_all_reach_the_ledger(
     assert events_before == 120
     rerun = subprocess.run(
         [LEDGER, "simulate", "--events", "120", "--seed", str(seed), "--producer-id", "e2e-cli"],
-        env=pipeline.env,
+        env={**pipeline.env, "LEDGER_PRODUCER_KEY_FILE": pipeline.stack.producer_key("e2e-cli")},
         cwd=ROOT,
         capture_output=True,
         text=True,

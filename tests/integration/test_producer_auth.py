@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,8 +21,12 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from consumers.consumer import ConsumerConfig, LedgerConsumer
-from ledger.pg.appender import PostgresAppender
+from ledger.bundle import BundleReader
+from ledger.pg.appender import PostgresAppender, origin_for
+from ledger.pg.export import export_bundle
 from ledger.pg.producerkeys import revoke_producer_key
+from ledger.producerbundle import ENVELOPES_DIR, check_bundle_producers
+from ledger.verify import LogReport
 from ledgerctl.infra import ensure_topics
 from producers.codec import Codec
 from producers.emitter import Emitter, EmitterConfig
@@ -315,3 +320,39 @@ async def test_the_emitter_refuses_what_the_ledger_would(tmp_path: Path) -> None
     async with Emitter(own) as emitter:
         with pytest.raises(EventValidationError, match="signs as 'pa-self'"):
             await emitter.emit(foreign)
+
+
+async def test_offline_verify_flags_a_tampered_envelope_in_an_export(
+    running: Running, tmp_path: Path
+) -> None:
+    """`ledger export` carries the registry and envelopes; the offline check passes on the
+    export as written and names the leaf whose envelope was altered in it."""
+    key_file = running.stack.producer_key("pa-export")
+    events = [running.sim.access() for _ in range(20)]
+    async with running.emitter("pa-export", key_file) as emitter:
+        for e in events:
+            await emitter.emit(e)
+        await emitter.flush()
+    for _ in range(300):
+        if await appended(running.stack, events[-1].event_id):
+            break
+        await asyncio.sleep(0.1)
+    bundle = tmp_path / "bundle"
+    await export_bundle(dsn=running.stack.reader_url, path=bundle, ledger_name="test.ledger.local")
+    origin = origin_for("test.ledger.local", running.topics[0], 0)
+    mine = [LogReport(origin=origin, leaves_checked=0, checkpoints_checked=0, findings=())]
+    (clean,) = check_bundle_producers(bundle, mine)
+    assert clean.findings == ()
+
+    log_id = next(g.log_id for g in BundleReader(bundle).logs if g.origin == origin)
+    envelopes = bundle / ENVELOPES_DIR / f"{log_id}.jsonl"
+    rows = [json.loads(line) for line in envelopes.read_text().splitlines()]
+    victim = rows[len(rows) // 2]
+    raw = bytearray.fromhex(victim["envelope"])
+    raw[-1] ^= 0x01  # one bit of the signature
+    victim["envelope"] = raw.hex()
+    envelopes.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tampered,) = check_bundle_producers(bundle, mine)
+    assert [(f.kind, f.leaf_index) for f in tampered.findings] == [
+        ("producer_bad_signature", victim["leaf_index"])
+    ]
