@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import socket
@@ -248,8 +249,23 @@ def classify(
     With ``auth`` (the consumer always passes one unless a benchmark switched producer
     authentication off) the record is authenticated before it is decoded: a record that
     is not from a registered, unrevoked key, or whose event names another producer than
-    the key's, is rejected with an alert and never reaches the ledger.
+    the key's, is rejected with an alert and never reaches the ledger. A rejected record
+    keeps its envelope (quarantine re-submission sends it again).
     """
+    item = _classify(record, codec, now, max_clock_skew, auth, envelope)
+    if isinstance(item, Rejected) and envelope is not None:
+        return dataclasses.replace(item, envelope=envelope)
+    return item
+
+
+def _classify(
+    record: KafkaRecord,
+    codec: Codec,
+    now: datetime | None,
+    max_clock_skew: timedelta,
+    auth: ProducerAuthenticator | None,
+    envelope: bytes | None,
+) -> BatchItem:
     if not record.value:
         return Rejected(record=record, reason=REASON_EMPTY, detail="record has no value")
     size = leaf_overhead(record.topic, record.key) + len(record.value)

@@ -65,6 +65,8 @@ class Rejected:
     detail: str
     #: Also raise a security alert (failed producer authentication).
     alert: bool = False
+    #: The record's producer-authentication envelope, kept with it in quarantine.
+    envelope: bytes | None = None
 
 
 BatchItem = Accepted | Rejected

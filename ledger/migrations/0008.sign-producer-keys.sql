@@ -31,6 +31,10 @@ CREATE TABLE leaf_envelopes (
     PRIMARY KEY (log_id, leaf_index)
 );
 
+-- A quarantined record keeps its envelope, so a record refused for a reason that can be
+-- fixed (e.g. a key registered later) can be re-submitted with its signature intact.
+ALTER TABLE quarantine ADD COLUMN envelope bytea;
+
 DO $$
 DECLARE t text;
 BEGIN

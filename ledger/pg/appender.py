@@ -182,7 +182,7 @@ class PostgresAppender(PooledAdapter):
         for item in fresh:
             rec = item.record
             if isinstance(item, Rejected):
-                quarantine.append(_quarantine_row(rec, item.reason, item.detail))
+                quarantine.append(_quarantine_row(rec, item.reason, item.detail, item.envelope))
                 if item.alert:
                     alerts.append(_auth_alert(item))
                 continue
@@ -213,6 +213,7 @@ class PostgresAppender(PooledAdapter):
                         REASON_CONFLICT,
                         f"event id {event_id} is already recorded at {where} "
                         "with different content",
+                        item.envelope,
                     )
                 )
                 quarantine.append(
@@ -313,7 +314,9 @@ def _auth_alert(item: Rejected) -> tuple[object, ...]:
     )  # fmt: skip
 
 
-def _quarantine_row(rec: KafkaRecord, reason: str, detail: str) -> tuple[object, ...]:
+def _quarantine_row(
+    rec: KafkaRecord, reason: str, detail: str, envelope: bytes | None = None
+) -> tuple[object, ...]:
     return (
         rec.topic,
         rec.partition,
@@ -323,6 +326,7 @@ def _quarantine_row(rec: KafkaRecord, reason: str, detail: str) -> tuple[object,
         rec.value,
         reason,
         detail[:2000],
+        envelope,
     )
 
 

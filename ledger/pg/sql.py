@@ -44,8 +44,8 @@ VALUES ($1, $2, $3, $4, $5, $6)
 
 INSERT_QUARANTINE: Final = """
 INSERT INTO quarantine (topic, kafka_partition, kafka_offset, kafka_timestamp,
-                        record_key, record_value, reason, detail)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                        record_key, record_value, reason, detail, envelope)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 """
 
 REGISTER_SCHEMA: Final = """
@@ -253,7 +253,8 @@ ORDER BY q.quarantine_id LIMIT $3
 """
 
 QUARANTINE_BY_ID: Final = """
-SELECT quarantine_id, topic, kafka_partition, kafka_offset, record_key, record_value, reason
+SELECT quarantine_id, topic, kafka_partition, kafka_offset, record_key, record_value, reason,
+       envelope
 FROM quarantine WHERE quarantine_id = $1
 """
 
