@@ -15,12 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import logging
 import os
 import socket
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -47,6 +48,7 @@ from ledger.producerauth import (
     AuthFailure,
     ProducerAuthenticator,
     ProducerKeySource,
+    RegisteredKey,
     check_producer,
     envelope_key_id,
 )
@@ -243,6 +245,7 @@ def classify(
     max_clock_skew: timedelta = DEFAULT_SKEW,
     auth: ProducerAuthenticator | None = None,
     envelope: bytes | None = None,
+    verdict: RegisteredKey | AuthFailure | None = None,
 ) -> BatchItem:
     """Turn one Kafka record into an ``Accepted`` leaf or a ``Rejected`` quarantine entry.
 
@@ -252,7 +255,7 @@ def classify(
     the key's, is rejected with an alert and never reaches the ledger. A rejected record
     keeps its envelope (quarantine re-submission sends it again).
     """
-    item = _classify(record, codec, now, max_clock_skew, auth, envelope)
+    item = _classify(record, codec, now, max_clock_skew, auth, envelope, verdict)
     if isinstance(item, Rejected) and envelope is not None:
         return dataclasses.replace(item, envelope=envelope)
     return item
@@ -265,6 +268,7 @@ def _classify(
     max_clock_skew: timedelta,
     auth: ProducerAuthenticator | None,
     envelope: bytes | None,
+    verdict: RegisteredKey | AuthFailure | None,
 ) -> BatchItem:
     if not record.value:
         return Rejected(record=record, reason=REASON_EMPTY, detail="record has no value")
@@ -277,10 +281,16 @@ def _classify(
         )
     key = None
     if auth is not None:
-        try:
-            key = auth.authenticate(topic=record.topic, value=record.value, envelope=envelope)
-        except AuthFailure as exc:
-            return Rejected(record=record, reason=exc.reason, detail=exc.detail, alert=True)
+        if verdict is None:  # not checked with its poll (``authenticate_many``)
+            try:
+                verdict = auth.authenticate(
+                    topic=record.topic, value=record.value, envelope=envelope
+                )
+            except AuthFailure as exc:
+                verdict = exc
+        if isinstance(verdict, AuthFailure):
+            return Rejected(record=record, reason=verdict.reason, detail=verdict.detail, alert=True)
+        key = verdict
     try:
         schema, fields = codec.decode_valid(record.value, now=now, max_future_skew=max_clock_skew)
     except DecodeError as exc:
@@ -530,6 +540,15 @@ class LedgerConsumer:
         auth = self._auth
         now = utc_now()
         skew = timedelta(seconds=self._config.max_clock_skew_seconds)
+        polled = [(tp, [(m, envelope_of(m)) for m in ms]) for tp, ms in batches.items() if ms]
+        # One verdict per record, whole signed batches checked at once across partitions.
+        verdicts: Iterator[RegisteredKey | AuthFailure | None] = itertools.repeat(None)
+        if auth is not None:
+            verdicts = iter(
+                auth.authenticate_many(
+                    [(m.topic, m.value or b"", e) for _, pairs in polled for m, e in pairs]
+                )
+            )
         return [
             _Polled(
                 tp=tp,
@@ -541,13 +560,13 @@ class LedgerConsumer:
                         now=now,
                         max_clock_skew=skew,
                         auth=auth,
-                        envelope=envelope_of(m),
+                        envelope=e,
+                        verdict=next(verdicts),
                     )
-                    for m in messages
+                    for m, e in pairs
                 ],
             )
-            for tp, messages in batches.items()
-            if messages
+            for tp, pairs in polled
         ]
 
     async def _refresh_keys(self, polled: Iterable[Sequence[ConsumerRecord[bytes, bytes]]]) -> None:

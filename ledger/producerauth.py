@@ -159,6 +159,92 @@ class ProducerAuthenticator:
     def knows(self, key_id: str) -> bool:
         return key_id in self._keys
 
+    def authenticate_many(
+        self, records: Sequence[tuple[str, bytes, bytes | None]]
+    ) -> list[RegisteredKey | AuthFailure]:
+        """``authenticate`` of each (topic, value, envelope), as a verdict per record.
+
+        Where every record of a signed batch is present (a consumer's poll usually holds
+        whole batches), the batch root is rebuilt once from all its leaves (one SHA-256
+        per record instead of one per path step) and each record's path is compared with
+        the rebuilt tree's; anything else goes through ``authenticate`` one by one.
+        """
+        verdicts: list[RegisteredKey | AuthFailure | None] = [None] * len(records)
+        batches: dict[bytes, list[int]] = {}
+        for j, (_, _, envelope) in enumerate(records):
+            if envelope is not None and len(envelope) >= _HEAD.size + 64:
+                batches.setdefault(envelope[-64:] + envelope[:13], []).append(j)
+        for members in batches.values():
+            key = self._whole_batch(records, members)
+            if key is not None:
+                for j in members:
+                    verdicts[j] = key
+        out: list[RegisteredKey | AuthFailure] = []
+        for j, verdict in enumerate(verdicts):
+            if verdict is None:
+                topic, value, envelope = records[j]
+                try:
+                    verdict = self.authenticate(topic=topic, value=value, envelope=envelope)
+                except AuthFailure as exc:
+                    verdict = exc
+            out.append(verdict)
+        return out
+
+    def _whole_batch(
+        self, records: Sequence[tuple[str, bytes, bytes | None]], members: list[int]
+    ) -> RegisteredKey | None:
+        """The signing key if ``members`` are exactly one whole, valid batch; else None."""
+        batch: list[tuple[str, bytes, bytes] | None] = [None] * len(members)
+        version, kid, size, _, _ = 0, b"", 0, 0, 0
+        for j in members:
+            topic, value, envelope = records[j]
+            if envelope is None:
+                return None
+            version, kid, size, index, _ = _HEAD.unpack_from(envelope)
+            if size != len(members) or index >= size or batch[index] is not None:
+                return None
+            batch[index] = (topic, value, envelope)
+        whole = [b for b in batch if b is not None]
+        key = self._keys.get(kid.hex())
+        if version != ENVELOPE_VERSION or key is None or key.revoked_at is not None:
+            return None
+        if len(whole) != size or size > MAX_BATCH:
+            return None
+        pid = _text16(key.producer_id)
+        sha = hashlib.sha256
+        level = [sha(b"\x00" + LEAF_DOMAIN + pid + _text16(t) + v).digest() for t, v, _ in whole]
+        levels = [level]
+        while len(level) > 1:
+            pairs = range(0, len(level) - 1, 2)
+            nxt = [sha(b"\x01" + level[i] + level[i + 1]).digest() for i in pairs]
+            if len(level) % 2:
+                nxt.append(level[-1])
+            levels.append(nxt)
+            level = nxt
+        signature = whole[0][2][-64:]
+        cache_key = (key.key_id, size, level[0], signature)
+        if cache_key not in self._verified:
+            try:
+                self._verifiers[key.key_id].verify(
+                    signed_message(key.producer_id, key.key_id, size, level[0]), signature
+                )
+            except BadSignatureError:
+                return None  # one by one: each record gets its own verdict
+            self._remember(cache_key)
+        below = levels[:-1]
+        for index, (_, _, envelope) in enumerate(whole):
+            path = b"".join(
+                lv[(index >> h) ^ 1] for h, lv in enumerate(below) if (index >> h) ^ 1 < len(lv)
+            )
+            if envelope[_HEAD.size - 1] * 32 != len(path) or envelope[_HEAD.size : -64] != path:
+                return None
+        return key
+
+    def _remember(self, cache_key: tuple[str, int, bytes, bytes]) -> None:
+        self._verified[cache_key] = None
+        if len(self._verified) > self._cache_size:
+            self._verified.popitem(last=False)
+
     def authenticate(self, *, topic: str, value: bytes, envelope: bytes | None) -> RegisteredKey:
         """The key that signed this record, or ``AuthFailure``."""
         if envelope is None:
@@ -193,9 +279,7 @@ class ProducerAuthenticator:
                 f"signature of key {env.key_id} ({key.producer_id!r}) does not cover this "
                 "record (forged, or the record was changed)",
             ) from exc
-        self._verified[cache_key] = None
-        if len(self._verified) > self._cache_size:
-            self._verified.popitem(last=False)
+        self._remember(cache_key)
         return key
 
 

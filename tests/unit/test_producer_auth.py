@@ -184,3 +184,51 @@ def test_key_file_round_trip_and_refusals(tmp_path: Path) -> None:
     bad.chmod(0o600)
     with pytest.raises(ProducerKeyError):
         load_producer_key(bad)
+
+
+def verdicts(auth: ProducerAuthenticator, records: list[tuple[str, bytes, bytes | None]]) -> list:
+    out = []
+    for v in auth.authenticate_many(records):
+        out.append(v.reason if isinstance(v, AuthFailure) else v.key_id)
+    return out
+
+
+def one_by_one(auth: ProducerAuthenticator, records: list[tuple[str, bytes, bytes | None]]) -> list:
+    out = []
+    for topic, value, env in records:
+        try:
+            out.append(auth.authenticate(topic=topic, value=value, envelope=env).key_id)
+        except AuthFailure as exc:
+            out.append(exc.reason)
+    return out
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 64, 100])
+def test_whole_batches_give_the_same_verdicts_as_one_by_one(n: int) -> None:
+    key = generate_producer_key("pacs-1")
+    records = [("phi-access", os.urandom(30)) for _ in range(n)]
+    envs = key.signer().envelopes(records)
+    rows = [(t, v, e) for (t, v), e in zip(records, envs, strict=True)]
+    other = [("phi-access", b"x", None)]
+    for batch in (rows, rows[::-1], other + rows, rows[: max(1, n - 1)], rows + rows[:1]):
+        fresh = ProducerAuthenticator([registered(key)])
+        assert verdicts(fresh, batch) == one_by_one(ProducerAuthenticator([registered(key)]), batch)
+
+
+def test_a_whole_batch_with_one_bad_record_fails_only_that_record() -> None:
+    key = generate_producer_key("pacs-1")
+    records = [("phi-access", os.urandom(30)) for _ in range(16)]
+    envs = key.signer().envelopes(records)
+    rows = [(t, v, e) for (t, v), e in zip(records, envs, strict=True)]
+    tampered = list(rows)
+    tampered[5] = (rows[5][0], rows[5][1] + b"!", rows[5][2])  # value changed
+    bad_path = bytearray(rows[9][2] or b"")
+    bad_path[20] ^= 1  # a path byte changed: the signature still verifies for the others
+    tampered[9] = (rows[9][0], rows[9][1], bytes(bad_path))
+    auth = ProducerAuthenticator([registered(key)])
+    got = verdicts(auth, tampered)
+    assert got[5] == REASON_BAD_SIGNATURE
+    assert got[9] == REASON_BAD_SIGNATURE
+    assert all(g == key.key_id for i, g in enumerate(got) if i not in (5, 9))
+    auth.replace_keys([registered(key, revoked=True)])
+    assert set(verdicts(auth, rows)) == {REASON_REVOKED_KEY}
