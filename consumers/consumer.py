@@ -309,7 +309,6 @@ def _classify(
         leaf=leaf,
         index=index_fields(schema.full_name, fields),
         envelope=None if key is None else envelope,
-        key_id=None if key is None else key.key_id,
     )
 
 

@@ -50,10 +50,9 @@ class Accepted:
     record: KafkaRecord
     leaf: bytes
     index: IndexFields
-    #: The producer-authentication envelope it was accepted with (``ledger.producerauth``)
-    #: and the key id it names; stored beside the leaf for offline checks.
+    #: The producer-authentication envelope it was accepted with (``ledger.producerauth``);
+    #: stored in the leaf's row for offline checks.
     envelope: bytes | None = None
-    key_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -24,8 +24,7 @@ from typing import Final, NewType, Protocol
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
-from ledger.errors import LedgerError, VerificationError
-from ledger.merkle import root_from_inclusion_proof
+from ledger.errors import LedgerError
 
 ProducerKeyId = NewType("ProducerKeyId", str)
 
@@ -142,12 +141,16 @@ def signed_message(producer_id: str, key_id: ProducerKeyId, size: int, root: byt
 
 
 class ProducerAuthenticator:
-    """Checks envelopes against a key registry; caches roots it verified (LRU)."""
+    """Checks envelopes against a key registry; remembers the trees of the last
+    ``cache_size`` batches it verified (LRU)."""
 
-    def __init__(self, keys: Iterable[RegisteredKey] = (), *, cache_size: int = 4096) -> None:
+    def __init__(self, keys: Iterable[RegisteredKey] = (), *, cache_size: int = 64) -> None:
         self._keys: dict[str, RegisteredKey] = {}
         self._verifiers: dict[str, VerifyKey] = {}
-        self._verified: OrderedDict[tuple[str, int, bytes, bytes], None] = OrderedDict()
+        #: Verified batches: (key id, size, signature) -> {(level, position): node hash}.
+        self._batches: OrderedDict[tuple[str, int, bytes], dict[tuple[int, int], bytes]] = (
+            OrderedDict()
+        )
         self._cache_size = cache_size
         self.replace_keys(keys)
 
@@ -162,125 +165,120 @@ class ProducerAuthenticator:
     def authenticate_many(
         self, records: Sequence[tuple[str, bytes, bytes | None]]
     ) -> list[RegisteredKey | AuthFailure]:
-        """``authenticate`` of each (topic, value, envelope), as a verdict per record.
-
-        Where every record of a signed batch is present (a consumer's poll usually holds
-        whole batches), the batch root is rebuilt once from all its leaves (one SHA-256
-        per record instead of one per path step) and each record's path is compared with
-        the rebuilt tree's; anything else goes through ``authenticate`` one by one.
-        """
-        verdicts: list[RegisteredKey | AuthFailure | None] = [None] * len(records)
-        batches: dict[bytes, list[int]] = {}
-        for j, (_, _, envelope) in enumerate(records):
-            if envelope is not None and len(envelope) >= _HEAD.size + 64:
-                batches.setdefault(envelope[-64:] + envelope[:13], []).append(j)
-        for members in batches.values():
-            key = self._whole_batch(records, members)
-            if key is not None:
-                for j in members:
-                    verdicts[j] = key
+        """``authenticate`` of each (topic, value, envelope), as a verdict per record."""
         out: list[RegisteredKey | AuthFailure] = []
-        for j, verdict in enumerate(verdicts):
-            if verdict is None:
-                topic, value, envelope = records[j]
-                try:
-                    verdict = self.authenticate(topic=topic, value=value, envelope=envelope)
-                except AuthFailure as exc:
-                    verdict = exc
-            out.append(verdict)
+        for topic, value, envelope in records:
+            try:
+                out.append(self.authenticate(topic=topic, value=value, envelope=envelope))
+            except AuthFailure as exc:
+                out.append(exc)
         return out
 
-    def _whole_batch(
-        self, records: Sequence[tuple[str, bytes, bytes | None]], members: list[int]
-    ) -> RegisteredKey | None:
-        """The signing key if ``members`` are exactly one whole, valid batch; else None."""
-        batch: list[tuple[str, bytes, bytes] | None] = [None] * len(members)
-        version, kid, size, _, _ = 0, b"", 0, 0, 0
-        for j in members:
-            topic, value, envelope = records[j]
-            if envelope is None:
-                return None
-            version, kid, size, index, _ = _HEAD.unpack_from(envelope)
-            if size != len(members) or index >= size or batch[index] is not None:
-                return None
-            batch[index] = (topic, value, envelope)
-        whole = [b for b in batch if b is not None]
-        key = self._keys.get(kid.hex())
-        if version != ENVELOPE_VERSION or key is None or key.revoked_at is not None:
-            return None
-        if len(whole) != size or size > MAX_BATCH:
-            return None
-        pid = _text16(key.producer_id)
-        sha = hashlib.sha256
-        level = [sha(b"\x00" + LEAF_DOMAIN + pid + _text16(t) + v).digest() for t, v, _ in whole]
-        levels = [level]
-        while len(level) > 1:
-            pairs = range(0, len(level) - 1, 2)
-            nxt = [sha(b"\x01" + level[i] + level[i + 1]).digest() for i in pairs]
-            if len(level) % 2:
-                nxt.append(level[-1])
-            levels.append(nxt)
-            level = nxt
-        signature = whole[0][2][-64:]
-        cache_key = (key.key_id, size, level[0], signature)
-        if cache_key not in self._verified:
-            try:
-                self._verifiers[key.key_id].verify(
-                    signed_message(key.producer_id, key.key_id, size, level[0]), signature
-                )
-            except BadSignatureError:
-                return None  # one by one: each record gets its own verdict
-            self._remember(cache_key)
-        below = levels[:-1]
-        for index, (_, _, envelope) in enumerate(whole):
-            path = b"".join(
-                lv[(index >> h) ^ 1] for h, lv in enumerate(below) if (index >> h) ^ 1 < len(lv)
-            )
-            if envelope[_HEAD.size - 1] * 32 != len(path) or envelope[_HEAD.size : -64] != path:
-                return None
-        return key
-
-    def _remember(self, cache_key: tuple[str, int, bytes, bytes]) -> None:
-        self._verified[cache_key] = None
-        if len(self._verified) > self._cache_size:
-            self._verified.popitem(last=False)
-
     def authenticate(self, *, topic: str, value: bytes, envelope: bytes | None) -> RegisteredKey:
-        """The key that signed this record, or ``AuthFailure``."""
+        """The key that signed this record, or ``AuthFailure``.
+
+        Walks the record's inclusion path up from its leaf. Every node of a batch whose
+        root was verified is remembered (the path's siblings too), so the next record of
+        that batch usually stops one level up: a record costs its leaf hash and a lookup;
+        a batch costs one signature verification.
+        """
         if envelope is None:
             raise AuthFailure(REASON_UNAUTHENTICATED, f"record has no {ENVELOPE_HEADER} header")
-        env = parse_envelope(envelope)
-        key = self._keys.get(env.key_id)
+        if len(envelope) < _HEAD.size + 64:
+            parse_envelope(envelope)  # raises with the reason
+        version, kid_raw, size, index, k = _HEAD.unpack_from(envelope)
+        end = len(envelope) - 64
+        if version != ENVELOPE_VERSION or end != _HEAD.size + 32 * k or not index < size:
+            parse_envelope(envelope)
+        if size > MAX_BATCH:
+            parse_envelope(envelope)
+        kid = kid_raw.hex()
+        key = self._keys.get(kid)
         if key is None:
-            raise AuthFailure(REASON_UNKNOWN_KEY, f"key {env.key_id} is not registered")
+            raise AuthFailure(REASON_UNKNOWN_KEY, f"key {kid} is not registered")
         if key.revoked_at is not None:
             raise AuthFailure(
                 REASON_REVOKED_KEY,
-                f"key {env.key_id} of producer {key.producer_id!r} was revoked at "
+                f"key {kid} of producer {key.producer_id!r} was revoked at "
                 f"{key.revoked_at.isoformat()}",
             )
-        leaf = record_leaf_hash(key.producer_id, topic, value)
-        try:
-            root = root_from_inclusion_proof(
-                leaf_hash=leaf, index=env.index, size=env.size, proof=env.path
-            )
-        except VerificationError as exc:
-            raise AuthFailure(REASON_BAD_ENVELOPE, f"inclusion path: {exc}") from exc
-        cache_key = (env.key_id, env.size, root, env.signature)
-        if cache_key in self._verified:
-            self._verified.move_to_end(cache_key)
-            return key
-        message = signed_message(key.producer_id, env.key_id, env.size, root)
-        try:
-            self._verifiers[env.key_id].verify(message, env.signature)
-        except BadSignatureError as exc:
+        signature = envelope[end:]
+        batch = (kid, size, signature)
+        known = self._batches.get(batch)
+        node = record_leaf_hash(key.producer_id, topic, value)
+        seen: list[tuple[tuple[int, int], bytes]] = []
+        pos, width, level, p = index, size, 0, _HEAD.size
+        while width > 1:
+            if known is not None and known.get((level, pos)) == node:
+                # In a verified tree: the rest of the path must be that tree's own nodes
+                # (so the stored envelope checks offline too).
+                rest = _siblings(known, level, pos, width)
+                if rest is not None:
+                    if envelope[p:end] != rest:
+                        raise AuthFailure(
+                            REASON_BAD_SIGNATURE,
+                            f"the inclusion path is not that of the batch key {kid} signed",
+                        )
+                    self._batches.move_to_end(batch)
+                    self._learn(batch, seen)
+                    return key
+            seen.append(((level, pos), node))
+            if pos ^ 1 < width:
+                if p >= end:
+                    raise AuthFailure(REASON_BAD_ENVELOPE, "inclusion path too short")
+                sibling = envelope[p : p + 32]
+                p += 32
+                seen.append(((level, pos ^ 1), sibling))
+                pair = sibling + node if pos & 1 else node + sibling
+                node = hashlib.sha256(b"\x01" + pair).digest()
+            pos, width, level = pos >> 1, (width + 1) >> 1, level + 1
+        if p != end:
+            raise AuthFailure(REASON_BAD_ENVELOPE, "inclusion path too long")
+        if known is None:
+            message = signed_message(key.producer_id, key.key_id, size, node)
+            try:
+                self._verifiers[kid].verify(message, signature)
+            except BadSignatureError as exc:
+                raise AuthFailure(
+                    REASON_BAD_SIGNATURE,
+                    f"signature of key {kid} ({key.producer_id!r}) does not cover this "
+                    "record (forged, or the record was changed)",
+                ) from exc
+            known = self._batches[batch] = {}
+            if len(self._batches) > self._cache_size:
+                self._batches.popitem(last=False)
+        elif known.get((level, 0)) != node:
             raise AuthFailure(
                 REASON_BAD_SIGNATURE,
-                f"signature of key {env.key_id} ({key.producer_id!r}) does not cover this "
-                "record (forged, or the record was changed)",
-            ) from exc
-        self._remember(cache_key)
+                f"the record is not in the batch key {kid} ({key.producer_id!r}) signed "
+                "(forged, or the record was changed)",
+            )
+        seen.append(((level, 0), node))
+        self._learn(batch, seen)
         return key
+
+    def _learn(
+        self, batch: tuple[str, int, bytes], seen: list[tuple[tuple[int, int], bytes]]
+    ) -> None:
+        """Remember nodes now proven to belong to a verified batch's tree."""
+        known = self._batches.get(batch)
+        if known is not None:
+            known.update(seen)
+
+
+def _siblings(
+    known: dict[tuple[int, int], bytes], level: int, pos: int, width: int
+) -> bytes | None:
+    """The inclusion path from (level, pos) up, from a verified tree's known nodes."""
+    out = []
+    while width > 1:
+        if pos ^ 1 < width:
+            sibling = known.get((level, pos ^ 1))
+            if sibling is None:
+                return None
+            out.append(sibling)
+        pos, width, level = pos >> 1, (width + 1) >> 1, level + 1
+    return b"".join(out)
 
 
 def check_producer(key: RegisteredKey, producer_id: str) -> None:

@@ -64,8 +64,8 @@ class EnvelopeWriter:
         directory.mkdir(mode=0o700, exist_ok=True)
         self._file = (directory / f"{log_id}.jsonl").open("w", encoding="utf-8")
 
-    def add(self, leaf_index: int, key_id: str, envelope: bytes) -> None:
-        row = {"leaf_index": leaf_index, "key_id": key_id, "envelope": envelope.hex()}
+    def add(self, leaf_index: int, envelope: bytes) -> None:
+        row = {"leaf_index": leaf_index, "key_id": envelope[1:9].hex(), "envelope": envelope.hex()}
         self._file.write(json.dumps(row) + "\n")
 
     def __enter__(self) -> EnvelopeWriter:

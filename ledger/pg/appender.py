@@ -170,11 +170,10 @@ class PostgresAppender(PooledAdapter):
                 for r in rows
             }
 
-        leaves: list[tuple[int, int, bytes, bytes]] = []
+        leaves: list[tuple[int, int, bytes, bytes, bytes | None]] = []
         events: list[tuple[object, ...]] = []
         quarantine: list[tuple[object, ...]] = []
         alerts: list[tuple[object, ...]] = []
-        envelopes: list[tuple[int, int, str, bytes]] = []
         conflicts = 0
         duplicates = 0
         seen_here: dict[object, tuple[KafkaRecord, int]] = {}
@@ -235,9 +234,7 @@ class PostgresAppender(PooledAdapter):
                 )  # fmt: skip
                 continue
             seen_here[event_id] = (rec, index)
-            leaves.append((log_id, index, item.leaf, leaf_hash(item.leaf)))
-            if item.envelope is not None and item.key_id is not None:
-                envelopes.append((log_id, index, item.key_id, item.envelope))
+            leaves.append((log_id, index, item.leaf, leaf_hash(item.leaf), item.envelope))
             f = item.index
             events.append(
                 (
@@ -268,13 +265,11 @@ class PostgresAppender(PooledAdapter):
             index += 1
 
         if leaves:
-            await conn.copy_records_to_table("leaves", records=leaves, columns=sql.LEAF_COLUMNS)
-            await conn.copy_records_to_table("events", records=events, columns=sql.EVENT_COLUMNS)
-            await _integrate(conn, log_id, next_leaf, [h for _, _, _, h in leaves])
-        if envelopes:
             await conn.copy_records_to_table(
-                "leaf_envelopes", records=envelopes, columns=sql.ENVELOPE_COLUMNS
+                "leaves", records=leaves, columns=sql.SIGNED_LEAF_COLUMNS
             )
+            await conn.copy_records_to_table("events", records=events, columns=sql.EVENT_COLUMNS)
+            await _integrate(conn, log_id, next_leaf, [h for _, _, _, h, _ in leaves])
         if quarantine:
             await conn.executemany(sql.INSERT_QUARANTINE, quarantine)
         if alerts:

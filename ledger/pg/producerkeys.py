@@ -101,4 +101,4 @@ async def export_producer_auth(conn: Conn, bundle: Path, log_ids: Sequence[int])
     for log_id in log_ids:
         with EnvelopeWriter(bundle, log_id) as out:
             async for r in conn.cursor(sql.EXPORT_ENVELOPES, log_id, prefetch=20_000):
-                out.add(int(r["leaf_index"]), r["key_id"], bytes(r["envelope"]))
+                out.add(int(r["leaf_index"]), bytes(r["envelope"]))

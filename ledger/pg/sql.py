@@ -297,10 +297,12 @@ INSERT INTO producer_key_revocations (key_id, reason) VALUES ($1, $2)
 ON CONFLICT (key_id) DO NOTHING
 """
 
-ENVELOPE_COLUMNS: Final = ("log_id", "leaf_index", "key_id", "envelope")
+#: A leaf row with the producer envelope it was accepted with (migration 0008).
+SIGNED_LEAF_COLUMNS: Final = (*LEAF_COLUMNS, "envelope")
 
 EXPORT_ENVELOPES: Final = """
-SELECT leaf_index, key_id, envelope FROM leaf_envelopes WHERE log_id = $1 ORDER BY leaf_index
+SELECT leaf_index, envelope FROM leaves WHERE log_id = $1 AND envelope IS NOT NULL
+ORDER BY leaf_index
 """
 
 COPY_PRODUCER_KEY: Final = """

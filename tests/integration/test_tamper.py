@@ -196,12 +196,14 @@ async def tamper(ledger: Ledger) -> None:
             )
             # 6. A producer envelope altered (leaf 7 of log A) and one deleted (leaf 8).
             await su.execute(
-                "UPDATE leaf_envelopes SET envelope = overlay(envelope placing "
+                "UPDATE leaves SET envelope = overlay(envelope placing "
                 "set_byte('\\x00'::bytea, 0, get_byte(envelope, length(envelope) - 1) # 1) "
                 "from length(envelope) for 1) WHERE log_id = $1 AND leaf_index = 7",
                 a,
             )
-            await su.execute("DELETE FROM leaf_envelopes WHERE log_id = $1 AND leaf_index = 8", a)
+            await su.execute(
+                "UPDATE leaves SET envelope = NULL WHERE log_id = $1 AND leaf_index = 8", a
+            )
     finally:
         await su.close()
 

@@ -108,7 +108,7 @@ def test_every_record_of_a_batch_authenticates_with_one_verification() -> None:
     auth = ProducerAuthenticator([registered(key)])
     for (topic, value), env in zip(records, key.signer().envelopes(records), strict=True):
         assert auth.authenticate(topic=topic, value=value, envelope=env).producer_id == "pacs-1"
-    assert len(auth._verified) == 1  # one root, verified once
+    assert len(auth._batches) == 1  # one root, verified once
 
 
 def refusal(auth: ProducerAuthenticator, topic: str, value: bytes, env: bytes | None) -> str:
