@@ -21,7 +21,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -45,12 +45,12 @@ from ledger.ingest import (
 from ledger.leaf import MAX_LEAF_BYTES, KafkaRecord, encode_leaf, leaf_overhead
 from ledger.producerauth import (
     ENVELOPE_HEADER,
+    REASON_UNKNOWN_KEY,
     AuthFailure,
     ProducerAuthenticator,
     ProducerKeySource,
     RegisteredKey,
     check_producer,
-    envelope_key_id,
 )
 from producers.codec import Codec
 from producers.errors import DecodeError
@@ -535,19 +535,21 @@ class LedgerConsumer:
             await asyncio.sleep(1.0)
             return []
         claims = {tp: self._epochs.get(tp) for tp in batches}
-        await self._refresh_keys(batches.values())
+        await self._refresh_keys(on_unknown_key=False)
         auth = self._auth
         now = utc_now()
         skew = timedelta(seconds=self._config.max_clock_skew_seconds)
         polled = [(tp, [(m, envelope_of(m)) for m in ms]) for tp, ms in batches.items() if ms]
-        # One verdict per record, whole signed batches checked at once across partitions.
         verdicts: Iterator[RegisteredKey | AuthFailure | None] = itertools.repeat(None)
         if auth is not None:
-            verdicts = iter(
-                auth.authenticate_many(
-                    [(m.topic, m.value or b"", e) for _, pairs in polled for m, e in pairs]
-                )
+            rows = [(m.topic, m.value or b"", e) for _, pairs in polled for m, e in pairs]
+            checked = auth.authenticate_many(rows)
+            unknown = any(
+                isinstance(v, AuthFailure) and v.reason == REASON_UNKNOWN_KEY for v in checked
             )
+            if unknown and await self._refresh_keys(on_unknown_key=True):
+                checked = auth.authenticate_many(rows)  # a key registered since the last read
+            verdicts = iter(checked)
         return [
             _Polled(
                 tp=tp,
@@ -568,18 +570,20 @@ class LedgerConsumer:
             for tp, pairs in polled
         ]
 
-    async def _refresh_keys(self, polled: Iterable[Sequence[ConsumerRecord[bytes, bytes]]]) -> None:
-        """Re-read the key registry when it is due, or when a record names a key id not in
-        it (a key registered since the last read): then at most once per
-        ``producer_keys_refresh_min_seconds``, waiting out the rest of that interval, so
-        records naming unknown keys slow this consumer to one poll per interval at worst."""
+    async def _refresh_keys(self, *, on_unknown_key: bool) -> bool:
+        """Re-read the key registry when it is due (``producer_keys_refresh_seconds``), or
+        when a record named a key id not in it (a key registered since the last read):
+        then at most once per ``producer_keys_refresh_min_seconds``, waiting out the rest
+        of that interval, so records naming unknown keys slow this consumer to one poll
+        per interval at worst. True when the registry was read."""
         auth, source = self._auth, self._key_source
         if auth is None or source is None:
-            return
+            return False
         age = None if self._keys_read_at is None else time.monotonic() - self._keys_read_at
-        if age is not None and age < self._config.producer_keys_refresh_seconds:
-            if not self._names_unknown_key(auth, polled):
-                return
+        if not on_unknown_key and age is not None:
+            if age < self._config.producer_keys_refresh_seconds:
+                return False
+        elif age is not None:
             wait = self._config.producer_keys_refresh_min_seconds - age
             if wait > 0:
                 await asyncio.sleep(wait)
@@ -589,21 +593,10 @@ class LedgerConsumer:
             if self._keys_read_at is None:
                 raise
             logger.warning("cannot re-read the producer key registry (%s)", exc)
-            return
+            return False
         auth.replace_keys(keys)
         self._keys_read_at = time.monotonic()
-
-    @staticmethod
-    def _names_unknown_key(
-        auth: ProducerAuthenticator, polled: Iterable[Sequence[ConsumerRecord[bytes, bytes]]]
-    ) -> bool:
-        for messages in polled:
-            for m in messages:
-                env = envelope_of(m)
-                kid = None if env is None else envelope_key_id(env)
-                if kid is not None and not auth.knows(kid):
-                    return True
-        return False
+        return True
 
     async def _sweep_checkpoints(self) -> None:
         """Time-based cadence: sign logs whose unsigned leaves have waited long enough."""

@@ -269,16 +269,23 @@ class ProducerAuthenticator:
 def _siblings(
     known: dict[tuple[int, int], bytes], level: int, pos: int, width: int
 ) -> bytes | None:
-    """The inclusion path from (level, pos) up, from a verified tree's known nodes."""
-    out = []
-    while width > 1:
-        if pos ^ 1 < width:
-            sibling = known.get((level, pos ^ 1))
-            if sibling is None:
-                return None
-            out.append(sibling)
-        pos, width, level = pos >> 1, (width + 1) >> 1, level + 1
-    return b"".join(out)
+    """The inclusion path from (level, pos) up, from a verified tree's known nodes;
+    memoised in the same dict under (-1 - level, pos)."""
+    memo = known.get((-1 - level, pos))
+    if memo is not None:
+        return memo
+    if width <= 1:
+        return b""
+    above = _siblings(known, level + 1, pos >> 1, (width + 1) >> 1)
+    if above is None:
+        return None
+    if pos ^ 1 < width:
+        sibling = known.get((level, pos ^ 1))
+        if sibling is None:
+            return None
+        above = sibling + above
+    known[(-1 - level, pos)] = above
+    return above
 
 
 def check_producer(key: RegisteredKey, producer_id: str) -> None:

@@ -79,6 +79,18 @@ class Running:
 @pytest.fixture
 async def running(stack: Stack) -> AsyncIterator[Running]:
     """A consumer on fresh topics that re-reads the key registry every 0.5 s."""
+    async for r in consuming(stack, refresh_seconds=0.5):
+        yield r
+
+
+@pytest.fixture
+async def slow_refresh(stack: Stack) -> AsyncIterator[Running]:
+    """A consumer that re-reads the key registry only on an unknown key id."""
+    async for r in consuming(stack, refresh_seconds=3600):
+        yield r
+
+
+async def consuming(stack: Stack, *, refresh_seconds: float) -> AsyncIterator[Running]:
     topics = stack.topics(f"auth{uuid.uuid4().hex[:6]}")
     await ensure_topics(stack.kafka_bootstrap, topics, 1)
     appender = PostgresAppender(dsn=stack.appender_url, ledger_name="test.ledger.local")
@@ -86,7 +98,7 @@ async def running(stack: Stack) -> AsyncIterator[Running]:
         bootstrap_servers=stack.kafka_bootstrap,
         topics=topics,
         group_id=f"auth-{uuid.uuid4().hex[:8]}",
-        producer_keys_refresh_seconds=0.5,
+        producer_keys_refresh_seconds=refresh_seconds,
         producer_keys_refresh_min_seconds=0.1,
     )
     producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap)
@@ -159,6 +171,25 @@ def unregistered_key_file(tmp_path: Path, producer_id: str) -> str:
     path = tmp_path / f"{uuid.uuid4().hex}.key"
     write_producer_key(path, generate_producer_key(producer_id))
     return str(path)
+
+
+async def test_a_key_registered_after_the_consumer_started_is_accepted(
+    slow_refresh: Running,
+) -> None:
+    """An unknown key id makes the consumer re-read the registry before it judges."""
+    r = slow_refresh
+    first = r.event("pa-early")
+    value = CODEC.encode(first)
+    await r.send(value, envelope(r.stack.producer_key("pa-early"), r.topics[0], value))
+    for _ in range(300):
+        if await appended(r.stack, first.event_id):
+            break
+        await asyncio.sleep(0.1)
+    late = r.event("pa-late")  # its key is registered only now
+    value = CODEC.encode(late)
+    offset = await r.send(value, envelope(r.stack.producer_key("pa-late"), r.topics[0], value))
+    assert await outcome(r.stack, r.topics[0], offset) == (None, None)
+    assert await appended(r.stack, late.event_id)
 
 
 async def test_no_envelope_is_refused(running: Running) -> None:
