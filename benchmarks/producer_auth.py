@@ -98,8 +98,15 @@ async def ingest(
         proc.wait()
     first, last = await ingest_times(owner)
     admin = await asyncpg.connect(settings["DATABASE_URL"])
-    await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-    await admin.close()
+    try:
+        for _ in range(20):  # the consumer's sessions may outlive its process briefly
+            try:
+                await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+                break
+            except asyncpg.InsufficientPrivilegeError:
+                await asyncio.sleep(0.5)
+    finally:
+        await admin.close()
     return n / max(last - first, 1e-6)
 
 

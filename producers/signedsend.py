@@ -19,7 +19,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError
 
-from producers.signing import ENVELOPE_HEADER, MAX_BATCH, BatchSigner
+from producers.signing import ENVELOPE_HEADER, SIGN_BATCH, BatchSigner
 
 _Pending = tuple[str, bytes, "bytes | None", "asyncio.Future[Any]"]
 
@@ -43,9 +43,9 @@ def _fail(pending: list[_Pending], exc: BaseException) -> None:
 
 
 class SigningProducer(AIOKafkaProducer):  # type: ignore[misc]
-    """``AIOKafkaProducer`` whose ``send`` signs (batches of up to ``MAX_BATCH``)."""
+    """``AIOKafkaProducer`` whose ``send`` signs (batches of up to ``SIGN_BATCH``)."""
 
-    def __init__(self, *, signer: BatchSigner, max_pending: int = 2 * MAX_BATCH, **kwargs: Any):
+    def __init__(self, *, signer: BatchSigner, max_pending: int = 8 * SIGN_BATCH, **kwargs: Any):
         super().__init__(**kwargs)
         self._signer = signer
         self._max_pending = max_pending
@@ -78,7 +78,7 @@ class SigningProducer(AIOKafkaProducer):  # type: ignore[misc]
 
     async def _flush_loop(self) -> None:
         while self._queue:
-            batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+            batch, self._queue = self._queue[:SIGN_BATCH], self._queue[SIGN_BATCH:]
             if self._space is not None:
                 self._space.set()
             try:

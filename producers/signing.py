@@ -47,8 +47,12 @@ LEAF_DOMAIN: Final = b"philedger/producer-leaf/v1\x00"
 SIGNED_DOMAIN: Final = b"philedger/producer-batch/v1\x00"
 KEY_ID_DOMAIN: Final = b"philedger/producer-key/v1\x00"
 KEY_ID_BYTES: Final = 8
-#: Largest batch one signature covers (so an inclusion path has at most 10 hashes).
+#: Largest batch one signature may cover (so an inclusion path has at most 10 hashes).
 MAX_BATCH: Final = 1024
+#: The batch size the emitter signs: each record carries (and the ledger stores) its
+#: path, log2(n) * 32 bytes, so smaller batches store less; one Ed25519 signature per
+#: 256 records still costs < 0.1 µs (producer) and < 0.2 µs (consumer) per record.
+SIGN_BATCH: Final = 256
 KEY_FILE_FORMAT: Final = "philedger-producer-key/v1"
 
 _HEAD: Final = struct.Struct(">B8sIIB")
