@@ -46,10 +46,10 @@ from ledger.leaf import MAX_LEAF_BYTES, KafkaRecord, encode_leaf, leaf_overhead
 from ledger.producerauth import (
     ENVELOPE_HEADER,
     REASON_UNKNOWN_KEY,
+    Authenticated,
     AuthFailure,
     ProducerAuthenticator,
-    ProducerKeySource,
-    RegisteredKey,
+    ProducerSealSource,
     check_producer,
 )
 from producers.codec import Codec
@@ -245,7 +245,7 @@ def classify(
     max_clock_skew: timedelta = DEFAULT_SKEW,
     auth: ProducerAuthenticator | None = None,
     envelope: bytes | None = None,
-    verdict: RegisteredKey | AuthFailure | None = None,
+    verdict: Authenticated | AuthFailure | None = None,
 ) -> BatchItem:
     """Turn one Kafka record into an ``Accepted`` leaf or a ``Rejected`` quarantine entry.
 
@@ -253,11 +253,20 @@ def classify(
     authentication off) the record is authenticated before it is decoded: a record that
     is not from a registered, unrevoked key, or whose event names another producer than
     the key's, is rejected with an alert and never reaches the ledger. A rejected record
-    keeps its envelope (quarantine re-submission sends it again).
+    keeps its envelope (quarantine re-submission sends it again). A verified seal the
+    record carried goes with the item either way (the appender stores it).
     """
-    item = _classify(record, codec, now, max_clock_skew, auth, envelope, verdict)
-    if isinstance(item, Rejected) and envelope is not None:
-        return dataclasses.replace(item, envelope=envelope)
+    if auth is not None and verdict is None:  # not checked with its poll
+        try:
+            verdict = auth.authenticate(topic=record.topic, value=record.value, envelope=envelope)
+        except AuthFailure as exc:
+            verdict = exc
+    item = _classify(record, codec, now, max_clock_skew, verdict if auth else None)
+    seal = None if verdict is None else verdict.seal
+    if isinstance(item, Rejected) and (envelope is not None or seal is not None):
+        return dataclasses.replace(item, envelope=envelope, seal=seal)
+    if isinstance(item, Accepted) and seal is not None:
+        return dataclasses.replace(item, seal=seal)
     return item
 
 
@@ -266,9 +275,7 @@ def _classify(
     codec: Codec,
     now: datetime | None,
     max_clock_skew: timedelta,
-    auth: ProducerAuthenticator | None,
-    envelope: bytes | None,
-    verdict: RegisteredKey | AuthFailure | None,
+    verdict: Authenticated | AuthFailure | None,
 ) -> BatchItem:
     if not record.value:
         return Rejected(record=record, reason=REASON_EMPTY, detail="record has no value")
@@ -279,25 +286,15 @@ def _classify(
             reason=REASON_OVERSIZE,
             detail=f"record would make a {size}-byte leaf; a leaf holds at most {MAX_LEAF_BYTES}",
         )
-    key = None
-    if auth is not None:
-        if verdict is None:  # not checked with its poll (``authenticate_many``)
-            try:
-                verdict = auth.authenticate(
-                    topic=record.topic, value=record.value, envelope=envelope
-                )
-            except AuthFailure as exc:
-                verdict = exc
-        if isinstance(verdict, AuthFailure):
-            return Rejected(record=record, reason=verdict.reason, detail=verdict.detail, alert=True)
-        key = verdict
+    if isinstance(verdict, AuthFailure):
+        return Rejected(record=record, reason=verdict.reason, detail=verdict.detail, alert=True)
     try:
         schema, fields = codec.decode_valid(record.value, now=now, max_future_skew=max_clock_skew)
     except DecodeError as exc:
         return Rejected(record=record, reason=exc.reason, detail=str(exc))
-    if key is not None:
+    if verdict is not None:
         try:
-            check_producer(key, cast(str, fields["producer_id"]))
+            check_producer(verdict.key, cast(str, fields["producer_id"]))
         except AuthFailure as exc:
             return Rejected(record=record, reason=exc.reason, detail=exc.detail, alert=True)
     try:
@@ -308,7 +305,7 @@ def _classify(
         record=record,
         leaf=leaf,
         index=index_fields(schema.full_name, fields),
-        envelope=None if key is None else envelope,
+        seal_ref=None if verdict is None else (verdict.seal_id, verdict.index),
     )
 
 
@@ -372,7 +369,7 @@ class LedgerConsumer:
         appender: Appender,
         codec: Codec,
         checkpointer: Checkpointing | None = None,
-        key_source: ProducerKeySource | None = None,
+        key_source: ProducerSealSource | None = None,
     ) -> None:
         if config.authenticate_producers and key_source is None:
             raise ValueError("producer authentication needs a key source (the appender)")
@@ -540,9 +537,10 @@ class LedgerConsumer:
         now = utc_now()
         skew = timedelta(seconds=self._config.max_clock_skew_seconds)
         polled = [(tp, [(m, envelope_of(m)) for m in ms]) for tp, ms in batches.items() if ms]
-        verdicts: Iterator[RegisteredKey | AuthFailure | None] = itertools.repeat(None)
+        verdicts: Iterator[Authenticated | AuthFailure | None] = itertools.repeat(None)
         if auth is not None:
             rows = [(m.topic, m.value or b"", e) for _, pairs in polled for m, e in pairs]
+            await self._load_seals(auth.missing_seals(e for _, _, e in rows))
             checked = auth.authenticate_many(rows)
             unknown = any(
                 isinstance(v, AuthFailure) and v.reason == REASON_UNKNOWN_KEY for v in checked
@@ -569,6 +567,19 @@ class LedgerConsumer:
             )
             for tp, pairs in polled
         ]
+
+    async def _load_seals(self, seal_ids: list[bytes]) -> None:
+        """Seals these records refer to that were read before this consumer started (or
+        left its cache): from the database, verified like a received one. A seal that is
+        not there either leaves its records ``unknown_seal``."""
+        auth, source = self._auth, self._key_source
+        if not seal_ids or auth is None or source is None:
+            return
+        for seal in await source.producer_seals(seal_ids):
+            try:
+                auth.add_seal(seal)
+            except AuthFailure as exc:
+                logger.warning("a stored producer seal does not verify (%s)", exc.reason)
 
     async def _refresh_keys(self, *, on_unknown_key: bool) -> bool:
         """Re-read the key registry when it is due (``producer_keys_refresh_seconds``), or

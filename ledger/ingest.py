@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Protocol
 
 from ledger.leaf import KafkaRecord
+from ledger.producerauth import Seal
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -50,9 +51,11 @@ class Accepted:
     record: KafkaRecord
     leaf: bytes
     index: IndexFields
-    #: The producer-authentication envelope it was accepted with (``ledger.producerauth``);
-    #: stored in the leaf's row for offline checks.
-    envelope: bytes | None = None
+    #: (seal id, entry) of the producer seal it was authenticated with
+    #: (``ledger.producerauth``); stored in the leaf's row for offline checks.
+    seal_ref: tuple[bytes, int] | None = None
+    #: The verified seal this record carried, stored with its batch.
+    seal: Seal | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -66,6 +69,9 @@ class Rejected:
     alert: bool = False
     #: The record's producer-authentication envelope, kept with it in quarantine.
     envelope: bytes | None = None
+    #: The verified seal this record carried: stored even though the record is refused,
+    #: since the other records of its batch refer to it.
+    seal: Seal | None = None
 
 
 BatchItem = Accepted | Rejected

@@ -1,14 +1,15 @@
 """Producer authentication, verifying side: is this record from the producer it names?
 
 Invariant: ``ProducerAuthenticator.authenticate`` returns the registered key only when
-the record's envelope parses, names a registered key that is not revoked, and its
-inclusion path leads from the record's leaf (that key's producer id, the topic, the
-exact value bytes) to a batch root that key signed; otherwise it raises ``AuthFailure``
-with one of ``AUTH_REASONS``.  Pure: no I/O (the consumer feeds it the key registry;
-the offline verifier feeds it the exported one).  One Ed25519 verification per batch
-root, cached, so a record costs a few SHA-256s.  The byte format is defined in
-docs/producer-auth.md (and, for producers, in ``producers.signing``, which this module
-may not import: the RFC 6962 hashing here is ``ledger.merkle``'s).
+the record's envelope parses, names a registered key that is not revoked, and refers to
+a seal that key signed (verified here, from this record's envelope, an earlier one, or
+the database) whose entry i equals the record's leaf hash (that key's producer id, the
+topic, the exact value bytes); otherwise it raises ``AuthFailure`` with one of
+``AUTH_REASONS``.  Pure: no I/O (the consumer feeds it the key registry and stored
+seals; the offline verifier feeds it the exported ones).  One Ed25519 verification per
+seal, cached by seal id, so a record costs one SHA-256 and a compare.  The byte format
+is defined in docs/producer-auth.md (and, for producers, in ``producers.signing``,
+which this module may not import).
 """
 
 from __future__ import annotations
@@ -29,11 +30,13 @@ from ledger.errors import LedgerError
 ProducerKeyId = NewType("ProducerKeyId", str)
 
 ENVELOPE_HEADER: Final = "philedger-auth"
-ENVELOPE_VERSION: Final = 1
+ENVELOPE_VERSION: Final = 2
 LEAF_DOMAIN: Final = b"philedger/producer-leaf/v1\x00"
-SIGNED_DOMAIN: Final = b"philedger/producer-batch/v1\x00"
+SEAL_DOMAIN: Final = b"philedger/producer-seal/v2\x00"
+SEAL_ID_DOMAIN: Final = b"philedger/producer-seal-id/v2\x00"
 KEY_ID_DOMAIN: Final = b"philedger/producer-key/v1\x00"
 MAX_BATCH: Final = 1024
+SEAL_ID_BYTES: Final = 16
 
 REASON_UNAUTHENTICATED: Final = "unauthenticated"
 REASON_BAD_ENVELOPE: Final = "bad_envelope"
@@ -41,6 +44,7 @@ REASON_UNKNOWN_KEY: Final = "unknown_key"
 REASON_REVOKED_KEY: Final = "revoked_key"
 REASON_BAD_SIGNATURE: Final = "bad_signature"
 REASON_PRODUCER_MISMATCH: Final = "producer_mismatch"
+REASON_UNKNOWN_SEAL: Final = "unknown_seal"
 AUTH_REASONS: Final = frozenset(
     {
         REASON_UNAUTHENTICATED,
@@ -49,12 +53,14 @@ AUTH_REASONS: Final = frozenset(
         REASON_REVOKED_KEY,
         REASON_BAD_SIGNATURE,
         REASON_PRODUCER_MISMATCH,
+        REASON_UNKNOWN_SEAL,
     }
 )
 
-_HEAD: Final = struct.Struct(">B8sIIB")
+#: version, key id, seal id, leaf index: every record's reference to its seal.
+_REF: Final = struct.Struct(">B8s16sH")
+REF_BYTES: Final = _REF.size
 _U16: Final = struct.Struct(">H")
-_U32: Final = struct.Struct(">I")
 
 
 class AuthFailure(LedgerError):
@@ -64,6 +70,9 @@ class AuthFailure(LedgerError):
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
+        #: The seal this record carried, when that seal itself verified (it is stored
+        #: even though this record is refused: the batch's other records refer to it).
+        self.seal: Seal | None = None
 
 
 def key_id_of(public_key: bytes) -> ProducerKeyId:
@@ -88,41 +97,32 @@ class ProducerKeySource(Protocol):
     async def producer_keys(self) -> Sequence[RegisteredKey]: ...
 
 
+class ProducerSealSource(ProducerKeySource, Protocol):
+    """Where a consumer looks up seals it has not seen (the appender's database)."""
+
+    async def producer_seals(self, seal_ids: Sequence[bytes]) -> Sequence[Seal]: ...
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Envelope:
+class Seal:
+    """One signed batch: the leaf hashes of m records, in send order, under one signature."""
+
+    seal_id: bytes
     key_id: ProducerKeyId
-    size: int
-    index: int
-    path: tuple[bytes, ...]
+    producer_id: str
+    leaf_hashes: bytes
     signature: bytes
 
 
-def parse_envelope(raw: bytes) -> Envelope:
-    """Decode an envelope (docs/producer-auth.md); raises ``AuthFailure(bad_envelope)``."""
-    if len(raw) < _HEAD.size + 64:
-        raise AuthFailure(REASON_BAD_ENVELOPE, f"envelope is {len(raw)} bytes; too short")
-    version, kid, size, index, k = _HEAD.unpack_from(raw)
-    if version != ENVELOPE_VERSION:
-        raise AuthFailure(REASON_BAD_ENVELOPE, f"unknown envelope version {version}")
-    if len(raw) != _HEAD.size + 32 * k + 64:
-        raise AuthFailure(REASON_BAD_ENVELOPE, "envelope length does not match its path")
-    if not 0 <= index < size <= MAX_BATCH:
-        raise AuthFailure(REASON_BAD_ENVELOPE, f"leaf {index} of a batch of {size}")
-    body = raw[_HEAD.size : _HEAD.size + 32 * k]
-    return Envelope(
-        key_id=ProducerKeyId(kid.hex()),
-        size=size,
-        index=index,
-        path=tuple(body[j : j + 32] for j in range(0, len(body), 32)),
-        signature=raw[-64:],
-    )
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Authenticated:
+    """A record's verdict: the key that signed it, and where in which seal it is."""
 
-
-def envelope_key_id(raw: bytes) -> ProducerKeyId | None:
-    """The key id an envelope names, without checking anything else (cache refreshes)."""
-    if len(raw) < _HEAD.size:
-        return None
-    return ProducerKeyId(raw[1:9].hex())
+    key: RegisteredKey
+    seal_id: bytes
+    index: int
+    #: The seal this record's envelope carried (verified), to be stored with the batch.
+    seal: Seal | None = None
 
 
 def _text16(text: str) -> bytes:
@@ -136,21 +136,40 @@ def record_leaf_hash(producer_id: str, topic: str, value: bytes) -> bytes:
     ).digest()
 
 
-def signed_message(producer_id: str, key_id: ProducerKeyId, size: int, root: bytes) -> bytes:
-    return SIGNED_DOMAIN + _text16(producer_id) + bytes.fromhex(key_id) + _U32.pack(size) + root
+def seal_id_of(key_id: bytes, leaf_hashes: bytes) -> bytes:
+    m = len(leaf_hashes) // 32
+    digest = hashlib.sha256(SEAL_ID_DOMAIN + key_id + _U16.pack(m) + leaf_hashes).digest()
+    return digest[:SEAL_ID_BYTES]
+
+
+def seal_message(producer_id: str, key_id: bytes, seal_id: bytes, leaf_hashes: bytes) -> bytes:
+    m = len(leaf_hashes) // 32
+    return SEAL_DOMAIN + _text16(producer_id) + key_id + seal_id + _U16.pack(m) + leaf_hashes
+
+
+def envelope_key_id(raw: bytes) -> ProducerKeyId | None:
+    """The key id an envelope names, without checking anything else (cache refreshes)."""
+    if len(raw) < REF_BYTES:
+        return None
+    return ProducerKeyId(raw[1:9].hex())
+
+
+def envelope_ref(raw: bytes | None) -> tuple[bytes, int] | None:
+    """(seal id, leaf index) of a well-formed version-2 envelope, else None."""
+    if raw is None or len(raw) < REF_BYTES or raw[0] != ENVELOPE_VERSION:
+        return None
+    _, _, sid, index = _REF.unpack_from(raw)
+    return sid, index
 
 
 class ProducerAuthenticator:
-    """Checks envelopes against a key registry; remembers the trees of the last
-    ``cache_size`` batches it verified (LRU)."""
+    """Checks envelopes against a key registry; remembers the last ``cache_size`` seals
+    it verified (LRU, by seal id)."""
 
-    def __init__(self, keys: Iterable[RegisteredKey] = (), *, cache_size: int = 64) -> None:
+    def __init__(self, keys: Iterable[RegisteredKey] = (), *, cache_size: int = 4096) -> None:
         self._keys: dict[str, RegisteredKey] = {}
         self._verifiers: dict[str, VerifyKey] = {}
-        #: Verified batches: (key id, size, signature) -> {(level, position): node hash}.
-        self._batches: OrderedDict[tuple[str, int, bytes], dict[tuple[int, int], bytes]] = (
-            OrderedDict()
-        )
+        self._seals: OrderedDict[bytes, Seal] = OrderedDict()
         self._cache_size = cache_size
         self.replace_keys(keys)
 
@@ -162,11 +181,68 @@ class ProducerAuthenticator:
     def knows(self, key_id: str) -> bool:
         return key_id in self._keys
 
+    def missing_seals(self, envelopes: Iterable[bytes | None]) -> list[bytes]:
+        """Seal ids these envelopes refer to that are neither verified here nor carried by
+        one of them (a consumer restarted after a seal: look them up in the database)."""
+        wanted: dict[bytes, None] = {}
+        carried = set()
+        for raw in envelopes:
+            ref = envelope_ref(raw)
+            if ref is None:
+                continue
+            if raw is not None and len(raw) > REF_BYTES:
+                carried.add(ref[0])
+            elif ref[0] not in self._seals:
+                wanted[ref[0]] = None
+        return [sid for sid in wanted if sid not in carried]
+
+    def add_seal(self, seal: Seal) -> Seal:
+        """Verify a seal (stored or exported) and remember it; ``AuthFailure`` if it is
+        not one the registered key signed."""
+        kid = bytes.fromhex(seal.key_id)
+        return self._verify_seal(kid, seal.seal_id, seal.leaf_hashes, seal.signature)
+
+    def _verify_seal(self, kid: bytes, sid: bytes, hashes: bytes, signature: bytes) -> Seal:
+        known = self._seals.get(sid)
+        if known is not None and known.leaf_hashes == hashes and known.signature == signature:
+            self._seals.move_to_end(sid)
+            return known
+        m = len(hashes) // 32
+        if not 0 < m <= MAX_BATCH or len(hashes) != 32 * m or len(signature) != 64:
+            raise AuthFailure(REASON_BAD_ENVELOPE, f"a seal of {len(hashes)} bytes of hashes")
+        if seal_id_of(kid, hashes) != sid:
+            raise AuthFailure(REASON_BAD_ENVELOPE, "the seal id is not the seal's hash")
+        key_id = kid.hex()
+        key = self._keys.get(key_id)
+        if key is None:
+            raise AuthFailure(REASON_UNKNOWN_KEY, f"key {key_id} is not registered")
+        try:
+            self._verifiers[key_id].verify(
+                seal_message(key.producer_id, kid, sid, hashes), signature
+            )
+        except BadSignatureError as exc:
+            raise AuthFailure(
+                REASON_BAD_SIGNATURE,
+                f"the seal's signature is not by key {key_id} ({key.producer_id!r}): forged, "
+                "or the seal was changed",
+            ) from exc
+        seal = Seal(
+            seal_id=sid,
+            key_id=ProducerKeyId(key_id),
+            producer_id=key.producer_id,
+            leaf_hashes=hashes,
+            signature=signature,
+        )
+        self._seals[sid] = seal
+        if len(self._seals) > self._cache_size:
+            self._seals.popitem(last=False)
+        return seal
+
     def authenticate_many(
         self, records: Sequence[tuple[str, bytes, bytes | None]]
-    ) -> list[RegisteredKey | AuthFailure]:
-        """``authenticate`` of each (topic, value, envelope), as a verdict per record."""
-        out: list[RegisteredKey | AuthFailure] = []
+    ) -> list[Authenticated | AuthFailure]:
+        """``authenticate`` of each (topic, value, envelope), in order, as a verdict each."""
+        out: list[Authenticated | AuthFailure] = []
         for topic, value, envelope in records:
             try:
                 out.append(self.authenticate(topic=topic, value=value, envelope=envelope))
@@ -174,118 +250,80 @@ class ProducerAuthenticator:
                 out.append(exc)
         return out
 
-    def authenticate(self, *, topic: str, value: bytes, envelope: bytes | None) -> RegisteredKey:
+    def authenticate(self, *, topic: str, value: bytes, envelope: bytes | None) -> Authenticated:
         """The key that signed this record, or ``AuthFailure``.
 
-        Walks the record's inclusion path up from its leaf. Every node of a batch whose
-        root was verified is remembered (the path's siblings too), so the next record of
-        that batch usually stops one level up: a record costs its leaf hash and a lookup;
-        a batch costs one signature verification.
+        A record whose envelope carries a seal has that seal verified first (once per
+        seal id); every record is then one leaf hash compared with its seal's entry.
         """
         if envelope is None:
             raise AuthFailure(REASON_UNAUTHENTICATED, f"record has no {ENVELOPE_HEADER} header")
-        if len(envelope) < _HEAD.size + 64:
-            parse_envelope(envelope)  # raises with the reason
-        version, kid_raw, size, index, k = _HEAD.unpack_from(envelope)
-        end = len(envelope) - 64
-        if version != ENVELOPE_VERSION or end != _HEAD.size + 32 * k or not index < size:
-            parse_envelope(envelope)
-        if size > MAX_BATCH:
-            parse_envelope(envelope)
-        kid = kid_raw.hex()
-        key = self._keys.get(kid)
+        if len(envelope) < REF_BYTES:
+            raise AuthFailure(REASON_BAD_ENVELOPE, f"envelope is {len(envelope)} bytes; too short")
+        version, kid, sid, index = _REF.unpack_from(envelope)
+        if version != ENVELOPE_VERSION:
+            raise AuthFailure(REASON_BAD_ENVELOPE, f"unknown envelope version {version}")
+        key = self.check_key(kid.hex())
+        carried = None
+        if len(envelope) > REF_BYTES:
+            rest = envelope[REF_BYTES:]
+            if len(rest) < 2 + 64:
+                raise AuthFailure(REASON_BAD_ENVELOPE, "the seal is too short")
+            (m,) = _U16.unpack_from(rest)
+            if len(rest) != 2 + 32 * m + 64:
+                raise AuthFailure(REASON_BAD_ENVELOPE, "the seal's length does not match m")
+            carried = self._verify_seal(kid, sid, rest[2:-64], rest[-64:])
+        try:
+            self.check_entry(key, kid, sid, index, record_leaf_hash(key.producer_id, topic, value))
+        except AuthFailure as exc:
+            exc.seal = carried
+            raise
+        return Authenticated(key=key, seal_id=sid, index=index, seal=carried)
+
+    def seal(self, seal_id: bytes) -> Seal | None:
+        """A verified seal, if remembered."""
+        return self._seals.get(seal_id)
+
+    def check_key_any(self, key_id: str) -> RegisteredKey:
+        """The registered key, revoked or not (the offline check: revocation is not held
+        against what was accepted while the key was valid)."""
+        key = self._keys.get(key_id)
         if key is None:
-            raise AuthFailure(REASON_UNKNOWN_KEY, f"key {kid} is not registered")
+            raise AuthFailure(REASON_UNKNOWN_KEY, f"key {key_id} is not registered")
+        return key
+
+    def check_key(self, key_id: str) -> RegisteredKey:
+        key = self._keys.get(key_id)
+        if key is None:
+            raise AuthFailure(REASON_UNKNOWN_KEY, f"key {key_id} is not registered")
         if key.revoked_at is not None:
             raise AuthFailure(
                 REASON_REVOKED_KEY,
-                f"key {kid} of producer {key.producer_id!r} was revoked at "
+                f"key {key_id} of producer {key.producer_id!r} was revoked at "
                 f"{key.revoked_at.isoformat()}",
             )
-        signature = envelope[end:]
-        batch = (kid, size, signature)
-        known = self._batches.get(batch)
-        node = record_leaf_hash(key.producer_id, topic, value)
-        seen: list[tuple[tuple[int, int], bytes]] = []
-        pos, width, level, p = index, size, 0, _HEAD.size
-        while width > 1:
-            if known is not None and known.get((level, pos)) == node:
-                # In a verified tree: the rest of the path must be that tree's own nodes
-                # (so the stored envelope checks offline too).
-                rest = _siblings(known, level, pos, width)
-                if rest is not None:
-                    if envelope[p:end] != rest:
-                        raise AuthFailure(
-                            REASON_BAD_SIGNATURE,
-                            f"the inclusion path is not that of the batch key {kid} signed",
-                        )
-                    self._batches.move_to_end(batch)
-                    self._learn(batch, seen)
-                    return key
-            seen.append(((level, pos), node))
-            if pos ^ 1 < width:
-                if p >= end:
-                    raise AuthFailure(REASON_BAD_ENVELOPE, "inclusion path too short")
-                sibling = envelope[p : p + 32]
-                p += 32
-                seen.append(((level, pos ^ 1), sibling))
-                pair = sibling + node if pos & 1 else node + sibling
-                node = hashlib.sha256(b"\x01" + pair).digest()
-            pos, width, level = pos >> 1, (width + 1) >> 1, level + 1
-        if p != end:
-            raise AuthFailure(REASON_BAD_ENVELOPE, "inclusion path too long")
-        if known is None:
-            message = signed_message(key.producer_id, key.key_id, size, node)
-            try:
-                self._verifiers[kid].verify(message, signature)
-            except BadSignatureError as exc:
-                raise AuthFailure(
-                    REASON_BAD_SIGNATURE,
-                    f"signature of key {kid} ({key.producer_id!r}) does not cover this "
-                    "record (forged, or the record was changed)",
-                ) from exc
-            known = self._batches[batch] = {}
-            if len(self._batches) > self._cache_size:
-                self._batches.popitem(last=False)
-        elif known.get((level, 0)) != node:
-            raise AuthFailure(
-                REASON_BAD_SIGNATURE,
-                f"the record is not in the batch key {kid} ({key.producer_id!r}) signed "
-                "(forged, or the record was changed)",
-            )
-        seen.append(((level, 0), node))
-        self._learn(batch, seen)
         return key
 
-    def _learn(
-        self, batch: tuple[str, int, bytes], seen: list[tuple[tuple[int, int], bytes]]
+    def check_entry(
+        self, key: RegisteredKey, kid: bytes, sid: bytes, index: int, leaf: bytes
     ) -> None:
-        """Remember nodes now proven to belong to a verified batch's tree."""
-        known = self._batches.get(batch)
-        if known is not None:
-            known.update(seen)
-
-
-def _siblings(
-    known: dict[tuple[int, int], bytes], level: int, pos: int, width: int
-) -> bytes | None:
-    """The inclusion path from (level, pos) up, from a verified tree's known nodes;
-    memoised in the same dict under (-1 - level, pos)."""
-    memo = known.get((-1 - level, pos))
-    if memo is not None:
-        return memo
-    if width <= 1:
-        return b""
-    above = _siblings(known, level + 1, pos >> 1, (width + 1) >> 1)
-    if above is None:
-        return None
-    if pos ^ 1 < width:
-        sibling = known.get((level, pos ^ 1))
-        if sibling is None:
-            return None
-        above = sibling + above
-    known[(-1 - level, pos)] = above
-    return above
+        """The seal ``sid`` (verified, of key ``kid``) holds ``leaf`` at ``index``."""
+        seal = self._seals.get(sid)
+        if seal is None:
+            raise AuthFailure(
+                REASON_UNKNOWN_SEAL,
+                f"seal {sid.hex()} of key {key.key_id} is unknown (never received, or forged)",
+            )
+        if seal.key_id != kid.hex():
+            raise AuthFailure(REASON_BAD_SIGNATURE, "the seal was signed by another key")
+        if not index < len(seal.leaf_hashes) // 32:
+            raise AuthFailure(REASON_BAD_ENVELOPE, f"leaf {index} of a seal of fewer leaves")
+        if seal.leaf_hashes[32 * index : 32 * index + 32] != leaf:
+            raise AuthFailure(
+                REASON_BAD_SIGNATURE,
+                f"the record is not entry {index} of the seal key {key.key_id} "
+                f"({key.producer_id!r}) signed (forged, or the record was changed)",
+            )
 
 
 def check_producer(key: RegisteredKey, producer_id: str) -> None:

@@ -1,27 +1,32 @@
-"""Producer authentication in an export bundle: the key registry and every leaf's envelope.
+"""Producer authentication in an export bundle: the key registry, the seals, and every
+leaf's place in its seal.
 
 Invariant: ``check_bundle_producers`` reports, per log, every leaf that is not shown to
-come from the producer its event names: no envelope, an envelope that does not verify
-against the exported registry (``ledger.producerauth``), or an event whose producer id
-is not the signing key's. Pure file I/O beside the bundle's own files (``ledger.bundle``);
-no database, no network. Revocation is not held against a leaf: a key revoked after a
-leaf was accepted signed it while it was valid (docs/producer-auth.md says why).
+come from the producer its event names: no seal reference, a reference to a seal that
+is missing or does not verify against the exported registry (``ledger.producerauth``;
+each seal's signature is checked once), a leaf whose hash is not its seal's entry, or an
+event whose producer id is not the signing key's. Pure file I/O beside the bundle's own
+files (``ledger.bundle``); no database, no network. Revocation is not held against a
+leaf: a key revoked after a leaf was accepted signed it while it was valid
+(docs/producer-auth.md says why).
 
 Files (next to manifest.json)::
 
     producer-keys.json                   [{"key_id", "producer_id", "public_key" (hex),
                                            "created_at", "revoked_at", "revoked_reason"}]
-    producer-envelopes/<log_id>.jsonl    one {"leaf_index", "key_id", "envelope" (hex)}
+    producer-seals.jsonl                 one {"seal_id", "key_id", "producer_id",
+                                          "leaf_hashes", "signature"} (hex) per seal
+    producer-seal-refs/<log_id>.jsonl    one {"leaf_index", "seal_id" (hex), "entry"} per leaf
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from ledger.bundle import BundleReader
 from ledger.errors import MalformedInputError
@@ -31,12 +36,15 @@ from ledger.producerauth import (
     ProducerAuthenticator,
     ProducerKeyId,
     RegisteredKey,
+    Seal,
     check_producer,
+    record_leaf_hash,
 )
 from ledger.verify import Finding, LogReport
 
 KEYS_FILE: Final = "producer-keys.json"
-ENVELOPES_DIR: Final = "producer-envelopes"
+SEALS_FILE: Final = "producer-seals.jsonl"
+REFS_DIR: Final = "producer-seal-refs"
 #: Findings of one kind reported per log before the rest are summarised in one.
 MAX_PER_KIND: Final = 20
 
@@ -56,19 +64,32 @@ def write_producer_keys(bundle: Path, keys: Iterable[RegisteredKey]) -> None:
     (bundle / KEYS_FILE).write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
 
 
-class EnvelopeWriter:
-    """Writes one log's envelopes; ``with EnvelopeWriter(bundle, log_id) as w: w.add(...)``."""
+def write_producer_seals(bundle: Path, seals: Iterable[Seal]) -> None:
+    with (bundle / SEALS_FILE).open("w", encoding="utf-8") as out:
+        for seal in seals:
+            row = {
+                "seal_id": seal.seal_id.hex(),
+                "key_id": seal.key_id,
+                "producer_id": seal.producer_id,
+                "leaf_hashes": seal.leaf_hashes.hex(),
+                "signature": seal.signature.hex(),
+            }
+            out.write(json.dumps(row) + "\n")
+
+
+class SealRefWriter:
+    """Writes one log's seal references; ``with SealRefWriter(bundle, log_id) as w: ...``."""
 
     def __init__(self, bundle: Path, log_id: int) -> None:
-        directory = bundle / ENVELOPES_DIR
+        directory = bundle / REFS_DIR
         directory.mkdir(mode=0o700, exist_ok=True)
         self._file = (directory / f"{log_id}.jsonl").open("w", encoding="utf-8")
 
-    def add(self, leaf_index: int, envelope: bytes) -> None:
-        row = {"leaf_index": leaf_index, "key_id": envelope[1:9].hex(), "envelope": envelope.hex()}
+    def add(self, leaf_index: int, seal_id: bytes, entry: int) -> None:
+        row = {"leaf_index": leaf_index, "seal_id": seal_id.hex(), "entry": entry}
         self._file.write(json.dumps(row) + "\n")
 
-    def __enter__(self) -> EnvelopeWriter:
+    def __enter__(self) -> SealRefWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -93,19 +114,50 @@ def _read_keys(bundle: Path) -> list[RegisteredKey]:
         raise MalformedInputError(f"{KEYS_FILE} is unusable: {exc}") from exc
 
 
-def _read_envelopes(bundle: Path, log_id: int) -> dict[int, bytes]:
-    path = bundle / ENVELOPES_DIR / f"{log_id}.jsonl"
-    out: dict[int, bytes] = {}
+def _jsonl(path: Path) -> Iterator[dict[str, Any]]:
     if not path.exists():
-        return out
+        return
     with path.open(encoding="utf-8") as lines:
         for n, line in enumerate(lines, 1):
             try:
                 row = json.loads(line)
-                out[int(row["leaf_index"])] = bytes.fromhex(row["envelope"])
-            except (ValueError, KeyError, TypeError) as exc:
+                if not isinstance(row, dict):
+                    raise TypeError("not an object")
+            except (ValueError, TypeError) as exc:
                 raise MalformedInputError(f"{path.name} line {n} is unusable: {exc}") from exc
-    return out
+            yield row
+
+
+def _read_refs(bundle: Path, log_id: int) -> dict[int, tuple[bytes, int]]:
+    path = bundle / REFS_DIR / f"{log_id}.jsonl"
+    try:
+        return {
+            int(r["leaf_index"]): (bytes.fromhex(r["seal_id"]), int(r["entry"]))
+            for r in _jsonl(path)
+        }
+    except (ValueError, KeyError, TypeError) as exc:
+        raise MalformedInputError(f"{path.name} is unusable: {exc}") from exc
+
+
+def _load_seals(bundle: Path, auth: ProducerAuthenticator) -> dict[bytes, AuthFailure]:
+    """Verify every exported seal once (into ``auth``); the failures, by seal id."""
+    failed: dict[bytes, AuthFailure] = {}
+    try:
+        for r in _jsonl(bundle / SEALS_FILE):
+            seal = Seal(
+                seal_id=bytes.fromhex(r["seal_id"]),
+                key_id=ProducerKeyId(str(r["key_id"])),
+                producer_id=str(r["producer_id"]),
+                leaf_hashes=bytes.fromhex(r["leaf_hashes"]),
+                signature=bytes.fromhex(r["signature"]),
+            )
+            try:
+                auth.add_seal(seal)
+            except AuthFailure as exc:
+                failed[seal.seal_id] = exc
+    except (ValueError, KeyError, TypeError) as exc:
+        raise MalformedInputError(f"{SEALS_FILE} is unusable: {exc}") from exc
+    return failed
 
 
 def _varint(data: bytes, pos: int) -> tuple[int, int]:
@@ -134,9 +186,13 @@ def stamped_producer(value: bytes) -> str:
 
 
 def _check_log(
-    reader: BundleReader, log_id: int, origin: str, auth: ProducerAuthenticator
+    reader: BundleReader,
+    log_id: int,
+    origin: str,
+    auth: ProducerAuthenticator,
+    bad_seals: Mapping[bytes, AuthFailure],
 ) -> list[Finding]:
-    envelopes = _read_envelopes(reader.path, log_id)
+    refs = _read_refs(reader.path, log_id)
     found: list[Finding] = []
     counts: dict[str, int] = {}
 
@@ -149,25 +205,45 @@ def _check_log(
             )  # fmt: skip
 
     for leaf_index, leaf in reader.iter_entries(log_id):
-        envelope = envelopes.pop(leaf_index, None)
-        if envelope is None:
-            report("producer_unauthenticated", leaf_index, "no producer envelope for this leaf")
+        ref = refs.pop(leaf_index, None)
+        if ref is None:
+            report("producer_unauthenticated", leaf_index, "no producer seal for this leaf")
             continue
         try:
             record = decode_leaf(leaf)
-            key = auth.authenticate(topic=record.topic, value=record.value, envelope=envelope)
+            key = _check_ref(auth, bad_seals, ref, record.topic, record.value)
             check_producer(key, stamped_producer(record.value))
         except AuthFailure as exc:
             kind = exc.reason if exc.reason.startswith("producer_") else f"producer_{exc.reason}"
             report(kind, leaf_index, exc.detail)
         except MalformedInputError as exc:
             report("producer_bad_envelope", leaf_index, f"leaf does not decode: {exc}")
-    for leaf_index in sorted(envelopes):
-        report("producer_envelope_orphan", leaf_index, "an envelope for a leaf not in the log")
+    for leaf_index in sorted(refs):
+        report("producer_envelope_orphan", leaf_index, "a seal reference for a leaf not in the log")
     for kind, n in counts.items():
         if n > MAX_PER_KIND:
             report(kind, None, f"{n - MAX_PER_KIND} more leaves with this finding")
     return found
+
+
+def _check_ref(
+    auth: ProducerAuthenticator,
+    bad_seals: Mapping[bytes, AuthFailure],
+    ref: tuple[bytes, int],
+    topic: str,
+    value: bytes,
+) -> RegisteredKey:
+    """The key whose verified seal holds this leaf at the referenced entry."""
+    seal_id, entry = ref
+    if seal_id in bad_seals:
+        raise bad_seals[seal_id]
+    seal = auth.seal(seal_id)
+    if seal is None:
+        raise AuthFailure("unknown_seal", f"seal {seal_id.hex()} is not in {SEALS_FILE}")
+    key = auth.check_key_any(seal.key_id)
+    leaf = record_leaf_hash(key.producer_id, topic, value)
+    auth.check_entry(key, bytes.fromhex(seal.key_id), seal_id, entry, leaf)
+    return key
 
 
 def check_bundle_producers(path: Path, reports: Sequence[LogReport]) -> list[LogReport]:
@@ -179,7 +255,8 @@ def check_bundle_producers(path: Path, reports: Sequence[LogReport]) -> list[Log
     if not (path / KEYS_FILE).exists():
         return list(reports)
     reader = BundleReader(path)
-    auth = ProducerAuthenticator(_read_keys(path))
+    auth = ProducerAuthenticator(_read_keys(path), cache_size=2**62)
+    bad_seals = _load_seals(path, auth)
     ids: Mapping[str, int] = {g.origin: g.log_id for g in reader.logs}
     out = []
     for report in reports:
@@ -187,6 +264,6 @@ def check_bundle_producers(path: Path, reports: Sequence[LogReport]) -> list[Log
         if log_id is None:
             out.append(report)
             continue
-        extra = _check_log(reader, log_id, report.origin, auth)
+        extra = _check_log(reader, log_id, report.origin, auth, bad_seals)
         out.append(dataclasses.replace(report, findings=report.findings + tuple(extra)))
     return out

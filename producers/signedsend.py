@@ -1,8 +1,11 @@
-"""An aiokafka producer that signs every record it sends, one signature per batch.
+"""An aiokafka producer that signs every record it sends, one seal per partition batch.
 
 Invariant: every record this producer hands to Kafka carries the ``philedger-auth``
 header built by ``producers.signing.BatchSigner`` for the batch it was signed in, and
-its value unchanged; records reach aiokafka in the order ``send`` was called. ``send``
+its value unchanged; a batch holds records for one partition only (computed here as
+aiokafka's own partitioner would, and passed to aiokafka explicitly), and its records
+reach that partition in the order ``send`` was called, the seal-carrying first record
+first (the idempotent producer keeps per-partition order). ``send``
 returns at once (a future, as aiokafka's does) unless ``max_pending`` records wait for
 signing; the signing itself runs in a task of the event loop between the caller's
 awaits, so ``emit()`` does not pay for the Ed25519 signature (docs/producer-auth.md).
@@ -76,33 +79,64 @@ class SigningProducer(AIOKafkaProducer):  # type: ignore[misc]
             self._flusher = loop.create_task(self._flush_loop(), name="emitter-signer")
         return fut
 
+    async def _partitioned(self, batch: list[_Pending]) -> dict[tuple[str, int], list[_Pending]]:
+        """The batch split per destination partition, each in send order. A keyed record
+        goes where aiokafka's partitioner (murmur2 of the key) would send it; keyless
+        records of a topic all go to one partition the partitioner picks."""
+        groups: dict[tuple[str, int], list[_Pending]] = {}
+        keyless: dict[str, int] = {}
+        for item in batch:
+            topic, value, key, _ = item
+            if key is None and topic in keyless:
+                partition = keyless[topic]
+            else:
+                await self.partitions_for(topic)  # metadata; cached after the first
+                partition = self._partition(topic, None, key, value, key, value)
+                if key is None:
+                    keyless[topic] = partition
+            groups.setdefault((topic, partition), []).append(item)
+        return groups
+
     async def _flush_loop(self) -> None:
         while self._queue:
             batch, self._queue = self._queue[:SIGN_BATCH], self._queue[SIGN_BATCH:]
             if self._space is not None:
                 self._space.set()
+            sent: set[int] = set()
+            error: BaseException = KafkaConnectionError("the connection was abandoned")
             try:
-                envelopes = self._signer.envelopes([(t, v) for t, v, _, _ in batch])
+                for (topic, partition), group in (await self._partitioned(batch)).items():
+                    await self._send_sealed(topic, partition, group, sent)
             except Exception as exc:
-                _fail(batch, exc)
-                continue
-            done = 0
-            try:
-                for (topic, value, key, fut), envelope in zip(batch, envelopes, strict=True):
-                    try:
-                        inner = await super().send(
-                            topic, value=value, key=key, headers=[(ENVELOPE_HEADER, envelope)]
-                        )
-                    except Exception as exc:
-                        if not fut.done():
-                            fut.set_exception(exc)
-                            fut.exception()
-                    else:
-                        inner.add_done_callback(functools.partial(_chain, fut))
-                    done += 1
+                error = exc
             finally:
-                if done < len(batch):  # cancelled (abandoned) mid-batch
-                    _fail(batch[done:], KafkaConnectionError("the connection was abandoned"))
+                if len(sent) < len(batch):  # failed, or cancelled (abandoned) mid-batch
+                    _fail([p for p in batch if id(p) not in sent], error)
+
+    async def _send_sealed(
+        self, topic: str, partition: int, group: list[_Pending], sent: set[int]
+    ) -> None:
+        """Sign one partition's batch (one seal) and hand it to aiokafka in order."""
+        envelopes = self._signer.envelopes([(t, v) for t, v, _, _ in group])
+        for i, (item, envelope) in enumerate(zip(group, envelopes, strict=True)):
+            _, value, key, fut = item
+            try:
+                inner = await super().send(
+                    topic,
+                    value=value,
+                    key=key,
+                    partition=partition,
+                    headers=[(ENVELOPE_HEADER, envelope)],
+                )
+            except Exception as exc:
+                if i == 0:  # the seal did not go: its records would be refused
+                    raise
+                if not fut.done():
+                    fut.set_exception(exc)
+                    fut.exception()
+            else:
+                inner.add_done_callback(functools.partial(_chain, fut))
+            sent.add(id(item))
 
     def fail_unsigned(self, exc: BaseException) -> None:
         """Fail every record not yet handed to aiokafka (the connection is abandoned)."""

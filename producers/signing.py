@@ -1,24 +1,26 @@
-"""Producer authentication, signing side: per-producer Ed25519 keys over Merkle batches.
+"""Producer authentication, signing side: per-producer Ed25519 keys over sealed batches.
 
-Invariant: every record a ``ProducerKey`` signs carries an envelope from which anyone
-holding the producer's public key recomputes one RFC 6962 Merkle root over the batch it
-was sent in and checks one Ed25519 signature over (producer id, key id, batch size,
-root); a leaf binds the producer id, the Kafka topic and the exact value bytes, so no
-value, topic or producer can be changed, and no record moved to another batch or
-producer, without the check failing.  The record value itself is never changed, so a
-re-send of the same event under another envelope is still a byte-identical duplicate.
-Pure (hashing, encoding) apart from the key-file helpers; the verifier side lives in
-``ledger.producerauth`` (``producers`` may not import ``ledger``; docs/producer-auth.md).
+Invariant: every record a ``ProducerKey`` signs carries a reference (key id, seal id,
+index i) to a seal: the list of leaf hashes of the batch it was sent in, signed once
+with Ed25519 over (producer id, key id, seal id, m, leaf hashes); the batch's first
+record carries the seal itself. A leaf binds the producer id, the Kafka topic and the
+exact value bytes, so no value, topic or producer can be changed, and no record moved
+to another batch or producer, without the check failing. The record value itself is
+never changed, so a re-send of the same event under another envelope is still a
+byte-identical duplicate. Pure (hashing, encoding) apart from the key-file helpers;
+the verifier side lives in ``ledger.producerauth`` (``producers`` may not import
+``ledger``; docs/producer-auth.md).
 
-Envelope, version 1 (the ``philedger-auth`` Kafka header; integers big-endian)::
+Envelope, version 2 (the ``philedger-auth`` Kafka header; integers big-endian)::
 
-    u8   version = 0x01
+    u8   version = 0x02
     8    key id  = SHA-256("philedger/producer-key/v1" || 0x00 || public key)[:8]
-    u32  batch size n (1..MAX_BATCH)
-    u32  leaf index i (< n)
-    u8   path length k, then k * 32 bytes: the RFC 6962 inclusion path of leaf i
-    64   Ed25519 signature over SIGNED_DOMAIN || u16 len || producer id || key id
-                                 || u32 n || root
+    16   seal id = SHA-256(SEAL_ID_DOMAIN || key id || u16 m || leaf hashes)[:16]
+    u16  leaf index i (< m)
+    and on the record that carries the seal (the batch's first), then:
+    u16  m (1..MAX_BATCH), m * 32 bytes of leaf hashes, in send order
+    64   Ed25519 signature over SEAL_DOMAIN || u16 len || producer id || key id
+                                 || seal id || u16 m || leaf hashes
 """
 
 from __future__ import annotations
@@ -42,22 +44,22 @@ ProducerKeyId = NewType("ProducerKeyId", str)
 """16 lower-case hex digits: the first 8 bytes of the key's domain-separated SHA-256."""
 
 ENVELOPE_HEADER: Final = "philedger-auth"
-ENVELOPE_VERSION: Final = 1
+ENVELOPE_VERSION: Final = 2
 LEAF_DOMAIN: Final = b"philedger/producer-leaf/v1\x00"
-SIGNED_DOMAIN: Final = b"philedger/producer-batch/v1\x00"
+SEAL_DOMAIN: Final = b"philedger/producer-seal/v2\x00"
+SEAL_ID_DOMAIN: Final = b"philedger/producer-seal-id/v2\x00"
 KEY_ID_DOMAIN: Final = b"philedger/producer-key/v1\x00"
 KEY_ID_BYTES: Final = 8
-#: Largest batch one signature may cover (so an inclusion path has at most 10 hashes).
+#: Largest batch one seal may cover (a seal of 1,024 leaves is 32 KiB in one header).
 MAX_BATCH: Final = 1024
-#: The batch size the emitter signs: each record carries (and the ledger stores) its
-#: path, log2(n) * 32 bytes, so smaller batches store less; one Ed25519 signature per
-#: 256 records still costs < 0.1 µs (producer) and < 0.2 µs (consumer) per record.
-SIGN_BATCH: Final = 256
+#: The most records the emitter signs at once (then split per destination partition,
+#: one seal each): one Ed25519 signature per batch costs < 0.1 µs per record.
+SIGN_BATCH: Final = 512
 KEY_FILE_FORMAT: Final = "philedger-producer-key/v1"
 
-_HEAD: Final = struct.Struct(">B8sIIB")
+SEAL_ID_BYTES: Final = 16
+_REF: Final = struct.Struct(">B8s16sH")
 _U16: Final = struct.Struct(">H")
-_U32: Final = struct.Struct(">I")
 
 
 class ProducerKeyError(ProducerError):
@@ -84,47 +86,18 @@ def leaf_hash(producer_id: str, topic: str, value: bytes) -> bytes:
     ).digest()
 
 
-def signed_message(producer_id: str, key_id: ProducerKeyId, size: int, root: bytes) -> bytes:
-    """The bytes an envelope's signature covers."""
-    return SIGNED_DOMAIN + _text16(producer_id) + bytes.fromhex(key_id) + _U32.pack(size) + root
+def seal_id_of(key_id: bytes, leaf_hashes: bytes) -> bytes:
+    """The seal id: a hash of the key id and the seal's leaf hashes (16 bytes)."""
+    m = len(leaf_hashes) // 32
+    return hashlib.sha256(SEAL_ID_DOMAIN + key_id + _U16.pack(m) + leaf_hashes).digest()[
+        :SEAL_ID_BYTES
+    ]
 
 
-def merkle_paths(leaf_hashes: Sequence[bytes]) -> tuple[bytes, list[list[bytes]]]:
-    """The RFC 6962 root of ``leaf_hashes`` and each leaf's inclusion path.
-
-    Pairing each level left to right and carrying an odd last node up unchanged builds
-    exactly RFC 6962's tree (split at the largest power of two below n).
-    """
-    if not leaf_hashes:
-        raise ValueError("an empty batch has no root")
-    paths: list[list[bytes]] = [[] for _ in leaf_hashes]
-    level = list(leaf_hashes)
-    # positions[j] = index of leaf j's ancestor in the current level
-    positions = list(range(len(level)))
-    while len(level) > 1:
-        for j, pos in enumerate(positions):
-            sibling = pos ^ 1
-            if sibling < len(level):
-                paths[j].append(level[sibling])
-            positions[j] = pos >> 1
-        sha = hashlib.sha256
-        nxt = [sha(b"\x01" + level[i] + level[i + 1]).digest() for i in range(0, len(level) - 1, 2)]
-        if len(level) % 2:
-            nxt.append(level[-1])
-        level = nxt
-    return level[0], paths
-
-
-def encode_envelope(
-    *, key_id: ProducerKeyId, size: int, index: int, path: Sequence[bytes], signature: bytes
-) -> bytes:
-    if not 0 <= index < size <= MAX_BATCH or len(signature) != 64 or len(path) > 255:
-        raise ValueError("envelope fields out of range")
-    return (
-        _HEAD.pack(ENVELOPE_VERSION, bytes.fromhex(key_id), size, index, len(path))
-        + b"".join(path)
-        + signature
-    )
+def seal_message(producer_id: str, key_id: bytes, seal_id: bytes, leaf_hashes: bytes) -> bytes:
+    """The bytes a seal's signature covers."""
+    m = len(leaf_hashes) // 32
+    return SEAL_DOMAIN + _text16(producer_id) + key_id + seal_id + _U16.pack(m) + leaf_hashes
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -162,18 +135,21 @@ class BatchSigner:
         return self._pid
 
     def envelopes(self, records: Sequence[tuple[str, bytes]]) -> list[bytes]:
-        """One envelope per (topic, value), all under one signature (<= MAX_BATCH)."""
-        n = len(records)
-        if not 0 < n <= MAX_BATCH:
-            raise ValueError(f"a signed batch holds 1..{MAX_BATCH} records, not {n}")
+        """One envelope per (topic, value), all under one seal (<= MAX_BATCH records);
+        the first envelope carries the seal. The records must reach one partition of
+        one topic, in this order, for a consumer to meet the seal first."""
+        m = len(records)
+        if not 0 < m <= MAX_BATCH:
+            raise ValueError(f"a signed batch holds 1..{MAX_BATCH} records, not {m}")
         pid = self._pid
-        root, paths = merkle_paths([leaf_hash(pid, topic, value) for topic, value in records])
-        signature = self._sk.sign(signed_message(pid, self._key_id, n, root)).signature
+        hashes = b"".join(leaf_hash(pid, topic, value) for topic, value in records)
         kid = bytes.fromhex(self._key_id)
-        return [
-            _HEAD.pack(ENVELOPE_VERSION, kid, n, i, len(path)) + b"".join(path) + signature
-            for i, path in enumerate(paths)
-        ]
+        sid = seal_id_of(kid, hashes)
+        signature = self._sk.sign(seal_message(pid, kid, sid, hashes)).signature
+        pack = _REF.pack
+        out = [pack(ENVELOPE_VERSION, kid, sid, i) for i in range(m)]
+        out[0] += _U16.pack(m) + hashes + signature
+        return out
 
 
 def generate_producer_key(producer_id: str) -> ProducerKey:

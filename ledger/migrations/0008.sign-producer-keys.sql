@@ -1,6 +1,7 @@
 -- 0008 (helper "sign"): producer authentication. The registry of producers' Ed25519
--- public keys (the private halves never enter the database), their revocations, and
--- the envelope each leaf was accepted with, so an export can be checked offline.
+-- public keys (the private halves never enter the database), their revocations, the
+-- seals (signed batches of leaf hashes) producers sent, and each leaf's place in its
+-- seal, so an export can be checked offline.
 -- depends: 0007.security-events
 
 -- key_id = hex(SHA-256("philedger/producer-key/v1" || 0x00 || public_key)[:8]).
@@ -20,11 +21,25 @@ CREATE TABLE producer_key_revocations (
     reason     text NOT NULL CHECK (octet_length(reason) BETWEEN 1 AND 256)
 );
 
--- The envelope (docs/producer-auth.md) a leaf was authenticated with, in the leaf's own
--- row (written by the same COPY; a side table cost ~20% of ingest throughput in
--- benchmarks/producer_auth.py). The leaf bytes, and so the Merkle tree, are unchanged.
--- Dedup stays on the value: a re-send with another envelope is a duplicate.
-ALTER TABLE leaves ADD COLUMN envelope bytea;
+-- Each seal a consumer received (docs/producer-auth.md): stored once, in the same
+-- transaction as the leaves of the batch that carried it (whether or not the record that
+-- carried it was appended), so a consumer that restarts after a seal, and an auditor,
+-- find it. seal_id is a hash of key_id and leaf_hashes, so a row cannot be replaced.
+CREATE TABLE producer_seals (
+    seal_id     bytea PRIMARY KEY CHECK (octet_length(seal_id) = 16),
+    key_id      text NOT NULL REFERENCES producer_keys (key_id),
+    producer_id text NOT NULL,
+    leaf_hashes bytea NOT NULL CHECK (octet_length(leaf_hashes) BETWEEN 32 AND 32 * 1024
+                                      AND octet_length(leaf_hashes) % 32 = 0),
+    signature   bytea NOT NULL CHECK (octet_length(signature) = 64),
+    received_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- Where each leaf is in the seal it was authenticated with (entry seal_index of seal_id),
+-- in the leaf's own row (written by the same COPY; ~20 bytes instead of a 338-byte
+-- envelope per leaf, see docs/producer-auth.md). The leaf bytes, and so the Merkle tree,
+-- are unchanged. Dedup stays on the value: a re-send under another seal is a duplicate.
+ALTER TABLE leaves ADD COLUMN seal_id bytea, ADD COLUMN seal_index integer;
 
 -- A quarantined record keeps its envelope, so a record refused for a reason that can be
 -- fixed (e.g. a key registered later) can be re-submitted with its signature intact.
@@ -33,7 +48,7 @@ ALTER TABLE quarantine ADD COLUMN envelope bytea;
 DO $$
 DECLARE t text;
 BEGIN
-    FOREACH t IN ARRAY ARRAY['producer_keys', 'producer_key_revocations'] LOOP
+    FOREACH t IN ARRAY ARRAY['producer_keys', 'producer_key_revocations', 'producer_seals'] LOOP
         EXECUTE format('CREATE TRIGGER %I BEFORE UPDATE OR DELETE ON %I FOR EACH ROW EXECUTE FUNCTION reject_mutation()', t || '_no_mutation', t);
         EXECUTE format('CREATE TRIGGER %I BEFORE TRUNCATE ON %I FOR EACH STATEMENT EXECUTE FUNCTION reject_mutation()', t || '_no_truncate', t);
     END LOOP;
@@ -41,6 +56,8 @@ END
 $$;
 
 -- Keys are added and revoked by the owner (`ledger producer ...`); the consumer and
--- the API only read them.
-REVOKE ALL ON producer_keys, producer_key_revocations FROM PUBLIC;
-GRANT SELECT ON producer_keys, producer_key_revocations TO ledger_appender, ledger_reader;
+-- the API only read them; the consumer adds seals.
+REVOKE ALL ON producer_keys, producer_key_revocations, producer_seals FROM PUBLIC;
+GRANT SELECT ON producer_keys, producer_key_revocations, producer_seals
+    TO ledger_appender, ledger_reader;
+GRANT INSERT ON producer_seals TO ledger_appender;

@@ -23,8 +23,8 @@ from ledger.leaf import KafkaRecord, decode_leaf
 from ledger.merkle import leaf_hash
 from ledger.pg import sql
 from ledger.pg.pool import PooledAdapter, transient_as_unavailable
-from ledger.pg.producerkeys import fetch_producer_keys
-from ledger.producerauth import RegisteredKey
+from ledger.pg.producerkeys import fetch_producer_keys, fetch_producer_seals, store_producer_seals
+from ledger.producerauth import RegisteredKey, Seal
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,11 @@ class PostgresAppender(PooledAdapter):
                 sql.REGISTER_SCHEMA,
                 [(s.fingerprint, s.full_name, s.canonical_form, s.schema_json) for s in schemas],
             )
+
+    async def producer_seals(self, seal_ids: Sequence[bytes]) -> Sequence[Seal]:
+        with transient_as_unavailable():
+            async with self.pool.acquire() as conn:
+                return await fetch_producer_seals(conn, seal_ids)
 
     async def producer_keys(self) -> Sequence[RegisteredKey]:
         with transient_as_unavailable():
@@ -170,7 +175,7 @@ class PostgresAppender(PooledAdapter):
                 for r in rows
             }
 
-        leaves: list[tuple[int, int, bytes, bytes, bytes | None]] = []
+        leaves: list[tuple[int, int, bytes, bytes, bytes | None, int | None]] = []
         events: list[tuple[object, ...]] = []
         quarantine: list[tuple[object, ...]] = []
         alerts: list[tuple[object, ...]] = []
@@ -212,7 +217,6 @@ class PostgresAppender(PooledAdapter):
                         REASON_CONFLICT,
                         f"event id {event_id} is already recorded at {where} "
                         "with different content",
-                        item.envelope,
                     )
                 )
                 quarantine.append(
@@ -234,7 +238,8 @@ class PostgresAppender(PooledAdapter):
                 )  # fmt: skip
                 continue
             seen_here[event_id] = (rec, index)
-            leaves.append((log_id, index, item.leaf, leaf_hash(item.leaf), item.envelope))
+            sid, entry = item.seal_ref or (None, None)
+            leaves.append((log_id, index, item.leaf, leaf_hash(item.leaf), sid, entry))
             f = item.index
             events.append(
                 (
@@ -269,7 +274,12 @@ class PostgresAppender(PooledAdapter):
                 "leaves", records=leaves, columns=sql.SIGNED_LEAF_COLUMNS
             )
             await conn.copy_records_to_table("events", records=events, columns=sql.EVENT_COLUMNS)
-            await _integrate(conn, log_id, next_leaf, [h for _, _, _, h, _ in leaves])
+            await _integrate(conn, log_id, next_leaf, [h for _, _, _, h, _, _ in leaves])
+        # Every verified seal the batch carried, appended, duplicate or refused alike:
+        # the batch's other records (maybe in a later transaction) refer to it.
+        seals = {i.seal.seal_id: i.seal for i in fresh if i.seal is not None}
+        if seals:
+            await store_producer_seals(conn, list(seals.values()))
         if quarantine:
             await conn.executemany(sql.INSERT_QUARANTINE, quarantine)
         if alerts:

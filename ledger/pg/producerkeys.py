@@ -1,8 +1,8 @@
-"""The producer key registry in PostgreSQL (``producer_keys``, migration 0008).
+"""The producer key registry and seals in PostgreSQL (migration 0008).
 
-Invariant: keys are only ever added and revoked (both append-only tables); the
-private halves never reach the database; a key id is derived from its public key,
-so a registry row cannot name a key it does not hold.
+Invariant: keys are only ever added and revoked, seals only added (all append-only
+tables); the private halves never reach the database; a key id is derived from its
+public key and a seal id from its content, so a row cannot name what it does not hold.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from asyncpg.pool import PoolConnectionProxy
 
 from ledger.errors import ConflictError, MalformedInputError
 from ledger.pg import sql
-from ledger.producerauth import ProducerKeyId, RegisteredKey, key_id_of
-from ledger.producerbundle import EnvelopeWriter, write_producer_keys
+from ledger.producerauth import ProducerKeyId, RegisteredKey, Seal, key_id_of
+from ledger.producerbundle import SealRefWriter, write_producer_keys, write_producer_seals
 
 Conn = asyncpg.Connection | PoolConnectionProxy
 
@@ -34,6 +34,29 @@ async def fetch_producer_keys(conn: Conn) -> list[RegisteredKey]:
         )
         for r in rows
     ]
+
+
+def _seal(r: asyncpg.Record) -> Seal:
+    return Seal(
+        seal_id=bytes(r["seal_id"]),
+        key_id=ProducerKeyId(r["key_id"]),
+        producer_id=r["producer_id"],
+        leaf_hashes=bytes(r["leaf_hashes"]),
+        signature=bytes(r["signature"]),
+    )
+
+
+async def fetch_producer_seals(conn: Conn, seal_ids: Sequence[bytes]) -> list[Seal]:
+    return [_seal(r) for r in await conn.fetch(sql.PRODUCER_SEALS_BY_ID, list(seal_ids))]
+
+
+async def store_producer_seals(conn: Conn, seals: Sequence[Seal]) -> None:
+    """Store seals (idempotent: a seal id is its content's hash), in the caller's
+    transaction."""
+    await conn.executemany(
+        sql.INSERT_PRODUCER_SEAL,
+        [(s.seal_id, s.key_id, s.producer_id, s.leaf_hashes, s.signature) for s in seals],
+    )
 
 
 async def add_producer_key(
@@ -95,10 +118,11 @@ async def copy_producer_keys(source_dsn: str, target_dsn: str) -> int:
 
 
 async def export_producer_auth(conn: Conn, bundle: Path, log_ids: Sequence[int]) -> None:
-    """Write the registry and every log's envelopes into a bundle (``ledger export``),
-    inside the export's snapshot transaction."""
+    """Write the registry, the seals and every log's seal references into a bundle
+    (``ledger export``), inside the export's snapshot transaction."""
     write_producer_keys(bundle, await fetch_producer_keys(conn))
+    write_producer_seals(bundle, [_seal(r) for r in await conn.fetch(sql.EXPORT_PRODUCER_SEALS)])
     for log_id in log_ids:
-        with EnvelopeWriter(bundle, log_id) as out:
-            async for r in conn.cursor(sql.EXPORT_ENVELOPES, log_id, prefetch=20_000):
-                out.add(int(r["leaf_index"]), bytes(r["envelope"]))
+        with SealRefWriter(bundle, log_id) as out:
+            async for r in conn.cursor(sql.EXPORT_SEAL_REFS, log_id, prefetch=20_000):
+                out.add(int(r["leaf_index"]), bytes(r["seal_id"]), int(r["seal_index"]))

@@ -297,12 +297,27 @@ INSERT INTO producer_key_revocations (key_id, reason) VALUES ($1, $2)
 ON CONFLICT (key_id) DO NOTHING
 """
 
-#: A leaf row with the producer envelope it was accepted with (migration 0008).
-SIGNED_LEAF_COLUMNS: Final = (*LEAF_COLUMNS, "envelope")
+#: A leaf row with its place in the producer seal it was accepted with (migration 0008).
+SIGNED_LEAF_COLUMNS: Final = (*LEAF_COLUMNS, "seal_id", "seal_index")
 
-EXPORT_ENVELOPES: Final = """
-SELECT leaf_index, envelope FROM leaves WHERE log_id = $1 AND envelope IS NOT NULL
+EXPORT_SEAL_REFS: Final = """
+SELECT leaf_index, seal_id, seal_index FROM leaves WHERE log_id = $1 AND seal_id IS NOT NULL
 ORDER BY leaf_index
+"""
+
+INSERT_PRODUCER_SEAL: Final = """
+INSERT INTO producer_seals (seal_id, key_id, producer_id, leaf_hashes, signature)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (seal_id) DO NOTHING
+"""
+
+PRODUCER_SEALS_BY_ID: Final = """
+SELECT seal_id, key_id, producer_id, leaf_hashes, signature
+FROM producer_seals WHERE seal_id = ANY($1::bytea[])
+"""
+
+EXPORT_PRODUCER_SEALS: Final = """
+SELECT seal_id, key_id, producer_id, leaf_hashes, signature FROM producer_seals ORDER BY seal_id
 """
 
 COPY_PRODUCER_KEY: Final = """

@@ -2,7 +2,9 @@
 
 Every way of writing an event without being its producer is refused: quarantined with
 its reason, a security alert raised, never appended. Signed events from the real
-Emitter (direct and re-sent from its spool) are appended with their envelope.
+Emitter (direct and re-sent from its spool) are appended with their place in their
+seal, each partition's records under seals of their own; a consumer that restarts
+after a seal finds it in the database.
 Rotation: two keys are valid at once; a revoked key's records are refused.
 """
 
@@ -13,7 +15,7 @@ import contextlib
 import dataclasses
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -22,10 +24,11 @@ from aiokafka import AIOKafkaProducer
 
 from consumers.consumer import ConsumerConfig, LedgerConsumer
 from ledger.bundle import BundleReader
+from ledger.leaf import decode_leaf
 from ledger.pg.appender import PostgresAppender, origin_for
 from ledger.pg.export import export_bundle
 from ledger.pg.producerkeys import revoke_producer_key
-from ledger.producerbundle import ENVELOPES_DIR, check_bundle_producers
+from ledger.producerbundle import REFS_DIR, SEALS_FILE, check_bundle_producers
 from ledger.verify import LogReport
 from ledgerctl.infra import ensure_topics
 from producers.codec import Codec
@@ -36,6 +39,7 @@ from producers.signing import (
     ENVELOPE_HEADER,
     ProducerKeyError,
     generate_producer_key,
+    leaf_hash,
     load_producer_key,
     write_producer_key,
 )
@@ -77,6 +81,13 @@ class Running:
 
 
 @pytest.fixture
+async def partitioned(stack: Stack) -> AsyncIterator[Running]:
+    """A consumer on fresh topics of three partitions each."""
+    async for r in consuming(stack, refresh_seconds=0.5, partitions=3):
+        yield r
+
+
+@pytest.fixture
 async def running(stack: Stack) -> AsyncIterator[Running]:
     """A consumer on fresh topics that re-reads the key registry every 0.5 s."""
     async for r in consuming(stack, refresh_seconds=0.5):
@@ -90,9 +101,16 @@ async def slow_refresh(stack: Stack) -> AsyncIterator[Running]:
         yield r
 
 
-async def consuming(stack: Stack, *, refresh_seconds: float) -> AsyncIterator[Running]:
-    topics = stack.topics(f"auth{uuid.uuid4().hex[:6]}")
-    await ensure_topics(stack.kafka_bootstrap, topics, 1)
+async def consuming(
+    stack: Stack,
+    *,
+    refresh_seconds: float,
+    partitions: int = 1,
+    topics: tuple[str, str] | None = None,
+) -> AsyncGenerator[Running, None]:
+    if topics is None:
+        topics = stack.topics(f"auth{uuid.uuid4().hex[:6]}")
+        await ensure_topics(stack.kafka_bootstrap, topics, partitions)
     appender = PostgresAppender(dsn=stack.appender_url, ledger_name="test.ledger.local")
     config = ConsumerConfig(
         bootstrap_servers=stack.kafka_bootstrap,
@@ -248,32 +266,141 @@ async def test_an_envelope_for_another_topic_is_refused(running: Running) -> Non
     await assert_refused(running, event, offset, "bad_signature")
 
 
-async def test_signed_events_are_appended_with_their_envelope(running: Running) -> None:
+async def wait_appended(stack: Stack, event_id: uuid.UUID) -> None:
+    for _ in range(300):
+        if await appended(stack, event_id):
+            return
+        await asyncio.sleep(0.1)
+
+
+async def test_signed_events_are_appended_with_their_seal(running: Running) -> None:
     key_file = running.stack.producer_key("pa-emitter")
     events = [running.sim.access() for _ in range(50)]
     async with running.emitter("pa-emitter", key_file) as emitter:
         for e in events:
             await emitter.emit(e)
         await emitter.flush()
-    last = events[-1]
-    for _ in range(300):
-        if await appended(running.stack, last.event_id):
-            break
-        await asyncio.sleep(0.1)
+    await wait_appended(running.stack, events[-1].event_id)
     conn = await asyncpg.connect(running.stack.owner_url)
     try:
         rows = await conn.fetch(
-            "SELECT e.event_id, v.envelope FROM events e JOIN leaves v "
-            "USING (log_id, leaf_index) WHERE e.event_id = ANY($1::uuid[])",
+            "SELECT v.leaf, v.seal_id, v.seal_index, s.key_id, s.leaf_hashes "
+            "FROM events e JOIN leaves v USING (log_id, leaf_index) "
+            "JOIN producer_seals s USING (seal_id) WHERE e.event_id = ANY($1::uuid[])",
             [e.event_id for e in events],
         )
     finally:
         await conn.close()
     key = load_producer_key(key_file)
-    assert len(rows) == len(events)
-    assert {bytes(r["envelope"])[1:9].hex() for r in rows} == {key.key_id}
-    # One signature covers many of them: fewer distinct signatures than events.
-    assert len({bytes(r["envelope"])[-64:] for r in rows}) < len(events)
+    assert len(rows) == len(events), "every leaf refers to a stored seal"
+    assert {r["key_id"] for r in rows} == {key.key_id}
+    # One seal covers many of them: fewer distinct seals than events.
+    assert len({bytes(r["seal_id"]) for r in rows}) < len(events)
+    for r in rows:
+        i = int(r["seal_index"])
+        value = decode_leaf(bytes(r["leaf"])).value
+        assert bytes(r["leaf_hashes"])[32 * i : 32 * i + 32] == leaf_hash(
+            "pa-emitter", running.topics[0], value
+        )
+
+
+async def test_each_partition_gets_its_own_seals(partitioned: Running) -> None:
+    """The emitter groups each signed batch per destination partition (as aiokafka's
+    partitioner would place each record), so every record's seal reaches its partition
+    first: all are appended, none is refused, no seal spans two partitions."""
+    r = partitioned
+    key_file = r.stack.producer_key("pa-parts")
+    events = [r.sim.access() for _ in range(120)]
+    async with r.emitter("pa-parts", key_file) as emitter:
+        for e in events:
+            await emitter.emit(e)
+        await emitter.flush()
+    for e in events:
+        await wait_appended(r.stack, e.event_id)
+        assert await appended(r.stack, e.event_id)
+    conn = await asyncpg.connect(r.stack.owner_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT v.seal_id, l.kafka_partition FROM events e "
+            "JOIN leaves v USING (log_id, leaf_index) JOIN logs l USING (log_id) "
+            "WHERE e.event_id = ANY($1::uuid[])",
+            [e.event_id for e in events],
+        )
+        refused = await conn.fetchval(
+            "SELECT count(*) FROM quarantine WHERE topic = $1", r.topics[0]
+        )
+    finally:
+        await conn.close()
+    assert refused == 0
+    assert len({r["kafka_partition"] for r in rows}) > 1, "the events span partitions"
+    partitions_of: dict[bytes, set[int]] = {}
+    for row in rows:
+        partitions_of.setdefault(bytes(row["seal_id"]), set()).add(row["kafka_partition"])
+    assert all(len(p) == 1 for p in partitions_of.values())
+
+
+async def test_a_reference_to_an_unknown_seal_is_refused(running: Running) -> None:
+    """A record that refers to a seal nobody sent (its seal-carrying first record never
+    arrived, or the reference is forged) is quarantined, with an alert."""
+    events = [running.event("pa-good", i) for i in range(2)]
+    values = [CODEC.encode(e) for e in events]
+    headers = signed_headers(
+        running.stack.producer_key("pa-good"), [(running.topics[0], v) for v in values]
+    )
+    offset = await running.send(values[1], headers[1])  # without the first (the seal)
+    await assert_refused(running, events[1], offset, "unknown_seal")
+
+
+async def test_a_refused_first_record_still_deposits_its_seal(running: Running) -> None:
+    """The seal-carrying record is refused (its value changed) but its seal verifies: the
+    seal is stored, and the batch's other records are appended."""
+    events = [running.event("pa-good", i) for i in range(3)]
+    values = [CODEC.encode(e) for e in events]
+    headers = signed_headers(
+        running.stack.producer_key("pa-good"), [(running.topics[0], v) for v in values]
+    )
+    tampered = dataclasses.replace(events[0], network_address="203.0.113.66")
+    offset = await running.send(CODEC.encode(tampered), headers[0])
+    for value, h in zip(values[1:], headers[1:], strict=True):
+        await running.send(value, h)
+    await assert_refused(running, tampered, offset, "bad_signature")
+    for e in events[1:]:
+        await wait_appended(running.stack, e.event_id)
+        assert await appended(running.stack, e.event_id)
+    conn = await asyncpg.connect(running.stack.owner_url)
+    try:
+        stored = await conn.fetchval(
+            "SELECT count(*) FROM producer_seals WHERE seal_id = $1", headers[0][0][1][9:25]
+        )
+    finally:
+        await conn.close()
+    assert stored == 1
+
+
+async def test_a_restarted_consumer_finds_an_earlier_seal_in_the_database(
+    stack: Stack,
+) -> None:
+    """The seal-carrying record was appended by one consumer, which then stopped; the
+    next consumer (nothing cached) starts at the stored position, after the seal, and
+    reads a later record of that batch: it finds the seal in the database."""
+    first_run = consuming(stack, refresh_seconds=0.5)
+    r = await anext(first_run)
+    events = [r.event("pa-good", i) for i in range(3)]
+    values = [CODEC.encode(e) for e in events]
+    headers = signed_headers(stack.producer_key("pa-good"), [(r.topics[0], v) for v in values])
+    for value, h in zip(values[:2], headers[:2], strict=True):
+        await r.send(value, h)
+    await wait_appended(stack, events[1].event_id)
+    assert await appended(stack, events[1].event_id)
+    await first_run.aclose()
+    second_run = consuming(stack, refresh_seconds=0.5, topics=r.topics)
+    second = await anext(second_run)
+    try:
+        offset = await second.send(values[2], headers[2])
+        assert await outcome(stack, r.topics[0], offset) == (None, None)
+        assert await appended(stack, events[2].event_id)
+    finally:
+        await second_run.aclose()
 
 
 async def test_spooled_events_are_signed_when_re_sent(running: Running, tmp_path: Path) -> None:
@@ -376,14 +503,27 @@ async def test_offline_verify_flags_a_tampered_envelope_in_an_export(
     assert clean.findings == ()
 
     log_id = next(g.log_id for g in BundleReader(bundle).logs if g.origin == origin)
-    envelopes = bundle / ENVELOPES_DIR / f"{log_id}.jsonl"
-    rows = [json.loads(line) for line in envelopes.read_text().splitlines()]
-    victim = rows[len(rows) // 2]
-    raw = bytearray.fromhex(victim["envelope"])
-    raw[-1] ^= 0x01  # one bit of the signature
-    victim["envelope"] = raw.hex()
-    envelopes.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    refs_file = bundle / REFS_DIR / f"{log_id}.jsonl"
+    rows = [json.loads(line) for line in refs_file.read_text().splitlines()]
+    assert len(rows) == len(events)
+    victim = next(r for r in rows if r["entry"] > 0)
+    victim["entry"] -= 1  # the leaf now claims its neighbour's entry of the seal
+    refs_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
     (tampered,) = check_bundle_producers(bundle, mine)
     assert [(f.kind, f.leaf_index) for f in tampered.findings] == [
         ("producer_bad_signature", victim["leaf_index"])
     ]
+    victim["entry"] += 1
+    refs_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # A seal whose signature was altered fails every leaf under it, checked once.
+    seals_file = bundle / SEALS_FILE
+    seals = [json.loads(line) for line in seals_file.read_text().splitlines()]
+    mine_seal = next(x for x in seals if x["seal_id"] == rows[0]["seal_id"])
+    mine_seal["signature"] = ("00" if mine_seal["signature"][:2] != "00" else "01") + mine_seal[
+        "signature"
+    ][2:]
+    seals_file.write_text("".join(json.dumps(x) + "\n" for x in seals))
+    (forged,) = check_bundle_producers(bundle, mine)
+    under = sum(1 for r in rows if r["seal_id"] == rows[0]["seal_id"])
+    assert {f.kind for f in forged.findings} == {"producer_bad_signature"}
+    assert len([f for f in forged.findings if f.leaf_index is not None]) == min(under, 20)

@@ -61,7 +61,7 @@ async def build(stack: Stack, database: str) -> dict[int, int]:
     signer = load_signers(stack.signer_key_file)[0]
     sim = Simulator(seed=int(secrets.token_hex(3), 16), patients=20)
     logs: dict[int, int] = {}
-    # Signed like any producer's events, so the export carries an envelope per leaf.
+    # Signed like any producer's events, so the export carries a seal reference per leaf.
     own = dataclasses.replace(
         stack, owner_url=with_database(stack.owner_url, database), database=database
     )
@@ -194,15 +194,17 @@ async def tamper(ledger: Ledger) -> None:
                 "WHERE log_id = $1 AND leaf_index = 42",
                 b,
             )
-            # 6. A producer envelope altered (leaf 7 of log A) and one deleted (leaf 8).
+            # 6. A leaf's place in its producer seal altered (leaf 7 of log A now claims
+            # its neighbour's entry) and one deleted (leaf 8).
             await su.execute(
-                "UPDATE leaves SET envelope = overlay(envelope placing "
-                "set_byte('\\x00'::bytea, 0, get_byte(envelope, length(envelope) - 1) # 1) "
-                "from length(envelope) for 1) WHERE log_id = $1 AND leaf_index = 7",
+                "UPDATE leaves SET seal_index = seal_index # 1 "
+                "WHERE log_id = $1 AND leaf_index = 7",
                 a,
             )
             await su.execute(
-                "UPDATE leaves SET envelope = NULL WHERE log_id = $1 AND leaf_index = 8", a
+                "UPDATE leaves SET seal_id = NULL, seal_index = NULL "
+                "WHERE log_id = $1 AND leaf_index = 8",
+                a,
             )
     finally:
         await su.close()

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from nacl.signing import SigningKey
 
-from ledger import merkle
 from ledger.producerauth import (
     REASON_BAD_ENVELOPE,
     REASON_BAD_SIGNATURE,
@@ -20,11 +19,13 @@ from ledger.producerauth import (
     REASON_REVOKED_KEY,
     REASON_UNAUTHENTICATED,
     REASON_UNKNOWN_KEY,
+    REASON_UNKNOWN_SEAL,
     AuthFailure,
     ProducerAuthenticator,
     RegisteredKey,
+    Seal,
     check_producer,
-    parse_envelope,
+    envelope_ref,
 )
 from ledger.producerauth import key_id_of as ledger_key_id_of
 from producers.signing import (
@@ -34,7 +35,6 @@ from producers.signing import (
     key_id_of,
     leaf_hash,
     load_producer_key,
-    merkle_paths,
     write_producer_key,
 )
 
@@ -75,40 +75,52 @@ def test_vectors_pin_the_byte_format() -> None:
         + b"a"
     ).digest()  # fmt: skip
     assert leaf == leaf_hash(PID, "phi-access", b"a")
-    root, _ = merkle_paths([leaf_hash(PID, t, v) for t, v in RECORDS])
-    assert root.hex() == "6eb753e664b5c38440910f5255c6b793a043fdfc7ceddc838b8bf304fd65552f"
-    envelope = key.signer().envelopes(RECORDS)[2]
-    assert envelope.hex() == (
-        "012baf8d2986cfe136000000030000000201cd8ad5db4868c9d32b010db54628b1f648d0f79ec19a2d"
-        "1d7dd5d75961557c9bc7759b1b0ed437bec5b3ea7dac978ad9596bcb71da7ff581451c9afc1bd13173"
-        "d9c6014c41a499c8bf0d98bba90c15d7f6d3025538313527b025d47cc68cf604"
-    )
+    hashes = b"".join(leaf_hash(PID, t, v) for t, v in RECORDS)
+    seal_id = hashlib.sha256(
+        b"philedger/producer-seal-id/v2\x00" + expected_kid + struct.pack(">H", 3) + hashes
+    ).digest()[:16]
+    assert seal_id.hex() == SEAL_ID_HEX
+    envelopes = key.signer().envelopes(RECORDS)
+    # Every record: version 2, key id, seal id, its index.
+    assert envelopes[2] == b"\x02" + expected_kid + seal_id + struct.pack(">H", 2)
+    assert envelopes[1].hex() == "022baf8d2986cfe136" + SEAL_ID_HEX + "0001"
+    # The first also carries the seal: m, the leaf hashes, the signature.
+    head = b"\x02" + expected_kid + seal_id + struct.pack(">H", 0)
+    assert envelopes[0][:27] == head
+    assert envelopes[0][27:29] == struct.pack(">H", 3)
+    assert envelopes[0][29:-64] == hashes
     signed = (
-        b"philedger/producer-batch/v1\x00" + struct.pack(">H", 15) + PID.encode()
-        + expected_kid + struct.pack(">I", 3) + root
+        b"philedger/producer-seal/v2\x00" + struct.pack(">H", 15) + PID.encode()
+        + expected_kid + seal_id + struct.pack(">H", 3) + hashes
     )  # fmt: skip
-    SigningKey(SEED).verify_key.verify(signed, envelope[-64:])
+    SigningKey(SEED).verify_key.verify(signed, envelopes[0][-64:])
+    assert envelopes[0][-64:].hex() == SIGNATURE_HEX
+    assert envelope_ref(envelopes[2]) == (seal_id, 2)
 
 
-@pytest.mark.parametrize("n", [*range(1, 34), 255, 256, 257, 1024])
-def test_batch_tree_is_rfc6962(n: int) -> None:
-    hashes = [hashlib.sha256(i.to_bytes(4, "big")).digest() for i in range(n)]
-    root, paths = merkle_paths(hashes)
-    assert root == merkle.root_from_leaf_hashes(hashes)
-    for i, path in enumerate(paths):
-        assert (
-            merkle.root_from_inclusion_proof(leaf_hash=hashes[i], index=i, size=n, proof=path)
-            == root
-        )
+SEAL_ID_HEX = "b8fe8ac140cf1fc3a2b1361153aa49d7"
+SIGNATURE_HEX = (
+    "a60043340aa29d0a35b14598a9cd41fa0545b0cdb0aa1678278cc9b7d6a334fa"
+    "54bbb129a5c978fe2d043e4ac52592c3489a3835124d4a2ecf0af845d2cf1904"
+)
+
+
+def rows_of(key: ProducerKey, records: list[tuple[str, bytes]]) -> list[tuple[str, bytes, bytes]]:
+    envs = key.signer().envelopes(records)
+    return [(t, v, e) for (t, v), e in zip(records, envs, strict=True)]
 
 
 def test_every_record_of_a_batch_authenticates_with_one_verification() -> None:
     key = generate_producer_key("pacs-1")
     records = [("phi-access", os.urandom(40)) for _ in range(100)]
     auth = ProducerAuthenticator([registered(key)])
-    for (topic, value), env in zip(records, key.signer().envelopes(records), strict=True):
-        assert auth.authenticate(topic=topic, value=value, envelope=env).producer_id == "pacs-1"
-    assert len(auth._batches) == 1  # one root, verified once
+    rows = rows_of(key, records)
+    assert len(rows[0][2]) == 27 + 2 + 100 * 32 + 64, "the first carries the seal"
+    assert {len(e) for _, _, e in rows[1:]} == {27}, "the others a 27-byte reference"
+    for topic, value, env in rows:
+        verdict = auth.authenticate(topic=topic, value=value, envelope=env)
+        assert verdict.key.producer_id == "pacs-1"
+    assert len(auth._seals) == 1  # one seal, verified once
 
 
 def refusal(auth: ProducerAuthenticator, topic: str, value: bytes, env: bytes | None) -> str:
@@ -123,33 +135,85 @@ def test_refusals() -> None:
     env = key.signer().envelopes(records)
     auth = ProducerAuthenticator([registered(key), registered(other)])
     assert refusal(auth, "phi-access", b"one", None) == REASON_UNAUTHENTICATED
-    assert refusal(auth, "phi-access", b"one", b"\x01short") == REASON_BAD_ENVELOPE
-    assert refusal(auth, "phi-access", b"one", b"\x02" + env[0][1:]) == REASON_BAD_ENVELOPE
-    # tampered value, other topic, other record's envelope, flipped path or signature bit
-    assert refusal(auth, "phi-access", b"onE", env[0]) == REASON_BAD_SIGNATURE
-    assert refusal(auth, "critical-result-relay", b"one", env[0]) == REASON_BAD_SIGNATURE
-    assert refusal(auth, "phi-access", b"one", env[1]) == REASON_BAD_SIGNATURE
+    assert refusal(auth, "phi-access", b"one", b"\x02short") == REASON_BAD_ENVELOPE
+    assert refusal(auth, "phi-access", b"one", b"\x01" + env[0][1:]) == REASON_BAD_ENVELOPE
+    assert refusal(auth, "phi-access", b"one", env[0][:-1]) == REASON_BAD_ENVELOPE  # seal cut
+    seal_id_changed = bytearray(env[0])
+    seal_id_changed[9] ^= 1
+    assert refusal(auth, "phi-access", b"one", bytes(seal_id_changed)) == REASON_BAD_ENVELOPE
+    # a reference before its seal: unknown (never received, or forged)
+    assert refusal(auth, "phi-access", b"two", env[1]) == REASON_UNKNOWN_SEAL
+    # a seal whose signature does not verify: flipped bit, or forged
     flipped = bytearray(env[0])
     flipped[-1] ^= 1
     assert refusal(auth, "phi-access", b"one", bytes(flipped)) == REASON_BAD_SIGNATURE
-    # forged: a key nobody registered, signing in pacs-1's name
     forger = ProducerKey(producer_id="pacs-1", key_id=other.key_id, seed=os.urandom(32))
     forged = forger.signer().envelopes(records)[0]
     assert refusal(auth, "phi-access", b"one", forged) == REASON_BAD_SIGNATURE
+    assert refusal(auth, "phi-access", b"two", env[1]) == REASON_UNKNOWN_SEAL, "not learnt"
+    # tampered value, other topic, other record's reference (the seal itself is good)
+    assert refusal(auth, "phi-access", b"onE", env[0]) == REASON_BAD_SIGNATURE
+    assert refusal(auth, "critical-result-relay", b"one", env[0]) == REASON_BAD_SIGNATURE
+    assert refusal(auth, "phi-access", b"one", env[1]) == REASON_BAD_SIGNATURE
+    assert refusal(auth, "phi-access", b"two", env[1][:25] + b"\x00\x07") == REASON_BAD_ENVELOPE
+    # another registered key's id on a reference to pacs-1's seal
+    other_kid = bytes.fromhex(other.key_id)
+    assert refusal(auth, "phi-access", b"two", env[1][:1] + other_kid + env[1][9:]) == (
+        REASON_BAD_SIGNATURE
+    )
     unknown = generate_producer_key("pacs-1").signer().envelopes(records)[0]
     assert refusal(auth, "phi-access", b"one", unknown) == REASON_UNKNOWN_KEY
     auth.replace_keys([registered(key, revoked=True)])
     assert refusal(auth, "phi-access", b"one", env[0]) == REASON_REVOKED_KEY
+    assert refusal(auth, "phi-access", b"two", env[1]) == REASON_REVOKED_KEY
 
 
-def test_a_cached_root_does_not_outlive_revocation() -> None:
+def test_a_refused_record_still_hands_over_its_verified_seal() -> None:
     key = generate_producer_key("pacs-1")
-    records = [("t", b"x")]
-    env = key.signer().envelopes(records)[0]
+    rows = rows_of(key, [("t", b"x"), ("t", b"y")])
     auth = ProducerAuthenticator([registered(key)])
-    auth.authenticate(topic="t", value=b"x", envelope=env)
+    with pytest.raises(AuthFailure) as caught:
+        auth.authenticate(topic="t", value=b"X", envelope=rows[0][2])
+    assert caught.value.reason == REASON_BAD_SIGNATURE
+    assert caught.value.seal is not None, "the seal is good: stored for the batch's others"
+    assert auth.authenticate(topic="t", value=b"y", envelope=rows[1][2]).index == 1
+    flipped = bytearray(rows[0][2])
+    flipped[-1] ^= 1
+    fresh = ProducerAuthenticator([registered(key)])
+    with pytest.raises(AuthFailure) as caught:
+        fresh.authenticate(topic="t", value=b"x", envelope=bytes(flipped))
+    assert caught.value.seal is None, "a seal that does not verify is never stored"
+
+
+def test_a_restarted_consumer_finds_the_seal_in_storage() -> None:
+    key = generate_producer_key("pacs-1")
+    rows = rows_of(key, [("t", b"x"), ("t", b"y"), ("t", b"z")])
+    first = ProducerAuthenticator([registered(key)])
+    stored = first.authenticate(topic="t", value=b"x", envelope=rows[0][2]).seal
+    assert stored is not None
+    restarted = ProducerAuthenticator([registered(key)])
+    assert restarted.missing_seals(e for _, _, e in rows[1:]) == [stored.seal_id]
+    assert restarted.missing_seals(e for _, _, e in rows) == [], "carried in the same poll"
+    restarted.add_seal(stored)
+    assert restarted.missing_seals(e for _, _, e in rows[1:]) == []
+    assert restarted.authenticate(topic="t", value=b"z", envelope=rows[2][2]).index == 2
+    # a stored seal is verified like a received one
+    forged = Seal(
+        seal_id=stored.seal_id, key_id=stored.key_id, producer_id=stored.producer_id,
+        leaf_hashes=stored.leaf_hashes, signature=bytes(64),
+    )  # fmt: skip
+    with pytest.raises(AuthFailure) as caught:
+        ProducerAuthenticator([registered(key)]).add_seal(forged)
+    assert caught.value.reason == REASON_BAD_SIGNATURE
+
+
+def test_a_cached_seal_does_not_outlive_revocation() -> None:
+    key = generate_producer_key("pacs-1")
+    rows = rows_of(key, [("t", b"x"), ("t", b"y")])
+    auth = ProducerAuthenticator([registered(key)])
+    auth.authenticate(topic="t", value=b"x", envelope=rows[0][2])
     auth.replace_keys([registered(key, revoked=True)])
-    assert refusal(auth, "t", b"x", env) == REASON_REVOKED_KEY
+    assert refusal(auth, "t", b"y", rows[1][2]) == REASON_REVOKED_KEY
 
 
 def test_event_must_name_the_signing_producer() -> None:
@@ -158,12 +222,6 @@ def test_event_must_name_the_signing_producer() -> None:
     with pytest.raises(AuthFailure) as caught:
         check_producer(key, "ledger-api")
     assert caught.value.reason == REASON_PRODUCER_MISMATCH
-
-
-def test_envelope_parses_back() -> None:
-    key = vector_key()
-    env = parse_envelope(key.signer().envelopes(RECORDS)[1])
-    assert (env.key_id, env.size, env.index, len(env.path)) == (key.key_id, 3, 1, 2)
 
 
 def test_key_file_round_trip_and_refusals(tmp_path: Path) -> None:
@@ -186,49 +244,16 @@ def test_key_file_round_trip_and_refusals(tmp_path: Path) -> None:
         load_producer_key(bad)
 
 
-def verdicts(auth: ProducerAuthenticator, records: list[tuple[str, bytes, bytes | None]]) -> list:
-    out = []
-    for v in auth.authenticate_many(records):
-        out.append(v.reason if isinstance(v, AuthFailure) else v.key_id)
-    return out
-
-
-def one_by_one(auth: ProducerAuthenticator, records: list[tuple[str, bytes, bytes | None]]) -> list:
-    out = []
-    for topic, value, env in records:
-        try:
-            out.append(auth.authenticate(topic=topic, value=value, envelope=env).key_id)
-        except AuthFailure as exc:
-            out.append(exc.reason)
-    return out
-
-
-@pytest.mark.parametrize("n", [1, 2, 3, 7, 64, 100])
-def test_whole_batches_give_the_same_verdicts_as_one_by_one(n: int) -> None:
+def test_a_batch_with_one_bad_record_fails_only_that_record() -> None:
     key = generate_producer_key("pacs-1")
-    records = [("phi-access", os.urandom(30)) for _ in range(n)]
-    envs = key.signer().envelopes(records)
-    rows = [(t, v, e) for (t, v), e in zip(records, envs, strict=True)]
-    other = [("phi-access", b"x", None)]
-    for batch in (rows, rows[::-1], other + rows, rows[: max(1, n - 1)], rows + rows[:1]):
-        fresh = ProducerAuthenticator([registered(key)])
-        assert verdicts(fresh, batch) == one_by_one(ProducerAuthenticator([registered(key)]), batch)
-
-
-def test_a_whole_batch_with_one_bad_record_fails_only_that_record() -> None:
-    key = generate_producer_key("pacs-1")
-    records = [("phi-access", os.urandom(30)) for _ in range(16)]
-    envs = key.signer().envelopes(records)
-    rows = [(t, v, e) for (t, v), e in zip(records, envs, strict=True)]
+    rows = rows_of(key, [("phi-access", os.urandom(30)) for _ in range(16)])
     tampered = list(rows)
     tampered[5] = (rows[5][0], rows[5][1] + b"!", rows[5][2])  # value changed
-    bad_path = bytearray(rows[9][2] or b"")
-    bad_path[20] ^= 1  # a path byte changed: the signature still verifies for the others
-    tampered[9] = (rows[9][0], rows[9][1], bytes(bad_path))
+    tampered[9] = (rows[9][0], rows[9][1], rows[10][2])  # another record's reference
     auth = ProducerAuthenticator([registered(key)])
-    got = verdicts(auth, tampered)
-    assert got[5] == REASON_BAD_SIGNATURE
-    assert got[9] == REASON_BAD_SIGNATURE
+    got = [
+        v.reason if isinstance(v, AuthFailure) else v.key.key_id
+        for v in auth.authenticate_many(tampered)
+    ]
+    assert got[5] == got[9] == REASON_BAD_SIGNATURE
     assert all(g == key.key_id for i, g in enumerate(got) if i not in (5, 9))
-    auth.replace_keys([registered(key, revoked=True)])
-    assert set(verdicts(auth, rows)) == {REASON_REVOKED_KEY}
