@@ -46,11 +46,13 @@ from ledger.leaf import MAX_LEAF_BYTES, KafkaRecord, encode_leaf, leaf_overhead
 from ledger.producerauth import (
     ENVELOPE_HEADER,
     REASON_UNKNOWN_KEY,
+    REASON_UNKNOWN_SEAL,
     Authenticated,
     AuthFailure,
     ProducerAuthenticator,
     ProducerSealSource,
     check_producer,
+    envelope_ref,
 )
 from producers.codec import Codec
 from producers.errors import DecodeError
@@ -305,7 +307,7 @@ def _classify(
         record=record,
         leaf=leaf,
         index=index_fields(schema.full_name, fields),
-        seal_ref=None if verdict is None else (verdict.seal_id, verdict.index),
+        seal_ref=None if verdict is None else (verdict.seal_id, verdict.entry),
     )
 
 
@@ -540,13 +542,13 @@ class LedgerConsumer:
         verdicts: Iterator[Authenticated | AuthFailure | None] = itertools.repeat(None)
         if auth is not None:
             rows = [(m.topic, m.value or b"", e) for _, pairs in polled for m, e in pairs]
-            await self._load_seals(auth.missing_seals(e for _, _, e in rows))
             checked = auth.authenticate_many(rows)
             unknown = any(
                 isinstance(v, AuthFailure) and v.reason == REASON_UNKNOWN_KEY for v in checked
             )
             if unknown and await self._refresh_keys(on_unknown_key=True):
                 checked = auth.authenticate_many(rows)  # a key registered since the last read
+            checked = await self._with_stored_seals(rows, checked)
             verdicts = iter(checked)
         return [
             _Polled(
@@ -568,18 +570,33 @@ class LedgerConsumer:
             for tp, pairs in polled
         ]
 
-    async def _load_seals(self, seal_ids: list[bytes]) -> None:
-        """Seals these records refer to that were read before this consumer started (or
-        left its cache): from the database, verified like a received one. A seal that is
-        not there either leaves its records ``unknown_seal``."""
+    async def _with_stored_seals(
+        self,
+        rows: list[tuple[str, bytes, bytes | None]],
+        checked: list[Authenticated | AuthFailure],
+    ) -> list[Authenticated | AuthFailure]:
+        """Records refused as ``unknown_seal`` checked again once their seals are read from
+        the database (a seal read before this consumer started, or evicted from its
+        cache), each verified like a received one; one query per poll at most. A seal that
+        is not there either leaves its records ``unknown_seal``."""
         auth, source = self._auth, self._key_source
-        if not seal_ids or auth is None or source is None:
-            return
-        for seal in await source.producer_seals(seal_ids):
+        redo = [
+            i
+            for i, v in enumerate(checked)
+            if isinstance(v, AuthFailure) and v.reason == REASON_UNKNOWN_SEAL
+        ]
+        if not redo or auth is None or source is None:
+            return checked
+        wanted = {ref[0] for i in redo if (ref := envelope_ref(rows[i][2])) is not None}
+        for seal in await source.producer_seals(sorted(wanted)):
             try:
                 auth.add_seal(seal)
             except AuthFailure as exc:
                 logger.warning("a stored producer seal does not verify (%s)", exc.reason)
+        out = list(checked)
+        for i, verdict in zip(redo, auth.authenticate_many([rows[i] for i in redo]), strict=True):
+            out[i] = verdict
+        return out
 
     async def _refresh_keys(self, *, on_unknown_key: bool) -> bool:
         """Re-read the key registry when it is due (``producer_keys_refresh_seconds``), or

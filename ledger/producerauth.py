@@ -20,7 +20,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final, NewType, Protocol
+from typing import Any, Final, NamedTuple, NewType, Protocol
 
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
@@ -114,13 +114,15 @@ class Seal:
     signature: bytes
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Authenticated:
-    """A record's verdict: the key that signed it, and where in which seal it is."""
+class Authenticated(NamedTuple):
+    """A record's verdict: the key that signed it, and where in which seal it is.
+
+    A NamedTuple, not a frozen dataclass: one is made per record on the consumer's hot
+    path, and a frozen dataclass costs ~0.5 µs to build, a tenth of the whole check."""
 
     key: RegisteredKey
     seal_id: bytes
-    index: int
+    entry: int
     #: The seal this record's envelope carried (verified), to be stored with the batch.
     seal: Seal | None = None
 
@@ -171,6 +173,8 @@ class ProducerAuthenticator:
         self._verifiers: dict[str, VerifyKey] = {}
         self._seals: OrderedDict[bytes, Seal] = OrderedDict()
         self._cache_size = cache_size
+        #: SHA-256 state after the leaf prefix (domain, producer id, topic), per pair.
+        self._prefixes: dict[tuple[str, str], Any] = {}
         self.replace_keys(keys)
 
     def replace_keys(self, keys: Iterable[RegisteredKey]) -> None:
@@ -180,21 +184,6 @@ class ProducerAuthenticator:
 
     def knows(self, key_id: str) -> bool:
         return key_id in self._keys
-
-    def missing_seals(self, envelopes: Iterable[bytes | None]) -> list[bytes]:
-        """Seal ids these envelopes refer to that are neither verified here nor carried by
-        one of them (a consumer restarted after a seal: look them up in the database)."""
-        wanted: dict[bytes, None] = {}
-        carried = set()
-        for raw in envelopes:
-            ref = envelope_ref(raw)
-            if ref is None:
-                continue
-            if raw is not None and len(raw) > REF_BYTES:
-                carried.add(ref[0])
-            elif ref[0] not in self._seals:
-                wanted[ref[0]] = None
-        return [sid for sid in wanted if sid not in carried]
 
     def add_seal(self, seal: Seal) -> Seal:
         """Verify a seal (stored or exported) and remember it; ``AuthFailure`` if it is
@@ -273,12 +262,28 @@ class ProducerAuthenticator:
             if len(rest) != 2 + 32 * m + 64:
                 raise AuthFailure(REASON_BAD_ENVELOPE, "the seal's length does not match m")
             carried = self._verify_seal(kid, sid, rest[2:-64], rest[-64:])
-        try:
-            self.check_entry(key, kid, sid, index, record_leaf_hash(key.producer_id, topic, value))
-        except AuthFailure as exc:
-            exc.seal = carried
-            raise
-        return Authenticated(key=key, seal_id=sid, index=index, seal=carried)
+        prefix = self._prefixes.get((key.producer_id, topic))
+        if prefix is None:
+            prefix = hashlib.sha256(
+                b"\x00" + LEAF_DOMAIN + _text16(key.producer_id) + _text16(topic)
+            )
+            if len(self._prefixes) > 1024:
+                self._prefixes.clear()
+            self._prefixes[(key.producer_id, topic)] = prefix
+        leaf = prefix.copy()
+        leaf.update(value)
+        seal = self._seals.get(sid)
+        if (
+            seal is None
+            or seal.key_id != key.key_id
+            or seal.leaf_hashes[32 * index : 32 * index + 32] != leaf.digest()
+        ):
+            try:  # the slow path names the reason
+                self.check_entry(key, kid, sid, index, leaf.digest())
+            except AuthFailure as exc:
+                exc.seal = carried
+                raise
+        return Authenticated(key, sid, index, carried)
 
     def seal(self, seal_id: bytes) -> Seal | None:
         """A verified seal, if remembered."""
