@@ -70,7 +70,8 @@ async def produce(
 
 async def ingest(
     settings: dict[str, str], topics: tuple[str, str], n: int, auth: bool, public_key: bytes
-) -> float:
+) -> tuple[float, float]:
+    """(events/s from first append to last, the consumer process's CPU µs per event)."""
     db = f"ledger_bench_auth_{secrets.token_hex(3)}"
     await fresh_database(settings, db)
     owner = on_db(settings["DATABASE_URL"], db)
@@ -97,7 +98,9 @@ async def ingest(
             await asyncio.sleep(0.3)
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.wait()
+        _, _, usage = await asyncio.to_thread(os.wait4, proc.pid, 0)
+        proc.returncode = 0
+    cpu = (usage.ru_utime + usage.ru_stime) / n * 1e6
     first, last = await ingest_times(owner)
     admin = await asyncpg.connect(settings["DATABASE_URL"])
     try:
@@ -109,7 +112,7 @@ async def ingest(
                 await asyncio.sleep(0.5)
     finally:
         await admin.close()
-    return n / max(last - first, 1e-6)
+    return n / max(last - first, 1e-6), cpu
 
 
 def spawn(args: list[str], child_env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -179,13 +182,16 @@ async def main(args: argparse.Namespace) -> None:
 
     emits: dict[bool, list[float]] = {False: [], True: []}
     rates: dict[bool, list[float]] = {False: [], True: []}
+    cpus: dict[bool, list[float]] = {False: [], True: []}
     for _ in range(args.rounds):
         for auth in (False, True):
             run = secrets.token_hex(3)
             topics = (f"bench-auth-{run}-phi-access", f"bench-auth-{run}-relay")
             await ensure_topics(bootstrap, topics, PARTITIONS)
             emits[auth] += await produce(bootstrap, topics, args.events, key_file if auth else None)
-            rates[auth].append(await ingest(settings, topics, args.events, auth, key.public_key))
+            rate, cpu = await ingest(settings, topics, args.events, auth, key.public_key)
+            rates[auth].append(rate)
+            cpus[auth].append(cpu)
 
     sign, check, size = pure_costs(PARTITIONS)
     print(f"producer authentication, {args.events:,} events x {args.rounds} rounds per mode")
@@ -197,6 +203,9 @@ async def main(args: argparse.Namespace) -> None:
     off, on = statistics.median(rates[False]), statistics.median(rates[True])
     print(f"{'end to end, 1 consumer (events/s)':<34}{off:>14,.0f}{on:>14,.0f}"
           f"{(on / off - 1) * 100:>+11.1f}%")  # fmt: skip
+    c_off, c_on = statistics.median(cpus[False]), statistics.median(cpus[True])
+    print(f"{'consumer CPU per event (µs)':<34}{c_off:>14.1f}{c_on:>14.1f}"
+          f"{(c_on / c_off - 1) * 100:>+11.1f}%")  # fmt: skip
     print(f"  per round: off {', '.join(f'{r:,.0f}' for r in rates[False])}; "
           f"on {', '.join(f'{r:,.0f}' for r in rates[True])}")  # fmt: skip
     print(f"pure cost per event (one core): sign {sign:.2f} µs, check {check:.2f} µs; "

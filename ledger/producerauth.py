@@ -170,6 +170,7 @@ class ProducerAuthenticator:
 
     def __init__(self, keys: Iterable[RegisteredKey] = (), *, cache_size: int = 4096) -> None:
         self._keys: dict[str, RegisteredKey] = {}
+        self._live: dict[bytes, RegisteredKey] = {}
         self._verifiers: dict[str, VerifyKey] = {}
         self._seals: OrderedDict[bytes, Seal] = OrderedDict()
         self._cache_size = cache_size
@@ -180,6 +181,8 @@ class ProducerAuthenticator:
     def replace_keys(self, keys: Iterable[RegisteredKey]) -> None:
         """Take a fresh copy of the registry (revocations apply to every later check)."""
         self._keys = {k.key_id: k for k in keys}
+        #: Unrevoked keys by their raw 8-byte id (the hot path's lookup).
+        self._live = {bytes.fromhex(k): v for k, v in self._keys.items() if v.revoked_at is None}
         self._verifiers = {k: VerifyKey(v.public_key) for k, v in self._keys.items()}
 
     def knows(self, key_id: str) -> bool:
@@ -252,7 +255,9 @@ class ProducerAuthenticator:
         version, kid, sid, index = _REF.unpack_from(envelope)
         if version != ENVELOPE_VERSION:
             raise AuthFailure(REASON_BAD_ENVELOPE, f"unknown envelope version {version}")
-        key = self.check_key(kid.hex())
+        key = self._live.get(kid)
+        if key is None:
+            key = self.check_key(kid.hex())  # raises: unknown or revoked
         carried = None
         if len(envelope) > REF_BYTES:
             rest = envelope[REF_BYTES:]
