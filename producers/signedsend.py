@@ -85,12 +85,13 @@ class SigningProducer(AIOKafkaProducer):  # type: ignore[misc]
         records of a topic all go to one partition the partitioner picks."""
         groups: dict[tuple[str, int], list[_Pending]] = {}
         keyless: dict[str, int] = {}
+        for topic in {t for t, _, _, _ in batch}:
+            await self.partitions_for(topic)  # metadata; at once when already known
         for item in batch:
             topic, value, key, _ = item
             if key is None and topic in keyless:
                 partition = keyless[topic]
             else:
-                await self.partitions_for(topic)  # metadata; cached after the first
                 partition = self._partition(topic, None, key, value, key, value)
                 if key is None:
                     keyless[topic] = partition

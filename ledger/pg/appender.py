@@ -23,7 +23,7 @@ from ledger.leaf import KafkaRecord, decode_leaf
 from ledger.merkle import leaf_hash
 from ledger.pg import sql
 from ledger.pg.pool import PooledAdapter, transient_as_unavailable
-from ledger.pg.producerkeys import fetch_producer_keys, fetch_producer_seals, store_producer_seals
+from ledger.pg.producerkeys import fetch_producer_keys, fetch_producer_seals, seal_columns
 from ledger.producerauth import RegisteredKey, Seal
 
 logger = logging.getLogger(__name__)
@@ -275,25 +275,21 @@ class PostgresAppender(PooledAdapter):
             )
             await conn.copy_records_to_table("events", records=events, columns=sql.EVENT_COLUMNS)
             await _integrate(conn, log_id, next_leaf, [h for _, _, _, h, _, _ in leaves])
-        # Every verified seal the batch carried, appended, duplicate or refused alike:
-        # the batch's other records (maybe in a later transaction) refer to it.
-        seals = {i.seal.seal_id: i.seal for i in fresh if i.seal is not None}
-        if seals:
-            await store_producer_seals(conn, list(seals.values()))
         if quarantine:
             await conn.executemany(sql.INSERT_QUARANTINE, quarantine)
         if alerts:
             await conn.executemany(sql.INSERT_ALERT, alerts)
         next_offset = fresh[-1].record.offset + 1
-        await conn.execute(
-            sql.INSERT_POSITION,
-            log_id,
-            next_offset,
-            next_leaf,
-            len(leaves),
-            duplicates,
-            len(quarantine) - conflicts,
-        )
+        position = (log_id, next_offset, next_leaf, len(leaves), duplicates,
+                    len(quarantine) - conflicts)  # fmt: skip
+        # Every verified seal the batch carried, appended, duplicate or refused alike:
+        # the batch's other records (maybe in a later transaction) refer to it. Stored
+        # by the same statement as the position (one round trip fewer per batch).
+        seals = {i.seal.seal_id: i.seal for i in fresh if i.seal is not None}
+        if seals:
+            await conn.execute(sql.INSERT_POSITION_AND_SEALS, *position, *seal_columns(seals))
+        else:
+            await conn.execute(sql.INSERT_POSITION, *position)
         return AppendResult(
             log_id=log_id,
             next_offset=next_offset,

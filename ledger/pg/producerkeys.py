@@ -7,7 +7,7 @@ public key and a seal id from its content, so a row cannot name what it does not
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import asyncpg
@@ -50,12 +50,17 @@ async def fetch_producer_seals(conn: Conn, seal_ids: Sequence[bytes]) -> list[Se
     return [_seal(r) for r in await conn.fetch(sql.PRODUCER_SEALS_BY_ID, list(seal_ids))]
 
 
-async def store_producer_seals(conn: Conn, seals: Sequence[Seal]) -> None:
-    """Store seals (idempotent: a seal id is its content's hash), in the caller's
-    transaction."""
-    await conn.executemany(
-        sql.INSERT_PRODUCER_SEAL,
-        [(s.seal_id, s.key_id, s.producer_id, s.leaf_hashes, s.signature) for s in seals],
+def seal_columns(seals: Mapping[bytes, Seal]) -> tuple[list[object], ...]:
+    """Seals as the five arrays ``sql.INSERT_POSITION_AND_SEALS`` unnests (the appender
+    stores them in its batch's transaction; a seal id is its content's hash, so storing
+    one twice is a no-op)."""
+    rows = list(seals.values())
+    return (
+        [s.seal_id for s in rows],
+        [s.key_id for s in rows],
+        [s.producer_id for s in rows],
+        [s.leaf_hashes for s in rows],
+        [s.signature for s in rows],
     )
 
 

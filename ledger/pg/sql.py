@@ -305,10 +305,15 @@ SELECT leaf_index, seal_id, seal_index FROM leaves WHERE log_id = $1 AND seal_id
 ORDER BY leaf_index
 """
 
-INSERT_PRODUCER_SEAL: Final = """
-INSERT INTO producer_seals (seal_id, key_id, producer_id, leaf_hashes, signature)
-VALUES ($1, $2, $3, $4, $5)
-ON CONFLICT (seal_id) DO NOTHING
+#: INSERT_POSITION, and the seals a batch carried (idempotent) in the same statement.
+INSERT_POSITION_AND_SEALS: Final = """
+WITH seals AS (
+    INSERT INTO producer_seals (seal_id, key_id, producer_id, leaf_hashes, signature)
+    SELECT * FROM unnest($7::bytea[], $8::text[], $9::text[], $10::bytea[], $11::bytea[])
+    ON CONFLICT (seal_id) DO NOTHING
+)
+INSERT INTO ingest_positions (log_id, next_offset, first_leaf, appended, duplicates, quarantined)
+VALUES ($1, $2, $3, $4, $5, $6)
 """
 
 PRODUCER_SEALS_BY_ID: Final = """
