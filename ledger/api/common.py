@@ -56,8 +56,10 @@ def principal(request: web.Request) -> Principal:
 
 
 def identifier(value: str, name: str) -> str:
-    if not _ID.fullmatch(value):
-        raise MalformedInputError(f"{name} must be 1-256 printable characters")
+    # Blank ids are refused here, as the AuditLogUsed schema refuses them: else the
+    # read could not be recorded and would fail closed (503) instead of answering 400.
+    if not _ID.fullmatch(value) or not value.strip():
+        raise MalformedInputError(f"{name} must be 1-256 printable characters, not all blank")
     return value
 
 
