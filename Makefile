@@ -54,4 +54,5 @@ bench: up
 	.venv/bin/python benchmarks/proofs.py
 	.venv/bin/python benchmarks/queries.py
 	.venv/bin/python benchmarks/atna.py
+	.venv/bin/python benchmarks/refusals.py
 	.venv/bin/python benchmarks/orthanc.py
