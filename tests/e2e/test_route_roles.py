@@ -329,6 +329,16 @@ async def test_refused_malformed_and_unknown_requests_are_recorded_with_their_st
             text = json.dumps(event)
             assert unknown_token not in text
             assert "not-a-token" not in text
+        # An investigator finds the refused anonymous attempts in one user history.
+        anonymous_ids = [r[0] for r in recorded if r[2] == ANONYMOUS]
+        await wait_for_events(admin, pipeline, anonymous_ids)
+        status, _, page = await _as(
+            investigator, "GET", f"{api}/v1/users/{ANONYMOUS}/accesses?limit=1000", None
+        )
+        assert status == 200
+        assert page is not None
+        listed = {a["event_id"] for a in page["accesses"]}  # type: ignore[attr-defined]
+    assert set(anonymous_ids) <= listed
 
 
 async def test_checkpoints_and_hash_tiles_are_public_and_unrecorded_entry_bundles_are_not(
