@@ -186,8 +186,8 @@ async def read_audit_middleware(request: web.Request, handler: Handler) -> web.S
         response = error(503, "timeout", f"the request took longer than {REQUEST_TIMEOUT:.0f}s")
     except Exception as exc:
         response = error_response(request, exc)
+    # Raises UnavailableError when the record cannot be handed over: fail closed (503).
     await request.app[RECORDER].record(_read_of(request, read_id, response.status))
-    # (record raises UnavailableError: fail closed, no data leaves)
     response.headers["Ledger-Audit-Event"] = str(read_id)
     if isinstance(response, web.HTTPException):
         raise response
