@@ -21,10 +21,12 @@ from typing import Final
 
 from aiohttp import web
 
-from ledger.api import fhir, history, ops, proofs, reports
+from ledger.api import boundary, fhir, history, ops, proofs, reports
 from ledger.api.common import (
     AUDIT_EVENT,
     AUDIT_PARAMS,
+    CURSORS,
+    DEFAULT_PUBLIC_URL,
     MAX_REQUEST_BYTES,
     PATIENT,
     PRINCIPAL,
@@ -35,7 +37,9 @@ from ledger.api.common import (
     SETTINGS,
     TOKENS,
     error,
+    public_base,
 )
+from ledger.api.openapi import document as openapi_document
 from ledger.auth import (
     AuthenticationError,
     ForbiddenError,
@@ -45,7 +49,14 @@ from ledger.auth import (
     bearer_token,
     token_hash,
 )
-from ledger.errors import LedgerError, MalformedInputError, PushbackError, UnavailableError
+from ledger.cursors import CursorKey
+from ledger.errors import (
+    LedgerError,
+    MalformedInputError,
+    PushbackError,
+    TooLargeError,
+    UnavailableError,
+)
 from ledger.query import LedgerReader
 from ledger.readlog import (
     MAX_PATH_CHARS,
@@ -168,8 +179,10 @@ def error_response(request: web.Request, exc: BaseException) -> web.StreamRespon
         return resp
     if isinstance(exc, ForbiddenError):
         return error(403, "forbidden", str(exc))
+    if isinstance(exc, TooLargeError):
+        return error(413, exc.code, str(exc))
     if isinstance(exc, MalformedInputError):
-        return error(400, "bad_request", str(exc))
+        return error(400, exc.code, str(exc))
     if isinstance(exc, PushbackError):
         resp = error(503, "overloaded", str(exc))
         resp.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
@@ -293,12 +306,25 @@ def create_app(
     fhir_submitter: fhir.FhirSubmitter | None = None,
     extra_routes: tuple[Route, ...] = (),
     openapi: dict[str, object] | None = None,
+    public_url: str = DEFAULT_PUBLIC_URL,
+    cursor_key: CursorKey | None = None,
 ) -> web.Application:
-    """The API application; the caller owns the lifecycles of what it passes in."""
+    """The API application; the caller owns the lifecycles of what it passes in.
+
+    ``public_url`` is the base of the links the API writes (FHIR Bundle links and
+    fullUrls), never taken from the request; ``cursor_key`` seals page tokens (default:
+    a key of this process only, so tokens do not survive a restart)."""
     app = web.Application(
-        middlewares=[errors_middleware, auth_middleware, read_audit_middleware],
+        middlewares=[
+            errors_middleware,
+            auth_middleware,
+            read_audit_middleware,
+            boundary.parameters_middleware,  # inside the audit: refusals are recorded
+        ],
         client_max_size=MAX_REQUEST_BYTES,
     )
+    app.on_response_prepare.append(boundary.cache_headers)
+    app[CURSORS] = cursor_key or CursorKey.generate()
     app[READER] = reader
     app[TOKENS] = tokens
     app[RECORDER] = recorder
@@ -310,7 +336,11 @@ def create_app(
     if fhir_submitter is not None:
         app[fhir.FHIR_SUBMITTER] = fhir_submitter
     table = routes(extra)
-    app[SETTINGS] = {"permissions": {r.name: r.permission for r in table}}
+    app[SETTINGS] = {
+        "permissions": {r.name: r.permission for r in table},
+        "parameters": boundary.declared_parameters(openapi_document()),
+        "public_url": public_base(public_url),
+    }
     for r in table:
         app.router.add_route(r.method, r.path, r.handler, name=r.name)
     if openapi is not None:

@@ -410,7 +410,8 @@ def document() -> JsonObject:
                             "text/csv": {"schema": {"type": "string"}},
                         },
                     }
-                ),
+                )
+                | _errors("413"),
             }
         },
         "/v1/patients/{patient_id}/disclosures": _get(
