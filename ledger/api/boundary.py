@@ -2,11 +2,12 @@
 
 Invariant: a request names only query parameters its route declares in the OpenAPI
 document (the one source of truth; anything else is 400 ``unknown_parameter`` naming it,
-never silently ignored), and its raw query decodes as strict UTF-8 (400 ``invalid_utf8``,
-never rewritten to U+FFFD). These checks run inside the read-recording middleware, so a
-refused request is recorded like any other. Every answer to an authenticated request is
-``Cache-Control: private, no-store`` (it may hold PHI); only an answer of a public route
-that says otherwise (a complete hash tile, a checkpoint) may be cached.
+never silently ignored), and its raw path and query decode as strict UTF-8 (400
+``invalid_utf8``, never rewritten to U+FFFD or kept percent-encoded). These checks run
+inside the read-recording middleware, so a refused request is recorded like any other.
+Every answer to an authenticated request is ``Cache-Control: private, no-store`` (it may
+hold PHI); only an answer of a public route that says otherwise (a complete hash tile, a
+checkpoint) may be cached.
 """
 
 from __future__ import annotations
@@ -70,14 +71,17 @@ def refusal(request: web.Request, status: int, code: str, message: str) -> web.R
     )
 
 
-def _undecodable(raw_query: str) -> str | None:
-    """The first query name or value that is not UTF-8 once percent-decoded, if any."""
-    for pair in raw_query.split("&"):
-        for part in pair.replace("+", " ").split("=", 1):
-            try:
-                unquote_to_bytes(part).decode("utf-8")
-            except UnicodeDecodeError:
-                return part
+def _undecodable(raw_query: str, raw_path: str = "") -> str | None:
+    """The first path segment, query name or value that is not UTF-8 once
+    percent-decoded, if any (the router and the query parser would keep or replace it)."""
+    parts = raw_path.split("/") + [
+        part for pair in raw_query.split("&") for part in pair.replace("+", " ").split("=", 1)
+    ]
+    for part in parts:
+        try:
+            unquote_to_bytes(part).decode("utf-8")
+        except UnicodeDecodeError:
+            return part
     return None
 
 
@@ -87,8 +91,8 @@ async def parameters_middleware(request: web.Request, handler: Handler) -> web.S
     operation = _operation(request)
     if operation is None:  # 404/405: answered by the router
         return await handler(request)
-    if _undecodable(request.rel_url.raw_query_string) is not None:
-        return refusal(request, 400, "invalid_utf8", "the query string is not valid UTF-8")
+    if _undecodable(request.rel_url.raw_query_string, request.rel_url.raw_path) is not None:
+        return refusal(request, 400, "invalid_utf8", "the path or query is not valid UTF-8")
     table: dict[tuple[str, str], frozenset[str]] = request.app[SETTINGS]["parameters"]
     declared = table.get(operation, frozenset())
     unknown = sorted(set(request.query) - declared)

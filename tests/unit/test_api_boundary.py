@@ -129,6 +129,8 @@ def test_query_text_must_be_utf8() -> None:
     assert _undecodable("a=1&b=%C3%A9&c") is None
     assert _undecodable("facility=%ED%A0%80") == "%ED%A0%80"
     assert _undecodable("%FF=1") == "%FF"
+    assert _undecodable("", "/v1/patients/%C3%A9/accesses") is None
+    assert _undecodable("", "/v1/patients/%ED%A0%80/accesses") == "%ED%A0%80"
 
 
 def test_the_public_base_url_is_validated_and_defaults_to_the_bind_address() -> None:
