@@ -2,9 +2,9 @@
 
 Invariant: a listing is computed within one snapshot of the logs' signed sizes,
 carried in its cursor (MAC'd by ``ledger.cursors`` for this listing, so it cannot be
-forged or moved past the signed sizes): pages never repeat or skip an entry while appends continue,
-and every entry returned is covered by a signed checkpoint (named in ``as_of``), so
-each can be proven with ``/v1/events/{id}/proof``.
+forged or moved past the signed sizes): pages never repeat or skip an entry while
+appends continue, and every entry returned is covered by a signed checkpoint (named in
+``as_of``), so each can be proven with ``/v1/events/{id}/proof``.
 """
 
 from __future__ import annotations
