@@ -6,6 +6,7 @@ answers are never cacheable; unknown query parameters are refused on every route
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import gzip
 import json
@@ -14,8 +15,9 @@ import secrets
 import subprocess
 import uuid
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, cast
 
 import aiohttp
@@ -23,7 +25,8 @@ import pytest
 from yarl import URL
 
 from ledger.api.openapi import document
-from ledger.query import Cursor, Snapshot
+from ledger.cursors import CursorKey
+from ledger.query import Cursor, HistoryKey, HistoryQuery, Snapshot
 from producers.events import Facility, Patient, PhiAccessEvent
 from producers.simulator import Simulator
 from tests.e2e.conftest import E2E_SEED, LEDGER, Pipeline, free_port, wait_for_events
@@ -307,35 +310,74 @@ async def test_fhir_links_use_the_bind_address_not_the_host_header(
     assert all(u.startswith(f"{pipeline.api_url}/fhir/AuditEvent") for u in links), links
 
 
-def test_fhir_links_use_the_configured_public_url(pipeline: Pipeline, seeded: Seeded) -> None:
+@contextlib.contextmanager
+def _another_api(pipeline: Pipeline, **env: str) -> Iterator[str]:
+    """A second `ledger serve` on the pipeline's ledger with extra settings; its URL."""
     port = free_port()
-    public = "https://ledger.hospital.example/audit"
     server = subprocess.Popen(
-        [LEDGER, "serve", "--port", str(port)],
-        env={**pipeline.env, "LEDGER_PUBLIC_URL": public},
+        [LEDGER, "serve", "--port", str(port)], env={**pipeline.env, **env},
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        env = {**pipeline.env, "LEDGER_API_URL": f"http://127.0.0.1:{port}"}
-        subprocess.run([LEDGER, "wait", "api", "--timeout", "60"], env=env, check=True, cwd=ROOT)
-
-        async def fetch() -> dict[str, Any]:
-            async with (
-                aiohttp.ClientSession(headers=pipeline.stack.auth()) as http,
-                http.get(
-                    f"http://127.0.0.1:{port}/fhir/AuditEvent",
-                    params={"patient": seeded.patient, "_count": "1"},
-                    headers={"Host": "evil.example"},
-                ) as resp,
-            ):
-                assert resp.status == 200
-                return cast(dict[str, Any], await resp.json(content_type=None))
-
-        links = _links(asyncio.run(fetch()))
-        assert all(u.startswith(f"{public}/fhir/AuditEvent") for u in links), links
+        url = f"http://127.0.0.1:{port}"
+        wait_env = {**pipeline.env, "LEDGER_API_URL": url}
+        subprocess.run([LEDGER, "wait", "api", "--timeout", "60"], env=wait_env, check=True)
+        yield url
     finally:
         server.terminate()
         server.wait(timeout=20)
+
+
+def _get(pipeline: Pipeline, url: str, **params: str) -> tuple[int, dict[str, Any]]:
+    async def fetch() -> tuple[int, dict[str, Any]]:
+        async with (
+            aiohttp.ClientSession(headers=pipeline.stack.auth()) as http,
+            http.get(url, params=params, headers={"Host": "evil.example"}) as resp,
+        ):
+            return resp.status, cast(dict[str, Any], await resp.json(content_type=None))
+
+    return asyncio.run(fetch())
+
+
+def test_fhir_links_use_the_configured_public_url(pipeline: Pipeline, seeded: Seeded) -> None:
+    public = "https://ledger.hospital.example/audit"
+    with _another_api(pipeline, LEDGER_PUBLIC_URL=public + "/") as api:
+        status, bundle = _get(pipeline, f"{api}/fhir/AuditEvent", patient=seeded.patient,
+                              _count="1")  # fmt: skip
+    assert status == 200
+    links = _links(bundle)
+    assert all(u.startswith(f"{public}/fhir/AuditEvent") for u in links), links
+
+
+def test_a_configured_cursor_key_survives_a_restart_and_still_bounds_the_snapshot(
+    pipeline: Pipeline, seeded: Seeded, tmp_path: Path
+) -> None:
+    """With LEDGER_CURSOR_KEY_FILE a cursor outlives its API process; without it, it does
+    not. Even a cursor sealed with the real key cannot pin sizes beyond the signed ones."""
+    key_file = tmp_path / "cursor-key"
+    key_file.write_text(secrets.token_hex(32))
+    key_file.chmod(0o600)
+    path = f"/v1/patients/{seeded.patient}/accesses"
+    with _another_api(pipeline, LEDGER_CURSOR_KEY_FILE=str(key_file)) as api:
+        status, page = _get(pipeline, f"{api}{path}", limit="1")
+    assert status == 200
+    token = page["next_cursor"]
+    with _another_api(pipeline, LEDGER_CURSOR_KEY_FILE=str(key_file)) as api:
+        status, second = _get(pipeline, f"{api}{path}", limit="1", cursor=token)
+        assert status == 200
+        assert second["as_of"] == page["as_of"]
+        # Sealed with the real key, for the right listing, but beyond every checkpoint.
+        beyond = Cursor(
+            event_time=datetime.now(UTC), event_id=uuid.uuid4(),
+            snapshot=Snapshot(sizes=(2**40,) * 8),
+        )  # fmt: skip
+        query = HistoryQuery(key=HistoryKey.PATIENT, value=seeded.patient)
+        sealed = CursorKey.from_file(key_file).seal(beyond, context=f"history|{query!r}")
+        status, body = _get(pipeline, f"{api}{path}", limit="1", cursor=sealed)
+        assert (status, body["error"]["code"]) == (400, "invalid_cursor")
+    with _another_api(pipeline) as api:  # no key configured: a key of its own
+        status, body = _get(pipeline, f"{api}{path}", limit="1", cursor=token)
+    assert (status, body["error"]["code"]) == (400, "invalid_cursor")
 
 
 # --------------------------------------------------------------------------- caching
