@@ -3,7 +3,8 @@
 Invariant: every handler reads its body through ``json_body``. At most ``limit`` bytes
 are read after transfer and content decoding (chunked, gzip, deflate, ...), and reading
 stops at the first byte past the limit (``TooLargeError``: 413), so neither a missing
-Content-Length nor a compression bomb gets past it. The body must be UTF-8 (no charset,
+Content-Length nor a compression bomb gets past it; a coding the server does not decode
+is refused, not parsed as if it were plain text. The body must be UTF-8 (no charset,
 or utf-8), nest at most ``MAX_DEPTH`` deep and hold no lone surrogate; each refusal is a
 ``MalformedInputError`` (400) with a stable code, never a 500.
 """
@@ -22,11 +23,19 @@ from ledger.errors import MalformedInputError, TooLargeError
 #: well under 20).
 MAX_DEPTH: Final = 64
 _UTF8: Final = frozenset({"utf-8", "utf8"})
+#: Content codings aiohttp decodes before the handler reads (one coding, not a list).
+_DECODED: Final = frozenset({"", "identity", "gzip", "deflate", "br", "zstd"})
 _SURROGATE: Final = re.compile("[\ud800-\udfff]")
 
 
 async def read_bounded(request: web.Request, limit: int) -> bytes:
     """The decoded body, refused (``TooLargeError``) as soon as it passes ``limit`` bytes."""
+    codings = request.headers.getall("Content-Encoding", [])
+    if len(codings) > 1 or (codings and codings[0].strip().lower() not in _DECODED):
+        raise MalformedInputError(
+            "Content-Encoding must be one of gzip, deflate, br, zstd or identity",
+            code="unsupported_encoding",
+        )
     too_large = TooLargeError(f"the body may be at most {limit} bytes", code="body_too_large")
     if request.content_length is not None and request.content_length > limit:
         raise too_large

@@ -214,6 +214,21 @@ async def test_body_limits_hold_for_chunked_and_gzip_bodies(
     assert await _recorded_status(admin, pipeline, read_id) == 413
 
 
+@pytest.mark.parametrize("encoding", ["gzip, gzip", "compress", "x-custom"])
+async def test_a_content_encoding_the_server_does_not_decode_is_refused(
+    pipeline: Pipeline, admin: aiohttp.ClientSession, encoding: str
+) -> None:
+    """A coding the server does not decode would reach the handler still encoded: it is
+    refused by name rather than parsed as if it were JSON."""
+    body = gzip.compress(gzip.compress(json.dumps(SCOPE).encode()))
+    async with admin.post(
+        f"{pipeline.api_url}/v1/investigations",
+        data=body,
+        headers={"Content-Type": "application/json", "Content-Encoding": encoding},
+    ) as resp:
+        assert await _error(resp) == (400, "unsupported_encoding")
+
+
 async def test_a_small_gzip_body_is_still_accepted(
     pipeline: Pipeline, admin: aiohttp.ClientSession
 ) -> None:
