@@ -519,7 +519,10 @@ def document() -> JsonObject:
             "description": (
                 "Who accessed which PHI, when and why, provable against signed checkpoints. "
                 "Every authenticated request is itself recorded in the ledger as a DICOM "
-                "'Audit Log Used' event; its id is in the Ledger-Audit-Event header."
+                "'Audit Log Used' event; its id is in the Ledger-Audit-Event header. "
+                "A query parameter an operation does not list here is refused (400 "
+                "unknown_parameter); errors carry a stable code; authenticated answers "
+                "are Cache-Control: private, no-store."
             ),
         },
         "security": [{"bearer": []}],
