@@ -38,6 +38,12 @@ class Settings(BaseSettings):
     #: Direct TLS for `ledger serve` (deployments without a terminating proxy).
     tls_cert_file: str | None = Field(default=None, alias="LEDGER_TLS_CERT_FILE")
     tls_key_file: str | None = Field(default=None, alias="LEDGER_TLS_KEY_FILE")
+    #: Base URL of the links the API writes (FHIR Bundle links, fullUrl), e.g. the
+    #: proxy's https URL; default: the bind address. Never taken from Host/X-Forwarded-*.
+    public_url: str | None = Field(default=None, alias="LEDGER_PUBLIC_URL")
+    #: Key (>= 32 bytes, mode 600) that MACs page cursors; `make up` generates it. Without
+    #: one each API process draws its own: cursors then die with the process.
+    cursor_key_file: str | None = Field(default=None, alias="LEDGER_CURSOR_KEY_FILE")
     ledger_name: str = Field(default="philedger.localhost", alias="LEDGER_NAME")
     access_topic: str = Field(default="phi-access", alias="LEDGER_ACCESS_TOPIC")
     relay_topic: str = Field(default="critical-result-relay", alias="LEDGER_RELAY_TOPIC")

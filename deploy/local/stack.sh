@@ -9,6 +9,7 @@ LEDGER="$VENV/bin/ledger"
 LEDGER_NAME="${LEDGER_NAME:-philedger.localhost}"
 SIGNER_KEY="$SECRETS/checkpoint-signer.key"
 API_TOKEN_FILE="$SECRETS/api-admin-token"
+CURSOR_KEY="$SECRETS/api-cursor-key"
 
 ensure_signer_key() {
   # One Ed25519 checkpoint key per installation, named after the ledger; mode 600.
@@ -18,10 +19,20 @@ ensure_signer_key() {
   fi
 }
 
+# The key that MACs the API's page cursors (32 random bytes, hex; mode 600), created once,
+# so cursors survive an API restart and are accepted by every API of this installation.
+ensure_cursor_key() {
+  if [ ! -s "$CURSOR_KEY" ]; then
+    (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$CURSOR_KEY")
+  fi
+  chmod 600 "$CURSOR_KEY"
+}
+
 write_env() {
   local owner appender reader verifier
   owner="$(secret pg-ledger_owner)"; appender="$(secret pg-ledger_appender)"; reader="$(secret pg-ledger_reader)"
   ensure_signer_key
+  ensure_cursor_key
   verifier="$("$LEDGER" verifier-key "$SIGNER_KEY" | paste -sd' ')"
   (umask 077; cat >"$ENV_FILE.tmp" <<ENV
 # Written by deploy/local/stack.sh. Shell KEY=value lines; contains secrets (mode 600).
@@ -33,6 +44,7 @@ LEDGER_READER_URL=postgresql://ledger_reader:$reader@127.0.0.1:$PG_PORT/$PG_DB
 LEDGER_NAME=$LEDGER_NAME
 LEDGER_SIGNER_KEY_FILE=$SIGNER_KEY
 LEDGER_VERIFIER_KEY=$verifier
+LEDGER_CURSOR_KEY_FILE=$CURSOR_KEY
 ENV
   if [ -s "$API_TOKEN_FILE" ]; then echo "LEDGER_API_TOKEN=$(cat "$API_TOKEN_FILE")" >>"$ENV_FILE.tmp"; fi
   # The ATNA receiver `make up` starts (deploy/local/atna.sh): point a PACS's audit logger here.

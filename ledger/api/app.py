@@ -15,14 +15,17 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from ledger.api import fhir, history, ops, proofs, reports
+from ledger.api import boundary, fhir, history, ops, proofs, reports
 from ledger.api.common import (
+    CURSORS,
+    DEFAULT_PUBLIC_URL,
     MAX_REQUEST_BYTES,
     READER,
     RECORDER,
     SCHEMAS,
     SETTINGS,
     TOKENS,
+    public_base,
 )
 from ledger.api.middleware import (
     Handler,
@@ -30,7 +33,9 @@ from ledger.api.middleware import (
     errors_middleware,
     read_audit_middleware,
 )
+from ledger.api.openapi import document as openapi_document
 from ledger.auth import Permission, TokenDirectory
+from ledger.cursors import CursorKey
 from ledger.query import LedgerReader
 from ledger.readlog import ReadRecorder
 
@@ -151,14 +156,28 @@ def create_app(
     fhir_submitter: fhir.FhirSubmitter | None = None,
     extra_routes: tuple[Route, ...] = (),
     openapi: dict[str, object] | None = None,
+    public_url: str = DEFAULT_PUBLIC_URL,
+    cursor_key: CursorKey | None = None,
 ) -> web.Application:
-    """The API application; the caller owns the lifecycles of what it passes in."""
+    """The API application; the caller owns the lifecycles of what it passes in.
+
+    ``public_url`` is the base of the links the API writes (FHIR Bundle links and
+    fullUrls), never taken from the request; ``cursor_key`` seals page tokens (default:
+    a key of this process only, so tokens do not survive a restart)."""
     app = web.Application(
         # Order matters: the audit middleware wraps authentication, so 401 and 403 are
-        # recorded like any other answer.
-        middlewares=[errors_middleware, read_audit_middleware, auth_middleware],
+        # recorded like any other answer; the parameter check sits inside the audit, so
+        # its refusals are recorded too.
+        middlewares=[
+            errors_middleware,
+            read_audit_middleware,
+            auth_middleware,
+            boundary.parameters_middleware,
+        ],
         client_max_size=MAX_REQUEST_BYTES,
     )
+    app.on_response_prepare.append(boundary.cache_headers)
+    app[CURSORS] = cursor_key or CursorKey.generate()
     app[READER] = reader
     app[TOKENS] = tokens
     app[RECORDER] = recorder
@@ -172,7 +191,12 @@ def create_app(
     if openapi is not None:
         extra += (_openapi_route(openapi),)
     table = routes(extra)
-    app[SETTINGS] = {"permissions": {r.name: r.permission for r in table}, "routes": table}
+    app[SETTINGS] = {
+        "permissions": {r.name: r.permission for r in table},
+        "routes": table,
+        "parameters": boundary.declared_parameters(openapi_document()),
+        "public_url": public_base(public_url),
+    }
     for r in table:
         app.router.add_route(r.method, r.path, r.handler, name=r.name)
     return app

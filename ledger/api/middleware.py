@@ -42,7 +42,13 @@ from ledger.auth import (
     bearer_token,
     token_hash,
 )
-from ledger.errors import LedgerError, MalformedInputError, PushbackError, UnavailableError
+from ledger.errors import (
+    LedgerError,
+    MalformedInputError,
+    PushbackError,
+    TooLargeError,
+    UnavailableError,
+)
 from ledger.readlog import MAX_PATH_CHARS, LedgerRead, clean_parameters, clean_text
 
 logger = logging.getLogger("ledger.api")
@@ -78,8 +84,10 @@ def error_response(request: web.Request, exc: BaseException) -> web.StreamRespon
         return resp
     if isinstance(exc, ForbiddenError):
         return error(403, "forbidden", str(exc))
+    if isinstance(exc, TooLargeError):
+        return error(413, exc.code, str(exc))
     if isinstance(exc, MalformedInputError):
-        return error(400, "bad_request", str(exc))
+        return error(400, exc.code, str(exc))
     if isinstance(exc, PushbackError):
         resp = error(503, "overloaded", str(exc))
         resp.headers["Retry-After"] = str(max(1, round(exc.retry_after)))

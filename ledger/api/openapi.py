@@ -421,7 +421,8 @@ def document() -> JsonObject:
                             "text/csv": {"schema": {"type": "string"}},
                         },
                     }
-                ),
+                )
+                | _errors("413"),
             }
         },
         "/v1/patients/{patient_id}/disclosures": _get(
@@ -531,7 +532,9 @@ def document() -> JsonObject:
                 "Every request except to the public routes (liveness, this document, "
                 "checkpoints, hash tiles) is itself recorded in the ledger as a DICOM "
                 "'Audit Log Used' event, refused ones included; its id is in the "
-                "Ledger-Audit-Event header."
+                "Ledger-Audit-Event header. A query parameter an operation does not list "
+                "here is refused (400 unknown_parameter); errors carry a stable code; "
+                "authenticated answers are Cache-Control: private, no-store."
             ),
         },
         "security": [{"bearer": []}],

@@ -116,13 +116,18 @@ async def entry_bundle(request: web.Request) -> web.Response:
     index, width = tiles.parse_partial(request.match_info["path"])
     body = await request.app[READER].entries(info.log_id, index, width)
     request[RESULTS] = 0 if body is None else width
-    return _tile(body, width)
+    return _tile(body, width, phi=True)
 
 
-def _tile(body: bytes | None, width: int) -> web.Response:
+def _tile(body: bytes | None, width: int, *, phi: bool = False) -> web.Response:
     if body is None:
         return error(404, "not_found", "that tile does not exist (yet)")
-    cache = "public, max-age=31536000, immutable" if width == tiles.TILE_WIDTH else "no-cache"
+    if phi:  # entry bundles hold PHI: never stored by a shared cache
+        cache = "private, no-store"
+    elif width == tiles.TILE_WIDTH:
+        cache = "public, max-age=31536000, immutable"
+    else:
+        cache = "no-cache"
     return web.Response(
         body=body, content_type="application/octet-stream", headers={"Cache-Control": cache}
     )

@@ -164,7 +164,7 @@ async def test_garbage_on_the_topic_is_quarantined_and_the_partition_moves_on(
         ("/v1/patients/MRN1/accesses", {"limit": "0"}, 400, "bad_request"),
         ("/v1/patients/MRN1/accesses", {"limit": "abc"}, 400, "bad_request"),
         ("/v1/patients/MRN1/accesses", {"limit": "100000"}, 400, "bad_request"),
-        ("/v1/patients/MRN1/accesses", {"cursor": "not-a-cursor!!"}, 400, "bad_request"),
+        ("/v1/patients/MRN1/accesses", {"cursor": "not-a-cursor!!"}, 400, "invalid_cursor"),
         ("/v1/patients/MRN1/accesses", {"issuer": "x" * 300}, 400, "bad_request"),
         ("/v1/patients/" + "x" * 300 + "/accesses", {}, 400, "bad_request"),
         ("/v1/patients/%01%02/accesses", {}, 400, "bad_request"),
