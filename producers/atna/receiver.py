@@ -85,7 +85,7 @@ from producers.atna.senders import (
     REASON_NOT_ALLOWED,
     UDP_SENDER,
     SenderPolicy,
-    tls_sender,
+    certificate_sender,
 )
 from producers.atna.stamps import StampLog
 from producers.codec import Codec, PreparedEvent
@@ -605,25 +605,14 @@ class AtnaReceiver:
                 await writer.start_tls(ctx)
         except (TimeoutError, ssl.SSLError, ConnectionError, OSError) as exc:
             self._counters.handshakes_refused += 1
-            logger.warning("ATNA: refused TLS client %s at the handshake: %s", peer, exc)
+            logger.warning("ATNA: refused TLS client %s at the handshake: %r", peer, exc)
             return None
         ssl_object = writer.get_extra_info("ssl_object")
-        cert = None if ssl_object is None else ssl_object.getpeercert()
-        names = [
-            value
-            for rdn in (cert or {}).get("subject", ())
-            for key, value in rdn
-            if key == "commonName"
-        ]
-        if len(names) != 1 or not names[0]:
+        sender = certificate_sender(None if ssl_object is None else ssl_object.getpeercert())
+        if sender is None:
             self._counters.handshakes_refused += 1
-            logger.warning(
-                "ATNA: refused TLS client %s: its certificate has %d subject CNs, not one",
-                peer,
-                len(names),
-            )
-            return None
-        return tls_sender(names[0])
+            logger.warning("ATNA: refused TLS client %s: not one subject CN", peer)
+        return sender
 
     def _keep_tail(
         self,

@@ -55,6 +55,7 @@ __all__ = [
     "SENDER_NAMESPACE",
     "UDP_SENDER",
     "SenderPolicy",
+    "certificate_sender",
     "load_policy",
     "sender_event_id",
     "sender_namespace",
@@ -76,6 +77,18 @@ REASON_CLAIMS_LEDGER: Final = "claims_ledger"
 
 def tls_sender(common_name: str) -> str:
     return f"tls:{common_name}"
+
+
+def certificate_sender(cert: Mapping[str, object] | None) -> str | None:
+    """``tls:<CN>`` of a verified peer certificate (``SSLSocket.getpeercert()``), or None
+    unless its subject has exactly one non-empty common name."""
+    subject = (cert or {}).get("subject", ())
+    names: list[object] = []
+    for rdn in subject if isinstance(subject, tuple) else ():
+        names += [value for key, value in rdn if key == "commonName"]
+    if len(names) != 1 or not isinstance(names[0], str) or not names[0]:
+        return None
+    return tls_sender(names[0])
 
 
 def sender_namespace(sender: str) -> uuid.UUID:
