@@ -40,6 +40,8 @@ The policy file is TOML::
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import tomllib
 import uuid
 from collections.abc import Iterable, Mapping
@@ -91,13 +93,18 @@ def certificate_sender(cert: Mapping[str, object] | None) -> str | None:
     return tls_sender(names[0])
 
 
+@functools.lru_cache(maxsize=1024)
 def sender_namespace(sender: str) -> uuid.UUID:
     return uuid.uuid5(SENDER_NAMESPACE, sender)
 
 
 def sender_event_id(sender: str, event_id: uuid.UUID | str) -> uuid.UUID:
-    """The ledger event id of the event a sender's message names ``event_id``."""
-    return uuid.uuid5(sender_namespace(sender), str(event_id))
+    """The ledger event id of the event a sender's message names ``event_id``: exactly
+    ``uuid.uuid5(sender_namespace(sender), str(event_id))``, computed without its
+    overhead (it runs for every event)."""
+    name = sender_namespace(sender).bytes + str(event_id).encode("utf-8")
+    digest = hashlib.sha1(name, usedforsecurity=False).digest()
+    return uuid.UUID(bytes=digest[:16], version=5)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
