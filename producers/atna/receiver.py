@@ -294,6 +294,7 @@ class AtnaReceiver:
         self._server: asyncio.Server | None = None
         self._udp: asyncio.DatagramTransport | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        self._handshaking: set[asyncio.Task[None]] = set()
         self._worker: asyncio.Task[None] | None = None
         self._feeder: asyncio.Task[None] | None = None
         self._keeper: asyncio.Task[None] | None = None
@@ -433,10 +434,11 @@ class AtnaReceiver:
         if self._udp is not None:
             self._udp.close()
             self._udp = None
-        for task in list(self._connections):
+        tasks = [*self._connections, *self._handshaking]
+        for task in tasks:
             task.cancel()
-        if self._connections:
-            await asyncio.gather(*self._connections, return_exceptions=True)
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
         if self._server is not None:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(2.0):
@@ -534,7 +536,22 @@ class AtnaReceiver:
     async def _serve_tls(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = _peer(writer.get_extra_info("peername"))
         task = asyncio.current_task()
-        if task is None or self._stopping or len(self._connections) >= self._config.max_connections:
+        sender: str | None = None
+        if task is not None and not self._stopping:
+            # Authenticate first: a client that never completes a handshake (bounded by
+            # handshake_timeout_seconds) takes no slot from the authenticated senders.
+            self._handshaking.add(task)
+            try:
+                sender = await self._handshake(writer, peer)
+            except BaseException:
+                writer.close()
+                raise
+            finally:
+                self._handshaking.discard(task)
+        if task is None or sender is None:
+            writer.close()
+            return
+        if self._stopping or len(self._connections) >= self._config.max_connections:
             self._counters.connections_refused += 1
             logger.warning("ATNA: refusing TLS connection from %s (connection limit)", peer)
             writer.close()
@@ -543,12 +560,8 @@ class AtnaReceiver:
         queue = self._queue
         decoder = OctetCountingDecoder(self._config.max_message_bytes)
         idle = self._config.idle_timeout_seconds
-        sender: str | None = None
         try:
             if queue is None:  # pragma: no cover - start() creates it before binding
-                return
-            sender = await self._handshake(writer, peer)
-            if sender is None:
                 return
             while True:
                 try:

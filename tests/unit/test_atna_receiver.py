@@ -439,6 +439,24 @@ async def test_two_senders_using_the_same_event_id_make_two_events(
     assert again == first
 
 
+async def test_clients_that_never_authenticate_take_no_connection_slot(
+    tmp_path: Path, tls_files: Pki
+) -> None:
+    """Unauthenticated TCP connections (no TLS handshake) cannot starve the senders: the
+    connection limit counts authenticated connections only."""
+    emitter = FakeEmitter()
+    async with running(tmp_path, tls_files, emitter, max_connections=1) as receiver:
+        idle = [await asyncio.open_connection("127.0.0.1", receiver.tls_port) for _ in range(3)]
+        _, writer = await _open(receiver, tls_files)
+        writer.write(frame_octet_counted(_variant(12)))
+        await writer.drain()
+        await _until(lambda: receiver.stats().events == 1)
+        assert receiver.stats().connections_refused == 0
+        writer.close()
+        for _, w in idle:
+            w.close()
+
+
 async def test_udp_is_off_unless_a_port_is_given(tmp_path: Path, tls_files: Pki) -> None:
     emitter = FakeEmitter()
     async with running(tmp_path, tls_files, emitter, udp_port=None) as receiver:
