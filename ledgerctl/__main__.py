@@ -326,13 +326,23 @@ def atna_serve(
     cert: Annotated[Path | None, typer.Option(help="PEM certificate chain (TLS).")] = None,
     key: Annotated[Path | None, typer.Option(help="PEM private key for --cert.")] = None,
     client_ca: Annotated[
-        Path | None, typer.Option(help="Require client certificates signed by this CA.")
+        Path | None,
+        typer.Option(help="CA that signs the senders' client certificates (required for TLS)."),
+    ] = None,
+    senders: Annotated[
+        Path | None,
+        typer.Option(help="TOML policy: the AuditSourceIDs each certificate CN may claim."),
     ] = None,
     host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
     tls_port: Annotated[int, typer.Option(help="RFC 5425 (syslog over TLS) port.")] = 16514,
-    udp_port: Annotated[int, typer.Option(help="RFC 5426 (syslog over UDP) port.")] = 15514,
+    udp_port: Annotated[
+        int | None,
+        typer.Option(
+            help="RFC 5426 (syslog over UDP) port. Off unless given: UDP is not "
+            "authenticated and spoofable; datagrams may claim only [udp] sources."
+        ),
+    ] = None,
     no_tls: Annotated[bool, typer.Option(help="Do not listen on TLS.")] = False,
-    no_udp: Annotated[bool, typer.Option(help="Do not listen on UDP.")] = False,
     kept_dir: Annotated[Path, typer.Option(help="Where unparseable messages are kept.")] = Path(
         ".local/atna/kept"
     ),
@@ -352,27 +362,38 @@ def atna_serve(
 ) -> None:
     """Run the ATNA receiver until SIGTERM."""
     from ledgerctl.atna import run_atna, stats_json
+    from producers.errors import AtnaPolicyError
 
     _logging(verbose)
-    stats = asyncio.run(
-        run_atna(
-            Settings.load(),
-            host=host,
-            tls_port=None if no_tls else tls_port,
-            udp_port=None if no_udp else udp_port,
-            cert=cert,
-            key=key,
-            client_ca=client_ca,
-            kept_dir=kept_dir,
-            producer_id=producer_id,
-            default_facility=default_facility,
-            max_message_bytes=max_message_bytes,
-            max_connections=max_connections,
-            idle_timeout=idle_timeout,
-            parse_workers=parse_workers,
-            stats_every=stats_every,
+    if senders is None:
+        raise _fail(
+            "--senders is required: the FILE saying which AuditSourceIDs each sender may claim"
         )
-    )
+    if not no_tls and client_ca is None:
+        raise _fail("--client-ca is required: TLS senders must present a client certificate")
+    try:
+        stats = asyncio.run(
+            run_atna(
+                Settings.load(),
+                host=host,
+                tls_port=None if no_tls else tls_port,
+                udp_port=udp_port,
+                cert=cert,
+                key=key,
+                client_ca=client_ca,
+                senders=senders,
+                kept_dir=kept_dir,
+                producer_id=producer_id,
+                default_facility=default_facility,
+                max_message_bytes=max_message_bytes,
+                max_connections=max_connections,
+                idle_timeout=idle_timeout,
+                parse_workers=parse_workers,
+                stats_every=stats_every,
+            )
+        )
+    except (AtnaPolicyError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
     print(f"ATNA receiver exited: {stats_json(stats)}", file=sys.stderr, flush=True)
 
 

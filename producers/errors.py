@@ -76,6 +76,12 @@ class AtnaUnmappableError(ProducerError, ValueError):
         self.field = field
 
 
+class AtnaPolicyError(ProducerError, ValueError):
+    """The ATNA sender policy (which certificate may claim which AuditSourceID) is
+    unreadable or says something the receiver refuses (a sender allowed to claim the
+    ledger's own name)."""
+
+
 class KeptStoreError(ProducerError):
     """The ATNA receiver's kept-messages store cannot be used: an I/O error, or the
     directory is locked by another receiver."""

@@ -50,9 +50,11 @@ ENV
   # The ATNA receiver `make up` starts (deploy/local/atna.sh): point a PACS's audit logger here.
   cat >>"$ENV_FILE.tmp" <<ENV
 LEDGER_ATNA_TLS=127.0.0.1:${LEDGER_ATNA_TLS_PORT:-16514}
-LEDGER_ATNA_UDP=127.0.0.1:${LEDGER_ATNA_UDP_PORT:-15514}
 LEDGER_ATNA_CA_FILE=$SECRETS/atna/server.crt
+LEDGER_ATNA_CLIENT_CERT=$SECRETS/atna/atna-demo-sender.crt
+LEDGER_ATNA_CLIENT_KEY=$SECRETS/atna/atna-demo-sender.key
 ENV
+  if [ -n "${LEDGER_ATNA_UDP_PORT:-}" ]; then echo "LEDGER_ATNA_UDP=127.0.0.1:$LEDGER_ATNA_UDP_PORT" >>"$ENV_FILE.tmp"; fi
   # Orthanc with the audit plugin (deploy/local/orthanc.sh), once `make up` started it.
   if [ -s "$LOCAL/orthanc/env" ]; then cat "$LOCAL/orthanc/env" >>"$ENV_FILE.tmp"; fi
   mv "$ENV_FILE.tmp" "$ENV_FILE")
