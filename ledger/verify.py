@@ -63,6 +63,7 @@ the reorder windows loses precision, never soundness.  Findings of one kind beyo
 
 from __future__ import annotations
 
+import base64
 import bisect
 import hashlib
 import heapq
@@ -94,7 +95,10 @@ __all__ = [
     "LogSource",
     "ProgressCallback",
     "build_full_tiles",
+    "checkpoint_origin",
     "project_event",
+    "signing_key_finding",
+    "trusted_by_origin",
     "verify_bundle",
     "verify_log",
 ]
@@ -149,6 +153,15 @@ FINDING_KINDS: Final[Mapping[str, str]] = {
     "schema_invalid": "a stored writer schema does not match its fingerprint",
     "source_error": "the source could not be read completely",
     "findings_truncated": "more findings of one kind than are listed",
+    "verifier_key_unknown": "no checkpoint of any log is signed by a key you gave (the one "
+    "finding names the keys that did sign)",
+    "trusted_checkpoint_invalid": "a checkpoint you kept does not parse or is not signed by "
+    "a key you gave",
+    "trusted_checkpoint_unknown_log": "a checkpoint you kept names a log this ledger does not have",
+    "trusted_checkpoint_beyond_log": "a checkpoint you kept is larger than the log now is: the "
+    "log was truncated or rolled back",
+    "trusted_checkpoint_mismatch": "the log's leaves do not reproduce a checkpoint you kept: "
+    "its history was replaced",
 }
 """Every stable finding code, with what it means."""
 
@@ -194,6 +207,9 @@ class LogReport:
     checkpoints_verified: int = 0
     verified_size: int = 0
     events_checked: int = 0
+    head_note: str | None = None
+    head_size: int = 0
+    head_root: bytes | None = None
 
     @property
     def ok(self) -> bool:
@@ -583,6 +599,8 @@ class _Findings:
 class _Signed:
     size: int
     root: bytes
+    note: str = ""
+    trusted: bool = False  # kept by the auditor, not read from the ledger
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -590,6 +608,7 @@ class _Failed:
     size: int
     since: int  # largest verified size below this one when it was checked
     unverifiable_at: int | None  # first unrecoverable missing leaf, when not recomputable
+    trusted: bool = False
 
 
 def _log_position(origin: str) -> tuple[str, int] | None:
@@ -652,8 +671,11 @@ class _LogVerifier:
         check_index: bool,
         progress: ProgressCallback | None,
         max_findings: int,
+        trusted: Sequence[str] = (),
     ) -> None:
         self.source = source
+        self.trusted = tuple(trusted)
+        self.head: _Signed | None = None
         self.origin = source.origin
         self.claimed = source.size
         self.schemas = schemas
@@ -803,15 +825,30 @@ class _LogVerifier:
                     checkpoint_size=cp.size,
                 )
             largest = max(largest, cp.size)
-            self.signed.append(_Signed(size=cp.size, root=cp.root_hash))
+            self.signed.append(_Signed(size=cp.size, root=cp.root_hash, note=note))
+        self._load_trusted()
         self.signed.sort(key=lambda c: c.size)
         while self.cp_next < len(self.signed) and self.signed[self.cp_next].size == 0:
             self._judge(self.signed[self.cp_next], EMPTY_ROOT)
             self.cp_next += 1
 
+    def _load_trusted(self) -> None:
+        """The auditor's kept checkpoints of this log join the list, marked as trusted: each
+        must be reproduced by the same leaves, which proves the log only grew since."""
+        for number, note in enumerate(self.trusted):
+            try:
+                cp = open_checkpoint(note, self.verifiers)
+            except LedgerError as exc:
+                self.f.add("trusted_checkpoint_invalid", f"trusted checkpoint #{number}: {exc}")
+                continue
+            self.signed.append(_Signed(size=cp.size, root=cp.root_hash, note=note, trusted=True))
+
     def _judge(self, cp: _Signed, root: bytes | None) -> None:
         if root is not None and root == cp.root:
-            self.checkpoints_verified += 1
+            if not cp.trusted:
+                self.checkpoints_verified += 1
+                if self.head is None or cp.size >= self.head.size:
+                    self.head = cp
             self.verified_size = max(self.verified_size, cp.size)
             return
         self.failed.append(
@@ -819,6 +856,7 @@ class _LogVerifier:
                 size=cp.size,
                 since=self.verified_size,
                 unverifiable_at=self.poisoned if root is None else None,
+                trusted=cp.trusted,
             )
         )
 
@@ -1120,6 +1158,14 @@ class _LogVerifier:
                 k += 1
             self.cp_next = k
         for cp in self.signed[self.cp_next :]:
+            if cp.trusted:
+                self.f.add(
+                    "trusted_checkpoint_beyond_log",
+                    f"the checkpoint you kept has size {cp.size} but the log has only {n} "
+                    "leaves under its signed head: it was truncated or rolled back",
+                    checkpoint_size=cp.size,
+                )
+                continue
             self.f.add(
                 "checkpoint_beyond_log",
                 f"checkpoint of size {cp.size} covers more than the {n} leaves present",
@@ -1300,6 +1346,9 @@ class _LogVerifier:
             checkpoints_verified=self.checkpoints_verified,
             verified_size=self.verified_size,
             events_checked=self.events_checked,
+            head_note=None if self.head is None else self.head.note,
+            head_size=0 if self.head is None else self.head.size,
+            head_root=None if self.head is None else self.head.root,
         )
 
     def _check_upper(self, limit: int) -> None:
@@ -1410,6 +1459,8 @@ class _LogVerifier:
     def _report_failed(self) -> None:
         altered = sorted(i for i in self.l0_mismatch if i >= self.verified_size)
         ranges = sorted(self.tile_ranges)
+        merged: dict[int, list[_Failed]] = {}  # located at one leaf: one finding
+        texts: dict[int, str] = {}
         for cp in self.failed:
             if cp.unverifiable_at is not None:
                 self.f.add(
@@ -1420,38 +1471,79 @@ class _LogVerifier:
                     checkpoint_size=cp.size,
                 )
                 continue
-            k = bisect.bisect_left(altered, cp.since)
-            if k < len(altered) and altered[k] < cp.size:
-                where = altered[k]
-                text = f"first altered leaf: {where} (its hash differs from tile 0/{where >> 8})"
+            where, text, located = self._failed_location(cp, altered, ranges)
+            if cp.trusted:
+                self.f.add(
+                    "trusted_checkpoint_mismatch",
+                    f"the checkpoint you kept (size {cp.size}) is not reproduced by the log's "
+                    f"leaves: its history was replaced; {text}",
+                    leaf_index=where,
+                    checkpoint_size=cp.size,
+                )
+            elif located:
+                merged.setdefault(where, []).append(cp)
+                texts.setdefault(where, text)
             else:
-                hit = next((r for r in ranges if r[1] > cp.since and r[0] < cp.size), None)
-                gap = next((g for g in self.gaps if g[1] > cp.since and g[0] < cp.size), None)
-                if hit is not None:
-                    where = max(hit[0], cp.since)
-                    text = (
-                        f"the difference is in leaves {where}..{min(hit[1], cp.size) - 1} "
-                        f"(tile {hit[2][0]}/{hit[2][1]} disagrees with them)"
-                    )
-                elif gap is not None:
-                    where = max(gap[0], cp.since)
-                    text = (
-                        f"leaf {where} is missing and its stored tile hash did not reproduce "
-                        f"the root; the difference is in leaves {cp.since}..{cp.size - 1}"
-                    )
-                else:
-                    where = cp.since
-                    text = (
-                        f"the difference is within leaves {cp.since}..{cp.size - 1} "
-                        "(no stored tile locates it)"
-                    )
-            self.f.add(
-                "checkpoint_root_mismatch",
-                f"checkpoint of size {cp.size}: the root recomputed from the leaves differs "
-                f"from the signed root; {text}",
-                leaf_index=where,
-                checkpoint_size=cp.size,
+                self._root_mismatch([cp], where, text)
+        for where, cps in merged.items():
+            self._root_mismatch(cps, where, texts[where])
+
+    def _root_mismatch(self, cps: list[_Failed], where: int, text: str) -> None:
+        first, last = cps[0].size, cps[-1].size
+        which = (
+            f"checkpoint of size {first}"
+            if len(cps) == 1
+            else f"{len(cps)} checkpoints (sizes {first}..{last})"
+        )
+        self.f.add(
+            "checkpoint_root_mismatch",
+            f"{which}: the root recomputed from the leaves differs from the signed root; {text}",
+            leaf_index=where,
+            checkpoint_size=first,
+        )
+
+    def _failed_location(
+        self, cp: _Failed, altered: list[int], ranges: list[tuple[int, int, tuple[int, int]]]
+    ) -> tuple[int, str, bool]:
+        """Where a checkpoint's leaves differ: ``(leaf, text, located at a definite leaf)``."""
+        k = bisect.bisect_left(altered, cp.since)
+        if k < len(altered) and altered[k] < cp.size:
+            where = altered[k]
+            return (
+                where,
+                f"first altered leaf: {where} (its hash differs from tile 0/{where >> 8})",
+                True,
             )
+        hit = next((r for r in ranges if r[1] > cp.since and r[0] < cp.size), None)
+        if hit is not None:
+            where = max(hit[0], cp.since)
+            return (
+                where,
+                (
+                    f"the difference is in leaves {where}..{min(hit[1], cp.size) - 1} "
+                    f"(tile {hit[2][0]}/{hit[2][1]} disagrees with them)"
+                ),
+                False,
+            )
+        gap = next((g for g in self.gaps if g[1] > cp.since and g[0] < cp.size), None)
+        if gap is not None:
+            where = max(gap[0], cp.since)
+            return (
+                where,
+                (
+                    f"leaf {where} is missing and its stored tile hash did not reproduce "
+                    f"the root; the difference is in leaves {cp.since}..{cp.size - 1}"
+                ),
+                False,
+            )
+        return (
+            cp.since,
+            (
+                f"the difference is within leaves {cp.since}..{cp.size - 1} "
+                "(no stored tile locates it)"
+            ),
+            False,
+        )
 
 
 def _unverified_body(note: str) -> Checkpoint | None:
@@ -1473,11 +1565,15 @@ def verify_log(
     check_index: bool = True,
     progress: ProgressCallback | None = None,
     max_findings_per_kind: int = 10_000,
+    trusted: Sequence[str] = (),
 ) -> LogReport:
     """Verify one log completely and report every inconsistency (module docstring).
 
-    ``verifiers`` are the trusted checkpoint keys (several during a key rotation).  Raises
-    ``MalformedInputError`` only for a bad call (no verifiers); bad data never raises.
+    ``verifiers`` are the trusted checkpoint keys (several during a key rotation).
+    ``trusted`` are signed checkpoint notes of this log that the auditor kept from an earlier
+    run: each must be reproduced by the leaves (else ``trusted_checkpoint_*``), which proves
+    the log was neither truncated nor replaced since.  Raises ``MalformedInputError`` only for
+    a bad call (no verifiers); bad data never raises.
     """
     if not verifiers:
         raise MalformedInputError("at least one trusted verifier key is required")
@@ -1490,6 +1586,7 @@ def verify_log(
         check_index=check_index,
         progress=progress,
         max_findings=max_findings_per_kind,
+        trusted=trusted,
     )
     run.load_checkpoints()
     run.stream()
@@ -1556,6 +1653,84 @@ def _bundle_schemas(reader: BundleReader) -> tuple[SchemaSet, list[str]]:
     return SchemaSet(good), problems
 
 
+def checkpoint_origin(note: str) -> str | None:
+    """The origin a checkpoint note names (signatures not checked), or None if it does not
+    parse."""
+    body = _unverified_body(note)
+    return None if body is None else body.origin
+
+
+def signing_key_finding(
+    notes: Iterable[str], verifiers: Sequence[Verifier], *, log: str
+) -> Finding | None:
+    """ONE finding when none of ``notes`` (the ledger's checkpoints, any logs) is signed by a
+    key in ``verifiers`` and each carries only signatures by other keys: the auditor holds
+    the wrong key, and a finding per checkpoint would bury that.  None otherwise (also when
+    some note verifies: then each bad one is its own ``checkpoint_signature`` finding)."""
+    known = {(v.name, v.key_id.hex()) for v in verifiers}
+    seen: dict[str, None] = {}
+    for note in notes:
+        keys = _signature_keys(note)
+        if known.intersection(keys):
+            return None
+        for name, key_id in keys:
+            seen.setdefault(f"{name}+{key_id}", None)
+    if not seen:
+        return None
+    given = ", ".join(sorted(f"{v.name}+{v.key_id.hex()}" for v in verifiers))
+    return Finding(
+        kind="verifier_key_unknown",
+        log=log,
+        leaf_index=None,
+        checkpoint_size=None,
+        detail=f"checkpoints are signed by key {', '.join(seen)}; you gave {given}. No "
+        "checkpoint can be verified: obtain the ledger's verifier key (docs/verifier-keys.md)",
+    )
+
+
+def _signature_keys(note: str) -> list[tuple[str, str]]:
+    split = note.rfind("\n\n")
+    out: list[tuple[str, str]] = []
+    for line in note[split + 2 :].splitlines() if split >= 0 else ():
+        name, _, b64 = line.removeprefix("\u2014 ").partition(" ")
+        try:
+            raw = base64.b64decode(b64, validate=True)
+        except ValueError:
+            continue
+        if len(raw) > 4:
+            out.append((name, raw[:4].hex()))
+    return out
+
+
+def trusted_by_origin(
+    trusted: Sequence[str], origins: Collection[str]
+) -> tuple[dict[str, list[str]], list[LogReport]]:
+    """The auditor's kept checkpoints grouped by the log they name; a report for each that
+    names no log of this ledger (or does not parse)."""
+    by_origin: dict[str, list[str]] = {}
+    strays: list[LogReport] = []
+    for number, note in enumerate(trusted):
+        origin = checkpoint_origin(note)
+        if origin is not None and origin in origins:
+            by_origin.setdefault(origin, []).append(note)
+            continue
+        kind, detail = (
+            ("trusted_checkpoint_invalid", f"trusted checkpoint #{number} does not parse")
+            if origin is None
+            else (
+                "trusted_checkpoint_unknown_log",
+                f"trusted checkpoint #{number} is for log {origin!r}, which this ledger does "
+                "not have (removed, renamed, or the checkpoint is from another ledger)",
+            )
+        )
+        log = origin or "(unparsed trusted checkpoint)"
+        finding = Finding(kind=kind, log=log, leaf_index=None, checkpoint_size=None, detail=detail)
+        strays.append(
+            LogReport(origin=log, leaves_checked=0, checkpoints_checked=1, findings=(finding,))
+        )
+    return by_origin, strays
+
+
 def verify_bundle(
     path: str | Path,
     verifiers: Sequence[Verifier],
@@ -1563,15 +1738,33 @@ def verify_bundle(
     check_index: bool = True,
     progress: ProgressCallback | None = None,
     log_ids: Collection[int] | None = None,
+    trusted: Sequence[str] = (),
 ) -> list[LogReport]:
     """Verify every log of an export bundle (or those in ``log_ids``); one report per log, in
-    manifest order.
+    manifest order, then one per trusted checkpoint that names no log of the bundle.
 
     Raises ``MalformedInputError`` if the manifest itself is unusable; everything else is
     reported.  With ``check_index``, a schema that does not match its fingerprint becomes a
     ``schema_invalid`` finding in every log's report (its events are then undecodable).
+    When no checkpoint of any log verifies with ``verifiers`` because all are signed by other
+    keys, the result is one report with one ``verifier_key_unknown`` finding.
     """
+    if not verifiers:
+        raise MalformedInputError("at least one trusted verifier key is required")
     reader = BundleReader(path)
+    if log_ids is None:
+        notes = (note for log in reader.logs for _, note in reader.checkpoints(log.log_id))
+        wrong_key = signing_key_finding(notes, verifiers, log=reader.ledger_name)
+        if wrong_key is not None:
+            return [
+                LogReport(
+                    origin=reader.ledger_name,
+                    leaves_checked=0,
+                    checkpoints_checked=0,
+                    findings=(wrong_key,),
+                )
+            ]
+    kept, strays = trusted_by_origin(trusted, {log.origin for log in reader.logs})
     schemas, problems = _bundle_schemas(reader) if check_index else (SchemaSet(()), [])
     reports: list[LogReport] = []
     for log in reader.logs:
@@ -1583,6 +1776,7 @@ def verify_bundle(
             verifiers,
             check_index=check_index,
             progress=progress,
+            trusted=kept.get(log.origin, ()),
         )
         if problems:
             extra = tuple(
@@ -1597,4 +1791,4 @@ def verify_bundle(
             )
             report = replace(report, findings=extra + report.findings)
         reports.append(report)
-    return reports
+    return reports + (strays if log_ids is None else [])

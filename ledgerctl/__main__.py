@@ -521,17 +521,45 @@ def verify(
         bool, typer.Option("--check-index/--no-check-index", help="Also decode every event.")
     ] = True,
     jobs: Annotated[int, typer.Option(min=1, help="Processes: logs verify in parallel.")] = 1,
+    trusted_checkpoint: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--trusted-checkpoint",
+            help="A checkpoint you kept earlier (file, or a directory of *.checkpoint files; "
+            "repeatable): the log must still reproduce it, so truncation or a replaced "
+            "history is caught.",
+        ),
+    ] = None,
+    heads_out: Annotated[
+        Path | None,
+        typer.Option(
+            help="After an OK verdict, write each log's verified tree head here as a "
+            "checkpoint file (keep it; pass it to --trusted-checkpoint next time)."
+        ),
+    ] = None,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print one JSON document instead of the report.")
+    ] = False,
 ) -> None:
     """Verify signatures, roots, consistency and the event index; report EVERY inconsistency.
 
-    Exits 0 when everything verifies, 1 on any finding.
+    With --api, each log is pinned to its latest signed checkpoint, fetched first: only what
+    it covers is checked, so a ledger that appends meanwhile verifies.  Ends with one verdict
+    line after the tree head (size, root) of every log.  Exits 0 when everything verifies,
+    1 on any finding.
     """
+    from ledger.errors import LedgerError
+    from ledgerctl.verdict import load_trusted
     from ledgerctl.verifying import run_verify
 
     settings = Settings.load()
     verifiers = _verifiers(settings, key)
     if sum(x is not None for x in (bundle, api, proof)) > 1:
         raise _fail("give one of --bundle, --api, --proof")
+    try:
+        trusted = load_trusted(trusted_checkpoint or [])
+    except LedgerError as exc:
+        raise _fail(str(exc)) from exc
     ok = run_verify(
         console=report_console_stdout(),
         verifiers=verifiers,
@@ -541,6 +569,9 @@ def verify(
         check_index=check_index,
         ledger_name=settings.ledger_name,
         jobs=jobs,
+        trusted=trusted,
+        json_out=json_out,
+        heads_out=heads_out,
     )
     if not ok:
         raise typer.Exit(code=1)
