@@ -1471,16 +1471,16 @@ class _LogVerifier:
                     checkpoint_size=cp.size,
                 )
                 continue
-            where, text, located = self._failed_location(cp, altered, ranges)
             if cp.trusted:
                 self.f.add(
                     "trusted_checkpoint_mismatch",
                     f"the checkpoint you kept (size {cp.size}) is not reproduced by the log's "
-                    f"leaves: its history was replaced; {text}",
-                    leaf_index=where,
+                    f"leaves 0..{cp.size - 1}: the history you saw was replaced",
                     checkpoint_size=cp.size,
                 )
-            elif located:
+                continue
+            where, text, located = self._failed_location(cp, altered, ranges)
+            if located:
                 merged.setdefault(where, []).append(cp)
                 texts.setdefault(where, text)
             else:

@@ -1,0 +1,197 @@
+"""What an auditor who does not trust the operator relies on: checkpoints kept from an
+earlier run (``--trusted-checkpoint``), one finding for a wrong key, the verdict line and
+the tree heads written only after an OK verdict."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from ledger import merkle
+from ledger.checkpoint import Checkpoint, sign_checkpoint
+from ledger.errors import MalformedInputError
+from ledger.verify import LogReport, build_full_tiles, verify_bundle
+from ledgerctl.verdict import as_json, head_file_name, load_trusted, verdict_line, write_heads
+from ledgerctl.verifying import run_verify
+from tests.unit.test_verify import (
+    KEY,
+    LEDGER,
+    ORIGIN,
+    OTHER_KEY,
+    TOPIC,
+    Log,
+    _hash,
+    _note,
+    _signer,
+    export,
+    flip,
+    make_log,
+)
+
+
+def verify(log: Log, path: Path, trusted: list[str]) -> list[LogReport]:
+    return verify_bundle(export(log, path), [KEY.verifier], check_index=False, trusted=trusted)
+
+
+def kinds(reports: list[LogReport]) -> list[tuple[str, str, int | None]]:
+    return [(f.kind, f.log, f.checkpoint_size) for r in reports for f in r.findings]
+
+
+def truncated(log: Log, size: int) -> Log:
+    """The log cut back to ``size`` leaves, every trace of the rest removed."""
+    return Log(
+        leaves=log.leaves[:size],
+        entries=log.entries[:size],
+        tiles=list(build_full_tiles(map(_hash, log.leaves[:size]))),
+        checkpoints=[(s, n) for s, n in log.checkpoints if s <= size],
+        rows=log.rows[:size],
+        size=size,
+    )
+
+
+def test_a_kept_checkpoint_that_the_log_still_reproduces_verifies(tmp_path: Path) -> None:
+    log = make_log()
+    kept = _note(log.leaves, 600)  # a size the ledger never listed itself: still proven
+    [report] = verify(log, tmp_path / "b", [kept, _note(log.leaves, 1000)])
+    assert report.ok, report.findings
+    # A kept checkpoint never becomes the head: the head is the ledger's own.
+    assert (report.head_size, report.head_note) == (1000, log.checkpoints[-1][1])
+
+
+def test_a_truncated_log_is_caught_by_a_kept_checkpoint(tmp_path: Path) -> None:
+    log = make_log()
+    kept = log.checkpoints[-1][1]  # size 1000, from an earlier run
+    short = truncated(log, 700)
+    assert verify(short, tmp_path / "plain", [])[0].ok  # self-consistent without it
+    reports = verify(short, tmp_path / "b", [kept])
+    assert kinds(reports) == [("trusted_checkpoint_beyond_log", ORIGIN, 1000)]
+    assert "truncated or rolled back" in reports[0].findings[0].detail
+
+
+def test_a_trusted_checkpoint_larger_than_the_pinned_one(tmp_path: Path) -> None:
+    """The ledger shows an older head (as `verify --api` pins it) than the auditor kept."""
+    log = make_log()
+    kept = log.checkpoints[-1][1]
+    stale = truncated(log, 512)
+    reports = verify(stale, tmp_path / "b", [kept])
+    assert kinds(reports) == [("trusted_checkpoint_beyond_log", ORIGIN, 1000)]
+
+
+def test_a_replaced_history_is_caught_by_a_kept_checkpoint(tmp_path: Path) -> None:
+    log = make_log()
+    kept = _note(log.leaves, 700)
+    # The operator rewrites leaves 600.. and re-signs every checkpoint with the real key.
+    leaves = log.leaves[:600] + [flip(leaf, 40) for leaf in log.leaves[600:]]
+    replaced = Log(
+        leaves=leaves,
+        entries=list(enumerate(leaves)),
+        tiles=list(build_full_tiles(map(_hash, leaves))),
+        checkpoints=[(s, _note(leaves, s)) for s, _ in log.checkpoints],
+        rows=log.rows,
+        size=len(leaves),
+    )
+    assert verify(replaced, tmp_path / "plain", [])[0].ok  # self-consistent without it
+    reports = verify(replaced, tmp_path / "b", [kept])
+    assert kinds(reports) == [("trusted_checkpoint_mismatch", ORIGIN, 700)]
+
+
+def test_a_kept_checkpoint_of_another_log_is_named(tmp_path: Path) -> None:
+    log = make_log()
+    elsewhere = f"{LEDGER}/{TOPIC}/9"
+    other = sign_checkpoint(
+        Checkpoint(origin=elsewhere, size=5, root_hash=merkle.root_from_leaves(log.leaves[:5])),
+        [KEY],
+    )
+    reports = verify(log, tmp_path / "b", [other])
+    assert [r.ok for r in reports] == [True, False]
+    assert kinds(reports) == [("trusted_checkpoint_unknown_log", elsewhere, None)]
+
+
+def test_a_kept_checkpoint_not_signed_by_a_given_key_is_refused(tmp_path: Path) -> None:
+    log = make_log()
+    unsigned = _note(log.leaves, 300, [OTHER_KEY])
+    reports = verify(log, tmp_path / "b", [unsigned, "garbage"])
+    assert sorted(kinds(reports)) == [
+        ("trusted_checkpoint_invalid", "(unparsed trusted checkpoint)", None),
+        ("trusted_checkpoint_invalid", ORIGIN, None),
+    ]
+
+
+def test_a_wrong_key_is_one_finding_not_one_per_checkpoint(tmp_path: Path) -> None:
+    log = make_log()  # six checkpoints, all signed by KEY
+    wrong = _signer()
+    reports = verify_bundle(export(log, tmp_path / "b"), [wrong.verifier])
+    [finding] = [f for r in reports for f in r.findings]
+    assert finding.kind == "verifier_key_unknown"
+    assert f"signed by key {LEDGER}+{KEY.key_id.hex()}" in finding.detail
+    assert f"you gave {LEDGER}+{wrong.key_id.hex()}" in finding.detail
+
+
+def test_a_key_that_signs_some_checkpoints_gives_per_checkpoint_findings(tmp_path: Path) -> None:
+    """Not a wrong key: the log itself has checkpoints the key does not sign."""
+    log = make_log()
+    log.checkpoints[2] = (300, _note(log.leaves, 300, [OTHER_KEY]))
+    [report] = verify_bundle(export(log, tmp_path / "b"), [KEY.verifier])
+    assert [(f.kind, f.checkpoint_size) for f in report.findings] == [("checkpoint_signature", 300)]
+
+
+def test_verdict_heads_and_kept_heads_round_trip(tmp_path: Path) -> None:
+    log = make_log()
+    bundle = export(log, tmp_path / "b")
+    console = Console(record=True, width=80)
+    heads = tmp_path / "heads"
+    ok = run_verify(
+        console=console, verifiers=[KEY.verifier], bundle=bundle, api=None, proof=None,
+        check_index=True, ledger_name=LEDGER, heads_out=heads,
+    )  # fmt: skip
+    text = console.export_text()
+    assert ok
+    root = base64.b64encode(merkle.root_from_leaves(log.leaves)).decode()
+    assert f"tree head {ORIGIN}: size 1000 root {root}" in text
+    assert text.strip().splitlines()[-1].startswith("VERDICT OK: 1 log(s)")
+    kept = heads / head_file_name(ORIGIN)
+    assert kept.read_text() == log.checkpoints[-1][1]
+    # Next time, the kept head is a trusted checkpoint.
+    assert load_trusted([heads]) == [log.checkpoints[-1][1]]
+    [report] = verify_bundle(bundle, [KEY.verifier], trusted=load_trusted([heads]))
+    assert report.ok
+
+
+def test_a_failing_run_keeps_no_head_and_says_failed(tmp_path: Path) -> None:
+    log = make_log()
+    log.entries[10] = (10, flip(log.leaves[10], 40))
+    console = Console(record=True, width=80)
+    heads = tmp_path / "heads"
+    ok = run_verify(
+        console=console, verifiers=[KEY.verifier], bundle=export(log, tmp_path / "b"),
+        api=None, proof=None, check_index=False, ledger_name=LEDGER, heads_out=heads,
+    )  # fmt: skip
+    assert not ok
+    assert not heads.exists()
+    last = console.export_text().strip().splitlines()[-1]
+    assert last == "VERDICT FAILED: 2 finding(s) in 1 of 1 log(s)"
+
+
+def test_json_carries_verdict_heads_and_findings(tmp_path: Path) -> None:
+    log = make_log()
+    reports = verify_bundle(export(log, tmp_path / "b"), [KEY.verifier])
+    document = json.loads(as_json(reports))
+    assert document["verdict"] == "ok"
+    assert document["findings"] == []
+    [head] = [entry["head"] for entry in document["logs"]]
+    assert head["size"] == 1000
+    assert head["checkpoint"] == log.checkpoints[-1][1]
+    assert verdict_line(reports).startswith("VERDICT OK")
+    with pytest.raises(MalformedInputError):
+        write_heads(tmp_path / "h", [*reports, *verify(truncated(log, 5), tmp_path / "t", ["x"])])
+
+
+def test_load_trusted_refuses_an_empty_directory_and_a_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(MalformedInputError):
+        load_trusted([tmp_path])
+    with pytest.raises(MalformedInputError):
+        load_trusted([tmp_path / "nope.checkpoint"])
