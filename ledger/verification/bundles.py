@@ -96,7 +96,7 @@ def verify_bundle(
     manifest order, then one per trusted checkpoint that names no log of the bundle.
 
     Raises ``MalformedInputError`` if the manifest itself is unusable; everything else is
-    reported.  With ``check_index``, a schema that does not match its fingerprint becomes a
+    reported.  With ``check_index`` (or ``checks``), a schema that does not match its fingerprint becomes a
     ``schema_invalid`` finding in every log's report (its events are then undecodable).
     When no checkpoint of any log verifies with ``verifiers`` because all are signed by other
     keys, the result is one report with one ``verifier_key_unknown`` finding.
@@ -117,7 +117,7 @@ def verify_bundle(
                 )
             ]
     kept, strays = trusted_by_origin(trusted, {log.origin for log in reader.logs})
-    schemas, problems = _bundle_schemas(reader) if check_index else (SchemaSet(()), [])
+    schemas, problems = _bundle_schemas(reader) if check_index or checks else (SchemaSet(()), [])
     reports: list[LogReport] = []
     for log in reader.logs:
         if log_ids is not None and log.log_id not in log_ids:

@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 from rich.console import Console
 
 from ledger import merkle
+from ledger.avro import JsonValue
 from ledger.checkpoint import Checkpoint, sign_checkpoint
 from ledger.errors import MalformedInputError
-from ledger.verify import LogReport, build_full_tiles, verify_bundle
+from ledger.leaf import KafkaRecord
+from ledger.verify import CheckContext, LogReport, build_full_tiles, verify_bundle
 from ledgerctl.verdict import as_json, head_file_name, load_trusted, verdict_line, write_heads
 from ledgerctl.verifying import run_verify
 from tests.unit.test_verify import (
@@ -195,3 +198,48 @@ def test_load_trusted_refuses_an_empty_directory_and_a_missing_file(tmp_path: Pa
         load_trusted([tmp_path])
     with pytest.raises(MalformedInputError):
         load_trusted([tmp_path / "nope.checkpoint"])
+
+
+class _Counting:
+    """A composed check: sees every decoded leaf and every index row once, in order."""
+
+    def __init__(self, context: CheckContext) -> None:
+        self.context = context
+        self.leaves: list[int] = []
+        self.rows: list[int] = []
+        self.finished = 0
+        made.append(self)
+
+    def leaf(
+        self, index: int, record: KafkaRecord, full_name: str, event: Mapping[str, JsonValue]
+    ) -> None:
+        self.leaves.append(index)
+        if index == 7:
+            self.context.findings.add("source_error", "flagged by the composed check", leaf_index=7)
+
+    def row(self, index: int, row: Mapping[str, object], expected: Mapping[str, JsonValue]) -> None:
+        assert row["leaf_index"] == index
+        self.rows.append(index)
+
+    def finish(self) -> None:
+        self.finished += 1
+
+
+made: list[_Counting] = []
+
+
+@pytest.mark.parametrize("check_index", [True, False])
+def test_composed_checks_see_every_leaf_and_row_and_report(
+    tmp_path: Path, check_index: bool
+) -> None:
+    made.clear()
+    log = make_log(300, (300,))
+    [report] = verify_bundle(
+        export(log, tmp_path / "b"), [KEY.verifier], check_index=check_index, checks=[_Counting]
+    )
+    [check] = made
+    assert check.context.origin == ORIGIN
+    assert check.leaves == list(range(300))
+    assert check.rows == (list(range(300)) if check_index else [])
+    assert check.finished == 1
+    assert [(f.kind, f.leaf_index) for f in report.findings] == [("source_error", 7)]
