@@ -543,10 +543,10 @@ def verify(
 ) -> None:
     """Verify signatures, roots, consistency and the event index; report EVERY inconsistency.
 
-    With --api, each log is pinned to its latest signed checkpoint, fetched first: only what
-    it covers is checked, so a ledger that appends meanwhile verifies.  Ends with one verdict
-    line after the tree head (size, root) of every log.  Exits 0 when everything verifies,
-    1 on any finding.
+    With --api, each log is pinned to its latest signed checkpoint, fetched
+    first; only what it covers is checked, so a ledger that appends meanwhile
+    verifies. Ends with the tree head (size, root) of every log and one
+    verdict line. Exits 0 when everything verifies, 1 on any finding.
     """
     from ledger.errors import LedgerError
     from ledgerctl.verdict import load_trusted
