@@ -96,8 +96,10 @@ def verify_bundle(
     manifest order, then one per trusted checkpoint that names no log of the bundle.
 
     Raises ``MalformedInputError`` if the manifest itself is unusable; everything else is
-    reported.  With ``check_index`` (or ``checks``), a schema that does not match its fingerprint becomes a
-    ``schema_invalid`` finding in every log's report (its events are then undecodable).
+    reported.  With ``check_index`` (or ``checks``), a schema that does not match its
+    fingerprint becomes a ``schema_invalid`` finding in every log's report (its events are
+    then undecodable).  ``checks`` are composed per-leaf and per-row checks
+    (``ledger.verification.checks``).
     When no checkpoint of any log verifies with ``verifiers`` because all are signed by other
     keys, the result is one report with one ``verifier_key_unknown`` finding.
     """
