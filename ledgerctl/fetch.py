@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,8 @@ from ledger.avro import StoredSchema
 from ledger.bundle import BundleWriter, LogWriter
 from ledger.checkpoint import parse_checkpoint
 from ledger.errors import MalformedInputError
+from ledger.note import Verifier
+from ledger.verify import Finding, signing_key_finding
 from ledgerctl.client import Api
 
 _U16 = struct.Struct(">H")
@@ -73,18 +75,26 @@ async def download_bundle(
     *,
     ledger_name: str,
     progress: Callable[[str, int, int], None] | None = None,
-) -> None:
+    verifiers: Sequence[Verifier] | None = None,
+) -> Finding | None:
     """Write the ledger as a bundle pinned to ONE signed checkpoint per log.
 
     Every log's latest checkpoint is fetched first; then only what that checkpoint covers
     is read (leaves, full tiles, checkpoint history and index rows below its size), so the
     log growing meanwhile -- by the audit entries of these very reads, among others -- is
-    not seen.  The manifest's size of each log is its pinned checkpoint's size.
+    not seen.  The manifest's size of each log is its pinned checkpoint's size.  With
+    ``verifiers``, when no pinned checkpoint carries a signature by one of them, nothing
+    more is read and the one ``verifier_key_unknown`` finding is returned.
     """
     timeout = aiohttp.ClientTimeout(total=None, sock_read=60)
     async with api.session(timeout=timeout) as session:
         logs = _list((await _json(session, f"{api.url}/v1/logs"))["logs"])
         pins = [await pinned_checkpoint(session, api, int(str(log["id"]))) for log in logs]
+        if verifiers is not None:
+            notes = [note for _, note in pins if note is not None]
+            wrong_key = signing_key_finding(notes, verifiers, log=ledger_name)
+            if wrong_key is not None:
+                return wrong_key
         schemas = _list((await _json(session, f"{api.url}/v1/schemas"))["schemas"])
         with BundleWriter(path, ledger_name=ledger_name) as bundle:
             bundle.write_schemas(
@@ -97,6 +107,7 @@ async def download_bundle(
             )
             for log, pin in zip(logs, pins, strict=True):
                 await _download_log(session, api, bundle, log, pin, progress)
+    return None
 
 
 async def _download_log(

@@ -30,7 +30,13 @@ from ledger.checkpoint import parse_tlog_proof, verify_tlog_proof
 from ledger.errors import LedgerError
 from ledger.leaf import decode_leaf
 from ledger.note import Verifier
-from ledger.verify import LogReport, signing_key_finding, trusted_by_origin, verify_bundle
+from ledger.verify import (
+    LogReport,
+    key_report,
+    signing_key_finding,
+    trusted_by_origin,
+    verify_bundle,
+)
 from ledgerctl.client import Api
 from ledgerctl.fetch import download_bundle
 from ledgerctl.verdict import as_json, render_heads, verdict_line, write_heads
@@ -134,14 +140,7 @@ def verify_bundle_jobs(
     notes = (note for log in logs for _, note in reader.checkpoints(log.log_id))
     wrong_key = signing_key_finding(notes, verifiers, log=reader.ledger_name)
     if wrong_key is not None:
-        return [
-            LogReport(
-                origin=reader.ledger_name,
-                leaves_checked=0,
-                checkpoints_checked=0,
-                findings=(wrong_key,),
-            )
-        ]
+        return [key_report(wrong_key)]
     kept, strays = trusted_by_origin(trusted, {log.origin for log in logs})
     with ProcessPoolExecutor(max_workers=jobs) as pool:
         futures = [
@@ -189,16 +188,46 @@ def run_verify(
                 bundle, verifiers, check_index=check_index, jobs=jobs, progress=report,
                 trusted=trusted,
             )  # fmt: skip
+        elif api is not None:
+            reports = _verify_api(
+                api, verifiers, check_index=check_index, jobs=jobs, progress=report,
+                trusted=trusted, ledger_name=ledger_name,
+            )  # fmt: skip
         else:
-            if api is None:
-                raise ValueError("one of bundle, api or proof is required")
-            with tempfile.TemporaryDirectory(prefix="ledger-verify-") as tmp:
-                target = Path(tmp) / "bundle"
-                asyncio.run(download_bundle(api, target, ledger_name=ledger_name, progress=report))
-                reports = verify_bundle_jobs(
-                    target, verifiers, check_index=check_index, jobs=jobs, progress=report,
-                    trusted=trusted,
-                )  # fmt: skip
+            raise ValueError("one of bundle, api or proof is required")
+    return _conclude(console, reports, json_out=json_out, heads_out=heads_out)
+
+
+def _verify_api(
+    api: Api,
+    verifiers: Sequence[Verifier],
+    *,
+    check_index: bool,
+    jobs: int,
+    progress: ProgressFn | None,
+    trusted: Sequence[str],
+    ledger_name: str,
+) -> list[LogReport]:
+    """Download what each log's pinned checkpoint covers, then verify it offline; a wrong
+    key stops right after the pins are fetched."""
+    with tempfile.TemporaryDirectory(prefix="ledger-verify-") as tmp:
+        target = Path(tmp) / "bundle"
+        wrong_key = asyncio.run(
+            download_bundle(
+                api, target, ledger_name=ledger_name, progress=progress, verifiers=verifiers
+            )
+        )
+        if wrong_key is not None:
+            return [key_report(wrong_key)]
+        return verify_bundle_jobs(
+            target, verifiers, check_index=check_index, jobs=jobs, progress=progress,
+            trusted=trusted,
+        )  # fmt: skip
+
+
+def _conclude(
+    console: Console, reports: Sequence[LogReport], *, json_out: bool, heads_out: Path | None
+) -> bool:
     ok = all(r.ok for r in reports)
     if json_out:
         print(as_json(reports))

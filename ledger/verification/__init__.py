@@ -80,7 +80,12 @@ from ledger.verification.log import verify_log
 from ledger.verification.projection import project_event
 from ledger.verification.sources import BatchedLogSource, LogSource
 from ledger.verification.treehash import TILE_HEIGHT, TILE_WIDTH, build_full_tiles
-from ledger.verification.trust import checkpoint_origin, signing_key_finding, trusted_by_origin
+from ledger.verification.trust import (
+    checkpoint_origin,
+    key_report,
+    signing_key_finding,
+    trusted_by_origin,
+)
 
 __all__ = [
     "FINDING_KINDS",
@@ -97,6 +102,7 @@ __all__ = [
     "ProgressCallback",
     "build_full_tiles",
     "checkpoint_origin",
+    "key_report",
     "project_event",
     "signing_key_finding",
     "trusted_by_origin",

@@ -17,7 +17,7 @@ from ledger.note import Verifier
 from ledger.verification.checks import EventCheckFactory
 from ledger.verification.findings import Finding, LogReport, ProgressCallback
 from ledger.verification.log import verify_log
-from ledger.verification.trust import signing_key_finding, trusted_by_origin
+from ledger.verification.trust import key_report, signing_key_finding, trusted_by_origin
 
 __all__ = ["BundleLogSource", "verify_bundle"]
 
@@ -110,14 +110,7 @@ def verify_bundle(
         notes = (note for log in reader.logs for _, note in reader.checkpoints(log.log_id))
         wrong_key = signing_key_finding(notes, verifiers, log=reader.ledger_name)
         if wrong_key is not None:
-            return [
-                LogReport(
-                    origin=reader.ledger_name,
-                    leaves_checked=0,
-                    checkpoints_checked=0,
-                    findings=(wrong_key,),
-                )
-            ]
+            return [key_report(wrong_key)]
     kept, strays = trusted_by_origin(trusted, {log.origin for log in reader.logs})
     schemas, problems = _bundle_schemas(reader) if check_index or checks else (SchemaSet(()), [])
     reports: list[LogReport] = []

@@ -15,7 +15,12 @@ from ledger.note import Verifier
 from ledger.verification.checkpoints import unverified_body
 from ledger.verification.findings import Finding, LogReport
 
-__all__ = ["checkpoint_origin", "signing_key_finding", "trusted_by_origin"]
+__all__ = [
+    "checkpoint_origin",
+    "key_report",
+    "signing_key_finding",
+    "trusted_by_origin",
+]
 
 
 def checkpoint_origin(note: str) -> str | None:
@@ -94,3 +99,10 @@ def trusted_by_origin(
             LogReport(origin=log, leaves_checked=0, checkpoints_checked=1, findings=(finding,))
         )
     return by_origin, strays
+
+
+def key_report(finding: Finding) -> LogReport:
+    """The whole outcome when the keys are wrong: one report holding the one finding."""
+    return LogReport(
+        origin=finding.log, leaves_checked=0, checkpoints_checked=0, findings=(finding,)
+    )
