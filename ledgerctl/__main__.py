@@ -550,7 +550,6 @@ def verify(
     """
     from ledger.errors import LedgerError
     from ledgerctl.verdict import load_trusted
-    from ledgerctl.verifying import run_verify
 
     settings = Settings.load()
     verifiers = _verifiers(settings, key)
@@ -560,21 +559,47 @@ def verify(
         trusted = load_trusted(trusted_checkpoint or [])
     except LedgerError as exc:
         raise _fail(str(exc)) from exc
-    ok = run_verify(
-        console=report_console_stdout(),
-        verifiers=verifiers,
-        bundle=bundle,
-        api=settings.api(api) if not (bundle or proof) else None,
-        proof=proof,
-        check_index=check_index,
-        ledger_name=settings.ledger_name,
-        jobs=jobs,
-        trusted=trusted,
-        json_out=json_out,
-        heads_out=heads_out,
-    )
+    try:
+        ok = _run_verify_or_explain(
+            console=report_console_stdout(),
+            verifiers=verifiers,
+            bundle=bundle,
+            api=settings.api(api) if not (bundle or proof) else None,
+            proof=proof,
+            check_index=check_index,
+            ledger_name=settings.ledger_name,
+            jobs=jobs,
+            trusted=trusted,
+            json_out=json_out,
+            heads_out=heads_out,
+        )
+    except _VerifyUnavailable as exc:
+        console.print(f"[red]error:[/red] cannot verify: {exc}")
+        raise typer.Exit(code=2) from exc
     if not ok:
         raise typer.Exit(code=1)
+
+
+class _VerifyUnavailable(Exception):
+    """The ledger could not be read (not: it was read and is inconsistent)."""
+
+
+def _run_verify_or_explain(**kwargs: Any) -> bool:
+    """``run_verify``, with unreachable APIs and refused requests as one clear error."""
+    import aiohttp
+
+    from ledger.errors import LedgerError
+    from ledgerctl.verifying import run_verify
+
+    try:
+        return run_verify(**kwargs)
+    except aiohttp.ClientResponseError as exc:
+        hint = " (is LEDGER_API_TOKEN set and valid?)" if exc.status in (401, 403) else ""
+        raise _VerifyUnavailable(f"the API answered {exc.status} {exc.message}{hint}") from exc
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        raise _VerifyUnavailable(f"the API is unreachable: {exc}") from exc
+    except LedgerError as exc:  # an unusable bundle or API document
+        raise _VerifyUnavailable(str(exc)) from exc
 
 
 @quarantine_app.command("list")

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 from rich.console import Console
+from typer.testing import CliRunner
 
 from ledger import merkle
 from ledger.avro import JsonValue
@@ -18,6 +20,7 @@ from ledger.checkpoint import Checkpoint, sign_checkpoint
 from ledger.errors import MalformedInputError
 from ledger.leaf import KafkaRecord
 from ledger.verify import CheckContext, LogReport, build_full_tiles, verify_bundle
+from ledgerctl.__main__ import app
 from ledgerctl.verdict import as_json, head_file_name, load_trusted, verdict_line, write_heads
 from ledgerctl.verifying import run_verify
 from tests.unit.test_verify import (
@@ -243,3 +246,21 @@ def test_composed_checks_see_every_leaf_and_row_and_report(
     assert check.rows == (list(range(300)) if check_index else [])
     assert check.finished == 1
     assert [(f.kind, f.leaf_index) for f in report.findings] == [("source_error", 7)]
+
+
+@pytest.mark.parametrize(
+    "where", [["--bundle", "{tmp}"], ["--api", "http://127.0.0.1:1"]], ids=["bundle", "api"]
+)
+def test_a_ledger_that_cannot_be_read_is_exit_2_not_a_traceback(
+    tmp_path: Path, where: list[str]
+) -> None:
+    """ "Could not verify" (2) is not "verified and found inconsistencies" (1)."""
+    args = [a.replace("{tmp}", str(tmp_path)) for a in where]
+    result = CliRunner().invoke(
+        app,
+        ["verify", *args, "--key", KEY.verifier.key],
+        env={"LEDGER_ENV_FILE": os.devnull, "COLUMNS": "200"},
+    )
+    assert result.exit_code == 2, result.output
+    assert "cannot verify:" in result.output
+    assert "Traceback" not in result.output
