@@ -67,17 +67,28 @@ def _root(report: LogReport) -> str | None:
     return None if report.head_root is None else base64.b64encode(report.head_root).decode()
 
 
+_NOT_A_LOG = frozenset(
+    {"verifier_key_unknown", "trusted_checkpoint_unknown_log", "trusted_checkpoint_invalid"}
+)
+
+
+def _is_log(report: LogReport) -> bool:
+    """False for the reports that stand for no log of the ledger (a wrong key, a kept
+    checkpoint naming no log): they have no tree head to show."""
+    kinds = {f.kind for f in report.findings}
+    return report.leaves_checked > 0 or not kinds or not kinds <= _NOT_A_LOG
+
+
 def render_heads(console: Console, reports: Sequence[LogReport]) -> None:
-    for r in reports:
+    for r in filter(_is_log, reports):
         root = _root(r)
         if root is None:
-            console.print(f"tree head {r.origin}: none verified", highlight=False, soft_wrap=True)
+            text = f"tree head {r.origin}: none verified"
         else:
-            console.print(
-                f"tree head {r.origin}: size {r.head_size} root {root}",
-                highlight=False,
-                soft_wrap=True,
-            )
+            text = f"tree head {r.origin}: size {r.head_size} root {root}"
+            if not r.ok:
+                text += " (the largest checkpoint that verified)"
+        console.print(text, highlight=False, soft_wrap=True)
 
 
 def as_json(reports: Sequence[LogReport]) -> str:

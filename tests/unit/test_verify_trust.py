@@ -135,6 +135,16 @@ def test_a_wrong_key_is_one_finding_not_one_per_checkpoint(tmp_path: Path) -> No
     assert finding.kind == "verifier_key_unknown"
     assert f"signed by key {LEDGER}+{KEY.key_id.hex()}" in finding.detail
     assert f"you gave {LEDGER}+{wrong.key_id.hex()}" in finding.detail
+    console = Console(record=True, width=200)
+    ok = run_verify(
+        console=console, verifiers=[wrong.verifier], bundle=tmp_path / "b", api=None,
+        proof=None, check_index=True, ledger_name=LEDGER,
+    )  # fmt: skip
+    text = console.export_text()
+    assert not ok
+    assert text.count("verifier_key_unknown") == 1
+    assert "tree head" not in text  # no log was verified: no head to show
+    assert text.strip().splitlines()[-1] == "VERDICT FAILED: 1 finding(s) in 1 of 1 log(s)"
 
 
 def test_a_key_that_signs_some_checkpoints_gives_per_checkpoint_findings(tmp_path: Path) -> None:
@@ -169,8 +179,8 @@ def test_verdict_heads_and_kept_heads_round_trip(tmp_path: Path) -> None:
 
 def test_a_failing_run_keeps_no_head_and_says_failed(tmp_path: Path) -> None:
     log = make_log()
-    log.entries[10] = (10, flip(log.leaves[10], 40))
-    console = Console(record=True, width=80)
+    log.entries[260] = (260, flip(log.leaves[260], 40))
+    console = Console(record=True, width=200)
     heads = tmp_path / "heads"
     ok = run_verify(
         console=console, verifiers=[KEY.verifier], bundle=export(log, tmp_path / "b"),
@@ -178,8 +188,11 @@ def test_a_failing_run_keeps_no_head_and_says_failed(tmp_path: Path) -> None:
     )  # fmt: skip
     assert not ok
     assert not heads.exists()
-    last = console.export_text().strip().splitlines()[-1]
-    assert last == "VERDICT FAILED: 2 finding(s) in 1 of 1 log(s)"
+    text = console.export_text()
+    assert text.strip().splitlines()[-1] == "VERDICT FAILED: 2 finding(s) in 1 of 1 log(s)"
+    # The head shown is the largest checkpoint that verified (and says so).
+    assert f"tree head {ORIGIN}: size 256 root " in text
+    assert "(the largest checkpoint that verified)" in text
 
 
 def test_json_carries_verdict_heads_and_findings(tmp_path: Path) -> None:
