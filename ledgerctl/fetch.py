@@ -3,7 +3,10 @@
 Invariant: only the public, standard endpoints are used (C2SP entry bundles and
 hash tiles, the checkpoint history, the event index, the writer schemas), and
 every byte is written to the bundle as received: the verifier judges it, this
-module does not.
+module does not.  Each log is pinned to its latest signed checkpoint, fetched
+before anything else, and nothing beyond that checkpoint's size is read: the
+log keeps growing while it is read (these reads are audited too), and what no
+checkpoint signed yet is not the auditor's to judge.
 """
 
 from __future__ import annotations
