@@ -22,7 +22,7 @@ from ledger.leaf import KafkaRecord
 from ledger.verify import CheckContext, LogReport, build_full_tiles, verify_bundle
 from ledgerctl.__main__ import app
 from ledgerctl.verdict import as_json, head_file_name, load_trusted, verdict_line, write_heads
-from ledgerctl.verifying import run_verify
+from ledgerctl.verifying import run_verify, verify_bundle_jobs
 from tests.unit.test_verify import (
     KEY,
     LEDGER,
@@ -277,3 +277,23 @@ def test_a_ledger_that_cannot_be_read_is_exit_2_not_a_traceback(
     assert result.exit_code == 2, result.output
     assert "cannot verify:" in result.output
     assert "Traceback" not in result.output
+
+
+def test_kept_checkpoints_and_a_wrong_key_with_one_process_per_log(tmp_path: Path) -> None:
+    """--jobs 2 takes the same kept checkpoints and gives the same one wrong-key finding."""
+    log = make_log()
+    bundle = export(truncated(log, 700), tmp_path / "b")
+    elsewhere = sign_checkpoint(
+        Checkpoint(origin=f"{LEDGER}/{TOPIC}/9", size=1, root_hash=merkle.root_from_leaves([b""])),
+        [KEY],
+    )
+    reports = verify_bundle_jobs(
+        bundle, [KEY.verifier], check_index=True, jobs=2,
+        trusted=[log.checkpoints[-1][1], elsewhere],
+    )  # fmt: skip
+    assert kinds(reports) == [
+        ("trusted_checkpoint_beyond_log", ORIGIN, 1000),
+        ("trusted_checkpoint_unknown_log", f"{LEDGER}/{TOPIC}/9", None),
+    ]
+    wrong = verify_bundle_jobs(bundle, [_signer().verifier], check_index=True, jobs=2)
+    assert [f.kind for r in wrong for f in r.findings] == ["verifier_key_unknown"]
