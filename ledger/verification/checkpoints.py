@@ -125,6 +125,12 @@ class CheckpointBook:
             except LedgerError as exc:
                 self.f.add("trusted_checkpoint_invalid", f"trusted checkpoint #{number}: {exc}")
                 continue
+            if cp.origin != self.origin:
+                self.f.add(
+                    "trusted_checkpoint_unknown_log",
+                    f"trusted checkpoint #{number} is for log {cp.origin!r}, not this one",
+                )
+                continue
             self.signed.append(Signed(size=cp.size, root=cp.root_hash, note=note, trusted=True))
 
     def judge(self, cp: Signed, root: bytes | None, poisoned: int | None) -> None:

@@ -15,11 +15,19 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from ledger import merkle
-from ledger.avro import JsonValue
+from ledger.avro import JsonValue, SchemaSet
+from ledger.bundle import BundleReader
 from ledger.checkpoint import Checkpoint, sign_checkpoint
 from ledger.errors import MalformedInputError
 from ledger.leaf import KafkaRecord
-from ledger.verify import CheckContext, LogReport, build_full_tiles, verify_bundle
+from ledger.verify import (
+    BundleLogSource,
+    CheckContext,
+    LogReport,
+    build_full_tiles,
+    verify_bundle,
+    verify_log,
+)
 from ledgerctl.__main__ import app
 from ledgerctl.verdict import as_json, head_file_name, load_trusted, verdict_line, write_heads
 from ledgerctl.verifying import run_verify, verify_bundle_jobs
@@ -297,3 +305,19 @@ def test_kept_checkpoints_and_a_wrong_key_with_one_process_per_log(tmp_path: Pat
     ]
     wrong = verify_bundle_jobs(bundle, [_signer().verifier], check_index=True, jobs=2)
     assert [f.kind for r in wrong for f in r.findings] == ["verifier_key_unknown"]
+
+
+def test_verify_log_refuses_a_kept_checkpoint_of_another_log(tmp_path: Path) -> None:
+    log = make_log(300, (300,))
+    other = sign_checkpoint(
+        Checkpoint(origin=f"{LEDGER}/{TOPIC}/9", size=300, root_hash=merkle.root_from_leaves([])),
+        [KEY],
+    )
+    reader = BundleReader(export(log, tmp_path / "b"))
+    report = verify_log(
+        BundleLogSource(reader, reader.logs[0]), SchemaSet(()), [KEY.verifier],
+        check_index=False, trusted=[other],
+    )  # fmt: skip
+    assert [(f.kind, f.log) for f in report.findings] == [
+        ("trusted_checkpoint_unknown_log", ORIGIN)
+    ]
