@@ -240,25 +240,27 @@ def serve(
 def token_create(
     role: Annotated[str, typer.Option(help="investigator, auditor or admin.")],
     subject: Annotated[str, typer.Option(help="Who holds it (recorded with every read).")],
-    ttl_days: Annotated[float | None, typer.Option(help="Expire after this many days.")] = None,
+    ttl_days: Annotated[
+        float | None,
+        typer.Option(help="Expire after this many days (more than 0, at most 3650)."),
+    ] = None,
     note: Annotated[str | None, typer.Option(help="Free text, e.g. a ticket number.")] = None,
     quiet: Annotated[bool, typer.Option(help="Print only the token.")] = False,
 ) -> None:
     """Issue a token. It is printed once; only its SHA-256 is stored."""
-    from datetime import timedelta
-
     from ledger.auth import parse_role
     from ledger.errors import LedgerError
-    from ledgerctl.tokens import create_token
+    from ledgerctl.tokens import create_token, ttl_from_days
 
     settings = Settings.load()
     try:
+        ttl = None if ttl_days is None else ttl_from_days(ttl_days)
         issued = asyncio.run(
             create_token(
                 settings.require("database_url"),
                 subject=subject,
                 role=parse_role(role),
-                ttl=None if ttl_days is None else timedelta(days=ttl_days),
+                ttl=ttl,
                 note=note,
             )
         )
@@ -300,9 +302,11 @@ def token_list() -> None:
 
     settings = Settings.load()
     for t in asyncio.run(list_tokens(settings.require("database_url"))):
-        state = "revoked" if t.revoked_at else "active"
         expires = t.expires_at.isoformat() if t.expires_at else "never"
-        console.print(f"{t.token_id}  {t.subject:<24} {t.role:<12} {state:<8} expires {expires}")
+        console.print(
+            f"{t.token_id}  {t.subject:<24} {t.role:<12} {t.state:<8} expires {expires}",
+            soft_wrap=True,
+        )
 
 
 @token_app.command("revoke")
