@@ -151,6 +151,7 @@ def consume(verbose: bool = False) -> None:
         run_consumer(
             bootstrap=settings.kafka_bootstrap,
             topics=settings.topics,
+            relay_topics=frozenset({settings.relay_topic}),
             group_id=settings.consumer_group,
             appender_dsn=settings.require("appender_url"),
             ledger_name=settings.ledger_name,
@@ -665,6 +666,7 @@ def replay(
                 database=database,
                 bootstrap=settings.kafka_bootstrap,
                 topics=settings.topics,
+                relay_topics=frozenset({settings.relay_topic}),
                 ledger_name=settings.ledger_name,
                 signers=load_signers(settings.signer_key_file),
                 timeout=timeout,

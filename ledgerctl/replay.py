@@ -87,6 +87,7 @@ async def replay(
     database: str,
     bootstrap: str,
     topics: Sequence[str],
+    relay_topics: frozenset[str],
     ledger_name: str,
     signers: Sequence[Signer],
     timeout: float,
@@ -115,6 +116,7 @@ async def replay(
         config=ConsumerConfig(
             bootstrap_servers=bootstrap,
             topics=tuple(topics),
+            relay_topics=relay_topics,
             group_id=f"replay-{secrets.token_hex(6)}",
         ),
         appender=appender,
