@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -41,6 +42,12 @@ app.add_typer(atna_app, name="atna")
 
 console = Console(stderr=True)
 
+#: Every command that reads PHI straight from the database, Kafka or a kept store asks why.
+_REASON = typer.Option(
+    "--reason",
+    help="Why you read this PHI (e.g. a ticket number); recorded in the ledger with your OS user.",
+)
+
 
 def _logging(verbose: bool = False) -> None:
     logging.basicConfig(
@@ -65,7 +72,7 @@ def _verifiers(settings: Settings, keys: list[str] | None = None) -> tuple[Verif
 
 
 def _fail(message: str) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}")
+    console.print(f"[red]error:[/red] {message}", soft_wrap=True)
     return typer.Exit(code=1)
 
 
@@ -383,16 +390,41 @@ def atna_serve(
 
 @atna_app.command("kept")
 def atna_kept(
+    reason: Annotated[str, _REASON],
     kept_dir: Annotated[Path, typer.Option()] = Path(".local/atna/kept"),
-    reason: Annotated[str | None, typer.Option(help="Only this reason.")] = None,
+    only: Annotated[str | None, typer.Option("--only-reason", help="Only this reason.")] = None,
     after_id: int = 0,
     limit: Annotated[int, typer.Option(min=1, max=10000)] = 100,
     raw: Annotated[bool, typer.Option(help="Include the raw bytes (base64).")] = False,
 ) -> None:
-    """List the messages the receiver kept instead of mapping (JSON lines)."""
-    from ledgerctl.atna import kept_json, list_kept
+    """List the messages the receiver kept instead of mapping (JSON lines).
 
-    for message in list_kept(kept_dir, reason=reason, after_id=after_id, limit=limit):
+    Kept messages are audit records as sent (PHI): the read is recorded in the ledger
+    (your OS user and --reason) before any is printed.
+    """
+    from ledger.errors import LedgerError
+    from ledgerctl.atna import kept_json, list_kept
+    from ledgerctl.cliaudit import cli_read, record_now
+
+    settings = Settings.load()
+    try:
+        messages = list(list_kept(kept_dir, reason=only, after_id=after_id, limit=limit))
+        record_now(
+            settings,
+            cli_read(
+                command="atna/kept",
+                reason=reason,
+                parameters={
+                    "kept_dir": str(kept_dir.absolute()),
+                    "raw": "yes" if raw else "no",
+                    "after_id": str(after_id),
+                },
+                results=len(messages),
+            ),
+        )
+    except LedgerError as exc:
+        raise _fail(str(exc)) from exc
+    for message in messages:
         print(kept_json(message, with_raw=raw))
 
 
@@ -481,12 +513,35 @@ def demo(
 @app.command()
 def export(
     out: Annotated[Path, typer.Option("--out", help="New (or empty) directory for the bundle.")],
+    reason: Annotated[str, _REASON],
 ) -> None:
-    """Write an offline bundle for auditors: entries, tiles, checkpoints, index, schemas."""
-    from ledger.errors import LedgerError
-    from ledger.pg.export import export_bundle
+    """Write an offline bundle for auditors: entries, tiles, checkpoints, index, schemas.
 
+    The bundle holds every patient's PHI: the read is recorded in the ledger (your OS
+    user and --reason) before anything is written, and the files are owner-only.
+    """
+    import os
+
+    from ledger.errors import LedgerError
+    from ledger.pg.export import ExportHead, export_bundle
+    from ledgerctl.cliaudit import LogHead, check_reason, cli_read, record_cli_read
+
+    os.umask(0o077)
     settings = Settings.load()
+    try:
+        why = check_reason(reason)
+    except LedgerError as exc:
+        raise _fail(str(exc)) from exc
+
+    async def record(heads: Sequence[ExportHead]) -> None:
+        read = cli_read(
+            command="export",
+            reason=why,
+            parameters={"out": str(out.absolute())},
+            heads=[LogHead(origin=h.origin, size=h.size) for h in heads],
+        )
+        await record_cli_read(settings, read)
+
     with _progress() as report:
         try:
             summary = asyncio.run(
@@ -495,13 +550,14 @@ def export(
                     path=out,
                     ledger_name=settings.ledger_name,
                     progress=report,
+                    before_writing=record,
                 )
             )
         except LedgerError as exc:
             raise _fail(str(exc)) from exc
     console.print(
         f"exported {summary.logs} logs, {summary.leaves:,} leaves and "
-        f"{summary.checkpoints:,} checkpoints to {out}"
+        f"{summary.checkpoints:,} checkpoints to {out} (owner-only; this read is in the ledger)"
     )
 
 
@@ -583,14 +639,28 @@ def quarantine_list(
 @quarantine_app.command("resubmit")
 def quarantine_resubmit(
     quarantine_id: Annotated[int, typer.Argument(help="Quarantine id (from `list`).")],
+    reason: Annotated[str, _REASON],
     force: Annotated[bool, typer.Option(help="Send even conflicts and oversize records.")] = False,
 ) -> None:
-    """Send a quarantined record's bytes back to its topic (after the cause was fixed)."""
+    """Send a quarantined record's bytes back to its topic (after the cause was fixed).
+
+    It reads the record's raw bytes (PHI) from the database: the read is recorded in
+    the ledger (your OS user and --reason) first.
+    """
     from ledger.errors import LedgerError
+    from ledgerctl.cliaudit import cli_read, record_now
     from ledgerctl.quarantine import resubmit
 
     settings = Settings.load()
     try:
+        record_now(
+            settings,
+            cli_read(
+                command="quarantine/resubmit",
+                reason=reason,
+                parameters={"quarantine_id": str(quarantine_id), "force": str(force).lower()},
+            ),
+        )
         done = asyncio.run(
             resubmit(
                 dsn=settings.require("appender_url"),
@@ -645,20 +715,36 @@ def replay(
     database: Annotated[
         str, typer.Option(help="Target database (same server); created if missing, must be empty.")
     ],
+    reason: Annotated[str, _REASON],
     timeout: Annotated[float, typer.Option(help="Seconds to reach the end offsets.")] = 3600.0,
 ) -> None:
-    """Rebuild the ledger from the Kafka topics into an empty database; compare the roots."""
+    """Rebuild the ledger from the Kafka topics into an empty database; compare the roots.
+
+    It reads every event's PHI from Kafka: the read is recorded in the ledger (your OS
+    user and --reason) before the first record is read.
+    """
     import base64
 
     from ledger.errors import LedgerError
     from ledger.keys import load_signers
+    from ledgerctl.cliaudit import check_reason, cli_read, record_cli_read
     from ledgerctl.replay import replay as run_replay
     from ledgerctl.replay import source_roots
 
     settings = Settings.load()
     if not settings.signer_key_file:
         raise _fail("LEDGER_SIGNER_KEY_FILE is not set")
+
+    async def record() -> None:
+        read = cli_read(
+            command="replay",
+            reason=reason,
+            parameters={"database": database, "topics": ",".join(settings.topics)},
+        )
+        await record_cli_read(settings, read)
+
     try:
+        check_reason(reason)
         logs = asyncio.run(
             run_replay(
                 owner_url=settings.require("database_url"),
@@ -670,6 +756,7 @@ def replay(
                 ledger_name=settings.ledger_name,
                 signers=load_signers(settings.signer_key_file),
                 timeout=timeout,
+                before_reading=record,
             )
         )
         source = asyncio.run(source_roots(settings.require("reader_url"), logs))

@@ -1,7 +1,8 @@
 """`ledger replay`: rebuild the ledger from the Kafka topics into an empty database.
 
 Invariant: the target must be empty; the replay reads every partition from its
-first offset with a fresh consumer group up to the end offsets seen at the start,
+first offset with a fresh consumer group up to the end offsets seen at the start
+(so the replay's own read record, sent after them, is not part of what it compares),
 through the same consumer and appender as live ingestion, so (the leaf being a
 pure function of the Kafka record) it produces identical leaves and roots.
 """
@@ -11,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 from consumers.consumer import ConsumerConfig, LedgerConsumer
 from ledger.errors import ConflictError, UnavailableError
@@ -91,7 +93,11 @@ async def replay(
     ledger_name: str,
     signers: Sequence[Signer],
     timeout: float,
+    before_reading: Callable[[], Awaitable[None]] | None = None,
 ) -> list[ReplayedLog]:
+    """Replay ``topics`` into ``database``; ``before_reading`` runs once the target is known
+    to be empty and the end offsets are taken, before the first record is read (a raise
+    there stops the replay with nothing read)."""
     admin = await asyncpg.connect(owner_url)
     try:
         exists = await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database)
@@ -108,7 +114,12 @@ async def replay(
     finally:
         await check.close()
 
-    targets = await end_offsets(bootstrap, topics)
+    try:
+        targets = await end_offsets(bootstrap, topics)
+    except KafkaError as exc:
+        raise UnavailableError(f"cannot read the topics' end offsets from {bootstrap}") from exc
+    if before_reading is not None:
+        await before_reading()
     appender = PostgresAppender(dsn=on_database(appender_url, database), ledger_name=ledger_name)
     await appender.start()
     checkpointer = Checkpointer(pool=appender.pool, signers=signers, policy=CheckpointPolicy())
