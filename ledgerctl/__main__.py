@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -403,25 +402,14 @@ def atna_kept(
     (your OS user and --reason) before any is printed.
     """
     from ledger.errors import LedgerError
-    from ledgerctl.atna import kept_json, list_kept
-    from ledgerctl.cliaudit import cli_read, record_now
+    from ledgerctl.atna import kept_json
+    from ledgerctl.clireads import kept_recorded
 
-    settings = Settings.load()
     try:
-        messages = list(list_kept(kept_dir, reason=only, after_id=after_id, limit=limit))
-        record_now(
-            settings,
-            cli_read(
-                command="atna/kept",
-                reason=reason,
-                parameters={
-                    "kept_dir": str(kept_dir.absolute()),
-                    "raw": "yes" if raw else "no",
-                    "after_id": str(after_id),
-                },
-                results=len(messages),
-            ),
-        )
+        messages = kept_recorded(
+            Settings.load(), reason=reason, kept_dir=kept_dir, only=only,
+            after_id=after_id, limit=limit, raw=raw,
+        )  # fmt: skip
     except LedgerError as exc:
         raise _fail(str(exc)) from exc
     for message in messages:
@@ -520,39 +508,13 @@ def export(
     The bundle holds every patient's PHI: the read is recorded in the ledger (your OS
     user and --reason) before anything is written, and the files are owner-only.
     """
-    import os
-
     from ledger.errors import LedgerError
-    from ledger.pg.export import ExportHead, export_bundle
-    from ledgerctl.cliaudit import LogHead, check_reason, cli_read, record_cli_read
+    from ledgerctl.clireads import run_export
 
-    os.umask(0o077)
     settings = Settings.load()
-    try:
-        why = check_reason(reason)
-    except LedgerError as exc:
-        raise _fail(str(exc)) from exc
-
-    async def record(heads: Sequence[ExportHead]) -> None:
-        read = cli_read(
-            command="export",
-            reason=why,
-            parameters={"out": str(out.absolute())},
-            heads=[LogHead(origin=h.origin, size=h.size) for h in heads],
-        )
-        await record_cli_read(settings, read)
-
     with _progress() as report:
         try:
-            summary = asyncio.run(
-                export_bundle(
-                    dsn=settings.require("reader_url"),
-                    path=out,
-                    ledger_name=settings.ledger_name,
-                    progress=report,
-                    before_writing=record,
-                )
-            )
+            summary = run_export(settings, out=out, reason=reason, progress=report)
         except LedgerError as exc:
             raise _fail(str(exc)) from exc
     console.print(
@@ -648,19 +610,12 @@ def quarantine_resubmit(
     the ledger (your OS user and --reason) first.
     """
     from ledger.errors import LedgerError
-    from ledgerctl.cliaudit import cli_read, record_now
+    from ledgerctl.clireads import record_resubmit
     from ledgerctl.quarantine import resubmit
 
     settings = Settings.load()
     try:
-        record_now(
-            settings,
-            cli_read(
-                command="quarantine/resubmit",
-                reason=reason,
-                parameters={"quarantine_id": str(quarantine_id), "force": str(force).lower()},
-            ),
-        )
+        record_resubmit(settings, quarantine_id=quarantine_id, force=force, reason=reason)
         done = asyncio.run(
             resubmit(
                 dsn=settings.require("appender_url"),
@@ -727,24 +682,15 @@ def replay(
 
     from ledger.errors import LedgerError
     from ledger.keys import load_signers
-    from ledgerctl.cliaudit import check_reason, cli_read, record_cli_read
+    from ledgerctl.clireads import replay_recorder
     from ledgerctl.replay import replay as run_replay
     from ledgerctl.replay import source_roots
 
     settings = Settings.load()
     if not settings.signer_key_file:
         raise _fail("LEDGER_SIGNER_KEY_FILE is not set")
-
-    async def record() -> None:
-        read = cli_read(
-            command="replay",
-            reason=reason,
-            parameters={"database": database, "topics": ",".join(settings.topics)},
-        )
-        await record_cli_read(settings, read)
-
     try:
-        check_reason(reason)
+        record = replay_recorder(settings, database=database, reason=reason)
         logs = asyncio.run(
             run_replay(
                 owner_url=settings.require("database_url"),
