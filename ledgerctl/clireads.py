@@ -54,7 +54,8 @@ def run_export(
 def replay_recorder(
     settings: Settings, *, database: str, reason: str
 ) -> Callable[[], Awaitable[None]]:
-    """``ledger replay``'s record, run once the end offsets are known, before reading."""
+    """``ledger replay``'s record, sent before the end offsets are taken: the replay
+    reads it back like any other event, so it is in the replayed ledger too."""
     why = check_reason(reason)
 
     async def record() -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from consumers.consumer import classify
 from ledger.ingest import Accepted
@@ -36,7 +36,7 @@ from ledgerctl.replay import end_offsets
 from producers.codec import Codec
 from producers.events import AuditLogUsed, PhiAccessEvent, event_key
 from producers.simulator import Simulator
-from tests.support import ROOT, Stack
+from tests.support import ROOT, Stack, with_database
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -174,6 +174,9 @@ def test_export_needs_a_reason(stack: Stack, tmp_path: Path) -> None:
 def test_replay_is_recorded_before_it_reads(stack: Stack) -> None:
     access, relay = topics = stack.topics(f"replay-{uuid.uuid4().hex[:6]}")
     asyncio.run(ensure_topics(stack.kafka_bootstrap, topics, 1))
+    (event,) = [e for e in Simulator(seed=99).events(10) if isinstance(e, PhiAccessEvent)][:1]
+    event = event.stamped(producer_id="cli-replay", producer_seq=0)
+    asyncio.run(send(stack.kafka_bootstrap, access, CODEC.encode(event)))
     database = f"ledger_test_replay_{secrets.token_hex(4)}"
     reason = f"rebuild check {secrets.token_hex(4)}"
     env = {"LEDGER_ACCESS_TOPIC": access, "LEDGER_RELAY_TOPIC": relay}
@@ -186,19 +189,39 @@ def test_replay_is_recorded_before_it_reads(stack: Stack) -> None:
         assert "Traceback" not in down.stderr
         done = run(stack, "replay", "--database", database, "--reason", reason, **env)
         assert done.returncode == 0, done.stderr
+        replayed = asyncio.run(user_ids(with_database(stack.owner_url, database)))
     finally:
-
-        async def drop() -> None:
-            conn = await asyncpg.connect(stack.owner_url)
-            try:
-                await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-            finally:
-                await conn.close()
-
-        asyncio.run(drop())
+        asyncio.run(drop(stack, database))
     (read,) = asyncio.run(reads_recorded(stack.kafka_bootstrap, access, reason))
     assert (read.actor.user_id, read.query.path) == (OPERATOR, "/cli/replay")
     assert read.query.parameters["database"] == database
+    # Recorded before the end offsets were taken: the replay reads its own record back.
+    assert sorted(replayed) == sorted([event.actor.user_id, OPERATOR])
+
+
+async def send(bootstrap: str, topic: str, value: bytes) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, value, key=b"k", partition=0)
+    finally:
+        await producer.stop()
+
+
+async def user_ids(dsn: str) -> list[str]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return [r["user_id"] for r in await conn.fetch("SELECT user_id FROM events")]
+    finally:
+        await conn.close()
+
+
+async def drop(stack: Stack, database: str) -> None:
+    conn = await asyncpg.connect(stack.owner_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    finally:
+        await conn.close()
 
 
 def test_atna_kept_prints_nothing_unless_recorded(stack: Stack, tmp_path: Path) -> None:
