@@ -36,6 +36,7 @@ from ledgerctl.replay import end_offsets
 from producers.codec import Codec
 from producers.events import AuditLogUsed, PhiAccessEvent, event_key
 from producers.simulator import Simulator
+from tests.integration.test_quarantine_ops import quarantine_two
 from tests.support import ROOT, Stack, with_database
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -240,3 +241,21 @@ def test_atna_kept_prints_nothing_unless_recorded(stack: Stack, tmp_path: Path) 
     assert (read.actor.user_id, read.query.path) == (OPERATOR, "/cli/atna/kept")
     assert read.query.parameters["raw"] == "yes"
     assert read.query.results == 0
+
+
+def test_resubmit_reads_no_quarantined_bytes_unless_recorded(stack: Stack) -> None:
+    topic = f"t{stack.run_id}-cli-requeue-{uuid.uuid4().hex[:6]}"
+    asyncio.run(ensure_topics(stack.kafka_bootstrap, (topic,), 1))
+    ids = asyncio.run(quarantine_two(stack, topic))
+    reason = f"fixed schema {secrets.token_hex(4)}"
+    down = run(
+        stack, "quarantine", "resubmit", str(ids["unknown_schema"]), "--reason", reason,
+        KAFKA_BOOTSTRAP=f"127.0.0.1:{closed_port()}",
+    )  # fmt: skip
+    assert down.returncode == 1
+    assert "cannot be recorded" in down.stderr
+    done = run(stack, "quarantine", "resubmit", str(ids["unknown_schema"]), "--reason", reason)
+    assert done.returncode == 0, done.stderr
+    (read,) = asyncio.run(reads_recorded(stack.kafka_bootstrap, access_topic(stack), reason))
+    assert (read.actor.user_id, read.query.path) == (OPERATOR, "/cli/quarantine/resubmit")
+    assert read.query.parameters["quarantine_id"] == str(ids["unknown_schema"])
