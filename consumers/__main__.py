@@ -25,6 +25,7 @@ async def run_consumer(
     *,
     bootstrap: str,
     topics: tuple[str, ...],
+    relay_topics: frozenset[str],
     group_id: str,
     appender_dsn: str,
     ledger_name: str,
@@ -42,6 +43,7 @@ async def run_consumer(
     config = ConsumerConfig(
         bootstrap_servers=bootstrap,
         topics=topics,
+        relay_topics=relay_topics,
         group_id=group_id,
         max_clock_skew_seconds=max_clock_skew_seconds,
         session_timeout_ms=session_timeout_ms,

@@ -41,6 +41,12 @@ app.add_typer(atna_app, name="atna")
 
 console = Console(stderr=True)
 
+#: Every command that reads PHI straight from the database, Kafka or a kept store asks why.
+_REASON = typer.Option(
+    "--reason",
+    help="Why you read this PHI (e.g. a ticket number); recorded in the ledger with your OS user.",
+)
+
 
 def _logging(verbose: bool = False) -> None:
     logging.basicConfig(
@@ -65,7 +71,7 @@ def _verifiers(settings: Settings, keys: list[str] | None = None) -> tuple[Verif
 
 
 def _fail(message: str) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}")
+    console.print(f"[red]error:[/red] {message}", soft_wrap=True)
     return typer.Exit(code=1)
 
 
@@ -151,6 +157,7 @@ def consume(verbose: bool = False) -> None:
         run_consumer(
             bootstrap=settings.kafka_bootstrap,
             topics=settings.topics,
+            relay_topics=frozenset({settings.relay_topic}),
             group_id=settings.consumer_group,
             appender_dsn=settings.require("appender_url"),
             ledger_name=settings.ledger_name,
@@ -240,25 +247,27 @@ def serve(
 def token_create(
     role: Annotated[str, typer.Option(help="investigator, auditor or admin.")],
     subject: Annotated[str, typer.Option(help="Who holds it (recorded with every read).")],
-    ttl_days: Annotated[float | None, typer.Option(help="Expire after this many days.")] = None,
+    ttl_days: Annotated[
+        float | None,
+        typer.Option(help="Expire after this many days (more than 0, at most 3650)."),
+    ] = None,
     note: Annotated[str | None, typer.Option(help="Free text, e.g. a ticket number.")] = None,
     quiet: Annotated[bool, typer.Option(help="Print only the token.")] = False,
 ) -> None:
     """Issue a token. It is printed once; only its SHA-256 is stored."""
-    from datetime import timedelta
-
     from ledger.auth import parse_role
     from ledger.errors import LedgerError
-    from ledgerctl.tokens import create_token
+    from ledgerctl.tokens import create_token, ttl_from_days
 
     settings = Settings.load()
     try:
+        ttl = None if ttl_days is None else ttl_from_days(ttl_days)
         issued = asyncio.run(
             create_token(
                 settings.require("database_url"),
                 subject=subject,
                 role=parse_role(role),
-                ttl=None if ttl_days is None else timedelta(days=ttl_days),
+                ttl=ttl,
                 note=note,
             )
         )
@@ -300,9 +309,11 @@ def token_list() -> None:
 
     settings = Settings.load()
     for t in asyncio.run(list_tokens(settings.require("database_url"))):
-        state = "revoked" if t.revoked_at else "active"
         expires = t.expires_at.isoformat() if t.expires_at else "never"
-        console.print(f"{t.token_id}  {t.subject:<24} {t.role:<12} {state:<8} expires {expires}")
+        console.print(
+            f"{t.token_id}  {t.subject:<24} {t.role:<12} {t.state:<8} expires {expires}",
+            soft_wrap=True,
+        )
 
 
 @token_app.command("revoke")
@@ -399,16 +410,30 @@ def atna_serve(
 
 @atna_app.command("kept")
 def atna_kept(
+    reason: Annotated[str, _REASON],
     kept_dir: Annotated[Path, typer.Option()] = Path(".local/atna/kept"),
-    reason: Annotated[str | None, typer.Option(help="Only this reason.")] = None,
+    only: Annotated[str | None, typer.Option("--only-reason", help="Only this reason.")] = None,
     after_id: int = 0,
     limit: Annotated[int, typer.Option(min=1, max=10000)] = 100,
     raw: Annotated[bool, typer.Option(help="Include the raw bytes (base64).")] = False,
 ) -> None:
-    """List the messages the receiver kept instead of mapping (JSON lines)."""
-    from ledgerctl.atna import kept_json, list_kept
+    """List the messages the receiver kept instead of mapping (JSON lines).
 
-    for message in list_kept(kept_dir, reason=reason, after_id=after_id, limit=limit):
+    Kept messages are audit records as sent (PHI): the read is recorded in the ledger
+    (your OS user and --reason) before any is printed.
+    """
+    from ledger.errors import LedgerError
+    from ledgerctl.atna import kept_json
+    from ledgerctl.clireads import kept_recorded
+
+    try:
+        messages = kept_recorded(
+            Settings.load(), reason=reason, kept_dir=kept_dir, only=only,
+            after_id=after_id, limit=limit, raw=raw,
+        )  # fmt: skip
+    except LedgerError as exc:
+        raise _fail(str(exc)) from exc
+    for message in messages:
         print(kept_json(message, with_raw=raw))
 
 
@@ -497,27 +522,25 @@ def demo(
 @app.command()
 def export(
     out: Annotated[Path, typer.Option("--out", help="New (or empty) directory for the bundle.")],
+    reason: Annotated[str, _REASON],
 ) -> None:
-    """Write an offline bundle for auditors: entries, tiles, checkpoints, index, schemas."""
+    """Write an offline bundle for auditors: entries, tiles, checkpoints, index, schemas.
+
+    The bundle holds every patient's PHI: the read is recorded in the ledger (your OS
+    user and --reason) before anything is written, and the files are owner-only.
+    """
     from ledger.errors import LedgerError
-    from ledger.pg.export import export_bundle
+    from ledgerctl.clireads import run_export
 
     settings = Settings.load()
     with _progress() as report:
         try:
-            summary = asyncio.run(
-                export_bundle(
-                    dsn=settings.require("reader_url"),
-                    path=out,
-                    ledger_name=settings.ledger_name,
-                    progress=report,
-                )
-            )
+            summary = run_export(settings, out=out, reason=reason, progress=report)
         except LedgerError as exc:
             raise _fail(str(exc)) from exc
     console.print(
         f"exported {summary.logs} logs, {summary.leaves:,} leaves and "
-        f"{summary.checkpoints:,} checkpoints to {out}"
+        f"{summary.checkpoints:,} checkpoints to {out} (owner-only; this read is in the ledger)"
     )
 
 
@@ -655,14 +678,21 @@ def quarantine_list(
 @quarantine_app.command("resubmit")
 def quarantine_resubmit(
     quarantine_id: Annotated[int, typer.Argument(help="Quarantine id (from `list`).")],
+    reason: Annotated[str, _REASON],
     force: Annotated[bool, typer.Option(help="Send even conflicts and oversize records.")] = False,
 ) -> None:
-    """Send a quarantined record's bytes back to its topic (after the cause was fixed)."""
+    """Send a quarantined record's bytes back to its topic (after the cause was fixed).
+
+    It reads the record's raw bytes (PHI) from the database: the read is recorded in
+    the ledger (your OS user and --reason) first.
+    """
     from ledger.errors import LedgerError
+    from ledgerctl.clireads import record_resubmit
     from ledgerctl.quarantine import resubmit
 
     settings = Settings.load()
     try:
+        record_resubmit(settings, quarantine_id=quarantine_id, force=force, reason=reason)
         done = asyncio.run(
             resubmit(
                 dsn=settings.require("appender_url"),
@@ -717,13 +747,19 @@ def replay(
     database: Annotated[
         str, typer.Option(help="Target database (same server); created if missing, must be empty.")
     ],
+    reason: Annotated[str, _REASON],
     timeout: Annotated[float, typer.Option(help="Seconds to reach the end offsets.")] = 3600.0,
 ) -> None:
-    """Rebuild the ledger from the Kafka topics into an empty database; compare the roots."""
+    """Rebuild the ledger from the Kafka topics into an empty database; compare the roots.
+
+    It reads every event's PHI from Kafka: the read is recorded in the ledger (your OS
+    user and --reason) before the first record is read.
+    """
     import base64
 
     from ledger.errors import LedgerError
     from ledger.keys import load_signers
+    from ledgerctl.clireads import replay_recorder
     from ledgerctl.replay import replay as run_replay
     from ledgerctl.replay import source_roots
 
@@ -731,6 +767,7 @@ def replay(
     if not settings.signer_key_file:
         raise _fail("LEDGER_SIGNER_KEY_FILE is not set")
     try:
+        record = replay_recorder(settings, database=database, reason=reason)
         logs = asyncio.run(
             run_replay(
                 owner_url=settings.require("database_url"),
@@ -738,9 +775,11 @@ def replay(
                 database=database,
                 bootstrap=settings.kafka_bootstrap,
                 topics=settings.topics,
+                relay_topics=frozenset({settings.relay_topic}),
                 ledger_name=settings.ledger_name,
                 signers=load_signers(settings.signer_key_file),
                 timeout=timeout,
+                before_reading=record,
             )
         )
         source = asyncio.run(source_roots(settings.require("reader_url"), logs))

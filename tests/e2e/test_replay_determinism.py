@@ -103,7 +103,7 @@ def test_ledger_replay_command_rebuilds_identical_roots(pipeline: Pipeline) -> N
     database = f"ledger_replay_{secrets.token_hex(4)}"
     try:
         result = subprocess.run(
-            [LEDGER, "replay", "--database", database, "--timeout", "120"],
+            [LEDGER, "replay", "--database", database, "--timeout", "120", "--reason", "e2e"],
             env=pipeline.env, cwd=ROOT, capture_output=True, text=True, timeout=180,
         )  # fmt: skip
         assert result.returncode == 0, result.stdout + result.stderr
@@ -114,7 +114,7 @@ def test_ledger_replay_command_rebuilds_identical_roots(pipeline: Pipeline) -> N
         assert all("empty" in line for line in lines if line not in filled), result.stdout
         # A second replay into the same (now non-empty) database is refused.
         again = subprocess.run(
-            [LEDGER, "replay", "--database", database],
+            [LEDGER, "replay", "--database", database, "--reason", "e2e"],
             env=pipeline.env, cwd=ROOT, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert again.returncode == 1

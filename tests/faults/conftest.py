@@ -185,8 +185,8 @@ class FaultLedger:
     def verify(self) -> None:
         bundle = self.workdir / f"bundle-{secrets.token_hex(3)}"
         exported = subprocess.run(
-            [LEDGER, "export", "--out", str(bundle)], env=self.env, cwd=ROOT,
-            capture_output=True, text=True, timeout=300,
+            [LEDGER, "export", "--out", str(bundle), "--reason", "fault test"],
+            env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=300,
         )  # fmt: skip
         assert exported.returncode == 0, exported.stderr
         verified = subprocess.run(

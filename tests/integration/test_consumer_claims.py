@@ -74,6 +74,7 @@ async def test_every_append_is_claimed_and_nothing_is_read_twice(stack: Stack) -
     config = ConsumerConfig(
         bootstrap_servers=stack.kafka_bootstrap,
         topics=topics,
+        relay_topics=frozenset({topics[1]}),
         group_id=f"claims-{stack.run_id}",
         max_batch=500,  # many polls, so some land while the assignment is being claimed
     )

@@ -42,6 +42,7 @@ async def test_a_poll_read_before_a_re_claim_is_read_again_not_appended(stack: S
     config = ConsumerConfig(
         bootstrap_servers=stack.kafka_bootstrap,
         topics=topics,
+        relay_topics=frozenset({topics[1]}),
         group_id=f"stale-{stack.run_id}",
         max_batch=100,
     )

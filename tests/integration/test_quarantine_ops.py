@@ -54,14 +54,14 @@ def test_resubmit_sends_the_same_bytes_and_records_it(stack: Stack) -> None:
     env = stack.env()
 
     refused = subprocess.run(
-        [LEDGER, "quarantine", "resubmit", str(ids["conflicting_event_id"])],
+        [LEDGER, "quarantine", "resubmit", str(ids["conflicting_event_id"]), "--reason", "t"],
         env=env, cwd=ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert refused.returncode == 1
     assert "cannot succeed" in refused.stderr
 
     done = subprocess.run(
-        [LEDGER, "quarantine", "resubmit", str(ids["unknown_schema"])],
+        [LEDGER, "quarantine", "resubmit", str(ids["unknown_schema"]), "--reason", "t"],
         env=env, cwd=ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
