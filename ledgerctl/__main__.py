@@ -16,7 +16,8 @@ import typer
 from rich.console import Console
 
 from ledger.note import Verifier
-from ledgerctl.settings import Settings
+from ledgerctl.settings import KafkaRole, Settings
+from producers.kafka_security import KafkaSecurity
 
 app = typer.Typer(
     help="PHI audit ledger: ingest, serve, simulate and inspect a verifiable audit log.",
@@ -64,6 +65,16 @@ def _verifiers(settings: Settings, keys: list[str] | None = None) -> tuple[Verif
         raise _fail(f"bad verifier key: {exc}") from exc
 
 
+def _kafka(settings: Settings, role: KafkaRole) -> KafkaSecurity:
+    """This command's Kafka client settings, or a one-line error naming what is wrong."""
+    from producers.errors import KafkaSettingsError
+
+    try:
+        return settings.kafka(role)
+    except KafkaSettingsError as exc:
+        raise _fail(str(exc)) from exc
+
+
 def _fail(message: str) -> typer.Exit:
     console.print(f"[red]error:[/red] {message}")
     return typer.Exit(code=1)
@@ -89,8 +100,9 @@ def topics() -> None:
     from ledgerctl.infra import ensure_topics
 
     settings = Settings.load()
+    security = _kafka(settings, KafkaRole.ADMIN)
     created = asyncio.run(
-        ensure_topics(settings.kafka_bootstrap, settings.topics, settings.partitions)
+        ensure_topics(settings.kafka_bootstrap, settings.topics, settings.partitions, security)
     )
     console.print(f"topics created: {', '.join(created) if created else 'none (all exist)'}")
 
@@ -102,7 +114,9 @@ def wait_kafka(timeout: float = 60.0) -> None:
 
     settings = Settings.load()
     try:
-        asyncio.run(kafka_ready(settings.kafka_bootstrap, timeout))
+        asyncio.run(
+            kafka_ready(settings.kafka_bootstrap, timeout, _kafka(settings, KafkaRole.ADMIN))
+        )
     except TimeoutError as exc:
         raise _fail(str(exc)) from exc
 
@@ -163,6 +177,7 @@ def consume(verbose: bool = False) -> None:
             session_timeout_ms=settings.session_timeout_ms,
             group_instance_id=settings.consumer_instance_id,
             max_batch=settings.consumer_max_batch,
+            kafka_security=_kafka(settings, KafkaRole.CONSUMER),
         )
     )
 
@@ -592,6 +607,7 @@ def quarantine_resubmit(
                 bootstrap=settings.kafka_bootstrap,
                 quarantine_id=quarantine_id,
                 force=force,
+                security=_kafka(settings, KafkaRole.OPERATOR),
             )
         )
     except LedgerError as exc:
@@ -664,6 +680,7 @@ def replay(
                 ledger_name=settings.ledger_name,
                 signers=load_signers(settings.signer_key_file),
                 timeout=timeout,
+                security=_kafka(settings, KafkaRole.REPLAY),
             )
         )
         source = asyncio.run(source_roots(settings.require("reader_url"), logs))

@@ -27,6 +27,7 @@ from ledger.pg import sql, tree
 from ledger.pg.appender import PostgresAppender
 from ledger.pg.checkpointer import Checkpointer, CheckpointPolicy
 from producers.codec import Codec
+from producers.kafka_security import KafkaSecurity, client_kwargs
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -59,9 +60,11 @@ def on_database(url: str, database: str) -> str:
     return urlunsplit(urlsplit(url)._replace(path=f"/{database}"))
 
 
-async def end_offsets(bootstrap: str, topics: Sequence[str]) -> dict[TopicPartition, int]:
+async def end_offsets(
+    bootstrap: str, topics: Sequence[str], security: KafkaSecurity
+) -> dict[TopicPartition, int]:
     """The next offset to be written in every partition of ``topics``, now."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_kwargs(security))
     await admin.start()
     try:
         described = await admin.describe_topics(list(topics))
@@ -72,7 +75,7 @@ async def end_offsets(bootstrap: str, topics: Sequence[str]) -> dict[TopicPartit
         for t in described
         for p in t.get("partitions", [])
     ]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, **client_kwargs(security))
     await consumer.start()
     try:
         return dict(await consumer.end_offsets(parts)) if parts else {}
@@ -90,7 +93,10 @@ async def replay(
     ledger_name: str,
     signers: Sequence[Signer],
     timeout: float,
+    security: KafkaSecurity | None = None,
 ) -> list[ReplayedLog]:
+    """``security``: a principal that may READ the topics and the ``replay-*`` groups."""
+    security = security or KafkaSecurity()
     admin = await asyncpg.connect(owner_url)
     try:
         exists = await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database)
@@ -107,7 +113,7 @@ async def replay(
     finally:
         await check.close()
 
-    targets = await end_offsets(bootstrap, topics)
+    targets = await end_offsets(bootstrap, topics, security)
     appender = PostgresAppender(dsn=on_database(appender_url, database), ledger_name=ledger_name)
     await appender.start()
     checkpointer = Checkpointer(pool=appender.pool, signers=signers, policy=CheckpointPolicy())
@@ -116,6 +122,7 @@ async def replay(
             bootstrap_servers=bootstrap,
             topics=tuple(topics),
             group_id=f"replay-{secrets.token_hex(6)}",
+            kafka_security=security,
         ),
         appender=appender,
         codec=Codec(),

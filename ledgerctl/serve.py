@@ -13,7 +13,7 @@ from pathlib import Path
 from ledger.__main__ import serve_api, tls_context
 from ledgerctl.fhirfeed import EmitterFhirSubmitter
 from ledgerctl.readaudit import EmitterReadRecorder
-from ledgerctl.settings import Settings
+from ledgerctl.settings import KafkaRole, Settings
 from producers.emitter import Emitter, EmitterConfig
 
 
@@ -40,6 +40,7 @@ async def run_api(
         relay_topic=settings.relay_topic,
         max_block_seconds=1.0,
         spool_dir=str(spool),
+        kafka_security=settings.kafka(KafkaRole.API),
     )
     tls = tls_context(tls_cert, tls_key) if tls_cert and tls_key else None
     async with Emitter(config) as emitter:

@@ -5,15 +5,20 @@ from __future__ import annotations
 import os
 import random
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from types import MappingProxyType
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 from ledger.ingest import Accepted, IndexFields
 from ledger.leaf import KafkaRecord, encode_leaf
+from ledgerctl.settings import KafkaRole, kafka_security
+from producers.kafka_security import KafkaSecurity, client_kwargs
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV_FILE = ROOT / ".local" / "env"
@@ -32,6 +37,44 @@ def read_env_file(path: Path = ENV_FILE) -> dict[str, str]:
             key, _, value = line.partition("=")
             values[key] = value
     return values
+
+
+#: The Kafka client security settings of .local/env, handed to every `ledger` process.
+KAFKA_SECURITY_VARS = (
+    "KAFKA_SECURITY_PROTOCOL",
+    "KAFKA_SSL_CA_FILE",
+    "KAFKA_SSL_CERT_FILE",
+    "KAFKA_SSL_KEY_FILE",
+    "KAFKA_SASL_MECHANISM",
+    "KAFKA_SASL_USERNAME",
+    "KAFKA_SASL_PASSWORD_FILE",
+    "LEDGER_KAFKA_CREDENTIALS_DIR",
+)
+
+
+def kafka_security_env(env: Mapping[str, str]) -> Mapping[str, str]:
+    return MappingProxyType({k: env[k] for k in KAFKA_SECURITY_VARS if env.get(k)})
+
+
+def security_from_env(env: Mapping[str, str], role: KafkaRole) -> KafkaSecurity:
+    """``role``'s Kafka client settings from KAFKA_SECURITY_VARS, as `ledger` reads them."""
+    return kafka_security(
+        role,
+        protocol=env.get("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"),
+        ca_file=env.get("KAFKA_SSL_CA_FILE"),
+        cert_file=env.get("KAFKA_SSL_CERT_FILE"),
+        key_file=env.get("KAFKA_SSL_KEY_FILE"),
+        sasl_mechanism=env.get("KAFKA_SASL_MECHANISM"),
+        sasl_username=env.get("KAFKA_SASL_USERNAME"),
+        sasl_password_file=env.get("KAFKA_SASL_PASSWORD_FILE"),
+        credentials_dir=env.get("LEDGER_KAFKA_CREDENTIALS_DIR"),
+    )
+
+
+def local_kafka(role: KafkaRole) -> KafkaSecurity:
+    """``role``'s Kafka client settings from .local/env, for helpers (and helper processes)
+    that have no ``Stack`` at hand; the same as ``Stack.kafka``."""
+    return security_from_env(read_env_file(), role)
 
 
 def with_database(dsn: str, database: str) -> str:
@@ -53,6 +96,17 @@ class Stack:
     #: API bearer tokens of this session, by role (investigator, auditor, admin).
     tokens: dict[str, str]
     spool_dir: str
+    #: Kafka security settings of .local/env (KAFKA_SECURITY_VARS); empty: PLAINTEXT.
+    kafka_env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    def kafka(self, role: KafkaRole) -> KafkaSecurity:
+        """The client settings of ``role``'s principal (docs/kafka.md): producers write,
+        the consumer reads, the admin creates topics."""
+        return security_from_env(self.kafka_env, role)
+
+    def kafka_client(self, role: KafkaRole) -> dict[str, Any]:
+        """Keyword arguments for a raw aiokafka client authenticated as ``role``."""
+        return {"bootstrap_servers": self.kafka_bootstrap, **client_kwargs(self.kafka(role))}
 
     def auth(self, role: str = "admin") -> dict[str, str]:
         """HTTP headers authenticating as this session's token of ``role``."""
@@ -65,6 +119,7 @@ class Stack:
     def env(self, **extra: str) -> dict[str, str]:
         """Process environment for `ledger` subprocesses against this scratch ledger."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LEDGER_", "KAFKA_"))}
+        env.update(self.kafka_env)
         env.update(
             KAFKA_BOOTSTRAP=self.kafka_bootstrap,
             DATABASE_URL=self.owner_url,

@@ -31,13 +31,15 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from ledgerctl.settings import KafkaRole
 from producers.codec import Codec
 from producers.emitter import Emitter, EmitterConfig, EmitterState
 from producers.errors import EmitterPushbackError, EmitterUnavailableError, SpoolFullError
 from producers.events import AuditEvent
+from producers.kafka_security import client_kwargs
 from producers.simulator import Simulator
 from producers.spool import Spool
-from tests.support import Stack
+from tests.support import Stack, local_kafka
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -77,7 +79,7 @@ async def fresh_topics(bootstrap: str, name: str) -> tuple[str, str]:
 
     run = uuid.uuid4().hex[:8]
     topics = (f"tdur-{name}-{run}-access", f"tdur-{name}-{run}-relay")
-    await ensure_topics(bootstrap, topics, 3)
+    await ensure_topics(bootstrap, topics, 3, local_kafka(KafkaRole.ADMIN))
     return topics
 
 
@@ -89,6 +91,7 @@ def config(
         producer_id=producer_id,
         access_topic=topics[0],
         relay_topic=topics[1],
+        kafka_security=local_kafka(KafkaRole.SIMULATOR),
         **kw,  # type: ignore[arg-type]
     )
 
@@ -97,7 +100,11 @@ async def consume(
     bootstrap: str, topics: tuple[str, str], expected: set[str], *, timeout: float = 20.0
 ) -> list[Received]:
     """Every record of the topics (partition order) once ``expected`` ids have all arrived."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        **client_kwargs(local_kafka(KafkaRole.CONSUMER)),  # type: ignore[arg-type]
+    )
     await consumer.start()
     try:
         parts = [TopicPartition(t, p) for t in topics for p in range(3)]
@@ -250,6 +257,7 @@ async def _host(args: argparse.Namespace) -> None:
         stop_timeout_seconds=2.0,
         connect_timeout_seconds=3.0,
         reconnect_backoff_max_seconds=0.5,
+        kafka_security=local_kafka(KafkaRole.SIMULATOR),
     )
     sim = Simulator(seed=args.seed, patients=8)
     async with Emitter(cfg) as emitter:
@@ -561,7 +569,7 @@ async def test_failed_delivery_is_spooled_and_resent(stack: Stack, tmp_path: Pat
 
     name = uuid.uuid4().hex[:8]
     topics = (f"tdur-reject-{name}-access", f"tdur-reject-{name}-relay")
-    admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**stack.kafka_client(KafkaRole.ADMIN))
     await admin.start()
     try:
         await admin.create_topics(
