@@ -97,13 +97,18 @@ def migrate() -> None:
 @app.command()
 def topics() -> None:
     """Create the event topics if they are missing."""
+    from aiokafka.errors import KafkaError
+
     from ledgerctl.infra import ensure_topics
 
     settings = Settings.load()
     security = _kafka(settings, KafkaRole.ADMIN)
-    created = asyncio.run(
-        ensure_topics(settings.kafka_bootstrap, settings.topics, settings.partitions, security)
-    )
+    try:
+        created = asyncio.run(
+            ensure_topics(settings.kafka_bootstrap, settings.topics, settings.partitions, security)
+        )
+    except KafkaError as exc:
+        raise _fail(str(exc)) from exc
     console.print(f"topics created: {', '.join(created) if created else 'none (all exist)'}")
 
 

@@ -7,13 +7,12 @@ waited for; topic creation is idempotent.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 
 import aiohttp
 import asyncpg
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
 from producers.kafka_security import KafkaSecurity, client_kwargs
 
@@ -51,7 +50,9 @@ async def ensure_topics(
 ) -> list[str]:
     """Create missing topics (replication 1, min ISR 1); return the names created.
 
-    ``security`` is the admin principal's (it needs CREATE and DESCRIBE on the topics)."""
+    ``security`` is the admin principal's (it needs CREATE and DESCRIBE on the topics).
+    A topic the broker refuses (not authorised, invalid) raises that broker error: the
+    admin client reports it per topic in the response instead of raising."""
     admin = AIOKafkaAdminClient(
         bootstrap_servers=bootstrap,
         **client_kwargs(security or KafkaSecurity()),
@@ -70,8 +71,11 @@ async def ensure_topics(
             if t not in existing
         ]
         if wanted:
-            with contextlib.suppress(TopicAlreadyExistsError):  # created concurrently
-                await admin.create_topics(wanted)
+            response = await admin.create_topics(wanted)
+            for name, code, *message in response.topic_errors:
+                if code and code != TopicAlreadyExistsError.errno:  # created concurrently
+                    detail = message[0] if message and message[0] else name
+                    raise for_code(code)(f"cannot create topic {name}: {detail}")
         return [t.name for t in wanted]
     finally:
         await admin.close()

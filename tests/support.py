@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import random
+import ssl
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -19,6 +20,9 @@ from ledger.ingest import Accepted, IndexFields
 from ledger.leaf import KafkaRecord, encode_leaf
 from ledgerctl.settings import KafkaRole, kafka_security
 from producers.kafka_security import KafkaSecurity, client_kwargs
+
+if TYPE_CHECKING:
+    from tests.tcp_proxy import KafkaProxy
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV_FILE = ROOT / ".local" / "env"
@@ -75,6 +79,22 @@ def local_kafka(role: KafkaRole) -> KafkaSecurity:
     """``role``'s Kafka client settings from .local/env, for helpers (and helper processes)
     that have no ``Stack`` at hand; the same as ``Stack.kafka``."""
     return security_from_env(read_env_file(), role)
+
+
+def kafka_proxy(bootstrap: str) -> KafkaProxy:
+    """A cuttable proxy in front of the broker (tests/tcp_proxy.py). In front of the
+    secured broker it terminates TLS with the broker's certificate from .local/secrets."""
+    from tests.tcp_proxy import KafkaProxy
+
+    host, _, port = bootstrap.rpartition(":")
+    security = local_kafka(KafkaRole.ADMIN)
+    if not security.tls:
+        return KafkaProxy(host, int(port))
+    secrets_dir = ROOT / ".local" / "secrets" / "kafka"
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(secrets_dir / "broker.crt", secrets_dir / "broker.key")
+    client = ssl.create_default_context(cafile=security.ca_file)
+    return KafkaProxy(host, int(port), server_tls=server, client_tls=client)
 
 
 def with_database(dsn: str, database: str) -> str:

@@ -30,7 +30,7 @@ from aiokafka import AIOKafkaProducer
 from ledger.migrate import apply_migrations
 from ledgerctl.infra import ensure_topics
 from ledgerctl.settings import KafkaRole
-from tests.support import ROOT, Stack, with_database
+from tests.support import ROOT, Stack, kafka_proxy, with_database
 from tests.tcp_proxy import KafkaProxy
 
 LEDGER = str(Path(sys.executable).with_name("ledger"))
@@ -79,8 +79,7 @@ class FaultLedger:
 
     def proxy(self) -> KafkaProxy:
         """A cuttable loopback proxy in front of the broker, for one producer host."""
-        host, port = self.stack.kafka_bootstrap.rsplit(":", 1)
-        return KafkaProxy(host, int(port))
+        return kafka_proxy(self.stack.kafka_bootstrap)
 
     def log_tail(self, name: str) -> str:
         path = self.workdir / f"{name}.log"

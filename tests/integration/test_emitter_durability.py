@@ -39,7 +39,7 @@ from producers.events import AuditEvent
 from producers.kafka_security import client_kwargs
 from producers.simulator import Simulator
 from producers.spool import Spool
-from tests.support import Stack, local_kafka
+from tests.support import Stack, kafka_proxy, local_kafka
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -421,12 +421,11 @@ async def test_host_killed_while_spooling_loses_nothing_emit_returned_for(
 
 async def test_outage_mid_stream_spools_and_resends_in_order(stack: Stack, tmp_path: Path) -> None:
     """Kafka vanishes mid-stream (connections cut, new ones refused), then comes back."""
-    from tests.tcp_proxy import KafkaProxy
 
     topics = await fresh_topics(stack.kafka_bootstrap, "cut")
     sim = Simulator(seed=94_001, patients=8)
     emitted: list[str] = []
-    async with KafkaProxy(*split(stack.kafka_bootstrap)) as proxy:
+    async with kafka_proxy(stack.kafka_bootstrap) as proxy:
         cfg = config(
             proxy.bootstrap, topics, "dur-cut", spool_dir=str(tmp_path / "spool"),
             max_block_seconds=0.25, spool_after_seconds=1.0, stop_timeout_seconds=5.0,
@@ -475,11 +474,10 @@ async def test_concurrent_emitters_keep_sequence_order_through_an_outage(
 ) -> None:
     """Many tasks emit at once while Kafka goes away and comes back. Their events are
     handed over in sequence-number order, so per patient Kafka holds them in that order."""
-    from tests.tcp_proxy import KafkaProxy
 
     topics = await fresh_topics(stack.kafka_bootstrap, "concurrent")
     streams = [list(Simulator(seed=98_000 + n, patients=5).events(80)) for n in range(8)]
-    async with KafkaProxy(*split(stack.kafka_bootstrap)) as proxy:
+    async with kafka_proxy(stack.kafka_bootstrap) as proxy:
         cfg = config(
             proxy.bootstrap, topics, "dur-concurrent", spool_dir=str(tmp_path / "spool"),
             max_block_seconds=0.25, spool_after_seconds=1.0, reconnect_backoff_max_seconds=0.3,
@@ -517,13 +515,12 @@ async def test_stop_while_kafka_is_slow_spools_within_the_bound(
     stack: Stack, tmp_path: Path
 ) -> None:
     """Kafka hangs (connections open, nothing answers): emit and stop stay bounded."""
-    from tests.tcp_proxy import KafkaProxy
 
     topics = await fresh_topics(stack.kafka_bootstrap, "slow")
     spool = tmp_path / "spool"
     sim = Simulator(seed=95_001, patients=8)
     emitted: list[str] = []
-    async with KafkaProxy(*split(stack.kafka_bootstrap)) as proxy:
+    async with kafka_proxy(stack.kafka_bootstrap) as proxy:
         cfg = config(
             proxy.bootstrap, topics, "dur-slow", spool_dir=str(spool), max_block_seconds=0.25,
             spool_after_seconds=1.0, stop_timeout_seconds=1.0,
