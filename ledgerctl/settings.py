@@ -8,6 +8,7 @@ never settings at all, only the files that hold them (``KafkaSecurity``).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 
@@ -69,6 +70,35 @@ def _env_file() -> str | None:
         return explicit
     local = Path(".local/env")
     return str(local) if local.is_file() else None
+
+
+#: The environment variables of the Kafka client security settings (docs/kafka.md).
+KAFKA_SECURITY_VARS = (
+    "KAFKA_SECURITY_PROTOCOL",
+    "KAFKA_SSL_CA_FILE",
+    "KAFKA_SSL_CERT_FILE",
+    "KAFKA_SSL_KEY_FILE",
+    "KAFKA_SASL_MECHANISM",
+    "KAFKA_SASL_USERNAME",
+    "KAFKA_SASL_PASSWORD_FILE",
+    "LEDGER_KAFKA_CREDENTIALS_DIR",
+)
+
+
+def kafka_security_from_env(env: Mapping[str, str], role: KafkaRole) -> KafkaSecurity:
+    """``role``'s settings from KAFKA_SECURITY_VARS in ``env`` (e.g. a parsed .local/env),
+    as ``Settings.kafka`` reads them: for tests and benchmarks."""
+    return kafka_security(
+        role,
+        protocol=env.get("KAFKA_SECURITY_PROTOCOL") or "PLAINTEXT",
+        ca_file=env.get("KAFKA_SSL_CA_FILE") or None,
+        cert_file=env.get("KAFKA_SSL_CERT_FILE") or None,
+        key_file=env.get("KAFKA_SSL_KEY_FILE") or None,
+        sasl_mechanism=env.get("KAFKA_SASL_MECHANISM") or None,
+        sasl_username=env.get("KAFKA_SASL_USERNAME") or None,
+        sasl_password_file=env.get("KAFKA_SASL_PASSWORD_FILE") or None,
+        credentials_dir=env.get("LEDGER_KAFKA_CREDENTIALS_DIR") or None,
+    )
 
 
 class Settings(BaseSettings):

@@ -18,7 +18,7 @@ import pytest
 
 from ledger.ingest import Accepted, IndexFields
 from ledger.leaf import KafkaRecord, encode_leaf
-from ledgerctl.settings import KafkaRole, kafka_security
+from ledgerctl.settings import KAFKA_SECURITY_VARS, KafkaRole, kafka_security_from_env
 from producers.kafka_security import KafkaSecurity, client_kwargs
 
 if TYPE_CHECKING:
@@ -43,42 +43,14 @@ def read_env_file(path: Path = ENV_FILE) -> dict[str, str]:
     return values
 
 
-#: The Kafka client security settings of .local/env, handed to every `ledger` process.
-KAFKA_SECURITY_VARS = (
-    "KAFKA_SECURITY_PROTOCOL",
-    "KAFKA_SSL_CA_FILE",
-    "KAFKA_SSL_CERT_FILE",
-    "KAFKA_SSL_KEY_FILE",
-    "KAFKA_SASL_MECHANISM",
-    "KAFKA_SASL_USERNAME",
-    "KAFKA_SASL_PASSWORD_FILE",
-    "LEDGER_KAFKA_CREDENTIALS_DIR",
-)
-
-
 def kafka_security_env(env: Mapping[str, str]) -> Mapping[str, str]:
     return MappingProxyType({k: env[k] for k in KAFKA_SECURITY_VARS if env.get(k)})
-
-
-def security_from_env(env: Mapping[str, str], role: KafkaRole) -> KafkaSecurity:
-    """``role``'s Kafka client settings from KAFKA_SECURITY_VARS, as `ledger` reads them."""
-    return kafka_security(
-        role,
-        protocol=env.get("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"),
-        ca_file=env.get("KAFKA_SSL_CA_FILE"),
-        cert_file=env.get("KAFKA_SSL_CERT_FILE"),
-        key_file=env.get("KAFKA_SSL_KEY_FILE"),
-        sasl_mechanism=env.get("KAFKA_SASL_MECHANISM"),
-        sasl_username=env.get("KAFKA_SASL_USERNAME"),
-        sasl_password_file=env.get("KAFKA_SASL_PASSWORD_FILE"),
-        credentials_dir=env.get("LEDGER_KAFKA_CREDENTIALS_DIR"),
-    )
 
 
 def local_kafka(role: KafkaRole) -> KafkaSecurity:
     """``role``'s Kafka client settings from .local/env, for helpers (and helper processes)
     that have no ``Stack`` at hand; the same as ``Stack.kafka``."""
-    return security_from_env(read_env_file(), role)
+    return kafka_security_from_env(read_env_file(), role)
 
 
 def kafka_proxy(bootstrap: str) -> KafkaProxy:
@@ -122,7 +94,7 @@ class Stack:
     def kafka(self, role: KafkaRole) -> KafkaSecurity:
         """The client settings of ``role``'s principal (docs/kafka.md): producers write,
         the consumer reads, the admin creates topics."""
-        return security_from_env(self.kafka_env, role)
+        return kafka_security_from_env(self.kafka_env, role)
 
     def kafka_client(self, role: KafkaRole) -> dict[str, Any]:
         """Keyword arguments for a raw aiokafka client authenticated as ``role``."""
