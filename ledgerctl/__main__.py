@@ -721,7 +721,13 @@ def report_console_stdout() -> Console:
 
 
 def main() -> None:
-    app()
+    from producers.errors import KafkaSettingsError
+
+    try:
+        app()
+    except KafkaSettingsError as exc:  # a bad Kafka setting or file, met deep in a command
+        console.print(f"[red]error:[/red] {exc}")
+        raise SystemExit(1) from exc
 
 
 if __name__ == "__main__":
