@@ -35,7 +35,7 @@ ensure_tools() {
   command -v java >/dev/null && java -version 2>&1 | grep -qE 'version "(1[7-9]|2[0-9])' \
     || apt_install openjdk-17-jre-headless
   # KafkaAccess.java runs with Java's source launcher, which needs the JDK's compiler module.
-  java --list-modules 2>/dev/null | grep -q '^jdk.compiler' || apt_install openjdk-17-jdk-headless
+  java --list-modules 2>/dev/null | grep '^jdk.compiler' >/dev/null || apt_install openjdk-17-jdk-headless
   command -v openssl >/dev/null || apt_install openssl
   command -v mvn >/dev/null || apt_install maven
 }
