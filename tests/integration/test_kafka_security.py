@@ -27,7 +27,7 @@ from aiokafka.errors import (
 from ledgerctl.infra import ensure_topics
 from ledgerctl.settings import KafkaRole
 from producers.kafka_security import KafkaSecurity, client_kwargs
-from tests.support import Stack
+from tests.support import ROOT, Stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -205,3 +205,35 @@ async def test_only_the_admin_creates_topics(stack: Stack, role: KafkaRole) -> N
         await ensure_topics(stack.kafka_bootstrap, (name,), 1, stack.kafka(role))
     created = await ensure_topics(stack.kafka_bootstrap, (name,), 1, stack.kafka(KafkaRole.ADMIN))
     assert created == [name]
+
+
+def test_kafka_secrets_are_owner_only(stack: Stack) -> None:
+    """The CA key, the broker's key and every principal's password: mode 600 files in
+    mode 700 directories; the broker's properties (its JAAS password) too."""
+    ca_file = stack.kafka(KafkaRole.ADMIN).ca_file
+    assert ca_file is not None
+    secrets_dir = Path(ca_file).parent
+    paths = [secrets_dir, *secrets_dir.rglob("*")]
+    assert {p.name for p in paths} >= {"ca.key", "broker.key", "ledger-consumer", "kafka-broker"}
+    loose = [str(p) for p in paths if p.stat().st_mode & 0o077]
+    assert loose == []
+    properties = ROOT / ".local" / "kafka" / "server.properties"
+    assert "sasl.jaas.config" in properties.read_text()
+    assert properties.stat().st_mode & 0o777 == 0o600
+
+
+def test_no_process_has_a_kafka_password_in_its_arguments(stack: Stack) -> None:
+    """The broker, the consumer, the API, the ATNA receiver, the Orthanc relay: each one
+    reads its password from a file; none is ever an argument (visible in ps)."""
+    ca_file = stack.kafka(KafkaRole.ADMIN).ca_file
+    assert ca_file is not None
+    passwords = {p.name: p.read_text().strip() for p in (Path(ca_file).parent / "users").iterdir()}
+    assert len(passwords) >= 9
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        found += [f"{name} in pid {proc.name}" for name, pw in passwords.items() if pw in argv]
+    assert found == []
