@@ -35,12 +35,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.atna_pki
 
+from ledgerctl.settings import KAFKA_SECURITY_VARS, KafkaRole, kafka_security_from_env
 from producers.atna.dicom_audit import events_from_dicom
 from producers.atna.receiver import DEFAULT_PARSE_WORKERS, AtnaReceiver, AtnaReceiverConfig
 from producers.atna.rfc5424 import format_syslog, frame_octet_counted, parse_syslog
 from producers.atna.senders import SenderPolicy
 from producers.codec import Codec, PreparedEvent
 from producers.emitter import Emitter, EmitterConfig
+from producers.kafka_security import KafkaSecurity, client_kwargs
 from tests.atna_pki import Pki, make_pki
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -212,10 +214,25 @@ def _kafka_bootstrap() -> str | None:
     return None
 
 
+def _kafka(role: KafkaRole) -> KafkaSecurity:
+    """``role``'s Kafka settings: the environment, else .local/env (as `ledger` reads them)."""
+    values = {}
+    env = ROOT / ".local" / "env"
+    if env.is_file():
+        for line in env.read_text().splitlines():
+            key, sep, value = line.partition("=")
+            if sep and not key.startswith("#"):
+                values[key] = value
+    values.update({k: v for k, v in os.environ.items() if k in KAFKA_SECURITY_VARS})
+    return kafka_security_from_env(values, role)
+
+
 async def _delete_topics(bootstrap: str, topics: tuple[str, ...]) -> None:
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, **client_kwargs(_kafka(KafkaRole.ADMIN))
+    )
     await admin.start()
     try:
         await admin.delete_topics(list(topics))
@@ -243,7 +260,7 @@ async def main_async(args: argparse.Namespace) -> None:
             from ledgerctl.infra import ensure_topics
 
             topic = f"bench-atna-{uuid.uuid4().hex[:8]}"
-            await ensure_topics(bootstrap, (topic, f"{topic}-relay"), 4)
+            await ensure_topics(bootstrap, (topic, f"{topic}-relay"), 4, _kafka(KafkaRole.ADMIN))
             for n in args.connections:
                 config = EmitterConfig(
                     bootstrap_servers=bootstrap,
@@ -251,6 +268,7 @@ async def main_async(args: argparse.Namespace) -> None:
                     access_topic=topic,
                     relay_topic=f"{topic}-relay",
                     spool_dir=str(work / f"spool-{n}"),
+                    kafka_security=_kafka(KafkaRole.ATNA),
                 )
                 async with Emitter(config) as emitter:
                     results[f"kafka/{n}"] = await over_tls(

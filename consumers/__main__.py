@@ -17,6 +17,7 @@ from ledger.note import Signer
 from ledger.pg.appender import PostgresAppender
 from ledger.pg.checkpointer import Checkpointer, CheckpointPolicy
 from producers.codec import Codec
+from producers.kafka_security import KafkaSecurity
 
 logger = logging.getLogger("consumers")
 
@@ -35,6 +36,7 @@ async def run_consumer(
     session_timeout_ms: int = 10_000,
     group_instance_id: str | None = None,
     max_batch: int = 10_000,
+    kafka_security: KafkaSecurity | None = None,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -49,6 +51,7 @@ async def run_consumer(
         session_timeout_ms=session_timeout_ms,
         group_instance_id=group_instance_id,
         max_batch=max_batch,
+        kafka_security=kafka_security or KafkaSecurity(),
     )
     appender = PostgresAppender(dsn=appender_dsn, ledger_name=ledger_name)
     await appender.start()

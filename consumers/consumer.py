@@ -28,7 +28,6 @@ from typing import Self, TypedDict, cast
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
-from aiokafka.helpers import create_ssl_context
 
 from ledger.errors import FencedError, LedgerError, MalformedInputError, UnavailableError
 from ledger.ingest import (
@@ -55,6 +54,7 @@ from producers.events import (
     to_record,
     utc_now,
 )
+from producers.kafka_security import KafkaSecurity, client_kwargs
 
 logger = logging.getLogger(__name__)
 
@@ -79,8 +79,8 @@ class ConsumerConfig:
     #: consumer from 9,500 to 12,400 events/s here (benchmarks/ingest.py).
     max_batch: int = 10_000
     poll_timeout_ms: int = 200
-    security_protocol: str = "PLAINTEXT"
-    ssl_cafile: str | None = None
+    #: TLS and SASL settings (default PLAINTEXT; docs/kafka.md).
+    kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
     #: How far in the future an event time may lie before the record is quarantined
     #: (reason ``time_out_of_range``): producers' clocks drift.
     max_clock_skew_seconds: float = 300.0
@@ -359,12 +359,7 @@ class LedgerConsumer:
             session_timeout_ms=self._config.session_timeout_ms,
             group_instance_id=self._config.group_instance_id,
             heartbeat_interval_ms=max(1000, self._config.session_timeout_ms // 3),
-            security_protocol=self._config.security_protocol,
-            ssl_context=(
-                create_ssl_context(cafile=self._config.ssl_cafile)
-                if self._config.security_protocol == "SSL"
-                else None
-            ),
+            **client_kwargs(self._config.kafka_security),
         )
         await consumer.start()
         consumer.subscribe(list(self._config.topics), listener=_SeekToStored(self))

@@ -16,7 +16,8 @@ import typer
 from rich.console import Console
 
 from ledger.note import Verifier
-from ledgerctl.settings import Settings
+from ledgerctl.settings import KafkaRole, Settings
+from producers.kafka_security import KafkaSecurity
 
 app = typer.Typer(
     help="PHI audit ledger: ingest, serve, simulate and inspect a verifiable audit log.",
@@ -70,6 +71,16 @@ def _verifiers(settings: Settings, keys: list[str] | None = None) -> tuple[Verif
         raise _fail(f"bad verifier key: {exc}") from exc
 
 
+def _kafka(settings: Settings, role: KafkaRole) -> KafkaSecurity:
+    """This command's Kafka client settings, or a one-line error naming what is wrong."""
+    from producers.errors import KafkaSettingsError
+
+    try:
+        return settings.kafka(role)
+    except KafkaSettingsError as exc:
+        raise _fail(str(exc)) from exc
+
+
 def _fail(message: str) -> typer.Exit:
     console.print(f"[red]error:[/red] {message}", soft_wrap=True)
     return typer.Exit(code=1)
@@ -92,12 +103,18 @@ def migrate() -> None:
 @app.command()
 def topics() -> None:
     """Create the event topics if they are missing."""
+    from aiokafka.errors import KafkaError
+
     from ledgerctl.infra import ensure_topics
 
     settings = Settings.load()
-    created = asyncio.run(
-        ensure_topics(settings.kafka_bootstrap, settings.topics, settings.partitions)
-    )
+    security = _kafka(settings, KafkaRole.ADMIN)
+    try:
+        created = asyncio.run(
+            ensure_topics(settings.kafka_bootstrap, settings.topics, settings.partitions, security)
+        )
+    except KafkaError as exc:
+        raise _fail(str(exc)) from exc
     console.print(f"topics created: {', '.join(created) if created else 'none (all exist)'}")
 
 
@@ -108,7 +125,9 @@ def wait_kafka(timeout: float = 60.0) -> None:
 
     settings = Settings.load()
     try:
-        asyncio.run(kafka_ready(settings.kafka_bootstrap, timeout))
+        asyncio.run(
+            kafka_ready(settings.kafka_bootstrap, timeout, _kafka(settings, KafkaRole.ADMIN))
+        )
     except TimeoutError as exc:
         raise _fail(str(exc)) from exc
 
@@ -170,6 +189,7 @@ def consume(verbose: bool = False) -> None:
             session_timeout_ms=settings.session_timeout_ms,
             group_instance_id=settings.consumer_instance_id,
             max_batch=settings.consumer_max_batch,
+            kafka_security=_kafka(settings, KafkaRole.CONSUMER),
         )
     )
 
@@ -699,6 +719,7 @@ def quarantine_resubmit(
                 bootstrap=settings.kafka_bootstrap,
                 quarantine_id=quarantine_id,
                 force=force,
+                security=_kafka(settings, KafkaRole.OPERATOR),
             )
         )
     except LedgerError as exc:
@@ -780,6 +801,7 @@ def replay(
                 signers=load_signers(settings.signer_key_file),
                 timeout=timeout,
                 before_reading=record,
+                security=_kafka(settings, KafkaRole.REPLAY),
             )
         )
         source = asyncio.run(source_roots(settings.require("reader_url"), logs))
@@ -815,7 +837,13 @@ def report_console_stdout() -> Console:
 
 
 def main() -> None:
-    app()
+    from producers.errors import KafkaSettingsError
+
+    try:
+        app()
+    except KafkaSettingsError as exc:  # a bad Kafka setting or file, met deep in a command
+        console.print(f"[red]error:[/red] {exc}")
+        raise SystemExit(1) from exc
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from ledgerctl.settings import Settings
+from ledgerctl.settings import KafkaRole, Settings
 from ledgerctl.simulate import emitter_config
 from producers.atna.kept import KeptMessage, read_kept
 from producers.atna.receiver import (
@@ -126,7 +126,7 @@ async def run_atna(
         loop.add_signal_handler(sig, stopping.set)
     try:
         async with (
-            Emitter(emitter_config(settings, producer_id)) as emitter,
+            Emitter(emitter_config(settings, producer_id, KafkaRole.ATNA)) as emitter,
             AtnaReceiver(config, emitter) as receiver,
         ):
             logger.info(

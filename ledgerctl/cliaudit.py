@@ -26,7 +26,7 @@ from typing import Final
 from ledger.errors import MalformedInputError, UnavailableError
 from ledger.readlog import LedgerRead, clean_parameters, clean_text
 from ledgerctl.readaudit import audit_event
-from ledgerctl.settings import Settings
+from ledgerctl.settings import KafkaRole, Settings
 from producers.emitter import Emitter, EmitterConfig
 from producers.errors import ProducerError
 from producers.events import Facility
@@ -119,8 +119,13 @@ async def record_cli_read(settings: Settings, read: LedgerRead) -> None:
     No spool: a record waiting on this host's disk is not in the ledger, and the
     command must not disclose anything the ledger cannot yet show.
     """
+    try:
+        security = settings.kafka(KafkaRole.OPERATOR)
+    except ProducerError as exc:  # a bad setting or password file: named, no traceback
+        raise UnavailableError(f"this read of the ledger cannot be recorded: {exc}") from exc
     config = EmitterConfig(
         bootstrap_servers=settings.kafka_bootstrap,
+        kafka_security=security,
         producer_id=cli_producer_id(),
         access_topic=settings.access_topic,
         relay_topic=settings.relay_topic,

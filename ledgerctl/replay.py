@@ -29,6 +29,7 @@ from ledger.pg import sql, tree
 from ledger.pg.appender import PostgresAppender
 from ledger.pg.checkpointer import Checkpointer, CheckpointPolicy
 from producers.codec import Codec
+from producers.kafka_security import KafkaSecurity, client_kwargs
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,9 +75,11 @@ def on_database(url: str, database: str) -> str:
     return urlunsplit(urlsplit(url)._replace(path=f"/{database}"))
 
 
-async def end_offsets(bootstrap: str, topics: Sequence[str]) -> dict[TopicPartition, int]:
+async def end_offsets(
+    bootstrap: str, topics: Sequence[str], security: KafkaSecurity
+) -> dict[TopicPartition, int]:
     """The next offset to be written in every partition of ``topics``, now."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_kwargs(security))
     await admin.start()
     try:
         described = await admin.describe_topics(list(topics))
@@ -87,7 +90,7 @@ async def end_offsets(bootstrap: str, topics: Sequence[str]) -> dict[TopicPartit
         for t in described
         for p in t.get("partitions", [])
     ]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, **client_kwargs(security))
     await consumer.start()
     try:
         return dict(await consumer.end_offsets(parts)) if parts else {}
@@ -107,10 +110,13 @@ async def replay(
     signers: Sequence[Signer],
     timeout: float,
     before_reading: Callable[[], Awaitable[None]] | None = None,
+    security: KafkaSecurity | None = None,
 ) -> list[ReplayedLog]:
     """Replay ``topics`` into ``database``; ``before_reading`` runs once the target is known
     to be empty, before the end offsets are taken and the first record is read (a raise
-    there stops the replay with nothing read)."""
+    there stops the replay with nothing read). ``security``: a principal that may READ
+    the topics and the ``replay-*`` groups."""
+    security = security or KafkaSecurity()
     admin = await asyncpg.connect(owner_url)
     try:
         exists = await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database)
@@ -130,7 +136,7 @@ async def replay(
     if before_reading is not None:
         await before_reading()
     try:
-        targets = await end_offsets(bootstrap, topics)
+        targets = await end_offsets(bootstrap, topics, security)
     except KafkaError as exc:
         raise UnavailableError(f"cannot read the topics' end offsets from {bootstrap}") from exc
     if not any(targets.values()):
@@ -144,6 +150,7 @@ async def replay(
             topics=tuple(topics),
             relay_topics=relay_topics,
             group_id=f"replay-{secrets.token_hex(6)}",
+            kafka_security=security,
         ),
         appender=appender,
         codec=Codec(),

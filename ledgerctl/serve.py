@@ -16,7 +16,7 @@ from ledger.cursors import CursorKey
 from ledger.errors import MalformedInputError
 from ledgerctl.fhirfeed import EmitterFhirSubmitter
 from ledgerctl.readaudit import EmitterReadRecorder
-from ledgerctl.settings import Settings
+from ledgerctl.settings import KafkaRole, Settings
 from producers.emitter import Emitter, EmitterConfig
 
 
@@ -43,6 +43,7 @@ async def run_api(
         relay_topic=settings.relay_topic,
         max_block_seconds=1.0,
         spool_dir=str(spool),
+        kafka_security=settings.kafka(KafkaRole.API),
     )
     tls = tls_context(tls_cert, tls_key) if tls_cert and tls_key else None
     key_file = settings.cursor_key_file

@@ -96,3 +96,9 @@ class KeptStoreFullError(KeptStoreError):
     def __init__(self, message: str, *, written: tuple[int, ...] = ()) -> None:
         super().__init__(message)
         self.written = written
+
+
+class KafkaSettingsError(ProducerError, ValueError):
+    """Kafka client security settings are inconsistent (e.g. SASL without a password file),
+    or a file they name (CA, certificate, key, password) cannot be used. The message names
+    the setting or the file, never a secret."""

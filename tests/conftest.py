@@ -14,7 +14,8 @@ from collections.abc import AsyncIterator, Iterator
 import asyncpg
 import pytest
 
-from tests.support import Stack, read_env_file, with_database
+from ledgerctl.settings import KafkaRole, kafka_security_from_env
+from tests.support import Stack, kafka_security_env, read_env_file, with_database
 
 
 @pytest.fixture(scope="session")
@@ -54,6 +55,7 @@ def stack(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -
                 stack_env["KAFKA_BOOTSTRAP"],
                 (f"t{run_id}-default-phi-access", f"t{run_id}-default-relay"),
                 1,
+                kafka_security_from_env(stack_env, KafkaRole.ADMIN),
             )
         )
         yield Stack(
@@ -67,6 +69,7 @@ def stack(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -
             verifier_key=verifier_key,
             tokens=tokens,
             spool_dir=str(tmp_path_factory.mktemp("spool")),
+            kafka_env=kafka_security_env(stack_env),
         )
     finally:
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))

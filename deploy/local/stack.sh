@@ -38,6 +38,10 @@ write_env() {
 # Written by deploy/local/stack.sh. Shell KEY=value lines; contains secrets (mode 600).
 LEDGER_API_URL=http://127.0.0.1:$API_PORT
 KAFKA_BOOTSTRAP=127.0.0.1:$KAFKA_PORT
+KAFKA_SECURITY_PROTOCOL=SASL_SSL
+KAFKA_SSL_CA_FILE=$SECRETS/kafka/ca.crt
+KAFKA_SASL_MECHANISM=SCRAM-SHA-512
+LEDGER_KAFKA_CREDENTIALS_DIR=$SECRETS/kafka/users
 DATABASE_URL=postgresql://ledger_owner:$owner@127.0.0.1:$PG_PORT/$PG_DB
 LEDGER_APPENDER_URL=postgresql://ledger_appender:$appender@127.0.0.1:$PG_PORT/$PG_DB
 LEDGER_READER_URL=postgresql://ledger_reader:$reader@127.0.0.1:$PG_PORT/$PG_DB

@@ -32,6 +32,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from ledgerctl.settings import KafkaRole
 from producers.atna.dicom_audit import events_from_dicom
 from producers.atna.rfc5424 import format_syslog, frame_octet_counted, parse_syslog
 from producers.atna.senders import UDP_SENDER, sender_event_id, tls_sender
@@ -457,7 +458,7 @@ async def kafka_event_ids(pipeline: Pipeline) -> set[str]:
     codec = Codec()
     consumer = AIOKafkaConsumer(
         pipeline.access_topic,
-        bootstrap_servers=pipeline.stack.kafka_bootstrap,
+        **pipeline.stack.kafka_client(KafkaRole.CONSUMER),
         enable_auto_commit=False,
         auto_offset_reset="earliest",
     )

@@ -64,7 +64,7 @@ async def test_a_second_ledger_built_from_the_same_topics_is_identical(
             **pipeline.env,
             "DATABASE_URL": replica_owner,
             "LEDGER_APPENDER_URL": with_database(pipeline.stack.appender_url, database),
-            "LEDGER_CONSUMER_GROUP": f"replay-{secrets.token_hex(4)}",
+            "LEDGER_CONSUMER_GROUP": f"t{pipeline.stack.run_id}-replica-{secrets.token_hex(4)}",
         }
         replica = subprocess.Popen(  # noqa: ASYNC220 - Popen returns at once
             [LEDGER, "consume"], env=env, cwd=ROOT,

@@ -33,6 +33,7 @@ from ledger.leaf import KafkaRecord
 from ledger.pg.appender import PostgresAppender
 from ledgerctl.infra import ensure_topics
 from ledgerctl.replay import end_offsets
+from ledgerctl.settings import KafkaRole
 from producers.codec import Codec
 from producers.events import AuditLogUsed, PhiAccessEvent, event_key
 from producers.simulator import Simulator
@@ -81,11 +82,11 @@ async def append_some(stack: Stack, n: int = 20) -> str:
     return topic
 
 
-async def reads_recorded(bootstrap: str, topic: str, reason: str) -> list[AuditLogUsed]:
+async def reads_recorded(stack: Stack, topic: str, reason: str) -> list[AuditLogUsed]:
     """The AuditLogUsed events on ``topic`` (up to its end now) stating ``reason``."""
-    ends = await end_offsets(bootstrap, [topic])
+    ends = await end_offsets(stack.kafka_bootstrap, [topic], stack.kafka(KafkaRole.REPLAY))
     parts = list(ends)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**stack.kafka_client(KafkaRole.REPLAY), enable_auto_commit=False)
     await consumer.start()
     try:
         consumer.assign(parts)
@@ -121,7 +122,7 @@ def test_export_is_recorded_before_writing_and_is_owner_only(stack: Stack, tmp_p
     assert {m for p, m in modes.items() if p.is_dir()} == {0o700}
     assert {m for p, m in modes.items() if p.is_file()} == {0o600}, modes
 
-    (read,) = asyncio.run(reads_recorded(stack.kafka_bootstrap, access_topic(stack), reason))
+    (read,) = asyncio.run(reads_recorded(stack, access_topic(stack), reason))
     assert read.actor.user_id == OPERATOR
     assert read.actor.role == "operator"
     assert (read.query.method, read.query.path) == ("CLI", "/cli/export")
@@ -155,9 +156,7 @@ def test_export_refuses_a_target_others_can_open(stack: Stack, tmp_path: Path) -
     assert done.returncode == 1
     assert "can be opened by other users (mode 755)" in done.stderr
     assert list(out.iterdir()) == []
-    recorded = asyncio.run(
-        reads_recorded(stack.kafka_bootstrap, access_topic(stack), "into a shared folder")
-    )
+    recorded = asyncio.run(reads_recorded(stack, access_topic(stack), "into a shared folder"))
     assert recorded == [], "refused before reading: nothing read, nothing to record"
 
 
@@ -174,10 +173,10 @@ def test_export_needs_a_reason(stack: Stack, tmp_path: Path) -> None:
 
 def test_replay_is_recorded_before_it_reads(stack: Stack) -> None:
     access, relay = topics = stack.topics(f"replay-{uuid.uuid4().hex[:6]}")
-    asyncio.run(ensure_topics(stack.kafka_bootstrap, topics, 1))
+    asyncio.run(ensure_topics(stack.kafka_bootstrap, topics, 1, stack.kafka(KafkaRole.ADMIN)))
     (event,) = [e for e in Simulator(seed=99).events(10) if isinstance(e, PhiAccessEvent)][:1]
     event = event.stamped(producer_id="cli-replay", producer_seq=0)
-    asyncio.run(send(stack.kafka_bootstrap, access, CODEC.encode(event)))
+    asyncio.run(send(stack, access, CODEC.encode(event)))
     database = f"ledger_test_replay_{secrets.token_hex(4)}"
     reason = f"rebuild check {secrets.token_hex(4)}"
     env = {"LEDGER_ACCESS_TOPIC": access, "LEDGER_RELAY_TOPIC": relay}
@@ -193,15 +192,15 @@ def test_replay_is_recorded_before_it_reads(stack: Stack) -> None:
         replayed = asyncio.run(user_ids(with_database(stack.owner_url, database)))
     finally:
         asyncio.run(drop(stack, database))
-    (read,) = asyncio.run(reads_recorded(stack.kafka_bootstrap, access, reason))
+    (read,) = asyncio.run(reads_recorded(stack, access, reason))
     assert (read.actor.user_id, read.query.path) == (OPERATOR, "/cli/replay")
     assert read.query.parameters["database"] == database
     # Recorded before the end offsets were taken: the replay reads its own record back.
     assert sorted(replayed) == sorted([event.actor.user_id, OPERATOR])
 
 
-async def send(bootstrap: str, topic: str, value: bytes) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+async def send(stack: Stack, topic: str, value: bytes) -> None:
+    producer = AIOKafkaProducer(**stack.kafka_client(KafkaRole.SIMULATOR), acks="all")
     await producer.start()
     try:
         await producer.send_and_wait(topic, value, key=b"k", partition=0)
@@ -237,7 +236,7 @@ def test_atna_kept_prints_nothing_unless_recorded(stack: Stack, tmp_path: Path) 
     assert down.stdout == ""
     done = run(stack, "atna", "kept", "--kept-dir", str(kept), "--raw", "--reason", reason)
     assert done.returncode == 0, done.stderr
-    (read,) = asyncio.run(reads_recorded(stack.kafka_bootstrap, access_topic(stack), reason))
+    (read,) = asyncio.run(reads_recorded(stack, access_topic(stack), reason))
     assert (read.actor.user_id, read.query.path) == (OPERATOR, "/cli/atna/kept")
     assert read.query.parameters["raw"] == "yes"
     assert read.query.results == 0
@@ -245,7 +244,7 @@ def test_atna_kept_prints_nothing_unless_recorded(stack: Stack, tmp_path: Path) 
 
 def test_resubmit_reads_no_quarantined_bytes_unless_recorded(stack: Stack) -> None:
     topic = f"t{stack.run_id}-cli-requeue-{uuid.uuid4().hex[:6]}"
-    asyncio.run(ensure_topics(stack.kafka_bootstrap, (topic,), 1))
+    asyncio.run(ensure_topics(stack.kafka_bootstrap, (topic,), 1, stack.kafka(KafkaRole.ADMIN)))
     ids = asyncio.run(quarantine_two(stack, topic))
     reason = f"fixed schema {secrets.token_hex(4)}"
     down = run(
@@ -256,6 +255,6 @@ def test_resubmit_reads_no_quarantined_bytes_unless_recorded(stack: Stack) -> No
     assert "cannot be recorded" in down.stderr
     done = run(stack, "quarantine", "resubmit", str(ids["unknown_schema"]), "--reason", reason)
     assert done.returncode == 0, done.stderr
-    (read,) = asyncio.run(reads_recorded(stack.kafka_bootstrap, access_topic(stack), reason))
+    (read,) = asyncio.run(reads_recorded(stack, access_topic(stack), reason))
     assert (read.actor.user_id, read.query.path) == (OPERATOR, "/cli/quarantine/resubmit")
     assert read.query.parameters["quarantine_id"] == str(ids["unknown_schema"])

@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaProducer
 from consumers.consumer import ConsumerConfig, LedgerConsumer
 from ledger.pg.appender import PostgresAppender
 from ledgerctl.infra import ensure_topics
+from ledgerctl.settings import KafkaRole
 from producers.codec import Codec
 from producers.events import PhiAccessEvent, event_key, to_record
 from producers.simulator import Simulator
@@ -24,7 +25,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 async def test_a_raw_record_with_a_bad_address_is_quarantined_not_appended(stack: Stack) -> None:
     topics = stack.topics("netaddr")
-    await ensure_topics(stack.kafka_bootstrap, topics, 1)
+    await ensure_topics(stack.kafka_bootstrap, topics, 1, stack.kafka(KafkaRole.ADMIN))
     codec = Codec()
     good, bad = (
         dataclasses.replace(e, producer_id="netaddr-it", producer_seq=i)
@@ -35,7 +36,7 @@ async def test_a_raw_record_with_a_bad_address_is_quarantined_not_appended(stack
     )
     forged = to_record(bad) | {"network_address": "not an ip!"}
     raw_bad = codec._write(codec.writer_schema(bad), forged)  # what any Kafka client can send
-    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap)
+    producer = AIOKafkaProducer(**stack.kafka_client(KafkaRole.SIMULATOR))
     await producer.start()
     try:
         await producer.send_and_wait(topics[0], raw_bad, key=event_key(bad).encode())
@@ -47,7 +48,8 @@ async def test_a_raw_record_with_a_bad_address_is_quarantined_not_appended(stack
     config = ConsumerConfig(
         bootstrap_servers=stack.kafka_bootstrap,
         topics=topics,
-        group_id=f"netaddr-{stack.run_id}",
+        group_id=f"t{stack.run_id}-netaddr",
+        kafka_security=stack.kafka(KafkaRole.CONSUMER),
     )
     async with appender, LedgerConsumer(config=config, appender=appender, codec=codec) as c:
         runner = asyncio.create_task(c.run())

@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaProducer
 from consumers.consumer import REASON_WRONG_TOPIC, ConsumerConfig, LedgerConsumer
 from ledger.pg.appender import PostgresAppender
 from ledgerctl.infra import ensure_topics
+from ledgerctl.settings import KafkaRole
 from producers.codec import Codec
 from producers.events import AuditEvent, CriticalResultRelay, PhiAccessEvent, event_key
 from producers.simulator import Simulator
@@ -40,7 +41,7 @@ def one_of_each() -> tuple[PhiAccessEvent, CriticalResultRelay]:
 async def send_raw(stack: Stack, sends: list[tuple[str, AuditEvent]]) -> None:
     """Raw Kafka records, bytes as a producer would encode them, to the topics given."""
     codec = Codec()
-    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all")
+    producer = AIOKafkaProducer(**stack.kafka_client(KafkaRole.SIMULATOR), acks="all")
     await producer.start()
     try:
         for topic, event in sends:
@@ -53,7 +54,7 @@ async def send_raw(stack: Stack, sends: list[tuple[str, AuditEvent]]) -> None:
 
 async def test_an_event_on_the_wrong_topic_is_quarantined_not_appended(stack: Stack) -> None:
     access_topic, relay_topic = topics = stack.topics(f"route-{uuid.uuid4().hex[:6]}")
-    await ensure_topics(stack.kafka_bootstrap, topics, 1)
+    await ensure_topics(stack.kafka_bootstrap, topics, 1, stack.kafka(KafkaRole.ADMIN))
     access, relay = one_of_each()
     misrouted_access, misrouted_relay = access, relay
     routed_access = dataclasses.replace(access, event_id=uuid.uuid4())
@@ -73,7 +74,8 @@ async def test_an_event_on_the_wrong_topic_is_quarantined_not_appended(stack: St
         bootstrap_servers=stack.kafka_bootstrap,
         topics=topics,
         relay_topics=frozenset({relay_topic}),
-        group_id=f"route-{stack.run_id}-{uuid.uuid4().hex[:6]}",
+        group_id=f"t{stack.run_id}-route-{uuid.uuid4().hex[:6]}",
+        kafka_security=stack.kafka(KafkaRole.CONSUMER),
     )
     async with appender, LedgerConsumer(config=config, appender=appender, codec=Codec()) as c:
         runner = asyncio.create_task(c.run())
