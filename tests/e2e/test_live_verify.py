@@ -82,7 +82,7 @@ def live(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pip
             LEDGER_ACCESS_TOPIC=access,
             LEDGER_RELAY_TOPIC=relay,
             LEDGER_TOPIC_PARTITIONS="2",
-            LEDGER_CONSUMER_GROUP=f"live-{uuid.uuid4().hex[:8]}",
+            LEDGER_CONSUMER_GROUP=f"t{own.run_id}-live-{uuid.uuid4().hex[:8]}",
             LEDGER_API_URL=f"http://127.0.0.1:{port}",
             LEDGER_API_TOKEN=own.tokens["auditor"],  # what an auditor holds
         )
