@@ -75,6 +75,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Final, Generic, Protocol, TypeVar, runtime_checkable
 
+from ledger import disclosure
 from ledger.avro import JsonValue, SchemaSet, StoredSchema
 from ledger.bundle import TILE_BYTES, BundleLog, BundleReader
 from ledger.checkpoint import Checkpoint, open_checkpoint, parse_checkpoint
@@ -146,6 +147,8 @@ FINDING_KINDS: Final[Mapping[str, str]] = {
     "index_disorder": "an index row out of order (not compared)",
     "index_malformed": "an index row without a usable leaf_index",
     "index_mismatch": "an index row disagrees with its leaf's event (the column is named)",
+    "disclosure_mismatch": "the read_disclosures rows of a leaf disagree with what its read "
+    "disclosed (ledger.disclosure)",
     "schema_invalid": "a stored writer schema does not match its fingerprint",
     "source_error": "the source could not be read completely",
     "findings_truncated": "more findings of one kind than are listed",
@@ -1229,6 +1232,9 @@ class _LogVerifier:
                     f"index row for leaf {index} disagrees with the leaf on {column}",
                     leaf_index=index,
                 )
+        problem = disclosure.check(name, event, row)  # hook: read attribution (attr)
+        if problem is not None:
+            self.f.add("disclosure_mismatch", f"leaf {index}: {problem}", leaf_index=index)
         self._extra_rows(index, rows[1:])
 
     def _extra_rows(self, index: int, extra: list[Mapping[str, object]]) -> None:

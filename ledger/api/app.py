@@ -25,6 +25,7 @@ from ledger.api import fhir, history, ops, proofs, reports
 from ledger.api.common import (
     AUDIT_EVENT,
     AUDIT_PARAMS,
+    DISCLOSED,
     MAX_REQUEST_BYTES,
     PATIENT,
     PRINCIPAL,
@@ -45,6 +46,7 @@ from ledger.auth import (
     bearer_token,
     token_hash,
 )
+from ledger.disclosure import NOTHING
 from ledger.errors import LedgerError, MalformedInputError, PushbackError, UnavailableError
 from ledger.query import LedgerReader
 from ledger.readlog import (
@@ -276,6 +278,7 @@ async def read_audit_middleware(request: web.Request, handler: Handler) -> web.S
         results=request.get(RESULTS),
         patient_id=None if patient is None else patient[0],
         patient_issuer=None if patient is None else patient[1],
+        disclosed=request.get(DISCLOSED, NOTHING),
     )
     await request.app[RECORDER].record(read)  # raises UnavailableError: fail closed
     response.headers["Ledger-Audit-Event"] = str(read_id)

@@ -15,6 +15,7 @@ import asyncpg
 
 from ledger import tiles
 from ledger.auth import Principal, Role, TokenHash
+from ledger.disclosure import index_cells
 from ledger.errors import MalformedInputError, PushbackError
 from ledger.pg import sql, tree
 from ledger.pg.pool import PooledAdapter
@@ -57,6 +58,7 @@ def _entry(r: asyncpg.Record) -> AccessEntry:
         network_address=r["network_address"],
         purpose_of_use=r["purpose_of_use"],
         position=LedgerPosition(log_id=r["log_id"], origin=r["origin"], leaf_index=r["leaf_index"]),
+        via_disclosure=bool(r.get("via_disclosure", False)),
     )
 
 
@@ -214,7 +216,7 @@ class PostgresReader(PooledAdapter):
         self, log_id: int, *, start: int, limit: int
     ) -> Sequence[Mapping[str, object]]:
         rows = await self._p.fetch(sql.INDEX_RANGE, log_id, start, limit)
-        return [dict(r.items()) for r in rows]
+        return [index_cells(r.items()) for r in rows]
 
     async def quarantine(
         self, *, after: int, limit: int, reason: str | None

@@ -62,8 +62,19 @@ EVENT_COLUMNS: Final = (
     "event_id",
     "log_id",
     "leaf_index",
-    *(c for c in INDEX_COLUMNS if c not in ("event_id", "leaf_index")),
+    *(c for c in INDEX_COLUMNS if c not in ("event_id", "leaf_index", "disclosed")),
 )
+
+# What a read of the ledger disclosed (ledger.disclosure), one row per range.
+DISCLOSURE_COLUMNS: Final = ("event_id", "origin", "first_leaf", "end_leaf")
+
+# An event's read_disclosures rows as the index row's ``disclosed`` cell: JSON text of
+# [[origin, first leaf, end leaf], ...] sorted (ledger.disclosure.cell), "[]" for none.
+DISCLOSED_CELL: Final = """
+(SELECT coalesce(json_agg(json_build_array(d.origin, d.first_leaf, d.end_leaf)
+                          ORDER BY d.origin, d.first_leaf, d.end_leaf), '[]')::text
+ FROM read_disclosures d WHERE d.event_id = e.event_id) AS disclosed
+"""
 
 # ------------------------------------------------------------------ reader
 _ACCESS_COLUMNS: Final = """
@@ -76,9 +87,10 @@ e.log_id, g.origin, e.leaf_index
 # Access histories by patient, user or study: newest first, keyset-paged on
 # (event_time, event_id), and limited to each log's signed size at the first page
 # ($3: sizes indexed by log_id), so pages stay stable while appends continue and every
-# entry is covered by a signed checkpoint.
+# entry is covered by a signed checkpoint. ``disclosed`` is true for an entry that is in
+# the history only because it is a read that returned one of the key's entries.
 _HISTORY: Final = """
-SELECT {columns}
+SELECT {columns}, {disclosed} AS via_disclosure
 FROM events e JOIN logs g USING (log_id)
 WHERE {key}
   AND e.leaf_index < ($3::bigint[])[e.log_id]
@@ -96,18 +108,35 @@ ORDER BY e.event_time DESC, e.event_id DESC
 LIMIT $11
 """
 
+_PATIENT_KEY: Final = "e.patient_id = $1 AND ($2::text IS NULL OR e.patient_issuer = $2)"
+
+# A patient's history is the events that name the patient, and the reads of the ledger
+# whose disclosed ranges cover a leaf of such an event (docs/read-attribution.md): each
+# of the patient's leaves is looked up in the GiST index read_disclosures_span.
+_READS_OF_PATIENT: Final = """
+e.event_id IN (
+    SELECT d.event_id
+    FROM events p JOIN logs pg ON pg.log_id = p.log_id
+    JOIN read_disclosures d
+      ON int8range(d.first_leaf, d.end_leaf) @> p.leaf_index AND d.origin = pg.origin
+    WHERE p.patient_id = $1 AND ($2::text IS NULL OR p.patient_issuer = $2))
+"""
+
 HISTORY_BY: Final = {
     "patient": _HISTORY.format(
         columns=_ACCESS_COLUMNS,
-        key="e.patient_id = $1 AND ($2::text IS NULL OR e.patient_issuer = $2)",
+        disclosed=f"NOT coalesce({_PATIENT_KEY}, false)",
+        key=f"(({_PATIENT_KEY}) OR {_READS_OF_PATIENT})",
     ),
     "user": _HISTORY.format(
         # $2 (the qualifier) is unused for users and always NULL.
         columns=_ACCESS_COLUMNS,
+        disclosed="false",
         key="e.user_id = $1 AND $2::text IS NULL",
     ),
     "study": _HISTORY.format(
         columns=_ACCESS_COLUMNS,
+        disclosed="false",
         key="e.study_uid = $1 AND ($2::text IS NULL OR e.accession = $2)",
     ),
 }
@@ -228,11 +257,14 @@ SELECT g.log_id, g.origin,
 FROM logs g
 """
 
-INDEX_RANGE: Final = """
-SELECT leaf_index, event_id, kind, event_time, producer_id, producer_seq, facility_id,
-       patient_id, patient_issuer, patient_state, user_id, user_name, user_role, user_org,
-       dicom_event_id, action, outcome, study_uid, accession, network_address, purpose_of_use
-FROM events WHERE log_id = $1 AND leaf_index >= $2 ORDER BY leaf_index LIMIT $3
+# The event index of one log as the verifier reads it (ledger.bundle.INDEX_COLUMNS).
+INDEX_COLUMNS_SQL: Final = (
+    ", ".join(f"e.{c}" for c in INDEX_COLUMNS if c != "disclosed") + f", {DISCLOSED_CELL}"
+)
+
+INDEX_RANGE: Final = f"""
+SELECT {INDEX_COLUMNS_SQL}
+FROM events e WHERE e.log_id = $1 AND e.leaf_index >= $2 ORDER BY e.leaf_index LIMIT $3
 """
 
 # ------------------------------------------------------------------ quarantine and alerts
