@@ -87,12 +87,8 @@ e.log_id, g.origin, e.leaf_index
 # Access histories by patient, user or study: newest first, keyset-paged on
 # (event_time, event_id), and limited to each log's signed size at the first page
 # ($3: sizes indexed by log_id), so pages stay stable while appends continue and every
-# entry is covered by a signed checkpoint. ``disclosed`` is true for an entry that is in
-# the history only because it is a read that returned one of the key's entries.
-_HISTORY: Final = """
-SELECT {columns}, {disclosed} AS via_disclosure
-FROM events e JOIN logs g USING (log_id)
-WHERE {key}
+# entry is covered by a signed checkpoint.
+_FILTERS: Final = """
   AND e.leaf_index < ($3::bigint[])[e.log_id]
   AND ($4::timestamptz IS NULL OR e.event_time >= $4)
   AND ($5::timestamptz IS NULL OR e.event_time < $5)
@@ -104,38 +100,50 @@ WHERE {key}
   AND ($13::text IS NULL OR e.study_uid = $13)
   AND ($14::text[] IS NULL OR coalesce(e.dicom_event_id, 'CRR') = ANY($14))
   AND ($15::text[] IS NULL OR e.action = ANY($15))
+"""
+
+_HISTORY: Final = f"""
+SELECT {_ACCESS_COLUMNS}, {{disclosed}} AS via_disclosure
+FROM events e JOIN logs g USING (log_id)
+WHERE {{key}}
+{_FILTERS}
 ORDER BY e.event_time DESC, e.event_id DESC
 LIMIT $11
 """
 
 _PATIENT_KEY: Final = "e.patient_id = $1 AND ($2::text IS NULL OR e.patient_issuer = $2)"
 
-# A patient's history is the events that name the patient, and the reads of the ledger
-# whose disclosed ranges cover a leaf of such an event (docs/read-attribution.md): each
-# of the patient's leaves is looked up in the GiST index read_disclosures_span.
-_READS_OF_PATIENT: Final = """
+# A patient's history (docs/read-attribution.md) is the events that name the patient,
+# and the reads of the ledger that do not but whose disclosed ranges cover a leaf of such
+# an event: each of the patient's leaves is looked up in the GiST index
+# read_disclosures_span. Two ordered, limited branches, so the first keeps walking
+# events_patient_time and stops after one page.
+_READS_OF_PATIENT: Final = f"""
 e.event_id IN (
     SELECT d.event_id
     FROM events p JOIN logs pg ON pg.log_id = p.log_id
     JOIN read_disclosures d
       ON int8range(d.first_leaf, d.end_leaf) @> p.leaf_index AND d.origin = pg.origin
     WHERE p.patient_id = $1 AND ($2::text IS NULL OR p.patient_issuer = $2))
+AND NOT coalesce({_PATIENT_KEY}, false)
 """
 
 HISTORY_BY: Final = {
-    "patient": _HISTORY.format(
-        columns=_ACCESS_COLUMNS,
-        disclosed=f"NOT coalesce({_PATIENT_KEY}, false)",
-        key=f"(({_PATIENT_KEY}) OR {_READS_OF_PATIENT})",
-    ),
+    "patient": f"""
+SELECT * FROM (
+    ({_HISTORY.format(disclosed="false", key=_PATIENT_KEY)})
+    UNION ALL
+    ({_HISTORY.format(disclosed="true", key=_READS_OF_PATIENT)})
+) h
+ORDER BY h.event_time DESC, h.event_id DESC
+LIMIT $11
+""",
     "user": _HISTORY.format(
         # $2 (the qualifier) is unused for users and always NULL.
-        columns=_ACCESS_COLUMNS,
         disclosed="false",
         key="e.user_id = $1 AND $2::text IS NULL",
     ),
     "study": _HISTORY.format(
-        columns=_ACCESS_COLUMNS,
         disclosed="false",
         key="e.study_uid = $1 AND ($2::text IS NULL OR e.accession = $2)",
     ),
