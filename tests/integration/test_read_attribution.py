@@ -54,9 +54,7 @@ ORIGIN0 = f"{NAME}/{TOPIC}/0"
 PATIENTS = ("ATTR-A", "ATTR-B", "ATTR-C")
 CODEC = Codec()
 #: A codec that knows AuditLogUsed v1 only: what a producer wrote before v2 existed.
-V1_CODEC = Codec(
-    s for s in load_shipped_schemas() if s.fingerprint.hex() != "c99b86cb05106cbe"
-)
+V1_CODEC = Codec(s for s in load_shipped_schemas() if s.fingerprint.hex() != "c99b86cb05106cbe")
 
 
 def _read(**kw: object) -> AuditLogUsed:
@@ -74,9 +72,10 @@ A_AND_B = disclosure.of_positions((ORIGIN0, i) for i in range(LOG0) if i % 3 != 
 READS = {
     # an index page that returned A's and B's entries, not C's
     "a_and_b": _read(
-        disclosed=tuple(DisclosedRange(log=r.origin, start=r.start, end=r.end)
-                        for r in A_AND_B.ranges),
-    ),  # fmt: skip
+        disclosed=tuple(
+            DisclosedRange(log=r.origin, start=r.start, end=r.end) for r in A_AND_B.ranges
+        ),
+    ),
     # an export: all of log 0
     "everything": _read(disclosed=(DisclosedRange(log=ORIGIN0, start=0, end=LOG0),)),
     # a read of another ledger's log: nobody here
