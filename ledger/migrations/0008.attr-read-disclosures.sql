@@ -12,12 +12,14 @@ CREATE TABLE read_disclosures (
     PRIMARY KEY (event_id, origin, first_leaf)
 );
 
--- "Which reads returned leaf i of log L?": a GiST index on the range answers it in
--- O(log n + matches), however long the ranges (an export discloses whole logs). The
--- origin is checked on the rows found: ranges of different logs overlap only as often
--- as there are logs. (Measured against btree alternatives in docs/read-attribution.md.)
+-- "Which reads returned leaf i of log L?": a space-partitioning index on the range finds
+-- them however long the ranges are (an export discloses whole logs), where a btree on
+-- (origin, first_leaf) cannot bound its scan. SP-GiST rather than GiST: long ranges
+-- widen GiST's internal nodes, and a probe cost 10-40x more (docs/read-attribution.md).
+-- The origin is checked on the rows found: ranges of different logs overlap only as
+-- often as there are logs.
 CREATE INDEX read_disclosures_span ON read_disclosures
-    USING gist (int8range(first_leaf, end_leaf)) INCLUDE (origin);
+    USING spgist (int8range(first_leaf, end_leaf));
 
 DO $$
 DECLARE t text := 'read_disclosures';

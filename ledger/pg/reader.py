@@ -64,7 +64,12 @@ def _entry(r: asyncpg.Record) -> AccessEntry:
 
 class PostgresReader(PooledAdapter):
     def __init__(self, *, dsn: str, pool_size: int = 8) -> None:
-        super().__init__(dsn=dsn, pool_size=pool_size, command_timeout=30)
+        # No JIT: every query here is a short, indexed lookup, and PostgreSQL's cost guess
+        # for "ranges containing a point" is high enough to trigger JIT compilation that
+        # costs more than the query (benchmarks/attribution.py).
+        super().__init__(
+            dsn=dsn, pool_size=pool_size, command_timeout=30, server_settings={"jit": "off"}
+        )
         self._tiles = tree.TileCache()
         self._snapshot: tuple[float, Snapshot] | None = None
         self._origins: dict[int, str] = {}

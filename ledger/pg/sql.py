@@ -115,17 +115,30 @@ _PATIENT_KEY: Final = "e.patient_id = $1 AND ($2::text IS NULL OR e.patient_issu
 
 # A patient's history (docs/read-attribution.md) is the events that name the patient,
 # and the reads of the ledger that do not but whose disclosed ranges cover a leaf of such
-# an event: each of the patient's leaves is looked up in the GiST index
-# read_disclosures_span. Two ordered, limited branches, so the first keeps walking
-# events_patient_time and stops after one page.
+# an event. Two ordered, limited branches: the first walks events_patient_time and stops
+# after one page; the second probes the SP-GiST index read_disclosures_span once per leaf
+# of the patient, then fetches those reads by primary key. The fences (MATERIALIZED,
+# OFFSET 0) keep those per-row probes: PostgreSQL cannot estimate how many ranges contain
+# a point and would otherwise hash-join whole tables (benchmarks/attribution.py).
 _READS_OF_PATIENT: Final = f"""
-e.event_id IN (
-    SELECT d.event_id
+WITH mine AS MATERIALIZED (
+    SELECT p.leaf_index, pg.origin
     FROM events p JOIN logs pg ON pg.log_id = p.log_id
-    JOIN read_disclosures d
-      ON int8range(d.first_leaf, d.end_leaf) @> p.leaf_index AND d.origin = pg.origin
-    WHERE p.patient_id = $1 AND ($2::text IS NULL OR p.patient_issuer = $2))
-AND NOT coalesce({_PATIENT_KEY}, false)
+    WHERE p.patient_id = $1 AND ($2::text IS NULL OR p.patient_issuer = $2)
+), reads AS MATERIALIZED (
+    SELECT DISTINCT x.event_id FROM mine m CROSS JOIN LATERAL (
+        SELECT d.event_id FROM read_disclosures d
+        WHERE int8range(d.first_leaf, d.end_leaf) @> m.leaf_index AND d.origin = m.origin
+        OFFSET 0) x
+)
+SELECT {_ACCESS_COLUMNS}, true AS via_disclosure
+FROM reads r
+CROSS JOIN LATERAL (SELECT * FROM events e0 WHERE e0.event_id = r.event_id OFFSET 0) e
+JOIN logs g ON g.log_id = e.log_id
+WHERE NOT coalesce({_PATIENT_KEY}, false)
+{_FILTERS}
+ORDER BY e.event_time DESC, e.event_id DESC
+LIMIT $11
 """
 
 HISTORY_BY: Final = {
@@ -133,7 +146,7 @@ HISTORY_BY: Final = {
 SELECT * FROM (
     ({_HISTORY.format(disclosed="false", key=_PATIENT_KEY)})
     UNION ALL
-    ({_HISTORY.format(disclosed="true", key=_READS_OF_PATIENT)})
+    ({_READS_OF_PATIENT})
 ) h
 ORDER BY h.event_time DESC, h.event_id DESC
 LIMIT $11
