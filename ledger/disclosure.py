@@ -5,7 +5,7 @@ non-empty, neither overlapping nor adjacent -- and holds at most ``MAX_RANGES`` 
 Past that it is *coarsened*: each log's ranges become the one range covering them, a
 superset of what was returned, so a read is never attributed to fewer patients than it
 touched. The same canonical list is what an AuditLogUsed v2 event carries, what the
-``read_disclosures`` table holds, and what the verifier expects (``expected`` / ``check``).
+``read_disclosures`` table holds, and what the verifier compares with the leaf (``check``).
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ from typing import Final
 
 #: Most ranges one AuditLogUsed event carries (a page is at most 1000 entries).
 MAX_RANGES: Final = 1000
-#: Largest leaf index + 1 a range may name (leaf indexes are bigint, 2^62 is ample).
-MAX_LEAF_END: Final = 1 << 62
 #: The index-row column that renders a leaf's ``read_disclosures`` rows.
 COLUMN: Final = "disclosed"
 #: The only record type that discloses anything.
@@ -36,6 +34,8 @@ class LeafRange:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Disclosure:
+    """The entries one answer returned; ``coarsened`` when widened past ``MAX_RANGES``."""
+
     ranges: tuple[LeafRange, ...] = ()
     coarsened: bool = False
 
@@ -44,14 +44,12 @@ class Disclosure:
 
     def union(self, other: Disclosure) -> Disclosure:
         merged = coalesce((*self.ranges, *other.ranges))
-        return merged if not (self.coarsened or other.coarsened) else _flag(merged)
+        if self.coarsened or other.coarsened:
+            return Disclosure(ranges=merged.ranges, coarsened=True)
+        return merged
 
 
 NOTHING: Final = Disclosure()
-
-
-def _flag(d: Disclosure) -> Disclosure:
-    return Disclosure(ranges=d.ranges, coarsened=True)
 
 
 def coalesce(ranges: Iterable[LeafRange]) -> Disclosure:
@@ -84,22 +82,14 @@ def whole_logs(sizes: Mapping[str, int]) -> Disclosure:
     return coalesce(LeafRange(origin=o, start=0, end=n) for o, n in sizes.items())
 
 
-# ------------------------------------------------------------------ wire shape (Avro v2)
-
-
-def to_wire(d: Disclosure) -> list[dict[str, object]]:
-    """The ``disclosed`` field of an AuditLogUsed v2 record: ranges grouped by log."""
-    by_log: dict[str, list[dict[str, int]]] = {}
-    for r in d.ranges:  # canonical: sorted by origin, so logs come out sorted too
-        by_log.setdefault(r.origin, []).append({"start": r.start, "end": r.end})
-    return [{"log": origin, "ranges": ranges} for origin, ranges in by_log.items()]
+# ------------------------------------------------------------------ AuditLogUsed v2 records
 
 
 def from_record(record: Mapping[str, object]) -> tuple[LeafRange, ...]:
     """The ranges an AuditLogUsed record carries, as stored (a v1 record carries none).
 
-    The record was validated (canonical); ``MalformedInputError`` is not raised here, a
-    shape this function does not understand yields the ranges it could read."""
+    The consumer validated the record (canonical ranges, ``producers.events``) before it
+    was appended; this never raises, and yields only the well-formed ranges it finds."""
     out: list[LeafRange] = []
     logs = record.get("disclosed")
     if not isinstance(logs, list):
@@ -119,11 +109,6 @@ def from_record(record: Mapping[str, object]) -> tuple[LeafRange, ...]:
 
 
 # ------------------------------------------------------------------ verification
-
-
-def cell(ranges: Iterable[LeafRange]) -> list[list[object]]:
-    """The ``disclosed`` index-row cell: ``[[origin, start, end], ...]`` sorted."""
-    return [[r.origin, r.start, r.end] for r in sorted(ranges)]
 
 
 def index_cells(items: Iterable[tuple[str, object]]) -> dict[str, object]:
@@ -173,6 +158,6 @@ def check(full_name: str, record: Mapping[str, object], row: Mapping[str, object
     missing = len(set(want) - set(have))
     extra = len(set(have) - set(want))
     duplicated = len(have) - len(set(have))
-    parts = [f"{n} {what}" for n, what in ((missing, "missing"), (extra, "extra"),
-                                            (duplicated, "duplicated")) if n]  # fmt: skip
-    return "its disclosed ranges disagree with the leaf (" + ", ".join(parts or ["reordered"]) + ")"
+    counts = ((missing, "missing"), (extra, "extra"), (duplicated, "duplicated"))
+    parts = ", ".join(f"{n} {what}" for n, what in counts if n)
+    return f"its disclosed ranges disagree with the leaf ({parts})"

@@ -214,3 +214,15 @@ def test_check_reports_ranges_pinned_on_an_event_that_is_no_read() -> None:
     problem = disclosure.check("philedger.audit.PhiAccessEvent", {}, _row([["L", 0, 1]]))
     assert problem is not None
     assert "1 extra" in problem
+
+
+def test_a_full_page_of_scattered_entries_fits_in_a_leaf() -> None:
+    """1000 single entries over 8 logs at leaf indexes past 2^40: the read event stays far
+    below the 65,535-byte leaf limit (the consumer quarantines a larger record)."""
+    origins = [f"hospital.example.org/phi-access/{p}" for p in range(8)]
+    d = of_positions((origins[i % 8], 2**40 + 3 * i) for i in range(MAX_RANGES))
+    assert len(d.ranges) == MAX_RANGES
+    assert not d.coarsened
+    event = read(disclosed=tuple(DisclosedRange(log=x.origin, start=x.start, end=x.end)
+                                 for x in d.ranges))  # fmt: skip
+    assert len(Codec().encode(event)) < 32 * 1024
