@@ -53,5 +53,6 @@ bench: up
 	.venv/bin/python benchmarks/ingest.py
 	.venv/bin/python benchmarks/proofs.py
 	.venv/bin/python benchmarks/queries.py
+	.venv/bin/python benchmarks/attribution.py
 	.venv/bin/python benchmarks/atna.py
 	.venv/bin/python benchmarks/orthanc.py
