@@ -128,7 +128,7 @@ WITH mine AS MATERIALIZED (
 ), reads AS MATERIALIZED (
     SELECT DISTINCT x.event_id FROM mine m CROSS JOIN LATERAL (
         SELECT d.event_id FROM read_disclosures d
-        WHERE int8range(d.first_leaf, d.end_leaf) @> m.leaf_index AND d.origin = m.origin
+        WHERE d.span @> m.leaf_index AND d.origin = m.origin
         OFFSET 0) x
 )
 SELECT {_ACCESS_COLUMNS}, true AS via_disclosure
