@@ -3,7 +3,8 @@
 A ledger of its own: log 0 holds accesses of patients A, B and C; log 1 holds reads of the
 ledger (AuditLogUsed v2, and one v1 read written before v2 existed). The projection stores
 each read's ranges, a patient's history includes the reads that returned the patient's
-entries (and only those), and `ledger verify` reports a tampered range row.
+entries (and only those), and `ledger verify` reports a tampered range row, from an export
+and through the API.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import secrets
+import socket
 import subprocess
 import sys
 import uuid
@@ -23,6 +25,7 @@ import pytest
 
 from consumers.consumer import classify
 from ledger import disclosure
+from ledger.auth import Role
 from ledger.ingest import Accepted, WriterSchemaInfo
 from ledger.keys import load_signers
 from ledger.leaf import KafkaRecord
@@ -31,6 +34,7 @@ from ledger.pg.appender import PostgresAppender
 from ledger.pg.checkpointer import Checkpointer, CheckpointPolicy
 from ledger.pg.reader import PostgresReader
 from ledger.query import HistoryKey, HistoryQuery
+from ledgerctl.tokens import create_token
 from producers.codec import Codec, load_shipped_schemas
 from producers.events import (
     Actor,
@@ -136,6 +140,10 @@ async def build(stack: Stack, database: str) -> Ledger:
             assert result.appended == len(items)
             assert await checkpointer.checkpoint(result.log_id) is not None
     names = [*READS, "named_c"]
+    token = await create_token(
+        with_database(stack.owner_url, database), subject="attr-auditor", role=Role.AUDITOR,
+        ttl=None, note="read attribution test",
+    )  # fmt: skip
     return Ledger(
         owner_url=with_database(stack.owner_url, database),
         reader_url=with_database(stack.reader_url, database),
@@ -143,6 +151,7 @@ async def build(stack: Stack, database: str) -> Ledger:
         env=stack.env(
             DATABASE_URL=with_database(stack.owner_url, database),
             LEDGER_READER_URL=with_database(stack.reader_url, database),
+            LEDGER_API_TOKEN=token.text,
         ),
         read_leaves={n: i for i, n in enumerate(names)},
         read_ids={n: e.event_id for n, e in zip(names, reads, strict=True)},
@@ -272,3 +281,29 @@ def test_a_tampered_range_row_is_reported(ledger: Ledger, tmp_path: Path) -> Non
                for line in findings), text  # fmt: skip
     assert any(f" {ledger.read_leaves['everything']} " in line for line in findings), text
     assert any(f" {victim_leaf} " in line and "1 extra" in line for line in findings), text
+
+    # The same online, through the API's index rows (an auditor with the URL and the key).
+    port = free_port()
+    server = subprocess.Popen(
+        [LEDGER, "serve", "--port", str(port)], env=ledger.env, cwd=ROOT,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        waited = subprocess.run(
+            [LEDGER, "wait", "api", "--timeout", "30"], env={**ledger.env, "LEDGER_API_URL": url},
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert waited.returncode == 0, waited.stderr
+        online = _ledger(ledger, "verify", "--api", url)
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+    assert online.returncode == 1, online.stdout + online.stderr
+    assert sum("disclosure_mismatch" in line for line in online.stdout.splitlines()) == 3
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
