@@ -55,4 +55,5 @@ bench: up
 	.venv/bin/python benchmarks/queries.py
 	.venv/bin/python benchmarks/attribution.py
 	.venv/bin/python benchmarks/atna.py
+	.venv/bin/python benchmarks/refusals.py
 	.venv/bin/python benchmarks/orthanc.py

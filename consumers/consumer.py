@@ -28,7 +28,6 @@ from typing import Self, TypedDict, cast
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
-from aiokafka.helpers import create_ssl_context
 
 from ledger import disclosure
 from ledger.errors import FencedError, LedgerError, MalformedInputError, UnavailableError
@@ -48,6 +47,7 @@ from producers.events import (
     ACCESS_SCHEMA_NAME,
     AUDIT_LOG_USED_SCHEMA_NAME,
     MAX_FUTURE_SKEW,
+    RELAY_SCHEMA_NAME,
     SECURITY_SCHEMA_NAME,
     AuditEvent,
     Record,
@@ -55,26 +55,33 @@ from producers.events import (
     to_record,
     utc_now,
 )
+from producers.kafka_security import KafkaSecurity, client_kwargs
 
 logger = logging.getLogger(__name__)
 
 REASON_OVERSIZE = "oversize"
 DEFAULT_SKEW = MAX_FUTURE_SKEW
 REASON_EMPTY = "empty_value"
+#: A valid event on a topic its schema does not belong to (a PHI access on the relay
+#: topic, a relay on the access topic): producers route by schema, so this was not one.
+REASON_WRONG_TOPIC = "wrong_topic"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ConsumerConfig:
     bootstrap_servers: str
     topics: tuple[str, ...]
+    #: The topics that carry CriticalResultRelay events, and only those; every other
+    #: topic carries the other kinds. A record on the wrong one is quarantined.
+    relay_topics: frozenset[str] = frozenset()
     group_id: str = "phi-ledger"
     #: Records taken per poll (bounded work in hand). Bigger batches amortise each
     #: partition's transaction (lock, position row, fsync): 2,000 -> 10,000 took one
     #: consumer from 9,500 to 12,400 events/s here (benchmarks/ingest.py).
     max_batch: int = 10_000
     poll_timeout_ms: int = 200
-    security_protocol: str = "PLAINTEXT"
-    ssl_cafile: str | None = None
+    #: TLS and SASL settings (default PLAINTEXT; docs/kafka.md).
+    kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
     #: How far in the future an event time may lie before the record is quarantined
     #: (reason ``time_out_of_range``): producers' clocks drift.
     max_clock_skew_seconds: float = 300.0
@@ -227,8 +234,14 @@ def classify(
     *,
     now: datetime | None = None,
     max_clock_skew: timedelta = DEFAULT_SKEW,
+    relay_topics: frozenset[str] | None = None,
 ) -> BatchItem:
-    """Turn one Kafka record into an ``Accepted`` leaf or a ``Rejected`` quarantine entry."""
+    """Turn one Kafka record into an ``Accepted`` leaf or a ``Rejected`` quarantine entry.
+
+    With ``relay_topics`` (the consumer always gives it), an event is accepted only on
+    the topic its schema belongs to: CriticalResultRelay on a relay topic, every other
+    kind on any other topic; None skips that check (tools classifying synthetic topics).
+    """
     if not record.value:
         return Rejected(record=record, reason=REASON_EMPTY, detail="record has no value")
     size = leaf_overhead(record.topic, record.key) + len(record.value)
@@ -242,6 +255,15 @@ def classify(
         schema, fields = codec.decode_valid(record.value, now=now, max_future_skew=max_clock_skew)
     except DecodeError as exc:
         return Rejected(record=record, reason=exc.reason, detail=str(exc))
+    if relay_topics is not None:
+        is_relay = schema.full_name == RELAY_SCHEMA_NAME
+        if is_relay != (record.topic in relay_topics):
+            where = "only on a relay topic" if is_relay else "never on a relay topic"
+            return Rejected(
+                record=record,
+                reason=REASON_WRONG_TOPIC,
+                detail=f"a {schema.full_name} event belongs {where}, not on {record.topic}",
+            )
     try:
         leaf = encode_leaf(record)
     except MalformedInputError as exc:
@@ -339,12 +361,7 @@ class LedgerConsumer:
             session_timeout_ms=self._config.session_timeout_ms,
             group_instance_id=self._config.group_instance_id,
             heartbeat_interval_ms=max(1000, self._config.session_timeout_ms // 3),
-            security_protocol=self._config.security_protocol,
-            ssl_context=(
-                create_ssl_context(cafile=self._config.ssl_cafile)
-                if self._config.security_protocol == "SSL"
-                else None
-            ),
+            **client_kwargs(self._config.kafka_security),
         )
         await consumer.start()
         consumer.subscribe(list(self._config.topics), listener=_SeekToStored(self))
@@ -465,7 +482,13 @@ class LedgerConsumer:
                 tp=tp,
                 epoch=claims[tp],
                 items=[
-                    classify(_kafka_record(m), self._codec, now=now, max_clock_skew=skew)
+                    classify(
+                        _kafka_record(m),
+                        self._codec,
+                        now=now,
+                        max_clock_skew=skew,
+                        relay_topics=self._config.relay_topics,
+                    )
                     for m in messages
                 ],
             )

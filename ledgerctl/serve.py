@@ -11,9 +11,12 @@ import socket
 from pathlib import Path
 
 from ledger.__main__ import serve_api, tls_context
+from ledger.api.common import public_base
+from ledger.cursors import CursorKey
+from ledger.errors import MalformedInputError
 from ledgerctl.fhirfeed import EmitterFhirSubmitter
 from ledgerctl.readaudit import EmitterReadRecorder
-from ledgerctl.settings import Settings
+from ledgerctl.settings import KafkaRole, Settings
 from producers.emitter import Emitter, EmitterConfig
 
 
@@ -40,8 +43,15 @@ async def run_api(
         relay_topic=settings.relay_topic,
         max_block_seconds=1.0,
         spool_dir=str(spool),
+        kafka_security=settings.kafka(KafkaRole.API),
     )
     tls = tls_context(tls_cert, tls_key) if tls_cert and tls_key else None
+    key_file = settings.cursor_key_file
+    try:
+        cursor_key = CursorKey.from_file(Path(key_file)) if key_file else None
+        public_url = None if settings.public_url is None else public_base(settings.public_url)
+    except MalformedInputError as exc:
+        raise SystemExit(f"LEDGER_CURSOR_KEY_FILE / LEDGER_PUBLIC_URL: {exc}") from exc
     async with Emitter(config) as emitter:
         recorder = EmitterReadRecorder(emitter, ledger_name=settings.ledger_name)
         await serve_api(
@@ -51,4 +61,6 @@ async def run_api(
             port=port,
             recorder=recorder,
             tls=tls,
+            public_url=public_url,
+            cursor_key=cursor_key,
         )

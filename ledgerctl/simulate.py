@@ -18,7 +18,7 @@ from typing import IO
 import aiohttp
 
 from ledgerctl.report import fetch_history
-from ledgerctl.settings import Settings
+from ledgerctl.settings import KafkaRole, Settings
 from producers.emitter import Emitter, EmitterConfig, EmitterHealth
 from producers.events import AuditEvent, CriticalResultRelay, PhiAccessEvent
 from producers.simulator import Simulator
@@ -33,9 +33,12 @@ class SimulationSummary:
     event_ids: tuple[str, ...]
 
 
-def emitter_config(settings: Settings, producer_id: str) -> EmitterConfig:
+def emitter_config(
+    settings: Settings, producer_id: str, role: KafkaRole = KafkaRole.SIMULATOR
+) -> EmitterConfig:
     """A durable emitter: while Kafka is away, events go to a spool per producer id
-    (``LEDGER_SPOOL_DIR/<producer id>``) and are re-sent in order when it returns."""
+    (``LEDGER_SPOOL_DIR/<producer id>``) and are re-sent in order when it returns. It
+    authenticates to Kafka as ``role``'s principal."""
     spool = Path(settings.spool_dir) / producer_id
     spool.parent.mkdir(parents=True, exist_ok=True)
     return EmitterConfig(
@@ -45,6 +48,7 @@ def emitter_config(settings: Settings, producer_id: str) -> EmitterConfig:
         relay_topic=settings.relay_topic,
         max_block_seconds=2.0,
         spool_dir=str(spool),
+        kafka_security=settings.kafka(role),
     )
 
 
@@ -79,7 +83,8 @@ async def emit_all(
 
 async def drain_spool(settings: Settings, producer_id: str, timeout: float) -> EmitterHealth:
     """Start an emitter on a producer's spool, wait until Kafka has every spooled event."""
-    async with Emitter(emitter_config(settings, producer_id)) as emitter:
+    config = emitter_config(settings, producer_id, KafkaRole.OPERATOR)
+    async with Emitter(config) as emitter:
         deadline = time.monotonic() + timeout
         while True:
             health = emitter.health()

@@ -22,6 +22,7 @@ from types import MappingProxyType
 from typing import Final, cast
 
 from producers.errors import EventValidationError
+from producers.netaddr import is_network_address
 from schemas import dicom
 
 #: DICOM PS3.15 A.5 EventIDs (code system DCM) that a PHI access event may carry.
@@ -522,6 +523,13 @@ def _text(path: str, value: object, *, required: bool, limit: int = MAX_ID_CHARS
         raise _fail(path, "is not valid Unicode text (lone surrogate)") from exc
 
 
+def _network_address(value: object) -> None:
+    """Absent, or an IP address or host name (DICOM NetworkAccessPointID types 1, 2)."""
+    _text("network_address", value, required=False)
+    if isinstance(value, str) and not is_network_address(value):
+        raise _fail("network_address", f"{value[:80]!r} is not an IP address or a host name")
+
+
 def _time(path: str, value: object, *, latest: datetime, required: bool = True) -> None:
     if value is None:
         if required:
@@ -719,7 +727,7 @@ def _validate_access(record: Record, latest: datetime) -> None:
     study = _opt(record, "study")
     if study is not None:
         _study_fields("study", study)
-    _text("network_address", record.get("network_address"), required=False)
+    _network_address(record.get("network_address"))
     _purpose_of_use(record.get("purpose_of_use"))
     recipient = _opt(record, "recipient")
     if recipient is not None:
@@ -799,7 +807,7 @@ _METHOD = re.compile(r"[A-Z]{1,16}")
 def _validate_audit_log_used(record: Record, latest: datetime) -> None:
     _envelope(record, latest, "actor")
     _symbol("outcome", record.get("outcome"), EventOutcome)
-    _text("network_address", record.get("network_address"), required=False)
+    _network_address(record.get("network_address"))
     query = _req(record, "query")
     method = query.get("method")
     if not isinstance(method, str) or not _METHOD.fullmatch(method):
@@ -878,7 +886,7 @@ def _validate_security(record: Record, latest: datetime) -> None:
     _event_type_code(record.get("event_type_code"))
     _symbol("action", record.get("action"), EventAction)
     _symbol("outcome", record.get("outcome"), EventOutcome)
-    _text("network_address", record.get("network_address"), required=False)
+    _network_address(record.get("network_address"))
     patient = _opt(record, "patient")
     if patient is not None:
         _patient_fields(patient)

@@ -115,24 +115,38 @@ async def writer_schemas(request: web.Request) -> web.Response:
     )
 
 
-async def tile(request: web.Request) -> web.Response:
+async def hash_tile(request: web.Request) -> web.Response:
+    """A C2SP hash tile: 32-byte node hashes only, no PHI (served with no token)."""
     info = await _log_or_404(request)
-    level_text, path = request.match_info["level"], request.match_info["path"]
-    index, width = tiles.parse_partial(path)
-    reader = request.app[READER]
-    if level_text == "entries":
-        body = await reader.entries(info.log_id, index, width)
-        if body is not None:  # an entry bundle holds the leaves themselves
-            start = index * tiles.TILE_WIDTH
-            add_disclosure(
-                request, coalesce((LeafRange(origin=info.origin, start=start, end=start + width),))
-            )
-    else:
-        level = integer(level_text, "tile level", maximum=63)
-        body = await reader.tile(info.log_id, level, index, width)
+    level = integer(request.match_info["level"], "tile level", maximum=63)
+    index, width = tiles.parse_partial(request.match_info["path"])
+    body = await request.app[READER].tile(info.log_id, level, index, width)
+    return _tile(body, width)
+
+
+async def entry_bundle(request: web.Request) -> web.Response:
+    """A C2SP entry bundle: the leaves themselves (PHI; authenticated and recorded)."""
+    info = await _log_or_404(request)
+    index, width = tiles.parse_partial(request.match_info["path"])
+    body = await request.app[READER].entries(info.log_id, index, width)
+    request[RESULTS] = 0 if body is None else width
+    if body is not None:  # an entry bundle holds the leaves themselves
+        start = index * tiles.TILE_WIDTH
+        add_disclosure(
+            request, coalesce((LeafRange(origin=info.origin, start=start, end=start + width),))
+        )
+    return _tile(body, width, phi=True)
+
+
+def _tile(body: bytes | None, width: int, *, phi: bool = False) -> web.Response:
     if body is None:
         return error(404, "not_found", "that tile does not exist (yet)")
-    cache = "public, max-age=31536000, immutable" if width == tiles.TILE_WIDTH else "no-cache"
+    if phi:  # entry bundles hold PHI: never stored by a shared cache
+        cache = "private, no-store"
+    elif width == tiles.TILE_WIDTH:
+        cache = "public, max-age=31536000, immutable"
+    else:
+        cache = "no-cache"
     return web.Response(
         body=body, content_type="application/octet-stream", headers={"Cache-Control": cache}
     )

@@ -8,13 +8,13 @@ the AuditLogUsed event), and exports are JSON, CSV or (accountings) HTML.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Final, Protocol
 
 from aiohttp import web
 
+from ledger.api.body import json_body
 from ledger.api.common import (
     AUDIT_PARAMS,
     PATIENT,
@@ -105,12 +105,7 @@ def _strings(body: Mapping[str, object], key: str) -> tuple[str, ...]:
 async def investigation(request: web.Request) -> web.Response:
     """POST /v1/investigations: affected patients, per-state counts, timeline."""
     fmt = _format(request, frozenset({"json", "csv"}))
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        raise MalformedInputError(f"the scope may be at most {MAX_BODY} bytes")
-    try:
-        body = json.loads(await request.text())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise MalformedInputError("the body must be a JSON object (the scope)") from exc
+    body = await json_body(request, MAX_BODY)  # bounded after decoding; 413 past it
     if not isinstance(body, dict):
         raise MalformedInputError("the body must be a JSON object (the scope)")
     unknown = sorted(set(body) - {"users", "facility", "network_addresses", "since", "until"})

@@ -3,11 +3,14 @@
 Invariant: the export reads one REPEATABLE READ snapshot as the SELECT-only reader
 role and copies rows verbatim (no repair, no filtering), streaming through
 server-side cursors, so what the bundle holds is exactly what the database held.
+``before_writing`` sees the heads (origin, size) of that snapshot, which are exactly
+what the bundle will disclose, before a byte of PHI is read or written; if it raises,
+nothing is written.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -15,7 +18,7 @@ from typing import Final
 import asyncpg
 
 from ledger.avro import StoredSchema
-from ledger.bundle import BundleWriter
+from ledger.bundle import BundleWriter, check_target
 from ledger.disclosure import index_cells
 from ledger.pg import sql
 
@@ -38,18 +41,36 @@ class ExportSummary:
     checkpoints: int
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExportHead:
+    """One log of the snapshot: the bundle holds its leaves up to ``size``."""
+
+    log_id: int
+    origin: str
+    size: int
+
+
 async def export_bundle(
     *,
     dsn: str,
     path: Path,
     ledger_name: str,
     progress: Callable[[str, int, int], None] | None = None,
+    before_writing: Callable[[Sequence[ExportHead]], Awaitable[None]] | None = None,
 ) -> ExportSummary:
+    check_target(path)
     conn = await asyncpg.connect(dsn)
     leaves_total = checkpoints_total = 0
     try:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             logs = await conn.fetch(sql.LOGS)
+            if before_writing is not None:
+                await before_writing(
+                    [
+                        ExportHead(log_id=int(g["log_id"]), origin=g["origin"], size=int(g["size"]))
+                        for g in logs
+                    ]
+                )
             schemas = await conn.fetch(sql.WRITER_SCHEMAS)
             with BundleWriter(path, ledger_name=ledger_name) as bundle:
                 bundle.write_schemas(

@@ -21,6 +21,7 @@ from consumers.consumer import ConsumerConfig, LedgerConsumer
 from ledger.ingest import AppendResult, BatchItem
 from ledger.pg.appender import PostgresAppender
 from ledgerctl.infra import ensure_topics
+from ledgerctl.settings import KafkaRole
 from producers.codec import Codec
 from producers.events import AuditEvent, CriticalResultRelay, event_key
 from producers.simulator import Simulator
@@ -52,7 +53,7 @@ async def publish(
 ) -> None:
     """Stamp (0, 1, ...) and send the events straight to their topics, keyed by patient."""
     codec = Codec()
-    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap, linger_ms=20)
+    producer = AIOKafkaProducer(**stack.kafka_client(KafkaRole.SIMULATOR), linger_ms=20)
     await producer.start()
     try:
         for i, event in enumerate(events):
@@ -66,7 +67,7 @@ async def publish(
 
 async def test_every_append_is_claimed_and_nothing_is_read_twice(stack: Stack) -> None:
     topics = stack.topics("claims")
-    await ensure_topics(stack.kafka_bootstrap, topics, 4)
+    await ensure_topics(stack.kafka_bootstrap, topics, 4, stack.kafka(KafkaRole.ADMIN))
     codec = Codec()
     await publish(stack, topics, list(Simulator(seed=77).events(EVENTS)), "claims")
 
@@ -74,7 +75,9 @@ async def test_every_append_is_claimed_and_nothing_is_read_twice(stack: Stack) -
     config = ConsumerConfig(
         bootstrap_servers=stack.kafka_bootstrap,
         topics=topics,
-        group_id=f"claims-{stack.run_id}",
+        relay_topics=frozenset({topics[1]}),
+        group_id=f"t{stack.run_id}-claims",
+        kafka_security=stack.kafka(KafkaRole.CONSUMER),
         max_batch=500,  # many polls, so some land while the assignment is being claimed
     )
     conn = await asyncpg.connect(stack.owner_url)

@@ -229,7 +229,7 @@ def _ledger(ledger: Ledger, *args: str) -> subprocess.CompletedProcess[str]:
 
 def _export_and_verify(ledger: Ledger, tmp: Path) -> subprocess.CompletedProcess[str]:
     bundle = tmp / f"bundle-{secrets.token_hex(3)}"
-    exported = _ledger(ledger, "export", "--out", str(bundle))
+    exported = _ledger(ledger, "export", "--out", str(bundle), "--reason", "attribution test")
     assert exported.returncode == 0, exported.stderr
     return _ledger(ledger, "verify", "--bundle", str(bundle))
 

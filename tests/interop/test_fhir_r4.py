@@ -135,7 +135,6 @@ def _extra_events() -> dict[str, AuditEvent]:
         "audit-log-used-as-access": _access(dicom_event_id="110101", study=None),
         "hostname": _access(network_address="pacs-ws-12.stmarys.local"),
         "ipv6": _access(network_address="2001:db8::7"),
-        "uri-address": _access(network_address="https://viewer.example/session"),
         "no-optionals": _access(
             study=None,
             network_address=None,

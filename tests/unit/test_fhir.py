@@ -226,7 +226,8 @@ def test_round_trip_with_another_base_url() -> None:
 
 
 def test_empty_optional_strings_come_back_as_none() -> None:
-    event = access(facility=Facility(id="f", name=""), network_address="")
+    # (an empty network_address is not an IP address or host name: refused, not mapped)
+    event = access(facility=Facility(id="f", name=""), network_address=None)
     name, record, original = stored(event)
     resource = fhir.audit_event(name, record, event_id=original.event_id, position=POSITION)
     assert "" not in json.dumps(resource).split('"')[1::2]  # no empty FHIR string anywhere
@@ -918,7 +919,7 @@ def test_search_with_every_parameter() -> None:
     assert s.since == datetime(2026, 1, 1, tzinfo=UTC)
     assert s.until == datetime(2026, 2, 1, tzinfo=UTC)
     assert s.count == 1000
-    assert s.cursor == cursor
+    assert s.cursor == cursor.encode()  # opened (MAC checked) by the API, not here
     assert not s.empty_range
 
 
@@ -1035,7 +1036,7 @@ def test_repeated_dates_intersect() -> None:
         (q(_count="\u0665"), "from 1 to 1000"),  # ARABIC-INDIC DIGIT FIVE: isdigit()
         (q(_count="9" * 40), "from 1 to 1000"),
         (q(_count=["1", "2"]), "more than once"),
-        (q(_cursor="not-a-cursor"), "page token"),
+        (q(_cursor="not a cursor!"), "page token"),
         (q(_cursor="A" * 16_385), "16384"),
     ],
 )
