@@ -1,5 +1,6 @@
 """Issue 12 against the real stack: a read shows up in the history of every patient whose
-entries it returned (index pages, FHIR searches, event proofs), and of no other.
+entries it returned (index pages, FHIR searches, event proofs, entry bundles), and of no
+other.
 
 Patients A and B are accessed by one user, then, once those entries are signed, patient C
 by another; each read's event id comes back in its ``Ledger-Audit-Event`` header, and the
@@ -17,6 +18,7 @@ from collections.abc import Iterable
 import aiohttp
 import pytest
 
+from ledger import tiles
 from producers.events import Actor, Facility, Patient, PhiAccessEvent
 from producers.simulator import Simulator
 from tests.e2e.conftest import E2E_SEED, Pipeline, get_json, wait_for_events
@@ -150,6 +152,23 @@ async def test_an_event_proof_is_in_the_history_of_its_patient_only(
     await _signed(http, pipeline, [read])
     assert (await _history(http, pipeline, world.patient("A"))).get(read) == "disclosed"
     assert read not in await _history(http, pipeline, world.patient("B"))
+    assert read not in await _history(http, pipeline, world.patient("C"))
+
+
+async def test_an_entry_bundle_read_is_in_the_history_of_the_patients_it_holds(
+    pipeline: Pipeline, world: World, http: aiohttp.ClientSession
+) -> None:
+    """The C2SP entry bundle holds the leaves themselves: its read (authenticated and
+    recorded, unlike the public hash tiles) names every leaf of the bundle it served."""
+    log_id, leaf = await _position(http, pipeline, world.a.event_id)
+    c_log, c_leaf = await _position(http, pipeline, world.c.event_id)
+    width = leaf % tiles.TILE_WIDTH + 1  # the bundle ends with A's entry
+    path = tiles.entries_path(leaf // tiles.TILE_WIDTH, width)
+    read = await _read(http, f"{pipeline.api_url}/logs/{log_id}/{path}")
+    await _signed(http, pipeline, [read])
+    assert (await _history(http, pipeline, world.patient("A"))).get(read) == "disclosed"
+    assert read in await _fhir_ids(http, pipeline, world.patient("A"))
+    assert log_id != c_log or c_leaf > leaf  # C's entry lies after the bundle
     assert read not in await _history(http, pipeline, world.patient("C"))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -14,7 +15,10 @@ from consumers.consumer import event_index
 from ledger import disclosure
 from ledger.disclosure import MAX_RANGES, Disclosure, LeafRange, coalesce, of_positions, whole_logs
 from ledger.readlog import LedgerRead
+from ledger.verification.disclosures import disclosure_check
+from ledger.verify import verify_bundle
 from ledgerctl.readaudit import audit_event
+from ledgerctl.verifying import event_checks
 from producers.codec import Codec, load_shipped_schemas, to_record
 from producers.errors import DecodeError, EventValidationError
 from producers.events import (
@@ -27,6 +31,8 @@ from producers.events import (
     Patient,
     validate,
 )
+from tests.unit.test_bundle_format_doc import _every_kind
+from tests.unit.test_verify import KEY, export
 
 V2 = "c99b86cb05106cbe"
 V1 = "12d031c13ce628ed"
@@ -214,6 +220,30 @@ def test_check_reports_ranges_pinned_on_an_event_that_is_no_read() -> None:
     problem = disclosure.check("philedger.audit.PhiAccessEvent", {}, _row([["L", 0, 1]]))
     assert problem is not None
     assert "1 extra" in problem
+
+
+def test_the_check_plugs_into_the_verifier_and_needs_the_index(tmp_path: Path) -> None:
+    """As an ``EventCheck`` (``checks=``): a bundle with a read whose ranges were dropped
+    from its row is a ``disclosure_mismatch`` at that leaf; a clean one verifies; and it
+    runs only with the index (the CLI's ``event_checks`` gives it exactly then)."""
+    log = _every_kind()
+    [leaf] = [i for i, row in enumerate(log.rows) if row["disclosed"]]
+    clean = export(log, tmp_path / "clean")
+    [ok] = verify_bundle(clean, [KEY.verifier], checks=[disclosure_check])
+    assert ok.ok, ok.findings
+    log.rows[leaf]["disclosed"] = log.rows[leaf]["disclosed"][1:]  # hide one range
+    log.rows[0]["disclosed"] = [["test.ledger/phi-access/0", 0, 1]]  # pin one on an access
+    tampered = export(log, tmp_path / "tampered")
+    [bad] = verify_bundle(tampered, [KEY.verifier], checks=[disclosure_check])
+    assert sorted((f.kind, f.leaf_index) for f in bad.findings) == [
+        ("disclosure_mismatch", 0),
+        ("disclosure_mismatch", leaf),
+    ]
+    assert all("test.ledger" not in f.detail for f in bad.findings)  # counts, no values
+    [without] = verify_bundle(tampered, [KEY.verifier])
+    assert without.ok, "the check is composed in, not built in"
+    assert event_checks(check_index=True) == (disclosure_check,)
+    assert event_checks(check_index=False) == ()
 
 
 def test_a_full_page_of_scattered_entries_fits_in_a_leaf() -> None:

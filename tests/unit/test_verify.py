@@ -37,6 +37,7 @@ from producers.codec import Codec
 from producers.events import (
     Actor,
     AuditLogUsed,
+    DisclosedRange,
     EventAction,
     EventOutcome,
     Facility,
@@ -260,6 +261,15 @@ EVERY_KIND = (
     ),
     _READ,
     dataclasses.replace(_READ, event_id=uuid.UUID(int=4), patient=Patient(id="MRN1")),
+    dataclasses.replace(
+        _READ,
+        event_id=uuid.UUID(int=5),
+        disclosed=(
+            DisclosedRange(log="test.ledger/a/0", start=0, end=2),
+            DisclosedRange(log="test.ledger/a/0", start=5, end=9),
+            DisclosedRange(log="test.ledger/b/1", start=3, end=4),
+        ),
+    ),
 )
 #: Consumer policy rather than event fields for relays (see ledger.verify).
 _RELAY_POLICY = frozenset({"action", "outcome", "purpose_of_use"})
