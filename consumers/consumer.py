@@ -29,6 +29,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 
+from ledger import disclosure
 from ledger.errors import FencedError, LedgerError, MalformedInputError, UnavailableError
 from ledger.ingest import (
     Accepted,
@@ -177,6 +178,7 @@ def index_fields(full_name: str, record: Record) -> IndexFields:
             accession=None,
             network_address=cast("str | None", record.get("network_address")),
             purpose_of_use=None,
+            disclosed=tuple((r.origin, r.start, r.end) for r in disclosure.from_record(record)),
         )
     if full_name == SECURITY_SCHEMA_NAME:
         return IndexFields(

@@ -85,8 +85,13 @@ INDEX_COLUMNS: Final = (
     "accession",
     "network_address",
     "purpose_of_use",
+    # What a read of the ledger disclosed (``read_disclosures``, ledger.disclosure.cell):
+    # [[origin, first leaf, end leaf], ...] sorted; [] for every other event.
+    "disclosed",
 )
-"""The ``events``-table columns carried by each ``index.jsonl`` row, in file order."""
+"""The ``events``-table columns carried by each ``index.jsonl`` row, in file order, and the
+leaf's ``read_disclosures`` rows as one ``disclosed`` cell (a bundle written before that
+column existed has rows without it: they read as disclosing nothing)."""
 
 MANIFEST: Final = "manifest.json"
 SCHEMAS: Final = "schemas.json"
@@ -203,7 +208,19 @@ def _json_cell(column: str, value: object) -> object:
         return _iso_utc(value)
     if isinstance(value, uuid.UUID):
         return str(value)
+    if isinstance(value, list | tuple) and all(_range_cell(item) for item in value):
+        return [list(item) for item in value]
     raise MalformedInputError(f"index column {column} cannot hold a {type(value).__name__}")
+
+
+def _range_cell(item: object) -> bool:
+    """One ``[origin, first leaf, end leaf]`` of a ``disclosed`` cell, copied as given."""
+    return (
+        isinstance(item, list | tuple)
+        and len(item) == 3
+        and isinstance(item[0], str)
+        and all(type(x) is int for x in item[1:])
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -55,8 +55,10 @@ Reads of the ledger itself (``AuditLogUsed``, written by the ledger's API) follo
 PS3.15 A.5.3.2: ``type`` DCM 110101 "Audit Log Used", ``action`` R, the caller as the
 requesting user (IRCP) with the network address the API saw, and the log as an entity of
 type 2 "System Object", role 13 "Security Resource", ``what.identifier.value`` = the request
-path, ``query`` = base64 of ``METHOD path?parameters``, ``detail`` method, status and results;
-plus the patient entity when the request named one.
+path, ``query`` = base64 of ``METHOD path?parameters``, ``detail`` method, status and results
+(and, schema v2, ``disclosed``: the entries the answer returned as ``origin#start-end;...``,
+end exclusive, with ``disclosed_coarsened`` when they were widened); plus the patient entity
+when the request named one.
 
 Security events (``SecurityEvent``: User Authentication 110114, Security Alert 110113 such as
 an Emergency Override, Application Activity 110100, Network Entry 110108) follow the same
@@ -267,6 +269,10 @@ class _Record:
         if not isinstance(value, bool):
             raise self._fail(key, "must be a boolean")
         return value
+
+    def opt_flag(self, key: str) -> bool:
+        """A boolean that older schema versions lack (absent reads as false)."""
+        return False if self._data.get(key) is None else self.flag(key)
 
     def record(self, key: str) -> _Record:
         value = self._data.get(key)
@@ -780,6 +786,17 @@ def _audit_log_used(rec: _Record, ns: FhirNamespace) -> Resource:
     results = query.opt_integer("results")
     if results is not None:
         details.append(_detail("results", str(results)))
+    # Schema v2: the entries the read returned (docs/read-attribution.md), as
+    # "origin#start-end" (end exclusive), the form reports use for ledger positions.
+    disclosed = [
+        f"{log.text('log')}#{r.integer('start')}-{r.integer('end')}"
+        for log in rec.records("disclosed")
+        for r in log.records("ranges")
+    ]
+    if disclosed:
+        details.append(_detail("disclosed", ";".join(disclosed)))
+    if rec.opt_flag("disclosed_coarsened"):
+        details.append(_detail("disclosed_coarsened", "true"))
     log_entity: Resource = {
         "what": {"identifier": {"value": path}},
         "type": _coding(AUDIT_ENTITY_TYPE, "2", "System Object"),

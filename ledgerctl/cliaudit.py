@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 
+from ledger.disclosure import whole_logs
 from ledger.errors import MalformedInputError, UnavailableError
 from ledger.readlog import LedgerRead, clean_parameters, clean_text
 from ledgerctl.readaudit import audit_event
@@ -78,8 +79,10 @@ def cli_read(
 ) -> LedgerRead:
     """The one place a CLI read of the ledger is described (every command comes here).
 
-    ``heads`` are the logs the read disclosed, each up to its size; today they travel
-    as the ``logs`` parameter (``origin@size`` pairs), and ``results`` is their total.
+    ``heads`` are the logs the read disclosed, each up to its size: recorded as what the
+    read disclosed (every entry of those logs below that size, so the read shows up in
+    the history of every patient they name; docs/read-attribution.md), and also as the
+    ``logs`` parameter (``origin@size`` pairs); ``results`` is their total.
     """
     params: dict[str, str] = {
         "reason": check_reason(reason),
@@ -105,6 +108,7 @@ def cli_read(
         status=200,
         parameters=clean_parameters(params),
         results=None if results is None else min(results, 2**31 - 1),
+        disclosed=whole_logs({h.origin: h.size for h in heads}),
     )
 
 

@@ -30,6 +30,8 @@ from ledger.checkpoint import parse_tlog_proof, verify_tlog_proof
 from ledger.errors import LedgerError
 from ledger.leaf import decode_leaf
 from ledger.note import Verifier
+from ledger.verification.checks import EventCheckFactory
+from ledger.verification.disclosures import disclosure_check
 from ledger.verify import (
     LogReport,
     key_report,
@@ -109,6 +111,14 @@ def render_reports(console: Console, reports: Sequence[LogReport]) -> bool:
     return not findings
 
 
+def event_checks(*, check_index: bool) -> tuple[EventCheckFactory, ...]:
+    """The composed per-leaf and per-row checks (``ledger.verification.checks``): each
+    compares index rows with their leaves, so they run only when the index is checked."""
+    if not check_index:
+        return ()
+    return (disclosure_check,)
+
+
 def _one_log(
     path: Path,
     verifiers: Sequence[Verifier],
@@ -117,8 +127,9 @@ def _one_log(
     trusted: Sequence[str],
 ) -> list[LogReport]:
     return verify_bundle(
-        path, verifiers, check_index=check_index, log_ids={log_id}, trusted=trusted
-    )
+        path, verifiers, check_index=check_index, log_ids={log_id}, trusted=trusted,
+        checks=event_checks(check_index=check_index),
+    )  # fmt: skip
 
 
 def verify_bundle_jobs(
@@ -133,8 +144,9 @@ def verify_bundle_jobs(
     """Verify a bundle, one process per log when ``jobs > 1`` (logs are independent)."""
     if jobs <= 1:
         return verify_bundle(
-            path, verifiers, check_index=check_index, progress=progress, trusted=trusted
-        )
+            path, verifiers, check_index=check_index, progress=progress, trusted=trusted,
+            checks=event_checks(check_index=check_index),
+        )  # fmt: skip
     reader = BundleReader(path)
     logs = reader.logs
     notes = (note for log in logs for _, note in reader.checkpoints(log.log_id))

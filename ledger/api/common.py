@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Final
 from urllib.parse import urlsplit
@@ -21,8 +21,9 @@ from ledger.auth import Principal, TokenDirectory
 from ledger.avro import SchemaSet, StoredSchema
 from ledger.cursors import CODE as CURSOR_CODE
 from ledger.cursors import CursorKey
+from ledger.disclosure import NOTHING, Disclosure, of_positions
 from ledger.errors import MalformedInputError
-from ledger.query import AccessEntry, Cursor, LedgerReader, Snapshot
+from ledger.query import AccessEntry, Cursor, LedgerPosition, LedgerReader, Snapshot
 from ledger.readlog import ReadRecorder
 from schemas import dicom
 
@@ -44,6 +45,9 @@ PATIENT: Final = "ledger.patient"
 AUDIT_EVENT: Final = "ledger.audit_event"
 #: Extra parameters to record with the read (e.g. the scope in a POST body).
 AUDIT_PARAMS: Final = "ledger.audit_params"
+#: The ledger entries the answer returns (``ledger.disclosure.Disclosure``), recorded with
+#: the read so it shows up in the history of every patient they name.
+DISCLOSED: Final = "ledger.disclosed"
 
 DEFAULT_PAGE: Final = 100
 MAX_PAGE: Final = 1000
@@ -52,6 +56,16 @@ MAX_REQUEST_BYTES: Final = 1024 * 1024
 MAX_WINDOW: Final = timedelta(days=366 * 7)
 _ID = re.compile(r"[^\x00-\x1f\x7f]{1,256}")
 _MAX_INT = (1 << 63) - 1
+
+
+def disclose(request: web.Request, positions: Iterable[LedgerPosition]) -> None:
+    """Record that the answer returns the entries at these positions."""
+    add_disclosure(request, of_positions((p.origin, p.leaf_index) for p in positions))
+
+
+def add_disclosure(request: web.Request, disclosure: Disclosure) -> None:
+    """Record that the answer returns these entries (added to any recorded before)."""
+    request[DISCLOSED] = request.get(DISCLOSED, NOTHING).union(disclosure)
 
 
 def error(status: int, code: str, message: str) -> web.Response:
@@ -226,6 +240,9 @@ def entry_json(e: AccessEntry) -> dict[str, object]:
             "origin": e.position.origin,
             "leaf_index": e.position.leaf_index,
         },
+        # "disclosed": a read of the ledger that returned this patient's entries without
+        # naming the patient (an index page, a user's history, ...): docs/read-attribution.md
+        "attribution": "disclosed" if e.via_disclosure else "named",
     }
 
 

@@ -21,6 +21,7 @@ from ledger.api.common import (
     PATIENT,
     READER,
     RESULTS,
+    disclose,
     event_id,
     open_cursor,
     public_url,
@@ -37,7 +38,7 @@ from ledger.fhir import (
     searchset_bundle,
 )
 from ledger.leaf import decode_leaf
-from ledger.query import Cursor, HistoryKey, HistoryQuery
+from ledger.query import Cursor, HistoryKey, HistoryQuery, LedgerPosition
 
 FHIR_JSON: Final = "application/fhir+json"
 MAX_FHIR_BODY: Final = 1024 * 1024
@@ -112,10 +113,12 @@ async def search(request: web.Request) -> web.Response:
     page = list(entries[: query.count])
     leaves = await reader.leaves_at([e.position for e in page])
     resources = []
+    served: list[LedgerPosition] = []
     for entry in page:
         leaf = leaves.get((entry.position.log_id, entry.position.leaf_index))
         if leaf is None:
             continue
+        served.append(entry.position)
         record = decode_leaf(leaf)
         schemas = await schema_set(request.app, record.value[2:10])
         name, body = schemas.decode(record.value)
@@ -127,6 +130,7 @@ async def search(request: web.Request) -> web.Response:
         cursor = Cursor(event_time=last.event_time, event_id=last.event_id, snapshot=snapshot)
         next_url = f"{base}?{query.query_string(cursor=seal_cursor(request, cursor, context))}"
     request[RESULTS] = len(resources)
+    disclose(request, served)
     bundle = searchset_bundle(
         resources, self_url=f"{base}?{query.query_string()}", next_url=next_url
     )
@@ -143,6 +147,7 @@ async def read(request: web.Request) -> web.Response:
         request[RESULTS] = 0
         return _outcome(404, "not-found", "no AuditEvent with that id is in the ledger")
     request[RESULTS] = 1
+    disclose(request, (stored.entry.position,))
     if stored.entry.patient_id is not None:
         request[PATIENT] = (stored.entry.patient_id, stored.entry.patient_issuer)
     record = decode_leaf(stored.leaf)

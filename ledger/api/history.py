@@ -18,6 +18,7 @@ from ledger.api.common import (
     PATIENT,
     READER,
     RESULTS,
+    disclose,
     entry_json,
     error,
     event_id,
@@ -80,6 +81,7 @@ async def _history(
             context,
         )
     request[RESULTS] = len(page)
+    disclose(request, (e.position for e in page))
     origins = await reader.origins()
     return web.json_response(
         {
@@ -122,6 +124,7 @@ async def event_detail(request: web.Request) -> web.Response:
         request[RESULTS] = 0
         return error(404, "not_found", "no event with that id is in the ledger")
     request[RESULTS] = 1
+    disclose(request, (stored.entry.position,))
     if stored.entry.patient_id is not None:
         request[PATIENT] = (stored.entry.patient_id, stored.entry.patient_issuer)
     record = decode_leaf(stored.leaf)

@@ -25,6 +25,7 @@ from aiohttp import web
 from ledger.api.common import (
     AUDIT_EVENT,
     AUDIT_PARAMS,
+    DISCLOSED,
     PATIENT,
     PRINCIPAL,
     RECORDER,
@@ -42,6 +43,7 @@ from ledger.auth import (
     bearer_token,
     token_hash,
 )
+from ledger.disclosure import NOTHING
 from ledger.errors import (
     LedgerError,
     MalformedInputError,
@@ -221,4 +223,5 @@ def _read_of(request: web.Request, read_id: uuid.UUID, status: int) -> LedgerRea
         results=request.get(RESULTS),
         patient_id=None if patient is None else patient[0],
         patient_issuer=None if patient is None else patient[1],
+        disclosed=request.get(DISCLOSED, NOTHING),
     )

@@ -180,6 +180,13 @@ def _schemas() -> dict[str, JsonObject]:
             "network_address": _NULLABLE_STRING,
             "purpose_of_use": _NULLABLE_STRING,
             "ledger": _ref("Position"),
+            "attribution": {
+                "type": "string",
+                "enum": ["named", "disclosed"],
+                "description": "named: the event names the history's patient, user or study; "
+                "disclosed: a read of the ledger that returned one of the patient's entries "
+                "without naming the patient (an index page, a user's history, a proof...).",
+            },
         },
     }
     return {

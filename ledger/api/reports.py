@@ -19,6 +19,7 @@ from ledger.api.common import (
     AUDIT_PARAMS,
     PATIENT,
     RESULTS,
+    disclose,
     identifier,
     instant,
     optional_identifier,
@@ -134,6 +135,7 @@ async def investigation(request: web.Request) -> web.Response:
     )
     report = await request.app[REPORTS].investigation(scope)
     request[RESULTS] = len(report.patients)
+    disclose(request, (e.position for e in report.timeline))
     return _export(report, fmt, "investigation")
 
 
@@ -150,6 +152,8 @@ async def disclosures(request: web.Request) -> web.Response:
         PatientRef(id=patient_id, issuer=issuer), lookback_years=int(raw_years)
     )
     request[RESULTS] = len(accounting.entries)
+    disclose(request, (s.position for e in accounting.entries for s in e.sources))
+    disclose(request, (x.source.position for x in accounting.excluded))
     return _export(accounting, fmt, "disclosures")
 
 
@@ -179,4 +183,5 @@ async def relays(request: web.Request) -> web.Response:
         facility=optional_identifier(request, "facility"),
     )
     request[RESULTS] = report.relays
+    disclose(request, (x.position for x in report.exceptions))
     return _export(report, fmt, "critical-results")

@@ -165,6 +165,7 @@ class PostgresAppender(PooledAdapter):
 
         leaves: list[tuple[int, int, bytes, bytes]] = []
         events: list[tuple[object, ...]] = []
+        disclosed: list[tuple[object, ...]] = []
         quarantine: list[tuple[object, ...]] = []
         alerts: list[tuple[object, ...]] = []
         duplicates = 0
@@ -250,11 +251,16 @@ class PostgresAppender(PooledAdapter):
                     f.purpose_of_use,
                 )
             )
+            disclosed += [(f.event_id, *r) for r in f.disclosed]
             index += 1
 
         if leaves:
             await conn.copy_records_to_table("leaves", records=leaves, columns=sql.LEAF_COLUMNS)
             await conn.copy_records_to_table("events", records=events, columns=sql.EVENT_COLUMNS)
+            if disclosed:
+                await conn.copy_records_to_table(
+                    "read_disclosures", records=disclosed, columns=sql.DISCLOSURE_COLUMNS
+                )
             await _integrate(conn, log_id, next_leaf, [h for _, _, _, h in leaves])
         if quarantine:
             await conn.executemany(sql.INSERT_QUARANTINE, quarantine)

@@ -18,7 +18,8 @@ from typing import Final
 import asyncpg
 
 from ledger.avro import StoredSchema
-from ledger.bundle import INDEX_COLUMNS, BundleWriter, check_target
+from ledger.bundle import BundleWriter, check_target
+from ledger.disclosure import index_cells
 from ledger.pg import sql
 
 _PREFETCH: Final = 20_000
@@ -29,7 +30,7 @@ EXPORT_TILES: Final = (
 )
 EXPORT_CHECKPOINTS: Final = "SELECT size, note FROM checkpoints WHERE log_id = $1 ORDER BY size"
 EXPORT_INDEX: Final = (
-    f"SELECT {', '.join(INDEX_COLUMNS)} FROM events WHERE log_id = $1 ORDER BY leaf_index"  # noqa: S608 - constant column list
+    f"SELECT {sql.INDEX_COLUMNS_SQL} FROM events e WHERE e.log_id = $1 ORDER BY e.leaf_index"  # noqa: S608 - constant column list
 )
 
 
@@ -96,7 +97,7 @@ async def export_bundle(
                             out.add_checkpoint(int(r["size"]), r["note"])
                             checkpoints_total += 1
                         async for r in conn.cursor(EXPORT_INDEX, log_id, prefetch=_PREFETCH):
-                            out.add_index_row(dict(r.items()))
+                            out.add_index_row(index_cells(r.items()))
                         if progress is not None:
                             progress(origin, done, size)
     finally:

@@ -53,6 +53,8 @@ FINDING_KINDS: Final[Mapping[str, str]] = {
     "index_disorder": "an index row out of order (not compared)",
     "index_malformed": "an index row without a usable leaf_index",
     "index_mismatch": "an index row disagrees with its leaf's event (the column is named)",
+    "disclosure_mismatch": "the disclosed ranges of a leaf's index row (its read_disclosures "
+    "rows) disagree with what its read recorded (ledger.verification.disclosures)",
     "schema_invalid": "a stored writer schema does not match its fingerprint",
     "source_error": "the source could not be read completely",
     "findings_truncated": "more findings of one kind than are listed",

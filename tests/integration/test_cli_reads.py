@@ -35,7 +35,7 @@ from ledgerctl.infra import ensure_topics
 from ledgerctl.replay import end_offsets
 from ledgerctl.settings import KafkaRole
 from producers.codec import Codec
-from producers.events import AuditLogUsed, PhiAccessEvent, event_key
+from producers.events import AuditLogUsed, DisclosedRange, PhiAccessEvent, event_key
 from producers.simulator import Simulator
 from tests.integration.test_quarantine_ops import quarantine_two
 from tests.support import ROOT, Stack, with_database
@@ -133,6 +133,13 @@ def test_export_is_recorded_before_writing_and_is_owner_only(stack: Stack, tmp_p
     disclosed = ",".join(f"{g['origin']}@{g['size']}" for g in manifest["logs"])
     assert read.query.parameters["logs"] == disclosed, "the record names what was exported"
     assert read.query.results == sum(g["size"] for g in manifest["logs"]) > 0
+    # Every entry of every exported log, so the export is in each patient's history.
+    assert read.disclosed == tuple(
+        DisclosedRange(log=g["origin"], start=0, end=g["size"])
+        for g in sorted(manifest["logs"], key=lambda g: g["origin"])
+        if g["size"] > 0
+    )
+    assert not read.disclosed_coarsened
 
 
 def test_export_writes_nothing_when_kafka_cannot_record_it(stack: Stack, tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ from producers.events import (
     AuditEvent,
     AuditLogUsed,
     CriticalResultRelay,
+    DisclosedRange,
     EventAction,
     EventOutcome,
     Facility,
@@ -178,6 +179,10 @@ def _extra_events() -> dict[str, AuditEvent]:
             ),
             network_address="127.0.0.1",
             patient=Patient(id="MRN1234567", issuer="stmarys-boston", state="MA"),
+            disclosed=(
+                DisclosedRange(log="philedger/phi-access/0", start=0, end=3),
+                DisclosedRange(log="philedger/phi-access/2", start=17, end=18),
+            ),
         ),
         "audit-log-used-refused": AuditLogUsed(
             event_id=uuid.UUID(int=79),

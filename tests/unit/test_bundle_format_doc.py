@@ -23,7 +23,8 @@ import nacl.signing
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from consumers.consumer import event_index
-from ledger.verify import build_full_tiles
+from ledger.verification.disclosures import disclosure_check
+from ledger.verify import build_full_tiles, verify_bundle
 from producers.codec import Codec
 from producers.events import event_key
 from tests.unit.test_verify import (
@@ -126,6 +127,8 @@ def _row(name: str, e: dict[str, Any]) -> dict[str, Any]:
     )
     if kind in ("AuditLogUsed", "SecurityEvent"):
         row["study_uid"] = row["accession"] = None
+    ranges = (e.get("disclosed") or []) if kind == "AuditLogUsed" else []
+    row["disclosed"] = sorted([d["log"], r["start"], r["end"]] for d in ranges for r in d["ranges"])
     return row
 
 
@@ -173,7 +176,7 @@ def independent_check(bundle: Path, vkey: str) -> list[str]:
             event = fastavro.schemaless_reader(io.BytesIO(value[10:]), parsed, None)
             assert isinstance(event, dict)
             for column, want in _row(name, event).items():
-                got = row[column]
+                got = row.get(column, []) if column == "disclosed" else row[column]
                 if column == "event_time":
                     got = datetime.fromisoformat(got)
                 if want is not None and got != want:
@@ -205,17 +208,22 @@ def test_an_independent_checker_from_the_doc_accepts_a_cleanexport(tmp_path: Pat
         "phi_access", "critical_result_relay", "audit_log_used", "security_event",
     }  # fmt: skip
     assert independent_check(export(every, tmp_path / "kinds"), KEY.verifier.key) == []
+    assert any(r["disclosed"] for r in every.rows), "a read with disclosed ranges is covered"
 
 
 def test_the_independent_checker_catches_what_ours_catches(tmp_path: Path) -> None:
     log = make_log(600, (100, 256, 512, 600))
     log.entries[300] = (300, flip(log.leaves[300], len(log.leaves[300]) - 3))
     log.rows[42]["user_id"] = "innocent.bystander"
+    log.rows[43]["disclosed"] = [["test.ledger/phi-access/0", 0, 1]]  # a read pinned on
     size, note = log.checkpoints[1]
     log.checkpoints[1] = (size, note.replace(note.splitlines()[2], "A" * 43 + "=", 1))
     problems = independent_check(export(log, tmp_path / "b"), KEY.verifier.key)
     assert "checkpoint 512: root" in problems
     assert "checkpoint 600: root" in problems
     assert "leaf 42: index column user_id" in problems
+    assert "leaf 43: index column disclosed" in problems
+    [ours] = verify_bundle(tmp_path / "b", [KEY.verifier], checks=[disclosure_check])
+    assert [f.leaf_index for f in ours.findings if f.kind == "disclosure_mismatch"] == [43]
     assert any(p.startswith("checkpoint not signed") for p in problems)  # the forged one
     assert "checkpoint 100: root" not in problems

@@ -36,6 +36,7 @@ from producers.events import (
     AuditEvent,
     AuditLogUsed,
     CriticalResultRelay,
+    DisclosedRange,
     EventAction,
     EventOutcome,
     Facility,
@@ -487,6 +488,21 @@ def test_audit_log_used_mapping() -> None:
         pfhir.event_from_fhir(r, now=NOW)
     assert err.value.field == "AuditEvent.entity[0]"
     assert "object-role 13" in str(err.value)
+
+
+def test_audit_log_used_v2_shows_what_the_read_disclosed() -> None:
+    ranges = (
+        DisclosedRange(log="l/t/0", start=0, end=3),
+        DisclosedRange(log="l/t/0", start=7, end=8),
+        DisclosedRange(log="l/t/1", start=2, end=4),
+    )
+    r = resource_of(audit_log_used(patient=None, disclosed=ranges, disclosed_coarsened=True))
+    details = {d["type"]: d["valueString"] for d in r["entity"][0]["detail"]}
+    assert details["disclosed"] == "l/t/0#0-3;l/t/0#7-8;l/t/1#2-4"
+    assert details["disclosed_coarsened"] == "true"
+    assert "disclosed" not in {
+        d["type"] for d in resource_of(audit_log_used())["entity"][0]["detail"]
+    }
 
 
 def security(**changes: Any) -> SecurityEvent:

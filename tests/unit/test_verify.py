@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from consumers.consumer import event_index
-from ledger import merkle
+from ledger import disclosure, merkle
 from ledger.avro import SchemaSet, StoredSchema
 from ledger.bundle import BundleWriter
 from ledger.checkpoint import Checkpoint, sign_checkpoint
@@ -37,6 +37,7 @@ from producers.codec import Codec
 from producers.events import (
     Actor,
     AuditLogUsed,
+    DisclosedRange,
     EventAction,
     EventOutcome,
     Facility,
@@ -260,6 +261,15 @@ EVERY_KIND = (
     ),
     _READ,
     dataclasses.replace(_READ, event_id=uuid.UUID(int=4), patient=Patient(id="MRN1")),
+    dataclasses.replace(
+        _READ,
+        event_id=uuid.UUID(int=5),
+        disclosed=(
+            DisclosedRange(log="test.ledger/a/0", start=0, end=2),
+            DisclosedRange(log="test.ledger/a/0", start=5, end=9),
+            DisclosedRange(log="test.ledger/b/1", start=3, end=4),
+        ),
+    ),
 )
 #: Consumer policy rather than event fields for relays (see ledger.verify).
 _RELAY_POLICY = frozenset({"action", "outcome", "purpose_of_use"})
@@ -274,6 +284,9 @@ def test_project_event_agrees_column_by_column_for_every_kind(index: int) -> Non
     name, record = schemas.decode(Codec().encode(event))
     projected = project_event(name, record)
     row = dataclasses.asdict(event_index(event))
+    # What a read disclosed is checked on its own (ledger.disclosure.check).
+    assert disclosure.check(name, record, row) is None
+    del row["disclosed"]
     if row["kind"] == "critical_result_relay":
         assert set(row) - set(projected) == _RELAY_POLICY
     else:
