@@ -107,6 +107,7 @@ class Atna:
     log: Path
     producer_id: str
     proc: subprocess.Popen[bytes]
+    env: dict[str, str]
 
     @property
     def cert(self) -> Path:
@@ -121,8 +122,8 @@ class Atna:
     def kept(self) -> list[dict[str, object]]:
         out = subprocess.run(
             [LEDGER, "atna", "kept", "--kept-dir", str(self.kept_dir),
-             "--raw", "--limit", "1000"],
-            cwd=ROOT, check=True, capture_output=True, text=True,
+             "--raw", "--limit", "1000", "--reason", "e2e: what the receiver kept"],
+            env=self.env, cwd=ROOT, check=True, capture_output=True, text=True,
         )  # fmt: skip
         return [json.loads(line) for line in out.stdout.splitlines()]
 
@@ -145,7 +146,7 @@ def atna(pipeline: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> Iterat
              "--producer-id", producer_id, "--stats-every", "5"],
             env=pipeline.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
-    running = Atna(tls_port, udp_port, pki, where / "kept", log, producer_id, proc)
+    running = Atna(tls_port, udp_port, pki, where / "kept", log, producer_id, proc, pipeline.env)
     deadline = time.monotonic() + 60
     while "ATNA receiver ready" not in log.read_text(errors="replace"):
         if proc.poll() is not None or time.monotonic() > deadline:
