@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import uuid
@@ -117,6 +118,47 @@ def issue_producer_key(owner_url: str, producer_id: str, keys_dir: Path) -> str:
     with ThreadPoolExecutor(1) as pool:
         pool.submit(asyncio.run, coro).result()
     return str(path)
+
+
+def _local_keys_dir() -> Path:
+    import tempfile
+
+    directory = Path(tempfile.gettempdir()) / f"phi-ledger-test-producer-keys-{os.getuid()}"
+    directory.mkdir(mode=0o700, exist_ok=True)
+    return directory
+
+
+def local_producer_key(producer_id: str) -> str:
+    """A key file for ``producer_id`` that no ledger knows, the same in every process of
+    this machine's test runs: for tests that read Kafka directly, so the emitter under
+    test (or a host process it starts) signs as it does in production."""
+    from producers.errors import ProducerError
+    from producers.signing import generate_producer_key, write_producer_key
+
+    path = _local_keys_dir() / f"{uuid.uuid5(uuid.NAMESPACE_URL, producer_id).hex}.key"
+    if not path.exists():
+        with contextlib.suppress(ProducerError):  # another process wrote it first
+            write_producer_key(path, generate_producer_key(producer_id))
+    return str(path)
+
+
+def local_authenticator() -> object:
+    """A ``ProducerAuthenticator`` trusting every ``local_producer_key``."""
+    from ledger.producerauth import ProducerAuthenticator, RegisteredKey
+    from producers.signing import load_producer_key
+
+    keys = []
+    for path in sorted(_local_keys_dir().glob("*.key")):
+        key = load_producer_key(path)
+        keys.append(
+            RegisteredKey(
+                key_id=key.key_id,  # type: ignore[arg-type]
+                producer_id=key.producer_id,
+                public_key=key.public_key,
+                created_at=datetime.now(UTC),
+            )
+        )
+    return ProducerAuthenticator(keys)
 
 
 def signed_headers(
