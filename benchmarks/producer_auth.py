@@ -38,7 +38,7 @@ from ledger.pg.producerkeys import add_producer_key
 from ledger.producerauth import ProducerAuthenticator, RegisteredKey, key_id_of
 from ledgerctl.infra import ensure_topics
 from producers.emitter import Emitter, EmitterConfig
-from producers.signing import generate_producer_key, write_producer_key
+from producers.signing import SIGN_BATCH, generate_producer_key, write_producer_key
 from producers.simulator import Simulator
 
 PRODUCER = "bench-auth"
@@ -136,15 +136,15 @@ def child_consume(auth: bool) -> None:
 
 
 def pure_costs() -> tuple[float, float, float]:
-    """µs per event: sign batches of 512 records; check them as a consumer's poll does
+    """µs per event: sign batches of SIGN_BATCH records; check them as a consumer's poll does
     (whole batches at once), and one by one along each inclusion path."""
     key = generate_producer_key(PRODUCER)
-    values = [("phi-access", os.urandom(700)) for _ in range(512 * 20)]
+    values = [("phi-access", os.urandom(700)) for _ in range(SIGN_BATCH * 40)]
     signer = key.signer()
     t = time.perf_counter()
     envelopes = []
-    for start in range(0, len(values), 512):
-        envelopes += signer.envelopes(values[start : start + 512])
+    for start in range(0, len(values), SIGN_BATCH):
+        envelopes += signer.envelopes(values[start : start + SIGN_BATCH])
     sign = (time.perf_counter() - t) / len(values) * 1e6
     registered = RegisteredKey(
         key_id=key_id_of(key.public_key),
@@ -199,7 +199,7 @@ async def main(args: argparse.Namespace) -> None:
           f"{(on / off - 1) * 100:>+11.1f}%")  # fmt: skip
     print(f"  per round: off {', '.join(f'{r:,.0f}' for r in rates[False])}; "
           f"on {', '.join(f'{r:,.0f}' for r in rates[True])}")  # fmt: skip
-    print(f"pure cost per event (one core): sign {sign:.2f} µs (batches of 512); check "
+    print(f"pure cost per event (one core): sign {sign:.2f} µs (batches of {SIGN_BATCH}); check "
           f"{polled:.2f} µs whole batches, {single:.2f} µs one by one")  # fmt: skip
 
 
