@@ -7,7 +7,9 @@ advisory. A batch is appended only under the writer claim it was read under:
 records read before a re-claim are read again from the stored position, never
 appended past it. Every consumed record becomes exactly one of: a leaf, a
 counted duplicate, or a quarantine row with a specific reason; a bad record
-never blocks its partition.
+never blocks its partition. A record becomes a leaf only if it is authenticated
+as its producer's (``ledger.producerauth``; docs/producer-auth.md); every record
+that is not raises a security alert.
 """
 
 from __future__ import annotations
