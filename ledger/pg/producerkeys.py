@@ -1,4 +1,4 @@
-"""The producer key registry in PostgreSQL (``producer_keys``, migration 0008).
+"""The producer key registry in PostgreSQL (``producer_keys``, migration 0009).
 
 Invariant: keys are only ever added and revoked (both append-only tables); the
 private halves never reach the database; a key id is derived from its public key,

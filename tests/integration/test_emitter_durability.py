@@ -33,13 +33,15 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from consumers.consumer import envelope_of
 from ledger.producerauth import ProducerAuthenticator
+from ledgerctl.settings import KafkaRole
 from producers.codec import Codec
 from producers.emitter import Emitter, EmitterConfig, EmitterState
 from producers.errors import EmitterPushbackError, EmitterUnavailableError, SpoolFullError
 from producers.events import AuditEvent
+from producers.kafka_security import client_kwargs
 from producers.simulator import Simulator
 from producers.spool import Spool
-from tests.support import Stack, local_authenticator, local_producer_key
+from tests.support import Stack, kafka_proxy, local_authenticator, local_kafka, local_producer_key
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -79,7 +81,7 @@ async def fresh_topics(bootstrap: str, name: str) -> tuple[str, str]:
 
     run = uuid.uuid4().hex[:8]
     topics = (f"tdur-{name}-{run}-access", f"tdur-{name}-{run}-relay")
-    await ensure_topics(bootstrap, topics, 3)
+    await ensure_topics(bootstrap, topics, 3, local_kafka(KafkaRole.ADMIN))
     return topics
 
 
@@ -92,6 +94,7 @@ def config(
         access_topic=topics[0],
         relay_topic=topics[1],
         producer_key_file=local_producer_key(producer_id),  # signs, as in production
+        kafka_security=local_kafka(KafkaRole.SIMULATOR),
         **kw,  # type: ignore[arg-type]
     )
 
@@ -100,7 +103,11 @@ async def consume(
     bootstrap: str, topics: tuple[str, str], expected: set[str], *, timeout: float = 20.0
 ) -> list[Received]:
     """Every record of the topics (partition order) once ``expected`` ids have all arrived."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        **client_kwargs(local_kafka(KafkaRole.CONSUMER)),  # type: ignore[arg-type]
+    )
     await consumer.start()
     try:
         parts = [TopicPartition(t, p) for t in topics for p in range(3)]
@@ -258,6 +265,7 @@ async def _host(args: argparse.Namespace) -> None:
         stop_timeout_seconds=2.0,
         connect_timeout_seconds=3.0,
         reconnect_backoff_max_seconds=0.5,
+        kafka_security=local_kafka(KafkaRole.SIMULATOR),
     )
     sim = Simulator(seed=args.seed, patients=8)
     async with Emitter(cfg) as emitter:
@@ -421,12 +429,11 @@ async def test_host_killed_while_spooling_loses_nothing_emit_returned_for(
 
 async def test_outage_mid_stream_spools_and_resends_in_order(stack: Stack, tmp_path: Path) -> None:
     """Kafka vanishes mid-stream (connections cut, new ones refused), then comes back."""
-    from tests.tcp_proxy import KafkaProxy
 
     topics = await fresh_topics(stack.kafka_bootstrap, "cut")
     sim = Simulator(seed=94_001, patients=8)
     emitted: list[str] = []
-    async with KafkaProxy(*split(stack.kafka_bootstrap)) as proxy:
+    async with kafka_proxy(stack.kafka_bootstrap) as proxy:
         cfg = config(
             proxy.bootstrap, topics, "dur-cut", spool_dir=str(tmp_path / "spool"),
             max_block_seconds=0.25, spool_after_seconds=1.0, stop_timeout_seconds=5.0,
@@ -475,11 +482,10 @@ async def test_concurrent_emitters_keep_sequence_order_through_an_outage(
 ) -> None:
     """Many tasks emit at once while Kafka goes away and comes back. Their events are
     handed over in sequence-number order, so per patient Kafka holds them in that order."""
-    from tests.tcp_proxy import KafkaProxy
 
     topics = await fresh_topics(stack.kafka_bootstrap, "concurrent")
     streams = [list(Simulator(seed=98_000 + n, patients=5).events(80)) for n in range(8)]
-    async with KafkaProxy(*split(stack.kafka_bootstrap)) as proxy:
+    async with kafka_proxy(stack.kafka_bootstrap) as proxy:
         cfg = config(
             proxy.bootstrap, topics, "dur-concurrent", spool_dir=str(tmp_path / "spool"),
             max_block_seconds=0.25, spool_after_seconds=1.0, reconnect_backoff_max_seconds=0.3,
@@ -517,13 +523,12 @@ async def test_stop_while_kafka_is_slow_spools_within_the_bound(
     stack: Stack, tmp_path: Path
 ) -> None:
     """Kafka hangs (connections open, nothing answers): emit and stop stay bounded."""
-    from tests.tcp_proxy import KafkaProxy
 
     topics = await fresh_topics(stack.kafka_bootstrap, "slow")
     spool = tmp_path / "spool"
     sim = Simulator(seed=95_001, patients=8)
     emitted: list[str] = []
-    async with KafkaProxy(*split(stack.kafka_bootstrap)) as proxy:
+    async with kafka_proxy(stack.kafka_bootstrap) as proxy:
         cfg = config(
             proxy.bootstrap, topics, "dur-slow", spool_dir=str(spool), max_block_seconds=0.25,
             spool_after_seconds=1.0, stop_timeout_seconds=1.0,
@@ -569,7 +574,7 @@ async def test_failed_delivery_is_spooled_and_resent(stack: Stack, tmp_path: Pat
 
     name = uuid.uuid4().hex[:8]
     topics = (f"tdur-reject-{name}-access", f"tdur-reject-{name}-relay")
-    admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**stack.kafka_client(KafkaRole.ADMIN))
     await admin.start()
     try:
         await admin.create_topics(

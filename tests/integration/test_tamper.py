@@ -148,7 +148,7 @@ def run_ledger(ledger: Ledger, *args: str) -> subprocess.CompletedProcess[str]:
 
 def export_and_verify(ledger: Ledger, tmp: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     bundle = tmp / f"bundle-{secrets.token_hex(3)}"
-    exported = run_ledger(ledger, "export", "--out", str(bundle))
+    exported = run_ledger(ledger, "export", "--out", str(bundle), "--reason", "tamper test")
     assert exported.returncode == 0, exported.stderr
     return run_ledger(ledger, "verify", "--bundle", str(bundle), *extra)
 

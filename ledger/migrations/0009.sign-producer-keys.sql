@@ -1,7 +1,7 @@
--- 0008 (helper "sign"): producer authentication. The registry of producers' Ed25519
+-- 0009 (helper "sign"): producer authentication. The registry of producers' Ed25519
 -- public keys (the private halves never enter the database), their revocations, and
 -- the envelope each leaf was accepted with, so an export can be checked offline.
--- depends: 0007.security-events
+-- depends: 0008.attr-read-disclosures
 
 -- key_id = hex(SHA-256("philedger/producer-key/v1" || 0x00 || public_key)[:8]).
 CREATE TABLE producer_keys (
