@@ -400,6 +400,7 @@ def atna_serve(
     from ledgerctl.atna import DEFAULT_PRODUCER_ID, run_atna, stats_json
     from ledgerctl.simulate import key_producer_id
     from producers.errors import AtnaPolicyError
+    from producers.signing import ProducerKeyError
 
     _logging(verbose)
     if senders is None:
@@ -432,7 +433,7 @@ def atna_serve(
                 stats_every=stats_every,
             )
         )
-    except (AtnaPolicyError, ValueError) as exc:
+    except (AtnaPolicyError, ProducerKeyError, ValueError) as exc:
         raise _fail(str(exc)) from exc
     print(f"ATNA receiver exited: {stats_json(stats)}", file=sys.stderr, flush=True)
 
