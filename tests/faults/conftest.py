@@ -226,7 +226,12 @@ def fault_ledger(stack: Stack, tmp_path: Path) -> Iterator[FaultLedger]:
 
     asyncio.run(setup())
     apply_migrations(with_database(stack.owner_url, database))
+    own = dataclasses.replace(
+        stack, owner_url=with_database(stack.owner_url, database), database=database
+    )
     env = stack.env(
+        # `ledger export`'s own read record is signed by a key this ledger trusts.
+        LEDGER_CLI_PRODUCER_KEY_FILE=own.producer_key("ledger-cli"),
         DATABASE_URL=with_database(stack.owner_url, database),
         LEDGER_APPENDER_URL=with_database(stack.appender_url, database),
         LEDGER_READER_URL=with_database(stack.reader_url, database),
