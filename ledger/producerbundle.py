@@ -11,12 +11,14 @@ Files (next to manifest.json)::
     producer-keys.json                   [{"key_id", "producer_id", "public_key" (hex),
                                            "created_at", "revoked_at", "revoked_reason"}]
     producer-envelopes/<log_id>.jsonl    one {"leaf_index", "key_id", "envelope" (hex)}
+    producer-auth-start.json             {"<log_id>": first authenticated leaf index}, for
+                                         logs that had leaves before migration 0009
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Final
@@ -27,6 +29,7 @@ from ledger.producerauth import ProducerKeyId, RegisteredKey
 
 KEYS_FILE: Final = "producer-keys.json"
 ENVELOPES_DIR: Final = "producer-envelopes"
+START_FILE: Final = "producer-auth-start.json"
 
 
 def write_producer_keys(bundle: Path, keys: Iterable[RegisteredKey]) -> None:
@@ -43,6 +46,27 @@ def write_producer_keys(bundle: Path, keys: Iterable[RegisteredKey]) -> None:
     ]
     with open(new_file(bundle / KEYS_FILE), "w", encoding="utf-8") as out:
         out.write(json.dumps(rows, indent=1) + "\n")
+
+
+def write_auth_start(bundle: Path, starts: Mapping[int, int]) -> None:
+    """Where producer authentication starts in each log that is older than it."""
+    with open(new_file(bundle / START_FILE), "w", encoding="utf-8") as out:
+        out.write(json.dumps({str(k): v for k, v in sorted(starts.items())}) + "\n")
+
+
+def read_auth_start(bundle: Path) -> dict[int, int]:
+    """``write_auth_start``'s mapping; empty without the file (every leaf is authenticated)."""
+    path = bundle / START_FILE
+    if not path.exists():
+        return {}
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        out = {int(k): int(v) for k, v in raw.items()}
+    except (OSError, ValueError, AttributeError, TypeError) as exc:
+        raise MalformedInputError(f"{START_FILE} is unusable: {exc}") from exc
+    if any(v < 0 for v in out.values()):
+        raise MalformedInputError(f"{START_FILE} holds a negative leaf index")
+    return out
 
 
 class EnvelopeWriter:

@@ -30,10 +30,24 @@ ALTER TABLE leaves ADD COLUMN envelope bytea;
 -- fixed (e.g. a key registered later) can be re-submitted with its signature intact.
 ALTER TABLE quarantine ADD COLUMN envelope bytea;
 
+-- Leaves appended before producer authentication existed carry no envelope. Each log's
+-- size when this migration ran is where its authentication starts (a log created later
+-- starts at 0, with no row); the offline check does not ask older leaves for envelopes.
+CREATE TABLE producer_auth_start (
+    log_id     integer PRIMARY KEY REFERENCES logs (log_id),
+    first_leaf bigint NOT NULL CHECK (first_leaf >= 0)
+);
+INSERT INTO producer_auth_start (log_id, first_leaf)
+SELECT g.log_id, (SELECT coalesce(max(l.leaf_index) + 1, 0) FROM leaves l WHERE l.log_id = g.log_id)
+FROM logs g;
+-- Written once, here: a later row could exempt a new log's forged leaves.
+CREATE TRIGGER producer_auth_start_no_insert BEFORE INSERT ON producer_auth_start
+    FOR EACH ROW EXECUTE FUNCTION reject_mutation();
+
 DO $$
 DECLARE t text;
 BEGIN
-    FOREACH t IN ARRAY ARRAY['producer_keys', 'producer_key_revocations'] LOOP
+    FOREACH t IN ARRAY ARRAY['producer_keys', 'producer_key_revocations', 'producer_auth_start'] LOOP
         EXECUTE format('CREATE TRIGGER %I BEFORE UPDATE OR DELETE ON %I FOR EACH ROW EXECUTE FUNCTION reject_mutation()', t || '_no_mutation', t);
         EXECUTE format('CREATE TRIGGER %I BEFORE TRUNCATE ON %I FOR EACH STATEMENT EXECUTE FUNCTION reject_mutation()', t || '_no_truncate', t);
     END LOOP;
@@ -42,5 +56,6 @@ $$;
 
 -- Keys are added and revoked by the owner (`ledger producer ...`); the consumer and
 -- the API only read them.
-REVOKE ALL ON producer_keys, producer_key_revocations FROM PUBLIC;
-GRANT SELECT ON producer_keys, producer_key_revocations TO ledger_appender, ledger_reader;
+REVOKE ALL ON producer_keys, producer_key_revocations, producer_auth_start FROM PUBLIC;
+GRANT SELECT ON producer_keys, producer_key_revocations, producer_auth_start
+    TO ledger_appender, ledger_reader;

@@ -16,7 +16,7 @@ from asyncpg.pool import PoolConnectionProxy
 from ledger.errors import ConflictError, MalformedInputError
 from ledger.pg import sql
 from ledger.producerauth import ProducerKeyId, RegisteredKey, key_id_of
-from ledger.producerbundle import EnvelopeWriter, write_producer_keys
+from ledger.producerbundle import EnvelopeWriter, write_auth_start, write_producer_keys
 
 Conn = asyncpg.Connection | PoolConnectionProxy
 
@@ -98,6 +98,13 @@ async def export_producer_auth(conn: Conn, bundle: Path, log_ids: Sequence[int])
     """Write the registry and every log's envelopes into a bundle (``ledger export``),
     inside the export's snapshot transaction."""
     write_producer_keys(bundle, await fetch_producer_keys(conn))
+    wanted = set(log_ids)
+    starts = {
+        int(r["log_id"]): int(r["first_leaf"])
+        for r in await conn.fetch(sql.PRODUCER_AUTH_START)
+        if int(r["log_id"]) in wanted
+    }
+    write_auth_start(bundle, starts)
     for log_id in log_ids:
         with EnvelopeWriter(bundle, log_id) as out:
             async for r in conn.cursor(sql.EXPORT_ENVELOPES, log_id, prefetch=20_000):

@@ -358,6 +358,11 @@ SELECT leaf_index, envelope FROM leaves WHERE log_id = $1 AND envelope IS NOT NU
 ORDER BY leaf_index
 """
 
+#: Where each upgraded log's producer authentication starts (migration 0009).
+PRODUCER_AUTH_START: Final = (
+    "SELECT log_id, first_leaf FROM producer_auth_start WHERE first_leaf > 0"
+)
+
 COPY_PRODUCER_KEY: Final = """
 INSERT INTO producer_keys (key_id, producer_id, public_key, created_at) VALUES ($1, $2, $3, $4)
 ON CONFLICT (key_id) DO NOTHING

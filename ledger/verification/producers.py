@@ -6,10 +6,13 @@ shown to come from the producer its event names, or it gets one finding: no enve
 does not verify (``producer_bad_envelope``, ``producer_unknown_key``,
 ``producer_bad_signature``), or a valid signature by another producer's key
 (``producer_mismatch``); an envelope for a leaf index beyond the log is
-``producer_envelope_orphan``. Revocation is not held against a leaf: a key revoked after a
-leaf was accepted signed it while it was valid (docs/producer-auth.md). A source that is
-not a bundle, or a bundle without the registry (exported before producer authentication,
-or fetched through the API), is not checked. Plugged in as an ``EventCheck``.
+``producer_envelope_orphan``. A log that had leaves before producer authentication
+existed (``producer-auth-start.json``, from migration 0009) asks no envelope of those
+older leaves (one it has is still checked). Revocation is not held against a leaf: a
+key revoked after a leaf was accepted signed it while it was valid
+(docs/producer-auth.md). A source that is not a bundle, or a bundle without the registry
+(exported before producer authentication, or fetched through the API), is not checked.
+Plugged in as an ``EventCheck``.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from ledger.avro import JsonValue
 from ledger.errors import MalformedInputError
 from ledger.leaf import KafkaRecord
 from ledger.producerauth import AuthFailure, ProducerAuthenticator, check_producer
-from ledger.producerbundle import KEYS_FILE, read_envelopes, read_keys
+from ledger.producerbundle import KEYS_FILE, read_auth_start, read_envelopes, read_keys
 from ledger.verification.bundles import BundleLogSource
 from ledger.verification.checks import CheckContext
 from ledger.verification.findings import Findings
@@ -37,11 +40,13 @@ class ProducerCheck:
         auth: ProducerAuthenticator | None,
         envelopes: dict[int, bytes],
         size: int,
+        first_leaf: int = 0,
     ) -> None:
         self.findings = findings
         self._auth = auth
         self._envelopes = envelopes
         self._size = size
+        self._first_leaf = first_leaf
 
     def leaf(
         self, index: int, record: KafkaRecord, full_name: str, event: Mapping[str, JsonValue]
@@ -49,6 +54,8 @@ class ProducerCheck:
         if self._auth is None:
             return
         envelope = self._envelopes.pop(index, None)
+        if envelope is None and index < self._first_leaf:
+            return  # appended before producers authenticated
         if envelope is None:
             self.findings.add(
                 "producer_unauthenticated",
@@ -85,7 +92,8 @@ def producer_check(context: CheckContext) -> ProducerCheck:
     try:
         auth = ProducerAuthenticator(read_keys(source.reader.path))
         envelopes = read_envelopes(source.reader.path, source.log_id)
+        first_leaf = read_auth_start(source.reader.path).get(source.log_id, 0)
     except MalformedInputError as exc:
         context.findings.add("source_error", f"producer authentication files: {exc}")
         return ProducerCheck(context.findings, None, {}, 0)
-    return ProducerCheck(context.findings, auth, envelopes, source.size)
+    return ProducerCheck(context.findings, auth, envelopes, source.size, first_leaf)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ledger.leaf import decode_leaf
 from ledger.producerauth import ProducerKeyId, RegisteredKey
-from ledger.producerbundle import EnvelopeWriter, write_producer_keys
+from ledger.producerbundle import EnvelopeWriter, write_auth_start, write_producer_keys
 from ledger.verification.findings import FINDING_KINDS
 from ledger.verification.producers import producer_check
 from ledger.verify import verify_bundle
@@ -74,6 +74,18 @@ def test_each_unauthenticated_leaf_is_one_finding_at_its_index(tmp_path: Path) -
         ("producer_unauthenticated", 0),
         ("producer_unknown_key", 2),
     ]
+
+
+def test_leaves_from_before_producer_authentication_need_no_envelope(tmp_path: Path) -> None:
+    """A log upgraded by migration 0009: leaves below its start are not asked for an
+    envelope, every leaf from the start on is (and an envelope below it is still checked)."""
+    bundle, _ = _signed_bundle(tmp_path / "b", tamper=True)
+    write_auth_start(bundle, {LOG_ID: 2})  # leaf 0 (no envelope) and 1 predate it
+    assert _producer_findings(bundle)[-2:] == [
+        ("producer_mismatch", 1),  # present, so checked
+        ("producer_unknown_key", 2),
+    ]
+    assert ("producer_unauthenticated", 0) not in _producer_findings(bundle)
 
 
 def test_a_bundle_without_the_registry_is_not_judged_on_producers(tmp_path: Path) -> None:
