@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import secrets
 import signal
@@ -38,21 +39,36 @@ from ledger.leaf import KafkaRecord
 from ledger.merkle import leaf_hash
 from ledger.migrate import apply_migrations
 from ledger.pg import sql
+from ledger.pg.producerkeys import add_producer_key
 from ledgerctl.infra import ensure_topics
 from producers.codec import Codec
 from producers.emitter import Emitter, EmitterConfig
 from producers.kafka_security import KafkaSecurity
+from producers.signing import generate_producer_key, write_producer_key
 from producers.simulator import Simulator
 
 LEDGER = str(Path(sys.executable).with_name("ledger"))
 
 
+@functools.cache
+def bench_key() -> tuple[str, bytes]:
+    """(key file, public key) of the "bench" producer: the ledger appends only signed events
+    (docs/producer-auth.md), so the benchmark's producer signs like any other."""
+    key = generate_producer_key("bench")
+    path = Path(tempfile.mkdtemp(prefix="ledger-bench-key-")) / "bench.key"
+    write_producer_key(path, key)
+    return str(path), key.public_key
+
+
 async def fresh_database(settings: dict[str, str], name: str) -> None:
+    """An empty ledger database that trusts the "bench" producer's key."""
     admin = await asyncpg.connect(settings["DATABASE_URL"])
     await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     await admin.execute(f'CREATE DATABASE "{name}"')
     await admin.close()
-    apply_migrations(on_db(settings["DATABASE_URL"], name))
+    owner = on_db(settings["DATABASE_URL"], name)
+    apply_migrations(owner)
+    await add_producer_key(owner, producer_id="bench", public_key=bench_key()[1])
 
 
 async def produce(
@@ -70,6 +86,7 @@ async def produce(
         relay_topic=topics[1],
         linger_ms=20,
         kafka_security=security,
+        producer_key_file=bench_key()[0],
     )
     durations = []
     async with Emitter(config) as emitter:

@@ -36,6 +36,7 @@ async def run_consumer(
     session_timeout_ms: int = 10_000,
     group_instance_id: str | None = None,
     max_batch: int = 10_000,
+    authenticate_producers: bool = True,
     kafka_security: KafkaSecurity | None = None,
 ) -> None:
     stop = asyncio.Event()
@@ -51,13 +52,18 @@ async def run_consumer(
         session_timeout_ms=session_timeout_ms,
         group_instance_id=group_instance_id,
         max_batch=max_batch,
+        authenticate_producers=authenticate_producers,
         kafka_security=kafka_security or KafkaSecurity(),
     )
     appender = PostgresAppender(dsn=appender_dsn, ledger_name=ledger_name)
     await appender.start()
     checkpointer = Checkpointer(pool=appender.pool, signers=signers, policy=policy)
     consumer = LedgerConsumer(
-        config=config, appender=appender, codec=Codec(), checkpointer=checkpointer
+        config=config,
+        appender=appender,
+        codec=Codec(),
+        checkpointer=checkpointer,
+        key_source=appender,
     )
     async with appender, consumer:
         logger.info("consuming %s as group %s", ",".join(topics), group_id)

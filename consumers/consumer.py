@@ -7,19 +7,23 @@ advisory. A batch is appended only under the writer claim it was read under:
 records read before a re-claim are read again from the stored position, never
 appended past it. Every consumed record becomes exactly one of: a leaf, a
 counted duplicate, or a quarantine row with a specific reason; a bad record
-never blocks its partition.
+never blocks its partition. A record becomes a leaf only if it is authenticated
+as its producer's (``ledger.producerauth``; docs/producer-auth.md); every record
+that is not raises a security alert.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import itertools
 import logging
 import os
 import socket
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -41,6 +45,15 @@ from ledger.ingest import (
     WriterSchemaInfo,
 )
 from ledger.leaf import MAX_LEAF_BYTES, KafkaRecord, encode_leaf, leaf_overhead
+from ledger.producerauth import (
+    ENVELOPE_HEADER,
+    REASON_UNKNOWN_KEY,
+    AuthFailure,
+    ProducerAuthenticator,
+    ProducerKeySource,
+    RegisteredKey,
+    check_producer,
+)
 from producers.codec import Codec
 from producers.errors import DecodeError
 from producers.events import (
@@ -90,6 +103,13 @@ class ConsumerConfig:
     #: Static group membership (KIP-345): a restarted consumer with the same instance id
     #: gets its partitions back at once instead of after the session timeout.
     group_instance_id: str | None = None
+    #: Producer authentication (docs/producer-auth.md). Off ONLY for the side-by-side
+    #: benchmark (benchmarks/producer_auth.py); never turn it off in a deployment.
+    authenticate_producers: bool = True
+    #: How often the producer key registry is re-read (a revocation takes effect within
+    #: this); an unknown key id triggers a re-read at most every ``..._min_seconds``.
+    producer_keys_refresh_seconds: float = 30.0
+    producer_keys_refresh_min_seconds: float = 1.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -234,14 +254,56 @@ def classify(
     *,
     now: datetime | None = None,
     max_clock_skew: timedelta = DEFAULT_SKEW,
+    auth: ProducerAuthenticator | None = None,
+    envelope: bytes | None = None,
+    verdict: RegisteredKey | AuthFailure | None = None,
     relay_topics: frozenset[str] | None = None,
 ) -> BatchItem:
     """Turn one Kafka record into an ``Accepted`` leaf or a ``Rejected`` quarantine entry.
+
+    With ``auth`` (the consumer always passes one unless a benchmark switched producer
+    authentication off) the record is authenticated before it is decoded: a record that
+    is not from a registered, unrevoked key, or whose event names another producer than
+    the key's, is rejected with an alert and never reaches the ledger. A rejected record
+    keeps its envelope (quarantine re-submission sends it again).
 
     With ``relay_topics`` (the consumer always gives it), an event is accepted only on
     the topic its schema belongs to: CriticalResultRelay on a relay topic, every other
     kind on any other topic; None skips that check (tools classifying synthetic topics).
     """
+    item = _classify(record, codec, now, max_clock_skew, auth, envelope, verdict, relay_topics)
+    if isinstance(item, Rejected) and envelope is not None:
+        return dataclasses.replace(item, envelope=envelope)
+    return item
+
+
+def _wrong_topic(
+    record: KafkaRecord, schema_name: str, relay_topics: frozenset[str] | None
+) -> Rejected | None:
+    """A rejection when the event's schema does not belong on the record's topic."""
+    if relay_topics is None:
+        return None
+    is_relay = schema_name == RELAY_SCHEMA_NAME
+    if is_relay == (record.topic in relay_topics):
+        return None
+    where = "only on a relay topic" if is_relay else "never on a relay topic"
+    return Rejected(
+        record=record,
+        reason=REASON_WRONG_TOPIC,
+        detail=f"a {schema_name} event belongs {where}, not on {record.topic}",
+    )
+
+
+def _classify(
+    record: KafkaRecord,
+    codec: Codec,
+    now: datetime | None,
+    max_clock_skew: timedelta,
+    auth: ProducerAuthenticator | None,
+    envelope: bytes | None,
+    verdict: RegisteredKey | AuthFailure | None,
+    relay_topics: frozenset[str] | None,
+) -> BatchItem:
     if not record.value:
         return Rejected(record=record, reason=REASON_EMPTY, detail="record has no value")
     size = leaf_overhead(record.topic, record.key) + len(record.value)
@@ -251,24 +313,48 @@ def classify(
             reason=REASON_OVERSIZE,
             detail=f"record would make a {size}-byte leaf; a leaf holds at most {MAX_LEAF_BYTES}",
         )
+    key = None
+    if auth is not None:
+        if verdict is None:  # not checked with its poll (``authenticate_many``)
+            try:
+                verdict = auth.authenticate(
+                    topic=record.topic, value=record.value, envelope=envelope
+                )
+            except AuthFailure as exc:
+                verdict = exc
+        if isinstance(verdict, AuthFailure):
+            return Rejected(record=record, reason=verdict.reason, detail=verdict.detail, alert=True)
+        key = verdict
     try:
         schema, fields = codec.decode_valid(record.value, now=now, max_future_skew=max_clock_skew)
     except DecodeError as exc:
         return Rejected(record=record, reason=exc.reason, detail=str(exc))
-    if relay_topics is not None:
-        is_relay = schema.full_name == RELAY_SCHEMA_NAME
-        if is_relay != (record.topic in relay_topics):
-            where = "only on a relay topic" if is_relay else "never on a relay topic"
-            return Rejected(
-                record=record,
-                reason=REASON_WRONG_TOPIC,
-                detail=f"a {schema.full_name} event belongs {where}, not on {record.topic}",
-            )
+    if key is not None:
+        try:
+            check_producer(key, cast(str, fields["producer_id"]))
+        except AuthFailure as exc:
+            return Rejected(record=record, reason=exc.reason, detail=exc.detail, alert=True)
+    wrong = _wrong_topic(record, schema.full_name, relay_topics)
+    if wrong is not None:
+        return wrong
     try:
         leaf = encode_leaf(record)
     except MalformedInputError as exc:
         return Rejected(record=record, reason=REASON_OVERSIZE, detail=str(exc))
-    return Accepted(record=record, leaf=leaf, index=index_fields(schema.full_name, fields))
+    return Accepted(
+        record=record,
+        leaf=leaf,
+        index=index_fields(schema.full_name, fields),
+        envelope=None if key is None else envelope,
+    )
+
+
+def envelope_of(msg: ConsumerRecord[bytes, bytes]) -> bytes | None:
+    """The producer-authentication header of a record (the first, if several)."""
+    for name, value in msg.headers or ():
+        if name == ENVELOPE_HEADER:
+            return bytes(value) if value is not None else None
+    return None
 
 
 def _kafka_record(msg: ConsumerRecord[bytes, bytes]) -> KafkaRecord:
@@ -323,8 +409,14 @@ class LedgerConsumer:
         appender: Appender,
         codec: Codec,
         checkpointer: Checkpointing | None = None,
+        key_source: ProducerKeySource | None = None,
     ) -> None:
+        if config.authenticate_producers and key_source is None:
+            raise ValueError("producer authentication needs a key source (the appender)")
         self._config = config
+        self._key_source = key_source
+        self._auth = ProducerAuthenticator() if config.authenticate_producers else None
+        self._keys_read_at: float | None = None
         self._appender = appender
         self._codec = codec
         self._checkpointer = checkpointer
@@ -475,8 +567,21 @@ class LedgerConsumer:
             await asyncio.sleep(1.0)
             return []
         claims = {tp: self._epochs.get(tp) for tp in batches}
+        await self._refresh_keys(on_unknown_key=False)
+        auth = self._auth
         now = utc_now()
         skew = timedelta(seconds=self._config.max_clock_skew_seconds)
+        polled = [(tp, [(m, envelope_of(m)) for m in ms]) for tp, ms in batches.items() if ms]
+        verdicts: Iterator[RegisteredKey | AuthFailure | None] = itertools.repeat(None)
+        if auth is not None:
+            rows = [(m.topic, m.value or b"", e) for _, pairs in polled for m, e in pairs]
+            checked = auth.authenticate_many(rows)
+            unknown = any(
+                isinstance(v, AuthFailure) and v.reason == REASON_UNKNOWN_KEY for v in checked
+            )
+            if unknown and await self._refresh_keys(on_unknown_key=True):
+                checked = auth.authenticate_many(rows)  # a key registered since the last read
+            verdicts = iter(checked)
         return [
             _Polled(
                 tp=tp,
@@ -487,14 +592,44 @@ class LedgerConsumer:
                         self._codec,
                         now=now,
                         max_clock_skew=skew,
+                        auth=auth,
+                        envelope=e,
+                        verdict=next(verdicts),
                         relay_topics=self._config.relay_topics,
                     )
-                    for m in messages
+                    for m, e in pairs
                 ],
             )
-            for tp, messages in batches.items()
-            if messages
+            for tp, pairs in polled
         ]
+
+    async def _refresh_keys(self, *, on_unknown_key: bool) -> bool:
+        """Re-read the key registry when it is due (``producer_keys_refresh_seconds``), or
+        when a record named a key id not in it (a key registered since the last read):
+        then at most once per ``producer_keys_refresh_min_seconds``, waiting out the rest
+        of that interval, so records naming unknown keys slow this consumer to one poll
+        per interval at worst. True when the registry was read."""
+        auth, source = self._auth, self._key_source
+        if auth is None or source is None:
+            return False
+        age = None if self._keys_read_at is None else time.monotonic() - self._keys_read_at
+        if not on_unknown_key and age is not None:
+            if age < self._config.producer_keys_refresh_seconds:
+                return False
+        elif age is not None:
+            wait = self._config.producer_keys_refresh_min_seconds - age
+            if wait > 0:
+                await asyncio.sleep(wait)
+        try:
+            keys = await source.producer_keys()
+        except (LedgerError, OSError) as exc:
+            if self._keys_read_at is None:
+                raise
+            logger.warning("cannot re-read the producer key registry (%s)", exc)
+            return False
+        auth.replace_keys(keys)
+        self._keys_read_at = time.monotonic()
+        return True
 
     async def _sweep_checkpoints(self) -> None:
         """Time-based cadence: sign logs whose unsigned leaves have waited long enough."""

@@ -137,17 +137,17 @@ def check_target(path: str | Path) -> None:
         )
 
 
-def _new_file(path: Path) -> int:
+def new_file(path: Path) -> int:
     """A new owner-only file (never an existing one, never through a symlink)."""
     return os.open(path, _NEW_FILE, FILE_MODE)
 
 
 def _write_new(path: Path, text: str) -> None:
-    with open(_new_file(path), "w", encoding="utf-8") as out:
+    with open(new_file(path), "w", encoding="utf-8") as out:
         out.write(text)
 
 
-def _new_dir(path: Path) -> None:
+def new_dir(path: Path) -> None:
     path.mkdir(mode=DIR_MODE)
     os.chmod(path, DIR_MODE)  # mkdir's mode is masked by the umask: make it exactly 0700
 
@@ -251,8 +251,8 @@ class LogWriter:
         self, *, owner: BundleWriter, directory: Path, log_id: int, origin: str, size: int | None
     ) -> None:
         if not directory.parent.is_dir():
-            _new_dir(directory.parent)
-        _new_dir(directory)
+            new_dir(directory.parent)
+        new_dir(directory)
         self._owner = owner
         self.log_id = log_id
         self.origin = origin
@@ -260,14 +260,14 @@ class LogWriter:
         self._count = 0
         self._closed = False
         self._entries: IO[bytes] = open(  # noqa: SIM115
-            _new_file(directory / ENTRIES), "wb", buffering=_WRITE_BUFFER
+            new_file(directory / ENTRIES), "wb", buffering=_WRITE_BUFFER
         )
-        self._tiles: IO[bytes] = open(_new_file(directory / TILES), "wb", buffering=_WRITE_BUFFER)  # noqa: SIM115
+        self._tiles: IO[bytes] = open(new_file(directory / TILES), "wb", buffering=_WRITE_BUFFER)  # noqa: SIM115
         self._checkpoints: IO[str] = open(  # noqa: SIM115
-            _new_file(directory / CHECKPOINTS), "w", encoding="utf-8"
+            new_file(directory / CHECKPOINTS), "w", encoding="utf-8"
         )
         self._index: IO[str] = open(  # noqa: SIM115
-            _new_file(directory / INDEX), "w", encoding="utf-8", buffering=_WRITE_BUFFER
+            new_file(directory / INDEX), "w", encoding="utf-8", buffering=_WRITE_BUFFER
         )
 
     def _check_open(self) -> None:
@@ -373,7 +373,7 @@ class BundleWriter:
         check_target(self._path)
         if not self._path.exists():
             self._path.parent.mkdir(parents=True, exist_ok=True)
-            _new_dir(self._path)
+            new_dir(self._path)
         self._ledger_name = ledger_name
         self._exported_at = _iso_utc(exported_at or datetime.now(UTC))
         self._logs: dict[int, BundleLog] = {}

@@ -53,6 +53,9 @@ class Accepted:
     record: KafkaRecord
     leaf: bytes
     index: IndexFields
+    #: The producer-authentication envelope it was accepted with (``ledger.producerauth``);
+    #: stored in the leaf's row for offline checks.
+    envelope: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -62,6 +65,10 @@ class Rejected:
     record: KafkaRecord
     reason: str
     detail: str
+    #: Also raise a security alert (failed producer authentication).
+    alert: bool = False
+    #: The record's producer-authentication envelope, kept with it in quarantine.
+    envelope: bytes | None = None
 
 
 BatchItem = Accepted | Rejected

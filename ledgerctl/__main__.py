@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 
 from ledger.note import Verifier
+from ledgerctl.producerkeys import producer_app
 from ledgerctl.settings import KafkaRole, Settings
 from producers.kafka_security import KafkaSecurity
 
@@ -34,6 +35,7 @@ quarantine_app = typer.Typer(
 app.add_typer(quarantine_app, name="quarantine")
 token_app = typer.Typer(help="API bearer tokens (stored as hashes).", no_args_is_help=True)
 app.add_typer(token_app, name="token")
+app.add_typer(producer_app, name="producer")
 atna_app = typer.Typer(
     help="IHE ATNA audit record repository: syslog over TLS/UDP in, events out.",
     no_args_is_help=True,
@@ -377,7 +379,10 @@ def atna_serve(
     kept_dir: Annotated[Path, typer.Option(help="Where unparseable messages are kept.")] = Path(
         ".local/atna/kept"
     ),
-    producer_id: Annotated[str, typer.Option(help="Producer id of the events.")] = "atna-receiver",
+    producer_id: Annotated[
+        str | None,
+        typer.Option(help="Producer id (default: LEDGER_PRODUCER_KEY_FILE's, else atna-receiver)."),
+    ] = None,
     default_facility: Annotated[
         str | None, typer.Option(help="Facility when a message names no site.")
     ] = None,
@@ -392,8 +397,10 @@ def atna_serve(
     verbose: bool = False,
 ) -> None:
     """Run the ATNA receiver until SIGTERM."""
-    from ledgerctl.atna import run_atna, stats_json
+    from ledgerctl.atna import DEFAULT_PRODUCER_ID, run_atna, stats_json
+    from ledgerctl.simulate import key_producer_id
     from producers.errors import AtnaPolicyError
+    from producers.signing import ProducerKeyError
 
     _logging(verbose)
     if senders is None:
@@ -402,10 +409,13 @@ def atna_serve(
         )
     if not no_tls and client_ca is None:
         raise _fail("--client-ca is required: TLS senders must present a client certificate")
+    settings = Settings.load()
+    if producer_id is None:
+        producer_id = key_producer_id(settings.producer_key_file, DEFAULT_PRODUCER_ID)
     try:
         stats = asyncio.run(
             run_atna(
-                Settings.load(),
+                settings,
                 host=host,
                 tls_port=None if no_tls else tls_port,
                 udp_port=udp_port,
@@ -423,7 +433,7 @@ def atna_serve(
                 stats_every=stats_every,
             )
         )
-    except (AtnaPolicyError, ValueError) as exc:
+    except (AtnaPolicyError, ProducerKeyError, ValueError) as exc:
         raise _fail(str(exc)) from exc
     print(f"ATNA receiver exited: {stats_json(stats)}", file=sys.stderr, flush=True)
 
@@ -465,16 +475,21 @@ def simulate(
     ids_out: Annotated[
         Path | None, typer.Option("--ids-out", help="Write the emitted event ids here.")
     ] = None,
-    producer_id: Annotated[str, typer.Option(help="Producer id stamped on events.")] = "simulator",
+    producer_id: Annotated[
+        str | None,
+        typer.Option(help="Producer id stamped on events (default: LEDGER_PRODUCER_KEY_FILE's)."),
+    ] = None,
     accepted_out: Annotated[
         Path | None,
         typer.Option(help="Append each event id here as soon as emit() accepted it."),
     ] = None,
 ) -> None:
     """Emit realistic synthetic events through the producer library."""
-    from ledgerctl.simulate import run_simulation
+    from ledgerctl.simulate import key_producer_id, run_simulation
 
     settings = Settings.load()
+    if producer_id is None:
+        producer_id = key_producer_id(settings.producer_key_file, "simulator")
     summary = asyncio.run(
         run_simulation(
             settings,

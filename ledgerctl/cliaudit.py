@@ -5,8 +5,11 @@ kept store (not through the API, which records its own reads) calls ``record_cli
 before it writes out a byte of what it read. That returns only once Kafka acknowledged
 the AuditLogUsed event (acks=all, no spool: a read is not recorded until the ledger's
 topic holds it), and otherwise raises ``UnavailableError``: the command then writes
-nothing and exits non-zero. The operator is the process's effective OS user (not
-``$USER``, which the caller can set), with the ``--reason`` they gave.
+nothing and exits non-zero. The record is signed with LEDGER_CLI_PRODUCER_KEY_FILE as
+the producer that key was issued to (an unsigned record would be quarantined, not
+appended, so without that key nothing is read either). The operator is the process's
+effective OS user (not ``$USER``, which the caller can set), with the ``--reason`` they
+gave.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from ledgerctl.settings import KafkaRole, Settings
 from producers.emitter import Emitter, EmitterConfig
 from producers.errors import ProducerError
 from producers.events import Facility
+from producers.signing import load_producer_key
 
 #: The role a CLI read is recorded with (API tokens are investigator/auditor/admin).
 OPERATOR_ROLE: Final = "operator"
@@ -112,9 +116,22 @@ def cli_read(
     )
 
 
-def cli_producer_id() -> str:
-    """One producer id per host for the command line's own read records."""
-    return f"ledger-cli-{socket.gethostname()}"
+def cli_producer(settings: Settings) -> tuple[str, str]:
+    """(producer id, key file) the command line signs its read records with.
+
+    ``UnavailableError`` without a usable LEDGER_CLI_PRODUCER_KEY_FILE: the ledger would
+    quarantine an unsigned record, and a read that is not in the ledger must not happen.
+    """
+    key_file = settings.cli_producer_key_file
+    if not key_file:
+        raise UnavailableError(
+            "this read of the ledger cannot be recorded: LEDGER_CLI_PRODUCER_KEY_FILE is not "
+            "set (`ledger producer add ledger-cli --out FILE` issues one); nothing was read out"
+        )
+    try:
+        return load_producer_key(key_file).producer_id, key_file
+    except ProducerError as exc:
+        raise UnavailableError(f"this read of the ledger cannot be recorded: {exc}") from exc
 
 
 async def record_cli_read(settings: Settings, read: LedgerRead) -> None:
@@ -127,10 +144,12 @@ async def record_cli_read(settings: Settings, read: LedgerRead) -> None:
         security = settings.kafka(KafkaRole.OPERATOR)
     except ProducerError as exc:  # a bad setting or password file: named, no traceback
         raise UnavailableError(f"this read of the ledger cannot be recorded: {exc}") from exc
+    producer_id, key_file = cli_producer(settings)
     config = EmitterConfig(
         bootstrap_servers=settings.kafka_bootstrap,
         kafka_security=security,
-        producer_id=cli_producer_id(),
+        producer_id=producer_id,
+        producer_key_file=key_file,
         access_topic=settings.access_topic,
         relay_topic=settings.relay_topic,
         # Sequence numbers rise across runs without a file to keep them in.

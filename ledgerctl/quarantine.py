@@ -17,11 +17,25 @@ from aiokafka import AIOKafkaProducer
 
 from ledger.errors import ConflictError, MalformedInputError
 from ledger.pg import sql
+from ledger.producerauth import ENVELOPE_HEADER
 from ledgerctl.client import Api
 from producers.kafka_security import KafkaSecurity, client_kwargs
 
-#: Reasons for which re-sending the same bytes cannot help.
-HOPELESS = frozenset({"conflicting_event_id", "conflicting_event_id_original", "oversize"})
+#: Reasons for which re-sending the same bytes cannot help. A record refused for its
+#: producer key being unknown may succeed once the key is registered; it is re-sent with
+#: its original envelope (docs/producer-auth.md).
+HOPELESS = frozenset(
+    {
+        "conflicting_event_id",
+        "conflicting_event_id_original",
+        "oversize",
+        "unauthenticated",
+        "bad_envelope",
+        "bad_signature",
+        "revoked_key",
+        "producer_mismatch",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -89,6 +103,9 @@ async def resubmit(
                 row["topic"],
                 value=bytes(row["record_value"]),
                 key=None if row["record_key"] is None else bytes(row["record_key"]),
+                headers=None
+                if row["envelope"] is None
+                else [(ENVELOPE_HEADER, bytes(row["envelope"]))],
             )
         finally:
             await producer.stop()

@@ -28,6 +28,7 @@ from ledger.note import Signer
 from ledger.pg import sql, tree
 from ledger.pg.appender import PostgresAppender
 from ledger.pg.checkpointer import Checkpointer, CheckpointPolicy
+from ledger.pg.producerkeys import copy_producer_keys
 from producers.codec import Codec
 from producers.kafka_security import KafkaSecurity, client_kwargs
 
@@ -135,6 +136,8 @@ async def replay(
 
     if before_reading is not None:
         await before_reading()
+    # The same producers are trusted (and the same keys revoked) as in the source ledger.
+    await copy_producer_keys(owner_url, target_owner)
     try:
         targets = await end_offsets(bootstrap, topics, security)
     except KafkaError as exc:
@@ -155,6 +158,7 @@ async def replay(
         appender=appender,
         codec=Codec(),
         checkpointer=checkpointer,
+        key_source=appender,
     )
     try:
         async with consumer:

@@ -2,11 +2,14 @@
 
 Invariant: the API starts only with a working read recorder (an emitter with its
 own spool), so no read of the ledger goes unrecorded; the spool lives under
-LEDGER_SPOOL_DIR/ledger-api-<host>-<port> and survives restarts.
+LEDGER_SPOOL_DIR/<producer id> and survives restarts. The producer id is the one
+LEDGER_PRODUCER_KEY_FILE was issued to (else ledger-api-<host>-<port>); the FHIR feed
+signs with LEDGER_FHIR_PRODUCER_KEY_FILE as a producer of its own when that is set.
 """
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from pathlib import Path
 
@@ -17,7 +20,33 @@ from ledger.errors import MalformedInputError
 from ledgerctl.fhirfeed import EmitterFhirSubmitter
 from ledgerctl.readaudit import EmitterReadRecorder
 from ledgerctl.settings import KafkaRole, Settings
+from ledgerctl.simulate import key_producer_id
 from producers.emitter import Emitter, EmitterConfig
+
+
+def _emitter_config(settings: Settings, producer_id: str, key_file: str | None) -> EmitterConfig:
+    spool = Path(settings.spool_dir) / producer_id
+    spool.parent.mkdir(parents=True, exist_ok=True)
+    return EmitterConfig(
+        bootstrap_servers=settings.kafka_bootstrap,
+        producer_id=producer_id,
+        access_topic=settings.access_topic,
+        relay_topic=settings.relay_topic,
+        max_block_seconds=1.0,
+        spool_dir=str(spool),
+        producer_key_file=key_file,
+        kafka_security=settings.kafka(KafkaRole.API),
+    )
+
+
+def _cursor_key_and_url(settings: Settings) -> tuple[CursorKey | None, str | None]:
+    key_file = settings.cursor_key_file
+    try:
+        cursor_key = CursorKey.from_file(Path(key_file)) if key_file else None
+        public_url = None if settings.public_url is None else public_base(settings.public_url)
+    except MalformedInputError as exc:
+        raise SystemExit(f"LEDGER_CURSOR_KEY_FILE / LEDGER_PUBLIC_URL: {exc}") from exc
+    return cursor_key, public_url
 
 
 def api_producer_id(port: int) -> str:
@@ -33,29 +62,22 @@ async def run_api(
     tls_cert: Path | None = None,
     tls_key: Path | None = None,
 ) -> None:
-    producer_id = api_producer_id(port)
-    spool = Path(settings.spool_dir) / producer_id
-    spool.parent.mkdir(parents=True, exist_ok=True)
-    config = EmitterConfig(
-        bootstrap_servers=settings.kafka_bootstrap,
-        producer_id=producer_id,
-        access_topic=settings.access_topic,
-        relay_topic=settings.relay_topic,
-        max_block_seconds=1.0,
-        spool_dir=str(spool),
-        kafka_security=settings.kafka(KafkaRole.API),
-    )
+    producer_id = key_producer_id(settings.producer_key_file, api_producer_id(port))
+    config = _emitter_config(settings, producer_id, settings.producer_key_file)
     tls = tls_context(tls_cert, tls_key) if tls_cert and tls_key else None
-    key_file = settings.cursor_key_file
-    try:
-        cursor_key = CursorKey.from_file(Path(key_file)) if key_file else None
-        public_url = None if settings.public_url is None else public_base(settings.public_url)
-    except MalformedInputError as exc:
-        raise SystemExit(f"LEDGER_CURSOR_KEY_FILE / LEDGER_PUBLIC_URL: {exc}") from exc
-    async with Emitter(config) as emitter:
+    cursor_key, public_url = _cursor_key_and_url(settings)
+    async with contextlib.AsyncExitStack() as stack:
+        emitter = await stack.enter_async_context(Emitter(config))
+        fhir_emitter = emitter
+        fhir_key = settings.fhir_producer_key_file
+        if fhir_key is not None:  # the FHIR feed signs as a producer of its own
+            fhir_id = key_producer_id(fhir_key, f"{producer_id}-fhir")
+            fhir_emitter = await stack.enter_async_context(
+                Emitter(_emitter_config(settings, fhir_id, fhir_key))
+            )
         recorder = EmitterReadRecorder(emitter, ledger_name=settings.ledger_name)
         await serve_api(
-            fhir_submitter=EmitterFhirSubmitter(emitter),
+            fhir_submitter=EmitterFhirSubmitter(fhir_emitter),
             reader_dsn=settings.require("reader_url"),
             host=host,
             port=port,

@@ -140,6 +140,14 @@ class Settings(BaseSettings):
     consumer_group: str = Field(default="phi-ledger", alias="LEDGER_CONSUMER_GROUP")
     signer_key_file: str | None = Field(default=None, alias="LEDGER_SIGNER_KEY_FILE")
     spool_dir: str = Field(default=".local/spool", alias="LEDGER_SPOOL_DIR")
+    #: This process's producer key (`ledger producer add`): its events are signed with it
+    #: and carry its producer id (docs/producer-auth.md).
+    producer_key_file: str | None = Field(default=None, alias="LEDGER_PRODUCER_KEY_FILE")
+    #: The API's FHIR feed (POST /fhir/AuditEvent) is a producer of its own.
+    fhir_producer_key_file: str | None = Field(default=None, alias="LEDGER_FHIR_PRODUCER_KEY_FILE")
+    #: The command line's records of its own reads (export, replay, ...) are signed with
+    #: this key, as a producer of their own (`ledger producer add ledger-cli`).
+    cli_producer_key_file: str | None = Field(default=None, alias="LEDGER_CLI_PRODUCER_KEY_FILE")
     verifier_key: str | None = Field(default=None, alias="LEDGER_VERIFIER_KEY")
     verifier_keys: str | None = Field(default=None, alias="LEDGER_VERIFIER_KEYS")
     checkpoint_every_leaves: int = Field(

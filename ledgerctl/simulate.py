@@ -21,6 +21,7 @@ from ledgerctl.report import fetch_history
 from ledgerctl.settings import KafkaRole, Settings
 from producers.emitter import Emitter, EmitterConfig, EmitterHealth
 from producers.events import AuditEvent, CriticalResultRelay, PhiAccessEvent
+from producers.signing import load_producer_key
 from producers.simulator import Simulator
 
 
@@ -34,11 +35,16 @@ class SimulationSummary:
 
 
 def emitter_config(
-    settings: Settings, producer_id: str, role: KafkaRole = KafkaRole.SIMULATOR
+    settings: Settings,
+    producer_id: str,
+    role: KafkaRole = KafkaRole.SIMULATOR,
+    *,
+    key_file: str | None = None,
 ) -> EmitterConfig:
     """A durable emitter: while Kafka is away, events go to a spool per producer id
     (``LEDGER_SPOOL_DIR/<producer id>``) and are re-sent in order when it returns. It
-    authenticates to Kafka as ``role``'s principal."""
+    authenticates to Kafka as ``role``'s principal and signs with ``key_file`` (default
+    LEDGER_PRODUCER_KEY_FILE)."""
     spool = Path(settings.spool_dir) / producer_id
     spool.parent.mkdir(parents=True, exist_ok=True)
     return EmitterConfig(
@@ -48,8 +54,16 @@ def emitter_config(
         relay_topic=settings.relay_topic,
         max_block_seconds=2.0,
         spool_dir=str(spool),
+        producer_key_file=key_file or settings.producer_key_file,
         kafka_security=settings.kafka(role),
     )
+
+
+def key_producer_id(key_file: str | None, default: str) -> str:
+    """The producer id a key file was issued to (the process's identity), else ``default``."""
+    if key_file is None:
+        return default
+    return load_producer_key(key_file).producer_id
 
 
 async def emit_all(
@@ -155,7 +169,8 @@ async def run_demo(
     relay = next(e for e in stream if isinstance(e, CriticalResultRelay))
     patient = relay.patient
     mine = {str(e.event_id) for e in stream if e.patient == patient}
-    producer_id = f"demo-{time.strftime('%Y%m%dT%H%M%S')}"
+    demo_id = f"demo-{time.strftime('%Y%m%dT%H%M%S')}"
+    producer_id = key_producer_id(settings.producer_key_file, demo_id)
     started = time.perf_counter()
     await emit_all(settings, stream, rate=0, producer_id=producer_id)
     deadline = time.monotonic() + timeout

@@ -32,6 +32,7 @@ from ledger.leaf import decode_leaf
 from ledger.note import Verifier
 from ledger.verification.checks import EventCheckFactory
 from ledger.verification.disclosures import disclosure_check
+from ledger.verification.producers import producer_check
 from ledger.verify import (
     LogReport,
     key_report,
@@ -112,11 +113,12 @@ def render_reports(console: Console, reports: Sequence[LogReport]) -> bool:
 
 
 def event_checks(*, check_index: bool) -> tuple[EventCheckFactory, ...]:
-    """The composed per-leaf and per-row checks (``ledger.verification.checks``): each
-    compares index rows with their leaves, so they run only when the index is checked."""
+    """The composed per-leaf and per-row checks (``ledger.verification.checks``): every
+    leaf's producer envelope (a bundle's, when it has the key registry), and, when the
+    index is checked, the disclosed ranges of its rows."""
     if not check_index:
-        return ()
-    return (disclosure_check,)
+        return (producer_check,)
+    return (producer_check, disclosure_check)
 
 
 def _one_log(

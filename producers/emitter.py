@@ -53,7 +53,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import TracebackType
-from typing import Final, Self, TypeVar
+from typing import Any, Final, Self, TypeVar
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError
@@ -69,6 +69,8 @@ from producers.errors import (
 )
 from producers.events import AuditEvent, check_producer_id
 from producers.kafka_security import KafkaSecurity, client_kwargs
+from producers.signedsend import SigningProducer
+from producers.signing import BatchSigner, ProducerKeyError, load_producer_key
 from producers.spool import (
     DEFAULT_MAX_BYTES,
     DEFAULT_SEGMENT_BYTES,
@@ -132,6 +134,9 @@ class EmitterConfig:
     connect_timeout_seconds: float = 10.0
     #: Cap of the exponential backoff between reconnection attempts.
     reconnect_backoff_max_seconds: float = 5.0
+    #: This producer's key file (``ledger producer add``; docs/producer-auth.md). Every
+    #: record is signed with it; without one the ledger quarantines every event sent.
+    producer_key_file: str | None = None
 
     def __post_init__(self) -> None:
         for name in (
@@ -250,6 +255,8 @@ def _fail_pending(producer: AIOKafkaProducer) -> None:
     aiokafka 0.14 internals (the version is pinned below 0.15); if they change, the
     bounded ``stop()`` that follows still returns, only more slowly.
     """
+    if isinstance(producer, SigningProducer):  # records still waiting to be signed
+        producer.fail_unsigned(KafkaConnectionError("the emitter abandoned this connection"))
     accumulator = getattr(producer, "_message_accumulator", None)
     fail_all = getattr(accumulator, "fail_all", None)
     if not callable(fail_all):
@@ -277,6 +284,7 @@ class Emitter:
         except EventValidationError as exc:
             self._own_id_problem = str(exc)
         self._producer: AIOKafkaProducer | None = None
+        self._signer: BatchSigner | None = None
         self._state = EmitterState.STOPPED
         self._closing = False
         self._next_seq = config.first_sequence
@@ -322,6 +330,7 @@ class Emitter:
         self._write_wanted = asyncio.Event()
         self._sent = self._failures = self._lost = 0
         client_kwargs(self._config.kafka_security)  # bad settings or files fail here, clearly
+        self._signer = self._load_signer()
         if self._config.spool_dir is None:
             producer = self._new_producer()
             try:
@@ -362,6 +371,23 @@ class Emitter:
             self._state = EmitterState.DIRECT
         self._writer = asyncio.create_task(self._write_loop(), name="emitter-spool-writer")
         self._drainer = asyncio.create_task(self._drain_loop(), name="emitter-spool-drainer")
+
+    def _load_signer(self) -> BatchSigner | None:
+        path = self._config.producer_key_file
+        if path is None:
+            logger.warning(
+                "emitter %s has no producer key (producer_key_file): the ledger quarantines "
+                "its events as unauthenticated",
+                self._config.producer_id,
+            )
+            return None
+        key = load_producer_key(path)
+        if key.producer_id != self._config.producer_id:
+            raise ProducerKeyError(
+                f"the key in {path} is producer {key.producer_id!r}'s, "
+                f"not {self._config.producer_id!r}'s"
+            )
+        return key.signer()
 
     async def _open_spool(self, directory: str) -> None:
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="emitter-spool")
@@ -499,6 +525,12 @@ class Emitter:
             producer_id, seq = self._config.producer_id, self._next_seq
         else:
             check_producer_id(producer_id)
+        if self._signer is not None and producer_id != self._signer.producer_id:
+            raise EventValidationError(
+                f"producer_id: this emitter signs as {self._signer.producer_id!r} and cannot "
+                f"send an event stamped by {producer_id!r}",
+                field="producer_id",
+            )
         value = prepared.encode_with(producer_id, seq)
         if len(value) > MAX_EVENT_BYTES:
             raise EventValidationError(
@@ -942,7 +974,7 @@ class Emitter:
     # ------------------------------------------------------------------ Kafka connections
 
     def _new_producer(self) -> AIOKafkaProducer:
-        return AIOKafkaProducer(
+        settings: dict[str, Any] = dict(
             bootstrap_servers=self._config.bootstrap_servers,
             client_id=f"phi-ledger-producer/{self._config.producer_id}",
             acks="all",
@@ -951,6 +983,9 @@ class Emitter:
             max_request_size=1_048_576,
             **client_kwargs(self._config.kafka_security),
         )
+        if self._signer is not None:
+            return SigningProducer(signer=self._signer, **settings)
+        return AIOKafkaProducer(**settings)
 
     async def _connect(self, timeout: float) -> bool:
         try:

@@ -69,6 +69,7 @@ def stack(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -
             verifier_key=verifier_key,
             tokens=tokens,
             spool_dir=str(tmp_path_factory.mktemp("spool")),
+            keys_dir=str(tmp_path_factory.mktemp("producer-keys")),
             kafka_env=kafka_security_env(stack_env),
         )
     finally:

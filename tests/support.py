@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import random
 import ssl
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -88,6 +91,20 @@ class Stack:
     #: API bearer tokens of this session, by role (investigator, auditor, admin).
     tokens: dict[str, str]
     spool_dir: str
+    #: Where this session's producer keys are written (mode 600 files).
+    keys_dir: str = ""
+    #: (database, producer id) -> key file; shared by copies of this Stack.
+    producer_keys: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def producer_key(self, producer_id: str) -> str:
+        """A key file for ``producer_id``, registered in this stack's ledger on first use."""
+        found = self.producer_keys.get((self.database, producer_id))
+        if found is not None:
+            return found
+        path = issue_producer_key(self.owner_url, producer_id, Path(self.keys_dir))
+        self.producer_keys[(self.database, producer_id)] = path
+        return path
+
     #: Kafka security settings of .local/env (KAFKA_SECURITY_VARS); empty: PLAINTEXT.
     kafka_env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
@@ -124,12 +141,87 @@ class Stack:
             LEDGER_CHECKPOINT_EVERY_MS="200",
             LEDGER_API_TOKEN=self.tokens["admin"],
             LEDGER_SPOOL_DIR=self.spool_dir,
+            # `ledger simulate` / `demo` sign as "simulator"; give servers their own key.
+            LEDGER_PRODUCER_KEY_FILE=self.producer_key("simulator"),
+            # The command line's own read records (export, replay, ...) sign as ledger-cli.
+            LEDGER_CLI_PRODUCER_KEY_FILE=self.producer_key("ledger-cli"),
             # Reads recorded by test APIs go to this session's topics, never the demo's.
             LEDGER_ACCESS_TOPIC=self.topics("default")[0],
             LEDGER_RELAY_TOPIC=self.topics("default")[1],
         )
         env.update(extra)
         return env
+
+
+def issue_producer_key(owner_url: str, producer_id: str, keys_dir: Path) -> str:
+    """Generate a key for ``producer_id`` into ``keys_dir`` and register it (from any
+    thread or event loop); returns the key file."""
+    from ledger.pg.producerkeys import add_producer_key
+    from producers.signing import generate_producer_key, write_producer_key
+
+    key = generate_producer_key(producer_id)
+    keys_dir.mkdir(parents=True, exist_ok=True)
+    path = keys_dir / f"{uuid.uuid4().hex}.key"
+    write_producer_key(path, key)
+    coro = add_producer_key(owner_url, producer_id=producer_id, public_key=key.public_key)
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, coro).result()
+    return str(path)
+
+
+def _local_keys_dir() -> Path:
+    import tempfile
+
+    directory = Path(tempfile.gettempdir()) / f"phi-ledger-test-producer-keys-{os.getuid()}"
+    directory.mkdir(mode=0o700, exist_ok=True)
+    return directory
+
+
+def local_producer_key(producer_id: str) -> str:
+    """A key file for ``producer_id`` that no ledger knows, the same in every process of
+    this machine's test runs: for tests that read Kafka directly, so the emitter under
+    test (or a host process it starts) signs as it does in production."""
+    from producers.errors import ProducerError
+    from producers.signing import generate_producer_key, write_producer_key
+
+    path = _local_keys_dir() / f"{uuid.uuid5(uuid.NAMESPACE_URL, producer_id).hex}.key"
+    if not path.exists():
+        with contextlib.suppress(ProducerError):  # another process wrote it first
+            write_producer_key(path, generate_producer_key(producer_id))
+    return str(path)
+
+
+def local_authenticator() -> object:
+    """A ``ProducerAuthenticator`` trusting every ``local_producer_key``."""
+    from ledger.producerauth import ProducerAuthenticator, RegisteredKey
+    from producers.signing import load_producer_key
+
+    keys = []
+    for path in sorted(_local_keys_dir().glob("*.key")):
+        key = load_producer_key(path)
+        keys.append(
+            RegisteredKey(
+                key_id=key.key_id,  # type: ignore[arg-type]
+                producer_id=key.producer_id,
+                public_key=key.public_key,
+                created_at=datetime.now(UTC),
+            )
+        )
+    return ProducerAuthenticator(keys)
+
+
+def signed_headers(
+    key_file: str, records: Sequence[tuple[str, bytes]]
+) -> list[list[tuple[str, bytes]]]:
+    """Kafka headers authenticating each (topic, value) as the key's producer."""
+    from producers.signing import ENVELOPE_HEADER, MAX_BATCH, load_producer_key
+
+    signer = load_producer_key(key_file).signer()
+    out: list[list[tuple[str, bytes]]] = []
+    for start in range(0, len(records), MAX_BATCH):
+        batch = records[start : start + MAX_BATCH]
+        out += [[(ENVELOPE_HEADER, e)] for e in signer.envelopes(batch)]
+    return out
 
 
 def superuser_url(stack: Stack) -> str:

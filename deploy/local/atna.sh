@@ -76,7 +76,8 @@ start() {
       udp=(--udp-port "$ATNA_UDP_PORT")
     fi
     log "starting the ATNA receiver (log: $ATNA_LOG)"
-    (cd "$ROOT" && set -a && source "$ENV_FILE" && set +a && exec setsid nohup \
+    (cd "$ROOT" && set -a && source "$ENV_FILE" && set +a && \
+      export LEDGER_PRODUCER_KEY_FILE="$SECRETS/producers/atna.key" && exec setsid nohup \
       "$VENV/bin/ledger" atna serve --host 127.0.0.1 \
         --tls-port "$ATNA_TLS_PORT" "${udp[@]}" \
         --cert "$ATNA_CERT" --key "$ATNA_KEY" --client-ca "$ATNA_CLIENT_CA" \

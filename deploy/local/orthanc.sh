@@ -94,6 +94,7 @@ write_config() {
   relay="$(env_value LEDGER_RELAY_TOPIC critical-result-relay)"
   mkdir -p "$O_HOME/db" "$O_HOME/spool"
   chmod 700 "$O_HOME" "$O_HOME/db" "$O_HOME/spool"
+  LEDGER_ORTHANC_PRODUCER_KEY_FILE="$SECRETS/producers/orthanc.key" \
   "$VENV/bin/python" - "$CONF" "$USERS_FILE" "$pypath" "$bootstrap" "$access" "$relay" \
       "$ORTHANC_PORT" "$ORTHANC_DICOM_PORT" "$ORTHANC_AET" "$O_HOME" "$PLUGIN_SCRIPT" \
       "$PYTHON_PLUGIN" "$VENV" "$protocol" "$ca" "$mechanism" "$creds" "${DEMO_USERS[@]}" <<'PY'
@@ -132,6 +133,8 @@ config = {
         "FacilityId": "orthanc-local",
         "FacilityName": "Local Orthanc (demo)",
         "SpoolDirectory": f"{home}/spool",
+        # Its own producer key (deploy/local/stack.sh ensure_producer_keys).
+        "ProducerKeyFile": os.environ["LEDGER_ORTHANC_PRODUCER_KEY_FILE"],
         "BlockSeconds": 0.05,
         "PurposeOfUse": "TREAT",
         "Users": {u: {"Role": role.get(u, "orthanc-user")} for u in users},

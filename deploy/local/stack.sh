@@ -9,6 +9,8 @@ LEDGER="$VENV/bin/ledger"
 LEDGER_NAME="${LEDGER_NAME:-philedger.localhost}"
 SIGNER_KEY="$SECRETS/checkpoint-signer.key"
 API_TOKEN_FILE="$SECRETS/api-admin-token"
+# One Ed25519 producer key per producer identity (docs/producer-auth.md), mode 600.
+PRODUCER_KEYS="$SECRETS/producers"
 CURSOR_KEY="$SECRETS/api-cursor-key"
 
 ensure_signer_key() {
@@ -48,6 +50,8 @@ LEDGER_READER_URL=postgresql://ledger_reader:$reader@127.0.0.1:$PG_PORT/$PG_DB
 LEDGER_NAME=$LEDGER_NAME
 LEDGER_SIGNER_KEY_FILE=$SIGNER_KEY
 LEDGER_VERIFIER_KEY=$verifier
+LEDGER_PRODUCER_KEY_FILE=$PRODUCER_KEYS/simulator.key
+LEDGER_CLI_PRODUCER_KEY_FILE=$PRODUCER_KEYS/cli.key
 LEDGER_CURSOR_KEY_FILE=$CURSOR_KEY
 ENV
   if [ -s "$API_TOKEN_FILE" ]; then echo "LEDGER_API_TOKEN=$(cat "$API_TOKEN_FILE")" >>"$ENV_FILE.tmp"; fi
@@ -70,6 +74,18 @@ ensure_api_token() {
   write_env
 }
 
+# Each producer identity gets its own key, registered in the ledger; a process is given
+# only its own key file (the CLI's simulate/demo sign as "simulator" via .local/env, and
+# its records of its own reads - export, replay, atna kept, quarantine resubmit - as
+# "ledger-cli").
+ensure_producer_keys() {
+  mkdir -p "$PRODUCER_KEYS"; chmod 700 "$PRODUCER_KEYS"
+  local pair
+  for pair in ledger-api:api ledger-fhir-feed:fhir-feed atna-receiver:atna orthanc-local:orthanc simulator:simulator ledger-cli:cli; do
+    (cd "$ROOT" && "$LEDGER" producer ensure "${pair%%:*}" --out "$PRODUCER_KEYS/${pair#*:}.key")
+  done
+}
+
 # start_service NAME COMMAND...: run in the background with a pid file and a log.
 start_service() {
   local name="$1"; shift
@@ -86,6 +102,7 @@ infra() {
   "$HERE/kafka.sh" start
   write_env
   (cd "$ROOT" && "$LEDGER" migrate && "$LEDGER" topics)
+  ensure_producer_keys
   ensure_api_token
 }
 
@@ -93,7 +110,8 @@ up() {
   infra
   # Static group membership: a restarted consumer gets its partitions back at once.
   start_service consumer env LEDGER_CONSUMER_INSTANCE_ID=local-consumer-1 "$LEDGER" consume
-  start_service api "$LEDGER" serve --port "$API_PORT"
+  start_service api env LEDGER_PRODUCER_KEY_FILE="$PRODUCER_KEYS/api.key" \
+    LEDGER_FHIR_PRODUCER_KEY_FILE="$PRODUCER_KEYS/fhir-feed.key" "$LEDGER" serve --port "$API_PORT"
   (cd "$ROOT" && "$LEDGER" wait api --timeout 60) || { tail -20 "$LOG_DIR/api.log" >&2; die "API did not start (log: $LOG_DIR/api.log)"; }
   "$HERE/atna.sh" start
   # A real PACS with the audit plugin, on loopback, with named demo users.

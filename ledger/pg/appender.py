@@ -23,6 +23,8 @@ from ledger.leaf import KafkaRecord, decode_leaf
 from ledger.merkle import leaf_hash
 from ledger.pg import sql
 from ledger.pg.pool import PooledAdapter, transient_as_unavailable
+from ledger.pg.producerkeys import fetch_producer_keys
+from ledger.producerauth import RegisteredKey
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +48,7 @@ def _ts(record: KafkaRecord) -> datetime | None:
 
 
 class PostgresAppender(PooledAdapter):
-    """Implements ``ledger.ingest.Appender`` on a small asyncpg pool."""
+    """Implements ``ledger.ingest.Appender`` (and ``ProducerKeySource``) on an asyncpg pool."""
 
     def __init__(self, *, dsn: str, ledger_name: str, pool_size: int = 4) -> None:
         super().__init__(dsn=dsn, pool_size=pool_size, command_timeout=60)
@@ -63,6 +65,11 @@ class PostgresAppender(PooledAdapter):
                 sql.REGISTER_SCHEMA,
                 [(s.fingerprint, s.full_name, s.canonical_form, s.schema_json) for s in schemas],
             )
+
+    async def producer_keys(self) -> Sequence[RegisteredKey]:
+        with transient_as_unavailable():
+            async with self.pool.acquire() as conn:
+                return await fetch_producer_keys(conn)
 
     async def committed_offsets(self, topic: str, partitions: Sequence[int]) -> dict[int, int]:
         with transient_as_unavailable():
@@ -163,18 +170,21 @@ class PostgresAppender(PooledAdapter):
                 for r in rows
             }
 
-        leaves: list[tuple[int, int, bytes, bytes]] = []
+        leaves: list[tuple[int, int, bytes, bytes, bytes | None]] = []
         events: list[tuple[object, ...]] = []
         disclosed: list[tuple[object, ...]] = []
         quarantine: list[tuple[object, ...]] = []
         alerts: list[tuple[object, ...]] = []
+        conflicts = 0
         duplicates = 0
         seen_here: dict[object, tuple[KafkaRecord, int]] = {}
         index = next_leaf
         for item in fresh:
             rec = item.record
             if isinstance(item, Rejected):
-                quarantine.append(_quarantine_row(rec, item.reason, item.detail))
+                quarantine.append(_quarantine_row(rec, item.reason, item.detail, item.envelope))
+                if item.alert:
+                    alerts.append(_auth_alert(item))
                 continue
             event_id = item.index.event_id
             prior: KafkaRecord | None = None
@@ -203,6 +213,7 @@ class PostgresAppender(PooledAdapter):
                         REASON_CONFLICT,
                         f"event id {event_id} is already recorded at {where} "
                         "with different content",
+                        item.envelope,
                     )
                 )
                 quarantine.append(
@@ -213,6 +224,7 @@ class PostgresAppender(PooledAdapter):
                         f"version arrived at {topic}/{partition}@{rec.offset}",
                     )
                 )
+                conflicts += 1
                 alerts.append(
                     (
                         "event_id_conflict", event_id, prior_log, prior_index, topic,
@@ -223,7 +235,7 @@ class PostgresAppender(PooledAdapter):
                 )  # fmt: skip
                 continue
             seen_here[event_id] = (rec, index)
-            leaves.append((log_id, index, item.leaf, leaf_hash(item.leaf)))
+            leaves.append((log_id, index, item.leaf, leaf_hash(item.leaf), item.envelope))
             f = item.index
             events.append(
                 (
@@ -255,13 +267,15 @@ class PostgresAppender(PooledAdapter):
             index += 1
 
         if leaves:
-            await conn.copy_records_to_table("leaves", records=leaves, columns=sql.LEAF_COLUMNS)
+            await conn.copy_records_to_table(
+                "leaves", records=leaves, columns=sql.SIGNED_LEAF_COLUMNS
+            )
             await conn.copy_records_to_table("events", records=events, columns=sql.EVENT_COLUMNS)
             if disclosed:
                 await conn.copy_records_to_table(
                     "read_disclosures", records=disclosed, columns=sql.DISCLOSURE_COLUMNS
                 )
-            await _integrate(conn, log_id, next_leaf, [h for _, _, _, h in leaves])
+            await _integrate(conn, log_id, next_leaf, [h for _, _, _, h, _ in leaves])
         if quarantine:
             await conn.executemany(sql.INSERT_QUARANTINE, quarantine)
         if alerts:
@@ -274,21 +288,36 @@ class PostgresAppender(PooledAdapter):
             next_leaf,
             len(leaves),
             duplicates,
-            len(quarantine) - len(alerts),
+            len(quarantine) - conflicts,
         )
         return AppendResult(
             log_id=log_id,
             next_offset=next_offset,
             appended=len(leaves),
             duplicates=duplicates,
-            quarantined=len(quarantine) - len(alerts),
+            quarantined=len(quarantine) - conflicts,
             skipped=skipped,
             first_leaf=next_leaf,
             alerts=len(alerts),
         )
 
 
-def _quarantine_row(rec: KafkaRecord, reason: str, detail: str) -> tuple[object, ...]:
+def _auth_alert(item: Rejected) -> tuple[object, ...]:
+    """A security alert for a record that failed producer authentication."""
+    rec = item.record
+    logger.critical(
+        "SECURITY: record at %s/%d@%d failed producer authentication (%s)",
+        rec.topic, rec.partition, rec.offset, item.reason,
+    )  # fmt: skip
+    return (
+        f"producer_auth_{item.reason}", None, None, None, rec.topic, rec.partition,
+        rec.offset, f"{item.reason}: {item.detail}"[:2000],
+    )  # fmt: skip
+
+
+def _quarantine_row(
+    rec: KafkaRecord, reason: str, detail: str, envelope: bytes | None = None
+) -> tuple[object, ...]:
     return (
         rec.topic,
         rec.partition,
@@ -298,6 +327,7 @@ def _quarantine_row(rec: KafkaRecord, reason: str, detail: str) -> tuple[object,
         rec.value,
         reason,
         detail[:2000],
+        envelope,
     )
 
 

@@ -21,6 +21,7 @@ from ledger.avro import StoredSchema
 from ledger.bundle import BundleWriter, check_target
 from ledger.disclosure import index_cells
 from ledger.pg import sql
+from ledger.pg.producerkeys import export_producer_auth
 
 _PREFETCH: Final = 20_000
 
@@ -100,6 +101,8 @@ async def export_bundle(
                             out.add_index_row(index_cells(r.items()))
                         if progress is not None:
                             progress(origin, done, size)
+                # Producer authentication (ledger.producerbundle): registry and envelopes.
+                await export_producer_auth(conn, bundle.path, [int(g["log_id"]) for g in logs])
     finally:
         await conn.close()
     return ExportSummary(logs=len(logs), leaves=leaves_total, checkpoints=checkpoints_total)

@@ -44,8 +44,8 @@ VALUES ($1, $2, $3, $4, $5, $6)
 
 INSERT_QUARANTINE: Final = """
 INSERT INTO quarantine (topic, kafka_partition, kafka_offset, kafka_timestamp,
-                        record_key, record_value, reason, detail)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                        record_key, record_value, reason, detail, envelope)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 """
 
 REGISTER_SCHEMA: Final = """
@@ -306,7 +306,8 @@ ORDER BY q.quarantine_id LIMIT $3
 """
 
 QUARANTINE_BY_ID: Final = """
-SELECT quarantine_id, topic, kafka_partition, kafka_offset, record_key, record_value, reason
+SELECT quarantine_id, topic, kafka_partition, kafka_offset, record_key, record_value, reason,
+       envelope
 FROM quarantine WHERE quarantine_id = $1
 """
 
@@ -330,3 +331,44 @@ RETURNING epoch
 """
 
 CURRENT_EPOCH: Final = "SELECT max(epoch) FROM log_writers WHERE log_id = $1"
+
+# ------------------------------------------------------------------ producer keys (0009)
+PRODUCER_KEYS: Final = """
+SELECT k.key_id, k.producer_id, k.public_key, k.created_at, r.revoked_at, r.reason
+FROM producer_keys k LEFT JOIN producer_key_revocations r USING (key_id)
+ORDER BY k.producer_id, k.created_at
+"""
+
+INSERT_PRODUCER_KEY: Final = """
+INSERT INTO producer_keys (key_id, producer_id, public_key, note) VALUES ($1, $2, $3, $4)
+"""
+
+PRODUCER_KEY_EXISTS: Final = "SELECT 1 FROM producer_keys WHERE key_id = $1"
+
+REVOKE_PRODUCER_KEY: Final = """
+INSERT INTO producer_key_revocations (key_id, reason) VALUES ($1, $2)
+ON CONFLICT (key_id) DO NOTHING
+"""
+
+#: A leaf row with the producer envelope it was accepted with (migration 0009).
+SIGNED_LEAF_COLUMNS: Final = (*LEAF_COLUMNS, "envelope")
+
+EXPORT_ENVELOPES: Final = """
+SELECT leaf_index, envelope FROM leaves WHERE log_id = $1 AND envelope IS NOT NULL
+ORDER BY leaf_index
+"""
+
+#: Where each upgraded log's producer authentication starts (migration 0009).
+PRODUCER_AUTH_START: Final = (
+    "SELECT log_id, first_leaf FROM producer_auth_start WHERE first_leaf > 0"
+)
+
+COPY_PRODUCER_KEY: Final = """
+INSERT INTO producer_keys (key_id, producer_id, public_key, created_at) VALUES ($1, $2, $3, $4)
+ON CONFLICT (key_id) DO NOTHING
+"""
+
+COPY_PRODUCER_REVOCATION: Final = """
+INSERT INTO producer_key_revocations (key_id, revoked_at, reason) VALUES ($1, $2, $3)
+ON CONFLICT (key_id) DO NOTHING
+"""

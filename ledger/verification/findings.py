@@ -55,6 +55,15 @@ FINDING_KINDS: Final[Mapping[str, str]] = {
     "index_mismatch": "an index row disagrees with its leaf's event (the column is named)",
     "disclosure_mismatch": "the disclosed ranges of a leaf's index row (its read_disclosures "
     "rows) disagree with what its read recorded (ledger.verification.disclosures)",
+    "producer_unauthenticated": "a leaf has no producer envelope in a bundle with the producer "
+    "key registry (ledger.verification.producers)",
+    "producer_bad_envelope": "a leaf's producer envelope does not parse, or its inclusion path "
+    "is not a path",
+    "producer_unknown_key": "a leaf's producer envelope names a key not in the bundle's registry",
+    "producer_bad_signature": "a leaf's producer signature does not cover this leaf",
+    "producer_mismatch": "a leaf is validly signed, but by another producer's key than the one "
+    "its event names",
+    "producer_envelope_orphan": "a producer envelope for a leaf index that is not in the log",
     "schema_invalid": "a stored writer schema does not match its fingerprint",
     "source_error": "the source could not be read completely",
     "findings_truncated": "more findings of one kind than are listed",

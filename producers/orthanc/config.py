@@ -104,6 +104,8 @@ class PluginConfig:
     #: The relay's interpreter (default: the system's python of Orthanc's version).
     relay_python: str | None = None
     enabled: bool = True
+    #: This Orthanc's producer key (``ledger producer add``): its events are signed with it.
+    producer_key_file: str | None = None
 
     def emitter_config(self) -> EmitterConfig:
         return EmitterConfig(
@@ -115,6 +117,7 @@ class PluginConfig:
             max_block_seconds=self.max_block_seconds,
             stop_timeout_seconds=self.stop_timeout_seconds,
             kafka_security=self.kafka_security,
+            producer_key_file=self.producer_key_file,
         )
 
     def user(self, login: str) -> UserInfo:
@@ -246,4 +249,5 @@ def parse_config(configuration: Mapping[str, object]) -> PluginConfig:
         relay_nice=_int(section, "RelayNice", 10, low=0),
         relay_python=_str(section, "RelayPython"),
         enabled=_bool(section, "Enabled", True),
+        producer_key_file=_str(section, "ProducerKeyFile"),
     )

@@ -70,6 +70,7 @@ class Pipeline:
                 producer_id=producer_id,
                 access_topic=self.access_topic,
                 relay_topic=self.relay_topic,
+                producer_key_file=self.stack.producer_key(producer_id),
                 kafka_security=self.stack.kafka(KafkaRole.SIMULATOR),
             )
         )
@@ -120,11 +121,17 @@ def pipeline(pipeline_stack: Stack, tmp_path_factory: pytest.TempPathFactory) ->
         LEDGER_API_URL=f"http://127.0.0.1:{port}",
     )
     subprocess.run([LEDGER, "topics"], env=env, check=True, cwd=ROOT, capture_output=True)
+    # The API's self-audit and its FHIR feed are producers of their own.
+    api_env = {
+        **env,
+        "LEDGER_PRODUCER_KEY_FILE": stack.producer_key("ledger-api-e2e"),
+        "LEDGER_FHIR_PRODUCER_KEY_FILE": stack.producer_key("ledger-fhir-e2e"),
+    }
     with contextlib.ExitStack() as files:
         procs = [
             subprocess.Popen(
                 command,
-                env=env,
+                env=api_env if name == "api" else env,
                 cwd=ROOT,
                 stdout=files.enter_context((logs / f"{name}.log").open("wb")),
                 stderr=subprocess.STDOUT,

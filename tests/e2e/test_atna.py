@@ -144,7 +144,9 @@ def atna(pipeline: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> Iterat
              "--client-ca", str(pki.client_ca), "--senders", str(where / "senders.toml"),
              "--kept-dir", str(where / "kept"),
              "--producer-id", producer_id, "--stats-every", "5"],
-            env=pipeline.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+            env={**pipeline.env,
+                 "LEDGER_PRODUCER_KEY_FILE": pipeline.stack.producer_key(producer_id)},
+            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     running = Atna(tls_port, udp_port, pki, where / "kept", log, producer_id, proc, pipeline.env)
     deadline = time.monotonic() + 60
@@ -618,12 +620,25 @@ def test_udp_is_off_and_certificates_required_by_default(
         assert refused.returncode == 1
         assert f"{missing} is required" in refused.stderr
 
+    producer_id = f"atna-e2e-noudp-{uuid.uuid4().hex[:6]}"
+    # Refusal: a key issued to another producer (here the simulator's) is named, no trace.
+    foreign = subprocess.run(
+        [*base, "--client-ca", str(pki.client_ca), "--senders", str(policy),
+         "--producer-id", producer_id],
+        env=pipeline.env, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert foreign.returncode == 1
+    assert f"is producer 'simulator''s, not '{producer_id}''s" in foreign.stderr
+    assert "Traceback" not in foreign.stderr
+
     log = tmp_path / "atna.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [*base, "--client-ca", str(pki.client_ca), "--senders", str(policy),
-             "--producer-id", f"atna-e2e-noudp-{uuid.uuid4().hex[:6]}"],
-            env=pipeline.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+             "--producer-id", producer_id],
+            env={**pipeline.env,
+                 "LEDGER_PRODUCER_KEY_FILE": pipeline.stack.producer_key(producer_id)},
+            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:
         deadline = time.monotonic() + 60

@@ -20,6 +20,7 @@ from ledgerctl.settings import KafkaRole
 from producers.codec import MAGIC, Codec, to_record
 from producers.simulator import Simulator
 from tests.e2e.conftest import E2E_SEED, Pipeline, get_json, wait_for_events
+from tests.support import signed_headers
 
 pytestmark = pytest.mark.e2e
 
@@ -80,6 +81,9 @@ async def test_each_hostile_record_is_quarantined_with_its_reason(
         ("an identical re-send", message, None),
         ("same id, other content", codec.encode(conflicting), "conflicting_event_id"),
     ]  # fmt: skip
+    # Signed by the producer "hostile" (a registered producer sending garbage), so each
+    # record gets past authentication and reaches the decoder it is aimed at.
+    key_file = pipeline.stack.producer_key("hostile")
     producer = AIOKafkaProducer(
         **pipeline.stack.kafka_client(KafkaRole.SIMULATOR), max_request_size=2_000_000
     )
@@ -87,8 +91,9 @@ async def test_each_hostile_record_is_quarantined_with_its_reason(
     offsets: dict[str, int] = {}
     try:
         for name, value, _ in cases:
+            (headers,) = signed_headers(key_file, [(pipeline.access_topic, value)])
             meta = await producer.send_and_wait(
-                pipeline.access_topic, value=value, key=b"hostile", partition=0
+                pipeline.access_topic, value=value, key=b"hostile", partition=0, headers=headers
             )
             offsets[name] = meta.offset
     finally:

@@ -444,6 +444,15 @@ async def test_fhir_search_read_and_ingest(
         stored = await resp.json(content_type=None)
     assert stored["id"] == str(template.event_id)
     assert stored["type"]["code"] == template.dicom_event_id
+    # The FHIR feed and the API's self-audit are producers of their own, each signing
+    # with its own key (tests/e2e/conftest.py gives the API process both).
+    async with as_role["admin"].get(f"{api}/v1/events/{template.event_id}") as resp:
+        detail = await resp.json()
+        read_id = resp.headers["Ledger-Audit-Event"]
+    assert detail["event"]["producer_id"] == "ledger-fhir-e2e"
+    await wait_for_events(as_role["admin"], pipeline, [read_id])
+    async with as_role["admin"].get(f"{api}/v1/events/{read_id}") as resp:
+        assert (await resp.json())["event"]["producer_id"] == "ledger-api-e2e"
 
 
 def _json_safe(value: object) -> object:

@@ -113,6 +113,7 @@ def launch(
             "AccessTopic": pipeline.access_topic,
             "RelayTopic": pipeline.relay_topic,
             "ProducerId": producer_id,
+            "ProducerKeyFile": pipeline.stack.producer_key(producer_id),
             "FacilityId": "e2e-orthanc",
             "FacilityName": "E2E Orthanc",
             "SpoolDirectory": str(home / "spool"),

@@ -153,11 +153,19 @@ async def test_garbage_on_the_topic_is_quarantined_and_the_partition_moves_on(
                 "SELECT reason, kafka_offset FROM quarantine WHERE record_value = $1", marker
             )
             await asyncio.sleep(0.2)
+        alert = await conn.fetchrow(
+            "SELECT kind FROM security_alerts WHERE topic = $1 AND kafka_offset = $2 "
+            "AND kafka_partition = 0",
+            pipeline.access_topic, meta.offset,
+        )  # fmt: skip
     finally:
         await conn.close()
+    # Nobody signed it: it is refused before it is even decoded, and an alert is raised.
     assert row is not None
-    assert row["reason"] == "bad_magic"
+    assert row["reason"] == "unauthenticated"
     assert row["kafka_offset"] == meta.offset
+    assert alert is not None
+    assert alert["kind"] == "producer_auth_unauthenticated"
 
 
 @pytest.mark.parametrize(
@@ -212,7 +220,7 @@ def test_simulate_command_writes_ids_that_all_reach_the_ledger(
             "--producer-id",
             "e2e-cli",
         ],
-        env=pipeline.env,
+        env={**pipeline.env, "LEDGER_PRODUCER_KEY_FILE": pipeline.stack.producer_key("e2e-cli")},
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -256,7 +264,7 @@ def test_simulate_command_writes_ids_that_all_reach_the_ledger(
     assert events_before == 120
     rerun = subprocess.run(
         [LEDGER, "simulate", "--events", "120", "--seed", str(seed), "--producer-id", "e2e-cli"],
-        env=pipeline.env,
+        env={**pipeline.env, "LEDGER_PRODUCER_KEY_FILE": pipeline.stack.producer_key("e2e-cli")},
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import shutil
 import uuid
+from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer
@@ -21,7 +24,7 @@ pytestmark = pytest.mark.e2e
 
 
 async def test_readme_producer_snippet_emits_a_decodable_event(
-    stack: Stack, monkeypatch: pytest.MonkeyPatch
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     readme = (ROOT / "README.md").read_text()
     (snippet,) = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
@@ -37,6 +40,7 @@ async def test_readme_producer_snippet_emits_a_decodable_event(
     def session_config(**kwargs: object) -> EmitterConfig:
         assert isinstance(kwargs["kafka_security"], KafkaSecurity)
         assert kwargs["kafka_security"].sasl_username == "ledger-simulator"
+        assert kwargs["producer_key_file"] == "orthanc-01.key"
         kwargs.update(
             access_topic=topic,
             bootstrap_servers=stack.kafka_bootstrap,
@@ -45,6 +49,10 @@ async def test_readme_producer_snippet_emits_a_decodable_event(
         return EmitterConfig(**kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(producers.emitter, "EmitterConfig", session_config)
+    # The key file the snippet names, in the directory it runs in.
+    shutil.copyfile(stack.producer_key("orthanc-01"), tmp_path / "orthanc-01.key")
+    os.chmod(tmp_path / "orthanc-01.key", 0o600)
+    monkeypatch.chdir(tmp_path)
     body = "async def _readme():\n" + "".join(f"    {line}\n" for line in snippet.splitlines())
     namespace: dict[str, object] = {}
     exec(compile(body, "README.md", "exec"), namespace)
@@ -64,3 +72,4 @@ async def test_readme_producer_snippet_emits_a_decodable_event(
     assert event.producer_id == "orthanc-01"
     assert event.producer_seq == 0
     assert message.key == b"stmarys-boston|MRN1234567"
+    assert [name for name, _ in message.headers] == ["philedger-auth"], "signed"

@@ -18,6 +18,7 @@ import pytest
 
 from ledger import merkle
 from ledger.migrate import apply_migrations
+from ledger.pg.producerkeys import copy_producer_keys
 from producers.simulator import Simulator
 from tests.e2e.conftest import E2E_SEED, LEDGER, Pipeline, wait_for_events
 from tests.support import ROOT, with_database
@@ -60,6 +61,8 @@ async def test_a_second_ledger_built_from_the_same_topics_is_identical(
     replica_owner = with_database(pipeline.stack.owner_url, database)
     try:
         await asyncio.to_thread(apply_migrations, replica_owner)
+        # The second ledger trusts the same producers (as `ledger replay` arranges).
+        await copy_producer_keys(pipeline.stack.owner_url, replica_owner)
         env = {
             **pipeline.env,
             "DATABASE_URL": replica_owner,

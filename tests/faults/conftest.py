@@ -12,6 +12,7 @@ Scale: FAULT_EVENTS events per test (default 20,000 for CI; `make chaos` runs 10
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import secrets
 import signal
@@ -52,6 +53,11 @@ class FaultLedger:
     def owner_url(self) -> str:
         return with_database(self.stack.owner_url, self.database)
 
+    def key_env(self, producer_id: str) -> dict[str, str]:
+        """This ledger's environment, signing as ``producer_id`` (registered here)."""
+        own = dataclasses.replace(self.stack, owner_url=self.owner_url, database=self.database)
+        return {**self.env, "LEDGER_PRODUCER_KEY_FILE": own.producer_key(producer_id)}
+
     def spawn(
         self, name: str, *args: str, env: dict[str, str] | None = None
     ) -> subprocess.Popen[bytes]:
@@ -70,7 +76,9 @@ class FaultLedger:
         self, events: int, seed: int, ids: Path, *extra: str, bootstrap: str | None = None
     ) -> subprocess.Popen[bytes]:
         """`ledger simulate` as a separate producer host (optionally via another bootstrap)."""
-        env = self.env if bootstrap is None else {**self.env, "KAFKA_BOOTSTRAP": bootstrap}
+        env = self.key_env(f"faults-{seed}")
+        if bootstrap is not None:
+            env["KAFKA_BOOTSTRAP"] = bootstrap
         return self.spawn(
             "simulate", "simulate", "--events", str(events), "--rate", str(RATE),
             "--seed", str(seed), "--ids-out", str(ids), "--producer-id", f"faults-{seed}",
@@ -218,7 +226,12 @@ def fault_ledger(stack: Stack, tmp_path: Path) -> Iterator[FaultLedger]:
 
     asyncio.run(setup())
     apply_migrations(with_database(stack.owner_url, database))
+    own = dataclasses.replace(
+        stack, owner_url=with_database(stack.owner_url, database), database=database
+    )
     env = stack.env(
+        # `ledger export`'s own read record is signed by a key this ledger trusts.
+        LEDGER_CLI_PRODUCER_KEY_FILE=own.producer_key("ledger-cli"),
         DATABASE_URL=with_database(stack.owner_url, database),
         LEDGER_APPENDER_URL=with_database(stack.appender_url, database),
         LEDGER_READER_URL=with_database(stack.reader_url, database),

@@ -181,7 +181,8 @@ async def test_producer_host_killed_while_spooling(
     drained = await asyncio.to_thread(
         subprocess.run,
         [LEDGER, "spool", "drain", "--producer-id", "faults-4405", "--timeout", "120"],
-        env=fault_ledger.env, cwd=ROOT, capture_output=True, text=True, timeout=180,
+        env=fault_ledger.key_env("faults-4405"), cwd=ROOT, capture_output=True, text=True,
+        timeout=180,
     )  # fmt: skip
     assert drained.returncode == 0, drained.stderr
     planned = read_ids(planned_file)

@@ -27,10 +27,12 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from consumers.consumer import classify
+from consumers.consumer import classify, envelope_of
 from ledger.ingest import Accepted
 from ledger.leaf import KafkaRecord
 from ledger.pg.appender import PostgresAppender
+from ledger.pg.producerkeys import fetch_producer_keys
+from ledger.producerauth import AuthFailure, ProducerAuthenticator, RegisteredKey
 from ledgerctl.infra import ensure_topics
 from ledgerctl.replay import end_offsets
 from ledgerctl.settings import KafkaRole
@@ -38,7 +40,7 @@ from producers.codec import Codec
 from producers.events import AuditLogUsed, DisclosedRange, PhiAccessEvent, event_key
 from producers.simulator import Simulator
 from tests.integration.test_quarantine_ops import quarantine_two
-from tests.support import ROOT, Stack, with_database
+from tests.support import ROOT, Stack, signed_headers, with_database
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -84,6 +86,19 @@ async def append_some(stack: Stack, n: int = 20) -> str:
 
 async def reads_recorded(stack: Stack, topic: str, reason: str) -> list[AuditLogUsed]:
     """The AuditLogUsed events on ``topic`` (up to its end now) stating ``reason``."""
+    return [event for event, _ in await signed_reads(stack, topic, reason)]
+
+
+async def signed_reads(
+    stack: Stack, topic: str, reason: str
+) -> list[tuple[AuditLogUsed, RegisteredKey | AuthFailure]]:
+    """``reads_recorded``, each with what the consumer's producer check makes of it: the
+    key of the scratch ledger's registry that signed it, or why not."""
+    conn = await asyncpg.connect(stack.owner_url)
+    try:
+        auth = ProducerAuthenticator(await fetch_producer_keys(conn))
+    finally:
+        await conn.close()
     ends = await end_offsets(stack.kafka_bootstrap, [topic], stack.kafka(KafkaRole.REPLAY))
     parts = list(ends)
     consumer = AIOKafkaConsumer(**stack.kafka_client(KafkaRole.REPLAY), enable_auto_commit=False)
@@ -99,7 +114,16 @@ async def reads_recorded(stack: Stack, topic: str, reason: str) -> list[AuditLog
                     if isinstance(event, AuditLogUsed) and (
                         event.query.parameters.get("reason") == reason
                     ):
-                        found.append(event)
+                        verdict: RegisteredKey | AuthFailure
+                        try:
+                            verdict = auth.authenticate(
+                                topic=message.topic,
+                                value=message.value or b"",
+                                envelope=envelope_of(message),
+                            )
+                        except AuthFailure as exc:
+                            verdict = exc
+                        found.append((event, verdict))
         return found
     finally:
         await consumer.stop()
@@ -122,7 +146,10 @@ def test_export_is_recorded_before_writing_and_is_owner_only(stack: Stack, tmp_p
     assert {m for p, m in modes.items() if p.is_dir()} == {0o700}
     assert {m for p, m in modes.items() if p.is_file()} == {0o600}, modes
 
-    (read,) = asyncio.run(reads_recorded(stack, access_topic(stack), reason))
+    ((read, signer),) = asyncio.run(signed_reads(stack, access_topic(stack), reason))
+    # Signed as the command line's own producer, so the ledger appends it (not quarantine).
+    assert isinstance(signer, RegisteredKey), signer
+    assert signer.producer_id == read.producer_id == "ledger-cli"
     assert read.actor.user_id == OPERATOR
     assert read.actor.role == "operator"
     assert (read.query.method, read.query.path) == ("CLI", "/cli/export")
@@ -155,6 +182,22 @@ def test_export_writes_nothing_when_kafka_cannot_record_it(stack: Stack, tmp_pat
     assert not out.exists(), "not a byte of the export was written"
 
 
+def test_export_reads_nothing_without_the_cli_producer_key(stack: Stack, tmp_path: Path) -> None:
+    """Refusal: without LEDGER_CLI_PRODUCER_KEY_FILE the read record could not be signed,
+    the ledger would quarantine it, so the read would go unrecorded: nothing is read."""
+    asyncio.run(append_some(stack, 3))
+    out = tmp_path / "bundle"
+    reason = f"no cli key {secrets.token_hex(4)}"
+    done = run(
+        stack, "export", "--out", str(out), "--reason", reason, LEDGER_CLI_PRODUCER_KEY_FILE=""
+    )
+    assert done.returncode == 1
+    assert "LEDGER_CLI_PRODUCER_KEY_FILE is not set" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not out.exists(), "not a byte of the export was written"
+    assert asyncio.run(reads_recorded(stack, access_topic(stack), reason)) == []
+
+
 def test_export_refuses_a_target_others_can_open(stack: Stack, tmp_path: Path) -> None:
     out = tmp_path / "shared"
     out.mkdir()
@@ -183,7 +226,7 @@ def test_replay_is_recorded_before_it_reads(stack: Stack) -> None:
     asyncio.run(ensure_topics(stack.kafka_bootstrap, topics, 1, stack.kafka(KafkaRole.ADMIN)))
     (event,) = [e for e in Simulator(seed=99).events(10) if isinstance(e, PhiAccessEvent)][:1]
     event = event.stamped(producer_id="cli-replay", producer_seq=0)
-    asyncio.run(send(stack, access, CODEC.encode(event)))
+    asyncio.run(send(stack, access, CODEC.encode(event), "cli-replay"))
     database = f"ledger_test_replay_{secrets.token_hex(4)}"
     reason = f"rebuild check {secrets.token_hex(4)}"
     env = {"LEDGER_ACCESS_TOPIC": access, "LEDGER_RELAY_TOPIC": relay}
@@ -202,15 +245,18 @@ def test_replay_is_recorded_before_it_reads(stack: Stack) -> None:
     (read,) = asyncio.run(reads_recorded(stack, access, reason))
     assert (read.actor.user_id, read.query.path) == (OPERATOR, "/cli/replay")
     assert read.query.parameters["database"] == database
-    # Recorded before the end offsets were taken: the replay reads its own record back.
+    # Recorded before the end offsets were taken: the replay reads its own record back,
+    # and appends it: signed as ledger-cli, whose key the replayed ledger trusts too.
     assert sorted(replayed) == sorted([event.actor.user_id, OPERATOR])
 
 
-async def send(stack: Stack, topic: str, value: bytes) -> None:
+async def send(stack: Stack, topic: str, value: bytes, producer_id: str) -> None:
+    """One record, signed by ``producer_id`` (the producer its event names)."""
+    (headers,) = signed_headers(stack.producer_key(producer_id), [(topic, value)])
     producer = AIOKafkaProducer(**stack.kafka_client(KafkaRole.SIMULATOR), acks="all")
     await producer.start()
     try:
-        await producer.send_and_wait(topic, value, key=b"k", partition=0)
+        await producer.send_and_wait(topic, value, key=b"k", partition=0, headers=headers)
     finally:
         await producer.stop()
 

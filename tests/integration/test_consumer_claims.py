@@ -25,7 +25,7 @@ from ledgerctl.settings import KafkaRole
 from producers.codec import Codec
 from producers.events import AuditEvent, CriticalResultRelay, event_key
 from producers.simulator import Simulator
-from tests.support import Stack
+from tests.support import Stack, signed_headers
 
 pytestmark = pytest.mark.integration
 
@@ -51,15 +51,20 @@ class RecordingAppender(PostgresAppender):
 async def publish(
     stack: Stack, topics: tuple[str, str], events: Sequence[AuditEvent], producer_id: str
 ) -> None:
-    """Stamp (0, 1, ...) and send the events straight to their topics, keyed by patient."""
+    """Stamp (0, 1, ...), sign and send the events straight to their topics, keyed by
+    patient."""
     codec = Codec()
+    stamped = [e.stamped(producer_id=producer_id, producer_seq=i) for i, e in enumerate(events)]
+    records = [
+        (topics[1] if isinstance(e, CriticalResultRelay) else topics[0], codec.encode(e))
+        for e in stamped
+    ]
+    headers = signed_headers(stack.producer_key(producer_id), records)
     producer = AIOKafkaProducer(**stack.kafka_client(KafkaRole.SIMULATOR), linger_ms=20)
     await producer.start()
     try:
-        for i, event in enumerate(events):
-            event = event.stamped(producer_id=producer_id, producer_seq=i)
-            topic = topics[1] if isinstance(event, CriticalResultRelay) else topics[0]
-            await producer.send(topic, codec.encode(event), key=event_key(event).encode())
+        for event, (topic, value), header in zip(stamped, records, headers, strict=True):
+            await producer.send(topic, value, key=event_key(event).encode(), headers=header)
         await producer.flush()
     finally:
         await producer.stop()
@@ -82,7 +87,10 @@ async def test_every_append_is_claimed_and_nothing_is_read_twice(stack: Stack) -
     )
     conn = await asyncpg.connect(stack.owner_url)
     try:
-        async with appender, LedgerConsumer(config=config, appender=appender, codec=codec) as c:
+        consumer = LedgerConsumer(
+            config=config, appender=appender, codec=codec, key_source=appender
+        )
+        async with appender, consumer as c:
             runner = asyncio.create_task(c.run())
             for _ in range(600):
                 if c.stats.appended >= EVENTS:

@@ -48,7 +48,8 @@ async def test_a_poll_read_before_a_re_claim_is_read_again_not_appended(stack: S
         kafka_security=stack.kafka(KafkaRole.CONSUMER),
         max_batch=100,
     )
-    async with appender, LedgerConsumer(config=config, appender=appender, codec=codec) as c:
+    consumer = LedgerConsumer(config=config, appender=appender, codec=codec, key_source=appender)
+    async with appender, consumer as c:
         consumer = c._consumer
         assert consumer is not None
         # Two polls in hand, as run() keeps them (one appending, one handed over).

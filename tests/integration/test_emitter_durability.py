@@ -31,6 +31,8 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from consumers.consumer import envelope_of
+from ledger.producerauth import ProducerAuthenticator
 from ledgerctl.settings import KafkaRole
 from producers.codec import Codec
 from producers.emitter import Emitter, EmitterConfig, EmitterState
@@ -39,7 +41,7 @@ from producers.events import AuditEvent
 from producers.kafka_security import client_kwargs
 from producers.simulator import Simulator
 from producers.spool import Spool
-from tests.support import Stack, kafka_proxy, local_kafka
+from tests.support import Stack, kafka_proxy, local_authenticator, local_kafka, local_producer_key
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -91,6 +93,7 @@ def config(
         producer_id=producer_id,
         access_topic=topics[0],
         relay_topic=topics[1],
+        producer_key_file=local_producer_key(producer_id),  # signs, as in production
         kafka_security=local_kafka(KafkaRole.SIMULATOR),
         **kw,  # type: ignore[arg-type]
     )
@@ -112,12 +115,16 @@ async def consume(
         await consumer.seek_to_beginning(*parts)
         got: list[Received] = []
         seen: set[str] = set()
+        auth = local_authenticator()
+        assert isinstance(auth, ProducerAuthenticator)
         deadline = time.monotonic() + timeout
         while not expected <= seen and time.monotonic() < deadline:
             batches = await consumer.getmany(timeout_ms=500)
             for records in batches.values():
                 for r in records:
                     event = CODEC.decode(r.value)
+                    # Every record is signed, re-sends from the spool included.
+                    auth.authenticate(topic=r.topic, value=r.value, envelope=envelope_of(r))
                     got.append(
                         Received(
                             event_id=str(event.event_id),
@@ -250,6 +257,7 @@ async def _host(args: argparse.Namespace) -> None:
     cfg = EmitterConfig(
         bootstrap_servers=args.bootstrap,
         producer_id=args.producer_id,
+        producer_key_file=local_producer_key(args.producer_id),
         access_topic=args.access_topic,
         relay_topic=args.relay_topic,
         spool_dir=args.spool,

@@ -18,7 +18,7 @@ from ledgerctl.settings import KafkaRole
 from producers.codec import Codec
 from producers.events import PhiAccessEvent, event_key, to_record
 from producers.simulator import Simulator
-from tests.support import Stack
+from tests.support import Stack, signed_headers
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -36,11 +36,19 @@ async def test_a_raw_record_with_a_bad_address_is_quarantined_not_appended(stack
     )
     forged = to_record(bad) | {"network_address": "not an ip!"}
     raw_bad = codec._write(codec.writer_schema(bad), forged)  # what any Kafka client can send
+    # Signed by the producer it names: only the address is wrong.
+    bad_auth, good_auth = signed_headers(
+        stack.producer_key("netaddr-it"), [(topics[0], raw_bad), (topics[0], codec.encode(good))]
+    )
     producer = AIOKafkaProducer(**stack.kafka_client(KafkaRole.SIMULATOR))
     await producer.start()
     try:
-        await producer.send_and_wait(topics[0], raw_bad, key=event_key(bad).encode())
-        await producer.send_and_wait(topics[0], codec.encode(good), key=event_key(good).encode())
+        await producer.send_and_wait(
+            topics[0], raw_bad, key=event_key(bad).encode(), headers=bad_auth
+        )
+        await producer.send_and_wait(
+            topics[0], codec.encode(good), key=event_key(good).encode(), headers=good_auth
+        )
     finally:
         await producer.stop()
 
@@ -51,7 +59,8 @@ async def test_a_raw_record_with_a_bad_address_is_quarantined_not_appended(stack
         group_id=f"t{stack.run_id}-netaddr",
         kafka_security=stack.kafka(KafkaRole.CONSUMER),
     )
-    async with appender, LedgerConsumer(config=config, appender=appender, codec=codec) as c:
+    consumer = LedgerConsumer(config=config, appender=appender, codec=codec, key_source=appender)
+    async with appender, consumer as c:
         runner = asyncio.create_task(c.run())
         for _ in range(600):
             if c.stats.appended + c.stats.quarantined >= 2:

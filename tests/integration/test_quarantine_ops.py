@@ -22,6 +22,8 @@ from tests.support import ROOT, Stack
 pytestmark = pytest.mark.integration
 
 LEDGER = str(Path(sys.executable).with_name("ledger"))
+#: A producer-authentication envelope (its content does not matter here): kept and re-sent.
+ENVELOPE = b"\x01envelope-bytes"
 
 
 async def quarantine_two(stack: Stack, topic: str) -> dict[str, int]:
@@ -29,7 +31,7 @@ async def quarantine_two(stack: Stack, topic: str) -> dict[str, int]:
         Rejected(
             record=KafkaRecord(topic=topic, partition=0, offset=i, timestamp_ms=1_790_000_000_000,
                                timestamp_type=0, key=b"issuer|MRN1", value=value),
-            reason=reason, detail="test",
+            reason=reason, detail="test", envelope=ENVELOPE if reason == "unknown_schema" else None,
         )
         for i, (value, reason) in enumerate(
             [(b"\xc3\x01" + b"\x42" * 8 + b"body", "unknown_schema"),
@@ -68,7 +70,7 @@ def test_resubmit_sends_the_same_bytes_and_records_it(stack: Stack) -> None:
     assert done.returncode == 0, done.stderr
     assert f"to {topic}/0@0" in done.stderr
 
-    async def read_back() -> tuple[bytes | None, bytes | None, list[asyncpg.Record]]:
+    async def read_back() -> tuple[bytes | None, bytes | None, list[asyncpg.Record], object]:
         consumer = AIOKafkaConsumer(**stack.kafka_client(KafkaRole.CONSUMER))
         await consumer.start()
         try:
@@ -87,9 +89,10 @@ def test_resubmit_sends_the_same_bytes_and_records_it(stack: Stack) -> None:
             )
         finally:
             await conn.close()
-        return message.key, message.value, rows
+        return message.key, message.value, rows, list(message.headers)
 
-    key, value, rows = asyncio.run(read_back())
+    key, value, rows, headers = asyncio.run(read_back())
+    assert headers == [("philedger-auth", ENVELOPE)], "re-sent with its original envelope"
     assert value == b"\xc3\x01" + b"\x42" * 8 + b"body"
     assert key == b"issuer|MRN1"
     assert [(r["quarantine_id"], r["kafka_offset"]) for r in rows] == [(ids["unknown_schema"], 0)]

@@ -26,13 +26,14 @@ import pytest
 from consumers.consumer import classify
 from ledger import disclosure
 from ledger.auth import Role
-from ledger.ingest import Accepted, WriterSchemaInfo
+from ledger.ingest import Accepted, BatchItem, WriterSchemaInfo
 from ledger.keys import load_signers
 from ledger.leaf import KafkaRecord
 from ledger.migrate import apply_migrations
 from ledger.pg.appender import PostgresAppender
 from ledger.pg.checkpointer import Checkpointer, CheckpointPolicy
 from ledger.pg.reader import PostgresReader
+from ledger.producerauth import ProducerAuthenticator
 from ledger.query import HistoryKey, HistoryQuery
 from ledgerctl.tokens import create_token
 from producers.codec import Codec, load_shipped_schemas
@@ -47,7 +48,7 @@ from producers.events import (
     PhiAccessEvent,
 )
 from producers.simulator import Simulator
-from tests.support import ROOT, Stack, superuser_url, with_database
+from tests.support import ROOT, Stack, signed_headers, superuser_url, with_database
 
 pytestmark = pytest.mark.integration
 
@@ -119,13 +120,28 @@ async def build(stack: Stack, database: str) -> Ledger:
     named_c = _read(patient=Patient(id="ATTR-C"), query=LedgerQuery(
         method="GET", path="/v1/patients/ATTR-C/accesses", status=200))  # fmt: skip
     reads = [*READS.values(), named_c]
-    items1 = [classify(_record(1, i, e, CODEC), CODEC) for i, e in enumerate(reads[:-1])]
-    items1.append(classify(_record(1, len(reads) - 1, named_c, V1_CODEC), V1_CODEC))
-    assert all(isinstance(i, Accepted) for i in items1)
+    # Signed like any producer's events, so the export carries an envelope per leaf.
+    own = dataclasses.replace(
+        stack, owner_url=with_database(stack.owner_url, database), database=database
+    )
+    key_file = await asyncio.to_thread(own.producer_key, "attr")
+    records1 = [_record(1, i, e, CODEC) for i, e in enumerate(reads[:-1])]
+    records1.append(_record(1, len(reads) - 1, named_c, V1_CODEC))
     signer = load_signers(stack.signer_key_file)[0]
     async with PostgresAppender(
         dsn=with_database(stack.appender_url, database), ledger_name=NAME
     ) as appender:
+        auth = ProducerAuthenticator(await appender.producer_keys())
+
+        def signed(records: list[KafkaRecord], codec: Codec) -> list[BatchItem]:
+            headers = signed_headers(key_file, [(r.topic, r.value) for r in records])
+            return [
+                classify(r, codec, auth=auth, envelope=envelope)
+                for r, ((_, envelope),) in zip(records, headers, strict=True)
+            ]
+
+        items1 = [*signed(records1[:-1], CODEC), *signed(records1[-1:], V1_CODEC)]
+        assert all(isinstance(i, Accepted) for i in items1), items1
         await appender.register_schemas([
             WriterSchemaInfo(fingerprint=s.fingerprint, full_name=s.full_name,
                              canonical_form=s.canonical_form, schema_json=s.schema_json)
@@ -134,7 +150,7 @@ async def build(stack: Stack, database: str) -> Ledger:
         checkpointer = Checkpointer(
             pool=appender.pool, signers=[signer], policy=CheckpointPolicy(every_leaves=1)
         )
-        items0 = [classify(_record(0, i, e, CODEC), CODEC) for i, e in enumerate(accesses)]
+        items0 = signed([_record(0, i, e, CODEC) for i, e in enumerate(accesses)], CODEC)
         for partition, items in ((0, items0), (1, items1)):
             result = await appender.append(topic=TOPIC, partition=partition, items=items)
             assert result.appended == len(items)

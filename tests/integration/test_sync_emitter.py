@@ -28,7 +28,7 @@ from tests.integration.test_emitter_durability import (
     dead_bootstrap,
     fresh_topics,
 )
-from tests.support import Stack, local_kafka
+from tests.support import Stack, local_kafka, local_producer_key
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -46,6 +46,7 @@ def sync_config(
         stop_timeout_seconds=5.0,
         connect_timeout_seconds=3.0,
         reconnect_backoff_max_seconds=0.5,
+        producer_key_file=local_producer_key(producer_id),  # signs, as in production
         kafka_security=local_kafka(KafkaRole.SIMULATOR),
         **kw,  # type: ignore[arg-type]
     )

@@ -10,6 +10,7 @@ rows, forges a checkpoint and rewrites an index row, and runs the real
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import secrets
 import subprocess
 import sys
@@ -28,10 +29,11 @@ from ledger.leaf import KafkaRecord
 from ledger.migrate import apply_migrations
 from ledger.pg.appender import PostgresAppender
 from ledger.pg.checkpointer import Checkpointer, CheckpointPolicy
+from ledger.producerauth import ProducerAuthenticator
 from ledgerctl.tokens import create_token
 from producers.codec import Codec
 from producers.simulator import Simulator
-from tests.support import ROOT, Stack, superuser_url, with_database
+from tests.support import ROOT, Stack, signed_headers, superuser_url, with_database
 
 pytestmark = pytest.mark.integration
 
@@ -59,9 +61,15 @@ async def build(stack: Stack, database: str) -> dict[int, int]:
     signer = load_signers(stack.signer_key_file)[0]
     sim = Simulator(seed=int(secrets.token_hex(3), 16), patients=20)
     logs: dict[int, int] = {}
+    # Signed like any producer's events, so the export carries an envelope per leaf.
+    own = dataclasses.replace(
+        stack, owner_url=with_database(stack.owner_url, database), database=database
+    )
+    key_file = await asyncio.to_thread(own.producer_key, "tamper")
     async with PostgresAppender(
         dsn=with_database(stack.appender_url, database), ledger_name="test.ledger.local"
     ) as appender:
+        auth = ProducerAuthenticator(await appender.producer_keys())
         checkpointer = Checkpointer(
             pool=appender.pool,
             signers=[signer],
@@ -71,13 +79,16 @@ async def build(stack: Stack, database: str) -> dict[int, int]:
             offset = 0
             for _ in range(4):  # four batches of 150, a checkpoint after each
                 items = []
+                records = []
                 for event in sim.events(150, relay_every=0):
                     value = codec.encode(event.stamped(producer_id="tamper", producer_seq=offset))
-                    record = KafkaRecord(topic=TOPIC, partition=partition, offset=offset,
-                                         timestamp_ms=1_790_000_000_000 + offset, timestamp_type=0,
-                                         key=event.patient.key.encode(), value=value)  # fmt: skip
-                    items.append(classify(record, codec))
+                    records.append(KafkaRecord(topic=TOPIC, partition=partition, offset=offset,
+                                   timestamp_ms=1_790_000_000_000 + offset, timestamp_type=0,
+                                   key=event.patient.key.encode(), value=value))  # fmt: skip
                     offset += 1
+                headers = signed_headers(key_file, [(r.topic, r.value) for r in records])
+                for record, ((_, envelope),) in zip(records, headers, strict=True):
+                    items.append(classify(record, codec, auth=auth, envelope=envelope))
                 result = await appender.append(topic=TOPIC, partition=partition, items=items)
                 logs[partition] = result.log_id
                 assert await checkpointer.checkpoint(result.log_id) is not None
@@ -183,6 +194,16 @@ async def tamper(ledger: Ledger) -> None:
                 "WHERE log_id = $1 AND leaf_index = 42",
                 b,
             )
+            # 6. A producer envelope altered (leaf 7 of log A) and one deleted (leaf 8).
+            await su.execute(
+                "UPDATE leaves SET envelope = overlay(envelope placing "
+                "set_byte('\\x00'::bytea, 0, get_byte(envelope, length(envelope) - 1) # 1) "
+                "from length(envelope) for 1) WHERE log_id = $1 AND leaf_index = 7",
+                a,
+            )
+            await su.execute(
+                "UPDATE leaves SET envelope = NULL WHERE log_id = $1 AND leaf_index = 8", a
+            )
     finally:
         await su.close()
 
@@ -221,6 +242,9 @@ def test_every_tamper_is_detected_and_located(ledger: Ledger, tmp_path: Path) ->
     assert any("checkpoint_signature" in line and "300" in line for line in findings), text
     # 5. the rewritten index row: leaf 42 of log B, field user_id
     assert has("index_mismatch", "/1", "42"), text
+    # 6. the producer envelopes: leaf 7 no longer authenticates, leaf 8 has none
+    assert has("producer_bad_signature", "/0", "7"), text
+    assert has("producer_unauthenticated", "/0", "8"), text
     assert f"FAIL {a_origin}" in out
     assert f"FAIL {b_origin}" in out
 

@@ -23,7 +23,7 @@ from ledgerctl.settings import KafkaRole
 from producers.codec import Codec
 from producers.events import AuditEvent, CriticalResultRelay, PhiAccessEvent, event_key
 from producers.simulator import Simulator
-from tests.support import Stack
+from tests.support import Stack, signed_headers
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -39,14 +39,17 @@ def one_of_each() -> tuple[PhiAccessEvent, CriticalResultRelay]:
 
 
 async def send_raw(stack: Stack, sends: list[tuple[str, AuditEvent]]) -> None:
-    """Raw Kafka records, bytes as a producer would encode them, to the topics given."""
+    """Raw Kafka records, bytes as a producer would encode them, to the topics given, each
+    signed by the producer they name (so only the topic is wrong)."""
     codec = Codec()
+    records = [(topic, codec.encode(event)) for topic, event in sends]
+    headers = signed_headers(stack.producer_key("wrong-topic"), records)
     producer = AIOKafkaProducer(**stack.kafka_client(KafkaRole.SIMULATOR), acks="all")
     await producer.start()
     try:
-        for topic, event in sends:
+        for (topic, event), (_, value), header in zip(sends, records, headers, strict=True):
             await producer.send_and_wait(
-                topic, codec.encode(event), key=event_key(event).encode(), partition=0
+                topic, value, key=event_key(event).encode(), partition=0, headers=header
             )
     finally:
         await producer.stop()
@@ -77,7 +80,8 @@ async def test_an_event_on_the_wrong_topic_is_quarantined_not_appended(stack: St
         group_id=f"t{stack.run_id}-route-{uuid.uuid4().hex[:6]}",
         kafka_security=stack.kafka(KafkaRole.CONSUMER),
     )
-    async with appender, LedgerConsumer(config=config, appender=appender, codec=Codec()) as c:
+    consumer = LedgerConsumer(config=config, appender=appender, codec=Codec(), key_source=appender)
+    async with appender, consumer as c:
         runner = asyncio.create_task(c.run())
         for _ in range(600):
             if c.stats.appended + c.stats.quarantined >= 4:

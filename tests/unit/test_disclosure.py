@@ -16,6 +16,7 @@ from ledger import disclosure
 from ledger.disclosure import MAX_RANGES, Disclosure, LeafRange, coalesce, of_positions, whole_logs
 from ledger.readlog import LedgerRead
 from ledger.verification.disclosures import disclosure_check
+from ledger.verification.producers import producer_check
 from ledger.verify import verify_bundle
 from ledgerctl.readaudit import audit_event
 from ledgerctl.verifying import event_checks
@@ -242,8 +243,8 @@ def test_the_check_plugs_into_the_verifier_and_needs_the_index(tmp_path: Path) -
     assert all("test.ledger" not in f.detail for f in bad.findings)  # counts, no values
     [without] = verify_bundle(tampered, [KEY.verifier])
     assert without.ok, "the check is composed in, not built in"
-    assert event_checks(check_index=True) == (disclosure_check,)
-    assert event_checks(check_index=False) == ()
+    assert event_checks(check_index=True) == (producer_check, disclosure_check)
+    assert event_checks(check_index=False) == (producer_check,)
 
 
 def test_a_full_page_of_scattered_entries_fits_in_a_leaf() -> None:

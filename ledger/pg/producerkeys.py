@@ -1,0 +1,111 @@
+"""The producer key registry in PostgreSQL (``producer_keys``, migration 0009).
+
+Invariant: keys are only ever added and revoked (both append-only tables); the
+private halves never reach the database; a key id is derived from its public key,
+so a registry row cannot name a key it does not hold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from ledger.errors import ConflictError, MalformedInputError
+from ledger.pg import sql
+from ledger.producerauth import ProducerKeyId, RegisteredKey, key_id_of
+from ledger.producerbundle import EnvelopeWriter, write_auth_start, write_producer_keys
+
+Conn = asyncpg.Connection | PoolConnectionProxy
+
+
+async def fetch_producer_keys(conn: Conn) -> list[RegisteredKey]:
+    rows = await conn.fetch(sql.PRODUCER_KEYS)
+    return [
+        RegisteredKey(
+            key_id=ProducerKeyId(r["key_id"]),
+            producer_id=r["producer_id"],
+            public_key=bytes(r["public_key"]),
+            created_at=r["created_at"],
+            revoked_at=r["revoked_at"],
+            revoked_reason=r["reason"],
+        )
+        for r in rows
+    ]
+
+
+async def add_producer_key(
+    dsn: str, *, producer_id: str, public_key: bytes, note: str | None = None
+) -> ProducerKeyId:
+    """Register a public key for a producer; returns its key id."""
+    if len(public_key) != 32:
+        raise MalformedInputError("an Ed25519 public key is 32 bytes")
+    key_id = key_id_of(public_key)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(sql.INSERT_PRODUCER_KEY, key_id, producer_id, public_key, note)
+    except asyncpg.UniqueViolationError as exc:
+        raise ConflictError(f"key {key_id} is registered already") from exc
+    finally:
+        await conn.close()
+    return key_id
+
+
+async def revoke_producer_key(dsn: str, *, key_id: str, reason: str) -> bool:
+    """Revoke a key for good; False if it was revoked already. Unknown key: error."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        async with conn.transaction():
+            known = await conn.fetchval(sql.PRODUCER_KEY_EXISTS, key_id)
+            if known is None:
+                raise MalformedInputError(f"no producer key {key_id!r}")
+            status = await conn.execute(sql.REVOKE_PRODUCER_KEY, key_id, reason)
+    finally:
+        await conn.close()
+    return status.endswith(" 1")
+
+
+async def list_producer_keys(dsn: str) -> Sequence[RegisteredKey]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await fetch_producer_keys(conn)
+    finally:
+        await conn.close()
+
+
+async def copy_producer_keys(source_dsn: str, target_dsn: str) -> int:
+    """Copy the registry, revocations included, into another ledger (``ledger replay``)."""
+    keys = await list_producer_keys(source_dsn)
+    conn = await asyncpg.connect(target_dsn)
+    try:
+        async with conn.transaction():
+            for k in keys:
+                await conn.execute(
+                    sql.COPY_PRODUCER_KEY, k.key_id, k.producer_id, k.public_key, k.created_at
+                )
+                if k.revoked_at is not None:
+                    await conn.execute(
+                        sql.COPY_PRODUCER_REVOCATION, k.key_id, k.revoked_at, k.revoked_reason
+                    )
+    finally:
+        await conn.close()
+    return len(keys)
+
+
+async def export_producer_auth(conn: Conn, bundle: Path, log_ids: Sequence[int]) -> None:
+    """Write the registry and every log's envelopes into a bundle (``ledger export``),
+    inside the export's snapshot transaction."""
+    write_producer_keys(bundle, await fetch_producer_keys(conn))
+    wanted = set(log_ids)
+    starts = {
+        int(r["log_id"]): int(r["first_leaf"])
+        for r in await conn.fetch(sql.PRODUCER_AUTH_START)
+        if int(r["log_id"]) in wanted
+    }
+    write_auth_start(bundle, starts)
+    for log_id in log_ids:
+        with EnvelopeWriter(bundle, log_id) as out:
+            async for r in conn.cursor(sql.EXPORT_ENVELOPES, log_id, prefetch=20_000):
+                out.add(int(r["leaf_index"]), bytes(r["envelope"]))
