@@ -54,5 +54,7 @@ bench: up
 	.venv/bin/python benchmarks/producer_auth.py
 	.venv/bin/python benchmarks/proofs.py
 	.venv/bin/python benchmarks/queries.py
+	.venv/bin/python benchmarks/attribution.py
 	.venv/bin/python benchmarks/atna.py
+	.venv/bin/python benchmarks/refusals.py
 	.venv/bin/python benchmarks/orthanc.py

@@ -3,7 +3,9 @@ the same messages parsed and mapped without any network (the floor), in one run.
 
 Messages are the realistic DICOM audit messages of tests/corpus/dicom-audit (the ones that
 map to events), each made unique by its EventDateTime, framed as RFC 5425 expects. The
-senders run in a separate process (N TLS connections, as fast as TCP lets them); the
+senders run in a separate process (N mutual-TLS connections with a client certificate of
+the benchmark's own CA, whose CN the sender policy allows every AuditSourceID of the
+messages, as fast as TCP lets them); the
 receiver runs in this process, as `ledger atna serve` does (with `--parse-workers` parse
 processes, default 2; 0 parses in the event loop), handing events to
 
@@ -23,7 +25,7 @@ import multiprocessing
 import os
 import re
 import ssl
-import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -31,11 +33,17 @@ from multiprocessing.synchronize import Event as MpEvent
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.atna_pki
+
+from ledgerctl.settings import KAFKA_SECURITY_VARS, KafkaRole, kafka_security_from_env
 from producers.atna.dicom_audit import events_from_dicom
 from producers.atna.receiver import DEFAULT_PARSE_WORKERS, AtnaReceiver, AtnaReceiverConfig
 from producers.atna.rfc5424 import format_syslog, frame_octet_counted, parse_syslog
+from producers.atna.senders import SenderPolicy
 from producers.codec import Codec, PreparedEvent
 from producers.emitter import Emitter, EmitterConfig
+from producers.kafka_security import KafkaSecurity, client_kwargs
+from tests.atna_pki import Pki, make_pki
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "tests" / "corpus" / "dicom-audit"
@@ -51,6 +59,15 @@ MAPPED = (
     "dcm4chee-export.xml",
 )
 _TIME = re.compile(rb'EventDateTime="[^"]*"')
+_SOURCE = re.compile(rb'AuditSourceID="([^"]*)"')
+#: The client certificate CN the senders present.
+SENDER_CN = "atna-bench-sender"
+
+
+def policy() -> SenderPolicy:
+    """The benchmark's sender may claim every AuditSourceID of its messages."""
+    sources = {m.decode() for n in MAPPED for m in _SOURCE.findall((CORPUS / n).read_bytes())}
+    return SenderPolicy(tls={SENDER_CN: frozenset(sources)})
 
 
 def messages(n: int) -> list[bytes]:
@@ -89,10 +106,17 @@ class SinkEmitter:
 
 
 def _senders(
-    port: int, cafile: str, frames: list[bytes], connections: int, ready: MpEvent, go: MpEvent
+    port: int,
+    tls: tuple[str, str, str],
+    frames: list[bytes],
+    connections: int,
+    ready: MpEvent,
+    go: MpEvent,
 ) -> None:
     async def run() -> None:
+        cafile, client_cert, client_key = tls
         ctx = ssl.create_default_context(cafile=cafile)
+        ctx.load_cert_chain(client_cert, client_key)
         conns = [
             await asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname="localhost")
             for _ in range(connections)
@@ -118,8 +142,7 @@ async def over_tls(
     emitter: Any,
     msgs: list[bytes],
     connections: int,
-    cert: Path,
-    key: Path,
+    pki: Pki,
     workdir: Path,
     parse_workers: int,
     expected: int,
@@ -128,17 +151,21 @@ async def over_tls(
     config = AtnaReceiverConfig(
         kept_dir=str(workdir / f"kept-{uuid.uuid4().hex[:6]}"),
         tls_port=0,
-        cert_file=str(cert),
-        key_file=str(key),
+        cert_file=str(pki.server_cert),
+        key_file=str(pki.server_key),
+        client_ca_file=str(pki.client_ca),
+        policy=policy(),
         max_connections=max(256, connections),
         parse_workers=parse_workers,
     )
+    client_cert, client_key = pki.client(SENDER_CN)
+    tls = (str(pki.server_cert), str(client_cert), str(client_key))
     ctx = multiprocessing.get_context("fork")
     ready, go = ctx.Event(), ctx.Event()
     async with AtnaReceiver(config, emitter) as receiver:
         port = receiver.tls_port
         assert port is not None
-        proc = ctx.Process(target=_senders, args=(port, str(cert), frames, connections, ready, go))
+        proc = ctx.Process(target=_senders, args=(port, tls, frames, connections, ready, go))
         proc.start()
         await asyncio.get_running_loop().run_in_executor(None, ready.wait)
         started = time.perf_counter()
@@ -187,10 +214,25 @@ def _kafka_bootstrap() -> str | None:
     return None
 
 
+def _kafka(role: KafkaRole) -> KafkaSecurity:
+    """``role``'s Kafka settings: the environment, else .local/env (as `ledger` reads them)."""
+    values = {}
+    env = ROOT / ".local" / "env"
+    if env.is_file():
+        for line in env.read_text().splitlines():
+            key, sep, value = line.partition("=")
+            if sep and not key.startswith("#"):
+                values[key] = value
+    values.update({k: v for k, v in os.environ.items() if k in KAFKA_SECURITY_VARS})
+    return kafka_security_from_env(values, role)
+
+
 async def _delete_topics(bootstrap: str, topics: tuple[str, ...]) -> None:
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, **client_kwargs(_kafka(KafkaRole.ADMIN))
+    )
     await admin.start()
     try:
         await admin.delete_topics(list(topics))
@@ -206,26 +248,19 @@ async def main_async(args: argparse.Namespace) -> None:
     parse_only, with_encode, expected = await floor(msgs)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        cert, key = work / "cert.pem", work / "key.pem"
-        await asyncio.to_thread(
-            subprocess.run,
-            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-             "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
-             "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-            check=True, capture_output=True,
-        )  # fmt: skip
+        pki = await asyncio.to_thread(make_pki, work / "pki")
         results: dict[str, float] = {}
         for n in args.connections if args.sink else ():
             results[f"sink/{n}"] = await over_tls(
                 "TLS -> receiver -> stamping sink", SinkEmitter(), msgs, n,
-                cert, key, work, args.parse_workers, expected,
+                pki, work, args.parse_workers, expected,
             )  # fmt: skip
         bootstrap = _kafka_bootstrap() if args.kafka else None
         if bootstrap:
             from ledgerctl.infra import ensure_topics
 
             topic = f"bench-atna-{uuid.uuid4().hex[:8]}"
-            await ensure_topics(bootstrap, (topic, f"{topic}-relay"), 4)
+            await ensure_topics(bootstrap, (topic, f"{topic}-relay"), 4, _kafka(KafkaRole.ADMIN))
             for n in args.connections:
                 config = EmitterConfig(
                     bootstrap_servers=bootstrap,
@@ -233,10 +268,11 @@ async def main_async(args: argparse.Namespace) -> None:
                     access_topic=topic,
                     relay_topic=f"{topic}-relay",
                     spool_dir=str(work / f"spool-{n}"),
+                    kafka_security=_kafka(KafkaRole.ATNA),
                 )
                 async with Emitter(config) as emitter:
                     results[f"kafka/{n}"] = await over_tls(
-                        "TLS -> receiver -> Emitter -> Kafka", emitter, msgs, n, cert, key,
+                        "TLS -> receiver -> Emitter -> Kafka", emitter, msgs, n, pki,
                         work, args.parse_workers, expected,
                     )  # fmt: skip
                     await emitter.flush()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import secrets
 import signal
@@ -31,30 +32,48 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.proofs import env, on_db
+from benchmarks.proofs import admin_kafka, env, on_db, simulator
 from consumers.consumer import classify
 from ledger.ingest import Accepted
 from ledger.leaf import KafkaRecord
 from ledger.merkle import leaf_hash
 from ledger.migrate import apply_migrations
 from ledger.pg import sql
+from ledger.pg.producerkeys import add_producer_key
 from ledgerctl.infra import ensure_topics
 from producers.codec import Codec
 from producers.emitter import Emitter, EmitterConfig
+from producers.kafka_security import KafkaSecurity
+from producers.signing import generate_producer_key, write_producer_key
 from producers.simulator import Simulator
 
 LEDGER = str(Path(sys.executable).with_name("ledger"))
 
 
+@functools.cache
+def bench_key() -> tuple[str, bytes]:
+    """(key file, public key) of the "bench" producer: the ledger appends only signed events
+    (docs/producer-auth.md), so the benchmark's producer signs like any other."""
+    key = generate_producer_key("bench")
+    path = Path(tempfile.mkdtemp(prefix="ledger-bench-key-")) / "bench.key"
+    write_producer_key(path, key)
+    return str(path), key.public_key
+
+
 async def fresh_database(settings: dict[str, str], name: str) -> None:
+    """An empty ledger database that trusts the "bench" producer's key."""
     admin = await asyncpg.connect(settings["DATABASE_URL"])
     await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     await admin.execute(f'CREATE DATABASE "{name}"')
     await admin.close()
-    apply_migrations(on_db(settings["DATABASE_URL"], name))
+    owner = on_db(settings["DATABASE_URL"], name)
+    apply_migrations(owner)
+    await add_producer_key(owner, producer_id="bench", public_key=bench_key()[1])
 
 
-async def produce(bootstrap: str, topics: tuple[str, str], n: int) -> list[float]:
+async def produce(
+    bootstrap: str, topics: tuple[str, str], n: int, security: KafkaSecurity
+) -> list[float]:
     """Emit n events through the real Emitter; return each emit() call's duration."""
     events = [
         e.stamped(producer_id="bench", producer_seq=i)
@@ -66,6 +85,8 @@ async def produce(bootstrap: str, topics: tuple[str, str], n: int) -> list[float
         access_topic=topics[0],
         relay_topic=topics[1],
         linger_ms=20,
+        kafka_security=security,
+        producer_key_file=bench_key()[0],
     )
     durations = []
     async with Emitter(config) as emitter:
@@ -171,7 +192,9 @@ async def restart_latency(
     # Static membership: the successor takes over the same instance id, so the group does
     # not wait for the dead member's session to time out.
     first = consumer(settings, db, topics, group, workdir / "restart.log", "bench-1")
-    producer = asyncio.create_task(produce(settings["KAFKA_BOOTSTRAP"], topics, 40_000))
+    producer = asyncio.create_task(
+        produce(settings["KAFKA_BOOTSTRAP"], topics, 40_000, simulator(settings))
+    )
     while await count_events(url) == 0:  # noqa: ASYNC110 - polling another process
         await asyncio.sleep(0.1)
     await asyncio.sleep(1.0)
@@ -226,10 +249,10 @@ async def main() -> None:
     settings = env()
     run = secrets.token_hex(3)
     topics = (f"bench-{run}-phi-access", f"bench-{run}-relay")
-    await ensure_topics(settings["KAFKA_BOOTSTRAP"], topics, 4)
+    await ensure_topics(settings["KAFKA_BOOTSTRAP"], topics, 4, admin_kafka(settings))
     workdir = Path(tempfile.mkdtemp(prefix=f"ledger-bench-{run}-"))
 
-    durations = await produce(settings["KAFKA_BOOTSTRAP"], topics, args.events)
+    durations = await produce(settings["KAFKA_BOOTSTRAP"], topics, args.events, simulator(settings))
     qs = statistics.quantiles(durations, n=100)
     print(f"producer emit(): p50 {qs[49] * 1e6:.0f} µs  p99 {qs[98] * 1e6:.0f} µs "
           f"over {len(durations):,} calls (healthy broker)")  # fmt: skip
@@ -275,7 +298,7 @@ async def main() -> None:
     restart_db = f"ledger_bench_restart_{run}"
     await fresh_database(settings, restart_db)
     restart_topics = (f"bench-{run}-r-phi-access", f"bench-{run}-r-relay")
-    await ensure_topics(settings["KAFKA_BOOTSTRAP"], restart_topics, 4)
+    await ensure_topics(settings["KAFKA_BOOTSTRAP"], restart_topics, 4, admin_kafka(settings))
     latency = await restart_latency(settings, restart_db, restart_topics, workdir)
     print(f"SIGKILL of the consumer to its successor's first append: {latency:.2f} s")
 

@@ -45,6 +45,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from ledgerctl.settings import KafkaRole, kafka_security_from_env
+from producers.kafka_security import KafkaSecurity, client_kwargs
+
 ROOT = Path(__file__).resolve().parents[1]
 ORTHANC = "/usr/sbin/Orthanc"
 PYTHON_PLUGIN = "/usr/share/orthanc/plugins/libOrthancPython.so"
@@ -207,10 +210,10 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def count_events(bootstrap: str, topic: str, partitions: int) -> int:
+async def count_events(bootstrap: str, topic: str, partitions: int, security: KafkaSecurity) -> int:
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, **client_kwargs(security))
     await consumer.start()
     try:
         ends = await consumer.end_offsets([TopicPartition(topic, p) for p in range(partitions)])
@@ -275,7 +278,16 @@ def main() -> None:
     bootstrap = env.get("KAFKA_BOOTSTRAP", "127.0.0.1:19092")
     run = uuid.uuid4().hex[:8]
     topic, relay = f"bench-orthanc-{run}-phi-access", f"bench-orthanc-{run}-relay"
-    asyncio.run(ensure_topics(bootstrap, (topic, relay), PARTITIONS))
+    admin = kafka_security_from_env(env, KafkaRole.ADMIN)
+    asyncio.run(ensure_topics(bootstrap, (topic, relay), PARTITIONS, admin))
+    orthanc = kafka_security_from_env(env, KafkaRole.ORTHANC)
+    security_keys = {
+        "SecurityProtocol": orthanc.protocol,
+        "SslCaFile": orthanc.ca_file,
+        "SaslMechanism": orthanc.sasl_mechanism,
+        "SaslUsername": orthanc.sasl_username,
+        "SaslPasswordFile": orthanc.sasl_password_file,
+    }
     user, pw = "bench.reader", secrets.token_urlsafe(12)
     ldd = subprocess.run(["ldd", PYTHON_PLUGIN], capture_output=True, text=True, check=True)
     embedded = re.search(r"libpython(\d+\.\d+)", ldd.stdout)
@@ -294,6 +306,7 @@ def main() -> None:
             "Users": {user: {"Role": "radiologist"}},
             "PythonPath": [sysconfig.get_paths()["purelib"]],
             "RelayPython": sys.executable,
+            **{k: v for k, v in security_keys.items() if v is not None},
         }
         servers = [
             start("plain", Path(tmp) / "plain", plugin=None, user=user, pw=pw),
@@ -348,7 +361,7 @@ def main() -> None:
             deadline = time.monotonic() + 30
             got = 0
             while time.monotonic() < deadline:
-                got = asyncio.run(count_events(bootstrap, topic, PARTITIONS))
+                got = asyncio.run(count_events(bootstrap, topic, PARTITIONS, admin))
                 if got >= expected:
                     break
                 time.sleep(0.5)

@@ -34,12 +34,13 @@ import asyncpg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.ingest import count_events, fresh_database, ingest_times
-from benchmarks.proofs import env, on_db
+from benchmarks.proofs import admin_kafka, env, on_db, simulator
 from ledger.pg.producerkeys import add_producer_key
 from ledger.producerauth import ProducerAuthenticator, RegisteredKey, key_id_of
 from ledgerctl.infra import ensure_topics
 from producers.emitter import Emitter, EmitterConfig
-from producers.signing import generate_producer_key, write_producer_key
+from producers.kafka_security import KafkaSecurity
+from producers.signing import SIGN_BATCH, generate_producer_key, write_producer_key
 from producers.simulator import Simulator
 
 PRODUCER = "bench-auth"
@@ -47,7 +48,11 @@ PARTITIONS = 4
 
 
 async def produce(
-    bootstrap: str, topics: tuple[str, str], n: int, key_file: str | None
+    bootstrap: str,
+    topics: tuple[str, str],
+    n: int,
+    key_file: str | None,
+    security: KafkaSecurity,
 ) -> list[float]:
     events = list(Simulator(seed=int(secrets.token_hex(4), 16)).events(n))
     config = EmitterConfig(
@@ -57,6 +62,7 @@ async def produce(
         relay_topic=topics[1],
         linger_ms=20,
         producer_key_file=key_file,
+        kafka_security=security,
     )
     durations = []
     async with Emitter(config) as emitter:
@@ -123,19 +129,21 @@ def child_consume(auth: bool) -> None:
     from consumers.__main__ import run_consumer
     from ledger.keys import load_signers
     from ledger.pg.checkpointer import CheckpointPolicy
-    from ledgerctl.settings import Settings
+    from ledgerctl.settings import KafkaRole, Settings
 
     s = Settings.load()
     asyncio.run(
         run_consumer(
             bootstrap=s.kafka_bootstrap,
             topics=s.topics,
+            relay_topics=frozenset({s.relay_topic}),
             group_id=s.consumer_group,
             appender_dsn=s.require("appender_url"),
             ledger_name=s.ledger_name,
             signers=load_signers(s.signer_key_file or ""),
             policy=CheckpointPolicy(),
             authenticate_producers=auth,
+            kafka_security=s.kafka(KafkaRole.CONSUMER),
         )
     )
 
@@ -145,8 +153,8 @@ def pure_costs(partitions: int) -> tuple[float, float, float]:
     (one seal each, as the emitter does), and to check them as a consumer's poll does;
     and the envelope bytes per record in Kafka."""
     key = generate_producer_key(PRODUCER)
-    per_seal = 512 // partitions
-    values = [("phi-access", os.urandom(700)) for _ in range(512 * 20)]
+    per_seal = SIGN_BATCH // partitions
+    values = [("phi-access", os.urandom(700)) for _ in range(SIGN_BATCH * 20)]
     signer = key.signer()
     t = time.perf_counter()
     envelopes = []
@@ -187,8 +195,10 @@ async def main(args: argparse.Namespace) -> None:
         for auth in (False, True):
             run = secrets.token_hex(3)
             topics = (f"bench-auth-{run}-phi-access", f"bench-auth-{run}-relay")
-            await ensure_topics(bootstrap, topics, PARTITIONS)
-            emits[auth] += await produce(bootstrap, topics, args.events, key_file if auth else None)
+            await ensure_topics(bootstrap, topics, PARTITIONS, admin_kafka(settings))
+            emits[auth] += await produce(
+                bootstrap, topics, args.events, key_file if auth else None, simulator(settings)
+            )
             rate, cpu = await ingest(settings, topics, args.events, auth, key.public_key)
             rates[auth].append(rate)
             cpus[auth].append(cpu)

@@ -45,7 +45,9 @@ from ledger.leaf import KafkaRecord, encode_leaf
 from ledger.migrate import apply_migrations
 from ledger.pg import tree
 from ledgerctl.infra import api_ready, ensure_topics
+from ledgerctl.settings import KAFKA_SECURITY_VARS, KafkaRole, kafka_security_from_env
 from ledgerctl.tokens import create_token
+from producers.kafka_security import KafkaSecurity, client_kwargs
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 100_000
@@ -58,6 +60,16 @@ def env() -> dict[str, str]:
             key, _, value = line.partition("=")
             values[key] = value
     return values
+
+
+def admin_kafka(settings: dict[str, str]) -> KafkaSecurity:
+    """The admin principal's Kafka settings from .local/env (topic set-up and clean-up)."""
+    return kafka_security_from_env(settings, KafkaRole.ADMIN)
+
+
+def simulator(settings: dict[str, str]) -> KafkaSecurity:
+    """A producer principal's Kafka settings from .local/env."""
+    return kafka_security_from_env(settings, KafkaRole.SIMULATOR)
 
 
 def on_db(url: str, db: str) -> str:
@@ -90,7 +102,7 @@ async def serve_api(
     run = secrets.token_hex(3)
     topics = (f"bench-{run}-reads-phi-access", f"bench-{run}-reads-relay")
     bootstrap = settings["KAFKA_BOOTSTRAP"]
-    await ensure_topics(bootstrap, topics, 1)
+    await ensure_topics(bootstrap, topics, 1, admin_kafka(settings))
     issued = await create_token(
         on_db(settings["DATABASE_URL"], db), subject="bench", role=Role.ADMIN, ttl=None,
         note="benchmark client",
@@ -104,6 +116,7 @@ async def serve_api(
         "LEDGER_ENV_FILE": os.devnull,
         "LEDGER_READER_URL": on_db(settings["LEDGER_READER_URL"], db),
         "KAFKA_BOOTSTRAP": bootstrap,
+        **{k: v for k, v in settings.items() if k in KAFKA_SECURITY_VARS},
         "LEDGER_ACCESS_TOPIC": topics[0],
         "LEDGER_RELAY_TOPIC": topics[1],
         "LEDGER_SPOOL_DIR": str(workdir / "spool"),
@@ -129,7 +142,9 @@ async def serve_api(
         server.terminate()
         server.wait(timeout=30)
         shutil.rmtree(workdir, ignore_errors=True)
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=bootstrap, **client_kwargs(admin_kafka(settings))
+        )
         await admin.start()
         try:
             await admin.delete_topics(list(topics))

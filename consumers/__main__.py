@@ -17,6 +17,7 @@ from ledger.note import Signer
 from ledger.pg.appender import PostgresAppender
 from ledger.pg.checkpointer import Checkpointer, CheckpointPolicy
 from producers.codec import Codec
+from producers.kafka_security import KafkaSecurity
 
 logger = logging.getLogger("consumers")
 
@@ -25,6 +26,7 @@ async def run_consumer(
     *,
     bootstrap: str,
     topics: tuple[str, ...],
+    relay_topics: frozenset[str],
     group_id: str,
     appender_dsn: str,
     ledger_name: str,
@@ -35,6 +37,7 @@ async def run_consumer(
     group_instance_id: str | None = None,
     max_batch: int = 10_000,
     authenticate_producers: bool = True,
+    kafka_security: KafkaSecurity | None = None,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -43,12 +46,14 @@ async def run_consumer(
     config = ConsumerConfig(
         bootstrap_servers=bootstrap,
         topics=topics,
+        relay_topics=relay_topics,
         group_id=group_id,
         max_clock_skew_seconds=max_clock_skew_seconds,
         session_timeout_ms=session_timeout_ms,
         group_instance_id=group_instance_id,
         max_batch=max_batch,
         authenticate_producers=authenticate_producers,
+        kafka_security=kafka_security or KafkaSecurity(),
     )
     appender = PostgresAppender(dsn=appender_dsn, ledger_name=ledger_name)
     await appender.start()

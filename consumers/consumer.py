@@ -7,7 +7,9 @@ advisory. A batch is appended only under the writer claim it was read under:
 records read before a re-claim are read again from the stored position, never
 appended past it. Every consumed record becomes exactly one of: a leaf, a
 counted duplicate, or a quarantine row with a specific reason; a bad record
-never blocks its partition.
+never blocks its partition. A record becomes a leaf only if it is authenticated
+as its producer's (``ledger.producerauth``; docs/producer-auth.md); every record
+that is not raises a security alert.
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ from typing import Self, TypedDict, cast
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
-from aiokafka.helpers import create_ssl_context
 
+from ledger import disclosure
 from ledger.errors import FencedError, LedgerError, MalformedInputError, UnavailableError
 from ledger.ingest import (
     Accepted,
@@ -60,6 +62,7 @@ from producers.events import (
     ACCESS_SCHEMA_NAME,
     AUDIT_LOG_USED_SCHEMA_NAME,
     MAX_FUTURE_SKEW,
+    RELAY_SCHEMA_NAME,
     SECURITY_SCHEMA_NAME,
     AuditEvent,
     Record,
@@ -67,26 +70,33 @@ from producers.events import (
     to_record,
     utc_now,
 )
+from producers.kafka_security import KafkaSecurity, client_kwargs
 
 logger = logging.getLogger(__name__)
 
 REASON_OVERSIZE = "oversize"
 DEFAULT_SKEW = MAX_FUTURE_SKEW
 REASON_EMPTY = "empty_value"
+#: A valid event on a topic its schema does not belong to (a PHI access on the relay
+#: topic, a relay on the access topic): producers route by schema, so this was not one.
+REASON_WRONG_TOPIC = "wrong_topic"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ConsumerConfig:
     bootstrap_servers: str
     topics: tuple[str, ...]
+    #: The topics that carry CriticalResultRelay events, and only those; every other
+    #: topic carries the other kinds. A record on the wrong one is quarantined.
+    relay_topics: frozenset[str] = frozenset()
     group_id: str = "phi-ledger"
     #: Records taken per poll (bounded work in hand). Bigger batches amortise each
     #: partition's transaction (lock, position row, fsync): 2,000 -> 10,000 took one
     #: consumer from 9,500 to 12,400 events/s here (benchmarks/ingest.py).
     max_batch: int = 10_000
     poll_timeout_ms: int = 200
-    security_protocol: str = "PLAINTEXT"
-    ssl_cafile: str | None = None
+    #: TLS and SASL settings (default PLAINTEXT; docs/kafka.md).
+    kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
     #: How far in the future an event time may lie before the record is quarantined
     #: (reason ``time_out_of_range``): producers' clocks drift.
     max_clock_skew_seconds: float = 300.0
@@ -190,6 +200,7 @@ def index_fields(full_name: str, record: Record) -> IndexFields:
             accession=None,
             network_address=cast("str | None", record.get("network_address")),
             purpose_of_use=None,
+            disclosed=tuple((r.origin, r.start, r.end) for r in disclosure.from_record(record)),
         )
     if full_name == SECURITY_SCHEMA_NAME:
         return IndexFields(
@@ -248,6 +259,7 @@ def classify(
     auth: ProducerAuthenticator | None = None,
     envelope: bytes | None = None,
     verdict: Authenticated | AuthFailure | None = None,
+    relay_topics: frozenset[str] | None = None,
 ) -> BatchItem:
     """Turn one Kafka record into an ``Accepted`` leaf or a ``Rejected`` quarantine entry.
 
@@ -257,13 +269,17 @@ def classify(
     the key's, is rejected with an alert and never reaches the ledger. A rejected record
     keeps its envelope (quarantine re-submission sends it again). A verified seal the
     record carried goes with the item either way (the appender stores it).
+
+    With ``relay_topics`` (the consumer always gives it), an event is accepted only on
+    the topic its schema belongs to: CriticalResultRelay on a relay topic, every other
+    kind on any other topic; None skips that check (tools classifying synthetic topics).
     """
     if auth is not None and verdict is None:  # not checked with its poll
         try:
             verdict = auth.authenticate(topic=record.topic, value=record.value, envelope=envelope)
         except AuthFailure as exc:
             verdict = exc
-    item = _classify(record, codec, now, max_clock_skew, verdict if auth else None)
+    item = _classify(record, codec, now, max_clock_skew, verdict if auth else None, relay_topics)
     seal = None if verdict is None else verdict.seal
     if isinstance(item, Rejected) and (envelope is not None or seal is not None):
         return dataclasses.replace(item, envelope=envelope, seal=seal)
@@ -272,12 +288,30 @@ def classify(
     return item
 
 
+def _wrong_topic(
+    record: KafkaRecord, schema_name: str, relay_topics: frozenset[str] | None
+) -> Rejected | None:
+    """A rejection when the event's schema does not belong on the record's topic."""
+    if relay_topics is None:
+        return None
+    is_relay = schema_name == RELAY_SCHEMA_NAME
+    if is_relay == (record.topic in relay_topics):
+        return None
+    where = "only on a relay topic" if is_relay else "never on a relay topic"
+    return Rejected(
+        record=record,
+        reason=REASON_WRONG_TOPIC,
+        detail=f"a {schema_name} event belongs {where}, not on {record.topic}",
+    )
+
+
 def _classify(
     record: KafkaRecord,
     codec: Codec,
     now: datetime | None,
     max_clock_skew: timedelta,
     verdict: Authenticated | AuthFailure | None,
+    relay_topics: frozenset[str] | None,
 ) -> BatchItem:
     if not record.value:
         return Rejected(record=record, reason=REASON_EMPTY, detail="record has no value")
@@ -299,6 +333,9 @@ def _classify(
             check_producer(verdict.key, cast(str, fields["producer_id"]))
         except AuthFailure as exc:
             return Rejected(record=record, reason=exc.reason, detail=exc.detail, alert=True)
+    wrong = _wrong_topic(record, schema.full_name, relay_topics)
+    if wrong is not None:
+        return wrong
     try:
         leaf = encode_leaf(record)
     except MalformedInputError as exc:
@@ -415,12 +452,7 @@ class LedgerConsumer:
             session_timeout_ms=self._config.session_timeout_ms,
             group_instance_id=self._config.group_instance_id,
             heartbeat_interval_ms=max(1000, self._config.session_timeout_ms // 3),
-            security_protocol=self._config.security_protocol,
-            ssl_context=(
-                create_ssl_context(cafile=self._config.ssl_cafile)
-                if self._config.security_protocol == "SSL"
-                else None
-            ),
+            **client_kwargs(self._config.kafka_security),
         )
         await consumer.start()
         consumer.subscribe(list(self._config.topics), listener=_SeekToStored(self))
@@ -563,6 +595,7 @@ class LedgerConsumer:
                         auth=auth,
                         envelope=e,
                         verdict=next(verdicts),
+                        relay_topics=self._config.relay_topics,
                     )
                     for m, e in pairs
                 ],

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 import ssl
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from aiohttp import web
 from ledger.api import Route, create_app
 from ledger.api.fhir import FhirSubmitter
 from ledger.api.openapi import document
+from ledger.cursors import CursorKey
 from ledger.pg.reader import PostgresReader
 from ledger.pg.reports import PostgresReports
 from ledger.readlog import ReadRecorder
@@ -48,6 +50,15 @@ def quiet_server_logs() -> None:
         server.addFilter(_NoRequestText())
 
 
+def bind_url(host: str, port: int, *, tls: bool) -> str:
+    """The default public base URL: the bind address, or this machine's name for a
+    wildcard bind (set LEDGER_PUBLIC_URL behind a proxy or a DNS name)."""
+    name = host if host not in ("", "0.0.0.0", "::") else socket.getfqdn()  # noqa: S104
+    if ":" in name:
+        name = f"[{name}]"
+    return f"{'https' if tls else 'http'}://{name}:{port}"
+
+
 def tls_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
     """Server-side TLS 1.2+ with the certificate chain and key (PEM) given."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -66,7 +77,11 @@ async def serve_api(
     tls: ssl.SSLContext | None = None,
     extra_routes: tuple[Route, ...] = (),
     reader: PostgresReader | None = None,
+    public_url: str | None = None,
+    cursor_key: CursorKey | None = None,
 ) -> None:
+    """Serve until SIGTERM. Links go under ``public_url`` (default: ``bind_url``); page
+    tokens are sealed with ``cursor_key`` (default: a key of this process only)."""
     quiet_server_logs()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -84,6 +99,8 @@ async def serve_api(
             fhir_submitter=fhir_submitter,
             extra_routes=extra_routes,
             openapi=document(),
+            public_url=public_url or bind_url(host, port, tls=tls is not None),
+            cursor_key=cursor_key,
         )
         # Cursors pin every log's size: allow request lines up to 16 KiB.
         runner = web.AppRunner(app, access_log=None, max_line_size=16384)

@@ -1,14 +1,16 @@
 """API access control: bearer tokens, roles and what each role may do.
 
 Invariant: a token's text exists only with its holder; the ledger stores and looks
-up SHA-256 of it. Every API route names exactly one permission, and a role holds a
-permission only if ``ROLE_PERMISSIONS`` says so (least privilege):
+up SHA-256 of it. Every API route names exactly one permission (or none: public,
+PHI-free), and a role holds a permission only if ``ROLE_PERMISSIONS`` says so (least
+privilege). Each permission either never returns PHI or says that it does, so no
+role reads PHI through a side door (docs/api.md has the table, pinned by a test):
 
-* investigator - reconstructs who accessed what: access histories, event details,
-  breach investigations, FHIR reads, and the proofs of what those return;
-* auditor - checks the ledger and the HIPAA outputs: proofs, checkpoints, tiles,
-  leaves and index rows, accountings of disclosures, critical-result relay reports,
-  FHIR reads, quarantine and security alerts;
+* investigator - reconstructs who accessed what: access histories, event details
+  and their proofs, breach investigations, FHIR search and read (PHI, by key);
+* auditor - checks the ledger and produces the HIPAA outputs: PHI-free proof
+  material, and (PHI, in bulk, for full verification) leaves, entry bundles and
+  index rows; accountings of disclosures, relay reports, quarantine and alerts;
 * admin - all of the above, and writes (``POST /fhir/AuditEvent``).
 """
 
@@ -38,17 +40,24 @@ class Role(StrEnum):
 
 
 class Permission(StrEnum):
-    #: Access histories and event details (PHI, by patient, user or study).
+    #: Access histories, event details and event proofs (PHI, by patient, user, study
+    #: or event id).
     HISTORY = "history"
-    #: Breach investigations over users, facilities, addresses and time windows.
+    #: Breach investigations over users, facilities, addresses and time windows (PHI).
     INVESTIGATE = "investigate"
-    #: Proof material: logs, checkpoints, tiles, leaves, index rows, proofs, schemas.
+    #: PHI-free proof material: the logs list, checkpoint history, inclusion and
+    #: consistency proofs by index, writer schemas. (The newest checkpoint and the hash
+    #: tiles are public: they need no permission.)
     PROOFS = "proofs"
-    #: HIPAA outputs: accounting of disclosures, critical-result relay reports.
+    #: The entries themselves, in bulk, for full verification: leaves, entry bundles and
+    #: index rows (PHI of every patient in the range read).
+    ENTRIES = "entries"
+    #: HIPAA outputs: accounting of disclosures (one patient's PHI), critical-result
+    #: relay reports (patients named in late relays).
     COMPLIANCE = "compliance"
-    #: Ingestion health: quarantined records (raw bytes) and security alerts.
+    #: Ingestion health: quarantined records (raw bytes: PHI) and security alerts.
     OPERATIONS = "operations"
-    #: FHIR AuditEvent search and read.
+    #: FHIR AuditEvent search and read (PHI, by patient, agent, study or event id).
     FHIR_READ = "fhir_read"
     #: FHIR AuditEvent ingestion (writes to Kafka like any producer).
     FHIR_WRITE = "fhir_write"
@@ -59,12 +68,7 @@ ROLE_PERMISSIONS: Final[dict[Role, frozenset[Permission]]] = {
         {Permission.HISTORY, Permission.INVESTIGATE, Permission.PROOFS, Permission.FHIR_READ}
     ),
     Role.AUDITOR: frozenset(
-        {
-            Permission.PROOFS,
-            Permission.COMPLIANCE,
-            Permission.OPERATIONS,
-            Permission.FHIR_READ,
-        }
+        {Permission.PROOFS, Permission.ENTRIES, Permission.COMPLIANCE, Permission.OPERATIONS}
     ),
     Role.ADMIN: frozenset(Permission),
 }

@@ -8,6 +8,8 @@ exits cleanly, so a directory without a manifest is an incomplete export.  ``Bun
 yields the same records back in file order, in bounded memory, and raises
 ``MalformedInputError`` (after yielding every complete record before the damage) when a file
 is missing, truncated or not in this format.  Neither side opens a database or a socket.
+A bundle holds every patient's PHI: the writer creates its directories 0700 and its files
+0600 whatever the umask, and refuses a target directory that others can open.
 
 Layout of a bundle directory::
 
@@ -29,6 +31,7 @@ from __future__ import annotations
 import json
 import mmap
 import os
+import stat
 import struct
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
@@ -50,6 +53,7 @@ __all__ = [
     "BundleWriter",
     "LogWriter",
     "SchemaRecord",
+    "check_target",
     "index_row",
 ]
 
@@ -81,8 +85,13 @@ INDEX_COLUMNS: Final = (
     "accession",
     "network_address",
     "purpose_of_use",
+    # What a read of the ledger disclosed (``read_disclosures``, ledger.disclosure.cell):
+    # [[origin, first leaf, end leaf], ...] sorted; [] for every other event.
+    "disclosed",
 )
-"""The ``events``-table columns carried by each ``index.jsonl`` row, in file order."""
+"""The ``events``-table columns carried by each ``index.jsonl`` row, in file order, and the
+leaf's ``read_disclosures`` rows as one ``disclosed`` cell (a bundle written before that
+column existed has rows without it: they read as disclosing nothing)."""
 
 MANIFEST: Final = "manifest.json"
 SCHEMAS: Final = "schemas.json"
@@ -98,6 +107,49 @@ _MAX_LEAF: Final = 0xFFFF
 _READ_BLOCK: Final = 1 << 22  # 4 MiB reads
 _WRITE_BUFFER: Final = 1 << 20
 _COLUMN_SET: Final = frozenset(INDEX_COLUMNS)
+#: Owner-only: a bundle is PHI at rest.
+DIR_MODE: Final = 0o700
+FILE_MODE: Final = 0o600
+_NEW_FILE: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
+
+
+def check_target(path: str | Path) -> None:
+    """Refuse a bundle target that exists and is not an empty, owner-only directory of ours.
+
+    A missing target is fine (the writer creates it 0700). Checked before anything is
+    read, so a refused export reads nothing.
+    """
+    target = Path(path)
+    try:
+        st = target.lstat()
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        raise MalformedInputError(f"{target} exists and is not a directory")
+    if st.st_uid != os.geteuid():
+        raise MalformedInputError(f"{target} belongs to another user; name a new directory")
+    if any(target.iterdir()):
+        raise MalformedInputError(f"{target} exists and is not an empty directory")
+    if st.st_mode & 0o077:
+        raise MalformedInputError(
+            f"{target} can be opened by other users (mode {stat.S_IMODE(st.st_mode):o}); "
+            "chmod 700 it or name a new directory"
+        )
+
+
+def new_file(path: Path) -> int:
+    """A new owner-only file (never an existing one, never through a symlink)."""
+    return os.open(path, _NEW_FILE, FILE_MODE)
+
+
+def _write_new(path: Path, text: str) -> None:
+    with open(new_file(path), "w", encoding="utf-8") as out:
+        out.write(text)
+
+
+def new_dir(path: Path) -> None:
+    path.mkdir(mode=DIR_MODE)
+    os.chmod(path, DIR_MODE)  # mkdir's mode is masked by the umask: make it exactly 0700
 
 
 class SchemaRecord(Protocol):
@@ -156,7 +208,19 @@ def _json_cell(column: str, value: object) -> object:
         return _iso_utc(value)
     if isinstance(value, uuid.UUID):
         return str(value)
+    if isinstance(value, list | tuple) and all(_range_cell(item) for item in value):
+        return [list(item) for item in value]
     raise MalformedInputError(f"index column {column} cannot hold a {type(value).__name__}")
+
+
+def _range_cell(item: object) -> bool:
+    """One ``[origin, first leaf, end leaf]`` of a ``disclosed`` cell, copied as given."""
+    return (
+        isinstance(item, list | tuple)
+        and len(item) == 3
+        and isinstance(item[0], str)
+        and all(type(x) is int for x in item[1:])
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -186,18 +250,24 @@ class LogWriter:
     def __init__(
         self, *, owner: BundleWriter, directory: Path, log_id: int, origin: str, size: int | None
     ) -> None:
-        directory.mkdir(parents=True, exist_ok=False)
+        if not directory.parent.is_dir():
+            new_dir(directory.parent)
+        new_dir(directory)
         self._owner = owner
         self.log_id = log_id
         self.origin = origin
         self.size = size
         self._count = 0
         self._closed = False
-        self._entries: IO[bytes] = open(directory / ENTRIES, "wb", buffering=_WRITE_BUFFER)  # noqa: SIM115
-        self._tiles: IO[bytes] = open(directory / TILES, "wb", buffering=_WRITE_BUFFER)  # noqa: SIM115
-        self._checkpoints: IO[str] = open(directory / CHECKPOINTS, "w", encoding="utf-8")  # noqa: SIM115
+        self._entries: IO[bytes] = open(  # noqa: SIM115
+            new_file(directory / ENTRIES), "wb", buffering=_WRITE_BUFFER
+        )
+        self._tiles: IO[bytes] = open(new_file(directory / TILES), "wb", buffering=_WRITE_BUFFER)  # noqa: SIM115
+        self._checkpoints: IO[str] = open(  # noqa: SIM115
+            new_file(directory / CHECKPOINTS), "w", encoding="utf-8"
+        )
         self._index: IO[str] = open(  # noqa: SIM115
-            directory / INDEX, "w", encoding="utf-8", buffering=_WRITE_BUFFER
+            new_file(directory / INDEX), "w", encoding="utf-8", buffering=_WRITE_BUFFER
         )
 
     def _check_open(self) -> None:
@@ -300,9 +370,10 @@ class BundleWriter:
         if not isinstance(ledger_name, str) or not ledger_name:
             raise MalformedInputError("ledger_name must be a non-empty string")
         self._path = Path(path)
-        if self._path.exists() and (not self._path.is_dir() or any(self._path.iterdir())):
-            raise MalformedInputError(f"{self._path} exists and is not an empty directory")
-        self._path.mkdir(parents=True, exist_ok=True)
+        check_target(self._path)
+        if not self._path.exists():
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            new_dir(self._path)
         self._ledger_name = ledger_name
         self._exported_at = _iso_utc(exported_at or datetime.now(UTC))
         self._logs: dict[int, BundleLog] = {}
@@ -329,7 +400,7 @@ class BundleWriter:
                     "schema_json": s.schema_json,
                 }
             )
-        (self._path / SCHEMAS).write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
+        _write_new(self._path / SCHEMAS, json.dumps(out, indent=1) + "\n")
         self._schemas = True
 
     def add_log(self, *, log_id: int, origin: str, size: int | None = None) -> LogWriter:
@@ -378,7 +449,7 @@ class BundleWriter:
             ],
         }
         tmp = self._path / (MANIFEST + ".tmp")
-        tmp.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+        _write_new(tmp, json.dumps(manifest, indent=1) + "\n")
         tmp.replace(self._path / MANIFEST)
         self._closed = True
 

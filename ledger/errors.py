@@ -1,7 +1,7 @@
 """The ledger's error hierarchy.
 
 Invariant: every error the ledger, its consumers or its producers raise on purpose
-is a ``LedgerError``; callers can catch the root or one of the five kinds below,
+is a ``LedgerError``; callers can catch the root or one of the kinds below,
 and the original cause is always chained with ``raise ... from exc``.
 """
 
@@ -17,7 +17,17 @@ class VerificationError(LedgerError):
 
 
 class MalformedInputError(LedgerError):
-    """Input could not be parsed or failed validation; the message names what is wrong."""
+    """Input could not be parsed or failed validation; the message names what is wrong.
+
+    ``code`` is a stable machine-readable name of the problem (the API's error code)."""
+
+    def __init__(self, message: str, *, code: str = "bad_request") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class TooLargeError(MalformedInputError):
+    """Input is larger than the limit it must stay within (the API answers 413)."""
 
 
 class ConflictError(LedgerError):

@@ -42,6 +42,9 @@ class IndexFields:
     accession: str | None
     network_address: str | None
     purpose_of_use: str | None
+    #: What a read of the ledger disclosed: canonical (origin, first leaf, end leaf)
+    #: ranges (``read_disclosures``); empty for every other kind.
+    disclosed: tuple[tuple[str, int, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,14 +1,11 @@
 """Producer authentication in an export bundle: the key registry, the seals, and every
 leaf's place in its seal.
 
-Invariant: ``check_bundle_producers`` reports, per log, every leaf that is not shown to
-come from the producer its event names: no seal reference, a reference to a seal that
-is missing or does not verify against the exported registry (``ledger.producerauth``;
-each seal's signature is checked once), a leaf whose hash is not its seal's entry, or an
-event whose producer id is not the signing key's. Pure file I/O beside the bundle's own
-files (``ledger.bundle``); no database, no network. Revocation is not held against a
-leaf: a key revoked after a leaf was accepted signed it while it was valid
-(docs/producer-auth.md says why).
+Invariant: every file is written owner-only like the rest of the bundle (``ledger.bundle``
+FILE_MODE/DIR_MODE, never through a symlink, never over an existing file) and read back
+as exactly what was written. The check of each leaf against them is the verifier's
+``ledger.verification.producers``. Pure file I/O beside the bundle's own files; no
+database, no network.
 
 Files (next to manifest.json)::
 
@@ -17,36 +14,32 @@ Files (next to manifest.json)::
     producer-seals.jsonl                 one {"seal_id", "key_id", "producer_id",
                                           "leaf_hashes", "signature"} (hex) per seal
     producer-seal-refs/<log_id>.jsonl    one {"leaf_index", "seal_id" (hex), "entry"} per leaf
+    producer-auth-start.json             {"<log_id>": first authenticated leaf index}, for
+                                         logs that had leaves before migration 0009
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
-from ledger.bundle import BundleReader
+from ledger.bundle import new_dir, new_file
 from ledger.errors import MalformedInputError
-from ledger.leaf import decode_leaf
 from ledger.producerauth import (
     AuthFailure,
     ProducerAuthenticator,
     ProducerKeyId,
     RegisteredKey,
     Seal,
-    check_producer,
-    record_leaf_hash,
 )
-from ledger.verify import Finding, LogReport
 
 KEYS_FILE: Final = "producer-keys.json"
 SEALS_FILE: Final = "producer-seals.jsonl"
 REFS_DIR: Final = "producer-seal-refs"
-#: Findings of one kind reported per log before the rest are summarised in one.
-MAX_PER_KIND: Final = 20
+START_FILE: Final = "producer-auth-start.json"
 
 
 def write_producer_keys(bundle: Path, keys: Iterable[RegisteredKey]) -> None:
@@ -61,11 +54,33 @@ def write_producer_keys(bundle: Path, keys: Iterable[RegisteredKey]) -> None:
         }
         for k in keys
     ]
-    (bundle / KEYS_FILE).write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
+    with open(new_file(bundle / KEYS_FILE), "w", encoding="utf-8") as out:
+        out.write(json.dumps(rows, indent=1) + "\n")
+
+
+def write_auth_start(bundle: Path, starts: Mapping[int, int]) -> None:
+    """Where producer authentication starts in each log that is older than it."""
+    with open(new_file(bundle / START_FILE), "w", encoding="utf-8") as out:
+        out.write(json.dumps({str(k): v for k, v in sorted(starts.items())}) + "\n")
+
+
+def read_auth_start(bundle: Path) -> dict[int, int]:
+    """``write_auth_start``'s mapping; empty without the file (every leaf is authenticated)."""
+    path = bundle / START_FILE
+    if not path.exists():
+        return {}
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        out = {int(k): int(v) for k, v in raw.items()}
+    except (OSError, ValueError, AttributeError, TypeError) as exc:
+        raise MalformedInputError(f"{START_FILE} is unusable: {exc}") from exc
+    if any(v < 0 for v in out.values()):
+        raise MalformedInputError(f"{START_FILE} holds a negative leaf index")
+    return out
 
 
 def write_producer_seals(bundle: Path, seals: Iterable[Seal]) -> None:
-    with (bundle / SEALS_FILE).open("w", encoding="utf-8") as out:
+    with open(new_file(bundle / SEALS_FILE), "w", encoding="utf-8") as out:
         for seal in seals:
             row = {
                 "seal_id": seal.seal_id.hex(),
@@ -82,8 +97,9 @@ class SealRefWriter:
 
     def __init__(self, bundle: Path, log_id: int) -> None:
         directory = bundle / REFS_DIR
-        directory.mkdir(mode=0o700, exist_ok=True)
-        self._file = (directory / f"{log_id}.jsonl").open("w", encoding="utf-8")
+        if not directory.is_dir():
+            new_dir(directory)
+        self._file = open(new_file(directory / f"{log_id}.jsonl"), "w", encoding="utf-8")  # noqa: SIM115
 
     def add(self, leaf_index: int, seal_id: bytes, entry: int) -> None:
         row = {"leaf_index": leaf_index, "seal_id": seal_id.hex(), "entry": entry}
@@ -96,7 +112,7 @@ class SealRefWriter:
         self._file.close()
 
 
-def _read_keys(bundle: Path) -> list[RegisteredKey]:
+def read_keys(bundle: Path) -> list[RegisteredKey]:
     try:
         raw = json.loads((bundle / KEYS_FILE).read_text(encoding="utf-8"))
         return [
@@ -128,7 +144,7 @@ def _jsonl(path: Path) -> Iterator[dict[str, Any]]:
             yield row
 
 
-def _read_refs(bundle: Path, log_id: int) -> dict[int, tuple[bytes, int]]:
+def read_seal_refs(bundle: Path, log_id: int) -> dict[int, tuple[bytes, int]]:
     path = bundle / REFS_DIR / f"{log_id}.jsonl"
     try:
         return {
@@ -139,7 +155,7 @@ def _read_refs(bundle: Path, log_id: int) -> dict[int, tuple[bytes, int]]:
         raise MalformedInputError(f"{path.name} is unusable: {exc}") from exc
 
 
-def _load_seals(bundle: Path, auth: ProducerAuthenticator) -> dict[bytes, AuthFailure]:
+def load_seals(bundle: Path, auth: ProducerAuthenticator) -> dict[bytes, AuthFailure]:
     """Verify every exported seal once (into ``auth``); the failures, by seal id."""
     failed: dict[bytes, AuthFailure] = {}
     try:
@@ -158,112 +174,3 @@ def _load_seals(bundle: Path, auth: ProducerAuthenticator) -> dict[bytes, AuthFa
     except (ValueError, KeyError, TypeError) as exc:
         raise MalformedInputError(f"{SEALS_FILE} is unusable: {exc}") from exc
     return failed
-
-
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    shift = value = 0
-    while True:
-        byte = data[pos]
-        value |= (byte & 0x7F) << shift
-        pos += 1
-        if not byte & 0x80:
-            return (value >> 1) ^ -(value & 1), pos
-        shift += 7
-
-
-def stamped_producer(value: bytes) -> str:
-    """The producer id an event carries: every writer schema has event_id (string),
-    event_time (long), then producer_id (string) after the 10-byte single-object header."""
-    try:
-        size, pos = _varint(value, 10)
-        _, pos = _varint(value, pos + size)
-        size, pos = _varint(value, pos)
-        if size < 0 or pos + size > len(value):
-            raise ValueError("producer_id runs past the value")
-        return value[pos : pos + size].decode("utf-8")
-    except (IndexError, ValueError) as exc:
-        raise AuthFailure("producer_mismatch", "the event's producer id is unreadable") from exc
-
-
-def _check_log(
-    reader: BundleReader,
-    log_id: int,
-    origin: str,
-    auth: ProducerAuthenticator,
-    bad_seals: Mapping[bytes, AuthFailure],
-) -> list[Finding]:
-    refs = _read_refs(reader.path, log_id)
-    found: list[Finding] = []
-    counts: dict[str, int] = {}
-
-    def report(kind: str, leaf_index: int | None, detail: str) -> None:
-        counts[kind] = counts.get(kind, 0) + 1
-        if counts[kind] <= MAX_PER_KIND:
-            found.append(
-                Finding(kind=kind, log=origin, leaf_index=leaf_index, checkpoint_size=None,
-                        detail=detail)
-            )  # fmt: skip
-
-    for leaf_index, leaf in reader.iter_entries(log_id):
-        ref = refs.pop(leaf_index, None)
-        if ref is None:
-            report("producer_unauthenticated", leaf_index, "no producer seal for this leaf")
-            continue
-        try:
-            record = decode_leaf(leaf)
-            key = _check_ref(auth, bad_seals, ref, record.topic, record.value)
-            check_producer(key, stamped_producer(record.value))
-        except AuthFailure as exc:
-            kind = exc.reason if exc.reason.startswith("producer_") else f"producer_{exc.reason}"
-            report(kind, leaf_index, exc.detail)
-        except MalformedInputError as exc:
-            report("producer_bad_envelope", leaf_index, f"leaf does not decode: {exc}")
-    for leaf_index in sorted(refs):
-        report("producer_envelope_orphan", leaf_index, "a seal reference for a leaf not in the log")
-    for kind, n in counts.items():
-        if n > MAX_PER_KIND:
-            report(kind, None, f"{n - MAX_PER_KIND} more leaves with this finding")
-    return found
-
-
-def _check_ref(
-    auth: ProducerAuthenticator,
-    bad_seals: Mapping[bytes, AuthFailure],
-    ref: tuple[bytes, int],
-    topic: str,
-    value: bytes,
-) -> RegisteredKey:
-    """The key whose verified seal holds this leaf at the referenced entry."""
-    seal_id, entry = ref
-    if seal_id in bad_seals:
-        raise bad_seals[seal_id]
-    seal = auth.seal(seal_id)
-    if seal is None:
-        raise AuthFailure("unknown_seal", f"seal {seal_id.hex()} is not in {SEALS_FILE}")
-    key = auth.check_key_any(seal.key_id)
-    leaf = record_leaf_hash(key.producer_id, topic, value)
-    auth.check_entry(key, bytes.fromhex(seal.key_id), seal_id, entry, leaf)
-    return key
-
-
-def check_bundle_producers(path: Path, reports: Sequence[LogReport]) -> list[LogReport]:
-    """``reports`` (of ``ledger.verify.verify_bundle``) with producer findings added.
-
-    A bundle without ``producer-keys.json`` (exported before producer authentication, or
-    fetched through the API) is returned unchanged.
-    """
-    if not (path / KEYS_FILE).exists():
-        return list(reports)
-    reader = BundleReader(path)
-    auth = ProducerAuthenticator(_read_keys(path), cache_size=2**62)
-    bad_seals = _load_seals(path, auth)
-    ids: Mapping[str, int] = {g.origin: g.log_id for g in reader.logs}
-    out = []
-    for report in reports:
-        log_id = ids.get(report.origin)
-        if log_id is None:
-            out.append(report)
-            continue
-        extra = _check_log(reader, log_id, report.origin, auth, bad_seals)
-        out.append(dataclasses.replace(report, findings=report.findings + tuple(extra)))
-    return out

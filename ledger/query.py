@@ -49,6 +49,9 @@ class AccessEntry:
     network_address: str | None
     purpose_of_use: str | None
     position: LedgerPosition
+    #: In a patient's history: a read of the ledger that does not name the patient but
+    #: returned at least one of the patient's entries (docs/read-attribution.md).
+    via_disclosure: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

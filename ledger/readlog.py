@@ -16,6 +16,8 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Final, Protocol
 
+from ledger.disclosure import NOTHING, Disclosure
+
 #: Limits of the AuditLogUsed schema's fields (producers.events: MAX_TEXT_CHARS etc.).
 MAX_PATH_CHARS: Final = 1024
 MAX_VALUE_CHARS: Final = 1024
@@ -37,6 +39,10 @@ class LedgerRead:
     results: int | None = None
     patient_id: str | None = None
     patient_issuer: str | None = None
+    #: The ledger entries the answer returned: the read shows up in the history of each
+    #: patient they name (AuditLogUsed v2 ``disclosed``; ``ledger.disclosure.whole_logs``
+    #: for "every entry of these logs up to these sizes").
+    disclosed: Disclosure = NOTHING
 
 
 class ReadRecorder(Protocol):

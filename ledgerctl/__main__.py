@@ -17,7 +17,8 @@ from rich.console import Console
 
 from ledger.note import Verifier
 from ledgerctl.producerkeys import producer_app
-from ledgerctl.settings import Settings
+from ledgerctl.settings import KafkaRole, Settings
+from producers.kafka_security import KafkaSecurity
 
 app = typer.Typer(
     help="PHI audit ledger: ingest, serve, simulate and inspect a verifiable audit log.",
@@ -43,6 +44,12 @@ app.add_typer(atna_app, name="atna")
 
 console = Console(stderr=True)
 
+#: Every command that reads PHI straight from the database, Kafka or a kept store asks why.
+_REASON = typer.Option(
+    "--reason",
+    help="Why you read this PHI (e.g. a ticket number); recorded in the ledger with your OS user.",
+)
+
 
 def _logging(verbose: bool = False) -> None:
     logging.basicConfig(
@@ -66,8 +73,18 @@ def _verifiers(settings: Settings, keys: list[str] | None = None) -> tuple[Verif
         raise _fail(f"bad verifier key: {exc}") from exc
 
 
+def _kafka(settings: Settings, role: KafkaRole) -> KafkaSecurity:
+    """This command's Kafka client settings, or a one-line error naming what is wrong."""
+    from producers.errors import KafkaSettingsError
+
+    try:
+        return settings.kafka(role)
+    except KafkaSettingsError as exc:
+        raise _fail(str(exc)) from exc
+
+
 def _fail(message: str) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}")
+    console.print(f"[red]error:[/red] {message}", soft_wrap=True)
     return typer.Exit(code=1)
 
 
@@ -88,12 +105,18 @@ def migrate() -> None:
 @app.command()
 def topics() -> None:
     """Create the event topics if they are missing."""
+    from aiokafka.errors import KafkaError
+
     from ledgerctl.infra import ensure_topics
 
     settings = Settings.load()
-    created = asyncio.run(
-        ensure_topics(settings.kafka_bootstrap, settings.topics, settings.partitions)
-    )
+    security = _kafka(settings, KafkaRole.ADMIN)
+    try:
+        created = asyncio.run(
+            ensure_topics(settings.kafka_bootstrap, settings.topics, settings.partitions, security)
+        )
+    except KafkaError as exc:
+        raise _fail(str(exc)) from exc
     console.print(f"topics created: {', '.join(created) if created else 'none (all exist)'}")
 
 
@@ -104,7 +127,9 @@ def wait_kafka(timeout: float = 60.0) -> None:
 
     settings = Settings.load()
     try:
-        asyncio.run(kafka_ready(settings.kafka_bootstrap, timeout))
+        asyncio.run(
+            kafka_ready(settings.kafka_bootstrap, timeout, _kafka(settings, KafkaRole.ADMIN))
+        )
     except TimeoutError as exc:
         raise _fail(str(exc)) from exc
 
@@ -153,6 +178,7 @@ def consume(verbose: bool = False) -> None:
         run_consumer(
             bootstrap=settings.kafka_bootstrap,
             topics=settings.topics,
+            relay_topics=frozenset({settings.relay_topic}),
             group_id=settings.consumer_group,
             appender_dsn=settings.require("appender_url"),
             ledger_name=settings.ledger_name,
@@ -165,6 +191,7 @@ def consume(verbose: bool = False) -> None:
             session_timeout_ms=settings.session_timeout_ms,
             group_instance_id=settings.consumer_instance_id,
             max_batch=settings.consumer_max_batch,
+            kafka_security=_kafka(settings, KafkaRole.CONSUMER),
         )
     )
 
@@ -242,25 +269,27 @@ def serve(
 def token_create(
     role: Annotated[str, typer.Option(help="investigator, auditor or admin.")],
     subject: Annotated[str, typer.Option(help="Who holds it (recorded with every read).")],
-    ttl_days: Annotated[float | None, typer.Option(help="Expire after this many days.")] = None,
+    ttl_days: Annotated[
+        float | None,
+        typer.Option(help="Expire after this many days (more than 0, at most 3650)."),
+    ] = None,
     note: Annotated[str | None, typer.Option(help="Free text, e.g. a ticket number.")] = None,
     quiet: Annotated[bool, typer.Option(help="Print only the token.")] = False,
 ) -> None:
     """Issue a token. It is printed once; only its SHA-256 is stored."""
-    from datetime import timedelta
-
     from ledger.auth import parse_role
     from ledger.errors import LedgerError
-    from ledgerctl.tokens import create_token
+    from ledgerctl.tokens import create_token, ttl_from_days
 
     settings = Settings.load()
     try:
+        ttl = None if ttl_days is None else ttl_from_days(ttl_days)
         issued = asyncio.run(
             create_token(
                 settings.require("database_url"),
                 subject=subject,
                 role=parse_role(role),
-                ttl=None if ttl_days is None else timedelta(days=ttl_days),
+                ttl=ttl,
                 note=note,
             )
         )
@@ -302,9 +331,11 @@ def token_list() -> None:
 
     settings = Settings.load()
     for t in asyncio.run(list_tokens(settings.require("database_url"))):
-        state = "revoked" if t.revoked_at else "active"
         expires = t.expires_at.isoformat() if t.expires_at else "never"
-        console.print(f"{t.token_id}  {t.subject:<24} {t.role:<12} {state:<8} expires {expires}")
+        console.print(
+            f"{t.token_id}  {t.subject:<24} {t.role:<12} {t.state:<8} expires {expires}",
+            soft_wrap=True,
+        )
 
 
 @token_app.command("revoke")
@@ -328,13 +359,23 @@ def atna_serve(
     cert: Annotated[Path | None, typer.Option(help="PEM certificate chain (TLS).")] = None,
     key: Annotated[Path | None, typer.Option(help="PEM private key for --cert.")] = None,
     client_ca: Annotated[
-        Path | None, typer.Option(help="Require client certificates signed by this CA.")
+        Path | None,
+        typer.Option(help="CA that signs the senders' client certificates (required for TLS)."),
+    ] = None,
+    senders: Annotated[
+        Path | None,
+        typer.Option(help="TOML policy: the AuditSourceIDs each certificate CN may claim."),
     ] = None,
     host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
     tls_port: Annotated[int, typer.Option(help="RFC 5425 (syslog over TLS) port.")] = 16514,
-    udp_port: Annotated[int, typer.Option(help="RFC 5426 (syslog over UDP) port.")] = 15514,
+    udp_port: Annotated[
+        int | None,
+        typer.Option(
+            help="RFC 5426 (syslog over UDP) port. Off unless given: UDP is not "
+            "authenticated and spoofable; datagrams may claim only [udp] sources."
+        ),
+    ] = None,
     no_tls: Annotated[bool, typer.Option(help="Do not listen on TLS.")] = False,
-    no_udp: Annotated[bool, typer.Option(help="Do not listen on UDP.")] = False,
     kept_dir: Annotated[Path, typer.Option(help="Where unparseable messages are kept.")] = Path(
         ".local/atna/kept"
     ),
@@ -358,45 +399,71 @@ def atna_serve(
     """Run the ATNA receiver until SIGTERM."""
     from ledgerctl.atna import DEFAULT_PRODUCER_ID, run_atna, stats_json
     from ledgerctl.simulate import key_producer_id
+    from producers.errors import AtnaPolicyError
+    from producers.signing import ProducerKeyError
 
     _logging(verbose)
+    if senders is None:
+        raise _fail(
+            "--senders is required: the FILE saying which AuditSourceIDs each sender may claim"
+        )
+    if not no_tls and client_ca is None:
+        raise _fail("--client-ca is required: TLS senders must present a client certificate")
     settings = Settings.load()
     if producer_id is None:
         producer_id = key_producer_id(settings.producer_key_file, DEFAULT_PRODUCER_ID)
-    stats = asyncio.run(
-        run_atna(
-            settings,
-            host=host,
-            tls_port=None if no_tls else tls_port,
-            udp_port=None if no_udp else udp_port,
-            cert=cert,
-            key=key,
-            client_ca=client_ca,
-            kept_dir=kept_dir,
-            producer_id=producer_id,
-            default_facility=default_facility,
-            max_message_bytes=max_message_bytes,
-            max_connections=max_connections,
-            idle_timeout=idle_timeout,
-            parse_workers=parse_workers,
-            stats_every=stats_every,
+    try:
+        stats = asyncio.run(
+            run_atna(
+                settings,
+                host=host,
+                tls_port=None if no_tls else tls_port,
+                udp_port=udp_port,
+                cert=cert,
+                key=key,
+                client_ca=client_ca,
+                senders=senders,
+                kept_dir=kept_dir,
+                producer_id=producer_id,
+                default_facility=default_facility,
+                max_message_bytes=max_message_bytes,
+                max_connections=max_connections,
+                idle_timeout=idle_timeout,
+                parse_workers=parse_workers,
+                stats_every=stats_every,
+            )
         )
-    )
+    except (AtnaPolicyError, ProducerKeyError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
     print(f"ATNA receiver exited: {stats_json(stats)}", file=sys.stderr, flush=True)
 
 
 @atna_app.command("kept")
 def atna_kept(
+    reason: Annotated[str, _REASON],
     kept_dir: Annotated[Path, typer.Option()] = Path(".local/atna/kept"),
-    reason: Annotated[str | None, typer.Option(help="Only this reason.")] = None,
+    only: Annotated[str | None, typer.Option("--only-reason", help="Only this reason.")] = None,
     after_id: int = 0,
     limit: Annotated[int, typer.Option(min=1, max=10000)] = 100,
     raw: Annotated[bool, typer.Option(help="Include the raw bytes (base64).")] = False,
 ) -> None:
-    """List the messages the receiver kept instead of mapping (JSON lines)."""
-    from ledgerctl.atna import kept_json, list_kept
+    """List the messages the receiver kept instead of mapping (JSON lines).
 
-    for message in list_kept(kept_dir, reason=reason, after_id=after_id, limit=limit):
+    Kept messages are audit records as sent (PHI): the read is recorded in the ledger
+    (your OS user and --reason) before any is printed.
+    """
+    from ledger.errors import LedgerError
+    from ledgerctl.atna import kept_json
+    from ledgerctl.clireads import kept_recorded
+
+    try:
+        messages = kept_recorded(
+            Settings.load(), reason=reason, kept_dir=kept_dir, only=only,
+            after_id=after_id, limit=limit, raw=raw,
+        )  # fmt: skip
+    except LedgerError as exc:
+        raise _fail(str(exc)) from exc
+    for message in messages:
         print(kept_json(message, with_raw=raw))
 
 
@@ -490,27 +557,25 @@ def demo(
 @app.command()
 def export(
     out: Annotated[Path, typer.Option("--out", help="New (or empty) directory for the bundle.")],
+    reason: Annotated[str, _REASON],
 ) -> None:
-    """Write an offline bundle for auditors: entries, tiles, checkpoints, index, schemas."""
+    """Write an offline bundle for auditors: entries, tiles, checkpoints, index, schemas.
+
+    The bundle holds every patient's PHI: the read is recorded in the ledger (your OS
+    user and --reason) before anything is written, and the files are owner-only.
+    """
     from ledger.errors import LedgerError
-    from ledger.pg.export import export_bundle
+    from ledgerctl.clireads import run_export
 
     settings = Settings.load()
     with _progress() as report:
         try:
-            summary = asyncio.run(
-                export_bundle(
-                    dsn=settings.require("reader_url"),
-                    path=out,
-                    ledger_name=settings.ledger_name,
-                    progress=report,
-                )
-            )
+            summary = run_export(settings, out=out, reason=reason, progress=report)
         except LedgerError as exc:
             raise _fail(str(exc)) from exc
     console.print(
         f"exported {summary.logs} logs, {summary.leaves:,} leaves and "
-        f"{summary.checkpoints:,} checkpoints to {out}"
+        f"{summary.checkpoints:,} checkpoints to {out} (owner-only; this read is in the ledger)"
     )
 
 
@@ -535,29 +600,85 @@ def verify(
         bool, typer.Option("--check-index/--no-check-index", help="Also decode every event.")
     ] = True,
     jobs: Annotated[int, typer.Option(min=1, help="Processes: logs verify in parallel.")] = 1,
+    trusted_checkpoint: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--trusted-checkpoint",
+            help="A checkpoint you kept earlier (file, or a directory of *.checkpoint files; "
+            "repeatable): the log must still reproduce it, so truncation or a replaced "
+            "history is caught.",
+        ),
+    ] = None,
+    heads_out: Annotated[
+        Path | None,
+        typer.Option(
+            help="After an OK verdict, write each log's verified tree head here as a "
+            "checkpoint file (keep it; pass it to --trusted-checkpoint next time)."
+        ),
+    ] = None,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print one JSON document instead of the report.")
+    ] = False,
 ) -> None:
     """Verify signatures, roots, consistency and the event index; report EVERY inconsistency.
 
-    Exits 0 when everything verifies, 1 on any finding.
+    With --api, each log is pinned to its latest signed checkpoint, fetched
+    first; only what it covers is checked, so a ledger that appends meanwhile
+    verifies. Ends with the tree head (size, root) of every log and one
+    verdict line. Exits 0 when everything verifies, 1 on any finding.
     """
-    from ledgerctl.verifying import run_verify
+    from ledger.errors import LedgerError
+    from ledgerctl.verdict import load_trusted
 
     settings = Settings.load()
     verifiers = _verifiers(settings, key)
     if sum(x is not None for x in (bundle, api, proof)) > 1:
         raise _fail("give one of --bundle, --api, --proof")
-    ok = run_verify(
-        console=report_console_stdout(),
-        verifiers=verifiers,
-        bundle=bundle,
-        api=settings.api(api) if not (bundle or proof) else None,
-        proof=proof,
-        check_index=check_index,
-        ledger_name=settings.ledger_name,
-        jobs=jobs,
-    )
+    try:
+        trusted = load_trusted(trusted_checkpoint or [])
+    except LedgerError as exc:
+        raise _fail(str(exc)) from exc
+    try:
+        ok = _run_verify_or_explain(
+            console=report_console_stdout(),
+            verifiers=verifiers,
+            bundle=bundle,
+            api=settings.api(api) if not (bundle or proof) else None,
+            proof=proof,
+            check_index=check_index,
+            ledger_name=settings.ledger_name,
+            jobs=jobs,
+            trusted=trusted,
+            json_out=json_out,
+            heads_out=heads_out,
+        )
+    except _VerifyUnavailable as exc:
+        console.print(f"[red]error:[/red] cannot verify: {exc}")
+        raise typer.Exit(code=2) from exc
     if not ok:
         raise typer.Exit(code=1)
+
+
+class _VerifyUnavailable(Exception):
+    """The ledger could not be read (not: it was read and is inconsistent)."""
+
+
+def _run_verify_or_explain(**kwargs: Any) -> bool:
+    """``run_verify``, with unreachable APIs and refused requests as one clear error."""
+    import aiohttp
+
+    from ledger.errors import LedgerError
+    from ledgerctl.verifying import run_verify
+
+    try:
+        return run_verify(**kwargs)
+    except aiohttp.ClientResponseError as exc:
+        hint = " (is LEDGER_API_TOKEN set and valid?)" if exc.status in (401, 403) else ""
+        raise _VerifyUnavailable(f"the API answered {exc.status} {exc.message}{hint}") from exc
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        raise _VerifyUnavailable(f"the API is unreachable: {exc}") from exc
+    except LedgerError as exc:  # an unusable bundle or API document
+        raise _VerifyUnavailable(str(exc)) from exc
 
 
 @quarantine_app.command("list")
@@ -592,20 +713,28 @@ def quarantine_list(
 @quarantine_app.command("resubmit")
 def quarantine_resubmit(
     quarantine_id: Annotated[int, typer.Argument(help="Quarantine id (from `list`).")],
+    reason: Annotated[str, _REASON],
     force: Annotated[bool, typer.Option(help="Send even conflicts and oversize records.")] = False,
 ) -> None:
-    """Send a quarantined record's bytes back to its topic (after the cause was fixed)."""
+    """Send a quarantined record's bytes back to its topic (after the cause was fixed).
+
+    It reads the record's raw bytes (PHI) from the database: the read is recorded in
+    the ledger (your OS user and --reason) first.
+    """
     from ledger.errors import LedgerError
+    from ledgerctl.clireads import record_resubmit
     from ledgerctl.quarantine import resubmit
 
     settings = Settings.load()
     try:
+        record_resubmit(settings, quarantine_id=quarantine_id, force=force, reason=reason)
         done = asyncio.run(
             resubmit(
                 dsn=settings.require("appender_url"),
                 bootstrap=settings.kafka_bootstrap,
                 quarantine_id=quarantine_id,
                 force=force,
+                security=_kafka(settings, KafkaRole.OPERATOR),
             )
         )
     except LedgerError as exc:
@@ -654,13 +783,19 @@ def replay(
     database: Annotated[
         str, typer.Option(help="Target database (same server); created if missing, must be empty.")
     ],
+    reason: Annotated[str, _REASON],
     timeout: Annotated[float, typer.Option(help="Seconds to reach the end offsets.")] = 3600.0,
 ) -> None:
-    """Rebuild the ledger from the Kafka topics into an empty database; compare the roots."""
+    """Rebuild the ledger from the Kafka topics into an empty database; compare the roots.
+
+    It reads every event's PHI from Kafka: the read is recorded in the ledger (your OS
+    user and --reason) before the first record is read.
+    """
     import base64
 
     from ledger.errors import LedgerError
     from ledger.keys import load_signers
+    from ledgerctl.clireads import replay_recorder
     from ledgerctl.replay import replay as run_replay
     from ledgerctl.replay import source_roots
 
@@ -668,6 +803,7 @@ def replay(
     if not settings.signer_key_file:
         raise _fail("LEDGER_SIGNER_KEY_FILE is not set")
     try:
+        record = replay_recorder(settings, database=database, reason=reason)
         logs = asyncio.run(
             run_replay(
                 owner_url=settings.require("database_url"),
@@ -675,9 +811,12 @@ def replay(
                 database=database,
                 bootstrap=settings.kafka_bootstrap,
                 topics=settings.topics,
+                relay_topics=frozenset({settings.relay_topic}),
                 ledger_name=settings.ledger_name,
                 signers=load_signers(settings.signer_key_file),
                 timeout=timeout,
+                before_reading=record,
+                security=_kafka(settings, KafkaRole.REPLAY),
             )
         )
         source = asyncio.run(source_roots(settings.require("reader_url"), logs))
@@ -713,7 +852,13 @@ def report_console_stdout() -> Console:
 
 
 def main() -> None:
-    app()
+    from producers.errors import KafkaSettingsError
+
+    try:
+        app()
+    except KafkaSettingsError as exc:  # a bad Kafka setting or file, met deep in a command
+        console.print(f"[red]error:[/red] {exc}")
+        raise SystemExit(1) from exc
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
 """Run the IHE ATNA receiver (``ledger atna serve``) and list its kept messages.
 
-Invariant: the receiver's events go through a durable emitter (a spool per producer id
+Invariants: TLS senders must hold a certificate signed by ``client_ca`` and may claim only
+the AuditSourceIDs the ``senders`` policy file lists for their certificate's CN (no
+policy, no receiver: it refuses to start without one); UDP is off unless ``udp_port`` is
+given. The receiver's events go through a durable emitter (a spool per producer id
 under ``LEDGER_SPOOL_DIR``, as ``ledger simulate`` uses), so an event the receiver handed
 over survives Kafka being away; ``run_atna`` returns only after SIGTERM or SIGINT, once the
 receiver has stopped (queued messages emitted or kept) and the emitter has flushed to
@@ -20,7 +23,7 @@ import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from ledgerctl.settings import Settings
+from ledgerctl.settings import KafkaRole, Settings
 from ledgerctl.simulate import emitter_config
 from producers.atna.kept import KeptMessage, read_kept
 from producers.atna.receiver import (
@@ -30,12 +33,12 @@ from producers.atna.receiver import (
     AtnaReceiverConfig,
     AtnaStats,
 )
+from producers.atna.senders import SenderPolicy, load_policy
 from producers.emitter import Emitter
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_TLS_PORT = 16514
-DEFAULT_UDP_PORT = 15514
 DEFAULT_PRODUCER_ID = "atna-receiver"
 
 
@@ -57,6 +60,8 @@ def stats_json(stats: AtnaStats) -> str:
             "queue_max": stats.queue_max,
             "connections": stats.connections,
             "connections_refused": stats.connections_refused,
+            "handshakes_refused": stats.handshakes_refused,
+            "refused_senders": stats.refused_senders,
             "emit_retries": stats.emit_retries,
             "lost_at_stop": stats.lost_at_stop,
         },
@@ -72,8 +77,9 @@ async def run_atna(
     cert: Path | None,
     key: Path | None,
     kept_dir: Path,
+    client_ca: Path | None,
+    senders: Path | SenderPolicy,
     host: str = "127.0.0.1",
-    client_ca: Path | None = None,
     producer_id: str = DEFAULT_PRODUCER_ID,
     default_facility: str | None = None,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
@@ -89,8 +95,14 @@ async def run_atna(
     """Run the receiver until SIGTERM/SIGINT (or ``stop`` is set); return its last stats.
 
     ``ready`` is called once the listeners are bound (with the receiver, whose
-    ``tls_port`` / ``udp_port`` are the bound ports).
+    ``tls_port`` / ``udp_port`` are the bound ports). Raises ``AtnaPolicyError`` for an
+    unreadable policy file, ``ValueError`` for a configuration the receiver refuses.
     """
+    policy = (
+        senders
+        if isinstance(senders, SenderPolicy)
+        else load_policy(senders, ledger_names={settings.ledger_name})
+    )
     config = AtnaReceiverConfig(
         kept_dir=str(kept_dir),
         host=host,
@@ -99,6 +111,7 @@ async def run_atna(
         cert_file=None if cert is None else str(cert),
         key_file=None if key is None else str(key),
         client_ca_file=None if client_ca is None else str(client_ca),
+        policy=policy,
         max_message_bytes=max_message_bytes,
         max_connections=max_connections,
         idle_timeout_seconds=idle_timeout,
@@ -113,15 +126,16 @@ async def run_atna(
         loop.add_signal_handler(sig, stopping.set)
     try:
         async with (
-            Emitter(emitter_config(settings, producer_id)) as emitter,
+            Emitter(emitter_config(settings, producer_id, KafkaRole.ATNA)) as emitter,
             AtnaReceiver(config, emitter) as receiver,
         ):
             logger.info(
-                "ATNA receiver ready: TLS %s:%s, UDP %s:%s, producer %s, topic %s",
+                "ATNA receiver ready: TLS %s:%s (client certificates required, %d senders), "
+                "UDP %s, producer %s, topic %s",
                 host,
                 receiver.tls_port,
-                host,
-                receiver.udp_port,
+                len(policy.tls),
+                "off" if receiver.udp_port is None else f"{host}:{receiver.udp_port}",
                 producer_id,
                 settings.access_topic,
             )
@@ -152,6 +166,7 @@ def kept_json(message: KeptMessage, *, with_raw: bool = False) -> str:
         "received_at": message.received_at.isoformat(),
         "transport": message.transport,
         "peer": message.peer,
+        "sender": message.sender,
         "reason": message.reason,
         "detail": message.detail,
         "field": message.field,

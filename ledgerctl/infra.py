@@ -7,21 +7,29 @@ waited for; topic creation is idempotent.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 
 import aiohttp
 import asyncpg
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
+
+from producers.kafka_security import KafkaSecurity, client_kwargs
 
 
-async def kafka_ready(bootstrap: str, timeout: float) -> None:
-    """Return once a metadata request succeeds; raise TimeoutError after ``timeout``."""
+async def kafka_ready(
+    bootstrap: str, timeout: float, security: KafkaSecurity | None = None
+) -> None:
+    """Return once a metadata request succeeds (authenticated, with ``security``); raise
+    TimeoutError after ``timeout``."""
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=bootstrap,
+            request_timeout_ms=3000,
+            **client_kwargs(security or KafkaSecurity()),
+        )
         try:
             await admin.start()
             await admin.list_topics()
@@ -34,9 +42,21 @@ async def kafka_ready(bootstrap: str, timeout: float) -> None:
     raise TimeoutError(f"Kafka at {bootstrap} not ready after {timeout}s: {last!r}")
 
 
-async def ensure_topics(bootstrap: str, topics: tuple[str, ...], partitions: int) -> list[str]:
-    """Create missing topics (replication 1, min ISR 1); return the names created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def ensure_topics(
+    bootstrap: str,
+    topics: tuple[str, ...],
+    partitions: int,
+    security: KafkaSecurity | None = None,
+) -> list[str]:
+    """Create missing topics (replication 1, min ISR 1); return the names created.
+
+    ``security`` is the admin principal's (it needs CREATE and DESCRIBE on the topics).
+    A topic the broker refuses (not authorised, invalid) raises that broker error: the
+    admin client reports it per topic in the response instead of raising."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap,
+        **client_kwargs(security or KafkaSecurity()),
+    )
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -51,8 +71,11 @@ async def ensure_topics(bootstrap: str, topics: tuple[str, ...], partitions: int
             if t not in existing
         ]
         if wanted:
-            with contextlib.suppress(TopicAlreadyExistsError):  # created concurrently
-                await admin.create_topics(wanted)
+            response = await admin.create_topics(wanted)
+            for name, code, *message in response.topic_errors:
+                if code and code != TopicAlreadyExistsError.errno:  # created concurrently
+                    detail = message[0] if message and message[0] else name
+                    raise for_code(code)(f"cannot create topic {name}: {detail}")
         return [t.name for t in wanted]
     finally:
         await admin.close()

@@ -19,6 +19,7 @@ from ledger.errors import ConflictError, MalformedInputError
 from ledger.pg import sql
 from ledger.producerauth import ENVELOPE_HEADER
 from ledgerctl.client import Api
+from producers.kafka_security import KafkaSecurity, client_kwargs
 
 #: Reasons for which re-sending the same bytes cannot help. A record refused for its
 #: producer key being unknown may succeed once the key is registered; it is re-sent with
@@ -70,7 +71,14 @@ async def fetch_alerts(api: Api, *, limit: int) -> list[dict[str, Any]]:
     return alerts
 
 
-async def resubmit(*, dsn: str, bootstrap: str, quarantine_id: int, force: bool) -> Resubmitted:
+async def resubmit(
+    *,
+    dsn: str,
+    bootstrap: str,
+    quarantine_id: int,
+    force: bool,
+    security: KafkaSecurity | None = None,
+) -> Resubmitted:
     conn = await asyncpg.connect(dsn)
     try:
         row = await conn.fetchrow(sql.QUARANTINE_BY_ID, quarantine_id)
@@ -84,7 +92,10 @@ async def resubmit(*, dsn: str, bootstrap: str, quarantine_id: int, force: bool)
         if row["record_value"] is None:
             raise MalformedInputError(f"record {quarantine_id} has no value to re-send")
         producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, acks="all", enable_idempotence=True
+            bootstrap_servers=bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            **client_kwargs(security or KafkaSecurity()),
         )
         await producer.start()
         try:

@@ -16,6 +16,7 @@ from producers.errors import ProducerError
 from producers.events import (
     Actor,
     AuditLogUsed,
+    DisclosedRange,
     EventOutcome,
     Facility,
     LedgerQuery,
@@ -51,6 +52,10 @@ def audit_event(read: LedgerRead, *, ledger_name: str) -> AuditLogUsed:
         patient=None
         if read.patient_id is None
         else Patient(id=read.patient_id, issuer=read.patient_issuer),
+        disclosed=tuple(
+            DisclosedRange(log=r.origin, start=r.start, end=r.end) for r in read.disclosed.ranges
+        ),
+        disclosed_coarsened=read.disclosed.coarsened,
     )
 
 

@@ -1,7 +1,8 @@
 """`ledger replay`: rebuild the ledger from the Kafka topics into an empty database.
 
 Invariant: the target must be empty; the replay reads every partition from its
-first offset with a fresh consumer group up to the end offsets seen at the start,
+first offset with a fresh consumer group up to (at least) the end offsets seen at the
+start, which include the replay's own read record (sent before them),
 through the same consumer and appender as live ingestion, so (the leaf being a
 pure function of the Kafka record) it produces identical leaves and roots.
 """
@@ -11,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 from consumers.consumer import ConsumerConfig, LedgerConsumer
 from ledger.errors import ConflictError, UnavailableError
@@ -28,6 +30,7 @@ from ledger.pg.appender import PostgresAppender
 from ledger.pg.checkpointer import Checkpointer, CheckpointPolicy
 from ledger.pg.producerkeys import copy_producer_keys
 from producers.codec import Codec
+from producers.kafka_security import KafkaSecurity, client_kwargs
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -37,11 +40,24 @@ class ReplayedLog:
     root: bytes
 
 
-async def source_roots(reader_url: str, logs: Sequence[ReplayedLog]) -> dict[str, bytes | None]:
-    """The source ledger's root at each replayed log's size (None: no such log or too small)."""
+async def source_roots(
+    reader_url: str, logs: Sequence[ReplayedLog], *, catch_up_seconds: float = 10.0
+) -> dict[str, bytes | None]:
+    """The source ledger's root at each replayed log's size (None: no such log or too small).
+
+    The source is live: its consumer may not yet have appended the newest records the
+    replay read (the replay's own read record among them), so this waits up to
+    ``catch_up_seconds`` for every source log to reach the replayed size.
+    """
     conn = await asyncpg.connect(reader_url)
     try:
-        rows = {r["origin"]: r for r in await conn.fetch(sql.LOGS)}
+        deadline = time.monotonic() + catch_up_seconds
+        while True:
+            rows = {r["origin"]: r for r in await conn.fetch(sql.LOGS)}
+            behind = [g for g in logs if g.origin in rows and int(rows[g.origin]["size"]) < g.size]
+            if not behind or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
         out: dict[str, bytes | None] = {}
         for log in logs:
             row = rows.get(log.origin)
@@ -60,9 +76,11 @@ def on_database(url: str, database: str) -> str:
     return urlunsplit(urlsplit(url)._replace(path=f"/{database}"))
 
 
-async def end_offsets(bootstrap: str, topics: Sequence[str]) -> dict[TopicPartition, int]:
+async def end_offsets(
+    bootstrap: str, topics: Sequence[str], security: KafkaSecurity
+) -> dict[TopicPartition, int]:
     """The next offset to be written in every partition of ``topics``, now."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_kwargs(security))
     await admin.start()
     try:
         described = await admin.describe_topics(list(topics))
@@ -73,7 +91,7 @@ async def end_offsets(bootstrap: str, topics: Sequence[str]) -> dict[TopicPartit
         for t in described
         for p in t.get("partitions", [])
     ]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, **client_kwargs(security))
     await consumer.start()
     try:
         return dict(await consumer.end_offsets(parts)) if parts else {}
@@ -88,10 +106,18 @@ async def replay(
     database: str,
     bootstrap: str,
     topics: Sequence[str],
+    relay_topics: frozenset[str],
     ledger_name: str,
     signers: Sequence[Signer],
     timeout: float,
+    before_reading: Callable[[], Awaitable[None]] | None = None,
+    security: KafkaSecurity | None = None,
 ) -> list[ReplayedLog]:
+    """Replay ``topics`` into ``database``; ``before_reading`` runs once the target is known
+    to be empty, before the end offsets are taken and the first record is read (a raise
+    there stops the replay with nothing read). ``security``: a principal that may READ
+    the topics and the ``replay-*`` groups."""
+    security = security or KafkaSecurity()
     admin = await asyncpg.connect(owner_url)
     try:
         exists = await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database)
@@ -108,9 +134,16 @@ async def replay(
     finally:
         await check.close()
 
+    if before_reading is not None:
+        await before_reading()
     # The same producers are trusted (and the same keys revoked) as in the source ledger.
     await copy_producer_keys(owner_url, target_owner)
-    targets = await end_offsets(bootstrap, topics)
+    try:
+        targets = await end_offsets(bootstrap, topics, security)
+    except KafkaError as exc:
+        raise UnavailableError(f"cannot read the topics' end offsets from {bootstrap}") from exc
+    if not any(targets.values()):
+        return []  # empty topics: nothing to read (and no consumer to stop mid-join)
     appender = PostgresAppender(dsn=on_database(appender_url, database), ledger_name=ledger_name)
     await appender.start()
     checkpointer = Checkpointer(pool=appender.pool, signers=signers, policy=CheckpointPolicy())
@@ -118,7 +151,9 @@ async def replay(
         config=ConsumerConfig(
             bootstrap_servers=bootstrap,
             topics=tuple(topics),
+            relay_topics=relay_topics,
             group_id=f"replay-{secrets.token_hex(6)}",
+            kafka_security=security,
         ),
         appender=appender,
         codec=Codec(),

@@ -14,9 +14,12 @@ import socket
 from pathlib import Path
 
 from ledger.__main__ import serve_api, tls_context
+from ledger.api.common import public_base
+from ledger.cursors import CursorKey
+from ledger.errors import MalformedInputError
 from ledgerctl.fhirfeed import EmitterFhirSubmitter
 from ledgerctl.readaudit import EmitterReadRecorder
-from ledgerctl.settings import Settings
+from ledgerctl.settings import KafkaRole, Settings
 from ledgerctl.simulate import key_producer_id
 from producers.emitter import Emitter, EmitterConfig
 
@@ -32,7 +35,18 @@ def _emitter_config(settings: Settings, producer_id: str, key_file: str | None) 
         max_block_seconds=1.0,
         spool_dir=str(spool),
         producer_key_file=key_file,
+        kafka_security=settings.kafka(KafkaRole.API),
     )
+
+
+def _cursor_key_and_url(settings: Settings) -> tuple[CursorKey | None, str | None]:
+    key_file = settings.cursor_key_file
+    try:
+        cursor_key = CursorKey.from_file(Path(key_file)) if key_file else None
+        public_url = None if settings.public_url is None else public_base(settings.public_url)
+    except MalformedInputError as exc:
+        raise SystemExit(f"LEDGER_CURSOR_KEY_FILE / LEDGER_PUBLIC_URL: {exc}") from exc
+    return cursor_key, public_url
 
 
 def api_producer_id(port: int) -> str:
@@ -51,6 +65,7 @@ async def run_api(
     producer_id = key_producer_id(settings.producer_key_file, api_producer_id(port))
     config = _emitter_config(settings, producer_id, settings.producer_key_file)
     tls = tls_context(tls_cert, tls_key) if tls_cert and tls_key else None
+    cursor_key, public_url = _cursor_key_and_url(settings)
     async with contextlib.AsyncExitStack() as stack:
         emitter = await stack.enter_async_context(Emitter(config))
         fhir_emitter = emitter
@@ -68,4 +83,6 @@ async def run_api(
             port=port,
             recorder=recorder,
             tls=tls,
+            public_url=public_url,
+            cursor_key=cursor_key,
         )

@@ -1,18 +1,67 @@
 """Process settings, read from the environment and ``.local/env`` (pydantic-settings).
 
 Invariant: secrets (database URLs with passwords) are ``SecretStr`` and are never
-printed or logged; environment variables override the env file.
+printed or logged; environment variables override the env file. Kafka passwords are
+never settings at all, only the files that hold them (``KafkaSecurity``).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from enum import StrEnum
 from pathlib import Path
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ledgerctl.client import Api
+from producers.kafka_security import KafkaSecurity
+
+
+class KafkaRole(StrEnum):
+    """Which Kafka principal a ``ledger`` command authenticates as (docs/kafka.md), when
+    KAFKA_SASL_USERNAME does not name one for every command."""
+
+    ADMIN = "ledger-admin"
+    CONSUMER = "ledger-consumer"
+    REPLAY = "ledger-replay"
+    API = "ledger-api"
+    ATNA = "ledger-atna"
+    SIMULATOR = "ledger-simulator"
+    #: The Orthanc plugin's relay (configured in Orthanc's "PhiLedger" section, not here).
+    ORTHANC = "ledger-orthanc"
+    OPERATOR = "ledger-operator"
+
+
+def kafka_security(
+    role: KafkaRole,
+    *,
+    protocol: str = "PLAINTEXT",
+    ca_file: str | None = None,
+    cert_file: str | None = None,
+    key_file: str | None = None,
+    sasl_mechanism: str | None = None,
+    sasl_username: str | None = None,
+    sasl_password_file: str | None = None,
+    credentials_dir: str | None = None,
+) -> KafkaSecurity:
+    """The client settings of ``role``: an explicit username and password file win; else,
+    with SASL and a credentials directory, the role's own principal and its password file
+    ``<credentials_dir>/<principal>`` (the local stack's layout)."""
+    sasl = protocol.startswith("SASL_")
+    if sasl and sasl_username is None and credentials_dir:
+        sasl_username = role.value
+        sasl_password_file = str(Path(credentials_dir) / role.value)
+    return KafkaSecurity(
+        protocol=protocol,
+        ca_file=ca_file,
+        cert_file=cert_file,
+        key_file=key_file,
+        sasl_mechanism=sasl_mechanism if sasl else None,
+        sasl_username=sasl_username if sasl else None,
+        sasl_password_file=sasl_password_file if sasl else None,
+    )
 
 
 def _env_file() -> str | None:
@@ -23,10 +72,50 @@ def _env_file() -> str | None:
     return str(local) if local.is_file() else None
 
 
+#: The environment variables of the Kafka client security settings (docs/kafka.md).
+KAFKA_SECURITY_VARS = (
+    "KAFKA_SECURITY_PROTOCOL",
+    "KAFKA_SSL_CA_FILE",
+    "KAFKA_SSL_CERT_FILE",
+    "KAFKA_SSL_KEY_FILE",
+    "KAFKA_SASL_MECHANISM",
+    "KAFKA_SASL_USERNAME",
+    "KAFKA_SASL_PASSWORD_FILE",
+    "LEDGER_KAFKA_CREDENTIALS_DIR",
+)
+
+
+def kafka_security_from_env(env: Mapping[str, str], role: KafkaRole) -> KafkaSecurity:
+    """``role``'s settings from KAFKA_SECURITY_VARS in ``env`` (e.g. a parsed .local/env),
+    as ``Settings.kafka`` reads them: for tests and benchmarks."""
+    return kafka_security(
+        role,
+        protocol=env.get("KAFKA_SECURITY_PROTOCOL") or "PLAINTEXT",
+        ca_file=env.get("KAFKA_SSL_CA_FILE") or None,
+        cert_file=env.get("KAFKA_SSL_CERT_FILE") or None,
+        key_file=env.get("KAFKA_SSL_KEY_FILE") or None,
+        sasl_mechanism=env.get("KAFKA_SASL_MECHANISM") or None,
+        sasl_username=env.get("KAFKA_SASL_USERNAME") or None,
+        sasl_password_file=env.get("KAFKA_SASL_PASSWORD_FILE") or None,
+        credentials_dir=env.get("LEDGER_KAFKA_CREDENTIALS_DIR") or None,
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 
     kafka_bootstrap: str = Field(default="127.0.0.1:19092", alias="KAFKA_BOOTSTRAP")
+    #: Kafka client security (docs/kafka.md): PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.
+    kafka_security_protocol: str = Field(default="PLAINTEXT", alias="KAFKA_SECURITY_PROTOCOL")
+    kafka_ssl_ca_file: str | None = Field(default=None, alias="KAFKA_SSL_CA_FILE")
+    kafka_ssl_cert_file: str | None = Field(default=None, alias="KAFKA_SSL_CERT_FILE")
+    kafka_ssl_key_file: str | None = Field(default=None, alias="KAFKA_SSL_KEY_FILE")
+    kafka_sasl_mechanism: str | None = Field(default=None, alias="KAFKA_SASL_MECHANISM")
+    #: One principal for every command; unset: each command's own (``KafkaRole``).
+    kafka_sasl_username: str | None = Field(default=None, alias="KAFKA_SASL_USERNAME")
+    kafka_sasl_password_file: str | None = Field(default=None, alias="KAFKA_SASL_PASSWORD_FILE")
+    #: Directory of per-principal password files, named after the principal (make up).
+    kafka_credentials_dir: str | None = Field(default=None, alias="LEDGER_KAFKA_CREDENTIALS_DIR")
     database_url: SecretStr | None = Field(default=None, alias="DATABASE_URL")
     appender_url: SecretStr | None = Field(default=None, alias="LEDGER_APPENDER_URL")
     reader_url: SecretStr | None = Field(default=None, alias="LEDGER_READER_URL")
@@ -38,6 +127,12 @@ class Settings(BaseSettings):
     #: Direct TLS for `ledger serve` (deployments without a terminating proxy).
     tls_cert_file: str | None = Field(default=None, alias="LEDGER_TLS_CERT_FILE")
     tls_key_file: str | None = Field(default=None, alias="LEDGER_TLS_KEY_FILE")
+    #: Base URL of the links the API writes (FHIR Bundle links, fullUrl), e.g. the
+    #: proxy's https URL; default: the bind address. Never taken from Host/X-Forwarded-*.
+    public_url: str | None = Field(default=None, alias="LEDGER_PUBLIC_URL")
+    #: Key (>= 32 bytes, mode 600) that MACs page cursors; `make up` generates it. Without
+    #: one each API process draws its own: cursors then die with the process.
+    cursor_key_file: str | None = Field(default=None, alias="LEDGER_CURSOR_KEY_FILE")
     ledger_name: str = Field(default="philedger.localhost", alias="LEDGER_NAME")
     access_topic: str = Field(default="phi-access", alias="LEDGER_ACCESS_TOPIC")
     relay_topic: str = Field(default="critical-result-relay", alias="LEDGER_RELAY_TOPIC")
@@ -50,6 +145,9 @@ class Settings(BaseSettings):
     producer_key_file: str | None = Field(default=None, alias="LEDGER_PRODUCER_KEY_FILE")
     #: The API's FHIR feed (POST /fhir/AuditEvent) is a producer of its own.
     fhir_producer_key_file: str | None = Field(default=None, alias="LEDGER_FHIR_PRODUCER_KEY_FILE")
+    #: The command line's records of its own reads (export, replay, ...) are signed with
+    #: this key, as a producer of their own (`ledger producer add ledger-cli`).
+    cli_producer_key_file: str | None = Field(default=None, alias="LEDGER_CLI_PRODUCER_KEY_FILE")
     verifier_key: str | None = Field(default=None, alias="LEDGER_VERIFIER_KEY")
     verifier_keys: str | None = Field(default=None, alias="LEDGER_VERIFIER_KEYS")
     checkpoint_every_leaves: int = Field(
@@ -88,6 +186,20 @@ class Settings(BaseSettings):
         """Configured verifier keys: LEDGER_VERIFIER_KEYS (a list, for rotation) and/or
         LEDGER_VERIFIER_KEY."""
         return [k for k in (self.verifier_keys, self.verifier_key) if k]
+
+    def kafka(self, role: KafkaRole) -> KafkaSecurity:
+        """The Kafka client security settings this process uses in ``role``."""
+        return kafka_security(
+            role,
+            protocol=self.kafka_security_protocol,
+            ca_file=self.kafka_ssl_ca_file,
+            cert_file=self.kafka_ssl_cert_file,
+            key_file=self.kafka_ssl_key_file,
+            sasl_mechanism=self.kafka_sasl_mechanism,
+            sasl_username=self.kafka_sasl_username,
+            sasl_password_file=self.kafka_sasl_password_file,
+            credentials_dir=self.kafka_credentials_dir,
+        )
 
     @property
     def topics(self) -> tuple[str, str]:

@@ -18,7 +18,7 @@ from typing import IO
 import aiohttp
 
 from ledgerctl.report import fetch_history
-from ledgerctl.settings import Settings
+from ledgerctl.settings import KafkaRole, Settings
 from producers.emitter import Emitter, EmitterConfig, EmitterHealth
 from producers.events import AuditEvent, CriticalResultRelay, PhiAccessEvent
 from producers.signing import load_producer_key
@@ -35,11 +35,16 @@ class SimulationSummary:
 
 
 def emitter_config(
-    settings: Settings, producer_id: str, key_file: str | None = None
+    settings: Settings,
+    producer_id: str,
+    role: KafkaRole = KafkaRole.SIMULATOR,
+    *,
+    key_file: str | None = None,
 ) -> EmitterConfig:
     """A durable emitter: while Kafka is away, events go to a spool per producer id
-    (``LEDGER_SPOOL_DIR/<producer id>``) and are re-sent in order when it returns.
-    Signed with ``key_file`` (default LEDGER_PRODUCER_KEY_FILE)."""
+    (``LEDGER_SPOOL_DIR/<producer id>``) and are re-sent in order when it returns. It
+    authenticates to Kafka as ``role``'s principal and signs with ``key_file`` (default
+    LEDGER_PRODUCER_KEY_FILE)."""
     spool = Path(settings.spool_dir) / producer_id
     spool.parent.mkdir(parents=True, exist_ok=True)
     return EmitterConfig(
@@ -50,6 +55,7 @@ def emitter_config(
         max_block_seconds=2.0,
         spool_dir=str(spool),
         producer_key_file=key_file or settings.producer_key_file,
+        kafka_security=settings.kafka(role),
     )
 
 
@@ -91,7 +97,8 @@ async def emit_all(
 
 async def drain_spool(settings: Settings, producer_id: str, timeout: float) -> EmitterHealth:
     """Start an emitter on a producer's spool, wait until Kafka has every spooled event."""
-    async with Emitter(emitter_config(settings, producer_id)) as emitter:
+    config = emitter_config(settings, producer_id, KafkaRole.OPERATOR)
+    async with Emitter(config) as emitter:
         deadline = time.monotonic() + timeout
         while True:
             health = emitter.health()

@@ -6,11 +6,13 @@ never stored or logged; the database keeps SHA-256 of it.
 
 from __future__ import annotations
 
+import math
 import os
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Final
 
 import asyncpg
 
@@ -23,11 +25,15 @@ VALUES ($1, $2, $3, $4, CASE WHEN $5::float8 IS NULL THEN NULL
                              ELSE now() + make_interval(secs => $5::float8) END, $6)
 """
 LIST_SQL = """
-SELECT t.token_id, t.subject, t.role, t.created_at, t.expires_at, t.note, r.revoked_at
+SELECT t.token_id, t.subject, t.role, t.created_at, t.expires_at, t.note, r.revoked_at,
+       coalesce(t.expires_at <= now(), false) AS expired
 FROM api_tokens t LEFT JOIN api_token_revocations r USING (token_id)
 ORDER BY t.created_at
 """
 REVOKE_SQL = "INSERT INTO api_token_revocations (token_id) VALUES ($1) ON CONFLICT DO NOTHING"
+
+#: Longest lifetime a token may be issued with (omit the TTL for one that never expires).
+MAX_TTL: Final = timedelta(days=3650)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -39,11 +45,39 @@ class TokenInfo:
     expires_at: datetime | None
     revoked_at: datetime | None
     note: str | None
+    #: The database's clock says ``expires_at`` has passed (the API refuses it).
+    expired: bool = False
+
+    @property
+    def state(self) -> str:
+        """``revoked``, ``expired`` or ``active`` (what the API would do with it now)."""
+        if self.revoked_at is not None:
+            return "revoked"
+        return "expired" if self.expired else "active"
+
+
+def ttl_from_days(days: float) -> timedelta:
+    """``--ttl-days`` as a lifetime: a finite number of days, above 0, at most ``MAX_TTL``."""
+    if not math.isfinite(days) or days <= 0 or days > MAX_TTL.days:
+        raise MalformedInputError(
+            f"--ttl-days must be more than 0 and at most {MAX_TTL.days} (got {days!r}); "
+            "omit it for a token that never expires"
+        )
+    return timedelta(days=days)
+
+
+def check_ttl(ttl: timedelta | None) -> None:
+    """Refuse a lifetime that is not positive (already expired) or beyond ``MAX_TTL``."""
+    if ttl is not None and not timedelta(0) < ttl <= MAX_TTL:
+        raise MalformedInputError(
+            f"a token's lifetime must be more than 0 and at most {MAX_TTL.days} days"
+        )
 
 
 async def create_token(
     dsn: str, *, subject: str, role: Role, ttl: timedelta | None, note: str | None
 ) -> IssuedToken:
+    check_ttl(ttl)
     issued = issue_token()
     conn = await asyncpg.connect(dsn)
     try:
@@ -80,6 +114,7 @@ async def list_tokens(dsn: str) -> list[TokenInfo]:
             expires_at=r["expires_at"],
             revoked_at=r["revoked_at"],
             note=r["note"],
+            expired=r["expired"],
         )
         for r in rows
     ]

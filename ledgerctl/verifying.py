@@ -30,10 +30,19 @@ from ledger.checkpoint import parse_tlog_proof, verify_tlog_proof
 from ledger.errors import LedgerError
 from ledger.leaf import decode_leaf
 from ledger.note import Verifier
-from ledger.producerbundle import check_bundle_producers
-from ledger.verify import LogReport, verify_bundle
+from ledger.verification.checks import EventCheckFactory
+from ledger.verification.disclosures import disclosure_check
+from ledger.verification.producers import producer_check
+from ledger.verify import (
+    LogReport,
+    key_report,
+    signing_key_finding,
+    trusted_by_origin,
+    verify_bundle,
+)
 from ledgerctl.client import Api
 from ledgerctl.fetch import download_bundle
+from ledgerctl.verdict import as_json, render_heads, verdict_line, write_heads
 
 ProgressFn = Callable[[str, int, int], None]
 
@@ -103,10 +112,26 @@ def render_reports(console: Console, reports: Sequence[LogReport]) -> bool:
     return not findings
 
 
+def event_checks(*, check_index: bool) -> tuple[EventCheckFactory, ...]:
+    """The composed per-leaf and per-row checks (``ledger.verification.checks``): every
+    leaf's producer seal (a bundle's, when it has the key registry), and, when the
+    index is checked, the disclosed ranges of its rows."""
+    if not check_index:
+        return (producer_check,)
+    return (producer_check, disclosure_check)
+
+
 def _one_log(
-    path: Path, verifiers: Sequence[Verifier], check_index: bool, log_id: int
+    path: Path,
+    verifiers: Sequence[Verifier],
+    check_index: bool,
+    log_id: int,
+    trusted: Sequence[str],
 ) -> list[LogReport]:
-    return verify_bundle(path, verifiers, check_index=check_index, log_ids={log_id})
+    return verify_bundle(
+        path, verifiers, check_index=check_index, log_ids={log_id}, trusted=trusted,
+        checks=event_checks(check_index=check_index),
+    )  # fmt: skip
 
 
 def verify_bundle_jobs(
@@ -116,35 +141,39 @@ def verify_bundle_jobs(
     check_index: bool,
     jobs: int,
     progress: ProgressFn | None = None,
+    trusted: Sequence[str] = (),
 ) -> list[LogReport]:
-    """Verify a bundle, one process per log when ``jobs > 1`` (logs are independent);
-    then every leaf's producer envelope (``ledger.producerbundle``)."""
-    reports = _verify_bundle_jobs(path, verifiers, check_index=check_index, jobs=jobs,
-                                  progress=progress)  # fmt: skip
-    return check_bundle_producers(path, reports)
-
-
-def _verify_bundle_jobs(
-    path: Path,
-    verifiers: Sequence[Verifier],
-    *,
-    check_index: bool,
-    jobs: int,
-    progress: ProgressFn | None = None,
-) -> list[LogReport]:
+    """Verify a bundle, one process per log when ``jobs > 1`` (logs are independent)."""
     if jobs <= 1:
-        return verify_bundle(path, verifiers, check_index=check_index, progress=progress)
-    logs = BundleReader(path).logs
+        return verify_bundle(
+            path, verifiers, check_index=check_index, progress=progress, trusted=trusted,
+            checks=event_checks(check_index=check_index),
+        )  # fmt: skip
+    reader = BundleReader(path)
+    logs = reader.logs
+    notes = (note for log in logs for _, note in reader.checkpoints(log.log_id))
+    wrong_key = signing_key_finding(notes, verifiers, log=reader.ledger_name)
+    if wrong_key is not None:
+        return [key_report(wrong_key)]
+    kept, strays = trusted_by_origin(trusted, {log.origin for log in logs})
     with ProcessPoolExecutor(max_workers=jobs) as pool:
         futures = [
-            pool.submit(_one_log, path, tuple(verifiers), check_index, log.log_id) for log in logs
+            pool.submit(
+                _one_log,
+                path,
+                tuple(verifiers),
+                check_index,
+                log.log_id,
+                tuple(kept.get(log.origin, ())),
+            )
+            for log in logs
         ]
         reports = []
         for log, future in zip(logs, futures, strict=True):
             reports += future.result()
             if progress is not None:
                 progress(log.origin, log.size, log.size)
-    return reports
+    return reports + strays
 
 
 def run_verify(
@@ -157,21 +186,74 @@ def run_verify(
     check_index: bool,
     ledger_name: str,
     jobs: int = 1,
+    trusted: Sequence[str] = (),
+    json_out: bool = False,
+    heads_out: Path | None = None,
 ) -> bool:
+    """Verify, print every finding, the tree heads and ONE verdict line (last); or, with
+    ``json_out``, only a JSON document.  With ``heads_out``, an OK run writes each log's
+    verified head as a checkpoint file there (what ``trusted`` takes next time)."""
     if proof is not None:
         return _verify_proof(console, proof, verifiers)
-    with progress_bar(console) as report:
+    with contextlib.ExitStack() as stack:
+        report = None if json_out else stack.enter_context(progress_bar(console))
         if bundle is not None:
             reports = verify_bundle_jobs(
-                bundle, verifiers, check_index=check_index, jobs=jobs, progress=report
-            )
+                bundle, verifiers, check_index=check_index, jobs=jobs, progress=report,
+                trusted=trusted,
+            )  # fmt: skip
+        elif api is not None:
+            reports = _verify_api(
+                api, verifiers, check_index=check_index, jobs=jobs, progress=report,
+                trusted=trusted, ledger_name=ledger_name,
+            )  # fmt: skip
         else:
-            if api is None:
-                raise ValueError("one of bundle, api or proof is required")
-            with tempfile.TemporaryDirectory(prefix="ledger-verify-") as tmp:
-                target = Path(tmp) / "bundle"
-                asyncio.run(download_bundle(api, target, ledger_name=ledger_name, progress=report))
-                reports = verify_bundle_jobs(
-                    target, verifiers, check_index=check_index, jobs=jobs, progress=report
-                )
-    return render_reports(console, reports)
+            raise ValueError("one of bundle, api or proof is required")
+    return _conclude(console, reports, json_out=json_out, heads_out=heads_out)
+
+
+def _verify_api(
+    api: Api,
+    verifiers: Sequence[Verifier],
+    *,
+    check_index: bool,
+    jobs: int,
+    progress: ProgressFn | None,
+    trusted: Sequence[str],
+    ledger_name: str,
+) -> list[LogReport]:
+    """Download what each log's pinned checkpoint covers, then verify it offline; a wrong
+    key stops right after the pins are fetched."""
+    with tempfile.TemporaryDirectory(prefix="ledger-verify-") as tmp:
+        target = Path(tmp) / "bundle"
+        wrong_key = asyncio.run(
+            download_bundle(
+                api, target, ledger_name=ledger_name, progress=progress, verifiers=verifiers
+            )
+        )
+        if wrong_key is not None:
+            return [key_report(wrong_key)]
+        return verify_bundle_jobs(
+            target, verifiers, check_index=check_index, jobs=jobs, progress=progress,
+            trusted=trusted,
+        )  # fmt: skip
+
+
+def _conclude(
+    console: Console, reports: Sequence[LogReport], *, json_out: bool, heads_out: Path | None
+) -> bool:
+    ok = all(r.ok for r in reports)
+    if json_out:
+        print(as_json(reports))
+    else:
+        render_reports(console, reports)
+        render_heads(console, reports)
+    if heads_out is not None and ok:
+        for path in write_heads(heads_out, reports):
+            if not json_out:
+                console.print(f"kept tree head in {path}", highlight=False, soft_wrap=True)
+    elif heads_out is not None and not json_out:
+        console.print(f"tree heads NOT written to {heads_out}: verification failed")
+    if not json_out:
+        console.print(verdict_line(reports), highlight=False, soft_wrap=True)
+    return ok

@@ -44,6 +44,7 @@ from producers.events import (
     AuditEvent,
     AuditLogUsed,
     CriticalResultRelay,
+    DisclosedRange,
     EventAction,
     EventOutcome,
     Facility,
@@ -449,6 +450,22 @@ def _study_from(r: Record) -> Study:
     )
 
 
+def _disclosed_from(raw: object) -> tuple[DisclosedRange, ...]:
+    """Schema v2's ``disclosed`` as ranges; a v1 record has none."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise TypeError("disclosed is not a list")
+    out: list[DisclosedRange] = []
+    for entry in raw:
+        ranges = entry["ranges"]
+        if not isinstance(ranges, list):
+            raise TypeError("disclosed ranges are not a list")
+        log = _s(entry, "log")
+        out += [DisclosedRange(log=log, start=_int(r, "start"), end=_int(r, "end")) for r in ranges]
+    return tuple(out)
+
+
 def from_record(full_name: str, record: Record) -> AuditEvent:
     """The event for a decoded Avro record of the named schema."""
     facility = _d(record, "facility")
@@ -475,6 +492,8 @@ def from_record(full_name: str, record: Record) -> AuditEvent:
             outcome=EventOutcome(_s(record, "outcome")),
             network_address=_os(record, "network_address"),
             patient=_patient_from(patient) if isinstance(patient, dict) else None,
+            disclosed=_disclosed_from(record.get("disclosed")),
+            disclosed_coarsened=record.get("disclosed_coarsened") is True,
             event_id=_uuid(record, "event_id"),
             event_time=_t(record, "event_time"),
             producer_id=_s(record, "producer_id"),

@@ -50,24 +50,25 @@ import random
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError
-from aiokafka.helpers import create_ssl_context
 
 from producers.codec import Codec, PreparedEvent
 from producers.errors import (
     EmitterPushbackError,
     EmitterUnavailableError,
     EventValidationError,
+    KafkaSettingsError,
     ProducerError,
     SpoolError,
 )
 from producers.events import AuditEvent, check_producer_id
+from producers.kafka_security import KafkaSecurity, client_kwargs
 from producers.signedsend import SigningProducer
 from producers.signing import BatchSigner, ProducerKeyError, load_producer_key
 from producers.spool import (
@@ -116,8 +117,8 @@ class EmitterConfig:
     max_block_seconds: float = 2.0
     linger_ms: int = 5
     first_sequence: int = 0
-    security_protocol: str = "PLAINTEXT"
-    ssl_cafile: str | None = None
+    #: TLS and SASL settings (default PLAINTEXT; docs/kafka.md).
+    kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
     #: Directory of the local spool (one per emitter, on a disk as protected as any
     #: PHI store); None disables spooling.
     spool_dir: str | None = None
@@ -328,6 +329,7 @@ class Emitter:
         self._kick = asyncio.Event()
         self._write_wanted = asyncio.Event()
         self._sent = self._failures = self._lost = 0
+        client_kwargs(self._config.kafka_security)  # bad settings or files fail here, clearly
         self._signer = self._load_signer()
         if self._config.spool_dir is None:
             producer = self._new_producer()
@@ -972,9 +974,6 @@ class Emitter:
     # ------------------------------------------------------------------ Kafka connections
 
     def _new_producer(self) -> AIOKafkaProducer:
-        ssl_context = None
-        if self._config.security_protocol == "SSL":
-            ssl_context = create_ssl_context(cafile=self._config.ssl_cafile)
         settings: dict[str, Any] = dict(
             bootstrap_servers=self._config.bootstrap_servers,
             client_id=f"phi-ledger-producer/{self._config.producer_id}",
@@ -982,15 +981,18 @@ class Emitter:
             enable_idempotence=True,
             linger_ms=self._config.linger_ms,
             max_request_size=1_048_576,
-            security_protocol=self._config.security_protocol,
-            ssl_context=ssl_context,
+            **client_kwargs(self._config.kafka_security),
         )
         if self._signer is not None:
             return SigningProducer(signer=self._signer, **settings)
         return AIOKafkaProducer(**settings)
 
     async def _connect(self, timeout: float) -> bool:
-        producer = self._new_producer()
+        try:
+            producer = self._new_producer()
+        except KafkaSettingsError as exc:  # e.g. a password file being rotated
+            logger.warning("cannot connect to Kafka: %s; retrying in the background", exc)
+            return False
         try:
             async with asyncio.timeout(timeout):
                 await producer.start()

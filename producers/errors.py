@@ -76,6 +76,12 @@ class AtnaUnmappableError(ProducerError, ValueError):
         self.field = field
 
 
+class AtnaPolicyError(ProducerError, ValueError):
+    """The ATNA sender policy (which certificate may claim which AuditSourceID) is
+    unreadable or says something the receiver refuses (a sender allowed to claim the
+    ledger's own name)."""
+
+
 class KeptStoreError(ProducerError):
     """The ATNA receiver's kept-messages store cannot be used: an I/O error, or the
     directory is locked by another receiver."""
@@ -90,3 +96,9 @@ class KeptStoreFullError(KeptStoreError):
     def __init__(self, message: str, *, written: tuple[int, ...] = ()) -> None:
         super().__init__(message)
         self.written = written
+
+
+class KafkaSettingsError(ProducerError, ValueError):
+    """Kafka client security settings are inconsistent (e.g. SASL without a password file),
+    or a file they name (CA, certificate, key, password) cannot be used. The message names
+    the setting or the file, never a secret."""

@@ -19,9 +19,10 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Final
+from typing import Final, cast
 
 from producers.errors import EventValidationError
+from producers.netaddr import is_network_address
 from schemas import dicom
 
 #: DICOM PS3.15 A.5 EventIDs (code system DCM) that a PHI access event may carry.
@@ -247,6 +248,21 @@ class LedgerQuery:
     results: int | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True, order=True)
+class DisclosedRange:
+    """Entries ``start`` (inclusive) to ``end`` (exclusive) of the Merkle log ``log``
+    (its checkpoint origin) that a read of the ledger returned."""
+
+    log: str
+    start: int
+    end: int
+
+
+#: Most disclosed ranges one AuditLogUsed event may carry.
+MAX_DISCLOSED_RANGES: Final = 1000
+_MAX_LEAF_END: Final = 1 << 62
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AuditLogUsed:
     """One read of the audit ledger itself (schema ``philedger.audit.AuditLogUsed``,
@@ -258,6 +274,11 @@ class AuditLogUsed:
     outcome: EventOutcome = EventOutcome.SUCCESS
     network_address: str | None = None
     patient: Patient | None = None
+    #: The ledger entries the answer returned: canonical (sorted by log and start, neither
+    #: overlapping nor adjacent), at most ``MAX_DISCLOSED_RANGES`` (schema v2).
+    disclosed: tuple[DisclosedRange, ...] = ()
+    #: The ranges were widened to one covering range per log (more than fit).
+    disclosed_coarsened: bool = False
     event_id: uuid.UUID = field(default_factory=new_event_id)
     event_time: datetime = field(default_factory=utc_now)
     producer_id: str | None = None
@@ -365,6 +386,13 @@ def _study(s: Study) -> Record:
     }
 
 
+def _disclosed(ranges: tuple[DisclosedRange, ...]) -> list[Record]:
+    by_log: dict[str, list[Record]] = {}
+    for r in ranges:
+        by_log.setdefault(r.log, []).append({"start": r.start, "end": r.end})
+    return [{"log": log, "ranges": items} for log, items in by_log.items()]
+
+
 def to_record(event: AuditEvent) -> Record:
     """The Avro record (plain dict) for an event."""
     if isinstance(event, AuditLogUsed):
@@ -386,6 +414,8 @@ def to_record(event: AuditEvent) -> Record:
                 "results": q.results,
             },
             "patient": None if event.patient is None else _patient(event.patient),
+            "disclosed": _disclosed(event.disclosed),
+            "disclosed_coarsened": event.disclosed_coarsened,
         }
     if isinstance(event, SecurityEvent):
         return {
@@ -491,6 +521,13 @@ def _text(path: str, value: object, *, required: bool, limit: int = MAX_ID_CHARS
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise _fail(path, "is not valid Unicode text (lone surrogate)") from exc
+
+
+def _network_address(value: object) -> None:
+    """Absent, or an IP address or host name (DICOM NetworkAccessPointID types 1, 2)."""
+    _text("network_address", value, required=False)
+    if isinstance(value, str) and not is_network_address(value):
+        raise _fail("network_address", f"{value[:80]!r} is not an IP address or a host name")
 
 
 def _time(path: str, value: object, *, latest: datetime, required: bool = True) -> None:
@@ -690,7 +727,7 @@ def _validate_access(record: Record, latest: datetime) -> None:
     study = _opt(record, "study")
     if study is not None:
         _study_fields("study", study)
-    _text("network_address", record.get("network_address"), required=False)
+    _network_address(record.get("network_address"))
     _purpose_of_use(record.get("purpose_of_use"))
     recipient = _opt(record, "recipient")
     if recipient is not None:
@@ -770,7 +807,7 @@ _METHOD = re.compile(r"[A-Z]{1,16}")
 def _validate_audit_log_used(record: Record, latest: datetime) -> None:
     _envelope(record, latest, "actor")
     _symbol("outcome", record.get("outcome"), EventOutcome)
-    _text("network_address", record.get("network_address"), required=False)
+    _network_address(record.get("network_address"))
     query = _req(record, "query")
     method = query.get("method")
     if not isinstance(method, str) or not _METHOD.fullmatch(method):
@@ -796,6 +833,46 @@ def _validate_audit_log_used(record: Record, latest: datetime) -> None:
     patient = _opt(record, "patient")
     if patient is not None:
         _patient_fields(patient)
+    _disclosed_fields(record.get("disclosed"), record.get("disclosed_coarsened"))
+
+
+def _disclosed_fields(logs: object, coarsened: object) -> None:
+    """Schema v2's ``disclosed`` (absent in v1): canonical ranges, so that the ledger's
+    projection of a read is exactly what the event says (docs/read-attribution.md)."""
+    if coarsened is not None and type(coarsened) is not bool:
+        raise _fail("disclosed_coarsened", "must be a boolean")
+    if logs is None:
+        return
+    if not isinstance(logs, list):
+        raise _fail("disclosed", "must be a list")
+    count, previous_log = 0, None
+    for i, entry in enumerate(logs):
+        if not isinstance(entry, Mapping):
+            raise _fail(f"disclosed[{i}]", "must be a record")
+        log, ranges = entry.get("log"), entry.get("ranges")
+        _text(f"disclosed[{i}].log", log, required=True)
+        if previous_log is not None and not previous_log < cast(str, log):
+            raise _fail(f"disclosed[{i}].log", "logs must be sorted and each named once")
+        previous_log = cast(str, log)
+        if not isinstance(ranges, list) or not ranges:
+            raise _fail(f"disclosed[{i}].ranges", "must be a non-empty list")
+        count += len(ranges)
+        if count > MAX_DISCLOSED_RANGES:
+            raise _fail("disclosed", f"has more than {MAX_DISCLOSED_RANGES} ranges")
+        last_end = -1
+        for j, r in enumerate(ranges):
+            start = r.get("start") if isinstance(r, Mapping) else None
+            end = r.get("end") if isinstance(r, Mapping) else None
+            if type(start) is not int or type(end) is not int:
+                raise _fail(f"disclosed[{i}].ranges[{j}]", "must have integer start and end")
+            if not 0 <= start < end <= _MAX_LEAF_END:
+                raise _fail(f"disclosed[{i}].ranges[{j}]", "must have 0 <= start < end <= 2^62")
+            if start <= last_end:
+                raise _fail(
+                    f"disclosed[{i}].ranges[{j}]",
+                    "ranges must be sorted, neither overlapping nor adjacent (coalesced)",
+                )
+            last_end = end
 
 
 def _validate_security(record: Record, latest: datetime) -> None:
@@ -809,7 +886,7 @@ def _validate_security(record: Record, latest: datetime) -> None:
     _event_type_code(record.get("event_type_code"))
     _symbol("action", record.get("action"), EventAction)
     _symbol("outcome", record.get("outcome"), EventOutcome)
-    _text("network_address", record.get("network_address"), required=False)
+    _network_address(record.get("network_address"))
     patient = _opt(record, "patient")
     if patient is not None:
         _patient_fields(patient)

@@ -53,7 +53,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict
+from dataclasses import fields
 from pathlib import Path
 from typing import IO, Final, Literal
 
@@ -85,6 +85,11 @@ _WATCH_EVERY: Final = 0.25
 _STARVED_SHARE: Final = 0.5
 _RESTART_FIRST: Final = 0.2
 _RESTART_MAX: Final = 5.0
+
+
+def _config_fields(config: EmitterConfig) -> dict[str, object]:
+    """The emitter's settings, one level deep (nested settings stay dataclasses)."""
+    return {f.name: getattr(config, f.name) for f in fields(config)}
 
 
 def _frame(message: tuple[object, ...]) -> bytes:
@@ -328,7 +333,7 @@ class RelayEmitter:
             self._proc = proc
             self._relay_idle = idle
             self._progress_at = time.monotonic()
-            self._out = bytearray(_frame(("config", asdict(self._config))))
+            self._out = bytearray(_frame(("config", _config_fields(self._config))))
             for data in self._unacked.values():
                 self._out += data
             self._flush()

@@ -12,6 +12,8 @@ from importlib.resources import files
 PHI_ACCESS_V1 = "phi_access_event.v1.avsc"
 CRITICAL_RESULT_RELAY_V1 = "critical_result_relay.v1.avsc"
 AUDIT_LOG_USED_V1 = "audit_log_used.v1.avsc"
+#: Adds ``disclosed``: the ledger positions a read returned (docs/read-attribution.md).
+AUDIT_LOG_USED_V2 = "audit_log_used.v2.avsc"
 SECURITY_EVENT_V1 = "security_event.v1.avsc"
 
 ALL_SCHEMA_FILES: tuple[str, ...] = (
@@ -19,6 +21,8 @@ ALL_SCHEMA_FILES: tuple[str, ...] = (
     CRITICAL_RESULT_RELAY_V1,
     AUDIT_LOG_USED_V1,
     SECURITY_EVENT_V1,
+    # Decoded like every older version; new AuditLogUsed events are written with it.
+    AUDIT_LOG_USED_V2,
 )
 
 

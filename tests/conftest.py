@@ -14,7 +14,8 @@ from collections.abc import AsyncIterator, Iterator
 import asyncpg
 import pytest
 
-from tests.support import Stack, read_env_file, with_database
+from ledgerctl.settings import KafkaRole, kafka_security_from_env
+from tests.support import Stack, kafka_security_env, read_env_file, with_database
 
 
 @pytest.fixture(scope="session")
@@ -27,6 +28,7 @@ def stack(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -
     from ledger.keys import write_signer_file
     from ledger.migrate import apply_migrations
     from ledger.note import generate_signer
+    from ledgerctl.infra import ensure_topics
 
     run_id = secrets.token_hex(4)
     database = f"ledger_test_{run_id}"
@@ -46,6 +48,16 @@ def stack(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -
     try:
         apply_migrations(with_database(owner, database))
         tokens = asyncio.run(_issue_tokens(with_database(owner, database)))
+        # The topics `Stack.env()` names: where the API's and the CLI's read records go
+        # (a CLI read fails closed when its record has nowhere to go).
+        asyncio.run(
+            ensure_topics(
+                stack_env["KAFKA_BOOTSTRAP"],
+                (f"t{run_id}-default-phi-access", f"t{run_id}-default-relay"),
+                1,
+                kafka_security_from_env(stack_env, KafkaRole.ADMIN),
+            )
+        )
         yield Stack(
             kafka_bootstrap=stack_env["KAFKA_BOOTSTRAP"],
             owner_url=with_database(owner, database),
@@ -58,6 +70,7 @@ def stack(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -
             tokens=tokens,
             spool_dir=str(tmp_path_factory.mktemp("spool")),
             keys_dir=str(tmp_path_factory.mktemp("producer-keys")),
+            kafka_env=kafka_security_env(stack_env),
         )
     finally:
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))

@@ -3,20 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
+import ssl
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 from ledger.ingest import Accepted, IndexFields
 from ledger.leaf import KafkaRecord, encode_leaf
+from ledgerctl.settings import KAFKA_SECURITY_VARS, KafkaRole, kafka_security_from_env
+from producers.kafka_security import KafkaSecurity, client_kwargs
+
+if TYPE_CHECKING:
+    from tests.tcp_proxy import KafkaProxy
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV_FILE = ROOT / ".local" / "env"
@@ -35,6 +44,32 @@ def read_env_file(path: Path = ENV_FILE) -> dict[str, str]:
             key, _, value = line.partition("=")
             values[key] = value
     return values
+
+
+def kafka_security_env(env: Mapping[str, str]) -> Mapping[str, str]:
+    return MappingProxyType({k: env[k] for k in KAFKA_SECURITY_VARS if env.get(k)})
+
+
+def local_kafka(role: KafkaRole) -> KafkaSecurity:
+    """``role``'s Kafka client settings from .local/env, for helpers (and helper processes)
+    that have no ``Stack`` at hand; the same as ``Stack.kafka``."""
+    return kafka_security_from_env(read_env_file(), role)
+
+
+def kafka_proxy(bootstrap: str) -> KafkaProxy:
+    """A cuttable proxy in front of the broker (tests/tcp_proxy.py). In front of the
+    secured broker it terminates TLS with the broker's certificate from .local/secrets."""
+    from tests.tcp_proxy import KafkaProxy
+
+    host, _, port = bootstrap.rpartition(":")
+    security = local_kafka(KafkaRole.ADMIN)
+    if not security.tls:
+        return KafkaProxy(host, int(port))
+    secrets_dir = ROOT / ".local" / "secrets" / "kafka"
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(secrets_dir / "broker.crt", secrets_dir / "broker.key")
+    client = ssl.create_default_context(cafile=security.ca_file)
+    return KafkaProxy(host, int(port), server_tls=server, client_tls=client)
 
 
 def with_database(dsn: str, database: str) -> str:
@@ -70,6 +105,18 @@ class Stack:
         self.producer_keys[(self.database, producer_id)] = path
         return path
 
+    #: Kafka security settings of .local/env (KAFKA_SECURITY_VARS); empty: PLAINTEXT.
+    kafka_env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    def kafka(self, role: KafkaRole) -> KafkaSecurity:
+        """The client settings of ``role``'s principal (docs/kafka.md): producers write,
+        the consumer reads, the admin creates topics."""
+        return kafka_security_from_env(self.kafka_env, role)
+
+    def kafka_client(self, role: KafkaRole) -> dict[str, Any]:
+        """Keyword arguments for a raw aiokafka client authenticated as ``role``."""
+        return {"bootstrap_servers": self.kafka_bootstrap, **client_kwargs(self.kafka(role))}
+
     def auth(self, role: str = "admin") -> dict[str, str]:
         """HTTP headers authenticating as this session's token of ``role``."""
         return {"Authorization": f"Bearer {self.tokens[role]}"}
@@ -81,6 +128,7 @@ class Stack:
     def env(self, **extra: str) -> dict[str, str]:
         """Process environment for `ledger` subprocesses against this scratch ledger."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LEDGER_", "KAFKA_"))}
+        env.update(self.kafka_env)
         env.update(
             KAFKA_BOOTSTRAP=self.kafka_bootstrap,
             DATABASE_URL=self.owner_url,
@@ -95,6 +143,8 @@ class Stack:
             LEDGER_SPOOL_DIR=self.spool_dir,
             # `ledger simulate` / `demo` sign as "simulator"; give servers their own key.
             LEDGER_PRODUCER_KEY_FILE=self.producer_key("simulator"),
+            # The command line's own read records (export, replay, ...) sign as ledger-cli.
+            LEDGER_CLI_PRODUCER_KEY_FILE=self.producer_key("ledger-cli"),
             # Reads recorded by test APIs go to this session's topics, never the demo's.
             LEDGER_ACCESS_TOPIC=self.topics("default")[0],
             LEDGER_RELAY_TOPIC=self.topics("default")[1],
@@ -117,6 +167,47 @@ def issue_producer_key(owner_url: str, producer_id: str, keys_dir: Path) -> str:
     with ThreadPoolExecutor(1) as pool:
         pool.submit(asyncio.run, coro).result()
     return str(path)
+
+
+def _local_keys_dir() -> Path:
+    import tempfile
+
+    directory = Path(tempfile.gettempdir()) / f"phi-ledger-test-producer-keys-{os.getuid()}"
+    directory.mkdir(mode=0o700, exist_ok=True)
+    return directory
+
+
+def local_producer_key(producer_id: str) -> str:
+    """A key file for ``producer_id`` that no ledger knows, the same in every process of
+    this machine's test runs: for tests that read Kafka directly, so the emitter under
+    test (or a host process it starts) signs as it does in production."""
+    from producers.errors import ProducerError
+    from producers.signing import generate_producer_key, write_producer_key
+
+    path = _local_keys_dir() / f"{uuid.uuid5(uuid.NAMESPACE_URL, producer_id).hex}.key"
+    if not path.exists():
+        with contextlib.suppress(ProducerError):  # another process wrote it first
+            write_producer_key(path, generate_producer_key(producer_id))
+    return str(path)
+
+
+def local_authenticator() -> object:
+    """A ``ProducerAuthenticator`` trusting every ``local_producer_key``."""
+    from ledger.producerauth import ProducerAuthenticator, RegisteredKey
+    from producers.signing import load_producer_key
+
+    keys = []
+    for path in sorted(_local_keys_dir().glob("*.key")):
+        key = load_producer_key(path)
+        keys.append(
+            RegisteredKey(
+                key_id=key.key_id,  # type: ignore[arg-type]
+                producer_id=key.producer_id,
+                public_key=key.public_key,
+                created_at=datetime.now(UTC),
+            )
+        )
+    return ProducerAuthenticator(keys)
 
 
 def signed_headers(

@@ -6,12 +6,18 @@ port, so a Kafka client bootstrapped through it keeps talking through it (the br
 advertises its real address, which the client would otherwise dial directly). After
 ``cut()`` every connection is closed and new ones are refused (nothing listens); after
 ``stall()`` connections stay open but no byte moves until ``resume()``: a slow Kafka.
+
+In front of a TLS listener the proxy must see the Kafka frames to rewrite them, so it
+terminates TLS (``server_tls``: a context with the broker's own certificate, which only a
+test harness holding the local stack's secrets has) and speaks TLS to the broker
+(``client_tls``); SASL authentication passes through it unchanged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import struct
 from collections.abc import Coroutine
 from types import TracebackType
@@ -83,8 +89,17 @@ def rewrite_metadata_ports(payload: bytearray, version: int, port: int) -> int:
 class KafkaProxy:
     """``async with KafkaProxy("127.0.0.1", 59092) as proxy: ... proxy.bootstrap ...``."""
 
-    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+    def __init__(
+        self,
+        upstream_host: str,
+        upstream_port: int,
+        *,
+        server_tls: ssl.SSLContext | None = None,
+        client_tls: ssl.SSLContext | None = None,
+    ) -> None:
         self._upstream = (upstream_host, upstream_port)
+        self._server_tls = server_tls
+        self._client_tls = client_tls
         self._port = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
@@ -104,7 +119,9 @@ class KafkaProxy:
 
     async def start(self) -> None:
         if self._server is None:
-            self._server = await asyncio.start_server(self._accept, "127.0.0.1", self._port)
+            self._server = await asyncio.start_server(
+                self._accept, "127.0.0.1", self._port, ssl=self._server_tls
+            )
             self._port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
@@ -156,7 +173,9 @@ class KafkaProxy:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            up_reader, up_writer = await asyncio.open_connection(*self._upstream)
+            up_reader, up_writer = await asyncio.open_connection(
+                *self._upstream, ssl=self._client_tls
+            )
         except OSError:
             writer.transport.abort()
             return

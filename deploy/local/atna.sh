@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
-# The IHE ATNA receiver (syslog TLS on 127.0.0.1:$ATNA_TLS_PORT, UDP on 127.0.0.1:$ATNA_UDP_PORT),
-# no Docker. Generates a self-signed TLS certificate and key under .local/secrets/atna/ once.
+# The IHE ATNA receiver (syslog over mutual TLS on 127.0.0.1:$ATNA_TLS_PORT; no UDP), no Docker.
+# Generates once, under .local/secrets/atna/ (mode 700, files 600): the receiver's self-signed
+# TLS certificate and key, a local client CA (deploy/local/atna-pki.sh) and a client
+# certificate for the demo sender (CN atna-demo-sender; rsyslog or a test PACS uses it), and
+# the sender policy .local/atna/senders.toml (which AuditSourceIDs each client CN may claim;
+# edit it to add your PACS). UDP stays off: set LEDGER_ATNA_UDP_PORT to turn it on, knowing
+# that datagrams are unauthenticated and spoofable (docs/atna.md).
 # Events go to Kafka through a durable emitter (spool under LEDGER_SPOOL_DIR/atna-receiver);
 # unmappable messages are kept under .local/atna/kept (list them with
 # `ledger atna kept`).
@@ -8,10 +13,14 @@
 source "$(dirname "$0")/common.sh"
 
 ATNA_TLS_PORT="${LEDGER_ATNA_TLS_PORT:-16514}"
-ATNA_UDP_PORT="${LEDGER_ATNA_UDP_PORT:-15514}"
+ATNA_UDP_PORT="${LEDGER_ATNA_UDP_PORT:-}"
 ATNA_SECRETS="$SECRETS/atna"
 ATNA_CERT="$ATNA_SECRETS/server.crt"
 ATNA_KEY="$ATNA_SECRETS/server.key"
+ATNA_CLIENT_CA="$ATNA_SECRETS/client-ca.crt"
+ATNA_DEMO_CN="atna-demo-sender"
+ATNA_DEMO_CLIENT="$ATNA_SECRETS/$ATNA_DEMO_CN"
+SENDERS="$LOCAL/atna/senders.toml"
 KEPT_DIR="$LOCAL/atna/kept"
 PIDFILE="$RUN_DIR/atna.pid"
 ATNA_LOG="$LOG_DIR/atna.log"
@@ -30,6 +39,26 @@ ensure_cert() {
   mv "$ATNA_KEY.tmp" "$ATNA_KEY"; mv "$ATNA_CERT.tmp" "$ATNA_CERT"
 }
 
+ensure_client_pki() {
+  "$ROOT/deploy/local/atna-pki.sh" ca "$ATNA_SECRETS"
+  "$ROOT/deploy/local/atna-pki.sh" client "$ATNA_SECRETS" "$ATNA_DEMO_CN" "$ATNA_DEMO_CLIENT"
+  if [ ! -s "$SENDERS" ]; then
+    log "writing the ATNA sender policy $SENDERS"
+    (umask 077; cat >"$SENDERS" <<TOML
+# Which AuditSourceIDs each ATNA sender may claim (docs/atna.md). A TLS sender is the
+# subject CN of its client certificate (signed by $ATNA_CLIENT_CA);
+# a message claiming an AuditSourceID not listed for it is kept, never emitted.
+[tls]
+"$ATNA_DEMO_CN" = ["dcm4chee-arc"]
+
+# Only with --udp-port (LEDGER_ATNA_UDP_PORT): what an unauthenticated datagram may claim.
+[udp]
+audit_source_ids = []
+TOML
+    )
+  fi
+}
+
 atna_ready() { port_open 127.0.0.1 "$ATNA_TLS_PORT"; }
 
 start() {
@@ -40,24 +69,31 @@ start() {
     port_open 127.0.0.1 "$ATNA_TLS_PORT" && die "port $ATNA_TLS_PORT is taken by another process"
     ensure_cert
     mkdir -p "$KEPT_DIR"; chmod 700 "$LOCAL/atna" "$KEPT_DIR"
+    ensure_client_pki
+    local udp=()
+    if [ -n "$ATNA_UDP_PORT" ]; then
+      log "WARNING: UDP on 127.0.0.1:$ATNA_UDP_PORT: unauthenticated and spoofable (LEDGER_ATNA_UDP_PORT)"
+      udp=(--udp-port "$ATNA_UDP_PORT")
+    fi
     log "starting the ATNA receiver (log: $ATNA_LOG)"
     (cd "$ROOT" && set -a && source "$ENV_FILE" && set +a && \
       export LEDGER_PRODUCER_KEY_FILE="$SECRETS/producers/atna.key" && exec setsid nohup \
       "$VENV/bin/ledger" atna serve --host 127.0.0.1 \
-        --tls-port "$ATNA_TLS_PORT" --udp-port "$ATNA_UDP_PORT" \
-        --cert "$ATNA_CERT" --key "$ATNA_KEY" --kept-dir "$KEPT_DIR" \
+        --tls-port "$ATNA_TLS_PORT" "${udp[@]}" \
+        --cert "$ATNA_CERT" --key "$ATNA_KEY" --client-ca "$ATNA_CLIENT_CA" \
+        --senders "$SENDERS" --kept-dir "$KEPT_DIR" \
         >>"$ATNA_LOG" 2>&1 </dev/null) &
     echo $! >"$PIDFILE"
   fi
   wait_for 30 "ATNA receiver" atna_ready || { tail -20 "$ATNA_LOG" >&2 || true; die "the ATNA receiver did not start (log: $ATNA_LOG)"; }
-  log "ATNA receiver: syslog over TLS on 127.0.0.1:$ATNA_TLS_PORT (RFC 5425), UDP on 127.0.0.1:$ATNA_UDP_PORT (RFC 5426); certificate $ATNA_CERT"
+  log "ATNA receiver: syslog over mutual TLS on 127.0.0.1:$ATNA_TLS_PORT (RFC 5425), UDP ${ATNA_UDP_PORT:-off}; certificate $ATNA_CERT, client CA $ATNA_CLIENT_CA, demo sender $ATNA_DEMO_CLIENT.crt, policy $SENDERS"
 }
 
 stop() { stop_pidfile "$PIDFILE" "ATNA receiver"; }
 
 status() {
   if pid_alive "$PIDFILE"; then
-    echo "ATNA receiver running (pid $(cat "$PIDFILE")): TLS 127.0.0.1:$ATNA_TLS_PORT, UDP 127.0.0.1:$ATNA_UDP_PORT"
+    echo "ATNA receiver running (pid $(cat "$PIDFILE")): mutual TLS 127.0.0.1:$ATNA_TLS_PORT, UDP ${ATNA_UDP_PORT:-off}"
   else
     echo "ATNA receiver not running"; return 3
   fi

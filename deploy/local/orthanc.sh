@@ -83,8 +83,13 @@ env_value() {  # env_value KEY DEFAULT: from .local/env when present
 }
 
 write_config() {
-  local pypath="$1" bootstrap access relay
+  local pypath="$1" bootstrap access relay protocol ca mechanism creds
   bootstrap="$(env_value KAFKA_BOOTSTRAP "127.0.0.1:$KAFKA_PORT")"
+  # The plugin's relay authenticates as its own principal, ledger-orthanc (docs/kafka.md).
+  protocol="$(env_value KAFKA_SECURITY_PROTOCOL PLAINTEXT)"
+  ca="$(env_value KAFKA_SSL_CA_FILE "")"
+  mechanism="$(env_value KAFKA_SASL_MECHANISM "")"
+  creds="$(env_value LEDGER_KAFKA_CREDENTIALS_DIR "")"
   access="$(env_value LEDGER_ACCESS_TOPIC phi-access)"
   relay="$(env_value LEDGER_RELAY_TOPIC critical-result-relay)"
   mkdir -p "$O_HOME/db" "$O_HOME/spool"
@@ -92,10 +97,10 @@ write_config() {
   LEDGER_ORTHANC_PRODUCER_KEY_FILE="$SECRETS/producers/orthanc.key" \
   "$VENV/bin/python" - "$CONF" "$USERS_FILE" "$pypath" "$bootstrap" "$access" "$relay" \
       "$ORTHANC_PORT" "$ORTHANC_DICOM_PORT" "$ORTHANC_AET" "$O_HOME" "$PLUGIN_SCRIPT" \
-      "$PYTHON_PLUGIN" "$VENV" "${DEMO_USERS[@]}" <<'PY'
+      "$PYTHON_PLUGIN" "$VENV" "$protocol" "$ca" "$mechanism" "$creds" "${DEMO_USERS[@]}" <<'PY'
 import json, os, sys
 (conf, users_file, pypath, bootstrap, access, relay, http_port, dicom_port, aet, home,
- script, plugin, venv, *roles) = sys.argv[1:]
+ script, plugin, venv, protocol, ca, mechanism, creds, *roles) = sys.argv[1:]
 users = dict(line.split(":", 1) for line in open(users_file).read().split() if ":" in line)
 role = dict(r.split(":", 1) for r in roles)
 config = {
@@ -136,6 +141,13 @@ config = {
         "PythonPath": [pypath],
     },
 }
+security = {"SecurityProtocol": protocol}
+if ca:
+    security["SslCaFile"] = ca
+if protocol.startswith("SASL_"):
+    security.update(SaslMechanism=mechanism, SaslUsername="ledger-orthanc",
+                    SaslPasswordFile=f"{creds}/ledger-orthanc")
+config["PhiLedger"].update(security)
 if pypath.startswith(venv + "/"):
     # The plugin imports from the project's virtualenv: its interpreter runs the relay
     # (it has every dependency; the system may have no python3.X binary at all).

@@ -6,7 +6,8 @@
 #   ledger_reader   the API: SELECT only
 source "$(dirname "$0")/common.sh"
 
-PG_HOME="$LOCAL/pg"
+# LEDGER_PG_HOME: another cluster directory (tests start a throwaway cluster with it).
+PG_HOME="${LEDGER_PG_HOME:-$LOCAL/pg}"
 DATA="$PG_HOME/data"
 SOCK="$PG_HOME/run"
 PG_LOG="$PG_HOME/log/postgresql.log"
@@ -57,6 +58,31 @@ log_min_duration_statement = 2000
 log_line_prefix = '%m [%p] %u@%d '
 CONF
   fi
+  ensure_log_settings
+}
+
+# The server log must carry no PHI: no failing rows (DETAIL), no key values, no statement
+# text or bind parameters of failing or slow statements (docs/operations.md). Written on
+# every start, so an existing cluster gets them too; the include is appended once, last,
+# so these values win over anything earlier in postgresql.conf.
+LOG_CONF="phi-ledger-logging.conf"
+ensure_log_settings() {
+  local tmp="$DATA/$LOG_CONF.tmp"
+  cat >"$tmp" <<'CONF'
+# Written by deploy/local/postgres.sh on every start; edits here are overwritten.
+# No row values, key values, statement text or parameters in the server log.
+log_error_verbosity = terse
+log_min_error_statement = panic
+log_parameter_max_length_on_error = 0
+log_parameter_max_length = 0
+CONF
+  [ "$(id -u)" = 0 ] && chown postgres: "$tmp"
+  chmod 600 "$tmp"
+  mv -f "$tmp" "$DATA/$LOG_CONF"
+  if ! grep -qxF "include = '$LOG_CONF'" "$DATA/postgresql.conf"; then
+    printf "\n# --- phi-audit-ledger: no PHI in the server log ---\ninclude = '%s'\n" "$LOG_CONF" \
+      >>"$DATA/postgresql.conf"
+  fi
 }
 
 psql_super() { as_pg psql -X -q -v ON_ERROR_STOP=1 -h "$SOCK" -p "$PG_PORT" -U postgres -d postgres "$@"; }
@@ -80,7 +106,8 @@ start() {
   ensure_installed
   ensure_cluster
   if as_pg "$(pg_bin)/pg_ctl" -D "$DATA" status >/dev/null 2>&1; then
-    log "PostgreSQL already running on 127.0.0.1:$PG_PORT"
+    log "PostgreSQL already running on 127.0.0.1:$PG_PORT; reloading its log settings"
+    as_pg "$(pg_bin)/pg_ctl" -D "$DATA" reload >/dev/null
   else
     log "starting PostgreSQL on 127.0.0.1:$PG_PORT (log: $PG_LOG)"
     # The port is passed on every start (not frozen into postgresql.conf at initdb time).

@@ -11,6 +11,7 @@ SIGNER_KEY="$SECRETS/checkpoint-signer.key"
 API_TOKEN_FILE="$SECRETS/api-admin-token"
 # One Ed25519 producer key per producer identity (docs/producer-auth.md), mode 600.
 PRODUCER_KEYS="$SECRETS/producers"
+CURSOR_KEY="$SECRETS/api-cursor-key"
 
 ensure_signer_key() {
   # One Ed25519 checkpoint key per installation, named after the ledger; mode 600.
@@ -20,15 +21,29 @@ ensure_signer_key() {
   fi
 }
 
+# The key that MACs the API's page cursors (32 random bytes, hex; mode 600), created once,
+# so cursors survive an API restart and are accepted by every API of this installation.
+ensure_cursor_key() {
+  if [ ! -s "$CURSOR_KEY" ]; then
+    (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$CURSOR_KEY")
+  fi
+  chmod 600 "$CURSOR_KEY"
+}
+
 write_env() {
   local owner appender reader verifier
   owner="$(secret pg-ledger_owner)"; appender="$(secret pg-ledger_appender)"; reader="$(secret pg-ledger_reader)"
   ensure_signer_key
+  ensure_cursor_key
   verifier="$("$LEDGER" verifier-key "$SIGNER_KEY" | paste -sd' ')"
   (umask 077; cat >"$ENV_FILE.tmp" <<ENV
 # Written by deploy/local/stack.sh. Shell KEY=value lines; contains secrets (mode 600).
 LEDGER_API_URL=http://127.0.0.1:$API_PORT
 KAFKA_BOOTSTRAP=127.0.0.1:$KAFKA_PORT
+KAFKA_SECURITY_PROTOCOL=SASL_SSL
+KAFKA_SSL_CA_FILE=$SECRETS/kafka/ca.crt
+KAFKA_SASL_MECHANISM=SCRAM-SHA-512
+LEDGER_KAFKA_CREDENTIALS_DIR=$SECRETS/kafka/users
 DATABASE_URL=postgresql://ledger_owner:$owner@127.0.0.1:$PG_PORT/$PG_DB
 LEDGER_APPENDER_URL=postgresql://ledger_appender:$appender@127.0.0.1:$PG_PORT/$PG_DB
 LEDGER_READER_URL=postgresql://ledger_reader:$reader@127.0.0.1:$PG_PORT/$PG_DB
@@ -36,14 +51,18 @@ LEDGER_NAME=$LEDGER_NAME
 LEDGER_SIGNER_KEY_FILE=$SIGNER_KEY
 LEDGER_VERIFIER_KEY=$verifier
 LEDGER_PRODUCER_KEY_FILE=$PRODUCER_KEYS/simulator.key
+LEDGER_CLI_PRODUCER_KEY_FILE=$PRODUCER_KEYS/cli.key
+LEDGER_CURSOR_KEY_FILE=$CURSOR_KEY
 ENV
   if [ -s "$API_TOKEN_FILE" ]; then echo "LEDGER_API_TOKEN=$(cat "$API_TOKEN_FILE")" >>"$ENV_FILE.tmp"; fi
   # The ATNA receiver `make up` starts (deploy/local/atna.sh): point a PACS's audit logger here.
   cat >>"$ENV_FILE.tmp" <<ENV
 LEDGER_ATNA_TLS=127.0.0.1:${LEDGER_ATNA_TLS_PORT:-16514}
-LEDGER_ATNA_UDP=127.0.0.1:${LEDGER_ATNA_UDP_PORT:-15514}
 LEDGER_ATNA_CA_FILE=$SECRETS/atna/server.crt
+LEDGER_ATNA_CLIENT_CERT=$SECRETS/atna/atna-demo-sender.crt
+LEDGER_ATNA_CLIENT_KEY=$SECRETS/atna/atna-demo-sender.key
 ENV
+  if [ -n "${LEDGER_ATNA_UDP_PORT:-}" ]; then echo "LEDGER_ATNA_UDP=127.0.0.1:$LEDGER_ATNA_UDP_PORT" >>"$ENV_FILE.tmp"; fi
   # Orthanc with the audit plugin (deploy/local/orthanc.sh), once `make up` started it.
   if [ -s "$LOCAL/orthanc/env" ]; then cat "$LOCAL/orthanc/env" >>"$ENV_FILE.tmp"; fi
   mv "$ENV_FILE.tmp" "$ENV_FILE")
@@ -56,11 +75,13 @@ ensure_api_token() {
 }
 
 # Each producer identity gets its own key, registered in the ledger; a process is given
-# only its own key file (the CLI's simulate/demo sign as "simulator" via .local/env).
+# only its own key file (the CLI's simulate/demo sign as "simulator" via .local/env, and
+# its records of its own reads - export, replay, atna kept, quarantine resubmit - as
+# "ledger-cli").
 ensure_producer_keys() {
   mkdir -p "$PRODUCER_KEYS"; chmod 700 "$PRODUCER_KEYS"
   local pair
-  for pair in ledger-api:api ledger-fhir-feed:fhir-feed atna-receiver:atna orthanc-local:orthanc simulator:simulator; do
+  for pair in ledger-api:api ledger-fhir-feed:fhir-feed atna-receiver:atna orthanc-local:orthanc simulator:simulator ledger-cli:cli; do
     (cd "$ROOT" && "$LEDGER" producer ensure "${pair%%:*}" --out "$PRODUCER_KEYS/${pair#*:}.key")
   done
 }

@@ -10,16 +10,20 @@ from __future__ import annotations
 import base64
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Final
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from ledger.auth import Principal, TokenDirectory
 from ledger.avro import SchemaSet, StoredSchema
+from ledger.cursors import CODE as CURSOR_CODE
+from ledger.cursors import CursorKey
+from ledger.disclosure import NOTHING, Disclosure, of_positions
 from ledger.errors import MalformedInputError
-from ledger.query import AccessEntry, LedgerReader
+from ledger.query import AccessEntry, Cursor, LedgerPosition, LedgerReader, Snapshot
 from ledger.readlog import ReadRecorder
 from schemas import dicom
 
@@ -28,6 +32,11 @@ TOKENS: Final = web.AppKey("tokens", TokenDirectory)
 RECORDER: Final = web.AppKey("recorder", ReadRecorder)
 SCHEMAS: Final = web.AppKey("schemas", dict)
 SETTINGS: Final = web.AppKey("settings", dict)
+CURSORS: Final = web.AppKey("cursors", CursorKey)
+
+#: Base of the links the API writes when none is configured (``ledger serve`` derives one
+#: from its bind address; ``LEDGER_PUBLIC_URL`` sets it).
+DEFAULT_PUBLIC_URL: Final = "http://127.0.0.1:18080"
 
 #: Request-scoped keys the handlers fill in for the read record.
 PRINCIPAL: Final = "ledger.principal"
@@ -36,6 +45,9 @@ PATIENT: Final = "ledger.patient"
 AUDIT_EVENT: Final = "ledger.audit_event"
 #: Extra parameters to record with the read (e.g. the scope in a POST body).
 AUDIT_PARAMS: Final = "ledger.audit_params"
+#: The ledger entries the answer returns (``ledger.disclosure.Disclosure``), recorded with
+#: the read so it shows up in the history of every patient they name.
+DISCLOSED: Final = "ledger.disclosed"
 
 DEFAULT_PAGE: Final = 100
 MAX_PAGE: Final = 1000
@@ -46,8 +58,52 @@ _ID = re.compile(r"[^\x00-\x1f\x7f]{1,256}")
 _MAX_INT = (1 << 63) - 1
 
 
+def disclose(request: web.Request, positions: Iterable[LedgerPosition]) -> None:
+    """Record that the answer returns the entries at these positions."""
+    add_disclosure(request, of_positions((p.origin, p.leaf_index) for p in positions))
+
+
+def add_disclosure(request: web.Request, disclosure: Disclosure) -> None:
+    """Record that the answer returns these entries (added to any recorded before)."""
+    request[DISCLOSED] = request.get(DISCLOSED, NOTHING).union(disclosure)
+
+
 def error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+def public_base(url: str) -> str:
+    """A validated public base URL (absolute http(s), no query or fragment), no trailing /."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise MalformedInputError(
+            "the public URL must be an absolute http(s) URL without query or fragment, "
+            "like https://ledger.example.org"
+        )
+    return url.rstrip("/")
+
+
+def public_url(request: web.Request, path: str) -> str:
+    """``path`` under the configured public base URL (never the request's Host)."""
+    base: str = request.app[SETTINGS]["public_url"]
+    return f"{base}{path}"
+
+
+def seal_cursor(request: web.Request, cursor: Cursor, context: str) -> str:
+    return request.app[CURSORS].seal(cursor, context=context)
+
+
+def open_cursor(request: web.Request, token: str, context: str, current: Snapshot) -> Cursor:
+    """The cursor sealed in ``token`` for the listing ``context``; refused if it pins any
+    log beyond ``current`` (the signed sizes now), which no sealed cursor can do unless
+    the key leaked or the database was rolled back."""
+    cursor = request.app[CURSORS].open(token, context=context)
+    sizes = cursor.snapshot.sizes
+    if any(n > current.size_of(log_id) for log_id, n in enumerate(sizes, start=1)):
+        raise MalformedInputError(
+            "cursor pins log sizes beyond the signed checkpoints", code=CURSOR_CODE
+        )
+    return cursor
 
 
 def principal(request: web.Request) -> Principal:
@@ -56,8 +112,10 @@ def principal(request: web.Request) -> Principal:
 
 
 def identifier(value: str, name: str) -> str:
-    if not _ID.fullmatch(value):
-        raise MalformedInputError(f"{name} must be 1-256 printable characters")
+    # Blank ids are refused here, as the AuditLogUsed schema refuses them: else the
+    # read could not be recorded and would fail closed (503) instead of answering 400.
+    if not _ID.fullmatch(value) or not value.strip():
+        raise MalformedInputError(f"{name} must be 1-256 printable characters, not all blank")
     return value
 
 
@@ -182,6 +240,9 @@ def entry_json(e: AccessEntry) -> dict[str, object]:
             "origin": e.position.origin,
             "leaf_index": e.position.leaf_index,
         },
+        # "disclosed": a read of the ledger that returned this patient's entries without
+        # naming the patient (an index page, a user's history, ...): docs/read-attribution.md
+        "attribution": "disclosed" if e.via_disclosure else "named",
     }
 
 

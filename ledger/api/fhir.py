@@ -15,8 +15,20 @@ from typing import Final, Protocol
 
 from aiohttp import web
 
-from ledger.api.common import PATIENT, READER, RESULTS, event_id, schema_set
-from ledger.errors import MalformedInputError
+from ledger.api.body import json_body
+from ledger.api.boundary import refusal
+from ledger.api.common import (
+    PATIENT,
+    READER,
+    RESULTS,
+    disclose,
+    event_id,
+    open_cursor,
+    public_url,
+    schema_set,
+    seal_cursor,
+)
+from ledger.errors import MalformedInputError, TooLargeError
 from ledger.fhir import (
     Issue,
     Resource,
@@ -26,7 +38,7 @@ from ledger.fhir import (
     searchset_bundle,
 )
 from ledger.leaf import decode_leaf
-from ledger.query import Cursor, HistoryKey, HistoryQuery
+from ledger.query import Cursor, HistoryKey, HistoryQuery, LedgerPosition
 
 FHIR_JSON: Final = "application/fhir+json"
 MAX_FHIR_BODY: Final = 1024 * 1024
@@ -86,32 +98,39 @@ async def search(request: web.Request) -> web.Response:
         actions=query.actions,
     )
     reader = request.app[READER]
-    snapshot = query.cursor.snapshot if query.cursor is not None else await reader.snapshot()
+    current = await reader.snapshot()
+    context = f"fhir|{history!r}"
+    try:
+        after = open_cursor(request, query.cursor, context, current) if query.cursor else None
+    except MalformedInputError as exc:
+        return refusal(request, 400, exc.code, f"search parameter _cursor: {exc}")
+    snapshot = after.snapshot if after is not None else current
     entries = (
         []
         if query.empty_range
-        else await reader.history(
-            history, snapshot=snapshot, limit=query.count + 1, after=query.cursor
-        )
+        else await reader.history(history, snapshot=snapshot, limit=query.count + 1, after=after)
     )
     page = list(entries[: query.count])
     leaves = await reader.leaves_at([e.position for e in page])
     resources = []
+    served: list[LedgerPosition] = []
     for entry in page:
         leaf = leaves.get((entry.position.log_id, entry.position.leaf_index))
         if leaf is None:
             continue
+        served.append(entry.position)
         record = decode_leaf(leaf)
         schemas = await schema_set(request.app, record.value[2:10])
         name, body = schemas.decode(record.value)
         resources.append(audit_event(name, body, event_id=entry.event_id, position=entry.position))
-    base = f"{request.scheme}://{request.host}/fhir/AuditEvent"
+    base = public_url(request, "/fhir/AuditEvent")  # configured: never the Host header
     next_url = None
     if len(entries) > query.count:
         last = page[-1]
         cursor = Cursor(event_time=last.event_time, event_id=last.event_id, snapshot=snapshot)
-        next_url = f"{base}?{query.query_string(cursor=cursor.encode())}"
+        next_url = f"{base}?{query.query_string(cursor=seal_cursor(request, cursor, context))}"
     request[RESULTS] = len(resources)
+    disclose(request, served)
     bundle = searchset_bundle(
         resources, self_url=f"{base}?{query.query_string()}", next_url=next_url
     )
@@ -128,6 +147,7 @@ async def read(request: web.Request) -> web.Response:
         request[RESULTS] = 0
         return _outcome(404, "not-found", "no AuditEvent with that id is in the ledger")
     request[RESULTS] = 1
+    disclose(request, (stored.entry.position,))
     if stored.entry.patient_id is not None:
         request[PATIENT] = (stored.entry.patient_id, stored.entry.patient_issuer)
     record = decode_leaf(stored.leaf)
@@ -137,12 +157,12 @@ async def read(request: web.Request) -> web.Response:
 
 
 async def create(request: web.Request) -> web.Response:
-    if request.content_length is not None and request.content_length > MAX_FHIR_BODY:
-        return _outcome(413, "too-long", f"the body may be at most {MAX_FHIR_BODY} bytes")
     try:
-        document = json.loads(await request.text())
-    except (ValueError, UnicodeDecodeError):
-        return _outcome(400, "structure", "the body must be a FHIR JSON resource")
+        document = await json_body(request, MAX_FHIR_BODY)
+    except TooLargeError as exc:
+        return refusal(request, 413, exc.code, str(exc))
+    except MalformedInputError as exc:
+        return refusal(request, 400, exc.code, f"the body must be a FHIR JSON resource: {exc}")
     if not isinstance(document, dict):
         return _outcome(400, "structure", "the body must be a FHIR JSON resource")
     status, resource = await request.app[FHIR_SUBMITTER].submit(document)

@@ -1,9 +1,10 @@
 """Access histories (by patient, user, study) and single events.
 
 Invariant: a listing is computed within one snapshot of the logs' signed sizes,
-carried in its cursor: pages never repeat or skip an entry while appends continue,
-and every entry returned is covered by a signed checkpoint (named in ``as_of``), so
-each can be proven with ``/v1/events/{id}/proof``.
+carried in its cursor (MAC'd by ``ledger.cursors`` for this listing, so it cannot be
+forged or moved past the signed sizes): pages never repeat or skip an entry while
+appends continue, and every entry returned is covered by a signed checkpoint (named in
+``as_of``), so each can be proven with ``/v1/events/{id}/proof``.
 """
 
 from __future__ import annotations
@@ -17,13 +18,16 @@ from ledger.api.common import (
     PATIENT,
     READER,
     RESULTS,
+    disclose,
     entry_json,
     error,
     event_id,
     identifier,
+    open_cursor,
     optional_identifier,
     page_limit,
     schema_set,
+    seal_cursor,
     time_window,
 )
 from ledger.errors import MalformedInputError
@@ -60,18 +64,24 @@ async def _history(
     )
     limit = page_limit(request)
     token = request.query.get("cursor")
-    after = Cursor.decode(token) if token else None
     reader = request.app[READER]
-    snapshot = after.snapshot if after is not None else await reader.snapshot()
+    current = await reader.snapshot()
+    # The cursor is bound to this listing: its filters, not its page size.
+    context = f"history|{query!r}"
+    after = open_cursor(request, token, context, current) if token else None
+    snapshot = after.snapshot if after is not None else current
     entries = await reader.history(query, snapshot=snapshot, limit=limit + 1, after=after)
     page = list(entries[:limit])
     next_cursor = None
     if len(entries) > limit:
         last = page[-1]
-        next_cursor = Cursor(
-            event_time=last.event_time, event_id=last.event_id, snapshot=snapshot
-        ).encode()
+        next_cursor = seal_cursor(
+            request,
+            Cursor(event_time=last.event_time, event_id=last.event_id, snapshot=snapshot),
+            context,
+        )
     request[RESULTS] = len(page)
+    disclose(request, (e.position for e in page))
     origins = await reader.origins()
     return web.json_response(
         {
@@ -114,6 +124,7 @@ async def event_detail(request: web.Request) -> web.Response:
         request[RESULTS] = 0
         return error(404, "not_found", "no event with that id is in the ledger")
     request[RESULTS] = 1
+    disclose(request, (stored.entry.position,))
     if stored.entry.patient_id is not None:
         request[PATIENT] = (stored.entry.patient_id, stored.entry.patient_issuer)
     record = decode_leaf(stored.leaf)

@@ -83,6 +83,10 @@ _UINT: Final[JsonObject] = {"type": "integer", "minimum": 0, "maximum": 92233720
 _LOG: Final = _path("log", {"type": "integer", "minimum": 0, "maximum": 2147483647}, "Log id")
 _START: Final[JsonObject] = {"type": "integer", "minimum": 0, "maximum": 2**62}
 _INSTANT: Final[JsonObject] = {"type": "string", "format": "date-time"}
+_TILE: Final[JsonObject] = {
+    "description": "OK",
+    "content": {"application/octet-stream": {"schema": {"type": "string"}}},
+}
 
 
 def _history_parameters() -> list[JsonObject]:
@@ -176,6 +180,13 @@ def _schemas() -> dict[str, JsonObject]:
             "network_address": _NULLABLE_STRING,
             "purpose_of_use": _NULLABLE_STRING,
             "ledger": _ref("Position"),
+            "attribution": {
+                "type": "string",
+                "enum": ["named", "disclosed"],
+                "description": "named: the event names the history's patient, user or study; "
+                "disclosed: a read of the ledger that returned one of the patient's entries "
+                "without naming the patient (an index page, a user's history, a proof...).",
+            },
         },
     }
     return {
@@ -334,23 +345,30 @@ def document() -> JsonObject:
             _json({"type": "object", "properties": {"schemas": rows}}),
         ),
         "/logs/{log}/checkpoint": _get(
-            "The newest signed checkpoint (C2SP signed note)",
+            "The newest signed checkpoint (C2SP signed note); public: no token, not recorded",
             "proofs",
             [_LOG],
             {"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}},
+            public=True,
+            errors=("400", "404", "503"),
         ),
         "/logs/{log}/tile/{level}/{path}": _get(
-            "C2SP tlog-tiles hash tile or entry bundle (level 'entries')",
+            "C2SP tlog-tiles hash tile (node hashes only); public: no token, not recorded",
             "proofs",
             [
                 _LOG,
-                _path("level", {"type": "string", "maxLength": 8}, "Tile level or 'entries'"),
+                _path("level", {"type": "string", "pattern": "^[0-9]{1,2}$"}, "Tile level"),
                 _path("path", {"type": "string", "maxLength": 64}, "Tile path, e.g. x001/234.p/5"),
             ],
-            {
-                "description": "OK",
-                "content": {"application/octet-stream": {"schema": {"type": "string"}}},
-            },
+            _TILE,
+            public=True,
+            errors=("400", "404", "503"),
+        ),
+        "/logs/{log}/tile/entries/{path}": _get(
+            "C2SP tlog-tiles entry bundle: the leaves themselves (PHI; recorded)",
+            "proofs",
+            [_LOG, _path("path", {"type": "string", "maxLength": 64}, "Tile path, e.g. 001.p/5")],
+            _TILE,
         ),
         "/v1/quarantine": _get(
             "Records that could not be appended, with raw bytes and reason",
@@ -410,7 +428,8 @@ def document() -> JsonObject:
                             "text/csv": {"schema": {"type": "string"}},
                         },
                     }
-                ),
+                )
+                | _errors("413"),
             }
         },
         "/v1/patients/{patient_id}/disclosures": _get(
@@ -517,8 +536,12 @@ def document() -> JsonObject:
             "version": "1",
             "description": (
                 "Who accessed which PHI, when and why, provable against signed checkpoints. "
-                "Every authenticated request is itself recorded in the ledger as a DICOM "
-                "'Audit Log Used' event; its id is in the Ledger-Audit-Event header."
+                "Every request except to the public routes (liveness, this document, "
+                "checkpoints, hash tiles) is itself recorded in the ledger as a DICOM "
+                "'Audit Log Used' event, refused ones included; its id is in the "
+                "Ledger-Audit-Event header. A query parameter an operation does not list "
+                "here is refused (400 unknown_parameter); errors carry a stable code; "
+                "authenticated answers are Cache-Control: private, no-store."
             ),
         },
         "security": [{"bearer": []}],

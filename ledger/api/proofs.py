@@ -7,11 +7,23 @@ trusts (the C2SP tlog-tiles and tlog-proof formats, or ``ledger verify``).
 
 from __future__ import annotations
 
+from typing import cast
+
 from aiohttp import web
 
 from ledger import tiles
-from ledger.api.common import READER, RESULTS, b64, error, event_id, integer, row_json
+from ledger.api.common import (
+    READER,
+    RESULTS,
+    add_disclosure,
+    b64,
+    error,
+    event_id,
+    integer,
+    row_json,
+)
 from ledger.checkpoint import format_tlog_proof
+from ledger.disclosure import LeafRange, coalesce, of_positions
 from ledger.query import LogInfo
 
 
@@ -73,6 +85,7 @@ async def index_rows(request: web.Request) -> web.Response:
     limit = integer(request.query.get("limit", "1000"), "limit", minimum=1, maximum=10_000)
     rows = await request.app[READER].index_rows(info.log_id, start=start, limit=limit)
     request[RESULTS] = len(rows)
+    add_disclosure(request, of_positions((info.origin, cast(int, r["leaf_index"])) for r in rows))
     return web.json_response({"origin": info.origin, "rows": [row_json(r) for r in rows]})
 
 
@@ -84,6 +97,7 @@ async def leaves(request: web.Request) -> web.Response:
     limit = integer(request.query.get("limit", "256"), "limit", minimum=1, maximum=4096)
     rows = await request.app[READER].leaves(info.log_id, start=start, end=start + limit)
     request[RESULTS] = len(rows)
+    add_disclosure(request, of_positions((info.origin, i) for i, _ in rows))
     return web.json_response(
         {"origin": info.origin, "leaves": [{"index": i, "leaf": b64(leaf)} for i, leaf in rows]}
     )
@@ -101,19 +115,38 @@ async def writer_schemas(request: web.Request) -> web.Response:
     )
 
 
-async def tile(request: web.Request) -> web.Response:
+async def hash_tile(request: web.Request) -> web.Response:
+    """A C2SP hash tile: 32-byte node hashes only, no PHI (served with no token)."""
     info = await _log_or_404(request)
-    level_text, path = request.match_info["level"], request.match_info["path"]
-    index, width = tiles.parse_partial(path)
-    reader = request.app[READER]
-    if level_text == "entries":
-        body = await reader.entries(info.log_id, index, width)
-    else:
-        level = integer(level_text, "tile level", maximum=63)
-        body = await reader.tile(info.log_id, level, index, width)
+    level = integer(request.match_info["level"], "tile level", maximum=63)
+    index, width = tiles.parse_partial(request.match_info["path"])
+    body = await request.app[READER].tile(info.log_id, level, index, width)
+    return _tile(body, width)
+
+
+async def entry_bundle(request: web.Request) -> web.Response:
+    """A C2SP entry bundle: the leaves themselves (PHI; authenticated and recorded)."""
+    info = await _log_or_404(request)
+    index, width = tiles.parse_partial(request.match_info["path"])
+    body = await request.app[READER].entries(info.log_id, index, width)
+    request[RESULTS] = 0 if body is None else width
+    if body is not None:  # an entry bundle holds the leaves themselves
+        start = index * tiles.TILE_WIDTH
+        add_disclosure(
+            request, coalesce((LeafRange(origin=info.origin, start=start, end=start + width),))
+        )
+    return _tile(body, width, phi=True)
+
+
+def _tile(body: bytes | None, width: int, *, phi: bool = False) -> web.Response:
     if body is None:
         return error(404, "not_found", "that tile does not exist (yet)")
-    cache = "public, max-age=31536000, immutable" if width == tiles.TILE_WIDTH else "no-cache"
+    if phi:  # entry bundles hold PHI: never stored by a shared cache
+        cache = "private, no-store"
+    elif width == tiles.TILE_WIDTH:
+        cache = "public, max-age=31536000, immutable"
+    else:
+        cache = "no-cache"
     return web.Response(
         body=body, content_type="application/octet-stream", headers={"Cache-Control": cache}
     )
@@ -156,6 +189,7 @@ async def event_proof(request: web.Request) -> web.Response:
     proof = await request.app[READER].event_proof(ident)
     if proof is None:
         return error(404, "not_found", "no event with that id is in the ledger")
+    add_disclosure(request, of_positions(((proof.log.origin, proof.leaf_index),)))
     # The entry itself travels in `extra`, so the file alone proves the event.
     text = format_tlog_proof(proof.leaf_index, proof.hashes, proof.checkpoint.note, proof.leaf)
     return web.Response(

@@ -8,17 +8,18 @@ the AuditLogUsed event), and exports are JSON, CSV or (accountings) HTML.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Final, Protocol
 
 from aiohttp import web
 
+from ledger.api.body import json_body
 from ledger.api.common import (
     AUDIT_PARAMS,
     PATIENT,
     RESULTS,
+    disclose,
     identifier,
     instant,
     optional_identifier,
@@ -104,12 +105,7 @@ def _strings(body: Mapping[str, object], key: str) -> tuple[str, ...]:
 async def investigation(request: web.Request) -> web.Response:
     """POST /v1/investigations: affected patients, per-state counts, timeline."""
     fmt = _format(request, frozenset({"json", "csv"}))
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        raise MalformedInputError(f"the scope may be at most {MAX_BODY} bytes")
-    try:
-        body = json.loads(await request.text())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise MalformedInputError("the body must be a JSON object (the scope)") from exc
+    body = await json_body(request, MAX_BODY)  # bounded after decoding; 413 past it
     if not isinstance(body, dict):
         raise MalformedInputError("the body must be a JSON object (the scope)")
     unknown = sorted(set(body) - {"users", "facility", "network_addresses", "since", "until"})
@@ -139,6 +135,7 @@ async def investigation(request: web.Request) -> web.Response:
     )
     report = await request.app[REPORTS].investigation(scope)
     request[RESULTS] = len(report.patients)
+    disclose(request, (e.position for e in report.timeline))
     return _export(report, fmt, "investigation")
 
 
@@ -155,6 +152,8 @@ async def disclosures(request: web.Request) -> web.Response:
         PatientRef(id=patient_id, issuer=issuer), lookback_years=int(raw_years)
     )
     request[RESULTS] = len(accounting.entries)
+    disclose(request, (s.position for e in accounting.entries for s in e.sources))
+    disclose(request, (x.source.position for x in accounting.excluded))
     return _export(accounting, fmt, "disclosures")
 
 
@@ -184,4 +183,5 @@ async def relays(request: web.Request) -> web.Response:
         facility=optional_identifier(request, "facility"),
     )
     request[RESULTS] = report.relays
+    disclose(request, (x.position for x in report.exceptions))
     return _export(report, fmt, "critical-results")

@@ -177,6 +177,7 @@ class PostgresAppender(PooledAdapter):
 
         leaves: list[tuple[int, int, bytes, bytes, bytes | None, int | None]] = []
         events: list[tuple[object, ...]] = []
+        disclosed: list[tuple[object, ...]] = []
         quarantine: list[tuple[object, ...]] = []
         alerts: list[tuple[object, ...]] = []
         conflicts = 0
@@ -267,6 +268,7 @@ class PostgresAppender(PooledAdapter):
                     f.purpose_of_use,
                 )
             )
+            disclosed += [(f.event_id, *r) for r in f.disclosed]
             index += 1
 
         if leaves:
@@ -274,6 +276,10 @@ class PostgresAppender(PooledAdapter):
                 "leaves", records=leaves, columns=sql.SIGNED_LEAF_COLUMNS
             )
             await conn.copy_records_to_table("events", records=events, columns=sql.EVENT_COLUMNS)
+            if disclosed:
+                await conn.copy_records_to_table(
+                    "read_disclosures", records=disclosed, columns=sql.DISCLOSURE_COLUMNS
+                )
             await _integrate(conn, log_id, next_leaf, [h for _, _, _, h, _, _ in leaves])
         if quarantine:
             await conn.executemany(sql.INSERT_QUARANTINE, quarantine)

@@ -3,11 +3,14 @@
 Invariant: the export reads one REPEATABLE READ snapshot as the SELECT-only reader
 role and copies rows verbatim (no repair, no filtering), streaming through
 server-side cursors, so what the bundle holds is exactly what the database held.
+``before_writing`` sees the heads (origin, size) of that snapshot, which are exactly
+what the bundle will disclose, before a byte of PHI is read or written; if it raises,
+nothing is written.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -15,7 +18,8 @@ from typing import Final
 import asyncpg
 
 from ledger.avro import StoredSchema
-from ledger.bundle import INDEX_COLUMNS, BundleWriter
+from ledger.bundle import BundleWriter, check_target
+from ledger.disclosure import index_cells
 from ledger.pg import sql
 from ledger.pg.producerkeys import export_producer_auth
 
@@ -27,7 +31,7 @@ EXPORT_TILES: Final = (
 )
 EXPORT_CHECKPOINTS: Final = "SELECT size, note FROM checkpoints WHERE log_id = $1 ORDER BY size"
 EXPORT_INDEX: Final = (
-    f"SELECT {', '.join(INDEX_COLUMNS)} FROM events WHERE log_id = $1 ORDER BY leaf_index"  # noqa: S608 - constant column list
+    f"SELECT {sql.INDEX_COLUMNS_SQL} FROM events e WHERE e.log_id = $1 ORDER BY e.leaf_index"  # noqa: S608 - constant column list
 )
 
 
@@ -38,18 +42,36 @@ class ExportSummary:
     checkpoints: int
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExportHead:
+    """One log of the snapshot: the bundle holds its leaves up to ``size``."""
+
+    log_id: int
+    origin: str
+    size: int
+
+
 async def export_bundle(
     *,
     dsn: str,
     path: Path,
     ledger_name: str,
     progress: Callable[[str, int, int], None] | None = None,
+    before_writing: Callable[[Sequence[ExportHead]], Awaitable[None]] | None = None,
 ) -> ExportSummary:
+    check_target(path)
     conn = await asyncpg.connect(dsn)
     leaves_total = checkpoints_total = 0
     try:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             logs = await conn.fetch(sql.LOGS)
+            if before_writing is not None:
+                await before_writing(
+                    [
+                        ExportHead(log_id=int(g["log_id"]), origin=g["origin"], size=int(g["size"]))
+                        for g in logs
+                    ]
+                )
             schemas = await conn.fetch(sql.WRITER_SCHEMAS)
             with BundleWriter(path, ledger_name=ledger_name) as bundle:
                 bundle.write_schemas(
@@ -76,10 +98,10 @@ async def export_bundle(
                             out.add_checkpoint(int(r["size"]), r["note"])
                             checkpoints_total += 1
                         async for r in conn.cursor(EXPORT_INDEX, log_id, prefetch=_PREFETCH):
-                            out.add_index_row(dict(r.items()))
+                            out.add_index_row(index_cells(r.items()))
                         if progress is not None:
                             progress(origin, done, size)
-                # Producer authentication (ledger.producerbundle): registry and envelopes.
+                # Producer authentication (ledger.producerbundle): registry, seals, seal references.
                 await export_producer_auth(conn, bundle.path, [int(g["log_id"]) for g in logs])
     finally:
         await conn.close()

@@ -46,10 +46,18 @@ def transient_as_unavailable() -> Iterator[None]:
 
 
 class PooledAdapter:
-    def __init__(self, *, dsn: str, pool_size: int, command_timeout: float) -> None:
+    def __init__(
+        self,
+        *,
+        dsn: str,
+        pool_size: int,
+        command_timeout: float,
+        server_settings: dict[str, str] | None = None,
+    ) -> None:
         self._dsn = dsn
         self._pool_size = pool_size
         self._command_timeout = command_timeout
+        self._server_settings = server_settings
         self._pool: asyncpg.Pool | None = None
 
     async def start(self) -> None:
@@ -61,6 +69,7 @@ class PooledAdapter:
                 min_size=1,
                 max_size=self._pool_size,
                 command_timeout=self._command_timeout,
+                server_settings=self._server_settings,
             )
         except (OSError, asyncpg.PostgresError) as exc:
             raise UnavailableError(f"cannot connect to PostgreSQL: {type(exc).__name__}") from exc

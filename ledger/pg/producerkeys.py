@@ -1,4 +1,4 @@
-"""The producer key registry and seals in PostgreSQL (migration 0008).
+"""The producer key registry and seals in PostgreSQL (migration 0009).
 
 Invariant: keys are only ever added and revoked, seals only added (all append-only
 tables); the private halves never reach the database; a key id is derived from its
@@ -16,7 +16,12 @@ from asyncpg.pool import PoolConnectionProxy
 from ledger.errors import ConflictError, MalformedInputError
 from ledger.pg import sql
 from ledger.producerauth import ProducerKeyId, RegisteredKey, Seal, key_id_of
-from ledger.producerbundle import SealRefWriter, write_producer_keys, write_producer_seals
+from ledger.producerbundle import (
+    SealRefWriter,
+    write_auth_start,
+    write_producer_keys,
+    write_producer_seals,
+)
 
 Conn = asyncpg.Connection | PoolConnectionProxy
 
@@ -127,6 +132,13 @@ async def export_producer_auth(conn: Conn, bundle: Path, log_ids: Sequence[int])
     (``ledger export``), inside the export's snapshot transaction."""
     write_producer_keys(bundle, await fetch_producer_keys(conn))
     write_producer_seals(bundle, [_seal(r) for r in await conn.fetch(sql.EXPORT_PRODUCER_SEALS)])
+    wanted = set(log_ids)
+    starts = {
+        int(r["log_id"]): int(r["first_leaf"])
+        for r in await conn.fetch(sql.PRODUCER_AUTH_START)
+        if int(r["log_id"]) in wanted
+    }
+    write_auth_start(bundle, starts)
     for log_id in log_ids:
         with SealRefWriter(bundle, log_id) as out:
             async for r in conn.cursor(sql.EXPORT_SEAL_REFS, log_id, prefetch=20_000):

@@ -15,6 +15,7 @@ import asyncpg
 
 from ledger import tiles
 from ledger.auth import Principal, Role, TokenHash
+from ledger.disclosure import index_cells
 from ledger.errors import MalformedInputError, PushbackError
 from ledger.pg import sql, tree
 from ledger.pg.pool import PooledAdapter
@@ -57,12 +58,18 @@ def _entry(r: asyncpg.Record) -> AccessEntry:
         network_address=r["network_address"],
         purpose_of_use=r["purpose_of_use"],
         position=LedgerPosition(log_id=r["log_id"], origin=r["origin"], leaf_index=r["leaf_index"]),
+        via_disclosure=bool(r.get("via_disclosure", False)),
     )
 
 
 class PostgresReader(PooledAdapter):
     def __init__(self, *, dsn: str, pool_size: int = 8) -> None:
-        super().__init__(dsn=dsn, pool_size=pool_size, command_timeout=30)
+        # No JIT: every query here is a short, indexed lookup, and PostgreSQL's cost guess
+        # for "ranges containing a point" is high enough to trigger JIT compilation that
+        # costs more than the query (benchmarks/attribution.py).
+        super().__init__(
+            dsn=dsn, pool_size=pool_size, command_timeout=30, server_settings={"jit": "off"}
+        )
         self._tiles = tree.TileCache()
         self._snapshot: tuple[float, Snapshot] | None = None
         self._origins: dict[int, str] = {}
@@ -214,7 +221,7 @@ class PostgresReader(PooledAdapter):
         self, log_id: int, *, start: int, limit: int
     ) -> Sequence[Mapping[str, object]]:
         rows = await self._p.fetch(sql.INDEX_RANGE, log_id, start, limit)
-        return [dict(r.items()) for r in rows]
+        return [index_cells(r.items()) for r in rows]
 
     async def quarantine(
         self, *, after: int, limit: int, reason: str | None

@@ -62,8 +62,19 @@ EVENT_COLUMNS: Final = (
     "event_id",
     "log_id",
     "leaf_index",
-    *(c for c in INDEX_COLUMNS if c not in ("event_id", "leaf_index")),
+    *(c for c in INDEX_COLUMNS if c not in ("event_id", "leaf_index", "disclosed")),
 )
+
+# What a read of the ledger disclosed (ledger.disclosure), one row per range.
+DISCLOSURE_COLUMNS: Final = ("event_id", "origin", "first_leaf", "end_leaf")
+
+# An event's read_disclosures rows as the index row's ``disclosed`` cell: JSON text of
+# [[origin, first leaf, end leaf], ...] sorted (ledger.disclosure.cell), "[]" for none.
+DISCLOSED_CELL: Final = """
+(SELECT coalesce(json_agg(json_build_array(d.origin, d.first_leaf, d.end_leaf)
+                          ORDER BY d.origin, d.first_leaf, d.end_leaf), '[]')::text
+ FROM read_disclosures d WHERE d.event_id = e.event_id) AS disclosed
+"""
 
 # ------------------------------------------------------------------ reader
 _ACCESS_COLUMNS: Final = """
@@ -77,10 +88,7 @@ e.log_id, g.origin, e.leaf_index
 # (event_time, event_id), and limited to each log's signed size at the first page
 # ($3: sizes indexed by log_id), so pages stay stable while appends continue and every
 # entry is covered by a signed checkpoint.
-_HISTORY: Final = """
-SELECT {columns}
-FROM events e JOIN logs g USING (log_id)
-WHERE {key}
+_FILTERS: Final = """
   AND e.leaf_index < ($3::bigint[])[e.log_id]
   AND ($4::timestamptz IS NULL OR e.event_time >= $4)
   AND ($5::timestamptz IS NULL OR e.event_time < $5)
@@ -92,22 +100,64 @@ WHERE {key}
   AND ($13::text IS NULL OR e.study_uid = $13)
   AND ($14::text[] IS NULL OR coalesce(e.dicom_event_id, 'CRR') = ANY($14))
   AND ($15::text[] IS NULL OR e.action = ANY($15))
+"""
+
+_HISTORY: Final = f"""
+SELECT {_ACCESS_COLUMNS}, {{disclosed}} AS via_disclosure
+FROM events e JOIN logs g USING (log_id)
+WHERE {{key}}
+{_FILTERS}
+ORDER BY e.event_time DESC, e.event_id DESC
+LIMIT $11
+"""
+
+_PATIENT_KEY: Final = "e.patient_id = $1 AND ($2::text IS NULL OR e.patient_issuer = $2)"
+
+# A patient's history (docs/read-attribution.md) is the events that name the patient,
+# and the reads of the ledger that do not but whose disclosed ranges cover a leaf of such
+# an event. Two ordered, limited branches: the first walks events_patient_time and stops
+# after one page; the second probes the SP-GiST index read_disclosures_span once per leaf
+# of the patient, then fetches those reads by primary key. The fences (MATERIALIZED,
+# OFFSET 0) keep those per-row probes: PostgreSQL cannot estimate how many ranges contain
+# a point and would otherwise hash-join whole tables (benchmarks/attribution.py).
+_READS_OF_PATIENT: Final = f"""
+WITH mine AS MATERIALIZED (
+    SELECT p.leaf_index, pg.origin
+    FROM events p JOIN logs pg ON pg.log_id = p.log_id
+    WHERE p.patient_id = $1 AND ($2::text IS NULL OR p.patient_issuer = $2)
+), reads AS MATERIALIZED (
+    SELECT DISTINCT x.event_id FROM mine m CROSS JOIN LATERAL (
+        SELECT d.event_id FROM read_disclosures d
+        WHERE d.span @> m.leaf_index AND d.origin = m.origin
+        OFFSET 0) x
+)
+SELECT {_ACCESS_COLUMNS}, true AS via_disclosure
+FROM reads r
+CROSS JOIN LATERAL (SELECT * FROM events e0 WHERE e0.event_id = r.event_id OFFSET 0) e
+JOIN logs g ON g.log_id = e.log_id
+WHERE NOT coalesce({_PATIENT_KEY}, false)
+{_FILTERS}
 ORDER BY e.event_time DESC, e.event_id DESC
 LIMIT $11
 """
 
 HISTORY_BY: Final = {
-    "patient": _HISTORY.format(
-        columns=_ACCESS_COLUMNS,
-        key="e.patient_id = $1 AND ($2::text IS NULL OR e.patient_issuer = $2)",
-    ),
+    "patient": f"""
+SELECT * FROM (
+    ({_HISTORY.format(disclosed="false", key=_PATIENT_KEY)})
+    UNION ALL
+    ({_READS_OF_PATIENT})
+) h
+ORDER BY h.event_time DESC, h.event_id DESC
+LIMIT $11
+""",
     "user": _HISTORY.format(
         # $2 (the qualifier) is unused for users and always NULL.
-        columns=_ACCESS_COLUMNS,
+        disclosed="false",
         key="e.user_id = $1 AND $2::text IS NULL",
     ),
     "study": _HISTORY.format(
-        columns=_ACCESS_COLUMNS,
+        disclosed="false",
         key="e.study_uid = $1 AND ($2::text IS NULL OR e.accession = $2)",
     ),
 }
@@ -228,11 +278,14 @@ SELECT g.log_id, g.origin,
 FROM logs g
 """
 
-INDEX_RANGE: Final = """
-SELECT leaf_index, event_id, kind, event_time, producer_id, producer_seq, facility_id,
-       patient_id, patient_issuer, patient_state, user_id, user_name, user_role, user_org,
-       dicom_event_id, action, outcome, study_uid, accession, network_address, purpose_of_use
-FROM events WHERE log_id = $1 AND leaf_index >= $2 ORDER BY leaf_index LIMIT $3
+# The event index of one log as the verifier reads it (ledger.bundle.INDEX_COLUMNS).
+INDEX_COLUMNS_SQL: Final = (
+    ", ".join(f"e.{c}" for c in INDEX_COLUMNS if c != "disclosed") + f", {DISCLOSED_CELL}"
+)
+
+INDEX_RANGE: Final = f"""
+SELECT {INDEX_COLUMNS_SQL}
+FROM events e WHERE e.log_id = $1 AND e.leaf_index >= $2 ORDER BY e.leaf_index LIMIT $3
 """
 
 # ------------------------------------------------------------------ quarantine and alerts
@@ -279,7 +332,7 @@ RETURNING epoch
 
 CURRENT_EPOCH: Final = "SELECT max(epoch) FROM log_writers WHERE log_id = $1"
 
-# ------------------------------------------------------------------ producer keys (0008)
+# ------------------------------------------------------------------ producer keys (0009)
 PRODUCER_KEYS: Final = """
 SELECT k.key_id, k.producer_id, k.public_key, k.created_at, r.revoked_at, r.reason
 FROM producer_keys k LEFT JOIN producer_key_revocations r USING (key_id)
@@ -297,7 +350,7 @@ INSERT INTO producer_key_revocations (key_id, reason) VALUES ($1, $2)
 ON CONFLICT (key_id) DO NOTHING
 """
 
-#: A leaf row with its place in the producer seal it was accepted with (migration 0008).
+#: A leaf row with its place in the producer seal it was accepted with (migration 0009).
 SIGNED_LEAF_COLUMNS: Final = (*LEAF_COLUMNS, "seal_id", "seal_index")
 
 EXPORT_SEAL_REFS: Final = """
@@ -324,6 +377,11 @@ FROM producer_seals WHERE seal_id = ANY($1::bytea[])
 EXPORT_PRODUCER_SEALS: Final = """
 SELECT seal_id, key_id, producer_id, leaf_hashes, signature FROM producer_seals ORDER BY seal_id
 """
+
+#: Where each upgraded log's producer authentication starts (migration 0009).
+PRODUCER_AUTH_START: Final = (
+    "SELECT log_id, first_leaf FROM producer_auth_start WHERE first_leaf > 0"
+)
 
 COPY_PRODUCER_KEY: Final = """
 INSERT INTO producer_keys (key_id, producer_id, public_key, created_at) VALUES ($1, $2, $3, $4)

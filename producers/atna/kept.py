@@ -1,17 +1,19 @@
 """The ATNA receiver's kept-messages store: what could not become an event, never dropped.
 
 Invariant: a message the receiver could not frame, parse or map is appended here with its
-raw bytes, the time it arrived, the transport and peer it came from, and a stable reason
-code; an ``append`` returns only once its records are fsynced. The store is bounded:
-``append`` writes the records that fit under ``max_bytes`` and raises
-``KeptStoreFullError`` for the first that does not, so the caller can hold it (and push
-back on its senders) instead of losing it.
+raw bytes, the time it arrived, the transport and peer it came from, the sender identity
+(``tls:<certificate CN>`` or ``udp``, see ``senders``), and a stable reason code; an
+``append`` returns only once its records are fsynced. The store is bounded: ``append``
+writes the records that fit under ``max_bytes`` and raises ``KeptStoreFullError`` for the
+first that does not, so the caller can hold it (and push back on its senders) instead of
+losing it.
 
 Format: a directory (mode 0700) of append-only JSON-lines segments
 ``kept-<first id, 12 digits>.jsonl`` (mode 0600: they hold PHI), one object per line::
 
     {"id": 17, "received_at": "2026-01-02T03:04:05.123456Z", "transport": "tls",
-     "peer": "10.1.2.3:52344", "reason": "no_patient", "detail": "...",
+     "peer": "10.1.2.3:52344", "sender": "tls:pacs01.example", "reason": "no_patient",
+     "detail": "...",
      "field": null, "size": 1834, "raw": "<base64 of the bytes received>"}
 
 Ids are dense and increasing. A torn last line (a crash mid-write) is cut off when the
@@ -55,6 +57,7 @@ class KeptRecord:
     reason: str
     detail: str
     field: str | None = None
+    sender: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -69,6 +72,7 @@ class KeptMessage:
     detail: str
     field: str | None
     raw: bytes
+    sender: str | None = None
 
 
 def _line(ident: int, record: KeptRecord) -> bytes:
@@ -78,6 +82,7 @@ def _line(ident: int, record: KeptRecord) -> bytes:
         "received_at": at.replace("+00:00", "Z"),
         "transport": record.transport,
         "peer": record.peer,
+        "sender": record.sender,
         "reason": record.reason,
         "detail": record.detail,
         "field": record.field,
@@ -116,6 +121,7 @@ def _decode(line: bytes) -> KeptMessage | None:
             detail=str(obj.get("detail") or ""),
             field=None if obj.get("field") is None else str(obj["field"]),
             raw=base64.b64decode(str(obj["raw"]), validate=True),
+            sender=None if obj.get("sender") is None else str(obj["sender"]),
         )
     except (ValueError, KeyError, TypeError, binascii.Error):
         return None

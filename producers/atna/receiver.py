@@ -1,17 +1,28 @@
 """The IHE ATNA Audit Record Repository receiver: syslog in, ledger events out.
 
-``AtnaReceiver(config, emitter)`` listens for RFC 5424 syslog messages over TLS (RFC 5425,
-octet-counting framing ``MSG-LEN SP SYSLOG-MSG``) and over UDP (RFC 5426, one message per
-datagram). Each message must have MSGID ``IHE+RFC-3881`` and a DICOM PS3.15 A.5 audit
-message as its MSG; it is mapped (``dicom_audit``), every event validated and encoded
-but for its producer stamp (``Codec.prepare``), and handed to the injected ``Emitter``
-(``emit_prepared``: it stamps the event and sends it to Kafka, or fsyncs it to its spool
-while Kafka is away). Construction does no I/O; ``start()`` binds; ``stop()`` is idempotent;
-``async with`` does both. The emitter belongs to the caller: the receiver never starts or
-stops it.
+``AtnaReceiver(config, emitter)`` listens for RFC 5424 syslog messages over mutual TLS
+(RFC 5425, octet-counting framing ``MSG-LEN SP SYSLOG-MSG``) and, only when a UDP port is
+configured, over UDP (RFC 5426, one message per datagram). Each message must have MSGID
+``IHE+RFC-3881`` and a DICOM PS3.15 A.5 audit message as its MSG; it is mapped
+(``dicom_audit``), checked against its sender (``senders``), every event validated and
+encoded but for its producer stamp (``Codec.prepare``), and handed to the injected
+``Emitter`` (``emit_prepared``: it stamps the event and sends it to Kafka, or fsyncs it to
+its spool while Kafka is away). Construction does no I/O; ``start()`` binds; ``stop()`` is
+idempotent; ``async with`` does both. The emitter belongs to the caller: the receiver never
+starts or stops it.
 
 Invariants:
 
+* Node authentication (IHE ATNA): a TLS client must present a certificate that the
+  configured client CA (``client_ca_file``, required with a TLS port) signed, with one
+  subject CN; a client without one never gets a message in (the handshake is refused,
+  counted in ``handshakes_refused``). There is no switch to accept anonymous TLS clients:
+  a sender that cannot present a certificate can only use UDP, which is off unless a
+  port is configured and is named as unauthenticated. Every message carries its sender
+  (``tls:<CN>`` or ``udp``), and a message whose AuditSourceID its sender may not claim,
+  or that claims to be the ledger itself, is kept (``source_not_allowed``,
+  ``claims_ledger``; ``senders.SenderPolicy``), counted in ``refused_senders``, logged as
+  a warning, and never emitted.
 * Nothing received is dropped silently. A message that cannot be framed, parsed or
   mapped, or whose event the emitter refuses as invalid, is appended with its raw bytes
   to the kept-messages store (``kept.KeptStore``) with a reason code; UDP datagrams the
@@ -27,8 +38,10 @@ Invariants:
   datagram is kept as ``oversize``), ``max_connections`` concurrent TLS connections
   (more are closed at once and counted), ``idle_timeout_seconds`` without a byte closes a
   connection.
-* Event ids are deterministic (UUIDv5 of the message, see ``dicom_audit``) and the events
-  a pure function of the message, so a re-sent message makes the same events. Messages
+* Event ids are deterministic (UUIDv5 of the sender and of the id the message gives, see
+  ``senders.sender_event_id``) and the events a pure function of the message and its
+  sender, so a re-sent message makes the same events, and two senders never make the
+  same event id. Messages
   are parsed and mapped (``parsing.parse_batch``, pure) in ``parse_workers`` worker
   processes, in batches taken off the queue in arrival order, at most ``_PARSE_AHEAD``
   batches ahead; one task in the event loop emits the results, in arrival order (a batch
@@ -67,6 +80,13 @@ from typing import Final, Self
 from producers.atna.kept import DEFAULT_MAX_BYTES, DEFAULT_SEGMENT_BYTES, KeptRecord, KeptStore
 from producers.atna.parsing import Parsed, parse_batch, register_pickling, warm_up
 from producers.atna.rfc5424 import Frame, OctetCountingDecoder
+from producers.atna.senders import (
+    REASON_CLAIMS_LEDGER,
+    REASON_NOT_ALLOWED,
+    UDP_SENDER,
+    SenderPolicy,
+    certificate_sender,
+)
 from producers.atna.stamps import StampLog
 from producers.codec import Codec, PreparedEvent
 from producers.emitter import Emitter
@@ -107,14 +127,17 @@ class AtnaReceiverConfig:
     host: str = "127.0.0.1"
     #: TLS (RFC 5425) port; None disables TLS; 0 binds any free port (see ``tls_port``).
     tls_port: int | None = None
-    #: UDP (RFC 5426) port; None disables UDP; 0 binds any free port.
+    #: UDP (RFC 5426) port; None (the default) disables UDP; 0 binds any free port. UDP
+    #: authenticates nothing: its messages may claim only ``policy.udp`` sources.
     udp_port: int | None = None
     #: PEM certificate chain and private key of the TLS listener.
     cert_file: str | None = None
     key_file: str | None = None
-    #: PEM CA bundle: when set, TLS clients must present a certificate it signed (mutual
-    #: TLS, as IHE ATNA's Secure Node requires).
+    #: PEM CA bundle, required with a TLS port: TLS clients must present a certificate it
+    #: signed (mutual TLS: IHE ATNA node authentication). There is no anonymous TLS.
     client_ca_file: str | None = None
+    #: Which sender may claim which AuditSourceID (default: none may claim any).
+    policy: SenderPolicy = field(default_factory=SenderPolicy)
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     max_connections: int = 256
     idle_timeout_seconds: float = 300.0
@@ -142,6 +165,11 @@ class AtnaReceiverConfig:
             raise ValueError("AtnaReceiverConfig needs a tls_port, a udp_port or both")
         if self.tls_port is not None and not (self.cert_file and self.key_file):
             raise ValueError("the TLS listener needs cert_file and key_file")
+        if self.tls_port is not None and not self.client_ca_file:
+            raise ValueError(
+                "the TLS listener needs client_ca_file: senders must present a certificate "
+                "(IHE ATNA node authentication); there is no anonymous TLS"
+            )
         for name in ("max_message_bytes", "max_connections", "queue_max", "recent_events"):
             if getattr(self, name) < 1:
                 raise ValueError(f"AtnaReceiverConfig.{name} must be at least 1")
@@ -181,6 +209,12 @@ class AtnaStats:
     queue_max: int
     connections: int
     connections_refused: int
+    #: TLS clients refused at the handshake (no certificate, or one the client CA did not
+    #: sign, or one without a single subject CN).
+    handshakes_refused: int
+    #: Messages kept because their sender may not claim their AuditSourceID, or because
+    #: they claim to come from the ledger itself (a security signal: alert on it).
+    refused_senders: int
     #: Times the emitter pushed back (full spool, Kafka away without spool); retried.
     emit_retries: int
 
@@ -195,6 +229,7 @@ class _Item:
     transport: str
     peer: str | None
     received_at: float
+    sender: str
     reason: str | None = None
     detail: str = ""
     field: str | None = None
@@ -205,6 +240,7 @@ class _Batch:
     items: list[_Item]
     parsed: asyncio.Future[list[Parsed]]
     raws: list[bytes | None]
+    senders: list[str]
 
 
 @dataclass(slots=True)
@@ -218,6 +254,8 @@ class _Counters:
     lost_at_stop: int = 0
     udp_dropped_overload: int = 0
     connections_refused: int = 0
+    handshakes_refused: int = 0
+    refused_senders: int = 0
     emit_retries: int = 0
 
 
@@ -256,6 +294,7 @@ class AtnaReceiver:
         self._server: asyncio.Server | None = None
         self._udp: asyncio.DatagramTransport | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        self._handshaking: set[asyncio.Task[None]] = set()
         self._worker: asyncio.Task[None] | None = None
         self._feeder: asyncio.Task[None] | None = None
         self._keeper: asyncio.Task[None] | None = None
@@ -267,6 +306,7 @@ class AtnaReceiver:
         self._recent: collections.OrderedDict[str, int] = collections.OrderedDict()
         self._tls_port: int | None = None
         self._udp_port: int | None = None
+        self._tls: ssl.SSLContext | None = None
         self._stop_lock: asyncio.Lock | None = None
         self._codec: Codec | None = None
         self._stamps: StampLog | None = None
@@ -295,11 +335,11 @@ class AtnaReceiver:
         if cfg.cert_file is None or cfg.key_file is None:  # pragma: no cover - __post_init__
             raise ValueError("the TLS listener needs cert_file and key_file")
         ctx.load_cert_chain(cfg.cert_file, cfg.key_file)
-        if cfg.client_ca_file:
-            ctx.load_verify_locations(cfg.client_ca_file)
-            ctx.verify_mode = ssl.CERT_REQUIRED
-        else:
-            ctx.verify_mode = ssl.CERT_NONE
+        if not cfg.client_ca_file:  # pragma: no cover - __post_init__
+            raise ValueError("the TLS listener needs client_ca_file")
+        # Only the configured client CA: not the system's, whose CAs sign anyone's host.
+        ctx.load_verify_locations(cfg.client_ca_file)
+        ctx.verify_mode = ssl.CERT_REQUIRED
         return ctx
 
     async def start(self) -> None:
@@ -336,17 +376,26 @@ class AtnaReceiver:
             self._worker = asyncio.create_task(self._work_loop(), name="atna-worker")
             self._feeder = asyncio.create_task(self._feed_loop(), name="atna-parse-feeder")
             if cfg.tls_port is not None:
+                self._tls = self._ssl_context()
+                # Plain TCP, TLS started per connection (_handshake): a refused client
+                # is then counted and logged with its address.
                 self._server = await asyncio.start_server(
                     self._serve_tls,
                     cfg.host,
                     cfg.tls_port,
-                    ssl=self._ssl_context(),
-                    ssl_handshake_timeout=cfg.handshake_timeout_seconds,
                     limit=_READ_CHUNK,
                     backlog=min(cfg.max_connections, 1024),
                 )
                 self._tls_port = int(self._server.sockets[0].getsockname()[1])
             if cfg.udp_port is not None:
+                logger.warning(
+                    "ATNA: listening on UDP %s:%s: datagrams are not authenticated and their "
+                    "source address is spoofable; they may claim only the AuditSourceIDs "
+                    "listed under [udp] (%d)",
+                    cfg.host,
+                    cfg.udp_port,
+                    len(cfg.policy.udp),
+                )
                 transport, _ = await loop.create_datagram_endpoint(
                     lambda: _Udp(self), local_addr=(cfg.host, cfg.udp_port)
                 )
@@ -385,10 +434,11 @@ class AtnaReceiver:
         if self._udp is not None:
             self._udp.close()
             self._udp = None
-        for task in list(self._connections):
+        tasks = [*self._connections, *self._handshaking]
+        for task in tasks:
             task.cancel()
-        if self._connections:
-            await asyncio.gather(*self._connections, return_exceptions=True)
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
         if self._server is not None:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(2.0):
@@ -401,6 +451,7 @@ class AtnaReceiver:
                     await queue.join()
         await self._cancel(self._worker)
         self._worker = None
+        await self._save_stamps()  # what the cancelled worker had not written yet
         await self._cancel(self._feeder)
         self._feeder = None
         leftovers: list[_Item] = list(self._inflight)
@@ -475,6 +526,8 @@ class AtnaReceiver:
             queue_max=self._config.queue_max,
             connections=len(self._connections),
             connections_refused=c.connections_refused,
+            handshakes_refused=c.handshakes_refused,
+            refused_senders=c.refused_senders,
             emit_retries=c.emit_retries,
         )
 
@@ -483,7 +536,22 @@ class AtnaReceiver:
     async def _serve_tls(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = _peer(writer.get_extra_info("peername"))
         task = asyncio.current_task()
-        if task is None or self._stopping or len(self._connections) >= self._config.max_connections:
+        sender: str | None = None
+        if task is not None and not self._stopping:
+            # Authenticate first: a client that never completes a handshake (bounded by
+            # handshake_timeout_seconds) takes no slot from the authenticated senders.
+            self._handshaking.add(task)
+            try:
+                sender = await self._handshake(writer, peer)
+            except BaseException:
+                writer.close()
+                raise
+            finally:
+                self._handshaking.discard(task)
+        if task is None or sender is None:
+            writer.close()
+            return
+        if self._stopping or len(self._connections) >= self._config.max_connections:
             self._counters.connections_refused += 1
             logger.warning("ATNA: refusing TLS connection from %s (connection limit)", peer)
             writer.close()
@@ -508,29 +576,29 @@ class AtnaReceiver:
                     now = time.time()
                     if isinstance(frame, Frame):
                         self._counters.received_tls += 1
-                        await self._put(_Item(frame.data, "tls", peer, now))
+                        await self._put(_Item(frame.data, "tls", peer, now, sender))
                     else:
                         self._counters.received_tls += 1
                         logger.warning(
                             "ATNA: closing TLS connection from %s: %s", peer, frame.detail
                         )
                         await self._put(
-                            _Item(frame.data, "tls", peer, now, frame.reason, frame.detail)
+                            _Item(frame.data, "tls", peer, now, sender, frame.reason, frame.detail)
                         )
                 if decoder.broken:
                     break
         except asyncio.CancelledError:
-            self._keep_tail(decoder, peer, queue)
+            self._keep_tail(decoder, peer, queue, sender)
             raise
         except (ConnectionError, ssl.SSLError, OSError) as exc:
             logger.info("ATNA: TLS connection from %s failed: %r", peer, exc)
-            self._keep_tail(decoder, peer, queue)
+            self._keep_tail(decoder, peer, queue, sender)
         else:
             tail = decoder.finish()
             if tail is not None and queue is not None:
                 self._counters.received_tls += 1
                 await self._put(
-                    _Item(tail.data, "tls", peer, time.time(), tail.reason, tail.detail)
+                    _Item(tail.data, "tls", peer, time.time(), sender, tail.reason, tail.detail)
                 )
         finally:
             self._connections.discard(task)
@@ -539,15 +607,39 @@ class AtnaReceiver:
                 async with asyncio.timeout(1.0):
                     await writer.wait_closed()
 
+    async def _handshake(self, writer: asyncio.StreamWriter, peer: str | None) -> str | None:
+        """Mutual TLS on a fresh connection; the sender (``tls:<CN>``), or None (refused,
+        counted, logged; the caller closes the connection)."""
+        ctx = self._tls
+        if ctx is None:  # pragma: no cover - start() sets it before binding
+            return None
+        try:
+            async with asyncio.timeout(self._config.handshake_timeout_seconds):
+                await writer.start_tls(ctx)
+        except (TimeoutError, ssl.SSLError, ConnectionError, OSError) as exc:
+            self._counters.handshakes_refused += 1
+            logger.warning("ATNA: refused TLS client %s at the handshake: %r", peer, exc)
+            return None
+        ssl_object = writer.get_extra_info("ssl_object")
+        sender = certificate_sender(None if ssl_object is None else ssl_object.getpeercert())
+        if sender is None:
+            self._counters.handshakes_refused += 1
+            logger.warning("ATNA: refused TLS client %s: not one subject CN", peer)
+        return sender
+
     def _keep_tail(
-        self, decoder: OctetCountingDecoder, peer: str | None, queue: asyncio.Queue[_Item] | None
+        self,
+        decoder: OctetCountingDecoder,
+        peer: str | None,
+        queue: asyncio.Queue[_Item] | None,
+        sender: str | None,
     ) -> None:
         """A connection ends abnormally: keep a partial frame without waiting for room."""
         tail = decoder.finish()
-        if tail is None or queue is None:
+        if tail is None or queue is None or sender is None:
             return
         self._counters.received_tls += 1
-        item = _Item(tail.data, "tls", peer, time.time(), tail.reason, tail.detail)
+        item = _Item(tail.data, "tls", peer, time.time(), sender, tail.reason, tail.detail)
         if self._held() < self._config.queue_max:
             queue.put_nowait(item)
         else:
@@ -580,7 +672,7 @@ class AtnaReceiver:
             return
         self._counters.received_udp += 1
         limit = self._config.max_message_bytes
-        item = _Item(data, "udp", _peer(addr), time.time())
+        item = _Item(data, "udp", _peer(addr), time.time(), UDP_SENDER)
         if len(data) > limit:
             item.raw = data[:limit]
             item.reason = "oversize"
@@ -631,26 +723,26 @@ class AtnaReceiver:
                 functools.partial(pool.shutdown, wait=True, cancel_futures=True)
             )
 
-    def _parse(self, raws: list[bytes | None]) -> asyncio.Future[list[Parsed]]:
-        pool, codec = self._pool, self._codec
+    def _parse(self, raws: list[bytes | None], senders: list[str]) -> asyncio.Future[list[Parsed]]:
+        pool, codec, cfg = self._pool, self._codec, self._config
         if pool is not None and codec is not None:
             try:
                 return asyncio.wrap_future(
-                    pool.submit(parse_batch, raws, self._config.default_facility, codec)
+                    pool.submit(parse_batch, raws, senders, cfg.default_facility, codec, cfg.policy)
                 )
             except RuntimeError as exc:  # BrokenProcessPool, or shut down
                 logger.error("ATNA: the parse worker failed (%r); parsing in the event loop", exc)
                 self._pool = None
                 pool.shutdown(wait=False, cancel_futures=True)
         future: asyncio.Future[list[Parsed]] = asyncio.get_running_loop().create_future()
-        future.set_result(self._parse_here(raws))
+        future.set_result(self._parse_here(raws, senders))
         return future
 
-    def _parse_here(self, raws: list[bytes | None]) -> list[Parsed]:
-        codec = self._codec
+    def _parse_here(self, raws: list[bytes | None], senders: list[str]) -> list[Parsed]:
+        codec, cfg = self._codec, self._config
         if codec is None:  # pragma: no cover - start() creates it before any message
             raise RuntimeError("the ATNA receiver is not started")
-        return parse_batch(raws, self._config.default_facility, codec)
+        return parse_batch(raws, senders, cfg.default_facility, codec, cfg.policy)
 
     async def _feed_loop(self) -> None:
         """Take messages off the queue in arrival order, in batches, and start parsing
@@ -668,7 +760,8 @@ class AtnaReceiver:
                 inflight.append(item)
                 items.append(item)
             raws = [None if item.reason is not None else item.raw for item in items]
-            await pipeline.put(_Batch(items, self._parse(raws), raws))
+            senders = [item.sender for item in items]
+            await pipeline.put(_Batch(items, self._parse(raws, senders), raws, senders))
 
     async def _work_loop(self) -> None:
         """The one task that emits and keeps, batch after batch, in arrival order."""
@@ -681,7 +774,7 @@ class AtnaReceiver:
                 results = await batch.parsed
             except Exception as exc:  # the worker process died: parsing is pure, redo it
                 logger.error("ATNA: a parse worker failed (%r); parsing in the event loop", exc)
-                results = self._parse_here(batch.raws)
+                results = self._parse_here(batch.raws, batch.senders)
             for item, parsed in zip(batch.items, results, strict=True):
                 try:
                     await self._handle(item, parsed)
@@ -697,13 +790,16 @@ class AtnaReceiver:
     async def _save_stamps(self) -> None:
         """Write this batch's new stamps (on the I/O thread); a failure is logged, since
         the events are emitted already (a later re-send would be a ledger conflict)."""
-        stamps, new = self._stamps, self._new_stamps
+        stamps, new = self._stamps, list(self._new_stamps)
         if stamps is None or self._io is None or not new:
             return
-        self._new_stamps = []
         loop = asyncio.get_running_loop()
         try:
-            if await loop.run_in_executor(self._io, stamps.append, new):
+            # Cleared once written: a stop() that cancels this await writes them again
+            # (a line written twice is harmless, a stamp lost makes a re-send conflict).
+            compact = await loop.run_in_executor(self._io, stamps.append, new)
+            del self._new_stamps[: len(new)]
+            if compact:
                 await loop.run_in_executor(self._io, stamps.compact, list(self._recent.items()))
         except OSError as exc:
             logger.error("ATNA: cannot write %s (%s); re-sends after a restart may conflict",
@@ -714,6 +810,15 @@ class AtnaReceiver:
             await self._keep(item, item.reason, item.detail)
             return
         if parsed.reason is not None:
+            if parsed.reason in (REASON_NOT_ALLOWED, REASON_CLAIMS_LEDGER):
+                self._counters.refused_senders += 1
+                logger.warning(
+                    "ATNA SECURITY: refused a message from %s (%s/%s): %s",
+                    item.sender,
+                    item.transport,
+                    item.peer,
+                    parsed.detail,
+                )
             await self._keep(item, parsed.reason, parsed.detail, parsed.field)
             return
         events = parsed.events
@@ -803,6 +908,7 @@ class AtnaReceiver:
                     reason=i.reason or "unknown",
                     detail=i.detail,
                     field=i.field,
+                    sender=i.sender,
                 )
                 for i in pending
             ]

@@ -23,7 +23,10 @@ but the mapping it is given. Keys follow Orthanc's PascalCase style::
       "DeleteWaitSeconds": 2.0,
       "TrustedProxies": ["127.0.0.1"], "UserHeader": "X-Forwarded-User",
       "PythonPath": ["/opt/phi-ledger/site-packages"],
-      "SecurityProtocol": "PLAINTEXT", "SslCaFile": null,
+      "SecurityProtocol": "SASL_SSL",          // default PLAINTEXT (docs/kafka.md)
+      "SslCaFile": "/etc/orthanc/kafka-ca.crt", "SslCertFile": null, "SslKeyFile": null,
+      "SaslMechanism": "SCRAM-SHA-512", "SaslUsername": "ledger-orthanc",
+      "SaslPasswordFile": "/etc/orthanc/kafka-password",   // mode 600; never the password
       "MaxBlockSeconds": 2.0, "StopTimeoutSeconds": 10.0,
       "GilSwitchIntervalSeconds": 0.0002,
       "Relay": true,               // send events through a relay process (see docs/orthanc.md)
@@ -41,7 +44,9 @@ from types import MappingProxyType
 from typing import Final
 
 from producers.emitter import EmitterConfig
+from producers.errors import KafkaSettingsError
 from producers.events import PURPOSES_OF_USE
+from producers.kafka_security import KafkaSecurity
 
 SECTION: Final = "PhiLedger"
 
@@ -82,8 +87,7 @@ class PluginConfig:
     trusted_proxies: frozenset[str] = frozenset()
     user_header: str | None = None
     python_path: tuple[str, ...] = ()
-    security_protocol: str = "PLAINTEXT"
-    ssl_cafile: str | None = None
+    kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
     max_block_seconds: float = 2.0
     stop_timeout_seconds: float = 10.0
     #: The embedded interpreter's GIL switch interval (``sys.setswitchinterval``): the
@@ -112,8 +116,7 @@ class PluginConfig:
             spool_dir=self.spool_dir,
             max_block_seconds=self.max_block_seconds,
             stop_timeout_seconds=self.stop_timeout_seconds,
-            security_protocol=self.security_protocol,
-            ssl_cafile=self.ssl_cafile,
+            kafka_security=self.kafka_security,
             producer_key_file=self.producer_key_file,
         )
 
@@ -193,6 +196,21 @@ def _users(section: Mapping[str, object]) -> Mapping[str, UserInfo]:
     return MappingProxyType(users)
 
 
+def _kafka_security(section: Mapping[str, object]) -> KafkaSecurity:
+    try:
+        return KafkaSecurity(
+            protocol=_str(section, "SecurityProtocol", "PLAINTEXT") or "PLAINTEXT",
+            ca_file=_str(section, "SslCaFile"),
+            cert_file=_str(section, "SslCertFile"),
+            key_file=_str(section, "SslKeyFile"),
+            sasl_mechanism=_str(section, "SaslMechanism"),
+            sasl_username=_str(section, "SaslUsername"),
+            sasl_password_file=_str(section, "SaslPasswordFile"),
+        )
+    except KafkaSettingsError as exc:
+        raise ConfigError(f"{SECTION} Kafka security settings: {exc}") from exc
+
+
 def parse_config(configuration: Mapping[str, object]) -> PluginConfig:
     """The plugin's settings from Orthanc's whole configuration (``GetConfiguration``)."""
     section = configuration.get(SECTION)
@@ -201,9 +219,6 @@ def parse_config(configuration: Mapping[str, object]) -> PluginConfig:
     purpose = _str(section, "PurposeOfUse")
     if purpose is not None and purpose not in PURPOSES_OF_USE:
         raise ConfigError(f"{_key('PurposeOfUse')} {purpose!r} is not an HL7 PurposeOfUse code")
-    protocol = _str(section, "SecurityProtocol", "PLAINTEXT") or "PLAINTEXT"
-    if protocol not in ("PLAINTEXT", "SSL"):
-        raise ConfigError(f"{_key('SecurityProtocol')} must be PLAINTEXT or SSL")
     return PluginConfig(
         bootstrap_servers=_required(section, "KafkaBootstrap"),
         producer_id=_required(section, "ProducerId"),
@@ -225,8 +240,7 @@ def parse_config(configuration: Mapping[str, object]) -> PluginConfig:
         trusted_proxies=frozenset(_strings(section, "TrustedProxies")),
         user_header=_str(section, "UserHeader"),
         python_path=_strings(section, "PythonPath"),
-        security_protocol=protocol,
-        ssl_cafile=_str(section, "SslCaFile"),
+        kafka_security=_kafka_security(section),
         max_block_seconds=_number(section, "MaxBlockSeconds", 2.0, low=0.001),
         stop_timeout_seconds=_number(section, "StopTimeoutSeconds", 10.0, low=0.001),
         gil_switch_seconds=_number(section, "GilSwitchIntervalSeconds", 0.0002, low=0.000001),

@@ -22,6 +22,7 @@ import aiohttp
 import asyncpg
 import pytest
 
+from ledgerctl.settings import KafkaRole
 from producers.emitter import Emitter, EmitterConfig
 from tests.support import ROOT, Stack, with_database
 
@@ -70,6 +71,7 @@ class Pipeline:
                 access_topic=self.access_topic,
                 relay_topic=self.relay_topic,
                 producer_key_file=self.stack.producer_key(producer_id),
+                kafka_security=self.stack.kafka(KafkaRole.SIMULATOR),
             )
         )
 
@@ -115,7 +117,7 @@ def pipeline(pipeline_stack: Stack, tmp_path_factory: pytest.TempPathFactory) ->
     env = stack.env(
         LEDGER_ACCESS_TOPIC=access_topic,
         LEDGER_RELAY_TOPIC=relay_topic,
-        LEDGER_CONSUMER_GROUP=f"e2e-{uuid.uuid4().hex[:8]}",
+        LEDGER_CONSUMER_GROUP=f"t{stack.run_id}-e2e-{uuid.uuid4().hex[:8]}",
         LEDGER_API_URL=f"http://127.0.0.1:{port}",
     )
     subprocess.run([LEDGER, "topics"], env=env, check=True, cwd=ROOT, capture_output=True)

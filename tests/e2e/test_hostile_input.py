@@ -16,6 +16,7 @@ import fastavro
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from ledgerctl.settings import KafkaRole
 from producers.codec import MAGIC, Codec, to_record
 from producers.simulator import Simulator
 from tests.e2e.conftest import E2E_SEED, Pipeline, get_json, wait_for_events
@@ -84,7 +85,7 @@ async def test_each_hostile_record_is_quarantined_with_its_reason(
     # record gets past authentication and reaches the decoder it is aimed at.
     key_file = pipeline.stack.producer_key("hostile")
     producer = AIOKafkaProducer(
-        bootstrap_servers=pipeline.stack.kafka_bootstrap, max_request_size=2_000_000
+        **pipeline.stack.kafka_client(KafkaRole.SIMULATOR), max_request_size=2_000_000
     )
     await producer.start()
     offsets: dict[str, int] = {}

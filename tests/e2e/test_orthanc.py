@@ -34,6 +34,8 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
+from ledgerctl.settings import KafkaRole
+from producers.kafka_security import KafkaSecurity
 from tests.e2e.conftest import Pipeline, free_port, install_or_skip, wait_for_events
 from tests.support import ROOT
 
@@ -122,6 +124,7 @@ def launch(
             # machine need not have a system python3.X binary).
             "RelayPython": sys.executable,
             "StopTimeoutSeconds": 3.0,
+            **orthanc_kafka_settings(pipeline.stack.kafka(KafkaRole.ORTHANC)),
         },
     }
     conf = home / "orthanc.json"
@@ -138,6 +141,20 @@ def launch(
         stop(server, pipeline)
         raise
     return server
+
+
+def orthanc_kafka_settings(security: KafkaSecurity) -> dict[str, str]:
+    """The plugin's Kafka security keys (producers/orthanc/config.py) for ``security``."""
+    keys = {
+        "SecurityProtocol": security.protocol,
+        "SslCaFile": security.ca_file,
+        "SslCertFile": security.cert_file,
+        "SslKeyFile": security.key_file,
+        "SaslMechanism": security.sasl_mechanism,
+        "SaslUsername": security.sasl_username,
+        "SaslPasswordFile": security.sasl_password_file,
+    }
+    return {k: v for k, v in keys.items() if v is not None}
 
 
 def stop(server: OrthancServer, pipeline: Pipeline) -> None:

@@ -67,7 +67,7 @@ async def test_a_second_ledger_built_from_the_same_topics_is_identical(
             **pipeline.env,
             "DATABASE_URL": replica_owner,
             "LEDGER_APPENDER_URL": with_database(pipeline.stack.appender_url, database),
-            "LEDGER_CONSUMER_GROUP": f"replay-{secrets.token_hex(4)}",
+            "LEDGER_CONSUMER_GROUP": f"t{pipeline.stack.run_id}-replica-{secrets.token_hex(4)}",
         }
         replica = subprocess.Popen(  # noqa: ASYNC220 - Popen returns at once
             [LEDGER, "consume"], env=env, cwd=ROOT,
@@ -106,7 +106,7 @@ def test_ledger_replay_command_rebuilds_identical_roots(pipeline: Pipeline) -> N
     database = f"ledger_replay_{secrets.token_hex(4)}"
     try:
         result = subprocess.run(
-            [LEDGER, "replay", "--database", database, "--timeout", "120"],
+            [LEDGER, "replay", "--database", database, "--timeout", "120", "--reason", "e2e"],
             env=pipeline.env, cwd=ROOT, capture_output=True, text=True, timeout=180,
         )  # fmt: skip
         assert result.returncode == 0, result.stdout + result.stderr
@@ -117,7 +117,7 @@ def test_ledger_replay_command_rebuilds_identical_roots(pipeline: Pipeline) -> N
         assert all("empty" in line for line in lines if line not in filled), result.stdout
         # A second replay into the same (now non-empty) database is refused.
         again = subprocess.run(
-            [LEDGER, "replay", "--database", database],
+            [LEDGER, "replay", "--database", database, "--reason", "e2e"],
             env=pipeline.env, cwd=ROOT, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert again.returncode == 1

@@ -30,7 +30,8 @@ from aiokafka import AIOKafkaProducer
 
 from ledger.migrate import apply_migrations
 from ledgerctl.infra import ensure_topics
-from tests.support import ROOT, Stack, with_database
+from ledgerctl.settings import KafkaRole
+from tests.support import ROOT, Stack, kafka_proxy, with_database
 from tests.tcp_proxy import KafkaProxy
 
 LEDGER = str(Path(sys.executable).with_name("ledger"))
@@ -86,8 +87,7 @@ class FaultLedger:
 
     def proxy(self) -> KafkaProxy:
         """A cuttable loopback proxy in front of the broker, for one producer host."""
-        host, port = self.stack.kafka_bootstrap.rsplit(":", 1)
-        return KafkaProxy(host, int(port))
+        return kafka_proxy(self.stack.kafka_bootstrap)
 
     def log_tail(self, name: str) -> str:
         path = self.workdir / f"{name}.log"
@@ -95,7 +95,7 @@ class FaultLedger:
 
     async def inject_bad_records(self, count: int) -> None:
         """Send undecodable records to the access topic; remember where they landed."""
-        producer = AIOKafkaProducer(bootstrap_servers=self.stack.kafka_bootstrap)
+        producer = AIOKafkaProducer(**self.stack.kafka_client(KafkaRole.SIMULATOR))
         await producer.start()
         try:
             for i in range(count):
@@ -193,8 +193,8 @@ class FaultLedger:
     def verify(self) -> None:
         bundle = self.workdir / f"bundle-{secrets.token_hex(3)}"
         exported = subprocess.run(
-            [LEDGER, "export", "--out", str(bundle)], env=self.env, cwd=ROOT,
-            capture_output=True, text=True, timeout=300,
+            [LEDGER, "export", "--out", str(bundle), "--reason", "fault test"],
+            env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=300,
         )  # fmt: skip
         assert exported.returncode == 0, exported.stderr
         verified = subprocess.run(
@@ -222,17 +222,22 @@ def fault_ledger(stack: Stack, tmp_path: Path) -> Iterator[FaultLedger]:
             await conn.execute(f'CREATE DATABASE "{database}"')
         finally:
             await conn.close()
-        await ensure_topics(stack.kafka_bootstrap, topics, 4)
+        await ensure_topics(stack.kafka_bootstrap, topics, 4, stack.kafka(KafkaRole.ADMIN))
 
     asyncio.run(setup())
     apply_migrations(with_database(stack.owner_url, database))
+    own = dataclasses.replace(
+        stack, owner_url=with_database(stack.owner_url, database), database=database
+    )
     env = stack.env(
+        # `ledger export`'s own read record is signed by a key this ledger trusts.
+        LEDGER_CLI_PRODUCER_KEY_FILE=own.producer_key("ledger-cli"),
         DATABASE_URL=with_database(stack.owner_url, database),
         LEDGER_APPENDER_URL=with_database(stack.appender_url, database),
         LEDGER_READER_URL=with_database(stack.reader_url, database),
         LEDGER_ACCESS_TOPIC=topics[0],
         LEDGER_RELAY_TOPIC=topics[1],
-        LEDGER_CONSUMER_GROUP=f"faults-{secrets.token_hex(4)}",
+        LEDGER_CONSUMER_GROUP=f"t{stack.run_id}-faults-{secrets.token_hex(4)}",
         LEDGER_CONSUMER_SESSION_TIMEOUT_MS="6000",  # the broker's minimum: faster recovery
     )
     ledger = FaultLedger(stack=stack, database=database, env=env, topics=topics, workdir=tmp_path)

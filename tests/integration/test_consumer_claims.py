@@ -21,6 +21,7 @@ from consumers.consumer import ConsumerConfig, LedgerConsumer
 from ledger.ingest import AppendResult, BatchItem
 from ledger.pg.appender import PostgresAppender
 from ledgerctl.infra import ensure_topics
+from ledgerctl.settings import KafkaRole
 from producers.codec import Codec
 from producers.events import AuditEvent, CriticalResultRelay, event_key
 from producers.simulator import Simulator
@@ -59,7 +60,7 @@ async def publish(
         for e in stamped
     ]
     headers = signed_headers(stack.producer_key(producer_id), records)
-    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap, linger_ms=20)
+    producer = AIOKafkaProducer(**stack.kafka_client(KafkaRole.SIMULATOR), linger_ms=20)
     await producer.start()
     try:
         for event, (topic, value), header in zip(stamped, records, headers, strict=True):
@@ -71,7 +72,7 @@ async def publish(
 
 async def test_every_append_is_claimed_and_nothing_is_read_twice(stack: Stack) -> None:
     topics = stack.topics("claims")
-    await ensure_topics(stack.kafka_bootstrap, topics, 4)
+    await ensure_topics(stack.kafka_bootstrap, topics, 4, stack.kafka(KafkaRole.ADMIN))
     codec = Codec()
     await publish(stack, topics, list(Simulator(seed=77).events(EVENTS)), "claims")
 
@@ -79,7 +80,9 @@ async def test_every_append_is_claimed_and_nothing_is_read_twice(stack: Stack) -
     config = ConsumerConfig(
         bootstrap_servers=stack.kafka_bootstrap,
         topics=topics,
-        group_id=f"claims-{stack.run_id}",
+        relay_topics=frozenset({topics[1]}),
+        group_id=f"t{stack.run_id}-claims",
+        kafka_security=stack.kafka(KafkaRole.CONSUMER),
         max_batch=500,  # many polls, so some land while the assignment is being claimed
     )
     conn = await asyncpg.connect(stack.owner_url)

@@ -20,6 +20,7 @@ import pytest
 from consumers.consumer import ConsumerConfig, LedgerConsumer
 from ledger.pg.appender import PostgresAppender
 from ledgerctl.infra import ensure_topics
+from ledgerctl.settings import KafkaRole
 from producers.codec import Codec
 from producers.events import PhiAccessEvent
 from producers.simulator import Simulator
@@ -33,7 +34,7 @@ EVENTS = 600
 
 async def test_a_poll_read_before_a_re_claim_is_read_again_not_appended(stack: Stack) -> None:
     topics = stack.topics("stale")
-    await ensure_topics(stack.kafka_bootstrap, topics, 1)
+    await ensure_topics(stack.kafka_bootstrap, topics, 1, stack.kafka(KafkaRole.ADMIN))
     codec = Codec()
     events = [e for e in Simulator(seed=88).events(EVENTS) if isinstance(e, PhiAccessEvent)]
     await publish(stack, topics, events, "stale")
@@ -42,7 +43,9 @@ async def test_a_poll_read_before_a_re_claim_is_read_again_not_appended(stack: S
     config = ConsumerConfig(
         bootstrap_servers=stack.kafka_bootstrap,
         topics=topics,
-        group_id=f"stale-{stack.run_id}",
+        relay_topics=frozenset({topics[1]}),
+        group_id=f"t{stack.run_id}-stale",
+        kafka_security=stack.kafka(KafkaRole.CONSUMER),
         max_batch=100,
     )
     consumer = LedgerConsumer(config=config, appender=appender, codec=codec, key_source=appender)

@@ -31,13 +31,17 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from consumers.consumer import envelope_of
+from ledger.producerauth import ProducerAuthenticator
+from ledgerctl.settings import KafkaRole
 from producers.codec import Codec
 from producers.emitter import Emitter, EmitterConfig, EmitterState
 from producers.errors import EmitterPushbackError, EmitterUnavailableError, SpoolFullError
 from producers.events import AuditEvent
+from producers.kafka_security import client_kwargs
 from producers.simulator import Simulator
 from producers.spool import Spool
-from tests.support import Stack
+from tests.support import Stack, kafka_proxy, local_authenticator, local_kafka, local_producer_key
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -77,7 +81,7 @@ async def fresh_topics(bootstrap: str, name: str) -> tuple[str, str]:
 
     run = uuid.uuid4().hex[:8]
     topics = (f"tdur-{name}-{run}-access", f"tdur-{name}-{run}-relay")
-    await ensure_topics(bootstrap, topics, 3)
+    await ensure_topics(bootstrap, topics, 3, local_kafka(KafkaRole.ADMIN))
     return topics
 
 
@@ -89,6 +93,8 @@ def config(
         producer_id=producer_id,
         access_topic=topics[0],
         relay_topic=topics[1],
+        producer_key_file=local_producer_key(producer_id),  # signs, as in production
+        kafka_security=local_kafka(KafkaRole.SIMULATOR),
         **kw,  # type: ignore[arg-type]
     )
 
@@ -97,7 +103,11 @@ async def consume(
     bootstrap: str, topics: tuple[str, str], expected: set[str], *, timeout: float = 20.0
 ) -> list[Received]:
     """Every record of the topics (partition order) once ``expected`` ids have all arrived."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        **client_kwargs(local_kafka(KafkaRole.CONSUMER)),  # type: ignore[arg-type]
+    )
     await consumer.start()
     try:
         parts = [TopicPartition(t, p) for t in topics for p in range(3)]
@@ -105,12 +115,16 @@ async def consume(
         await consumer.seek_to_beginning(*parts)
         got: list[Received] = []
         seen: set[str] = set()
+        auth = local_authenticator()
+        assert isinstance(auth, ProducerAuthenticator)
         deadline = time.monotonic() + timeout
         while not expected <= seen and time.monotonic() < deadline:
             batches = await consumer.getmany(timeout_ms=500)
             for records in batches.values():
                 for r in records:
                     event = CODEC.decode(r.value)
+                    # Every record is signed, re-sends from the spool included.
+                    auth.authenticate(topic=r.topic, value=r.value, envelope=envelope_of(r))
                     got.append(
                         Received(
                             event_id=str(event.event_id),
@@ -243,6 +257,7 @@ async def _host(args: argparse.Namespace) -> None:
     cfg = EmitterConfig(
         bootstrap_servers=args.bootstrap,
         producer_id=args.producer_id,
+        producer_key_file=local_producer_key(args.producer_id),
         access_topic=args.access_topic,
         relay_topic=args.relay_topic,
         spool_dir=args.spool,
@@ -250,6 +265,7 @@ async def _host(args: argparse.Namespace) -> None:
         stop_timeout_seconds=2.0,
         connect_timeout_seconds=3.0,
         reconnect_backoff_max_seconds=0.5,
+        kafka_security=local_kafka(KafkaRole.SIMULATOR),
     )
     sim = Simulator(seed=args.seed, patients=8)
     async with Emitter(cfg) as emitter:
@@ -413,12 +429,11 @@ async def test_host_killed_while_spooling_loses_nothing_emit_returned_for(
 
 async def test_outage_mid_stream_spools_and_resends_in_order(stack: Stack, tmp_path: Path) -> None:
     """Kafka vanishes mid-stream (connections cut, new ones refused), then comes back."""
-    from tests.tcp_proxy import KafkaProxy
 
     topics = await fresh_topics(stack.kafka_bootstrap, "cut")
     sim = Simulator(seed=94_001, patients=8)
     emitted: list[str] = []
-    async with KafkaProxy(*split(stack.kafka_bootstrap)) as proxy:
+    async with kafka_proxy(stack.kafka_bootstrap) as proxy:
         cfg = config(
             proxy.bootstrap, topics, "dur-cut", spool_dir=str(tmp_path / "spool"),
             max_block_seconds=0.25, spool_after_seconds=1.0, stop_timeout_seconds=5.0,
@@ -467,11 +482,10 @@ async def test_concurrent_emitters_keep_sequence_order_through_an_outage(
 ) -> None:
     """Many tasks emit at once while Kafka goes away and comes back. Their events are
     handed over in sequence-number order, so per patient Kafka holds them in that order."""
-    from tests.tcp_proxy import KafkaProxy
 
     topics = await fresh_topics(stack.kafka_bootstrap, "concurrent")
     streams = [list(Simulator(seed=98_000 + n, patients=5).events(80)) for n in range(8)]
-    async with KafkaProxy(*split(stack.kafka_bootstrap)) as proxy:
+    async with kafka_proxy(stack.kafka_bootstrap) as proxy:
         cfg = config(
             proxy.bootstrap, topics, "dur-concurrent", spool_dir=str(tmp_path / "spool"),
             max_block_seconds=0.25, spool_after_seconds=1.0, reconnect_backoff_max_seconds=0.3,
@@ -509,13 +523,12 @@ async def test_stop_while_kafka_is_slow_spools_within_the_bound(
     stack: Stack, tmp_path: Path
 ) -> None:
     """Kafka hangs (connections open, nothing answers): emit and stop stay bounded."""
-    from tests.tcp_proxy import KafkaProxy
 
     topics = await fresh_topics(stack.kafka_bootstrap, "slow")
     spool = tmp_path / "spool"
     sim = Simulator(seed=95_001, patients=8)
     emitted: list[str] = []
-    async with KafkaProxy(*split(stack.kafka_bootstrap)) as proxy:
+    async with kafka_proxy(stack.kafka_bootstrap) as proxy:
         cfg = config(
             proxy.bootstrap, topics, "dur-slow", spool_dir=str(spool), max_block_seconds=0.25,
             spool_after_seconds=1.0, stop_timeout_seconds=1.0,
@@ -561,7 +574,7 @@ async def test_failed_delivery_is_spooled_and_resent(stack: Stack, tmp_path: Pat
 
     name = uuid.uuid4().hex[:8]
     topics = (f"tdur-reject-{name}-access", f"tdur-reject-{name}-relay")
-    admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**stack.kafka_client(KafkaRole.ADMIN))
     await admin.start()
     try:
         await admin.create_topics(

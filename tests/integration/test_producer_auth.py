@@ -25,12 +25,17 @@ from aiokafka import AIOKafkaProducer
 from consumers.consumer import ConsumerConfig, LedgerConsumer
 from ledger.bundle import BundleReader
 from ledger.leaf import decode_leaf
+from ledger.note import parse_verifier_key
 from ledger.pg.appender import PostgresAppender, origin_for
 from ledger.pg.export import export_bundle
 from ledger.pg.producerkeys import revoke_producer_key
-from ledger.producerbundle import REFS_DIR, SEALS_FILE, check_bundle_producers
-from ledger.verify import LogReport
+from ledger.producerbundle import REFS_DIR, SEALS_FILE
+from ledger.verification.producers import producer_check
+from ledger.verify import Finding, verify_bundle
 from ledgerctl.infra import ensure_topics
+from ledgerctl.settings import KafkaRole
+from ledgerctl.verdict import verdict_line
+from ledgerctl.verifying import event_checks
 from producers.codec import Codec
 from producers.emitter import Emitter, EmitterConfig
 from producers.errors import EventValidationError
@@ -75,6 +80,7 @@ class Running:
                 access_topic=self.topics[0],
                 relay_topic=self.topics[1],
                 producer_key_file=key_file,
+                kafka_security=self.stack.kafka(KafkaRole.SIMULATOR),
                 **kw,  # type: ignore[arg-type]
             )
         )
@@ -110,16 +116,19 @@ async def consuming(
 ) -> AsyncGenerator[Running, None]:
     if topics is None:
         topics = stack.topics(f"auth{uuid.uuid4().hex[:6]}")
-        await ensure_topics(stack.kafka_bootstrap, topics, partitions)
+        await ensure_topics(stack.kafka_bootstrap, topics, partitions, stack.kafka(KafkaRole.ADMIN))
     appender = PostgresAppender(dsn=stack.appender_url, ledger_name="test.ledger.local")
     config = ConsumerConfig(
         bootstrap_servers=stack.kafka_bootstrap,
         topics=topics,
-        group_id=f"auth-{uuid.uuid4().hex[:8]}",
+        relay_topics=frozenset({topics[1]}),
+        group_id=f"t{stack.run_id}-auth-{uuid.uuid4().hex[:8]}",
         producer_keys_refresh_seconds=refresh_seconds,
         producer_keys_refresh_min_seconds=0.1,
+        kafka_security=stack.kafka(KafkaRole.CONSUMER),
     )
-    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap)
+    # Any authenticated Kafka client can write the topics: the signature is what counts.
+    producer = AIOKafkaProducer(**stack.kafka_client(KafkaRole.SIMULATOR))
     await producer.start()
     consumer = LedgerConsumer(config=config, appender=appender, codec=CODEC, key_source=appender)
     async with appender, consumer:
@@ -480,11 +489,12 @@ async def test_the_emitter_refuses_what_the_ledger_would(tmp_path: Path) -> None
             await emitter.emit(foreign)
 
 
-async def test_offline_verify_flags_a_tampered_envelope_in_an_export(
+async def test_offline_verify_flags_a_tampered_seal_in_an_export(
     running: Running, tmp_path: Path
 ) -> None:
-    """`ledger export` carries the registry and envelopes; the offline check passes on the
-    export as written and names the leaf whose envelope was altered in it."""
+    """`ledger export` carries the registry, the seals and every leaf's seal reference; the
+    offline check (`ledger verify --bundle`) passes on the export as written, names the leaf
+    whose reference was altered in it, and every leaf under a seal whose signature was."""
     key_file = running.stack.producer_key("pa-export")
     events = [running.sim.access() for _ in range(20)]
     async with running.emitter("pa-export", key_file) as emitter:
@@ -498,23 +508,40 @@ async def test_offline_verify_flags_a_tampered_envelope_in_an_export(
     bundle = tmp_path / "bundle"
     await export_bundle(dsn=running.stack.reader_url, path=bundle, ledger_name="test.ledger.local")
     origin = origin_for("test.ledger.local", running.topics[0], 0)
-    mine = [LogReport(origin=origin, leaves_checked=0, checkpoints_checked=0, findings=())]
-    (clean,) = check_bundle_producers(bundle, mine)
-    assert clean.findings == ()
-
     log_id = next(g.log_id for g in BundleReader(bundle).logs if g.origin == origin)
+    verifiers = [parse_verifier_key(running.stack.verifier_key)]
+
+    def producer_findings() -> list[Finding]:
+        """What `ledger verify --bundle` reports about producers for this log."""
+        (report,) = verify_bundle(
+            bundle, verifiers, check_index=False, log_ids={log_id}, checks=(producer_check,)
+        )
+        return [f for f in report.findings if f.kind.startswith("producer_")]
+
+    def verdict() -> str:
+        """The CLI's verdict line for this log, with the checks the CLI composes."""
+        reports = verify_bundle(
+            bundle, verifiers, check_index=True, log_ids={log_id},
+            checks=event_checks(check_index=True),
+        )  # fmt: skip
+        return verdict_line(reports)
+
+    assert producer_findings() == []
+    assert verdict().startswith("VERDICT OK: 1 log(s)")
     refs_file = bundle / REFS_DIR / f"{log_id}.jsonl"
     rows = [json.loads(line) for line in refs_file.read_text().splitlines()]
     assert len(rows) == len(events)
     victim = next(r for r in rows if r["entry"] > 0)
     victim["entry"] -= 1  # the leaf now claims its neighbour's entry of the seal
     refs_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (tampered,) = check_bundle_producers(bundle, mine)
-    assert [(f.kind, f.leaf_index) for f in tampered.findings] == [
+    assert [(f.kind, f.leaf_index) for f in producer_findings()] == [
         ("producer_bad_signature", victim["leaf_index"])
     ]
+    # The verdict line (and so the exit code) counts it: nothing else is wrong here.
+    assert verdict() == "VERDICT FAILED: 1 finding(s) in 1 of 1 log(s)"
     victim["entry"] += 1
     refs_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert producer_findings() == []
     # A seal whose signature was altered fails every leaf under it, checked once.
     seals_file = bundle / SEALS_FILE
     seals = [json.loads(line) for line in seals_file.read_text().splitlines()]
@@ -523,7 +550,7 @@ async def test_offline_verify_flags_a_tampered_envelope_in_an_export(
         "signature"
     ][2:]
     seals_file.write_text("".join(json.dumps(x) + "\n" for x in seals))
-    (forged,) = check_bundle_producers(bundle, mine)
-    under = sum(1 for r in rows if r["seal_id"] == rows[0]["seal_id"])
-    assert {f.kind for f in forged.findings} == {"producer_bad_signature"}
-    assert len([f for f in forged.findings if f.leaf_index is not None]) == min(under, 20)
+    under = sorted(r["leaf_index"] for r in rows if r["seal_id"] == rows[0]["seal_id"])
+    forged = producer_findings()
+    assert {f.kind for f in forged} == {"producer_bad_signature"}
+    assert sorted(f.leaf_index for f in forged if f.leaf_index is not None) == under

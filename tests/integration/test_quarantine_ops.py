@@ -16,6 +16,7 @@ from ledger.ingest import Rejected
 from ledger.leaf import KafkaRecord
 from ledger.pg.appender import PostgresAppender
 from ledgerctl.infra import ensure_topics
+from ledgerctl.settings import KafkaRole
 from tests.support import ROOT, Stack
 
 pytestmark = pytest.mark.integration
@@ -51,26 +52,26 @@ async def quarantine_two(stack: Stack, topic: str) -> dict[str, int]:
 
 def test_resubmit_sends_the_same_bytes_and_records_it(stack: Stack) -> None:
     topic = f"t{stack.run_id}-requeue-{uuid.uuid4().hex[:6]}"
-    asyncio.run(ensure_topics(stack.kafka_bootstrap, (topic,), 1))
+    asyncio.run(ensure_topics(stack.kafka_bootstrap, (topic,), 1, stack.kafka(KafkaRole.ADMIN)))
     ids = asyncio.run(quarantine_two(stack, topic))
     env = stack.env()
 
     refused = subprocess.run(
-        [LEDGER, "quarantine", "resubmit", str(ids["conflicting_event_id"])],
+        [LEDGER, "quarantine", "resubmit", str(ids["conflicting_event_id"]), "--reason", "t"],
         env=env, cwd=ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert refused.returncode == 1
     assert "cannot succeed" in refused.stderr
 
     done = subprocess.run(
-        [LEDGER, "quarantine", "resubmit", str(ids["unknown_schema"])],
+        [LEDGER, "quarantine", "resubmit", str(ids["unknown_schema"]), "--reason", "t"],
         env=env, cwd=ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert f"to {topic}/0@0" in done.stderr
 
     async def read_back() -> tuple[bytes | None, bytes | None, list[asyncpg.Record], object]:
-        consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap)
+        consumer = AIOKafkaConsumer(**stack.kafka_client(KafkaRole.CONSUMER))
         await consumer.start()
         try:
             tp = TopicPartition(topic, 0)

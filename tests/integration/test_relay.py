@@ -17,13 +17,13 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from producers.events import AuditEvent, Patient, PhiAccessEvent, schema_name, to_record
-from producers.relay import RelayEmitter, _frame, _read_message
+from producers.relay import RelayEmitter, _config_fields, _frame, _read_message
 from producers.simulator import Simulator
 from tests.integration.test_emitter_durability import consume, fresh_topics
 from tests.integration.test_sync_emitter import sync_config
@@ -138,7 +138,7 @@ async def test_a_record_that_is_no_event_is_refused_not_fatal_to_the_relay(
     good = Simulator(seed=79).access()
     record = to_record(good) | {"producer_id": "relay-poison", "producer_seq": 0}
     frames = [
-        ("config", asdict(cfg)),
+        ("config", _config_fields(cfg)),
         ("event", 1, schema_name(good), {"not": "an event"}),
         ("event", 2, schema_name(good), record),
     ]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from ledgerctl.settings import KafkaRole
 from producers.emitter import EmitterConfig, EmitterState
 from producers.errors import EmitterPushbackError, EmitterUnavailableError, EventValidationError
 from producers.events import AuditEvent, Patient, PhiAccessEvent
@@ -27,7 +28,7 @@ from tests.integration.test_emitter_durability import (
     dead_bootstrap,
     fresh_topics,
 )
-from tests.support import Stack
+from tests.support import Stack, local_kafka, local_producer_key
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -45,6 +46,8 @@ def sync_config(
         stop_timeout_seconds=5.0,
         connect_timeout_seconds=3.0,
         reconnect_backoff_max_seconds=0.5,
+        producer_key_file=local_producer_key(producer_id),  # signs, as in production
+        kafka_security=local_kafka(KafkaRole.SIMULATOR),
         **kw,  # type: ignore[arg-type]
     )
 

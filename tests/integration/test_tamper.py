@@ -148,7 +148,7 @@ def run_ledger(ledger: Ledger, *args: str) -> subprocess.CompletedProcess[str]:
 
 def export_and_verify(ledger: Ledger, tmp: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     bundle = tmp / f"bundle-{secrets.token_hex(3)}"
-    exported = run_ledger(ledger, "export", "--out", str(bundle))
+    exported = run_ledger(ledger, "export", "--out", str(bundle), "--reason", "tamper test")
     assert exported.returncode == 0, exported.stderr
     return run_ledger(ledger, "verify", "--bundle", str(bundle), *extra)
 
@@ -244,7 +244,7 @@ def test_every_tamper_is_detected_and_located(ledger: Ledger, tmp_path: Path) ->
     assert any("checkpoint_signature" in line and "300" in line for line in findings), text
     # 5. the rewritten index row: leaf 42 of log B, field user_id
     assert has("index_mismatch", "/1", "42"), text
-    # 6. the producer envelopes: leaf 7 no longer authenticates, leaf 8 has none
+    # 6. the producer seals: leaf 7 no longer authenticates, leaf 8 has no reference
     assert has("producer_bad_signature", "/0", "7"), text
     assert has("producer_unauthenticated", "/0", "8"), text
     assert f"FAIL {a_origin}" in out

@@ -32,6 +32,7 @@ from producers.events import (
     AuditEvent,
     AuditLogUsed,
     CriticalResultRelay,
+    DisclosedRange,
     EventAction,
     EventOutcome,
     Facility,
@@ -134,7 +135,6 @@ def _extra_events() -> dict[str, AuditEvent]:
         "audit-log-used-as-access": _access(dicom_event_id="110101", study=None),
         "hostname": _access(network_address="pacs-ws-12.stmarys.local"),
         "ipv6": _access(network_address="2001:db8::7"),
-        "uri-address": _access(network_address="https://viewer.example/session"),
         "no-optionals": _access(
             study=None,
             network_address=None,
@@ -179,6 +179,10 @@ def _extra_events() -> dict[str, AuditEvent]:
             ),
             network_address="127.0.0.1",
             patient=Patient(id="MRN1234567", issuer="stmarys-boston", state="MA"),
+            disclosed=(
+                DisclosedRange(log="philedger/phi-access/0", start=0, end=3),
+                DisclosedRange(log="philedger/phi-access/2", start=17, end=18),
+            ),
         ),
         "audit-log-used-refused": AuditLogUsed(
             event_id=uuid.UUID(int=79),

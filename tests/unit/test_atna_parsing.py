@@ -4,6 +4,7 @@ hostile XML: every bad input is refused with a stable reason code, never accepte
 from __future__ import annotations
 
 import os
+import re
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -402,13 +403,17 @@ def test_parse_batch_results_cross_process_boundaries_intact() -> None:
     register_pickling()
 
     from producers.atna.dicom_audit import events_from_dicom
-    from producers.atna.parsing import Parsed, parse_batch
+    from producers.atna.parsing import Parsed, _namespaced, parse_batch
+    from producers.atna.senders import SenderPolicy
 
     payloads = [p.read_bytes() for p in sorted(CORPUS.glob("*.xml"))]
     raws: list[bytes | None] = [format_syslog(p, hostname="pacs01") for p in payloads]
     raws += [None, b"<13>1 - - - - OTHER - x", b"not syslog"]
     codec = Codec()
-    results = parse_batch(raws, None, codec)
+    sender = "tls:pacs01.example"
+    sources = {m.decode() for p in payloads for m in re.findall(rb'AuditSourceID="([^"]*)"', p)}
+    policy = SenderPolicy(tls={"pacs01.example": frozenset(sources)})
+    results = parse_batch(raws, [sender] * len(raws), None, codec, policy)
     assert len(results) == len(raws)
     assert results[-3] == Parsed()
     assert results[-2].reason == "unexpected_msgid"
@@ -417,9 +422,11 @@ def test_parse_batch_results_cross_process_boundaries_intact() -> None:
     assert any(r.reason for r in results[: len(payloads)])
     for payload, result in zip(payloads, results, strict=False):
         if result.events:
-            assert result.events == tuple(codec.prepare(e) for e in events_from_dicom(payload))
+            assert result.events == tuple(
+                codec.prepare(_namespaced(e, sender)) for e in events_from_dicom(payload)
+            )
     # as the worker process gets its arguments and returns its results (the codec's
     # schemas hold MappingProxyType values)
     assert ForkingPickler.loads(bytes(ForkingPickler.dumps(results))) == results
     copy = ForkingPickler.loads(bytes(ForkingPickler.dumps(codec)))
-    assert parse_batch(raws, None, copy) == results
+    assert parse_batch(raws, [sender] * len(raws), None, copy, policy) == results

@@ -1,5 +1,6 @@
-"""The ATNA receiver in-process, with a stand-in emitter: framing over real TLS sockets,
-UDP, the kept store, backpressure, limits and idempotent re-sends. (The real emitter,
+"""The ATNA receiver in-process, with a stand-in emitter: framing over real mutual-TLS
+sockets, UDP, the kept store, backpressure, limits, idempotent re-sends, node
+authentication and the sender policy. (The real emitter,
 Kafka and the ledger are exercised in tests/e2e/test_atna.py.)"""
 
 from __future__ import annotations
@@ -8,7 +9,6 @@ import asyncio
 import contextlib
 import socket
 import ssl
-import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,9 +20,11 @@ from producers.atna.dicom_audit import event_id_for
 from producers.atna.kept import read_kept
 from producers.atna.receiver import AtnaReceiver, AtnaReceiverConfig
 from producers.atna.rfc5424 import format_syslog, frame_octet_counted, parse_syslog
+from producers.atna.senders import SenderPolicy, sender_event_id
 from producers.codec import Codec, PreparedEvent
 from producers.errors import SpoolFullError
 from producers.events import AuditEvent
+from tests.atna_pki import Pki, make_pki
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "dicom-audit"
 
@@ -58,21 +60,23 @@ class FakeEmitter:
         return seq
 
 
+#: The sender every test connects as, and what it may claim (the corpus messages here say
+#: AuditSourceID "pacs01"); UDP may claim the same, so the UDP tests map too.
+SENDER = "pacs01.example"
+POLICY = SenderPolicy(
+    tls={SENDER: frozenset({"pacs01"}), "pacs02.example": frozenset({"pacs01"})},
+    udp=frozenset({"pacs01"}),
+    ledger_names=frozenset({"philedger.localhost"}),
+)
+
+
 @pytest.fixture(scope="module")
-def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    where = tmp_path_factory.mktemp("atna-tls")
-    cert, key = where / "cert.pem", where / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return cert, key
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("atna-tls"))
 
 
-def _client_context(cert: Path, *, client: tuple[Path, Path] | None = None) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=str(cert))
+def _client_context(pki: Pki, *, client: tuple[Path, Path] | None = None) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(pki.server_cert))
     if client is not None:
         ctx.load_cert_chain(str(client[0]), str(client[1]))
     return ctx
@@ -92,18 +96,19 @@ def _variant(i: int) -> bytes:
 
 @contextlib.asynccontextmanager
 async def running(
-    tmp_path: Path, tls_files: tuple[Path, Path], emitter: FakeEmitter, **config: Any
+    tmp_path: Path, tls_files: Pki, emitter: FakeEmitter, **config: Any
 ) -> AsyncIterator[AtnaReceiver]:
-    cert, key = tls_files
-    cfg = AtnaReceiverConfig(
-        kept_dir=str(tmp_path / "kept"),
-        tls_port=0,
-        udp_port=0,
-        cert_file=str(cert),
-        key_file=str(key),
-        stop_timeout_seconds=2.0,
-        **config,
-    )
+    settings: dict[str, Any] = {
+        "kept_dir": str(tmp_path / "kept"),
+        "tls_port": 0,
+        "udp_port": 0,
+        "cert_file": str(tls_files.server_cert),
+        "key_file": str(tls_files.server_key),
+        "client_ca_file": str(tls_files.client_ca),
+        "policy": POLICY,
+        "stop_timeout_seconds": 2.0,
+    }
+    cfg = AtnaReceiverConfig(**(settings | config))
     existed = (tmp_path / "kept").exists()
     receiver = AtnaReceiver(cfg, emitter)  # type: ignore[arg-type]
     assert (tmp_path / "kept").exists() == existed  # no I/O before start()
@@ -112,10 +117,11 @@ async def running(
 
 
 async def _open(
-    receiver: AtnaReceiver, cert: Path
+    receiver: AtnaReceiver, pki: Pki, cn: str = SENDER
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    ctx = _client_context(pki, client=pki.client(cn))
     return await asyncio.open_connection(
-        "127.0.0.1", receiver.tls_port, ssl=_client_context(cert), server_hostname="localhost"
+        "127.0.0.1", receiver.tls_port, ssl=ctx, server_hostname="localhost"
     )
 
 
@@ -126,7 +132,7 @@ async def _until(predicate: Any, timeout: float = 10.0) -> None:
 
 
 async def test_tls_messages_become_events_and_bad_ones_are_kept(
-    tmp_path: Path, tls_files: tuple[Path, Path]
+    tmp_path: Path, tls_files: Pki
 ) -> None:
     emitter = FakeEmitter()
     async with running(tmp_path, tls_files, emitter) as receiver:
@@ -136,7 +142,7 @@ async def test_tls_messages_become_events_and_bad_ones_are_kept(
         stream = b"".join(
             frame_octet_counted(m) for m in [good[0], no_patient, good[1], garbage, good[2]]
         )
-        _, writer = await _open(receiver, tls_files[0])
+        _, writer = await _open(receiver, tls_files)
         for i in range(0, len(stream), 97):  # arbitrary splits across TLS records
             writer.write(stream[i : i + 97])
             await writer.drain()
@@ -149,7 +155,7 @@ async def test_tls_messages_become_events_and_bad_ones_are_kept(
     ids = [e.event_id for e in emitter.events]
     payloads = [(CORPUS / "instances-accessed.xml").read_bytes()]
     assert len(set(ids)) == 3
-    assert ids[0] == event_id_for(_payload_of(good[0]))
+    assert ids[0] == sender_event_id(f"tls:{SENDER}", event_id_for(_payload_of(good[0])))
     assert payloads  # the corpus file itself is untouched
     kept = list(read_kept(tmp_path / "kept"))
     assert [(k.reason, k.transport, k.raw) for k in kept] == [
@@ -165,7 +171,7 @@ def _payload_of(message: bytes) -> bytes:
     return parse_syslog(message).msg
 
 
-async def test_udp_datagrams_and_oversize(tmp_path: Path, tls_files: tuple[Path, Path]) -> None:
+async def test_udp_datagrams_and_oversize(tmp_path: Path, tls_files: Pki) -> None:
     emitter = FakeEmitter()
     async with running(tmp_path, tls_files, emitter, max_message_bytes=8192) as receiver:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -182,11 +188,11 @@ async def test_udp_datagrams_and_oversize(tmp_path: Path, tls_files: tuple[Path,
 
 
 async def test_oversize_tls_frame_is_kept_and_the_connection_closed(
-    tmp_path: Path, tls_files: tuple[Path, Path]
+    tmp_path: Path, tls_files: Pki
 ) -> None:
     emitter = FakeEmitter()
     async with running(tmp_path, tls_files, emitter, max_message_bytes=4096) as receiver:
-        reader, writer = await _open(receiver, tls_files[0])
+        reader, writer = await _open(receiver, tls_files)
         writer.write(frame_octet_counted(_variant(2)) + b"5000 " + b"y" * 100)
         await writer.drain()
         async with asyncio.timeout(5):
@@ -199,11 +205,11 @@ async def test_oversize_tls_frame_is_kept_and_the_connection_closed(
 
 
 async def test_a_connection_ending_inside_a_frame_is_kept_as_truncated(
-    tmp_path: Path, tls_files: tuple[Path, Path]
+    tmp_path: Path, tls_files: Pki
 ) -> None:
     emitter = FakeEmitter()
     async with running(tmp_path, tls_files, emitter) as receiver:
-        _, writer = await _open(receiver, tls_files[0])
+        _, writer = await _open(receiver, tls_files)
         writer.write(b"300 <13>1 - - - - - - partial")
         await writer.drain()
         writer.close()
@@ -213,11 +219,11 @@ async def test_a_connection_ending_inside_a_frame_is_kept_as_truncated(
     assert kept.raw == b"300 <13>1 - - - - - - partial"
 
 
-async def test_tls_backpressure_bounds_memory(tmp_path: Path, tls_files: tuple[Path, Path]) -> None:
+async def test_tls_backpressure_bounds_memory(tmp_path: Path, tls_files: Pki) -> None:
     emitter = FakeEmitter()
     emitter.gate.clear()  # Kafka (and the spool) cannot take anything
     async with running(tmp_path, tls_files, emitter, queue_max=8) as receiver:
-        _, writer = await _open(receiver, tls_files[0])
+        _, writer = await _open(receiver, tls_files)
         frames = [frame_octet_counted(_variant(i)) for i in range(100)]
         blocked = False
         sent = 0
@@ -241,9 +247,7 @@ async def test_tls_backpressure_bounds_memory(tmp_path: Path, tls_files: tuple[P
     assert receiver.stats().kept_total == 0
 
 
-async def test_udp_overload_is_counted_not_hidden(
-    tmp_path: Path, tls_files: tuple[Path, Path]
-) -> None:
+async def test_udp_overload_is_counted_not_hidden(tmp_path: Path, tls_files: Pki) -> None:
     emitter = FakeEmitter()
     emitter.gate.clear()
     async with running(tmp_path, tls_files, emitter, queue_max=4) as receiver:
@@ -257,13 +261,11 @@ async def test_udp_overload_is_counted_not_hidden(
         await _until(lambda: receiver.stats().events == 40 - stats.udp_dropped_overload)
 
 
-async def test_a_resent_message_is_emitted_byte_identical(
-    tmp_path: Path, tls_files: tuple[Path, Path]
-) -> None:
+async def test_a_resent_message_is_emitted_byte_identical(tmp_path: Path, tls_files: Pki) -> None:
     emitter = FakeEmitter()
     async with running(tmp_path, tls_files, emitter) as receiver:
         message = _variant(7)
-        _, writer = await _open(receiver, tls_files[0])
+        _, writer = await _open(receiver, tls_files)
         writer.write(frame_octet_counted(message) + frame_octet_counted(_variant(8)))
         writer.write(frame_octet_counted(message))
         await writer.drain()
@@ -276,7 +278,7 @@ async def test_a_resent_message_is_emitted_byte_identical(
     assert other.producer_seq == 1
 
 
-async def test_pushback_is_retried(tmp_path: Path, tls_files: tuple[Path, Path]) -> None:
+async def test_pushback_is_retried(tmp_path: Path, tls_files: Pki) -> None:
     emitter = FakeEmitter()
     emitter.refuse = 2
     async with running(tmp_path, tls_files, emitter) as receiver:
@@ -286,59 +288,197 @@ async def test_pushback_is_retried(tmp_path: Path, tls_files: tuple[Path, Path])
         assert receiver.stats().emit_retries == 2
 
 
-async def test_connection_limit_and_idle_timeout(
-    tmp_path: Path, tls_files: tuple[Path, Path]
-) -> None:
+async def test_connection_limit_and_idle_timeout(tmp_path: Path, tls_files: Pki) -> None:
     emitter = FakeEmitter()
     async with running(
         tmp_path, tls_files, emitter, max_connections=1, idle_timeout_seconds=0.5
     ) as receiver:
-        first_reader, first = await _open(receiver, tls_files[0])
+        first_reader, first = await _open(receiver, tls_files)
         await _until(lambda: receiver.stats().connections == 1)
-        second_reader, second = await _open(receiver, tls_files[0])
-        async with asyncio.timeout(5):
-            assert await second_reader.read() == b""
+        # Refused before the TLS handshake: the client sees the connection closed.
+        with contextlib.suppress(ConnectionError, ssl.SSLError):
+            second_reader, second = await _open(receiver, tls_files)
+            async with asyncio.timeout(5):
+                assert await second_reader.read() == b""
+            second.close()
         assert receiver.stats().connections_refused == 1
         async with asyncio.timeout(5):
             assert await first_reader.read() == b""  # idle for 0.5 s
         await _until(lambda: receiver.stats().connections == 0)
         first.close()
-        second.close()
 
 
-async def test_client_certificates_are_verified_when_configured(
-    tmp_path: Path, tls_files: tuple[Path, Path]
-) -> None:
-    cert, key = tls_files
-    emitter = FakeEmitter()
-    async with running(tmp_path, tls_files, emitter, client_ca_file=str(cert)) as receiver:
-        anonymous = _client_context(cert)
+async def _refused(receiver: AtnaReceiver, ctx: ssl.SSLContext) -> None:
+    """Connect with ``ctx`` and send a message; the receiver must refuse the client."""
 
-        async def without_certificate() -> None:
-            reader, writer = await asyncio.open_connection(
-                "127.0.0.1", receiver.tls_port, ssl=anonymous, server_hostname="localhost"
-            )
-            # TLS 1.3: the server's verdict on the client arrives with the first read.
-            writer.write(frame_octet_counted(_variant(5)))
-            await writer.drain()
-            if not await reader.read():
-                raise ConnectionError("closed")
-
-        with pytest.raises((ssl.SSLError, ConnectionError)):
-            await without_certificate()
-        mutual = _client_context(cert, client=(cert, key))
-        _, writer = await asyncio.open_connection(
-            "127.0.0.1", receiver.tls_port, ssl=mutual, server_hostname="localhost"
+    async def attempt() -> None:
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", receiver.tls_port, ssl=ctx, server_hostname="localhost"
         )
-        writer.write(frame_octet_counted(_variant(6)))
+        # TLS 1.3: the server's verdict on the client arrives with the first read.
+        writer.write(frame_octet_counted(_variant(5)))
+        await writer.drain()
+        if not await reader.read():
+            raise ConnectionError("closed")
+
+    before = receiver.stats().handshakes_refused
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        await attempt()
+    await _until(lambda: receiver.stats().handshakes_refused == before + 1)
+
+
+async def test_a_tls_sender_without_a_client_certificate_is_refused(
+    tmp_path: Path, tls_files: Pki
+) -> None:
+    emitter = FakeEmitter()
+    async with running(tmp_path, tls_files, emitter) as receiver:
+        await _refused(receiver, _client_context(tls_files))
+        assert receiver.stats().received_tls == 0
+    assert emitter.events == []
+    assert list(read_kept(tmp_path / "kept")) == []
+
+
+async def test_a_certificate_from_another_ca_is_refused(tmp_path: Path, tls_files: Pki) -> None:
+    emitter = FakeEmitter()
+    rogue = tls_files.client(SENDER, ca="rogue")  # the right CN, the wrong CA
+    async with running(tmp_path, tls_files, emitter) as receiver:
+        await _refused(receiver, _client_context(tls_files, client=rogue))
+        # The server's own certificate is not a client credential either.
+        own = (tls_files.server_cert, tls_files.server_key)
+        await _refused(receiver, _client_context(tls_files, client=own))
+        assert receiver.stats().received_tls == 0
+    assert emitter.events == []
+
+
+async def test_a_valid_certificate_may_claim_only_its_audit_sources(
+    tmp_path: Path, tls_files: Pki
+) -> None:
+    emitter = FakeEmitter()
+    async with running(tmp_path, tls_files, emitter) as receiver:
+        _, writer = await _open(receiver, tls_files)
+        other = _message(**{'AuditSourceID="pacs01"': b'AuditSourceID="pacs-elsewhere"'})
+        writer.write(frame_octet_counted(_variant(6)) + frame_octet_counted(other))
+        await writer.drain()
+        await _until(lambda: receiver.stats().events == 1 and receiver.stats().kept_total == 1)
+        writer.close()
+        # A certificate the policy does not list may claim nothing.
+        _, writer = await _open(receiver, tls_files, "unlisted.example")
+        writer.write(frame_octet_counted(_variant(7)))
+        await writer.drain()
+        await _until(lambda: receiver.stats().kept_total == 2)
+        writer.close()
+        assert receiver.stats().refused_senders == 2
+    assert len(emitter.events) == 1
+    assert emitter.events[0].details["atna_sender"] == f"tls:{SENDER}"  # type: ignore[union-attr]
+    kept = list(read_kept(tmp_path / "kept"))
+    assert [(k.reason, k.sender) for k in kept] == [
+        ("source_not_allowed", f"tls:{SENDER}"),
+        ("source_not_allowed", "tls:unlisted.example"),
+    ]
+    assert "'pacs-elsewhere'" in kept[0].detail
+    assert kept[0].raw == other
+
+
+LEDGER_SELF = [
+    # The ledger's own Audit Log Used, as to_dicom_xml writes it: AuditSourceID = the API's
+    # producer id, site = the ledger's name.
+    {'AuditSourceID="arr-01"': b'AuditSourceID="ledger-api-host-18080"'},
+    {'AuditEnterpriseSiteID="stmarys-boston"': b'AuditEnterpriseSiteID="philedger.localhost"'},
+]
+
+
+@pytest.mark.parametrize("changes", LEDGER_SELF)
+async def test_an_audit_log_used_that_claims_the_ledger_is_refused(
+    tmp_path: Path, tls_files: Pki, changes: dict[str, bytes]
+) -> None:
+    """Even for a sender allowed to claim the AuditSourceID (``arr-01`` here): a message
+    naming the ledger as its source or site is kept, never emitted."""
+    policy = replace(POLICY, tls={SENDER: frozenset({"arr-01"})})
+    emitter = FakeEmitter()
+    assert b'AuditSourceID="arr-01"' in (CORPUS / "audit-log-used.xml").read_bytes()
+    genuine = _message("audit-log-used.xml")  # a PACS's own ARR was read: accepted
+    forged = _message("audit-log-used.xml", **changes)
+    async with running(tmp_path, tls_files, emitter, policy=policy) as receiver:
+        _, writer = await _open(receiver, tls_files)
+        writer.write(frame_octet_counted(genuine) + frame_octet_counted(forged))
+        await writer.drain()
+        await _until(lambda: receiver.stats().events == 1 and receiver.stats().kept_total == 1)
+        writer.close()
+        assert receiver.stats().refused_senders == 1
+    (kept,) = read_kept(tmp_path / "kept")
+    assert (kept.reason, kept.raw) == ("claims_ledger", forged)
+    assert [type(e).__name__ for e in emitter.events] == ["AuditLogUsed"]
+
+
+def test_the_policy_refuses_to_let_anyone_claim_the_ledger() -> None:
+    from producers.errors import AtnaPolicyError
+
+    with pytest.raises(AtnaPolicyError, match="names the ledger"):
+        replace(POLICY, tls={SENDER: frozenset({"philedger.localhost"})})
+    with pytest.raises(AtnaPolicyError, match="names the ledger"):
+        replace(POLICY, udp=frozenset({"ledger-api-x-1"}))
+
+
+async def test_two_senders_using_the_same_event_id_make_two_events(
+    tmp_path: Path, tls_files: Pki
+) -> None:
+    """The same message (so the same event id it gives) from two certificates is two
+    distinct ledger events; each sender's re-send is still a byte-identical duplicate."""
+    emitter = FakeEmitter()
+    message = frame_octet_counted(_variant(9))
+    async with running(tmp_path, tls_files, emitter) as receiver:
+        for cn in (SENDER, "pacs02.example", SENDER):
+            _, writer = await _open(receiver, tls_files, cn)
+            writer.write(message)
+            await writer.drain()
+            writer.close()
+        await _until(lambda: receiver.stats().events == 3)
+        assert receiver.stats().resent == 1
+    first, second, again = emitter.events
+    assert first.event_id != second.event_id
+    assert again == first
+
+
+async def test_clients_that_never_authenticate_take_no_connection_slot(
+    tmp_path: Path, tls_files: Pki
+) -> None:
+    """Unauthenticated TCP connections (no TLS handshake) cannot starve the senders: the
+    connection limit counts authenticated connections only."""
+    emitter = FakeEmitter()
+    async with running(tmp_path, tls_files, emitter, max_connections=1) as receiver:
+        idle = [await asyncio.open_connection("127.0.0.1", receiver.tls_port) for _ in range(3)]
+        _, writer = await _open(receiver, tls_files)
+        writer.write(frame_octet_counted(_variant(12)))
         await writer.drain()
         await _until(lambda: receiver.stats().events == 1)
+        assert receiver.stats().connections_refused == 0
         writer.close()
+        for _, w in idle:
+            w.close()
 
 
-async def test_stop_keeps_what_could_not_be_emitted(
-    tmp_path: Path, tls_files: tuple[Path, Path]
+async def test_udp_is_off_unless_a_port_is_given(tmp_path: Path, tls_files: Pki) -> None:
+    emitter = FakeEmitter()
+    async with running(tmp_path, tls_files, emitter, udp_port=None) as receiver:
+        assert receiver.udp_port is None
+        assert receiver._udp is None
+
+
+async def test_udp_may_claim_only_the_sources_listed_for_udp(
+    tmp_path: Path, tls_files: Pki
 ) -> None:
+    emitter = FakeEmitter()
+    policy = replace(POLICY, udp=frozenset({"somewhere-else"}))
+    async with running(tmp_path, tls_files, emitter, policy=policy) as receiver:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.sendto(_variant(11), ("127.0.0.1", receiver.udp_port))
+        await _until(lambda: receiver.stats().kept_total == 1)
+    (kept,) = read_kept(tmp_path / "kept")
+    assert (kept.reason, kept.sender, kept.transport) == ("source_not_allowed", "udp", "udp")
+    assert emitter.events == []
+
+
+async def test_stop_keeps_what_could_not_be_emitted(tmp_path: Path, tls_files: Pki) -> None:
     emitter = FakeEmitter()
     emitter.gate.clear()
     async with running(tmp_path, tls_files, emitter) as receiver:
@@ -357,19 +497,21 @@ def test_config_is_checked() -> None:
         AtnaReceiverConfig(kept_dir="x")
     with pytest.raises(ValueError, match="cert_file"):
         AtnaReceiverConfig(kept_dir="x", tls_port=1)
+    with pytest.raises(ValueError, match="client_ca_file"):
+        AtnaReceiverConfig(kept_dir="x", tls_port=1, cert_file="c", key_file="k")
     assert replace(AtnaReceiverConfig(kept_dir="x", udp_port=0), queue_max=5).queue_max == 5
 
 
 @pytest.mark.parametrize("workers", [0, 1, 2])
 async def test_parse_workers_keep_arrival_order_and_keep_what_does_not_map(
-    tmp_path: Path, tls_files: tuple[Path, Path], workers: int
+    tmp_path: Path, tls_files: Pki, workers: int
 ) -> None:
     emitter = FakeEmitter()
     bad_msgid = format_syslog(b"<x/>", hostname="pacs01", app_name="ATNA", msgid="OTHER")
     messages = [bad_msgid if i % 50 == 7 else _variant(i) for i in range(300)]
     good = [m for m in messages if m is not bad_msgid]
     async with running(tmp_path, tls_files, emitter, parse_workers=workers) as receiver:
-        _, writer = await _open(receiver, tls_files[0])
+        _, writer = await _open(receiver, tls_files)
         writer.write(b"".join(frame_octet_counted(m) for m in messages))
         await writer.drain()
         await _until(lambda: receiver.stats().mapped + receiver.stats().kept_total == 300)
@@ -377,13 +519,13 @@ async def test_parse_workers_keep_arrival_order_and_keep_what_does_not_map(
     stats = receiver.stats()
     assert stats.mapped == len(good)
     assert stats.kept == {"unexpected_msgid": 6}
-    assert [e.event_id for e in emitter.events] == [event_id_for(parse_syslog(m).msg) for m in good]
+    assert [e.event_id for e in emitter.events] == [
+        sender_event_id(f"tls:{SENDER}", event_id_for(parse_syslog(m).msg)) for m in good
+    ]
     assert [e.producer_seq for e in emitter.events] == list(range(len(good)))
 
 
-async def test_a_dead_parse_worker_loses_nothing(
-    tmp_path: Path, tls_files: tuple[Path, Path]
-) -> None:
+async def test_a_dead_parse_worker_loses_nothing(tmp_path: Path, tls_files: Pki) -> None:
     emitter = FakeEmitter()
     async with running(tmp_path, tls_files, emitter, parse_workers=1) as receiver:
         pool = receiver._pool  # the worker process is what this test kills
@@ -391,7 +533,7 @@ async def test_a_dead_parse_worker_loses_nothing(
         for process in list(pool._processes.values()):
             process.kill()
             process.join()
-        _, writer = await _open(receiver, tls_files[0])
+        _, writer = await _open(receiver, tls_files)
         writer.write(b"".join(frame_octet_counted(_variant(i)) for i in range(100)))
         await writer.drain()
         await _until(lambda: receiver.stats().events == 100)
@@ -401,7 +543,7 @@ async def test_a_dead_parse_worker_loses_nothing(
 
 
 async def test_a_message_resent_after_a_restart_is_still_byte_identical(
-    tmp_path: Path, tls_files: tuple[Path, Path]
+    tmp_path: Path, tls_files: Pki
 ) -> None:
     first_run = FakeEmitter()
     async with running(tmp_path, tls_files, first_run) as receiver:

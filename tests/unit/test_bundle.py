@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -17,6 +19,7 @@ from ledger.bundle import (
     BundleLog,
     BundleReader,
     BundleWriter,
+    check_target,
     index_row,
 )
 from ledger.errors import MalformedInputError
@@ -291,3 +294,34 @@ def test_malformed_manifest(tmp_path: Path, manifest: str) -> None:
     (tmp_path / "manifest.json").write_text(manifest)
     with pytest.raises(MalformedInputError):
         BundleReader(tmp_path)
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o022, 0o077])
+def test_bundle_is_owner_only_under_any_umask(tmp_path: Path, umask: int) -> None:
+    """A bundle is every patient's PHI: 0700 directories, 0600 files, whatever the umask."""
+    old = os.umask(umask)
+    try:
+        _write(tmp_path / "b")
+    finally:
+        os.umask(old)
+    paths = [tmp_path / "b", *(tmp_path / "b").rglob("*")]
+    assert {stat.S_IMODE(p.stat().st_mode) for p in paths if p.is_dir()} == {0o700}
+    assert {stat.S_IMODE(p.stat().st_mode) for p in paths if p.is_file()} == {0o600}
+    assert BundleReader(tmp_path / "b").logs, "and it still reads back"
+
+
+def test_a_target_others_can_open_is_refused(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o700)
+    shared.chmod(0o750)
+    with pytest.raises(MalformedInputError, match="mode 750"):
+        check_target(shared)
+    with pytest.raises(MalformedInputError, match="mode 750"):
+        BundleWriter(shared, ledger_name="l")
+    assert list(shared.iterdir()) == []
+    shared.chmod(0o700)
+    check_target(shared)  # an empty owner-only directory is fine
+    link = tmp_path / "link"
+    link.symlink_to(shared)
+    with pytest.raises(MalformedInputError, match="not a directory"):
+        check_target(link)  # never follow a symlink someone else may re-point

@@ -53,7 +53,9 @@ def test_every_subcommand_the_readme_lists_exists() -> None:
         group_help = CliRunner().invoke(app, [sub, "--help"], terminal_width=200)
         if "Commands" in group_help.output and args and not args[0].startswith("-"):
             command.append(args.pop(0))  # a command group: `ledger token create ...`
-        help_text = CliRunner().invoke(app, [*command, "--help"], terminal_width=200)
+        help_text = CliRunner().invoke(
+            app, [*command, "--help"], terminal_width=200, env={"COLUMNS": "200"}
+        )  # rich takes its width from COLUMNS: long option names are not cut short
         assert help_text.exit_code == 0, sub
         for option in (a for a in args if a.startswith("--")):
             assert option in help_text.output, f"{sub} has no {option}"

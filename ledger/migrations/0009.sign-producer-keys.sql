@@ -1,8 +1,8 @@
--- 0008 (helper "sign"): producer authentication. The registry of producers' Ed25519
+-- 0009 (helper "sign"): producer authentication. The registry of producers' Ed25519
 -- public keys (the private halves never enter the database), their revocations, the
--- seals (signed batches of leaf hashes) producers sent, and each leaf's place in its
--- seal, so an export can be checked offline.
--- depends: 0007.security-events
+-- seals (signed batches of leaf hashes) producers sent, each leaf's place in its seal,
+-- and where each upgraded log's authentication starts, so an export can be checked offline.
+-- depends: 0008.attr-read-disclosures
 
 -- key_id = hex(SHA-256("philedger/producer-key/v1" || 0x00 || public_key)[:8]).
 CREATE TABLE producer_keys (
@@ -45,10 +45,25 @@ ALTER TABLE leaves ADD COLUMN seal_id bytea, ADD COLUMN seal_index integer;
 -- fixed (e.g. a key registered later) can be re-submitted with its signature intact.
 ALTER TABLE quarantine ADD COLUMN envelope bytea;
 
+-- Leaves appended before producer authentication existed carry no seal reference. Each log's
+-- size when this migration ran is where its authentication starts (a log created later
+-- starts at 0, with no row); the offline check does not ask older leaves for seals.
+CREATE TABLE producer_auth_start (
+    log_id     integer PRIMARY KEY REFERENCES logs (log_id),
+    first_leaf bigint NOT NULL CHECK (first_leaf >= 0)
+);
+INSERT INTO producer_auth_start (log_id, first_leaf)
+SELECT g.log_id, (SELECT coalesce(max(l.leaf_index) + 1, 0) FROM leaves l WHERE l.log_id = g.log_id)
+FROM logs g;
+-- Written once, here: a later row could exempt a new log's forged leaves.
+CREATE TRIGGER producer_auth_start_no_insert BEFORE INSERT ON producer_auth_start
+    FOR EACH ROW EXECUTE FUNCTION reject_mutation();
+
 DO $$
 DECLARE t text;
 BEGIN
-    FOREACH t IN ARRAY ARRAY['producer_keys', 'producer_key_revocations', 'producer_seals'] LOOP
+    FOREACH t IN ARRAY ARRAY['producer_keys', 'producer_key_revocations', 'producer_seals',
+                             'producer_auth_start'] LOOP
         EXECUTE format('CREATE TRIGGER %I BEFORE UPDATE OR DELETE ON %I FOR EACH ROW EXECUTE FUNCTION reject_mutation()', t || '_no_mutation', t);
         EXECUTE format('CREATE TRIGGER %I BEFORE TRUNCATE ON %I FOR EACH STATEMENT EXECUTE FUNCTION reject_mutation()', t || '_no_truncate', t);
     END LOOP;
@@ -57,7 +72,8 @@ $$;
 
 -- Keys are added and revoked by the owner (`ledger producer ...`); the consumer and
 -- the API only read them; the consumer adds seals.
-REVOKE ALL ON producer_keys, producer_key_revocations, producer_seals FROM PUBLIC;
-GRANT SELECT ON producer_keys, producer_key_revocations, producer_seals
+REVOKE ALL ON producer_keys, producer_key_revocations, producer_seals, producer_auth_start
+    FROM PUBLIC;
+GRANT SELECT ON producer_keys, producer_key_revocations, producer_seals, producer_auth_start
     TO ledger_appender, ledger_reader;
 GRANT INSERT ON producer_seals TO ledger_appender;
