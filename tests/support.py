@@ -211,16 +211,29 @@ def local_authenticator() -> object:
 
 
 def signed_headers(
-    key_file: str, records: Sequence[tuple[str, bytes]]
+    key_file: str,
+    records: Sequence[tuple[str, bytes]],
+    partitions: Sequence[int] | None = None,
 ) -> list[list[tuple[str, bytes]]]:
-    """Kafka headers authenticating each (topic, value) as the key's producer."""
+    """Kafka headers authenticating each (topic, value) as the key's producer, in order.
+
+    One seal per (topic, partition) batch, as the emitter signs (docs/producer-auth.md):
+    the first record of each batch carries the seal, so each must reach its partition
+    before the batch's other records. ``partitions`` gives each record's partition
+    (default: every record on partition 0 of its topic)."""
     from producers.signing import ENVELOPE_HEADER, MAX_BATCH, load_producer_key
 
     signer = load_producer_key(key_file).signer()
-    out: list[list[tuple[str, bytes]]] = []
-    for start in range(0, len(records), MAX_BATCH):
-        batch = records[start : start + MAX_BATCH]
-        out += [[(ENVELOPE_HEADER, e)] for e in signer.envelopes(batch)]
+    groups: dict[tuple[str, int], list[int]] = {}
+    for i, (topic, _) in enumerate(records):
+        groups.setdefault((topic, 0 if partitions is None else partitions[i]), []).append(i)
+    out: list[list[tuple[str, bytes]]] = [[] for _ in records]
+    for members in groups.values():
+        for start in range(0, len(members), MAX_BATCH):
+            batch = members[start : start + MAX_BATCH]
+            envelopes = signer.envelopes([records[i] for i in batch])
+            for i, envelope in zip(batch, envelopes, strict=True):
+                out[i] = [(ENVELOPE_HEADER, envelope)]
     return out
 
 

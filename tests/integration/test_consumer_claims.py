@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
 
 from consumers.consumer import ConsumerConfig, LedgerConsumer
 from ledger.ingest import AppendResult, BatchItem
@@ -59,12 +60,21 @@ async def publish(
         (topics[1] if isinstance(e, CriticalResultRelay) else topics[0], codec.encode(e))
         for e in stamped
     ]
-    headers = signed_headers(stack.producer_key(producer_id), records)
+    keys = [event_key(e).encode() for e in stamped]
     producer = AIOKafkaProducer(**stack.kafka_client(KafkaRole.SIMULATOR), linger_ms=20)
     await producer.start()
     try:
-        for event, (topic, value), header in zip(stamped, records, headers, strict=True):
-            await producer.send(topic, value, key=event_key(event).encode(), headers=header)
+        # One seal per partition batch, as the emitter signs: each record's partition is
+        # the one aiokafka's partitioner picks for its key.
+        partitions = []
+        for (topic, _), key in zip(records, keys, strict=True):
+            available = sorted(await producer.partitions_for(topic))
+            partitions.append(DefaultPartitioner()(key, available, available))
+        headers = signed_headers(stack.producer_key(producer_id), records, partitions)
+        for (topic, value), key, partition, header in zip(
+            records, keys, partitions, headers, strict=True
+        ):
+            await producer.send(topic, value, key=key, partition=partition, headers=header)
         await producer.flush()
     finally:
         await producer.stop()
