@@ -120,7 +120,7 @@ async def build(stack: Stack, database: str) -> Ledger:
     named_c = _read(patient=Patient(id="ATTR-C"), query=LedgerQuery(
         method="GET", path="/v1/patients/ATTR-C/accesses", status=200))  # fmt: skip
     reads = [*READS.values(), named_c]
-    # Signed like any producer's events, so the export carries an envelope per leaf.
+    # Signed like any producer's events, so the export carries a seal reference per leaf.
     own = dataclasses.replace(
         stack, owner_url=with_database(stack.owner_url, database), database=database
     )
