@@ -85,8 +85,9 @@ def cli_read(
 
     ``heads`` are the logs the read disclosed, each up to its size: recorded as what the
     read disclosed (every entry of those logs below that size, so the read shows up in
-    the history of every patient they name; docs/read-attribution.md), and also as the
-    ``logs`` parameter (``origin@size`` pairs); ``results`` is their total.
+    the history of every patient they name; docs/read-attribution.md); ``results`` is
+    their total. (Not also as a parameter: parameter values are cut at 1,024
+    characters, so a ledger with many logs would be named only in part.)
     """
     params: dict[str, str] = {
         "reason": check_reason(reason),
@@ -97,10 +98,8 @@ def cli_read(
     if sudo_user:
         params["sudo_user"] = sudo_user  # informative only: the environment can lie
     params.update(parameters or {})
-    if heads:
-        params["logs"] = ",".join(f"{h.origin}@{h.size}" for h in heads)
-        if results is None:
-            results = sum(h.size for h in heads)
+    if heads and results is None:
+        results = sum(h.size for h in heads)
     return LedgerRead(
         read_id=uuid.uuid4(),
         at=datetime.now(UTC),

@@ -159,8 +159,7 @@ def test_export_is_recorded_before_writing_and_is_owner_only(stack: Stack, tmp_p
     assert read.query.parameters["host"] == socket.gethostname()
     assert read.patient is None
     manifest = json.loads((out / "manifest.json").read_text())
-    disclosed = ",".join(f"{g['origin']}@{g['size']}" for g in manifest["logs"])
-    assert read.query.parameters["logs"] == disclosed, "the record names what was exported"
+    assert "logs" not in read.query.parameters  # cut at 1,024 characters: see disclosed
     assert read.query.results == sum(g["size"] for g in manifest["logs"]) > 0
     # Every entry of every exported log, so the export is in each patient's history.
     assert read.disclosed == tuple(
