@@ -21,7 +21,7 @@ from ledger.bundle import BundleWriter
 from ledger.checkpoint import Checkpoint, sign_checkpoint
 from ledger.leaf import KafkaRecord, encode_leaf
 from ledger.note import generate_signer, parse_signer_key, parse_verifier_key
-from ledger.verify import build_full_tiles, verify_bundle
+from ledger.verification import build_full_tiles, verify_bundle
 from ledgerctl.verifying import verify_bundle_jobs
 
 

@@ -184,7 +184,7 @@ def _people(record: Record, user_field: str) -> _People:
 def index_fields(full_name: str, record: Record) -> IndexFields:
     """Project a validated Avro record onto the ledger's query index.
 
-    ``ledger.verify.project_event`` recomputes the same columns independently from the
+    ``ledger.verification.project_event`` recomputes the same columns independently from the
     stored leaf; a test keeps the two in agreement for every kind.
     """
     head = _head(record)

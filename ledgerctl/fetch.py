@@ -26,7 +26,7 @@ from ledger.bundle import BundleWriter, LogWriter
 from ledger.checkpoint import parse_checkpoint
 from ledger.errors import MalformedInputError
 from ledger.note import Verifier
-from ledger.verify import Finding, signing_key_finding
+from ledger.verification import Finding, signing_key_finding
 from ledgerctl.client import Api
 
 _U16 = struct.Struct(">H")

@@ -30,16 +30,16 @@ from ledger.checkpoint import parse_tlog_proof, verify_tlog_proof
 from ledger.errors import LedgerError
 from ledger.leaf import decode_leaf
 from ledger.note import Verifier
-from ledger.verification.checks import EventCheckFactory
-from ledger.verification.disclosures import disclosure_check
-from ledger.verification.producers import producer_check
-from ledger.verify import (
+from ledger.verification import (
     LogReport,
     key_report,
     signing_key_finding,
     trusted_by_origin,
     verify_bundle,
 )
+from ledger.verification.checks import EventCheckFactory
+from ledger.verification.disclosures import disclosure_check
+from ledger.verification.producers import producer_check
 from ledgerctl.client import Api
 from ledgerctl.fetch import download_bundle
 from ledgerctl.verdict import as_json, render_heads, verdict_line, write_heads

@@ -30,8 +30,8 @@ from ledger.pg.appender import PostgresAppender, origin_for
 from ledger.pg.export import export_bundle
 from ledger.pg.producerkeys import revoke_producer_key
 from ledger.producerbundle import REFS_DIR, SEALS_FILE
+from ledger.verification import Finding, verify_bundle
 from ledger.verification.producers import producer_check
-from ledger.verify import Finding, verify_bundle
 from ledgerctl.infra import ensure_topics
 from ledgerctl.settings import KafkaRole
 from ledgerctl.verdict import verdict_line

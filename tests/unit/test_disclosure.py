@@ -15,9 +15,9 @@ from consumers.consumer import event_index
 from ledger import disclosure
 from ledger.disclosure import MAX_RANGES, Disclosure, LeafRange, coalesce, of_positions, whole_logs
 from ledger.readlog import LedgerRead
+from ledger.verification import verify_bundle
 from ledger.verification.disclosures import disclosure_check
 from ledger.verification.producers import producer_check
-from ledger.verify import verify_bundle
 from ledgerctl.readaudit import audit_event
 from ledgerctl.verifying import event_checks
 from producers.codec import Codec, load_shipped_schemas, to_record

@@ -20,9 +20,9 @@ from ledger.producerbundle import (
     write_producer_keys,
     write_producer_seals,
 )
+from ledger.verification import verify_bundle
 from ledger.verification.findings import FINDING_KINDS
 from ledger.verification.producers import producer_check
-from ledger.verify import verify_bundle
 from producers.signing import ProducerKey, generate_producer_key
 from tests.unit.test_bundle_format_doc import _every_kind
 from tests.unit.test_verify import KEY, export

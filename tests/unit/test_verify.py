@@ -24,7 +24,7 @@ from ledger.errors import MalformedInputError, UnavailableError
 from ledger.leaf import KafkaRecord, encode_leaf
 from ledger.note import Signer, Verifier, generate_signer, parse_signer_key
 from ledger.types import RootHash
-from ledger.verify import (
+from ledger.verification import (
     FINDING_KINDS,
     Finding,
     LogReport,
@@ -271,7 +271,7 @@ EVERY_KIND = (
         ),
     ),
 )
-#: Consumer policy rather than event fields for relays (see ledger.verify).
+#: Consumer policy rather than event fields for relays (see ledger.verification).
 _RELAY_POLICY = frozenset({"action", "outcome", "purpose_of_use"})
 
 

@@ -20,7 +20,7 @@ from ledger.bundle import BundleReader
 from ledger.checkpoint import Checkpoint, sign_checkpoint
 from ledger.errors import MalformedInputError
 from ledger.leaf import KafkaRecord
-from ledger.verify import (
+from ledger.verification import (
     BundleLogSource,
     CheckContext,
     LogReport,
