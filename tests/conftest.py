@@ -8,6 +8,8 @@ while `make up` is running.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import secrets
 from collections.abc import AsyncIterator, Iterator
 
@@ -97,3 +99,41 @@ async def _issue_tokens(owner_url: str) -> dict[str, str]:
         )
         tokens[role.value] = issued.text
     return tokens
+
+
+async def _admin(owner_url: str, statement: str) -> None:
+    """One statement as the schema owner; retried while a closed session of another role
+    (a superuser used to tamper, an appender that just stopped) is still ending."""
+    conn = await asyncpg.connect(owner_url)
+    try:
+        for _ in range(40):
+            try:
+                await conn.execute(statement)
+                return
+            except asyncpg.InsufficientPrivilegeError:
+                await asyncio.sleep(0.25)
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@contextlib.contextmanager
+def own_ledger(stack: Stack, database: str) -> Iterator[Stack]:
+    """``stack`` on a fresh, migrated database of its own (with its own API tokens),
+    dropped afterwards: for processes that sign every log of the database they write."""
+    from ledger.migrate import apply_migrations
+
+    asyncio.run(_admin(stack.owner_url, f'CREATE DATABASE "{database}"'))
+    try:
+        owner = with_database(stack.owner_url, database)
+        apply_migrations(owner)
+        yield dataclasses.replace(
+            stack,
+            owner_url=owner,
+            appender_url=with_database(stack.appender_url, database),
+            reader_url=with_database(stack.reader_url, database),
+            database=database,
+            tokens=asyncio.run(_issue_tokens(owner)),
+        )
+    finally:
+        asyncio.run(_admin(stack.owner_url, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import socket
 import subprocess
 import sys
@@ -19,12 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
-import asyncpg
 import pytest
 
 from ledgerctl.settings import KafkaRole
 from producers.emitter import Emitter, EmitterConfig
-from tests.support import ROOT, Stack, with_database
+from tests.support import ROOT, Stack
 
 LEDGER = str(Path(sys.executable).with_name("ledger"))
 #: Seeds here are far from the small seeds of the unit and integration tests, because
@@ -80,32 +78,10 @@ class Pipeline:
 def pipeline_stack(stack: Stack) -> Iterator[Stack]:
     """A database of the pipeline's own: its consumer signs every log of the database it
     writes, so it must not share one with tests that append and sign logs themselves."""
-    from ledger.migrate import apply_migrations
-    from tests.conftest import _issue_tokens
+    from tests.conftest import own_ledger
 
-    database = f"{stack.database}_e2e"
-
-    async def admin(statement: str) -> None:
-        conn = await asyncpg.connect(stack.owner_url)
-        try:
-            await conn.execute(statement)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{database}"'))
-    try:
-        owner = with_database(stack.owner_url, database)
-        apply_migrations(owner)
-        yield dataclasses.replace(
-            stack,
-            owner_url=owner,
-            appender_url=with_database(stack.appender_url, database),
-            reader_url=with_database(stack.reader_url, database),
-            database=database,
-            tokens=asyncio.run(_issue_tokens(owner)),
-        )
-    finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+    with own_ledger(stack, f"{stack.database}_e2e") as own:
+        yield own
 
 
 @pytest.fixture(scope="session")

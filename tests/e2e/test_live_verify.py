@@ -24,10 +24,9 @@ import aiohttp
 import asyncpg
 import pytest
 
-from ledger.migrate import apply_migrations
 from ledger.note import generate_signer
 from producers.simulator import Simulator
-from tests.conftest import _issue_tokens
+from tests.conftest import own_ledger
 from tests.e2e.conftest import (
     E2E_SEED,
     LEDGER,
@@ -48,33 +47,7 @@ RATE = 1500  # events per second appended during every verification
 @pytest.fixture(scope="module")
 def live(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     """Consumer and API processes on a fresh database and fresh topics."""
-    database = f"{stack.database}_live{uuid.uuid4().hex[:6]}"
-
-    async def admin(statement: str) -> None:
-        conn = await asyncpg.connect(stack.owner_url)
-        try:
-            for _ in range(40):  # a closed superuser session may take a moment to end
-                try:
-                    await conn.execute(statement)
-                    return
-                except asyncpg.InsufficientPrivilegeError:
-                    await asyncio.sleep(0.25)
-            await conn.execute(statement)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{database}"'))
-    try:
-        owner = with_database(stack.owner_url, database)
-        apply_migrations(owner)
-        own = dataclasses.replace(
-            stack,
-            owner_url=owner,
-            appender_url=with_database(stack.appender_url, database),
-            reader_url=with_database(stack.reader_url, database),
-            database=database,
-            tokens=asyncio.run(_issue_tokens(owner)),
-        )
+    with own_ledger(stack, f"{stack.database}_live{uuid.uuid4().hex[:6]}") as own:
         access, relay = own.topics(f"live{uuid.uuid4().hex[:6]}")
         port = free_port()
         logs = tmp_path_factory.mktemp("live-logs")
@@ -103,8 +76,6 @@ def live(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pip
             ]
             pipeline = Pipeline(own, env, access, relay, f"http://127.0.0.1:{port}", logs)
             yield from _running(procs, env, pipeline)
-    finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="module")
