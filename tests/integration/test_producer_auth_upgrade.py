@@ -19,9 +19,9 @@ import asyncpg
 import pytest
 from yoyo import get_backend, read_migrations
 
-from ledger.migrate import _yoyo_url, apply_migrations
 from ledger.pg.export import export_bundle
-from ledger.producerbundle import START_FILE
+from ledger.pg.migrate import _yoyo_url, apply_migrations
+from ledger.verify.producerbundle import START_FILE
 from tests.support import Stack, with_database
 
 pytestmark = pytest.mark.integration
