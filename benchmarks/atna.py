@@ -35,11 +35,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.atna_pki
 
+from integrations.atna.dicom_audit import events_from_dicom
+from integrations.atna.receiver import DEFAULT_PARSE_WORKERS, AtnaReceiver, AtnaReceiverConfig
+from integrations.atna.rfc5424 import format_syslog, frame_octet_counted, parse_syslog
+from integrations.atna.senders import SenderPolicy
 from ledgerctl.settings import KAFKA_SECURITY_VARS, KafkaRole, kafka_security_from_env
-from producers.atna.dicom_audit import events_from_dicom
-from producers.atna.receiver import DEFAULT_PARSE_WORKERS, AtnaReceiver, AtnaReceiverConfig
-from producers.atna.rfc5424 import format_syslog, frame_octet_counted, parse_syslog
-from producers.atna.senders import SenderPolicy
 from producers.codec import Codec, PreparedEvent
 from producers.emitter import Emitter, EmitterConfig
 from producers.kafka_security import KafkaSecurity, client_kwargs

@@ -29,8 +29,8 @@ import asyncpg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.proofs import env, on_db
-from ledger.migrate import apply_migrations
 from ledger.pg import sql
+from ledger.pg.migrate import apply_migrations
 
 _OLD_PATIENT_HISTORY = sql._HISTORY.format(
     disclosed="false", key=sql._PATIENT_KEY

@@ -23,11 +23,11 @@ import asyncpg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.proofs import env, on_db
-from ledger.ingest import Accepted
-from ledger.migrate import apply_migrations
-from ledger.note import generate_signer, parse_signer_key
+from ledger.audit.ingest import Accepted
+from ledger.log.note import generate_signer, parse_signer_key
 from ledger.pg.appender import PostgresAppender
 from ledger.pg.checkpointer import Checkpointer, CheckpointPolicy
+from ledger.pg.migrate import apply_migrations
 from tests.support import synthetic_batch
 
 

@@ -8,8 +8,8 @@ import time
 
 import fastavro
 
+from integrations.simulator import Simulator
 from producers.codec import Codec, to_record
-from producers.simulator import Simulator
 
 
 def rate(label: str, n: int, seconds: float) -> float:

@@ -34,18 +34,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.proofs import admin_kafka, env, on_db, simulator
 from consumers.consumer import classify
-from ledger.ingest import Accepted
-from ledger.leaf import KafkaRecord
-from ledger.merkle import leaf_hash
-from ledger.migrate import apply_migrations
+from integrations.simulator import Simulator
+from ledger.audit.ingest import Accepted
+from ledger.log.leaf import KafkaRecord
+from ledger.log.merkle import leaf_hash
 from ledger.pg import sql
+from ledger.pg.migrate import apply_migrations
 from ledger.pg.producerkeys import add_producer_key
 from ledgerctl.infra import ensure_topics
 from producers.codec import Codec
 from producers.emitter import Emitter, EmitterConfig
 from producers.kafka_security import KafkaSecurity
 from producers.signing import generate_producer_key, write_producer_key
-from producers.simulator import Simulator
 
 LEDGER = str(Path(sys.executable).with_name("ledger"))
 

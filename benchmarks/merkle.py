@@ -7,7 +7,7 @@ import hashlib
 import os
 import time
 
-from ledger.merkle import root_from_leaf_hashes, root_from_leaves
+from ledger.log.merkle import root_from_leaf_hashes, root_from_leaves
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ Starts three Orthanc processes side by side in one run, identical but for the pl
 (same Debian packages, configuration, ports style, users, data): ``plain`` without any
 plugin, ``python`` with orthanc-python and a filter that does nothing (what the host's
 Python plugin costs by itself), and ``audited`` with the Python plugin and
-``producers/orthanc`` emitting to the real Kafka (a bench topic, never the demo's).
+``integrations/orthanc`` emitting to the real Kafka (a bench topic, never the demo's).
 Uploads the same small study to each, then reads from each in turns, one request at a
 time over a kept-alive connection, and prints p50, p99 and max per route for each, the
 p99 the plugin adds (goal: < 1 ms for a study read) and how much of it is beyond the
@@ -13,7 +13,7 @@ with the next request for the interpreter and the CPU) and paced at a realistic 
 Every audited read is an event in Kafka: the run ends by counting them, then prints each
 process's CPU time per read (from /proc, the relay process's too), the figure that
 explains the back-to-back p99 on a small machine, and whether the relay kept its idle
-CPU priority (a starved relay is promoted: see ``producers/relay.py``). Nothing fails
+CPU priority (a starved relay is promoted: see ``producers/pipe.py``). Nothing fails
 on a number. Needs Kafka (`make up` or `deploy/local/stack.sh infra`) and Debian's
 orthanc and orthanc-python (`deploy/local/orthanc.sh install`).
 
@@ -120,7 +120,7 @@ def start(
     if plugin is not None:
         config |= {
             "Plugins": [PYTHON_PLUGIN],
-            "PythonScript": str(ROOT / "producers/orthanc/orthanc_plugin.py"),
+            "PythonScript": str(ROOT / "integrations/orthanc/orthanc_plugin.py"),
             "PhiLedger": plugin,
         }
     elif noop:

@@ -35,13 +35,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.ingest import count_events, fresh_database, ingest_times
 from benchmarks.proofs import admin_kafka, env, on_db, simulator
+from integrations.simulator import Simulator
+from ledger.audit.producerauth import ProducerAuthenticator, RegisteredKey, key_id_of
 from ledger.pg.producerkeys import add_producer_key
-from ledger.producerauth import ProducerAuthenticator, RegisteredKey, key_id_of
 from ledgerctl.infra import ensure_topics
 from producers.emitter import Emitter, EmitterConfig
 from producers.kafka_security import KafkaSecurity
 from producers.signing import SIGN_BATCH, generate_producer_key, write_producer_key
-from producers.simulator import Simulator
 
 PRODUCER = "bench-auth"
 PARTITIONS = 4
@@ -127,7 +127,7 @@ def spawn(args: list[str], child_env: dict[str, str]) -> subprocess.Popen[bytes]
 
 def child_consume(auth: bool) -> None:
     from consumers.__main__ import run_consumer
-    from ledger.keys import load_signers
+    from ledger.log.keys import load_signers
     from ledger.pg.checkpointer import CheckpointPolicy
     from ledgerctl.settings import KafkaRole, Settings
 

@@ -39,11 +39,11 @@ import aiohttp
 import asyncpg
 from aiokafka.admin import AIOKafkaAdminClient
 
-from ledger import merkle, tiles
-from ledger.auth import Role
-from ledger.leaf import KafkaRecord, encode_leaf
-from ledger.migrate import apply_migrations
+from ledger.audit.auth import Role
+from ledger.log import merkle, tiles
+from ledger.log.leaf import KafkaRecord, encode_leaf
 from ledger.pg import tree
+from ledger.pg.migrate import apply_migrations
 from ledgerctl.infra import api_ready, ensure_topics
 from ledgerctl.settings import KAFKA_SECURITY_VARS, KafkaRole, kafka_security_from_env
 from ledgerctl.tokens import create_token

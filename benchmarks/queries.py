@@ -18,7 +18,7 @@ and prints the figures beside the goals (history p99 < 10 ms at >= 5,000 req/s; 
 report < 2 s). Nothing fails on a number. ``--profile`` also runs the API under cProfile
 and prints where its CPU goes per request. Needs `make up` (or stack.sh infra).
 
-The data: ``producers.simulator.Simulator`` makes a pool of templates (encoded with the
+The data: ``integrations.simulator.Simulator`` makes a pool of templates (encoded with the
 Codec, index rows from ``consumers.consumer.classify``), and every loaded event is one
 template with fresh identity: event id, time (5 years, in order within each log),
 patient (~N/10 patients, skewed: 2% of events go to a few hundred patients, 10% to a few
@@ -65,18 +65,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.proofs import Api, env, on_db, percentiles, serve_api
 from consumers.consumer import classify
-from ledger import merkle, tiles
-from ledger.checkpoint import Checkpoint, sign_checkpoint
-from ledger.ingest import Accepted
-from ledger.leaf import KafkaRecord, encode_leaf
-from ledger.migrate import apply_migrations
-from ledger.note import Signer
+from integrations.simulator import Simulator, make_npi
+from ledger.audit.ingest import Accepted
+from ledger.audit.reports import InvestigationScope
+from ledger.log import merkle, tiles
+from ledger.log.checkpoint import Checkpoint, sign_checkpoint
+from ledger.log.leaf import KafkaRecord, encode_leaf
+from ledger.log.note import Signer
 from ledger.pg import sql, tree
+from ledger.pg.migrate import apply_migrations
 from ledger.pg.pool import is_transient
 from ledger.pg.reports import PostgresReports
-from ledger.reports import InvestigationScope
 from producers.codec import Codec
-from producers.simulator import Simulator, make_npi
 
 LEDGER_NAME = "bench.ledger.local"
 TOPIC = "phi-access"
@@ -821,7 +821,7 @@ PROFILE_GROUPS = (
     ("aiokafka + producer library (recording the read)", ("aiokafka/", "producers/", "kafka/")),
     ("json encoding", ("json/",)),
     ("aiohttp (HTTP parsing, routing, writing)", ("aiohttp/", "multidict/", "yarl/")),
-    ("ledger.api + ledger.pg + auth (handlers, rows -> entries)", ("ledger/",)),
+    ("ledger.http + ledger.pg + auth (handlers, rows -> entries)", ("ledger/",)),
     ("asyncio event loop", ("asyncio/", "selectors.py")),
 )
 PROFILE_FUNCTIONS = (

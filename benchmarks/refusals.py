@@ -29,8 +29,8 @@ import asyncpg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.proofs import env, on_db, serve_api
-from ledger.migrate import apply_migrations
-from ledger.readlog import LedgerRead
+from ledger.audit.readlog import LedgerRead
+from ledger.pg.migrate import apply_migrations
 from ledgerctl.readaudit import audit_event
 from producers.codec import Codec
 

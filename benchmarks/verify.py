@@ -16,12 +16,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from ledger import merkle
-from ledger.bundle import BundleWriter
-from ledger.checkpoint import Checkpoint, sign_checkpoint
-from ledger.leaf import KafkaRecord, encode_leaf
-from ledger.note import generate_signer, parse_signer_key, parse_verifier_key
-from ledger.verification import build_full_tiles, verify_bundle
+from ledger.log import merkle
+from ledger.log.checkpoint import Checkpoint, sign_checkpoint
+from ledger.log.leaf import KafkaRecord, encode_leaf
+from ledger.log.note import generate_signer, parse_signer_key, parse_verifier_key
+from ledger.verify import build_full_tiles, verify_bundle
+from ledger.verify.bundle import BundleWriter
 from ledgerctl.verifying import verify_bundle_jobs
 
 

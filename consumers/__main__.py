@@ -14,7 +14,7 @@ import signal
 from collections.abc import Sequence
 
 from consumers.consumer import ConsumerConfig, LedgerConsumer
-from ledger.note import Signer
+from ledger.log.note import Signer
 from ledger.pg.appender import PostgresAppender
 from ledger.pg.checkpointer import Checkpointer, CheckpointPolicy
 from producers.codec import Codec

@@ -8,7 +8,7 @@ records read before a re-claim are read again from the stored position, never
 appended past it. Every consumed record becomes exactly one of: a leaf, a
 counted duplicate, or a quarantine row with a specific reason; a bad record
 never blocks its partition. A record becomes a leaf only if it is authenticated
-as its producer's (``ledger.producerauth``; docs/producer-auth.md); every record
+as its producer's (``ledger.audit.producerauth``; docs/producer-auth.md); every record
 that is not raises a security alert.
 """
 
@@ -26,16 +26,14 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from types import TracebackType
-from typing import Self, TypedDict, cast
+from typing import TypedDict, cast
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 
-from ledger import disclosure
-from ledger.errors import FencedError, LedgerError, MalformedInputError, UnavailableError
-from ledger.ingest import (
+from ledger.audit import disclosure
+from ledger.audit.ingest import (
     Accepted,
     Appender,
     BatchItem,
@@ -44,8 +42,7 @@ from ledger.ingest import (
     Rejected,
     WriterSchemaInfo,
 )
-from ledger.leaf import MAX_LEAF_BYTES, KafkaRecord, encode_leaf, leaf_overhead
-from ledger.producerauth import (
+from ledger.audit.producerauth import (
     ENVELOPE_HEADER,
     REASON_UNKNOWN_KEY,
     REASON_UNKNOWN_SEAL,
@@ -56,6 +53,8 @@ from ledger.producerauth import (
     check_producer,
     envelope_ref,
 )
+from ledger.errors import FencedError, LedgerError, MalformedInputError, UnavailableError
+from ledger.log.leaf import MAX_LEAF_BYTES, KafkaRecord, encode_leaf, leaf_overhead
 from producers.codec import Codec
 from producers.errors import DecodeError
 from producers.events import (
@@ -71,6 +70,7 @@ from producers.events import (
     utc_now,
 )
 from producers.kafka_security import KafkaSecurity, client_kwargs
+from producers.lifecycle import AsyncLifecycle
 
 logger = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ def _people(record: Record, user_field: str) -> _People:
 def index_fields(full_name: str, record: Record) -> IndexFields:
     """Project a validated Avro record onto the ledger's query index.
 
-    ``ledger.verification.project_event`` recomputes the same columns independently from the
+    ``ledger.verify.project_event`` recomputes the same columns independently from the
     stored leaf; a test keeps the two in agreement for every kind.
     """
     head = _head(record)
@@ -398,7 +398,7 @@ class _SeekToStored(ConsumerRebalanceListener):  # type: ignore[misc]
                 delay = min(delay * 2, 10.0)
 
 
-class LedgerConsumer:
+class LedgerConsumer(AsyncLifecycle):
     """``async with LedgerConsumer(...) as c: await c.run()``; ``stop()`` ends ``run``."""
 
     def __init__(
@@ -465,18 +465,6 @@ class LedgerConsumer:
         if consumer is not None:
             async with self._batch_lock:
                 await consumer.stop()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     async def _seek_assigned(self, assigned: Sequence[TopicPartition]) -> None:
         consumer = self._consumer

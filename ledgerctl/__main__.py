@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from ledger.note import Verifier
+from ledger.log.note import Verifier
 from ledgerctl.producerkeys import producer_app
 from ledgerctl.settings import KafkaRole, Settings
 from producers.kafka_security import KafkaSecurity
@@ -62,7 +62,7 @@ def _logging(verbose: bool = False) -> None:
 
 def _verifiers(settings: Settings, keys: list[str] | None = None) -> tuple[Verifier, ...]:
     from ledger.errors import LedgerError
-    from ledger.keys import parse_verifiers
+    from ledger.log.keys import parse_verifiers
 
     configured = keys or settings.verifier_key_strings()
     if not configured:
@@ -92,7 +92,7 @@ def _fail(message: str) -> typer.Exit:
 def migrate() -> None:
     """Apply pending schema migrations (as the schema owner, DATABASE_URL)."""
     from ledger.errors import LedgerError
-    from ledger.migrate import apply_migrations
+    from ledger.pg.migrate import apply_migrations
 
     settings = Settings.load()
     try:
@@ -163,7 +163,7 @@ def consume(verbose: bool = False) -> None:
     """Run the consumer: Kafka topics -> ledger, exactly once (until SIGTERM)."""
     from consumers.__main__ import run_consumer
     from ledger.errors import LedgerError
-    from ledger.keys import load_signers
+    from ledger.log.keys import load_signers
     from ledger.pg.checkpointer import CheckpointPolicy
 
     _logging(verbose)
@@ -210,14 +210,14 @@ def keygen(
 
     Prints the verifier key on stdout; the signer key goes to --out, or to stdout too.
     """
-    from ledger.note import generate_signer
+    from ledger.log.note import generate_signer
 
     key_name = name or Settings.load().ledger_name
     signer_key, verifier_key = generate_signer(key_name)
     if out is None:
         print(signer_key)
     else:
-        from ledger.keys import write_signer_file
+        from ledger.log.keys import write_signer_file
 
         try:
             write_signer_file(out, [signer_key])
@@ -233,7 +233,7 @@ def verifier_key(
 ) -> None:
     """Print the verifier key(s) of a signer key file, one per line."""
     from ledger.errors import LedgerError
-    from ledger.keys import load_signers
+    from ledger.log.keys import load_signers
 
     try:
         signers = load_signers(key_file)
@@ -277,7 +277,7 @@ def token_create(
     quiet: Annotated[bool, typer.Option(help="Print only the token.")] = False,
 ) -> None:
     """Issue a token. It is printed once; only its SHA-256 is stored."""
-    from ledger.auth import parse_role
+    from ledger.audit.auth import parse_role
     from ledger.errors import LedgerError
     from ledgerctl.tokens import create_token, ttl_from_days
 
@@ -309,7 +309,7 @@ def token_ensure(
     subject: Annotated[str, typer.Option()] = "local-admin",
 ) -> None:
     """Keep a live token in FILE, issuing one if needed (used by `make up`)."""
-    from ledger.auth import parse_role
+    from ledger.audit.auth import parse_role
     from ledgerctl.tokens import create_token, token_is_live, write_secret
 
     settings = Settings.load()
@@ -397,9 +397,9 @@ def atna_serve(
     verbose: bool = False,
 ) -> None:
     """Run the ATNA receiver until SIGTERM."""
+    from integrations.errors import AtnaPolicyError
     from ledgerctl.atna import DEFAULT_PRODUCER_ID, run_atna, stats_json
     from ledgerctl.simulate import key_producer_id
-    from producers.errors import AtnaPolicyError
     from producers.signing import ProducerKeyError
 
     _logging(verbose)
@@ -794,7 +794,7 @@ def replay(
     import base64
 
     from ledger.errors import LedgerError
-    from ledger.keys import load_signers
+    from ledger.log.keys import load_signers
     from ledgerctl.clireads import replay_recorder
     from ledgerctl.replay import replay as run_replay
     from ledgerctl.replay import source_roots

@@ -23,17 +23,17 @@ import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from ledgerctl.settings import KafkaRole, Settings
-from ledgerctl.simulate import emitter_config
-from producers.atna.kept import KeptMessage, read_kept
-from producers.atna.receiver import (
+from integrations.atna.kept import KeptMessage, read_kept
+from integrations.atna.receiver import (
     DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_PARSE_WORKERS,
     AtnaReceiver,
     AtnaReceiverConfig,
     AtnaStats,
 )
-from producers.atna.senders import SenderPolicy, load_policy
+from integrations.atna.senders import SenderPolicy, load_policy
+from ledgerctl.settings import KafkaRole, Settings
+from ledgerctl.simulate import emitter_config
 from producers.emitter import Emitter
 
 logger = logging.getLogger(__name__)
@@ -156,7 +156,7 @@ async def run_atna(
 def list_kept(
     kept_dir: Path, *, reason: str | None = None, after_id: int = 0, limit: int = 100
 ) -> Iterator[KeptMessage]:
-    """The kept messages of a receiver (see ``producers.atna.kept``)."""
+    """The kept messages of a receiver (see ``integrations.atna.kept``)."""
     return read_kept(kept_dir, reason=reason, after_id=after_id, limit=limit)
 
 

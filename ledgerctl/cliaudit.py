@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 
-from ledger.disclosure import whole_logs
+from ledger.audit.disclosure import whole_logs
+from ledger.audit.readlog import LedgerRead, clean_parameters, clean_text
 from ledger.errors import MalformedInputError, UnavailableError
-from ledger.readlog import LedgerRead, clean_parameters, clean_text
 from ledgerctl.readaudit import audit_event
 from ledgerctl.settings import KafkaRole, Settings
 from producers.emitter import Emitter, EmitterConfig

@@ -12,11 +12,11 @@ import os
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
+from integrations.atna.kept import KeptMessage
 from ledger.pg.export import ExportHead, ExportSummary, export_bundle
 from ledgerctl.atna import list_kept
 from ledgerctl.cliaudit import LogHead, check_reason, cli_read, record_cli_read, record_now
 from ledgerctl.settings import Settings
-from producers.atna.kept import KeptMessage
 
 
 def run_export(

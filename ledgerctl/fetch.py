@@ -20,13 +20,13 @@ from typing import Any
 
 import aiohttp
 
-from ledger import tiles
-from ledger.avro import StoredSchema
-from ledger.bundle import BundleWriter, LogWriter
-from ledger.checkpoint import parse_checkpoint
+from ledger.audit.records import StoredSchema
 from ledger.errors import MalformedInputError
-from ledger.note import Verifier
-from ledger.verification import Finding, signing_key_finding
+from ledger.log import tiles
+from ledger.log.checkpoint import parse_checkpoint
+from ledger.log.note import Verifier
+from ledger.verify import Finding, signing_key_finding
+from ledger.verify.bundle import BundleWriter, LogWriter
 from ledgerctl.client import Api
 
 _U16 = struct.Struct(">H")

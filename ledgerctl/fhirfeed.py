@@ -10,10 +10,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-from ledger.fhir import EntryOutcome, Issue, Resource, batch_response_bundle, operation_outcome
+from integrations.fhir import events_from_fhir
+from ledger.audit.fhir import (
+    EntryOutcome,
+    Issue,
+    Resource,
+    batch_response_bundle,
+    operation_outcome,
+)
 from producers.emitter import Emitter
 from producers.errors import EventValidationError, ProducerError
-from producers.fhir import events_from_fhir
 
 logger = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
+from ledger.audit.producerauth import ENVELOPE_HEADER
 from ledger.errors import ConflictError, MalformedInputError
 from ledger.pg import sql
-from ledger.producerauth import ENVELOPE_HEADER
 from ledgerctl.client import Api
 from producers.kafka_security import KafkaSecurity, client_kwargs
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 
+from ledger.audit.readlog import LedgerRead
 from ledger.errors import UnavailableError
-from ledger.readlog import LedgerRead
 from producers.emitter import Emitter
 from producers.errors import ProducerError
 from producers.events import (

@@ -23,11 +23,11 @@ from aiokafka.errors import KafkaError
 
 from consumers.consumer import ConsumerConfig, LedgerConsumer
 from ledger.errors import ConflictError, UnavailableError
-from ledger.migrate import apply_migrations
-from ledger.note import Signer
+from ledger.log.note import Signer
 from ledger.pg import sql, tree
 from ledger.pg.appender import PostgresAppender
 from ledger.pg.checkpointer import Checkpointer, CheckpointPolicy
+from ledger.pg.migrate import apply_migrations
 from ledger.pg.producerkeys import copy_producer_keys
 from producers.codec import Codec
 from producers.kafka_security import KafkaSecurity, client_kwargs

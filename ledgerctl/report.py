@@ -18,10 +18,10 @@ import aiohttp
 from rich.console import Console
 from rich.table import Table
 
-from ledger.checkpoint import parse_tlog_proof, verify_tlog_proof
 from ledger.errors import VerificationError
-from ledger.leaf import decode_leaf
-from ledger.note import Verifier
+from ledger.log.checkpoint import parse_tlog_proof, verify_tlog_proof
+from ledger.log.leaf import decode_leaf
+from ledger.log.note import Verifier
 from ledgerctl.client import Api
 from producers.codec import Codec
 

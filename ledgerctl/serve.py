@@ -11,12 +11,19 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 from pathlib import Path
 
-from ledger.__main__ import serve_api, tls_context
-from ledger.api.common import public_base
-from ledger.cursors import CursorKey
+from ledger.audit.cursors import CursorKey
+from ledger.audit.readlog import ReadRecorder
 from ledger.errors import MalformedInputError
+from ledger.http import create_app
+from ledger.http.common import public_base
+from ledger.http.fhir import FhirSubmitter
+from ledger.http.openapi import document
+from ledger.http.server import bind_url, serve_app, tls_context
+from ledger.pg.reader import PostgresReader
+from ledger.pg.reports import PostgresReports
 from ledgerctl.fhirfeed import EmitterFhirSubmitter
 from ledgerctl.readaudit import EmitterReadRecorder
 from ledgerctl.settings import KafkaRole, Settings
@@ -86,3 +93,34 @@ async def run_api(
             public_url=public_url,
             cursor_key=cursor_key,
         )
+
+
+async def serve_api(
+    *,
+    reader_dsn: str,
+    host: str,
+    port: int,
+    recorder: ReadRecorder,
+    fhir_submitter: FhirSubmitter | None = None,
+    tls: ssl.SSLContext | None = None,
+    public_url: str | None = None,
+    cursor_key: CursorKey | None = None,
+) -> None:
+    """One reader (role ledger_reader, SELECT only) and one app, served until SIGTERM.
+    Links go under ``public_url`` (default: ``bind_url``); page tokens are sealed with
+    ``cursor_key`` (default: a key of this process only)."""
+    async with (
+        PostgresReader(dsn=reader_dsn) as store,
+        PostgresReports(dsn=reader_dsn, pool_size=2) as reports,
+    ):
+        app = create_app(
+            reader=store,
+            tokens=store,
+            recorder=recorder,
+            report_source=reports,
+            fhir_submitter=fhir_submitter,
+            openapi=document(),
+            public_url=public_url or bind_url(host, port, tls=tls is not None),
+            cursor_key=cursor_key,
+        )
+        await serve_app(app, host=host, port=port, tls=tls)

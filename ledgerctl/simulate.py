@@ -17,12 +17,12 @@ from typing import IO
 
 import aiohttp
 
+from integrations.simulator import Simulator
 from ledgerctl.report import fetch_history
 from ledgerctl.settings import KafkaRole, Settings
 from producers.emitter import Emitter, EmitterConfig, EmitterHealth
 from producers.events import AuditEvent, CriticalResultRelay, PhiAccessEvent
 from producers.signing import load_producer_key
-from producers.simulator import Simulator
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

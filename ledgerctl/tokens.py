@@ -16,7 +16,7 @@ from typing import Final
 
 import asyncpg
 
-from ledger.auth import IssuedToken, Role, issue_token, token_hash
+from ledger.audit.auth import IssuedToken, Role, issue_token, token_hash
 from ledger.errors import ConflictError, MalformedInputError
 
 ISSUE_SQL = """

@@ -18,7 +18,7 @@ from typing import Final
 from rich.console import Console
 
 from ledger.errors import MalformedInputError
-from ledger.verification import LogReport
+from ledger.verify import LogReport
 
 HEAD_SUFFIX: Final = ".checkpoint"
 _MAX_NOTE: Final = 64 * 1024

@@ -25,21 +25,21 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from ledger.bundle import BundleReader
-from ledger.checkpoint import parse_tlog_proof, verify_tlog_proof
 from ledger.errors import LedgerError
-from ledger.leaf import decode_leaf
-from ledger.note import Verifier
-from ledger.verification import (
+from ledger.log.checkpoint import parse_tlog_proof, verify_tlog_proof
+from ledger.log.leaf import decode_leaf
+from ledger.log.note import Verifier
+from ledger.verify import (
     LogReport,
     key_report,
     signing_key_finding,
     trusted_by_origin,
     verify_bundle,
 )
-from ledger.verification.checks import EventCheckFactory
-from ledger.verification.disclosures import disclosure_check
-from ledger.verification.producers import producer_check
+from ledger.verify.bundle import BundleReader
+from ledger.verify.checks import EventCheckFactory
+from ledger.verify.disclosures import disclosure_check
+from ledger.verify.producers import producer_check
 from ledgerctl.client import Api
 from ledgerctl.fetch import download_bundle
 from ledgerctl.verdict import as_json, render_heads, verdict_line, write_heads
@@ -113,7 +113,7 @@ def render_reports(console: Console, reports: Sequence[LogReport]) -> bool:
 
 
 def event_checks(*, check_index: bool) -> tuple[EventCheckFactory, ...]:
-    """The composed per-leaf and per-row checks (``ledger.verification.checks``): every
+    """The composed per-leaf and per-row checks (``ledger.verify.checks``): every
     leaf's producer seal (a bundle's, when it has the key registry), and, when the
     index is checked, the disclosed ranges of its rows."""
     if not check_index:

@@ -52,8 +52,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
-from types import TracebackType
-from typing import Any, Final, Self, TypeVar
+from typing import Any, Final, TypeVar
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError
@@ -69,6 +68,7 @@ from producers.errors import (
 )
 from producers.events import AuditEvent, check_producer_id
 from producers.kafka_security import KafkaSecurity, client_kwargs
+from producers.lifecycle import AsyncLifecycle
 from producers.signedsend import SigningProducer
 from producers.signing import BatchSigner, ProducerKeyError, load_producer_key
 from producers.spool import (
@@ -271,7 +271,7 @@ def _fail_pending(producer: AIOKafkaProducer) -> None:
             _retrieve(waiter)
 
 
-class Emitter:
+class Emitter(AsyncLifecycle):
     """``async with Emitter(config) as em: await em.emit(event)``."""
 
     def __init__(self, config: EmitterConfig, *, codec: Codec | None = None) -> None:
@@ -500,18 +500,6 @@ class Emitter:
             self._io.shutdown(wait=False)
             self._io = None
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
     # ------------------------------------------------------------------ emitting
 
     def _entry(self, prepared: PreparedEvent) -> tuple[SpoolEntry, int, bool]:
@@ -666,7 +654,7 @@ class Emitter:
 
     async def reserve_block(self, count: int) -> int:
         """Set aside ``count`` sequence numbers for another process to stamp events with
-        (``producers.relay``); returns the first. With a spool they are persisted before
+        (``producers.pipe``); returns the first. With a spool they are persisted before
         this returns, so after a crash this emitter never hands any of them out again."""
         if count < 1:
             raise ValueError("count must be at least 1")

@@ -52,52 +52,6 @@ class SpoolError(ProducerError):
     """
 
 
-class AtnaParseError(ProducerError, ValueError):
-    """Bytes received by the ATNA receiver are not a well-formed syslog frame, RFC 5424
-    message or DICOM audit message. ``reason`` is a stable code (``bad_pri``,
-    ``bad_timestamp``, ``oversize``, ``xml_forbidden``, ...): the receiver keeps the raw
-    bytes under that reason instead of dropping them.
-    """
-
-    def __init__(self, message: str, *, reason: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
-class AtnaUnmappableError(ProducerError, ValueError):
-    """A well-formed DICOM audit message that maps to no ledger event (``reason``, e.g.
-    ``no_patient``, ``unsupported_event``, ``invalid_event``); ``field`` names the element
-    or event field at fault when there is one. The receiver keeps such messages.
-    """
-
-    def __init__(self, message: str, *, reason: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.field = field
-
-
-class AtnaPolicyError(ProducerError, ValueError):
-    """The ATNA sender policy (which certificate may claim which AuditSourceID) is
-    unreadable or says something the receiver refuses (a sender allowed to claim the
-    ledger's own name)."""
-
-
-class KeptStoreError(ProducerError):
-    """The ATNA receiver's kept-messages store cannot be used: an I/O error, or the
-    directory is locked by another receiver."""
-
-
-class KeptStoreFullError(KeptStoreError):
-    """The kept-messages store already holds its configured maximum of bytes. ``written``
-    holds the ids of the records of the same call that did fit (fsynced); the others were
-    not written. Review the kept messages (``ledger atna kept``), move them away, and the
-    receiver resumes (it stops reading from TLS senders meanwhile)."""
-
-    def __init__(self, message: str, *, written: tuple[int, ...] = ()) -> None:
-        super().__init__(message)
-        self.written = written
-
-
 class KafkaSettingsError(ProducerError, ValueError):
     """Kafka client security settings are inconsistent (e.g. SASL without a password file),
     or a file they name (CA, certificate, key, password) cannot be used. The message names

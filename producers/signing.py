@@ -8,7 +8,7 @@ exact value bytes, so no value, topic or producer can be changed, and no record 
 to another batch or producer, without the check failing. The record value itself is
 never changed, so a re-send of the same event under another envelope is still a
 byte-identical duplicate. Pure (hashing, encoding) apart from the key-file helpers;
-the verifier side lives in ``ledger.producerauth`` (``producers`` may not import
+the verifier side lives in ``ledger.audit.producerauth`` (``producers`` may not import
 ``ledger``; docs/producer-auth.md).
 
 Envelope, version 2 (the ``philedger-auth`` Kafka header; integers big-endian)::

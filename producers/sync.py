@@ -233,7 +233,7 @@ class SyncEmitter:
         return prepared
 
     def batch(self) -> contextlib.AbstractContextManager[None]:
-        """For callers that also drive a ``RelayEmitter``: emits are queued one by one
+        """For callers that also drive a ``PipeEmitter``: emits are queued one by one
         here, so a batch changes nothing."""
         return contextlib.nullcontext()
 

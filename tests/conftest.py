@@ -27,9 +27,9 @@ def stack_env() -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def stack(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    from ledger.keys import write_signer_file
-    from ledger.migrate import apply_migrations
-    from ledger.note import generate_signer
+    from ledger.log.keys import write_signer_file
+    from ledger.log.note import generate_signer
+    from ledger.pg.migrate import apply_migrations
     from ledgerctl.infra import ensure_topics
 
     run_id = secrets.token_hex(4)
@@ -89,7 +89,7 @@ async def owner_conn(stack: Stack) -> AsyncIterator[asyncpg.Connection]:
 
 async def _issue_tokens(owner_url: str) -> dict[str, str]:
     """One API token per role for this test session."""
-    from ledger.auth import Role
+    from ledger.audit.auth import Role
     from ledgerctl.tokens import create_token
 
     tokens = {}
@@ -121,7 +121,7 @@ async def _admin(owner_url: str, statement: str) -> None:
 def own_ledger(stack: Stack, database: str) -> Iterator[Stack]:
     """``stack`` on a fresh, migrated database of its own (with its own API tokens),
     dropped afterwards: for processes that sign every log of the database they write."""
-    from ledger.migrate import apply_migrations
+    from ledger.pg.migrate import apply_migrations
 
     asyncio.run(_admin(stack.owner_url, f'CREATE DATABASE "{database}"'))
     try:

@@ -19,8 +19,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from ledger.ingest import Accepted, IndexFields
-from ledger.leaf import KafkaRecord, encode_leaf
+from ledger.audit.ingest import Accepted, IndexFields
+from ledger.log.leaf import KafkaRecord, encode_leaf
 from ledgerctl.settings import KAFKA_SECURITY_VARS, KafkaRole, kafka_security_from_env
 from producers.kafka_security import KafkaSecurity, client_kwargs
 
@@ -193,7 +193,7 @@ def local_producer_key(producer_id: str) -> str:
 
 def local_authenticator() -> object:
     """A ``ProducerAuthenticator`` trusting every ``local_producer_key``."""
-    from ledger.producerauth import ProducerAuthenticator, RegisteredKey
+    from ledger.audit.producerauth import ProducerAuthenticator, RegisteredKey
     from producers.signing import load_producer_key
 
     keys = []

@@ -18,7 +18,7 @@ CONF="$O_HOME/orthanc.json"
 PIDFILE="$RUN_DIR/orthanc.pid"
 O_LOG="$LOG_DIR/orthanc.log"
 USERS_FILE="$SECRETS/orthanc-users"
-PLUGIN_SCRIPT="$ROOT/producers/orthanc/orthanc_plugin.py"
+PLUGIN_SCRIPT="$ROOT/integrations/orthanc/orthanc_plugin.py"
 PYTHON_PLUGIN=/usr/share/orthanc/plugins/libOrthancPython.so
 # Demo users and the role each has in the ledger.
 DEMO_USERS=("dr.alice:radiologist" "dr.bob:radiologist" "tech.carol:technologist")

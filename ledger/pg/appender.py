@@ -16,15 +16,15 @@ from datetime import UTC, datetime
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from ledger import tiles
+from ledger.audit.ingest import Accepted, AppendResult, BatchItem, Rejected, WriterSchemaInfo
+from ledger.audit.producerauth import RegisteredKey, Seal
 from ledger.errors import ConflictError, FencedError, UnavailableError
-from ledger.ingest import Accepted, AppendResult, BatchItem, Rejected, WriterSchemaInfo
-from ledger.leaf import KafkaRecord, decode_leaf
-from ledger.merkle import leaf_hash
+from ledger.log import tiles
+from ledger.log.leaf import KafkaRecord, decode_leaf
+from ledger.log.merkle import leaf_hash
 from ledger.pg import sql
 from ledger.pg.pool import PooledAdapter, transient_as_unavailable
 from ledger.pg.producerkeys import fetch_producer_keys, fetch_producer_seals, seal_columns
-from ledger.producerauth import RegisteredKey, Seal
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,8 @@ def _ts(record: KafkaRecord) -> datetime | None:
 
 
 class PostgresAppender(PooledAdapter):
-    """Implements ``ledger.ingest.Appender`` (and ``ProducerKeySource``) on an asyncpg pool."""
+    """Implements ``ledger.audit.ingest.Appender`` (and ``ProducerKeySource``) on an
+    asyncpg pool."""
 
     def __init__(self, *, dsn: str, ledger_name: str, pool_size: int = 4) -> None:
         super().__init__(dsn=dsn, pool_size=pool_size, command_timeout=60)

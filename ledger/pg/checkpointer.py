@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from ledger.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from ledger.errors import VerificationError
-from ledger.merkle import verify_consistency
-from ledger.note import Signer
+from ledger.log.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
+from ledger.log.merkle import verify_consistency
+from ledger.log.note import Signer
 from ledger.pg import sql, tree
 from ledger.pg.pool import transient_as_unavailable
 

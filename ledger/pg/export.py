@@ -17,11 +17,11 @@ from typing import Final
 
 import asyncpg
 
-from ledger.avro import StoredSchema
-from ledger.bundle import BundleWriter, check_target
-from ledger.disclosure import index_cells
+from ledger.audit.disclosure import index_cells
+from ledger.audit.records import StoredSchema
 from ledger.pg import sql
 from ledger.pg.producerkeys import export_producer_auth
+from ledger.verify.bundle import BundleWriter, check_target
 
 _PREFETCH: Final = 20_000
 
@@ -101,7 +101,8 @@ async def export_bundle(
                             out.add_index_row(index_cells(r.items()))
                         if progress is not None:
                             progress(origin, done, size)
-                # Producer authentication (ledger.producerbundle): registry, seals, seal references.
+                # Producer authentication (ledger.verify.producerbundle): registry, seals,
+                # seal references.
                 await export_producer_auth(conn, bundle.path, [int(g["log_id"]) for g in logs])
     finally:
         await conn.close()

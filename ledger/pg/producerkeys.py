@@ -13,10 +13,10 @@ from pathlib import Path
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from ledger.audit.producerauth import ProducerKeyId, RegisteredKey, Seal, key_id_of
 from ledger.errors import ConflictError, MalformedInputError
 from ledger.pg import sql
-from ledger.producerauth import ProducerKeyId, RegisteredKey, Seal, key_id_of
-from ledger.producerbundle import (
+from ledger.verify.producerbundle import (
     SealRefWriter,
     write_auth_start,
     write_producer_keys,

@@ -13,13 +13,9 @@ from typing import Final
 
 import asyncpg
 
-from ledger import tiles
-from ledger.auth import Principal, Role, TokenHash
-from ledger.disclosure import index_cells
-from ledger.errors import MalformedInputError, PushbackError
-from ledger.pg import sql, tree
-from ledger.pg.pool import PooledAdapter
-from ledger.query import (
+from ledger.audit.auth import Principal, Role, TokenHash
+from ledger.audit.disclosure import index_cells
+from ledger.audit.query import (
     AccessEntry,
     Cursor,
     EventProof,
@@ -30,6 +26,10 @@ from ledger.query import (
     Snapshot,
     StoredEvent,
 )
+from ledger.errors import MalformedInputError, PushbackError
+from ledger.log import tiles
+from ledger.pg import sql, tree
+from ledger.pg.pool import PooledAdapter
 
 #: How long a snapshot of the signed sizes is reused (a checkpoint is signed every ~1 s).
 SNAPSHOT_TTL: Final = 0.25

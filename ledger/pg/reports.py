@@ -7,7 +7,7 @@ a report uses is *decoded from the leaf* (the bytes the Merkle tree commits to) 
 stored writer schemas; a leaf that does not decode, or decodes to another event id than its
 index row, raises ``VerificationError``. No report reads more than ``max_rows`` events:
 past that it raises ``MalformedInputError`` asking for a narrower request, before any
-leaf is read. The report logic itself is ``ledger.reports`` (pure).
+leaf is read. The report logic itself is ``ledger.audit.reports`` (pure).
 """
 
 from __future__ import annotations
@@ -21,13 +21,9 @@ from typing import Final, TypedDict
 
 import asyncpg
 
-from ledger.avro import JsonValue, SchemaSet, StoredSchema
-from ledger.errors import MalformedInputError, VerificationError
-from ledger.leaf import decode_leaf
-from ledger.pg.pool import PooledAdapter, transient_as_unavailable
-from ledger.pg.tree import Conn
-from ledger.query import LedgerPosition
-from ledger.reports import (
+from ledger.audit.query import LedgerPosition
+from ledger.audit.records import JsonValue, SchemaSet, StoredSchema
+from ledger.audit.reports import (
     DEFAULT_RELAY_DEADLINES,
     DISCLOSURE_BASIS_DETAIL,
     KIND_ACCESS,
@@ -52,6 +48,10 @@ from ledger.reports import (
     check_identifier,
     check_window,
 )
+from ledger.errors import MalformedInputError, VerificationError
+from ledger.log.leaf import decode_leaf
+from ledger.pg.pool import PooledAdapter, transient_as_unavailable
+from ledger.pg.tree import Conn
 
 # ------------------------------------------------------------------ statements
 # Each selects (event id, log id, origin, leaf index) through an index and stops at the
@@ -162,7 +162,7 @@ class _Decoded:
 
 
 class PostgresReports(PooledAdapter):
-    """Fetches what each report needs and builds it with ``ledger.reports``.
+    """Fetches what each report needs and builds it with ``ledger.audit.reports``.
 
     Connect it as ``ledger_reader`` (``LEDGER_READER_URL``): it only reads.
     """

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from ledger.bundle import INDEX_COLUMNS
+from ledger.verify.bundle import INDEX_COLUMNS
 
 # ------------------------------------------------------------------ appender
 LOCK_LOG: Final = "SELECT pg_advisory_xact_lock(8723, $1)"
@@ -65,11 +65,11 @@ EVENT_COLUMNS: Final = (
     *(c for c in INDEX_COLUMNS if c not in ("event_id", "leaf_index", "disclosed")),
 )
 
-# What a read of the ledger disclosed (ledger.disclosure), one row per range.
+# What a read of the ledger disclosed (ledger.audit.disclosure), one row per range.
 DISCLOSURE_COLUMNS: Final = ("event_id", "origin", "first_leaf", "end_leaf")
 
 # An event's read_disclosures rows as the index row's ``disclosed`` cell: JSON text of
-# [[origin, first leaf, end leaf], ...] sorted (ledger.disclosure.cell), "[]" for none.
+# [[origin, first leaf, end leaf], ...] sorted (ledger.audit.disclosure.cell), "[]" for none.
 DISCLOSED_CELL: Final = """
 (SELECT coalesce(json_agg(json_build_array(d.origin, d.first_leaf, d.end_leaf)
                           ORDER BY d.origin, d.first_leaf, d.end_leaf), '[]')::text
@@ -278,7 +278,7 @@ SELECT g.log_id, g.origin,
 FROM logs g
 """
 
-# The event index of one log as the verifier reads it (ledger.bundle.INDEX_COLUMNS).
+# The event index of one log as the verifier reads it (ledger.verify.bundle.INDEX_COLUMNS).
 INDEX_COLUMNS_SQL: Final = (
     ", ".join(f"e.{c}" for c in INDEX_COLUMNS if c != "disclosed") + f", {DISCLOSED_CELL}"
 )

@@ -14,9 +14,9 @@ from collections.abc import Iterable, Sequence
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from ledger import tiles
 from ledger.errors import VerificationError
-from ledger.merkle import (
+from ledger.log import tiles
+from ledger.log.merkle import (
     NodeID,
     NodeRef,
     consistency_path_nodes,
@@ -26,8 +26,8 @@ from ledger.merkle import (
     range_decomposition,
     root_from_subtrees,
 )
+from ledger.log.types import RootHash
 from ledger.pg import sql
-from ledger.types import RootHash
 
 Conn = asyncpg.Connection | PoolConnectionProxy
 

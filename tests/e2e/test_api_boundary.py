@@ -24,11 +24,11 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from ledger.api.openapi import document
-from ledger.cursors import CursorKey
-from ledger.query import Cursor, HistoryKey, HistoryQuery, Snapshot
+from integrations.simulator import Simulator
+from ledger.audit.cursors import CursorKey
+from ledger.audit.query import Cursor, HistoryKey, HistoryQuery, Snapshot
+from ledger.http.openapi import document
 from producers.events import Facility, Patient, PhiAccessEvent
-from producers.simulator import Simulator
 from tests.e2e.conftest import E2E_SEED, LEDGER, Pipeline, free_port, wait_for_events
 from tests.support import ROOT
 

@@ -32,10 +32,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from integrations.atna.dicom_audit import events_from_dicom
+from integrations.atna.rfc5424 import format_syslog, frame_octet_counted, parse_syslog
+from integrations.atna.senders import UDP_SENDER, sender_event_id, tls_sender
 from ledgerctl.settings import KafkaRole
-from producers.atna.dicom_audit import events_from_dicom
-from producers.atna.rfc5424 import format_syslog, frame_octet_counted, parse_syslog
-from producers.atna.senders import UDP_SENDER, sender_event_id, tls_sender
 from producers.codec import Codec
 from producers.events import SecurityEvent
 from tests.atna_pki import Pki, make_pki

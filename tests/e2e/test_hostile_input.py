@@ -16,9 +16,9 @@ import fastavro
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from integrations.simulator import Simulator
 from ledgerctl.settings import KafkaRole
 from producers.codec import MAGIC, Codec, to_record
-from producers.simulator import Simulator
 from tests.e2e.conftest import E2E_SEED, Pipeline, get_json, wait_for_events
 from tests.support import signed_headers
 

@@ -21,8 +21,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from ledger.fhir import audit_event
-from ledger.query import LedgerPosition
+from integrations.simulator import Simulator
+from ledger.audit.fhir import audit_event
+from ledger.audit.query import LedgerPosition
 from producers.codec import Codec, to_record
 from producers.events import (
     AuditEvent,
@@ -34,7 +35,6 @@ from producers.events import (
     Recipient,
     schema_name,
 )
-from producers.simulator import Simulator
 from tests.e2e.conftest import E2E_SEED, LEDGER, Pipeline, free_port, wait_for_events
 from tests.interop.fhir_validator import validate_resources
 from tests.support import ROOT

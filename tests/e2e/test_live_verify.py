@@ -24,8 +24,8 @@ import aiohttp
 import asyncpg
 import pytest
 
-from ledger.note import generate_signer
-from producers.simulator import Simulator
+from integrations.simulator import Simulator
+from ledger.log.note import generate_signer
 from tests.conftest import own_ledger
 from tests.e2e.conftest import (
     E2E_SEED,

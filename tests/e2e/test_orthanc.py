@@ -43,7 +43,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 ORTHANC = Path("/usr/sbin/Orthanc")
 PYTHON_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancPython.so")
-PLUGIN_SCRIPT = ROOT / "producers" / "orthanc" / "orthanc_plugin.py"
+PLUGIN_SCRIPT = ROOT / "integrations" / "orthanc" / "orthanc_plugin.py"
 ROLES = {"dr.alice": "radiologist", "dr.bob": "radiologist", "tech.carol": "technologist"}
 
 
@@ -144,7 +144,7 @@ def launch(
 
 
 def orthanc_kafka_settings(security: KafkaSecurity) -> dict[str, str]:
-    """The plugin's Kafka security keys (producers/orthanc/config.py) for ``security``."""
+    """The plugin's Kafka security keys (integrations/orthanc/config.py) for ``security``."""
     keys = {
         "SecurityProtocol": security.protocol,
         "SslCaFile": security.ca_file,

@@ -18,10 +18,10 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from integrations.simulator import Simulator
 from ledgerctl.settings import KafkaRole
 from producers.errors import EventValidationError
 from producers.events import CriticalResultRelay, Patient, PhiAccessEvent
-from producers.simulator import Simulator
 from tests.e2e.conftest import E2E_SEED, LEDGER, Pipeline, get_json, wait_for_events
 from tests.support import ROOT
 

@@ -18,9 +18,9 @@ from collections.abc import Iterable
 import aiohttp
 import pytest
 
-from ledger import tiles
+from integrations.simulator import Simulator
+from ledger.log import tiles
 from producers.events import Actor, Facility, Patient, PhiAccessEvent
-from producers.simulator import Simulator
 from tests.e2e.conftest import E2E_SEED, Pipeline, get_json, wait_for_events
 
 pytestmark = pytest.mark.e2e

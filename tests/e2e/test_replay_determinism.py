@@ -16,10 +16,10 @@ import aiohttp
 import asyncpg
 import pytest
 
-from ledger import merkle
-from ledger.migrate import apply_migrations
+from integrations.simulator import Simulator
+from ledger.log import merkle
+from ledger.pg.migrate import apply_migrations
 from ledger.pg.producerkeys import copy_producer_keys
-from producers.simulator import Simulator
 from tests.e2e.conftest import E2E_SEED, LEDGER, Pipeline, wait_for_events
 from tests.support import ROOT, with_database
 

@@ -21,13 +21,13 @@ import aiohttp
 import asyncpg
 import pytest
 
-from ledger import merkle
-from ledger.auth import Role
-from ledger.checkpoint import open_checkpoint
-from ledger.keys import parse_verifiers
+from integrations.simulator import Simulator
+from ledger.audit.auth import Role
+from ledger.log import merkle
+from ledger.log.checkpoint import open_checkpoint
+from ledger.log.keys import parse_verifiers
 from ledgerctl.tokens import create_token
 from producers.events import PhiAccessEvent
-from producers.simulator import Simulator
 from tests.e2e.conftest import E2E_SEED, Pipeline, wait_for_events
 from tests.route_table import Row, documented_table
 

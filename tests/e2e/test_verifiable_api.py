@@ -16,11 +16,11 @@ import time
 import aiohttp
 import pytest
 
-from ledger import merkle, tiles
-from ledger.checkpoint import open_checkpoint, parse_tlog_proof, verify_tlog_proof
-from ledger.keys import parse_verifiers
-from ledger.leaf import decode_leaf
-from producers.simulator import Simulator
+from integrations.simulator import Simulator
+from ledger.log import merkle, tiles
+from ledger.log.checkpoint import open_checkpoint, parse_tlog_proof, verify_tlog_proof
+from ledger.log.keys import parse_verifiers
+from ledger.log.leaf import decode_leaf
 from tests.e2e.conftest import E2E_SEED, Pipeline, get_json, wait_for_events
 from tests.interop.go_verifier import go_verify
 

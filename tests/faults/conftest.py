@@ -28,7 +28,7 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from ledger.migrate import apply_migrations
+from ledger.pg.migrate import apply_migrations
 from ledgerctl.infra import ensure_topics
 from ledgerctl.settings import KafkaRole
 from tests.support import ROOT, Stack, kafka_proxy, with_database

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from ledger.api import create_app
+from ledger.http import create_app
 from ledger.pg.reader import PostgresReader
 from ledgerctl.readaudit import EmitterReadRecorder
 from producers.emitter import Emitter, EmitterConfig

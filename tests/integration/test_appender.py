@@ -10,11 +10,11 @@ import asyncpg
 import pytest
 
 from consumers.consumer import classify
-from ledger.ingest import Accepted
-from ledger.leaf import KafkaRecord
+from integrations.simulator import Simulator
+from ledger.audit.ingest import Accepted
+from ledger.log.leaf import KafkaRecord
 from ledger.pg.appender import PostgresAppender
 from producers.codec import Codec
-from producers.simulator import Simulator
 from tests.support import Stack
 
 pytestmark = pytest.mark.integration

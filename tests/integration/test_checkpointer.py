@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from ledger import merkle
-from ledger.checkpoint import open_checkpoint
 from ledger.errors import VerificationError
-from ledger.note import Signer, generate_signer, parse_signer_key, parse_verifier_key
+from ledger.log import merkle
+from ledger.log.checkpoint import open_checkpoint
+from ledger.log.note import Signer, generate_signer, parse_signer_key, parse_verifier_key
 from ledger.pg.appender import PostgresAppender
 from ledger.pg.checkpointer import Checkpointer, CheckpointPolicy
 from tests.support import Stack, superuser_url, synthetic_batch

@@ -28,17 +28,17 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from consumers.consumer import classify, envelope_of
-from ledger.ingest import Accepted
-from ledger.leaf import KafkaRecord
+from integrations.simulator import Simulator
+from ledger.audit.ingest import Accepted
+from ledger.audit.producerauth import AuthFailure, ProducerAuthenticator, RegisteredKey
+from ledger.log.leaf import KafkaRecord
 from ledger.pg.appender import PostgresAppender
 from ledger.pg.producerkeys import fetch_producer_keys
-from ledger.producerauth import AuthFailure, ProducerAuthenticator, RegisteredKey
 from ledgerctl.infra import ensure_topics
 from ledgerctl.replay import end_offsets
 from ledgerctl.settings import KafkaRole
 from producers.codec import Codec
 from producers.events import AuditLogUsed, DisclosedRange, PhiAccessEvent, event_key
-from producers.simulator import Simulator
 from tests.integration.test_quarantine_ops import quarantine_two
 from tests.support import ROOT, Stack, signed_headers, with_database
 

@@ -19,13 +19,13 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
 from consumers.consumer import ConsumerConfig, LedgerConsumer
-from ledger.ingest import AppendResult, BatchItem
+from integrations.simulator import Simulator
+from ledger.audit.ingest import AppendResult, BatchItem
 from ledger.pg.appender import PostgresAppender
 from ledgerctl.infra import ensure_topics
 from ledgerctl.settings import KafkaRole
 from producers.codec import Codec
 from producers.events import AuditEvent, CriticalResultRelay, event_key
-from producers.simulator import Simulator
 from tests.support import Stack, signed_headers
 
 pytestmark = pytest.mark.integration

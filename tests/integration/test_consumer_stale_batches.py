@@ -18,12 +18,12 @@ import asyncpg
 import pytest
 
 from consumers.consumer import ConsumerConfig, LedgerConsumer
+from integrations.simulator import Simulator
 from ledger.pg.appender import PostgresAppender
 from ledgerctl.infra import ensure_topics
 from ledgerctl.settings import KafkaRole
 from producers.codec import Codec
 from producers.events import PhiAccessEvent
-from producers.simulator import Simulator
 from tests.integration.test_consumer_claims import publish
 from tests.support import Stack
 

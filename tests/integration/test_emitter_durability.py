@@ -32,14 +32,14 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from consumers.consumer import envelope_of
-from ledger.producerauth import ProducerAuthenticator
+from integrations.simulator import Simulator
+from ledger.audit.producerauth import ProducerAuthenticator
 from ledgerctl.settings import KafkaRole
 from producers.codec import Codec
 from producers.emitter import Emitter, EmitterConfig, EmitterState
 from producers.errors import EmitterPushbackError, EmitterUnavailableError, SpoolFullError
 from producers.events import AuditEvent
 from producers.kafka_security import client_kwargs
-from producers.simulator import Simulator
 from producers.spool import Spool
 from tests.support import Stack, kafka_proxy, local_authenticator, local_kafka, local_producer_key
 

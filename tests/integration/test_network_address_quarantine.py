@@ -12,12 +12,12 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from consumers.consumer import ConsumerConfig, LedgerConsumer
+from integrations.simulator import Simulator
 from ledger.pg.appender import PostgresAppender
 from ledgerctl.infra import ensure_topics
 from ledgerctl.settings import KafkaRole
 from producers.codec import Codec
 from producers.events import PhiAccessEvent, event_key, to_record
-from producers.simulator import Simulator
 from tests.support import Stack, signed_headers
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]

@@ -23,15 +23,16 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from consumers.consumer import ConsumerConfig, LedgerConsumer
-from ledger.bundle import BundleReader
-from ledger.leaf import decode_leaf
-from ledger.note import parse_verifier_key
+from integrations.simulator import Simulator
+from ledger.log.leaf import decode_leaf
+from ledger.log.note import parse_verifier_key
 from ledger.pg.appender import PostgresAppender, origin_for
 from ledger.pg.export import export_bundle
 from ledger.pg.producerkeys import revoke_producer_key
-from ledger.producerbundle import REFS_DIR, SEALS_FILE
-from ledger.verification import Finding, verify_bundle
-from ledger.verification.producers import producer_check
+from ledger.verify import Finding, verify_bundle
+from ledger.verify.bundle import BundleReader
+from ledger.verify.producerbundle import REFS_DIR, SEALS_FILE
+from ledger.verify.producers import producer_check
 from ledgerctl.infra import ensure_topics
 from ledgerctl.settings import KafkaRole
 from ledgerctl.verdict import verdict_line
@@ -48,7 +49,6 @@ from producers.signing import (
     load_producer_key,
     write_producer_key,
 )
-from producers.simulator import Simulator
 from tests.support import Stack, signed_headers
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]

@@ -12,8 +12,8 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from ledger.ingest import Rejected
-from ledger.leaf import KafkaRecord
+from ledger.audit.ingest import Rejected
+from ledger.log.leaf import KafkaRecord
 from ledger.pg.appender import PostgresAppender
 from ledgerctl.infra import ensure_topics
 from ledgerctl.settings import KafkaRole

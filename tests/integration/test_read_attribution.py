@@ -24,17 +24,18 @@ import asyncpg
 import pytest
 
 from consumers.consumer import classify
-from ledger import disclosure
-from ledger.auth import Role
-from ledger.ingest import Accepted, BatchItem, WriterSchemaInfo
-from ledger.keys import load_signers
-from ledger.leaf import KafkaRecord
-from ledger.migrate import apply_migrations
+from integrations.simulator import Simulator
+from ledger.audit import disclosure
+from ledger.audit.auth import Role
+from ledger.audit.ingest import Accepted, BatchItem, WriterSchemaInfo
+from ledger.audit.producerauth import ProducerAuthenticator
+from ledger.audit.query import HistoryKey, HistoryQuery
+from ledger.log.keys import load_signers
+from ledger.log.leaf import KafkaRecord
 from ledger.pg.appender import PostgresAppender
 from ledger.pg.checkpointer import Checkpointer, CheckpointPolicy
+from ledger.pg.migrate import apply_migrations
 from ledger.pg.reader import PostgresReader
-from ledger.producerauth import ProducerAuthenticator
-from ledger.query import HistoryKey, HistoryQuery
 from ledgerctl.tokens import create_token
 from producers.codec import Codec, load_shipped_schemas
 from producers.events import (
@@ -47,7 +48,6 @@ from producers.events import (
     Patient,
     PhiAccessEvent,
 )
-from producers.simulator import Simulator
 from tests.support import ROOT, Stack, signed_headers, superuser_url, with_database
 
 pytestmark = pytest.mark.integration

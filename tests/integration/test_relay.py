@@ -1,4 +1,4 @@
-"""RelayEmitter against the real broker: a relay process owns the Kafka client.
+"""PipeEmitter against the real broker: a relay process owns the Kafka client.
 
 Every event whose ``emit`` returned reaches Kafka; when the relay is killed, a new one
 gets every unacknowledged frame again with its original stamp, so whatever arrives twice
@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
+from integrations.simulator import Simulator
 from producers.events import AuditEvent, Patient, PhiAccessEvent, schema_name, to_record
-from producers.relay import RelayEmitter, _config_fields, _frame, _read_message
-from producers.simulator import Simulator
+from producers.pipe import PipeEmitter, _config_fields, _frame, _read_message
 from tests.integration.test_emitter_durability import consume, fresh_topics
 from tests.integration.test_sync_emitter import sync_config
 from tests.support import Stack
@@ -48,7 +48,7 @@ async def busy_cores() -> AsyncIterator[None]:
 
 
 async def assert_all_arrived(
-    stack: Stack, topics: tuple[str, str], events: list[AuditEvent], emitter: RelayEmitter
+    stack: Stack, topics: tuple[str, str], events: list[AuditEvent], emitter: PipeEmitter
 ) -> None:
     """Every event was accepted, none lost, and each one is in Kafka."""
     assert (emitter.counts["accepted"], emitter.counts["lost"]) == (len(events), 0)
@@ -63,7 +63,7 @@ async def test_a_killed_relay_is_replaced_and_nothing_is_lost_or_changed(
     topics = await fresh_topics(stack.kafka_bootstrap, "relay-kill")
     cfg = sync_config(stack.kafka_bootstrap, topics, "relay-kill", tmp_path / "spool")
     events: list[AuditEvent] = list(Simulator(seed=424_242).events(3000))
-    emitter = RelayEmitter(cfg, block_seconds=5.0)
+    emitter = PipeEmitter(cfg, block_seconds=5.0)
     await asyncio.to_thread(emitter.start)
     killed = threading.Event()
 
@@ -104,7 +104,7 @@ async def test_an_invalid_event_is_refused_by_the_relay_and_counted(
     cfg = sync_config(stack.kafka_bootstrap, topics, "relay-invalid", tmp_path / "spool")
     good = next(e for e in Simulator(seed=77).events(5) if isinstance(e, PhiAccessEvent))
     bad = replace(good, patient=Patient(id="  "), event_id=Simulator(seed=78).access().event_id)
-    with RelayEmitter(cfg) as emitter:
+    with PipeEmitter(cfg) as emitter:
         emitter.emit(bad)  # not validated here: that is the relay's work
         emitter.emit(good)
     assert emitter.counts["refused"] == 1
@@ -115,7 +115,7 @@ async def test_an_invalid_event_is_refused_by_the_relay_and_counted(
 def _talk_to_a_relay(frames: list[tuple[object, ...]]) -> tuple[list[tuple[object, ...]], int]:
     """Send frames to a fresh relay, close its input; (its replies, its exit status)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "producers.relay"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        [sys.executable, "-m", "producers.pipe"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
     )
     assert proc.stdin is not None
     assert proc.stdout is not None
@@ -158,7 +158,7 @@ async def test_a_batch_larger_than_the_hand_off_bound_still_flows(
     topics = await fresh_topics(stack.kafka_bootstrap, "relay-batch")
     cfg = sync_config(stack.kafka_bootstrap, topics, "relay-batch", tmp_path / "spool")
     events: list[AuditEvent] = list(Simulator(seed=515).events(400))
-    emitter = RelayEmitter(cfg, max_pending=16, block_seconds=10.0)
+    emitter = PipeEmitter(cfg, max_pending=16, block_seconds=10.0)
 
     def produce() -> None:
         with emitter.batch():
@@ -185,7 +185,7 @@ async def test_a_relay_starved_at_idle_priority_is_promoted_then_demoted(
     events: list[AuditEvent] = list(Simulator(seed=616).events(300))
     # demote_seconds leaves this test, itself slowed by the busy loops, time to see the
     # promoted relay at normal priority before it goes back to idle.
-    emitter = RelayEmitter(cfg, block_seconds=10.0, starved_seconds=0.5, demote_seconds=5.0)
+    emitter = PipeEmitter(cfg, block_seconds=10.0, starved_seconds=0.5, demote_seconds=5.0)
     await asyncio.to_thread(emitter.start)
 
     def policy() -> int:
@@ -227,7 +227,7 @@ async def test_a_relay_starting_on_busy_cores_is_promoted_and_starts(
     # watchdog must promote it rather than leave start() waiting.
     topics = await fresh_topics(stack.kafka_bootstrap, "relay-busy-start")
     cfg = sync_config(stack.kafka_bootstrap, topics, "relay-busy-start", tmp_path / "spool")
-    emitter = RelayEmitter(cfg, starved_seconds=0.5)
+    emitter = PipeEmitter(cfg, starved_seconds=0.5)
     event = next(iter(Simulator(seed=717).events(1)))
     try:
         async with busy_cores():

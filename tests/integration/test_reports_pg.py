@@ -12,21 +12,28 @@ import asyncpg
 import pytest
 
 from consumers.consumer import classify
-from ledger import merkle
-from ledger.checkpoint import open_checkpoint
+from ledger.audit.ingest import Accepted, WriterSchemaInfo
+from ledger.audit.reports import (
+    InvestigationScope,
+    PatientRef,
+    RelayIssue,
+    to_csv,
+    to_html,
+    to_json,
+)
 from ledger.errors import MalformedInputError, VerificationError
-from ledger.ingest import Accepted, WriterSchemaInfo
-from ledger.keys import load_signers
-from ledger.leaf import KafkaRecord
-from ledger.migrate import apply_migrations
-from ledger.note import parse_verifier_key
+from ledger.log import merkle
+from ledger.log.checkpoint import open_checkpoint
+from ledger.log.keys import load_signers
+from ledger.log.leaf import KafkaRecord
+from ledger.log.note import parse_verifier_key
 from ledger.pg.appender import PostgresAppender
 from ledger.pg.checkpointer import Checkpointer, CheckpointPolicy
+from ledger.pg.migrate import apply_migrations
 from ledger.pg.reader import PostgresReader
 from ledger.pg.reports import (
     PostgresReports,
 )
-from ledger.reports import InvestigationScope, PatientRef, RelayIssue, to_csv, to_html, to_json
 from producers.codec import Codec
 from producers.events import (
     AcrCategory,

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from integrations.simulator import Simulator
 from ledgerctl.settings import KafkaRole
 from producers.emitter import EmitterConfig, EmitterState
 from producers.errors import EmitterPushbackError, EmitterUnavailableError, EventValidationError
 from producers.events import AuditEvent, Patient, PhiAccessEvent
-from producers.simulator import Simulator
 from producers.spool import Spool
 from producers.sync import SyncEmitter
 from tests.integration.test_emitter_durability import (

@@ -22,17 +22,17 @@ import asyncpg
 import pytest
 
 from consumers.consumer import classify
-from ledger.auth import Role
-from ledger.ingest import WriterSchemaInfo
-from ledger.keys import load_signers
-from ledger.leaf import KafkaRecord
-from ledger.migrate import apply_migrations
+from integrations.simulator import Simulator
+from ledger.audit.auth import Role
+from ledger.audit.ingest import WriterSchemaInfo
+from ledger.audit.producerauth import ProducerAuthenticator
+from ledger.log.keys import load_signers
+from ledger.log.leaf import KafkaRecord
 from ledger.pg.appender import PostgresAppender
 from ledger.pg.checkpointer import Checkpointer, CheckpointPolicy
-from ledger.producerauth import ProducerAuthenticator
+from ledger.pg.migrate import apply_migrations
 from ledgerctl.tokens import create_token
 from producers.codec import Codec
-from producers.simulator import Simulator
 from tests.support import ROOT, Stack, signed_headers, superuser_url, with_database
 
 pytestmark = pytest.mark.integration

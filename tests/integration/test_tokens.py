@@ -11,7 +11,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from ledger.auth import IssuedToken, Role, issue_token, token_hash
+from ledger.audit.auth import IssuedToken, Role, issue_token, token_hash
 from ledger.errors import MalformedInputError
 from ledger.pg.reader import PostgresReader
 from ledgerctl.tokens import create_token, list_tokens, revoke_token

@@ -9,8 +9,8 @@ import uuid
 import asyncpg
 import pytest
 
-from ledger import merkle, tiles
 from ledger.errors import MalformedInputError
+from ledger.log import merkle, tiles
 from ledger.pg import tree
 from ledger.pg.appender import PostgresAppender
 from tests.support import Stack, synthetic_batch

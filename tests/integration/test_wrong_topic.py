@@ -17,12 +17,12 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from consumers.consumer import REASON_WRONG_TOPIC, ConsumerConfig, LedgerConsumer
+from integrations.simulator import Simulator
 from ledger.pg.appender import PostgresAppender
 from ledgerctl.infra import ensure_topics
 from ledgerctl.settings import KafkaRole
 from producers.codec import Codec
 from producers.events import AuditEvent, CriticalResultRelay, PhiAccessEvent, event_key
-from producers.simulator import Simulator
 from tests.support import Stack, signed_headers
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]

@@ -1,7 +1,8 @@
-"""Interoperability: HAPI FHIR's R4 instance validator accepts what ``ledger.fhir`` produces.
+"""Interoperability: HAPI FHIR's R4 instance validator accepts what ``ledger.audit.fhir`` produces.
 
-Every resource here is built by ``ledger.fhir`` from events encoded by the producer library
-and decoded by ``ledger.avro``, exactly as the API serves them. ``fhir/Validate.java`` checks
+Every resource here is built by ``ledger.audit.fhir`` from events encoded by the producer library
+and decoded by ``ledger.audit.records``, exactly as the API serves them.
+``fhir/Validate.java`` checks
 them offline against the R4 core definitions and terminology (HAPI FHIR 8,
 ``FhirInstanceValidator``). All resources go through one JVM (``reports`` below). The
 negative cases, validated in the same run, show that acceptance is not vacuous: each
@@ -20,10 +21,11 @@ from typing import Any
 
 import pytest
 
-from ledger import fhir
-from ledger.avro import SchemaSet, StoredSchema
-from ledger.query import LedgerPosition
-from producers.atna.dicom_audit import events_from_dicom
+from integrations.atna.dicom_audit import events_from_dicom
+from integrations.simulator import Simulator
+from ledger.audit import fhir
+from ledger.audit.query import LedgerPosition
+from ledger.audit.records import SchemaSet, StoredSchema
 from producers.codec import Codec, load_shipped_schemas
 from producers.events import (
     PURPOSES_OF_USE,
@@ -44,7 +46,6 @@ from producers.events import (
     RelayMethod,
     SecurityEvent,
 )
-from producers.simulator import Simulator
 from tests.interop.fhir_validator import (
     ValidationReport,
     build_fhir_validator,

@@ -1,7 +1,7 @@
 """Interoperability: Go's reference verifiers accept what the Python ledger produces.
 
-Every checkpoint, signature and proof here is produced by ``ledger.merkle``, ``ledger.note``
-and ``ledger.checkpoint`` only; ``go/main.go`` checks them with ``golang.org/x/mod/sumdb/note``
+Every checkpoint, signature and proof here is produced by ``ledger.log.merkle``, ``ledger.log.note``
+and ``ledger.log.checkpoint`` only; ``go/main.go`` checks them with ``golang.org/x/mod/sumdb/note``
 (``note.Open``) and ``golang.org/x/mod/sumdb/tlog`` (``CheckRecord``, ``CheckTree``,
 ``RecordHash``).  The negative tests show that Go's acceptance is not vacuous: each tampered
 input is rejected, and the untampered control in the same batch is accepted.
@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from ledger import merkle
-from ledger.checkpoint import Checkpoint, format_checkpoint, format_tlog_proof, sign_checkpoint
-from ledger.note import Signer, generate_signer, parse_signer_key, sign_note
-from ledger.types import RootHash
+from ledger.log import merkle
+from ledger.log.checkpoint import Checkpoint, format_checkpoint, format_tlog_proof, sign_checkpoint
+from ledger.log.note import Signer, generate_signer, parse_signer_key, sign_note
+from ledger.log.types import RootHash
 from tests.interop.go_verifier import (
     build_go_verifier,
     go_available,

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from ledger.__main__ import bind_url
-from ledger.api.body import MAX_DEPTH, parse_json
-from ledger.api.boundary import _undecodable, declared_parameters
-from ledger.api.common import public_base
-from ledger.api.openapi import document
-from ledger.cursors import CursorKey
+from ledger.audit.cursors import CursorKey
+from ledger.audit.query import Cursor, Snapshot
 from ledger.errors import MalformedInputError
-from ledger.query import Cursor, Snapshot
+from ledger.http.body import MAX_DEPTH, parse_json
+from ledger.http.boundary import _undecodable, declared_parameters
+from ledger.http.common import public_base
+from ledger.http.openapi import document
+from ledger.http.server import bind_url
 
 CURSOR = Cursor(
     event_time=datetime(2026, 3, 1, 8, 0, tzinfo=UTC),

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from producers.atna.dicom_audit import _ForbiddenXml, _NoDoctype, parse_audit_message
-from producers.atna.kept import KeptRecord, KeptStore, read_kept
-from producers.atna.rfc5424 import (
+from integrations.atna.dicom_audit import _ForbiddenXml, _NoDoctype, parse_audit_message
+from integrations.atna.kept import KeptRecord, KeptStore, read_kept
+from integrations.atna.rfc5424 import (
     BOM,
     Frame,
     FrameError,
@@ -23,8 +23,8 @@ from producers.atna.rfc5424 import (
     frame_octet_counted,
     parse_syslog,
 )
+from integrations.errors import AtnaParseError, KeptStoreError, KeptStoreFullError
 from producers.codec import Codec
-from producers.errors import AtnaParseError, KeptStoreError, KeptStoreFullError
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "dicom-audit"
 
@@ -398,13 +398,13 @@ def test_kept_store_is_locked_by_one_process(tmp_path: Path) -> None:
 def test_parse_batch_results_cross_process_boundaries_intact() -> None:
     from multiprocessing.reduction import ForkingPickler
 
-    from producers.atna.parsing import register_pickling
+    from integrations.atna.parsing import register_pickling
 
     register_pickling()
 
-    from producers.atna.dicom_audit import events_from_dicom
-    from producers.atna.parsing import Parsed, _namespaced, parse_batch
-    from producers.atna.senders import SenderPolicy
+    from integrations.atna.dicom_audit import events_from_dicom
+    from integrations.atna.parsing import Parsed, _namespaced, parse_batch
+    from integrations.atna.senders import SenderPolicy
 
     payloads = [p.read_bytes() for p in sorted(CORPUS.glob("*.xml"))]
     raws: list[bytes | None] = [format_syslog(p, hostname="pacs01") for p in payloads]

@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from producers.atna.dicom_audit import event_id_for
-from producers.atna.kept import read_kept
-from producers.atna.receiver import AtnaReceiver, AtnaReceiverConfig
-from producers.atna.rfc5424 import format_syslog, frame_octet_counted, parse_syslog
-from producers.atna.senders import SenderPolicy, sender_event_id
+from integrations.atna.dicom_audit import event_id_for
+from integrations.atna.kept import read_kept
+from integrations.atna.receiver import AtnaReceiver, AtnaReceiverConfig
+from integrations.atna.rfc5424 import format_syslog, frame_octet_counted, parse_syslog
+from integrations.atna.senders import SenderPolicy, sender_event_id
 from producers.codec import Codec, PreparedEvent
 from producers.errors import SpoolFullError
 from producers.events import AuditEvent
@@ -166,7 +166,7 @@ async def test_tls_messages_become_events_and_bad_ones_are_kept(
 
 
 def _payload_of(message: bytes) -> bytes:
-    from producers.atna.rfc5424 import parse_syslog
+    from integrations.atna.rfc5424 import parse_syslog
 
     return parse_syslog(message).msg
 
@@ -411,7 +411,7 @@ async def test_an_audit_log_used_that_claims_the_ledger_is_refused(
 
 
 def test_the_policy_refuses_to_let_anyone_claim_the_ledger() -> None:
-    from producers.errors import AtnaPolicyError
+    from integrations.errors import AtnaPolicyError
 
     with pytest.raises(AtnaPolicyError, match="names the ledger"):
         replace(POLICY, tls={SENDER: frozenset({"philedger.localhost"})})

@@ -7,14 +7,14 @@ import uuid
 
 import pytest
 
-from producers.atna.senders import (
+from integrations.atna.senders import (
     SENDER_NAMESPACE,
     UDP_SENDER,
     certificate_sender,
     parse_policy,
     sender_event_id,
 )
-from producers.errors import AtnaPolicyError
+from integrations.errors import AtnaPolicyError
 
 LEDGER = {"philedger.localhost"}
 POLICY = """

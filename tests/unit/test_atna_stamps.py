@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from producers.atna.stamps import FILE_NAME, StampLog
+from integrations.atna.stamps import FILE_NAME, StampLog
 
 
 def test_stamps_survive_a_reopen_in_order(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """The DICOM audit message corpus (tests/corpus/dicom-audit): each message becomes exactly
 the events stated here, or is kept with the stated reason; every event survives
-event -> DICOM XML -> event unchanged, and event -> FHIR AuditEvent (ledger.fhir) -> event
-(producers.fhir) where the FHIR mapping covers the event type (all but Audit Log Used).
+event -> DICOM XML -> event unchanged, and event -> FHIR AuditEvent (ledger.audit.fhir) -> event
+(integrations.fhir) where the FHIR mapping covers the event type (all but Audit Log Used).
 
 Instances Accessed, Query, Export and Import become ``PhiAccessEvent``; User Authentication
 (login, logout, failures), Emergency Override start and stop, and Application Activity
@@ -17,18 +17,19 @@ from typing import Any
 
 import pytest
 
-from ledger import fhir
-from ledger.avro import SchemaSet, StoredSchema
-from ledger.query import LedgerPosition
-from producers import fhir as pfhir
-from producers.atna.dicom_audit import (
+from integrations import fhir as pfhir
+from integrations.atna.dicom_audit import (
     ATNA_NAMESPACE,
     event_id_for,
     events_from_dicom,
     to_dicom_xml,
 )
+from integrations.errors import AtnaUnmappableError
+from integrations.simulator import Simulator
+from ledger.audit import fhir
+from ledger.audit.query import LedgerPosition
+from ledger.audit.records import SchemaSet, StoredSchema
 from producers.codec import Codec, load_shipped_schemas
-from producers.errors import AtnaUnmappableError
 from producers.events import (
     Actor,
     AuditLogUsed,
@@ -44,7 +45,6 @@ from producers.events import (
     Study,
     validate,
 )
-from producers.simulator import Simulator
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "dicom-audit"
 POSITION = LedgerPosition(log_id=1, origin="test.ledger/phi-access/0", leaf_index=9)

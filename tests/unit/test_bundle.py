@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from ledger.avro import StoredSchema
-from ledger.bundle import (
+from ledger.audit.records import StoredSchema
+from ledger.errors import MalformedInputError
+from ledger.verify.bundle import (
     BUNDLE_FORMAT,
     INDEX_COLUMNS,
     TILE_BYTES,
@@ -22,7 +23,6 @@ from ledger.bundle import (
     check_target,
     index_row,
 )
-from ledger.errors import MalformedInputError
 from producers.codec import Codec
 
 EXPORTED = datetime(2026, 3, 4, 5, 6, 7, 890000, tzinfo=UTC)

@@ -23,8 +23,8 @@ import nacl.signing
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from consumers.consumer import event_index
-from ledger.verification import build_full_tiles, verify_bundle
-from ledger.verification.disclosures import disclosure_check
+from ledger.verify import build_full_tiles, verify_bundle
+from ledger.verify.disclosures import disclosure_check
 from producers.codec import Codec
 from producers.events import event_key
 from tests.unit.test_verify import (

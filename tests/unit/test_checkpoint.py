@@ -1,4 +1,4 @@
-"""Unit tests for ledger.checkpoint: checkpoint bodies, signed checkpoints and tlog-proofs."""
+"""Unit tests for ledger.log.checkpoint: checkpoint bodies, signed checkpoints and tlog-proofs."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import base64
 
 import pytest
 
-from ledger import merkle
-from ledger import note as N
-from ledger.checkpoint import (
+from ledger.errors import MalformedInputError, VerificationError
+from ledger.log import merkle
+from ledger.log import note as N
+from ledger.log.checkpoint import (
     TLOG_PROOF_HEADER,
     Checkpoint,
     format_checkpoint,
@@ -19,8 +20,7 @@ from ledger.checkpoint import (
     sign_checkpoint,
     verify_tlog_proof,
 )
-from ledger.errors import MalformedInputError, VerificationError
-from ledger.types import RootHash
+from ledger.log.types import RootHash
 
 ORIGIN = "example.com/audit-ledger"
 ROOT = RootHash(bytes(range(32)))

@@ -13,7 +13,9 @@ from pathlib import Path
 import fastavro
 import pytest
 
-from producers.atna.dicom_audit import events_from_dicom
+from integrations.atna.dicom_audit import events_from_dicom
+from integrations.errors import AtnaParseError, AtnaUnmappableError
+from integrations.simulator import Simulator
 from producers.codec import (
     MAGIC,
     REASON_BAD_MAGIC,
@@ -27,7 +29,7 @@ from producers.codec import (
     schema_fingerprint,
     to_record,
 )
-from producers.errors import AtnaParseError, AtnaUnmappableError, DecodeError, EventValidationError
+from producers.errors import DecodeError, EventValidationError
 from producers.events import (
     Actor,
     AuditEvent,
@@ -39,7 +41,6 @@ from producers.events import (
     SecurityEvent,
     event_key,
 )
-from producers.simulator import Simulator
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "dicom-audit"
 

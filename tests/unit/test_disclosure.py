@@ -12,12 +12,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from consumers.consumer import event_index
-from ledger import disclosure
-from ledger.disclosure import MAX_RANGES, Disclosure, LeafRange, coalesce, of_positions, whole_logs
-from ledger.readlog import LedgerRead
-from ledger.verification import verify_bundle
-from ledger.verification.disclosures import disclosure_check
-from ledger.verification.producers import producer_check
+from ledger.audit import disclosure
+from ledger.audit.disclosure import (
+    MAX_RANGES,
+    Disclosure,
+    LeafRange,
+    coalesce,
+    of_positions,
+    whole_logs,
+)
+from ledger.audit.readlog import LedgerRead
+from ledger.verify import verify_bundle
+from ledger.verify.disclosures import disclosure_check
+from ledger.verify.producers import producer_check
 from ledgerctl.readaudit import audit_event
 from ledgerctl.verifying import event_checks
 from producers.codec import Codec, load_shipped_schemas, to_record

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from integrations.simulator import Simulator, make_npi
 from producers.codec import Codec
 from producers.errors import EventValidationError
 from producers.events import (
@@ -29,7 +30,6 @@ from producers.events import (
     validate,
     validate_record,
 )
-from producers.simulator import Simulator, make_npi
 
 
 def access(**changes: Any) -> PhiAccessEvent:

@@ -1,5 +1,5 @@
-"""FHIR R4 AuditEvent: ledger.fhir (stored event -> resource, search, bundles) and
-producers.fhir (resource -> event), their round trip, and hostile input to both.
+"""FHIR R4 AuditEvent: ledger.audit.fhir (stored event -> resource, search, bundles) and
+integrations.fhir (resource -> event), their round trip, and hostile input to both.
 
 FHIR conformance of the resources themselves is checked by HAPI FHIR's validator in
 tests/interop/test_fhir_r4.py.
@@ -22,11 +22,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger import fhir
-from ledger.avro import JsonValue, SchemaSet, StoredSchema
+from integrations import fhir as pfhir
+from integrations.simulator import Simulator
+from ledger.audit import fhir
+from ledger.audit.query import Cursor, LedgerPosition, Snapshot
+from ledger.audit.records import JsonValue, SchemaSet, StoredSchema
 from ledger.errors import MalformedInputError
-from ledger.query import Cursor, LedgerPosition, Snapshot
-from producers import fhir as pfhir
 from producers.codec import Codec, load_shipped_schemas
 from producers.errors import EventValidationError
 from producers.events import (
@@ -49,7 +50,6 @@ from producers.events import (
     SecurityEvent,
     Study,
 )
-from producers.simulator import Simulator
 
 NOW = datetime(2026, 1, 6, tzinfo=UTC)
 WHEN = datetime(2026, 1, 5, 18, 30, 15, 123456, tzinfo=UTC)
@@ -65,7 +65,8 @@ _SCHEMAS = SchemaSet(
 
 
 def stored(event: AuditEvent, seq: int = 7) -> tuple[str, dict[str, JsonValue], AuditEvent]:
-    """What the ledger holds for ``event``: encoded by producers, decoded by ledger.avro."""
+    """What the ledger holds for ``event``: encoded by producers, decoded by
+    ledger.audit.records."""
     event = event.stamped(producer_id="orthanc-01", producer_seq=seq)
     name, record = _SCHEMAS.decode(_CODEC.encode(event))
     return name, record, event

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from integrations.orthanc.config import ConfigError, parse_config
 from ledgerctl.settings import KafkaRole, Settings, kafka_security
 from producers.errors import KafkaSettingsError
 from producers.kafka_security import KafkaSecurity, client_kwargs, read_password
-from producers.orthanc.config import ConfigError, parse_config
 
 
 def secret_file(path: Path, text: str, mode: int = 0o600) -> str:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from ledger.errors import MalformedInputError
-from ledger.keys import load_signers, parse_verifiers, write_signer_file
-from ledger.note import generate_signer
+from ledger.log.keys import load_signers, parse_verifiers, write_signer_file
+from ledger.log.note import generate_signer
 
 
 def key_file(tmp_path: Path, *names: str) -> tuple[Path, list[str]]:

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ledger.errors import MalformedInputError
-from ledger.leaf import MAX_LEAF_BYTES, KafkaRecord, decode_leaf, encode_leaf, leaf_overhead
+from ledger.log.leaf import MAX_LEAF_BYTES, KafkaRecord, decode_leaf, encode_leaf, leaf_overhead
 
 records = st.builds(
     KafkaRecord,

@@ -1,4 +1,4 @@
-"""Property tests for ledger.merkle: produced proofs verify, and every mutation is caught.
+"""Property tests for ledger.log.merkle: produced proofs verify, and every mutation is caught.
 
 One subtlety is asserted rather than glossed over: an RFC 6962 proof does not pin the tree
 size by itself.  A proof still verifies under another size exactly when that size gives the
@@ -17,9 +17,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger import merkle
 from ledger.errors import MalformedInputError, VerificationError
-from ledger.merkle import NodeID, NodeRef
+from ledger.log import merkle
+from ledger.log.merkle import NodeID, NodeRef
 
 MAX_SIZE = 300
 

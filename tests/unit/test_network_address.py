@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from integrations.simulator import Simulator
 from producers.codec import Codec
 from producers.errors import DecodeError, EventValidationError
 from producers.events import (
@@ -23,7 +24,6 @@ from producers.events import (
     validate,
 )
 from producers.netaddr import is_host_name, is_network_address
-from producers.simulator import Simulator
 
 GOOD = [
     "10.20.4.17",

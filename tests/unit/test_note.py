@@ -1,4 +1,4 @@
-"""Unit tests for ledger.note: key strings, signing, opening, rotation and tampering."""
+"""Unit tests for ledger.log.note: key strings, signing, opening, rotation and tampering."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import base64
 
 import pytest
 
-from ledger import note as N
 from ledger.errors import LedgerError, MalformedInputError, VerificationError
-from ledger.types import KeyID
+from ledger.log import note as N
+from ledger.log.types import KeyID
 
 TEXT = "example.com/log\n42\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n"
 

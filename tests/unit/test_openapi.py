@@ -9,12 +9,12 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from consumers.consumer import event_index
-from ledger.api import create_app
-from ledger.api.app import routes
-from ledger.api.common import entry_json
-from ledger.api.openapi import document
-from ledger.auth import ROLE_PERMISSIONS, Permission, Role
-from ledger.query import AccessEntry, LedgerPosition
+from ledger.audit.auth import ROLE_PERMISSIONS, Permission, Role
+from ledger.audit.query import AccessEntry, LedgerPosition
+from ledger.http import create_app
+from ledger.http.app import routes
+from ledger.http.common import entry_json
+from ledger.http.openapi import document
 from producers.events import Actor, EventOutcome, Facility, SecurityEvent
 
 

@@ -16,13 +16,13 @@ from typing import Any
 
 import pytest
 
+from integrations.orthanc.audit import Auditor, basic_user
+from integrations.orthanc.config import ConfigError, PluginConfig, UserInfo, parse_config
+from integrations.orthanc.resolve import Resolver, orthanc_id
+from integrations.orthanc.routes import Kind, Level, classify
+from integrations.simulator import Simulator
 from producers.errors import EmitterPushbackError
 from producers.events import AuditEvent, PhiAccessEvent
-from producers.orthanc.audit import Auditor, basic_user
-from producers.orthanc.config import ConfigError, PluginConfig, UserInfo, parse_config
-from producers.orthanc.resolve import Resolver, orthanc_id
-from producers.orthanc.routes import Kind, Level, classify
-from producers.simulator import Simulator
 from producers.sync import SyncEmitter
 
 PATIENT = orthanc_id("MRN777")

@@ -1,5 +1,5 @@
 """Producer authentication, pure parts: the signer (producers.signing) against the
-independent verifier (ledger.producerauth), fixed vectors, and every refusal."""
+independent verifier (ledger.audit.producerauth), fixed vectors, and every refusal."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from nacl.signing import SigningKey
 
-from ledger.producerauth import (
+from ledger.audit.producerauth import (
     REASON_BAD_ENVELOPE,
     REASON_BAD_SIGNATURE,
     REASON_PRODUCER_MISMATCH,
@@ -27,7 +27,7 @@ from ledger.producerauth import (
     check_producer,
     envelope_ref,
 )
-from ledger.producerauth import key_id_of as ledger_key_id_of
+from ledger.audit.producerauth import key_id_of as ledger_key_id_of
 from producers.signing import (
     ProducerKey,
     ProducerKeyError,

@@ -1,4 +1,4 @@
-"""The offline producer check (``ledger.verification.producers``) on a bundle on disk.
+"""The offline producer check (``ledger.verify.producers``) on a bundle on disk.
 
 Refusals it proves, per leaf, from the export alone: a leaf without a seal reference, one
 sealed by another producer's key, one by a key the registry does not hold, one claiming
@@ -12,17 +12,22 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ledger.leaf import decode_leaf
-from ledger.producerauth import Authenticated, ProducerAuthenticator, ProducerKeyId, RegisteredKey
-from ledger.producerbundle import (
+from ledger.audit.producerauth import (
+    Authenticated,
+    ProducerAuthenticator,
+    ProducerKeyId,
+    RegisteredKey,
+)
+from ledger.log.leaf import decode_leaf
+from ledger.verify import verify_bundle
+from ledger.verify.findings import FINDING_KINDS
+from ledger.verify.producerbundle import (
     SealRefWriter,
     write_auth_start,
     write_producer_keys,
     write_producer_seals,
 )
-from ledger.verification import verify_bundle
-from ledger.verification.findings import FINDING_KINDS
-from ledger.verification.producers import producer_check
+from ledger.verify.producers import producer_check
 from producers.signing import ProducerKey, generate_producer_key
 from tests.unit.test_bundle_format_doc import _every_kind
 from tests.unit.test_verify import KEY, export

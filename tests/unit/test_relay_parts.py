@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from producers.relay import PriorityPolicy, _frame, _Frames
+from producers.pipe import PriorityPolicy, _frame, _Frames
 
 
 def test_frames_split_at_every_byte_decode_to_the_messages_sent() -> None:

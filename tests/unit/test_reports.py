@@ -1,4 +1,4 @@
-"""Unit tests for ledger.reports: breach investigation, accounting of disclosures, relays."""
+"""Unit tests for ledger.audit.reports: breach investigation, accounting of disclosures, relays."""
 
 from __future__ import annotations
 
@@ -13,9 +13,8 @@ from typing import Any
 
 import pytest
 
-from ledger.errors import MalformedInputError
-from ledger.query import LedgerPosition
-from ledger.reports import (
+from ledger.audit.query import LedgerPosition
+from ledger.audit.reports import (
     COMPLIANCE_DATE,
     AccessRow,
     DisclosureAccounting,
@@ -37,6 +36,7 @@ from ledger.reports import (
     to_html,
     to_json,
 )
+from ledger.errors import MalformedInputError
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 ORIGIN = "test.ledger/phi-access/0"

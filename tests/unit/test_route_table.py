@@ -8,12 +8,12 @@ from typing import Any, cast
 
 import pytest
 
-from ledger.api import create_app
-from ledger.api.app import Route, served_routes
-from ledger.api.common import identifier
-from ledger.api.openapi import document
-from ledger.auth import ROLE_PERMISSIONS, Permission, Role
+from ledger.audit.auth import ROLE_PERMISSIONS, Permission, Role
 from ledger.errors import MalformedInputError
+from ledger.http import create_app
+from ledger.http.app import Route, served_routes
+from ledger.http.common import identifier
+from ledger.http.openapi import document
 from tests.route_table import API_DOC, Row, canonical, documented_table
 from tests.support import ROOT
 

@@ -30,7 +30,7 @@ def test_readme_lists_every_fingerprint() -> None:
 
 def test_stored_schema_json_reproduces_the_fingerprint() -> None:
     # What the consumer stores in writer_schemas must hash back to the wire fingerprint.
-    from ledger.avro import fingerprint_of
+    from ledger.audit.records import fingerprint_of
 
     for s in Codec().schemas:
         assert fingerprint_of(s.schema_json) == s.fingerprint

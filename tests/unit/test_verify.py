@@ -16,15 +16,16 @@ from pathlib import Path
 import pytest
 
 from consumers.consumer import event_index
-from ledger import disclosure, merkle
-from ledger.avro import SchemaSet, StoredSchema
-from ledger.bundle import BundleWriter
-from ledger.checkpoint import Checkpoint, sign_checkpoint
+from integrations.simulator import Simulator
+from ledger.audit import disclosure
+from ledger.audit.records import SchemaSet, StoredSchema
 from ledger.errors import MalformedInputError, UnavailableError
-from ledger.leaf import KafkaRecord, encode_leaf
-from ledger.note import Signer, Verifier, generate_signer, parse_signer_key
-from ledger.types import RootHash
-from ledger.verification import (
+from ledger.log import merkle
+from ledger.log.checkpoint import Checkpoint, sign_checkpoint
+from ledger.log.leaf import KafkaRecord, encode_leaf
+from ledger.log.note import Signer, Verifier, generate_signer, parse_signer_key
+from ledger.log.types import RootHash
+from ledger.verify import (
     FINDING_KINDS,
     Finding,
     LogReport,
@@ -33,6 +34,7 @@ from ledger.verification import (
     verify_bundle,
     verify_log,
 )
+from ledger.verify.bundle import BundleWriter
 from producers.codec import Codec
 from producers.events import (
     Actor,
@@ -46,7 +48,6 @@ from producers.events import (
     SecurityEvent,
     event_key,
 )
-from producers.simulator import Simulator
 
 LEDGER = "test.ledger"
 TOPIC = "phi-access"
@@ -271,7 +272,7 @@ EVERY_KIND = (
         ),
     ),
 )
-#: Consumer policy rather than event fields for relays (see ledger.verification).
+#: Consumer policy rather than event fields for relays (see ledger.verify).
 _RELAY_POLICY = frozenset({"action", "outcome", "purpose_of_use"})
 
 
@@ -284,7 +285,7 @@ def test_project_event_agrees_column_by_column_for_every_kind(index: int) -> Non
     name, record = schemas.decode(Codec().encode(event))
     projected = project_event(name, record)
     row = dataclasses.asdict(event_index(event))
-    # What a read disclosed is checked on its own (ledger.disclosure.check).
+    # What a read disclosed is checked on its own (ledger.audit.disclosure.check).
     assert disclosure.check(name, record, row) is None
     del row["disclosed"]
     if row["kind"] == "critical_result_relay":

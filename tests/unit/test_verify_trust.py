@@ -14,13 +14,12 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from ledger import merkle
-from ledger.avro import JsonValue, SchemaSet
-from ledger.bundle import BundleReader
-from ledger.checkpoint import Checkpoint, sign_checkpoint
+from ledger.audit.records import JsonValue, SchemaSet
 from ledger.errors import MalformedInputError
-from ledger.leaf import KafkaRecord
-from ledger.verification import (
+from ledger.log import merkle
+from ledger.log.checkpoint import Checkpoint, sign_checkpoint
+from ledger.log.leaf import KafkaRecord
+from ledger.verify import (
     BundleLogSource,
     CheckContext,
     LogReport,
@@ -28,6 +27,7 @@ from ledger.verification import (
     verify_bundle,
     verify_log,
 )
+from ledger.verify.bundle import BundleReader
 from ledgerctl.__main__ import app
 from ledgerctl.verdict import as_json, head_file_name, load_trusted, verdict_line, write_heads
 from ledgerctl.verifying import run_verify, verify_bundle_jobs

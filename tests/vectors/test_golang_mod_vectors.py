@@ -6,9 +6,9 @@ import base64
 
 import pytest
 
-from ledger import merkle
-from ledger.checkpoint import parse_checkpoint
 from ledger.errors import MalformedInputError, VerificationError
+from ledger.log import merkle
+from ledger.log.checkpoint import parse_checkpoint
 from tests.vectors._load import GOLANG_MOD_DIR, load_json
 
 ARGON = GOLANG_MOD_DIR / "argon2020"

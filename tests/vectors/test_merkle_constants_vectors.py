@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ledger import merkle
-from ledger.merkle import NodeID
+from ledger.log import merkle
+from ledger.log.merkle import NodeID
 from tests.vectors._load import MERKLE_DIR, load_json
 
 VEC = load_json(MERKLE_DIR / "testonly_constants.json")

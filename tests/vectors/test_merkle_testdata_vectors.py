@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from ledger import merkle
 from ledger.errors import VerificationError
+from ledger.log import merkle
 from tests.vectors._load import MERKLE_DIR, go_bytes, go_proof, load_json
 
 TESTDATA = MERKLE_DIR / "testdata"

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from ledger import merkle
 from ledger.errors import VerificationError
+from ledger.log import merkle
 from tests.vectors._load import MERKLE_DIR, load_json
 
 VEC = load_json(MERKLE_DIR / "proof_verify_test.json")

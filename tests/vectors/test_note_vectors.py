@@ -6,9 +6,9 @@ import base64
 
 import pytest
 
-from ledger import note as N
 from ledger.errors import MalformedInputError, VerificationError
-from ledger.types import KeyID
+from ledger.log import note as N
+from ledger.log.types import KeyID
 from tests.vectors._load import GOLANG_MOD_DIR, load_json
 
 VEC = load_json(GOLANG_MOD_DIR / "note_test.json")

@@ -1,0 +1,152 @@
+"""Access histories (by patient, user, study) and single events.
+
+Invariant: a listing is computed within one snapshot of the logs' signed sizes,
+carried in its cursor (MAC'd by ``ledger.audit.cursors`` for this listing, so it cannot be
+forged or moved past the signed sizes): pages never repeat or skip an entry while
+appends continue, and every entry returned is covered by a signed checkpoint (named in
+``as_of``), so each can be proven with ``/v1/events/{id}/proof``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+from aiohttp import web
+
+from ledger.audit.query import Cursor, HistoryKey, HistoryQuery
+from ledger.errors import MalformedInputError
+from ledger.http.common import (
+    PATIENT,
+    READER,
+    RESULTS,
+    disclose,
+    entry_json,
+    error,
+    event_id,
+    identifier,
+    open_cursor,
+    optional_identifier,
+    page_limit,
+    schema_set,
+    seal_cursor,
+    time_window,
+)
+from ledger.log.leaf import decode_leaf
+
+ACTIONS: Final = frozenset({"C", "R", "U", "D", "E"})
+OUTCOMES: Final = frozenset({"SUCCESS", "MINOR_FAILURE", "SERIOUS_FAILURE", "MAJOR_FAILURE"})
+_STUDY_UID = re.compile(r"(0|[1-9]\d*)(\.(0|[1-9]\d*))*")
+
+
+def _choice(request: web.Request, name: str, allowed: frozenset[str]) -> str | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    if raw not in allowed:
+        raise MalformedInputError(f"{name} must be one of {', '.join(sorted(allowed))}")
+    return raw
+
+
+async def _history(
+    request: web.Request, key: HistoryKey, value: str, qualifier: str | None
+) -> web.Response:
+    since, until = time_window(request)
+    query = HistoryQuery(
+        key=key,
+        value=value,
+        qualifier=qualifier,
+        since=since,
+        until=until,
+        action=_choice(request, "action", ACTIONS),
+        facility=optional_identifier(request, "facility"),
+        outcome=_choice(request, "outcome", OUTCOMES),
+    )
+    limit = page_limit(request)
+    token = request.query.get("cursor")
+    reader = request.app[READER]
+    current = await reader.snapshot()
+    # The cursor is bound to this listing: its filters, not its page size.
+    context = f"history|{query!r}"
+    after = open_cursor(request, token, context, current) if token else None
+    snapshot = after.snapshot if after is not None else current
+    entries = await reader.history(query, snapshot=snapshot, limit=limit + 1, after=after)
+    page = list(entries[:limit])
+    next_cursor = None
+    if len(entries) > limit:
+        last = page[-1]
+        next_cursor = seal_cursor(
+            request,
+            Cursor(event_time=last.event_time, event_id=last.event_id, snapshot=snapshot),
+            context,
+        )
+    request[RESULTS] = len(page)
+    disclose(request, (e.position for e in page))
+    origins = await reader.origins()
+    return web.json_response(
+        {
+            key.value: {"id": value, "qualifier": qualifier},
+            "accesses": [entry_json(e) for e in page],
+            "next_cursor": next_cursor,
+            "as_of": {
+                origins[log_id]: size
+                for log_id, size in enumerate(snapshot.sizes, start=1)
+                if size > 0 and log_id in origins
+            },
+        }
+    )
+
+
+async def patient_accesses(request: web.Request) -> web.Response:
+    patient_id = identifier(request.match_info["patient_id"], "patient id")
+    issuer = optional_identifier(request, "issuer")
+    request[PATIENT] = (patient_id, issuer)
+    return await _history(request, HistoryKey.PATIENT, patient_id, issuer)
+
+
+async def user_accesses(request: web.Request) -> web.Response:
+    user_id = identifier(request.match_info["user_id"], "user id")
+    return await _history(request, HistoryKey.USER, user_id, None)
+
+
+async def study_accesses(request: web.Request) -> web.Response:
+    uid = request.match_info["study_uid"]
+    if len(uid) > 64 or not _STUDY_UID.fullmatch(uid):
+        raise MalformedInputError("study uid must be a DICOM UID (digits and dots, at most 64)")
+    accession = optional_identifier(request, "accession")
+    return await _history(request, HistoryKey.STUDY, uid, accession)
+
+
+async def event_detail(request: web.Request) -> web.Response:
+    ident = event_id(request.match_info["event_id"])
+    stored = await request.app[READER].event(ident)
+    if stored is None:
+        request[RESULTS] = 0
+        return error(404, "not_found", "no event with that id is in the ledger")
+    request[RESULTS] = 1
+    disclose(request, (stored.entry.position,))
+    if stored.entry.patient_id is not None:
+        request[PATIENT] = (stored.entry.patient_id, stored.entry.patient_issuer)
+    record = decode_leaf(stored.leaf)
+    schemas = await schema_set(request.app, record.value[2:10])
+    schema_name, body = schemas.decode(record.value)
+    return web.json_response(
+        {
+            "event_id": str(ident),
+            "schema": schema_name,
+            "event": body,
+            "summary": entry_json(stored.entry),
+            "ledger": {
+                "log_id": stored.entry.position.log_id,
+                "origin": stored.entry.position.origin,
+                "leaf_index": stored.entry.position.leaf_index,
+                "leaf_hash": stored.leaf_hash.hex(),
+                "kafka": {
+                    "topic": record.topic,
+                    "partition": record.partition,
+                    "offset": record.offset,
+                    "timestamp_ms": record.timestamp_ms,
+                },
+            },
+        }
+    )

@@ -1,0 +1,187 @@
+"""HIPAA reports over HTTP: breach investigations, accountings of disclosures, relays.
+
+Invariant: every report is computed by ``ledger.audit.reports`` from one consistent
+snapshot (``ReportSource``) and names the checkpoints or ledger positions that
+prove its lines; the scope of a report is recorded with the read (it is part of
+the AuditLogUsed event), and exports are JSON, CSV or (accountings) HTML.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Final, Protocol
+
+from aiohttp import web
+
+from ledger.audit.reports import (
+    DEFAULT_RELAY_DEADLINES,
+    DisclosureAccounting,
+    InvestigationReport,
+    InvestigationScope,
+    PatientRef,
+    RelayReport,
+    to_csv,
+    to_html,
+    to_json,
+)
+from ledger.errors import MalformedInputError
+from ledger.http.body import json_body
+from ledger.http.common import (
+    AUDIT_PARAMS,
+    PATIENT,
+    RESULTS,
+    disclose,
+    identifier,
+    instant,
+    optional_identifier,
+    time_window,
+)
+
+MAX_BODY: Final = 64 * 1024
+_FORMATS: Final = frozenset({"json", "csv", "html"})
+
+
+class ReportSource(Protocol):
+    async def investigation(
+        self, scope: InvestigationScope, *, threshold: int = 500
+    ) -> InvestigationReport: ...
+
+    async def disclosures(
+        self,
+        patient: PatientRef,
+        *,
+        now: datetime | None = None,
+        lookback_years: int = 6,
+        summarise_repeated: bool = False,
+    ) -> DisclosureAccounting: ...
+
+    async def relays(
+        self,
+        *,
+        start: datetime,
+        end: datetime,
+        now: datetime | None = None,
+        deadlines: Mapping[str, timedelta] = DEFAULT_RELAY_DEADLINES,
+        facility: str | None = None,
+    ) -> RelayReport: ...
+
+
+REPORTS: Final = web.AppKey("reports", ReportSource)
+
+
+def _format(request: web.Request, allowed: frozenset[str]) -> str:
+    raw = request.query.get("format", "json")
+    if raw not in allowed:
+        raise MalformedInputError(f"format must be one of {', '.join(sorted(allowed))}")
+    return raw
+
+
+def _export(
+    report: InvestigationReport | DisclosureAccounting | RelayReport, fmt: str, name: str
+) -> web.Response:
+    if fmt == "csv":
+        return web.Response(
+            text=to_csv(report),
+            content_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
+        )
+    if fmt == "html" and isinstance(report, DisclosureAccounting):
+        return web.Response(
+            text=to_html(report),
+            content_type="text/html",
+            headers={"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"},
+        )
+    return web.json_response(to_json(report))
+
+
+def _strings(body: Mapping[str, object], key: str) -> tuple[str, ...]:
+    value = body.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise MalformedInputError(f"{key} must be a list of strings")
+    return tuple(value)
+
+
+async def investigation(request: web.Request) -> web.Response:
+    """POST /v1/investigations: affected patients, per-state counts, timeline."""
+    fmt = _format(request, frozenset({"json", "csv"}))
+    body = await json_body(request, MAX_BODY)  # bounded after decoding; 413 past it
+    if not isinstance(body, dict):
+        raise MalformedInputError("the body must be a JSON object (the scope)")
+    unknown = sorted(set(body) - {"users", "facility", "network_addresses", "since", "until"})
+    if unknown:
+        raise MalformedInputError(f"unknown scope field(s): {', '.join(k[:40] for k in unknown)}")
+    since, until = body.get("since"), body.get("until")
+    if not isinstance(since, str) or not isinstance(until, str):
+        raise MalformedInputError("since and until are required RFC 3339 timestamps")
+    facility = body.get("facility")
+    if facility is not None and not isinstance(facility, str):
+        raise MalformedInputError("facility must be a string")
+    users = _strings(body, "users")
+    addresses = _strings(body, "network_addresses")
+    request[AUDIT_PARAMS] = {
+        "scope.since": since,
+        "scope.until": until,
+        "scope.users": ",".join(users),
+        "scope.facility": facility or "",
+        "scope.network_addresses": ",".join(addresses),
+    }
+    scope = InvestigationScope(
+        start=instant(since, "since"),
+        end=instant(until, "until"),
+        users=users,
+        facility=None if facility is None else identifier(facility, "facility"),
+        network_addresses=addresses,
+    )
+    report = await request.app[REPORTS].investigation(scope)
+    request[RESULTS] = len(report.patients)
+    disclose(request, (e.position for e in report.timeline))
+    return _export(report, fmt, "investigation")
+
+
+async def disclosures(request: web.Request) -> web.Response:
+    """GET /v1/patients/{id}/disclosures: the 164.528 accounting, JSON, CSV or HTML."""
+    patient_id = identifier(request.match_info["patient_id"], "patient id")
+    issuer = optional_identifier(request, "issuer")
+    request[PATIENT] = (patient_id, issuer)
+    fmt = _format(request, _FORMATS)
+    raw_years = request.query.get("years", "6")
+    if raw_years not in {"1", "2", "3", "4", "5", "6"}:
+        raise MalformedInputError("years must be 1 to 6 (164.528 allows up to six)")
+    accounting = await request.app[REPORTS].disclosures(
+        PatientRef(id=patient_id, issuer=issuer), lookback_years=int(raw_years)
+    )
+    request[RESULTS] = len(accounting.entries)
+    disclose(request, (s.position for e in accounting.entries for s in e.sources))
+    disclose(request, (x.source.position for x in accounting.excluded))
+    return _export(accounting, fmt, "disclosures")
+
+
+async def relays(request: web.Request) -> web.Response:
+    """GET /v1/reports/critical-results: timeliness per ACR category, and exceptions."""
+    fmt = _format(request, frozenset({"json", "csv"}))
+    since, until = time_window(request)
+    now = datetime.now(UTC)
+    end = until or now
+    start = since or end - timedelta(days=30)
+    if start >= end:
+        raise MalformedInputError("since must be before until")
+    deadlines = dict(DEFAULT_RELAY_DEADLINES)
+    for category in deadlines:
+        raw = request.query.get(f"deadline_{category.lower()}")
+        if raw is not None:
+            if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= 30 * 24 * 60:
+                raise MalformedInputError(
+                    f"deadline_{category.lower()} must be whole minutes from 1 to 43200"
+                )
+            deadlines[category] = timedelta(minutes=int(raw))
+    report = await request.app[REPORTS].relays(
+        start=start,
+        end=end,
+        now=now,
+        deadlines=deadlines,
+        facility=optional_identifier(request, "facility"),
+    )
+    request[RESULTS] = report.relays
+    disclose(request, (x.position for x in report.exceptions))
+    return _export(report, fmt, "critical-results")

@@ -1,0 +1,772 @@
+"""Emit from a host process through a relay process that owns the Kafka client.
+
+``PipeEmitter`` is a synchronous, thread-safe sink for hosts where every microsecond of
+Python counts (Orthanc's embedded interpreter serves HTTP requests on the same GIL and
+cores): ``emit(event)`` stamps the event, pickles its Avro record and writes it as a
+numbered frame to a child process (``python -m producers.pipe``), which validates,
+encodes and emits it with a real ``Emitter`` (Kafka, or its spool while Kafka is away).
+
+Invariants:
+
+* Stamps come from the host side, from blocks of sequence numbers the relay's
+  ``Emitter`` reserved and persisted (``Emitter.reserve_block``), so a frame keeps its
+  stamp for good: a frame sent again is byte-identical, a duplicate to the ledger.
+* The relay acknowledges frames cumulatively once their events are durable: acknowledged
+  by Kafka or fsynced in its spool (``Emitter.emit_tracked``). The host keeps every
+  unacknowledged frame; when the relay exits it starts a new one and sends them again,
+  in order. At most
+  ``max_pending`` frames are unacknowledged: ``emit`` then waits up to
+  ``block_seconds`` and raises ``EmitterPushbackError``.
+* An event the relay finds invalid is logged and counted there and here (``refused``);
+  the host is not told synchronously (that is the price of not validating in the host).
+* The relay runs at idle CPU priority (``SCHED_IDLE``, ``idle=True``): it only takes
+  a core that the host's own threads (and everything else at normal priority) leave
+  free, so it never stands between a request and a CPU. Starvation cannot stall the
+  audit trail: a watchdog thread sees a relay whose frames wait unacknowledged for more
+  than ``starved_seconds`` while it waits for a CPU (``/proc/<pid>/schedstat``), and
+  replaces it with one at normal priority (``nice``), which goes back to idle once it
+  has kept up for ``demote_seconds`` (doubled, up to 30 minutes, each time it starves
+  again soon after: ``PriorityPolicy``). Unprivileged processes may lower a priority,
+  never raise it: hence a new process rather than a policy change.
+* ``stop`` closes the pipe; the relay emits what it has, stops its ``Emitter`` (which
+  flushes or spools) and exits. Frames still unacknowledged after ``timeout`` are
+  counted as lost and logged.
+
+Wire format, both ways: 4-byte big-endian length, then a pickled tuple. Host to relay:
+``("config", dict)`` first, then ``("event", frame_no, schema_name, record)``. Relay to
+host: ``("block", first, count)``, ``("ack", frame_no)``, ``("refused", frame_no,
+field)``. Only this module writes and reads it, over a pipe between two processes of the
+same user.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import fcntl
+import logging
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import fields
+from pathlib import Path
+from typing import IO, Final, Literal
+
+from producers.emitter import EmitterConfig
+from producers.errors import EmitterPushbackError, EmitterUnavailableError
+from producers.events import AuditEvent, schema_name, to_record
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["MAX_PENDING", "PipeEmitter", "PriorityPolicy", "main"]
+
+_LEN: Final = struct.Struct(">I")
+_NICE_ENV: Final = "PHI_LEDGER_RELAY_NICE"
+_IDLE_ENV: Final = "PHI_LEDGER_RELAY_IDLE"
+#: The pipe to the relay holds this much (Linux's default limit for unprivileged users);
+#: what does not fit waits in memory until the next emit or acknowledgement.
+_PIPE_BYTES: Final = 1 << 20
+#: Sequence numbers the relay reserves at a time; it sends a new block once it has
+#: emitted half of the newest. The host is never more than ``max_pending`` frames ahead of
+#: the relay, and ``max_pending`` < BLOCK // 2, so it never waits for numbers. A relay
+#: crash skips at most BLOCK numbers (the ledger allows gaps; they never repeat).
+BLOCK: Final = 65_536
+#: The most frames a host may have unacknowledged (``PipeEmitter(max_pending=...)``).
+MAX_PENDING: Final = BLOCK // 2 - 1
+#: The relay acknowledges at most this often (each acknowledgement wakes a host thread).
+_ACK_EVERY: Final = 0.02
+#: How often the watchdog looks at the relay's acknowledgements and CPU waits.
+_WATCH_EVERY: Final = 0.25
+#: A relay is starving when it spent at least this share of the last look waiting for
+#: a CPU (run-queue delay over wall time).
+_STARVED_SHARE: Final = 0.5
+_RESTART_FIRST: Final = 0.2
+_RESTART_MAX: Final = 5.0
+
+
+def _config_fields(config: EmitterConfig) -> dict[str, object]:
+    """The emitter's settings, one level deep (nested settings stay dataclasses)."""
+    return {f.name: getattr(config, f.name) for f in fields(config)}
+
+
+def _frame(message: tuple[object, ...]) -> bytes:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return _LEN.pack(len(data)) + data
+
+
+def _read_message(stream: IO[bytes]) -> tuple[object, ...] | None:
+    head = stream.read(_LEN.size)
+    if len(head) < _LEN.size:
+        return None
+    (size,) = _LEN.unpack(head)
+    data = stream.read(size)
+    if len(data) < size:
+        return None
+    return _decode(data)
+
+
+def _decode(data: bytes | bytearray) -> tuple[object, ...] | None:
+    """A frame's message, or None if it is no (non-empty) tuple."""
+    message = pickle.loads(data)  # noqa: S301 - our own child process, over our own pipe
+    return message if isinstance(message, tuple) and message else None
+
+
+class _Frames:
+    """Split a byte stream into messages: ``feed`` what was read, ``take`` the complete
+    ones (a frame cut by the end of a read waits for the next)."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> None:
+        self._buffer += data
+
+    def take(self) -> list[tuple[object, ...]]:
+        messages: list[tuple[object, ...]] = []
+        buffer = self._buffer
+        at = 0
+        while len(buffer) - at >= _LEN.size:
+            (size,) = _LEN.unpack_from(buffer, at)
+            end = at + _LEN.size + size
+            if end > len(buffer):
+                break
+            message = _decode(buffer[at + _LEN.size : end])
+            if message is None:
+                raise SystemExit("relay: malformed frame")
+            messages.append(message)
+            at = end
+        del buffer[:at]
+        return messages
+
+
+def default_python() -> str:
+    """The interpreter for the relay: this one, or (embedded in a host such as Orthanc,
+    where ``sys.executable`` is the host) the system's ``pythonX.Y``."""
+    name = os.path.basename(sys.executable or "")
+    if name.startswith("python"):
+        return sys.executable
+    return f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
+
+
+Verdict = Literal["promote", "demote"]
+
+
+class PriorityPolicy:
+    """When to promote an idle relay, and when to let a promoted one go back to idle.
+
+    Pure: ``decide`` gets what the watchdog observed and says ``"promote"``,
+    ``"demote"`` or ``None``. An idle relay is promoted when frames have waited
+    unacknowledged for more than ``starved_seconds`` and it spent at least half of the
+    last look on the run queue (without schedstat, waiting is taken as starving). A
+    promoted relay is demoted once it has kept up (nothing waiting, or acknowledged
+    within the last look) for ``demote_seconds``. A relay starved again soon after a
+    demotion (within ten of those waits) doubles the wait, up to ``MAX_DEMOTE_SECONDS``:
+    on a host busy for hours the relay is not replaced every half minute.
+    """
+
+    MAX_DEMOTE_SECONDS: Final = 1800.0
+
+    def __init__(self, *, starved_seconds: float, demote_seconds: float) -> None:
+        self._starved_seconds = starved_seconds
+        self._base_demote = demote_seconds
+        self.demote_seconds = demote_seconds
+        self._kept_up_since: float | None = None
+        self._demoted_at: float | None = None
+
+    def decide(
+        self,
+        *,
+        now: float,
+        idle: bool,
+        waiting: bool,
+        stalled_for: float,
+        run_queue_share: float | None,
+        schedstat: bool,
+    ) -> Verdict | None:
+        if idle:
+            self._kept_up_since = None
+            if run_queue_share is not None:
+                starving = run_queue_share >= _STARVED_SHARE
+            else:
+                starving = not schedstat
+            if not (waiting and stalled_for > self._starved_seconds and starving):
+                return None
+            recently = (
+                self._demoted_at is not None and now - self._demoted_at < 10 * self.demote_seconds
+            )
+            self.demote_seconds = (
+                min(self.demote_seconds * 2, self.MAX_DEMOTE_SECONDS)
+                if recently
+                else self._base_demote
+            )
+            return "promote"
+        if waiting and stalled_for >= _WATCH_EVERY:
+            self._kept_up_since = None
+            return None
+        if self._kept_up_since is None:
+            self._kept_up_since = now
+        if now - self._kept_up_since < self.demote_seconds:
+            return None
+        self._kept_up_since = None
+        self._demoted_at = now
+        return "demote"
+
+
+class PipeEmitter:
+    """``with PipeEmitter(config) as em: em.emit(event)`` from any thread."""
+
+    def __init__(
+        self,
+        config: EmitterConfig,
+        *,
+        max_pending: int = 10_000,
+        block_seconds: float = 0.05,
+        python: str | None = None,
+        pythonpath: Sequence[str] | None = None,
+        nice: int = 0,
+        idle: bool = True,
+        starved_seconds: float = 1.0,
+        demote_seconds: float = 30.0,
+    ) -> None:
+        if not 0 < max_pending < BLOCK // 2:
+            raise ValueError(f"max_pending must be between 1 and {BLOCK // 2 - 1}")
+        self._config = config
+        self._max_pending = max_pending
+        self._block_seconds = block_seconds
+        self._python = python or default_python()
+        #: Where the relay finds ``producers`` and its dependencies besides its own
+        #: site-packages (default: the directory holding this package).
+        self._pythonpath = tuple(pythonpath or (str(Path(__file__).resolve().parents[1]),))
+        #: The nice value of a relay not at idle priority (``idle=False``, or promoted):
+        #: under CPU contention the host's threads go first, and ``max_pending`` absorbs
+        #: bursts.
+        self._nice = nice
+        #: Run the relay at idle priority (see the module docstring), promoting a relay
+        #: whose oldest unacknowledged frame waits ``starved_seconds`` while it waits for
+        #: a CPU, and demoting it again after ``demote_seconds`` of keeping up.
+        self._idle = idle
+        self._starved_seconds = starved_seconds
+        self._demote_seconds = demote_seconds
+        #: The next relay starts idle; the current one runs idle.
+        self._spawn_idle = idle
+        self._relay_idle = False
+        #: When the relay last acknowledged, or frames began waiting (monotonic).
+        self._progress_at = 0.0
+        self._promoting = False
+        self._watchdog: threading.Thread | None = None
+        #: Ends the watchdog (its own event: ``_cond`` is notified at every ack).
+        self._watch_stop = threading.Event()
+        self._cond = threading.Condition()
+        #: Bytes for the current relay that its pipe did not take yet.
+        self._out = bytearray()
+        #: frame number -> framed bytes, oldest first
+        self._unacked: collections.OrderedDict[int, bytes] = collections.OrderedDict()
+        self._blocks: collections.deque[tuple[int, int]] = collections.deque()
+        self._next_frame = 1
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._reader: threading.Thread | None = None
+        self._running = False
+        self._stopping = False
+        self._closing = False
+        self._counts = collections.Counter[str]()
+        #: Open ``batch`` blocks: while any is open, ``emit`` leaves its bytes in ``_out``.
+        self._batches = 0
+
+    @property
+    def config(self) -> EmitterConfig:
+        return self._config
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start the relay and wait for its first block of sequence numbers."""
+        with self._cond:
+            if self._running:
+                return
+            self._running = True
+        self._spawn()
+        if self._idle:
+            self._watch_stop.clear()
+            self._watchdog = threading.Thread(
+                target=self._watch, name="phi-ledger-relay-watchdog", daemon=True
+            )
+            self._watchdog.start()
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not self._blocks:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._running:
+                    break
+                self._cond.wait(left)
+            if self._blocks:
+                return
+        self.stop(timeout=5.0)
+        raise EmitterUnavailableError(f"the relay did not start within {timeout}s")
+
+    def _spawn(self) -> None:
+        """Start a relay and queue for it the configuration and every unacknowledged frame,
+        in order (never called holding ``_cond``)."""
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(self._pythonpath)
+        env[_NICE_ENV] = str(self._nice)
+        with self._cond:
+            idle = self._spawn_idle
+        env[_IDLE_ENV] = "1" if idle else "0"
+        proc = subprocess.Popen(  # noqa: S603 - our own module, no shell
+            [self._python, "-m", "producers.pipe"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+        )
+        if proc.stdin is None:  # pragma: no cover - PIPE gives one
+            raise EmitterUnavailableError("the relay has no stdin")
+        os.set_blocking(proc.stdin.fileno(), False)  # emit() never waits on the pipe
+        with contextlib.suppress(OSError):  # more frames per write (the rest waits in _out)
+            fcntl.fcntl(proc.stdin.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
+        self._reader = threading.Thread(
+            target=self._read, args=(proc,), name="phi-ledger-relay-reader", daemon=True
+        )
+        with self._cond:
+            self._proc = proc
+            self._relay_idle = idle
+            self._progress_at = time.monotonic()
+            self._out = bytearray(_frame(("config", _config_fields(self._config))))
+            for data in self._unacked.values():
+                self._out += data
+            self._flush()
+        self._reader.start()
+
+    def _flush(self) -> None:
+        """Write what the pipe takes now (holding ``_cond``); the rest goes when the relay
+        acknowledges (it has read more) or at the next emit."""
+        proc = self._proc
+        if proc is None or proc.stdin is None or not self._out:
+            return
+        try:
+            while self._out:
+                written = os.write(proc.stdin.fileno(), self._out)
+                del self._out[:written]
+        except BlockingIOError:
+            pass
+        except OSError:  # the relay is gone: the reader starts another and re-sends
+            self._out.clear()
+
+    def stop(self, timeout: float = 20.0) -> bool:
+        """Close the pipe, let the relay flush and exit; True if nothing was lost."""
+        with self._cond:
+            if not self._running:
+                return True
+            self._stopping = True
+            self._cond.notify_all()
+        deadline = time.monotonic() + timeout
+        with self._cond:  # every frame acknowledged (a relay that dies is replaced)
+            while self._unacked:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(min(left, 0.1))
+            self._closing = True  # from now on a relay that exits is not replaced
+            proc = self._proc
+            if proc is not None and proc.stdin is not None:
+                with contextlib.suppress(OSError):
+                    proc.stdin.close()
+        if proc is not None:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        reader = self._reader
+        if reader is not None and reader is not threading.current_thread():
+            reader.join(5.0)
+        watchdog = self._watchdog
+        if watchdog is not None and watchdog is not threading.current_thread():
+            self._watch_stop.set()
+            watchdog.join(5.0)
+            self._watchdog = None
+        with self._cond:
+            lost = len(self._unacked)
+            self._counts["lost"] += lost
+            self._unacked.clear()
+            self._running = False
+        if lost:
+            logger.error("relay stopped with %d audit event(s) not acknowledged: lost", lost)
+        return lost == 0
+
+    def __enter__(self) -> PipeEmitter:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ emitting
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Write the frames of the ``emit`` calls inside the block to the relay together,
+        when the block ends: one write and one relay wake-up per batch, not per event."""
+        with self._cond:
+            self._batches += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._batches -= 1
+                if not self._batches:
+                    self._flush()
+
+    def emit(self, event: AuditEvent) -> None:
+        """Stamp the event, hand it to the relay; thread-safe, waits at most
+        ``block_seconds`` for room (then ``EmitterPushbackError``). Inside ``batch`` the
+        frame is written when the batch ends."""
+        with self._cond:
+            if not self._running or self._stopping:
+                raise EmitterUnavailableError("the relay emitter is not running")
+            if len(self._unacked) >= self._max_pending or not self._blocks:
+                self._flush()  # what a batch held back: the relay must see it to make room
+                deadline = time.monotonic() + self._block_seconds
+                while len(self._unacked) >= self._max_pending or not self._blocks:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        self._counts["pushback"] += 1
+                        raise EmitterPushbackError(
+                            f"{len(self._unacked)} audit events wait for the relay "
+                            f"(max_pending={self._max_pending})"
+                        )
+                    self._cond.wait(left)
+            record = to_record(event)
+            if event.producer_id is None or event.producer_seq is None:  # keep a stamp
+                record["producer_id"] = self._config.producer_id
+                record["producer_seq"] = self._take_number()
+            if not self._unacked:
+                self._progress_at = time.monotonic()
+            frame_no = self._next_frame
+            self._next_frame += 1
+            data = _frame(("event", frame_no, schema_name(event), record))
+            self._unacked[frame_no] = data
+            self._counts["accepted"] += 1
+            self._out += data
+            if not self._batches:
+                self._flush()
+
+    def _take_number(self) -> int:
+        first, count = self._blocks[0]
+        if count == 1:
+            self._blocks.popleft()
+        else:
+            self._blocks[0] = (first + 1, count - 1)
+        return first
+
+    def health(self) -> dict[str, object]:
+        """For the host's health checks: the relay's state and the hand-off counters."""
+        with self._cond:
+            proc = self._proc
+            alive = proc is not None and proc.poll() is None
+            state = "stopped" if not self._running else ("running" if alive else "restarting")
+            priority = "idle" if self._relay_idle else "normal"
+        return {"mode": "relay", "state": state, "priority": priority, **self.counts}
+
+    @property
+    def counts(self) -> dict[str, int]:
+        with self._cond:
+            return {
+                "accepted": self._counts["accepted"],
+                "acknowledged": self._counts["acknowledged"],
+                "pending": len(self._unacked),
+                "refused": self._counts["refused"],
+                "lost": self._counts["lost"],
+                "relay_restarts": self._counts["restarts"],
+                "relay_promotions": self._counts["promotions"],
+            }
+
+    # ------------------------------------------------------------------ the watchdog
+
+    def _watch(self) -> None:
+        """Feed the priority policy what it needs four times a second; act on its word."""
+        policy = PriorityPolicy(
+            starved_seconds=self._starved_seconds, demote_seconds=self._demote_seconds
+        )
+        last: tuple[int, float, int] | None = None  # (pid, wall, run-queue ns)
+        # Whether this kernel reports run-queue waits at all (asked once: a relay's own file
+        # can be unreadable for a moment, while it starts or ends, and that is no answer).
+        schedstat = _run_queue_ns(os.getpid()) is not None
+        while not self._watch_stop.wait(_WATCH_EVERY):
+            with self._cond:
+                if not self._running or self._closing:
+                    return
+                proc, idle = self._proc, self._relay_idle
+                # Frames wait, or the first relay has not even sent its numbers yet (a
+                # relay starting on busy cores must not fail the host's start()).
+                waiting = bool(self._unacked) or not self._blocks
+                since = time.monotonic() - self._progress_at
+            if proc is None or proc.poll() is not None:
+                last = None
+                continue
+            now = time.monotonic()
+            queued = _run_queue_ns(proc.pid)
+            share: float | None = None
+            if last is not None and last[0] == proc.pid and queued is not None:
+                share = (queued - last[2]) / 1e9 / max(now - last[1], 1e-3)
+            last = None if queued is None else (proc.pid, now, queued)
+            verdict = policy.decide(
+                now=now,
+                idle=idle,
+                waiting=waiting,
+                stalled_for=since,
+                run_queue_share=share,
+                schedstat=schedstat,
+            )
+            if verdict == "promote":
+                self._promote(proc, since, share)
+                last = None
+            elif verdict == "demote":
+                self._demote(proc, policy.demote_seconds)
+
+    def _promote(self, proc: subprocess.Popen[bytes], since: float, share: float | None) -> None:
+        """Replace a starving idle relay with one at normal priority."""
+        with self._cond:
+            if self._proc is not proc or not self._relay_idle:
+                return
+            self._spawn_idle = False
+            self._promoting = True
+            self._counts["promotions"] += 1
+            pending = len(self._unacked)
+        logger.warning(
+            "the idle-priority relay acknowledged nothing for %.1fs while waiting for a CPU "
+            "(%s of the time); replacing it with one at normal priority (%d event(s) re-sent)",
+            since,
+            "unknown share" if share is None else f"{share:.0%}",
+            pending,
+        )
+        with contextlib.suppress(OSError):
+            proc.kill()
+
+    def _demote(self, proc: subprocess.Popen[bytes], kept_up: float) -> None:
+        """Back to idle priority: every thread of the relay (a lower priority needs no
+        privilege)."""
+        try:
+            for task in os.listdir(f"/proc/{proc.pid}/task"):
+                os.sched_setscheduler(int(task), os.SCHED_IDLE, os.sched_param(0))
+        except (OSError, AttributeError) as exc:
+            logger.warning("cannot return the relay to idle priority: %r", exc)
+            return
+        with self._cond:
+            if self._proc is proc:
+                self._relay_idle = True
+                self._spawn_idle = True
+        logger.info("the relay kept up for %.0fs; back to idle priority", kept_up)
+
+    # ------------------------------------------------------------------ the reader
+
+    def _read(self, proc: subprocess.Popen[bytes]) -> None:
+        stream = proc.stdout
+        while stream is not None:
+            try:
+                message = _read_message(stream)
+            except (OSError, pickle.UnpicklingError, EOFError):
+                message = None
+            if message is None:
+                break
+            self._on_message(message)
+        if proc.poll() is None:  # a garbled stream from a live relay: replace it
+            proc.kill()
+        proc.wait()
+        with self._cond:
+            self._cond.notify_all()
+            if not self._wanted():
+                return
+            promoted, self._promoting = self._promoting, False
+            if not promoted:
+                self._counts["restarts"] += 1
+            delay = min(_RESTART_MAX, _RESTART_FIRST * 2 ** min(self._counts["restarts"], 5))
+        if promoted:
+            delay = 0.0  # the watchdog's doing, already logged
+        else:
+            logger.error(
+                "the relay exited (%s); restarting it in %.1fs and re-sending %d event(s)",
+                proc.returncode,
+                delay,
+                len(self._unacked),
+            )
+        time.sleep(delay)
+        if not self._wanted():
+            return
+        try:
+            self._spawn()
+        except OSError as exc:
+            logger.error("cannot restart the relay: %r", exc)
+            with self._cond:
+                self._running = False
+                self._cond.notify_all()
+
+    def _wanted(self) -> bool:
+        """A relay is needed: running, and either not stopping or frames still to deliver."""
+        with self._cond:
+            return (
+                self._running and not self._closing and (not self._stopping or bool(self._unacked))
+            )
+
+    def _on_message(self, message: tuple[object, ...]) -> None:
+        kind = message[0]
+        with self._cond:
+            if kind == "ack" and isinstance(message[1], int):
+                upto = message[1]
+                while self._unacked and next(iter(self._unacked)) <= upto:
+                    self._unacked.popitem(last=False)
+                    self._counts["acknowledged"] += 1
+                self._progress_at = time.monotonic()
+                self._flush()
+            elif kind == "block" and isinstance(message[1], int) and isinstance(message[2], int):
+                self._blocks.append((message[1], message[2]))
+            elif kind == "refused":
+                self._counts["refused"] += 1
+                logger.error("the relay refused an audit event as invalid (field %s)", message[2])
+            self._cond.notify_all()
+
+
+def _run_queue_ns(pid: int) -> int | None:
+    """How long the process's main thread has waited for a CPU (ns), or None where the
+    kernel does not say (``/proc/<pid>/schedstat``, CONFIG_SCHED_INFO)."""
+    try:
+        with open(f"/proc/{pid}/schedstat", "rb") as stat:
+            return int(stat.read().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+# ---------------------------------------------------------------------- the relay process
+
+
+def main() -> None:  # pragma: no cover - runs in the child; tests/integration/test_relay.py
+    """``python -m producers.pipe``: read frames on stdin, emit, acknowledge on stdout."""
+    import asyncio
+
+    # The protocol gets its own copy of stdout; anything printed goes to stderr instead.
+    protocol = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="relay %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    if os.environ.get(_IDLE_ENV) == "1":  # before any thread: they inherit the policy
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        except (OSError, AttributeError) as exc:  # AttributeError: not Linux
+            logger.warning("cannot run at idle priority: %r", exc)
+    nice = int(os.environ.get(_NICE_ENV, "0"))
+    if nice > 0:
+        os.nice(nice)  # the host's own threads first when the cores are busy
+    asyncio.run(_relay(sys.stdin.buffer, protocol))
+
+
+async def _relay(stdin: IO[bytes], stdout: IO[bytes]) -> None:  # pragma: no cover - child
+    import asyncio
+
+    from producers.codec import from_record
+    from producers.emitter import Emitter
+    from producers.errors import EventValidationError, ProducerError
+
+    loop = asyncio.get_running_loop()
+    # stdin is read in the event loop, whatever the pipe holds at once: one wake-up per
+    # chunk the host wrote (it writes once per batch), not a thread hand-off per frame.
+    pipe = asyncio.StreamReader(limit=_PIPE_BYTES)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(pipe), stdin)
+    frames = _Frames()
+
+    async def receive() -> list[tuple[object, ...]] | None:
+        """The next complete messages, oldest first; None at the end of the stream."""
+        while True:
+            messages = frames.take()
+            if messages:
+                return messages
+            chunk = await pipe.read(_PIPE_BYTES)
+            if not chunk:
+                return None  # end of stream (a partial frame is the host dying mid-write)
+            frames.feed(chunk)
+
+    first = await receive()
+    if not first or first[0][0] != "config" or not isinstance(first[0][1], dict):
+        raise SystemExit("relay: the first frame must be the configuration")
+    config = EmitterConfig(**first[0][1])
+    out_lock = asyncio.Lock()
+
+    async def send(message: tuple[object, ...]) -> None:
+        async with out_lock:
+            stdout.write(_frame(message))
+            stdout.flush()
+
+    async with Emitter(config) as emitter:
+        first_number = await emitter.reserve_block(BLOCK)
+        await send(("block", first_number, BLOCK))
+        block_end = first_number + BLOCK
+        # (frame, done once the frame's event is durable), oldest first: a frame is
+        # acknowledged once it and every frame before it are in Kafka or the spool, so a
+        # relay killed with events in aiokafka's memory leaves them to its successor.
+        tracked: collections.deque[tuple[int, asyncio.Future[None] | None]] = collections.deque()
+
+        async def acknowledge() -> None:
+            upto = 0
+            while tracked and (tracked[0][1] is None or tracked[0][1].done()):
+                frame_no, durable = tracked.popleft()
+                if durable is not None and durable.exception() is not None:
+                    tracked.appendleft((frame_no, durable))  # not kept: never acknowledged
+                    break
+                upto = frame_no
+            if upto:
+                await send(("ack", upto))
+
+        async def acknowledging() -> None:
+            while True:
+                await asyncio.sleep(_ACK_EVERY)
+                await acknowledge()
+
+        acks = asyncio.create_task(acknowledging())
+        batch: list[tuple[object, ...]] | None = first[1:]
+        while batch is not None:
+            for message in batch:
+                if len(message) != 4 or message[0] != "event":
+                    raise SystemExit("relay: malformed frame")
+                _, frame_no, name, record = message
+                if not (isinstance(frame_no, int) and isinstance(name, str)):
+                    raise SystemExit("relay: malformed frame")
+                try:
+                    event = from_record(name, record)  # type: ignore[arg-type]
+                except (KeyError, TypeError, ValueError) as exc:
+                    # Refused, not fatal: a relay that died on it would get it again.
+                    logger.error("refused a record that is no event (%s)", type(exc).__name__)
+                    await send(("refused", frame_no, "<record>"))
+                    tracked.append((frame_no, None))
+                    continue
+                durable: asyncio.Future[None] | None = None
+                delay = 0.05
+                while True:
+                    try:
+                        durable = await emitter.emit_tracked(event)
+                        break
+                    except EventValidationError as exc:
+                        logger.error("refused an invalid event (field %s)", exc.field)
+                        await send(("refused", frame_no, exc.field))
+                        break
+                    except (ProducerError, OSError) as exc:
+                        logger.warning("the emitter refused an event (%r); retrying", exc)
+                        await asyncio.sleep(delay)
+                        delay = min(2.0, delay * 2)
+                tracked.append((frame_no, durable))
+                if (event.producer_seq or 0) >= block_end - BLOCK // 2:
+                    first_number = await emitter.reserve_block(BLOCK)
+                    await send(("block", first_number, BLOCK))
+                    block_end = first_number + BLOCK
+            batch = await receive()
+        await emitter.stop()  # flushes to Kafka, or spools: every event is durable now
+        acks.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await acks
+        await acknowledge()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
