@@ -6,7 +6,11 @@ each in its own transaction; the application roles never run DDL.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.resources import as_file, files
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from yoyo import get_backend, read_migrations
@@ -21,6 +25,21 @@ def _yoyo_url(dsn: str) -> str:
     return urlunsplit(parts._replace(scheme="postgresql+psycopg"))
 
 
+@contextmanager
+def shipped_migrations(folder: Path | None = None) -> Iterator[Any]:
+    """The migrations shipped in ``ledger/pg/migrations`` (or ``folder``), in order.
+
+    An empty or missing folder is an incomplete install, never "nothing to apply":
+    yoyo reads a missing folder as no migrations, which would leave a database
+    silently unmigrated."""
+    with as_file(files("ledger.pg").joinpath("migrations")) as shipped:
+        path = Path(shipped) if folder is None else folder
+        migrations = read_migrations(str(path)) if path.is_dir() else []
+        if not migrations:
+            raise UnavailableError(f"no migrations found in {path}: the install is incomplete")
+        yield migrations
+
+
 def apply_migrations(dsn: str) -> list[str]:
     """Apply every pending migration; return the ids applied (empty when current)."""
     try:
@@ -29,9 +48,7 @@ def apply_migrations(dsn: str) -> list[str]:
         raise UnavailableError(
             f"cannot connect to PostgreSQL to migrate: {type(exc).__name__}"
         ) from exc
-    with as_file(files("ledger.pg").joinpath("migrations")) as path:
-        migrations = read_migrations(str(path))
-        with backend.lock():
-            pending = backend.to_apply(migrations)
-            backend.apply_migrations(pending)
+    with shipped_migrations() as migrations, backend.lock():
+        pending = backend.to_apply(migrations)
+        backend.apply_migrations(pending)
     return [m.id for m in pending]

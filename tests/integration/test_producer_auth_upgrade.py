@@ -12,15 +12,14 @@ import hashlib
 import json
 import secrets
 from collections.abc import Iterator
-from importlib.resources import as_file, files
 from pathlib import Path
 
 import asyncpg
 import pytest
-from yoyo import get_backend, read_migrations
+from yoyo import get_backend
 
 from ledger.pg.export import export_bundle
-from ledger.pg.migrate import _yoyo_url, apply_migrations
+from ledger.pg.migrate import _yoyo_url, apply_migrations, shipped_migrations
 from ledger.verify.producerbundle import START_FILE
 from tests.support import Stack, with_database
 
@@ -50,8 +49,8 @@ def test_an_upgraded_log_starts_authentication_at_its_size(
 ) -> None:
     owner = with_database(stack.owner_url, database)
     backend = get_backend(_yoyo_url(owner))
-    with as_file(files("ledger.pg").joinpath("migrations")) as path:
-        older = read_migrations(str(path)).filter(lambda m: m.id < "0009")
+    with shipped_migrations() as migrations:
+        older = migrations.filter(lambda m: m.id < "0009")
         with backend.lock():
             backend.apply_migrations(backend.to_apply(older))
 
