@@ -31,9 +31,10 @@ An asyncio host (``Emitter``; configure ``kafka_security`` too, docs/producer.md
         )
 
 A threaded host uses ``SyncEmitter`` (same config, ``with SyncEmitter(config)``, an
-``emit`` any thread may call); a host whose interpreter must stay lean (Orthanc) uses ``PipeEmitter``, which
-hands events to a child process that owns the Kafka client. ``docs/producer.md`` is the
-integrator's guide; tests/e2e/test_producer_quickstart.py runs this example.
+``emit`` any thread may call); a host whose interpreter must stay lean (Orthanc) uses
+``PipeEmitter``, which hands events to a child process that owns the Kafka client.
+``docs/producer.md`` is the integrator's guide; tests/e2e/test_producer_quickstart.py runs
+this example.
 """
 
 from producers.codec import Codec, PreparedEvent
