@@ -10,6 +10,11 @@ counted duplicate, or a quarantine row with a specific reason; a bad record
 never blocks its partition. A record becomes a leaf only if it is authenticated
 as its producer's (``ledger.audit.producerauth``; docs/producer-auth.md); every record
 that is not raises a security alert.
+
+``index_fields`` / ``event_index`` project an event onto the ``events`` columns; the
+verifier's ``ledger.verify.projection.project_event`` computes the same columns on its own,
+on purpose: the verifier must not trust the code it checks. Neither imports the other;
+``tests/unit/test_projections_agree.py`` holds them equal for every event kind.
 """
 
 from __future__ import annotations

@@ -1,15 +1,26 @@
-"""The ledger's error hierarchy.
+"""The ledger's error root, shared by every layer of ``ledger`` and the services on it.
 
-Invariant: every error the ledger, its consumers or its producers raise on purpose
-is a ``LedgerError``; callers can catch the root or one of the kinds below,
-and the original cause is always chained with ``raise ... from exc``.
+Invariant: every error the ledger's layers (``ledger.log``, ``audit``, ``verify``, ``pg``,
+``http``) raise on purpose is a ``LedgerError``, with the cause chained (``raise ... from
+exc``); the consumer and the ``ledger`` command raise these kinds too and catch the root
+at their edges. The producer library has its own root,
+``producers.errors.ProducerError`` (it imports nothing of the ledger), and so do the
+integrations built on it (``integrations.errors.IntegrationError``, a ``ProducerError``).
+The kinds below are raised by: ``VerificationError`` the log core, the checkpointer and
+the report/record checks; ``MalformedInputError`` (``TooLargeError``) every parser and
+the API's input checks; ``ConflictError`` (``FencedError``) the PostgreSQL adapters and
+the CLI's writes; ``UnavailableError`` the database pool and the services' Kafka hand-off;
+``PushbackError`` the database reader. ``ledger.audit.auth`` (``AuthenticationError``,
+``ForbiddenError``) and ``ledger.audit.producerauth`` (``AuthFailure``) add their own
+subclasses. The API maps them to 400/413/401/403/503, any other ``LedgerError`` to 500.
 """
 
 from __future__ import annotations
 
 
 class LedgerError(Exception):
-    """Root of every deliberate error in this product."""
+    """Root of every deliberate error of the ledger, its consumer and its command line
+    (not of the producer library: ``producers.errors.ProducerError``)."""
 
 
 class VerificationError(LedgerError):

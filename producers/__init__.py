@@ -8,30 +8,33 @@ configured pushback and never crashes it with an unexpected exception type, only
 fsynced spool, and reaches the ledger exactly once.
 
 Everything a host uses is importable from here; the submodules are the implementation.
-An asyncio host::
+An asyncio host (``Emitter``; configure ``kafka_security`` too, docs/producer.md)::
 
-    from producers import Actor, Emitter, EmitterConfig, EventAction, Patient
+    from producers import Actor, Emitter, EmitterConfig, EventAction, Facility, Patient
     from producers import PhiAccessEvent
 
     config = EmitterConfig(
         bootstrap_servers="kafka.example.org:9093",
-        producer_id="pacs-01",
+        producer_id="viewer-01",
         spool_dir="/var/lib/pacs/ledger-spool",
-        producer_key_file="/etc/pacs/ledger-producer.key",
+        producer_key_file="/etc/pacs/viewer-01.key",
     )
     async with Emitter(config) as emitter:
         await emitter.emit(
             PhiAccessEvent(
+                facility=Facility(id="stmarys-boston"),
                 actor=Actor(user_id="dr.smith", role="radiologist"),
-                action=EventAction.VIEW,
-                patient=Patient(patient_id="MRN-1", state="CA"),
-                ...
+                dicom_event_id="110103",  # DICOM Instances Accessed
+                action=EventAction.READ,
+                patient=Patient(id="MRN-1", issuer="stmarys-boston", state="CA"),
             )
         )
 
-A threaded host uses ``SyncEmitter`` (same config, blocking ``emit``); a host whose
-interpreter must stay lean (Orthanc) uses ``PipeEmitter``, which hands events to a child
-process that owns the Kafka client. ``docs/producer.md`` is the integrator's guide.
+A threaded host uses ``SyncEmitter`` (same config, ``with SyncEmitter(config)``, an
+``emit`` any thread may call); a host whose interpreter must stay lean (Orthanc) uses
+``PipeEmitter``, which hands events to a child process that owns the Kafka client.
+``docs/producer.md`` is the integrator's guide; tests/e2e/test_producer_quickstart.py runs
+this example.
 """
 
 from producers.codec import Codec, PreparedEvent

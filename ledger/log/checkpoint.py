@@ -5,28 +5,9 @@ size, 32-byte root, non-empty extension lines), ``format_checkpoint`` and
 ``parse_checkpoint`` are exact inverses on well-formed text, and ``open_checkpoint`` /
 ``verify_tlog_proof`` return a checkpoint only after its note signature (and, for a proof,
 the Merkle inclusion) verified.  Malformed input raises ``MalformedInputError``; well-formed
-input that fails a check raises ``VerificationError``.
-
-Checkpoint body (every line ends in ``\\n``)::
-
-    <origin>
-    <tree size, ASCII decimal, no leading zeros>
-    <root hash, standard base64 with padding>
-    [extension lines...]
-
-tlog-proof (``c2sp.org/tlog-proof@v1``)::
-
-    c2sp.org/tlog-proof@v1
-    [extra <base64>]
-    index <n>
-    <base64 inclusion-path hash, leaf sibling first>
-    ...
-    <blank line>
-    <the checkpoint note, verbatim, with its signatures>
-
-Origin policy: ``open_checkpoint(..., origin=...)`` requires every trusted verifier to be named
-after that origin (C2SP: the log's key name should be its origin) and the body to carry that
-origin.  Without ``origin`` any signature by a trusted verifier is accepted.
+input that fails a check raises ``VerificationError``.  ``open_checkpoint(..., origin=...)``
+requires every trusted verifier to be named after that origin.  The formats and the origin
+policy: docs/design/checkpoints.md.
 """
 
 from __future__ import annotations

@@ -11,19 +11,8 @@ is missing, truncated or not in this format.  Neither side opens a database or a
 A bundle holds every patient's PHI: the writer creates its directories 0700 and its files
 0600 whatever the umask, and refuses a target directory that others can open.
 
-Layout of a bundle directory::
-
-    manifest.json   {"format": "phi-ledger-export/v1", "ledger_name": str,
-                     "exported_at": ISO-8601 UTC,
-                     "logs": [{"log_id": int, "origin": str, "size": int}, ...]}
-    schemas.json    [{"fingerprint": 16 hex digits, "full_name": str, "schema_json": str}, ...]
-    logs/<log_id>/entries.bin        records: u64 BE leaf_index | u16 BE length | leaf bytes
-    logs/<log_id>/tiles.bin          records: u8 level | u64 BE tile_index | 256 * 32 bytes
-    logs/<log_id>/checkpoints.jsonl  one {"size": int, "note": str} per line
-    logs/<log_id>/index.jsonl        one events-table row per line (``INDEX_COLUMNS``)
-
-``size`` in the manifest is the log size the exporting database *claimed*; the verifier
-checks it against the entries actually present.
+The layout of a bundle directory and of each file: docs/bundle-format.md (``size`` in the
+manifest is the size the exporting database *claimed*; the verifier checks it).
 """
 
 from __future__ import annotations

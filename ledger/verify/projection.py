@@ -4,6 +4,11 @@ Invariant: ``project_event`` agrees with the consumer's projection
 (``consumers.consumer.index_fields``) column by column; ``cell_equal`` compares one stored
 cell with its expected value (``event_time`` as an instant, ``event_id`` as a UUID) and
 never echoes values.
+
+The two projections are written twice on purpose and must stay independent: the verifier
+must not trust the code it checks, so a wrong (or tampered) consumer projection shows up as
+``index_mismatch`` instead of being reproduced here. ``tests/unit/test_projections_agree.py``
+holds them equal for every event kind (docs/design/verifier.md).
 """
 
 from __future__ import annotations
