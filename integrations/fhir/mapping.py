@@ -22,7 +22,7 @@ from integrations.fhir.elements import (
     source_of,
     study_of,
 )
-from integrations.fhir.header import head_of
+from integrations.fhir.header import Head, head_of
 from integrations.fhir.nodes import (
     Builder,
     Node,
@@ -41,6 +41,7 @@ from integrations.fhir.vocabulary import (
 from producers import (
     Actor,
     EventValidationError,
+    Facility,
     Patient,
     PhiAccessEvent,
     Recipient,
@@ -51,6 +52,9 @@ from producers import (
 from schemas import dicom
 
 __all__ = ["event_from_fhir"]
+
+#: The facility, producer id and producer sequence number ``source`` names.
+_Source = tuple[Facility, str | None, int | None]
 
 
 def event_from_fhir(
@@ -127,24 +131,38 @@ def _build(
     outcome_desc = root.get("outcomeDesc")
     if outcome_desc.present:
         b.add_detail("outcomeDesc", outcome_desc.required_text(), outcome_desc)
-    facility, producer_id, producer_seq = source_of(b, keep_producer)
+    source = source_of(b, keep_producer)
     if security:
-        return SecurityEvent(
-            event_id=head.event_id,
-            event_time=head.event_time,
-            producer_id=producer_id,
-            producer_seq=producer_seq,
-            facility=facility,
-            actor=people.actor,
-            dicom_event_id=head.code,
-            event_type_code=head.type_code,
-            action=head.action,
-            outcome=head.outcome,
-            network_address=people.network.text(),
-            patient=subjects.patients[0] if subjects.patients else None,
-            purpose_of_use=people.purpose,
-            details=MappingProxyType(dict(b.details)),
-        )
+        return _security_event(head, people, subjects, source, b)
+    return _access_event(head, people, subjects, source, b)
+
+
+def _security_event(
+    head: Head, people: _People, subjects: _Subjects, source: _Source, b: Builder
+) -> SecurityEvent:
+    facility, producer_id, producer_seq = source
+    return SecurityEvent(
+        event_id=head.event_id,
+        event_time=head.event_time,
+        producer_id=producer_id,
+        producer_seq=producer_seq,
+        facility=facility,
+        actor=people.actor,
+        dicom_event_id=head.code,
+        event_type_code=head.type_code,
+        action=head.action,
+        outcome=head.outcome,
+        network_address=people.network.text(),
+        patient=subjects.patients[0] if subjects.patients else None,
+        purpose_of_use=people.purpose,
+        details=MappingProxyType(dict(b.details)),
+    )
+
+
+def _access_event(
+    head: Head, people: _People, subjects: _Subjects, source: _Source, b: Builder
+) -> PhiAccessEvent:
+    facility, producer_id, producer_seq = source
     return PhiAccessEvent(
         event_id=head.event_id,
         event_time=head.event_time,
