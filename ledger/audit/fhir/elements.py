@@ -33,6 +33,25 @@ from ledger.audit.records import JsonValue
 from ledger.errors import MalformedInputError
 from schemas import dicom
 
+__all__ = [
+    "coding",
+    "concept",
+    "detail",
+    "detail_extensions",
+    "disclosure_recipient_agent",
+    "event_type_subtypes",
+    "extension",
+    "network_type",
+    "patient_entity",
+    "person_agent",
+    "position_extension",
+    "producer_agent",
+    "purpose_concept",
+    "source_element",
+    "study_entity",
+    "user_agent_type",
+]
+
 _MAX_INT32: Final = 2**31 - 1
 
 
