@@ -11,6 +11,7 @@ import base64
 import copy
 import dataclasses
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -23,6 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from integrations import fhir as pfhir
+from integrations.fhir import vocabulary as inbound_vocabulary
 from integrations.simulator import Simulator
 from ledger.audit import fhir
 from ledger.audit.query import Cursor, LedgerPosition, Snapshot
@@ -50,6 +52,8 @@ from producers.events import (
     SecurityEvent,
     Study,
 )
+from schemas import fhir as schemas_fhir
+from tests.support import ROOT
 
 NOW = datetime(2026, 1, 6, tzinfo=UTC)
 WHEN = datetime(2026, 1, 5, 18, 30, 15, 123456, tzinfo=UTC)
@@ -238,13 +242,24 @@ def test_empty_optional_strings_come_back_as_none() -> None:
 
 
 def test_the_defaults_and_urls_of_both_directions_agree() -> None:
-    assert pfhir.DEFAULT_BASE_URL == fhir.DEFAULT_BASE_URL
-    names = pfhir._Names.under(BASE)
+    assert pfhir.DEFAULT_BASE_URL == fhir.DEFAULT_BASE_URL == schemas_fhir.DEFAULT_BASE_URL
+    names = inbound_vocabulary.names(BASE)
     for f in dataclasses.fields(names):
         assert getattr(names, f.name) == getattr(NS, f.name), f.name
+    assert names == fhir.namespace(BASE)
     assert set(fhir.HL7_PURPOSES_OF_USE) <= PURPOSES_OF_USE
     not_hl7 = PURPOSES_OF_USE - fhir.HL7_PURPOSES_OF_USE
     assert not_hl7 == {"OVERSIGHT"}
+
+
+def test_the_fhir_vocabulary_has_one_home() -> None:
+    # Both directions read their code systems and URLs from schemas.fhir: a copy on either
+    # side could drift from the other, and resources would stop mapping back.
+    literal = re.compile(r"[\"'](https?://\w|urn:dicom)|StructureDefinition|CodeSystem")
+    for package in ("ledger/audit/fhir", "integrations/fhir"):
+        for path in sorted((ROOT / package).glob("*.py")):
+            for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                assert not literal.search(line), f"{package}/{path.name}:{n}: {line.strip()}"
 
 
 # --------------------------------------------------------------------------- mapping

@@ -1,0 +1,46 @@
+"""R4 OperationOutcome: what went wrong, for a client to read.
+
+Invariant: an OperationOutcome has at least one issue, and an issue's ``code`` is from the
+R4 IssueType value set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from ledger.audit.fhir.vocabulary import Resource
+from ledger.errors import MalformedInputError
+
+__all__ = ["Issue", "IssueSeverity", "operation_outcome"]
+
+IssueSeverity = Literal["fatal", "error", "warning", "information"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Issue:
+    """One OperationOutcome issue. ``code`` is from the R4 IssueType value set."""
+
+    severity: IssueSeverity
+    code: str
+    diagnostics: str
+    expression: str | None = None
+
+
+def _issue(issue: Issue) -> Resource:
+    out: Resource = {
+        "severity": issue.severity,
+        "code": issue.code,
+        "diagnostics": issue.diagnostics,
+    }
+    if issue.expression:
+        out["expression"] = [issue.expression]
+    return out
+
+
+def operation_outcome(issues: Sequence[Issue]) -> Resource:
+    """An R4 OperationOutcome (it must have at least one issue)."""
+    if not issues:
+        raise MalformedInputError("an OperationOutcome needs at least one issue")
+    return {"resourceType": "OperationOutcome", "issue": [_issue(i) for i in issues]}
