@@ -14,7 +14,8 @@ from types import MappingProxyType
 from typing import Final
 from urllib.parse import parse_qsl, urlsplit
 
-from integrations.atna.dicom_audit.fields import MessageContext, split_patient_id
+from integrations.atna.dicom_audit.context import MessageContext
+from integrations.atna.dicom_audit.fields import split_patient_id
 from integrations.atna.dicom_audit.identity import LedgerObject, unmappable
 from integrations.atna.dicom_audit.model import ParticipantObject
 from producers import AuditLogUsed, EventOutcome, LedgerQuery, Patient

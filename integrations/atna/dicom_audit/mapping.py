@@ -13,11 +13,10 @@ from datetime import datetime
 from types import MappingProxyType
 
 from integrations.atna.dicom_audit.audit_log import audit_log_used
+from integrations.atna.dicom_audit.context import MessageContext, message_context
 from integrations.atna.dicom_audit.fields import (
-    MessageContext,
     details_of,
     is_study,
-    message_context,
     purpose_of,
     recipient_of,
     split_patient_id,
@@ -79,17 +78,7 @@ def _phi_access_events(
     when several are named without a study."""
     msg, ledger, patients = ctx.msg, ctx.ledger, ctx.patients
     code = msg.event_id.code
-    if not patients:
-        raise unmappable(
-            "no_patient",
-            f"EventID {code} ({dicom.EVENT_IDS[code]}) names no patient; PhiAccessEvent needs one",
-        )
-    if len(patients) > 1 and studies:
-        raise unmappable(
-            "ambiguous_objects",
-            f"{len(patients)} patients and {len(studies)} studies: which study is whose "
-            "is not stated",
-        )
+    _check_objects(code, patients, studies)
     action = _phi_action(msg)
     found = details_of(msg, ledger, ctx.requestor, ctx.keep_producer)
     type_code = type_code_of(msg, ledger, found)
@@ -123,6 +112,23 @@ def _phi_access_events(
         )
         events.append(ctx.checked(event))
     return tuple(events)
+
+
+def _check_objects(
+    code: str, patients: tuple[ParticipantObject, ...], studies: list[ParticipantObject]
+) -> None:
+    """A PHI access names a patient, and says whose each study is."""
+    if not patients:
+        raise unmappable(
+            "no_patient",
+            f"EventID {code} ({dicom.EVENT_IDS[code]}) names no patient; PhiAccessEvent needs one",
+        )
+    if len(patients) > 1 and studies:
+        raise unmappable(
+            "ambiguous_objects",
+            f"{len(patients)} patients and {len(studies)} studies: which study is whose "
+            "is not stated",
+        )
 
 
 def _phi_action(msg: AuditMessage) -> EventAction:

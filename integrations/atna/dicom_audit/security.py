@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from types import MappingProxyType
 
+from integrations.atna.dicom_audit.context import MessageContext
 from integrations.atna.dicom_audit.fields import (
-    MessageContext,
     details_of,
     purpose_of,
     split_patient_id,
