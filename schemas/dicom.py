@@ -1,7 +1,8 @@
-"""DICOM PS3.15 A.5 audit vocabulary shared by producers and the ledger (data only).
+"""DICOM PS3.15 A.5 audit vocabulary of producers, integrations and the ledger (data only).
 
 Invariant: the tables here are exactly the codes of the DICOM standard (code
-system DCM) plus this product's private codes (code system 99PHILEDGER).
+system DCM), the RFC 3881 codes its audit messages use, and this product's private
+codes (code system 99PHILEDGER). Code that needs a DICOM audit code takes it from here.
 """
 
 from __future__ import annotations
@@ -66,3 +67,52 @@ CRITICAL_RESULT_RELAY: Final = ("CRR", "Critical Result Relay")
 #: Marks a FHIR AuditEvent this ledger wrote for a ``SecurityEvent`` (an ``AuditEvent.subtype``
 #: coding), so that it maps back to that schema rather than to a ``PhiAccessEvent``.
 SECURITY_EVENT: Final = ("SEC", "Security Event")
+
+#: Code systems of the coded values in a DICOM audit message.
+DCM: Final = "DCM"
+RFC3881: Final = "RFC-3881"
+#: HL7 v3 ActReason (PurposeOfUse) code system OID.
+HL7_ACT_REASON_OID: Final = "2.16.840.1.113883.5.8"
+
+#: The syslog MSGID of an IHE ATNA audit record (ITI-20).
+ATNA_MSGID: Final = "IHE+RFC-3881"
+
+#: EventIDs the mappings treat apart.
+AUDIT_LOG_USED: Final = "110101"
+EXPORT: Final = "110106"
+
+#: RoleIDCodes (DCM) of applications and transfer ends (not a person's workforce role).
+ROLE_IDS: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "110150": "Application",
+        "110151": "Application Launcher",
+        "110152": "Destination Role ID",
+        "110153": "Source Role ID",
+        "110154": "Destination Media",
+        "110155": "Source Media",
+    }
+)
+SYSTEM_ROLE_IDS: Final[frozenset[str]] = frozenset(ROLE_IDS)
+DESTINATION_ROLE_IDS: Final[frozenset[str]] = frozenset({"110152", "110154"})
+DESTINATION_ROLE: Final = "110152"
+SOURCE_ROLE: Final = "110153"
+
+#: ParticipantObjectIDTypeCodes: DCM ...
+STUDY_INSTANCE_UID: Final = "110180"
+SOP_CLASS_UID: Final = "110181"
+#: ... and RFC-3881.
+PATIENT_NUMBER: Final = "2"
+URI: Final = "12"
+
+#: ParticipantObjectTypeCode (RFC 3881): a person, a system object.
+OBJECT_PERSON: Final = "1"
+OBJECT_SYSTEM: Final = "2"
+#: ParticipantObjectTypeCodeRole (RFC 3881).
+ROLE_PATIENT: Final = "1"
+ROLE_REPORT: Final = "3"
+ROLE_RESOURCE: Final = "4"
+ROLE_SECURITY_RESOURCE: Final = "13"
+ROLE_QUERY: Final = "24"
+
+#: AuditSourceTypeCode 4.
+APPLICATION_SERVER: Final = ("4", "Application Server")

@@ -36,6 +36,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Final
 
 from integrations.errors import AtnaParseError
+from schemas import dicom
 
 __all__ = [
     "BOM",
@@ -288,7 +289,7 @@ def format_syslog(
     hostname: str | None = None,
     app_name: str | None = None,
     procid: str | None = None,
-    msgid: str | None = "IHE+RFC-3881",
+    msgid: str | None = dicom.ATNA_MSGID,
     structured_data: tuple[SdElement, ...] = (),
     bom: bool = True,
 ) -> bytes:

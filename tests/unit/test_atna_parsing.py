@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from integrations.atna.dicom_audit import _ForbiddenXml, _NoDoctype, parse_audit_message
+from integrations.atna.dicom_audit import parse_audit_message
+from integrations.atna.dicom_audit.safe_xml import ForbiddenXml, NoDoctype
 from integrations.atna.kept import KeptRecord, KeptStore, read_kept
 from integrations.atna.rfc5424 import (
     BOM,
@@ -265,8 +266,8 @@ def test_hostile_xml_is_refused_before_expansion(payload: bytes) -> None:
 @pytest.mark.parametrize("payload", [XXE, BILLION_LAUGHS, EXTERNAL_DTD, BILLION_LAUGHS_UTF16])
 def test_the_parser_guard_alone_refuses_a_doctype(payload: bytes) -> None:
     # The backstop behind the quick check: expat's own doctype callback.
-    parser = ET.XMLParser(target=_NoDoctype())
-    with pytest.raises(_ForbiddenXml):
+    parser = ET.XMLParser(target=NoDoctype())
+    with pytest.raises(ForbiddenXml):
         parser.feed(payload)
 
 

@@ -461,7 +461,7 @@ async def test_udp_is_off_unless_a_port_is_given(tmp_path: Path, tls_files: Pki)
     emitter = FakeEmitter()
     async with running(tmp_path, tls_files, emitter, udp_port=None) as receiver:
         assert receiver.udp_port is None
-        assert receiver._udp is None
+        assert receiver._parts.udp is None
 
 
 async def test_udp_may_claim_only_the_sources_listed_for_udp(
@@ -528,7 +528,7 @@ async def test_parse_workers_keep_arrival_order_and_keep_what_does_not_map(
 async def test_a_dead_parse_worker_loses_nothing(tmp_path: Path, tls_files: Pki) -> None:
     emitter = FakeEmitter()
     async with running(tmp_path, tls_files, emitter, parse_workers=1) as receiver:
-        pool = receiver._pool  # the worker process is what this test kills
+        pool = receiver._parts.parser.pool  # the worker process is what this test kills
         assert pool is not None
         for process in list(pool._processes.values()):
             process.kill()
