@@ -18,7 +18,7 @@ from typing import IO
 import aiohttp
 
 from integrations.simulator import Simulator
-from ledgerctl.report import fetch_history
+from ledgerctl.tables import fetch_history
 from ledgerctl.settings import KafkaRole, Settings
 from producers.emitter import Emitter, EmitterConfig, EmitterHealth
 from producers.events import AuditEvent, CriticalResultRelay, PhiAccessEvent
