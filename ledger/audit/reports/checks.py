@@ -36,6 +36,7 @@ _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def check_text(name: str, value: object, *, limit: int = MAX_SELECTOR_CHARS) -> str:
+    """A non-blank string of at most ``limit`` characters, none of them a control."""
     if (
         not isinstance(value, str)
         or not value
@@ -48,12 +49,14 @@ def check_text(name: str, value: object, *, limit: int = MAX_SELECTOR_CHARS) -> 
 
 
 def check_utc(name: str, value: object) -> datetime:
+    """A timezone-aware datetime, returned in UTC."""
     if not isinstance(value, datetime) or value.tzinfo is None or value.utcoffset() is None:
         raise MalformedInputError(f"{name} must be a timezone-aware datetime")
     return value.astimezone(UTC)
 
 
 def check_instant(name: str, value: object) -> datetime:
+    """A timezone-aware datetime between ``EARLIEST`` and ``LATEST``, in UTC."""
     when = check_utc(name, value)
     if not EARLIEST <= when <= LATEST:
         raise MalformedInputError(f"{name} must lie between {EARLIEST.date()} and {LATEST.date()}")
@@ -83,6 +86,7 @@ def check_identifier(name: str, value: object) -> str:
 
 
 def check_selectors(name: str, values: object) -> tuple[str, ...]:
+    """A list of at most ``MAX_SCOPE_SELECTORS`` identifiers, duplicates dropped."""
     if isinstance(values, str | bytes) or not isinstance(values, Sequence):
         raise MalformedInputError(f"{name} must be a list of strings")
     if len(values) > MAX_SCOPE_SELECTORS:

@@ -134,6 +134,31 @@ def build_disclosures(
         raise MalformedInputError("patient must be a PatientRef")
     now = check_instant("now", now)
     period_start = accounting_period_start(now, lookback_years)
+    mine = _rows_of(patient, rows)
+    included: list[tuple[AccessRow, PurposeRule]] = []
+    excluded: list[ExcludedDisclosure] = []
+    for row in sorted(mine, key=order_key):
+        if not is_disclosure(row) or not period_start <= row.event_time <= now:
+            continue
+        rule = disclosure_rule(row)
+        if rule.disposition is Disposition.EXCLUDE:
+            excluded.append(_excluded(row, rule))
+        else:
+            included.append((row, rule))
+    entries = [_entry(row, rule) for row, rule in included]
+    if summarise_repeated:
+        entries = _summarise(entries)
+    return DisclosureAccounting(
+        patient=patient,
+        requested_at=now,
+        period_start=period_start,
+        entries=tuple(entries),
+        excluded=tuple(excluded),
+    )
+
+
+def _rows_of(patient: PatientRef, rows: Iterable[AccessRow]) -> list[AccessRow]:
+    """The patient's rows; without an issuer, one id under several issuers is refused."""
     mine = [
         r
         for r in rows
@@ -146,29 +171,12 @@ def build_disclosures(
             f"patient id {patient.id!r} exists under several issuers ({', '.join(issuers)}); "
             "name the issuer"
         )
-    included: list[tuple[AccessRow, PurposeRule]] = []
-    excluded: list[ExcludedDisclosure] = []
-    for row in sorted(mine, key=order_key):
-        if not is_disclosure(row) or not period_start <= row.event_time <= now:
-            continue
-        rule = disclosure_rule(row)
-        if rule.disposition is Disposition.EXCLUDE:
-            excluded.append(
-                ExcludedDisclosure(
-                    source=event_ref(row), purpose_code=row.purpose_of_use, reason=rule.citation
-                )
-            )
-        else:
-            included.append((row, rule))
-    entries = [_entry(row, rule) for row, rule in included]
-    if summarise_repeated:
-        entries = _summarise(entries)
-    return DisclosureAccounting(
-        patient=patient,
-        requested_at=now,
-        period_start=period_start,
-        entries=tuple(entries),
-        excluded=tuple(excluded),
+    return mine
+
+
+def _excluded(row: AccessRow, rule: PurposeRule) -> ExcludedDisclosure:
+    return ExcludedDisclosure(
+        source=event_ref(row), purpose_code=row.purpose_of_use, reason=rule.citation
     )
 
 

@@ -197,56 +197,99 @@ def build_investigation(
         raise MalformedInputError("threshold must be a positive integer")
     cps = _checkpoint_map(checkpoints)
     in_scope = sorted((r for r in rows if scope.matches(r)), key=order_key)
+    sweep = _sweep(in_scope, cps)
+    patients = tuple(
+        _affected(pid, events)
+        for (_, pid), events in sorted(sweep.by_patient.items(), key=_patient_sort)
+    )
+    states, unknown = _state_counts(patients, threshold)
+    timeline = tuple(sweep.timeline)
+    return InvestigationReport(
+        scope=scope,
+        threshold=threshold,
+        patients=patients,
+        attempted_only=_attempted_only(sweep),
+        states=states,
+        unknown_state=unknown,
+        hhs_contemporaneous_notice=len(patients) >= threshold,
+        timeline=timeline,
+        checkpoints=_named_checkpoints(timeline, cps),
+        uncovered_events=sum(1 for e in timeline if not e.covered),
+    )
 
-    timeline: list[TimelineEntry] = []
-    by_patient: dict[tuple[str | None, str], list[AccessRow]] = {}
-    attempted: dict[tuple[str | None, str], None] = {}
+
+_PatientKey = tuple[str | None, str]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Sweep:
+    """One pass over the in-scope events: the timeline and who was touched or tried."""
+
+    timeline: list[TimelineEntry]
+    #: Completed events per patient (issuer, id), chronological.
+    by_patient: dict[_PatientKey, list[AccessRow]]
+    #: Patients with at least one failed attempt (insertion-ordered set).
+    attempted: dict[_PatientKey, None]
+
+
+def _sweep(in_scope: list[AccessRow], cps: Mapping[int, ReportCheckpoint]) -> _Sweep:
+    sweep = _Sweep(timeline=[], by_patient={}, attempted={})
     seen: set[uuid.UUID] = set()
     for row in in_scope:
         if row.event_id in seen:
             raise MalformedInputError(f"event {row.event_id} is given twice")
         seen.add(row.event_id)
-        kinds = phi_kinds(row)
         completed = is_completed(row)
-        timeline.append(
-            TimelineEntry(
-                event_id=row.event_id,
-                event_time=row.event_time,
-                kind=row.kind,
-                position=row.position,
-                covered=_covered(row.position, cps),
-                completed=completed,
-                user_id=row.user_id,
-                user_role=row.user_role,
-                facility_id=row.facility_id,
-                patient_id=row.patient_id,
-                patient_issuer=row.patient_issuer,
-                dicom_event_id=row.dicom_event_id,
-                event_type_code=row.event_type_code,
-                action=row.action,
-                outcome=row.outcome,
-                study_uid=None if row.study is None else row.study.uid,
-                network_address=row.network_address,
-                purpose_of_use=row.purpose_of_use,
-                phi_kinds=tuple(sorted(kinds)),
-            )
-        )
+        sweep.timeline.append(_timeline_entry(row, cps, completed=completed))
         if row.patient_id is None:
             continue  # a read of the ledger or a security event naming no one: timeline only
         key = (row.patient_issuer, row.patient_id)
         if completed:
-            by_patient.setdefault(key, []).append(row)
+            sweep.by_patient.setdefault(key, []).append(row)
         else:
-            attempted[key] = None
+            sweep.attempted[key] = None
+    return sweep
 
-    patients = tuple(
-        _affected(pid, events) for (_, pid), events in sorted(by_patient.items(), key=_patient_sort)
+
+def _timeline_entry(
+    row: AccessRow, cps: Mapping[int, ReportCheckpoint], *, completed: bool
+) -> TimelineEntry:
+    kinds = phi_kinds(row)
+    return TimelineEntry(
+        event_id=row.event_id,
+        event_time=row.event_time,
+        kind=row.kind,
+        position=row.position,
+        covered=_covered(row.position, cps),
+        completed=completed,
+        user_id=row.user_id,
+        user_role=row.user_role,
+        facility_id=row.facility_id,
+        patient_id=row.patient_id,
+        patient_issuer=row.patient_issuer,
+        dicom_event_id=row.dicom_event_id,
+        event_type_code=row.event_type_code,
+        action=row.action,
+        outcome=row.outcome,
+        study_uid=None if row.study is None else row.study.uid,
+        network_address=row.network_address,
+        purpose_of_use=row.purpose_of_use,
+        phi_kinds=tuple(sorted(kinds)),
     )
-    attempted_only = tuple(
+
+
+def _attempted_only(sweep: _Sweep) -> tuple[PatientRef, ...]:
+    return tuple(
         PatientRef(id=pid, issuer=issuer)
-        for issuer, pid in sorted(attempted, key=lambda k: (k[0] or "", k[1]))
-        if (issuer, pid) not in by_patient
+        for issuer, pid in sorted(sweep.attempted, key=lambda k: (k[0] or "", k[1]))
+        if (issuer, pid) not in sweep.by_patient
     )
+
+
+def _state_counts(
+    patients: tuple[AffectedPatient, ...], threshold: int
+) -> tuple[tuple[StateCount, ...], int]:
+    """Affected residents per state (media notice, 164.406(a)) and how many have no state."""
     residents: dict[str, int] = {}
     unknown = 0
     for p in patients:
@@ -263,22 +306,18 @@ def build_investigation(
         )
         for state, n in sorted(residents.items())
     )
+    return states, unknown
+
+
+def _named_checkpoints(
+    timeline: tuple[TimelineEntry, ...], cps: Mapping[int, ReportCheckpoint]
+) -> tuple[ReportCheckpoint, ...]:
+    """The given checkpoints of the logs the timeline names, by origin."""
     used_logs = {e.position.log_id for e in timeline}
-    return InvestigationReport(
-        scope=scope,
-        threshold=threshold,
-        patients=patients,
-        attempted_only=attempted_only,
-        states=states,
-        unknown_state=unknown,
-        hhs_contemporaneous_notice=len(patients) >= threshold,
-        timeline=tuple(timeline),
-        checkpoints=tuple(sorted((cps[i] for i in used_logs if i in cps), key=lambda c: c.origin)),
-        uncovered_events=sum(1 for e in timeline if not e.covered),
-    )
+    return tuple(sorted((cps[i] for i in used_logs if i in cps), key=lambda c: c.origin))
 
 
-def _patient_sort(item: tuple[tuple[str | None, str], list[AccessRow]]) -> tuple[str, str]:
+def _patient_sort(item: tuple[_PatientKey, list[AccessRow]]) -> tuple[str, str]:
     (issuer, pid), _ = item
     return (issuer or "", pid)
 

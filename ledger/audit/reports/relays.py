@@ -197,69 +197,17 @@ def build_relay_report(
     start, end = check_window(start, end)
     now = check_instant("now", now)
     limits = _deadlines(deadlines)
-    latest: dict[tuple[object, ...], list[RelayRow]] = {}
-    for r in rows:
-        _check_relay(r)
-        if start <= r.identified_at < end:
-            latest.setdefault(_relay_key(r), []).append(r)
-
-    per_category: dict[str, list[tuple[RelayRow, tuple[uuid.UUID, ...]]]] = {}
-    for versions in latest.values():
-        versions.sort(key=lambda v: (v.event_time, v.position.origin, v.position.leaf_index))
-        current = versions[-1]
-        superseded = tuple(v.event_id for v in versions[:-1])
-        per_category.setdefault(current.category, []).append((current, superseded))
-
+    per_category = _current_by_category(_versions(rows, start, end))
     categories: list[CategoryStats] = []
     exceptions: list[RelayException] = []
     for category in sorted(set(per_category) | set(limits)):
-        relays = per_category.get(category, [])
         deadline = limits.get(category)
-        on_time = late = overdue = pending = no_read_back = 0
-        to_comm: list[timedelta] = []
-        to_ack: list[timedelta] = []
-        for r, superseded in relays:
-            issues: list[RelayIssue] = []
-            if r.communicated_at is not None:
-                delay = r.communicated_at - r.identified_at
-                to_comm.append(delay)
-                if deadline is not None and delay > deadline:
-                    late += 1
-                    issues.append(RelayIssue.LATE)
-                else:
-                    on_time += 1
-                if not r.read_back:
-                    no_read_back += 1
-                    issues.append(RelayIssue.NO_READ_BACK)
-                if category in VERBAL_CATEGORIES and r.method not in _VERBAL_METHODS:
-                    issues.append(RelayIssue.NOT_VERBAL)
-            else:
-                delay = max(now - r.identified_at, timedelta(0))
-                if deadline is not None and delay > deadline:
-                    overdue += 1
-                    issues.append(RelayIssue.OVERDUE)
-                else:
-                    pending += 1
-            if r.acknowledged_at is not None:
-                to_ack.append(r.acknowledged_at - r.identified_at)
-            if issues:
-                exceptions.append(_exception(r, superseded, deadline, delay, issues))
-        categories.append(
-            CategoryStats(
-                category=category,
-                deadline=deadline,
-                relays=len(relays),
-                communicated=len(to_comm),
-                acknowledged=len(to_ack),
-                on_time=on_time,
-                late=late,
-                overdue=overdue,
-                pending=pending,
-                no_read_back=no_read_back,
-                identified_to_communicated=_stats(to_comm),
-                identified_to_acknowledged=_stats(to_ack),
-            )
-        )
+        assessed = [
+            _assess(r, superseded, category=category, deadline=deadline, now=now)
+            for r, superseded in per_category.get(category, [])
+        ]
+        categories.append(_category_stats(category, deadline, assessed))
+        exceptions.extend(_exception(a, deadline) for a in assessed if a.issues)
     exceptions.sort(key=lambda x: (x.identified_at, x.position.origin, x.position.leaf_index))
     return RelayReport(
         start=start,
@@ -272,17 +220,104 @@ def build_relay_report(
     )
 
 
-def _exception(
+_Current = tuple[RelayRow, tuple[uuid.UUID, ...]]
+
+
+def _versions(
+    rows: Iterable[RelayRow], start: datetime, end: datetime
+) -> dict[tuple[object, ...], list[RelayRow]]:
+    """Every row is checked; those identified in [start, end) are grouped per relay."""
+    latest: dict[tuple[object, ...], list[RelayRow]] = {}
+    for r in rows:
+        _check_relay(r)
+        if start <= r.identified_at < end:
+            latest.setdefault(_relay_key(r), []).append(r)
+    return latest
+
+
+def _current_by_category(
+    versions_by_relay: Mapping[tuple[object, ...], list[RelayRow]],
+) -> dict[str, list[_Current]]:
+    """Each relay's latest record (event time, then leaf) with the ids it supersedes."""
+    per_category: dict[str, list[_Current]] = {}
+    for versions in versions_by_relay.values():
+        versions.sort(key=lambda v: (v.event_time, v.position.origin, v.position.leaf_index))
+        current = versions[-1]
+        superseded = tuple(v.event_id for v in versions[:-1])
+        per_category.setdefault(current.category, []).append((current, superseded))
+    return per_category
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Assessment:
+    """One relay judged against its category's deadline."""
+
+    relay: RelayRow
+    superseded: tuple[uuid.UUID, ...]
+    #: identified -> communicated, or identified -> now while never communicated.
+    delay: timedelta
+    issues: tuple[RelayIssue, ...]
+
+
+def _assess(
     r: RelayRow,
     superseded: tuple[uuid.UUID, ...],
+    *,
+    category: str,
     deadline: timedelta | None,
-    delay: timedelta,
-    issues: list[RelayIssue],
-) -> RelayException:
+    now: datetime,
+) -> _Assessment:
+    issues: list[RelayIssue] = []
+    if r.communicated_at is not None:
+        delay = r.communicated_at - r.identified_at
+        if deadline is not None and delay > deadline:
+            issues.append(RelayIssue.LATE)
+        if not r.read_back:
+            issues.append(RelayIssue.NO_READ_BACK)
+        if category in VERBAL_CATEGORIES and r.method not in _VERBAL_METHODS:
+            issues.append(RelayIssue.NOT_VERBAL)
+    else:
+        delay = max(now - r.identified_at, timedelta(0))
+        if deadline is not None and delay > deadline:
+            issues.append(RelayIssue.OVERDUE)
+    return _Assessment(relay=r, superseded=superseded, delay=delay, issues=tuple(issues))
+
+
+def _category_stats(
+    category: str, deadline: timedelta | None, assessed: list[_Assessment]
+) -> CategoryStats:
+    def count(issue: RelayIssue) -> int:
+        return sum(1 for a in assessed if issue in a.issues)
+
+    to_comm = [a.delay for a in assessed if a.relay.communicated_at is not None]
+    to_ack = [
+        a.relay.acknowledged_at - a.relay.identified_at
+        for a in assessed
+        if a.relay.acknowledged_at is not None
+    ]
+    late, overdue = count(RelayIssue.LATE), count(RelayIssue.OVERDUE)
+    return CategoryStats(
+        category=category,
+        deadline=deadline,
+        relays=len(assessed),
+        communicated=len(to_comm),
+        acknowledged=len(to_ack),
+        on_time=len(to_comm) - late,
+        late=late,
+        overdue=overdue,
+        pending=len(assessed) - len(to_comm) - overdue,
+        no_read_back=count(RelayIssue.NO_READ_BACK),
+        identified_to_communicated=_stats(to_comm),
+        identified_to_acknowledged=_stats(to_ack),
+    )
+
+
+def _exception(a: _Assessment, deadline: timedelta | None) -> RelayException:
+    r = a.relay
     return RelayException(
         event_id=r.event_id,
         position=r.position,
-        superseded=superseded,
+        superseded=a.superseded,
         category=r.category,
         facility_id=r.facility_id,
         patient_id=r.patient_id,
@@ -296,7 +331,7 @@ def _exception(
         communicated_at=r.communicated_at,
         acknowledged_at=r.acknowledged_at,
         deadline=deadline,
-        delay=delay,
+        delay=a.delay,
         attempts=r.attempts,
-        issues=tuple(issues),
+        issues=a.issues,
     )

@@ -10,7 +10,7 @@ import html
 from datetime import datetime
 from typing import Final
 
-from ledger.audit.reports.disclosures import DisclosureAccounting
+from ledger.audit.reports.disclosures import DisclosureAccounting, DisclosureEntry
 from ledger.errors import MalformedInputError
 
 _HTML_STYLE: Final = """
@@ -40,40 +40,11 @@ def to_html(accounting: DisclosureAccounting) -> str:
         raise MalformedInputError("to_html renders an accounting of disclosures")
     a = accounting
     patient = a.patient.id if a.patient.issuer is None else f"{a.patient.id} ({a.patient.issuer})"
-    rows = []
-    for e in a.entries:
-        recipient = (
-            "<br>".join(_e(v) for v in (e.recipient_name, e.recipient_organization) if v)
-            or "Not recorded"
-        )
-        date_cell = _e(_day(e.disclosed_at))
-        if e.count > 1:
-            date_cell += (
-                f"<br>{_e(e.count)} disclosures, the last on {_e(_day(e.last_disclosed_at))}"
-            )
-        refs = "<br>".join(
-            f"{_e(s.event_id)} @ {_e(s.position.origin)}#{_e(s.position.leaf_index)}"
-            for s in e.sources
-        )
-        rows.append(
-            "<tr>"
-            f"<td>{date_cell}</td><td>{recipient}</td>"
-            f"<td>{_e(e.recipient_address) or 'Not recorded'}</td>"
-            f"<td>{_e(e.description)}</td><td>{_e(e.purpose)}</td>"
-            f'<td class="ref">{refs}</td>'
-            "</tr>"
-        )
+    rows = [_html_row(e) for e in a.entries]
     body = (
         "\n".join(rows)
         if rows
         else '<tr><td colspan="6">No disclosures to account for in this period.</td></tr>'
-    )
-    n = a.needs_review
-    draft = (
-        f'<p class="draft">DRAFT: {_e(n)} {"entry needs" if n == 1 else "entries need"} '
-        "review by the privacy officer before this accounting is released.</p>\n"
-        if n
-        else ""
     )
     return (
         "<!DOCTYPE html>\n"
@@ -83,18 +54,56 @@ def to_html(accounting: DisclosureAccounting) -> str:
         "<title>Accounting of disclosures of protected health information</title>\n"
         f"<style>{_HTML_STYLE}</style>\n</head>\n<body>\n"
         "<h1>Accounting of disclosures of protected health information</h1>\n"
-        f"{draft}"
+        f"{_draft(a.needs_review)}"
         f"<p>Patient: {_e(patient)}<br>"
         f"Period: {_e(_day(a.period_start))} to {_e(_day(a.requested_at))}<br>"
         f"Requested: {_e(a.requested_at.isoformat())}</p>\n"
         "<table>\n<thead><tr><th>Date</th><th>Recipient</th><th>Address</th>"
         "<th>Information disclosed</th><th>Purpose</th><th>Ledger reference</th></tr></thead>\n"
         f"<tbody>\n{body}\n</tbody>\n</table>\n"
-        "<p>This accounting lists disclosures of your protected health information made in the "
-        "period above, as 45 CFR 164.528 requires. It does not list disclosures for treatment, "
-        "payment or health care operations, disclosures to you or made with your "
-        "authorization, or the other disclosures 45 CFR 164.528(a)(1) excepts. Each ledger "
-        "reference identifies the audit record, which can be verified against the signed "
-        "audit log.</p>\n"
+        f"{_FOOTER}"
         "</body>\n</html>\n"
+    )
+
+
+_FOOTER: Final = (
+    "<p>This accounting lists disclosures of your protected health information made in the "
+    "period above, as 45 CFR 164.528 requires. It does not list disclosures for treatment, "
+    "payment or health care operations, disclosures to you or made with your "
+    "authorization, or the other disclosures 45 CFR 164.528(a)(1) excepts. Each ledger "
+    "reference identifies the audit record, which can be verified against the signed "
+    "audit log.</p>\n"
+)
+
+
+def _html_row(e: DisclosureEntry) -> str:
+    """One table row: date (and the repeats it stands for), recipient, what, why, where."""
+    recipient = (
+        "<br>".join(_e(v) for v in (e.recipient_name, e.recipient_organization) if v)
+        or "Not recorded"
+    )
+    date_cell = _e(_day(e.disclosed_at))
+    if e.count > 1:
+        date_cell += f"<br>{_e(e.count)} disclosures, the last on {_e(_day(e.last_disclosed_at))}"
+    refs = "<br>".join(
+        f"{_e(s.event_id)} @ {_e(s.position.origin)}#{_e(s.position.leaf_index)}" for s in e.sources
+    )
+    return (
+        "<tr>"
+        f"<td>{date_cell}</td><td>{recipient}</td>"
+        f"<td>{_e(e.recipient_address) or 'Not recorded'}</td>"
+        f"<td>{_e(e.description)}</td><td>{_e(e.purpose)}</td>"
+        f'<td class="ref">{refs}</td>'
+        "</tr>"
+    )
+
+
+def _draft(needs_review: int) -> str:
+    """The DRAFT banner of a page with entries a privacy officer must review first."""
+    n = needs_review
+    return (
+        f'<p class="draft">DRAFT: {_e(n)} {"entry needs" if n == 1 else "entries need"} '
+        "review by the privacy officer before this accounting is released.</p>\n"
+        if n
+        else ""
     )
