@@ -274,12 +274,14 @@ class PostgresAppender(PooledAdapter):
 
         if leaves:
             await conn.copy_records_to_table(
-                "leaves", records=leaves, columns=sql.SIGNED_LEAF_COLUMNS
+                sql.LEAF_TABLE, records=leaves, columns=sql.SIGNED_LEAF_COLUMNS
             )
-            await conn.copy_records_to_table("events", records=events, columns=sql.EVENT_COLUMNS)
+            await conn.copy_records_to_table(
+                sql.EVENT_TABLE, records=events, columns=sql.EVENT_COLUMNS
+            )
             if disclosed:
                 await conn.copy_records_to_table(
-                    "read_disclosures", records=disclosed, columns=sql.DISCLOSURE_COLUMNS
+                    sql.DISCLOSURE_TABLE, records=disclosed, columns=sql.DISCLOSURE_COLUMNS
                 )
             await _integrate(conn, log_id, next_leaf, [h for _, _, _, h, _, _ in leaves])
         if quarantine:
@@ -378,4 +380,4 @@ async def _integrate(conn: Conn, log_id: int, old_size: int, new_hashes: list[by
         root = tiles.perfect_root(entries)
         roots[(level, index)] = root
         rows.append((log_id, level, index, b"".join(entries), root))
-    await conn.copy_records_to_table("tiles", records=rows, columns=sql.TILE_COLUMNS)
+    await conn.copy_records_to_table(sql.TILE_TABLE, records=rows, columns=sql.TILE_COLUMNS)

@@ -1,13 +1,14 @@
 """The PostgreSQL adapter of the HIPAA reports (role ``ledger_reader``: SELECT only).
 
-Invariant: this adapter runs only the parameterised SELECTs below, each report inside one
-read-only REPEATABLE READ transaction, so the events and the checkpoints a report names
-come from one snapshot. Events are *selected* through the ``events`` index, but every field
-a report uses is *decoded from the leaf* (the bytes the Merkle tree commits to) with the
-stored writer schemas; a leaf that does not decode, or decodes to another event id than its
-index row, raises ``VerificationError``. No report reads more than ``max_rows`` events:
-past that it raises ``MalformedInputError`` asking for a narrower request, before any
-leaf is read. The report logic itself is ``ledger.audit.reports`` (pure).
+Invariant: this adapter runs only the parameterised SELECTs of ``ledger.pg.sql.reports``,
+each report inside one read-only REPEATABLE READ transaction, so the events and the
+checkpoints a report names come from one snapshot. Events are *selected* through the
+``events`` index, but every field a report uses is *decoded from the leaf* (the bytes the
+Merkle tree commits to) with the stored writer schemas; a leaf that does not decode, or
+decodes to another event id than its index row, raises ``VerificationError``. No report
+reads more than ``max_rows`` events: past that it raises ``MalformedInputError`` asking
+for a narrower request, before any leaf is read. The report logic itself is
+``ledger.audit.reports`` (pure).
 """
 
 from __future__ import annotations
@@ -50,82 +51,9 @@ from ledger.audit.reports import (
 )
 from ledger.errors import MalformedInputError, VerificationError
 from ledger.log.leaf import decode_leaf
+from ledger.pg import sql
 from ledger.pg.pool import PooledAdapter, transient_as_unavailable
 from ledger.pg.tree import Conn
-
-# ------------------------------------------------------------------ statements
-# Each selects (event id, log id, origin, leaf index) through an index and stops at the
-# row cap ($LIMIT = cap + 1, so "more than the cap" is detectable without counting all).
-
-#: Driven by ``events_user_time`` (user_id, event_time).
-INVESTIGATION_BY_USERS: Final = """
-SELECT e.event_id, e.log_id, g.origin, e.leaf_index
-FROM events e JOIN logs g USING (log_id)
-WHERE e.user_id = ANY($1::text[])
-  AND e.event_time >= $2 AND e.event_time < $3
-  AND ($4::text IS NULL OR e.facility_id = $4)
-  AND (cardinality($5::text[]) = 0 OR e.network_address = ANY($5::text[]))
-LIMIT $6
-"""
-
-#: Driven by ``events_address_time`` (network_address, event_time), migration 0006.
-INVESTIGATION_BY_ADDRESSES: Final = """
-SELECT e.event_id, e.log_id, g.origin, e.leaf_index
-FROM events e JOIN logs g USING (log_id)
-WHERE e.network_address = ANY($1::text[])
-  AND e.event_time >= $2 AND e.event_time < $3
-  AND ($4::text IS NULL OR e.facility_id = $4)
-LIMIT $5
-"""
-
-#: Driven by ``events_facility_time`` (facility_id, event_time), migration 0006.
-INVESTIGATION_BY_FACILITY: Final = """
-SELECT e.event_id, e.log_id, g.origin, e.leaf_index
-FROM events e JOIN logs g USING (log_id)
-WHERE e.facility_id = $1
-  AND e.event_time >= $2 AND e.event_time < $3
-LIMIT $4
-"""
-
-#: One patient's PHI accesses in the accounting period. Driven by ``events_patient_time``.
-#: Every access is fetched: whether an event names a recipient is only in its leaf.
-DISCLOSURE_CANDIDATES: Final = """
-SELECT e.event_id, e.log_id, g.origin, e.leaf_index
-FROM events e JOIN logs g USING (log_id)
-WHERE e.patient_id = $1
-  AND ($2::text IS NULL OR e.patient_issuer = $2)
-  AND e.kind = 'phi_access'
-  AND e.event_time >= $3 AND e.event_time <= $4
-LIMIT $5
-"""
-
-#: Relay records made in a time range. Driven by the partial index ``events_relay_time``
-#: (event_time) WHERE kind = 'critical_result_relay', migration 0006.
-RELAYS_RECORDED: Final = """
-SELECT e.event_id, e.log_id, g.origin, e.leaf_index
-FROM events e JOIN logs g USING (log_id)
-WHERE e.kind = 'critical_result_relay'
-  AND e.event_time >= $1 AND e.event_time < $2
-  AND ($3::text IS NULL OR e.facility_id = $3)
-LIMIT $4
-"""
-
-#: The stored leaves at the given (log id, leaf index) pairs, by primary key.
-LEAVES_AT: Final = """
-SELECT t.log_id, t.leaf_index, l.leaf
-FROM unnest($1::int[], $2::bigint[]) AS t (log_id, leaf_index)
-JOIN leaves l ON l.log_id = t.log_id AND l.leaf_index = t.leaf_index
-"""
-
-#: The latest signed checkpoint of each given log, by primary key (log_id, size).
-LATEST_CHECKPOINTS: Final = """
-SELECT DISTINCT ON (c.log_id) c.log_id, g.origin, c.size, c.note
-FROM checkpoints c JOIN logs g USING (log_id)
-WHERE c.log_id = ANY($1::int[])
-ORDER BY c.log_id, c.size DESC
-"""
-
-WRITER_SCHEMAS: Final = "SELECT fingerprint, full_name, schema_json FROM writer_schemas"
 
 PHI_ACCESS: Final = "philedger.audit.PhiAccessEvent"
 RELAY: Final = "philedger.audit.CriticalResultRelay"
@@ -200,17 +128,17 @@ class PostgresReports(PooledAdapter):
         async with self._snapshot() as conn:
             if scope.users:
                 refs = await conn.fetch(
-                    INVESTIGATION_BY_USERS, list(scope.users), scope.start, scope.end,
+                    sql.INVESTIGATION_BY_USERS, list(scope.users), scope.start, scope.end,
                     scope.facility, list(scope.network_addresses), cap,
                 )  # fmt: skip
             elif scope.network_addresses:
                 refs = await conn.fetch(
-                    INVESTIGATION_BY_ADDRESSES, list(scope.network_addresses), scope.start,
+                    sql.INVESTIGATION_BY_ADDRESSES, list(scope.network_addresses), scope.start,
                     scope.end, scope.facility, cap,
                 )  # fmt: skip
             else:
                 refs = await conn.fetch(
-                    INVESTIGATION_BY_FACILITY, scope.facility, scope.start, scope.end, cap
+                    sql.INVESTIGATION_BY_FACILITY, scope.facility, scope.start, scope.end, cap
                 )
             self._check_cap(
                 refs, "the investigation scope; narrow the window or name fewer selectors"
@@ -235,7 +163,7 @@ class PostgresReports(PooledAdapter):
         start = accounting_period_start(when, lookback_years)
         async with self._snapshot() as conn:
             refs = await conn.fetch(
-                DISCLOSURE_CANDIDATES, patient.id, patient.issuer, start, when,
+                sql.DISCLOSURE_CANDIDATES, patient.id, patient.issuer, start, when,
                 self._max_rows + 1,
             )  # fmt: skip
             self._check_cap(refs, "this patient's accounting period; shorten the lookback")
@@ -272,7 +200,7 @@ class PostgresReports(PooledAdapter):
         when = datetime.now(UTC) if now is None else now
         async with self._snapshot() as conn:
             refs = await conn.fetch(
-                RELAYS_RECORDED, start - RELAY_RECORD_LEAD, end + record_lag, facility,
+                sql.RELAYS_RECORDED, start - RELAY_RECORD_LEAD, end + record_lag, facility,
                 self._max_rows + 1,
             )  # fmt: skip
             self._check_cap(refs, "the relay window; narrow it or name a facility")
@@ -296,7 +224,7 @@ class PostgresReports(PooledAdapter):
 
     async def _schema_set(self, conn: Conn, *, reload: bool) -> SchemaSet:
         if self._schemas is None or reload:
-            rows = await conn.fetch(WRITER_SCHEMAS)
+            rows = await conn.fetch(sql.REPORT_WRITER_SCHEMAS)
             self._schemas = SchemaSet(
                 StoredSchema(
                     fingerprint=bytes(r["fingerprint"]),
@@ -311,7 +239,7 @@ class PostgresReports(PooledAdapter):
         ids = sorted(set(log_ids))
         if not ids:
             return []
-        rows = await conn.fetch(LATEST_CHECKPOINTS, ids)
+        rows = await conn.fetch(sql.LATEST_CHECKPOINTS, ids)
         return [
             ReportCheckpoint(
                 log_id=int(r["log_id"]), origin=r["origin"], size=int(r["size"]), note=r["note"]
@@ -326,7 +254,7 @@ class PostgresReports(PooledAdapter):
         for i in range(0, len(wanted), _LEAF_CHUNK):
             chunk = wanted[i : i + _LEAF_CHUNK]
             rows = await conn.fetch(
-                LEAVES_AT,
+                sql.REPORT_LEAVES_AT,
                 [p.log_id for _, p in chunk],
                 [p.leaf_index for _, p in chunk],
             )
