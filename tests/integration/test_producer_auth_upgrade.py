@@ -50,7 +50,7 @@ def test_an_upgraded_log_starts_authentication_at_its_size(
 ) -> None:
     owner = with_database(stack.owner_url, database)
     backend = get_backend(_yoyo_url(owner))
-    with as_file(files("ledger").joinpath("migrations")) as path:
+    with as_file(files("ledger.pg").joinpath("migrations")) as path:
         older = read_migrations(str(path)).filter(lambda m: m.id < "0009")
         with backend.lock():
             backend.apply_migrations(backend.to_apply(older))
