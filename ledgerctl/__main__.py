@@ -530,8 +530,8 @@ def demo(
 ) -> None:
     """Emit a burst of demo events, wait for the ledger, print one patient's history."""
     from ledger.errors import LedgerError
-    from ledgerctl.tables import prove_entries, render_history, render_proofs, report_console
     from ledgerctl.simulate import run_demo
+    from ledgerctl.tables import prove_entries, render_history, render_proofs, report_console
 
     settings = Settings.load()
     try:
