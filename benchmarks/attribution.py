@@ -31,9 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.proofs import env, on_db
 from ledger.pg import sql
 from ledger.pg.migrate import apply_migrations
+from ledger.pg.sql import reads
 
-_OLD_PATIENT_HISTORY = sql._HISTORY.format(
-    disclosed="false", key=sql._PATIENT_KEY
+_OLD_PATIENT_HISTORY = reads._HISTORY.format(
+    disclosed="false", key=reads._PATIENT_KEY
 )  # before: named events only
 
 #: (statement, how many of (events, scattered) it takes), run in order as the owner.

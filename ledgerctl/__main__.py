@@ -515,7 +515,7 @@ def history(
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
 ) -> None:
     """Print one patient's access history, newest first, read through the API."""
-    from ledgerctl.report import fetch_history, render_history, report_console
+    from ledgerctl.tables import fetch_history, render_history, report_console
 
     settings = Settings.load()
     entries = asyncio.run(fetch_history(settings.api(), patient_id, issuer, limit))
@@ -530,8 +530,8 @@ def demo(
 ) -> None:
     """Emit a burst of demo events, wait for the ledger, print one patient's history."""
     from ledger.errors import LedgerError
-    from ledgerctl.report import prove_entries, render_history, render_proofs, report_console
     from ledgerctl.simulate import run_demo
+    from ledgerctl.tables import prove_entries, render_history, render_proofs, report_console
 
     settings = Settings.load()
     try:
@@ -846,7 +846,7 @@ def _progress() -> Any:
 
 
 def report_console_stdout() -> Console:
-    from ledgerctl.report import report_console
+    from ledgerctl.tables import report_console
 
     return report_console()
 

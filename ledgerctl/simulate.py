@@ -18,8 +18,8 @@ from typing import IO
 import aiohttp
 
 from integrations.simulator import Simulator
-from ledgerctl.report import fetch_history
 from ledgerctl.settings import KafkaRole, Settings
+from ledgerctl.tables import fetch_history
 from producers.emitter import Emitter, EmitterConfig, EmitterHealth
 from producers.events import AuditEvent, CriticalResultRelay, PhiAccessEvent
 from producers.signing import load_producer_key

@@ -9,42 +9,26 @@ Records at offsets below the stored position were applied before and are skipped
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from ledger.audit.ingest import Accepted, AppendResult, BatchItem, Rejected, WriterSchemaInfo
+from ledger.audit.ingest import Accepted, AppendResult, BatchItem, WriterSchemaInfo
 from ledger.audit.producerauth import RegisteredKey, Seal
 from ledger.errors import ConflictError, FencedError, UnavailableError
 from ledger.log import tiles
-from ledger.log.leaf import KafkaRecord, decode_leaf
-from ledger.log.merkle import leaf_hash
 from ledger.pg import sql
+from ledger.pg.batch import BatchRows, Recorded
 from ledger.pg.pool import PooledAdapter, transient_as_unavailable
 from ledger.pg.producerkeys import fetch_producer_keys, fetch_producer_seals, seal_columns
 
-logger = logging.getLogger(__name__)
-
 Conn = asyncpg.Connection | PoolConnectionProxy
-
-REASON_CONFLICT = "conflicting_event_id"
-REASON_CONFLICT_ORIGINAL = "conflicting_event_id_original"
 
 
 def origin_for(ledger_name: str, topic: str, partition: int) -> str:
     """The checkpoint origin of one partition's log: ``<ledger name>/<topic>/<partition>``."""
     return f"{ledger_name}/{topic}/{partition}"
-
-
-def _ts(record: KafkaRecord) -> datetime | None:
-    """The Kafka timestamp as a datetime, or None when it is out of range (hostile input)."""
-    try:
-        return datetime.fromtimestamp(record.timestamp_ms / 1000, tz=UTC)
-    except (OverflowError, OSError, ValueError):
-        return None
 
 
 class PostgresAppender(PooledAdapter):
@@ -166,176 +150,66 @@ class PostgresAppender(PooledAdapter):
                 skipped=skipped,
                 first_leaf=next_leaf,
             )
-
-        accepted = [i for i in fresh if isinstance(i, Accepted)]
-        existing: dict[object, tuple[int, int, bytes]] = {}
-        if accepted:
-            rows = await conn.fetch(sql.EXISTING_EVENTS, [a.index.event_id for a in accepted])
-            existing = {
-                r["event_id"]: (int(r["log_id"]), int(r["leaf_index"]), bytes(r["leaf"]))
-                for r in rows
-            }
-
-        leaves: list[tuple[int, int, bytes, bytes, bytes | None, int | None]] = []
-        events: list[tuple[object, ...]] = []
-        disclosed: list[tuple[object, ...]] = []
-        quarantine: list[tuple[object, ...]] = []
-        alerts: list[tuple[object, ...]] = []
-        conflicts = 0
-        duplicates = 0
-        seen_here: dict[object, tuple[KafkaRecord, int]] = {}
-        index = next_leaf
-        for item in fresh:
-            rec = item.record
-            if isinstance(item, Rejected):
-                quarantine.append(_quarantine_row(rec, item.reason, item.detail, item.envelope))
-                if item.alert:
-                    alerts.append(_auth_alert(item))
-                continue
-            event_id = item.index.event_id
-            prior: KafkaRecord | None = None
-            prior_log, prior_index = log_id, -1
-            if event_id in existing:
-                prior_log, prior_index, prior_leaf = existing[event_id]
-                prior = decode_leaf(prior_leaf)
-            elif event_id in seen_here:
-                prior, prior_index = seen_here[event_id]
-            if prior is not None:
-                if prior.value == rec.value:
-                    duplicates += 1
-                    continue
-                # Same id, other content: never merge. Both versions go to quarantine (the
-                # recorded one also stays in the ledger, which is append-only), and an
-                # investigator gets a security alert.
-                where = f"log {prior_log} leaf {prior_index}"
-                logger.critical(
-                    "SECURITY: event id %s re-sent with different content at %s/%d@%d "
-                    "(recorded at %s)",
-                    event_id, topic, partition, rec.offset, where,
-                )  # fmt: skip
-                quarantine.append(
-                    _quarantine_row(
-                        rec,
-                        REASON_CONFLICT,
-                        f"event id {event_id} is already recorded at {where} "
-                        "with different content",
-                    )
-                )
-                quarantine.append(
-                    _quarantine_row(
-                        prior,
-                        REASON_CONFLICT_ORIGINAL,
-                        f"the recorded version of event id {event_id} ({where}); a conflicting "
-                        f"version arrived at {topic}/{partition}@{rec.offset}",
-                    )
-                )
-                conflicts += 1
-                alerts.append(
-                    (
-                        "event_id_conflict", event_id, prior_log, prior_index, topic,
-                        partition, rec.offset,
-                        f"event id {event_id} arrived again with different content; the "
-                        f"recorded version is {where}; both versions are in quarantine",
-                    )
-                )  # fmt: skip
-                continue
-            seen_here[event_id] = (rec, index)
-            sid, entry = item.seal_ref or (None, None)
-            leaves.append((log_id, index, item.leaf, leaf_hash(item.leaf), sid, entry))
-            f = item.index
-            events.append(
-                (
-                    f.event_id,
-                    log_id,
-                    index,
-                    f.kind,
-                    f.event_time,
-                    f.producer_id,
-                    f.producer_seq,
-                    f.facility_id,
-                    f.patient_id,
-                    f.patient_issuer,
-                    f.patient_state,
-                    f.user_id,
-                    f.user_name,
-                    f.user_role,
-                    f.user_org,
-                    f.dicom_event_id,
-                    f.action,
-                    f.outcome,
-                    f.study_uid,
-                    f.accession,
-                    f.network_address,
-                    f.purpose_of_use,
-                )
-            )
-            disclosed += [(f.event_id, *r) for r in f.disclosed]
-            index += 1
-
-        if leaves:
-            await conn.copy_records_to_table(
-                "leaves", records=leaves, columns=sql.SIGNED_LEAF_COLUMNS
-            )
-            await conn.copy_records_to_table("events", records=events, columns=sql.EVENT_COLUMNS)
-            if disclosed:
-                await conn.copy_records_to_table(
-                    "read_disclosures", records=disclosed, columns=sql.DISCLOSURE_COLUMNS
-                )
-            await _integrate(conn, log_id, next_leaf, [h for _, _, _, h, _, _ in leaves])
-        if quarantine:
-            await conn.executemany(sql.INSERT_QUARANTINE, quarantine)
-        if alerts:
-            await conn.executemany(sql.INSERT_ALERT, alerts)
-        next_offset = fresh[-1].record.offset + 1
-        position = (log_id, next_offset, next_leaf, len(leaves), duplicates,
-                    len(quarantine) - conflicts)  # fmt: skip
-        # Every verified seal the batch carried, appended, duplicate or refused alike:
-        # the batch's other records (maybe in a later transaction) refer to it. Stored
-        # by the same statement as the position (one round trip fewer per batch).
-        seals = {i.seal.seal_id: i.seal for i in fresh if i.seal is not None}
-        if seals:
-            await conn.execute(sql.INSERT_POSITION_AND_SEALS, *position, *seal_columns(seals))
-        else:
-            await conn.execute(sql.INSERT_POSITION, *position)
-        return AppendResult(
+        batch = BatchRows(
             log_id=log_id,
-            next_offset=next_offset,
-            appended=len(leaves),
-            duplicates=duplicates,
-            quarantined=len(quarantine) - conflicts,
-            skipped=skipped,
-            first_leaf=next_leaf,
-            alerts=len(alerts),
+            topic=topic,
+            partition=partition,
+            next_leaf=next_leaf,
+            existing=await _existing_events(conn, fresh),
         )
+        for item in fresh:
+            batch.add(item)
+        await _write_rows(conn, batch)
+        next_offset = fresh[-1].record.offset + 1
+        await _write_position(conn, batch, fresh, next_offset)
+        return batch.result(next_offset=next_offset, skipped=skipped)
 
 
-def _auth_alert(item: Rejected) -> tuple[object, ...]:
-    """A security alert for a record that failed producer authentication."""
-    rec = item.record
-    logger.critical(
-        "SECURITY: record at %s/%d@%d failed producer authentication (%s)",
-        rec.topic, rec.partition, rec.offset, item.reason,
-    )  # fmt: skip
-    return (
-        f"producer_auth_{item.reason}", None, None, None, rec.topic, rec.partition,
-        rec.offset, f"{item.reason}: {item.detail}"[:2000],
-    )  # fmt: skip
+async def _existing_events(conn: Conn, fresh: Sequence[BatchItem]) -> dict[object, Recorded]:
+    """The batch's accepted event ids already recorded in any log, by event id."""
+    accepted = [i for i in fresh if isinstance(i, Accepted)]
+    if not accepted:
+        return {}
+    rows = await conn.fetch(sql.EXISTING_EVENTS, [a.index.event_id for a in accepted])
+    return {r["event_id"]: (int(r["log_id"]), int(r["leaf_index"]), bytes(r["leaf"])) for r in rows}
 
 
-def _quarantine_row(
-    rec: KafkaRecord, reason: str, detail: str, envelope: bytes | None = None
-) -> tuple[object, ...]:
-    return (
-        rec.topic,
-        rec.partition,
-        rec.offset,
-        _ts(rec),
-        rec.key,
-        rec.value,
-        reason,
-        detail[:2000],
-        envelope,
-    )
+async def _write_rows(conn: Conn, batch: BatchRows) -> None:
+    """Leaves, index rows, disclosed ranges and the tiles they complete; then quarantine
+    and alerts (same transaction, in this order)."""
+    if batch.leaves:
+        await conn.copy_records_to_table(
+            sql.LEAF_TABLE, records=batch.leaves, columns=sql.SIGNED_LEAF_COLUMNS
+        )
+        await conn.copy_records_to_table(
+            sql.EVENT_TABLE, records=batch.events, columns=sql.EVENT_COLUMNS
+        )
+        if batch.disclosed:
+            await conn.copy_records_to_table(
+                sql.DISCLOSURE_TABLE, records=batch.disclosed, columns=sql.DISCLOSURE_COLUMNS
+            )
+        new_hashes = [h for _, _, _, h, _, _ in batch.leaves]
+        await _integrate(conn, batch.log_id, batch.next_leaf, new_hashes)
+    if batch.quarantine:
+        await conn.executemany(sql.INSERT_QUARANTINE, batch.quarantine)
+    if batch.alerts:
+        await conn.executemany(sql.INSERT_ALERT, batch.alerts)
+
+
+async def _write_position(
+    conn: Conn, batch: BatchRows, fresh: Sequence[BatchItem], next_offset: int
+) -> None:
+    """The batch's Kafka position and counts, last in the transaction."""
+    position = (batch.log_id, next_offset, batch.next_leaf, len(batch.leaves),
+                batch.duplicates, batch.quarantined)  # fmt: skip
+    # Every verified seal the batch carried, appended, duplicate or refused alike:
+    # the batch's other records (maybe in a later transaction) refer to it. Stored
+    # by the same statement as the position (one round trip fewer per batch).
+    seals = {i.seal.seal_id: i.seal for i in fresh if i.seal is not None}
+    if seals:
+        await conn.execute(sql.INSERT_POSITION_AND_SEALS, *position, *seal_columns(seals))
+    else:
+        await conn.execute(sql.INSERT_POSITION, *position)
 
 
 async def _integrate(conn: Conn, log_id: int, old_size: int, new_hashes: list[bytes]) -> None:
@@ -378,4 +252,4 @@ async def _integrate(conn: Conn, log_id: int, old_size: int, new_hashes: list[by
         root = tiles.perfect_root(entries)
         roots[(level, index)] = root
         rows.append((log_id, level, index, b"".join(entries), root))
-    await conn.copy_records_to_table("tiles", records=rows, columns=sql.TILE_COLUMNS)
+    await conn.copy_records_to_table(sql.TILE_TABLE, records=rows, columns=sql.TILE_COLUMNS)

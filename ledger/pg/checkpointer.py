@@ -107,43 +107,68 @@ class Checkpointer:
         self._last_attempt[log_id] = time.monotonic()
         root = await tree.root_at(conn, log_id, target, current, self._tiles)
         if latest is not None:
-            try:
-                previous = open_checkpoint(latest["note"], self._verifiers)
-            except VerificationError as exc:
-                raise VerificationError(
-                    f"log {log_id}: the stored checkpoint at size {signed_size} does not verify "
-                    "with our keys; refusing to sign past it"
-                ) from exc
-            if previous.size != signed_size or previous.origin != log["origin"]:
-                raise VerificationError(
-                    f"log {log_id}: stored checkpoint row disagrees with its signed note"
-                )
-            proof = await tree.consistency_hashes(
-                conn, log_id, signed_size, target, current, self._tiles
+            await self._check_extends(
+                conn,
+                log_id,
+                origin=log["origin"],
+                note=latest["note"],
+                signed_size=signed_size,
+                target=target,
+                current=current,
+                root=root,
             )
-            try:
-                verify_consistency(
-                    size1=signed_size,
-                    size2=target,
-                    proof=proof,
-                    root1=previous.root_hash,
-                    root2=root,
-                )
-            except VerificationError as exc:
-                logger.critical(
-                    "log %s: tree at size %d is NOT consistent with signed checkpoint %d; "
-                    "not signing (possible tampering)",
-                    log["origin"], target, signed_size,
-                )  # fmt: skip
-                raise VerificationError(
-                    f"log {log_id}: size {target} is inconsistent with checkpoint {signed_size}"
-                ) from exc
         note = sign_checkpoint(
             Checkpoint(origin=log["origin"], size=target, root_hash=root), self._signers
         )
         await conn.execute(sql.INSERT_CHECKPOINT, log_id, target, root, note)
         self._signed[log_id] = target
         return IssuedCheckpoint(log_id=log_id, size=target, note=note)
+
+    async def _check_extends(
+        self,
+        conn: tree.Conn,
+        log_id: int,
+        *,
+        origin: str,
+        note: str,
+        signed_size: int,
+        target: int,
+        current: int,
+        root: bytes,
+    ) -> None:
+        """Refuse to sign ``target`` unless the stored checkpoint verifies with our keys
+        and the tree at ``target`` is consistent with it (an append-only extension)."""
+        try:
+            previous = open_checkpoint(note, self._verifiers)
+        except VerificationError as exc:
+            raise VerificationError(
+                f"log {log_id}: the stored checkpoint at size {signed_size} does not verify "
+                "with our keys; refusing to sign past it"
+            ) from exc
+        if previous.size != signed_size or previous.origin != origin:
+            raise VerificationError(
+                f"log {log_id}: stored checkpoint row disagrees with its signed note"
+            )
+        proof = await tree.consistency_hashes(
+            conn, log_id, signed_size, target, current, self._tiles
+        )
+        try:
+            verify_consistency(
+                size1=signed_size,
+                size2=target,
+                proof=proof,
+                root1=previous.root_hash,
+                root2=root,
+            )
+        except VerificationError as exc:
+            logger.critical(
+                "log %s: tree at size %d is NOT consistent with signed checkpoint %d; "
+                "not signing (possible tampering)",
+                origin, target, signed_size,
+            )  # fmt: skip
+            raise VerificationError(
+                f"log {log_id}: size {target} is inconsistent with checkpoint {signed_size}"
+            ) from exc
 
     async def checkpoint_all_due(self) -> list[IssuedCheckpoint]:
         """Check every log; sign those that are due. Errors are logged per log."""

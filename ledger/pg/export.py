@@ -25,15 +25,6 @@ from ledger.verify.bundle import BundleWriter, check_target
 
 _PREFETCH: Final = 20_000
 
-EXPORT_LEAVES: Final = "SELECT leaf_index, leaf FROM leaves WHERE log_id = $1 ORDER BY leaf_index"
-EXPORT_TILES: Final = (
-    "SELECT level, tile_index, hashes FROM tiles WHERE log_id = $1 ORDER BY level, tile_index"
-)
-EXPORT_CHECKPOINTS: Final = "SELECT size, note FROM checkpoints WHERE log_id = $1 ORDER BY size"
-EXPORT_INDEX: Final = (
-    f"SELECT {sql.INDEX_COLUMNS_SQL} FROM events e WHERE e.log_id = $1 ORDER BY e.leaf_index"  # noqa: S608 - constant column list
-)
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ExportSummary:
@@ -86,18 +77,18 @@ async def export_bundle(
                     log_id, origin, size = int(log["log_id"]), log["origin"], int(log["size"])
                     with bundle.add_log(log_id=log_id, origin=origin, size=size) as out:
                         done = 0
-                        async for r in conn.cursor(EXPORT_LEAVES, log_id, prefetch=_PREFETCH):
+                        async for r in conn.cursor(sql.EXPORT_LEAVES, log_id, prefetch=_PREFETCH):
                             out.add_entry(int(r["leaf_index"]), bytes(r["leaf"]))
                             done += 1
                             if progress is not None and done % 50_000 == 0:
                                 progress(origin, done, size)
                         leaves_total += done
-                        async for r in conn.cursor(EXPORT_TILES, log_id, prefetch=1000):
+                        async for r in conn.cursor(sql.EXPORT_TILES, log_id, prefetch=1000):
                             out.add_tile(int(r["level"]), int(r["tile_index"]), bytes(r["hashes"]))
-                        for r in await conn.fetch(EXPORT_CHECKPOINTS, log_id):
+                        for r in await conn.fetch(sql.EXPORT_CHECKPOINTS, log_id):
                             out.add_checkpoint(int(r["size"]), r["note"])
                             checkpoints_total += 1
-                        async for r in conn.cursor(EXPORT_INDEX, log_id, prefetch=_PREFETCH):
+                        async for r in conn.cursor(sql.EXPORT_INDEX, log_id, prefetch=_PREFETCH):
                             out.add_index_row(index_cells(r.items()))
                         if progress is not None:
                             progress(origin, done, size)

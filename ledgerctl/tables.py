@@ -1,6 +1,6 @@
-"""Human-readable reports of API answers (rich tables).
+"""Human-readable tables of API answers (rich), for the CLI.
 
-Invariant: reports render exactly what the API returned, and a proof is shown
+Invariant: tables render exactly what the API returned, and a proof is shown
 as verified only after it was checked here, offline, against the configured
 verifier keys (never on the API's word).
 """

@@ -1,0 +1,156 @@
+"""Reports as one CSV table each (RFC 4180, CRLF).
+
+Invariant: a cell that a spreadsheet would run as a formula is neutralised with a
+leading apostrophe (OWASP "CSV injection").
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Sequence
+from typing import Final
+
+from ledger.audit.reports.disclosures import DisclosureAccounting, DisclosureEntry
+from ledger.audit.reports.formats import Report, iso, seconds
+from ledger.audit.reports.investigation import AffectedPatient, InvestigationReport
+from ledger.audit.reports.relays import RelayException, RelayReport
+from ledger.errors import MalformedInputError
+
+#: A cell starting with one of these is run as a formula by spreadsheet programs (OWASP
+#: "CSV injection"); such cells get a leading apostrophe.
+_FORMULA_PREFIXES: Final = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: object) -> str:
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(_FORMULA_PREFIXES) else text
+
+
+def _csv(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, quoting=csv.QUOTE_MINIMAL, lineterminator="\r\n")
+    writer.writerow(header)
+    writer.writerows([_cell(v) for v in row] for row in rows)
+    return out.getvalue()
+
+
+_PATIENT_COLUMNS: Final = (
+    "patient_id",
+    "issuer",
+    "state",
+    "other_states",
+    "first_access",
+    "last_access",
+    "phi_kinds",
+    "events",
+    "users",
+    "facilities",
+)
+
+
+_DISCLOSURE_COLUMNS: Final = (
+    "date",
+    "recipient_name",
+    "recipient_address",
+    "recipient_organization",
+    "description",
+    "purpose",
+    "purpose_code",
+    "count",
+    "last_date",
+    "needs_review",
+    "event_ids",
+    "ledger_positions",
+)
+
+
+_RELAY_EXCEPTION_COLUMNS: Final = (
+    "event_id",
+    "origin",
+    "leaf_index",
+    "category",
+    "facility_id",
+    "patient_id",
+    "issuer",
+    "study_uid",
+    "sender",
+    "recipient",
+    "recipient_role",
+    "method",
+    "identified_at",
+    "communicated_at",
+    "acknowledged_at",
+    "deadline_seconds",
+    "delay_seconds",
+    "attempts",
+    "issues",
+)
+
+
+def to_csv(report: Report) -> str:
+    """One CSV table (RFC 4180, CRLF): an investigation's patients, an accounting's entries,
+    or a relay report's exceptions. Formula-like cells are prefixed with an apostrophe."""
+    if isinstance(report, InvestigationReport):
+        return _csv(_PATIENT_COLUMNS, (_patient_row(p) for p in report.patients))
+    if isinstance(report, DisclosureAccounting):
+        return _csv(_DISCLOSURE_COLUMNS, (_disclosure_row(e) for e in report.entries))
+    if isinstance(report, RelayReport):
+        return _csv(_RELAY_EXCEPTION_COLUMNS, (_relay_exception_row(x) for x in report.exceptions))
+    raise MalformedInputError(f"not a report: {type(report).__name__}")
+
+
+def _patient_row(p: AffectedPatient) -> tuple[object, ...]:
+    return (
+        p.patient_id,
+        p.issuer,
+        p.state,
+        ";".join(p.other_states),
+        iso(p.first_access),
+        iso(p.last_access),
+        ";".join(p.phi_kinds),
+        p.events,
+        ";".join(p.users),
+        ";".join(p.facilities),
+    )
+
+
+def _disclosure_row(e: DisclosureEntry) -> tuple[object, ...]:
+    return (
+        iso(e.disclosed_at),
+        e.recipient_name,
+        e.recipient_address,
+        e.recipient_organization,
+        e.description,
+        e.purpose,
+        e.purpose_code,
+        e.count,
+        iso(e.last_disclosed_at),
+        "yes" if e.needs_review else "no",
+        ";".join(str(s.event_id) for s in e.sources),
+        ";".join(f"{s.position.origin}#{s.position.leaf_index}" for s in e.sources),
+    )
+
+
+def _relay_exception_row(x: RelayException) -> tuple[object, ...]:
+    return (
+        x.event_id,
+        x.position.origin,
+        x.position.leaf_index,
+        x.category,
+        x.facility_id,
+        x.patient_id,
+        x.patient_issuer,
+        x.study_uid,
+        x.sender_user_id,
+        x.recipient_name,
+        x.recipient_role,
+        x.method,
+        iso(x.identified_at),
+        iso(x.communicated_at),
+        iso(x.acknowledged_at),
+        seconds(x.deadline),
+        seconds(x.delay),
+        x.attempts,
+        ";".join(x.issues),
+    )

@@ -1,0 +1,109 @@
+"""The accounting of disclosures as a printable, self-contained HTML page.
+
+Invariant: no scripts and no external resources (a CSP forbids both), and every value
+is HTML-escaped. The page is built by string concatenation; tests pin it byte for byte.
+"""
+
+from __future__ import annotations
+
+import html
+from datetime import datetime
+from typing import Final
+
+from ledger.audit.reports.disclosures import DisclosureAccounting, DisclosureEntry
+from ledger.errors import MalformedInputError
+
+_HTML_STYLE: Final = """
+body{font-family:Georgia,serif;margin:2em auto;max-width:60em;color:#111}
+h1{font-size:1.4em}table{border-collapse:collapse;width:100%;font-size:.9em}
+th,td{border:1px solid #555;padding:.35em .5em;text-align:left;vertical-align:top}
+th{background:#eee}.ref{font-family:monospace;font-size:.75em;color:#444}
+.draft{border:2px solid #a00;color:#a00;padding:.5em;margin:1em 0}
+@media print{.draft{border-color:#000;color:#000}}
+"""
+
+
+def _e(value: object) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def _day(value: datetime) -> str:
+    return value.date().isoformat()
+
+
+def to_html(accounting: DisclosureAccounting) -> str:
+    """The accounting as a printable, self-contained HTML page (no scripts, no external
+    resources; a CSP forbids both). Every value is HTML-escaped. The excluded disclosures
+    are not shown: they are the privacy officer's worksheet (``to_json``), not the
+    individual's accounting. A page with entries needing review is marked DRAFT."""
+    if not isinstance(accounting, DisclosureAccounting):
+        raise MalformedInputError("to_html renders an accounting of disclosures")
+    a = accounting
+    patient = a.patient.id if a.patient.issuer is None else f"{a.patient.id} ({a.patient.issuer})"
+    rows = [_html_row(e) for e in a.entries]
+    body = (
+        "\n".join(rows)
+        if rows
+        else '<tr><td colspan="6">No disclosures to account for in this period.</td></tr>'
+    )
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta http-equiv="Content-Security-Policy" '
+        "content=\"default-src 'none'; style-src 'unsafe-inline'\">\n"
+        "<title>Accounting of disclosures of protected health information</title>\n"
+        f"<style>{_HTML_STYLE}</style>\n</head>\n<body>\n"
+        "<h1>Accounting of disclosures of protected health information</h1>\n"
+        f"{_draft(a.needs_review)}"
+        f"<p>Patient: {_e(patient)}<br>"
+        f"Period: {_e(_day(a.period_start))} to {_e(_day(a.requested_at))}<br>"
+        f"Requested: {_e(a.requested_at.isoformat())}</p>\n"
+        "<table>\n<thead><tr><th>Date</th><th>Recipient</th><th>Address</th>"
+        "<th>Information disclosed</th><th>Purpose</th><th>Ledger reference</th></tr></thead>\n"
+        f"<tbody>\n{body}\n</tbody>\n</table>\n"
+        f"{_FOOTER}"
+        "</body>\n</html>\n"
+    )
+
+
+_FOOTER: Final = (
+    "<p>This accounting lists disclosures of your protected health information made in the "
+    "period above, as 45 CFR 164.528 requires. It does not list disclosures for treatment, "
+    "payment or health care operations, disclosures to you or made with your "
+    "authorization, or the other disclosures 45 CFR 164.528(a)(1) excepts. Each ledger "
+    "reference identifies the audit record, which can be verified against the signed "
+    "audit log.</p>\n"
+)
+
+
+def _html_row(e: DisclosureEntry) -> str:
+    """One table row: date (and the repeats it stands for), recipient, what, why, where."""
+    recipient = (
+        "<br>".join(_e(v) for v in (e.recipient_name, e.recipient_organization) if v)
+        or "Not recorded"
+    )
+    date_cell = _e(_day(e.disclosed_at))
+    if e.count > 1:
+        date_cell += f"<br>{_e(e.count)} disclosures, the last on {_e(_day(e.last_disclosed_at))}"
+    refs = "<br>".join(
+        f"{_e(s.event_id)} @ {_e(s.position.origin)}#{_e(s.position.leaf_index)}" for s in e.sources
+    )
+    return (
+        "<tr>"
+        f"<td>{date_cell}</td><td>{recipient}</td>"
+        f"<td>{_e(e.recipient_address) or 'Not recorded'}</td>"
+        f"<td>{_e(e.description)}</td><td>{_e(e.purpose)}</td>"
+        f'<td class="ref">{refs}</td>'
+        "</tr>"
+    )
+
+
+def _draft(needs_review: int) -> str:
+    """The DRAFT banner of a page with entries a privacy officer must review first."""
+    n = needs_review
+    return (
+        f'<p class="draft">DRAFT: {_e(n)} {"entry needs" if n == 1 else "entries need"} '
+        "review by the privacy officer before this accounting is released.</p>\n"
+        if n
+        else ""
+    )

@@ -1,0 +1,170 @@
+"""What the SELECT-only reader runs: histories, events, leaves, logs, the event index.
+
+Invariant: every history is limited to each log's signed size at its first page, so
+pages stay stable while appends continue and every entry is covered by a checkpoint.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from ledger.verify.bundle import INDEX_COLUMNS
+
+_ACCESS_COLUMNS: Final = """
+e.event_id, e.kind, e.event_time, e.facility_id, e.patient_id, e.patient_issuer,
+e.patient_state, e.user_id, e.user_name, e.user_role, e.user_org, e.dicom_event_id,
+e.action, e.outcome, e.study_uid, e.accession, e.network_address, e.purpose_of_use,
+e.log_id, g.origin, e.leaf_index
+"""
+
+# Access histories by patient, user or study: newest first, keyset-paged on
+# (event_time, event_id), and limited to each log's signed size at the first page
+# ($3: sizes indexed by log_id), so pages stay stable while appends continue and every
+# entry is covered by a signed checkpoint.
+_FILTERS: Final = """
+  AND e.leaf_index < ($3::bigint[])[e.log_id]
+  AND ($4::timestamptz IS NULL OR e.event_time >= $4)
+  AND ($5::timestamptz IS NULL OR e.event_time < $5)
+  AND ($6::text IS NULL OR e.action = $6)
+  AND ($7::text IS NULL OR e.facility_id = $7)
+  AND ($8::text IS NULL OR e.outcome = $8)
+  AND ($9::timestamptz IS NULL OR (e.event_time, e.event_id) < ($9, $10::uuid))
+  AND ($12::text IS NULL OR e.user_id = $12)
+  AND ($13::text IS NULL OR e.study_uid = $13)
+  AND ($14::text[] IS NULL OR coalesce(e.dicom_event_id, 'CRR') = ANY($14))
+  AND ($15::text[] IS NULL OR e.action = ANY($15))
+"""
+
+_HISTORY: Final = f"""
+SELECT {_ACCESS_COLUMNS}, {{disclosed}} AS via_disclosure
+FROM events e JOIN logs g USING (log_id)
+WHERE {{key}}
+{_FILTERS}
+ORDER BY e.event_time DESC, e.event_id DESC
+LIMIT $11
+"""
+
+_PATIENT_KEY: Final = "e.patient_id = $1 AND ($2::text IS NULL OR e.patient_issuer = $2)"
+
+# A patient's history (docs/read-attribution.md) is the events that name the patient,
+# and the reads of the ledger that do not but whose disclosed ranges cover a leaf of such
+# an event. Two ordered, limited branches: the first walks events_patient_time and stops
+# after one page; the second probes the SP-GiST index read_disclosures_span once per leaf
+# of the patient, then fetches those reads by primary key. The fences (MATERIALIZED,
+# OFFSET 0) keep those per-row probes: PostgreSQL cannot estimate how many ranges contain
+# a point and would otherwise hash-join whole tables (benchmarks/attribution.py).
+_READS_OF_PATIENT: Final = f"""
+WITH mine AS MATERIALIZED (
+    SELECT p.leaf_index, pg.origin
+    FROM events p JOIN logs pg ON pg.log_id = p.log_id
+    WHERE p.patient_id = $1 AND ($2::text IS NULL OR p.patient_issuer = $2)
+), reads AS MATERIALIZED (
+    SELECT DISTINCT x.event_id FROM mine m CROSS JOIN LATERAL (
+        SELECT d.event_id FROM read_disclosures d
+        WHERE d.span @> m.leaf_index AND d.origin = m.origin
+        OFFSET 0) x
+)
+SELECT {_ACCESS_COLUMNS}, true AS via_disclosure
+FROM reads r
+CROSS JOIN LATERAL (SELECT * FROM events e0 WHERE e0.event_id = r.event_id OFFSET 0) e
+JOIN logs g ON g.log_id = e.log_id
+WHERE NOT coalesce({_PATIENT_KEY}, false)
+{_FILTERS}
+ORDER BY e.event_time DESC, e.event_id DESC
+LIMIT $11
+"""
+
+HISTORY_BY: Final = {
+    "patient": f"""
+SELECT * FROM (
+    ({_HISTORY.format(disclosed="false", key=_PATIENT_KEY)})
+    UNION ALL
+    ({_READS_OF_PATIENT})
+) h
+ORDER BY h.event_time DESC, h.event_id DESC
+LIMIT $11
+""",
+    "user": _HISTORY.format(
+        # $2 (the qualifier) is unused for users and always NULL.
+        disclosed="false",
+        key="e.user_id = $1 AND $2::text IS NULL",
+    ),
+    "study": _HISTORY.format(
+        disclosed="false",
+        key="e.study_uid = $1 AND ($2::text IS NULL OR e.accession = $2)",
+    ),
+}
+
+# Stored leaves at (log_id, leaf_index) positions.
+LEAVES_AT: Final = """
+SELECT l.log_id, l.leaf_index, l.leaf
+FROM unnest($1::integer[], $2::bigint[]) AS p(log_id, leaf_index)
+JOIN leaves l USING (log_id, leaf_index)
+"""
+
+# Each log's newest signed size (0 where none is signed yet), by log id.
+SIGNED_SIZES: Final = """
+SELECT g.log_id, g.origin,
+       coalesce((SELECT max(c.size) FROM checkpoints c WHERE c.log_id = g.log_id), 0) AS size
+FROM logs g ORDER BY g.log_id
+"""
+
+PRINCIPAL_BY_TOKEN_HASH: Final = """
+SELECT t.token_id, t.subject, t.role
+FROM api_tokens t
+WHERE t.token_hash = $1
+  AND (t.expires_at IS NULL OR t.expires_at > now())
+  AND NOT EXISTS (SELECT 1 FROM api_token_revocations r WHERE r.token_id = t.token_id)
+"""
+
+EVENT_BY_ID: Final = f"""
+SELECT {_ACCESS_COLUMNS}, e.producer_id, e.producer_seq, l.leaf, l.leaf_hash
+FROM events e
+JOIN logs g USING (log_id)
+JOIN leaves l ON l.log_id = e.log_id AND l.leaf_index = e.leaf_index
+WHERE e.event_id = $1
+"""
+
+WRITER_SCHEMAS: Final = (
+    "SELECT fingerprint, full_name, canonical_form, schema_json FROM writer_schemas"
+)
+
+LOGS: Final = """
+SELECT g.log_id, g.origin, g.topic, g.kafka_partition,
+       (SELECT coalesce(max(leaf_index) + 1, 0) FROM leaves l WHERE l.log_id = g.log_id) AS size,
+       (SELECT coalesce(max(size), 0) FROM checkpoints c WHERE c.log_id = g.log_id)
+           AS checkpoint_size
+FROM logs g ORDER BY g.log_id
+"""
+
+LOG_INFO: Final = """
+SELECT g.log_id, g.origin, g.topic, g.kafka_partition,
+       (SELECT coalesce(max(leaf_index) + 1, 0) FROM leaves l WHERE l.log_id = g.log_id) AS size,
+       (SELECT coalesce(max(size), 0) FROM checkpoints c WHERE c.log_id = g.log_id)
+           AS checkpoint_size
+FROM logs g WHERE g.log_id = $1
+"""
+
+EVENT_POSITION: Final = """
+SELECT e.log_id, e.leaf_index, l.leaf FROM events e
+JOIN leaves l ON l.log_id = e.log_id AND l.leaf_index = e.leaf_index
+WHERE e.event_id = $1
+"""
+
+# An event's read_disclosures rows as the index row's ``disclosed`` cell: JSON text of
+# [[origin, first leaf, end leaf], ...] sorted (ledger.audit.disclosure.cell), "[]" for none.
+DISCLOSED_CELL: Final = """
+(SELECT coalesce(json_agg(json_build_array(d.origin, d.first_leaf, d.end_leaf)
+                          ORDER BY d.origin, d.first_leaf, d.end_leaf), '[]')::text
+ FROM read_disclosures d WHERE d.event_id = e.event_id) AS disclosed
+"""
+
+# The event index of one log as the verifier reads it (ledger.verify.bundle.INDEX_COLUMNS).
+INDEX_COLUMNS_SQL: Final = (
+    ", ".join(f"e.{c}" for c in INDEX_COLUMNS if c != "disclosed") + f", {DISCLOSED_CELL}"
+)
+
+INDEX_RANGE: Final = f"""
+SELECT {INDEX_COLUMNS_SQL}
+FROM events e WHERE e.log_id = $1 AND e.leaf_index >= $2 ORDER BY e.leaf_index LIMIT $3
+"""

@@ -1,0 +1,83 @@
+"""What the HIPAA reports' adapter reads (role ``ledger_reader``: SELECT only).
+
+Invariant: each statement selects through an index and stops at the row cap, so a report
+never scans more than ``max_rows`` + 1 index rows.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# Each selects (event id, log id, origin, leaf index) through an index and stops at the
+# row cap ($LIMIT = cap + 1, so "more than the cap" is detectable without counting all).
+
+#: Driven by ``events_user_time`` (user_id, event_time).
+INVESTIGATION_BY_USERS: Final = """
+SELECT e.event_id, e.log_id, g.origin, e.leaf_index
+FROM events e JOIN logs g USING (log_id)
+WHERE e.user_id = ANY($1::text[])
+  AND e.event_time >= $2 AND e.event_time < $3
+  AND ($4::text IS NULL OR e.facility_id = $4)
+  AND (cardinality($5::text[]) = 0 OR e.network_address = ANY($5::text[]))
+LIMIT $6
+"""
+
+#: Driven by ``events_address_time`` (network_address, event_time), migration 0006.
+INVESTIGATION_BY_ADDRESSES: Final = """
+SELECT e.event_id, e.log_id, g.origin, e.leaf_index
+FROM events e JOIN logs g USING (log_id)
+WHERE e.network_address = ANY($1::text[])
+  AND e.event_time >= $2 AND e.event_time < $3
+  AND ($4::text IS NULL OR e.facility_id = $4)
+LIMIT $5
+"""
+
+#: Driven by ``events_facility_time`` (facility_id, event_time), migration 0006.
+INVESTIGATION_BY_FACILITY: Final = """
+SELECT e.event_id, e.log_id, g.origin, e.leaf_index
+FROM events e JOIN logs g USING (log_id)
+WHERE e.facility_id = $1
+  AND e.event_time >= $2 AND e.event_time < $3
+LIMIT $4
+"""
+
+#: One patient's PHI accesses in the accounting period. Driven by ``events_patient_time``.
+#: Every access is fetched: whether an event names a recipient is only in its leaf.
+DISCLOSURE_CANDIDATES: Final = """
+SELECT e.event_id, e.log_id, g.origin, e.leaf_index
+FROM events e JOIN logs g USING (log_id)
+WHERE e.patient_id = $1
+  AND ($2::text IS NULL OR e.patient_issuer = $2)
+  AND e.kind = 'phi_access'
+  AND e.event_time >= $3 AND e.event_time <= $4
+LIMIT $5
+"""
+
+#: Relay records made in a time range. Driven by the partial index ``events_relay_time``
+#: (event_time) WHERE kind = 'critical_result_relay', migration 0006.
+RELAYS_RECORDED: Final = """
+SELECT e.event_id, e.log_id, g.origin, e.leaf_index
+FROM events e JOIN logs g USING (log_id)
+WHERE e.kind = 'critical_result_relay'
+  AND e.event_time >= $1 AND e.event_time < $2
+  AND ($3::text IS NULL OR e.facility_id = $3)
+LIMIT $4
+"""
+
+#: The stored leaves at the given (log id, leaf index) pairs, by primary key.
+REPORT_LEAVES_AT: Final = """
+SELECT t.log_id, t.leaf_index, l.leaf
+FROM unnest($1::int[], $2::bigint[]) AS t (log_id, leaf_index)
+JOIN leaves l ON l.log_id = t.log_id AND l.leaf_index = t.leaf_index
+"""
+
+#: The latest signed checkpoint of each given log, by primary key (log_id, size).
+LATEST_CHECKPOINTS: Final = """
+SELECT DISTINCT ON (c.log_id) c.log_id, g.origin, c.size, c.note
+FROM checkpoints c JOIN logs g USING (log_id)
+WHERE c.log_id = ANY($1::int[])
+ORDER BY c.log_id, c.size DESC
+"""
+
+#: The writer schemas a report decodes leaves with (no canonical form needed).
+REPORT_WRITER_SCHEMAS: Final = "SELECT fingerprint, full_name, schema_json FROM writer_schemas"

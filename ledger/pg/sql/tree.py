@@ -1,0 +1,70 @@
+"""Tiles, leaf hashes and signed checkpoints: the Merkle tree as stored.
+
+Invariant: the checkpoint advisory lock serialises the signers of one log; a checkpoint
+is inserted once per (log, size).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+LOG_SIZE: Final = "SELECT coalesce(max(leaf_index) + 1, 0) FROM leaves WHERE log_id = $1"
+
+FULL_TILES: Final = """
+SELECT level, tile_index, hashes FROM tiles
+WHERE log_id = $1
+  AND (level, tile_index) IN (SELECT * FROM unnest($2::smallint[], $3::bigint[]))
+"""
+
+LEAF_HASH_RANGE: Final = """
+SELECT leaf_hash FROM leaves
+WHERE log_id = $1 AND leaf_index >= $2 AND leaf_index < $3
+ORDER BY leaf_index
+"""
+
+TILE_ROOT_RANGE: Final = """
+SELECT tile_index, root FROM tiles
+WHERE log_id = $1 AND level = $2 AND tile_index >= $3 AND tile_index < $4
+ORDER BY tile_index
+"""
+
+TILE_COLUMNS: Final = ("log_id", "level", "tile_index", "hashes", "root")
+#: COPY target of new tiles (``copy_records_to_table``), with ``TILE_COLUMNS``.
+TILE_TABLE: Final = "tiles"
+
+LOCK_CHECKPOINT: Final = "SELECT pg_advisory_xact_lock(8724, $1)"
+
+LATEST_CHECKPOINT: Final = """
+SELECT size, root_hash, note, signed_at FROM checkpoints
+WHERE log_id = $1 ORDER BY size DESC LIMIT 1
+"""
+
+INSERT_CHECKPOINT: Final = """
+INSERT INTO checkpoints (log_id, size, root_hash, note) VALUES ($1, $2, $3, $4)
+ON CONFLICT (log_id, size) DO NOTHING
+"""
+
+CHECKPOINT_COVERING: Final = """
+SELECT size, note FROM checkpoints
+WHERE log_id = $1 AND size > $2 ORDER BY size DESC LIMIT 1
+"""
+
+CHECKPOINTS_AFTER: Final = """
+SELECT size, note FROM checkpoints
+WHERE log_id = $1 AND size > $2 ORDER BY size LIMIT $3
+"""
+
+LEAVES_RANGE: Final = """
+SELECT leaf_index, leaf FROM leaves
+WHERE log_id = $1 AND leaf_index >= $2 AND leaf_index < $3
+ORDER BY leaf_index
+"""
+
+LOG_BY_ID: Final = "SELECT log_id, origin, topic, kafka_partition FROM logs WHERE log_id = $1"
+
+LOGS_DUE_CHECKPOINT: Final = """
+SELECT g.log_id, g.origin,
+       (SELECT coalesce(max(leaf_index) + 1, 0) FROM leaves l WHERE l.log_id = g.log_id) AS size,
+       (SELECT coalesce(max(size), 0) FROM checkpoints c WHERE c.log_id = g.log_id) AS signed
+FROM logs g
+"""
