@@ -80,6 +80,7 @@ ATNA_MSGID: Final = "IHE+RFC-3881"
 #: EventIDs the mappings treat apart.
 AUDIT_LOG_USED: Final = "110101"
 EXPORT: Final = "110106"
+QUERY: Final = "110112"
 
 #: RoleIDCodes (DCM) of applications and transfer ends (not a person's workforce role).
 ROLE_IDS: Final[Mapping[str, str]] = MappingProxyType(
@@ -94,6 +95,7 @@ ROLE_IDS: Final[Mapping[str, str]] = MappingProxyType(
 )
 SYSTEM_ROLE_IDS: Final[frozenset[str]] = frozenset(ROLE_IDS)
 DESTINATION_ROLE_IDS: Final[frozenset[str]] = frozenset({"110152", "110154"})
+APPLICATION_ROLE: Final = "110150"
 DESTINATION_ROLE: Final = "110152"
 SOURCE_ROLE: Final = "110153"
 

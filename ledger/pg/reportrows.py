@@ -27,6 +27,7 @@ from ledger.audit.reports import (
     StudyRef,
 )
 from ledger.errors import VerificationError
+from schemas import dicom
 
 PHI_ACCESS: Final = "philedger.audit.PhiAccessEvent"
 RELAY: Final = "philedger.audit.CriticalResultRelay"
@@ -214,7 +215,7 @@ def _ledger_read_access(d: Decoded, event_time: datetime, facility_id: str) -> A
         position=d.pos,
         facility_id=facility_id,
         **_who(rec, "actor", where),
-        dicom_event_id="110101",
+        dicom_event_id=dicom.AUDIT_LOG_USED,
         action="R",
         outcome=_str(rec, "outcome", where),
         network_address=_opt_str(rec, "network_address", where),

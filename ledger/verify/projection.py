@@ -20,6 +20,7 @@ from typing import Final
 
 from ledger.audit.records import JsonValue
 from ledger.errors import MalformedInputError
+from schemas import dicom
 
 __all__ = ["cell_equal", "project_event"]
 
@@ -94,7 +95,7 @@ def project_event(full_name: str, record: Mapping[str, JsonValue]) -> dict[str, 
             "user_name": actor.get("name"),
             "user_role": actor.get("role"),
             "user_org": actor.get("organization"),
-            "dicom_event_id": "110101",
+            "dicom_event_id": dicom.AUDIT_LOG_USED,
             "action": "R",
             "outcome": record.get("outcome"),
             "study_uid": None,

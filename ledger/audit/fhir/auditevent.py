@@ -128,13 +128,13 @@ def _access_event(rec: StoredRecord, ns: FhirNamespace) -> Resource:
     details = rec.text_map("details")
 
     out: Resource = {}
-    query = details.pop("query", None) if code == "110112" else None
+    query = details.pop("query", None) if code == dicom.QUERY else None
     extensions = detail_extensions(details, ns)
     if extensions:
         out["extension"] = extensions
     out["type"] = coding(DCM, code, dicom.EVENT_IDS.get(code))
     subtypes = event_type_subtypes(rec, ns)
-    if code == "110106" and recipient is not None:
+    if code == dicom.EXPORT and recipient is not None:
         subtypes.append(coding(ISO_21089_LIFECYCLE, "disclose", "Disclose Record Lifecycle Event"))
     if subtypes:
         out["subtype"] = subtypes
@@ -198,7 +198,7 @@ def _security_event(rec: StoredRecord, ns: FhirNamespace) -> Resource:
     if purpose:
         out["purposeOfEvent"] = [purpose_concept(purpose, ns)]
     if actor.text("role") == "system":  # an application (e.g. Application Activity)
-        agent_type = concept(DCM, "110150", "Application")
+        agent_type = concept(DCM, dicom.APPLICATION_ROLE, dicom.ROLE_IDS[dicom.APPLICATION_ROLE])
     else:  # as the FHIR R4 User Authentication example (AuditEvent/example-login)
         agent_type = concept(EXTRA_SECURITY_ROLE_TYPE, "humanuser", "human user")
     out["agent"] = [
@@ -229,7 +229,7 @@ def _audit_log_used(rec: StoredRecord, ns: FhirNamespace) -> Resource:
     if patient is not None:
         entities.append(patient_entity(patient))
     return {
-        "type": coding(DCM, "110101", dicom.EVENT_IDS["110101"]),
+        "type": coding(DCM, dicom.AUDIT_LOG_USED, dicom.EVENT_IDS[dicom.AUDIT_LOG_USED]),
         "action": "R",
         "recorded": rec.instant("event_time"),
         "outcome": outcome,

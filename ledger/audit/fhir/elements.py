@@ -123,7 +123,7 @@ def person_agent(
 
 def producer_agent(producer_id: str) -> Resource:
     return {
-        "type": concept(DCM, "110150", "Application"),
+        "type": concept(DCM, dicom.APPLICATION_ROLE, dicom.ROLE_IDS[dicom.APPLICATION_ROLE]),
         "who": {"identifier": {"value": producer_id}},
         "requestor": False,
     }
@@ -183,7 +183,7 @@ def study_entity(study: StoredRecord) -> Resource:
         "what": {
             "type": "ImagingStudy",
             "identifier": {
-                "type": concept(DCM, "110180", "Study Instance UID"),
+                "type": concept(DCM, dicom.STUDY_INSTANCE_UID, "Study Instance UID"),
                 "system": DICOM_UID_SYSTEM,
                 "value": f"urn:oid:{study.text('uid')}",
             },
@@ -212,7 +212,7 @@ def position_extension(position: LedgerPosition, ns: FhirNamespace) -> Resource:
 
 
 def user_agent_type(event_code: str, action: str) -> Resource:
-    if event_code == "110106":
+    if event_code == dicom.EXPORT:
         return concept(V3_PARTICIPATION_TYPE, "INF", "informant")
     if action in ("C", "U"):
         return concept(V3_PARTICIPATION_TYPE, "AUT", "author (originator)")

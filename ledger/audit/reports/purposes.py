@@ -15,6 +15,7 @@ from typing import Final
 
 from ledger.audit.reports.phi import is_completed
 from ledger.audit.reports.rows import KIND_ACCESS, AccessRow
+from schemas import dicom
 
 
 class Disposition(StrEnum):
@@ -170,7 +171,7 @@ _NO_PURPOSE: Final = _rule(
 
 #: DICOM EventIDs that are disclosures by themselves: Export (the BALP PrivacyDisclosure
 #: source record) and DICOM Instances Transferred. Any event with a recipient is one too.
-DISCLOSURE_EVENT_IDS: Final = frozenset({"110106", "110104"})
+DISCLOSURE_EVENT_IDS: Final = frozenset({dicom.EXPORT, "110104"})
 
 
 def disclosure_rule(row: AccessRow) -> PurposeRule:
