@@ -161,7 +161,7 @@ def wait_api(timeout: float = 60.0) -> None:
 @app.command()
 def consume(verbose: bool = False) -> None:
     """Run the consumer: Kafka topics -> ledger, exactly once (until SIGTERM)."""
-    from consumers.__main__ import run_consumer
+    from consumers.process import run_consumer
     from ledger.errors import LedgerError
     from ledger.log.keys import load_signers
     from ledger.pg.checkpointer import CheckpointPolicy
