@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeAlias
 
 import typer
 
@@ -23,46 +23,63 @@ atna_app = typer.Typer(
 )
 
 
+# The options of ``ledger atna serve``, named so that its signature reads as their list.
+_Cert: TypeAlias = Annotated[Path | None, typer.Option(help="PEM certificate chain (TLS).")]
+_Key: TypeAlias = Annotated[Path | None, typer.Option(help="PEM private key for --cert.")]
+_ClientCa: TypeAlias = Annotated[
+    Path | None,
+    typer.Option(help="CA that signs the senders' client certificates (required for TLS)."),
+]
+_Senders: TypeAlias = Annotated[
+    Path | None,
+    typer.Option(help="TOML policy: the AuditSourceIDs each certificate CN may claim."),
+]
+_Host: TypeAlias = Annotated[str, typer.Option(help="Bind address.")]
+_TlsPort: TypeAlias = Annotated[int, typer.Option(help="RFC 5425 (syslog over TLS) port.")]
+_UdpPort: TypeAlias = Annotated[
+    int | None,
+    typer.Option(
+        help="RFC 5426 (syslog over UDP) port. Off unless given: UDP is not "
+        "authenticated and spoofable; datagrams may claim only [udp] sources."
+    ),
+]
+_NoTls: TypeAlias = Annotated[bool, typer.Option(help="Do not listen on TLS.")]
+_KeptDir: TypeAlias = Annotated[Path, typer.Option(help="Where unparseable messages are kept.")]
+_ProducerId: TypeAlias = Annotated[
+    str | None,
+    typer.Option(help="Producer id (default: LEDGER_PRODUCER_KEY_FILE's, else atna-receiver)."),
+]
+_DefaultFacility: TypeAlias = Annotated[
+    str | None, typer.Option(help="Facility when a message names no site.")
+]
+_MaxMessageBytes: TypeAlias = Annotated[int, typer.Option(min=2048)]
+_MaxConnections: TypeAlias = Annotated[int, typer.Option(min=1)]
+_IdleTimeout: TypeAlias = Annotated[float, typer.Option(help="Seconds.")]
+_ParseWorkers: TypeAlias = Annotated[
+    int | None,
+    typer.Option(min=0, show_default="2", help="Processes that parse messages; 0: none."),
+]
+_StatsEvery: TypeAlias = Annotated[float, typer.Option(help="Log counters every N seconds.")]
+
+
 @atna_app.command("serve")
 def atna_serve(
-    cert: Annotated[Path | None, typer.Option(help="PEM certificate chain (TLS).")] = None,
-    key: Annotated[Path | None, typer.Option(help="PEM private key for --cert.")] = None,
-    client_ca: Annotated[
-        Path | None,
-        typer.Option(help="CA that signs the senders' client certificates (required for TLS)."),
-    ] = None,
-    senders: Annotated[
-        Path | None,
-        typer.Option(help="TOML policy: the AuditSourceIDs each certificate CN may claim."),
-    ] = None,
-    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
-    tls_port: Annotated[int, typer.Option(help="RFC 5425 (syslog over TLS) port.")] = 16514,
-    udp_port: Annotated[
-        int | None,
-        typer.Option(
-            help="RFC 5426 (syslog over UDP) port. Off unless given: UDP is not "
-            "authenticated and spoofable; datagrams may claim only [udp] sources."
-        ),
-    ] = None,
-    no_tls: Annotated[bool, typer.Option(help="Do not listen on TLS.")] = False,
-    kept_dir: Annotated[Path, typer.Option(help="Where unparseable messages are kept.")] = Path(
-        ".local/atna/kept"
-    ),
-    producer_id: Annotated[
-        str | None,
-        typer.Option(help="Producer id (default: LEDGER_PRODUCER_KEY_FILE's, else atna-receiver)."),
-    ] = None,
-    default_facility: Annotated[
-        str | None, typer.Option(help="Facility when a message names no site.")
-    ] = None,
-    max_message_bytes: Annotated[int, typer.Option(min=2048)] = 65536,
-    max_connections: Annotated[int, typer.Option(min=1)] = 256,
-    idle_timeout: Annotated[float, typer.Option(help="Seconds.")] = 300.0,
-    parse_workers: Annotated[
-        int | None,
-        typer.Option(min=0, show_default="2", help="Processes that parse messages; 0: none."),
-    ] = None,
-    stats_every: Annotated[float, typer.Option(help="Log counters every N seconds.")] = 60.0,
+    cert: _Cert = None,
+    key: _Key = None,
+    client_ca: _ClientCa = None,
+    senders: _Senders = None,
+    host: _Host = "127.0.0.1",
+    tls_port: _TlsPort = 16514,
+    udp_port: _UdpPort = None,
+    no_tls: _NoTls = False,
+    kept_dir: _KeptDir = Path(".local/atna/kept"),
+    producer_id: _ProducerId = None,
+    default_facility: _DefaultFacility = None,
+    max_message_bytes: _MaxMessageBytes = 65536,
+    max_connections: _MaxConnections = 256,
+    idle_timeout: _IdleTimeout = 300.0,
+    parse_workers: _ParseWorkers = None,
+    stats_every: _StatsEvery = 60.0,
     verbose: bool = False,
 ) -> None:
     """Run the ATNA receiver until SIGTERM."""
@@ -72,12 +89,7 @@ def atna_serve(
     from producers.signing import ProducerKeyError
 
     configure_logging(verbose)
-    if senders is None:
-        raise fail(
-            "--senders is required: the FILE saying which AuditSourceIDs each sender may claim"
-        )
-    if not no_tls and client_ca is None:
-        raise fail("--client-ca is required: TLS senders must present a client certificate")
+    senders = _required_policy(senders, tls=not no_tls, client_ca=client_ca)
     settings = Settings.load()
     if producer_id is None:
         producer_id = key_producer_id(settings.producer_key_file, DEFAULT_PRODUCER_ID)
@@ -105,6 +117,17 @@ def atna_serve(
     except (AtnaPolicyError, ProducerKeyError, ValueError) as exc:
         raise fail(str(exc)) from exc
     print(f"ATNA receiver exited: {stats_json(stats)}", file=sys.stderr, flush=True)
+
+
+def _required_policy(senders: Path | None, *, tls: bool, client_ca: Path | None) -> Path:
+    """The senders policy file; refuse to start without one, or TLS without a client CA."""
+    if senders is None:
+        raise fail(
+            "--senders is required: the FILE saying which AuditSourceIDs each sender may claim"
+        )
+    if tls and client_ca is None:
+        raise fail("--client-ca is required: TLS senders must present a client certificate")
+    return senders
 
 
 @atna_app.command("kept")

@@ -8,8 +8,9 @@ and ``--reason``) before the first byte is written or read.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -22,6 +23,9 @@ from ledgerctl.commands.common import (
     report_console_stdout,
 )
 from ledgerctl.settings import KafkaRole, Settings
+
+if TYPE_CHECKING:
+    from ledgerctl.replay import ReplayedLog
 
 
 def export(
@@ -60,8 +64,6 @@ def replay(
     It reads every event's PHI from Kafka: the read is recorded in the ledger (your OS
     user and --reason) before the first record is read.
     """
-    import base64
-
     from ledger.errors import LedgerError
     from ledger.log.keys import load_signers
     from ledgerctl.clireads import replay_recorder
@@ -91,6 +93,14 @@ def replay(
         source = asyncio.run(source_roots(settings.require("reader_url"), logs))
     except LedgerError as exc:
         raise fail(str(exc)) from exc
+    if _print_roots(logs, source):
+        raise typer.Exit(code=1)
+
+
+def _print_roots(logs: Sequence[ReplayedLog], source: Mapping[str, bytes | None]) -> int:
+    """Print each replayed log's size and root with how it compares; count those that differ."""
+    import base64
+
     out = report_console_stdout()
     differ = 0
     for log in logs:
@@ -104,5 +114,4 @@ def replay(
         differ += theirs is not None and theirs != log.root
         root = base64.b64encode(log.root).decode()
         out.print(f"{log.origin}  size {log.size}  root {root}  {verdict}")
-    if differ:
-        raise typer.Exit(code=1)
+    return differ

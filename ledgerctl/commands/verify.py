@@ -7,53 +7,62 @@ be read at all (an unreachable API is not an inconsistency).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeAlias
 
 import typer
 
 from ledgerctl.commands.common import console, fail, load_verifiers, report_console_stdout
 from ledgerctl.settings import Settings
 
+# The options of ``ledger verify``, named so that its signature reads as their list.
+_Keys: TypeAlias = Annotated[
+    list[str] | None,
+    typer.Option("--key", help="Verifier key (repeat for rotation); default LEDGER_VERIFIER_KEY."),
+]
+_Bundle: TypeAlias = Annotated[
+    Path | None, typer.Option(help="Verify an export bundle (from `ledger export`).")
+]
+_Api: TypeAlias = Annotated[
+    str | None, typer.Option(help="Verify a running ledger through its read API.")
+]
+_Proof: TypeAlias = Annotated[
+    Path | None, typer.Option(help="Verify one .tlog-proof file (offline).")
+]
+_CheckIndex: TypeAlias = Annotated[
+    bool, typer.Option("--check-index/--no-check-index", help="Also decode every event.")
+]
+_Jobs: TypeAlias = Annotated[int, typer.Option(min=1, help="Processes: logs verify in parallel.")]
+_TrustedCheckpoints: TypeAlias = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--trusted-checkpoint",
+        help="A checkpoint you kept earlier (file, or a directory of *.checkpoint files; "
+        "repeatable): the log must still reproduce it, so truncation or a replaced "
+        "history is caught.",
+    ),
+]
+_HeadsOut: TypeAlias = Annotated[
+    Path | None,
+    typer.Option(
+        help="After an OK verdict, write each log's verified tree head here as a "
+        "checkpoint file (keep it; pass it to --trusted-checkpoint next time)."
+    ),
+]
+_JsonOut: TypeAlias = Annotated[
+    bool, typer.Option("--json", help="Print one JSON document instead of the report.")
+]
+
 
 def verify(
-    key: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--key", help="Verifier key (repeat for rotation); default LEDGER_VERIFIER_KEY."
-        ),
-    ] = None,
-    bundle: Annotated[
-        Path | None, typer.Option(help="Verify an export bundle (from `ledger export`).")
-    ] = None,
-    api: Annotated[
-        str | None, typer.Option(help="Verify a running ledger through its read API.")
-    ] = None,
-    proof: Annotated[
-        Path | None, typer.Option(help="Verify one .tlog-proof file (offline).")
-    ] = None,
-    check_index: Annotated[
-        bool, typer.Option("--check-index/--no-check-index", help="Also decode every event.")
-    ] = True,
-    jobs: Annotated[int, typer.Option(min=1, help="Processes: logs verify in parallel.")] = 1,
-    trusted_checkpoint: Annotated[
-        list[Path] | None,
-        typer.Option(
-            "--trusted-checkpoint",
-            help="A checkpoint you kept earlier (file, or a directory of *.checkpoint files; "
-            "repeatable): the log must still reproduce it, so truncation or a replaced "
-            "history is caught.",
-        ),
-    ] = None,
-    heads_out: Annotated[
-        Path | None,
-        typer.Option(
-            help="After an OK verdict, write each log's verified tree head here as a "
-            "checkpoint file (keep it; pass it to --trusted-checkpoint next time)."
-        ),
-    ] = None,
-    json_out: Annotated[
-        bool, typer.Option("--json", help="Print one JSON document instead of the report.")
-    ] = False,
+    key: _Keys = None,
+    bundle: _Bundle = None,
+    api: _Api = None,
+    proof: _Proof = None,
+    check_index: _CheckIndex = True,
+    jobs: _Jobs = 1,
+    trusted_checkpoint: _TrustedCheckpoints = None,
+    heads_out: _HeadsOut = None,
+    json_out: _JsonOut = False,
 ) -> None:
     """Verify signatures, roots, consistency and the event index; report EVERY inconsistency.
 
