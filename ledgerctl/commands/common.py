@@ -28,6 +28,7 @@ REASON = typer.Option(
 
 
 def configure_logging(verbose: bool = False) -> None:
+    """Log lines to stderr (DEBUG with --verbose); aiokafka's chatter from WARNING up."""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -37,6 +38,7 @@ def configure_logging(verbose: bool = False) -> None:
 
 
 def load_verifiers(settings: Settings, keys: list[str] | None = None) -> tuple[Verifier, ...]:
+    """The checkpoint verifier keys: ``keys`` (--key), else LEDGER_VERIFIER_KEY."""
     from ledger.errors import LedgerError
     from ledger.log.keys import parse_verifiers
 
@@ -60,17 +62,20 @@ def kafka_security(settings: Settings, role: KafkaRole) -> KafkaSecurity:
 
 
 def fail(message: str) -> typer.Exit:
+    """Print ``error: message`` on stderr; the caller raises the returned exit (code 1)."""
     console.print(f"[red]error:[/red] {message}", soft_wrap=True)
     return typer.Exit(code=1)
 
 
 def progress() -> Any:
+    """A progress bar per log on the stderr console (a context manager)."""
     from ledgerctl.verifying import progress_bar
 
     return progress_bar(console)
 
 
 def report_console_stdout() -> Console:
+    """The stdout console for reports (200 columns wide when not a terminal)."""
     from ledgerctl.report import report_console
 
     return report_console()
