@@ -126,7 +126,7 @@ def spawn(args: list[str], child_env: dict[str, str]) -> subprocess.Popen[bytes]
 
 
 def child_consume(auth: bool) -> None:
-    from consumers.__main__ import run_consumer
+    from consumers.process import run_consumer
     from ledger.log.keys import load_signers
     from ledger.pg.checkpointer import CheckpointPolicy
     from ledgerctl.settings import KafkaRole, Settings

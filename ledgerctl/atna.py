@@ -121,36 +121,61 @@ async def run_atna(
         default_facility=default_facility,
     )
     stopping = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
-    try:
+    with _stop_on_signals(stopping):
         async with (
             Emitter(emitter_config(settings, producer_id, KafkaRole.ATNA)) as emitter,
             AtnaReceiver(config, emitter) as receiver,
         ):
-            logger.info(
-                "ATNA receiver ready: TLS %s:%s (client certificates required, %d senders), "
-                "UDP %s, producer %s, topic %s",
-                host,
-                receiver.tls_port,
-                len(policy.tls),
-                "off" if receiver.udp_port is None else f"{host}:{receiver.udp_port}",
-                producer_id,
-                settings.access_topic,
-            )
+            _log_ready(receiver, settings, host=host, policy=policy, producer_id=producer_id)
             if ready is not None:
                 ready(receiver)
-            while not stopping.is_set():
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(stats_every):
-                        await stopping.wait()
-                logger.info("ATNA stats %s", stats_json(receiver.stats()))
+            await _log_stats_until(stopping, receiver, stats_every)
             await receiver.stop()
             return receiver.stats()
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stopping: asyncio.Event) -> Iterator[None]:
+    """SIGTERM and SIGINT set ``stopping`` inside the block; their handlers go when it ends."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    try:
+        yield
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+
+
+def _log_ready(
+    receiver: AtnaReceiver,
+    settings: Settings,
+    *,
+    host: str,
+    policy: SenderPolicy,
+    producer_id: str,
+) -> None:
+    logger.info(
+        "ATNA receiver ready: TLS %s:%s (client certificates required, %d senders), "
+        "UDP %s, producer %s, topic %s",
+        host,
+        receiver.tls_port,
+        len(policy.tls),
+        "off" if receiver.udp_port is None else f"{host}:{receiver.udp_port}",
+        producer_id,
+        settings.access_topic,
+    )
+
+
+async def _log_stats_until(
+    stopping: asyncio.Event, receiver: AtnaReceiver, stats_every: float
+) -> None:
+    """Log the receiver's counters every ``stats_every`` seconds, and once more at the stop."""
+    while not stopping.is_set():
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(stats_every):
+                await stopping.wait()
+        logger.info("ATNA stats %s", stats_json(receiver.stats()))
 
 
 def list_kept(

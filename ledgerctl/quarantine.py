@@ -91,24 +91,7 @@ async def resubmit(
             )
         if row["record_value"] is None:
             raise MalformedInputError(f"record {quarantine_id} has no value to re-send")
-        producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap,
-            acks="all",
-            enable_idempotence=True,
-            **client_kwargs(security or KafkaSecurity()),
-        )
-        await producer.start()
-        try:
-            meta = await producer.send_and_wait(
-                row["topic"],
-                value=bytes(row["record_value"]),
-                key=None if row["record_key"] is None else bytes(row["record_key"]),
-                headers=None
-                if row["envelope"] is None
-                else [(ENVELOPE_HEADER, bytes(row["envelope"]))],
-            )
-        finally:
-            await producer.stop()
+        meta = await _send_back(row, bootstrap, security or KafkaSecurity())
         await conn.execute(
             sql.INSERT_RESUBMISSION,
             quarantine_id, getpass.getuser(), meta.topic, meta.partition, meta.offset,
@@ -118,3 +101,25 @@ async def resubmit(
     return Resubmitted(
         quarantine_id=quarantine_id, topic=meta.topic, partition=meta.partition, offset=meta.offset
     )
+
+
+async def _send_back(row: asyncpg.Record, bootstrap: str, security: KafkaSecurity) -> Any:
+    """Send a quarantined record's bytes, key and envelope to its topic; its metadata."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        **client_kwargs(security),
+    )
+    await producer.start()
+    try:
+        return await producer.send_and_wait(
+            row["topic"],
+            value=bytes(row["record_value"]),
+            key=None if row["record_key"] is None else bytes(row["record_key"]),
+            headers=None
+            if row["envelope"] is None
+            else [(ENVELOPE_HEADER, bytes(row["envelope"]))],
+        )
+    finally:
+        await producer.stop()

@@ -118,6 +118,60 @@ async def replay(
     there stops the replay with nothing read). ``security``: a principal that may READ
     the topics and the ``replay-*`` groups."""
     security = security or KafkaSecurity()
+    target_owner = await _empty_target(owner_url, database)
+    if before_reading is not None:
+        await before_reading()
+    # The same producers are trusted (and the same keys revoked) as in the source ledger.
+    await copy_producer_keys(owner_url, target_owner)
+    try:
+        targets = await end_offsets(bootstrap, topics, security)
+    except KafkaError as exc:
+        raise UnavailableError(f"cannot read the topics' end offsets from {bootstrap}") from exc
+    if not any(targets.values()):
+        return []  # empty topics: nothing to read (and no consumer to stop mid-join)
+    appender = PostgresAppender(dsn=on_database(appender_url, database), ledger_name=ledger_name)
+    await appender.start()
+    checkpointer = Checkpointer(pool=appender.pool, signers=signers, policy=CheckpointPolicy())
+    consumer = _replay_consumer(
+        appender, checkpointer, bootstrap=bootstrap, topics=topics, relay_topics=relay_topics,
+        security=security,
+    )  # fmt: skip
+    try:
+        await _consume_to(consumer, appender, topics, targets, timeout)
+        return await _signed_roots(appender, checkpointer)
+    finally:
+        await appender.stop()
+
+
+def _replay_consumer(
+    appender: PostgresAppender,
+    checkpointer: Checkpointer,
+    *,
+    bootstrap: str,
+    topics: Sequence[str],
+    relay_topics: frozenset[str],
+    security: KafkaSecurity,
+) -> LedgerConsumer:
+    """The live ingestion consumer, in a fresh ``replay-*`` group (so from the first offset)."""
+    return LedgerConsumer(
+        config=ConsumerConfig(
+            bootstrap_servers=bootstrap,
+            topics=tuple(topics),
+            relay_topics=relay_topics,
+            group_id=f"replay-{secrets.token_hex(6)}",
+            kafka_security=security,
+        ),
+        appender=appender,
+        codec=Codec(),
+        checkpointer=checkpointer,
+        key_source=appender,
+    )
+
+
+async def _empty_target(owner_url: str, database: str) -> str:
+    """Create ``database`` if missing and migrate it; refuse it unless it holds no log.
+
+    Returns the schema owner's URL of the target database."""
     admin = await asyncpg.connect(owner_url)
     try:
         exists = await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database)
@@ -133,61 +187,53 @@ async def replay(
             raise ConflictError(f"database {database} is not empty; replay needs an empty one")
     finally:
         await check.close()
+    return target_owner
 
-    if before_reading is not None:
-        await before_reading()
-    # The same producers are trusted (and the same keys revoked) as in the source ledger.
-    await copy_producer_keys(owner_url, target_owner)
-    try:
-        targets = await end_offsets(bootstrap, topics, security)
-    except KafkaError as exc:
-        raise UnavailableError(f"cannot read the topics' end offsets from {bootstrap}") from exc
-    if not any(targets.values()):
-        return []  # empty topics: nothing to read (and no consumer to stop mid-join)
-    appender = PostgresAppender(dsn=on_database(appender_url, database), ledger_name=ledger_name)
-    await appender.start()
-    checkpointer = Checkpointer(pool=appender.pool, signers=signers, policy=CheckpointPolicy())
-    consumer = LedgerConsumer(
-        config=ConsumerConfig(
-            bootstrap_servers=bootstrap,
-            topics=tuple(topics),
-            relay_topics=relay_topics,
-            group_id=f"replay-{secrets.token_hex(6)}",
-            kafka_security=security,
-        ),
-        appender=appender,
-        codec=Codec(),
-        checkpointer=checkpointer,
-        key_source=appender,
-    )
-    try:
-        async with consumer:
-            runner = asyncio.create_task(consumer.run())
-            deadline = time.monotonic() + timeout
-            while True:
-                done = True
-                for topic in topics:
-                    parts = [tp.partition for tp in targets if tp.topic == topic]
-                    stored = await appender.committed_offsets(topic, parts)
-                    for tp in (t for t in targets if t.topic == topic):
-                        if targets[tp] > 0 and stored.get(tp.partition, 0) < targets[tp]:
-                            done = False
-                if done:
-                    break
-                if runner.done() or time.monotonic() > deadline:
-                    raise UnavailableError("replay did not reach the end offsets in time")
-                await asyncio.sleep(0.2)
-            await consumer.stop()
-            await asyncio.gather(runner, return_exceptions=True)
-        out = []
+
+async def _consume_to(
+    consumer: LedgerConsumer,
+    appender: PostgresAppender,
+    topics: Sequence[str],
+    targets: dict[TopicPartition, int],
+    timeout: float,
+) -> None:
+    """Run ``consumer`` until every partition's committed offset reaches its target."""
+    async with consumer:
+        runner = asyncio.create_task(consumer.run())
+        deadline = time.monotonic() + timeout
+        while not await _reached(appender, topics, targets):
+            if runner.done() or time.monotonic() > deadline:
+                raise UnavailableError("replay did not reach the end offsets in time")
+            await asyncio.sleep(0.2)
+        await consumer.stop()
+        await asyncio.gather(runner, return_exceptions=True)
+
+
+async def _reached(
+    appender: PostgresAppender, topics: Sequence[str], targets: dict[TopicPartition, int]
+) -> bool:
+    """Whether the target database committed every non-empty partition up to its target."""
+    done = True
+    for topic in topics:
+        parts = [tp.partition for tp in targets if tp.topic == topic]
+        stored = await appender.committed_offsets(topic, parts)
+        for tp in (t for t in targets if t.topic == topic):
+            if targets[tp] > 0 and stored.get(tp.partition, 0) < targets[tp]:
+                done = False
+    return done
+
+
+async def _signed_roots(
+    appender: PostgresAppender, checkpointer: Checkpointer
+) -> list[ReplayedLog]:
+    """Sign a checkpoint of every replayed log at its full size; return the sizes and roots."""
+    out = []
+    async with appender.pool.acquire() as conn:
+        logs = await conn.fetch(sql.LOGS)
+    for log in logs:
+        log_id, size = int(log["log_id"]), int(log["size"])
+        await checkpointer.checkpoint(log_id, force=True)
         async with appender.pool.acquire() as conn:
-            logs = await conn.fetch(sql.LOGS)
-        for log in logs:
-            log_id, size = int(log["log_id"]), int(log["size"])
-            await checkpointer.checkpoint(log_id, force=True)
-            async with appender.pool.acquire() as conn:
-                root = await tree.root_at(conn, log_id, size, size)
-            out.append(ReplayedLog(origin=log["origin"], size=size, root=root))
-        return out
-    finally:
-        await appender.stop()
+            root = await tree.root_at(conn, log_id, size, size)
+        out.append(ReplayedLog(origin=log["origin"], size=size, root=root))
+    return out

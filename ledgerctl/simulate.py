@@ -21,7 +21,7 @@ from integrations.simulator import Simulator
 from ledgerctl.settings import KafkaRole, Settings
 from ledgerctl.tables import fetch_history
 from producers.emitter import Emitter, EmitterConfig, EmitterHealth
-from producers.events import AuditEvent, CriticalResultRelay, PhiAccessEvent
+from producers.events import AuditEvent, CriticalResultRelay, Patient, PhiAccessEvent
 from producers.signing import load_producer_key
 
 
@@ -173,6 +173,22 @@ async def run_demo(
     producer_id = key_producer_id(settings.producer_key_file, demo_id)
     started = time.perf_counter()
     await emit_all(settings, stream, rate=0, producer_id=producer_id)
+    entries = await _await_history(settings, patient, mine, timeout)
+    return DemoResult(
+        patient_id=patient.id,
+        history=entries,
+        emitted=len(stream),
+        facilities=len({e.facility.id for e in stream}),
+        users=len({_actor_id(e) for e in stream}),
+        patients=len({e.patient for e in stream}),
+        seconds=time.perf_counter() - started,
+    )
+
+
+async def _await_history(
+    settings: Settings, patient: Patient, mine: set[str], timeout: float
+) -> list[dict[str, object]]:
+    """``patient``'s history through the API once it holds every event id in ``mine``."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -181,15 +197,7 @@ async def run_demo(
             entries = []
         seen = {str(e["event_id"]) for e in entries}
         if mine <= seen:
-            return DemoResult(
-                patient_id=patient.id,
-                history=entries,
-                emitted=len(stream),
-                facilities=len({e.facility.id for e in stream}),
-                users=len({_actor_id(e) for e in stream}),
-                patients=len({e.patient for e in stream}),
-                seconds=time.perf_counter() - started,
-            )
+            return entries
         if time.monotonic() > deadline:
             raise TimeoutError(
                 f"only {len(mine & seen)} of {len(mine)} events for patient {patient.id} "

@@ -6,7 +6,7 @@ import re
 
 from typer.testing import CliRunner
 
-from ledgerctl.__main__ import app
+from ledgerctl.cli import app
 from tests.support import ROOT
 
 README = (ROOT / "README.md").read_text()

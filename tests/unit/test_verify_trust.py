@@ -28,7 +28,7 @@ from ledger.verify import (
     verify_log,
 )
 from ledger.verify.bundle import BundleReader
-from ledgerctl.__main__ import app
+from ledgerctl.cli import app
 from ledgerctl.verdict import as_json, head_file_name, load_trusted, verdict_line, write_heads
 from ledgerctl.verifying import run_verify, verify_bundle_jobs
 from tests.unit.test_verify import (

@@ -1,4 +1,4 @@
-"""Composition root of the consumer process: ``python -m consumers`` or ``ledger consume``.
+"""Composition root of the consumer process, run by ``ledger consume`` (which reads the settings).
 
 Invariant: the process wires exactly one appender, one checkpointer (holding the
 signer keys), one codec and one consumer, and on SIGTERM/SIGINT finishes its
@@ -56,10 +56,7 @@ async def run_consumer(
     authenticate_producers: bool = True,
     kafka_security: KafkaSecurity | None = None,
 ) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = _stop_on_signals()
     config = ConsumerConfig(
         bootstrap_servers=bootstrap,
         topics=topics,
@@ -85,16 +82,26 @@ async def run_consumer(
     async with appender, consumer:
         tune_gc()
         logger.info("consuming %s as group %s", ",".join(topics), group_id)
-        runner = asyncio.create_task(consumer.run())
-        stopper = asyncio.create_task(stop.wait())
-        await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        await consumer.stop()
-        stopper.cancel()
-        failure = (await asyncio.gather(runner, return_exceptions=True))[0]
-        logger.info("consumer stopped: %s", consumer.stats)
-        if isinstance(failure, BaseException):
-            raise failure
+        await _run_until(consumer, stop)
 
 
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit("run the consumer with `ledger consume` (it reads the settings)")
+def _stop_on_signals() -> asyncio.Event:
+    """An event that SIGTERM or SIGINT sets (the process's only way to stop)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def _run_until(consumer: LedgerConsumer, stop: asyncio.Event) -> None:
+    """Run ``consumer`` until ``stop`` is set or it fails; finish its batch; re-raise a failure."""
+    runner = asyncio.create_task(consumer.run())
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    await consumer.stop()
+    stopper.cancel()
+    failure = (await asyncio.gather(runner, return_exceptions=True))[0]
+    logger.info("consumer stopped: %s", consumer.stats)
+    if isinstance(failure, BaseException):
+        raise failure

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from ledger.errors import LedgerError
 from ledger.pg.producerkeys import add_producer_key, list_producer_keys, revoke_producer_key
+from ledgerctl.commands.common import console
 from ledgerctl.settings import Settings
 from producers.signing import (
     ProducerKeyError,
@@ -28,10 +28,10 @@ producer_app = typer.Typer(
     help="Producer keys: who may write events (Ed25519, registered in the ledger).",
     no_args_is_help=True,
 )
-console = Console(stderr=True)
 
 
 def _fail(message: str) -> typer.Exit:
+    # Unlike commands.common.fail, long messages wrap at the terminal width (as always here).
     console.print(f"[red]error:[/red] {message}")
     return typer.Exit(code=1)
 

@@ -1,0 +1,64 @@
+"""The ``ledger`` command line (typer): the single composition root for operators.
+
+Invariant: each subcommand reads ``Settings`` once, wires the components it needs,
+and never prints a secret; failures exit non-zero with a one-line reason.
+
+This module is the command table: the commands live in ``ledgerctl.commands``, one
+module per group, and are registered here in the order ``ledger --help`` lists them.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from ledgerctl.commands import (
+    atna,
+    emit,
+    export_replay,
+    history,
+    producer,
+    quarantine,
+    services,
+    setup,
+    tokens,
+    verify,
+)
+from ledgerctl.commands.common import console
+
+app = typer.Typer(
+    help="PHI audit ledger: ingest, serve, simulate and inspect a verifiable audit log.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+app.command()(setup.migrate)
+app.command()(setup.topics)
+app.command()(services.consume)
+app.command()(setup.keygen)
+app.command("verifier-key")(setup.verifier_key)
+app.command()(services.serve)
+app.command()(emit.simulate)
+app.command()(history.history)
+app.command()(emit.demo)
+app.command()(export_replay.export)
+app.command()(verify.verify)
+app.command()(quarantine.alerts)
+app.command()(export_replay.replay)
+
+app.add_typer(services.wait_app, name="wait")
+app.add_typer(quarantine.quarantine_app, name="quarantine")
+app.add_typer(tokens.token_app, name="token")
+app.add_typer(producer.producer_app, name="producer")
+app.add_typer(atna.atna_app, name="atna")
+app.add_typer(emit.spool_app, name="spool")
+
+
+def main() -> None:
+    from producers.errors import KafkaSettingsError
+
+    try:
+        app()
+    except KafkaSettingsError as exc:  # a bad Kafka setting or file, met deep in a command
+        console.print(f"[red]error:[/red] {exc}")
+        raise SystemExit(1) from exc

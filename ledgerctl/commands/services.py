@@ -1,0 +1,117 @@
+"""``ledger consume``, ``serve`` and ``wait ...``: the long-running processes, and the
+readiness waits that scripts put before them.
+
+Invariant: a service runs until SIGTERM; a wait exits 1 with one line when its
+dependency did not answer in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ledgerctl.commands.common import configure_logging, fail, kafka_security
+from ledgerctl.settings import KafkaRole, Settings
+
+wait_app = typer.Typer(help="Wait until a dependency is ready (for scripts).", no_args_is_help=True)
+
+
+def consume(verbose: bool = False) -> None:
+    """Run the consumer: Kafka topics -> ledger, exactly once (until SIGTERM)."""
+    from consumers.process import run_consumer
+    from ledger.errors import LedgerError
+    from ledger.log.keys import load_signers
+    from ledger.pg.checkpointer import CheckpointPolicy
+
+    configure_logging(verbose)
+    settings = Settings.load()
+    if not settings.signer_key_file:
+        raise fail("LEDGER_SIGNER_KEY_FILE is not set (run `make up`, or `ledger keygen`)")
+    try:
+        signers = load_signers(settings.signer_key_file)
+    except LedgerError as exc:
+        raise fail(str(exc)) from exc
+    asyncio.run(
+        run_consumer(
+            bootstrap=settings.kafka_bootstrap,
+            topics=settings.topics,
+            relay_topics=frozenset({settings.relay_topic}),
+            group_id=settings.consumer_group,
+            appender_dsn=settings.require("appender_url"),
+            ledger_name=settings.ledger_name,
+            signers=signers,
+            policy=CheckpointPolicy(
+                every_leaves=settings.checkpoint_every_leaves,
+                every_ms=settings.checkpoint_every_ms,
+            ),
+            max_clock_skew_seconds=settings.max_clock_skew_seconds,
+            session_timeout_ms=settings.session_timeout_ms,
+            group_instance_id=settings.consumer_instance_id,
+            max_batch=settings.consumer_max_batch,
+            kafka_security=kafka_security(settings, KafkaRole.CONSUMER),
+        )
+    )
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 18080,
+    tls_cert: Annotated[
+        Path | None, typer.Option(help="PEM certificate chain: serve HTTPS only.")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="PEM private key for --tls-cert.")] = None,
+    verbose: bool = False,
+) -> None:
+    """Run the query API (until SIGTERM). Every read is recorded in the ledger."""
+    from ledgerctl.serve import run_api
+
+    configure_logging(verbose)
+    settings = Settings.load()
+    cert = tls_cert or (Path(settings.tls_cert_file) if settings.tls_cert_file else None)
+    key = tls_key or (Path(settings.tls_key_file) if settings.tls_key_file else None)
+    if (cert is None) != (key is None):
+        raise fail("give both a TLS certificate and its key, or neither")
+    asyncio.run(run_api(settings, host=host, port=port, tls_cert=cert, tls_key=key))
+
+
+@wait_app.command("kafka")
+def wait_kafka(timeout: float = 60.0) -> None:
+    """Wait until Kafka answers a metadata request."""
+    from ledgerctl.infra import kafka_ready
+
+    settings = Settings.load()
+    try:
+        asyncio.run(
+            kafka_ready(
+                settings.kafka_bootstrap, timeout, kafka_security(settings, KafkaRole.ADMIN)
+            )
+        )
+    except TimeoutError as exc:
+        raise fail(str(exc)) from exc
+
+
+@wait_app.command("postgres")
+def wait_postgres(timeout: float = 60.0) -> None:
+    """Wait until PostgreSQL accepts the reader role."""
+    from ledgerctl.infra import postgres_ready
+
+    settings = Settings.load()
+    try:
+        asyncio.run(postgres_ready(settings.require("reader_url"), timeout))
+    except TimeoutError as exc:
+        raise fail(str(exc)) from exc
+
+
+@wait_app.command("api")
+def wait_api(timeout: float = 60.0) -> None:
+    """Wait until the API answers /healthz."""
+    from ledgerctl.infra import api_ready
+
+    settings = Settings.load()
+    try:
+        asyncio.run(api_ready(settings.api_url, timeout))
+    except TimeoutError as exc:
+        raise fail(str(exc)) from exc
