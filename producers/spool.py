@@ -46,7 +46,6 @@ are identical, so the ledger counts it as a duplicate of the same event id.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import itertools
 import json
@@ -62,6 +61,14 @@ from types import TracebackType
 from typing import Final, Self
 
 from producers.errors import SpoolError, SpoolFullError
+from producers.files import (
+    DirectoryInUseError,
+    DirectoryLock,
+    atomic_write,
+    fsync_directory,
+    truncate_durably,
+    write_all,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -209,34 +216,6 @@ class _Segment:
     size: int
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_all(fd: int, data: bytes | memoryview) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so a crash leaves the old or the new file, never a mix."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        _write_all(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
 class Spool:
     """``with Spool(path) as spool: spool.append([...]); spool.ack(spool.read())``.
 
@@ -260,7 +239,7 @@ class Spool:
         self._segment_bytes = segment_bytes
         self._io = threading.RLock()
         self._acct = threading.Lock()
-        self._lock_fd: int | None = None
+        self._lock = DirectoryLock(self._dir / _LOCK)
         self._segments: dict[int, _Segment] = {}
         self._active: _Segment | None = None
         self._active_fd: int | None = None
@@ -283,7 +262,7 @@ class Spool:
 
     @property
     def is_open(self) -> bool:
-        return self._lock_fd is not None
+        return self._lock.held
 
     @property
     def pending_records(self) -> int:
@@ -311,22 +290,18 @@ class Spool:
     def open(self) -> RecoveryReport:
         """Lock the directory, recover its segments and cursor; idempotent."""
         with self._io:
-            if self._lock_fd is not None:
+            if self._lock.held:
                 return self._report(0, (), 0)
             try:
                 self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-                lock_fd = os.open(self._dir / _LOCK, os.O_RDWR | os.O_CREAT, 0o600)
-            except OSError as exc:
-                raise SpoolError(f"cannot open spool directory {self._dir}: {exc}") from exc
-            try:
-                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                os.close(lock_fd)
+                self._lock.acquire()
+            except DirectoryInUseError as exc:
                 raise SpoolError(
                     f"spool directory {self._dir} is in use by another process; "
                     "every emitter needs its own spool_dir"
                 ) from exc
-            self._lock_fd = lock_fd
+            except OSError as exc:
+                raise SpoolError(f"cannot open spool directory {self._dir}: {exc}") from exc
             try:
                 return self._recover()
             except OSError as exc:
@@ -340,9 +315,7 @@ class Spool:
                 os.close(self._active_fd)
                 self._active_fd = None
             self._active = None
-            if self._lock_fd is not None:
-                os.close(self._lock_fd)
-                self._lock_fd = None
+            self._lock.release()
 
     def __enter__(self) -> Self:
         self.open()
@@ -436,7 +409,7 @@ class Spool:
                             len(data) - at,
                         )
                         truncated += len(data) - at
-                        self._truncate(path, at)
+                        truncate_durably(path, at)
                     else:
                         quarantined.append(self._quarantine(path, data, at, str(bad)))
                     break
@@ -460,7 +433,7 @@ class Spool:
         self._cursor = cursor
         self._oldest_created_ms = oldest
         self._active = None
-        _fsync_dir(self._dir)
+        fsync_directory(self._dir)
         report = self._report(truncated, tuple(quarantined), deleted)
         if report.pending_records or truncated or quarantined:
             logger.info("spool %s recovered: %s", self._dir, report)
@@ -476,26 +449,17 @@ class Spool:
             deleted_segments=deleted,
         )
 
-    @staticmethod
-    def _truncate(path: Path, size: int) -> None:
-        fd = os.open(path, os.O_WRONLY)
-        try:
-            os.ftruncate(fd, size)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
     def _quarantine(self, path: Path, data: bytes, offset: int, reason: str) -> str:
         """Move ``data[offset:]`` of a segment aside and truncate the segment there."""
         target = path.with_name(f"{path.name}.corrupt-{offset}")
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            _write_all(fd, data[offset:])
+            write_all(fd, data[offset:])
             os.fsync(fd)
         finally:
             os.close(fd)
-        self._truncate(path, offset)
-        _fsync_dir(self._dir)
+        truncate_durably(path, offset)
+        fsync_directory(self._dir)
         logger.error(
             "spool segment %s is corrupt at offset %d (%s): %d bytes moved to %s; "
             "records there cannot be sent",
@@ -510,7 +474,7 @@ class Spool:
     # ------------------------------------------------------------------ writing
 
     def _require_open(self) -> None:
-        if self._lock_fd is None:
+        if not self._lock.held:
             raise SpoolError(f"spool {self._dir} is not open")
 
     def reserve(self, nbytes: int, *, force: bool = False) -> None:
@@ -595,7 +559,7 @@ class Spool:
             return
         if self._active_fd is None:
             raise OSError("no active spool segment to write to")
-        _write_all(self._active_fd, b"".join(pending))
+        write_all(self._active_fd, b"".join(pending))
         pending.clear()
 
     def _roll(self) -> _Segment:
@@ -609,9 +573,9 @@ class Spool:
         path = self._dir / f"{seg_id:016d}{_SEGMENT_SUFFIX}"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
         try:
-            _write_all(fd, _HEADER.pack(MAGIC, FORMAT_VERSION, seg_id))
+            write_all(fd, _HEADER.pack(MAGIC, FORMAT_VERSION, seg_id))
             os.fsync(fd)
-            _fsync_dir(self._dir)
+            fsync_directory(self._dir)
         except OSError:
             os.close(fd)
             path.unlink(missing_ok=True)
@@ -630,7 +594,7 @@ class Spool:
             if segment is None:
                 continue
             with contextlib.suppress(OSError):
-                self._truncate(segment.path, size)
+                truncate_durably(segment.path, size)
             segment.size = size
         for segment in created:
             if segment.size == HEADER_LEN and segment is not self._active:
@@ -805,7 +769,7 @@ class Spool:
                 segment.path.unlink()
             del self._segments[segment.id]
         with contextlib.suppress(OSError):
-            _fsync_dir(self._dir)
+            fsync_directory(self._dir)
 
     def _created_at_cursor(self) -> int | None:
         pos = self._normalize(self._cursor)
