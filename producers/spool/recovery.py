@@ -90,16 +90,7 @@ def _scan(found: Recovered, seg_id: int, path: Path, *, last: bool) -> None:
     """Count one segment's pending records; truncate a torn tail, quarantine damage."""
     data = path.read_bytes()
     if not header_ok(data, seg_id):
-        if last and len(data) < HEADER_LEN:
-            # Created but its header never reached the disk: a torn segment, no records.
-            logger.warning("spool segment %s has no complete header; removed", path)
-            found.truncated += len(data)
-            path.unlink()
-        else:
-            target = path.with_name(f"{path.name}.corrupt-0")
-            path.rename(target)
-            found.quarantined.append(target.name)
-            logger.error("spool segment %s has a bad header; moved to %s", path, target)
+        _set_aside(found, path, len(data), last=last)
         return
     start = found.cursor.offset if seg_id == found.cursor.segment else HEADER_LEN
     at = min(start, len(data))
@@ -129,3 +120,17 @@ def _scan(found: Recovered, seg_id: int, path: Path, *, last: bool) -> None:
         at += size
     view.release()
     found.segments[seg_id] = Segment(id=seg_id, path=path, size=at)
+
+
+def _set_aside(found: Recovered, path: Path, size: int, *, last: bool) -> None:
+    """A segment without a valid header: removed when torn, else quarantined whole."""
+    if last and size < HEADER_LEN:
+        # Created but its header never reached the disk: a torn segment, no records.
+        logger.warning("spool segment %s has no complete header; removed", path)
+        found.truncated += size
+        path.unlink()
+    else:
+        target = path.with_name(f"{path.name}.corrupt-0")
+        path.rename(target)
+        found.quarantined.append(target.name)
+        logger.error("spool segment %s has a bad header; moved to %s", path, target)
