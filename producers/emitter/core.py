@@ -33,7 +33,6 @@ from producers.errors import EmitterUnavailableError, ProducerError
 from producers.events import AuditEvent
 from producers.kafka_security import client_kwargs
 from producers.lifecycle import AsyncLifecycle
-from producers.spool import Spool
 
 logger = logging.getLogger("producers.emitter")
 
@@ -52,7 +51,7 @@ class Emitter(AsyncLifecycle):
         self._deliveries = Deliveries()
         self._link = KafkaLink(config)
         self._writer = SpoolWriter(self._deliveries, self._signals, self._io)
-        self._route = Route(config, self._deliveries, self._writer, self._signals)
+        self._route = Route(config, self._deliveries, self._writer, self._signals, self._io)
         self._sender = DirectSender(
             config,
             route=self._route,
@@ -95,7 +94,7 @@ class Emitter(AsyncLifecycle):
             await self._link.connect_or_raise()
             route.state = EmitterState.DIRECT
             return
-        spool = await self._open_spool(self._config.spool_dir)
+        spool = await route.open_spool(self._config.spool_dir, self._sequences)
         connect_within = min(self._config.connect_timeout_seconds, self._config.max_block_seconds)
         try:
             connected = await self._link.connect(connect_within)
@@ -118,23 +117,6 @@ class Emitter(AsyncLifecycle):
             route.state = EmitterState.DIRECT
         self._writer.start(spool)
         self._drain_task = asyncio.create_task(self._drainer.run(), name="emitter-spool-drainer")
-
-    async def _open_spool(self, directory: str) -> Spool:
-        self._io.open()
-        spool = Spool(
-            directory,
-            max_bytes=self._config.spool_max_bytes,
-            segment_bytes=self._config.spool_segment_bytes,
-        )
-        try:
-            await self._io.run(spool.open)
-            await self._sequences.open(spool, self._io)
-        except BaseException:
-            await self._io.run(spool.close)
-            self._io.shutdown()
-            raise
-        self._route.spool = spool
-        return spool
 
     async def stop(self) -> None:
         """Flush to Kafka within ``stop_timeout_seconds``, spool the rest; idempotent.
@@ -168,7 +150,7 @@ class Emitter(AsyncLifecycle):
         await cancel(self._drain_task)
         self._drain_task = None
         if spool is not None:
-            await self._spool_in_flight()
+            await self._route.spool_in_flight()
         producer, self._link.producer = self._link.producer, None
         if producer is not None:
             # Anything aiokafka still holds is spooled by now (or, without a spool, lost).
@@ -185,29 +167,8 @@ class Emitter(AsyncLifecycle):
         self._deliveries.abandon_waiting()
         await self._sequences.close()
         if spool is not None:
-            await self._close_spool(spool)
+            await self._route.close_spool()
         self._io.shutdown()
-
-    async def _spool_in_flight(self) -> None:
-        """Queue what aiokafka still holds for the spool, and wait until it is written."""
-        route, inflight = self._route, self._deliveries.inflight
-        if inflight:
-            route.switch_to_spooling("stopping before Kafka acknowledged every event")
-            for pending in list(inflight.values()):
-                if not pending.suspect:
-                    route.make_suspect(pending)
-        await self._signals.wait_for(lambda: not self._writer.busy)
-        await self._writer.stop()
-
-    async def _close_spool(self, spool: Spool) -> None:
-        if spool.pending_records:
-            logger.warning(
-                "emitter stopped with %d event(s) in the spool %s; they are sent on the next start",
-                spool.pending_records,
-                spool.directory,
-            )
-        await self._io.run(spool.close)
-        self._route.spool = None
 
     def _nothing_in_flight(self) -> bool:
         return not self._deliveries.inflight

@@ -1,4 +1,5 @@
-"""The switch to the spool, and the spool writer's group commit.
+"""The spool's side of the emitter: opening and closing it, the switch to it, and the
+writer's group commit.
 
 Invariant: once the emitter is SPOOLING, every event still in flight is queued for the
 spool (oldest first, never refused: Kafka is owed it already) before any new event, and
@@ -15,6 +16,7 @@ import logging
 
 from producers.emitter.config import EmitterConfig, EmitterState, Meta
 from producers.emitter.deliveries import Deliveries, InFlight
+from producers.emitter.stamping import Sequences
 from producers.emitter.support import IoThread, Signals, cancel, retrieve
 from producers.errors import EmitterUnavailableError, ProducerError, SpoolError
 from producers.spool import Spool, SpoolEntry, record_size
@@ -127,7 +129,8 @@ class SpoolWriter:
 
 
 class Route:
-    """Where new events go (``state``), and the spool they go to when Kafka cannot take them."""
+    """Where new events go (``state``), and the spool they go to when Kafka cannot take
+    them: opened on ``start``, closed on ``stop``."""
 
     def __init__(
         self,
@@ -135,14 +138,59 @@ class Route:
         deliveries: Deliveries,
         writer: SpoolWriter,
         signals: Signals,
+        io: IoThread,
     ) -> None:
         self._config = config
         self._deliveries = deliveries
         self._writer = writer
         self._signals = signals
+        self._io = io
         self.state = EmitterState.STOPPED
         self.closing = False
         self.spool: Spool | None = None
+
+    async def open_spool(self, directory: str, sequences: Sequences) -> Spool:
+        """Open (recover) the spool on a new I/O thread and continue its sequence numbers."""
+        self._io.open()
+        spool = Spool(
+            directory,
+            max_bytes=self._config.spool_max_bytes,
+            segment_bytes=self._config.spool_segment_bytes,
+        )
+        try:
+            await self._io.run(spool.open)
+            await sequences.open(spool, self._io)
+        except BaseException:
+            await self._io.run(spool.close)
+            self._io.shutdown()
+            raise
+        self.spool = spool
+        return spool
+
+    async def spool_in_flight(self) -> None:
+        """Stopping: queue what aiokafka still holds for the spool, wait until it is written,
+        and stop the writer."""
+        inflight = self._deliveries.inflight
+        if inflight:
+            self.switch_to_spooling("stopping before Kafka acknowledged every event")
+            for pending in list(inflight.values()):
+                if not pending.suspect:
+                    self.make_suspect(pending)
+        await self._signals.wait_for(lambda: not self._writer.busy)
+        await self._writer.stop()
+
+    async def close_spool(self) -> None:
+        spool = self.spool
+        if spool is None:
+            return
+        if spool.pending_records:
+            logger.warning(
+                "emitter stopped with %d event(s) in the spool %s; they are sent on the next start",
+                spool.pending_records,
+                spool.directory,
+            )
+        await self._io.run(spool.close)
+        self.spool = None
 
     @property
     def spooling(self) -> bool:
