@@ -74,6 +74,14 @@ from producers.events import (
     npi_checksum_ok,
     validate,
 )
+from producers.files import (
+    DirectoryInUseError,
+    DirectoryLock,
+    atomic_write,
+    fsync_directory,
+    truncate_durably,
+    write_all,
+)
 from producers.kafka_security import KafkaSecurity
 from producers.lifecycle import AsyncLifecycle
 from producers.pipe import MAX_PENDING as PIPE_MAX_PENDING
@@ -93,6 +101,8 @@ __all__ = [
     "Codec",
     "CriticalResultRelay",
     "DecodeError",
+    "DirectoryInUseError",
+    "DirectoryLock",
     "DisclosedRange",
     "Emitter",
     "EmitterConfig",
@@ -121,8 +131,12 @@ __all__ = [
     "SpoolFullError",
     "Study",
     "SyncEmitter",
+    "atomic_write",
+    "fsync_directory",
     "load_producer_key",
     "new_event_id",
     "npi_checksum_ok",
+    "truncate_durably",
     "validate",
+    "write_all",
 ]

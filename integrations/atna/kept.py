@@ -27,7 +27,6 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import fcntl
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -37,6 +36,13 @@ from pathlib import Path
 from typing import Final
 
 from integrations.errors import KeptStoreError, KeptStoreFullError
+from producers import (
+    DirectoryInUseError,
+    DirectoryLock,
+    fsync_directory,
+    truncate_durably,
+    write_all,
+)
 
 __all__ = ["KeptMessage", "KeptRecord", "KeptStore", "read_kept"]
 
@@ -101,14 +107,6 @@ def _segments(directory: Path) -> list[Path]:
     return sorted(found)
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _decode(line: bytes) -> KeptMessage | None:
     try:
         obj = json.loads(line)
@@ -143,7 +141,7 @@ class KeptStore:
         self.directory = Path(directory)
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes
-        self._lock_fd: int | None = None
+        self._lock = DirectoryLock(self.directory / "LOCK")
         self._file: int | None = None
         self._file_bytes = 0
         self._next_id = 1
@@ -168,17 +166,13 @@ class KeptStore:
         try:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.chmod(self.directory, 0o700)
-            fd = os.open(self.directory / "LOCK", os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
-            raise KeptStoreError(f"cannot open the kept store {self.directory}: {exc}") from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
+            self._lock.acquire()
+        except DirectoryInUseError as exc:
             raise KeptStoreError(
                 f"the kept store {self.directory} is in use by another receiver"
             ) from exc
-        self._lock_fd = fd
+        except OSError as exc:
+            raise KeptStoreError(f"cannot open the kept store {self.directory}: {exc}") from exc
         try:
             self._recover()
         except OSError as exc:
@@ -194,10 +188,7 @@ class KeptStore:
         data = last.read_bytes()
         end = data.rfind(b"\n") + 1
         if end < len(data):  # a torn last line: cut it off
-            with open(last, "r+b") as f:
-                f.truncate(end)
-                f.flush()
-                os.fsync(f.fileno())
+            truncate_durably(last, end)
             self._bytes -= len(data) - end
             data = data[:end]
         for line in reversed(data.splitlines()):
@@ -215,7 +206,7 @@ class KeptStore:
     def append(self, records: Sequence[KeptRecord]) -> list[int]:
         """Write and fsync records; return their ids. Raises ``KeptStoreFullError`` (after
         writing and fsyncing those before it) for the first record that does not fit."""
-        if self._lock_fd is None:
+        if not self._lock.held:
             raise KeptStoreError("the kept store is not open")
         ids: list[int] = []
         full: KeptStoreFullError | None = None
@@ -231,10 +222,7 @@ class KeptStore:
                 fd = self._file
                 if fd is None or self._file_bytes + len(line) > self.segment_bytes:
                     fd = self._roll()
-                view = memoryview(line)
-                while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
+                write_all(fd, line)
                 self._file_bytes += len(line)
                 self._bytes += len(line)
                 ids.append(self._next_id)
@@ -257,7 +245,7 @@ class KeptStore:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
         self._file = fd
         self._file_bytes = 0
-        _fsync_dir(self.directory)
+        fsync_directory(self.directory)
         return fd
 
     def close(self) -> None:
@@ -266,9 +254,7 @@ class KeptStore:
                 os.fsync(self._file)
             os.close(self._file)
             self._file = None
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        self._lock.release()
 
 
 def read_kept(

@@ -32,6 +32,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Final
 
+from producers import atomic_write
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["FILE_NAME", "StampLog"]
@@ -116,18 +118,6 @@ class StampLog:
         for event_id, seq in items:
             body.append(f"{event_id} {seq}\n")
             count += 1
-        tmp = self.path.with_name(FILE_NAME + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, "".join(body).encode("ascii"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        atomic_write(self.path, "".join(body).encode("ascii"), tmp_name=FILE_NAME + ".tmp")
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
         self._lines = count
