@@ -10,11 +10,13 @@ and ledger accept exactly the same events. Converting to and from Avro records
 (``to_record`` / ``codec.from_record``) is lossless.
 
 Modules: ``model`` (enums and dataclasses), ``limits`` (bounds and vocabularies),
-``records`` (Avro mapping, schema names, Kafka key), ``fields`` (one rule per field kind),
+``records`` (Avro mapping, schema names, Kafka key), ``decoding`` (records back to
+events), ``fields`` (one rule per field kind),
 ``validation`` (which rules apply to which event). They import only the standard library,
 ``producers.errors``, ``producers.netaddr`` and the ``schemas`` data package.
 """
 
+from producers.events.decoding import from_record
 from producers.events.fields import npi_checksum_ok
 from producers.events.limits import (
     DICOM_EVENT_IDS,
@@ -103,6 +105,7 @@ __all__ = [
     "Study",
     "check_producer_id",
     "event_key",
+    "from_record",
     "new_event_id",
     "npi_checksum_ok",
     "schema_name",
