@@ -16,7 +16,6 @@ import fcntl
 import logging
 import os
 import pickle
-import struct
 import subprocess
 import sys
 import threading
@@ -24,31 +23,25 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import fields
 from pathlib import Path
-from typing import IO, Final, Literal
+from typing import Final, Literal
 
 from producers.emitter import EmitterConfig
 from producers.errors import EmitterPushbackError, EmitterUnavailableError
 from producers.events import AuditEvent, schema_name, to_record
+from producers.pipe_protocol import (
+    BLOCK,
+    IDLE_ENV,
+    MAX_PENDING,
+    NICE_ENV,
+    PIPE_BYTES,
+    frame,
+    read_message,
+)
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["MAX_PENDING", "PipeEmitter", "PriorityPolicy", "main"]
 
-_LEN: Final = struct.Struct(">I")
-_NICE_ENV: Final = "PHI_LEDGER_PIPE_NICE"
-_IDLE_ENV: Final = "PHI_LEDGER_PIPE_IDLE"
-#: The pipe to the pipe process holds this much (Linux's default limit for unprivileged users);
-#: what does not fit waits in memory until the next emit or acknowledgement.
-_PIPE_BYTES: Final = 1 << 20
-#: Sequence numbers the pipe process reserves at a time; it sends a new block once it has
-#: emitted half of the newest. The host is never more than ``max_pending`` frames ahead of
-#: the pipe process, and ``max_pending`` < BLOCK // 2, so it never waits for numbers. A pipe process
-#: crash skips at most BLOCK numbers (the ledger allows gaps; they never repeat).
-BLOCK: Final = 65_536
-#: The most frames a host may have unacknowledged (``PipeEmitter(max_pending=...)``).
-MAX_PENDING: Final = BLOCK // 2 - 1
-#: The pipe process acknowledges at most this often (each acknowledgement wakes a host thread).
-_ACK_EVERY: Final = 0.02
 #: How often the watchdog looks at the pipe process's acknowledgements and CPU waits.
 _WATCH_EVERY: Final = 0.25
 #: A pipe process is starving when it spent at least this share of the last look waiting for
@@ -61,56 +54,6 @@ _RESTART_MAX: Final = 5.0
 def _config_fields(config: EmitterConfig) -> dict[str, object]:
     """The emitter's settings, one level deep (nested settings stay dataclasses)."""
     return {f.name: getattr(config, f.name) for f in fields(config)}
-
-
-def _frame(message: tuple[object, ...]) -> bytes:
-    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    return _LEN.pack(len(data)) + data
-
-
-def _read_message(stream: IO[bytes]) -> tuple[object, ...] | None:
-    head = stream.read(_LEN.size)
-    if len(head) < _LEN.size:
-        return None
-    (size,) = _LEN.unpack(head)
-    data = stream.read(size)
-    if len(data) < size:
-        return None
-    return _decode(data)
-
-
-def _decode(data: bytes | bytearray) -> tuple[object, ...] | None:
-    """A frame's message, or None if it is no (non-empty) tuple."""
-    message = pickle.loads(data)  # noqa: S301 - our own child process, over our own pipe
-    return message if isinstance(message, tuple) and message else None
-
-
-class _Frames:
-    """Split a byte stream into messages: ``feed`` what was read, ``take`` the complete
-    ones (a frame cut by the end of a read waits for the next)."""
-
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-
-    def feed(self, data: bytes) -> None:
-        self._buffer += data
-
-    def take(self) -> list[tuple[object, ...]]:
-        messages: list[tuple[object, ...]] = []
-        buffer = self._buffer
-        at = 0
-        while len(buffer) - at >= _LEN.size:
-            (size,) = _LEN.unpack_from(buffer, at)
-            end = at + _LEN.size + size
-            if end > len(buffer):
-                break
-            message = _decode(buffer[at + _LEN.size : end])
-            if message is None:
-                raise SystemExit("pipe: malformed frame")
-            messages.append(message)
-            at = end
-        del buffer[:at]
-        return messages
 
 
 def default_python() -> str:
@@ -217,7 +160,7 @@ class PipeEmitter:
         #: promoted): under CPU contention the host's threads go first, and
         #: ``max_pending`` absorbs bursts.
         self._nice = nice
-        #: Run the pipe process at idle priority (see the module docstring), promoting
+        #: Run the pipe process at idle priority (docs/design/pipe.md), promoting
         #: one whose oldest unacknowledged frame waits ``starved_seconds`` while it waits
         #: for a CPU, and demoting it again after ``demote_seconds`` of keeping up.
         self._idle = idle
@@ -284,10 +227,10 @@ class PipeEmitter:
         in order (never called holding ``_cond``)."""
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(self._pythonpath)
-        env[_NICE_ENV] = str(self._nice)
+        env[NICE_ENV] = str(self._nice)
         with self._cond:
             idle = self._spawn_idle
-        env[_IDLE_ENV] = "1" if idle else "0"
+        env[IDLE_ENV] = "1" if idle else "0"
         proc = subprocess.Popen(  # noqa: S603 - our own module, no shell
             [self._python, "-m", "producers.pipe"],
             stdin=subprocess.PIPE,
@@ -298,7 +241,7 @@ class PipeEmitter:
             raise EmitterUnavailableError("the pipe process has no stdin")
         os.set_blocking(proc.stdin.fileno(), False)  # emit() never waits on the pipe
         with contextlib.suppress(OSError):  # more frames per write (the rest waits in _out)
-            fcntl.fcntl(proc.stdin.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
+            fcntl.fcntl(proc.stdin.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
         self._reader = threading.Thread(
             target=self._read, args=(proc,), name="phi-ledger-pipe-reader", daemon=True
         )
@@ -306,7 +249,7 @@ class PipeEmitter:
             self._proc = proc
             self._pipe_idle = idle
             self._progress_at = time.monotonic()
-            self._out = bytearray(_frame(("config", _config_fields(self._config))))
+            self._out = bytearray(frame(("config", _config_fields(self._config))))
             for data in self._unacked.values():
                 self._out += data
             self._flush()
@@ -419,7 +362,7 @@ class PipeEmitter:
                 self._progress_at = time.monotonic()
             frame_no = self._next_frame
             self._next_frame += 1
-            data = _frame(("event", frame_no, schema_name(event), record))
+            data = frame(("event", frame_no, schema_name(event), record))
             self._unacked[frame_no] = data
             self._counts["accepted"] += 1
             self._out += data
@@ -539,7 +482,7 @@ class PipeEmitter:
         stream = proc.stdout
         while stream is not None:
             try:
-                message = _read_message(stream)
+                message = read_message(stream)
             except (OSError, pickle.UnpicklingError, EOFError):
                 message = None
             if message is None:
@@ -618,127 +561,9 @@ def _run_queue_ns(pid: int) -> int | None:
 
 def main() -> None:  # pragma: no cover - runs in the child; tests/integration/test_pipe.py
     """``python -m producers.pipe``: read frames on stdin, emit, acknowledge on stdout."""
-    import asyncio
+    from producers import pipe_process
 
-    # The protocol gets its own copy of stdout; anything printed goes to stderr instead.
-    protocol = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="pipe %(message)s")
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    if os.environ.get(_IDLE_ENV) == "1":  # before any thread: they inherit the policy
-        try:
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-        except (OSError, AttributeError) as exc:  # AttributeError: not Linux
-            logger.warning("cannot run at idle priority: %r", exc)
-    nice = int(os.environ.get(_NICE_ENV, "0"))
-    if nice > 0:
-        os.nice(nice)  # the host's own threads first when the cores are busy
-    asyncio.run(_serve(sys.stdin.buffer, protocol))
-
-
-async def _serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:  # pragma: no cover - child
-    import asyncio
-
-    from producers.codec import from_record
-    from producers.emitter import Emitter
-    from producers.errors import EventValidationError, ProducerError
-
-    loop = asyncio.get_running_loop()
-    # stdin is read in the event loop, whatever the pipe holds at once: one wake-up per
-    # chunk the host wrote (it writes once per batch), not a thread hand-off per frame.
-    pipe = asyncio.StreamReader(limit=_PIPE_BYTES)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(pipe), stdin)
-    frames = _Frames()
-
-    async def receive() -> list[tuple[object, ...]] | None:
-        """The next complete messages, oldest first; None at the end of the stream."""
-        while True:
-            messages = frames.take()
-            if messages:
-                return messages
-            chunk = await pipe.read(_PIPE_BYTES)
-            if not chunk:
-                return None  # end of stream (a partial frame is the host dying mid-write)
-            frames.feed(chunk)
-
-    first = await receive()
-    if not first or first[0][0] != "config" or not isinstance(first[0][1], dict):
-        raise SystemExit("pipe: the first frame must be the configuration")
-    config = EmitterConfig(**first[0][1])
-    out_lock = asyncio.Lock()
-
-    async def send(message: tuple[object, ...]) -> None:
-        async with out_lock:
-            stdout.write(_frame(message))
-            stdout.flush()
-
-    async with Emitter(config) as emitter:
-        first_number = await emitter.reserve_block(BLOCK)
-        await send(("block", first_number, BLOCK))
-        block_end = first_number + BLOCK
-        # (frame, done once the frame's event is durable), oldest first: a frame is
-        # acknowledged once it and every frame before it are in Kafka or the spool, so a
-        # pipe process killed with events in aiokafka's memory leaves them to its successor.
-        tracked: collections.deque[tuple[int, asyncio.Future[None] | None]] = collections.deque()
-
-        async def acknowledge() -> None:
-            upto = 0
-            while tracked and (tracked[0][1] is None or tracked[0][1].done()):
-                frame_no, durable = tracked.popleft()
-                if durable is not None and durable.exception() is not None:
-                    tracked.appendleft((frame_no, durable))  # not kept: never acknowledged
-                    break
-                upto = frame_no
-            if upto:
-                await send(("ack", upto))
-
-        async def acknowledging() -> None:
-            while True:
-                await asyncio.sleep(_ACK_EVERY)
-                await acknowledge()
-
-        acks = asyncio.create_task(acknowledging())
-        batch: list[tuple[object, ...]] | None = first[1:]
-        while batch is not None:
-            for message in batch:
-                if len(message) != 4 or message[0] != "event":
-                    raise SystemExit("pipe: malformed frame")
-                _, frame_no, name, record = message
-                if not (isinstance(frame_no, int) and isinstance(name, str)):
-                    raise SystemExit("pipe: malformed frame")
-                try:
-                    event = from_record(name, record)  # type: ignore[arg-type]
-                except (KeyError, TypeError, ValueError) as exc:
-                    # Refused, not fatal: a pipe process that died on it would get it again.
-                    logger.error("refused a record that is no event (%s)", type(exc).__name__)
-                    await send(("refused", frame_no, "<record>"))
-                    tracked.append((frame_no, None))
-                    continue
-                durable: asyncio.Future[None] | None = None
-                delay = 0.05
-                while True:
-                    try:
-                        durable = await emitter.emit_tracked(event)
-                        break
-                    except EventValidationError as exc:
-                        logger.error("refused an invalid event (field %s)", exc.field)
-                        await send(("refused", frame_no, exc.field))
-                        break
-                    except (ProducerError, OSError) as exc:
-                        logger.warning("the emitter refused an event (%r); retrying", exc)
-                        await asyncio.sleep(delay)
-                        delay = min(2.0, delay * 2)
-                tracked.append((frame_no, durable))
-                if (event.producer_seq or 0) >= block_end - BLOCK // 2:
-                    first_number = await emitter.reserve_block(BLOCK)
-                    await send(("block", first_number, BLOCK))
-                    block_end = first_number + BLOCK
-            batch = await receive()
-        await emitter.stop()  # flushes to Kafka, or spools: every event is durable now
-        acks.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await acks
-        await acknowledge()
+    pipe_process.main()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -24,7 +24,8 @@ import pytest
 
 from integrations.simulator import Simulator
 from producers.events import AuditEvent, Patient, PhiAccessEvent, schema_name, to_record
-from producers.pipe import PipeEmitter, _config_fields, _frame, _read_message
+from producers.pipe import PipeEmitter, _config_fields
+from producers.pipe_protocol import frame, read_message
 from tests.integration.test_emitter_durability import consume, fresh_topics
 from tests.integration.test_sync_emitter import sync_config
 from tests.support import Stack
@@ -120,10 +121,10 @@ def _talk_to_a_pipe(frames: list[tuple[object, ...]]) -> tuple[list[tuple[object
     assert proc.stdin is not None
     assert proc.stdout is not None
     for message in frames:
-        proc.stdin.write(_frame(message))
+        proc.stdin.write(frame(message))
     proc.stdin.close()
     replies = []
-    while (reply := _read_message(proc.stdout)) is not None:
+    while (reply := read_message(proc.stdout)) is not None:
         replies.append(reply)
     return replies, proc.wait(30)
 

@@ -7,15 +7,16 @@ import struct
 
 import pytest
 
-from producers.pipe import PriorityPolicy, _frame, _Frames
+from producers.pipe import PriorityPolicy
+from producers.pipe_protocol import Frames, frame
 
 
 def test_frames_split_at_every_byte_decode_to_the_messages_sent() -> None:
     messages = [("config", {"a": 1}), ("event", 1, "PhiAccessEvent", {"x": "é" * 300}),
                 ("event", 2, "SecurityEvent", {})]  # fmt: skip
-    stream = b"".join(_frame(m) for m in messages)
+    stream = b"".join(frame(m) for m in messages)
     for cut in range(len(stream) + 1):
-        frames = _Frames()
+        frames = Frames()
         frames.feed(stream[:cut])
         got = frames.take()
         frames.feed(stream[cut:])
@@ -25,7 +26,7 @@ def test_frames_split_at_every_byte_decode_to_the_messages_sent() -> None:
 
 
 def test_a_frame_that_is_no_tuple_stops_the_pipe_process() -> None:
-    frames = _Frames()
+    frames = Frames()
     data = pickle.dumps(["not", "a", "tuple"])
     frames.feed(struct.pack(">I", len(data)) + data)
     with pytest.raises(SystemExit, match="malformed frame"):
