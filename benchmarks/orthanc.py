@@ -11,9 +11,9 @@ p99 the plugin adds (goal: < 1 ms for a study read) and how much of it is beyond
 no-op filter: back to back (the plugin's background work, one event per read, competes
 with the next request for the interpreter and the CPU) and paced at a realistic rate.
 Every audited read is an event in Kafka: the run ends by counting them, then prints each
-process's CPU time per read (from /proc, the relay process's too), the figure that
-explains the back-to-back p99 on a small machine, and whether the relay kept its idle
-CPU priority (a starved relay is promoted: see ``producers/pipe.py``). Nothing fails
+process's CPU time per read (from /proc, the pipe process's too), the figure that
+explains the back-to-back p99 on a small machine, and whether the pipe process kept its idle
+CPU priority (a starved pipe process is promoted: see ``producers/pipe.py``). Nothing fails
 on a number. Needs Kafka (`make up` or `deploy/local/stack.sh infra`) and Debian's
 orthanc and orthanc-python (`deploy/local/orthanc.sh install`).
 
@@ -198,8 +198,8 @@ def _pid_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _relay_pid(server: Server) -> int | None:
-    """The audited Orthanc's relay process (its only child)."""
+def _pipe_pid(server: Server) -> int | None:
+    """The audited Orthanc's pipe process (its only child)."""
     pid = server.proc.pid
     children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     return int(children[0]) if children else None
@@ -305,7 +305,7 @@ def main() -> None:
             "PurposeOfUse": "TREAT",
             "Users": {user: {"Role": "radiologist"}},
             "PythonPath": [sysconfig.get_paths()["purelib"]],
-            "RelayPython": sys.executable,
+            "PipePython": sys.executable,
             **{k: v for k, v in security_keys.items() if v is not None},
         }
         servers = [
@@ -330,8 +330,8 @@ def main() -> None:
             print(f"{'route':<26} {'load':<10} {'server':<8} {'p50 ms':>8} {'p99 ms':>8} "
                   f"{'max ms':>8}")  # fmt: skip
             cpu_before = {s.name: _cpu_seconds(s) for s in servers}
-            relay_pid = _relay_pid(servers[2])
-            relay_before = _pid_cpu_seconds(relay_pid) if relay_pid else 0.0
+            pipe_pid = _pipe_pid(servers[2])
+            pipe_before = _pid_cpu_seconds(pipe_pid) if pipe_pid else 0.0
             reads = 0
             runs = [(label, path, 0.0, args.requests) for label, path in routes.items()]
             runs.append(("GET /studies/{id}", routes["GET /studies/{id}"], args.paced_rate,
@@ -372,15 +372,15 @@ def main() -> None:
                 print(f"CPU of the {s.name} Orthanc process while reading: {cpu:.2f} s, "
                       f"{cpu / (reads / len(servers)) * 1e6:.0f} µs per read")  # fmt: skip
             audited = servers[2]
-            if relay_pid is not None and relay_pid == _relay_pid(audited):
-                cpu = _pid_cpu_seconds(relay_pid) - relay_before
-                print(f"CPU of the audited Orthanc's relay process:  {cpu:.2f} s, "
+            if pipe_pid is not None and pipe_pid == _pipe_pid(audited):
+                cpu = _pid_cpu_seconds(pipe_pid) - pipe_before
+                print(f"CPU of the audited Orthanc's pipe process:   {cpu:.2f} s, "
                       f"{cpu / (reads / len(servers)) * 1e6:.0f} µs per read")  # fmt: skip
             health = json.loads(request(audited, audited.connect(), "GET", "/phi-ledger/health"))
             emitter = health["emitter"]
-            print(f"relay: priority {emitter.get('priority')}, "
-                  f"{emitter.get('relay_promotions', 0)} promotion(s) to normal priority, "
-                  f"{emitter.get('relay_restarts', 0)} restart(s)")  # fmt: skip
+            print(f"pipe: priority {emitter.get('priority')}, "
+                  f"{emitter.get('pipe_promotions', 0)} promotion(s) to normal priority, "
+                  f"{emitter.get('pipe_restarts', 0)} restart(s)")  # fmt: skip
         finally:
             for s in servers:
                 s.proc.terminate()

@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import io
 import json
-import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Final
 
@@ -33,32 +32,12 @@ from fastavro.schema import to_parsing_canonical_form
 import schemas
 from producers.errors import DecodeError, EventValidationError
 from producers.events import (
-    ACCESS_SCHEMA_NAME,
-    AUDIT_LOG_USED_SCHEMA_NAME,
     MAX_FUTURE_SKEW,
-    RELAY_SCHEMA_NAME,
-    SECURITY_SCHEMA_NAME,
-    AcrCategory,
-    Actor,
-    AttemptOutcome,
     AuditEvent,
-    AuditLogUsed,
     CriticalResultRelay,
-    DisclosedRange,
-    EventAction,
-    EventOutcome,
-    Facility,
-    LedgerQuery,
-    Patient,
-    PhiAccessEvent,
-    Recipient,
     Record,
-    RelayAttempt,
-    RelayMethod,
-    RelayRecipient,
-    SecurityEvent,
-    Study,
     event_key,
+    from_record,
     schema_name,
     to_record,
     validate_record,
@@ -217,10 +196,6 @@ def load_shipped_schemas() -> tuple[WriterSchema, ...]:
     return tuple(out)
 
 
-_ACCESS_NAME: Final = ACCESS_SCHEMA_NAME
-_RELAY_NAME: Final = RELAY_SCHEMA_NAME
-
-
 class Codec:
     """Encodes events with the newest shipped schema of their type; decodes any known one."""
 
@@ -373,213 +348,3 @@ class Codec:
             raise DecodeError(
                 f"record does not map to an event: {exc}", reason=REASON_INVALID_EVENT
             ) from exc
-
-
-# --------------------------------------------------------------------------- mapping
-
-
-def _d(record: Record, key: str) -> Record:
-    value = record[key]
-    if not isinstance(value, dict):
-        raise TypeError(f"{key} is not a record")
-    return value
-
-
-def _s(record: Record, key: str) -> str:
-    value = record[key]
-    if not isinstance(value, str):
-        raise TypeError(f"{key} is not a string")
-    return value
-
-
-def _os(record: Record, key: str) -> str | None:
-    value = record.get(key)
-    if value is not None and not isinstance(value, str):
-        raise TypeError(f"{key} is not a string")
-    return value
-
-
-def _t(record: Record, key: str) -> datetime:
-    value = record[key]
-    if not isinstance(value, datetime):
-        raise TypeError(f"{key} is not a timestamp")
-    return value.astimezone(UTC)
-
-
-def _ot(record: Record, key: str) -> datetime | None:
-    return None if record.get(key) is None else _t(record, key)
-
-
-def _uuid(record: Record, key: str) -> uuid.UUID:
-    value = record[key]
-    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
-
-
-def _int(record: Record, key: str) -> int:
-    value = record[key]
-    if not isinstance(value, int):
-        raise TypeError(f"{key} is not an integer")
-    return value
-
-
-def _actor_from(r: Record) -> Actor:
-    return Actor(
-        user_id=_s(r, "user_id"),
-        name=_os(r, "name"),
-        role=_s(r, "role"),
-        organization=_os(r, "organization"),
-        npi=_os(r, "npi"),
-    )
-
-
-def _patient_from(r: Record) -> Patient:
-    return Patient(id=_s(r, "id"), issuer=_os(r, "issuer"), state=_os(r, "state"))
-
-
-def _study_from(r: Record) -> Study:
-    sops = r.get("sop_classes") or []
-    instances = r.get("instances")
-    if not isinstance(sops, list) or (instances is not None and not isinstance(instances, int)):
-        raise TypeError("study is malformed")
-    return Study(
-        uid=_s(r, "uid"),
-        accession=_os(r, "accession"),
-        modality=_os(r, "modality"),
-        sop_classes=tuple(str(x) for x in sops),
-        instances=instances,
-    )
-
-
-def _disclosed_from(raw: object) -> tuple[DisclosedRange, ...]:
-    """Schema v2's ``disclosed`` as ranges; a v1 record has none."""
-    if raw is None:
-        return ()
-    if not isinstance(raw, list):
-        raise TypeError("disclosed is not a list")
-    out: list[DisclosedRange] = []
-    for entry in raw:
-        ranges = entry["ranges"]
-        if not isinstance(ranges, list):
-            raise TypeError("disclosed ranges are not a list")
-        log = _s(entry, "log")
-        out += [DisclosedRange(log=log, start=_int(r, "start"), end=_int(r, "end")) for r in ranges]
-    return tuple(out)
-
-
-def from_record(full_name: str, record: Record) -> AuditEvent:
-    """The event for a decoded Avro record of the named schema."""
-    facility = _d(record, "facility")
-    if full_name == AUDIT_LOG_USED_SCHEMA_NAME:
-        actor = _d(record, "actor")
-        query = _d(record, "query")
-        patient = record.get("patient")
-        parameters = query.get("parameters") or {}
-        results = query.get("results")
-        if not isinstance(parameters, dict) or (
-            results is not None and not isinstance(results, int)
-        ):
-            raise TypeError("query is malformed")
-        return AuditLogUsed(
-            facility=Facility(id=_s(facility, "id"), name=_os(facility, "name")),
-            actor=_actor_from(actor),
-            query=LedgerQuery(
-                method=_s(query, "method"),
-                path=_s(query, "path"),
-                status=_int(query, "status"),
-                parameters=MappingProxyType({str(k): str(v) for k, v in parameters.items()}),
-                results=results,
-            ),
-            outcome=EventOutcome(_s(record, "outcome")),
-            network_address=_os(record, "network_address"),
-            patient=_patient_from(patient) if isinstance(patient, dict) else None,
-            disclosed=_disclosed_from(record.get("disclosed")),
-            disclosed_coarsened=record.get("disclosed_coarsened") is True,
-            event_id=_uuid(record, "event_id"),
-            event_time=_t(record, "event_time"),
-            producer_id=_s(record, "producer_id"),
-            producer_seq=_int(record, "producer_seq"),
-        )
-    if full_name == SECURITY_SCHEMA_NAME:
-        patient = record.get("patient")
-        details = record.get("details") or {}
-        if not isinstance(details, dict):
-            raise TypeError("details is not a map")
-        return SecurityEvent(
-            facility=Facility(id=_s(facility, "id"), name=_os(facility, "name")),
-            actor=_actor_from(_d(record, "actor")),
-            dicom_event_id=_s(record, "dicom_event_id"),
-            event_type_code=_os(record, "event_type_code"),
-            action=EventAction(_s(record, "action")),
-            outcome=EventOutcome(_s(record, "outcome")),
-            network_address=_os(record, "network_address"),
-            patient=_patient_from(patient) if isinstance(patient, dict) else None,
-            purpose_of_use=_os(record, "purpose_of_use"),
-            details=MappingProxyType({str(k): str(v) for k, v in details.items()}),
-            event_id=_uuid(record, "event_id"),
-            event_time=_t(record, "event_time"),
-            producer_id=_s(record, "producer_id"),
-            producer_seq=_int(record, "producer_seq"),
-        )
-    common = {
-        "event_id": _uuid(record, "event_id"),
-        "event_time": _t(record, "event_time"),
-        "producer_id": _s(record, "producer_id"),
-        "producer_seq": _int(record, "producer_seq"),
-        "facility": Facility(id=_s(facility, "id"), name=_os(facility, "name")),
-        "patient": _patient_from(_d(record, "patient")),
-    }
-    if full_name == _ACCESS_NAME:
-        study = record.get("study")
-        recipient = record.get("recipient")
-        details = record.get("details") or {}
-        if not isinstance(details, dict):
-            raise TypeError("details is not a map")
-        return PhiAccessEvent(
-            actor=_actor_from(_d(record, "actor")),
-            dicom_event_id=_s(record, "dicom_event_id"),
-            event_type_code=_os(record, "event_type_code"),
-            action=EventAction(_s(record, "action")),
-            outcome=EventOutcome(_s(record, "outcome")),
-            study=_study_from(study) if isinstance(study, dict) else None,
-            network_address=_os(record, "network_address"),
-            purpose_of_use=_os(record, "purpose_of_use"),
-            recipient=Recipient(
-                name=_s(recipient, "name"),
-                address=_os(recipient, "address"),
-                organization=_os(recipient, "organization"),
-            )
-            if isinstance(recipient, dict)
-            else None,
-            details=MappingProxyType({str(k): str(v) for k, v in details.items()}),
-            **common,  # type: ignore[arg-type]
-        )
-    if full_name == _RELAY_NAME:
-        recipient = _d(record, "recipient")
-        attempts = record.get("attempts") or []
-        if not isinstance(attempts, list):
-            raise TypeError("attempts is not an array")
-        return CriticalResultRelay(
-            category=AcrCategory(_s(record, "category")),
-            finding=_os(record, "finding"),
-            study=_study_from(_d(record, "study")),
-            identified_at=_t(record, "identified_at"),
-            communicated_at=_ot(record, "communicated_at"),
-            acknowledged_at=_ot(record, "acknowledged_at"),
-            sender=_actor_from(_d(record, "sender")),
-            recipient=RelayRecipient(
-                name=_s(recipient, "name"), role=_s(recipient, "role"), npi=_os(recipient, "npi")
-            ),
-            method=RelayMethod(_s(record, "method")),
-            read_back=bool(record["read_back"]),
-            attempts=tuple(
-                RelayAttempt(
-                    at=_t(a, "at"),
-                    method=RelayMethod(_s(a, "method")),
-                    outcome=AttemptOutcome(_s(a, "outcome")),
-                    note=_os(a, "note"),
-                )
-                for a in attempts
-            ),
-            **common,  # type: ignore[arg-type]
-        )
-    raise KeyError(f"no event type for schema {full_name}")

@@ -1,42 +1,11 @@
-"""Emit from a host process through a relay process that owns the Kafka client.
+"""Emit from a host process through a child process, the pipe process, that owns the
+Kafka client (``PipeEmitter``; the child is ``python -m producers.pipe``).
 
-``PipeEmitter`` is a synchronous, thread-safe sink for hosts where every microsecond of
-Python counts (Orthanc's embedded interpreter serves HTTP requests on the same GIL and
-cores): ``emit(event)`` stamps the event, pickles its Avro record and writes it as a
-numbered frame to a child process (``python -m producers.pipe``), which validates,
-encodes and emits it with a real ``Emitter`` (Kafka, or its spool while Kafka is away).
-
-Invariants:
-
-* Stamps come from the host side, from blocks of sequence numbers the relay's
-  ``Emitter`` reserved and persisted (``Emitter.reserve_block``), so a frame keeps its
-  stamp for good: a frame sent again is byte-identical, a duplicate to the ledger.
-* The relay acknowledges frames cumulatively once their events are durable: acknowledged
-  by Kafka or fsynced in its spool (``Emitter.emit_tracked``). The host keeps every
-  unacknowledged frame; when the relay exits it starts a new one and sends them again,
-  in order. At most
-  ``max_pending`` frames are unacknowledged: ``emit`` then waits up to
-  ``block_seconds`` and raises ``EmitterPushbackError``.
-* An event the relay finds invalid is logged and counted there and here (``refused``);
-  the host is not told synchronously (that is the price of not validating in the host).
-* The relay runs at idle CPU priority (``SCHED_IDLE``, ``idle=True``): it only takes
-  a core that the host's own threads (and everything else at normal priority) leave
-  free, so it never stands between a request and a CPU. Starvation cannot stall the
-  audit trail: a watchdog thread sees a relay whose frames wait unacknowledged for more
-  than ``starved_seconds`` while it waits for a CPU (``/proc/<pid>/schedstat``), and
-  replaces it with one at normal priority (``nice``), which goes back to idle once it
-  has kept up for ``demote_seconds`` (doubled, up to 30 minutes, each time it starves
-  again soon after: ``PriorityPolicy``). Unprivileged processes may lower a priority,
-  never raise it: hence a new process rather than a policy change.
-* ``stop`` closes the pipe; the relay emits what it has, stops its ``Emitter`` (which
-  flushes or spools) and exits. Frames still unacknowledged after ``timeout`` are
-  counted as lost and logged.
-
-Wire format, both ways: 4-byte big-endian length, then a pickled tuple. Host to relay:
-``("config", dict)`` first, then ``("event", frame_no, schema_name, record)``. Relay to
-host: ``("block", first, count)``, ``("ack", frame_no)``, ``("refused", frame_no,
-field)``. Only this module writes and reads it, over a pipe between two processes of the
-same user.
+Invariant: a frame keeps its stamp for good (sent again, it is byte-identical); the host
+keeps every frame until the pipe process acknowledges it as durable (in Kafka or its
+fsynced spool) and re-sends them, in order, to a new pipe process if it exits; at most
+``max_pending`` frames wait, then ``emit`` pushes back. Design, priorities and the wire
+format: docs/design/pipe.md.
 """
 
 from __future__ import annotations
@@ -47,7 +16,6 @@ import fcntl
 import logging
 import os
 import pickle
-import struct
 import subprocess
 import sys
 import threading
@@ -55,34 +23,28 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import fields
 from pathlib import Path
-from typing import IO, Final, Literal
+from typing import Final, Literal
 
 from producers.emitter import EmitterConfig
 from producers.errors import EmitterPushbackError, EmitterUnavailableError
 from producers.events import AuditEvent, schema_name, to_record
+from producers.pipe_protocol import (
+    BLOCK,
+    IDLE_ENV,
+    MAX_PENDING,
+    NICE_ENV,
+    PIPE_BYTES,
+    frame,
+    read_message,
+)
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["MAX_PENDING", "PipeEmitter", "PriorityPolicy", "main"]
 
-_LEN: Final = struct.Struct(">I")
-_NICE_ENV: Final = "PHI_LEDGER_RELAY_NICE"
-_IDLE_ENV: Final = "PHI_LEDGER_RELAY_IDLE"
-#: The pipe to the relay holds this much (Linux's default limit for unprivileged users);
-#: what does not fit waits in memory until the next emit or acknowledgement.
-_PIPE_BYTES: Final = 1 << 20
-#: Sequence numbers the relay reserves at a time; it sends a new block once it has
-#: emitted half of the newest. The host is never more than ``max_pending`` frames ahead of
-#: the relay, and ``max_pending`` < BLOCK // 2, so it never waits for numbers. A relay
-#: crash skips at most BLOCK numbers (the ledger allows gaps; they never repeat).
-BLOCK: Final = 65_536
-#: The most frames a host may have unacknowledged (``PipeEmitter(max_pending=...)``).
-MAX_PENDING: Final = BLOCK // 2 - 1
-#: The relay acknowledges at most this often (each acknowledgement wakes a host thread).
-_ACK_EVERY: Final = 0.02
-#: How often the watchdog looks at the relay's acknowledgements and CPU waits.
+#: How often the watchdog looks at the pipe process's acknowledgements and CPU waits.
 _WATCH_EVERY: Final = 0.25
-#: A relay is starving when it spent at least this share of the last look waiting for
+#: A pipe process is starving when it spent at least this share of the last look waiting for
 #: a CPU (run-queue delay over wall time).
 _STARVED_SHARE: Final = 0.5
 _RESTART_FIRST: Final = 0.2
@@ -94,58 +56,8 @@ def _config_fields(config: EmitterConfig) -> dict[str, object]:
     return {f.name: getattr(config, f.name) for f in fields(config)}
 
 
-def _frame(message: tuple[object, ...]) -> bytes:
-    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    return _LEN.pack(len(data)) + data
-
-
-def _read_message(stream: IO[bytes]) -> tuple[object, ...] | None:
-    head = stream.read(_LEN.size)
-    if len(head) < _LEN.size:
-        return None
-    (size,) = _LEN.unpack(head)
-    data = stream.read(size)
-    if len(data) < size:
-        return None
-    return _decode(data)
-
-
-def _decode(data: bytes | bytearray) -> tuple[object, ...] | None:
-    """A frame's message, or None if it is no (non-empty) tuple."""
-    message = pickle.loads(data)  # noqa: S301 - our own child process, over our own pipe
-    return message if isinstance(message, tuple) and message else None
-
-
-class _Frames:
-    """Split a byte stream into messages: ``feed`` what was read, ``take`` the complete
-    ones (a frame cut by the end of a read waits for the next)."""
-
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-
-    def feed(self, data: bytes) -> None:
-        self._buffer += data
-
-    def take(self) -> list[tuple[object, ...]]:
-        messages: list[tuple[object, ...]] = []
-        buffer = self._buffer
-        at = 0
-        while len(buffer) - at >= _LEN.size:
-            (size,) = _LEN.unpack_from(buffer, at)
-            end = at + _LEN.size + size
-            if end > len(buffer):
-                break
-            message = _decode(buffer[at + _LEN.size : end])
-            if message is None:
-                raise SystemExit("relay: malformed frame")
-            messages.append(message)
-            at = end
-        del buffer[:at]
-        return messages
-
-
 def default_python() -> str:
-    """The interpreter for the relay: this one, or (embedded in a host such as Orthanc,
+    """The interpreter for the pipe process: this one, or (embedded in a host such as Orthanc,
     where ``sys.executable`` is the host) the system's ``pythonX.Y``."""
     name = os.path.basename(sys.executable or "")
     if name.startswith("python"):
@@ -157,16 +69,18 @@ Verdict = Literal["promote", "demote"]
 
 
 class PriorityPolicy:
-    """When to promote an idle relay, and when to let a promoted one go back to idle.
+    """When to promote an idle pipe process, and when to let a promoted one go back to
+    idle.
 
     Pure: ``decide`` gets what the watchdog observed and says ``"promote"``,
-    ``"demote"`` or ``None``. An idle relay is promoted when frames have waited
+    ``"demote"`` or ``None``. An idle pipe process is promoted when frames have waited
     unacknowledged for more than ``starved_seconds`` and it spent at least half of the
     last look on the run queue (without schedstat, waiting is taken as starving). A
-    promoted relay is demoted once it has kept up (nothing waiting, or acknowledged
-    within the last look) for ``demote_seconds``. A relay starved again soon after a
-    demotion (within ten of those waits) doubles the wait, up to ``MAX_DEMOTE_SECONDS``:
-    on a host busy for hours the relay is not replaced every half minute.
+    promoted pipe process is demoted once it has kept up (nothing waiting, or
+    acknowledged within the last look) for ``demote_seconds``. A pipe process starved
+    again soon after a demotion (within ten of those waits) doubles the wait, up to
+    ``MAX_DEMOTE_SECONDS``:
+    on a host busy for hours the pipe process is not replaced every half minute.
     """
 
     MAX_DEMOTE_SECONDS: Final = 1800.0
@@ -239,30 +153,30 @@ class PipeEmitter:
         self._max_pending = max_pending
         self._block_seconds = block_seconds
         self._python = python or default_python()
-        #: Where the relay finds ``producers`` and its dependencies besides its own
+        #: Where the pipe process finds ``producers`` and its dependencies besides its own
         #: site-packages (default: the directory holding this package).
         self._pythonpath = tuple(pythonpath or (str(Path(__file__).resolve().parents[1]),))
-        #: The nice value of a relay not at idle priority (``idle=False``, or promoted):
-        #: under CPU contention the host's threads go first, and ``max_pending`` absorbs
-        #: bursts.
+        #: The nice value of a pipe process not at idle priority (``idle=False``, or
+        #: promoted): under CPU contention the host's threads go first, and
+        #: ``max_pending`` absorbs bursts.
         self._nice = nice
-        #: Run the relay at idle priority (see the module docstring), promoting a relay
-        #: whose oldest unacknowledged frame waits ``starved_seconds`` while it waits for
-        #: a CPU, and demoting it again after ``demote_seconds`` of keeping up.
+        #: Run the pipe process at idle priority (docs/design/pipe.md), promoting
+        #: one whose oldest unacknowledged frame waits ``starved_seconds`` while it waits
+        #: for a CPU, and demoting it again after ``demote_seconds`` of keeping up.
         self._idle = idle
         self._starved_seconds = starved_seconds
         self._demote_seconds = demote_seconds
-        #: The next relay starts idle; the current one runs idle.
+        #: The next pipe process starts idle; the current one runs idle.
         self._spawn_idle = idle
-        self._relay_idle = False
-        #: When the relay last acknowledged, or frames began waiting (monotonic).
+        self._pipe_idle = False
+        #: When the pipe process last acknowledged, or frames began waiting (monotonic).
         self._progress_at = 0.0
         self._promoting = False
         self._watchdog: threading.Thread | None = None
         #: Ends the watchdog (its own event: ``_cond`` is notified at every ack).
         self._watch_stop = threading.Event()
         self._cond = threading.Condition()
-        #: Bytes for the current relay that its pipe did not take yet.
+        #: Bytes for the current pipe process that its pipe did not take yet.
         self._out = bytearray()
         #: frame number -> framed bytes, oldest first
         self._unacked: collections.OrderedDict[int, bytes] = collections.OrderedDict()
@@ -284,7 +198,7 @@ class PipeEmitter:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self, timeout: float = 30.0) -> None:
-        """Start the relay and wait for its first block of sequence numbers."""
+        """Start the pipe process and wait for its first block of sequence numbers."""
         with self._cond:
             if self._running:
                 return
@@ -293,7 +207,7 @@ class PipeEmitter:
         if self._idle:
             self._watch_stop.clear()
             self._watchdog = threading.Thread(
-                target=self._watch, name="phi-ledger-relay-watchdog", daemon=True
+                target=self._watch, name="phi-ledger-pipe-watchdog", daemon=True
             )
             self._watchdog.start()
         deadline = time.monotonic() + timeout
@@ -306,17 +220,17 @@ class PipeEmitter:
             if self._blocks:
                 return
         self.stop(timeout=5.0)
-        raise EmitterUnavailableError(f"the relay did not start within {timeout}s")
+        raise EmitterUnavailableError(f"the pipe process did not start within {timeout}s")
 
     def _spawn(self) -> None:
-        """Start a relay and queue for it the configuration and every unacknowledged frame,
+        """Start a pipe process and queue for it the configuration and every unacknowledged frame,
         in order (never called holding ``_cond``)."""
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(self._pythonpath)
-        env[_NICE_ENV] = str(self._nice)
+        env[NICE_ENV] = str(self._nice)
         with self._cond:
             idle = self._spawn_idle
-        env[_IDLE_ENV] = "1" if idle else "0"
+        env[IDLE_ENV] = "1" if idle else "0"
         proc = subprocess.Popen(  # noqa: S603 - our own module, no shell
             [self._python, "-m", "producers.pipe"],
             stdin=subprocess.PIPE,
@@ -324,25 +238,25 @@ class PipeEmitter:
             env=env,
         )
         if proc.stdin is None:  # pragma: no cover - PIPE gives one
-            raise EmitterUnavailableError("the relay has no stdin")
+            raise EmitterUnavailableError("the pipe process has no stdin")
         os.set_blocking(proc.stdin.fileno(), False)  # emit() never waits on the pipe
         with contextlib.suppress(OSError):  # more frames per write (the rest waits in _out)
-            fcntl.fcntl(proc.stdin.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
+            fcntl.fcntl(proc.stdin.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
         self._reader = threading.Thread(
-            target=self._read, args=(proc,), name="phi-ledger-relay-reader", daemon=True
+            target=self._read, args=(proc,), name="phi-ledger-pipe-reader", daemon=True
         )
         with self._cond:
             self._proc = proc
-            self._relay_idle = idle
+            self._pipe_idle = idle
             self._progress_at = time.monotonic()
-            self._out = bytearray(_frame(("config", _config_fields(self._config))))
+            self._out = bytearray(frame(("config", _config_fields(self._config))))
             for data in self._unacked.values():
                 self._out += data
             self._flush()
         self._reader.start()
 
     def _flush(self) -> None:
-        """Write what the pipe takes now (holding ``_cond``); the rest goes when the relay
+        """Write what the pipe takes now (holding ``_cond``); the rest goes when the pipe process
         acknowledges (it has read more) or at the next emit."""
         proc = self._proc
         if proc is None or proc.stdin is None or not self._out:
@@ -353,24 +267,24 @@ class PipeEmitter:
                 del self._out[:written]
         except BlockingIOError:
             pass
-        except OSError:  # the relay is gone: the reader starts another and re-sends
+        except OSError:  # the pipe process is gone: the reader starts another and re-sends
             self._out.clear()
 
     def stop(self, timeout: float = 20.0) -> bool:
-        """Close the pipe, let the relay flush and exit; True if nothing was lost."""
+        """Close the pipe, let the pipe process flush and exit; True if nothing was lost."""
         with self._cond:
             if not self._running:
                 return True
             self._stopping = True
             self._cond.notify_all()
         deadline = time.monotonic() + timeout
-        with self._cond:  # every frame acknowledged (a relay that dies is replaced)
+        with self._cond:  # every frame acknowledged (a pipe process that dies is replaced)
             while self._unacked:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
                 self._cond.wait(min(left, 0.1))
-            self._closing = True  # from now on a relay that exits is not replaced
+            self._closing = True  # from now on a pipe process that exits is not replaced
             proc = self._proc
             if proc is not None and proc.stdin is not None:
                 with contextlib.suppress(OSError):
@@ -395,7 +309,7 @@ class PipeEmitter:
             self._unacked.clear()
             self._running = False
         if lost:
-            logger.error("relay stopped with %d audit event(s) not acknowledged: lost", lost)
+            logger.error("pipe process stopped with %d audit event(s) not acknowledged: lost", lost)
         return lost == 0
 
     def __enter__(self) -> PipeEmitter:
@@ -409,8 +323,8 @@ class PipeEmitter:
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
-        """Write the frames of the ``emit`` calls inside the block to the relay together,
-        when the block ends: one write and one relay wake-up per batch, not per event."""
+        """Write the frames of the ``emit`` calls inside the block to the pipe process together,
+        when the block ends: one write and one pipe process wake-up per batch, not per event."""
         with self._cond:
             self._batches += 1
         try:
@@ -422,21 +336,21 @@ class PipeEmitter:
                     self._flush()
 
     def emit(self, event: AuditEvent) -> None:
-        """Stamp the event, hand it to the relay; thread-safe, waits at most
+        """Stamp the event, hand it to the pipe process; thread-safe, waits at most
         ``block_seconds`` for room (then ``EmitterPushbackError``). Inside ``batch`` the
         frame is written when the batch ends."""
         with self._cond:
             if not self._running or self._stopping:
-                raise EmitterUnavailableError("the relay emitter is not running")
+                raise EmitterUnavailableError("the pipe emitter is not running")
             if len(self._unacked) >= self._max_pending or not self._blocks:
-                self._flush()  # what a batch held back: the relay must see it to make room
+                self._flush()  # what a batch held back: the pipe process must see it to make room
                 deadline = time.monotonic() + self._block_seconds
                 while len(self._unacked) >= self._max_pending or not self._blocks:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         self._counts["pushback"] += 1
                         raise EmitterPushbackError(
-                            f"{len(self._unacked)} audit events wait for the relay "
+                            f"{len(self._unacked)} audit events wait for the pipe process "
                             f"(max_pending={self._max_pending})"
                         )
                     self._cond.wait(left)
@@ -448,7 +362,7 @@ class PipeEmitter:
                 self._progress_at = time.monotonic()
             frame_no = self._next_frame
             self._next_frame += 1
-            data = _frame(("event", frame_no, schema_name(event), record))
+            data = frame(("event", frame_no, schema_name(event), record))
             self._unacked[frame_no] = data
             self._counts["accepted"] += 1
             self._out += data
@@ -464,13 +378,13 @@ class PipeEmitter:
         return first
 
     def health(self) -> dict[str, object]:
-        """For the host's health checks: the relay's state and the hand-off counters."""
+        """For the host's health checks: the pipe process's state and the hand-off counters."""
         with self._cond:
             proc = self._proc
             alive = proc is not None and proc.poll() is None
             state = "stopped" if not self._running else ("running" if alive else "restarting")
-            priority = "idle" if self._relay_idle else "normal"
-        return {"mode": "relay", "state": state, "priority": priority, **self.counts}
+            priority = "idle" if self._pipe_idle else "normal"
+        return {"mode": "pipe", "state": state, "priority": priority, **self.counts}
 
     @property
     def counts(self) -> dict[str, int]:
@@ -481,8 +395,8 @@ class PipeEmitter:
                 "pending": len(self._unacked),
                 "refused": self._counts["refused"],
                 "lost": self._counts["lost"],
-                "relay_restarts": self._counts["restarts"],
-                "relay_promotions": self._counts["promotions"],
+                "pipe_restarts": self._counts["restarts"],
+                "pipe_promotions": self._counts["promotions"],
             }
 
     # ------------------------------------------------------------------ the watchdog
@@ -493,16 +407,16 @@ class PipeEmitter:
             starved_seconds=self._starved_seconds, demote_seconds=self._demote_seconds
         )
         last: tuple[int, float, int] | None = None  # (pid, wall, run-queue ns)
-        # Whether this kernel reports run-queue waits at all (asked once: a relay's own file
+        # Whether this kernel reports run-queue waits at all (asked once: a pipe process's own file
         # can be unreadable for a moment, while it starts or ends, and that is no answer).
         schedstat = _run_queue_ns(os.getpid()) is not None
         while not self._watch_stop.wait(_WATCH_EVERY):
             with self._cond:
                 if not self._running or self._closing:
                     return
-                proc, idle = self._proc, self._relay_idle
-                # Frames wait, or the first relay has not even sent its numbers yet (a
-                # relay starting on busy cores must not fail the host's start()).
+                proc, idle = self._proc, self._pipe_idle
+                # Frames wait, or the first pipe process has not even sent its numbers yet
+                # (one starting on busy cores must not fail the host's start()).
                 waiting = bool(self._unacked) or not self._blocks
                 since = time.monotonic() - self._progress_at
             if proc is None or proc.poll() is not None:
@@ -529,16 +443,16 @@ class PipeEmitter:
                 self._demote(proc, policy.demote_seconds)
 
     def _promote(self, proc: subprocess.Popen[bytes], since: float, share: float | None) -> None:
-        """Replace a starving idle relay with one at normal priority."""
+        """Replace a starving idle pipe process with one at normal priority."""
         with self._cond:
-            if self._proc is not proc or not self._relay_idle:
+            if self._proc is not proc or not self._pipe_idle:
                 return
             self._spawn_idle = False
             self._promoting = True
             self._counts["promotions"] += 1
             pending = len(self._unacked)
         logger.warning(
-            "the idle-priority relay acknowledged nothing for %.1fs while waiting for a CPU "
+            "the idle-priority pipe process acknowledged nothing for %.1fs while waiting for a CPU "
             "(%s of the time); replacing it with one at normal priority (%d event(s) re-sent)",
             since,
             "unknown share" if share is None else f"{share:.0%}",
@@ -548,19 +462,19 @@ class PipeEmitter:
             proc.kill()
 
     def _demote(self, proc: subprocess.Popen[bytes], kept_up: float) -> None:
-        """Back to idle priority: every thread of the relay (a lower priority needs no
+        """Back to idle priority: every thread of the pipe process (a lower priority needs no
         privilege)."""
         try:
             for task in os.listdir(f"/proc/{proc.pid}/task"):
                 os.sched_setscheduler(int(task), os.SCHED_IDLE, os.sched_param(0))
         except (OSError, AttributeError) as exc:
-            logger.warning("cannot return the relay to idle priority: %r", exc)
+            logger.warning("cannot return the pipe process to idle priority: %r", exc)
             return
         with self._cond:
             if self._proc is proc:
-                self._relay_idle = True
+                self._pipe_idle = True
                 self._spawn_idle = True
-        logger.info("the relay kept up for %.0fs; back to idle priority", kept_up)
+        logger.info("the pipe process kept up for %.0fs; back to idle priority", kept_up)
 
     # ------------------------------------------------------------------ the reader
 
@@ -568,13 +482,13 @@ class PipeEmitter:
         stream = proc.stdout
         while stream is not None:
             try:
-                message = _read_message(stream)
+                message = read_message(stream)
             except (OSError, pickle.UnpicklingError, EOFError):
                 message = None
             if message is None:
                 break
             self._on_message(message)
-        if proc.poll() is None:  # a garbled stream from a live relay: replace it
+        if proc.poll() is None:  # a garbled stream from a live pipe process: replace it
             proc.kill()
         proc.wait()
         with self._cond:
@@ -589,7 +503,7 @@ class PipeEmitter:
             delay = 0.0  # the watchdog's doing, already logged
         else:
             logger.error(
-                "the relay exited (%s); restarting it in %.1fs and re-sending %d event(s)",
+                "the pipe process exited (%s); restarting it in %.1fs and re-sending %d event(s)",
                 proc.returncode,
                 delay,
                 len(self._unacked),
@@ -600,13 +514,13 @@ class PipeEmitter:
         try:
             self._spawn()
         except OSError as exc:
-            logger.error("cannot restart the relay: %r", exc)
+            logger.error("cannot restart the pipe process: %r", exc)
             with self._cond:
                 self._running = False
                 self._cond.notify_all()
 
     def _wanted(self) -> bool:
-        """A relay is needed: running, and either not stopping or frames still to deliver."""
+        """A pipe process is needed: running, and either not stopping or frames still to deliver."""
         with self._cond:
             return (
                 self._running and not self._closing and (not self._stopping or bool(self._unacked))
@@ -626,7 +540,9 @@ class PipeEmitter:
                 self._blocks.append((message[1], message[2]))
             elif kind == "refused":
                 self._counts["refused"] += 1
-                logger.error("the relay refused an audit event as invalid (field %s)", message[2])
+                logger.error(
+                    "the pipe process refused an audit event as invalid (field %s)", message[2]
+                )
             self._cond.notify_all()
 
 
@@ -640,132 +556,14 @@ def _run_queue_ns(pid: int) -> int | None:
         return None
 
 
-# ---------------------------------------------------------------------- the relay process
+# ---------------------------------------------------------------------- the pipe process
 
 
-def main() -> None:  # pragma: no cover - runs in the child; tests/integration/test_relay.py
+def main() -> None:  # pragma: no cover - runs in the child; tests/integration/test_pipe.py
     """``python -m producers.pipe``: read frames on stdin, emit, acknowledge on stdout."""
-    import asyncio
+    from producers import pipe_process
 
-    # The protocol gets its own copy of stdout; anything printed goes to stderr instead.
-    protocol = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="relay %(message)s")
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    if os.environ.get(_IDLE_ENV) == "1":  # before any thread: they inherit the policy
-        try:
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-        except (OSError, AttributeError) as exc:  # AttributeError: not Linux
-            logger.warning("cannot run at idle priority: %r", exc)
-    nice = int(os.environ.get(_NICE_ENV, "0"))
-    if nice > 0:
-        os.nice(nice)  # the host's own threads first when the cores are busy
-    asyncio.run(_relay(sys.stdin.buffer, protocol))
-
-
-async def _relay(stdin: IO[bytes], stdout: IO[bytes]) -> None:  # pragma: no cover - child
-    import asyncio
-
-    from producers.codec import from_record
-    from producers.emitter import Emitter
-    from producers.errors import EventValidationError, ProducerError
-
-    loop = asyncio.get_running_loop()
-    # stdin is read in the event loop, whatever the pipe holds at once: one wake-up per
-    # chunk the host wrote (it writes once per batch), not a thread hand-off per frame.
-    pipe = asyncio.StreamReader(limit=_PIPE_BYTES)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(pipe), stdin)
-    frames = _Frames()
-
-    async def receive() -> list[tuple[object, ...]] | None:
-        """The next complete messages, oldest first; None at the end of the stream."""
-        while True:
-            messages = frames.take()
-            if messages:
-                return messages
-            chunk = await pipe.read(_PIPE_BYTES)
-            if not chunk:
-                return None  # end of stream (a partial frame is the host dying mid-write)
-            frames.feed(chunk)
-
-    first = await receive()
-    if not first or first[0][0] != "config" or not isinstance(first[0][1], dict):
-        raise SystemExit("relay: the first frame must be the configuration")
-    config = EmitterConfig(**first[0][1])
-    out_lock = asyncio.Lock()
-
-    async def send(message: tuple[object, ...]) -> None:
-        async with out_lock:
-            stdout.write(_frame(message))
-            stdout.flush()
-
-    async with Emitter(config) as emitter:
-        first_number = await emitter.reserve_block(BLOCK)
-        await send(("block", first_number, BLOCK))
-        block_end = first_number + BLOCK
-        # (frame, done once the frame's event is durable), oldest first: a frame is
-        # acknowledged once it and every frame before it are in Kafka or the spool, so a
-        # relay killed with events in aiokafka's memory leaves them to its successor.
-        tracked: collections.deque[tuple[int, asyncio.Future[None] | None]] = collections.deque()
-
-        async def acknowledge() -> None:
-            upto = 0
-            while tracked and (tracked[0][1] is None or tracked[0][1].done()):
-                frame_no, durable = tracked.popleft()
-                if durable is not None and durable.exception() is not None:
-                    tracked.appendleft((frame_no, durable))  # not kept: never acknowledged
-                    break
-                upto = frame_no
-            if upto:
-                await send(("ack", upto))
-
-        async def acknowledging() -> None:
-            while True:
-                await asyncio.sleep(_ACK_EVERY)
-                await acknowledge()
-
-        acks = asyncio.create_task(acknowledging())
-        batch: list[tuple[object, ...]] | None = first[1:]
-        while batch is not None:
-            for message in batch:
-                if len(message) != 4 or message[0] != "event":
-                    raise SystemExit("relay: malformed frame")
-                _, frame_no, name, record = message
-                if not (isinstance(frame_no, int) and isinstance(name, str)):
-                    raise SystemExit("relay: malformed frame")
-                try:
-                    event = from_record(name, record)  # type: ignore[arg-type]
-                except (KeyError, TypeError, ValueError) as exc:
-                    # Refused, not fatal: a relay that died on it would get it again.
-                    logger.error("refused a record that is no event (%s)", type(exc).__name__)
-                    await send(("refused", frame_no, "<record>"))
-                    tracked.append((frame_no, None))
-                    continue
-                durable: asyncio.Future[None] | None = None
-                delay = 0.05
-                while True:
-                    try:
-                        durable = await emitter.emit_tracked(event)
-                        break
-                    except EventValidationError as exc:
-                        logger.error("refused an invalid event (field %s)", exc.field)
-                        await send(("refused", frame_no, exc.field))
-                        break
-                    except (ProducerError, OSError) as exc:
-                        logger.warning("the emitter refused an event (%r); retrying", exc)
-                        await asyncio.sleep(delay)
-                        delay = min(2.0, delay * 2)
-                tracked.append((frame_no, durable))
-                if (event.producer_seq or 0) >= block_end - BLOCK // 2:
-                    first_number = await emitter.reserve_block(BLOCK)
-                    await send(("block", first_number, BLOCK))
-                    block_end = first_number + BLOCK
-            batch = await receive()
-        await emitter.stop()  # flushes to Kafka, or spools: every event is durable now
-        acks.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await acks
-        await acknowledge()
+    pipe_process.main()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -85,7 +85,7 @@ env_value() {  # env_value KEY DEFAULT: from .local/env when present
 write_config() {
   local pypath="$1" bootstrap access relay protocol ca mechanism creds
   bootstrap="$(env_value KAFKA_BOOTSTRAP "127.0.0.1:$KAFKA_PORT")"
-  # The plugin's relay authenticates as its own principal, ledger-orthanc (docs/kafka.md).
+  # The plugin's pipe process authenticates as its own principal, ledger-orthanc (docs/kafka.md).
   protocol="$(env_value KAFKA_SECURITY_PROTOCOL PLAINTEXT)"
   ca="$(env_value KAFKA_SSL_CA_FILE "")"
   mechanism="$(env_value KAFKA_SASL_MECHANISM "")"
@@ -149,9 +149,9 @@ if protocol.startswith("SASL_"):
                     SaslPasswordFile=f"{creds}/ledger-orthanc")
 config["PhiLedger"].update(security)
 if pypath.startswith(venv + "/"):
-    # The plugin imports from the project's virtualenv: its interpreter runs the relay
+    # The plugin imports from the project's virtualenv: its interpreter runs the pipe process
     # (it has every dependency; the system may have no python3.X binary at all).
-    config["PhiLedger"]["RelayPython"] = f"{venv}/bin/python"
+    config["PhiLedger"]["PipePython"] = f"{venv}/bin/python"
 tmp = conf + ".tmp"
 with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
     json.dump(config, f, indent=2)

@@ -2,8 +2,11 @@
 
 Layout: ``config`` (the ``PhiLedger`` section of Orthanc's configuration), ``routes``
 (which REST requests touch PHI), ``resolve`` (Orthanc resource id to patient and study,
-cached), ``audit`` (the callbacks' logic and the worker thread; no ``orthanc`` import, so
-it is tested without Orthanc), ``plugin`` (the glue to the ``orthanc`` module) and
+cached), ``audit`` (the callbacks and the worker thread, coordinating: ``callers`` who
+asked and why, ``handoff`` the bounded queue, ``subjects`` which patient and study,
+``reads`` / ``imports`` / ``deletes`` / ``exports`` one kind of event each, ``build`` the
+event, ``delivery`` the sink and counters; no ``orthanc`` import, so all of it is tested
+without Orthanc), ``plugin`` (the glue to the ``orthanc`` module) and
 ``orthanc_plugin.py`` (the script Orthanc's ``PythonScript`` option points at).
-See docs/orthanc.md.
+It imports only ``producers``' public surface. See docs/orthanc.md.
 """

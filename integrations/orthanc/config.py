@@ -2,7 +2,10 @@
 
 Invariant: ``parse_config`` either returns a complete ``PluginConfig`` or raises
 ``ConfigError`` naming the bad key (``PhiLedger.FacilityId``); it never reads anything
-but the mapping it is given. Keys follow Orthanc's PascalCase style::
+but the mapping it is given. The keys ``Relay``, ``RelayIdle``, ``RelayNice`` and
+``RelayPython`` are read as their new names ``Pipe...`` (when those are absent) and
+listed in ``deprecated_keys``, which the plugin logs once when it starts. Keys follow
+Orthanc's PascalCase style::
 
     "PhiLedger": {
       "KafkaBootstrap": "127.0.0.1:19092",       // required
@@ -29,9 +32,9 @@ but the mapping it is given. Keys follow Orthanc's PascalCase style::
       "SaslPasswordFile": "/etc/orthanc/kafka-password",   // mode 600; never the password
       "MaxBlockSeconds": 2.0, "StopTimeoutSeconds": 10.0,
       "GilSwitchIntervalSeconds": 0.0002,
-      "Relay": true,               // send events through a relay process (see docs/orthanc.md)
-      "RelayIdle": true,           // the relay uses only CPU that nothing else wants
-      "RelayNice": 10, "RelayPython": "/usr/bin/python3.11",
+      "Pipe": true,                // send events through a pipe process (see docs/orthanc.md)
+      "PipeIdle": true,            // the pipe process uses only CPU that nothing else wants
+      "PipeNice": 10, "PipePython": "/usr/bin/python3.11",
       "Enabled": true
     }
 """
@@ -91,16 +94,18 @@ class PluginConfig:
     #: longest an Orthanc thread entering a Python callback waits for the plugin's
     #: background threads. Python's default, 5 ms, would be the p99 Orthanc pays.
     gil_switch_seconds: float = 0.0002
-    #: Emit through a relay process (``producers.pipe``) that owns the Kafka client,
+    #: Emit through a pipe process (``producers.pipe``) that owns the Kafka client,
     #: validation and encoding, instead of in Orthanc's interpreter (``SyncEmitter``).
-    relay: bool = True
-    #: Run the relay at idle CPU priority (``SCHED_IDLE``); a relay starved of CPU is
-    #: replaced by one at ``relay_nice`` until it keeps up (``producers.pipe``).
-    relay_idle: bool = True
-    relay_nice: int = 10
-    #: The relay's interpreter (default: the system's python of Orthanc's version).
-    relay_python: str | None = None
+    pipe: bool = True
+    #: Run the pipe process at idle CPU priority (``SCHED_IDLE``); one starved of CPU is
+    #: replaced by one at ``pipe_nice`` until it keeps up (``producers.pipe``).
+    pipe_idle: bool = True
+    pipe_nice: int = 10
+    #: The pipe process's interpreter (default: the system's python of Orthanc's version).
+    pipe_python: str | None = None
     enabled: bool = True
+    #: Deprecated keys the section used, as (old, new) pairs: the plugin logs each once.
+    deprecated_keys: tuple[tuple[str, str], ...] = ()
     #: This Orthanc's producer key (``ledger producer add``): its events are signed with it.
     producer_key_file: str | None = None
 
@@ -123,6 +128,23 @@ class PluginConfig:
 
 def _key(name: str) -> str:
     return f"{SECTION}.{name}"
+
+
+#: Keys renamed once the pipe process stopped sharing its name with critical-result
+#: relays: new name -> old name, still read when the new one is absent.
+RENAMED_KEYS: Final[Mapping[str, str]] = MappingProxyType(
+    {"Pipe": "Relay", "PipeIdle": "RelayIdle", "PipeNice": "RelayNice", "PipePython": "RelayPython"}
+)
+
+
+def _renamed(section: Mapping[str, object], name: str, used: list[tuple[str, str]]) -> str:
+    """The key to read for setting ``name``: itself, or its old name if only that is set
+    (noted in ``used`` as (old, new))."""
+    old = RENAMED_KEYS[name]
+    if name not in section and old in section:
+        used.append((old, name))
+        return old
+    return name
 
 
 def _str(section: Mapping[str, object], name: str, default: str | None = None) -> str | None:
@@ -216,6 +238,7 @@ def parse_config(configuration: Mapping[str, object]) -> PluginConfig:
     purpose = _str(section, "PurposeOfUse")
     if purpose is not None and purpose not in PURPOSES_OF_USE:
         raise ConfigError(f"{_key('PurposeOfUse')} {purpose!r} is not an HL7 PurposeOfUse code")
+    renamed: list[tuple[str, str]] = []
     return PluginConfig(
         bootstrap_servers=_required(section, "KafkaBootstrap"),
         producer_id=_required(section, "ProducerId"),
@@ -241,10 +264,11 @@ def parse_config(configuration: Mapping[str, object]) -> PluginConfig:
         max_block_seconds=_number(section, "MaxBlockSeconds", 2.0, low=0.001),
         stop_timeout_seconds=_number(section, "StopTimeoutSeconds", 10.0, low=0.001),
         gil_switch_seconds=_number(section, "GilSwitchIntervalSeconds", 0.0002, low=0.000001),
-        relay=_bool(section, "Relay", True),
-        relay_idle=_bool(section, "RelayIdle", True),
-        relay_nice=_int(section, "RelayNice", 10, low=0),
-        relay_python=_str(section, "RelayPython"),
+        pipe=_bool(section, _renamed(section, "Pipe", renamed), True),
+        pipe_idle=_bool(section, _renamed(section, "PipeIdle", renamed), True),
+        pipe_nice=_int(section, _renamed(section, "PipeNice", renamed), 10, low=0),
+        pipe_python=_str(section, _renamed(section, "PipePython", renamed)),
         enabled=_bool(section, "Enabled", True),
+        deprecated_keys=tuple(renamed),
         producer_key_file=_str(section, "ProducerKeyFile"),
     )

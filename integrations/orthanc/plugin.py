@@ -28,8 +28,6 @@ from producers import PIPE_MAX_PENDING, EmitterHealth, PipeEmitter, SyncEmitter
 
 #: The directory holding ``producers`` (what the loader script put on ``sys.path``).
 _PACKAGE_ROOT: Final = str(Path(__file__).resolve().parents[2])
-#: The relay bounds its hand-off below half a block of sequence numbers.
-RELAY_MAX_PENDING: Final = PIPE_MAX_PENDING
 
 logger = logging.getLogger(__name__)
 
@@ -233,15 +231,18 @@ def install(orthanc: Any) -> Plugin | None:
     # Orthanc threads entering a callback must not wait long for the plugin's own threads.
     sys.setswitchinterval(config.gil_switch_seconds)
     emitter: HostEmitter
-    if config.relay:
+    for old, new in config.deprecated_keys:
+        orthanc.LogWarning(f"PhiLedger: {old} is deprecated; rename it to {new}")
+    if config.pipe:
         emitter = PipeEmitter(
             config.emitter_config(),
-            max_pending=min(config.max_pending, RELAY_MAX_PENDING),
+            # The pipe bounds its hand-off below half a block of sequence numbers.
+            max_pending=min(config.max_pending, PIPE_MAX_PENDING),
             block_seconds=config.block_seconds,
-            python=config.relay_python,
+            python=config.pipe_python,
             pythonpath=(_PACKAGE_ROOT, *config.python_path),
-            nice=config.relay_nice,
-            idle=config.relay_idle,
+            nice=config.pipe_nice,
+            idle=config.pipe_idle,
         )
     else:
         emitter = SyncEmitter(

@@ -120,9 +120,9 @@ def launch(
             "PurposeOfUse": "TREAT",
             "Users": {u: {"Role": r, "Name": u.split(".")[1].title()} for u, r in ROLES.items()},
             "PythonPath": [plugin_python_path()],
-            # The relay runs in the test's own interpreter (it has every dependency; the
+            # The pipe process runs in the test's own interpreter (it has every dependency; the
             # machine need not have a system python3.X binary).
-            "RelayPython": sys.executable,
+            "PipePython": sys.executable,
             "StopTimeoutSeconds": 3.0,
             **orthanc_kafka_settings(pipeline.stack.kafka(KafkaRole.ORTHANC)),
         },
@@ -353,8 +353,8 @@ async def test_orthanc_accesses_reach_the_ledger(
             f"{orthanc.url}/phi-ledger/health", headers=orthanc.auth("dr.alice")
         ) as resp:
             health = json.loads(await _ok(resp))
-    # The default: a relay process owns the Kafka client, and has acknowledged everything.
-    assert (health["emitter"]["mode"], health["emitter"]["state"]) == ("relay", "running")
+    # The default: a pipe process owns the Kafka client, and has acknowledged everything.
+    assert (health["emitter"]["mode"], health["emitter"]["state"]) == ("pipe", "running")
     assert health["emitter"]["lost"] == health["emitter"]["refused"] == 0
     assert health["emitter"]["pending"] == 0
     assert health["audit"]["events"] >= sum(expected.values())

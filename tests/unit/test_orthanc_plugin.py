@@ -106,17 +106,44 @@ def test_config_defaults_and_users() -> None:
     assert cfg.user("dr.a") == UserInfo(role="radiologist", npi="1234567893")
     assert cfg.user("someone") == UserInfo(role="orthanc-user")
     assert cfg.emitter_config().producer_id == "o1"
-    # Events go through a relay process by default, at idle priority (niced when promoted).
-    assert (cfg.relay, cfg.relay_idle, cfg.relay_nice, cfg.relay_python) == (True, True, 10, None)
+    # Events go through a pipe process by default, at idle priority (niced when promoted).
+    assert (cfg.pipe, cfg.pipe_idle, cfg.pipe_nice, cfg.pipe_python) == (True, True, 10, None)
+    assert cfg.deprecated_keys == ()
     inline = parse_config(
-        minimal(Relay=False, RelayIdle=False, RelayNice=0, RelayPython="/opt/py/bin/python3")
+        minimal(Pipe=False, PipeIdle=False, PipeNice=0, PipePython="/opt/py/bin/python3")
     )
-    assert (inline.relay, inline.relay_idle, inline.relay_nice, inline.relay_python) == (
+    assert (inline.pipe, inline.pipe_idle, inline.pipe_nice, inline.pipe_python) == (
         False,
         False,
         0,
         "/opt/py/bin/python3",
     )
+    assert inline.deprecated_keys == ()
+
+
+def test_config_reads_the_old_relay_keys_and_names_them_deprecated() -> None:
+    old = parse_config(
+        minimal(Relay=False, RelayIdle=False, RelayNice=0, RelayPython="/opt/py/bin/python3")
+    )
+    assert (old.pipe, old.pipe_idle, old.pipe_nice, old.pipe_python) == (
+        False,
+        False,
+        0,
+        "/opt/py/bin/python3",
+    )
+    assert old.deprecated_keys == (
+        ("Relay", "Pipe"),
+        ("RelayIdle", "PipeIdle"),
+        ("RelayNice", "PipeNice"),
+        ("RelayPython", "PipePython"),
+    )
+    # The new name wins when both are set; the old one is still reported.
+    both = parse_config(minimal(Pipe=True, Relay=False, RelayNice=3))
+    assert (both.pipe, both.pipe_nice) == (True, 3)
+    assert both.deprecated_keys == (("RelayNice", "PipeNice"),)
+    # RelayTopic is the critical-result relay topic: not renamed, never deprecated.
+    topic = parse_config(minimal(RelayTopic="crr"))
+    assert (topic.relay_topic, topic.deprecated_keys) == ("crr", ())
 
 
 @pytest.mark.parametrize(
@@ -131,6 +158,9 @@ def test_config_defaults_and_users() -> None:
         (minimal(Relay="no"), "PhiLedger.Relay"),
         (minimal(RelayNice=-5), "PhiLedger.RelayNice"),
         (minimal(RelayIdle=1), "PhiLedger.RelayIdle"),
+        (minimal(Pipe="no"), "PhiLedger.Pipe"),
+        (minimal(PipeNice=-5), "PhiLedger.PipeNice"),
+        (minimal(PipeIdle=1), "PhiLedger.PipeIdle"),
     ],
 )
 def test_config_errors_name_the_key(config: dict[str, Any], key: str) -> None:

@@ -1,4 +1,4 @@
-"""The relay's pure parts: wire framing, and the policy that sets its CPU priority."""
+"""The pipe process's pure parts: wire framing, and the policy that sets its CPU priority."""
 
 from __future__ import annotations
 
@@ -7,15 +7,16 @@ import struct
 
 import pytest
 
-from producers.pipe import PriorityPolicy, _frame, _Frames
+from producers.pipe import PriorityPolicy
+from producers.pipe_protocol import Frames, frame
 
 
 def test_frames_split_at_every_byte_decode_to_the_messages_sent() -> None:
     messages = [("config", {"a": 1}), ("event", 1, "PhiAccessEvent", {"x": "é" * 300}),
                 ("event", 2, "SecurityEvent", {})]  # fmt: skip
-    stream = b"".join(_frame(m) for m in messages)
+    stream = b"".join(frame(m) for m in messages)
     for cut in range(len(stream) + 1):
-        frames = _Frames()
+        frames = Frames()
         frames.feed(stream[:cut])
         got = frames.take()
         frames.feed(stream[cut:])
@@ -24,8 +25,8 @@ def test_frames_split_at_every_byte_decode_to_the_messages_sent() -> None:
         assert frames.take() == []
 
 
-def test_a_frame_that_is_no_tuple_stops_the_relay() -> None:
-    frames = _Frames()
+def test_a_frame_that_is_no_tuple_stops_the_pipe_process() -> None:
+    frames = Frames()
     data = pickle.dumps(["not", "a", "tuple"])
     frames.feed(struct.pack(">I", len(data)) + data)
     with pytest.raises(SystemExit, match="malformed frame"):
@@ -40,10 +41,10 @@ def _tick(policy: PriorityPolicy, now: float, **seen: object) -> str | None:
     return policy.decide(now=now, **observed)  # type: ignore[arg-type]
 
 
-def test_an_idle_relay_is_promoted_only_when_it_waits_for_a_cpu() -> None:
+def test_an_idle_pipe_process_is_promoted_only_when_it_waits_for_a_cpu() -> None:
     policy = PriorityPolicy(starved_seconds=1.0, demote_seconds=30.0)
     starving = {"waiting": True, "stalled_for": 1.5, "run_queue_share": 0.9}
-    # Kafka slow, not the CPU: frames wait, but the relay is not on the run queue.
+    # Kafka slow, not the CPU: frames wait, but the pipe process is not on the run queue.
     assert _tick(policy, 0.0, **(starving | {"run_queue_share": 0.1})) is None
     # Not long enough yet, or nothing waiting.
     assert _tick(policy, 0.0, **(starving | {"stalled_for": 0.5})) is None
@@ -56,7 +57,9 @@ def test_an_idle_relay_is_promoted_only_when_it_waits_for_a_cpu() -> None:
     assert _tick(policy, 0.0, **starving) == "promote"
 
 
-def test_a_promoted_relay_is_demoted_after_keeping_up_and_backs_off_when_starved_again() -> None:
+def test_a_promoted_pipe_process_is_demoted_after_keeping_up_and_backs_off_if_starved_again() -> (
+    None
+):
     policy = PriorityPolicy(starved_seconds=1.0, demote_seconds=30.0)
     starving = {"waiting": True, "stalled_for": 1.5, "run_queue_share": 0.9}
     assert _tick(policy, 0.0, **starving) == "promote"
