@@ -40,7 +40,11 @@ _LEVELS: Final[Mapping[str, Level]] = {
 }
 #: aiokafka logs every failed connection attempt as an error; the emitter already reports
 #: Kafka being away (once, then when it is back), so aiokafka's own lines are muted.
-_LOGGERS: Final = (("producers", logging.INFO), ("aiokafka", logging.CRITICAL))
+_LOGGERS: Final = (
+    ("producers", logging.INFO),
+    ("integrations", logging.INFO),
+    ("aiokafka", logging.CRITICAL),
+)
 
 
 def _names(enum: Any) -> dict[int, str]:

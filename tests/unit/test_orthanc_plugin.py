@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import logging
 import threading
 import time
 from dataclasses import replace
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from integrations.orthanc import plugin
 from integrations.orthanc.audit import Auditor, basic_user
 from integrations.orthanc.config import ConfigError, PluginConfig, UserInfo, parse_config
 from integrations.orthanc.resolve import Resolver, orthanc_id
@@ -474,3 +476,26 @@ def test_qido_query_takes_the_issuer_orthanc_knows() -> None:
     assert (unknown.patient.id, unknown.patient.issuer) == ("UNKNOWN1", "fallback")
     assert known.details["query.PatientID"] == "MRN777"
     assert "limit" not in str(dict(known.details))
+
+
+def test_the_plugins_own_log_lines_reach_orthancs_log() -> None:
+    """The auditor lives in ``integrations``: its warnings (a full queue, a ledger away)
+    must reach Orthanc's log, not only stderr, like the producer library's."""
+    lines: list[str] = []
+
+    class Host:
+        def LogWarning(self, text: str) -> None:
+            lines.append(text)
+
+        LogError = LogInfo = LogWarning
+
+    plugin._bridge_logging(Host())
+    try:
+        logging.getLogger("integrations.orthanc.delivery").warning("PHI audit queue is full")
+        logging.getLogger("producers.emitter").warning("Kafka is away")
+    finally:
+        for name, _ in plugin._LOGGERS:
+            logging.getLogger(name).handlers.clear()
+            logging.getLogger(name).propagate = True
+    assert any("PHI audit queue is full" in line for line in lines), lines
+    assert any("Kafka is away" in line for line in lines), lines
