@@ -8,9 +8,6 @@ under ``LEDGER_SPOOL_DIR``, as ``ledger simulate`` uses), so an event the receiv
 over survives Kafka being away; ``run_atna`` returns only after SIGTERM or SIGINT, once the
 receiver has stopped (queued messages emitted or kept) and the emitter has flushed to
 Kafka or spooled.
-
-Until the typer command is wired into ``ledgerctl/__main__.py``, ``python -m
-ledgerctl.atna serve ...`` and ``python -m ledgerctl.atna kept ...`` run the same code.
 """
 
 from __future__ import annotations

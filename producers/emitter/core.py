@@ -243,7 +243,7 @@ class Emitter(AsyncLifecycle):
 
     async def emit_tracked(self, event: AuditEvent) -> asyncio.Future[None]:
         """``emit``, and a future that is done once the event is durable: acknowledged by
-        Kafka or fsynced in the spool (what a relay may acknowledge to its host; ``emit``
+        Kafka or fsynced in the spool (what a pipe process may acknowledge to its host; ``emit``
         returns earlier, when aiokafka holds the event in memory)."""
         durable: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         await self._submit(event, None, durable)
