@@ -172,18 +172,18 @@ async def _empty_target(owner_url: str, database: str) -> str:
     """Create ``database`` if missing and migrate it; refuse it unless it holds no log.
 
     Returns the schema owner's URL of the target database."""
+    create = sql.create_database(database)  # refuses a name that is not a plain identifier
     admin = await asyncpg.connect(owner_url)
     try:
-        exists = await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database)
-        if not exists:
-            await admin.execute(f'CREATE DATABASE "{database}"')
+        if not await admin.fetchval(sql.DATABASE_EXISTS, database):
+            await admin.execute(create)
     finally:
         await admin.close()
     target_owner = on_database(owner_url, database)
     await asyncio.to_thread(apply_migrations, target_owner)
     check = await asyncpg.connect(target_owner)
     try:
-        if await check.fetchval("SELECT count(*) FROM logs"):
+        if await check.fetchval(sql.COUNT_LOGS):
             raise ConflictError(f"database {database} is not empty; replay needs an empty one")
     finally:
         await check.close()

@@ -18,19 +18,7 @@ import asyncpg
 
 from ledger.audit.auth import IssuedToken, Role, issue_token, token_hash
 from ledger.errors import ConflictError, MalformedInputError
-
-ISSUE_SQL = """
-INSERT INTO api_tokens (token_id, subject, role, token_hash, expires_at, note)
-VALUES ($1, $2, $3, $4, CASE WHEN $5::float8 IS NULL THEN NULL
-                             ELSE now() + make_interval(secs => $5::float8) END, $6)
-"""
-LIST_SQL = """
-SELECT t.token_id, t.subject, t.role, t.created_at, t.expires_at, t.note, r.revoked_at,
-       coalesce(t.expires_at <= now(), false) AS expired
-FROM api_tokens t LEFT JOIN api_token_revocations r USING (token_id)
-ORDER BY t.created_at
-"""
-REVOKE_SQL = "INSERT INTO api_token_revocations (token_id) VALUES ($1) ON CONFLICT DO NOTHING"
+from ledger.pg import sql
 
 #: Longest lifetime a token may be issued with (omit the TTL for one that never expires).
 MAX_TTL: Final = timedelta(days=3650)
@@ -82,7 +70,7 @@ async def create_token(
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute(
-            ISSUE_SQL,
+            sql.ISSUE_TOKEN,
             issued.token_id,
             subject,
             role.value,
@@ -102,7 +90,7 @@ async def create_token(
 async def list_tokens(dsn: str) -> list[TokenInfo]:
     conn = await asyncpg.connect(dsn)
     try:
-        rows = await conn.fetch(LIST_SQL)
+        rows = await conn.fetch(sql.LIST_TOKENS)
     finally:
         await conn.close()
     return [
@@ -123,24 +111,17 @@ async def list_tokens(dsn: str) -> list[TokenInfo]:
 async def revoke_token(dsn: str, token_id: uuid.UUID) -> None:
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute(REVOKE_SQL, token_id)
+        await conn.execute(sql.REVOKE_TOKEN, token_id)
     except asyncpg.ForeignKeyViolationError as exc:
         raise ConflictError(f"no token {token_id}") from exc
     finally:
         await conn.close()
 
 
-LIVE_HASH_SQL = """
-SELECT 1 FROM api_tokens t
-WHERE t.token_hash = $1 AND (t.expires_at IS NULL OR t.expires_at > now())
-  AND NOT EXISTS (SELECT 1 FROM api_token_revocations r WHERE r.token_id = t.token_id)
-"""
-
-
 async def token_is_live(dsn: str, text: str) -> bool:
     conn = await asyncpg.connect(dsn)
     try:
-        return bool(await conn.fetchval(LIVE_HASH_SQL, token_hash(text)))
+        return bool(await conn.fetchval(sql.LIVE_TOKEN_HASH, token_hash(text)))
     finally:
         await conn.close()
 

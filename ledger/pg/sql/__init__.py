@@ -4,13 +4,15 @@ Invariant: statements are parameterised ($1, $2, ...); no value is ever interpol
 into SQL text, and no module of ``ledger.pg`` holds SQL outside this package. One module
 per table group: ``ingest`` (what the appender writes), ``reads`` (the reader's
 SELECTs), ``tree`` (tiles and checkpoints), ``quarantine`` (quarantine and alerts),
-``producers`` (producer keys and seals), ``reports`` (the HIPAA reports' SELECTs) and
-``export`` (the bundle export). This module re-exports every statement, so adapters
+``producers`` (producer keys and seals), ``reports`` (the HIPAA reports' SELECTs),
+``export`` (the bundle export), ``tokens`` (issuing API tokens) and ``admin`` (what
+``ledger replay`` runs to prepare its target). This module re-exports every statement, so adapters
 write ``sql.NAME``; it imports only the bundle format's column list.
 """
 
 from __future__ import annotations
 
+from ledger.pg.sql.admin import COUNT_LOGS, DATABASE_EXISTS, create_database
 from ledger.pg.sql.export import (
     EXPORT_CHECKPOINTS,
     EXPORT_INDEX,
@@ -82,6 +84,7 @@ from ledger.pg.sql.reports import (
     REPORT_LEAVES_AT,
     REPORT_WRITER_SCHEMAS,
 )
+from ledger.pg.sql.tokens import ISSUE_TOKEN, LIST_TOKENS, LIVE_TOKEN_HASH, REVOKE_TOKEN
 from ledger.pg.sql.tree import (
     CHECKPOINT_COVERING,
     CHECKPOINTS_AFTER,
@@ -106,7 +109,9 @@ __all__ = [
     "CLAIM_LOG",
     "COPY_PRODUCER_KEY",
     "COPY_PRODUCER_REVOCATION",
+    "COUNT_LOGS",
     "CURRENT_EPOCH",
+    "DATABASE_EXISTS",
     "DISCLOSED_CELL",
     "DISCLOSURE_CANDIDATES",
     "DISCLOSURE_COLUMNS",
@@ -137,6 +142,7 @@ __all__ = [
     "INVESTIGATION_BY_ADDRESSES",
     "INVESTIGATION_BY_FACILITY",
     "INVESTIGATION_BY_USERS",
+    "ISSUE_TOKEN",
     "LATEST_CHECKPOINT",
     "LATEST_CHECKPOINTS",
     "LEAF_COLUMNS",
@@ -144,6 +150,8 @@ __all__ = [
     "LEAF_TABLE",
     "LEAVES_AT",
     "LEAVES_RANGE",
+    "LIST_TOKENS",
+    "LIVE_TOKEN_HASH",
     "LOCK_CHECKPOINT",
     "LOCK_LOG",
     "LOGS",
@@ -167,10 +175,12 @@ __all__ = [
     "REPORT_LEAVES_AT",
     "REPORT_WRITER_SCHEMAS",
     "REVOKE_PRODUCER_KEY",
+    "REVOKE_TOKEN",
     "SIGNED_LEAF_COLUMNS",
     "SIGNED_SIZES",
     "TILE_COLUMNS",
     "TILE_ROOT_RANGE",
     "TILE_TABLE",
     "WRITER_SCHEMAS",
+    "create_database",
 ]
