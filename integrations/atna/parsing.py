@@ -84,10 +84,8 @@ def parse_one(
 ) -> Parsed:
     try:
         message = parse_any(raw)
-        audit = audit_message(message)
-        events = map_audit_message(
-            audit, message.msg, default_facility=default_facility, check=False
-        )
+        audit, xml = audit_message(message)
+        events = map_audit_message(audit, xml, default_facility=default_facility, check=False)
         refused = policy.refusal(sender, audit.source_id, {e.facility.id for e in events})
         if refused is not None:
             return Parsed(reason=refused[0], detail=refused[1], field="AuditSourceID")

@@ -12,11 +12,16 @@ Invariants:
   AuditMessage (not XML, or another root element), the reason is ``unexpected_msgid``
   (a syslog message that is not an audit record); with a known MSGID it stays the XML
   reason (``xml_malformed``, ``xml_not_audit_message``), and ``xml_forbidden`` and
-  ``xml_invalid`` are kept as they are for any MSGID.
+  ``xml_invalid`` are kept as they are for any MSGID. An XML written over several lines
+  and relayed by rsyslog arrives with its line ends escaped (``#012``); only where they
+  stand between two tags (white space in the XML) are they read back as white space,
+  and only when the MSG is not well-formed as it is.
 """
 
 from __future__ import annotations
 
+import contextlib
+import re
 from datetime import datetime
 from typing import Final
 
@@ -34,6 +39,21 @@ __all__ = ["AUDIT_MSGIDS", "audit_message", "parse_any"]
 AUDIT_MSGIDS: Final = frozenset({dicom.ATNA_MSGID, "DICOM+RFC3881", "IHE+RFC3881"})
 #: XML reasons that mean "this MSG is not an audit message at all".
 _NOT_AUDIT: Final = frozenset({"xml_malformed", "xml_not_audit_message"})
+#: White space between two tags, or between the XML declaration and the root, as rsyslog
+#: escapes it on receipt (``#012`` for LF, ``#011`` tab, ``#015`` CR; its default).
+_ESCAPED_SPACE: Final = re.compile(rb">((?:#01[125]|[ \t])*#01[125](?:#01[125]|[ \t])*)<")
+
+
+def _rsyslog_unescaped(msg: bytes) -> bytes | None:
+    """``msg`` with rsyslog's control-character escapes between tags turned back into
+    white space (an XML written over several lines, relayed by rsyslog), or None."""
+    if b"#01" not in msg:
+        return None
+    return _ESCAPED_SPACE.sub(lambda m: b">" + _unescape(m[1]) + b"<", msg)
+
+
+def _unescape(space: bytes) -> bytes:
+    return space.replace(b"#012", b"\n").replace(b"#011", b"\t").replace(b"#015", b"\r")
 
 
 def parse_any(data: bytes, *, now: datetime | None = None) -> SyslogMessage:
@@ -43,11 +63,16 @@ def parse_any(data: bytes, *, now: datetime | None = None) -> SyslogMessage:
     return parse_syslog(data)
 
 
-def audit_message(message: SyslogMessage) -> AuditMessage:
-    """The DICOM AuditMessage of a syslog message's MSG; raises ``AtnaParseError``."""
+def audit_message(message: SyslogMessage) -> tuple[AuditMessage, bytes]:
+    """The DICOM AuditMessage of a syslog message's MSG, and the XML it was read from
+    (the MSG, or the MSG without rsyslog's escapes); raises ``AtnaParseError``."""
     try:
-        return parse_audit_message(message.msg)
+        return parse_audit_message(message.msg), message.msg
     except AtnaParseError as exc:
+        unescaped = _rsyslog_unescaped(message.msg) if exc.reason == "xml_malformed" else None
+        if unescaped is not None:
+            with contextlib.suppress(AtnaParseError):
+                return parse_audit_message(unescaped), unescaped
         if message.msgid in AUDIT_MSGIDS or exc.reason not in _NOT_AUDIT:
             raise
         msgid = "no MSGID" if message.msgid is None else f"MSGID {message.msgid!r}"

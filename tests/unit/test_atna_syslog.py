@@ -155,3 +155,22 @@ def test_a_bsd_line_that_is_not_an_audit_record_is_kept_as_unexpected_msgid() ->
         "unexpected_msgid",
         0,
     )
+
+
+def test_line_ends_rsyslog_escaped_between_tags_are_read_back() -> None:
+    """rsyslog escapes control characters on receipt (LF -> #012): a multi-line XML
+    relayed by it has them before the root element, where XML allows no text."""
+    escaped = XML.rstrip().replace(b"\n", b"#012")
+    assert b"\n" not in escaped
+    raw = b"<85>Mar  2 19:07:31 pacs-old ATNA: " + escaped
+    audit, xml = audit_message(parse_any(raw, now=NOW))
+    assert xml == XML.rstrip()
+    assert audit.source_id == "pacs01"
+    assert _parse(raw) == (None, 1)
+    # Inside an attribute value the text stays as sent.
+    inside = escaped.replace(b'UserName="Ana Kowalski"', b'UserName="Ana#012Kowalski"')
+    raw = b"<85>Mar  2 19:07:31 h ATNA: " + inside
+    (event,) = parse_one(raw, SENDER, None, Codec(), POLICY).events
+    assert b"Ana#012Kowalski" in event.encode_with("p", 1)
+    # A MSG that is not an AuditMessage stays what it was.
+    assert _parse(b"<13>Mar  2 14:07:31 h cron: a#012b") == ("unexpected_msgid", 0)
