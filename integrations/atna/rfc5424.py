@@ -98,7 +98,7 @@ class SyslogMessage:
     bom: bool
     #: ``rfc5424``, or ``rfc3164`` for a BSD header (``rfc3164.parse_bsd``).
     syntax: str = "rfc5424"
-    #: The header as received, up to MSG (and its BOM): what the parsed fields came from.
+    #: The header as received: every byte before MSG and its BOM.
     header: bytes = b""
 
     @property
