@@ -80,6 +80,7 @@ async def run_atna(
     client_ca: Path | None,
     senders: Path | SenderPolicy,
     tcp_port: int | None = None,
+    tcp_host: str = "127.0.0.1",
     host: str = "127.0.0.1",
     producer_id: str = DEFAULT_PRODUCER_ID,
     default_facility: str | None = None,
@@ -112,6 +113,7 @@ async def run_atna(
         tls_port=tls_port,
         udp_port=udp_port,
         tcp_port=tcp_port,
+        tcp_host=tcp_host,
         cert_file=None if cert is None else str(cert),
         key_file=None if key is None else str(key),
         client_ca_file=None if client_ca is None else str(client_ca),
@@ -131,7 +133,7 @@ async def run_atna(
             Emitter(emitter_config(settings, producer_id, KafkaRole.ATNA)) as emitter,
             AtnaReceiver(config, emitter) as receiver,
         ):
-            _log_ready(receiver, settings, host=host, policy=policy, producer_id=producer_id)
+            _log_ready(receiver, settings, config=config, producer_id=producer_id)
             if ready is not None:
                 ready(receiver)
             await _log_stats_until(stopping, receiver, stats_every)
@@ -156,17 +158,17 @@ def _log_ready(
     receiver: AtnaReceiver,
     settings: Settings,
     *,
-    host: str,
-    policy: SenderPolicy,
+    config: AtnaReceiverConfig,
     producer_id: str,
 ) -> None:
+    host, policy = config.host, config.policy
     logger.info(
         "ATNA receiver ready: TLS %s:%s (client certificates required, %d senders), "
         "TCP %s (%d source networks), UDP %s, producer %s, topic %s",
         host,
         receiver.tls_port,
         len(policy.tls),
-        "off" if receiver.tcp_port is None else f"{host}:{receiver.tcp_port}",
+        "off" if receiver.tcp_port is None else f"{config.tcp_host}:{receiver.tcp_port}",
         len(policy.tcp),
         "off" if receiver.udp_port is None else f"{host}:{receiver.udp_port}",
         producer_id,

@@ -50,6 +50,9 @@ _TcpPort: TypeAlias = Annotated[
         "no certificate; served only to source addresses listed under [tcp] of --senders."
     ),
 ]
+_TcpHost: TypeAlias = Annotated[
+    str, typer.Option(help="Bind address of --tcp-port (loopback unless given, whatever --host).")
+]
 _FrameTimeout: TypeAlias = Annotated[
     float, typer.Option(min=0.001, help="Seconds a frame may take to arrive (slow senders).")
 ]
@@ -82,6 +85,7 @@ def atna_serve(
     tls_port: _TlsPort = 16514,
     udp_port: _UdpPort = None,
     tcp_port: _TcpPort = None,
+    tcp_host: _TcpHost = "127.0.0.1",
     no_tls: _NoTls = False,
     kept_dir: _KeptDir = Path(".local/atna/kept"),
     producer_id: _ProducerId = None,
@@ -113,6 +117,7 @@ def atna_serve(
                 tls_port=None if no_tls else tls_port,
                 udp_port=udp_port,
                 tcp_port=tcp_port,
+                tcp_host=tcp_host,
                 cert=cert,
                 key=key,
                 client_ca=client_ca,

@@ -334,3 +334,19 @@ def test_config_needs_a_positive_frame_timeout() -> None:
     with pytest.raises(ValueError, match="frame_timeout_seconds"):
         AtnaReceiverConfig(kept_dir="x", tcp_port=0, frame_timeout_seconds=0)
     assert AtnaReceiverConfig(kept_dir="x", tcp_port=0).tls_port is None
+
+
+async def test_tcp_binds_loopback_whatever_the_tls_host(
+    tmp_path: Path,
+    tls_files: Pki,  # noqa: F811
+) -> None:
+    async with running(
+        tmp_path, tls_files, FakeEmitter(), host="0.0.0.0", tls_port=None, udp_port=None,
+        tcp_port=0, policy=TCP_POLICY,
+    ) as receiver:  # fmt: skip
+        assert receiver._parts is not None
+        assert receiver._parts.tcp is not None
+        server = receiver._parts.tcp._server
+        assert server is not None
+        assert {s.getsockname()[0] for s in server.sockets} == {"127.0.0.1"}
+        assert receiver.stats().connections == 0

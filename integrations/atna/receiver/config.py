@@ -38,6 +38,9 @@ class AtnaReceiverConfig:
     #: TCP authenticates nothing but the source address: a connection is served only from
     #: an address ``policy.tcp`` lists, and may claim only that entry's sources.
     tcp_port: int | None = None
+    #: Address of the plain TCP listener: loopback unless set, whatever ``host`` is (a
+    #: receiver whose TLS listens on every interface keeps plain TCP local).
+    tcp_host: str = "127.0.0.1"
     #: PEM certificate chain and private key of the TLS listener.
     cert_file: str | None = None
     key_file: str | None = None

@@ -1,6 +1,7 @@
 """The plain TCP listener (RFC 6587): syslog frames without TLS, for senders that cannot.
 
-Invariant: off unless a ``tcp_port`` is configured. Plain TCP carries no certificate, so
+Invariant: off unless a ``tcp_port`` is configured; bound to ``tcp_host`` (loopback by
+default, whatever the TLS listener's host). Plain TCP carries no certificate, so
 a connection is served only when its source address is in a network the ``[tcp]``
 section of the sender policy lists (else it is closed before anything is read, counted in
 ``tcp_refused_sources`` and logged); its sender is ``tcp:<address>``, which may claim
@@ -62,13 +63,13 @@ class TcpListener:
         logger.warning(
             "ATNA: listening on plain TCP %s:%s: no certificate, senders are known by their "
             "source address only; connections are served from the %d network(s) under [tcp]",
-            cfg.host,
+            cfg.tcp_host,
             self._bind_port,
             len(cfg.policy.tcp),
         )
         self._server = await asyncio.start_server(
             self._serve,
-            cfg.host,
+            cfg.tcp_host,
             self._bind_port,
             limit=READ_CHUNK,
             backlog=min(cfg.max_connections, 1024),
