@@ -2,12 +2,13 @@
 
 Invariants: TLS senders must hold a certificate signed by ``client_ca`` and may claim only
 the AuditSourceIDs the ``senders`` policy file lists for their certificate's CN (no
-policy, no receiver: it refuses to start without one); UDP is off unless ``udp_port`` is
-given. The receiver's events go through a durable emitter (a spool per producer id
-under ``LEDGER_SPOOL_DIR``, as ``ledger simulate`` uses), so an event the receiver handed
-over survives Kafka being away; ``run_atna`` returns only after SIGTERM or SIGINT, once the
-receiver has stopped (queued messages emitted or kept) and the emitter has flushed to
-Kafka or spooled.
+policy, no receiver: it refuses to start without one); UDP and plain TCP are off unless
+``udp_port`` / ``tcp_port`` is given, and a plain TCP connection is served only from a
+source address the policy's ``[tcp]`` section lists. The receiver's events go through a
+durable emitter (a spool per producer id under ``LEDGER_SPOOL_DIR``, as ``ledger
+simulate`` uses), so an event the receiver handed over survives Kafka being away;
+``run_atna`` returns only after SIGTERM or SIGINT, once the receiver has stopped (queued
+messages emitted or kept) and the emitter has flushed to Kafka or spooled.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ def stats_json(stats: AtnaStats) -> str:
             "running": stats.running,
             "received_tls": stats.received_tls,
             "received_udp": stats.received_udp,
+            "received_tcp": stats.received_tcp,
             "mapped": stats.mapped,
             "events": stats.events,
             "resent": stats.resent,
@@ -58,6 +60,7 @@ def stats_json(stats: AtnaStats) -> str:
             "connections": stats.connections,
             "connections_refused": stats.connections_refused,
             "handshakes_refused": stats.handshakes_refused,
+            "tcp_refused_sources": stats.tcp_refused_sources,
             "refused_senders": stats.refused_senders,
             "emit_retries": stats.emit_retries,
             "lost_at_stop": stats.lost_at_stop,
@@ -76,12 +79,15 @@ async def run_atna(
     kept_dir: Path,
     client_ca: Path | None,
     senders: Path | SenderPolicy,
+    tcp_port: int | None = None,
+    tcp_host: str = "127.0.0.1",
     host: str = "127.0.0.1",
     producer_id: str = DEFAULT_PRODUCER_ID,
     default_facility: str | None = None,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     max_connections: int = 256,
     idle_timeout: float = 300.0,
+    frame_timeout: float = 60.0,
     queue_max: int = 4096,
     parse_workers: int | None = None,
     kept_max_bytes: int = 256 * 1024 * 1024,
@@ -92,8 +98,9 @@ async def run_atna(
     """Run the receiver until SIGTERM/SIGINT (or ``stop`` is set); return its last stats.
 
     ``ready`` is called once the listeners are bound (with the receiver, whose
-    ``tls_port`` / ``udp_port`` are the bound ports). Raises ``AtnaPolicyError`` for an
-    unreadable policy file, ``ValueError`` for a configuration the receiver refuses.
+    ``tls_port`` / ``tcp_port`` / ``udp_port`` are the bound ports). Raises
+    ``AtnaPolicyError`` for an unreadable policy file, ``ValueError`` for a configuration
+    the receiver refuses.
     """
     policy = (
         senders
@@ -105,6 +112,8 @@ async def run_atna(
         host=host,
         tls_port=tls_port,
         udp_port=udp_port,
+        tcp_port=tcp_port,
+        tcp_host=tcp_host,
         cert_file=None if cert is None else str(cert),
         key_file=None if key is None else str(key),
         client_ca_file=None if client_ca is None else str(client_ca),
@@ -112,6 +121,7 @@ async def run_atna(
         max_message_bytes=max_message_bytes,
         max_connections=max_connections,
         idle_timeout_seconds=idle_timeout,
+        frame_timeout_seconds=frame_timeout,
         queue_max=queue_max,
         parse_workers=DEFAULT_PARSE_WORKERS if parse_workers is None else parse_workers,
         kept_max_bytes=kept_max_bytes,
@@ -123,7 +133,7 @@ async def run_atna(
             Emitter(emitter_config(settings, producer_id, KafkaRole.ATNA)) as emitter,
             AtnaReceiver(config, emitter) as receiver,
         ):
-            _log_ready(receiver, settings, host=host, policy=policy, producer_id=producer_id)
+            _log_ready(receiver, settings, config=config, producer_id=producer_id)
             if ready is not None:
                 ready(receiver)
             await _log_stats_until(stopping, receiver, stats_every)
@@ -148,16 +158,18 @@ def _log_ready(
     receiver: AtnaReceiver,
     settings: Settings,
     *,
-    host: str,
-    policy: SenderPolicy,
+    config: AtnaReceiverConfig,
     producer_id: str,
 ) -> None:
+    host, policy = config.host, config.policy
     logger.info(
         "ATNA receiver ready: TLS %s:%s (client certificates required, %d senders), "
-        "UDP %s, producer %s, topic %s",
+        "TCP %s (%d source networks), UDP %s, producer %s, topic %s",
         host,
         receiver.tls_port,
         len(policy.tls),
+        "off" if receiver.tcp_port is None else f"{config.tcp_host}:{receiver.tcp_port}",
+        len(policy.tcp),
         "off" if receiver.udp_port is None else f"{host}:{receiver.udp_port}",
         producer_id,
         settings.access_topic,

@@ -5,7 +5,8 @@
 # certificate for the demo sender (CN atna-demo-sender; rsyslog or a test PACS uses it), and
 # the sender policy .local/atna/senders.toml (which AuditSourceIDs each client CN may claim;
 # edit it to add your PACS). UDP stays off: set LEDGER_ATNA_UDP_PORT to turn it on, knowing
-# that datagrams are unauthenticated and spoofable (docs/atna.md).
+# that datagrams are unauthenticated and spoofable (docs/atna.md). Plain TCP (RFC 6587)
+# stays off too: LEDGER_ATNA_TCP_PORT turns it on, for the source addresses under [tcp].
 # Events go to Kafka through a durable emitter (spool under LEDGER_SPOOL_DIR/atna-receiver);
 # unmappable messages are kept under .local/atna/kept (list them with
 # `ledger atna kept`).
@@ -14,6 +15,7 @@ source "$(dirname "$0")/common.sh"
 
 ATNA_TLS_PORT="${LEDGER_ATNA_TLS_PORT:-16514}"
 ATNA_UDP_PORT="${LEDGER_ATNA_UDP_PORT:-}"
+ATNA_TCP_PORT="${LEDGER_ATNA_TCP_PORT:-}"
 ATNA_SECRETS="$SECRETS/atna"
 ATNA_CERT="$ATNA_SECRETS/server.crt"
 ATNA_KEY="$ATNA_SECRETS/server.key"
@@ -54,6 +56,10 @@ ensure_client_pki() {
 # Only with --udp-port (LEDGER_ATNA_UDP_PORT): what an unauthenticated datagram may claim.
 [udp]
 audit_source_ids = []
+
+# Only with --tcp-port (LEDGER_ATNA_TCP_PORT): source address or network = what a plain
+# TCP connection from it may claim (no certificate: only the addresses listed connect).
+[tcp]
 TOML
     )
   fi
@@ -70,30 +76,34 @@ start() {
     ensure_cert
     mkdir -p "$KEPT_DIR"; chmod 700 "$LOCAL/atna" "$KEPT_DIR"
     ensure_client_pki
-    local udp=()
+    local listeners=()
     if [ -n "$ATNA_UDP_PORT" ]; then
       log "WARNING: UDP on 127.0.0.1:$ATNA_UDP_PORT: unauthenticated and spoofable (LEDGER_ATNA_UDP_PORT)"
-      udp=(--udp-port "$ATNA_UDP_PORT")
+      listeners=(--udp-port "$ATNA_UDP_PORT")
+    fi
+    if [ -n "$ATNA_TCP_PORT" ]; then
+      log "WARNING: plain TCP on 127.0.0.1:$ATNA_TCP_PORT: no certificate, senders known by source address ([tcp] of $SENDERS)"
+      listeners+=(--tcp-port "$ATNA_TCP_PORT")
     fi
     log "starting the ATNA receiver (log: $ATNA_LOG)"
     (cd "$ROOT" && set -a && source "$ENV_FILE" && set +a && \
       export LEDGER_PRODUCER_KEY_FILE="$SECRETS/producers/atna.key" && exec setsid nohup \
       "$VENV/bin/ledger" atna serve --host 127.0.0.1 \
-        --tls-port "$ATNA_TLS_PORT" "${udp[@]}" \
+        --tls-port "$ATNA_TLS_PORT" "${listeners[@]}" \
         --cert "$ATNA_CERT" --key "$ATNA_KEY" --client-ca "$ATNA_CLIENT_CA" \
         --senders "$SENDERS" --kept-dir "$KEPT_DIR" \
         >>"$ATNA_LOG" 2>&1 </dev/null) &
     echo $! >"$PIDFILE"
   fi
   wait_for 30 "ATNA receiver" atna_ready || { tail -20 "$ATNA_LOG" >&2 || true; die "the ATNA receiver did not start (log: $ATNA_LOG)"; }
-  log "ATNA receiver: syslog over mutual TLS on 127.0.0.1:$ATNA_TLS_PORT (RFC 5425), UDP ${ATNA_UDP_PORT:-off}; certificate $ATNA_CERT, client CA $ATNA_CLIENT_CA, demo sender $ATNA_DEMO_CLIENT.crt, policy $SENDERS"
+  log "ATNA receiver: syslog over mutual TLS on 127.0.0.1:$ATNA_TLS_PORT (RFC 5425), TCP ${ATNA_TCP_PORT:-off}, UDP ${ATNA_UDP_PORT:-off}; certificate $ATNA_CERT, client CA $ATNA_CLIENT_CA, demo sender $ATNA_DEMO_CLIENT.crt, policy $SENDERS"
 }
 
 stop() { stop_pidfile "$PIDFILE" "ATNA receiver"; }
 
 status() {
   if pid_alive "$PIDFILE"; then
-    echo "ATNA receiver running (pid $(cat "$PIDFILE")): mutual TLS 127.0.0.1:$ATNA_TLS_PORT, UDP ${ATNA_UDP_PORT:-off}"
+    echo "ATNA receiver running (pid $(cat "$PIDFILE")): mutual TLS 127.0.0.1:$ATNA_TLS_PORT, TCP ${ATNA_TCP_PORT:-off}, UDP ${ATNA_UDP_PORT:-off}"
   else
     echo "ATNA receiver not running"; return 3
   fi

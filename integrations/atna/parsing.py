@@ -1,7 +1,8 @@
 """Parse and map a batch of ATNA syslog messages: the pure, CPU-bound half of the receiver.
 
-``parse_batch(raws, senders, default_facility, codec, policy)`` turns each raw RFC 5424
-message, received from the authenticated ``sender`` (``senders``: ``tls:<CN>`` or
+``parse_batch(raws, senders, default_facility, codec, policy)`` turns each raw syslog
+message (RFC 5424 or RFC 3164, with any MSGID whose MSG is a DICOM AuditMessage:
+``syslog``), received from the authenticated ``sender`` (``senders``: ``tls:<CN>`` or
 ``udp``), into either the events it maps to, validated and encoded but for their producer
 stamp
 (``Parsed.events``, ``Codec.prepare``: the event loop only stamps and sends them), or the
@@ -27,14 +28,9 @@ from dataclasses import dataclass, replace
 from multiprocessing.reduction import ForkingPickler
 from types import MappingProxyType
 
-from integrations.atna.dicom_audit import (
-    MSGID,
-    MappedEvent,
-    map_audit_message,
-    parse_audit_message,
-)
-from integrations.atna.rfc5424 import parse_syslog
+from integrations.atna.dicom_audit import MSGID, MappedEvent, map_audit_message
 from integrations.atna.senders import SenderPolicy, sender_event_id
+from integrations.atna.syslog import audit_message, parse_any
 from integrations.errors import AtnaParseError, AtnaUnmappableError
 from producers import AuditLogUsed, Codec, EventValidationError, PreparedEvent
 
@@ -87,16 +83,9 @@ def parse_one(
     policy: SenderPolicy,
 ) -> Parsed:
     try:
-        message = parse_syslog(raw)
-        if message.msgid != MSGID:
-            raise AtnaParseError(
-                f"MSGID is {message.msgid!r}, not {MSGID!r} (an IHE ATNA audit record)",
-                reason="unexpected_msgid",
-            )
-        audit = parse_audit_message(message.msg)
-        events = map_audit_message(
-            audit, message.msg, default_facility=default_facility, check=False
-        )
+        message = parse_any(raw)
+        audit, xml = audit_message(message)
+        events = map_audit_message(audit, xml, default_facility=default_facility, check=False)
         refused = policy.refusal(sender, audit.source_id, {e.facility.id for e in events})
         if refused is not None:
             return Parsed(reason=refused[0], detail=refused[1], field="AuditSourceID")

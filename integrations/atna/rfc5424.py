@@ -96,6 +96,10 @@ class SyslogMessage:
     structured_data: tuple[SdElement, ...]
     msg: bytes
     bom: bool
+    #: ``rfc5424``, or ``rfc3164`` for a BSD header (``rfc3164.parse_bsd``).
+    syntax: str = "rfc5424"
+    #: The header as received: every byte before MSG and its BOM.
+    header: bytes = b""
 
     @property
     def pri(self) -> int:
@@ -250,10 +254,12 @@ def parse_syslog(data: bytes) -> SyslogMessage:
     sd, end = _structured_data(rest)
     msg = b""
     bom = False
+    header = data
     if end < len(rest):
         if rest[end] != 0x20:
             raise _fail("bad_structured_data", "STRUCTURED-DATA must be followed by SP or end")
         msg = rest[end + 1 :]
+        header = data[: len(data) - len(msg)]
         if msg.startswith(BOM):
             msg = msg[3:]
             bom = True
@@ -273,6 +279,7 @@ def parse_syslog(data: bytes) -> SyslogMessage:
         structured_data=sd,
         msg=msg,
         bom=bom,
+        header=header,
     )
 
 

@@ -5,13 +5,17 @@ A TLS sender is authenticated by its client certificate (mutual TLS, required: I
 node authentication); its identity is the certificate's subject **common name** (CN),
 and it is written ``tls:<CN>``. A UDP datagram authenticates nothing (any host on the
 network can send one under any source address), so every UDP sender is the one identity
-``udp``.
+``udp``. A plain TCP sender (RFC 6587, off unless configured) is known by its source
+address only (a completed TCP handshake makes it hard to spoof, but anyone on that host
+can send): its identity is ``tcp:<address>``, and it may connect at all only from an
+address or network listed under ``[tcp]``.
 
 Invariants:
 
 * ``SenderPolicy.refusal(sender, source_id, sites)`` is ``None`` only when the message's
   AuditSourceID is listed for that sender (``[tls]`` for a certificate CN, ``[udp]`` for
-  UDP: nothing is allowed that is not listed; no wildcards), and neither the
+  UDP, ``[tcp]`` for the most specific network that holds a TCP sender's address: nothing
+  is allowed that is not listed; no wildcards), and neither the
   AuditSourceID nor a site the message's events name (AuditEnterpriseSiteID, or the
   facility it falls back to) is one of the ledger's own names (``ledger_names``) or an
   API producer id (``ledger-api-...``). The ledger records reads of itself on its own
@@ -36,12 +40,19 @@ The policy file is TOML::
     # only when the receiver listens on UDP (--udp-port): what a datagram may claim
     [udp]
     audit_source_ids = ["legacy-ct-01"]
+
+    # only when the receiver listens on plain TCP (--tcp-port): source address or network
+    # = what a connection from it may claim (the most specific entry applies)
+    [tcp]
+    "127.0.0.1" = ["legacy-pacs"]
+    "10.20.0.0/16" = ["ris-audit"]
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import ipaddress
 import tomllib
 import uuid
 from collections.abc import Iterable, Mapping
@@ -56,13 +67,17 @@ __all__ = [
     "LEDGER_PRODUCER_PREFIX",
     "SENDER_NAMESPACE",
     "UDP_SENDER",
+    "IpNetwork",
     "SenderPolicy",
     "certificate_sender",
     "load_policy",
     "sender_event_id",
     "sender_namespace",
+    "tcp_sender",
     "tls_sender",
 ]
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 #: Namespace of the per-sender namespaces of ledger event ids.
 SENDER_NAMESPACE: Final = uuid.UUID("0f3a9f0e-5b2d-5c1e-8d4b-2c6e1a7b9d30")
@@ -79,6 +94,23 @@ REASON_CLAIMS_LEDGER: Final = "claims_ledger"
 
 def tls_sender(common_name: str) -> str:
     return f"tls:{common_name}"
+
+
+def tcp_sender(address: str) -> str:
+    """``tcp:<address>`` of a plain TCP connection's source address (an IPv4-mapped IPv6
+    address is written as the IPv4 address)."""
+    ip = _ip(address)
+    return f"tcp:{address if ip is None else ip}"
+
+
+def _ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        ip = ipaddress.ip_address(address.partition("%")[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
 
 
 def certificate_sender(cert: Mapping[str, object] | None) -> str | None:
@@ -115,6 +147,8 @@ class SenderPolicy:
     tls: Mapping[str, frozenset[str]] = field(default_factory=lambda: MappingProxyType({}))
     #: The AuditSourceIDs a UDP datagram may claim.
     udp: frozenset[str] = frozenset()
+    #: Source network of a plain TCP connection -> the AuditSourceIDs it may claim.
+    tcp: Mapping[IpNetwork, frozenset[str]] = field(default_factory=lambda: MappingProxyType({}))
     #: The ledger's own names (LEDGER_NAME): no message may claim them.
     ledger_names: frozenset[str] = frozenset()
 
@@ -128,6 +162,25 @@ class SenderPolicy:
         for source in self.udp:
             if self.is_ledger(source):
                 raise AtnaPolicyError(f"[udp] may not claim {source!r}: it names the ledger")
+        for network, sources in self.tcp.items():
+            for source in sources:
+                if self.is_ledger(source):
+                    raise AtnaPolicyError(
+                        f"[tcp] {str(network)!r} may not claim {source!r}: it names the ledger"
+                    )
+
+    def tcp_network(self, address: str) -> IpNetwork | None:
+        """The most specific ``[tcp]`` network that holds ``address`` (None: not listed,
+        the connection is refused)."""
+        ip = _ip(address)
+        if ip is None:
+            return None
+        best: IpNetwork | None = None
+        for network in self.tcp:
+            inside = ip.version == network.version and ip in network
+            if inside and (best is None or network.prefixlen > best.prefixlen):
+                best = network
+        return best
 
     def is_ledger(self, name: str) -> bool:
         return name in self.ledger_names or name.startswith(LEDGER_PRODUCER_PREFIX)
@@ -137,6 +190,9 @@ class SenderPolicy:
             return self.udp
         if sender.startswith("tls:"):
             return self.tls.get(sender[4:], frozenset())
+        if sender.startswith("tcp:"):
+            network = self.tcp_network(sender[4:])
+            return frozenset() if network is None else self.tcp[network]
         return frozenset()
 
     def refusal(self, sender: str, source_id: str, sites: Iterable[str]) -> tuple[str, str] | None:
@@ -168,20 +224,42 @@ def parse_policy(text: str, *, ledger_names: Iterable[str]) -> SenderPolicy:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise AtnaPolicyError(f"not TOML: {exc}") from exc
-    unknown = sorted(set(data) - {"tls", "udp"})
+    unknown = sorted(set(data) - {"tls", "udp", "tcp"})
     if unknown:
-        raise AtnaPolicyError(f"unknown sections {unknown}: only [tls] and [udp]")
+        raise AtnaPolicyError(f"unknown sections {unknown}: only [tls], [udp] and [tcp]")
     tls = data.get("tls", {})
     udp = data.get("udp", {})
-    if not isinstance(tls, dict) or not isinstance(udp, dict):
-        raise AtnaPolicyError("[tls] and [udp] must be tables")
+    tcp = data.get("tcp", {})
+    if not all(isinstance(t, dict) for t in (tls, udp, tcp)):
+        raise AtnaPolicyError("[tls], [udp] and [tcp] must be tables")
     if set(udp) - {"audit_source_ids"}:
         raise AtnaPolicyError("[udp] holds only audit_source_ids")
     return SenderPolicy(
         tls=MappingProxyType({str(cn): _names(v, f"[tls] {cn!r}") for cn, v in tls.items() if cn}),
         udp=_names(udp.get("audit_source_ids", []), "[udp] audit_source_ids"),
+        tcp=MappingProxyType(_networks(tcp)),
         ledger_names=frozenset(ledger_names),
     )
+
+
+def _networks(table: dict[str, object]) -> dict[IpNetwork, frozenset[str]]:
+    out: dict[IpNetwork, frozenset[str]] = {}
+    for text, value in table.items():
+        network = _network(text)
+        if network in out:
+            raise AtnaPolicyError(f"[tcp] {text!r} names the network {network} twice")
+        out[network] = _names(value, f"[tcp] {text!r}")
+    return out
+
+
+def _network(text: str) -> IpNetwork:
+    """A ``[tcp]`` key: an IP address or a network (``10.20.0.0/16``), host bits clear."""
+    try:
+        return ipaddress.ip_network(text, strict=True)
+    except ValueError as exc:
+        raise AtnaPolicyError(
+            f"[tcp] {text!r} is not an IP address or network (e.g. 10.20.0.0/16): {exc}"
+        ) from exc
 
 
 def load_policy(path: str | Path, *, ledger_names: Iterable[str]) -> SenderPolicy:

@@ -18,7 +18,7 @@ from ledgerctl.commands.common import REASON, configure_logging, fail
 from ledgerctl.settings import Settings
 
 atna_app = typer.Typer(
-    help="IHE ATNA audit record repository: syslog over TLS/UDP in, events out.",
+    help="IHE ATNA audit record repository: syslog over TLS/TCP/UDP in, events out.",
     no_args_is_help=True,
 )
 
@@ -42,6 +42,19 @@ _UdpPort: TypeAlias = Annotated[
         help="RFC 5426 (syslog over UDP) port. Off unless given: UDP is not "
         "authenticated and spoofable; datagrams may claim only [udp] sources."
     ),
+]
+_TcpPort: TypeAlias = Annotated[
+    int | None,
+    typer.Option(
+        help="Plain TCP (RFC 6587, octet counting or LF framing) port. Off unless given: "
+        "no certificate; served only to source addresses listed under [tcp] of --senders."
+    ),
+]
+_TcpHost: TypeAlias = Annotated[
+    str, typer.Option(help="Bind address of --tcp-port (loopback unless given, whatever --host).")
+]
+_FrameTimeout: TypeAlias = Annotated[
+    float, typer.Option(min=0.001, help="Seconds a frame may take to arrive (slow senders).")
 ]
 _NoTls: TypeAlias = Annotated[bool, typer.Option(help="Do not listen on TLS.")]
 _KeptDir: TypeAlias = Annotated[Path, typer.Option(help="Where unparseable messages are kept.")]
@@ -71,6 +84,8 @@ def atna_serve(
     host: _Host = "127.0.0.1",
     tls_port: _TlsPort = 16514,
     udp_port: _UdpPort = None,
+    tcp_port: _TcpPort = None,
+    tcp_host: _TcpHost = "127.0.0.1",
     no_tls: _NoTls = False,
     kept_dir: _KeptDir = Path(".local/atna/kept"),
     producer_id: _ProducerId = None,
@@ -78,6 +93,7 @@ def atna_serve(
     max_message_bytes: _MaxMessageBytes = 65536,
     max_connections: _MaxConnections = 256,
     idle_timeout: _IdleTimeout = 300.0,
+    frame_timeout: _FrameTimeout = 60.0,
     parse_workers: _ParseWorkers = None,
     stats_every: _StatsEvery = 60.0,
     verbose: bool = False,
@@ -100,6 +116,8 @@ def atna_serve(
                 host=host,
                 tls_port=None if no_tls else tls_port,
                 udp_port=udp_port,
+                tcp_port=tcp_port,
+                tcp_host=tcp_host,
                 cert=cert,
                 key=key,
                 client_ca=client_ca,
@@ -110,6 +128,7 @@ def atna_serve(
                 max_message_bytes=max_message_bytes,
                 max_connections=max_connections,
                 idle_timeout=idle_timeout,
+                frame_timeout=frame_timeout,
                 parse_workers=parse_workers,
                 stats_every=stats_every,
             )

@@ -1,16 +1,18 @@
 """The ATNA receiver end to end: `ledger atna serve` as a real process with the
 real durable emitter, syslog over mutual TLS (a Python ssl client, and Debian's rsyslog
 relaying what util-linux `logger` gives it, as a PACS host's syslog daemon would, each
-with a client certificate) and over UDP (util-linux `logger`, a real RFC 5424 client;
-turned on explicitly), Kafka, `ledger consume`, PostgreSQL and `ledger serve`: the events
-come back through the API under ids derived from the sender and the messages, a re-sent
-message is an idempotent duplicate, logins, logouts and emergency overrides are security
-events in the user's history, and malformed or unmappable messages are in the kept store
-with their reason. Node authentication: a sender without a certificate, or with one from
-another CA, is refused; a certificate claiming an AuditSourceID it may not, or a message
-claiming to be the ledger's own Audit Log Used, is kept and never reaches Kafka; two
-senders using the same event id make two events and no conflict alert; without
---udp-port nothing listens on UDP."""
+with a client certificate), over UDP (util-linux `logger`, a real RFC 5424 client; turned
+on explicitly) and over plain TCP (`logger` again, RFC 5424 octet-counted and RFC 3164
+LF-framed; turned on explicitly, the source address listed under [tcp]), Kafka, `ledger
+consume`, PostgreSQL and `ledger serve`: the events come back through the API under ids
+derived from the sender and the messages, a re-sent message is an idempotent duplicate,
+logins, logouts and emergency overrides are security events in the user's history, and
+malformed or unmappable messages are in the kept store with their reason. Node
+authentication: a sender without a certificate, or with one from another CA, is refused; a
+certificate claiming an AuditSourceID it may not, or a message claiming to be the
+ledger's own Audit Log Used, is kept and never reaches Kafka; two senders using the same
+event id make two events and no conflict alert; without --udp-port nothing listens on UDP.
+"""
 
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ import pytest
 
 from integrations.atna.dicom_audit import events_from_dicom
 from integrations.atna.rfc5424 import format_syslog, frame_octet_counted, parse_syslog
-from integrations.atna.senders import UDP_SENDER, sender_event_id, tls_sender
+from integrations.atna.senders import UDP_SENDER, sender_event_id, tcp_sender, tls_sender
 from ledgerctl.settings import KafkaRole
 from producers.codec import Codec
 from producers.events import SecurityEvent
@@ -90,6 +92,9 @@ POLICY = f"""
 
 [udp]
 audit_source_ids = ["dcm4chee-arc"]
+
+[tcp]
+"127.0.0.1" = ["dcm4chee-arc", "pacs01"]
 """
 
 
@@ -108,6 +113,7 @@ class Atna:
     producer_id: str
     proc: subprocess.Popen[bytes]
     env: dict[str, str]
+    tcp_port: int = 0
 
     @property
     def cert(self) -> Path:
@@ -133,13 +139,14 @@ def atna(pipeline: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     where = tmp_path_factory.mktemp("atna")
     pki = make_pki(where / "pki")
     (where / "senders.toml").write_text(POLICY)
-    tls_port, udp_port = free_port(), free_udp_port()
+    tls_port, udp_port, tcp_port = free_port(), free_udp_port(), free_port()
     producer_id = f"atna-e2e-{uuid.uuid4().hex[:8]}"
     log = where / "atna.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [LEDGER, "atna", "serve",
              "--tls-port", str(tls_port), "--udp-port", str(udp_port),
+             "--tcp-port", str(tcp_port),
              "--cert", str(pki.server_cert), "--key", str(pki.server_key),
              "--client-ca", str(pki.client_ca), "--senders", str(where / "senders.toml"),
              "--kept-dir", str(where / "kept"),
@@ -148,7 +155,9 @@ def atna(pipeline: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> Iterat
                  "LEDGER_PRODUCER_KEY_FILE": pipeline.stack.producer_key(producer_id)},
             cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
-    running = Atna(tls_port, udp_port, pki, where / "kept", log, producer_id, proc, pipeline.env)
+    running = Atna(
+        tls_port, udp_port, pki, where / "kept", log, producer_id, proc, pipeline.env, tcp_port
+    )
     deadline = time.monotonic() + 60
     while "ATNA receiver ready" not in log.read_text(errors="replace"):
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -245,6 +254,37 @@ async def test_udp_from_util_linux_logger(
     assert body["event"]["patient"] == {"id": "GE1118", "issuer": "DCM4CHEE.ISSUER", "state": None}
     assert body["event"]["details"]["audit_source_id"] == "dcm4chee-arc"  # allowed for [udp]
     assert body["event"]["details"]["atna_sender"] == "udp"
+
+
+@pytest.mark.skipif(shutil.which("logger") is None, reason="util-linux logger is not installed")
+async def test_plain_tcp_from_util_linux_logger_in_both_framings_and_headers(
+    pipeline: Pipeline, atna: Atna, http: aiohttp.ClientSession
+) -> None:
+    """Plain TCP (--tcp-port, the source address listed under [tcp]): logger's RFC 5424
+    with octet counting and dcm4che's MSGID, and its RFC 3164 (BSD) header with LF
+    framing; the sender is the source address."""
+    names = ["dcm4chee-export.xml", "dcm4chee-instances-transferred.xml"]
+    one_lines = [b" ".join((CORPUS / n).read_bytes().split()) for n in names]
+    commands = [
+        ["logger", "--rfc5424=notq", "--tcp", "--octet-count", "--msgid", "DICOM+RFC3881"],
+        ["logger", "--rfc3164", "--tcp"],
+    ]
+    for command, line in zip(commands, one_lines, strict=True):
+        await asyncio.to_thread(
+            subprocess.run,
+            [*command, "--server", "127.0.0.1", "--port", str(atna.tcp_port),
+             "--size", "65000", "--tag", "dcm4chee-arc", line.decode()],
+            check=True,
+        )  # fmt: skip
+    expected = [e for line in one_lines for e in events_from_dicom(line)]
+    ids = [str(sender_event_id(tcp_sender("127.0.0.1"), e.event_id)) for e in expected]
+    await wait_for_events(http, pipeline, ids)
+    for event, event_id in zip(expected, ids, strict=True):
+        status, body = await get_json(http, f"{pipeline.api_url}/v1/events/{event_id}")
+        assert status == 200
+        assert body["event"]["producer_id"] == atna.producer_id
+        assert body["event"]["actor"]["user_id"] == event.actor.user_id
+        assert body["event"]["details"]["atna_sender"] == "tcp:127.0.0.1"
 
 
 RSYSLOGD = Path("/usr/sbin/rsyslogd")

@@ -177,10 +177,14 @@ async def test_udp_datagrams_and_oversize(tmp_path: Path, tls_files: Pki) -> Non
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.sendto(_variant(1), ("127.0.0.1", receiver.udp_port))
             sock.sendto(b"x" * 9000, ("127.0.0.1", receiver.udp_port))
-            sock.sendto(_message(**{"IHE+RFC-3881": b""}).replace(b"IHE+RFC-3881", b"OTHER"),
+            # Another MSGID and a MSG that is not an AuditMessage: not an audit record.
+            sock.sendto(format_syslog(b"<note>backup done</note>", msgid="OTHER"),
                         ("127.0.0.1", receiver.udp_port))  # fmt: skip
-        await _until(lambda: receiver.stats().events == 1 and receiver.stats().kept_total == 2)
-        assert receiver.stats().received_udp == 3
+            # Another MSGID with an AuditMessage: mapped (dcm4che sends DICOM+RFC3881).
+            sock.sendto(_message().replace(b"IHE+RFC-3881", b"DICOM+RFC3881"),
+                        ("127.0.0.1", receiver.udp_port))  # fmt: skip
+        await _until(lambda: receiver.stats().events == 2 and receiver.stats().kept_total == 2)
+        assert receiver.stats().received_udp == 4
     kept = list(read_kept(tmp_path / "kept"))
     assert [k.reason for k in kept] == ["oversize", "unexpected_msgid"]
     assert kept[0].raw == b"x" * 8192

@@ -97,3 +97,54 @@ def test_event_ids_are_namespaced_by_sender() -> None:
     assert a != sender_event_id(UDP_SENDER, given)
     assert a == uuid.uuid5(uuid.uuid5(SENDER_NAMESPACE, "tls:a"), str(given))
     assert a != given
+
+
+TCP_POLICY = """
+[tcp]
+"127.0.0.1" = ["legacy-pacs"]
+"10.20.0.0/16" = ["ris-audit"]
+"10.20.4.0/24" = ["viewer-auth"]
+"2001:db8::/32" = ["v6-pacs"]
+"""
+
+
+def test_a_tcp_sender_may_claim_what_its_most_specific_network_lists() -> None:
+    from integrations.atna.senders import tcp_sender
+
+    policy = parse_policy(TCP_POLICY, ledger_names=LEDGER)
+    assert tcp_sender("127.0.0.1") == "tcp:127.0.0.1"
+    assert tcp_sender("::ffff:10.20.4.17") == "tcp:10.20.4.17"
+    assert policy.refusal(tcp_sender("127.0.0.1"), "legacy-pacs", []) is None
+    assert policy.refusal(tcp_sender("10.20.9.1"), "ris-audit", []) is None
+    assert policy.refusal(tcp_sender("10.20.4.17"), "viewer-auth", []) is None
+    assert policy.refusal(tcp_sender("2001:db8::7"), "v6-pacs", []) is None
+    for sender, source in [
+        (tcp_sender("10.20.4.17"), "ris-audit"),  # the /24 applies, not the /16
+        (tcp_sender("127.0.0.2"), "legacy-pacs"),
+        (tcp_sender("192.0.2.1"), "legacy-pacs"),
+        ("tcp:not-an-address", "legacy-pacs"),
+        (UDP_SENDER, "legacy-pacs"),
+        ("tls:127.0.0.1", "legacy-pacs"),
+    ]:
+        refused = policy.refusal(sender, source, [])
+        assert refused is not None, (sender, source)
+        assert refused[0] == "source_not_allowed"
+    assert policy.tcp_network("10.20.4.17") is not None
+    assert policy.tcp_network("192.0.2.1") is None
+    assert policy.tcp_network("fe80::1%eth0") is None
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[tcp]\n"pacs.example" = ["a"]\n', "not an IP address or network"),
+        ('[tcp]\n"10.20.0.1/16" = ["a"]\n', "not an IP address or network"),
+        ('[tcp]\n"10.0.0.1" = ["a"]\n"10.0.0.1/32" = ["b"]\n', "twice"),
+        ('[tcp]\n"127.0.0.1" = ["ledger-api-h-1"]\n', "names the ledger"),
+        ('[tcp]\n"127.0.0.1" = "a"\n', "list of non-empty strings"),
+        ("tcp = 1\n", "must be tables"),
+    ],
+)
+def test_a_bad_tcp_section_is_refused(text: str, message: str) -> None:
+    with pytest.raises(AtnaPolicyError, match=message):
+        parse_policy(text, ledger_names=LEDGER)

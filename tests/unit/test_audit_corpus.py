@@ -309,6 +309,62 @@ EXPECTED: dict[str, list[dict[str, Any]]] = {
             ),
         }
     ],
+    "ihe-iti18-registry-stored-query.xml": [
+        {
+            "dicom_event_id": "110112",
+            "event_type_code": "ITI-18",
+            "action": EventAction.EXECUTE,
+            # Two requestors (the machine Source and the Human Requestor): the person.
+            "actor": Actor(user_id="dr.chen", name="Wei Chen", role="attender"),
+            # The HL7 CX issuer (&OID&ISO) becomes the OID.
+            "patient": Patient(id="IHERED-1024", issuer="1.3.6.1.4.1.21367.13.20.1000"),
+            "study": None,
+            "network_address": "10.30.1.12",  # the Source's: the person gives none
+            "facility": Facility(id="stmarys-boston"),
+            "details": {
+                "query": "<query:AdhocQueryRequest/>",
+                "query_object_id": "urn:uuid:14d4debf-8f97-4251-9a74-a90016b0af0d",
+                "audit_source_id": "xds-consumer",
+            },
+        }
+    ],
+    "ihe-iti43-retrieve-document-set.xml": [
+        {
+            "dicom_event_id": "110106",
+            "event_type_code": "ITI-43",
+            "action": EventAction.READ,
+            "actor": Actor(user_id="http://www.w3.org/2005/08/addressing/anonymous", role="system"),
+            "patient": Patient(id="IHERED-1024", issuer="1.3.6.1.4.1.21367.13.20.1000"),
+            "study": None,
+            "network_address": "10.30.1.12",
+            "facility": Facility(id="xds-repository"),
+        }
+    ],
+    "ihe-rad69-retrieve-imaging-document-set.xml": [
+        {
+            "dicom_event_id": "110106",
+            "event_type_code": "RAD-69",
+            "actor": Actor(user_id="READING_WS_4", role="system"),
+            "patient": Patient(id="IHERED-1024", issuer="1.3.6.1.4.1.21367.13.20.1000"),
+            "study": Study(uid="1.3.6.1.4.1.21367.201.1.4418", sop_classes=(CT,), instances=120),
+            "network_address": "10.40.2.4",
+        }
+    ],
+    "dcm4chee-security-alert-node-authentication.xml": [
+        {
+            "kind": SecurityEvent,
+            "dicom_event_id": "110113",
+            "event_type_code": "110126",
+            "outcome": EventOutcome.SERIOUS_FAILURE,
+            "actor": Actor(user_id="203.0.113.99", role="unspecified"),
+            "patient": None,
+            "network_address": "203.0.113.99",
+            "details": {
+                "outcome_description": "TLS handshake failed: certificate unknown",
+                "audit_source_id": "dcm4chee-arc",
+            },
+        }
+    ],
     "multi-study.xml": [
         {
             "study": Study(uid="2.25.302931804526318725201538219302018473", accession="SM26030211"),
@@ -332,7 +388,7 @@ KEPT: dict[str, str] = {
 def test_every_corpus_file_has_an_expectation() -> None:
     files = {p.name for p in CORPUS.glob("*.xml")}
     assert files == set(EXPECTED) | set(KEPT)
-    assert len(files) >= 19
+    assert len(files) >= 23
 
 
 def _payload(name: str) -> bytes:

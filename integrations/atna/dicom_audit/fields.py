@@ -35,12 +35,22 @@ from schemas import dicom
 
 
 def find_requestor(msg: AuditMessage) -> Participant:
-    for p in msg.participants:
-        if p.is_requestor:
+    """The requestor; of several (IHE's machine Source and its Human Requestor), the first
+    that is not a system (no DCM application or transfer-end RoleIDCode, UserTypeCode not
+    2), else the first."""
+    requestors = [p for p in msg.participants if p.is_requestor]
+    for p in requestors:
+        if len(requestors) == 1 or not _is_system(p):
             return p
+    if requestors:
+        return requestors[0]
     if len(msg.participants) == 1:
         return msg.participants[0]
     raise unmappable("no_requestor", "no ActiveParticipant is the requestor")
+
+
+def _is_system(p: Participant) -> bool:
+    return p.user_type_code == "2" or p.has_role(dicom.SYSTEM_ROLE_IDS)
 
 
 def foreign_role(p: Participant) -> str:

@@ -1,7 +1,8 @@
 """The IHE ATNA Audit Record Repository receiver: syslog in, ledger events out.
 
-``AtnaReceiver(config, emitter)`` listens for RFC 5424 syslog messages over mutual TLS
-(RFC 5425) and, only when a UDP port is configured, over UDP (RFC 5426); maps each DICOM
+``AtnaReceiver(config, emitter)`` listens for syslog messages (RFC 5424 or RFC 3164) over
+mutual TLS (RFC 5425) and, only when their ports are configured, over plain TCP (RFC 6587,
+senders known by source address) and UDP (RFC 5426); maps each DICOM
 audit message (``dicom_audit``), checks it against its sender (``senders``) and hands its
 events to the injected ``Emitter``. Nothing received is dropped silently (what does not
 map is kept, ``kept``), memory is bounded (``queue_max``; TLS senders are pushed back),

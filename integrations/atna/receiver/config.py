@@ -1,8 +1,8 @@
 """The receiver's configuration, checked when it is built.
 
-Invariant: an ``AtnaReceiverConfig`` that exists is usable: it has a TLS or a UDP port,
-a TLS port comes with its certificate, key and client CA (there is no anonymous TLS), and
-every limit is positive.
+Invariant: an ``AtnaReceiverConfig`` that exists is usable: it has a TLS, a plain TCP or
+a UDP port, a TLS port comes with its certificate, key and client CA (there is no
+anonymous TLS), and every limit is positive.
 """
 
 from __future__ import annotations
@@ -34,6 +34,13 @@ class AtnaReceiverConfig:
     #: UDP (RFC 5426) port; None (the default) disables UDP; 0 binds any free port. UDP
     #: authenticates nothing: its messages may claim only ``policy.udp`` sources.
     udp_port: int | None = None
+    #: Plain TCP (RFC 6587) port; None (the default) disables it; 0 binds any free port.
+    #: TCP authenticates nothing but the source address: a connection is served only from
+    #: an address ``policy.tcp`` lists, and may claim only that entry's sources.
+    tcp_port: int | None = None
+    #: Address of the plain TCP listener: loopback unless set, whatever ``host`` is (a
+    #: receiver whose TLS listens on every interface keeps plain TCP local).
+    tcp_host: str = "127.0.0.1"
     #: PEM certificate chain and private key of the TLS listener.
     cert_file: str | None = None
     key_file: str | None = None
@@ -45,6 +52,9 @@ class AtnaReceiverConfig:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     max_connections: int = 256
     idle_timeout_seconds: float = 300.0
+    #: Longest a frame may take from its first byte to its last (a slow sender that
+    #: trickles bytes to hold a connection is closed and its partial frame kept).
+    frame_timeout_seconds: float = 60.0
     handshake_timeout_seconds: float = 10.0
     #: Messages waiting to be mapped and emitted, at most.
     queue_max: int = 4096
@@ -65,8 +75,8 @@ class AtnaReceiverConfig:
     stop_timeout_seconds: float = 10.0
 
     def __post_init__(self) -> None:
-        if self.tls_port is None and self.udp_port is None:
-            raise ValueError("AtnaReceiverConfig needs a tls_port, a udp_port or both")
+        if self.tls_port is None and self.udp_port is None and self.tcp_port is None:
+            raise ValueError("AtnaReceiverConfig needs a tls_port, a udp_port or a tcp_port")
         if self.tls_port is not None and not (self.cert_file and self.key_file):
             raise ValueError("the TLS listener needs cert_file and key_file")
         if self.tls_port is not None and not self.client_ca_file:
@@ -81,6 +91,7 @@ class AtnaReceiverConfig:
             raise ValueError("AtnaReceiverConfig.parse_workers must not be negative")
         for name in (
             "idle_timeout_seconds",
+            "frame_timeout_seconds",
             "handshake_timeout_seconds",
             "emit_retry_max_seconds",
             "stop_timeout_seconds",

@@ -23,6 +23,7 @@ from integrations.atna.receiver.keeper import KeptWriter
 from integrations.atna.receiver.parsepool import ParsePool
 from integrations.atna.receiver.pipeline import Pipeline
 from integrations.atna.receiver.stats import AtnaStats, Counters
+from integrations.atna.receiver.tcp import TcpListener
 from integrations.atna.receiver.tls import TlsListener
 from integrations.atna.receiver.udp import UdpListener
 from producers import AsyncLifecycle, Codec, Emitter
@@ -45,6 +46,7 @@ class _Parts:
     pipeline: Pipeline
     tls: TlsListener | None
     udp: UdpListener | None
+    tcp: TcpListener | None
 
 
 class AtnaReceiver(AsyncLifecycle):
@@ -68,6 +70,12 @@ class AtnaReceiver(AsyncLifecycle):
         """The bound TLS port (after ``start``)."""
         parts = self._parts
         return None if parts is None or parts.tls is None else parts.tls.port
+
+    @property
+    def tcp_port(self) -> int | None:
+        """The bound plain TCP port (after ``start``)."""
+        parts = self._parts
+        return None if parts is None or parts.tcp is None else parts.tcp.port
 
     @property
     def udp_port(self) -> int | None:
@@ -106,6 +114,9 @@ class AtnaReceiver(AsyncLifecycle):
             udp=None
             if cfg.udp_port is None
             else UdpListener(cfg, cfg.udp_port, intake, counters, stopping),
+            tcp=None
+            if cfg.tcp_port is None
+            else TcpListener(cfg, cfg.tcp_port, intake, keeper, counters, stopping),
         )
 
     def _is_stopping(self) -> bool:
@@ -131,15 +142,18 @@ class AtnaReceiver(AsyncLifecycle):
                 await parts.tls.start()
             if parts.udp is not None:
                 await parts.udp.start()
+            if parts.tcp is not None:
+                await parts.tcp.start()
         except BaseException:
             self._running = True
             await self.stop()
             raise
         self._running = True
         logger.info(
-            "ATNA receiver listening on %s: TLS %s, UDP %s; kept messages in %s",
+            "ATNA receiver listening on %s: TLS %s, TCP %s, UDP %s; kept messages in %s",
             cfg.host,
             self.tls_port if self.tls_port is not None else "off",
+            self.tcp_port if self.tcp_port is not None else "off",
             self.udp_port if self.udp_port is not None else "off",
             cfg.kept_dir,
         )
@@ -165,8 +179,12 @@ class AtnaReceiver(AsyncLifecycle):
             parts.tls.close()
         if parts.udp is not None:
             parts.udp.close()
+        if parts.tcp is not None:
+            parts.tcp.close()
         if parts.tls is not None:
             await parts.tls.end_connections()
+        if parts.tcp is not None:
+            await parts.tcp.end_connections()
         intake, pipeline = parts.intake, parts.pipeline
         if pipeline.working:
             await intake.join(timeout)
@@ -187,10 +205,12 @@ class AtnaReceiver(AsyncLifecycle):
     def stats(self) -> AtnaStats:
         c, parts = self._counters, self._parts
         tls = None if parts is None else parts.tls
+        tcp = None if parts is None else parts.tcp
         return AtnaStats(
             running=self._running,
             received_tls=c.received_tls,
             received_udp=c.received_udp,
+            received_tcp=c.received_tcp,
             mapped=c.mapped,
             events=c.events,
             resent=c.resent,
@@ -201,9 +221,11 @@ class AtnaReceiver(AsyncLifecycle):
             udp_dropped_overload=c.udp_dropped_overload,
             queue_depth=0 if parts is None else parts.intake.held(),
             queue_max=self._config.queue_max,
-            connections=0 if tls is None else tls.connections,
+            connections=(0 if tls is None else tls.connections)
+            + (0 if tcp is None else tcp.connections),
             connections_refused=c.connections_refused,
             handshakes_refused=c.handshakes_refused,
+            tcp_refused_sources=c.tcp_refused_sources,
             refused_senders=c.refused_senders,
             emit_retries=c.emit_retries,
         )

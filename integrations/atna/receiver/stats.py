@@ -20,6 +20,7 @@ class AtnaStats:
     running: bool
     received_tls: int
     received_udp: int
+    received_tcp: int
     #: Messages that became events, and the events emitted (re-sends included).
     mapped: int
     events: int
@@ -40,6 +41,8 @@ class AtnaStats:
     #: TLS clients refused at the handshake (no certificate, or one the client CA did not
     #: sign, or one without a single subject CN).
     handshakes_refused: int
+    #: Plain TCP connections refused because no [tcp] entry lists their source address.
+    tcp_refused_sources: int
     #: Messages kept because their sender may not claim their AuditSourceID, or because
     #: they claim to come from the ledger itself (a security signal: alert on it).
     refused_senders: int
@@ -57,6 +60,7 @@ class Counters:
 
     received_tls: int = 0
     received_udp: int = 0
+    received_tcp: int = 0
     mapped: int = 0
     events: int = 0
     resent: int = 0
@@ -65,5 +69,6 @@ class Counters:
     udp_dropped_overload: int = 0
     connections_refused: int = 0
     handshakes_refused: int = 0
+    tcp_refused_sources: int = 0
     refused_senders: int = 0
     emit_retries: int = 0

@@ -1,12 +1,12 @@
-"""The RFC 5425 TLS listener: mutual TLS per connection, octet-counted frames in.
+"""The RFC 5425 TLS listener: mutual TLS per connection, syslog frames in (``stream``).
 
 Invariant: a client is authenticated (a certificate the configured client CA signed,
 with one subject CN, within ``handshake_timeout_seconds``) before it takes a connection
 slot; at most ``max_connections`` are served; a connection idle for
-``idle_timeout_seconds`` is closed. A connection is read only while the intake has room,
-so TCP flow control pushes back on its sender. A frame that cannot be framed is queued to
-be kept and its connection closed (the stream cannot be re-synchronised); a partial
-frame is kept when the connection ends.
+``idle_timeout_seconds`` is closed. Frames are read by ``stream.StreamReader``: octet
+counting as RFC 5425 says, or LF-terminated lines (RFC 6587 non-transparent framing, as
+rsyslog sends by default), pushed back while the intake is full, kept when they cannot
+be framed.
 """
 
 from __future__ import annotations
@@ -15,23 +15,19 @@ import asyncio
 import contextlib
 import logging
 import ssl
-import time
 from collections.abc import Callable
-from typing import Final
 
 from integrations.atna.receiver.config import AtnaReceiverConfig
-from integrations.atna.receiver.intake import Intake, Received, peer_name
+from integrations.atna.receiver.intake import Intake, peer_name
 from integrations.atna.receiver.keeper import KeptWriter
 from integrations.atna.receiver.stats import Counters
-from integrations.atna.rfc5424 import Frame, OctetCountingDecoder
+from integrations.atna.receiver.stream import READ_CHUNK, StreamReader
 from integrations.atna.senders import certificate_sender
 
 __all__ = ["TlsListener"]
 
 # One logger name for all the receiver's log lines.
 logger = logging.getLogger("integrations.atna.receiver")
-
-_READ_CHUNK: Final = 64 * 1024
 
 
 def _ssl_context(cfg: AtnaReceiverConfig) -> ssl.SSLContext:
@@ -64,11 +60,15 @@ class TlsListener:
         self._keeper = keeper
         self._counters = counters
         self._stopping = stopping
+        self._stream = StreamReader(config, intake, keeper, counters, "tls", self._count)
         self._tls: ssl.SSLContext | None = None
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self._handshaking: set[asyncio.Task[None]] = set()
         self.port: int | None = None
+
+    def _count(self) -> None:
+        self._counters.received_tls += 1
 
     @property
     def connections(self) -> int:
@@ -83,7 +83,7 @@ class TlsListener:
             self._serve,
             cfg.host,
             cfg.tls_port,
-            limit=_READ_CHUNK,
+            limit=READ_CHUNK,
             backlog=min(cfg.max_connections, 1024),
         )
         self.port = int(self._server.sockets[0].getsockname()[1])
@@ -131,7 +131,7 @@ class TlsListener:
             return
         self._connections.add(task)
         try:
-            await self._read(reader, peer, sender)
+            await self._stream.read(reader, peer, sender)
         finally:
             self._connections.discard(task)
             writer.close()
@@ -158,64 +158,3 @@ class TlsListener:
             self._counters.handshakes_refused += 1
             logger.warning("ATNA: refused TLS client %s: not one subject CN", peer)
         return sender
-
-    async def _read(self, reader: asyncio.StreamReader, peer: str | None, sender: str) -> None:
-        """Read frames off an authenticated connection until it ends, breaks or idles."""
-        decoder = OctetCountingDecoder(self._config.max_message_bytes)
-        try:
-            await self._frames(reader, decoder, peer, sender)
-        except asyncio.CancelledError:
-            self._keep_tail(decoder, peer, sender)
-            raise
-        except (ConnectionError, ssl.SSLError, OSError) as exc:
-            logger.info("ATNA: TLS connection from %s failed: %r", peer, exc)
-            self._keep_tail(decoder, peer, sender)
-        else:
-            tail = decoder.finish()
-            if tail is not None:
-                self._counters.received_tls += 1
-                await self._intake.put(
-                    Received(tail.data, "tls", peer, time.time(), sender, tail.reason, tail.detail)
-                )
-
-    async def _frames(
-        self,
-        reader: asyncio.StreamReader,
-        decoder: OctetCountingDecoder,
-        peer: str | None,
-        sender: str,
-    ) -> None:
-        idle = self._config.idle_timeout_seconds
-        while True:
-            try:
-                async with asyncio.timeout(idle):
-                    data = await reader.read(_READ_CHUNK)
-            except TimeoutError:
-                logger.info("ATNA: closing idle TLS connection from %s", peer)
-                return
-            if not data:
-                return
-            for frame in decoder.feed(data):
-                now = time.time()
-                self._counters.received_tls += 1
-                if isinstance(frame, Frame):
-                    await self._intake.put(Received(frame.data, "tls", peer, now, sender))
-                else:
-                    logger.warning("ATNA: closing TLS connection from %s: %s", peer, frame.detail)
-                    await self._intake.put(
-                        Received(frame.data, "tls", peer, now, sender, frame.reason, frame.detail)
-                    )
-            if decoder.broken:
-                return
-
-    def _keep_tail(self, decoder: OctetCountingDecoder, peer: str | None, sender: str) -> None:
-        """A connection ends abnormally: keep a partial frame without waiting for room."""
-        tail = decoder.finish()
-        if tail is None:
-            return
-        self._counters.received_tls += 1
-        item = Received(tail.data, "tls", peer, time.time(), sender, tail.reason, tail.detail)
-        if self._intake.offer(item) or self._keeper.offer(item):
-            return
-        self._counters.lost_at_stop += 1
-        logger.error("ATNA: a partial frame from %s could not be kept (queues full)", peer)
