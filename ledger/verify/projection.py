@@ -1,7 +1,7 @@
 """The ``events``-table columns an event determines: what an index row must say.
 
 Invariant: ``project_event`` agrees with the consumer's projection
-(``consumers.consumer.index_fields``) column by column; ``cell_equal`` compares one stored
+(``consumers.projection.index_fields``) column by column; ``cell_equal`` compares one stored
 cell with its expected value (``event_time`` as an instant, ``event_id`` as a UUID) and
 never echoes values.
 
@@ -48,7 +48,7 @@ def _opt_sub(record: Mapping[str, JsonValue], key: str) -> dict[str, JsonValue]:
 def project_event(full_name: str, record: Mapping[str, JsonValue]) -> dict[str, JsonValue]:
     """The ``events`` columns that a decoded event determines (``SchemaSet.decode`` output).
 
-    Must agree with the consumer's projection (``consumers.consumer.index_fields``).
+    Must agree with the consumer's projection (``consumers.projection.index_fields``).
     Raises ``MalformedInputError`` for a schema without a projection or a record that lacks
     a nested record.  Relay ``action``/``outcome``/``purpose_of_use`` are not included.
     """
