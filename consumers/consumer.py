@@ -8,7 +8,8 @@ records read before a re-claim are read again from the stored position, never
 appended past it. Every consumed record becomes exactly one of: a leaf, a
 counted duplicate, or a quarantine row with a specific reason (``consumers.classify``);
 a bad record never blocks its partition. Records are authenticated per poll
-(``consumers.authpoll``); the index row of a leaf is ``consumers.projection``'s.
+(``consumers.authpoll``); the index row of a leaf is ``consumers.projection``'s;
+checkpoints are asked for by ``consumers.cadence``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import itertools
 import logging
 import os
 import socket
-import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +30,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 
 from consumers.authpoll import PollAuthenticator
+from consumers.cadence import CheckpointCadence
 from consumers.classify import classify, envelope_of, kafka_record
 from ledger.audit.ingest import (
     Appender,
@@ -171,8 +172,7 @@ class LedgerConsumer(AsyncLifecycle):
         self._config = config
         self._appender = appender
         self._codec = codec
-        self._checkpointer = checkpointer
-        self._last_sweep = 0.0
+        self._cadence = CheckpointCadence(checkpointer)
         self._consumer: AIOKafkaConsumer | None = None
         self._stopping = asyncio.Event()
         self._batch_lock = asyncio.Lock()
@@ -267,11 +267,11 @@ class LedgerConsumer(AsyncLifecycle):
                 try:
                     polled = await asyncio.wait_for(handover.get(), timeout=0.5)
                 except TimeoutError:
-                    await self._sweep_checkpoints()
+                    await self._cadence.sweep()
                     continue
                 async with self._batch_lock:
                     await asyncio.gather(*(self._append_partition(consumer, p) for p in polled))
-                await self._sweep_checkpoints()
+                await self._cadence.sweep()
         finally:
             fetcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -344,19 +344,6 @@ class LedgerConsumer(AsyncLifecycle):
             for m, e in pairs
         ]
 
-    async def _sweep_checkpoints(self) -> None:
-        """Time-based cadence: sign logs whose unsigned leaves have waited long enough."""
-        if self._checkpointer is None:
-            return
-        now = time.monotonic()
-        if now - self._last_sweep < self._checkpointer.sweep_interval:
-            return
-        self._last_sweep = now
-        try:
-            await self._checkpointer.checkpoint_all_due()
-        except LedgerError as exc:
-            logger.warning("checkpoint sweep failed: %s", exc)
-
     async def _append_partition(self, consumer: AIOKafkaConsumer, polled: _Polled) -> None:
         result = await self._append_retrying(consumer, polled)
         if result is not None:
@@ -420,14 +407,7 @@ class LedgerConsumer(AsyncLifecycle):
             logger.warning(
                 "%s/%d: %d record(s) quarantined", tp.topic, tp.partition, result.quarantined
             )
-        if self._checkpointer is not None and result.appended:
-            try:
-                await self._checkpointer.after_append(
-                    result.log_id, result.first_leaf + result.appended
-                )
-            except LedgerError as exc:
-                # Never block ingestion on signing; the sweep retries and the lag is visible.
-                logger.error("checkpoint for log %d failed: %s", result.log_id, exc)
+        await self._cadence.after_append(result)
         # Advisory only: the authoritative position is in PostgreSQL.
         with contextlib.suppress(KafkaError):
             await consumer.commit({tp: result.next_offset})
