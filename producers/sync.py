@@ -1,35 +1,12 @@
 """A synchronous, thread-safe facade over the async ``Emitter``, for hosts without asyncio.
 
-Invariant: ``SyncEmitter.emit`` validates and encodes the event in the calling thread
-(``Codec.prepare``: an invalid event raises ``EventValidationError`` there and is never
-queued; the emitter thread only stamps it), then hands it to a bounded in-memory queue
-and returns; it never waits longer than ``block_seconds``
-for room in that queue, and raises ``EmitterPushbackError`` when there is none, so a
-host's callback (Orthanc's Python plugin, a gateway's request thread) is never held up
-by Kafka. A background thread runs one asyncio loop with the real ``Emitter``: it takes
-queued events in the order they were accepted and emits them; the ``Emitter`` sends them
-to Kafka or, while Kafka is down or slow, fsyncs them to its spool (configure
-``EmitterConfig.spool_dir``). An event the ``Emitter`` refuses for a transient reason
-(full spool, spool I/O error, Kafka not accepting without a spool) is retried, in order,
-ahead of newer events; meanwhile the queue fills and callers get ``EmitterPushbackError``,
-which is the host's signal to slow down or alarm. Nothing ``emit`` accepted is dropped,
-except: events still queued when ``stop`` runs out of time, and an event the loop-side
-``Emitter`` rejects as invalid although the caller's check passed (its time drifted past
-the allowed clock skew while it waited); both are logged as errors and counted in ``lost``.
-
-Order: events emitted by one thread reach the ``Emitter`` in that thread's emit order;
-events of different threads in the order ``emit`` accepted them. After a retried
-failure, events of the same batch that the ``Emitter`` had already accepted go ahead of
-the retried ones (the ledger orders by producer sequence, which follows acceptance).
-
-Lifecycle: ``start`` (idempotent) starts the thread and the ``Emitter`` and returns once
-it runs (with a spool, Kafka need not be up). ``stop(timeout)`` (idempotent, callable
-from any thread but the emitter's own) refuses new events, hands everything queued to
-the ``Emitter``, stops it (which waits up to ``stop_timeout_seconds`` for Kafka, then
-spools what is left) and joins the thread. A stopped ``SyncEmitter`` cannot be started
-again: make a new one (with the same ``spool_dir`` it re-sends what the old one spooled).
-The thread is a daemon thread and ``stop`` is registered with ``atexit``, so a host that
-forgets ``stop`` still flushes at interpreter exit.
+Invariant: ``emit`` validates and encodes in the calling thread (an invalid event raises
+there and is never queued), waits at most ``block_seconds`` for room in a bounded queue
+(then ``EmitterPushbackError``), and never waits on Kafka; one background thread runs the
+real ``Emitter``, hands events over in the order ``emit`` accepted them, and retries
+transient refusals in order. Nothing accepted is dropped except what is counted and
+logged as ``lost``. Design, order and lifecycle: docs/design/emitter.md ("The threaded
+facade").
 """
 
 from __future__ import annotations
@@ -429,22 +406,7 @@ class SyncEmitter:
                 *(self._emitter.emit_prepared(event) for event in remaining),
                 return_exceptions=True,
             )
-            retry: list[PreparedEvent] = []
-            invalid = 0
-            for event, result in zip(remaining, results, strict=True):
-                if isinstance(result, int):
-                    continue
-                if isinstance(result, EventValidationError):
-                    invalid += 1
-                    logger.error(
-                        "emitter %s refused an accepted event as invalid (field %s); it is lost",
-                        self._config.producer_id,
-                        result.field,
-                    )
-                elif isinstance(result, ProducerError | OSError):
-                    retry.append(event)
-                else:  # CancelledError and the like: stop handing over, count as lost
-                    raise result
+            retry, invalid = self._sort_results(remaining, results)
             giving_up = (
                 self._give_up_at is not None and time.monotonic() > self._give_up_at and retry
             )
@@ -457,15 +419,7 @@ class SyncEmitter:
             if not retry:
                 return
             if giving_up:
-                with self._cond:
-                    self._lost += len(retry)
-                    self._pending -= len(retry)
-                    self._cond.notify_all()
-                logger.error(
-                    "emitter %s is stopping and could not hand %d event(s) over; they are lost",
-                    self._config.producer_id,
-                    len(retry),
-                )
+                self._abandon(retry)
                 return
             first = next(r for r in results if isinstance(r, BaseException))
             log = logger.warning if delay == _RETRY_FIRST else logger.debug
@@ -478,3 +432,38 @@ class SyncEmitter:
             await asyncio.sleep(delay)
             delay = min(_RETRY_MAX, delay * 2)
             remaining = retry
+
+    def _sort_results(
+        self, events: list[PreparedEvent], results: list[int | BaseException]
+    ) -> tuple[list[PreparedEvent], int]:
+        """The events to retry (a transient refusal), in order, and how many were refused
+        as invalid (logged: they are lost); anything else ends the hand-over."""
+        retry: list[PreparedEvent] = []
+        invalid = 0
+        for event, result in zip(events, results, strict=True):
+            if isinstance(result, int):
+                continue
+            if isinstance(result, EventValidationError):
+                invalid += 1
+                logger.error(
+                    "emitter %s refused an accepted event as invalid (field %s); it is lost",
+                    self._config.producer_id,
+                    result.field,
+                )
+            elif isinstance(result, ProducerError | OSError):
+                retry.append(event)
+            else:  # CancelledError and the like: stop handing over, count as lost
+                raise result
+        return retry, invalid
+
+    def _abandon(self, retry: list[PreparedEvent]) -> None:
+        """Stopping, out of time: the events still refused are lost (counted, logged)."""
+        with self._cond:
+            self._lost += len(retry)
+            self._pending -= len(retry)
+            self._cond.notify_all()
+        logger.error(
+            "emitter %s is stopping and could not hand %d event(s) over; they are lost",
+            self._config.producer_id,
+            len(retry),
+        )
