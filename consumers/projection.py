@@ -9,8 +9,9 @@ the other; ``tests/unit/test_projections_agree.py`` holds them equal for every e
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import TypedDict, cast
+from typing import Final, TypedDict, cast
 
 from ledger.audit import disclosure
 from ledger.audit.ingest import IndexFields
@@ -68,56 +69,64 @@ def _people(record: Record, user_field: str) -> _People:
     )
 
 
-def index_fields(full_name: str, record: Record) -> IndexFields:
-    """Project a validated Avro record onto the ledger's query index.
-
-    ``ledger.verify.project_event`` recomputes the same columns independently from the
-    stored leaf; a test keeps the two in agreement for every kind.
-    """
-    head = _head(record)
-    if full_name == AUDIT_LOG_USED_SCHEMA_NAME:
-        return IndexFields(
-            kind="audit_log_used",
-            **head,
-            **_people(record, "actor"),
-            dicom_event_id="110101",
-            action="R",
-            outcome=cast(str, record["outcome"]),
-            study_uid=None,
-            accession=None,
-            network_address=cast("str | None", record.get("network_address")),
-            purpose_of_use=None,
-            disclosed=tuple((r.origin, r.start, r.end) for r in disclosure.from_record(record)),
-        )
-    if full_name == SECURITY_SCHEMA_NAME:
-        return IndexFields(
-            kind="security_event",
-            **head,
-            **_people(record, "actor"),
-            dicom_event_id=cast(str, record["dicom_event_id"]),
-            action=cast(str, record["action"]),
-            outcome=cast(str, record["outcome"]),
-            study_uid=None,
-            accession=None,
-            network_address=cast("str | None", record.get("network_address")),
-            purpose_of_use=cast("str | None", record.get("purpose_of_use")),
-        )
+def _study(record: Record) -> tuple[str | None, str | None]:
+    """The study's UID and accession, if the event names a study."""
     study = cast("Record | None", record.get("study"))
     study_uid = None if study is None else cast(str, study["uid"])
     accession = None if study is None else cast("str | None", study.get("accession"))
-    if full_name == ACCESS_SCHEMA_NAME:
-        return IndexFields(
-            kind="phi_access",
-            **head,
-            **_people(record, "actor"),
-            dicom_event_id=cast(str, record["dicom_event_id"]),
-            action=cast(str, record["action"]),
-            outcome=cast(str, record["outcome"]),
-            study_uid=study_uid,
-            accession=accession,
-            network_address=cast("str | None", record.get("network_address")),
-            purpose_of_use=cast("str | None", record.get("purpose_of_use")),
-        )
+    return study_uid, accession
+
+
+def _audit_log_used(record: Record, head: _Head) -> IndexFields:
+    return IndexFields(
+        kind="audit_log_used",
+        **head,
+        **_people(record, "actor"),
+        dicom_event_id="110101",
+        action="R",
+        outcome=cast(str, record["outcome"]),
+        study_uid=None,
+        accession=None,
+        network_address=cast("str | None", record.get("network_address")),
+        purpose_of_use=None,
+        disclosed=tuple((r.origin, r.start, r.end) for r in disclosure.from_record(record)),
+    )
+
+
+def _security_event(record: Record, head: _Head) -> IndexFields:
+    return IndexFields(
+        kind="security_event",
+        **head,
+        **_people(record, "actor"),
+        dicom_event_id=cast(str, record["dicom_event_id"]),
+        action=cast(str, record["action"]),
+        outcome=cast(str, record["outcome"]),
+        study_uid=None,
+        accession=None,
+        network_address=cast("str | None", record.get("network_address")),
+        purpose_of_use=cast("str | None", record.get("purpose_of_use")),
+    )
+
+
+def _phi_access(record: Record, head: _Head) -> IndexFields:
+    study_uid, accession = _study(record)
+    return IndexFields(
+        kind="phi_access",
+        **head,
+        **_people(record, "actor"),
+        dicom_event_id=cast(str, record["dicom_event_id"]),
+        action=cast(str, record["action"]),
+        outcome=cast(str, record["outcome"]),
+        study_uid=study_uid,
+        accession=accession,
+        network_address=cast("str | None", record.get("network_address")),
+        purpose_of_use=cast("str | None", record.get("purpose_of_use")),
+    )
+
+
+def _critical_result_relay(record: Record, head: _Head) -> IndexFields:
+    """A relay's action, outcome and purpose of use are consumer policy, not event fields."""
+    study_uid, accession = _study(record)
     return IndexFields(
         kind="critical_result_relay",
         **head,
@@ -130,6 +139,24 @@ def index_fields(full_name: str, record: Record) -> IndexFields:
         network_address=None,
         purpose_of_use="TREAT",
     )
+
+
+#: The projection of each schema; any other (validated) schema is a relay's.
+_BY_SCHEMA: Final[Mapping[str, Callable[[Record, _Head], IndexFields]]] = {
+    AUDIT_LOG_USED_SCHEMA_NAME: _audit_log_used,
+    SECURITY_SCHEMA_NAME: _security_event,
+    ACCESS_SCHEMA_NAME: _phi_access,
+}
+
+
+def index_fields(full_name: str, record: Record) -> IndexFields:
+    """Project a validated Avro record onto the ledger's query index.
+
+    ``ledger.verify.project_event`` recomputes the same columns independently from the
+    stored leaf; a test keeps the two in agreement for every kind.
+    """
+    head = _head(record)
+    return _BY_SCHEMA.get(full_name, _critical_result_relay)(record, head)
 
 
 def event_index(event: AuditEvent) -> IndexFields:
