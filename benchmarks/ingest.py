@@ -33,7 +33,7 @@ import asyncpg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.proofs import admin_kafka, env, on_db, simulator
-from consumers.consumer import classify
+from consumers.classify import classify
 from integrations.simulator import Simulator
 from ledger.audit.ingest import Accepted
 from ledger.log.leaf import KafkaRecord

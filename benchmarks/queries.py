@@ -19,7 +19,7 @@ report < 2 s). Nothing fails on a number. ``--profile`` also runs the API under 
 and prints where its CPU goes per request. Needs `make up` (or stack.sh infra).
 
 The data: ``integrations.simulator.Simulator`` makes a pool of templates (encoded with the
-Codec, index rows from ``consumers.consumer.classify``), and every loaded event is one
+Codec, index rows from ``consumers.classify.classify``), and every loaded event is one
 template with fresh identity: event id, time (5 years, in order within each log),
 patient (~N/10 patients, skewed: 2% of events go to a few hundred patients, 10% to a few
 thousand, so some have hundreds of accesses), user (5,000, skewed within each role),
@@ -64,7 +64,7 @@ import fastavro
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.proofs import Api, env, on_db, percentiles, serve_api
-from consumers.consumer import classify
+from consumers.classify import classify
 from integrations.simulator import Simulator, make_npi
 from ledger.audit.ingest import Accepted
 from ledger.audit.reports import InvestigationScope

@@ -6,85 +6,48 @@ assignment the consumer seeks to the stored position; Kafka's own commits are
 advisory. A batch is appended only under the writer claim it was read under:
 records read before a re-claim are read again from the stored position, never
 appended past it. Every consumed record becomes exactly one of: a leaf, a
-counted duplicate, or a quarantine row with a specific reason; a bad record
-never blocks its partition. A record becomes a leaf only if it is authenticated
-as its producer's (``ledger.audit.producerauth``; docs/producer-auth.md); every record
-that is not raises a security alert.
-
-``index_fields`` / ``event_index`` project an event onto the ``events`` columns; the
-verifier's ``ledger.verify.projection.project_event`` computes the same columns on its own,
-on purpose: the verifier must not trust the code it checks. Neither imports the other;
-``tests/unit/test_projections_agree.py`` holds them equal for every event kind.
+counted duplicate, or a quarantine row with a specific reason (``consumers.classify``);
+a bad record never blocks its partition. Records are authenticated per poll
+(``consumers.authpoll``); the index row of a leaf is ``consumers.projection``'s;
+checkpoints are asked for by ``consumers.cadence``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import itertools
 import logging
 import os
 import socket
-import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import TypedDict, cast
+from datetime import datetime, timedelta
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 
-from ledger.audit import disclosure
+from consumers.authpoll import PollAuthenticator
+from consumers.cadence import CheckpointCadence
+from consumers.classify import classify, envelope_of, kafka_record
 from ledger.audit.ingest import (
-    Accepted,
     Appender,
+    AppendResult,
     BatchItem,
     Checkpointing,
-    IndexFields,
     Rejected,
     WriterSchemaInfo,
 )
-from ledger.audit.producerauth import (
-    ENVELOPE_HEADER,
-    REASON_UNKNOWN_KEY,
-    REASON_UNKNOWN_SEAL,
-    Authenticated,
-    AuthFailure,
-    ProducerAuthenticator,
-    ProducerSealSource,
-    check_producer,
-    envelope_ref,
-)
-from ledger.errors import FencedError, LedgerError, MalformedInputError, UnavailableError
-from ledger.log.leaf import MAX_LEAF_BYTES, KafkaRecord, encode_leaf, leaf_overhead
+from ledger.audit.producerauth import Authenticated, AuthFailure, ProducerSealSource
+from ledger.errors import FencedError, LedgerError, UnavailableError
 from producers.codec import Codec
-from producers.errors import DecodeError
-from producers.events import (
-    ACCESS_SCHEMA_NAME,
-    AUDIT_LOG_USED_SCHEMA_NAME,
-    MAX_FUTURE_SKEW,
-    RELAY_SCHEMA_NAME,
-    SECURITY_SCHEMA_NAME,
-    AuditEvent,
-    Record,
-    schema_name,
-    to_record,
-    utc_now,
-)
+from producers.events import utc_now
 from producers.kafka_security import KafkaSecurity, client_kwargs
 from producers.lifecycle import AsyncLifecycle
 
 logger = logging.getLogger(__name__)
-
-REASON_OVERSIZE = "oversize"
-DEFAULT_SKEW = MAX_FUTURE_SKEW
-REASON_EMPTY = "empty_value"
-#: A valid event on a topic its schema does not belong to (a PHI access on the relay
-#: topic, a relay on the access topic): producers route by schema, so this was not one.
-REASON_WRONG_TOPIC = "wrong_topic"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -142,235 +105,17 @@ class ConsumerStats:
     last_append: datetime | None = None
     by_reason: dict[str, int] = field(default_factory=dict)
 
-
-class _Head(TypedDict):
-    event_id: uuid.UUID
-    event_time: datetime
-    producer_id: str
-    producer_seq: int
-    facility_id: str
-
-
-class _People(TypedDict):
-    patient_id: str | None
-    patient_issuer: str | None
-    patient_state: str | None
-    user_id: str
-    user_name: str | None
-    user_role: str | None
-    user_org: str | None
-
-
-def _head(record: Record) -> _Head:
-    return _Head(
-        event_id=cast(uuid.UUID, record["event_id"]),
-        event_time=cast(datetime, record["event_time"]).astimezone(UTC),
-        producer_id=cast(str, record["producer_id"]),
-        producer_seq=cast(int, record["producer_seq"]),
-        facility_id=cast(str, cast(Record, record["facility"])["id"]),
-    )
-
-
-def _people(record: Record, user_field: str) -> _People:
-    """The user (``actor`` or ``sender``) and the patient, if the event names one."""
-    user = cast(Record, record[user_field])
-    patient = cast("Record | None", record.get("patient")) or {}
-    return _People(
-        patient_id=cast("str | None", patient.get("id")),
-        patient_issuer=cast("str | None", patient.get("issuer")),
-        patient_state=cast("str | None", patient.get("state")),
-        user_id=cast(str, user["user_id"]),
-        user_name=cast("str | None", user.get("name")),
-        user_role=cast("str | None", user.get("role")),
-        user_org=cast("str | None", user.get("organization")),
-    )
-
-
-def index_fields(full_name: str, record: Record) -> IndexFields:
-    """Project a validated Avro record onto the ledger's query index.
-
-    ``ledger.verify.project_event`` recomputes the same columns independently from the
-    stored leaf; a test keeps the two in agreement for every kind.
-    """
-    head = _head(record)
-    if full_name == AUDIT_LOG_USED_SCHEMA_NAME:
-        return IndexFields(
-            kind="audit_log_used",
-            **head,
-            **_people(record, "actor"),
-            dicom_event_id="110101",
-            action="R",
-            outcome=cast(str, record["outcome"]),
-            study_uid=None,
-            accession=None,
-            network_address=cast("str | None", record.get("network_address")),
-            purpose_of_use=None,
-            disclosed=tuple((r.origin, r.start, r.end) for r in disclosure.from_record(record)),
-        )
-    if full_name == SECURITY_SCHEMA_NAME:
-        return IndexFields(
-            kind="security_event",
-            **head,
-            **_people(record, "actor"),
-            dicom_event_id=cast(str, record["dicom_event_id"]),
-            action=cast(str, record["action"]),
-            outcome=cast(str, record["outcome"]),
-            study_uid=None,
-            accession=None,
-            network_address=cast("str | None", record.get("network_address")),
-            purpose_of_use=cast("str | None", record.get("purpose_of_use")),
-        )
-    study = cast("Record | None", record.get("study"))
-    study_uid = None if study is None else cast(str, study["uid"])
-    accession = None if study is None else cast("str | None", study.get("accession"))
-    if full_name == ACCESS_SCHEMA_NAME:
-        return IndexFields(
-            kind="phi_access",
-            **head,
-            **_people(record, "actor"),
-            dicom_event_id=cast(str, record["dicom_event_id"]),
-            action=cast(str, record["action"]),
-            outcome=cast(str, record["outcome"]),
-            study_uid=study_uid,
-            accession=accession,
-            network_address=cast("str | None", record.get("network_address")),
-            purpose_of_use=cast("str | None", record.get("purpose_of_use")),
-        )
-    return IndexFields(
-        kind="critical_result_relay",
-        **head,
-        **_people(record, "sender"),
-        dicom_event_id=None,
-        action="E",
-        outcome="SUCCESS" if record.get("communicated_at") is not None else "MINOR_FAILURE",
-        study_uid=study_uid,
-        accession=accession,
-        network_address=None,
-        purpose_of_use="TREAT",
-    )
-
-
-def event_index(event: AuditEvent) -> IndexFields:
-    """The index row for a typed event (tests and tools; the consumer works on records)."""
-    return index_fields(schema_name(event), to_record(event))
-
-
-def classify(
-    record: KafkaRecord,
-    codec: Codec,
-    *,
-    now: datetime | None = None,
-    max_clock_skew: timedelta = DEFAULT_SKEW,
-    auth: ProducerAuthenticator | None = None,
-    envelope: bytes | None = None,
-    verdict: Authenticated | AuthFailure | None = None,
-    relay_topics: frozenset[str] | None = None,
-) -> BatchItem:
-    """Turn one Kafka record into an ``Accepted`` leaf or a ``Rejected`` quarantine entry.
-
-    With ``auth`` (the consumer always passes one unless a benchmark switched producer
-    authentication off) the record is authenticated before it is decoded: a record that
-    is not from a registered, unrevoked key, or whose event names another producer than
-    the key's, is rejected with an alert and never reaches the ledger. A rejected record
-    keeps its envelope (quarantine re-submission sends it again). A verified seal the
-    record carried goes with the item either way (the appender stores it).
-
-    With ``relay_topics`` (the consumer always gives it), an event is accepted only on
-    the topic its schema belongs to: CriticalResultRelay on a relay topic, every other
-    kind on any other topic; None skips that check (tools classifying synthetic topics).
-    """
-    if auth is not None and verdict is None:  # not checked with its poll
-        try:
-            verdict = auth.authenticate(topic=record.topic, value=record.value, envelope=envelope)
-        except AuthFailure as exc:
-            verdict = exc
-    item = _classify(record, codec, now, max_clock_skew, verdict if auth else None, relay_topics)
-    seal = None if verdict is None else verdict.seal
-    if isinstance(item, Rejected) and (envelope is not None or seal is not None):
-        return dataclasses.replace(item, envelope=envelope, seal=seal)
-    if isinstance(item, Accepted) and seal is not None:
-        return dataclasses.replace(item, seal=seal)
-    return item
-
-
-def _wrong_topic(
-    record: KafkaRecord, schema_name: str, relay_topics: frozenset[str] | None
-) -> Rejected | None:
-    """A rejection when the event's schema does not belong on the record's topic."""
-    if relay_topics is None:
-        return None
-    is_relay = schema_name == RELAY_SCHEMA_NAME
-    if is_relay == (record.topic in relay_topics):
-        return None
-    where = "only on a relay topic" if is_relay else "never on a relay topic"
-    return Rejected(
-        record=record,
-        reason=REASON_WRONG_TOPIC,
-        detail=f"a {schema_name} event belongs {where}, not on {record.topic}",
-    )
-
-
-def _classify(
-    record: KafkaRecord,
-    codec: Codec,
-    now: datetime | None,
-    max_clock_skew: timedelta,
-    verdict: Authenticated | AuthFailure | None,
-    relay_topics: frozenset[str] | None,
-) -> BatchItem:
-    if not record.value:
-        return Rejected(record=record, reason=REASON_EMPTY, detail="record has no value")
-    size = leaf_overhead(record.topic, record.key) + len(record.value)
-    if size > MAX_LEAF_BYTES:
-        return Rejected(
-            record=record,
-            reason=REASON_OVERSIZE,
-            detail=f"record would make a {size}-byte leaf; a leaf holds at most {MAX_LEAF_BYTES}",
-        )
-    if isinstance(verdict, AuthFailure):
-        return Rejected(record=record, reason=verdict.reason, detail=verdict.detail, alert=True)
-    try:
-        schema, fields = codec.decode_valid(record.value, now=now, max_future_skew=max_clock_skew)
-    except DecodeError as exc:
-        return Rejected(record=record, reason=exc.reason, detail=str(exc))
-    if verdict is not None:
-        try:
-            check_producer(verdict.key, cast(str, fields["producer_id"]))
-        except AuthFailure as exc:
-            return Rejected(record=record, reason=exc.reason, detail=exc.detail, alert=True)
-    wrong = _wrong_topic(record, schema.full_name, relay_topics)
-    if wrong is not None:
-        return wrong
-    try:
-        leaf = encode_leaf(record)
-    except MalformedInputError as exc:
-        return Rejected(record=record, reason=REASON_OVERSIZE, detail=str(exc))
-    return Accepted(
-        record=record,
-        leaf=leaf,
-        index=index_fields(schema.full_name, fields),
-        seal_ref=None if verdict is None else (verdict.seal_id, verdict.entry),
-    )
-
-
-def envelope_of(msg: ConsumerRecord[bytes, bytes]) -> bytes | None:
-    """The producer-authentication header of a record (the first, if several)."""
-    for name, value in msg.headers or ():
-        if name == ENVELOPE_HEADER:
-            return bytes(value) if value is not None else None
-    return None
-
-
-def _kafka_record(msg: ConsumerRecord[bytes, bytes]) -> KafkaRecord:
-    return KafkaRecord(
-        topic=msg.topic,
-        partition=msg.partition,
-        offset=msg.offset,
-        timestamp_ms=msg.timestamp,
-        timestamp_type=msg.timestamp_type,
-        key=msg.key,
-        value=msg.value or b"",
-    )
+    def record(self, result: AppendResult, items: Sequence[BatchItem]) -> None:
+        """Count one appended batch: its outcome and each rejected record's reason."""
+        self.appended += result.appended
+        self.duplicates += result.duplicates
+        self.quarantined += result.quarantined
+        self.skipped += result.skipped
+        self.batches += 1
+        self.last_append = utc_now()
+        for item in items:
+            if isinstance(item, Rejected):
+                self.by_reason[item.reason] = self.by_reason.get(item.reason, 0) + 1
 
 
 class _SeekToStored(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -415,16 +160,19 @@ class LedgerConsumer(AsyncLifecycle):
         checkpointer: Checkpointing | None = None,
         key_source: ProducerSealSource | None = None,
     ) -> None:
-        if config.authenticate_producers and key_source is None:
-            raise ValueError("producer authentication needs a key source (the appender)")
+        self._gate: PollAuthenticator | None = None
+        if config.authenticate_producers:
+            if key_source is None:
+                raise ValueError("producer authentication needs a key source (the appender)")
+            self._gate = PollAuthenticator(
+                source=key_source,
+                refresh_seconds=config.producer_keys_refresh_seconds,
+                refresh_min_seconds=config.producer_keys_refresh_min_seconds,
+            )
         self._config = config
-        self._key_source = key_source
-        self._auth = ProducerAuthenticator() if config.authenticate_producers else None
-        self._keys_read_at: float | None = None
         self._appender = appender
         self._codec = codec
-        self._checkpointer = checkpointer
-        self._last_sweep = 0.0
+        self._cadence = CheckpointCadence(checkpointer)
         self._consumer: AIOKafkaConsumer | None = None
         self._stopping = asyncio.Event()
         self._batch_lock = asyncio.Lock()
@@ -519,11 +267,11 @@ class LedgerConsumer(AsyncLifecycle):
                 try:
                     polled = await asyncio.wait_for(handover.get(), timeout=0.5)
                 except TimeoutError:
-                    await self._sweep_checkpoints()
+                    await self._cadence.sweep()
                     continue
                 async with self._batch_lock:
                     await asyncio.gather(*(self._append_partition(consumer, p) for p in polled))
-                await self._sweep_checkpoints()
+                await self._cadence.sweep()
         finally:
             fetcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -559,113 +307,53 @@ class LedgerConsumer(AsyncLifecycle):
             await asyncio.sleep(1.0)
             return []
         claims = {tp: self._epochs.get(tp) for tp in batches}
-        await self._refresh_keys(on_unknown_key=False)
-        auth = self._auth
+        gate = self._gate
+        if gate is not None:
+            await gate.refresh_keys(on_unknown_key=False)
         now = utc_now()
-        skew = timedelta(seconds=self._config.max_clock_skew_seconds)
         polled = [(tp, [(m, envelope_of(m)) for m in ms]) for tp, ms in batches.items() if ms]
         verdicts: Iterator[Authenticated | AuthFailure | None] = itertools.repeat(None)
-        if auth is not None:
+        if gate is not None:
             rows = [(m.topic, m.value or b"", e) for _, pairs in polled for m, e in pairs]
-            checked = auth.authenticate_many(rows)
-            unknown = any(
-                isinstance(v, AuthFailure) and v.reason == REASON_UNKNOWN_KEY for v in checked
-            )
-            if unknown and await self._refresh_keys(on_unknown_key=True):
-                checked = auth.authenticate_many(rows)  # a key registered since the last read
-            checked = await self._with_stored_seals(rows, checked)
-            verdicts = iter(checked)
+            verdicts = iter(await gate.authenticate_poll(rows))
         return [
-            _Polled(
-                tp=tp,
-                epoch=claims[tp],
-                items=[
-                    classify(
-                        _kafka_record(m),
-                        self._codec,
-                        now=now,
-                        max_clock_skew=skew,
-                        auth=auth,
-                        envelope=e,
-                        verdict=next(verdicts),
-                        relay_topics=self._config.relay_topics,
-                    )
-                    for m, e in pairs
-                ],
-            )
+            _Polled(tp=tp, epoch=claims[tp], items=self._classify_all(pairs, verdicts, now))
             for tp, pairs in polled
         ]
 
-    async def _with_stored_seals(
+    def _classify_all(
         self,
-        rows: list[tuple[str, bytes, bytes | None]],
-        checked: list[Authenticated | AuthFailure],
-    ) -> list[Authenticated | AuthFailure]:
-        """Records refused as ``unknown_seal`` checked again once their seals are read from
-        the database (a seal read before this consumer started, or evicted from its
-        cache), each verified like a received one; one query per poll at most. A seal that
-        is not there either leaves its records ``unknown_seal``."""
-        auth, source = self._auth, self._key_source
-        redo = [
-            i
-            for i, v in enumerate(checked)
-            if isinstance(v, AuthFailure) and v.reason == REASON_UNKNOWN_SEAL
+        pairs: list[tuple[ConsumerRecord[bytes, bytes], bytes | None]],
+        verdicts: Iterator[Authenticated | AuthFailure | None],
+        now: datetime,
+    ) -> list[BatchItem]:
+        """One partition's records of a poll, classified with their verdicts in order."""
+        skew = timedelta(seconds=self._config.max_clock_skew_seconds)
+        auth = None if self._gate is None else self._gate.authenticator
+        return [
+            classify(
+                kafka_record(m),
+                self._codec,
+                now=now,
+                max_clock_skew=skew,
+                auth=auth,
+                envelope=e,
+                verdict=next(verdicts),
+                relay_topics=self._config.relay_topics,
+            )
+            for m, e in pairs
         ]
-        if not redo or auth is None or source is None:
-            return checked
-        wanted = {ref[0] for i in redo if (ref := envelope_ref(rows[i][2])) is not None}
-        for seal in await source.producer_seals(sorted(wanted)):
-            try:
-                auth.add_seal(seal)
-            except AuthFailure as exc:
-                logger.warning("a stored producer seal does not verify (%s)", exc.reason)
-        out = list(checked)
-        for i, verdict in zip(redo, auth.authenticate_many([rows[i] for i in redo]), strict=True):
-            out[i] = verdict
-        return out
-
-    async def _refresh_keys(self, *, on_unknown_key: bool) -> bool:
-        """Re-read the key registry when it is due (``producer_keys_refresh_seconds``), or
-        when a record named a key id not in it (a key registered since the last read):
-        then at most once per ``producer_keys_refresh_min_seconds``, waiting out the rest
-        of that interval, so records naming unknown keys slow this consumer to one poll
-        per interval at worst. True when the registry was read."""
-        auth, source = self._auth, self._key_source
-        if auth is None or source is None:
-            return False
-        age = None if self._keys_read_at is None else time.monotonic() - self._keys_read_at
-        if not on_unknown_key and age is not None:
-            if age < self._config.producer_keys_refresh_seconds:
-                return False
-        elif age is not None:
-            wait = self._config.producer_keys_refresh_min_seconds - age
-            if wait > 0:
-                await asyncio.sleep(wait)
-        try:
-            keys = await source.producer_keys()
-        except (LedgerError, OSError) as exc:
-            if self._keys_read_at is None:
-                raise
-            logger.warning("cannot re-read the producer key registry (%s)", exc)
-            return False
-        auth.replace_keys(keys)
-        self._keys_read_at = time.monotonic()
-        return True
-
-    async def _sweep_checkpoints(self) -> None:
-        """Time-based cadence: sign logs whose unsigned leaves have waited long enough."""
-        if self._checkpointer is None:
-            return
-        now = time.monotonic()
-        if now - self._last_sweep < self._checkpointer.sweep_interval:
-            return
-        self._last_sweep = now
-        try:
-            await self._checkpointer.checkpoint_all_due()
-        except LedgerError as exc:
-            logger.warning("checkpoint sweep failed: %s", exc)
 
     async def _append_partition(self, consumer: AIOKafkaConsumer, polled: _Polled) -> None:
+        result = await self._append_retrying(consumer, polled)
+        if result is not None:
+            await self._after_append(consumer, polled, result)
+
+    async def _append_retrying(
+        self, consumer: AIOKafkaConsumer, polled: _Polled
+    ) -> AppendResult | None:
+        """Append one batch under the claim it was read under, retrying while the ledger
+        cannot take writes; None when the batch is dropped (unclaimed or fenced)."""
         tp, items = polled.tp, polled.items
         result = None
         delay = 0.5
@@ -677,7 +365,7 @@ class LedgerConsumer(AsyncLifecycle):
                 # rebalance): the partition was sought to the stored position at the
                 # claim, so these records are read again from there.
                 self.stats.unclaimed += len(items)
-                return
+                return None
             try:
                 result = await self._appender.append(
                     topic=tp.topic, partition=tp.partition, items=items, epoch=epoch
@@ -688,7 +376,7 @@ class LedgerConsumer(AsyncLifecycle):
                 logger.warning("%s; dropping %d record(s)", exc, len(items))
                 self.stats.fenced += 1
                 consumer.pause(tp)
-                return
+                return None
             except (LedgerError, OSError) as exc:
                 if self._stopping.is_set():
                     raise
@@ -707,28 +395,19 @@ class LedgerConsumer(AsyncLifecycle):
                 delay = min(delay * 2, 10.0)
         if paused:
             consumer.resume(*(p for p in paused if p in consumer.assignment()))
-        s = self.stats
-        s.appended += result.appended
-        s.duplicates += result.duplicates
-        s.quarantined += result.quarantined
-        s.skipped += result.skipped
-        s.batches += 1
-        s.last_append = utc_now()
-        for item in items:
-            if isinstance(item, Rejected):
-                s.by_reason[item.reason] = s.by_reason.get(item.reason, 0) + 1
+        return result
+
+    async def _after_append(
+        self, consumer: AIOKafkaConsumer, polled: _Polled, result: AppendResult
+    ) -> None:
+        """Count the batch, sign a checkpoint when due, and tell Kafka the position."""
+        tp = polled.tp
+        self.stats.record(result, polled.items)
         if result.quarantined:
             logger.warning(
                 "%s/%d: %d record(s) quarantined", tp.topic, tp.partition, result.quarantined
             )
-        if self._checkpointer is not None and result.appended:
-            try:
-                await self._checkpointer.after_append(
-                    result.log_id, result.first_leaf + result.appended
-                )
-            except LedgerError as exc:
-                # Never block ingestion on signing; the sweep retries and the lag is visible.
-                logger.error("checkpoint for log %d failed: %s", result.log_id, exc)
+        await self._cadence.after_append(result)
         # Advisory only: the authoritative position is in PostgreSQL.
         with contextlib.suppress(KafkaError):
             await consumer.commit({tp: result.next_offset})

@@ -26,7 +26,7 @@ from ledger.log import tiles
 from ledger.log.checkpoint import parse_checkpoint
 from ledger.log.note import Verifier
 from ledger.verify import Finding, signing_key_finding
-from ledger.verify.bundle import BundleWriter, LogWriter
+from ledger.verify.bundle.writer import BundleWriter, LogWriter
 from ledgerctl.client import Api
 
 _U16 = struct.Struct(">H")

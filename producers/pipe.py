@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import fields
 from pathlib import Path
-from typing import Final, Literal
+from typing import Final
 
 from producers.emitter import EmitterConfig
 from producers.errors import EmitterPushbackError, EmitterUnavailableError
@@ -37,16 +37,12 @@ from producers.pipe_protocol import (
     frame,
     read_message,
 )
+from producers.pipe_watchdog import PipeObservation, PipeWatchdog, PriorityPolicy
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["MAX_PENDING", "PipeEmitter", "PriorityPolicy", "main"]
 
-#: How often the watchdog looks at the pipe process's acknowledgements and CPU waits.
-_WATCH_EVERY: Final = 0.25
-#: A pipe process is starving when it spent at least this share of the last look waiting for
-#: a CPU (run-queue delay over wall time).
-_STARVED_SHARE: Final = 0.5
 _RESTART_FIRST: Final = 0.2
 _RESTART_MAX: Final = 5.0
 
@@ -63,72 +59,6 @@ def default_python() -> str:
     if name.startswith("python"):
         return sys.executable
     return f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
-
-
-Verdict = Literal["promote", "demote"]
-
-
-class PriorityPolicy:
-    """When to promote an idle pipe process, and when to let a promoted one go back to
-    idle.
-
-    Pure: ``decide`` gets what the watchdog observed and says ``"promote"``,
-    ``"demote"`` or ``None``. An idle pipe process is promoted when frames have waited
-    unacknowledged for more than ``starved_seconds`` and it spent at least half of the
-    last look on the run queue (without schedstat, waiting is taken as starving). A
-    promoted pipe process is demoted once it has kept up (nothing waiting, or
-    acknowledged within the last look) for ``demote_seconds``. A pipe process starved
-    again soon after a demotion (within ten of those waits) doubles the wait, up to
-    ``MAX_DEMOTE_SECONDS``:
-    on a host busy for hours the pipe process is not replaced every half minute.
-    """
-
-    MAX_DEMOTE_SECONDS: Final = 1800.0
-
-    def __init__(self, *, starved_seconds: float, demote_seconds: float) -> None:
-        self._starved_seconds = starved_seconds
-        self._base_demote = demote_seconds
-        self.demote_seconds = demote_seconds
-        self._kept_up_since: float | None = None
-        self._demoted_at: float | None = None
-
-    def decide(
-        self,
-        *,
-        now: float,
-        idle: bool,
-        waiting: bool,
-        stalled_for: float,
-        run_queue_share: float | None,
-        schedstat: bool,
-    ) -> Verdict | None:
-        if idle:
-            self._kept_up_since = None
-            if run_queue_share is not None:
-                starving = run_queue_share >= _STARVED_SHARE
-            else:
-                starving = not schedstat
-            if not (waiting and stalled_for > self._starved_seconds and starving):
-                return None
-            recently = (
-                self._demoted_at is not None and now - self._demoted_at < 10 * self.demote_seconds
-            )
-            self.demote_seconds = (
-                min(self.demote_seconds * 2, self.MAX_DEMOTE_SECONDS)
-                if recently
-                else self._base_demote
-            )
-            return "promote"
-        if waiting and stalled_for >= _WATCH_EVERY:
-            self._kept_up_since = None
-            return None
-        if self._kept_up_since is None:
-            self._kept_up_since = now
-        if now - self._kept_up_since < self.demote_seconds:
-            return None
-        self._kept_up_since = None
-        self._demoted_at = now
-        return "demote"
 
 
 class PipeEmitter:
@@ -172,9 +102,7 @@ class PipeEmitter:
         #: When the pipe process last acknowledged, or frames began waiting (monotonic).
         self._progress_at = 0.0
         self._promoting = False
-        self._watchdog: threading.Thread | None = None
-        #: Ends the watchdog (its own event: ``_cond`` is notified at every ack).
-        self._watch_stop = threading.Event()
+        self._watchdog: PipeWatchdog | None = None
         self._cond = threading.Condition()
         #: Bytes for the current pipe process that its pipe did not take yet.
         self._out = bytearray()
@@ -205,9 +133,8 @@ class PipeEmitter:
             self._running = True
         self._spawn()
         if self._idle:
-            self._watch_stop.clear()
-            self._watchdog = threading.Thread(
-                target=self._watch, name="phi-ledger-pipe-watchdog", daemon=True
+            self._watchdog = PipeWatchdog(
+                self, starved_seconds=self._starved_seconds, demote_seconds=self._demote_seconds
             )
             self._watchdog.start()
         deadline = time.monotonic() + timeout
@@ -299,9 +226,7 @@ class PipeEmitter:
         if reader is not None and reader is not threading.current_thread():
             reader.join(5.0)
         watchdog = self._watchdog
-        if watchdog is not None and watchdog is not threading.current_thread():
-            self._watch_stop.set()
-            watchdog.join(5.0)
+        if watchdog is not None and watchdog.stop():
             self._watchdog = None
         with self._cond:
             lost = len(self._unacked)
@@ -399,82 +324,39 @@ class PipeEmitter:
                 "pipe_promotions": self._counts["promotions"],
             }
 
-    # ------------------------------------------------------------------ the watchdog
+    # ------------------------------------------------------------------ for the watchdog
 
-    def _watch(self) -> None:
-        """Feed the priority policy what it needs four times a second; act on its word."""
-        policy = PriorityPolicy(
-            starved_seconds=self._starved_seconds, demote_seconds=self._demote_seconds
-        )
-        last: tuple[int, float, int] | None = None  # (pid, wall, run-queue ns)
-        # Whether this kernel reports run-queue waits at all (asked once: a pipe process's own file
-        # can be unreadable for a moment, while it starts or ends, and that is no answer).
-        schedstat = _run_queue_ns(os.getpid()) is not None
-        while not self._watch_stop.wait(_WATCH_EVERY):
-            with self._cond:
-                if not self._running or self._closing:
-                    return
-                proc, idle = self._proc, self._pipe_idle
+    def observe(self) -> PipeObservation | None:
+        """What the watchdog looks at (``PipeHost``); None once stopped or closing."""
+        with self._cond:
+            if not self._running or self._closing:
+                return None
+            return PipeObservation(
+                proc=self._proc,
+                idle=self._pipe_idle,
                 # Frames wait, or the first pipe process has not even sent its numbers yet
                 # (one starting on busy cores must not fail the host's start()).
-                waiting = bool(self._unacked) or not self._blocks
-                since = time.monotonic() - self._progress_at
-            if proc is None or proc.poll() is not None:
-                last = None
-                continue
-            now = time.monotonic()
-            queued = _run_queue_ns(proc.pid)
-            share: float | None = None
-            if last is not None and last[0] == proc.pid and queued is not None:
-                share = (queued - last[2]) / 1e9 / max(now - last[1], 1e-3)
-            last = None if queued is None else (proc.pid, now, queued)
-            verdict = policy.decide(
-                now=now,
-                idle=idle,
-                waiting=waiting,
-                stalled_for=since,
-                run_queue_share=share,
-                schedstat=schedstat,
+                waiting=bool(self._unacked) or not self._blocks,
+                stalled_for=time.monotonic() - self._progress_at,
             )
-            if verdict == "promote":
-                self._promote(proc, since, share)
-                last = None
-            elif verdict == "demote":
-                self._demote(proc, policy.demote_seconds)
 
-    def _promote(self, proc: subprocess.Popen[bytes], since: float, share: float | None) -> None:
-        """Replace a starving idle pipe process with one at normal priority."""
+    def begin_promotion(self, proc: subprocess.Popen[bytes]) -> int | None:
+        """The next pipe process starts at normal priority; the frames to re-send, or None
+        when ``proc`` is not the current idle pipe process."""
         with self._cond:
             if self._proc is not proc or not self._pipe_idle:
-                return
+                return None
             self._spawn_idle = False
             self._promoting = True
             self._counts["promotions"] += 1
-            pending = len(self._unacked)
-        logger.warning(
-            "the idle-priority pipe process acknowledged nothing for %.1fs while waiting for a CPU "
-            "(%s of the time); replacing it with one at normal priority (%d event(s) re-sent)",
-            since,
-            "unknown share" if share is None else f"{share:.0%}",
-            pending,
-        )
-        with contextlib.suppress(OSError):
-            proc.kill()
+            return len(self._unacked)
 
-    def _demote(self, proc: subprocess.Popen[bytes], kept_up: float) -> None:
-        """Back to idle priority: every thread of the pipe process (a lower priority needs no
-        privilege)."""
-        try:
-            for task in os.listdir(f"/proc/{proc.pid}/task"):
-                os.sched_setscheduler(int(task), os.SCHED_IDLE, os.sched_param(0))
-        except (OSError, AttributeError) as exc:
-            logger.warning("cannot return the pipe process to idle priority: %r", exc)
-            return
+    def mark_idle(self, proc: subprocess.Popen[bytes]) -> None:
+        """``proc`` was returned to idle priority: so is the next pipe process."""
         with self._cond:
             if self._proc is proc:
                 self._pipe_idle = True
                 self._spawn_idle = True
-        logger.info("the pipe process kept up for %.0fs; back to idle priority", kept_up)
 
     # ------------------------------------------------------------------ the reader
 
@@ -544,16 +426,6 @@ class PipeEmitter:
                     "the pipe process refused an audit event as invalid (field %s)", message[2]
                 )
             self._cond.notify_all()
-
-
-def _run_queue_ns(pid: int) -> int | None:
-    """How long the process's main thread has waited for a CPU (ns), or None where the
-    kernel does not say (``/proc/<pid>/schedstat``, CONFIG_SCHED_INFO)."""
-    try:
-        with open(f"/proc/{pid}/schedstat", "rb") as stat:
-            return int(stat.read().split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 # ---------------------------------------------------------------------- the pipe process

@@ -1,42 +1,18 @@
 """A synchronous, thread-safe facade over the async ``Emitter``, for hosts without asyncio.
 
-Invariant: ``SyncEmitter.emit`` validates and encodes the event in the calling thread
-(``Codec.prepare``: an invalid event raises ``EventValidationError`` there and is never
-queued; the emitter thread only stamps it), then hands it to a bounded in-memory queue
-and returns; it never waits longer than ``block_seconds``
-for room in that queue, and raises ``EmitterPushbackError`` when there is none, so a
-host's callback (Orthanc's Python plugin, a gateway's request thread) is never held up
-by Kafka. A background thread runs one asyncio loop with the real ``Emitter``: it takes
-queued events in the order they were accepted and emits them; the ``Emitter`` sends them
-to Kafka or, while Kafka is down or slow, fsyncs them to its spool (configure
-``EmitterConfig.spool_dir``). An event the ``Emitter`` refuses for a transient reason
-(full spool, spool I/O error, Kafka not accepting without a spool) is retried, in order,
-ahead of newer events; meanwhile the queue fills and callers get ``EmitterPushbackError``,
-which is the host's signal to slow down or alarm. Nothing ``emit`` accepted is dropped,
-except: events still queued when ``stop`` runs out of time, and an event the loop-side
-``Emitter`` rejects as invalid although the caller's check passed (its time drifted past
-the allowed clock skew while it waited); both are logged as errors and counted in ``lost``.
-
-Order: events emitted by one thread reach the ``Emitter`` in that thread's emit order;
-events of different threads in the order ``emit`` accepted them. After a retried
-failure, events of the same batch that the ``Emitter`` had already accepted go ahead of
-the retried ones (the ledger orders by producer sequence, which follows acceptance).
-
-Lifecycle: ``start`` (idempotent) starts the thread and the ``Emitter`` and returns once
-it runs (with a spool, Kafka need not be up). ``stop(timeout)`` (idempotent, callable
-from any thread but the emitter's own) refuses new events, hands everything queued to
-the ``Emitter``, stops it (which waits up to ``stop_timeout_seconds`` for Kafka, then
-spools what is left) and joins the thread. A stopped ``SyncEmitter`` cannot be started
-again: make a new one (with the same ``spool_dir`` it re-sends what the old one spooled).
-The thread is a daemon thread and ``stop`` is registered with ``atexit``, so a host that
-forgets ``stop`` still flushes at interpreter exit.
+Invariant: ``emit`` validates and encodes in the calling thread (an invalid event raises
+there and is never queued), waits at most ``block_seconds`` for room in a bounded queue
+(then ``EmitterPushbackError``), and never waits on Kafka; one background thread runs the
+real ``Emitter``, hands events over in the order ``emit`` accepted them, and retries
+transient refusals in order. Nothing accepted is dropped except what is counted and
+logged as ``lost``. Design, order and lifecycle: docs/design/emitter.md ("The threaded
+facade").
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
-import collections
 import contextlib
 import logging
 import threading
@@ -56,6 +32,7 @@ from producers.errors import (
     ProducerError,
 )
 from producers.events import AuditEvent, check_producer_id
+from producers.handoff import HandOff
 
 logger = logging.getLogger(__name__)
 
@@ -105,10 +82,8 @@ class SyncEmitter:
         self._block_seconds = block_seconds
         self._thread_name = thread_name
         self._cond = threading.Condition()
-        self._queue: collections.deque[PreparedEvent] = collections.deque()
-        #: Accepted by ``emit`` and not yet accepted by the ``Emitter`` (queued or in hand).
-        self._pending = 0
-        self._wakeup_scheduled = False
+        #: The queue and its counts; guarded by ``_cond``, like ``_state``.
+        self._handoff = HandOff()
         self._state = _State.NEW
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -118,9 +93,6 @@ class SyncEmitter:
         self._started = threading.Event()
         self._start_error: BaseException | None = None
         self._give_up_at: float | None = None
-        self._accepted = 0
-        self._delivered = 0
-        self._lost = 0
 
     @property
     def config(self) -> EmitterConfig:
@@ -167,7 +139,7 @@ class SyncEmitter:
             raise RuntimeError("SyncEmitter.stop() cannot be called from the emitter's thread")
         limit = self._config.stop_timeout_seconds + _STOP_SLACK if timeout is None else timeout
         with self._cond:
-            lost_before = self._lost
+            lost_before = self._handoff.lost
             if self._state is _State.NEW:
                 self._state = _State.STOPPED
                 return True
@@ -189,12 +161,12 @@ class SyncEmitter:
                 logger.error(
                     "the emitter thread did not stop within %ss; %d event(s) not handed over",
                     limit,
-                    self._pending,
+                    self._handoff.pending,
                 )
                 return False
         with self._cond:
             self._state = _State.STOPPED
-            return self._lost == lost_before and self._start_error is None
+            return self._handoff.lost == lost_before and self._start_error is None
 
     def _stop_at_exit(self) -> None:
         with contextlib.suppress(Exception):
@@ -246,25 +218,21 @@ class SyncEmitter:
         ``block_seconds``, or ``EmitterUnavailableError`` before ``start`` or after ``stop``.
         """
         prepared = self._prepare(event)
-        schedule = False
         with self._cond:
             self._require_running()
-            if self._pending >= self._max_pending:
+            if self._handoff.pending >= self._max_pending:
                 deadline = time.monotonic() + self._block_seconds
-                while self._pending >= self._max_pending:
+                while self._handoff.pending >= self._max_pending:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         raise EmitterPushbackError(
-                            f"{self._pending} audit events are still waiting for the emitter "
-                            f"after {self._block_seconds}s (max_pending={self._max_pending})"
+                            f"{self._handoff.pending} audit events are still waiting for the "
+                            f"emitter after {self._block_seconds}s "
+                            f"(max_pending={self._max_pending})"
                         )
                     self._cond.wait(left)
                     self._require_running()
-            self._queue.append(prepared)
-            self._pending += 1
-            self._accepted += 1
-            if not self._wakeup_scheduled:
-                self._wakeup_scheduled = schedule = True
+            schedule = self._handoff.put(prepared)
             loop, ready = self._loop, self._ready
         if schedule and loop is not None and ready is not None:
             loop.call_soon_threadsafe(ready.set)
@@ -281,18 +249,13 @@ class SyncEmitter:
     def pending(self) -> int:
         """Events accepted by ``emit`` that the ``Emitter`` has not taken yet."""
         with self._cond:
-            return self._pending
+            return self._handoff.pending
 
     @property
     def counts(self) -> dict[str, int]:
         """accepted (by ``emit``), delivered (to the ``Emitter``), pending, lost."""
         with self._cond:
-            return {
-                "accepted": self._accepted,
-                "delivered": self._delivered,
-                "pending": self._pending,
-                "lost": self._lost,
-            }
+            return self._handoff.counts()
 
     def health(self, timeout: float = 1.0) -> EmitterHealth:
         """The ``Emitter``'s health snapshot (taken on its own thread while running)."""
@@ -312,10 +275,12 @@ class SyncEmitter:
         """
         deadline = time.monotonic() + timeout
         with self._cond:
-            while self._pending:
+            while self._handoff.pending:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise TimeoutError(f"{self._pending} event(s) still queued after {timeout}s")
+                    raise TimeoutError(
+                        f"{self._handoff.pending} event(s) still queued after {timeout}s"
+                    )
                 self._cond.wait(left)
         self._call(self._emitter.flush(), max(0.0, deadline - time.monotonic()))
 
@@ -365,7 +330,7 @@ class SyncEmitter:
             self._loop = loop
             if self._state is _State.STARTING:
                 self._state = _State.RUNNING
-            if self._queue:
+            if self._handoff:
                 self._ready.set()
         self._started.set()
         pump = asyncio.create_task(self._pump())
@@ -383,7 +348,7 @@ class SyncEmitter:
     async def _wait_drained(self) -> None:
         while True:
             with self._cond:
-                if self._pending == 0:
+                if self._handoff.pending == 0:
                     return
             if self._give_up_at is not None and time.monotonic() > self._give_up_at:
                 return
@@ -391,11 +356,8 @@ class SyncEmitter:
 
     def _count_abandoned(self) -> None:
         with self._cond:
-            left = self._pending
+            left = self._handoff.abandon_all()
             if left:
-                self._lost += left
-                self._pending = 0
-                self._queue.clear()
                 self._cond.notify_all()
         if left:
             logger.error(
@@ -413,9 +375,8 @@ class SyncEmitter:
             ready.clear()
             while True:
                 with self._cond:
-                    batch = [self._queue.popleft() for _ in range(min(_BATCH, len(self._queue)))]
+                    batch = self._handoff.take(_BATCH)
                     if not batch:
-                        self._wakeup_scheduled = False
                         break
                 await self._deliver(batch)
 
@@ -429,43 +390,18 @@ class SyncEmitter:
                 *(self._emitter.emit_prepared(event) for event in remaining),
                 return_exceptions=True,
             )
-            retry: list[PreparedEvent] = []
-            invalid = 0
-            for event, result in zip(remaining, results, strict=True):
-                if isinstance(result, int):
-                    continue
-                if isinstance(result, EventValidationError):
-                    invalid += 1
-                    logger.error(
-                        "emitter %s refused an accepted event as invalid (field %s); it is lost",
-                        self._config.producer_id,
-                        result.field,
-                    )
-                elif isinstance(result, ProducerError | OSError):
-                    retry.append(event)
-                else:  # CancelledError and the like: stop handing over, count as lost
-                    raise result
+            retry, invalid = self._sort_results(remaining, results)
             giving_up = (
                 self._give_up_at is not None and time.monotonic() > self._give_up_at and retry
             )
             done = len(remaining) - len(retry)
             with self._cond:
-                self._delivered += done - invalid
-                self._lost += invalid
-                self._pending -= done
+                self._handoff.settle(done=done, invalid=invalid)
                 self._cond.notify_all()
             if not retry:
                 return
             if giving_up:
-                with self._cond:
-                    self._lost += len(retry)
-                    self._pending -= len(retry)
-                    self._cond.notify_all()
-                logger.error(
-                    "emitter %s is stopping and could not hand %d event(s) over; they are lost",
-                    self._config.producer_id,
-                    len(retry),
-                )
+                self._abandon(retry)
                 return
             first = next(r for r in results if isinstance(r, BaseException))
             log = logger.warning if delay == _RETRY_FIRST else logger.debug
@@ -478,3 +414,37 @@ class SyncEmitter:
             await asyncio.sleep(delay)
             delay = min(_RETRY_MAX, delay * 2)
             remaining = retry
+
+    def _sort_results(
+        self, events: list[PreparedEvent], results: list[int | BaseException]
+    ) -> tuple[list[PreparedEvent], int]:
+        """The events to retry (a transient refusal), in order, and how many were refused
+        as invalid (logged: they are lost); anything else ends the hand-over."""
+        retry: list[PreparedEvent] = []
+        invalid = 0
+        for event, result in zip(events, results, strict=True):
+            if isinstance(result, int):
+                continue
+            if isinstance(result, EventValidationError):
+                invalid += 1
+                logger.error(
+                    "emitter %s refused an accepted event as invalid (field %s); it is lost",
+                    self._config.producer_id,
+                    result.field,
+                )
+            elif isinstance(result, ProducerError | OSError):
+                retry.append(event)
+            else:  # CancelledError and the like: stop handing over, count as lost
+                raise result
+        return retry, invalid
+
+    def _abandon(self, retry: list[PreparedEvent]) -> None:
+        """Stopping, out of time: the events still refused are lost (counted, logged)."""
+        with self._cond:
+            self._handoff.give_up(len(retry))
+            self._cond.notify_all()
+        logger.error(
+            "emitter %s is stopping and could not hand %d event(s) over; they are lost",
+            self._config.producer_id,
+            len(retry),
+        )

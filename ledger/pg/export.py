@@ -21,7 +21,8 @@ from ledger.audit.disclosure import index_cells
 from ledger.audit.records import StoredSchema
 from ledger.pg import sql
 from ledger.pg.producerkeys import export_producer_auth
-from ledger.verify.bundle import BundleWriter, check_target
+from ledger.verify.bundle.files import check_target
+from ledger.verify.bundle.writer import BundleWriter
 
 _PREFETCH: Final = 20_000
 

@@ -1,11 +1,11 @@
 """Producer authentication in an export bundle: the key registry, the seals, and every
 leaf's place in its seal.
 
-Invariant: every file is written owner-only like the rest of the bundle (``ledger.verify.bundle``
-FILE_MODE/DIR_MODE, never through a symlink, never over an existing file) and read back
-as exactly what was written. The check of each leaf against them is the verifier's
-``ledger.verify.producers``. Pure file I/O beside the bundle's own files; no
-database, no network.
+Invariant: every file is written owner-only like the rest of the bundle
+(``ledger.verify.bundle.files`` FILE_MODE/DIR_MODE, never through a symlink, never over an
+existing file) and read back as exactly what was written. The check of each leaf against
+them is the verifier's ``ledger.verify.producers``. Pure file I/O beside the bundle's own
+files; no database, no network.
 
 Files (next to manifest.json)::
 
@@ -34,7 +34,7 @@ from ledger.audit.producerauth import (
     Seal,
 )
 from ledger.errors import MalformedInputError
-from ledger.verify.bundle import new_dir, new_file
+from ledger.verify.bundle.files import new_dir, new_file
 
 KEYS_FILE: Final = "producer-keys.json"
 SEALS_FILE: Final = "producer-seals.jsonl"

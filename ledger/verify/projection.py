@@ -1,7 +1,7 @@
 """The ``events``-table columns an event determines: what an index row must say.
 
 Invariant: ``project_event`` agrees with the consumer's projection
-(``consumers.consumer.index_fields``) column by column; ``cell_equal`` compares one stored
+(``consumers.projection.index_fields``) column by column; ``cell_equal`` compares one stored
 cell with its expected value (``event_time`` as an instant, ``event_id`` as a UUID) and
 never echoes values.
 
@@ -14,7 +14,7 @@ holds them equal for every event kind (docs/design/verifier.md).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Final
 
@@ -45,66 +45,14 @@ def _opt_sub(record: Mapping[str, JsonValue], key: str) -> dict[str, JsonValue]:
     return value or {}
 
 
-def project_event(full_name: str, record: Mapping[str, JsonValue]) -> dict[str, JsonValue]:
-    """The ``events`` columns that a decoded event determines (``SchemaSet.decode`` output).
+_Row = dict[str, JsonValue]
 
-    Must agree with the consumer's projection (``consumers.consumer.index_fields``).
-    Raises ``MalformedInputError`` for a schema without a projection or a record that lacks
-    a nested record.  Relay ``action``/``outcome``/``purpose_of_use`` are not included.
-    """
-    facility = _sub(record, "facility")
-    if full_name == _SECURITY:
-        actor = _sub(record, "actor")
-        named = _opt_sub(record, "patient")
-        return {
-            "event_id": record.get("event_id"),
-            "event_time": record.get("event_time"),
-            "producer_id": record.get("producer_id"),
-            "producer_seq": record.get("producer_seq"),
-            "facility_id": facility.get("id"),
-            "patient_id": named.get("id"),
-            "patient_issuer": named.get("issuer"),
-            "patient_state": named.get("state"),
-            "kind": "security_event",
-            "user_id": actor.get("user_id"),
-            "user_name": actor.get("name"),
-            "user_role": actor.get("role"),
-            "user_org": actor.get("organization"),
-            "dicom_event_id": record.get("dicom_event_id"),
-            "action": record.get("action"),
-            "outcome": record.get("outcome"),
-            "study_uid": None,
-            "accession": None,
-            "network_address": record.get("network_address"),
-            "purpose_of_use": record.get("purpose_of_use"),
-        }
-    if full_name == _AUDIT_LOG_USED:
-        actor = _sub(record, "actor")
-        who = _opt_sub(record, "patient")
-        return {
-            "event_id": record.get("event_id"),
-            "event_time": record.get("event_time"),
-            "producer_id": record.get("producer_id"),
-            "producer_seq": record.get("producer_seq"),
-            "facility_id": facility.get("id"),
-            "patient_id": who.get("id"),
-            "patient_issuer": who.get("issuer"),
-            "patient_state": who.get("state"),
-            "kind": "audit_log_used",
-            "user_id": actor.get("user_id"),
-            "user_name": actor.get("name"),
-            "user_role": actor.get("role"),
-            "user_org": actor.get("organization"),
-            "dicom_event_id": dicom.AUDIT_LOG_USED,
-            "action": "R",
-            "outcome": record.get("outcome"),
-            "study_uid": None,
-            "accession": None,
-            "network_address": record.get("network_address"),
-            "purpose_of_use": None,
-        }
-    patient = _sub(record, "patient")
-    out: dict[str, JsonValue] = {
+
+def _head(
+    record: Mapping[str, JsonValue], facility: _Row, patient: Mapping[str, JsonValue]
+) -> _Row:
+    """The columns every kind fills the same way: the event, its facility, its patient."""
+    return {
         "event_id": record.get("event_id"),
         "event_time": record.get("event_time"),
         "producer_id": record.get("producer_id"),
@@ -114,42 +62,111 @@ def project_event(full_name: str, record: Mapping[str, JsonValue]) -> dict[str, 
         "patient_issuer": patient.get("issuer"),
         "patient_state": patient.get("state"),
     }
-    if full_name == _ACCESS:
-        actor = _sub(record, "actor")
-        study = record.get("study")
-        if study is not None and not isinstance(study, dict):
-            raise MalformedInputError("event field study is not a record")
-        out.update(
-            kind="phi_access",
-            user_id=actor.get("user_id"),
-            user_name=actor.get("name"),
-            user_role=actor.get("role"),
-            user_org=actor.get("organization"),
-            dicom_event_id=record.get("dicom_event_id"),
-            action=record.get("action"),
-            outcome=record.get("outcome"),
-            study_uid=None if study is None else study.get("uid"),
-            accession=None if study is None else study.get("accession"),
-            network_address=record.get("network_address"),
-            purpose_of_use=record.get("purpose_of_use"),
-        )
-    elif full_name == _RELAY:
-        sender = _sub(record, "sender")
-        study = _sub(record, "study")
-        out.update(
-            kind="critical_result_relay",
-            user_id=sender.get("user_id"),
-            user_name=sender.get("name"),
-            user_role=sender.get("role"),
-            user_org=sender.get("organization"),
-            dicom_event_id=None,
-            study_uid=study.get("uid"),
-            accession=study.get("accession"),
-            network_address=None,
-        )
-    else:
+
+
+def _user(kind: str, user: _Row) -> _Row:
+    """The kind and the user columns (the ``actor``, or a relay's ``sender``)."""
+    return {
+        "kind": kind,
+        "user_id": user.get("user_id"),
+        "user_name": user.get("name"),
+        "user_role": user.get("role"),
+        "user_org": user.get("organization"),
+    }
+
+
+def _security_event(record: Mapping[str, JsonValue], facility: _Row) -> _Row:
+    actor = _sub(record, "actor")
+    named = _opt_sub(record, "patient")
+    return {
+        **_head(record, facility, named),
+        **_user("security_event", actor),
+        "dicom_event_id": record.get("dicom_event_id"),
+        "action": record.get("action"),
+        "outcome": record.get("outcome"),
+        "study_uid": None,
+        "accession": None,
+        "network_address": record.get("network_address"),
+        "purpose_of_use": record.get("purpose_of_use"),
+    }
+
+
+def _audit_log_used(record: Mapping[str, JsonValue], facility: _Row) -> _Row:
+    actor = _sub(record, "actor")
+    who = _opt_sub(record, "patient")
+    return {
+        **_head(record, facility, who),
+        **_user("audit_log_used", actor),
+        "dicom_event_id": dicom.AUDIT_LOG_USED,
+        "action": "R",
+        "outcome": record.get("outcome"),
+        "study_uid": None,
+        "accession": None,
+        "network_address": record.get("network_address"),
+        "purpose_of_use": None,
+    }
+
+
+def _phi_access(record: Mapping[str, JsonValue], facility: _Row, patient: _Row) -> _Row:
+    actor = _sub(record, "actor")
+    study = record.get("study")
+    if study is not None and not isinstance(study, dict):
+        raise MalformedInputError("event field study is not a record")
+    return {
+        **_head(record, facility, patient),
+        **_user("phi_access", actor),
+        "dicom_event_id": record.get("dicom_event_id"),
+        "action": record.get("action"),
+        "outcome": record.get("outcome"),
+        "study_uid": None if study is None else study.get("uid"),
+        "accession": None if study is None else study.get("accession"),
+        "network_address": record.get("network_address"),
+        "purpose_of_use": record.get("purpose_of_use"),
+    }
+
+
+def _critical_result_relay(record: Mapping[str, JsonValue], facility: _Row, patient: _Row) -> _Row:
+    """Relay ``action``/``outcome``/``purpose_of_use`` are consumer policy: not projected."""
+    sender = _sub(record, "sender")
+    study = _sub(record, "study")
+    return {
+        **_head(record, facility, patient),
+        **_user("critical_result_relay", sender),
+        "dicom_event_id": None,
+        "study_uid": study.get("uid"),
+        "accession": study.get("accession"),
+        "network_address": None,
+    }
+
+
+#: Kinds that may name a patient (an absent ``patient`` reads as empty).
+_PATIENT_OPTIONAL: Final[Mapping[str, Callable[[Mapping[str, JsonValue], _Row], _Row]]] = {
+    _SECURITY: _security_event,
+    _AUDIT_LOG_USED: _audit_log_used,
+}
+#: Kinds that must name a patient.
+_PATIENT_REQUIRED: Final[Mapping[str, Callable[[Mapping[str, JsonValue], _Row, _Row], _Row]]] = {
+    _ACCESS: _phi_access,
+    _RELAY: _critical_result_relay,
+}
+
+
+def project_event(full_name: str, record: Mapping[str, JsonValue]) -> dict[str, JsonValue]:
+    """The ``events`` columns that a decoded event determines (``SchemaSet.decode`` output).
+
+    Must agree with the consumer's projection (``consumers.projection.index_fields``).
+    Raises ``MalformedInputError`` for a schema without a projection or a record that lacks
+    a nested record.  Relay ``action``/``outcome``/``purpose_of_use`` are not included.
+    """
+    facility = _sub(record, "facility")
+    optional = _PATIENT_OPTIONAL.get(full_name)
+    if optional is not None:
+        return optional(record, facility)
+    patient = _sub(record, "patient")
+    required = _PATIENT_REQUIRED.get(full_name)
+    if required is None:
         raise MalformedInputError(f"no index projection for schema {full_name}")
-    return out
+    return required(record, facility, patient)
 
 
 def _as_uuid(value: object) -> uuid.UUID | None:

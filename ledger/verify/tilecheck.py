@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable, Iterator
 
-from ledger.verify.bundle import TILE_BYTES
+from ledger.verify.bundle.layout import TILE_BYTES
 from ledger.verify.findings import Findings, ranges, tiles_text
 from ledger.verify.treehash import (
     HASH,

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from consumers.consumer import classify
+from consumers.classify import classify
 from integrations.simulator import Simulator
 from ledger.audit.ingest import Accepted
 from ledger.log.leaf import KafkaRecord

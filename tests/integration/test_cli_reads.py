@@ -27,7 +27,7 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from consumers.consumer import classify, envelope_of
+from consumers.classify import classify, envelope_of
 from integrations.simulator import Simulator
 from ledger.audit.ingest import Accepted
 from ledger.audit.producerauth import AuthFailure, ProducerAuthenticator, RegisteredKey

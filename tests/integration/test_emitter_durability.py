@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from consumers.consumer import envelope_of
+from consumers.classify import envelope_of
 from integrations.simulator import Simulator
 from ledger.audit.producerauth import ProducerAuthenticator
 from ledgerctl.settings import KafkaRole

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from consumers.consumer import classify
+from consumers.classify import classify
 from ledger.audit.ingest import Accepted, WriterSchemaInfo
 from ledger.audit.reports import (
     InvestigationScope,

@@ -21,7 +21,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from consumers.consumer import classify
+from consumers.classify import classify
 from integrations.simulator import Simulator
 from ledger.audit.auth import Role
 from ledger.audit.ingest import WriterSchemaInfo

@@ -16,7 +16,8 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from consumers.consumer import REASON_WRONG_TOPIC, ConsumerConfig, LedgerConsumer
+from consumers.classify import REASON_WRONG_TOPIC
+from consumers.consumer import ConsumerConfig, LedgerConsumer
 from integrations.simulator import Simulator
 from ledger.pg.appender import PostgresAppender
 from ledgerctl.infra import ensure_topics

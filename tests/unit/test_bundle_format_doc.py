@@ -22,7 +22,7 @@ import fastavro
 import nacl.signing
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from consumers.consumer import event_index
+from consumers.projection import event_index
 from ledger.verify import build_full_tiles, verify_bundle
 from ledger.verify.disclosures import disclosure_check
 from producers.codec import Codec

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumers.consumer import event_index
+from consumers.projection import event_index
 from ledger.audit import disclosure
 from ledger.audit.disclosure import (
     MAX_RANGES,

@@ -8,7 +8,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from consumers.consumer import event_index
+from consumers.projection import event_index
 from ledger.audit.auth import ROLE_PERMISSIONS, Permission, Role
 from ledger.audit.query import AccessEntry, LedgerPosition
 from ledger.http import create_app

@@ -7,8 +7,8 @@ import struct
 
 import pytest
 
-from producers.pipe import PriorityPolicy
 from producers.pipe_protocol import Frames, frame
+from producers.pipe_watchdog import PriorityPolicy
 
 
 def test_frames_split_at_every_byte_decode_to_the_messages_sent() -> None:

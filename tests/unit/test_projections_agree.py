@@ -1,6 +1,6 @@
 """The consumer's and the verifier's event projections agree, column by column.
 
-``consumers.consumer.index_fields`` (what the consumer writes into the ``events`` table) and
+``consumers.projection.index_fields`` (what the consumer writes into the ``events`` table) and
 ``ledger.verify.projection.project_event`` (what the verifier expects a row to say) are
 written twice on purpose: the verifier must not trust the code it checks. This test is what
 keeps the two equal: every event kind, with its optional parts present and absent, goes
@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from consumers.consumer import event_index
+from consumers.projection import event_index
 from integrations.simulator import Simulator
 from ledger.audit.records import SchemaSet, StoredSchema
 from ledger.verify import project_event

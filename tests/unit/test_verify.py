@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from consumers.consumer import event_index
+from consumers.projection import event_index
 from integrations.simulator import Simulator
 from ledger.audit import disclosure
 from ledger.audit.records import SchemaSet, StoredSchema

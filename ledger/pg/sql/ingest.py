@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from ledger.verify.bundle import INDEX_COLUMNS
+from ledger.verify.bundle.layout import INDEX_COLUMNS
 
 LOCK_LOG: Final = "SELECT pg_advisory_xact_lock(8723, $1)"
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from ledger.verify.bundle import INDEX_COLUMNS
+from ledger.verify.bundle.layout import INDEX_COLUMNS
 
 _ACCESS_COLUMNS: Final = """
 e.event_id, e.kind, e.event_time, e.facility_id, e.patient_id, e.patient_issuer,
