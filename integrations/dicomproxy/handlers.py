@@ -25,10 +25,11 @@ from pynetdicom.events import EventHandlerType
 from integrations.dicomproxy.config import ProxyConfig
 from integrations.dicomproxy.identifiers import add_return_keys, strip_keys
 from integrations.dicomproxy.operations import OperationKind
-from integrations.dicomproxy.recording import Draft, Gate, Peer
+from integrations.dicomproxy.recording import Draft, Gate, Peer, identifier_of
 from integrations.dicomproxy.retrieve import Retrieves
 from integrations.dicomproxy.sopclasses import VERIFICATION
 from integrations.dicomproxy.statuses import (
+    BAD_IDENTIFIER,
     PENDING,
     REFUSED_UNRECORDED,
     UPSTREAM_ERRORS,
@@ -84,8 +85,13 @@ class Handlers:
     # C-FIND ---------------------------------------------------------------------------
     def on_find(self, event: Any) -> Iterator[tuple[Any, Dataset | None]]:
         model = str(event.context.abstract_syntax)
-        identifier = event.identifier
+        identifier = identifier_of(event)
         draft = Draft(OperationKind.FIND, model, Peer.of(event.assoc)).request(identifier)
+        if identifier is None:
+            draft.proxy_error = "bad_identifier"
+            self._gate.admit(draft.finish(BAD_IDENTIFIER))
+            yield BAD_IDENTIFIER, None
+            return
         try:
             answers, final = self._find_upstream(event, model, identifier, draft)
         except UPSTREAM_ERRORS as exc:

@@ -34,13 +34,25 @@ from integrations.dicomproxy.operations import (
 )
 from integrations.dicomproxy.tls import certificate_subject
 
-__all__ = ["Draft", "Gate", "Peer"]
+__all__ = ["Draft", "Gate", "Peer", "identifier_of"]
 
 logger = logging.getLogger(__name__)
 
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+def identifier_of(event: Any) -> Dataset | None:
+    """The request's identifier, fully decoded, or ``None`` when it cannot be (a hostile
+    or broken identifier: the caller refuses the operation and records why)."""
+    try:
+        identifier = event.identifier
+        criteria_of(identifier)  # decodes every element, sequences included
+    except Exception as exc:
+        logger.warning("undecodable identifier from %s: %s", event.assoc.requestor.address, exc)
+        return None
+    return identifier if isinstance(identifier, Dataset) else None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

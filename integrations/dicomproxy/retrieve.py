@@ -29,7 +29,7 @@ from pynetdicom import StoragePresentationContexts, build_context
 
 from integrations.dicomproxy.config import ProxyConfig
 from integrations.dicomproxy.operations import OperationKind, SubOperations
-from integrations.dicomproxy.recording import Draft, Gate, Peer
+from integrations.dicomproxy.recording import Draft, Gate, Peer, identifier_of
 from integrations.dicomproxy.sopclasses import MOVE_TO_GET, VERIFICATION
 from integrations.dicomproxy.statuses import (
     ALL_SUB_OPERATIONS_FAILED,
@@ -65,10 +65,21 @@ class Retrieves:
         self._open: dict[tuple[int, int], Draft] = {}
         self._progress: dict[tuple[int, int], SubOperations] = {}
 
+    def _open_draft(self, event: Any, kind: OperationKind) -> tuple[Draft, tuple[int, int]]:
+        """Track a new operation, then read its identifier (an undecodable one raises:
+        pynetdicom answers Cx11 and ``on_sent`` records it)."""
+        draft = Draft(kind, str(event.context.abstract_syntax), Peer.of(event.assoc))
+        key = self._track(event, draft)
+        identifier = identifier_of(event)
+        if identifier is None:
+            draft.proxy_error = "bad_identifier"
+            raise UpstreamUnavailable("undecodable identifier: not forwarded")
+        draft.request(identifier)
+        return draft, key
+
     def on_get(self, event: Any) -> Iterator[Any]:
         model = str(event.context.abstract_syntax)
-        draft = Draft(OperationKind.GET, model, Peer.of(event.assoc)).request(event.identifier)
-        key = self._track(event, draft)
+        draft, key = self._open_draft(event, OperationKind.GET)
         storage = [
             build_context(str(cx.abstract_syntax), str(cx.transfer_syntax[0]))
             for cx in event.assoc.accepted_contexts
@@ -79,10 +90,9 @@ class Retrieves:
 
     def on_move(self, event: Any) -> Iterator[Any]:
         model = str(event.context.abstract_syntax)
-        draft = Draft(OperationKind.MOVE, model, Peer.of(event.assoc)).request(event.identifier)
+        draft, key = self._open_draft(event, OperationKind.MOVE)
         destination_aet = str(event.move_destination).strip()
         draft.move_destination = destination_aet
-        key = self._track(event, draft)
         destination = self._config.destinations.get(destination_aet)
         if destination is None:
             logger.warning("C-MOVE to unknown destination %r: 0xA801", destination_aet)

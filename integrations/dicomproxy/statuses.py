@@ -19,6 +19,9 @@ SUCCESS: Final = 0x0000
 CANCEL: Final = 0xFE00
 #: C-FIND and C-STORE that the recorder refused in fail-closed mode.
 REFUSED_UNRECORDED: Final = 0xA700
+#: A C-FIND, C-GET or C-MOVE identifier that cannot be decoded: "Identifier does not
+#: match SOP Class" (C-FIND; C-GET and C-MOVE get pynetdicom's Cx11 instead).
+BAD_IDENTIFIER: Final = 0xA900
 #: pynetdicom's C-GET/C-MOVE status when all sub-operations failed, and when some did.
 ALL_SUB_OPERATIONS_FAILED: Final = 0xA702
 SUB_OPERATIONS_WARNING: Final = 0xB000

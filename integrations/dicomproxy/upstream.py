@@ -82,7 +82,8 @@ class Upstream:
         if up.tls is not None:
             self._tls_args = (client_context(up.tls), up.tls_server_name or up.host)
         self._lock = threading.Lock()
-        self._shared: dict[int, Association] = {}
+        #: Keyed by the inbound association itself (not its id: ids are reused).
+        self._shared: dict[Association, Association] = {}
 
     def associate(self, contexts: Sequence[PresentationContext], **kwargs: Any) -> Association:
         """A new association with the PACS; ``UpstreamUnavailable`` if not established."""
@@ -103,20 +104,19 @@ class Upstream:
 
     def shared(self, inbound: Association) -> Association:
         """The association kept for ``inbound`` (opened with contexts like its own)."""
-        key = id(inbound)
         with self._lock:
-            assoc = self._shared.get(key)
+            assoc = self._shared.get(inbound)
         if assoc is not None and assoc.is_established:
             return assoc
         assoc = self.associate(contexts_like(inbound.accepted_contexts))
         with self._lock:
-            self._shared[key] = assoc
+            self._shared[inbound] = assoc
         return assoc
 
     def drop(self, inbound: Association) -> None:
         """Release the association kept for ``inbound``, if any (idempotent)."""
         with self._lock:
-            assoc = self._shared.pop(id(inbound), None)
+            assoc = self._shared.pop(inbound, None)
         if assoc is not None and assoc.is_established:
             assoc.release()
 

@@ -573,3 +573,68 @@ def test_tls_to_the_upstream(move_port: int, recorder: MemoryRecorder, pki: Any)
             assert not echo_ok(port_of(proxy))
     finally:
         secure.stop()
+
+
+# --- limits on what is held, the PACS's own failures, a peer that aborts mid-retrieve ---
+
+
+def _get_client(port: int, on_store: Any) -> Any:
+    ae = AE("PYCLIENT")
+    ae.dimse_timeout = 5
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+    ae.add_requested_context(CTImageStorage)
+    return ae.associate(
+        "127.0.0.1", port, ae_title=PROXY_AET,
+        ext_neg=[build_role(CTImageStorage, scp_role=True)],
+        evt_handlers=[(evt.EVT_C_STORE, on_store)],
+    )  # fmt: skip
+
+
+def test_the_pacs_failures_are_relayed_with_their_counts(
+    pacs: Any, move_port: int, recorder: MemoryRecorder
+) -> None:
+    # The proxy holds 2 instances at most: the PACS's third sub-operation fails (0xA700),
+    # and the PACS answers 0xB000 with one failure, which the proxy relays.
+    cfg = config(pacs.port, move_port, limits={"max_retrieve_instances": 2})
+    with DicomProxy(cfg, recorder) as proxy:
+        got: list[str] = []
+        assoc = _get_client(proxy.address[1], lambda e: got.append(e.dataset.SOPInstanceUID) or 0)
+        query = study_query(StudyInstanceUID=pacs.archive.studies("PID003")[0])
+        *_, (final, _) = assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet)
+        assoc.release()
+    assert final.Status == 0xB000
+    assert (final.NumberOfCompletedSuboperations, final.NumberOfFailedSuboperations) == (2, 1)
+    assert len(got) == 2
+    (op,) = only(recorder, OperationKind.GET)
+    assert op.status == 0xB000
+    assert op.sub_operations is not None
+    assert (op.sub_operations.completed, op.sub_operations.failed) == (2, 1)
+    assert op.result_count == 2
+
+
+def test_a_peer_that_aborts_mid_retrieve_leaves_an_aborted_record(
+    proxy: DicomProxy, pacs: Any, recorder: MemoryRecorder
+) -> None:
+    assoc = _get_client(proxy.address[1], lambda event: 0)
+    query = study_query(StudyInstanceUID=pacs.archive.studies("PID003")[0])
+    for status, _ in assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet):
+        assert status.Status == 0xFF00  # the first sub-operation is done: abort
+        assoc.abort()
+        break
+    (op,) = only(recorder, OperationKind.GET)
+    assert op.status is None
+    assert op.proxy_error == "aborted"
+    assert [p.patient_id for p in op.result_patients] == ["PID003"]  # fetched for it
+    assert echo_ok(port_of(proxy))
+
+
+def test_too_many_find_responses(pacs: Any, move_port: int, recorder: MemoryRecorder) -> None:
+    cfg = config(pacs.port, move_port, limits={"max_find_responses": 2})
+    with DicomProxy(cfg, recorder) as proxy:
+        answers = pyfind(proxy.address[1], PROXY_AET, StudyRootQueryRetrieveInformationModelFind,
+                         study_query(PatientID="PID*"))  # fmt: skip
+    assert [status for status, _ in answers] == [0xFF00, 0xFF00, 0xA700]
+    (op,) = only(recorder, OperationKind.FIND)
+    assert op.status == 0xA700
+    assert op.proxy_error == "too_many_responses"
+    assert op.result_count == 2

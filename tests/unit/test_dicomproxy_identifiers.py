@@ -149,3 +149,20 @@ def test_gate_treats_a_broken_recorder_as_unavailable() -> None:
     op = Draft(OperationKind.ECHO, "1.2.840.10008.1.1", PEER).finish(0)
     assert not Gate(Broken(), fail_closed=True).admit(op)
     assert Gate(Broken(), fail_closed=False).admit(op)
+
+
+def test_an_undecodable_identifier_is_none() -> None:
+    from types import SimpleNamespace
+
+    from integrations.dicomproxy.recording import identifier_of
+
+    class Broken:
+        assoc = SimpleNamespace(requestor=SimpleNamespace(address="10.0.0.7"))
+
+        @property
+        def identifier(self) -> Dataset:
+            raise ValueError("truncated element")
+
+    good = SimpleNamespace(identifier=_study_query(), assoc=Broken.assoc)
+    assert identifier_of(Broken()) is None
+    assert identifier_of(good) is good.identifier
