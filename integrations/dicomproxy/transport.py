@@ -13,7 +13,8 @@ Invariants (each keeps one peer from starving the others):
   A-ABORT (invalid PDU parameter value) before any of it is read, and the connection
   closes: pynetdicom would otherwise buffer whatever length a peer announces.
 * Every accepted socket has a read deadline (``network_timeout``): a peer that stops in
-  the middle of a PDU is disconnected, not waited on forever.
+  the middle of a PDU is disconnected, not waited on forever. Nagle's algorithm is off
+  on both sides (``no_delay``).
 
 This leans on pynetdicom 3.0 internals (``RequestHandler._create_association``,
 ``Association.dul.socket``, ``ApplicationEntity._servers``); pyproject pins pynetdicom
@@ -31,7 +32,7 @@ from typing import Any, cast
 
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
-__all__ = ["GuardedServer"]
+__all__ = ["GuardedServer", "no_delay"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +41,13 @@ logger = logging.getLogger(__name__)
 _A_ABORT_INVALID_PARAMETER = bytes([0x07, 0, 0, 0, 0, 4, 0, 0, 2, 6])
 #: Room for an A-ASSOCIATE-RQ (up to 128 presentation contexts) above the P-DATA limit.
 ASSOCIATE_SLACK = 64 * 1024
+
+
+def no_delay(sock: socket.socket) -> None:
+    """Turn Nagle's algorithm off: DIMSE is request/response with small PDUs (a C-FIND
+    response, a C-STORE-RSP), which Nagle and delayed ACKs hold back ~40 ms each."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class _BoundedSocket(AssociationSocket):
@@ -119,6 +127,7 @@ class GuardedServer(ThreadedAssociationServer):
             if sock is None:
                 return
             sock.settimeout(self._read_timeout)
+            no_delay(sock)
             super().process_request_thread(sock, client_address)
         finally:
             with self._lock:

@@ -25,6 +25,7 @@ from pynetdicom.presentation import PresentationContext
 from integrations.dicomproxy.config import ProxyConfig
 from integrations.dicomproxy.errors import DicomProxyError
 from integrations.dicomproxy.tls import client_context
+from integrations.dicomproxy.transport import no_delay
 
 __all__ = ["Fetched", "Upstream", "UpstreamUnavailable"]
 
@@ -100,6 +101,9 @@ class Upstream:
         )
         if not assoc.is_established:
             raise UpstreamUnavailable(f"no association with {up.ae_title}@{up.host}:{up.port}")
+        raw = getattr(assoc.dul.socket, "socket", None)
+        if raw is not None:
+            no_delay(raw)
         return assoc
 
     def shared(self, inbound: Association) -> Association:
