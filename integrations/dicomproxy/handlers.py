@@ -29,6 +29,7 @@ from integrations.dicomproxy.recording import Draft, Gate, Peer, identifier_of
 from integrations.dicomproxy.retrieve import Retrieves
 from integrations.dicomproxy.sopclasses import VERIFICATION
 from integrations.dicomproxy.statuses import (
+    BAD_DATASET,
     BAD_IDENTIFIER,
     PENDING,
     REFUSED_UNRECORDED,
@@ -133,8 +134,8 @@ class Handlers:
                     status = Dataset()
                     status.Status = REFUSED_UNRECORDED
                 return answers, status
-            if len(answers) >= limit or (event.is_cancelled and not cancelled):
-                if not cancelled:
+            if cancelled or len(answers) >= limit or event.is_cancelled:
+                if not cancelled:  # drain what the PACS sends until its final response
                     up.send_c_cancel(msg_id, query_model=model)
                 cancelled = True
                 continue
@@ -146,10 +147,16 @@ class Handlers:
 
     # C-STORE --------------------------------------------------------------------------
     def on_store(self, event: Any) -> Any:
-        dataset = event.dataset
-        dataset.file_meta = event.file_meta
         draft = Draft(OperationKind.STORE, str(event.context.abstract_syntax), Peer.of(event.assoc))
-        draft.result(dataset)
+        try:
+            dataset = event.dataset
+            dataset.file_meta = event.file_meta
+            draft.result(dataset)
+        except Exception as exc:
+            logger.warning("C-STORE: undecodable dataset from %s: %s", draft.peer.address, exc)
+            draft.proxy_error = "bad_dataset"
+            self._gate.admit(draft.finish(BAD_DATASET))
+            return BAD_DATASET
         request = event.request
         try:
             status = self._up.shared(event.assoc).send_c_store(

@@ -39,7 +39,12 @@ from integrations.dicomproxy.statuses import (
     SUCCESS,
     UPSTREAM_ERRORS,
 )
-from integrations.dicomproxy.upstream import Fetched, Upstream, UpstreamUnavailable
+from integrations.dicomproxy.upstream import (
+    MAX_CONTEXTS,
+    Fetched,
+    Upstream,
+    UpstreamUnavailable,
+)
 
 __all__ = ["Retrieves"]
 
@@ -106,7 +111,7 @@ class Retrieves:
         pairs = {
             (str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID)) for ds in fetched.datasets
         }
-        contexts = [build_context(sop, ts) for sop, ts in sorted(pairs)]
+        contexts = [build_context(sop, ts) for sop, ts in sorted(pairs)][:MAX_CONTEXTS]
         where = (destination.host, destination.port, {"contexts": contexts or [
             build_context(VERIFICATION)
         ]})  # fmt: skip

@@ -22,6 +22,8 @@ REFUSED_UNRECORDED: Final = 0xA700
 #: A C-FIND, C-GET or C-MOVE identifier that cannot be decoded: "Identifier does not
 #: match SOP Class" (C-FIND; C-GET and C-MOVE get pynetdicom's Cx11 instead).
 BAD_IDENTIFIER: Final = 0xA900
+#: A C-STORE data set that cannot be decoded: "Error: Cannot understand" (not forwarded).
+BAD_DATASET: Final = 0xC000
 #: pynetdicom's C-GET/C-MOVE status when all sub-operations failed, and when some did.
 ALL_SUB_OPERATIONS_FAILED: Final = 0xA702
 SUB_OPERATIONS_WARNING: Final = 0xB000
