@@ -106,6 +106,14 @@ def only(recorder: MemoryRecorder, kind: OperationKind, count: int = 1) -> list[
     raise AssertionError(f"{kind} recorded {len(ops)} times, wanted {count}: {recorder.operations}")
 
 
+def eventually(condition: Any, timeout: float = 10) -> None:
+    """Wait for ``condition()`` (the proxy counts on its connection threads)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
 def echo_ok(port: str) -> bool:
     """echoscu succeeded (it exits 0 even when the peer aborted: read what it says)."""
     run = dcmtk("echoscu", "-aet", "ECHOSCU", "-aec", PROXY_AET, "127.0.0.1", port)
@@ -425,8 +433,7 @@ def test_associations_are_bounded(pacs: Any, move_port: int, recorder: MemoryRec
         assert extra.is_rejected
         # Beyond twice the limit, connections are closed without a word.
         sockets = [socket.create_connection(("127.0.0.1", proxy.address[1])) for _ in range(3)]
-        time.sleep(0.3)
-        assert proxy.server.refused_connections >= 1
+        eventually(lambda: proxy.server.refused_connections >= 1)
         for s in sockets:
             s.close()
         for a in held:
@@ -549,7 +556,7 @@ def test_mutual_tls_listener_records_the_certificate_subject(
         assert dcmtk("echoscu", "-aet", "ECHOSCU", "-aec", PROXY_AET, "127.0.0.1",
                      port).returncode != 0  # fmt: skip
         idle.close()
-        assert proxy.server.failed_handshakes >= 2
+        eventually(lambda: proxy.server.failed_handshakes >= 2)
         assert len(recorder.operations) == 2
 
 
