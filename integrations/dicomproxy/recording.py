@@ -11,6 +11,7 @@ the recorder took it in fail-closed mode. A recorder that raises anything but
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -150,6 +151,8 @@ class Gate:
     def __init__(self, recorder: OperationRecorder, *, fail_closed: bool) -> None:
         self._recorder = recorder
         self.fail_closed = fail_closed
+        self._lock = threading.Lock()
+        #: Operations refused (fail-closed) or answered without a record (fail-open).
         self.refused = 0
         self.lost = 0
 
@@ -164,10 +167,13 @@ class Gate:
             logger.exception("the operation recorder failed")
             reason = f"recorder error: {type(exc).__name__}"
         what = f"{op.kind} from {op.calling_ae}@{op.peer_address}:{op.peer_port}"
+        with self._lock:
+            if self.fail_closed:
+                self.refused += 1
+            else:
+                self.lost += 1
         if self.fail_closed:
-            self.refused += 1
             logger.error("refusing %s: it cannot be recorded (%s)", what, reason)
             return False
-        self.lost += 1
         logger.error("fail-open: answering %s without a record (%s)", what, reason)
         return True
