@@ -10,6 +10,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -645,3 +646,20 @@ def test_too_many_find_responses(pacs: Any, move_port: int, recorder: MemoryReco
     assert op.status == 0xA700
     assert op.proxy_error == "too_many_responses"
     assert op.result_count == 2
+
+
+def test_serve_runs_until_told_to_stop(pacs: Any, move_port: int, recorder: MemoryRecorder) -> None:
+    from integrations.dicomproxy import serve
+
+    port = free_port()
+    cfg = config(pacs.port, move_port, listen={"port": port})
+    stop = threading.Event()
+    runner = threading.Thread(target=serve, args=(cfg, recorder, stop))
+    runner.start()
+    try:
+        eventually(lambda: echo_ok(str(port)))
+    finally:
+        stop.set()
+        runner.join(timeout=15)
+    assert not runner.is_alive()
+    assert not echo_ok(str(port))

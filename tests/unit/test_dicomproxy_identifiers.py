@@ -166,3 +166,21 @@ def test_an_undecodable_identifier_is_none() -> None:
     good = SimpleNamespace(identifier=_study_query(), assoc=Broken.assoc)
     assert identifier_of(Broken()) is None
     assert identifier_of(good) is good.identifier
+
+
+def test_the_logging_recorder_writes_no_phi(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from integrations.dicomproxy import LoggingRecorder
+
+    draft = Draft(OperationKind.FIND, "1.2.840.10008.5.1.4.1.2.2.1", PEER).request(_study_query())
+    answer = Dataset()
+    answer.PatientID, answer.StudyInstanceUID = "PID001", "1.2.3"
+    draft.result(answer)
+    with caplog.at_level(logging.INFO):
+        LoggingRecorder().record(draft.finish(0))
+    (line,) = caplog.messages
+    assert "C-FIND FINDSCU->PROXY from 10.0.0.7:40000" in line
+    assert "patients=1" in line
+    assert "PID001" not in line
+    assert "2026" not in line  # criteria values (StudyDate) stay out
