@@ -153,7 +153,10 @@ class Handlers:
             dataset.file_meta = event.file_meta
             draft.result(dataset)
         except Exception as exc:
-            logger.warning("C-STORE: undecodable dataset from %s: %s", draft.peer.address, exc)
+            # The exception's type only: its text may quote element values (PHI).
+            logger.warning(
+                "C-STORE: undecodable dataset from %s (%s)", draft.peer.address, type(exc).__name__
+            )
             draft.proxy_error = "bad_dataset"
             self._gate.admit(draft.finish(BAD_DATASET))
             return BAD_DATASET

@@ -51,7 +51,10 @@ def identifier_of(event: Any) -> Dataset | None:
         identifier = event.identifier
         criteria_of(identifier)  # decodes every element, sequences included
     except Exception as exc:
-        logger.warning("undecodable identifier from %s: %s", event.assoc.requestor.address, exc)
+        # The exception's type only: its text may quote element values (PHI).
+        logger.warning(
+            "undecodable identifier from %s (%s)", event.assoc.requestor.address, type(exc).__name__
+        )
         return None
     return identifier if isinstance(identifier, Dataset) else None
 
