@@ -52,6 +52,7 @@ bench: up
 	.venv/bin/python benchmarks/checkpoints.py
 	.venv/bin/python benchmarks/ingest.py
 	.venv/bin/python benchmarks/producer_auth.py
+	.venv/bin/python benchmarks/dicomproxy.py
 	.venv/bin/python benchmarks/proofs.py
 	.venv/bin/python benchmarks/queries.py
 	.venv/bin/python benchmarks/attribution.py
