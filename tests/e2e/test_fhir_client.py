@@ -310,7 +310,7 @@ async def test_summary_and_elements_shape_the_answer(
     status, read, _ = await _get(http, f"{url}/{event}", _elements="period")
     assert status == 200
     assert read["meta"]["tag"][0]["code"] == "SUBSETTED"
-    status, refused, _ = await _get(http, f"{url}/{event}", _summary="count")
+    status, _, _ = await _get(http, f"{url}/{event}", _summary="count")
     assert status == 400
     reports = validate_resources([counted, *shaped, full, read])
     invalid = [r.explain() for r in reports if not r.valid]
@@ -425,7 +425,9 @@ async def test_a_batch_that_is_not_one_is_refused_and_recorded(
 async def test_a_batch_needs_the_fhir_read_permission(pipeline: Pipeline) -> None:
     auditor = pipeline.stack.auth("auditor")
     batch = {"resourceType": "Bundle", "type": "batch", "entry": []}
-    async with aiohttp.ClientSession(headers=auditor) as http:
-        async with http.post(f"{pipeline.api_url}/fhir", json=batch) as resp:
-            assert resp.status == 403
-            assert resp.headers.get("Ledger-Audit-Event") is not None
+    async with (
+        aiohttp.ClientSession(headers=auditor) as http,
+        http.post(f"{pipeline.api_url}/fhir", json=batch) as resp,
+    ):
+        assert resp.status == 403
+        assert resp.headers.get("Ledger-Audit-Event") is not None
