@@ -21,13 +21,11 @@ from ledger.audit.fhir import (
     DEFAULT_BASE_URL,
     MAX_BATCH_ENTRIES,
     NOT_ACCEPTABLE,
-    AuditEventSearch,
     Resource,
     Shape,
     audit_event,
     capability_statement,
     check_format,
-    matches,
     namespace,
     parse_search,
     parse_shape,
@@ -35,28 +33,17 @@ from ledger.audit.fhir import (
     subset,
 )
 from ledger.audit.query import (
-    AccessEntry,
-    Cursor,
-    HistoryKey,
-    HistoryQuery,
     LedgerPosition,
-    Snapshot,
 )
 from ledger.errors import MalformedInputError
 from ledger.http.boundary import ERROR_CODE_SYSTEM
 from ledger.http.common import READER, event_id, open_cursor, public_url, schema_set, seal_cursor
+from ledger.http.fhirscan import MAX_TOTAL, count_matches, cursor_after, history_of, page_of
 from ledger.log.leaf import decode_leaf
 
 __all__ = ["Answer", "metadata_answer", "outcome_answer", "read_answer", "search_answer"]
 
-#: Most index rows one search request examines when a parameter is matched on the built
-#: resources (subtype, entity-type, entity-role): a page may then be short, with a next link.
-MAX_SCAN: Final = 2000
-#: Most matches ``_summary=count`` counts before refusing (narrow the search instead).
-MAX_TOTAL: Final = 10_000
-_CHUNK: Final = 500
 _POSITION_URL: Final = namespace(DEFAULT_BASE_URL).ledger_position
-_FHIR_STATUS: Final = {NOT_ACCEPTABLE: 406}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -113,131 +100,13 @@ def metadata_answer(
     return Answer(status=200, resource=statement)
 
 
-async def _resources(
-    request: web.Request, entries: Sequence[AccessEntry]
-) -> dict[LedgerPosition, Resource]:
-    """The AuditEvent of each entry whose leaf is stored, by position."""
-    leaves = await request.app[READER].leaves_at([e.position for e in entries])
-    out: dict[LedgerPosition, Resource] = {}
-    for entry in entries:
-        leaf = leaves.get((entry.position.log_id, entry.position.leaf_index))
-        if leaf is None:
-            continue
-        record = decode_leaf(leaf)
-        schemas = await schema_set(request.app, record.value[2:10])
-        name, body = schemas.decode(record.value)
-        out[entry.position] = audit_event(
-            name, body, event_id=entry.event_id, position=entry.position
-        )
-    return out
-
-
-def _history(query: AuditEventSearch) -> HistoryQuery | None:
-    if query.patient is not None:
-        key, value = HistoryKey.PATIENT, query.patient
-    elif query.agent is not None:
-        key, value = HistoryKey.USER, query.agent
-    elif query.entity is not None:
-        key, value = HistoryKey.STUDY, query.entity
-    else:
-        return None
-    n = query.narrowing
-    return HistoryQuery(
-        key=key,
-        value=value,
-        since=query.since,
-        until=query.until,
-        user=query.agent if key is not HistoryKey.USER else None,
-        study=query.entity if key is not HistoryKey.STUDY else None,
-        event_types=tuple(t.code for t in query.types),
-        actions=query.actions,
-        outcomes=n.outcomes,
-        facilities=n.sites,
-        producers=n.sources,
-        address_prefix=n.address,
-        user_name_prefix=n.agent_name,
-    )
-
-
-async def _page(
-    request: web.Request,
-    query: AuditEventSearch,
-    history: HistoryQuery,
-    after: Cursor | None,
-    snapshot: Snapshot,
-) -> tuple[list[tuple[AccessEntry, Resource]], AccessEntry | None]:
-    """One page of matches, and the entry after which the next page starts (None: last)."""
-    reader = request.app[READER]
-    if query.empty_range:
-        return [], None
-    if not query.narrowing.on_resources:  # every filter ran in SQL
-        entries = await reader.history(
-            history, snapshot=snapshot, limit=query.count + 1, after=after
-        )
-        page = list(entries[: query.count])
-        built = await _resources(request, page)
-        served = [(e, built[e.position]) for e in page if e.position in built]
-        return served, (page[-1] if len(entries) > query.count else None)
-    found: list[tuple[AccessEntry, Resource]] = []
-    scanned = 0
-    position = after
-    last: AccessEntry | None = None
-    while True:
-        entries = await reader.history(history, snapshot=snapshot, limit=_CHUNK, after=position)
-        built = await _resources(request, entries)
-        for entry in entries:
-            resource = built.get(entry.position)
-            if resource is not None and matches(resource, query.narrowing):
-                if len(found) == query.count:
-                    return found, last
-                found.append((entry, resource))
-            last, scanned = entry, scanned + 1
-            if scanned >= MAX_SCAN:
-                return found, last
-        if len(entries) < _CHUNK or last is None:
-            return found, None
-        position = _after(last, snapshot)
-
-
-def _after(entry: AccessEntry, snapshot: Snapshot) -> Cursor:
-    return Cursor(event_time=entry.event_time, event_id=entry.event_id, snapshot=snapshot)
-
-
-async def _total(
-    request: web.Request,
-    query: AuditEventSearch,
-    history: HistoryQuery,
-    after: Cursor | None,
-    snapshot: Snapshot,
-) -> int | None:
-    """How many entries match (``_summary=count``); None past ``MAX_TOTAL`` examined."""
-    if query.empty_range:
-        return 0
-    reader = request.app[READER]
-    total = scanned = 0
-    position = after
-    while True:
-        entries = await reader.history(history, snapshot=snapshot, limit=_CHUNK, after=position)
-        if query.narrowing.on_resources:
-            built = await _resources(request, entries)
-            total += sum(1 for r in built.values() if matches(r, query.narrowing))
-        else:
-            total += len(entries)
-        scanned += len(entries)
-        if len(entries) < _CHUNK:
-            return total
-        if scanned >= MAX_TOTAL:
-            return None
-        position = _after(entries[-1], snapshot)
-
-
 async def search_answer(request: web.Request, params: Mapping[str, list[str]]) -> Answer:
     """``GET /fhir/AuditEvent?<params>``: a searchset Bundle (or a refusal)."""
     try:
         query = parse_search(params)
     except MalformedInputError as exc:
         return _refused(exc)
-    history = _history(query)
+    history = history_of(query)
     if history is None:
         return outcome_answer(
             400,
@@ -258,15 +127,15 @@ async def search_answer(request: web.Request, params: Mapping[str, list[str]]) -
     base = public_url(request, "/fhir/AuditEvent")  # configured: never the Host header
     self_url = f"{base}?{query.query_string()}"
     if query.shape.summary == "count":
-        total = await _total(request, query, history, after, snapshot)
+        total = await count_matches(request, query, history, after, snapshot)
         if total is None:
             return replace(_too_costly_count(), patient=patient)
         bundle = searchset_bundle([], self_url=self_url, next_url=None, total=total)
         return Answer(status=200, resource=bundle, results=0, patient=patient)
-    found, next_after = await _page(request, query, history, after, snapshot)
+    found, next_after = await page_of(request, query, history, after, snapshot)
     next_url = None
     if next_after is not None:
-        token = seal_cursor(request, _after(next_after, snapshot), context)
+        token = seal_cursor(request, cursor_after(next_after, snapshot), context)
         next_url = f"{base}?{query.query_string(cursor=token)}"
     resources = [_shaped(r, query.shape) for _, r in found]
     bundle = searchset_bundle(resources, self_url=self_url, next_url=next_url)
