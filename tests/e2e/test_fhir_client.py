@@ -169,6 +169,10 @@ async def test_metadata_is_public_unrecorded_and_lists_the_parsers_table(
             refused = await resp.json(content_type=None)
         async with anonymous.get(f"{pipeline.api_url}/fhir/metadata?mode=full") as resp:
             assert resp.status == 400  # an undeclared parameter, as everywhere
+        garbage = {"Authorization": "Bearer not-a-token"}  # a public route ignores tokens
+        async with anonymous.get(f"{pipeline.api_url}/fhir/metadata", headers=garbage) as resp:
+            assert resp.status == 200
+            assert "Ledger-Audit-Event" not in resp.headers
     assert refused["resourceType"] == "OperationOutcome"
     assert statement["implementation"]["url"] == f"{pipeline.api_url}/fhir"
     (resource,) = statement["rest"][0]["resource"]
@@ -431,3 +435,16 @@ async def test_a_batch_needs_the_fhir_read_permission(pipeline: Pipeline) -> Non
     ):
         assert resp.status == 403
         assert resp.headers.get("Ledger-Audit-Event") is not None
+
+
+@pytest.mark.parametrize("path", ["/fhir", "/fhir/AuditEvent"])
+async def test_a_post_asking_for_xml_is_refused_and_recorded(
+    pipeline: Pipeline, http: aiohttp.ClientSession, path: str
+) -> None:
+    body = {"resourceType": "Bundle", "type": "batch", "entry": []}
+    async with http.post(f"{pipeline.api_url}{path}?_format=xml", json=body) as resp:
+        assert resp.status == 406
+        outcome = await resp.json(content_type=None)
+        assert resp.headers.get("Ledger-Audit-Event") is not None
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert outcome["issue"][0]["details"]["coding"][0]["code"] == "not_acceptable"
