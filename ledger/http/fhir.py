@@ -45,6 +45,9 @@ MAX_FHIR_BODY: Final = 1024 * 1024
 #: The ids of the AuditLogUsed records of a batch's entries (the batch's own record is in
 #: ``Ledger-Audit-Event``, as for every recorded request).
 ENTRY_RECORDS_HEADER: Final = "Ledger-Audit-Entry-Events"
+#: AuditEvents after which a batch answers no further search or read entry (one entry may
+#: still add a page of up to 1,000, so an answer holds at most about twice this many).
+MAX_BATCH_RESOURCES: Final = 1000
 
 
 class FhirSubmitter(Protocol):
@@ -160,10 +163,19 @@ def _undeclared(request: web.Request, entry: EntryRequest) -> Answer | None:
     )
 
 
-async def _entry_answer(request: web.Request, entry: EntryRequest) -> Answer:
+async def _entry_answer(request: web.Request, entry: EntryRequest, served: int) -> Answer:
+    """The answer of one batch entry; ``served``: AuditEvents the batch already holds."""
     refused = _undeclared(request, entry)
     if refused is not None:
         return refused
+    if entry.target in ("search", "read") and served >= MAX_BATCH_RESOURCES:
+        return outcome_answer(
+            400,
+            "too-costly",
+            f"the batch already holds {served} AuditEvents; at most {MAX_BATCH_RESOURCES} "
+            "are answered per batch: ask for the rest in another request",
+            api_code="too_costly",
+        )
     if entry.target == "search":
         return await search_answer(request, entry.params)
     if entry.target == "read" and entry.event_id is not None:
@@ -200,8 +212,10 @@ async def batch(request: web.Request) -> web.Response:
     outcomes: list[EntryOutcome] = []
     disclosed: list[LedgerPosition] = []
     records: list[str] = []
+    served = 0
     for entry in entries:
-        answer = await _entry_answer(request, entry)
+        answer = await _entry_answer(request, entry, served)
+        served += answer.results or 0
         record_id = await record_entry(
             request,
             method=entry.method,

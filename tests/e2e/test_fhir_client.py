@@ -448,3 +448,40 @@ async def test_a_post_asking_for_xml_is_refused_and_recorded(
         assert resp.headers.get("Ledger-Audit-Event") is not None
     assert outcome["resourceType"] == "OperationOutcome"
     assert outcome["issue"][0]["details"]["coding"][0]["code"] == "not_acceptable"
+
+
+async def test_a_batch_answers_at_most_its_budget_of_audit_events(
+    pipeline: Pipeline, world: World, http: aiohttp.ClientSession
+) -> None:
+    """Once a batch holds 1,000 AuditEvents it answers no further search or read (each
+    refused entry still recorded); the CapabilityStatement, which holds none, still is."""
+    run = secrets.token_hex(3)
+    patient, site = f"MRN-BUDGET-{run}", f"budget-{run}"
+    template = world.events[0]
+    events = [
+        PhiAccessEvent(
+            facility=Facility(id=site),
+            actor=template.actor,
+            dicom_event_id="110103",
+            action=EventAction.READ,
+            patient=Patient(id=patient),
+            event_time=datetime.now(UTC) - timedelta(seconds=n),
+        )
+        for n in range(25)
+    ]
+    async with pipeline.emitter(f"e2e-fhirc-budget-{run}") as emitter:
+        for event in events:
+            await emitter.emit(event)
+        await emitter.flush()
+    await wait_for_events(http, pipeline, [str(e.event_id) for e in events])
+    search = {"request": {"method": "GET", "url": f"AuditEvent?patient={patient}&site={site}"}}
+    metadata = {"request": {"method": "GET", "url": "metadata"}}
+    batch = {"resourceType": "Bundle", "type": "batch", "entry": [search] * 42 + [metadata]}
+    async with http.post(f"{pipeline.api_url}/fhir", json=batch) as resp:
+        assert resp.status == 200
+        answer = await resp.json(content_type=None)
+        records = resp.headers[ENTRY_RECORDS_HEADER].split(", ")
+    statuses = [e["response"]["status"] for e in answer["entry"]]
+    assert statuses == ["200 OK"] * 40 + ["400 Bad Request"] * 2 + ["200 OK"]
+    assert "too_costly" in json.dumps(answer["entry"][40]["response"]["outcome"])
+    assert len(records) == 43
