@@ -61,7 +61,7 @@ def refusal(request: web.Request, status: int, code: str, message: str) -> web.R
         return error(status, code, message)
     issue = {
         "severity": "error",
-        "code": {413: "too-long"}.get(status, "invalid"),
+        "code": {413: "too-long", 406: "not-supported"}.get(status, "invalid"),
         "details": {"coding": [{"system": ERROR_CODE_SYSTEM, "code": code}]},
         "diagnostics": message,
     }

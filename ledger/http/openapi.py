@@ -531,13 +531,20 @@ def document() -> JsonObject:
                 },
             },
         ),
-        "/fhir/metadata": _get(
-            "FHIR R4 CapabilityStatement: what this server supports (public, no PHI)",
-            "fhir",
-            [_FORMAT],
-            _fhir_json({"type": "object", "required": ["resourceType", "rest"]}),
-            public=True,
-        ),
+        "/fhir/metadata": {
+            "get": {
+                "summary": "FHIR R4 CapabilityStatement: what this server supports "
+                "(public, not recorded, no PHI)",
+                "tags": ["fhir"],
+                "parameters": [_FORMAT],
+                "responses": {
+                    "200": _fhir_json({"type": "object", "required": ["resourceType", "rest"]}),
+                    "400": _fhir_json({"type": "object"}, "OperationOutcome"),
+                    "406": _fhir_json({"type": "object"}, "OperationOutcome"),
+                },
+                "security": [],
+            }
+        },
         "/fhir": {
             "post": {
                 "summary": "A FHIR batch Bundle of GET entries (search, read, metadata); each "
