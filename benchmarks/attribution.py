@@ -105,7 +105,7 @@ async def _median_ms(
     times, plan = [], ""
     for p in patients:
         args = (p, None, [2**40, 2**40], None, None, None, None, None, None, None, 100,
-                None, None, None, None)  # fmt: skip
+                None, None, None, None, None, None, None, None, None)  # fmt: skip
         rows = await conn.fetch("EXPLAIN (ANALYZE, FORMAT JSON) " + query, *args)
         doc = json.loads(rows[0][0])[0]
         times.append(float(doc["Execution Time"]))
@@ -137,7 +137,8 @@ async def main(events: int, scattered: int, n_patients: int, keep: bool) -> None
             old, _ = await _median_ms(conn, _OLD_PATIENT_HISTORY, patients)
             found = await conn.fetch(sql.HISTORY_BY["patient"], patients[0], None,
                                      [2**40, 2**40], None, None, None, None, None, None, None,
-                                     100, None, None, None, None)  # fmt: skip
+                                     100, None, None, None, None, None, None, None, None,
+                                     None)  # fmt: skip
             figures = []
             for label, index in (
                 ("SP-GiST (shipped)", None),

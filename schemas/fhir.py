@@ -17,6 +17,8 @@ from schemas import dicom
 
 __all__ = [
     "AUDIT_ENTITY_TYPE",
+    "AUDIT_EVENT_OUTCOME",
+    "AUDIT_EVENT_PROFILE",
     "DCM",
     "DEFAULT_BASE_URL",
     "DICOM_UID_SYSTEM",
@@ -25,10 +27,12 @@ __all__ = [
     "OBJECT_ROLE",
     "OUTCOME_CODES",
     "RESOURCE_TYPES",
+    "SEARCH_PARAMETERS_BASE",
     "SECURITY_SOURCE_TYPE",
     "US_NPI",
     "V2_IDENTIFIER_TYPE",
     "V3_ACT_REASON",
+    "V3_OBSERVATION_VALUE",
     "V3_PARTICIPATION_TYPE",
     "V3_ROLE_CLASS",
     "FhirNamespace",
@@ -51,6 +55,13 @@ V2_IDENTIFIER_TYPE: Final = "http://terminology.hl7.org/CodeSystem/v2-0203"
 RESOURCE_TYPES: Final = "http://hl7.org/fhir/resource-types"
 US_NPI: Final = "http://hl7.org/fhir/sid/us-npi"
 DICOM_UID_SYSTEM: Final = "urn:dicom:uid"
+#: ``AuditEvent.outcome`` codes (the ``outcome`` search parameter's system).
+AUDIT_EVENT_OUTCOME: Final = "http://hl7.org/fhir/audit-event-outcome"
+#: ``SUBSETTED``: the ``meta.tag`` of a resource with elements left out (_summary, _elements).
+V3_OBSERVATION_VALUE: Final = "http://terminology.hl7.org/CodeSystem/v3-ObservationValue"
+# The R4 definitions the CapabilityStatement points to.
+AUDIT_EVENT_PROFILE: Final = "http://hl7.org/fhir/StructureDefinition/AuditEvent"
+SEARCH_PARAMETERS_BASE: Final = "http://hl7.org/fhir/SearchParameter/"
 
 #: ``AuditEvent.outcome`` (DICOM EventOutcomeIndicator) of each stored event outcome.
 OUTCOME_CODES: Final[Mapping[str, str]] = MappingProxyType(

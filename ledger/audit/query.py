@@ -168,6 +168,14 @@ class HistoryQuery:
     study: str | None = None
     event_types: tuple[str, ...] = ()
     actions: tuple[str, ...] = ()
+    #: The IHE ITI-81 narrowing (FHIR search): any of several stored outcomes, facility ids
+    #: (``source.site``), producer ids (``source.observer``); case-insensitive prefixes of
+    #: the network address and of the user's name (``agent.name``).
+    outcomes: tuple[str, ...] = ()
+    facilities: tuple[str, ...] = ()
+    producers: tuple[str, ...] = ()
+    address_prefix: str | None = None
+    user_name_prefix: str | None = None
 
 
 class LedgerReader(Protocol):

@@ -1,7 +1,8 @@
 """The API application: its routes, the permission each requires, and what each returns.
 
 Invariant: every route names one permission, or none when it is public and carries
-no PHI (``/healthz``, ``/openapi.json``, the newest checkpoint and the hash tiles);
+no PHI (``/healthz``, ``/openapi.json``, ``/fhir/metadata``, the newest checkpoint and the
+hash tiles);
 ``phi`` says whether a route can return PHI, and only the PHI-free permission
 (``PROOFS``) guards PHI-free routes, so no role reads PHI through a side door. The
 table in docs/api.md lists every route with these facts (a unit test keeps it equal,
@@ -122,10 +123,16 @@ def report_routes() -> tuple[Route, ...]:
 def fhir_routes(*, writable: bool) -> tuple[Route, ...]:
     P, R = Permission, Route
     read = (
+        # Public: the CapabilityStatement says what the server does, no PHI (docs/api.md).
+        R(method="GET", path="/fhir/metadata", handler=fhir.metadata,
+          permission=None, name="fhir_metadata", phi=False),
         R(method="GET", path="/fhir/AuditEvent", handler=fhir.search,
           permission=P.FHIR_READ, name="fhir_search", phi=True),
         R(method="GET", path="/fhir/AuditEvent/{event_id}", handler=fhir.read,
           permission=P.FHIR_READ, name="fhir_read", phi=True),
+        # A batch of GET entries: each entry is a read, recorded on its own.
+        R(method="POST", path="/fhir", handler=fhir.batch,
+          permission=P.FHIR_READ, name="fhir_batch", phi=True),
     )  # fmt: skip
     if not writable:
         return read

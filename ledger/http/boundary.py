@@ -57,11 +57,11 @@ def _operation(request: web.Request) -> tuple[str, str] | None:
 def refusal(request: web.Request, status: int, code: str, message: str) -> web.Response:
     """A refusal in the route's dialect: a FHIR OperationOutcome under /fhir (the stable
     code in ``issue.details``), else the API's JSON error."""
-    if not request.path.startswith("/fhir/"):
+    if request.path != "/fhir" and not request.path.startswith("/fhir/"):
         return error(status, code, message)
     issue = {
         "severity": "error",
-        "code": {413: "too-long"}.get(status, "invalid"),
+        "code": {413: "too-long", 406: "not-supported"}.get(status, "invalid"),
         "details": {"coding": [{"system": ERROR_CODE_SYSTEM, "code": code}]},
         "diagnostics": message,
     }

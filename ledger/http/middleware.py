@@ -16,7 +16,7 @@ import asyncio
 import logging
 import re
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Final
 
@@ -31,7 +31,8 @@ from ledger.audit.auth import (
     bearer_token,
     token_hash,
 )
-from ledger.audit.disclosure import NOTHING
+from ledger.audit.disclosure import NOTHING, of_positions
+from ledger.audit.query import LedgerPosition
 from ledger.audit.readlog import MAX_PATH_CHARS, LedgerRead, clean_parameters, clean_text
 from ledger.errors import (
     LedgerError,
@@ -225,3 +226,39 @@ def _read_of(request: web.Request, read_id: uuid.UUID, status: int) -> LedgerRea
         patient_issuer=None if patient is None else patient[1],
         disclosed=request.get(DISCLOSED, NOTHING),
     )
+
+
+async def record_entry(
+    request: web.Request,
+    *,
+    method: str,
+    path: str,
+    parameters: Mapping[str, list[str]],
+    status: int,
+    results: int | None,
+    patient: tuple[str, str | None] | None,
+    disclosed: Iterable[LedgerPosition],
+) -> uuid.UUID:
+    """Record one read made inside ``request`` (a FHIR batch entry) as its own AuditLogUsed
+    event, by the same caller from the same address; raises ``UnavailableError`` (fail
+    closed) when it cannot be handed over. Returns the record's id."""
+    who: Principal | None = request.get(PRINCIPAL)
+    read_id = uuid.uuid4()
+    await request.app[RECORDER].record(
+        LedgerRead(
+            read_id=read_id,
+            at=datetime.now(UTC),
+            subject=ANONYMOUS if who is None else who.subject,
+            role=ANONYMOUS if who is None else who.role.value,
+            client=request.remote,
+            method=method if _METHOD.fullmatch(method) else "INVALID",
+            path=clean_text(path, MAX_PATH_CHARS),
+            status=status,
+            parameters=clean_parameters({k: v[0] for k, v in parameters.items() if v}),
+            results=results,
+            patient_id=None if patient is None else patient[0],
+            patient_issuer=None if patient is None else patient[1],
+            disclosed=of_positions((p.origin, p.leaf_index) for p in disclosed),
+        )
+    )
+    return read_id

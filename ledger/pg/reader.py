@@ -119,6 +119,11 @@ class PostgresReader(PooledAdapter):
             query.study,
             list(query.event_types) or None,
             list(query.actions) or None,
+            list(query.outcomes) or None,
+            list(query.facilities) or None,
+            list(query.producers) or None,
+            query.address_prefix,
+            query.user_name_prefix,
         )
         return [_entry(r) for r in rows]
 

@@ -33,6 +33,7 @@ __all__ = [
     "FhirValidatorError",
     "ValidationReport",
     "build_fhir_validator",
+    "build_maven_project",
     "run_fhir_validator",
     "tools_available",
     "validate_resources",
@@ -75,28 +76,28 @@ def tools_available() -> bool:
     return all(shutil.which(tool) is not None for tool in ("java", "javac", "mvn"))
 
 
-def _source_digest() -> str:
+def _source_digest(source_dir: Path = SOURCE_DIR) -> str:
     digest = hashlib.sha256()
-    files = [SOURCE_DIR / "pom.xml", *sorted((SOURCE_DIR / "src").rglob("*.java"))]
+    files = [source_dir / "pom.xml", *sorted((source_dir / "src").rglob("*.java"))]
     for path in files:
-        digest.update(str(path.relative_to(SOURCE_DIR)).encode() + b"\0")
+        digest.update(str(path.relative_to(source_dir)).encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
     return digest.hexdigest()
 
 
-def _is_built(directory: Path, digest: str) -> bool:
+def _is_built(directory: Path, digest: str, ready_jar: str) -> bool:
     stamp = directory / STAMP_NAME
     return (
         stamp.is_file()
         and stamp.read_text(encoding="ascii").strip() == digest
         and (directory / "classes").is_dir()
-        and any((directory / "lib").glob("hapi-fhir-validation-*.jar"))
+        and any((directory / "lib").glob(ready_jar))
     )
 
 
-@functools.cache
-def build_fhir_validator() -> Path:
-    """Build the validator unless an up-to-date build exists; return its directory."""
+def build_maven_project(source_dir: Path, cache_dir: Path, ready_jar: str) -> Path:
+    """Build the Maven project ``source_dir`` into ``cache_dir`` unless an up-to-date build
+    is there (``ready_jar``: a glob of a jar in ``lib/`` that a complete build has)."""
     mvn = shutil.which("mvn")
     if mvn is None or not tools_available():
         raise FhirValidatorError(
@@ -104,15 +105,15 @@ def build_fhir_validator() -> Path:
             "must be on PATH for the FHIR interoperability tests; install them, do not skip "
             "these tests"
         )
-    digest = _source_digest()
-    CACHE_DIR.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = CACHE_DIR.parent / ".fhir-build.lock"
+    digest = _source_digest(source_dir)
+    cache_dir.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = cache_dir.parent / f".{cache_dir.name}-build.lock"
     with lock_path.open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time across test processes
-        if _is_built(CACHE_DIR, digest):
-            return CACHE_DIR
-        # Build beside the target, then swap it in: nobody runs a half-built validator.
-        staging = Path(tempfile.mkdtemp(prefix=".fhir-build.", dir=CACHE_DIR.parent))
+        if _is_built(cache_dir, digest, ready_jar):
+            return cache_dir
+        # Build beside the target, then swap it in: nobody runs a half-built program.
+        staging = Path(tempfile.mkdtemp(prefix=f".{cache_dir.name}-build.", dir=cache_dir.parent))
         try:
             proc = subprocess.run(
                 [
@@ -120,7 +121,7 @@ def build_fhir_validator() -> Path:
                     "-B",
                     "-q",
                     "-f",
-                    str(SOURCE_DIR / "pom.xml"),
+                    str(source_dir / "pom.xml"),
                     "package",
                     f"-Dinterop.out={staging}",
                 ],
@@ -132,16 +133,22 @@ def build_fhir_validator() -> Path:
             if proc.returncode != 0:
                 output = (proc.stdout + proc.stderr).strip().splitlines()
                 raise FhirValidatorError(
-                    f"`mvn package` of {SOURCE_DIR} failed (exit {proc.returncode}):\n"
+                    f"`mvn package` of {source_dir} failed (exit {proc.returncode}):\n"
                     + "\n".join(output[-40:])
                 )
             (staging / STAMP_NAME).write_text(digest + "\n", encoding="ascii")
-            if CACHE_DIR.exists():
-                shutil.rmtree(CACHE_DIR)
-            staging.rename(CACHE_DIR)
+            if cache_dir.exists():
+                shutil.rmtree(cache_dir)
+            staging.rename(cache_dir)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    return CACHE_DIR
+    return cache_dir
+
+
+@functools.cache
+def build_fhir_validator() -> Path:
+    """Build the validator unless an up-to-date build exists; return its directory."""
+    return build_maven_project(SOURCE_DIR, CACHE_DIR, "hapi-fhir-validation-*.jar")
 
 
 def run_fhir_validator(

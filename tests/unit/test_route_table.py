@@ -80,9 +80,10 @@ def test_no_phi_through_a_public_route_or_the_phi_free_permission() -> None:
     for route in all_routes():
         if route.permission is None or route.permission is Permission.PROOFS:
             assert not route.phi, route.name
-    # Public: the liveness probe, this API's description, checkpoints and hash tiles.
+    # Public: the liveness probe, this API's description, the FHIR CapabilityStatement,
+    # checkpoints and hash tiles.
     assert {r.name for r in all_routes() if r.permission is None} == {
-        "healthz", "openapi", "checkpoint", "hash_tile",
+        "healthz", "openapi", "fhir_metadata", "checkpoint", "hash_tile",
     }  # fmt: skip
 
 

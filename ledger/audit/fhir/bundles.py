@@ -96,6 +96,11 @@ class EntryOutcome:
     status: str
     location: str | None = None
     issues: tuple[Issue, ...] = ()
+    #: The answer of a read entry (a batch of GETs), and its ``fullUrl``.
+    resource: Mapping[str, JsonValue] | None = None
+    full_url: str | None = None
+    #: A refused entry's own OperationOutcome (instead of ``issues``).
+    outcome: Mapping[str, JsonValue] | None = None
 
 
 _STATUS = re.compile(r"[1-5]\d\d( [ -~]{1,100})?")
@@ -112,7 +117,15 @@ def batch_response_bundle(outcomes: Sequence[EntryOutcome], *, transaction: bool
             response["location"] = outcome.location
         if outcome.issues:
             response["outcome"] = operation_outcome(outcome.issues)
-        entries.append({"response": response})
+        elif outcome.outcome is not None:
+            response["outcome"] = dict(outcome.outcome)
+        entry: Resource = {}
+        if outcome.full_url:
+            entry["fullUrl"] = outcome.full_url
+        if outcome.resource is not None:
+            entry["resource"] = dict(outcome.resource)
+        entry["response"] = response
+        entries.append(entry)
     kind = "transaction-response" if transaction else "batch-response"
     bundle: Resource = {"resourceType": "Bundle", "type": kind}
     if entries:

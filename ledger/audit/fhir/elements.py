@@ -113,6 +113,8 @@ def person_agent(
     agent["type"] = agent_type
     agent["role"] = [{"coding": [coding(ns.workforce_role, role)], "text": role}]
     agent["who"] = who
+    if name:  # agent.name: what the ITI-81 agent-name search matches (the index's user_name)
+        agent["name"] = name
     agent["requestor"] = requestor
     if network:
         agent["network"] = {"address": network, "type": network_type(network)}

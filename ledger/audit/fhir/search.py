@@ -15,8 +15,11 @@ from datetime import datetime
 from typing import Final
 from urllib.parse import urlencode
 
+from ledger.audit.fhir.catalog import PATIENT_IDENTIFIER, accepted_names
 from ledger.audit.fhir.dates import DateBound, date_bound
+from ledger.audit.fhir.filters import Narrowing, parse_narrowing, patient_identifier
 from ledger.audit.fhir.params import MAX_VALUE_CHARS, bad_parameter, parameter_text
+from ledger.audit.fhir.shaping import Shape, parse_shape
 from ledger.audit.fhir.vocabulary import ACTIONS, DCM, DEFAULT_BASE_URL, FhirNamespace, namespace
 from ledger.errors import MalformedInputError
 
@@ -56,7 +59,12 @@ _REFERENCE_TYPES: Final = {
         "RelatedPerson",
     ),
 }
-_PARAMETERS: Final = ("patient", "agent", "entity", "date", "type", "action", "_count", "_cursor")
+_PARAMETERS: Final = accepted_names()
+_NO_NARROWING: Final = Narrowing()
+_FULL: Final = Shape()
+_NARROWING: Final = (
+    "outcome", "subtype", "site", "source", "address", "entity-type", "entity-role", "agent-name",
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -87,10 +95,18 @@ class AuditEventSearch:
     count: int = DEFAULT_COUNT
     #: The page token of a next link, unopened: the API checks its MAC (``ledger.audit.cursors``).
     cursor: str | None = None
+    #: The ITI-81 narrowing parameters (``ledger.audit.fhir.filters``).
+    narrowing: Narrowing = _NO_NARROWING
+    #: ``_summary``, ``_elements``, ``_format`` (``ledger.audit.fhir.shaping``).
+    shape: Shape = _FULL
+    #: ``patient`` and ``patient.identifier`` named different patients: nothing matches.
+    contradictory: bool = False
 
     @property
     def empty_range(self) -> bool:
         """True when the date bounds exclude every instant (the answer is empty)."""
+        if self.contradictory:
+            return True
         return self.since is not None and self.until is not None and self.since >= self.until
 
     def query_string(self, *, cursor: str | None = None) -> str:
@@ -112,7 +128,9 @@ class AuditEventSearch:
             )
         if self.actions:
             items.append(("action", ",".join(self.actions)))
+        items.extend(self.narrowing.query_items())
         items.append(("_count", str(self.count)))
+        items.extend(self.shape.query_items())
         if cursor is not None:
             items.append(("_cursor", cursor))
         return urlencode(items)
@@ -225,11 +243,23 @@ def parse_search(
     prefixes ge gt le lt eq; FHIR precision from year to fractional seconds with a zone),
     ``type`` (``code`` or ``system|code``, comma alternatives), ``action`` (C R U D E, comma
     alternatives), ``_count`` (1 to ``max_count``) and ``_cursor`` (a page token from a next
-    link). Anything else, a modifier included, is rejected.
+    link); the ITI-81 narrowing parameters (``ledger.audit.fhir.filters``), the
+    ``patient.identifier`` chain and the result parameters ``_summary``, ``_elements``,
+    ``_format`` (``ledger.audit.fhir.shaping``). Anything else, a modifier included, is
+    rejected; the table of names is ``ledger.audit.fhir.catalog``.
     """
     ns = namespace(base_url)
     _check_names(params)
     patient = _single(params, "patient")
+    chained_raw = _single(params, PATIENT_IDENTIFIER)
+    chained = None if chained_raw is None else patient_identifier(chained_raw)
+    narrowing = parse_narrowing({name: _single(params, name) for name in _NARROWING})
+    shape = parse_shape(
+        _single(params, "_summary"),
+        _single(params, "_elements"),
+        _single(params, "_format"),
+        search=True,
+    )
     agent = _single(params, "agent")
     entity = _single(params, "entity")
     count_raw = _single(params, "_count")
@@ -249,8 +279,9 @@ def parse_search(
     if cursor_raw is not None and not _TOKEN.fullmatch(cursor_raw):
         raise bad_parameter("_cursor", "is not a page token this server issued")
 
+    patient_id = None if patient is None else _reference("patient", patient)
     return AuditEventSearch(
-        patient=None if patient is None else _reference("patient", patient),
+        patient=patient_id if patient_id is not None else chained,
         agent=None if agent is None else _reference("agent", agent),
         entity=None if entity is None else _study_uid(entity),
         types=types,
@@ -260,4 +291,7 @@ def parse_search(
         until=min(highs) if highs else None,
         count=count,
         cursor=cursor_raw,
+        narrowing=narrowing,
+        shape=shape,
+        contradictory=patient_id is not None and chained is not None and patient_id != chained,
     )

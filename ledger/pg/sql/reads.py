@@ -33,6 +33,11 @@ _FILTERS: Final = """
   AND ($13::text IS NULL OR e.study_uid = $13)
   AND ($14::text[] IS NULL OR coalesce(e.dicom_event_id, 'CRR') = ANY($14))
   AND ($15::text[] IS NULL OR e.action = ANY($15))
+  AND ($16::text[] IS NULL OR e.outcome = ANY($16))
+  AND ($17::text[] IS NULL OR e.facility_id = ANY($17))
+  AND ($18::text[] IS NULL OR e.producer_id = ANY($18))
+  AND ($19::text IS NULL OR starts_with(lower(e.network_address), lower($19)))
+  AND ($20::text IS NULL OR starts_with(lower(e.user_name), lower($20)))
 """
 
 _HISTORY: Final = f"""
