@@ -402,6 +402,8 @@ class LedgerConsumer(AsyncLifecycle):
     ) -> None:
         """Count the batch, sign a checkpoint when due, and tell Kafka the position."""
         tp = polled.tp
+        if self._gate is not None:  # the batch's seals are in the database now
+            self._gate.committed(item.seal for item in polled.items)
         self.stats.record(result, polled.items)
         if result.quarantined:
             logger.warning(
