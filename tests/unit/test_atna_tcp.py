@@ -346,7 +346,7 @@ async def test_tcp_binds_loopback_whatever_the_tls_host(
     ) as receiver:  # fmt: skip
         assert receiver._parts is not None
         assert receiver._parts.tcp is not None
-        server = receiver._parts.tcp._server
-        assert server is not None
-        assert {s.getsockname()[0] for s in server.sockets} == {"127.0.0.1"}
+        sockets = receiver._parts.tcp._server.sockets
+        assert sockets
+        assert {s.getsockname()[0] for s in sockets} == {"127.0.0.1"}
         assert receiver.stats().connections == 0

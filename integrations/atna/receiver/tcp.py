@@ -20,8 +20,9 @@ from collections.abc import Callable
 from integrations.atna.receiver.config import AtnaReceiverConfig
 from integrations.atna.receiver.intake import Intake, peer_name
 from integrations.atna.receiver.keeper import KeptWriter
+from integrations.atna.receiver.server import StreamServer
 from integrations.atna.receiver.stats import Counters
-from integrations.atna.receiver.stream import READ_CHUNK, StreamReader
+from integrations.atna.receiver.stream import StreamReader
 from integrations.atna.senders import tcp_sender
 
 __all__ = ["TcpListener"]
@@ -47,7 +48,7 @@ class TcpListener:
         self._counters = counters
         self._stopping = stopping
         self._stream = StreamReader(config, intake, keeper, counters, "tcp", self._count)
-        self._server: asyncio.Server | None = None
+        self._server = StreamServer(config.max_connections)
         self._connections: set[asyncio.Task[None]] = set()
         self.port: int | None = None
 
@@ -67,32 +68,15 @@ class TcpListener:
             self._bind_port,
             len(cfg.policy.tcp),
         )
-        self._server = await asyncio.start_server(
-            self._serve,
-            cfg.tcp_host,
-            self._bind_port,
-            limit=READ_CHUNK,
-            backlog=min(cfg.max_connections, 1024),
-        )
-        self.port = int(self._server.sockets[0].getsockname()[1])
+        self.port = await self._server.start(self._serve, cfg.tcp_host, self._bind_port)
 
     def close(self) -> None:
         """Stop accepting connections."""
-        if self._server is not None:
-            self._server.close()
+        self._server.close()
 
     async def end_connections(self) -> None:
         """End every connection (keeping partial frames), then wait for the server."""
-        tasks = list(self._connections)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-        if self._server is not None:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(2.0):
-                    await self._server.wait_closed()
-            self._server = None
+        await self._server.end(self._connections)
 
     def _admit(self, address: object) -> str | None:
         """The sender of a connection from ``address`` (``tcp:<ip>``), or None (refused,

@@ -20,8 +20,9 @@ from collections.abc import Callable
 from integrations.atna.receiver.config import AtnaReceiverConfig
 from integrations.atna.receiver.intake import Intake, peer_name
 from integrations.atna.receiver.keeper import KeptWriter
+from integrations.atna.receiver.server import StreamServer
 from integrations.atna.receiver.stats import Counters
-from integrations.atna.receiver.stream import READ_CHUNK, StreamReader
+from integrations.atna.receiver.stream import StreamReader
 from integrations.atna.senders import certificate_sender
 
 __all__ = ["TlsListener"]
@@ -62,7 +63,7 @@ class TlsListener:
         self._stopping = stopping
         self._stream = StreamReader(config, intake, keeper, counters, "tls", self._count)
         self._tls: ssl.SSLContext | None = None
-        self._server: asyncio.Server | None = None
+        self._server = StreamServer(config.max_connections)
         self._connections: set[asyncio.Task[None]] = set()
         self._handshaking: set[asyncio.Task[None]] = set()
         self.port: int | None = None
@@ -79,32 +80,15 @@ class TlsListener:
         self._tls = _ssl_context(cfg)
         # Plain TCP, TLS started per connection (_handshake): a refused client
         # is then counted and logged with its address.
-        self._server = await asyncio.start_server(
-            self._serve,
-            cfg.host,
-            cfg.tls_port,
-            limit=READ_CHUNK,
-            backlog=min(cfg.max_connections, 1024),
-        )
-        self.port = int(self._server.sockets[0].getsockname()[1])
+        self.port = await self._server.start(self._serve, cfg.host, cfg.tls_port)
 
     def close(self) -> None:
         """Stop accepting connections."""
-        if self._server is not None:
-            self._server.close()
+        self._server.close()
 
     async def end_connections(self) -> None:
         """End every connection (keeping partial frames), then wait for the server."""
-        tasks = [*self._connections, *self._handshaking]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-        if self._server is not None:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(2.0):
-                    await self._server.wait_closed()
-            self._server = None
+        await self._server.end([*self._connections, *self._handshaking])
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = peer_name(writer.get_extra_info("peername"))
