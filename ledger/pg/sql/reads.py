@@ -164,9 +164,21 @@ DISCLOSED_CELL: Final = """
  FROM read_disclosures d WHERE d.event_id = e.event_id) AS disclosed
 """
 
+# An event's event_patients rows as the index row's ``patients`` cell: JSON text of
+# [[issuer, id, state, [study UIDs]], ...] in the leaf's (canonical) order, "[]" for none.
+PATIENTS_CELL: Final = """
+(SELECT coalesce(json_agg(json_build_array(p.patient_issuer, p.patient_id, p.patient_state,
+                                           to_json(p.study_uids))
+                          ORDER BY coalesce(p.patient_issuer, '') COLLATE "C",
+                                   p.patient_id COLLATE "C",
+                                   p.patient_issuer NULLS FIRST), '[]')::text
+ FROM event_patients p WHERE p.event_id = e.event_id) AS patients
+"""
+
 # The event index of one log as the verifier reads it (ledger.verify.bundle.INDEX_COLUMNS).
 INDEX_COLUMNS_SQL: Final = (
-    ", ".join(f"e.{c}" for c in INDEX_COLUMNS if c != "disclosed") + f", {DISCLOSED_CELL}"
+    ", ".join(f"e.{c}" for c in INDEX_COLUMNS if c not in ("disclosed", "patients"))
+    + f", {DISCLOSED_CELL}, {PATIENTS_CELL}"
 )
 
 INDEX_RANGE: Final = f"""
