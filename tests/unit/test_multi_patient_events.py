@@ -9,6 +9,9 @@ from datetime import UTC, datetime
 import pytest
 
 from consumers.projection import event_index
+from ledger.audit import fhir
+from ledger.audit.query import LedgerPosition
+from ledger.audit.records import SchemaSet, StoredSchema
 from producers.codec import Codec, load_shipped_schemas
 from producers.errors import DecodeError, EventValidationError
 from producers.events import (
@@ -188,3 +191,24 @@ def test_the_consumer_refuses_a_non_canonical_v2_record_too() -> None:
     with pytest.raises(DecodeError) as caught:
         codec.decode(data[:-1] + b"\x08")
     assert caught.value.reason == "invalid_event"
+
+
+def test_the_fhir_audit_event_has_one_patient_entity_per_disclosed_patient() -> None:
+    schemas = SchemaSet(
+        StoredSchema(fingerprint=s.fingerprint, full_name=s.full_name, schema_json=s.schema_json)
+        for s in load_shipped_schemas()
+    )
+    event = query(disclosed=THREE, disclosed_truncated=True, disclosed_total=9)
+    name, record = schemas.decode(Codec().encode(event))
+    position = LedgerPosition(log_id=1, origin="o/phi-access/0", leaf_index=4)
+    resource = fhir.audit_event(name, record, event_id=event.event_id, position=position)
+    patients = [e for e in resource["entity"] if e.get("what", {}).get("type") == "Patient"]
+    assert [p["what"]["identifier"]["value"] for p in patients] == ["MRN1", "MRN2", "MRN0"]
+    assert all({"type": "attribution", "valueString": "disclosed"} in p["detail"] for p in patients)
+    assert {"type": "study", "valueString": STUDY + ".2"} in patients[0]["detail"]
+    assert {"type": "state", "valueString": "MA"} in patients[0]["detail"]
+    assert "disclosed_total" in str(resource["extension"])
+    empty = query()
+    name, record = schemas.decode(Codec().encode(empty))
+    resource = fhir.audit_event(name, record, event_id=empty.event_id, position=position)
+    assert all(e.get("what", {}).get("type") != "Patient" for e in resource.get("entity", []))
