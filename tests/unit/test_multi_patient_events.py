@@ -12,6 +12,7 @@ from consumers.projection import event_index
 from ledger.audit import fhir
 from ledger.audit.query import LedgerPosition
 from ledger.audit.records import SchemaSet, StoredSchema
+from ledger.verify.patients import expected_patients, patients_problem
 from producers.codec import Codec, load_shipped_schemas
 from producers.errors import DecodeError, EventValidationError
 from producers.events import (
@@ -23,6 +24,7 @@ from producers.events import (
     Patient,
     PhiAccessEvent,
     event_key,
+    to_record,
     validate,
 )
 
@@ -212,3 +214,55 @@ def test_the_fhir_audit_event_has_one_patient_entity_per_disclosed_patient() -> 
     name, record = schemas.decode(Codec().encode(empty))
     resource = fhir.audit_event(name, record, event_id=empty.event_id, position=position)
     assert all(e.get("what", {}).get("type") != "Patient" for e in resource.get("entity", []))
+
+
+@pytest.mark.parametrize(
+    ("cell", "says"),
+    [
+        (None, "1 missing or changed"),  # a bundle without the column: nobody listed
+        ([], "3 missing or changed"),
+        ("x", "malformed"),
+        ([["hosp", "MRN1"]], "malformed"),
+        ([[None, 5, None, []]], "malformed"),
+        ([["hosp", "MRN1", "MA", "1.2"]], "malformed"),
+        ([["hosp", "MRN1", "MA", [STUDY + ".1", STUDY + ".2"]]], "2 missing or changed"),
+        ("four", "extra"),
+        ("twice", "duplicated"),
+        ("reversed", "out of order"),
+        ("other-studies", "1 missing or changed, 1 extra"),
+    ],
+)
+def test_the_verifier_reports_each_kind_of_patients_mismatch(cell: object, says: str) -> None:
+    schemas = SchemaSet(
+        StoredSchema(fingerprint=s.fingerprint, full_name=s.full_name, schema_json=s.schema_json)
+        for s in load_shipped_schemas()
+    )
+    name, record = schemas.decode(Codec().encode(query(disclosed=THREE)))
+    want = expected_patients(name, record)
+    assert want is not None
+    assert patients_problem(name, record, {"patients": [list(p) for p in want]}) is None
+    rows = [[p[0], p[1], p[2], list(p[3])] for p in want]
+    cells = {
+        "four": [*rows, ["zz", "MRN9", None, []]],
+        "twice": [*rows, rows[-1]],
+        "reversed": rows[::-1],
+        "other-studies": [[*rows[0][:3], [STUDY + ".9"]], *rows[1:]],
+    }
+    chosen = cells.get(cell, cell) if isinstance(cell, str) else cell
+    if cell is None:
+        name, record = schemas.decode(Codec().encode(query(disclosed=THREE[:1])))
+    problem = patients_problem(name, record, {} if cell is None else {"patients": chosen})
+    assert problem is not None
+    assert says in problem
+    assert "MRN" not in problem  # findings name nobody
+
+
+def test_a_patients_cell_on_any_other_event_is_a_mismatch() -> None:
+    named = query(dicom_event_id="110103", action=EventAction.READ, patient=Patient(id="MRN1"))
+    record = to_record(named)
+    assert patients_problem("philedger.audit.PhiAccessEvent", record, {"patients": []}) is None
+    problem = patients_problem(
+        "philedger.audit.SecurityEvent", record, {"patients": [["h", "MRN1", None, []]]}
+    )
+    assert problem is not None
+    assert "1 extra" in problem

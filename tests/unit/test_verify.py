@@ -40,12 +40,14 @@ from producers.codec import Codec
 from producers.events import (
     Actor,
     AuditLogUsed,
+    DisclosedPatient,
     DisclosedRange,
     EventAction,
     EventOutcome,
     Facility,
     LedgerQuery,
     Patient,
+    PhiAccessEvent,
     SecurityEvent,
     event_key,
 )
@@ -271,6 +273,29 @@ EVERY_KIND = (
             DisclosedRange(log="test.ledger/a/0", start=5, end=9),
             DisclosedRange(log="test.ledger/b/1", start=3, end=4),
         ),
+    ),
+    # PhiAccessEvent v2: a query that returned two patients, and one that matched nobody.
+    PhiAccessEvent(
+        event_id=uuid.UUID(int=6),
+        event_time=_WHEN,
+        facility=Facility(id="stmarys-boston"),
+        actor=_ACTOR,
+        dicom_event_id="110112",
+        action=EventAction.EXECUTE,
+        patient=None,
+        disclosed=(
+            DisclosedPatient(id="MRN1", issuer="h", studies=("1.2.3",)),
+            DisclosedPatient(id="MRN2", issuer="h", state="MA"),
+        ),
+    ),
+    PhiAccessEvent(
+        event_id=uuid.UUID(int=7),
+        event_time=_WHEN,
+        facility=Facility(id="stmarys-boston"),
+        actor=_ACTOR,
+        dicom_event_id="110112",
+        action=EventAction.EXECUTE,
+        patient=None,
     ),
 )
 #: Consumer policy rather than event fields for relays (see ledger.verify).
