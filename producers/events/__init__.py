@@ -11,9 +11,10 @@ and ledger accept exactly the same events. Converting to and from Avro records
 
 Modules: ``model`` (enums and dataclasses), ``limits`` (bounds and vocabularies),
 ``records`` (Avro mapping, schema names, Kafka key), ``decoding`` (records back to
-events), ``fields`` (one rule per field kind),
-``validation`` (which rules apply to which event). They import only the standard library,
-``producers.errors``, ``producers.netaddr`` and the ``schemas`` data package.
+events), ``fields`` (one rule per field kind), ``resultset`` (an access answer's
+disclosed patients), ``validation`` (which rules apply to which event). They import
+only the standard library, ``producers.errors``, ``producers.netaddr`` and the
+``schemas`` data package.
 """
 
 from producers.events.decoding import from_record
