@@ -18,6 +18,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -28,12 +29,14 @@ from ledger.audit.auth import Role
 from ledger.audit.ingest import Accepted, WriterSchemaInfo
 from ledger.audit.producerauth import ProducerAuthenticator
 from ledger.audit.query import HistoryKey, HistoryQuery
+from ledger.audit.reports import InvestigationScope
 from ledger.log.keys import load_signers
 from ledger.log.leaf import KafkaRecord
 from ledger.pg.appender import PostgresAppender
 from ledger.pg.checkpointer import Checkpointer, CheckpointPolicy
 from ledger.pg.migrate import apply_migrations
 from ledger.pg.reader import PostgresReader
+from ledger.pg.reports import PostgresReports
 from ledgerctl.tokens import create_token
 from producers.codec import Codec, load_shipped_schemas
 from producers.events import (
@@ -310,3 +313,18 @@ def test_tampered_patient_rows_are_reported(ledger: Ledger, tmp_path: Path) -> N
 def MULTI_NAMES_ABSENT(text: str) -> bool:
     """Findings carry no PHI: no patient id appears in them."""
     return all(p.id not in text for p in (A, B, C, D))
+
+
+async def test_an_investigation_of_the_user_lists_the_queries_without_failing(
+    ledger: Ledger,
+) -> None:
+    """A query that names no patient is in its user's investigation timeline (the reports
+    decode it; counting the patients it disclosed is the next step)."""
+    now = datetime.now(UTC)
+    scope = InvestigationScope(start=now - timedelta(days=1), end=now, users=("dr.q",))
+    async with PostgresReports(dsn=ledger.reader_url) as reports:
+        report = await reports.investigation(scope)
+    assert {e.event_id for e in report.timeline} == {
+        EVENTS["three"].event_id,
+        EVENTS["nothing"].event_id,
+    }
