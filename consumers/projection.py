@@ -108,6 +108,22 @@ def _security_event(record: Record, head: _Head) -> IndexFields:
     )
 
 
+def _disclosed_patients(
+    record: Record,
+) -> tuple[tuple[str | None, str, str | None, tuple[str, ...]], ...]:
+    """PhiAccessEvent v2's ``disclosed`` as stored (validated canonical); none in v1."""
+    patients = cast("list[Record] | None", record.get("disclosed")) or []
+    return tuple(
+        (
+            cast("str | None", p.get("issuer")),
+            cast(str, p["id"]),
+            cast("str | None", p.get("state")),
+            tuple(cast("list[str]", p.get("studies") or [])),
+        )
+        for p in patients
+    )
+
+
 def _phi_access(record: Record, head: _Head) -> IndexFields:
     study_uid, accession = _study(record)
     return IndexFields(
@@ -121,6 +137,7 @@ def _phi_access(record: Record, head: _Head) -> IndexFields:
         accession=accession,
         network_address=cast("str | None", record.get("network_address")),
         purpose_of_use=cast("str | None", record.get("purpose_of_use")),
+        patients=_disclosed_patients(record),
     )
 
 

@@ -135,7 +135,7 @@ async def run_simulation(
             seconds = await emit_all(
                 settings, stream, rate=rate, producer_id=producer_id, accepted=accepted
             )
-    counts = collections.Counter(e.patient.id for e in stream)
+    counts = collections.Counter(e.patient.id for e in stream if e.patient is not None)
     return SimulationSummary(
         emitted=len(stream),
         relays=sum(isinstance(e, CriticalResultRelay) for e in stream),

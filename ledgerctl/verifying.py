@@ -39,6 +39,7 @@ from ledger.verify import (
 from ledger.verify.bundle import BundleReader
 from ledger.verify.checks import EventCheckFactory
 from ledger.verify.disclosures import disclosure_check
+from ledger.verify.patients import patients_check
 from ledger.verify.producers import producer_check
 from ledgerctl.client import Api
 from ledgerctl.fetch import download_bundle
@@ -118,7 +119,7 @@ def event_checks(*, check_index: bool) -> tuple[EventCheckFactory, ...]:
     index is checked, the disclosed ranges of its rows."""
     if not check_index:
         return (producer_check,)
-    return (producer_check, disclosure_check)
+    return (producer_check, disclosure_check, patients_check)
 
 
 def _one_log(

@@ -15,6 +15,9 @@ AUDIT_LOG_USED_V1 = "audit_log_used.v1.avsc"
 #: Adds ``disclosed``: the ledger positions a read returned (docs/read-attribution.md).
 AUDIT_LOG_USED_V2 = "audit_log_used.v2.avsc"
 SECURITY_EVENT_V1 = "security_event.v1.avsc"
+#: The patient becomes optional and ``disclosed`` lists the patients an answer returned
+#: (docs/design/multi-patient-events.md).
+PHI_ACCESS_V2 = "phi_access_event.v2.avsc"
 
 ALL_SCHEMA_FILES: tuple[str, ...] = (
     PHI_ACCESS_V1,
@@ -23,6 +26,8 @@ ALL_SCHEMA_FILES: tuple[str, ...] = (
     SECURITY_EVENT_V1,
     # Decoded like every older version; new AuditLogUsed events are written with it.
     AUDIT_LOG_USED_V2,
+    # New PhiAccessEvents are written with it; v1 leaves still decode with their own.
+    PHI_ACCESS_V2,
 )
 
 

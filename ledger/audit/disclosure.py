@@ -112,11 +112,13 @@ def from_record(record: Mapping[str, object]) -> tuple[LeafRange, ...]:
 
 
 def index_cells(items: Iterable[tuple[str, object]]) -> dict[str, object]:
-    """An index row as the database returns it, its ``disclosed`` JSON text parsed."""
+    """An index row as the database returns it, its ``disclosed`` and ``patients`` JSON
+    text parsed."""
     row = dict(items)
-    raw = row.get(COLUMN)
-    if isinstance(raw, str):
-        row[COLUMN] = json.loads(raw)
+    for column in (COLUMN, "patients"):
+        raw = row.get(column)
+        if isinstance(raw, str):
+            row[column] = json.loads(raw)
     return row
 
 

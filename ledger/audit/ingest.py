@@ -28,7 +28,7 @@ class IndexFields:
     producer_id: str
     producer_seq: int
     facility_id: str
-    patient_id: str | None  # None only for audit_log_used and security_event
+    patient_id: str | None  # None for audit_log_used, security_event and v2 phi_access
     patient_issuer: str | None
     patient_state: str | None
     user_id: str
@@ -45,6 +45,10 @@ class IndexFields:
     #: What a read of the ledger disclosed: canonical (origin, first leaf, end leaf)
     #: ranges (``read_disclosures``); empty for every other kind.
     disclosed: tuple[tuple[str, int, int], ...] = ()
+    #: The patients an access answer returned (PhiAccessEvent v2 ``disclosed``), in the
+    #: leaf's canonical order: (issuer, id, state, study UIDs) rows of ``event_patients``;
+    #: empty for every other kind.
+    patients: tuple[tuple[str | None, str, str | None, tuple[str, ...]], ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -240,8 +240,9 @@ def entry_json(e: AccessEntry) -> dict[str, object]:
             "origin": e.position.origin,
             "leaf_index": e.position.leaf_index,
         },
-        # "disclosed": a read of the ledger that returned this patient's entries without
-        # naming the patient (an index page, a user's history, ...): docs/read-attribution.md
+        # "disclosed": a read of the ledger that returned this patient's entries, or an
+        # access whose answer returned the patient (a query), without naming the patient:
+        # docs/read-attribution.md, docs/design/multi-patient-events.md
         "attribution": "disclosed" if e.via_disclosure else "named",
     }
 

@@ -241,7 +241,8 @@ def _schemas() -> dict[str, JsonObject]:
                 "enum": ["named", "disclosed"],
                 "description": "named: the event names the history's patient, user or study; "
                 "disclosed: a read of the ledger that returned one of the patient's entries "
-                "without naming the patient (an index page, a user's history, a proof...).",
+                "without naming the patient (an index page, a user's history, a proof...), "
+                "or an access whose answer returned the patient (a query's result set).",
             },
         },
     }

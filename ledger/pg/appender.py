@@ -175,8 +175,8 @@ async def _existing_events(conn: Conn, fresh: Sequence[BatchItem]) -> dict[objec
 
 
 async def _write_rows(conn: Conn, batch: BatchRows) -> None:
-    """Leaves, index rows, disclosed ranges and the tiles they complete; then quarantine
-    and alerts (same transaction, in this order)."""
+    """Leaves, index rows, disclosed ranges and patients, and the tiles they complete;
+    then quarantine and alerts (same transaction, in this order)."""
     if batch.leaves:
         await conn.copy_records_to_table(
             sql.LEAF_TABLE, records=batch.leaves, columns=sql.SIGNED_LEAF_COLUMNS
@@ -187,6 +187,10 @@ async def _write_rows(conn: Conn, batch: BatchRows) -> None:
         if batch.disclosed:
             await conn.copy_records_to_table(
                 sql.DISCLOSURE_TABLE, records=batch.disclosed, columns=sql.DISCLOSURE_COLUMNS
+            )
+        if batch.patients:
+            await conn.copy_records_to_table(
+                sql.EVENT_PATIENT_TABLE, records=batch.patients, columns=sql.EVENT_PATIENT_COLUMNS
             )
         new_hashes = [h for _, _, _, h, _, _ in batch.leaves]
         await _integrate(conn, batch.log_id, batch.next_leaf, new_hashes)

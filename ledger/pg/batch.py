@@ -44,6 +44,7 @@ class BatchRows:
     leaves: list[LeafRow] = field(default_factory=list)
     events: list[tuple[object, ...]] = field(default_factory=list)
     disclosed: list[tuple[object, ...]] = field(default_factory=list)
+    patients: list[tuple[object, ...]] = field(default_factory=list)
     quarantine: list[tuple[object, ...]] = field(default_factory=list)
     alerts: list[tuple[object, ...]] = field(default_factory=list)
     conflicts: int = 0
@@ -143,6 +144,10 @@ class BatchRows:
         self.leaves.append((self.log_id, index, item.leaf, leaf_hash(item.leaf), sid, entry))
         self.events.append(_event_row(f, self.log_id, index))
         self.disclosed += [(f.event_id, *r) for r in f.disclosed]
+        self.patients += [
+            (f.event_id, pid, issuer, state, list(studies))
+            for issuer, pid, state, studies in f.patients
+        ]
 
 
 def _event_row(f: IndexFields, log_id: int, index: int) -> tuple[object, ...]:

@@ -250,7 +250,8 @@ def _phi_access(d: Decoded, event_time: datetime, facility_id: str) -> AccessRow
         position=d.pos,
         facility_id=facility_id,
         kind=KIND_ACCESS,
-        **_who(rec, "actor", where, patient_required=True),
+        # v2: a query may name no patient (a search by date); v1 always names one.
+        **_who(rec, "actor", where),
         dicom_event_id=_str(rec, "dicom_event_id", where),
         event_type_code=_opt_str(rec, "event_type_code", where),
         action=_str(rec, "action", where),

@@ -55,6 +55,8 @@ FINDING_KINDS: Final[Mapping[str, str]] = {
     "index_mismatch": "an index row disagrees with its leaf's event (the column is named)",
     "disclosure_mismatch": "the disclosed ranges of a leaf's index row (its read_disclosures "
     "rows) disagree with what its read recorded (ledger.verify.disclosures)",
+    "patients_mismatch": "the disclosed patients of a leaf's index row (its event_patients "
+    "rows) disagree with what its access event recorded (ledger.verify.patients)",
     "producer_unauthenticated": "a leaf has no producer seal reference in a bundle with the "
     "producer key registry (ledger.verify.producers)",
     "producer_unknown_seal": "a leaf's seal reference names a seal that is not in the bundle's "

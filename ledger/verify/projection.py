@@ -107,7 +107,9 @@ def _audit_log_used(record: Mapping[str, JsonValue], facility: _Row) -> _Row:
     }
 
 
-def _phi_access(record: Mapping[str, JsonValue], facility: _Row, patient: _Row) -> _Row:
+def _phi_access(record: Mapping[str, JsonValue], facility: _Row) -> _Row:
+    """v2 may name no patient (a query by date); v1 always names one."""
+    patient = _opt_sub(record, "patient")
     actor = _sub(record, "actor")
     study = record.get("study")
     if study is not None and not isinstance(study, dict):
@@ -143,10 +145,10 @@ def _critical_result_relay(record: Mapping[str, JsonValue], facility: _Row, pati
 _PATIENT_OPTIONAL: Final[Mapping[str, Callable[[Mapping[str, JsonValue], _Row], _Row]]] = {
     _SECURITY: _security_event,
     _AUDIT_LOG_USED: _audit_log_used,
+    _ACCESS: _phi_access,
 }
 #: Kinds that must name a patient.
 _PATIENT_REQUIRED: Final[Mapping[str, Callable[[Mapping[str, JsonValue], _Row, _Row], _Row]]] = {
-    _ACCESS: _phi_access,
     _RELAY: _critical_result_relay,
 }
 

@@ -11,9 +11,10 @@ and ledger accept exactly the same events. Converting to and from Avro records
 
 Modules: ``model`` (enums and dataclasses), ``limits`` (bounds and vocabularies),
 ``records`` (Avro mapping, schema names, Kafka key), ``decoding`` (records back to
-events), ``fields`` (one rule per field kind),
-``validation`` (which rules apply to which event). They import only the standard library,
-``producers.errors``, ``producers.netaddr`` and the ``schemas`` data package.
+events), ``fields`` (one rule per field kind), ``resultset`` (an access answer's
+disclosed patients), ``validation`` (which rules apply to which event). They import
+only the standard library, ``producers.errors``, ``producers.netaddr`` and the
+``schemas`` data package.
 """
 
 from producers.events.decoding import from_record
@@ -21,12 +22,15 @@ from producers.events.fields import npi_checksum_ok
 from producers.events.limits import (
     DICOM_EVENT_IDS,
     MAX_DETAILS,
+    MAX_DISCLOSED_PATIENTS,
     MAX_DISCLOSED_RANGES,
+    MAX_DISCLOSED_STUDIES,
     MAX_FUTURE_SKEW,
     MAX_ID_CHARS,
     MAX_TEXT_CHARS,
     MIN_EVENT_TIME,
     PURPOSES_OF_USE,
+    QUERY_EVENT_ID,
     SECURITY_EVENT_IDS,
 )
 from producers.events.model import (
@@ -36,6 +40,7 @@ from producers.events.model import (
     AuditEvent,
     AuditLogUsed,
     CriticalResultRelay,
+    DisclosedPatient,
     DisclosedRange,
     EventAction,
     EventOutcome,
@@ -74,12 +79,15 @@ __all__ = [
     "AUDIT_LOG_USED_SCHEMA_NAME",
     "DICOM_EVENT_IDS",
     "MAX_DETAILS",
+    "MAX_DISCLOSED_PATIENTS",
     "MAX_DISCLOSED_RANGES",
+    "MAX_DISCLOSED_STUDIES",
     "MAX_FUTURE_SKEW",
     "MAX_ID_CHARS",
     "MAX_TEXT_CHARS",
     "MIN_EVENT_TIME",
     "PURPOSES_OF_USE",
+    "QUERY_EVENT_ID",
     "RELAY_SCHEMA_NAME",
     "SECURITY_EVENT_IDS",
     "SECURITY_SCHEMA_NAME",
@@ -89,6 +97,7 @@ __all__ = [
     "AuditEvent",
     "AuditLogUsed",
     "CriticalResultRelay",
+    "DisclosedPatient",
     "DisclosedRange",
     "EventAction",
     "EventOutcome",

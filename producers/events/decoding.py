@@ -18,6 +18,7 @@ from producers.events.model import (
     AuditEvent,
     AuditLogUsed,
     CriticalResultRelay,
+    DisclosedPatient,
     DisclosedRange,
     EventAction,
     EventOutcome,
@@ -48,13 +49,16 @@ def from_record(full_name: str, record: Record) -> AuditEvent:
         return _audit_log_used(record, facility)
     if full_name == SECURITY_SCHEMA_NAME:
         return _security(record, facility)
+    patient = record.get("patient")
+    if full_name != ACCESS_SCHEMA_NAME or patient is not None:
+        patient = _d(record, "patient")  # a relay names its patient; v1 access events too
     common = {
         "event_id": _uuid(record, "event_id"),
         "event_time": _t(record, "event_time"),
         "producer_id": _s(record, "producer_id"),
         "producer_seq": _int(record, "producer_seq"),
         "facility": Facility(id=_s(facility, "id"), name=_os(facility, "name")),
-        "patient": _patient_from(_d(record, "patient")),
+        "patient": _patient_from(patient) if isinstance(patient, dict) else None,
     }
     if full_name == ACCESS_SCHEMA_NAME:
         return _access(record, common)
@@ -122,6 +126,7 @@ def _access(record: Record, common: dict[str, object]) -> PhiAccessEvent:
     details = record.get("details") or {}
     if not isinstance(details, dict):
         raise TypeError("details is not a map")
+    disclosed, truncated, total = _disclosed_patients_from(record)
     return PhiAccessEvent(
         actor=_actor_from(_d(record, "actor")),
         dicom_event_id=_s(record, "dicom_event_id"),
@@ -139,8 +144,39 @@ def _access(record: Record, common: dict[str, object]) -> PhiAccessEvent:
         if isinstance(recipient, dict)
         else None,
         details=MappingProxyType({str(k): str(v) for k, v in details.items()}),
+        disclosed=disclosed,
+        disclosed_truncated=truncated,
+        disclosed_total=total,
         **common,  # type: ignore[arg-type]
     )
+
+
+def _disclosed_patients_from(
+    record: Record,
+) -> tuple[tuple[DisclosedPatient, ...], bool, int | None]:
+    """Schema v2's result set (a v1 record has none): patients, truncation, total."""
+    raw = record.get("disclosed") or []
+    if not isinstance(raw, list):
+        raise TypeError("disclosed is not a list")
+    patients: list[DisclosedPatient] = []
+    for p in raw:
+        studies = p.get("studies") or []
+        if not isinstance(studies, list):
+            raise TypeError("disclosed studies are not a list")
+        patients.append(
+            DisclosedPatient(
+                id=_s(p, "id"),
+                issuer=_os(p, "issuer"),
+                state=_os(p, "state"),
+                studies=tuple(str(uid) for uid in studies),
+            )
+        )
+    truncated = record.get("disclosed_truncated") is True
+    total = record.get("disclosed_total")
+    if total is not None and not isinstance(total, int):
+        raise TypeError("disclosed_total is not an integer")
+    # Lossless for valid records: an untruncated total is the list's length.
+    return tuple(patients), truncated, total if truncated else None
 
 
 def _relay(record: Record, common: dict[str, object]) -> CriticalResultRelay:

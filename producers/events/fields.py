@@ -169,19 +169,20 @@ def check_envelope(record: Record, latest: datetime, actor_path: str) -> None:
     check_npi(f"{actor_path}.npi", actor.get("npi"))
 
 
-def check_patient(patient: Record) -> None:
-    check_text("patient.id", patient.get("id"), required=True)
-    check_text("patient.issuer", patient.get("issuer"), required=False)
+def check_patient(patient: Mapping[str, object], *, path: str = "patient") -> None:
+    check_text(f"{path}.id", patient.get("id"), required=True)
+    check_text(f"{path}.issuer", patient.get("issuer"), required=False)
     state = patient.get("state")
     if state is not None and not (isinstance(state, str) and _STATE.fullmatch(state)):
-        raise fail("patient.state", f"{state!r} is not a two-letter state code")
+        raise fail(f"{path}.state", f"{state!r} is not a two-letter state code")
 
 
-def check_study(path: str, study: Record) -> None:
+def check_study(path: str, study: Record, *, uid_path: str = ".uid") -> None:
+    """A study record; ``uid_path`` names its UID in errors (``""``: the path itself)."""
     uid = study.get("uid")
-    check_text(f"{path}.uid", uid, required=True, limit=64)
+    check_text(f"{path}{uid_path}", uid, required=True, limit=64)
     if not _DICOM_UID.fullmatch(str(uid)):
-        raise fail(f"{path}.uid", f"{uid!r} is not a DICOM UID (digits and dots)")
+        raise fail(f"{path}{uid_path}", f"{uid!r} is not a DICOM UID (digits and dots)")
     check_text(f"{path}.accession", study.get("accession"), required=False, limit=64)
     check_text(f"{path}.modality", study.get("modality"), required=False, limit=16)
     sops = study.get("sop_classes") or []

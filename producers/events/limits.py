@@ -59,3 +59,11 @@ MIN_EVENT_TIME: Final = datetime(1990, 1, 1, tzinfo=UTC)
 MAX_DISCLOSED_RANGES: Final = 1000
 #: Largest ``end`` of a disclosed range (leaf indexes fit in a signed 64-bit integer).
 MAX_LEAF_END: Final = 1 << 62
+#: Most patients one PhiAccessEvent (v2) may list in ``disclosed``; an answer with more
+#: is recorded truncated (``disclosed_truncated``, ``disclosed_total``).
+MAX_DISCLOSED_PATIENTS: Final = 1000
+#: Most study UIDs all ``disclosed`` patients of one event may list together.
+MAX_DISCLOSED_STUDIES: Final = 1000
+#: The DICOM EventID of a Query (110112): the only PHI access that may name no patient
+#: and disclose none (a search that matched nothing).
+QUERY_EVENT_ID: Final = "110112"

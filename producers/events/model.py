@@ -92,6 +92,22 @@ class Study:
     instances: int | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True, order=True)
+class DisclosedPatient:
+    """One patient an answer returned (schema v2 ``disclosed``), with the UIDs of the
+    studies of theirs it returned: sorted, each once."""
+
+    id: str
+    issuer: str | None = None
+    state: str | None = None
+    studies: tuple[str, ...] = ()
+
+    @property
+    def sort_key(self) -> tuple[str, str]:
+        """The canonical order of ``disclosed``: by issuer (none first), then id."""
+        return (self.issuer or "", self.id)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Recipient:
     name: str
@@ -127,6 +143,10 @@ def utc_now() -> datetime:
 class PhiAccessEvent:
     """One access to PHI (schema ``philedger.audit.PhiAccessEvent``).
 
+    ``patient`` is the patient the request named (None when it named none: a search by
+    date); ``disclosed`` the patients the answer returned (schema v2, canonical: sorted by
+    ``DisclosedPatient.sort_key``, each once, at most ``MAX_DISCLOSED_PATIENTS``). An
+    event with neither must be a Query (110112) that matched nothing.
     ``producer_id`` and ``producer_seq`` are stamped by the emitter when left unset.
     """
 
@@ -134,7 +154,7 @@ class PhiAccessEvent:
     actor: Actor
     dicom_event_id: str
     action: EventAction
-    patient: Patient
+    patient: Patient | None
     outcome: EventOutcome = EventOutcome.SUCCESS
     event_type_code: str | None = None
     study: Study | None = None
@@ -142,6 +162,11 @@ class PhiAccessEvent:
     purpose_of_use: str | None = None
     recipient: Recipient | None = None
     details: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    disclosed: tuple[DisclosedPatient, ...] = ()
+    #: The answer returned more patients than ``disclosed`` lists.
+    disclosed_truncated: bool = False
+    #: How many patients the answer returned when truncated (None: ``len(disclosed)``).
+    disclosed_total: int | None = None
     event_id: uuid.UUID = field(default_factory=new_event_id)
     event_time: datetime = field(default_factory=utc_now)
     producer_id: str | None = None
@@ -149,6 +174,11 @@ class PhiAccessEvent:
 
     def stamped(self, *, producer_id: str, producer_seq: int) -> PhiAccessEvent:
         return replace(self, producer_id=producer_id, producer_seq=producer_seq)
+
+    @property
+    def key(self) -> str:
+        """Kafka key: the named patient's, else the user's (a query naming nobody)."""
+        return self.patient.key if self.patient is not None else f"user|{self.actor.user_id}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

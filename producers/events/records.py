@@ -13,6 +13,7 @@ from producers.events.model import (
     AuditEvent,
     AuditLogUsed,
     CriticalResultRelay,
+    DisclosedPatient,
     DisclosedRange,
     Patient,
     PhiAccessEvent,
@@ -76,7 +77,7 @@ def _disclosed(ranges: tuple[DisclosedRange, ...]) -> list[Record]:
 def event_key(event: AuditEvent) -> str:
     """The Kafka message key of an event: one patient's events stay in one partition (an
     event that names no patient is keyed by its user, ``user|<user id>``)."""
-    if isinstance(event, AuditLogUsed | SecurityEvent):
+    if isinstance(event, AuditLogUsed | SecurityEvent | PhiAccessEvent):
         return event.key
     return event.patient.key
 
@@ -136,9 +137,17 @@ def _security(event: SecurityEvent) -> Record:
     }
 
 
+def _disclosed_patients(patients: tuple[DisclosedPatient, ...]) -> list[Record]:
+    return [
+        {"id": p.id, "issuer": p.issuer, "state": p.state, "studies": list(p.studies)}
+        for p in patients
+    ]
+
+
 def _access(event: PhiAccessEvent) -> Record:
+    total = event.disclosed_total
     return _head(event) | {
-        "patient": _patient(event.patient),
+        "patient": None if event.patient is None else _patient(event.patient),
         "actor": _actor(event.actor),
         "dicom_event_id": event.dicom_event_id,
         "event_type_code": event.event_type_code,
@@ -155,6 +164,9 @@ def _access(event: PhiAccessEvent) -> Record:
             "organization": event.recipient.organization,
         },
         "details": dict(event.details),
+        "disclosed": _disclosed_patients(event.disclosed),
+        "disclosed_truncated": event.disclosed_truncated,
+        "disclosed_total": len(event.disclosed) if total is None else total,
     }
 
 

@@ -38,6 +38,7 @@ from producers.events.limits import (
     MAX_FUTURE_SKEW,
     MAX_LEAF_END,
     MAX_TEXT_CHARS,
+    QUERY_EVENT_ID,
     SECURITY_EVENT_IDS,
 )
 from producers.events.model import (
@@ -62,6 +63,7 @@ from producers.events.records import (
     schema_name,
     to_record,
 )
+from producers.events.resultset import check_disclosed_patients
 
 #: An HTTP method token as recorded (the API records every method a caller tried).
 _METHOD = re.compile(r"[A-Z]{1,16}")
@@ -139,10 +141,21 @@ def validate_record(
 
 
 def _validate_access(record: Record, latest: datetime) -> None:
-    _common(record, latest, "actor")
+    check_envelope(record, latest, "actor")
+    patient = optional_record(record, "patient")
+    if patient is not None:
+        check_patient(patient)
     dicom_event_id = record.get("dicom_event_id")
     if dicom_event_id not in DICOM_EVENT_IDS:
         raise fail("dicom_event_id", f"{dicom_event_id!r} is not a DICOM PS3.15 EventID (1101xx)")
+    disclosed = check_disclosed_patients(
+        record.get("disclosed"), record.get("disclosed_truncated"), record.get("disclosed_total")
+    )
+    if patient is None and not disclosed and dicom_event_id != QUERY_EVENT_ID:
+        raise fail(
+            "patient",
+            f"is required unless the event discloses patients or is a Query ({QUERY_EVENT_ID})",
+        )
     check_event_type_code(record.get("event_type_code"))
     check_symbol("action", record.get("action"), EventAction)
     check_symbol("outcome", record.get("outcome"), EventOutcome)

@@ -34,6 +34,7 @@ from producers.events import (
     AuditEvent,
     AuditLogUsed,
     CriticalResultRelay,
+    DisclosedPatient,
     DisclosedRange,
     EventAction,
     EventOutcome,
@@ -145,6 +146,29 @@ def _extra_events() -> dict[str, AuditEvent]:
             patient=Patient(id="p"),
         ),
         "details": _access(details={"a": "1", "empty": "", "unicode ü": "ß → ∑"}),
+        # PhiAccessEvent v2: a query that names nobody and returned three patients (more
+        # than it lists), and one that matched nobody.
+        "query-disclosed-v2": _access(
+            dicom_event_id="110112",
+            action=EventAction.EXECUTE,
+            patient=None,
+            study=None,
+            details={"query": "PatientName=SMITH*"},
+            disclosed=(
+                DisclosedPatient(id="MRN1", issuer="hosp", state="MA", studies=("1.2.3.4",)),
+                DisclosedPatient(id="MRN2", issuer="hosp"),
+                DisclosedPatient(id="MRN3", issuer="other", studies=("1.2.3.5", "1.2.3.6")),
+            ),
+            disclosed_truncated=True,
+            disclosed_total=12,
+        ),
+        "query-empty-v2": _access(
+            dicom_event_id="110112",
+            action=EventAction.EXECUTE,
+            patient=None,
+            study=None,
+            details={"query": "StudyDate=20261206"},
+        ),
         "export-minimal": _access(dicom_event_id="110106", recipient=Recipient(name="DPH")),
         "export-full": _access(
             dicom_event_id="110106",

@@ -129,6 +129,8 @@ def _row(name: str, e: dict[str, Any]) -> dict[str, Any]:
         row["study_uid"] = row["accession"] = None
     ranges = (e.get("disclosed") or []) if kind == "AuditLogUsed" else []
     row["disclosed"] = sorted([d["log"], r["start"], r["end"]] for d in ranges for r in d["ranges"])
+    listed = (e.get("disclosed") or []) if kind == "PhiAccessEvent" else []
+    row["patients"] = [[p["issuer"], p["id"], p["state"], p["studies"]] for p in listed]
     return row
 
 
@@ -173,10 +175,14 @@ def independent_check(bundle: Path, vkey: str) -> list[str]:
         for (index, leaf), row in zip(leaves, rows, strict=True):
             value = _split_leaf(leaf)[3]
             name, parsed = schemas[value[2:10]]
-            event = fastavro.schemaless_reader(io.BytesIO(value[10:]), parsed, None)
+            try:
+                event = fastavro.schemaless_reader(io.BytesIO(value[10:]), parsed, None)
+            except EOFError:  # a flipped byte can make the body undecodable
+                problems.append(f"leaf {index}: undecodable")
+                continue
             assert isinstance(event, dict)
             for column, want in _row(name, event).items():
-                got = row.get(column, []) if column == "disclosed" else row[column]
+                got = row.get(column, []) if column in ("disclosed", "patients") else row[column]
                 if column == "event_time":
                     got = datetime.fromisoformat(got)
                 if want is not None and got != want:
@@ -209,6 +215,7 @@ def test_an_independent_checker_from_the_doc_accepts_a_cleanexport(tmp_path: Pat
     }  # fmt: skip
     assert independent_check(export(every, tmp_path / "kinds"), KEY.verifier.key) == []
     assert any(r["disclosed"] for r in every.rows), "a read with disclosed ranges is covered"
+    assert any(r["patients"] for r in every.rows), "a query with disclosed patients is covered"
 
 
 def test_the_independent_checker_catches_what_ours_catches(tmp_path: Path) -> None:
@@ -216,6 +223,7 @@ def test_the_independent_checker_catches_what_ours_catches(tmp_path: Path) -> No
     log.entries[300] = (300, flip(log.leaves[300], len(log.leaves[300]) - 3))
     log.rows[42]["user_id"] = "innocent.bystander"
     log.rows[43]["disclosed"] = [["test.ledger/phi-access/0", 0, 1]]  # a read pinned on
+    log.rows[44]["patients"] = [["h", "MRN1", None, []]]  # a patient pinned on an access
     size, note = log.checkpoints[1]
     log.checkpoints[1] = (size, note.replace(note.splitlines()[2], "A" * 43 + "=", 1))
     problems = independent_check(export(log, tmp_path / "b"), KEY.verifier.key)
@@ -223,6 +231,7 @@ def test_the_independent_checker_catches_what_ours_catches(tmp_path: Path) -> No
     assert "checkpoint 600: root" in problems
     assert "leaf 42: index column user_id" in problems
     assert "leaf 43: index column disclosed" in problems
+    assert "leaf 44: index column patients" in problems
     [ours] = verify_bundle(tmp_path / "b", [KEY.verifier], checks=[disclosure_check])
     assert [f.leaf_index for f in ours.findings if f.kind == "disclosure_mismatch"] == [43]
     assert any(p.startswith("checkpoint not signed") for p in problems)  # the forged one

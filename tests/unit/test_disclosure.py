@@ -24,6 +24,7 @@ from ledger.audit.disclosure import (
 from ledger.audit.readlog import LedgerRead
 from ledger.verify import verify_bundle
 from ledger.verify.disclosures import disclosure_check
+from ledger.verify.patients import patients_check
 from ledger.verify.producers import producer_check
 from ledgerctl.readaudit import audit_event
 from ledgerctl.verifying import event_checks
@@ -250,7 +251,7 @@ def test_the_check_plugs_into_the_verifier_and_needs_the_index(tmp_path: Path) -
     assert all("test.ledger" not in f.detail for f in bad.findings)  # counts, no values
     [without] = verify_bundle(tampered, [KEY.verifier])
     assert without.ok, "the check is composed in, not built in"
-    assert event_checks(check_index=True) == (producer_check, disclosure_check)
+    assert event_checks(check_index=True) == (producer_check, disclosure_check, patients_check)
     assert event_checks(check_index=False) == (producer_check,)
 
 

@@ -88,7 +88,7 @@ def test_access_entries_cover_every_indexed_kind_including_security_events() -> 
         network_address="198.51.100.23",
     )
     row = dataclasses.asdict(event_index(login))
-    for column in ("producer_id", "producer_seq", "disclosed"):
+    for column in ("producer_id", "producer_seq", "disclosed", "patients"):
         del row[column]
     entry = AccessEntry(**row, position=LedgerPosition(log_id=1, origin="o", leaf_index=0))
     body = entry_json(entry)

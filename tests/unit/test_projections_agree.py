@@ -20,6 +20,7 @@ from consumers.projection import event_index
 from integrations.simulator import Simulator
 from ledger.audit.records import SchemaSet, StoredSchema
 from ledger.verify import project_event
+from ledger.verify.patients import expected_patients, patients_problem
 from ledger.verify.projection import cell_equal
 from producers.codec import Codec
 from producers.events import (
@@ -28,6 +29,7 @@ from producers.events import (
     AuditEvent,
     AuditLogUsed,
     CriticalResultRelay,
+    DisclosedPatient,
     DisclosedRange,
     EventAction,
     EventOutcome,
@@ -49,8 +51,9 @@ _PATIENT = Patient(id="MRN1234567", issuer="stmarys-boston", state="MA")
 #: Columns the consumer sets by policy for a relay, not from the event: the verifier does
 #: not compare them (docs/design/verifier.md, "Index").
 _RELAY_POLICY = frozenset({"action", "outcome", "purpose_of_use"})
-#: ``disclosed`` is checked by its own collaborator (``ledger.verify.disclosures``).
-_NOT_PROJECTED = frozenset({"disclosed"})
+#: ``disclosed`` and ``patients`` are checked by their own collaborators
+#: (``ledger.verify.disclosures``, ``ledger.verify.patients``).
+_NOT_PROJECTED = frozenset({"disclosed", "patients"})
 
 
 def _handmade() -> list[AuditEvent]:
@@ -109,6 +112,43 @@ def _handmade() -> list[AuditEvent]:
             patient=_PATIENT,
             disclosed=(DisclosedRange(log="test.ledger/phi-access/0", start=3, end=9),),
         ),
+        # PhiAccessEvent v2: a query that names nobody and returned three patients, one
+        # that matched nobody, and one that names its patient and returned it and another.
+        PhiAccessEvent(
+            event_time=_WHEN,
+            facility=_FACILITY,
+            actor=_ACTOR,
+            dicom_event_id="110112",
+            action=EventAction.EXECUTE,
+            patient=None,
+            disclosed=(
+                DisclosedPatient(id="MRN9", state="MA", studies=("2.25.7", "2.25.8")),
+                DisclosedPatient(id="MRN1", issuer="a"),
+                DisclosedPatient(id="MRN1", issuer="b", studies=("2.25.9",)),
+            ),
+            disclosed_truncated=True,
+            disclosed_total=40,
+        ),
+        PhiAccessEvent(
+            event_time=_WHEN,
+            facility=_FACILITY,
+            actor=_ACTOR,
+            dicom_event_id="110112",
+            action=EventAction.EXECUTE,
+            patient=None,
+        ),
+        PhiAccessEvent(
+            event_time=_WHEN,
+            facility=_FACILITY,
+            actor=_ACTOR,
+            dicom_event_id="110112",
+            action=EventAction.EXECUTE,
+            patient=_PATIENT,
+            disclosed=(
+                DisclosedPatient(id="MRN0", issuer="stmarys-boston"),
+                DisclosedPatient(id="MRN1234567", issuer="stmarys-boston", state="MA"),
+            ),
+        ),
     ]
 
 
@@ -153,3 +193,15 @@ def test_the_two_projections_agree_column_by_column(event: AuditEvent) -> None:
     assert set(projected) == set(row) - skipped, "the same columns, apart from the documented"
     for column, expected in projected.items():
         assert cell_equal(column, expected, _stored(column, row[column])), column
+
+
+@pytest.mark.parametrize("event", _handmade()[-3:], ids=["three", "none", "named-and-two"])
+def test_the_verifier_derives_the_consumers_disclosed_patients(event: AuditEvent) -> None:
+    """``event_patients`` rows (the consumer's ``patients``) are what the verifier derives
+    from the leaf on its own (``ledger.verify.patients``), in the same order."""
+    codec = Codec()
+    stamped = event.stamped(producer_id="producer-1", producer_seq=41)
+    row = dataclasses.asdict(event_index(stamped))
+    name, record = _schemas(codec).decode(codec.encode(stamped))
+    assert expected_patients(name, record) == list(row["patients"])
+    assert patients_problem(name, record, row) is None

@@ -15,6 +15,7 @@ PINNED = [
     ("philedger.audit.AuditLogUsed", "12d031c13ce628ed"),
     ("philedger.audit.SecurityEvent", "e6a9ad8d8576fb89"),
     ("philedger.audit.AuditLogUsed", "c99b86cb05106cbe"),  # v2: adds ``disclosed``
+    ("philedger.audit.PhiAccessEvent", "1f7e8aa358e48ee9"),  # v2: optional patient, disclosed
 ]
 
 

@@ -35,16 +35,19 @@ from ledger.verify import (
     verify_log,
 )
 from ledger.verify.bundle import BundleWriter
+from ledger.verify.patients import patients_problem
 from producers.codec import Codec
 from producers.events import (
     Actor,
     AuditLogUsed,
+    DisclosedPatient,
     DisclosedRange,
     EventAction,
     EventOutcome,
     Facility,
     LedgerQuery,
     Patient,
+    PhiAccessEvent,
     SecurityEvent,
     event_key,
 )
@@ -271,6 +274,29 @@ EVERY_KIND = (
             DisclosedRange(log="test.ledger/b/1", start=3, end=4),
         ),
     ),
+    # PhiAccessEvent v2: a query that returned two patients, and one that matched nobody.
+    PhiAccessEvent(
+        event_id=uuid.UUID(int=6),
+        event_time=_WHEN,
+        facility=Facility(id="stmarys-boston"),
+        actor=_ACTOR,
+        dicom_event_id="110112",
+        action=EventAction.EXECUTE,
+        patient=None,
+        disclosed=(
+            DisclosedPatient(id="MRN1", issuer="h", studies=("1.2.3",)),
+            DisclosedPatient(id="MRN2", issuer="h", state="MA"),
+        ),
+    ),
+    PhiAccessEvent(
+        event_id=uuid.UUID(int=7),
+        event_time=_WHEN,
+        facility=Facility(id="stmarys-boston"),
+        actor=_ACTOR,
+        dicom_event_id="110112",
+        action=EventAction.EXECUTE,
+        patient=None,
+    ),
 )
 #: Consumer policy rather than event fields for relays (see ledger.verify).
 _RELAY_POLICY = frozenset({"action", "outcome", "purpose_of_use"})
@@ -287,7 +313,8 @@ def test_project_event_agrees_column_by_column_for_every_kind(index: int) -> Non
     row = dataclasses.asdict(event_index(event))
     # What a read disclosed is checked on its own (ledger.audit.disclosure.check).
     assert disclosure.check(name, record, row) is None
-    del row["disclosed"]
+    assert patients_problem(name, record, row) is None
+    del row["disclosed"], row["patients"]
     if row["kind"] == "critical_result_relay":
         assert set(row) - set(projected) == _RELAY_POLICY
     else:
@@ -787,7 +814,9 @@ def test_undecodable_event_and_invalid_schema(tmp_path: Path) -> None:
     path = export(log, tmp_path / "b")
     schemas = path / "schemas.json"
     stored = json.loads(schemas.read_text())
-    stored[0]["schema_json"] = stored[0]["schema_json"].replace('"event_id"', '"event_uuid"')
+    # The schema the access events are written with (PhiAccessEvent v2, listed last).
+    broken = [s for s in stored if s["full_name"] == "philedger.audit.PhiAccessEvent"][-1]
+    broken["schema_json"] = broken["schema_json"].replace('"event_id"', '"event_uuid"')
     schemas.write_text(json.dumps(stored))
     [report] = verify_bundle(path, [KEY.verifier])
     assert len(of(report, "schema_invalid")) == 1

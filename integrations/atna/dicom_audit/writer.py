@@ -192,7 +192,8 @@ def _event_objects(
             _detail(ledger, "recipient-address", recipient.address)
         if recipient.organization is not None:
             _detail(ledger, "recipient-organization", recipient.organization)
-    _patient_object(root, event.patient)
+    if event.patient is not None:  # v2: a query may name none (its disclosed are not written)
+        _patient_object(root, event.patient)
     if event.study is not None:
         _all_text(
             [

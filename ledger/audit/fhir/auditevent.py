@@ -129,6 +129,8 @@ def _access_event(rec: StoredRecord, ns: FhirNamespace) -> Resource:
 
     out: Resource = {}
     query = details.pop("query", None) if code == dicom.QUERY else None
+    if rec.opt_flag("disclosed_truncated"):  # v2: the answer returned more than it lists
+        details["disclosed_total"] = str(rec.integer("disclosed_total"))
     extensions = detail_extensions(details, ns)
     if extensions:
         out["extension"] = extensions
@@ -161,8 +163,10 @@ def _access_event(rec: StoredRecord, ns: FhirNamespace) -> Resource:
 
 
 def _access_entities(rec: StoredRecord, query: str | None) -> list[JsonValue]:
-    """The patient, the study (if any) and a Query's query text (if any)."""
-    entities: list[JsonValue] = [patient_entity(rec.record("patient"))]
+    """The patient named (if any, v2), the study (if any), a Query's query text (if any),
+    then one patient per patient the answer returned (v2 ``disclosed``)."""
+    named = rec.opt_record("patient")
+    entities: list[JsonValue] = [] if named is None else [patient_entity(named)]
     study = rec.opt_record("study")
     if study is not None:
         entities.append(study_entity(study))
@@ -174,7 +178,19 @@ def _access_entities(rec: StoredRecord, query: str | None) -> list[JsonValue]:
                 "query": base64.b64encode(query.encode("utf-8")).decode("ascii"),
             }
         )
+    entities += [_disclosed_entity(p) for p in rec.records("disclosed")]
     return entities
+
+
+def _disclosed_entity(patient: StoredRecord) -> Resource:
+    """A patient the answer returned: marked ``attribution: disclosed``, with the UIDs of
+    the studies of theirs it returned."""
+    entity = patient_entity(patient)
+    details = entity.get("detail")
+    extra = [detail("attribution", "disclosed")]
+    extra += [detail("study", uid) for uid in patient.texts("studies")]
+    entity["detail"] = [*(details if isinstance(details, list) else []), *extra]
+    return entity
 
 
 # --------------------------------------------------------------------------- security events

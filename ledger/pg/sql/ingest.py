@@ -61,16 +61,25 @@ EVENT_COLUMNS: Final = (
     "event_id",
     "log_id",
     "leaf_index",
-    *(c for c in INDEX_COLUMNS if c not in ("event_id", "leaf_index", "disclosed")),
+    *(c for c in INDEX_COLUMNS if c not in ("event_id", "leaf_index", "disclosed", "patients")),
 )
 
 # What a read of the ledger disclosed (ledger.audit.disclosure), one row per range.
 DISCLOSURE_COLUMNS: Final = ("event_id", "origin", "first_leaf", "end_leaf")
+# The patients an access answer returned (PhiAccessEvent v2), one row per patient.
+EVENT_PATIENT_COLUMNS: Final = (
+    "event_id",
+    "patient_id",
+    "patient_issuer",
+    "patient_state",
+    "study_uids",
+)
 
 #: COPY targets of an append (``copy_records_to_table``), with the columns above.
 LEAF_TABLE: Final = "leaves"
 EVENT_TABLE: Final = "events"
 DISCLOSURE_TABLE: Final = "read_disclosures"
+EVENT_PATIENT_TABLE: Final = "event_patients"
 
 # ------------------------------------------------------------------ writer fencing
 CLAIM_LOG: Final = """

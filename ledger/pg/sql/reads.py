@@ -51,18 +51,42 @@ LIMIT $11
 
 _PATIENT_KEY: Final = "e.patient_id = $1 AND ($2::text IS NULL OR e.patient_issuer = $2)"
 
+# The access events whose answer returned the patient (PhiAccessEvent v2, event_patients;
+# docs/design/multi-patient-events.md), by the event_patients_patient index.
+_DISCLOSING_PATIENT: Final = """
+SELECT x.event_id FROM event_patients x
+WHERE x.patient_id = $1 AND ($2::text IS NULL OR x.patient_issuer = $2)
+"""
+
+# The access events that returned the patient without naming them, marked "disclosed".
+_ACCESSES_OF_PATIENT: Final = f"""
+SELECT {_ACCESS_COLUMNS}, true AS via_disclosure
+FROM events e JOIN logs g USING (log_id)
+WHERE e.event_id IN ({_DISCLOSING_PATIENT})
+  AND NOT coalesce({_PATIENT_KEY}, false)
+{_FILTERS}
+ORDER BY e.event_time DESC, e.event_id DESC
+LIMIT $11
+"""
+
 # A patient's history (docs/read-attribution.md) is the events that name the patient,
-# and the reads of the ledger that do not but whose disclosed ranges cover a leaf of such
-# an event. Two ordered, limited branches: the first walks events_patient_time and stops
-# after one page; the second probes the SP-GiST index read_disclosures_span once per leaf
-# of the patient, then fetches those reads by primary key. The fences (MATERIALIZED,
-# OFFSET 0) keep those per-row probes: PostgreSQL cannot estimate how many ranges contain
-# a point and would otherwise hash-join whole tables (benchmarks/attribution.py).
+# the access events that returned the patient without naming them (above), and the reads
+# of the ledger that do neither but whose disclosed ranges cover a leaf of either. Three
+# ordered, limited branches: the first walks events_patient_time and stops after one page;
+# the third probes event_patients_patient; the second probes the SP-GiST index
+# read_disclosures_span once per leaf of the patient, then fetches those reads by primary
+# key. The fences (MATERIALIZED, OFFSET 0) keep those per-row probes: PostgreSQL cannot
+# estimate how many ranges contain a point and would otherwise hash-join whole tables
+# (benchmarks/attribution.py).
 _READS_OF_PATIENT: Final = f"""
 WITH mine AS MATERIALIZED (
     SELECT p.leaf_index, pg.origin
     FROM events p JOIN logs pg ON pg.log_id = p.log_id
     WHERE p.patient_id = $1 AND ($2::text IS NULL OR p.patient_issuer = $2)
+    UNION
+    SELECT p.leaf_index, pg.origin
+    FROM events p JOIN logs pg ON pg.log_id = p.log_id
+    WHERE p.event_id IN ({_DISCLOSING_PATIENT})
 ), reads AS MATERIALIZED (
     SELECT DISTINCT x.event_id FROM mine m CROSS JOIN LATERAL (
         SELECT d.event_id FROM read_disclosures d
@@ -85,6 +109,8 @@ SELECT * FROM (
     ({_HISTORY.format(disclosed="false", key=_PATIENT_KEY)})
     UNION ALL
     ({_READS_OF_PATIENT})
+    UNION ALL
+    ({_ACCESSES_OF_PATIENT})
 ) h
 ORDER BY h.event_time DESC, h.event_id DESC
 LIMIT $11
@@ -164,9 +190,21 @@ DISCLOSED_CELL: Final = """
  FROM read_disclosures d WHERE d.event_id = e.event_id) AS disclosed
 """
 
+# An event's event_patients rows as the index row's ``patients`` cell: JSON text of
+# [[issuer, id, state, [study UIDs]], ...] in the leaf's (canonical) order, "[]" for none.
+PATIENTS_CELL: Final = """
+(SELECT coalesce(json_agg(json_build_array(p.patient_issuer, p.patient_id, p.patient_state,
+                                           to_json(p.study_uids))
+                          ORDER BY coalesce(p.patient_issuer, '') COLLATE "C",
+                                   p.patient_id COLLATE "C",
+                                   p.patient_issuer NULLS FIRST), '[]')::text
+ FROM event_patients p WHERE p.event_id = e.event_id) AS patients
+"""
+
 # The event index of one log as the verifier reads it (ledger.verify.bundle.INDEX_COLUMNS).
 INDEX_COLUMNS_SQL: Final = (
-    ", ".join(f"e.{c}" for c in INDEX_COLUMNS if c != "disclosed") + f", {DISCLOSED_CELL}"
+    ", ".join(f"e.{c}" for c in INDEX_COLUMNS if c not in ("disclosed", "patients"))
+    + f", {DISCLOSED_CELL}, {PATIENTS_CELL}"
 )
 
 INDEX_RANGE: Final = f"""

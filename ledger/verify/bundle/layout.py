@@ -50,10 +50,14 @@ INDEX_COLUMNS: Final = (
     # What a read of the ledger disclosed (``read_disclosures``, ledger.audit.disclosure.cell):
     # [[origin, first leaf, end leaf], ...] sorted; [] for every other event.
     "disclosed",
+    # The patients an access answer returned (``event_patients``, PhiAccessEvent v2):
+    # [[issuer, id, state, [study UIDs]], ...] in the leaf's order; [] for every other event.
+    "patients",
 )
-"""The ``events``-table columns carried by each ``index.jsonl`` row, in file order, and the
-leaf's ``read_disclosures`` rows as one ``disclosed`` cell (a bundle written before that
-column existed has rows without it: they read as disclosing nothing)."""
+"""The ``events``-table columns carried by each ``index.jsonl`` row, in file order, the
+leaf's ``read_disclosures`` rows as one ``disclosed`` cell and its ``event_patients`` rows as
+one ``patients`` cell (a bundle written before a cell existed has rows without it: they
+read as disclosing nothing)."""
 
 MANIFEST: Final = "manifest.json"
 SCHEMAS: Final = "schemas.json"
@@ -114,6 +118,8 @@ def json_cell(column: str, value: object) -> object:
         return str(value)
     if isinstance(value, list | tuple) and all(range_cell(item) for item in value):
         return [list(item) for item in value]
+    if isinstance(value, list | tuple) and all(patient_cell(item) for item in value):
+        return [[*item[:3], list(item[3])] for item in value]
     raise MalformedInputError(f"index column {column} cannot hold a {type(value).__name__}")
 
 
@@ -124,6 +130,18 @@ def range_cell(item: object) -> bool:
         and len(item) == 3
         and isinstance(item[0], str)
         and all(type(x) is int for x in item[1:])
+    )
+
+
+def patient_cell(item: object) -> bool:
+    """One ``[issuer, id, state, [study UIDs]]`` of a ``patients`` cell, copied as given."""
+    return (
+        isinstance(item, list | tuple)
+        and len(item) == 4
+        and isinstance(item[1], str)
+        and all(x is None or isinstance(x, str) for x in (item[0], item[2]))
+        and isinstance(item[3], list | tuple)
+        and all(isinstance(uid, str) for uid in item[3])
     )
 
 
