@@ -25,7 +25,7 @@ from ledger.log.leaf import KafkaRecord
 from ledger.verify.findings import Findings
 from ledger.verify.sources import LogSource
 
-__all__ = ["CheckContext", "EventCheck", "EventCheckFactory"]
+__all__ = ["CellCheck", "CheckContext", "EventCheck", "EventCheckFactory", "RowProblem"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -53,3 +53,36 @@ class EventCheck(Protocol):
 
 
 EventCheckFactory = Callable[[CheckContext], EventCheck]
+
+#: What a cell check compares: (event schema name, decoded event, index row) -> a
+#: description of the disagreement, without event values, or None when they agree.
+RowProblem = Callable[[str, Mapping[str, JsonValue], Mapping[str, object]], str | None]
+
+
+class CellCheck:
+    """An ``EventCheck`` comparing one projected cell of each index row with its leaf's
+    event (``problem``), reported as ``kind``; the cell lives in the row of the leaf it
+    belongs to, so nothing can be left over at ``finish``."""
+
+    def __init__(self, findings: Findings, *, kind: str, problem: RowProblem) -> None:
+        self.findings = findings
+        self._kind = kind
+        self._problem = problem
+        self._name: str | None = None
+        self._event: Mapping[str, JsonValue] = {}
+        self._index = -1
+
+    def leaf(
+        self, index: int, record: KafkaRecord, full_name: str, event: Mapping[str, JsonValue]
+    ) -> None:
+        self._index, self._name, self._event = index, full_name, event
+
+    def row(self, index: int, row: Mapping[str, object], expected: Mapping[str, JsonValue]) -> None:
+        if index != self._index or self._name is None:
+            return  # leaf() always runs first for the same index; nothing to compare else
+        problem = self._problem(self._name, self._event, row)
+        if problem is not None:
+            self.findings.add(self._kind, f"leaf {index}: {problem}", leaf_index=index)
+
+    def finish(self) -> None:
+        """Nothing is left over: the cell lives in the row of the leaf it belongs to."""

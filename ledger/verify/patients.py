@@ -15,11 +15,9 @@ from collections.abc import Mapping
 from typing import Final
 
 from ledger.audit.records import JsonValue
-from ledger.log.leaf import KafkaRecord
-from ledger.verify.checks import CheckContext
-from ledger.verify.findings import Findings
+from ledger.verify.checks import CellCheck, CheckContext
 
-__all__ = ["PatientsCheck", "expected_patients", "patients_check", "patients_problem"]
+__all__ = ["expected_patients", "patients_check", "patients_problem"]
 
 #: The index-row cell that renders a leaf's ``event_patients`` rows.
 COLUMN: Final = "patients"
@@ -87,31 +85,7 @@ def patients_problem(
     return f"its disclosed patients disagree with the leaf ({parts})"
 
 
-class PatientsCheck:
-    """Compares the ``patients`` cell of each index row with its leaf's event."""
-
-    def __init__(self, findings: Findings) -> None:
-        self.findings = findings
-        self._name: str | None = None
-        self._event: Mapping[str, JsonValue] = {}
-        self._index = -1
-
-    def leaf(
-        self, index: int, record: KafkaRecord, full_name: str, event: Mapping[str, JsonValue]
-    ) -> None:
-        self._index, self._name, self._event = index, full_name, event
-
-    def row(self, index: int, row: Mapping[str, object], expected: Mapping[str, JsonValue]) -> None:
-        if index != self._index or self._name is None:
-            return  # leaf() always runs first for the same index; nothing to compare else
-        problem = patients_problem(self._name, self._event, row)
-        if problem is not None:
-            self.findings.add("patients_mismatch", f"leaf {index}: {problem}", leaf_index=index)
-
-    def finish(self) -> None:
-        """Nothing is left over: the patients live in the row of the leaf they belong to."""
-
-
-def patients_check(context: CheckContext) -> PatientsCheck:
-    """The ``EventCheckFactory`` for ``checks=`` (one check per log)."""
-    return PatientsCheck(context.findings)
+def patients_check(context: CheckContext) -> CellCheck:
+    """The ``EventCheckFactory`` for ``checks=`` (one check per log): the ``patients``
+    cell of each index row against its leaf's event."""
+    return CellCheck(context.findings, kind="patients_mismatch", problem=patients_problem)
