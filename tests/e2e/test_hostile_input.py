@@ -53,11 +53,15 @@ async def test_each_hostile_record_is_quarantined_with_its_reason(
         sim.access(), details={f"k{i}": "v" for i in range(2000)}
     ).stamped(producer_id="hostile", producer_seq=2)
     conflicting = dataclasses.replace(good, network_address="198.51.100.7")
-    # `details` is the last field; an empty map ends the body with a zero block count.
-    # Claim 2^40 entries instead: the reader must fail fast, not allocate.
+    # An empty `details` map is one zero block count; each field after it (v2: the empty
+    # `disclosed` list, false, 0) is one zero byte too. Claim 2^40 map entries instead:
+    # the reader must fail fast, not allocate.
     assert not good.details
-    assert message.endswith(b"\x00")
-    absurd_map = message[:-1] + _varint(2**40 << 1)
+    fields = [f["name"] for f in json.loads(schema.schema_json)["fields"]]
+    after = len(fields) - fields.index("details") - 1
+    assert message.endswith(b"\x00" * (after + 1))
+    cut = len(message) - after - 1
+    absurd_map = message[:cut] + _varint(2**40 << 1) + message[cut + 1 :]
 
     cases: list[tuple[str, bytes, str | None]] = [
         ("random bytes", b"\x00" + os.urandom(300), "bad_magic"),
