@@ -98,6 +98,8 @@ start_service() {
 
 infra() {
   "$HERE/python.sh"
+  # DCMTK: the real DICOM clients the DICOM proxy's tests drive (findscu, movescu, ...).
+  command -v findscu >/dev/null || apt_install dcmtk
   "$HERE/postgres.sh" start
   "$HERE/kafka.sh" start
   write_env
