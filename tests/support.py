@@ -6,7 +6,10 @@ import asyncio
 import contextlib
 import os
 import random
+import secrets
 import ssl
+import subprocess
+import sys
 import uuid
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -268,3 +271,22 @@ def synthetic_batch(topic: str, first_offset: int, n: int, rng: random.Random) -
         )  # fmt: skip
         items.append(Accepted(record=record, leaf=encode_leaf(record), index=index))
     return items
+
+
+def run_ledger(env: Mapping[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """The ``ledger`` command of this checkout with ``env``, its output captured."""
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("ledger")), *args],
+        env=dict(env), cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+
+
+def export_and_verify(
+    env: Mapping[str, str], tmp: Path, reason: str
+) -> subprocess.CompletedProcess[str]:
+    """``ledger export`` into a fresh folder under ``tmp``, then ``ledger verify`` of it."""
+    bundle = tmp / f"bundle-{secrets.token_hex(3)}"
+    exported = run_ledger(env, "export", "--out", str(bundle), "--reason", reason)
+    if exported.returncode != 0:
+        raise AssertionError(exported.stderr)
+    return run_ledger(env, "verify", "--bundle", str(bundle))

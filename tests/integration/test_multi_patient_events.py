@@ -13,8 +13,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import secrets
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -51,11 +49,16 @@ from producers.events import (
     Patient,
     PhiAccessEvent,
 )
-from tests.support import ROOT, Stack, signed_headers, superuser_url, with_database
+from tests.support import (
+    Stack,
+    export_and_verify,
+    signed_headers,
+    superuser_url,
+    with_database,
+)
 
 pytestmark = pytest.mark.integration
 
-LEDGER = str(Path(sys.executable).with_name("ledger"))
 TOPIC = "multi-phi-access"
 NAME = "test.ledger.local"
 ORIGIN0 = f"{NAME}/{TOPIC}/0"
@@ -251,21 +254,8 @@ async def test_a_query_that_matched_nobody_is_in_its_users_history(ledger: Ledge
     assert seen == {EVENTS["three"].event_id: False, EVENTS["nothing"].event_id: False}
 
 
-def _ledger(ledger: Ledger, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [LEDGER, *args], env=ledger.env, cwd=ROOT, capture_output=True, text=True, timeout=300
-    )
-
-
-def _export_and_verify(ledger: Ledger, tmp: Path) -> subprocess.CompletedProcess[str]:
-    bundle = tmp / f"bundle-{secrets.token_hex(3)}"
-    exported = _ledger(ledger, "export", "--out", str(bundle), "--reason", "multi-patient test")
-    assert exported.returncode == 0, exported.stderr
-    return _ledger(ledger, "verify", "--bundle", str(bundle))
-
-
 def test_a_clean_ledger_with_queries_verifies(ledger: Ledger, tmp_path: Path) -> None:
-    result = _export_and_verify(ledger, tmp_path)
+    result = export_and_verify(ledger.env, tmp_path, "multi-patient test")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "patients_mismatch" not in result.stdout
 
@@ -300,7 +290,7 @@ def test_tampered_patient_rows_are_reported(ledger: Ledger, tmp_path: Path) -> N
             await su.close()
 
     asyncio.run(tamper())
-    result = _export_and_verify(ledger, tmp_path)
+    result = export_and_verify(ledger.env, tmp_path, "multi-patient test")
     assert result.returncode == 1, result.stdout + result.stderr
     findings = [line for line in result.stdout.splitlines() if "patients_mismatch" in line]
     text = "\n".join(findings)

@@ -48,7 +48,15 @@ from producers.events import (
     Patient,
     PhiAccessEvent,
 )
-from tests.support import ROOT, Stack, signed_headers, superuser_url, with_database
+from tests.support import (
+    ROOT,
+    Stack,
+    export_and_verify,
+    run_ledger,
+    signed_headers,
+    superuser_url,
+    with_database,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -237,21 +245,8 @@ async def test_a_read_is_in_the_history_of_each_patient_it_disclosed(ledger: Led
     assert await history(ledger, "ATTR-NOBODY") == {}
 
 
-def _ledger(ledger: Ledger, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [LEDGER, *args], env=ledger.env, cwd=ROOT, capture_output=True, text=True, timeout=300
-    )
-
-
-def _export_and_verify(ledger: Ledger, tmp: Path) -> subprocess.CompletedProcess[str]:
-    bundle = tmp / f"bundle-{secrets.token_hex(3)}"
-    exported = _ledger(ledger, "export", "--out", str(bundle), "--reason", "attribution test")
-    assert exported.returncode == 0, exported.stderr
-    return _ledger(ledger, "verify", "--bundle", str(bundle))
-
-
 def test_a_clean_ledger_with_reads_verifies(ledger: Ledger, tmp_path: Path) -> None:
-    result = _export_and_verify(ledger, tmp_path)
+    result = export_and_verify(ledger.env, tmp_path, "attribution test")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "disclosure_mismatch" not in result.stdout
 
@@ -288,7 +283,7 @@ def test_a_tampered_range_row_is_reported(ledger: Ledger, tmp_path: Path) -> Non
             await su.close()
 
     victim_leaf = asyncio.run(tamper())
-    result = _export_and_verify(ledger, tmp_path)
+    result = export_and_verify(ledger.env, tmp_path, "attribution test")
     assert result.returncode == 1, result.stdout + result.stderr
     findings = [line for line in result.stdout.splitlines() if "disclosure_mismatch" in line]
     text = "\n".join(findings)
@@ -311,7 +306,7 @@ def test_a_tampered_range_row_is_reported(ledger: Ledger, tmp_path: Path) -> Non
             cwd=ROOT, capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert waited.returncode == 0, waited.stderr
-        online = _ledger(ledger, "verify", "--api", url)
+        online = run_ledger(ledger.env, "verify", "--api", url)
     finally:
         server.terminate()
         server.wait(timeout=20)
