@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import socket
 import subprocess
 import sys
@@ -59,8 +60,11 @@ def start_orthanc(home: Path) -> tuple[subprocess.Popen[bytes], int]:
     }  # fmt: skip
     (home / "orthanc.json").write_text(json.dumps(config))
     log = (home / "orthanc.log").open("wb")
+    # DCMTK (Orthanc's DICOM stack) leaves Nagle's algorithm on unless TCP_NODELAY is set:
+    # each C-FIND answer would then wait ~40 ms for the client's delayed ACK.
+    env = {**os.environ, "TCP_NODELAY": "1"}
     proc = subprocess.Popen([ORTHANC, str(home / "orthanc.json")], cwd=home, stdout=log,
-                            stderr=subprocess.STDOUT)  # fmt: skip
+                            stderr=subprocess.STDOUT, env=env)  # fmt: skip
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -97,6 +101,7 @@ class FindClient:
     def __init__(self, port: int, called: str) -> None:
         ae = AE("BENCH")
         ae.add_requested_context(STUDY_ROOT_FIND)
+        self.called = called
         self.assoc = ae.associate("127.0.0.1", port, ae_title=called)
         if not self.assoc.is_established:
             raise SystemExit(f"no association with {called}")
@@ -112,7 +117,7 @@ class FindClient:
         answers = list(self.assoc.send_c_find(self.query, STUDY_ROOT_FIND))
         elapsed = time.perf_counter() - started
         if len(answers) != 2:
-            raise SystemExit(f"unexpected C-FIND answers: {answers}")
+            raise SystemExit(f"unexpected C-FIND answers from {self.called}: {answers}")
         return elapsed
 
 
@@ -121,52 +126,76 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
+def serve_proxy(upstream_port: int) -> None:
+    """The proxy in its own process, as ``ledger dicom-proxy serve`` runs it: prints its
+    port, serves until stdin closes, then prints how many operations it recorded."""
+    logging.disable(logging.WARNING)
+    recorder = MemoryRecorder(capacity=10**7)
+    cfg = parse_config({
+        "listen": {"host": "127.0.0.1", "port": 0, "ae_title": PROXY_AET,
+                   "allowed_calling_aets": CLIENTS},
+        "upstream": {"host": "127.0.0.1", "port": upstream_port, "ae_title": ORTHANC_AET},
+    })  # fmt: skip
+    with DicomProxy(cfg, recorder) as proxy:
+        print(proxy.address[1], flush=True)
+        sys.stdin.read()
+    print(len(recorder.operations), flush=True)
+
+
+def start_proxy(upstream_port: int) -> tuple[subprocess.Popen[str], int]:
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--serve-proxy", str(upstream_port)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    return proc, int(proc.stdout.readline())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--instances", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--queries", type=int, default=500)
+    parser.add_argument("--serve-proxy", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_proxy:
+        serve_proxy(args.serve_proxy)
+        return
     logging.disable(logging.WARNING)
     home = Path(tempfile.mkdtemp(prefix="dicomproxy-bench-"))
     (home / "study").mkdir()
     write_study(home / "study", args.instances)
     orthanc, dicom = start_orthanc(home)
-    recorder = MemoryRecorder(capacity=10**7)
-    cfg = parse_config({
-        "listen": {"port": 0, "ae_title": PROXY_AET, "allowed_calling_aets": CLIENTS},
-        "upstream": {"host": "127.0.0.1", "port": dicom, "ae_title": ORTHANC_AET},
-    })  # fmt: skip
+    proxy, proxy_port = start_proxy(dicom)
     try:
-        with DicomProxy(cfg, recorder) as proxy:
-            targets = {"direct": (dicom, ORTHANC_AET), "proxy": (proxy.address[1], PROXY_AET)}
-            store: dict[str, list[float]] = {"direct": [], "proxy": []}
-            for _ in range(args.rounds):
-                for name, (port, called) in targets.items():
-                    store[name].append(args.instances / store_seconds(port, called, home / "study"))
-            print(f"C-STORE, {args.instances} x 512 KiB per round, {args.rounds} rounds:")
-            for name, rates in store.items():
-                print(f"  {name:7s} {max(rates):8.1f} instances/s (best), rounds {rates}")
-            ratio = max(store["proxy"]) / max(store["direct"])
-            print(f"  proxy/direct {ratio:.2f} (goal >= 0.80)")
-            clients = {name: FindClient(*target) for name, target in targets.items()}
-            lat: dict[str, list[float]] = {"direct": [], "proxy": []}
-            for _ in range(max(1, args.queries // 50)):
-                for name, client in clients.items():
-                    lat[name].extend(client.once() for _ in range(50))
-            for client in clients.values():
-                client.assoc.release()
-            print(f"C-FIND, {len(lat['direct'])} queries each, one association each:")
-            for name, values in lat.items():
-                print(
-                    f"  {name:7s} p50 {pct(values, 0.5):6.2f} ms  p99 {pct(values, 0.99):6.2f} ms"
-                )
-            added = pct(lat["proxy"], 0.99) - pct(lat["direct"], 0.99)
-            print(f"  added p99 {added:.2f} ms (goal < 5 ms); operations recorded: "
-                  f"{len(recorder.operations)}")  # fmt: skip
+        targets = {"direct": (dicom, ORTHANC_AET), "proxy": (proxy_port, PROXY_AET)}
+        store: dict[str, list[float]] = {"direct": [], "proxy": []}
+        for _ in range(args.rounds):
+            for name, (port, called) in targets.items():
+                store[name].append(args.instances / store_seconds(port, called, home / "study"))
+        print(f"C-STORE, {args.instances} x 512 KiB per round, {args.rounds} rounds:")
+        for name, rates in store.items():
+            print(f"  {name:7s} {max(rates):8.1f} instances/s (best), rounds {rates}")
+        ratio = max(store["proxy"]) / max(store["direct"])
+        print(f"  proxy/direct {ratio:.2f} (goal >= 0.80)")
+        clients = {name: FindClient(*target) for name, target in targets.items()}
+        lat: dict[str, list[float]] = {"direct": [], "proxy": []}
+        for _ in range(max(1, args.queries // 50)):
+            for name, client in clients.items():
+                lat[name].extend(client.once() for _ in range(50))
+        for client in clients.values():
+            client.assoc.release()
+        print(f"C-FIND, {len(lat['direct'])} queries each, one association each:")
+        for name, values in lat.items():
+            print(f"  {name:7s} p50 {pct(values, 0.5):6.2f} ms  p99 {pct(values, 0.99):6.2f} ms")
+        added = pct(lat["proxy"], 0.99) - pct(lat["direct"], 0.99)
+        recorded, _ = proxy.communicate(timeout=30)
+        print(f"  added p99 {added:.2f} ms (goal < 5 ms); operations recorded: {recorded.strip()}")
     finally:
+        if proxy.poll() is None:
+            proxy.kill()
         orthanc.terminate()
-        orthanc.wait(timeout=30)
+        orthanc.wait(timeout=60)
 
 
 if __name__ == "__main__":

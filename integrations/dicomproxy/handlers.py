@@ -13,7 +13,6 @@ Invariants:
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -117,7 +116,9 @@ class Handlers:
     def _find_upstream(
         self, event: Any, model: str, identifier: Dataset, draft: Draft
     ) -> tuple[list[tuple[int, Dataset | None]], Dataset]:
-        query = copy.deepcopy(identifier)
+        # A shallow copy: only top-level return keys are added, and a deep copy of a
+        # Dataset was a tenth of the proxy's CPU per C-FIND.
+        query = Dataset({elem.tag: elem for elem in identifier.elements()})
         added = add_return_keys(query)
         limit = self._config.limits.max_find_responses
         up = self._up.shared(event.assoc)

@@ -22,6 +22,7 @@ from integrations.dicomproxy.config import ProxyConfig
 from integrations.dicomproxy.errors import DicomProxyError
 from integrations.dicomproxy.handlers import Handlers
 from integrations.dicomproxy.operations import OperationRecorder
+from integrations.dicomproxy.reactor import QuickAE
 from integrations.dicomproxy.recording import Gate
 from integrations.dicomproxy.sopclasses import QUERY_RETRIEVE
 from integrations.dicomproxy.tls import server_context
@@ -35,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 def _build_ae(config: ProxyConfig) -> AE:
     limits = config.limits
-    ae = AE(ae_title=config.listen.ae_title)
+    ae = QuickAE(ae_title=config.listen.ae_title)
     ae.maximum_associations = limits.max_associations
     ae.maximum_pdu_size = limits.max_pdu_bytes
     ae.acse_timeout = limits.acse_timeout

@@ -32,6 +32,8 @@ from typing import Any, cast
 
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
+from integrations.dicomproxy.reactor import quicken
+
 __all__ = ["GuardedServer", "no_delay"]
 
 logger = logging.getLogger(__name__)
@@ -81,6 +83,7 @@ class _GuardedHandler(RequestHandler):
         if isinstance(sock, AssociationSocket):
             sock.__class__ = _BoundedSocket  # same layout, one method more strict
             cast(_BoundedSocket, sock)._pdu_limit = self.server.pdu_read_limit
+            quicken(assoc, sock)
         return assoc
 
 
