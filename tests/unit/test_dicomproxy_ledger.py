@@ -29,6 +29,7 @@ from producers import (
     AuditEvent,
     Codec,
     EmitterPushbackError,
+    EmitterUnavailableError,
     EventAction,
     EventOutcome,
     EventValidationError,
@@ -415,7 +416,12 @@ def test_the_recorder_hands_each_operation_to_the_emitter(tmp_path: Path) -> Non
 
 @pytest.mark.parametrize(
     "error",
-    [EmitterPushbackError("full"), EventValidationError("bad", field="x"), OSError("disk")],
+    [
+        EmitterPushbackError("full"),
+        EventValidationError("bad", field="x"),
+        EmitterUnavailableError("stopped"),
+        OSError("disk"),
+    ],
 )
 def test_the_recorder_is_unavailable_when_the_emitter_refuses(
     tmp_path: Path, error: Exception
