@@ -13,6 +13,7 @@ import typer
 
 from ledgerctl.commands import (
     atna,
+    dicomproxy,
     emit,
     export_replay,
     history,
@@ -51,6 +52,7 @@ app.add_typer(quarantine.quarantine_app, name="quarantine")
 app.add_typer(tokens.token_app, name="token")
 app.add_typer(producer.producer_app, name="producer")
 app.add_typer(atna.atna_app, name="atna")
+app.add_typer(dicomproxy.dicomproxy_app, name="dicom-proxy")
 app.add_typer(emit.spool_app, name="spool")
 
 

@@ -31,6 +31,8 @@ class KafkaRole(StrEnum):
     SIMULATOR = "ledger-simulator"
     #: The Orthanc plugin's relay (configured in Orthanc's "PhiLedger" section, not here).
     ORTHANC = "ledger-orthanc"
+    #: The DICOM audit proxy (configured in its TOML file's [ledger.kafka], not here).
+    DICOMPROXY = "ledger-dicomproxy"
     OPERATOR = "ledger-operator"
 
 

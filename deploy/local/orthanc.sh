@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Orthanc (Debian's orthanc + orthanc-python) with the PHI audit plugin, as the current user:
 # REST on 127.0.0.1:$ORTHANC_PORT (remote access refused, HTTP Basic users), DICOM on
-# $ORTHANC_DICOM_PORT (C-STORE / C-ECHO only from the loopback AEs configured below: Orthanc
-# 1.10 cannot bind its DICOM port to one interface). Config, index and storage under
+# $ORTHANC_DICOM_PORT, answering only the loopback AEs configured below (Orthanc 1.10 cannot
+# bind its DICOM port to one interface): the DICOM audit proxy (deploy/local/dicomproxy.sh, AE
+# $LEDGER_DICOMPROXY_AET) for C-ECHO, C-FIND, C-GET and C-STORE, and LOCALSCU (a C-MOVE
+# destination on 127.0.0.1:11114); any other AE (DCMTK's FINDSCU, GETSCU, ...) is refused and
+# goes through the proxy on 127.0.0.1:$LEDGER_DICOMPROXY_PORT. Config, index and storage under
 # .local/orthanc, pid file .local/run/orthanc.pid, log .local/log/orthanc.log, demo users'
 # passwords in .local/secrets/orthanc-users (mode 600).
 # Usage: orthanc.sh start|stop|status|env|install [--env]   (--env, or env: print ORTHANC_URL=
@@ -13,6 +16,9 @@ source "$(dirname "$0")/common.sh"
 ORTHANC_PORT="${LEDGER_ORTHANC_PORT:-18042}"
 ORTHANC_DICOM_PORT="${LEDGER_ORTHANC_DICOM_PORT:-14242}"
 ORTHANC_AET="${LEDGER_ORTHANC_AET:-PHILEDGER}"
+# The DICOM audit proxy in front of this Orthanc (deploy/local/dicomproxy.sh).
+PROXY_AET="${LEDGER_DICOMPROXY_AET:-LEDGERPROXY}"
+PROXY_PORT="${LEDGER_DICOMPROXY_PORT:-11112}"
 O_HOME="$LOCAL/orthanc"
 CONF="$O_HOME/orthanc.json"
 PIDFILE="$RUN_DIR/orthanc.pid"
@@ -97,10 +103,12 @@ write_config() {
   LEDGER_ORTHANC_PRODUCER_KEY_FILE="$SECRETS/producers/orthanc.key" \
   "$VENV/bin/python" - "$CONF" "$USERS_FILE" "$pypath" "$bootstrap" "$access" "$relay" \
       "$ORTHANC_PORT" "$ORTHANC_DICOM_PORT" "$ORTHANC_AET" "$O_HOME" "$PLUGIN_SCRIPT" \
-      "$PYTHON_PLUGIN" "$VENV" "$protocol" "$ca" "$mechanism" "$creds" "${DEMO_USERS[@]}" <<'PY'
+      "$PYTHON_PLUGIN" "$VENV" "$protocol" "$ca" "$mechanism" "$creds" "$PROXY_AET" "$PROXY_PORT" \
+      "${DEMO_USERS[@]}" <<'PY'
 import json, os, sys
 (conf, users_file, pypath, bootstrap, access, relay, http_port, dicom_port, aet, home,
- script, plugin, venv, protocol, ca, mechanism, creds, *roles) = sys.argv[1:]
+ script, plugin, venv, protocol, ca, mechanism, creds, proxy_aet, proxy_port,
+ *roles) = sys.argv[1:]
 users = dict(line.split(":", 1) for line in open(users_file).read().split() if ":" in line)
 role = dict(r.split(":", 1) for r in roles)
 config = {
@@ -115,12 +123,25 @@ config = {
     "DicomAet": aet,
     "DicomPort": int(dicom_port),
     # Orthanc 1.10 listens on every interface for DICOM: only these loopback AEs may talk.
+    # Queries and retrieves from any other AE are refused: they go through the DICOM audit
+    # proxy, which Orthanc knows as a modality allowed to echo, find, get and store (it never
+    # sends C-MOVE: it fetches by C-GET, docs/dicom-proxy.md).
     "DicomAlwaysAllowEcho": False,
     "DicomAlwaysAllowStore": False,
+    "DicomAlwaysAllowFind": False,
+    "DicomAlwaysAllowFindWorklist": False,
+    "DicomAlwaysAllowGet": False,
+    "DicomAlwaysAllowMove": False,
     "DicomCheckModalityHost": True,
     "DicomModalities": {
         "self": [aet, "127.0.0.1", int(dicom_port)],
-        "local-scu": ["LOCALSCU", "127.0.0.1", 11112],
+        # Its port is where Orthanc sends a C-MOVE to LOCALSCU (11112 is the proxy's).
+        "local-scu": ["LOCALSCU", "127.0.0.1", 11114],
+        "ledger-proxy": {
+            "AET": proxy_aet, "Host": "127.0.0.1", "Port": int(proxy_port),
+            "AllowEcho": True, "AllowFind": True, "AllowFindWorklist": True,
+            "AllowGet": True, "AllowMove": False, "AllowStore": True,
+        },
     },
     "Plugins": [plugin],
     "PythonScript": script,

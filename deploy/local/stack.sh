@@ -65,6 +65,8 @@ ENV
   if [ -n "${LEDGER_ATNA_UDP_PORT:-}" ]; then echo "LEDGER_ATNA_UDP=127.0.0.1:$LEDGER_ATNA_UDP_PORT" >>"$ENV_FILE.tmp"; fi
   # Orthanc with the audit plugin (deploy/local/orthanc.sh), once `make up` started it.
   if [ -s "$LOCAL/orthanc/env" ]; then cat "$LOCAL/orthanc/env" >>"$ENV_FILE.tmp"; fi
+  # The DICOM audit proxy in front of it (deploy/local/dicomproxy.sh): point DICOM clients here.
+  if [ -s "$LOCAL/dicomproxy/env" ]; then cat "$LOCAL/dicomproxy/env" >>"$ENV_FILE.tmp"; fi
   mv "$ENV_FILE.tmp" "$ENV_FILE")
 }
 
@@ -81,7 +83,7 @@ ensure_api_token() {
 ensure_producer_keys() {
   mkdir -p "$PRODUCER_KEYS"; chmod 700 "$PRODUCER_KEYS"
   local pair
-  for pair in ledger-api:api ledger-fhir-feed:fhir-feed atna-receiver:atna orthanc-local:orthanc simulator:simulator ledger-cli:cli; do
+  for pair in ledger-api:api ledger-fhir-feed:fhir-feed atna-receiver:atna orthanc-local:orthanc dicom-proxy-local:dicomproxy simulator:simulator ledger-cli:cli; do
     (cd "$ROOT" && "$LEDGER" producer ensure "${pair%%:*}" --out "$PRODUCER_KEYS/${pair#*:}.key")
   done
 }
@@ -119,6 +121,9 @@ up() {
   # A real PACS with the audit plugin, on loopback, with named demo users.
   "$HERE/orthanc.sh" start
   (umask 077; "$HERE/orthanc.sh" env >"$LOCAL/orthanc/env")
+  # The DICOM audit proxy in front of Orthanc's DICOM port.
+  "$HERE/dicomproxy.sh" start
+  (umask 077; "$HERE/dicomproxy.sh" env >"$LOCAL/dicomproxy/env")
   write_env
   sleep 1
   pid_alive "$RUN_DIR/consumer.pid" || { tail -20 "$LOG_DIR/consumer.log" >&2; die "consumer exited (log: $LOG_DIR/consumer.log)"; }
@@ -127,6 +132,7 @@ up() {
 }
 
 down() {
+  "$HERE/dicomproxy.sh" stop
   "$HERE/orthanc.sh" stop
   "$HERE/atna.sh" stop
   stop_pidfile "$RUN_DIR/api.pid" "API"
@@ -141,6 +147,7 @@ status() {
   done
   "$HERE/atna.sh" status || true
   "$HERE/orthanc.sh" status || true
+  "$HERE/dicomproxy.sh" status || true
   "$HERE/kafka.sh" status || true
   "$HERE/postgres.sh" status >/dev/null 2>&1 && echo "PostgreSQL running" || echo "PostgreSQL not running"
 }

@@ -1,6 +1,7 @@
 """The DICOM audit proxy: a DIMSE proxy (pynetdicom) in front of any PACS that relays
 C-ECHO, C-FIND (patient and study root, modality worklist), C-MOVE, C-GET and C-STORE
-and records each operation as a ``DicomOperation`` for an ``OperationRecorder``.
+and records each operation as a ``DicomOperation`` for an ``OperationRecorder``; the
+``LedgerRecorder`` writes each one to the ledger as a PhiAccessEvent v2 (``eventmap``).
 
 It owns the listening side (``transport``, ``tls``), the relay (``handlers``,
 ``upstream``) and what it records (``operations``, ``identifiers``, ``recording``); it
@@ -23,6 +24,9 @@ from integrations.dicomproxy.errors import (
     DicomProxyError,
     RecorderUnavailable,
 )
+from integrations.dicomproxy.eventmap import event_of
+from integrations.dicomproxy.ledgerconfig import LedgerConfig
+from integrations.dicomproxy.ledgerrecorder import LedgerRecorder
 from integrations.dicomproxy.operations import (
     DicomOperation,
     OperationKind,
@@ -39,6 +43,8 @@ __all__ = [
     "DicomProxy",
     "DicomProxyConfigError",
     "DicomProxyError",
+    "LedgerConfig",
+    "LedgerRecorder",
     "Limits",
     "ListenConfig",
     "LoggingRecorder",
@@ -51,6 +57,7 @@ __all__ = [
     "SubOperations",
     "TlsFiles",
     "UpstreamConfig",
+    "event_of",
     "load_config",
     "parse_config",
     "serve",

@@ -3,9 +3,9 @@
 Invariant: a ``ProxyConfig`` that exists is valid: AE titles are 1-16 printable ASCII
 characters without a backslash, ports are 1-65535 (0 only for the listening port: any
 free port), limits are positive and bounded, TLS files exist, and every bad value is
-refused with a ``DicomProxyConfigError`` naming its TOML key. Construction reads the TLS
-files' existence only; the contexts are built by ``tls``. The file format is in
-docs/dicom-proxy.md.
+refused with a ``DicomProxyConfigError`` naming its TOML key (the ``[ledger]`` section:
+``ledgerconfig``). Construction reads the TLS and key files' existence only; the
+contexts are built by ``tls``. The file format is in docs/dicom-proxy.md.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from integrations.dicomproxy.errors import DicomProxyConfigError
+from integrations.dicomproxy.ledgerconfig import LedgerConfig, parse_ledger
 
 __all__ = [
     "Destination",
@@ -102,6 +103,8 @@ class ProxyConfig:
     limits: Limits = field(default_factory=Limits)
     #: True: an operation the recorder cannot take is refused; False: it is answered.
     fail_closed: bool = True
+    #: Where operations become ledger events (``ledger dicom-proxy serve`` needs it).
+    ledger: LedgerConfig | None = None
 
 
 def load_config(path: str | Path) -> ProxyConfig:
@@ -121,7 +124,7 @@ def parse_config(data: Mapping[str, Any], *, base: Path | None = None) -> ProxyC
     """Validate a parsed TOML document; relative TLS paths are resolved against
     ``base`` (the file's directory)."""
     r = _Reader(data, "", base or Path.cwd())
-    r.only({"listen", "upstream", "destinations", "limits", "recording"})
+    r.only({"listen", "upstream", "destinations", "limits", "recording", "ledger"})
     listen, upstream = r.table("listen"), r.table("upstream")
     listen.only({"host", "port", "ae_title", "allowed_calling_aets", "tls"})
     upstream.only({"host", "port", "ae_title", "tls", "tls_server_name"})
@@ -167,6 +170,7 @@ def parse_config(data: Mapping[str, Any], *, base: Path | None = None) -> ProxyC
         ),
         limits=limits,
         fail_closed=recording.boolean("fail_closed", True),
+        ledger=parse_ledger(r.table("ledger")) if r.has("ledger") else None,
     )
 
 
@@ -267,6 +271,24 @@ class _Reader:
                 key=self._key(name),
             )
         return tuple(check_aet(v, f"{self._key(name)}[{i}]") for i, v in enumerate(value))
+
+    def has(self, name: str) -> bool:
+        return name in self._data
+
+    def path(self, name: str, *, required: bool, is_file: bool = True) -> str | None:
+        """A path, resolved against the configuration file's directory; a file must exist
+        (``is_file``), a directory may not exist yet (it is created when used)."""
+        if name not in self._data:
+            if required:
+                raise DicomProxyConfigError("is required", key=self._key(name))
+            return None
+        path = Path(self.string(name, None))
+        path = path if path.is_absolute() else self._base / path
+        if is_file and not path.is_file():
+            raise DicomProxyConfigError(f"no such file: {path}", key=self._key(name))
+        if not is_file and path.exists() and not path.is_dir():
+            raise DicomProxyConfigError(f"not a directory: {path}", key=self._key(name))
+        return str(path)
 
     def _file(self, table: _Reader, name: str) -> str | None:
         if name not in table._data:

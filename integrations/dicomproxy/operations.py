@@ -5,7 +5,8 @@ Invariant: a ``DicomOperation`` is a plain value (frozen, slotted, keyword-only;
 not lists; aware UTC times); it says what was asked (criteria, patients and studies named
 in the request) apart from what was disclosed or received (patients and studies in the
 responses, retrieved or stored datasets), and the status the proxy answered. It is not a
-ledger event: how it becomes one is decided elsewhere (issue 14, item 1).
+ledger event: ``ledgerrecorder.LedgerRecorder`` turns it into one
+(docs/design/dicom-audit-mapping.md).
 """
 
 from __future__ import annotations
@@ -81,6 +82,9 @@ class DicomOperation:
     #: received (C-STORE dataset).
     result_patients: tuple[PatientRef, ...] = ()
     result_studies: tuple[str, ...] = ()
+    #: Each result patient with the studies of theirs in the same responses or datasets
+    #: (first-seen order, each once): what a ledger event lists as disclosed.
+    result_sets: tuple[tuple[PatientRef, tuple[str, ...]], ...] = ()
     #: Number of C-FIND pending responses, or of instances fetched for C-GET/C-MOVE.
     result_count: int = 0
     move_destination: str | None = None

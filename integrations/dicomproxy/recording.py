@@ -101,6 +101,8 @@ class Draft:
     requested_studies: tuple[str, ...] = ()
     result_patients: list[PatientRef] = field(default_factory=list)
     result_studies: list[str] = field(default_factory=list)
+    #: Result patient -> their studies (dicts as ordered sets).
+    result_sets: dict[PatientRef, dict[str, None]] = field(default_factory=dict)
     result_count: int = 0
     move_destination: str | None = None
     proxy_error: str | None = None
@@ -116,8 +118,11 @@ class Draft:
     def result(self, dataset: Dataset | None) -> None:
         """Note a response identifier, or a retrieved or stored dataset."""
         self.result_count += 1
-        self.result_patients.extend(patients_of(dataset))
-        self.result_studies.extend(studies_of(dataset))
+        patients, studies = patients_of(dataset), studies_of(dataset)
+        self.result_patients.extend(patients)
+        self.result_studies.extend(studies)
+        for patient in patients:
+            self.result_sets.setdefault(patient, {}).update(dict.fromkeys(studies))
 
     def finish(
         self, status: int | None, sub_operations: SubOperations | None = None
@@ -138,6 +143,7 @@ class Draft:
             requested_studies=self.requested_studies,
             result_patients=unique(self.result_patients),
             result_studies=unique(self.result_studies),
+            result_sets=tuple((p, tuple(s)) for p, s in self.result_sets.items()),
             result_count=self.result_count,
             move_destination=self.move_destination,
             status=status,
