@@ -1,14 +1,17 @@
 """What the DICOM audit proxy costs in front of Orthanc: C-STORE throughput and C-FIND
 latency, direct and through the proxy, side by side in one run.
 
-Starts its own Orthanc (Debian's, no plugin, free ports) and the proxy in front of it
-(recording into memory: the recorder is not what is measured). C-STORE: DCMTK's
+Starts its own Orthanc (Debian's, no plugin, free ports, TCP_NODELAY) and the proxy in
+front of it in a process of its own, as ``ledger dicom-proxy serve`` runs. With the stack
+up (``make up``) the proxy records through its real ``LedgerRecorder``: every operation
+mapped, validated, signed and emitted to the stack's Kafka (a scratch topic, no consumer)
+with its fsynced spool; without the stack, into memory, and it says so. C-STORE: DCMTK's
 storescu sends the same CT study (``--instances`` of 512x512x16 bit) in one association,
 direct and through the proxy, in alternating rounds; instances/s and the ratio (goal:
 proxy >= 0.8 of direct). C-FIND: a pynetdicom client (TCP_NODELAY) on one association
 per target sends the same study-level query, alternating blocks of 50, direct and
 through the proxy; p50/p99 and the p99 the proxy adds (goal: < 5 ms). Nothing fails on
-a number. Needs Debian's orthanc and DCMTK; not the stack.
+a number. Needs Debian's orthanc and DCMTK.
 
     .venv/bin/python benchmarks/dicomproxy.py [--instances 200] [--rounds 3] [--queries 500]
 """
@@ -16,13 +19,16 @@ a number. Needs Debian's orthanc and DCMTK; not the stack.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import os
+import secrets
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -31,13 +37,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
-from pynetdicom import AE
 
+from benchmarks.proofs import admin_kafka, env, simulator
 from integrations.dicomproxy import DicomProxy, MemoryRecorder, parse_config
+from integrations.dicomproxy.reactor import QuickAE
 from integrations.dicomproxy.sopclasses import STUDY_ROOT_FIND
 from integrations.dicomproxy.transport import no_delay
+from ledgerctl.dicomproxy import run_dicom_proxy
+from ledgerctl.infra import ensure_topics
+from producers.signing import generate_producer_key, write_producer_key
 from tests.dicom_upstream import ct_instance
 
+ROOT = Path(__file__).resolve().parents[1]
 ORTHANC = "/usr/sbin/Orthanc"
 ORTHANC_AET, PROXY_AET = "BENCHPACS", "LEDGERPROXY"
 CLIENTS = ["STORESCU", "BENCH"]
@@ -88,9 +99,9 @@ def write_study(where: Path, count: int) -> None:
 
 def store_seconds(port: int, called: str, study: Path) -> float:
     started = time.perf_counter()
-    run = subprocess.run(
+    run = subprocess.run(  # TCP_NODELAY: as for Orthanc, DCMTK leaves Nagle on without it
         ["storescu", "-aet", "STORESCU", "-aec", called, "127.0.0.1", str(port), "+sd", str(study)],
-        capture_output=True, text=True, check=False,
+        capture_output=True, text=True, check=False, env={**os.environ, "TCP_NODELAY": "1"},
     )  # fmt: skip
     if run.returncode != 0:
         raise SystemExit(f"storescu failed: {run.stderr[-2000:]}")
@@ -99,7 +110,10 @@ def store_seconds(port: int, called: str, study: Path) -> float:
 
 class FindClient:
     def __init__(self, port: int, called: str) -> None:
-        ae = AE("BENCH")
+        # QuickAE: pynetdicom's own requestor reactor can take a response off the queue
+        # in the instant a send_c_find pauses it (one in a few thousand queries lost its
+        # pending answer, direct or not); the proxy's reactor closes that window.
+        ae = QuickAE("BENCH")
         ae.add_requested_context(STUDY_ROOT_FIND)
         self.called = called
         self.assoc = ae.associate("127.0.0.1", port, ae_title=called)
@@ -126,29 +140,73 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
+def proxy_config(workdir: Path, upstream_port: int) -> tuple[Path | None, str]:
+    """A configuration file for ``ledger dicom-proxy serve``: its real ``LedgerRecorder``
+    (every operation mapped, validated, signed and emitted with an fsynced spool) writing
+    to a scratch topic of the running stack's Kafka; ``None`` when the stack is not up."""
+    if not (ROOT / ".local" / "env").exists():
+        return None, "memory (no stack: run make up to measure the ledger recorder)"
+    settings = env()
+    bootstrap = settings["KAFKA_BOOTSTRAP"]
+    topic = f"bench-dicomproxy-{secrets.token_hex(3)}-phi-access"
+    asyncio.run(ensure_topics(bootstrap, (topic,), 1, admin_kafka(settings)))
+    key_file = workdir / "producer.key"
+    write_producer_key(str(key_file), generate_producer_key("bench-dicomproxy"))
+    kafka = simulator(settings)
+    q = json.dumps
+    lines = [
+        "[listen]", 'host = "127.0.0.1"', "port = 0", f"ae_title = {q(PROXY_AET)}",
+        f"allowed_calling_aets = {q(CLIENTS)}",
+        "[upstream]", 'host = "127.0.0.1"', f"port = {upstream_port}",
+        f"ae_title = {q(ORTHANC_AET)}",
+        "[ledger]", f"bootstrap_servers = {q(bootstrap)}", f"topic = {q(topic)}",
+        'producer_id = "bench-dicomproxy"', f"producer_key_file = {q(str(key_file))}",
+        'facility_id = "bench"', f"spool_dir = {q(str(workdir / 'spool'))}",
+        "[ledger.kafka]", f"protocol = {q(kafka.protocol)}",
+    ]  # fmt: skip
+    for name in ("ca_file", "sasl_mechanism", "sasl_username", "sasl_password_file"):
+        if getattr(kafka, name):
+            lines.append(f"{name} = {q(getattr(kafka, name))}")
+    path = workdir / "proxy.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path, f"ledger (Kafka topic {topic})"
+
+
 def serve_proxy(upstream_port: int) -> None:
-    """The proxy in its own process, as ``ledger dicom-proxy serve`` runs it: prints its
-    port, serves until stdin closes, then prints how many operations it recorded."""
+    """The proxy in its own process through ``run_dicom_proxy``, the code of ``ledger
+    dicom-proxy serve``: prints its port and recorder, serves until stdin closes, then
+    prints what it recorded."""
     logging.disable(logging.WARNING)
-    recorder = MemoryRecorder(capacity=10**7)
-    cfg = parse_config({
-        "listen": {"host": "127.0.0.1", "port": 0, "ae_title": PROXY_AET,
-                   "allowed_calling_aets": CLIENTS},
-        "upstream": {"host": "127.0.0.1", "port": upstream_port, "ae_title": ORTHANC_AET},
-    })  # fmt: skip
-    with DicomProxy(cfg, recorder) as proxy:
-        print(proxy.address[1], flush=True)
-        sys.stdin.read()
-    print(len(recorder.operations), flush=True)
+    workdir = Path(tempfile.mkdtemp(prefix="dicomproxy-bench-rec-"))
+    config_file, kind = proxy_config(workdir, upstream_port)
+    if config_file is None:
+        cfg = parse_config({
+            "listen": {"host": "127.0.0.1", "port": 0, "ae_title": PROXY_AET,
+                       "allowed_calling_aets": CLIENTS},
+            "upstream": {"host": "127.0.0.1", "port": upstream_port, "ae_title": ORTHANC_AET},
+        })  # fmt: skip
+        recorder = MemoryRecorder(capacity=10**7)
+        with DicomProxy(cfg, recorder) as proxy:
+            print(proxy.address[1], kind, flush=True)
+            sys.stdin.read()
+        print(f"{len(recorder.operations)} in memory", flush=True)
+        return
+    stop = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+    stats = run_dicom_proxy(
+        config_file, stop=stop, ready=lambda proxy: print(proxy.address[1], kind, flush=True)
+    )
+    print(f"{stats['recorded']} events, {stats['emitter_delivered']} in Kafka", flush=True)
 
 
-def start_proxy(upstream_port: int) -> tuple[subprocess.Popen[str], int]:
+def start_proxy(upstream_port: int) -> tuple[subprocess.Popen[str], int, str]:
     proc = subprocess.Popen(
         [sys.executable, __file__, "--serve-proxy", str(upstream_port)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert proc.stdout is not None
-    return proc, int(proc.stdout.readline())
+    port, _, kind = proc.stdout.readline().strip().partition(" ")
+    return proc, int(port), kind
 
 
 def main() -> None:
@@ -166,7 +224,8 @@ def main() -> None:
     (home / "study").mkdir()
     write_study(home / "study", args.instances)
     orthanc, dicom = start_orthanc(home)
-    proxy, proxy_port = start_proxy(dicom)
+    proxy, proxy_port, recorder_kind = start_proxy(dicom)
+    print(f"proxy recorder: {recorder_kind}")
     try:
         targets = {"direct": (dicom, ORTHANC_AET), "proxy": (proxy_port, PROXY_AET)}
         store: dict[str, list[float]] = {"direct": [], "proxy": []}
