@@ -192,7 +192,12 @@ def serve_proxy(upstream_port: int) -> None:
         print(f"{len(recorder.operations)} in memory", flush=True)
         return
     stop = threading.Event()
-    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+
+    def stop_at_eof() -> None:
+        sys.stdin.read()
+        stop.set()
+
+    threading.Thread(target=stop_at_eof, daemon=True).start()
     stats = run_dicom_proxy(
         config_file, stop=stop, ready=lambda proxy: print(proxy.address[1], kind, flush=True)
     )
