@@ -15,13 +15,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 from pydicom.dataset import Dataset
 from pynetdicom import evt
 from pynetdicom.events import EventHandlerType
 
 from integrations.dicomproxy.config import ProxyConfig
+from integrations.dicomproxy.cutthrough import (
+    StoreRelay,
+    abandon_relays,
+    enable_cut_through,
+    take_relay,
+)
 from integrations.dicomproxy.identifiers import add_return_keys, strip_keys
 from integrations.dicomproxy.operations import OperationKind
 from integrations.dicomproxy.recording import Draft, Gate, Peer, identifier_of
@@ -63,6 +69,10 @@ class Handlers:
             (evt.EVT_ABORTED, self.on_end),
             (evt.EVT_CONN_CLOSE, self.on_end),
         ]
+
+    def prepare(self, assoc: Any) -> None:
+        """Set up a new inbound association: C-STOREs are relayed as they arrive."""
+        enable_cut_through(assoc, self._relay_store)
 
     # C-ECHO ---------------------------------------------------------------------------
     def on_echo(self, event: Any) -> Any:
@@ -147,8 +157,31 @@ class Handlers:
         raise UpstreamUnavailable("the PACS C-FIND ended without a final response")
 
     # C-STORE --------------------------------------------------------------------------
+    def _relay_store(
+        self, inbound: Any, context_id: int, command: bytes, msg_id: int
+    ) -> StoreRelay | None:
+        """Open the cut-through relay of a C-STORE whose command set just arrived, on the
+        PACS association's context with the same abstract and transfer syntax; None when
+        there is none (the instance is then stored and forwarded)."""
+        try:
+            up = self._up.shared(inbound)
+        except UPSTREAM_ERRORS:
+            return None
+        theirs = _relay_contexts(inbound, up).get(context_id)
+        if theirs is None:
+            return None
+        relay = StoreRelay(up, theirs)
+        try:
+            relay.open(command)
+        except Exception:
+            up.abort()  # part of a command may have gone: nothing may follow it
+            raise
+        return relay
+
     def on_store(self, event: Any) -> Any:
         draft = Draft(OperationKind.STORE, str(event.context.abstract_syntax), Peer.of(event.assoc))
+        request = event.request
+        relay = take_relay(event.assoc, request.MessageID)
         try:
             dataset = event.dataset
             dataset.file_meta = event.file_meta
@@ -159,16 +192,20 @@ class Handlers:
                 "C-STORE: undecodable dataset from %s (%s)", draft.peer.address, type(exc).__name__
             )
             draft.proxy_error = "bad_dataset"
-            self._gate.admit(draft.finish(BAD_DATASET))
-            return BAD_DATASET
-        request = event.request
+            if relay is None:  # not forwarded
+                self._gate.admit(draft.finish(BAD_DATASET))
+                return BAD_DATASET
+            dataset = None  # forwarded already: the PACS answers it
         try:
-            status = self._up.shared(event.assoc).send_c_store(
-                dataset,
-                msg_id=request.MessageID,
-                originator_aet=request.MoveOriginatorApplicationEntityTitle or None,
-                originator_id=request.MoveOriginatorMessageID,
-            )
+            if relay is not None:
+                status = relay.result()
+            else:
+                status = self._up.shared(event.assoc).send_c_store(
+                    dataset,
+                    msg_id=request.MessageID,
+                    originator_aet=request.MoveOriginatorApplicationEntityTitle or None,
+                    originator_id=request.MoveOriginatorMessageID,
+                )
             if not status:
                 raise UpstreamUnavailable("no C-STORE response from the PACS")
         except UPSTREAM_ERRORS as exc:
@@ -184,6 +221,28 @@ class Handlers:
 
     # association end ------------------------------------------------------------------
     def on_end(self, event: Any) -> None:
-        """Release the PACS association kept for this one; record what was left open."""
+        """Release the PACS association kept for this one (abort it if a C-STORE relay was
+        left half-sent); record what was left open."""
+        abandon_relays(event.assoc)
         self._up.drop(event.assoc)
         self.retrieves.abandon(event.assoc)
+
+
+def _relay_contexts(inbound: Any, up: Any) -> dict[int, int]:
+    """Inbound context id -> the PACS association's context id with the same abstract
+    and transfer syntax; worked out once per pair of associations (building
+    ``accepted_contexts`` validates every UID again)."""
+    cached = getattr(inbound, "_relay_contexts", None)
+    if cached is not None and cached[0] is up:
+        return cast(dict[int, int], cached[1])
+    theirs = {
+        (str(cx.abstract_syntax), str(cx.transfer_syntax[0])): cx.context_id
+        for cx in up.accepted_contexts
+    }
+    mapping = {
+        cx.context_id: theirs[key]
+        for cx in inbound.accepted_contexts
+        if (key := (str(cx.abstract_syntax), str(cx.transfer_syntax[0]))) in theirs
+    }
+    inbound._relay_contexts = (up, mapping)
+    return mapping

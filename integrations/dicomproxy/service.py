@@ -99,6 +99,7 @@ class DicomProxy:
             pdu_read_limit=limits.max_pdu_bytes + ASSOCIATE_SLACK,
             handshake_timeout=limits.tls_handshake_timeout,
             read_timeout=limits.network_timeout,
+            prepare=handlers.prepare,
         )
         assert isinstance(server, GuardedServer)  # narrowing for mypy, not validation
         ae._servers.append(server)  # as ae.start_server does; server.shutdown() removes it

@@ -28,6 +28,7 @@ import logging
 import socket
 import ssl
 import threading
+from collections.abc import Callable
 from typing import Any, cast
 
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
@@ -84,6 +85,8 @@ class _GuardedHandler(RequestHandler):
             sock.__class__ = _BoundedSocket  # same layout, one method more strict
             cast(_BoundedSocket, sock)._pdu_limit = self.server.pdu_read_limit
             quicken(assoc, sock)
+        if self.server.prepare is not None:
+            self.server.prepare(assoc)
         return assoc
 
 
@@ -101,6 +104,7 @@ class GuardedServer(ThreadedAssociationServer):
         pdu_read_limit: int,
         handshake_timeout: float,
         read_timeout: float,
+        prepare: Callable[[Any], None] | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs["request_handler"] = _GuardedHandler
@@ -108,6 +112,8 @@ class GuardedServer(ThreadedAssociationServer):
         self.tls = tls
         self.connection_cap = connection_cap
         self.pdu_read_limit = pdu_read_limit
+        #: Called with each new inbound association before it starts.
+        self.prepare = prepare
         self._handshake_timeout = handshake_timeout
         self._read_timeout = read_timeout
         self._lock = threading.Lock()
