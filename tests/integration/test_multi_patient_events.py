@@ -51,6 +51,7 @@ from producers.events import (
     Patient,
     PhiAccessEvent,
     Recipient,
+    Study,
 )
 from tests.support import (
     Stack,
@@ -104,7 +105,13 @@ EVENTS: dict[str, PhiAccessEvent] = {
         ),
     ),
     "v1_a": _access("dr.n", dicom_event_id="110103", action=EventAction.READ, patient=A),
-    "d": _access("dr.n", dicom_event_id="110103", action=EventAction.READ, patient=D),
+    "d": _access(
+        "dr.n",
+        dicom_event_id="110103",
+        action=EventAction.READ,
+        patient=D,
+        study=Study(uid=f"{STUDY}.1", accession="ACC-D"),
+    ),
     # A transfer to an outside party of E's study, naming no patient in the request.
     "transfer": _access(
         "dr.t",
@@ -214,13 +221,14 @@ def ledger(stack: Stack) -> Iterator[Ledger]:
     asyncio.run(drop())
 
 
-async def history(ledger: Ledger, key: HistoryKey, value: str) -> dict[uuid.UUID, bool]:
+async def history(
+    ledger: Ledger, key: HistoryKey, value: str, **narrowing: str
+) -> dict[uuid.UUID, bool]:
     """The history: event id -> whether it is there by disclosure."""
+    query = HistoryQuery(key=key, value=value, **narrowing)  # type: ignore[arg-type]
     async with PostgresReader(dsn=ledger.reader_url) as reader:
         snapshot = await reader.snapshot()
-        entries = await reader.history(
-            HistoryQuery(key=key, value=value), snapshot=snapshot, limit=1000, after=None
-        )
+        entries = await reader.history(query, snapshot=snapshot, limit=1000, after=None)
     return {e.event_id: e.via_disclosure for e in entries}
 
 
@@ -266,6 +274,35 @@ async def test_each_disclosed_patient_sees_the_query_marked_disclosed(ledger: Le
 async def test_a_query_that_matched_nobody_is_in_its_users_history(ledger: Ledger) -> None:
     seen = await history(ledger, HistoryKey.USER, "dr.q")
     assert seen == {EVENTS["three"].event_id: False, EVENTS["nothing"].event_id: False}
+
+
+async def test_a_study_s_history_lists_the_answers_that_returned_it(ledger: Ledger) -> None:
+    """/v1/studies/{uid}/accesses and FHIR AuditEvent?entity=: the events that name the
+    study, and those whose answer listed it in a patient's studies, marked "disclosed"
+    (index event_patients_studies, migration 0011)."""
+    three, d = EVENTS["three"].event_id, EVENTS["d"].event_id
+    assert await history(ledger, HistoryKey.STUDY, f"{STUDY}.1") == {three: True, d: False}
+    assert await history(ledger, HistoryKey.STUDY, f"{STUDY}.3") == {three: True}
+    assert await history(ledger, HistoryKey.STUDY, f"{STUDY}.9") == {
+        EVENTS["transfer"].event_id: True
+    }
+    assert await history(ledger, HistoryKey.STUDY, f"{STUDY}.4") == {}
+    # The accession narrows the events that name the study; an answer lists UIDs only.
+    by_accession = await history(ledger, HistoryKey.STUDY, f"{STUDY}.1", qualifier="ACC-D")
+    assert by_accession == {three: True, d: False}
+    other = await history(ledger, HistoryKey.STUDY, f"{STUDY}.1", qualifier="ACC-X")
+    assert other == {three: True}
+
+
+async def test_a_history_narrowed_by_study_keeps_the_answers_that_returned_it(
+    ledger: Ledger,
+) -> None:
+    """FHIR AuditEvent?patient=&entity=: the study narrowing matches a disclosed study."""
+    seen = await history(ledger, HistoryKey.PATIENT, A.id, study=f"{STUDY}.1")
+    assert seen == {EVENTS["three"].event_id: True}
+    assert await history(ledger, HistoryKey.USER, "dr.n", study=f"{STUDY}.1") == {
+        EVENTS["d"].event_id: False
+    }
 
 
 def test_a_clean_ledger_with_queries_verifies(ledger: Ledger, tmp_path: Path) -> None:
