@@ -377,7 +377,8 @@ async def test_an_investigation_of_the_user_counts_every_patient_their_queries_r
     ]
     assert [(s.state, s.residents) for s in report.states] == [("MA", 1)]
     assert report.unknown_state == 2
-    assert report.unlisted_patients == 4 and report.individuals_at_most == 7
+    assert report.unlisted_patients == 4
+    assert report.individuals_at_most == 7
     (t,) = report.truncated_answers
     assert (t.source.event_id, t.listed, t.total) == (EVENTS["three"].event_id, 3, 7)
 

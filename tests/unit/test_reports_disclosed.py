@@ -73,7 +73,8 @@ def test_every_patient_a_query_returned_is_affected_with_their_own_state() -> No
 
 def test_a_query_that_matched_nobody_is_on_the_timeline_and_touches_no_one() -> None:
     report = build_investigation(scope(), [query()], checkpoints=[checkpoint()])
-    assert report.patients == () and report.attempted_only == ()
+    assert report.patients == ()
+    assert report.attempted_only == ()
     assert len(report.timeline) == 1
     assert report.timeline[0].disclosed_total == 0
 
@@ -101,7 +102,8 @@ def test_named_and_disclosed_events_add_up_and_the_latest_state_wins() -> None:
     report = build_investigation(scope(), [later, first], checkpoints=[checkpoint()])
     (p,) = report.patients
     assert (p.state, p.other_states, p.events, p.disclosed_events) == ("MA", ("NH",), 2, 1)
-    assert p.first_access == T0 and p.phi_kinds == (PhiKind.DEMOGRAPHICS, PhiKind.IMAGES)
+    assert p.first_access == T0
+    assert p.phi_kinds == (PhiKind.DEMOGRAPHICS, PhiKind.IMAGES)
 
 
 def test_an_answer_counts_even_when_the_operation_then_failed() -> None:
@@ -123,7 +125,8 @@ def test_an_answer_counts_even_when_the_operation_then_failed() -> None:
         disclosed=(DisclosedRef(id="X", issuer="h"),),
     )
     report = build_investigation(scope(), [failed_named_returned], checkpoints=[])
-    assert [p.patient_id for p in report.patients] == ["X"] and report.attempted_only == ()
+    assert [p.patient_id for p in report.patients] == ["X"]
+    assert report.attempted_only == ()
 
 
 def test_a_truncated_answer_is_flagged_and_never_undercounted() -> None:
@@ -154,7 +157,8 @@ def test_a_truncated_answer_is_flagged_and_never_undercounted() -> None:
     table = csv_rows(to_csv(report))
     assert table[0][-2:] == ["disclosed_events", "note"]
     assert len(table) == 1 + 3 + 1
-    assert table[-1][0] == "" and "597 more patient(s)" in table[-1][-1]
+    assert table[-1][0] == ""
+    assert "597 more patient(s)" in table[-1][-1]
 
 
 def test_without_truncation_the_csv_has_no_note_row() -> None:

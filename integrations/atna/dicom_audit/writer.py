@@ -24,6 +24,13 @@ from integrations.atna.dicom_audit.model import (
     SECURITY_SCHEMA,
     MappedEvent,
 )
+from integrations.atna.dicom_audit.resultset import (
+    DISCLOSED_DETAIL,
+    DISCLOSED_TOTAL_DETAIL,
+    DISCLOSED_TRUNCATED_DETAIL,
+    NAMED_PATIENT_DETAIL,
+    disclosed_json,
+)
 from producers import AuditLogUsed, Patient, PhiAccessEvent, Recipient, SecurityEvent, Study
 from schemas import dicom
 
@@ -192,8 +199,9 @@ def _event_objects(
             _detail(ledger, "recipient-address", recipient.address)
         if recipient.organization is not None:
             _detail(ledger, "recipient-organization", recipient.organization)
-    if event.patient is not None:  # v2: a query may name none (its disclosed are not written)
+    if event.patient is not None:
         _patient_object(root, event.patient)
+    _result_set(root, ledger, event)
     if event.study is not None:
         _all_text(
             [
@@ -204,6 +212,25 @@ def _event_objects(
             + [("study.sop_classes", s) for s in event.study.sop_classes]
         )
         _study_object(root, event.study, ledger)
+
+
+def _result_set(root: ET.Element, ledger: ET.Element, event: PhiAccessEvent) -> None:
+    """The patients the answer returned (v2 ``disclosed``): a patient object for each one
+    the request did not name (after the named patient's), and everything about them in
+    the ledger object (``resultset``)."""
+    named = None if event.patient is None else (event.patient.id, event.patient.issuer)
+    if named is None:
+        _detail(ledger, NAMED_PATIENT_DETAIL, "none")
+    for p in event.disclosed:
+        _all_text([("disclosed.id", p.id), ("disclosed.issuer", p.issuer)])
+        _all_text([("disclosed.state", p.state), *(("disclosed.studies", u) for u in p.studies)])
+        _detail(ledger, DISCLOSED_DETAIL, disclosed_json(p))
+        if (p.id, p.issuer) != named:
+            _patient_object(root, Patient(id=p.id, issuer=p.issuer))
+    if event.disclosed_truncated:
+        _detail(ledger, DISCLOSED_TRUNCATED_DETAIL, "true")
+    if event.disclosed_total is not None:
+        _detail(ledger, DISCLOSED_TOTAL_DETAIL, str(event.disclosed_total))
 
 
 def _detail_objects(
