@@ -30,6 +30,7 @@ from ledger.audit import fhir
 from ledger.audit.query import LedgerPosition
 from ledger.audit.records import SchemaSet, StoredSchema
 from producers.codec import Codec, load_shipped_schemas
+from producers.errors import EventValidationError
 from producers.events import (
     Actor,
     AuditLogUsed,
@@ -520,18 +521,25 @@ def test_event_to_dicom_xml_and_back_is_equal(name: str) -> None:
         assert loose.event_id == event.event_id
 
 
-#: The inbound FHIR feed (integrations.fhir) takes no Audit Log Used, and no access that
-#: names no patient (PhiAccessEvent v2: docs/design/multi-patient-events.md, "Not built").
-_NOT_FROM_FHIR = frozenset({"audit-log-used.xml", "dcm4chee-query-no-patient.xml"})
-
-
-@pytest.mark.parametrize("name", sorted(set(EXPECTED) - _NOT_FROM_FHIR))
+@pytest.mark.parametrize("name", sorted(n for n in EXPECTED if n != "audit-log-used.xml"))
 def test_event_to_fhir_and_back_is_equal(name: str) -> None:
     for event in _stamped(name):
         full_name, record = _SCHEMAS.decode(_CODEC.encode(event))
         resource = fhir.audit_event(full_name, record, event_id=event.event_id, position=POSITION)
         back = pfhir.event_from_fhir(resource, keep_producer=True)
         assert back == event
+
+
+def test_the_fhir_feed_takes_a_query_naming_no_patient_and_nothing_else_without_one() -> None:
+    (event,) = _stamped("dcm4chee-query-no-patient.xml")
+    full_name, record = _SCHEMAS.decode(_CODEC.encode(event))
+    resource = fhir.audit_event(full_name, record, event_id=event.event_id, position=POSITION)
+    back = pfhir.event_from_fhir(resource, keep_producer=True)
+    assert isinstance(back, PhiAccessEvent)
+    assert back.patient is None
+    resource["type"]["code"] = "110103"
+    with pytest.raises(EventValidationError, match="needs the patient"):
+        pfhir.event_from_fhir(resource, keep_producer=True)
 
 
 def test_audit_log_used_to_fhir_is_a_view_only() -> None:
