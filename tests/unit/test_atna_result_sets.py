@@ -1,7 +1,8 @@
 """DICOM audit messages of accesses that name many patients, or none (PhiAccessEvent v2):
 a foreign Query that names no patient is a patient-less Query; one with several patient
 objects is one event disclosing them all; a non-Query naming several patients is one event
-per patient (their studies listed, whose is not stated). The writer writes disclosed
+per patient (their studies listed, whose is not stated), an Audit Log Used naming
+several patients one per patient. The writer writes disclosed
 patients as patient objects and the rest in its ledger object, so that every v2 event
 survives write-then-map, and a written message whose objects disagree is refused."""
 
@@ -271,3 +272,24 @@ def test_a_written_message_whose_patients_disagree_is_refused(change: str, reaso
     with pytest.raises(AtnaUnmappableError) as caught:
         events_from_dicom(xml, keep_producer=True)
     assert caught.value.reason == reason
+
+
+def test_a_foreign_audit_log_used_naming_several_patients_is_one_event_each() -> None:
+    payload = (CORPUS / "audit-log-used.xml").read_bytes()
+    payload = payload.replace(
+        b"</AuditMessage>", _PATIENT.format(id="MRN7654321").encode() + b"</AuditMessage>"
+    )
+    events = events_from_dicom(payload)
+    assert [type(e).__name__ for e in events] == ["AuditLogUsed", "AuditLogUsed"]
+    assert [(e.patient.id if e.patient else None) for e in events] == ["MRN1234567", "MRN7654321"]
+    assert len({e.event_id for e in events}) == 2
+    assert events[0].query == events[1].query  # type: ignore[union-attr]
+
+
+def test_a_written_audit_log_used_is_one_event() -> None:
+    (event,) = events_from_dicom((CORPUS / "audit-log-used.xml").read_bytes())
+    xml = to_dicom_xml(event.stamped(producer_id="arr", producer_seq=1))
+    two = xml.replace(b"</AuditMessage>", _PATIENT.format(id="X").encode() + b"</AuditMessage>")
+    with pytest.raises(AtnaUnmappableError) as caught:
+        events_from_dicom(two, keep_producer=True)
+    assert caught.value.reason == "ambiguous_objects"

@@ -72,7 +72,7 @@ def map_audit_message(
         check=check,
     )
     if code.code == dicom.AUDIT_LOG_USED:
-        return (audit_log_used(ctx),)
+        return audit_log_used(ctx)
     studies = [o for o in msg.objects if is_study(o)]
     if is_security(code.code, ctx.ledger, ctx.patients, studies):
         return security_events(ctx, studies)
