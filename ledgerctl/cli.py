@@ -17,6 +17,7 @@ from ledgerctl.commands import (
     emit,
     export_replay,
     history,
+    investigate,
     producer,
     quarantine,
     services,
@@ -41,6 +42,7 @@ app.command("verifier-key")(setup.verifier_key)
 app.command()(services.serve)
 app.command()(emit.simulate)
 app.command()(history.history)
+app.command()(investigate.investigate)
 app.command()(emit.demo)
 app.command()(export_replay.export)
 app.command()(verify.verify)

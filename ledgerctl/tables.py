@@ -65,7 +65,8 @@ def render_history(console: Console, patient_id: str, entries: list[dict[str, ob
     origins = sorted({_get(e, "ledger", "origin").split("/", 1)[0] for e in entries})
     table = Table(
         title=f"Access history of patient {patient_id}: {len(entries)} entries, newest first",
-        caption=f"ledger {', '.join(origins) or '-'}; position = topic/partition#leaf index",
+        caption=f"ledger {', '.join(origins) or '-'}; position = topic/partition#leaf index; "
+        "seen: named by the event, or disclosed (returned by a query or a read)",
         title_justify="left",
         caption_justify="left",
     )
@@ -74,6 +75,7 @@ def render_history(console: Console, patient_id: str, entries: list[dict[str, ob
         "user",
         "role",
         "event",
+        "seen",
         "action",
         "outcome",
         "accession",
@@ -89,6 +91,7 @@ def render_history(console: Console, patient_id: str, entries: list[dict[str, ob
             _get(e, "user", "name") or _get(e, "user", "id"),
             _get(e, "user", "role"),
             _get(e, "event", "name"),
+            _get(e, "attribution"),
             _get(e, "action"),
             _get(e, "outcome"),
             _get(e, "study", "accession"),

@@ -50,6 +50,7 @@ from producers.errors import (
     SpoolFullError,
 )
 from producers.events import (
+    MAX_DISCLOSED_PATIENTS,
     PURPOSES_OF_USE,
     AcrCategory,
     Actor,
@@ -91,6 +92,7 @@ from producers.signing import ProducerKeyError, load_producer_key
 from producers.sync import SyncEmitter
 
 __all__ = [
+    "MAX_DISCLOSED_PATIENTS",
     "PIPE_MAX_PENDING",
     "PURPOSES_OF_USE",
     "AcrCategory",

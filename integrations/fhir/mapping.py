@@ -124,7 +124,8 @@ def _build(
             raise fail(subjects.studies[0][0].path, "a security event names no study")
         if people.recipient_nodes:
             raise fail(people.recipient_nodes[0].path, "a security event has no recipient")
-    elif not subjects.patients:
+    elif not subjects.patients and head.code != dicom.QUERY:
+        # A Query may name no patient (a search by date: PhiAccessEvent v2).
         raise fail(f"{root.path}.entity", "needs the patient (object-role 1 Patient)")
 
     add_details(b)
@@ -174,7 +175,7 @@ def _access_event(
         event_type_code=head.type_code,
         action=head.action,
         outcome=head.outcome,
-        patient=subjects.patients[0],
+        patient=subjects.patients[0] if subjects.patients else None,
         study=subjects.studies[0][1] if subjects.studies else None,
         network_address=people.network.text(),
         purpose_of_use=people.purpose,

@@ -22,11 +22,12 @@ from ledger.audit.reports import (
     KIND_RELAY,
     KIND_SECURITY,
     AccessRow,
+    DisclosedRef,
     RecipientRef,
     RelayRow,
     StudyRef,
 )
-from ledger.errors import VerificationError
+from ledger.errors import MalformedInputError, VerificationError
 from schemas import dicom
 
 PHI_ACCESS: Final = "philedger.audit.PhiAccessEvent"
@@ -267,7 +268,42 @@ def _phi_access(d: Decoded, event_time: datetime, facility_id: str) -> AccessRow
             organization=_opt_str(recipient, "organization", where),
         ),
         disclosure_basis=basis if isinstance(basis, str) else None,
+        **_result_set(rec, where),
     )
+
+
+class _ResultSet(TypedDict):
+    disclosed: tuple[DisclosedRef, ...]
+    disclosed_total: int | None
+
+
+def _result_set(rec: Mapping[str, JsonValue], where: str) -> _ResultSet:
+    """The patients an access's answer returned (v2 ``disclosed``; absent in v1), and
+    how many it returned when the list is truncated."""
+    raw = rec.get("disclosed") or []
+    if not isinstance(raw, list):
+        raise VerificationError(f"{where}: field 'disclosed' is not a list")
+    listed: list[DisclosedRef] = []
+    for item in raw:
+        if not isinstance(item, dict):
+            raise VerificationError(f"{where}: a disclosed patient is not a record")
+        studies = item.get("studies") or []
+        if not isinstance(studies, list) or not all(isinstance(u, str) for u in studies):
+            raise VerificationError(f"{where}: disclosed studies are not a list of strings")
+        try:
+            listed.append(
+                DisclosedRef(
+                    id=_str(item, "id", where),
+                    issuer=_opt_str(item, "issuer", where),
+                    state=_opt_str(item, "state", where),
+                    studies=tuple(str(u) for u in studies),
+                )
+            )
+        except MalformedInputError as exc:
+            raise VerificationError(f"{where}: a disclosed patient: {exc}") from exc
+    truncated = rec.get("disclosed_truncated") is True
+    total = _opt_int(rec, "disclosed_total", where) if truncated else None
+    return _ResultSet(disclosed=tuple(listed), disclosed_total=total)
 
 
 def as_relay(d: Decoded) -> RelayRow:

@@ -449,8 +449,12 @@ async def test_login_over_atna_is_a_security_event_in_the_users_history(
 
 
 async def test_malformed_and_unmappable_messages_are_kept(atna: Atna) -> None:
-    # A Query (110112) that names no patient fits no schema: it is still kept as no_patient.
-    unmapped = syslog((CORPUS / "dcm4chee-query-no-patient.xml").read_bytes())
+    # Instances Accessed (110103) naming no patient fits no schema: kept as no_patient.
+    unmapped = syslog(
+        (CORPUS / "instances-accessed.xml")
+        .read_bytes()
+        .replace(b'ParticipantObjectTypeCodeRole="1"', b'ParticipantObjectTypeCodeRole="6"')
+    )
     xxe = syslog(
         b'<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
         b"<AuditMessage>&x;</AuditMessage>"
@@ -479,7 +483,68 @@ async def test_malformed_and_unmappable_messages_are_kept(atna: Atna) -> None:
     by_reason = {k["reason"]: k for k in mine}
     assert by_reason["no_patient"]["transport"] == "tls"
     assert str(by_reason["no_patient"]["peer"]).startswith("127.0.0.1:")
-    assert "110112" in str(by_reason["no_patient"]["detail"])
+    assert "110103" in str(by_reason["no_patient"]["detail"])
+
+
+async def test_queries_naming_no_patient_or_several_reach_the_histories(
+    pipeline: Pipeline, atna: Atna, http: aiohttp.ClientSession
+) -> None:
+    """dcm4chee-arc's QIDO search by date (no patient) is a patient-less Query in its
+    user's history, with its criteria, by API and FHIR ``agent``; a Query naming three
+    patients discloses them all, in each one's history marked "disclosed"."""
+    marker = uuid.uuid4().hex
+    by_date = unique("dcm4chee-query-no-patient.xml", marker)
+    several = unique("query.xml", marker)
+    patients = [f"MRN-ATNA-{x}-{marker[:8]}" for x in "ABC"]
+    several = several.replace(
+        b'ParticipantObjectID="MRN5550123"', f'ParticipantObjectID="{patients[0]}"'.encode()
+    ).replace(
+        b"</AuditMessage>",
+        b"".join(
+            b'<ParticipantObjectIdentification ParticipantObjectID="%s" '
+            b'ParticipantObjectTypeCode="1" ParticipantObjectTypeCodeRole="1">'
+            b'<ParticipantObjectIDTypeCode csd-code="2" codeSystemName="RFC-3881"/>'
+            b"</ParticipantObjectIdentification>" % p.encode()
+            for p in patients[1:]
+        )
+        + b"</AuditMessage>",
+    )
+    (empty,) = events_from_dicom(by_date)
+    (three,) = events_from_dicom(several)
+    await send_tls(atna, [syslog(by_date), syslog(several)])
+    ids = [tls_id(empty.event_id), tls_id(three.event_id)]
+    await wait_for_events(http, pipeline, ids)
+
+    status, body = await get_json(http, f"{pipeline.api_url}/v1/events/{ids[0]}")
+    assert status == 200
+    assert body["event"]["patient"] is None
+    assert body["event"]["disclosed"] == []
+    assert body["event"]["details"]["query"] == "StudyDate=20260311&ModalitiesInStudy=CT"
+    status, users = await get_json(
+        http, f"{pipeline.api_url}/v1/users/192.0.2.50/accesses", limit="1000"
+    )
+    assert status == 200
+    assert {e["event_id"]: e["attribution"] for e in users["accesses"]}.get(ids[0]) == "named"
+    async with http.get(
+        f"{pipeline.api_url}/fhir/AuditEvent", params={"agent": "192.0.2.50", "_count": "1000"}
+    ) as resp:
+        assert resp.status == 200
+        bundle = await resp.json(content_type=None)
+    (found,) = [e["resource"] for e in bundle["entry"] if e["resource"]["id"] == ids[0]]
+    assert found["type"]["code"] == "110112"
+    roles = [e.get("role", {}).get("code") for e in found.get("entity", [])]
+    assert "1" not in roles  # no Patient entity: it named nobody
+
+    status, stored = await get_json(http, f"{pipeline.api_url}/v1/events/{ids[1]}")
+    assert stored["event"]["patient"] is None
+    assert sorted(p["id"] for p in stored["event"]["disclosed"]) == sorted(patients)
+    for patient in patients:
+        status, page = await get_json(
+            http, f"{pipeline.api_url}/v1/patients/{patient}/accesses", limit="1000"
+        )
+        assert status == 200
+        attribution = {e["event_id"]: e["attribution"] for e in page["accesses"]}
+        assert attribution.get(ids[1]) == "disclosed", patient
 
 
 def unique(name: str, marker: str) -> bytes:

@@ -2,10 +2,12 @@
 
 A ledger of its own: log 0 holds PhiAccessEvent v2 queries (one that returned patients A,
 B and C, one that matched nobody, one that named A and returned A and B), a v1 access of A,
-and an access of D; log 1 a read of the ledger that returned the three-patient query. The
-projection stores one event_patients row per disclosed patient, each patient's history
-lists the queries that returned them marked "disclosed" (and the read of such a query), the
-empty query is in its user's history, and `ledger verify` reports tampered rows.
+an access of D and a transfer of E's study to an outside party naming no patient; log 1 a
+read of the ledger that returned the three-patient query. The projection stores one
+event_patients row per disclosed patient, each patient's history lists the queries that
+returned them marked "disclosed" (and the read of such a query), the empty query is in
+its user's history, the reports count the patients returned, and `ledger verify` reports
+tampered rows.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from ledger.audit.auth import Role
 from ledger.audit.ingest import Accepted, WriterSchemaInfo
 from ledger.audit.producerauth import ProducerAuthenticator
 from ledger.audit.query import HistoryKey, HistoryQuery
-from ledger.audit.reports import InvestigationScope
+from ledger.audit.reports import InvestigationScope, PatientRef
 from ledger.log.keys import load_signers
 from ledger.log.leaf import KafkaRecord
 from ledger.pg.appender import PostgresAppender
@@ -48,6 +50,8 @@ from producers.events import (
     LedgerQuery,
     Patient,
     PhiAccessEvent,
+    Recipient,
+    Study,
 )
 from tests.support import (
     Stack,
@@ -79,7 +83,7 @@ def _access(user: str, **kw: object) -> PhiAccessEvent:
     return dataclasses.replace(base, **kw)  # type: ignore[arg-type]
 
 
-A, B, C, D = (Patient(id=f"MULTI-{x}", issuer="hosp") for x in "ABCD")
+A, B, C, D, E = (Patient(id=f"MULTI-{x}", issuer="hosp") for x in "ABCDE")
 EVENTS: dict[str, PhiAccessEvent] = {
     "three": _access(
         "dr.q",
@@ -101,7 +105,23 @@ EVENTS: dict[str, PhiAccessEvent] = {
         ),
     ),
     "v1_a": _access("dr.n", dicom_event_id="110103", action=EventAction.READ, patient=A),
-    "d": _access("dr.n", dicom_event_id="110103", action=EventAction.READ, patient=D),
+    "d": _access(
+        "dr.n",
+        dicom_event_id="110103",
+        action=EventAction.READ,
+        patient=D,
+        study=Study(uid=f"{STUDY}.1", accession="ACC-D"),
+    ),
+    # A transfer to an outside party of E's study, naming no patient in the request.
+    "transfer": _access(
+        "dr.t",
+        dicom_event_id="110104",
+        action=EventAction.READ,
+        purpose_of_use="LEGAL",
+        recipient=Recipient(name="outside-archive"),
+        disclosed=(DisclosedPatient(id=E.id, issuer="hosp", studies=(f"{STUDY}.9",)),),
+        details={},
+    ),
 }
 
 
@@ -201,13 +221,14 @@ def ledger(stack: Stack) -> Iterator[Ledger]:
     asyncio.run(drop())
 
 
-async def history(ledger: Ledger, key: HistoryKey, value: str) -> dict[uuid.UUID, bool]:
+async def history(
+    ledger: Ledger, key: HistoryKey, value: str, **narrowing: str
+) -> dict[uuid.UUID, bool]:
     """The history: event id -> whether it is there by disclosure."""
+    query = HistoryQuery(key=key, value=value, **narrowing)  # type: ignore[arg-type]
     async with PostgresReader(dsn=ledger.reader_url) as reader:
         snapshot = await reader.snapshot()
-        entries = await reader.history(
-            HistoryQuery(key=key, value=value), snapshot=snapshot, limit=1000, after=None
-        )
+        entries = await reader.history(query, snapshot=snapshot, limit=1000, after=None)
     return {e.event_id: e.via_disclosure for e in entries}
 
 
@@ -230,6 +251,7 @@ async def test_the_projection_stores_one_row_per_disclosed_patient(ledger: Ledge
             ("hosp", C.id, None, [f"{STUDY}.3"]),
         ],
         EVENTS["named_a"].event_id: [("hosp", A.id, None, []), ("hosp", B.id, None, [])],
+        EVENTS["transfer"].event_id: [("hosp", E.id, None, [f"{STUDY}.9"])],
     }
 
 
@@ -252,6 +274,35 @@ async def test_each_disclosed_patient_sees_the_query_marked_disclosed(ledger: Le
 async def test_a_query_that_matched_nobody_is_in_its_users_history(ledger: Ledger) -> None:
     seen = await history(ledger, HistoryKey.USER, "dr.q")
     assert seen == {EVENTS["three"].event_id: False, EVENTS["nothing"].event_id: False}
+
+
+async def test_a_study_s_history_lists_the_answers_that_returned_it(ledger: Ledger) -> None:
+    """/v1/studies/{uid}/accesses and FHIR AuditEvent?entity=: the events that name the
+    study, and those whose answer listed it in a patient's studies, marked "disclosed"
+    (index event_patients_studies, migration 0011)."""
+    three, d = EVENTS["three"].event_id, EVENTS["d"].event_id
+    assert await history(ledger, HistoryKey.STUDY, f"{STUDY}.1") == {three: True, d: False}
+    assert await history(ledger, HistoryKey.STUDY, f"{STUDY}.3") == {three: True}
+    assert await history(ledger, HistoryKey.STUDY, f"{STUDY}.9") == {
+        EVENTS["transfer"].event_id: True
+    }
+    assert await history(ledger, HistoryKey.STUDY, f"{STUDY}.4") == {}
+    # The accession narrows the events that name the study; an answer lists UIDs only.
+    by_accession = await history(ledger, HistoryKey.STUDY, f"{STUDY}.1", qualifier="ACC-D")
+    assert by_accession == {three: True, d: False}
+    other = await history(ledger, HistoryKey.STUDY, f"{STUDY}.1", qualifier="ACC-X")
+    assert other == {three: True}
+
+
+async def test_a_history_narrowed_by_study_keeps_the_answers_that_returned_it(
+    ledger: Ledger,
+) -> None:
+    """FHIR AuditEvent?patient=&entity=: the study narrowing matches a disclosed study."""
+    seen = await history(ledger, HistoryKey.PATIENT, A.id, study=f"{STUDY}.1")
+    assert seen == {EVENTS["three"].event_id: True}
+    assert await history(ledger, HistoryKey.USER, "dr.n", study=f"{STUDY}.1") == {
+        EVENTS["d"].event_id: False
+    }
 
 
 def test_a_clean_ledger_with_queries_verifies(ledger: Ledger, tmp_path: Path) -> None:
@@ -302,14 +353,15 @@ def test_tampered_patient_rows_are_reported(ledger: Ledger, tmp_path: Path) -> N
 
 def MULTI_NAMES_ABSENT(text: str) -> bool:
     """Findings carry no PHI: no patient id appears in them."""
-    return all(p.id not in text for p in (A, B, C, D))
+    return all(p.id not in text for p in (A, B, C, D, E))
 
 
-async def test_an_investigation_of_the_user_lists_the_queries_without_failing(
+async def test_an_investigation_of_the_user_counts_every_patient_their_queries_returned(
     ledger: Ledger,
 ) -> None:
-    """A query that names no patient is in its user's investigation timeline (the reports
-    decode it; counting the patients it disclosed is the next step)."""
+    """The three-patient query (truncated: 7 returned) and the empty query are on dr.q's
+    timeline; A, B and C are affected (B with the state the answer carried), and the four
+    patients the answer returned unlisted are counted, not dropped."""
     now = datetime.now(UTC)
     scope = InvestigationScope(start=now - timedelta(days=1), end=now, users=("dr.q",))
     async with PostgresReports(dsn=ledger.reader_url) as reports:
@@ -318,3 +370,25 @@ async def test_an_investigation_of_the_user_lists_the_queries_without_failing(
         EVENTS["three"].event_id,
         EVENTS["nothing"].event_id,
     }
+    assert [(p.patient_id, p.state, p.disclosed_events) for p in report.patients] == [
+        (A.id, None, 1),
+        (B.id, "MA", 1),
+        (C.id, None, 1),
+    ]
+    assert [(s.state, s.residents) for s in report.states] == [("MA", 1)]
+    assert report.unknown_state == 2
+    assert report.unlisted_patients == 4
+    assert report.individuals_at_most == 7
+    (t,) = report.truncated_answers
+    assert (t.source.event_id, t.listed, t.total) == (EVENTS["three"].event_id, 3, 7)
+
+
+async def test_an_accounting_lists_a_transfer_to_the_patient_it_returned(ledger: Ledger) -> None:
+    async with PostgresReports(dsn=ledger.reader_url) as reports:
+        accounting = await reports.disclosures(PatientRef(id=E.id, issuer="hosp"))
+        others = await reports.disclosures(PatientRef(id=A.id, issuer="hosp"))
+    (entry,) = accounting.entries
+    assert entry.sources[0].event_id == EVENTS["transfer"].event_id
+    assert entry.recipient_name == "outside-archive"
+    assert f"{STUDY}.9" in entry.description
+    assert others.entries == ()

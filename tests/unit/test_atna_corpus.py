@@ -2,8 +2,7 @@
 (whole messages, headers and all, in the shapes real senders write) and every DICOM audit
 message of tests/corpus/dicom-audit (behind each MSGID real senders use) goes through
 ``parse_one``, the receiver's own parse and map, and becomes events: nothing a real sender
-sends is kept, but for the two messages the corpus README names (they wait for query
-events that name no patient, or many)."""
+sends is kept."""
 
 from __future__ import annotations
 
@@ -39,11 +38,6 @@ SYSLOG_EXPECTED: dict[str, tuple[str, str | None, int]] = {
     "bsd-imaging-source-rad69.syslog": ("rfc3164", None, 1),
     "rsyslog-forward-format-escaped-logout.syslog": ("rfc3164", None, 1),
 }
-#: The only corpus messages kept, and why (tests/corpus/dicom-audit/README.md).
-KEPT: dict[str, str] = {
-    "dcm4chee-query-no-patient.xml": "no_patient",
-    "ambiguous-patients.xml": "ambiguous_objects",
-}
 
 
 def _policy(*payloads: bytes) -> SenderPolicy:
@@ -78,8 +72,5 @@ def test_a_real_sender_s_syslog_message_becomes_its_events(name: str) -> None:
 def test_every_dicom_corpus_message_maps_behind_any_msgid(name: str, msgid: str | None) -> None:
     payload = (DICOM / name).read_bytes()
     parsed = parse_one(format_syslog(payload, msgid=msgid), SENDER, None, _CODEC, _policy(payload))
-    if name in KEPT:
-        assert parsed.reason == KEPT[name]
-    else:
-        assert parsed.reason is None, parsed.detail
-        assert parsed.events
+    assert parsed.reason is None, parsed.detail
+    assert parsed.events

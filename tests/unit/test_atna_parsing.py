@@ -408,6 +408,11 @@ def test_parse_batch_results_cross_process_boundaries_intact() -> None:
     from integrations.atna.senders import SenderPolicy
 
     payloads = [p.read_bytes() for p in sorted(CORPUS.glob("*.xml"))]
+    # Every corpus message maps; one whose patient object is not one fits no schema.
+    accessed = (CORPUS / "instances-accessed.xml").read_bytes()
+    payloads.append(
+        accessed.replace(b'ParticipantObjectTypeCodeRole="1"', b'ParticipantObjectTypeCodeRole="6"')
+    )
     raws: list[bytes | None] = [format_syslog(p, hostname="pacs01") for p in payloads]
     raws += [None, b"<13>1 - - - - OTHER - x", b"not syslog"]
     codec = Codec()

@@ -89,6 +89,9 @@ def _message(name: str = "instances-accessed.xml", **changes: bytes) -> bytes:
     return format_syslog(payload, hostname="pacs01", app_name="ATNA")
 
 
+_PATIENT_ROLE = 'ParticipantObjectTypeCode="1" ParticipantObjectTypeCodeRole="1"'
+
+
 def _variant(i: int) -> bytes:
     """A valid message with its own event id (a different event time)."""
     return _message(**{"14:07:31.250": b"14:07:%02d.%03d" % (i % 60, i // 60)})
@@ -137,7 +140,10 @@ async def test_tls_messages_become_events_and_bad_ones_are_kept(
     emitter = FakeEmitter()
     async with running(tmp_path, tls_files, emitter) as receiver:
         good = [_variant(i) for i in range(3)]
-        no_patient = _message("dcm4chee-query-no-patient.xml")
+        # Instances Accessed whose patient object is not one: fits no schema.
+        no_patient = _message(
+            **{_PATIENT_ROLE: _PATIENT_ROLE.replace('Role="1"', 'Role="6"').encode()}
+        )
         garbage = b"<13>1 not a timestamp - - - - -"
         stream = b"".join(
             frame_octet_counted(m) for m in [good[0], no_patient, good[1], garbage, good[2]]

@@ -1,5 +1,5 @@
 """The DICOM audit message corpus (tests/corpus/dicom-audit): each message becomes exactly
-the events stated here, or is kept with the stated reason; every event survives
+the events stated here (none is kept); every event survives
 event -> DICOM XML -> event unchanged, and event -> FHIR AuditEvent (ledger.audit.fhir) -> event
 (integrations.fhir) where the FHIR mapping covers the event type (all but Audit Log Used).
 
@@ -30,6 +30,7 @@ from ledger.audit import fhir
 from ledger.audit.query import LedgerPosition
 from ledger.audit.records import SchemaSet, StoredSchema
 from producers.codec import Codec, load_shipped_schemas
+from producers.errors import EventValidationError
 from producers.events import (
     Actor,
     AuditLogUsed,
@@ -365,6 +366,38 @@ EXPECTED: dict[str, list[dict[str, Any]]] = {
             },
         }
     ],
+    # A QIDO search by date that names no patient: a patient-less Query (PhiAccessEvent v2).
+    "dcm4chee-query-no-patient.xml": [
+        {
+            "dicom_event_id": "110112",
+            "action": EventAction.EXECUTE,
+            "actor": Actor(user_id="192.0.2.50", role="system"),
+            "facility": Facility(id="dcm4chee-arc"),
+            "patient": None,
+            "disclosed": (),
+            "study": None,
+            "network_address": "192.0.2.50",
+            "details": {
+                "query": "StudyDate=20260311&ModalitiesInStudy=CT",
+                "query_object_id": "DCM4CHEE",
+                "audit_source_id": "dcm4chee-arc",
+            },
+        }
+    ],
+    # A retention job's Study Deleted of two patients' studies, without saying whose: one
+    # event per patient (a deletion discloses nothing), the studies listed in details.
+    "ambiguous-patients.xml": [
+        {
+            "dicom_event_id": "110105",
+            "action": EventAction.DELETE,
+            "actor": Actor(user_id="retention-job", role="system"),
+            "patient": Patient(id=f"MRN000000{i}"),
+            "disclosed": (),
+            "study": None,
+            "details": {"audit_source_id": "pacs01", "study_uids": "2.25.1,2.25.2"},
+        }
+        for i in (1, 2)
+    ],
     "multi-study.xml": [
         {
             "study": Study(uid="2.25.302931804526318725201538219302018473", accession="SM26030211"),
@@ -377,17 +410,10 @@ EXPECTED: dict[str, list[dict[str, Any]]] = {
     ],
 }
 
-#: Only a message that fits no schema is kept: a Query (not a security event) that names
-#: no patient, and several patients with several studies.
-KEPT: dict[str, str] = {
-    "dcm4chee-query-no-patient.xml": "no_patient",
-    "ambiguous-patients.xml": "ambiguous_objects",
-}
-
 
 def test_every_corpus_file_has_an_expectation() -> None:
     files = {p.name for p in CORPUS.glob("*.xml")}
-    assert files == set(EXPECTED) | set(KEPT)
+    assert files == set(EXPECTED)  # nothing of the corpus is kept
     assert len(files) >= 23
 
 
@@ -416,13 +442,6 @@ def test_message_maps_to_the_expected_events(name: str) -> None:
                 got = dict(got) if key == "details" else got
             assert got == value, f"{name}: {key}"
         validate(dataclasses.replace(event, producer_id="atna", producer_seq=0))
-
-
-@pytest.mark.parametrize("name", sorted(KEPT))
-def test_message_without_a_mapping_is_unmappable_with_a_reason(name: str) -> None:
-    with pytest.raises(AtnaUnmappableError) as caught:
-        events_from_dicom(_payload(name))
-    assert caught.value.reason == KEPT[name]
 
 
 def test_event_ids_are_deterministic_and_ignore_bom_and_trailing_space() -> None:
@@ -509,6 +528,18 @@ def test_event_to_fhir_and_back_is_equal(name: str) -> None:
         resource = fhir.audit_event(full_name, record, event_id=event.event_id, position=POSITION)
         back = pfhir.event_from_fhir(resource, keep_producer=True)
         assert back == event
+
+
+def test_the_fhir_feed_takes_a_query_naming_no_patient_and_nothing_else_without_one() -> None:
+    (event,) = _stamped("dcm4chee-query-no-patient.xml")
+    full_name, record = _SCHEMAS.decode(_CODEC.encode(event))
+    resource = fhir.audit_event(full_name, record, event_id=event.event_id, position=POSITION)
+    back = pfhir.event_from_fhir(resource, keep_producer=True)
+    assert isinstance(back, PhiAccessEvent)
+    assert back.patient is None
+    resource["type"]["code"] = "110103"
+    with pytest.raises(EventValidationError, match="needs the patient"):
+        pfhir.event_from_fhir(resource, keep_producer=True)
 
 
 def test_audit_log_used_to_fhir_is_a_view_only() -> None:

@@ -3,8 +3,9 @@
 This package owns the audit message model (``model``), the XML hardening (``safe_xml``:
 no DTD, so no entity or external reference is ever expanded or fetched), the parser
 (``reader``), the mapping to ledger events per event type (``mapping`` for PHI access,
-``security``, ``audit_log``, over the shared ``fields`` and the event ``identity``) and
-the writer used by tests and senders (``writer``). It may import ``producers`` (its public
+``security``, ``audit_log``, over the shared ``fields``, the event ``identity`` and the
+result sets of ``resultset``) and the writer used by tests and senders (``writer``, over
+the message parts of ``xmlparts``). It may import ``producers`` (its public
 surface), ``integrations.errors`` and the ``schemas`` data (the DICOM codes live in
 ``schemas.dicom``). The mapping, field by field, is in docs/design/dicom-audit-mapping.md.
 

@@ -1,4 +1,5 @@
-"""Map an Audit Log Used message (EventID 110101) to one ``AuditLogUsed``.
+"""Map an Audit Log Used message (EventID 110101) to ``AuditLogUsed`` values: one, or one
+per patient a foreign message names.
 
 Invariant: the role 13 object's ParticipantObjectID (a path or URL) gives the query's path
 and parameters. A message this package wrote carries the method, status and results in
@@ -34,8 +35,9 @@ _STATUS_OF_OUTCOME: Final[Mapping[EventOutcome, int]] = MappingProxyType(
 )
 
 
-def audit_log_used(ctx: MessageContext) -> AuditLogUsed:
-    """The one event of an Audit Log Used message."""
+def audit_log_used(ctx: MessageContext) -> tuple[AuditLogUsed, ...]:
+    """The event of an Audit Log Used message: one, or one per patient when a foreign
+    message names several (an ``AuditLogUsed`` names at most one)."""
     msg, ledger, outcome, patients = ctx.msg, ctx.ledger, ctx.outcome, ctx.patients
     logs = [o for o in msg.objects if o.role == dicom.ROLE_SECURITY_RESOURCE]
     if not logs:
@@ -44,34 +46,37 @@ def audit_log_used(ctx: MessageContext) -> AuditLogUsed:
             "Audit Log Used needs the audit log as a participant object (role 13)",
             "ParticipantObjectIdentification",
         )
-    if len(patients) > 1:
-        raise unmappable("ambiguous_objects", "an Audit Log Used event names one patient")
+    if ledger is not None and len(patients) > 1:
+        raise unmappable("ambiguous_objects", "a message with the ledger object is one event")
     if ledger is not None:
         query = _written_query(logs[0], ledger, outcome)
     else:
         query = _foreign_query(logs[0], outcome)
-    patient: Patient | None = None
-    if patients:
-        pid, issuer = split_patient_id(patients[0])
-        patient = Patient(
-            id=pid, issuer=issuer, state=None if ledger is None else ledger.get("patient-state")
+    state = None if ledger is None else ledger.get("patient-state")
+    targets: list[ParticipantObject | None] = list(patients) or [None]
+    events: list[AuditLogUsed] = []
+    for index, obj in enumerate(targets):
+        patient: Patient | None = None
+        if obj is not None:
+            pid, issuer = split_patient_id(obj)
+            patient = Patient(id=pid, issuer=issuer, state=state)
+        log_used = AuditLogUsed(
+            event_time=msg.event_time,
+            facility=ctx.facility,
+            actor=ctx.actor,
+            query=query,
+            outcome=outcome,
+            network_address=ctx.network,
+            patient=patient,
         )
-    log_used = AuditLogUsed(
-        event_time=msg.event_time,
-        facility=ctx.facility,
-        actor=ctx.actor,
-        query=query,
-        outcome=outcome,
-        network_address=ctx.network,
-        patient=patient,
-    )
-    log_used = replace(
-        log_used,
-        event_id=ctx.event_id(),
-        producer_id=ctx.producer_id,
-        producer_seq=ctx.producer_seq,
-    )
-    return ctx.checked(log_used)
+        log_used = replace(
+            log_used,
+            event_id=ctx.event_id(index),
+            producer_id=ctx.producer_id,
+            producer_seq=ctx.producer_seq,
+        )
+        events.append(ctx.checked(log_used))
+    return tuple(events)
 
 
 def _written_query(

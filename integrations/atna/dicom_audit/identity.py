@@ -65,6 +65,8 @@ class LedgerObject:
         except ValueError as exc:
             raise unmappable("invalid_event", "the ledger object's id is not a UUID") from exc
         self.values: dict[str, str] = {}
+        #: Every value of each plain detail, in order (``values`` keeps the last).
+        self.multi: dict[str, list[str]] = {}
         self.pairs: dict[str, list[tuple[str, str]]] = {}
         for key, raw in obj.details:
             value = utf8_text(raw, f"ledger detail {key}")
@@ -82,6 +84,7 @@ class LedgerObject:
                 self.pairs.setdefault(key, []).append((pair[0], pair[1]))
             else:
                 self.values[key] = value
+                self.multi.setdefault(key, []).append(value)
 
     def get(self, key: str) -> str | None:
         return self.values.get(key)

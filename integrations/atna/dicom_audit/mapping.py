@@ -3,12 +3,14 @@
 Invariant: ``map_audit_message`` is a pure function of the message, its bytes and its
 arguments; it returns events that passed ``producers.validate`` (unless ``check=False``)
 or raises ``AtnaUnmappableError``. EventID 110101 goes to ``audit_log``, a security
-message to ``security``, any other to a ``PhiAccessEvent`` per patient and study here.
+message to ``security``, any other to ``PhiAccessEvent`` values here: per patient and
+study, or one Query whose patients are its result set (``resultset``).
 docs/design/dicom-audit-mapping.md has the mapping field by field.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from types import MappingProxyType
 
@@ -23,8 +25,14 @@ from integrations.atna.dicom_audit.fields import (
     study_of,
     type_code_of,
 )
-from integrations.atna.dicom_audit.identity import unmappable
-from integrations.atna.dicom_audit.model import AuditMessage, MappedEvent, ParticipantObject
+from integrations.atna.dicom_audit.identity import LedgerObject, unmappable
+from integrations.atna.dicom_audit.model import (
+    MAX_DETAIL,
+    AuditMessage,
+    MappedEvent,
+    ParticipantObject,
+)
+from integrations.atna.dicom_audit.resultset import foreign_result, written_result
 from integrations.atna.dicom_audit.security import is_security, security_events
 from producers import EventAction, Patient, PhiAccessEvent
 from schemas import dicom
@@ -64,7 +72,7 @@ def map_audit_message(
         check=check,
     )
     if code.code == dicom.AUDIT_LOG_USED:
-        return (audit_log_used(ctx),)
+        return audit_log_used(ctx)
     studies = [o for o in msg.objects if is_study(o)]
     if is_security(code.code, ctx.ledger, ctx.patients, studies):
         return security_events(ctx, studies)
@@ -74,61 +82,96 @@ def map_audit_message(
 def _phi_access_events(
     ctx: MessageContext, studies: list[ParticipantObject]
 ) -> tuple[PhiAccessEvent, ...]:
-    """One event per study of the one patient (or one without a study), or one per patient
-    when several are named without a study."""
+    """A message this package wrote: its one event. A foreign Query that names no patient
+    or several: one event, its patients the result set. Otherwise one event per study of
+    the one patient (or one without a study), or one per patient when several are named
+    (their studies, whose is not stated, listed in ``details["study_uids"]``)."""
     msg, ledger, patients = ctx.msg, ctx.ledger, ctx.patients
     code = msg.event_id.code
-    _check_objects(code, patients, studies)
-    action = _phi_action(msg)
     found = details_of(msg, ledger, ctx.requestor, ctx.keep_producer)
-    type_code = type_code_of(msg, ledger, found)
-    purpose = purpose_of(msg, found)
-    details = MappingProxyType(found)
-    recipient = recipient_of(msg, ledger, ctx.requestor)
-    pairs = _patient_study_pairs(patients, studies)
-    if ledger is not None and len(pairs) > 1:
-        raise unmappable("ambiguous_objects", "a message with the ledger object is one event")
-    state = None if ledger is None else ledger.get("patient-state")
+    template = PhiAccessEvent(
+        event_time=msg.event_time,
+        producer_id=ctx.producer_id,
+        producer_seq=ctx.producer_seq,
+        facility=ctx.facility,
+        actor=ctx.actor,
+        dicom_event_id=code,
+        event_type_code=type_code_of(msg, ledger, found),
+        action=_phi_action(msg),
+        outcome=ctx.outcome,
+        patient=None,
+        network_address=ctx.network,
+        purpose_of_use=purpose_of(msg, found),
+        recipient=recipient_of(msg, ledger, ctx.requestor),
+    )
+    if ledger is not None:
+        return (_written_event(ctx, ledger, template, found, studies),)
+    if code == dicom.QUERY and len(patients) != 1:
+        result = foreign_result(patients)
+        study = None
+        if len(studies) == 1 and not patients:
+            study = study_of(studies[0], None)
+        elif studies:
+            found["study_uids"] = _study_uids(studies)
+        event = replace(
+            template,
+            event_id=ctx.event_id(0),
+            study=study,
+            details=MappingProxyType(found),
+            disclosed=result.disclosed,
+            disclosed_truncated=result.truncated,
+            disclosed_total=result.total,
+        )
+        return (ctx.checked(event),)
+    if not patients:
+        raise unmappable(
+            "no_patient",
+            f"EventID {code} ({dicom.EVENT_IDS[code]}) names no patient and is not a Query",
+        )
+    if len(patients) > 1 and studies:
+        found["study_uids"] = _study_uids(studies)
     events: list[PhiAccessEvent] = []
-    for index, (patient_obj, study_obj) in enumerate(pairs):
+    for index, (patient_obj, study_obj) in enumerate(_patient_study_pairs(patients, studies)):
         pid, issuer = split_patient_id(patient_obj)
-        event = PhiAccessEvent(
+        event = replace(
+            template,
             event_id=ctx.event_id(index),
-            event_time=msg.event_time,
-            producer_id=ctx.producer_id,
-            producer_seq=ctx.producer_seq,
-            facility=ctx.facility,
-            actor=ctx.actor,
-            dicom_event_id=code,
-            event_type_code=type_code,
-            action=action,
-            outcome=ctx.outcome,
-            patient=Patient(id=pid, issuer=issuer, state=state),
-            study=None if study_obj is None else study_of(study_obj, ledger),
-            network_address=ctx.network,
-            purpose_of_use=purpose,
-            recipient=recipient,
-            details=details,
+            patient=Patient(id=pid, issuer=issuer),
+            study=None if study_obj is None else study_of(study_obj, None),
+            details=MappingProxyType(dict(found)),
         )
         events.append(ctx.checked(event))
     return tuple(events)
 
 
-def _check_objects(
-    code: str, patients: tuple[ParticipantObject, ...], studies: list[ParticipantObject]
-) -> None:
-    """A PHI access names a patient, and says whose each study is."""
-    if not patients:
-        raise unmappable(
-            "no_patient",
-            f"EventID {code} ({dicom.EVENT_IDS[code]}) names no patient; PhiAccessEvent needs one",
-        )
-    if len(patients) > 1 and studies:
-        raise unmappable(
-            "ambiguous_objects",
-            f"{len(patients)} patients and {len(studies)} studies: which study is whose "
-            "is not stated",
-        )
+def _written_event(
+    ctx: MessageContext,
+    ledger: LedgerObject,
+    template: PhiAccessEvent,
+    found: dict[str, str],
+    studies: list[ParticipantObject],
+) -> PhiAccessEvent:
+    """The one event of a message this package wrote (its ledger object says the rest)."""
+    if len(studies) > 1:
+        raise unmappable("ambiguous_objects", "a message with the ledger object is one event")
+    result = written_result(ledger, ctx.patients)
+    event = replace(
+        template,
+        event_id=ctx.event_id(0),
+        patient=result.patient,
+        study=study_of(studies[0], ledger) if studies else None,
+        details=MappingProxyType(found),
+        disclosed=result.disclosed,
+        disclosed_truncated=result.truncated,
+        disclosed_total=result.total,
+    )
+    return ctx.checked(event)
+
+
+def _study_uids(studies: list[ParticipantObject]) -> str:
+    """The studies of a message that does not say whose they are, as one detail."""
+    uids = ",".join(o.object_id for o in studies)
+    return uids if len(uids) <= MAX_DETAIL else uids[: MAX_DETAIL - 1] + "…"
 
 
 def _phi_action(msg: AuditMessage) -> EventAction:
@@ -151,6 +194,7 @@ def _phi_action(msg: AuditMessage) -> EventAction:
 def _patient_study_pairs(
     patients: tuple[ParticipantObject, ...], studies: list[ParticipantObject]
 ) -> list[tuple[ParticipantObject, ParticipantObject | None]]:
+    """One patient: one pair per study (or one without). Several: one each, no study."""
     if len(patients) == 1:
         return [(patients[0], s) for s in studies] or [(patients[0], None)]
     return [(p, None) for p in patients]

@@ -10,10 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
-import json
-import re
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from integrations.atna.dicom_audit.model import (
@@ -24,13 +21,28 @@ from integrations.atna.dicom_audit.model import (
     SECURITY_SCHEMA,
     MappedEvent,
 )
-from producers import AuditLogUsed, Patient, PhiAccessEvent, Recipient, SecurityEvent, Study
+from integrations.atna.dicom_audit.resultset import (
+    DISCLOSED_DETAIL,
+    DISCLOSED_TOTAL_DETAIL,
+    DISCLOSED_TRUNCATED_DETAIL,
+    NAMED_PATIENT_DETAIL,
+    disclosed_json,
+)
+from integrations.atna.dicom_audit.xmlparts import (
+    all_text,
+    b64,
+    check_xml_text,
+    coded,
+    detail,
+    pair,
+    patient_object,
+    study_object,
+)
+from producers import AuditLogUsed, Patient, PhiAccessEvent, Recipient, SecurityEvent
 from schemas import dicom
 
 __all__ = ["to_dicom_xml"]
 
-#: Characters XML 1.0 cannot carry at all (plus lone surrogates).
-_XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 _PRIVATE = dicom.PRIVATE_CODE_SYSTEM
 
 
@@ -46,7 +58,7 @@ def to_dicom_xml(event: MappedEvent) -> bytes:
         raise ValueError(f"{type(event).__name__} has no DICOM audit message mapping")
     if event.producer_id is None or event.producer_seq is None:
         raise ValueError("the event must be stamped (producer_id, producer_seq)")
-    _all_text(
+    all_text(
         [
             ("producer_id", event.producer_id),
             ("facility.id", event.facility.id),
@@ -75,9 +87,9 @@ def to_dicom_xml(event: MappedEvent) -> bytes:
 
 
 def _identification(root: ET.Element, event: MappedEvent) -> None:
-    coded = event if isinstance(event, PhiAccessEvent | SecurityEvent) else None
-    code = dicom.AUDIT_LOG_USED if coded is None else coded.dicom_event_id
-    action = "R" if coded is None else coded.action.value
+    typed = event if isinstance(event, PhiAccessEvent | SecurityEvent) else None
+    code = dicom.AUDIT_LOG_USED if typed is None else typed.dicom_event_id
+    action = "R" if typed is None else typed.action.value
     ident = ET.SubElement(
         root,
         "EventIdentification",
@@ -87,20 +99,20 @@ def _identification(root: ET.Element, event: MappedEvent) -> None:
             "EventOutcomeIndicator": OUTCOME_CODES[event.outcome],
         },
     )
-    _coded(ident, "EventID", code, dicom.DCM, dicom.EVENT_IDS.get(code))
-    if coded is None:
+    coded(ident, "EventID", code, dicom.DCM, dicom.EVENT_IDS.get(code))
+    if typed is None:
         return
-    if coded.event_type_code is not None:
-        known = dicom.EVENT_TYPE_CODES.get(coded.event_type_code)
-        _coded(
+    if typed.event_type_code is not None:
+        known = dicom.EVENT_TYPE_CODES.get(typed.event_type_code)
+        coded(
             ident,
             "EventTypeCode",
-            coded.event_type_code,
+            typed.event_type_code,
             dicom.DCM if known else _PRIVATE,
             known,
         )
-    if coded.purpose_of_use is not None:
-        _coded(ident, "PurposeOfUse", coded.purpose_of_use, dicom.HL7_ACT_REASON_OID, None)
+    if typed.purpose_of_use is not None:
+        coded(ident, "PurposeOfUse", typed.purpose_of_use, dicom.HL7_ACT_REASON_OID, None)
 
 
 def _participants(root: ET.Element, event: MappedEvent, recipient: Recipient | None) -> None:
@@ -114,10 +126,10 @@ def _participants(root: ET.Element, event: MappedEvent, recipient: Recipient | N
         user["NetworkAccessPointTypeCode"] = _network_type(event.network_address)
     participant = ET.SubElement(root, "ActiveParticipant", user)
     if CODE.fullmatch(event.actor.role):
-        _coded(participant, "RoleIDCode", event.actor.role, _PRIVATE, event.actor.role)
+        coded(participant, "RoleIDCode", event.actor.role, _PRIVATE, event.actor.role)
     if recipient is None:
         return
-    _all_text(
+    all_text(
         [
             ("recipient.name", recipient.name),
             ("recipient.address", recipient.address),
@@ -129,7 +141,7 @@ def _participants(root: ET.Element, event: MappedEvent, recipient: Recipient | N
         "ActiveParticipant",
         {"UserID": recipient.name, "UserName": recipient.name, "UserIsRequestor": "false"},
     )
-    _coded(
+    coded(
         dest,
         "RoleIDCode",
         dicom.DESTINATION_ROLE,
@@ -145,7 +157,7 @@ def _audit_source(root: ET.Element, site: str, source_id: str) -> None:
         {"AuditEnterpriseSiteID": site, "AuditSourceID": source_id},
     )
     code, name = dicom.APPLICATION_SERVER
-    _coded(source, "AuditSourceTypeCode", code, dicom.DCM, name)
+    coded(source, "AuditSourceTypeCode", code, dicom.DCM, name)
 
 
 def _ledger_object(event: MappedEvent, producer_seq: int) -> ET.Element:
@@ -158,20 +170,20 @@ def _ledger_object(event: MappedEvent, producer_seq: int) -> ET.Element:
             "ParticipantObjectTypeCodeRole": dicom.ROLE_RESOURCE,
         },
     )
-    _coded(ledger, "ParticipantObjectIDTypeCode", LEDGER_OBJECT_CODE, _PRIVATE, "Ledger Event")
-    _detail(ledger, "producer-seq", str(producer_seq))
+    coded(ledger, "ParticipantObjectIDTypeCode", LEDGER_OBJECT_CODE, _PRIVATE, "Ledger Event")
+    detail(ledger, "producer-seq", str(producer_seq))
     if event.facility.name is not None:
-        _detail(ledger, "facility-name", event.facility.name)
-    _detail(ledger, "actor-role", event.actor.role)
+        detail(ledger, "facility-name", event.facility.name)
+    detail(ledger, "actor-role", event.actor.role)
     if event.actor.organization is not None:
-        _detail(ledger, "actor-organization", event.actor.organization)
+        detail(ledger, "actor-organization", event.actor.organization)
     if event.actor.npi is not None:
-        _detail(ledger, "actor-npi", event.actor.npi)
+        detail(ledger, "actor-npi", event.actor.npi)
     patient = event.patient
     if patient is not None:
-        _all_text([("patient.id", patient.id), ("patient.issuer", patient.issuer)])
+        all_text([("patient.id", patient.id), ("patient.issuer", patient.issuer)])
         if patient.state is not None:
-            _detail(ledger, "patient-state", patient.state)
+            detail(ledger, "patient-state", patient.state)
     return ledger
 
 
@@ -183,19 +195,20 @@ def _event_objects(
 ) -> None:
     """The patient and study objects (and the recipient's details) of a coded event."""
     if isinstance(event, SecurityEvent):
-        _detail(ledger, "event-schema", SECURITY_SCHEMA)
+        detail(ledger, "event-schema", SECURITY_SCHEMA)
         if event.patient is not None:
-            _patient_object(root, event.patient)
+            patient_object(root, event.patient)
         return
     if recipient is not None:
         if recipient.address is not None:
-            _detail(ledger, "recipient-address", recipient.address)
+            detail(ledger, "recipient-address", recipient.address)
         if recipient.organization is not None:
-            _detail(ledger, "recipient-organization", recipient.organization)
-    if event.patient is not None:  # v2: a query may name none (its disclosed are not written)
-        _patient_object(root, event.patient)
+            detail(ledger, "recipient-organization", recipient.organization)
+    if event.patient is not None:
+        patient_object(root, event.patient)
+    _result_set(root, ledger, event)
     if event.study is not None:
-        _all_text(
+        all_text(
             [
                 ("study.uid", event.study.uid),
                 ("study.accession", event.study.accession),
@@ -203,7 +216,26 @@ def _event_objects(
             ]
             + [("study.sop_classes", s) for s in event.study.sop_classes]
         )
-        _study_object(root, event.study, ledger)
+        study_object(root, event.study, ledger)
+
+
+def _result_set(root: ET.Element, ledger: ET.Element, event: PhiAccessEvent) -> None:
+    """The patients the answer returned (v2 ``disclosed``): a patient object for each one
+    the request did not name (after the named patient's), and everything about them in
+    the ledger object (``resultset``)."""
+    named = None if event.patient is None else (event.patient.id, event.patient.issuer)
+    if named is None:
+        detail(ledger, NAMED_PATIENT_DETAIL, "none")
+    for p in event.disclosed:
+        all_text([("disclosed.id", p.id), ("disclosed.issuer", p.issuer)])
+        all_text([("disclosed.state", p.state), *(("disclosed.studies", u) for u in p.studies)])
+        detail(ledger, DISCLOSED_DETAIL, disclosed_json(p))
+        if (p.id, p.issuer) != named:
+            patient_object(root, Patient(id=p.id, issuer=p.issuer))
+    if event.disclosed_truncated:
+        detail(ledger, DISCLOSED_TRUNCATED_DETAIL, "true")
+    if event.disclosed_total is not None:
+        detail(ledger, DISCLOSED_TOTAL_DETAIL, str(event.disclosed_total))
 
 
 def _detail_objects(
@@ -213,7 +245,7 @@ def _detail_objects(
     details = dict(event.details)
     query = details.pop("query", None)
     if query is not None:
-        _check_xml_text(query, "details['query']")
+        check_xml_text(query, "details['query']")
         obj = ET.SubElement(
             root,
             "ParticipantObjectIdentification",
@@ -223,27 +255,10 @@ def _detail_objects(
                 "ParticipantObjectTypeCodeRole": dicom.ROLE_QUERY,
             },
         )
-        _coded(obj, "ParticipantObjectIDTypeCode", "query", _PRIVATE, "Query")
+        coded(obj, "ParticipantObjectIDTypeCode", "query", _PRIVATE, "Query")
         ET.SubElement(obj, "ParticipantObjectQuery").text = _query_b64(query)
     for key, value in details.items():
-        _pair(ledger, "detail", key, value)
-
-
-def _check_xml_text(value: str, field: str) -> str:
-    if _XML_ILLEGAL.search(value):
-        raise ValueError(f"{field} holds a character XML 1.0 cannot carry")
-    return value
-
-
-def _b64(value: str) -> str:
-    return base64.b64encode(value.encode("utf-8")).decode("ascii")
-
-
-def _coded(parent: ET.Element, tag: str, code: str, system: str, text: str | None) -> None:
-    attrs = {"csd-code": code, "codeSystemName": system}
-    if text:
-        attrs["originalText"] = text
-    ET.SubElement(parent, tag, attrs)
+        pair(ledger, "detail", key, value)
 
 
 def _network_type(address: str) -> str:
@@ -261,74 +276,6 @@ def _format_time(when: datetime) -> str:
     return utc.strftime("%Y-%m-%dT%H:%M:%S") + f".{utc.microsecond:06d}Z"
 
 
-def _detail(parent: ET.Element, kind: str, value: str) -> None:
-    ET.SubElement(parent, "ParticipantObjectDetail", {"type": kind, "value": _b64(value)})
-
-
-def _pair(parent: ET.Element, kind: str, key: str, value: str) -> None:
-    _detail(parent, kind, json.dumps([key, value], ensure_ascii=False))
-
-
-def _patient_object(parent: ET.Element, patient: Patient) -> None:
-    safe = "^" not in patient.id and (
-        patient.issuer is None or not re.search(r"[\^&]", patient.issuer)
-    )
-    ident = patient.id if patient.issuer is None else f"{patient.id}^^^{patient.issuer}"
-    obj = ET.SubElement(
-        parent,
-        "ParticipantObjectIdentification",
-        {
-            "ParticipantObjectID": ident if safe else patient.id,
-            "ParticipantObjectTypeCode": dicom.OBJECT_PERSON,
-            "ParticipantObjectTypeCodeRole": dicom.ROLE_PATIENT,
-        },
-    )
-    _coded(
-        obj, "ParticipantObjectIDTypeCode", dicom.PATIENT_NUMBER, dicom.RFC3881, "Patient Number"
-    )
-    if not safe:
-        _detail(obj, "IssuerOfPatientID", patient.issuer or "")
-
-
-def _study_object(parent: ET.Element, study: Study, ledger: ET.Element) -> None:
-    obj = ET.SubElement(
-        parent,
-        "ParticipantObjectIdentification",
-        {
-            "ParticipantObjectID": study.uid,
-            "ParticipantObjectTypeCode": dicom.OBJECT_SYSTEM,
-            "ParticipantObjectTypeCodeRole": dicom.ROLE_REPORT,
-        },
-    )
-    _coded(
-        obj,
-        "ParticipantObjectIDTypeCode",
-        dicom.STUDY_INSTANCE_UID,
-        dicom.DCM,
-        "Study Instance UID",
-    )
-    if study.modality is not None:
-        _detail(obj, "Modality", study.modality)
-    if study.accession is not None or study.sop_classes:
-        description = ET.SubElement(obj, "ParticipantObjectDescription")
-        if study.accession is not None:
-            ET.SubElement(description, "Accession", {"Number": study.accession})
-        single = len(study.sop_classes) == 1 and study.instances is not None
-        for uid in study.sop_classes:
-            attrs = {"UID": uid}
-            if single:
-                attrs["NumberOfInstances"] = str(study.instances)
-            ET.SubElement(description, "SOPClass", attrs)
-    if study.instances is not None and len(study.sop_classes) != 1:
-        _detail(ledger, "study-instances", str(study.instances))
-
-
-def _all_text(values: Iterable[tuple[str, str | None]]) -> None:
-    for field, value in values:
-        if value is not None:
-            _check_xml_text(value, field)
-
-
 def _query_b64(query: str) -> str:
     """The inverse of ``_query_text``: a ``base64:`` query of binary bytes goes back as
     those bytes; any other query as its UTF-8 text."""
@@ -337,19 +284,19 @@ def _query_b64(query: str) -> str:
         try:
             raw = base64.b64decode(encoded, validate=True)
         except (binascii.Error, ValueError):
-            return _b64(query)
+            return b64(query)
         try:
             binary = CONTROL.search(raw.decode("utf-8")) is not None
         except UnicodeDecodeError:
             binary = True
         if binary and base64.b64encode(raw).decode("ascii") == encoded:
             return encoded
-    return _b64(query)
+    return b64(query)
 
 
 def _log_objects(root: ET.Element, ledger: ET.Element, event: AuditLogUsed) -> None:
     q = event.query
-    _all_text([("query.path", q.path)])
+    all_text([("query.path", q.path)])
     log = ET.SubElement(
         root,
         "ParticipantObjectIdentification",
@@ -359,16 +306,16 @@ def _log_objects(root: ET.Element, ledger: ET.Element, event: AuditLogUsed) -> N
             "ParticipantObjectTypeCodeRole": dicom.ROLE_SECURITY_RESOURCE,
         },
     )
-    _coded(log, "ParticipantObjectIDTypeCode", dicom.URI, dicom.RFC3881, "URI")
+    coded(log, "ParticipantObjectIDTypeCode", dicom.URI, dicom.RFC3881, "URI")
     target = q.path
     if q.parameters:
         target += "?" + "&".join(f"{k}={v}" for k, v in sorted(q.parameters.items()))
-    ET.SubElement(log, "ParticipantObjectQuery").text = _b64(f"{q.method} {target}")
-    _detail(ledger, "query-method", q.method)
-    _detail(ledger, "query-status", str(q.status))
+    ET.SubElement(log, "ParticipantObjectQuery").text = b64(f"{q.method} {target}")
+    detail(ledger, "query-method", q.method)
+    detail(ledger, "query-status", str(q.status))
     if q.results is not None:
-        _detail(ledger, "query-results", str(q.results))
+        detail(ledger, "query-results", str(q.results))
     for key, value in q.parameters.items():
-        _pair(ledger, "query-parameter", key, value)
+        pair(ledger, "query-parameter", key, value)
     if event.patient is not None:
-        _patient_object(root, event.patient)
+        patient_object(root, event.patient)

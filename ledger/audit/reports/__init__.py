@@ -1,6 +1,7 @@
 """HIPAA reports over the ledger: breach investigation, accounting of disclosures, relays.
 
-Owns the three reports (``investigation``, ``disclosures`` with its purpose rules in
+Owns the three reports (``investigation`` with who each event touched in ``affected``,
+``disclosures`` with its purpose rules in
 ``purposes``, ``relays``), their typed inputs (``rows``, ``phi``, ``checks``) and their
 exports (``render_json``, ``render_csv``, ``render_html``). Everything here is pure and
 deterministic: no I/O, no clock ("now" is an argument), so the same rows always give
@@ -11,6 +12,7 @@ byte-identical JSON, CSV and HTML. It may import ``ledger.log``, the rest of
 
 from __future__ import annotations
 
+from ledger.audit.reports.affected import AffectedPatient
 from ledger.audit.reports.checks import (
     COMPLIANCE_DATE,
     MAX_LOOKBACK_YEARS,
@@ -29,17 +31,18 @@ from ledger.audit.reports.disclosures import (
     describe_phi,
 )
 from ledger.audit.reports.investigation import (
-    AffectedPatient,
     InvestigationReport,
     InvestigationScope,
     StateCount,
     TimelineEntry,
+    TruncatedAnswer,
     build_investigation,
 )
 from ledger.audit.reports.phi import (
     PHI_KINDS_BY_EVENT_ID,
     REPORT_SOP_CLASS_PREFIXES,
     PhiKind,
+    disclosed_phi_kinds,
     is_completed,
     phi_kinds,
 )
@@ -78,6 +81,7 @@ from ledger.audit.reports.rows import (
     KIND_RELAY,
     KIND_SECURITY,
     AccessRow,
+    DisclosedRef,
     EventRef,
     PatientRef,
     RecipientRef,
@@ -107,6 +111,7 @@ __all__ = [
     "AccessRow",
     "AffectedPatient",
     "CategoryStats",
+    "DisclosedRef",
     "DisclosureAccounting",
     "DisclosureEntry",
     "Disposition",
@@ -127,6 +132,7 @@ __all__ = [
     "StateCount",
     "StudyRef",
     "TimelineEntry",
+    "TruncatedAnswer",
     "accounting_period_start",
     "build_disclosures",
     "build_investigation",
@@ -134,6 +140,7 @@ __all__ = [
     "check_identifier",
     "check_window",
     "describe_phi",
+    "disclosed_phi_kinds",
     "disclosure_rule",
     "is_completed",
     "is_disclosure",

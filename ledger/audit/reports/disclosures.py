@@ -2,7 +2,9 @@
 
 Invariant: pure and deterministic ("now" is an argument); only this patient's
 disclosures in the accounting period are considered, each included, excluded or
-included for review by ``disclosure_rule``.
+included for review by ``disclosure_rule``. This patient's: the event names them, or its
+answer returned them (PhiAccessEvent v2 ``disclosed``: a transfer of several patients'
+studies to an outside recipient discloses each of them).
 """
 
 from __future__ import annotations
@@ -12,9 +14,16 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 
 from ledger.audit.reports.checks import COMPLIANCE_DATE, MAX_LOOKBACK_YEARS, check_instant
-from ledger.audit.reports.phi import PhiKind, phi_kinds
+from ledger.audit.reports.phi import PhiKind, disclosed_phi_kinds, phi_kinds
 from ledger.audit.reports.purposes import Disposition, PurposeRule, disclosure_rule, is_disclosure
-from ledger.audit.reports.rows import AccessRow, EventRef, PatientRef, event_ref, order_key
+from ledger.audit.reports.rows import (
+    AccessRow,
+    DisclosedRef,
+    EventRef,
+    PatientRef,
+    event_ref,
+    order_key,
+)
 from ledger.errors import MalformedInputError
 
 
@@ -110,6 +119,25 @@ def describe_phi(row: AccessRow) -> str:
     return text[:1].upper() + text[1:]
 
 
+def describe_disclosed(row: AccessRow, patient: DisclosedRef) -> str:
+    """A brief description of the PHI an event's answer disclosed about one patient it
+    returned without naming them (``disclosed_phi_kinds``; their studies by UID)."""
+    kinds = disclosed_phi_kinds(row, patient)
+    parts: list[str] = []
+    if PhiKind.IMAGES in kinds:
+        uids = f" (study UID {', '.join(patient.studies)})" if patient.studies else ""
+        parts.append(f"Diagnostic images{uids}")
+    elif patient.studies:
+        parts.append(f"Imaging study descriptions (study UID {', '.join(patient.studies)})")
+    if PhiKind.REPORT in kinds:
+        parts.append("diagnostic report")
+    if PhiKind.ORDER in kinds:
+        parts.append("imaging order")
+    parts.append("patient identifiers and demographics")
+    text = "; ".join(parts)
+    return text[:1].upper() + text[1:]
+
+
 def build_disclosures(
     patient: PatientRef,
     rows: Iterable[AccessRow],
@@ -135,17 +163,17 @@ def build_disclosures(
     now = check_instant("now", now)
     period_start = accounting_period_start(now, lookback_years)
     mine = _rows_of(patient, rows)
-    included: list[tuple[AccessRow, PurposeRule]] = []
+    entries: list[DisclosureEntry] = []
     excluded: list[ExcludedDisclosure] = []
-    for row in sorted(mine, key=order_key):
+    for row, listed in sorted(mine, key=lambda m: order_key(m[0])):
         if not is_disclosure(row) or not period_start <= row.event_time <= now:
             continue
         rule = disclosure_rule(row)
         if rule.disposition is Disposition.EXCLUDE:
             excluded.append(_excluded(row, rule))
         else:
-            included.append((row, rule))
-    entries = [_entry(row, rule) for row, rule in included]
+            what = describe_phi(row) if listed is None else describe_disclosed(row, listed)
+            entries.append(_entry(row, rule, what))
     if summarise_repeated:
         entries = _summarise(entries)
     return DisclosureAccounting(
@@ -157,18 +185,26 @@ def build_disclosures(
     )
 
 
-def _rows_of(patient: PatientRef, rows: Iterable[AccessRow]) -> list[AccessRow]:
-    """The patient's rows; without an issuer, one id under several issuers is refused."""
-    mine = [
-        r
-        for r in rows
-        if r.patient_id == patient.id
-        and (patient.issuer is None or r.patient_issuer == patient.issuer)
-    ]
-    issuers = sorted({r.patient_issuer or "" for r in mine})
+def _rows_of(
+    patient: PatientRef, rows: Iterable[AccessRow]
+) -> list[tuple[AccessRow, DisclosedRef | None]]:
+    """The patient's rows: named by the event (None), else returned by its answer (the
+    listed patient); without an issuer, one id under several issuers is refused."""
+    mine: list[tuple[AccessRow, DisclosedRef | None]] = []
+    issuers: set[str] = set()
+    for r in rows:
+        if r.patient_id == patient.id and patient.issuer in (None, r.patient_issuer):
+            mine.append((r, None))
+            issuers.add(r.patient_issuer or "")
+            continue
+        for p in r.disclosed:
+            if p.id == patient.id and patient.issuer in (None, p.issuer):
+                mine.append((r, p))
+                issuers.add(p.issuer or "")
     if patient.issuer is None and len(issuers) > 1:
         raise MalformedInputError(
-            f"patient id {patient.id!r} exists under several issuers ({', '.join(issuers)}); "
+            f"patient id {patient.id!r} exists under several issuers "
+            f"({', '.join(sorted(issuers))}); "
             "name the issuer"
         )
     return mine
@@ -180,14 +216,14 @@ def _excluded(row: AccessRow, rule: PurposeRule) -> ExcludedDisclosure:
     )
 
 
-def _entry(row: AccessRow, rule: PurposeRule) -> DisclosureEntry:
+def _entry(row: AccessRow, rule: PurposeRule, description: str) -> DisclosureEntry:
     recipient = row.recipient
     return DisclosureEntry(
         disclosed_at=row.event_time,
         recipient_name=None if recipient is None else recipient.name,
         recipient_address=None if recipient is None else recipient.address,
         recipient_organization=None if recipient is None else recipient.organization,
-        description=describe_phi(row),
+        description=description,
         purpose=rule.statement,
         purpose_code=row.purpose_of_use,
         citation=rule.citation,

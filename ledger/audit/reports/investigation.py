@@ -13,9 +13,24 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from ledger.audit.query import LedgerPosition
+from ledger.audit.reports.affected import (
+    AffectedPatient,
+    PatientKey,
+    Touch,
+    affected_patient,
+    patient_order,
+    touches_of,
+)
 from ledger.audit.reports.checks import check_selectors, check_text, check_window
 from ledger.audit.reports.phi import PhiKind, is_completed, phi_kinds
-from ledger.audit.reports.rows import AccessRow, PatientRef, ReportCheckpoint, order_key
+from ledger.audit.reports.rows import (
+    AccessRow,
+    EventRef,
+    PatientRef,
+    ReportCheckpoint,
+    event_ref,
+    order_key,
+)
 from ledger.errors import MalformedInputError
 
 
@@ -61,21 +76,13 @@ class InvestigationScope:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class AffectedPatient:
-    """One individual whose PHI an in-scope event touched (164.410(c)(1): identify each)."""
+class TruncatedAnswer:
+    """An in-scope access whose answer returned more patients than its event lists: the
+    others are not identified (re-run the query at its source to name them)."""
 
-    patient_id: str
-    issuer: str | None
-    #: State of residence on the latest in-scope event that records one.
-    state: str | None
-    #: Other states recorded for this patient on in-scope events (moves, data errors).
-    other_states: tuple[str, ...]
-    first_access: datetime
-    last_access: datetime
-    phi_kinds: tuple[PhiKind, ...]
-    events: int
-    users: tuple[str, ...]
-    facilities: tuple[str, ...]
+    source: EventRef
+    listed: int
+    total: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -87,7 +94,8 @@ class StateCount:
     #: 164.406(a): media notice for "more than 500 residents of a State or jurisdiction".
     media_notice: bool
     #: Not (yet) over the media threshold, but would be if enough of the affected
-    #: individuals without a recorded state live here: establish their residence.
+    #: individuals without a recorded state (or not identified: ``unlisted_patients``)
+    #: live here: establish their residence.
     media_notice_possible: bool
 
 
@@ -117,6 +125,10 @@ class TimelineEntry:
     network_address: str | None
     purpose_of_use: str | None
     phi_kinds: tuple[PhiKind, ...]
+    #: Patients the answer returned that the event lists (PhiAccessEvent v2 ``disclosed``).
+    disclosed_patients: int = 0
+    #: Patients the answer returned, listed or not (more than listed: truncated).
+    disclosed_total: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -137,11 +149,28 @@ class InvestigationReport:
     checkpoints: tuple[ReportCheckpoint, ...]
     #: Timeline events appended after the named checkpoint of their log.
     uncovered_events: int
+    #: In-scope answers that returned more patients than their events list.
+    truncated_answers: tuple[TruncatedAnswer, ...] = ()
+    #: Patients those answers returned but did not list: affected, not identified (some
+    #: may be among ``patients``). Never left out of the counts silently: see
+    #: ``individuals_at_most`` and ``hhs_contemporaneous_notice_possible``.
+    unlisted_patients: int = 0
 
     @property
     def individuals(self) -> int:
-        """How many individuals are affected (all states, known or not)."""
+        """How many identified individuals are affected (all states, known or not)."""
         return len(self.patients)
+
+    @property
+    def individuals_at_most(self) -> int:
+        """The identified individuals plus those truncated answers returned unlisted."""
+        return len(self.patients) + self.unlisted_patients
+
+    @property
+    def hhs_contemporaneous_notice_possible(self) -> bool:
+        """Under the Secretary's threshold with the identified individuals, but not with
+        those truncated answers returned unlisted: identify them."""
+        return len(self.patients) < self.threshold <= self.individuals_at_most
 
 
 def _checkpoint_map(checkpoints: Iterable[ReportCheckpoint]) -> dict[int, ReportCheckpoint]:
@@ -188,6 +217,12 @@ def build_investigation(
       together whatever their state (unknown included), so 500 triggers contemporaneous
       notice; fewer go to the annual log of 164.408(c).
 
+    An access whose answer returned patients (PhiAccessEvent v2 ``disclosed``: a query's
+    result set, a bulk listing) touches each of them, with their own state when the answer
+    carried it (else they count as unknown); an answer that returned more patients than
+    its event lists is in ``truncated_answers``, and the patients it did not list count in
+    ``unlisted_patients``, ``individuals_at_most`` and the "possible" notices.
+
     A business associate (a teleradiology group) notifies the covered entity (164.410),
     which gives these notices; the report serves both. Each checkpoint names, for its log,
     the signed tree the report's positions can be proven against; events appended after it
@@ -199,10 +234,10 @@ def build_investigation(
     in_scope = sorted((r for r in rows if scope.matches(r)), key=order_key)
     sweep = _sweep(in_scope, cps)
     patients = tuple(
-        _affected(pid, events)
-        for (_, pid), events in sorted(sweep.by_patient.items(), key=_patient_sort)
+        affected_patient(key, sweep.by_patient[key]) for key in patient_order(sweep.by_patient)
     )
-    states, unknown = _state_counts(patients, threshold)
+    unlisted = sum(t.total - t.listed for t in sweep.truncated)
+    states, unknown = _state_counts(patients, threshold, unlisted)
     timeline = tuple(sweep.timeline)
     return InvestigationReport(
         scope=scope,
@@ -215,10 +250,9 @@ def build_investigation(
         timeline=timeline,
         checkpoints=_named_checkpoints(timeline, cps),
         uncovered_events=sum(1 for e in timeline if not e.covered),
+        truncated_answers=tuple(sweep.truncated),
+        unlisted_patients=unlisted,
     )
-
-
-_PatientKey = tuple[str | None, str]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -226,14 +260,16 @@ class _Sweep:
     """One pass over the in-scope events: the timeline and who was touched or tried."""
 
     timeline: list[TimelineEntry]
-    #: Completed events per patient (issuer, id), chronological.
-    by_patient: dict[_PatientKey, list[AccessRow]]
+    #: Touches per patient (issuer, id), chronological.
+    by_patient: dict[PatientKey, list[Touch]]
     #: Patients with at least one failed attempt (insertion-ordered set).
-    attempted: dict[_PatientKey, None]
+    attempted: dict[PatientKey, None]
+    #: Answers that returned more patients than they list.
+    truncated: list[TruncatedAnswer]
 
 
 def _sweep(in_scope: list[AccessRow], cps: Mapping[int, ReportCheckpoint]) -> _Sweep:
-    sweep = _Sweep(timeline=[], by_patient={}, attempted={})
+    sweep = _Sweep(timeline=[], by_patient={}, attempted={}, truncated=[])
     seen: set[uuid.UUID] = set()
     for row in in_scope:
         if row.event_id in seen:
@@ -241,13 +277,19 @@ def _sweep(in_scope: list[AccessRow], cps: Mapping[int, ReportCheckpoint]) -> _S
         seen.add(row.event_id)
         completed = is_completed(row)
         sweep.timeline.append(_timeline_entry(row, cps, completed=completed))
-        if row.patient_id is None:
-            continue  # a read of the ledger or a security event naming no one: timeline only
-        key = (row.patient_issuer, row.patient_id)
-        if completed:
-            sweep.by_patient.setdefault(key, []).append(row)
-        else:
-            sweep.attempted[key] = None
+        touched, attempted = touches_of(row, completed=completed)
+        for key, touch in touched.items():
+            sweep.by_patient.setdefault(key, []).append(touch)
+        if attempted is not None:
+            sweep.attempted[attempted] = None
+        if row.unlisted:
+            sweep.truncated.append(
+                TruncatedAnswer(
+                    source=event_ref(row),
+                    listed=len(row.disclosed),
+                    total=len(row.disclosed) + row.unlisted,
+                )
+            )
     return sweep
 
 
@@ -275,21 +317,25 @@ def _timeline_entry(
         network_address=row.network_address,
         purpose_of_use=row.purpose_of_use,
         phi_kinds=tuple(sorted(kinds)),
+        disclosed_patients=len(row.disclosed),
+        disclosed_total=len(row.disclosed) + row.unlisted,
     )
 
 
 def _attempted_only(sweep: _Sweep) -> tuple[PatientRef, ...]:
     return tuple(
         PatientRef(id=pid, issuer=issuer)
-        for issuer, pid in sorted(sweep.attempted, key=lambda k: (k[0] or "", k[1]))
+        for issuer, pid in patient_order(sweep.attempted)
         if (issuer, pid) not in sweep.by_patient
     )
 
 
 def _state_counts(
-    patients: tuple[AffectedPatient, ...], threshold: int
+    patients: tuple[AffectedPatient, ...], threshold: int, unlisted: int
 ) -> tuple[tuple[StateCount, ...], int]:
-    """Affected residents per state (media notice, 164.406(a)) and how many have no state."""
+    """Affected residents per state (media notice, 164.406(a)) and how many have no state.
+    A state's notice is possible when those without a state, or not identified
+    (``unlisted``), could take it over the threshold."""
     residents: dict[str, int] = {}
     unknown = 0
     for p in patients:
@@ -302,7 +348,7 @@ def _state_counts(
             state=state,
             residents=n,
             media_notice=n > threshold,
-            media_notice_possible=n <= threshold < n + unknown,
+            media_notice_possible=n <= threshold < n + unknown + unlisted,
         )
         for state, n in sorted(residents.items())
     )
@@ -315,29 +361,3 @@ def _named_checkpoints(
     """The given checkpoints of the logs the timeline names, by origin."""
     used_logs = {e.position.log_id for e in timeline}
     return tuple(sorted((cps[i] for i in used_logs if i in cps), key=lambda c: c.origin))
-
-
-def _patient_sort(item: tuple[_PatientKey, list[AccessRow]]) -> tuple[str, str]:
-    (issuer, pid), _ = item
-    return (issuer or "", pid)
-
-
-def _affected(patient_id: str, events: list[AccessRow]) -> AffectedPatient:
-    first, last = events[0], events[-1]  # chronological already
-    states = [e.patient_state for e in events if e.patient_state is not None]
-    state = states[-1] if states else None
-    kinds: set[PhiKind] = set()
-    for e in events:
-        kinds |= phi_kinds(e)
-    return AffectedPatient(
-        patient_id=patient_id,
-        issuer=first.patient_issuer,
-        state=state,
-        other_states=tuple(sorted(set(states) - {state})) if state is not None else (),
-        first_access=first.event_time,
-        last_access=last.event_time,
-        phi_kinds=tuple(sorted(kinds)),
-        events=len(events),
-        users=tuple(sorted({e.user_id for e in events})),
-        facilities=tuple(sorted({e.facility_id for e in events})),
-    )

@@ -11,7 +11,13 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Final
 
-from ledger.audit.reports.rows import KIND_LEDGER_READ, KIND_RELAY, KIND_SECURITY, AccessRow
+from ledger.audit.reports.rows import (
+    KIND_LEDGER_READ,
+    KIND_RELAY,
+    KIND_SECURITY,
+    AccessRow,
+    DisclosedRef,
+)
 
 
 class PhiKind(StrEnum):
@@ -45,7 +51,7 @@ PHI_KINDS_BY_EVENT_ID: Final[Mapping[str, tuple[PhiKind, ...]]] = MappingProxyTy
         "110109": (PhiKind.ORDER,),  # Order Record
         "110110": (),  # Patient Record: demographics
         "110111": (PhiKind.REPORT,),  # Procedure Record: the report of the procedure
-        "110112": (),  # Query: the parameters are recorded, not the results
+        "110112": (),  # Query: the criteria, and (v2) the patients the answer returned
         "110113": (),  # Security Alert (+ images when it names a study: break the glass)
         "110114": (),  # User Authentication
     }
@@ -95,6 +101,26 @@ def phi_kinds(row: AccessRow) -> frozenset[PhiKind]:
             kinds.add(PhiKind.REPORT)
             if all(_is_report_sop(s) for s in sops):
                 kinds.discard(PhiKind.IMAGES)
+    return frozenset(kinds)
+
+
+def disclosed_phi_kinds(row: AccessRow, patient: DisclosedRef) -> frozenset[PhiKind]:
+    """The kinds of PHI an access's answer disclosed about one patient it returned
+    (PhiAccessEvent v2 ``disclosed``) without the request naming them.
+
+    The rules of ``phi_kinds`` applied to that patient: DEMOGRAPHICS, the EventID's kinds,
+    and IMAGES when the answer returned studies of theirs for an Export, a Security Alert
+    or an unknown EventID. The event's own ``study`` is the named patient's, so its SOP
+    classes say nothing about this patient (no REPORT rule). Whatever the outcome: the
+    answer carried them (a C-FIND that failed after 40 matches disclosed those 40).
+    """
+    kinds = {PhiKind.DEMOGRAPHICS}
+    code = row.dicom_event_id
+    known = code is not None and code in PHI_KINDS_BY_EVENT_ID
+    if known and code is not None:
+        kinds.update(PHI_KINDS_BY_EVENT_ID[code])
+    if patient.studies and (not known or code in ("110106", "110113")):
+        kinds.add(PhiKind.IMAGES)
     return frozenset(kinds)
 
 

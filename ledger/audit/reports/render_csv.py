@@ -11,9 +11,10 @@ import io
 from collections.abc import Iterable, Sequence
 from typing import Final
 
+from ledger.audit.reports.affected import AffectedPatient
 from ledger.audit.reports.disclosures import DisclosureAccounting, DisclosureEntry
 from ledger.audit.reports.formats import Report, iso, seconds
-from ledger.audit.reports.investigation import AffectedPatient, InvestigationReport
+from ledger.audit.reports.investigation import InvestigationReport
 from ledger.audit.reports.relays import RelayException, RelayReport
 from ledger.errors import MalformedInputError
 
@@ -46,6 +47,14 @@ _PATIENT_COLUMNS: Final = (
     "events",
     "users",
     "facilities",
+    "disclosed_events",
+    "note",
+)
+
+#: The last row of an investigation's table when truncated answers left patients unlisted.
+_UNLISTED_NOTE: Final = (
+    "{n} more patient(s) returned by {k} truncated answer(s) are not listed (not "
+    "identified; some may be above): see truncated_answers in the JSON report"
 )
 
 
@@ -92,12 +101,22 @@ def to_csv(report: Report) -> str:
     """One CSV table (RFC 4180, CRLF): an investigation's patients, an accounting's entries,
     or a relay report's exceptions. Formula-like cells are prefixed with an apostrophe."""
     if isinstance(report, InvestigationReport):
-        return _csv(_PATIENT_COLUMNS, (_patient_row(p) for p in report.patients))
+        return _csv(_PATIENT_COLUMNS, _investigation_rows(report))
     if isinstance(report, DisclosureAccounting):
         return _csv(_DISCLOSURE_COLUMNS, (_disclosure_row(e) for e in report.entries))
     if isinstance(report, RelayReport):
         return _csv(_RELAY_EXCEPTION_COLUMNS, (_relay_exception_row(x) for x in report.exceptions))
     raise MalformedInputError(f"not a report: {type(report).__name__}")
+
+
+def _investigation_rows(report: InvestigationReport) -> list[tuple[object, ...]]:
+    """One row per affected patient; truncated answers add a last row that says how many
+    patients they returned unlisted (a count, never silently left out)."""
+    rows = [_patient_row(p) for p in report.patients]
+    if report.unlisted_patients:
+        note = _UNLISTED_NOTE.format(n=report.unlisted_patients, k=len(report.truncated_answers))
+        rows.append(("",) * (len(_PATIENT_COLUMNS) - 1) + (note,))
+    return rows
 
 
 def _patient_row(p: AffectedPatient) -> tuple[object, ...]:
@@ -112,6 +131,8 @@ def _patient_row(p: AffectedPatient) -> tuple[object, ...]:
         p.events,
         ";".join(p.users),
         ";".join(p.facilities),
+        p.disclosed_events,
+        "",
     )
 
 

@@ -10,14 +10,15 @@ from collections.abc import Iterable
 
 from ledger.audit.query import LedgerPosition
 from ledger.audit.records import JsonValue
+from ledger.audit.reports.affected import AffectedPatient
 from ledger.audit.reports.disclosures import DisclosureAccounting, DisclosureEntry
 from ledger.audit.reports.formats import Report, iso, seconds
 from ledger.audit.reports.investigation import (
-    AffectedPatient,
     InvestigationReport,
     InvestigationScope,
     StateCount,
     TimelineEntry,
+    TruncatedAnswer,
 )
 from ledger.audit.reports.relays import CategoryStats, DurationStats, RelayException, RelayReport
 from ledger.audit.reports.rows import EventRef
@@ -72,7 +73,12 @@ def _investigation_json(r: InvestigationReport) -> dict[str, JsonValue]:
             for c in r.checkpoints
         ],
         "uncovered_events": r.uncovered_events,
+        "truncated_answers": [_truncated_json(t) for t in r.truncated_answers],
     }
+
+
+def _truncated_json(t: TruncatedAnswer) -> dict[str, JsonValue]:
+    return {**_event_ref_json(t.source), "listed": t.listed, "total": t.total}
 
 
 def _scope_json(s: InvestigationScope) -> dict[str, JsonValue]:
@@ -90,7 +96,10 @@ def _notification_json(r: InvestigationReport) -> dict[str, JsonValue]:
         "threshold": r.threshold,
         "individuals": r.individuals,
         "unknown_state": r.unknown_state,
+        "unlisted_patients": r.unlisted_patients,
+        "individuals_at_most": r.individuals_at_most,
         "hhs_contemporaneous_notice": r.hhs_contemporaneous_notice,
+        "hhs_contemporaneous_notice_possible": r.hhs_contemporaneous_notice_possible,
         "hhs_rule": f"45 CFR 164.408(b): {r.threshold} or more individuals, all states "
         "together; otherwise the annual log of 164.408(c)",
         "media_notice_states": _strs(x.state for x in r.states if x.media_notice),
@@ -118,6 +127,7 @@ def _patient_json(p: AffectedPatient) -> dict[str, JsonValue]:
         "last_access": iso(p.last_access),
         "phi_kinds": _strs(p.phi_kinds),
         "events": p.events,
+        "disclosed_events": p.disclosed_events,
         "users": _strs(p.users),
         "facilities": _strs(p.facilities),
     }
@@ -144,6 +154,8 @@ def _timeline_json(e: TimelineEntry) -> dict[str, JsonValue]:
         "network_address": e.network_address,
         "purpose_of_use": e.purpose_of_use,
         "phi_kinds": _strs(e.phi_kinds),
+        "disclosed_patients": e.disclosed_patients,
+        "disclosed_total": e.disclosed_total,
     }
 
 

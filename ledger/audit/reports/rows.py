@@ -47,6 +47,22 @@ class StudyRef:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class DisclosedRef:
+    """A patient an access's answer returned (PhiAccessEvent v2 ``disclosed``): the state
+    of residence when the answer carried it, and the UIDs of the studies it returned."""
+
+    id: str
+    issuer: str | None = None
+    state: str | None = None
+    studies: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        check_text("disclosed patient id", self.id)
+        if self.issuer is not None:
+            check_text("disclosed patient issuer", self.issuer)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RecipientRef:
     """Who received disclosed PHI (the event's ``recipient``)."""
 
@@ -65,6 +81,10 @@ class AccessRow:
     patient only when the query named one. A security event appears with
     ``kind == "security_event"`` (a login, an emergency override, ...), its user, its
     EventID and EventTypeCode, no study, and a patient only when it names one.
+
+    A PHI access (schema v2) may name no patient and list the patients its answer
+    returned in ``disclosed``; ``disclosed_total`` is how many the answer returned when
+    the list was truncated (None: as many as listed).
     """
 
     event_id: uuid.UUID
@@ -89,6 +109,17 @@ class AccessRow:
     recipient: RecipientRef | None = None
     #: The event's ``details[DISCLOSURE_BASIS_DETAIL]``, when the producer recorded it.
     disclosure_basis: str | None = None
+    #: The patients the answer returned (PhiAccessEvent v2), canonical order.
+    disclosed: tuple[DisclosedRef, ...] = ()
+    #: How many patients the answer returned, when more than ``disclosed`` lists.
+    disclosed_total: int | None = None
+
+    @property
+    def unlisted(self) -> int:
+        """How many patients the answer returned beyond those listed (0: none)."""
+        if self.disclosed_total is None:
+            return 0
+        return max(self.disclosed_total - len(self.disclosed), 0)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -30,7 +30,9 @@ _FILTERS: Final = """
   AND ($8::text IS NULL OR e.outcome = $8)
   AND ($9::timestamptz IS NULL OR (e.event_time, e.event_id) < ($9, $10::uuid))
   AND ($12::text IS NULL OR e.user_id = $12)
-  AND ($13::text IS NULL OR e.study_uid = $13)
+  AND ($13::text IS NULL OR e.study_uid = $13 OR EXISTS (
+      SELECT 1 FROM event_patients s
+      WHERE s.event_id = e.event_id AND s.study_uids @> ARRAY[$13::text]))
   AND ($14::text[] IS NULL OR coalesce(e.dicom_event_id, 'CRR') = ANY($14))
   AND ($15::text[] IS NULL OR e.action = ANY($15))
   AND ($16::text[] IS NULL OR e.outcome = ANY($16))
@@ -103,6 +105,23 @@ ORDER BY e.event_time DESC, e.event_id DESC
 LIMIT $11
 """
 
+_STUDY_KEY: Final = "e.study_uid = $1 AND ($2::text IS NULL OR e.accession = $2)"
+
+# The access events whose answer returned the study (in a disclosed patient's studies)
+# without naming it, marked "disclosed", by the GIN index event_patients_studies
+# (migration 0011). The accession ($2) narrows only the events that name the study: an
+# answer lists study UIDs alone.
+_ACCESSES_OF_STUDY: Final = f"""
+SELECT {_ACCESS_COLUMNS}, true AS via_disclosure
+FROM events e JOIN logs g USING (log_id)
+WHERE e.event_id IN (
+    SELECT x.event_id FROM event_patients x WHERE x.study_uids @> ARRAY[$1::text])
+  AND e.study_uid IS DISTINCT FROM $1
+{_FILTERS}
+ORDER BY e.event_time DESC, e.event_id DESC
+LIMIT $11
+"""
+
 HISTORY_BY: Final = {
     "patient": f"""
 SELECT * FROM (
@@ -120,10 +139,15 @@ LIMIT $11
         disclosed="false",
         key="e.user_id = $1 AND $2::text IS NULL",
     ),
-    "study": _HISTORY.format(
-        disclosed="false",
-        key="e.study_uid = $1 AND ($2::text IS NULL OR e.accession = $2)",
-    ),
+    "study": f"""
+SELECT * FROM (
+    ({_HISTORY.format(disclosed="false", key=_STUDY_KEY)})
+    UNION ALL
+    ({_ACCESSES_OF_STUDY})
+) h
+ORDER BY h.event_time DESC, h.event_id DESC
+LIMIT $11
+""",
 }
 
 # Stored leaves at (log_id, leaf_index) positions.

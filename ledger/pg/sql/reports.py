@@ -41,13 +41,24 @@ WHERE e.facility_id = $1
 LIMIT $4
 """
 
-#: One patient's PHI accesses in the accounting period. Driven by ``events_patient_time``.
-#: Every access is fetched: whether an event names a recipient is only in its leaf.
+#: One patient's PHI accesses in the accounting period: those that name the patient
+#: (``events_patient_time``) and those whose answer returned them (PhiAccessEvent v2,
+#: ``event_patients_patient`` then ``events`` by primary key). Every access is fetched:
+#: whether an event names a recipient is only in its leaf.
 DISCLOSURE_CANDIDATES: Final = """
 SELECT e.event_id, e.log_id, g.origin, e.leaf_index
 FROM events e JOIN logs g USING (log_id)
 WHERE e.patient_id = $1
   AND ($2::text IS NULL OR e.patient_issuer = $2)
+  AND e.kind = 'phi_access'
+  AND e.event_time >= $3 AND e.event_time <= $4
+UNION
+SELECT e.event_id, e.log_id, g.origin, e.leaf_index
+FROM event_patients x
+JOIN events e ON e.event_id = x.event_id
+JOIN logs g ON g.log_id = e.log_id
+WHERE x.patient_id = $1
+  AND ($2::text IS NULL OR x.patient_issuer = $2)
   AND e.kind = 'phi_access'
   AND e.event_time >= $3 AND e.event_time <= $4
 LIMIT $5

@@ -1,0 +1,48 @@
+"""``ledger investigate``: a breach investigation (45 CFR 164.404-164.410) through the API.
+
+Invariant: the CLI reads PHI here only through the API, which records the read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated
+
+import typer
+
+from ledgerctl.commands.common import fail
+from ledgerctl.settings import Settings
+
+
+def investigate(
+    since: Annotated[str, typer.Option(help="Window start, RFC 3339 (inclusive).")],
+    until: Annotated[str, typer.Option(help="Window end, RFC 3339 (exclusive).")],
+    user: Annotated[list[str] | None, typer.Option(help="A user in scope (repeatable).")] = None,
+    facility: Annotated[str | None, typer.Option(help="The facility in scope.")] = None,
+    address: Annotated[
+        list[str] | None, typer.Option(help="A network address in scope (repeatable).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON.")] = False,
+) -> None:
+    """Who and what a breach touched: affected patients (named, or returned by a query's
+    answer), per-state counts, notices, and answers too large to list every patient."""
+    from ledgerctl.investigation import fetch_investigation, render_investigation
+    from ledgerctl.tables import report_console
+
+    scope: dict[str, object] = {"since": since, "until": until}
+    if user:
+        scope["users"] = list(user)
+    if facility is not None:
+        scope["facility"] = facility
+    if address:
+        scope["network_addresses"] = list(address)
+    settings = Settings.load()
+    try:
+        report = asyncio.run(fetch_investigation(settings.api(), scope))
+    except ValueError as exc:
+        raise fail(f"the API refused the scope: {exc}") from exc
+    if as_json:
+        typer.echo(json.dumps(report, indent=2, sort_keys=True))
+        return
+    render_investigation(report_console(), report)
