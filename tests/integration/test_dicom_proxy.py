@@ -574,6 +574,21 @@ def test_tls_to_the_upstream(move_port: int, recorder: MemoryRecorder, pki: Any)
             answers = pyfind(proxy.address[1], PROXY_AET,
                              StudyRootQueryRetrieveInformationModelFind, study_query())  # fmt: skip
             assert len(answers) == 4
+            # A C-STORE relayed as it arrives (cut-through), on TLS through the
+            # association's own queue: it arrives whole.
+            ds = secure.archive.instances[0].copy()
+            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4.5.6.7"
+            ds.PixelData = bytes(range(256)) * 1024  # 256 KiB: many fragments
+            ds.Columns = 16384
+            ae = AE("PYCLIENT")
+            ae.add_requested_context(CTImageStorage, [ds.file_meta.TransferSyntaxUID])
+            assoc = ae.associate("127.0.0.1", proxy.address[1], ae_title=PROXY_AET)
+            try:
+                assert assoc.send_c_store(ds).Status == 0x0000
+            finally:
+                assoc.release()
+            assert [r.SOPInstanceUID for r in secure.received] == ["1.2.3.4.5.6.7"]
+            assert secure.received[0].PixelData == ds.PixelData
         # An upstream certificate the configured CA did not sign: no association.
         other = make_pki(Path(pki.where) / "other")
         cfg = config(port, move_port, upstream={"tls": {"ca_file": str(other.server_cert)}})
