@@ -23,6 +23,7 @@ status:
 
 demo: up
 	@$(LEDGER) demo
+	@$(LEDGER) dicom-proxy demo
 
 # Static checks first (fast), then the whole pytest suite against real PostgreSQL and Kafka.
 check:

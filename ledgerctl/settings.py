@@ -122,6 +122,9 @@ class Settings(BaseSettings):
     appender_url: SecretStr | None = Field(default=None, alias="LEDGER_APPENDER_URL")
     reader_url: SecretStr | None = Field(default=None, alias="LEDGER_READER_URL")
     api_url: str = Field(default="http://127.0.0.1:18080", alias="LEDGER_API_URL")
+    #: The DICOM audit proxy `make up` starts (host:port and AE title), for its demo.
+    dicomproxy_address: str = Field(default="127.0.0.1:11112", alias="LEDGER_DICOMPROXY_ADDRESS")
+    dicomproxy_aet: str = Field(default="LEDGERPROXY", alias="LEDGER_DICOMPROXY_AET")
     #: Bearer token the CLI sends to the API (`ledger token create`; `make up` issues one).
     api_token: SecretStr | None = Field(default=None, alias="LEDGER_API_TOKEN")
     #: CA bundle the CLI trusts for an https LEDGER_API_URL (default: the system's).
