@@ -103,6 +103,25 @@ class QuickSocket(AssociationSocket):
             return False
         return sock in readable
 
+    def recv(self, nr_bytes: int) -> bytearray:
+        """Read ``nr_bytes`` (fewer if the connection closes first) into one buffer with
+        as few system calls as the kernel allows; pynetdicom reads 4 KiB per call, 128
+        calls and copies for a 512 KiB instance."""
+        sock = self.socket
+        if sock is None:
+            return bytearray()
+        buffer = bytearray(nr_bytes)
+        view = memoryview(buffer)
+        got = 0
+        while got < nr_bytes:
+            n = sock.recv_into(view[got:], nr_bytes - got)
+            if not n:
+                del view
+                del buffer[got:]
+                return buffer
+            got += n
+        return buffer
+
     def _wait_for_wake(self, extra: list[Any], wait: float) -> list[Any]:
         readable, _, _ = select.select([self._wake_fd, *extra], [], [], wait)
         if self._wake_fd in readable:
@@ -140,10 +159,10 @@ _QUICK_CLASSES: dict[type[Any], type[Any]] = {AssociationSocket: QuickSocket}
 
 def _quick_class(base: type[Any]) -> type[Any]:
     """``QuickSocket`` combined with a subclass of ``AssociationSocket`` (the proxy's
-    bounded socket), so both overrides apply."""
+    bounded socket): the subclass's ``recv`` checks first, then reads the quick way."""
     quick = _QUICK_CLASSES.get(base)
     if quick is None:
-        quick = type(f"Quick{base.__name__}", (QuickSocket, base), {})
+        quick = type(f"Quick{base.__name__}", (base, QuickSocket), {})
         _QUICK_CLASSES[base] = quick
     return quick
 
