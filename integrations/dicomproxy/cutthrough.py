@@ -34,9 +34,10 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from pydicom.dataset import Dataset
-from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_messages import C_STORE_RQ
 from pynetdicom.pdu_primitives import P_DATA
+
+from integrations.dicomproxy.reactor import QuickDIMSE
 
 __all__ = [
     "RelayingDIMSE",
@@ -138,7 +139,7 @@ class StoreRelay:
             self._up.abort()
 
 
-class RelayingDIMSE(DIMSEServiceProvider):
+class RelayingDIMSE(QuickDIMSE):
     """The inbound association's DIMSE provider, relaying C-STORE data sets as their
     fragments arrive (set up by ``enable_cut_through``)."""
 
