@@ -50,6 +50,8 @@ from producers.errors import (
     SpoolFullError,
 )
 from producers.events import (
+    MAX_DISCLOSED_PATIENTS,
+    MAX_DISCLOSED_STUDIES,
     PURPOSES_OF_USE,
     AcrCategory,
     Actor,
@@ -91,6 +93,8 @@ from producers.signing import ProducerKeyError, load_producer_key
 from producers.sync import SyncEmitter
 
 __all__ = [
+    "MAX_DISCLOSED_PATIENTS",
+    "MAX_DISCLOSED_STUDIES",
     "PIPE_MAX_PENDING",
     "PURPOSES_OF_USE",
     "AcrCategory",

@@ -1,0 +1,350 @@
+"""C-FIND received by Orthanc, answered as Orthanc 1.10.1's own handler answers it.
+
+Invariant: ``FindEngine.answer`` computes, from Orthanc's built-in REST API only
+(``/tools/find`` for the matching, so wildcards, ranges, lists and the limits are
+Orthanc's own), the same answers ``OrthancFindRequestHandler`` would: for each match, in
+Orthanc's order, the Retrieve AE Title, the query's QueryRetrieveLevel and every other
+key of the query, filled from the main DICOM tags of the match and of one of its
+instances (or the instance's file when the query asks for other tags or a sequence),
+with the counters (NumberOf...RelatedInstances, ModalitiesInStudy, SOPClassesInStudy)
+computed. It raises ``FindRefused`` where Orthanc would fail the C-FIND. What cannot be
+identical is listed in docs/orthanc.md ("C-FIND").
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from integrations.orthanc import dimse_tags as T
+
+#: The REST path of each Orthanc level.
+_PATHS: Final = {
+    "Patient": "patients",
+    "Study": "studies",
+    "Series": "series",
+    "Instance": "instances",
+}
+_CHILDREN: Final = {"Patient": "Studies", "Study": "Series", "Series": "Instances"}
+_BELOW: Final = {"Patient": "Study", "Study": "Series", "Series": "Instance"}
+
+
+class FindRefused(Exception):
+    """Orthanc would fail this C-FIND (status 0xC000, Unable to process)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FindSettings:
+    """The Orthanc options its C-FIND handler reads."""
+
+    retrieve_aet: str = "ORTHANC"
+    case_sensitive_pn: bool = False
+    limit_results: int = 0
+    limit_instances: int = 0
+    #: ``StorageAccessOnFind``: ``Always`` (match and answer from the files when the
+    #: query needs other than main tags), ``Answers`` (answer only), ``Never``.
+    storage_access: str = "Always"
+
+    @classmethod
+    def from_orthanc(cls, configuration: Mapping[str, object]) -> FindSettings:
+        def integer(name: str) -> int:
+            value = configuration.get(name, 0)
+            return value if isinstance(value, int) and value > 0 else 0
+
+        return cls(
+            retrieve_aet=str(configuration.get("DicomAet", "ORTHANC")),
+            case_sensitive_pn=configuration.get("CaseSensitivePN", False) is True,
+            limit_results=integer("LimitFindResults"),
+            limit_instances=integer("LimitFindInstances"),
+            storage_access=str(configuration.get("StorageAccessOnFind", "Always")),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FindAnswer:
+    """One answer: the Orthanc id of the match and the answer's tags (``0010,0010``: value)."""
+
+    resource: str
+    tags: Mapping[str, object]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FindOutcome:
+    level: str
+    answers: tuple[FindAnswer, ...]
+    complete: bool
+    criteria: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(slots=True)
+class _Match:
+    """One matching resource and what was read about it (lazily)."""
+
+    level: str
+    resource: dict[str, Any]
+    main: dict[str, str] = field(default_factory=dict)
+    lowest: dict[str, Any] | None = None
+    lowest_level: str = ""
+    file: dict[str, Any] | None = None
+    up: bool = False
+
+
+def _main_tags(resource: Mapping[str, Any]) -> dict[str, str]:
+    tags: dict[str, str] = {}
+    for key in ("MainDicomTags", "PatientMainDicomTags"):
+        block = resource.get(key)
+        if isinstance(block, dict):
+            for tag, value in block.items():
+                if isinstance(value, str):
+                    tags.setdefault(tag.lower(), value)
+    return tags
+
+
+class FindEngine:
+    """Answers a C-FIND query (a list of (tag, value)) through Orthanc's REST API."""
+
+    def __init__(
+        self,
+        get: Callable[[str], Any],
+        post: Callable[[str, object], Any],
+        settings: FindSettings,
+    ) -> None:
+        self._get = get
+        self._post = post
+        self._settings = settings
+
+    def answer(self, query: Sequence[tuple[str, str]]) -> FindOutcome:
+        values = dict(query)
+        raw_level = values.get(T.QUERY_RETRIEVE_LEVEL)
+        level = T.LEVELS.get((raw_level or "").strip().upper())
+        if level is None:
+            raise FindRefused("missing or unknown QueryRetrieveLevel")
+        sequences = {tag for tag, value in query if value == "" and T.vr_of(tag) == "SQ"}
+        constraints = {
+            tag: value
+            for tag, value in query
+            if value
+            and tag not in (T.QUERY_RETRIEVE_LEVEL, T.SPECIFIC_CHARACTER_SET)
+            and not tag.endswith(",0000")
+        }
+        access = self._settings.storage_access
+        lookup_on_file = access == "Always" and any(t not in T.MAIN_TAGS for t in constraints)
+        needs_file = lookup_on_file or (
+            access in ("Always", "Answers")
+            and (
+                bool(sequences)
+                or any(
+                    tag not in T.MAIN_TAGS and tag not in T.ALL_COUNTERS
+                    for tag, _ in query
+                    if tag not in (T.QUERY_RETRIEVE_LEVEL, T.SPECIFIC_CHARACTER_SET)
+                )
+            )
+        )
+        settings = self._settings
+        limit = settings.limit_instances if level == "Instance" else settings.limit_results
+        matches = self._matches(level, constraints)
+        kept: list[FindAnswer] = []
+        passed = 0
+        for match in matches:
+            if not self._case_sensitive_ok(match, constraints, lookup_on_file):
+                continue
+            passed += 1
+            if limit and len(kept) >= limit:
+                continue
+            kept.append(FindAnswer(
+                resource=str(match.resource.get("ID")),
+                tags=self._build(match, query, raw_level or "", sequences, needs_file),
+            ))  # fmt: skip
+        if not limit:
+            complete = True
+        elif level == "Study" and T.MODALITIES_IN_STUDY in constraints:
+            # Orthanc runs it as a series query and sends the studies sorted by UID,
+            # complete when all of them fitted.
+            complete = passed <= limit
+        else:
+            complete = self._candidates(level, constraints) <= limit
+        criteria = tuple((tag, value) for tag, value in query if value and tag in constraints)
+        return FindOutcome(level=level, answers=tuple(kept), complete=complete, criteria=criteria)
+
+    # ------------------------------------------------------------------ matching
+
+    def _matches(self, level: str, constraints: Mapping[str, str]) -> list[_Match]:
+        body = {
+            "Level": level,
+            "Query": dict(constraints),
+            "Expand": True,
+            "Short": True,
+            "CaseSensitive": self._settings.case_sensitive_pn,
+        }
+        found = self._post("/tools/find", body)
+        if not isinstance(found, list):
+            raise FindRefused("unexpected /tools/find answer")
+        out = []
+        for resource in found:
+            if isinstance(resource, dict):
+                out.append(_Match(level=level, resource=resource, main=_main_tags(resource)))
+        return out
+
+    def _candidates(self, level: str, constraints: Mapping[str, str]) -> int:
+        """How many resources Orthanc's index would hand its C-FIND for matching: those
+        matching the main-tag keys (at most the limit + 1; more means incomplete)."""
+        main = {tag: value for tag, value in constraints.items() if tag in T.MAIN_TAGS}
+        body = {"Level": level, "Query": main, "CaseSensitive": self._settings.case_sensitive_pn}
+        found = self._post("/tools/find", body)
+        return len(found) if isinstance(found, list) else 0
+
+    def _case_sensitive_ok(
+        self, match: _Match, constraints: Mapping[str, str], on_file: bool
+    ) -> bool:
+        """``/tools/find`` compared every key as PersonNames are compared (CaseSensitivePN);
+        Orthanc's C-FIND compares the others case-sensitively: re-check those."""
+        if self._settings.case_sensitive_pn:
+            return True
+        for tag, constraint in constraints.items():
+            if tag in T.ALL_COUNTERS or constraint.upper() == constraint.lower():
+                continue
+            vr = T.vr_of(tag)
+            if vr == "PN":
+                continue
+            value = self._value(match, tag, file=on_file or tag not in T.MAIN_TAGS)
+            if not T.case_sensitive_match(vr, constraint, value):
+                return False
+        return True
+
+    # ------------------------------------------------------------------ values
+
+    def _ancestors(self, match: _Match) -> None:
+        """Add the main tags of the match's parents (Orthanc merges all four levels)."""
+        resource = match.resource
+        if match.level == "Series" and isinstance(resource.get("ParentStudy"), str):
+            match.main.update({k: v for k, v in self._study_tags(resource["ParentStudy"]).items()
+                               if k not in match.main})  # fmt: skip
+        elif match.level == "Instance" and isinstance(resource.get("ParentSeries"), str):
+            series = self._resource("Series", resource["ParentSeries"])
+            for k, v in _main_tags(series).items():
+                match.main.setdefault(k, v)
+            if isinstance(series.get("ParentStudy"), str):
+                for k, v in self._study_tags(series["ParentStudy"]).items():
+                    match.main.setdefault(k, v)
+
+    def _study_tags(self, study: str) -> dict[str, str]:
+        return _main_tags(self._resource("Study", study))
+
+    def _resource(self, level: str, resource: str) -> dict[str, Any]:
+        value = self._get(f"/{_PATHS[level]}/{resource}?short")
+        return value if isinstance(value, dict) else {}
+
+    def _descend(self, match: _Match) -> dict[str, Any] | None:
+        """Orthanc's sample instance of the match: its first child, down to an instance."""
+        if match.lowest is None:
+            match.lowest, match.lowest_level = match.resource, match.level
+        while match.lowest_level != "Instance":
+            children = match.lowest.get(_CHILDREN[match.lowest_level])
+            if not isinstance(children, list) or not children:
+                return None
+            level = _BELOW[match.lowest_level]
+            match.lowest = self._resource(level, str(children[0]))
+            match.lowest_level = level
+        return match.lowest
+
+    def _file(self, match: _Match) -> dict[str, Any]:
+        if match.file is None:
+            instance = self._descend(match)
+            tags = self._get(f"/instances/{instance['ID']}/tags?short") if instance else {}
+            match.file = {k.lower(): v for k, v in tags.items()} if isinstance(tags, dict) else {}
+        return match.file
+
+    def _value(self, match: _Match, tag: str, *, file: bool) -> str | None:
+        """A tag's value as Orthanc 1.10 reads it: from the sample instance's file, or from
+        the main DICOM tags of the match's level and the levels above only (since 1.6.0)."""
+        if file:
+            value = self._file(match).get(tag)
+            return value if isinstance(value, str) else None
+        if tag not in match.main and not match.up:
+            match.up = True
+            self._ancestors(match)
+        return match.main.get(tag)
+
+    # ------------------------------------------------------------------ answers
+
+    def _build(
+        self,
+        match: _Match,
+        query: Sequence[tuple[str, str]],
+        raw_level: str,
+        sequences: set[str],
+        needs_file: bool,
+    ) -> dict[str, object]:
+        tags: dict[str, object] = {T.RETRIEVE_AE_TITLE: self._settings.retrieve_aet}
+        for tag, _ in query:
+            if tag == T.QUERY_RETRIEVE_LEVEL:
+                tags[tag] = raw_level
+            elif tag == T.SPECIFIC_CHARACTER_SET or tag in sequences:
+                continue
+            else:
+                tags[tag] = self._value(match, tag, file=needs_file) or ""
+        tags.update(self._counters(match, {tag for tag, _ in query}))
+        if needs_file:
+            for tag in sorted(sequences):
+                content = self._file(match).get(tag)
+                if isinstance(content, list):
+                    tags[tag] = content
+        return tags
+
+    def _counters(self, match: _Match, asked: set[str]) -> dict[str, str]:
+        wanted = T.COUNTERS[match.level] & asked
+        if not wanted:
+            return {}
+        resource, path = match.resource, _PATHS[match.level]
+        ident = resource.get("ID")
+        out: dict[str, str] = {}
+        if match.level == "Series":
+            out[T.SERIES_INSTANCES] = str(len(resource.get("Instances") or []))
+        elif match.level == "Patient":
+            studies = resource.get("Studies") or []
+            out[T.PATIENT_STUDIES] = str(len(studies))
+            if wanted & {T.PATIENT_SERIES, T.PATIENT_INSTANCES}:
+                series = sum(len(self._resource("Study", s).get("Series") or []) for s in studies)
+                out[T.PATIENT_SERIES] = str(series)
+                out[T.PATIENT_INSTANCES] = str(len(self._get(f"/{path}/{ident}/instances")))
+        else:
+            series_ids = resource.get("Series") or []
+            out[T.STUDY_SERIES] = str(len(series_ids))
+            if T.MODALITIES_IN_STUDY in wanted:
+                modalities = set()
+                for series in series_ids:
+                    tags = _main_tags(self._resource("Series", series))
+                    if T.MODALITY in tags:
+                        modalities.add(tags[T.MODALITY])
+                out[T.MODALITIES_IN_STUDY] = "\\".join(sorted(modalities))
+            if wanted & {T.STUDY_INSTANCES, T.SOP_CLASSES_IN_STUDY}:
+                instances = self._get(f"/{path}/{ident}/instances")
+                out[T.STUDY_INSTANCES] = str(len(instances))
+                if T.SOP_CLASSES_IN_STUDY in wanted:
+                    classes = {self._sop_class(i.get("ID")) for i in instances}
+                    out[T.SOP_CLASSES_IN_STUDY] = "\\".join(sorted(c for c in classes if c))
+        return {tag: value for tag, value in out.items() if tag in wanted}
+
+    def _sop_class(self, instance: object) -> str | None:
+        try:
+            raw = self._get(f"/instances/{instance}/metadata/SopClassUid")
+        except Exception:
+            return None
+        return raw if isinstance(raw, str) else None
+
+
+def rest_json(call: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap ``orthanc.RestApiGet``/``RestApiPost``: JSON in (for POST), JSON out; a
+    metadata value (plain text) comes back as a string."""
+
+    def wrapped(uri: str, *body: object) -> Any:
+        raw = call(uri, json.dumps(body[0])) if body else call(uri)
+        text = bytes(raw).decode("utf-8")
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+
+    return wrapped
