@@ -27,7 +27,7 @@ from integrations.orthanc.dimse_find import (
     FindSettings,
     rest_json,
 )
-from integrations.orthanc.dimse_tags import tag_key
+from integrations.orthanc.dimse_tags import tag_key, vr_of
 from producers import Facility
 
 logger = logging.getLogger(__name__)
@@ -136,19 +136,37 @@ def _level(items: list[tuple[str, str, str]]) -> str:
     return {"PATIENT": "Patient", "STUDY": "Study", "SERIES": "Series"}.get(raw, "Instance")
 
 
-def install_find(orthanc: Any, auditor: Auditor, config: PluginConfig) -> FindCallback:
-    """Replace Orthanc's C-FIND SCP with the audited one (same answers)."""
-    settings = FindSettings.from_orthanc(json.loads(orthanc.GetConfiguration()))
-    engine = FindEngine(rest_json(orthanc.RestApiGet), rest_json(orthanc.RestApiPost), settings)
-    recorder = DimseRecorder(
-        submit=auditor.submit,
-        delivery=auditor.delivery,
-        resolver=auditor.resolver,
-        facility=Facility(id=config.facility_id, name=config.facility_name),
-        purpose_of_use=config.purpose_of_use,
-        default_issuer=config.default_issuer,
-    )
-    callback = FindCallback(orthanc, engine, recorder, auditor.counters,
-                            fail_closed=config.fail_closed)  # fmt: skip
-    orthanc.RegisterFindCallback(callback)
+def install_find(orthanc: Any, auditor: Auditor, config: PluginConfig) -> FindCallback | None:
+    """Replace Orthanc's C-FIND SCP with the audited one (same answers).
+
+    Without the DICOM dictionary (pydicom) the answers could differ (PersonName keys
+    match without case): Orthanc's own handler is then kept, unaudited, with an error in
+    its log. Never raises.
+    """
+    try:
+        if vr_of("0010,0010") != "PN":
+            orthanc.LogError(
+                "PhiLedger: pydicom is not importable (PythonPath): C-FIND is answered by "
+                "Orthanc and NOT audited"
+            )
+            return None
+        settings = FindSettings.from_orthanc(json.loads(orthanc.GetConfiguration()))
+        get, post = rest_json(orthanc.RestApiGet), rest_json(orthanc.RestApiPost)
+        recorder = DimseRecorder(
+            submit=auditor.submit,
+            delivery=auditor.delivery,
+            resolver=auditor.resolver,
+            facility=Facility(id=config.facility_id, name=config.facility_name),
+            purpose_of_use=config.purpose_of_use,
+            default_issuer=config.default_issuer,
+        )
+        callback = FindCallback(orthanc, FindEngine(get, post, settings), recorder,
+                                auditor.counters, fail_closed=config.fail_closed)  # fmt: skip
+        orthanc.RegisterFindCallback(callback)
+    except Exception as exc:
+        orthanc.LogError(
+            f"PhiLedger: the C-FIND handler was not installed ({type(exc).__name__}); "
+            "C-FIND is answered by Orthanc and NOT audited"
+        )
+        return None
     return callback

@@ -268,3 +268,56 @@ def test_criteria_are_bounded() -> None:
 )
 def test_case_sensitive_match(vr: str, constraint: str, value: str | None, match: bool) -> None:
     assert case_sensitive_match(vr, constraint, value) is match
+
+
+class FakeHostModule:
+    """The parts of ``orthanc`` that ``install_find`` uses."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+        self.registered: list[object] = []
+
+    def GetConfiguration(self) -> str:
+        return json.dumps({"DicomAet": "PACS", "LimitFindResults": 7})
+
+    def RestApiGet(self, uri: str) -> bytes:
+        return b"{}"
+
+    def RestApiPost(self, uri: str, body: str) -> bytes:
+        return b"[]"
+
+    def RegisterFindCallback(self, callback: object) -> None:
+        self.registered.append(callback)
+
+    def LogError(self, text: str) -> None:
+        self.errors.append(text)
+
+
+def test_install_find_replaces_orthancs_c_find(monkeypatch: pytest.MonkeyPatch) -> None:
+    from integrations.orthanc import dimse
+
+    module = FakeHostModule()
+    config = parse_config(minimal())
+    auditor = Auditor(config, ListSink(), FakeOrthanc())
+    assert dimse.install_find(module, auditor, config) is not None
+    assert len(module.registered) == 1
+    assert module.errors == []
+
+
+def test_without_the_dicom_dictionary_orthancs_c_find_is_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from integrations.orthanc import dimse
+
+    monkeypatch.setattr(dimse, "vr_of", lambda tag: None)
+    module = FakeHostModule()
+    config = parse_config(minimal())
+    auditor = Auditor(config, ListSink(), FakeOrthanc())
+    assert dimse.install_find(module, auditor, config) is None
+    assert module.registered == []
+    assert "NOT audited" in module.errors[0]
+
+
+def test_the_c_find_handler_can_be_left_to_orthanc() -> None:
+    assert parse_config(minimal()).audit_dicom_find is True
+    assert parse_config(minimal(AuditDicomFind=False)).audit_dicom_find is False
