@@ -37,6 +37,10 @@ class NotAudited(Exception):
     """FailClosed: the C-FIND could not be queued for audit, so it is refused."""
 
 
+class HandlerError(Exception):
+    """The handler failed (its message is the original exception's type only)."""
+
+
 def read_query(query: Any) -> list[tuple[str, str, str]]:
     """(tag, keyword, value) of every key of an ``orthanc.FindQuery``, in Orthanc's order."""
     items = []
@@ -65,12 +69,24 @@ class FindCallback:
         self._fail_closed = fail_closed
 
     def __call__(self, answers: Any, query: Any, issuer_aet: str, called_aet: str) -> None:
+        try:
+            self._handle(answers, query, issuer_aet, called_aet)
+        except (FindRefused, NotAudited):
+            raise
+        except Exception as exc:
+            # Orthanc's own handler is replaced: the C-FIND can only fail (0xC000). The
+            # exception Orthanc logs names nothing but its type.
+            self._counters.errors += 1
+            logger.error("C-FIND handler error (%s); the C-FIND failed", type(exc).__name__)
+            raise HandlerError(type(exc).__name__) from None
+
+    def _handle(self, answers: Any, query: Any, issuer_aet: str, called_aet: str) -> None:
         at = now()
         items = read_query(query)
         names = {tag: name for tag, name, _ in items}
         try:
             outcome = self._engine.answer([(tag, value) for tag, _, value in items])
-        except FindRefused:
+        except Exception:
             self._record(issuer_aet, called_aet, items, None, at)
             raise
         criteria = tuple((names.get(t) or t, v) for t, v in outcome.criteria)

@@ -321,3 +321,19 @@ def test_without_the_dicom_dictionary_orthancs_c_find_is_kept(
 def test_the_c_find_handler_can_be_left_to_orthanc() -> None:
     assert parse_config(minimal()).audit_dicom_find is True
     assert parse_config(minimal(AuditDicomFind=False)).audit_dicom_find is False
+
+
+def test_an_engine_error_fails_the_c_find_cleanly_and_is_recorded() -> None:
+    from integrations.orthanc.dimse import HandlerError
+
+    cb, auditor, sink = callback(KeyError("PID001 leaked?"))
+    answers = FakeAnswers()
+    with pytest.raises(HandlerError) as raised:
+        run(cb, auditor, answers)
+    assert str(raised.value) == "KeyError"  # what Orthanc logs: the type, never the text
+    assert raised.value.__cause__ is None
+    assert answers.added == []
+    assert auditor.counters.errors == 1
+    (event,) = sink.events
+    assert isinstance(event, PhiAccessEvent)
+    assert event.outcome.value == "SERIOUS_FAILURE"
