@@ -50,13 +50,15 @@ _LEVELS: Final = {
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DimseQuery:
-    """What a C-FIND asked and returned, as Orthanc ids (resolved later)."""
+    """What a C-FIND asked and returned, as Orthanc ids (resolved later): ``subjects``
+    holds the (level, id) of each answer's study, series or own resource."""
 
     calling_aet: str
     called_aet: str
     level: str
     criteria: tuple[tuple[str, str], ...]
-    resources: tuple[str, ...]
+    answers: int
+    subjects: tuple[tuple[str, str], ...]
     complete: bool
     refused: bool = False
     at: datetime
@@ -113,10 +115,10 @@ class DimseRecorder:
     def _emit_query(self, query: DimseQuery) -> None:
         level = _LEVELS[query.level]
         subjects = []
-        for resource in query.resources:
+        for subject_level, resource in dict.fromkeys(query.subjects):  # each once, in order
             try:
-                subjects.append(self._resolver.resolve(level, resource))
-            except LookupError:
+                subjects.append(self._resolver.resolve(_LEVELS[subject_level], resource))
+            except (LookupError, KeyError):
                 continue  # deleted since: its answer was sent, its subject is unknown now
         disclosed, truncated, total = disclosed_set(
             subjects, with_studies=level is not Level.PATIENT
@@ -126,7 +128,7 @@ class DimseRecorder:
             "orthanc.route": "C-FIND",
             "dicom.level": query.level.upper(),
             "dicom.called_aet": query.called_aet,
-            "dicom.answers": str(len(query.resources)),
+            "dicom.answers": str(query.answers),
         }
         if not query.complete:
             details["dicom.complete"] = "false"

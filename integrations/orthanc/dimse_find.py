@@ -68,6 +68,9 @@ class FindAnswer:
 
     resource: str
     tags: Mapping[str, object]
+    #: Whose PHI it is, as cheaply as Orthanc's answer tells: (level, Orthanc id) of the
+    #: match's study for a series, of its series for an instance, else of the match.
+    subject: tuple[str, str] = ("", "")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -156,6 +159,7 @@ class FindEngine:
             kept.append(FindAnswer(
                 resource=str(match.resource.get("ID")),
                 tags=self._build(match, query, raw_level or "", sequences, needs_file),
+                subject=_subject(match),
             ))  # fmt: skip
         if not limit:
             complete = True
@@ -333,6 +337,16 @@ class FindEngine:
         except Exception:
             return None
         return raw if isinstance(raw, str) else None
+
+
+def _subject(match: _Match) -> tuple[str, str]:
+    parents = {"Series": ("Study", "ParentStudy"), "Instance": ("Series", "ParentSeries")}
+    if match.level in parents:
+        level, key = parents[match.level]
+        parent = match.resource.get(key)
+        if isinstance(parent, str):
+            return level, parent
+    return match.level, str(match.resource.get("ID"))
 
 
 def rest_json(call: Callable[..., Any]) -> Callable[..., Any]:

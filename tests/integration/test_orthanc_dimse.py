@@ -361,3 +361,17 @@ def _patient_id(pid: str) -> str:
     from integrations.orthanc.resolve import orthanc_id
 
     return orthanc_id(pid)
+
+
+def test_an_image_level_query_discloses_the_studies_of_its_instances(pair: Pair) -> None:
+    if pair.native.config.get("LimitFindResults"):
+        pytest.skip("checked once, without limits")
+    query = q("IMAGE", PatientID="PID001", StudyInstanceUID="", SOPInstanceUID="")
+    answers = c_find(pair.audited, PATIENT_ROOT, query, calling="IMAGEQ")
+    assert len([a for _, a in answers if a]) == 4
+    mine = queries_by("IMAGEQ")
+    (event,) = mine(events_of(pair, lambda events: bool(mine(events))))
+    assert [(p.id, p.studies) for p in event.disclosed] == [
+        ("PID001", tuple(sorted((STUDY_A, STUDY_B))))
+    ]
+    assert event.details["dicom.answers"] == "4"

@@ -87,7 +87,13 @@ QUERY = FakeQuery([
 ])  # fmt: skip
 OUTCOME = FindOutcome(
     level="Study",
-    answers=(FindAnswer(resource=STUDY, tags={"0008,0052": "STUDY", "0010,0020": "MRN777"}),),
+    answers=(
+        FindAnswer(
+            resource=STUDY,
+            tags={"0008,0052": "STUDY", "0010,0020": "MRN777"},
+            subject=("Study", STUDY),
+        ),
+    ),
     complete=False,
     criteria=(("0008,0020", "20240101-"),),
 )
