@@ -55,7 +55,11 @@ pytestmark = [
 ]
 
 PLUGIN_SCRIPT = ROOT / "integrations" / "orthanc" / "orthanc_plugin.py"
-LIMITS = {"unlimited": {}, "limited": {"LimitFindResults": 3, "LimitFindInstances": 4}}
+LIMITS = {
+    "unlimited": {},
+    # Another DefaultEncoding too: answers are re-encoded in it.
+    "limited": {"LimitFindResults": 3, "LimitFindInstances": 4, "DefaultEncoding": "Utf8"},
+}
 DICOM_SETTINGS = {
     "DicomAlwaysAllowFind": True,
     "DicomAlwaysAllowStore": True,
@@ -215,6 +219,8 @@ def test_c_find_answers_equal_native_orthanc(pair: Pair, name: str) -> None:
         assert len(answers) == expected, native  # the query means what it says
     if expected is None:
         assert native[-1][0] >= 0xA000, native  # Orthanc refuses it
+    charset = "ISO_IR 192" if pair.native.config.get("DefaultEncoding") == "Utf8" else "ISO_IR 100"
+    assert all(a["00080005"]["Value"] == [charset] for a in answers)  # its DefaultEncoding
     assert [s for s, _ in audited] == [s for s, _ in native]
     for got, want in zip(audited, native, strict=True):
         assert got == want, differences(got[1] or {}, want[1] or {})
