@@ -158,6 +158,14 @@ def q(level: str | None, charset: str | None = None, **keys: Any) -> Dataset:
     return ds
 
 
+def private_query() -> Dataset:
+    """A private creator is a key with a value: Orthanc matches it like any other."""
+    ds = q("STUDY", StudyInstanceUID="")
+    ds.add_new(0x00090010, "LO", "SOMECREATOR")
+    ds.add_new(0x00091001, "LO", "")
+    return ds
+
+
 STUDY_A, STUDY_B = ARCHIVE[0].studies[0].uid, ARCHIVE[0].studies[1].uid
 PATIENT_KEYS = {"PatientName": "", "PatientID": "", "PatientBirthDate": "", "PatientSex": ""}
 STUDY_KEYS = {"StudyInstanceUID": "", "StudyDate": "", "AccessionNumber": "", "PatientID": ""}
@@ -211,6 +219,7 @@ MATRIX: dict[str, tuple[str, Callable[[], Dataset], int | None]] = {
         InstanceNumber="", SOPClassUID="", PatientID=""), 3),
     "images-all": (PATIENT_ROOT, lambda: q(
         "IMAGE", PatientID="", StudyInstanceUID="", SeriesInstanceUID="", SOPInstanceUID=""), 8),
+    "private-creator-and-key": (STUDY_ROOT, private_query, 0),
     "no-query-level": (STUDY_ROOT, lambda: q(None, StudyInstanceUID=STUDY_B), None),
     "unknown-query-level": (STUDY_ROOT, lambda: q("FRAME", StudyInstanceUID=STUDY_B), None),
 }  # fmt: skip
