@@ -81,6 +81,18 @@ class FindOutcome:
     criteria: tuple[tuple[str, str], ...] = ()
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Plan:
+    level: str
+    raw_level: str
+    sequences: frozenset[str]
+    constraints: Mapping[str, str]
+    #: Orthanc matches on the files (a key that is not a main DICOM tag, ``Always``).
+    lookup_on_file: bool
+    #: Orthanc answers from the sample instance's file.
+    needs_file: bool
+
+
 @dataclass(slots=True)
 class _Match:
     """One matching resource and what was read about it (lazily)."""
@@ -119,58 +131,54 @@ class FindEngine:
         self._settings = settings
 
     def answer(self, query: Sequence[tuple[str, str]]) -> FindOutcome:
-        values = dict(query)
-        raw_level = values.get(T.QUERY_RETRIEVE_LEVEL)
-        level = T.LEVELS.get((raw_level or "").strip().upper())
-        if level is None:
-            raise FindRefused("missing or unknown QueryRetrieveLevel")
-        sequences = {tag for tag, value in query if value == "" and T.vr_of(tag) == "SQ"}
-        constraints = {
-            tag: value
-            for tag, value in query
-            if value
-            and tag not in (T.QUERY_RETRIEVE_LEVEL, T.SPECIFIC_CHARACTER_SET)
-            and not tag.endswith(",0000")
-        }
-        access = self._settings.storage_access
-        lookup_on_file = access == "Always" and any(t not in T.MAIN_TAGS for t in constraints)
-        needs_file = lookup_on_file or (
-            access in ("Always", "Answers")
-            and (
-                bool(sequences)
-                or any(
-                    tag not in T.MAIN_TAGS and tag not in T.ALL_COUNTERS
-                    for tag, _ in query
-                    if tag not in (T.QUERY_RETRIEVE_LEVEL, T.SPECIFIC_CHARACTER_SET)
-                )
-            )
-        )
+        plan = self._plan(query)
         settings = self._settings
-        limit = settings.limit_instances if level == "Instance" else settings.limit_results
-        matches = self._matches(level, constraints)
+        limit = settings.limit_instances if plan.level == "Instance" else settings.limit_results
         kept: list[FindAnswer] = []
         passed = 0
-        for match in matches:
-            if not self._case_sensitive_ok(match, constraints, lookup_on_file):
+        for match in self._matches(plan.level, plan.constraints):
+            if not self._case_sensitive_ok(match, plan.constraints, plan.lookup_on_file):
                 continue
             passed += 1
             if limit and len(kept) >= limit:
                 continue
             kept.append(FindAnswer(
                 resource=str(match.resource.get("ID")),
-                tags=self._build(match, query, raw_level or "", sequences, needs_file),
+                tags=self._build(match, query, plan),
                 subject=_subject(match),
             ))  # fmt: skip
         if not limit:
             complete = True
-        elif level == "Study" and T.MODALITIES_IN_STUDY in constraints:
+        elif plan.level == "Study" and T.MODALITIES_IN_STUDY in plan.constraints:
             # Orthanc runs it as a series query and sends the studies sorted by UID,
             # complete when all of them fitted.
             complete = passed <= limit
         else:
-            complete = self._candidates(level, constraints) <= limit
-        criteria = tuple((tag, value) for tag, value in query if value and tag in constraints)
-        return FindOutcome(level=level, answers=tuple(kept), complete=complete, criteria=criteria)
+            complete = self._candidates(plan.level, plan.constraints) <= limit
+        criteria = tuple((t, v) for t, v in query if v and t in plan.constraints)
+        return FindOutcome(level=plan.level, answers=tuple(kept), complete=complete,
+                           criteria=criteria)  # fmt: skip
+
+    def _plan(self, query: Sequence[tuple[str, str]]) -> _Plan:
+        """What Orthanc's handler decides before it looks anything up."""
+        raw_level = dict(query).get(T.QUERY_RETRIEVE_LEVEL) or ""
+        level = T.LEVELS.get(raw_level.strip().upper())
+        if level is None:
+            raise FindRefused("missing or unknown QueryRetrieveLevel")
+        special = (T.QUERY_RETRIEVE_LEVEL, T.SPECIFIC_CHARACTER_SET)
+        sequences = frozenset(t for t, v in query if v == "" and T.vr_of(t) == "SQ")
+        constraints = {t: v for t, v in query if v and t not in special and not t.endswith(",0000")}
+        access = self._settings.storage_access
+        lookup_on_file = access == "Always" and any(t not in T.MAIN_TAGS for t in constraints)
+        other_tags = any(
+            t not in T.MAIN_TAGS and t not in T.ALL_COUNTERS for t, _ in query if t not in special
+        )
+        needs_file = lookup_on_file or (
+            access in ("Always", "Answers") and (bool(sequences) or other_tags)
+        )
+        return _Plan(level=level, raw_level=raw_level, sequences=sequences,
+                     constraints=constraints, lookup_on_file=lookup_on_file,
+                     needs_file=needs_file)  # fmt: skip
 
     # ------------------------------------------------------------------ matching
 
@@ -274,24 +282,19 @@ class FindEngine:
     # ------------------------------------------------------------------ answers
 
     def _build(
-        self,
-        match: _Match,
-        query: Sequence[tuple[str, str]],
-        raw_level: str,
-        sequences: set[str],
-        needs_file: bool,
+        self, match: _Match, query: Sequence[tuple[str, str]], plan: _Plan
     ) -> dict[str, object]:
         tags: dict[str, object] = {T.RETRIEVE_AE_TITLE: self._settings.retrieve_aet}
         for tag, _ in query:
             if tag == T.QUERY_RETRIEVE_LEVEL:
-                tags[tag] = raw_level
-            elif tag == T.SPECIFIC_CHARACTER_SET or tag in sequences:
+                tags[tag] = plan.raw_level
+            elif tag == T.SPECIFIC_CHARACTER_SET or tag in plan.sequences:
                 continue
             else:
-                tags[tag] = self._value(match, tag, file=needs_file) or ""
+                tags[tag] = self._value(match, tag, file=plan.needs_file) or ""
         tags.update(self._counters(match, {tag for tag, _ in query}))
-        if needs_file:
-            for tag in sorted(sequences):
+        if plan.needs_file:
+            for tag in sorted(plan.sequences):
                 content = self._file(match).get(tag)
                 if isinstance(content, list):
                     tags[tag] = content
