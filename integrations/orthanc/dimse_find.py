@@ -19,14 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from integrations.orthanc import dimse_tags as T
+from integrations.orthanc.dimse_counters import PATHS, counters, main_tags
 
-#: The REST path of each Orthanc level.
-_PATHS: Final = {
-    "Patient": "patients",
-    "Study": "studies",
-    "Series": "series",
-    "Instance": "instances",
-}
 _CHILDREN: Final = {"Patient": "Studies", "Study": "Series", "Series": "Instances"}
 _BELOW: Final = {"Patient": "Study", "Study": "Series", "Series": "Instance"}
 
@@ -104,17 +98,6 @@ class _Match:
     lowest_level: str = ""
     file: dict[str, Any] | None = None
     up: bool = False
-
-
-def _main_tags(resource: Mapping[str, Any]) -> dict[str, str]:
-    tags: dict[str, str] = {}
-    for key in ("MainDicomTags", "PatientMainDicomTags"):
-        block = resource.get(key)
-        if isinstance(block, dict):
-            for tag, value in block.items():
-                if isinstance(value, str):
-                    tags.setdefault(tag.lower(), value)
-    return tags
 
 
 class FindEngine:
@@ -196,7 +179,7 @@ class FindEngine:
         out = []
         for resource in found:
             if isinstance(resource, dict):
-                out.append(_Match(level=level, resource=resource, main=_main_tags(resource)))
+                out.append(_Match(level=level, resource=resource, main=main_tags(resource)))
         return out
 
     def _candidates(self, level: str, constraints: Mapping[str, str]) -> int:
@@ -235,17 +218,17 @@ class FindEngine:
                                if k not in match.main})  # fmt: skip
         elif match.level == "Instance" and isinstance(resource.get("ParentSeries"), str):
             series = self._resource("Series", resource["ParentSeries"])
-            for k, v in _main_tags(series).items():
+            for k, v in main_tags(series).items():
                 match.main.setdefault(k, v)
             if isinstance(series.get("ParentStudy"), str):
                 for k, v in self._study_tags(series["ParentStudy"]).items():
                     match.main.setdefault(k, v)
 
     def _study_tags(self, study: str) -> dict[str, str]:
-        return _main_tags(self._resource("Study", study))
+        return main_tags(self._resource("Study", study))
 
     def _resource(self, level: str, resource: str) -> dict[str, Any]:
-        value = self._get(f"/{_PATHS[level]}/{resource}?short")
+        value = self._get(f"/{PATHS[level]}/{resource}?short")
         return value if isinstance(value, dict) else {}
 
     def _descend(self, match: _Match) -> dict[str, Any] | None:
@@ -292,54 +275,13 @@ class FindEngine:
                 continue
             else:
                 tags[tag] = self._value(match, tag, file=plan.needs_file) or ""
-        tags.update(self._counters(match, {tag for tag, _ in query}))
+        tags.update(counters(self._get, match.level, match.resource, {t for t, _ in query}))
         if plan.needs_file:
             for tag in sorted(plan.sequences):
                 content = self._file(match).get(tag)
                 if isinstance(content, list):
                     tags[tag] = content
         return tags
-
-    def _counters(self, match: _Match, asked: set[str]) -> dict[str, str]:
-        wanted = T.COUNTERS[match.level] & asked
-        if not wanted:
-            return {}
-        resource, path = match.resource, _PATHS[match.level]
-        ident = resource.get("ID")
-        out: dict[str, str] = {}
-        if match.level == "Series":
-            out[T.SERIES_INSTANCES] = str(len(resource.get("Instances") or []))
-        elif match.level == "Patient":
-            studies = resource.get("Studies") or []
-            out[T.PATIENT_STUDIES] = str(len(studies))
-            if wanted & {T.PATIENT_SERIES, T.PATIENT_INSTANCES}:
-                series = sum(len(self._resource("Study", s).get("Series") or []) for s in studies)
-                out[T.PATIENT_SERIES] = str(series)
-                out[T.PATIENT_INSTANCES] = str(len(self._get(f"/{path}/{ident}/instances")))
-        else:
-            series_ids = resource.get("Series") or []
-            out[T.STUDY_SERIES] = str(len(series_ids))
-            if T.MODALITIES_IN_STUDY in wanted:
-                modalities = set()
-                for series in series_ids:
-                    tags = _main_tags(self._resource("Series", series))
-                    if T.MODALITY in tags:
-                        modalities.add(tags[T.MODALITY])
-                out[T.MODALITIES_IN_STUDY] = "\\".join(sorted(modalities))
-            if wanted & {T.STUDY_INSTANCES, T.SOP_CLASSES_IN_STUDY}:
-                instances = self._get(f"/{path}/{ident}/instances")
-                out[T.STUDY_INSTANCES] = str(len(instances))
-                if T.SOP_CLASSES_IN_STUDY in wanted:
-                    classes = {self._sop_class(i.get("ID")) for i in instances}
-                    out[T.SOP_CLASSES_IN_STUDY] = "\\".join(sorted(c for c in classes if c))
-        return {tag: value for tag, value in out.items() if tag in wanted}
-
-    def _sop_class(self, instance: object) -> str | None:
-        try:
-            raw = self._get(f"/instances/{instance}/metadata/SopClassUid")
-        except Exception:
-            return None
-        return raw if isinstance(raw, str) else None
 
 
 def _subject(match: _Match) -> tuple[str, str]:
