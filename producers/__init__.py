@@ -51,6 +51,7 @@ from producers.errors import (
 )
 from producers.events import (
     MAX_DISCLOSED_PATIENTS,
+    MAX_DISCLOSED_STUDIES,
     PURPOSES_OF_USE,
     AcrCategory,
     Actor,
@@ -93,6 +94,7 @@ from producers.sync import SyncEmitter
 
 __all__ = [
     "MAX_DISCLOSED_PATIENTS",
+    "MAX_DISCLOSED_STUDIES",
     "PIPE_MAX_PENDING",
     "PURPOSES_OF_USE",
     "AcrCategory",

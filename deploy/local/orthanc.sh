@@ -42,10 +42,10 @@ plugin_python_version() {
   ldd "$PYTHON_PLUGIN" 2>/dev/null | sed -n 's/.*libpython\([0-9]*\.[0-9]*\)\.so.*/\1/p' | head -n 1
 }
 
-# Where the plugin finds aiokafka, fastavro and their dependencies: the project's virtualenv
-# when it runs the same CPython minor version as Orthanc's interpreter (C extensions are
-# ABI-compatible within a minor version); otherwise a dedicated directory filled by pip
-# --target with wheels for Orthanc's version.
+# Where the plugin finds aiokafka, fastavro, pydicom (C-FIND: the DICOM dictionary) and their
+# dependencies: the project's virtualenv when it runs the same CPython minor version as
+# Orthanc's interpreter (C extensions are ABI-compatible within a minor version); otherwise a
+# dedicated directory filled by pip --target with wheels for Orthanc's version.
 plugin_python_path() {
   local want venv_version purelib deps
   want="$(plugin_python_version)"
@@ -61,7 +61,7 @@ plugin_python_path() {
     log "Orthanc embeds Python $want, the virtualenv runs $venv_version: installing the plugin's dependencies into $deps"
     rm -rf "$deps"
     "$VENV/bin/python" -m pip install -q --target "$deps" --python-version "$want" --only-binary=:all: \
-      -c "$ROOT/deploy/constraints.txt" aiokafka fastavro >"$LOG_DIR/orthanc-pip.log" 2>&1 \
+      -c "$ROOT/deploy/constraints.txt" aiokafka fastavro pydicom >"$LOG_DIR/orthanc-pip.log" 2>&1 \
       || { tail -20 "$LOG_DIR/orthanc-pip.log" >&2; die "pip could not install the plugin's dependencies"; }
     touch "$deps/.complete"
   fi

@@ -6,7 +6,10 @@ cached), ``audit`` (the callbacks and the worker thread, coordinating: ``callers
 asked and why, ``handoff`` the bounded queue, ``subjects`` which patient and study,
 ``reads`` / ``imports`` / ``deletes`` / ``exports`` one kind of event each, ``build`` the
 event, ``delivery`` the sink and counters; no ``orthanc`` import, so all of it is tested
-without Orthanc), ``plugin`` (the glue to the ``orthanc`` module) and
-``orthanc_plugin.py`` (the script Orthanc's ``PythonScript`` option points at).
+without Orthanc), the C-FIND SCP that replaces Orthanc's (``dimse`` the callback,
+``dimse_find`` Orthanc's answers rebuilt from its REST API, ``dimse_counters`` and
+``dimse_tags`` what Orthanc computes and how it matches, ``dimse_audit`` the Query
+event), ``plugin`` (the glue to the ``orthanc`` module) and ``orthanc_plugin.py`` (the
+script Orthanc's ``PythonScript`` option points at).
 It imports only ``producers``' public surface. See docs/orthanc.md.
 """

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
 from integrations.orthanc.build import EventBuilder
@@ -34,6 +34,7 @@ from integrations.orthanc.handoff import (
     Change,
     Delete,
     HandOff,
+    Job,
     Stored,
     Work,
 )
@@ -84,8 +85,9 @@ class Auditor:
         self._reads = Reads(subjects, build, delivery, counters)
         self._deletes = Deletes(subjects, self.resolver, build, delivery, counters)
         self._imports = Imports(
-            self.resolver, build, delivery, purpose_of_use=config.purpose_of_use
-        )
+            self.resolver, build, delivery, purpose_of_use=config.purpose_of_use,
+            rest_get=host.rest_get,
+        )  # fmt: skip
         self._exports = Exports(host, subjects, build, delivery, counters)
         self._thread: threading.Thread | None = None
 
@@ -169,6 +171,15 @@ class Auditor:
         context = self._imports.context(threading.get_ident(), origin)
         self._handoff.put(Stored(tags, instance_id, origin, remote_aet, context, datetime.now(UTC)))
 
+    @property
+    def delivery(self) -> Delivery:
+        """Where a ``submit``-ted job emits its events (on the worker)."""
+        return self._delivery
+
+    def submit(self, run: Callable[[], None]) -> bool:
+        """Queue ``run`` for the worker (at most ``block_seconds``); False if full."""
+        return self._handoff.put(Job(run))
+
     def on_change(self, change: str, level: Level | None, resource: str) -> None:
         if change in ("DELETED", "JOB_SUBMITTED", "JOB_SUCCESS", "JOB_FAILURE"):
             if change == "JOB_SUBMITTED" and not self._exports.waiting():
@@ -214,6 +225,8 @@ class Auditor:
                 self._deletes.requested(item.context)
         elif isinstance(item, Stored):
             self._imports.stored(item)
+        elif isinstance(item, Job):
+            item.run()
         else:
             if item.change == "DELETED":
                 self._deletes.deleted(item.resource)

@@ -77,6 +77,8 @@ class PluginConfig:
     block_seconds: float = 0.05
     max_pending: int = 10_000
     fail_closed: bool = False
+    #: Replace Orthanc's C-FIND SCP with the audited one (docs/orthanc.md, "C-FIND").
+    audit_dicom_find: bool = True
     default_role: str = "orthanc-user"
     users: Mapping[str, UserInfo] = field(default_factory=lambda: MappingProxyType({}))
     purpose_of_use: str | None = None
@@ -250,6 +252,7 @@ def parse_config(configuration: Mapping[str, object]) -> PluginConfig:
         block_seconds=_number(section, "BlockSeconds", 0.05, low=0.0),
         max_pending=_int(section, "MaxPending", 10_000, low=1),
         fail_closed=_bool(section, "FailClosed", False),
+        audit_dicom_find=_bool(section, "AuditDicomFind", True),
         default_role=_str(section, "DefaultRole", "orthanc-user") or "orthanc-user",
         users=_users(section),
         purpose_of_use=purpose,

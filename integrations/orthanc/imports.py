@@ -2,13 +2,16 @@
 
 Invariant: the user and address are those of the POST /instances request served by the
 same thread (for at most ``IMPORT_CONTEXT_SECONDS``); a C-STORE's actor is the calling AE
-title; anything else (modify/anonymize jobs, Lua, plugins) is recorded as the ``orthanc``
-system actor with its origin.
+title, its address the caller's IP as Orthanc stored it in the instance's metadata
+(``RemoteIP``; none if the instance is already gone); anything else (modify/anonymize
+jobs, Lua, plugins) is recorded as the ``orthanc`` system actor with its origin.
 """
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Callable, Mapping
 from typing import Final
 
 from integrations.orthanc.build import EventBuilder
@@ -34,7 +37,9 @@ class Imports:
         delivery: Delivery,
         *,
         purpose_of_use: str | None,
+        rest_get: Callable[[str], bytes] | None = None,
     ) -> None:
+        self._rest_get = rest_get
         self._resolver = resolver
         self._build = build
         self._delivery = delivery
@@ -68,15 +73,18 @@ class Imports:
             actor_context = context
         else:
             aet = item.remote_aet if item.origin == "DICOM_PROTOCOL" else None
+            origin = self._origin(item.instance_id) if aet else {}
             actor_context = Context(
                 user=aet or SYSTEM_USER,
-                address=None,
+                address=origin.get("RemoteIP") or None,
                 at=item.time,
                 route=Route(kind=Kind.IMPORT, template="C-STORE" if aet else item.origin),
                 purpose=self._purpose_of_use,
             )
             if aet:
                 details["orthanc.remote_aet"] = aet
+                if origin.get("CalledAET"):
+                    details["orthanc.called_aet"] = origin["CalledAET"]
         self._delivery.emit(
             self._build.event(
                 actor_context,
@@ -93,3 +101,16 @@ class Imports:
                 ),
             )
         )  # fmt: skip
+
+    def _origin(self, instance_id: str) -> Mapping[str, str]:
+        """Where a C-STORE came from: Orthanc's metadata of the stored instance
+        (``RemoteIP``, ``RemoteAET``, ``CalledAET``); empty if it is gone already."""
+        if self._rest_get is None:
+            return {}
+        try:
+            value = json.loads(self._rest_get(f"/instances/{instance_id}/metadata?expand"))
+        except Exception:
+            return {}
+        if not isinstance(value, dict):
+            return {}
+        return {k: v for k, v in value.items() if isinstance(v, str)}

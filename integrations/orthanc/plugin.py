@@ -23,6 +23,7 @@ from typing import Any, Final, Protocol
 
 from integrations.orthanc.audit import Auditor, Sink
 from integrations.orthanc.config import ConfigError, PluginConfig, parse_config
+from integrations.orthanc.dimse import install_find
 from integrations.orthanc.routes import Level
 from producers import PIPE_MAX_PENDING, EmitterHealth, PipeEmitter, SyncEmitter
 
@@ -268,6 +269,8 @@ def install(orthanc: Any) -> Plugin | None:
     orthanc.RegisterOnStoredInstanceCallback(plugin.stored_instance)
     orthanc.RegisterOnChangeCallback(plugin.change)
     orthanc.RegisterRestCallback("/phi-ledger/health", plugin.health)
+    if config.audit_dicom_find:
+        install_find(orthanc, plugin.auditor, config)
     orthanc.LogWarning(
         f"PhiLedger: auditing PHI access to Kafka {config.bootstrap_servers} "
         f"(topic {config.access_topic}, producer {config.producer_id}, "
