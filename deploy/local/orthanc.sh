@@ -133,10 +133,21 @@ config = {
     "DicomAlwaysAllowGet": False,
     "DicomAlwaysAllowMove": False,
     "DicomCheckModalityHost": True,
+    # Orthanc 1.10 has no plugin hook for C-GET, and orthanc-python cannot replace its
+    # C-MOVE with the same answers (docs/orthanc.md): no AE but the proxy may retrieve,
+    # so every retrieve is audited by the proxy. C-FIND and C-STORE are audited here.
     "DicomModalities": {
-        "self": [aet, "127.0.0.1", int(dicom_port)],
+        "self": {
+            "AET": aet, "Host": "127.0.0.1", "Port": int(dicom_port),
+            "AllowEcho": True, "AllowFind": True, "AllowStore": True,
+            "AllowGet": False, "AllowMove": False,
+        },
         # Its port is where Orthanc sends a C-MOVE to LOCALSCU (11112 is the proxy's).
-        "local-scu": ["LOCALSCU", "127.0.0.1", 11114],
+        "local-scu": {
+            "AET": "LOCALSCU", "Host": "127.0.0.1", "Port": 11114,
+            "AllowEcho": True, "AllowFind": True, "AllowFindWorklist": True,
+            "AllowStore": True, "AllowGet": False, "AllowMove": False,
+        },
         "ledger-proxy": {
             "AET": proxy_aet, "Host": "127.0.0.1", "Port": int(proxy_port),
             "AllowEcho": True, "AllowFind": True, "AllowFindWorklist": True,
