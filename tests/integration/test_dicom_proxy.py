@@ -690,8 +690,7 @@ def test_findscu_cancel_is_honoured(proxy: DicomProxy, recorder: MemoryRecorder)
     # Whether the cancel arrives before the last response is a race (the same one direct:
     # the PACS has usually sent everything by then); the operation ends cleanly either way.
     assert "Received Final Find Response (Success)" in run.stderr or (
-        "Received Final Find Response (Cancel: MatchingTerminatedDueToCancelRequest)"
-        in run.stderr
+        "Received Final Find Response (Cancel: MatchingTerminatedDueToCancelRequest)" in run.stderr
     )
     assert echo_ok(port_of(proxy))
     (op,) = only(recorder, OperationKind.FIND)
