@@ -12,7 +12,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
@@ -56,7 +56,14 @@ class Change:
     resource: str
 
 
-Work = Access | Delete | Stored | Change
+@dataclass(frozen=True, slots=True)
+class Task:
+    """Work prepared on a request thread, run by the worker (a wrapped route's record)."""
+
+    run: Callable[[], None]
+
+
+Work = Access | Delete | Stored | Change | Task
 Item = Work | None
 
 

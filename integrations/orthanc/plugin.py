@@ -23,6 +23,7 @@ from typing import Any, Final, Protocol
 
 from integrations.orthanc.audit import Auditor, Sink
 from integrations.orthanc.config import ConfigError, PluginConfig, parse_config
+from integrations.orthanc.rest_wrappers import install_wrappers
 from integrations.orthanc.routes import Level
 from producers import PIPE_MAX_PENDING, EmitterHealth, PipeEmitter, SyncEmitter
 
@@ -268,6 +269,9 @@ def install(orthanc: Any) -> Plugin | None:
     orthanc.RegisterOnStoredInstanceCallback(plugin.stored_instance)
     orthanc.RegisterOnChangeCallback(plugin.change)
     orthanc.RegisterRestCallback("/phi-ledger/health", plugin.health)
+    install_wrappers(orthanc, plugin.auditor, fail_closed=config.fail_closed,
+                     archive_max_bytes=config.archive_max_bytes,
+                     wrap_move=config.wrap_rest_move)  # fmt: skip
     orthanc.LogWarning(
         f"PhiLedger: auditing PHI access to Kafka {config.bootstrap_servers} "
         f"(topic {config.access_topic}, producer {config.producer_id}, "

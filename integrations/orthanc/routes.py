@@ -35,6 +35,11 @@ class Kind(StrEnum):
     EXPORT = "export"
     #: A DICOMweb QIDO-RS query: 110112 E.
     QUERY = "query"
+    #: A route the plugin answers itself by forwarding to Orthanc (``rest_wrappers``):
+    #: the filter only notes who asked; the wrapper records what the answer disclosed.
+    WRAPPED = "wrapped"
+    #: ``GET /instances``: a bulk listing, recorded by asking Orthanc the same again.
+    LISTING = "listing"
 
 
 LEVELS: Final[Mapping[str, Level]] = MappingProxyType(
@@ -105,6 +110,9 @@ def classify(
     """The audit route of one request, or None when it is not audited."""
     parts = path.strip("/").split("/")
     head = parts[0]
+    wrapped = wrapped_route(method, parts)
+    if wrapped is not None:
+        return wrapped
     level = LEVELS.get(head)
     if level is not None:
         if len(parts) == 1:
@@ -143,6 +151,36 @@ def classify(
             uid = get.get("studyUID")
             if uid is not None and _UID.fullmatch(uid):
                 return Route(kind=Kind.READ, template="GET /wado", study_uid=uid)
+    return None
+
+
+#: Sub-resources of a patient, study or series that ``rest_wrappers`` answers.
+WRAPPED_DOWNLOADS: Final = frozenset({"archive", "media"})
+#: ``POST /tools/...`` routes that ``rest_wrappers`` answers.
+WRAPPED_TOOLS: Final = frozenset(
+    {"find", "lookup", "create-archive", "create-media", "create-media-extended"}
+)
+
+
+def wrapped_route(method: str, parts: list[str]) -> Route | None:
+    """The routes ``rest_wrappers`` answers (with the methods Orthanc serves on them)."""
+    head = parts[0]
+    if method == "GET" and len(parts) == 1 and head in ("patients", "studies", "series"):
+        return Route(kind=Kind.WRAPPED, template=f"GET /{head}", level=LEVELS[head])
+    if method == "GET" and parts == ["instances"]:
+        return Route(kind=Kind.LISTING, template="GET /instances", level=Level.INSTANCE)
+    if method not in ("GET", "POST"):
+        return None
+    if len(parts) == 3 and head in LEVELS and head != "instances" and parts[2] in WRAPPED_DOWNLOADS:
+        return Route(kind=Kind.WRAPPED, template=_template(method, parts), level=LEVELS[head],
+                     resource=parts[1])  # fmt: skip
+    if method != "POST":
+        return None
+    if head == "tools" and len(parts) == 2 and parts[1] in WRAPPED_TOOLS:
+        return Route(kind=Kind.WRAPPED, template=f"POST /tools/{parts[1]}")
+    if head == "modalities" and len(parts) == 3 and parts[2] == "move":
+        return Route(kind=Kind.WRAPPED, template="POST /modalities/{name}/move",
+                     target=f"modalities/{parts[1]}")  # fmt: skip
     return None
 
 
