@@ -84,7 +84,6 @@ class Auditor:
         subjects = Subjects(self.resolver, host, default_issuer=config.default_issuer)
         build = EventBuilder(config)
         delivery, counters = self._delivery, self.counters
-        self._reads = Reads(subjects, build, delivery, counters)
         self._deletes = Deletes(subjects, self.resolver, build, delivery, counters)
         self._imports = Imports(
             self.resolver, build, delivery, purpose_of_use=config.purpose_of_use
@@ -93,6 +92,10 @@ class Auditor:
         results = ResultSets(self.resolver, host, resolve_limit=config.resolve_limit,
                              default_issuer=config.default_issuer)  # fmt: skip
         self.disclosures = Disclosures(results, self.resolver, host, build, delivery, counters)
+        # A QIDO-RS search naming no patient is asked again of the DICOMweb plugin.
+        qido = getattr(host, "rest_get_after_plugins", None)
+        self._reads = Reads(subjects, build, delivery, counters,
+                            unnamed=self.disclosures, qido=qido)  # fmt: skip
         self._host = host
         #: The context of each thread's wrapped request, noted by the HTTP filter (which
         #: sees the client address) for the REST callback that answers it.

@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterable, Mapping
 from integrations.orthanc.build import EventBuilder
 from integrations.orthanc.callers import Context
 from integrations.orthanc.delivery import Counters, Delivery
-from integrations.orthanc.resolve import Resolver, Subject, orthanc_id
-from integrations.orthanc.resultsets import Resource, ResultSet, ResultSets, returned
+from integrations.orthanc.resolve import Resolver, Subject, orthanc_id, study_uid_or_none
+from integrations.orthanc.resultsets import Resource, ResultSet, ResultSets, fit, returned
 from integrations.orthanc.routes import Level
 from integrations.orthanc.subjects import Host
 from producers import DisclosedPatient, EventAction, EventOutcome, Recipient
@@ -94,6 +94,29 @@ class Disclosures:
             return
         self.query(context, returned(answer, context.route.level), listing_criteria(get))
 
+    def qido(self, context: Context, rest_get: Callable[[str], bytes]) -> None:
+        """A QIDO-RS search naming no patient: its answer asked again of the DICOMweb
+        plugin, each dataset's PatientID (or its study's patient) disclosed."""
+        route = context.route
+        uri = route.template.partition(" ")[2]
+        try:
+            answer = json.loads(rest_get(f"{uri}?{route.arguments}" if route.arguments else uri))
+        except Exception:
+            self._counters.unresolved += 1  # refused, or no DICOMweb: nothing to record
+            return
+        identifiers = [
+            {key: _dicom_value(ds, tag) for key, tag in _QIDO_TAGS.items()}
+            for ds in (answer if isinstance(answer, list) else [])
+            if isinstance(ds, dict)
+        ]
+        result = self._identified(identifiers)
+        criteria = {f"query.{k}": v for k, v in list(route.parameters.items())[:16]}
+        self._delivery.emit(
+            self._build.event(context, None, "110112", EventAction.EXECUTE,
+                              extra={**criteria, **_counts(result)},
+                              disclosed=result.patients, disclosed_total=result.total)
+        )  # fmt: skip
+
     def read(
         self,
         context: Context,
@@ -117,37 +140,42 @@ class Disclosures:
     ) -> None:
         """A REST C-MOVE: 110104 of the patients its identifiers name (by PatientID, or
         by a study Orthanc holds), to ``recipient``."""
-        resources: list[Resource] = []
-        named: list[DisclosedPatient] = []
-        for keys in identifiers:
-            patient, study = keys.get("PatientID"), keys.get("StudyInstanceUID")
-            local = self._host.lookup_study(study) if isinstance(study, str) else None
-            if local is not None:
-                resources.append((Level.STUDY, local))
-            elif isinstance(patient, str) and patient:
-                named.append(self._patient(patient, study if isinstance(study, str) else None))
-            else:
-                self._counters.unresolved += 1
-        result = self._results.of(resources)
-        merged = _merge((*result.patients, *named))
-        result = ResultSet(
-            patients=merged,
-            total=None if result.total is None else result.total + len(named),
-            resources=result.resources + len(named),
-            unresolved=result.unresolved,
-            studies_left_out=result.studies_left_out,
-        )
+        result = self._identified(identifiers)
         self._emit(context, result, "110104", outcome, recipient, extra)
 
-    def _patient(self, patient_id: str, study: str | None) -> DisclosedPatient:
-        """A patient named by PatientID: the issuer Orthanc holds for it, if any."""
-        issuer = None
+    def _identified(self, identifiers: Iterable[Mapping[str, object]]) -> ResultSet:
+        """The patients DICOM identifiers name: a study Orthanc holds, else a PatientID;
+        at most ``ResolveLimit`` identifiers are resolved (the rest counted)."""
+        order: dict[tuple[str, str | None], set[str]] = {}
+        count = unresolved = skipped = 0
+        for keys in identifiers:
+            count += 1
+            if count > self._results.limit:
+                skipped += 1
+                continue
+            patient, study = keys.get("PatientID"), keys.get("StudyInstanceUID")
+            local = self._host.lookup_study(study) if isinstance(study, str) else None
+            subject = self._results.subject(Level.STUDY, local) if local else None
+            if subject is not None:
+                key, uid = (subject.patient_id, subject.issuer), subject.study_uid
+            elif isinstance(patient, str) and patient:
+                key, uid = (patient, self._issuer(patient)), study_uid_or_none(
+                    study if isinstance(study, str) else None)  # fmt: skip
+            else:
+                unresolved += 1
+                continue
+            studies = order.setdefault(key, set())
+            if uid is not None:
+                studies.add(uid)
+        return fit(order, resources=count, unresolved=unresolved, skipped=skipped)
+
+    def _issuer(self, patient_id: str) -> str | None:
+        """The issuer Orthanc holds for a PatientID, else ``DefaultPatientIdIssuer``."""
         try:
             known = self._resolver.resolve(Level.PATIENT, orthanc_id(patient_id))
-            issuer = known.issuer if known.patient_id == patient_id else None
         except LookupError:
-            pass
-        return DisclosedPatient(id=patient_id, issuer=issuer, studies=(study,) if study else ())
+            return self._results.default_issuer
+        return known.issuer if known.patient_id == patient_id else self._results.default_issuer
 
     def _emit(
         self,
@@ -180,12 +208,13 @@ class Disclosures:
         )
 
 
-def _merge(patients: Iterable[DisclosedPatient]) -> tuple[DisclosedPatient, ...]:
-    """One entry per (issuer, id), studies united and sorted."""
-    merged: dict[tuple[str, str | None], set[str]] = {}
-    for p in patients:
-        merged.setdefault((p.id, p.issuer), set()).update(p.studies)
-    return tuple(
-        DisclosedPatient(id=pid, issuer=issuer, studies=tuple(sorted(studies)))
-        for (pid, issuer), studies in merged.items()
-    )
+#: What a QIDO-RS answer's datasets say about whose they are.
+_QIDO_TAGS = {"PatientID": "00100020", "StudyInstanceUID": "0020000D"}
+
+
+def _dicom_value(dataset: Mapping[str, object], tag: str) -> str | None:
+    """The first value of a DICOM JSON attribute, when it is a string."""
+    element = dataset.get(tag)
+    values = element.get("Value") if isinstance(element, dict) else None
+    first = values[0] if isinstance(values, list) and values else None
+    return first if isinstance(first, str) and first else None

@@ -101,6 +101,10 @@ class OrthancHost:
     def rest_get(self, uri: str) -> bytes:
         return bytes(self._orthanc.RestApiGet(uri))
 
+    def rest_get_after_plugins(self, uri: str) -> bytes:
+        """A GET that plugins answer too (the DICOMweb plugin's QIDO-RS)."""
+        return bytes(self._orthanc.RestApiGetAfterPlugins(uri))
+
     def lookup_study(self, study_uid: str) -> str | None:
         try:
             found = self._orthanc.LookupStudy(study_uid)

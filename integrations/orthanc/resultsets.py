@@ -74,8 +74,16 @@ class ResultSets:
     ) -> None:
         self._resolver = resolver
         self._host = host
-        self._limit = resolve_limit
-        self._default_issuer = default_issuer
+        self.limit = resolve_limit
+        #: The issuer of a PatientID Orthanc does not hold (``DefaultPatientIdIssuer``).
+        self.default_issuer = default_issuer
+
+    def subject(self, level: Level, resource: str) -> Subject | None:
+        """One resource's subject (cached), None if Orthanc does not know it."""
+        try:
+            return self._resolver.resolve(level, resource)
+        except LookupError:
+            return None
 
     def of(self, resources: Iterable[Resource], *, whole_patients: bool = False) -> ResultSet:
         """The patients of ``resources``, in answer order. ``whole_patients``: a patient
@@ -84,7 +92,7 @@ class ResultSets:
         count = unresolved = skipped = 0
         for level, resource in resources:
             count += 1
-            if count > self._limit:
+            if count > self.limit:
                 skipped += 1
                 continue
             subjects = self._subjects(level, resource, whole_patients)
@@ -94,7 +102,7 @@ class ResultSets:
                 studies = order.setdefault((subject.patient_id, subject.issuer), set())
                 if subject.study_uid is not None:
                     studies.add(subject.study_uid)
-        return _fit(order, resources=count, unresolved=unresolved, skipped=skipped)
+        return fit(order, resources=count, unresolved=unresolved, skipped=skipped)
 
     def _subjects(self, level: Level | None, resource: str, whole: bool) -> list[Subject]:
         levels = (level,) if level is not None else tuple(Level)
@@ -123,7 +131,7 @@ class ResultSets:
         return found
 
 
-def _fit(
+def fit(
     order: Mapping[tuple[str, str | None], set[str]],
     *,
     resources: int,

@@ -10,6 +10,7 @@ is safe in logs and in an event's details.
 from __future__ import annotations
 
 import re
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -95,6 +96,8 @@ class Route:
     target: str | None = None
     #: Query parameters worth recording (QIDO-RS).
     parameters: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    #: A QIDO-RS search's whole query string, to ask the DICOMweb plugin the same again.
+    arguments: str = ""
 
 
 def _template(method: str, parts: list[str]) -> str:
@@ -195,6 +198,7 @@ def _dicomweb(parts: list[str], get: Mapping[str, str]) -> Route | None:
             kind=Kind.QUERY,
             template=f"GET /dicom-web/{rest[0]}",
             parameters=MappingProxyType(params),
+            arguments=urllib.parse.urlencode(get),
         )
     if rest[0] != "studies" or not _UID.fullmatch(rest[1]):
         return None

@@ -35,6 +35,7 @@ from typing import Any
 import aiohttp
 import pytest
 from pydicom import dcmread
+from pydicom.uid import UID
 
 from ledgerctl.settings import KafkaRole
 from tests.e2e.conftest import Pipeline, free_port, get_json
@@ -236,7 +237,7 @@ def _zip_entries(data: bytes) -> list[tuple[str, bytes]]:
             content = archive.read(info)
             if info.filename == "DICOMDIR":
                 ds = dcmread(io.BytesIO(content))
-                ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3"
+                ds.file_meta.MediaStorageSOPInstanceUID = UID("1.2.3")
                 content = json.dumps(ds.to_json_dict(), sort_keys=True).encode()
             entries.append((info.filename, content))
     return entries

@@ -154,7 +154,7 @@ def test_a_bug_in_the_wrapper_answers_500_and_never_raises() -> None:
     def broken(uri: str, body: bytes) -> bytes:
         raise KeyError("not an Orthanc error")
 
-    wrappers._post = broken  # type: ignore[method-assign]
+    wrappers._post = broken
     out = call(wrappers, auditor, "POST", "/tools/lookup", b"MRN777")
     ((name, (status, text, _)),) = out.calls
     assert (name, status) == ("SendHttpStatus", 500)
@@ -254,3 +254,36 @@ def test_listings_disclose_every_patient_and_truncate_beyond_the_bound() -> None
                           default_issuer=None).of(expanded)  # fmt: skip
     assert (complete.total, complete.unresolved, [p.id for p in complete.patients]) == (
         None, 1, ["MRN777"])  # fmt: skip
+
+
+@pytest.mark.parametrize("answered", [True, False])
+def test_a_qido_search_by_date_names_nobody_and_discloses_what_it_returned(
+    answered: bool,
+) -> None:
+    sink, host, asked = ListSink(), FakeOrthanc(), []
+    datasets = [{"00100020": {"vr": "LO", "Value": ["MRN777"]},
+                 "0020000D": {"vr": "UI", "Value": ["1.2.3.4"]}},
+                {"00100020": {"vr": "LO", "Value": ["ELSEWHERE"]}}]  # fmt: skip
+
+    def after_plugins(uri: str) -> bytes:
+        asked.append(uri)
+        if not answered:
+            raise OrthancException(17, "Unknown resource")
+        return json.dumps(datasets).encode()
+
+    host.rest_get_after_plugins = after_plugins  # type: ignore[attr-defined]
+    cfg = parse_config(minimal(Users={"dr.alice": {"Role": "radiologist"}}))
+    auditor = Auditor(cfg, sink, host, dicomweb=True)
+    auditor.start()
+    query = {"StudyDate": "20260101", "limit": "5"}
+    assert auditor.on_http_request("GET", "/dicom-web/studies", "10.0.0.9", headers(), query)
+    found = events(auditor, sink)
+    assert asked == ["/dicom-web/studies?StudyDate=20260101&limit=5"]
+    if not answered:  # no DICOMweb answer to see: nothing recorded, counted
+        assert (found, auditor.counters.unresolved) == ([], 1)
+        return
+    (search,) = found
+    assert (search.dicom_event_id, search.patient) == ("110112", None)
+    assert search.details["query.StudyDate"] == "20260101"
+    assert [(p.id, p.issuer, p.studies) for p in search.disclosed] == [
+        ("ELSEWHERE", None, ()), ("MRN777", "stmarys", ("1.2.3.4",))]  # fmt: skip
