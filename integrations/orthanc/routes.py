@@ -52,13 +52,12 @@ LEVELS: Final[Mapping[str, Level]] = MappingProxyType(
     }
 )
 
-#: Sub-resources whose POST reads PHI (archive and media download, modify, anonymize).
+#: Sub-resources whose POST reads PHI (modify, anonymize; archive and media downloads
+#: are classified first as ``WRAPPED``).
 _POST_READS: Final = frozenset({"archive", "media", "anonymize", "modify"})
 #: Job types of export requests, by the request path that submits them. Only these
-#: jobs name the resources they send (``ParentResources``): Orthanc 1.10's archive and
-#: media jobs (/tools/create-archive, /tools/create-media) do not, and a REST C-MOVE
-#: (/modalities/{m}/move) runs outside the jobs engine, while the HTTP filter never sees
-#: a request body; those three are not audited (docs/orthanc.md).
+#: jobs name the resources they send (``ParentResources``); archives, media and REST
+#: C-MOVE are answered by ``rest_wrappers``, which sees their bodies (docs/orthanc.md).
 EXPORT_JOBS: Final[Mapping[str, str]] = MappingProxyType(
     {
         "modalities:store": "DicomModalityStore",

@@ -386,6 +386,8 @@ async def test_each_wrapped_request_is_in_the_right_histories(
             event = json.loads(routes[e["event_id"]])["event"]
             if event["details"].get("orthanc.route") == "POST /modalities/{name}/move":
                 moves[event["recipient"]["name"]] = (event["outcome"], event["dicom_event_id"])
+                # The client's address, which only the filter sees, reached the wrapper.
+                assert event["network_address"] == "127.0.0.1"
         nobody = [
             event
             for event in (json.loads(routes[e["event_id"]])["event"] for e in user)
