@@ -16,6 +16,7 @@ an archive is built. Nothing fails on a number.
 from __future__ import annotations
 
 import argparse
+import http.client
 import io
 import os
 import secrets
@@ -80,7 +81,7 @@ def download(server: Server, study: str) -> tuple[float, int, int, float]:
             time.sleep(0.005)
 
     def reads() -> None:
-        conn = server.connect()
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=600)
         while not done.is_set():
             began = time.perf_counter()
             request(server, conn, "GET", f"/studies/{study}")
@@ -91,11 +92,14 @@ def download(server: Server, study: str) -> tuple[float, int, int, float]:
     for t in threads:
         t.start()
     began = time.perf_counter()
-    data = request(server, server.connect(), "GET", f"/studies/{study}/archive")
-    seconds = time.perf_counter() - began
-    done.set()
-    for t in threads:
-        t.join()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=600)
+        data = request(server, conn, "GET", f"/studies/{study}/archive")
+        seconds = time.perf_counter() - began
+    finally:
+        done.set()
+        for t in threads:
+            t.join()
     return seconds, len(data), peak[0] - base, slowest[0] * 1000
 
 
