@@ -6,7 +6,10 @@ cached), ``audit`` (the callbacks and the worker thread, coordinating: ``callers
 asked and why, ``handoff`` the bounded queue, ``subjects`` which patient and study,
 ``reads`` / ``imports`` / ``deletes`` / ``exports`` one kind of event each, ``build`` the
 event, ``delivery`` the sink and counters; no ``orthanc`` import, so all of it is tested
-without Orthanc), ``plugin`` (the glue to the ``orthanc`` module) and
+without Orthanc), ``rest_wrappers`` (the REST routes the plugin answers for Orthanc:
+``answers`` Orthanc's answers and errors, ``archives`` downloads built as jobs,
+``resultsets`` and ``disclosures`` the patients an answer returned, as v2 events),
+``plugin`` (the glue to the ``orthanc`` module) and
 ``orthanc_plugin.py`` (the script Orthanc's ``PythonScript`` option points at).
 It imports only ``producers``' public surface. See docs/orthanc.md.
 """

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final, Protocol
 
 from integrations.orthanc.answers import (
+    DESCRIPTIONS,
     JSON_TYPE,
     PRECHECKS,
     Answer,
@@ -36,23 +37,23 @@ from producers import EventOutcome, Recipient
 
 logger = logging.getLogger(__name__)
 
-#: The regular expressions the wrappers are registered on, and the methods Orthanc
-#: serves there (anything else: 405 with this ``Allow``, as Orthanc answers).
-REGISTERED: Final[Mapping[str, str]] = {
-    "/tools/find": "POST",
-    "/tools/lookup": "POST",
-    "/tools/create-archive": "POST",
-    "/tools/create-media": "POST",
-    "/tools/create-media-extended": "POST",
-    "/(patients|studies|series)/([^/]+)/(archive|media)": "GET,POST",
-    "/modalities/([^/]+)/move": "POST",
-    "/patients": "GET",
-    "/studies": "GET",
-    "/series": "GET",
-}
 #: REST C-MOVE, wrapped only with ``WrapRestMove`` (a move into this Orthanc would wait
 #: for the GIL the forwarded call holds: docs/orthanc.md, "Wrapped routes").
 MOVE: Final = "/modalities/([^/]+)/move"
+#: The regular expressions the wrappers are registered on (``routes.wrapped_route``
+#: says which methods Orthanc serves there; any other is answered 405, see ``_allow``).
+REGISTERED: Final = (
+    "/tools/find",
+    "/tools/lookup",
+    "/tools/create-archive",
+    "/tools/create-media",
+    "/tools/create-media-extended",
+    "/(patients|studies|series)/([^/]+)/(archive|media)",
+    MOVE,
+    "/patients",
+    "/studies",
+    "/series",
+)
 _METHODS: Final[Mapping[int, str]] = {1: "GET", 2: "POST", 3: "PUT", 4: "DELETE"}
 _ARCHIVES: Final = ("archive", "media", "create-archive", "create-media", "create-media-extended")
 
@@ -251,14 +252,13 @@ def _send(output: Any, answer: Answer) -> None:
 
 
 def _allow(parts: list[str]) -> str:
+    """Orthanc's ``Allow`` header for a registered route (a listing, a download, a tool)."""
     if len(parts) == 1:
         return "GET"
     return "GET,POST" if parts[-1] in ("archive", "media") else "POST"
 
 
 def _description(code: int) -> str:
-    from integrations.orthanc.answers import DESCRIPTIONS
-
     return DESCRIPTIONS.get(code, "Internal error")
 
 
