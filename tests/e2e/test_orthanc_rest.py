@@ -52,6 +52,9 @@ from tests.e2e.test_orthanc import (
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 ISSUER = "rest-issuer"
+#: Debian's orthanc-dicomweb: loaded by both Orthancs when installed (QIDO-RS by date).
+DICOMWEB = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+HAVE_DICOMWEB = DICOMWEB.exists()
 USER = "dr.rest"
 
 
@@ -93,7 +96,7 @@ def _config(home: Path, users: dict[str, str], store_port: int) -> dict[str, Any
             "self": [aet, "127.0.0.1", dicom],
             "store": ["STORESCP", "127.0.0.1", store_port],
         },
-        "Plugins": [],
+        "Plugins": [str(DICOMWEB)] if HAVE_DICOMWEB else [],
     }
 
 
@@ -117,7 +120,7 @@ def _start(home: Path, config: dict[str, Any], password: str) -> Server:
         except OSError:
             assert time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.2)
-    if config["Plugins"]:
+    if "PhiLedger" in config:
         while "PhiLedger: auditing PHI access" not in (text := log.read_text()):
             assert time.monotonic() < deadline, text[-3000:]
             time.sleep(0.1)
@@ -193,7 +196,7 @@ def pair(pipeline: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     audited_home = tmp_path_factory.mktemp("audited")
     shutil.copytree(plain_home / "db", audited_home / "db")
     audited_config = _config(audited_home, users, store_port) | {
-        "Plugins": [str(PYTHON_PLUGIN)],
+        "Plugins": [str(PYTHON_PLUGIN)] + ([str(DICOMWEB)] if HAVE_DICOMWEB else []),
         "PythonScript": str(PLUGIN_SCRIPT),
         "PhiLedger": {
             "KafkaBootstrap": pipeline.stack.kafka_bootstrap,
@@ -327,6 +330,20 @@ def test_rest_c_move_answers_as_orthanc_does(pair: Pair) -> None:
                   json.dumps(body | {"TargetAet": "NOWHERE"}).encode())  # fmt: skip
 
 
+def test_a_qido_search_by_date_is_recorded_naming_nobody(pair: Pair) -> None:
+    """QIDO-RS by date alone (the DICOMweb plugin): asked again by the plugin's worker,
+    recorded naming nobody and disclosing the patients returned (checked below)."""
+    if not HAVE_DICOMWEB:
+        pytest.skip("Debian's orthanc-dicomweb is not installed")
+    found = _call(pair.audited, pair.password, "GET",
+                  "/dicom-web/studies?StudyDate=20260101-20260102")  # fmt: skip
+    assert found.status == 200, found.body[:300]
+    assert len(json.loads(found.body)) == 2
+    none = _call(pair.audited, pair.password, "GET", "/dicom-web/studies?StudyDate=19000102")
+    assert none.status == 200
+    assert json.loads(none.body or b"[]") == []
+
+
 async def _events(http: aiohttp.ClientSession, pipeline: Pipeline, path: str) -> list[dict]:  # type: ignore[type-arg]
     status, body = await get_json(http, f"{pipeline.api_url}/v1/{path}/accesses", limit="1000")
     assert status == 200, body
@@ -357,6 +374,8 @@ async def test_each_wrapped_request_is_in_the_right_histories(
         "POST /tools/create-media-extended": {b: "named"},
         "GET /patients/{id}/media": {c: "named"},
     }
+    if HAVE_DICOMWEB:
+        expected["GET /dicom-web/studies"] = {a: "disclosed", b: "disclosed"}
     deadline = time.monotonic() + 60
     while True:
         histories = {p: await _events(http, pipeline, f"patients/{p}") for p in pair.patients}
@@ -391,14 +410,16 @@ async def test_each_wrapped_request_is_in_the_right_histories(
         nobody = [
             event
             for event in (json.loads(routes[e["event_id"]])["event"] for e in user)
-            if event["details"].get("query.StudyDate") == "19000101"
+            if event["details"].get("query.StudyDate") in ("19000101", "19000102")
         ]
-        if (moves == want and nobody) or time.monotonic() > deadline:
+        if (moves == want and len(nobody) == 1 + HAVE_DICOMWEB) or (time.monotonic() > deadline):
             break
         await asyncio.sleep(0.5)
     assert moves == want
     # The search that matched nobody: a Query naming no patient, with its criteria.
+    # (and the QIDO-RS search by a date nobody has, when DICOMweb is there).
     assert [(q["patient"], q["disclosed"], q["dicom_event_id"], q["action"]) for q in nobody] == [
         (None, [], "110112", "E")
-    ]
-    assert nobody[0]["details"]["query.Level"] == "Study"
+    ] * (2 if HAVE_DICOMWEB else 1)
+    routes_of = sorted(q["details"]["orthanc.route"] for q in nobody)
+    assert routes_of == ["GET /dicom-web/studies"] * HAVE_DICOMWEB + ["POST /tools/find"]
