@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import json
 import secrets
@@ -171,20 +172,46 @@ def pair(pipeline: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     users = {USER: password, "dr.other": password}
     patients = [f"REST{run}{x}" for x in "ABC"]
     store_port = free_port()
-    received = tmp_path_factory.mktemp("storescp")
-    storescp = subprocess.Popen(
-        ["storescp", "-aet", "STORESCP", "-od", str(received), str(store_port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    plain_home = tmp_path_factory.mktemp("plain")
-    plain_config = _config(plain_home, users, store_port)
-    plain = _start(plain_home, plain_config, password)
+    with contextlib.ExitStack() as cleanup:
+        received = tmp_path_factory.mktemp("storescp")
+        storescp = subprocess.Popen(
+            ["storescp", "-aet", "STORESCP", "-od", str(received), str(store_port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        cleanup.callback(storescp.wait, timeout=10)
+        cleanup.callback(storescp.kill)  # storescp may sit out a SIGTERM
+        plain_home = tmp_path_factory.mktemp("plain")
+        plain_config = _config(plain_home, users, store_port)
+        plain = _start(plain_home, plain_config, password)
+        cleanup.callback(_stop, plain)
+        ids = _upload(plain, password, patients, run)
+        # The audited Orthanc's ports are drawn while the plain one holds its own.
+        audited_home = tmp_path_factory.mktemp("audited")
+        audited_config = _config(audited_home, users, store_port) | {
+            "Plugins": [str(PYTHON_PLUGIN)] + ([str(DICOMWEB)] if HAVE_DICOMWEB else []),
+            "PythonScript": str(PLUGIN_SCRIPT),
+            "PhiLedger": _plugin_settings(pipeline, audited_home, run),
+        }
+        _stop(plain)
+        shutil.copytree(plain_home / "db", audited_home / "db")
+        plain = _start(plain_home, plain_config, password)
+        cleanup.callback(_stop, plain)
+        audited = _start(audited_home, audited_config, password)
+        cleanup.callback(shutil.copy, audited.log, pipeline.logs / "orthanc-rest-audited.log")
+        cleanup.callback(_stop, audited)
+        yield Pair(plain, audited, password, patients, ids)
+
+
+def _upload(
+    plain: Server, password: str, patients: list[str], run: str
+) -> dict[str, tuple[str, str, str]]:
+    """Each patient's study (two instances, study dates 20260101 to 20260103)."""
     ids = {}
     for n, patient in enumerate(patients):
         study_uid, files = make_study(patient, ISSUER, f"ACC{run}{n}", 2)
         for i, data in enumerate(files):
             ds = dcmread(io.BytesIO(data))
-            ds.StudyDate = f"2026010{n + 1}"  # three study dates: 20260101 to 20260103
+            ds.StudyDate = f"2026010{n + 1}"
             out = io.BytesIO()
             ds.save_as(out, enforce_file_format=True)
             reply = _call(plain, password, "POST", "/instances", out.getvalue())
@@ -192,43 +219,26 @@ def pair(pipeline: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             if i == 0:
                 stored = json.loads(reply.body)
                 ids[patient] = (stored["ParentPatient"], stored["ParentStudy"], study_uid)
-    _stop(plain)
-    audited_home = tmp_path_factory.mktemp("audited")
-    shutil.copytree(plain_home / "db", audited_home / "db")
-    audited_config = _config(audited_home, users, store_port) | {
-        "Plugins": [str(PYTHON_PLUGIN)] + ([str(DICOMWEB)] if HAVE_DICOMWEB else []),
-        "PythonScript": str(PLUGIN_SCRIPT),
-        "PhiLedger": {
-            "KafkaBootstrap": pipeline.stack.kafka_bootstrap,
-            "AccessTopic": pipeline.access_topic,
-            "RelayTopic": pipeline.relay_topic,
-            "ProducerId": f"orthanc-rest-{run}",
-            "ProducerKeyFile": pipeline.stack.producer_key(f"orthanc-rest-{run}"),
-            "FacilityId": "e2e-orthanc-rest",
-            "SpoolDirectory": str(audited_home / "spool"),
-            "PurposeOfUse": "TREAT",
-            "Users": {USER: {"Role": "radiologist"}},
-            "PythonPath": [plugin_python_path()],
-            "PipePython": sys.executable,
-            "StopTimeoutSeconds": 3.0,
-            "WrapRestMove": True,
-            **orthanc_kafka_settings(pipeline.stack.kafka(KafkaRole.ORTHANC)),
-        },
+    return ids
+
+
+def _plugin_settings(pipeline: Pipeline, home: Path, run: str) -> dict[str, Any]:
+    return {
+        "KafkaBootstrap": pipeline.stack.kafka_bootstrap,
+        "AccessTopic": pipeline.access_topic,
+        "RelayTopic": pipeline.relay_topic,
+        "ProducerId": f"orthanc-rest-{run}",
+        "ProducerKeyFile": pipeline.stack.producer_key(f"orthanc-rest-{run}"),
+        "FacilityId": "e2e-orthanc-rest",
+        "SpoolDirectory": str(home / "spool"),
+        "PurposeOfUse": "TREAT",
+        "Users": {USER: {"Role": "radiologist"}},
+        "PythonPath": [plugin_python_path()],
+        "PipePython": sys.executable,
+        "StopTimeoutSeconds": 3.0,
+        "WrapRestMove": True,
+        **orthanc_kafka_settings(pipeline.stack.kafka(KafkaRole.ORTHANC)),
     }
-    plain = _start(plain_home, plain_config, password)
-    try:
-        audited = _start(audited_home, audited_config, password)
-    except BaseException:
-        _stop(plain)
-        raise
-    try:
-        yield Pair(plain, audited, password, patients, ids)
-    finally:
-        _stop(audited)
-        _stop(plain)
-        storescp.terminate()
-        storescp.wait(timeout=10)
-        shutil.copy(audited.log, pipeline.logs / "orthanc-rest-audited.log")
 
 
 def _zip_entries(data: bytes) -> list[tuple[str, bytes]]:
