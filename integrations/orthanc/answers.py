@@ -36,7 +36,12 @@ REASONS: Final[Mapping[int, str]] = MappingProxyType(
 )
 #: Orthanc's descriptions of the error codes the plugin answers itself.
 DESCRIPTIONS: Final[Mapping[int, str]] = MappingProxyType(
-    {7: "Accessing an inexistent item", 8: "Bad request", 15: "Bad file format"}
+    {
+        5: "Bad type for a parameter",
+        7: "Accessing an inexistent item",
+        8: "Bad request",
+        15: "Bad file format",
+    }
 )
 JSON_TYPE: Final = "application/json; charset=utf-8"
 
@@ -141,21 +146,43 @@ def not_json(value: object) -> bool:
     return value is ...
 
 
-#: The first check of each wrapped POST handler whose error carries fixed details.
-PRECHECKS: Final[Mapping[str, Precheck]] = MappingProxyType(
+def _level_missing(value: object) -> bool:
+    return not isinstance(value, dict) or not isinstance(value.get("Level"), str)
+
+
+def _query_missing(value: object) -> bool:
+    return not isinstance(value, dict) or "Query" not in value
+
+
+_NOT_A_LIST = "Expected a list of resources to archive in the body"
+
+#: The first checks of each wrapped POST handler whose errors carry fixed details, in
+#: Orthanc's order (checked against Orthanc 1.10.1: tests/e2e/test_orthanc_rest.py).
+PRECHECKS: Final[Mapping[str, tuple[Precheck, ...]]] = MappingProxyType(
     {
-        "find": Precheck(8, "The body must contain a JSON object", not_object),
-        "create-archive": Precheck(
-            15, "Expected a list of resources to archive in the body", not_json
+        "find": (
+            Precheck(8, "The body must contain a JSON object", not_object),
+            Precheck(8, 'Field "Level" is missing, or should be a string', _level_missing),
+            Precheck(8, 'Field "Query" is missing, or should be a JSON object', _query_missing),
         ),
-        "create-media": Precheck(
-            15, "Expected a list of resources to archive in the body", not_json
-        ),
-        "create-media-extended": Precheck(
-            15, "Expected a list of resources to archive in the body", not_json
-        ),
-        "move": Precheck(
-            15, "Must provide a JSON body containing fields Resources and Level", not_object
+        "create-archive": (Precheck(15, _NOT_A_LIST, not_json),),
+        "create-media": (Precheck(15, _NOT_A_LIST, not_json),),
+        "create-media-extended": (Precheck(15, _NOT_A_LIST, not_json),),
+        "move": (
+            Precheck(
+                15, "Must provide a JSON body containing fields Resources and Level", not_object
+            ),
         ),
     }
 )
+
+
+def listing_precheck(collection: str, get: Mapping[str, str]) -> tuple[int, str] | None:
+    """Orthanc's error (code, details) for a listing's ``since`` without ``limit`` (or the
+    reverse) or either not a number, else None."""
+    for present, missing in (("limit", "since"), ("since", "limit")):
+        if present in get and missing not in get:
+            return 8, f'Missing "{missing}" argument for GET request against: /{collection}/'
+    if "limit" in get and not (get["limit"].isdigit() and get["since"].isdigit()):
+        return 5, "Syntax error in some user-supplied data"
+    return None

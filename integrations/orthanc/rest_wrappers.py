@@ -26,6 +26,7 @@ from integrations.orthanc.answers import (
     Answer,
     as_orthanc_error,
     error_answer,
+    listing_precheck,
     parse_json,
 )
 from integrations.orthanc.archives import Archives, asynchronous, resources_of
@@ -119,10 +120,15 @@ class RestWrappers:
         context = self._recorder.wrapped_context(route, request.get("headers") or {})
         name = uri.strip("/").split("/")[-1]
         value = parse_json(body) if method == "POST" else None
-        check = PRECHECKS.get(name) if method == "POST" else None
-        if check is not None and check.fails(value):
-            return error_answer(method, uri, check.code, _description(check.code),
-                                check.details, describe=self._describe)  # fmt: skip
+        for check in PRECHECKS.get(name, ()) if method == "POST" else ():
+            if check.fails(value):
+                return error_answer(method, uri, check.code, _description(check.code),
+                                    check.details, describe=self._describe)  # fmt: skip
+        missing = listing_precheck(name, get) if method == "GET" and not route.resource else None
+        if missing is not None:  # a listing (the only GET without a resource)
+            code, details = missing
+            return error_answer(method, uri, code, _description(code), details,
+                                describe=self._describe)  # fmt: skip
         if name == "move" and not self._known_modality(context.route):
             modality = (context.route.target or "").partition("/")[2]
             return error_answer(method, uri, 7, _description(7),

@@ -277,7 +277,7 @@ def _same(pair: Pair, method: str, path: str, body: bytes | None = None) -> Repl
     return audited
 
 
-def _details_lost(pair: Pair, method: str, path: str, body: bytes) -> None:
+def _details_lost(pair: Pair, method: str, path: str, body: bytes | None) -> None:
     """An error whose ``Details`` orthanc-python does not pass on: the rest is the same."""
     plain = _call(pair.plain, pair.password, method, path, body)
     audited = _call(pair.audited, pair.password, method, path, body)
@@ -319,12 +319,17 @@ def test_wrapped_routes_answer_as_orthanc_does(pair: Pair) -> None:
     _same(pair, post, "/tools/create-archive", b"not json")
     _same(pair, post, "/modalities/self/move", b"not json")
     _same(pair, post, "/modalities/nope/move", b'{"Level":"Study","Resources":[]}')
+    _same(pair, post, "/tools/find", b'{"Query":{}}')
+    _same(pair, post, "/tools/find", b'{"Level":7,"Query":{}}')
+    _same(pair, post, "/tools/find", b'{"Level":"Study"}')
+    _same(pair, "GET", "/series?limit=2")
+    _same(pair, "GET", "/patients?since=0&expand")
     # Methods Orthanc does not serve there: 405 with its Allow header.
     _same(pair, "GET", "/tools/find")
     _same(pair, "PUT", f"/studies/{sa}/archive", b"")
     _same(pair, post, "/patients", b"")
     # Errors whose Details orthanc-python drops: same status and body without them.
-    _details_lost(pair, post, "/tools/find", b'{"Query":{}}')
+    _same(pair, "GET", "/studies?limit=x&since=0")
     _details_lost(pair, post, f"/studies/{sa}/media", b'{"Transcode":"nope"}')
 
 
