@@ -31,6 +31,7 @@ from integrations.orthanc.answers import (
 )
 from integrations.orthanc.archives import Archives, asynchronous, resources_of
 from integrations.orthanc.callers import Context
+from integrations.orthanc.delivery import Counters
 from integrations.orthanc.disclosures import Disclosures, listing_criteria, with_arguments
 from integrations.orthanc.resultsets import Resource, returned
 from integrations.orthanc.routes import Level, Route, wrapped_route
@@ -63,6 +64,7 @@ class Recorder(Protocol):
     """What the wrappers need from the auditor."""
 
     disclosures: Disclosures
+    counters: Counters
 
     def wrapped_context(self, route: Route, headers: Mapping[str, str]) -> Context: ...
 
@@ -144,10 +146,16 @@ class RestWrappers:
             answer = self._archives.build(method, uri, get, value, route)
         if answer is None:
             answer = self._forward(method, uri, get, body, name, route)
-        task = self._record(context, name, body if name == "lookup" else value, get, answer)
-        if task is None:
-            return answer
-        if self._recorder.submit(task) or not self._fail_closed or name == "move":
+        try:
+            task = self._record(context, name, body if name == "lookup" else value, get, answer)
+            if task is None or self._recorder.submit(task):
+                return answer
+        except Exception as exc:  # a bug in recording: Orthanc's answer is still sent
+            self._recorder.counters.errors += 1
+            self._recorder.counters.unaudited += 1
+            logger.error("REST wrapper could not record (%s); an access was not audited",
+                         type(exc).__name__)  # fmt: skip
+        if not self._fail_closed or name == "move":
             return answer
         return Answer(status=403, error=31)
 

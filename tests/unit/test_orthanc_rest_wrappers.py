@@ -287,3 +287,23 @@ def test_a_qido_search_by_date_names_nobody_and_discloses_what_it_returned(
     assert search.details["query.StudyDate"] == "20260101"
     assert [(p.id, p.issuer, p.studies) for p in search.disclosed] == [
         ("ELSEWHERE", None, ()), ("MRN777", "stmarys", ("1.2.3.4",))]  # fmt: skip
+
+
+@pytest.mark.parametrize("fail_closed", [True, False])
+def test_a_bug_in_recording_still_sends_orthancs_answer_unless_fail_closed(
+    fail_closed: bool,
+) -> None:
+    auditor, wrappers, api, _ = setup(FailClosed=fail_closed)
+    api.posts["/tools/lookup"] = []
+
+    def broken(*args: object) -> None:
+        raise KeyError("a bug")
+
+    wrappers._record = broken  # type: ignore[method-assign,assignment]
+    out = call(wrappers, auditor, "POST", "/tools/lookup", b"MRN777")
+    auditor.stop()
+    if fail_closed:
+        assert out.calls == [("SendHttpStatusCode", (403,))]
+    else:
+        assert out.calls == [("AnswerBuffer", (b"[]", "application/json; charset=utf-8"))]
+    assert (auditor.counters.errors, auditor.counters.unaudited) == (1, 1)
