@@ -8,9 +8,12 @@ downloads ``GET /studies/{id}/archive`` from each in turns and prints per server
 time, the ZIP's size, the peak growth of Orthanc's resident memory during the download
 (sampled from /proc every 5 ms), and the slowest of the small audited reads
 (``GET /studies/{id}``) another client made meanwhile: how long other requests wait while
-an archive is built. Nothing fails on a number.
+an archive is built. Then it times ``--finds`` searches (``POST /tools/find``, the study
+level, expanded) on each, one at a time, and prints their p50 and p99: what answering a
+search through the plugin adds. Nothing fails on a number.
 
     .venv/bin/python benchmarks/orthanc_archive.py [--instances 300] [--kib 1024] [--runs 3]
+        [--finds 500]
 """
 
 from __future__ import annotations
@@ -108,6 +111,7 @@ def main() -> None:
     parser.add_argument("--instances", type=int, default=300)
     parser.add_argument("--kib", type=int, default=1024)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--finds", type=int, default=500)
     args = parser.parse_args()
     user, pw = "bench", secrets.token_urlsafe(12)
     with tempfile.TemporaryDirectory(prefix="orthanc-archive-") as tmp:
@@ -147,6 +151,17 @@ def main() -> None:
                           f"{slowest:27.1f}")  # fmt: skip
                 median = statistics.median(r[0] for r in runs)
                 print(f"{name:8} median {median:.2f} s")
+            body = b'{"Level":"Study","Query":{},"Expand":true}'
+            for server in servers:
+                conn, times = server.connect(), []
+                for _ in range(args.finds):
+                    began = time.perf_counter()
+                    request(server, conn, "POST", "/tools/find", body)
+                    times.append((time.perf_counter() - began) * 1000)
+                times.sort()
+                p99 = times[int(len(times) * 0.99) - 1]
+                print(f"{server.name:8} /tools/find p50 {statistics.median(times):.2f} ms "
+                      f"p99 {p99:.2f} ms")  # fmt: skip
         finally:
             for server in servers:
                 server.proc.terminate()
