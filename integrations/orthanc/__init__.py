@@ -9,7 +9,10 @@ event, ``delivery`` the sink and counters; no ``orthanc`` import, so all of it i
 without Orthanc), the C-FIND SCP that replaces Orthanc's (``dimse`` the callback,
 ``dimse_find`` Orthanc's answers rebuilt from its REST API, ``dimse_counters`` and
 ``dimse_tags`` what Orthanc computes and how it matches, ``dimse_audit`` the Query
-event), ``plugin`` (the glue to the ``orthanc`` module) and ``orthanc_plugin.py`` (the
-script Orthanc's ``PythonScript`` option points at).
+event), ``rest_wrappers`` (the REST routes the plugin answers for Orthanc: ``answers``
+Orthanc's answers and errors, ``archives`` downloads built as jobs, ``resultsets`` and
+``disclosures`` the patients an answer returned, as v2 events), ``plugin`` (the glue to
+the ``orthanc`` module) and ``orthanc_plugin.py`` (the script Orthanc's ``PythonScript``
+option points at).
 It imports only ``producers``' public surface. See docs/orthanc.md.
 """

@@ -27,6 +27,7 @@ from integrations.orthanc.callers import Callers, Context, basic_user
 from integrations.orthanc.config import PluginConfig
 from integrations.orthanc.deletes import Deletes
 from integrations.orthanc.delivery import Alarm, Counters, Delivery, Sink
+from integrations.orthanc.disclosures import Disclosures
 from integrations.orthanc.exports import Exports
 from integrations.orthanc.handoff import (
     TICK_SECONDS,
@@ -34,13 +35,14 @@ from integrations.orthanc.handoff import (
     Change,
     Delete,
     HandOff,
-    Job,
     Stored,
+    Task,
     Work,
 )
 from integrations.orthanc.imports import Imports
 from integrations.orthanc.reads import Reads
 from integrations.orthanc.resolve import Resolver
+from integrations.orthanc.resultsets import ResultSets
 from integrations.orthanc.routes import Kind, Level, Route, classify
 from integrations.orthanc.subjects import Host, Subjects
 
@@ -82,13 +84,23 @@ class Auditor:
         subjects = Subjects(self.resolver, host, default_issuer=config.default_issuer)
         build = EventBuilder(config)
         delivery, counters = self._delivery, self.counters
-        self._reads = Reads(subjects, build, delivery, counters)
         self._deletes = Deletes(subjects, self.resolver, build, delivery, counters)
         self._imports = Imports(
             self.resolver, build, delivery, purpose_of_use=config.purpose_of_use,
             rest_get=host.rest_get,
         )  # fmt: skip
         self._exports = Exports(host, subjects, build, delivery, counters)
+        results = ResultSets(self.resolver, host, resolve_limit=config.resolve_limit,
+                             default_issuer=config.default_issuer)  # fmt: skip
+        self.disclosures = Disclosures(results, self.resolver, host, build, delivery, counters)
+        # A QIDO-RS search naming no patient is asked again of the DICOMweb plugin.
+        qido = getattr(host, "rest_get_after_plugins", None)
+        self._reads = Reads(subjects, build, delivery, counters,
+                            unnamed=self.disclosures, qido=qido)  # fmt: skip
+        self._host = host
+        #: The context of each thread's wrapped request, noted by the HTTP filter (which
+        #: sees the client address) for the REST callback that answers it.
+        self._wrapped: dict[int, Context] = {}
         self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -149,7 +161,31 @@ class Auditor:
             return True
         if route.kind is Kind.DELETE:
             return self._delete(context)
+        if route.kind is Kind.WRAPPED:
+            self._wrapped[thread] = context
+            return True
+        if route.kind is Kind.LISTING:
+            return self.submit(lambda: self._listing(context, uri, get)) or not (
+                self.config.fail_closed
+            )
         return self._handoff.put(Access(context)) or not self.config.fail_closed
+
+    def wrapped_context(self, route: Route, headers: Mapping[str, str]) -> Context:
+        """(A REST callback) the context the filter noted for this thread's request; one
+        without the client address if the filter did not see it."""
+        context = self._wrapped.pop(threading.get_ident(), None)
+        if context is None or context.route.template != route.template:
+            context = self._callers.context(route, None, headers)
+        return context
+
+    def submit(self, task: Callable[[], None]) -> bool:
+        """Queue work for the worker (at most ``block_seconds``); False (counted) when
+        the queue stayed full."""
+        return self._handoff.put(Task(task))
+
+    def _listing(self, context: Context, uri: str, get: Mapping[str, str]) -> None:
+        """``GET /instances``: the same listing asked again right after Orthanc's answer."""
+        self.disclosures.listing(context, uri, get, self._host.rest_get)
 
     def _delete(self, context: Context) -> bool:
         """A DELETE waits until the worker resolved what it deletes (or its bound)."""
@@ -175,10 +211,6 @@ class Auditor:
     def delivery(self) -> Delivery:
         """Where a ``submit``-ted job emits its events (on the worker)."""
         return self._delivery
-
-    def submit(self, run: Callable[[], None]) -> bool:
-        """Queue ``run`` for the worker (at most ``block_seconds``); False if full."""
-        return self._handoff.put(Job(run))
 
     def on_change(self, change: str, level: Level | None, resource: str) -> None:
         if change in ("DELETED", "JOB_SUBMITTED", "JOB_SUCCESS", "JOB_FAILURE"):
@@ -225,7 +257,7 @@ class Auditor:
                 self._deletes.requested(item.context)
         elif isinstance(item, Stored):
             self._imports.stored(item)
-        elif isinstance(item, Job):
+        elif isinstance(item, Task):
             item.run()
         else:
             if item.change == "DELETED":

@@ -16,6 +16,7 @@ from integrations.orthanc.resolve import Subject
 from integrations.orthanc.routes import Level
 from producers import (
     Actor,
+    DisclosedPatient,
     EventAction,
     EventOutcome,
     Facility,
@@ -34,7 +35,7 @@ class EventBuilder:
     def event(
         self,
         context: Context,
-        subject: Subject,
+        subject: Subject | None,
         dicom_event_id: str,
         action: EventAction,
         *,
@@ -47,7 +48,12 @@ class EventBuilder:
         instances: int | None = None,
         recipient: Recipient | None = None,
         role: str | None = None,
+        disclosed: tuple[DisclosedPatient, ...] = (),
+        disclosed_total: int | None = None,
     ) -> PhiAccessEvent:
+        """``subject`` None: the request named no patient (a query, a bulk read); the
+        patients its answer returned are ``disclosed`` (sorted here), ``disclosed_total``
+        when more were returned than listed."""
         info = self._config.user(context.user)
         if not context.authenticated:
             info = UserInfo(role="unauthenticated")
@@ -70,14 +76,21 @@ class EventBuilder:
             dicom_event_id=dicom_event_id,
             action=action,
             outcome=outcome,
-            patient=Patient(id=subject.patient_id, issuer=subject.issuer),
-            study=_study(subject, sop_classes, instances) if with_study else None,
+            patient=_patient(subject),
+            study=_study(subject, sop_classes, instances) if with_study and subject else None,
             network_address=context.address,
             purpose_of_use=context.purpose,
             recipient=recipient,
             details=MappingProxyType(details),
             event_time=context.at,
+            disclosed=tuple(sorted(disclosed, key=lambda p: p.sort_key)),
+            disclosed_truncated=disclosed_total is not None and disclosed_total > len(disclosed),
+            disclosed_total=disclosed_total if disclosed_total != len(disclosed) else None,
         )
+
+
+def _patient(subject: Subject | None) -> Patient | None:
+    return None if subject is None else Patient(id=subject.patient_id, issuer=subject.issuer)
 
 
 def _study(subject: Subject, sop_classes: tuple[str, ...], instances: int | None) -> Study | None:

@@ -24,6 +24,9 @@ Orthanc's PascalCase style::
       "DefaultPatientIdIssuer": "stmarys-boston",  // when IssuerOfPatientID is empty
       "CacheSize": 10000, "CacheSeconds": 300,
       "DeleteWaitSeconds": 2.0,
+      "ResolveLimit": 5000,        // resources resolved per query, listing or archive answer
+      "ArchiveMaxBytes": 268435456,  // largest synchronous archive the plugin buffers (0: any)
+      "WrapRestMove": false,       // record REST C-MOVE (never with moves into this Orthanc)
       "TrustedProxies": ["127.0.0.1"], "UserHeader": "X-Forwarded-User",
       "PythonPath": ["/opt/phi-ledger/site-packages"],
       "SecurityProtocol": "SASL_SSL",          // default PLAINTEXT (docs/kafka.md)
@@ -86,6 +89,14 @@ class PluginConfig:
     cache_size: int = 10_000
     cache_seconds: float = 300.0
     delete_wait_seconds: float = 2.0
+    #: Resources of one answer (query, listing, archive) resolved to their patients.
+    resolve_limit: int = 5000
+    #: Largest synchronous archive or media download (Orthanc's disk size of its
+    #: resources) the wrapper buffers; larger ones are refused (0: no bound).
+    archive_max_bytes: int = 256 * 1024 * 1024
+    #: Wrap ``POST /modalities/{m}/move`` (REST C-MOVE): only safe when no move brings
+    #: instances into this Orthanc (docs/orthanc.md, "Wrapped routes").
+    wrap_rest_move: bool = False
     trusted_proxies: frozenset[str] = frozenset()
     user_header: str | None = None
     python_path: tuple[str, ...] = ()
@@ -260,6 +271,9 @@ def parse_config(configuration: Mapping[str, object]) -> PluginConfig:
         cache_size=_int(section, "CacheSize", 10_000, low=1),
         cache_seconds=_number(section, "CacheSeconds", 300.0, low=0.0),
         delete_wait_seconds=_number(section, "DeleteWaitSeconds", 2.0, low=0.0),
+        resolve_limit=_int(section, "ResolveLimit", 5000, low=1),
+        archive_max_bytes=_int(section, "ArchiveMaxBytes", 256 * 1024 * 1024, low=0),
+        wrap_rest_move=_bool(section, "WrapRestMove", False),
         trusted_proxies=frozenset(_strings(section, "TrustedProxies")),
         user_header=_str(section, "UserHeader"),
         python_path=_strings(section, "PythonPath"),

@@ -57,13 +57,14 @@ class Change:
 
 
 @dataclass(frozen=True, slots=True)
-class Job:
-    """Work a collaborator built on an Orthanc thread and the worker runs (DIMSE events)."""
+class Task:
+    """Work prepared on an Orthanc thread and run by the worker (a wrapped route's or a
+    C-FIND's record)."""
 
     run: Callable[[], None]
 
 
-Work = Access | Delete | Stored | Change | Job
+Work = Access | Delete | Stored | Change | Task
 Item = Work | None
 
 

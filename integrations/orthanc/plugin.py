@@ -24,6 +24,7 @@ from typing import Any, Final, Protocol
 from integrations.orthanc.audit import Auditor, Sink
 from integrations.orthanc.config import ConfigError, PluginConfig, parse_config
 from integrations.orthanc.dimse import install_find
+from integrations.orthanc.rest_wrappers import install_wrappers
 from integrations.orthanc.routes import Level
 from producers import PIPE_MAX_PENDING, EmitterHealth, PipeEmitter, SyncEmitter
 
@@ -100,6 +101,10 @@ class OrthancHost:
 
     def rest_get(self, uri: str) -> bytes:
         return bytes(self._orthanc.RestApiGet(uri))
+
+    def rest_get_after_plugins(self, uri: str) -> bytes:
+        """A GET that plugins answer too (the DICOMweb plugin's QIDO-RS)."""
+        return bytes(self._orthanc.RestApiGetAfterPlugins(uri))
 
     def lookup_study(self, study_uid: str) -> str | None:
         try:
@@ -271,6 +276,9 @@ def install(orthanc: Any) -> Plugin | None:
     orthanc.RegisterRestCallback("/phi-ledger/health", plugin.health)
     if config.audit_dicom_find:
         install_find(orthanc, plugin.auditor, config)
+    install_wrappers(orthanc, plugin.auditor, fail_closed=config.fail_closed,
+                     archive_max_bytes=config.archive_max_bytes,
+                     wrap_move=config.wrap_rest_move)  # fmt: skip
     orthanc.LogWarning(
         f"PhiLedger: auditing PHI access to Kafka {config.bootstrap_servers} "
         f"(topic {config.access_topic}, producer {config.producer_id}, "

@@ -10,6 +10,7 @@ is safe in logs and in an event's details.
 from __future__ import annotations
 
 import re
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -35,6 +36,11 @@ class Kind(StrEnum):
     EXPORT = "export"
     #: A DICOMweb QIDO-RS query: 110112 E.
     QUERY = "query"
+    #: A route the plugin answers itself by forwarding to Orthanc (``rest_wrappers``):
+    #: the filter only notes who asked; the wrapper records what the answer disclosed.
+    WRAPPED = "wrapped"
+    #: ``GET /instances``: a bulk listing, recorded by asking Orthanc the same again.
+    LISTING = "listing"
 
 
 LEVELS: Final[Mapping[str, Level]] = MappingProxyType(
@@ -46,13 +52,12 @@ LEVELS: Final[Mapping[str, Level]] = MappingProxyType(
     }
 )
 
-#: Sub-resources whose POST reads PHI (archive and media download, modify, anonymize).
+#: Sub-resources whose POST reads PHI (modify, anonymize; archive and media downloads
+#: are classified first as ``WRAPPED``).
 _POST_READS: Final = frozenset({"archive", "media", "anonymize", "modify"})
 #: Job types of export requests, by the request path that submits them. Only these
-#: jobs name the resources they send (``ParentResources``): Orthanc 1.10's archive and
-#: media jobs (/tools/create-archive, /tools/create-media) do not, and a REST C-MOVE
-#: (/modalities/{m}/move) runs outside the jobs engine, while the HTTP filter never sees
-#: a request body; those three are not audited (docs/orthanc.md).
+#: jobs name the resources they send (``ParentResources``); archives, media and REST
+#: C-MOVE are answered by ``rest_wrappers``, which sees their bodies (docs/orthanc.md).
 EXPORT_JOBS: Final[Mapping[str, str]] = MappingProxyType(
     {
         "modalities:store": "DicomModalityStore",
@@ -90,6 +95,8 @@ class Route:
     target: str | None = None
     #: Query parameters worth recording (QIDO-RS).
     parameters: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    #: A QIDO-RS search's whole query string, to ask the DICOMweb plugin the same again.
+    arguments: str = ""
 
 
 def _template(method: str, parts: list[str]) -> str:
@@ -105,6 +112,9 @@ def classify(
     """The audit route of one request, or None when it is not audited."""
     parts = path.strip("/").split("/")
     head = parts[0]
+    wrapped = wrapped_route(method, parts)
+    if wrapped is not None:
+        return wrapped
     level = LEVELS.get(head)
     if level is not None:
         if len(parts) == 1:
@@ -146,6 +156,36 @@ def classify(
     return None
 
 
+#: Sub-resources of a patient, study or series that ``rest_wrappers`` answers.
+WRAPPED_DOWNLOADS: Final = frozenset({"archive", "media"})
+#: ``POST /tools/...`` routes that ``rest_wrappers`` answers.
+WRAPPED_TOOLS: Final = frozenset(
+    {"find", "lookup", "create-archive", "create-media", "create-media-extended"}
+)
+
+
+def wrapped_route(method: str, parts: list[str]) -> Route | None:
+    """The routes ``rest_wrappers`` answers (with the methods Orthanc serves on them)."""
+    head = parts[0]
+    if method == "GET" and len(parts) == 1 and head in ("patients", "studies", "series"):
+        return Route(kind=Kind.WRAPPED, template=f"GET /{head}", level=LEVELS[head])
+    if method == "GET" and parts == ["instances"]:
+        return Route(kind=Kind.LISTING, template="GET /instances", level=Level.INSTANCE)
+    if method not in ("GET", "POST"):
+        return None
+    if len(parts) == 3 and head in LEVELS and head != "instances" and parts[2] in WRAPPED_DOWNLOADS:
+        return Route(kind=Kind.WRAPPED, template=_template(method, parts), level=LEVELS[head],
+                     resource=parts[1])  # fmt: skip
+    if method != "POST":
+        return None
+    if head == "tools" and len(parts) == 2 and parts[1] in WRAPPED_TOOLS:
+        return Route(kind=Kind.WRAPPED, template=f"POST /tools/{parts[1]}")
+    if head == "modalities" and len(parts) == 3 and parts[2] == "move":
+        return Route(kind=Kind.WRAPPED, template="POST /modalities/{name}/move",
+                     target=f"modalities/{parts[1]}")  # fmt: skip
+    return None
+
+
 def _dicomweb(parts: list[str], get: Mapping[str, str]) -> Route | None:
     """QIDO-RS searches and WADO-RS retrievals of the DICOMweb plugin."""
     rest = parts[1:]
@@ -157,6 +197,7 @@ def _dicomweb(parts: list[str], get: Mapping[str, str]) -> Route | None:
             kind=Kind.QUERY,
             template=f"GET /dicom-web/{rest[0]}",
             parameters=MappingProxyType(params),
+            arguments=urllib.parse.urlencode(get),
         )
     if rest[0] != "studies" or not _UID.fullmatch(rest[1]):
         return None
