@@ -161,7 +161,12 @@ class RelayingDIMSE(QuickDIMSE):
     def _one(self, primitive: P_DATA, pdv: tuple[int, bytes]) -> None:
         context_id, data = pdv
         relay = self._relay
-        if relay is not None and not data[0] & _COMMAND:
+        if relay is not None and data[0] & _COMMAND:
+            # A command in the middle of a data set: the SCU broke the message, and half of
+            # it has gone to the PACS; nothing may follow that on the PACS association.
+            relay.abandon()
+            self._relay = relay = None
+        if relay is not None:
             relay.forward(data)
             if relay.complete:
                 self._relay = None

@@ -221,3 +221,26 @@ def test_a_data_set_the_proxy_cannot_decode_reaches_the_pacs_which_answers_it(
     (op,) = recorder.wait_for(1)
     assert op.proxy_error == "bad_dataset"
     assert op.status == pacs.status == replies[0].command_set.Status
+
+
+def test_a_command_in_the_middle_of_a_data_set_aborts_the_pacs_association(
+    proxy: DicomProxy, pacs: Pacs, recorder: MemoryRecorder
+) -> None:
+    first, second = big_instance("MIX01"), big_instance("MIX02")
+    assoc = associate(proxy)
+    try:
+        one = store_pdus(assoc, encoded(first), first.SOPInstanceUID, 1)
+        two = store_pdus(assoc, encoded(second), second.SOPInstanceUID, 2)
+        raw = assoc.dul.socket.socket
+        for pdu in one[: len(one) // 2] + two:  # half of one message, then another whole
+            raw.sendall(pdu)
+        eventually(lambda: pacs.aborts == 1)
+    finally:
+        assoc.abort()
+    # Nothing half-sent was stored; the proxy serves the next association.
+    assert all(request.MessageID != 1 for request, _ in pacs.stored)
+    again = associate(proxy)
+    try:
+        assert again.send_c_store(big_instance("NEXT02")).Status == 0x0000
+    finally:
+        again.release()
