@@ -26,12 +26,14 @@ O_LOG="$LOG_DIR/orthanc.log"
 USERS_FILE="$SECRETS/orthanc-users"
 PLUGIN_SCRIPT="$ROOT/integrations/orthanc/orthanc_plugin.py"
 PYTHON_PLUGIN=/usr/share/orthanc/plugins/libOrthancPython.so
+# Orthanc's DICOMweb plugin: the tests check the QIDO-RS searches the audit plugin records.
+DICOMWEB_PLUGIN=/usr/share/orthanc/plugins/libOrthancDicomWeb.so
 # Demo users and the role each has in the ledger.
 DEMO_USERS=("dr.alice:radiologist" "dr.bob:radiologist" "tech.carol:technologist")
 
 ensure_installed() {
-  if [ ! -x /usr/sbin/Orthanc ] || [ ! -e "$PYTHON_PLUGIN" ]; then
-    apt_install orthanc orthanc-python
+  if [ ! -x /usr/sbin/Orthanc ] || [ ! -e "$PYTHON_PLUGIN" ] || [ ! -e "$DICOMWEB_PLUGIN" ]; then
+    apt_install orthanc orthanc-python orthanc-dicomweb
   fi
   [ -x /usr/sbin/Orthanc ] || die "Orthanc not found after install"
   [ -e "$PYTHON_PLUGIN" ] || die "orthanc-python's plugin $PYTHON_PLUGIN not found after install"

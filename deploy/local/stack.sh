@@ -102,6 +102,8 @@ infra() {
   "$HERE/python.sh"
   # DCMTK: the real DICOM clients the DICOM proxy's tests drive (findscu, movescu, ...).
   command -v findscu >/dev/null || apt_install dcmtk
+  # Orthanc with its Python and DICOMweb plugins: the tests start Orthancs of their own.
+  "$HERE/orthanc.sh" install
   "$HERE/postgres.sh" start
   "$HERE/kafka.sh" start
   write_env
