@@ -23,10 +23,14 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 from ledgerctl.settings import Settings
 from ledgerctl.tables import fetch_history
 
-__all__ = ["DicomDemo", "run_dicom_demo"]
+__all__ = ["DicomDemo", "ProxyUnreachable", "run_dicom_demo"]
 
 CT_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.2")
 ISSUER = "DEMO-HOSP"
+
+
+class ProxyUnreachable(Exception):
+    """echoscu got no answer from the proxy: nothing else is tried."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -79,6 +83,11 @@ def _steps(host: str, port: str, aet: str, work: Path, prefix: str) -> list[Step
     peer = [host, port]
     called = ["-aec", aet]
     echo = _run(["echoscu", "-aet", "ECHOSCU", *called, *peer])
+    if echo.returncode != 0 or "Association Rejected" in echo.stderr or "Abort" in echo.stderr:
+        raise ProxyUnreachable(
+            f"no DICOM audit proxy {aet} answers at {host}:{port} (echoscu: "
+            f"{(echo.stderr.strip().splitlines() or ['no output'])[-1]}); is `make up` running?"
+        )
     store = _run(["storescu", "-aet", "STORESCU", *called, *peer, *files])
     find = _run(["findscu", "-S", "-aet", "FINDSCU", *called,
                  "-k", "QueryRetrieveLevel=STUDY", "-k", f"PatientID={prefix}-*",

@@ -64,7 +64,7 @@ def dicomproxy_demo(
 
     from ledger.errors import LedgerError
     from ledgerctl.commands.common import load_verifiers
-    from ledgerctl.dicomdemo import run_dicom_demo
+    from ledgerctl.dicomdemo import ProxyUnreachable, run_dicom_demo
     from ledgerctl.settings import Settings
     from ledgerctl.tables import prove_entries, render_history, render_proofs, report_console
 
@@ -75,7 +75,7 @@ def dicomproxy_demo(
     aet = aet or settings.dicomproxy_aet
     try:
         demo = asyncio.run(run_dicom_demo(settings, address, aet, timeout))
-    except TimeoutError as exc:
+    except (TimeoutError, ProxyUnreachable) as exc:
         raise fail(str(exc)) from exc
     out = report_console()
     out.print(f"DCMTK through the DICOM audit proxy {aet} at {address}:")
