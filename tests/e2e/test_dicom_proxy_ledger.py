@@ -84,7 +84,8 @@ def write_config(
 ) -> Path:
     """A proxy configuration file, its [ledger] writing to the pipeline's topic."""
     stack = pipeline.stack
-    security = stack.kafka(KafkaRole.SIMULATOR)
+    # The proxy's own principal (WRITE on the event topics only), as make up runs it.
+    security = stack.kafka(KafkaRole.DICOMPROXY)
     kafka = {
         "protocol": security.protocol,
         "ca_file": security.ca_file,

@@ -31,7 +31,13 @@ from tests.support import ROOT, Stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
-PRODUCERS = (KafkaRole.API, KafkaRole.ATNA, KafkaRole.ORTHANC, KafkaRole.SIMULATOR)
+PRODUCERS = (
+    KafkaRole.API,
+    KafkaRole.ATNA,
+    KafkaRole.ORTHANC,
+    KafkaRole.DICOMPROXY,
+    KafkaRole.SIMULATOR,
+)
 
 
 @pytest.fixture(autouse=True)
