@@ -234,8 +234,9 @@ def _json(name: str, text: str) -> Lines:
             pos = _skip(text, pos + 1)
         elif not text.startswith("]", pos):
             return rows, [*problems, _whole(name, "expected ',' or ']'", _line(text, pos))]
-    if _skip(text, pos + 1) != len(text):
-        problems.append(_whole(name, "has text after the array", _line(text, pos + 1)))
+    rest = _skip(text, pos + 1)
+    if rest != len(text):
+        problems.append(_whole(name, "has text after the array", _line(text, rest)))
     return rows, problems
 
 

@@ -15,7 +15,8 @@ from enum import StrEnum
 from typing import Final, cast
 
 from producers.errors import EventValidationError, RegistryValidationError
-from producers.events.fields import check_text, check_time
+from producers.events.fields import check_text as _shared_check_text
+from producers.events.fields import check_time
 from producers.events.limits import MAX_FUTURE_SKEW, MAX_ID_CHARS, MAX_TEXT_CHARS
 from producers.events.model import utc_now
 from producers.events.records import Record
@@ -188,6 +189,15 @@ def check_value(path: str, what: str, value: object) -> None:
             raise fail(path, f"{value!r} is not a two-letter US state, district or territory")
     else:
         check_symbol(path, value, OrganizationKind)
+
+
+def check_text(path: str, value: object, *, required: bool, limit: int = MAX_ID_CHARS) -> None:
+    """The audit events' text rule (``producers.events.fields``), raising the registry's
+    error kind."""
+    try:
+        _shared_check_text(path, value, required=required, limit=limit)
+    except EventValidationError as exc:
+        raise RegistryValidationError(str(exc), field=exc.field) from exc
 
 
 def check_id(path: str, value: object) -> None:
