@@ -459,3 +459,10 @@ def test_one_bad_file_refuses_the_good_ones_too(tmp_path: Path) -> None:
 def test_parse_registry_bytes_needs_no_file() -> None:
     rows, problems = parse_registry_bytes("upload.csv", ORGS.encode())
     assert (len(rows), problems) == (2, [])
+
+
+def test_a_bad_quote_stops_the_csv_file(tmp_path: Path) -> None:
+    text = ORGS + 'organization,upsert,"x"y,X,facility\norganization,upsert,z,Z,facility\n'
+    found = one_problem(write(tmp_path, "o.csv", text))
+    assert (found.line, found.field) == (4, "<file>")
+    assert found.reason.startswith("is not valid CSV:")

@@ -269,3 +269,14 @@ def test_one_day_periods_and_open_ends_are_valid() -> None:
     validate_change(change(dataclasses.replace(LICENSE, valid_to=date(2024, 1, 1))))
     validate_change(change(dataclasses.replace(LICENSE, valid_to=None)))
     validate_change(change(dataclasses.replace(MEMBER, shared_or_generic=True)))
+
+
+def test_the_schema_readme_lists_the_fingerprint_and_defaults_are_set() -> None:
+    from pathlib import Path
+
+    from tests.unit.test_schemas import _nullable_fields_without_default
+
+    readme = (Path(schemas.__file__).parent / "README.md").read_text()
+    assert f"`{REGISTRY_FINGERPRINT}`" in readme
+    for name in schemas.REGISTRY_SCHEMA_FILES:
+        assert _nullable_fields_without_default(schemas.load_schema_json(name)) == [], name
