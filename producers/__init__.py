@@ -33,6 +33,9 @@ An asyncio host (``Emitter``; configure ``kafka_security`` too, docs/producer.md
 A threaded host uses ``SyncEmitter`` (same config, ``with SyncEmitter(config)``, an
 ``emit`` any thread may call); a host whose interpreter must stay lean (Orthanc) uses
 ``PipeEmitter``, which hands events to a child process that owns the Kafka client.
+The compliance registry's changes (``RegistryChange``) and their CSV/JSON loader
+(``load_registry_files``) are here too; ``registry_codec()`` encodes and decodes them
+(docs/design/compliance-registry.md).
 ``docs/producer.md`` is the integrator's guide; tests/e2e/test_producer_quickstart.py runs
 this example.
 """

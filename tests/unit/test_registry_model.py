@@ -280,3 +280,25 @@ def test_the_schema_readme_lists_the_fingerprint_and_defaults_are_set() -> None:
     assert f"`{REGISTRY_FINGERPRINT}`" in readme
     for name in schemas.REGISTRY_SCHEMA_FILES:
         assert _nullable_fields_without_default(schemas.load_schema_json(name)) == [], name
+
+
+@pytest.mark.parametrize("topic", ["phi-access", "critical-result-relay"])
+def test_the_consumer_quarantines_a_change_until_it_has_its_topic(topic: str) -> None:
+    # The consumer's classification, with its default codec: never an index projection.
+    from consumers.classify import classify
+    from ledger.audit.ingest import Rejected
+    from ledger.log.leaf import KafkaRecord
+
+    message = registry_codec().encode(change(ORG))
+    record = KafkaRecord(
+        topic=topic,
+        partition=0,
+        offset=0,
+        timestamp_ms=0,
+        timestamp_type=0,
+        key=b"registry|stmarys",
+        value=message,
+    )
+    item = classify(record, Codec(), relay_topics=frozenset({"critical-result-relay"}))
+    assert isinstance(item, Rejected)
+    assert item.reason == "unknown_schema"
