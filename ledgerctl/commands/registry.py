@@ -31,7 +31,6 @@ registry_app = typer.Typer(
 FILES = typer.Argument(
     help="Registry files: .csv (one kind per file, a `kind` column) or .json (an array of "
     "objects, each with its `kind`).",
-    exists=False,
 )
 
 

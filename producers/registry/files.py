@@ -117,6 +117,7 @@ def _csv(name: str, text: str) -> Lines:
     problems: list[RegistryProblem] = []
     header: list[str] | None = None
     kind: RegistryKind | None = None
+    count = 0
     try:
         for line, cells in _csv_lines(reader):
             if header is None:
@@ -124,7 +125,8 @@ def _csv(name: str, text: str) -> Lines:
                 if bad is not None:
                     return [], [bad]
                 continue
-            if len(rows) + len(problems) >= MAX_LINES:
+            count += 1
+            if count > MAX_LINES:
                 problems.append(_whole(name, f"has more than {MAX_LINES} lines", line))
                 break
             if len(cells) != len(header):
@@ -166,7 +168,7 @@ def _csv_header(
     unknown = sorted(given - set(columns_of(closest)))
     reason = (
         f"the columns are no kind's: for {closest.value.lower()}, "
-        f"missing {missing or 'none'}, unknown {[u[:40] for u in unknown] or 'none'}"
+        f"missing {missing or 'none'}, unknown {[u[:40] for u in unknown[:10]] or 'none'}"
     )
     return names, None, _whole(name, reason, line)
 

@@ -466,3 +466,12 @@ def test_a_bad_quote_stops_the_csv_file(tmp_path: Path) -> None:
     found = one_problem(write(tmp_path, "o.csv", text))
     assert (found.line, found.field) == (4, "<file>")
     assert found.reason.startswith("is not valid CSV:")
+
+
+def test_a_nul_in_a_cell_is_refused() -> None:
+    data = b"kind,organization_id,name,organization_kind\norganization,a\x00b,N,facility\n"
+    rows, problems = parse_registry_bytes("o.csv", data)
+    assert rows == []
+    assert [(p.line, p.field, p.reason) for p in problems] == [
+        (2, "organization_id", "must not contain NUL characters")
+    ]
