@@ -20,6 +20,7 @@ from ledgerctl.commands import (
     investigate,
     producer,
     quarantine,
+    registry,
     services,
     setup,
     tokens,
@@ -56,6 +57,7 @@ app.add_typer(producer.producer_app, name="producer")
 app.add_typer(atna.atna_app, name="atna")
 app.add_typer(dicomproxy.dicomproxy_app, name="dicom-proxy")
 app.add_typer(emit.spool_app, name="spool")
+app.add_typer(registry.registry_app, name="registry")
 
 
 def main() -> None:

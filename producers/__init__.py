@@ -33,11 +33,14 @@ An asyncio host (``Emitter``; configure ``kafka_security`` too, docs/producer.md
 A threaded host uses ``SyncEmitter`` (same config, ``with SyncEmitter(config)``, an
 ``emit`` any thread may call); a host whose interpreter must stay lean (Orthanc) uses
 ``PipeEmitter``, which hands events to a child process that owns the Kafka client.
+The compliance registry's changes (``RegistryChange``) and their CSV/JSON loader
+(``load_registry_files``) are here too; ``registry_codec()`` encodes and decodes them
+(docs/design/compliance-registry.md).
 ``docs/producer.md`` is the integrator's guide; tests/e2e/test_producer_quickstart.py runs
 this example.
 """
 
-from producers.codec import Codec, PreparedEvent
+from producers.codec import Codec, PreparedEvent, registry_codec
 from producers.emitter import Emitter, EmitterConfig, EmitterHealth
 from producers.errors import (
     DecodeError,
@@ -46,6 +49,9 @@ from producers.errors import (
     EventValidationError,
     KafkaSettingsError,
     ProducerError,
+    RegistryFileError,
+    RegistryProblem,
+    RegistryValidationError,
     SpoolError,
     SpoolFullError,
 )
@@ -89,12 +95,30 @@ from producers.kafka_security import KafkaSecurity
 from producers.lifecycle import AsyncLifecycle
 from producers.pipe import MAX_PENDING as PIPE_MAX_PENDING
 from producers.pipe import PipeEmitter
+from producers.registry import MAX_FILE_BYTES as MAX_REGISTRY_FILE_BYTES
+from producers.registry import (
+    Author,
+    Baa,
+    Credential,
+    KnownRegistryIds,
+    Organization,
+    OrganizationKind,
+    RegistryChange,
+    RegistryKind,
+    RegistryOperation,
+    RegistryRecord,
+    StateLicense,
+    WorkforceMember,
+    load_registry_files,
+    validate_change,
+)
 from producers.signing import ProducerKeyError, load_producer_key
 from producers.sync import SyncEmitter
 
 __all__ = [
     "MAX_DISCLOSED_PATIENTS",
     "MAX_DISCLOSED_STUDIES",
+    "MAX_REGISTRY_FILE_BYTES",
     "PIPE_MAX_PENDING",
     "PURPOSES_OF_USE",
     "AcrCategory",
@@ -103,7 +127,10 @@ __all__ = [
     "AttemptOutcome",
     "AuditEvent",
     "AuditLogUsed",
+    "Author",
+    "Baa",
     "Codec",
+    "Credential",
     "CriticalResultRelay",
     "DecodeError",
     "DirectoryInUseError",
@@ -121,7 +148,10 @@ __all__ = [
     "Facility",
     "KafkaSecurity",
     "KafkaSettingsError",
+    "KnownRegistryIds",
     "LedgerQuery",
+    "Organization",
+    "OrganizationKind",
     "Patient",
     "PhiAccessEvent",
     "PipeEmitter",
@@ -129,20 +159,32 @@ __all__ = [
     "ProducerError",
     "ProducerKeyError",
     "Recipient",
+    "RegistryChange",
+    "RegistryFileError",
+    "RegistryKind",
+    "RegistryOperation",
+    "RegistryProblem",
+    "RegistryRecord",
+    "RegistryValidationError",
     "RelayAttempt",
     "RelayMethod",
     "RelayRecipient",
     "SecurityEvent",
     "SpoolError",
     "SpoolFullError",
+    "StateLicense",
     "Study",
     "SyncEmitter",
+    "WorkforceMember",
     "atomic_write",
     "fsync_directory",
     "load_producer_key",
+    "load_registry_files",
     "new_event_id",
     "npi_checksum_ok",
+    "registry_codec",
     "truncate_durably",
     "validate",
+    "validate_change",
     "write_all",
 ]

@@ -30,7 +30,7 @@ from fastavro.schema import fingerprint as avro_fingerprint
 from fastavro.schema import to_parsing_canonical_form
 
 import schemas
-from producers.errors import DecodeError, EventValidationError
+from producers.errors import DecodeError, EventValidationError, RegistryValidationError
 from producers.events import (
     MAX_FUTURE_SKEW,
     AuditEvent,
@@ -42,6 +42,13 @@ from producers.events import (
     to_record,
     validate_record,
     validated_record,
+)
+from producers.registry import (
+    REGISTRY_SCHEMA_NAME,
+    RegistryChange,
+    registry_from_record,
+    validate_registry_record,
+    validated_registry_record,
 )
 
 #: Avro single-object encoding marker.
@@ -61,7 +68,7 @@ REASON_TIME_OUT_OF_RANGE: Final = "time_out_of_range"
 #: Event fields holding instants; a bad value there gets REASON_TIME_OUT_OF_RANGE.
 _TIME_FIELDS: Final = ("event_time", "identified_at", "communicated_at", "acknowledged_at")
 
-__all__ = ["Codec", "PreparedEvent", "from_record", "to_record"]
+__all__ = ["Codec", "PreparedEvent", "from_record", "registry_codec", "to_record"]
 
 #: The fields a prepared event leaves out, in the order every writer schema has them.
 _STAMP_FIELDS: Final = (("producer_id", "string"), ("producer_seq", "long"))
@@ -177,10 +184,13 @@ def _parse(schema_json: Mapping[str, object]) -> dict[str, object]:
     return parsed
 
 
-def load_shipped_schemas() -> tuple[WriterSchema, ...]:
-    """Every writer schema shipped in the ``schemas`` package."""
+def load_shipped_schemas(
+    names: Iterable[str] = schemas.ALL_SCHEMA_FILES,
+) -> tuple[WriterSchema, ...]:
+    """The named writer schemas shipped in the ``schemas`` package (by default every
+    audit event schema; ``registry_codec`` adds ``schemas.REGISTRY_SCHEMA_FILES``)."""
     out = []
-    for name in schemas.ALL_SCHEMA_FILES:
+    for name in names:
         raw = schemas.load_schema_json(name)
         fp, canonical = schema_fingerprint(raw)
         parsed = _parse(raw)
@@ -219,11 +229,20 @@ class Codec:
     def schemas(self) -> tuple[WriterSchema, ...]:
         return tuple(self._by_fingerprint.values())
 
-    def writer_schema(self, event: AuditEvent) -> WriterSchema:
-        return self._writer_for[schema_name(event)]
+    def writer_schema(self, event: AuditEvent | RegistryChange) -> WriterSchema:
+        name = REGISTRY_SCHEMA_NAME if isinstance(event, RegistryChange) else schema_name(event)
+        schema = self._writer_for.get(name)
+        if schema is None:
+            raise EventValidationError(
+                f"this codec has no writer schema for {name}", field="<event>"
+            )
+        return schema
 
-    def encode(self, event: AuditEvent) -> bytes:
-        """Validate and encode one event; raises ``EventValidationError`` when invalid."""
+    def encode(self, event: AuditEvent | RegistryChange) -> bytes:
+        """Validate and encode one event or registry change; raises ``EventValidationError``
+        (``RegistryValidationError`` for a change) when invalid."""
+        if isinstance(event, RegistryChange):
+            return self._write(self.writer_schema(event), validated_registry_record(event))
         record = validated_record(event)  # type checks, then the record rules
         return self._write(self.writer_schema(event), record)
 
@@ -330,8 +349,13 @@ class Codec:
         ``max_future_skew`` are ``time_out_of_range``.
         """
         schema, record = self.decode_record(data)
+        check = (
+            _validate_registry_named
+            if schema.full_name == REGISTRY_SCHEMA_NAME
+            else validate_record
+        )
         try:
-            validate_record(schema.full_name, record, now=now, max_future_skew=max_future_skew)
+            check(schema.full_name, record, now=now, max_future_skew=max_future_skew)
         except EventValidationError as exc:
             reason = REASON_INVALID_EVENT
             if exc.field.split("[")[0] in _TIME_FIELDS or exc.field.endswith("].at"):
@@ -342,9 +366,48 @@ class Codec:
     def decode(self, data: bytes, *, now: datetime | None = None) -> AuditEvent:
         """Decode and validate one message; raises ``DecodeError`` with a reason code."""
         schema, record = self.decode_valid(data, now=now)
+        if schema.full_name == REGISTRY_SCHEMA_NAME:
+            raise DecodeError(
+                "the message is a registry change, not an audit event (decode_change)",
+                reason=REASON_INVALID_EVENT,
+            )
         try:
             return from_record(schema.full_name, record)
         except (KeyError, TypeError, ValueError) as exc:
             raise DecodeError(
                 f"record does not map to an event: {exc}", reason=REASON_INVALID_EVENT
             ) from exc
+
+    def decode_change(self, data: bytes, *, now: datetime | None = None) -> RegistryChange:
+        """Decode and validate one registry change; raises ``DecodeError`` with a reason
+        code (``invalid_event`` for an audit event: decode that with ``decode``)."""
+        schema, record = self.decode_valid(data, now=now)
+        if schema.full_name != REGISTRY_SCHEMA_NAME:
+            raise DecodeError(
+                f"the message is a {schema.full_name}, not a registry change",
+                reason=REASON_INVALID_EVENT,
+            )
+        try:
+            return registry_from_record(record)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DecodeError(
+                f"record does not map to a registry change: {exc}", reason=REASON_INVALID_EVENT
+            ) from exc
+
+
+def registry_codec() -> Codec:
+    """A codec that reads and writes registry changes as well as every audit event.
+
+    The default ``Codec()`` (what the consumer runs) does not know the registry schema
+    yet: a registry change it meets is an ``unknown_schema`` (schemas/__init__.py).
+    """
+    return Codec(load_shipped_schemas((*schemas.ALL_SCHEMA_FILES, *schemas.REGISTRY_SCHEMA_FILES)))
+
+
+def _validate_registry_named(
+    full_name: str, record: Record, *, now: datetime | None, max_future_skew: timedelta
+) -> None:
+    """``validate_registry_record`` in the shape of ``validate_record`` (full name first)."""
+    if full_name != REGISTRY_SCHEMA_NAME:
+        raise RegistryValidationError(f"no registry change for schema {full_name}", field="<event>")
+    validate_registry_record(record, now=now, max_future_skew=max_future_skew)

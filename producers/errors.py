@@ -8,6 +8,8 @@ pushback. Every error names what the host can do about it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 
 class ProducerError(Exception):
     """Root of every deliberate error of the producer library."""
@@ -56,3 +58,33 @@ class KafkaSettingsError(ProducerError, ValueError):
     """Kafka client security settings are inconsistent (e.g. SASL without a password file),
     or a file they name (CA, certificate, key, password) cannot be used. The message names
     the setting or the file, never a secret."""
+
+
+class RegistryValidationError(EventValidationError):
+    """A compliance-registry change is invalid and was not sent (docs/design/
+    compliance-registry.md). ``field`` is the dotted path of the bad field."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RegistryProblem:
+    """One bad line of a registry file: where it is, which field, and why."""
+
+    file: str
+    #: 1-based line of the row (CSV) or of the object's first character (JSON); 0 when
+    #: the problem is the file as a whole (too big, not UTF-8 before any line).
+    line: int
+    field: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.field}: {self.reason}"
+
+
+class RegistryFileError(ProducerError, ValueError):
+    """Registry files were refused whole: nothing in them may be applied. ``problems``
+    names every bad line found (file, line, field, reason), in file and line order."""
+
+    def __init__(self, problems: tuple[RegistryProblem, ...]) -> None:
+        lines = "\n".join(f"  {p}" for p in problems)
+        super().__init__(f"{len(problems)} problem(s) in the registry file(s):\n{lines}")
+        self.problems = problems

@@ -18,6 +18,8 @@ SECURITY_EVENT_V1 = "security_event.v1.avsc"
 #: The patient becomes optional and ``disclosed`` lists the patients an answer returned
 #: (docs/design/multi-patient-events.md).
 PHI_ACCESS_V2 = "phi_access_event.v2.avsc"
+#: One change to the compliance registry (docs/design/compliance-registry.md).
+REGISTRY_CHANGE_V1 = "registry_change.v1.avsc"
 
 ALL_SCHEMA_FILES: tuple[str, ...] = (
     PHI_ACCESS_V1,
@@ -29,6 +31,12 @@ ALL_SCHEMA_FILES: tuple[str, ...] = (
     # New PhiAccessEvents are written with it; v1 leaves still decode with their own.
     PHI_ACCESS_V2,
 )
+
+#: The registry's schemas, versioned by the same rules (README.md) but kept out of
+#: ``ALL_SCHEMA_FILES`` until the consumer has their topic and projection: the consumer
+#: decodes ``ALL_SCHEMA_FILES``, so until then a RegistryChange on an audit topic stays an
+#: ``unknown_schema`` quarantine rather than reaching an audit event's index projection.
+REGISTRY_SCHEMA_FILES: tuple[str, ...] = (REGISTRY_CHANGE_V1,)
 
 
 def load_schema_json(name: str) -> dict[str, object]:
