@@ -1,0 +1,121 @@
+"""``access.bulk``: one user reaching more than N distinct patients within M minutes.
+
+Invariant: one finding per crossing, not per event. A user's window is "over" from the
+event that takes it above N until the distinct count falls back to N or fewer; only the
+event that crosses raises. The window is the M minutes up to the latest event time seen
+for that user in the log, so an out-of-order earlier event counts where it belongs.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Final
+
+from ledger.audit.records import JsonValue
+from ledger.audit.rules.access import (
+    facility_id,
+    is_access,
+    patients_seen,
+    succeeded,
+    user_id,
+)
+from ledger.audit.rules.config import BulkAccessConfig
+from ledger.audit.rules.model import (
+    AppendedEvent,
+    Evidence,
+    Finding,
+    Position,
+    Severity,
+)
+
+#: At most this many positions are listed as a window's evidence.
+MAX_EVIDENCE: Final = 1000
+
+
+@dataclass(slots=True)
+class _UserWindow:
+    clock: datetime | None = None
+    entries: deque[tuple[datetime, tuple[str | None, str], Position]] = field(default_factory=deque)
+    over: bool = False
+
+
+@dataclass(slots=True)
+class BulkWindow:
+    users: dict[str, _UserWindow] = field(default_factory=dict)
+
+
+class BulkAccess:
+    """More than ``max_patients`` distinct patients by one user within ``window``."""
+
+    id: Final = "access.bulk"
+    version: Final = 1
+
+    def __init__(self, config: BulkAccessConfig) -> None:
+        self._config = config
+
+    @property
+    def severity(self) -> Severity:
+        return self._config.severity
+
+    def thresholds(self) -> Mapping[str, JsonValue]:
+        return {
+            "max_patients": self._config.max_patients,
+            "window_minutes": int(self._config.window.total_seconds() // 60),
+        }
+
+    def new_window(self) -> BulkWindow:
+        return BulkWindow()
+
+    def evaluate(self, event: AppendedEvent, window: BulkWindow) -> Sequence[Finding]:
+        user = user_id(event)
+        if not is_access(event) or not succeeded(event) or user is None:
+            return ()
+        patients = patients_seen(event)
+        if not patients:
+            return ()
+        w = window.users.setdefault(user, _UserWindow())
+        at = event.event_time
+        w.clock = at if w.clock is None or at > w.clock else w.clock
+        for p in patients:
+            w.entries.append((at, (p.issuer, p.id), event.position))
+        horizon = w.clock - self._config.window
+        kept = [e for e in w.entries if e[0] > horizon]
+        if len(kept) != len(w.entries):
+            w.entries = deque(kept)
+        first: dict[tuple[str | None, str], Position] = {}
+        for _, key, pos in sorted(w.entries, key=lambda e: (e[0], e[2])):
+            first.setdefault(key, pos)
+        if len(first) <= self._config.max_patients:
+            w.over = False
+            return ()
+        if w.over:
+            return ()
+        w.over = True
+        return (self._finding(event, user, len(first), first.values()),)
+
+    def _finding(
+        self, event: AppendedEvent, user: str, count: int, positions: Iterable[Position]
+    ) -> Finding:
+        evidence = [Evidence(position=event.position, role="trigger")]
+        evidence += [
+            Evidence(position=p, role="window") for p in sorted(set(positions))[:MAX_EVIDENCE]
+        ]
+        minutes = int(self._config.window.total_seconds() // 60)
+        return Finding(
+            rule_id=self.id,
+            rule_version=self.version,
+            severity=self.severity,
+            trigger=event.position,
+            summary=(
+                f"{user} reached {count} distinct patients within {minutes} minutes "
+                f"(more than {self._config.max_patients})"
+            ),
+            facility_id=facility_id(event),
+            user_id=user,
+            patient=None,
+            evidence=tuple(evidence),
+            thresholds=self.thresholds(),
+        )
