@@ -18,7 +18,7 @@ from ledger.audit.reports.relays import DEFAULT_RELAY_DEADLINES
 from ledger.audit.rules.model import Severity
 from ledger.errors import MalformedInputError
 
-DEFAULT_BREAKGLASS_PURPOSES: Final = ("ETREAT", "BTG")
+DEFAULT_BREAKGLASS_PURPOSES: Final = ("BTG", "ETREAT")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
