@@ -5,10 +5,16 @@ alerts table over the same ledger, append-only tables, and triage by the CLI."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import signal
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -25,7 +31,7 @@ from ledger.audit.rules import (
 )
 from ledger.audit.rules.alerts import AlertFilter
 from ledger.errors import ConflictError
-from ledger.log.leaf import KafkaRecord
+from ledger.log.leaf import KafkaRecord, encode_leaf
 from ledger.pg.appender import PostgresAppender
 from ledger.pg.compliance import PostgresRulesStore
 from producers.codec import Codec
@@ -44,7 +50,7 @@ from producers.events import (
     event_key,
 )
 from tests.conftest import own_ledger
-from tests.support import Stack, run_ledger
+from tests.support import ROOT, Stack, run_ledger
 
 pytestmark = pytest.mark.integration
 
@@ -350,3 +356,74 @@ def test_the_cli_runs_the_rules_lists_shows_and_triages(scratch: Scratch) -> Non
     after = run_ledger(env, "alerts", "list", "--state", "closed", "--reason", "ticket-15")
     assert after.returncode == 0, after.stderr
     assert "false_positive" in after.stdout
+
+
+def test_the_evaluator_loop_raises_alerts_as_the_ledger_grows_and_stops_on_sigterm(
+    scratch: Scratch,
+) -> None:
+    with own_ledger(scratch.stack, f"{scratch.stack.database}_loop") as own:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).with_name("ledger")), "rules", "run", "--interval", "0.2"],
+            env=own.env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            fill(own, scratch.planted, scratch.tag)  # appended while the loop runs
+            keys: set[tuple[str, int, str, int]] = set()
+            for _ in range(300):  # a bound on waiting, not a timing assertion
+                keys = asyncio.run(alert_keys(own.appender_url))
+                if len(keys) >= 3 or proc.poll() is not None:
+                    break
+                time.sleep(0.2)
+            assert keys == scratch.expected_keys()
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert "alert(s) raised" in out + err
+
+
+def test_an_undecodable_leaf_is_counted_and_passed_over_not_fatal(scratch: Scratch) -> None:
+    with own_ledger(scratch.stack, f"{scratch.stack.database}_junk") as own:
+        leaf = encode_leaf(
+            KafkaRecord(
+                topic="junk", partition=0, offset=0, timestamp_ms=0, timestamp_type=0,
+                key=None, value=b"\xc3\x01" + b"\x00" * 8 + b"not avro",
+            )
+        )  # fmt: skip
+
+        async def plant_junk_then_evaluate() -> tuple[int, int]:
+            conn = await asyncpg.connect(own.appender_url)
+            try:
+                await conn.execute(
+                    "INSERT INTO logs (origin, topic, kafka_partition) VALUES ($1, 'junk', 0)",
+                    f"junk.{scratch.tag}",
+                )
+                log_id = await conn.fetchval("SELECT log_id FROM logs WHERE topic = 'junk'")
+                await conn.execute(
+                    "INSERT INTO leaves (log_id, leaf_index, leaf, leaf_hash)"
+                    " VALUES ($1, 0, $2, $3)",
+                    log_id, leaf, hashlib.sha256(b"\x00" + leaf).digest(),
+                )  # fmt: skip
+            finally:
+                await conn.close()
+            async with PostgresRulesStore(dsn=own.appender_url) as store:
+                summary = await Evaluator(store, build_rules(RulesConfig())).run_pass()
+                return summary.undecodable, await store.cursor(log_id)
+
+        assert asyncio.run(plant_junk_then_evaluate()) == (1, 1)
+        assert asyncio.run(alert_keys(own.appender_url)) == set()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(None, "cannot read rules configuration"), ("[access_bulk]\nmax_patient = 3\n", "unknown")],
+)
+def test_a_missing_or_bad_rules_file_stops_the_evaluator_before_it_reads_anything(
+    scratch: Scratch, tmp_path: Path, content: str | None, message: str
+) -> None:
+    path = tmp_path / "rules.toml"
+    if content is not None:
+        path.write_text(content)
+    ran = run_ledger(scratch.stack.env(), "rules", "run", "--once", "--config", str(path))
+    assert ran.returncode == 1
+    assert message in ran.stderr + ran.stdout

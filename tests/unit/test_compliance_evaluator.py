@@ -36,6 +36,7 @@ class MemoryStore:
         self.alerts: dict[tuple[str, int, int, int], Finding] = {}
         self.cursors: dict[int, int] = {}
         self.commits = 0
+        self.handed: list[Finding] = []
 
     async def log_ids(self) -> Sequence[int]:
         return list(self.logs)
@@ -55,6 +56,7 @@ class MemoryStore:
 
     async def commit(self, log_id: int, next_leaf: int, findings: Sequence[Finding]) -> int:
         self.commits += 1
+        self.handed += findings
         new = [f for f in findings if f.key not in self.alerts]
         self.alerts.update((f.key, f) for f in new)
         self.cursors[log_id] = max(self.cursors.get(log_id, 0), next_leaf)
@@ -100,6 +102,16 @@ def test_a_restart_after_a_commit_rebuilds_the_window_and_raises_only_new_crossi
     assert run(store, 5) == 1
     (key,) = store.alerts
     assert key == ("access.bulk", 1, 1, 50)
+
+
+def test_a_restart_hands_the_store_no_finding_decided_below_the_cursor() -> None:
+    store = MemoryStore(planted())
+    run(store, 5)
+    store.handed.clear()
+    store.logs[2].append(access("dr.y", "P3", T0 + timedelta(hours=9)))
+    run(store, 5)  # rebuilds every window from leaf 0; only leaf 3 of log 2 is new
+    assert store.handed == []
+    assert store.cursors == {1: 60, 2: 4}
 
 
 def test_a_pass_with_nothing_new_commits_nothing() -> None:
