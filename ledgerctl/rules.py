@@ -3,7 +3,8 @@
 Invariant: it reads the appended ledger and writes alerts as ledger_appender; it never
 touches Kafka or the consumer, so ingestion never waits on a rule. One pass evaluates
 every log from its cursor to its current end; the loop repeats passes every interval
-until SIGTERM/SIGINT, keeping each log's window state in memory between passes.
+until SIGTERM/SIGINT, keeping each log's window state in memory between passes; in the
+loop, a pass that finds PostgreSQL unavailable is logged and retried at the next one.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from ledger.audit.rules import (
     build_rules,
     parse_config,
 )
-from ledger.errors import MalformedInputError
+from ledger.errors import MalformedInputError, UnavailableError
 from ledger.pg.compliance import PostgresRulesStore
 
 log = logging.getLogger("ledger.rules")
@@ -56,8 +57,14 @@ async def run_rules(
     async with PostgresRulesStore(dsn=dsn) as store:
         evaluator = Evaluator(store, build_rules(config))
         while True:
-            summary = await evaluator.run_pass()
-            report(summary)
+            try:
+                summary = await evaluator.run_pass()
+            except UnavailableError as exc:
+                if once:
+                    raise
+                log.warning("rules pass failed, retried in %.1f s: %s", interval, exc)
+            else:
+                report(summary)
             if once or stop.is_set():
                 return
             with contextlib.suppress(TimeoutError):

@@ -24,7 +24,7 @@ from ledger.audit.rules import (
     transition,
 )
 from ledger.audit.rules.config import BulkAccessConfig
-from ledger.errors import ConflictError, MalformedInputError
+from ledger.errors import ConflictError, MalformedInputError, UnavailableError
 from tests.unit.test_compliance_rules import T0, access, relay
 
 
@@ -177,3 +177,25 @@ def test_an_unknown_disposition_is_refused_naming_the_choices() -> None:
     assert parse_disposition("breach_investigation") is Disposition.BREACH_INVESTIGATION
     with pytest.raises(MalformedInputError, match="false_positive, policy_violation"):
         parse_disposition("resolved")
+
+
+def test_a_failed_commit_loses_no_finding_the_next_pass_rebuilds_the_log() -> None:
+    class Flaky(MemoryStore):
+        fail_next = True
+
+        async def commit(self, log_id: int, next_leaf: int, findings: Sequence[Finding]) -> int:
+            if self.fail_next and findings:
+                self.fail_next = False
+                raise UnavailableError("PostgreSQL unavailable: test")
+            return await super().commit(log_id, next_leaf, findings)
+
+    store = Flaky(planted())
+    evaluator = Evaluator(store, build_rules(RulesConfig()), batch=5)
+    with pytest.raises(UnavailableError):
+        asyncio.run(evaluator.run_pass())
+    asyncio.run(evaluator.run_pass())
+    assert sorted(k[0] for k in store.alerts) == [
+        "access.bulk",
+        "breakglass.unjustified",
+        "relay.late",
+    ]

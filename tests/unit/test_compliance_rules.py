@@ -152,6 +152,16 @@ def test_bulk_counts_a_querys_disclosed_patients_and_skips_refused_accesses() ->
     assert len(log.findings) == 1
 
 
+def test_bulk_patients_with_and_without_an_issuer_in_one_answer_are_distinct() -> None:
+    log = bulk()
+    schema, record = access("u", "P1", T0, disclosed=["P1", "P2"])
+    record["disclosed"].append({"id": "P1", "issuer": None, "state": None, "studies": []})
+    log.add(schema, record)  # P1 (MRN), P2 (MRN), P1 (no issuer): three patients
+    assert log.findings == []
+    log.add(*access("u", "P3", T0 + timedelta(minutes=1)))
+    assert len(log.findings) == 1
+
+
 # ------------------------------------------------------- breakglass.unjustified
 
 

@@ -3,13 +3,14 @@
 Invariant: one finding per crossing, not per event. A user's window is "over" from the
 event that takes it above N until the distinct count falls back to N or fewer; only the
 event that crosses raises. The window is the M minutes up to the latest event time seen
-for that user in the log, so an out-of-order earlier event counts where it belongs.
+for that user in the log, so an out-of-order earlier event counts where it belongs; the
+accesses in it are kept in a heap by time with a count per patient (log k per event).
 """
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+import heapq
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
@@ -35,11 +36,41 @@ from ledger.audit.rules.model import (
 MAX_EVIDENCE: Final = 1000
 
 
+_Patient = tuple[str | None, str]
+
+
 @dataclass(slots=True)
 class _UserWindow:
     clock: datetime | None = None
-    entries: deque[tuple[datetime, tuple[str | None, str], Position]] = field(default_factory=deque)
+    #: (event time, position, arrival, patient) of each access in the window, earliest
+    #: first (the arrival number breaks ties, so patients are never compared).
+    heap: list[tuple[datetime, Position, int, _Patient]] = field(default_factory=list)
+    arrivals: int = 0
+    #: Accesses in the window per patient: its length is the distinct count.
+    counts: dict[_Patient, int] = field(default_factory=dict)
     over: bool = False
+
+    def add(self, at: datetime, position: Position, patient: _Patient) -> None:
+        self.arrivals += 1
+        heapq.heappush(self.heap, (at, position, self.arrivals, patient))
+        self.counts[patient] = self.counts.get(patient, 0) + 1
+
+    def prune(self, horizon: datetime) -> None:
+        """Forget accesses at or before ``horizon`` (the window is (horizon, clock])."""
+        while self.heap and self.heap[0][0] <= horizon:
+            _, _, _, patient = heapq.heappop(self.heap)
+            left = self.counts[patient] - 1
+            if left:
+                self.counts[patient] = left
+            else:
+                del self.counts[patient]
+
+    def first_positions(self) -> list[Position]:
+        """Each patient's earliest access in the window."""
+        first: dict[_Patient, Position] = {}
+        for _, position, _, patient in sorted(self.heap):
+            first.setdefault(patient, position)
+        return sorted(first.values())
 
 
 @dataclass(slots=True)
@@ -80,29 +111,22 @@ class BulkAccess:
         at = event.event_time
         w.clock = at if w.clock is None or at > w.clock else w.clock
         for p in patients:
-            w.entries.append((at, (p.issuer, p.id), event.position))
-        horizon = w.clock - self._config.window
-        kept = [e for e in w.entries if e[0] > horizon]
-        if len(kept) != len(w.entries):
-            w.entries = deque(kept)
-        first: dict[tuple[str | None, str], Position] = {}
-        for _, key, pos in sorted(w.entries, key=lambda e: (e[0], e[2])):
-            first.setdefault(key, pos)
-        if len(first) <= self._config.max_patients:
+            w.add(at, event.position, (p.issuer, p.id))
+        w.prune(w.clock - self._config.window)
+        distinct = len(w.counts)
+        if distinct <= self._config.max_patients:
             w.over = False
             return ()
         if w.over:
             return ()
         w.over = True
-        return (self._finding(event, user, len(first), first.values()),)
+        return (self._finding(event, user, distinct, w.first_positions()),)
 
     def _finding(
-        self, event: AppendedEvent, user: str, count: int, positions: Iterable[Position]
+        self, event: AppendedEvent, user: str, count: int, positions: Sequence[Position]
     ) -> Finding:
         evidence = [Evidence(position=event.position, role="trigger")]
-        evidence += [
-            Evidence(position=p, role="window") for p in sorted(set(positions))[:MAX_EVIDENCE]
-        ]
+        evidence += [Evidence(position=p, role="window") for p in positions][:MAX_EVIDENCE]
         minutes = int(self._config.window.total_seconds() // 60)
         return Finding(
             rule_id=self.id,

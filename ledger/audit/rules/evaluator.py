@@ -109,6 +109,15 @@ class Evaluator:
         return PassSummary(logs=len(log_ids), leaves=leaves, raised=raised, undecodable=undecodable)
 
     async def _run_log(self, log_id: int) -> tuple[int, int, int]:
+        try:
+            return await self._advance(log_id)
+        except BaseException:
+            # The windows may have seen leaves whose findings were not committed: forget
+            # them, so the next pass rebuilds this log from its first leaf.
+            self._logs.pop(log_id, None)
+            raise
+
+    async def _advance(self, log_id: int) -> tuple[int, int, int]:
         state = self._logs.setdefault(log_id, LogEvaluator(self._rules))
         cursor = await self._store.cursor(log_id)
         evaluated = raised = undecodable = 0
