@@ -49,9 +49,9 @@ class AppendedEvent:
 
     def text(self, *path: str) -> str | None:
         """The string at ``path`` (e.g. ``("actor", "user_id")``), or None when absent."""
-        value: JsonValue = dict(self.record)
+        value: JsonValue | Mapping[str, JsonValue] = self.record
         for key in path:
-            if not isinstance(value, dict):
+            if not isinstance(value, Mapping):
                 return None
             value = value.get(key)
         return value if isinstance(value, str) else None
