@@ -427,3 +427,70 @@ def test_a_missing_or_bad_rules_file_stops_the_evaluator_before_it_reads_anythin
     ran = run_ledger(scratch.stack.env(), "rules", "run", "--once", "--config", str(path))
     assert ran.returncode == 1
     assert message in ran.stderr + ran.stdout
+
+
+def test_two_triagers_racing_from_the_same_state_one_wins_the_other_is_refused(
+    scratch: Scratch,
+) -> None:
+    asyncio.run(evaluate(scratch.stack.appender_url))
+
+    async def race() -> list[object]:
+        async with (
+            PostgresRulesStore(dsn=scratch.stack.appender_url) as one,
+            PostgresRulesStore(dsn=scratch.stack.appender_url) as two,
+        ):
+            (alert,) = await one.alerts(AlertFilter(rule_id="access.bulk"))
+            results = await asyncio.gather(
+                *(
+                    store.transition(
+                        alert.alert_id,
+                        transition(state=AlertState.ACKNOWLEDGED, note=f"mine, {who}", by=who),
+                    )
+                    for store, who in ((one, "alice"), (two, "bob"))
+                ),
+                return_exceptions=True,
+            )
+            detail = await one.alert(alert.alert_id)
+            assert detail is not None
+            assert [t.state for t in detail.transitions] == [
+                AlertState.OPEN,
+                AlertState.ACKNOWLEDGED,
+            ]
+            return list(results)
+
+    results = asyncio.run(race())
+    refused = [r for r in results if isinstance(r, ConflictError)]
+    assert len(refused) == 1, results
+
+
+def test_the_api_reader_cannot_write_alerts(scratch: Scratch) -> None:
+    async def attempt() -> None:
+        conn = await asyncpg.connect(scratch.stack.reader_url)
+        try:
+            await conn.execute(
+                "INSERT INTO rule_cursors (log_id, next_leaf, alerts_raised)"
+                " SELECT log_id, 999999, 0 FROM logs LIMIT 1"
+            )
+        finally:
+            await conn.close()
+
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        asyncio.run(attempt())
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("list", "--state", "pending", "--reason", "ticket-15"), "unknown state"),
+        (("show", "987654321", "--reason", "ticket-15"), "no alert 987654321"),
+        (("ack", "987654321", "--note", "x"), "no alert 987654321"),
+        (("ack", "1", "--note", "   "), "note"),
+        (("list",), "--reason"),
+    ],
+)
+def test_the_cli_refuses_bad_triage_requests_naming_why(
+    scratch: Scratch, args: tuple[str, ...], message: str
+) -> None:
+    ran = run_ledger(scratch.stack.env(), "alerts", *args)
+    assert ran.returncode != 0
+    assert message in ran.stderr + ran.stdout
