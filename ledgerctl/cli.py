@@ -13,6 +13,7 @@ import typer
 
 from ledgerctl.commands import (
     atna,
+    compliance,
     dicomproxy,
     emit,
     export_replay,
@@ -47,11 +48,12 @@ app.command()(investigate.investigate)
 app.command()(emit.demo)
 app.command()(export_replay.export)
 app.command()(verify.verify)
-app.command()(quarantine.alerts)
 app.command()(export_replay.replay)
 
 app.add_typer(services.wait_app, name="wait")
 app.add_typer(quarantine.quarantine_app, name="quarantine")
+app.add_typer(compliance.alerts_app, name="alerts")
+app.add_typer(compliance.rules_app, name="rules")
 app.add_typer(tokens.token_app, name="token")
 app.add_typer(producer.producer_app, name="producer")
 app.add_typer(atna.atna_app, name="atna")

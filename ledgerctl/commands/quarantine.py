@@ -1,4 +1,4 @@
-"""``ledger quarantine ...`` and ``ledger alerts``: what ingestion refused or flagged.
+"""``ledger quarantine ...``: what ingestion refused (``ledger alerts`` is in ``compliance``).
 
 Invariant: listing reads through the API; re-submitting reads a record's raw bytes (PHI)
 from the database, so the read is recorded in the ledger first.
@@ -81,16 +81,3 @@ def quarantine_resubmit(
     console.print(
         f"re-submitted record {done.quarantine_id} to {done.topic}/{done.partition}@{done.offset}"
     )
-
-
-def alerts(limit: Annotated[int, typer.Option(min=1, max=1000)] = 100) -> None:
-    """List security alerts raised while ingesting (e.g. an event id re-sent with other content)."""
-    from ledgerctl.quarantine import fetch_alerts
-
-    settings = Settings.load()
-    rows = asyncio.run(fetch_alerts(settings.api(), limit=limit))
-    out = report_console_stdout()
-    if not rows:
-        out.print("no security alerts")
-    for a in rows:
-        out.print(f"[red]{a['raised_at'][:19]} {a['kind']}[/red] {a['detail']}")

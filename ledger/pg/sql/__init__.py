@@ -5,7 +5,8 @@ into SQL text, and no module of ``ledger.pg`` holds SQL outside this package. On
 per table group: ``ingest`` (what the appender writes), ``reads`` (the reader's
 SELECTs), ``tree`` (tiles and checkpoints), ``quarantine`` (quarantine and alerts),
 ``producers`` (producer keys and seals), ``reports`` (the HIPAA reports' SELECTs),
-``export`` (the bundle export), ``tokens`` (issuing API tokens) and ``admin`` (what
+``export`` (the bundle export), ``compliance`` (the rules evaluator's
+alerts and their triage), ``tokens`` (issuing API tokens) and ``admin`` (what
 ``ledger replay`` runs to prepare its target). This module re-exports every statement, so adapters
 write ``sql.NAME``; it imports only the bundle format's column list.
 """
@@ -13,6 +14,21 @@ write ``sql.NAME``; it imports only the bundle format's column list.
 from __future__ import annotations
 
 from ledger.pg.sql.admin import COUNT_LOGS, DATABASE_EXISTS, create_database
+from ledger.pg.sql.compliance import (
+    ALERT_EVIDENCE,
+    ALERT_ONE,
+    ALERT_TRANSITIONS,
+    ALERTS_LIST,
+    INSERT_ALERT_EVIDENCE,
+    INSERT_ALERT_TRANSITION,
+    INSERT_RULE_ALERT,
+    INSERT_RULE_CURSOR,
+    RULES_CURSOR,
+    RULES_LEAVES,
+    RULES_LOCK_LOG,
+    RULES_LOG_IDS,
+    RULES_WRITER_SCHEMAS,
+)
 from ledger.pg.sql.export import (
     EXPORT_CHECKPOINTS,
     EXPORT_INDEX,
@@ -106,7 +122,11 @@ from ledger.pg.sql.tree import (
 )
 
 __all__ = [
+    "ALERTS_LIST",
     "ALERTS_PAGE",
+    "ALERT_EVIDENCE",
+    "ALERT_ONE",
+    "ALERT_TRANSITIONS",
     "CHECKPOINTS_AFTER",
     "CHECKPOINT_COVERING",
     "CLAIM_LOG",
@@ -138,12 +158,16 @@ __all__ = [
     "INDEX_COLUMNS_SQL",
     "INDEX_RANGE",
     "INSERT_ALERT",
+    "INSERT_ALERT_EVIDENCE",
+    "INSERT_ALERT_TRANSITION",
     "INSERT_CHECKPOINT",
     "INSERT_POSITION",
     "INSERT_POSITION_AND_SEALS",
     "INSERT_PRODUCER_KEY",
     "INSERT_QUARANTINE",
     "INSERT_RESUBMISSION",
+    "INSERT_RULE_ALERT",
+    "INSERT_RULE_CURSOR",
     "INVESTIGATION_BY_ADDRESSES",
     "INVESTIGATION_BY_FACILITY",
     "INVESTIGATION_BY_USERS",
@@ -182,6 +206,11 @@ __all__ = [
     "REPORT_WRITER_SCHEMAS",
     "REVOKE_PRODUCER_KEY",
     "REVOKE_TOKEN",
+    "RULES_CURSOR",
+    "RULES_LEAVES",
+    "RULES_LOCK_LOG",
+    "RULES_LOG_IDS",
+    "RULES_WRITER_SCHEMAS",
     "SIGNED_LEAF_COLUMNS",
     "SIGNED_SIZES",
     "TILE_COLUMNS",

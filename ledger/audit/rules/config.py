@@ -1,0 +1,135 @@
+"""The rules' thresholds: one TOML file, every value defaulted.
+
+Invariant: a configuration either parses whole or is refused naming the bad key; unknown
+tables and keys are refused (a misspelt threshold must not silently keep its default).
+Parsing is pure (text in, values out); reading the file is the caller's. The defaults and
+their meaning are in deploy/compliance-rules.toml.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Final
+
+from ledger.audit.reports.relays import DEFAULT_RELAY_DEADLINES
+from ledger.audit.rules.model import Severity
+from ledger.errors import MalformedInputError
+
+DEFAULT_BREAKGLASS_PURPOSES: Final = ("BTG", "ETREAT")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BulkAccessConfig:
+    """``access.bulk``: more than ``max_patients`` distinct patients in ``window``."""
+
+    max_patients: int = 50
+    window: timedelta = timedelta(minutes=60)
+    severity: Severity = Severity.HIGH
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BreakGlassConfig:
+    """``breakglass.unjustified``: an override with no justification within ``within``."""
+
+    purposes: tuple[str, ...] = DEFAULT_BREAKGLASS_PURPOSES
+    within: timedelta = timedelta(minutes=60)
+    severity: Severity = Severity.HIGH
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RelayLateConfig:
+    """``relay.late``: communicated more than the category's deadline after identified."""
+
+    deadlines: Mapping[str, timedelta] = field(
+        default_factory=lambda: dict(DEFAULT_RELAY_DEADLINES)
+    )
+    severity: Severity = Severity.HIGH
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RulesConfig:
+    bulk: BulkAccessConfig = field(default_factory=BulkAccessConfig)
+    breakglass: BreakGlassConfig = field(default_factory=BreakGlassConfig)
+    relay_late: RelayLateConfig = field(default_factory=RelayLateConfig)
+
+
+def _table(doc: Mapping[str, Any], name: str, allowed: frozenset[str]) -> dict[str, Any]:
+    raw = doc.get(name, {})
+    if not isinstance(raw, dict):
+        raise MalformedInputError(f"[{name}] must be a table")
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise MalformedInputError(f"[{name}] has unknown key(s): {', '.join(unknown)}")
+    return raw
+
+
+def _positive(table: str, key: str, value: object, *, most: int = 10_000_000) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
+        raise MalformedInputError(f"[{table}] {key} must be a whole number from 1 to {most}")
+    return value
+
+
+def _severity(table: str, value: object) -> Severity:
+    try:
+        return Severity(str(value))
+    except ValueError as exc:
+        choices = ", ".join(s.value for s in Severity)
+        raise MalformedInputError(f"[{table}] severity must be one of {choices}") from exc
+
+
+def _bulk(doc: Mapping[str, Any]) -> BulkAccessConfig:
+    t = _table(doc, "access_bulk", frozenset({"max_patients", "window_minutes", "severity"}))
+    d = BulkAccessConfig()
+    return BulkAccessConfig(
+        max_patients=_positive("access_bulk", "max_patients", t.get("max_patients", 50)),
+        window=timedelta(
+            minutes=_positive("access_bulk", "window_minutes", t.get("window_minutes", 60))
+        ),
+        severity=_severity("access_bulk", t.get("severity", d.severity.value)),
+    )
+
+
+def _breakglass(doc: Mapping[str, Any]) -> BreakGlassConfig:
+    name = "breakglass_unjustified"
+    t = _table(doc, name, frozenset({"purposes", "justify_within_minutes", "severity"}))
+    purposes = t.get("purposes", list(DEFAULT_BREAKGLASS_PURPOSES))
+    if (
+        not isinstance(purposes, list)
+        or not purposes
+        or not all(isinstance(p, str) and p.strip() for p in purposes)
+    ):
+        raise MalformedInputError(f"[{name}] purposes must be a non-empty list of codes")
+    within = _positive(name, "justify_within_minutes", t.get("justify_within_minutes", 60))
+    return BreakGlassConfig(
+        purposes=tuple(sorted({p.strip() for p in purposes})),
+        within=timedelta(minutes=within),
+        severity=_severity(name, t.get("severity", Severity.HIGH.value)),
+    )
+
+
+def _relay_late(doc: Mapping[str, Any]) -> RelayLateConfig:
+    keys = {f"{c.lower()}_minutes": c for c in DEFAULT_RELAY_DEADLINES}
+    t = _table(doc, "relay_late", frozenset({*keys, "severity"}))
+    deadlines = dict(DEFAULT_RELAY_DEADLINES)
+    for key, category in keys.items():
+        if key in t:
+            deadlines[category] = timedelta(minutes=_positive("relay_late", key, t[key]))
+    return RelayLateConfig(
+        deadlines=deadlines,
+        severity=_severity("relay_late", t.get("severity", Severity.HIGH.value)),
+    )
+
+
+def parse_config(text: str) -> RulesConfig:
+    """The rules' configuration from TOML text (empty text: every default)."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise MalformedInputError(f"rules configuration is not TOML: {exc}") from exc
+    unknown = sorted(set(doc) - {"access_bulk", "breakglass_unjustified", "relay_late"})
+    if unknown:
+        raise MalformedInputError(f"unknown rule table(s): {', '.join(unknown)}")
+    return RulesConfig(bulk=_bulk(doc), breakglass=_breakglass(doc), relay_late=_relay_late(doc))

@@ -1,0 +1,139 @@
+"""What a rule sees and what it returns: an appended event with its ledger position, and
+findings that cite positions.
+
+Invariant: pure values. An ``AppendedEvent`` is a leaf's decoded record exactly as the
+ledger stores it (``ledger.audit.records``), with the position it was appended at; a
+``Finding`` names the rule and version that raised it, the triggering position (the alert's
+unique key with the rule) and every position behind it, each provable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Final, Protocol, TypeVar
+
+from ledger.audit.records import JsonValue
+from ledger.errors import MalformedInputError
+
+#: The record full names the rules read (schemas/*.avsc).
+PHI_ACCESS: Final = "philedger.audit.PhiAccessEvent"
+SECURITY_EVENT: Final = "philedger.audit.SecurityEvent"
+RELAY: Final = "philedger.audit.CriticalResultRelay"
+
+
+class Severity(StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, order=True)
+class Position:
+    """Where a leaf is: its log and its index in that log."""
+
+    log_id: int
+    leaf_index: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AppendedEvent:
+    """One appended leaf's record, decoded with its stored writer schema."""
+
+    position: Position
+    schema: str
+    record: Mapping[str, JsonValue]
+
+    def text(self, *path: str) -> str | None:
+        """The string at ``path`` (e.g. ``("actor", "user_id")``), or None when absent."""
+        value: JsonValue | Mapping[str, JsonValue] = self.record
+        for key in path:
+            if not isinstance(value, Mapping):
+                return None
+            value = value.get(key)
+        return value if isinstance(value, str) else None
+
+    def instant(self, *path: str) -> datetime | None:
+        """The timestamp at ``path`` (decoded records render them ISO 8601), or None."""
+        raw = self.text(*path)
+        if raw is None:
+            return None
+        try:
+            return datetime.fromisoformat(raw)
+        except ValueError as exc:
+            raise MalformedInputError(f"{'.'.join(path)} is not a timestamp: {raw!r}") from exc
+
+    @property
+    def event_time(self) -> datetime:
+        found = self.instant("event_time")
+        if found is None:
+            raise MalformedInputError(f"leaf {self.position.leaf_index} has no event_time")
+        return found
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Evidence:
+    """A position behind a finding and what it shows (``trigger``, ``window``, ...)."""
+
+    position: Position
+    role: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PatientRef:
+    id: str
+    issuer: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Finding:
+    """What a rule raised: one alert once stored."""
+
+    rule_id: str
+    rule_version: int
+    severity: Severity
+    trigger: Position
+    summary: str
+    facility_id: str | None
+    user_id: str | None
+    patient: PatientRef | None
+    evidence: tuple[Evidence, ...]
+    thresholds: Mapping[str, JsonValue] = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple[str, int, int, int]:
+        """The alert's unique key: rule, version, triggering log and leaf."""
+        return (self.rule_id, self.rule_version, self.trigger.log_id, self.trigger.leaf_index)
+
+
+W = TypeVar("W")
+
+
+class Rule(Protocol[W]):
+    """A rule: an id, a version (bumped on any change of meaning), a severity and its
+    thresholds; it evaluates each appended event of a log, in leaf order, against the
+    window state ``W`` the evaluator keeps for it per log (``new_window``)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def version(self) -> int: ...
+
+    @property
+    def severity(self) -> Severity: ...
+
+    def thresholds(self) -> Mapping[str, JsonValue]:
+        """The configuration this rule runs with, recorded in each alert it raises."""
+        ...
+
+    def new_window(self) -> W:
+        """Empty window state for one log."""
+        ...
+
+    def evaluate(self, event: AppendedEvent, window: W) -> Sequence[Finding]:
+        """The findings ``event`` raises, given (and updating) the log's window state."""
+        ...

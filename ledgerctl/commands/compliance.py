@@ -1,0 +1,173 @@
+"""``ledger rules run`` and ``ledger alerts ...``: the compliance rules and their alerts.
+
+Invariant: ``ledger alerts`` alone still lists the ingestion's security alerts (through
+the API); its subcommands triage compliance alerts straight from the database, so a
+listing or a look at one (they name patients) is recorded in the ledger first, with the
+operator's OS user and --reason, and so is every transition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import typer
+
+from ledgerctl.commands.common import (
+    REASON,
+    configure_logging,
+    console,
+    fail,
+    report_console_stdout,
+)
+from ledgerctl.settings import Settings
+
+rules_app = typer.Typer(
+    help="Compliance rules: evaluate the appended ledger.", no_args_is_help=True
+)
+alerts_app = typer.Typer(
+    help="Alerts: security alerts raised while ingesting (no subcommand), and compliance "
+    "alerts raised by `ledger rules run` (list, show, ack, close).",
+    invoke_without_command=True,
+)
+
+CONFIG = typer.Option(
+    "--config",
+    envvar="LEDGER_RULES_FILE",
+    help="The rules' thresholds (TOML, e.g. deploy/compliance-rules.toml); default: built in.",
+)
+
+
+@rules_app.command("run")
+def rules_run(
+    once: Annotated[bool, typer.Option(help="One pass over every log, then exit.")] = False,
+    interval: Annotated[
+        float, typer.Option(min=0.05, max=3600.0, help="Seconds between passes.")
+    ] = 1.0,
+    config: Annotated[str | None, CONFIG] = None,
+    verbose: bool = False,
+) -> None:
+    """Evaluate every appended event with the compliance rules and raise alerts."""
+    from ledger.audit.rules import PassSummary
+    from ledger.errors import LedgerError
+    from ledgerctl.rules import load_rules_config, run_rules
+
+    configure_logging(verbose)
+    settings = Settings.load()
+
+    def report(s: PassSummary) -> None:
+        if once or s.leaves or s.raised:
+            console.print(
+                f"rules: {s.logs} log(s), {s.leaves} leaves evaluated, {s.raised} alert(s) "
+                f"raised, {s.undecodable} undecodable"
+            )
+
+    try:
+        asyncio.run(
+            run_rules(
+                dsn=settings.require("appender_url"),
+                config=load_rules_config(config),
+                once=once,
+                interval=interval,
+                report=report,
+            )
+        )
+    except LedgerError as exc:
+        raise fail(str(exc)) from exc
+
+
+@alerts_app.callback()
+def alerts(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
+) -> None:
+    """List security alerts raised while ingesting (e.g. an event id re-sent with other content)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from ledgerctl.quarantine import fetch_alerts
+
+    settings = Settings.load()
+    rows = asyncio.run(fetch_alerts(settings.api(), limit=limit))
+    out = report_console_stdout()
+    if not rows:
+        out.print("no security alerts")
+    for a in rows:
+        out.print(f"[red]{a['raised_at'][:19]} {a['kind']}[/red] {a['detail']}")
+
+
+@alerts_app.command("list")
+def alerts_list(
+    reason: Annotated[str, REASON],
+    state: Annotated[str | None, typer.Option(help="open, acknowledged or closed.")] = None,
+    rule: Annotated[str | None, typer.Option(help="Only this rule id.")] = None,
+    user: Annotated[str | None, typer.Option(help="Only alerts about this user.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
+) -> None:
+    """List compliance alerts, newest first (recorded in the ledger as a read first)."""
+    from ledger.errors import LedgerError
+    from ledgerctl.alerts import list_alerts, print_alerts
+
+    try:
+        found = list_alerts(
+            Settings.load(), reason=reason, state=state, rule=rule, user=user, limit=limit
+        )
+    except LedgerError as exc:
+        raise fail(str(exc)) from exc
+    print_alerts(report_console_stdout(), found)
+
+
+@alerts_app.command("show")
+def alerts_show(
+    alert_id: Annotated[int, typer.Argument(help="Alert id (from `list`).")],
+    reason: Annotated[str, REASON],
+) -> None:
+    """One alert with its evidence (log origin and leaf index of each event) and history."""
+    from ledger.errors import LedgerError
+    from ledgerctl.alerts import print_alert, show_alert
+
+    try:
+        detail = show_alert(Settings.load(), alert_id=alert_id, reason=reason)
+    except LedgerError as exc:
+        raise fail(str(exc)) from exc
+    print_alert(report_console_stdout(), detail)
+
+
+@alerts_app.command("ack")
+def alerts_ack(
+    alert_id: Annotated[int, typer.Argument(help="Alert id.")],
+    note: Annotated[str, typer.Option("--note", help="What you found or did.")],
+) -> None:
+    """Acknowledge an open alert (a new transition row, by your OS user)."""
+    from ledger.audit.rules import AlertState
+    from ledger.errors import LedgerError
+    from ledgerctl.alerts import triage
+
+    try:
+        done = triage(Settings.load(), alert_id=alert_id, state=AlertState.ACKNOWLEDGED, note=note)
+    except LedgerError as exc:
+        raise fail(str(exc)) from exc
+    console.print(f"alert {alert_id}: {done.state.value} by {done.by}")
+
+
+@alerts_app.command("close")
+def alerts_close(
+    alert_id: Annotated[int, typer.Argument(help="Alert id.")],
+    disposition: Annotated[
+        str,
+        typer.Option(help="false_positive, policy_violation or breach_investigation."),
+    ],
+    note: Annotated[str, typer.Option("--note", help="Why it is closed this way.")],
+) -> None:
+    """Close an open or acknowledged alert with a disposition (a new transition row)."""
+    from ledger.audit.rules import AlertState, parse_disposition
+    from ledger.errors import LedgerError
+    from ledgerctl.alerts import triage
+
+    try:
+        done = triage(
+            Settings.load(), alert_id=alert_id, state=AlertState.CLOSED, note=note,
+            disposition=parse_disposition(disposition),
+        )  # fmt: skip
+    except LedgerError as exc:
+        raise fail(str(exc)) from exc
+    console.print(f"alert {alert_id}: {done.state.value} ({disposition}) by {done.by}")
