@@ -68,6 +68,29 @@ def _query(
     }
 
 
+#: ``as_of``: the signed checkpoints a report is computed against (repeatable).
+_AS_OF: Final = {
+    "name": "as_of",
+    "in": "query",
+    "required": False,
+    "style": "form",
+    "explode": True,
+    "schema": {"type": "array", "items": {"type": "string", "pattern": "^[^\\s+]+:[1-9][0-9]*$"}},
+    "description": "A signed checkpoint <origin>:<size> to compute the report against "
+    "(repeatable, one per log; default: the latest of each log). The report reads no "
+    "event at or past these sizes, names them, and prints its digest (also in the "
+    "Report-Digest header)",
+}
+_AT: Final = {
+    "name": "at",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "string", "format": "date-time"},
+    "description": "The time the report is made as of (default: now); a re-run passes "
+    "the one the report printed",
+}
+
+
 def _path(name: str, schema: JsonObject, description: str) -> JsonObject:
     return {
         "name": name,
@@ -453,7 +476,8 @@ def document() -> JsonObject:
                 "against",
                 "tags": ["reports"],
                 "parameters": [
-                    _query("format", {"type": "string", "enum": ["json", "csv"]}, "Export")
+                    _query("format", {"type": "string", "enum": ["json", "csv"]}, "Export"),
+                    _AS_OF,
                 ],
                 "requestBody": {
                     "required": True,
@@ -497,6 +521,8 @@ def document() -> JsonObject:
                 _query("issuer", _ID_SCHEMA, "Assigning authority of the patient id"),
                 _query("years", {"type": "integer", "minimum": 1, "maximum": 6}, "Lookback"),
                 _query("format", {"type": "string", "enum": ["json", "csv", "html"]}, "Export"),
+                _AS_OF,
+                _AT,
             ],
             {
                 "description": "The accounting",
@@ -523,6 +549,8 @@ def document() -> JsonObject:
                     for n in (1, 2, 3)
                 ),
                 _query("format", {"type": "string", "enum": ["json", "csv"]}, "Export"),
+                _AS_OF,
+                _AT,
             ],
             {
                 "description": "The report",

@@ -1,0 +1,95 @@
+"""What a report is computed against: a set of signed checkpoints, one per log.
+
+Invariant: pure. ``parse_as_of`` accepts only ``<origin>:<size>`` references, at most
+``MAX_AS_OF`` of them and one per origin, and raises ``MalformedInputError`` (code
+``bad_checkpoint``) naming the first bad one; ``checkpoint_facts`` reads the root hash and
+the signers' key ids out of a stored note without trusting it (the adapter verifies the
+signatures). Design: docs/design/reports.md, "Reports as of checkpoints".
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Final
+
+from ledger.errors import MalformedInputError
+from ledger.log.checkpoint import parse_checkpoint
+
+#: The most checkpoints one request may name (a ledger has one log per topic partition).
+MAX_AS_OF: Final = 256
+#: The longest origin a reference may name.
+MAX_ORIGIN_CHARS: Final = 255
+#: The error code of a refused checkpoint reference (the API's 400 ``error.code``).
+BAD_CHECKPOINT: Final = "bad_checkpoint"
+_SIZE: Final = re.compile(r"0|[1-9][0-9]{0,19}")
+_ORIGIN: Final = re.compile(r"[^\s+]+")
+_SIG_PREFIX: Final = "\u2014 "
+
+
+def refused(message: str) -> MalformedInputError:
+    """The error of a checkpoint reference the ledger will not compute a report against."""
+    return MalformedInputError(message, code=BAD_CHECKPOINT)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckpointRef:
+    """A reference to one signed checkpoint: the log's origin and the tree size."""
+
+    origin: str
+    size: int
+
+    def __str__(self) -> str:
+        return f"{self.origin}:{self.size}"
+
+
+def parse_checkpoint_ref(text: str) -> CheckpointRef:
+    """``<origin>:<size>`` (the origin may itself contain colons; the size is the part
+    after the last one)."""
+    if not isinstance(text, str):
+        raise refused("as_of must be <origin>:<size>")
+    origin, sep, size = text.rpartition(":")
+    if not sep or not origin or not _SIZE.fullmatch(size):
+        raise refused(f"as_of {text[:80]!r} is not <origin>:<size> (size in decimal)")
+    if len(origin) > MAX_ORIGIN_CHARS or not _ORIGIN.fullmatch(origin):
+        raise refused(f"as_of {text[:80]!r}: the origin is not a log origin")
+    value = int(size)
+    if value < 1 or value >= 2**63:
+        raise refused(f"as_of {text[:80]!r}: the size must be between 1 and 2^63-1")
+    return CheckpointRef(origin=origin, size=value)
+
+
+def parse_as_of(values: Iterable[str]) -> tuple[CheckpointRef, ...]:
+    """The references, sorted by origin; none means "the latest of each log"."""
+    refs: dict[str, CheckpointRef] = {}
+    for i, text in enumerate(values):
+        if i >= MAX_AS_OF:
+            raise refused(f"at most {MAX_AS_OF} checkpoints may be named")
+        ref = parse_checkpoint_ref(text)
+        if ref.origin in refs:
+            raise refused(f"two checkpoints named for log {ref.origin}")
+        refs[ref.origin] = ref
+    return tuple(refs[o] for o in sorted(refs))
+
+
+def checkpoint_facts(note: str) -> tuple[str, tuple[str, ...]]:
+    """The root hash (hex) of a signed checkpoint note and the key ids (``name+hash``,
+    the hash being the key id's 4 bytes in hex) of its signature lines, in order."""
+    split = note.rfind("\n\n")
+    if split < 0:
+        raise MalformedInputError("checkpoint note has no signature block")
+    root = parse_checkpoint(note[: split + 1]).root_hash.hex()
+    key_ids: list[str] = []
+    for line in note[split + 2 :].splitlines():
+        if not line.startswith(_SIG_PREFIX):
+            raise MalformedInputError("checkpoint note has a malformed signature line")
+        name, _, b64 = line[len(_SIG_PREFIX) :].partition(" ")
+        try:
+            raw = base64.b64decode(b64, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise MalformedInputError("checkpoint note signature is not base64") from exc
+        key_ids.append(f"{name}+{raw[:4].hex()}")
+    return root, tuple(key_ids)
