@@ -1,0 +1,392 @@
+"""Reports as of signed checkpoints, against the real database and the real API app.
+
+Events are appended by the real appender and signed by the real checkpointer into a
+database of this module's own; the reports are read through ``create_app`` with
+``PostgresReports`` (trusting the stack's verifier key) and a recorder that keeps every
+read. The ledger grows between requests: a report as of the same checkpoints must come
+back byte for byte, one as of the new checkpoints must not, and every bad checkpoint is
+refused with a 400 that is recorded like any other read.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from ledger.audit.auth import Role
+from ledger.audit.ingest import WriterSchemaInfo
+from ledger.audit.readlog import LedgerRead
+from ledger.audit.reports import digest_of
+from ledger.http import create_app
+from ledger.log.checkpoint import Checkpoint, format_checkpoint, parse_checkpoint
+from ledger.log.keys import load_signers
+from ledger.log.note import generate_signer, parse_signer_key, parse_verifier_key, sign_note
+from ledger.log.types import RootHash
+from ledger.pg.appender import PostgresAppender
+from ledger.pg.checkpointer import Checkpointer, CheckpointPolicy
+from ledger.pg.migrate import apply_migrations
+from ledger.pg.reader import PostgresReader
+from ledger.pg.reports import PostgresReports
+from ledgerctl.tokens import create_token
+from producers.events import AcrCategory, Facility, Patient
+from tests.integration.test_reports_pg import CODEC, LAWYER, Writer, phi, relay
+from tests.support import Stack, superuser_url, with_database
+
+pytestmark = pytest.mark.integration
+
+LEDGER_NAME = "asof.ledger.local"
+
+
+class KeptReads:
+    """A read recorder that keeps every read (the API records before it answers)."""
+
+    def __init__(self) -> None:
+        self.reads: list[LedgerRead] = []
+
+    async def record(self, read: LedgerRead) -> None:
+        self.reads.append(read)
+
+
+@dataclass
+class World:
+    database: str
+    owner_url: str
+    appender_url: str
+    reader_url: str
+    token: str
+    now: datetime
+    suspect: str
+    facility: Facility
+    patient: Patient
+    topics: tuple[str, str] = ("asof-phi", "asof-relay")
+    reads: KeptReads = field(default_factory=KeptReads)
+    seq: int = 0
+
+
+@pytest.fixture(scope="module")
+async def world(stack: Stack) -> AsyncIterator[World]:
+    database = f"ledger_asof_{uuid.uuid4().hex[:8]}"
+    owner = await asyncpg.connect(stack.owner_url)
+    try:
+        await owner.execute(f'CREATE DATABASE "{database}"')
+    finally:
+        await owner.close()
+    owner_url = with_database(stack.owner_url, database)
+    try:
+        apply_migrations(owner_url)
+        issued = await create_token(
+            owner_url, subject="asof-admin", role=Role.ADMIN, ttl=None, note="tests"
+        )
+        tag = uuid.uuid4().hex[:6]
+        yield World(
+            database=database,
+            owner_url=owner_url,
+            appender_url=with_database(stack.appender_url, database),
+            reader_url=with_database(stack.reader_url, database),
+            token=issued.text,
+            now=datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5),
+            suspect=f"rad-{tag}",
+            facility=Facility(id=f"asof-{tag}", name="As-of test site"),
+            patient=Patient(id=f"MRN-{tag}", issuer="asof", state="MA"),
+        )
+    finally:
+        owner = await asyncpg.connect(stack.owner_url)
+        try:
+            await owner.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        finally:
+            await owner.close()
+
+
+async def grow(stack: Stack, w: World, round_: int) -> None:
+    """Append one round of events that every report sees (reads by the suspect, a
+    disclosure of the patient, a late critical-result relay) and sign every log."""
+    t = w.now - timedelta(hours=3) + timedelta(minutes=10 * round_)
+    async with PostgresAppender(dsn=w.appender_url, ledger_name=LEDGER_NAME) as app:
+        await app.register_schemas(
+            [
+                WriterSchemaInfo(fingerprint=s.fingerprint, full_name=s.full_name,
+                                 canonical_form=s.canonical_form, schema_json=s.schema_json)
+                for s in CODEC.schemas
+            ]
+        )  # fmt: skip
+        writer = Writer(
+            app,
+            Checkpointer(
+                pool=app.pool,
+                signers=load_signers(stack.signer_key_file),
+                policy=CheckpointPolicy(every_leaves=1, every_ms=0),
+            ),
+        )
+        writer._seq = w.seq  # producer sequence numbers go on across rounds
+        for (topic, partition), offset in (await _offsets(app, w)).items():
+            writer._offsets[(topic, partition)] = offset
+        other = Patient(id=f"{w.patient.id}-{round_}", issuer="asof", state="NH")
+        await writer.append(
+            w.topics[0],
+            0,
+            [
+                phi(user=w.suspect, patient=other, when=t, facility=w.facility),
+                phi(
+                    user=w.suspect, patient=w.patient, when=t + timedelta(minutes=1),
+                    code="110106", purpose="LEGAL", recipient=LAWYER, facility=w.facility,
+                ),
+            ],
+        )  # fmt: skip
+        await writer.append(
+            w.topics[1],
+            0,
+            [
+                relay(
+                    facility=w.facility, patient=other, category=AcrCategory.CAT1,
+                    identified=t, communicated=timedelta(hours=2),
+                    recorded=t + timedelta(minutes=2),
+                )
+            ],
+        )  # fmt: skip
+        await writer.sign_all()
+        w.seq = writer._seq
+
+
+async def _offsets(app: PostgresAppender, w: World) -> dict[tuple[str, int], int]:
+    rows = await app.pool.fetch(
+        "SELECT g.topic, g.kafka_partition, count(l.*) AS n FROM logs g "
+        "LEFT JOIN leaves l USING (log_id) WHERE g.topic = ANY($1::text[]) "
+        "GROUP BY g.topic, g.kafka_partition",
+        list(w.topics),
+    )
+    return {(r["topic"], int(r["kafka_partition"])): int(r["n"]) for r in rows}
+
+
+@pytest.fixture
+async def api(stack: Stack, world: World) -> AsyncIterator[TestClient]:  # type: ignore[type-arg]
+    async with (
+        PostgresReader(dsn=world.reader_url) as reader,
+        PostgresReports(
+            dsn=world.reader_url,
+            ledger_name=LEDGER_NAME,
+            verifiers=[parse_verifier_key(stack.verifier_key)],
+        ) as reports,
+    ):
+        app = create_app(reader=reader, tokens=reader, recorder=world.reads, report_source=reports)
+        async with TestClient(TestServer(app)) as client:
+            yield client
+
+
+def headers(w: World) -> dict[str, str]:
+    return {"Authorization": f"Bearer {w.token}"}
+
+
+def as_of_params(body: dict[str, Any]) -> list[tuple[str, str]]:
+    return [("as_of", f"{c['origin']}:{c['size']}") for c in body["as_of_checkpoints"]]
+
+
+async def fetch_all(
+    client: TestClient,  # type: ignore[type-arg]
+    w: World,
+    as_of: list[tuple[str, str]],
+    fmt: str = "json",
+) -> dict[str, tuple[bytes, str]]:
+    """Every report (body, Report-Digest header) with the same request parameters."""
+    at = ("at", w.now.isoformat())
+    since, until = (w.now - timedelta(days=1)).isoformat(), w.now.isoformat()
+    out: dict[str, tuple[bytes, str]] = {}
+    async with client.post(
+        "/v1/investigations",
+        params=[("format", fmt if fmt != "html" else "json"), *as_of],
+        json={"since": since, "until": until, "users": [w.suspect]},
+        headers=headers(w),
+    ) as resp:
+        assert resp.status == 200, await resp.text()
+        out["investigation"] = (await resp.read(), resp.headers["Report-Digest"])
+    async with client.get(
+        f"/v1/patients/{w.patient.id}/disclosures",
+        params=[("issuer", "asof"), ("format", fmt), at, *as_of],
+        headers=headers(w),
+    ) as resp:
+        assert resp.status == 200, await resp.text()
+        out["disclosures"] = (await resp.read(), resp.headers["Report-Digest"])
+    async with client.get(
+        "/v1/reports/critical-results",
+        params=[("since", since), ("until", until), ("facility", w.facility.id),
+                ("format", fmt if fmt != "html" else "json"), at, *as_of],
+        headers=headers(w),
+    ) as resp:  # fmt: skip
+        assert resp.status == 200, await resp.text()
+        out["relays"] = (await resp.read(), resp.headers["Report-Digest"])
+    return out
+
+
+async def test_reports_as_of_the_same_checkpoints_are_byte_identical_while_the_ledger_grows(
+    stack: Stack,
+    world: World,
+    api: TestClient,  # type: ignore[type-arg]
+) -> None:
+    verifier = parse_verifier_key(stack.verifier_key)
+    await grow(stack, world, 0)
+    first = await fetch_all(api, world, [])  # default: the latest checkpoint of each log
+    body = json.loads(first["investigation"][0])
+    pinned = as_of_params(body)
+    assert sorted(o for _, o in pinned) == [
+        f"{LEDGER_NAME}/{world.topics[0]}/0:2",
+        f"{LEDGER_NAME}/{world.topics[1]}/0:1",
+    ]
+    for name, (raw, header) in first.items():
+        report = json.loads(raw)
+        # The digest is the documented one, recomputable from the JSON alone.
+        assert report["digest"] == header == digest_of(report), name
+        assert [(c["origin"], c["size"]) for c in report["as_of_checkpoints"]] == sorted(
+            (o.rsplit(":", 1)[0], int(o.rsplit(":", 1)[1])) for _, o in pinned
+        )
+        for c in report["as_of_checkpoints"]:
+            assert (
+                parse_checkpoint(c["note"][: c["note"].rfind("\n\n") + 1]).root_hash.hex()
+                == (c["root_hash"])
+            )
+            assert c["key_ids"] == [f"{verifier.name}+{verifier.key_id.hex()}"]
+    assert len(json.loads(first["disclosures"][0])["entries"]) == 1
+    assert json.loads(first["relays"][0])["relays"] == 1
+
+    # The ledger grows, with events that change every report.
+    await grow(stack, world, 1)
+    again = await fetch_all(api, world, pinned)
+    assert again == first  # byte for byte, digests included
+    csv_pinned = await fetch_all(api, world, pinned, fmt="csv")
+    assert {k: v[1] for k, v in csv_pinned.items()} == {k: v[1] for k, v in first.items()}
+
+    latest = await fetch_all(api, world, [])
+    for name in first:
+        assert latest[name][0] != first[name][0], name
+        assert latest[name][1] != first[name][1], name
+    assert len(json.loads(latest["disclosures"][0])["entries"]) == 2
+    assert json.loads(latest["relays"][0])["relays"] == 2
+    newer = as_of_params(json.loads(latest["investigation"][0]))
+    assert sorted(o for _, o in newer) == [
+        f"{LEDGER_NAME}/{world.topics[0]}/0:4",
+        f"{LEDGER_NAME}/{world.topics[1]}/0:2",
+    ]
+    assert await fetch_all(api, world, newer) == latest
+
+    # Only one log named: the other is not read at all.
+    one = [p for p in pinned if world.topics[0] in p[1]]
+    only_phi = json.loads((await fetch_all(api, world, one))["relays"][0])
+    assert only_phi["relays"] == 0
+    assert [c["origin"] for c in only_phi["as_of_checkpoints"]] == [one[0][1].rsplit(":", 1)[0]]
+
+
+async def test_csv_and_html_carry_the_checkpoints_and_the_digest(
+    stack: Stack,
+    world: World,
+    api: TestClient,  # type: ignore[type-arg]
+) -> None:
+    if not world.seq:
+        await grow(stack, world, 0)
+    pinned = as_of_params(json.loads((await fetch_all(api, world, []))["investigation"][0]))
+    tables = await fetch_all(api, world, pinned, fmt="csv")
+    for name, (raw, header) in tables.items():
+        rows = list(csv.reader(io.StringIO(raw.decode())))
+        width = len(rows[0])
+        assert all(len(r) == width for r in rows), name  # still one rectangular table
+        footer = [r for r in rows if r[0].startswith("#")]
+        assert [r[0] for r in footer] == ["#as_of_checkpoint"] * len(pinned) + ["#digest"]
+        assert sorted(f"{r[1]}:{r[2]}" for r in footer[:-1]) == sorted(o for _, o in pinned)
+        assert footer[-1][1] == header
+    page, header = (await fetch_all(api, world, pinned, fmt="html"))["disclosures"]
+    text = page.decode()
+    assert f"Content digest: {header}" in text
+    for _, o in pinned:
+        origin, size = o.rsplit(":", 1)
+        assert f"{origin} at size {size}" in text
+
+
+async def refused(
+    client: TestClient,  # type: ignore[type-arg]
+    w: World,
+    as_of: list[str],
+) -> tuple[int, dict[str, Any], LedgerRead]:
+    before = len(w.reads.reads)
+    async with client.get(
+        "/v1/reports/critical-results",
+        params=[("as_of", a) for a in as_of],
+        headers=headers(w),
+    ) as resp:
+        status, body = resp.status, await resp.json()
+    (read,) = w.reads.reads[before:]
+    return status, body, read
+
+
+async def test_a_bad_checkpoint_is_refused_and_the_refusal_recorded(
+    stack: Stack,
+    world: World,
+    api: TestClient,  # type: ignore[type-arg]
+) -> None:
+    if not world.seq:
+        await grow(stack, world, 0)
+    phi_log = f"{LEDGER_NAME}/{world.topics[0]}/0"
+    cases = {
+        "unknown size": ([f"{phi_log}:999"], "has no signed checkpoint of size 999"),
+        "unknown log": ([f"{LEDGER_NAME}/nosuchtopic/0:1"], "this ledger has no log"),
+        "another ledger": ([f"other.ledger/{world.topics[0]}/0:2"], "belongs to another ledger"),
+        "malformed": ([f"{phi_log}"], "is not <origin>:<size>"),
+        "zero": ([f"{phi_log}:0"], "size must be between 1"),
+        "twice": ([f"{phi_log}:2", f"{phi_log}:2"], "two checkpoints named"),
+    }
+    for case, (as_of, message) in cases.items():
+        status, body, read = await refused(api, world, as_of)
+        assert status == 400, case
+        assert body["error"]["code"] == "bad_checkpoint", case
+        assert message in body["error"]["message"], (case, body)
+        assert read.status == 400, case
+        assert read.parameters["as_of"] == ",".join(as_of), case
+        assert read.path == "/v1/reports/critical-results"
+
+
+async def test_a_checkpoint_not_signed_by_a_trusted_key_is_refused(
+    stack: Stack,
+    world: World,
+    api: TestClient,  # type: ignore[type-arg]
+) -> None:
+    if not world.seq:
+        await grow(stack, world, 0)
+    phi_log = f"{LEDGER_NAME}/{world.topics[0]}/0"
+    # A checkpoint of size 1 signed by a key the API does not trust, put in the database
+    # by a superuser (the checkpointer itself only signs with the ledger's key).
+    skey, _ = generate_signer(LEDGER_NAME)
+    signer = parse_signer_key(skey)
+    su = await asyncpg.connect(with_database(superuser_url(stack), world.database))
+    try:
+        log_id, root = await su.fetchrow(
+            "SELECT g.log_id, l.leaf_hash FROM logs g JOIN leaves l USING (log_id) "
+            "WHERE g.origin = $1 AND l.leaf_index = 0",
+            phi_log,
+        )
+        exists = await su.fetchval(
+            "SELECT count(*) FROM checkpoints WHERE log_id = $1 AND size = 1", log_id
+        )
+        if not exists:
+            body = format_checkpoint(
+                Checkpoint(origin=phi_log, size=1, root_hash=RootHash(bytes(root)))
+            )
+            await su.execute(
+                "INSERT INTO checkpoints (log_id, size, root_hash, note) VALUES ($1, 1, $2, $3)",
+                log_id,
+                bytes(root),
+                sign_note(body, [signer]),
+            )
+    finally:
+        await su.close()
+    status, body, read = await refused(api, world, [f"{phi_log}:1"])
+    assert status == 400
+    assert body["error"]["code"] == "bad_checkpoint"
+    assert "is not signed by a trusted key" in body["error"]["message"]
+    assert read.status == 400
+    assert read.parameters["as_of"] == f"{phi_log}:1"
