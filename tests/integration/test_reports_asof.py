@@ -364,23 +364,25 @@ async def test_a_checkpoint_not_signed_by_a_trusted_key_is_refused(
     signer = parse_signer_key(skey)
     su = await asyncpg.connect(with_database(superuser_url(stack), world.database))
     try:
-        log_id, root = await su.fetchrow(
+        row = await su.fetchrow(
             "SELECT g.log_id, l.leaf_hash FROM logs g JOIN leaves l USING (log_id) "
             "WHERE g.origin = $1 AND l.leaf_index = 0",
             phi_log,
         )
+        assert row is not None
+        log_id, root = row["log_id"], row["leaf_hash"]
         exists = await su.fetchval(
             "SELECT count(*) FROM checkpoints WHERE log_id = $1 AND size = 1", log_id
         )
         if not exists:
-            body = format_checkpoint(
+            text = format_checkpoint(
                 Checkpoint(origin=phi_log, size=1, root_hash=RootHash(bytes(root)))
             )
             await su.execute(
                 "INSERT INTO checkpoints (log_id, size, root_hash, note) VALUES ($1, 1, $2, $3)",
                 log_id,
                 bytes(root),
-                sign_note(body, [signer]),
+                sign_note(text, [signer]),
             )
     finally:
         await su.close()
