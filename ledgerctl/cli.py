@@ -20,6 +20,7 @@ from ledgerctl.commands import (
     investigate,
     producer,
     quarantine,
+    report,
     services,
     setup,
     tokens,
@@ -50,6 +51,7 @@ app.command()(quarantine.alerts)
 app.command()(export_replay.replay)
 
 app.add_typer(services.wait_app, name="wait")
+app.add_typer(report.report_app, name="report")
 app.add_typer(quarantine.quarantine_app, name="quarantine")
 app.add_typer(tokens.token_app, name="token")
 app.add_typer(producer.producer_app, name="producer")

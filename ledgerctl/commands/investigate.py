@@ -23,10 +23,19 @@ def investigate(
     address: Annotated[
         list[str] | None, typer.Option(help="A network address in scope (repeatable).")
     ] = None,
+    as_of: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--as-of",
+            help="A signed checkpoint <origin>:<size> to compute against (repeatable; "
+            "default: the latest of each log).",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON.")] = False,
 ) -> None:
     """Who and what a breach touched: affected patients (named, or returned by a query's
-    answer), per-state counts, notices, and answers too large to list every patient."""
+    answer), per-state counts, notices, and answers too large to list every patient; the
+    checkpoints it was computed against and its digest (re-run with --as-of)."""
     from ledgerctl.investigation import fetch_investigation, render_investigation
     from ledgerctl.tables import report_console
 
@@ -39,9 +48,9 @@ def investigate(
         scope["network_addresses"] = list(address)
     settings = Settings.load()
     try:
-        report = asyncio.run(fetch_investigation(settings.api(), scope))
+        report = asyncio.run(fetch_investigation(settings.api(), scope, as_of))
     except ValueError as exc:
-        raise fail(f"the API refused the scope: {exc}") from exc
+        raise fail(f"the API refused the request: {exc}") from exc
     if as_json:
         typer.echo(json.dumps(report, indent=2, sort_keys=True))
         return

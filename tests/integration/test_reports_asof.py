@@ -10,9 +10,11 @@ refused with a 400 that is recorded like any other read.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
+import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -40,7 +42,7 @@ from ledger.pg.reports import PostgresReports
 from ledgerctl.tokens import create_token
 from producers.events import AcrCategory, Facility, Patient
 from tests.integration.test_reports_pg import CODEC, LAWYER, Writer, phi, relay
-from tests.support import Stack, superuser_url, with_database
+from tests.support import Stack, run_ledger, superuser_url, with_database
 
 pytestmark = pytest.mark.integration
 
@@ -392,3 +394,46 @@ async def test_a_checkpoint_not_signed_by_a_trusted_key_is_refused(
     assert "is not signed by a trusted key" in body["error"]["message"]
     assert read.status == 400
     assert read.parameters["as_of"] == f"{phi_log}:1"
+
+
+async def test_the_cli_prints_the_digest_and_reruns_as_of_the_same_checkpoints(
+    stack: Stack,
+    world: World,
+    api: TestClient,  # type: ignore[type-arg]
+) -> None:
+    if not world.seq:
+        await grow(stack, world, 0)
+    env = stack.env(LEDGER_API_URL=str(api.make_url("")).rstrip("/"), LEDGER_API_TOKEN=world.token)
+    since, until = (world.now - timedelta(days=1)).isoformat(), world.now.isoformat()
+    window = ("--since", since, "--until", until)
+
+    def ledger(*args: str) -> subprocess.CompletedProcess[str]:
+        return run_ledger(env, *args)
+
+    first = await asyncio.to_thread(ledger, "investigate", *window, "--user", world.suspect)
+    assert first.returncode == 0, first.stderr
+    (digest_line,) = [x for x in first.stdout.splitlines() if x.startswith("digest: sha256:")]
+    (rerun,) = [x for x in first.stdout.splitlines() if x.startswith("re-run as of")]
+    as_of = rerun.split(": ", 1)[1].split()
+    assert as_of[0] == "--as-of"
+    disclosures = ("report", "disclosures", world.patient.id, "--issuer", "asof",
+                   "--at", world.now.isoformat())  # fmt: skip
+    before = await asyncio.to_thread(ledger, *disclosures, *as_of)
+    assert before.returncode == 0, before.stderr
+    await grow(stack, world, 2)  # the ledger grows with another disclosure
+    again = await asyncio.to_thread(ledger, "investigate", *window, "--user", world.suspect, *as_of)
+    assert again.returncode == 0, again.stderr
+    assert digest_line in again.stdout.splitlines()
+    after = await asyncio.to_thread(ledger, *disclosures, *as_of)
+    assert after.stdout == before.stdout  # the API's bytes, verbatim
+    assert after.stderr == before.stderr
+    assert f"digest: {json.loads(after.stdout)['digest']}" in after.stderr.splitlines()
+    latest = await asyncio.to_thread(ledger, *disclosures)
+    assert latest.stdout != before.stdout
+
+    refused = await asyncio.to_thread(
+        ledger, "report", "critical-results", "--as-of", f"other.ledger/{world.topics[0]}/0:1"
+    )
+    assert refused.returncode == 1
+    assert "the API refused the request" in refused.stdout + refused.stderr
+    assert "belongs to another ledger" in refused.stdout + refused.stderr
