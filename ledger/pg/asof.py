@@ -1,10 +1,12 @@
 """Which signed checkpoints a report is computed against (role ``ledger_reader``).
 
-Invariant: a report reads only below checkpoints this module returned: each exists in this
-ledger (its log's origin is under the ledger's name, the checkpoint is stored), and, when
-trusted verifier keys are configured, its note verifies with one of them and says the
-origin and size it was asked for. Anything else is refused with ``MalformedInputError``
-(code ``bad_checkpoint``, the API's 400) naming the checkpoint and the reason.
+Invariant: a report reads only below checkpoints this module returned: each is of a log of
+this ledger (its origin is under the ledger's name) and either stored here (and, when
+trusted verifier keys are configured, its note verifies with one of them) or given with its
+signed note (a report's own ``as_of_checkpoints``, re-run on a replayed copy), which must
+verify with the trusted keys and whose root hash must be the root of this ledger's first
+``size`` leaves of that log. Anything else is refused with ``MalformedInputError`` (code
+``bad_checkpoint``, the API's 400) naming the checkpoint and the reason.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from ledger.errors import MalformedInputError, VerificationError
 from ledger.log.checkpoint import open_checkpoint
 from ledger.log.note import Verifier
 from ledger.pg import sql
-from ledger.pg.tree import Conn
+from ledger.pg.tree import Conn, log_size, root_at
 
 
 class CheckpointResolver:
@@ -43,11 +45,16 @@ class CheckpointResolver:
         rows = await conn.fetch(
             sql.NAMED_CHECKPOINTS, [r.origin for r in refs], [r.size for r in refs]
         )
+        notes = {r.origin: r.note for r in refs}
         out: list[ReportCheckpoint] = []
         for r in rows:
             where = f"{r['origin']}:{r['size']}"
             if r["log_id"] is None:
                 raise refused(f"checkpoint {where}: this ledger has no log {r['origin']}")
+            given = notes.get(r["origin"])
+            if given is not None:
+                out.append(await self._given(conn, int(r["log_id"]), r["origin"], r["size"], given))
+                continue
             if r["note"] is None:
                 raise refused(
                     f"checkpoint {where}: log {r['origin']} has no signed checkpoint of "
@@ -55,6 +62,27 @@ class CheckpointResolver:
                 )
             out.append(self._trusted(int(r["log_id"]), r["origin"], int(r["size"]), r["note"]))
         return tuple(out)
+
+    async def _given(
+        self, conn: Conn, log_id: int, origin: str, size: int, note: str
+    ) -> ReportCheckpoint:
+        """A checkpoint given with its note: trusted only if a trusted key signed it and
+        this ledger's leaves of that log have that root at that size."""
+        where = f"{origin}:{size}"
+        if not self._verifiers:
+            raise refused(f"checkpoint {where}: a given note needs trusted keys to check it")
+        try:
+            opened = open_checkpoint(note, self._verifiers)
+        except (MalformedInputError, VerificationError) as exc:
+            raise refused(f"checkpoint {where} is not signed by a trusted key ({exc})") from exc
+        if (opened.origin, opened.size) != (origin, size):
+            raise refused(f"checkpoint {where}: its note is of {opened.origin}:{opened.size}")
+        current = await log_size(conn, log_id)
+        if current < size:
+            raise refused(f"checkpoint {where}: this ledger holds only {current} leaves")
+        if await root_at(conn, log_id, size, current) != opened.root_hash:
+            raise refused(f"checkpoint {where}: its root is not the root of this ledger's leaves")
+        return self._trusted(log_id, origin, size, note)
 
     def _check_ledger(self, ref: CheckpointRef) -> None:
         name = self._ledger_name

@@ -25,13 +25,23 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from consumers.classify import classify
 from ledger.audit.auth import Role
-from ledger.audit.ingest import WriterSchemaInfo
+from ledger.audit.ingest import Accepted, WriterSchemaInfo
 from ledger.audit.readlog import LedgerRead
-from ledger.audit.reports import digest_of
+from ledger.audit.reports import (
+    CheckpointRef,
+    InvestigationScope,
+    PatientRef,
+    digest,
+    digest_of,
+    refs_from_report,
+)
+from ledger.errors import MalformedInputError
 from ledger.http import create_app
 from ledger.log.checkpoint import Checkpoint, format_checkpoint, parse_checkpoint
 from ledger.log.keys import load_signers
+from ledger.log.leaf import decode_leaf
 from ledger.log.note import generate_signer, parse_signer_key, parse_verifier_key, sign_note
 from ledger.log.types import RootHash
 from ledger.pg.appender import PostgresAppender
@@ -437,3 +447,127 @@ async def test_the_cli_prints_the_digest_and_reruns_as_of_the_same_checkpoints(
     assert refused.returncode == 1
     assert "the API refused the request" in refused.stdout + refused.stderr
     assert "belongs to another ledger" in refused.stdout + refused.stderr
+
+
+async def replay_into(stack: Stack, w: World, database: str) -> None:
+    """What ``ledger replay`` does, from the source's leaves instead of Kafka (the leaf is
+    the Kafka record): every record of every log, in order, into an empty database, each
+    log then signed once, at its full size."""
+    owner = await asyncpg.connect(w.owner_url)
+    try:
+        rows = await owner.fetch(
+            "SELECT g.topic, g.kafka_partition, l.leaf FROM leaves l JOIN logs g USING (log_id) "
+            "ORDER BY g.origin, l.leaf_index"
+        )
+    finally:
+        await owner.close()
+    async with PostgresAppender(
+        dsn=with_database(stack.appender_url, database), ledger_name=LEDGER_NAME
+    ) as app:
+        await app.register_schemas(
+            [
+                WriterSchemaInfo(fingerprint=s.fingerprint, full_name=s.full_name,
+                                 canonical_form=s.canonical_form, schema_json=s.schema_json)
+                for s in CODEC.schemas
+            ]
+        )  # fmt: skip
+        checkpointer = Checkpointer(
+            pool=app.pool,
+            signers=load_signers(stack.signer_key_file),
+            policy=CheckpointPolicy(every_leaves=1, every_ms=0),
+        )
+        by_log: dict[tuple[str, int], list[Accepted]] = {}
+        for r in rows:
+            item = classify(decode_leaf(bytes(r["leaf"])), CODEC)
+            assert isinstance(item, Accepted)
+            by_log.setdefault((r["topic"], int(r["kafka_partition"])), []).append(item)
+        for (topic, partition), items in by_log.items():
+            result = await app.append(topic=topic, partition=partition, items=items)
+            assert result.appended == len(items)
+            await checkpointer.checkpoint(result.log_id, force=True)
+
+
+async def test_a_replayed_copy_reproduces_a_report_from_the_checkpoints_it_printed(
+    stack: Stack,
+    world: World,
+    api: TestClient,  # type: ignore[type-arg]
+) -> None:
+    if not world.seq:
+        await grow(stack, world, 0)
+    printed = {k: json.loads(v[0]) for k, v in (await fetch_all(api, world, [])).items()}
+    await grow(stack, world, 3)  # the source grows past the printed checkpoints
+    database = f"ledger_asof_copy_{uuid.uuid4().hex[:8]}"
+    owner = await asyncpg.connect(stack.owner_url)
+    try:
+        await owner.execute(f'CREATE DATABASE "{database}"')
+    finally:
+        await owner.close()
+    try:
+        apply_migrations(with_database(stack.owner_url, database))
+        await replay_into(stack, world, database)
+        verifier = parse_verifier_key(stack.verifier_key)
+        async with PostgresReports(
+            dsn=with_database(stack.reader_url, database),
+            ledger_name=LEDGER_NAME,
+            verifiers=[verifier],
+        ) as copy:
+            await check_reproduced(stack, world, copy, printed)
+    finally:
+        owner = await asyncpg.connect(stack.owner_url)
+        try:
+            await owner.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        finally:
+            await owner.close()
+
+
+async def check_reproduced(
+    stack: Stack, w: World, copy: PostgresReports, printed: dict[str, dict[str, Any]]
+) -> None:
+    refs = refs_from_report(printed["investigation"])
+    assert all(r.note for r in refs)
+    scope = InvestigationScope(start=w.now - timedelta(days=1), end=w.now, users=(w.suspect,))
+    # By origin and size alone: refused, the copy signed each log only at its full size.
+    bare = [CheckpointRef(origin=r.origin, size=r.size) for r in refs]
+    with pytest.raises(MalformedInputError, match="has no signed checkpoint of size"):
+        await copy.sealed_investigation(scope, as_of=bare)
+    # With the notes the report printed: the same content, the same digest.
+    investigation = await copy.sealed_investigation(scope, as_of=refs)
+    assert digest(investigation) == printed["investigation"]["digest"]
+    disclosures = await copy.sealed_disclosures(
+        PatientRef(id=w.patient.id, issuer="asof"), now=w.now,
+        as_of=refs_from_report(printed["disclosures"]),
+    )  # fmt: skip
+    assert digest(disclosures) == printed["disclosures"]["digest"]
+    relays = await copy.sealed_relays(
+        start=w.now - timedelta(days=1), end=w.now, now=w.now, facility=w.facility.id,
+        as_of=refs_from_report(printed["relays"]),
+    )  # fmt: skip
+    assert digest(relays) == printed["relays"]["digest"]
+    # And as of the copy's own latest checkpoints, the grown ledger: another report.
+    assert digest(await copy.sealed_investigation(scope)) != printed["investigation"]["digest"]
+
+    # A note the trusted key signed whose root is not the copy's leaves is refused; so is
+    # one for more leaves than the copy holds.
+    signer = load_signers(stack.signer_key_file)
+    first = refs[0]
+    for size, root, message in (
+        (first.size, bytes(32), "is not the root of this ledger's leaves"),
+        (first.size + 1000, bytes(32), "holds only"),
+    ):
+        note = sign_note(
+            format_checkpoint(Checkpoint(origin=first.origin, size=size, root_hash=RootHash(root))),
+            signer,
+        )
+        forged = CheckpointRef(origin=first.origin, size=size, note=note)
+        with pytest.raises(MalformedInputError, match=message) as info:
+            await copy.sealed_investigation(scope, as_of=[forged])
+        assert info.value.code == "bad_checkpoint"
+    # A note no trusted key signed, and a note of another size than the one named.
+    skey, _ = generate_signer(LEDGER_NAME)
+    untrusted = sign_note(first.note[: first.note.rfind("\n\n") + 1], [parse_signer_key(skey)])
+    for ref, message in (
+        (CheckpointRef(origin=first.origin, size=first.size, note=untrusted), "not signed by"),
+        (CheckpointRef(origin=first.origin, size=first.size + 1, note=first.note), "its note is"),
+    ):
+        with pytest.raises(MalformedInputError, match=message):
+            await copy.sealed_investigation(scope, as_of=[ref])

@@ -21,6 +21,7 @@ from ledger.audit.reports.asof import (
     CheckpointRef,
     checkpoint_facts,
     parse_as_of,
+    refs_from_report,
 )
 from ledger.audit.reports.checks import (
     COMPLIANCE_DATE,
@@ -173,6 +174,7 @@ __all__ = [
     "is_disclosure",
     "parse_as_of",
     "phi_kinds",
+    "refs_from_report",
     "seal",
     "sealed_csv",
     "sealed_html",

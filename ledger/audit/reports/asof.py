@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -37,10 +37,13 @@ def refused(message: str) -> MalformedInputError:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CheckpointRef:
-    """A reference to one signed checkpoint: the log's origin and the tree size."""
+    """A reference to one signed checkpoint: the log's origin and the tree size, and
+    optionally the signed note itself (as a report printed it), which lets a copy of the
+    ledger that never stored that checkpoint (a replay) check it against its own leaves."""
 
     origin: str
     size: int
+    note: str | None = None
 
     def __str__(self) -> str:
         return f"{self.origin}:{self.size}"
@@ -72,6 +75,26 @@ def parse_as_of(values: Iterable[str]) -> tuple[CheckpointRef, ...]:
         if ref.origin in refs:
             raise refused(f"two checkpoints named for log {ref.origin}")
         refs[ref.origin] = ref
+    return tuple(refs[o] for o in sorted(refs))
+
+
+def refs_from_report(body: Mapping[str, object]) -> tuple[CheckpointRef, ...]:
+    """The checkpoints a report's JSON names (``as_of_checkpoints``), notes included: what
+    re-runs it as of the same checkpoints, on this ledger or on a copy of it."""
+    raw = body.get("as_of_checkpoints")
+    if not isinstance(raw, list) or not raw or len(raw) > MAX_AS_OF:
+        raise refused("the report names no checkpoints (as_of_checkpoints)")
+    refs: dict[str, CheckpointRef] = {}
+    for item in raw:
+        if not isinstance(item, dict):
+            raise refused("as_of_checkpoints holds something that is not a checkpoint")
+        origin, size, note = item.get("origin"), item.get("size"), item.get("note")
+        if not isinstance(size, int) or not isinstance(note, str):
+            raise refused("a checkpoint of as_of_checkpoints has no size or note")
+        ref = parse_checkpoint_ref(f"{origin}:{size}")
+        if ref.origin in refs:
+            raise refused(f"two checkpoints named for log {ref.origin}")
+        refs[ref.origin] = CheckpointRef(origin=ref.origin, size=ref.size, note=note)
     return tuple(refs[o] for o in sorted(refs))
 
 
