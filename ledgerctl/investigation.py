@@ -8,6 +8,7 @@ answer was truncated, how many more it returned unlisted: never fewer than the A
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import cast
 
 from rich.console import Console
@@ -19,10 +20,14 @@ from ledgerctl.reportfetch import as_of_params, fetch_report, seal_lines
 Json = dict[str, object]
 
 
-async def fetch_investigation(api: Api, scope: Json, as_of: list[str] | None = None) -> Json:
+async def fetch_investigation(
+    api: Api, scope: Json, as_of: list[str] | None = None, as_of_report: Path | None = None
+) -> Json:
     """The investigation of ``scope`` (users, facility, network_addresses, since, until),
-    as of the checkpoints ``as_of`` (``<origin>:<size>``; default the latest of each log)."""
-    answer = await fetch_report(api, "/v1/investigations", as_of_params(as_of), scope=scope)
+    as of the checkpoints ``as_of`` (``<origin>:<size>``) and those a saved report names
+    (``as_of_report``); default the latest of each log."""
+    params = as_of_params(as_of, as_of_report)
+    answer = await fetch_report(api, "/v1/investigations", params, scope=scope)
     return cast(Json, json.loads(answer.body))
 
 

@@ -7,9 +7,11 @@ refused scope or checkpoint) becomes ``ValueError`` with the API's message.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import cast
 
 import aiohttp
@@ -56,8 +58,23 @@ def _message(raw: bytes) -> str:
     return str(message or body)
 
 
-def as_of_params(as_of: Sequence[str] | None) -> list[tuple[str, str]]:
-    return [("as_of", a) for a in as_of or ()]
+def as_of_params(
+    as_of: Sequence[str] | None, report_file: Path | None = None
+) -> list[tuple[str, str]]:
+    """``as_of`` per ``<origin>:<size>``, and ``as_of_note`` per checkpoint a saved report
+    (its JSON) names: its signed notes, which a replayed copy checks against its leaves."""
+    params = [("as_of", a) for a in as_of or ()]
+    if report_file is not None:
+        try:
+            body = json.loads(report_file.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{report_file}: not a saved JSON report ({exc})") from exc
+        cps = body.get("as_of_checkpoints") if isinstance(body, dict) else None
+        notes = [c.get("note") for c in cps if isinstance(c, dict)] if isinstance(cps, list) else []
+        if not notes or not all(isinstance(n, str) for n in notes):
+            raise ValueError(f"{report_file}: the report names no checkpoints")
+        params += [("as_of_note", base64.b64encode(str(n).encode()).decode()) for n in notes]
+    return params
 
 
 def seal_lines(report: Json, digest: str) -> list[str]:

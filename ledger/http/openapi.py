@@ -81,6 +81,18 @@ _AS_OF: Final = {
     "event at or past these sizes, names them, and prints its digest (also in the "
     "Report-Digest header)",
 }
+_AS_OF_NOTE: Final = {
+    "name": "as_of_note",
+    "in": "query",
+    "required": False,
+    "style": "form",
+    "explode": True,
+    "schema": {"type": "array", "items": {"type": "string", "format": "byte"}},
+    "description": "A signed checkpoint note (standard base64), as a report printed it in "
+    "as_of_checkpoints (repeatable): accepted when a trusted key signed it and this "
+    "ledger's leaves have its root at its size, even if this database never stored it "
+    "(a replayed copy)",
+}
 _AT: Final = {
     "name": "at",
     "in": "query",
@@ -478,6 +490,7 @@ def document() -> JsonObject:
                 "parameters": [
                     _query("format", {"type": "string", "enum": ["json", "csv"]}, "Export"),
                     _AS_OF,
+                    _AS_OF_NOTE,
                 ],
                 "requestBody": {
                     "required": True,
@@ -522,6 +535,7 @@ def document() -> JsonObject:
                 _query("years", {"type": "integer", "minimum": 1, "maximum": 6}, "Lookback"),
                 _query("format", {"type": "string", "enum": ["json", "csv", "html"]}, "Export"),
                 _AS_OF,
+                _AS_OF_NOTE,
                 _AT,
             ],
             {
@@ -550,6 +564,7 @@ def document() -> JsonObject:
                 ),
                 _query("format", {"type": "string", "enum": ["json", "csv"]}, "Export"),
                 _AS_OF,
+                _AS_OF_NOTE,
                 _AT,
             ],
             {

@@ -27,6 +27,7 @@ from ledger.audit.reports import (
     Sealed,
     digest,
     parse_as_of,
+    parse_as_of_notes,
     sealed_csv,
     sealed_html,
     sealed_json,
@@ -95,12 +96,18 @@ DIGEST_HEADER: Final = "Report-Digest"
 
 
 def _as_of(request: web.Request) -> tuple[CheckpointRef, ...] | None:
-    """The checkpoints named by ``as_of`` (repeatable), or None for the latest of each log.
-    Every one named is recorded with the read, whether it is then accepted or refused."""
+    """The checkpoints named by ``as_of`` (repeatable) and given by ``as_of_note`` (the
+    base64 of a signed note, repeatable), or None for the latest of each log. Every one
+    named is recorded with the read, whether it is then accepted or refused."""
     raw = request.query.getall("as_of", [])
+    notes = request.query.getall("as_of_note", [])
     if raw:
         request[AUDIT_PARAMS] = {**request.get(AUDIT_PARAMS, {}), "as_of": ",".join(raw)}
-    return parse_as_of(raw) or None
+    refs = parse_as_of_notes(notes, parse_as_of(raw))
+    if notes:
+        given = ",".join(str(r) for r in refs if r.note is not None)
+        request[AUDIT_PARAMS] = {**request.get(AUDIT_PARAMS, {}), "as_of_note": given}
+    return refs or None
 
 
 def _at(request: web.Request) -> datetime:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -31,6 +32,14 @@ def investigate(
             "default: the latest of each log).",
         ),
     ] = None,
+    as_of_report: Annotated[
+        Path | None,
+        typer.Option(
+            "--as-of-report",
+            help="A saved JSON report: compute as of the checkpoints it names, with their "
+            "signed notes (works on a replayed copy of the ledger).",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON.")] = False,
 ) -> None:
     """Who and what a breach touched: affected patients (named, or returned by a query's
@@ -48,7 +57,7 @@ def investigate(
         scope["network_addresses"] = list(address)
     settings = Settings.load()
     try:
-        report = asyncio.run(fetch_investigation(settings.api(), scope, as_of))
+        report = asyncio.run(fetch_investigation(settings.api(), scope, as_of, as_of_report))
     except ValueError as exc:
         raise fail(f"the API refused the request: {exc}") from exc
     if as_json:

@@ -28,19 +28,27 @@ AS_OF = typer.Option(
     help="A signed checkpoint <origin>:<size> to compute against (repeatable; default: "
     "the latest of each log).",
 )
+AS_OF_REPORT = typer.Option(
+    "--as-of-report",
+    help="A saved JSON report: compute as of the checkpoints it names, with their signed "
+    "notes (works on a replayed copy of the ledger).",
+)
 AT = typer.Option(help="The time the report is made as of, RFC 3339 (default: now).")
 OUT = typer.Option("--out", help="Write the report here instead of stdout.")
 
 
 def _run(
-    path: str, params: list[tuple[str, str]], as_of: list[str] | None, out: Path | None
+    path: str,
+    params: list[tuple[str, str]],
+    as_of: list[str] | None,
+    as_of_report: Path | None,
+    out: Path | None,
 ) -> None:
     from ledgerctl.reportfetch import as_of_params, fetch_report, seal_lines
 
     try:
-        answer = asyncio.run(
-            fetch_report(Settings.load().api(), path, params + as_of_params(as_of))
-        )
+        params = params + as_of_params(as_of, as_of_report)
+        answer = asyncio.run(fetch_report(Settings.load().api(), path, params))
     except ValueError as exc:
         raise fail(f"the API refused the request: {exc}") from exc
     if out is None:
@@ -64,6 +72,7 @@ def disclosures(
     years: Annotated[int, typer.Option(help="Lookback, 1 to 6 years.")] = 6,
     at: Annotated[str | None, AT] = None,
     as_of: Annotated[list[str] | None, AS_OF] = None,
+    as_of_report: Annotated[Path | None, AS_OF_REPORT] = None,
     fmt: Annotated[str, typer.Option("--format", help="json, csv or html.")] = "json",
     out: Annotated[Path | None, OUT] = None,
 ) -> None:
@@ -73,7 +82,7 @@ def disclosures(
     params = [("years", str(years)), ("format", fmt)]
     params += [("issuer", issuer)] if issuer is not None else []
     params += [("at", at)] if at is not None else []
-    _run(f"/v1/patients/{quote(patient, safe='')}/disclosures", params, as_of, out)
+    _run(f"/v1/patients/{quote(patient, safe='')}/disclosures", params, as_of, as_of_report, out)
 
 
 @report_app.command("critical-results")
@@ -83,6 +92,7 @@ def critical_results(
     facility: Annotated[str | None, typer.Option(help="Only this facility.")] = None,
     at: Annotated[str | None, AT] = None,
     as_of: Annotated[list[str] | None, AS_OF] = None,
+    as_of_report: Annotated[Path | None, AS_OF_REPORT] = None,
     fmt: Annotated[str, typer.Option("--format", help="json or csv.")] = "json",
     out: Annotated[Path | None, OUT] = None,
 ) -> None:
@@ -91,4 +101,4 @@ def critical_results(
     for name, value in (("since", since), ("until", until), ("facility", facility), ("at", at)):
         if value is not None:
             params.append((name, value))
-    _run("/v1/reports/critical-results", params, as_of, out)
+    _run("/v1/reports/critical-results", params, as_of, as_of_report, out)

@@ -19,6 +19,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -491,6 +492,7 @@ async def test_a_replayed_copy_reproduces_a_report_from_the_checkpoints_it_print
     stack: Stack,
     world: World,
     api: TestClient,  # type: ignore[type-arg]
+    tmp_path: Path,
 ) -> None:
     if not world.seq:
         await grow(stack, world, 0)
@@ -512,6 +514,7 @@ async def test_a_replayed_copy_reproduces_a_report_from_the_checkpoints_it_print
             verifiers=[verifier],
         ) as copy:
             await check_reproduced(stack, world, copy, printed)
+            await check_reproduced_by_cli(stack, world, copy, database, printed, tmp_path)
     finally:
         owner = await asyncpg.connect(stack.owner_url)
         try:
@@ -571,3 +574,56 @@ async def check_reproduced(
     ):
         with pytest.raises(MalformedInputError, match=message):
             await copy.sealed_investigation(scope, as_of=[ref])
+
+
+async def check_reproduced_by_cli(
+    stack: Stack,
+    w: World,
+    copy: PostgresReports,
+    database: str,
+    printed: dict[str, dict[str, Any]],
+    tmp_path: Path,
+) -> None:
+    """``ledger serve`` against the copy, as an auditor would: the CLI re-runs a saved
+    report as of its checkpoints' notes (``--as-of-report``) and prints the same digest;
+    by origin and size alone the API refuses (the copy never signed those sizes)."""
+    copy_owner = with_database(stack.owner_url, database)
+    token = (
+        await create_token(copy_owner, subject="auditor", role=Role.ADMIN, ttl=None, note="t")
+    ).text
+    saved = tmp_path / "disclosures.json"
+    saved.write_text(json.dumps(printed["disclosures"]))
+    async with PostgresReader(dsn=with_database(stack.reader_url, database)) as reader:
+        app = create_app(reader=reader, tokens=reader, recorder=KeptReads(), report_source=copy)
+        async with TestClient(TestServer(app)) as client:
+            env = stack.env(
+                LEDGER_API_URL=str(client.make_url("")).rstrip("/"), LEDGER_API_TOKEN=token
+            )
+            base = ("report", "disclosures", w.patient.id, "--issuer", "asof",
+                    "--at", w.now.isoformat())  # fmt: skip
+            again = await asyncio.to_thread(run_ledger, env, *base, "--as-of-report", str(saved))
+            assert again.returncode == 0, again.stderr
+            assert f"digest: {printed['disclosures']['digest']}" in again.stderr.splitlines()
+            assert json.loads(again.stdout)["digest"] == printed["disclosures"]["digest"]
+            bare = [
+                x
+                for c in printed["disclosures"]["as_of_checkpoints"]
+                for x in ("--as-of", f"{c['origin']}:{c['size']}")
+            ]
+            refused = await asyncio.to_thread(run_ledger, env, *base, *bare)
+            assert refused.returncode == 1
+            assert "has no signed checkpoint of size" in refused.stdout + refused.stderr
+            not_a_report = tmp_path / "nothing.json"
+            not_a_report.write_text("{}")
+            bad = await asyncio.to_thread(
+                run_ledger, env, *base, "--as-of-report", str(not_a_report)
+            )
+            assert bad.returncode == 1
+            assert "names no checkpoints" in bad.stdout + bad.stderr
+            async with client.get(
+                "/v1/reports/critical-results",
+                params=[("as_of_note", "not base64!")],
+                headers={"Authorization": f"Bearer {token}"},
+            ) as resp:
+                assert resp.status == 400
+                assert (await resp.json())["error"]["code"] == "bad_checkpoint"

@@ -3,6 +3,7 @@ its digest, and the CSV and HTML that carry them."""
 
 from __future__ import annotations
 
+import base64
 import csv
 import dataclasses
 import hashlib
@@ -25,6 +26,8 @@ from ledger.audit.reports import (
     digest,
     digest_of,
     parse_as_of,
+    parse_as_of_notes,
+    refs_from_report,
     seal,
     sealed_csv,
     sealed_html,
@@ -205,3 +208,45 @@ def test_the_printable_accounting_names_its_checkpoints_and_digest_escaped() -> 
     assert "a.ledger/&lt;b&gt;/0 at size 5" in page
     assert f"Content digest: {digest(sealed)}" in page
     assert "<b>/0" not in page
+
+
+def test_checkpoints_given_as_notes_join_those_named_and_keep_their_notes() -> None:
+    cp = signed("b.ledger/t/0", size=7)
+    given = parse_as_of_notes(
+        [base64.b64encode(cp.note.encode()).decode()], parse_as_of(["a.ledger/t/0:3"])
+    )
+    assert given == (
+        CheckpointRef(origin="a.ledger/t/0", size=3),
+        CheckpointRef(origin="b.ledger/t/0", size=7, note=cp.note),
+    )
+    body = json.loads(sealed_json(seal(build_relay_report([], start=T0, end=NOW, now=NOW), (cp,))))
+    assert refs_from_report(body) == (CheckpointRef(origin="b.ledger/t/0", size=7, note=cp.note),)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (["not base64!"], "base64 of a signed checkpoint note"),
+        ([base64.b64encode(b"\xff\xfe").decode()], "base64 of a signed checkpoint note"),
+        ([base64.b64encode(b"b.ledger/t/0\n7\n").decode()], "no signature block"),
+        ([base64.b64encode(b"x\ny\nz\n\n- k abc\n").decode()], "not a signed checkpoint"),
+        (["A" * 9000], "base64 of a signed checkpoint note"),
+    ],
+)
+def test_bad_checkpoint_notes_are_refused(values: list[str], message: str) -> None:
+    with pytest.raises(MalformedInputError, match=message) as info:
+        parse_as_of_notes(values)
+    assert info.value.code == BAD_CHECKPOINT
+
+
+def test_a_note_for_a_log_already_named_and_a_report_without_checkpoints_are_refused() -> None:
+    cp = signed("b.ledger/t/0", size=7)
+    note = base64.b64encode(cp.note.encode()).decode()
+    with pytest.raises(MalformedInputError, match="two checkpoints"):
+        parse_as_of_notes([note], parse_as_of(["b.ledger/t/0:7"]))
+    with pytest.raises(MalformedInputError, match="two checkpoints"):
+        parse_as_of_notes([note, note])
+    for body in ({}, {"as_of_checkpoints": []}, {"as_of_checkpoints": [{"origin": "x"}]}):
+        with pytest.raises(MalformedInputError) as info:
+            refs_from_report(body)
+        assert info.value.code == BAD_CHECKPOINT

@@ -21,6 +21,7 @@ from ledger.audit.reports.asof import (
     CheckpointRef,
     checkpoint_facts,
     parse_as_of,
+    parse_as_of_notes,
     refs_from_report,
 )
 from ledger.audit.reports.checks import (
@@ -173,6 +174,7 @@ __all__ = [
     "is_completed",
     "is_disclosure",
     "parse_as_of",
+    "parse_as_of_notes",
     "phi_kinds",
     "refs_from_report",
     "seal",

@@ -78,6 +78,35 @@ def parse_as_of(values: Iterable[str]) -> tuple[CheckpointRef, ...]:
     return tuple(refs[o] for o in sorted(refs))
 
 
+def parse_as_of_notes(
+    values: Iterable[str], named: Iterable[CheckpointRef] = ()
+) -> tuple[CheckpointRef, ...]:
+    """``named`` plus the checkpoints given as signed notes (each standard base64 of the
+    note, as a report's ``as_of_checkpoints[].note`` holds it), sorted by origin."""
+    refs = {r.origin: r for r in named}
+    for i, text in enumerate(values):
+        if len(refs) >= MAX_AS_OF or i >= MAX_AS_OF:
+            raise refused(f"at most {MAX_AS_OF} checkpoints may be named")
+        if not isinstance(text, str) or len(text) > 8 * 1024:
+            raise refused("as_of_note must be the base64 of a signed checkpoint note")
+        try:
+            note = base64.b64decode(text, validate=True).decode("utf-8")
+        except (binascii.Error, ValueError) as exc:
+            raise refused("as_of_note must be the base64 of a signed checkpoint note") from exc
+        split = note.rfind("\n\n")
+        try:
+            cp = parse_checkpoint(note[: split + 1]) if split > 0 else None
+        except MalformedInputError as exc:
+            raise refused(f"as_of_note is not a signed checkpoint note: {exc}") from exc
+        if cp is None:
+            raise refused("as_of_note is not a signed checkpoint note (no signature block)")
+        ref = parse_checkpoint_ref(f"{cp.origin}:{cp.size}")
+        if ref.origin in refs:
+            raise refused(f"two checkpoints named for log {ref.origin}")
+        refs[ref.origin] = CheckpointRef(origin=ref.origin, size=ref.size, note=note)
+    return tuple(refs[o] for o in sorted(refs))
+
+
 def refs_from_report(body: Mapping[str, object]) -> tuple[CheckpointRef, ...]:
     """The checkpoints a report's JSON names (``as_of_checkpoints``), notes included: what
     re-runs it as of the same checkpoints, on this ledger or on a copy of it."""
