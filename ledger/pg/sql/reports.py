@@ -97,12 +97,18 @@ FROM unnest($1::int[], $2::bigint[]) AS t (log_id, leaf_index)
 JOIN leaves l ON l.log_id = t.log_id AND l.leaf_index = t.leaf_index
 """
 
-#: The latest signed checkpoint of every log (the default "as of"), by primary key
-#: (log_id, size).
+#: The latest signed checkpoint of every log (the default "as of"): one backward step of
+#: the primary key (log_id, size) per log, however many checkpoints each log has.
 LATEST_CHECKPOINTS: Final = """
-SELECT DISTINCT ON (c.log_id) c.log_id, g.origin, c.size, c.note
-FROM checkpoints c JOIN logs g USING (log_id)
-ORDER BY c.log_id, c.size DESC
+SELECT g.log_id, g.origin, c.size, c.note
+FROM logs g
+CROSS JOIN LATERAL (
+    SELECT k.size, k.note FROM checkpoints k
+    WHERE k.log_id = g.log_id
+    ORDER BY k.size DESC
+    LIMIT 1
+) c
+ORDER BY g.log_id
 """
 
 #: The named checkpoints (origin, size), each with its log and note, or NULLs where the
