@@ -266,7 +266,9 @@ class PostgresReports(PooledAdapter):
             )  # fmt: skip
             self._check_cap(refs, "the relay window; narrow it or name a facility")
             rows = [as_relay(expect(d, RELAY)) for d in await self._decode(conn, refs)]
-        report = build_relay_report(rows, start=start, end=end, now=when, deadlines=deadlines)
+        report = build_relay_report(
+            rows, start=start, end=end, now=when, deadlines=deadlines, facility=facility
+        )
         return seal(report, cps)
 
     # -------------------------------------------------------------- plumbing

@@ -268,6 +268,7 @@ async def test_reports_as_of_the_same_checkpoints_are_byte_identical_while_the_l
             assert c["key_ids"] == [f"{verifier.name}+{verifier.key_id.hex()}"]
     assert len(json.loads(first["disclosures"][0])["entries"]) == 1
     assert json.loads(first["relays"][0])["relays"] == 1
+    assert json.loads(first["relays"][0])["facility"] == world.facility.id  # re-run from it
 
     # The ledger grows, with events that change every report.
     await grow(stack, world, 1)
