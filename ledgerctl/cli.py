@@ -22,6 +22,7 @@ from ledgerctl.commands import (
     producer,
     quarantine,
     registry,
+    report,
     services,
     setup,
     tokens,
@@ -51,6 +52,7 @@ app.command()(verify.verify)
 app.command()(export_replay.replay)
 
 app.add_typer(services.wait_app, name="wait")
+app.add_typer(report.report_app, name="report")
 app.add_typer(quarantine.quarantine_app, name="quarantine")
 app.add_typer(compliance.alerts_app, name="alerts")
 app.add_typer(compliance.rules_app, name="rules")

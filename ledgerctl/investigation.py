@@ -7,32 +7,28 @@ answer was truncated, how many more it returned unlisted: never fewer than the A
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import cast
 
-import aiohttp
 from rich.console import Console
 from rich.table import Table
 
 from ledgerctl.client import Api
+from ledgerctl.reportfetch import as_of_params, fetch_report, seal_lines
 
 Json = dict[str, object]
 
 
-async def fetch_investigation(api: Api, scope: Json) -> Json:
-    """The investigation of ``scope`` (users, facility, network_addresses, since, until)."""
-    async with (
-        api.session() as session,
-        session.post(
-            f"{api.url}/v1/investigations", json=scope, timeout=aiohttp.ClientTimeout(120)
-        ) as resp,
-    ):
-        if resp.status == 400:
-            body = await resp.json(content_type=None)
-            problem = body.get("error") if isinstance(body, dict) else None
-            message = problem.get("message") if isinstance(problem, dict) else None
-            raise ValueError(str(message or body))
-        resp.raise_for_status()
-        return cast(Json, await resp.json())
+async def fetch_investigation(
+    api: Api, scope: Json, as_of: list[str] | None = None, as_of_report: Path | None = None
+) -> Json:
+    """The investigation of ``scope`` (users, facility, network_addresses, since, until),
+    as of the checkpoints ``as_of`` (``<origin>:<size>``) and those a saved report names
+    (``as_of_report``); default the latest of each log."""
+    params = as_of_params(as_of, as_of_report)
+    answer = await fetch_report(api, "/v1/investigations", params, scope=scope)
+    return cast(Json, json.loads(answer.body))
 
 
 def _list(value: object) -> list[Json]:
@@ -70,7 +66,7 @@ def summary_lines(report: Json) -> list[str]:
     lines.append(
         f"uncovered events (after the named checkpoints): {report.get('uncovered_events')}"
     )
-    return lines
+    return lines + seal_lines(report, str(report.get("digest") or ""))
 
 
 def render_investigation(console: Console, report: Json) -> None:

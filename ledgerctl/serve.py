@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
+from collections.abc import Sequence
 from pathlib import Path
 
 from ledger.audit.cursors import CursorKey
@@ -22,6 +23,8 @@ from ledger.http.common import public_base
 from ledger.http.fhir import FhirSubmitter
 from ledger.http.openapi import document
 from ledger.http.server import bind_url, serve_app, tls_context
+from ledger.log.keys import parse_verifiers
+from ledger.log.note import Verifier
 from ledger.pg.reader import PostgresReader
 from ledger.pg.reports import PostgresReports
 from ledgerctl.fhirfeed import EmitterFhirSubmitter
@@ -83,6 +86,11 @@ async def run_api(
                 Emitter(_emitter_config(settings, fhir_id, fhir_key))
             )
         recorder = EmitterReadRecorder(emitter, ledger_name=settings.ledger_name)
+        try:  # reports refuse checkpoints of another ledger or not signed by these keys
+            keys = settings.verifier_key_strings()
+            verifiers = parse_verifiers(keys) if keys else ()
+        except MalformedInputError as exc:
+            raise SystemExit(f"LEDGER_VERIFIER_KEY(S): {exc}") from exc
         await serve_api(
             fhir_submitter=EmitterFhirSubmitter(fhir_emitter),
             reader_dsn=settings.require("reader_url"),
@@ -92,6 +100,8 @@ async def run_api(
             tls=tls,
             public_url=public_url,
             cursor_key=cursor_key,
+            ledger_name=settings.ledger_name,
+            verifiers=verifiers,
         )
 
 
@@ -105,13 +115,18 @@ async def serve_api(
     tls: ssl.SSLContext | None = None,
     public_url: str | None = None,
     cursor_key: CursorKey | None = None,
+    ledger_name: str | None = None,
+    verifiers: Sequence[Verifier] = (),
 ) -> None:
     """One reader (role ledger_reader, SELECT only) and one app, served until SIGTERM.
     Links go under ``public_url`` (default: ``bind_url``); page tokens are sealed with
-    ``cursor_key`` (default: a key of this process only)."""
+    ``cursor_key`` (default: a key of this process only). Reports refuse a checkpoint
+    outside ``ledger_name`` or not signed by one of ``verifiers`` (when given)."""
     async with (
         PostgresReader(dsn=reader_dsn) as store,
-        PostgresReports(dsn=reader_dsn, pool_size=2) as reports,
+        PostgresReports(
+            dsn=reader_dsn, pool_size=2, ledger_name=ledger_name, verifiers=verifiers
+        ) as reports,
     ):
         app = create_app(
             reader=store,

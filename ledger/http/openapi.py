@@ -68,6 +68,41 @@ def _query(
     }
 
 
+#: ``as_of``: the signed checkpoints a report is computed against (repeatable).
+_AS_OF: Final = {
+    "name": "as_of",
+    "in": "query",
+    "required": False,
+    "style": "form",
+    "explode": True,
+    "schema": {"type": "array", "items": {"type": "string", "pattern": "^[^\\s+]+:[1-9][0-9]*$"}},
+    "description": "A signed checkpoint <origin>:<size> to compute the report against "
+    "(repeatable, one per log; default: the latest of each log). The report reads no "
+    "event at or past these sizes, names them, and prints its digest (also in the "
+    "Report-Digest header)",
+}
+_AS_OF_NOTE: Final = {
+    "name": "as_of_note",
+    "in": "query",
+    "required": False,
+    "style": "form",
+    "explode": True,
+    "schema": {"type": "array", "items": {"type": "string", "format": "byte"}},
+    "description": "A signed checkpoint note (standard base64), as a report printed it in "
+    "as_of_checkpoints (repeatable): accepted when a trusted key signed it and this "
+    "ledger's leaves have its root at its size, even if this database never stored it "
+    "(a replayed copy)",
+}
+_AT: Final = {
+    "name": "at",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "string", "format": "date-time"},
+    "description": "The time the report is made as of (default: now); a re-run passes "
+    "the one the report printed",
+}
+
+
 def _path(name: str, schema: JsonObject, description: str) -> JsonObject:
     return {
         "name": name,
@@ -453,7 +488,9 @@ def document() -> JsonObject:
                 "against",
                 "tags": ["reports"],
                 "parameters": [
-                    _query("format", {"type": "string", "enum": ["json", "csv"]}, "Export")
+                    _query("format", {"type": "string", "enum": ["json", "csv"]}, "Export"),
+                    _AS_OF,
+                    _AS_OF_NOTE,
                 ],
                 "requestBody": {
                     "required": True,
@@ -497,6 +534,9 @@ def document() -> JsonObject:
                 _query("issuer", _ID_SCHEMA, "Assigning authority of the patient id"),
                 _query("years", {"type": "integer", "minimum": 1, "maximum": 6}, "Lookback"),
                 _query("format", {"type": "string", "enum": ["json", "csv", "html"]}, "Export"),
+                _AS_OF,
+                _AS_OF_NOTE,
+                _AT,
             ],
             {
                 "description": "The accounting",
@@ -523,6 +563,9 @@ def document() -> JsonObject:
                     for n in (1, 2, 3)
                 ),
                 _query("format", {"type": "string", "enum": ["json", "csv"]}, "Export"),
+                _AS_OF,
+                _AS_OF_NOTE,
+                _AT,
             ],
             {
                 "description": "The report",

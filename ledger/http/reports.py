@@ -1,29 +1,36 @@
 """HIPAA reports over HTTP: breach investigations, accountings of disclosures, relays.
 
 Invariant: every report is computed by ``ledger.audit.reports`` from one consistent
-snapshot (``ReportSource``) and names the checkpoints or ledger positions that
-prove its lines; the scope of a report is recorded with the read (it is part of
-the AuditLogUsed event), and exports are JSON, CSV or (accountings) HTML.
+snapshot (``ReportSource``) as of a set of signed checkpoints (``as_of=<origin>:<size>``,
+repeatable; default the latest of each log), and every export (JSON, CSV or, for
+accountings, HTML) carries those checkpoints and the digest of the report's canonical
+content (also in the ``Report-Digest`` header); the scope of a report and the checkpoints
+named are recorded with the read (it is part of the AuditLogUsed event), refusals included.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Final, Protocol
+from typing import Final, Protocol, TypeVar
 
 from aiohttp import web
 
 from ledger.audit.reports import (
     DEFAULT_RELAY_DEADLINES,
+    CheckpointRef,
     DisclosureAccounting,
     InvestigationReport,
     InvestigationScope,
     PatientRef,
     RelayReport,
-    to_csv,
-    to_html,
-    to_json,
+    Sealed,
+    digest,
+    parse_as_of,
+    parse_as_of_notes,
+    sealed_csv,
+    sealed_html,
+    sealed_json,
 )
 from ledger.errors import MalformedInputError
 from ledger.http.body import json_body
@@ -43,20 +50,25 @@ _FORMATS: Final = frozenset({"json", "csv", "html"})
 
 
 class ReportSource(Protocol):
-    async def investigation(
-        self, scope: InvestigationScope, *, threshold: int = 500
-    ) -> InvestigationReport: ...
+    async def sealed_investigation(
+        self,
+        scope: InvestigationScope,
+        *,
+        threshold: int = 500,
+        as_of: Sequence[CheckpointRef] | None = None,
+    ) -> Sealed[InvestigationReport]: ...
 
-    async def disclosures(
+    async def sealed_disclosures(
         self,
         patient: PatientRef,
         *,
         now: datetime | None = None,
         lookback_years: int = 6,
         summarise_repeated: bool = False,
-    ) -> DisclosureAccounting: ...
+        as_of: Sequence[CheckpointRef] | None = None,
+    ) -> Sealed[DisclosureAccounting]: ...
 
-    async def relays(
+    async def sealed_relays(
         self,
         *,
         start: datetime,
@@ -64,10 +76,12 @@ class ReportSource(Protocol):
         now: datetime | None = None,
         deadlines: Mapping[str, timedelta] = DEFAULT_RELAY_DEADLINES,
         facility: str | None = None,
-    ) -> RelayReport: ...
+        as_of: Sequence[CheckpointRef] | None = None,
+    ) -> Sealed[RelayReport]: ...
 
 
 REPORTS: Final = web.AppKey("reports", ReportSource)
+_R = TypeVar("_R", InvestigationReport, DisclosureAccounting, RelayReport)
 
 
 def _format(request: web.Request, allowed: frozenset[str]) -> str:
@@ -77,22 +91,43 @@ def _format(request: web.Request, allowed: frozenset[str]) -> str:
     return raw
 
 
-def _export(
-    report: InvestigationReport | DisclosureAccounting | RelayReport, fmt: str, name: str
-) -> web.Response:
+#: The response header carrying the digest of the report's canonical content.
+DIGEST_HEADER: Final = "Report-Digest"
+
+
+def _as_of(request: web.Request) -> tuple[CheckpointRef, ...] | None:
+    """The checkpoints named by ``as_of`` (repeatable) and given by ``as_of_note`` (the
+    base64 of a signed note, repeatable), or None for the latest of each log. Every one
+    named is recorded with the read, whether it is then accepted or refused."""
+    raw = request.query.getall("as_of", [])
+    notes = request.query.getall("as_of_note", [])
+    if raw:
+        request[AUDIT_PARAMS] = {**request.get(AUDIT_PARAMS, {}), "as_of": ",".join(raw)}
+    refs = parse_as_of_notes(notes, parse_as_of(raw))
+    if notes:
+        given = ",".join(str(r) for r in refs if r.note is not None)
+        request[AUDIT_PARAMS] = {**request.get(AUDIT_PARAMS, {}), "as_of_note": given}
+    return refs or None
+
+
+def _at(request: web.Request) -> datetime:
+    """``at``: the time the report is made as of (default: now); a re-run passes the
+    one the report printed."""
+    raw = request.query.get("at")
+    return datetime.now(UTC) if raw is None else instant(raw, "at")
+
+
+def _export(sealed: Sealed[_R], fmt: str, name: str) -> web.Response:
+    headers = {DIGEST_HEADER: digest(sealed)}
     if fmt == "csv":
-        return web.Response(
-            text=to_csv(report),
-            content_type="text/csv",
-            headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
-        )
+        headers["Content-Disposition"] = f'attachment; filename="{name}.csv"'
+        return web.Response(text=sealed_csv(sealed), content_type="text/csv", headers=headers)
+    report = sealed.report
     if fmt == "html" and isinstance(report, DisclosureAccounting):
-        return web.Response(
-            text=to_html(report),
-            content_type="text/html",
-            headers={"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"},
-        )
-    return web.json_response(to_json(report))
+        headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"
+        page = sealed_html(Sealed(report=report, as_of=sealed.as_of))
+        return web.Response(text=page, content_type="text/html", headers=headers)
+    return web.Response(body=sealed_json(sealed), content_type="application/json", headers=headers)
 
 
 def _strings(body: Mapping[str, object], key: str) -> tuple[str, ...]:
@@ -105,6 +140,7 @@ def _strings(body: Mapping[str, object], key: str) -> tuple[str, ...]:
 async def investigation(request: web.Request) -> web.Response:
     """POST /v1/investigations: affected patients, per-state counts, timeline."""
     fmt = _format(request, frozenset({"json", "csv"}))
+    as_of = _as_of(request)
     body = await json_body(request, MAX_BODY)  # bounded after decoding; 413 past it
     if not isinstance(body, dict):
         raise MalformedInputError("the body must be a JSON object (the scope)")
@@ -120,6 +156,7 @@ async def investigation(request: web.Request) -> web.Response:
     users = _strings(body, "users")
     addresses = _strings(body, "network_addresses")
     request[AUDIT_PARAMS] = {
+        **request.get(AUDIT_PARAMS, {}),
         "scope.since": since,
         "scope.until": until,
         "scope.users": ",".join(users),
@@ -133,10 +170,11 @@ async def investigation(request: web.Request) -> web.Response:
         facility=None if facility is None else identifier(facility, "facility"),
         network_addresses=addresses,
     )
-    report = await request.app[REPORTS].investigation(scope)
+    sealed = await request.app[REPORTS].sealed_investigation(scope, as_of=as_of)
+    report = sealed.report
     request[RESULTS] = len(report.patients)
     disclose(request, (e.position for e in report.timeline))
-    return _export(report, fmt, "investigation")
+    return _export(sealed, fmt, "investigation")
 
 
 async def disclosures(request: web.Request) -> web.Response:
@@ -145,23 +183,29 @@ async def disclosures(request: web.Request) -> web.Response:
     issuer = optional_identifier(request, "issuer")
     request[PATIENT] = (patient_id, issuer)
     fmt = _format(request, _FORMATS)
+    as_of = _as_of(request)
     raw_years = request.query.get("years", "6")
     if raw_years not in {"1", "2", "3", "4", "5", "6"}:
         raise MalformedInputError("years must be 1 to 6 (164.528 allows up to six)")
-    accounting = await request.app[REPORTS].disclosures(
-        PatientRef(id=patient_id, issuer=issuer), lookback_years=int(raw_years)
+    sealed = await request.app[REPORTS].sealed_disclosures(
+        PatientRef(id=patient_id, issuer=issuer),
+        now=_at(request),
+        lookback_years=int(raw_years),
+        as_of=as_of,
     )
+    accounting = sealed.report
     request[RESULTS] = len(accounting.entries)
     disclose(request, (s.position for e in accounting.entries for s in e.sources))
     disclose(request, (x.source.position for x in accounting.excluded))
-    return _export(accounting, fmt, "disclosures")
+    return _export(sealed, fmt, "disclosures")
 
 
 async def relays(request: web.Request) -> web.Response:
     """GET /v1/reports/critical-results: timeliness per ACR category, and exceptions."""
     fmt = _format(request, frozenset({"json", "csv"}))
+    as_of = _as_of(request)
     since, until = time_window(request)
-    now = datetime.now(UTC)
+    now = _at(request)
     end = until or now
     start = since or end - timedelta(days=30)
     if start >= end:
@@ -175,13 +219,15 @@ async def relays(request: web.Request) -> web.Response:
                     f"deadline_{category.lower()} must be whole minutes from 1 to 43200"
                 )
             deadlines[category] = timedelta(minutes=int(raw))
-    report = await request.app[REPORTS].relays(
+    sealed = await request.app[REPORTS].sealed_relays(
         start=start,
         end=end,
         now=now,
         deadlines=deadlines,
         facility=optional_identifier(request, "facility"),
+        as_of=as_of,
     )
+    report = sealed.report
     request[RESULTS] = report.relays
     disclose(request, (x.position for x in report.exceptions))
-    return _export(report, fmt, "critical-results")
+    return _export(sealed, fmt, "critical-results")

@@ -2,20 +2,23 @@
 
 Invariant: this adapter runs only the parameterised SELECTs of ``ledger.pg.sql.reports``,
 each report inside one read-only REPEATABLE READ transaction, so the events and the
-checkpoints a report names come from one snapshot. Events are *selected* through the
-``events`` index, but every field a report uses is *decoded from the leaf* (the bytes the
-Merkle tree commits to) with the stored writer schemas; a leaf that does not decode, or
-decodes to another event id than its index row, raises ``VerificationError``. No report
-reads more than ``max_rows`` events: past that it raises ``MalformedInputError`` asking
-for a narrower request, before any leaf is read. The report logic itself is
-``ledger.audit.reports`` (pure).
+checkpoints a report names come from one snapshot; and every report is computed against a
+set of signed checkpoints (``as_of``, default the latest of each log, checked by
+``ledger.pg.asof``) and reads no event at or past their sizes, so the same request as of
+the same checkpoints gives the same report however much the ledger has grown. Events
+are *selected* through the ``events`` index, but every field a report uses is *decoded
+from the leaf* (the bytes the Merkle tree commits to) with the stored writer schemas; a
+leaf that does not decode, or decodes to another event id than its index row, raises
+``VerificationError``. No report reads more than ``max_rows`` events: past that it raises
+``MalformedInputError`` asking for a narrower request, before any leaf is read. The report
+logic itself is ``ledger.audit.reports`` (pure).
 """
 
 from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
@@ -32,16 +35,21 @@ from ledger.audit.reports import (
     PatientRef,
     RelayReport,
     ReportCheckpoint,
+    Sealed,
     accounting_period_start,
     build_disclosures,
     build_investigation,
     build_relay_report,
     check_identifier,
     check_window,
+    seal,
 )
+from ledger.audit.reports.asof import CheckpointRef
 from ledger.errors import MalformedInputError, VerificationError
 from ledger.log.leaf import decode_leaf
+from ledger.log.note import Verifier
 from ledger.pg import sql
+from ledger.pg.asof import CheckpointResolver
 from ledger.pg.pool import PooledAdapter, transient_as_unavailable
 from ledger.pg.reportrows import (
     PHI_ACCESS,
@@ -73,10 +81,17 @@ def _position(r: asyncpg.Record) -> tuple[uuid.UUID, LedgerPosition]:
     )
 
 
+def _bounds(cps: Sequence[ReportCheckpoint]) -> tuple[list[int], list[int]]:
+    """The log ids and sizes every report query is bounded by (leaf index < size)."""
+    return [c.log_id for c in cps], [c.size for c in cps]
+
+
 class PostgresReports(PooledAdapter):
     """Fetches what each report needs and builds it with ``ledger.audit.reports``.
 
-    Connect it as ``ledger_reader`` (``LEDGER_READER_URL``): it only reads.
+    Connect it as ``ledger_reader`` (``LEDGER_READER_URL``): it only reads. With
+    ``ledger_name``, a named checkpoint of another ledger is refused; with ``verifiers``
+    (the trusted keys), so is one whose note does not verify with them.
     """
 
     def __init__(
@@ -86,11 +101,14 @@ class PostgresReports(PooledAdapter):
         pool_size: int = 4,
         command_timeout: float = 120.0,
         max_rows: int = DEFAULT_MAX_ROWS,
+        ledger_name: str | None = None,
+        verifiers: Sequence[Verifier] = (),
     ) -> None:
         if max_rows < 1:
             raise ValueError("max_rows must be positive")
         super().__init__(dsn=dsn, pool_size=pool_size, command_timeout=command_timeout)
         self._max_rows = max_rows
+        self._resolver = CheckpointResolver(ledger_name=ledger_name, verifiers=verifiers)
         self._schemas: SchemaSet | None = None
 
     @property
@@ -101,35 +119,51 @@ class PostgresReports(PooledAdapter):
     # -------------------------------------------------------------- reports
 
     async def investigation(
-        self, scope: InvestigationScope, *, threshold: int = 500
+        self,
+        scope: InvestigationScope,
+        *,
+        threshold: int = 500,
+        as_of: Sequence[CheckpointRef] | None = None,
     ) -> InvestigationReport:
-        """The breach investigation of ``scope``, against the latest checkpoint of each log
-        it touches. Raises ``MalformedInputError`` when the scope matches more than
-        ``max_rows`` events."""
+        """The breach investigation of ``scope`` (``sealed_investigation``'s report)."""
+        return (await self.sealed_investigation(scope, threshold=threshold, as_of=as_of)).report
+
+    async def sealed_investigation(
+        self,
+        scope: InvestigationScope,
+        *,
+        threshold: int = 500,
+        as_of: Sequence[CheckpointRef] | None = None,
+    ) -> Sealed[InvestigationReport]:
+        """The breach investigation of ``scope`` as of ``as_of`` (default: the latest
+        signed checkpoint of each log). Raises ``MalformedInputError`` when the scope
+        matches more than ``max_rows`` events or a checkpoint is refused."""
         if not isinstance(scope, InvestigationScope):
             raise MalformedInputError("scope must be an InvestigationScope")
         cap = self._max_rows + 1
         async with self._snapshot() as conn:
+            cps = await self._resolver.resolve(conn, as_of)
+            b = _bounds(cps)
             if scope.users:
                 refs = await conn.fetch(
                     sql.INVESTIGATION_BY_USERS, list(scope.users), scope.start, scope.end,
-                    scope.facility, list(scope.network_addresses), cap,
+                    scope.facility, list(scope.network_addresses), cap, *b,
                 )  # fmt: skip
             elif scope.network_addresses:
                 refs = await conn.fetch(
                     sql.INVESTIGATION_BY_ADDRESSES, list(scope.network_addresses), scope.start,
-                    scope.end, scope.facility, cap,
+                    scope.end, scope.facility, cap, *b,
                 )  # fmt: skip
             else:
                 refs = await conn.fetch(
-                    sql.INVESTIGATION_BY_FACILITY, scope.facility, scope.start, scope.end, cap
+                    sql.INVESTIGATION_BY_FACILITY, scope.facility, scope.start, scope.end, cap, *b
                 )
             self._check_cap(
                 refs, "the investigation scope; narrow the window or name fewer selectors"
             )
             rows = [as_access(d) for d in await self._decode(conn, refs)]
-            checkpoints = await self._checkpoints(conn, {r.position.log_id for r in rows})
-        return build_investigation(scope, rows, checkpoints=checkpoints, threshold=threshold)
+        report = build_investigation(scope, rows, checkpoints=cps, threshold=threshold)
+        return seal(report, cps)
 
     async def disclosures(
         self,
@@ -138,27 +172,49 @@ class PostgresReports(PooledAdapter):
         now: datetime | None = None,
         lookback_years: int = MAX_LOOKBACK_YEARS,
         summarise_repeated: bool = False,
+        as_of: Sequence[CheckpointRef] | None = None,
     ) -> DisclosureAccounting:
+        """The accounting of disclosures of ``patient`` (``sealed_disclosures``'s)."""
+        sealed = await self.sealed_disclosures(
+            patient,
+            now=now,
+            lookback_years=lookback_years,
+            summarise_repeated=summarise_repeated,
+            as_of=as_of,
+        )
+        return sealed.report
+
+    async def sealed_disclosures(
+        self,
+        patient: PatientRef,
+        *,
+        now: datetime | None = None,
+        lookback_years: int = MAX_LOOKBACK_YEARS,
+        summarise_repeated: bool = False,
+        as_of: Sequence[CheckpointRef] | None = None,
+    ) -> Sealed[DisclosureAccounting]:
         """The accounting of disclosures of ``patient``'s PHI as requested at ``now``
-        (default: the current time), over ``lookback_years`` (1-6)."""
+        (default: the current time), over ``lookback_years`` (1-6), as of ``as_of``."""
         if not isinstance(patient, PatientRef):
             raise MalformedInputError("patient must be a PatientRef")
         when = datetime.now(UTC) if now is None else now
         start = accounting_period_start(when, lookback_years)
         async with self._snapshot() as conn:
+            cps = await self._resolver.resolve(conn, as_of)
             refs = await conn.fetch(
                 sql.DISCLOSURE_CANDIDATES, patient.id, patient.issuer, start, when,
-                self._max_rows + 1,
+                self._max_rows + 1, *_bounds(cps),
             )  # fmt: skip
             self._check_cap(refs, "this patient's accounting period; shorten the lookback")
             rows = [as_access(expect(d, PHI_ACCESS)) for d in await self._decode(conn, refs)]
-        return build_disclosures(
+        report = build_disclosures(
             patient,
             rows,
             now=when,
             lookback_years=lookback_years,
             summarise_repeated=summarise_repeated,
         )
+        return seal(report, cps)
 
     async def relays(
         self,
@@ -169,8 +225,28 @@ class PostgresReports(PooledAdapter):
         deadlines: Mapping[str, timedelta] = DEFAULT_RELAY_DEADLINES,
         facility: str | None = None,
         record_lag: timedelta = DEFAULT_RELAY_RECORD_LAG,
+        as_of: Sequence[CheckpointRef] | None = None,
     ) -> RelayReport:
-        """Critical-result relays identified in [start, end), optionally at one facility.
+        """Critical-result relays identified in [start, end) (``sealed_relays``'s)."""
+        sealed = await self.sealed_relays(
+            start=start, end=end, now=now, deadlines=deadlines, facility=facility,
+            record_lag=record_lag, as_of=as_of,
+        )  # fmt: skip
+        return sealed.report
+
+    async def sealed_relays(
+        self,
+        *,
+        start: datetime,
+        end: datetime,
+        now: datetime | None = None,
+        deadlines: Mapping[str, timedelta] = DEFAULT_RELAY_DEADLINES,
+        facility: str | None = None,
+        record_lag: timedelta = DEFAULT_RELAY_RECORD_LAG,
+        as_of: Sequence[CheckpointRef] | None = None,
+    ) -> Sealed[RelayReport]:
+        """Critical-result relays identified in [start, end), optionally at one facility,
+        as of ``as_of``.
 
         Relay records are found by when they were made: from ``RELAY_RECORD_LEAD`` before
         ``start`` to ``record_lag`` after ``end``; a relay recorded later than that is
@@ -183,13 +259,17 @@ class PostgresReports(PooledAdapter):
             raise MalformedInputError("record_lag must be between 0 and 366 days")
         when = datetime.now(UTC) if now is None else now
         async with self._snapshot() as conn:
+            cps = await self._resolver.resolve(conn, as_of)
             refs = await conn.fetch(
                 sql.RELAYS_RECORDED, start - RELAY_RECORD_LEAD, end + record_lag, facility,
-                self._max_rows + 1,
+                self._max_rows + 1, *_bounds(cps),
             )  # fmt: skip
             self._check_cap(refs, "the relay window; narrow it or name a facility")
             rows = [as_relay(expect(d, RELAY)) for d in await self._decode(conn, refs)]
-        return build_relay_report(rows, start=start, end=end, now=when, deadlines=deadlines)
+        report = build_relay_report(
+            rows, start=start, end=end, now=when, deadlines=deadlines, facility=facility
+        )
+        return seal(report, cps)
 
     # -------------------------------------------------------------- plumbing
 
@@ -218,18 +298,6 @@ class PostgresReports(PooledAdapter):
                 for r in rows
             )
         return self._schemas
-
-    async def _checkpoints(self, conn: Conn, log_ids: Iterable[int]) -> list[ReportCheckpoint]:
-        ids = sorted(set(log_ids))
-        if not ids:
-            return []
-        rows = await conn.fetch(sql.LATEST_CHECKPOINTS, ids)
-        return [
-            ReportCheckpoint(
-                log_id=int(r["log_id"]), origin=r["origin"], size=int(r["size"]), note=r["note"]
-            )
-            for r in rows
-        ]
 
     async def _decode(self, conn: Conn, refs: Sequence[asyncpg.Record]) -> list[Decoded]:
         """Each referenced event, decoded from its leaf (in the order of ``refs``)."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -23,10 +24,27 @@ def investigate(
     address: Annotated[
         list[str] | None, typer.Option(help="A network address in scope (repeatable).")
     ] = None,
+    as_of: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--as-of",
+            help="A signed checkpoint <origin>:<size> to compute against (repeatable; "
+            "default: the latest of each log).",
+        ),
+    ] = None,
+    as_of_report: Annotated[
+        Path | None,
+        typer.Option(
+            "--as-of-report",
+            help="A saved JSON report: compute as of the checkpoints it names, with their "
+            "signed notes (works on a replayed copy of the ledger).",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON.")] = False,
 ) -> None:
     """Who and what a breach touched: affected patients (named, or returned by a query's
-    answer), per-state counts, notices, and answers too large to list every patient."""
+    answer), per-state counts, notices, and answers too large to list every patient; the
+    checkpoints it was computed against and its digest (re-run with --as-of)."""
     from ledgerctl.investigation import fetch_investigation, render_investigation
     from ledgerctl.tables import report_console
 
@@ -39,9 +57,9 @@ def investigate(
         scope["network_addresses"] = list(address)
     settings = Settings.load()
     try:
-        report = asyncio.run(fetch_investigation(settings.api(), scope))
+        report = asyncio.run(fetch_investigation(settings.api(), scope, as_of, as_of_report))
     except ValueError as exc:
-        raise fail(f"the API refused the scope: {exc}") from exc
+        raise fail(f"the API refused the request: {exc}") from exc
     if as_json:
         typer.echo(json.dumps(report, indent=2, sort_keys=True))
         return

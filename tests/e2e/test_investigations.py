@@ -320,8 +320,15 @@ async def test_breach_investigation_names_patients_states_and_checkpoints(
         assert resp.status == 200
         assert resp.content_type == "text/csv"
         text = await resp.text()
-    assert text.splitlines()[0].startswith("patient_id")
-    assert len(text.strip().splitlines()) == len(completed) + 1
+    lines = text.strip().splitlines()
+    assert lines[0].startswith("patient_id")
+    # The table, then one footer row per checkpoint and the digest (reports as of checkpoints).
+    table = [line for line in lines if not line.startswith("#")]
+    assert len(table) == len(completed) + 1
+    assert lines[-1] == f"#digest,{resp.headers['Report-Digest']}" + "," * (lines[0].count(",") - 1)
+    footer = [line for line in lines if line.startswith("#as_of_checkpoint,")]
+    assert len(footer) + len(table) + 1 == len(lines)
+    assert footer
     bad_scopes = [
         {"since": since.isoformat(), "until": until.isoformat()},  # no selector
         {**scope, "since": "1900-01-01T00:00:00Z", "until": "9000-01-01T00:00:00Z"},

@@ -120,7 +120,7 @@ def test_every_documented_operation_declares_its_query_parameters() -> None:
     table = declared_parameters(document())
     assert table[("GET", "/v1/patients/{patient_id}/accesses")] >= {"since", "cursor", "issuer"}
     assert "format" not in table[("GET", "/v1/patients/{patient_id}/accesses")]
-    assert table[("POST", "/v1/investigations")] == {"format"}
+    assert table[("POST", "/v1/investigations")] == {"format", "as_of", "as_of_note"}
     assert table[("GET", "/fhir/AuditEvent")] >= {"patient", "date", "_cursor", "_count"}
     assert table[("GET", "/healthz")] == frozenset()
 

@@ -3,7 +3,9 @@
 Owns the three reports (``investigation`` with who each event touched in ``affected``,
 ``disclosures`` with its purpose rules in
 ``purposes``, ``relays``), their typed inputs (``rows``, ``phi``, ``checks``) and their
-exports (``render_json``, ``render_csv``, ``render_html``). Everything here is pure and
+exports (``render_json``, ``render_csv``, ``render_html``), and what makes them
+reproducible (``asof``: the checkpoints a report is computed against; ``sealed``: the
+canonical content and its digest). Everything here is pure and
 deterministic: no I/O, no clock ("now" is an argument), so the same rows always give
 byte-identical JSON, CSV and HTML. It may import ``ledger.log``, the rest of
 ``ledger.audit`` and ``ledger.errors``; the adapter that fetches the rows is
@@ -13,6 +15,15 @@ byte-identical JSON, CSV and HTML. It may import ``ledger.log``, the rest of
 from __future__ import annotations
 
 from ledger.audit.reports.affected import AffectedPatient
+from ledger.audit.reports.asof import (
+    BAD_CHECKPOINT,
+    MAX_AS_OF,
+    CheckpointRef,
+    checkpoint_facts,
+    parse_as_of,
+    parse_as_of_notes,
+    refs_from_report,
+)
 from ledger.audit.reports.checks import (
     COMPLIANCE_DATE,
     MAX_LOOKBACK_YEARS,
@@ -89,8 +100,19 @@ from ledger.audit.reports.rows import (
     ReportCheckpoint,
     StudyRef,
 )
+from ledger.audit.reports.sealed import (
+    Sealed,
+    canonical_json,
+    digest,
+    digest_of,
+    seal,
+    sealed_csv,
+    sealed_html,
+    sealed_json,
+)
 
 __all__ = [
+    "BAD_CHECKPOINT",
     "BASIS_RULES",
     "COMPLIANCE_DATE",
     "DEFAULT_RELAY_DEADLINES",
@@ -100,6 +122,7 @@ __all__ = [
     "KIND_LEDGER_READ",
     "KIND_RELAY",
     "KIND_SECURITY",
+    "MAX_AS_OF",
     "MAX_LOOKBACK_YEARS",
     "MAX_SCOPE_SELECTORS",
     "MAX_SELECTOR_CHARS",
@@ -111,6 +134,7 @@ __all__ = [
     "AccessRow",
     "AffectedPatient",
     "CategoryStats",
+    "CheckpointRef",
     "DisclosedRef",
     "DisclosureAccounting",
     "DisclosureEntry",
@@ -129,6 +153,7 @@ __all__ = [
     "RelayReport",
     "RelayRow",
     "ReportCheckpoint",
+    "Sealed",
     "StateCount",
     "StudyRef",
     "TimelineEntry",
@@ -137,14 +162,25 @@ __all__ = [
     "build_disclosures",
     "build_investigation",
     "build_relay_report",
+    "canonical_json",
     "check_identifier",
     "check_window",
+    "checkpoint_facts",
     "describe_phi",
+    "digest",
+    "digest_of",
     "disclosed_phi_kinds",
     "disclosure_rule",
     "is_completed",
     "is_disclosure",
+    "parse_as_of",
+    "parse_as_of_notes",
     "phi_kinds",
+    "refs_from_report",
+    "seal",
+    "sealed_csv",
+    "sealed_html",
+    "sealed_json",
     "to_csv",
     "to_html",
     "to_json",

@@ -144,6 +144,8 @@ class RelayReport:
     relays: int
     categories: tuple[CategoryStats, ...]
     exceptions: tuple[RelayException, ...]
+    #: The facility the relays were selected at (None: every facility).
+    facility: str | None = None
 
 
 def _deadlines(deadlines: Mapping[str, timedelta]) -> dict[str, timedelta]:
@@ -181,8 +183,10 @@ def build_relay_report(
     end: datetime,
     now: datetime,
     deadlines: Mapping[str, timedelta] = DEFAULT_RELAY_DEADLINES,
+    facility: str | None = None,
 ) -> RelayReport:
-    """Timeliness of critical-result relays identified in [start, end), as of ``now``.
+    """Timeliness of critical-result relays identified in [start, end), as of ``now``
+    (``facility``: the one the rows were selected at, recorded in the report).
 
     Several records of one relay (same facility, patient, study, category and
     identification time: a producer may record a relay while unreached and again once
@@ -217,6 +221,7 @@ def build_relay_report(
         relays=sum(c.relays for c in categories),
         categories=tuple(categories),
         exceptions=tuple(exceptions),
+        facility=facility,
     )
 
 

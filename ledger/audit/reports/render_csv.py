@@ -23,7 +23,8 @@ from ledger.errors import MalformedInputError
 _FORMULA_PREFIXES: Final = ("=", "+", "-", "@", "\t", "\r")
 
 
-def _cell(value: object) -> str:
+def cell(value: object) -> str:
+    """A CSV cell, neutralised if a spreadsheet would run it as a formula."""
     text = "" if value is None else str(value)
     return "'" + text if text.startswith(_FORMULA_PREFIXES) else text
 
@@ -32,7 +33,7 @@ def _csv(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, quoting=csv.QUOTE_MINIMAL, lineterminator="\r\n")
     writer.writerow(header)
-    writer.writerows([_cell(v) for v in row] for row in rows)
+    writer.writerows([cell(v) for v in row] for row in rows)
     return out.getvalue()
 
 

@@ -203,6 +203,7 @@ def _relays_json(r: RelayReport) -> dict[str, JsonValue]:
         "start": iso(r.start),
         "end": iso(r.end),
         "as_of": iso(r.now),
+        "facility": r.facility,
         "deadlines_seconds": {c: seconds(d) for c, d in r.deadlines},
         "relays": r.relays,
         "categories": [_category_json(c) for c in r.categories],

@@ -148,12 +148,15 @@ class RelayRow:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ReportCheckpoint:
-    """A signed checkpoint a report was computed against: the note verbatim, as stored."""
+    """A signed checkpoint a report was computed against: the note verbatim, as stored,
+    with its root hash (hex) and the key ids that signed it (``name+hash``)."""
 
     log_id: int
     origin: str
     size: int
     note: str
+    root_hash: str = ""
+    key_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

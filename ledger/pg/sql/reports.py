@@ -1,7 +1,10 @@
 """What the HIPAA reports' adapter reads (role ``ledger_reader``: SELECT only).
 
 Invariant: each statement selects through an index and stops at the row cap, so a report
-never scans more than ``max_rows`` + 1 index rows.
+never scans more than ``max_rows`` + 1 index rows; and each reads only events below the
+checkpoints the report is computed against (the last two parameters: log ids and sizes,
+``b``), so a report re-run as of the same checkpoints reads the same events however much the
+ledger has grown since.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from typing import Final
 INVESTIGATION_BY_USERS: Final = """
 SELECT e.event_id, e.log_id, g.origin, e.leaf_index
 FROM events e JOIN logs g USING (log_id)
+JOIN unnest($7::int[], $8::bigint[]) AS b (log_id, size)
+  ON b.log_id = e.log_id AND e.leaf_index < b.size
 WHERE e.user_id = ANY($1::text[])
   AND e.event_time >= $2 AND e.event_time < $3
   AND ($4::text IS NULL OR e.facility_id = $4)
@@ -26,6 +31,8 @@ LIMIT $6
 INVESTIGATION_BY_ADDRESSES: Final = """
 SELECT e.event_id, e.log_id, g.origin, e.leaf_index
 FROM events e JOIN logs g USING (log_id)
+JOIN unnest($6::int[], $7::bigint[]) AS b (log_id, size)
+  ON b.log_id = e.log_id AND e.leaf_index < b.size
 WHERE e.network_address = ANY($1::text[])
   AND e.event_time >= $2 AND e.event_time < $3
   AND ($4::text IS NULL OR e.facility_id = $4)
@@ -36,6 +43,8 @@ LIMIT $5
 INVESTIGATION_BY_FACILITY: Final = """
 SELECT e.event_id, e.log_id, g.origin, e.leaf_index
 FROM events e JOIN logs g USING (log_id)
+JOIN unnest($5::int[], $6::bigint[]) AS b (log_id, size)
+  ON b.log_id = e.log_id AND e.leaf_index < b.size
 WHERE e.facility_id = $1
   AND e.event_time >= $2 AND e.event_time < $3
 LIMIT $4
@@ -48,6 +57,8 @@ LIMIT $4
 DISCLOSURE_CANDIDATES: Final = """
 SELECT e.event_id, e.log_id, g.origin, e.leaf_index
 FROM events e JOIN logs g USING (log_id)
+JOIN unnest($6::int[], $7::bigint[]) AS b (log_id, size)
+  ON b.log_id = e.log_id AND e.leaf_index < b.size
 WHERE e.patient_id = $1
   AND ($2::text IS NULL OR e.patient_issuer = $2)
   AND e.kind = 'phi_access'
@@ -57,6 +68,8 @@ SELECT e.event_id, e.log_id, g.origin, e.leaf_index
 FROM event_patients x
 JOIN events e ON e.event_id = x.event_id
 JOIN logs g ON g.log_id = e.log_id
+JOIN unnest($6::int[], $7::bigint[]) AS b (log_id, size)
+  ON b.log_id = e.log_id AND e.leaf_index < b.size
 WHERE x.patient_id = $1
   AND ($2::text IS NULL OR x.patient_issuer = $2)
   AND e.kind = 'phi_access'
@@ -69,6 +82,8 @@ LIMIT $5
 RELAYS_RECORDED: Final = """
 SELECT e.event_id, e.log_id, g.origin, e.leaf_index
 FROM events e JOIN logs g USING (log_id)
+JOIN unnest($5::int[], $6::bigint[]) AS b (log_id, size)
+  ON b.log_id = e.log_id AND e.leaf_index < b.size
 WHERE e.kind = 'critical_result_relay'
   AND e.event_time >= $1 AND e.event_time < $2
   AND ($3::text IS NULL OR e.facility_id = $3)
@@ -82,12 +97,28 @@ FROM unnest($1::int[], $2::bigint[]) AS t (log_id, leaf_index)
 JOIN leaves l ON l.log_id = t.log_id AND l.leaf_index = t.leaf_index
 """
 
-#: The latest signed checkpoint of each given log, by primary key (log_id, size).
+#: The latest signed checkpoint of every log (the default "as of"): one backward step of
+#: the primary key (log_id, size) per log, however many checkpoints each log has.
 LATEST_CHECKPOINTS: Final = """
-SELECT DISTINCT ON (c.log_id) c.log_id, g.origin, c.size, c.note
-FROM checkpoints c JOIN logs g USING (log_id)
-WHERE c.log_id = ANY($1::int[])
-ORDER BY c.log_id, c.size DESC
+SELECT g.log_id, g.origin, c.size, c.note
+FROM logs g
+CROSS JOIN LATERAL (
+    SELECT k.size, k.note FROM checkpoints k
+    WHERE k.log_id = g.log_id
+    ORDER BY k.size DESC
+    LIMIT 1
+) c
+ORDER BY g.log_id
+"""
+
+#: The named checkpoints (origin, size), each with its log and note, or NULLs where the
+#: ledger has no such log (``log_id``) or no signed checkpoint of that size (``note``).
+NAMED_CHECKPOINTS: Final = """
+SELECT t.origin, t.size, g.log_id, c.note
+FROM unnest($1::text[], $2::bigint[]) AS t (origin, size)
+LEFT JOIN logs g ON g.origin = t.origin
+LEFT JOIN checkpoints c ON c.log_id = g.log_id AND c.size = t.size
+ORDER BY t.origin
 """
 
 #: The writer schemas a report decodes leaves with (no canonical form needed).
