@@ -18,16 +18,12 @@ shipped schema has ``producer_id`` and ``producer_seq`` right after ``event_id``
 from __future__ import annotations
 
 import io
-import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from types import MappingProxyType
 from typing import Final
 
 import fastavro
-from fastavro.schema import fingerprint as avro_fingerprint
-from fastavro.schema import to_parsing_canonical_form
 
 import schemas
 from producers.errors import DecodeError, EventValidationError, RegistryValidationError
@@ -50,6 +46,12 @@ from producers.registry import (
     validate_registry_record,
     validated_registry_record,
 )
+from producers.writerschemas import (
+    WriterSchema,
+    load_shipped_schemas,
+    schema_fingerprint,
+    stamp_in_place,
+)
 
 #: Avro single-object encoding marker.
 MAGIC: Final = b"\xc3\x01"
@@ -68,10 +70,17 @@ REASON_TIME_OUT_OF_RANGE: Final = "time_out_of_range"
 #: Event fields holding instants; a bad value there gets REASON_TIME_OUT_OF_RANGE.
 _TIME_FIELDS: Final = ("event_time", "identified_at", "communicated_at", "acknowledged_at")
 
-__all__ = ["Codec", "PreparedEvent", "from_record", "registry_codec", "to_record"]
+__all__ = [
+    "Codec",
+    "PreparedEvent",
+    "WriterSchema",
+    "from_record",
+    "load_shipped_schemas",
+    "registry_codec",
+    "schema_fingerprint",
+    "to_record",
+]
 
-#: The fields a prepared event leaves out, in the order every writer schema has them.
-_STAMP_FIELDS: Final = (("producer_id", "string"), ("producer_seq", "long"))
 #: What stands for a stamp while an unstamped event is validated (a valid producer id).
 _PROBE_STAMP: Final = ("prepared", 0)
 
@@ -146,66 +155,6 @@ class PreparedEvent:
         )
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class WriterSchema:
-    """One known writer schema: its fingerprint, full name and canonical form."""
-
-    fingerprint: bytes
-    full_name: str
-    canonical_form: str
-    schema_json: str
-    parsed: Mapping[str, object]
-
-
-def _stamp_in_place(parsed: Mapping[str, object]) -> bool:
-    fields = parsed.get("fields")
-    if not isinstance(fields, list) or len(fields) < 4:
-        return False
-    names = [(f.get("name"), f.get("type")) for f in fields[:4] if isinstance(f, dict)]
-    if len(names) != 4 or tuple(names[2:]) != _STAMP_FIELDS:
-        return False
-    # prepare() steps over a string (event_id) and a long (event_time) to find the stamp.
-    kinds = [t.get("type") if isinstance(t, dict) else t for _, t in names[:2]]
-    return kinds == ["string", "long"]
-
-
-def schema_fingerprint(schema_json: Mapping[str, object]) -> tuple[bytes, str]:
-    """Return (8-byte single-object fingerprint, parsing canonical form) of a schema."""
-    canonical = to_parsing_canonical_form(fastavro.parse_schema(dict(schema_json)))
-    # fastavro renders CRC-64-AVRO as the hex of the little-endian bytes, which is
-    # exactly the order single-object encoding puts on the wire.
-    return bytes.fromhex(avro_fingerprint(canonical, "CRC-64-AVRO")), canonical
-
-
-def _parse(schema_json: Mapping[str, object]) -> dict[str, object]:
-    parsed = fastavro.parse_schema(dict(schema_json))
-    if not isinstance(parsed, dict):
-        raise TypeError("a writer schema must be a JSON object (an Avro record)")
-    return parsed
-
-
-def load_shipped_schemas(
-    names: Iterable[str] = schemas.ALL_SCHEMA_FILES,
-) -> tuple[WriterSchema, ...]:
-    """The named writer schemas shipped in the ``schemas`` package (by default every
-    audit event schema; ``registry_codec`` adds ``schemas.REGISTRY_SCHEMA_FILES``)."""
-    out = []
-    for name in names:
-        raw = schemas.load_schema_json(name)
-        fp, canonical = schema_fingerprint(raw)
-        parsed = _parse(raw)
-        out.append(
-            WriterSchema(
-                fingerprint=fp,
-                full_name=str(parsed["name"]),
-                canonical_form=canonical,
-                schema_json=json.dumps(raw, separators=(",", ":"), sort_keys=True),
-                parsed=MappingProxyType(parsed),
-            )
-        )
-    return tuple(out)
-
-
 class Codec:
     """Encodes events with the newest shipped schema of their type; decodes any known one."""
 
@@ -222,7 +171,7 @@ class Codec:
         }
         # Writer schemas whose fields 2 and 3 are the stamp: prepare() can split them.
         self._preparable: frozenset[bytes] = frozenset(
-            s.fingerprint for s in self._writer_for.values() if _stamp_in_place(s.parsed)
+            s.fingerprint for s in self._writer_for.values() if stamp_in_place(s.parsed)
         )
 
     @property
