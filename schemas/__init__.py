@@ -18,6 +18,9 @@ SECURITY_EVENT_V1 = "security_event.v1.avsc"
 #: The patient becomes optional and ``disclosed`` lists the patients an answer returned
 #: (docs/design/multi-patient-events.md).
 PHI_ACCESS_V2 = "phi_access_event.v2.avsc"
+#: Adds ``transport``: the channel the access travelled on and whether it was encrypted
+#: (docs/design/transport.md).
+PHI_ACCESS_V3 = "phi_access_event.v3.avsc"
 
 ALL_SCHEMA_FILES: tuple[str, ...] = (
     PHI_ACCESS_V1,
@@ -26,8 +29,10 @@ ALL_SCHEMA_FILES: tuple[str, ...] = (
     SECURITY_EVENT_V1,
     # Decoded like every older version; new AuditLogUsed events are written with it.
     AUDIT_LOG_USED_V2,
-    # New PhiAccessEvents are written with it; v1 leaves still decode with their own.
+    # v1 and v2 leaves still decode with their own schema.
     PHI_ACCESS_V2,
+    # New PhiAccessEvents are written with it (the last listed for its name).
+    PHI_ACCESS_V3,
 )
 
 
