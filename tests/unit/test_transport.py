@@ -538,3 +538,34 @@ def test_the_simulator_is_mostly_encrypted_with_a_few_plain_accesses() -> None:
     imports = {e.transport.channel for e in events if e.dicom_event_id == "110107" and e.transport}
     assert imports == {TransportChannel.DICOM_TLS, TransportChannel.DICOM}
     assert json.dumps(sorted({e.transport.channel.value for e in events if e.transport}))
+
+
+#: A v3 message pinned byte for byte (tests/vectors holds only upstream vectors, so the
+#: wire form of the new field is pinned here): the header (C3 01, fingerprint), then the
+#: Avro body, ending ``... 00 00 00`` (no result set) ``02`` (transport present) ``04``
+#: (symbol 2, HTTP) ``02 00`` (encrypted: present, false).
+V3_MESSAGE = bytes.fromhex(
+    "c301e6ba5b1e5a4547084830303030303030302d303030302d343030302d383030302d3030303030303030"
+    "3030303380d8f78cf8fcb006027006026600027500027200000c31313031303300020002023100000000"
+    "00000000000002040200"
+)
+
+
+def test_a_pinned_v3_message_encodes_and_decodes_exactly() -> None:
+    import uuid
+
+    event = PhiAccessEvent(
+        event_id=uuid.UUID("00000000-0000-4000-8000-000000000003"),
+        event_time=WHEN,
+        producer_id="p",
+        producer_seq=3,
+        facility=Facility(id="f"),
+        actor=Actor(user_id="u", role="r"),
+        dicom_event_id="110103",
+        action=EventAction.READ,
+        patient=Patient(id="1"),
+        transport=PLAIN,
+    )
+    assert Codec().encode(event) == V3_MESSAGE
+    assert Codec().decode(V3_MESSAGE) == event
+    assert V3_MESSAGE.endswith(bytes([0, 0, 0, 2, 4, 2, 0]))
