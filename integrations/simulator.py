@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Final
 
 from producers import (
     AcrCategory,
@@ -31,6 +32,8 @@ from producers import (
     RelayMethod,
     RelayRecipient,
     Study,
+    Transport,
+    TransportChannel,
     npi_checksum_ok,
 )
 
@@ -125,6 +128,19 @@ _RECIPIENTS = (
 
 #: Where simulated time starts unless told otherwise.
 DEFAULT_START = datetime(2026, 1, 5, 18, 0, tzinfo=UTC)
+
+
+#: One access in this many travels unencrypted (plain HTTP, or DICOM without TLS).
+PLAIN_ONE_IN: Final = 50
+
+
+def _transport(event_id: uuid.UUID, *, dicom: bool) -> Transport:
+    """Mostly encrypted, one in ``PLAIN_ONE_IN`` plain: derived from the event id, so the
+    random stream (and every other field of a seed's events) is what it was before v3."""
+    plain = event_id.int % PLAIN_ONE_IN == 0
+    if dicom:  # an import: a modality's C-STORE
+        return Transport.of(TransportChannel.DICOM if plain else TransportChannel.DICOM_TLS)
+    return Transport.of(TransportChannel.HTTP if plain else TransportChannel.HTTPS)
 
 
 def make_npi(rng: random.Random) -> str:
@@ -270,12 +286,14 @@ class Simulator:
         else:  # a deletion, sometimes refused
             actor, code, action, purpose = rng.choice(pop.admins), "110105", "D", "HOPERAT"
             outcome = rng.choice((EventOutcome.SUCCESS, EventOutcome.MINOR_FAILURE))
+        event_id, event_time, address = self._uuid(), self._tick(), self._ip()
         return PhiAccessEvent(
-            event_id=self._uuid(),
-            event_time=self._tick(),
+            event_id=event_id,
+            event_time=event_time,
             facility=sim.facility,
             patient=sim.patient,
-            network_address=self._ip(),
+            network_address=address,
+            transport=_transport(event_id, dicom=code == "110107"),
             actor=actor,
             dicom_event_id=code,
             event_type_code=event_type_code,

@@ -20,6 +20,9 @@ SECURITY_EVENT_V1 = "security_event.v1.avsc"
 PHI_ACCESS_V2 = "phi_access_event.v2.avsc"
 #: One change to the compliance registry (docs/design/compliance-registry.md).
 REGISTRY_CHANGE_V1 = "registry_change.v1.avsc"
+#: Adds ``transport``: the channel the access travelled on and whether it was encrypted
+#: (docs/design/transport.md).
+PHI_ACCESS_V3 = "phi_access_event.v3.avsc"
 
 ALL_SCHEMA_FILES: tuple[str, ...] = (
     PHI_ACCESS_V1,
@@ -28,8 +31,10 @@ ALL_SCHEMA_FILES: tuple[str, ...] = (
     SECURITY_EVENT_V1,
     # Decoded like every older version; new AuditLogUsed events are written with it.
     AUDIT_LOG_USED_V2,
-    # New PhiAccessEvents are written with it; v1 leaves still decode with their own.
+    # v1 and v2 leaves still decode with their own schema.
     PHI_ACCESS_V2,
+    # New PhiAccessEvents are written with it (the last listed for its name).
+    PHI_ACCESS_V3,
 )
 
 #: The registry's schemas, versioned by the same rules (README.md) but kept out of

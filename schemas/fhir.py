@@ -85,6 +85,8 @@ class FhirNamespace:
     agent_organization: str
     site_name: str
     producer_sequence: str
+    #: On ``agent.network``: how the access travelled (PhiAccessEvent v3 ``transport``).
+    transport: str
     private_codes: str
     event_type_code: str
     purpose_of_use: str
@@ -108,6 +110,7 @@ class FhirNamespace:
             agent_organization=f"{sd}/agent-organization",
             site_name=f"{sd}/site-name",
             producer_sequence=f"{sd}/producer-sequence",
+            transport=f"{sd}/transport",
             private_codes=f"{cs}/{dicom.PRIVATE_CODE_SYSTEM}",
             event_type_code=f"{cs}/event-type-code",
             purpose_of_use=f"{cs}/purpose-of-use",

@@ -1,4 +1,4 @@
-"""From a ``DicomOperation`` to the PhiAccessEvent v2 that records it in the ledger.
+"""From a ``DicomOperation`` to the PhiAccessEvent (v3) that records it in the ledger.
 
 Invariant: ``event_of`` is a pure function of the operation and the facility (the event id
 is fresh): it returns an event the producer's rules accept -- values the rules would
@@ -25,6 +25,8 @@ from producers import (
     PhiAccessEvent,
     Recipient,
     Study,
+    Transport,
+    TransportChannel,
 )
 
 __all__ = ["AE_ROLE", "MAX_QUERY_KEYS", "event_of", "outcome_of"]
@@ -69,6 +71,8 @@ def event_of(op: DicomOperation, facility: Facility) -> PhiAccessEvent:
         disclosed=disclosed,
         disclosed_truncated=truncated,
         disclosed_total=total if truncated else None,
+        # The workstation's association with the proxy: TLS or plain DICOM, always known.
+        transport=Transport.of(TransportChannel.DICOM_TLS if op.tls else TransportChannel.DICOM),
         event_time=op.started_at,
     )
 

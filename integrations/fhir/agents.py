@@ -19,9 +19,17 @@ from integrations.fhir.vocabulary import (
     V3_ACT_REASON,
     V3_PARTICIPATION_TYPE,
 )
-from producers import Actor, Recipient
+from producers import Actor, Recipient, Transport, TransportChannel
 
-__all__ = ["agent_kind", "ext_text", "network_of", "purpose_of", "recipient_of", "user_of"]
+__all__ = [
+    "agent_kind",
+    "ext_text",
+    "network_of",
+    "purpose_of",
+    "recipient_of",
+    "transport_of",
+    "user_of",
+]
 
 
 def purpose_of(b: Builder, user: Node | None) -> str | None:
@@ -150,3 +158,29 @@ def recipient_of(b: Builder, agent: Node) -> Recipient:
 
 def network_of(agent: Node) -> Node:
     return agent.get("network").get("address")
+
+
+def transport_of(b: Builder, agent: Node) -> tuple[Node, Transport] | None:
+    """The ledger's own ``transport`` extension on ``agent.network`` (PhiAccessEvent v3),
+    if any: a foreign AuditEvent has none (R4 records no encryption), so it maps to none."""
+    ext = one_extension(agent.get("network"), b.names.transport)
+    if ext is None:
+        return None
+    b.note("transport", ext)
+    channel = one_extension(ext, "channel")
+    if channel is None:
+        raise fail(f"{ext.path}.extension", "needs the channel")
+    code = channel.get("valueCode")
+    b.note("transport.channel", code)
+    symbol = code.required_text()
+    if symbol not in TransportChannel.__members__:
+        raise fail(code.path, f"{symbol[:40]!r} is not a transport channel")
+    encrypted = one_extension(ext, "encrypted")
+    flag: bool | None = None
+    if encrypted is not None:
+        value = encrypted.get("valueBoolean")
+        b.note("transport.encrypted", value)
+        if not isinstance(value.value, bool):
+            raise fail(value.path, "must be a boolean")
+        flag = value.value
+    return ext, Transport(channel=TransportChannel(symbol), encrypted=flag)

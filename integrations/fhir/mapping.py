@@ -13,7 +13,14 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from types import MappingProxyType
 
-from integrations.fhir.agents import agent_kind, network_of, purpose_of, recipient_of, user_of
+from integrations.fhir.agents import (
+    agent_kind,
+    network_of,
+    purpose_of,
+    recipient_of,
+    transport_of,
+    user_of,
+)
 from integrations.fhir.elements import (
     add_details,
     add_query,
@@ -47,6 +54,7 @@ from producers import (
     Recipient,
     SecurityEvent,
     Study,
+    Transport,
     validate,
 )
 from schemas import dicom
@@ -99,6 +107,8 @@ class _People:
     recipient_nodes: tuple[Node, ...]
     recipient: Recipient | None
     purpose: str | None
+    #: The ``transport`` extension on the user's ``agent.network`` and what it says.
+    transport: tuple[Node, Transport] | None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -124,6 +134,8 @@ def _build(
             raise fail(subjects.studies[0][0].path, "a security event names no study")
         if people.recipient_nodes:
             raise fail(people.recipient_nodes[0].path, "a security event has no recipient")
+        if people.transport is not None:
+            raise fail(people.transport[0].path, "a security event records no transport")
     elif not subjects.patients and head.code != dicom.QUERY:
         # A Query may name no patient (a search by date: PhiAccessEvent v2).
         raise fail(f"{root.path}.entity", "needs the patient (object-role 1 Patient)")
@@ -181,6 +193,7 @@ def _access_event(
         purpose_of_use=people.purpose,
         recipient=people.recipient,
         details=MappingProxyType(dict(b.details)),
+        transport=None if people.transport is None else people.transport[1],
     )
 
 
@@ -220,6 +233,7 @@ def _people(root: Node, b: Builder, code: str) -> _People:
         recipient_nodes=tuple(recipients),
         recipient=recipient,
         purpose=purpose_of(b, user),
+        transport=transport_of(b, user),
     )
 
 

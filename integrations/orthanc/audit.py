@@ -45,6 +45,7 @@ from integrations.orthanc.resolve import Resolver
 from integrations.orthanc.resultsets import ResultSets
 from integrations.orthanc.routes import Kind, Level, Route, classify
 from integrations.orthanc.subjects import Host, Subjects
+from integrations.orthanc.transport import dicom_transport
 
 __all__ = ["Auditor", "Context", "Counters", "Host", "Sink", "basic_user"]
 
@@ -87,7 +88,7 @@ class Auditor:
         self._deletes = Deletes(subjects, self.resolver, build, delivery, counters)
         self._imports = Imports(
             self.resolver, build, delivery, purpose_of_use=config.purpose_of_use,
-            rest_get=host.rest_get,
+            rest_get=host.rest_get, dicom_transport=dicom_transport(config),
         )  # fmt: skip
         self._exports = Exports(host, subjects, build, delivery, counters)
         results = ResultSets(self.resolver, host, resolve_limit=config.resolve_limit,

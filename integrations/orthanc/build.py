@@ -86,6 +86,7 @@ class EventBuilder:
             disclosed=tuple(sorted(disclosed, key=lambda p: p.sort_key)),
             disclosed_truncated=disclosed_total is not None and disclosed_total > len(disclosed),
             disclosed_total=disclosed_total if disclosed_total != len(disclosed) else None,
+            transport=context.transport,
         )
 
 

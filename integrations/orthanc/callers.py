@@ -16,7 +16,8 @@ from datetime import UTC, datetime
 
 from integrations.orthanc.config import PluginConfig
 from integrations.orthanc.routes import Route
-from producers import PURPOSES_OF_USE
+from integrations.orthanc.transport import http_transport
+from producers import PURPOSES_OF_USE, Transport
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -30,6 +31,8 @@ class Context:
     purpose: str | None
     authenticated: bool = True
     started: float = field(default_factory=time.monotonic)
+    #: How the request reached Orthanc (None: not over the network, e.g. a Lua script).
+    transport: Transport | None = None
 
 
 def basic_user(authorization: str | None) -> str | None:
@@ -75,6 +78,7 @@ class Callers:
             route=route,
             purpose=self._purpose(headers),
             authenticated=user is not None,
+            transport=http_transport(config, ip, headers),
         )
 
     def _purpose(self, headers: Mapping[str, str]) -> str | None:

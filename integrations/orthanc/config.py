@@ -121,6 +121,11 @@ class PluginConfig:
     deprecated_keys: tuple[tuple[str, str], ...] = ()
     #: This Orthanc's producer key (``ledger producer add``): its events are signed with it.
     producer_key_file: str | None = None
+    #: Orthanc's own ``SslEnabled`` (its REST API serves HTTPS) and ``DicomTlsEnabled``
+    #: (its DICOM server accepts TLS associations only); None: unreadable, recorded as
+    #: transport UNKNOWN (integrations/orthanc/transport.py).
+    http_tls: bool | None = None
+    dicom_tls: bool | None = None
 
     def emitter_config(self) -> EmitterConfig:
         return EmitterConfig(
@@ -243,6 +248,13 @@ def _kafka_security(section: Mapping[str, object]) -> KafkaSecurity:
         raise ConfigError(f"{SECTION} Kafka security settings: {exc}") from exc
 
 
+def _orthanc_flag(configuration: Mapping[str, object], name: str) -> bool | None:
+    """A boolean of Orthanc's own configuration: absent is Orthanc's default (false), a
+    value that is not a boolean is unknown (None)."""
+    value = configuration.get(name, False)
+    return value if isinstance(value, bool) else None
+
+
 def parse_config(configuration: Mapping[str, object]) -> PluginConfig:
     """The plugin's settings from Orthanc's whole configuration (``GetConfiguration``)."""
     section = configuration.get(SECTION)
@@ -288,4 +300,6 @@ def parse_config(configuration: Mapping[str, object]) -> PluginConfig:
         enabled=_bool(section, "Enabled", True),
         deprecated_keys=tuple(renamed),
         producer_key_file=_str(section, "ProducerKeyFile"),
+        http_tls=_orthanc_flag(configuration, "SslEnabled"),
+        dicom_tls=_orthanc_flag(configuration, "DicomTlsEnabled"),
     )

@@ -28,6 +28,7 @@ from integrations.orthanc.dimse_find import (
     rest_json,
 )
 from integrations.orthanc.dimse_tags import tag_key, vr_of
+from integrations.orthanc.transport import dicom_transport
 from producers import Facility
 
 logger = logging.getLogger(__name__)
@@ -176,6 +177,7 @@ def install_find(orthanc: Any, auditor: Auditor, config: PluginConfig) -> FindCa
             facility=Facility(id=config.facility_id, name=config.facility_name),
             purpose_of_use=config.purpose_of_use,
             default_issuer=config.default_issuer,
+            transport=dicom_transport(config),
         )
         callback = FindCallback(orthanc, FindEngine(get, post, settings), recorder,
                                 auditor.counters, fail_closed=config.fail_closed)  # fmt: skip

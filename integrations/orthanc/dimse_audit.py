@@ -32,6 +32,7 @@ from producers import (
     Facility,
     Patient,
     PhiAccessEvent,
+    Transport,
 )
 
 logger = logging.getLogger(__name__)
@@ -100,8 +101,11 @@ class DimseRecorder:
         facility: Facility,
         purpose_of_use: str | None,
         default_issuer: str | None,
+        transport: Transport | None = None,
     ) -> None:
         self._submit = submit
+        #: How associations reach Orthanc's DICOM server (``DicomTlsEnabled``).
+        self._transport = transport
         self._delivery = delivery
         self._resolver = resolver
         self._facility = facility
@@ -150,6 +154,7 @@ class DimseRecorder:
                 disclosed_truncated=truncated,
                 disclosed_total=total if truncated else None,
                 event_time=query.at,
+                transport=self._transport,
             )
         )
 

@@ -20,7 +20,7 @@ from integrations.orthanc.delivery import Delivery
 from integrations.orthanc.handoff import Stored
 from integrations.orthanc.resolve import Resolver
 from integrations.orthanc.routes import Kind, Level, Route
-from producers import EventAction
+from producers import EventAction, Transport
 
 #: How long an import context (a POST /instances) stays attached to its thread.
 IMPORT_CONTEXT_SECONDS: Final = 600.0
@@ -38,8 +38,11 @@ class Imports:
         *,
         purpose_of_use: str | None,
         rest_get: Callable[[str], bytes] | None = None,
+        dicom_transport: Transport | None = None,
     ) -> None:
         self._rest_get = rest_get
+        #: The transport of a C-STORE Orthanc's DICOM server received (None: unknown).
+        self._dicom_transport = dicom_transport
         self._resolver = resolver
         self._build = build
         self._delivery = delivery
@@ -80,6 +83,8 @@ class Imports:
                 at=item.time,
                 route=Route(kind=Kind.IMPORT, template="C-STORE" if aet else item.origin),
                 purpose=self._purpose_of_use,
+                # A C-STORE came over DICOM; any other origin (Lua, a plugin) not at all.
+                transport=self._dicom_transport if aet else None,
             )
             if aet:
                 details["orthanc.remote_aet"] = aet

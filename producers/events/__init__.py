@@ -54,6 +54,8 @@ from producers.events.model import (
     RelayRecipient,
     SecurityEvent,
     Study,
+    Transport,
+    TransportChannel,
     new_event_id,
     utc_now,
 )
@@ -112,6 +114,8 @@ __all__ = [
     "RelayRecipient",
     "SecurityEvent",
     "Study",
+    "Transport",
+    "TransportChannel",
     "check_producer_id",
     "event_key",
     "from_record",

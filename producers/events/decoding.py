@@ -32,6 +32,8 @@ from producers.events.model import (
     RelayRecipient,
     SecurityEvent,
     Study,
+    Transport,
+    TransportChannel,
 )
 from producers.events.records import (
     ACCESS_SCHEMA_NAME,
@@ -147,6 +149,7 @@ def _access(record: Record, common: dict[str, object]) -> PhiAccessEvent:
         disclosed=disclosed,
         disclosed_truncated=truncated,
         disclosed_total=total,
+        transport=_transport_from(record.get("transport")),
         **common,  # type: ignore[arg-type]
     )
 
@@ -177,6 +180,18 @@ def _disclosed_patients_from(
         raise TypeError("disclosed_total is not an integer")
     # Lossless for valid records: an untruncated total is the list's length.
     return tuple(patients), truncated, total if truncated else None
+
+
+def _transport_from(raw: object) -> Transport | None:
+    """Schema v3's ``transport``; a v1 or v2 record has none."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise TypeError("transport is not a record")
+    encrypted = raw.get("encrypted")
+    if encrypted is not None and not isinstance(encrypted, bool):
+        raise TypeError("transport.encrypted is not a boolean")
+    return Transport(channel=TransportChannel(_s(raw, "channel")), encrypted=encrypted)
 
 
 def _relay(record: Record, common: dict[str, object]) -> CriticalResultRelay:

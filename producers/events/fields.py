@@ -24,11 +24,13 @@ from producers.events.limits import (
     PURPOSES_OF_USE,
 )
 from producers.events.model import (
+    ENCRYPTED_CHANNELS,
     AcrCategory,
     AttemptOutcome,
     EventAction,
     EventOutcome,
     RelayMethod,
+    TransportChannel,
 )
 from producers.events.records import Record
 from producers.netaddr import is_network_address
@@ -129,8 +131,16 @@ def check_enum(path: str, value: object, kind: type[StrEnum]) -> None:
 
 _SYMBOLS: Final[Mapping[type[StrEnum], frozenset[str]]] = {
     kind: frozenset(member.value for member in kind)
-    for kind in (EventAction, EventOutcome, AcrCategory, RelayMethod, AttemptOutcome)
+    for kind in (
+        EventAction,
+        EventOutcome,
+        AcrCategory,
+        RelayMethod,
+        AttemptOutcome,
+        TransportChannel,
+    )
 }
+_ENCRYPTED_SYMBOLS: Final = frozenset(channel.value for channel in ENCRYPTED_CHANNELS)
 
 
 def optional_record(record: Record, key: str) -> Record | None:
@@ -214,3 +224,19 @@ def check_details(raw: object) -> None:
     for key, value in details.items():
         check_text(f"details[{key!r}]", key, required=True)
         check_text(f"details[{key!r}]", value, required=False, limit=MAX_TEXT_CHARS)
+
+
+def check_transport(raw: object) -> None:
+    """Schema v3's ``transport`` (absent before): a known channel, and ``encrypted`` a
+    boolean or null that does not contradict it (a TLS channel is never unencrypted)."""
+    if raw is None:
+        return
+    if not isinstance(raw, Mapping):
+        raise fail("transport", "must be a record")
+    channel = raw.get("channel")
+    check_symbol("transport.channel", channel, TransportChannel)
+    encrypted = raw.get("encrypted")
+    if encrypted is not None and type(encrypted) is not bool:
+        raise fail("transport.encrypted", "must be a boolean or null (unknown)")
+    if encrypted is False and channel in _ENCRYPTED_SYMBOLS:
+        raise fail("transport.encrypted", f"cannot be false on the {channel} channel")

@@ -34,6 +34,21 @@ class EventOutcome(StrEnum):
     MAJOR_FAILURE = "MAJOR_FAILURE"
 
 
+class TransportChannel(StrEnum):
+    """How an access reached the system that recorded it (schema v3 ``transport.channel``)."""
+
+    UNKNOWN = "UNKNOWN"
+    HTTPS = "HTTPS"
+    HTTP = "HTTP"
+    DICOM_TLS = "DICOM_TLS"
+    DICOM = "DICOM"
+    HL7_MLLP = "HL7_MLLP"
+
+
+#: The channels that are encrypted by definition: ``encrypted`` may not be false on them.
+ENCRYPTED_CHANNELS = frozenset({TransportChannel.HTTPS, TransportChannel.DICOM_TLS})
+
+
 class AcrCategory(StrEnum):
     """ACR actionable-finding category."""
 
@@ -109,6 +124,28 @@ class DisclosedPatient:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Transport:
+    """How an access travelled (schema v3 ``transport``, docs/design/transport.md).
+
+    ``channel`` is the protocol the recording system saw; ``encrypted`` whether the
+    requester's connection was encrypted up to it (None: unknown). A TLS channel is
+    encrypted by definition; a plain one may be ``True`` only where the operator declared
+    a TLS terminator in front of it.
+    """
+
+    channel: TransportChannel
+    encrypted: bool | None = None
+
+    @classmethod
+    def of(cls, channel: TransportChannel) -> Transport:
+        """The channel with what it says by itself: TLS channels encrypted, plain ones not,
+        UNKNOWN unknown."""
+        if channel is TransportChannel.UNKNOWN:
+            return cls(channel=channel)
+        return cls(channel=channel, encrypted=channel in ENCRYPTED_CHANNELS)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Recipient:
     name: str
     address: str | None = None
@@ -167,6 +204,8 @@ class PhiAccessEvent:
     disclosed_truncated: bool = False
     #: How many patients the answer returned when truncated (None: ``len(disclosed)``).
     disclosed_total: int | None = None
+    #: How the access travelled (schema v3); None: the producer did not record it.
+    transport: Transport | None = None
     event_id: uuid.UUID = field(default_factory=new_event_id)
     event_time: datetime = field(default_factory=utc_now)
     producer_id: str | None = None

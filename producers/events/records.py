@@ -19,6 +19,7 @@ from producers.events.model import (
     PhiAccessEvent,
     SecurityEvent,
     Study,
+    Transport,
 )
 
 #: Avro record types are plain dicts; the alias keeps signatures honest.
@@ -167,7 +168,12 @@ def _access(event: PhiAccessEvent) -> Record:
         "disclosed": _disclosed_patients(event.disclosed),
         "disclosed_truncated": event.disclosed_truncated,
         "disclosed_total": len(event.disclosed) if total is None else total,
+        "transport": None if event.transport is None else _transport(event.transport),
     }
+
+
+def _transport(t: Transport) -> Record:
+    return {"channel": t.channel.value, "encrypted": t.encrypted}
 
 
 def _relay(event: CriticalResultRelay) -> Record:

@@ -27,6 +27,7 @@ from producers.events.fields import (
     check_symbol,
     check_text,
     check_time,
+    check_transport,
     fail,
     optional_record,
     required_record,
@@ -52,6 +53,8 @@ from producers.events.model import (
     PhiAccessEvent,
     RelayMethod,
     SecurityEvent,
+    Transport,
+    TransportChannel,
     utc_now,
 )
 from producers.events.records import (
@@ -94,6 +97,10 @@ def _check_enums(event: AuditEvent) -> None:
     if isinstance(event, PhiAccessEvent):
         check_enum("action", event.action, EventAction)
         check_enum("outcome", event.outcome, EventOutcome)
+        if event.transport is not None:
+            if not isinstance(event.transport, Transport):
+                raise fail("transport", "must be a Transport")
+            check_enum("transport.channel", event.transport.channel, TransportChannel)
     elif isinstance(event, CriticalResultRelay):
         check_enum("category", event.category, AcrCategory)
         check_enum("method", event.method, RelayMethod)
@@ -172,6 +179,7 @@ def _validate_access(record: Record, latest: datetime) -> None:
         )
         check_text("recipient.organization", recipient.get("organization"), required=False)
     check_details(record.get("details"))
+    check_transport(record.get("transport"))
 
 
 def _common(record: Record, latest: datetime, actor_path: str) -> None:

@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaProducer
 
 from integrations.simulator import Simulator
 from ledgerctl.settings import KafkaRole
+from producers import Transport, TransportChannel
 from producers.codec import MAGIC, Codec, to_record
 from tests.e2e.conftest import E2E_SEED, Pipeline, get_json, wait_for_events
 from tests.support import signed_headers
@@ -42,7 +43,10 @@ async def test_each_hostile_record_is_quarantined_with_its_reason(
 ) -> None:
     codec = Codec()
     sim = Simulator(seed=E2E_SEED + 300)
-    good = sim.access().stamped(producer_id="hostile", producer_seq=1)
+    # No transport (v3), so that the record ends with zero bytes after `details` (below).
+    good = dataclasses.replace(sim.access(), transport=None).stamped(
+        producer_id="hostile", producer_seq=1
+    )
     schema = codec.writer_schema(good)
     message = codec.encode(good)
     record = to_record(good)
@@ -53,9 +57,12 @@ async def test_each_hostile_record_is_quarantined_with_its_reason(
         sim.access(), details={f"k{i}": "v" for i in range(2000)}
     ).stamped(producer_id="hostile", producer_seq=2)
     conflicting = dataclasses.replace(good, network_address="198.51.100.7")
+    tls_unencrypted = dataclasses.replace(
+        sim.access(), transport=Transport(channel=TransportChannel.HTTPS, encrypted=False)
+    ).stamped(producer_id="hostile", producer_seq=3)
     # An empty `details` map is one zero block count; each field after it (v2: the empty
-    # `disclosed` list, false, 0) is one zero byte too. Claim 2^40 map entries instead:
-    # the reader must fail fast, not allocate.
+    # `disclosed` list, false, 0; v3: a null transport) is one zero byte too. Claim 2^40
+    # map entries instead: the reader must fail fast, not allocate.
     assert not good.details
     fields = [f["name"] for f in json.loads(schema.schema_json)["fields"]]
     after = len(fields) - fields.index("details") - 1
@@ -73,6 +80,8 @@ async def test_each_hostile_record_is_quarantined_with_its_reason(
         ("message near the broker maximum", MAGIC + schema.fingerprint + os.urandom(1_000_000),
          "oversize"),
         ("huge map", _raw(schema, huge_details), "invalid_event"),
+        # v3: a TLS channel recorded unencrypted, written without the producer's rules.
+        ("contradictory transport", _raw(schema, tls_unencrypted), "invalid_event"),
         ("absurd map count", absurd_map, "malformed_avro"),
         ("absurd string length", MAGIC + schema.fingerprint + bytes([0xFE] * 9 + [0x7F]),
          "malformed_avro"),

@@ -341,6 +341,18 @@ async def test_orthanc_accesses_reach_the_ledger(
     assert event["recipient"]["name"] == "mirror"
     assert event["recipient"]["address"] == orthanc.aet
 
+    # How each access reached Orthanc (PhiAccessEvent v3): this Orthanc has neither
+    # SslEnabled nor DicomTlsEnabled, so REST requests are plain HTTP and the C-STOREs it
+    # received from itself plain DICOM, each recorded unencrypted.
+    channels: Counter[tuple[bool, str, bool]] = Counter()
+    for e in entries:
+        async with http.get(f"{pipeline.api_url}/v1/events/{e['event_id']}") as resp:
+            transport = (await resp.json())["event"]["transport"]
+        channels[
+            (e["user"]["id"] == orthanc.aet, transport["channel"], transport["encrypted"])
+        ] += 1
+    assert channels == {(False, "HTTP", False): len(entries) - 3, (True, "DICOM", False): 3}
+
     # Nothing more arrives (no duplicates, nothing for the refused requests).
     await asyncio.sleep(1.0)
     async with http.get(url, params={"limit": "100"}) as resp:

@@ -69,7 +69,7 @@ def test_crc64_avro_fingerprint_matches_the_avro_spec(schema: str, expected: int
 
 def test_shipped_schemas_have_distinct_fingerprints(codec: Codec) -> None:
     fps = [s.fingerprint for s in codec.schemas]
-    assert len(fps) == len(set(fps)) == 6  # AuditLogUsed and PhiAccessEvent: v1 and v2
+    assert len(fps) == len(set(fps)) == 7  # AuditLogUsed v1, v2; PhiAccessEvent v1 to v3
     assert all(len(fp) == 8 for fp in fps)
 
 

@@ -30,6 +30,7 @@ from producers.events import (
 
 V1 = "ee6e393ef1d478ae"
 V2 = "1f7e8aa358e48ee9"
+V3 = "e6ba5b1e5a454708"  # adds ``transport``; new access events are written with it
 _WHEN = datetime(2026, 12, 6, 2, 13, tzinfo=UTC)
 STUDY = "1.2.840.113619.2.55.3"
 
@@ -63,11 +64,11 @@ THREE = (
 )
 
 
-def test_a_query_with_three_patients_is_written_with_v2_and_round_trips() -> None:
+def test_a_query_with_three_patients_is_written_with_v3_and_round_trips() -> None:
     codec = Codec()
     event = query(disclosed=THREE)
     data = codec.encode(event)
-    assert data[2:10].hex() == V2
+    assert data[2:10].hex() == V3
     assert codec.decode(data) == event
     assert event_key(event) == "user|dr.x"  # names nobody: keyed by its user
 
@@ -88,10 +89,10 @@ def test_a_truncated_answer_keeps_its_total() -> None:
     assert codec.decode(codec.encode(event)) == event
 
 
-def test_an_access_with_a_named_patient_is_v2_too_and_v1_still_decodes() -> None:
+def test_an_access_with_a_named_patient_is_v3_too_and_v1_still_decodes() -> None:
     named = query(dicom_event_id="110103", action=EventAction.READ, patient=Patient(id="MRN1"))
-    assert Codec().encode(named)[2:10].hex() == V2
-    v1_only = Codec(s for s in load_shipped_schemas() if s.fingerprint.hex() != V2)
+    assert Codec().encode(named)[2:10].hex() == V3
+    v1_only = Codec(s for s in load_shipped_schemas() if s.fingerprint.hex() not in (V2, V3))
     old = v1_only.encode(named)
     assert old[2:10].hex() == V1
     decoded = Codec().decode(old)
@@ -101,7 +102,7 @@ def test_an_access_with_a_named_patient_is_v2_too_and_v1_still_decodes() -> None
 
 
 def test_v1_cannot_carry_a_result_set() -> None:
-    v1_only = Codec(s for s in load_shipped_schemas() if s.fingerprint.hex() != V2)
+    v1_only = Codec(s for s in load_shipped_schemas() if s.fingerprint.hex() not in (V2, V3))
     with pytest.raises(EventValidationError):
         v1_only.encode(query())  # v1 requires a patient
 
@@ -188,10 +189,11 @@ def test_the_consumer_refuses_a_non_canonical_v2_record_too() -> None:
     assert caught.value.reason == "invalid_event"
     lying = dataclasses.replace(query(disclosed=THREE), disclosed_total=3)
     data = codec.encode(lying)
-    # disclosed_total is the last field: zig-zag 3 -> 6; claim 4 (8) untruncated.
-    assert data.endswith(b"\x00\x06")
+    # disclosed_total is the last field but v3's transport (null: 0): zig-zag 3 -> 6;
+    # claim 4 (8) untruncated.
+    assert data.endswith(b"\x00\x06\x00")
     with pytest.raises(DecodeError) as caught:
-        codec.decode(data[:-1] + b"\x08")
+        codec.decode(data[:-2] + b"\x08\x00")
     assert caught.value.reason == "invalid_event"
 
 

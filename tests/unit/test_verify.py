@@ -396,7 +396,9 @@ def test_flipped_byte_beyond_the_last_full_tile_is_bounded_by_checkpoints(tmp_pa
 def test_flipped_byte_is_also_an_index_finding_when_events_are_checked(tmp_path: Path) -> None:
     log = make_log()
     leaf = log.leaves[400]
-    log.entries[400] = (400, flip(leaf, len(leaf) - 3))
+    # The count of ``disclosed`` (an access event's value ends with it, then
+    # disclosed_truncated, disclosed_total and v3's transport).
+    log.entries[400] = (400, flip(leaf, len(leaf) - 4))
     report = check(log, tmp_path / "b")
     assert leaf_indexes(report, "leaf_hash_mismatch") == [400]
     # The altered value either no longer decodes or no longer matches its row.

@@ -34,6 +34,7 @@ from integrations.atna.dicom_audit.model import (
 )
 from integrations.atna.dicom_audit.resultset import foreign_result, written_result
 from integrations.atna.dicom_audit.security import is_security, security_events
+from integrations.atna.dicom_audit.transport import foreign_transport, written_transport
 from producers import EventAction, Patient, PhiAccessEvent
 from schemas import dicom
 
@@ -103,6 +104,7 @@ def _phi_access_events(
         network_address=ctx.network,
         purpose_of_use=purpose_of(msg, found),
         recipient=recipient_of(msg, ledger, ctx.requestor),
+        transport=foreign_transport(msg) if ledger is None else written_transport(ledger),
     )
     if ledger is not None:
         return (_written_event(ctx, ledger, template, found, studies),)

@@ -28,6 +28,7 @@ from integrations.atna.dicom_audit.resultset import (
     NAMED_PATIENT_DETAIL,
     disclosed_json,
 )
+from integrations.atna.dicom_audit.transport import transport_details
 from integrations.atna.dicom_audit.xmlparts import (
     all_text,
     b64,
@@ -204,6 +205,8 @@ def _event_objects(
             detail(ledger, "recipient-address", recipient.address)
         if recipient.organization is not None:
             detail(ledger, "recipient-organization", recipient.organization)
+    for key, value in transport_details(event.transport):
+        detail(ledger, key, value)
     if event.patient is not None:
         patient_object(root, event.patient)
     _result_set(root, ledger, event)

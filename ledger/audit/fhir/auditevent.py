@@ -152,6 +152,7 @@ def _access_event(rec: StoredRecord, ns: FhirNamespace) -> Resource:
         ns=ns,
         network=network,
         purpose=purpose,
+        transport=rec.opt_record("transport"),  # v3
     )
     agents: list[JsonValue] = [user, producer_agent(rec.text("producer_id"))]
     if recipient is not None:

@@ -49,6 +49,7 @@ __all__ = [
     "purpose_concept",
     "source_element",
     "study_entity",
+    "transport_extension",
     "user_agent_type",
 ]
 
@@ -94,6 +95,7 @@ def person_agent(
     ns: FhirNamespace,
     network: str | None = None,
     purpose: str | None = None,
+    transport: StoredRecord | None = None,
 ) -> Resource:
     role = actor.text("role")
     who: Resource = {"identifier": {"value": actor.text("user_id")}}
@@ -116,11 +118,31 @@ def person_agent(
     if name:  # agent.name: what the ITI-81 agent-name search matches (the index's user_name)
         agent["name"] = name
     agent["requestor"] = requestor
-    if network:
-        agent["network"] = {"address": network, "type": network_type(network)}
+    if network or transport is not None:
+        agent["network"] = _network(network, transport, ns)
     if purpose:
         agent["purposeOfUse"] = [purpose_concept(purpose, ns)]
     return agent
+
+
+def _network(address: str | None, transport: StoredRecord | None, ns: FhirNamespace) -> Resource:
+    out: Resource = {}
+    if transport is not None:
+        out["extension"] = [transport_extension(transport, ns)]
+    if address:
+        out["address"] = address
+        out["type"] = network_type(address)
+    return out
+
+
+def transport_extension(transport: StoredRecord, ns: FhirNamespace) -> Resource:
+    """PhiAccessEvent v3 ``transport`` on ``agent.network`` (R4 has no element for it):
+    ``channel`` (valueCode) and ``encrypted`` (valueBoolean, left out when unknown)."""
+    parts: list[JsonValue] = [extension("channel", valueCode=transport.text("channel"))]
+    encrypted = transport.opt_bool("encrypted")
+    if encrypted is not None:
+        parts.append(extension("encrypted", valueBoolean=encrypted))
+    return extension(ns.transport, extension=parts)
 
 
 def producer_agent(producer_id: str) -> Resource:

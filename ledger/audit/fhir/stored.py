@@ -60,6 +60,10 @@ class StoredRecord:
         """A boolean that older schema versions lack (absent reads as false)."""
         return False if self._data.get(key) is None else self.flag(key)
 
+    def opt_bool(self, key: str) -> bool | None:
+        """A nullable boolean: None when absent or null (unknown)."""
+        return None if self._data.get(key) is None else self.flag(key)
+
     def record(self, key: str) -> StoredRecord:
         value = self._data.get(key)
         if not isinstance(value, dict):
