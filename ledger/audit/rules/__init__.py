@@ -2,11 +2,11 @@
 
 Owns the rule protocol and the events and findings it works on (``model``), the rules'
 configuration (``config``), the rules that need no registry (``bulk``: access.bulk,
-``breakglass``: breakglass.unjustified, ``relays``: relay.late), the evaluator that runs
-them over each log in leaf order behind the ``RulesStore`` port (``evaluator``) and an
-alert's lifecycle (``triage``). Pure: it imports ``ledger.audit`` and ``ledger.errors``,
-never a database or HTTP; ``ledger.pg.compliance`` implements the port. Design:
-docs/design/compliance.md.
+``breakglass``: breakglass.unjustified, ``relays``: relay.late, ``transport``:
+transport.unencrypted), the evaluator that runs them over each log in leaf order behind
+the ``RulesStore`` port (``evaluator``) and an alert's lifecycle (``triage``). Pure: it
+imports ``ledger.audit`` and ``ledger.errors``, never a database or HTTP;
+``ledger.pg.compliance`` implements the port. Design: docs/design/compliance.md.
 """
 
 from __future__ import annotations

@@ -19,6 +19,10 @@ from ledger.audit.rules.model import Severity
 from ledger.errors import MalformedInputError
 
 DEFAULT_BREAKGLASS_PURPOSES: Final = ("BTG", "ETREAT")
+#: The tables of the configuration file, one per rule.
+RULE_TABLES: Final = frozenset(
+    {"access_bulk", "breakglass_unjustified", "relay_late", "transport_unencrypted"}
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -50,10 +54,21 @@ class RelayLateConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TransportConfig:
+    """``transport.unencrypted``: an access recorded as not encrypted; with
+    ``alert_on_unknown``, also the first access of a day per (facility, channel) whose
+    encryption was not recorded."""
+
+    alert_on_unknown: bool = False
+    severity: Severity = Severity.HIGH
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RulesConfig:
     bulk: BulkAccessConfig = field(default_factory=BulkAccessConfig)
     breakglass: BreakGlassConfig = field(default_factory=BreakGlassConfig)
     relay_late: RelayLateConfig = field(default_factory=RelayLateConfig)
+    transport: TransportConfig = field(default_factory=TransportConfig)
 
 
 def _table(doc: Mapping[str, Any], name: str, allowed: frozenset[str]) -> dict[str, Any]:
@@ -123,13 +138,30 @@ def _relay_late(doc: Mapping[str, Any]) -> RelayLateConfig:
     )
 
 
+def _transport(doc: Mapping[str, Any]) -> TransportConfig:
+    name = "transport_unencrypted"
+    t = _table(doc, name, frozenset({"alert_on_unknown", "severity"}))
+    on_unknown = t.get("alert_on_unknown", False)
+    if not isinstance(on_unknown, bool):
+        raise MalformedInputError(f"[{name}] alert_on_unknown must be true or false")
+    return TransportConfig(
+        alert_on_unknown=on_unknown,
+        severity=_severity(name, t.get("severity", Severity.HIGH.value)),
+    )
+
+
 def parse_config(text: str) -> RulesConfig:
     """The rules' configuration from TOML text (empty text: every default)."""
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise MalformedInputError(f"rules configuration is not TOML: {exc}") from exc
-    unknown = sorted(set(doc) - {"access_bulk", "breakglass_unjustified", "relay_late"})
+    unknown = sorted(set(doc) - RULE_TABLES)
     if unknown:
         raise MalformedInputError(f"unknown rule table(s): {', '.join(unknown)}")
-    return RulesConfig(bulk=_bulk(doc), breakglass=_breakglass(doc), relay_late=_relay_late(doc))
+    return RulesConfig(
+        bulk=_bulk(doc),
+        breakglass=_breakglass(doc),
+        relay_late=_relay_late(doc),
+        transport=_transport(doc),
+    )

@@ -54,11 +54,13 @@ def build_rules(config: RulesConfig) -> tuple[Rule[Any], ...]:
     from ledger.audit.rules.breakglass import BreakGlassUnjustified
     from ledger.audit.rules.bulk import BulkAccess
     from ledger.audit.rules.relays import RelayLate
+    from ledger.audit.rules.transport import TransportUnencrypted
 
     return (
         BulkAccess(config.bulk),
         BreakGlassUnjustified(config.breakglass),
         RelayLate(config.relay_late),
+        TransportUnencrypted(config.transport),
     )
 
 
