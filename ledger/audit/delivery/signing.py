@@ -35,17 +35,19 @@ def idempotency_key(alert_id: int, destination: str) -> str:
 def payload(
     detail: AlertDetail, *, destination: str, include_patient: bool
 ) -> dict[str, JsonValue]:
-    """The alert and its evidence positions; patient fields only when ``include_patient``."""
+    """The alert and its evidence positions. Only with ``include_patient``: the patient
+    and the summary (free text written by a rule, which may name the patient)."""
     a = detail.alert
     alert: dict[str, JsonValue] = {
         "id": a.alert_id, "rule_id": a.rule_id, "rule_version": a.rule_version,
         "severity": a.severity, "facility_id": a.facility_id, "user_id": a.user_id,
-        "summary": a.summary, "raised_at": a.raised_at.isoformat(),
+        "raised_at": a.raised_at.isoformat(),
         "trigger": {"log": a.origin, "leaf_index": a.leaf_index},
         "thresholds": dict(a.thresholds), "state": a.state.value,
     }  # fmt: skip
-    if include_patient:
+    if include_patient:  # the summary is free text that may name the patient
         alert["patient"] = {"id": a.patient_id, "issuer": a.patient_issuer}
+        alert["summary"] = a.summary
     return {
         "version": PAYLOAD_VERSION,
         "idempotency_key": idempotency_key(a.alert_id, destination),
