@@ -8,9 +8,11 @@ import hashlib
 import hmac
 import json
 import os
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -201,3 +203,33 @@ def test_a_tls_failure_or_a_refusal_is_not_retried_within_the_pass(outcome: Outc
     assert run(store, Scripted([outcome])) == []
     assert store.attempts == [(1, outcome)]
     assert store.delivered == set()
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_shipped_example_file_loads(tmp_path: Path) -> None:
+    files(tmp_path)
+    (tmp_path / "siem-ca.crt").write_text("pem\n")
+    text = (ROOT / "deploy" / "alert-delivery.toml").read_text()
+    (d,) = parse_destinations(text, base=tmp_path)
+    assert (d.name, d.include_patient, d.max_attempts, d.batch) == ("siem", False, 5, 100)
+
+
+def test_the_receiver_check_in_operations_md_accepts_ours_and_refuses_a_forgery() -> None:
+    doc = (ROOT / "docs" / "operations.md").read_text()
+    section = doc[doc.index("## Delivering compliance alerts") :]
+    start = section.index("```python\n") + len("```python\n")
+    scope: dict[str, object] = {}
+    exec(section[start : section.index("```", start)], scope)  # the snippet, as documented
+    accept = cast(Callable[..., bool], scope["accept"])
+    body = canonical(payload(detail(), destination="siem", include_patient=False))
+    sent = headers(secret=SECRET, timestamp=int(time.time()), body=body, key="7.siem")
+    seen: set[str] = set()
+    assert accept(SECRET, sent, body, seen)
+    assert seen == {"7.siem"}
+    assert accept(SECRET, sent, body, seen)  # a redelivery: accepted, stored once
+    assert not accept(SECRET, sent, body + b" ", seen)
+    assert not accept(b"x" * 40, sent, body, seen)
+    stale = headers(secret=SECRET, timestamp=int(time.time()) - 3600, body=body, key="7.siem")
+    assert not accept(SECRET, stale, body, seen)
