@@ -189,7 +189,7 @@ def alerts_deliver(
     ] = 5.0,
     verbose: bool = False,
 ) -> None:
-    """Deliver compliance alerts to HMAC-signed webhooks, at least once, oldest first."""
+    """Deliver compliance alerts to signed webhooks and syslog over TLS, at least once."""
     from ledger.audit.delivery import DeliverySummary, load_destinations
     from ledger.errors import LedgerError
     from ledgerctl.delivery import run_delivery

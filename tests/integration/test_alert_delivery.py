@@ -1,7 +1,7 @@
-"""Alert delivery against a REAL HTTPS receiver started here (aiohttp, a test CA, a free
-port) and real scratch databases: signed deliveries the receiver checks, a receiver that
-is down and then up, a 500 then a 200, a wrong CA, a world-readable secret, and the
-append-only delivery tables."""
+"""Alert delivery against REAL receivers started here (an aiohttp HTTPS webhook and a
+syslog-over-TLS server, a test certificate, free ports) and real scratch databases:
+signed deliveries the receiver checks, a receiver that is down and then up, a 500 then a
+200, a wrong CA, a world-readable secret, and the append-only delivery tables."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import os
 import socket
 import ssl
 import threading
+import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,9 +21,12 @@ import asyncpg
 import pytest
 from aiohttp import web
 
-from ledger.audit.delivery import Deliverer, Destination, verify
+from integrations.atna.framing import StreamDecoder
+from integrations.atna.rfc5424 import Frame, SyslogMessage, parse_syslog
+from ledger.audit.delivery import Deliverer, Destination, SyslogDestination, verify
 from ledger.http.webhook import WebhookSender
 from ledger.pg.delivery import PostgresDeliveryStore
+from ledgerctl.delivery import Senders
 from tests.atna_pki import Pki, make_pki
 from tests.conftest import own_ledger
 from tests.integration.test_compliance_alerts import evaluate, fill, plant
@@ -273,3 +277,111 @@ def test_the_delivery_tables_refuse_updates_and_deletes(scratch: Scratch, statem
     for dsn in (scratch.stack.appender_url, scratch.stack.owner_url):
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             asyncio.run(fetch(dsn, statement))
+
+
+@dataclass
+class SyslogReceiver:
+    """A syslog-over-TLS receiver (RFC 5425) on its own thread and loop; it frames and
+    parses with the ATNA receiver's own decoder and RFC 5424 parser."""
+
+    pki: Pki
+    port: int
+    seen: Counter[str] = field(default_factory=Counter)
+    messages: list[SyslogMessage] = field(default_factory=list)
+    _loop: asyncio.AbstractEventLoop | None = None
+    _server: asyncio.Server | None = None
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        decoder = StreamDecoder(1024 * 1024)
+        while data := await reader.read(65536):
+            for got in decoder.feed(data):
+                assert isinstance(got, Frame), got
+                msg = parse_syslog(got.data)
+                self.messages.append(msg)
+                self.seen[dict(msg.structured_data[0].params)["key"]] += 1
+        writer.close()
+
+    def start(self) -> None:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.pki.server_cert, self.pki.server_key)
+
+        async def serve() -> None:
+            self._server = await asyncio.start_server(
+                self._client, "127.0.0.1", self.port, ssl=context
+            )
+
+        self._loop = asyncio.new_event_loop()
+        threading.Thread(target=self._loop.run_forever, daemon=True).start()
+        asyncio.run_coroutine_threadsafe(serve(), self._loop).result(timeout=30)
+
+    def stop(self) -> None:
+        assert self._loop is not None
+        assert self._server is not None
+        self._server.close()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+
+
+def syslog(s: Scratch, name: str, port: int, *, ca: Path | None = None) -> SyslogDestination:
+    return SyslogDestination(
+        name=name, host="localhost", port=port, ca_file=ca or s.pki.server_cert,
+        timeout_seconds=5.0, max_attempts=2, backoff_seconds=0.01, backoff_max_seconds=0.05,
+    )  # fmt: skip
+
+
+def syslog_pass(s: Scratch, dest: SyslogDestination) -> None:
+    async def once() -> None:
+        sender = Senders()
+        try:
+            async with PostgresDeliveryStore(dsn=s.stack.appender_url) as store:
+                await Deliverer(store, sender, [dest]).run_pass()
+        finally:
+            await sender.close()
+
+    asyncio.run(once())
+
+
+def test_a_syslog_receiver_down_then_up_gets_every_alert_as_rfc5424_over_tls(
+    scratch: Scratch,
+) -> None:
+    port = free_port()
+    dest = syslog(scratch, "soc-down", port)
+    syslog_pass(scratch, dest)
+    assert attempts(scratch, "soc-down") == [(None, "connect", False)] * 2
+    assert delivered(scratch, "soc-down") == set()
+    receiver = SyslogReceiver(scratch.pki, port)
+    receiver.start()
+    try:
+        syslog_pass(scratch, dest)
+        syslog_pass(scratch, dest)
+        wait_for(lambda: sum(receiver.seen.values()) >= len(scratch.alert_ids))
+    finally:
+        receiver.stop()
+    assert receiver.seen == Counter({f"{i}.soc-down": 1 for i in scratch.alert_ids})
+    assert delivered(scratch, "soc-down") == set(scratch.alert_ids)
+    assert attempts(scratch, "soc-down")[2:] == [(None, None, True)] * len(scratch.alert_ids)
+    assert {m.app_name for m in receiver.messages} == {"phi-ledger"}
+    assert all(m.bom for m in receiver.messages)
+    assert all("MRN-" not in m.msg.decode() for m in receiver.messages)
+
+
+def test_a_syslog_receiver_with_a_certificate_of_another_ca_gets_nothing(
+    scratch: Scratch,
+) -> None:
+    port = free_port()
+    receiver = SyslogReceiver(scratch.pki, port)
+    receiver.start()
+    try:
+        syslog_pass(scratch, syslog(scratch, "soc-wrongca", port, ca=scratch.other_ca))
+    finally:
+        receiver.stop()
+    assert receiver.messages == []
+    assert attempts(scratch, "soc-wrongca") == [(None, "tls", False)]
+    assert delivered(scratch, "soc-wrongca") == set()
+
+
+def wait_for(done: Callable[[], bool]) -> None:
+    """The receiver reads on its own thread: wait (bounded) until it has read it all."""
+    for _ in range(600):
+        if done():
+            return
+        time.sleep(0.05)

@@ -1,5 +1,6 @@
 """Alert delivery without a network: the signature, the canonical body, the backoff
-schedule, the destinations file's refusals and the deliverer's retry and stop rules."""
+schedule, the destinations file's refusals, the deliverer's retry and stop rules, and
+the syslog message (read back by the ATNA receiver's own RFC 5424 parser)."""
 
 from __future__ import annotations
 
@@ -16,17 +17,22 @@ from typing import cast
 
 import pytest
 
+from integrations.atna.framing import StreamDecoder
+from integrations.atna.rfc5424 import Frame, parse_syslog
 from ledger.audit.delivery import (
     Deliverer,
     Destination,
     Outcome,
+    SyslogDestination,
     backoff,
     canonical,
+    frame,
     headers,
     load_destinations,
     parse_destinations,
     payload,
     signature,
+    syslog_message,
     verify,
 )
 from ledger.audit.rules import AlertState
@@ -212,8 +218,11 @@ def test_the_shipped_example_file_loads(tmp_path: Path) -> None:
     files(tmp_path)
     (tmp_path / "siem-ca.crt").write_text("pem\n")
     text = (ROOT / "deploy" / "alert-delivery.toml").read_text()
-    (d,) = parse_destinations(text, base=tmp_path)
+    d, soc = parse_destinations(text, base=tmp_path)
+    assert isinstance(d, Destination)
     assert (d.name, d.include_patient, d.max_attempts, d.batch) == ("siem", False, 5, 100)
+    assert isinstance(soc, SyslogDestination)
+    assert (soc.name, soc.port, soc.facility, soc.include_patient) == ("soc", 6514, 13, False)
 
 
 def test_the_receiver_check_in_operations_md_accepts_ours_and_refuses_a_forgery() -> None:
@@ -233,3 +242,67 @@ def test_the_receiver_check_in_operations_md_accepts_ours_and_refuses_a_forgery(
     assert not accept(b"x" * 40, sent, body, seen)
     stale = headers(secret=SECRET, timestamp=int(time.time()) - 3600, body=body, key="7.siem")
     assert not accept(SECRET, stale, body, seen)
+
+
+def syslog_dest(**kw: object) -> SyslogDestination:
+    return SyslogDestination(name="siem-syslog", host="localhost", ca_file=Path("ca"), **kw)  # type: ignore[arg-type]
+
+
+def test_an_alert_is_one_rfc5424_message_in_an_octet_counted_frame() -> None:
+    d = syslog_dest(hostname="ledger-1.example")
+    special = detail()
+    framed = frame(syslog_message(special, d))
+    (got,) = StreamDecoder(64 * 1024).feed(framed)
+    assert isinstance(got, Frame)
+    msg = parse_syslog(got.data)
+    assert (msg.facility, msg.severity) == (13, 3)  # log audit; high -> error
+    assert (msg.hostname, msg.app_name, msg.msgid) == ("ledger-1.example", "phi-ledger",
+                                                       "compliance-alert")  # fmt: skip
+    assert msg.timestamp == special.alert.raised_at
+    (sd,) = msg.structured_data
+    assert sd.id == "alert@32473"
+    assert dict(sd.params) == {"id": "7", "rule": "access.bulk", "version": "1",
+                               "severity": "high", "key": "7.siem-syslog"}  # fmt: skip
+    assert msg.bom
+    body = json.loads(msg.msg)
+    assert body == payload(special, destination="siem-syslog", include_patient=False)
+    assert b"MRN-1" not in framed
+    with_patient = frame(syslog_message(special, syslog_dest(include_patient=True)))
+    assert b"MRN-1" in with_patient
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ('[syslog.s]\nca_file = "ca.crt"\n', "syslog.s.host"),
+        ('[syslog.s]\nhost = "a b"\nca_file = "ca.crt"\n', "syslog.s.host"),
+        ('[syslog.s]\nhost = "h"\nca_file = "ca.crt"\nport = 70000\n', "syslog.s.port"),
+        ('[syslog.s]\nhost = "h"\nca_file = "ca.crt"\nfacility = 24\n', "syslog.s.facility"),
+        ('[syslog.s]\nhost = "h"\nca_file = "ca.crt"\nhostname = "a b"\n', "syslog.s.hostname"),
+        ('[syslog.s]\nhost = "h"\nca_file = "ca.crt"\nurl = "x"\n', "syslog.s.url"),
+        ('[syslog.s]\nhost = "h"\n', "syslog.s.ca_file"),
+        ('[syslog.siem]\nhost = "h"\nca_file = "ca.crt"\n[destination.siem]\n' + GOOD,
+         "syslog.siem: the name of a destination too"),
+    ],
+)  # fmt: skip
+def test_bad_syslog_values_are_refused_with_the_key_named(
+    tmp_path: Path, text: str, named: str
+) -> None:
+    files(tmp_path)
+    with pytest.raises(MalformedInputError, match=named):
+        parse_destinations(text, base=tmp_path)
+
+
+def test_a_syslog_destination_loads_beside_a_webhook(tmp_path: Path) -> None:
+    files(tmp_path)
+    text = '[syslog.soc]\nhost = "10.0.0.9"\nca_file = "ca.crt"\n[destination.siem]\n' + GOOD
+    hook, soc = parse_destinations(text, base=tmp_path)
+    assert isinstance(hook, Destination)
+    assert isinstance(soc, SyslogDestination)
+    assert (soc.port, soc.facility, soc.include_patient) == (6514, 13, False)
+
+
+def test_a_written_syslog_message_counts_as_delivered() -> None:
+    assert Outcome().delivered
+    assert str(Outcome()) == "written"
+    assert not Outcome(error_class="connect").delivered

@@ -17,8 +17,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from ledger.audit.delivery.config import Destination
+from ledger.audit.delivery.config import Destination, SyslogDestination
 from ledger.audit.delivery.signing import backoff, canonical, headers, idempotency_key, payload
+from ledger.audit.delivery.syslog import frame, syslog_message
 from ledger.audit.rules.alerts import AlertDetail
 
 log = logging.getLogger("ledger.alerts.delivery")
@@ -26,14 +27,17 @@ log = logging.getLogger("ledger.alerts.delivery")
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Outcome:
-    """An HTTP status, or an error class (``tls``, ``connect``, ``timeout``, ``error``)."""
+    """An HTTP status, or an error class (``tls``, ``connect``, ``timeout``, ``error``),
+    or neither: a syslog message written to its TLS connection."""
 
     http_status: int | None = None
     error_class: str | None = None
 
     @property
     def delivered(self) -> bool:
-        return self.http_status is not None and 200 <= self.http_status <= 299
+        if self.http_status is None:
+            return self.error_class is None
+        return 200 <= self.http_status <= 299
 
     @property
     def retryable(self) -> bool:
@@ -42,7 +46,9 @@ class Outcome:
         return self.error_class != "tls"
 
     def __str__(self) -> str:
-        return f"HTTP {self.http_status}" if self.http_status is not None else f"{self.error_class}"
+        if self.http_status is not None:
+            return f"HTTP {self.http_status}"
+        return self.error_class or "written"
 
 
 class DeliveryStore(Protocol):
@@ -51,9 +57,12 @@ class DeliveryStore(Protocol):
     async def record(self, alert_id: int, destination: str, outcome: Outcome) -> None: ...
 
 
+AnyDestination = Destination | SyslogDestination
+
+
 class Sender(Protocol):
     async def send(
-        self, destination: Destination, body: bytes, headers: dict[str, str]
+        self, destination: AnyDestination, body: bytes, headers: dict[str, str]
     ) -> Outcome: ...
 
 
@@ -69,7 +78,7 @@ class Deliverer:
         self,
         store: DeliveryStore,
         sender: Sender,
-        destinations: Sequence[Destination],
+        destinations: Sequence[AnyDestination],
         *,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.time,
@@ -88,7 +97,7 @@ class Deliverer:
             delivered, failed, left = delivered + done, failed + fails, left or stuck
         return DeliverySummary(delivered=delivered, failed_attempts=failed, pending_left=left)
 
-    async def _destination(self, d: Destination) -> tuple[int, int, bool]:
+    async def _destination(self, d: AnyDestination) -> tuple[int, int, bool]:
         delivered = failed = 0
         while True:
             batch = await self._store.pending(d.name, d.batch)
@@ -101,12 +110,17 @@ class Deliverer:
             if len(batch) < d.batch:
                 return delivered, failed, False
 
-    async def _deliver(self, d: Destination, detail: AlertDetail) -> tuple[bool, int]:
-        alert_id = detail.alert.alert_id
+    def _request(self, d: AnyDestination, detail: AlertDetail) -> tuple[bytes, dict[str, str]]:
+        if isinstance(d, SyslogDestination):
+            return frame(syslog_message(detail, d)), {}
         body = canonical(payload(detail, destination=d.name, include_patient=d.include_patient))
-        key = idempotency_key(alert_id, d.name)
+        key = idempotency_key(detail.alert.alert_id, d.name)
+        return body, headers(secret=d.secret, timestamp=int(self._clock()), body=body, key=key)
+
+    async def _deliver(self, d: AnyDestination, detail: AlertDetail) -> tuple[bool, int]:
+        alert_id = detail.alert.alert_id
         for attempt in range(1, d.max_attempts + 1):
-            sent = headers(secret=d.secret, timestamp=int(self._clock()), body=body, key=key)
+            body, sent = self._request(d, detail)  # a webhook is signed again each time
             outcome = await self._sender.send(d, body, sent)
             await self._store.record(alert_id, d.name, outcome)
             if outcome.delivered:

@@ -14,10 +14,13 @@ CREATE TABLE alert_delivery_attempts (
     http_status   integer CHECK (http_status BETWEEN 100 AND 599),
     error_class   text    CHECK (error_class ~ '^[a-z][a-z0-9_]{0,31}$'),
     delivered     boolean NOT NULL,
+    -- A webhook attempt has an HTTP status or an error class; a syslog attempt an
+    -- error class, or neither when the message was written (syslog has no answer).
     CONSTRAINT alert_delivery_attempts_outcome
-        CHECK ((http_status IS NULL) <> (error_class IS NULL)),
+        CHECK (http_status IS NULL OR error_class IS NULL),
     CONSTRAINT alert_delivery_attempts_delivered
-        CHECK (NOT delivered OR http_status BETWEEN 200 AND 299)
+        CHECK (delivered = (error_class IS NULL
+                            AND (http_status IS NULL OR http_status BETWEEN 200 AND 299)))
 );
 CREATE INDEX alert_delivery_attempts_alert
     ON alert_delivery_attempts (alert_id, destination, attempt_id);
