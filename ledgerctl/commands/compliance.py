@@ -27,7 +27,7 @@ rules_app = typer.Typer(
 )
 alerts_app = typer.Typer(
     help="Alerts: security alerts raised while ingesting (no subcommand), and compliance "
-    "alerts raised by `ledger rules run` (list, show, ack, close).",
+    "alerts raised by `ledger rules run` (list, show, ack, close, deliver).",
     invoke_without_command=True,
 )
 
@@ -171,3 +171,49 @@ def alerts_close(
     except LedgerError as exc:
         raise fail(str(exc)) from exc
     console.print(f"alert {alert_id}: {done.state.value} ({disposition}) by {done.by}")
+
+
+DELIVERY = typer.Option(
+    "--destinations",
+    envvar="LEDGER_ALERT_DELIVERY_FILE",
+    help="The webhook destinations (TOML, e.g. deploy/alert-delivery.toml).",
+)
+
+
+@alerts_app.command("deliver")
+def alerts_deliver(
+    destinations: Annotated[str, DELIVERY],
+    once: Annotated[bool, typer.Option(help="One pass over pending alerts, then exit.")] = False,
+    interval: Annotated[
+        float, typer.Option(min=0.05, max=3600.0, help="Seconds between passes.")
+    ] = 5.0,
+    verbose: bool = False,
+) -> None:
+    """Deliver compliance alerts to signed webhooks and syslog over TLS, at least once."""
+    from ledger.audit.delivery import DeliverySummary, load_destinations
+    from ledger.errors import LedgerError
+    from ledgerctl.delivery import run_delivery
+
+    configure_logging(verbose)
+
+    def report(s: DeliverySummary) -> None:
+        if once or s.delivered or s.failed_attempts:
+            left = ", some still pending" if s.pending_left else ""
+            console.print(
+                f"delivery: {s.delivered} alert(s) delivered, {s.failed_attempts} failed "
+                f"attempt(s){left}"
+            )
+
+    try:
+        loaded = load_destinations(destinations)
+        asyncio.run(
+            run_delivery(
+                dsn=Settings.load().require("appender_url"),
+                destinations=loaded,
+                once=once,
+                interval=interval,
+                report=report,
+            )
+        )
+    except LedgerError as exc:
+        raise fail(str(exc)) from exc
