@@ -136,7 +136,7 @@ async def serve_api(
                 dsn=reader_dsn, pool_size=2, ledger_name=ledger_name, verifiers=verifiers
             )
         )
-        book = await stack.enter_async_context(PostgresRulesStore(dsn=reader_dsn, pool_size=1))
+        book = await stack.enter_async_context(PostgresRulesStore(dsn=reader_dsn, pool_size=2))
         triage = None
         if triage_dsn is not None:
             triage = await stack.enter_async_context(

@@ -115,9 +115,13 @@ async def show_alert(request: web.Request) -> web.Response:
 
 
 async def transition_alert(request: web.Request) -> web.Response:
-    """Acknowledge or close an alert, as the token's subject: 404 for an unknown alert,
-    409 when its current state does not allow the transition."""
+    """Acknowledge or close an alert, as the token's subject: 503 when this server has no
+    triage store, 404 for an unknown alert, 409 when its current state does not allow
+    the transition."""
     alert_id = _alert_id(request)
+    triage = request.app.get(ALERT_TRIAGE)
+    if triage is None:
+        return error(503, "unavailable", "alert triage is not configured on this server")
     body = await json_body(request, MAX_BODY)
     if not isinstance(body, dict) or set(body) - {"state", "disposition", "note"}:
         raise MalformedInputError(
@@ -141,9 +145,6 @@ async def transition_alert(request: web.Request) -> web.Response:
     found = await request.app[ALERT_BOOK].alert(alert_id)
     if found is None:
         return error(404, "not_found", "there is no such alert")
-    triage = request.app.get(ALERT_TRIAGE)
-    if triage is None:
-        return error(503, "unavailable", "alert triage is not configured on this server")
     try:
         done = await triage.transition(alert_id, wanted)
     except ConflictError as exc:  # the message names the alert id and states only
