@@ -103,9 +103,9 @@ async def run_api(
             cursor_key=cursor_key,
             ledger_name=settings.ledger_name,
             verifiers=verifiers,
-            triage_dsn=settings.appender_url.get_secret_value()
-            if settings.appender_url is not None
-            else None,
+            triage_dsn=None
+            if settings.triage_url is None
+            else settings.triage_url.get_secret_value(),
         )
 
 
@@ -128,7 +128,7 @@ async def serve_api(
     ``cursor_key`` (default: a key of this process only). Reports refuse a checkpoint
     outside ``ledger_name`` or not signed by one of ``verifiers`` (when given).
     Compliance alerts are read as ``ledger_reader``; their triage (an inserted transition)
-    needs ``triage_dsn`` (``LEDGER_APPENDER_URL``), else transitions answer 503."""
+    needs ``triage_dsn`` (``LEDGER_TRIAGE_URL``), else transitions answer 503."""
     async with contextlib.AsyncExitStack() as stack:
         store = await stack.enter_async_context(PostgresReader(dsn=reader_dsn))
         reports = await stack.enter_async_context(
