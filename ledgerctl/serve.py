@@ -25,6 +25,7 @@ from ledger.http.openapi import document
 from ledger.http.server import bind_url, serve_app, tls_context
 from ledger.log.keys import parse_verifiers
 from ledger.log.note import Verifier
+from ledger.pg.compliance import PostgresRulesStore
 from ledger.pg.reader import PostgresReader
 from ledger.pg.reports import PostgresReports
 from ledgerctl.fhirfeed import EmitterFhirSubmitter
@@ -102,6 +103,9 @@ async def run_api(
             cursor_key=cursor_key,
             ledger_name=settings.ledger_name,
             verifiers=verifiers,
+            triage_dsn=None
+            if settings.triage_url is None
+            else settings.triage_url.get_secret_value(),
         )
 
 
@@ -117,23 +121,35 @@ async def serve_api(
     cursor_key: CursorKey | None = None,
     ledger_name: str | None = None,
     verifiers: Sequence[Verifier] = (),
+    triage_dsn: str | None = None,
 ) -> None:
     """One reader (role ledger_reader, SELECT only) and one app, served until SIGTERM.
     Links go under ``public_url`` (default: ``bind_url``); page tokens are sealed with
     ``cursor_key`` (default: a key of this process only). Reports refuse a checkpoint
-    outside ``ledger_name`` or not signed by one of ``verifiers`` (when given)."""
-    async with (
-        PostgresReader(dsn=reader_dsn) as store,
-        PostgresReports(
-            dsn=reader_dsn, pool_size=2, ledger_name=ledger_name, verifiers=verifiers
-        ) as reports,
-    ):
+    outside ``ledger_name`` or not signed by one of ``verifiers`` (when given).
+    Compliance alerts are read as ``ledger_reader``; their triage (an inserted transition)
+    needs ``triage_dsn`` (``LEDGER_TRIAGE_URL``), else transitions answer 503."""
+    async with contextlib.AsyncExitStack() as stack:
+        store = await stack.enter_async_context(PostgresReader(dsn=reader_dsn))
+        reports = await stack.enter_async_context(
+            PostgresReports(
+                dsn=reader_dsn, pool_size=2, ledger_name=ledger_name, verifiers=verifiers
+            )
+        )
+        book = await stack.enter_async_context(PostgresRulesStore(dsn=reader_dsn, pool_size=2))
+        triage = None
+        if triage_dsn is not None:
+            triage = await stack.enter_async_context(
+                PostgresRulesStore(dsn=triage_dsn, pool_size=1)
+            )
         app = create_app(
             reader=store,
             tokens=store,
             recorder=recorder,
             report_source=reports,
             fhir_submitter=fhir_submitter,
+            alert_book=book,
+            alert_triage=triage,
             openapi=document(),
             public_url=public_url or bind_url(host, port, tls=tls is not None),
             cursor_key=cursor_key,

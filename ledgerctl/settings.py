@@ -121,6 +121,9 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = Field(default=None, alias="DATABASE_URL")
     appender_url: SecretStr | None = Field(default=None, alias="LEDGER_APPENDER_URL")
     reader_url: SecretStr | None = Field(default=None, alias="LEDGER_READER_URL")
+    #: Where the API inserts alert transitions (a role with INSERT on alert_transitions;
+    #: `make up` gives ledger_appender's URL). Unset: the API refuses transitions (503).
+    triage_url: SecretStr | None = Field(default=None, alias="LEDGER_TRIAGE_URL")
     api_url: str = Field(default="http://127.0.0.1:18080", alias="LEDGER_API_URL")
     #: The DICOM audit proxy `make up` starts (host:port and AE title), for its demo.
     dicomproxy_address: str = Field(default="127.0.0.1:11112", alias="LEDGER_DICOMPROXY_ADDRESS")

@@ -47,6 +47,7 @@ LEDGER_KAFKA_CREDENTIALS_DIR=$SECRETS/kafka/users
 DATABASE_URL=postgresql://ledger_owner:$owner@127.0.0.1:$PG_PORT/$PG_DB
 LEDGER_APPENDER_URL=postgresql://ledger_appender:$appender@127.0.0.1:$PG_PORT/$PG_DB
 LEDGER_READER_URL=postgresql://ledger_reader:$reader@127.0.0.1:$PG_PORT/$PG_DB
+LEDGER_TRIAGE_URL=postgresql://ledger_appender:$appender@127.0.0.1:$PG_PORT/$PG_DB
 LEDGER_NAME=$LEDGER_NAME
 LEDGER_SIGNER_KEY_FILE=$SIGNER_KEY
 LEDGER_VERIFIER_KEY=$verifier

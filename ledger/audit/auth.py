@@ -7,10 +7,13 @@ privilege). Each permission either never returns PHI or says that it does, so no
 role reads PHI through a side door (docs/api.md has the table, pinned by a test):
 
 * investigator - reconstructs who accessed what: access histories, event details
-  and their proofs, breach investigations, FHIR search and read (PHI, by key);
+  and their proofs, breach investigations, FHIR search and read (PHI, by key); reads
+  and triages compliance alerts (the privacy officer's work);
 * auditor - checks the ledger and produces the HIPAA outputs: PHI-free proof
   material, and (PHI, in bulk, for full verification) leaves, entry bundles and
-  index rows; accountings of disclosures, relay reports, quarantine and alerts;
+  index rows; accountings of disclosures, relay reports, quarantine and alerts
+  (security alerts; compliance alerts are filtered by user and name patients: PHI by
+  key, so not the auditor's);
 * admin - all of the above, and writes (``POST /fhir/AuditEvent``).
 """
 
@@ -61,11 +64,23 @@ class Permission(StrEnum):
     FHIR_READ = "fhir_read"
     #: FHIR AuditEvent ingestion (writes to Kafka like any producer).
     FHIR_WRITE = "fhir_write"
+    #: Compliance alerts: list and read one with its evidence (PHI: they name users,
+    #: facilities and patients).
+    ALERTS = "alerts"
+    #: Triage of compliance alerts: acknowledge, close with a disposition.
+    TRIAGE = "triage"
 
 
 ROLE_PERMISSIONS: Final[dict[Role, frozenset[Permission]]] = {
     Role.INVESTIGATOR: frozenset(
-        {Permission.HISTORY, Permission.INVESTIGATE, Permission.PROOFS, Permission.FHIR_READ}
+        {
+            Permission.HISTORY,
+            Permission.INVESTIGATE,
+            Permission.PROOFS,
+            Permission.FHIR_READ,
+            Permission.ALERTS,
+            Permission.TRIAGE,
+        }
     ),
     Role.AUDITOR: frozenset(
         {Permission.PROOFS, Permission.ENTRIES, Permission.COMPLIANCE, Permission.OPERATIONS}

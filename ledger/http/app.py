@@ -16,11 +16,12 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from ledger.audit.alertbook import AlertBook, AlertTriage
 from ledger.audit.auth import Permission, TokenDirectory
 from ledger.audit.cursors import CursorKey
 from ledger.audit.query import LedgerReader
 from ledger.audit.readlog import ReadRecorder
-from ledger.http import boundary, fhir, history, ops, proofs, reports
+from ledger.http import alerts, boundary, fhir, history, ops, proofs, reports
 from ledger.http.common import (
     CURSORS,
     DEFAULT_PUBLIC_URL,
@@ -120,6 +121,20 @@ def report_routes() -> tuple[Route, ...]:
     )  # fmt: skip
 
 
+def alert_routes() -> tuple[Route, ...]:
+    """Compliance alerts (docs/api.md): they name users, facilities and patients (PHI)."""
+    P, R = Permission, Route
+    return (
+        R(method="GET", path="/v1/compliance/alerts", handler=alerts.list_alerts,
+          permission=P.ALERTS, name="compliance_alerts", phi=True),
+        R(method="GET", path=r"/v1/compliance/alerts/{alert_id:\d+}", handler=alerts.show_alert,
+          permission=P.ALERTS, name="compliance_alert", phi=True),
+        R(method="POST", path=r"/v1/compliance/alerts/{alert_id:\d+}/transitions",
+          handler=alerts.transition_alert, permission=P.TRIAGE,
+          name="compliance_alert_transition", phi=True),
+    )  # fmt: skip
+
+
 def fhir_routes(*, writable: bool) -> tuple[Route, ...]:
     P, R = Permission, Route
     read = (
@@ -161,6 +176,8 @@ def create_app(
     recorder: ReadRecorder,
     report_source: reports.ReportSource | None = None,
     fhir_submitter: fhir.FhirSubmitter | None = None,
+    alert_book: AlertBook | None = None,
+    alert_triage: AlertTriage | None = None,
     extra_routes: tuple[Route, ...] = (),
     openapi: dict[str, object] | None = None,
     public_url: str = DEFAULT_PUBLIC_URL,
@@ -170,7 +187,9 @@ def create_app(
 
     ``public_url`` is the base of the links the API writes (FHIR Bundle links and
     fullUrls), never taken from the request; ``cursor_key`` seals page tokens (default:
-    a key of this process only, so tokens do not survive a restart)."""
+    a key of this process only, so tokens do not survive a restart). The compliance
+    alert routes are served when ``alert_book`` is given; transitions answer 503 unless
+    ``alert_triage`` is given too (it needs a role that may insert transitions)."""
     app = web.Application(
         # Order matters: the audit middleware wraps authentication, so 401 and 403 are
         # recorded like any other answer; the parameter check sits inside the audit, so
@@ -195,6 +214,11 @@ def create_app(
         extra += report_routes()
     if fhir_submitter is not None:
         app[fhir.FHIR_SUBMITTER] = fhir_submitter
+    if alert_book is not None:
+        app[alerts.ALERT_BOOK] = alert_book
+        extra += alert_routes()
+    if alert_triage is not None:
+        app[alerts.ALERT_TRIAGE] = alert_triage
     if openapi is not None:
         extra += (_openapi_route(openapi),)
     table = routes(extra)

@@ -17,6 +17,7 @@ from typing import Final
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from ledger.audit.alertbook import AlertQuery
 from ledger.audit.records import SchemaSet, StoredSchema
 from ledger.audit.rules import (
     AlertState,
@@ -48,7 +49,9 @@ OPENED_NOTE: Final = "raised by the rules evaluator"
 
 
 class PostgresRulesStore(PooledAdapter):
-    """``RulesStore`` on PostgreSQL, plus the alert triage queries."""
+    """``RulesStore`` on PostgreSQL, plus the alert triage queries (``AlertBook`` and
+    ``AlertTriage`` of ``ledger.audit.alertbook``: the API reads with a ``ledger_reader``
+    DSN, transitions need ``ledger_appender``)."""
 
     def __init__(self, *, dsn: str, pool_size: int = 2, command_timeout: float = 60.0) -> None:
         super().__init__(dsn=dsn, pool_size=pool_size, command_timeout=command_timeout)
@@ -128,6 +131,16 @@ class PostgresRulesStore(PooledAdapter):
             rows = await self.pool.fetch(
                 sql.ALERTS_LIST, state, where.rule_id, where.user_id, where.limit
             )
+        return [_alert(r) for r in rows]
+
+    async def page(self, query: AlertQuery) -> list[StoredAlert]:
+        """``AlertBook.page``: the API's filtered, keyset-paged listing."""
+        state = None if query.state is None else query.state.value
+        with transient_as_unavailable():
+            rows = await self.pool.fetch(
+                sql.ALERTS_QUERY, state, query.rule_id, query.facility_id, query.user_id,
+                query.since, query.until, query.before, query.limit,
+            )  # fmt: skip
         return [_alert(r) for r in rows]
 
     async def alert(self, alert_id: int) -> AlertDetail | None:

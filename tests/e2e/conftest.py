@@ -102,6 +102,8 @@ def pipeline(pipeline_stack: Stack, tmp_path_factory: pytest.TempPathFactory) ->
         **env,
         "LEDGER_PRODUCER_KEY_FILE": stack.producer_key("ledger-api-e2e"),
         "LEDGER_FHIR_PRODUCER_KEY_FILE": stack.producer_key("ledger-fhir-e2e"),
+        # Alert transitions are inserts: the API gets a role that may make them.
+        "LEDGER_TRIAGE_URL": stack.appender_url,
     }
     with contextlib.ExitStack() as files:
         procs = [

@@ -416,6 +416,8 @@ async def test_phi_answers_are_never_cacheable(
         f"/fhir/AuditEvent/{seeded.ids[0]}",
         f"/v1/patients/{seeded.patient}/disclosures",
         f"/v1/events/{uuid.uuid4()}",  # a 404 says "no such event": not cacheable either
+        "/v1/compliance/alerts",
+        "/v1/compliance/alerts/9000000000000",  # no such alert: 404, not cacheable
     ):
         async with admin.get(f"{api}{path}") as resp:
             assert resp.status in (200, 404), (path, resp.status)
@@ -426,7 +428,8 @@ async def test_phi_answers_are_never_cacheable(
 
 
 def _example(name: str) -> str:
-    return {"log": "1", "level": "0", "path": "000.p/1"}.get(name, str(uuid.uuid4()))
+    known = {"log": "1", "level": "0", "path": "000.p/1", "alert_id": "1"}
+    return known.get(name, str(uuid.uuid4()))
 
 
 def test_the_unknown_parameter_walk_covers_every_documented_operation() -> None:

@@ -34,6 +34,8 @@ from tests.route_table import Row, documented_table
 pytestmark = pytest.mark.e2e
 
 ANONYMOUS = "(anonymous)"
+#: An alert id no test raises (the walk asks for an unknown alert).
+NO_ALERT = 9_000_000_000_000
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,11 @@ def request_for(row: Row, w: World) -> tuple[str, dict[str, object] | None, int]
     )
     if row.method == "POST" and row.path == "/v1/investigations":
         return path, {"since": since, "until": until, "users": [w.user]}, 200
+    if "{alert_id}" in row.path:  # no such alert: its holders get 404, recorded
+        path = row.path.replace("{alert_id}", str(NO_ALERT))
+        if row.method == "POST":
+            return path, {"state": "acknowledged", "note": "route walk"}, 404
+        return path, None, 404
     if row.method == "POST" and row.path == "/fhir":  # an empty batch: answered, no entries
         return path, {"resourceType": "Bundle", "type": "batch"}, 200
     if row.method == "POST":  # /fhir/AuditEvent: an empty resource is refused (recorded)

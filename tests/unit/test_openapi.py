@@ -26,6 +26,8 @@ def served() -> set[tuple[str, str]]:
         recorder=unused,
         report_source=unused,
         fhir_submitter=unused,
+        alert_book=unused,
+        alert_triage=unused,
         openapi=document(),
     )
     out = set()

@@ -19,6 +19,7 @@ from ledger.pg.sql.compliance import (
     ALERT_ONE,
     ALERT_TRANSITIONS,
     ALERTS_LIST,
+    ALERTS_QUERY,
     INSERT_ALERT_EVIDENCE,
     INSERT_ALERT_TRANSITION,
     INSERT_RULE_ALERT,
@@ -125,6 +126,7 @@ from ledger.pg.sql.tree import (
 __all__ = [
     "ALERTS_LIST",
     "ALERTS_PAGE",
+    "ALERTS_QUERY",
     "ALERT_EVIDENCE",
     "ALERT_ONE",
     "ALERT_TRANSITIONS",

@@ -71,6 +71,22 @@ LIMIT $4
 """
 )
 
+#: A page of alerts for the API: every filter optional, newest first, keyset by id.
+ALERTS_QUERY: Final = (
+    _ALERT_SELECT
+    + """
+WHERE ($1::text IS NULL OR t.state = $1)
+  AND ($2::text IS NULL OR a.rule_id = $2)
+  AND ($3::text IS NULL OR a.facility_id = $3)
+  AND ($4::text IS NULL OR a.user_id = $4)
+  AND ($5::timestamptz IS NULL OR a.raised_at >= $5)
+  AND ($6::timestamptz IS NULL OR a.raised_at < $6)
+  AND ($7::bigint IS NULL OR a.alert_id < $7)
+ORDER BY a.alert_id DESC
+LIMIT $8
+"""
+)
+
 ALERT_ONE: Final = _ALERT_SELECT + "WHERE a.alert_id = $1"
 
 ALERT_EVIDENCE: Final = """
