@@ -8,10 +8,7 @@ is down only leaves alerts pending (the next pass retries them).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import signal
 from collections.abc import Callable, Sequence
 
 from ledger.audit.delivery import (
@@ -21,9 +18,9 @@ from ledger.audit.delivery import (
     Outcome,
     SyslogDestination,
 )
-from ledger.errors import UnavailableError
 from ledger.http.webhook import WebhookSender
 from ledger.pg.delivery import PostgresDeliveryStore
+from ledgerctl.passes import run_passes
 from ledgerctl.syslogsender import SyslogSender
 
 log = logging.getLogger("ledger.alerts.delivery")
@@ -55,38 +52,12 @@ async def run_delivery(
     report: Callable[[DeliverySummary], None],
 ) -> None:
     """One pass (``once``) or passes every ``interval`` seconds until a signal."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    if not once:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
     sender = Senders()
     async with PostgresDeliveryStore(dsn=dsn) as store:
+        deliverer = Deliverer(store, sender, destinations)
         try:
-            await _loop(Deliverer(store, sender, destinations), stop, once, interval, report)
+            await run_passes(
+                deliverer.run_pass, what="delivery", once=once, interval=interval, report=report
+            )
         finally:
             await sender.close()
-
-
-async def _loop(
-    deliverer: Deliverer,
-    stop: asyncio.Event,
-    once: bool,
-    interval: float,
-    report: Callable[[DeliverySummary], None],
-) -> None:
-    while True:
-        try:
-            summary = await deliverer.run_pass()
-        except UnavailableError as exc:
-            if once:
-                raise
-            log.warning("delivery pass failed, retried in %.1f s: %s", interval, exc)
-        else:
-            report(summary)
-        if once or stop.is_set():
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=interval)
-        if stop.is_set():
-            return

@@ -9,10 +9,6 @@ loop, a pass that finds PostgreSQL unavailable is logged and retried at the next
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,10 +19,9 @@ from ledger.audit.rules import (
     build_rules,
     parse_config,
 )
-from ledger.errors import MalformedInputError, UnavailableError
+from ledger.errors import MalformedInputError
 from ledger.pg.compliance import PostgresRulesStore
-
-log = logging.getLogger("ledger.rules")
+from ledgerctl.passes import run_passes
 
 
 def load_rules_config(path: str | None) -> RulesConfig:
@@ -49,25 +44,8 @@ async def run_rules(
     report: Callable[[PassSummary], None],
 ) -> None:
     """One pass (``once``) or passes every ``interval`` seconds until a signal."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    if not once:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
     async with PostgresRulesStore(dsn=dsn) as store:
         evaluator = Evaluator(store, build_rules(config))
-        while True:
-            try:
-                summary = await evaluator.run_pass()
-            except UnavailableError as exc:
-                if once:
-                    raise
-                log.warning("rules pass failed, retried in %.1f s: %s", interval, exc)
-            else:
-                report(summary)
-            if once or stop.is_set():
-                return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=interval)
-            if stop.is_set():
-                return
+        await run_passes(
+            evaluator.run_pass, what="rules", once=once, interval=interval, report=report
+        )
