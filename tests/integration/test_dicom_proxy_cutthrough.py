@@ -7,12 +7,16 @@ relayed and recorded as ``bad_dataset``. Needs no shared stack."""
 
 from __future__ import annotations
 
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from io import BytesIO
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,6 +33,7 @@ from integrations.dicomproxy import DicomProxy, MemoryRecorder, OperationKind, p
 from tests.dicom_upstream import ct_instance
 
 PROXY_AET, PACS_AET, CLIENT = "LEDGERPROXY", "SMALLPDU", "STORESCU"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
@@ -244,3 +249,47 @@ def test_a_command_in_the_middle_of_a_data_set_aborts_the_pacs_association(
         assert again.send_c_store(big_instance("NEXT02")).Status == 0x0000
     finally:
         again.release()
+
+
+_CRASHABLE_PROXY = """
+import sys
+from integrations.dicomproxy import DicomProxy, MemoryRecorder, parse_config
+cfg = parse_config({
+    "listen": {"port": 0, "ae_title": "LEDGERPROXY", "allowed_calling_aets": ["STORESCU"]},
+    "upstream": {"host": "127.0.0.1", "port": int(sys.argv[1]), "ae_title": "SMALLPDU"},
+})
+with DicomProxy(cfg, MemoryRecorder()) as proxy:
+    print(proxy.address[1], flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_a_proxy_killed_mid_instance_leaves_nothing_half_stored(pacs: Pacs) -> None:
+    """The worst moment for cut-through: half an instance already at the PACS when the
+    proxy dies (SIGKILL: no abort of its own). The PACS sees the connection drop and
+    stores nothing."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CRASHABLE_PROXY, str(pacs.port)],  # type: ignore[attr-defined]
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline())
+        ae = AE(CLIENT)
+        ae.add_requested_context(CTImageStorage, [ExplicitVRLittleEndian])
+        assoc = ae.associate("127.0.0.1", port, ae_title=PROXY_AET, max_pdu=65536)
+        assert assoc.is_established
+        ds = big_instance("KILL01")
+        pdus = store_pdus(assoc, encoded(ds), ds.SOPInstanceUID, 1)
+        for pdu in pdus[: len(pdus) // 2]:
+            assoc.dul.socket.socket.sendall(pdu)
+        eventually(lambda: pacs.server.active_associations)
+        time.sleep(0.3)  # let the proxy relay what it got
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        eventually(lambda: not pacs.server.active_associations)
+        assert pacs.stored == []
+        assoc.abort()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
