@@ -7,8 +7,6 @@ that is not the shape of its schema raises ``KeyError``, ``TypeError`` or ``Valu
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime
 from types import MappingProxyType
 
 from producers.events.model import (
@@ -35,6 +33,13 @@ from producers.events.model import (
     Transport,
     TransportChannel,
 )
+from producers.events.readers import instant as _t
+from producers.events.readers import integer as _int
+from producers.events.readers import optional_instant as _ot
+from producers.events.readers import optional_text as _os
+from producers.events.readers import record_at as _d
+from producers.events.readers import text as _s
+from producers.events.readers import uuid_at as _uuid
 from producers.events.records import (
     ACCESS_SCHEMA_NAME,
     AUDIT_LOG_USED_SCHEMA_NAME,
@@ -223,50 +228,6 @@ def _relay(record: Record, common: dict[str, object]) -> CriticalResultRelay:
         ),
         **common,  # type: ignore[arg-type]
     )
-
-
-def _d(record: Record, key: str) -> Record:
-    value = record[key]
-    if not isinstance(value, dict):
-        raise TypeError(f"{key} is not a record")
-    return value
-
-
-def _s(record: Record, key: str) -> str:
-    value = record[key]
-    if not isinstance(value, str):
-        raise TypeError(f"{key} is not a string")
-    return value
-
-
-def _os(record: Record, key: str) -> str | None:
-    value = record.get(key)
-    if value is not None and not isinstance(value, str):
-        raise TypeError(f"{key} is not a string")
-    return value
-
-
-def _t(record: Record, key: str) -> datetime:
-    value = record[key]
-    if not isinstance(value, datetime):
-        raise TypeError(f"{key} is not a timestamp")
-    return value.astimezone(UTC)
-
-
-def _ot(record: Record, key: str) -> datetime | None:
-    return None if record.get(key) is None else _t(record, key)
-
-
-def _uuid(record: Record, key: str) -> uuid.UUID:
-    value = record[key]
-    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
-
-
-def _int(record: Record, key: str) -> int:
-    value = record[key]
-    if not isinstance(value, int):
-        raise TypeError(f"{key} is not an integer")
-    return value
 
 
 def _actor_from(r: Record) -> Actor:

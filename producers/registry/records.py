@@ -8,10 +8,14 @@ a record that is not that shape raises ``KeyError``, ``TypeError`` or ``ValueErr
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Final
 
+from producers.events.readers import instant as _t
+from producers.events.readers import integer as _int
+from producers.events.readers import record_at as _d
+from producers.events.readers import text as _s
+from producers.events.readers import uuid_at as _uuid
 from producers.events.records import Record
 from producers.registry.model import (
     Author,
@@ -160,39 +164,6 @@ def _record_of(kind: RegistryKind, r: Record) -> RegistryRecord:
         valid_from=_date(r, "valid_from"),
         valid_to=_odate(r, "valid_to"),
     )
-
-
-def _d(record: Record, key: str) -> Record:
-    value = record[key]
-    if not isinstance(value, dict):
-        raise TypeError(f"{key} is not a record")
-    return value
-
-
-def _s(record: Record, key: str) -> str:
-    value = record[key]
-    if not isinstance(value, str):
-        raise TypeError(f"{key} is not a string")
-    return value
-
-
-def _int(record: Record, key: str) -> int:
-    value = record[key]
-    if type(value) is not int:
-        raise TypeError(f"{key} is not an integer")
-    return value
-
-
-def _uuid(record: Record, key: str) -> uuid.UUID:
-    value = record[key]
-    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
-
-
-def _t(record: Record, key: str) -> datetime:
-    value = record[key]
-    if not isinstance(value, datetime):
-        raise TypeError(f"{key} is not a timestamp")
-    return value.astimezone(UTC)
 
 
 def _date(record: Record, key: str) -> date:
