@@ -55,6 +55,7 @@ bench: up
 	.venv/bin/python benchmarks/producer_auth.py
 	.venv/bin/python benchmarks/dicomproxy.py
 	.venv/bin/python benchmarks/proofs.py
+	.venv/bin/python benchmarks/rules.py
 	.venv/bin/python benchmarks/queries.py
 	.venv/bin/python benchmarks/attribution.py
 	.venv/bin/python benchmarks/atna.py

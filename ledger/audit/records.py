@@ -91,8 +91,26 @@ class SchemaSet:
         return self._names[fp], rendered
 
 
+_SCALARS: Final = frozenset({str, int, bool, float, type(None)})
+
+
 def to_json(value: object) -> JsonValue:
-    """Render a decoded Avro value JSON-safe."""
+    """Render a decoded Avro value JSON-safe (the exact types fastavro returns are
+    dispatched first: the rules evaluator renders every leaf it reads)."""
+    t = type(value)
+    if t in _SCALARS:
+        return value  # type: ignore[return-value]
+    if t is dict:
+        return {
+            (k if type(k) is str else str(k)): (v if type(v) in _SCALARS else to_json(v))
+            for k, v in value.items()  # type: ignore[attr-defined]
+        }
+    if t is list:
+        return [v if type(v) in _SCALARS else to_json(v) for v in value]  # type: ignore[attr-defined]
+    return _to_json_generic(value)
+
+
+def _to_json_generic(value: object) -> JsonValue:
     if value is None or isinstance(value, bool | int | float | str):
         return value
     if isinstance(value, uuid.UUID):

@@ -1,0 +1,219 @@
+"""The compliance rules beside ingestion: do they keep up, and how soon does an alert follow?
+
+In one run, on this machine, against the real broker and database (`make up` first):
+
+1. keep up: N simulated events emitted to scratch topics, ingested by a real
+   `ledger consume` into an empty ledger (events/s from its first append to its last),
+   then every rule evaluated over the same ledger by a real `ledger rules run --once`
+   (leaves/s over the whole pass, from process start to exit, start-up included);
+   the ratio rules / ingest (goal: at least 1);
+2. emit to alert: a fresh ledger with `ledger consume` and `ledger rules run` running,
+   simulated events emitted at a paced rate (default 1,000/s) for S seconds; every alert
+   whose triggering event was emitted in the run gives one latency: the alert's
+   ``raised_at`` minus the event's ``event_time`` (stamped at emit, same clock);
+   p50/p99/max (goal: p99 under 2 s at 1,000 events/s). The simulator's stream records
+   one access in fifty as unencrypted, and its users are unknown to the empty registry,
+   so transport and account rules both fire.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.ingest import (
+    LEDGER,
+    bench_key,
+    consumer,
+    count_events,
+    fresh_database,
+    ingest_times,
+    produce,
+)
+from benchmarks.proofs import admin_kafka, env, on_db, simulator
+from integrations.simulator import Simulator
+from ledgerctl.infra import ensure_topics
+from producers.emitter import Emitter, EmitterConfig
+
+
+def rules_env(settings: dict[str, str], db: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        **settings,
+        "LEDGER_ENV_FILE": os.devnull,
+        "DATABASE_URL": on_db(settings["DATABASE_URL"], db),
+        "LEDGER_APPENDER_URL": on_db(settings["LEDGER_APPENDER_URL"], db),
+    }
+
+
+def rules_once(settings: dict[str, str], db: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [LEDGER, "rules", "run", "--once"],
+        env=rules_env(settings, db),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def rules_loop(settings: dict[str, str], db: str, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [LEDGER, "rules", "run", "--interval", "0.1"],
+            env=rules_env(settings, db),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+async def wait_ingested(url: str, n: int, limit: float = 1800) -> None:
+    started = time.monotonic()
+    while await count_events(url) < n:
+        if time.monotonic() - started > limit:
+            raise SystemExit(f"ingest did not reach {n} events in {limit:.0f} s")
+        await asyncio.sleep(0.5)
+
+
+async def keep_up(settings: dict[str, str], run: str, n: int, workdir: Path) -> None:
+    topics = (f"bench-{run}-k-phi-access", f"bench-{run}-k-relay")
+    await ensure_topics(settings["KAFKA_BOOTSTRAP"], topics, 4, admin_kafka(settings))
+    await produce(settings["KAFKA_BOOTSTRAP"], topics, n, simulator(settings))
+    db = f"ledger_bench_rules_{run}"
+    await fresh_database(settings, db)
+    url = on_db(settings["DATABASE_URL"], db)
+    proc = consumer(settings, db, topics, f"bench-{run}-k", workdir / "consumer-k.log")
+    await wait_ingested(url, n)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait()
+    first, last = await ingest_times(url)
+    ingest = n / max(last - first, 1e-6)
+    started = time.perf_counter()
+    done = await asyncio.to_thread(rules_once, settings, db)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"ledger rules run failed: {done.stderr.strip()[-400:]}")
+    conn = await asyncpg.connect(url)
+    leaves = int(await conn.fetchval("SELECT count(*) FROM leaves"))
+    alerts = int(await conn.fetchval("SELECT count(*) FROM alerts"))
+    await conn.close()
+    rules = leaves / seconds
+    print(f"ingest, one consumer process: {ingest:,.0f} events/s over {n:,} events")
+    print(f"rules, one `ledger rules run --once` over the same {leaves:,} leaves "
+          f"(start-up included): {rules:,.0f} leaves/s, {alerts:,} alerts raised")  # fmt: skip
+    print(f"ratio rules / ingest: {rules / ingest:.2f} (goal: at least 1)")
+    await drop(settings, db)
+
+
+async def paced_emit(
+    settings: dict[str, str], topics: tuple[str, str], rate: float, seconds: float
+) -> int:
+    config = EmitterConfig(
+        bootstrap_servers=settings["KAFKA_BOOTSTRAP"],
+        producer_id="bench",
+        access_topic=topics[0],
+        relay_topic=topics[1],
+        linger_ms=5,
+        kafka_security=simulator(settings),
+        producer_key_file=bench_key()[0],
+    )
+    sim = Simulator(seed=int(secrets.token_hex(4), 16), start=datetime.now(UTC))
+    stream = sim.events(int(rate * seconds) + 1)
+    sent = 0
+    async with Emitter(config) as emitter:
+        start = time.monotonic()
+        for event in stream:
+            due = start + sent / rate
+            pause = due - time.monotonic()
+            if pause > 0:
+                await asyncio.sleep(pause)
+            await emitter.emit(event.stamped(producer_id="bench", producer_seq=sent))
+            sent += 1
+            if time.monotonic() - start >= seconds:
+                break
+        await emitter.flush()
+    return sent
+
+
+async def emit_to_alert(
+    settings: dict[str, str], run: str, rate: float, seconds: float, workdir: Path
+) -> None:
+    topics = (f"bench-{run}-l-phi-access", f"bench-{run}-l-relay")
+    await ensure_topics(settings["KAFKA_BOOTSTRAP"], topics, 4, admin_kafka(settings))
+    db = f"ledger_bench_alerts_{run}"
+    await fresh_database(settings, db)
+    url = on_db(settings["DATABASE_URL"], db)
+    consume = consumer(settings, db, topics, f"bench-{run}-l", workdir / "consumer-l.log")
+    rules = rules_loop(settings, db, workdir / "rules.log")
+    began = datetime.now(UTC)
+    try:
+        sent = await paced_emit(settings, topics, rate, seconds)
+        await wait_ingested(url, sent, limit=300)
+        await asyncio.sleep(10)  # every rule's settle hold and the last pass
+    finally:
+        for proc in (rules, consume):
+            proc.send_signal(signal.SIGTERM)
+            proc.wait()
+    conn = await asyncpg.connect(url)
+    rows = await conn.fetch(
+        "SELECT a.rule_id, extract(epoch FROM a.raised_at - e.event_time) AS lag, "
+        "extract(epoch FROM p.committed_at - e.event_time) AS appended "
+        "FROM alerts a JOIN events e USING (log_id, leaf_index) "
+        "JOIN ingest_positions p ON p.log_id = a.log_id "
+        "AND a.leaf_index >= p.first_leaf AND a.leaf_index < p.first_leaf + p.appended "
+        "WHERE e.event_time >= $1",
+        began - timedelta(seconds=1),
+    )
+    await conn.close()
+    await drop(settings, db)
+    if len(rows) < 2:
+        print(f"emit to alert: only {len(rows)} alert(s) raised; nothing to measure")
+        return
+    lags = sorted(float(r["lag"]) for r in rows)
+    qs = statistics.quantiles(lags, n=100)
+    appended = statistics.quantiles([float(r["appended"]) for r in rows], n=100)
+    by_rule: dict[str, int] = {}
+    for r in rows:
+        by_rule[r["rule_id"]] = by_rule.get(r["rule_id"], 0) + 1
+    print(f"emit to alert at {rate:,.0f} events/s for {seconds:.0f} s ({sent:,} events, "
+          f"{len(lags):,} alerts: {', '.join(f'{k} {v}' for k, v in sorted(by_rule.items()))}): "
+          f"p50 {qs[49]:.2f} s, p99 {qs[98]:.2f} s, max {lags[-1]:.2f} s "
+          "(goal: p99 under 2 s)")  # fmt: skip
+    print(f"  of which emit to the consumer's commit of the triggering event: "
+          f"p50 {appended[49]:.2f} s, p99 {appended[98]:.2f} s")  # fmt: skip
+
+
+async def drop(settings: dict[str, str], db: str) -> None:
+    admin = await asyncpg.connect(settings["DATABASE_URL"])
+    await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+    await admin.close()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--rate", type=float, default=1000.0)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    args = parser.parse_args()
+    settings = env()
+    run = secrets.token_hex(3)
+    workdir = Path(tempfile.mkdtemp(prefix=f"ledger-bench-rules-{run}-"))
+    await keep_up(settings, run, args.events, workdir)
+    await emit_to_alert(settings, run, args.rate, args.seconds, workdir)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
