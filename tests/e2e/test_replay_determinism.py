@@ -11,13 +11,16 @@ import asyncio
 import secrets
 import subprocess
 import time
+from collections.abc import Sequence
 
 import aiohttp
 import asyncpg
 import pytest
 
 from integrations.simulator import Simulator
+from ledger.audit.rules import Evaluator, Finding, RulesConfig, build_rules
 from ledger.log import merkle
+from ledger.pg.compliance import PostgresRulesStore
 from ledger.pg.migrate import apply_migrations
 from ledger.pg.producerkeys import copy_producer_keys
 from tests.e2e.conftest import E2E_SEED, LEDGER, Pipeline, wait_for_events
@@ -102,7 +105,21 @@ async def test_a_second_ledger_built_from_the_same_topics_is_identical(
         assert merkle.root_from_leaves(prefix) == merkle.root_from_leaves(leaves)
 
 
+async def _emit_stream(pipeline: Pipeline, seed: int, count: int) -> None:
+    stream = list(Simulator(seed=seed, patients=9).events(count))
+    async with pipeline.emitter("e2e-replay-rules") as emitter:
+        for event in stream:
+            await emitter.emit(event)
+        await emitter.flush()
+    headers = pipeline.stack.auth("admin")
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(10), headers=headers) as http:
+        await wait_for_events(http, pipeline, [str(e.event_id) for e in stream])
+
+
 def test_ledger_replay_command_rebuilds_identical_roots(pipeline: Pipeline) -> None:
+    # A stream with something for the rules to find (one access in fifty unencrypted,
+    # late relays), so the replayed ledger's alerts can be compared with the source's.
+    asyncio.run(_emit_stream(pipeline, E2E_SEED + 300, 400))
     database = f"ledger_replay_{secrets.token_hex(4)}"
     try:
         result = subprocess.run(
@@ -122,6 +139,14 @@ def test_ledger_replay_command_rebuilds_identical_roots(pipeline: Pipeline) -> N
         )  # fmt: skip
         assert again.returncode == 1
         assert "not empty" in again.stderr
+        # The alerts the rules raise over the replayed ledger are the source's.
+        source, replica = asyncio.run(
+            _findings_both(
+                pipeline.stack.owner_url, with_database(pipeline.stack.owner_url, database)
+            )
+        )
+        assert source, "the stream plants unencrypted accesses and late relays"
+        assert replica == source
     finally:
 
         async def drop() -> None:
@@ -130,3 +155,64 @@ def test_ledger_replay_command_rebuilds_identical_roots(pipeline: Pipeline) -> N
             await admin.close()
 
         asyncio.run(drop())
+
+
+class _CollectingStore(PostgresRulesStore):
+    """The evaluator's store reading a ledger, keeping findings in memory instead of
+    writing alerts (the source ledger is shared with other tests)."""
+
+    def __init__(self, *, dsn: str) -> None:
+        super().__init__(dsn=dsn)
+        self.findings: list[Finding] = []
+
+    async def cursor(self, log_id: int) -> int:
+        return 0
+
+    async def commit(self, log_id: int, next_leaf: int, findings: Sequence[Finding]) -> int:
+        self.findings.extend(findings)
+        return 0
+
+
+Where = tuple[str, int]
+Found = tuple[tuple[str, int, str, str, str | None, str | None, str], tuple[Where, ...]]
+
+
+async def _findings(dsn: str) -> tuple[dict[str, int], set[Found]]:
+    """Every finding over the ledger at ``dsn``, positions named by origin (the trigger
+    first), with each log's size at the time."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT g.log_id, g.origin, count(l.leaf_index) AS size FROM logs g "
+            "LEFT JOIN leaves l USING (log_id) GROUP BY g.log_id, g.origin"
+        )
+    finally:
+        await conn.close()
+    origin = {int(r["log_id"]): str(r["origin"]) for r in rows}
+    sizes = {str(r["origin"]): int(r["size"]) for r in rows}
+    async with _CollectingStore(dsn=dsn) as store:
+        await Evaluator(store, build_rules(RulesConfig())).run_pass()
+    found: set[Found] = set()
+    for f in store.findings:
+        trigger = (origin[f.trigger.log_id], f.trigger.leaf_index)
+        evidence = sorted(
+            (origin[e.position.log_id], e.position.leaf_index, e.role) for e in f.evidence
+        )
+        what = (
+            f.rule_id, f.rule_version, f.severity.value, f.summary, f.facility_id, f.user_id,
+            repr((f.patient, [r for _, _, r in evidence])),
+        )  # fmt: skip
+        found.add((what, (trigger, *((o, i) for o, i, _ in evidence))))
+    return sizes, found
+
+
+async def _findings_both(source_dsn: str, replica_dsn: str) -> tuple[set[Found], set[Found]]:
+    """The findings of both ledgers over the prefix both hold (the source keeps growing:
+    the API records its own reads)."""
+    replica_sizes, replica = await _findings(replica_dsn)
+    _, source = await _findings(source_dsn)
+
+    def within(f: Found) -> bool:
+        return all(i < replica_sizes.get(o, 0) for o, i in f[1])
+
+    return {f for f in source if within(f)}, {f for f in replica if within(f)}
