@@ -72,14 +72,17 @@ class _WatchListRule:
         raise NotImplementedError
 
     def evaluate(self, event: AppendedEvent, window: PrivacyWindow) -> Sequence[Finding]:
+        if self._list is None or not is_access(event) or not _mentions(event, self._list):
+            return ()
+        listed = [(p, self._list.matching(p.id, p.issuer)) for p in patients_seen(event)]
+        listed = [(p, entries) for p, entries in listed if entries]
         user = user_id(event)
-        if self._list is None or user is None or not is_access(event) or not succeeded(event):
+        if not listed or user is None or not succeeded(event):
             return ()
         day = local_time(event, self._zone).date()
         found: list[PatientRef] = []
-        for patient in patients_seen(event):
-            entries = self._list.matching(patient.id, patient.issuer)
-            if not entries or not self.hits(user, entries):
+        for patient, entries in listed:
+            if not self.hits(user, entries):
                 continue
             seen: _Seen = (user, patient.issuer, patient.id, day)
             if seen not in window.alerted:
@@ -110,6 +113,18 @@ class _WatchListRule:
             evidence=(Evidence(position=event.position, role="trigger"),),
             thresholds=self.thresholds(),
         )
+
+
+def _mentions(event: AppendedEvent, watchlist: WatchList) -> bool:
+    """Whether the record names a listed patient id at all (a cheap first look: most
+    accesses name none)."""
+    named = event.record.get("patient")
+    if isinstance(named, Mapping) and watchlist.lists_id(named.get("id")):
+        return True
+    disclosed = event.record.get("disclosed")
+    return isinstance(disclosed, list) and any(
+        isinstance(d, Mapping) and watchlist.lists_id(d.get("id")) for d in disclosed
+    )
 
 
 class OwnRecord(_WatchListRule):

@@ -80,6 +80,10 @@ class WatchList:
     entries: tuple[WatchEntry, ...]
     _by_patient: Mapping[str, tuple[WatchEntry, ...]] = field(repr=False, compare=False)
 
+    def lists_id(self, patient_id: object) -> bool:
+        """Whether any entry names this patient id (under any issuer)."""
+        return isinstance(patient_id, str) and patient_id in self._by_patient
+
     def matching(self, patient_id: str, issuer: str | None) -> tuple[WatchEntry, ...]:
         """The entries for this patient: same id, and the same issuer or none listed."""
         return tuple(
