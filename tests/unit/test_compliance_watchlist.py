@@ -210,3 +210,12 @@ def test_a_missing_or_hostile_watch_list_stops_the_rules_command(tmp_path: Path)
     (tmp_path / "watch.csv").write_text(HEADER + "vip,=1+1,,,\n")
     with pytest.raises(WatchListError, match="formula"):
         load_rules_config(str(config_file))
+
+
+def test_a_file_with_more_lines_than_allowed_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ledger.audit.rules.watchlist as module
+
+    monkeypatch.setattr(module, "MAX_LINES", 3)
+    parse(HEADER + "".join(f"vip,V{i},,,\n" for i in range(3)))
+    with pytest.raises(WatchListError, match="more than 3 lines"):
+        parse(HEADER + "".join(f"vip,V{i},,,\n" for i in range(4)))

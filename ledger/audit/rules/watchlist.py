@@ -104,6 +104,7 @@ def parse_watchlist(name: str, data: bytes) -> WatchList:
     problems: list[WatchProblem] = []
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     header: list[str] | None = None
+    count = 0
     try:
         for line, cells in _lines(reader):
             if header is None:
@@ -112,7 +113,8 @@ def parse_watchlist(name: str, data: bytes) -> WatchList:
                     problems.append(_bad_header(line, header))
                     break
                 continue
-            if len(entries) + len(problems) >= MAX_LINES:
+            count += 1
+            if count > MAX_LINES:
                 problems.append(_file(f"has more than {MAX_LINES} lines", line))
                 break
             if len(cells) != len(header):
