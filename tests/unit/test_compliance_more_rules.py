@@ -370,7 +370,8 @@ def test_no_readback_a_read_back_recorded_after_the_deadline_does_not_settle_it(
     )  # fmt: skip
     log.add(*relay("CAT1", T0, timedelta(minutes=10), recorded=T0 + timedelta(minutes=45)))
     assert len(log.findings) == 1
-    assert [e.role for e in log.findings[0].evidence] == ["trigger", "relay_record"]
+    # the late record is where the deadline was seen to pass
+    assert [e.role for e in log.findings[0].evidence] == ["trigger", "deadline_passed"]
 
 
 def test_no_readback_electronic_needs_an_acknowledgement_instead() -> None:

@@ -150,8 +150,10 @@ class _RelayDeadlineRule:
 
     def _finding(self, p: _Pending, passed_at: Position) -> Finding:
         evidence = [Evidence(position=p.opened, role="trigger")]
-        evidence += [Evidence(position=pos, role="relay_record") for pos in p.later]
-        if passed_at != p.opened and passed_at not in p.later:
+        evidence += [
+            Evidence(position=pos, role="relay_record") for pos in p.later if pos != passed_at
+        ]
+        if passed_at != p.opened:
             evidence.append(Evidence(position=passed_at, role="deadline_passed"))
         return Finding(
             rule_id=self.id,
