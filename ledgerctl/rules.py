@@ -10,6 +10,7 @@ loop, a pass that finds PostgreSQL unavailable is logged and retried at the next
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from ledger.audit.rules import (
@@ -19,20 +20,37 @@ from ledger.audit.rules import (
     build_rules,
     parse_config,
 )
+from ledger.audit.rules.watchlist import MAX_FILE_BYTES as WATCHLIST_MAX_BYTES
+from ledger.audit.rules.watchlist import parse_watchlist
 from ledger.errors import MalformedInputError
 from ledger.pg.compliance import PostgresRulesStore
 from ledgerctl.passes import run_passes
 
 
 def load_rules_config(path: str | None) -> RulesConfig:
-    """The rules' configuration from ``path`` (TOML), or every default when None."""
+    """The rules' configuration from ``path`` (TOML), or every default when None; with
+    the watch list it names read and parsed (a relative path is the config file's)."""
     if not path:
         return RulesConfig()
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise MalformedInputError(f"cannot read rules configuration {path}: {exc}") from exc
-    return parse_config(text)
+    config = parse_config(text)
+    if config.privacy.file is None:
+        return config
+    listed = Path(path).parent / Path(config.privacy.file).expanduser()
+    watchlist = parse_watchlist(str(listed), _read_capped(listed, WATCHLIST_MAX_BYTES))
+    return replace(config, privacy=replace(config.privacy, watchlist=watchlist))
+
+
+def _read_capped(path: Path, most: int) -> bytes:
+    """At most ``most`` + 1 bytes of ``path`` (the parser refuses more than ``most``)."""
+    try:
+        with path.open("rb") as f:
+            return f.read(most + 1)
+    except OSError as exc:
+        raise MalformedInputError(f"cannot read the watch list {path}: {exc}") from exc
 
 
 async def run_rules(

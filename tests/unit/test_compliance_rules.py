@@ -72,19 +72,32 @@ def access(
 
 
 def relay(
-    category: str, identified: datetime, communicated: timedelta | None, *, recorded: datetime
+    category: str,
+    identified: datetime,
+    communicated: timedelta | None,
+    *,
+    recorded: datetime,
+    method: str = "PHONE",
+    read_back: bool = True,
+    acknowledged: timedelta | None = None,
+    patient: str = "P1",
 ) -> tuple[str, dict[str, Any]]:
     return RELAY, {
         "event_time": recorded.isoformat(),
         "facility": {"id": "stmarys", "name": None},
         "category": category,
-        "patient": {"id": "P1", "issuer": "MRN", "state": "MA"},
+        "patient": {"id": patient, "issuer": "MRN", "state": "MA"},
         "study": {"uid": "2.25.1", "accession": None},
         "identified_at": identified.isoformat(),
         "communicated_at": None
         if communicated is None
         else (identified + communicated).isoformat(),
+        "acknowledged_at": None
+        if acknowledged is None
+        else (identified + acknowledged).isoformat(),
         "sender": {"user_id": "rad-relay", "role": "radiologist"},
+        "method": method,
+        "read_back": read_back,
     }
 
 

@@ -3,7 +3,9 @@
 Owns the rule protocol and the events and findings it works on (``model``), the rules'
 configuration (``config``), the rules that need no registry (``bulk``: access.bulk,
 ``breakglass``: breakglass.unjustified, ``relays``: relay.late, ``transport``:
-transport.unencrypted), the evaluator that runs them over each log in leaf order behind
+transport.unencrypted, ``privacy``: the watch-list rules over ``watchlist``, ``hours``:
+access.unusual_hours, ``relay_deadlines``: relay.overdue and relay.no_readback), the
+evaluator that runs them over each log in leaf order behind
 the ``RulesStore`` port (``evaluator``) and an alert's lifecycle (``triage``). Pure: it
 imports ``ledger.audit`` and ``ledger.errors``, never a database or HTTP;
 ``ledger.pg.compliance`` implements the port. Design: docs/design/compliance.md.

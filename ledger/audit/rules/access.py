@@ -7,7 +7,9 @@ version read as absent (a v1 PhiAccessEvent has no ``disclosed`` set).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Final
+from zoneinfo import ZoneInfo
 
 from ledger.audit.records import JsonValue
 from ledger.audit.rules.model import PHI_ACCESS, SECURITY_EVENT, AppendedEvent, PatientRef
@@ -74,3 +76,10 @@ def justification(event: AppendedEvent) -> str | None:
         return None
     text = details.get(JUSTIFICATION_KEY)
     return text.strip() if isinstance(text, str) and text.strip() else None
+
+
+def local_time(event: AppendedEvent, zone: ZoneInfo) -> datetime:
+    """The event time in ``zone`` (a time recorded with no offset is read as UTC), for
+    calendar days and hours of the day."""
+    at = event.event_time
+    return (at.replace(tzinfo=UTC) if at.tzinfo is None else at).astimezone(zone)

@@ -13,16 +13,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Final
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ledger.audit.reports.relays import DEFAULT_RELAY_DEADLINES
 from ledger.audit.rules.model import Severity
+from ledger.audit.rules.watchlist import WatchList
 from ledger.errors import MalformedInputError
 
 DEFAULT_BREAKGLASS_PURPOSES: Final = ("BTG", "ETREAT")
 #: The tables of the configuration file, one per rule.
 RULE_TABLES: Final = frozenset(
     {"access_bulk", "breakglass_unjustified", "relay_late", "transport_unencrypted"}
-)
+) | frozenset({"privacy_lists", "access_unusual_hours", "relay_overdue", "relay_no_readback"})
+#: Keys of the file outside any table: settings every rule shares.
+TOP_LEVEL_KEYS: Final = frozenset({"timezone"})
+DEFAULT_TIMEZONE: Final = "UTC"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -64,11 +69,59 @@ class TransportConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PrivacyListsConfig:
+    """``privacy.own_record``, ``privacy.coworker_record``, ``privacy.vip_record``: the
+    watch-list file as the configuration names it (None: the three rules are inert) and,
+    once the caller has read and parsed it, the list (``watchlist``)."""
+
+    file: str | None = None
+    watchlist: WatchList | None = None
+    own_record_severity: Severity = Severity.HIGH
+    coworker_record_severity: Severity = Severity.MEDIUM
+    vip_record_severity: Severity = Severity.HIGH
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnusualHoursConfig:
+    """``access.unusual_hours``: an access in an hour of the day holding less than
+    ``min_share`` of the user's accesses over ``baseline``, once the baseline has
+    ``min_events`` accesses on ``min_days`` days."""
+
+    baseline: timedelta = timedelta(days=28)
+    min_events: int = 50
+    min_days: int = 7
+    min_share: float = 0.01
+    severity: Severity = Severity.MEDIUM
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RelayOverdueConfig:
+    """``relay.overdue``: not communicated by the category's deadline (``relay_late``'s)."""
+
+    severity: Severity = Severity.CRITICAL
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RelayNoReadbackConfig:
+    """``relay.no_readback``: communicated without read-back (electronic: without
+    acknowledgement), not added by the category's deadline (``relay_late``'s)."""
+
+    severity: Severity = Severity.HIGH
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RulesConfig:
     bulk: BulkAccessConfig = field(default_factory=BulkAccessConfig)
     breakglass: BreakGlassConfig = field(default_factory=BreakGlassConfig)
     relay_late: RelayLateConfig = field(default_factory=RelayLateConfig)
     transport: TransportConfig = field(default_factory=TransportConfig)
+    #: The time zone of calendar days and hours of the day, for every rule that counts
+    #: them (IANA name, top-level ``timezone`` of the file).
+    timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo(DEFAULT_TIMEZONE))
+    privacy: PrivacyListsConfig = field(default_factory=PrivacyListsConfig)
+    unusual_hours: UnusualHoursConfig = field(default_factory=UnusualHoursConfig)
+    relay_overdue: RelayOverdueConfig = field(default_factory=RelayOverdueConfig)
+    relay_no_readback: RelayNoReadbackConfig = field(default_factory=RelayNoReadbackConfig)
 
 
 def _table(doc: Mapping[str, Any], name: str, allowed: frozenset[str]) -> dict[str, Any]:
@@ -150,13 +203,70 @@ def _transport(doc: Mapping[str, Any]) -> TransportConfig:
     )
 
 
+def _timezone(doc: Mapping[str, Any]) -> ZoneInfo:
+    name = doc.get("timezone", DEFAULT_TIMEZONE)
+    if not isinstance(name, str) or not name.strip():
+        raise MalformedInputError('timezone must be an IANA time zone name, e.g. "UTC"')
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise MalformedInputError(f"timezone {name[:60]!r} is not a known IANA time zone") from exc
+
+
+def _privacy(doc: Mapping[str, Any]) -> PrivacyListsConfig:
+    name = "privacy_lists"
+    keys = ("own_record_severity", "coworker_record_severity", "vip_record_severity")
+    t = _table(doc, name, frozenset({"file", *keys}))
+    file = t.get("file")
+    if file is not None and (not isinstance(file, str) or not file.strip()):
+        raise MalformedInputError(f"[{name}] file must be the path of the watch-list CSV")
+    d = PrivacyListsConfig()
+    s = {k: _severity(name, t.get(k, getattr(d, k).value)) for k in keys}
+    return PrivacyListsConfig(
+        file=file,
+        own_record_severity=s["own_record_severity"],
+        coworker_record_severity=s["coworker_record_severity"],
+        vip_record_severity=s["vip_record_severity"],
+    )
+
+
+def _fraction(table: str, key: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+        raise MalformedInputError(f"[{table}] {key} must be a number above 0 and at most 1")
+    return float(value)
+
+
+def _unusual_hours(doc: Mapping[str, Any]) -> UnusualHoursConfig:
+    name = "access_unusual_hours"
+    keys = {"baseline_days", "min_events", "min_days", "min_share", "severity"}
+    t = _table(doc, name, frozenset(keys))
+    d = UnusualHoursConfig()
+    days = _positive(name, "baseline_days", t.get("baseline_days", d.baseline.days), most=366)
+    min_days = _positive(name, "min_days", t.get("min_days", d.min_days), most=366)
+    if min_days > days:
+        raise MalformedInputError(f"[{name}] min_days must be at most baseline_days ({days})")
+    return UnusualHoursConfig(
+        baseline=timedelta(days=days),
+        min_events=_positive(name, "min_events", t.get("min_events", d.min_events)),
+        min_days=min_days,
+        min_share=_fraction(name, "min_share", t.get("min_share", d.min_share)),
+        severity=_severity(name, t.get("severity", d.severity.value)),
+    )
+
+
+def _severity_only(doc: Mapping[str, Any], name: str) -> Severity:
+    t = _table(doc, name, frozenset({"severity"}))
+    default = {"relay_overdue": Severity.CRITICAL, "relay_no_readback": Severity.HIGH}[name]
+    return _severity(name, t.get("severity", default.value))
+
+
 def parse_config(text: str) -> RulesConfig:
     """The rules' configuration from TOML text (empty text: every default)."""
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise MalformedInputError(f"rules configuration is not TOML: {exc}") from exc
-    unknown = sorted(set(doc) - RULE_TABLES)
+    unknown = sorted(set(doc) - RULE_TABLES - TOP_LEVEL_KEYS)
     if unknown:
         raise MalformedInputError(f"unknown rule table(s): {', '.join(unknown)}")
     return RulesConfig(
@@ -164,4 +274,9 @@ def parse_config(text: str) -> RulesConfig:
         breakglass=_breakglass(doc),
         relay_late=_relay_late(doc),
         transport=_transport(doc),
+        timezone=_timezone(doc),
+        privacy=_privacy(doc),
+        unusual_hours=_unusual_hours(doc),
+        relay_overdue=RelayOverdueConfig(severity=_severity_only(doc, "relay_overdue")),
+        relay_no_readback=RelayNoReadbackConfig(severity=_severity_only(doc, "relay_no_readback")),
     )

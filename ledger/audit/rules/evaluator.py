@@ -56,11 +56,29 @@ def build_rules(config: RulesConfig) -> tuple[Rule[Any], ...]:
     from ledger.audit.rules.relays import RelayLate
     from ledger.audit.rules.transport import TransportUnencrypted
 
-    return (
+    rules: tuple[Rule[Any], ...] = (
         BulkAccess(config.bulk),
         BreakGlassUnjustified(config.breakglass),
         RelayLate(config.relay_late),
         TransportUnencrypted(config.transport),
+    )
+    return rules + _session4_rules(config)
+
+
+def _session4_rules(config: RulesConfig) -> tuple[Rule[Any], ...]:
+    """Watch lists, unusual hours and relay deadlines (docs/design/compliance.md)."""
+    from ledger.audit.rules.hours import UnusualHours
+    from ledger.audit.rules.privacy import CoworkerRecord, OwnRecord, VipRecord
+    from ledger.audit.rules.relay_deadlines import RelayNoReadback, RelayOverdue
+
+    lists, zone, deadlines = config.privacy, config.timezone, config.relay_late.deadlines
+    return (
+        OwnRecord(lists.watchlist, lists.own_record_severity, zone),
+        CoworkerRecord(lists.watchlist, lists.coworker_record_severity, zone),
+        VipRecord(lists.watchlist, lists.vip_record_severity, zone),
+        UnusualHours(config.unusual_hours, zone),
+        RelayOverdue(config.relay_overdue, deadlines),
+        RelayNoReadback(config.relay_no_readback, deadlines),
     )
 
 

@@ -18,11 +18,29 @@ from ledger.audit.rules.access import facility_id, named_patient
 from ledger.audit.rules.config import RelayLateConfig
 from ledger.audit.rules.model import RELAY, AppendedEvent, Evidence, Finding, Severity
 
+#: What makes records one relay: facility, patient (issuer, id), study, category and the
+#: identification time.
+RelayIdentity = tuple[str | None, ...]
+
+
+def relay_identity(event: AppendedEvent) -> RelayIdentity:
+    """The relay a CriticalResultRelay record is a record of."""
+    patient = named_patient(event)
+    identified = event.instant("identified_at")
+    return (
+        facility_id(event),
+        None if patient is None else patient.issuer,
+        None if patient is None else patient.id,
+        event.text("study", "uid"),
+        event.text("category"),
+        None if identified is None else identified.isoformat(),
+    )
+
 
 @dataclass(slots=True)
 class RelayWindow:
     #: Relays already found late, by their identity.
-    late: set[tuple[str | None, ...]] = field(default_factory=set)
+    late: set[RelayIdentity] = field(default_factory=set)
 
 
 class RelayLate:
@@ -60,14 +78,7 @@ class RelayLate:
         if delay <= deadline:
             return ()
         patient = named_patient(event)
-        identity = (
-            facility_id(event),
-            None if patient is None else patient.issuer,
-            None if patient is None else patient.id,
-            event.text("study", "uid"),
-            category,
-            identified.isoformat(),
-        )
+        identity = relay_identity(event)
         if identity in window.late:
             return ()
         window.late.add(identity)
