@@ -4,10 +4,12 @@ ledger decodes them."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
 from ledger.audit.registry import (
+    REGISTRY_CHANGE,
     Baa,
     Credential,
     License,
@@ -18,7 +20,8 @@ from ledger.audit.registry import (
     RegistryRecord,
     RegistryTimeline,
 )
-from ledger.audit.rules import AppendedEvent, Position
+from ledger.audit.rules import AppendedEvent, Finding, LeafBatch, Position
+from ledger.audit.rules.latechanges import AlertTarget
 from ledger.audit.rules.model import PHI_ACCESS
 
 #: The registry log's id in these tests.
@@ -153,3 +156,135 @@ def access(user: str, patient: str | None = "P1", *, log: int = 1, index: int = 
         schema=PHI_ACCESS,
         record=access_record(user, patient, **kw),
     )
+
+
+def registry_record(c: RegistryChangeRecord) -> dict[str, Any]:
+    """The decoded RegistryChange record ``parse_change`` reads back as ``c``."""
+
+    def day(d: date | None) -> str | None:
+        return None if d is None else d.isoformat()
+
+    r = c.record
+    body: dict[str, Any]
+    match r:
+        case Organization():
+            body = {"organization_id": r.organization_id, "name": r.name,
+                    "organization_kind": r.kind.value}  # fmt: skip
+        case Baa():
+            body = {"baa_id": r.baa_id, "facility_id": r.facility_id,
+                    "business_associate_id": r.business_associate_id,
+                    "effective_from": day(r.effective_from), "effective_to": day(r.effective_to),
+                    "scope": r.scope}  # fmt: skip
+        case Member():
+            body = {"user_id": r.user_id, "organization_id": r.organization_id, "role": r.role,
+                    "shared_or_generic": r.shared_or_generic,
+                    "employed_from": day(r.employed_from),
+                    "employed_to": day(r.employed_to)}  # fmt: skip
+        case License():
+            body = {"license_id": r.license_id, "user_id": r.user_id, "state": r.state,
+                    "number": r.number, "valid_from": day(r.valid_from),
+                    "valid_to": day(r.valid_to)}  # fmt: skip
+        case Credential():
+            body = {"credential_id": r.credential_id, "user_id": r.user_id,
+                    "facility_id": r.facility_id, "privilege": r.privilege,
+                    "valid_from": day(r.valid_from), "valid_to": day(r.valid_to)}  # fmt: skip
+    return {
+        "event_time": c.event_time.isoformat(),
+        "operation": c.operation,
+        "kind": c.kind,
+        "author": {"user_id": c.author_user_id, "role": c.author_role},
+        c.kind.lower(): body,
+    }
+
+
+class MemoryStore:
+    """The evaluator's storage in memory, as the database keeps it: alerts unique by key
+    with ids in raise order, evidence rows unique per alert, one cursor per log."""
+
+    def __init__(self) -> None:
+        self.logs: dict[int, list[AppendedEvent]] = {REGISTRY_LOG: []}
+        self.alerts: dict[tuple[str, int, int, int], int] = {}
+        self.findings: dict[int, Finding] = {}
+        self.evidence: dict[int, set[tuple[Position, str]]] = {}
+        self.cursors: dict[int, int] = {}
+
+    # appending, as the consumer would
+    def append(self, log_id: int, record: dict[str, Any], schema: str = PHI_ACCESS) -> Position:
+        leaves = self.logs.setdefault(log_id, [])
+        pos = Position(log_id=log_id, leaf_index=len(leaves))
+        leaves.append(AppendedEvent(position=pos, schema=schema, record=record))
+        return pos
+
+    def register(self, record: RegistryRecord, *, at: datetime = LONG_AGO) -> Position:
+        index = len(self.logs[REGISTRY_LOG])
+        c = change(record, at=at, index=index)
+        return self.append(REGISTRY_LOG, registry_record(c), REGISTRY_CHANGE)
+
+    # RulesStore
+    async def log_ids(self) -> Sequence[int]:
+        return list(self.logs)
+
+    async def registry_log_ids(self) -> Sequence[int]:
+        return [REGISTRY_LOG]
+
+    async def cursor(self, log_id: int) -> int:
+        return self.cursors.get(log_id, 0)
+
+    async def leaves(self, log_id: int, first: int, limit: int) -> LeafBatch:
+        events = tuple(self.logs[log_id][first : first + limit])
+        return LeafBatch(events=events, next_leaf=first + len(events))
+
+    async def commit(self, log_id: int, next_leaf: int, findings: Sequence[Finding]) -> int:
+        raised = 0
+        for f in findings:
+            if f.key in self.alerts:
+                continue
+            alert_id = len(self.alerts) + 1
+            self.alerts[f.key] = alert_id
+            self.findings[alert_id] = f
+            self.evidence[alert_id] = {(e.position, e.role) for e in f.evidence}
+            raised += 1
+        self.cursors[log_id] = max(self.cursors.get(log_id, 0), next_leaf)
+        return raised
+
+    # RegistryStore
+    async def later_candidates(
+        self,
+        rule_ids: Sequence[str],
+        users: Sequence[str],
+        facilities: Sequence[str],
+        since: datetime,
+        until: datetime,
+    ) -> Sequence[AlertTarget]:
+        found = []
+        for alert_id, f in self.findings.items():
+            event = self.logs[f.trigger.log_id][f.trigger.leaf_index]
+            t = event.event_time
+            if f.rule_id not in rule_ids or not since <= t < until:
+                continue
+            if f.user_id in users or f.facility_id in facilities:
+                found.append(AlertTarget(
+                    rule_id=f.rule_id, user_id=f.user_id or "", facility_id=f.facility_id or "",
+                    at=t, state=event.text("patient", "state"), alert_id=alert_id,
+                ))  # fmt: skip
+        return found
+
+    async def commit_registry(
+        self, log_id: int, next_leaf: int, evidence: Sequence[tuple[int, Position]]
+    ) -> int:
+        added = 0
+        for alert_id, pos in evidence:
+            row = (pos, "later_registry_change")
+            if row not in self.evidence[alert_id]:
+                self.evidence[alert_id].add(row)
+                added += 1
+        self.cursors[log_id] = max(self.cursors.get(log_id, 0), next_leaf)
+        return added
+
+    # reading back
+    def raised(self) -> dict[tuple[str, int, int], set[tuple[Position, str]]]:
+        """(rule, log, leaf) -> evidence, for every alert."""
+        return {
+            (key[0], key[2], key[3]): self.evidence[alert_id]
+            for key, alert_id in self.alerts.items()
+        }

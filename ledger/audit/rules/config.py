@@ -13,16 +13,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Final
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ledger.audit.reports.relays import DEFAULT_RELAY_DEADLINES
 from ledger.audit.rules.model import Severity
+from ledger.audit.rules.registryconfig import RegistryConfig, parse_registry
 from ledger.errors import MalformedInputError
 
 DEFAULT_BREAKGLASS_PURPOSES: Final = ("BTG", "ETREAT")
 #: The tables of the configuration file, one per rule.
 RULE_TABLES: Final = frozenset(
-    {"access_bulk", "breakglass_unjustified", "relay_late", "transport_unencrypted"}
+    {"access_bulk", "breakglass_unjustified", "relay_late", "transport_unencrypted", "registry"}
 )
+#: Top-level keys (not tables): the rules' time zone, an IANA name.
+TOP_KEYS: Final = frozenset({"timezone"})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -69,6 +73,20 @@ class RulesConfig:
     breakglass: BreakGlassConfig = field(default_factory=BreakGlassConfig)
     relay_late: RelayLateConfig = field(default_factory=RelayLateConfig)
     transport: TransportConfig = field(default_factory=TransportConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
+    #: The time zone whose calendar days the rules count in (an IANA name).
+    timezone: str = "UTC"
+
+
+def _timezone(doc: Mapping[str, Any]) -> str:
+    name = doc.get("timezone", "UTC")
+    if not isinstance(name, str):
+        raise MalformedInputError("timezone must be an IANA time zone name")
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise MalformedInputError(f"unknown time zone {name!r}") from exc
+    return name
 
 
 def _table(doc: Mapping[str, Any], name: str, allowed: frozenset[str]) -> dict[str, Any]:
@@ -156,7 +174,7 @@ def parse_config(text: str) -> RulesConfig:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise MalformedInputError(f"rules configuration is not TOML: {exc}") from exc
-    unknown = sorted(set(doc) - RULE_TABLES)
+    unknown = sorted(set(doc) - RULE_TABLES - TOP_KEYS)
     if unknown:
         raise MalformedInputError(f"unknown rule table(s): {', '.join(unknown)}")
     return RulesConfig(
@@ -164,4 +182,6 @@ def parse_config(text: str) -> RulesConfig:
         breakglass=_breakglass(doc),
         relay_late=_relay_late(doc),
         transport=_transport(doc),
+        registry=parse_registry(doc),
+        timezone=_timezone(doc),
     )
