@@ -254,7 +254,7 @@ def test_baa_missing_after_the_baa_ended_and_a_renewal_known_later(stack: Stack)
             assert asyncio.run(alerts(again.appender_url)) == later
 
 
-def test_an_empty_registry_log_holds_nobody_to_the_registry(stack: Stack) -> None:
+def test_a_ledger_with_no_registry_log_holds_nobody_to_the_registry_nor_waits(stack: Stack) -> None:
     tag = uuid.uuid4().hex[:8]
     t = Topics(registry=f"reg-{tag}-registry", access=f"reg-{tag}-phi")
     with own_ledger(stack, f"{stack.database}_none{tag[:6]}") as own:

@@ -241,3 +241,10 @@ def test_timestamps_compare_as_instants_whatever_their_offset() -> None:
     store.append(ACCESS_LOG, access_record("dr.lee", "P1", at=boston))
     s = run(evaluator(store, Clock(T0)))
     assert (s.held, s.raised) == (0, 1)
+
+
+def test_a_ledger_with_no_registry_at_all_holds_nothing() -> None:
+    store = MemoryStore()  # its registry log has no leaf
+    store.append(ACCESS_LOG, access_record("dr.lee", "P1", at=T0))
+    s = run(evaluator(store, Clock(T0)))
+    assert (s.held, s.raised, store.cursors[ACCESS_LOG]) == (0, 0, 1)

@@ -36,6 +36,7 @@ from ledger.audit.rules.latechanges import (
     RULE_KINDS,
     AlertTarget,
     LaterIndex,
+    Subject,
     covers,
     subject_of,
 )
@@ -172,16 +173,20 @@ class RegistryWatch:
         targets = await self._store.later_candidates(
             sorted(RULE_KINDS), users, facilities, since, until
         )
+        by_subject: dict[Subject, list[RegistryChangeRecord]] = {}
+        for subject, change in subjects:
+            by_subject.setdefault(subject, []).append(change)
         found: set[tuple[int, Position]] = set()
         for target in targets:
+            mine = by_subject.get(target.subject, [])
+            if target.alert_id is None or not mine:
+                continue
             view = self.timeline.known_at(target.at)
-            for subject, change in subjects:
-                if (
-                    subject == target.subject
-                    and target.alert_id is not None
-                    and covers(change, target, view, self._checklist, self._lookback)
-                ):
-                    found.add((target.alert_id, change.position))
+            found.update(
+                (target.alert_id, c.position)
+                for c in mine
+                if covers(c, target, view, self._checklist, self._lookback)
+            )
         return sorted(found)
 
     # --------------------------------------------------------- evaluating
@@ -192,7 +197,10 @@ class RegistryWatch:
 
     def settled(self, event: AppendedEvent, now: datetime) -> bool:
         """Whether the registry is known complete up to the access's time: a change at or
-        after it has been read, or the settle time has passed on the wall clock."""
+        after it has been read, or the settle time has passed on the wall clock. A ledger
+        with no registry log at all waits for nothing (no registry is in use)."""
+        if not self._next:
+            return True
         t = access_instant(event)
         latest = self.timeline.latest_event_time
         return (latest is not None and latest >= t) or now >= t + self._settle
