@@ -136,7 +136,8 @@ class RegistryWatch:
                 for event in batch.events:
                     change = _parse(event)
                     if change is None:
-                        unreadable += event.position.leaf_index >= cursor
+                        if event.position.leaf_index >= cursor:
+                            unreadable += 1
                         continue
                     self._add(change)
                     if event.position.leaf_index >= cursor:
