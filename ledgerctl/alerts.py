@@ -120,6 +120,8 @@ def print_alert(out: Console, d: AlertDetail) -> None:
     a = d.alert
     out.print(f"alert {a.alert_id}: {a.rule_id} v{a.rule_version} ({a.severity}), {a.state.value}")
     out.print(f"  {a.summary}")
+    for note in d.notes():
+        out.print(f"  {note}")
     issuer = "" if a.patient_issuer is None else f" (issuer {a.patient_issuer})"
     out.print(
         f"  facility {a.facility_id or '-'}  user {a.user_id or '-'}  "

@@ -5,6 +5,7 @@ touches Kafka or the consumer, so ingestion never waits on a rule. One pass eval
 every log from its cursor to its current end; the loop repeats passes every interval
 until SIGTERM/SIGINT, keeping each log's window state in memory between passes; in the
 loop, a pass that finds PostgreSQL unavailable is logged and retried at the next one.
+Each pass reads the registry's log(s) first (LEDGER_REGISTRY_TOPIC), then the audit logs.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ from ledger.audit.rules import (
     build_rules,
     parse_config,
 )
+from ledger.audit.rules.registrywatch import RegistryWatch
 from ledger.audit.rules.watchlist import MAX_FILE_BYTES as WATCHLIST_MAX_BYTES
 from ledger.audit.rules.watchlist import parse_watchlist
 from ledger.errors import MalformedInputError
-from ledger.pg.compliance import PostgresRulesStore
+from ledger.pg.compliance import DEFAULT_REGISTRY_TOPIC, PostgresRulesStore
 from ledgerctl.passes import run_passes
 
 
@@ -60,10 +62,13 @@ async def run_rules(
     once: bool,
     interval: float,
     report: Callable[[PassSummary], None],
+    registry_topic: str = DEFAULT_REGISTRY_TOPIC,
 ) -> None:
-    """One pass (``once``) or passes every ``interval`` seconds until a signal."""
-    async with PostgresRulesStore(dsn=dsn) as store:
-        evaluator = Evaluator(store, build_rules(config))
+    """One pass (``once``) or passes every ``interval`` seconds until a signal; the
+    registry rules read the logs of ``registry_topic``."""
+    async with PostgresRulesStore(dsn=dsn, registry_topic=registry_topic) as store:
+        registry = RegistryWatch(store, config)
+        evaluator = Evaluator(store, build_rules(config), registry=registry)
         await run_passes(
             evaluator.run_pass, what="rules", once=once, interval=interval, report=report
         )

@@ -198,6 +198,7 @@ async def _detail_json(request: web.Request, d: AlertDetail) -> dict[str, object
         )
     return {
         "alert": _alert_json(d.alert),
+        "notes": list(d.notes()),
         "evidence": evidence,
         "transitions": [_transition_json(t) for t in d.transitions],
     }

@@ -363,6 +363,14 @@ def _alert_paths() -> dict[str, JsonObject]:
                     "type": "object",
                     "properties": {
                         "alert": _alert_schema(),
+                        "notes": {
+                            "type": "array",
+                            "items": {"type": "string"},
+                            "description": "One line per registry change known after the "
+                            "access that would have prevented the alert (evidence role "
+                            "later_registry_change): 'covered by a registry change known "
+                            "later: log L leaf N'",
+                        },
                         "evidence": {"type": "array", "items": evidence},
                         "transitions": {"type": "array", "items": _transition_schema()},
                     },

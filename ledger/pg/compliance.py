@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Final
 
 import asyncpg
@@ -36,6 +37,7 @@ from ledger.audit.rules.alerts import (
     StoredEvidence,
     StoredTransition,
 )
+from ledger.audit.rules.latechanges import LATER_ROLE, AlertTarget
 from ledger.errors import ConflictError, LedgerError, MalformedInputError
 from ledger.log.leaf import decode_leaf
 from ledger.pg import sql
@@ -46,16 +48,26 @@ Conn = asyncpg.Connection | PoolConnectionProxy
 #: Who opens an alert: the evaluator itself.
 EVALUATOR: Final = "rules-evaluator"
 OPENED_NOTE: Final = "raised by the rules evaluator"
+DEFAULT_REGISTRY_TOPIC: Final = "compliance-registry"
 
 
 class PostgresRulesStore(PooledAdapter):
-    """``RulesStore`` on PostgreSQL, plus the alert triage queries (``AlertBook`` and
-    ``AlertTriage`` of ``ledger.audit.alertbook``: the API reads with a ``ledger_reader``
-    DSN, transitions need ``ledger_appender``)."""
+    """``RulesStore`` and ``RegistryStore`` on PostgreSQL, plus the alert triage queries
+    (``AlertBook`` and ``AlertTriage`` of ``ledger.audit.alertbook``: the API reads with a
+    ``ledger_reader`` DSN, transitions need ``ledger_appender``). ``registry_topic`` names
+    the registry's logs (setting LEDGER_REGISTRY_TOPIC)."""
 
-    def __init__(self, *, dsn: str, pool_size: int = 2, command_timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        *,
+        dsn: str,
+        pool_size: int = 2,
+        command_timeout: float = 60.0,
+        registry_topic: str = DEFAULT_REGISTRY_TOPIC,
+    ) -> None:
         super().__init__(dsn=dsn, pool_size=pool_size, command_timeout=command_timeout)
         self._schemas: SchemaSet | None = None
+        self._registry_topic = registry_topic
 
     # ----------------------------------------------------------- evaluator
 
@@ -122,6 +134,54 @@ class PostgresRulesStore(PooledAdapter):
                     raised += await _insert_finding(conn, f)
                 await conn.execute(sql.INSERT_RULE_CURSOR, log_id, next_leaf, raised)
         return raised
+
+    # ------------------------------------------------------------ registry
+
+    async def registry_log_ids(self) -> Sequence[int]:
+        with transient_as_unavailable():
+            rows = await self.pool.fetch(sql.RULES_REGISTRY_LOG_IDS, self._registry_topic)
+        return [int(r["log_id"]) for r in rows]
+
+    async def later_candidates(
+        self,
+        rule_ids: Sequence[str],
+        users: Sequence[str],
+        facilities: Sequence[str],
+        since: datetime,
+        until: datetime,
+    ) -> Sequence[AlertTarget]:
+        with transient_as_unavailable():
+            rows = await self.pool.fetch(
+                sql.RULES_LATER_CANDIDATES, list(rule_ids), list(users), list(facilities),
+                since, until,
+            )  # fmt: skip
+        return [
+            AlertTarget(
+                rule_id=r["rule_id"],
+                user_id=r["user_id"] or "",
+                facility_id=r["facility_id"] or "",
+                at=r["event_time"],
+                state=r["patient_state"],
+                alert_id=int(r["alert_id"]),
+            )
+            for r in rows
+        ]
+
+    async def commit_registry(
+        self, log_id: int, next_leaf: int, evidence: Sequence[tuple[int, Position]]
+    ) -> int:
+        with transient_as_unavailable():
+            async with self.pool.acquire() as conn, conn.transaction():
+                await conn.execute(sql.RULES_LOCK_LOG, log_id)
+                added = 0
+                for alert_id, pos in evidence:
+                    done = await conn.execute(
+                        sql.INSERT_LATE_EVIDENCE, alert_id, pos.log_id, pos.leaf_index,
+                        LATER_ROLE,
+                    )  # fmt: skip
+                    added += done.endswith(" 1")
+                await conn.execute(sql.INSERT_RULE_CURSOR, log_id, next_leaf, 0)
+        return added
 
     # -------------------------------------------------------------- triage
 

@@ -56,10 +56,12 @@ def rules_run(
     settings = Settings.load()
 
     def report(s: PassSummary) -> None:
-        if once or s.leaves or s.raised:
+        if once or s.leaves or s.raised or s.registry_changes or s.annotated:
             console.print(
                 f"rules: {s.logs} log(s), {s.leaves} leaves evaluated, {s.raised} alert(s) "
-                f"raised, {s.undecodable} undecodable"
+                f"raised, {s.undecodable} undecodable; registry: {s.registry_changes} "
+                f"change(s) read, {s.annotated} alert(s) annotated by a later change, "
+                f"{s.held} log(s) waiting for it to settle"
             )
 
     try:
@@ -67,6 +69,7 @@ def rules_run(
             run_rules(
                 dsn=settings.require("appender_url"),
                 config=load_rules_config(config),
+                registry_topic=settings.registry_topic,
                 once=once,
                 interval=interval,
                 report=report,

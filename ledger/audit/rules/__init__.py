@@ -5,8 +5,14 @@ configuration (``config``), the rules that need no registry (``bulk``: access.bu
 ``breakglass``: breakglass.unjustified, ``relays``: relay.late, ``transport``:
 transport.unencrypted, ``privacy``: the watch-list rules over ``watchlist``, ``hours``:
 access.unusual_hours, ``relay_deadlines``: relay.overdue and relay.no_readback), the
-evaluator that runs them over each log in leaf order behind
-the ``RulesStore`` port (``evaluator``) and an alert's lifecycle (``triage``). Pure: it
+registry rules (``checklist``: the checklist for one access; ``registryrules``:
+registry.baa_missing, registry.license_missing, registry.credential_missing,
+account.shared, account.unknown, account.ended; ``registrywatch``: the registry read into
+the evaluator, the settle hold; ``latechanges``: changes known after the alerts they
+would have prevented), the evaluator that runs them over each log in leaf order behind
+the ``RulesStore`` port (``evaluator``; the registry modules import
+``ledger.audit.registry``, which imports this package's ``model``, so they are imported
+from their modules, not re-exported here) and an alert's lifecycle (``triage``). Pure: it
 imports ``ledger.audit`` and ``ledger.errors``, never a database or HTTP;
 ``ledger.pg.compliance`` implements the port. Design: docs/design/compliance.md.
 """

@@ -8,9 +8,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Final
 
 from ledger.audit.records import JsonValue
+from ledger.audit.rules.latechanges import LATER_ROLE
 from ledger.audit.rules.triage import AlertState, Disposition
+
+#: What an alert says of each registry change known after its access that would have
+#: prevented it (docs/design/compliance.md, "Registry rules and late registry changes").
+LATER_NOTE: Final = "covered by a registry change known later"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -66,3 +72,11 @@ class AlertDetail:
     alert: StoredAlert
     evidence: tuple[StoredEvidence, ...]
     transitions: tuple[StoredTransition, ...]
+
+    def notes(self) -> tuple[str, ...]:
+        """One line per registry change known later that covers the alert's access."""
+        return tuple(
+            f"{LATER_NOTE}: log {e.origin} leaf {e.leaf_index}"
+            for e in self.evidence
+            if e.role == LATER_ROLE
+        )

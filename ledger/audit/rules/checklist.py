@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -77,9 +77,15 @@ def applies(event: AppendedEvent) -> bool:
     return is_access(event) and succeeded(event) and bool(patients_seen(event))
 
 
+def access_instant(event: AppendedEvent) -> datetime:
+    """The access's event time, aware (a time with no offset is read as UTC)."""
+    at = event.event_time
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at
+
+
 def access_day(event: AppendedEvent, config: ChecklistConfig) -> date:
     """The access's calendar day in the configured time zone."""
-    return event.event_time.astimezone(config.zone).date()
+    return access_instant(event).astimezone(config.zone).date()
 
 
 def check_access(
@@ -128,6 +134,7 @@ def _baa(view: RegistryView, facility: str, current: Members, day: date) -> Item
     if not current:
         return Item(outcome=Outcome.NOT_APPLICABLE, reason="no_membership")
     associates: list[RegistryEntry[Member]] = []
+    cited: set[Position] = set()
     for m in current:
         org_id = m.record.organization_id
         org = view.organization(org_id)
@@ -135,12 +142,16 @@ def _baa(view: RegistryView, facility: str, current: Members, day: date) -> Item
             org is not None and org.record.kind is not OrgKind.BUSINESS_ASSOCIATE
         ):
             return Item(outcome=Outcome.NOT_APPLICABLE, reason="workforce")
+        if org is None:  # an organization the registry does not know: not an associate
+            return Item(outcome=Outcome.NOT_APPLICABLE, reason="unknown_organization")
         associates.append(m)
+        cited |= {m.position, org.position}
     for m in associates:
         for baa in view.baas(facility, m.record.organization_id):
             if in_period(day, baa.record.effective_from, baa.record.effective_to):
                 return Item(outcome=Outcome.COVERED, registry=(m.position, baa.position))
-    return Item(outcome=Outcome.EXCEPTION, reason="no_baa", registry=_positions(tuple(associates)))
+            cited.add(baa.position)  # a BAA known but not in effect (ended, or not begun)
+    return Item(outcome=Outcome.EXCEPTION, reason="no_baa", registry=tuple(sorted(cited)))
 
 
 def _roles(current: Members, wanted: tuple[str, ...]) -> Members:
@@ -163,12 +174,15 @@ def _license(
     state = event.text("patient", "state")
     if state is None:
         return Item(outcome=Outcome.UNDECIDABLE, reason="no_patient_state")
+    cited = set(_positions(readers))
     for lic in view.licenses(user):
         r = lic.record
         if r.state == state and in_period(day, r.valid_from, r.valid_to):
             return Item(outcome=Outcome.COVERED, registry=(lic.position,))
+        if r.state == state:
+            cited.add(lic.position)  # a license for the state, not valid on the day
     return Item(
-        outcome=Outcome.EXCEPTION, reason=f"no_license:{state}", registry=_positions(readers)
+        outcome=Outcome.EXCEPTION, reason=f"no_license:{state}", registry=tuple(sorted(cited))
     )
 
 
@@ -183,13 +197,13 @@ def _credential(
     practitioners = _roles(current, config.credentialed_roles)
     if not practitioners:
         return Item(outcome=Outcome.NOT_APPLICABLE)
+    cited = set(_positions(practitioners))
     for cred in view.credentials(user, facility):
         r = cred.record
         if in_period(day, r.valid_from, r.valid_to):
             return Item(outcome=Outcome.COVERED, registry=(cred.position,))
-    return Item(
-        outcome=Outcome.EXCEPTION, reason="no_credential", registry=_positions(practitioners)
-    )
+        cited.add(cred.position)  # a credential at the facility, not valid on the day
+    return Item(outcome=Outcome.EXCEPTION, reason="no_credential", registry=tuple(sorted(cited)))
 
 
 def _encrypted(event: AppendedEvent) -> Item:

@@ -17,13 +17,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ledger.audit.reports.relays import DEFAULT_RELAY_DEADLINES
 from ledger.audit.rules.model import Severity
+from ledger.audit.rules.registryconfig import RegistryConfig, parse_registry
 from ledger.audit.rules.watchlist import WatchList
 from ledger.errors import MalformedInputError
 
 DEFAULT_BREAKGLASS_PURPOSES: Final = ("BTG", "ETREAT")
 #: The tables of the configuration file, one per rule.
 RULE_TABLES: Final = frozenset(
-    {"access_bulk", "breakglass_unjustified", "relay_late", "transport_unencrypted"}
+    {"access_bulk", "breakglass_unjustified", "relay_late", "transport_unencrypted", "registry"}
 ) | frozenset({"privacy_lists", "access_unusual_hours", "relay_overdue", "relay_no_readback"})
 #: Keys of the file outside any table: settings every rule shares.
 TOP_LEVEL_KEYS: Final = frozenset({"timezone"})
@@ -122,6 +123,7 @@ class RulesConfig:
     unusual_hours: UnusualHoursConfig = field(default_factory=UnusualHoursConfig)
     relay_overdue: RelayOverdueConfig = field(default_factory=RelayOverdueConfig)
     relay_no_readback: RelayNoReadbackConfig = field(default_factory=RelayNoReadbackConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
 
 
 def _table(doc: Mapping[str, Any], name: str, allowed: frozenset[str]) -> dict[str, Any]:
@@ -279,4 +281,5 @@ def parse_config(text: str) -> RulesConfig:
         unusual_hours=_unusual_hours(doc),
         relay_overdue=RelayOverdueConfig(severity=_severity_only(doc, "relay_overdue")),
         relay_no_readback=RelayNoReadbackConfig(severity=_severity_only(doc, "relay_no_readback")),
+        registry=parse_registry(doc),
     )

@@ -1,35 +1,37 @@
 """The rules evaluator: each log's appended events, in leaf order, through every rule.
 
 Invariant: a log's findings depend only on that log's leaves (its order is total and is
-what replay reproduces), so evaluating the same leaves gives the same findings, whatever
-the batch sizes, restarts or other logs. The window state is rebuilt on start by
-re-reading a log from its first leaf; findings decided at leaves below the stored cursor
-were stored before and are not written again. A batch's findings and the cursor after it
-are handed to the store together (``RulesStore.commit``: one transaction), and the store
-absorbs any finding already stored (unique per rule, version and triggering position).
+what replay reproduces) and, for the registry rules, on the registry changes whose own
+time is at or before each access, so evaluating the same leaves gives the same findings,
+whatever the batch sizes, restarts or other logs. The window state is rebuilt on start
+by re-reading a log from its first leaf; findings decided at leaves below the stored
+cursor were stored before and are not written again. A batch's findings and the cursor
+after it are handed to the store together (``RulesStore.commit``: one transaction), and
+the store absorbs any finding already stored (unique per rule, version and triggering
+position). With a ``RegistryWatch``, each pass reads the registry logs first, and a log
+stops (its cursor not advanced) at the first access the registry rules must wait for
+(the settle hold, docs/design/compliance.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ledger.audit.rules.config import RulesConfig
-from ledger.audit.rules.model import AppendedEvent, Finding, Rule
+from ledger.audit.rules.model import AppendedEvent, Finding, LeafBatch, Rule
+
+if TYPE_CHECKING:  # the registry modules import ledger.audit.registry, which imports us
+    from ledger.audit.rules.registryrules import DayKey
+    from ledger.audit.rules.registrywatch import RegistryWatch
 
 #: Leaves read per batch (one transaction each).
 DEFAULT_BATCH: Final = 2000
 
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LeafBatch:
-    """Leaves [first, next_leaf) of a log: the decodable ones as events; ``undecodable``
-    counts those the stored writer schemas could not decode (``ledger verify`` names them)."""
-
-    events: tuple[AppendedEvent, ...]
-    next_leaf: int
-    undecodable: int = 0
+__all__ = ["DEFAULT_BATCH", "Evaluator", "LeafBatch", "LogEvaluator", "PassSummary",
+           "RulesStore", "build_rules"]  # fmt: skip
 
 
 class RulesStore(Protocol):
@@ -83,77 +85,130 @@ def _session4_rules(config: RulesConfig) -> tuple[Rule[Any], ...]:
 
 
 class LogEvaluator:
-    """One log's window state, one per rule, fed in leaf order."""
+    """One log's window state, one per rule, fed in leaf order; with a registry, the
+    days the registry rules already alerted in this log."""
 
-    __slots__ = ("_rules", "_windows", "next_leaf")
+    __slots__ = ("_registry", "_rules", "_windows", "alerted", "next_leaf")
 
-    def __init__(self, rules: Sequence[Rule[Any]]) -> None:
+    def __init__(self, rules: Sequence[Rule[Any]], registry: RegistryWatch | None = None) -> None:
         self._rules = tuple(rules)
         self._windows: list[Any] = [r.new_window() for r in self._rules]
+        self._registry = registry
+        self.alerted: set[DayKey] = set()
         self.next_leaf = 0
 
     def evaluate(self, event: AppendedEvent) -> list[Finding]:
         found: list[Finding] = []
         for rule, window in zip(self._rules, self._windows, strict=True):
             found.extend(rule.evaluate(event, window))
+        if self._registry is not None:
+            found.extend(self._registry.evaluate(event, self.alerted))
         return found
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PassSummary:
-    """What one pass over every log did."""
+    """What one pass over every log did (``held``: audit logs stopped by the settle hold;
+    ``registry_changes``: registry changes read for the first time, ``annotated``: late
+    registry-change evidence attached to alerts already stored)."""
 
     logs: int
     leaves: int
     raised: int
     undecodable: int
+    held: int = 0
+    registry_changes: int = 0
+    annotated: int = 0
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 class Evaluator:
     """Runs the rules over every log of a store, from where each log's cursor stands."""
 
     def __init__(
-        self, store: RulesStore, rules: Sequence[Rule[Any]], *, batch: int = DEFAULT_BATCH
+        self,
+        store: RulesStore,
+        rules: Sequence[Rule[Any]],
+        *,
+        batch: int = DEFAULT_BATCH,
+        registry: RegistryWatch | None = None,
+        clock: Callable[[], datetime] = _now,
     ) -> None:
         self._store = store
         self._rules = tuple(rules)
         self._batch = batch
+        self._registry = registry
+        self._clock = clock
         self._logs: dict[int, LogEvaluator] = {}
 
     async def run_pass(self) -> PassSummary:
-        leaves = raised = undecodable = 0
-        log_ids = sorted(await self._store.log_ids())
+        # The clock is read before the registry: an access is settled only if the settle
+        # time had passed when the registry was read.
+        now = self._clock()
+        registry_logs: frozenset[int] = frozenset()
+        changes = annotated = undecodable = 0
+        if self._registry is not None:
+            read = await self._registry.read()
+            registry_logs, changes, annotated = read.logs, read.changes, read.annotated
+            undecodable = read.unreadable
+        leaves = raised = held = 0
+        log_ids = sorted(set(await self._store.log_ids()) - registry_logs)
         for log_id in log_ids:
-            n, r, u = await self._run_log(log_id)
-            leaves, raised, undecodable = leaves + n, raised + r, undecodable + u
-        return PassSummary(logs=len(log_ids), leaves=leaves, raised=raised, undecodable=undecodable)
+            n, r, u, h = await self._run_log(log_id, now)
+            leaves, raised, undecodable, held = leaves + n, raised + r, undecodable + u, held + h
+        return PassSummary(
+            logs=len(log_ids) + len(registry_logs), leaves=leaves, raised=raised,
+            undecodable=undecodable, held=held, registry_changes=changes, annotated=annotated,
+        )  # fmt: skip
 
-    async def _run_log(self, log_id: int) -> tuple[int, int, int]:
+    async def _run_log(self, log_id: int, now: datetime) -> tuple[int, int, int, int]:
         try:
-            return await self._advance(log_id)
+            return await self._advance(log_id, now)
         except BaseException:
             # The windows may have seen leaves whose findings were not committed: forget
             # them, so the next pass rebuilds this log from its first leaf.
             self._logs.pop(log_id, None)
             raise
 
-    async def _advance(self, log_id: int) -> tuple[int, int, int]:
-        state = self._logs.setdefault(log_id, LogEvaluator(self._rules))
+    def _waits(self, event: AppendedEvent, cursor: int, now: datetime) -> bool:
+        """Whether ``event`` must wait for the registry (never below the cursor: it was
+        settled when it was first evaluated)."""
+        reg = self._registry
+        return (
+            reg is not None
+            and event.position.leaf_index >= cursor
+            and reg.needs(event)
+            and not reg.settled(event, now)
+        )
+
+    async def _advance(self, log_id: int, now: datetime) -> tuple[int, int, int, int]:
+        state = self._logs.setdefault(log_id, LogEvaluator(self._rules, self._registry))
         cursor = await self._store.cursor(log_id)
         evaluated = raised = undecodable = 0
         while True:
             first = state.next_leaf
             batch = await self._store.leaves(log_id, first, self._batch)
             if batch.next_leaf <= first:
-                return evaluated, raised, undecodable
+                return evaluated, raised, undecodable, 0
             findings: list[Finding] = []
+            stop, seen = batch.next_leaf, 0
             for event in batch.events:
+                if self._waits(event, cursor, now):
+                    stop = event.position.leaf_index
+                    break
+                seen += 1
                 decided = state.evaluate(event)
                 if event.position.leaf_index >= cursor:
                     findings.extend(decided)
-            state.next_leaf = batch.next_leaf
-            if batch.next_leaf > cursor:
-                raised += await self._store.commit(log_id, batch.next_leaf, findings)
-                evaluated += batch.next_leaf - max(cursor, first)
-                undecodable += batch.undecodable
-                cursor = batch.next_leaf
+            state.next_leaf = stop
+            if stop > cursor:
+                raised += await self._store.commit(log_id, stop, findings)
+                evaluated += stop - max(cursor, first)
+                # the leaves in [first, stop) that are not events could not be decoded
+                undecodable += batch.undecodable if stop == batch.next_leaf else stop - first - seen
+                cursor = stop
+            if stop < batch.next_leaf:
+                return evaluated, raised, undecodable, 1

@@ -109,6 +109,16 @@ class Finding:
         return (self.rule_id, self.rule_version, self.trigger.log_id, self.trigger.leaf_index)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LeafBatch:
+    """Leaves [first, next_leaf) of a log: the decodable ones as events; ``undecodable``
+    counts those the stored writer schemas could not decode (``ledger verify`` names them)."""
+
+    events: tuple[AppendedEvent, ...]
+    next_leaf: int
+    undecodable: int = 0
+
+
 W = TypeVar("W")
 
 

@@ -15,6 +15,9 @@ RULES_LOCK_LOG: Final = "SELECT pg_advisory_xact_lock(8724, $1)"
 
 RULES_LOG_IDS: Final = "SELECT log_id FROM logs ORDER BY log_id"
 
+#: The registry's logs: those whose topic is the registry topic (spec15 section 1).
+RULES_REGISTRY_LOG_IDS: Final = "SELECT log_id FROM logs WHERE topic = $1 ORDER BY log_id"
+
 RULES_CURSOR: Final = "SELECT coalesce(max(next_leaf), 0) FROM rule_cursors WHERE log_id = $1"
 
 RULES_LEAVES: Final = """
@@ -36,6 +39,26 @@ RETURNING alert_id
 
 INSERT_ALERT_EVIDENCE: Final = """
 INSERT INTO alert_evidence (alert_id, log_id, leaf_index, role) VALUES ($1, $2, $3, $4)
+"""
+
+#: Evidence for an alert already stored (a registry change known later): a row already
+#: there is kept as it is.
+INSERT_LATE_EVIDENCE: Final = """
+INSERT INTO alert_evidence (alert_id, log_id, leaf_index, role) VALUES ($1, $2, $3, $4)
+ON CONFLICT (alert_id, log_id, leaf_index, role) DO NOTHING
+"""
+
+#: Stored alerts of some rules about some users or facilities whose triggering access
+#: (its events row) happened in [since, until): what a registry change read late may
+#: have prevented.
+RULES_LATER_CANDIDATES: Final = """
+SELECT a.alert_id, a.rule_id, a.user_id, a.facility_id, e.event_time, e.patient_state
+FROM alerts a
+JOIN events e ON e.log_id = a.log_id AND e.leaf_index = a.leaf_index
+WHERE a.rule_id = ANY($1::text[])
+  AND (a.user_id = ANY($2::text[]) OR a.facility_id = ANY($3::text[]))
+  AND e.event_time >= $4 AND e.event_time < $5
+ORDER BY a.alert_id
 """
 
 INSERT_ALERT_TRANSITION: Final = """
