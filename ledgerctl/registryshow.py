@@ -32,7 +32,7 @@ from ledger.audit.registryview import (
     state_json,
 )
 from ledger.errors import MalformedInputError
-from ledger.pg.registry import PostgresRegistry
+from ledger.pg.registrybook import PostgresRegistry
 from ledgerctl.cliaudit import LogHead, cli_read, record_now
 from ledgerctl.settings import Settings
 

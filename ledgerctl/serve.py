@@ -30,7 +30,7 @@ from ledger.log.keys import parse_verifiers
 from ledger.log.note import Verifier
 from ledger.pg.compliance import PostgresRulesStore
 from ledger.pg.reader import PostgresReader
-from ledger.pg.registry import REGISTRY_TOPIC, PostgresRegistry
+from ledger.pg.registrybook import REGISTRY_TOPIC, PostgresRegistry
 from ledger.pg.reports import PostgresReports
 from ledgerctl.fhirfeed import EmitterFhirSubmitter
 from ledgerctl.readaudit import EmitterReadRecorder

@@ -70,7 +70,7 @@ class PostgresRegistry(PooledAdapter):
 
     async def read(self, *, signed: bool = True) -> RegistryRead:
         with transient_as_unavailable():
-            rows = await self.pool.fetch(sql.REGISTRY_LOGS, self._topic)
+            rows = await self.pool.fetch(sql.REGISTRY_LOG_HEADS, self._topic)
         logs = tuple(
             RegistryLog(
                 log_id=int(r["log_id"]),
@@ -105,7 +105,7 @@ class PostgresRegistry(PooledAdapter):
         while decoded.size < size:
             end = min(size, decoded.size + _BATCH)
             with transient_as_unavailable():
-                rows = await self.pool.fetch(sql.REGISTRY_LEAVES, log_id, decoded.size, end)
+                rows = await self.pool.fetch(sql.REGISTRY_LOG_LEAVES, log_id, decoded.size, end)
             if len(rows) != end - decoded.size:
                 raise MalformedInputError(f"registry log {log_id} has a gap below leaf {end}")
             for r in rows:
@@ -138,7 +138,7 @@ class PostgresRegistry(PooledAdapter):
     async def _schema_set(self, *, reload: bool) -> SchemaSet:
         if self._schemas is None or reload:
             with transient_as_unavailable():
-                rows = await self.pool.fetch(sql.REGISTRY_WRITER_SCHEMAS)
+                rows = await self.pool.fetch(sql.REGISTRY_SCHEMAS)
             self._schemas = SchemaSet(
                 StoredSchema(
                     fingerprint=bytes(r["fingerprint"]),
