@@ -25,6 +25,7 @@ from ledger.audit.disclosure import whole_logs
 from ledger.audit.query import Cursor, Snapshot
 from ledger.audit.registry import RegistryChangeRecord
 from ledger.audit.registrybook import (
+    BodyProblem,
     RegistryBodyError,
     RegistryBook,
     RegistryParser,
@@ -187,6 +188,10 @@ async def submit(request: web.Request) -> web.Response:
             author_role=who.role.value,
             known=known,
         )
+        if not parsed.changes:  # a header alone, []: a request that changes nothing
+            raise RegistryBodyError(
+                [BodyProblem(line=0, field="<file>", reason="holds no change: nothing to apply")]
+            )
     except RegistryBodyError as exc:
         request[RESULTS] = 0
         return _problems(request, exc)

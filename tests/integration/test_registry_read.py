@@ -319,6 +319,12 @@ async def test_a_hostile_file_is_refused_whole_naming_every_bad_line(
     resp = await api.client.post("/v1/registry/changes", json={}, headers=stack.auth("admin"))
     assert resp.status == 400
     assert (await resp.json())["problems"][0]["line"] >= 0
+    # A file that changes nothing (an empty array, a header alone) is refused too.
+    resp = await api.client.post("/v1/registry/changes", json=[], headers=stack.auth("admin"))
+    assert resp.status == 400
+    assert (await resp.json())["problems"] == [
+        {"line": 0, "field": "<file>", "reason": "holds no change: nothing to apply"}
+    ]
     assert api.sink.batches == []
 
 
