@@ -41,9 +41,23 @@ class RegistryRead:
     #: Leaves of the registry logs that are not a readable RegistryChange (`ledger
     #: verify` reports them; no answer can use them).
     undecodable: int = 0
+    #: Every change in the order the registry applies them (event time, then position):
+    #: ``timeline.changes()``, computed once by whoever builds the read (``of``).
+    ordered: tuple[RegistryChangeRecord, ...] = ()
 
-    def changes(self) -> list[RegistryChangeRecord]:
-        return self.timeline.changes()
+    @classmethod
+    def of(
+        cls, timeline: RegistryTimeline, logs: Sequence[RegistryLog], undecodable: int = 0
+    ) -> RegistryRead:
+        return cls(
+            timeline=timeline,
+            logs=tuple(logs),
+            undecodable=undecodable,
+            ordered=tuple(timeline.changes()),
+        )
+
+    def changes(self) -> Sequence[RegistryChangeRecord]:
+        return self.ordered if self.ordered or not self.timeline.size else self.timeline.changes()
 
 
 class RegistryBook(Protocol):

@@ -14,6 +14,7 @@ from a refused body, and a server without a sink refuses every write 503.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -115,13 +116,20 @@ async def changes(request: web.Request) -> web.Response:
     if token:
         after = open_cursor(request, token, context, await request.app[READER].snapshot())
     pinned = current if after is None else after.snapshot
-    chosen = [
-        c
-        for c in read.changes()
-        if c.position.leaf_index < pinned.size_of(c.position.log_id)
-        and (since is None or c.event_time >= since)
-        and (after is None or _key(c) > _after_key(after))
-    ]
+    ordered = read.changes()
+    if after is not None:
+        start = bisect.bisect_right(ordered, _after_key(after), key=_key)
+    elif since is not None:
+        start = bisect.bisect_left(ordered, since, key=lambda c: c.event_time)
+    else:
+        start = 0
+    chosen: list[RegistryChangeRecord] = []
+    for i in range(start, len(ordered)):
+        c = ordered[i]
+        if c.position.leaf_index < pinned.size_of(c.position.log_id):
+            chosen.append(c)
+            if len(chosen) > limit:
+                break
     page = chosen[:limit]
     next_cursor = None
     if len(chosen) > limit:

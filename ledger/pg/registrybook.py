@@ -98,7 +98,7 @@ class PostgresRegistry(PooledAdapter):
             changes, bad = decoded.below(log.size)
             timeline.extend(changes)
             undecodable += bad
-        return RegistryRead(timeline=timeline, logs=tuple(logs), undecodable=undecodable)
+        return RegistryRead.of(timeline, logs, undecodable)
 
     async def _decode_to(self, log_id: int, size: int) -> _Decoded:
         decoded = self._decoded.setdefault(log_id, _Decoded())

@@ -353,3 +353,42 @@ async def test_without_a_sink_a_good_file_is_503_and_a_bad_one_still_named(
             resp = await client.post("/v1/registry/changes", data=HOSTILE, headers=csv)
             assert resp.status == 503
     assert [r.status for r in reads.reads] == [503, 400, 503]
+
+
+async def test_pages_keep_their_checkpoint_while_changes_arrive(stack: Stack) -> None:
+    """A change appended (and signed) between two pages, even one dated before every
+    other, is in no page of that listing, and first in a new one."""
+    tag = secrets.token_hex(3)
+    topic = f"regread-{tag}-registry"
+    await append_registry(
+        stack.appender_url, topic, first_changes(tag), signer_key_file=stack.signer_key_file
+    )
+    reads = KeptReads()
+    async with (
+        PostgresReader(dsn=stack.reader_url) as reader,
+        PostgresRegistry(dsn=stack.reader_url, registry_topic=topic) as book,
+    ):
+        app = create_app(reader=reader, tokens=reader, recorder=reads, registry_book=book)
+        headers = stack.auth("auditor")
+        async with TestClient(TestServer(app)) as client:
+            resp = await client.get("/v1/registry/changes", params={"limit": "3"}, headers=headers)
+            page1 = await resp.json()
+            early = RegistryChange(
+                author=AUTHOR, record=first_changes(tag)[0].record, event_time=T1 - timedelta(1)
+            )
+            await append_registry(
+                stack.appender_url, topic, [early], first_offset=5,
+                signer_key_file=stack.signer_key_file,
+            )  # fmt: skip
+            resp = await client.get(
+                "/v1/registry/changes", params={"limit": "3", "cursor": page1["next_cursor"]},
+                headers=headers,
+            )  # fmt: skip
+            page2 = await resp.json()
+            resp = await client.get("/v1/registry/changes", params={"limit": "3"}, headers=headers)
+            fresh = await resp.json()
+    seen = [c["ledger"]["leaf_index"] for c in page1["changes"] + page2["changes"]]
+    assert seen == [0, 1, 2, 3, 4]
+    assert page2["next_cursor"] is None
+    assert [c["ledger"]["leaf_index"] for c in fresh["changes"]] == [5, 0, 1]
+    assert fresh["checkpoints"][0]["size"] == 6
