@@ -8,7 +8,8 @@ write is a whole registry file (CSV or JSON, the formats of
 docs/design/compliance-registry.md) authored by the token's subject and role: parsed
 through the ``RegistryParser`` port, refused whole with every bad line named
 (problem+json) or emitted whole through the ``RegistrySink`` port; nothing is emitted
-from a refused body, and a server without a sink refuses every write 503.
+from a refused body. A server without a sink checks the body, then answers 503 (a bad
+file still learns every bad line); one without a parser answers 503 first.
 """
 
 from __future__ import annotations
