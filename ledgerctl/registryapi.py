@@ -1,6 +1,7 @@
 """The API's registry writes, as the composition root backs them: the ``RegistryParser``
 port on ``producers.registry.load_registry_bytes`` (the loader of `ledger registry
-validate` and `import`, so a body is checked exactly as a file is).
+validate` and `import`, so a body is checked exactly as a file is), and the
+``RegistrySink`` port over an emitting function (the registry import's emitter).
 
 Invariant: a body becomes every change or none; each problem the file loader names
 becomes a ``BodyProblem`` with its line, field and reason (never a traceback), and the
@@ -10,6 +11,8 @@ changes are authored by the principal the API authenticated, never by the body.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 from ledger.audit.registrybook import BodyProblem, KnownIds, ParsedBody, RegistryBodyError
 from ledger.errors import MalformedInputError
@@ -49,3 +52,15 @@ class FileRegistryParser:
             changes=changes,
             counts=tuple((kind, op, n) for (kind, op), n in counts.items()),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class EmittingRegistrySink:
+    """``RegistrySink[RegistryChange]`` over ``emit`` (e.g. ``functools.partial`` of the
+    registry import's ``submit_registry_changes`` with the API's settings and a spool of
+    its own): returns what ``emit`` says it emitted."""
+
+    emit: Callable[[Sequence[RegistryChange]], Awaitable[int]]
+
+    async def submit(self, changes: Sequence[RegistryChange]) -> int:
+        return await self.emit(changes)

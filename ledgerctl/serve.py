@@ -112,8 +112,9 @@ async def run_api(
             if settings.triage_url is None
             else settings.triage_url.get_secret_value(),
             registry_topic=settings.registry_topic,
-            # Registry writes answer 503 until the registry topic's emitter is wired here
-            # (`submit_registry_changes`, the registry principal): bodies are still checked.
+            # Registry writes answer 503 until the registry topic's emitter is wired here:
+            # EmittingRegistrySink(partial(submit_registry_changes, settings, spool=...)),
+            # the registry principal and key. Bodies are checked either way.
             registry_sink=None,
         )
 

@@ -8,6 +8,7 @@ import csv
 import dataclasses
 import io
 import json
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import cast
 
@@ -24,9 +25,9 @@ from ledger.audit.registrybook import (
 )
 from ledger.audit.registryview import KINDS, count, fields, narrowed, parse_kind, state_json
 from ledger.errors import MalformedInputError
-from ledgerctl.registryapi import FileRegistryParser
+from ledgerctl.registryapi import EmittingRegistrySink, FileRegistryParser
 from ledgerctl.registryshow import parse_as_of, print_table, render_csv, render_json
-from producers import Credential, RegistryOperation, WorkforceMember
+from producers import Credential, RegistryChange, RegistryOperation, WorkforceMember
 from producers import RegistryRecord as PRecord
 from tests.unit.test_registry_timeline import BAA, LIC, MEMBER, ORG, T0, leaf
 
@@ -263,3 +264,18 @@ def test_a_hostile_body_is_refused_whole_naming_every_bad_line() -> None:
             known=KnownIds(organizations=frozenset(), users=frozenset()),
         )  # fmt: skip
     assert not_utf8.value.problems[0].line == 0
+
+
+async def test_the_emitting_sink_hands_every_change_to_its_function() -> None:
+    got: list[Sequence[RegistryChange]] = []
+
+    async def emit(changes: Sequence[RegistryChange]) -> int:
+        got.append(changes)
+        return len(changes)
+
+    parsed = FileRegistryParser().parse(
+        GOOD_CSV, media="csv", author_user_id="o", author_role="admin",
+        known=KnownIds(organizations=frozenset({"nightrad"}), users=frozenset()),
+    )  # fmt: skip
+    assert await EmittingRegistrySink(emit).submit(parsed.changes) == 2
+    assert got == [parsed.changes]
