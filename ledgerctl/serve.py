@@ -14,22 +14,27 @@ import socket
 import ssl
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from ledger.audit.cursors import CursorKey
 from ledger.audit.readlog import ReadRecorder
+from ledger.audit.registrybook import RegistrySink
 from ledger.errors import MalformedInputError
 from ledger.http import create_app
 from ledger.http.common import public_base
 from ledger.http.fhir import FhirSubmitter
 from ledger.http.openapi import document
+from ledger.http.registry import RegistryWrites
 from ledger.http.server import bind_url, serve_app, tls_context
 from ledger.log.keys import parse_verifiers
 from ledger.log.note import Verifier
 from ledger.pg.compliance import PostgresRulesStore
 from ledger.pg.reader import PostgresReader
+from ledger.pg.registrybook import REGISTRY_TOPIC, PostgresRegistry
 from ledger.pg.reports import PostgresReports
 from ledgerctl.fhirfeed import EmitterFhirSubmitter
 from ledgerctl.readaudit import EmitterReadRecorder
+from ledgerctl.registryapi import FileRegistryParser
 from ledgerctl.settings import KafkaRole, Settings
 from ledgerctl.simulate import key_producer_id
 from producers.emitter import Emitter, EmitterConfig
@@ -106,6 +111,11 @@ async def run_api(
             triage_dsn=None
             if settings.triage_url is None
             else settings.triage_url.get_secret_value(),
+            registry_topic=settings.registry_topic,
+            # Registry writes answer 503 until the registry topic's emitter is wired here:
+            # EmittingRegistrySink(partial(submit_registry_changes, settings, spool=...)),
+            # the registry principal and key. Bodies are checked either way.
+            registry_sink=None,
         )
 
 
@@ -122,13 +132,17 @@ async def serve_api(
     ledger_name: str | None = None,
     verifiers: Sequence[Verifier] = (),
     triage_dsn: str | None = None,
+    registry_topic: str = REGISTRY_TOPIC,
+    registry_sink: RegistrySink[Any] | None = None,
 ) -> None:
     """One reader (role ledger_reader, SELECT only) and one app, served until SIGTERM.
     Links go under ``public_url`` (default: ``bind_url``); page tokens are sealed with
     ``cursor_key`` (default: a key of this process only). Reports refuse a checkpoint
     outside ``ledger_name`` or not signed by one of ``verifiers`` (when given).
     Compliance alerts are read as ``ledger_reader``; their triage (an inserted transition)
-    needs ``triage_dsn`` (``LEDGER_TRIAGE_URL``), else transitions answer 503."""
+    needs ``triage_dsn`` (``LEDGER_TRIAGE_URL``), else transitions answer 503. The
+    registry is read from the logs of ``registry_topic``; registry files sent to the API
+    are checked, and emitted through ``registry_sink`` (None: answered 503)."""
     async with contextlib.AsyncExitStack() as stack:
         store = await stack.enter_async_context(PostgresReader(dsn=reader_dsn))
         reports = await stack.enter_async_context(
@@ -142,6 +156,9 @@ async def serve_api(
             triage = await stack.enter_async_context(
                 PostgresRulesStore(dsn=triage_dsn, pool_size=1)
             )
+        registry = await stack.enter_async_context(
+            PostgresRegistry(dsn=reader_dsn, registry_topic=registry_topic)
+        )
         app = create_app(
             reader=store,
             tokens=store,
@@ -150,6 +167,8 @@ async def serve_api(
             fhir_submitter=fhir_submitter,
             alert_book=book,
             alert_triage=triage,
+            registry_book=registry,
+            registry_writes=RegistryWrites(parser=FileRegistryParser(), sink=registry_sink),
             openapi=document(),
             public_url=public_url or bind_url(host, port, tls=tls is not None),
             cursor_key=cursor_key,

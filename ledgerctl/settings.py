@@ -144,7 +144,8 @@ class Settings(BaseSettings):
     ledger_name: str = Field(default="philedger.localhost", alias="LEDGER_NAME")
     access_topic: str = Field(default="phi-access", alias="LEDGER_ACCESS_TOPIC")
     relay_topic: str = Field(default="critical-result-relay", alias="LEDGER_RELAY_TOPIC")
-    #: The compliance registry's topic (one partition); its log is the registry's.
+    #: The compliance registry's changes (one partition: one order of changes;
+    #: docs/design/compliance-registry.md).
     registry_topic: str = Field(default="compliance-registry", alias="LEDGER_REGISTRY_TOPIC")
     partitions: int = Field(default=4, alias="LEDGER_TOPIC_PARTITIONS", ge=1, le=256)
     consumer_group: str = Field(default="phi-ledger", alias="LEDGER_CONSUMER_GROUP")

@@ -111,6 +111,7 @@ from producers.registry import (
     RegistryRecord,
     StateLicense,
     WorkforceMember,
+    load_registry_bytes,
     load_registry_files,
     validate_change,
 )
@@ -183,6 +184,7 @@ __all__ = [
     "atomic_write",
     "fsync_directory",
     "load_producer_key",
+    "load_registry_bytes",
     "load_registry_files",
     "new_event_id",
     "npi_checksum_ok",

@@ -14,7 +14,9 @@ role reads PHI through a side door (docs/api.md has the table, pinned by a test)
   index rows; accountings of disclosures, relay reports, quarantine and alerts
   (security alerts; compliance alerts are filtered by user and name patients: PHI by
   key, so not the auditor's);
-* admin - all of the above, and writes (``POST /fhir/AuditEvent``).
+* investigator and auditor both read the compliance registry (``registry``: the
+  workforce, agreements, licenses and credentials the rules check; no patient);
+* admin - all of the above, and writes (``POST /fhir/AuditEvent``, registry changes).
 """
 
 from __future__ import annotations
@@ -69,6 +71,11 @@ class Permission(StrEnum):
     ALERTS = "alerts"
     #: Triage of compliance alerts: acknowledge, close with a disposition.
     TRIAGE = "triage"
+    #: The compliance registry as known at any time and its change history (no patient:
+    #: organizations, BAAs, workforce members, licenses, credentials).
+    REGISTRY = "registry"
+    #: Changes to the compliance registry (a registry file, emitted to its topic).
+    REGISTRY_WRITE = "registry_write"
 
 
 ROLE_PERMISSIONS: Final[dict[Role, frozenset[Permission]]] = {
@@ -80,10 +87,17 @@ ROLE_PERMISSIONS: Final[dict[Role, frozenset[Permission]]] = {
             Permission.FHIR_READ,
             Permission.ALERTS,
             Permission.TRIAGE,
+            Permission.REGISTRY,
         }
     ),
     Role.AUDITOR: frozenset(
-        {Permission.PROOFS, Permission.ENTRIES, Permission.COMPLIANCE, Permission.OPERATIONS}
+        {
+            Permission.PROOFS,
+            Permission.ENTRIES,
+            Permission.COMPLIANCE,
+            Permission.OPERATIONS,
+            Permission.REGISTRY,
+        }
     ),
     Role.ADMIN: frozenset(Permission),
 }

@@ -21,7 +21,8 @@ from ledger.audit.auth import Permission, TokenDirectory
 from ledger.audit.cursors import CursorKey
 from ledger.audit.query import LedgerReader
 from ledger.audit.readlog import ReadRecorder
-from ledger.http import alerts, boundary, fhir, history, ops, proofs, reports
+from ledger.audit.registrybook import RegistryBook
+from ledger.http import alerts, boundary, fhir, history, ops, proofs, registry, reports
 from ledger.http.common import (
     CURSORS,
     DEFAULT_PUBLIC_URL,
@@ -135,6 +136,20 @@ def alert_routes() -> tuple[Route, ...]:
     )  # fmt: skip
 
 
+def registry_routes() -> tuple[Route, ...]:
+    """The compliance registry (docs/api.md): workforce members, agreements, licenses and
+    credentials; no patient, so not PHI, but every read is recorded."""
+    P, R = Permission, Route
+    return (
+        R(method="GET", path="/v1/registry", handler=registry.show,
+          permission=P.REGISTRY, name="registry", phi=False),
+        R(method="GET", path="/v1/registry/changes", handler=registry.changes,
+          permission=P.REGISTRY, name="registry_changes", phi=False),
+        R(method="POST", path="/v1/registry/changes", handler=registry.submit,
+          permission=P.REGISTRY_WRITE, name="registry_submit", phi=False),
+    )  # fmt: skip
+
+
 def fhir_routes(*, writable: bool) -> tuple[Route, ...]:
     P, R = Permission, Route
     read = (
@@ -178,6 +193,8 @@ def create_app(
     fhir_submitter: fhir.FhirSubmitter | None = None,
     alert_book: AlertBook | None = None,
     alert_triage: AlertTriage | None = None,
+    registry_book: RegistryBook | None = None,
+    registry_writes: registry.RegistryWrites | None = None,
     extra_routes: tuple[Route, ...] = (),
     openapi: dict[str, object] | None = None,
     public_url: str = DEFAULT_PUBLIC_URL,
@@ -219,6 +236,11 @@ def create_app(
         extra += alert_routes()
     if alert_triage is not None:
         app[alerts.ALERT_TRIAGE] = alert_triage
+    if registry_book is not None:
+        app[registry.REGISTRY_BOOK] = registry_book
+        extra += registry_routes()
+    if registry_writes is not None:
+        app[registry.REGISTRY_WRITES] = registry_writes
     if openapi is not None:
         extra += (_openapi_route(openapi),)
     table = routes(extra)

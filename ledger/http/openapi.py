@@ -820,6 +820,9 @@ def document() -> JsonObject:
             "This document", "service", [], _json({"type": "object"}), public=True, errors=("404",)
         ),
     }
+    from ledger.http.openapiregistry import registry_paths  # it builds on this module
+
+    paths.update(registry_paths())
     return {
         "openapi": "3.1.0",
         "info": {

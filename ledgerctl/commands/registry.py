@@ -1,7 +1,9 @@
 """``ledger registry ...``: the compliance registry (docs/design/compliance-registry.md).
 
 Invariant: ``validate`` reads the named files only (no Kafka, no database, no API) and
-changes nothing; it exits 1 when any line is bad, after printing every bad line.
+changes nothing; it exits 1 when any line is bad, after printing every bad line. ``show``
+reads the registry log(s) from the database and records that read in the ledger (OS
+user, --reason) before it prints anything.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ledgerctl.commands.common import fail
+from ledgerctl.commands.common import REASON, fail, report_console_stdout
 
 if TYPE_CHECKING:
     from producers import Author
@@ -21,9 +23,8 @@ if TYPE_CHECKING:
 registry_app = typer.Typer(
     help=(
         "The compliance registry: organizations, BAAs, workforce members, state licenses "
-        "and credentials, loaded from CSV or JSON files. Only `validate` exists yet; "
-        "`import`, `show` and the /v1/registry API come with the registry's Kafka and "
-        "database slice."
+        "and credentials, loaded from CSV or JSON files: `validate` checks files, `show` "
+        "prints the state as known at any time (also GET /v1/registry)."
     ),
     no_args_is_help=True,
 )
@@ -82,3 +83,58 @@ def _operator() -> Author:
     except (KeyError, OSError):  # no name for this uid (a bare container)
         user = "operator"
     return Author(user_id=user or "operator", role="operator")
+
+
+@registry_app.command("show")
+def show(
+    reason: Annotated[str, REASON],
+    as_of: Annotated[
+        str,
+        typer.Option(
+            "--as-of",
+            help="'now' or an ISO 8601 time (2026-03-01T12:00:00Z; a date is 00:00 UTC): "
+            "the changes the registry held then.",
+        ),
+    ] = "now",
+    kind: Annotated[
+        str | None,
+        typer.Option(help="Only organization, baa, member, license or credential."),
+    ] = None,
+    user: Annotated[str | None, typer.Option(help="Only records naming this user.")] = None,
+    facility: Annotated[str | None, typer.Option(help="Only records naming this facility.")] = None,
+    output: Annotated[
+        str, typer.Option("--format", help="table (default), json or csv.")
+    ] = "table",
+) -> None:
+    """The registry as known at a time: every record with the ledger position (log, leaf)
+    of the change that set it, read under the registry's latest signed checkpoint.
+
+    Recorded in the ledger as a read (your OS user and --reason) before it prints.
+    """
+    from ledger.errors import LedgerError
+    from ledgerctl.registryshow import (
+        FORMATS,
+        parse_as_of,
+        print_table,
+        render_csv,
+        render_json,
+        show_registry,
+    )
+    from ledgerctl.settings import Settings
+
+    if output not in FORMATS:
+        raise fail(f"--format must be one of {', '.join(FORMATS)}")
+    try:
+        when = parse_as_of(as_of)
+        read, snapshot = show_registry(
+            Settings.load(), reason=reason, as_of=when, kind=kind, user=user, facility=facility
+        )
+    except LedgerError as exc:
+        raise fail(str(exc)) from exc
+    shown_kind = None if kind is None else kind.strip().lower()
+    if output == "json":
+        typer.echo(render_json(read, snapshot, shown_kind))
+    elif output == "csv":
+        typer.echo(render_csv(read, snapshot, shown_kind), nl=False)
+    else:
+        print_table(report_console_stdout(), read, snapshot, shown_kind)

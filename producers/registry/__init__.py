@@ -13,6 +13,7 @@ from producers.registry.crosscheck import KnownRegistryIds
 from producers.registry.files import (
     MAX_FILE_BYTES,
     MAX_LINES,
+    load_registry_bytes,
     load_registry_files,
     parse_registry_bytes,
     read_registry_file,
@@ -61,6 +62,7 @@ __all__ = [
     "StateLicense",
     "WorkforceMember",
     "kind_of",
+    "load_registry_bytes",
     "load_registry_files",
     "parse_registry_bytes",
     "read_registry_file",

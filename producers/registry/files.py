@@ -48,15 +48,44 @@ def load_registry_files(
 ) -> tuple[RegistryChange, ...]:
     """The changes the files make (one instant, ``now``, for all), in ``APPLY_ORDER``;
     raises ``RegistryFileError`` listing every problem if any line is bad."""
+    return _changes(
+        [read_registry_file(path) for path in paths],
+        [str(path) for path in paths],
+        author=author,
+        known=known,
+        now=now,
+    )
+
+
+def load_registry_bytes(
+    name: str,
+    data: bytes,
+    *,
+    author: Author,
+    known: KnownRegistryIds | None = None,
+    now: datetime | None = None,
+) -> tuple[RegistryChange, ...]:
+    """``load_registry_files`` for one file's bytes (an upload): ``name``'s suffix
+    (``.csv`` or ``.json``) says the format, and problems name it as their file."""
+    return _changes([parse_registry_bytes(name, data)], [name], author=author, known=known, now=now)
+
+
+def _changes(
+    files: Sequence[Lines],
+    names: Sequence[str],
+    *,
+    author: Author,
+    known: KnownRegistryIds | None,
+    now: datetime | None,
+) -> tuple[RegistryChange, ...]:
     rows: list[RegistryRow] = []
     problems: list[RegistryProblem] = []
-    for path in paths:
-        got, bad = read_registry_file(path)
+    for got, bad in files:
         rows += got
         problems += bad
     problems += cross_check(rows, known or KnownRegistryIds())
     if problems:
-        order = {str(p): i for i, p in enumerate(paths)}
+        order = {n: i for i, n in enumerate(names)}
         problems.sort(key=lambda p: (order.get(p.file, len(order)), p.line))
         raise RegistryFileError(tuple(problems))
     when = now or utc_now()

@@ -25,7 +25,8 @@ def all_routes() -> tuple[Route, ...]:
     unused = cast(Any, object())
     app = create_app(
         reader=unused, tokens=unused, recorder=unused, report_source=unused,
-        fhir_submitter=unused, alert_book=unused, alert_triage=unused, openapi=document(),
+        fhir_submitter=unused, alert_book=unused, alert_triage=unused, registry_book=unused,
+        registry_writes=unused, openapi=document(),
     )  # fmt: skip
     table = served_routes(app)
     registered = {

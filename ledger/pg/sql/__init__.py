@@ -97,6 +97,11 @@ from ledger.pg.sql.reads import (
     SIGNED_SIZES,
     WRITER_SCHEMAS,
 )
+from ledger.pg.sql.registryreads import (
+    REGISTRY_LOG_HEADS,
+    REGISTRY_LOG_LEAVES,
+    REGISTRY_SCHEMAS,
+)
 from ledger.pg.sql.reports import (
     DISCLOSURE_CANDIDATES,
     INVESTIGATION_BY_ADDRESSES,
@@ -209,6 +214,9 @@ __all__ = [
     "QUARANTINE_BY_ID",
     "QUARANTINE_PAGE",
     "REGISTER_SCHEMA",
+    "REGISTRY_LOG_HEADS",
+    "REGISTRY_LOG_LEAVES",
+    "REGISTRY_SCHEMAS",
     "RELAYS_RECORDED",
     "REPORT_LEAVES_AT",
     "REPORT_WRITER_SCHEMAS",
