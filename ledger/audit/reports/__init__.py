@@ -1,8 +1,9 @@
 """HIPAA reports over the ledger: breach investigation, accounting of disclosures, relays.
 
-Owns the three reports (``investigation`` with who each event touched in ``affected``,
+Owns the four reports (``investigation`` with who each event touched in ``affected``,
 ``disclosures`` with its purpose rules in
-``purposes``, ``relays``), their typed inputs (``rows``, ``phi``, ``checks``) and their
+``purposes``, ``relays``, ``compliance``: the checklist per facility and month), their
+typed inputs (``rows``, ``phi``, ``checks``) and their
 exports (``render_json``, ``render_csv``, ``render_html``), and what makes them
 reproducible (``asof``: the checkpoints a report is computed against; ``sealed``: the
 canonical content and its digest). Everything here is pure and
@@ -32,6 +33,19 @@ from ledger.audit.reports.checks import (
     MAX_WINDOW,
     check_identifier,
     check_window,
+)
+from ledger.audit.reports.compliance import (
+    CHECKLIST_RULES,
+    AlertRow,
+    AlertStatus,
+    Closure,
+    ComplianceException,
+    ComplianceReport,
+    ComplianceTally,
+    ItemCount,
+    RegistryLog,
+    build_compliance,
+    month_window,
 )
 from ledger.audit.reports.disclosures import (
     DisclosureAccounting,
@@ -114,6 +128,7 @@ from ledger.audit.reports.sealed import (
 __all__ = [
     "BAD_CHECKPOINT",
     "BASIS_RULES",
+    "CHECKLIST_RULES",
     "COMPLIANCE_DATE",
     "DEFAULT_RELAY_DEADLINES",
     "DISCLOSURE_BASIS_DETAIL",
@@ -133,8 +148,14 @@ __all__ = [
     "VERBAL_CATEGORIES",
     "AccessRow",
     "AffectedPatient",
+    "AlertRow",
+    "AlertStatus",
     "CategoryStats",
     "CheckpointRef",
+    "Closure",
+    "ComplianceException",
+    "ComplianceReport",
+    "ComplianceTally",
     "DisclosedRef",
     "DisclosureAccounting",
     "DisclosureEntry",
@@ -144,10 +165,12 @@ __all__ = [
     "ExcludedDisclosure",
     "InvestigationReport",
     "InvestigationScope",
+    "ItemCount",
     "PatientRef",
     "PhiKind",
     "PurposeRule",
     "RecipientRef",
+    "RegistryLog",
     "RelayException",
     "RelayIssue",
     "RelayReport",
@@ -159,6 +182,7 @@ __all__ = [
     "TimelineEntry",
     "TruncatedAnswer",
     "accounting_period_start",
+    "build_compliance",
     "build_disclosures",
     "build_investigation",
     "build_relay_report",
@@ -173,6 +197,7 @@ __all__ = [
     "disclosure_rule",
     "is_completed",
     "is_disclosure",
+    "month_window",
     "parse_as_of",
     "parse_as_of_notes",
     "phi_kinds",
