@@ -20,15 +20,17 @@ import asyncpg
 from ledger.audit.records import JsonValue
 from ledger.audit.registry import REGISTRY_CHANGE, RegistryTimeline, parse_change
 from ledger.audit.reports import (
-    CHECKLIST_RULES,
-    AlertRow,
     Closure,
     ComplianceReport,
-    ComplianceTally,
     RegistryLog,
     ReportCheckpoint,
-    build_compliance,
     build_relay_report,
+)
+from ledger.audit.reports.compliance import (
+    CHECKLIST_RULES,
+    AlertRow,
+    ComplianceTally,
+    build_compliance,
     month_window,
 )
 from ledger.audit.rules.checklist import ChecklistConfig

@@ -2,7 +2,9 @@
 
 Owns the four reports (``investigation`` with who each event touched in ``affected``,
 ``disclosures`` with its purpose rules in
-``purposes``, ``relays``, ``compliance``: the checklist per facility and month), their
+``purposes``, ``relays``, ``compliance``: the checklist per facility and month, its
+result types in ``compliance_model``; ``compliance`` itself is imported by its full
+name, since it needs the rules, which import the reports), their
 typed inputs (``rows``, ``phi``, ``checks``) and their
 exports (``render_json``, ``render_csv``, ``render_html``), and what makes them
 reproducible (``asof``: the checkpoints a report is computed against; ``sealed``: the
@@ -34,18 +36,14 @@ from ledger.audit.reports.checks import (
     check_identifier,
     check_window,
 )
-from ledger.audit.reports.compliance import (
-    CHECKLIST_RULES,
-    AlertRow,
+from ledger.audit.reports.compliance_model import (
     AlertStatus,
+    ChecklistFacts,
     Closure,
     ComplianceException,
     ComplianceReport,
-    ComplianceTally,
     ItemCount,
     RegistryLog,
-    build_compliance,
-    month_window,
 )
 from ledger.audit.reports.disclosures import (
     DisclosureAccounting,
@@ -128,7 +126,6 @@ from ledger.audit.reports.sealed import (
 __all__ = [
     "BAD_CHECKPOINT",
     "BASIS_RULES",
-    "CHECKLIST_RULES",
     "COMPLIANCE_DATE",
     "DEFAULT_RELAY_DEADLINES",
     "DISCLOSURE_BASIS_DETAIL",
@@ -148,14 +145,13 @@ __all__ = [
     "VERBAL_CATEGORIES",
     "AccessRow",
     "AffectedPatient",
-    "AlertRow",
     "AlertStatus",
     "CategoryStats",
+    "ChecklistFacts",
     "CheckpointRef",
     "Closure",
     "ComplianceException",
     "ComplianceReport",
-    "ComplianceTally",
     "DisclosedRef",
     "DisclosureAccounting",
     "DisclosureEntry",
@@ -182,7 +178,6 @@ __all__ = [
     "TimelineEntry",
     "TruncatedAnswer",
     "accounting_period_start",
-    "build_compliance",
     "build_disclosures",
     "build_investigation",
     "build_relay_report",
@@ -197,7 +192,6 @@ __all__ = [
     "disclosure_rule",
     "is_completed",
     "is_disclosure",
-    "month_window",
     "parse_as_of",
     "parse_as_of_notes",
     "phi_kinds",

@@ -1,5 +1,8 @@
 """The compliance report: one facility's month, item by item of the teleradiology checklist.
 
+Not imported by the package's ``__init__`` (it needs the rules and the registry, which
+themselves import the reports): import it as ``ledger.audit.reports.compliance``.
+
 Invariant: pure and deterministic. Every successful PHI access is held to the checklist
 (``check_access``) against the registry as known at its own instant; the counts, the
 exceptions and the alert each exception is matched to depend only on the accesses, the
@@ -15,13 +18,21 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from enum import StrEnum
 from typing import Final
 from zoneinfo import ZoneInfo
 
 from ledger.audit.query import LedgerPosition
 from ledger.audit.registry import RegistryTimeline
 from ledger.audit.reports.checks import check_identifier, check_instant
+from ledger.audit.reports.compliance_model import (
+    AlertStatus,
+    ChecklistFacts,
+    Closure,
+    ComplianceException,
+    ComplianceReport,
+    ItemCount,
+    RegistryLog,
+)
 from ledger.audit.reports.relays import RelayReport
 from ledger.audit.rules.access import named_patient, patients_seen
 from ledger.audit.rules.checklist import (
@@ -33,7 +44,7 @@ from ledger.audit.rules.checklist import (
     applies,
     check_access,
 )
-from ledger.audit.rules.model import AppendedEvent, PatientRef, Position
+from ledger.audit.rules.model import AppendedEvent, Position
 from ledger.errors import MalformedInputError
 
 #: The checklist items in the order the report lists them, with their plain titles.
@@ -81,21 +92,6 @@ def month_window(month: str, zone: ZoneInfo) -> tuple[datetime, datetime]:
     return start.astimezone(UTC), end.astimezone(UTC)
 
 
-class AlertStatus(StrEnum):
-    """How an exception stands with the alerts (what the privacy officer follows up)."""
-
-    #: An alert was raised at this access.
-    RAISED = "raised"
-    #: Covered by the alert raised at the same user's first such access that day (the
-    #: rule alerts once per user and day).
-    SAME_DAY = "same_day"
-    #: The rules evaluator had not reached this access by the report's cut-off.
-    NOT_EVALUATED = "not_evaluated"
-    #: The evaluator passed this access and raised nothing (the rule was not running, or
-    #: the registry as the evaluator knew it differed; see the registry positions).
-    NO_ALERT = "no_alert"
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AlertRow:
     """An alert of a checklist rule at the facility, raised by the cut-off."""
@@ -106,53 +102,6 @@ class AlertRow:
     trigger: Position
     #: Its state at the cut-off (open, acknowledged, closed).
     state: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Closure:
-    """An alert at the facility closed in the month (by the cut-off)."""
-
-    alert_id: int
-    rule_id: str
-    disposition: str
-    closed_at: datetime
-    closed_by: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ItemCount:
-    """One checklist item over the month's checked accesses."""
-
-    check: Check
-    title: str
-    rule_ids: tuple[str, ...]
-    covered: int
-    exception: int
-    not_applicable: int
-    undecidable: int
-    #: (outcome, reason, accesses), for every exception and undecidable reason.
-    reasons: tuple[tuple[str, str, int], ...]
-    #: Distinct alerts the item's exceptions are matched to.
-    alerts: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ComplianceException:
-    """One access that failed one item, with the alert it is matched to."""
-
-    check: Check
-    reason: str
-    rule_id: str
-    event_id: str
-    event_time: datetime
-    position: LedgerPosition
-    user_id: str
-    patient: PatientRef | None
-    patients: int
-    registry: tuple[LedgerPosition, ...]
-    alert_status: AlertStatus
-    alert_id: int | None
-    alert_state: str | None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -224,39 +173,6 @@ class ComplianceTally:
         )
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RegistryLog:
-    """The registry log the report read, up to its checkpoint's size."""
-
-    origin: str
-    size: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ComplianceReport:
-    """The result of ``build_compliance``."""
-
-    facility: str
-    month: str
-    start: datetime
-    end: datetime
-    #: The cut-off for the alert store (alerts raised, triage recorded) and the relays'
-    #: "now": a re-run passes the same.
-    at: datetime
-    config: ChecklistConfig
-    registry: RegistryLog | None
-    registry_changes: int
-    accesses_recorded: int
-    accesses_checked: int
-    items: tuple[ItemCount, ...]
-    exceptions: tuple[ComplianceException, ...]
-    #: Per log: the first leaf the rules evaluator had not evaluated by the cut-off.
-    evaluated_to: tuple[tuple[str, int], ...]
-    relays: RelayReport
-    ledger_reads: int
-    closures: tuple[Closure, ...]
-
-
 def build_compliance(
     tally: ComplianceTally,
     *,
@@ -283,7 +199,12 @@ def build_compliance(
         start=start,
         end=end,
         at=at,
-        config=tally.config,
+        config=ChecklistFacts(
+            timezone=tally.config.timezone,
+            licensed_roles=tally.config.licensed_roles,
+            credentialed_roles=tally.config.credentialed_roles,
+            ignore_users=tally.config.ignore_users,
+        ),
         registry=registry,
         registry_changes=tally.registry_changes,
         accesses_recorded=tally.recorded,
@@ -344,15 +265,17 @@ def _exception(
     alert: AlertRow | None,
 ) -> ComplianceException:
     e = p.event
+    named = named_patient(e)
     return ComplianceException(
-        check=p.check,
+        check=p.check.value,
         reason=p.item.reason,
         rule_id=rule,
         event_id=e.text("event_id") or "",
         event_time=e.event_time.astimezone(UTC),
         position=tally.position(e.position),
         user_id=e.text("actor", "user_id") or "",
-        patient=named_patient(e),
+        patient_id=None if named is None else named.id,
+        patient_issuer=None if named is None else named.issuer,
         patients=len(patients_seen(e)),
         registry=tuple(tally.position(r) for r in p.item.registry),
         alert_status=status,
@@ -374,7 +297,7 @@ def _item(
 
     rules = sorted(_ACCOUNT_RULES.values()) if check is Check.UNIQUE_USER else [_ITEM_RULES[check]]
     return ItemCount(
-        check=check,
+        check=check.value,
         title=title,
         rule_ids=tuple(rules),
         covered=total(Outcome.COVERED),
@@ -382,5 +305,7 @@ def _item(
         not_applicable=total(Outcome.NOT_APPLICABLE),
         undecidable=total(Outcome.UNDECIDABLE),
         reasons=tuple(sorted((o.value, r, n) for (o, r), n in counts.items() if r)),
-        alerts=len({x.alert_id for x in exceptions if x.check is check and x.alert_id is not None}),
+        alerts=len(
+            {x.alert_id for x in exceptions if x.check == check.value and x.alert_id is not None}
+        ),
     )

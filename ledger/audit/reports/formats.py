@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Final
 
-from ledger.audit.reports.compliance import ComplianceReport
+from ledger.audit.reports.compliance_model import ComplianceReport
 from ledger.audit.reports.disclosures import DisclosureAccounting
 from ledger.audit.reports.investigation import InvestigationReport
 from ledger.audit.reports.relays import RelayReport

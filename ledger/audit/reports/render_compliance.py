@@ -15,7 +15,7 @@ from typing import Final
 
 from ledger.audit.query import LedgerPosition
 from ledger.audit.records import JsonValue
-from ledger.audit.reports.compliance import (
+from ledger.audit.reports.compliance_model import (
     AlertStatus,
     ComplianceException,
     ComplianceReport,
@@ -96,7 +96,7 @@ def _closed_counts(r: ComplianceReport) -> dict[str, int]:
 
 def _item_json(i: ItemCount) -> dict[str, JsonValue]:
     return {
-        "item": i.check.value,
+        "item": i.check,
         "title": i.title,
         "rule_ids": list(i.rule_ids),
         "covered": i.covered,
@@ -110,7 +110,7 @@ def _item_json(i: ItemCount) -> dict[str, JsonValue]:
 
 def _exception_json(x: ComplianceException) -> dict[str, JsonValue]:
     return {
-        "item": x.check.value,
+        "item": x.check,
         "reason": x.reason,
         "rule_id": x.rule_id,
         "event_id": x.event_id,
@@ -118,8 +118,8 @@ def _exception_json(x: ComplianceException) -> dict[str, JsonValue]:
         "ledger": _pos(x.position),
         "user_id": x.user_id,
         "patient": None
-        if x.patient is None
-        else {"patient_id": x.patient.id, "issuer": x.patient.issuer},
+        if x.patient_id is None
+        else {"patient_id": x.patient_id, "issuer": x.patient_issuer},
         "patients": x.patients,
         "registry": [_pos(p) for p in x.registry],
         "alert": {"status": x.alert_status.value, "alert_id": x.alert_id, "state": x.alert_state},
@@ -177,9 +177,9 @@ def compliance_rows(r: ComplianceReport) -> list[tuple[object, ...]]:
             ("not_applicable", i.not_applicable),
             ("undecidable", i.undecidable),
         ):
-            rows.append(("checklist", i.check.value, measure, n, *pad))
+            rows.append(("checklist", i.check, measure, n, *pad))
         for outcome, why, n in i.reasons:
-            rows.append(("checklist", i.check.value, f"{outcome}:{why}", n, *pad))
+            rows.append(("checklist", i.check, f"{outcome}:{why}", n, *pad))
     for s in r.relays.categories:
         for measure, n in (("met", s.on_time), ("missed", s.late), ("overdue", s.overdue),
                            ("pending", s.pending), ("no_read_back", s.no_read_back)):  # fmt: skip
@@ -193,7 +193,7 @@ def compliance_rows(r: ComplianceReport) -> list[tuple[object, ...]]:
 def _exception_row(x: ComplianceException) -> tuple[object, ...]:
     return (
         "exception",
-        x.check.value,
+        x.check,
         "",
         "",
         iso(x.event_time),
@@ -201,8 +201,8 @@ def _exception_row(x: ComplianceException) -> tuple[object, ...]:
         x.position.leaf_index,
         x.event_id,
         x.user_id,
-        None if x.patient is None else x.patient.id,
-        None if x.patient is None else x.patient.issuer,
+        x.patient_id,
+        x.patient_issuer,
         x.reason,
         x.rule_id,
         x.alert_id,
@@ -260,8 +260,8 @@ def compliance_html(r: ComplianceReport) -> str:
     )  # fmt: skip
     exceptions = _table(
         ("Time (UTC)", "Item", "Why", "User", "Patient", "Alert", "Ledger reference"),
-        ((iso(x.event_time), x.check.value, x.reason, x.user_id,
-          "" if x.patient is None else x.patient.id,
+        ((iso(x.event_time), x.check, x.reason, x.user_id,
+          x.patient_id or "",
           (f"#{x.alert_id} ({x.alert_state}) " if x.alert_id is not None else "")
           + ALERT_STATUS_TEXT[x.alert_status],
           f"{x.event_id} @ {x.position.origin}#{x.position.leaf_index}") for x in r.exceptions),

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from typing import Final
 
 from ledger.audit.reports.affected import AffectedPatient
-from ledger.audit.reports.compliance import ComplianceReport
+from ledger.audit.reports.compliance_model import ComplianceReport
 from ledger.audit.reports.disclosures import DisclosureAccounting, DisclosureEntry
 from ledger.audit.reports.formats import Report, cell, iso, seconds
 from ledger.audit.reports.investigation import InvestigationReport

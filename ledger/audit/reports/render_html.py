@@ -10,7 +10,7 @@ import html
 from datetime import datetime
 from typing import Final
 
-from ledger.audit.reports.compliance import ComplianceReport
+from ledger.audit.reports.compliance_model import ComplianceReport
 from ledger.audit.reports.disclosures import DisclosureAccounting, DisclosureEntry
 from ledger.audit.reports.render_compliance import compliance_html
 from ledger.errors import MalformedInputError

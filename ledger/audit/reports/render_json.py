@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from ledger.audit.query import LedgerPosition
 from ledger.audit.records import JsonValue
 from ledger.audit.reports.affected import AffectedPatient
-from ledger.audit.reports.compliance import ComplianceReport
+from ledger.audit.reports.compliance_model import ComplianceReport
 from ledger.audit.reports.disclosures import DisclosureAccounting, DisclosureEntry
 from ledger.audit.reports.formats import Report, iso, seconds
 from ledger.audit.reports.investigation import (

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Final, Generic, TypeVar
 
 from ledger.audit.records import JsonValue
-from ledger.audit.reports.compliance import ComplianceReport
+from ledger.audit.reports.compliance_model import ComplianceReport
 from ledger.audit.reports.disclosures import DisclosureAccounting
 from ledger.audit.reports.formats import Report, cell
 from ledger.audit.reports.render_csv import to_csv
