@@ -43,17 +43,19 @@ LIMIT $4
 """
 
 #: The facility's alerts of the given rules raised by $at whose trigger lies below the
-#: checkpoints, each with its state at $at.
+#: checkpoints, each with its state at $at (open when no transition was recorded by then:
+#: the evaluator writes an alert's first transition in the alert's own transaction).
 COMPLIANCE_ALERTS: Final = """
-SELECT a.alert_id, a.rule_id, a.rule_version, a.log_id, a.leaf_index, t.state
+SELECT a.alert_id, a.rule_id, a.rule_version, a.log_id, a.leaf_index,
+       coalesce(t.state, 'open') AS state
 FROM alerts a
 JOIN unnest($4::int[], $5::bigint[]) AS b (log_id, size)
   ON b.log_id = a.log_id AND a.leaf_index < b.size
-CROSS JOIN LATERAL (
+LEFT JOIN LATERAL (
     SELECT x.state FROM alert_transitions x
     WHERE x.alert_id = a.alert_id AND x.transitioned_at <= $3
     ORDER BY x.seq DESC LIMIT 1
-) t
+) t ON true
 WHERE a.facility_id = $1 AND a.rule_id = ANY($2::text[]) AND a.raised_at <= $3
 ORDER BY a.alert_id
 """
