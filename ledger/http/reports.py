@@ -1,9 +1,10 @@
-"""HIPAA reports over HTTP: breach investigations, accountings of disclosures, relays.
+"""HIPAA reports over HTTP: breach investigations, accountings of disclosures, relays,
+compliance per facility and month.
 
 Invariant: every report is computed by ``ledger.audit.reports`` from one consistent
 snapshot (``ReportSource``) as of a set of signed checkpoints (``as_of=<origin>:<size>``,
 repeatable; default the latest of each log), and every export (JSON, CSV or, for
-accountings, HTML) carries those checkpoints and the digest of the report's canonical
+accountings and compliance reports, HTML) carries those checkpoints and the digest of the report's canonical
 content (also in the ``Report-Digest`` header); the scope of a report and the checkpoints
 named are recorded with the read (it is part of the AuditLogUsed event), refusals included.
 """
