@@ -4,9 +4,10 @@ compliance per facility and month.
 Invariant: every report is computed by ``ledger.audit.reports`` from one consistent
 snapshot (``ReportSource``) as of a set of signed checkpoints (``as_of=<origin>:<size>``,
 repeatable; default the latest of each log), and every export (JSON, CSV or, for
-accountings and compliance reports, HTML) carries those checkpoints and the digest of the report's canonical
-content (also in the ``Report-Digest`` header); the scope of a report and the checkpoints
-named are recorded with the read (it is part of the AuditLogUsed event), refusals included.
+accountings and compliance reports, HTML) carries those checkpoints and the digest of
+the report's canonical content (also in the ``Report-Digest`` header); the scope of a
+report and the checkpoints named are recorded with the read (it is part of the
+AuditLogUsed event), refusals included.
 """
 
 from __future__ import annotations
