@@ -121,6 +121,8 @@ async def compute(
     bounds = ([c.log_id for c in cps], [c.size for c in cps])
     registry_cp = registry_checkpoint(cps, settings.registry_topic)
     tally = ComplianceTally(
+        facility=facility,
+        month=month,
         timeline=await read_registry(conn, decoder, registry_cp),
         config=settings.checklist,
         origins={c.log_id: c.origin for c in cps},
@@ -141,8 +143,6 @@ async def compute(
     relays = [as_relay(expect(d, RELAY)) for d in await decoder.decode_refs(conn, relay_refs)]
     return build_compliance(
         tally,
-        facility=facility,
-        month=month,
         at=when,
         alerts=await _alerts(conn, facility, when, bounds),
         evaluated_to={

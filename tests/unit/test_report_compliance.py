@@ -137,14 +137,14 @@ def build(
     evaluated_to: int = 5,
 ) -> ComplianceReport:
     cfg = config or ChecklistConfig()
-    tally = ComplianceTally(timeline=registry(), config=cfg, origins=ORIGINS)
+    tally = ComplianceTally(
+        facility="stmarys", month="2026-03", timeline=registry(), config=cfg, origins=ORIGINS
+    )
     for e in month_of_accesses() if events is None else events:
         tally.add(e)
     start, end = month_window("2026-03", cfg.zone)
     return build_compliance(
         tally,
-        facility="stmarys",
-        month="2026-03",
         at=AT,
         alerts=ALERTS,
         evaluated_to={ACCESS_LOG: evaluated_to, 42: 1},
@@ -256,17 +256,41 @@ def test_the_report_does_not_depend_on_the_order_accesses_are_added() -> None:
 
 
 def test_a_naive_cut_off_and_a_bad_facility_are_refused() -> None:
-    tally = ComplianceTally(timeline=registry(), config=ChecklistConfig(), origins=ORIGINS)
+    tally = ComplianceTally(
+        facility="stmarys", month="2026-03", timeline=registry(), config=ChecklistConfig(),
+        origins=ORIGINS,
+    )  # fmt: skip
     start, end = month_window("2026-03", ChecklistConfig().zone)
     relays = build_relay_report([], start=start, end=end, now=AT)
-    kwargs: dict[str, Any] = dict(
-        month="2026-03", alerts=(), evaluated_to={}, relays=relays, ledger_reads=0,
-        closures=(), registry=None,
-    )  # fmt: skip
     with pytest.raises(MalformedInputError, match="at"):
-        build_compliance(tally, facility="stmarys", at=datetime(2026, 4, 2), **kwargs)
+        build_compliance(
+            tally, at=datetime(2026, 4, 2), alerts=(), evaluated_to={}, relays=relays,
+            ledger_reads=0, closures=(), registry=None,
+        )  # fmt: skip
     with pytest.raises(MalformedInputError, match="facility"):
-        build_compliance(tally, facility="bad\nid", at=AT, **kwargs)
+        ComplianceTally(
+            facility="bad\nid", month="2026-03", timeline=registry(), config=ChecklistConfig(),
+            origins=ORIGINS,
+        )  # fmt: skip
+
+
+def test_an_access_of_another_facility_or_month_is_refused_and_a_leaf_counts_once() -> None:
+    tally = ComplianceTally(
+        facility="stmarys", month="2026-03", timeline=registry(), config=ChecklistConfig(),
+        origins=ORIGINS,
+    )  # fmt: skip
+    elsewhere = access(0, "dr.lee", DAY)
+    record = dict(elsewhere.record)
+    record["facility"] = {"id": "other", "name": None}
+    with pytest.raises(MalformedInputError, match="not an access here"):
+        tally.add(dataclasses.replace(elsewhere, record=record))
+    with pytest.raises(MalformedInputError, match="not in 2026-03"):
+        tally.add(access(1, "dr.lee", datetime(2026, 4, 1, tzinfo=UTC)))
+    with pytest.raises(MalformedInputError, match="not an access here"):
+        tally.add(dataclasses.replace(elsewhere, schema="philedger.audit.SecurityEvent"))
+    tally.add(access(2, "dr.lee", DAY))
+    tally.add(access(2, "dr.lee", DAY))
+    assert (tally.recorded, tally.checked) == (1, 1)
 
 
 def sealed() -> Any:

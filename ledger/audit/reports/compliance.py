@@ -34,7 +34,7 @@ from ledger.audit.reports.compliance_model import (
     RegistryLog,
 )
 from ledger.audit.reports.relays import RelayReport
-from ledger.audit.rules.access import named_patient, patients_seen
+from ledger.audit.rules.access import is_access, named_patient, patients_seen
 from ledger.audit.rules.checklist import (
     Check,
     ChecklistConfig,
@@ -71,7 +71,7 @@ CHECKLIST_RULES: Final = tuple(sorted({*_ACCOUNT_RULES.values(), *_ITEM_RULES.va
 #: The rules that raise one alert per user and day (the first violating access), not one
 #: per access (spec: one alert per (rule, user, facility[, state], day) per log).
 DAILY_RULES: Final = frozenset(CHECKLIST_RULES) - {"transport.unencrypted"}
-_MONTH: Final = re.compile(r"(\d{4})-(0[1-9]|1[0-2])")
+_MONTH: Final = re.compile(r"([0-9]{4})-(0[1-9]|1[0-2])")
 
 
 def rule_for(check: Check, reason: str) -> str:
@@ -119,25 +119,40 @@ class ComplianceTally:
     def __init__(
         self,
         *,
+        facility: str,
+        month: str,
         timeline: RegistryTimeline,
         config: ChecklistConfig,
         origins: Mapping[int, str],
     ) -> None:
+        self.facility = check_identifier("facility", facility)
+        self.month = month
+        self.start, self.end = month_window(month, config.zone)
         self._timeline = timeline
         self._config = config
         self._origins = dict(origins)
         self.recorded = 0
         self.checked = 0
+        self._seen: set[Position] = set()
         self._outcomes: Counter[tuple[Check, Outcome, str]] = Counter()
         self._pending: list[_Pending] = []
 
     def add(self, event: AppendedEvent) -> None:
-        """One PhiAccessEvent recorded at the facility in the month (any outcome)."""
+        """One PhiAccessEvent recorded at the facility in the month (any outcome); the
+        same leaf given twice counts once; any other event is refused."""
+        when = event.event_time
+        if not is_access(event) or event.text("facility", "id") != self.facility:
+            raise MalformedInputError(f"leaf {event.position.leaf_index}: not an access here")
+        if not self.start <= when < self.end:
+            raise MalformedInputError(f"leaf {event.position.leaf_index}: not in {self.month}")
+        if event.position in self._seen:
+            return
+        self._seen.add(event.position)
         self.recorded += 1
         if not applies(event):
             return
         self.checked += 1
-        items = check_access(event, self._timeline.known_at(event.event_time), self._config)
+        items = check_access(event, self._timeline.known_at(when), self._config)
         for check, item in items.items():
             keep = "" if item.outcome is Outcome.COVERED else item.reason
             self._outcomes[(check, item.outcome, keep)] += 1
@@ -176,8 +191,6 @@ class ComplianceTally:
 def build_compliance(
     tally: ComplianceTally,
     *,
-    facility: str,
-    month: str,
     at: datetime,
     alerts: Iterable[AlertRow],
     evaluated_to: Mapping[int, int],
@@ -187,17 +200,15 @@ def build_compliance(
     registry: RegistryLog | None,
 ) -> ComplianceReport:
     """The report from a filled ``tally`` and what the alert store held at ``at``."""
-    check_identifier("facility", facility)
     at = check_instant("at", at)
-    start, end = month_window(month, tally.config.zone)
     by_trigger = {(a.rule_id, a.trigger): a for a in alerts if a.rule_id in CHECKLIST_RULES}
     exceptions = _match(tally, by_trigger, evaluated_to)
     items = tuple(_item(tally, check, title, exceptions) for check, title in ITEMS)
     return ComplianceReport(
-        facility=facility,
-        month=month,
-        start=start,
-        end=end,
+        facility=tally.facility,
+        month=tally.month,
+        start=tally.start,
+        end=tally.end,
         at=at,
         config=ChecklistFacts(
             timezone=tally.config.timezone,
