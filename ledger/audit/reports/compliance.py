@@ -141,6 +141,7 @@ class ComplianceTally:
         """One PhiAccessEvent recorded at the facility in the month (any outcome); the
         same leaf given twice counts once; any other event is refused."""
         when = event.event_time
+        when = when.replace(tzinfo=UTC) if when.tzinfo is None else when  # as the rules read it
         if not is_access(event) or event.text("facility", "id") != self.facility:
             raise MalformedInputError(f"leaf {event.position.leaf_index}: not an access here")
         if not self.start <= when < self.end:
