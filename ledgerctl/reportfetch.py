@@ -88,5 +88,8 @@ def seal_lines(report: Json, digest: str) -> list[str]:
     ]
     lines.append(f"digest: {digest or report.get('digest')}")
     again = " ".join(f"--as-of {c.get('origin')}:{c.get('size')}" for c in named)
+    cut_off = report.get("at")  # the compliance report's cut-off: a re-run passes it back
+    if again and isinstance(cut_off, str):
+        again += f" --at {cut_off}"
     lines.append(f"re-run as of the same checkpoints: {again or '(no signed checkpoint yet)'}")
     return lines

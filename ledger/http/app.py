@@ -119,6 +119,8 @@ def report_routes() -> tuple[Route, ...]:
           handler=reports.disclosures, permission=P.COMPLIANCE, name="disclosures"),
         R(method="GET", path="/v1/reports/critical-results", handler=reports.relays,
           permission=P.COMPLIANCE, name="critical_results", phi=True),
+        R(method="GET", path="/v1/reports/compliance", handler=reports.compliance,
+          permission=P.COMPLIANCE, name="compliance_report", phi=True),
     )  # fmt: skip
 
 

@@ -744,6 +744,38 @@ def document() -> JsonObject:
                 },
             },
         ),
+        "/v1/reports/compliance": _get(
+            "Compliance report: one facility's month, item by item of the teleradiology "
+            "checklist (BAA, license, credential, unique user, encryption), the exceptions "
+            "with their alerts, relay deadlines, audit of access and breach process",
+            "reports",
+            [
+                _query("facility", _ID_SCHEMA, "Facility id", required=True),
+                _query(
+                    "month",
+                    {"type": "string", "pattern": "^[0-9]{4}-(0[1-9]|1[0-2])$"},
+                    "Calendar month YYYY-MM, in the rules' time zone",
+                    required=True,
+                ),
+                _query("format", {"type": "string", "enum": ["json", "csv", "html"]}, "Export"),
+                _AS_OF,
+                _AS_OF_NOTE,
+                {
+                    **_AT,
+                    "description": "Cut-off for the alert store (alerts raised, triage "
+                    "recorded) and the relays' now (default: now; later than now is refused); "
+                    "a re-run passes the one the report printed",
+                },
+            ],
+            {
+                "description": "The report",
+                "content": {
+                    "application/json": {"schema": {"type": "object"}},
+                    "text/csv": {"schema": {"type": "string"}},
+                    "text/html": {"schema": {"type": "string"}},
+                },
+            },
+        ),
         **_alert_paths(),
         "/fhir/metadata": {
             "get": {

@@ -1,11 +1,13 @@
-"""HIPAA reports over HTTP: breach investigations, accountings of disclosures, relays.
+"""HIPAA reports over HTTP: breach investigations, accountings of disclosures, relays,
+compliance per facility and month.
 
 Invariant: every report is computed by ``ledger.audit.reports`` from one consistent
 snapshot (``ReportSource``) as of a set of signed checkpoints (``as_of=<origin>:<size>``,
 repeatable; default the latest of each log), and every export (JSON, CSV or, for
-accountings, HTML) carries those checkpoints and the digest of the report's canonical
-content (also in the ``Report-Digest`` header); the scope of a report and the checkpoints
-named are recorded with the read (it is part of the AuditLogUsed event), refusals included.
+accountings and compliance reports, HTML) carries those checkpoints and the digest of
+the report's canonical content (also in the ``Report-Digest`` header); the scope of a
+report and the checkpoints named are recorded with the read (it is part of the
+AuditLogUsed event), refusals included.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from aiohttp import web
 from ledger.audit.reports import (
     DEFAULT_RELAY_DEADLINES,
     CheckpointRef,
+    ComplianceReport,
     DisclosureAccounting,
     InvestigationReport,
     InvestigationScope,
@@ -79,9 +82,18 @@ class ReportSource(Protocol):
         as_of: Sequence[CheckpointRef] | None = None,
     ) -> Sealed[RelayReport]: ...
 
+    async def sealed_compliance(
+        self,
+        *,
+        facility: str,
+        month: str,
+        at: datetime | None = None,
+        as_of: Sequence[CheckpointRef] | None = None,
+    ) -> Sealed[ComplianceReport]: ...
+
 
 REPORTS: Final = web.AppKey("reports", ReportSource)
-_R = TypeVar("_R", InvestigationReport, DisclosureAccounting, RelayReport)
+_R = TypeVar("_R", InvestigationReport, DisclosureAccounting, RelayReport, ComplianceReport)
 
 
 def _format(request: web.Request, allowed: frozenset[str]) -> str:
@@ -123,7 +135,7 @@ def _export(sealed: Sealed[_R], fmt: str, name: str) -> web.Response:
         headers["Content-Disposition"] = f'attachment; filename="{name}.csv"'
         return web.Response(text=sealed_csv(sealed), content_type="text/csv", headers=headers)
     report = sealed.report
-    if fmt == "html" and isinstance(report, DisclosureAccounting):
+    if fmt == "html" and isinstance(report, DisclosureAccounting | ComplianceReport):
         headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"
         page = sealed_html(Sealed(report=report, as_of=sealed.as_of))
         return web.Response(text=page, content_type="text/html", headers=headers)
@@ -231,3 +243,23 @@ async def relays(request: web.Request) -> web.Response:
     request[RESULTS] = report.relays
     disclose(request, (x.position for x in report.exceptions))
     return _export(sealed, fmt, "critical-results")
+
+
+async def compliance(request: web.Request) -> web.Response:
+    """GET /v1/reports/compliance: one facility's month, item by item of the checklist."""
+    fmt = _format(request, _FORMATS)
+    as_of = _as_of(request)
+    raw_facility, month = request.query.get("facility"), request.query.get("month")
+    if raw_facility is None or month is None:
+        raise MalformedInputError("facility and month (YYYY-MM) are required")
+    at = request.query.get("at")
+    sealed = await request.app[REPORTS].sealed_compliance(
+        facility=identifier(raw_facility, "facility"),
+        month=month,
+        at=None if at is None else instant(at, "at"),
+        as_of=as_of,
+    )
+    report = sealed.report
+    request[RESULTS] = report.accesses_checked
+    disclose(request, (x.position for x in report.exceptions))
+    return _export(sealed, fmt, f"compliance-{report.month}")

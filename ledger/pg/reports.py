@@ -25,10 +25,11 @@ from typing import Final
 import asyncpg
 
 from ledger.audit.query import LedgerPosition
-from ledger.audit.records import SchemaSet, StoredSchema
+from ledger.audit.records import JsonValue, SchemaSet, StoredSchema
 from ledger.audit.reports import (
     DEFAULT_RELAY_DEADLINES,
     MAX_LOOKBACK_YEARS,
+    ComplianceReport,
     DisclosureAccounting,
     InvestigationReport,
     InvestigationScope,
@@ -45,11 +46,13 @@ from ledger.audit.reports import (
     seal,
 )
 from ledger.audit.reports.asof import CheckpointRef
+from ledger.audit.rules.checklist import ChecklistConfig
 from ledger.errors import MalformedInputError, VerificationError
 from ledger.log.leaf import decode_leaf
 from ledger.log.note import Verifier
 from ledger.pg import sql
 from ledger.pg.asof import CheckpointResolver
+from ledger.pg.compliancereport import ComplianceSettings, compute
 from ledger.pg.pool import PooledAdapter, transient_as_unavailable
 from ledger.pg.reportrows import (
     PHI_ACCESS,
@@ -65,6 +68,11 @@ from ledger.pg.tree import Conn
 
 #: Default cap on the events one report reads.
 DEFAULT_MAX_ROWS: Final = 50_000
+#: Default cap on one facility's accesses in a month (the compliance report decodes them
+#: in chunks and keeps only counts and exceptions).
+DEFAULT_MAX_COMPLIANCE_ROWS: Final = 500_000
+#: The registry's topic (``LEDGER_REGISTRY_TOPIC``): its log is ``<ledger>/<topic>/0``.
+DEFAULT_REGISTRY_TOPIC: Final = "compliance-registry"
 #: Leaves fetched per round trip.
 _LEAF_CHUNK: Final = 5_000
 #: A relay record is made after the finding was identified; this much earlier is tolerated
@@ -91,7 +99,9 @@ class PostgresReports(PooledAdapter):
 
     Connect it as ``ledger_reader`` (``LEDGER_READER_URL``): it only reads. With
     ``ledger_name``, a named checkpoint of another ledger is refused; with ``verifiers``
-    (the trusted keys), so is one whose note does not verify with them.
+    (the trusted keys), so is one whose note does not verify with them. The compliance
+    report is computed with ``checklist`` (the rules' time zone and roles),
+    ``relay_deadlines`` and the registry log of ``registry_topic``.
     """
 
     def __init__(
@@ -103,11 +113,23 @@ class PostgresReports(PooledAdapter):
         max_rows: int = DEFAULT_MAX_ROWS,
         ledger_name: str | None = None,
         verifiers: Sequence[Verifier] = (),
+        checklist: ChecklistConfig | None = None,
+        relay_deadlines: Mapping[str, timedelta] = DEFAULT_RELAY_DEADLINES,
+        registry_topic: str = DEFAULT_REGISTRY_TOPIC,
+        max_compliance_rows: int = DEFAULT_MAX_COMPLIANCE_ROWS,
     ) -> None:
-        if max_rows < 1:
+        if max_rows < 1 or max_compliance_rows < 1:
             raise ValueError("max_rows must be positive")
         super().__init__(dsn=dsn, pool_size=pool_size, command_timeout=command_timeout)
         self._max_rows = max_rows
+        self._compliance = ComplianceSettings(
+            checklist=checklist or ChecklistConfig(),
+            deadlines=dict(relay_deadlines),
+            registry_topic=registry_topic,
+            max_rows=max_compliance_rows,
+            relay_lead=RELAY_RECORD_LEAD,
+            relay_lag=DEFAULT_RELAY_RECORD_LAG,
+        )
         self._resolver = CheckpointResolver(ledger_name=ledger_name, verifiers=verifiers)
         self._schemas: SchemaSet | None = None
 
@@ -271,7 +293,43 @@ class PostgresReports(PooledAdapter):
         )
         return seal(report, cps)
 
+    async def sealed_compliance(
+        self,
+        *,
+        facility: str,
+        month: str,
+        at: datetime | None = None,
+        as_of: Sequence[CheckpointRef] | None = None,
+    ) -> Sealed[ComplianceReport]:
+        """The compliance report of ``facility`` for calendar month ``month`` (YYYY-MM, in
+        the checklist's time zone) as of ``as_of``, with the alert store as recorded by
+        ``at`` (default: now; a later one is refused)."""
+        check_identifier("facility", facility)
+        async with self._snapshot() as conn:
+            cps = await self._resolver.resolve(conn, as_of)
+            report = await compute(
+                conn, self, cps, self._compliance, facility=facility, month=month, at=at
+            )
+        return seal(report, cps)
+
     # -------------------------------------------------------------- plumbing
+
+    async def decode_refs(self, conn: Conn, refs: Sequence[asyncpg.Record]) -> list[Decoded]:
+        """Each referenced event decoded from its leaf (``ledger.pg.compliancereport``)."""
+        return await self._decode(conn, refs)
+
+    async def decode_value(
+        self, conn: Conn, leaf: bytes, where: str
+    ) -> tuple[str, dict[str, JsonValue]]:
+        """A leaf's record (any stored writer schema) and its schema's full name."""
+        schemas = await self._schema_set(conn, reload=False)
+        try:
+            value = decode_leaf(leaf).value
+            if schemas.name_of(value[2:10]) is None:
+                schemas = await self._schema_set(conn, reload=True)
+            return schemas.decode(value)
+        except MalformedInputError as exc:
+            raise VerificationError(f"{where} does not decode: {exc}") from exc
 
     @contextlib.asynccontextmanager
     async def _snapshot(self) -> AsyncIterator[Conn]:

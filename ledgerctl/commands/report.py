@@ -1,4 +1,4 @@
-"""``ledger report disclosures|critical-results``: the HIPAA reports through the API.
+"""``ledger report disclosures|critical-results|compliance``: the reports through the API.
 
 Invariant: the report is written exactly as the API answered it (the API records the
 read), so the same request as of the same checkpoints writes the same bytes; the
@@ -102,3 +102,25 @@ def critical_results(
         if value is not None:
             params.append((name, value))
     _run("/v1/reports/critical-results", params, as_of, as_of_report, out)
+
+
+@report_app.command()
+def compliance(
+    facility: Annotated[str, typer.Option(help="The facility id.")],
+    month: Annotated[str, typer.Option(help="Calendar month YYYY-MM (rules' time zone).")],
+    at: Annotated[
+        str | None,
+        typer.Option(
+            help="Cut-off for alerts and triage, and the relays' now, RFC 3339 (default: "
+            "now); a re-run passes the one the report printed."
+        ),
+    ] = None,
+    as_of: Annotated[list[str] | None, AS_OF] = None,
+    as_of_report: Annotated[Path | None, AS_OF_REPORT] = None,
+    fmt: Annotated[str, typer.Option("--format", help="json, csv or html.")] = "json",
+    out: Annotated[Path | None, OUT] = None,
+) -> None:
+    """The compliance report: one facility's month, item by item of the checklist."""
+    params = [("facility", facility), ("month", month), ("format", fmt)]
+    params += [("at", at)] if at is not None else []
+    _run("/v1/reports/compliance", params, as_of, as_of_report, out)

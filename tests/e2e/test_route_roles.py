@@ -114,6 +114,7 @@ def request_for(row: Row, w: World) -> tuple[str, dict[str, object] | None, int]
         "/v1/studies/{study_uid}/accesses": f"/v1/studies/{w.study}/accesses?limit=2",
         "/v1/patients/{patient_id}/accesses": f"/v1/patients/{w.patient}/accesses?limit=2",
         "/fhir/AuditEvent": f"/fhir/AuditEvent?patient={w.patient}&_count=2",
+        "/v1/reports/compliance": "/v1/reports/compliance?facility=route-walk&month=2026-01",
     }  # fmt: skip
     path = concrete.get(row.path) or (
         row.path.replace("{log}", str(w.log))

@@ -1,8 +1,11 @@
 """HIPAA reports over the ledger: breach investigation, accounting of disclosures, relays.
 
-Owns the three reports (``investigation`` with who each event touched in ``affected``,
+Owns the four reports (``investigation`` with who each event touched in ``affected``,
 ``disclosures`` with its purpose rules in
-``purposes``, ``relays``), their typed inputs (``rows``, ``phi``, ``checks``) and their
+``purposes``, ``relays``, ``compliance``: the checklist per facility and month, its
+result types in ``compliance_model``; ``compliance`` itself is imported by its full
+name, since it needs the rules, which import the reports), their
+typed inputs (``rows``, ``phi``, ``checks``) and their
 exports (``render_json``, ``render_csv``, ``render_html``), and what makes them
 reproducible (``asof``: the checkpoints a report is computed against; ``sealed``: the
 canonical content and its digest). Everything here is pure and
@@ -32,6 +35,15 @@ from ledger.audit.reports.checks import (
     MAX_WINDOW,
     check_identifier,
     check_window,
+)
+from ledger.audit.reports.compliance_model import (
+    AlertStatus,
+    ChecklistFacts,
+    Closure,
+    ComplianceException,
+    ComplianceReport,
+    ItemCount,
+    RegistryLog,
 )
 from ledger.audit.reports.disclosures import (
     DisclosureAccounting,
@@ -133,8 +145,13 @@ __all__ = [
     "VERBAL_CATEGORIES",
     "AccessRow",
     "AffectedPatient",
+    "AlertStatus",
     "CategoryStats",
+    "ChecklistFacts",
     "CheckpointRef",
+    "Closure",
+    "ComplianceException",
+    "ComplianceReport",
     "DisclosedRef",
     "DisclosureAccounting",
     "DisclosureEntry",
@@ -144,10 +161,12 @@ __all__ = [
     "ExcludedDisclosure",
     "InvestigationReport",
     "InvestigationScope",
+    "ItemCount",
     "PatientRef",
     "PhiKind",
     "PurposeRule",
     "RecipientRef",
+    "RegistryLog",
     "RelayException",
     "RelayIssue",
     "RelayReport",

@@ -12,21 +12,13 @@ from collections.abc import Iterable, Sequence
 from typing import Final
 
 from ledger.audit.reports.affected import AffectedPatient
+from ledger.audit.reports.compliance_model import ComplianceReport
 from ledger.audit.reports.disclosures import DisclosureAccounting, DisclosureEntry
-from ledger.audit.reports.formats import Report, iso, seconds
+from ledger.audit.reports.formats import Report, cell, iso, seconds
 from ledger.audit.reports.investigation import InvestigationReport
 from ledger.audit.reports.relays import RelayException, RelayReport
+from ledger.audit.reports.render_compliance import compliance_csv
 from ledger.errors import MalformedInputError
-
-#: A cell starting with one of these is run as a formula by spreadsheet programs (OWASP
-#: "CSV injection"); such cells get a leading apostrophe.
-_FORMULA_PREFIXES: Final = ("=", "+", "-", "@", "\t", "\r")
-
-
-def cell(value: object) -> str:
-    """A CSV cell, neutralised if a spreadsheet would run it as a formula."""
-    text = "" if value is None else str(value)
-    return "'" + text if text.startswith(_FORMULA_PREFIXES) else text
 
 
 def _csv(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
@@ -100,13 +92,16 @@ _RELAY_EXCEPTION_COLUMNS: Final = (
 
 def to_csv(report: Report) -> str:
     """One CSV table (RFC 4180, CRLF): an investigation's patients, an accounting's entries,
-    or a relay report's exceptions. Formula-like cells are prefixed with an apostrophe."""
+    a relay report's exceptions, or a compliance report's lines. Formula-like cells are
+    prefixed with an apostrophe."""
     if isinstance(report, InvestigationReport):
         return _csv(_PATIENT_COLUMNS, _investigation_rows(report))
     if isinstance(report, DisclosureAccounting):
         return _csv(_DISCLOSURE_COLUMNS, (_disclosure_row(e) for e in report.entries))
     if isinstance(report, RelayReport):
         return _csv(_RELAY_EXCEPTION_COLUMNS, (_relay_exception_row(x) for x in report.exceptions))
+    if isinstance(report, ComplianceReport):
+        return compliance_csv(report)
     raise MalformedInputError(f"not a report: {type(report).__name__}")
 
 

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from ledger.audit.query import LedgerPosition
 from ledger.audit.records import JsonValue
 from ledger.audit.reports.affected import AffectedPatient
+from ledger.audit.reports.compliance_model import ComplianceReport
 from ledger.audit.reports.disclosures import DisclosureAccounting, DisclosureEntry
 from ledger.audit.reports.formats import Report, iso, seconds
 from ledger.audit.reports.investigation import (
@@ -21,6 +22,7 @@ from ledger.audit.reports.investigation import (
     TruncatedAnswer,
 )
 from ledger.audit.reports.relays import CategoryStats, DurationStats, RelayException, RelayReport
+from ledger.audit.reports.render_compliance import compliance_json
 from ledger.audit.reports.rows import EventRef
 from ledger.errors import MalformedInputError
 
@@ -56,6 +58,8 @@ def to_json(report: Report) -> dict[str, JsonValue]:
         return _disclosures_json(report)
     if isinstance(report, RelayReport):
         return _relays_json(report)
+    if isinstance(report, ComplianceReport):
+        return compliance_json(report)
     raise MalformedInputError(f"not a report: {type(report).__name__}")
 
 

@@ -6,9 +6,10 @@ per table group: ``ingest`` (what the appender writes), ``reads`` (the reader's
 SELECTs), ``tree`` (tiles and checkpoints), ``quarantine`` (quarantine and alerts),
 ``producers`` (producer keys and seals), ``reports`` (the HIPAA reports' SELECTs),
 ``export`` (the bundle export), ``compliance`` (the rules evaluator's
-alerts and their triage), ``tokens`` (issuing API tokens) and ``admin`` (what
-``ledger replay`` runs to prepare its target). This module re-exports every statement, so adapters
-write ``sql.NAME``; it imports only the bundle format's column list.
+alerts and their triage), ``compliancereport`` (the compliance report's SELECTs),
+``tokens`` (issuing API tokens) and ``admin`` (what ``ledger replay`` runs to prepare
+its target). This module re-exports every statement, so adapters write ``sql.NAME``; it
+imports only the bundle format's column list.
 """
 
 from __future__ import annotations
@@ -32,6 +33,15 @@ from ledger.pg.sql.compliance import (
     RULES_LOG_IDS,
     RULES_REGISTRY_LOG_IDS,
     RULES_WRITER_SCHEMAS,
+)
+from ledger.pg.sql.compliancereport import (
+    COMPLIANCE_ACCESSES,
+    COMPLIANCE_ALERTS,
+    COMPLIANCE_CLOSURES,
+    COMPLIANCE_EVALUATED,
+    COMPLIANCE_LEDGER_READS,
+    COMPLIANCE_NOW,
+    COMPLIANCE_REGISTRY_LEAVES,
 )
 from ledger.pg.sql.export import (
     EXPORT_CHECKPOINTS,
@@ -141,6 +151,13 @@ __all__ = [
     "CHECKPOINTS_AFTER",
     "CHECKPOINT_COVERING",
     "CLAIM_LOG",
+    "COMPLIANCE_ACCESSES",
+    "COMPLIANCE_ALERTS",
+    "COMPLIANCE_CLOSURES",
+    "COMPLIANCE_EVALUATED",
+    "COMPLIANCE_LEDGER_READS",
+    "COMPLIANCE_NOW",
+    "COMPLIANCE_REGISTRY_LEAVES",
     "COPY_PRODUCER_KEY",
     "COPY_PRODUCER_REVOCATION",
     "COUNT_LOGS",
