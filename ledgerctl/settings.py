@@ -34,6 +34,9 @@ class KafkaRole(StrEnum):
     #: The DICOM audit proxy (configured in its TOML file's [ledger.kafka], not here).
     DICOMPROXY = "ledger-dicomproxy"
     OPERATOR = "ledger-operator"
+    #: ``ledger registry import`` (and the API's registry writes): WRITE on the registry
+    #: topic only.
+    REGISTRY = "ledger-registry"
 
 
 def kafka_security(
@@ -144,6 +147,9 @@ class Settings(BaseSettings):
     ledger_name: str = Field(default="philedger.localhost", alias="LEDGER_NAME")
     access_topic: str = Field(default="phi-access", alias="LEDGER_ACCESS_TOPIC")
     relay_topic: str = Field(default="critical-result-relay", alias="LEDGER_RELAY_TOPIC")
+    #: The compliance registry's changes (one partition: one order of changes;
+    #: docs/design/compliance-registry.md).
+    registry_topic: str = Field(default="compliance-registry", alias="LEDGER_REGISTRY_TOPIC")
     partitions: int = Field(default=4, alias="LEDGER_TOPIC_PARTITIONS", ge=1, le=256)
     consumer_group: str = Field(default="phi-ledger", alias="LEDGER_CONSUMER_GROUP")
     signer_key_file: str | None = Field(default=None, alias="LEDGER_SIGNER_KEY_FILE")
@@ -156,6 +162,11 @@ class Settings(BaseSettings):
     #: The command line's records of its own reads (export, replay, ...) are signed with
     #: this key, as a producer of their own (`ledger producer add ledger-cli`).
     cli_producer_key_file: str | None = Field(default=None, alias="LEDGER_CLI_PRODUCER_KEY_FILE")
+    #: Registry changes (`ledger registry import`, the API's registry writes) are signed
+    #: with this key (`ledger producer add registry-local`).
+    registry_producer_key_file: str | None = Field(
+        default=None, alias="LEDGER_REGISTRY_PRODUCER_KEY_FILE"
+    )
     verifier_key: str | None = Field(default=None, alias="LEDGER_VERIFIER_KEY")
     verifier_keys: str | None = Field(default=None, alias="LEDGER_VERIFIER_KEYS")
     checkpoint_every_leaves: int = Field(
@@ -210,5 +221,11 @@ class Settings(BaseSettings):
         )
 
     @property
-    def topics(self) -> tuple[str, str]:
+    def event_topics(self) -> tuple[str, str]:
+        """The audit event topics (``partitions`` partitions each)."""
         return (self.access_topic, self.relay_topic)
+
+    @property
+    def topics(self) -> tuple[str, str, str]:
+        """Every topic the consumer reads: the event topics and the registry topic."""
+        return (self.access_topic, self.relay_topic, self.registry_topic)
