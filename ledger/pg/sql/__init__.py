@@ -6,9 +6,10 @@ per table group: ``ingest`` (what the appender writes), ``reads`` (the reader's
 SELECTs), ``tree`` (tiles and checkpoints), ``quarantine`` (quarantine and alerts),
 ``producers`` (producer keys and seals), ``reports`` (the HIPAA reports' SELECTs),
 ``export`` (the bundle export), ``compliance`` (the rules evaluator's
-alerts and their triage), ``tokens`` (issuing API tokens) and ``admin`` (what
-``ledger replay`` runs to prepare its target). This module re-exports every statement, so adapters
-write ``sql.NAME``; it imports only the bundle format's column list.
+alerts and their triage), ``registry`` (the registry's stored changes), ``tokens``
+(issuing API tokens) and ``admin`` (what ``ledger replay`` runs to prepare its target).
+This module re-exports every statement, so adapters write ``sql.NAME``; it imports only
+the bundle format's column list.
 """
 
 from __future__ import annotations
@@ -94,6 +95,7 @@ from ledger.pg.sql.reads import (
     SIGNED_SIZES,
     WRITER_SCHEMAS,
 )
+from ledger.pg.sql.registry import REGISTRY_LEAVES
 from ledger.pg.sql.reports import (
     DISCLOSURE_CANDIDATES,
     INVESTIGATION_BY_ADDRESSES,
@@ -205,6 +207,7 @@ __all__ = [
     "QUARANTINE_BY_ID",
     "QUARANTINE_PAGE",
     "REGISTER_SCHEMA",
+    "REGISTRY_LEAVES",
     "RELAYS_RECORDED",
     "REPORT_LEAVES_AT",
     "REPORT_WRITER_SCHEMAS",
