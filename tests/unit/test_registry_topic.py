@@ -135,3 +135,37 @@ def test_the_emitter_sends_a_change_to_the_registry_topic_keyed_by_its_record_id
     assert (entry.topic, entry.key, seq, stamped) == ("t1-registry", b"lic-1", 0, True)
     access, _, _ = stamper.stamp(CODEC.prepare(Simulator(seed=1).access()), None)
     assert access.topic == "phi-access"
+
+
+def _acls() -> list[tuple[str, str, str, str, frozenset[str]]]:
+    from pathlib import Path
+
+    text = (Path(__file__).parents[2] / "deploy/local/kafka/acls.txt").read_text()
+    rows = [line.split() for line in text.splitlines() if line and not line.startswith("#")]
+    return [(p, r, pat, name, frozenset(ops.split(","))) for p, r, pat, name, ops in rows]
+
+
+def test_only_the_registry_principal_writes_the_registry_topic_and_nothing_else() -> None:
+    # Production prefixes only: `t` and `bench-` are the local stack's scratch topics.
+    scratch = {"t", "bench-"}
+    writes = {
+        (principal, name)
+        for principal, resource, _, name, ops in _acls()
+        if resource == "TOPIC" and "WRITE" in ops and name not in scratch
+    }
+    assert {p for p, name in writes if name == REGISTRY} == {"ledger-registry"}
+    assert {name for p, name in writes if p == "ledger-registry"} == {REGISTRY}
+    readers = {
+        principal
+        for principal, resource, _, name, ops in _acls()
+        if resource == "TOPIC" and name == REGISTRY and "READ" in ops
+    }
+    assert readers == {"ledger-consumer", "ledger-replay"}
+    from ledgerctl.settings import KafkaRole, Settings
+
+    assert KafkaRole.REGISTRY.value == "ledger-registry"
+    defaults = {
+        name: Settings.model_fields[name].default
+        for name in ("access_topic", "relay_topic", "registry_topic")
+    }
+    assert Settings.model_construct(**defaults).topics == (ACCESS, RELAY, REGISTRY)
