@@ -7,19 +7,23 @@ change shows up in no access history or report, even when its author also reads 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import uuid
+from collections.abc import AsyncIterator
 from datetime import date
 from pathlib import Path
 
 import asyncpg
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from aiokafka import AIOKafkaProducer, TopicPartition
 
 from consumers.classify import REASON_WRONG_TOPIC
 from consumers.consumer import ConsumerConfig, ConsumerStats, LedgerConsumer
 from integrations.simulator import Simulator
 from ledger.audit.query import HistoryKey, HistoryQuery, Snapshot
+from ledger.http import create_app
 from ledger.log.keys import load_signers
 from ledger.log.leaf import decode_leaf
 from ledger.pg import sql
@@ -273,7 +277,7 @@ async def test_misrouted_records_are_wrong_topic_and_a_change_is_in_no_history(
             (topics.access, access_home),
         ],
     )
-    stats = await consume(stack, topics, 5)
+    stats = await consume(stack, topics, 5, sign=True)
     assert (stats.appended, stats.quarantined) == (2, 3)
 
     conn = await asyncpg.connect(stack.owner_url)
@@ -329,6 +333,43 @@ async def test_misrouted_records_are_wrong_topic_and_a_change_is_in_no_history(
     assert change_home.event_id not in {e.event_id for e in by_patient}
     assert {r["event_id"] for r in investigated} & {change_home.event_id} == set()
     assert access_home.event_id in {r["event_id"] for r in investigated}
+
+    # Through the API: histories and FHIR search by agent or patient, and a FHIR read.
+    async with api(stack) as client:
+        change_id, access_id = str(change_home.event_id), str(access_home.event_id)
+        for path in (
+            f"/v1/users/{reader}/accesses",
+            f"/v1/patients/{access.patient.id}/accesses",
+        ):
+            got = await client.get(path, headers=stack.auth("investigator"))
+            assert got.status == 200, path
+            ids = {a["event_id"] for a in (await got.json())["accesses"]}
+            assert access_id in ids, path
+            assert change_id not in ids, path
+        for query in (f"agent={reader}", f"patient={access.patient.id}"):
+            got = await client.get(f"/fhir/AuditEvent?{query}", headers=stack.auth("investigator"))
+            assert got.status == 200, query
+            ids = {e["resource"]["id"] for e in (await got.json()).get("entry", [])}
+            assert access_id in ids, query
+            assert change_id not in ids, query
+        read = await client.get(f"/fhir/AuditEvent/{change_id}", headers=stack.auth("investigator"))
+        assert read.status == 404
+
+
+class _NoRecorder:
+    """The API's read records are another test's subject (tests/integration/
+    test_api_fail_closed.py); here they are dropped."""
+
+    async def record(self, read: object) -> None:
+        return None
+
+
+@contextlib.asynccontextmanager
+async def api(stack: Stack) -> AsyncIterator[TestClient]:  # type: ignore[type-arg]
+    async with PostgresReader(dsn=stack.reader_url) as reader:
+        app = create_app(reader=reader, tokens=reader, recorder=_NoRecorder())
+        async with TestClient(TestServer(app)) as client:
+            yield client
 
 
 def test_a_ledger_with_a_registry_log_exports_and_verifies(stack: Stack, tmp_path: Path) -> None:
