@@ -134,6 +134,7 @@ def consumer(
         "LEDGER_APPENDER_URL": on_db(settings["LEDGER_APPENDER_URL"], db),
         "LEDGER_ACCESS_TOPIC": topics[0],
         "LEDGER_RELAY_TOPIC": topics[1],
+        "LEDGER_REGISTRY_TOPIC": f"{topics[0]}-registry",
         "LEDGER_CONSUMER_GROUP": group,
     }
     if instance is not None:

@@ -90,6 +90,7 @@ async def ingest(
         "LEDGER_APPENDER_URL": on_db(settings["LEDGER_APPENDER_URL"], db),
         "LEDGER_ACCESS_TOPIC": topics[0],
         "LEDGER_RELAY_TOPIC": topics[1],
+        "LEDGER_REGISTRY_TOPIC": f"{topics[0]}-registry",
         "LEDGER_CONSUMER_GROUP": f"bench-auth-{secrets.token_hex(4)}",
     }
     args = [sys.executable, __file__, "--child-consume", "on" if auth else "off"]

@@ -10,6 +10,7 @@ docs/producer-auth.md); every record that is not raises a security alert.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import cast
 
@@ -29,13 +30,18 @@ from ledger.log.leaf import MAX_LEAF_BYTES, KafkaRecord, encode_leaf, leaf_overh
 from producers.codec import Codec
 from producers.errors import DecodeError
 from producers.events import MAX_FUTURE_SKEW, RELAY_SCHEMA_NAME
+from producers.registry import REGISTRY_SCHEMA_NAME
 
 REASON_OVERSIZE = "oversize"
 DEFAULT_SKEW = MAX_FUTURE_SKEW
 REASON_EMPTY = "empty_value"
 #: A valid event on a topic its schema does not belong to (a PHI access on the relay
-#: topic, a relay on the access topic): producers route by schema, so this was not one.
+#: topic, a relay on the access topic, a registry change anywhere but on a registry topic,
+#: an audit event on a registry topic): producers route by schema, so this was not one.
 REASON_WRONG_TOPIC = "wrong_topic"
+
+#: The schemas that have topics of their own, and what those topics are called.
+_OWN_TOPICS: dict[str, str] = {RELAY_SCHEMA_NAME: "relay", REGISTRY_SCHEMA_NAME: "registry"}
 
 
 def classify(
@@ -48,6 +54,7 @@ def classify(
     envelope: bytes | None = None,
     verdict: Authenticated | AuthFailure | None = None,
     relay_topics: frozenset[str] | None = None,
+    registry_topics: frozenset[str] = frozenset(),
 ) -> BatchItem:
     """Turn one Kafka record into an ``Accepted`` leaf or a ``Rejected`` quarantine entry.
 
@@ -59,15 +66,17 @@ def classify(
     record carried goes with the item either way (the appender stores it).
 
     With ``relay_topics`` (the consumer always gives it), an event is accepted only on
-    the topic its schema belongs to: CriticalResultRelay on a relay topic, every other
-    kind on any other topic; None skips that check (tools classifying synthetic topics).
+    the topic its schema belongs to: CriticalResultRelay on a relay topic, RegistryChange
+    on a registry topic (``registry_topics``; none given: on no topic), every other kind
+    on any other topic; None skips that check (tools classifying synthetic topics).
     """
     if auth is not None and verdict is None:  # not checked with its poll
         try:
             verdict = auth.authenticate(topic=record.topic, value=record.value, envelope=envelope)
         except AuthFailure as exc:
             verdict = exc
-    item = _classify(record, codec, now, max_clock_skew, verdict if auth else None, relay_topics)
+    topics = None if relay_topics is None else _TopicRule(relay_topics, registry_topics)
+    item = _classify(record, codec, now, max_clock_skew, verdict if auth else None, topics)
     seal = None if verdict is None else verdict.seal
     if isinstance(item, Rejected) and (envelope is not None or seal is not None):
         return dataclasses.replace(item, envelope=envelope, seal=seal)
@@ -76,16 +85,27 @@ def classify(
     return item
 
 
-def _wrong_topic(
-    record: KafkaRecord, schema_name: str, relay_topics: frozenset[str] | None
-) -> Rejected | None:
+@dataclass(frozen=True, slots=True)
+class _TopicRule:
+    relay: frozenset[str]
+    registry: frozenset[str]
+
+    def home_of(self, topic: str) -> str | None:
+        """What kind of topic ``topic`` is: "relay", "registry", or None (an audit topic)."""
+        if topic in self.registry:
+            return "registry"
+        return "relay" if topic in self.relay else None
+
+
+def _wrong_topic(record: KafkaRecord, schema_name: str, rule: _TopicRule | None) -> Rejected | None:
     """A rejection when the event's schema does not belong on the record's topic."""
-    if relay_topics is None:
+    if rule is None:
         return None
-    is_relay = schema_name == RELAY_SCHEMA_NAME
-    if is_relay == (record.topic in relay_topics):
+    home = _OWN_TOPICS.get(schema_name)
+    actual = rule.home_of(record.topic)
+    if home == actual:
         return None
-    where = "only on a relay topic" if is_relay else "never on a relay topic"
+    where = f"only on a {home} topic" if home else f"never on a {actual} topic"
     return Rejected(
         record=record,
         reason=REASON_WRONG_TOPIC,
@@ -99,7 +119,7 @@ def _classify(
     now: datetime | None,
     max_clock_skew: timedelta,
     verdict: Authenticated | AuthFailure | None,
-    relay_topics: frozenset[str] | None,
+    topics: _TopicRule | None,
 ) -> BatchItem:
     if not record.value:
         return Rejected(record=record, reason=REASON_EMPTY, detail="record has no value")
@@ -121,7 +141,7 @@ def _classify(
             check_producer(verdict.key, cast(str, fields["producer_id"]))
         except AuthFailure as exc:
             return Rejected(record=record, reason=exc.reason, detail=exc.detail, alert=True)
-    wrong = _wrong_topic(record, schema.full_name, relay_topics)
+    wrong = _wrong_topic(record, schema.full_name, topics)
     if wrong is not None:
         return wrong
     try:

@@ -57,6 +57,9 @@ class ConsumerConfig:
     #: The topics that carry CriticalResultRelay events, and only those; every other
     #: topic carries the other kinds. A record on the wrong one is quarantined.
     relay_topics: frozenset[str] = frozenset()
+    #: The topics that carry RegistryChange events, and only those (one partition each:
+    #: one order of registry changes). Empty: a registry change is quarantined anywhere.
+    registry_topics: frozenset[str] = frozenset()
     group_id: str = "phi-ledger"
     #: Records taken per poll (bounded work in hand). Bigger batches amortise each
     #: partition's transaction (lock, position row, fsync): 2,000 -> 10,000 took one
@@ -340,6 +343,7 @@ class LedgerConsumer(AsyncLifecycle):
                 envelope=e,
                 verdict=next(verdicts),
                 relay_topics=self._config.relay_topics,
+                registry_topics=self._config.registry_topics,
             )
             for m, e in pairs
         ]

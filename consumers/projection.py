@@ -24,6 +24,7 @@ from producers.events import (
     schema_name,
     to_record,
 )
+from producers.registry import REGISTRY_SCHEMA_NAME, RegistryChange, registry_to_record
 
 
 class _Head(TypedDict):
@@ -158,6 +159,35 @@ def _critical_result_relay(record: Record, head: _Head) -> IndexFields:
     )
 
 
+def _registry_change(record: Record) -> IndexFields:
+    """A registry change names no patient and happens at no facility (``facility_id`` is
+    empty); its user is its author. The audit queries never return it
+    (docs/design/compliance-registry.md)."""
+    author = cast(Record, record["author"])
+    return IndexFields(
+        event_id=cast(uuid.UUID, record["event_id"]),
+        kind="registry_change",
+        event_time=cast(datetime, record["event_time"]).astimezone(UTC),
+        producer_id=cast(str, record["producer_id"]),
+        producer_seq=cast(int, record["producer_seq"]),
+        facility_id="",
+        patient_id=None,
+        patient_issuer=None,
+        patient_state=None,
+        user_id=cast(str, author["user_id"]),
+        user_name=None,
+        user_role=cast(str, author["role"]),
+        user_org=None,
+        dicom_event_id=None,
+        action=None,
+        outcome=None,
+        study_uid=None,
+        accession=None,
+        network_address=None,
+        purpose_of_use=None,
+    )
+
+
 #: The projection of each schema; any other (validated) schema is a relay's.
 _BY_SCHEMA: Final[Mapping[str, Callable[[Record, _Head], IndexFields]]] = {
     AUDIT_LOG_USED_SCHEMA_NAME: _audit_log_used,
@@ -172,10 +202,14 @@ def index_fields(full_name: str, record: Record) -> IndexFields:
     ``ledger.verify.project_event`` recomputes the same columns independently from the
     stored leaf; a test keeps the two in agreement for every kind.
     """
+    if full_name == REGISTRY_SCHEMA_NAME:
+        return _registry_change(record)
     head = _head(record)
     return _BY_SCHEMA.get(full_name, _critical_result_relay)(record, head)
 
 
-def event_index(event: AuditEvent) -> IndexFields:
+def event_index(event: AuditEvent | RegistryChange) -> IndexFields:
     """The index row for a typed event (tests and tools; the consumer works on records)."""
+    if isinstance(event, RegistryChange):
+        return index_fields(REGISTRY_SCHEMA_NAME, registry_to_record(event))
     return index_fields(schema_name(event), to_record(event))

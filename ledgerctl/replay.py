@@ -110,6 +110,7 @@ async def replay(
     ledger_name: str,
     signers: Sequence[Signer],
     timeout: float,
+    registry_topics: frozenset[str] = frozenset(),
     before_reading: Callable[[], Awaitable[None]] | None = None,
     security: KafkaSecurity | None = None,
 ) -> list[ReplayedLog]:
@@ -134,7 +135,7 @@ async def replay(
     checkpointer = Checkpointer(pool=appender.pool, signers=signers, policy=CheckpointPolicy())
     consumer = _replay_consumer(
         appender, checkpointer, bootstrap=bootstrap, topics=topics, relay_topics=relay_topics,
-        security=security,
+        registry_topics=registry_topics, security=security,
     )  # fmt: skip
     try:
         await _consume_to(consumer, appender, topics, targets, timeout)
@@ -150,6 +151,7 @@ def _replay_consumer(
     bootstrap: str,
     topics: Sequence[str],
     relay_topics: frozenset[str],
+    registry_topics: frozenset[str],
     security: KafkaSecurity,
 ) -> LedgerConsumer:
     """The live ingestion consumer, in a fresh ``replay-*`` group (so from the first offset)."""
@@ -158,6 +160,7 @@ def _replay_consumer(
             bootstrap_servers=bootstrap,
             topics=tuple(topics),
             relay_topics=relay_topics,
+            registry_topics=registry_topics,
             group_id=f"replay-{secrets.token_hex(6)}",
             kafka_security=security,
         ),

@@ -34,6 +34,9 @@ class KafkaRole(StrEnum):
     #: The DICOM audit proxy (configured in its TOML file's [ledger.kafka], not here).
     DICOMPROXY = "ledger-dicomproxy"
     OPERATOR = "ledger-operator"
+    #: ``ledger registry import`` (and the API's registry writes): WRITE on the registry
+    #: topic only.
+    REGISTRY = "ledger-registry"
 
 
 def kafka_security(
@@ -159,6 +162,11 @@ class Settings(BaseSettings):
     #: The command line's records of its own reads (export, replay, ...) are signed with
     #: this key, as a producer of their own (`ledger producer add ledger-cli`).
     cli_producer_key_file: str | None = Field(default=None, alias="LEDGER_CLI_PRODUCER_KEY_FILE")
+    #: Registry changes (`ledger registry import`, the API's registry writes) are signed
+    #: with this key (`ledger producer add registry-local`).
+    registry_producer_key_file: str | None = Field(
+        default=None, alias="LEDGER_REGISTRY_PRODUCER_KEY_FILE"
+    )
     verifier_key: str | None = Field(default=None, alias="LEDGER_VERIFIER_KEY")
     verifier_keys: str | None = Field(default=None, alias="LEDGER_VERIFIER_KEYS")
     checkpoint_every_leaves: int = Field(
@@ -213,5 +221,11 @@ class Settings(BaseSettings):
         )
 
     @property
-    def topics(self) -> tuple[str, str]:
+    def event_topics(self) -> tuple[str, str]:
+        """The audit event topics (``partitions`` partitions each)."""
         return (self.access_topic, self.relay_topic)
+
+    @property
+    def topics(self) -> tuple[str, str, str]:
+        """Every topic the consumer reads: the event topics and the registry topic."""
+        return (self.access_topic, self.relay_topic, self.registry_topic)

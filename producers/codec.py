@@ -25,7 +25,6 @@ from typing import Final
 
 import fastavro
 
-import schemas
 from producers.errors import DecodeError, EventValidationError, RegistryValidationError
 from producers.events import (
     MAX_FUTURE_SKEW,
@@ -128,12 +127,14 @@ class PreparedEvent:
     event_id: str
     #: A CriticalResultRelay (the relay topic); every other kind goes to the access topic.
     relay: bool
-    #: The Kafka key (``event_key``), UTF-8.
+    #: The Kafka key (``event_key``; a registry change's record id), UTF-8.
     key: bytes
     head: bytes
     tail: bytes
     producer_id: str | None = None
     producer_seq: int | None = None
+    #: A RegistryChange: it goes to the registry topic.
+    registry: bool = False
 
     def stamped_as(self, *, producer_id: str, producer_seq: int) -> PreparedEvent:
         """The same event carrying this stamp (a re-send keeps its first number)."""
@@ -206,8 +207,9 @@ class Codec:
             raise EventValidationError(f"cannot encode event: {exc}", field="<event>") from exc
         return buf.getvalue()
 
-    def prepare(self, event: AuditEvent) -> PreparedEvent:
-        """Validate and encode an event but for its stamp; raises ``EventValidationError``.
+    def prepare(self, event: AuditEvent | RegistryChange) -> PreparedEvent:
+        """Validate and encode an event (or a registry change) but for its stamp; raises
+        ``EventValidationError`` (``RegistryValidationError`` for a change).
 
         An unstamped event is validated as it will be stamped (any valid producer id, a
         sequence number in range: the emitter checks its own id once).
@@ -215,7 +217,13 @@ class Codec:
         stamp = None
         if event.producer_id is not None and event.producer_seq is not None:
             stamp = (event.producer_id, event.producer_seq)
-        record = validated_record(event, stamp=None if stamp else _PROBE_STAMP)
+        probe = None if stamp else _PROBE_STAMP
+        if isinstance(event, RegistryChange):
+            record = validated_registry_record(event, stamp=probe)
+            key = event.record.record_id
+        else:
+            record = validated_record(event, stamp=probe)
+            key = event_key(event)
         schema = self.writer_schema(event)
         if schema.fingerprint not in self._preparable:
             raise EventValidationError(
@@ -231,7 +239,8 @@ class Codec:
         return PreparedEvent(
             event_id=str(event.event_id),
             relay=isinstance(event, CriticalResultRelay),
-            key=event_key(event).encode("utf-8"),
+            registry=isinstance(event, RegistryChange),
+            key=key.encode("utf-8"),
             head=data[:pos],
             tail=data[pos + 2 :],
             producer_id=None if stamp is None else stamp[0],
@@ -345,12 +354,9 @@ class Codec:
 
 
 def registry_codec() -> Codec:
-    """A codec that reads and writes registry changes as well as every audit event.
-
-    The default ``Codec()`` (what the consumer runs) does not know the registry schema
-    yet: a registry change it meets is an ``unknown_schema`` (schemas/__init__.py).
-    """
-    return Codec(load_shipped_schemas((*schemas.ALL_SCHEMA_FILES, *schemas.REGISTRY_SCHEMA_FILES)))
+    """A codec that reads and writes registry changes as well as every audit event: the
+    default ``Codec()``, which knows every shipped schema (kept for its callers)."""
+    return Codec()
 
 
 def _validate_registry_named(

@@ -69,7 +69,7 @@ def load_shipped_schemas(
     names: Iterable[str] = schemas.ALL_SCHEMA_FILES,
 ) -> tuple[WriterSchema, ...]:
     """The named writer schemas shipped in the ``schemas`` package (by default every
-    audit event schema; ``registry_codec`` adds ``schemas.REGISTRY_SCHEMA_FILES``)."""
+    schema: the audit events' and the registry change's)."""
     out = []
     for name in names:
         raw = schemas.load_schema_json(name)

@@ -35,12 +35,13 @@ ALL_SCHEMA_FILES: tuple[str, ...] = (
     PHI_ACCESS_V2,
     # New PhiAccessEvents are written with it (the last listed for its name).
     PHI_ACCESS_V3,
+    # The compliance registry's changes: the consumer accepts them on a registry topic
+    # only (``wrong_topic`` elsewhere) and projects them as ``registry_change`` rows.
+    REGISTRY_CHANGE_V1,
 )
 
-#: The registry's schemas, versioned by the same rules (README.md) but kept out of
-#: ``ALL_SCHEMA_FILES`` until the consumer has their topic and projection: the consumer
-#: decodes ``ALL_SCHEMA_FILES``, so until then a RegistryChange on an audit topic stays an
-#: ``unknown_schema`` quarantine rather than reaching an audit event's index projection.
+#: The registry's schemas (a subset of ``ALL_SCHEMA_FILES``), versioned by the same rules
+#: (README.md): docs/design/compliance-registry.md.
 REGISTRY_SCHEMA_FILES: tuple[str, ...] = (REGISTRY_CHANGE_V1,)
 
 

@@ -55,7 +55,11 @@ def stack(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -
         asyncio.run(
             ensure_topics(
                 stack_env["KAFKA_BOOTSTRAP"],
-                (f"t{run_id}-default-phi-access", f"t{run_id}-default-relay"),
+                (
+                    f"t{run_id}-default-phi-access",
+                    f"t{run_id}-default-relay",
+                    f"t{run_id}-default-registry",
+                ),
                 1,
                 kafka_security_from_env(stack_env, KafkaRole.ADMIN),
             )

@@ -22,7 +22,7 @@ LEDGER_NAME = "test.ledger.local"
 
 
 async def _index_kind(conn: asyncpg.Connection | PoolConnectionProxy) -> str:
-    """``registry_change`` once the event index knows it (migration 0015, the registry
+    """``registry_change`` once the event index knows it (migration 0014, the registry
     pipeline's); before that a patient-less ``phi_access`` row, which 0010 allows."""
     definition = await conn.fetchval(
         "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'events_kind_check'"

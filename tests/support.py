@@ -128,6 +128,10 @@ class Stack:
         """Fresh (access, relay) topic names for one test or group of tests."""
         return (f"t{self.run_id}-{name}-phi-access", f"t{self.run_id}-{name}-relay")
 
+    def registry_topic(self, name: str) -> str:
+        """A fresh registry topic name (create it with one partition)."""
+        return f"t{self.run_id}-{name}-registry"
+
     def env(self, **extra: str) -> dict[str, str]:
         """Process environment for `ledger` subprocesses against this scratch ledger."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LEDGER_", "KAFKA_"))}
@@ -151,6 +155,9 @@ class Stack:
             # Reads recorded by test APIs go to this session's topics, never the demo's.
             LEDGER_ACCESS_TOPIC=self.topics("default")[0],
             LEDGER_RELAY_TOPIC=self.topics("default")[1],
+            # A consumer started with this environment reads this registry topic, never
+            # the demo's (`ledger topics` creates it; the session fixture already did).
+            LEDGER_REGISTRY_TOPIC=self.registry_topic("default"),
         )
         env.update(extra)
         return env

@@ -53,6 +53,7 @@ LEDGER_SIGNER_KEY_FILE=$SIGNER_KEY
 LEDGER_VERIFIER_KEY=$verifier
 LEDGER_PRODUCER_KEY_FILE=$PRODUCER_KEYS/simulator.key
 LEDGER_CLI_PRODUCER_KEY_FILE=$PRODUCER_KEYS/cli.key
+LEDGER_REGISTRY_PRODUCER_KEY_FILE=$PRODUCER_KEYS/registry.key
 LEDGER_CURSOR_KEY_FILE=$CURSOR_KEY
 ENV
   if [ -s "$API_TOKEN_FILE" ]; then echo "LEDGER_API_TOKEN=$(cat "$API_TOKEN_FILE")" >>"$ENV_FILE.tmp"; fi
@@ -80,11 +81,11 @@ ensure_api_token() {
 # Each producer identity gets its own key, registered in the ledger; a process is given
 # only its own key file (the CLI's simulate/demo sign as "simulator" via .local/env, and
 # its records of its own reads - export, replay, atna kept, quarantine resubmit - as
-# "ledger-cli").
+# "ledger-cli"; `ledger registry import` signs registry changes as "registry-local").
 ensure_producer_keys() {
   mkdir -p "$PRODUCER_KEYS"; chmod 700 "$PRODUCER_KEYS"
   local pair
-  for pair in ledger-api:api ledger-fhir-feed:fhir-feed atna-receiver:atna orthanc-local:orthanc dicom-proxy-local:dicomproxy simulator:simulator ledger-cli:cli; do
+  for pair in ledger-api:api ledger-fhir-feed:fhir-feed atna-receiver:atna orthanc-local:orthanc dicom-proxy-local:dicomproxy simulator:simulator ledger-cli:cli registry-local:registry; do
     (cd "$ROOT" && "$LEDGER" producer ensure "${pair%%:*}" --out "$PRODUCER_KEYS/${pair#*:}.key")
   done
 }

@@ -171,7 +171,8 @@ async def read_answer(request: web.Request, raw_id: str, params: Mapping[str, li
     except MalformedInputError as exc:
         return _refused(exc)
     stored = await request.app[READER].event(ident)
-    if stored is None:
+    # A registry change is a ledger entry but no AuditEvent (docs/design/compliance-registry.md).
+    if stored is None or stored.entry.kind == "registry_change":
         return Answer(
             status=404,
             resource=outcome_answer(

@@ -28,6 +28,7 @@ _ACCESS: Final = "philedger.audit.PhiAccessEvent"
 _RELAY: Final = "philedger.audit.CriticalResultRelay"
 _AUDIT_LOG_USED: Final = "philedger.audit.AuditLogUsed"
 _SECURITY: Final = "philedger.audit.SecurityEvent"
+_REGISTRY: Final = "philedger.registry.RegistryChange"
 
 
 def _sub(record: Mapping[str, JsonValue], key: str) -> dict[str, JsonValue]:
@@ -141,6 +142,34 @@ def _critical_result_relay(record: Mapping[str, JsonValue], facility: _Row, pati
     }
 
 
+def _registry_change(record: Mapping[str, JsonValue]) -> _Row:
+    """A change to the compliance registry: no patient, no facility (an empty id), its
+    author as the user; nothing else is indexed."""
+    author = _sub(record, "author")
+    return {
+        "event_id": record.get("event_id"),
+        "event_time": record.get("event_time"),
+        "producer_id": record.get("producer_id"),
+        "producer_seq": record.get("producer_seq"),
+        "facility_id": "",
+        "patient_id": None,
+        "patient_issuer": None,
+        "patient_state": None,
+        "kind": "registry_change",
+        "user_id": author.get("user_id"),
+        "user_name": None,
+        "user_role": author.get("role"),
+        "user_org": None,
+        "dicom_event_id": None,
+        "action": None,
+        "outcome": None,
+        "study_uid": None,
+        "accession": None,
+        "network_address": None,
+        "purpose_of_use": None,
+    }
+
+
 #: Kinds that may name a patient (an absent ``patient`` reads as empty).
 _PATIENT_OPTIONAL: Final[Mapping[str, Callable[[Mapping[str, JsonValue], _Row], _Row]]] = {
     _SECURITY: _security_event,
@@ -160,6 +189,8 @@ def project_event(full_name: str, record: Mapping[str, JsonValue]) -> dict[str, 
     Raises ``MalformedInputError`` for a schema without a projection or a record that lacks
     a nested record.  Relay ``action``/``outcome``/``purpose_of_use`` are not included.
     """
+    if full_name == _REGISTRY:
+        return _registry_change(record)
     facility = _sub(record, "facility")
     optional = _PATIENT_OPTIONAL.get(full_name)
     if optional is not None:

@@ -83,6 +83,7 @@ def replay(
                 bootstrap=settings.kafka_bootstrap,
                 topics=settings.topics,
                 relay_topics=frozenset({settings.relay_topic}),
+                registry_topics=frozenset({settings.registry_topic}),
                 ledger_name=settings.ledger_name,
                 signers=load_signers(settings.signer_key_file),
                 timeout=timeout,

@@ -39,6 +39,7 @@ def consume(verbose: bool = False) -> None:
             bootstrap=settings.kafka_bootstrap,
             topics=settings.topics,
             relay_topics=frozenset({settings.relay_topic}),
+            registry_topics=frozenset({settings.registry_topic}),
             group_id=settings.consumer_group,
             appender_dsn=settings.require("appender_url"),
             ledger_name=settings.ledger_name,

@@ -30,7 +30,7 @@ def migrate() -> None:
 
 
 def topics() -> None:
-    """Create the event topics if they are missing."""
+    """Create the event topics and the registry topic (one partition) if they are missing."""
     from aiokafka.errors import KafkaError
 
     from ledgerctl.infra import ensure_topics
@@ -39,7 +39,12 @@ def topics() -> None:
     security = kafka_security(settings, KafkaRole.ADMIN)
     try:
         created = asyncio.run(
-            ensure_topics(settings.kafka_bootstrap, settings.topics, settings.partitions, security)
+            ensure_topics(
+                settings.kafka_bootstrap, settings.event_topics, settings.partitions, security
+            )
+        )
+        created += asyncio.run(
+            ensure_topics(settings.kafka_bootstrap, (settings.registry_topic,), 1, security)
         )
     except KafkaError as exc:
         raise fail(str(exc)) from exc

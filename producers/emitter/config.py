@@ -28,6 +28,9 @@ class EmitterConfig:
     producer_id: str
     access_topic: str = "phi-access"
     relay_topic: str = "critical-result-relay"
+    #: Where ``RegistryChange`` events go (docs/design/compliance-registry.md): one
+    #: partition, one order of registry changes.
+    registry_topic: str = "compliance-registry"
     #: Longest ``emit`` waits for Kafka (aiokafka's buffer) before the event is spooled
     #: or, without a spool, refused with ``EmitterPushbackError``.
     max_block_seconds: float = 2.0

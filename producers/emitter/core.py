@@ -33,6 +33,7 @@ from producers.errors import EmitterUnavailableError, ProducerError
 from producers.events import AuditEvent
 from producers.kafka_security import client_kwargs
 from producers.lifecycle import AsyncLifecycle
+from producers.registry import RegistryChange
 
 logger = logging.getLogger("producers.emitter")
 
@@ -197,7 +198,7 @@ class Emitter(AsyncLifecycle):
 
     async def _submit(
         self,
-        event: AuditEvent | PreparedEvent,
+        event: AuditEvent | RegistryChange | PreparedEvent,
         confirm: asyncio.Future[Meta] | None,
         durable: asyncio.Future[None] | None = None,
     ) -> int:
@@ -230,8 +231,9 @@ class Emitter(AsyncLifecycle):
                 raise
         return seq
 
-    async def emit(self, event: AuditEvent) -> None:
+    async def emit(self, event: AuditEvent | RegistryChange) -> None:
         """Validate, stamp and hand the event over; delivery completes in the background.
+        A ``RegistryChange`` goes to the registry topic, keyed by its record id.
 
         Returns once aiokafka took the event or, when Kafka is unreachable or slow and a
         spool is configured, once the event is fsynced in the spool. Raises
@@ -241,7 +243,7 @@ class Emitter(AsyncLifecycle):
         """
         await self._submit(event, None)
 
-    async def emit_tracked(self, event: AuditEvent) -> asyncio.Future[None]:
+    async def emit_tracked(self, event: AuditEvent | RegistryChange) -> asyncio.Future[None]:
         """``emit``, and a future that is done once the event is durable: acknowledged by
         Kafka or fsynced in the spool (what a pipe process may acknowledge to its host; ``emit``
         returns earlier, when aiokafka holds the event in memory)."""
@@ -265,7 +267,7 @@ class Emitter(AsyncLifecycle):
         async with self._lock:
             return await self._sequences.reserve_block(count)
 
-    async def emit_and_confirm(self, event: AuditEvent) -> Delivery:
+    async def emit_and_confirm(self, event: AuditEvent | RegistryChange) -> Delivery:
         """Like ``emit``, then wait until Kafka has acknowledged the event (acks=all).
 
         With a spool this waits for as long as Kafka is down. If it is cancelled after the

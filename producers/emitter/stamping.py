@@ -147,14 +147,20 @@ class Stamper:
             # skipped by a crash (at most one reserved block) or a lost event.
             self._sequences.next += 1
         # Reads of the ledger itself (AuditLogUsed) and security events (logins, emergency
-        # overrides) belong to the access history too: only relays have their own topic.
+        # overrides) belong to the access history too: only relays (and registry changes,
+        # which are no access at all) have their own topic.
         entry = SpoolEntry(
-            topic=self._config.relay_topic if prepared.relay else self._config.access_topic,
+            topic=self._topic(prepared),
             key=prepared.key,
             value=value,
             created_ms=now_ms(),
         )
         return entry, seq, stamping
+
+    def _topic(self, prepared: PreparedEvent) -> str:
+        if prepared.registry:
+            return self._config.registry_topic
+        return self._config.relay_topic if prepared.relay else self._config.access_topic
 
     def give_back(self) -> None:
         """Nothing was sent (the caller holds the emitter's lock: nobody stamped since)."""

@@ -93,6 +93,7 @@ def pipeline(pipeline_stack: Stack, tmp_path_factory: pytest.TempPathFactory) ->
     env = stack.env(
         LEDGER_ACCESS_TOPIC=access_topic,
         LEDGER_RELAY_TOPIC=relay_topic,
+        LEDGER_REGISTRY_TOPIC=f"{access_topic}-registry",
         LEDGER_CONSUMER_GROUP=f"t{stack.run_id}-e2e-{uuid.uuid4().hex[:8]}",
         LEDGER_API_URL=f"http://127.0.0.1:{port}",
     )

@@ -69,7 +69,8 @@ def test_crc64_avro_fingerprint_matches_the_avro_spec(schema: str, expected: int
 
 def test_shipped_schemas_have_distinct_fingerprints(codec: Codec) -> None:
     fps = [s.fingerprint for s in codec.schemas]
-    assert len(fps) == len(set(fps)) == 7  # AuditLogUsed v1, v2; PhiAccessEvent v1 to v3
+    # AuditLogUsed v1, v2; PhiAccessEvent v1 to v3; RegistryChange v1
+    assert len(fps) == len(set(fps)) == 8
     assert all(len(fp) == 8 for fp in fps)
 
 

@@ -42,6 +42,14 @@ from producers.events import (
     SecurityEvent,
     Study,
 )
+from producers.registry import (
+    Author,
+    Organization,
+    OrganizationKind,
+    RegistryChange,
+    RegistryOperation,
+    StateLicense,
+)
 
 _WHEN = datetime(2026, 3, 9, 6, 58, 44, 913000, tzinfo=UTC)
 _FACILITY = Facility(id="stmarys-boston", name="St Mary's Boston")
@@ -54,6 +62,34 @@ _RELAY_POLICY = frozenset({"action", "outcome", "purpose_of_use"})
 #: ``disclosed`` and ``patients`` are checked by their own collaborators
 #: (``ledger.verify.disclosures``, ``ledger.verify.patients``).
 _NOT_PROJECTED = frozenset({"disclosed", "patients"})
+
+
+def _registry() -> list[RegistryChange]:
+    """Registry changes: indexed with no patient and no facility, by their author."""
+    author = Author(user_id="privacy.officer", role="privacy_officer")
+    return [
+        RegistryChange(
+            author=author,
+            event_time=_WHEN,
+            record=Organization(
+                organization_id="stmarys-boston",
+                name="St Mary's",
+                organization_kind=OrganizationKind.FACILITY,
+            ),
+        ),
+        RegistryChange(
+            author=author,
+            event_time=_WHEN,
+            operation=RegistryOperation.RETIRE,
+            record=StateLicense(
+                license_id="lic-1",
+                user_id="rad004.kowalski",
+                state="MA",
+                number="A1",
+                valid_from=_WHEN.date(),
+            ),
+        ),
+    ]
 
 
 def _handmade() -> list[AuditEvent]:
@@ -152,8 +188,8 @@ def _handmade() -> list[AuditEvent]:
     ]
 
 
-def _events() -> list[AuditEvent]:
-    return [*Simulator(seed=7).events(200, relay_every=10), *_handmade()]
+def _events() -> list[AuditEvent | RegistryChange]:
+    return [*Simulator(seed=7).events(200, relay_every=10), *_handmade(), *_registry()]
 
 
 def _schemas(codec: Codec) -> SchemaSet:
@@ -178,11 +214,17 @@ def _stored(column: str, value: object) -> object:
 
 def test_every_kind_is_covered() -> None:
     kinds = {event_index(e.stamped(producer_id="t", producer_seq=0)).kind for e in _events()}
-    assert kinds == {"phi_access", "critical_result_relay", "security_event", "audit_log_used"}
+    assert kinds == {
+        "phi_access",
+        "critical_result_relay",
+        "security_event",
+        "audit_log_used",
+        "registry_change",
+    }
 
 
 @pytest.mark.parametrize("event", _events(), ids=lambda e: type(e).__name__)
-def test_the_two_projections_agree_column_by_column(event: AuditEvent) -> None:
+def test_the_two_projections_agree_column_by_column(event: AuditEvent | RegistryChange) -> None:
     codec = Codec()
     stamped = event.stamped(producer_id="producer-1", producer_seq=41)
     row = dataclasses.asdict(event_index(stamped))

@@ -58,4 +58,6 @@ def test_the_help_names_the_subcommands() -> None:
     assert code == 0
     assert "validate" in out
     assert "show" in out
-    assert "GET /v1/registry" in " ".join(out.split())
+    flat = " ".join(out.split())
+    assert "GET /v1/registry" in flat
+    assert "`import` checks them against the stored registry" in flat

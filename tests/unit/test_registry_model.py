@@ -18,7 +18,6 @@ from producers import (
     Credential,
     DecodeError,
     EventAction,
-    EventValidationError,
     Facility,
     Organization,
     OrganizationKind,
@@ -129,21 +128,16 @@ def test_the_kind_names_the_one_record_set() -> None:
     assert change(MEMBER).kind is RegistryKind.MEMBER
 
 
-def test_the_schema_is_pinned_and_kept_out_of_the_consumers_codec() -> None:
+def test_the_schema_is_pinned_and_in_the_consumers_codec() -> None:
     registry = load_shipped_schemas(schemas.REGISTRY_SCHEMA_FILES)
     assert [(s.full_name, s.fingerprint.hex()) for s in registry] == [
         (REGISTRY_SCHEMA_NAME, REGISTRY_FINGERPRINT)
     ]
-    assert schemas.REGISTRY_CHANGE_V1 not in schemas.ALL_SCHEMA_FILES
-    message = registry_codec().encode(change(ORG))
-    with pytest.raises(DecodeError) as caught:
-        Codec().decode_valid(message)  # what the consumer runs: not yet its schema
-    assert caught.value.reason == "unknown_schema"
-
-
-def test_the_default_codec_cannot_write_a_change() -> None:
-    with pytest.raises(EventValidationError, match="no writer schema"):
-        Codec().encode(change(ORG))
+    assert schemas.REGISTRY_CHANGE_V1 in schemas.ALL_SCHEMA_FILES
+    org = change(ORG)
+    message = Codec().encode(org)  # what the consumer runs decodes it
+    assert Codec().decode_change(message) == org
+    assert registry_codec().encode(org) == message
 
 
 def test_decode_and_decode_change_refuse_each_others_messages() -> None:
@@ -165,9 +159,20 @@ def test_decode_and_decode_change_refuse_each_others_messages() -> None:
     assert caught.value.reason == "invalid_event"
 
 
-def test_prepare_refuses_a_change_until_it_has_a_topic() -> None:
-    with pytest.raises(EventValidationError, match="unsupported event type"):
-        registry_codec().prepare(change(ORG))  # type: ignore[arg-type]
+def test_prepare_routes_a_change_to_the_registry_topic_keyed_by_its_record_id() -> None:
+    codec = Codec()
+    c = change(MEMBER, producer_id=None, producer_seq=None)
+    prepared = codec.prepare(c)
+    assert (prepared.registry, prepared.relay) == (True, False)
+    assert prepared.key == b"dr.lee@nightrad"
+    stamped = c.stamped(producer_id="registry-local", producer_seq=3)
+    assert prepared.encode_with("registry-local", 3) == codec.encode(stamped)
+
+
+def test_prepare_refuses_an_invalid_change() -> None:
+    bad = change(dataclasses.replace(LICENSE, state="ZZ"))
+    with pytest.raises(RegistryValidationError, match=r"license\.state"):
+        Codec().prepare(bad)
 
 
 def test_a_message_that_breaks_a_rule_is_refused_on_decode() -> None:
@@ -283,7 +288,7 @@ def test_the_schema_readme_lists_the_fingerprint_and_defaults_are_set() -> None:
 
 
 @pytest.mark.parametrize("topic", ["phi-access", "critical-result-relay"])
-def test_the_consumer_quarantines_a_change_until_it_has_its_topic(topic: str) -> None:
+def test_the_consumer_quarantines_a_change_off_the_registry_topic(topic: str) -> None:
     # The consumer's classification, with its default codec: never an index projection.
     from consumers.classify import classify
     from ledger.audit.ingest import Rejected
@@ -296,9 +301,15 @@ def test_the_consumer_quarantines_a_change_until_it_has_its_topic(topic: str) ->
         offset=0,
         timestamp_ms=0,
         timestamp_type=0,
-        key=b"registry|stmarys",
+        key=b"stmarys",
         value=message,
     )
-    item = classify(record, Codec(), relay_topics=frozenset({"critical-result-relay"}))
+    item = classify(
+        record,
+        Codec(),
+        relay_topics=frozenset({"critical-result-relay"}),
+        registry_topics=frozenset({"compliance-registry"}),
+    )
     assert isinstance(item, Rejected)
-    assert item.reason == "unknown_schema"
+    assert item.reason == "wrong_topic"
+    assert "only on a registry topic" in item.detail

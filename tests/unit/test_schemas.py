@@ -17,6 +17,7 @@ PINNED = [
     ("philedger.audit.AuditLogUsed", "c99b86cb05106cbe"),  # v2: adds ``disclosed``
     ("philedger.audit.PhiAccessEvent", "1f7e8aa358e48ee9"),  # v2: optional patient, disclosed
     ("philedger.audit.PhiAccessEvent", "e6ba5b1e5a454708"),  # v3: transport
+    ("philedger.registry.RegistryChange", "9186b9f685e14526"),
 ]
 
 

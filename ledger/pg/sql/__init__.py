@@ -7,6 +7,7 @@ SELECTs), ``tree`` (tiles and checkpoints), ``quarantine`` (quarantine and alert
 ``producers`` (producer keys and seals), ``reports`` (the HIPAA reports' SELECTs),
 ``export`` (the bundle export), ``compliance`` (the rules evaluator's
 alerts and their triage), ``compliancereport`` (the compliance report's SELECTs),
+``registry`` (the registry's stored changes), ``registryreads`` (reading the registry log),
 ``tokens`` (issuing API tokens) and ``admin`` (what ``ledger replay`` runs to prepare
 its target). This module re-exports every statement, so adapters write ``sql.NAME``; it
 imports only the bundle format's column list.
@@ -107,6 +108,7 @@ from ledger.pg.sql.reads import (
     SIGNED_SIZES,
     WRITER_SCHEMAS,
 )
+from ledger.pg.sql.registry import REGISTRY_LEAVES
 from ledger.pg.sql.registryreads import (
     REGISTRY_LOG_HEADS,
     REGISTRY_LOG_LEAVES,
@@ -231,6 +233,7 @@ __all__ = [
     "QUARANTINE_BY_ID",
     "QUARANTINE_PAGE",
     "REGISTER_SCHEMA",
+    "REGISTRY_LEAVES",
     "REGISTRY_LOG_HEADS",
     "REGISTRY_LOG_LEAVES",
     "REGISTRY_SCHEMAS",

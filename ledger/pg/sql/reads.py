@@ -135,9 +135,10 @@ ORDER BY h.event_time DESC, h.event_id DESC
 LIMIT $11
 """,
     "user": _HISTORY.format(
-        # $2 (the qualifier) is unused for users and always NULL.
+        # $2 (the qualifier) is unused for users and always NULL. A registry change's
+        # author is its user, but it is no access (docs/design/compliance-registry.md).
         disclosed="false",
-        key="e.user_id = $1 AND $2::text IS NULL",
+        key="e.user_id = $1 AND $2::text IS NULL AND e.kind <> 'registry_change'",
     ),
     "study": f"""
 SELECT * FROM (

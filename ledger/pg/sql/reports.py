@@ -14,13 +14,15 @@ from typing import Final
 # Each selects (event id, log id, origin, leaf index) through an index and stops at the
 # row cap ($LIMIT = cap + 1, so "more than the cap" is detectable without counting all).
 
-#: Driven by ``events_user_time`` (user_id, event_time).
+#: Driven by ``events_user_time`` (user_id, event_time). A registry change (its author
+#: as the user, no facility) is no access: never in an investigation.
 INVESTIGATION_BY_USERS: Final = """
 SELECT e.event_id, e.log_id, g.origin, e.leaf_index
 FROM events e JOIN logs g USING (log_id)
 JOIN unnest($7::int[], $8::bigint[]) AS b (log_id, size)
   ON b.log_id = e.log_id AND e.leaf_index < b.size
 WHERE e.user_id = ANY($1::text[])
+  AND e.kind <> 'registry_change'
   AND e.event_time >= $2 AND e.event_time < $3
   AND ($4::text IS NULL OR e.facility_id = $4)
   AND (cardinality($5::text[]) = 0 OR e.network_address = ANY($5::text[]))
@@ -46,6 +48,7 @@ FROM events e JOIN logs g USING (log_id)
 JOIN unnest($5::int[], $6::bigint[]) AS b (log_id, size)
   ON b.log_id = e.log_id AND e.leaf_index < b.size
 WHERE e.facility_id = $1
+  AND e.kind <> 'registry_change'
   AND e.event_time >= $2 AND e.event_time < $3
 LIMIT $4
 """
