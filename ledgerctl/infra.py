@@ -76,9 +76,32 @@ async def ensure_topics(
                 if code and code != TopicAlreadyExistsError.errno:  # created concurrently
                     detail = message[0] if message and message[0] else name
                     raise for_code(code)(f"cannot create topic {name}: {detail}")
+            await _wait_for_leaders(admin, [t.name for t in wanted])
         return [t.name for t in wanted]
     finally:
         await admin.close()
+
+
+async def _wait_for_leaders(
+    admin: AIOKafkaAdminClient, names: list[str], timeout: float = 30.0
+) -> None:
+    """Wait until every partition of the new topics has a leader: a consumer that
+    subscribes before that is assigned none of their partitions until its next metadata
+    refresh (minutes later), so the first registry change would wait that long."""
+    deadline = time.monotonic() + timeout
+    while True:
+        described = await admin.describe_topics(names)
+        ready = all(
+            t["error_code"] == 0
+            and t["partitions"]
+            and all(p["error_code"] == 0 and p["leader"] >= 0 for p in t["partitions"])
+            for t in described
+        )
+        if ready:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"topics {', '.join(names)} have no leader after {timeout:.0f}s")
+        await asyncio.sleep(0.2)
 
 
 async def postgres_ready(dsn: str, timeout: float) -> None:

@@ -16,6 +16,12 @@ from dataclasses import dataclass
 
 from ledger.audit.registrybook import BodyProblem, KnownIds, ParsedBody, RegistryBodyError
 from ledger.errors import MalformedInputError
+from ledgerctl.registryimport import (
+    load_stored_registry,
+    stored_problems,
+    submit_registry_changes,
+)
+from ledgerctl.settings import Settings
 from producers import (
     Author,
     KnownRegistryIds,
@@ -52,6 +58,37 @@ class FileRegistryParser:
             changes=changes,
             counts=tuple((kind, op, n) for (kind, op), n in counts.items()),
         )
+
+
+def checked_emitter(
+    settings: Settings, *, spool: str
+) -> Callable[[Sequence[RegistryChange]], Awaitable[int]]:
+    """The API's emit function: the changes checked against the stored registry exactly as
+    `ledger registry import` checks a file (a retire of a record it does not hold, a
+    period overlapping a stored one, a stored organization of the wrong kind; refused
+    whole with every problem as a ``RegistryBodyError``), then emitted as the registry
+    producer through a spool of the API's own."""
+
+    async def emit(changes: Sequence[RegistryChange]) -> int:
+        stored = await load_stored_registry(settings)
+        # A body's changes are named by their record (kind and id), since the lines of
+        # the body are not at hand here.
+        named = {(c.kind, c.record.record_id): (_named(c), 0) for c in changes}
+        problems = stored_problems(changes, named, stored)
+        if problems:
+            raise RegistryBodyError(
+                [
+                    BodyProblem(line=0, field=f"{p.file}: {p.field}", reason=p.reason)
+                    for p in problems
+                ]
+            )
+        return await submit_registry_changes(settings, changes, spool=spool)
+
+    return emit
+
+
+def _named(change: RegistryChange) -> str:
+    return f"{change.kind.value.lower()} {change.record.record_id}"
 
 
 @dataclass(frozen=True, slots=True)

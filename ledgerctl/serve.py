@@ -19,6 +19,8 @@ from typing import Any
 from ledger.audit.cursors import CursorKey
 from ledger.audit.readlog import ReadRecorder
 from ledger.audit.registrybook import RegistrySink
+from ledger.audit.rules import RulesConfig
+from ledger.audit.rules.registryrules import checklist_config
 from ledger.errors import MalformedInputError
 from ledger.http import create_app
 from ledger.http.common import public_base
@@ -34,10 +36,14 @@ from ledger.pg.registrybook import REGISTRY_TOPIC, PostgresRegistry
 from ledger.pg.reports import PostgresReports
 from ledgerctl.fhirfeed import EmitterFhirSubmitter
 from ledgerctl.readaudit import EmitterReadRecorder
-from ledgerctl.registryapi import FileRegistryParser
+from ledgerctl.registryapi import EmittingRegistrySink, FileRegistryParser, checked_emitter
+from ledgerctl.rules import load_rules_config
 from ledgerctl.settings import KafkaRole, Settings
 from ledgerctl.simulate import key_producer_id
 from producers.emitter import Emitter, EmitterConfig
+
+#: The spool of the API's registry writes (under LEDGER_SPOOL_DIR), apart from the CLI's.
+API_REGISTRY_SPOOL = "api-registry"
 
 
 def _emitter_config(settings: Settings, producer_id: str, key_file: str | None) -> EmitterConfig:
@@ -112,10 +118,13 @@ async def run_api(
             if settings.triage_url is None
             else settings.triage_url.get_secret_value(),
             registry_topic=settings.registry_topic,
-            # Registry writes answer 503 until the registry topic's emitter is wired here:
-            # EmittingRegistrySink(partial(submit_registry_changes, settings, spool=...)),
-            # the registry principal and key. Bodies are checked either way.
-            registry_sink=None,
+            rules=load_rules_config(settings.rules_file),
+            # Registry writes need the registry producer's key (and Kafka principal);
+            # without LEDGER_REGISTRY_PRODUCER_KEY_FILE they answer 503. Bodies are
+            # checked either way.
+            registry_sink=None
+            if settings.registry_producer_key_file is None
+            else EmittingRegistrySink(checked_emitter(settings, spool=API_REGISTRY_SPOOL)),
         )
 
 
@@ -134,6 +143,7 @@ async def serve_api(
     triage_dsn: str | None = None,
     registry_topic: str = REGISTRY_TOPIC,
     registry_sink: RegistrySink[Any] | None = None,
+    rules: RulesConfig | None = None,
 ) -> None:
     """One reader (role ledger_reader, SELECT only) and one app, served until SIGTERM.
     Links go under ``public_url`` (default: ``bind_url``); page tokens are sealed with
@@ -147,7 +157,15 @@ async def serve_api(
         store = await stack.enter_async_context(PostgresReader(dsn=reader_dsn))
         reports = await stack.enter_async_context(
             PostgresReports(
-                dsn=reader_dsn, pool_size=2, ledger_name=ledger_name, verifiers=verifiers
+                dsn=reader_dsn,
+                pool_size=2,
+                ledger_name=ledger_name,
+                verifiers=verifiers,
+                # The compliance report judges accesses as the rules do (time zone,
+                # roles, relay deadlines of LEDGER_RULES_FILE).
+                checklist=checklist_config(rules or RulesConfig()),
+                relay_deadlines=(rules or RulesConfig()).relay_late.deadlines,
+                registry_topic=registry_topic,
             )
         )
         book = await stack.enter_async_context(PostgresRulesStore(dsn=reader_dsn, pool_size=2))

@@ -167,6 +167,9 @@ class Settings(BaseSettings):
     registry_producer_key_file: str | None = Field(
         default=None, alias="LEDGER_REGISTRY_PRODUCER_KEY_FILE"
     )
+    #: The compliance rules' thresholds (TOML): `ledger rules run` and the API's
+    #: compliance report read the same file (time zone, roles, relay deadlines).
+    rules_file: str | None = Field(default=None, alias="LEDGER_RULES_FILE")
     verifier_key: str | None = Field(default=None, alias="LEDGER_VERIFIER_KEY")
     verifier_keys: str | None = Field(default=None, alias="LEDGER_VERIFIER_KEYS")
     checkpoint_every_leaves: int = Field(

@@ -54,6 +54,7 @@ LEDGER_VERIFIER_KEY=$verifier
 LEDGER_PRODUCER_KEY_FILE=$PRODUCER_KEYS/simulator.key
 LEDGER_CLI_PRODUCER_KEY_FILE=$PRODUCER_KEYS/cli.key
 LEDGER_REGISTRY_PRODUCER_KEY_FILE=$PRODUCER_KEYS/registry.key
+LEDGER_RULES_FILE=$ROOT/deploy/compliance-rules.toml
 LEDGER_CURSOR_KEY_FILE=$CURSOR_KEY
 ENV
   if [ -s "$API_TOKEN_FILE" ]; then echo "LEDGER_API_TOKEN=$(cat "$API_TOKEN_FILE")" >>"$ENV_FILE.tmp"; fi
@@ -118,6 +119,9 @@ up() {
   infra
   # Static group membership: a restarted consumer gets its partitions back at once.
   start_service consumer env LEDGER_CONSUMER_INSTANCE_ID=local-consumer-1 "$LEDGER" consume
+  # The compliance rules evaluator: reads the appended ledger, raises alerts; ingestion
+  # never waits on it (docs/design/compliance.md).
+  start_service rules "$LEDGER" rules run --interval 1
   start_service api env LEDGER_PRODUCER_KEY_FILE="$PRODUCER_KEYS/api.key" \
     LEDGER_FHIR_PRODUCER_KEY_FILE="$PRODUCER_KEYS/fhir-feed.key" "$LEDGER" serve --port "$API_PORT"
   (cd "$ROOT" && "$LEDGER" wait api --timeout 60) || { tail -20 "$LOG_DIR/api.log" >&2; die "API did not start (log: $LOG_DIR/api.log)"; }
@@ -140,13 +144,14 @@ down() {
   "$HERE/orthanc.sh" stop
   "$HERE/atna.sh" stop
   stop_pidfile "$RUN_DIR/api.pid" "API"
+  stop_pidfile "$RUN_DIR/rules.pid" "rules evaluator"
   stop_pidfile "$RUN_DIR/consumer.pid" "consumer"
   "$HERE/kafka.sh" stop
   "$HERE/postgres.sh" stop
 }
 
 status() {
-  for s in api consumer; do
+  for s in api consumer rules; do
     if pid_alive "$RUN_DIR/$s.pid"; then echo "$s: running (pid $(cat "$RUN_DIR/$s.pid"))"; else echo "$s: stopped"; fi
   done
   "$HERE/atna.sh" status || true

@@ -206,7 +206,11 @@ async def submit(request: web.Request) -> web.Response:
         return _problems(request, exc)
     if writes.sink is None:
         return error(503, "unavailable", _NOT_CONFIGURED)
-    taken = await writes.sink.submit(parsed.changes)
+    try:  # the sink checks the changes against the stored registry before emitting
+        taken = await writes.sink.submit(parsed.changes)
+    except RegistryBodyError as exc:
+        request[RESULTS] = 0
+        return _problems(request, exc)
     request[RESULTS] = taken
     return web.json_response(
         {
