@@ -1,0 +1,42 @@
+"""Which event triggered each alert, for checking a simulation's answer file.
+
+Invariant: SELECT only, as the reader role; it reads alert ids, rule ids and the
+triggering event's id and producer, never a user, a patient or a summary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+
+from ledger.pg import sql
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertTrigger:
+    alert_id: int
+    rule_id: str
+    rule_version: int
+    #: None when the triggering leaf has no index row (not an audit event).
+    event_id: str | None
+    producer_id: str | None
+
+
+async def alert_triggers(dsn: str) -> list[AlertTrigger]:
+    """Every compliance alert with its triggering event, oldest first."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(sql.ALERT_TRIGGERS)
+    finally:
+        await conn.close()
+    return [
+        AlertTrigger(
+            alert_id=int(r["alert_id"]),
+            rule_id=str(r["rule_id"]),
+            rule_version=int(r["rule_version"]),
+            event_id=None if r["event_id"] is None else str(r["event_id"]),
+            producer_id=r["producer_id"],
+        )
+        for r in rows
+    ]
