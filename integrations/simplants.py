@@ -292,6 +292,7 @@ def answers_document(
         "clean_events": len(sim.clean.events),
         "emitted": len(stream),
         "planted": plant,
+        "registry_changes": len(sim.world.records),
         "producer_id": producer_id,
         "first_event_time": stream[0].event_time.isoformat() if stream else None,
         "last_event_time": max(e.event_time for e in stream).isoformat() if stream else None,
