@@ -305,11 +305,12 @@ def answer_dict(a: Answer) -> dict[str, str | None]:
     return {k: getattr(a, k) for k in Answer.__slots__}
 
 
-def rules_toml(watchlist_path: str) -> str:
-    """The rules' configuration the answers assume: every default, and the watch list."""
+def rules_toml(watchlist: str) -> str:
+    """The rules' configuration the answers assume: every default, and the watch list
+    (a relative path is read beside the TOML file)."""
     return (
         "# Written by `ledger simulate --registry`: the answers assume every default\n"
         "# threshold, and the privacy rules read this watch list.\n"
         "[privacy_lists]\n"
-        f"file = {json.dumps(watchlist_path)}\n"
+        f"file = {json.dumps(watchlist)}\n"
     )

@@ -87,14 +87,13 @@ async def run_registry_simulation(
     started = time.perf_counter()
     sim = ComplianceSimulation(seed=seed, events=events)
     directory = answers.parent
-    watchlist = (directory / "watchlist.csv").resolve()
     await asyncio.to_thread(
         write_files,
         directory,
         {
             **sim.registry_files(),
             "watchlist.csv": sim.watchlist_file(),
-            "rules.toml": rules_toml(str(watchlist)),
+            "rules.toml": rules_toml("watchlist.csv"),
         },
     )
     changes = sim.registry_changes()
