@@ -182,11 +182,11 @@ class ComplianceSimulation:
             ("registry.baa_missing", "plant-baa-none", "110103", "a business associate "
              "with no BAA with the facility reads a study"),
             ("registry.baa_missing", "plant-baa-ended", "110103", "a business associate "
-             "whose BAA with the facility ended on day 3 reads a study"),
+             "whose BAA with the facility ended on day 4 reads a study"),
             ("registry.license_missing", "plant-lic-none", "110103", "a radiologist "
              "licensed in another state reads a study"),
             ("registry.license_missing", "plant-lic-expired", "110103", "a radiologist "
-             "whose licence in the patient's state expired on day 2 reads a study"),
+             "whose licence in the patient's state expired on day 3 reads a study"),
             ("registry.credential_missing", "plant-cred-none", "110103", "a radiologist "
              "credentialed at another facility only reads a study"),
             ("account.shared", "plant-shared", "110107", "a shared reading-room account "
@@ -194,7 +194,7 @@ class ComplianceSimulation:
             ("account.unknown", "plant-unknown", "110103", "a user the registry does not "
              "know reads a study"),
             ("account.ended", "plant-ended", "110107", "a technologist whose employment "
-             "ended on day 4 imports a study"),
+             "ended on day 5 imports a study"),
             ("privacy.own_record", "plant-own", "110103", "a member opens their own record"),
             ("privacy.coworker_record", "plant-coworker", "110103", "a member opens a "
              "co-worker's record"),
