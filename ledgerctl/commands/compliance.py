@@ -9,6 +9,7 @@ operator's OS user and --reason, and so is every transition.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -77,6 +78,40 @@ def rules_run(
         )
     except LedgerError as exc:
         raise fail(str(exc)) from exc
+
+
+@rules_app.command("check-answers")
+def rules_check_answers(
+    answers: Annotated[Path, typer.Option(help="The answer file of `ledger simulate --registry`.")],
+    rule: Annotated[
+        list[str] | None,
+        typer.Option("--rule", help="Check only this rule id (repeatable); default: every rule."),
+    ] = None,
+    every_producer: Annotated[
+        bool,
+        typer.Option(help="Count alerts on every producer's events, not only the simulation's."),
+    ] = False,
+) -> None:
+    """Compare the compliance alerts with a simulation's planted violations: found,
+    missed and false alerts per rule; exits 1 on any miss or false alert."""
+    from ledger.errors import LedgerError
+    from ledgerctl.answers import check_answers, render
+
+    settings = Settings.load()
+    try:
+        result = asyncio.run(
+            check_answers(
+                settings.require("reader_url"), answers, rules=rule or None,
+                every_producer=every_producer,
+            )
+        )  # fmt: skip
+    except LedgerError as exc:
+        raise fail(str(exc)) from exc
+    out = report_console_stdout()
+    for line in render(result):
+        out.print(line, markup=False, highlight=False)
+    if not result.passed:
+        raise typer.Exit(1)
 
 
 @alerts_app.callback()

@@ -34,6 +34,30 @@ def simulate(
         Path | None,
         typer.Option(help="Append each event id here as soon as emit() accepted it."),
     ] = None,
+    registry: Annotated[
+        bool,
+        typer.Option(
+            "--registry",
+            help="Simulate ten days of a registry-covered world: write its registry files, "
+            "watch list and rules TOML next to --answers, emit the registry, then the events.",
+        ),
+    ] = False,
+    plant: Annotated[
+        bool,
+        typer.Option(
+            "--plant/--clean",
+            help="With --registry: plant one violation of every rule (the answer file names "
+            "each), or emit the clean twin (no plant, an empty answer file).",
+        ),
+    ] = True,
+    answers: Annotated[
+        Path,
+        typer.Option(help="With --registry: the answer file (JSON); the other files go beside."),
+    ] = Path("simulation/answers.json"),
+    emit_registry: Annotated[
+        bool,
+        typer.Option(help="With --registry: emit the registry's changes (else write files only)."),
+    ] = True,
 ) -> None:
     """Emit realistic synthetic events through the producer library."""
     from ledgerctl.simulate import key_producer_id, run_simulation
@@ -41,6 +65,12 @@ def simulate(
     settings = Settings.load()
     if producer_id is None:
         producer_id = key_producer_id(settings.producer_key_file, "simulator")
+    if registry:
+        _simulate_registry(
+            settings, events=events, rate=rate, seed=seed, plant=plant, answers=answers,
+            producer_id=producer_id, emit_registry=emit_registry,
+        )  # fmt: skip
+        return
     summary = asyncio.run(
         run_simulation(
             settings,
@@ -56,6 +86,40 @@ def simulate(
         f"emitted {summary.emitted} events ({summary.relays} critical-result relays) "
         f"in {summary.seconds:.2f}s ({summary.emitted / max(summary.seconds, 1e-9):,.0f}/s); "
         f"busiest patient: {summary.busiest_patient}"
+    )
+
+
+def _simulate_registry(
+    settings: Settings,
+    *,
+    events: int,
+    rate: float,
+    seed: int | None,
+    plant: bool,
+    answers: Path,
+    producer_id: str,
+    emit_registry: bool,
+) -> None:
+    import time
+
+    from ledger.errors import LedgerError
+    from ledgerctl.simregistry import run_registry_simulation
+
+    try:
+        done = asyncio.run(
+            run_registry_simulation(
+                settings, events=events, rate=rate,
+                seed=seed if seed is not None else time.time_ns() % 2**32, plant=plant,
+                answers=answers, producer_id=producer_id, emit_registry_changes=emit_registry,
+            )
+        )  # fmt: skip
+    except LedgerError as exc:
+        raise fail(str(exc)) from exc
+    registry = "emitted" if emit_registry else "written, not emitted"
+    console.print(
+        f"emitted {done.emitted} events with {done.planted} planted violation(s) in "
+        f"{done.seconds:.1f}s; registry of {done.registry_changes} change(s) {registry}; "
+        f"files in {done.directory}, answers in {done.answers}"
     )
 
 

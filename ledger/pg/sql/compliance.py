@@ -123,3 +123,14 @@ ALERT_TRANSITIONS: Final = """
 SELECT seq, state, disposition, note, transitioned_by, transitioned_at
 FROM alert_transitions WHERE alert_id = $1 ORDER BY seq
 """
+
+#: Every alert with its triggering event's id and producer (``ledger rules
+#: check-answers``): no user or patient is read.
+ALERT_TRIGGERS: Final = """
+SELECT a.alert_id, a.rule_id, a.rule_version, e.event_id, e.producer_id
+FROM alerts a
+LEFT JOIN events e ON e.log_id = a.log_id AND e.leaf_index = a.leaf_index
+ORDER BY a.alert_id
+"""
+
+EVENTS_PRESENT: Final = "SELECT count(*) FROM events WHERE event_id = ANY($1::uuid[])"
