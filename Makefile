@@ -24,6 +24,7 @@ status:
 demo: up
 	@$(LEDGER) demo
 	@$(LEDGER) dicom-proxy demo
+	@$(LEDGER) rules demo
 
 # Static checks first (fast), then the whole pytest suite against real PostgreSQL and Kafka.
 check:

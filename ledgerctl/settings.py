@@ -167,6 +167,10 @@ class Settings(BaseSettings):
     registry_producer_key_file: str | None = Field(
         default=None, alias="LEDGER_REGISTRY_PRODUCER_KEY_FILE"
     )
+    #: `ledger rules demo` emits as a producer of its own (`compliance-demo`).
+    compliance_demo_key_file: str | None = Field(
+        default=None, alias="LEDGER_COMPLIANCE_DEMO_KEY_FILE"
+    )
     #: The compliance rules' thresholds (TOML): `ledger rules run` and the API's
     #: compliance report read the same file (time zone, roles, relay deadlines).
     rules_file: str | None = Field(default=None, alias="LEDGER_RULES_FILE")

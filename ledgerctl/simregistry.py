@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ class RegistrySimulation:
     seconds: float
     directory: Path
     answers: Path
+    event_ids: tuple[uuid.UUID, ...] = ()
 
 
 #: How long the simulation waits for the consumer to append its registry.
@@ -86,6 +88,7 @@ async def run_registry_simulation(
     producer_id: str,
     rate: float = 0.0,
     emit_registry_changes: bool = True,
+    key_file: str | None = None,
 ) -> RegistrySimulation:
     """Write the registry files, the watch list, the rules' TOML and (last) the answer
     file next to ``answers``; emit the registry, then the stream."""
@@ -109,7 +112,7 @@ async def run_registry_simulation(
         e.stamped(producer_id=producer_id, producer_seq=i)
         for i, e in enumerate(sim.stream(plant=plant))
     ]
-    await emit_all(settings, stream, rate=rate, producer_id=producer_id)
+    await emit_all(settings, stream, rate=rate, producer_id=producer_id, key_file=key_file)
     document = answers_document(sim, plant=plant, producer_id=producer_id)
     await asyncio.to_thread(answers.write_text, document, "utf-8")
     return RegistrySimulation(
@@ -119,4 +122,5 @@ async def run_registry_simulation(
         seconds=time.perf_counter() - started,
         directory=directory,
         answers=answers,
+        event_ids=tuple(e.event_id for e in stream),
     )

@@ -73,6 +73,7 @@ async def emit_all(
     rate: float,
     producer_id: str,
     accepted: IO[str] | None = None,
+    key_file: str | None = None,
 ) -> float:
     """Emit every event (paced at ``rate``/s when > 0) and wait for Kafka's acks.
 
@@ -80,7 +81,7 @@ async def emit_all(
     ``emit`` returned for it: the events the producer promised not to lose.
     """
     started = time.perf_counter()
-    async with Emitter(emitter_config(settings, producer_id)) as emitter:
+    async with Emitter(emitter_config(settings, producer_id, key_file=key_file)) as emitter:
         for i, event in enumerate(stream):
             if rate > 0:
                 due = started + i / rate

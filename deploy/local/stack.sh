@@ -54,7 +54,8 @@ LEDGER_VERIFIER_KEY=$verifier
 LEDGER_PRODUCER_KEY_FILE=$PRODUCER_KEYS/simulator.key
 LEDGER_CLI_PRODUCER_KEY_FILE=$PRODUCER_KEYS/cli.key
 LEDGER_REGISTRY_PRODUCER_KEY_FILE=$PRODUCER_KEYS/registry.key
-LEDGER_RULES_FILE=$ROOT/deploy/compliance-rules.toml
+LEDGER_COMPLIANCE_DEMO_KEY_FILE=$PRODUCER_KEYS/compliance-demo.key
+LEDGER_RULES_FILE=$LOCAL/compliance-demo/compliance-rules.toml
 LEDGER_CURSOR_KEY_FILE=$CURSOR_KEY
 ENV
   if [ -s "$API_TOKEN_FILE" ]; then echo "LEDGER_API_TOKEN=$(cat "$API_TOKEN_FILE")" >>"$ENV_FILE.tmp"; fi
@@ -86,7 +87,7 @@ ensure_api_token() {
 ensure_producer_keys() {
   mkdir -p "$PRODUCER_KEYS"; chmod 700 "$PRODUCER_KEYS"
   local pair
-  for pair in ledger-api:api ledger-fhir-feed:fhir-feed atna-receiver:atna orthanc-local:orthanc dicom-proxy-local:dicomproxy simulator:simulator ledger-cli:cli registry-local:registry; do
+  for pair in ledger-api:api ledger-fhir-feed:fhir-feed atna-receiver:atna orthanc-local:orthanc dicom-proxy-local:dicomproxy simulator:simulator ledger-cli:cli registry-local:registry compliance-demo:compliance-demo; do
     (cd "$ROOT" && "$LEDGER" producer ensure "${pair%%:*}" --out "$PRODUCER_KEYS/${pair#*:}.key")
   done
 }
@@ -113,6 +114,9 @@ infra() {
   (cd "$ROOT" && "$LEDGER" migrate && "$LEDGER" topics)
   ensure_producer_keys
   ensure_api_token
+  # The rules' configuration: deploy/compliance-rules.toml with the watch list of the
+  # demo's world (`ledger rules demo`), read by `ledger rules run` and the API.
+  (cd "$ROOT" && "$LEDGER" rules demo --prepare --dir "$LOCAL/compliance-demo" >/dev/null)
 }
 
 up() {

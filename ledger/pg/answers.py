@@ -52,3 +52,13 @@ async def events_present(dsn: str, event_ids: Sequence[uuid.UUID]) -> int:
         return int(await conn.fetchval(sql.EVENTS_PRESENT, list(event_ids)))
     finally:
         await conn.close()
+
+
+async def unevaluated(dsn: str, event_ids: Sequence[uuid.UUID]) -> int:
+    """How many of ``event_ids`` the rules evaluator has not passed yet (appended at or
+    after its cursor in their log)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(await conn.fetchval(sql.EVENTS_UNEVALUATED, list(event_ids)))
+    finally:
+        await conn.close()

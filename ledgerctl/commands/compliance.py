@@ -80,6 +80,63 @@ def rules_run(
         raise fail(str(exc)) from exc
 
 
+@rules_app.command("demo")
+def rules_demo(
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Where the demo's registry and watch list live.")
+    ] = Path(".local/compliance-demo"),
+    prepare: Annotated[
+        bool,
+        typer.Option(
+            "--prepare",
+            help="Only write the demo's files and the rules configuration naming its watch "
+            "list (what `make up` gives `ledger rules run`), and print its path.",
+        ),
+    ] = False,
+    template: Annotated[
+        Path, typer.Option(help="The rules configuration the demo's is made from.")
+    ] = Path("deploy/compliance-rules.toml"),
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the ledger.")] = 180.0,
+) -> None:
+    """Show the compliance watch on the running stack: a registry, ten days of accesses
+    with one planted violation of every rule, and the alerts they raised."""
+    from ledger.errors import LedgerError
+    from ledgerctl.alerts import list_alerts, print_alerts
+    from ledgerctl.answers import render
+    from ledgerctl.compliancedemo import prepare as prepare_files
+    from ledgerctl.compliancedemo import run
+
+    try:
+        if prepare:
+            typer.echo(prepare_files(directory, template))
+            return
+        settings = Settings.load()
+        outcome = asyncio.run(run(settings, directory, timeout=timeout))
+        shown = [
+            a
+            for a in list_alerts(
+                settings, reason="make demo: the compliance watch", state=None, rule=None,
+                user=None, limit=1000,
+            )
+            if a.alert_id in outcome.alert_ids
+        ]  # fmt: skip
+    except LedgerError as exc:
+        raise fail(str(exc)) from exc
+    sim = outcome.simulation
+    out = report_console_stdout()
+    out.print(
+        f"Compliance watch: a registry of {sim.registry_changes} changes (facilities, a "
+        f"teleradiology group, BAAs, workforce, licenses, credentials), then "
+        f"{sim.emitted} accesses and relays over ten days with {sim.planted} planted "
+        f"violations, one of every rule (files in {sim.directory})."
+    )
+    print_alerts(out, sorted(shown, key=lambda a: (a.rule_id, a.alert_id)))
+    for line in render(outcome.check):
+        typer.echo(line)
+    if not outcome.check.passed:
+        raise typer.Exit(1)
+
+
 @rules_app.command("check-answers")
 def rules_check_answers(
     answers: Annotated[Path, typer.Option(help="The answer file of `ledger simulate --registry`.")],

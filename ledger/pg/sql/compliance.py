@@ -134,3 +134,10 @@ ORDER BY a.alert_id
 """
 
 EVENTS_PRESENT: Final = "SELECT count(*) FROM events WHERE event_id = ANY($1::uuid[])"
+
+EVENTS_UNEVALUATED: Final = """
+SELECT count(*) FROM events e
+WHERE e.event_id = ANY($1::uuid[])
+  AND e.leaf_index >= coalesce(
+      (SELECT max(c.next_leaf) FROM rule_cursors c WHERE c.log_id = e.log_id), 0)
+"""
