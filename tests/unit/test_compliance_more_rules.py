@@ -24,6 +24,7 @@ from ledger.audit.rules.model import Severity
 from ledger.audit.rules.privacy import CoworkerRecord, OwnRecord, VipRecord
 from ledger.audit.rules.relay_deadlines import RelayNoReadback, RelayOverdue
 from ledger.audit.rules.watchlist import WatchList, parse_watchlist
+from ledger.errors import MalformedInputError
 from tests.unit.test_compliance_evaluator import MemoryStore
 from tests.unit.test_compliance_rules import T0, Log, access, relay
 
@@ -292,12 +293,38 @@ def test_overdue_a_relay_never_communicated_raises_once_when_the_log_passes_the_
     assert (f.rule_id, f.trigger, f.user_id, f.severity) == (
         "relay.overdue", opened, "rad-relay", Severity.CRITICAL,
     )  # fmt: skip
+    # The relay's records made by the deadline; not the leaf that happened to pass it
+    # (a quiet log's wall clock raises the same finding without one).
     assert {(e.position, e.role) for e in f.evidence} == {
         (opened, "trigger"),
         (again, "relay_record"),
-        (passed, "deadline_passed"),
     }
+    assert passed not in {e.position for e in f.evidence}
     assert f.thresholds == {"cat1_minutes": 30, "cat2_minutes": 360, "cat3_minutes": 4320}
+
+
+def test_overdue_in_a_quiet_log_is_raised_by_the_wall_clock_with_the_same_finding() -> None:
+    quiet, busy = overdue(), overdue()
+    for log in (quiet, busy):
+        log.add(*relay("CAT1", T0, None, recorded=T0 + timedelta(minutes=5)))
+        log.add(*relay("CAT1", T0, None, recorded=T0 + timedelta(minutes=10)))
+    rule, window = quiet.rule, quiet.window
+    # Within the deadline and its grace (60 s by default): nothing yet.
+    assert rule.idle(T0 + timedelta(minutes=31), window) == []
+    raised = rule.idle(T0 + timedelta(minutes=31, seconds=1), window)
+    assert [f.rule_id for f in raised] == ["relay.overdue"]
+    assert rule.idle(T0 + timedelta(hours=5), window) == []  # once
+    busy.add(*access("dr.y", "P2", T0 + timedelta(minutes=45)))
+    assert busy.findings == list(raised)  # what the log's own clock raises later
+
+
+def test_overdue_a_late_communication_is_overdue_whichever_clock_sees_it() -> None:
+    log = overdue()
+    opened = log.add(*relay("CAT1", T0, None, recorded=T0 + timedelta(minutes=5)))
+    # The next record of the relay says it was communicated after the deadline: the
+    # relay was overdue (and late), whether or not a clock passed the deadline first.
+    log.add(*relay("CAT1", T0, timedelta(minutes=45), recorded=T0 + timedelta(minutes=46)))
+    assert [(f.rule_id, f.trigger) for f in log.findings] == [("relay.overdue", opened)]
 
 
 def test_overdue_clean_twin_communicated_before_the_deadline_passes_raises_none() -> None:
@@ -370,8 +397,8 @@ def test_no_readback_a_read_back_recorded_after_the_deadline_does_not_settle_it(
     )  # fmt: skip
     log.add(*relay("CAT1", T0, timedelta(minutes=10), recorded=T0 + timedelta(minutes=45)))
     assert len(log.findings) == 1
-    # the late record is where the deadline was seen to pass
-    assert [e.role for e in log.findings[0].evidence] == ["trigger", "deadline_passed"]
+    # the late record passed the deadline; it is no evidence (made after the deadline)
+    assert [e.role for e in log.findings[0].evidence] == ["trigger"]
 
 
 def test_no_readback_electronic_needs_an_acknowledgement_instead() -> None:
@@ -427,7 +454,9 @@ def config_with_list() -> RulesConfig:
 @pytest.mark.parametrize("batch", [1, 3, 7, 1000])
 def test_the_same_findings_whatever_the_batch_size_replay_or_restart(batch: int) -> None:
     store = MemoryStore(planted_logs())
-    evaluator = Evaluator(store, build_rules(config_with_list()), batch=batch)
+    # The evaluator's wall clock: the CLOCK relay's deadline (three days) has not passed.
+    clock = lambda: T0 + timedelta(hours=2)  # noqa: E731
+    evaluator = Evaluator(store, build_rules(config_with_list()), batch=batch, clock=clock)
     assert asyncio.run(evaluator.run_pass()).raised == 6
     assert sorted((k[0], k[2], k[3]) for k in store.alerts) == [
         ("access.unusual_hours", 1, 80),
@@ -438,7 +467,31 @@ def test_the_same_findings_whatever_the_batch_size_replay_or_restart(batch: int)
         ("relay.overdue", 2, 0),
     ]
     replayed = MemoryStore(planted_logs())
-    asyncio.run(Evaluator(replayed, build_rules(config_with_list()), batch=1000).run_pass())
+    asyncio.run(
+        Evaluator(replayed, build_rules(config_with_list()), batch=1000, clock=clock).run_pass()
+    )
     assert replayed.alerts == store.alerts
-    restarted = Evaluator(store, build_rules(config_with_list()), batch=batch)
+    restarted = Evaluator(store, build_rules(config_with_list()), batch=batch, clock=clock)
     assert asyncio.run(restarted.run_pass()).raised == 0
+    # Once the wall clock passes the quiet relay log's CAT3 deadline, it is raised
+    # without waiting for the log's next record.
+    later = Evaluator(
+        store, build_rules(config_with_list()), batch=batch,
+        clock=lambda: T0 + timedelta(days=3, hours=2),
+    )  # fmt: skip
+    assert asyncio.run(later.run_pass()).raised == 1
+    assert ("relay.overdue", 1, 2, 3) in store.alerts
+
+
+@pytest.mark.parametrize("value", ["-1", "86401", "1.5", "true", '"60"'])
+def test_a_bad_relay_grace_is_refused_by_name(value: str) -> None:
+    with pytest.raises(MalformedInputError, match=r"\[relay_overdue\] grace_seconds"):
+        parse_config(f"[relay_overdue]\ngrace_seconds = {value}\n")
+
+
+def test_the_relay_grace_is_read_per_rule() -> None:
+    c = parse_config(
+        "[relay_overdue]\ngrace_seconds = 0\n[relay_no_readback]\ngrace_seconds = 300\n"
+    )
+    assert c.relay_overdue.grace == timedelta(0)
+    assert c.relay_no_readback.grace == timedelta(minutes=5)

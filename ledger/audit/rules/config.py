@@ -29,6 +29,7 @@ RULE_TABLES: Final = frozenset(
 #: Keys of the file outside any table: settings every rule shares.
 TOP_LEVEL_KEYS: Final = frozenset({"timezone"})
 DEFAULT_TIMEZONE: Final = "UTC"
+DEFAULT_RELAY_GRACE_SECONDS: Final = 60
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -100,6 +101,9 @@ class RelayOverdueConfig:
     """``relay.overdue``: not communicated by the category's deadline (``relay_late``'s)."""
 
     severity: Severity = Severity.CRITICAL
+    #: How long after a deadline the evaluator's wall clock waits, in a log with no later
+    #: record, before raising (a record made in time but sent late still settles it).
+    grace: timedelta = timedelta(seconds=DEFAULT_RELAY_GRACE_SECONDS)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -108,6 +112,7 @@ class RelayNoReadbackConfig:
     acknowledgement), not added by the category's deadline (``relay_late``'s)."""
 
     severity: Severity = Severity.HIGH
+    grace: timedelta = timedelta(seconds=DEFAULT_RELAY_GRACE_SECONDS)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -256,10 +261,24 @@ def _unusual_hours(doc: Mapping[str, Any]) -> UnusualHoursConfig:
     )
 
 
-def _severity_only(doc: Mapping[str, Any], name: str) -> Severity:
-    t = _table(doc, name, frozenset({"severity"}))
+def _deadline_rule(doc: Mapping[str, Any], name: str) -> tuple[Severity, timedelta]:
+    """``severity`` and ``grace_seconds`` of relay.overdue / relay.no_readback."""
+    t = _table(doc, name, frozenset({"severity", "grace_seconds"}))
     default = {"relay_overdue": Severity.CRITICAL, "relay_no_readback": Severity.HIGH}[name]
-    return _severity(name, t.get("severity", default.value))
+    grace = t.get("grace_seconds", DEFAULT_RELAY_GRACE_SECONDS)
+    if isinstance(grace, bool) or not isinstance(grace, int) or not 0 <= grace <= 86_400:
+        raise MalformedInputError(f"[{name}] grace_seconds must be an integer from 0 to 86400")
+    return _severity(name, t.get("severity", default.value)), timedelta(seconds=grace)
+
+
+def _relay_overdue(doc: Mapping[str, Any]) -> RelayOverdueConfig:
+    severity, grace = _deadline_rule(doc, "relay_overdue")
+    return RelayOverdueConfig(severity=severity, grace=grace)
+
+
+def _relay_no_readback(doc: Mapping[str, Any]) -> RelayNoReadbackConfig:
+    severity, grace = _deadline_rule(doc, "relay_no_readback")
+    return RelayNoReadbackConfig(severity=severity, grace=grace)
 
 
 def parse_config(text: str) -> RulesConfig:
@@ -279,7 +298,7 @@ def parse_config(text: str) -> RulesConfig:
         timezone=_timezone(doc),
         privacy=_privacy(doc),
         unusual_hours=_unusual_hours(doc),
-        relay_overdue=RelayOverdueConfig(severity=_severity_only(doc, "relay_overdue")),
-        relay_no_readback=RelayNoReadbackConfig(severity=_severity_only(doc, "relay_no_readback")),
+        relay_overdue=_relay_overdue(doc),
+        relay_no_readback=_relay_no_readback(doc),
         registry=parse_registry(doc),
     )

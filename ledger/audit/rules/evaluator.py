@@ -105,6 +105,16 @@ class LogEvaluator:
             found.extend(self._registry.evaluate(event, self.alerted))
         return found
 
+    def idle(self, now: datetime) -> list[Finding]:
+        """What the rules with a wall-clock deadline (``idle``) raise in a log that has
+        nothing more to read."""
+        found: list[Finding] = []
+        for rule, window in zip(self._rules, self._windows, strict=True):
+            idle = getattr(rule, "idle", None)
+            if idle is not None:
+                found.extend(idle(now, window))
+        return found
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PassSummary:
@@ -192,6 +202,10 @@ class Evaluator:
             first = state.next_leaf
             batch = await self._store.leaves(log_id, first, self._batch)
             if batch.next_leaf <= first:
+                if first >= cursor:  # the windows hold every leaf evaluated so far
+                    due = state.idle(now)
+                    if due:
+                        raised += await self._store.commit(log_id, first, due)
                 return evaluated, raised, undecodable, 0
             findings: list[Finding] = []
             stop, seen = batch.next_leaf, 0

@@ -51,6 +51,7 @@ class _Pending:
     sender: str | None
     patient: PatientRef | None
     method: str | None
+    #: Later records of the relay made by the deadline (their positions): evidence.
     later: list[Position] = field(default_factory=list)
 
 
@@ -70,9 +71,12 @@ class _RelayDeadlineRule:
     id: ClassVar[str]
     version: Final = 1
 
-    def __init__(self, severity: Severity, deadlines: Mapping[str, timedelta]) -> None:
+    def __init__(
+        self, severity: Severity, deadlines: Mapping[str, timedelta], grace: timedelta
+    ) -> None:
         self._severity = severity
         self._deadlines = dict(deadlines)
+        self._grace = grace
 
     @property
     def severity(self) -> Severity:
@@ -104,7 +108,7 @@ class _RelayDeadlineRule:
         at = event.event_time
         if window.clock is None or at > window.clock:
             window.clock = at
-        return self._expire(event.position, window)
+        return self._expire(window.clock, window)
 
     def _observe(self, event: AppendedEvent, window: RelayDeadlineWindow) -> None:
         identity = relay_identity(event)
@@ -115,7 +119,7 @@ class _RelayDeadlineRule:
             if self.settles(event, pending):
                 del window.pending[identity]
                 window.settled.add(identity)
-            else:
+            elif event.event_time <= pending.deadline:
                 pending.later.append(event.position)
             return
         category = event.text("category") or ""
@@ -135,9 +139,15 @@ class _RelayDeadlineRule:
         )  # fmt: skip
         heapq.heappush(window.deadlines, (identified + limit, event.position, identity))
 
-    def _expire(self, passed_at: Position, window: RelayDeadlineWindow) -> list[Finding]:
+    def idle(self, now: datetime, window: RelayDeadlineWindow) -> Sequence[Finding]:
+        """In a log with nothing more to read, the deadlines the wall clock ``now`` has
+        passed by more than the grace: raised now rather than when the log's next record
+        arrives (the relay topic's partitions can stay quiet for hours). The same
+        findings as the log's clock would raise later, so a replay raises them too."""
+        return self._expire(now - self._grace, window)
+
+    def _expire(self, clock: datetime | None, window: RelayDeadlineWindow) -> list[Finding]:
         found: list[Finding] = []
-        clock = window.clock
         while clock is not None and window.deadlines and window.deadlines[0][0] < clock:
             _, opened, identity = heapq.heappop(window.deadlines)
             pending = window.pending.get(identity)
@@ -145,16 +155,15 @@ class _RelayDeadlineRule:
                 continue  # settled in time
             del window.pending[identity]
             window.settled.add(identity)
-            found.append(self._finding(pending, passed_at))
+            found.append(self._finding(pending))
         return found
 
-    def _finding(self, p: _Pending, passed_at: Position) -> Finding:
+    def _finding(self, p: _Pending) -> Finding:
+        # The evidence is the relay's records made by the deadline, whichever clock saw
+        # it pass (the log's next record, or the evaluator's wall clock in a quiet log),
+        # so a replay cites the same positions.
         evidence = [Evidence(position=p.opened, role="trigger")]
-        evidence += [
-            Evidence(position=pos, role="relay_record") for pos in p.later if pos != passed_at
-        ]
-        if passed_at != p.opened:
-            evidence.append(Evidence(position=passed_at, role="deadline_passed"))
+        evidence += [Evidence(position=pos, role="relay_record") for pos in p.later]
         return Finding(
             rule_id=self.id,
             rule_version=self.version,
@@ -178,13 +187,17 @@ class RelayOverdue(_RelayDeadlineRule):
     id: ClassVar[str] = "relay.overdue"
 
     def __init__(self, config: RelayOverdueConfig, deadlines: Mapping[str, timedelta]) -> None:
-        super().__init__(config.severity, deadlines)
+        super().__init__(config.severity, deadlines, config.grace)
 
     def opens(self, event: AppendedEvent) -> bool:
         return event.instant("communicated_at") is None
 
     def settles(self, event: AppendedEvent, pending: _Pending) -> bool:
-        return event.instant("communicated_at") is not None
+        # Communicated by the deadline, as the record says: decided by the data, not by
+        # when the record arrived, so replay agrees (a late communication is overdue and
+        # late: relay.late raises too).
+        communicated = event.instant("communicated_at")
+        return communicated is not None and communicated <= pending.deadline
 
     def describe(self, p: _Pending) -> str:
         return (
@@ -201,7 +214,7 @@ class RelayNoReadback(_RelayDeadlineRule):
     id: ClassVar[str] = "relay.no_readback"
 
     def __init__(self, config: RelayNoReadbackConfig, deadlines: Mapping[str, timedelta]) -> None:
-        super().__init__(config.severity, deadlines)
+        super().__init__(config.severity, deadlines, config.grace)
 
     def opens(self, event: AppendedEvent) -> bool:
         method = event.text("method")
