@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
+from typing import Any, Final
 
 import fastavro
 from fastavro.schema import fingerprint as avro_fingerprint
@@ -71,6 +71,17 @@ class SchemaSet:
 
     def decode(self, message: bytes) -> tuple[str, dict[str, JsonValue]]:
         """Decode one single-object message to (schema full name, JSON-safe record)."""
+        name, record = self.decode_native(message)
+        rendered = to_json(record)
+        if not isinstance(rendered, dict):
+            raise MalformedInputError("Avro body is not a record")
+        return name, rendered
+
+    def decode_native(self, message: bytes) -> tuple[str, dict[str, Any]]:
+        """Decode one single-object message to (schema full name, record) with the
+        values fastavro returns (``datetime`` for timestamps, ``date``, ``UUID``): for
+        readers that never serialise the record (the rules evaluator), which skips
+        rendering it JSON-safe."""
         if len(message) < HEADER_LEN or message[:2] != MAGIC:
             raise MalformedInputError("not an Avro single-object message")
         fp = message[2:HEADER_LEN]
@@ -85,10 +96,9 @@ class SchemaSet:
             raise MalformedInputError(f"malformed Avro body: {type(exc).__name__}") from exc
         if buf.tell() != len(message):
             raise MalformedInputError("trailing bytes after the Avro body")
-        rendered = to_json(record)
-        if not isinstance(rendered, dict):
+        if type(record) is not dict:
             raise MalformedInputError("Avro body is not a record")
-        return self._names[fp], rendered
+        return self._names[fp], record
 
 
 _SCALARS: Final = frozenset({str, int, bool, float, type(None)})

@@ -102,9 +102,9 @@ class PostgresRulesStore(PooledAdapter):
         try:
             value = decode_leaf(leaf).value
             try:
-                name, record = (await self._schema_set(reload=False)).decode(value)
+                name, record = (await self._schema_set(reload=False)).decode_native(value)
             except MalformedInputError:  # a schema registered after the set was loaded
-                name, record = (await self._schema_set(reload=True)).decode(value)
+                name, record = (await self._schema_set(reload=True)).decode_native(value)
         except LedgerError:
             return None  # `ledger verify` reports it; no rule can read it
         return AppendedEvent(

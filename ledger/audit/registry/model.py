@@ -14,9 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from enum import StrEnum
-from typing import Final, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
-from ledger.audit.records import JsonValue
 from ledger.audit.rules.model import AppendedEvent, Position
 from ledger.errors import MalformedInputError
 
@@ -128,7 +127,7 @@ def in_period(day: date, start: date, end: date | None) -> bool:
     return start <= day and (end is None or day <= end)
 
 
-Obj = Mapping[str, JsonValue]
+Obj = Mapping[str, Any]
 
 
 def parse_change(event: AppendedEvent) -> RegistryChangeRecord:
@@ -221,6 +220,9 @@ def _text(r: Obj, key: str) -> str:
 
 
 def _day(r: Obj, key: str) -> date:
+    native = r.get(key)
+    if isinstance(native, date) and not isinstance(native, datetime):
+        return native  # decoded without rendering (the evaluator's records)
     try:
         return date.fromisoformat(_text(r, key))
     except ValueError as exc:

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Final, Protocol, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 from ledger.audit.records import JsonValue
 from ledger.errors import MalformedInputError
@@ -41,25 +41,36 @@ class Position:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AppendedEvent:
-    """One appended leaf's record, decoded with its stored writer schema."""
+    """One appended leaf's record, decoded with its stored writer schema: either
+    rendered JSON-safe (timestamps as ISO 8601 text) or as fastavro returns it
+    (``datetime``, ``date``, ``UUID``; what the evaluator reads, to skip rendering).
+    ``text`` and ``instant`` read both alike."""
 
     position: Position
     schema: str
-    record: Mapping[str, JsonValue]
+    record: Mapping[str, Any]
+
+    def _at(self, path: tuple[str, ...]) -> object:
+        value: object = self.record
+        for key in path:
+            if type(value) is not dict and not isinstance(value, Mapping):
+                return None
+            value = value.get(key)
+        return value
 
     def text(self, *path: str) -> str | None:
         """The string at ``path`` (e.g. ``("actor", "user_id")``), or None when absent."""
-        value: JsonValue | Mapping[str, JsonValue] = self.record
-        for key in path:
-            if not isinstance(value, Mapping):
-                return None
-            value = value.get(key)
-        return value if isinstance(value, str) else None
+        value = self._at(path)
+        return value if type(value) is str else None
 
     def instant(self, *path: str) -> datetime | None:
-        """The timestamp at ``path`` (decoded records render them ISO 8601), or None."""
-        raw = self.text(*path)
+        """The timestamp at ``path``, or None."""
+        raw = self._at(path)
         if raw is None:
+            return None
+        if isinstance(raw, datetime):
+            return raw
+        if not isinstance(raw, str):
             return None
         try:
             return datetime.fromisoformat(raw)
@@ -68,6 +79,9 @@ class AppendedEvent:
 
     @property
     def event_time(self) -> datetime:
+        raw = self.record.get("event_time")
+        if type(raw) is datetime:
+            return raw
         found = self.instant("event_time")
         if found is None:
             raise MalformedInputError(f"leaf {self.position.leaf_index} has no event_time")
