@@ -60,6 +60,15 @@ def bench_key() -> tuple[str, bytes]:
     return str(path), key.public_key
 
 
+@functools.cache
+def registry_key() -> tuple[str, bytes]:
+    """(key file, public key) of the "bench-registry" producer (the registry's changes)."""
+    key = generate_producer_key("bench-registry")
+    path = Path(tempfile.mkdtemp(prefix="ledger-bench-key-")) / "bench-registry.key"
+    write_producer_key(path, key)
+    return str(path), key.public_key
+
+
 async def fresh_database(settings: dict[str, str], name: str) -> None:
     """An empty ledger database that trusts the "bench" producer's key."""
     admin = await asyncpg.connect(settings["DATABASE_URL"])
