@@ -77,11 +77,13 @@ def rules_once(
     )
 
 
-def rules_loop(settings: dict[str, str], db: str, log: Path) -> subprocess.Popen[bytes]:
+def rules_loop(
+    settings: dict[str, str], db: str, log: Path, registry_topic: str
+) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
             [LEDGER, "rules", "run", "--interval", "0.1"],
-            env=rules_env(settings, db),
+            env={**rules_env(settings, db), "LEDGER_REGISTRY_TOPIC": registry_topic},
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -95,9 +97,11 @@ async def wait_ingested(url: str, n: int, limit: float = 1800) -> None:
         await asyncio.sleep(0.5)
 
 
-async def emit_world(settings: dict[str, str], topics: tuple[str, str, str], n: int) -> int:
+async def emit_world(
+    settings: dict[str, str], topics: tuple[str, str, str], n: int, *, stream: bool = True
+) -> int:
     """The compliance simulation's registry (as its own producer, on the registry topic)
-    and its clean stream of about n events; returns how many events."""
+    and (with ``stream``) its clean stream of about n events; returns how many records."""
     sim = ComplianceSimulation(seed=int(secrets.token_hex(4), 16), events=n)
 
     def config(producer_id: str, role: KafkaRole, key_file: str) -> EmitterConfig:
@@ -117,6 +121,8 @@ async def emit_world(settings: dict[str, str], topics: tuple[str, str, str], n: 
         for i, change in enumerate(sim.registry_changes()):
             await emitter.emit(change.stamped(producer_id="bench-registry", producer_seq=i))
         await emitter.flush()
+    if not stream:
+        return len(sim.registry_changes())
     events = sim.stream(plant=False)
     events_config = config("bench", KafkaRole.SIMULATOR, bench_key()[0])
     async with Emitter(events_config) as emitter:
@@ -195,16 +201,23 @@ async def emit_to_alert(
     settings: dict[str, str], run: str, rate: float, seconds: float, workdir: Path
 ) -> None:
     topics = (f"bench-{run}-l-phi-access", f"bench-{run}-l-relay")
+    registry_topic = f"{topics[0]}-registry"  # the consumer's (benchmarks/ingest.py)
     await ensure_topics(settings["KAFKA_BOOTSTRAP"], topics, 4, admin_kafka(settings))
+    await ensure_topics(settings["KAFKA_BOOTSTRAP"], (registry_topic,), 1, admin_kafka(settings))
     db = f"ledger_bench_alerts_{run}"
     await fresh_database(settings, db)
     url = on_db(settings["DATABASE_URL"], db)
+    await add_producer_key(url, producer_id="bench-registry", public_key=registry_key()[1])
     consume = consumer(settings, db, topics, f"bench-{run}-l", workdir / "consumer-l.log")
-    rules = rules_loop(settings, db, workdir / "rules.log")
-    began = datetime.now(UTC)
+    rules = rules_loop(settings, db, workdir / "rules.log", registry_topic)
     try:
+        # A registry in use (the simulator's world), so the registry rules judge every
+        # access and the settle hold applies; the paced stream's users are not in it.
+        changes = await emit_world(settings, (*topics, registry_topic), 2000, stream=False)
+        await wait_ingested(url, changes, limit=120)
+        began = datetime.now(UTC)
         sent = await paced_emit(settings, topics, rate, seconds)
-        await wait_ingested(url, sent, limit=300)
+        await wait_ingested(url, changes + sent, limit=300)
         await asyncio.sleep(10)  # every rule's settle hold and the last pass
     finally:
         for proc in (rules, consume):

@@ -58,17 +58,17 @@ def test_an_access_waits_until_the_registry_is_known_complete_for_its_time() -> 
     store.append(ACCESS_LOG, access_record("dr.lee", "P0", at=T0 - timedelta(minutes=5)))
     store.append(ACCESS_LOG, access_record("dr.lee", "P1", at=T0))
     store.append(ACCESS_LOG, access_record("dr.lee", "P2", at=T0 + timedelta(minutes=1)))
-    clock = Clock(T0 + timedelta(seconds=1))  # 1 s after the access, settle is 2 s
+    clock = Clock(T0 + timedelta(seconds=0.5))  # 0.5 s after the access, settle is 1 s
     e = evaluator(store, clock)
     s = run(e)
     assert (s.held, s.raised) == (1, 1)  # the first access, 5 minutes old, is decided
     assert store.cursors[ACCESS_LOG] == 1  # and the log stops at the one that waits
     # a license for Massachusetts, signed just before the access, reaches the ledger late
     store.register(lic("dr.lee"), at=T0 - timedelta(seconds=1))
-    clock.now = T0 + timedelta(seconds=2)  # settle time reached for P1, not for P2
+    clock.now = T0 + timedelta(seconds=1)  # settle time reached for P1, not for P2
     s = run(e)
     assert (s.held, s.raised, store.cursors[ACCESS_LOG]) == (1, 0, 2)  # P1 covered now
-    clock.now = T0 + timedelta(minutes=1, seconds=2)
+    clock.now = T0 + timedelta(minutes=1, seconds=1)
     s = run(e)
     assert (s.held, s.raised, store.cursors[ACCESS_LOG]) == (0, 0, 3)
     assert {k[0] for k in store.alerts} == {LICENSE_MISSING}

@@ -42,7 +42,7 @@ class RegistryConfig:
     flight; ``lookback``: how far back a registry change known later is attached to the
     alerts it would have prevented."""
 
-    settle: timedelta = timedelta(seconds=2)
+    settle: timedelta = timedelta(seconds=1)
     lookback: timedelta = timedelta(days=90)
     licensed_roles: tuple[str, ...] = ("radiologist",)
     credentialed_roles: tuple[str, ...] = ("radiologist",)
@@ -84,7 +84,7 @@ def parse_registry(doc: Mapping[str, Any]) -> RegistryConfig:
     if unknown:
         raise MalformedInputError(f"[{TABLE}] has unknown key(s): {', '.join(unknown)}")
     d = RegistryConfig()
-    settle = t.get("settle_seconds", 2)
+    settle = t.get("settle_seconds", 1)
     if isinstance(settle, bool) or not isinstance(settle, int | float) or not 0 <= settle <= 3600:
         raise MalformedInputError(f"[{TABLE}] settle_seconds must be a number from 0 to 3600")
     days = t.get("lookback_days", 90)
