@@ -1,0 +1,126 @@
+"""Driving Debian's Chromium for the console's in-browser verification (verify.js).
+
+Playwright for Python drives the system browser (``/usr/bin/chromium``) through
+``executable_path``; nothing is downloaded. Each browser gets a fresh profile. The test
+server here serves the console's real static files and verifier-key handler, a page
+wired as the console renders entries (spec: docs/console.md), under the console's CSP,
+and whatever ``/v1/events/{id}/proof`` answer a test plugs in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from html import escape
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from playwright.async_api import BrowserContext, Page, async_playwright
+
+from ledger.http.console import staticfiles, verifierkeys
+from ledger.log.note import Verifier
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = (
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+)  # fmt: skip
+#: The console's Content-Security-Policy (spec16): verify.js must work under it.
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+
+ProofHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def require_chromium() -> None:
+    if not CHROMIUM.exists() or shutil.which(str(CHROMIUM)) is None:
+        pytest.skip("Debian's Chromium is not installed (apt-get install chromium)")
+
+
+@contextlib.asynccontextmanager
+async def chromium() -> AsyncIterator[BrowserContext]:
+    """A headless Chromium with a fresh, throwaway profile."""
+    require_chromium()
+    with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
+        async with async_playwright() as pw:
+            context = await pw.chromium.launch_persistent_context(
+                profile,
+                executable_path=str(CHROMIUM),
+                args=list(CHROMIUM_ARGS),
+                headless=True,
+            )
+            try:
+                yield context
+            finally:
+                await context.close()
+
+
+def page_html(event_ids: Sequence[str]) -> str:
+    """Entries as the console renders them: a Verify button and its result element."""
+    rows = "".join(
+        f'<li><span>{escape(e)}</span> <button type="button" class="verify" '
+        f'data-event-id="{escape(e)}" id="v{n}">Verify</button> '
+        f'<output class="verify-result" for="v{n}"></output></li>'
+        for n, e in enumerate(event_ids)
+    )
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>verify</title>'
+        '<link rel="icon" href="data:,">'
+        '<script type="module" src="/console/static/verify.js"></script></head>'
+        f"<body><ul>{rows}</ul></body></html>"
+    )
+
+
+def verify_app(
+    *, verifiers: Sequence[Verifier], proof: ProofHandler, event_ids: Sequence[str] = ()
+) -> web.Application:
+    """The page, the console's static files and verifier keys, and ``proof`` for
+    ``GET /v1/events/{event_id}/proof``."""
+
+    async def page(request: web.Request) -> web.Response:
+        ids = request.query.getall("id", list(event_ids))
+        return web.Response(
+            text=page_html(ids),
+            content_type="text/html",
+            headers={"Content-Security-Policy": CSP},
+        )
+
+    app = web.Application()
+    app.router.add_get("/page", page)
+    app.router.add_get(staticfiles.PATH, staticfiles.static_file)
+    app.router.add_get(verifierkeys.PATH, verifierkeys.verifier_keys_handler(verifiers))
+    app.router.add_get("/v1/events/{event_id}/proof", proof)
+    return app
+
+
+@contextlib.asynccontextmanager
+async def serving(app: web.Application) -> AsyncIterator[str]:
+    """Serve ``app`` on 127.0.0.1 (a secure context, so WebCrypto is there); the base URL."""
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield str(server.make_url("")).rstrip("/")
+    finally:
+        await server.close()
+
+
+async def click_verify(page: Page, event_id: str) -> tuple[str, str, float]:
+    """Click the entry's Verify button; its result's text, class and data-verify-ms."""
+    button = page.locator(f'button.verify[data-event-id="{event_id}"]')
+    result = page.locator(f'output.verify-result[for="{await button.get_attribute("id")}"]')
+    await button.click()
+    # A selector wait, not wait_for_function: the page's CSP forbids eval.
+    done = f'output.verify-result[for="{await button.get_attribute("id")}"]'
+    await page.wait_for_selector(
+        f'{done}[data-verify-state="ok"], {done}[data-verify-state="failed"]', state="attached"
+    )
+    classes = (await result.get_attribute("class") or "").split()
+    state = "ok" if "ok" in classes else "failed" if "failed" in classes else "?"
+    ms = float(await result.get_attribute("data-verify-ms") or "nan")
+    return await result.inner_text(), state, ms
