@@ -78,10 +78,14 @@ def page_html(event_ids: Sequence[str]) -> str:
 
 
 def verify_app(
-    *, verifiers: Sequence[Verifier], proof: ProofHandler, event_ids: Sequence[str] = ()
+    *,
+    verifiers: Sequence[Verifier],
+    proof: ProofHandler,
+    event_ids: Sequence[str] = (),
+    keys: ProofHandler | None = None,
 ) -> web.Application:
-    """The page, the console's static files and verifier keys, and ``proof`` for
-    ``GET /v1/events/{event_id}/proof``."""
+    """The page, the console's static files and verifier keys (or ``keys``: another
+    answer), and ``proof`` for ``GET /v1/events/{event_id}/proof``."""
 
     async def page(request: web.Request) -> web.Response:
         ids = request.query.getall("id", list(event_ids))
@@ -94,7 +98,7 @@ def verify_app(
     app = web.Application()
     app.router.add_get("/page", page)
     app.router.add_get(staticfiles.PATH, staticfiles.static_file)
-    app.router.add_get(verifierkeys.PATH, verifierkeys.verifier_keys_handler(verifiers))
+    app.router.add_get(verifierkeys.PATH, keys or verifierkeys.verifier_keys_handler(verifiers))
     app.router.add_get("/v1/events/{event_id}/proof", proof)
     return app
 

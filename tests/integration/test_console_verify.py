@@ -207,6 +207,14 @@ async def test_every_position_of_every_tree_size_verifies(
             )
     expected = [f"{i}/{s}" for s in range(1, SIZE + 1) for i in range(s)]
     assert outcomes == expected
+    twice = await page.evaluate(
+        """async ([proof, key]) => {
+            const core = await import('/console/static/verify-core.js');
+            return (await core.verifyTlogProof(proof, [key, key])).ok;
+        }""",
+        [tree.proof(INDEX), tree.verifier.key],
+    )
+    assert twice is True  # one key configured twice is not ambiguous
     assert errors == []
 
 
@@ -372,3 +380,33 @@ async def test_each_button_writes_to_its_own_result_and_a_second_click_checks_ag
         "els => els.map(e => e.getAttribute('aria-live'))"
     )
     assert live == ["polite", "polite"]
+
+
+async def test_failed_verifier_key_fetches_are_not_verified_and_not_remembered(
+    browser: BrowserContext, tree: Tree
+) -> None:
+    answers = [
+        web.Response(text="oops", status=500),
+        web.Response(text="<html>", content_type="text/html"),
+        web.json_response({"keys": [tree.verifier.key]}),
+        web.json_response([tree.verifier.key]),
+    ]
+
+    async def keys(request: web.Request) -> web.Response:
+        return answers.pop(0)
+
+    async def proof(request: web.Request) -> web.Response:
+        return web.Response(text=tree.proof(INDEX), content_type="text/plain")
+
+    event = tree.event_ids[INDEX]
+    app = verify_app(verifiers=[], proof=proof, keys=keys)
+    async with serving(app) as base:
+        page, errors = await open_page(browser, base, [event])
+        got = [await click_verify(page, event) for _ in range(4)]
+    assert [(text, cls) for text, cls, _ in got] == [
+        ("not verified: the ledger answered 500", "failed"),
+        ("not verified: the verifier keys are not JSON", "failed"),
+        ("not verified: the verifier keys are not a list of key strings", "failed"),
+        (got[3][0], "ok"),  # a failed fetch is not remembered
+    ]
+    assert [e for e in errors if "500" not in e] == []

@@ -17,7 +17,7 @@ async def client() -> AsyncIterator[TestClient[web.Request, web.Application]]:
     app = web.Application()
     app.router.add_get(staticfiles.PATH, staticfiles.static_file)
     keys = [Signer.from_seed(n, bytes([i]) * 32).verifier for i, n in enumerate(("a.b", "c"))]
-    app.router.add_get(verifierkeys.PATH, verifierkeys.verifier_keys_handler(keys))
+    app.router.add_get(verifierkeys.PATH, verifierkeys.verifier_keys_handler([*keys, keys[0]]))
     async with TestClient(TestServer(app)) as c:
         yield c
 
@@ -51,7 +51,7 @@ async def test_anything_but_an_asset_is_not_found(
     assert resp.status == 404
 
 
-async def test_verifier_keys_are_the_configured_key_strings(
+async def test_verifier_keys_are_the_configured_key_strings_each_once(
     client: TestClient[web.Request, web.Application],
 ) -> None:
     resp = await client.get("/console/verifier-keys")

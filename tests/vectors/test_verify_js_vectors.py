@@ -180,3 +180,12 @@ async def test_golang_mod_bad_verifier_keys_are_refused(page: Page) -> None:
         keys,
     )
     assert got == ["refused"] * len(keys)
+
+
+async def test_a_malformed_configured_key_is_named_as_the_reason(page: Page) -> None:
+    got = await run(
+        page,
+        "return (await core.verifyTlogProof('c2sp.org/tlog-proof@v1\\n', arg)).reason;",
+        ["not a key"],
+    )
+    assert got == "a verifier key is not <name>+<key hash>+<key>"

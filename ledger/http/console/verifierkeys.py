@@ -2,7 +2,8 @@
 
 Invariant: the answer is the JSON list of the configured verifier-key strings
 (``LEDGER_VERIFIER_KEY(S)``, the operator's configuration, never read from the ledger's
-database), each a key that ``parse_verifier_key`` accepted; public keys only, no PHI.
+database), each once, each a key that ``parse_verifier_key`` accepted; public keys only,
+no PHI.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ def verifier_keys_handler(
 ) -> Callable[[web.Request], Awaitable[web.Response]]:
     """A handler answering the keys of ``verifiers`` (``[]`` when none is configured: the
     page then says that it has no key to check against)."""
-    body = [v.key for v in verifiers]
+    body = list(dict.fromkeys(v.key for v in verifiers))  # each key once, in order
 
     async def verifier_keys(request: web.Request) -> web.Response:
         return web.json_response(body, headers={"Cache-Control": "no-cache"})

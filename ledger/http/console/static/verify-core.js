@@ -293,7 +293,8 @@ export async function verifyTlogProof(proofText, verifierKeys, { eventId = null 
     if (!Array.isArray(verifierKeys) || verifierKeys.length === 0) {
       fail("this console has no verifier key to check against");
     }
-    const verifiers = await Promise.all(verifierKeys.map(parseVerifierKey));
+    // The same key configured twice (LEDGER_VERIFIER_KEY and _KEYS) is one key.
+    const verifiers = await Promise.all([...new Set(verifierKeys)].map(parseVerifierKey));
     const proof = parseTlogProof(proofText);
     if (proof.extra === null) fail("the proof does not carry the entry");
     const { text, signer } = await openNote(proof.note, verifiers);
