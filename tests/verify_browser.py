@@ -61,19 +61,27 @@ async def chromium() -> AsyncIterator[BrowserContext]:
                 await context.close()
 
 
-def page_html(event_ids: Sequence[str]) -> str:
-    """Entries as the console renders them: a Verify button and its result element."""
-    rows = "".join(
+def page_html(event_ids: Sequence[str], positions: Sequence[str] = ()) -> str:
+    """Entries as the console renders them: a Verify button and its result element, by
+    event id, or by position (``"<log id>:<leaf index>"``, for roles without event reads)."""
+    rows = [
         f'<li><span>{escape(e)}</span> <button type="button" class="verify" '
         f'data-event-id="{escape(e)}" id="v{n}">Verify</button> '
         f'<output class="verify-result" for="v{n}"></output></li>'
         for n, e in enumerate(event_ids)
-    )
+    ]
+    for n, position in enumerate(positions):
+        log, _, index = position.partition(":")
+        rows.append(
+            f'<li><button type="button" class="verify" data-log-id="{escape(log)}" '
+            f'data-leaf-index="{escape(index)}" id="p{n}">Verify</button>'
+            f'<span>entry {escape(index)}</span><output class="verify-result"></output></li>'
+        )
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>verify</title>'
         '<link rel="icon" href="data:,">'
         '<script type="module" src="/console/static/verify.js"></script></head>'
-        f"<body><ul>{rows}</ul></body></html>"
+        f"<body><ul>{''.join(rows)}</ul></body></html>"
     )
 
 
@@ -83,14 +91,15 @@ def verify_app(
     proof: ProofHandler,
     event_ids: Sequence[str] = (),
     keys: ProofHandler | None = None,
+    routes: Sequence[tuple[str, ProofHandler]] = (),
 ) -> web.Application:
     """The page, the console's static files and verifier keys (or ``keys``: another
-    answer), and ``proof`` for ``GET /v1/events/{event_id}/proof``."""
+    answer), ``proof`` for ``GET /v1/events/{event_id}/proof``, and ``routes`` (GET)."""
 
     async def page(request: web.Request) -> web.Response:
         ids = request.query.getall("id", list(event_ids))
         return web.Response(
-            text=page_html(ids),
+            text=page_html(ids, request.query.getall("pos", [])),
             content_type="text/html",
             headers={"Content-Security-Policy": CSP},
         )
@@ -100,6 +109,8 @@ def verify_app(
     app.router.add_get(staticfiles.PATH, staticfiles.static_file)
     app.router.add_get(verifierkeys.PATH, keys or verifierkeys.verifier_keys_handler(verifiers))
     app.router.add_get("/v1/events/{event_id}/proof", proof)
+    for path, handler in routes:
+        app.router.add_get(path, handler)
     return app
 
 
@@ -116,14 +127,24 @@ async def serving(app: web.Application) -> AsyncIterator[str]:
 
 async def click_verify(page: Page, event_id: str) -> tuple[str, str, float]:
     """Click the entry's Verify button; its result's text, class and data-verify-ms."""
-    button = page.locator(f'button.verify[data-event-id="{event_id}"]')
-    result = page.locator(f'output.verify-result[for="{await button.get_attribute("id")}"]')
+    return await click_button(page, f'button.verify[data-event-id="{event_id}"]')
+
+
+async def click_position(page: Page, log: int, index: int) -> tuple[str, str, float]:
+    """The same for a button by position (its result is the next result element)."""
+    return await click_button(
+        page, f'button.verify[data-log-id="{log}"][data-leaf-index="{index}"]'
+    )
+
+
+async def click_button(page: Page, selector: str) -> tuple[str, str, float]:
+    button = page.locator(selector)
+    result = button.locator("xpath=following-sibling::output[1]")
     await button.click()
     # A selector wait, not wait_for_function: the page's CSP forbids eval.
-    done = f'output.verify-result[for="{await button.get_attribute("id")}"]'
-    await page.wait_for_selector(
-        f'{done}[data-verify-state="ok"], {done}[data-verify-state="failed"]', state="attached"
-    )
+    await result.and_(
+        page.locator('[data-verify-state="ok"], [data-verify-state="failed"]')
+    ).wait_for(state="attached")
     classes = (await result.get_attribute("class") or "").split()
     state = "ok" if "ok" in classes else "failed" if "failed" in classes else "?"
     ms = float(await result.get_attribute("data-verify-ms") or "nan")

@@ -4,7 +4,8 @@ Events go through the real pipeline (emitter, Kafka, consumer, signed checkpoint
 page's proofs come from the real API's `GET /v1/events/{id}/proof`. A page cannot send a
 bearer token, so the page's server forwards the request with an investigator's token
 (the console itself forwards with the session: docs/console.md). The same proof, altered
-on the way, must make the page say "not verified".
+on the way, must make the page say "not verified". An auditor, who reads no event by id,
+verifies by position through the PHI-free proof routes and the leaves.
 """
 
 from __future__ import annotations
@@ -19,7 +20,14 @@ from aiohttp import web
 from integrations.simulator import Simulator
 from ledger.log.keys import parse_verifiers
 from tests.e2e.conftest import E2E_SEED, Pipeline, wait_for_events
-from tests.verify_browser import chromium, click_verify, serving, verify_app
+from tests.verify_browser import (
+    ProofHandler,
+    chromium,
+    click_position,
+    click_verify,
+    serving,
+    verify_app,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -102,3 +110,51 @@ async def test_the_page_verifies_a_live_proof_and_refuses_it_altered(
         ),
     ]
     assert fetched == [200] * 5
+
+
+def forward(api: aiohttp.ClientSession, base: str) -> ProofHandler:
+    """Forward a GET (path and query) to the API with ``api``'s token."""
+
+    async def handler(request: web.Request) -> web.Response:
+        async with api.get(f"{base}{request.path_qs}") as resp:
+            body = await resp.read()
+            kind = resp.content_type
+            return web.Response(body=body, status=resp.status, content_type=kind)
+
+    return handler
+
+
+async def test_an_auditor_verifies_by_position(pipeline: Pipeline, events: list[str]) -> None:
+    async with (
+        aiohttp.ClientSession(headers=pipeline.stack.auth("admin")) as admin,
+        admin.get(f"{pipeline.api_url}/v1/events/{events[5]}") as resp,
+    ):
+        ledger = (await resp.json())["ledger"]
+    log, index = ledger["log_id"], ledger["leaf_index"]
+    async with aiohttp.ClientSession(headers=pipeline.stack.auth("auditor")) as api:
+        to_api = forward(api, pipeline.api_url)
+        routes = [
+            (path, to_api)
+            for path in (
+                "/logs/{log}/checkpoint",
+                "/v1/logs/{log}/proof/inclusion",
+                "/v1/logs/{log}/leaves",
+            )
+        ]
+        verifiers = parse_verifiers([pipeline.stack.verifier_key])
+        app = verify_app(verifiers=verifiers, proof=to_api, routes=routes)
+        async with serving(app) as base, chromium() as browser:
+            page = await browser.new_page()
+            await page.goto(f"{base}/page?pos={log}:{index}&id={events[5]}")
+            by_position = await click_position(page, log, index)
+            by_event = await click_verify(page, events[5])
+    key = f"{verifiers[0].name}+{verifiers[0].key_id.hex()}"
+    text, cls, _ = by_position
+    assert cls == "ok", text
+    assert text.startswith(f"verified: entry {index} of {ledger['origin']}, checkpoint size ")
+    assert text.endswith(f", signed by {key}")
+    # The auditor may not read the event's proof by id (it carries the entry: PHI by key).
+    assert by_event[:2] == (
+        "not verified: the ledger answered 403: the auditor role may not use this endpoint",
+        "failed",
+    )

@@ -33,7 +33,14 @@ from ledger.log.leaf import KafkaRecord, encode_leaf
 from ledger.log.note import Signer, Verifier
 from ledger.log.types import RootHash
 from producers.codec import Codec
-from tests.verify_browser import chromium, click_verify, serving, verify_app
+from tests.verify_browser import (
+    ProofHandler,
+    chromium,
+    click_position,
+    click_verify,
+    serving,
+    verify_app,
+)
 
 NAME = "test.ledger.local"
 TOPIC = "phi-access"
@@ -48,16 +55,21 @@ class Tree:
     leaves: list[bytes]
     signer: Signer
 
+    def path(self, index: int, size: int = SIZE) -> tuple[bytes, ...]:
+        hashes = [merkle.leaf_hash(leaf) for leaf in self.leaves[:size]]
+        return merkle.inclusion_proof_from_leaves(index, hashes).hashes
+
+    def note(self, size: int = SIZE, signers: tuple[Signer, ...] | None = None) -> str:
+        root = RootHash(merkle.root_from_leaves(self.leaves[:size]))
+        return sign_checkpoint(
+            Checkpoint(origin=ORIGIN, size=size, root_hash=root), signers or (self.signer,)
+        )
+
     def proof(
         self, index: int, *, size: int = SIZE, signers: tuple[Signer, ...] | None = None
     ) -> str:
-        hashes = [merkle.leaf_hash(leaf) for leaf in self.leaves[:size]]
-        path = merkle.inclusion_proof_from_leaves(index, hashes).hashes
-        root = RootHash(merkle.root_from_leaf_hashes(hashes))
-        note = sign_checkpoint(
-            Checkpoint(origin=ORIGIN, size=size, root_hash=root), signers or (self.signer,)
-        )
-        return format_tlog_proof(index, path, note, self.leaves[index])
+        note = self.note(size, signers)
+        return format_tlog_proof(index, self.path(index, size), note, self.leaves[index])
 
     @property
     def verifier(self) -> Verifier:
@@ -410,3 +422,70 @@ async def test_failed_verifier_key_fetches_are_not_verified_and_not_remembered(
         (got[3][0], "ok"),  # a failed fetch is not remembered
     ]
     assert [e for e in errors if "500" not in e] == []
+
+
+@dataclass
+class ByPosition:
+    """What the PHI-free proof routes and the leaves route answer (changed by tests)."""
+
+    note: str
+    leaves: list[bytes]
+    skip: set[int]
+
+
+def position_routes(tree: Tree, state: ByPosition) -> list[tuple[str, ProofHandler]]:
+    async def checkpoint(request: web.Request) -> web.Response:
+        return web.Response(text=state.note, content_type="text/plain")
+
+    async def inclusion(request: web.Request) -> web.Response:
+        index, size = int(request.query["index"]), int(request.query["tree_size"])
+        hashes = [base64.b64encode(h).decode() for h in tree.path(index, size)]
+        return web.json_response({"index": index, "tree_size": size, "hashes": hashes})
+
+    async def leaves(request: web.Request) -> web.Response:
+        start = int(request.query["start"])
+        rows = [(i, state.leaves[i]) for i in range(start, SIZE) if i not in state.skip][:1]
+        body = [{"index": i, "leaf": base64.b64encode(leaf).decode()} for i, leaf in rows]
+        return web.json_response({"origin": ORIGIN, "leaves": body})
+
+    return [
+        ("/logs/{log}/checkpoint", checkpoint),
+        ("/v1/logs/{log}/proof/inclusion", inclusion),
+        ("/v1/logs/{log}/leaves", leaves),
+    ]
+
+
+async def test_by_position_an_entry_verifies_and_an_altered_one_does_not(
+    browser: BrowserContext, tree: Tree
+) -> None:
+    """Roles that read no PHI by event id verify by log and leaf index."""
+    state = ByPosition(note=tree.note(), leaves=list(tree.leaves), skip=set())
+
+    async def no_proof(request: web.Request) -> web.Response:
+        raise web.HTTPForbidden
+
+    app = verify_app(verifiers=[tree.verifier], proof=no_proof, routes=position_routes(tree, state))
+    async with serving(app) as base:
+        page = await browser.new_page()
+        positions = "&".join(f"pos=7:{i}" for i in (INDEX, SIZE + 1, 1, 2))
+        await page.goto(f"{base}/page?{positions}")
+        good = await click_position(page, 7, INDEX)
+        unsigned = await click_position(page, 7, SIZE + 1)
+        state.skip.add(1)  # a gap: the leaves route answers the next leaf
+        gap = await click_position(page, 7, 1)
+        state.leaves[2] = state.leaves[2][:-1] + bytes([state.leaves[2][-1] ^ 1])
+        altered = await click_position(page, 7, 2)
+        state.note = tamper_root(tree.proof(INDEX)).partition("\n\n")[2]
+        tampered_note = await click_position(page, 7, INDEX)
+    key = f"{tree.verifier.name}+{tree.verifier.key_id.hex()}"
+    assert [(text, cls) for text, cls, _ in (good, unsigned, gap, altered, tampered_note)] == [
+        (f"verified: entry {INDEX} of {ORIGIN}, checkpoint size {SIZE}, signed by {key}", "ok"),
+        (f"not verified: entry {SIZE + 1} is not under a signed checkpoint yet", "failed"),
+        ("not verified: the ledger did not return entry 1 and its proof", "failed"),
+        (
+            "not verified: the entry and its inclusion path do not lead to the checkpoint's "
+            "signed root",
+            "failed",
+        ),
+        (f"not verified: the checkpoint's signature by {key} does not verify", "failed"),
+    ]

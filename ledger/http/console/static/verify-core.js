@@ -1,9 +1,10 @@
 // Checking a ledger entry in the browser: a C2SP tlog-proof against C2SP verifier keys.
 //
-// Invariant: verifyTlogProof resolves to {ok: true, ...} only when an Ed25519 signature of
-// the checkpoint note by one of the given verifier keys (name and key hash both matching)
-// verifies, and the RFC 6962 leaf hash of the proof's entry (its `extra` line) leads
-// through the inclusion path (RFC 9162 2.1.3.2) to the checkpoint's root at its size.
+// Invariant: verifyEntry (and verifyTlogProof, for a tlog-proof whose `extra` line is the
+// entry) resolves to {ok: true, ...} only when an Ed25519 signature of the checkpoint note
+// by one of the given verifier keys (name and key hash both matching) verifies, and the
+// RFC 6962 leaf hash of the entry leads through the inclusion path (RFC 9162 2.1.3.2) to
+// the checkpoint's root at its size.
 // Every other outcome is {ok: false, reason}; nothing here throws to the caller.
 // The same checks, and the same strict parsing, as ledger/log/note.py, checkpoint.py and
 // merkle/inclusion.py; all hashing and signatures go through WebCrypto (SubtleCrypto).
@@ -48,10 +49,6 @@ export function b64decode(text, what) {
   }
   if (btoa(binary) !== text) fail(`${what} is not canonical base64`);
   return Uint8Array.from(binary, (c) => c.charCodeAt(0));
-}
-
-function b64encode(bytes) {
-  return btoa(String.fromCharCode(...bytes));
 }
 
 function parseUint64(text, what) {
@@ -284,34 +281,61 @@ function readEventId(value) {
 }
 
 /**
- * Verify a tlog-proof (text) against verifier keys (C2SP strings). With `eventId`, the
- * proven entry must be that event. Resolves to {ok: true, origin, index, size, signer,
- * topic, partition, offset} or {ok: false, reason}; never rejects.
+ * Verify an entry: `note` (a signed checkpoint), `index` (BigInt), `hashes` (its inclusion
+ * path, Uint8Arrays), `leaf` (the entry's bytes) against verifier keys (C2SP strings).
+ * With `eventId`, the entry must be that event. Resolves to {ok: true, origin, index,
+ * size, signer, topic, partition, offset} or {ok: false, reason}; never rejects.
  */
-export async function verifyTlogProof(proofText, verifierKeys, { eventId = null } = {}) {
+export function verifyEntry(entry, verifierKeys, options = {}) {
+  // `entry` may be a function returning it, so its decoding failures become reasons too.
+  const parts = typeof entry === "function" ? entry : () => entry;
+  return checked(parts, verifierKeys, options.eventId ?? null);
+}
+
+/** verifyEntry for a tlog-proof (text), whose `extra` line carries the entry. */
+export function verifyTlogProof(proofText, verifierKeys, options = {}) {
+  const parts = () => {
+    const { note, index, hashes, extra } = parseTlogProof(proofText);
+    return { note, index, hashes, leaf: extra };
+  };
+  return checked(parts, verifierKeys, options.eventId ?? null);
+}
+
+async function checked(parts, verifierKeys, eventId) {
   try {
-    if (!Array.isArray(verifierKeys) || verifierKeys.length === 0) {
-      fail("this console has no verifier key to check against");
-    }
-    // The same key configured twice (LEDGER_VERIFIER_KEY and _KEYS) is one key.
-    const verifiers = await Promise.all([...new Set(verifierKeys)].map(parseVerifierKey));
-    const proof = parseTlogProof(proofText);
-    if (proof.extra === null) fail("the proof does not carry the entry");
-    const { text, signer } = await openNote(proof.note, verifiers);
-    const cp = parseCheckpoint(text);
-    const entry = readLeaf(proof.extra);
-    if (!cp.origin.endsWith(`/${entry.topic}/${entry.partition}`)) {
-      fail(`the entry is from ${entry.topic}/${entry.partition}, not from log ${cp.origin}`);
-    }
-    if (eventId !== null && entry.eventId?.toLowerCase() !== String(eventId).toLowerCase()) {
-      fail(`the proof is for event ${entry.eventId ?? "(unknown)"}, not ${eventId}`);
-    }
-    await verifyInclusion(await leafHash(proof.extra), proof.index, cp.size, proof.hashes, cp.root);
-    return { ok: true, origin: cp.origin, index: proof.index, size: cp.size, signer, ...entry };
+    return await check(parts, verifierKeys, eventId);
   } catch (err) {
     const reason = err instanceof VerifyError ? err.message : `unexpected error (${err})`;
     return { ok: false, reason };
   }
 }
 
-export { b64encode };
+async function check(parts, verifierKeys, eventId) {
+  if (!Array.isArray(verifierKeys) || verifierKeys.length === 0) {
+    fail("this console has no verifier key to check against");
+  }
+  // The same key configured twice (LEDGER_VERIFIER_KEY and _KEYS) is one key.
+  const verifiers = await Promise.all([...new Set(verifierKeys)].map(parseVerifierKey));
+  const { note, index, hashes, leaf } = parts();
+  if (leaf === null) fail("the proof does not carry the entry");
+  const { text, signer } = await openNote(note, verifiers);
+  const cp = parseCheckpoint(text);
+  const entry = readLeaf(leaf);
+  if (!cp.origin.endsWith(`/${entry.topic}/${entry.partition}`)) {
+    fail(`the entry is from ${entry.topic}/${entry.partition}, not from log ${cp.origin}`);
+  }
+  if (eventId !== null && entry.eventId?.toLowerCase() !== String(eventId).toLowerCase()) {
+    fail(`the proof is for event ${entry.eventId ?? "(unknown)"}, not ${eventId}`);
+  }
+  await verifyInclusion(await leafHash(leaf), index, cp.size, hashes, cp.root);
+  return { ok: true, origin: cp.origin, index, size: cp.size, signer, ...entry };
+}
+
+/** The size a signed note's checkpoint claims, before any check (null if unreadable). */
+export function claimedSize(note) {
+  try {
+    return parseCheckpoint(note.slice(0, note.lastIndexOf("\n\n") + 1)).size;
+  } catch {
+    return null;
+  }
+}

@@ -1,17 +1,22 @@
-// The console's "Verify" control: wires every button.verify[data-event-id] on the page.
+// The console's "Verify" control: wires every button.verify on the page.
 //
-// Invariant: a click fetches the entry's tlog-proof (GET /v1/events/{id}/proof) and the
-// verifier keys (GET /console/verifier-keys, once per page), same origin with the session
-// cookie, checks them with verify-core.js, and writes exactly one outcome into the
+// Invariant: a click fetches the entry's proof and the verifier keys (GET
+// /console/verifier-keys, once per page), same origin with the session cookie: by event
+// (data-event-id: GET /v1/events/{id}/proof, the tlog-proof carrying the entry) or by
+// position (data-log-id and data-leaf-index: the log's newest signed checkpoint, the
+// inclusion proof at its size and the leaf, for roles that read no PHI by event id). It
+// checks them with verify-core.js, and writes exactly one outcome into the
 // button's result element: "verified: ..." with class `ok`, or "not verified: <reason>"
 // with class `failed`. Nothing thrown escapes a click. The time the check took (fetches
 // included, performance.now) is in the result element's data-verify-ms.
 // Contract with the console's templates and why: docs/console.md, "Verify in the browser".
 
-import { verifyTlogProof } from "./verify-core.js";
+import { b64decode, claimedSize, verifyEntry, verifyTlogProof } from "./verify-core.js";
 
 const KEYS_URL = "/console/verifier-keys";
 const RESULT = ".verify-result, [data-verify-result]";
+const BUTTONS = "button.verify[data-event-id], button.verify[data-log-id][data-leaf-index]";
+const DECIMAL = /^(0|[1-9][0-9]*)$/;
 let keysPromise = null;
 
 class FetchFailure extends Error {}
@@ -71,17 +76,59 @@ async function proofText(eventId) {
   }
 }
 
-/** Fetch and check one event's proof: the outcome object of verifyTlogProof. */
-export async function verifyEvent(eventId) {
-  let keys;
-  let text;
+async function json(response, what) {
   try {
-    [keys, text] = await Promise.all([verifierKeys(), proofText(eventId)]);
+    return await response.json();
+  } catch {
+    throw new FetchFailure(`the ${what} is not JSON`);
+  }
+}
+
+/** The parts of an entry's proof by position; the note is checked later, not trusted. */
+async function positionParts(logId, leafIndex) {
+  if (!DECIMAL.test(leafIndex)) throw new FetchFailure("the page names no valid leaf index");
+  const log = `/logs/${encodeURIComponent(logId)}`;
+  const note = await (await fetchOk(log + "/checkpoint", "text/plain")).text();
+  const size = claimedSize(note);
+  if (size === null) throw new FetchFailure("the log's checkpoint is unreadable");
+  if (BigInt(leafIndex) >= size) {
+    throw new FetchFailure(`entry ${leafIndex} is not under a signed checkpoint yet`);
+  }
+  const query = `index=${leafIndex}&tree_size=${size}`;
+  const [proof, leaves] = await Promise.all([
+    fetchOk(`/v1${log}/proof/inclusion?${query}`, "application/json").then((r) =>
+      json(r, "inclusion proof"),
+    ),
+    fetchOk(`/v1${log}/leaves?start=${leafIndex}&limit=1`, "application/json").then((r) =>
+      json(r, "leaf"),
+    ),
+  ]);
+  const leaf = leaves?.leaves?.[0];
+  if (!Array.isArray(proof?.hashes) || String(leaf?.index) !== leafIndex) {
+    throw new FetchFailure(`the ledger did not return entry ${leafIndex} and its proof`);
+  }
+  return () => ({
+    note,
+    index: BigInt(leafIndex),
+    hashes: proof.hashes.map((h) => b64decode(String(h), "an inclusion-path hash")),
+    leaf: b64decode(String(leaf.leaf), "the entry"),
+  });
+}
+
+/** Fetch and check one entry, by event id or by position: a verify-core outcome. */
+export async function verifyButton({ eventId, logId, leafIndex }) {
+  const byPosition = logId !== undefined && leafIndex !== undefined;
+  let keys;
+  let parts;
+  try {
+    const source = byPosition ? positionParts(logId, leafIndex) : proofText(eventId);
+    [keys, parts] = await Promise.all([verifierKeys(), source]);
   } catch (err) {
     const reason = err instanceof FetchFailure ? err.message : `unexpected error (${err})`;
     return { ok: false, reason };
   }
-  return verifyTlogProof(text, keys, { eventId });
+  const options = { eventId: eventId ?? null };
+  return byPosition ? verifyEntry(parts, keys, options) : verifyTlogProof(parts, keys, options);
 }
 
 function sentence(outcome) {
@@ -121,7 +168,7 @@ async function onClick(button) {
   result.textContent = "verifying\u2026";
   let outcome;
   try {
-    outcome = await verifyEvent(button.dataset.eventId);
+    outcome = await verifyButton(button.dataset);
   } catch (err) {
     outcome = { ok: false, reason: `unexpected error (${err})` };
   }
@@ -132,9 +179,9 @@ async function onClick(button) {
   button.removeAttribute("aria-busy");
 }
 
-/** Wire every button.verify[data-event-id] under `root` (idempotent). */
+/** Wire every Verify button under `root` (idempotent). */
 export function wire(root = document) {
-  for (const button of root.querySelectorAll("button.verify[data-event-id]")) {
+  for (const button of root.querySelectorAll(BUTTONS)) {
     if (button.dataset.verifyWired) continue;
     button.dataset.verifyWired = "1";
     button.addEventListener("click", () => {
