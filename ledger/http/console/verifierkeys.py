@@ -1,0 +1,30 @@
+"""``GET /console/verifier-keys``: the verifier keys the in-browser check trusts.
+
+Invariant: the answer is the JSON list of the configured verifier-key strings
+(``LEDGER_VERIFIER_KEY(S)``, the operator's configuration, never read from the ledger's
+database), each once, each a key that ``parse_verifier_key`` accepted; public keys only,
+no PHI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+
+from aiohttp import web
+
+from ledger.log.note import Verifier
+
+PATH = "/console/verifier-keys"
+
+
+def verifier_keys_handler(
+    verifiers: Sequence[Verifier],
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """A handler answering the keys of ``verifiers`` (``[]`` when none is configured: the
+    page then says that it has no key to check against)."""
+    body = list(dict.fromkeys(v.key for v in verifiers))  # each key once, in order
+
+    async def verifier_keys(request: web.Request) -> web.Response:
+        return web.json_response(body, headers={"Cache-Control": "no-cache"})
+
+    return verifier_keys
