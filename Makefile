@@ -57,6 +57,7 @@ bench: up
 	.venv/bin/python benchmarks/dicomproxy.py
 	.venv/bin/python benchmarks/proofs.py
 	.venv/bin/python benchmarks/rules.py
+	.venv/bin/python benchmarks/console_verify.py
 	.venv/bin/python benchmarks/queries.py
 	.venv/bin/python benchmarks/attribution.py
 	.venv/bin/python benchmarks/atna.py
