@@ -25,7 +25,7 @@ from aiokafka.errors import (
 )
 
 from ledgerctl.infra import ensure_topics
-from ledgerctl.settings import KafkaRole
+from ledgerctl.settings import KafkaRole, Settings
 from producers.kafka_security import KafkaSecurity, client_kwargs
 from tests.support import ROOT, Stack
 
@@ -243,3 +243,27 @@ def test_no_process_has_a_kafka_password_in_its_arguments(stack: Stack) -> None:
             continue
         found += [f"{name} in pid {proc.name}" for name, pw in passwords.items() if pw in argv]
     assert found == []
+
+
+@pytest.mark.parametrize("role", PRODUCERS)
+async def test_no_event_producer_writes_the_registry_topic(stack: Stack, role: KafkaRole) -> None:
+    """A PACS, the ATNA receiver or the API cannot forge a license or a BAA: only the
+    registry principal writes the registry topic (the stack's real one; refused writes
+    leave nothing in it)."""
+    async with producer(stack, role) as p:
+        with pytest.raises(TopicAuthorizationFailedError):
+            await p.send_and_wait(_default("registry_topic"), b"forged", key=b"k")
+
+
+async def test_the_registry_principal_writes_no_event_topic(stack: Stack) -> None:
+    async with producer(stack, KafkaRole.REGISTRY) as p:
+        for topic in (_default("access_topic"), _default("relay_topic")):
+            with pytest.raises(TopicAuthorizationFailedError):
+                await p.send_and_wait(topic, b"forged", key=b"k")
+
+
+def _default(field: str) -> str:
+    """The stack's topic names (`make up` creates them with the settings' defaults)."""
+    value = Settings.model_fields[field].default
+    assert isinstance(value, str)
+    return value
