@@ -1,0 +1,1 @@
+// Placeholder: helper "verifyjs" owns this file (docs/console.md, the verify control).

@@ -1,0 +1,261 @@
+"""The console in-process: sign-in, sessions, CSRF, roles, CSP, escaping, records.
+
+The ports are small stand-ins here (a unit test of the HTTP adapter); the browser tests
+in tests/e2e/test_console_browser.py drive the real API process and ledger."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from ledger.audit.auth import Principal, Role, TokenHash, issue_token
+from ledger.audit.query import AccessEntry, Cursor, HistoryQuery, LedgerPosition, Snapshot
+from ledger.audit.readlog import LedgerRead
+from ledger.errors import UnavailableError
+from ledger.http import create_app
+from ledger.http.console import ConsoleConfig
+from ledger.http.console.render import CSP
+from ledger.http.console.sessions import COOKIE
+from ledger.http.openapi import document
+
+HOSTILE = '<script>alert("x")</script>'
+
+
+def entry(n: int, *, user: str = "rad001", name: str | None = None) -> AccessEntry:
+    return AccessEntry(
+        event_id=uuid.UUID(int=n), kind="phi_access",
+        event_time=datetime(2026, 3, 1 + n % 20, 9, tzinfo=UTC), facility_id="FAC1",
+        patient_id="P-1", patient_issuer=None, patient_state="CA", user_id=user,
+        user_name=name, user_role="radiologist", user_org=None, dicom_event_id="110110",
+        action="R", outcome="SUCCESS", study_uid="1.2.3", accession="A1",
+        network_address="10.0.0.1", purpose_of_use="TREAT",
+        position=LedgerPosition(log_id=1, origin="test/log", leaf_index=n),
+    )  # fmt: skip
+
+
+class Reader:
+    def __init__(self, entries: Sequence[AccessEntry], *, down: bool = False) -> None:
+        self.entries, self.down = list(entries), down
+
+    async def snapshot(self) -> Snapshot:
+        if self.down:
+            raise UnavailableError("database unreachable")
+        return Snapshot(sizes=(1000,))
+
+    async def origins(self) -> Mapping[int, str]:
+        return {1: "test/log"}
+
+    async def history(
+        self, query: HistoryQuery, *, snapshot: Snapshot, limit: int, after: Cursor | None
+    ) -> Sequence[AccessEntry]:
+        rows = [e for e in self.entries if e.patient_id == query.value or e.user_id == query.value]
+        return rows[:limit]
+
+
+class Tokens:
+    def __init__(self) -> None:
+        self.known: dict[bytes, Principal] = {}
+
+    def add(self, role: Role, subject: str) -> str:
+        issued = issue_token()
+        self.known[issued.token_hash] = Principal(
+            token_id=issued.token_id, subject=subject, role=role
+        )
+        return issued.text
+
+    async def principal(self, token_hash: TokenHash) -> Principal | None:
+        return self.known.get(token_hash)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.reads: list[LedgerRead] = []
+
+    async def record(self, read: LedgerRead) -> None:
+        self.reads.append(read)
+
+
+@pytest.fixture
+async def console() -> AsyncIterator[tuple[TestClient[Any, Any], Tokens, Recorder, Reader]]:
+    tokens, recorder = Tokens(), Recorder()
+    reader = Reader([entry(1), entry(2, name=HOSTILE)])
+    app = create_app(
+        reader=cast(Any, reader), tokens=tokens, recorder=recorder, openapi=document(),
+        console=ConsoleConfig(verifier_keys=("test+12345678+AAAA",)),
+    )  # fmt: skip
+    client: TestClient[Any, Any] = TestClient(TestServer(app))
+    await client.start_server()
+    try:
+        yield client, tokens, recorder, reader
+    finally:
+        await client.close()
+
+
+def csrf_of(html: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert found is not None
+    return found.group(1)
+
+
+async def sign_in(client: TestClient[Any, Any], token: str) -> str:
+    async with client.get("/console/sign-in") as resp:
+        csrf = csrf_of(await resp.text())
+    async with client.post(
+        "/console/sign-in", data={"csrf": csrf, "token": token, "next": "/console/"},
+        allow_redirects=False,
+    ) as resp:  # fmt: skip
+        assert resp.status == 303, await resp.text()
+    async with client.get("/console/") as resp:
+        return csrf_of(await resp.text())
+
+
+def cookie(client: TestClient[Any, Any]) -> str | None:
+    for c in client.session.cookie_jar:
+        if c.key == COOKIE:
+            return c.value
+    return None
+
+
+async def test_a_page_without_a_session_goes_to_sign_in_and_is_recorded(console: Any) -> None:
+    client, _, recorder, _ = console
+    async with client.get("/console/patients/P-1", allow_redirects=False) as resp:
+        assert resp.status == 303
+        assert resp.headers["Location"].startswith("/console/sign-in?next=")
+        assert resp.headers["Content-Security-Policy"] == CSP
+    assert recorder.reads[-1].status == 401
+    assert recorder.reads[-1].subject == "(anonymous)"
+
+
+async def test_sign_in_draws_a_new_session_and_the_page_is_recorded(console: Any) -> None:
+    client, tokens, recorder, _ = console
+    async with client.get("/console/sign-in") as resp:
+        assert resp.headers["Content-Security-Policy"] == CSP
+        before = cookie(client)
+        csrf = csrf_of(await resp.text())
+    token = tokens.add(Role.INVESTIGATOR, "ivy")
+    async with client.post(
+        "/console/sign-in", data={"csrf": csrf, "token": token}, allow_redirects=False
+    ) as resp:
+        assert resp.status == 303
+        set_cookie = resp.headers["Set-Cookie"]
+        assert "HttpOnly" in set_cookie and "SameSite=Strict" in set_cookie
+    after = cookie(client)
+    assert before and after and before != after
+    async with client.get("/console/patients/P-1") as resp:
+        html = await resp.text()
+        assert resp.status == 200
+        assert resp.headers["Content-Security-Policy"] == CSP
+    read = recorder.reads[-1]
+    assert (read.subject, read.role, read.status, read.patient_id) == ("ivy", "investigator", 200, "P-1")
+    assert read.path == "/console/patients/P-1"
+    assert read.results == 2
+    # The hostile user name is text, never markup.
+    assert HOSTILE not in html
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in html
+    assert html.count('class="verify"') == 2
+
+
+async def test_a_wrong_token_is_refused_and_recorded_as_a_401(console: Any) -> None:
+    client, _, recorder, _ = console
+    async with client.get("/console/sign-in") as resp:
+        csrf = csrf_of(await resp.text())
+    bad = issue_token().text
+    async with client.post("/console/sign-in", data={"csrf": csrf, "token": bad}) as resp:
+        assert resp.status == 401
+        assert "unknown, expired or revoked" in await resp.text()
+    assert recorder.reads[-1].status == 401
+    assert recorder.reads[-1].parameters["auth.failure"] == "unknown_token"
+    async with client.post("/console/sign-in", data={"csrf": csrf, "token": "nope"}) as resp:
+        assert resp.status == 401
+    assert recorder.reads[-1].parameters["auth.failure"] == "malformed_token"
+
+
+async def test_sign_in_without_the_csrf_token_is_refused(console: Any) -> None:
+    client, tokens, recorder, _ = console
+    await client.get("/console/sign-in")
+    token = tokens.add(Role.ADMIN, "ada")
+    async with client.post("/console/sign-in", data={"csrf": "forged", "token": token}) as resp:
+        assert resp.status == 403
+    assert recorder.reads[-1].status == 403
+
+
+async def test_sign_out_needs_its_csrf_token_and_ends_the_session(console: Any) -> None:
+    client, tokens, _, _ = console
+    csrf = await sign_in(client, tokens.add(Role.INVESTIGATOR, "ivy"))
+    async with client.post("/console/sign-out", data={"csrf": "forged"}) as resp:
+        assert resp.status == 403
+    async with client.get("/console/", allow_redirects=False) as resp:
+        assert resp.status == 200  # still signed in
+    async with client.post(
+        "/console/sign-out", data={"csrf": csrf}, allow_redirects=False
+    ) as resp:
+        assert resp.status == 303
+    async with client.get("/console/", allow_redirects=False) as resp:
+        assert resp.status == 303
+
+
+async def test_the_auditor_does_not_see_or_open_histories(console: Any) -> None:
+    client, tokens, recorder, _ = console
+    await sign_in(client, tokens.add(Role.AUDITOR, "aud"))
+    async with client.get("/console/") as resp:
+        html = await resp.text()
+    assert "/console/search" not in html
+    async with client.get("/console/patients/P-1") as resp:
+        assert resp.status == 403
+        assert "Not for your role" in await resp.text()
+        assert resp.headers["Content-Security-Policy"] == CSP
+    assert (recorder.reads[-1].subject, recorder.reads[-1].status) == ("aud", 403)
+
+
+async def test_an_unreachable_ledger_shows_a_clear_page(console: Any) -> None:
+    client, tokens, _, reader = console
+    await sign_in(client, tokens.add(Role.INVESTIGATOR, "ivy"))
+    reader.down = True
+    async with client.get("/console/patients/P-1") as resp:
+        assert resp.status == 503
+        assert "The ledger cannot be reached" in await resp.text()
+
+
+async def test_the_session_cookie_reads_the_api_but_never_changes_it(console: Any) -> None:
+    client, tokens, recorder, _ = console
+    await sign_in(client, tokens.add(Role.INVESTIGATOR, "ivy"))
+    async with client.get("/v1/patients/P-1/accesses") as resp:
+        assert resp.status == 200
+    assert recorder.reads[-1].subject == "ivy"
+    async with client.post("/v1/investigations", json={}) as resp:
+        assert resp.status in (401, 404, 405)
+
+
+async def test_csv_export_and_timeline(console: Any) -> None:
+    client, tokens, _, _ = console
+    await sign_in(client, tokens.add(Role.INVESTIGATOR, "ivy"))
+    async with client.get("/console/patients/P-1/accesses.csv") as resp:
+        text = await resp.text()
+        assert resp.headers["Content-Type"].startswith("text/csv")
+    lines = text.strip().splitlines()
+    assert len(lines) == 3 and lines[0].startswith("time,user_id")
+    async with client.get("/console/patients/P-1/timeline.svg?colour=user") as resp:
+        body = await resp.text()
+        assert resp.headers["Content-Type"].startswith("image/svg+xml")
+    assert "<script" not in body and "rad001" in body
+    async with client.get("/console/patients/P-1?colour=purple") as resp:
+        assert resp.status == 400
+
+
+async def test_verifier_keys_and_blank_filters(console: Any) -> None:
+    client, tokens, _, _ = console
+    async with client.get("/console/verifier-keys") as resp:
+        assert await resp.json() == ["test+12345678+AAAA"]
+    await sign_in(client, tokens.add(Role.INVESTIGATOR, "ivy"))
+    async with client.get(
+        "/console/patients/P-1?since=&action=R&self_audit=hide", allow_redirects=False
+    ) as resp:
+        assert resp.status == 303
+        assert resp.headers["Location"] == "/console/patients/P-1?action=R&self_audit=hide"
