@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from ledger.audit.auth import Principal, Role, TokenHash, issue_token
@@ -145,15 +144,23 @@ async def test_sign_in_draws_a_new_session_and_the_page_is_recorded(console: Any
     ) as resp:
         assert resp.status == 303
         set_cookie = resp.headers["Set-Cookie"]
-        assert "HttpOnly" in set_cookie and "SameSite=Strict" in set_cookie
+        assert "HttpOnly" in set_cookie
+        assert "SameSite=Strict" in set_cookie
     after = cookie(client)
-    assert before and after and before != after
+    assert before
+    assert after
+    assert before != after
     async with client.get("/console/patients/P-1") as resp:
         html = await resp.text()
         assert resp.status == 200
         assert resp.headers["Content-Security-Policy"] == CSP
     read = recorder.reads[-1]
-    assert (read.subject, read.role, read.status, read.patient_id) == ("ivy", "investigator", 200, "P-1")
+    assert (read.subject, read.role, read.status, read.patient_id) == (
+        "ivy",
+        "investigator",
+        200,
+        "P-1",
+    )
     assert read.path == "/console/patients/P-1"
     assert read.results == 2
     # The hostile user name is text, never markup.
@@ -193,9 +200,7 @@ async def test_sign_out_needs_its_csrf_token_and_ends_the_session(console: Any) 
         assert resp.status == 403
     async with client.get("/console/", allow_redirects=False) as resp:
         assert resp.status == 200  # still signed in
-    async with client.post(
-        "/console/sign-out", data={"csrf": csrf}, allow_redirects=False
-    ) as resp:
+    async with client.post("/console/sign-out", data={"csrf": csrf}, allow_redirects=False) as resp:
         assert resp.status == 303
     async with client.get("/console/", allow_redirects=False) as resp:
         assert resp.status == 303
@@ -240,11 +245,13 @@ async def test_csv_export_and_timeline(console: Any) -> None:
         text = await resp.text()
         assert resp.headers["Content-Type"].startswith("text/csv")
     lines = text.strip().splitlines()
-    assert len(lines) == 3 and lines[0].startswith("time,user_id")
+    assert len(lines) == 3
+    assert lines[0].startswith("time,user_id")
     async with client.get("/console/patients/P-1/timeline.svg?colour=user") as resp:
         body = await resp.text()
         assert resp.headers["Content-Type"].startswith("image/svg+xml")
-    assert "<script" not in body and "rad001" in body
+    assert "<script" not in body
+    assert "rad001" in body
     async with client.get("/console/patients/P-1?colour=purple") as resp:
         assert resp.status == 400
 
