@@ -86,11 +86,12 @@ def chart(entries: Iterable[AccessEntry], *, by: str) -> Chart:
             h = plot_h * n / peak
             base -= h
             name = legend[min(series, len(legend) - 1)]
+            width = min(max(slot - 2, 1.0), 40.0)
             bars.append(
                 Bar(
-                    x=_LEFT + offset * slot + 1,
+                    x=_LEFT + offset * slot + (slot - width) / 2,
                     y=base,
-                    width=max(slot - 2, 1),
+                    width=width,
                     height=h,
                     series=min(series, MAX_SERIES),
                     title=f"{d.isoformat()}: {n} by {name}",
