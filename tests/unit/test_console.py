@@ -266,3 +266,44 @@ async def test_verifier_keys_and_blank_filters(console: Any) -> None:
     ) as resp:
         assert resp.status == 303
         assert resp.headers["Location"] == "/console/patients/P-1?action=R&self_audit=hide"
+
+
+def test_the_demo_prints_the_console_and_a_sign_in_token() -> None:
+    from pydantic import SecretStr
+    from rich.console import Console
+
+    from ledgerctl.commands.emit import print_console_sign_in
+    from ledgerctl.settings import Settings
+
+    settings = Settings.model_construct(
+        api_url="http://127.0.0.1:18080", api_token=SecretStr("plt_demo")
+    )
+    out = Console(record=True, width=200)
+    print_console_sign_in(out, settings, "MRN 1/2")
+    text = out.export_text()
+    assert "http://127.0.0.1:18080/console/patients/MRN%201%2F2" in text
+    assert "Sign in with the API token: plt_demo" in text
+
+
+def test_the_timeline_stacks_days_and_names_the_biggest_series() -> None:
+    from ledger.http.console.timeline import MAX_SERIES, chart
+
+    rows = [entry(n, user=f"u{n % 9}") for n in range(1, 40)]
+    drawn = chart(rows, by="user")
+    assert drawn.total == 39
+    assert len(drawn.legend) == MAX_SERIES + 1
+    assert drawn.legend[-1] == "others"
+    assert sum(int(b.title.split(": ")[1].split(" ")[0]) for b in drawn.bars) == 39
+    assert chart([], by="action").bars == ()
+    assert {b.series for b in chart(rows, by="action").bars} == {0}
+
+
+def test_the_role_map_is_ordered_and_strict() -> None:
+    from ledger.http.console.oidc import parse_role_map
+
+    assert parse_role_map("a=admin, b=investigator") == (
+        ("a", Role.ADMIN), ("b", Role.INVESTIGATOR),
+    )  # fmt: skip
+    for bad in ("a", "a=boss", "=admin"):
+        with pytest.raises(ValueError):  # noqa: PT011 - the message names the entry
+            parse_role_map(bad)
