@@ -307,3 +307,113 @@ def test_the_role_map_is_ordered_and_strict() -> None:
     for bad in ("a", "a=boss", "=admin"):
         with pytest.raises(ValueError):  # noqa: PT011 - the message names the entry
             parse_role_map(bad)
+
+
+class Book:
+    def __init__(self) -> None:
+        from ledger.audit.rules import AlertState
+
+        self.stored = StoredAlert(
+            alert_id=7, rule_id="after-hours", rule_version=1, severity="high",
+            facility_id="FAC1", user_id="rad001", patient_id="P-1", patient_issuer=None,
+            summary=HOSTILE, log_id=1, origin="test/log", leaf_index=3, thresholds={},
+            raised_at=datetime(2026, 3, 2, tzinfo=UTC), state=AlertState.OPEN,
+            disposition=None, seq=0,
+        )  # fmt: skip
+        self.transitions: list[Any] = []
+
+    async def page(self, query: Any) -> Sequence[Any]:
+        return [self.stored]
+
+    async def alert(self, alert_id: int) -> Any:
+        from ledger.audit.rules.alerts import AlertDetail
+
+        if alert_id != 7:
+            return None
+        return AlertDetail(alert=self.stored, evidence=(), transitions=())
+
+    async def transition(self, alert_id: int, wanted: Any) -> Any:
+        from ledger.audit.rules.alerts import StoredTransition
+
+        self.transitions.append(wanted)
+        return StoredTransition(seq=1, state=wanted.state, disposition=wanted.disposition,
+                                note=wanted.note, by=wanted.by, at=datetime.now(UTC))  # fmt: skip
+
+
+from ledger.audit.rules.alerts import StoredAlert  # noqa: E402
+
+
+@pytest.fixture
+async def ops_console() -> AsyncIterator[tuple[TestClient[Any, Any], Tokens, Recorder, Book]]:
+    from ledger.audit.query import LogInfo
+
+    tokens, recorder, book = Tokens(), Recorder(), Book()
+    reader = Reader([entry(1)])
+
+    async def logs() -> Sequence[LogInfo]:
+        return [LogInfo(log_id=1, origin="test/log", topic="t", partition=0, size=12,
+                        checkpoint_size=10)]  # fmt: skip
+
+    async def quarantine(*, after: int, limit: int, reason: str | None) -> Sequence[Any]:
+        return [{}, {}]
+
+    reader.logs = logs  # type: ignore[attr-defined]
+    reader.quarantine = quarantine  # type: ignore[attr-defined]
+    app = create_app(
+        reader=cast(Any, reader), tokens=tokens, recorder=recorder, openapi=document(),
+        alert_book=book, alert_triage=book, console=ConsoleConfig(),
+    )  # fmt: skip
+    client: TestClient[Any, Any] = TestClient(TestServer(app))
+    await client.start_server()
+    try:
+        yield client, tokens, recorder, book
+    finally:
+        await client.close()
+
+
+async def test_the_alert_queue_triages_with_csrf_as_the_signed_in_person(ops_console: Any) -> None:
+    client, tokens, recorder, book = ops_console
+    csrf = await sign_in(client, tokens.add(Role.INVESTIGATOR, "ivy"))
+    async with client.get("/console/alerts") as resp:
+        html = await resp.text()
+    assert resp.status == 200
+    assert HOSTILE not in html
+    assert "Acknowledge" in html
+    form = {"state": "acknowledged", "note": "looking"}
+    async with client.post("/console/alerts/7/transitions", data=form) as resp:
+        assert resp.status == 403  # no CSRF token
+    assert book.transitions == []
+    assert (recorder.reads[-1].status, recorder.reads[-1].parameters.get("csrf")) == (
+        403,
+        "refused",
+    )
+    async with client.post(
+        "/console/alerts/7/transitions", data={**form, "csrf": csrf}, allow_redirects=False
+    ) as resp:
+        assert resp.status == 303
+        assert resp.headers["Location"].startswith("/console/alerts?done=7")
+    assert [(t.state.value, t.by) for t in book.transitions] == [("acknowledged", "ivy")]
+    async with client.post(
+        "/console/alerts/7/transitions", data={"state": "closed", "note": "x", "csrf": csrf}
+    ) as resp:
+        assert resp.status == 400  # closing needs a finding
+
+
+async def test_integrity_shows_the_quarantine_only_to_roles_that_may_read_it(
+    ops_console: Any,
+) -> None:
+    client, tokens, _, _ = ops_console
+    await sign_in(client, tokens.add(Role.AUDITOR, "aud"))
+    async with client.get("/console/integrity") as resp:
+        html = await resp.text()
+    assert "2 records refused" in html
+    assert "never signed" in html
+    assert "/console/alerts" not in html  # the auditor may not read compliance alerts
+    async with client.get("/console/alerts") as resp:
+        assert resp.status == 403
+    async with client.post("/console/sign-out", data={"csrf": csrf_of(html)}) as resp:
+        assert resp.status == 200
+    await sign_in(client, tokens.add(Role.INVESTIGATOR, "ivy"))
+    async with client.get("/console/integrity") as resp:
+        html = await resp.text()
+    assert "Quarantine" not in html

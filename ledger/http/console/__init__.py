@@ -9,6 +9,7 @@ grants, refuses and records a console page exactly as it does an API read
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Final
 
@@ -16,7 +17,7 @@ from aiohttp import web
 
 from ledger.audit.auth import Permission
 from ledger.http.common import SESSION_AUTH, SETTINGS
-from ledger.http.console import pages, signin
+from ledger.http.console import ops, pages, signin
 from ledger.http.console.guard import (
     CONSOLE,
     Console,
@@ -73,6 +74,14 @@ def console_routes() -> tuple[ConsoleRoute, ...]:
                                 "session_state", "iss"})),
         R(method="GET", path="/console/search", handler=pages.search, permission=P.HISTORY,
           name="console_search", parameters=frozenset({"kind", "q", "accession"})),
+        R(method="GET", path="/console/alerts", handler=ops.alerts, permission=P.ALERTS,
+          name="console_alerts",
+          parameters=frozenset({"state", "user", "facility", "rule", "since", "until",
+                                "cursor", "done"})),
+        R(method="POST", path=r"/console/alerts/{alert_id:\d+}/transitions",
+          handler=ops.transition, permission=P.TRIAGE, name="console_alert_transition"),
+        R(method="GET", path="/console/integrity", handler=ops.integrity,
+          permission=P.PROOFS, name="console_integrity"),
         R(method="GET", path="/console/verifier-keys", handler=pages.verifier_keys,
           permission=None, name="console_verifier_keys"),
         R(method="GET", path=r"/console/static/{name:[A-Za-z0-9_.-]+}", handler=pages.static,
@@ -101,7 +110,7 @@ def install(app: web.Application, config: ConsoleConfig) -> None:
     settings = app[SETTINGS]
     for r in console_routes():
         settings["permissions"][r.name] = r.permission
-        template = r.path.replace("{name:[A-Za-z0-9_.-]+}", "{name}")
+        template = re.sub(r"\{(\w+):[^}]*\}", r"{\1}", r.path)
         settings["parameters"][(r.method, template)] = r.parameters
         app.router.add_route(r.method, r.path, r.handler, name=r.name)
     app.router.add_route("GET", "/console", _to_home, name="console_root")

@@ -55,6 +55,9 @@ def menu(who: Principal | None) -> list[tuple[str, str]]:
     items = [("/console/", "Home")]
     if who.may(Permission.HISTORY):
         items.append(("/console/search", "Search"))
+    if who.may(Permission.ALERTS):
+        items.append(("/console/alerts", "Alerts"))
+    items.append(("/console/integrity", "Integrity"))
     return items
 
 
