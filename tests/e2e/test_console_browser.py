@@ -311,6 +311,10 @@ async def test_find_a_patient_see_exactly_their_events_and_sign_out(
         await page.goto(f"{console.url}/console/studies/{emitted.study}?self_audit=hide")
         assert len(await shown_ids(page)) == 2
         await page.screenshot(path=str(SHOTS / "study.png"), full_page=True)
+        # The alerts queue opens for the investigator (the privacy officer's work).
+        await nav(page).get_by_role("link", name="Alerts").click()
+        await page.get_by_role("heading", name="Compliance alerts").wait_for()
+        await page.screenshot(path=str(SHOTS / "alerts.png"), full_page=True)
         # Every console answer carried the CSP (pages, the chart, the stylesheet).
         answers = watch.console_answers()
         assert answers
@@ -335,6 +339,13 @@ async def test_the_wrong_role_sees_no_history_and_is_refused(
         assert answer.headers["content-security-policy"] == CSP
         await page.get_by_role("heading", name="Not for your role").wait_for()
         await page.screenshot(path=str(SHOTS / "refused.png"))
+        # The auditor's pages: the ledger's integrity, with the quarantine.
+        await nav(page).get_by_role("link", name="Integrity").click()
+        await page.get_by_role("heading", name="Ledger integrity").wait_for()
+        await page.get_by_role("heading", name="Quarantine").wait_for()
+        assert await page.locator("tbody tr").count() >= 1
+        assert await nav(page).get_by_role("link", name="Alerts").count() == 0
+        await page.screenshot(path=str(SHOTS / "integrity.png"), full_page=True)
 
 
 async def test_a_change_without_the_csrf_token_is_refused(console: Console) -> None:

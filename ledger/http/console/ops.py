@@ -81,9 +81,9 @@ async def transition(request: web.Request) -> web.Response:
 def _age(age: timedelta | None) -> str:
     if age is None:
         return "never signed"
-    seconds = int(age.total_seconds())
+    seconds = max(0, int(age.total_seconds()))
     if seconds < 120:
-        return f"{seconds} seconds ago"
+        return "1 second ago" if seconds == 1 else f"{seconds} seconds ago"
     if seconds < 7200:
         return f"{seconds // 60} minutes ago"
     return f"{seconds // 3600} hours ago"
