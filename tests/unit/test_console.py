@@ -417,3 +417,34 @@ async def test_integrity_shows_the_quarantine_only_to_roles_that_may_read_it(
     async with client.get("/console/integrity") as resp:
         html = await resp.text()
     assert "Quarantine" not in html
+
+
+def test_an_idle_session_ends_and_ids_are_never_reused(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from ledger.http.console.sessions import SessionStore
+
+    now = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    store = SessionStore(idle=60)
+    who = Principal(token_id=uuid.uuid4(), subject="ivy", role=Role.INVESTIGATOR)
+    first = store.start(who)
+    now[0] += 59
+    assert store.get(first.session_id) is not None  # used: the idle clock restarts
+    now[0] += 59
+    assert store.get(first.session_id) is not None
+    now[0] += 61
+    assert store.get(first.session_id) is None
+    assert store.get(first.session_id) is None  # dropped for good
+    assert len({store.start(who).session_id for _ in range(100)}) == 100
+
+
+async def test_the_cookie_is_secure_behind_an_https_public_url() -> None:
+    tokens, recorder = Tokens(), Recorder()
+    app = create_app(
+        reader=cast(Any, Reader([])), tokens=tokens, recorder=recorder, openapi=document(),
+        public_url="https://ledger.example.org", console=ConsoleConfig(),
+    )  # fmt: skip
+    async with TestClient(TestServer(app)) as client, client.get("/console/sign-in") as resp:
+        assert "Secure" in resp.headers["Set-Cookie"]
+        assert "HttpOnly" in resp.headers["Set-Cookie"]

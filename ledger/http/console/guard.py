@@ -19,7 +19,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from ledger.audit.auth import AuthenticationError, ForbiddenError, Principal
-from ledger.http.common import AUDIT_PARAMS, PRINCIPAL
+from ledger.http.common import AUDIT_PARAMS, PRINCIPAL, SETTINGS
 from ledger.http.console.oidc import OidcClient, OidcConfig
 from ledger.http.console.render import page, secure_headers
 from ledger.http.console.sessions import COOKIE, Session, SessionStore, csrf_ok
@@ -89,7 +89,9 @@ def current_session(request: web.Request) -> Session | None:
 
 
 def is_secure(request: web.Request) -> bool:
-    return request.secure
+    """Whether cookies must be ``Secure``: TLS here, or an https public URL (a proxy)."""
+    public: str = request.app[SETTINGS]["public_url"]
+    return request.secure or public.startswith("https://")
 
 
 def see_other(location: str) -> web.Response:
