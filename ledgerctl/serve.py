@@ -24,6 +24,8 @@ from ledger.audit.rules.registryrules import checklist_config
 from ledger.errors import MalformedInputError
 from ledger.http import create_app
 from ledger.http.common import public_base
+from ledger.http.console import ConsoleConfig, OidcConfig
+from ledger.http.console.oidc import parse_role_map
 from ledger.http.fhir import FhirSubmitter
 from ledger.http.openapi import document
 from ledger.http.registry import RegistryWrites
@@ -69,6 +71,35 @@ def _cursor_key_and_url(settings: Settings) -> tuple[CursorKey | None, str | Non
     except MalformedInputError as exc:
         raise SystemExit(f"LEDGER_CURSOR_KEY_FILE / LEDGER_PUBLIC_URL: {exc}") from exc
     return cursor_key, public_url
+
+
+def console_config(settings: Settings, verifiers: Sequence[Verifier]) -> ConsoleConfig:
+    """The console's settings; OpenID Connect sign-in when LEDGER_OIDC_ISSUER is set."""
+    oidc = None
+    if settings.oidc_issuer:
+        if not settings.oidc_client_id or not settings.oidc_client_secret_file:
+            raise SystemExit(
+                "LEDGER_OIDC_ISSUER needs LEDGER_OIDC_CLIENT_ID and LEDGER_OIDC_CLIENT_SECRET_FILE"
+            )
+        try:
+            role_map = parse_role_map(settings.oidc_role_map)
+        except ValueError as exc:
+            raise SystemExit(f"LEDGER_OIDC_ROLE_MAP: {exc}") from exc
+        if not role_map:
+            raise SystemExit("LEDGER_OIDC_ROLE_MAP must map at least one claim value to a role")
+        oidc = OidcConfig(
+            issuer=settings.oidc_issuer,
+            client_id=settings.oidc_client_id,
+            client_secret=Path(settings.oidc_client_secret_file).read_text().strip(),
+            role_claim=settings.oidc_role_claim,
+            role_map=role_map,
+            subject_claim=settings.oidc_subject_claim,
+        )
+    return ConsoleConfig(
+        idle_minutes=settings.console_idle_minutes,
+        verifier_keys=tuple(v.key for v in verifiers),
+        oidc=oidc,
+    )
 
 
 def api_producer_id(port: int) -> str:
@@ -118,6 +149,7 @@ async def run_api(
             if settings.triage_url is None
             else settings.triage_url.get_secret_value(),
             registry_topic=settings.registry_topic,
+            console=console_config(settings, verifiers),
             rules=load_rules_config(settings.rules_file),
             # Registry writes need the registry producer's key (and Kafka principal);
             # without LEDGER_REGISTRY_PRODUCER_KEY_FILE they answer 503. Bodies are
@@ -144,6 +176,7 @@ async def serve_api(
     registry_topic: str = REGISTRY_TOPIC,
     registry_sink: RegistrySink[Any] | None = None,
     rules: RulesConfig | None = None,
+    console: ConsoleConfig | None = None,
 ) -> None:
     """One reader (role ledger_reader, SELECT only) and one app, served until SIGTERM.
     Links go under ``public_url`` (default: ``bind_url``); page tokens are sealed with
@@ -190,5 +223,6 @@ async def serve_api(
             openapi=document(),
             public_url=public_url or bind_url(host, port, tls=tls is not None),
             cursor_key=cursor_key,
+            console=console or ConsoleConfig(verifier_keys=tuple(v.key for v in verifiers)),
         )
         await serve_app(app, host=host, port=port, tls=tls)

@@ -174,6 +174,20 @@ class Settings(BaseSettings):
     #: The compliance rules' thresholds (TOML): `ledger rules run` and the API's
     #: compliance report read the same file (time zone, roles, relay deadlines).
     rules_file: str | None = Field(default=None, alias="LEDGER_RULES_FILE")
+    #: The console (docs/console.md): a session unused this long ends.
+    console_idle_minutes: float = Field(
+        default=30.0, alias="LEDGER_CONSOLE_IDLE_MINUTES", gt=0, le=24 * 60
+    )
+    #: Console sign-in through OpenID Connect, when an issuer is set (docs/console.md).
+    oidc_issuer: str | None = Field(default=None, alias="LEDGER_OIDC_ISSUER")
+    oidc_client_id: str | None = Field(default=None, alias="LEDGER_OIDC_CLIENT_ID")
+    oidc_client_secret_file: str | None = Field(
+        default=None, alias="LEDGER_OIDC_CLIENT_SECRET_FILE"
+    )
+    oidc_role_claim: str = Field(default="roles", alias="LEDGER_OIDC_ROLE_CLAIM")
+    #: ``claim value=role`` pairs, comma-separated; the first the claim holds decides.
+    oidc_role_map: str = Field(default="", alias="LEDGER_OIDC_ROLE_MAP")
+    oidc_subject_claim: str = Field(default="preferred_username", alias="LEDGER_OIDC_SUBJECT_CLAIM")
     verifier_key: str | None = Field(default=None, alias="LEDGER_VERIFIER_KEY")
     verifier_keys: str | None = Field(default=None, alias="LEDGER_VERIFIER_KEYS")
     checkpoint_every_leaves: int = Field(

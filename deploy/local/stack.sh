@@ -106,8 +106,9 @@ infra() {
   "$HERE/python.sh"
   # DCMTK: the real DICOM clients the DICOM proxy's tests drive (findscu, movescu, ...).
   command -v findscu >/dev/null || apt_install dcmtk
-  # Debian's Chromium: the console's browser tests drive it (Playwright, no download).
-  command -v chromium >/dev/null || apt_install chromium
+  # Debian's Chromium: the console's browser tests drive it through Playwright (no browser
+  # is ever downloaded by the tests).
+  [ -x /usr/bin/chromium ] || apt_install chromium
   # Orthanc with its Python and DICOMweb plugins: the tests start Orthancs of their own.
   "$HERE/orthanc.sh" install
   "$HERE/postgres.sh" start

@@ -12,7 +12,7 @@ import binascii
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Protocol
 
@@ -71,6 +71,8 @@ class LogInfo:
     partition: int
     size: int
     checkpoint_size: int = 0
+    #: How long ago the newest checkpoint was signed (None: none yet, or not read).
+    checkpoint_age: timedelta | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -64,10 +64,10 @@ def _alert_id(request: web.Request) -> int:
     return integer(request.match_info["alert_id"], "alert id", minimum=1, maximum=_MAX_ID)
 
 
-async def list_alerts(request: web.Request) -> web.Response:
-    """Alerts matching the filters, newest first, one page and the next page's cursor."""
+def alert_query(request: web.Request) -> AlertQuery:
+    """The listing the request's filters ask for (the API's and the console's)."""
     since, until = time_window(request)
-    query = AlertQuery(
+    return AlertQuery(
         state=_state(request),
         rule_id=optional_identifier(request, "rule"),
         facility_id=optional_identifier(request, "facility"),
@@ -75,11 +75,16 @@ async def list_alerts(request: web.Request) -> web.Response:
         since=since,
         until=until,
     )
-    limit = page_limit(request)
+
+
+async def alert_listing(
+    request: web.Request, query: AlertQuery, *, limit: int, token: str | None
+) -> tuple[list[StoredAlert], str | None]:
+    """One page of alerts, newest first, and the next page's sealed cursor; the page's
+    triggers are disclosed with the read."""
     # The cursor is bound to this listing's filters (not its page size). It carries the
     # last alert's raise time and id (as a UUID's integer); alerts pin no log sizes.
     context = f"alerts|{query!r}"
-    token = request.query.get("cursor")
     after = open_cursor(request, token, context, _NO_SNAPSHOT) if token else None
     before = None if after is None else after.event_id.int
     found = await request.app[ALERT_BOOK].page(replace(query, before=before, limit=limit + 1))
@@ -98,6 +103,14 @@ async def list_alerts(request: web.Request) -> web.Response:
         )
     request[RESULTS] = len(page)
     add_disclosure(request, of_positions((a.origin, a.leaf_index) for a in page))
+    return page, next_cursor
+
+
+async def list_alerts(request: web.Request) -> web.Response:
+    """Alerts matching the filters, newest first, one page and the next page's cursor."""
+    page, next_cursor = await alert_listing(
+        request, alert_query(request), limit=page_limit(request), token=request.query.get("cursor")
+    )
     return web.json_response({"alerts": [_alert_json(a) for a in page], "next_cursor": next_cursor})
 
 
@@ -132,6 +145,22 @@ async def transition_alert(request: web.Request) -> web.Response:
         raise MalformedInputError("state must be acknowledged or closed")
     if not isinstance(note, str) or not (disposition is None or isinstance(disposition, str)):
         raise MalformedInputError("note is a string, and disposition a string when given")
+    done = await triage_alert(request, triage, alert_id, state, disposition, note)
+    if isinstance(done, web.Response):
+        return done
+    return web.json_response({"alert_id": alert_id, "transition": _transition_json(done)})
+
+
+async def triage_alert(
+    request: web.Request,
+    triage: AlertTriage,
+    alert_id: int,
+    state: str,
+    disposition: str | None,
+    note: str,
+) -> StoredTransition | web.Response:
+    """Append the transition as the request's person (the API's and the console's); a
+    refusal (404, 409) is the answer to send."""
     params = {"alert_id": str(alert_id), "state": state}
     if disposition is not None:
         params["disposition"] = disposition[:64]
@@ -151,7 +180,7 @@ async def transition_alert(request: web.Request) -> web.Response:
         return error(409, "conflict", str(exc))
     request[RESULTS] = 1
     add_disclosure(request, of_positions(((found.alert.origin, found.alert.leaf_index),)))
-    return web.json_response({"alert_id": alert_id, "transition": _transition_json(done)})
+    return done
 
 
 def _alert_json(a: StoredAlert) -> dict[str, object]:

@@ -34,6 +34,7 @@ from ledger.http.common import (
     TOKENS,
     public_base,
 )
+from ledger.http.console import ConsoleConfig, console_middleware, install
 from ledger.http.middleware import (
     Handler,
     auth_middleware,
@@ -201,6 +202,7 @@ def create_app(
     openapi: dict[str, object] | None = None,
     public_url: str = DEFAULT_PUBLIC_URL,
     cursor_key: CursorKey | None = None,
+    console: ConsoleConfig | None = None,
 ) -> web.Application:
     """The API application; the caller owns the lifecycles of what it passes in.
 
@@ -208,12 +210,14 @@ def create_app(
     fullUrls), never taken from the request; ``cursor_key`` seals page tokens (default:
     a key of this process only, so tokens do not survive a restart). The compliance
     alert routes are served when ``alert_book`` is given; transitions answer 503 unless
-    ``alert_triage`` is given too (it needs a role that may insert transitions)."""
+    ``alert_triage`` is given too (it needs a role that may insert transitions). The
+    console (docs/console.md) is mounted under /console/ when ``console`` is given."""
     app = web.Application(
         # Order matters: the audit middleware wraps authentication, so 401 and 403 are
         # recorded like any other answer; the parameter check sits inside the audit, so
-        # its refusals are recorded too.
+        # its refusals are recorded too. The console's pages wrap them all.
         middlewares=[
+            *([console_middleware] if console is not None else []),
             errors_middleware,
             read_audit_middleware,
             auth_middleware,
@@ -254,6 +258,8 @@ def create_app(
     }
     for r in table:
         app.router.add_route(r.method, r.path, r.handler, name=r.name)
+    if console is not None:
+        install(app, console)
     return app
 
 

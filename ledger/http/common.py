@@ -12,7 +12,7 @@ import re
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import Final, Protocol
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -27,12 +27,24 @@ from ledger.audit.records import SchemaSet, StoredSchema
 from ledger.errors import MalformedInputError
 from schemas import dicom
 
+
+class SessionAuth(Protocol):
+    """A second way to authenticate than a bearer token: the console's session cookie."""
+
+    async def authenticate(self, request: web.Request) -> Principal | None:
+        """The session's holder; None when the request carries no session (then the
+        bearer token decides); raises ``AuthenticationError`` for a dead session and
+        ``ForbiddenError`` for a change without its CSRF token."""
+        ...
+
+
 READER: Final = web.AppKey("reader", LedgerReader)
 TOKENS: Final = web.AppKey("tokens", TokenDirectory)
 RECORDER: Final = web.AppKey("recorder", ReadRecorder)
 SCHEMAS: Final = web.AppKey("schemas", dict)
 SETTINGS: Final = web.AppKey("settings", dict)
 CURSORS: Final = web.AppKey("cursors", CursorKey)
+SESSION_AUTH: Final = web.AppKey("session_auth", SessionAuth)
 
 #: Base of the links the API writes when none is configured (``ledger serve`` derives one
 #: from its bind address; ``LEDGER_PUBLIC_URL`` sets it).

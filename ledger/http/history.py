@@ -10,11 +10,12 @@ appends continue, and every entry returned is covered by a signed checkpoint (na
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Final
 
 from aiohttp import web
 
-from ledger.audit.query import Cursor, HistoryKey, HistoryQuery
+from ledger.audit.query import AccessEntry, Cursor, HistoryKey, HistoryQuery, Snapshot
 from ledger.errors import MalformedInputError
 from ledger.http.common import (
     PATIENT,
@@ -48,11 +49,12 @@ def _choice(request: web.Request, name: str, allowed: frozenset[str]) -> str | N
     return raw
 
 
-async def _history(
+def history_query(
     request: web.Request, key: HistoryKey, value: str, qualifier: str | None
-) -> web.Response:
+) -> HistoryQuery:
+    """The listing the request's filters ask for (the API's and the console's)."""
     since, until = time_window(request)
-    query = HistoryQuery(
+    return HistoryQuery(
         key=key,
         value=value,
         qualifier=qualifier,
@@ -62,8 +64,22 @@ async def _history(
         facility=optional_identifier(request, "facility"),
         outcome=_choice(request, "outcome", OUTCOMES),
     )
-    limit = page_limit(request)
-    token = request.query.get("cursor")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Listing:
+    """One page of a history, the sealed cursor of the next (None: last page), and the
+    snapshot every entry of it is covered by."""
+
+    entries: tuple[AccessEntry, ...]
+    next_cursor: str | None
+    snapshot: Snapshot
+
+
+async def listing(
+    request: web.Request, query: HistoryQuery, *, limit: int, token: str | None
+) -> Listing:
+    """Up to ``limit`` entries after the page ``token`` names (sealed for this listing)."""
     reader = request.app[READER]
     current = await reader.snapshot()
     # The cursor is bound to this listing: its filters, not its page size.
@@ -71,7 +87,7 @@ async def _history(
     after = open_cursor(request, token, context, current) if token else None
     snapshot = after.snapshot if after is not None else current
     entries = await reader.history(query, snapshot=snapshot, limit=limit + 1, after=after)
-    page = list(entries[:limit])
+    page = tuple(entries[:limit])
     next_cursor = None
     if len(entries) > limit:
         last = page[-1]
@@ -80,14 +96,25 @@ async def _history(
             Cursor(event_time=last.event_time, event_id=last.event_id, snapshot=snapshot),
             context,
         )
+    return Listing(entries=page, next_cursor=next_cursor, snapshot=snapshot)
+
+
+async def _history(
+    request: web.Request, key: HistoryKey, value: str, qualifier: str | None
+) -> web.Response:
+    query = history_query(request, key, value, qualifier)
+    found = await listing(
+        request, query, limit=page_limit(request), token=request.query.get("cursor")
+    )
+    page, snapshot = found.entries, found.snapshot
     request[RESULTS] = len(page)
     disclose(request, (e.position for e in page))
-    origins = await reader.origins()
+    origins = await request.app[READER].origins()
     return web.json_response(
         {
             key.value: {"id": value, "qualifier": qualifier},
             "accesses": [entry_json(e) for e in page],
-            "next_cursor": next_cursor,
+            "next_cursor": found.next_cursor,
             "as_of": {
                 origins[log_id]: size
                 for log_id, size in enumerate(snapshot.sizes, start=1)

@@ -49,6 +49,7 @@ from ledger.http.common import (
     PRINCIPAL,
     RECORDER,
     RESULTS,
+    SESSION_AUTH,
     SETTINGS,
     TOKENS,
     error,
@@ -165,6 +166,14 @@ def _is_public(request: web.Request) -> bool:
 
 async def _authenticate(request: web.Request) -> Principal:
     header = request.headers.get("Authorization")
+    sessions = request.app.get(SESSION_AUTH)
+    if header is None and sessions is not None:
+        # The console's session cookie (docs/console.md): checked like a token, and a
+        # refusal is recorded like one.
+        who = await sessions.authenticate(request)
+        if who is not None:
+            request[PRINCIPAL] = who
+            return who
     try:
         text = bearer_token(header)
     except AuthenticationError:

@@ -283,4 +283,5 @@ def _log(r: asyncpg.Record) -> LogInfo:
         partition=r["kafka_partition"],
         size=r["size"],
         checkpoint_size=r["checkpoint_size"],
+        checkpoint_age=r.get("checkpoint_age"),
     )

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
 
 from ledgerctl.commands.common import console, fail, load_verifiers
 from ledgerctl.settings import Settings
@@ -152,6 +153,27 @@ def demo(
     except LedgerError as exc:
         raise fail(f"VERIFICATION FAILED: {exc}") from exc
     render_proofs(out, proven, verifiers)
+    print_console_sign_in(out, settings, result.patient_id)
+
+
+def print_console_sign_in(out: Console, settings: Settings, patient_id: str) -> None:
+    """The console's address, this patient's page and a token to sign in with (the local
+    admin token of .local/env: a demo on one's own machine, docs/console.md)."""
+    from urllib.parse import quote
+
+    base = settings.api_url.rstrip("/")
+    out.print(
+        f"Console: {base}/console/  (this patient: {base}/console/patients/"
+        f"{quote(patient_id, safe='')})",
+        soft_wrap=True,
+        highlight=False,
+    )
+    if settings.api_token is not None:
+        out.print(
+            f"Sign in with the API token: {settings.api_token.get_secret_value()}",
+            soft_wrap=True,
+            highlight=False,
+        )
 
 
 @spool_app.command("drain")

@@ -189,7 +189,9 @@ LOGS: Final = """
 SELECT g.log_id, g.origin, g.topic, g.kafka_partition,
        (SELECT coalesce(max(leaf_index) + 1, 0) FROM leaves l WHERE l.log_id = g.log_id) AS size,
        (SELECT coalesce(max(size), 0) FROM checkpoints c WHERE c.log_id = g.log_id)
-           AS checkpoint_size
+           AS checkpoint_size,
+       (SELECT now() - max(signed_at) FROM checkpoints c WHERE c.log_id = g.log_id)
+           AS checkpoint_age
 FROM logs g ORDER BY g.log_id
 """
 
