@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 LEDGER := .venv/bin/ledger
 
-.PHONY: help up down status demo test check unit bench chaos
+.PHONY: help up down status demo test check unit bench chaos screenshots
 
 help:
 	@echo "make demo   - start everything and show a verified access history (the main job)"
@@ -47,6 +47,10 @@ chaos:
 	FAULT_EVENTS=100000 FAULT_RATE=10000 .venv/bin/pytest -v tests/faults
 
 # Speed figures, printed side by side; needs the stack (make up). Never part of make test.
+# Refresh the console screenshots the README shows (docs/console/), from the browser tests.
+screenshots: up
+	LEDGER_SCREENSHOTS=docs .venv/bin/pytest -q -p no:cacheprovider tests/e2e/test_console_browser.py
+
 bench: up
 	.venv/bin/python benchmarks/codec.py
 	.venv/bin/python benchmarks/merkle.py

@@ -2,7 +2,8 @@
 `ledger serve` and consumer on a scratch ledger: sign in with a token and through a local
 OpenID Connect issuer, find a patient and see exactly the events emitted for them, be
 refused as the wrong role, sign out; CSRF, session fixation, XSS through an event field
-and the CSP header. Screenshots of the main pages go to docs/console/.
+and the CSP header. Screenshots of the main pages go to docs/console/ with
+LEDGER_SCREENSHOTS=docs (`make screenshots`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import os
 import secrets
 import subprocess
 import tempfile
@@ -37,7 +39,14 @@ ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]  # fmt: skip
-SHOTS = ROOT / "docs" / "console"
+#: Where the screenshots go: docs/console/ with LEDGER_SCREENSHOTS=docs (what the README
+#: shows; `make screenshots`), else a scratch directory, so a test run leaves the
+#: working tree clean.
+SHOTS = (
+    ROOT / "docs" / "console"
+    if os.environ.get("LEDGER_SCREENSHOTS") == "docs"
+    else Path(tempfile.mkdtemp(prefix="ledger-console-shots-"))
+)
 HOSTILE = '<script>alert("xss")</script>'
 CLIENT_ID, CLIENT_SECRET = "ledger-console", secrets.token_urlsafe(24)
 
