@@ -279,7 +279,7 @@ def test_an_access_waits_for_the_registry_to_settle(stack: Stack) -> None:
                                        registry=RegistryWatch(store, config),
                                        clock=lambda: now).run_pass()  # fmt: skip
 
-        s = asyncio.run(at(ACCESSES[1].event_time + timedelta(seconds=1)))
+        s = asyncio.run(at(ACCESSES[1].event_time + timedelta(seconds=0.5)))
         assert (s.held, s.leaves, s.raised) == (1, 1, 0)
         s = asyncio.run(at(LATER))
         assert (s.held, s.leaves, s.raised) == (0, 2, 1)

@@ -76,7 +76,7 @@ class RegistryTimeline:
     """Every registry change seen so far, indexed for "as known at" lookups."""
 
     __slots__ = ("_by_baa_pair", "_by_cred", "_by_user_lic", "_by_user_member", "_histories",
-                 "latest_event_time", "size")  # fmt: skip
+                 "_order", "latest_event_time", "size")  # fmt: skip
 
     def __init__(self) -> None:
         self._histories: dict[tuple[str, ...], _History] = {}
@@ -86,6 +86,8 @@ class RegistryTimeline:
         self._by_cred: defaultdict[tuple[str, str], set[tuple[str, ...]]] = defaultdict(set)
         self.size = 0
         self.latest_event_time: datetime | None = None
+        #: Every change's (event_time, log, leaf), sorted: what "known at" cuts.
+        self._order: list[_Key] = []
 
     def add(self, change: RegistryChangeRecord) -> None:
         """Add one appended change (a leaf seen twice is ignored)."""
@@ -93,6 +95,7 @@ class RegistryTimeline:
         if not self._histories.setdefault(identity, _History()).add(change):
             return
         self.size += 1
+        bisect.insort(self._order, _order(change))
         if self.latest_event_time is None or change.event_time > self.latest_event_time:
             self.latest_event_time = change.event_time
         self._index(identity, change.record)
@@ -117,6 +120,14 @@ class RegistryTimeline:
     def known_at(self, when: datetime) -> RegistryView:
         """The registry as known at ``when`` (an aware instant)."""
         return RegistryView(self, when)
+
+    def known_key(self, when: datetime) -> tuple[int, _Key | None]:
+        """What identifies the registry as known at ``when``: how many changes it holds
+        and the last of them. Equal keys mean equal registries, even after changes were
+        added (a change added later at or before ``when`` changes both), so an answer
+        computed from the registry may be reused under the same key."""
+        n = bisect.bisect_right(self._order, (when, 1 << 62, 1 << 62))
+        return n, (self._order[n - 1] if n else None)
 
     def changes(self) -> list[RegistryChangeRecord]:
         """Every change, in (event_time, position) order."""
@@ -147,6 +158,10 @@ class RegistryView:
     def __init__(self, timeline: RegistryTimeline, when: datetime) -> None:
         self._t = timeline
         self.when = when
+
+    def known_key(self) -> tuple[int, _Key | None]:
+        """See ``RegistryTimeline.known_key``."""
+        return self._t.known_key(self.when)
 
     def organization(self, organization_id: str) -> RegistryEntry[Organization] | None:
         return self._t._entry(("ORGANIZATION", organization_id), self.when)

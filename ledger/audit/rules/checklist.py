@@ -88,6 +88,41 @@ def access_day(event: AppendedEvent, config: ChecklistConfig) -> date:
     return access_instant(event).astimezone(config.zone).date()
 
 
+class ChecklistMemo:
+    """``check_access`` remembered per what its registry items depend on: the user, the
+    facility, the calendar day, the patient's state and whether the access reads or
+    reports a study, and the registry as known at the access (``known_key``). The same
+    answers as ``check_access``, without re-reading the registry for each of a user's
+    accesses of the day; bounded (cleared when full)."""
+
+    __slots__ = ("_config", "_limit", "_seen")
+
+    def __init__(self, config: ChecklistConfig, *, limit: int = 50_000) -> None:
+        self._config = config
+        self._limit = limit
+        self._seen: dict[tuple[object, ...], Mapping[Check, Item]] = {}
+
+    def __len__(self) -> int:
+        """How many answers are remembered."""
+        return len(self._seen)
+
+    def check(self, event: AppendedEvent, view: RegistryView) -> Mapping[Check, Item]:
+        study = event.record.get("study") is not None and event.text("action") in STUDY_ACTIONS
+        key = (
+            event.text("actor", "user_id"), event.text("facility", "id"),
+            access_day(event, self._config), event.text("patient", "state"), study,
+            view.known_key(),
+        )  # fmt: skip
+        found = self._seen.get(key)
+        if found is None:
+            if len(self._seen) >= self._limit:
+                self._seen.clear()
+            found = check_access(event, view, self._config)
+            self._seen[key] = found
+            return found
+        return {**found, Check.ENCRYPTED: _encrypted(event)}
+
+
 def check_access(
     event: AppendedEvent, view: RegistryView, config: ChecklistConfig
 ) -> Mapping[Check, Item]:

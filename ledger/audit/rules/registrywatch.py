@@ -26,9 +26,9 @@ from ledger.audit.registry import (
 from ledger.audit.rules.access import facility_id, user_id
 from ledger.audit.rules.checklist import (
     ChecklistConfig,
+    ChecklistMemo,
     access_instant,
     applies,
-    check_access,
 )
 from ledger.audit.rules.config import RulesConfig
 from ledger.audit.rules.latechanges import (
@@ -108,6 +108,7 @@ class RegistryWatch:
 
     def _reset(self) -> None:
         self.timeline = RegistryTimeline()
+        self._memo = ChecklistMemo(self._checklist)
         self._later = LaterIndex()
         self._earliest: datetime | None = None
         self._next: dict[int, int] = {}
@@ -214,7 +215,7 @@ class RegistryWatch:
         if self._earliest is None or self._earliest > t:
             return []  # no registry known yet at the access: nothing to hold it to
         view = self.timeline.known_at(t)
-        items = check_access(event, view, self._checklist)
+        items = self._memo.check(event, view)
         found: list[Finding] = []
         for rule in self._rules:
             finding = rule.decide(event, items, alerted, self._checklist)
