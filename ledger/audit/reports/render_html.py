@@ -12,7 +12,9 @@ from typing import Final
 
 from ledger.audit.reports.compliance_model import ComplianceReport
 from ledger.audit.reports.disclosures import DisclosureAccounting, DisclosureEntry
+from ledger.audit.reports.investigation import InvestigationReport
 from ledger.audit.reports.render_compliance import compliance_html
+from ledger.audit.reports.render_investigation import investigation_html
 from ledger.errors import MalformedInputError
 
 _HTML_STYLE: Final = """
@@ -33,14 +35,17 @@ def _day(value: datetime) -> str:
     return value.date().isoformat()
 
 
-def to_html(accounting: DisclosureAccounting | ComplianceReport) -> str:
-    """The accounting (or a compliance report: ``compliance_html``) as a printable,
+def to_html(accounting: DisclosureAccounting | ComplianceReport | InvestigationReport) -> str:
+    """The accounting (or a compliance report: ``compliance_html``; an investigation:
+    ``investigation_html``) as a printable,
     self-contained HTML page (no scripts, no external resources; a CSP forbids both).
     Every value is HTML-escaped. The excluded disclosures are not shown: they are the
     privacy officer's worksheet (``to_json``), not the individual's accounting. A page
     with entries needing review is marked DRAFT."""
     if isinstance(accounting, ComplianceReport):
         return compliance_html(accounting)
+    if isinstance(accounting, InvestigationReport):
+        return investigation_html(accounting)
     if not isinstance(accounting, DisclosureAccounting):
         raise MalformedInputError("to_html renders an accounting of disclosures")
     a = accounting
