@@ -281,3 +281,34 @@ def no_match_warnings(
         out.append(f"no events for facility {facility}")
     out += [f"no events from address {a}" for a in addresses if a not in set(seen_addresses)]
     return out
+
+
+def age(value: timedelta | None) -> str:
+    """How long ago, in the unit a person would use: "4 seconds ago", "12 minutes ago",
+    "3 hours ago", "2 days ago"; None: "never"."""
+    if value is None:
+        return "never"
+    s = value.total_seconds()
+    if s < 120:
+        return f"{_count(max(0, round(s)), 'second')} ago"
+    if s < 7200:
+        return f"{_count(round(s / 60), 'minute')} ago"
+    if s < 172800:
+        return f"{_count(round(s / 3600), 'hour')} ago"
+    return f"{_count(round(s / 86400), 'day')} ago"
+
+
+_UNITS: Final = (("days", timedelta(days=1)), ("hours", timedelta(hours=1)), ("minutes", None))
+
+
+def duration_for(value: timedelta | None, deadline: timedelta | None) -> str:
+    """A duration in the unit its deadline is set in ("45 minutes" against 30 minutes),
+    or a smaller one when it is under one of those ("12 minutes" against 6 hours)."""
+    if value is None:
+        return "none"
+    unit = deadline_unit(deadline)
+    names = [name for name, _ in _UNITS]
+    for name, size in _UNITS[names.index(unit) :]:
+        if size is None or abs(value) >= size:
+            return duration(value, unit=name)
+    return duration(value)  # pragma: no cover - the minutes entry always answers
