@@ -52,7 +52,7 @@ def letter(accounting: Json, head: Letterhead) -> list[str]:
     paragraph per disclosure (repeats grouped), the footer, then the appendix."""
     patient = cast(Json, accounting.get("patient") or {})
     pid, issuer = _text(patient.get("id")), patient.get("issuer")
-    entries = _list(accounting.get("entries"))
+    entries = grouped(_list(accounting.get("entries")))
     lines = ["Accounting of disclosures of your health information", ""]
     lines += [head.name or "(facility name not configured: set LEDGER_FACILITY_NAME)"]
     if head.contact:
@@ -83,6 +83,31 @@ def letter(accounting: Json, head: Letterhead) -> list[str]:
         lines += [*_entry(n, e), ""]
     lines += [FOOTER, ""]
     return lines + _appendix(entries)
+
+
+def grouped(entries: list[Json]) -> list[Json]:
+    """Repeat disclosures (one recipient, address and purpose) as one entry with the first
+    date, the number and the last date (164.528(b)(3)); entries needing review stay alone.
+    The API's entries are in date order, so the first of a group is its earliest."""
+    out: list[Json] = []
+    slot: dict[tuple[str, ...], int] = {}
+    for e in entries:
+        recipient = cast(Json, e.get("recipient") or {})
+        key = tuple(
+            _text(v)
+            for v in (recipient.get("name"), recipient.get("address"), e.get("purpose_code"),
+                      e.get("purpose"))
+        )  # fmt: skip
+        if e.get("needs_review") or key not in slot:
+            if not e.get("needs_review"):
+                slot[key] = len(out)
+            out.append(dict(e))
+            continue
+        first = out[slot[key]]
+        first["count"] = int(_text(first.get("count") or 1)) + int(_text(e.get("count") or 1))
+        first["last_date"] = e.get("last_date") or e.get("date")
+        first["sources"] = _list(first.get("sources")) + _list(e.get("sources"))
+    return out
 
 
 def _entry(n: int, e: Json) -> list[str]:

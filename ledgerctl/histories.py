@@ -40,6 +40,8 @@ class HistoryRequest:
     since: str | None = None
     until: str | None = None
     limit: int | None = None
+    #: Entries per request (the API serves at most ``PAGE``).
+    page_size: int = PAGE
 
     def describe(self) -> str:
         """ "patient MRN-1 (issuer stmarys)", "user rad003.brenan", "study 1.2.3"."""
@@ -78,7 +80,9 @@ async def fetch_pages(api: Api, req: HistoryRequest) -> History:
     pages, cursor = 0, None
     async with api.session(timeout=aiohttp.ClientTimeout(total=60)) as session:
         while req.limit is None or len(entries) < req.limit:
-            want = PAGE if req.limit is None else min(PAGE, req.limit - len(entries))
+            want = (
+                req.page_size if req.limit is None else min(req.page_size, req.limit - len(entries))
+            )
             params = {**base, "limit": str(want)} | ({"cursor": cursor} if cursor else {})
             async with session.get(url, params=params) as resp:
                 if resp.status == 400:

@@ -124,11 +124,11 @@ TIMELINE_ROWS = 100
 
 def render_investigation(console: Console, report: Json) -> None:
     for line in summary_lines(report):
-        console.print(line, highlight=False, markup=False)
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
     if _list(report.get("timeline")):
         _render_tables(console, report)
     for line in seal_lines(report, str(report.get("digest") or "")):
-        console.print(line, highlight=False, markup=False)
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 def _render_tables(console: Console, report: Json) -> None:

@@ -32,6 +32,9 @@ def history(
     limit: Annotated[
         int | None, typer.Option(min=1, help="At most this many entries (default: every page).")
     ] = None,
+    page_size: Annotated[
+        int, typer.Option(min=1, max=1000, help="Entries per request to the API.")
+    ] = 1000,
     as_csv: Annotated[
         bool, typer.Option("--csv", help="CSV on stdout instead of a table.")
     ] = False,
@@ -69,6 +72,7 @@ def history(
         since=since,
         until=until,
         limit=limit,
+        page_size=page_size,
     )
     try:
         found = asyncio.run(fetch_pages(Settings.load().api(), req))

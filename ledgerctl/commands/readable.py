@@ -112,7 +112,7 @@ def relays(
     out = report_console()
     if not report.get("relays"):
         _warn(f"no relays identified in {label}" + (f" at {facility}" if facility else ""))
-    out.print(headline(report, label, facility), highlight=False, markup=False)
+    out.print(headline(report, label, facility), highlight=False, markup=False, soft_wrap=True)
     if report.get("relays"):
         _relay_tables(out, report)
     for line in seal_lines(report, answer.digest):
@@ -185,4 +185,4 @@ def status(
         table.add_row(*row(r))
     out.print(table)
     for line in summary(rows, stale=timedelta(seconds=stale)):
-        out.print(line, highlight=False, markup=False)
+        out.print(line, highlight=False, markup=False, soft_wrap=True)
