@@ -68,10 +68,19 @@ def render_history(
         title_justify="left",
         caption_justify="left",
     )
-    for column in columns(with_patient=with_patient):
-        table.add_column(column, no_wrap=column in ("time (UTC)", "position"))
-    for e in entries:
-        table.add_row(*readable_row(e, with_patient=with_patient))
+    rows = [readable_row(e, with_patient=with_patient) for e in entries]
+    for i, column in enumerate(columns(with_patient=with_patient)):
+        # Ids are never cut: their column is as wide as the longest (up to 40), and
+        # anything longer folds onto the next line instead of ending in an ellipsis.
+        widest = max((len(r[i]) for r in rows), default=0)
+        table.add_column(
+            column,
+            no_wrap=column in ("time (UTC)", "position"),
+            overflow="fold",
+            min_width=min(widest, 40) if column in ("user", "patient") else None,
+        )
+    for r in rows:
+        table.add_row(*r)
     console.print(table)
 
 
