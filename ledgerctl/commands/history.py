@@ -50,6 +50,7 @@ def history(
     read through the API; codes spelled out."""
     from ledgerctl.histories import (
         HistoryRequest,
+        Subject,
         caption,
         csv_text,
         empty_warning,
@@ -59,14 +60,19 @@ def history(
     from ledgerctl.histories import hide_self_audit as hide
     from ledgerctl.tables import render_history, report_console
 
-    named = [(k, v) for k, v in (("patient", patient_id), ("user", user), ("study", study)) if v]
+    subjects: tuple[tuple[Subject, str | None], ...] = (
+        ("patient", patient_id),
+        ("user", user),
+        ("study", study),
+    )
+    named = [(k, v) for k, v in subjects if v]
     if len(named) != 1:
         raise fail("name exactly one of: a patient id, --user or --study")
     (subject, ident), qualifier = named[0], issuer if patient_id else accession
     if (issuer and not patient_id) or (accession and not study):
         raise fail("--issuer goes with a patient id, --accession with --study")
     req = HistoryRequest(
-        subject=subject,  # type: ignore[arg-type]
+        subject=subject,
         id=ident,
         qualifier=qualifier,
         since=since,

@@ -149,6 +149,7 @@ def status(
     log's signed size, unsigned leaves and the age of its last checkpoint."""
     from datetime import timedelta
 
+    from aiokafka.errors import KafkaError
     from rich.table import Table
 
     from ledger.errors import LedgerError
@@ -173,7 +174,7 @@ def status(
                 kafka_security(settings, KafkaRole.CONSUMER),
             )
         )
-    except Exception as exc:
+    except (KafkaError, OSError, TimeoutError) as exc:
         _warn(f"Kafka could not be read ({type(exc).__name__}): the lag is unknown")
         ends = None
     rows = combine(logs, ends, settings.topics)

@@ -105,11 +105,11 @@ async def seeded(pipeline: Pipeline) -> Seeded:
     )
 
 
-async def _ledger(pipeline: Pipeline, *args: str) -> subprocess.CompletedProcess[str]:
+async def _ledger(pipeline: Pipeline, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     proc = await asyncio.to_thread(
         subprocess.run,
         [LEDGER, *args],
-        env=pipeline.env,
+        env={**pipeline.env, **env},
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -294,4 +294,13 @@ async def test_status_shows_the_lag_per_partition(pipeline: Pipeline, seeded: Se
         assert cells[-1].endswith("ago") or cells[-1] == "never"
     assert proc.stdout.rstrip().splitlines()[-1] in {"ingestion is up to date"} or (
         "not ingested yet" in proc.stdout
+    )
+    # Kafka away: the lag is unknown, said so, never shown as 0.
+    away = await _ledger(pipeline, "status", KAFKA_BOOTSTRAP="127.0.0.1:9")
+    assert "Kafka could not be read" in away.stderr
+    rows = [line for line in away.stdout.splitlines() if pipeline.access_topic in line]
+    assert rows
+    assert all(line.count("unknown") == 2 for line in rows)
+    assert away.stdout.rstrip().endswith(
+        "Kafka's end offsets could not be read: the lag is unknown"
     )
