@@ -298,3 +298,21 @@ def test_repeat_disclosures_are_grouped_unless_under_review() -> None:
     ]
     assert out[0]["last_date"] == "2026-03-09T09:00:00+00:00"
     assert [s["event_id"] for s in out[0]["sources"]] == ["ev-1", "ev-5", "ev-9"]  # type: ignore[index,union-attr]
+
+
+def test_the_printable_accounting_groups_repeats_the_json_does_not() -> None:
+    from ledger.audit.reports import to_json
+
+    to = RecipientRef(name="DPH", address="250 Washington St", organization=None)
+    first = export(recipient=to, purpose_of_use="PUBHLTH")
+    again = export(
+        recipient=to, purpose_of_use="PUBHLTH", event_time=first.event_time + timedelta(days=2)
+    )
+    accounting = build_disclosures(PATIENT, [first, again], now=NOW)
+    assert len(to_json(accounting)["entries"]) == 2  # type: ignore[arg-type]
+    page = to_html(accounting)
+    assert page.count("<tr><td>") == 1
+    assert "2 disclosures, the last on" in page
+    appendix = page.split("Appendix: audit record references")[1]
+    assert str(first.event_id) in appendix
+    assert str(again.event_id) in appendix

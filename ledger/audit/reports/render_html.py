@@ -12,7 +12,11 @@ from typing import Final
 
 from ledger.audit import wording
 from ledger.audit.reports.compliance_model import ComplianceReport
-from ledger.audit.reports.disclosures import DisclosureAccounting, DisclosureEntry
+from ledger.audit.reports.disclosures import (
+    DisclosureAccounting,
+    DisclosureEntry,
+    group_repeats,
+)
 from ledger.audit.reports.investigation import InvestigationReport
 from ledger.audit.reports.render_compliance import compliance_html
 from ledger.audit.reports.render_investigation import investigation_html
@@ -52,7 +56,10 @@ def to_html(accounting: DisclosureAccounting | ComplianceReport | InvestigationR
         raise MalformedInputError("to_html renders an accounting of disclosures")
     a = accounting
     patient = a.patient.id if a.patient.issuer is None else f"{a.patient.id} ({a.patient.issuer})"
-    rows = [_html_row(n, e) for n, e in enumerate(a.entries, start=1)]
+    # The patient's page groups repeat disclosures (164.528(b)(3)); the JSON and CSV keep
+    # one line per disclosure for the privacy officer.
+    entries = tuple(group_repeats(list(a.entries)))
+    rows = [_html_row(n, e) for n, e in enumerate(entries, start=1)]
     body = (
         "\n".join(rows)
         if rows
@@ -73,7 +80,7 @@ def to_html(accounting: DisclosureAccounting | ComplianceReport | InvestigationR
         "<table>\n<thead><tr><th>No.</th><th>Date</th><th>Recipient</th><th>Address</th>"
         "<th>Information disclosed</th><th>Purpose</th></tr></thead>\n"
         f"<tbody>\n{body}\n</tbody>\n</table>\n"
-        f"{_FOOTER}{_appendix(a.entries)}"
+        f"{_FOOTER}{_appendix(entries)}"
         "</body>\n</html>\n"
     )
 
