@@ -21,6 +21,7 @@ from ledgerctl.commands import (
     investigate,
     producer,
     quarantine,
+    readable,
     registry,
     report,
     services,
@@ -46,6 +47,9 @@ app.command()(services.serve)
 app.command()(emit.simulate)
 app.command()(history.history)
 app.command()(investigate.investigate)
+app.command()(readable.disclosures)
+app.command()(readable.relays)
+app.command()(readable.status)
 app.command()(emit.demo)
 app.command()(export_replay.export)
 app.command()(verify.verify)

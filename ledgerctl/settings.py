@@ -144,6 +144,10 @@ class Settings(BaseSettings):
     #: Key (>= 32 bytes, mode 600) that MACs page cursors; `make up` generates it. Without
     #: one each API process draws its own: cursors then die with the process.
     cursor_key_file: str | None = Field(default=None, alias="LEDGER_CURSOR_KEY_FILE")
+    #: The covered entity's name and how a patient reaches its privacy office, printed at
+    #: the top of `ledger disclosures` (the patient-facing accounting).
+    facility_name: str | None = Field(default=None, alias="LEDGER_FACILITY_NAME")
+    facility_contact: str | None = Field(default=None, alias="LEDGER_FACILITY_CONTACT")
     ledger_name: str = Field(default="philedger.localhost", alias="LEDGER_NAME")
     access_topic: str = Field(default="phi-access", alias="LEDGER_ACCESS_TOPIC")
     relay_topic: str = Field(default="critical-result-relay", alias="LEDGER_RELAY_TOPIC")

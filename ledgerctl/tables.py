@@ -40,66 +40,47 @@ async def fetch_history(
     return cast(list[dict[str, object]], body["accesses"])
 
 
-def _get(entry: dict[str, object], *path: str) -> str:
-    value: object = entry
-    for key in path:
-        if not isinstance(value, dict):
-            return ""
-        value = value.get(key)
-    return "" if value is None else str(value)
-
-
 def report_console() -> Console:
     """A console wide enough for the history table even when output is not a terminal."""
     console = Console()
     return console if console.is_terminal else Console(width=200)
 
 
-def _position(entry: dict[str, object]) -> str:
-    origin = _get(entry, "ledger", "origin")
-    log = origin.split("/", 1)[1] if "/" in origin else origin
-    return f"{log}#{_get(entry, 'ledger', 'leaf_index')}"
+def render_history(
+    console: Console,
+    patient_id: str,
+    entries: list[dict[str, object]],
+    *,
+    title: str | None = None,
+    caption: str | None = None,
+    with_patient: bool = False,
+) -> None:
+    """The entries as a table, newest first, codes spelled out (``ledger.audit.wording``)."""
+    from ledgerctl.histories import columns, get, readable_row
 
-
-def render_history(console: Console, patient_id: str, entries: list[dict[str, object]]) -> None:
-    origins = sorted({_get(e, "ledger", "origin").split("/", 1)[0] for e in entries})
+    origins = sorted({get(e, "ledger", "origin").split("/", 1)[0] for e in entries})
     table = Table(
-        title=f"Access history of patient {patient_id}: {len(entries)} entries, newest first",
-        caption=f"ledger {', '.join(origins) or '-'}; position = topic/partition#leaf index; "
+        title=title
+        or f"Access history of patient {patient_id}: {len(entries)} entries, newest first",
+        caption=caption
+        or f"ledger {', '.join(origins) or '-'}; position = topic/partition#leaf index; "
         "seen: named by the event, or disclosed (returned by a query or a read)",
         title_justify="left",
         caption_justify="left",
     )
-    for column in (
-        "time (UTC)",
-        "user",
-        "role",
-        "event",
-        "seen",
-        "action",
-        "outcome",
-        "accession",
-        "facility",
-        "from",
-        "purpose",
-        "position",
-    ):
-        table.add_column(column, no_wrap=column in ("time (UTC)", "position"))
-    for e in entries:
-        table.add_row(
-            _get(e, "time")[:19].replace("T", " "),
-            _get(e, "user", "name") or _get(e, "user", "id"),
-            _get(e, "user", "role"),
-            _get(e, "event", "name"),
-            _get(e, "attribution"),
-            _get(e, "action"),
-            _get(e, "outcome"),
-            _get(e, "study", "accession"),
-            _get(e, "facility"),
-            _get(e, "network_address"),
-            _get(e, "purpose_of_use"),
-            _position(e),
+    rows = [readable_row(e, with_patient=with_patient) for e in entries]
+    for i, column in enumerate(columns(with_patient=with_patient)):
+        # Ids are never cut: their column is as wide as the longest (up to 40), and
+        # anything longer folds onto the next line instead of ending in an ellipsis.
+        widest = max((len(r[i]) for r in rows), default=0)
+        table.add_column(
+            column,
+            no_wrap=column in ("time (UTC)", "position"),
+            overflow="fold",
+            min_width=min(widest, 40) if column in ("user", "patient") else None,
         )
+    for r in rows:
+        table.add_row(*r)
     console.print(table)
 
 

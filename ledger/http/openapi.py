@@ -654,10 +654,11 @@ def document() -> JsonObject:
             "post": {
                 "summary": "Breach investigation: affected patients, per-state counts against "
                 "the 164.406/164.408 thresholds, timeline, and the checkpoints it was computed "
-                "against",
+                "against; opens with the verdict in one sentence (JSON summary, CSV #verdict "
+                "row, printable HTML)",
                 "tags": ["reports"],
                 "parameters": [
-                    _query("format", {"type": "string", "enum": ["json", "csv"]}, "Export"),
+                    _query("format", {"type": "string", "enum": ["json", "csv", "html"]}, "Export"),
                     _AS_OF,
                     _AS_OF_NOTE,
                 ],

@@ -135,7 +135,9 @@ def _export(sealed: Sealed[_R], fmt: str, name: str) -> web.Response:
         headers["Content-Disposition"] = f'attachment; filename="{name}.csv"'
         return web.Response(text=sealed_csv(sealed), content_type="text/csv", headers=headers)
     report = sealed.report
-    if fmt == "html" and isinstance(report, DisclosureAccounting | ComplianceReport):
+    if fmt == "html" and isinstance(
+        report, DisclosureAccounting | ComplianceReport | InvestigationReport
+    ):
         headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"
         page = sealed_html(Sealed(report=report, as_of=sealed.as_of))
         return web.Response(text=page, content_type="text/html", headers=headers)
@@ -150,8 +152,9 @@ def _strings(body: Mapping[str, object], key: str) -> tuple[str, ...]:
 
 
 async def investigation(request: web.Request) -> web.Response:
-    """POST /v1/investigations: affected patients, per-state counts, timeline."""
-    fmt = _format(request, frozenset({"json", "csv"}))
+    """POST /v1/investigations: affected patients, per-state counts, timeline; JSON, CSV
+    or a printable HTML page, each opening with the verdict in one sentence."""
+    fmt = _format(request, _FORMATS)
     as_of = _as_of(request)
     body = await json_body(request, MAX_BODY)  # bounded after decoding; 413 past it
     if not isinstance(body, dict):

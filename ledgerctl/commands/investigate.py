@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from ledgerctl.commands.common import fail
+from ledgerctl.commands.common import console, fail
 from ledgerctl.settings import Settings
 
 
@@ -41,11 +41,22 @@ def investigate(
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON.")] = False,
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="With --out: json, csv (the patients, the verdict and the per-state counts) "
+            "or html (printable, for counsel).",
+        ),
+    ] = "html",
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write the report here, as the API answered it.")
+    ] = None,
 ) -> None:
     """Who and what a breach touched: affected patients (named, or returned by a query's
     answer), per-state counts, notices, and answers too large to list every patient; the
     checkpoints it was computed against and its digest (re-run with --as-of)."""
-    from ledgerctl.investigation import fetch_investigation, render_investigation
+    from ledgerctl.investigation import fetch_investigation, render_investigation, scope_warnings
     from ledgerctl.tables import report_console
 
     scope: dict[str, object] = {"since": since, "until": until}
@@ -56,11 +67,47 @@ def investigate(
     if address:
         scope["network_addresses"] = list(address)
     settings = Settings.load()
+    if out is not None:
+        _export(settings, scope, as_of, as_of_report, fmt, out)
+        return
     try:
         report = asyncio.run(fetch_investigation(settings.api(), scope, as_of, as_of_report))
     except ValueError as exc:
         raise fail(f"the API refused the request: {exc}") from exc
+    for warning in scope_warnings(report):
+        console.print(f"[yellow]warning:[/yellow] {warning}", soft_wrap=True, highlight=False)
     if as_json:
         typer.echo(json.dumps(report, indent=2, sort_keys=True))
-        return
-    render_investigation(report_console(), report)
+    else:
+        render_investigation(report_console(), report)
+
+
+def _export(
+    settings: Settings,
+    scope: dict[str, object],
+    as_of: list[str] | None,
+    as_of_report: Path | None,
+    fmt: str,
+    out: Path,
+) -> None:
+    """Write the API's answer in ``fmt`` to ``out``; print its verdict (CSV and JSON) and
+    its seal on stderr."""
+    from ledgerctl.investigation import verdict_of
+    from ledgerctl.reportfetch import as_of_params, fetch_report, seal_lines
+
+    if fmt not in ("json", "csv", "html"):
+        raise fail("--format must be json, csv or html")
+    try:
+        params = [("format", fmt), *as_of_params(as_of, as_of_report)]
+        answer = asyncio.run(
+            fetch_report(settings.api(), "/v1/investigations", params, scope=scope)
+        )
+    except ValueError as exc:
+        raise fail(f"the API refused the request: {exc}") from exc
+    out.write_bytes(answer.body)
+    verdict = verdict_of(answer.body, fmt)
+    if verdict:
+        typer.echo(verdict, err=True)
+    report = json.loads(answer.body) if fmt == "json" else {}
+    for line in [*seal_lines(report, answer.digest), f"written: {out}"]:
+        typer.echo(line, err=True)

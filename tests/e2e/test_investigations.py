@@ -327,7 +327,9 @@ async def test_breach_investigation_names_patients_states_and_checkpoints(
     assert len(table) == len(completed) + 1
     assert lines[-1] == f"#digest,{resp.headers['Report-Digest']}" + "," * (lines[0].count(",") - 1)
     footer = [line for line in lines if line.startswith("#as_of_checkpoint,")]
-    assert len(footer) + len(table) + 1 == len(lines)
+    verdict = [line for line in lines if line.startswith(("#verdict,", "#state,"))]
+    assert verdict[0].startswith("#verdict,")
+    assert len(footer) + len(table) + len(verdict) + 1 == len(lines)
     assert footer
     bad_scopes = [
         {"since": since.isoformat(), "until": until.isoformat()},  # no selector

@@ -480,7 +480,12 @@ async def test_investigation_by_address_and_by_facility_with_thresholds(
     ]
     assert bulk.hhs_contemporaneous_notice  # 500 or more individuals (164.408(b))
     assert bulk.uncovered_events == 0
-    assert len(to_csv(bulk).splitlines()) == 1002
+    lines = to_csv(bulk).splitlines()
+    assert len([line for line in lines if not line.startswith("#")]) == 1002
+    assert [line.split(",")[:3] for line in lines if line.startswith("#state,")] == [
+        ["#state", "MA", "501"],
+        ["#state", "NH", "500"],
+    ]
 
 
 async def test_security_events_are_decoded_into_investigations(

@@ -886,6 +886,7 @@ def test_exports_refuse_other_objects() -> None:
         to_json(object())  # type: ignore[arg-type]
     with pytest.raises(MalformedInputError):
         to_csv("nope")  # type: ignore[arg-type]
+    relays = build_relay_report([], now=END, start=START, end=END)
     with pytest.raises(MalformedInputError):
-        to_html(build_investigation(scope(), [], checkpoints=[]))  # type: ignore[arg-type]
+        to_html(relays)  # type: ignore[arg-type]
     assert isinstance(build_disclosures(PATIENT, [], now=NOW), DisclosureAccounting)

@@ -156,15 +156,24 @@ def test_a_truncated_answer_is_flagged_and_never_undercounted() -> None:
     assert body["timeline"][0]["disclosed_total"] == 600
     table = csv_rows(to_csv(report))
     assert table[0][-2:] == ["disclosed_events", "note"]
-    assert len(table) == 1 + 3 + 1
-    assert table[-1][0] == ""
-    assert "597 more patient(s)" in table[-1][-1]
+    patients = [row for row in table[1:] if not row[0].startswith("#")]
+    assert len(patients) == 3 + 1
+    assert patients[-1][0] == ""
+    assert "597 more patient(s)" in patients[-1][-1]
+    # Then the verdict and the per-state counts, padded to the table's width.
+    verdict = table[-2]
+    assert verdict[0] == "#verdict"
+    assert verdict[1].startswith("3 people in 1 state, and 597 more not listed")
+    assert "HHS notice possible" in verdict[1]
+    assert "media notice possible in MA" in verdict[1]
+    assert table[-1][:5] == ["#state", "MA", "3", "no media notice", "media notice possible"]
+    assert {len(row) for row in table} == {len(table[0])}
 
 
 def test_without_truncation_the_csv_has_no_note_row() -> None:
     report = build_investigation(scope(), [query(DisclosedRef(id="A", issuer="h"))], checkpoints=[])
     table = csv_rows(to_csv(report))
-    assert [row[0] for row in table[1:]] == ["A"]
+    assert [row[0] for row in table[1:]] == ["A", "#verdict", "#state"]
     assert table[1][-2:] == ["1", ""]
 
 

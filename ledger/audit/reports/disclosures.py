@@ -175,7 +175,7 @@ def build_disclosures(
             what = describe_phi(row) if listed is None else describe_disclosed(row, listed)
             entries.append(_entry(row, rule, what))
     if summarise_repeated:
-        entries = _summarise(entries)
+        entries = group_repeats(entries)
     return DisclosureAccounting(
         patient=patient,
         requested_at=now,
@@ -234,7 +234,10 @@ def _entry(row: AccessRow, rule: PurposeRule, description: str) -> DisclosureEnt
     )
 
 
-def _summarise(entries: list[DisclosureEntry]) -> list[DisclosureEntry]:
+def group_repeats(entries: list[DisclosureEntry]) -> list[DisclosureEntry]:
+    """Disclosures to one recipient (name and address) for one purpose as one entry: the
+    first date, the number and the last date (164.528(b)(3)); entries needing review are
+    never merged. ``entries`` in date order."""
     out: list[DisclosureEntry] = []
     slot: dict[tuple[str | None, ...], int] = {}
     for e in entries:

@@ -14,6 +14,7 @@ from ledger.audit.reports.compliance_model import ComplianceReport
 from ledger.audit.reports.disclosures import DisclosureAccounting
 from ledger.audit.reports.investigation import InvestigationReport
 from ledger.audit.reports.relays import RelayReport
+from ledger.audit.wording import BreachCounts, breach_sentence
 
 Report = InvestigationReport | DisclosureAccounting | RelayReport | ComplianceReport
 
@@ -34,3 +35,17 @@ def iso(value: datetime | None) -> str | None:
 
 def seconds(value: timedelta | None) -> float | None:
     return None if value is None else value.total_seconds()
+
+
+def investigation_summary(report: InvestigationReport) -> str:
+    """The investigation's opening sentence (``ledger.audit.wording.breach_sentence``)."""
+    return breach_sentence(
+        BreachCounts(
+            individuals=report.individuals,
+            states={s.state: s.residents for s in report.states},
+            unknown_state=report.unknown_state,
+            unlisted=report.unlisted_patients,
+            threshold=report.threshold,
+            events=len(report.timeline),
+        )
+    )

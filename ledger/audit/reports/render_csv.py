@@ -14,7 +14,7 @@ from typing import Final
 from ledger.audit.reports.affected import AffectedPatient
 from ledger.audit.reports.compliance_model import ComplianceReport
 from ledger.audit.reports.disclosures import DisclosureAccounting, DisclosureEntry
-from ledger.audit.reports.formats import Report, cell, iso, seconds
+from ledger.audit.reports.formats import Report, cell, investigation_summary, iso, seconds
 from ledger.audit.reports.investigation import InvestigationReport
 from ledger.audit.reports.relays import RelayException, RelayReport
 from ledger.audit.reports.render_compliance import compliance_csv
@@ -106,13 +106,42 @@ def to_csv(report: Report) -> str:
 
 
 def _investigation_rows(report: InvestigationReport) -> list[tuple[object, ...]]:
-    """One row per affected patient; truncated answers add a last row that says how many
-    patients they returned unlisted (a count, never silently left out)."""
+    """One row per affected patient; truncated answers add a row that says how many
+    patients they returned unlisted (a count, never silently left out); then the verdict
+    and the per-state counts (``#verdict``, ``#state`` rows)."""
     rows = [_patient_row(p) for p in report.patients]
     if report.unlisted_patients:
         note = _UNLISTED_NOTE.format(n=report.unlisted_patients, k=len(report.truncated_answers))
         rows.append(("",) * (len(_PATIENT_COLUMNS) - 1) + (note,))
+    return rows + [_padded(r) for r in _verdict_rows(report)]
+
+
+#: The first cell of the verdict row and of the per-state rows that follow the patients.
+CSV_VERDICT_ROW: Final = "#verdict"
+CSV_STATE_ROW: Final = "#state"
+
+
+def _verdict_rows(report: InvestigationReport) -> list[tuple[object, ...]]:
+    """The opening sentence, then per state: residents, media notice (164.406(a)) and
+    whether it is possible; the patients without a recorded state as state ``unknown``."""
+    rows: list[tuple[object, ...]] = [(CSV_VERDICT_ROW, investigation_summary(report))]
+    rows += [
+        (
+            CSV_STATE_ROW,
+            s.state,
+            s.residents,
+            "media notice" if s.media_notice else "no media notice",
+            "media notice possible" if s.media_notice_possible else "",
+        )
+        for s in report.states
+    ]
+    if report.unknown_state:
+        rows.append((CSV_STATE_ROW, "unknown", report.unknown_state, "", ""))
     return rows
+
+
+def _padded(row: tuple[object, ...]) -> tuple[object, ...]:
+    return row + ("",) * (len(_PATIENT_COLUMNS) - len(row))
 
 
 def _patient_row(p: AffectedPatient) -> tuple[object, ...]:

@@ -10,9 +10,16 @@ import html
 from datetime import datetime
 from typing import Final
 
+from ledger.audit import wording
 from ledger.audit.reports.compliance_model import ComplianceReport
-from ledger.audit.reports.disclosures import DisclosureAccounting, DisclosureEntry
+from ledger.audit.reports.disclosures import (
+    DisclosureAccounting,
+    DisclosureEntry,
+    group_repeats,
+)
+from ledger.audit.reports.investigation import InvestigationReport
 from ledger.audit.reports.render_compliance import compliance_html
+from ledger.audit.reports.render_investigation import investigation_html
 from ledger.errors import MalformedInputError
 
 _HTML_STYLE: Final = """
@@ -30,22 +37,29 @@ def _e(value: object) -> str:
 
 
 def _day(value: datetime) -> str:
-    return value.date().isoformat()
+    """A readable day: "6 December 2026"."""
+    return wording.date(value)
 
 
-def to_html(accounting: DisclosureAccounting | ComplianceReport) -> str:
-    """The accounting (or a compliance report: ``compliance_html``) as a printable,
+def to_html(accounting: DisclosureAccounting | ComplianceReport | InvestigationReport) -> str:
+    """The accounting (or a compliance report: ``compliance_html``; an investigation:
+    ``investigation_html``) as a printable,
     self-contained HTML page (no scripts, no external resources; a CSP forbids both).
     Every value is HTML-escaped. The excluded disclosures are not shown: they are the
     privacy officer's worksheet (``to_json``), not the individual's accounting. A page
     with entries needing review is marked DRAFT."""
     if isinstance(accounting, ComplianceReport):
         return compliance_html(accounting)
+    if isinstance(accounting, InvestigationReport):
+        return investigation_html(accounting)
     if not isinstance(accounting, DisclosureAccounting):
         raise MalformedInputError("to_html renders an accounting of disclosures")
     a = accounting
     patient = a.patient.id if a.patient.issuer is None else f"{a.patient.id} ({a.patient.issuer})"
-    rows = [_html_row(e) for e in a.entries]
+    # The patient's page groups repeat disclosures (164.528(b)(3)); the JSON and CSV keep
+    # one line per disclosure for the privacy officer.
+    entries = tuple(group_repeats(list(a.entries)))
+    rows = [_html_row(n, e) for n, e in enumerate(entries, start=1)]
     body = (
         "\n".join(rows)
         if rows
@@ -62,11 +76,11 @@ def to_html(accounting: DisclosureAccounting | ComplianceReport) -> str:
         f"{_draft(a.needs_review)}"
         f"<p>Patient: {_e(patient)}<br>"
         f"Period: {_e(_day(a.period_start))} to {_e(_day(a.requested_at))}<br>"
-        f"Requested: {_e(a.requested_at.isoformat())}</p>\n"
-        "<table>\n<thead><tr><th>Date</th><th>Recipient</th><th>Address</th>"
-        "<th>Information disclosed</th><th>Purpose</th><th>Ledger reference</th></tr></thead>\n"
+        f"Requested: {_e(wording.when(a.requested_at))}</p>\n"
+        "<table>\n<thead><tr><th>No.</th><th>Date</th><th>Recipient</th><th>Address</th>"
+        "<th>Information disclosed</th><th>Purpose</th></tr></thead>\n"
         f"<tbody>\n{body}\n</tbody>\n</table>\n"
-        f"{_FOOTER}"
+        f"{_FOOTER}{_appendix(entries)}"
         "</body>\n</html>\n"
     )
 
@@ -75,14 +89,14 @@ _FOOTER: Final = (
     "<p>This accounting lists disclosures of your protected health information made in the "
     "period above, as 45 CFR 164.528 requires. It does not list disclosures for treatment, "
     "payment or health care operations, disclosures to you or made with your "
-    "authorization, or the other disclosures 45 CFR 164.528(a)(1) excepts. Each ledger "
-    "reference identifies the audit record, which can be verified against the signed "
-    "audit log.</p>\n"
+    "authorization, or the other disclosures 45 CFR 164.528(a)(1) excepts. Each "
+    "numbered line's audit records are listed in the appendix; each can be verified "
+    "against the signed audit log.</p>\n"
 )
 
 
-def _html_row(e: DisclosureEntry) -> str:
-    """One table row: date (and the repeats it stands for), recipient, what, why, where."""
+def _html_row(n: int, e: DisclosureEntry) -> str:
+    """One table row: number, date (and the repeats it stands for), recipient, what, why."""
     recipient = (
         "<br>".join(_e(v) for v in (e.recipient_name, e.recipient_organization) if v)
         or "Not recorded"
@@ -90,17 +104,29 @@ def _html_row(e: DisclosureEntry) -> str:
     date_cell = _e(_day(e.disclosed_at))
     if e.count > 1:
         date_cell += f"<br>{_e(e.count)} disclosures, the last on {_e(_day(e.last_disclosed_at))}"
-    refs = "<br>".join(
-        f"{_e(s.event_id)} @ {_e(s.position.origin)}#{_e(s.position.leaf_index)}" for s in e.sources
-    )
     return (
         "<tr>"
-        f"<td>{date_cell}</td><td>{recipient}</td>"
+        f"<td>{n}</td><td>{date_cell}</td><td>{recipient}</td>"
         f"<td>{_e(e.recipient_address) or 'Not recorded'}</td>"
         f"<td>{_e(e.description)}</td><td>{_e(e.purpose)}</td>"
-        f'<td class="ref">{refs}</td>'
         "</tr>"
     )
+
+
+def _appendix(entries: tuple[DisclosureEntry, ...]) -> str:
+    """The audit records behind each numbered line, for the privacy office."""
+    if not entries:
+        return ""
+    items = "".join(
+        f'<li value="{n}" class="ref">'
+        + "<br>".join(
+            f"{_e(s.event_id)} @ {_e(s.position.origin)}#{_e(s.position.leaf_index)}"
+            for s in e.sources
+        )
+        + "</li>\n"
+        for n, e in enumerate(entries, start=1)
+    )
+    return f"<h2>Appendix: audit record references</h2>\n<ol>\n{items}</ol>\n"
 
 
 def _draft(needs_review: int) -> str:

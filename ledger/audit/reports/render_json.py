@@ -13,7 +13,7 @@ from ledger.audit.records import JsonValue
 from ledger.audit.reports.affected import AffectedPatient
 from ledger.audit.reports.compliance_model import ComplianceReport
 from ledger.audit.reports.disclosures import DisclosureAccounting, DisclosureEntry
-from ledger.audit.reports.formats import Report, iso, seconds
+from ledger.audit.reports.formats import Report, investigation_summary, iso, seconds
 from ledger.audit.reports.investigation import (
     InvestigationReport,
     InvestigationScope,
@@ -66,6 +66,7 @@ def to_json(report: Report) -> dict[str, JsonValue]:
 def _investigation_json(r: InvestigationReport) -> dict[str, JsonValue]:
     return {
         "report": "breach-investigation",
+        "summary": investigation_summary(r),
         "scope": _scope_json(r.scope),
         "notification": _notification_json(r),
         "states": [_state_json(x) for x in r.states],

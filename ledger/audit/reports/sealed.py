@@ -24,6 +24,7 @@ from ledger.audit.records import JsonValue
 from ledger.audit.reports.compliance_model import ComplianceReport
 from ledger.audit.reports.disclosures import DisclosureAccounting
 from ledger.audit.reports.formats import Report, cell
+from ledger.audit.reports.investigation import InvestigationReport
 from ledger.audit.reports.render_csv import to_csv
 from ledger.audit.reports.render_html import to_html
 from ledger.audit.reports.render_json import to_json
@@ -32,7 +33,7 @@ from ledger.errors import MalformedInputError
 
 R = TypeVar("R", bound=Report)
 #: The reports with a printable page.
-H = TypeVar("H", DisclosureAccounting, ComplianceReport)
+H = TypeVar("H", DisclosureAccounting, ComplianceReport, InvestigationReport)
 
 #: The key of the checkpoints a report was computed against, in its JSON.
 AS_OF_KEY: Final = "as_of_checkpoints"
@@ -138,8 +139,8 @@ _HTML_END: Final = "</body>\n</html>\n"
 
 
 def sealed_html(sealed: Sealed[H]) -> str:
-    """The printable accounting or compliance report, ending with the checkpoints it was
-    computed against and its digest."""
+    """The printable accounting, compliance report or investigation, ending with the
+    checkpoints it was computed against and its digest."""
     page = to_html(sealed.report)
     items = "".join(
         f"<li>{_e(c.origin)} at size {_e(c.size)}, root hash {_e(c.root_hash)}, "

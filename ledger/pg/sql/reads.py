@@ -238,3 +238,19 @@ INDEX_RANGE: Final = f"""
 SELECT {INDEX_COLUMNS_SQL}
 FROM events e WHERE e.log_id = $1 AND e.leaf_index >= $2 ORDER BY e.leaf_index LIMIT $3
 """
+
+# ``ledger status``: per log, its Kafka partition, what was ingested (the next offset to
+# read), its size, its latest signed checkpoint's size and when it was signed.
+INGESTION_STATUS: Final = """
+SELECT g.origin, g.topic, g.kafka_partition,
+       (SELECT max(p.next_offset) FROM ingest_positions p WHERE p.log_id = g.log_id)
+           AS next_offset,
+       (SELECT coalesce(max(leaf_index) + 1, 0) FROM leaves l WHERE l.log_id = g.log_id) AS size,
+       c.size AS checkpoint_size, c.signed_at, now() AS db_now
+FROM logs g
+LEFT JOIN LATERAL (
+    SELECT size, signed_at FROM checkpoints c WHERE c.log_id = g.log_id
+    ORDER BY size DESC LIMIT 1
+) c ON true
+ORDER BY g.topic, g.kafka_partition
+"""
