@@ -100,8 +100,10 @@ def rules_demo(
 ) -> None:
     """Show the compliance watch on the running stack: a registry, ten days of accesses
     with one planted violation of every rule, and the alerts they raised."""
+    from rich.table import Table
+
     from ledger.errors import LedgerError
-    from ledgerctl.alerts import list_alerts, print_alerts
+    from ledgerctl.alerts import list_alerts
     from ledgerctl.answers import render
     from ledgerctl.compliancedemo import prepare as prepare_files
     from ledgerctl.compliancedemo import run
@@ -130,7 +132,14 @@ def rules_demo(
         f"{sim.emitted} accesses and relays over ten days with {sim.planted} planted "
         f"violations, one of every rule (files in {sim.directory})."
     )
-    print_alerts(out, sorted(shown, key=lambda a: (a.rule_id, a.alert_id)))
+    table = Table(title=f"{len(shown)} alert(s) on the demo's accesses", title_justify="left")
+    for column in ("id", "rule", "severity", "user", "patient", "what happened"):
+        table.add_column(column, overflow="fold")
+    for a in sorted(shown, key=lambda a: (a.rule_id, a.alert_id)):
+        table.add_row(str(a.alert_id), a.rule_id, a.severity, a.user_id or "",
+                      a.patient_id or "", a.summary)  # fmt: skip
+    out.print(table)
+    out.print("Triage them with `ledger alerts show ID --reason ...`, or in the console.")
     for line in render(outcome.check):
         typer.echo(line)
     if not outcome.check.passed:
