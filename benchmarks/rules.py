@@ -6,9 +6,10 @@ In one run, on this machine, against the real broker and database (`make up` fir
    accesses and relays over ten days, every checklist item evaluated for each access)
    emitted to scratch topics, ingested by a real `ledger consume` into an empty ledger
    (events/s from its first append to its last),
-   then every rule evaluated over the same ledger by a real `ledger rules run --once`
-   (leaves/s over the whole pass, from process start to exit, start-up included);
-   the ratio rules / ingest (goal: at least 1);
+   then every rule evaluated over the same ledger by a real `ledger rules run --once`,
+   with one evaluator process and with two sharing the logs (`--workers 2`, on a copy
+   of the ledger) (leaves/s over the whole pass, from process start to exit, start-up
+   included); the ratio rules / ingest (goal: at least 1);
 2. emit to alert: a fresh ledger with `ledger consume` and `ledger rules run` running,
    simulated events emitted at a paced rate (default 1,000/s) for S seconds; every alert
    whose triggering event was emitted in the run gives one latency: the alert's
@@ -66,10 +67,10 @@ def rules_env(settings: dict[str, str], db: str) -> dict[str, str]:
 
 
 def rules_once(
-    settings: dict[str, str], db: str, registry_topic: str
+    settings: dict[str, str], db: str, registry_topic: str, workers: int = 1
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [LEDGER, "rules", "run", "--once"],
+        [LEDGER, "rules", "run", "--once", "--workers", str(workers)],
         env={**rules_env(settings, db), "LEDGER_REGISTRY_TOPIC": registry_topic},
         capture_output=True,
         text=True,
@@ -148,22 +149,28 @@ async def keep_up(settings: dict[str, str], run: str, n: int, workdir: Path) -> 
     proc.wait()
     first, last = await ingest_times(url)
     ingest = n / max(last - first, 1e-6)
-    started = time.perf_counter()
-    done = await asyncio.to_thread(rules_once, settings, db, registry_topic)
-    seconds = time.perf_counter() - started
-    if done.returncode != 0:
-        raise SystemExit(f"ledger rules run failed: {done.stderr.strip()[-400:]}")
-    conn = await asyncpg.connect(url)
-    leaves = int(await conn.fetchval("SELECT count(*) FROM leaves"))
-    alerts = int(await conn.fetchval("SELECT count(*) FROM alerts"))
-    await conn.close()
-    rules = leaves / seconds
     print(f"ingest, one consumer process: {ingest:,.0f} events/s over {n:,} events "
           "(the simulator's compliance world: a registry covering every user)")  # fmt: skip
-    print(f"rules, one `ledger rules run --once` over the same {leaves:,} leaves "
-          f"(start-up and the registry included): {rules:,.0f} leaves/s, {alerts:,} "
-          "alerts raised")  # fmt: skip
-    print(f"ratio rules / ingest: {rules / ingest:.2f} (goal: at least 1)")
+    twin = f"{db}_twin"  # the same ledger, for a second evaluator run from scratch
+    admin = await asyncpg.connect(settings["DATABASE_URL"])
+    await admin.execute(f'CREATE DATABASE "{twin}" TEMPLATE "{db}"')
+    await admin.close()
+    for workers, name in ((1, db), (2, twin)):
+        started = time.perf_counter()
+        done = await asyncio.to_thread(rules_once, settings, name, registry_topic, workers)
+        seconds = time.perf_counter() - started
+        if done.returncode != 0:
+            raise SystemExit(f"ledger rules run failed: {done.stderr.strip()[-400:]}")
+        conn = await asyncpg.connect(on_db(settings["DATABASE_URL"], name))
+        leaves = int(await conn.fetchval("SELECT count(*) FROM leaves"))
+        alerts = int(await conn.fetchval("SELECT count(*) FROM alerts"))
+        await conn.close()
+        rules = leaves / seconds
+        print(f"rules, `ledger rules run --once --workers {workers}` over the same {leaves:,} "
+              f"leaves (start-up and the registry included): {rules:,.0f} leaves/s, "
+              f"{alerts:,} alerts; ratio rules / ingest {rules / ingest:.2f} "
+              "(goal: at least 1)")  # fmt: skip
+    await drop(settings, twin)
     await drop(settings, db)
 
 

@@ -10,9 +10,15 @@ Each pass reads the registry's log(s) first (LEDGER_REGISTRY_TOPIC), then the au
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import ctypes
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Final
 
 from ledger.audit.rules import (
     Evaluator,
@@ -27,6 +33,9 @@ from ledger.audit.rules.watchlist import parse_watchlist
 from ledger.errors import MalformedInputError
 from ledger.pg.compliance import DEFAULT_REGISTRY_TOPIC, PostgresRulesStore
 from ledgerctl.passes import run_passes
+
+#: prctl(2) option: the signal a child gets when its parent dies.
+PR_SET_PDEATHSIG: Final = 1
 
 
 def load_rules_config(path: str | None) -> RulesConfig:
@@ -63,12 +72,73 @@ async def run_rules(
     interval: float,
     report: Callable[[PassSummary], None],
     registry_topic: str = DEFAULT_REGISTRY_TOPIC,
+    shard: tuple[int, int] = (0, 1),
 ) -> None:
     """One pass (``once``) or passes every ``interval`` seconds until a signal; the
-    registry rules read the logs of ``registry_topic``."""
+    registry rules read the logs of ``registry_topic``. With ``shard`` (index, count),
+    this process evaluates the audit logs whose id is index modulo count, and only
+    shard 0 writes the registry logs' cursors and late-change evidence."""
     async with PostgresRulesStore(dsn=dsn, registry_topic=registry_topic) as store:
-        registry = RegistryWatch(store, config)
-        evaluator = Evaluator(store, build_rules(config), registry=registry)
+        registry = RegistryWatch(store, config, writer=shard[0] == 0)
+        evaluator = Evaluator(store, build_rules(config), registry=registry, shard=shard)
         await run_passes(
             evaluator.run_pass, what="rules", once=once, interval=interval, report=report
         )
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``I/N`` -> (I, N), 0 <= I < N."""
+    index, _, count = text.partition("/")
+    try:
+        i, n = int(index), int(count)
+    except ValueError as exc:
+        raise MalformedInputError(f"--shard must be I/N, not {text!r}") from exc
+    if not 0 <= i < n <= 16:
+        raise MalformedInputError(f"--shard must be I/N with 0 <= I < N <= 16, not {text!r}")
+    return i, n
+
+
+class Shards:
+    """The evaluator processes started for shares 1..N-1 (this process is share 0)."""
+
+    def __init__(self, children: list[subprocess.Popen[bytes]]) -> None:
+        self._children = children
+
+    def wait_all(self) -> int:
+        """Wait for every child; the first non-zero exit status, else 0."""
+        codes = [child.wait() for child in self._children]
+        return next((c for c in codes if c != 0), 0)
+
+    def stop(self) -> None:
+        for child in self._children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in self._children:
+            try:
+                child.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """A share must not outlive the process that started it (even SIGKILLed)."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def spawn_shards(workers: int, extra: list[str]) -> Iterator[Shards]:
+    """Start ``ledger rules run --shard i/N`` for i in 1..N-1 with this process's
+    environment; on leaving, stop any still running."""
+    command = [sys.executable, "-m", "ledgerctl", "rules", "run", *extra]
+    children = [
+        subprocess.Popen(  # noqa: S603 - our own command, with our own arguments
+            [*command, "--shard", f"{i}/{workers}"],
+            preexec_fn=_die_with_parent,
+        )
+        for i in range(1, workers)
+    ]
+    shards = Shards(children)
+    try:
+        yield shards
+    finally:
+        shards.stop()

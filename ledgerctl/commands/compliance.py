@@ -46,15 +46,27 @@ def rules_run(
         float, typer.Option(min=0.05, max=3600.0, help="Seconds between passes.")
     ] = 1.0,
     config: Annotated[str | None, CONFIG] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=16,
+            help="Evaluator processes sharing the audit logs (each log stays in one).",
+        ),
+    ] = 1,
+    shard: Annotated[
+        str | None, typer.Option(hidden=True, help="I/N: this process's share (--workers).")
+    ] = None,
     verbose: bool = False,
 ) -> None:
     """Evaluate every appended event with the compliance rules and raise alerts."""
     from ledger.audit.rules import PassSummary
     from ledger.errors import LedgerError
-    from ledgerctl.rules import load_rules_config, run_rules
+    from ledgerctl.rules import load_rules_config, parse_shard, run_rules, spawn_shards
 
     configure_logging(verbose)
     settings = Settings.load()
+    part = (0, workers) if shard is None else parse_shard(shard)
 
     def report(s: PassSummary) -> None:
         if once or s.leaves or s.raised or s.registry_changes or s.annotated:
@@ -65,19 +77,26 @@ def rules_run(
                 f"{s.held} log(s) waiting for it to settle"
             )
 
-    try:
-        asyncio.run(
-            run_rules(
-                dsn=settings.require("appender_url"),
-                config=load_rules_config(config),
-                registry_topic=settings.registry_topic,
-                once=once,
-                interval=interval,
-                report=report,
+    rules = load_rules_config(config)  # a bad file stops every process before it starts
+    extra = ["--interval", str(interval), *(["--once"] if once else [])]
+    extra += [] if config is None else ["--config", config]
+    with spawn_shards(workers if shard is None else 1, extra) as children:
+        try:
+            asyncio.run(
+                run_rules(
+                    dsn=settings.require("appender_url"),
+                    config=rules,
+                    registry_topic=settings.registry_topic,
+                    once=once,
+                    interval=interval,
+                    report=report,
+                    shard=part,
+                )
             )
-        )
-    except LedgerError as exc:
-        raise fail(str(exc)) from exc
+        except LedgerError as exc:
+            raise fail(str(exc)) from exc
+        if children.wait_all() != 0:
+            raise fail("an evaluator process of --workers failed (see its output above)")
 
 
 @rules_app.command("demo")

@@ -107,9 +107,11 @@ def simulate(
     emit_registry: bool = True,
     events: int = EVENTS,
     config: Path | None = None,
+    workers: int = 1,
 ) -> Simulated:
     """Simulate into fresh topics, consume into ``stack``'s ledger, run the rules once
-    (with ``config``, default the rules TOML the simulation wrote)."""
+    (with ``config``, default the rules TOML the simulation wrote; in ``workers``
+    evaluator processes sharing the logs)."""
     name = f"sim{uuid.uuid4().hex[:6]}"
     access, relay = stack.topics(name)
     registry = f"t{stack.run_id}-{name}-registry"
@@ -147,7 +149,8 @@ def simulate(
             consumer.wait(timeout=30)
     started = time.monotonic()
     config = config or answers.parent / "rules.toml"
-    rules = ledger(env, "rules", "run", "--once", "--config", str(config))
+    rules = ledger(env, "rules", "run", "--once", "--config", str(config),
+                   "--workers", str(workers))  # fmt: skip
     assert rules.returncode == 0, rules.stdout + rules.stderr
     seconds["rules"] = time.monotonic() - started
     return Simulated(stack=stack, env=env, answers=answers, document=document, seconds=seconds)
@@ -172,7 +175,8 @@ async def alert_rules(dsn: str) -> list[str]:
 @pytest.fixture(scope="module")
 def planted(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulated]:
     with own_ledger(stack, f"{stack.database}_plant") as own:
-        yield simulate(own, tmp_path_factory.mktemp("planted"), plant=True)
+        # Two evaluator processes sharing the logs: the answers must be exact all the same.
+        yield simulate(own, tmp_path_factory.mktemp("planted"), plant=True, workers=2)
 
 
 @pytest.fixture(scope="module")

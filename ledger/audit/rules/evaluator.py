@@ -146,7 +146,14 @@ class Evaluator:
         batch: int = DEFAULT_BATCH,
         registry: RegistryWatch | None = None,
         clock: Callable[[], datetime] = _now,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
+        index, count = shard
+        if not 0 <= index < count:
+            raise ValueError(f"shard {index} of {count}")
+        #: This evaluator's audit logs: those whose id is ``index`` modulo ``count``
+        #: (several processes share the logs; a log's findings depend on it alone).
+        self._shard = shard
         self._store = store
         self._rules = tuple(rules)
         self._batch = batch
@@ -165,7 +172,9 @@ class Evaluator:
             registry_logs, changes, annotated = read.logs, read.changes, read.annotated
             undecodable = read.unreadable
         leaves = raised = held = 0
-        log_ids = sorted(set(await self._store.log_ids()) - registry_logs)
+        index, count = self._shard
+        audit_logs = set(await self._store.log_ids()) - registry_logs
+        log_ids = sorted(log_id for log_id in audit_logs if log_id % count == index)
         for log_id in log_ids:
             n, r, u, h = await self._run_log(log_id, now)
             leaves, raised, undecodable, held = leaves + n, raised + r, undecodable + u, held + h

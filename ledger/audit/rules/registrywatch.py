@@ -12,10 +12,11 @@ so the next pass rebuilds it and checks again whatever was not committed.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Protocol
+from typing import Final, Protocol
 
 from ledger.audit.registry import (
     REGISTRY_CHANGE,
@@ -92,13 +93,33 @@ class RegistryRead:
     unreadable: int
 
 
+#: A reader's registry cursor: no leaf is at or above it.
+_NEVER: Final = 1 << 62
+#: How long the writer keeps checking a change read lately against new alerts.
+RECHECK_SECONDS: Final = 120.0
+
+
 class RegistryWatch:
     """The registry rules and their registry, shared by every audit log."""
 
     def __init__(
-        self, store: RegistryStore, config: RulesConfig, *, batch: int = DEFAULT_BATCH
+        self,
+        store: RegistryStore,
+        config: RulesConfig,
+        *,
+        batch: int = DEFAULT_BATCH,
+        writer: bool = True,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
+        #: Whether this watch owns the registry logs' cursors and late-change evidence
+        #: (one evaluator process of several sharing the audit logs does; the others
+        #: only read the registry into their timeline).
+        self._writer = writer
+        self._clock = clock
+        #: Changes read lately (monotonic time read, change): checked again for alerts
+        #: another evaluator process may have committed after this one first looked.
+        self._recent: list[tuple[float, RegistryChangeRecord]] = []
         self._rules: tuple[RegistryRule, ...] = build_registry_rules(config)
         self._checklist: ChecklistConfig = checklist_config(config)
         self._settle = config.registry.settle
@@ -127,7 +148,8 @@ class RegistryWatch:
         log_ids = frozenset(await self._store.registry_log_ids())
         changes = annotated = unreadable = 0
         for log_id in sorted(log_ids):
-            cursor = await self._store.cursor(log_id)
+            # A reader never writes the registry log's cursor: nothing is new to it.
+            cursor = await self._store.cursor(log_id) if self._writer else _NEVER
             while True:
                 first = self._next.get(log_id, 0)
                 batch = await self._store.leaves(log_id, first, self._batch)
@@ -152,9 +174,24 @@ class RegistryWatch:
                     changes += len(new)
                     unreadable += batch.undecodable
                     cursor = batch.next_leaf
+                    self._recent += [(self._clock(), c) for c in new]
+            if self._writer and cursor != _NEVER:
+                annotated += await self._recheck(log_id, cursor)
         return RegistryRead(
             logs=log_ids, changes=changes, annotated=annotated, unreadable=unreadable
         )
+
+    async def _recheck(self, log_id: int, cursor: int) -> int:
+        """Late-change evidence for the changes read in the last ``RECHECK_SECONDS``,
+        again: with several evaluator processes, an alert can be committed by another
+        one just after this one looked (idempotent: evidence already stored is kept)."""
+        horizon = self._clock() - RECHECK_SECONDS
+        self._recent = [(t, c) for t, c in self._recent if t >= horizon]
+        mine = [c for _, c in self._recent if c.position.log_id == log_id]
+        if not mine:
+            return 0
+        evidence = await self._late_evidence(mine)
+        return await self._store.commit_registry(log_id, cursor, evidence) if evidence else 0
 
     def _add(self, change: RegistryChangeRecord) -> None:
         self.timeline.add(change)
