@@ -151,10 +151,16 @@ async def keep_up(settings: dict[str, str], run: str, n: int, workdir: Path) -> 
     ingest = n / max(last - first, 1e-6)
     print(f"ingest, one consumer process: {ingest:,.0f} events/s over {n:,} events "
           "(the simulator's compliance world: a registry covering every user)")  # fmt: skip
-    twin = f"{db}_twin"  # the same ledger, for a second evaluator run from scratch
-    admin = await asyncpg.connect(settings["DATABASE_URL"])
-    await admin.execute(f'CREATE DATABASE "{twin}" TEMPLATE "{db}"')
-    await admin.close()
+    # The same ledger again (the same topics, another consumer group), for a second
+    # evaluator run from scratch.
+    twin = f"{db}_twin"
+    await fresh_database(settings, twin)
+    twin_url = on_db(settings["DATABASE_URL"], twin)
+    await add_producer_key(twin_url, producer_id="bench-registry", public_key=registry_key()[1])
+    proc = consumer(settings, twin, topics, f"bench-{run}-k2", workdir / "consumer-k2.log")
+    await wait_ingested(twin_url, n)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait()
     for workers, name in ((1, db), (2, twin)):
         started = time.perf_counter()
         done = await asyncio.to_thread(rules_once, settings, name, registry_topic, workers)
