@@ -147,6 +147,7 @@ async def test_an_investigation_opens_with_the_verdict_and_warns_of_unmatched_us
     assert 'data-state="CA"' in html
     assert 'data-state="NY"' in html
     assert html.count('class="verify"') == 2
+    assert 'href="/console/patients/P-1"' in html  # on to the patient's history
     read = recorder.reads[-1]
     assert (read.subject, read.method, read.path, read.status) == (
         "ivy", "POST", "/console/investigations", 200)  # fmt: skip

@@ -18,6 +18,7 @@ from urllib.parse import quote, urlencode
 from aiohttp import web
 
 from ledger.audit import wording
+from ledger.audit.auth import Permission
 from ledger.audit.reports import (
     CheckpointRef,
     DisclosureAccounting,
@@ -114,7 +115,8 @@ async def investigation_run(request: web.Request) -> web.Response:
     return page("investigation.html", who=who, csrf=csrf, form=form, error=None,
                 report=report, summary=investigation_summary(report),
                 warnings=scope_warnings(report), checkpoints=sealed.as_of,
-                timeline=report.timeline[:TIMELINE_ROWS], w=wording)  # fmt: skip
+                timeline=report.timeline[:TIMELINE_ROWS], w=wording,
+                may_history=who.may(Permission.HISTORY))  # fmt: skip
 
 
 def scope_warnings(report: InvestigationReport) -> list[str]:
