@@ -97,8 +97,8 @@ REPORTS: Final = web.AppKey("reports", ReportSource)
 _R = TypeVar("_R", InvestigationReport, DisclosureAccounting, RelayReport, ComplianceReport)
 
 
-def _format(request: web.Request, allowed: frozenset[str]) -> str:
-    raw = request.query.get("format", "json")
+def _format(request: web.Request, allowed: frozenset[str], default: str = "json") -> str:
+    raw = request.query.get("format", default)
     if raw not in allowed:
         raise MalformedInputError(f"format must be one of {', '.join(sorted(allowed))}")
     return raw
@@ -199,12 +199,16 @@ async def investigation(request: web.Request) -> web.Response:
     return export(sealed, fmt, "investigation")
 
 
-async def sealed_accounting(request: web.Request) -> Sealed[DisclosureAccounting]:
-    """The accounting of disclosures of the route's patient (``issuer``, ``years``, ``at``,
-    ``as_of``), named with the read as its patient, its entries disclosed."""
+async def sealed_accounting(
+    request: web.Request, formats: frozenset[str] = _FORMATS, default: str = "json"
+) -> tuple[str, Sealed[DisclosureAccounting]]:
+    """The ``format`` asked for (one of ``formats``) and the accounting of disclosures of
+    the route's patient (``issuer``, ``years``, ``at``, ``as_of``), named with the read as
+    its patient (refusals included), its entries disclosed."""
     patient_id = identifier(request.match_info["patient_id"], "patient id")
     issuer = optional_identifier(request, "issuer")
     request[PATIENT] = (patient_id, issuer)
+    fmt = _format(request, formats, default)
     as_of = _as_of(request)
     raw_years = request.query.get("years", "6")
     if raw_years not in {"1", "2", "3", "4", "5", "6"}:
@@ -219,13 +223,13 @@ async def sealed_accounting(request: web.Request) -> Sealed[DisclosureAccounting
     request[RESULTS] = len(accounting.entries)
     disclose(request, (s.position for e in accounting.entries for s in e.sources))
     disclose(request, (x.source.position for x in accounting.excluded))
-    return sealed
+    return fmt, sealed
 
 
 async def disclosures(request: web.Request) -> web.Response:
     """GET /v1/patients/{id}/disclosures: the 164.528 accounting, JSON, CSV or HTML."""
-    fmt = _format(request, _FORMATS)
-    return export(await sealed_accounting(request), fmt, "disclosures")
+    fmt, sealed = await sealed_accounting(request)
+    return export(sealed, fmt, "disclosures")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -207,6 +207,9 @@ async def test_the_auditor_gets_no_investigation_but_the_letter_and_the_relays(
     assert "Appendix: technical references" in html
     read = recorder.reads[-1]
     assert (read.patient_id, read.results) == ("P-9", 3)
+    async with client.get("/console/patients/P-9/disclosures?format=pdf") as resp:
+        assert resp.status == 400
+    assert (recorder.reads[-1].status, recorder.reads[-1].patient_id) == (400, "P-9")
     async with client.get("/console/relays?per=week&since=2026-02-23&until=2026-03-09") as resp:
         html = await resp.text()
         assert resp.status == 200, html

@@ -157,10 +157,8 @@ async def disclosures_page(request: web.Request) -> web.Response:
     off = _reports_on(request)
     if off is not None:
         return off
-    fmt = request.query.get("format", "page")
-    if fmt != "page" and fmt not in _DOWNLOADS:
-        raise MalformedInputError("format must be page, csv, json or html")
-    sealed: Sealed[DisclosureAccounting] = await sealed_accounting(request)
+    sealed: Sealed[DisclosureAccounting]
+    fmt, sealed = await sealed_accounting(request, frozenset({"page", *_DOWNLOADS}), "page")
     if fmt in _DOWNLOADS:
         return _attachment(export(sealed, fmt, "disclosures"), f"disclosures.{fmt}")
     a = sealed.report
