@@ -99,6 +99,8 @@ def console_config(settings: Settings, verifiers: Sequence[Verifier]) -> Console
         idle_minutes=settings.console_idle_minutes,
         verifier_keys=tuple(v.key for v in verifiers),
         oidc=oidc,
+        facility_name=settings.facility_name,
+        facility_contact=settings.facility_contact,
     )
 
 

@@ -13,6 +13,7 @@ AuditLogUsed event), refusals included.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final, Protocol, TypeVar
 
@@ -96,8 +97,8 @@ REPORTS: Final = web.AppKey("reports", ReportSource)
 _R = TypeVar("_R", InvestigationReport, DisclosureAccounting, RelayReport, ComplianceReport)
 
 
-def _format(request: web.Request, allowed: frozenset[str]) -> str:
-    raw = request.query.get("format", "json")
+def _format(request: web.Request, allowed: frozenset[str], default: str = "json") -> str:
+    raw = request.query.get("format", default)
     if raw not in allowed:
         raise MalformedInputError(f"format must be one of {', '.join(sorted(allowed))}")
     return raw
@@ -129,7 +130,7 @@ def _at(request: web.Request) -> datetime:
     return datetime.now(UTC) if raw is None else instant(raw, "at")
 
 
-def _export(sealed: Sealed[_R], fmt: str, name: str) -> web.Response:
+def export(sealed: Sealed[_R], fmt: str, name: str) -> web.Response:
     headers = {DIGEST_HEADER: digest(sealed)}
     if fmt == "csv":
         headers["Content-Disposition"] = f'attachment; filename="{name}.csv"'
@@ -151,12 +152,9 @@ def _strings(body: Mapping[str, object], key: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-async def investigation(request: web.Request) -> web.Response:
-    """POST /v1/investigations: affected patients, per-state counts, timeline; JSON, CSV
-    or a printable HTML page, each opening with the verdict in one sentence."""
-    fmt = _format(request, _FORMATS)
-    as_of = _as_of(request)
-    body = await json_body(request, MAX_BODY)  # bounded after decoding; 413 past it
+def investigation_scope(request: web.Request, body: object) -> InvestigationScope:
+    """The scope of an investigation from a JSON object (the API's body, the console's
+    form), recorded with the read whether it is then accepted or refused."""
     if not isinstance(body, dict):
         raise MalformedInputError("the body must be a JSON object (the scope)")
     unknown = sorted(set(body) - {"users", "facility", "network_addresses", "since", "until"})
@@ -178,26 +176,39 @@ async def investigation(request: web.Request) -> web.Response:
         "scope.facility": facility or "",
         "scope.network_addresses": ",".join(addresses),
     }
-    scope = InvestigationScope(
+    return InvestigationScope(
         start=instant(since, "since"),
         end=instant(until, "until"),
         users=users,
         facility=None if facility is None else identifier(facility, "facility"),
         network_addresses=addresses,
     )
+
+
+async def investigation(request: web.Request) -> web.Response:
+    """POST /v1/investigations: affected patients, per-state counts, timeline; JSON, CSV
+    or a printable HTML page, each opening with the verdict in one sentence."""
+    fmt = _format(request, _FORMATS)
+    as_of = _as_of(request)
+    body = await json_body(request, MAX_BODY)  # bounded after decoding; 413 past it
+    scope = investigation_scope(request, body)
     sealed = await request.app[REPORTS].sealed_investigation(scope, as_of=as_of)
     report = sealed.report
     request[RESULTS] = len(report.patients)
     disclose(request, (e.position for e in report.timeline))
-    return _export(sealed, fmt, "investigation")
+    return export(sealed, fmt, "investigation")
 
 
-async def disclosures(request: web.Request) -> web.Response:
-    """GET /v1/patients/{id}/disclosures: the 164.528 accounting, JSON, CSV or HTML."""
+async def sealed_accounting(
+    request: web.Request, formats: frozenset[str] = _FORMATS, default: str = "json"
+) -> tuple[str, Sealed[DisclosureAccounting]]:
+    """The ``format`` asked for (one of ``formats``) and the accounting of disclosures of
+    the route's patient (``issuer``, ``years``, ``at``, ``as_of``), named with the read as
+    its patient (refusals included), its entries disclosed."""
     patient_id = identifier(request.match_info["patient_id"], "patient id")
     issuer = optional_identifier(request, "issuer")
     request[PATIENT] = (patient_id, issuer)
-    fmt = _format(request, _FORMATS)
+    fmt = _format(request, formats, default)
     as_of = _as_of(request)
     raw_years = request.query.get("years", "6")
     if raw_years not in {"1", "2", "3", "4", "5", "6"}:
@@ -212,17 +223,35 @@ async def disclosures(request: web.Request) -> web.Response:
     request[RESULTS] = len(accounting.entries)
     disclose(request, (s.position for e in accounting.entries for s in e.sources))
     disclose(request, (x.source.position for x in accounting.excluded))
-    return _export(sealed, fmt, "disclosures")
+    return fmt, sealed
 
 
-async def relays(request: web.Request) -> web.Response:
-    """GET /v1/reports/critical-results: timeliness per ACR category, and exceptions."""
-    fmt = _format(request, frozenset({"json", "csv"}))
+async def disclosures(request: web.Request) -> web.Response:
+    """GET /v1/patients/{id}/disclosures: the 164.528 accounting, JSON, CSV or HTML."""
+    fmt, sealed = await sealed_accounting(request)
+    return export(sealed, fmt, "disclosures")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RelayWindow:
+    """What a relay report is asked for: [start, end) as of ``now``, the deadlines."""
+
+    start: datetime
+    end: datetime
+    now: datetime
+    deadlines: Mapping[str, timedelta]
+    facility: str | None
+    as_of: tuple[CheckpointRef, ...] | None
+
+
+def relay_window(request: web.Request, *, default_days: int = 30) -> RelayWindow:
+    """``since``, ``until``, ``at``, ``deadline_<category>`` (minutes), ``facility`` and
+    ``as_of`` of a relay report; the window defaults to the ``default_days`` before now."""
     as_of = _as_of(request)
     since, until = time_window(request)
     now = _at(request)
     end = until or now
-    start = since or end - timedelta(days=30)
+    start = since or end - timedelta(days=default_days)
     if start >= end:
         raise MalformedInputError("since must be before until")
     deadlines = dict(DEFAULT_RELAY_DEADLINES)
@@ -234,18 +263,35 @@ async def relays(request: web.Request) -> web.Response:
                     f"deadline_{category.lower()} must be whole minutes from 1 to 43200"
                 )
             deadlines[category] = timedelta(minutes=int(raw))
+    facility = optional_identifier(request, "facility")
+    return RelayWindow(start=start, end=end, now=now, deadlines=deadlines, facility=facility,
+                       as_of=as_of)  # fmt: skip
+
+
+async def sealed_relays(
+    request: web.Request,
+    w: RelayWindow,
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    as_of: Sequence[CheckpointRef] | None = None,
+) -> Sealed[RelayReport]:
+    """The relay report of ``w`` (or of [start, end) within it, as of ``as_of``), its
+    exceptions disclosed with the read."""
     sealed = await request.app[REPORTS].sealed_relays(
-        start=start,
-        end=end,
-        now=now,
-        deadlines=deadlines,
-        facility=optional_identifier(request, "facility"),
-        as_of=as_of,
-    )
-    report = sealed.report
-    request[RESULTS] = report.relays
-    disclose(request, (x.position for x in report.exceptions))
-    return _export(sealed, fmt, "critical-results")
+        start=start or w.start, end=end or w.end, now=w.now, deadlines=w.deadlines,
+        facility=w.facility, as_of=as_of if as_of is not None else w.as_of,
+    )  # fmt: skip
+    disclose(request, (x.position for x in sealed.report.exceptions))
+    return sealed
+
+
+async def relays(request: web.Request) -> web.Response:
+    """GET /v1/reports/critical-results: timeliness per ACR category, and exceptions."""
+    fmt = _format(request, frozenset({"json", "csv"}))
+    sealed = await sealed_relays(request, relay_window(request))
+    request[RESULTS] = sealed.report.relays
+    return export(sealed, fmt, "critical-results")
 
 
 async def compliance(request: web.Request) -> web.Response:
@@ -265,4 +311,4 @@ async def compliance(request: web.Request) -> web.Response:
     report = sealed.report
     request[RESULTS] = report.accesses_checked
     disclose(request, (x.position for x in report.exceptions))
-    return _export(sealed, fmt, f"compliance-{report.month}")
+    return export(sealed, fmt, f"compliance-{report.month}")

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from ledger.audit.auth import Permission
 from ledger.http.common import SESSION_AUTH, SETTINGS
-from ledger.http.console import ops, pages, signin, staticfiles
+from ledger.http.console import ops, pages, reportpages, signin, staticfiles
 from ledger.http.console.guard import (
     CONSOLE,
     Console,
@@ -82,6 +82,23 @@ def console_routes() -> tuple[ConsoleRoute, ...]:
           handler=ops.transition, permission=P.TRIAGE, name="console_alert_transition"),
         R(method="GET", path="/console/integrity", handler=ops.integrity,
           permission=P.PROOFS, name="console_integrity"),
+        R(method="GET", path="/console/investigations", handler=reportpages.investigation_form,
+          permission=P.INVESTIGATE, name="console_investigation_form"),
+        # The scope is a form (CSRF-checked like every console POST); it changes nothing.
+        R(method="POST", path="/console/investigations", handler=reportpages.investigation_run,
+          permission=P.INVESTIGATE, name="console_investigation"),
+        R(method="GET", path="/console/disclosures", handler=reportpages.disclosures_form,
+          permission=P.COMPLIANCE, name="console_disclosures_form",
+          parameters=frozenset({"patient", "issuer"})),
+        R(method="GET", path="/console/patients/{patient_id}/disclosures",
+          handler=reportpages.disclosures_page, permission=P.COMPLIANCE,
+          name="console_disclosures",
+          parameters=frozenset({"issuer", "years", "at", "as_of", "as_of_note", "format"})),
+        R(method="GET", path="/console/relays", handler=reportpages.relays_page,
+          permission=P.COMPLIANCE, name="console_relays",
+          parameters=frozenset({"per", "since", "until", "at", "facility", "deadline_cat1",
+                                "deadline_cat2", "deadline_cat3", "as_of", "as_of_note",
+                                "format"})),
         R(method="GET", path="/console/verifier-keys", handler=pages.verifier_keys,
           permission=None, name="console_verifier_keys"),
         R(method="GET", path=r"/console/static/{name:[A-Za-z0-9_.-]+}",

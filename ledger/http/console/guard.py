@@ -41,6 +41,10 @@ class ConsoleConfig:
     #: The ledger's verifier keys (C2SP vkey strings), served to verify.js.
     verifier_keys: tuple[str, ...] = ()
     oidc: OidcConfig | None = None
+    #: Who sends an accounting of disclosures, and how to reach them (the letterhead:
+    #: LEDGER_FACILITY_NAME, LEDGER_FACILITY_CONTACT).
+    facility_name: str | None = None
+    facility_contact: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -57,6 +57,11 @@ def menu(who: Principal | None) -> list[tuple[str, str]]:
         items.append(("/console/search", "Search"))
     if who.may(Permission.ALERTS):
         items.append(("/console/alerts", "Alerts"))
+    if who.may(Permission.INVESTIGATE):
+        items.append(("/console/investigations", "Breach investigation"))
+    if who.may(Permission.COMPLIANCE):
+        items.append(("/console/disclosures", "Disclosures"))
+        items.append(("/console/relays", "Relays"))
     items.append(("/console/integrity", "Integrity"))
     return items
 
