@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from consumers.authpoll import PollAuthenticator
 from consumers.cadence import CheckpointCadence
@@ -48,6 +48,11 @@ from producers.kafka_security import KafkaSecurity, client_kwargs
 from producers.lifecycle import AsyncLifecycle
 
 logger = logging.getLogger(__name__)
+
+#: The longest pause between attempts to reach Kafka at start.
+START_RETRY_MAX_SECONDS = 5.0
+#: How long the consumer keeps trying to reach Kafka at start before it gives up.
+START_RETRY_TOTAL_SECONDS = 120.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -197,7 +202,35 @@ class LedgerConsumer(AsyncLifecycle):
                 for s in self._codec.schemas
             ]
         )
-        consumer = AIOKafkaConsumer(
+        consumer = await self._connected()
+        consumer.subscribe(list(self._config.topics), listener=_SeekToStored(self))
+        self._consumer = consumer
+        self._stopping.clear()
+
+    async def _connected(self) -> AIOKafkaConsumer:
+        """A started Kafka consumer: while the broker cannot be reached (a consumer
+        started, or restarted by its supervisor, while the broker restarts), it retries
+        with a growing pause, logging each failure, for up to START_RETRY_TOTAL_SECONDS;
+        then the error stands (a wrong password or address looks the same to aiokafka,
+        and must not be retried for ever)."""
+        pause = 0.5
+        deadline = asyncio.get_running_loop().time() + START_RETRY_TOTAL_SECONDS
+        while True:
+            consumer = self._new_kafka_consumer()
+            try:
+                await consumer.start()
+            except KafkaConnectionError as exc:
+                await consumer.stop()
+                if asyncio.get_running_loop().time() + pause > deadline:
+                    raise
+                logger.warning("Kafka unreachable (%s); retrying in %.1f s", exc, pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, START_RETRY_MAX_SECONDS)
+                continue
+            return consumer
+
+    def _new_kafka_consumer(self) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
             bootstrap_servers=self._config.bootstrap_servers,
             group_id=self._config.group_id,
             client_id="phi-ledger-consumer",
@@ -210,10 +243,6 @@ class LedgerConsumer(AsyncLifecycle):
             heartbeat_interval_ms=max(1000, self._config.session_timeout_ms // 3),
             **client_kwargs(self._config.kafka_security),
         )
-        await consumer.start()
-        consumer.subscribe(list(self._config.topics), listener=_SeekToStored(self))
-        self._consumer = consumer
-        self._stopping.clear()
 
     async def stop(self) -> None:
         self._stopping.set()

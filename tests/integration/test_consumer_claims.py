@@ -26,7 +26,7 @@ from ledgerctl.infra import ensure_topics
 from ledgerctl.settings import KafkaRole
 from producers.codec import Codec
 from producers.events import AuditEvent, CriticalResultRelay, event_key
-from tests.support import Stack, signed_headers
+from tests.support import Stack, kafka_proxy, signed_headers
 
 pytestmark = pytest.mark.integration
 
@@ -131,3 +131,38 @@ async def test_every_append_is_claimed_and_nothing_is_read_twice(stack: Stack) -
     for topic, partition, _, first, last in appender.calls:
         assert first == ends.get((topic, partition), 0)
         ends[(topic, partition)] = last + 1
+
+
+async def test_a_consumer_started_while_kafka_is_away_waits_for_it(stack: Stack) -> None:
+    """Started (or restarted by its supervisor) while the broker is down, the consumer
+    retries until the broker is back, then ingests everything; it does not exit."""
+    topics = (f"t{stack.run_id}-away-phi-access", f"t{stack.run_id}-away-relay")
+    await ensure_topics(stack.kafka_bootstrap, topics, 4, stack.kafka(KafkaRole.ADMIN))
+    events = list(Simulator(seed=78).events(300))
+    await publish(stack, topics, events, "away")
+    appender = RecordingAppender(dsn=stack.appender_url, ledger_name="test.ledger.local")
+    async with kafka_proxy(stack.kafka_bootstrap) as proxy:
+        await proxy.cut()  # nothing listens on the proxy's port: Kafka is unreachable
+        config = ConsumerConfig(
+            bootstrap_servers=proxy.bootstrap,
+            topics=topics,
+            relay_topics=frozenset({topics[1]}),
+            group_id=f"t{stack.run_id}-away",
+            kafka_security=stack.kafka(KafkaRole.CONSUMER),
+        )
+        consumer = LedgerConsumer(config=config, appender=appender, codec=Codec(),
+                                  key_source=appender)  # fmt: skip
+        async with appender:
+            starting = asyncio.create_task(consumer.start())
+            await asyncio.sleep(3)
+            assert not starting.done(), "the consumer gave up while Kafka was away"
+            await proxy.restore()
+            await asyncio.wait_for(starting, 60)
+            runner = asyncio.create_task(consumer.run())
+            for _ in range(600):
+                if consumer.stats.appended >= len(events):
+                    break
+                await asyncio.sleep(0.1)
+            await consumer.stop()
+            await runner
+    assert consumer.stats.appended == len(events)
