@@ -255,6 +255,7 @@ async def test_misrouted_records_are_wrong_topic_and_a_change_is_in_no_history(
     access = dataclasses.replace(
         access, actor=dataclasses.replace(access.actor, user_id=f"rad-{uuid.uuid4().hex[:10]}")
     )
+    assert access.patient is not None
     reader = access.actor.user_id
     # The radiologist who reads studies also changed the registry (as an administrator).
     change = RegistryChange(
@@ -415,3 +416,86 @@ def test_a_ledger_with_a_registry_log_exports_and_verifies(stack: Stack, tmp_pat
         result = export_and_verify(env, tmp_path, "registry verify test")
         assert result.returncode == 0, result.stdout + result.stderr
         assert f"{topics.registry}/0" in result.stdout
+
+
+async def test_a_forged_unsigned_or_replayed_registry_change_never_becomes_a_second_leaf(
+    stack: Stack,
+) -> None:
+    """Someone who can reach the registry topic but is not the producer a change names
+    (another producer's key, or no signature at all) cannot add a license; and the same
+    signed change sent twice is one leaf."""
+    topics = await make_topics(stack, "regforge")
+    owner = f"reg-owner-{uuid.uuid4().hex[:6]}"
+
+    def change(license_id: str, seq: int) -> RegistryChange:
+        return RegistryChange(
+            author=Author(user_id="officer", role="privacy_officer"),
+            record=StateLicense(license_id=license_id, user_id="dr.f", state="CA",
+                                number=license_id, valid_from=date(2024, 1, 1)),
+            producer_id=owner, producer_seq=seq,
+        )  # fmt: skip
+
+    codec = Codec()
+    genuine, forged, unsigned = change("lic-ok", 0), change("lic-forged", 1), change("lic-u", 2)
+    genuine_value = codec.encode(genuine)
+    (genuine_header,) = signed_headers(
+        stack.producer_key(owner), [(topics.registry, genuine_value)]
+    )
+    # Names the owner, but sealed with another registered producer's key.
+    forged_value = codec.encode(forged)
+    (forged_header,) = signed_headers(
+        stack.producer_key(f"{owner}-other"), [(topics.registry, forged_value)]
+    )
+    sends = [
+        (genuine_value, genuine_header),
+        (forged_value, forged_header),
+        (codec.encode(unsigned), []),
+        (genuine_value, genuine_header),  # replayed as captured
+    ]
+    producer = AIOKafkaProducer(**stack.kafka_client(KafkaRole.SIMULATOR), acks="all")
+    await producer.start()
+    try:
+        for value, header in sends:
+            await producer.send_and_wait(topics.registry, value, key=b"lic", partition=0,
+                                         headers=header)  # fmt: skip
+    finally:
+        await producer.stop()
+
+    appender = PostgresAppender(dsn=stack.appender_url, ledger_name="test.ledger.local")
+    config = ConsumerConfig(
+        bootstrap_servers=stack.kafka_bootstrap,
+        topics=topics.all,
+        relay_topics=frozenset({topics.relay}),
+        registry_topics=frozenset({topics.registry}),
+        group_id=f"t{stack.run_id}-regforge-{uuid.uuid4().hex[:6]}",
+        kafka_security=stack.kafka(KafkaRole.CONSUMER),
+    )
+    consumer = LedgerConsumer(config=config, appender=appender, codec=Codec(),
+                              key_source=appender)  # fmt: skip
+    async with appender, consumer as c:
+        runner = asyncio.create_task(c.run())
+        for _ in range(600):
+            s = c.stats
+            if s.appended + s.quarantined + s.duplicates >= len(sends):
+                break
+            await asyncio.sleep(0.1)
+        await c.stop()
+        await runner
+        stats = dataclasses.replace(c.stats)
+    conn = await asyncpg.connect(stack.owner_url)
+    try:
+        leaves = await conn.fetchval(
+            "SELECT count(*) FROM leaves l JOIN logs g USING (log_id) WHERE g.topic = $1",
+            topics.registry,
+        )
+        rows = await conn.fetch("SELECT reason FROM quarantine WHERE topic = $1", topics.registry)
+        reasons = sorted(r["reason"] for r in rows)
+    finally:
+        await conn.close()
+    assert leaves == 1
+    assert stats.appended == 1
+    assert stats.appended + stats.quarantined + stats.duplicates == len(sends)
+    # The forged seal and the missing one are refused as such (the replay is either a
+    # duplicate of the stored change or a refused, already-used seal: never a leaf).
+    assert {"unauthenticated"} <= set(reasons)
+    assert set(reasons) & {"bad_signature", "producer_mismatch", "unknown_seal"}
