@@ -87,7 +87,8 @@ async def console() -> AsyncIterator[tuple[TestClient[Any, Any], Tokens, Recorde
     reader = Reader([entry(1), entry(2, name=HOSTILE)])
     app = create_app(
         reader=cast(Any, reader), tokens=tokens, recorder=recorder, openapi=document(),
-        console=ConsoleConfig(verifier_keys=("test+12345678+AAAA",)),
+        # The same key configured twice (LEDGER_VERIFIER_KEY and _KEYS) is served once.
+        console=ConsoleConfig(verifier_keys=("test+12345678+AAAA", "test+12345678+AAAA")),
     )  # fmt: skip
     client: TestClient[Any, Any] = TestClient(TestServer(app))
     await client.start_server()
@@ -260,6 +261,7 @@ async def test_verifier_keys_and_blank_filters(console: Any) -> None:
     client, tokens, _, _ = console
     async with client.get("/console/verifier-keys") as resp:
         assert await resp.json() == ["test+12345678+AAAA"]
+        assert resp.headers["Cache-Control"] == "no-cache"
     await sign_in(client, tokens.add(Role.INVESTIGATOR, "ivy"))
     async with client.get(
         "/console/patients/P-1?since=&action=R&self_audit=hide", allow_redirects=False

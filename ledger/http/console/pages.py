@@ -30,6 +30,7 @@ from ledger.http.common import (
     optional_identifier,
     principal,
 )
+from ledger.http.console import verifierkeys
 from ledger.http.console.guard import CONSOLE, SESSION, see_other
 from ledger.http.console.render import page, svg
 from ledger.http.console.sessions import Session
@@ -289,4 +290,6 @@ patient_chart, user_chart, study_chart = (_for(k, _timeline) for k in HistoryKey
 
 
 async def verifier_keys(request: web.Request) -> web.Response:
-    return web.json_response(list(request.app[CONSOLE].config.verifier_keys))
+    """The route's handler: the served keys, answered as the tested ``verifierkeys``
+    answers them (each once, not cached)."""
+    return verifierkeys.answer(request.app[CONSOLE].config.verifier_keys)

@@ -8,7 +8,7 @@ no PHI.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from aiohttp import web
 
@@ -22,9 +22,15 @@ def verifier_keys_handler(
 ) -> Callable[[web.Request], Awaitable[web.Response]]:
     """A handler answering the keys of ``verifiers`` (``[]`` when none is configured: the
     page then says that it has no key to check against)."""
-    body = list(dict.fromkeys(v.key for v in verifiers))  # each key once, in order
+    keys = [v.key for v in verifiers]
 
     async def verifier_keys(request: web.Request) -> web.Response:
-        return web.json_response(body, headers={"Cache-Control": "no-cache"})
+        return answer(keys)
 
     return verifier_keys
+
+
+def answer(keys: Iterable[str]) -> web.Response:
+    """The answer of the route: each key once, in order (the same key configured in
+    both LEDGER_VERIFIER_KEY and LEDGER_VERIFIER_KEYS is one key)."""
+    return web.json_response(list(dict.fromkeys(keys)), headers={"Cache-Control": "no-cache"})
