@@ -1,5 +1,5 @@
-"""``ledger history``: a patient's, a user's or a study's history, every page, as a table
-or CSV, with the codes spelled out.
+"""``ledger history``: a patient's, a user's, a study's or an accession's history, every
+page, as a table or CSV, with the codes spelled out.
 
 Invariant: the entries are exactly those the API answered (which records each page it
 served), every page followed to its end within the snapshot the first page pinned (the
@@ -22,9 +22,14 @@ from ledger.audit.reports.formats import cell
 from ledgerctl.client import Api
 
 Json = dict[str, object]
-Subject = Literal["patient", "user", "study"]
+Subject = Literal["patient", "user", "study", "accession"]
 
-_PATHS: Final = {"patient": "patients", "user": "users", "study": "studies"}
+_PATHS: Final = {
+    "patient": "patients",
+    "user": "users",
+    "study": "studies",
+    "accession": "accessions",
+}
 #: The largest page the API serves.
 PAGE: Final = 1000
 

@@ -149,12 +149,14 @@ class HistoryKey(StrEnum):
     PATIENT = "patient"
     USER = "user"
     STUDY = "study"
+    ACCESSION = "accession"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HistoryQuery:
     """Whose history, narrowed by optional filters. ``qualifier`` is the patient's
-    issuer or the study's accession number; ``since`` is inclusive, ``until`` exclusive."""
+    issuer or the study's accession number (None for a user or an accession);
+    ``since`` is inclusive, ``until`` exclusive."""
 
     key: HistoryKey
     value: str

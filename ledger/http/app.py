@@ -75,6 +75,9 @@ def routes(extra: tuple[Route, ...] = ()) -> tuple[Route, ...]:
           handler=history.user_accesses, permission=P.HISTORY, name="user_accesses"),
         R(method="GET", path="/v1/studies/{study_uid}/accesses", phi=True,
           handler=history.study_accesses, permission=P.HISTORY, name="study_accesses"),
+        R(method="GET", path="/v1/accessions/{accession}/accesses", phi=True,
+          handler=history.accession_accesses, permission=P.HISTORY,
+          name="accession_accesses"),
         R(method="GET", path="/v1/events/{event_id}", handler=history.event_detail,
           permission=P.HISTORY, name="event_detail", phi=True),
         # The proof file carries the entry itself (``extra``): PHI, like the event.

@@ -1,4 +1,4 @@
-"""Access histories (by patient, user, study) and single events.
+"""Access histories (by patient, user, study, accession) and single events.
 
 Invariant: a listing is computed within one snapshot of the logs' signed sizes,
 carried in its cursor (MAC'd by ``ledger.audit.cursors`` for this listing, so it cannot be
@@ -142,6 +142,11 @@ async def study_accesses(request: web.Request) -> web.Response:
         raise MalformedInputError("study uid must be a DICOM UID (digits and dots, at most 64)")
     accession = optional_identifier(request, "accession")
     return await _history(request, HistoryKey.STUDY, uid, accession)
+
+
+async def accession_accesses(request: web.Request) -> web.Response:
+    accession = identifier(request.match_info["accession"], "accession")
+    return await _history(request, HistoryKey.ACCESSION, accession, None)
 
 
 async def event_detail(request: web.Request) -> web.Response:

@@ -531,6 +531,12 @@ def document() -> JsonObject:
             ],
             _json(_ref("AccessPage")),
         ),
+        "/v1/accessions/{accession}/accesses": _get(
+            "Who accessed the study (or studies) with this accession number, newest first",
+            "history",
+            [_path("accession", _ID_SCHEMA, "Accession number"), *history],
+            _json(_ref("AccessPage")),
+        ),
         "/v1/events/{event_id}": _get(
             "One event, decoded, with its ledger position",
             "history",

@@ -1,4 +1,4 @@
-"""``ledger history``: a patient's, a user's or a study's access history, every page,
+"""``ledger history``: a patient's, a user's, a study's or an accession's history, every page,
 read through the API.
 
 Invariant: the CLI reads PHI here only through the API, which records the read; a
@@ -25,7 +25,11 @@ def history(
     user: Annotated[str | None, typer.Option(help="A user's history instead.")] = None,
     study: Annotated[str | None, typer.Option(help="A study's history (its UID).")] = None,
     accession: Annotated[
-        str | None, typer.Option(help="With --study: only events naming this accession.")
+        str | None,
+        typer.Option(
+            help="The history of an accession number; with --study, only events of the "
+            "study naming it."
+        ),
     ] = None,
     since: Annotated[str | None, typer.Option(help="From, RFC 3339 (inclusive).")] = None,
     until: Annotated[str | None, typer.Option(help="Until, RFC 3339 (exclusive).")] = None,
@@ -46,8 +50,8 @@ def history(
         ),
     ] = False,
 ) -> None:
-    """Print a patient's (or --user's, or --study's) history, newest first, every page,
-    read through the API; codes spelled out."""
+    """Print a patient's (or --user's, --study's or --accession's) history, newest first,
+    every page, read through the API; codes spelled out."""
     from ledgerctl.histories import (
         HistoryRequest,
         Subject,
@@ -64,13 +68,14 @@ def history(
         ("patient", patient_id),
         ("user", user),
         ("study", study),
+        ("accession", None if study else accession),
     )
     named = [(k, v) for k, v in subjects if v]
     if len(named) != 1:
-        raise fail("name exactly one of: a patient id, --user or --study")
-    (subject, ident), qualifier = named[0], issuer if patient_id else accession
-    if (issuer and not patient_id) or (accession and not study):
-        raise fail("--issuer goes with a patient id, --accession with --study")
+        raise fail("name exactly one of: a patient id, --user, --study or --accession")
+    (subject, ident), qualifier = named[0], issuer if patient_id else (study and accession)
+    if issuer and not patient_id:
+        raise fail("--issuer goes with a patient id")
     req = HistoryRequest(
         subject=subject,
         id=ident,

@@ -162,6 +162,24 @@ async def test_a_history_that_matches_nothing_warns(pipeline: Pipeline, seeded: 
     assert f"warning: no events for user {nobody}" in " ".join(proc.stderr.split())
     study = await _ledger(pipeline, "history", "--study", "1.2.999999.1")
     assert "no events for study 1.2.999999.1" in study.stderr
+    accession = await _ledger(pipeline, "history", "--accession", f"ACC-NONE-{seeded.run}")
+    assert f"no events for accession ACC-NONE-{seeded.run}" in accession.stderr
+
+
+async def test_an_accession_number_alone_finds_its_events(
+    pipeline: Pipeline, seeded: Seeded
+) -> None:
+    named = [e for e in seeded.accesses if e.study is not None and e.study.accession]
+    assert named, "the simulator gave no access an accession number"
+    accession = named[0].study.accession if named[0].study else None
+    assert accession is not None
+    proc = await _ledger(pipeline, "history", "--accession", accession, "--csv")
+    rows = list(csv.DictReader(io.StringIO(proc.stdout)))
+    mine = {
+        str(e.event_id) for e in named if e.study is not None and e.study.accession == accession
+    }
+    assert {r["event_id"] for r in rows if r["user_id"] == seeded.user} == mine
+    assert {r["accession"] for r in rows} == {accession}
 
 
 async def test_self_audit_rows_are_shown_and_can_be_hidden(

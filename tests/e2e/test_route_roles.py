@@ -44,6 +44,7 @@ class World:
     issuer: str | None
     user: str
     study: str
+    accession: str
     event: str
     log: int
     size: int
@@ -80,6 +81,7 @@ async def world(pipeline: Pipeline) -> World:
         issuer=first.patient.issuer,
         user=first.actor.user_id,
         study=first.study.uid,
+        accession=first.study.accession or "no-accession",
         event=str(first.event_id),
         log=log,
         size=size,
@@ -112,6 +114,7 @@ def request_for(row: Row, w: World) -> tuple[str, dict[str, object] | None, int]
             f"/v1/logs/{w.log}/proof/consistency?first=1&second={w.size}",
         "/v1/users/{user_id}/accesses": f"/v1/users/{w.user}/accesses?limit=2",
         "/v1/studies/{study_uid}/accesses": f"/v1/studies/{w.study}/accesses?limit=2",
+        "/v1/accessions/{accession}/accesses": f"/v1/accessions/{w.accession}/accesses?limit=2",
         "/v1/patients/{patient_id}/accesses": f"/v1/patients/{w.patient}/accesses?limit=2",
         "/fhir/AuditEvent": f"/fhir/AuditEvent?patient={w.patient}&_count=2",
         "/v1/reports/compliance": "/v1/reports/compliance?facility=route-walk&month=2026-01",

@@ -298,6 +298,14 @@ async def test_a_study_s_history_lists_the_answers_that_returned_it(ledger: Ledg
     assert other == {three: True}
 
 
+async def test_an_accession_s_history_is_the_events_that_name_it(ledger: Ledger) -> None:
+    """/v1/accessions/{accession}/accesses (index events_accession_time, migration 0015):
+    the events naming the accession, whatever their study; an answer that returned the
+    study names its UID alone, so it is in the study's history, not the accession's."""
+    assert await history(ledger, HistoryKey.ACCESSION, "ACC-D") == {EVENTS["d"].event_id: False}
+    assert await history(ledger, HistoryKey.ACCESSION, "ACC-X") == {}
+
+
 async def test_a_history_narrowed_by_study_keeps_the_answers_that_returned_it(
     ledger: Ledger,
 ) -> None:

@@ -260,7 +260,9 @@ def test_status_rows_show_the_lag_and_unknown_is_never_zero() -> None:
         (["history"], "exactly one of"),
         (["history", "MRN1", "--user", "rad001"], "exactly one of"),
         (["history", "--user", "rad001", "--issuer", "h"], "--issuer goes with a patient id"),
-        (["history", "MRN1", "--accession", "A1"], "--accession with --study"),
+        # A patient and an accession: two subjects, not a narrowed patient history.
+        (["history", "MRN1", "--accession", "A1"], "exactly one of"),
+        (["history", "--user", "rad001", "--accession", "A1"], "exactly one of"),
         (["relays", "--month", "2026-13"], "month must be YYYY-MM"),
         (["relays", "--month", "December"], "month must be YYYY-MM"),
     ],

@@ -54,6 +54,8 @@ def console_routes() -> tuple[ConsoleRoute, ...]:
         ("users/{user_id}", "user", F, (pages.user_page, pages.user_csv, pages.user_chart)),
         ("studies/{study_uid}", "study", F | {"accession"},
          (pages.study_page, pages.study_csv, pages.study_chart)),
+        ("accessions/{accession}", "accession", F,
+         (pages.accession_page, pages.accession_csv, pages.accession_chart)),
     )  # fmt: skip
     out = [
         # Any signed-in role holds ``proofs``: the home page names no patient.

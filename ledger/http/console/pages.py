@@ -18,6 +18,7 @@ from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
+from ledger.audit import wording
 from ledger.audit.query import AccessEntry, Cursor, HistoryKey, HistoryQuery
 from ledger.errors import MalformedInputError
 from ledger.http.common import (
@@ -50,7 +51,12 @@ OUTCOME_NAMES: Final = {
     "MAJOR_FAILURE": "Major failure",
 }
 _STUDY_UID: Final = re.compile(r"(0|[1-9]\d*)(\.(0|[1-9]\d*))*")
-_KINDS: Final = {"patient": "patients", "user": "users", "study": "studies"}
+_KINDS: Final = {
+    "patient": "patients",
+    "user": "users",
+    "study": "studies",
+    "accession": "accessions",
+}
 
 
 def _csrf(request: web.Request) -> str:
@@ -80,7 +86,7 @@ async def search(request: web.Request) -> web.Response:
             accession=accession or "",
         )
     if kind not in _KINDS:
-        raise MalformedInputError("kind must be patient, user or study")
+        raise MalformedInputError("kind must be patient, user, study or accession")
     value = identifier(text.strip(), kind)
     target = f"/console/{_KINDS[kind]}/{quote(value, safe='')}"
     if kind == "study" and accession:
@@ -96,6 +102,8 @@ def _subject(request: web.Request, key: HistoryKey) -> tuple[str, str | None]:
         return value, issuer
     if key is HistoryKey.USER:
         return identifier(request.match_info["user_id"], "user id"), None
+    if key is HistoryKey.ACCESSION:
+        return identifier(request.match_info["accession"], "accession"), None
     uid = request.match_info["study_uid"]
     if len(uid) > 64 or not _STUDY_UID.fullmatch(uid):
         raise MalformedInputError("study uid must be a DICOM UID (digits and dots, at most 64)")
@@ -211,7 +219,8 @@ CSV_COLUMNS: Final = (
     "accession",
     "facility",
     "network_address",
-    "purpose_of_use",
+    "purpose",
+    "purpose_code",
     "attribution",
     "event_id",
     "log_origin",
@@ -242,6 +251,7 @@ async def _csv(request: web.Request, key: HistoryKey) -> web.Response:
             e.accession,
             e.facility_id,
             e.network_address,
+            wording.purpose(e.purpose_of_use) if e.purpose_of_use else None,
             e.purpose_of_use,
             j["attribution"],
             e.event_id,
@@ -284,9 +294,9 @@ def _for(
     return handler
 
 
-patient_page, user_page, study_page = (_for(k, _view) for k in HistoryKey)
-patient_csv, user_csv, study_csv = (_for(k, _csv) for k in HistoryKey)
-patient_chart, user_chart, study_chart = (_for(k, _timeline) for k in HistoryKey)
+patient_page, user_page, study_page, accession_page = (_for(k, _view) for k in HistoryKey)
+patient_csv, user_csv, study_csv, accession_csv = (_for(k, _csv) for k in HistoryKey)
+patient_chart, user_chart, study_chart, accession_chart = (_for(k, _timeline) for k in HistoryKey)
 
 
 async def verifier_keys(request: web.Request) -> web.Response:

@@ -16,6 +16,7 @@ from typing import Any, Final
 import jinja2
 from aiohttp import web
 
+from ledger.audit import wording
 from ledger.audit.auth import Permission, Principal
 
 TEMPLATES: Final = Path(__file__).with_name("templates")
@@ -46,6 +47,7 @@ def _when(value: datetime | None) -> str:
 
 
 _ENV.filters["when"] = _when
+_ENV.filters["purpose"] = wording.purpose
 
 
 def menu(who: Principal | None) -> list[tuple[str, str]]:

@@ -17,7 +17,7 @@ e.action, e.outcome, e.study_uid, e.accession, e.network_address, e.purpose_of_u
 e.log_id, g.origin, e.leaf_index
 """
 
-# Access histories by patient, user or study: newest first, keyset-paged on
+# Access histories by patient, user, study or accession: newest first, keyset-paged on
 # (event_time, event_id), and limited to each log's signed size at the first page
 # ($3: sizes indexed by log_id), so pages stay stable while appends continue and every
 # entry is covered by a signed checkpoint.
@@ -149,6 +149,10 @@ SELECT * FROM (
 ORDER BY h.event_time DESC, h.event_id DESC
 LIMIT $11
 """,
+    # The events that name the accession number, whatever their study (an accession is
+    # the RIS's order number: normally one study, but the index does not assume it).
+    # $2 is unused and always NULL. By the index events_accession_time (0015).
+    "accession": _HISTORY.format(disclosed="false", key="e.accession = $1 AND $2::text IS NULL"),
 }
 
 # Stored leaves at (log_id, leaf_index) positions.
