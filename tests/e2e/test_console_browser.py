@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import csv
 import hashlib
+import io
 import os
 import secrets
 import subprocess
@@ -287,7 +289,7 @@ async def test_find_a_patient_see_exactly_their_events_and_sign_out(
         await sign_in(page, console, "investigator", shot="sign-in.png")
         await nav(page).get_by_role("link", name="Search").click()
         await page.get_by_label("Patient id").check()
-        await page.get_by_label("Id or UID").fill(emitted.patient)
+        await page.get_by_label("Id, UID or accession number").fill(emitted.patient)
         await page.screenshot(path=str(SHOTS / "search.png"))
         await page.get_by_role("button", name="Search").click()
         await page.wait_for_url(f"**/console/patients/{emitted.patient}")
@@ -309,9 +311,11 @@ async def test_find_a_patient_see_exactly_their_events_and_sign_out(
         async with page.expect_download() as info:
             await page.get_by_role("link", name="Download CSV").click()
         download = await info.value
-        rows = Path(await download.path()).read_text().strip().splitlines()  # noqa: ASYNC240
-        assert len(rows) == 4
-        assert {r.split(",")[15] for r in rows[1:]} == emitted.ids
+        text = Path(await download.path()).read_text()  # noqa: ASYNC240
+        rows = list(csv.DictReader(io.StringIO(text)))
+        assert len(rows) == 3
+        assert {r["event_id"] for r in rows} == emitted.ids
+        assert {r["purpose"] for r in rows if r["purpose_code"] == "TREAT"} == {"treatment"}
         # The user's activity and the study's history.
         await page.goto(f"{console.url}/console/users/{emitted.user}")
         # The user's two accesses to the patient are in their activity.
