@@ -49,7 +49,8 @@ chaos:
 # Speed figures, printed side by side; needs the stack (make up). Never part of make test.
 # Refresh the console screenshots the README shows (docs/console/), from the browser tests.
 screenshots: up
-	LEDGER_SCREENSHOTS=docs .venv/bin/pytest -q -p no:cacheprovider tests/e2e/test_console_browser.py
+	LEDGER_SCREENSHOTS=docs .venv/bin/pytest -q -p no:cacheprovider \
+		tests/e2e/test_console_browser.py tests/e2e/test_console_reports.py
 
 bench: up
 	.venv/bin/python benchmarks/codec.py
