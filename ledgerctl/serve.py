@@ -28,6 +28,7 @@ from ledger.http.console import ConsoleConfig, OidcConfig
 from ledger.http.console.oidc import parse_role_map
 from ledger.http.fhir import FhirSubmitter
 from ledger.http.openapi import document
+from ledger.http.proxies import TrustedProxies
 from ledger.http.registry import RegistryWrites
 from ledger.http.server import bind_url, serve_app, tls_context
 from ledger.log.keys import parse_verifiers
@@ -136,7 +137,12 @@ async def run_api(
             verifiers = parse_verifiers(keys) if keys else ()
         except MalformedInputError as exc:
             raise SystemExit(f"LEDGER_VERIFIER_KEY(S): {exc}") from exc
+        try:
+            proxies = TrustedProxies.parse(settings.trusted_proxies)
+        except MalformedInputError as exc:
+            raise SystemExit(str(exc)) from exc
         await serve_api(
+            trusted_proxies=proxies,
             fhir_submitter=EmitterFhirSubmitter(fhir_emitter),
             reader_dsn=settings.require("reader_url"),
             host=host,
@@ -179,6 +185,7 @@ async def serve_api(
     registry_sink: RegistrySink[Any] | None = None,
     rules: RulesConfig | None = None,
     console: ConsoleConfig | None = None,
+    trusted_proxies: TrustedProxies | None = None,
 ) -> None:
     """One reader (role ledger_reader, SELECT only) and one app, served until SIGTERM.
     Links go under ``public_url`` (default: ``bind_url``); page tokens are sealed with
@@ -226,5 +233,6 @@ async def serve_api(
             public_url=public_url or bind_url(host, port, tls=tls is not None),
             cursor_key=cursor_key,
             console=console or ConsoleConfig(verifier_keys=tuple(v.key for v in verifiers)),
+            trusted_proxies=trusted_proxies,
         )
         await serve_app(app, host=host, port=port, tls=tls)

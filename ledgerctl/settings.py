@@ -141,6 +141,9 @@ class Settings(BaseSettings):
     #: Base URL of the links the API writes (FHIR Bundle links, fullUrl), e.g. the
     #: proxy's https URL; default: the bind address. Never taken from Host/X-Forwarded-*.
     public_url: str | None = Field(default=None, alias="LEDGER_PUBLIC_URL")
+    #: Reverse proxies (addresses or networks, comma-separated) whose X-Forwarded-For,
+    #: -Proto and -Host name the client (ledger.http.proxies); empty: nobody's.
+    trusted_proxies: str = Field(default="", alias="LEDGER_TRUSTED_PROXIES")
     #: Key (>= 32 bytes, mode 600) that MACs page cursors; `make up` generates it. Without
     #: one each API process draws its own: cursors then die with the process.
     cursor_key_file: str | None = Field(default=None, alias="LEDGER_CURSOR_KEY_FILE")

@@ -42,6 +42,7 @@ from ledger.http.middleware import (
     read_audit_middleware,
 )
 from ledger.http.openapi import document as openapi_document
+from ledger.http.proxies import TrustedProxies, proxy_middleware
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -206,6 +207,7 @@ def create_app(
     public_url: str = DEFAULT_PUBLIC_URL,
     cursor_key: CursorKey | None = None,
     console: ConsoleConfig | None = None,
+    trusted_proxies: TrustedProxies | None = None,
 ) -> web.Application:
     """The API application; the caller owns the lifecycles of what it passes in.
 
@@ -214,12 +216,16 @@ def create_app(
     a key of this process only, so tokens do not survive a restart). The compliance
     alert routes are served when ``alert_book`` is given; transitions answer 503 unless
     ``alert_triage`` is given too (it needs a role that may insert transitions). The
-    console (docs/console.md) is mounted under /console/ when ``console`` is given."""
+    console (docs/console.md) is mounted under /console/ when ``console`` is given.
+    ``trusted_proxies``: the reverse proxies whose X-Forwarded-* headers name the client
+    (``ledger.http.proxies``); by default nobody's are honoured."""
+    proxies = trusted_proxies or TrustedProxies()
     app = web.Application(
         # Order matters: the audit middleware wraps authentication, so 401 and 403 are
         # recorded like any other answer; the parameter check sits inside the audit, so
         # its refusals are recorded too. The console's pages wrap them all.
         middlewares=[
+            *([proxy_middleware(proxies)] if proxies.networks else []),
             *([console_middleware] if console is not None else []),
             errors_middleware,
             read_audit_middleware,

@@ -54,6 +54,8 @@ DEFAULT_PUBLIC_URL: Final = "http://127.0.0.1:18080"
 PRINCIPAL: Final = "ledger.principal"
 RESULTS: Final = "ledger.results"
 PATIENT: Final = "ledger.patient"
+#: Set by ``ledger.http.proxies`` when a trusted proxy's forwarding headers are unusable.
+FORWARDING_REFUSED: Final = "ledger.forwarding_refused"
 AUDIT_EVENT: Final = "ledger.audit_event"
 #: Extra parameters to record with the read (e.g. the scope in a POST body).
 AUDIT_PARAMS: Final = "ledger.audit_params"

@@ -45,6 +45,7 @@ from ledger.http.common import (
     AUDIT_EVENT,
     AUDIT_PARAMS,
     DISCLOSED,
+    FORWARDING_REFUSED,
     PATIENT,
     PRINCIPAL,
     RECORDER,
@@ -195,13 +196,19 @@ async def read_audit_middleware(request: web.Request, handler: Handler) -> web.S
     """Record every request to a non-public route as an AuditLogUsed event before its
     answer leaves: served, refused (401, 403), malformed (400) and unknown (404, 405)
     alike. Runs outside ``auth_middleware``, so a refusal is recorded too."""
+    refused = request.get(FORWARDING_REFUSED)
     if _is_public(request):
+        if refused:
+            return error(400, "malformed_forwarding", refused)
         return await asyncio.wait_for(handler(request), timeout=REQUEST_TIMEOUT)
     read_id = uuid.uuid4()
     request[AUDIT_EVENT] = read_id
     response: web.StreamResponse
     try:
-        response = await asyncio.wait_for(handler(request), timeout=REQUEST_TIMEOUT)
+        if refused:
+            response = error(400, "malformed_forwarding", refused)
+        else:
+            response = await asyncio.wait_for(handler(request), timeout=REQUEST_TIMEOUT)
     except TimeoutError:
         response = error(503, "timeout", f"the request took longer than {REQUEST_TIMEOUT:.0f}s")
     except Exception as exc:

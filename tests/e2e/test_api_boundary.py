@@ -364,6 +364,30 @@ def test_fhir_links_use_the_configured_public_url(pipeline: Pipeline, seeded: Se
     assert all(u.startswith(f"{public}/fhir/AuditEvent") for u in links), links
 
 
+def test_behind_a_trusted_proxy_the_ledger_records_the_real_client(
+    pipeline: Pipeline, seeded: Seeded
+) -> None:
+    """The test is the reverse proxy (loopback): with LEDGER_TRUSTED_PROXIES naming it,
+    the read recorded in the ledger carries the address it forwarded; the API next to it
+    without the setting records the proxy's own address whatever the header says."""
+
+    async def recorded(api: str) -> str:
+        headers = {**pipeline.stack.auth(), "X-Forwarded-For": "198.51.100.23"}
+        async with aiohttp.ClientSession(headers=headers) as http:
+            url = f"{api}/v1/patients/{seeded.patient}/accesses"
+            async with http.get(url) as resp:
+                assert resp.status == 200
+                read_id = resp.headers["Ledger-Audit-Event"]
+            await wait_for_events(http, pipeline, [read_id])
+            async with http.get(f"{pipeline.api_url}/v1/events/{read_id}") as resp:
+                return str((await resp.json())["event"]["network_address"])
+
+    with _another_api(pipeline, LEDGER_TRUSTED_PROXIES="127.0.0.1, ::1") as api:
+        assert asyncio.run(recorded(api)) == "198.51.100.23"
+    with _another_api(pipeline) as api:
+        assert asyncio.run(recorded(api)) == "127.0.0.1"
+
+
 def test_a_configured_cursor_key_survives_a_restart_and_still_bounds_the_snapshot(
     pipeline: Pipeline, seeded: Seeded, tmp_path: Path
 ) -> None:
