@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Build helm and kubeconform from the Go module proxy, and the Kubernetes JSON schemas
-# kubeconform checks against, into .local/bin and .local/k8s-schemas (cached: each step
-# runs only when its output is missing). `make test` runs it when a tool is missing; the
-# deployment tests (tests/unit/test_deploy_helm.py) use what it leaves.
+# Build helm and kubeconform from the Go module proxy, the Kubernetes JSON schemas
+# kubeconform checks against, and containerlint (deploy/local/containerlint: BuildKit's
+# Containerfile lint), into .local/bin and .local/k8s-schemas (cached: each step runs
+# only when its output is missing or older than its source). `make test` runs it; the
+# deployment tests (tests/unit/test_deploy_helm.py, test_deploy_container.py) use what it
+# leaves.
 #
 # Why schemas from k8s.io/kubernetes: kubeconform downloads its schemas from the web by
 # default, and this machine reaches the package registries only. The Kubernetes module
@@ -49,14 +51,24 @@ k8s_schemas() {
   rm -rf "$dir"; mv "$dir.tmp" "$dir"
 }
 
+containerlint() {
+  local src="$ROOT/deploy/local/containerlint"
+  if [ -x "$BIN/containerlint" ] && [ "$BIN/containerlint" -nt "$src/main.go" ] \
+    && [ "$BIN/containerlint" -nt "$src/go.sum" ]; then return 0; fi
+  log "building containerlint (BuildKit's Dockerfile lint) into $BIN"
+  (cd "$src" && GOFLAGS=-mod=readonly CGO_ENABLED=0 "$(go_bin)" build -o "$BIN/containerlint" .)
+}
+
 case "${1:-all}" in
   helm) install_tool helm "helm.sh/helm/v4/cmd/helm@$HELM_VERSION" ;;
   kubeconform) install_tool kubeconform "github.com/yannh/kubeconform/cmd/kubeconform@$KUBECONFORM_VERSION" ;;
   schemas) k8s_schemas ;;
+  containerlint) containerlint ;;
   all)
     install_tool helm "helm.sh/helm/v4/cmd/helm@$HELM_VERSION"
     install_tool kubeconform "github.com/yannh/kubeconform/cmd/kubeconform@$KUBECONFORM_VERSION"
-    k8s_schemas ;;
+    k8s_schemas
+    containerlint ;;
   version) echo "helm $HELM_VERSION kubeconform $KUBECONFORM_VERSION kubernetes v$K8S_VERSION" ;;
-  *) die "usage: $0 [all|helm|kubeconform|schemas|version]" ;;
+  *) die "usage: $0 [all|helm|kubeconform|schemas|containerlint|version]" ;;
 esac
