@@ -109,6 +109,8 @@ def test_the_objects_of_the_chart() -> None:
     assert sorted((d["kind"], d["metadata"]["name"]) for d in docs) == [
         ("ConfigMap", "ledger-philedger-config"),
         ("Deployment", "ledger-philedger-rules"),
+        ("PodDisruptionBudget", "ledger-philedger-api"),
+        ("PodDisruptionBudget", "ledger-philedger-consumer"),
         ("Service", "ledger-philedger-api"),
         ("Service", "ledger-philedger-atna"),
         ("Service", "ledger-philedger-consumer"),
