@@ -35,6 +35,7 @@ check:
 
 test:
 	@deploy/local/stack.sh infra
+	@deploy/local/gotools.sh
 	@$(MAKE) --no-print-directory check
 	.venv/bin/pytest
 

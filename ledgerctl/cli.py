@@ -69,10 +69,11 @@ app.add_typer(registry.registry_app, name="registry")
 
 
 def main() -> None:
+    from ledgerctl.configfile import ConfigFileError
     from producers.errors import KafkaSettingsError
 
     try:
         app()
-    except KafkaSettingsError as exc:  # a bad Kafka setting or file, met deep in a command
-        console.print(f"[red]error:[/red] {exc}")
+    except (KafkaSettingsError, ConfigFileError) as exc:  # a bad setting or file
+        console.print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False)
         raise SystemExit(1) from exc

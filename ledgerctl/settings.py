@@ -1,8 +1,10 @@
-"""Process settings, read from the environment and ``.local/env`` (pydantic-settings).
+"""Process settings, read from the environment, ``.local/env`` and the TOML config file
+``LEDGER_CONFIG_FILE`` (pydantic-settings; ``ledgerctl.configfile``).
 
 Invariant: secrets (database URLs with passwords) are ``SecretStr`` and are never
-printed or logged; environment variables override the env file. Kafka passwords are
-never settings at all, only the files that hold them (``KafkaSecurity``).
+printed or logged; the environment overrides the env file, which overrides the config
+file, which overrides the defaults; every secret also accepts ``<NAME>_FILE``. Kafka
+passwords are never settings at all, only the files that hold them (``KafkaSecurity``).
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ from enum import StrEnum
 from pathlib import Path
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from ledgerctl.client import Api
+from ledgerctl.configfile import config_sources
 from producers.kafka_security import KafkaSecurity
 
 
@@ -211,6 +214,19 @@ class Settings(BaseSettings):
     max_clock_skew_seconds: float = Field(
         default=300.0, alias="LEDGER_MAX_CLOCK_SKEW_SECONDS", ge=0, le=86_400
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Environment > env file > TOML config file > defaults, each with ``*_FILE``
+        secrets (docs/operations.md, "Configuration")."""
+        return config_sources(settings_cls, init_settings, env_settings, dotenv_settings)
 
     @classmethod
     def load(cls) -> Settings:
