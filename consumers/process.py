@@ -8,17 +8,26 @@ in-flight batch, then exits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 from consumers.consumer import ConsumerConfig, LedgerConsumer
+from consumers.metrics import (
+    ConsumerCollector,
+    ConsumerTimings,
+    LedgerCollector,
+    database_check,
+    kafka_check,
+)
 from ledger.log.note import Signer
 from ledger.pg.appender import PostgresAppender
 from ledger.pg.checkpointer import Checkpointer, CheckpointPolicy
 from producers.codec import Codec
 from producers.kafka_security import KafkaSecurity
+from producers.ops import OpsConfig, OpsServer, OpsState
 
 logger = logging.getLogger("consumers")
 
@@ -56,7 +65,9 @@ async def run_consumer(
     max_batch: int = 10_000,
     authenticate_producers: bool = True,
     kafka_security: KafkaSecurity | None = None,
+    ops: OpsConfig | None = None,
 ) -> None:
+    """Consume until SIGTERM/SIGINT; with ``ops``, serve /metrics, /livez and /readyz."""
     stop = _stop_on_signals()
     config = ConsumerConfig(
         bootstrap_servers=bootstrap,
@@ -74,17 +85,35 @@ async def run_consumer(
     appender = PostgresAppender(dsn=appender_dsn, ledger_name=ledger_name)
     await appender.start()
     checkpointer = Checkpointer(pool=appender.pool, signers=signers, policy=policy)
+    state = OpsState()
     consumer = LedgerConsumer(
         config=config,
         appender=appender,
         codec=Codec(),
         checkpointer=checkpointer,
         key_source=appender,
+        timings=ConsumerTimings(state.registry),
     )
-    async with appender, consumer:
+    state.registry.register(ConsumerCollector(consumer))
+    logs = LedgerCollector(appender.pool)
+    state.registry.register(logs)
+    state.refreshers.append(logs.refresh)
+    state.checks.update(database=database_check(appender.pool), kafka=kafka_check(consumer))
+    async with appender, _serving(ops, state), consumer:
         tune_gc()
         logger.info("consuming %s as group %s", ",".join(topics), group_id)
         await _run_until(consumer, stop)
+
+
+@contextlib.asynccontextmanager
+async def _serving(ops: OpsConfig | None, state: OpsState) -> AsyncIterator[None]:
+    """The ops listener for the block, when configured (started before Kafka is reached,
+    so /livez answers while the consumer waits for the broker)."""
+    if ops is None:
+        yield
+        return
+    async with OpsServer(ops, state):
+        yield
 
 
 def _stop_on_signals() -> asyncio.Event:

@@ -35,6 +35,7 @@ from ledger.http.common import (
     public_base,
 )
 from ledger.http.console import ConsoleConfig, console_middleware, install
+from ledger.http.metrics import HttpMetrics, service_version
 from ledger.http.middleware import (
     Handler,
     auth_middleware,
@@ -57,8 +58,12 @@ class Route:
 
 
 def _public_healthz() -> Handler:
+    """Liveness: the process answers (no dependency is checked; readiness is the ops
+    listener's /readyz, docs/observability.md)."""
+    version = service_version()
+
     async def healthz(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+        return web.json_response({"status": "ok", "version": version})
 
     return healthz
 
@@ -206,6 +211,7 @@ def create_app(
     public_url: str = DEFAULT_PUBLIC_URL,
     cursor_key: CursorKey | None = None,
     console: ConsoleConfig | None = None,
+    http_metrics: HttpMetrics | None = None,
 ) -> web.Application:
     """The API application; the caller owns the lifecycles of what it passes in.
 
@@ -220,6 +226,7 @@ def create_app(
         # recorded like any other answer; the parameter check sits inside the audit, so
         # its refusals are recorded too. The console's pages wrap them all.
         middlewares=[
+            *([http_metrics.middleware] if http_metrics is not None else []),
             *([console_middleware] if console is not None else []),
             errors_middleware,
             read_audit_middleware,

@@ -36,7 +36,7 @@ def dicomproxy_serve(
     from ledgerctl.dicomproxy import run_dicom_proxy, stats_json
     from producers import ProducerError
 
-    configure_logging(verbose)
+    configure_logging(verbose, service="dicom-proxy")
     try:
         stats = run_dicom_proxy(config, stats_every=stats_every)
     except DicomProxyError as exc:
