@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -231,3 +232,60 @@ class _BuildInfo(Collector):
         )
         started.add_metric([], self._started)
         yield from (info, started)
+
+
+class StatsCollector(Collector):
+    """Gauges ``<prefix>_<key>`` from a process's stats dict (numbers and booleans only;
+    keys are fixed words in the code, never data)."""
+
+    def __init__(self, prefix: str, stats: Callable[[], Mapping[str, object]]) -> None:
+        self._prefix, self._stats = prefix, stats
+
+    def collect(self) -> Iterator[Metric]:
+        for key, value in sorted(self._stats().items()):
+            if isinstance(value, bool | int | float):
+                gauge = GaugeMetricFamily(f"{self._prefix}_{key}", f"{key} (see the process's log)")
+                gauge.add_metric([], float(value))
+                yield gauge
+
+
+class ThreadedOps:
+    """An ``OpsServer`` on an event loop of its own thread, for a process without asyncio
+    (the DICOM proxy). ``start`` returns the bound port or raises what binding raised."""
+
+    def __init__(self, config: OpsConfig, state: OpsState) -> None:
+        self._server = OpsServer(config, state)
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    def start(self, timeout: float = 10.0) -> int:
+        self._thread = threading.Thread(target=self._run, name="ops-listener", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise TimeoutError("the ops listener did not start")
+        if self._error is not None:
+            raise self._error
+        return self._server.port or 0
+
+    def stop(self, timeout: float = 10.0) -> None:
+        loop, stop = self._loop, self._stop
+        if loop is not None and stop is not None:
+            loop.call_soon_threadsafe(stop.set)
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        asyncio.run(self._serve())
+
+    async def _serve(self) -> None:
+        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        try:
+            async with self._server:
+                self._ready.set()
+                await self._stop.wait()
+        except OSError as exc:
+            self._error = exc
+            self._ready.set()
