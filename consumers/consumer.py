@@ -275,6 +275,15 @@ class LedgerConsumer(AsyncLifecycle):
             async with self._batch_lock:
                 await consumer.stop()
 
+    async def kafka_answers(self) -> bool:
+        """Whether a broker answers a metadata request now (readiness: a poll does not
+        fail when the brokers go away, it only comes back empty)."""
+        consumer = self._consumer
+        if consumer is None:
+            return False
+        # aiokafka refreshes metadata on its own task; True once a broker answered.
+        return bool(await consumer._client.force_metadata_update())
+
     def lag(self) -> dict[tuple[str, int], int]:
         """Per assigned partition: records Kafka holds (up to its last stable offset, as
         this read_committed consumer sees them) that the ledger does not yet."""

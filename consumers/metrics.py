@@ -127,8 +127,10 @@ def kafka_check(consumer: LedgerConsumer) -> ReadyCheck:
     """A readiness check: the consumer's last poll reached Kafka."""
 
     async def kafka() -> str | None:
-        if consumer.kafka_error is None:
-            return None
-        return f"Kafka poll failing ({consumer.kafka_error})"
+        if consumer.kafka_error is not None:
+            return f"Kafka poll failing ({consumer.kafka_error})"
+        if not await consumer.kafka_answers():
+            return "no Kafka broker answers a metadata request"
+        return None
 
     return kafka
