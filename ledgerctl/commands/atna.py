@@ -8,6 +8,7 @@ client CA; kept messages (PHI) are printed only after the read is recorded.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from pathlib import Path
 from typing import Annotated, TypeAlias
@@ -136,7 +137,10 @@ def atna_serve(
         )
     except (AtnaPolicyError, ProducerKeyError, ValueError) as exc:
         raise fail(str(exc)) from exc
-    print(f"ATNA receiver exited: {stats_json(stats)}", file=sys.stderr, flush=True)
+    if settings.log_format == "json":  # one JSON object per line on stderr
+        logging.getLogger("ledgerctl.atna").info("ATNA receiver exited: %s", stats_json(stats))
+    else:
+        print(f"ATNA receiver exited: {stats_json(stats)}", file=sys.stderr, flush=True)
 
 
 def _required_policy(senders: Path | None, *, tls: bool, client_ca: Path | None) -> Path:

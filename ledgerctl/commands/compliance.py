@@ -9,6 +9,7 @@ operator's OS user and --reason, and so is every transition.
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -75,12 +76,16 @@ def rules_run(
 
     def report(s: PassSummary) -> None:
         if once or s.leaves or s.raised or s.registry_changes or s.annotated:
-            console.print(
+            line = (
                 f"rules: {s.logs} log(s), {s.leaves} leaves evaluated, {s.raised} alert(s) "
                 f"raised, {s.undecodable} undecodable; registry: {s.registry_changes} "
                 f"change(s) read, {s.annotated} alert(s) annotated by a later change, "
                 f"{s.held} log(s) waiting for it to settle"
             )
+            if settings.log_format == "json":  # one JSON object per line on stderr
+                logging.getLogger("ledgerctl.rules").info("%s", line)
+            else:
+                console.print(line)
 
     rules = load_rules_config(config)  # a bad file stops every process before it starts
     extra = ["--interval", str(interval), *(["--once"] if once else [])]

@@ -258,3 +258,40 @@ def test_pipe_ops_address() -> None:
         ops_address("127.0.0.1:99999")
     with pytest.raises(ValueError, match="invalid literal"):
         ops_address("localhost:http")
+
+
+def test_ledger_version_prints_the_installed_version() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    ledger = str(Path(sys.executable).with_name("ledger"))
+    out = subprocess.run([ledger, "version", "--json"], capture_output=True, text=True, check=True)
+    answer = json.loads(out.stdout)
+    assert answer["name"] == "phi-audit-ledger"
+    assert answer["version"] == package_version() != "unknown"
+    text = subprocess.run([ledger, "version"], capture_output=True, text=True, check=True)
+    assert text.stdout.startswith(f"phi-audit-ledger {package_version()} (Python ")
+
+
+def test_ops_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    from ledgerctl.commands.common import ops_config
+    from ledgerctl.settings import Settings
+
+    monkeypatch.setenv("LEDGER_ENV_FILE", "/dev/null")
+    monkeypatch.delenv("LEDGER_OPS_PORT", raising=False)
+    assert ops_config(Settings.load(), "consumer") is None
+    monkeypatch.setenv("LEDGER_OPS_PORT", "18091")
+    monkeypatch.setenv("LEDGER_OPS_HOST", "0.0.0.0")
+    assert ops_config(Settings.load(), "consumer") == OpsConfig(
+        host="0.0.0.0", port=18091, service="consumer"
+    )
+    monkeypatch.setenv("LEDGER_OPS_PORT", "70000")
+    with pytest.raises(ValidationError, match="LEDGER_OPS_PORT"):
+        Settings.load()
+    monkeypatch.setenv("LEDGER_OPS_PORT", "1")
+    monkeypatch.setenv("LEDGER_LOG_FORMAT", "yaml")
+    with pytest.raises(ValidationError, match="LEDGER_LOG_FORMAT"):
+        Settings.load()
