@@ -3,7 +3,8 @@ consumer, the API, the ATNA receiver, the rules evaluator and the Orthanc pipe p
 each on its ops listener, with JSON logs on. The series the operator needs are there, no
 label carries a patient id, every process is ready, the alert rules load, and the JSON
 log lines parse and carry no patient id either. A consumer that cannot reach Kafka is
-alive but not ready, and says why."""
+alive but not ready, and says why. A real Orthanc's pipe process serves its listener
+when PHI_LEDGER_PIPE_OPS is in Orthanc's environment."""
 
 from __future__ import annotations
 
@@ -405,3 +406,53 @@ async def test_a_consumer_without_kafka_is_alive_but_not_ready(
 def _start(log: Path, command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
         return subprocess.Popen(command, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+
+
+async def test_a_real_orthancs_pipe_process_serves_its_ops_listener(
+    observed: Observed, tmp_path: Path
+) -> None:
+    """Orthanc with the audit plugin, PHI_LEDGER_PIPE_OPS in its environment: the pipe
+    process it starts serves readiness and its emitter's metrics, and an upload's import
+    events count as sent."""
+    from tests.e2e.test_orthanc import ROLES, ensure_orthanc, launch, make_study, stop
+
+    ensure_orthanc()
+    ops = free_port()
+    users = {u: uuid.uuid4().hex for u in ROLES}
+    before = os.environ.get(OPS_ENV)
+    os.environ[OPS_ENV] = str(ops)  # a port alone: loopback
+    try:
+        server = await asyncio.to_thread(
+            launch, observed, tmp_path, bootstrap=observed.stack.kafka_bootstrap,  # type: ignore[arg-type]
+            users=users, producer_id=f"orthanc-obs-{uuid.uuid4().hex[:6]}",
+        )  # fmt: skip
+    finally:
+        if before is None:
+            os.environ.pop(OPS_ENV, None)
+        else:
+            os.environ[OPS_ENV] = before
+    try:
+        _, files = make_study(PATIENT, "obs-issuer", f"A{uuid.uuid4().hex[:8]}", 1)
+        upload = {"data": files[0], "headers": server.auth("tech.carol")}
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(f"{server.url}/instances", **upload) as resp,
+        ):
+            assert resp.status == 200, await resp.text()
+        base = f"http://127.0.0.1:{ops}"
+        await _until(lambda: _status(f"{base}/readyz"), 200, what="pipe /readyz", where=tmp_path)
+
+        async def sent() -> bool:
+            async with aiohttp.ClientSession() as http, http.get(f"{base}/metrics") as resp:
+                text = await resp.text()
+            assert PATIENT not in text
+            line = 'ledger_emitter_sent_events_total{emitter="orthanc-pipe"} '
+            return any(
+                row.startswith(line) and float(row[len(line) :]) > 0 for row in text.splitlines()
+            )
+
+        await _until(sent, True, what="pipe events sent", where=tmp_path)
+        async with aiohttp.ClientSession() as http, http.get(f"{base}/livez") as resp:
+            assert (await resp.json())["service"] == "orthanc-pipe"
+    finally:
+        await asyncio.to_thread(stop, server, observed)  # type: ignore[arg-type]
