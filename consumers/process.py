@@ -2,7 +2,7 @@
 
 Invariant: the process wires exactly one appender, one checkpointer (holding the
 signer keys), one codec and one consumer, and on SIGTERM/SIGINT finishes its
-in-flight batch, then exits.
+in-flight batch, then exits (at once while it is still trying to reach Kafka).
 """
 
 from __future__ import annotations
@@ -99,10 +99,33 @@ async def run_consumer(
     state.registry.register(logs)
     state.refreshers.append(logs.refresh)
     state.checks.update(database=database_check(appender.pool), kafka=kafka_check(consumer))
-    async with appender, _serving(ops, state), consumer:
-        tune_gc()
-        logger.info("consuming %s as group %s", ",".join(topics), group_id)
-        await _run_until(consumer, stop)
+    async with appender, _serving(ops, state):
+        if not await _started_unless_stopped(consumer, stop):
+            logger.info("stopped before Kafka could be reached")
+            return
+        try:
+            tune_gc()
+            logger.info("consuming %s as group %s", ",".join(topics), group_id)
+            await _run_until(consumer, stop)
+        finally:
+            await consumer.stop()
+
+
+async def _started_unless_stopped(consumer: LedgerConsumer, stop: asyncio.Event) -> bool:
+    """Start ``consumer``; False when SIGTERM/SIGINT came first (the start retries an
+    unreachable broker for minutes, and a supervisor's stop must not wait for that)."""
+    starting = asyncio.create_task(consumer.start())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if starting.done():
+        starting.result()  # a failed start raises here
+        return True
+    starting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await starting
+    await consumer.stop()
+    return False
 
 
 @contextlib.asynccontextmanager

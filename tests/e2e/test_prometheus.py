@@ -3,8 +3,8 @@ consumer, the API, the ATNA receiver, the rules evaluator and the Orthanc pipe p
 each on its ops listener, with JSON logs on. The series the operator needs are there, no
 label carries a patient id, every process is ready, the alert rules load, and the JSON
 log lines parse and carry no patient id either. A consumer that cannot reach Kafka is
-alive but not ready, and says why. A real Orthanc's pipe process serves its listener
-when PHI_LEDGER_PIPE_OPS is in Orthanc's environment."""
+alive but not ready, says why, and stops at once on SIGTERM. A real Orthanc's pipe
+process serves its listener when PHI_LEDGER_PIPE_OPS is in Orthanc's environment."""
 
 from __future__ import annotations
 
@@ -398,9 +398,13 @@ async def test_a_consumer_without_kafka_is_alive_but_not_ready(
         assert answer["status"] == "unavailable"
         assert answer["checks"]["database"] == "ok"
         assert answer["reasons"] == {"kafka": "Kafka poll failing (not started)"}
+        # SIGTERM stops it although it is still retrying the broker (a supervisor's stop).
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
     finally:
-        proc.kill()  # it is still retrying the broker at start
-        proc.wait(timeout=30)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
 
 
 def _start(log: Path, command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
