@@ -20,10 +20,12 @@ import itertools
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
@@ -97,6 +99,18 @@ class _Polled:
     tp: TopicPartition
     epoch: int | None
     items: list[BatchItem]
+    #: ``time.monotonic()`` when the poll returned (batch latency runs from here).
+    polled_at: float = 0.0
+
+
+class BatchTimings(Protocol):
+    """Where the consumer reports how long its batches take (``consumers.metrics``)."""
+
+    def batch(self, seconds: float) -> None:
+        """From the poll's return to the batch appended and counted."""
+
+    def commit(self, seconds: float) -> None:
+        """The append transaction alone (leaves, index, position: one commit)."""
 
 
 @dataclass
@@ -110,6 +124,8 @@ class ConsumerStats:
     #: Records dropped because the claim they were read under is not this writer's any
     #: more (read around a rebalance); they are re-read from the stored position.
     unclaimed: int = 0
+    #: Security alerts the appended batches raised (one per quarantined record, mostly).
+    alerts: int = 0
     last_append: datetime | None = None
     by_reason: dict[str, int] = field(default_factory=dict)
 
@@ -119,6 +135,7 @@ class ConsumerStats:
         self.duplicates += result.duplicates
         self.quarantined += result.quarantined
         self.skipped += result.skipped
+        self.alerts += result.alerts
         self.batches += 1
         self.last_append = utc_now()
         for item in items:
@@ -138,6 +155,7 @@ class _SeekToStored(ConsumerRebalanceListener):  # type: ignore[misc]
             for tp in revoked:
                 # No claim, no append: batches of these partitions still in hand are dropped.
                 self._owner._epochs.pop(tp, None)
+                self._owner._next_offsets.pop(tp, None)
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
         delay = 0.5
@@ -167,6 +185,7 @@ class LedgerConsumer(AsyncLifecycle):
         codec: Codec,
         checkpointer: Checkpointing | None = None,
         key_source: ProducerSealSource | None = None,
+        timings: BatchTimings | None = None,
     ) -> None:
         self._gate: PollAuthenticator | None = None
         if config.authenticate_producers:
@@ -185,6 +204,11 @@ class LedgerConsumer(AsyncLifecycle):
         self._stopping = asyncio.Event()
         self._batch_lock = asyncio.Lock()
         self._epochs: dict[TopicPartition, int] = {}
+        #: The next offset the ledger holds for each assigned partition (lag's floor).
+        self._next_offsets: dict[TopicPartition, int] = {}
+        self._timings = timings
+        #: Why the last poll failed (an exception's type name); None after a good poll.
+        self.kafka_error: str | None = "not started"
         self._writer_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.stats = ConsumerStats()
 
@@ -251,6 +275,31 @@ class LedgerConsumer(AsyncLifecycle):
             async with self._batch_lock:
                 await consumer.stop()
 
+    async def kafka_answers(self) -> bool:
+        """Whether a broker answers a metadata request now (readiness: a poll does not
+        fail when the brokers go away, it only comes back empty)."""
+        consumer = self._consumer
+        if consumer is None:
+            return False
+        # aiokafka refreshes metadata on its own task; True once a broker answered.
+        return bool(await consumer._client.force_metadata_update())
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Per assigned partition: records Kafka holds (up to its last stable offset, as
+        this read_committed consumer sees them) that the ledger does not yet."""
+        consumer = self._consumer
+        if consumer is None:
+            return {}
+        out: dict[tuple[str, int], int] = {}
+        for tp in consumer.assignment():
+            end = consumer.last_stable_offset(tp)
+            if end is None:
+                end = consumer.highwater(tp)
+            ours = self._next_offsets.get(tp)
+            if end is not None and ours is not None:
+                out[(tp.topic, tp.partition)] = max(0, end - ours)
+        return out
+
     async def _seek_assigned(self, assigned: Sequence[TopicPartition]) -> None:
         consumer = self._consumer
         if consumer is None:
@@ -273,6 +322,7 @@ class LedgerConsumer(AsyncLifecycle):
                 tp = TopicPartition(topic, partition)
                 if partition in stored:
                     consumer.seek(tp, stored[partition])
+                    self._next_offsets[tp] = stored[partition]
                 else:
                     await consumer.seek_to_beginning(tp)
         consumer.resume(*assigned)  # a partition fenced earlier may be ours again
@@ -335,9 +385,12 @@ class LedgerConsumer(AsyncLifecycle):
                 timeout_ms=self._config.poll_timeout_ms, max_records=self._config.max_batch
             )
         except KafkaError as exc:
+            self.kafka_error = type(exc).__name__
             logger.warning("Kafka poll failed (%s); retrying", type(exc).__name__)
             await asyncio.sleep(1.0)
             return []
+        self.kafka_error = None
+        polled_at = time.monotonic()
         claims = {tp: self._epochs.get(tp) for tp in batches}
         gate = self._gate
         if gate is not None:
@@ -349,7 +402,12 @@ class LedgerConsumer(AsyncLifecycle):
             rows = [(m.topic, m.value or b"", e) for _, pairs in polled for m, e in pairs]
             verdicts = iter(await gate.authenticate_poll(rows))
         return [
-            _Polled(tp=tp, epoch=claims[tp], items=self._classify_all(pairs, verdicts, now))
+            _Polled(
+                tp=tp,
+                epoch=claims[tp],
+                items=self._classify_all(pairs, verdicts, now),
+                polled_at=polled_at,
+            )
             for tp, pairs in polled
         ]
 
@@ -400,9 +458,12 @@ class LedgerConsumer(AsyncLifecycle):
                 self.stats.unclaimed += len(items)
                 return None
             try:
+                started = time.monotonic()
                 result = await self._appender.append(
                     topic=tp.topic, partition=tp.partition, items=items, epoch=epoch
                 )
+                if self._timings is not None:
+                    self._timings.commit(time.monotonic() - started)
             except FencedError as exc:
                 # Another consumer owns this log now: drop the batch (it will append it, from
                 # the stored position) and stop fetching the partition until a rebalance.
@@ -438,6 +499,9 @@ class LedgerConsumer(AsyncLifecycle):
         if self._gate is not None:  # the batch's seals are in the database now
             self._gate.committed(item.seal for item in polled.items)
         self.stats.record(result, polled.items)
+        self._next_offsets[tp] = result.next_offset
+        if self._timings is not None:
+            self._timings.batch(time.monotonic() - polled.polled_at)
         if result.quarantined:
             logger.warning(
                 "%s/%d: %d record(s) quarantined", tp.topic, tp.partition, result.quarantined

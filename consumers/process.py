@@ -2,23 +2,32 @@
 
 Invariant: the process wires exactly one appender, one checkpointer (holding the
 signer keys), one codec and one consumer, and on SIGTERM/SIGINT finishes its
-in-flight batch, then exits.
+in-flight batch, then exits (at once while it is still trying to reach Kafka).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 from consumers.consumer import ConsumerConfig, LedgerConsumer
+from consumers.metrics import (
+    ConsumerCollector,
+    ConsumerTimings,
+    LedgerCollector,
+    database_check,
+    kafka_check,
+)
 from ledger.log.note import Signer
 from ledger.pg.appender import PostgresAppender
 from ledger.pg.checkpointer import Checkpointer, CheckpointPolicy
 from producers.codec import Codec
 from producers.kafka_security import KafkaSecurity
+from producers.ops import OpsConfig, OpsServer, OpsState
 
 logger = logging.getLogger("consumers")
 
@@ -56,7 +65,9 @@ async def run_consumer(
     max_batch: int = 10_000,
     authenticate_producers: bool = True,
     kafka_security: KafkaSecurity | None = None,
+    ops: OpsConfig | None = None,
 ) -> None:
+    """Consume until SIGTERM/SIGINT; with ``ops``, serve /metrics, /livez and /readyz."""
     stop = _stop_on_signals()
     config = ConsumerConfig(
         bootstrap_servers=bootstrap,
@@ -74,17 +85,58 @@ async def run_consumer(
     appender = PostgresAppender(dsn=appender_dsn, ledger_name=ledger_name)
     await appender.start()
     checkpointer = Checkpointer(pool=appender.pool, signers=signers, policy=policy)
+    state = OpsState()
     consumer = LedgerConsumer(
         config=config,
         appender=appender,
         codec=Codec(),
         checkpointer=checkpointer,
         key_source=appender,
+        timings=ConsumerTimings(state.registry),
     )
-    async with appender, consumer:
-        tune_gc()
-        logger.info("consuming %s as group %s", ",".join(topics), group_id)
-        await _run_until(consumer, stop)
+    state.registry.register(ConsumerCollector(consumer))
+    logs = LedgerCollector(appender.pool)
+    state.registry.register(logs)
+    state.refreshers.append(logs.refresh)
+    state.checks.update(database=database_check(appender.pool), kafka=kafka_check(consumer))
+    async with appender, _serving(ops, state):
+        if not await _started_unless_stopped(consumer, stop):
+            logger.info("stopped before Kafka could be reached")
+            return
+        try:
+            tune_gc()
+            logger.info("consuming %s as group %s", ",".join(topics), group_id)
+            await _run_until(consumer, stop)
+        finally:
+            await consumer.stop()
+
+
+async def _started_unless_stopped(consumer: LedgerConsumer, stop: asyncio.Event) -> bool:
+    """Start ``consumer``; False when SIGTERM/SIGINT came first (the start retries an
+    unreachable broker for minutes, and a supervisor's stop must not wait for that)."""
+    starting = asyncio.create_task(consumer.start())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if starting.done():
+        starting.result()  # a failed start raises here
+        return True
+    starting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await starting
+    await consumer.stop()
+    return False
+
+
+@contextlib.asynccontextmanager
+async def _serving(ops: OpsConfig | None, state: OpsState) -> AsyncIterator[None]:
+    """The ops listener for the block, when configured (started before Kafka is reached,
+    so /livez answers while the consumer waits for the broker)."""
+    if ops is None:
+        yield
+        return
+    async with OpsServer(ops, state):
+        yield
 
 
 def _stop_on_signals() -> asyncio.Event:

@@ -30,9 +30,11 @@ from integrations.atna.receiver import (
     AtnaStats,
 )
 from integrations.atna.senders import SenderPolicy, load_policy
+from ledgerctl.atnametrics import AtnaCollector, receiver_check
 from ledgerctl.settings import KafkaRole, Settings
 from ledgerctl.simulate import emitter_config
 from producers.emitter import Emitter
+from producers.ops import EmitterCollector, OpsConfig, OpsServer, OpsState, emitter_checks
 
 logger = logging.getLogger(__name__)
 
@@ -94,11 +96,13 @@ async def run_atna(
     stats_every: float = 60.0,
     ready: Callable[[AtnaReceiver], None] | None = None,
     stop: asyncio.Event | None = None,
+    ops: OpsConfig | None = None,
 ) -> AtnaStats:
     """Run the receiver until SIGTERM/SIGINT (or ``stop`` is set); return its last stats.
 
     ``ready`` is called once the listeners are bound (with the receiver, whose
-    ``tls_port`` / ``tcp_port`` / ``udp_port`` are the bound ports). Raises
+    ``tls_port`` / ``tcp_port`` / ``udp_port`` are the bound ports). With ``ops``, an ops
+    listener serves its metrics and readiness (docs/observability.md). Raises
     ``AtnaPolicyError`` for an unreadable policy file, ``ValueError`` for a configuration
     the receiver refuses.
     """
@@ -128,11 +132,20 @@ async def run_atna(
         default_facility=default_facility,
     )
     stopping = stop or asyncio.Event()
+    emitting = emitter_config(settings, producer_id, KafkaRole.ATNA)
     with _stop_on_signals(stopping):
         async with (
-            Emitter(emitter_config(settings, producer_id, KafkaRole.ATNA)) as emitter,
+            Emitter(emitting) as emitter,
             AtnaReceiver(config, emitter) as receiver,
+            contextlib.AsyncExitStack() as stack,
         ):
+            if ops is not None:
+                state = OpsState()
+                state.registry.register(AtnaCollector(receiver.stats))
+                state.registry.register(EmitterCollector({"atna": emitter}))
+                state.checks["receiver"] = receiver_check(receiver)
+                state.checks.update(emitter_checks(emitter, max_bytes=emitting.spool_max_bytes))
+                await stack.enter_async_context(OpsServer(ops, state))
             _log_ready(receiver, settings, config=config, producer_id=producer_id)
             if ready is not None:
                 ready(receiver)

@@ -54,6 +54,7 @@ app.command()(emit.demo)
 app.command()(export_replay.export)
 app.command()(verify.verify)
 app.command()(export_replay.replay)
+app.command()(services.version)
 
 app.add_typer(services.wait_app, name="wait")
 app.add_typer(report.report_app, name="report")

@@ -24,6 +24,7 @@ from integrations.dicomproxy import (
     LedgerRecorder,
     load_config,
 )
+from producers.ops import OpsConfig, OpsState, StatsCollector, ThreadedOps
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ def run_dicom_proxy(
     stats_every: float = 60.0,
     stop: threading.Event | None = None,
     ready: Callable[[DicomProxy], None] | None = None,
+    ops: OpsConfig | None = None,
 ) -> dict[str, object]:
     """Serve until SIGTERM/SIGINT (or ``stop`` is set); return the last counters.
 
@@ -48,7 +50,7 @@ def run_dicom_proxy(
     with _stop_on_signals(stopping):
         recorder.start()
         try:
-            with DicomProxy(config, recorder) as proxy:
+            with DicomProxy(config, recorder) as proxy, _ops_listener(ops, proxy, recorder):
                 logger.info(
                     "DICOM proxy ready: %s:%d, producer %s, topic %s, spool %s",
                     *proxy.address,
@@ -77,6 +79,30 @@ def _stats(proxy: DicomProxy, recorder: LedgerRecorder) -> dict[str, object]:
         "failed_handshakes": server.failed_handshakes,
         **recorder.stats(),
     }
+
+
+@contextlib.contextmanager
+def _ops_listener(
+    ops: OpsConfig | None, proxy: DicomProxy, recorder: LedgerRecorder
+) -> Iterator[None]:
+    """The ops listener (its own thread) while the proxy serves; readiness: the recorder
+    is not stalled (Kafka away and the spool full or unwritable)."""
+    if ops is None:
+        yield
+        return
+    state = OpsState()
+    state.registry.register(StatsCollector("ledger_dicomproxy", lambda: _stats(proxy, recorder)))
+
+    async def recorder_ready() -> str | None:
+        return "ledger emitter stalled" if recorder.stalled else None
+
+    state.checks["recorder"] = recorder_ready
+    listener = ThreadedOps(ops, state)
+    listener.start()
+    try:
+        yield
+    finally:
+        listener.stop()
 
 
 def stats_json(stats: dict[str, object]) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import signal
 import subprocess
 import sys
@@ -32,7 +33,9 @@ from ledger.audit.rules.watchlist import MAX_FILE_BYTES as WATCHLIST_MAX_BYTES
 from ledger.audit.rules.watchlist import parse_watchlist
 from ledger.errors import MalformedInputError
 from ledger.pg.compliance import DEFAULT_REGISTRY_TOPIC, PostgresRulesStore
+from ledger.pg.status import unready_reason
 from ledgerctl.passes import run_passes
+from producers.ops import OpsConfig, OpsServer, OpsState
 
 #: prctl(2) option: the signal a child gets when its parent dies.
 PR_SET_PDEATHSIG: Final = 1
@@ -73,17 +76,51 @@ async def run_rules(
     report: Callable[[PassSummary], None],
     registry_topic: str = DEFAULT_REGISTRY_TOPIC,
     shard: tuple[int, int] = (0, 1),
+    ops: OpsConfig | None = None,
 ) -> None:
     """One pass (``once``) or passes every ``interval`` seconds until a signal; the
     registry rules read the logs of ``registry_topic``. With ``shard`` (index, count),
     this process evaluates the audit logs whose id is index modulo count, and only
-    shard 0 writes the registry logs' cursors and late-change evidence."""
-    async with PostgresRulesStore(dsn=dsn, registry_topic=registry_topic) as store:
+    shard 0 writes the registry logs' cursors and late-change evidence. With ``ops``, an
+    ops listener serves the passes' counters and the database's readiness."""
+    async with contextlib.AsyncExitStack() as stack:
+        store = await stack.enter_async_context(
+            PostgresRulesStore(dsn=dsn, registry_topic=registry_topic)
+        )
+        if ops is not None:
+            state = OpsState()
+            report = _counting(report, state)
+            state.checks["database"] = functools.partial(unready_reason, store.pool)
+            await stack.enter_async_context(OpsServer(ops, state))
         registry = RegistryWatch(store, config, writer=shard[0] == 0)
         evaluator = Evaluator(store, build_rules(config), registry=registry, shard=shard)
         await run_passes(
             evaluator.run_pass, what="rules", once=once, interval=interval, report=report
         )
+
+
+def _counting(
+    report: Callable[[PassSummary], None], state: OpsState
+) -> Callable[[PassSummary], None]:
+    """``report``, counting each pass's summary on ``state``'s registry first."""
+    from prometheus_client import Counter
+
+    registry = state.registry
+    passes = Counter("ledger_rules_passes", "Evaluation passes done", registry=registry)
+    leaves = Counter("ledger_rules_leaves_evaluated", "Leaves evaluated", registry=registry)
+    raised = Counter("ledger_rules_alerts_raised", "Compliance alerts raised", registry=registry)
+    undecodable = Counter(
+        "ledger_rules_undecodable_leaves", "Leaves the rules could not decode", registry=registry
+    )
+
+    def counted(summary: PassSummary) -> None:
+        passes.inc()
+        leaves.inc(summary.leaves)
+        raised.inc(summary.raised)
+        undecodable.inc(summary.undecodable)
+        report(summary)
+
+    return counted
 
 
 def parse_shard(text: str) -> tuple[int, int]:

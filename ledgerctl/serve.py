@@ -10,6 +10,7 @@ signs with LEDGER_FHIR_PRODUCER_KEY_FILE as a producer of its own when that is s
 from __future__ import annotations
 
 import contextlib
+import functools
 import socket
 import ssl
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ from ledger.http.common import public_base
 from ledger.http.console import ConsoleConfig, OidcConfig
 from ledger.http.console.oidc import parse_role_map
 from ledger.http.fhir import FhirSubmitter
+from ledger.http.metrics import HttpMetrics
 from ledger.http.openapi import document
 from ledger.http.proxies import TrustedProxies
 from ledger.http.registry import RegistryWrites
@@ -37,6 +39,7 @@ from ledger.pg.compliance import PostgresRulesStore
 from ledger.pg.reader import PostgresReader
 from ledger.pg.registrybook import REGISTRY_TOPIC, PostgresRegistry
 from ledger.pg.reports import PostgresReports
+from ledger.pg.status import unready_reason
 from ledgerctl.fhirfeed import EmitterFhirSubmitter
 from ledgerctl.readaudit import EmitterReadRecorder
 from ledgerctl.registryapi import EmittingRegistrySink, FileRegistryParser, checked_emitter
@@ -44,6 +47,7 @@ from ledgerctl.rules import load_rules_config
 from ledgerctl.settings import KafkaRole, Settings
 from ledgerctl.simulate import key_producer_id
 from producers.emitter import Emitter, EmitterConfig
+from producers.ops import EmitterCollector, OpsConfig, OpsServer, OpsState, emitter_checks
 
 #: The spool of the API's registry writes (under LEDGER_SPOOL_DIR), apart from the CLI's.
 API_REGISTRY_SPOOL = "api-registry"
@@ -117,6 +121,7 @@ async def run_api(
     port: int,
     tls_cert: Path | None = None,
     tls_key: Path | None = None,
+    ops: OpsConfig | None = None,
 ) -> None:
     producer_id = key_producer_id(settings.producer_key_file, api_producer_id(port))
     config = _emitter_config(settings, producer_id, settings.producer_key_file)
@@ -132,6 +137,10 @@ async def run_api(
                 Emitter(_emitter_config(settings, fhir_id, fhir_key))
             )
         recorder = EmitterReadRecorder(emitter, ledger_name=settings.ledger_name)
+        state = OpsState()
+        emitters = {"api": emitter} | ({} if fhir_emitter is emitter else {"fhir": fhir_emitter})
+        state.registry.register(EmitterCollector(emitters))
+        state.checks.update(emitter_checks(emitter, max_bytes=config.spool_max_bytes))
         try:  # reports refuse checkpoints of another ledger or not signed by these keys
             keys = settings.verifier_key_strings()
             verifiers = parse_verifiers(keys) if keys else ()
@@ -165,6 +174,8 @@ async def run_api(
             registry_sink=None
             if settings.registry_producer_key_file is None
             else EmittingRegistrySink(checked_emitter(settings, spool=API_REGISTRY_SPOOL)),
+            ops=ops,
+            ops_state=state,
         )
 
 
@@ -186,6 +197,8 @@ async def serve_api(
     rules: RulesConfig | None = None,
     console: ConsoleConfig | None = None,
     trusted_proxies: TrustedProxies | None = None,
+    ops: OpsConfig | None = None,
+    ops_state: OpsState | None = None,
 ) -> None:
     """One reader (role ledger_reader, SELECT only) and one app, served until SIGTERM.
     Links go under ``public_url`` (default: ``bind_url``); page tokens are sealed with
@@ -194,9 +207,15 @@ async def serve_api(
     Compliance alerts are read as ``ledger_reader``; their triage (an inserted transition)
     needs ``triage_dsn`` (``LEDGER_TRIAGE_URL``), else transitions answer 503. The
     registry is read from the logs of ``registry_topic``; registry files sent to the API
-    are checked, and emitted through ``registry_sink`` (None: answered 503)."""
+    are checked, and emitted through ``registry_sink`` (None: answered 503). Requests are
+    counted per route on ``ops_state``'s registry, served with readiness (the database,
+    and what ``ops_state`` checks already) by an ops listener when ``ops`` is given."""
+    state = ops_state or OpsState()
     async with contextlib.AsyncExitStack() as stack:
         store = await stack.enter_async_context(PostgresReader(dsn=reader_dsn))
+        state.checks["database"] = functools.partial(unready_reason, store.pool)
+        if ops is not None:
+            await stack.enter_async_context(OpsServer(ops, state))
         reports = await stack.enter_async_context(
             PostgresReports(
                 dsn=reader_dsn,
@@ -234,5 +253,6 @@ async def serve_api(
             cursor_key=cursor_key,
             console=console or ConsoleConfig(verifier_keys=tuple(v.key for v in verifiers)),
             trusted_proxies=trusted_proxies,
+            http_metrics=HttpMetrics(state.registry),
         )
         await serve_app(app, host=host, port=port, tls=tls)

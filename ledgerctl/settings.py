@@ -13,6 +13,7 @@ import os
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -214,6 +215,13 @@ class Settings(BaseSettings):
     max_clock_skew_seconds: float = Field(
         default=300.0, alias="LEDGER_MAX_CLOCK_SKEW_SECONDS", ge=0, le=86_400
     )
+    # --- observability (#17) ---
+    #: Log lines: "text" (one human line) or "json" (one JSON object per line).
+    log_format: Literal["text", "json"] = Field(default="text", alias="LEDGER_LOG_FORMAT")
+    #: The ops listener (/metrics, /livez, /readyz, /version) of a long-running process:
+    #: off unless a port is given (each process of one host needs its own; 0: any free).
+    ops_host: str = Field(default="127.0.0.1", alias="LEDGER_OPS_HOST")
+    ops_port: int | None = Field(default=None, alias="LEDGER_OPS_PORT", ge=0, le=65535)
 
     @classmethod
     def settings_customise_sources(

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import sys
+from collections.abc import AsyncIterator
 from typing import IO
 
 from producers.codec import from_record
@@ -26,7 +27,9 @@ from producers.pipe_protocol import (
     ACK_EVERY,
     BLOCK,
     IDLE_ENV,
+    LOG_FORMAT_ENV,
     NICE_ENV,
+    OPS_ENV,
     PIPE_BYTES,
     Frames,
     frame,
@@ -40,7 +43,7 @@ def main() -> None:  # pragma: no cover - runs in the child; tests/integration/t
     # The protocol gets its own copy of stdout; anything printed goes to stderr instead.
     protocol = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="pipe %(message)s")
+    _configure_logging()
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     if os.environ.get(IDLE_ENV) == "1":  # before any thread: they inherit the policy
         try:
@@ -98,7 +101,7 @@ class _Server:  # pragma: no cover - runs in the child
             self._stdout.flush()
 
     async def run(self, config: EmitterConfig, first: list[tuple[object, ...]]) -> None:
-        async with Emitter(config) as emitter:
+        async with Emitter(config) as emitter, _ops_listener(emitter, config):
             await self._reserve(emitter)
             acks = asyncio.create_task(self._acknowledging())
             batch: list[tuple[object, ...]] | None = first
@@ -169,3 +172,56 @@ class _Server:  # pragma: no cover - runs in the child
                 logger.warning("the emitter refused an event (%r); retrying", exc)
                 await asyncio.sleep(delay)
                 delay = min(2.0, delay * 2)
+
+
+def _configure_logging() -> None:  # pragma: no cover - runs in the child
+    """Text lines prefixed "pipe", or JSON lines when LEDGER_LOG_FORMAT=json."""
+    if os.environ.get(LOG_FORMAT_ENV, "").strip().lower() == "json":
+        from producers.logformat import configure
+
+        configure(level=logging.INFO, fmt="json", service="orthanc-pipe")
+        return
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="pipe %(message)s")
+
+
+def ops_address(value: str) -> tuple[str, int]:
+    """``host:port`` or ``port`` (loopback) -> (host, port); ValueError when neither."""
+    host, sep, port = value.strip().rpartition(":")
+    if not sep:
+        host = "127.0.0.1"
+    number = int(port)
+    if not 0 <= number <= 65535:
+        raise ValueError(f"{OPS_ENV}: port out of range: {number}")
+    return host.strip("[]") or "127.0.0.1", number
+
+
+@contextlib.asynccontextmanager
+async def _ops_listener(
+    emitter: Emitter, config: EmitterConfig
+) -> AsyncIterator[None]:  # pragma: no cover - runs in the child; tests/e2e/test_prometheus.py
+    """The ops listener when PHI_LEDGER_PIPE_OPS is set; a listener that cannot start is
+    logged, never fatal (the events matter more than their metrics)."""
+    address = os.environ.get(OPS_ENV, "").strip()
+    if not address:
+        yield
+        return
+    try:
+        from producers.ops import EmitterCollector, OpsConfig, OpsServer, OpsState, emitter_checks
+
+        host, port = ops_address(address)
+        state = OpsState()
+        state.registry.register(EmitterCollector({"orthanc-pipe": emitter}))
+        state.checks.update(emitter_checks(emitter, max_bytes=config.spool_max_bytes))
+        # A successor started while this one drains binds the same port (SO_REUSEPORT).
+        server = OpsServer(
+            OpsConfig(host=host, port=port, service="orthanc-pipe", reuse_port=True), state
+        )
+        await server.__aenter__()
+    except (ImportError, ValueError, OSError) as exc:
+        logger.warning("no ops listener (%s: %s)", OPS_ENV, type(exc).__name__)
+        yield
+        return
+    try:
+        yield
+    finally:
+        await server.__aexit__(None, None, None)

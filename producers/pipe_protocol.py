@@ -19,6 +19,12 @@ LENGTH: Final = struct.Struct(">I")
 NICE_ENV: Final = "PHI_LEDGER_PIPE_NICE"
 #: "1": the pipe process runs at idle CPU priority (``SCHED_IDLE``), set by the host.
 IDLE_ENV: Final = "PHI_LEDGER_PIPE_IDLE"
+#: "host:port" (or a port on loopback): the pipe process serves /metrics, /livez and
+#: /readyz there (docs/observability.md); unset: no listener. Read from the host's
+#: environment, which the child inherits.
+OPS_ENV: Final = "PHI_LEDGER_PIPE_OPS"
+#: "json": the pipe process writes JSON log lines (as LEDGER_LOG_FORMAT=json elsewhere).
+LOG_FORMAT_ENV: Final = "LEDGER_LOG_FORMAT"
 #: The pipe to the pipe process holds this much (Linux's default limit for unprivileged
 #: users); what does not fit waits in memory until the next emit or acknowledgement.
 PIPE_BYTES: Final = 1 << 20

@@ -87,7 +87,8 @@ start() {
     fi
     log "starting the ATNA receiver (log: $ATNA_LOG)"
     (cd "$ROOT" && set -a && source "$ENV_FILE" && set +a && \
-      export LEDGER_PRODUCER_KEY_FILE="$SECRETS/producers/atna.key" && exec setsid nohup \
+      export LEDGER_PRODUCER_KEY_FILE="$SECRETS/producers/atna.key" LEDGER_OPS_PORT="$OPS_ATNA_PORT" && \
+      exec setsid nohup \
       "$VENV/bin/ledger" atna serve --host 127.0.0.1 \
         --tls-port "$ATNA_TLS_PORT" "${listeners[@]}" \
         --cert "$ATNA_CERT" --key "$ATNA_KEY" --client-ca "$ATNA_CLIENT_CA" \

@@ -17,6 +17,14 @@ KAFKA_PORT="${LEDGER_KAFKA_PORT:-19092}"
 KAFKA_CONTROLLER_PORT="${LEDGER_KAFKA_CONTROLLER_PORT:-19093}"
 API_PORT="${LEDGER_API_PORT:-18080}"
 PG_DB="${LEDGER_PG_DB:-ledger}"
+# Each long-running process's ops listener (/metrics, /livez, /readyz, /version) on
+# loopback: deploy/prometheus/prometheus-local.yml scrapes them (docs/observability.md).
+OPS_API_PORT="${LEDGER_OPS_API_PORT:-18090}"
+OPS_CONSUMER_PORT="${LEDGER_OPS_CONSUMER_PORT:-18091}"
+OPS_ATNA_PORT="${LEDGER_OPS_ATNA_PORT:-18092}"
+OPS_RULES_PORT="${LEDGER_OPS_RULES_PORT:-18093}"
+OPS_PIPE_PORT="${LEDGER_OPS_PIPE_PORT:-18094}"
+OPS_DICOMPROXY_PORT="${LEDGER_OPS_DICOMPROXY_PORT:-18095}"
 
 mkdir -p "$RUN_DIR" "$LOG_DIR" "$SECRETS"
 chmod 700 "$SECRETS"

@@ -92,7 +92,7 @@ start() {
     port_open 127.0.0.1 "$PROXY_PORT" && die "port $PROXY_PORT is taken by another process (LEDGER_DICOMPROXY_PORT)"
     write_config
     log "starting the DICOM proxy (log: $P_LOG)"
-    (cd "$ROOT" && exec setsid nohup "$VENV/bin/ledger" dicom-proxy serve --config "$CONF" \
+    (cd "$ROOT" && LEDGER_OPS_PORT="$OPS_DICOMPROXY_PORT" exec setsid nohup "$VENV/bin/ledger" dicom-proxy serve --config "$CONF" \
       >>"$P_LOG" 2>&1 </dev/null) &
     echo $! >"$PIDFILE"
   fi

@@ -215,7 +215,9 @@ start() {
     write_config "$(plugin_python_path)"
     log "starting Orthanc on 127.0.0.1:$ORTHANC_PORT, DICOM $ORTHANC_DICOM_PORT (log: $O_LOG)"
     local mark=0; [ -f "$O_LOG" ] && mark="$(wc -l <"$O_LOG")"
-    (cd "$O_HOME" && exec setsid nohup /usr/sbin/Orthanc "$CONF" >>"$O_LOG" 2>&1 </dev/null) &
+    # The plugin's pipe process inherits PHI_LEDGER_PIPE_OPS: its ops listener's address.
+    (cd "$O_HOME" && PHI_LEDGER_PIPE_OPS="127.0.0.1:$OPS_PIPE_PORT" \
+      exec setsid nohup /usr/sbin/Orthanc "$CONF" >>"$O_LOG" 2>&1 </dev/null) &
     echo $! >"$PIDFILE"
     wait_for 60 "Orthanc" orthanc_ready || { tail -20 "$O_LOG" >&2; die "Orthanc did not become ready (log: $O_LOG)"; }
     tail -n +"$((mark + 1))" "$O_LOG" | grep -q "PhiLedger: auditing PHI access" \

@@ -109,6 +109,9 @@ infra() {
   # Debian's Chromium: the console's browser tests drive it through Playwright (no browser
   # is ever downloaded by the tests).
   [ -x /usr/bin/chromium ] || apt_install chromium
+  # Debian's Prometheus and promtool: a test scrapes every process, another checks the
+  # alert rules (docs/observability.md).
+  "$HERE/prometheus.sh" install
   # Orthanc with its Python and DICOMweb plugins: the tests start Orthancs of their own.
   "$HERE/orthanc.sh" install
   "$HERE/postgres.sh" start
@@ -125,11 +128,12 @@ infra() {
 up() {
   infra
   # Static group membership: a restarted consumer gets its partitions back at once.
-  start_service consumer env LEDGER_CONSUMER_INSTANCE_ID=local-consumer-1 "$LEDGER" consume
+  start_service consumer env LEDGER_CONSUMER_INSTANCE_ID=local-consumer-1 \
+    LEDGER_OPS_PORT="$OPS_CONSUMER_PORT" "$LEDGER" consume
   # The compliance rules evaluator: reads the appended ledger, raises alerts; ingestion
   # never waits on it (docs/design/compliance.md).
-  start_service rules "$LEDGER" rules run --interval 1
-  start_service api env LEDGER_PRODUCER_KEY_FILE="$PRODUCER_KEYS/api.key" \
+  start_service rules env LEDGER_OPS_PORT="$OPS_RULES_PORT" "$LEDGER" rules run --interval 1
+  start_service api env LEDGER_PRODUCER_KEY_FILE="$PRODUCER_KEYS/api.key" LEDGER_OPS_PORT="$OPS_API_PORT" \
     LEDGER_FHIR_PRODUCER_KEY_FILE="$PRODUCER_KEYS/fhir-feed.key" "$LEDGER" serve --port "$API_PORT"
   (cd "$ROOT" && "$LEDGER" wait api --timeout 60) || { tail -20 "$LOG_DIR/api.log" >&2; die "API did not start (log: $LOG_DIR/api.log)"; }
   "$HERE/atna.sh" start

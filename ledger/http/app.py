@@ -35,6 +35,7 @@ from ledger.http.common import (
     public_base,
 )
 from ledger.http.console import ConsoleConfig, console_middleware, install
+from ledger.http.metrics import HttpMetrics, service_version
 from ledger.http.middleware import (
     Handler,
     auth_middleware,
@@ -58,8 +59,12 @@ class Route:
 
 
 def _public_healthz() -> Handler:
+    """Liveness: the process answers (no dependency is checked; readiness is the ops
+    listener's /readyz, docs/observability.md)."""
+    version = service_version()
+
     async def healthz(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+        return web.json_response({"status": "ok", "version": version})
 
     return healthz
 
@@ -208,6 +213,7 @@ def create_app(
     cursor_key: CursorKey | None = None,
     console: ConsoleConfig | None = None,
     trusted_proxies: TrustedProxies | None = None,
+    http_metrics: HttpMetrics | None = None,
 ) -> web.Application:
     """The API application; the caller owns the lifecycles of what it passes in.
 
@@ -226,6 +232,7 @@ def create_app(
         # its refusals are recorded too. The console's pages wrap them all.
         middlewares=[
             *([proxy_middleware(proxies)] if proxies.networks else []),
+            *([http_metrics.middleware] if http_metrics is not None else []),
             *([console_middleware] if console is not None else []),
             errors_middleware,
             read_audit_middleware,

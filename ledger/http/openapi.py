@@ -501,7 +501,12 @@ def document() -> JsonObject:
             "Liveness (no ledger data)",
             "service",
             [],
-            _json({"type": "object", "properties": {"status": {"type": "string"}}}),
+            _json(
+                {
+                    "type": "object",
+                    "properties": {"status": {"type": "string"}, "version": {"type": "string"}},
+                }
+            ),
             public=True,
             errors=("404",),
         ),

@@ -36,6 +36,36 @@ async def ingestion_status(dsn: str) -> list[LogIngestion]:
             rows = await conn.fetch(sql.INGESTION_STATUS)
         finally:
             await conn.close()
+    return _ingestion(rows)
+
+
+async def pooled_ingestion_status(pool: asyncpg.Pool) -> list[LogIngestion]:
+    """``ingestion_status`` on a pool a process already holds (its metrics, each scrape)."""
+    with transient_as_unavailable():
+        async with pool.acquire() as conn:
+            rows = await conn.fetch(sql.INGESTION_STATUS)
+    return _ingestion(rows)
+
+
+async def ping(pool: asyncpg.Pool) -> None:
+    """One statement on the pool; raises ``UnavailableError`` when the database is away."""
+    with transient_as_unavailable():
+        async with pool.acquire() as conn:
+            await conn.fetchval(sql.PING)
+
+
+async def unready_reason(pool: asyncpg.Pool) -> str | None:
+    """A readiness check's answer: None when the database answers on ``pool``, else why
+    not (an exception's type name only: never a DSN or a server message)."""
+    try:
+        await ping(pool)
+    except Exception as exc:
+        cause = exc.__cause__ if exc.__cause__ is not None else exc
+        return f"PostgreSQL unavailable ({type(cause).__name__})"
+    return None
+
+
+def _ingestion(rows: list[asyncpg.Record]) -> list[LogIngestion]:
     return [
         LogIngestion(
             origin=r["origin"],

@@ -8,13 +8,14 @@ client CA; kept messages (PHI) are printed only after the read is recorded.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from pathlib import Path
 from typing import Annotated, TypeAlias
 
 import typer
 
-from ledgerctl.commands.common import REASON, configure_logging, fail
+from ledgerctl.commands.common import REASON, configure_logging, fail, ops_config
 from ledgerctl.settings import Settings
 
 atna_app = typer.Typer(
@@ -104,9 +105,9 @@ def atna_serve(
     from ledgerctl.simulate import key_producer_id
     from producers.signing import ProducerKeyError
 
-    configure_logging(verbose)
-    senders = _required_policy(senders, tls=not no_tls, client_ca=client_ca)
     settings = Settings.load()
+    configure_logging(verbose, service="atna", fmt=settings.log_format)
+    senders = _required_policy(senders, tls=not no_tls, client_ca=client_ca)
     if producer_id is None:
         producer_id = key_producer_id(settings.producer_key_file, DEFAULT_PRODUCER_ID)
     try:
@@ -131,11 +132,15 @@ def atna_serve(
                 frame_timeout=frame_timeout,
                 parse_workers=parse_workers,
                 stats_every=stats_every,
+                ops=ops_config(settings, "atna"),
             )
         )
     except (AtnaPolicyError, ProducerKeyError, ValueError) as exc:
         raise fail(str(exc)) from exc
-    print(f"ATNA receiver exited: {stats_json(stats)}", file=sys.stderr, flush=True)
+    if settings.log_format == "json":  # one JSON object per line on stderr
+        logging.getLogger("ledgerctl.atna").info("ATNA receiver exited: %s", stats_json(stats))
+    else:
+        print(f"ATNA receiver exited: {stats_json(stats)}", file=sys.stderr, flush=True)
 
 
 def _required_policy(senders: Path | None, *, tls: bool, client_ca: Path | None) -> Path:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -17,6 +17,9 @@ from rich.console import Console
 from ledger.log.note import Verifier
 from ledgerctl.settings import KafkaRole, Settings
 from producers.kafka_security import KafkaSecurity
+
+if TYPE_CHECKING:
+    from producers.ops import OpsConfig
 
 console = Console(stderr=True)
 
@@ -27,14 +30,32 @@ REASON = typer.Option(
 )
 
 
-def configure_logging(verbose: bool = False) -> None:
-    """Log lines to stderr (DEBUG with --verbose); aiokafka's chatter from WARNING up."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def configure_logging(
+    verbose: bool = False, *, service: str = "ledger", fmt: str | None = None
+) -> None:
+    """Log lines to stderr (DEBUG with --verbose), as text or JSON (LEDGER_LOG_FORMAT,
+    docs/observability.md); aiokafka's chatter from WARNING up."""
+    from producers.logformat import configure
+
+    try:
+        configure(
+            level=logging.DEBUG if verbose else logging.INFO,
+            fmt=fmt,
+            service=service,
+            stream=sys.stderr,
+        )
+    except ValueError as exc:
+        raise fail(str(exc)) from exc
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
+
+
+def ops_config(settings: Settings, service: str) -> OpsConfig | None:
+    """The ops listener of ``service`` (LEDGER_OPS_HOST / LEDGER_OPS_PORT); None: off."""
+    from producers.ops import OpsConfig
+
+    if settings.ops_port is None:
+        return None
+    return OpsConfig(host=settings.ops_host, port=settings.ops_port, service=service)
 
 
 def load_verifiers(settings: Settings, keys: list[str] | None = None) -> tuple[Verifier, ...]:

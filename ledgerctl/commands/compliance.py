@@ -9,8 +9,10 @@ operator's OS user and --reason, and so is every transition.
 from __future__ import annotations
 
 import asyncio
+import logging
+from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -19,9 +21,13 @@ from ledgerctl.commands.common import (
     configure_logging,
     console,
     fail,
+    ops_config,
     report_console_stdout,
 )
 from ledgerctl.settings import Settings
+
+if TYPE_CHECKING:
+    from producers.ops import OpsConfig
 
 rules_app = typer.Typer(
     help="Compliance rules: evaluate the appended ledger.", no_args_is_help=True
@@ -64,18 +70,22 @@ def rules_run(
     from ledger.errors import LedgerError
     from ledgerctl.rules import load_rules_config, parse_shard, run_rules, spawn_shards
 
-    configure_logging(verbose)
     settings = Settings.load()
+    configure_logging(verbose, service="rules", fmt=settings.log_format)
     part = (0, workers) if shard is None else parse_shard(shard)
 
     def report(s: PassSummary) -> None:
         if once or s.leaves or s.raised or s.registry_changes or s.annotated:
-            console.print(
+            line = (
                 f"rules: {s.logs} log(s), {s.leaves} leaves evaluated, {s.raised} alert(s) "
                 f"raised, {s.undecodable} undecodable; registry: {s.registry_changes} "
                 f"change(s) read, {s.annotated} alert(s) annotated by a later change, "
                 f"{s.held} log(s) waiting for it to settle"
             )
+            if settings.log_format == "json":  # one JSON object per line on stderr
+                logging.getLogger("ledgerctl.rules").info("%s", line)
+            else:
+                console.print(line)
 
     rules = load_rules_config(config)  # a bad file stops every process before it starts
     extra = ["--interval", str(interval), *(["--once"] if once else [])]
@@ -91,12 +101,20 @@ def rules_run(
                     interval=interval,
                     report=report,
                     shard=part,
+                    ops=_shard_ops(ops_config(settings, "rules"), part[0]),
                 )
             )
         except LedgerError as exc:
             raise fail(str(exc)) from exc
         if children.wait_all() != 0:
             raise fail("an evaluator process of --workers failed (see its output above)")
+
+
+def _shard_ops(ops: OpsConfig | None, index: int) -> OpsConfig | None:
+    """Share ``index`` of --workers listens on the configured port + index (0: any free)."""
+    if ops is None or ops.port == 0 or index == 0:
+        return ops
+    return replace(ops, port=ops.port + index)
 
 
 @rules_app.command("demo")

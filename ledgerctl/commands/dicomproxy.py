@@ -12,7 +12,8 @@ from typing import Annotated
 
 import typer
 
-from ledgerctl.commands.common import configure_logging, fail
+from ledgerctl.commands.common import configure_logging, fail, ops_config
+from ledgerctl.settings import Settings
 
 dicomproxy_app = typer.Typer(
     help="DICOM audit proxy: DIMSE in front of any PACS, every operation in the ledger.",
@@ -36,9 +37,12 @@ def dicomproxy_serve(
     from ledgerctl.dicomproxy import run_dicom_proxy, stats_json
     from producers import ProducerError
 
-    configure_logging(verbose)
+    settings = Settings.load()
+    configure_logging(verbose, service="dicom-proxy", fmt=settings.log_format)
     try:
-        stats = run_dicom_proxy(config, stats_every=stats_every)
+        stats = run_dicom_proxy(
+            config, stats_every=stats_every, ops=ops_config(settings, "dicom-proxy")
+        )
     except DicomProxyError as exc:
         raise fail(f"{config}: {exc}") from exc
     except (ProducerError, OSError, TimeoutError) as exc:

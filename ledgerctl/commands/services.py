@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from ledgerctl.commands.common import configure_logging, fail, kafka_security
+from ledgerctl.commands.common import configure_logging, fail, kafka_security, ops_config
 from ledgerctl.settings import KafkaRole, Settings
 
 wait_app = typer.Typer(help="Wait until a dependency is ready (for scripts).", no_args_is_help=True)
@@ -26,8 +26,8 @@ def consume(verbose: bool = False) -> None:
     from ledger.log.keys import load_signers
     from ledger.pg.checkpointer import CheckpointPolicy
 
-    configure_logging(verbose)
     settings = Settings.load()
+    configure_logging(verbose, service="consumer", fmt=settings.log_format)
     if not settings.signer_key_file:
         raise fail("LEDGER_SIGNER_KEY_FILE is not set (run `make up`, or `ledger keygen`)")
     try:
@@ -53,6 +53,7 @@ def consume(verbose: bool = False) -> None:
             group_instance_id=settings.consumer_instance_id,
             max_batch=settings.consumer_max_batch,
             kafka_security=kafka_security(settings, KafkaRole.CONSUMER),
+            ops=ops_config(settings, "consumer"),
         )
     )
 
@@ -69,13 +70,42 @@ def serve(
     """Run the query API (until SIGTERM). Every read is recorded in the ledger."""
     from ledgerctl.serve import run_api
 
-    configure_logging(verbose)
     settings = Settings.load()
+    configure_logging(verbose, service="api", fmt=settings.log_format)
     cert = tls_cert or (Path(settings.tls_cert_file) if settings.tls_cert_file else None)
     key = tls_key or (Path(settings.tls_key_file) if settings.tls_key_file else None)
     if (cert is None) != (key is None):
         raise fail("give both a TLS certificate and its key, or neither")
-    asyncio.run(run_api(settings, host=host, port=port, tls_cert=cert, tls_key=key))
+    asyncio.run(
+        run_api(
+            settings,
+            host=host,
+            port=port,
+            tls_cert=cert,
+            tls_key=key,
+            ops=ops_config(settings, "api"),
+        )
+    )
+
+
+def version(
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+) -> None:
+    """Print the installed version of the ledger (the one /version and /readyz report)."""
+    import json
+    import platform
+
+    from producers.ops import DISTRIBUTION, package_version
+
+    if json_out:
+        answer = {
+            "name": DISTRIBUTION,
+            "version": package_version(),
+            "python": platform.python_version(),
+        }
+        print(json.dumps(answer))
+    else:
+        print(f"{DISTRIBUTION} {package_version()} (Python {platform.python_version()})")
 
 
 @wait_app.command("kafka")

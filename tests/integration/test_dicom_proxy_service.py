@@ -144,3 +144,38 @@ def test_it_serves_with_kafka_away_refuses_a_second_proxy_on_its_spool_and_stops
     assert '"recorded": 1' in text
     assert '"emitter_lost": 0' in text
     assert any(spool.iterdir())  # the C-ECHO's event waits there for Kafka
+
+
+def test_its_ops_listener_serves_metrics_and_readiness(pacs: UpstreamPacs, tmp_path: Path) -> None:
+    """With LEDGER_OPS_PORT, the threaded proxy serves /livez, /readyz (the recorder is not
+    stalled: Kafka is away but the spool takes events) and its counters as metrics."""
+    import json
+    import urllib.request
+
+    path, port = config(tmp_path, pacs.port)  # type: ignore[attr-defined]
+    ops = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LEDGER_", "KAFKA_"))}
+    log = tmp_path / "ops.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [LEDGER, "dicom-proxy", "serve", "--config", str(path)],
+            cwd=ROOT, env={**env, "LEDGER_OPS_PORT": str(ops), "LEDGER_ENV_FILE": os.devnull},
+            stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        listening(port, proc, log)
+        listening(ops, proc, log)
+        base = f"http://127.0.0.1:{ops}"
+        with urllib.request.urlopen(f"{base}/readyz", timeout=10) as resp:
+            ready = json.loads(resp.read())
+        assert ready["status"] == "ok"
+        assert ready["service"] == "dicom-proxy"
+        assert ready["checks"] == {"recorder": "ok"}
+        with urllib.request.urlopen(f"{base}/metrics", timeout=10) as resp:
+            metrics = resp.read().decode()
+        assert "ledger_dicomproxy_refused_operations 0.0" in metrics
+        assert "ledger_dicomproxy_stalled 0.0" in metrics
+        assert 'ledger_build_info{service="dicom-proxy"' in metrics
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, log.read_text()

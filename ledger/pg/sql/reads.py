@@ -243,6 +243,9 @@ SELECT {INDEX_COLUMNS_SQL}
 FROM events e WHERE e.log_id = $1 AND e.leaf_index >= $2 ORDER BY e.leaf_index LIMIT $3
 """
 
+# Readiness probes (docs/observability.md): the database answers a statement.
+PING: Final = "SELECT 1"
+
 # ``ledger status``: per log, its Kafka partition, what was ingested (the next offset to
 # read), its size, its latest signed checkpoint's size and when it was signed.
 INGESTION_STATUS: Final = """
