@@ -141,16 +141,25 @@ def test_the_api_is_behind_a_service() -> None:
     assert container["args"] == ["serve", "--host", "0.0.0.0", "--port", "18080"]
 
 
-@pytest.mark.parametrize(
-    ("workload", "port"), [("ledger-philedger-api", "http"), ("ledger-philedger-consumer", "ops")]
-)
-def test_probes_are_livez_and_readyz(workload: str, port: str) -> None:
+def test_every_process_is_probed_on_its_ops_listener() -> None:
+    """/livez and /readyz on the ops port (docs/observability.md), which every process
+    binds on the pod's address (LEDGER_OPS_HOST), never the API's public port."""
     docs = objects(render())
-    container = by_kind(docs, "StatefulSet")[workload]["spec"]["template"]["spec"]["containers"][0]
-    assert container["livenessProbe"]["httpGet"] == {"path": "/livez", "port": port}
-    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": port}
-    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports[port] == {"http": 18080, "ops": 9464}[port]
+    workloads = [d for d in docs if d["kind"] in {"StatefulSet", "Deployment"}]
+    assert {d["metadata"]["name"] for d in workloads} >= {
+        "ledger-philedger-api", "ledger-philedger-consumer", "ledger-philedger-atna",
+        "ledger-philedger-rules",
+    }  # fmt: skip
+    for workload in workloads:
+        container = workload["spec"]["template"]["spec"]["containers"][0]
+        name = workload["metadata"]["name"]
+        assert container["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "ops"}, name
+        assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "ops"}, name
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert ports["ops"] == 9464, name
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["LEDGER_OPS_PORT"] == "9464", name
+        assert env["LEDGER_OPS_HOST"] == "0.0.0.0", name
 
 
 def _pods(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -141,6 +141,21 @@ def test_each_unit_is_hardened(name: str) -> None:
     assert ("Environment", "LEDGER_CONFIG_FILE=/etc/philedger/ledger.toml") in pairs
 
 
+def test_every_unit_serves_health_and_metrics_on_a_port_of_its_own() -> None:
+    """Each unit's ops listener (docs/observability.md) on its own loopback port; a
+    consumer instance's port is its instance name, so instances on one host differ."""
+    ports = {}
+    for name in SERVICES:
+        values = [v for k, v in settings(UNITS / name) if k == "Environment"]
+        found = [v.split("=", 1)[1] for v in values if v.startswith("LEDGER_OPS_PORT=")]
+        assert len(found) == 1, name
+        ports[name] = found[0]
+    assert ports["philedger-consumer@.service"] == "%i"
+    fixed = [p for n, p in ports.items() if n != "philedger-consumer@.service"]
+    assert len(set(fixed)) == len(fixed)
+    assert all(p.isdigit() for p in fixed)
+
+
 @pytest.mark.parametrize("name", SERVICES)
 def test_every_secret_is_a_credential_the_service_uses(name: str) -> None:
     """Secrets come from /etc/philedger/secrets through LoadCredential, each one named

@@ -63,6 +63,8 @@ capabilities:
 - {name: LEDGER_KAFKA_CREDENTIALS_DIR, value: /run/secrets/philedger}
 - {name: PYTHONUNBUFFERED, value: "1"}
 - {name: PYTHONDONTWRITEBYTECODE, value: "1"}
+- {name: LEDGER_OPS_HOST, value: "0.0.0.0"}
+- {name: LEDGER_OPS_PORT, value: {{ .Values.opsPort | quote }}}
 {{- end -}}
 
 {{- define "philedger.extraEnv" -}}
