@@ -17,6 +17,7 @@ from consumers.consumer import ConsumerConfig, LedgerConsumer
 from ledger.log.note import Signer
 from ledger.pg.appender import PostgresAppender
 from ledger.pg.checkpointer import Checkpointer, CheckpointPolicy
+from ledger.pg.pool import PoolSettings
 from producers.codec import Codec
 from producers.kafka_security import KafkaSecurity
 
@@ -56,6 +57,7 @@ async def run_consumer(
     max_batch: int = 10_000,
     authenticate_producers: bool = True,
     kafka_security: KafkaSecurity | None = None,
+    pool: PoolSettings | None = None,
 ) -> None:
     stop = _stop_on_signals()
     config = ConsumerConfig(
@@ -71,7 +73,7 @@ async def run_consumer(
         authenticate_producers=authenticate_producers,
         kafka_security=kafka_security or KafkaSecurity(),
     )
-    appender = PostgresAppender(dsn=appender_dsn, ledger_name=ledger_name)
+    appender = PostgresAppender(dsn=appender_dsn, ledger_name=ledger_name, pool=pool)
     await appender.start()
     checkpointer = Checkpointer(pool=appender.pool, signers=signers, policy=policy)
     consumer = LedgerConsumer(

@@ -1,7 +1,10 @@
 """The PostgreSQL reader: the API's read-only queries (role ledger_reader).
 
 Invariant: this adapter only ever runs SELECTs; it connects as a role that may
-do nothing else, so a bug here cannot change the ledger.
+do nothing else, so a bug here cannot change the ledger. A listing's entries are read
+in one read-only transaction that first sees the signed sizes it is pinned to, so on a
+streaming replica that has not replayed them yet it answers "retry" rather than an
+incomplete page (docs/postgres.md).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from ledger.audit.query import (
 from ledger.errors import MalformedInputError, PushbackError
 from ledger.log import tiles
 from ledger.pg import sql, tree
-from ledger.pg.pool import PooledAdapter
+from ledger.pg.pool import PooledAdapter, PoolSettings
 
 #: How long a snapshot of the signed sizes is reused (a checkpoint is signed every ~1 s).
 SNAPSHOT_TTL: Final = 0.25
@@ -63,12 +66,16 @@ def _entry(r: asyncpg.Record) -> AccessEntry:
 
 
 class PostgresReader(PooledAdapter):
-    def __init__(self, *, dsn: str, pool_size: int = 8) -> None:
+    def __init__(self, *, dsn: str, pool_size: int = 8, pool: PoolSettings | None = None) -> None:
         # No JIT: every query here is a short, indexed lookup, and PostgreSQL's cost guess
         # for "ranges containing a point" is high enough to trigger JIT compilation that
         # costs more than the query (benchmarks/attribution.py).
         super().__init__(
-            dsn=dsn, pool_size=pool_size, command_timeout=30, server_settings={"jit": "off"}
+            dsn=dsn,
+            pool_size=pool_size,
+            command_timeout=30,
+            server_settings={"jit": "off"},
+            pool=pool,
         )
         self._tiles = tree.TileCache()
         self._snapshot: tuple[float, Snapshot] | None = None
@@ -102,7 +109,23 @@ class PostgresReader(PooledAdapter):
     async def history(
         self, query: HistoryQuery, *, snapshot: Snapshot, limit: int, after: Cursor | None
     ) -> Sequence[AccessEntry]:
-        rows = await self._p.fetch(
+        async with (
+            self._p.acquire() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            await _require_signed(conn, snapshot)
+            rows = await self._history_rows(conn, query, snapshot, limit, after)
+        return [_entry(r) for r in rows]
+
+    @staticmethod
+    async def _history_rows(
+        conn: tree.Conn,
+        query: HistoryQuery,
+        snapshot: Snapshot,
+        limit: int,
+        after: Cursor | None,
+    ) -> list[asyncpg.Record]:
+        rows: list[asyncpg.Record] = await conn.fetch(
             sql.HISTORY_BY[query.key.value],
             query.value,
             query.qualifier,
@@ -125,7 +148,7 @@ class PostgresReader(PooledAdapter):
             query.address_prefix,
             query.user_name_prefix,
         )
-        return [_entry(r) for r in rows]
+        return rows
 
     async def leaves_at(
         self, positions: Sequence[LedgerPosition]
@@ -268,6 +291,22 @@ class PostgresReader(PooledAdapter):
     async def writer_schemas(self) -> Sequence[tuple[bytes, str, str]]:
         rows = await self._p.fetch(sql.WRITER_SCHEMAS)
         return [(bytes(r["fingerprint"]), r["full_name"], r["schema_json"]) for r in rows]
+
+
+async def _require_signed(conn: tree.Conn, snapshot: Snapshot) -> None:
+    """Refuse (retry later) when this transaction sees fewer signed leaves than
+    ``snapshot`` pins: a replica behind the server that gave the snapshot would otherwise
+    answer a page with entries missing. Signed sizes only grow, so once they are seen,
+    every leaf they cover is visible in the same transaction (checkpoints commit after
+    their leaves, and a replica replays commits in order)."""
+    seen = {int(r["log_id"]): int(r["size"]) for r in await conn.fetch(sql.SIGNED_SIZES)}
+    for log_id, size in enumerate(snapshot.sizes, start=1):
+        if size > seen.get(log_id, 0):
+            raise PushbackError(
+                "this database server has not yet replayed the signed checkpoints the "
+                "listing is pinned to",
+                retry_after=1.0,
+            )
 
 
 def _check_sizes(tree_size: int, current: int) -> None:

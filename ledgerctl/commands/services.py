@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from ledgerctl.commands.common import configure_logging, fail, kafka_security
-from ledgerctl.settings import KafkaRole, Settings
+from ledgerctl.settings import KafkaRole, PgPool, Settings
 
 wait_app = typer.Typer(help="Wait until a dependency is ready (for scripts).", no_args_is_help=True)
 
@@ -53,6 +53,7 @@ def consume(verbose: bool = False) -> None:
             group_instance_id=settings.consumer_instance_id,
             max_batch=settings.consumer_max_batch,
             kafka_security=kafka_security(settings, KafkaRole.CONSUMER),
+            pool=settings.pg_pool(PgPool.APPENDER),
         )
     )
 
