@@ -217,13 +217,26 @@ class Cluster:
         ``replicator`` role for pg_basebackup and standbys."""
         from ledger.pg.migrate import apply_migrations
 
+        self.create_roles()
+        self.psql(f"CREATE DATABASE {database} OWNER ledger_owner")
+        apply_migrations(self.url("ledger_owner", database=database))
+
+    def create_roles(self) -> None:
         pw = self.password.replace("'", "''")
         for role in LEDGER_ROLES:
             extra = " CREATEDB" if role == "ledger_owner" else ""
             self.psql(f"CREATE ROLE {role} LOGIN{extra} PASSWORD '{pw}'")
         self.psql(f"CREATE ROLE replicator LOGIN REPLICATION PASSWORD '{pw}'")
-        self.psql(f"CREATE DATABASE {database} OWNER ledger_owner")
-        apply_migrations(self.url("ledger_owner", database=database))
+
+    def client(self, tool: str, *args: str) -> str:
+        """A client program (pg_dump, pg_restore) as ``ledger_owner`` over TCP."""
+        env = {**os.environ, "PGPASSWORD": self.password}
+        if self.ca is not None:
+            env |= {"PGSSLMODE": "verify-full", "PGSSLROOTCERT": str(self.ca.cert)}
+        host = "localhost" if self.ca is not None else "127.0.0.1"
+        done = _run([str(pg_bin() / tool), "-h", host, "-p", str(self.port), "-U",
+                     "ledger_owner", *args], env=env)  # fmt: skip
+        return done.stdout
 
     def lsn(self) -> str:
         return self.psql("SELECT pg_current_wal_lsn()")
@@ -359,6 +372,8 @@ def ledger_services(
     yields the API's URL once it answers. Both are stopped (SIGTERM) afterwards."""
     port = free_port()
     api = f"http://127.0.0.1:{port}"
+    # A consumer group of this stack's own: never the shared stack's (a rebalance there).
+    env = {"LEDGER_CONSUMER_GROUP": f"t{stack.run_id}-ledger", **env}
     base = stack.env(LEDGER_API_URL=api, **env)
     api_env = {**base, "LEDGER_PRODUCER_KEY_FILE": stack.producer_key(f"api-{port}")}
     ledger = str(Path(sys.executable).with_name("ledger"))
