@@ -332,7 +332,9 @@ def in_thread(coro: Coroutine[Any, Any, T]) -> T:
 # ------------------------------------------------------------------ the ledger's processes
 
 
-def ledger_stack(cluster: Cluster, stack_env: dict[str, str], tmp: Path, **urls: str) -> Stack:
+def ledger_stack(
+    cluster: Cluster | None, stack_env: dict[str, str], tmp: Path, **urls: str
+) -> Stack:
     """A ``Stack`` on ``cluster``'s ledger (its own signer, tokens and producer keys) and
     the shared Kafka, with fresh topic names. ``urls`` override the role URLs
     (``owner_url``, ``appender_url``, ``reader_url``: e.g. a replica, or several hosts)."""
@@ -343,12 +345,21 @@ def ledger_stack(cluster: Cluster, stack_env: dict[str, str], tmp: Path, **urls:
     signer_key, verifier_key = generate_signer("test.ledger.local")
     key_file = tmp / "signer.key"
     write_signer_file(key_file, [signer_key])
-    owner = urls.get("owner_url", cluster.url("ledger_owner"))
+
+    def url(role: str) -> str:
+        given = urls.get(f"{role.removeprefix('ledger_')}_url")
+        if given is not None:
+            return given
+        if cluster is None:
+            raise ValueError(f"no URL for {role}")
+        return cluster.url(role)
+
+    owner = url("ledger_owner")
     stack = Stack(
         kafka_bootstrap=stack_env["KAFKA_BOOTSTRAP"],
         owner_url=owner,
-        appender_url=urls.get("appender_url", cluster.url("ledger_appender")),
-        reader_url=urls.get("reader_url", cluster.url("ledger_reader")),
+        appender_url=url("ledger_appender"),
+        reader_url=url("ledger_reader"),
         database="ledger",
         run_id=secrets.token_hex(4),
         signer_key_file=str(key_file),

@@ -10,10 +10,11 @@ sizes and timeouts are one ``PoolSettings`` (docs/postgres.md).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import functools
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Final, Self
+from typing import Any, Final, ParamSpec, Self, TypeVar
 
 import asyncpg
 from asyncpg.exceptions import InternalClientError
@@ -45,6 +46,25 @@ def transient_as_unavailable() -> Iterator[None]:
         if is_transient(exc):
             raise UnavailableError(f"PostgreSQL unavailable: {type(exc).__name__}") from exc
         raise
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def unavailable_when_transient(
+    method: Callable[P, Awaitable[R]],
+) -> Callable[P, Coroutine[Any, Any, R]]:
+    """``method`` with transient database failures raised as ``UnavailableError``: a lost
+    connection (a failover, a restart) or a query cancelled by a standby's replay is a
+    503 to retry, not an internal error."""
+
+    @functools.wraps(method)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with transient_as_unavailable():
+            return await method(*args, **kwargs)
+
+    return wrapper
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -66,3 +66,23 @@ def test_the_operator_settings_win_over_an_adapters_defaults() -> None:
     assert adapter.pool_settings is chosen
     default = PooledAdapter(dsn="postgresql://x@127.0.0.1/x", pool_size=2, command_timeout=60)
     assert default.pool_settings == PoolSettings(max_size=2, command_timeout=60.0)
+
+
+async def test_transient_failures_of_a_reader_method_become_unavailable() -> None:
+    import asyncpg
+
+    from ledger.errors import MalformedInputError, UnavailableError
+    from ledger.pg.pool import unavailable_when_transient
+
+    @unavailable_when_transient
+    async def lost() -> None:
+        raise asyncpg.ConnectionDoesNotExistError("connection was closed in the middle")
+
+    @unavailable_when_transient
+    async def refused() -> None:
+        raise MalformedInputError("bad")
+
+    with pytest.raises(UnavailableError, match="ConnectionDoesNotExistError"):
+        await lost()
+    with pytest.raises(MalformedInputError):
+        await refused()
