@@ -29,7 +29,9 @@ from tests.e2e.conftest import install_or_skip
 from tests.faults.conftest import EVENTS, FaultLedger, kill, read_ids
 from tests.faults.test_faults import settle_and_check, stream_timeout, wait
 from tests.pgautofailover import Formation, formation, installed
-from tests.pgcluster import cluster_home, free_port, ledger_stack, run_ledger
+from tests.pgcluster import cluster_home, free_port
+from tests.pgledger import ledger_stack
+from tests.support import run_ledger
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(1800)]
 

@@ -26,13 +26,8 @@ from integrations.simulator import Simulator
 from ledgerctl.settings import KafkaRole
 from producers.emitter import Emitter, EmitterConfig
 from producers.events import CriticalResultRelay, PhiAccessEvent
-from tests.pgcluster import (
-    cluster_home,
-    ledger_services,
-    ledger_stack,
-    new_cluster,
-    running,
-)
+from tests.pgcluster import cluster_home, new_cluster, running
+from tests.pgledger import ledger_services, ledger_stack
 from tests.support import Stack, run_ledger
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]

@@ -27,16 +27,8 @@ from ledger.log.keys import load_signers
 from ledger.pg.appender import PostgresAppender
 from ledger.pg.checkpointer import Checkpointer, CheckpointPolicy
 from ledger.pg.reader import PostgresReader
-from tests.pgcluster import (
-    Cluster,
-    cluster_home,
-    ledger_services,
-    ledger_stack,
-    new_cluster,
-    running,
-    standby_of,
-    wait_replayed,
-)
+from tests.pgcluster import Cluster, cluster_home, new_cluster, running, standby_of, wait_replayed
+from tests.pgledger import ledger_services, ledger_stack
 from tests.support import Stack, synthetic_batch
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]

@@ -25,15 +25,8 @@ from ledger.pg.reader import PostgresReader
 from ledgerctl.settings import KafkaRole
 from producers.emitter import Emitter, EmitterConfig
 from producers.events import CriticalResultRelay, PhiAccessEvent
-from tests.pgcluster import (
-    Cluster,
-    cluster_home,
-    ledger_services,
-    ledger_stack,
-    make_ca,
-    new_cluster,
-    running,
-)
+from tests.pgcluster import Cluster, cluster_home, make_ca, new_cluster, running
+from tests.pgledger import ledger_services, ledger_stack
 from tests.support import Stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
