@@ -2,7 +2,8 @@
 synchronous standby (Debian's ``postgresql-<major>-auto-failover`` and
 ``pg-auto-failover-cli``; ``deploy/local/pgautofailover.sh install``), each node a
 ``pg_autoctl run`` keeper on a free port in a temporary directory. The monitor's health
-checks are tightened so a failover takes seconds, not half a minute.
+checks are tightened (MONITOR_SETTINGS) so a failover does not wait for defaults meant
+for a network of machines.
 """
 
 from __future__ import annotations
