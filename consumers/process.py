@@ -25,6 +25,7 @@ from consumers.metrics import (
 from ledger.log.note import Signer
 from ledger.pg.appender import PostgresAppender
 from ledger.pg.checkpointer import Checkpointer, CheckpointPolicy
+from ledger.pg.pool import PoolSettings
 from producers.codec import Codec
 from producers.kafka_security import KafkaSecurity
 from producers.ops import OpsConfig, OpsServer, OpsState
@@ -66,6 +67,7 @@ async def run_consumer(
     authenticate_producers: bool = True,
     kafka_security: KafkaSecurity | None = None,
     ops: OpsConfig | None = None,
+    pool: PoolSettings | None = None,
 ) -> None:
     """Consume until SIGTERM/SIGINT; with ``ops``, serve /metrics, /livez and /readyz."""
     stop = _stop_on_signals()
@@ -82,7 +84,7 @@ async def run_consumer(
         authenticate_producers=authenticate_producers,
         kafka_security=kafka_security or KafkaSecurity(),
     )
-    appender = PostgresAppender(dsn=appender_dsn, ledger_name=ledger_name)
+    appender = PostgresAppender(dsn=appender_dsn, ledger_name=ledger_name, pool=pool)
     await appender.start()
     checkpointer = Checkpointer(pool=appender.pool, signers=signers, policy=policy)
     state = OpsState()

@@ -13,7 +13,7 @@ import contextlib
 import functools
 import socket
 import ssl
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from ledger.http.server import bind_url, serve_app, tls_context
 from ledger.log.keys import parse_verifiers
 from ledger.log.note import Verifier
 from ledger.pg.compliance import PostgresRulesStore
+from ledger.pg.pool import PoolSettings
 from ledger.pg.reader import PostgresReader
 from ledger.pg.registrybook import REGISTRY_TOPIC, PostgresRegistry
 from ledger.pg.reports import PostgresReports
@@ -44,7 +45,7 @@ from ledgerctl.fhirfeed import EmitterFhirSubmitter
 from ledgerctl.readaudit import EmitterReadRecorder
 from ledgerctl.registryapi import EmittingRegistrySink, FileRegistryParser, checked_emitter
 from ledgerctl.rules import load_rules_config
-from ledgerctl.settings import KafkaRole, Settings
+from ledgerctl.settings import KafkaRole, PgPool, Settings
 from ledgerctl.simulate import key_producer_id
 from producers.emitter import Emitter, EmitterConfig
 from producers.ops import EmitterCollector, OpsConfig, OpsServer, OpsState, emitter_checks
@@ -176,6 +177,7 @@ async def run_api(
             else EmittingRegistrySink(checked_emitter(settings, spool=API_REGISTRY_SPOOL)),
             ops=ops,
             ops_state=state,
+            pools={pool: settings.pg_pool(pool) for pool in PgPool},
         )
 
 
@@ -199,6 +201,7 @@ async def serve_api(
     trusted_proxies: TrustedProxies | None = None,
     ops: OpsConfig | None = None,
     ops_state: OpsState | None = None,
+    pools: Mapping[PgPool, PoolSettings] | None = None,
 ) -> None:
     """One reader (role ledger_reader, SELECT only) and one app, served until SIGTERM.
     Links go under ``public_url`` (default: ``bind_url``); page tokens are sealed with
@@ -207,12 +210,17 @@ async def serve_api(
     Compliance alerts are read as ``ledger_reader``; their triage (an inserted transition)
     needs ``triage_dsn`` (``LEDGER_TRIAGE_URL``), else transitions answer 503. The
     registry is read from the logs of ``registry_topic``; registry files sent to the API
-    are checked, and emitted through ``registry_sink`` (None: answered 503). Requests are
-    counted per route on ``ops_state``'s registry, served with readiness (the database,
-    and what ``ops_state`` checks already) by an ops listener when ``ops`` is given."""
+    are checked, and emitted through ``registry_sink`` (None: answered 503). ``pools``
+    sizes each connection pool (LEDGER_PG_<POOL>_*; unnamed: the adapter's defaults).
+    Requests are counted per route on ``ops_state``'s registry, served with readiness
+    (the database, and what ``ops_state`` checks already) by an ops listener when
+    ``ops`` is given."""
     state = ops_state or OpsState()
+    sized = pools or {}
     async with contextlib.AsyncExitStack() as stack:
-        store = await stack.enter_async_context(PostgresReader(dsn=reader_dsn))
+        store = await stack.enter_async_context(
+            PostgresReader(dsn=reader_dsn, pool=sized.get(PgPool.READER))
+        )
         state.checks["database"] = functools.partial(unready_reason, store.pool)
         if ops is not None:
             await stack.enter_async_context(OpsServer(ops, state))
@@ -227,16 +235,21 @@ async def serve_api(
                 checklist=checklist_config(rules or RulesConfig()),
                 relay_deadlines=(rules or RulesConfig()).relay_late.deadlines,
                 registry_topic=registry_topic,
+                pool=sized.get(PgPool.REPORTS),
             )
         )
-        book = await stack.enter_async_context(PostgresRulesStore(dsn=reader_dsn, pool_size=2))
+        book = await stack.enter_async_context(
+            PostgresRulesStore(dsn=reader_dsn, pool_size=2, pool=sized.get(PgPool.COMPLIANCE))
+        )
         triage = None
         if triage_dsn is not None:
             triage = await stack.enter_async_context(
-                PostgresRulesStore(dsn=triage_dsn, pool_size=1)
+                PostgresRulesStore(dsn=triage_dsn, pool_size=1, pool=sized.get(PgPool.COMPLIANCE))
             )
         registry = await stack.enter_async_context(
-            PostgresRegistry(dsn=reader_dsn, registry_topic=registry_topic)
+            PostgresRegistry(
+                dsn=reader_dsn, registry_topic=registry_topic, pool=sized.get(PgPool.REGISTRY)
+            )
         )
         app = create_app(
             reader=store,

@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -21,6 +21,9 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from ledgerctl.client import Api
 from ledgerctl.configfile import config_sources
 from producers.kafka_security import KafkaSecurity
+
+if TYPE_CHECKING:
+    from ledger.pg.pool import PoolSettings
 
 
 class KafkaRole(StrEnum):
@@ -41,6 +44,16 @@ class KafkaRole(StrEnum):
     #: ``ledger registry import`` (and the API's registry writes): WRITE on the registry
     #: topic only.
     REGISTRY = "ledger-registry"
+
+
+class PgPool(StrEnum):
+    """The PostgreSQL connection pools whose sizes and timeouts are settings."""
+
+    APPENDER = "appender"
+    READER = "reader"
+    REPORTS = "reports"
+    COMPLIANCE = "compliance"
+    REGISTRY = "registry"
 
 
 def kafka_security(
@@ -223,6 +236,58 @@ class Settings(BaseSettings):
     ops_host: str = Field(default="127.0.0.1", alias="LEDGER_OPS_HOST")
     ops_port: int | None = Field(default=None, alias="LEDGER_OPS_PORT", ge=0, le=65535)
 
+    # --- PostgreSQL as operators run it (#17) ---
+    #: Each pool's sizes and timeouts (docs/postgres.md): LEDGER_PG_<POOL>_POOL_MIN/_MAX
+    #: connections, _CONNECT_TIMEOUT and _COMMAND_TIMEOUT seconds. Pools: the consumer's
+    #: APPENDER; the API's READER, REPORTS, COMPLIANCE (alerts and their triage) and
+    #: REGISTRY. Short-lived commands keep their own small pools. TLS, replicas and
+    #: failover are the DSN's (sslmode=verify-full&sslrootcert=..., host=a,b and
+    #: target_session_attrs=read-write).
+    pg_appender_pool_min: int = Field(default=1, alias="LEDGER_PG_APPENDER_POOL_MIN", ge=0, le=1000)
+    pg_appender_pool_max: int = Field(default=4, alias="LEDGER_PG_APPENDER_POOL_MAX", ge=1, le=1000)
+    pg_appender_connect_timeout: float = Field(
+        default=10.0, alias="LEDGER_PG_APPENDER_CONNECT_TIMEOUT", gt=0, le=600
+    )
+    pg_appender_command_timeout: float = Field(
+        default=60.0, alias="LEDGER_PG_APPENDER_COMMAND_TIMEOUT", gt=0, le=86_400
+    )
+    pg_reader_pool_min: int = Field(default=1, alias="LEDGER_PG_READER_POOL_MIN", ge=0, le=1000)
+    pg_reader_pool_max: int = Field(default=8, alias="LEDGER_PG_READER_POOL_MAX", ge=1, le=1000)
+    pg_reader_connect_timeout: float = Field(
+        default=10.0, alias="LEDGER_PG_READER_CONNECT_TIMEOUT", gt=0, le=600
+    )
+    pg_reader_command_timeout: float = Field(
+        default=30.0, alias="LEDGER_PG_READER_COMMAND_TIMEOUT", gt=0, le=86_400
+    )
+    pg_reports_pool_min: int = Field(default=1, alias="LEDGER_PG_REPORTS_POOL_MIN", ge=0, le=1000)
+    pg_reports_pool_max: int = Field(default=2, alias="LEDGER_PG_REPORTS_POOL_MAX", ge=1, le=1000)
+    pg_reports_connect_timeout: float = Field(
+        default=10.0, alias="LEDGER_PG_REPORTS_CONNECT_TIMEOUT", gt=0, le=600
+    )
+    pg_reports_command_timeout: float = Field(
+        default=120.0, alias="LEDGER_PG_REPORTS_COMMAND_TIMEOUT", gt=0, le=86_400
+    )
+    pg_compliance_pool_min: int = Field(
+        default=1, alias="LEDGER_PG_COMPLIANCE_POOL_MIN", ge=0, le=1000
+    )
+    pg_compliance_pool_max: int = Field(
+        default=2, alias="LEDGER_PG_COMPLIANCE_POOL_MAX", ge=1, le=1000
+    )
+    pg_compliance_connect_timeout: float = Field(
+        default=10.0, alias="LEDGER_PG_COMPLIANCE_CONNECT_TIMEOUT", gt=0, le=600
+    )
+    pg_compliance_command_timeout: float = Field(
+        default=60.0, alias="LEDGER_PG_COMPLIANCE_COMMAND_TIMEOUT", gt=0, le=86_400
+    )
+    pg_registry_pool_min: int = Field(default=1, alias="LEDGER_PG_REGISTRY_POOL_MIN", ge=0, le=1000)
+    pg_registry_pool_max: int = Field(default=2, alias="LEDGER_PG_REGISTRY_POOL_MAX", ge=1, le=1000)
+    pg_registry_connect_timeout: float = Field(
+        default=10.0, alias="LEDGER_PG_REGISTRY_CONNECT_TIMEOUT", gt=0, le=600
+    )
+    pg_registry_command_timeout: float = Field(
+        default=120.0, alias="LEDGER_PG_REGISTRY_COMMAND_TIMEOUT", gt=0, le=86_400
+    )
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -271,6 +336,22 @@ class Settings(BaseSettings):
             sasl_password_file=self.kafka_sasl_password_file,
             credentials_dir=self.kafka_credentials_dir,
         )
+
+    def pg_pool(self, pool: PgPool) -> PoolSettings:
+        """The sizes and timeouts of ``pool`` (LEDGER_PG_<POOL>_*); refused when the
+        minimum exceeds the maximum."""
+        from ledger.pg.pool import PoolSettings
+
+        name = pool.value
+        try:
+            return PoolSettings(
+                min_size=getattr(self, f"pg_{name}_pool_min"),
+                max_size=getattr(self, f"pg_{name}_pool_max"),
+                connect_timeout=getattr(self, f"pg_{name}_connect_timeout"),
+                command_timeout=getattr(self, f"pg_{name}_command_timeout"),
+            )
+        except ValueError as exc:
+            raise SystemExit(f"LEDGER_PG_{name.upper()}_POOL_MIN/_MAX: {exc}") from exc
 
     @property
     def event_topics(self) -> tuple[str, str]:

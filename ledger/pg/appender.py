@@ -20,7 +20,7 @@ from ledger.errors import ConflictError, FencedError, UnavailableError
 from ledger.log import tiles
 from ledger.pg import sql
 from ledger.pg.batch import BatchRows, Recorded
-from ledger.pg.pool import PooledAdapter, transient_as_unavailable
+from ledger.pg.pool import PooledAdapter, PoolSettings, transient_as_unavailable
 from ledger.pg.producerkeys import fetch_producer_keys, fetch_producer_seals, seal_columns
 
 Conn = asyncpg.Connection | PoolConnectionProxy
@@ -35,8 +35,15 @@ class PostgresAppender(PooledAdapter):
     """Implements ``ledger.audit.ingest.Appender`` (and ``ProducerKeySource``) on an
     asyncpg pool."""
 
-    def __init__(self, *, dsn: str, ledger_name: str, pool_size: int = 4) -> None:
-        super().__init__(dsn=dsn, pool_size=pool_size, command_timeout=60)
+    def __init__(
+        self,
+        *,
+        dsn: str,
+        ledger_name: str,
+        pool_size: int = 4,
+        pool: PoolSettings | None = None,
+    ) -> None:
+        super().__init__(dsn=dsn, pool_size=pool_size, command_timeout=60, pool=pool)
         self._ledger_name = ledger_name
         self._log_ids: dict[tuple[str, int], int] = {}
 

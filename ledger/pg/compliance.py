@@ -41,7 +41,7 @@ from ledger.audit.rules.latechanges import LATER_ROLE, AlertTarget
 from ledger.errors import ConflictError, LedgerError, MalformedInputError
 from ledger.log.leaf import decode_leaf
 from ledger.pg import sql
-from ledger.pg.pool import PooledAdapter, transient_as_unavailable
+from ledger.pg.pool import PooledAdapter, PoolSettings, transient_as_unavailable
 
 Conn = asyncpg.Connection | PoolConnectionProxy
 
@@ -64,8 +64,9 @@ class PostgresRulesStore(PooledAdapter):
         pool_size: int = 2,
         command_timeout: float = 60.0,
         registry_topic: str = DEFAULT_REGISTRY_TOPIC,
+        pool: PoolSettings | None = None,
     ) -> None:
-        super().__init__(dsn=dsn, pool_size=pool_size, command_timeout=command_timeout)
+        super().__init__(dsn=dsn, pool_size=pool_size, command_timeout=command_timeout, pool=pool)
         self._schemas: SchemaSet | None = None
         self._registry_topic = registry_topic
 

@@ -13,15 +13,22 @@ from collections.abc import Sequence
 from ledger.audit.delivery import Outcome
 from ledger.audit.rules.alerts import AlertDetail, StoredEvidence
 from ledger.pg.compliance import _alert
-from ledger.pg.pool import PooledAdapter, transient_as_unavailable
+from ledger.pg.pool import PooledAdapter, PoolSettings, transient_as_unavailable
 from ledger.pg.sql.delivery import ALERT_EVIDENCE, INSERT_ATTEMPT, INSERT_DELIVERED, PENDING
 
 
 class PostgresDeliveryStore(PooledAdapter):
     """``DeliveryStore`` on PostgreSQL."""
 
-    def __init__(self, *, dsn: str, pool_size: int = 2, command_timeout: float = 60.0) -> None:
-        super().__init__(dsn=dsn, pool_size=pool_size, command_timeout=command_timeout)
+    def __init__(
+        self,
+        *,
+        dsn: str,
+        pool_size: int = 2,
+        command_timeout: float = 60.0,
+        pool: PoolSettings | None = None,
+    ) -> None:
+        super().__init__(dsn=dsn, pool_size=pool_size, command_timeout=command_timeout, pool=pool)
 
     async def pending(self, destination: str, limit: int) -> Sequence[AlertDetail]:
         with transient_as_unavailable():

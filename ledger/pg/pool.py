@@ -3,15 +3,18 @@
 Invariant: no I/O in ``__init__``; ``start()`` opens the pool once, ``stop()`` is
 idempotent, ``async with`` does both; using the pool before ``start()`` raises
 ``UnavailableError``, and connection failures surface as ``UnavailableError``
-naming only the exception type (never the DSN, which holds a password).
+naming only the exception type (never the DSN, which holds a password). A pool's
+sizes and timeouts are one ``PoolSettings`` (docs/postgres.md).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import functools
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Final, Self
+from typing import Any, Final, ParamSpec, Self, TypeVar
 
 import asyncpg
 from asyncpg.exceptions import InternalClientError
@@ -45,6 +48,43 @@ def transient_as_unavailable() -> Iterator[None]:
         raise
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def unavailable_when_transient(
+    method: Callable[P, Awaitable[R]],
+) -> Callable[P, Coroutine[Any, Any, R]]:
+    """``method`` with transient database failures raised as ``UnavailableError``: a lost
+    connection (a failover, a restart) or a query cancelled by a standby's replay is a
+    503 to retry, not an internal error."""
+
+    @functools.wraps(method)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with transient_as_unavailable():
+            return await method(*args, **kwargs)
+
+    return wrapper
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PoolSettings:
+    """One pool's sizes and timeouts: ``min_size`` connections opened at start and kept,
+    at most ``max_size``; ``connect_timeout`` seconds to open one connection (TLS
+    included), ``command_timeout`` seconds for one statement before it is cancelled."""
+
+    max_size: int
+    command_timeout: float
+    min_size: int = 1
+    connect_timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_size <= self.max_size or self.max_size < 1:
+            raise ValueError("pool sizes need 0 <= min_size <= max_size and max_size >= 1")
+        if self.connect_timeout <= 0 or self.command_timeout <= 0:
+            raise ValueError("pool timeouts must be positive")
+
+
 class PooledAdapter:
     def __init__(
         self,
@@ -53,12 +93,18 @@ class PooledAdapter:
         pool_size: int,
         command_timeout: float,
         server_settings: dict[str, str] | None = None,
+        pool: PoolSettings | None = None,
     ) -> None:
+        """``pool`` (the operator's settings) wins over the adapter's own defaults,
+        ``pool_size`` and ``command_timeout``."""
         self._dsn = dsn
-        self._pool_size = pool_size
-        self._command_timeout = command_timeout
+        self._settings = pool or PoolSettings(max_size=pool_size, command_timeout=command_timeout)
         self._server_settings = server_settings
         self._pool: asyncpg.Pool | None = None
+
+    @property
+    def pool_settings(self) -> PoolSettings:
+        return self._settings
 
     async def start(self) -> None:
         if self._pool is not None:
@@ -66,12 +112,13 @@ class PooledAdapter:
         try:
             self._pool = await asyncpg.create_pool(
                 self._dsn,
-                min_size=1,
-                max_size=self._pool_size,
-                command_timeout=self._command_timeout,
+                min_size=self._settings.min_size,
+                max_size=self._settings.max_size,
+                timeout=self._settings.connect_timeout,
+                command_timeout=self._settings.command_timeout,
                 server_settings=self._server_settings,
             )
-        except (OSError, asyncpg.PostgresError) as exc:
+        except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
             raise UnavailableError(f"cannot connect to PostgreSQL: {type(exc).__name__}") from exc
 
     async def stop(self) -> None:

@@ -1,7 +1,10 @@
 """The PostgreSQL reader: the API's read-only queries (role ledger_reader).
 
 Invariant: this adapter only ever runs SELECTs; it connects as a role that may
-do nothing else, so a bug here cannot change the ledger.
+do nothing else, so a bug here cannot change the ledger. A listing's entries are read
+in one read-only transaction that first sees the signed sizes it is pinned to, so on a
+streaming replica that has not replayed them yet it answers "retry" rather than an
+incomplete page (docs/postgres.md).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from ledger.audit.query import (
 from ledger.errors import MalformedInputError, PushbackError
 from ledger.log import tiles
 from ledger.pg import sql, tree
-from ledger.pg.pool import PooledAdapter
+from ledger.pg.pool import PooledAdapter, PoolSettings, unavailable_when_transient
 
 #: How long a snapshot of the signed sizes is reused (a checkpoint is signed every ~1 s).
 SNAPSHOT_TTL: Final = 0.25
@@ -63,12 +66,16 @@ def _entry(r: asyncpg.Record) -> AccessEntry:
 
 
 class PostgresReader(PooledAdapter):
-    def __init__(self, *, dsn: str, pool_size: int = 8) -> None:
+    def __init__(self, *, dsn: str, pool_size: int = 8, pool: PoolSettings | None = None) -> None:
         # No JIT: every query here is a short, indexed lookup, and PostgreSQL's cost guess
         # for "ranges containing a point" is high enough to trigger JIT compilation that
         # costs more than the query (benchmarks/attribution.py).
         super().__init__(
-            dsn=dsn, pool_size=pool_size, command_timeout=30, server_settings={"jit": "off"}
+            dsn=dsn,
+            pool_size=pool_size,
+            command_timeout=30,
+            server_settings={"jit": "off"},
+            pool=pool,
         )
         self._tiles = tree.TileCache()
         self._snapshot: tuple[float, Snapshot] | None = None
@@ -79,6 +86,7 @@ class PostgresReader(PooledAdapter):
     def _p(self) -> asyncpg.Pool:
         return self.pool
 
+    @unavailable_when_transient
     async def snapshot(self) -> Snapshot:
         now = time.monotonic()
         cached = self._snapshot
@@ -94,15 +102,33 @@ class PostgresReader(PooledAdapter):
         self._snapshot = (now, snap)
         return snap
 
+    @unavailable_when_transient
     async def origins(self) -> Mapping[int, str]:
         if not self._origins:
             await self.snapshot()
         return self._origins
 
+    @unavailable_when_transient
     async def history(
         self, query: HistoryQuery, *, snapshot: Snapshot, limit: int, after: Cursor | None
     ) -> Sequence[AccessEntry]:
-        rows = await self._p.fetch(
+        async with (
+            self._p.acquire() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            await _require_signed(conn, snapshot)
+            rows = await self._history_rows(conn, query, snapshot, limit, after)
+        return [_entry(r) for r in rows]
+
+    @staticmethod
+    async def _history_rows(
+        conn: tree.Conn,
+        query: HistoryQuery,
+        snapshot: Snapshot,
+        limit: int,
+        after: Cursor | None,
+    ) -> list[asyncpg.Record]:
+        rows: list[asyncpg.Record] = await conn.fetch(
             sql.HISTORY_BY[query.key.value],
             query.value,
             query.qualifier,
@@ -125,8 +151,9 @@ class PostgresReader(PooledAdapter):
             query.address_prefix,
             query.user_name_prefix,
         )
-        return [_entry(r) for r in rows]
+        return rows
 
+    @unavailable_when_transient
     async def leaves_at(
         self, positions: Sequence[LedgerPosition]
     ) -> Mapping[tuple[int, int], bytes]:
@@ -137,6 +164,7 @@ class PostgresReader(PooledAdapter):
         )
         return {(r["log_id"], r["leaf_index"]): bytes(r["leaf"]) for r in rows}
 
+    @unavailable_when_transient
     async def principal(self, token_hash: TokenHash) -> Principal | None:
         now = time.monotonic()
         hit = self._principals.get(token_hash)
@@ -153,6 +181,7 @@ class PostgresReader(PooledAdapter):
         self._principals[token_hash] = (now, principal)
         return principal
 
+    @unavailable_when_transient
     async def event(self, event_id: uuid.UUID) -> StoredEvent | None:
         r = await self._p.fetchrow(sql.EVENT_BY_ID, event_id)
         if r is None:
@@ -165,24 +194,29 @@ class PostgresReader(PooledAdapter):
             leaf_hash=bytes(r["leaf_hash"]),
         )
 
+    @unavailable_when_transient
     async def logs(self) -> Sequence[LogInfo]:
         rows = await self._p.fetch(sql.LOGS)
         return [_log(r) for r in rows]
 
+    @unavailable_when_transient
     async def log(self, log_id: int) -> LogInfo | None:
         r = await self._p.fetchrow(sql.LOG_INFO, log_id)
         return None if r is None else _log(r)
 
+    @unavailable_when_transient
     async def checkpoints(
         self, log_id: int, *, after: int, limit: int
     ) -> Sequence[SignedCheckpoint]:
         rows = await self._p.fetch(sql.CHECKPOINTS_AFTER, log_id, after, limit)
         return [SignedCheckpoint(size=int(r["size"]), note=r["note"]) for r in rows]
 
+    @unavailable_when_transient
     async def latest_checkpoint(self, log_id: int) -> SignedCheckpoint | None:
         r = await self._p.fetchrow(sql.LATEST_CHECKPOINT, log_id)
         return None if r is None else SignedCheckpoint(size=int(r["size"]), note=r["note"])
 
+    @unavailable_when_transient
     async def tile(self, log_id: int, level: int, index: int, width: int) -> bytes | None:
         async with self._p.acquire() as conn:
             size = await tree.log_size(conn, log_id)
@@ -191,6 +225,7 @@ class PostgresReader(PooledAdapter):
             fetched = await tree.fetch_tiles(conn, log_id, [(level, index)], size)
         return b"".join(fetched[(level, index)][:width])
 
+    @unavailable_when_transient
     async def entries(self, log_id: int, index: int, width: int) -> bytes | None:
         start = index * tiles.TILE_WIDTH
         rows = await self._p.fetch(sql.LEAVES_RANGE, log_id, start, start + width)
@@ -198,6 +233,7 @@ class PostgresReader(PooledAdapter):
             return None
         return tiles.entry_bundle(bytes(r["leaf"]) for r in rows)
 
+    @unavailable_when_transient
     async def inclusion(
         self, log_id: int, index: int, tree_size: int, current_size: int
     ) -> tuple[bytes, ...]:
@@ -208,6 +244,7 @@ class PostgresReader(PooledAdapter):
                 raise MalformedInputError(f"index must be in [0, tree_size={tree_size})")
             return await tree.inclusion_hashes(conn, log_id, index, tree_size, size, self._tiles)
 
+    @unavailable_when_transient
     async def consistency(
         self, log_id: int, first: int, second: int, current_size: int
     ) -> tuple[bytes, ...]:
@@ -218,26 +255,31 @@ class PostgresReader(PooledAdapter):
                 raise MalformedInputError("need 1 <= first <= second")
             return await tree.consistency_hashes(conn, log_id, first, second, size, self._tiles)
 
+    @unavailable_when_transient
     async def leaves(self, log_id: int, *, start: int, end: int) -> Sequence[tuple[int, bytes]]:
         rows = await self._p.fetch(sql.LEAVES_RANGE, log_id, start, end)
         return [(int(r["leaf_index"]), bytes(r["leaf"])) for r in rows]
 
+    @unavailable_when_transient
     async def index_rows(
         self, log_id: int, *, start: int, limit: int
     ) -> Sequence[Mapping[str, object]]:
         rows = await self._p.fetch(sql.INDEX_RANGE, log_id, start, limit)
         return [index_cells(r.items()) for r in rows]
 
+    @unavailable_when_transient
     async def quarantine(
         self, *, after: int, limit: int, reason: str | None
     ) -> Sequence[Mapping[str, object]]:
         rows = await self._p.fetch(sql.QUARANTINE_PAGE, after, reason, limit)
         return [dict(r.items()) for r in rows]
 
+    @unavailable_when_transient
     async def alerts(self, *, after: int, limit: int) -> Sequence[Mapping[str, object]]:
         rows = await self._p.fetch(sql.ALERTS_PAGE, after, limit)
         return [dict(r.items()) for r in rows]
 
+    @unavailable_when_transient
     async def event_proof(self, event_id: uuid.UUID) -> EventProof | None:
         async with self._p.acquire() as conn:
             row = await conn.fetchrow(sql.EVENT_POSITION, event_id)
@@ -265,9 +307,26 @@ class PostgresReader(PooledAdapter):
             checkpoint=SignedCheckpoint(size=int(cp["size"]), note=cp["note"]),
         )
 
+    @unavailable_when_transient
     async def writer_schemas(self) -> Sequence[tuple[bytes, str, str]]:
         rows = await self._p.fetch(sql.WRITER_SCHEMAS)
         return [(bytes(r["fingerprint"]), r["full_name"], r["schema_json"]) for r in rows]
+
+
+async def _require_signed(conn: tree.Conn, snapshot: Snapshot) -> None:
+    """Refuse (retry later) when this transaction sees fewer signed leaves than
+    ``snapshot`` pins: a replica behind the server that gave the snapshot would otherwise
+    answer a page with entries missing. Signed sizes only grow, so once they are seen,
+    every leaf they cover is visible in the same transaction (checkpoints commit after
+    their leaves, and a replica replays commits in order)."""
+    seen = {int(r["log_id"]): int(r["size"]) for r in await conn.fetch(sql.SIGNED_SIZES)}
+    for log_id, size in enumerate(snapshot.sizes, start=1):
+        if size > seen.get(log_id, 0):
+            raise PushbackError(
+                "this database server has not yet replayed the signed checkpoints the "
+                "listing is pinned to",
+                retry_after=1.0,
+            )
 
 
 def _check_sizes(tree_size: int, current: int) -> None:

@@ -28,7 +28,7 @@ from ledger.audit.rules import AppendedEvent, Position
 from ledger.errors import LedgerError, MalformedInputError
 from ledger.log.leaf import decode_leaf
 from ledger.pg import sql
-from ledger.pg.pool import PooledAdapter, transient_as_unavailable
+from ledger.pg.pool import PooledAdapter, PoolSettings, transient_as_unavailable
 
 #: Default name of the registry topic (``LEDGER_REGISTRY_TOPIC``).
 REGISTRY_TOPIC: Final = "compliance-registry"
@@ -59,9 +59,14 @@ class PostgresRegistry(PooledAdapter):
     """``RegistryBook`` on PostgreSQL."""
 
     def __init__(
-        self, *, dsn: str, registry_topic: str = REGISTRY_TOPIC, pool_size: int = 2
+        self,
+        *,
+        dsn: str,
+        registry_topic: str = REGISTRY_TOPIC,
+        pool_size: int = 2,
+        pool: PoolSettings | None = None,
     ) -> None:
-        super().__init__(dsn=dsn, pool_size=pool_size, command_timeout=120.0)
+        super().__init__(dsn=dsn, pool_size=pool_size, command_timeout=120.0, pool=pool)
         self._topic = registry_topic
         self._schemas: SchemaSet | None = None
         self._decoded: dict[int, _Decoded] = {}

@@ -53,7 +53,7 @@ from ledger.log.note import Verifier
 from ledger.pg import sql
 from ledger.pg.asof import CheckpointResolver
 from ledger.pg.compliancereport import ComplianceSettings, compute
-from ledger.pg.pool import PooledAdapter, transient_as_unavailable
+from ledger.pg.pool import PooledAdapter, PoolSettings, transient_as_unavailable
 from ledger.pg.reportrows import (
     PHI_ACCESS,
     RELAY,
@@ -117,10 +117,11 @@ class PostgresReports(PooledAdapter):
         relay_deadlines: Mapping[str, timedelta] = DEFAULT_RELAY_DEADLINES,
         registry_topic: str = DEFAULT_REGISTRY_TOPIC,
         max_compliance_rows: int = DEFAULT_MAX_COMPLIANCE_ROWS,
+        pool: PoolSettings | None = None,
     ) -> None:
         if max_rows < 1 or max_compliance_rows < 1:
             raise ValueError("max_rows must be positive")
-        super().__init__(dsn=dsn, pool_size=pool_size, command_timeout=command_timeout)
+        super().__init__(dsn=dsn, pool_size=pool_size, command_timeout=command_timeout, pool=pool)
         self._max_rows = max_rows
         self._compliance = ComplianceSettings(
             checklist=checklist or ChecklistConfig(),

@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from ledgerctl.commands.common import configure_logging, fail, kafka_security, ops_config
-from ledgerctl.settings import KafkaRole, Settings
+from ledgerctl.settings import KafkaRole, PgPool, Settings
 
 wait_app = typer.Typer(help="Wait until a dependency is ready (for scripts).", no_args_is_help=True)
 
@@ -54,6 +54,7 @@ def consume(verbose: bool = False) -> None:
             max_batch=settings.consumer_max_batch,
             kafka_security=kafka_security(settings, KafkaRole.CONSUMER),
             ops=ops_config(settings, "consumer"),
+            pool=settings.pg_pool(PgPool.APPENDER),
         )
     )
 
