@@ -14,7 +14,11 @@ import asyncpg
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
+from ledgerctl.replication import TopicReplication
 from producers.kafka_security import KafkaSecurity, client_kwargs
+
+#: One broker: one copy, and an acks=all write needs only it.
+SINGLE_BROKER = TopicReplication(factor=1, min_insync=1)
 
 
 async def kafka_ready(
@@ -47,8 +51,11 @@ async def ensure_topics(
     topics: tuple[str, ...],
     partitions: int,
     security: KafkaSecurity | None = None,
+    *,
+    replication: TopicReplication = SINGLE_BROKER,
 ) -> list[str]:
-    """Create missing topics (replication 1, min ISR 1); return the names created.
+    """Create missing topics (``replication``: factor and min.insync.replicas, 1 and 1 by
+    default, for one broker); return the names created.
 
     ``security`` is the admin principal's (it needs CREATE and DESCRIBE on the topics).
     A topic the broker refuses (not authorised, invalid) raises that broker error: the
@@ -64,8 +71,8 @@ async def ensure_topics(
             NewTopic(
                 name=t,
                 num_partitions=partitions,
-                replication_factor=1,
-                topic_configs={"retention.ms": "-1", "min.insync.replicas": "1"},
+                replication_factor=replication.factor,
+                topic_configs=replication.topic_configs(),
             )
             for t in topics
             if t not in existing

@@ -12,10 +12,11 @@ from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ledgerctl.client import Api
+from ledgerctl.replication import TopicReplication
 from producers.kafka_security import KafkaSecurity
 
 
@@ -208,6 +209,34 @@ class Settings(BaseSettings):
     max_clock_skew_seconds: float = Field(
         default=300.0, alias="LEDGER_MAX_CLOCK_SKEW_SECONDS", ge=0, le=86_400
     )
+    # --- Kafka cluster (#17) ---
+    #: Replicas of every topic `ledger topics` creates: 1 on one broker, 3 on a cluster.
+    topic_replication_factor: int = Field(
+        default=1, alias="LEDGER_TOPIC_REPLICATION_FACTOR", ge=1, le=32
+    )
+    #: In-sync replicas an acks=all write needs (the topic's min.insync.replicas): 2 of 3
+    #: keeps accepting writes with one broker down and never acknowledges a single copy.
+    topic_min_insync_replicas: int = Field(
+        default=1, alias="LEDGER_TOPIC_MIN_INSYNC_REPLICAS", ge=1, le=32
+    )
+
+    @model_validator(mode="after")
+    def _min_insync_within_replicas(self) -> Settings:
+        if self.topic_min_insync_replicas > self.topic_replication_factor:
+            raise ValueError(
+                f"LEDGER_TOPIC_MIN_INSYNC_REPLICAS ({self.topic_min_insync_replicas}) exceeds "
+                f"LEDGER_TOPIC_REPLICATION_FACTOR ({self.topic_replication_factor}): "
+                "no acks=all write could ever succeed"
+            )
+        return self
+
+    @property
+    def replication(self) -> TopicReplication:
+        """How `ledger topics` replicates the topics it creates."""
+        return TopicReplication(
+            factor=self.topic_replication_factor,
+            min_insync=self.topic_min_insync_replicas,
+        )
 
     @classmethod
     def load(cls) -> Settings:

@@ -30,7 +30,8 @@ def migrate() -> None:
 
 
 def topics() -> None:
-    """Create the event topics and the registry topic (one partition) if they are missing."""
+    """Create the event topics and the registry topic (one partition) if they are missing,
+    replicated as LEDGER_TOPIC_REPLICATION_FACTOR / LEDGER_TOPIC_MIN_INSYNC_REPLICAS say."""
     from aiokafka.errors import KafkaError
 
     from ledgerctl.infra import ensure_topics
@@ -40,11 +41,21 @@ def topics() -> None:
     try:
         created = asyncio.run(
             ensure_topics(
-                settings.kafka_bootstrap, settings.event_topics, settings.partitions, security
+                settings.kafka_bootstrap,
+                settings.event_topics,
+                settings.partitions,
+                security,
+                replication=settings.replication,
             )
         )
         created += asyncio.run(
-            ensure_topics(settings.kafka_bootstrap, (settings.registry_topic,), 1, security)
+            ensure_topics(
+                settings.kafka_bootstrap,
+                (settings.registry_topic,),
+                1,
+                security,
+                replication=settings.replication,
+            )
         )
     except KafkaError as exc:
         raise fail(str(exc)) from exc
