@@ -66,7 +66,12 @@ secret() {
   cat "$f"
 }
 
-pid_alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# pid_alive FILE: the process is running (a killed one its parent has not reaped yet, a
+# zombie, is not: a server SIGKILLed and restarted at once must not be taken for running).
+pid_alive() {
+  [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null \
+    && ! grep -q '^State:[[:space:]]*Z' "/proc/$(cat "$1")/status" 2>/dev/null
+}
 
 # stop_pidfile FILE NAME: TERM the process, wait up to 20 s, then KILL.
 stop_pidfile() {
