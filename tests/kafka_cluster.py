@@ -23,6 +23,7 @@ from types import MappingProxyType
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
 
 from ledgerctl.settings import KafkaRole, kafka_security_from_env
@@ -181,3 +182,20 @@ class KafkaCluster:
                 await admin.close()
             await asyncio.sleep(0.5)
         raise RuntimeError(f"cannot describe {topic}: {last!r}")
+
+
+async def replication_of(client: dict[str, Any], topic: str) -> tuple[set[int], int]:
+    """A topic's replica counts (one per partition, as a set) and its min.insync.replicas,
+    described with ``client`` (an admin principal's aiokafka arguments)."""
+    admin = AIOKafkaAdminClient(**client)
+    await admin.start()
+    try:
+        (described,) = await admin.describe_topics([topic])
+        (response,) = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic)]
+        )
+        (resource,) = response.resources
+        min_isr = next(int(c[1]) for c in resource[4] if c[0] == "min.insync.replicas")
+        return {len(p["replicas"]) for p in described["partitions"]}, min_isr
+    finally:
+        await admin.close()

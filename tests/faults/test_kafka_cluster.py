@@ -26,17 +26,13 @@ import asyncpg
 import pytest
 
 from ledger.pg.migrate import apply_migrations
-from ledgerctl.infra import ensure_topics
-from ledgerctl.replication import TopicReplication
 from ledgerctl.settings import KafkaRole
 from tests.faults.conftest import EVENTS, FaultLedger, kill, read_ids
-from tests.kafka_cluster import KafkaCluster, free_base_port
-from tests.support import Stack, with_database
+from tests.kafka_cluster import KafkaCluster, free_base_port, replication_of
+from tests.support import Stack, run_ledger, with_database
 
 # The cluster's start (about a minute on 2 shared cores) counts in the first test's time.
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(900)]
-
-CLUSTER = TopicReplication(factor=3, min_insync=2)
 
 
 @pytest.fixture(scope="module")
@@ -62,17 +58,14 @@ def cluster_ledger(stack: Stack, cluster: KafkaCluster, tmp_path: Path) -> Itera
     topics = on_cluster.topics(name)
     registry = on_cluster.registry_topic(name)
 
-    async def setup() -> None:
+    async def create_database() -> None:
         conn = await asyncpg.connect(stack.owner_url)
         try:
             await conn.execute(f'CREATE DATABASE "{database}"')
         finally:
             await conn.close()
-        admin = cluster.kafka(KafkaRole.ADMIN)
-        await ensure_topics(cluster.bootstrap, topics, 4, admin, replication=CLUSTER)
-        await ensure_topics(cluster.bootstrap, (registry,), 1, admin, replication=CLUSTER)
 
-    asyncio.run(setup())
+    asyncio.run(create_database())
     apply_migrations(with_database(stack.owner_url, database))
     own = dataclasses.replace(
         on_cluster, owner_url=with_database(stack.owner_url, database), database=database
@@ -87,6 +80,7 @@ def cluster_ledger(stack: Stack, cluster: KafkaCluster, tmp_path: Path) -> Itera
         LEDGER_REGISTRY_TOPIC=registry,
         LEDGER_CONSUMER_GROUP=f"t{stack.run_id}-kcluster-{secrets.token_hex(4)}",
         LEDGER_CONSUMER_SESSION_TIMEOUT_MS="6000",
+        # What `make up KAFKA_BROKERS=3` writes to .local/env; `ledger topics` reads it.
         LEDGER_TOPIC_REPLICATION_FACTOR="3",
         LEDGER_TOPIC_MIN_INSYNC_REPLICAS="2",
     )
@@ -94,6 +88,8 @@ def cluster_ledger(stack: Stack, cluster: KafkaCluster, tmp_path: Path) -> Itera
         stack=on_cluster, database=database, env=env, topics=topics, workdir=tmp_path
     )
     try:
+        created = run_ledger(env, "topics")
+        assert created.returncode == 0, created.stderr
         yield ledger
     finally:
         for proc in ledger.processes:
@@ -156,6 +152,9 @@ async def test_leader_of_a_busy_partition_sigkilled_mid_stream_then_back(
 ) -> None:
     ids_file = tmp_path / "ids.txt"
     topic = cluster_ledger.topics[0]
+    admin = cluster.client(KafkaRole.ADMIN)
+    for created in (*cluster_ledger.topics, cluster_ledger.env["LEDGER_REGISTRY_TOPIC"]):
+        assert await replication_of(admin, created) == ({3}, 2)  # as `ledger topics` made it
     assert all(len(isr) == 3 for _, isr in (await cluster.partitions(topic)).values())
     cluster_ledger.consumer()
     await cluster_ledger.inject_bad_records(5)
