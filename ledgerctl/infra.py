@@ -12,6 +12,7 @@ import time
 import aiohttp
 import asyncpg
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
 from ledgerctl.replication import TopicReplication
@@ -85,6 +86,46 @@ async def ensure_topics(
                     raise for_code(code)(f"cannot create topic {name}: {detail}")
             await _wait_for_leaders(admin, [t.name for t in wanted])
         return [t.name for t in wanted]
+    finally:
+        await admin.close()
+
+
+async def under_replicated(
+    bootstrap: str,
+    topics: tuple[str, ...],
+    replication: TopicReplication,
+    security: KafkaSecurity | None = None,
+) -> list[str]:
+    """One sentence per existing topic replicated below ``replication`` (fewer replicas
+    or a lower min.insync.replicas): `ledger topics` never alters a topic, so a topic
+    created before the settings changed keeps what it had."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, **client_kwargs(security or KafkaSecurity())
+    )
+    await admin.start()
+    try:
+        found = []
+        described = await admin.describe_topics(list(topics))
+        configs = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, t["topic"]) for t in described]
+        )
+        min_isr = {
+            resource[3]: int(value)
+            for response in configs
+            for resource in response.resources
+            for name, value, *_ in resource[4]
+            if name == "min.insync.replicas"
+        }
+        for topic in described:
+            name = topic["topic"]
+            replicas = min((len(p["replicas"]) for p in topic["partitions"]), default=0)
+            if replicas < replication.factor or min_isr.get(name, 0) < replication.min_insync:
+                found.append(
+                    f"{name} has {replicas} replica(s) and min.insync.replicas "
+                    f"{min_isr.get(name, '?')}, below the configured {replication.factor} and "
+                    f"{replication.min_insync}"
+                )
+        return found
     finally:
         await admin.close()
 

@@ -31,6 +31,7 @@ def test_one_broker_gets_one_copy_by_default(stack: Stack) -> None:
     done = run_ledger(env, "topics")
     assert done.returncode == 0, done.stderr
     assert "topics created" in done.stderr
+    assert "warning" not in done.stderr
     for topic in topics:
         replicas, min_isr = asyncio.run(replication_of(stack.kafka_client(KafkaRole.ADMIN), topic))
         assert (replicas, min_isr) == ({1}, 1)
@@ -57,3 +58,21 @@ def test_more_in_sync_replicas_than_copies_is_refused_before_kafka(stack: Stack)
     done = run_ledger(env, "topics")
     assert done.returncode != 0
     assert "LEDGER_TOPIC_MIN_INSYNC_REPLICAS" in done.stderr + done.stdout
+
+
+def test_an_existing_topic_below_the_settings_is_named_not_altered(stack: Stack) -> None:
+    env, topics = topics_env(stack)
+    assert run_ledger(env, "topics").returncode == 0  # one copy each, as on one broker
+    raised = {
+        **env,
+        "LEDGER_TOPIC_REPLICATION_FACTOR": "3",
+        "LEDGER_TOPIC_MIN_INSYNC_REPLICAS": "2",
+    }
+    done = run_ledger(raised, "topics")
+    assert done.returncode == 0, done.stderr
+    said = " ".join(done.stderr.split())
+    assert "topics created: none (all exist)" in said
+    for topic in topics:
+        assert f"warning: topic {topic} has 1 replica(s) and min.insync.replicas 1" in said
+        replicas, min_isr = asyncio.run(replication_of(stack.kafka_client(KafkaRole.ADMIN), topic))
+        assert (replicas, min_isr) == ({1}, 1)
