@@ -161,7 +161,7 @@ async def test_leader_of_a_busy_partition_sigkilled_mid_stream_then_back(
     producer = cluster_ledger.simulate(EVENTS, seed=4701, ids=ids_file)
 
     async def busy() -> bool:
-        return sum((await positions(cluster_ledger)).values()) >= min(EVENTS // 10, 2000)
+        return sum((await positions(cluster_ledger)).values()) >= min(EVENTS // 20, 1000)
 
     await wait_until("the stream never got going", busy)
     # The busiest partition so far, and the broker leading it: SIGKILL, mid-stream.
