@@ -23,6 +23,7 @@ import asyncio
 import logging
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -301,6 +302,7 @@ async def main() -> None:
             results[brokers] = await measure(cluster, base, args.events, args.rate, workdir)
         finally:
             cluster.stop()
+            shutil.rmtree(home, ignore_errors=True)  # its data; the consumers' logs stay
     one, three = results[1], results[3]
     print(f"{'':44} {'1 broker':>14} {'3 brokers':>14} {'ratio':>7}")
     rows = (
