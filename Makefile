@@ -9,6 +9,7 @@ help:
 	@echo "make demo   - start everything and show a verified access history (the main job)"
 	@echo "make test   - install what is missing, start PostgreSQL and Kafka, run all checks and tests"
 	@echo "make up     - start PostgreSQL, Kafka, the consumer and the API; write .local/env"
+	@echo "              (make up KAFKA_BROKERS=3: a replicated 3-broker Kafka cluster; docs/scaling.md)"
 	@echo "make down   - stop everything make up started"
 	@echo "make status - what is running"
 
@@ -69,3 +70,4 @@ bench: up
 	.venv/bin/python benchmarks/atna.py
 	.venv/bin/python benchmarks/refusals.py
 	.venv/bin/python benchmarks/orthanc.py
+	.venv/bin/python benchmarks/cluster.py

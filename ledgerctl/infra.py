@@ -12,9 +12,14 @@ import time
 import aiohttp
 import asyncpg
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
+from ledgerctl.replication import TopicReplication
 from producers.kafka_security import KafkaSecurity, client_kwargs
+
+#: One broker: one copy, and an acks=all write needs only it.
+SINGLE_BROKER = TopicReplication(factor=1, min_insync=1)
 
 
 async def kafka_ready(
@@ -47,8 +52,11 @@ async def ensure_topics(
     topics: tuple[str, ...],
     partitions: int,
     security: KafkaSecurity | None = None,
+    *,
+    replication: TopicReplication = SINGLE_BROKER,
 ) -> list[str]:
-    """Create missing topics (replication 1, min ISR 1); return the names created.
+    """Create missing topics (``replication``: factor and min.insync.replicas, 1 and 1 by
+    default, for one broker); return the names created.
 
     ``security`` is the admin principal's (it needs CREATE and DESCRIBE on the topics).
     A topic the broker refuses (not authorised, invalid) raises that broker error: the
@@ -64,8 +72,8 @@ async def ensure_topics(
             NewTopic(
                 name=t,
                 num_partitions=partitions,
-                replication_factor=1,
-                topic_configs={"retention.ms": "-1", "min.insync.replicas": "1"},
+                replication_factor=replication.factor,
+                topic_configs=replication.topic_configs(),
             )
             for t in topics
             if t not in existing
@@ -78,6 +86,46 @@ async def ensure_topics(
                     raise for_code(code)(f"cannot create topic {name}: {detail}")
             await _wait_for_leaders(admin, [t.name for t in wanted])
         return [t.name for t in wanted]
+    finally:
+        await admin.close()
+
+
+async def under_replicated(
+    bootstrap: str,
+    topics: tuple[str, ...],
+    replication: TopicReplication,
+    security: KafkaSecurity | None = None,
+) -> list[str]:
+    """One sentence per existing topic replicated below ``replication`` (fewer replicas
+    or a lower min.insync.replicas): `ledger topics` never alters a topic, so a topic
+    created before the settings changed keeps what it had."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, **client_kwargs(security or KafkaSecurity())
+    )
+    await admin.start()
+    try:
+        found = []
+        described = await admin.describe_topics(list(topics))
+        configs = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, t["topic"]) for t in described]
+        )
+        min_isr = {
+            resource[3]: int(value)
+            for response in configs
+            for resource in response.resources
+            for name, value, *_ in resource[4]
+            if name == "min.insync.replicas"
+        }
+        for topic in described:
+            name = topic["topic"]
+            replicas = min((len(p["replicas"]) for p in topic["partitions"]), default=0)
+            if replicas < replication.factor or min_isr.get(name, 0) < replication.min_insync:
+                found.append(
+                    f"{name} has {replicas} replica(s) and min.insync.replicas "
+                    f"{min_isr.get(name, '?')}, below the configured {replication.factor} and "
+                    f"{replication.min_insync}"
+                )
+        return found
     finally:
         await admin.close()
 

@@ -15,11 +15,12 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from ledgerctl.client import Api
 from ledgerctl.configfile import config_sources
+from ledgerctl.replication import TopicReplication
 from producers.kafka_security import KafkaSecurity
 
 if TYPE_CHECKING:
@@ -287,6 +288,35 @@ class Settings(BaseSettings):
     pg_registry_command_timeout: float = Field(
         default=120.0, alias="LEDGER_PG_REGISTRY_COMMAND_TIMEOUT", gt=0, le=86_400
     )
+
+    # --- Kafka cluster (#17) ---
+    #: Replicas of every topic `ledger topics` creates: 1 on one broker, 3 on a cluster.
+    topic_replication_factor: int = Field(
+        default=1, alias="LEDGER_TOPIC_REPLICATION_FACTOR", ge=1, le=32
+    )
+    #: In-sync replicas an acks=all write needs (the topic's min.insync.replicas): 2 of 3
+    #: keeps accepting writes with one broker down and never acknowledges a single copy.
+    topic_min_insync_replicas: int = Field(
+        default=1, alias="LEDGER_TOPIC_MIN_INSYNC_REPLICAS", ge=1, le=32
+    )
+
+    @model_validator(mode="after")
+    def _min_insync_within_replicas(self) -> Settings:
+        if self.topic_min_insync_replicas > self.topic_replication_factor:
+            raise ValueError(
+                f"LEDGER_TOPIC_MIN_INSYNC_REPLICAS ({self.topic_min_insync_replicas}) exceeds "
+                f"LEDGER_TOPIC_REPLICATION_FACTOR ({self.topic_replication_factor}): "
+                "no acks=all write could ever succeed"
+            )
+        return self
+
+    @property
+    def replication(self) -> TopicReplication:
+        """How `ledger topics` replicates the topics it creates."""
+        return TopicReplication(
+            factor=self.topic_replication_factor,
+            min_insync=self.topic_min_insync_replicas,
+        )
 
     @classmethod
     def settings_customise_sources(

@@ -15,6 +15,9 @@ SECRETS="$LOCAL/secrets"
 PG_PORT="${LEDGER_PG_PORT:-15432}"
 KAFKA_PORT="${LEDGER_KAFKA_PORT:-19092}"
 KAFKA_CONTROLLER_PORT="${LEDGER_KAFKA_CONTROLLER_PORT:-19093}"
+# Kafka nodes: 1 (the default) or a replicated cluster of 3 (`make up KAFKA_BROKERS=3`);
+# node N listens on $KAFKA_PORT + 100*(N-1) (docs/scaling.md).
+KAFKA_BROKERS="${KAFKA_BROKERS:-${LEDGER_KAFKA_BROKERS:-1}}"
 API_PORT="${LEDGER_API_PORT:-18080}"
 PG_DB="${LEDGER_PG_DB:-ledger}"
 # Each long-running process's ops listener (/metrics, /livez, /readyz, /version) on
@@ -71,7 +74,12 @@ secret() {
   cat "$f"
 }
 
-pid_alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# pid_alive FILE: the process is running (a killed one its parent has not reaped yet, a
+# zombie, is not: a server SIGKILLed and restarted at once must not be taken for running).
+pid_alive() {
+  [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null \
+    && ! grep -q '^State:[[:space:]]*Z' "/proc/$(cat "$1")/status" 2>/dev/null
+}
 
 # stop_pidfile FILE NAME: TERM the process, wait up to 20 s, then KILL.
 stop_pidfile() {

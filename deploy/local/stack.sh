@@ -39,7 +39,9 @@ write_env() {
   (umask 077; cat >"$ENV_FILE.tmp" <<ENV
 # Written by deploy/local/stack.sh. Shell KEY=value lines; contains secrets (mode 600).
 LEDGER_API_URL=http://127.0.0.1:$API_PORT
-KAFKA_BOOTSTRAP=127.0.0.1:$KAFKA_PORT
+KAFKA_BOOTSTRAP=$("$HERE/kafka.sh" bootstrap)
+LEDGER_TOPIC_REPLICATION_FACTOR=$([ "$KAFKA_BROKERS" -ge 3 ] && echo 3 || echo 1)
+LEDGER_TOPIC_MIN_INSYNC_REPLICAS=$([ "$KAFKA_BROKERS" -ge 3 ] && echo 2 || echo 1)
 KAFKA_SECURITY_PROTOCOL=SASL_SSL
 KAFKA_SSL_CA_FILE=$SECRETS/kafka/ca.crt
 KAFKA_SASL_MECHANISM=SCRAM-SHA-512
