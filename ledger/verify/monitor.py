@@ -1,0 +1,295 @@
+"""`ledger monitor`'s judgement: what one round's answers mean against what it remembers.
+
+Invariant: nothing is believed unless a configured verifier key signed it; a remembered
+checkpoint is kept with the compact range of its tree (one hash per set bit of its size)
+and replaced only by a larger checkpoint whose root the served leaves reproduce from that
+range, so the state only ever moves along one append-only history.  Every problem is one
+``MonitorFinding`` with a stable ``kind`` (``MONITOR_KINDS``); the module is pure (the
+answers come in as values, "now" is an argument).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from ledger.errors import LedgerError, MalformedInputError, VerificationError
+from ledger.log.checkpoint import Checkpoint, open_checkpoint
+from ledger.log.merkle import EMPTY_ROOT, TreeBuilder, leaf_hash, verify_consistency
+from ledger.log.note import Verifier
+
+__all__ = [
+    "MONITOR_KINDS",
+    "Growth",
+    "MonitorFinding",
+    "Remembered",
+    "Served",
+    "check_consistency",
+    "judge_heads",
+    "open_heads",
+    "restore",
+    "stall",
+    "target",
+]
+
+#: Every kind of finding, with what it means (docs/monitor.md has the same list).
+MONITOR_KINDS = {
+    "checkpoint_signature": "a served checkpoint is not signed by a configured verifier key",
+    "checkpoint_malformed": "a served checkpoint does not parse",
+    "checkpoint_origin": "a served checkpoint names another log than the one it is served for",
+    "fork": "a checkpoint of the remembered size with another root",
+    "rollback": "a checkpoint smaller than the remembered one (truncation or rollback)",
+    "log_missing": "a remembered log is no longer listed",
+    "consistency_proof_invalid": "the consistency proof from the remembered checkpoint fails",
+    "leaves_missing": "leaves a signed checkpoint covers are not served",
+    "entries_mismatch": "the served leaves do not reproduce a signed root",
+    "split_view": "two endpoints serve views of one log that cannot both be true",
+    "stall": "the checkpoint has not advanced while the API reports unsigned leaves",
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MonitorFinding:
+    kind: str
+    log: str
+    detail: str
+    endpoint: str | None = None
+    checkpoint_size: int | None = None
+
+    @property
+    def key(self) -> str:
+        """Stable across rounds (no free text): one alert per problem, not per round."""
+        text = f"{self.kind}|{self.log}|{self.endpoint or ''}|{self.checkpoint_size}"
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+    def line(self) -> str:
+        where = f" at {self.endpoint}" if self.endpoint else ""
+        return f"FINDING {self.kind} log {self.log}{where}: {self.detail}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Remembered:
+    """The last verified checkpoint of one log (size 0, no note: nothing verified yet) and
+    the stall watch: the checkpoint size first seen with unsigned leaves, and when."""
+
+    origin: str
+    note: str = ""
+    size: int = 0
+    root: bytes = EMPTY_ROOT
+    compact: tuple[bytes, ...] = ()
+    stalled_size: int | None = None
+    stalled_since: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Served:
+    """What one endpoint says of one log: its listing and its latest checkpoint note."""
+
+    endpoint: str
+    log_id: int
+    size: int
+    checkpoint_size: int
+    unsigned: int
+    note: str | None
+
+
+def restore(
+    *, origin: str, note: str, compact: Sequence[bytes], verifiers: Sequence[Verifier]
+) -> Remembered:
+    """A remembered checkpoint read back from the state file, re-verified: its signature,
+    its origin, and its compact range against its root (raises ``LedgerError``)."""
+    cp = open_checkpoint(note, verifiers)
+    if cp.origin != origin:
+        raise VerificationError(f"the kept checkpoint of {origin!r} names {cp.origin!r}")
+    builder = TreeBuilder.from_state(size=cp.size, hashes=compact)
+    if builder.root() != cp.root_hash:
+        raise VerificationError(f"the kept tree state of {origin!r} does not give its root")
+    return Remembered(
+        origin=origin, note=note, size=cp.size, root=cp.root_hash, compact=builder.hashes
+    )
+
+
+def open_heads(
+    origin: str, views: Iterable[Served], verifiers: Sequence[Verifier]
+) -> tuple[dict[str, Checkpoint], list[MonitorFinding]]:
+    """Each endpoint's checkpoint of ``origin`` that a configured key signed, by endpoint."""
+    heads: dict[str, Checkpoint] = {}
+    found: list[MonitorFinding] = []
+    for view in views:
+        if view.note is None:
+            continue
+        try:
+            cp = open_checkpoint(view.note, verifiers)
+        except VerificationError as exc:
+            found.append(
+                _at(origin, view, "checkpoint_signature", f"its checkpoint is not trusted: {exc}")
+            )
+            continue
+        except MalformedInputError as exc:
+            found.append(
+                _at(origin, view, "checkpoint_malformed", f"its checkpoint is malformed: {exc}")
+            )
+            continue
+        if cp.origin != origin:
+            found.append(
+                _at(origin, view, "checkpoint_origin", f"its checkpoint names {cp.origin!r}")
+            )
+            continue
+        heads[view.endpoint] = cp
+    return heads, found
+
+
+def _at(origin: str, view: Served, kind: str, detail: str) -> MonitorFinding:
+    return MonitorFinding(
+        kind=kind, log=origin, endpoint=view.endpoint, detail=detail,
+        checkpoint_size=view.checkpoint_size,
+    )  # fmt: skip
+
+
+def judge_heads(mem: Remembered, heads: Mapping[str, Checkpoint]) -> list[MonitorFinding]:
+    """Rollback and fork against the remembered checkpoint; split views between endpoints
+    serving the same size with different roots."""
+    found: list[MonitorFinding] = []
+    for endpoint, cp in heads.items():
+        if cp.size < mem.size:
+            found.append(MonitorFinding(
+                kind="rollback", log=mem.origin, endpoint=endpoint, checkpoint_size=cp.size,
+                detail=f"serves a signed checkpoint of size {cp.size}, smaller than the "
+                f"{mem.size} verified earlier: the log was truncated or rolled back",
+            ))  # fmt: skip
+        elif cp.size == mem.size and cp.root_hash != mem.root:
+            found.append(MonitorFinding(
+                kind="fork", log=mem.origin, endpoint=endpoint, checkpoint_size=cp.size,
+                detail=f"serves a signed checkpoint of size {cp.size} whose root differs from "
+                "the one verified earlier at that size: two histories are signed",
+            ))  # fmt: skip
+    by_size: dict[int, tuple[str, Checkpoint]] = {}
+    for endpoint, cp in heads.items():
+        first = by_size.setdefault(cp.size, (endpoint, cp))
+        if first[1].root_hash != cp.root_hash:
+            found.append(MonitorFinding(
+                kind="split_view", log=mem.origin, endpoint=endpoint, checkpoint_size=cp.size,
+                detail=f"its signed checkpoint of size {cp.size} has another root than "
+                f"{first[0]}'s of the same size",
+            ))  # fmt: skip
+    return found
+
+
+def target(mem: Remembered, heads: Mapping[str, Checkpoint]) -> tuple[str, Checkpoint] | None:
+    """The largest served checkpoint beyond the remembered one (first endpoint on ties)."""
+    best: tuple[str, Checkpoint] | None = None
+    for endpoint, cp in heads.items():
+        if cp.size > mem.size and (best is None or cp.size > best[1].size):
+            best = (endpoint, cp)
+    return best
+
+
+class Growth:
+    """The remembered tree grown by the new leaves (``feed``, from the remembered size on)
+    up to the goal checkpoint; every served checkpoint in between must have the root the
+    leaves give at its size.  ``finish``: the new state when the goal's root is reproduced,
+    else None and the findings."""
+
+    def __init__(
+        self, mem: Remembered, heads: Mapping[str, Checkpoint], goal: tuple[str, Checkpoint]
+    ) -> None:
+        self.mem = mem
+        self.endpoint, self.goal = goal
+        self.builder = TreeBuilder.from_state(size=mem.size, hashes=mem.compact)
+        self.wanted = {c.size: (e, c) for e, c in heads.items() if mem.size < c.size < goal[1].size}
+        self.found: list[MonitorFinding] = []
+
+    @property
+    def size(self) -> int:
+        return self.builder.size
+
+    def feed(self, index: int, leaf: bytes) -> bool:
+        """Append leaf ``index``; False once nothing more is wanted (the goal is reached,
+        or a leaf is missing: then the rest cannot be checked)."""
+        builder = self.builder
+        if builder.size >= self.goal.size or index != builder.size:
+            return False
+        builder.append(leaf_hash(leaf))
+        other = self.wanted.get(builder.size)
+        if other is not None and builder.root() != other[1].root_hash:
+            self.found.append(MonitorFinding(
+                kind="split_view", log=self.mem.origin, endpoint=other[0],
+                checkpoint_size=builder.size,
+                detail=f"its signed root at size {builder.size} is not the root of the "
+                f"leaves {self.endpoint} serves: the endpoints serve different histories",
+            ))  # fmt: skip
+        return builder.size < self.goal.size
+
+    def finish(self, note: str) -> tuple[Remembered | None, list[MonitorFinding]]:
+        mem, cp, builder = self.mem, self.goal, self.builder
+        if builder.size < cp.size:
+            return None, [*self.found, _missing(mem.origin, self.endpoint, builder.size, cp.size)]
+        if builder.root() != cp.root_hash:
+            self.found.append(MonitorFinding(
+                kind="entries_mismatch", log=mem.origin, endpoint=self.endpoint,
+                checkpoint_size=cp.size,
+                detail=f"leaves {mem.size}..{cp.size - 1} appended to the verified tree of "
+                f"size {mem.size} do not give the signed root of size {cp.size}",
+            ))  # fmt: skip
+        if self.found:
+            return None, self.found
+        grown = replace(mem, note=note, size=cp.size, root=cp.root_hash, compact=builder.hashes)
+        return grown, []
+
+
+def _missing(origin: str, endpoint: str, at: int, size: int) -> MonitorFinding:
+    return MonitorFinding(
+        kind="leaves_missing", log=origin, endpoint=endpoint, checkpoint_size=size,
+        detail=f"leaf {at} is not served, yet the signed checkpoint of size {size} covers "
+        "it: the log was truncated or rows were removed",
+    )  # fmt: skip
+
+
+def stall(
+    mem: Remembered, views: Sequence[Served], *, now: datetime, after: timedelta
+) -> tuple[Remembered, MonitorFinding | None]:
+    """Watch the checkpoint while the API reports unsigned leaves: a stall once the same
+    checkpoint size has been seen with unsigned leaves for ``after`` or longer (never on
+    the first sighting: the signer gets one round)."""
+    pending = [v for v in views if v.unsigned > 0]
+    if not pending:
+        return replace(mem, stalled_size=None, stalled_since=None), None
+    size = max(v.checkpoint_size for v in views)
+    if mem.stalled_size != size or mem.stalled_since is None:
+        return replace(mem, stalled_size=size, stalled_since=now), None
+    age = now - mem.stalled_since
+    if age < after:
+        return mem, None
+    view = max(pending, key=lambda v: v.unsigned)
+    return mem, MonitorFinding(
+        kind="stall", log=mem.origin, endpoint=view.endpoint, checkpoint_size=size,
+        detail=f"the signed checkpoint has stayed at size {size} for "
+        f"{int(age.total_seconds())} s while the API reports {view.unsigned} unsigned "
+        "leaves: the checkpointer is stalled or withholding them",
+    )  # fmt: skip
+
+
+def check_consistency(
+    mem: Remembered, goal: tuple[str, Checkpoint], proof: Sequence[bytes] | None
+) -> MonitorFinding | None:
+    """The served consistency proof from the remembered checkpoint to the goal (None: none
+    was served), verified against both signed roots."""
+    endpoint, cp = goal
+    if mem.size == 0:
+        return None
+    try:
+        if proof is None:
+            raise VerificationError("no consistency proof was served")
+        verify_consistency(
+            size1=mem.size, size2=cp.size, proof=proof, root1=mem.root, root2=cp.root_hash
+        )
+    except LedgerError as exc:
+        return MonitorFinding(
+            kind="consistency_proof_invalid", log=mem.origin, endpoint=endpoint,
+            checkpoint_size=cp.size,
+            detail=f"the consistency proof from the verified size {mem.size} to the signed "
+            f"size {cp.size} fails ({exc})",
+        )  # fmt: skip
+    return None
