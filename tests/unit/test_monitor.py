@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -210,10 +211,6 @@ def test_the_state_file_round_trips_owner_only_and_refuses_tampering(
     save_state(path, state)
     with pytest.raises(MalformedInputError, match="unusable"):
         load_state(path, [stranger.verifier])
-
-
-def _fields(mem: Remembered) -> dict[str, object]:
-    return {name: getattr(mem, name) for name in Remembered.__slots__}
 
 
 def test_alerts_carry_the_finding_and_no_secret(tmp_path: Path) -> None:
