@@ -192,9 +192,7 @@ def test_the_state_file_round_trips_owner_only_and_refuses_tampering(
     signer: Signer, tmp_path: Path
 ) -> None:
     path = tmp_path / "s" / "state.json"
-    mem = Remembered(
-        **{**_fields(remembered(signer, 10)), "stalled_size": 10, "stalled_since": NOW}
-    )
+    mem = replace(remembered(signer, 10), stalled_size=10, stalled_since=NOW)
     state = MonitorState(logs={ORIGIN: mem, "empty/0": Remembered(origin="empty/0")},
                          alerted=frozenset({"k"}))  # fmt: skip
     save_state(path, state)
