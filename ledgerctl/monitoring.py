@@ -30,6 +30,7 @@ from ledger.verify.monitor import (
     Served,
     check_consistency,
     judge_heads,
+    judge_listing,
     open_heads,
     stall,
     target,
@@ -136,7 +137,7 @@ async def _one_log(
     views = [v[origin] for v in listings.values() if origin in v]
     found = _listed(mem, listings)
     heads, bad = open_heads(origin, views, ctx.verifiers)
-    found += bad + judge_heads(mem, heads)
+    found += bad + judge_listing(mem, views) + judge_heads(mem, heads)
     goal = target(mem, heads)
     grown = mem
     if goal is not None:

@@ -28,6 +28,7 @@ __all__ = [
     "Served",
     "check_consistency",
     "judge_heads",
+    "judge_listing",
     "open_heads",
     "restore",
     "stall",
@@ -174,6 +175,24 @@ def judge_heads(mem: Remembered, heads: Mapping[str, Checkpoint]) -> list[Monito
                 detail=f"its signed checkpoint of size {cp.size} has another root than "
                 f"{first[0]}'s of the same size",
             ))  # fmt: skip
+    return found
+
+
+def judge_listing(mem: Remembered, views: Iterable[Served]) -> list[MonitorFinding]:
+    """An endpoint that serves no signed checkpoint, or reports fewer leaves, for a log of
+    which ``mem.size`` leaves were verified: the log was rolled back or truncated."""
+    found: list[MonitorFinding] = []
+    for view in views if mem.size else ():
+        if view.note is None:
+            detail = f"serves no signed checkpoint, yet {mem.size} leaves were verified earlier"
+        elif view.size < mem.size:
+            detail = f"reports {view.size} leaves, fewer than the {mem.size} verified earlier"
+        else:
+            continue
+        found.append(MonitorFinding(
+            kind="rollback", log=mem.origin, endpoint=view.endpoint, checkpoint_size=mem.size,
+            detail=f"{detail}: the log was truncated or rolled back",
+        ))  # fmt: skip
     return found
 
 

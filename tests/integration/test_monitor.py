@@ -217,6 +217,20 @@ async def test_a_rollback_to_an_older_checkpoint_is_caught(log: Log, tmp_path: P
     ]
     assert "smaller than the 320 verified earlier" in out
 
+    async def unsigned(request: web.Request, body: bytes) -> bytes | None:
+        if request.path == f"/logs/{log.log_id}/checkpoint":
+            raise web.HTTPNotFound()  # as if no checkpoint had ever been signed
+        return None
+
+    async with front(log.ledger.api_url, unsigned) as url:
+        code, out = await monitor(log.ledger, state, "--endpoint", url)
+    assert code == 1, out
+    assert findings(out) == [
+        f"FINDING rollback log {log.origin} at {url}: serves no signed checkpoint, yet 320 "
+        "leaves were verified earlier: the log was truncated or rolled back"
+    ]
+    assert kept(state, log.origin) == 320
+
 
 async def test_a_truncated_log_is_caught(log: Log, tmp_path: Path) -> None:
     state = tmp_path / "state.json"
@@ -362,3 +376,32 @@ async def test_each_finding_is_alerted_once_to_the_alert_destinations(
     assert body["monitor_finding"]["kind"] == "fork"  # type: ignore[index]
     assert body["monitor_finding"]["log"] == log.origin  # type: ignore[index]
     assert SECRET.decode() not in first[1] + second[1]
+
+
+async def test_continuous_mode_follows_the_log_until_a_signal(log: Log, tmp_path: Path) -> None:
+    state = tmp_path / "state.json"
+    proc = await asyncio.create_subprocess_exec(
+        LEDGER, "monitor", "--state", str(state), "--interval", "0.1",
+        env=log.ledger.env, cwd=ROOT, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    seen: list[str] = []
+
+    async def until(text: str) -> None:
+        while not any(text in line for line in seen):
+            line = (await proc.stdout.readline()).decode()  # type: ignore[union-attr]
+            assert line, "\n".join(seen)  # the monitor ended early
+            seen.append(line)
+
+    try:
+        await until("ROUND OK")
+        await log.grow(10)
+        await until(f"OK {log.origin}: verified 300 -> 310")
+    finally:
+        proc.terminate()
+        rest = (await proc.stdout.read()).decode()
+        await proc.wait()
+    assert proc.returncode == 0, "".join(seen) + rest
+    assert not [line for line in seen if line.startswith("FINDING")]
+    assert kept(state, log.origin) == 310

@@ -24,6 +24,7 @@ from ledger.verify.monitor import (
     Served,
     check_consistency,
     judge_heads,
+    judge_listing,
     open_heads,
     restore,
     stall,
@@ -108,6 +109,17 @@ def test_fork_rollback_and_split_view(signer: Signer) -> None:
     assert "smaller than the 10 verified earlier" in rollback.detail
     (split,) = judge_heads(mem, {"a": head(signer, 20), "b": head(signer, 20, bytes(32))})
     assert (split.kind, split.endpoint) == ("split_view", "b")
+
+
+def test_a_log_served_unsigned_or_shorter_than_remembered_is_a_rollback(signer: Signer) -> None:
+    mem = remembered(signer, 10)
+    assert judge_listing(mem, [view("a", note(signer, 10))]) == []
+    assert judge_listing(Remembered(origin=ORIGIN), [view("a", None)]) == []  # nothing kept
+    (unsigned,) = judge_listing(mem, [view("a", None)])
+    assert (unsigned.kind, unsigned.endpoint) == ("rollback", "a")
+    assert unsigned.detail.startswith("serves no signed checkpoint, yet 10 leaves")
+    (short,) = judge_listing(mem, [view("b", note(signer, 10), cp_size=8)])
+    assert short.detail.startswith("reports 8 leaves, fewer than the 10 verified earlier")
 
 
 def test_new_leaves_grow_the_remembered_tree_to_the_signed_root(signer: Signer) -> None:
