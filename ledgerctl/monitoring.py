@@ -23,8 +23,8 @@ from ledger.errors import LedgerError, MalformedInputError
 from ledger.log import tiles
 from ledger.log.checkpoint import Checkpoint
 from ledger.log.note import Verifier
+from ledger.verify.growth import Growth
 from ledger.verify.monitor import (
-    Growth,
     MonitorFinding,
     Remembered,
     Served,
@@ -32,6 +32,7 @@ from ledger.verify.monitor import (
     judge_heads,
     judge_listing,
     open_heads,
+    open_history,
     stall,
     target,
 )
@@ -147,7 +148,10 @@ async def _one_log(
         proof = await _consistency(session, url, view.log_id, mem.size, goal[1].size)
         wrong = check_consistency(mem, goal, proof)
         found += [] if wrong is None else [wrong]
-        growth = Growth(mem, heads, goal)
+        notes = await _history(session, url, view.log_id, mem.size, goal[1].size)
+        history, untrusted = open_history(origin, url, notes, ctx.verifiers)
+        found += untrusted
+        growth = Growth(mem, heads, goal, history)
         await _feed(session, url, view.log_id, growth, goal[1])
         new, more = growth.finish(view.note or "")
         found += more
@@ -175,6 +179,21 @@ def _listed(mem: Remembered, listings: Mapping[str, Mapping[str, Served]]) -> li
         for url in listings
         if url not in having
     ]  # fmt: skip
+
+
+async def _history(
+    session: aiohttp.ClientSession, url: str, log_id: int, after: int, upto: int
+) -> list[str]:
+    """The notes of the log's signed checkpoints of sizes in ``(after, upto)``."""
+    notes: list[str] = []
+    while after < upto - 1:
+        page = await _json(session, f"{url}/v1/logs/{log_id}/checkpoints?after={after}")
+        rows = [(int(c["size"]), str(c["note"])) for c in page["checkpoints"]]
+        if not rows:
+            break
+        notes += [note for size, note in rows if size < upto]
+        after = max(after + 1, rows[-1][0])  # sizes ascend; never loop on a bad page
+    return notes
 
 
 async def _consistency(

@@ -17,12 +17,11 @@ from datetime import datetime, timedelta
 
 from ledger.errors import LedgerError, MalformedInputError, VerificationError
 from ledger.log.checkpoint import Checkpoint, open_checkpoint
-from ledger.log.merkle import EMPTY_ROOT, TreeBuilder, leaf_hash, verify_consistency
+from ledger.log.merkle import EMPTY_ROOT, TreeBuilder, verify_consistency
 from ledger.log.note import Verifier
 
 __all__ = [
     "MONITOR_KINDS",
-    "Growth",
     "MonitorFinding",
     "Remembered",
     "Served",
@@ -30,6 +29,7 @@ __all__ = [
     "judge_heads",
     "judge_listing",
     "open_heads",
+    "open_history",
     "restore",
     "stall",
     "target",
@@ -40,7 +40,7 @@ MONITOR_KINDS = {
     "checkpoint_signature": "a served checkpoint is not signed by a configured verifier key",
     "checkpoint_malformed": "a served checkpoint does not parse",
     "checkpoint_origin": "a served checkpoint names another log than the one it is served for",
-    "fork": "a checkpoint of the remembered size with another root",
+    "fork": "a signed checkpoint the remembered or grown tree does not give at its size",
     "rollback": "a checkpoint smaller than the remembered one (truncation or rollback)",
     "log_missing": "a remembered log is no longer listed",
     "consistency_proof_invalid": "the consistency proof from the remembered checkpoint fails",
@@ -142,6 +142,25 @@ def open_heads(
     return heads, found
 
 
+def open_history(
+    origin: str, endpoint: str, notes: Iterable[str], verifiers: Sequence[Verifier]
+) -> tuple[list[Checkpoint], list[MonitorFinding]]:
+    """The signed checkpoints of a log's served history (``/v1/logs/{id}/checkpoints``)."""
+    cps: list[Checkpoint] = []
+    found: list[MonitorFinding] = []
+    for note in notes:
+        try:
+            cp = open_checkpoint(note, verifiers)
+        except LedgerError as exc:
+            detail = f"a checkpoint in its history is not trusted: {exc}"
+            found.append(MonitorFinding(kind="checkpoint_signature", log=origin,
+                                        endpoint=endpoint, detail=detail))  # fmt: skip
+            continue
+        if cp.origin == origin:
+            cps.append(cp)
+    return cps, found
+
+
 def _at(origin: str, view: Served, kind: str, detail: str) -> MonitorFinding:
     return MonitorFinding(
         kind=kind, log=origin, endpoint=view.endpoint, detail=detail,
@@ -203,67 +222,6 @@ def target(mem: Remembered, heads: Mapping[str, Checkpoint]) -> tuple[str, Check
         if cp.size > mem.size and (best is None or cp.size > best[1].size):
             best = (endpoint, cp)
     return best
-
-
-class Growth:
-    """The remembered tree grown by the new leaves (``feed``, from the remembered size on)
-    up to the goal checkpoint; every served checkpoint in between must have the root the
-    leaves give at its size.  ``finish``: the new state when the goal's root is reproduced,
-    else None and the findings."""
-
-    def __init__(
-        self, mem: Remembered, heads: Mapping[str, Checkpoint], goal: tuple[str, Checkpoint]
-    ) -> None:
-        self.mem = mem
-        self.endpoint, self.goal = goal
-        self.builder = TreeBuilder.from_state(size=mem.size, hashes=mem.compact)
-        self.wanted = {c.size: (e, c) for e, c in heads.items() if mem.size < c.size < goal[1].size}
-        self.found: list[MonitorFinding] = []
-
-    @property
-    def size(self) -> int:
-        return self.builder.size
-
-    def feed(self, index: int, leaf: bytes) -> bool:
-        """Append leaf ``index``; False once nothing more is wanted (the goal is reached,
-        or a leaf is missing: then the rest cannot be checked)."""
-        builder = self.builder
-        if builder.size >= self.goal.size or index != builder.size:
-            return False
-        builder.append(leaf_hash(leaf))
-        other = self.wanted.get(builder.size)
-        if other is not None and builder.root() != other[1].root_hash:
-            self.found.append(MonitorFinding(
-                kind="split_view", log=self.mem.origin, endpoint=other[0],
-                checkpoint_size=builder.size,
-                detail=f"its signed root at size {builder.size} is not the root of the "
-                f"leaves {self.endpoint} serves: the endpoints serve different histories",
-            ))  # fmt: skip
-        return builder.size < self.goal.size
-
-    def finish(self, note: str) -> tuple[Remembered | None, list[MonitorFinding]]:
-        mem, cp, builder = self.mem, self.goal, self.builder
-        if builder.size < cp.size:
-            return None, [*self.found, _missing(mem.origin, self.endpoint, builder.size, cp.size)]
-        if builder.root() != cp.root_hash:
-            self.found.append(MonitorFinding(
-                kind="entries_mismatch", log=mem.origin, endpoint=self.endpoint,
-                checkpoint_size=cp.size,
-                detail=f"leaves {mem.size}..{cp.size - 1} appended to the verified tree of "
-                f"size {mem.size} do not give the signed root of size {cp.size}",
-            ))  # fmt: skip
-        if self.found:
-            return None, self.found
-        grown = replace(mem, note=note, size=cp.size, root=cp.root_hash, compact=builder.hashes)
-        return grown, []
-
-
-def _missing(origin: str, endpoint: str, at: int, size: int) -> MonitorFinding:
-    return MonitorFinding(
-        kind="leaves_missing", log=origin, endpoint=endpoint, checkpoint_size=size,
-        detail=f"leaf {at} is not served, yet the signed checkpoint of size {size} covers "
-        "it: the log was truncated or rows were removed",
-    )  # fmt: skip
 
 
 def stall(

@@ -198,6 +198,30 @@ async def test_a_fork_signed_by_the_real_key_is_caught(log: Log, tmp_path: Path)
     ]
     assert kept(state, log.origin) == 300
 
+    await log.grow(10)
+    await log.grow(10)  # signed at 310 and 320: the front forks the one at 310
+    forked_310 = log.sign(310, bytes(32))
+
+    async def fork_history(request: web.Request, body: bytes) -> bytes | None:
+        if request.path != f"/v1/logs/{log.log_id}/checkpoints":
+            return None
+        doc = json.loads(body)
+        for c in doc["checkpoints"]:
+            c["note"] = forked_310 if c["size"] == 310 else c["note"]
+        return json.dumps(doc).encode()
+
+    async with front(log.ledger.api_url, fork_history) as url:
+        code, out = await monitor(log.ledger, state, "--endpoint", url)
+    assert code == 1, out
+    assert findings(out) == [
+        f"FINDING fork log {log.origin} at {url}: its checkpoint history holds a signed "
+        "checkpoint of size 310 whose root the log's leaves do not give: two histories are signed"
+    ]
+    assert kept(state, log.origin) == 300
+    code, out = await monitor(log.ledger, state)  # the real history is one history
+    assert (code, findings(out)) == (0, []), out
+    assert kept(state, log.origin) == 320
+
 
 async def test_a_rollback_to_an_older_checkpoint_is_caught(log: Log, tmp_path: Path) -> None:
     old = await served_note(log)

@@ -16,9 +16,9 @@ from ledger.log import merkle
 from ledger.log.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from ledger.log.note import Signer, generate_signer, parse_signer_key
 from ledger.log.types import RootHash
+from ledger.verify.growth import Growth
 from ledger.verify.monitor import (
     MONITOR_KINDS,
-    Growth,
     MonitorFinding,
     Remembered,
     Served,
@@ -26,6 +26,7 @@ from ledger.verify.monitor import (
     judge_heads,
     judge_listing,
     open_heads,
+    open_history,
     restore,
     stall,
     target,
@@ -156,6 +157,25 @@ def test_an_endpoint_whose_smaller_root_the_leaves_do_not_give_is_a_split_view(
     new, found = grow(mem, heads, LEAVES).finish("n")
     assert new is None
     assert [(f.kind, f.endpoint, f.checkpoint_size) for f in found] == [("split_view", "b", 20)]
+
+
+def test_a_checkpoint_in_the_served_history_the_leaves_do_not_give_is_a_fork(
+    signer: Signer,
+) -> None:
+    mem = remembered(signer, 10)
+    stranger = parse_signer_key(generate_signer("test.ledger.local")[0])
+    notes = [note(signer, 15), note(signer, 20, bytes(32)), note(stranger, 25), note(signer, 5)]
+    history, untrusted = open_history(ORIGIN, "a", notes, [signer.verifier])
+    assert [cp.size for cp in history] == [15, 20, 5]
+    assert [f.kind for f in untrusted] == ["checkpoint_signature"]
+    goal = ("a", head(signer, 30))
+    growth = Growth(mem, {"a": goal[1]}, goal, history)
+    for index in range(10, 30):
+        growth.feed(index, LEAVES[index])
+    new, found = growth.finish("n")
+    assert new is None
+    assert [(f.kind, f.endpoint, f.checkpoint_size) for f in found] == [("fork", "a", 20)]
+    assert "its checkpoint history holds a signed checkpoint of size 20" in found[0].detail
 
 
 def test_a_consistency_proof_is_checked_against_both_signed_roots(signer: Signer) -> None:
