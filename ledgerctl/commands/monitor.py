@@ -80,7 +80,8 @@ def monitor(
 
     settings = Settings.load()
     verifiers = load_verifiers(settings, key)
-    urls = endpoint or [u.strip() for u in (settings.monitor_endpoints or "").split(",") if u]
+    listed = endpoint or (settings.monitor_endpoints or "").split(",")
+    urls = [u.strip().rstrip("/") for u in listed if u.strip()]
     apis = [settings.api(u) for u in urls] if urls else [settings.api()]
     if len({a.url for a in apis}) != len(apis):
         raise fail("an endpoint is given twice")

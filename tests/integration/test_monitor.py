@@ -113,10 +113,11 @@ async def log(ledger: Ledger) -> AsyncIterator[Log]:
         await made.checkpointer.checkpoint(made.log_id, force=True)  # leave nothing unsigned
 
 
-async def monitor(ledger: Ledger, state: Path, *args: str) -> tuple[int, str]:
+async def monitor(ledger: Ledger, state: Path, *args: str, **env: str) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
         LEDGER, "monitor", "--once", "--state", str(state), *args,
-        env=ledger.env, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**ledger.env, **env}, cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await proc.communicate()
     assert proc.returncode is not None
@@ -358,7 +359,8 @@ async def test_two_endpoints_serving_different_views_are_caught(log: Log, tmp_pa
         f"FINDING split_view log {log.origin} at {url}: does not list this log, which {real} lists"
     ]
     async with front(real, lambda request, body: asyncio.sleep(0, None)) as url:
-        code, out = await monitor(log.ledger, state, "--endpoint", real, "--endpoint", url)
+        endpoints = f"{real}/, {url}"  # LEDGER_MONITOR_ENDPOINTS: comma-separated
+        code, out = await monitor(log.ledger, state, LEDGER_MONITOR_ENDPOINTS=endpoints)
     assert (code, findings(out)) == (0, []), out  # two honest endpoints agree
     assert kept(state, log.origin) == 320
 
