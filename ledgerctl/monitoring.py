@@ -23,7 +23,7 @@ from ledger.errors import LedgerError, MalformedInputError
 from ledger.log import tiles
 from ledger.log.checkpoint import Checkpoint
 from ledger.log.note import Verifier
-from ledger.verify.growth import Growth
+from ledger.verify.growth import Growth, judge_tile
 from ledger.verify.monitor import (
     MonitorFinding,
     Remembered,
@@ -229,11 +229,15 @@ async def _feed(
                 session, f"{url}/v1/logs/{log_id}/leaves?start={index * 256}&limit={width}"
             )
             rows = [(int(r["index"]), base64.b64decode(r["leaf"])) for r in page["leaves"]]
-        for leaf_index, leaf in rows:
-            if leaf_index >= growth.size and not growth.feed(leaf_index, leaf):
-                return
-        if growth.size < min(goal.size, (index + 1) * 256):
-            return  # a leaf of this tile is missing: growth.finish reports it
+        going = all(i < growth.size or growth.feed(i, leaf) for i, leaf in rows)
+        for tile, expected in growth.completed:
+            async with session.get(f"{base}/{tiles.tile_path(0, tile)}") as resp:
+                served = await resp.read() if resp.status == 200 else None
+            wrong = judge_tile(growth.mem.origin, url, tile, expected, served)
+            growth.found += [] if wrong is None else [wrong]
+        growth.completed.clear()
+        if not going or growth.size < min(goal.size, (index + 1) * 256):
+            return  # the goal is reached, or a leaf is missing (growth.finish reports it)
 
 
 def _split_bundle(data: bytes) -> list[bytes]:

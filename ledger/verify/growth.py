@@ -13,9 +13,10 @@ from dataclasses import replace
 
 from ledger.log.checkpoint import Checkpoint
 from ledger.log.merkle import TreeBuilder, leaf_hash
+from ledger.log.tiles import TILE_WIDTH
 from ledger.verify.monitor import MonitorFinding, Remembered
 
-__all__ = ["Growth"]
+__all__ = ["Growth", "judge_tile"]
 
 
 class Growth:
@@ -44,6 +45,10 @@ class Growth:
             if cp.size in between:
                 self.wanted.setdefault(cp.size, []).append((endpoint, cp))
         self.found: list[MonitorFinding] = []
+        #: Level-0 tiles completed by fed leaves only: ``(tile index, 256 leaf hashes)``,
+        #: for the caller to compare with the hash tiles served (and then clear).
+        self.completed: list[tuple[int, bytes]] = []
+        self._tile: list[bytes] | None = None
 
     @property
     def size(self) -> int:
@@ -55,11 +60,23 @@ class Growth:
         builder = self.builder
         if builder.size >= self.goal.size or index != builder.size:
             return False
-        builder.append(leaf_hash(leaf))
+        hashed = leaf_hash(leaf)
+        builder.append(hashed)
+        self._collect(index, hashed)
         for endpoint, cp in self.wanted.get(builder.size, ()):
             if builder.root() != cp.root_hash:
                 self.found.append(self._differs(endpoint, builder.size))
         return builder.size < self.goal.size
+
+    def _collect(self, index: int, hashed: bytes) -> None:
+        if index % TILE_WIDTH == 0:
+            self._tile = []
+        if self._tile is None:
+            return  # this tile began before the remembered size: its head is not known
+        self._tile.append(hashed)
+        if len(self._tile) == TILE_WIDTH:
+            self.completed.append((index // TILE_WIDTH, b"".join(self._tile)))
+            self._tile = None
 
     def _differs(self, endpoint: str | None, size: int) -> MonitorFinding:
         if endpoint is None:  # in the goal endpoint's own checkpoint history
@@ -96,4 +113,20 @@ def _missing(origin: str, endpoint: str, at: int, size: int) -> MonitorFinding:
         kind="leaves_missing", log=origin, endpoint=endpoint, checkpoint_size=size,
         detail=f"leaf {at} is not served, yet the signed checkpoint of size {size} covers "
         "it: the log was truncated or rows were removed",
+    )  # fmt: skip
+
+
+def judge_tile(
+    origin: str, endpoint: str, index: int, expected: bytes, served: bytes | None
+) -> MonitorFinding | None:
+    """A served level-0 hash tile against the leaf hashes of the leaves it covers: the
+    tiles are what proofs (and the browser verifier) are computed from."""
+    if served == expected:
+        return None
+    what = "is not served" if served is None else "differs from the hashes of its leaves"
+    first = index * TILE_WIDTH
+    return MonitorFinding(
+        kind="tile_mismatch", log=origin, endpoint=endpoint, checkpoint_size=None,
+        detail=f"hash tile 0/{index} (leaves {first}..{first + TILE_WIDTH - 1}) {what}: "
+        "proofs computed from it are wrong",
     )  # fmt: skip

@@ -47,6 +47,7 @@ MONITOR_KINDS = {
     "leaves_missing": "leaves a signed checkpoint covers are not served",
     "entries_mismatch": "the served leaves do not reproduce a signed root",
     "split_view": "two endpoints serve views of one log that cannot both be true",
+    "tile_mismatch": "a level-0 hash tile of the new leaves is not their leaf hashes",
     "stall": "the checkpoint has not advanced while the API reports unsigned leaves",
 }
 

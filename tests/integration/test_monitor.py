@@ -308,6 +308,24 @@ async def test_an_altered_leaf_and_a_bad_consistency_proof_are_caught(
     assert kept(state, log.origin) == 320
 
 
+async def test_a_hash_tile_that_is_not_its_leaves_is_caught(log: Log, tmp_path: Path) -> None:
+    state = tmp_path / "state.json"
+
+    async def bad_tile(request: web.Request, body: bytes) -> bytes | None:
+        if request.path == f"/logs/{log.log_id}/tile/0/000":
+            return body[:32] + bytes(32) + body[64:]  # leaf 1's hash replaced
+        return None
+
+    async with front(log.ledger.api_url, bad_tile) as url:
+        code, out = await monitor(log.ledger, state, "--endpoint", url)
+    assert code == 1, out
+    assert findings(out) == [
+        f"FINDING tile_mismatch log {log.origin} at {url}: hash tile 0/0 (leaves 0..255) "
+        "differs from the hashes of its leaves: proofs computed from it are wrong"
+    ]
+    assert kept(state, log.origin) == 0  # nothing of the log is taken as verified
+
+
 async def test_a_stalled_checkpointer_is_caught(log: Log, tmp_path: Path) -> None:
     state = tmp_path / "state.json"
     await log.grow(25, sign=False)  # appended, never signed

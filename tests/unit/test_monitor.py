@@ -16,7 +16,7 @@ from ledger.log import merkle
 from ledger.log.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from ledger.log.note import Signer, generate_signer, parse_signer_key
 from ledger.log.types import RootHash
-from ledger.verify.growth import Growth
+from ledger.verify.growth import Growth, judge_tile
 from ledger.verify.monitor import (
     MONITOR_KINDS,
     MonitorFinding,
@@ -253,3 +253,41 @@ def test_alerts_carry_the_finding_and_no_secret(tmp_path: Path) -> None:
     message = syslog_message(f, d, NOW)
     assert message.startswith(b"<106>1 2026-12-06T12:00:00.000000Z - phi-ledger - monitor-finding ")
     assert b'kind="stall"' in message
+
+
+def test_full_tiles_of_fed_leaves_only_are_collected_and_judged(signer: Signer) -> None:
+    many = [f"leaf {i}".encode() for i in range(600)]
+
+    def run(start: int) -> list[int]:
+        builder = merkle.TreeBuilder()
+        builder.extend(merkle.leaf_hash(leaf) for leaf in many[:start])
+        root = merkle.root_from_leaves(many[:start])
+        cp = Checkpoint(origin=ORIGIN, size=start, root_hash=RootHash(root))
+        note = sign_checkpoint(cp, [signer])
+        mem = (
+            restore(origin=ORIGIN, note=note, compact=builder.hashes, verifiers=[signer.verifier])
+            if start
+            else Remembered(origin=ORIGIN)
+        )
+        goal_root = merkle.root_from_leaves(many)
+        goal = ("a", Checkpoint(origin=ORIGIN, size=600, root_hash=RootHash(goal_root)))
+        growth = Growth(mem, {}, goal)
+        for index in range(start, 600):
+            growth.feed(index, many[index])
+        expected = b"".join(merkle.leaf_hash(leaf) for leaf in many[256:512])
+        assert (1, expected) in growth.completed
+        return [t for t, _ in growth.completed]
+
+    assert run(0) == [0, 1]
+    assert run(100) == [1]  # tile 0 began before the remembered size
+    hashes = b"".join(merkle.leaf_hash(leaf) for leaf in many[:256])
+    assert judge_tile(ORIGIN, "a", 0, hashes, hashes) is None
+    wrong = judge_tile(ORIGIN, "a", 0, hashes, bytes(len(hashes)))
+    assert wrong is not None
+    assert wrong.line() == (
+        f"FINDING tile_mismatch log {ORIGIN} at a: hash tile 0/0 (leaves 0..255) differs "
+        "from the hashes of its leaves: proofs computed from it are wrong"
+    )
+    missing = judge_tile(ORIGIN, "a", 0, hashes, None)
+    assert missing is not None
+    assert "is not served" in missing.detail
