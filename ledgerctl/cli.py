@@ -19,6 +19,7 @@ from ledgerctl.commands import (
     export_replay,
     history,
     investigate,
+    monitor,
     producer,
     quarantine,
     readable,
@@ -53,6 +54,7 @@ app.command()(readable.status)
 app.command()(emit.demo)
 app.command()(export_replay.export)
 app.command()(verify.verify)
+app.command()(monitor.monitor)
 app.command()(export_replay.replay)
 app.command()(services.version)
 

@@ -300,6 +300,23 @@ class Settings(BaseSettings):
         default=1, alias="LEDGER_TOPIC_MIN_INSYNC_REPLICAS", ge=1, le=32
     )
 
+    # --- monitor (#18) ---
+    #: Where `ledger monitor` keeps the last verified checkpoint of every log (0600).
+    monitor_state_file: str = Field(
+        default=".local/monitor/state.json", alias="LEDGER_MONITOR_STATE_FILE"
+    )
+    #: The API endpoints it reads (comma-separated; default LEDGER_API_URL). With two or
+    #: more, they must serve one history (a split view is a finding).
+    monitor_endpoints: str | None = Field(default=None, alias="LEDGER_MONITOR_ENDPOINTS")
+    #: Seconds between rounds in continuous mode.
+    monitor_interval_seconds: float = Field(
+        default=60.0, alias="LEDGER_MONITOR_INTERVAL_SECONDS", gt=0, le=86_400
+    )
+    #: How long a checkpoint may stay put while the API reports unsigned leaves.
+    monitor_stall_after_seconds: float = Field(
+        default=300.0, alias="LEDGER_MONITOR_STALL_AFTER_SECONDS", ge=0, le=30 * 86_400
+    )
+
     @model_validator(mode="after")
     def _min_insync_within_replicas(self) -> Settings:
         if self.topic_min_insync_replicas > self.topic_replication_factor:
