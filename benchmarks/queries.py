@@ -593,6 +593,46 @@ async def complete(owner: str, n: int) -> bool:
         await conn.close()
 
 
+def database_name(events: int) -> str:
+    return f"ledger_bench_queries_{events}"
+
+
+async def prepare_database(
+    settings: dict[str, str], events: int, *, templates: int = 0, jobs: int = 2,
+    reload: bool = False, migrate: bool = True,
+) -> str:  # fmt: skip
+    """The name of a complete ``ledger_bench_queries_<events>`` database: reused when
+    complete (migrated to the newest schema unless ``migrate`` is false), else loaded (or
+    its interrupted load resumed; dropped and loaded again with ``reload``)."""
+    pool = templates or max(2_000, min(200_000, events // 50))
+    db = database_name(events)
+    owner = on_db(settings["DATABASE_URL"], db)
+    admin = await asyncpg.connect(settings["DATABASE_URL"])
+    exists = await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", db)
+    await admin.close()
+    if exists and not reload and await complete(owner, events):
+        if migrate:
+            apply_migrations(owner)
+        print(f"reusing {db} ({events:,} events)")
+        return db
+    admin = await asyncpg.connect(settings["DATABASE_URL"])
+    if reload:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+    if reload or not exists:
+        await admin.execute(f'CREATE DATABASE "{db}"')
+    await admin.close()
+    apply_migrations(owner)
+    print(f"bulk-loading {events:,} events from {pool:,} simulated templates over "
+          f"{LOGS} logs ({jobs} processes; leaves, index rows, tiles, "
+          f"checkpoints){'' if reload or not exists else ', resuming'} ...")  # fmt: skip
+    t = time.perf_counter()
+    await load(settings, owner, events, pool, jobs)
+    seconds = time.perf_counter() - t
+    print(f"loaded {events:,} events in {seconds:.0f} s "
+          f"({events / seconds:,.0f} events/s, all included)")  # fmt: skip
+    return db
+
+
 # ---------------------------------------------------------------------------- measuring
 
 
@@ -914,32 +954,10 @@ async def main() -> None:
     args = parser.parse_args()
     if args.events < 10_000:
         raise SystemExit("--events must be at least 10,000")
-    pool = args.templates or max(2_000, min(200_000, args.events // 50))
     settings = env()
-    db = f"ledger_bench_queries_{args.events}"
-    owner = on_db(settings["DATABASE_URL"], db)
-    admin = await asyncpg.connect(settings["DATABASE_URL"])
-    exists = await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", db)
-    await admin.close()
-    if exists and not args.reload and await complete(owner, args.events):
-        apply_migrations(owner)
-        print(f"reusing {db} ({args.events:,} events)")
-    else:
-        admin = await asyncpg.connect(settings["DATABASE_URL"])
-        if args.reload:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-        if args.reload or not exists:
-            await admin.execute(f'CREATE DATABASE "{db}"')
-        await admin.close()
-        apply_migrations(owner)
-        print(f"bulk-loading {args.events:,} events from {pool:,} simulated templates over "
-              f"{LOGS} logs ({args.jobs} processes; leaves, index rows, tiles, "
-              f"checkpoints){'' if args.reload or not exists else ', resuming'} ...")  # fmt: skip
-        t = time.perf_counter()
-        await load(settings, owner, args.events, pool, args.jobs)
-        seconds = time.perf_counter() - t
-        print(f"loaded {args.events:,} events in {seconds:.0f} s "
-              f"({args.events / seconds:,.0f} events/s, all included)")  # fmt: skip
+    db = await prepare_database(
+        settings, args.events, templates=args.templates, jobs=args.jobs, reload=args.reload
+    )
 
     population = Population(args.events)
     busy = population.busy_patients()

@@ -1,0 +1,366 @@
+"""How the history query, the inclusion proof and the breach report grow with the ledger.
+
+Measures, in one run, the same three operations on two ledgers of the queries benchmark
+(``ledger_bench_queries_<N>``, default 1M and 10M events over 4 logs, built by
+``benchmarks/queries.py``'s bulk loader when missing and reused when complete) and prints
+each figure at both sizes and their ratio:
+  - storage: bytes per event of leaves, index rows, tiles and each index, and the depth
+    of the main btrees (buffers one point lookup touches, heap fetches excluded);
+  - the patient history (``PostgresReader.history``, limit 100 + 1, busy patients with
+    ~200 accesses at both sizes): latency and the buffers one page touches (EXPLAIN);
+  - inclusion proofs (``PostgresReader.inclusion`` at a random index of a random log,
+    tree size = the log's size) and an event's proof by its id (``event_proof``: the
+    event-id lookup, the covering checkpoint and the proof): latency and hashes;
+  - a one-year breach investigation of one user (``PostgresReports.investigation``), the
+    busiest and a median-activity one: latency, events read, cost per event.
+
+Everything runs in this process on the reader role, concurrency 1, without the HTTP
+layer (its cost does not depend on the ledger's size: benchmarks/queries.py and
+benchmarks/proofs.py measure it). Reused databases are only read: ``--no-migrate`` leaves
+their schema as it is. Needs `make up` (or stack.sh infra). docs/scale.md explains the
+figures and extrapolates them to 20 billion entries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import random
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, cast
+
+import asyncpg
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.proofs import env, on_db
+from benchmarks.queries import END, LOGS, Population, prepare_database, users
+from ledger.audit.query import HistoryKey, HistoryQuery
+from ledger.audit.reports import InvestigationScope
+from ledger.pg.reader import PostgresReader
+from ledger.pg.reports import PostgresReports
+
+EXPLAIN = "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) "
+#: Relations whose size per event docs/scale.md uses (tables with their TOAST; indexes).
+TABLES = ("leaves", "events", "tiles")
+#: Point lookups whose buffers give a btree's depth: (index, statement).
+DEPTH_PROBES = (
+    ("leaves_pkey", "SELECT leaf_index FROM leaves WHERE log_id = $1 AND leaf_index = $2"),
+    ("events_pkey", "SELECT event_id FROM events WHERE event_id = $1"),
+    ("events_patient_time", "SELECT event_time FROM events WHERE patient_id = $1 "
+     "ORDER BY event_time DESC, event_id DESC LIMIT 1"),
+)  # fmt: skip
+
+
+@dataclass(slots=True)
+class Figures:
+    """One ledger's figures: name -> (value, unit)."""
+
+    events: int
+    values: dict[str, tuple[float, str]] = field(default_factory=dict)
+
+    def put(self, name: str, value: float, unit: str) -> None:
+        self.values[name] = (value, unit)
+        print(f"  {name:<58} {fmt(value, unit)}", flush=True)
+
+
+def fmt(value: float, unit: str) -> str:
+    if unit == "ms":
+        return f"{value:9.2f} ms"
+    if unit == "s":
+        return f"{value:9.3f} s"
+    if unit == "µs":
+        return f"{value:9.1f} µs"
+    if unit == "MB":
+        return f"{value:9,.0f} MB"
+    return f"{value:9,.1f} {unit}".rstrip()
+
+
+def q(samples: Sequence[float], p: int) -> float:
+    return statistics.quantiles(samples, n=100)[p - 1]
+
+
+# ---------------------------------------------------------------------------- storage
+
+
+SIZES = """
+SELECT c.relname, c.relkind, pg_relation_size(c.oid) AS main,
+       pg_total_relation_size(c.oid) AS total, pg_indexes_size(c.oid) AS indexes,
+       coalesce(pg_total_relation_size(nullif(c.reltoastrelid, 0)), 0) AS toast
+FROM pg_class c
+WHERE c.relnamespace = 'public'::regnamespace AND c.relname = ANY($1::text[])
+"""
+INDEX_SIZES = """
+SELECT i.relname AS name, t.relname AS tbl, pg_relation_size(i.oid) AS size
+FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid
+WHERE t.relnamespace = 'public'::regnamespace AND t.relname = ANY($1::text[])
+ORDER BY size DESC
+"""
+
+
+async def storage(conn: asyncpg.Connection, figures: Figures) -> None:
+    n = figures.events
+    print("storage (bytes per event; tables without their indexes, TOAST included):")
+    for r in await conn.fetch(SIZES, list(TABLES)):
+        heap = int(r["total"]) - int(r["indexes"])
+        figures.put(f"table {r['relname']}", heap / n, "B/event")
+    total_ix = 0
+    for r in await conn.fetch(INDEX_SIZES, list(TABLES)):
+        size = int(r["size"])
+        total_ix += size
+        if size >= 1 << 20:
+            figures.put(f"index {r['name']}", size / n, "B/event")
+    figures.put("all indexes of leaves, events, tiles", total_ix / n, "B/event")
+    everything = await conn.fetchval(
+        "SELECT sum(pg_total_relation_size(oid)) FROM pg_class "
+        "WHERE relnamespace = 'public'::regnamespace AND relkind = 'r'"
+    )
+    figures.put("whole database (all tables, indexes, TOAST)", int(everything) / n, "B/event")
+    level = await conn.fetchval("SELECT max(migration_id) FROM _yoyo_migration")
+    print(f"  (schema at migration {level})")
+
+
+async def depths(conn: asyncpg.Connection, figures: Figures, samples: Sequence[Any]) -> None:
+    """Pages one point lookup reads per index (root to leaf), the heap's excluded."""
+    print("btree depth (index pages one point lookup touches, median of 20):")
+    for name, statement in DEPTH_PROBES:
+        # An index-only scan also reads the table's visibility-map page when the table
+        # has one (after a VACUUM), and the heap page when the map does not say
+        # all-visible (counted as a heap fetch): neither is the index's.
+        table = name.split("_", 1)[0]
+        vm = int(await conn.fetchval("SELECT pg_relation_size($1::regclass, 'vm') > 0", table))
+        counts = []
+        for args in samples[:20]:
+            arguments = {
+                "leaves_pkey": (args["log_id"], args["leaf_index"]),
+                "events_pkey": (args["event_id"],),
+                "events_patient_time": (args["patient_id"],),
+            }[name]
+            node = index_node(await explain(conn, statement, *arguments), name)
+            if node is not None:
+                counts.append(node_buffers(node) - int(node.get("Heap Fetches", 0)) - vm)
+        if counts:
+            figures.put(f"depth of {name}", statistics.median(counts), "pages")
+        else:
+            print(f"  {name}: the planner used no index-only scan of it; not measured")
+
+
+async def explain(conn: Any, statement: str, *args: object) -> dict[str, Any]:
+    rows = await conn.fetch(EXPLAIN + statement, *args)
+    document = rows[0][0]
+    plan: dict[str, Any] = (json.loads(document) if isinstance(document, str) else document)[0]
+    return plan
+
+
+def plan_buffers(plan: dict[str, Any]) -> int:
+    return node_buffers(plan["Plan"])
+
+
+def node_buffers(node: dict[str, Any]) -> int:
+    return int(node.get("Shared Hit Blocks", 0)) + int(node.get("Shared Read Blocks", 0))
+
+
+def index_node(plan: dict[str, Any], index: str) -> dict[str, Any] | None:
+    """The index-only scan of ``index`` in ``plan``, if the planner chose one."""
+
+    def walk(node: dict[str, Any]) -> dict[str, Any] | None:
+        if node.get("Node Type") == "Index Only Scan" and node.get("Index Name") == index:
+            return node
+        for child in node.get("Plans", ()):
+            found = walk(child)
+            if found is not None:
+                return found
+        return None
+
+    return walk(plan["Plan"])
+
+
+# ---------------------------------------------------------------------------- operations
+
+
+class _Explaining:
+    """A connection whose fetch runs EXPLAIN ANALYZE of the statement instead (so the
+    reader's own argument list is used as is) and keeps the plan."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+        self.plans: list[dict[str, Any]] = []
+
+    async def fetch(self, statement: str, *args: object) -> list[Any]:
+        self.plans.append(await explain(self.conn, statement, *args))
+        return []
+
+
+async def history(
+    reader: PostgresReader, conn: asyncpg.Connection, figures: Figures, requests: int
+) -> None:
+    population = Population(figures.events)
+    rng = random.Random(11)
+    busy = population.busy_patients()
+    picks = [rng.choice(busy) for _ in range(requests + 50)]
+    snapshot = await reader.snapshot()
+
+    def query(patient: str) -> HistoryQuery:
+        k = int(patient[3:])
+        return HistoryQuery(key=HistoryKey.PATIENT, value=patient,
+                            qualifier=Population.patient(k)[1])  # fmt: skip
+
+    times, sizes = [], []
+    for i, patient in enumerate(picks):
+        t = time.perf_counter()
+        page = await reader.history(query(patient), snapshot=snapshot, limit=101, after=None)
+        if i >= 50:  # the first 50 warm the pool, plans and cache
+            times.append(time.perf_counter() - t)
+            sizes.append(len(page))
+    figures.put("history page (101 rows): p50", q(times, 50) * 1000, "ms")
+    figures.put("history page (101 rows): p99", q(times, 99) * 1000, "ms")
+    figures.put("history page: rows per page", statistics.mean(sizes), "rows")
+    explaining = _Explaining(conn)
+    for patient in picks[:50]:
+        await PostgresReader._history_rows(
+            cast(Any, explaining), query(patient), snapshot, 101, None
+        )
+    figures.put(
+        "history page: buffers touched (median, EXPLAIN)",
+        statistics.median(plan_buffers(p) for p in explaining.plans),
+        "pages",
+    )
+
+
+async def proofs(
+    reader: PostgresReader, figures: Figures, requests: int, event_ids: Sequence[Any]
+) -> None:
+    snapshot = await reader.snapshot()
+    rng = random.Random(7)
+    times, lengths = [], []
+    for i in range(requests + 200):
+        log_id = rng.randrange(len(snapshot.sizes)) + 1
+        size = snapshot.sizes[log_id - 1]
+        if size == 0:
+            continue
+        t = time.perf_counter()
+        hashes = await reader.inclusion(log_id, rng.randrange(size), size, size)
+        if i >= 200:  # warm-up: the pool, and the tile cache as a running API has it
+            times.append(time.perf_counter() - t)
+            lengths.append(len(hashes))
+    per_log = max(snapshot.sizes)
+    figures.put("inclusion proof: p50", q(times, 50) * 1000, "ms")
+    figures.put("inclusion proof: p99", q(times, 99) * 1000, "ms")
+    figures.put("inclusion proof: hashes (mean)", statistics.mean(lengths), "hashes")
+    figures.put("  ceil(log2(leaves per log))", math.ceil(math.log2(per_log)), "hashes")
+    times = []
+    for event_id in event_ids:
+        t = time.perf_counter()
+        proof = await reader.event_proof(event_id)
+        times.append(time.perf_counter() - t)
+        if proof is None:
+            raise SystemExit(f"event {event_id} has no proof")
+    figures.put("an event's proof by its id: p50", q(times, 50) * 1000, "ms")
+    figures.put("an event's proof by its id: p99", q(times, 99) * 1000, "ms")
+
+
+async def breach(reports: PostgresReports, figures: Figures) -> None:
+    staff = users()["radiologist"]
+    end = min(END, datetime.now(UTC))
+    for label, user in (("busiest user", staff[0]["user_id"]),
+                        ("median user", staff[len(staff) // 2]["user_id"])):  # fmt: skip
+        scope = InvestigationScope(start=end - timedelta(days=365), end=end, users=(user,))
+        times = []
+        events = 0
+        for _ in range(4):  # the first is cold (schemas, plans, cache)
+            t = time.perf_counter()
+            report = await reports.investigation(scope)
+            times.append(time.perf_counter() - t)
+            events = len(report.timeline)
+        warm = statistics.median(times[1:])
+        figures.put(f"breach report, one year, {label}: median of 3", warm, "s")
+        figures.put(f"breach report, {label}: events read", events, "events")
+        figures.put(f"breach report, {label}: cost per event", warm / max(1, events) * 1e6, "µs")
+
+
+# ---------------------------------------------------------------------------- main
+
+
+async def measure(settings: dict[str, str], db: str, events: int, requests: int) -> Figures:
+    figures = Figures(events)
+    reader_url = on_db(settings["LEDGER_READER_URL"], db)
+    conn = await asyncpg.connect(on_db(settings["DATABASE_URL"], db))
+    try:
+        await conn.execute("SET jit = off")  # as the reader's pool runs
+        await storage(conn, figures)
+        # Point lookups by index, whatever the planner would pick on a small table.
+        await conn.execute("SET enable_seqscan = off; SET enable_bitmapscan = off")
+        samples = await conn.fetch(
+            "SELECT event_id, log_id, leaf_index, patient_id FROM events "
+            "TABLESAMPLE SYSTEM ($1) REPEATABLE (3) LIMIT $2",
+            min(100.0, 300.0 * requests / events),
+            requests,
+        )
+        await depths(conn, figures, samples)
+        await conn.execute("RESET enable_seqscan; RESET enable_bitmapscan")
+        print("operations (reader role, concurrency 1, in process):")
+        async with PostgresReader(dsn=reader_url, pool_size=2) as reader:
+            await history(reader, conn, figures, requests)
+            await proofs(reader, figures, requests, [r["event_id"] for r in samples])
+        async with PostgresReports(dsn=reader_url) as reports:
+            await breach(reports, figures)
+    finally:
+        await conn.close()
+    return figures
+
+
+def compare(runs: Sequence[Figures]) -> None:
+    small, large = runs[0], runs[-1]
+    growth = large.events / small.events
+    print(f"\n-- growth from {small.events:,} to {large.events:,} events (x{growth:g})")
+    print(f"  {'figure':<58} {'small':>14} {'large':>14} {'ratio':>7}")
+    for name, (value, unit) in large.values.items():
+        if name not in small.values:
+            print(f"  {name:<58} {'-':>14} {fmt(value, unit):>14}")
+            continue
+        before = small.values[name][0]
+        ratio = f"{value / before:7.2f}" if before else "      -"
+        print(f"  {name:<58} {fmt(before, unit):>14} {fmt(value, unit):>14} {ratio}")
+    print(
+        "  expected: per-event bytes and btree depth ~flat (depth +1 per ~300x); proof "
+        "hashes +log2(x); history pages ~flat (depth, not size); breach report linear in "
+        "the events it reads"
+    )
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", default="1000000,10000000",
+                        help="comma-separated event counts, smallest first")  # fmt: skip
+    parser.add_argument("--requests", type=int, default=1000,
+                        help="history pages and proofs per size")  # fmt: skip
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2,
+                        help="loader processes when a database must be built")  # fmt: skip
+    parser.add_argument("--no-migrate", action="store_true",
+                        help="reuse complete databases as they are (no migrations)")  # fmt: skip
+    args = parser.parse_args()
+    sizes = sorted(int(s.replace("_", "")) for s in args.sizes.split(","))
+    if len(sizes) < 2 or sizes[0] < 10_000:
+        raise SystemExit("--sizes needs at least two sizes of at least 10,000 events")
+    settings = env()
+    runs = []
+    for n in sizes:
+        db = await prepare_database(settings, n, jobs=args.jobs, migrate=not args.no_migrate)
+        print(f"== {n:,} events ({db}, {LOGS} logs)")
+        runs.append(await measure(settings, db, n, args.requests))
+    compare(runs)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
