@@ -44,12 +44,13 @@ import asyncpg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.proofs import env, on_db
-from benchmarks.queries import END, LOGS, Population, prepare_database, users
+from benchmarks.queries import BUSY, END, HOT, LOGS, Population, prepare_database, users
 from ledger.audit.query import HistoryKey, HistoryQuery
 from ledger.audit.reports import InvestigationScope
 from ledger.pg.reader import PostgresReader
 from ledger.pg.reports import PostgresReports
 
+PATIENT_ENTRIES = "SELECT count(*) FROM events WHERE patient_id = $1 AND patient_issuer = $2"
 EXPLAIN = "EXPLAIN (ANALYZE, BUFFERS, TIMING OFF, FORMAT JSON) "
 #: Relations whose size per event docs/scale.md uses (tables with their TOAST; indexes).
 TABLES = ("leaves", "events", "tiles")
@@ -243,6 +244,41 @@ async def history(
     figures.put("history page, first ask: buffers read (median, EXPLAIN)", reads, "pages")
 
 
+async def history_by_patient_size(
+    reader: PostgresReader, conn: asyncpg.Connection, figures: Figures
+) -> None:
+    """The same first page for patients with ~1,000 (hot), ~200 (busy) and a few entries
+    (typical) in all (at 1M events and more): the
+    page also lists the reads that disclosed any of the patient's entries, which makes
+    PostgreSQL visit every entry of the patient, not only the 100 shown (docs/scale.md).
+    Asked twice, the second timed (cached), 50 patients per tier."""
+    population = Population(figures.events)
+    hot, busy = population.tier(HOT[1]), population.tier(BUSY[1])
+    rng = random.Random(13)
+    snapshot = await reader.snapshot()
+    tiers = (
+        ("hot patient", 0, hot),
+        ("busy patient", hot, busy),
+        ("typical patient", busy, population.patients_per_log),
+    )
+    for label, low, high in tiers:
+        if high <= low:
+            continue
+        ks = [rng.randrange(low, high) * LOGS + rng.randrange(LOGS) for _ in range(50)]
+        times, entries = [], []
+        for k in ks:
+            pid, issuer, _ = Population.patient(k)
+            query = HistoryQuery(key=HistoryKey.PATIENT, value=pid, qualifier=issuer)
+            await reader.history(query, snapshot=snapshot, limit=101, after=None)
+            t = time.perf_counter()
+            await reader.history(query, snapshot=snapshot, limit=101, after=None)
+            times.append(time.perf_counter() - t)
+            entries.append(await conn.fetchval(PATIENT_ENTRIES, pid, issuer))
+        median = statistics.median(times)
+        figures.put(f"history page, {label}: p50", median * 1000, "ms")
+        figures.put(f"  entries of a {label} (median)", statistics.median(entries), "entries")
+
+
 async def proofs(
     reader: PostgresReader, figures: Figures, requests: int, event_ids: Sequence[Any]
 ) -> None:
@@ -329,6 +365,7 @@ async def measure(settings: dict[str, str], db: str, events: int, requests: int)
         print("operations (reader role, concurrency 1, in process):")
         async with PostgresReader(dsn=reader_url, pool_size=2) as reader:
             await history(reader, conn, figures, requests)
+            await history_by_patient_size(reader, conn, figures)
             await proofs(reader, figures, requests, [r["event_id"] for r in samples])
         async with PostgresReports(dsn=reader_url) as reports:
             await breach(reports, figures)
