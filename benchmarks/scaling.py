@@ -247,11 +247,11 @@ async def history(
 async def history_by_patient_size(
     reader: PostgresReader, conn: asyncpg.Connection, figures: Figures
 ) -> None:
-    """The same first page for patients with ~1,000 (hot), ~200 (busy) and a few entries
-    (typical) in all (at 1M events and more): the
-    page also lists the reads that disclosed any of the patient's entries, which makes
-    PostgreSQL visit every entry of the patient, not only the 100 shown (docs/scale.md).
-    Asked twice, the second timed (cached), 50 patients per tier."""
+    """The same first page for patients with ~1,000 (hot), ~200 (busy) and a few
+    (typical) entries in all (at 1M events and more). The page also lists the reads
+    that disclosed any of the patient's entries, which makes PostgreSQL visit every
+    entry of the patient, not only the 100 shown (docs/scale.md). Asked twice, the
+    second timed (cached), 50 patients per tier."""
     population = Population(figures.events)
     hot, busy = population.tier(HOT[1]), population.tier(BUSY[1])
     rng = random.Random(13)
