@@ -1,24 +1,26 @@
 """How the history query, the inclusion proof and the breach report grow with the ledger.
 
-Measures, in one run, the same three operations on two ledgers of the queries benchmark
-(``ledger_bench_queries_<N>``, default 1M and 10M events over 4 logs, built by
-``benchmarks/queries.py``'s bulk loader when missing and reused when complete) and prints
-each figure at both sizes and their ratio:
+Measures, in one run, the same operations on two ledgers of the queries benchmark
+(``ledger_bench_queries_<N>``, default 1M and 10M events over 4 logs; built by its bulk
+loader, ``benchmarks/queryload.py``, when missing, reused when complete) and prints each
+figure at both sizes and their ratio:
   - storage: bytes per event of leaves, index rows, tiles and each index, and the depth
-    of the main btrees (buffers one point lookup touches, heap fetches excluded);
-  - the patient history (``PostgresReader.history``, limit 100 + 1, busy patients with
-    ~200 accesses at both sizes): latency and the buffers one page touches (EXPLAIN);
+    of the main btrees (index pages one point lookup touches);
+  - the patient history (``PostgresReader.history``, first page, limit 100 + 1): busy
+    patients asked for the first time and again, the buffers a page touches (EXPLAIN,
+    shared-buffer hits and reads), and patients with ~1,000, ~200 and a few entries;
   - inclusion proofs (``PostgresReader.inclusion`` at a random index of a random log,
     tree size = the log's size) and an event's proof by its id (``event_proof``: the
     event-id lookup, the covering checkpoint and the proof): latency and hashes;
   - a one-year breach investigation of one user (``PostgresReports.investigation``), the
-    busiest and a median-activity one: latency, events read, cost per event.
+    busiest and a median-activity one: latency, events read, cost per event, and the
+    busiest with Python's cyclic GC on and paused in alternate runs.
 
 Everything runs in this process on the reader role, concurrency 1, without the HTTP
 layer (its cost does not depend on the ledger's size: benchmarks/queries.py and
-benchmarks/proofs.py measure it). Reused databases are only read: ``--no-migrate`` leaves
-their schema as it is. Needs `make up` (or stack.sh infra). docs/scale.md explains the
-figures and extrapolates them to 20 billion entries.
+benchmarks/proofs.py measure it). ``--no-migrate`` reads reused databases as they are.
+Needs `make up` (or stack.sh infra). docs/scale.md explains the figures and
+extrapolates them to 20 billion entries.
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ import asyncpg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.proofs import env, on_db
-from benchmarks.queries import BUSY, END, HOT, LOGS, Population, prepare_database, users
+from benchmarks.querydata import BUSY, END, HOT, LOGS, Population, users
+from benchmarks.queryload import prepare_database
 from ledger.audit.query import HistoryKey, HistoryQuery
 from ledger.audit.reports import InvestigationScope
 from ledger.pg.reader import PostgresReader
