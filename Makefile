@@ -66,6 +66,7 @@ bench: up
 	.venv/bin/python benchmarks/rules.py
 	.venv/bin/python benchmarks/console_verify.py
 	.venv/bin/python benchmarks/queries.py
+	.venv/bin/python benchmarks/scaling.py
 	.venv/bin/python benchmarks/attribution.py
 	.venv/bin/python benchmarks/atna.py
 	.venv/bin/python benchmarks/refusals.py
