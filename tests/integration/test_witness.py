@@ -1,0 +1,217 @@
+"""An independent witness (litewitness v0.6.1, torchwood) cosigns the ledger's checkpoints,
+and refuses when the ledger tries to fork or roll back (docs/design/witnesses.md)."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from ledger.http.witnessclient import HttpWitnessTransport
+from ledger.log.checkpoint import Checkpoint, sign_checkpoint
+from ledger.log.cosignature import WitnessPolicy, check_cosignatures, parse_witness_key
+from ledger.log.note import Signer, generate_signer, parse_signer_key
+from ledger.log.types import RootHash
+from ledger.log.witness import (
+    Conflict,
+    Cosigned,
+    Refused,
+    Witness,
+    add_checkpoint_body,
+    read_answer,
+)
+from ledger.pg import sql, tree
+from ledger.pg.appender import PostgresAppender
+from ledger.pg.checkpointer import Checkpointer, CheckpointPolicy
+from ledger.pg.cosigner import Cosigner
+from tests.litewitness import Litewitness, litewitness
+from tests.support import Stack, synthetic_batch
+
+pytestmark = pytest.mark.integration
+
+POLICY = CheckpointPolicy(every_leaves=1, every_ms=0)
+
+
+@pytest.fixture
+async def appender(stack: Stack) -> AsyncIterator[PostgresAppender]:
+    async with PostgresAppender(dsn=stack.appender_url, ledger_name="test.ledger.local") as a:
+        yield a
+
+
+@pytest.fixture
+def lw(tmp_path: Path) -> Iterator[Litewitness]:
+    with litewitness(tmp_path / "lw") as running:
+        yield running
+
+
+@pytest.fixture
+async def transport() -> AsyncIterator[HttpWitnessTransport]:
+    async with HttpWitnessTransport() as t:
+        yield t
+
+
+class Log:
+    """One scratch log, its signer, and the witness set up to know it."""
+
+    def __init__(self, appender: PostgresAppender, lw: Litewitness) -> None:
+        self.appender = appender
+        self.lw = lw
+        self.topic = f"witness-{uuid.uuid4().hex[:8]}"
+        signer_key, self.vkey = generate_signer("test.ledger.local")
+        self.signer: Signer = parse_signer_key(signer_key)
+        self.size = 0
+        self.log_id = 0
+        self.origin = ""
+
+    async def grow(self, n: int) -> None:
+        items = synthetic_batch(self.topic, self.size, n, random.Random(f"{self.topic}{self.size}"))
+        result = await self.appender.append(topic=self.topic, partition=0, items=items)
+        self.log_id, self.size = result.log_id, self.size + n
+        async with self.appender.pool.acquire() as conn:
+            row = await conn.fetchrow(sql.LOG_BY_ID, self.log_id)
+        self.origin = str(row["origin"])
+
+    async def checkpoint(self, size: int | None = None) -> None:
+        cp = Checkpointer(pool=self.appender.pool, signers=[self.signer], policy=POLICY)
+        assert await cp.checkpoint(self.log_id, size=size) is not None
+
+    async def note_at(self, size: int, root: bytes | None = None) -> str:
+        """A checkpoint of ``size`` signed by the log's key (the true root unless given)."""
+        async with self.appender.pool.acquire() as conn:
+            if root is None:
+                current = await tree.log_size(conn, self.log_id)
+                root = await tree.root_at(conn, self.log_id, size, current)
+        cp = Checkpoint(origin=self.origin, size=size, root_hash=RootHash(root))
+        return sign_checkpoint(cp, [self.signer])
+
+    async def proof(self, old: int, size: int) -> tuple[bytes, ...]:
+        async with self.appender.pool.acquire() as conn:
+            current = await tree.log_size(conn, self.log_id)
+            return await tree.consistency_hashes(conn, self.log_id, old, size, current)
+
+    def witness(self) -> Witness:
+        return Witness(url=self.lw.url, key=parse_witness_key(self.lw.vkey))
+
+    def cosigner(self, transport: HttpWitnessTransport) -> Cosigner:
+        return Cosigner(pool=self.appender.pool, witnesses=[self.witness()], transport=transport)
+
+
+async def new_log(appender: PostgresAppender, lw: Litewitness, leaves: int) -> Log:
+    log = Log(appender, lw)
+    await log.grow(leaves)
+    lw.add_log(log.origin, [log.vkey])
+    return log
+
+
+async def served_note(owner: asyncpg.Connection, log_id: int, size: int) -> str:
+    rows = await owner.fetch(sql.EXPORT_CHECKPOINTS, log_id)
+    return next(str(r["note"]) for r in rows if int(r["size"]) == size)
+
+
+async def test_litewitness_cosigns_each_new_checkpoint(
+    appender: PostgresAppender, lw: Litewitness, transport: HttpWitnessTransport,
+    owner_conn: asyncpg.Connection,
+) -> None:  # fmt: skip
+    log = await new_log(appender, lw, 300)
+    await log.checkpoint()
+    cosigner = log.cosigner(transport)
+    mine = [o for o in await cosigner.sweep() if o.log_id == log.log_id]
+    assert [(o.ok, o.size) for o in mine] == [(True, 300)]
+
+    await log.grow(45)
+    await log.checkpoint()
+    # A new cosigner (a restarted consumer) starts from what the database holds: old 300.
+    mine = [o for o in await log.cosigner(transport).sweep() if o.log_id == log.log_id]
+    assert [(o.ok, o.size) for o in mine] == [(True, 345)]
+    assert '"size":345' in lw.list_logs().replace(" ", "")
+
+    policy = WitnessPolicy(witnesses=(parse_witness_key(lw.vkey),), threshold=1)
+    for size in (300, 345):
+        note = await served_note(owner_conn, log.log_id, size)
+        assert check_cosignatures(note, policy).satisfied
+    # Nothing new: nothing is submitted again.
+    assert [o for o in await cosigner.sweep() if o.log_id == log.log_id] == []
+
+
+async def test_litewitness_refuses_a_fork(
+    appender: PostgresAppender, lw: Litewitness, transport: HttpWitnessTransport,
+    owner_conn: asyncpg.Connection,
+) -> None:  # fmt: skip
+    log = await new_log(appender, lw, 260)
+    await log.checkpoint()
+    assert [o.ok for o in await log.cosigner(transport).sweep() if o.log_id == log.log_id] == [True]
+    witness = log.witness()
+
+    # Another checkpoint of the size the witness already cosigned, signed by the log's key.
+    fork = await log.note_at(260, root=bytes(32))
+    answer = await transport.post(
+        lw.url + "/add-checkpoint", add_checkpoint_body(260, (), fork), timeout=10
+    )
+    refused = read_answer(answer, fork, witness.key)
+    assert isinstance(refused, Refused)
+    assert refused.status == 422
+
+    # The operator signs a larger checkpoint whose root is not an extension of 260: the
+    # consistency proof from the real tree does not lead to it, and the witness refuses.
+    await log.grow(20)
+    forged = await log.note_at(280, root=bytes(range(32)))
+    await owner_conn.execute(
+        "INSERT INTO checkpoints (log_id, size, root_hash, note) VALUES ($1, 280, $2, $3)",
+        log.log_id, bytes(range(32)), forged,
+    )  # fmt: skip
+    mine = [o for o in await log.cosigner(transport).sweep() if o.log_id == log.log_id]
+    assert [(o.ok, o.size) for o in mine] == [(False, 280)]
+    assert "HTTP 422" in mine[0].detail
+    stored = await owner_conn.fetchval(
+        "SELECT count(*) FROM checkpoint_cosignatures WHERE log_id = $1 AND size = 280",
+        log.log_id,
+    )
+    assert stored == 0
+    assert '"size":260' in lw.list_logs().replace(" ", "")
+
+
+async def test_litewitness_refuses_a_rollback(
+    appender: PostgresAppender, lw: Litewitness, transport: HttpWitnessTransport
+) -> None:
+    log = await new_log(appender, lw, 300)
+    witness = log.witness()
+    # The witness is shown (by a replica, or before a restore) the checkpoint of size 300.
+    at_300 = await log.note_at(300)
+    answer = await transport.post(
+        lw.url + "/add-checkpoint", add_checkpoint_body(0, (), at_300), timeout=10
+    )
+    assert isinstance(read_answer(answer, at_300, witness.key), Cosigned)
+
+    # Asked to go back to 200 from what it holds: 400; from a smaller "old": 409 naming 300.
+    at_200 = await log.note_at(200)
+    back = await transport.post(
+        lw.url + "/add-checkpoint", add_checkpoint_body(300, (), at_200), timeout=10
+    )
+    assert back.status == 400
+    stale = await transport.post(
+        lw.url + "/add-checkpoint", add_checkpoint_body(0, (), at_200), timeout=10
+    )
+    assert read_answer(stale, at_200, witness.key) == Conflict(known_size=300)
+
+    # The ledger's own newest checkpoint is 200 (rolled back): the cosigner learns from the
+    # 409 that the witness holds 300 and reports it instead of asking for a rollback.
+    await log.checkpoint(size=200)
+    mine = [o for o in await log.cosigner(transport).sweep() if o.log_id == log.log_id]
+    assert [(o.ok, o.size) for o in mine] == [(False, 200)]
+    assert "witness holds size 300, beyond our 200" in mine[0].detail
+
+
+async def test_an_unreachable_witness_is_reported_not_raised(
+    appender: PostgresAppender, lw: Litewitness, transport: HttpWitnessTransport
+) -> None:
+    log = await new_log(appender, lw, 10)
+    await log.checkpoint()
+    gone = Witness(url="http://127.0.0.1:9", key=parse_witness_key(lw.vkey))
+    cosigner = Cosigner(pool=appender.pool, witnesses=[gone], transport=transport, timeout=2)
+    mine = [o for o in await cosigner.sweep() if o.log_id == log.log_id]
+    assert [(o.ok, o.detail) for o in mine] == [(False, "HTTP 0: connect")]
+    assert cosigner.status[(gone.key.key, log.log_id)].ok is False
