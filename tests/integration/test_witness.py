@@ -3,9 +3,11 @@ and refuses when the ledger tries to fork or roll back (docs/design/witnesses.md
 
 from __future__ import annotations
 
+import os
 import random
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import asyncpg
@@ -13,7 +15,15 @@ import pytest
 
 from ledger.http.witnessclient import HttpWitnessTransport
 from ledger.log.checkpoint import Checkpoint, sign_checkpoint
-from ledger.log.cosignature import WitnessPolicy, check_cosignatures, parse_witness_key
+from ledger.log.cosignature import (
+    WitnessKey,
+    WitnessPolicy,
+    check_cosignatures,
+    parse_cosignature_line,
+    parse_witness_key,
+    sign_cosignature,
+    split_note,
+)
 from ledger.log.note import Signer, generate_signer, parse_signer_key
 from ledger.log.types import RootHash
 from ledger.log.witness import (
@@ -28,6 +38,8 @@ from ledger.pg import sql, tree
 from ledger.pg.appender import PostgresAppender
 from ledger.pg.checkpointer import Checkpointer, CheckpointPolicy
 from ledger.pg.cosigner import Cosigner
+from ledger.pg.export import export_bundle
+from ledger.verify import verify_bundle
 from tests.litewitness import Litewitness, litewitness
 from tests.support import Stack, synthetic_batch
 
@@ -215,3 +227,58 @@ async def test_an_unreachable_witness_is_reported_not_raised(
     mine = [o for o in await cosigner.sweep() if o.log_id == log.log_id]
     assert [(o.ok, o.detail) for o in mine] == [(False, "HTTP 0: connect")]
     assert cosigner.status[(gone.key.key, log.log_id)].ok is False
+
+
+async def test_verify_enforces_k_of_n_on_litewitness_cosignatures(
+    appender: PostgresAppender, lw: Litewitness, transport: HttpWitnessTransport,
+    owner_conn: asyncpg.Connection, stack: Stack, tmp_path: Path,
+) -> None:  # fmt: skip
+    with litewitness(tmp_path / "lw2", name="witness.test.local/w2") as lw2:
+        log = await new_log(appender, lw, 270)
+        lw2.add_log(log.origin, [log.vkey])
+        await log.checkpoint()
+        both = [log.witness(), Witness(url=lw2.url, key=parse_witness_key(lw2.vkey))]
+        cosigner = Cosigner(pool=appender.pool, witnesses=both, transport=transport)
+        mine = [o for o in await cosigner.sweep() if o.log_id == log.log_id]
+        assert [o.ok for o in mine] == [True, True]
+
+    w1, w2 = (parse_witness_key(k) for k in (lw.vkey, lw2.vkey))
+    stranger_seed = os.urandom(32)
+    w3 = WitnessKey.from_public_key(
+        "witness.test.local/w3", Signer.from_seed("x", stranger_seed).public_key
+    )
+
+    async def verify(policy: WitnessPolicy) -> list[tuple[str, int | None]]:
+        path = tmp_path / f"bundle-{uuid.uuid4().hex[:6]}"
+        await export_bundle(dsn=stack.reader_url, path=path, ledger_name="test.ledger.local")
+        [report] = verify_bundle(
+            path, [log.signer.verifier], check_index=False, log_ids={log.log_id},
+            witnesses=policy,
+        )  # fmt: skip
+        return [(f.kind, f.checkpoint_size) for f in report.findings]
+
+    assert await verify(WitnessPolicy(witnesses=(w1, w2, w3), threshold=2)) == []
+    # w2's real cosignature counts for nothing when the auditor does not name w2's key.
+    assert await verify(WitnessPolicy(witnesses=(w1, w3), threshold=2)) == [
+        ("checkpoint_unwitnessed", 270)
+    ]
+
+    # The operator grows the log past what the witnesses saw and forges their lines.
+    await log.grow(5)
+    await log.checkpoint()
+    text = split_note(await log.note_at(275))[0]
+    for name, key_id in ((w1.name, w1.key_id), (w2.name, w2.key_id)):
+        fake = parse_cosignature_line(
+            sign_cosignature(text, name=name, seed=stranger_seed, timestamp=1_760_000_000)
+        )
+        assert fake is not None
+        line = replace(fake, key_id=key_id).line
+        await owner_conn.execute(
+            sql.INSERT_COSIGNATURE, log.log_id, 275, name, key_id, fake.timestamp, line
+        )
+    findings = await verify(WitnessPolicy(witnesses=(w1, w2, w3), threshold=2))
+    assert findings == [
+        ("cosignature_invalid", 275),
+        ("cosignature_invalid", 275),
+        ("checkpoint_unwitnessed", 275),
+    ]
