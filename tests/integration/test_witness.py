@@ -12,9 +12,10 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from typer.testing import CliRunner
 
 from ledger.http.witnessclient import HttpWitnessTransport
-from ledger.log.checkpoint import Checkpoint, sign_checkpoint
+from ledger.log.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from ledger.log.cosignature import (
     WitnessKey,
     WitnessPolicy,
@@ -39,7 +40,9 @@ from ledger.pg.appender import PostgresAppender
 from ledger.pg.checkpointer import Checkpointer, CheckpointPolicy
 from ledger.pg.cosigner import Cosigner
 from ledger.pg.export import export_bundle
+from ledger.pg.reader import PostgresReader
 from ledger.verify import verify_bundle
+from ledgerctl.cli import app
 from tests.litewitness import Litewitness, litewitness
 from tests.support import Stack, synthetic_batch
 
@@ -126,7 +129,7 @@ async def served_note(owner: asyncpg.Connection, log_id: int, size: int) -> str:
 
 async def test_litewitness_cosigns_each_new_checkpoint(
     appender: PostgresAppender, lw: Litewitness, transport: HttpWitnessTransport,
-    owner_conn: asyncpg.Connection,
+    owner_conn: asyncpg.Connection, stack: Stack,
 ) -> None:  # fmt: skip
     log = await new_log(appender, lw, 300)
     await log.checkpoint()
@@ -145,6 +148,16 @@ async def test_litewitness_cosigns_each_new_checkpoint(
     for size in (300, 345):
         note = await served_note(owner_conn, log.log_id, size)
         assert check_cosignatures(note, policy).satisfied
+    # What the API serves (the reader): the checkpoint with the witness's line appended,
+    # still opened by the log's own key (the cosignature is an unknown key to it).
+    async with PostgresReader(dsn=stack.reader_url) as reader:
+        latest = await reader.latest_checkpoint(log.log_id)
+        listed = await reader.checkpoints(log.log_id, after=0, limit=10)
+    assert latest is not None
+    assert latest.note.count("\u2014 ") == 2
+    assert check_cosignatures(latest.note, policy).satisfied
+    assert open_checkpoint(latest.note, [log.signer.verifier]).size == 345
+    assert [c.note for c in listed][-1] == latest.note
     # Nothing new: nothing is submitted again.
     assert [o for o in await cosigner.sweep() if o.log_id == log.log_id] == []
 
@@ -258,6 +271,15 @@ async def test_verify_enforces_k_of_n_on_litewitness_cosignatures(
         return [(f.kind, f.checkpoint_size) for f in report.findings]
 
     assert await verify(WitnessPolicy(witnesses=(w1, w2, w3), threshold=2)) == []
+    # The same through `ledger verify` (one log's bundle: the export of this log only).
+    bundle = tmp_path / "one-log"
+    await export_bundle(dsn=stack.reader_url, path=bundle, ledger_name="test.ledger.local")
+    args = ["verify", "--bundle", str(bundle), "--key", log.vkey, "--no-check-index"]
+    strict = [*args, "--witness", w1.key, "--witness", w3.key, "--witness-threshold", "2"]
+    ran = CliRunner().invoke(app, [*args, "--witness", w1.key, "--witness-threshold", "1"])
+    failed = CliRunner().invoke(app, strict)
+    assert "checkpoint_unwitnessed" in failed.output
+    assert "checkpoint_unwitnessed" not in ran.output
     # w2's real cosignature counts for nothing when the auditor does not name w2's key.
     assert await verify(WitnessPolicy(witnesses=(w1, w3), threshold=2)) == [
         ("checkpoint_unwitnessed", 270)
