@@ -15,6 +15,8 @@ import pytest
 from aiohttp import web
 from playwright.async_api import Page
 
+from integrations.simulator import Simulator
+from ledger.http.console.verifierkeys import witness_policy_handler
 from ledger.log import merkle
 from ledger.log.checkpoint import Checkpoint, format_tlog_proof, sign_checkpoint
 from ledger.log.cosignature import (
@@ -27,8 +29,9 @@ from ledger.log.cosignature import (
 from ledger.log.leaf import KafkaRecord, encode_leaf
 from ledger.log.note import Signer
 from ledger.log.types import RootHash
+from producers.codec import Codec
 from tests.vectors._load import DATA_DIR, load_json
-from tests.verify_browser import chromium, serving, verify_app
+from tests.verify_browser import chromium, click_verify, serving, verify_app
 
 VECTOR = load_json(DATA_DIR / "torchwood" / "litewitness_cosignature.json")
 ORIGIN = "test.ledger.local/phi-access/0"
@@ -164,3 +167,43 @@ async def test_forged_copied_and_unknown_cosignatures(page: Page) -> None:
     got = await verify(page, proof(append_cosignatures(signed, [unknown])), keys, 1)
     assert got["ok"] is False
     assert got["reason"].startswith("the checkpoint is cosigned by 0 of the 1 witnesses")
+
+
+def event_leaf() -> tuple[str, list[bytes]]:
+    """Three leaves of real events (the Verify button checks the proof's event id)."""
+    codec = Codec()
+    out = []
+    events = list(Simulator(seed=18_001, patients=2).events(3))
+    for offset, event in enumerate(events):
+        stamped = replace(event, producer_id="witness", producer_seq=offset + 1)
+        out.append(encode_leaf(KafkaRecord(
+            topic="phi-access", partition=0, offset=offset, timestamp_ms=offset,
+            timestamp_type=0, key=None, value=codec.encode(stamped),
+        )))  # fmt: skip
+    return str(events[1].event_id), out
+
+
+@pytest.mark.parametrize(("threshold", "wanted"), [(1, "ok"), (2, "failed")])
+async def test_the_verify_button_enforces_the_served_policy(threshold: int, wanted: str) -> None:
+    event_id, event_leaves = event_leaf()
+    root = RootHash(merkle.root_from_leaves(event_leaves))
+    signed = sign_checkpoint(Checkpoint(origin=ORIGIN, size=3, root_hash=root), [LOG])
+    cosigned = append_cosignatures(signed, [cosign(signed, "w1.example")])
+    path = merkle.inclusion_proof_from_leaves(1, [merkle.leaf_hash(x) for x in event_leaves])
+    tlog_proof = format_tlog_proof(1, path.hashes, cosigned, event_leaves[1])
+
+    async def proof_handler(request: web.Request) -> web.Response:
+        return web.Response(text=tlog_proof, content_type="text/plain")
+
+    policy = witness_policy_handler([KEYS["w1.example"], KEYS["w2.example"]], threshold)
+    app = verify_app(verifiers=[LOG.verifier], proof=proof_handler, event_ids=[event_id],
+                     witnesses=policy)  # fmt: skip
+    async with serving(app) as base, chromium() as browser:
+        page = await browser.new_page()
+        await page.goto(f"{base}/page")
+        text, cls, _ = await click_verify(page, event_id)
+    assert cls == wanted
+    if wanted == "ok":
+        assert text.endswith("cosigned by w1.example")
+    else:
+        assert "cosigned by 1 of the 2 witnesses required (w1.example)" in text
