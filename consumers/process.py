@@ -19,6 +19,7 @@ from consumers.consumer import ConsumerConfig, LedgerConsumer
 from consumers.metrics import (
     ConsumerCollector,
     ConsumerTimings,
+    CosignerCollector,
     LedgerCollector,
     database_check,
     kafka_check,
@@ -107,7 +108,7 @@ async def run_consumer(
     state.registry.register(logs)
     state.refreshers.append(logs.refresh)
     state.checks.update(database=database_check(appender.pool), kafka=kafka_check(consumer))
-    async with appender, _serving(ops, state), _cosigning(appender, witnesses, stop):
+    async with appender, _serving(ops, state), _cosigning(appender, witnesses, state):
         if not await _started_unless_stopped(consumer, stop):
             logger.info("stopped before Kafka could be reached")
             return
@@ -147,7 +148,7 @@ class WitnessSubmission:
 
 @contextlib.asynccontextmanager
 async def _cosigning(
-    appender: PostgresAppender, config: WitnessSubmission | None, stop: asyncio.Event
+    appender: PostgresAppender, config: WitnessSubmission | None, state: OpsState
 ) -> AsyncIterator[None]:
     """The cosigner's sweep loop, beside the consumer for the block (never in its path: a
     slow or failing witness delays no append and no checkpoint)."""
@@ -161,6 +162,7 @@ async def _cosigning(
             transport=transport,
             timeout=config.timeout_seconds,
         )
+        state.registry.register(CosignerCollector(cosigner))
         done = asyncio.Event()
         task = asyncio.create_task(cosigner.run(done, config.every_seconds))
         logger.info("submitting checkpoints to %d witness(es)", len(config.witnesses))

@@ -44,6 +44,7 @@ class CosignOutcome:
 
     witness: str
     log_id: int
+    origin: str
     size: int
     ok: bool
     detail: str
@@ -97,11 +98,12 @@ class Cosigner:
             key = (witness.key.key, log_id)
             old = self._known.get(key, 0 if r["cosigned"] is None else int(r["cosigned"]))
             try:
-                outcome = await self._submit(witness, log_id, old, size, r["note"])
+                outcome = await self._submit(witness, log_id, r["origin"], old, size, r["note"])
             except LedgerError as exc:
                 outcome = CosignOutcome(
-                    witness=witness.name, log_id=log_id, size=size, ok=False, detail=str(exc)
-                )
+                    witness=witness.name, log_id=log_id, origin=r["origin"], size=size,
+                    ok=False, detail=str(exc),
+                )  # fmt: skip
             if not outcome.ok:
                 logger.warning(
                     "witness %s did not cosign %s at size %d (retried next sweep): %s",
@@ -112,12 +114,13 @@ class Cosigner:
         return outcomes
 
     async def _submit(
-        self, witness: Witness, log_id: int, old: int, size: int, note: str
+        self, witness: Witness, log_id: int, origin: str, old: int, size: int, note: str
     ) -> CosignOutcome:
         def outcome(ok: bool, detail: str) -> CosignOutcome:
             return CosignOutcome(
-                witness=witness.name, log_id=log_id, size=size, ok=ok, detail=detail
-            )
+                witness=witness.name, log_id=log_id, origin=origin, size=size, ok=ok,
+                detail=detail,
+            )  # fmt: skip
 
         key = (witness.key.key, log_id)
         for _ in range(_MAX_CONFLICT_RETRIES):

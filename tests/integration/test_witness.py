@@ -14,6 +14,7 @@ import asyncpg
 import pytest
 from typer.testing import CliRunner
 
+from consumers.metrics import CosignerCollector
 from ledger.http.witnessclient import HttpWitnessTransport
 from ledger.log.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from ledger.log.cosignature import (
@@ -240,6 +241,11 @@ async def test_an_unreachable_witness_is_reported_not_raised(
     mine = [o for o in await cosigner.sweep() if o.log_id == log.log_id]
     assert [(o.ok, o.detail) for o in mine] == [(False, "HTTP 0: connect")]
     assert cosigner.status[(gone.key.key, log.log_id)].ok is False
+    # The consumer's /metrics says so, per witness and log.
+    failing = next(m for m in CosignerCollector(cosigner).collect()
+                   if m.name == "ledger_witness_submission_failing")  # fmt: skip
+    values = {(s.labels["witness"], s.labels["origin"]): s.value for s in failing.samples}
+    assert values[(gone.name, log.origin)] == 1
 
 
 async def test_verify_enforces_k_of_n_on_litewitness_cosignatures(
