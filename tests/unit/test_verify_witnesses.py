@@ -107,3 +107,14 @@ def test_a_cosignature_copied_from_another_checkpoint_is_invalid(tmp_path: Path)
         "cosignature_invalid",
         "checkpoint_unwitnessed",
     ]
+
+
+def test_the_head_listed_twice_counts_the_cosignatures_of_either(tmp_path: Path) -> None:
+    """`ledger verify --api` pins the newest note, then lists it again with the lines the
+    witnesses added meanwhile: the same checkpoint, cosigned."""
+    log = with_cosignatures(make_log(), 1000, (W1, "w1.example"), (W2, "w2.example"))
+    size, cosigned = log.checkpoints[-1]
+    pinned = cosigned[: cosigned.index("\u2014 w1.example")]
+    log.checkpoints.append((size, pinned))
+    report = verify(log, tmp_path / "b")
+    assert report.ok, report.findings
