@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 import asyncpg
@@ -48,6 +48,7 @@ class CosignOutcome:
     size: int
     ok: bool
     detail: str
+    alarm: bool = False  # the witness holds a checkpoint beyond ours: rollback or split view
 
 
 class Cosigner:
@@ -71,13 +72,17 @@ class Cosigner:
 
     async def sweep(self) -> list[CosignOutcome]:
         """Submit every log's newest checkpoint to every witness that lacks it."""
-        outcomes: list[CosignOutcome] = []
-        for witness in self._witnesses:
-            try:
-                outcomes += await self._sweep_witness(witness)
-            except LedgerError as exc:
-                logger.warning("witness %s: cannot read checkpoints: %s", witness.name, exc)
-        return outcomes
+        done = await asyncio.gather(*(self._guarded(w) for w in self._witnesses))
+        return [outcome for outcomes in done for outcome in outcomes]
+
+    async def _guarded(self, witness: Witness) -> list[CosignOutcome]:
+        """One witness's sweep (witnesses are swept side by side: a slow one delays none
+        of the others); a database failure is logged, and retried next sweep."""
+        try:
+            return await self._sweep_witness(witness)
+        except LedgerError as exc:
+            logger.warning("witness %s: cannot read checkpoints: %s", witness.name, exc)
+            return []
 
     async def run(self, stop: asyncio.Event, interval: float) -> None:
         """Sweep every ``interval`` seconds until ``stop`` is set."""
@@ -104,11 +109,7 @@ class Cosigner:
                     witness=witness.name, log_id=log_id, origin=r["origin"], size=size,
                     ok=False, detail=str(exc),
                 )  # fmt: skip
-            if not outcome.ok:
-                logger.warning(
-                    "witness %s did not cosign %s at size %d (retried next sweep): %s",
-                    witness.name, r["origin"], size, outcome.detail,
-                )  # fmt: skip
+            _log_change(self.status.get(key), outcome)
             self.status[key] = outcome
             outcomes.append(outcome)
         return outcomes
@@ -125,12 +126,9 @@ class Cosigner:
         key = (witness.key.key, log_id)
         for _ in range(_MAX_CONFLICT_RETRIES):
             if old > size:
-                logger.critical(
-                    "witness %s holds size %d of log %d, beyond our newest checkpoint %d: it "
-                    "saw a checkpoint we did not keep (split view or rollback)",
-                    witness.name, old, log_id, size,
-                )  # fmt: skip
-                return outcome(False, f"witness holds size {old}, beyond our {size}")
+                return replace(
+                    outcome(False, f"witness holds size {old}, beyond our {size}"), alarm=True
+                )
             proof = await self._proof(log_id, old, size)
             answer = await self._transport.post(
                 witness.url + ADD_CHECKPOINT_PATH,
@@ -164,3 +162,25 @@ class Cosigner:
                         sql.INSERT_COSIGNATURE, log_id, size, c.name, c.key_id, c.timestamp,
                         c.line,
                     )  # fmt: skip
+
+
+def _log_change(before: CosignOutcome | None, now: CosignOutcome) -> None:
+    """Log when a submission starts failing, fails differently, or recovers (not once a
+    sweep: the ongoing state is on /metrics)."""
+    if now.ok:
+        if before is not None and not before.ok:
+            logger.info("witness %s cosigns %s again", now.witness, now.origin)
+        return
+    if before is not None and not before.ok and before.detail == now.detail:
+        return
+    if now.alarm:
+        logger.critical(
+            "witness %s %s of log %s: it saw a checkpoint this ledger does not have "
+            "(a rollback after a restore, or a split view); nothing is submitted",
+            now.witness, now.detail, now.origin,
+        )  # fmt: skip
+        return
+    logger.warning(
+        "witness %s did not cosign %s at size %d (retried every sweep): %s",
+        now.witness, now.origin, now.size, now.detail,
+    )  # fmt: skip

@@ -3,6 +3,7 @@ and refuses when the ledger tries to fork or roll back (docs/design/witnesses.md
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import uuid
@@ -201,8 +202,9 @@ async def test_litewitness_refuses_a_fork(
 
 
 async def test_litewitness_refuses_a_rollback(
-    appender: PostgresAppender, lw: Litewitness, transport: HttpWitnessTransport
-) -> None:
+    appender: PostgresAppender, lw: Litewitness, transport: HttpWitnessTransport,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
     log = await new_log(appender, lw, 300)
     witness = log.witness()
     # The witness is shown (by a replica, or before a restore) the checkpoint of size 300.
@@ -226,9 +228,16 @@ async def test_litewitness_refuses_a_rollback(
     # The ledger's own newest checkpoint is 200 (rolled back): the cosigner learns from the
     # 409 that the witness holds 300 and reports it instead of asking for a rollback.
     await log.checkpoint(size=200)
-    mine = [o for o in await log.cosigner(transport).sweep() if o.log_id == log.log_id]
-    assert [(o.ok, o.size) for o in mine] == [(False, 200)]
-    assert "witness holds size 300, beyond our 200" in mine[0].detail
+    cosigner = log.cosigner(transport)
+    with caplog.at_level(logging.WARNING, logger="ledger.pg.cosigner"):
+        mine = [o for o in await cosigner.sweep() if o.log_id == log.log_id]
+        assert [(o.ok, o.size, o.alarm) for o in mine] == [(False, 200, True)]
+        assert "witness holds size 300, beyond our 200" in mine[0].detail
+        await cosigner.sweep()  # the same state again: not logged again
+    alarms = [
+        r for r in caplog.records if r.levelno == logging.CRITICAL and log.origin in r.getMessage()
+    ]
+    assert len(alarms) == 1
 
 
 async def test_an_unreachable_witness_is_reported_not_raised(
