@@ -19,6 +19,7 @@ from ledger.log.cosignature import (
     Cosignature,
     WitnessKey,
     parse_cosignature_line,
+    parse_witness_key,
     split_note,
 )
 from ledger.log.types import HASH_SIZE
@@ -57,8 +58,6 @@ def parse_witness(spec: str) -> Witness:
     parts = spec.split()
     if len(parts) != 2 or not parts[0].startswith(("http://", "https://")):
         raise MalformedInputError("a witness is '<http(s) URL> <witness verifier key>'")
-    from ledger.log.cosignature import parse_witness_key
-
     return Witness(url=parts[0].rstrip("/"), key=parse_witness_key(parts[1]))
 
 
