@@ -1,8 +1,10 @@
 """The consumer's Prometheus metrics: what it appended, duplicated and quarantined (by
 reason), its batch and commit latency, its lag per partition, and per log the age of the
-latest signed checkpoint and the leaves not yet under one.
+latest signed checkpoint and the leaves not yet under one; per witness and log, whether
+submitting to it fails.
 
-Invariant: labels are topics, partitions, log origins and quarantine reason codes, never
+Invariant: labels are topics, partitions, log origins, witness names and quarantine reason
+codes, never
 an id from a record. Counters are read from ``ConsumerStats`` at scrape time, so they
 cannot drift from what the consumer logs. docs/observability.md lists every metric.
 """
@@ -18,6 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from consumers.consumer import LedgerConsumer
+from ledger.pg.cosigner import Cosigner
 from ledger.pg.status import LogIngestion, pooled_ingestion_status, unready_reason
 
 #: Seconds: an append transaction is milliseconds to a few seconds under load.
@@ -112,6 +115,32 @@ class LedgerCollector(Collector):
             if log.checkpoint_age is not None:
                 age.add_metric(key, log.checkpoint_age.total_seconds())
         yield from (size, unsigned, age)
+
+
+class CosignerCollector(Collector):
+    """Per witness and log: whether the last submission failed, and the size cosigned."""
+
+    def __init__(self, cosigner: Cosigner) -> None:
+        self._cosigner = cosigner
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["witness", "origin"]
+        failing = GaugeMetricFamily(
+            "ledger_witness_submission_failing",
+            "1 when the last submission of the log's newest checkpoint to the witness failed",
+            labels=labels,
+        )
+        cosigned = GaugeMetricFamily(
+            "ledger_witness_cosigned_size",
+            "The largest checkpoint size of the log the witness cosigned (this process)",
+            labels=labels,
+        )
+        for outcome in list(self._cosigner.status.values()):
+            key = [outcome.witness, outcome.origin]
+            failing.add_metric(key, 0 if outcome.ok else 1)
+            if outcome.ok:
+                cosigned.add_metric(key, outcome.size)
+        yield from (failing, cosigned)
 
 
 #: A readiness check (``producers.ops.Check``): None when ready, else why not.

@@ -13,18 +13,23 @@ import gc
 import logging
 import signal
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 
 from consumers.consumer import ConsumerConfig, LedgerConsumer
 from consumers.metrics import (
     ConsumerCollector,
     ConsumerTimings,
+    CosignerCollector,
     LedgerCollector,
     database_check,
     kafka_check,
 )
+from ledger.http.witnessclient import HttpWitnessTransport
 from ledger.log.note import Signer
+from ledger.log.witness import Witness
 from ledger.pg.appender import PostgresAppender
 from ledger.pg.checkpointer import Checkpointer, CheckpointPolicy
+from ledger.pg.cosigner import Cosigner
 from ledger.pg.pool import PoolSettings
 from producers.codec import Codec
 from producers.kafka_security import KafkaSecurity
@@ -68,8 +73,10 @@ async def run_consumer(
     kafka_security: KafkaSecurity | None = None,
     ops: OpsConfig | None = None,
     pool: PoolSettings | None = None,
+    witnesses: WitnessSubmission | None = None,
 ) -> None:
-    """Consume until SIGTERM/SIGINT; with ``ops``, serve /metrics, /livez and /readyz."""
+    """Consume until SIGTERM/SIGINT; with ``ops``, serve /metrics, /livez and /readyz;
+    with ``witnesses``, submit new checkpoints to them in the background."""
     stop = _stop_on_signals()
     config = ConsumerConfig(
         bootstrap_servers=bootstrap,
@@ -101,7 +108,7 @@ async def run_consumer(
     state.registry.register(logs)
     state.refreshers.append(logs.refresh)
     state.checks.update(database=database_check(appender.pool), kafka=kafka_check(consumer))
-    async with appender, _serving(ops, state):
+    async with appender, _serving(ops, state), _cosigning(appender, witnesses, state):
         if not await _started_unless_stopped(consumer, stop):
             logger.info("stopped before Kafka could be reached")
             return
@@ -128,6 +135,42 @@ async def _started_unless_stopped(consumer: LedgerConsumer, stop: asyncio.Event)
         await starting
     await consumer.stop()
     return False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WitnessSubmission:
+    """The witnesses new checkpoints go to, how often, and each request's time limit."""
+
+    witnesses: tuple[Witness, ...]
+    every_seconds: float = 1.0
+    timeout_seconds: float = 10.0
+
+
+@contextlib.asynccontextmanager
+async def _cosigning(
+    appender: PostgresAppender, config: WitnessSubmission | None, state: OpsState
+) -> AsyncIterator[None]:
+    """The cosigner's sweep loop, beside the consumer for the block (never in its path: a
+    slow or failing witness delays no append and no checkpoint)."""
+    if config is None or not config.witnesses:
+        yield
+        return
+    async with HttpWitnessTransport() as transport:
+        cosigner = Cosigner(
+            pool=appender.pool,
+            witnesses=config.witnesses,
+            transport=transport,
+            timeout=config.timeout_seconds,
+        )
+        state.registry.register(CosignerCollector(cosigner))
+        done = asyncio.Event()
+        task = asyncio.create_task(cosigner.run(done, config.every_seconds))
+        logger.info("submitting checkpoints to %d witness(es)", len(config.witnesses))
+        try:
+            yield
+        finally:
+            done.set()
+            await asyncio.gather(task, return_exceptions=True)
 
 
 @contextlib.asynccontextmanager

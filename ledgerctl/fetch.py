@@ -185,12 +185,18 @@ async def _checkpoints(
         cps = [c for c in listed if int(c["size"]) <= size]
         for c in cps:
             out.add_checkpoint(int(c["size"]), str(c["note"]))
-            seen = seen or str(c["note"]) == pinned
+            # The same checkpoint, maybe with more witness cosignatures than when pinned.
+            seen = seen or (pinned is not None and _body(str(c["note"])) == _body(pinned))
         if len(cps) < len(listed) or not cps:
             break
         after = int(cps[-1]["size"])
     if pinned is not None and not seen:
         out.add_checkpoint(size, pinned)
+
+
+def _body(note: str) -> str:
+    """A signed note's text, without its signature lines (cosignatures arrive later)."""
+    return note[: note.rfind("\n\n") + 1]
 
 
 async def _index(

@@ -33,6 +33,7 @@ from ledger.http.openapi import document
 from ledger.http.proxies import TrustedProxies
 from ledger.http.registry import RegistryWrites
 from ledger.http.server import bind_url, serve_app, tls_context
+from ledger.log.cosignature import WitnessPolicy
 from ledger.log.keys import parse_verifiers
 from ledger.log.note import Verifier
 from ledger.pg.compliance import PostgresRulesStore
@@ -79,6 +80,15 @@ def _cursor_key_and_url(settings: Settings) -> tuple[CursorKey | None, str | Non
     return cursor_key, public_url
 
 
+def _witness_policy(settings: Settings) -> WitnessPolicy | None:
+    from ledgerctl.witnesses import WitnessSettingsError, witness_policy
+
+    try:
+        return witness_policy(settings)
+    except WitnessSettingsError as exc:
+        raise SystemExit(str(exc)) from exc
+
+
 def console_config(settings: Settings, verifiers: Sequence[Verifier]) -> ConsoleConfig:
     """The console's settings; OpenID Connect sign-in when LEDGER_OIDC_ISSUER is set."""
     oidc = None
@@ -101,9 +111,12 @@ def console_config(settings: Settings, verifiers: Sequence[Verifier]) -> Console
             role_map=role_map,
             subject_claim=settings.oidc_subject_claim,
         )
+    policy = _witness_policy(settings)
     return ConsoleConfig(
         idle_minutes=settings.console_idle_minutes,
         verifier_keys=tuple(v.key for v in verifiers),
+        witness_keys=() if policy is None else tuple(w.key for w in policy.witnesses),
+        witness_threshold=0 if policy is None else policy.threshold,
         oidc=oidc,
         facility_name=settings.facility_name,
         facility_contact=settings.facility_contact,

@@ -317,6 +317,22 @@ class Settings(BaseSettings):
         default=300.0, alias="LEDGER_MONITOR_STALL_AFTER_SECONDS", ge=0, le=30 * 86_400
     )
 
+    # --- witnesses (#18) ---
+    #: The witnesses (C2SP tlog-witness) the consumer submits every new checkpoint to and
+    #: `ledger verify` trusts: `<URL> <witness verifier key>` entries, separated by commas
+    #: or newlines. Empty (the default): nothing is submitted, no cosignature is required.
+    witnesses: str = Field(default="", alias="LEDGER_WITNESSES")
+    #: How many of them must cosign a log's newest checkpoint (k of n); unset: all of them.
+    witness_threshold: int | None = Field(default=None, alias="LEDGER_WITNESS_THRESHOLD", ge=1)
+    #: How often the consumer submits new checkpoints (and retries failed submissions).
+    witness_submit_every_ms: int = Field(
+        default=1000, alias="LEDGER_WITNESS_SUBMIT_EVERY_MS", ge=10, le=3_600_000
+    )
+    #: The total time one submission may take before it counts as failed.
+    witness_timeout_seconds: float = Field(
+        default=10.0, alias="LEDGER_WITNESS_TIMEOUT_SECONDS", gt=0, le=300
+    )
+
     @model_validator(mode="after")
     def _min_insync_within_replicas(self) -> Settings:
         if self.topic_min_insync_replicas > self.topic_replication_factor:

@@ -27,6 +27,7 @@ from rich.table import Table
 
 from ledger.errors import LedgerError
 from ledger.log.checkpoint import parse_tlog_proof, verify_tlog_proof
+from ledger.log.cosignature import WitnessPolicy, check_cosignatures
 from ledger.log.leaf import decode_leaf
 from ledger.log.note import Verifier
 from ledger.verify import (
@@ -69,7 +70,12 @@ def progress_bar(console: Console) -> Iterator[ProgressFn]:
         yield report
 
 
-def _verify_proof(console: Console, path: Path, verifiers: Sequence[Verifier]) -> bool:
+def _verify_proof(
+    console: Console,
+    path: Path,
+    verifiers: Sequence[Verifier],
+    witnesses: WitnessPolicy | None = None,
+) -> bool:
     text = path.read_text(encoding="utf-8")
     try:
         parsed = parse_tlog_proof(text)
@@ -78,8 +84,18 @@ def _verify_proof(console: Console, path: Path, verifiers: Sequence[Verifier]) -
             return False
         checkpoint = verify_tlog_proof(text, parsed.extra, verifiers)
         record = decode_leaf(parsed.extra)
+        cosigned = (
+            None if witnesses is None else check_cosignatures(parsed.checkpoint_note, witnesses)
+        )
     except LedgerError as exc:
         console.print(f"[red]FAIL[/red] {path}: {exc}")
+        return False
+    if cosigned is not None and not cosigned.satisfied:
+        console.print(
+            f"[red]FAIL[/red] {path}: its checkpoint has valid cosignatures by "
+            f"{len(cosigned.witnessed_by)} of the {cosigned.threshold} witnesses required"
+            + (f"; {len(cosigned.invalid)} do not verify" if cosigned.invalid else "")
+        )
         return False
     console.print(
         f"[green]OK[/green] {path}: leaf {parsed.index} of {checkpoint.origin} is included in "
@@ -128,10 +144,11 @@ def _one_log(
     check_index: bool,
     log_id: int,
     trusted: Sequence[str],
+    witnesses: WitnessPolicy | None = None,
 ) -> list[LogReport]:
     return verify_bundle(
         path, verifiers, check_index=check_index, log_ids={log_id}, trusted=trusted,
-        checks=event_checks(check_index=check_index),
+        checks=event_checks(check_index=check_index), witnesses=witnesses,
     )  # fmt: skip
 
 
@@ -143,12 +160,13 @@ def verify_bundle_jobs(
     jobs: int,
     progress: ProgressFn | None = None,
     trusted: Sequence[str] = (),
+    witnesses: WitnessPolicy | None = None,
 ) -> list[LogReport]:
     """Verify a bundle, one process per log when ``jobs > 1`` (logs are independent)."""
     if jobs <= 1:
         return verify_bundle(
             path, verifiers, check_index=check_index, progress=progress, trusted=trusted,
-            checks=event_checks(check_index=check_index),
+            checks=event_checks(check_index=check_index), witnesses=witnesses,
         )  # fmt: skip
     reader = BundleReader(path)
     logs = reader.logs
@@ -166,6 +184,7 @@ def verify_bundle_jobs(
                 check_index,
                 log.log_id,
                 tuple(kept.get(log.origin, ())),
+                witnesses,
             )
             for log in logs
         ]
@@ -190,23 +209,24 @@ def run_verify(
     trusted: Sequence[str] = (),
     json_out: bool = False,
     heads_out: Path | None = None,
+    witnesses: WitnessPolicy | None = None,
 ) -> bool:
     """Verify, print every finding, the tree heads and ONE verdict line (last); or, with
     ``json_out``, only a JSON document.  With ``heads_out``, an OK run writes each log's
     verified head as a checkpoint file there (what ``trusted`` takes next time)."""
     if proof is not None:
-        return _verify_proof(console, proof, verifiers)
+        return _verify_proof(console, proof, verifiers, witnesses)
     with contextlib.ExitStack() as stack:
         report = None if json_out else stack.enter_context(progress_bar(console))
         if bundle is not None:
             reports = verify_bundle_jobs(
                 bundle, verifiers, check_index=check_index, jobs=jobs, progress=report,
-                trusted=trusted,
+                trusted=trusted, witnesses=witnesses,
             )  # fmt: skip
         elif api is not None:
             reports = _verify_api(
                 api, verifiers, check_index=check_index, jobs=jobs, progress=report,
-                trusted=trusted, ledger_name=ledger_name,
+                trusted=trusted, ledger_name=ledger_name, witnesses=witnesses,
             )  # fmt: skip
         else:
             raise ValueError("one of bundle, api or proof is required")
@@ -222,6 +242,7 @@ def _verify_api(
     progress: ProgressFn | None,
     trusted: Sequence[str],
     ledger_name: str,
+    witnesses: WitnessPolicy | None = None,
 ) -> list[LogReport]:
     """Download what each log's pinned checkpoint covers, then verify it offline; a wrong
     key stops right after the pins are fetched."""
@@ -236,7 +257,7 @@ def _verify_api(
             return [key_report(wrong_key)]
         return verify_bundle_jobs(
             target, verifiers, check_index=check_index, jobs=jobs, progress=progress,
-            trusted=trusted,
+            trusted=trusted, witnesses=witnesses,
         )  # fmt: skip
 
 

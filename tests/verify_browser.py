@@ -92,9 +92,11 @@ def verify_app(
     event_ids: Sequence[str] = (),
     keys: ProofHandler | None = None,
     routes: Sequence[tuple[str, ProofHandler]] = (),
+    witnesses: ProofHandler | None = None,
 ) -> web.Application:
     """The page, the console's static files and verifier keys (or ``keys``: another
-    answer), ``proof`` for ``GET /v1/events/{event_id}/proof``, and ``routes`` (GET)."""
+    answer), the witness policy (``witnesses``; default: none required), ``proof`` for
+    ``GET /v1/events/{event_id}/proof``, and ``routes`` (GET)."""
 
     async def page(request: web.Request) -> web.Response:
         ids = request.query.getall("id", list(event_ids))
@@ -108,6 +110,9 @@ def verify_app(
     app.router.add_get("/page", page)
     app.router.add_get(staticfiles.PATH, staticfiles.static_file)
     app.router.add_get(verifierkeys.PATH, keys or verifierkeys.verifier_keys_handler(verifiers))
+    app.router.add_get(
+        verifierkeys.WITNESS_PATH, witnesses or verifierkeys.witness_policy_handler()
+    )
     app.router.add_get("/v1/events/{event_id}/proof", proof)
     for path, handler in routes:
         app.router.add_get(path, handler)

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Build helm and kubeconform from the Go module proxy, the Kubernetes JSON schemas
+# Build helm, kubeconform and the litewitness witness (litewitness, witnessctl: the
+# independent C2SP tlog-witness the witness tests run; docs/design/witnesses.md) from the
+# Go module proxy, the Kubernetes JSON schemas
 # kubeconform checks against, and containerlint (deploy/local/containerlint: BuildKit's
 # Containerfile lint), into .local/bin and .local/k8s-schemas (cached: each step runs
 # only when its output is missing or older than its source). `make test` runs it; the
@@ -19,6 +21,8 @@ HELM_VERSION="v4.3.2"
 KUBECONFORM_VERSION="v0.8.0"
 # The Kubernetes release whose API the chart is validated against.
 K8S_VERSION="1.37.2"
+# litewitness and witnessctl (torchwood); later releases need a newer Go than Debian's.
+TORCHWOOD_VERSION="v0.6.1"
 
 OUT="${LEDGER_GOTOOLS_DIR:-$LOCAL}"
 BIN="$OUT/bin"
@@ -64,11 +68,18 @@ case "${1:-all}" in
   kubeconform) install_tool kubeconform "github.com/yannh/kubeconform/cmd/kubeconform@$KUBECONFORM_VERSION" ;;
   schemas) k8s_schemas ;;
   containerlint) containerlint ;;
+  litewitness)
+    command -v ssh-agent >/dev/null || apt_install openssh-client
+    install_tool litewitness "filippo.io/torchwood/cmd/litewitness@$TORCHWOOD_VERSION"
+    install_tool witnessctl "filippo.io/torchwood/cmd/witnessctl@$TORCHWOOD_VERSION" ;;
   all)
     install_tool helm "helm.sh/helm/v4/cmd/helm@$HELM_VERSION"
     install_tool kubeconform "github.com/yannh/kubeconform/cmd/kubeconform@$KUBECONFORM_VERSION"
     k8s_schemas
-    containerlint ;;
-  version) echo "helm $HELM_VERSION kubeconform $KUBECONFORM_VERSION kubernetes v$K8S_VERSION" ;;
-  *) die "usage: $0 [all|helm|kubeconform|schemas|containerlint|version]" ;;
+    containerlint
+    command -v ssh-agent >/dev/null || apt_install openssh-client
+    install_tool litewitness "filippo.io/torchwood/cmd/litewitness@$TORCHWOOD_VERSION"
+    install_tool witnessctl "filippo.io/torchwood/cmd/witnessctl@$TORCHWOOD_VERSION" ;;
+  version) echo "helm $HELM_VERSION kubeconform $KUBECONFORM_VERSION kubernetes v$K8S_VERSION torchwood $TORCHWOOD_VERSION" ;;
+  *) die "usage: $0 [all|helm|kubeconform|schemas|containerlint|litewitness|version]" ;;
 esac

@@ -213,7 +213,7 @@ class PostgresReader(PooledAdapter):
 
     @unavailable_when_transient
     async def latest_checkpoint(self, log_id: int) -> SignedCheckpoint | None:
-        r = await self._p.fetchrow(sql.LATEST_CHECKPOINT, log_id)
+        r = await self._p.fetchrow(sql.LATEST_COSIGNED_CHECKPOINT, log_id)
         return None if r is None else SignedCheckpoint(size=int(r["size"]), note=r["note"])
 
     @unavailable_when_transient

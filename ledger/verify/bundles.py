@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ledger.audit.records import SchemaSet, StoredSchema
 from ledger.errors import LedgerError, MalformedInputError
+from ledger.log.cosignature import WitnessPolicy
 from ledger.log.note import Verifier
 from ledger.verify.bundle import BundleLog, BundleReader
 from ledger.verify.checks import EventCheckFactory
@@ -91,6 +92,7 @@ def verify_bundle(
     log_ids: Collection[int] | None = None,
     trusted: Sequence[str] = (),
     checks: Sequence[EventCheckFactory] = (),
+    witnesses: WitnessPolicy | None = None,
 ) -> list[LogReport]:
     """Verify every log of an export bundle (or those in ``log_ids``); one report per log, in
     manifest order, then one per trusted checkpoint that names no log of the bundle.
@@ -99,7 +101,7 @@ def verify_bundle(
     reported.  With ``check_index`` (or ``checks``), a schema that does not match its
     fingerprint becomes a ``schema_invalid`` finding in every log's report (its events are
     then undecodable).  ``checks`` are composed per-leaf and per-row checks
-    (``ledger.verify.checks``).
+    (``ledger.verify.checks``); ``witnesses`` the k-of-n cosignature policy (``verify_log``).
     When no checkpoint of any log verifies with ``verifiers`` because all are signed by other
     keys, the result is one report with one ``verifier_key_unknown`` finding.
     """
@@ -125,6 +127,7 @@ def verify_bundle(
             progress=progress,
             trusted=kept.get(log.origin, ()),
             checks=checks,
+            witnesses=witnesses,
         )
         if problems:
             extra = tuple(

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from ledger.errors import LedgerError, MalformedInputError, VerificationError
 from ledger.log.checkpoint import Checkpoint, open_checkpoint, parse_checkpoint
+from ledger.log.cosignature import WitnessPolicy, check_cosignatures
 from ledger.log.note import Verifier
 from ledger.verify.findings import Findings
 
@@ -28,6 +29,7 @@ class Signed:
     root: bytes
     note: str = ""
     trusted: bool = False  # kept by the auditor, not read from the ledger
+    witnessed_by: tuple[str, ...] = ()  # witnesses of the policy whose cosignature verifies
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -53,9 +55,15 @@ class CheckpointBook:
     """The checkpoints of one verification run, and how each was judged."""
 
     def __init__(
-        self, origin: str, verifiers: Sequence[Verifier], f: Findings, trusted: Sequence[str]
+        self,
+        origin: str,
+        verifiers: Sequence[Verifier],
+        f: Findings,
+        trusted: Sequence[str],
+        witnesses: WitnessPolicy | None = None,
     ) -> None:
         self.origin = origin
+        self.witnesses = witnesses
         self.verifiers = tuple(verifiers)
         self.f = f
         self.trusted = tuple(trusted)
@@ -112,9 +120,68 @@ class CheckpointBook:
                     checkpoint_size=cp.size,
                 )
             largest = max(largest, cp.size)
-            self.signed.append(Signed(size=cp.size, root=cp.root_hash, note=note))
+            witnessed = self._cosignatures(number, cp.size, note)
+            self.signed.append(
+                Signed(size=cp.size, root=cp.root_hash, note=note, witnessed_by=witnessed)
+            )
         self._load_trusted()
         self.signed.sort(key=lambda c: c.size)
+
+    def _cosignatures(self, number: int, size: int, note: str) -> tuple[str, ...]:
+        """The policy's witnesses that cosigned this checkpoint; a finding per cosignature
+        line that names a policy key and does not verify (forged, or for another text)."""
+        if self.witnesses is None:
+            return ()
+        try:
+            check = check_cosignatures(note, self.witnesses)
+        except MalformedInputError as exc:
+            self.f.add(
+                "cosignature_invalid",
+                f"checkpoint #{number} (size {size}): cosignatures unreadable: {exc}",
+                checkpoint_size=size,
+            )
+            return ()
+        for key in check.invalid:
+            self.f.add(
+                "cosignature_invalid",
+                f"checkpoint #{number} (size {size}) carries a cosignature by witness key "
+                f"{key} that does not verify (forged, or made for another checkpoint)",
+                checkpoint_size=size,
+            )
+        return check.witnessed_by
+
+    def report_witnesses(self) -> None:
+        """With a policy: the verified head must carry ``threshold`` valid cosignatures by
+        the policy's witnesses (which vouches, by consistency, for all it extends)."""
+        policy, head = self.witnesses, self.head
+        if policy is None or head is None:
+            return
+        # The head's checkpoint may be listed twice (pinned, then listed with more lines).
+        same = [c for c in self.signed if (c.size, c.root) == (head.size, head.root)]
+        by = tuple(dict.fromkeys(w for c in same if not c.trusted for w in c.witnessed_by))
+        if len(by) >= policy.threshold:
+            return
+        failed = {c.size for c in self.failed}
+        witnessed = [
+            c.size
+            for c in self.signed
+            if len(c.witnessed_by) >= policy.threshold and c.size not in failed
+        ]
+        best = max((s for s in witnessed if s <= head.size), default=None)
+        had = ", ".join(by) or "none"
+        since = (
+            "no checkpoint carries enough cosignatures"
+            if best is None
+            else f"the largest witnessed checkpoint has size {best}"
+        )
+        self.f.add(
+            "checkpoint_unwitnessed",
+            f"the newest verified checkpoint (size {head.size}) has valid cosignatures by "
+            f"{len(by)} of the {policy.threshold} witnesses required "
+            f"(cosigned by: {had}); {since}. A checkpoint signed moments ago may not have "
+            "been submitted yet: run again",
+            checkpoint_size=head.size,
+        )
 
     def _load_trusted(self) -> None:
         """The auditor's kept checkpoints of this log join the list, marked as trusted: each

@@ -31,6 +31,9 @@ FINDING_KINDS: Final[Mapping[str, str]] = {
     "checkpoint_root_mismatch": "the root recomputed from the leaves differs from the signed one",
     "checkpoint_unverifiable": "a leaf it covers is missing and no stored hash replaces it",
     "checkpoint_beyond_log": "the checkpoint covers more leaves than are present",
+    "checkpoint_unwitnessed": "the newest verified checkpoint lacks the cosignatures of the k "
+    "witnesses the policy requires (docs/design/witnesses.md)",
+    "cosignature_invalid": "a cosignature line by a configured witness key does not verify",
     "leaf_missing": "no entry for a leaf index (or a range of them)",
     "leaf_duplicate": "a second entry for a leaf index (the first is the one verified)",
     "leaf_disorder": "an entry is stored after an entry with a larger index",

@@ -16,6 +16,7 @@ from typing import Final, TypeVar
 
 from ledger.audit.records import SchemaSet
 from ledger.errors import LedgerError, MalformedInputError
+from ledger.log.cosignature import WitnessPolicy
 from ledger.log.merkle import EMPTY_ROOT, TreeBuilder
 from ledger.log.note import Verifier
 from ledger.verify.checkpoints import CheckpointBook
@@ -63,6 +64,7 @@ class _LogVerifier:
         max_findings: int,
         trusted: Sequence[str] = (),
         checks: Sequence[EventCheckFactory] = (),
+        witnesses: WitnessPolicy | None = None,
     ) -> None:
         self.source = source
         self.origin = source.origin
@@ -72,7 +74,7 @@ class _LogVerifier:
         self.position = log_position(self.origin)
         self.prefix = leaf_prefix(self.position)
         self.min_leaf = 0 if self.prefix is None else len(self.prefix) + 18
-        self.book = CheckpointBook(self.origin, verifiers, self.f, trusted)
+        self.book = CheckpointBook(self.origin, verifiers, self.f, trusted, witnesses)
         self.cp_next = 0
         # sequencing
         self.seq = Sequencer(self.f, self._clean, self._gap)
@@ -335,6 +337,7 @@ class _LogVerifier:
         store.check_upper(limit, book.verified_size, n, self.claimed)
         store.report_level0(book.verified_size, [f.size for f in book.failed])
         book.report_failed(store.l0_mismatch, store.tile_ranges, self.seq.gaps)
+        book.report_witnesses()
         if self.events is not None:
             self.events.finish(n)
         head = book.head
@@ -362,6 +365,7 @@ def verify_log(
     max_findings_per_kind: int = 10_000,
     trusted: Sequence[str] = (),
     checks: Sequence[EventCheckFactory] = (),
+    witnesses: WitnessPolicy | None = None,
 ) -> LogReport:
     """Verify one log completely and report every inconsistency (module docstring).
 
@@ -371,6 +375,9 @@ def verify_log(
     the log was neither truncated nor replaced since.  Raises ``MalformedInputError`` only for
     a bad call (no verifiers); bad data never raises.  ``checks`` are extra per-leaf and
     per-row checks (``ledger.verify.checks``), composed after the built-in ones.
+    ``witnesses`` is the k-of-n cosignature policy: the verified head must carry k valid
+    witness cosignatures (``checkpoint_unwitnessed``), and a cosignature line by a policy
+    key that does not verify is a ``cosignature_invalid`` finding.
     """
     if not verifiers:
         raise MalformedInputError("at least one trusted verifier key is required")
@@ -385,6 +392,7 @@ def verify_log(
         max_findings=max_findings_per_kind,
         trusted=trusted,
         checks=checks,
+        witnesses=witnesses,
     )
     run.load_checkpoints()
     run.stream()

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ledgerctl.commands.common import configure_logging, fail, kafka_security, ops_config
 from ledgerctl.settings import KafkaRole, PgPool, Settings
+
+if TYPE_CHECKING:
+    from consumers.process import WitnessSubmission
 
 wait_app = typer.Typer(help="Wait until a dependency is ready (for scripts).", no_args_is_help=True)
 
@@ -55,7 +58,26 @@ def consume(verbose: bool = False) -> None:
             kafka_security=kafka_security(settings, KafkaRole.CONSUMER),
             ops=ops_config(settings, "consumer"),
             pool=settings.pg_pool(PgPool.APPENDER),
+            witnesses=_witness_submission(settings),
         )
+    )
+
+
+def _witness_submission(settings: Settings) -> WitnessSubmission | None:
+    """LEDGER_WITNESSES as the consumer's submission settings (None: off)."""
+    from consumers.process import WitnessSubmission
+    from ledgerctl.witnesses import WitnessSettingsError, configured_witnesses
+
+    try:
+        witnesses = configured_witnesses(settings)
+    except WitnessSettingsError as exc:
+        raise fail(str(exc)) from exc
+    if not witnesses:
+        return None
+    return WitnessSubmission(
+        witnesses=witnesses,
+        every_seconds=settings.witness_submit_every_ms / 1000,
+        timeout_seconds=settings.witness_timeout_seconds,
     )
 
 

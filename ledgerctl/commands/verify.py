@@ -48,6 +48,23 @@ _HeadsOut: TypeAlias = Annotated[
         "checkpoint file (keep it; pass it to --trusted-checkpoint next time)."
     ),
 ]
+_Witnesses: TypeAlias = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--witness",
+        help="A witness's cosignature verifier key (repeatable; default: the keys of "
+        "LEDGER_WITNESSES). Each log's newest checkpoint must carry the cosignatures of "
+        "--witness-threshold of them.",
+    ),
+]
+_WitnessThreshold: TypeAlias = Annotated[
+    int | None,
+    typer.Option(
+        "--witness-threshold",
+        min=1,
+        help="How many witnesses must cosign (k of n); default LEDGER_WITNESS_THRESHOLD, else all.",
+    ),
+]
 _JsonOut: TypeAlias = Annotated[
     bool, typer.Option("--json", help="Print one JSON document instead of the report.")
 ]
@@ -63,6 +80,8 @@ def verify(
     trusted_checkpoint: _TrustedCheckpoints = None,
     heads_out: _HeadsOut = None,
     json_out: _JsonOut = False,
+    witness: _Witnesses = None,
+    witness_threshold: _WitnessThreshold = None,
 ) -> None:
     """Verify signatures, roots, consistency and the event index; report EVERY inconsistency.
 
@@ -73,9 +92,14 @@ def verify(
     """
     from ledger.errors import LedgerError
     from ledgerctl.verdict import load_trusted
+    from ledgerctl.witnesses import WitnessSettingsError, witness_policy
 
     settings = Settings.load()
     verifiers = load_verifiers(settings, key)
+    try:
+        witnesses = witness_policy(settings, witness or (), witness_threshold)
+    except WitnessSettingsError as exc:
+        raise fail(str(exc)) from exc
     if sum(x is not None for x in (bundle, api, proof)) > 1:
         raise fail("give one of --bundle, --api, --proof")
     try:
@@ -95,6 +119,7 @@ def verify(
             trusted=trusted,
             json_out=json_out,
             heads_out=heads_out,
+            witnesses=witnesses,
         )
     except _VerifyUnavailable as exc:
         console.print(f"[red]error:[/red] cannot verify: {exc}")

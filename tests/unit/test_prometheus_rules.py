@@ -16,9 +16,15 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from consumers.consumer import ConsumerStats
-from consumers.metrics import ConsumerCollector, ConsumerTimings, LedgerCollector
+from consumers.metrics import (
+    ConsumerCollector,
+    ConsumerTimings,
+    CosignerCollector,
+    LedgerCollector,
+)
 from integrations.atna.receiver import AtnaStats
 from ledger.http.metrics import HttpMetrics
+from ledger.pg.cosigner import CosignOutcome
 from ledger.pg.status import LogIngestion
 from ledgerctl.atnametrics import AtnaCollector
 from ledgerctl.rules import _counting
@@ -87,6 +93,10 @@ def _exported() -> set[str]:
         )
     ]  # fmt: skip
     registry.register(logs)
+    cosigner = SimpleNamespace(status={
+        ("k", 1): CosignOutcome(witness="w", log_id=1, origin="o", size=2, ok=True, detail="")
+    })  # fmt: skip
+    registry.register(CosignerCollector(cosigner))  # type: ignore[arg-type]
     health = EmitterHealth(
         state=EmitterState.DIRECT, queued=0, spooled=1, spool_bytes=2,
         oldest_undelivered_age_seconds=0.0, sent=1, failed=0, lost=0, next_sequence=1,

@@ -103,6 +103,8 @@ def console_routes() -> tuple[ConsoleRoute, ...]:
                                 "format"})),
         R(method="GET", path="/console/verifier-keys", handler=pages.verifier_keys,
           permission=None, name="console_verifier_keys"),
+        R(method="GET", path="/console/witness-policy", handler=pages.witness_policy,
+          permission=None, name="console_witness_policy"),
         R(method="GET", path=r"/console/static/{name:[A-Za-z0-9_.-]+}",
           handler=staticfiles.static_file, permission=None, name="console_static"),
     ]  # fmt: skip

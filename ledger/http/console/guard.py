@@ -28,7 +28,7 @@ from ledger.http.middleware import AUTH_FAILURE, Handler
 #: The request key holding the console session (set by ``ConsoleSessions``).
 SESSION: Final = "ledger.console_session"
 #: Console routes that answer JSON or files, never an HTML page.
-_RAW: Final = ("/console/static/", "/console/verifier-keys")
+_RAW: Final = ("/console/static/", "/console/verifier-keys", "/console/witness-policy")
 _SAFE: Final = frozenset({"GET", "HEAD"})
 
 
@@ -40,6 +40,9 @@ class ConsoleConfig:
     idle_minutes: float = 30.0
     #: The ledger's verifier keys (C2SP vkey strings), served to verify.js.
     verifier_keys: tuple[str, ...] = ()
+    #: The witness policy verify.js enforces (LEDGER_WITNESSES' keys, k of them; none: off).
+    witness_keys: tuple[str, ...] = ()
+    witness_threshold: int = 0
     oidc: OidcConfig | None = None
     #: Who sends an accounting of disclosures, and how to reach them (the letterhead:
     #: LEDGER_FACILITY_NAME, LEDGER_FACILITY_CONTACT).

@@ -299,6 +299,12 @@ patient_csv, user_csv, study_csv, accession_csv = (_for(k, _csv) for k in Histor
 patient_chart, user_chart, study_chart, accession_chart = (_for(k, _timeline) for k in HistoryKey)
 
 
+async def witness_policy(request: web.Request) -> web.Response:
+    """The witness policy verify.js enforces (docs/design/witnesses.md)."""
+    config = request.app[CONSOLE].config
+    return verifierkeys.witness_policy_answer(config.witness_keys, config.witness_threshold)
+
+
 async def verifier_keys(request: web.Request) -> web.Response:
     """The route's handler: the served keys, answered as the tested ``verifierkeys``
     answers them (each once, not cached)."""

@@ -8,9 +8,9 @@ SELECTs), ``tree`` (tiles and checkpoints), ``quarantine`` (quarantine and alert
 ``export`` (the bundle export), ``compliance`` (the rules evaluator's
 alerts and their triage), ``compliancereport`` (the compliance report's SELECTs),
 ``registry`` (the registry's stored changes), ``registryreads`` (reading the registry log),
-``tokens`` (issuing API tokens) and ``admin`` (what ``ledger replay`` runs to prepare
-its target). This module re-exports every statement, so adapters write ``sql.NAME``; it
-imports only the bundle format's column list.
+``cosignatures`` (witness cosignatures), ``tokens`` (issuing API tokens) and ``admin``
+(what ``ledger replay`` runs to prepare its target). This module re-exports every
+statement, so adapters write ``sql.NAME``; it imports only the bundle format's column list.
 """
 
 from __future__ import annotations
@@ -46,6 +46,12 @@ from ledger.pg.sql.compliancereport import (
     COMPLIANCE_LEDGER_READS,
     COMPLIANCE_NOW,
     COMPLIANCE_REGISTRY_LEAVES,
+)
+from ledger.pg.sql.cosignatures import (
+    CHECKPOINT_AT,
+    COSIGN_WORK,
+    INSERT_COSIGNATURE,
+    LATEST_COSIGNED_CHECKPOINT,
 )
 from ledger.pg.sql.export import (
     EXPORT_CHECKPOINTS,
@@ -157,6 +163,7 @@ __all__ = [
     "ALERT_TRANSITIONS",
     "ALERT_TRIGGERS",
     "CHECKPOINTS_AFTER",
+    "CHECKPOINT_AT",
     "CHECKPOINT_COVERING",
     "CLAIM_LOG",
     "COMPLIANCE_ACCESSES",
@@ -168,6 +175,7 @@ __all__ = [
     "COMPLIANCE_REGISTRY_LEAVES",
     "COPY_PRODUCER_KEY",
     "COPY_PRODUCER_REVOCATION",
+    "COSIGN_WORK",
     "COUNT_LOGS",
     "CURRENT_EPOCH",
     "DATABASE_EXISTS",
@@ -200,6 +208,7 @@ __all__ = [
     "INSERT_ALERT_EVIDENCE",
     "INSERT_ALERT_TRANSITION",
     "INSERT_CHECKPOINT",
+    "INSERT_COSIGNATURE",
     "INSERT_LATE_EVIDENCE",
     "INSERT_POSITION",
     "INSERT_POSITION_AND_SEALS",
@@ -214,6 +223,7 @@ __all__ = [
     "ISSUE_TOKEN",
     "LATEST_CHECKPOINT",
     "LATEST_CHECKPOINTS",
+    "LATEST_COSIGNED_CHECKPOINT",
     "LEAF_COLUMNS",
     "LEAF_HASH_RANGE",
     "LEAF_TABLE",

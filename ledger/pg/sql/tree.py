@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from ledger.pg.sql.cosignatures import COSIGNED_NOTE
+
 LOG_SIZE: Final = "SELECT coalesce(max(leaf_index) + 1, 0) FROM leaves WHERE log_id = $1"
 
 FULL_TILES: Final = """
@@ -44,14 +46,15 @@ INSERT INTO checkpoints (log_id, size, root_hash, note) VALUES ($1, $2, $3, $4)
 ON CONFLICT (log_id, size) DO NOTHING
 """
 
-CHECKPOINT_COVERING: Final = """
-SELECT size, note FROM checkpoints
-WHERE log_id = $1 AND size > $2 ORDER BY size DESC LIMIT 1
+# What readers are handed: the note with its witnesses' cosignature lines (0016).
+CHECKPOINT_COVERING: Final = f"""
+SELECT c.size, {COSIGNED_NOTE} AS note FROM checkpoints c
+WHERE c.log_id = $1 AND c.size > $2 ORDER BY c.size DESC LIMIT 1
 """
 
-CHECKPOINTS_AFTER: Final = """
-SELECT size, note FROM checkpoints
-WHERE log_id = $1 AND size > $2 ORDER BY size LIMIT $3
+CHECKPOINTS_AFTER: Final = f"""
+SELECT c.size, {COSIGNED_NOTE} AS note FROM checkpoints c
+WHERE c.log_id = $1 AND c.size > $2 ORDER BY c.size LIMIT $3
 """
 
 LEAVES_RANGE: Final = """

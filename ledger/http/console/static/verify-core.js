@@ -4,7 +4,9 @@
 // entry) resolves to {ok: true, ...} only when an Ed25519 signature of the checkpoint note
 // by one of the given verifier keys (name and key hash both matching) verifies, and the
 // RFC 6962 leaf hash of the entry leads through the inclusion path (RFC 9162 2.1.3.2) to
-// the checkpoint's root at its size.
+// the checkpoint's root at its size; and, given a witness policy (options.witnesses: {keys,
+// threshold}), when at least `threshold` of those witnesses' C2SP tlog-cosignatures on the
+// checkpoint verify and no line naming one of their keys fails (docs/design/witnesses.md).
 // Every other outcome is {ok: false, reason}; nothing here throws to the caller.
 // The same checks, and the same strict parsing, as ledger/log/note.py, checkpoint.py and
 // merkle/inclusion.py; all hashing and signatures go through WebCrypto (SubtleCrypto).
@@ -13,6 +15,8 @@
 const PROOF_HEADER = "c2sp.org/tlog-proof@v1";
 const SIG_PREFIX = "\u2014 "; // em dash, space
 const ALG_ED25519 = 0x01;
+const ALG_COSIGNATURE_V1 = 0x04;
+const COSIGNATURE_SIZE = 8 + 64; // timestamp, Ed25519 signature (after the key hash)
 const MAX_PROOF_HASHES = 64;
 const MAX_SIGNATURES = 100;
 const MAX_UINT64 = (1n << 64n) - 1n;
@@ -124,19 +128,31 @@ export async function verifyInclusion(leaf, index, size, proof, root) {
 }
 
 /** A C2SP verifier key `<name>+<8 hex key hash>+<base64(0x01 || 32-byte key)>`. */
-export async function parseVerifierKey(vkey) {
-  if (typeof vkey !== "string") fail("a verifier key is not a string");
+export function parseVerifierKey(vkey) {
+  return parseKey(vkey, ALG_ED25519, "a verifier key");
+}
+
+/** A witness's cosignature key `<name>+<8 hex key hash>+<base64(0x04 || 32-byte key)>`. */
+export function parseWitnessKey(vkey) {
+  return parseKey(vkey, ALG_COSIGNATURE_V1, "a witness key");
+}
+
+async function parseKey(vkey, alg, what) {
+  if (typeof vkey !== "string") fail(`${what} is not a string`);
   const first = vkey.indexOf("+");
   const second = first < 0 ? -1 : vkey.indexOf("+", first + 1);
-  if (second < 0) fail("a verifier key is not <name>+<key hash>+<key>");
+  if (second < 0) fail(`${what} is not <name>+<key hash>+<key>`);
   const name = vkey.slice(0, first);
   const hex = vkey.slice(first + 1, second);
-  if (!isValidKeyName(name) || !HEX8.test(hex)) fail("a verifier key is malformed");
-  const raw = b64decode(vkey.slice(second + 1), "a verifier key");
-  if (raw.length !== 33 || raw[0] !== ALG_ED25519) fail("a verifier key is not an Ed25519 key");
+  if (!isValidKeyName(name) || !HEX8.test(hex)) fail(`${what} is malformed`);
+  const raw = b64decode(vkey.slice(second + 1), what);
+  if (raw.length !== 33 || raw[0] !== alg) {
+    const kind = alg === ALG_ED25519 ? "an Ed25519 key" : "a cosignature/v1 key";
+    fail(`${what} is not ${kind}`);
+  }
   const keyId = (await sha256(concat(utf8.encode(`${name}\n`), raw))).slice(0, 4);
   if (!equalBytes(keyId, Uint8Array.from(hex.match(/../g), (h) => parseInt(h, 16)))) {
-    fail(`verifier key ${name}+${hex} does not match its key hash`);
+    fail(`${what.replace(/^a /, "")} ${name}+${hex} does not match its key hash`);
   }
   let key;
   try {
@@ -146,6 +162,30 @@ export async function parseVerifierKey(vkey) {
     fail("this browser cannot check Ed25519 signatures (WebCrypto Ed25519 is missing)");
   }
   return { name, keyId, label: `${name}+${hex.toLowerCase()}`, key };
+}
+
+/**
+ * The names of the `witnesses` (parsed witness keys) whose C2SP tlog-cosignature of the
+ * checkpoint `text` verifies among the signature lines of `note`. A line naming one of
+ * their keys that does not verify fails the check (forged, or made for another
+ * checkpoint); lines by other keys are ignored, as in ledger/log/cosignature.py.
+ */
+export async function cosignedBy(note, text, witnesses) {
+  const block = note.slice(note.lastIndexOf("\n\n") + 2, -1);
+  const names = new Set();
+  for (const sig of block.split("\n").map(parseSignatureLine)) {
+    if (sig.signature.length !== COSIGNATURE_SIZE) continue;
+    const w = witnesses.find((k) => k.name === sig.name && equalBytes(k.keyId, sig.keyId));
+    if (w === undefined) continue;
+    const time = new DataView(sig.signature.buffer, sig.signature.byteOffset, 8).getBigUint64(0);
+    const message = concat(utf8.encode(`cosignature/v1\ntime ${time}\n`), utf8.encode(text));
+    const ok =
+      time < 1n << 63n &&
+      (await subtle().verify({ name: "Ed25519" }, w.key, sig.signature.slice(8), message));
+    if (!ok) fail(`the cosignature by witness ${sig.label} does not verify`);
+    names.add(w.name);
+  }
+  return [...names];
 }
 
 function parseSignatureLine(line) {
@@ -289,7 +329,7 @@ function readEventId(value) {
 export function verifyEntry(entry, verifierKeys, options = {}) {
   // `entry` may be a function returning it, so its decoding failures become reasons too.
   const parts = typeof entry === "function" ? entry : () => entry;
-  return checked(parts, verifierKeys, options.eventId ?? null);
+  return checked(parts, verifierKeys, options.eventId ?? null, options.witnesses ?? null);
 }
 
 /** verifyEntry for a tlog-proof (text), whose `extra` line carries the entry. */
@@ -298,19 +338,19 @@ export function verifyTlogProof(proofText, verifierKeys, options = {}) {
     const { note, index, hashes, extra } = parseTlogProof(proofText);
     return { note, index, hashes, leaf: extra };
   };
-  return checked(parts, verifierKeys, options.eventId ?? null);
+  return checked(parts, verifierKeys, options.eventId ?? null, options.witnesses ?? null);
 }
 
-async function checked(parts, verifierKeys, eventId) {
+async function checked(parts, verifierKeys, eventId, witnesses) {
   try {
-    return await check(parts, verifierKeys, eventId);
+    return await check(parts, verifierKeys, eventId, witnesses);
   } catch (err) {
     const reason = err instanceof VerifyError ? err.message : `unexpected error (${err})`;
     return { ok: false, reason };
   }
 }
 
-async function check(parts, verifierKeys, eventId) {
+async function check(parts, verifierKeys, eventId, witnesses) {
   if (!Array.isArray(verifierKeys) || verifierKeys.length === 0) {
     fail("this console has no verifier key to check against");
   }
@@ -328,7 +368,23 @@ async function check(parts, verifierKeys, eventId) {
     fail(`the proof is for event ${entry.eventId ?? "(unknown)"}, not ${eventId}`);
   }
   await verifyInclusion(await leafHash(leaf), index, cp.size, hashes, cp.root);
-  return { ok: true, origin: cp.origin, index, size: cp.size, signer, ...entry };
+  const witnessedBy = await witnessed(note, text, witnesses);
+  return { ok: true, origin: cp.origin, index, size: cp.size, signer, witnessedBy, ...entry };
+}
+
+/** The witnesses that cosigned, when a policy is given; fails below its threshold. */
+async function witnessed(note, text, policy) {
+  if (policy === null || !Array.isArray(policy.keys) || policy.keys.length === 0) return [];
+  const keys = await Promise.all([...new Set(policy.keys)].map(parseWitnessKey));
+  const by = await cosignedBy(note, text, keys);
+  const threshold = Number(policy.threshold) || keys.length;
+  if (by.length < threshold) {
+    fail(
+      `the checkpoint is cosigned by ${by.length} of the ${threshold} witnesses required ` +
+        `(${by.join(", ") || "none"})`,
+    );
+  }
+  return by;
 }
 
 /** The size a signed note's checkpoint claims, before any check (null if unreadable). */

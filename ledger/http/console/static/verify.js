@@ -1,7 +1,9 @@
 // The console's "Verify" control: wires every button.verify on the page.
 //
-// Invariant: a click fetches the entry's proof and the verifier keys (GET
-// /console/verifier-keys, once per page), same origin with the session cookie: by event
+// Invariant: a click fetches the entry's proof, the verifier keys (GET
+// /console/verifier-keys) and the witness policy (GET /console/witness-policy: the
+// witnesses whose cosignatures the checkpoint must carry, k of them), each once per page,
+// same origin with the session cookie: by event
 // (data-event-id: GET /v1/events/{id}/proof, the tlog-proof carrying the entry) or by
 // position (data-log-id and data-leaf-index: the log's newest signed checkpoint, the
 // inclusion proof at its size and the leaf, for roles that read no PHI by event id). It
@@ -14,10 +16,12 @@
 import { b64decode, claimedSize, verifyEntry, verifyTlogProof } from "./verify-core.js";
 
 const KEYS_URL = "/console/verifier-keys";
+const POLICY_URL = "/console/witness-policy";
 const RESULT = ".verify-result, [data-verify-result]";
 const BUTTONS = "button.verify[data-event-id], button.verify[data-log-id][data-leaf-index]";
 const DECIMAL = /^(0|[1-9][0-9]*)$/;
 let keysPromise = null;
+let policyPromise = null;
 
 class FetchFailure extends Error {}
 
@@ -62,6 +66,30 @@ function verifierKeys() {
     keysPromise = null;
   });
   return keysPromise;
+}
+
+function witnessPolicy() {
+  policyPromise ??= (async () => {
+    const response = await fetchOk(POLICY_URL, "application/json");
+    let policy;
+    try {
+      policy = await response.json();
+    } catch {
+      throw new FetchFailure("the witness policy is not JSON");
+    }
+    const keys = policy?.keys;
+    if (!Array.isArray(keys) || !keys.every((k) => typeof k === "string")) {
+      throw new FetchFailure("the witness policy does not list witness keys");
+    }
+    if (!Number.isInteger(policy.threshold) || policy.threshold < 0) {
+      throw new FetchFailure("the witness policy has no valid threshold");
+    }
+    return { keys, threshold: policy.threshold };
+  })();
+  policyPromise.catch(() => {
+    policyPromise = null;
+  });
+  return policyPromise;
 }
 
 async function proofText(eventId) {
@@ -120,22 +148,26 @@ export async function verifyButton({ eventId, logId, leafIndex }) {
   const byPosition = logId !== undefined && leafIndex !== undefined;
   let keys;
   let parts;
+  let witnesses;
   try {
     const source = byPosition ? positionParts(logId, leafIndex) : proofText(eventId);
-    [keys, parts] = await Promise.all([verifierKeys(), source]);
+    [keys, witnesses, parts] = await Promise.all([verifierKeys(), witnessPolicy(), source]);
   } catch (err) {
     const reason = err instanceof FetchFailure ? err.message : `unexpected error (${err})`;
     return { ok: false, reason };
   }
-  const options = { eventId: eventId ?? null };
+  const options = { eventId: eventId ?? null, witnesses };
   return byPosition ? verifyEntry(parts, keys, options) : verifyTlogProof(parts, keys, options);
 }
 
 function sentence(outcome) {
   if (!outcome.ok) return `not verified: ${outcome.reason}`;
+  const cosigned = outcome.witnessedBy?.length
+    ? `, cosigned by ${outcome.witnessedBy.join(", ")}`
+    : "";
   return (
     `verified: entry ${outcome.index} of ${outcome.origin}, ` +
-    `checkpoint size ${outcome.size}, signed by ${outcome.signer}`
+    `checkpoint size ${outcome.size}, signed by ${outcome.signer}${cosigned}`
   );
 }
 
