@@ -14,6 +14,7 @@ Invariants:
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from typing import Any, cast
 
@@ -56,6 +57,10 @@ class Handlers:
         self._up = upstream
         self._gate = gate
         self.retrieves = Retrieves(config, upstream, gate)
+        # An ended association fires EVT_ABORTED and EVT_CONN_CLOSE, from two threads:
+        # one at a time, so the second cannot release the PACS association the first is
+        # still aborting (an A-RELEASE-RQ after half a data set, then the A-ABORT).
+        self._ending = threading.RLock()
 
     def bindings(self) -> list[EventHandlerType]:
         return [
@@ -223,9 +228,10 @@ class Handlers:
     def on_end(self, event: Any) -> None:
         """Release the PACS association kept for this one (abort it if a C-STORE relay was
         left half-sent); record what was left open."""
-        abandon_relays(event.assoc)
-        self._up.drop(event.assoc)
-        self.retrieves.abandon(event.assoc)
+        with self._ending:
+            abandon_relays(event.assoc)
+            self._up.drop(event.assoc)
+            self.retrieves.abandon(event.assoc)
 
 
 def _relay_contexts(inbound: Any, up: Any) -> dict[int, int]:

@@ -49,6 +49,8 @@ class Pacs:
     status: int = 0x0000
     stored: list[tuple[Any, bytes]] = field(default_factory=list)
     aborts: int = 0
+    #: The type byte of every PDU the PACS received (0x05: A-RELEASE-RQ, 0x07: A-ABORT).
+    pdu_types: list[int] = field(default_factory=list)
     server: Any = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -59,7 +61,11 @@ class Pacs:
         self.server = ae.start_server(
             ("127.0.0.1", 0),
             block=False,
-            evt_handlers=[(evt.EVT_C_STORE, self._store), (evt.EVT_ABORTED, self._aborted)],
+            evt_handlers=[
+                (evt.EVT_C_STORE, self._store),
+                (evt.EVT_ABORTED, self._aborted),
+                (evt.EVT_DATA_RECV, self._received),
+            ],
         )
         return int(self.server.server_address[1])
 
@@ -67,6 +73,10 @@ class Pacs:
         with self.lock:
             self.stored.append((event.request, bytes(event.encoded_dataset(include_meta=False))))
         return self.status
+
+    def _received(self, event: Any) -> None:
+        with self.lock:
+            self.pdu_types.append(event.data[0])
 
     def _aborted(self, event: Any) -> None:
         with self.lock:
@@ -198,6 +208,11 @@ def test_an_scu_aborting_mid_instance_aborts_the_pacs_association(
     assoc.abort()
     eventually(lambda: pacs.aborts == 1)
     assert pacs.stored == []
+    # Aborted, never released: an A-RELEASE-RQ after half a data set asks the PACS to
+    # close normally (seen when the SCU's abort and its connection close were handled on
+    # two threads at once, one releasing what the other was aborting).
+    assert 0x05 not in pacs.pdu_types
+    assert pacs.pdu_types[-1] == 0x07
     # The proxy serves the next association, on a new PACS association.
     again = associate(proxy)
     try:
