@@ -114,6 +114,9 @@ infra() {
   # Debian's Prometheus and promtool: a test scrapes every process, another checks the
   # alert rules (docs/observability.md).
   "$HERE/prometheus.sh" install
+  # pg_auto_failover (Debian's postgresql-<major>-auto-failover and pg-auto-failover-cli):
+  # the PostgreSQL failover fault test builds a formation of its own (docs/postgres.md).
+  "$HERE/pgautofailover.sh" install
   # Orthanc with its Python and DICOMweb plugins: the tests start Orthancs of their own.
   "$HERE/orthanc.sh" install
   "$HERE/postgres.sh" start
