@@ -176,3 +176,24 @@ async def wait_for_events(
             log = (pipeline.logs / "consumer.log").read_text()[-3000:]
             pytest.fail(f"{len(pending)} events never reached the ledger; consumer log:\n{log}")
         await asyncio.sleep(0.3)
+
+
+@contextlib.contextmanager
+def serving_api(pipeline: Pipeline, env: dict[str, str], log_name: str) -> Iterator[str]:
+    """A `ledger serve` of its own on the pipeline's ledger with ``env`` added (its own
+    producer keys, settings under test); its URL once it answers. Output goes to
+    ``log_name`` in the pipeline's log directory."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**pipeline.env, **env, "LEDGER_API_URL": url}
+    with (pipeline.logs / log_name).open("wb") as log:
+        proc = subprocess.Popen([LEDGER, "serve", "--port", str(port)], env=env, cwd=ROOT,
+                                stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        try:
+            subprocess.run(
+                [LEDGER, "wait", "api", "--timeout", "60"], env=env, check=True, cwd=ROOT
+            )
+            yield url
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)

@@ -10,7 +10,6 @@ and when the ledger's database goes away the page says so plainly.
 from __future__ import annotations
 
 import secrets
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,9 +20,8 @@ import aiohttp
 import pytest
 
 from producers.events import Actor, EventAction, Facility, Patient, PhiAccessEvent, Study
-from tests.e2e.conftest import LEDGER, Pipeline, free_port, wait_for_events
+from tests.e2e.conftest import Pipeline, serving_api, wait_for_events
 from tests.e2e.test_console_browser import browser
-from tests.support import ROOT
 from tests.tcp_relay import TcpRelay
 
 pytestmark = pytest.mark.e2e
@@ -46,7 +44,7 @@ class Console:
 def console(pipeline: Pipeline) -> Iterator[Console]:
     """A `ledger serve` of its own whose reads of PostgreSQL go through a relay the
     test can cut (the last test does)."""
-    stack, port = pipeline.stack, free_port()
+    stack = pipeline.stack
     reader = urlsplit(pipeline.env["LEDGER_READER_URL"])
     with TcpRelay(reader.hostname or "127.0.0.1", reader.port or 5432) as relay:
         netloc = reader.netloc.rsplit("@", 1)
@@ -55,23 +53,12 @@ def console(pipeline: Pipeline) -> Iterator[Console]:
             reader._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) == 2 else host)
         )
         env = {
-            **pipeline.env,
-            "LEDGER_API_URL": f"http://127.0.0.1:{port}",
             "LEDGER_READER_URL": relayed,
             "LEDGER_PRODUCER_KEY_FILE": stack.producer_key("ledger-api-console-a11y"),
             "LEDGER_FHIR_PRODUCER_KEY_FILE": stack.producer_key("ledger-fhir-console-a11y"),
         }
-        with (pipeline.logs / "console-a11y-api.log").open("wb") as log:
-            proc = subprocess.Popen([LEDGER, "serve", "--port", str(port)], env=env, cwd=ROOT,
-                                    stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
-            try:
-                subprocess.run(
-                    [LEDGER, "wait", "api", "--timeout", "60"], env=env, check=True, cwd=ROOT
-                )
-                yield Console(f"http://127.0.0.1:{port}", dict(stack.tokens), relay)
-            finally:
-                proc.terminate()
-                proc.wait(timeout=20)
+        with serving_api(pipeline, env, "console-a11y-api.log") as url:
+            yield Console(url, dict(stack.tokens), relay)
 
 
 @dataclass

@@ -15,7 +15,6 @@ import hashlib
 import io
 import os
 import secrets
-import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from joserfc.jwk import KeySet, RSAKey
 
 from ledger.http.console.render import CSP
 from producers.events import Actor, EventAction, Facility, Patient, PhiAccessEvent, Study
-from tests.e2e.conftest import LEDGER, Pipeline, free_port, wait_for_events
+from tests.e2e.conftest import Pipeline, free_port, serving_api, wait_for_events
 from tests.support import ROOT
 
 pytestmark = pytest.mark.e2e
@@ -145,12 +144,10 @@ def console(
     pipeline: Pipeline, issuer: Issuer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Console]:
     """A `ledger serve` of its own (the pipeline's ledger and topics) with OIDC set."""
-    stack, port = pipeline.stack, free_port()
+    stack = pipeline.stack
     secret = tmp_path_factory.mktemp("oidc") / "client-secret"
     secret.write_text(CLIENT_SECRET)
     env = {
-        **pipeline.env,
-        "LEDGER_API_URL": f"http://127.0.0.1:{port}",
         "LEDGER_PRODUCER_KEY_FILE": stack.producer_key("ledger-api-console"),
         "LEDGER_FHIR_PRODUCER_KEY_FILE": stack.producer_key("ledger-fhir-console"),
         "LEDGER_OIDC_ISSUER": issuer.url,
@@ -158,17 +155,8 @@ def console(
         "LEDGER_OIDC_CLIENT_SECRET_FILE": str(secret),
         "LEDGER_OIDC_ROLE_MAP": "ledger-admins=admin,ledger-investigators=investigator",
     }
-    with (pipeline.logs / "console-api.log").open("wb") as log:
-        proc = subprocess.Popen([LEDGER, "serve", "--port", str(port)], env=env, cwd=ROOT,
-                                stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
-        try:
-            subprocess.run(
-                [LEDGER, "wait", "api", "--timeout", "60"], env=env, check=True, cwd=ROOT
-            )
-            yield Console(f"http://127.0.0.1:{port}", dict(stack.tokens), pipeline)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=20)
+    with serving_api(pipeline, env, "console-api.log") as url:
+        yield Console(url, dict(stack.tokens), pipeline)
 
 
 @dataclass

@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import io
 import secrets
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -37,9 +36,8 @@ from producers.events import (
     RelayRecipient,
     Study,
 )
-from tests.e2e.conftest import LEDGER, Pipeline, free_port, wait_for_events
+from tests.e2e.conftest import Pipeline, serving_api, wait_for_events
 from tests.e2e.test_console_browser import SHOTS, Watch, browser, nav
-from tests.support import ROOT
 
 pytestmark = pytest.mark.e2e
 
@@ -56,26 +54,15 @@ class Console:
 @pytest.fixture(scope="module")
 def console(pipeline: Pipeline) -> Iterator[Console]:
     """A `ledger serve` of its own (the pipeline's ledger and topics) with a letterhead."""
-    stack, port = pipeline.stack, free_port()
+    stack = pipeline.stack
     env = {
-        **pipeline.env,
-        "LEDGER_API_URL": f"http://127.0.0.1:{port}",
         "LEDGER_PRODUCER_KEY_FILE": stack.producer_key("ledger-api-console-reports"),
         "LEDGER_FHIR_PRODUCER_KEY_FILE": stack.producer_key("ledger-fhir-console-reports"),
         "LEDGER_FACILITY_NAME": FACILITY_NAME,
         "LEDGER_FACILITY_CONTACT": FACILITY_CONTACT,
     }
-    with (pipeline.logs / "console-reports-api.log").open("wb") as log:
-        proc = subprocess.Popen([LEDGER, "serve", "--port", str(port)], env=env, cwd=ROOT,
-                                stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
-        try:
-            subprocess.run(
-                [LEDGER, "wait", "api", "--timeout", "60"], env=env, check=True, cwd=ROOT
-            )
-            yield Console(f"http://127.0.0.1:{port}", dict(stack.tokens))
-        finally:
-            proc.terminate()
-            proc.wait(timeout=20)
+    with serving_api(pipeline, env, "console-reports-api.log") as url:
+        yield Console(url, dict(stack.tokens))
 
 
 @dataclass
