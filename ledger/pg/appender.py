@@ -9,6 +9,7 @@ Records at offsets below the stored position were applied before and are skipped
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import asyncpg
@@ -18,17 +19,13 @@ from ledger.audit.ingest import Accepted, AppendResult, BatchItem, WriterSchemaI
 from ledger.audit.producerauth import RegisteredKey, Seal
 from ledger.errors import ConflictError, FencedError, UnavailableError
 from ledger.log import tiles
-from ledger.pg import sql
+from ledger.log.periods import PeriodLength
+from ledger.pg import shards, sql
 from ledger.pg.batch import BatchRows, Recorded
 from ledger.pg.pool import PooledAdapter, PoolSettings, transient_as_unavailable
 from ledger.pg.producerkeys import fetch_producer_keys, fetch_producer_seals, seal_columns
 
 Conn = asyncpg.Connection | PoolConnectionProxy
-
-
-def origin_for(ledger_name: str, topic: str, partition: int) -> str:
-    """The checkpoint origin of one partition's log: ``<ledger name>/<topic>/<partition>``."""
-    return f"{ledger_name}/{topic}/{partition}"
 
 
 class PostgresAppender(PooledAdapter):
@@ -42,10 +39,13 @@ class PostgresAppender(PooledAdapter):
         ledger_name: str,
         pool_size: int = 4,
         pool: PoolSettings | None = None,
+        period: PeriodLength = PeriodLength.MONTH,
     ) -> None:
         super().__init__(dsn=dsn, pool_size=pool_size, command_timeout=60, pool=pool)
         self._ledger_name = ledger_name
-        self._log_ids: dict[tuple[str, int], int] = {}
+        self._period = period
+        #: Each partition's first log: its advisory lock and writer epochs.
+        self._anchors: dict[tuple[str, int], int] = {}
 
     async def register_schemas(self, schemas: Sequence[WriterSchemaInfo]) -> None:
         with transient_as_unavailable():
@@ -74,31 +74,26 @@ class PostgresAppender(PooledAdapter):
                 rows = await conn.fetch(sql.NEXT_OFFSETS_FOR_TOPIC, topic, list(partitions))
         return {int(r[0]): int(r[1]) for r in rows}
 
-    async def _log_id(self, conn: Conn, topic: str, partition: int) -> int:
+    async def _anchor(
+        self, conn: Conn, topic: str, partition: int, items: Sequence[BatchItem] = ()
+    ) -> int:
         key = (topic, partition)
-        cached = self._log_ids.get(key)
-        if cached is not None:
-            return cached
-        origin = origin_for(self._ledger_name, topic, partition)
-        await conn.execute(sql.ENSURE_LOG, origin, topic, partition)
-        row = await conn.fetchrow(sql.LOG_ID, topic, partition)
-        if row is None:
-            raise UnavailableError(f"log for {topic}/{partition} vanished")
-        if row["origin"] != origin:
-            raise ConflictError(
-                f"log {topic}/{partition} has origin {row['origin']!r}, not {origin!r}: "
-                "this database belongs to another ledger name"
-            )
-        self._log_ids[key] = int(row["log_id"])
-        return self._log_ids[key]
+        cached = self._anchors.get(key)
+        if cached is None:
+            cached = await shards.first_log(
+                conn, ledger_name=self._ledger_name, topic=topic, partition=partition,
+                first_ms=items[0].record.timestamp_ms if items else None, length=self._period,
+            )  # fmt: skip
+            self._anchors[key] = cached
+        return cached
 
     async def claim(self, *, topic: str, partition: int, writer_id: str) -> int:
         with transient_as_unavailable():
             async with self.pool.acquire() as conn:
-                log_id = await self._log_id(conn, topic, partition)
+                anchor = await self._anchor(conn, topic, partition)
                 async with conn.transaction():
-                    await conn.execute(sql.LOCK_LOG, log_id)
-                    return int(await conn.fetchval(sql.CLAIM_LOG, log_id, writer_id))
+                    await conn.execute(sql.LOCK_LOG, anchor)
+                    return int(await conn.fetchval(sql.CLAIM_LOG, anchor, writer_id))
 
     async def append(
         self,
@@ -122,54 +117,82 @@ class PostgresAppender(PooledAdapter):
         self, topic: str, partition: int, items: Sequence[BatchItem], epoch: int | None
     ) -> AppendResult:
         async with self.pool.acquire() as conn:
-            log_id = await self._log_id(conn, topic, partition)
+            anchor = await self._anchor(conn, topic, partition, items)
             async with conn.transaction():
-                await conn.execute(sql.LOCK_LOG, log_id)
+                await conn.execute(sql.LOCK_LOG, anchor)
                 if epoch is not None:
-                    current = await conn.fetchval(sql.CURRENT_EPOCH, log_id)
+                    current = await conn.fetchval(sql.CURRENT_EPOCH, anchor)
                     if current != epoch:
                         raise FencedError(
                             f"{topic}/{partition}: writer epoch {epoch} was superseded "
                             f"by epoch {current}; another consumer owns this log now"
                         )
-                return await self._append_locked(conn, log_id, topic, partition, items)
+                return await self._append_locked(conn, topic, partition, items)
 
     async def _append_locked(
-        self,
-        conn: Conn,
-        log_id: int,
-        topic: str,
-        partition: int,
-        items: Sequence[BatchItem],
+        self, conn: Conn, topic: str, partition: int, items: Sequence[BatchItem]
     ) -> AppendResult:
-        stored = await conn.fetchval(sql.NEXT_OFFSET, log_id)
+        stored = await conn.fetchval(sql.NEXT_OFFSET, topic, partition)
         stored_next = -1 if stored is None else int(stored)
         fresh = [i for i in items if i.record.offset >= stored_next]
         skipped = len(items) - len(fresh)
-        next_leaf = int(await conn.fetchval(sql.NEXT_LEAF_INDEX, log_id))
         if not fresh:
+            current = await conn.fetchrow(sql.CURRENT_LOG, topic, partition)
+            if current is None:
+                raise UnavailableError(f"{topic}/{partition} has no log")
             return AppendResult(
-                log_id=log_id,
+                log_id=int(current["log_id"]),
                 next_offset=max(stored_next, 0),
                 appended=0,
                 duplicates=0,
                 quarantined=0,
                 skipped=skipped,
-                first_leaf=next_leaf,
+                first_leaf=int(await conn.fetchval(sql.NEXT_LEAF_INDEX, current["log_id"])),
             )
-        batch = BatchRows(
-            log_id=log_id,
-            topic=topic,
-            partition=partition,
-            next_leaf=next_leaf,
-            existing=await _existing_events(conn, fresh),
-        )
-        for item in fresh:
-            batch.add(item)
-        await _write_rows(conn, batch)
-        next_offset = fresh[-1].record.offset + 1
-        await _write_position(conn, batch, fresh, next_offset)
-        return batch.result(next_offset=next_offset, skipped=skipped)
+        parts = await shards.segments(
+            conn, ledger_name=self._ledger_name, topic=topic, partition=partition,
+            items=fresh, length=self._period,
+        )  # fmt: skip
+        results = [await _append_segment(conn, topic, partition, part) for part in parts]
+        return _combined(results, skipped=skipped)
+
+
+async def _append_segment(
+    conn: Conn, topic: str, partition: int, part: shards.Segment
+) -> AppendResult:
+    """One log's share of a batch: its rows, tiles and Kafka position. The existing
+    events are read after any earlier segment's rows were written (same transaction),
+    so an event id repeated across a period boundary is a duplicate, not a second leaf."""
+    log_id = part.log.log_id
+    batch = BatchRows(
+        log_id=log_id,
+        period=part.log.period,
+        topic=topic,
+        partition=partition,
+        next_leaf=int(await conn.fetchval(sql.NEXT_LEAF_INDEX, log_id)),
+        existing=await _existing_events(conn, part.items),
+    )
+    for item in part.items:
+        batch.add(item)
+    await _write_rows(conn, batch)
+    next_offset = part.items[-1].record.offset + 1
+    await _write_position(conn, batch, part.items, next_offset)
+    return batch.result(next_offset=next_offset, skipped=0)
+
+
+def _combined(results: Sequence[AppendResult], *, skipped: int) -> AppendResult:
+    """One result for the batch: the last log's position, every segment's counts.
+    ``first_leaf`` and ``log_id`` are the last segment's; ``appended`` counts them all
+    (a checkpoint asked for past the log's size is clamped to it)."""
+    last = results[-1]
+    return dataclasses.replace(
+        last,
+        appended=sum(r.appended for r in results),
+        duplicates=sum(r.duplicates for r in results),
+        quarantined=sum(r.quarantined for r in results),
+        alerts=sum(r.alerts for r in results),
+        skipped=skipped,
+    )
 
 
 async def _existing_events(conn: Conn, fresh: Sequence[BatchItem]) -> dict[object, Recorded]:

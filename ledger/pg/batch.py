@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from ledger.audit.ingest import Accepted, AppendResult, BatchItem, IndexFields, Rejected
 from ledger.log.leaf import KafkaRecord, decode_leaf
@@ -35,6 +35,8 @@ class BatchRows:
     """Accumulates the rows of one batch as ``add`` classifies each fresh record."""
 
     log_id: int
+    #: The first day of the log's period (the partition key of its rows).
+    period: date
     topic: str
     partition: int
     #: The log's size before the batch: the first new leaf's index.

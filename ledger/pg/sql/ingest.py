@@ -12,14 +12,34 @@ from ledger.verify.bundle.layout import INDEX_COLUMNS
 
 LOCK_LOG: Final = "SELECT pg_advisory_xact_lock(8723, $1)"
 
-ENSURE_LOG: Final = """
-INSERT INTO logs (origin, topic, kafka_partition) VALUES ($1, $2, $3)
-ON CONFLICT (topic, kafka_partition) DO NOTHING
+#: Serialises the creation of a partition's first log (no row to lock yet).
+LOCK_PARTITION: Final = "SELECT pg_advisory_xact_lock(8725, hashtext($1 || '/' || $2::text))"
+
+#: The partition's first log: its lock and writer epochs stand for the whole partition.
+FIRST_LOG: Final = """
+SELECT log_id, origin FROM logs WHERE topic = $1 AND kafka_partition = $2
+ORDER BY period LIMIT 1
 """
 
-LOG_ID: Final = "SELECT log_id, origin FROM logs WHERE topic = $1 AND kafka_partition = $2"
+#: The partition's current log: the one of its latest period (a log never reopens).
+CURRENT_LOG: Final = """
+SELECT log_id, origin, period, period_end FROM logs
+WHERE topic = $1 AND kafka_partition = $2
+ORDER BY period DESC LIMIT 1
+"""
 
-NEXT_OFFSET: Final = "SELECT max(next_offset) FROM ingest_positions WHERE log_id = $1"
+OPEN_LOG: Final = """
+INSERT INTO logs (origin, topic, kafka_partition, period, period_end, first_offset)
+VALUES ($1, $2, $3, $4, $5, $6)
+RETURNING log_id, origin, period, period_end
+"""
+
+#: The next offset to append, over every log of the partition (a redelivered record of
+#: a closed period's log is skipped, not appended to the current one).
+NEXT_OFFSET: Final = """
+SELECT max(p.next_offset) FROM ingest_positions p JOIN logs l USING (log_id)
+WHERE l.topic = $1 AND l.kafka_partition = $2
+"""
 
 NEXT_OFFSETS_FOR_TOPIC: Final = """
 SELECT l.kafka_partition, max(p.next_offset)
