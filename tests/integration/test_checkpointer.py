@@ -161,4 +161,5 @@ async def test_a_malformed_stored_checkpoint_is_refused_as_unverifiable(
     )  # fmt: skip
     with pytest.raises(VerificationError, match="does not verify with our keys"):
         await checkpointer.checkpoint(log_id)
-    assert await checkpointer.checkpoint_all_due() == []
+    # The sweep goes on past it (other tests' logs in this database may be signed).
+    assert log_id not in [c.log_id for c in await checkpointer.checkpoint_all_due()]
