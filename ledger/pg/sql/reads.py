@@ -181,7 +181,7 @@ EVENT_BY_ID: Final = f"""
 SELECT {_ACCESS_COLUMNS}, e.producer_id, e.producer_seq, l.leaf, l.leaf_hash
 FROM events e
 JOIN logs g USING (log_id)
-JOIN leaves l ON l.log_id = e.log_id AND l.leaf_index = e.leaf_index AND l.period = e.period
+JOIN leaves l ON l.log_id = e.log_id AND l.leaf_index = e.leaf_index
 WHERE e.event_id = $1
 """
 
@@ -209,7 +209,7 @@ FROM logs g WHERE g.log_id = $1
 
 EVENT_POSITION: Final = """
 SELECT e.log_id, e.leaf_index, l.leaf FROM events e
-JOIN leaves l ON l.log_id = e.log_id AND l.leaf_index = e.leaf_index AND l.period = e.period
+JOIN leaves l ON l.log_id = e.log_id AND l.leaf_index = e.leaf_index
 WHERE e.event_id = $1
 """
 

@@ -11,8 +11,7 @@ from typing import Final
 
 REGISTRY_LEAVES: Final = """
 SELECT e.log_id, e.leaf_index, l.leaf
-FROM events e
-JOIN leaves l ON l.log_id = e.log_id AND l.leaf_index = e.leaf_index AND l.period = e.period
+FROM events e JOIN leaves l ON l.log_id = e.log_id AND l.leaf_index = e.leaf_index
 WHERE e.kind = 'registry_change'
 ORDER BY e.event_time, e.log_id, e.leaf_index
 """

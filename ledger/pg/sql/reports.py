@@ -69,7 +69,7 @@ WHERE e.patient_id = $1
 UNION
 SELECT e.event_id, e.log_id, g.origin, e.leaf_index
 FROM event_patients x
-JOIN events e ON e.event_id = x.event_id AND e.period = x.period
+JOIN events e ON e.event_id = x.event_id
 JOIN logs g ON g.log_id = e.log_id
 JOIN unnest($6::int[], $7::bigint[]) AS b (log_id, size)
   ON b.log_id = e.log_id AND e.leaf_index < b.size
