@@ -10,8 +10,8 @@ Records at offsets below the stored position were applied before and are skipped
 from __future__ import annotations
 
 import dataclasses
-from datetime import date
 from collections.abc import Sequence
+from datetime import date
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
