@@ -30,7 +30,7 @@ T = TypeVar("T")
 
 INDEXES = """
 SELECT c.relname AS tbl, i.relname AS name, pg_get_indexdef(x.indexrelid) AS def,
-       k.contype, k.conname
+       k.contype, k.conname, pg_get_constraintdef(k.oid) AS condef
 FROM pg_index x
 JOIN pg_class i ON i.oid = x.indexrelid
 JOIN pg_class c ON c.oid = x.indrelid
@@ -43,7 +43,7 @@ FOREIGN_KEYS = """
 SELECT c.relname AS tbl, k.conname, pg_get_constraintdef(k.oid) AS def
 FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid
 JOIN pg_class r ON r.oid = k.confrelid
-WHERE k.contype = 'f' AND c.relnamespace = 'public'::regnamespace
+WHERE k.contype = 'f' AND c.relnamespace = 'public'::regnamespace AND k.conparentid = 0
   AND (c.relname = ANY($1::text[]) OR r.relname = ANY($1::text[]))
 """
 BULK_TABLES = ["leaves", "events", "tiles"]
@@ -168,14 +168,14 @@ async def load(settings: dict[str, str], owner: str, n: int, pool: int, jobs: in
                 await c.execute("SET max_parallel_maintenance_workers = 0")
                 while queue:
                     ix = queue.pop(0)
-                    if ix["name"] not in have:
-                        await c.execute(ix["def"])
-                    if ix["contype"] is not None and ix["conname"] not in constraints:
-                        kind = "PRIMARY KEY" if ix["contype"] == "p" else "UNIQUE"
-                        await c.execute(
-                            f'ALTER TABLE {ix["tbl"]} ADD CONSTRAINT "{ix["conname"]}" '
-                            f'{kind} USING INDEX "{ix["name"]}"'
-                        )
+                    # The tables are partitioned (0018): a key is added as a constraint
+                    # (USING INDEX does not apply), an index on every partition (not ONLY).
+                    if ix["contype"] is not None:
+                        if ix["conname"] not in constraints:
+                            await c.execute(f'ALTER TABLE {ix["tbl"]} ADD CONSTRAINT '
+                                            f'"{ix["conname"]}" {ix["condef"]}')  # fmt: skip
+                    elif ix["name"] not in have:
+                        await c.execute(ix["def"].replace(" ON ONLY ", " ON ", 1))
             finally:
                 await c.close()
 
