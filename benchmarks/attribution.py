@@ -42,7 +42,8 @@ LOAD: tuple[tuple[str, int], ...] = (
     (
         "INSERT INTO logs (origin, topic, kafka_partition, period, period_end, first_offset) "
         "SELECT 'b/t/' || p, 't', p, m, (m + interval '1 month')::date, 0"
-        " FROM generate_series(0, 1) p, date_trunc('month', now() AT TIME ZONE 'UTC')::date AS m",
+        " FROM generate_series(0, 1) p,"
+        " (SELECT date_trunc('month', now() AT TIME ZONE 'UTC')::date) AS t(m)",
         0,
     ),
     (

@@ -170,7 +170,7 @@ async def raw_copy(settings: dict[str, str], db: str, n: int) -> float:
         await conn.execute(
             "INSERT INTO logs (origin, topic, kafka_partition, period, period_end, first_offset)"
             " SELECT 'copy/0', 'copy', 0, m, (m + interval '1 month')::date, 0"
-            " FROM date_trunc('month', now() AT TIME ZONE 'UTC')::date AS m"
+            " FROM (SELECT date_trunc('month', now() AT TIME ZONE 'UTC')::date) AS t(m)"
         )
         log_id, period = await conn.fetchrow("SELECT log_id, period FROM logs")
         leaves = [(log_id, i, it.leaf, leaf_hash(it.leaf), period) for i, it in enumerate(items)]

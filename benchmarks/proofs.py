@@ -160,7 +160,7 @@ async def load(owner: str, n: int) -> float:
         await conn.execute(
             "INSERT INTO logs (origin, topic, kafka_partition, period, period_end, first_offset)"
             " SELECT $1, 'bench', 0, m, (m + interval '1 month')::date, 0"
-            " FROM date_trunc('month', now() AT TIME ZONE 'UTC')::date AS m",
+            " FROM (SELECT date_trunc('month', now() AT TIME ZONE 'UTC')::date) AS t(m)",
             "bench.ledger.local/bench/0",
         )
         log_id, period = await conn.fetchrow("SELECT log_id, period FROM logs")
