@@ -330,6 +330,11 @@ async def test_a_log_of_an_old_month_gets_its_partitions(stack: Stack, scratch: 
             "INSERT INTO logs (origin, topic, kafka_partition, period, period_end, first_offset)"
             " VALUES ('t.ledger/old/0/2023-11', 'old', 0, '2023-11-01', '2023-12-01', 0)"
         )
+        # A day's log (LEDGER_PERIOD=day) lies in its month's partitions.
+        await appender.execute(
+            "INSERT INTO logs (origin, topic, kafka_partition, period, period_end, first_offset)"
+            " VALUES ('t.ledger/day/0/2022-03-14', 'day', 0, '2022-03-14', '2022-03-15', 0)"
+        )
         # The ledger's own timer (or checkpointer) may run the premake as the appender.
         assert await appender.fetchval("SELECT ledger_partition_maintenance()") >= 0
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
@@ -345,6 +350,11 @@ async def test_a_log_of_an_old_month_gets_its_partitions(stack: Stack, scratch: 
                 f"{table}_p2023_11",
             )
             assert guarded == 1, table
+        bound = await owner.fetchval(
+            "SELECT pg_get_expr(relpartbound, oid) FROM pg_class WHERE relname = $1",
+            "leaves_p2022_03",
+        )
+        assert bound == "FOR VALUES FROM ('2022-03-01') TO ('2022-04-01')"
         # The months ahead: the current one and three more, premade by the migration.
         this_month = datetime.now(UTC).date().replace(day=1)
         assert await owner.fetchval("SELECT to_regclass($1) IS NOT NULL",
