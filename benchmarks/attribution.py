@@ -40,17 +40,20 @@ _OLD_PATIENT_HISTORY = reads._HISTORY.format(
 #: (statement, how many of (events, scattered) it takes), run in order as the owner.
 LOAD: tuple[tuple[str, int], ...] = (
     (
-        "INSERT INTO logs (origin, topic, kafka_partition) "
-        "VALUES ('b/t/0', 't', 0), ('b/t/1', 't', 1)",
+        "INSERT INTO logs (origin, topic, kafka_partition, period, period_end, first_offset) "
+        "SELECT 'b/t/' || p, 't', p, m, (m + interval '1 month')::date, 0"
+        " FROM generate_series(0, 1) p,"
+        " (SELECT date_trunc('month', now() AT TIME ZONE 'UTC')::date) AS t(m)",
         0,
     ),
     (
         """
 INSERT INTO events (event_id, log_id, leaf_index, kind, event_time, producer_id, producer_seq,
-                    facility_id, patient_id, user_id, dicom_event_id, action, outcome)
+                    facility_id, patient_id, user_id, dicom_event_id, action, outcome, period)
 SELECT gen_random_uuid(), 1 + i % 2, i / 2, 'phi_access',
        timestamptz '2026-01-01' + i * interval '1 second', 'bench', i, 'f',
-       'P' || (i % ($1::int / 100)), 'u' || (i % 97), '110103', 'R', 'SUCCESS'
+       'P' || (i % ($1::int / 100)), 'u' || (i % 97), '110103', 'R', 'SUCCESS',
+       (SELECT period FROM logs WHERE log_id = 1)
 FROM generate_series(0, $1::int - 1) i""",
         1,
     ),
@@ -81,18 +84,19 @@ FROM (SELECT gen_random_uuid() AS id FROM generate_series(1, 3)) e, generate_ser
     (
         """
 INSERT INTO events (event_id, log_id, leaf_index, kind, event_time, producer_id, producer_seq,
-                    facility_id, patient_id, user_id, dicom_event_id, action, outcome)
+                    facility_id, patient_id, user_id, dicom_event_id, action, outcome, period)
 SELECT d.event_id, 2, $1::int / 2 + row_number() OVER (), 'audit_log_used',
        timestamptz '2026-06-01' + row_number() OVER () * interval '1 second', 'api',
-       row_number() OVER (), 'ledger', NULL, 'auditor', '110101', 'R', 'SUCCESS'
+       row_number() OVER (), 'ledger', NULL, 'auditor', '110101', 'R', 'SUCCESS',
+       (SELECT period FROM logs WHERE log_id = 2)
 FROM (SELECT DISTINCT event_id FROM r) d""",
         1,
     ),
     (
         """
-INSERT INTO read_disclosures (event_id, origin, first_leaf, end_leaf)
-SELECT DISTINCT ON (event_id, origin, first_leaf) * FROM r
-ORDER BY event_id, origin, first_leaf""",
+INSERT INTO read_disclosures (event_id, origin, first_leaf, end_leaf, period)
+SELECT DISTINCT ON (event_id, origin, first_leaf) *, (SELECT period FROM logs WHERE log_id = 2)
+FROM r ORDER BY event_id, origin, first_leaf""",
         0,
     ),
     ("VACUUM ANALYZE", 0),  # what autovacuum does to an insert-only table

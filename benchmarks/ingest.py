@@ -168,15 +168,17 @@ async def raw_copy(settings: dict[str, str], db: str, n: int) -> float:
     conn = await asyncpg.connect(on_db(settings["DATABASE_URL"], db))
     try:
         await conn.execute(
-            "INSERT INTO logs (origin, topic, kafka_partition) VALUES ('copy/0', 'copy', 0)"
+            "INSERT INTO logs (origin, topic, kafka_partition, period, period_end, first_offset)"
+            " SELECT 'copy/0', 'copy', 0, m, (m + interval '1 month')::date, 0"
+            " FROM (SELECT date_trunc('month', now() AT TIME ZONE 'UTC')::date) AS t(m)"
         )
-        log_id = await conn.fetchval("SELECT log_id FROM logs")
-        leaves = [(log_id, i, it.leaf, leaf_hash(it.leaf)) for i, it in enumerate(items)]
+        log_id, period = await conn.fetchrow("SELECT log_id, period FROM logs")
+        leaves = [(log_id, i, it.leaf, leaf_hash(it.leaf), period) for i, it in enumerate(items)]
         rows = [
             (f.event_id, log_id, i, f.kind, f.event_time, f.producer_id, f.producer_seq,
              f.facility_id, f.patient_id, f.patient_issuer, f.patient_state, f.user_id,
              f.user_name, f.user_role, f.user_org, f.dicom_event_id, f.action, f.outcome,
-             f.study_uid, f.accession, f.network_address, f.purpose_of_use)
+             f.study_uid, f.accession, f.network_address, f.purpose_of_use, period)
             for i, f in enumerate(it.index for it in items)
         ]  # fmt: skip
         t = time.perf_counter()

@@ -158,10 +158,12 @@ async def load(owner: str, n: int) -> float:
     started = time.perf_counter()
     try:
         await conn.execute(
-            "INSERT INTO logs (origin, topic, kafka_partition) VALUES ($1, 'bench', 0)",
+            "INSERT INTO logs (origin, topic, kafka_partition, period, period_end, first_offset)"
+            " SELECT $1, 'bench', 0, m, (m + interval '1 month')::date, 0"
+            " FROM (SELECT date_trunc('month', now() AT TIME ZONE 'UTC')::date) AS t(m)",
             "bench.ledger.local/bench/0",
         )
-        log_id = await conn.fetchval("SELECT log_id FROM logs")
+        log_id, period = await conn.fetchrow("SELECT log_id, period FROM logs")
         rng = random.Random(1)
         level_entries: dict[int, list[bytes]] = {0: []}
         sha = hashlib.sha256
@@ -178,7 +180,7 @@ async def load(owner: str, n: int) -> float:
                 leaf = encode_leaf(record)
                 h = sha(b"\x00" + leaf).digest()
                 builder.append(h)
-                rows.append((log_id, i, leaf, h))
+                rows.append((log_id, i, leaf, h, period))
                 level_entries[0].append(h)
                 level = 0
                 while len(level_entries[level]) == tiles.TILE_WIDTH:
@@ -186,18 +188,20 @@ async def load(owner: str, n: int) -> float:
                     # Leaf i completes this tile: it is the last of its 256^(level+1) leaves.
                     tile_index = (i + 1) // (1 << (8 * (level + 1))) - 1
                     root = tiles.perfect_root(entries)
-                    tile_rows.append((log_id, level, tile_index, b"".join(entries), root))
+                    tile_rows.append((log_id, level, tile_index, b"".join(entries), root, period))
                     level_entries[level] = []
                     level_entries.setdefault(level + 1, []).append(root)
                     level += 1
             await conn.copy_records_to_table(
-                "leaves", records=rows, columns=("log_id", "leaf_index", "leaf", "leaf_hash")
+                "leaves",
+                records=rows,
+                columns=("log_id", "leaf_index", "leaf", "leaf_hash", "period"),
             )
             if tile_rows:
                 await conn.copy_records_to_table(
                     "tiles",
                     records=tile_rows,
-                    columns=("log_id", "level", "tile_index", "hashes", "root"),
+                    columns=("log_id", "level", "tile_index", "hashes", "root", "period"),
                 )
             print(f"  loaded {min(n, start + BATCH):,} leaves", end="\r", flush=True)
         await conn.execute("ANALYZE leaves; ANALYZE tiles")

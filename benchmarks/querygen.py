@@ -11,7 +11,7 @@ import io
 import random
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
 import fastavro
@@ -62,12 +62,13 @@ ON CONFLICT (log_id) DO UPDATE SET copied = EXCLUDED.copied, root = EXCLUDED.roo
 class TileBuilder:
     """Full tiles of one log, built as its leaf hashes arrive (as the appender stores them)."""
 
-    def __init__(self, log_id: int) -> None:
+    def __init__(self, log_id: int, period: date) -> None:
         self.log_id = log_id
+        self.period = period
         self.levels: dict[int, list[bytes]] = {0: []}
         self.tree = merkle.TreeBuilder()
         self.size = 0
-        self.done: list[tuple[int, int, int, bytes, bytes]] = []
+        self.done: list[tuple[int, int, int, bytes, bytes, date]] = []
 
     def append(self, h: bytes) -> None:
         self.tree.append(h)
@@ -79,12 +80,12 @@ class TileBuilder:
             entries = self.levels[level]
             tile_index = (i + 1) // (1 << (8 * (level + 1))) - 1
             root = tiles.perfect_root(entries)
-            self.done.append((self.log_id, level, tile_index, b"".join(entries), root))
+            self.done.append((self.log_id, level, tile_index, b"".join(entries), root, self.period))
             self.levels[level] = []
             self.levels.setdefault(level + 1, []).append(root)
             level += 1
 
-    def take(self) -> list[tuple[int, int, int, bytes, bytes]]:
+    def take(self) -> list[tuple[int, int, int, bytes, bytes, date]]:
         done, self.done = self.done, []
         return done
 
@@ -131,7 +132,8 @@ async def _generate(
     codec = Codec()
     rng = random.Random(partition)
     sha = hashlib.sha256
-    builder = TileBuilder(log_id)
+    period = await conn.fetchval("SELECT period FROM logs WHERE log_id = $1", log_id)
+    builder = TileBuilder(log_id, period)
     start_us = micros(min(END, datetime.now(UTC)) - SPAN)
     step_us = SPAN // timedelta(microseconds=1) / n
     writer = fastavro.schemaless_writer
@@ -193,21 +195,22 @@ async def _generate(
             leaf = encode_leaf(record)
             h = sha(b"\x00" + leaf).digest()
             builder.append(h)
-            leaves.append((log_id, j, leaf, h))
+            leaves.append((log_id, j, leaf, h, period))
             row = (
                 event_id, log_id, j, t.kind, EPOCH + timedelta(microseconds=time_us),
                 producer, j, facilities[f]["id"], pid, issuer, state, who["user_id"],
                 who["name"], who["role"], who["organization"], t.dicom_event_id, t.action,
                 t.outcome, None if study is None else study["uid"],
                 None if study is None else study["accession"], address, t.purpose_of_use,
+                period,
             )  # fmt: skip
             rows.append(row)
             if j % 4999 == 0:  # leaf and index row agree, as the consumer would make them
                 item = classify(record, codec)
                 assert isinstance(item, Accepted), item
                 expected = tuple(getattr(item.index, c) for c in sql.EVENT_COLUMNS
-                                 if c not in ("log_id", "leaf_index"))  # fmt: skip
-                got = row[:1] + row[3:]
+                                 if c not in ("log_id", "leaf_index", "period"))  # fmt: skip
+                got = row[:1] + row[3:-1]
                 if expected != got:
                     raise SystemExit(f"generated index row differs from classify:\n"
                                      f"{expected}\n{got}")  # fmt: skip

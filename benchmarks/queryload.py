@@ -11,7 +11,7 @@ import multiprocessing
 import os
 import time
 from collections.abc import Awaitable, Callable
-from datetime import date
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 import asyncpg
@@ -26,15 +26,11 @@ from ledger.pg.migrate import apply_migrations
 from ledger.pg.pool import is_transient
 from producers.codec import Codec
 
-#: The period of the bench's logs: the first month of its five simulated years.
-BENCH_PERIOD = date(2021, 1, 1)
-BENCH_PERIOD_END = date(2021, 2, 1)
-
 T = TypeVar("T")
 
 INDEXES = """
 SELECT c.relname AS tbl, i.relname AS name, pg_get_indexdef(x.indexrelid) AS def,
-       k.contype, k.conname
+       k.contype, k.conname, pg_get_constraintdef(k.oid) AS condef
 FROM pg_index x
 JOIN pg_class i ON i.oid = x.indexrelid
 JOIN pg_class c ON c.oid = x.indrelid
@@ -47,7 +43,7 @@ FOREIGN_KEYS = """
 SELECT c.relname AS tbl, k.conname, pg_get_constraintdef(k.oid) AS def
 FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid
 JOIN pg_class r ON r.oid = k.confrelid
-WHERE k.contype = 'f' AND c.relnamespace = 'public'::regnamespace
+WHERE k.contype = 'f' AND c.relnamespace = 'public'::regnamespace AND k.conparentid = 0
   AND (c.relname = ANY($1::text[]) OR r.relname = ANY($1::text[]))
 """
 BULK_TABLES = ["leaves", "events", "tiles"]
@@ -107,16 +103,17 @@ async def load(settings: dict[str, str], owner: str, n: int, pool: int, jobs: in
                     s.schema_json,
                 )  # fmt: skip
             ids = []
+            # One log per partition, all of this month's period (so in one partition of
+            # the event index, migration 0018): the bench measures a month's index.
+            month = datetime.now(UTC).date().replace(day=1)
+            end = (month + timedelta(days=32)).replace(day=1)
             for p in range(LOGS):
-                # One log per partition holding all five years: the bench measures how
-                # queries grow with one big log (a month's log is ~70M leaves at scale).
-                row = await conn.fetchrow(sql.CURRENT_LOG, TOPIC, p)
-                if row is None:
-                    row = await conn.fetchrow(
-                        sql.OPEN_LOG, f"{LEDGER_NAME}/{TOPIC}/{p}", TOPIC, p,
-                        BENCH_PERIOD, BENCH_PERIOD_END, 0,
-                    )  # fmt: skip
-                ids.append(int(row["log_id"]))
+                origin = f"{LEDGER_NAME}/{TOPIC}/{p}"
+                log_id = await conn.fetchval("SELECT log_id FROM logs WHERE origin = $1", origin)
+                if log_id is None:
+                    row = await conn.fetchrow(sql.OPEN_LOG, origin, TOPIC, p, month, end, 0)
+                    log_id = row["log_id"]
+                ids.append(int(log_id))
             done = {r[0] for r in await conn.fetch(
                 "SELECT log_id FROM bench_load_progress WHERE root IS NOT NULL")}  # fmt: skip
             todo = [p for p in range(LOGS) if ids[p] not in done]
@@ -171,14 +168,14 @@ async def load(settings: dict[str, str], owner: str, n: int, pool: int, jobs: in
                 await c.execute("SET max_parallel_maintenance_workers = 0")
                 while queue:
                     ix = queue.pop(0)
-                    if ix["name"] not in have:
-                        await c.execute(ix["def"])
-                    if ix["contype"] is not None and ix["conname"] not in constraints:
-                        kind = "PRIMARY KEY" if ix["contype"] == "p" else "UNIQUE"
-                        await c.execute(
-                            f'ALTER TABLE {ix["tbl"]} ADD CONSTRAINT "{ix["conname"]}" '
-                            f'{kind} USING INDEX "{ix["name"]}"'
-                        )
+                    # The tables are partitioned (0018): a key is added as a constraint
+                    # (USING INDEX does not apply), an index on every partition (not ONLY).
+                    if ix["contype"] is not None:
+                        if ix["conname"] not in constraints:
+                            await c.execute(f'ALTER TABLE {ix["tbl"]} ADD CONSTRAINT '
+                                            f'"{ix["conname"]}" {ix["condef"]}')  # fmt: skip
+                    elif ix["name"] not in have:
+                        await c.execute(ix["def"].replace(" ON ONLY ", " ON ", 1))
             finally:
                 await c.close()
 

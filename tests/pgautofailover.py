@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-from tests.pgcluster import LEDGER_ROLES, as_pg, free_port, pg_bin
+from tests.pgcluster import LEDGER_ROLES, PARTMAN_SQL, as_pg, free_port, pg_bin
 
 #: Monitor settings (milliseconds): check every node each 500 ms, call a node unhealthy
 #: after 2 s without an answer, promote 2 s later. The defaults (5 s, 20 s, 30 s) suit a
@@ -186,6 +186,7 @@ class Formation:
             self.sql(node, f"CREATE ROLE {role} LOGIN{extra} PASSWORD '{pw}'", "postgres")
         self.sql(node, "ALTER DATABASE ledger OWNER TO ledger_owner", "postgres")
         self.sql(node, "ALTER SCHEMA public OWNER TO ledger_owner")
+        self.sql(node, PARTMAN_SQL)  # the superuser's step of deploy/local/postgres.sh
         apply_migrations(self.url("ledger_owner"))
 
     def url(self, role: str, *, attrs: str = "read-write") -> str:

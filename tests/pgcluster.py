@@ -21,6 +21,8 @@ from pathlib import Path
 from urllib.parse import quote, urlencode
 
 LEDGER_ROLES = ("ledger_owner", "ledger_appender", "ledger_reader")
+# The superuser's pg_partman step of deploy/local/postgres.sh (docs/postgres.md).
+PARTMAN_SQL = (Path(__file__).parents[1] / "deploy" / "local" / "pg-partman.sql").read_text()
 
 
 def pg_bin() -> Path:
@@ -220,6 +222,8 @@ class Cluster:
             extra = " CREATEDB" if role == "ledger_owner" else ""
             self.psql(f"CREATE ROLE {role} LOGIN{extra} PASSWORD '{pw}'")
         self.psql(f"CREATE ROLE replicator LOGIN REPLICATION PASSWORD '{pw}'")
+        # In template1, as postgres.sh does: every ledger database made afterwards has it.
+        self.psql(PARTMAN_SQL, database="template1")
 
     def client(self, tool: str, *args: str) -> str:
         """A client program (pg_dump, pg_restore) as ``ledger_owner`` over TCP."""

@@ -11,7 +11,8 @@ case "${1:-}" in
     [ -n "$major" ] || apt_install postgresql
     major="$(pg_major)"
     # The extension (monitor) and pg_autoctl (the keeper and the command line).
-    apt_install "postgresql-$major-auto-failover" pg-auto-failover-cli
+    # pg_partman: the ledger database on these nodes is migrated like any other.
+    apt_install "postgresql-$major-auto-failover" pg-auto-failover-cli "postgresql-$major-partman"
     command -v pg_autoctl >/dev/null || [ -x "/usr/lib/postgresql/$major/bin/pg_autoctl" ] || die "pg_autoctl not found after install"
     ;;
   *) die "usage: $0 install" ;;

@@ -13,6 +13,7 @@ SOCK="$PG_HOME/run"
 PG_LOG="$PG_HOME/log/postgresql.log"
 
 pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
+pg_major() { pg_bin | awk -F/ '{print $5}'; }
 
 # Run a command as the cluster's owner: PostgreSQL refuses to run as root.
 as_pg() {
@@ -26,6 +27,8 @@ ensure_installed() {
     # we leave it alone. Ours lives under .local/pg.
   fi
   [ -x "$(pg_bin)/initdb" ] || die "PostgreSQL server binaries not found after install"
+  # pg_partman (the event index's monthly partitions, docs/scale.md), for the installed major.
+  apt_install "postgresql-$(pg_major)-partman"
 }
 
 ensure_cluster() {
@@ -102,6 +105,16 @@ SELECT format('CREATE DATABASE %I OWNER ledger_owner', :'db')
 SQL
 }
 
+# The pg_partman extension in template1 (every database made afterwards, such as the tests'
+# scratch databases, has it) and in the ledger's database; a superuser's step (docs/postgres.md).
+ensure_partman() {
+  local db
+  for db in template1 "$PG_DB"; do
+    psql_super -d "$db" <"$(dirname "$0")/pg-partman.sql" \
+      || die "cannot create the pg_partman extension in $db"
+  done
+}
+
 start() {
   ensure_installed
   ensure_cluster
@@ -117,6 +130,7 @@ start() {
   wait_for 60 "PostgreSQL" as_pg "$(pg_bin)/pg_isready" -q -h "$SOCK" -p "$PG_PORT" \
     || die "PostgreSQL not ready (log: $PG_LOG)"
   ensure_roles
+  ensure_partman
   log "PostgreSQL logs: $PG_LOG"
 }
 

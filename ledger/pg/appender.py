@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from datetime import date
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -230,8 +231,8 @@ async def _write_rows(conn: Conn, batch: BatchRows) -> None:
             await conn.copy_records_to_table(
                 sql.EVENT_PATIENT_TABLE, records=batch.patients, columns=sql.EVENT_PATIENT_COLUMNS
             )
-        new_hashes = [h for _, _, _, h, _, _ in batch.leaves]
-        await _integrate(conn, batch.log_id, batch.next_leaf, new_hashes)
+        new_hashes = [row[3] for row in batch.leaves]
+        await _integrate(conn, batch.log_id, batch.period, batch.next_leaf, new_hashes)
     if batch.quarantine:
         await conn.executemany(sql.INSERT_QUARANTINE, batch.quarantine)
     if batch.alerts:
@@ -254,7 +255,9 @@ async def _write_position(
         await conn.execute(sql.INSERT_POSITION, *position)
 
 
-async def _integrate(conn: Conn, log_id: int, old_size: int, new_hashes: list[bytes]) -> None:
+async def _integrate(
+    conn: Conn, log_id: int, period: date, old_size: int, new_hashes: list[bytes]
+) -> None:
     """Write every tile the new leaves complete, bottom level first (same transaction).
 
     Integration therefore never lags sequencing: a committed leaf is in the tree.
@@ -293,5 +296,5 @@ async def _integrate(conn: Conn, log_id: int, old_size: int, new_hashes: list[by
             )
         root = tiles.perfect_root(entries)
         roots[(level, index)] = root
-        rows.append((log_id, level, index, b"".join(entries), root))
+        rows.append((log_id, level, index, b"".join(entries), root, period))
     await conn.copy_records_to_table(sql.TILE_TABLE, records=rows, columns=sql.TILE_COLUMNS)

@@ -24,8 +24,9 @@ logger = logging.getLogger("ledger.pg.appender")
 REASON_CONFLICT = "conflicting_event_id"
 REASON_CONFLICT_ORIGINAL = "conflicting_event_id_original"
 
-#: (log id, leaf index, leaf, leaf hash, seal id, seal entry): ``sql.SIGNED_LEAF_COLUMNS``.
-LeafRow = tuple[int, int, bytes, bytes, bytes | None, int | None]
+#: (log id, leaf index, leaf, leaf hash, period, seal id, seal entry):
+#: ``sql.SIGNED_LEAF_COLUMNS``.
+LeafRow = tuple[int, int, bytes, bytes, date, bytes | None, int | None]
 #: An event already recorded: (log id, leaf index, leaf).
 Recorded = tuple[int, int, bytes]
 
@@ -143,17 +144,20 @@ class BatchRows:
         f = item.index
         self.seen_here[f.event_id] = (item.record, index)
         sid, entry = item.seal_ref or (None, None)
-        self.leaves.append((self.log_id, index, item.leaf, leaf_hash(item.leaf), sid, entry))
-        self.events.append(_event_row(f, self.log_id, index))
-        self.disclosed += [(f.event_id, *r) for r in f.disclosed]
+        period = self.period
+        self.leaves.append(
+            (self.log_id, index, item.leaf, leaf_hash(item.leaf), period, sid, entry)
+        )
+        self.events.append((*_event_row(f, self.log_id, index), period))
+        self.disclosed += [(f.event_id, *r, period) for r in f.disclosed]
         self.patients += [
-            (f.event_id, pid, issuer, state, list(studies))
+            (f.event_id, pid, issuer, state, list(studies), period)
             for issuer, pid, state, studies in f.patients
         ]
 
 
 def _event_row(f: IndexFields, log_id: int, index: int) -> tuple[object, ...]:
-    """The event index row, in ``sql.EVENT_COLUMNS`` order."""
+    """The event index row, in ``sql.EVENT_COLUMNS`` order but for the period (last)."""
     return (
         f.event_id,
         log_id,

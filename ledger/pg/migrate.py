@@ -40,8 +40,9 @@ def shipped_migrations(folder: Path | None = None) -> Iterator[Any]:
         yield migrations
 
 
-def apply_migrations(dsn: str) -> list[str]:
-    """Apply every pending migration; return the ids applied (empty when current)."""
+def apply_migrations(dsn: str, *, target: str | None = None) -> list[str]:
+    """Apply every pending migration (or those up to and including ``target``, a
+    migration id such as ``0017.time-sharded-logs``); return the ids applied."""
     try:
         backend = get_backend(_yoyo_url(dsn))
     except Exception as exc:  # psycopg raises its own OperationalError family
@@ -49,6 +50,11 @@ def apply_migrations(dsn: str) -> list[str]:
             f"cannot connect to PostgreSQL to migrate: {type(exc).__name__}"
         ) from exc
     with shipped_migrations() as migrations, backend.lock():
+        if target is not None:
+            ids = [m.id for m in migrations]
+            if target not in ids:
+                raise MalformedInputError(f"no migration {target!r} is shipped")
+            migrations = migrations.filter(lambda m: ids.index(m.id) <= ids.index(target))
         pending = backend.to_apply(migrations)
         backend.apply_migrations(pending)
     return [m.id for m in pending]

@@ -395,13 +395,14 @@ def test_an_undecodable_leaf_is_counted_and_passed_over_not_fatal(scratch: Scrat
             conn = await asyncpg.connect(own.appender_url)
             try:
                 await conn.execute(
-                    "INSERT INTO logs (origin, topic, kafka_partition) VALUES ($1, 'junk', 0)",
+                    "INSERT INTO logs (origin, topic, kafka_partition, period, period_end,"
+                    " first_offset) VALUES ($1, 'junk', 0, '2026-12-01', '2027-01-01', 0)",
                     f"junk.{scratch.tag}",
                 )
                 log_id = await conn.fetchval("SELECT log_id FROM logs WHERE topic = 'junk'")
                 await conn.execute(
-                    "INSERT INTO leaves (log_id, leaf_index, leaf, leaf_hash)"
-                    " VALUES ($1, 0, $2, $3)",
+                    "INSERT INTO leaves (log_id, leaf_index, leaf, leaf_hash, period)"
+                    " VALUES ($1, 0, $2, $3, '2026-12-01')",
                     log_id, leaf, hashlib.sha256(b"\x00" + leaf).digest(),
                 )  # fmt: skip
             finally:

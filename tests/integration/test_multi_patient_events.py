@@ -344,8 +344,8 @@ def test_tampered_patient_rows_are_reported(ledger: Ledger, tmp_path: Path) -> N
                     C.id,
                 )
                 await su.execute(
-                    "INSERT INTO event_patients (event_id, patient_id, patient_issuer) "
-                    "VALUES ($1, $2, 'hosp')",
+                    "INSERT INTO event_patients (event_id, patient_id, patient_issuer, period) "
+                    "SELECT $1, $2, 'hosp', period FROM events WHERE event_id = $1",
                     EVENTS["d"].event_id,
                     A.id,
                 )

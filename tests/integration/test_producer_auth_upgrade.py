@@ -97,8 +97,9 @@ def test_an_upgraded_log_starts_authentication_at_its_size(
         conn = await asyncpg.connect(owner)
         try:
             new = await conn.fetchval(
-                "INSERT INTO logs (origin, topic, kafka_partition) "
-                "VALUES ('t.ledger/new/0', 'new', 0) RETURNING log_id"
+                "INSERT INTO logs (origin, topic, kafka_partition, period, period_end,"
+                " first_offset) VALUES ('t.ledger/new/0', 'new', 0, '2026-12-01', '2027-01-01',"
+                " 0) RETURNING log_id"
             )
             await conn.execute(
                 "INSERT INTO producer_auth_start (log_id, first_leaf) VALUES ($1, 99)", new

@@ -273,8 +273,8 @@ def test_a_tampered_range_row_is_reported(ledger: Ledger, tmp_path: Path) -> Non
                     "WHERE g.kafka_partition = 0 AND e.leaf_index = 5"
                 )
                 await su.execute(
-                    "INSERT INTO read_disclosures (event_id, origin, first_leaf, end_leaf) "
-                    "VALUES ($1, $2, 0, 1)",
+                    "INSERT INTO read_disclosures (event_id, origin, first_leaf, end_leaf, period)"
+                    " SELECT $1, $2, 0, 1, period FROM events WHERE event_id = $1",
                     victim[0],
                     ORIGIN0,
                 )

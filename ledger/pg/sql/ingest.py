@@ -54,7 +54,8 @@ NEXT_LEAF_INDEX: Final = "SELECT coalesce(max(leaf_index) + 1, 0) FROM leaves WH
 
 EXISTING_EVENTS: Final = """
 SELECT e.event_id, e.log_id, e.leaf_index, l.leaf
-FROM events e JOIN leaves l ON l.log_id = e.log_id AND l.leaf_index = e.leaf_index
+FROM events e
+JOIN leaves l ON l.log_id = e.log_id AND l.leaf_index = e.leaf_index AND l.period = e.period
 WHERE e.event_id = ANY($1::uuid[])
 """
 
@@ -75,7 +76,8 @@ VALUES ($1, $2, $3, $4)
 ON CONFLICT (fingerprint) DO NOTHING
 """
 
-LEAF_COLUMNS: Final = ("log_id", "leaf_index", "leaf", "leaf_hash")
+#: ``period`` (the log's, logs.period) is the partition key of every row below (0018).
+LEAF_COLUMNS: Final = ("log_id", "leaf_index", "leaf", "leaf_hash", "period")
 
 # The event index row, in the order the appender builds it: the bundle format's index
 # columns (the one list of them), with the log id after the event id.
@@ -84,10 +86,11 @@ EVENT_COLUMNS: Final = (
     "log_id",
     "leaf_index",
     *(c for c in INDEX_COLUMNS if c not in ("event_id", "leaf_index", "disclosed", "patients")),
+    "period",
 )
 
 # What a read of the ledger disclosed (ledger.audit.disclosure), one row per range.
-DISCLOSURE_COLUMNS: Final = ("event_id", "origin", "first_leaf", "end_leaf")
+DISCLOSURE_COLUMNS: Final = ("event_id", "origin", "first_leaf", "end_leaf", "period")
 # The patients an access answer returned (PhiAccessEvent v2), one row per patient.
 EVENT_PATIENT_COLUMNS: Final = (
     "event_id",
@@ -95,6 +98,7 @@ EVENT_PATIENT_COLUMNS: Final = (
     "patient_issuer",
     "patient_state",
     "study_uids",
+    "period",
 )
 
 #: COPY targets of an append (``copy_records_to_table``), with the columns above.

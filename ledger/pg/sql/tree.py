@@ -30,7 +30,7 @@ WHERE log_id = $1 AND level = $2 AND tile_index >= $3 AND tile_index < $4
 ORDER BY tile_index
 """
 
-TILE_COLUMNS: Final = ("log_id", "level", "tile_index", "hashes", "root")
+TILE_COLUMNS: Final = ("log_id", "level", "tile_index", "hashes", "root", "period")
 #: COPY target of new tiles (``copy_records_to_table``), with ``TILE_COLUMNS``.
 TILE_TABLE: Final = "tiles"
 
