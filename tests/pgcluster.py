@@ -22,7 +22,7 @@ from urllib.parse import quote, urlencode
 
 LEDGER_ROLES = ("ledger_owner", "ledger_appender", "ledger_reader")
 # The superuser's pg_partman step of deploy/local/postgres.sh (docs/postgres.md).
-PARTMAN_SQL = (Path(__file__).parents[1] / "deploy" / "local" / "pg-partman.sql").read_text()
+PARTMAN_SQL = (Path(__file__).parents[1] / "deploy" / "local" / "pg-superuser.sql").read_text()
 
 
 def pg_bin() -> Path:

@@ -110,7 +110,7 @@ SQL
 ensure_partman() {
   local db
   for db in template1 "$PG_DB"; do
-    psql_super -d "$db" <"$(dirname "$0")/pg-partman.sql" \
+    psql_super -d "$db" <"$(dirname "$0")/pg-superuser.sql" \
       || die "cannot create the pg_partman extension in $db"
   done
 }

@@ -486,7 +486,7 @@ async def test_without_the_extension_the_migration_names_the_fix(stack: Stack) -
         apply_migrations(owner_url, target="0017.time-sharded-logs")
         with pytest.raises(Exception, match="pg_partman") as refused:
             apply_migrations(owner_url)
-        assert "pg-partman.sql" in str(refused.value) or "superuser" in str(refused.value)
+        assert "pg-superuser.sql" in str(refused.value) or "superuser" in str(refused.value)
         conn = await asyncpg.connect(owner_url)
         try:
             assert (

@@ -1,4 +1,20 @@
--- The detach guard (docs/archive.md "Detaching"): an event trigger that refuses any DDL
+-- The superuser's step (docs/postgres.md "The superuser's step"), run by a superuser in
+-- template1 (so every database made afterwards has it) and in the ledger's database, before
+-- `ledger migrate`. Idempotent. Two parts: the pg_partman extension, and the detach guard.
+
+-- 1. pg_partman for the ledger's time-partitioned index (docs/scale.md).
+-- Run by a superuser in template1 (so every database made afterwards has it) and in the
+-- ledger's database. Idempotent. CREATE EXTENSION pg_partman needs a superuser: it is not
+-- a trusted extension; the migrations, run by ledger_owner, only use it.
+-- ledger_owner gets what pg_partman's README asks for a non-superuser that runs it.
+CREATE SCHEMA IF NOT EXISTS partman;
+CREATE EXTENSION IF NOT EXISTS pg_partman SCHEMA partman;
+GRANT ALL ON SCHEMA partman TO ledger_owner;
+GRANT ALL ON ALL TABLES IN SCHEMA partman TO ledger_owner;
+GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA partman TO ledger_owner;
+GRANT EXECUTE ON ALL PROCEDURES IN SCHEMA partman TO ledger_owner;
+
+-- 2. The detach guard (docs/archive.md "Detaching"): an event trigger that refuses any DDL
 -- leaving a period's rows out of the ledger's partitioned tables unless that period was
 -- archived (its bundle verified offline and against the database, and the signed archive
 -- record stored: a row 'archived' in period_archives). DETACH PARTITION and DROP TABLE
