@@ -29,10 +29,13 @@ from ledger.audit.query import (
     Snapshot,
     StoredEvent,
 )
+from ledger.audit.unreadable import UnreadablePeriod
 from ledger.errors import MalformedInputError, PushbackError
 from ledger.log import tiles
+from ledger.log.periods import Period, PeriodLength
 from ledger.pg import sql, tree
 from ledger.pg.pool import PooledAdapter, PoolSettings, unavailable_when_transient
+from ledger.pg.sql.periods import DETACHED_PERIODS
 
 #: How long a snapshot of the signed sizes is reused (a checkpoint is signed every ~1 s).
 SNAPSHOT_TTL: Final = 0.25
@@ -152,6 +155,22 @@ class PostgresReader(PooledAdapter):
             query.user_name_prefix,
         )
         return rows
+
+    @unavailable_when_transient
+    async def detached_periods(self) -> Sequence[UnreadablePeriod]:
+        # Not cached: an answer reads this after its rows, so a period detached while it
+        # ran is named (the table is tiny and append-only).
+        rows = await self._p.fetch(DETACHED_PERIODS)
+        return [
+            UnreadablePeriod(
+                period=Period(start=r["period"], length=PeriodLength.MONTH).label,
+                state=str(r["state"]),
+                archive=bytes(r["manifest_digest"]).hex(),
+                first_event_time=r["first_event_time"],
+                last_event_time=r["last_event_time"],
+            )
+            for r in rows
+        ]
 
     @unavailable_when_transient
     async def leaves_at(

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from ledger.audit import wording
 from ledger.audit.query import AccessEntry, Cursor, HistoryKey, HistoryQuery
+from ledger.audit.unreadable import banner
 from ledger.errors import MalformedInputError
 from ledger.http.common import (
     PATIENT,
@@ -175,6 +176,7 @@ async def _view(request: web.Request, key: HistoryKey) -> web.Response:
         hidden=len(found.entries) - len(rows),
         actions=ACTION_NAMES,
         outcomes=OUTCOME_NAMES,
+        unreadable=banner(found.unreadable),
     )
 
 
