@@ -54,8 +54,11 @@ def searchset_bundle(
     self_url: str,
     next_url: str | None,
     total: int | None = None,
+    outcome: Resource | None = None,
 ) -> Resource:
-    """An R4 ``searchset`` Bundle of ``resources`` (all matches), with self and next links.
+    """An R4 ``searchset`` Bundle of ``resources`` (all matches), with self and next links,
+    and ``outcome`` (an OperationOutcome, e.g. the periods it could not read) as a last
+    entry of search mode ``outcome``.
 
     Each entry's ``fullUrl`` is ``<server base>/<type>/<id>``, the server base being
     ``self_url`` up to its last path segment (``.../fhir`` for ``.../fhir/AuditEvent?...``);
@@ -79,6 +82,10 @@ def searchset_bundle(
         entries.append(
             {"fullUrl": full_url, "resource": dict(resource), "search": {"mode": "match"}}
         )
+    if outcome is not None:
+        if outcome.get("resourceType") != "OperationOutcome":
+            raise MalformedInputError("a searchset's outcome entry is an OperationOutcome")
+        entries.append({"resource": dict(outcome), "search": {"mode": "outcome"}})
     bundle: Resource = {"resourceType": "Bundle", "type": "searchset"}
     if total is not None:
         bundle["total"] = total

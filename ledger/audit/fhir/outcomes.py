@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ledger.audit.fhir.vocabulary import Resource
+from ledger.audit.unreadable import UnreadablePeriod, banner
 from ledger.errors import MalformedInputError
 
-__all__ = ["Issue", "IssueSeverity", "operation_outcome"]
+__all__ = ["Issue", "IssueSeverity", "operation_outcome", "unreadable_outcome"]
 
 IssueSeverity = Literal["fatal", "error", "warning", "information"]
 
@@ -44,3 +45,12 @@ def operation_outcome(issues: Sequence[Issue]) -> Resource:
     if not issues:
         raise MalformedInputError("an OperationOutcome needs at least one issue")
     return {"resourceType": "OperationOutcome", "issue": [_issue(i) for i in issues]}
+
+
+def unreadable_outcome(periods: Sequence[UnreadablePeriod]) -> Resource | None:
+    """The warning a searchset carries (an entry with search mode ``outcome``) when it could
+    not read some detached periods: one ``incomplete`` issue per period; None if none."""
+    issues = [
+        Issue(severity="warning", code="incomplete", diagnostics=str(banner([p]))) for p in periods
+    ]
+    return operation_outcome(issues) if issues else None
