@@ -198,6 +198,8 @@ def test_a_searchset_ends_with_an_outcome_entry_naming_each_period() -> None:
                                    total=0, outcome=outcome)  # fmt: skip
     (entry,) = bundle["entry"]
     assert entry["search"] == {"mode": "outcome"}
+    assert entry["fullUrl"] == f"urn:uuid:{entry['resource']['id']}"  # R4: every entry has one
+    assert unreadable_outcome([MARCH]) == outcome  # the same periods, the same id
     (issue,) = entry["resource"]["issue"]
     assert (issue["severity"], issue["code"]) == ("warning", "incomplete")
     assert (
@@ -206,6 +208,9 @@ def test_a_searchset_ends_with_an_outcome_entry_naming_each_period() -> None:
     )
     with pytest.raises(MalformedInputError, match="OperationOutcome"):
         searchset_bundle([], self_url="/x", next_url=None, outcome={"resourceType": "Patient"})
+    with pytest.raises(MalformedInputError, match="UUID id"):
+        searchset_bundle([], self_url="/x", next_url=None,
+                         outcome={"resourceType": "OperationOutcome", "id": "x"})  # fmt: skip
 
 
 # --------------------------------------------------------------------------- the CLI

@@ -36,6 +36,14 @@ def _full_url(resource: Mapping[str, JsonValue], server_base: str | None) -> str
         ) from exc
 
 
+def _is_uuid(value: object) -> bool:
+    try:
+        uuid.UUID(str(value))
+    except ValueError:
+        return False
+    return isinstance(value, str)
+
+
 def _server_base(self_url: str) -> str | None:
     """``http://host/fhir`` for ``http://host/fhir/AuditEvent?...``; None when relative."""
     parts = urlsplit(self_url)
@@ -83,9 +91,17 @@ def searchset_bundle(
             {"fullUrl": full_url, "resource": dict(resource), "search": {"mode": "match"}}
         )
     if outcome is not None:
-        if outcome.get("resourceType") != "OperationOutcome":
-            raise MalformedInputError("a searchset's outcome entry is an OperationOutcome")
-        entries.append({"resource": dict(outcome), "search": {"mode": "outcome"}})
+        if outcome.get("resourceType") != "OperationOutcome" or not _is_uuid(outcome.get("id")):
+            raise MalformedInputError(
+                "a searchset's outcome entry is an OperationOutcome with a UUID id"
+            )
+        entries.append(
+            {
+                "fullUrl": f"urn:uuid:{uuid.UUID(str(outcome.get('id')))}",
+                "resource": dict(outcome),
+                "search": {"mode": "outcome"},
+            }
+        )
     bundle: Resource = {"resourceType": "Bundle", "type": "searchset"}
     if total is not None:
         bundle["total"] = total

@@ -6,6 +6,7 @@ R4 IssueType value set.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -53,4 +54,9 @@ def unreadable_outcome(periods: Sequence[UnreadablePeriod]) -> Resource | None:
     issues = [
         Issue(severity="warning", code="incomplete", diagnostics=str(banner([p]))) for p in periods
     ]
-    return operation_outcome(issues) if issues else None
+    if not issues:
+        return None
+    # A searchset entry needs a fullUrl: a urn:uuid named by what the outcome says.
+    said = "|".join(f"{p.period}:{p.archive}" for p in periods)
+    ident = uuid.uuid5(uuid.NAMESPACE_URL, f"urn:phi-ledger:unreadable:{said}")
+    return {"resourceType": "OperationOutcome", "id": str(ident), **operation_outcome(issues)}
