@@ -272,3 +272,36 @@ async def test_the_history_answer_and_page_name_what_they_could_not_read(
         '<p class="message warning unreadable" role="alert">This answer does not include '
         f"2021-03 (archived; bundle sha256 {DIGEST}).</p>"
     ) in html
+
+
+async def test_the_console_report_pages_show_the_banner() -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from ledger.audit.auth import Role
+    from ledger.http import create_app
+    from ledger.http.console import ConsoleConfig
+    from ledger.http.openapi import document
+    from tests.unit.test_console import Reader, Recorder, Tokens, sign_in
+    from tests.unit.test_console_reports import SCOPE, Source
+
+    reader, tokens = Reader([]), Tokens()
+    reader.detached = [period("2026-03", datetime(2026, 3, 1, tzinfo=UTC),
+                              datetime(2026, 3, 31, tzinfo=UTC))]  # fmt: skip
+    app = create_app(reader=reader, tokens=tokens, recorder=Recorder(), openapi=document(),
+                     report_source=Source(), console=ConsoleConfig())  # type: ignore[arg-type]  # fmt: skip
+    client: TestClient[Any, Any] = TestClient(TestServer(app))
+    await client.start_server()
+    said = f"This answer does not include 2026-03 (archived; bundle sha256 {DIGEST})."
+    try:
+        csrf = await sign_in(client, tokens.add(Role.INVESTIGATOR, "ivy"))
+        async with client.post("/console/investigations", data={**SCOPE, "csrf": csrf}) as resp:
+            assert said in await resp.text()
+        await sign_in(client, tokens.add(Role.AUDITOR, "aud"))
+        async with client.get("/console/patients/P-9/disclosures") as resp:
+            assert said in await resp.text()
+        async with client.get("/console/relays?since=2026-03-01&until=2026-03-08") as resp:
+            assert said in await resp.text()
+        async with client.get("/console/relays?since=2026-06-01&until=2026-06-08") as resp:
+            assert "does not include" not in await resp.text()
+    finally:
+        await client.close()
