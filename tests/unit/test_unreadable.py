@@ -266,6 +266,12 @@ async def test_the_history_answer_and_page_name_what_they_could_not_read(
     assert [p["period"] for p in body["unreadable_periods"]] == ["2021-03"]
     async with client.get("/v1/patients/P-1/accesses?since=2021-04-01T00:00:00Z") as resp:
         assert (await resp.json())["unreadable_periods"] == []
+    async with client.get("/console/patients/P-1/accesses.csv") as resp:
+        assert resp.headers["Unreadable-Periods"] == "2021-03"
+        rows = list(csv.reader(io.StringIO(await resp.text())))
+    assert rows[0][:4] == ["#unreadable_period", "2021-03", "detached", DIGEST]
+    assert rows[1][0] == "time"
+    assert len(rows[0]) == len(rows[1])
     async with client.get("/console/patients/P-1") as resp:
         html = await resp.text()
     assert (
