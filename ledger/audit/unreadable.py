@@ -1,11 +1,12 @@
 """Which detached periods an answer over a time range could not read.
 
 Invariant: pure. A detached period's events held event times in ``[first_event_time,
-last_event_time]`` (both inclusive; late events make the span wider than its month); an
-answer over ``[since, until)`` (either side open) could not read the period when the two
-overlap; an answer without any range names every detached period, one with a range never
-names a period that held no event. The list is ordered by period and is part of every
-answer over time (docs/scale.md "Queries that say what they could not read").
+last_event_time]`` (both inclusive; late events make the span wider than its month; an
+end not recorded counts as open); an answer over ``[since, until)`` (either side open)
+could not read the period when the two overlap; an answer without any range names every
+detached period, one with a range never names a period that held no event. The list is
+ordered by period and is part of every answer over time (docs/api.md "Answers over
+archived periods").
 """
 
 from __future__ import annotations
@@ -43,17 +44,20 @@ class UnreadablePeriod:
         if not _HEX.fullmatch(self.archive):
             raise MalformedInputError("an archive digest is 64 lowercase hex digits")
         first, last = self.first_event_time, self.last_event_time
-        if (first is None) != (last is None) or (first and last and last < first):
+        if first is not None and last is not None and last < first:
             raise MalformedInputError(f"period {self.period}: events span is not a range")
 
     def overlaps(self, since: datetime | None, until: datetime | None) -> bool:
-        """Whether an answer over ``[since, until)`` may have needed this period's events."""
+        """Whether an answer over ``[since, until)`` may have needed this period's events.
+        A span with one end unknown is taken as open on that side (named, not missed)."""
         if since is None and until is None:
             return True
         first, last = self.first_event_time, self.last_event_time
-        if first is None or last is None:
+        if first is None and last is None:
             return False
-        return (since is None or last >= since) and (until is None or first < until)
+        return (since is None or last is None or last >= since) and (
+            until is None or first is None or first < until
+        )
 
 
 def unreadable(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Mapping, Sequence
+from datetime import date
 from typing import Final
 
 import asyncpg
@@ -32,7 +33,6 @@ from ledger.audit.query import (
 from ledger.audit.unreadable import UnreadablePeriod
 from ledger.errors import MalformedInputError, PushbackError
 from ledger.log import tiles
-from ledger.log.periods import Period, PeriodLength
 from ledger.pg import sql, tree
 from ledger.pg.pool import PooledAdapter, PoolSettings, unavailable_when_transient
 from ledger.pg.sql.periods import DETACHED_PERIODS
@@ -66,6 +66,11 @@ def _entry(r: asyncpg.Record) -> AccessEntry:
         position=LedgerPosition(log_id=r["log_id"], origin=r["origin"], leaf_index=r["leaf_index"]),
         via_disclosure=bool(r.get("via_disclosure", False)),
     )
+
+
+def _label(start: date) -> str:
+    """A detached period's label: ``2021-03`` for a month (its first day), else the day."""
+    return f"{start.year:04d}-{start.month:02d}" if start.day == 1 else start.isoformat()
 
 
 class PostgresReader(PooledAdapter):
@@ -163,7 +168,7 @@ class PostgresReader(PooledAdapter):
         rows = await self._p.fetch(DETACHED_PERIODS)
         return [
             UnreadablePeriod(
-                period=Period(start=r["period"], length=PeriodLength.MONTH).label,
+                period=_label(r["period"]),
                 state=str(r["state"]),
                 archive=bytes(r["manifest_digest"]).hex(),
                 first_event_time=r["first_event_time"],

@@ -87,6 +87,14 @@ def test_late_events_widen_the_span_past_the_month() -> None:
     assert unreadable([MARCH], *april) == ()
 
 
+def test_an_unrecorded_end_of_the_span_counts_as_open() -> None:
+    no_last, no_first = period(last=None), period(first=None)
+    assert unreadable([no_last], datetime(2030, 1, 1, tzinfo=UTC), None) == (no_last,)
+    assert unreadable([no_last], None, FIRST) == ()
+    assert unreadable([no_first], None, datetime(2000, 1, 1, tzinfo=UTC)) == (no_first,)
+    assert unreadable([no_first], LAST + US, None) == ()
+
+
 def test_no_detached_period_means_a_complete_answer_and_order_is_by_period() -> None:
     assert unreadable([], None, None) == ()
     jan, feb = period("2021-01"), period("2021-02")
@@ -102,7 +110,6 @@ def test_no_detached_period_means_a_complete_answer_and_order_is_by_period() -> 
         ("March", DIGEST, None, None),
         ("2021-03", "AB" * 32, None, None),
         ("2021-03", "ab" * 31, None, None),
-        ("2021-03", DIGEST, FIRST, None),
         ("2021-03", DIGEST, LAST, FIRST),
     ],
 )
@@ -311,3 +318,12 @@ async def test_the_console_report_pages_show_the_banner() -> None:
             assert "does not include" not in await resp.text()
     finally:
         await client.close()
+
+
+def test_the_reader_labels_a_month_by_its_first_day_and_anything_else_by_the_day() -> None:
+    from datetime import date
+
+    from ledger.pg.reader import _label
+
+    assert _label(date(2021, 3, 1)) == "2021-03"
+    assert _label(date(2021, 3, 15)) == "2021-03-15"
