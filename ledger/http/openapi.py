@@ -853,7 +853,9 @@ def document() -> JsonObject:
         },
         "/fhir/AuditEvent": {
             **_get(
-                "FHIR R4 AuditEvent search (searchset Bundle); name a patient, agent or entity",
+                "FHIR R4 AuditEvent search (searchset Bundle); name a patient, agent or entity. A "
+                "search that could not read a detached period ends with an OperationOutcome "
+                "entry (search mode outcome, a warning issue of code incomplete per period)",
                 "fhir",
                 _fhir_search_parameters(),
                 _fhir_json({"type": "object", "required": ["resourceType", "type"]}),
