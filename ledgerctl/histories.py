@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, Literal
 from urllib.parse import quote
 
@@ -20,6 +20,7 @@ import aiohttp
 from ledger.audit import wording
 from ledger.audit.reports.formats import cell
 from ledgerctl.client import Api
+from ledgerctl.unreadable import merge
 
 Json = dict[str, object]
 Subject = Literal["patient", "user", "study", "accession"]
@@ -69,6 +70,8 @@ class History:
     pages: int
     #: Self-audit rows left out on request.
     hidden: int = 0
+    #: The detached periods the API could not read (``unreadable_periods``, once each).
+    unreadable: list[Json] = field(default_factory=list)
 
 
 async def fetch_pages(api: Api, req: HistoryRequest) -> History:
@@ -82,6 +85,7 @@ async def fetch_pages(api: Api, req: HistoryRequest) -> History:
         if value is not None:
             base[name] = value
     entries: list[Json] = []
+    unreadable: list[Json] = []
     pages, cursor = 0, None
     async with api.session(timeout=aiohttp.ClientTimeout(total=60)) as session:
         while req.limit is None or len(entries) < req.limit:
@@ -96,10 +100,11 @@ async def fetch_pages(api: Api, req: HistoryRequest) -> History:
                 body = await resp.json()
             pages += 1
             entries += [e for e in body.get("accesses", []) if isinstance(e, dict)]
+            merge(unreadable, body.get("unreadable_periods"))
             cursor = body.get("next_cursor")
             if not cursor:
                 break
-    return History(entries=entries, pages=pages)
+    return History(entries=entries, pages=pages, unreadable=unreadable)
 
 
 def _message(body: object) -> str:
@@ -110,7 +115,8 @@ def _message(body: object) -> str:
 def hide_self_audit(history: History) -> History:
     """The history without the ledger's own read records (kind ``audit_log_used``)."""
     kept = [e for e in history.entries if e.get("kind") != wording.SELF_AUDIT_KIND]
-    return History(entries=kept, pages=history.pages, hidden=len(history.entries) - len(kept))
+    return History(entries=kept, pages=history.pages, hidden=len(history.entries) - len(kept),
+                   unreadable=history.unreadable)  # fmt: skip
 
 
 def empty_warning(req: HistoryRequest, history: History) -> str | None:

@@ -29,6 +29,21 @@ class Answer:
 
     body: bytes
     digest: str
+    #: The ``Unreadable-Periods`` header: the periods the report could not read.
+    unreadable: str = ""
+
+    def unreadable_lines(self) -> list[str]:
+        """What the report could not read, one line per period (its JSON's details when
+        the answer is JSON, else the header's labels)."""
+        from ledgerctl.unreadable import header_lines, period_lines
+
+        try:
+            body = json.loads(self.body)
+        except ValueError:
+            body = None
+        if isinstance(body, dict) and "unreadable_periods" in body:
+            return period_lines(body["unreadable_periods"])
+        return header_lines(self.unreadable)
 
 
 async def fetch_report(
@@ -45,7 +60,11 @@ async def fetch_report(
             if resp.status == 400:
                 raise ValueError(_message(await resp.read()))
             resp.raise_for_status()
-            return Answer(body=await resp.read(), digest=resp.headers.get(DIGEST_HEADER, ""))
+            return Answer(
+                body=await resp.read(),
+                digest=resp.headers.get(DIGEST_HEADER, ""),
+                unreadable=resp.headers.get("Unreadable-Periods", ""),
+            )
 
 
 def _message(raw: bytes) -> str:

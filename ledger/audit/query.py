@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Protocol
 
+from ledger.audit.unreadable import UnreadablePeriod
 from ledger.errors import MalformedInputError
 
 
@@ -198,6 +199,11 @@ class LedgerReader(Protocol):
         ...
 
     async def event(self, event_id: uuid.UUID) -> StoredEvent | None: ...
+
+    async def detached_periods(self) -> Sequence[UnreadablePeriod]:
+        """Every period whose events left the database (``ledger.audit.unreadable``
+        picks those an answer could not read); read it after the answer's rows."""
+        ...
 
     async def leaves_at(
         self, positions: Sequence[LedgerPosition]

@@ -32,6 +32,7 @@ from ledger.audit.fhir import (
     searchset_bundle,
     subset,
 )
+from ledger.audit.fhir.outcomes import unreadable_outcome
 from ledger.audit.query import (
     LedgerPosition,
 )
@@ -39,6 +40,7 @@ from ledger.errors import MalformedInputError
 from ledger.http.boundary import ERROR_CODE_SYSTEM
 from ledger.http.common import READER, event_id, open_cursor, public_url, schema_set, seal_cursor
 from ledger.http.fhirscan import MAX_TOTAL, count_matches, cursor_after, history_of, page_of
+from ledger.http.unreadable import unreadable_periods
 from ledger.log.leaf import decode_leaf
 
 __all__ = ["Answer", "metadata_answer", "outcome_answer", "read_answer", "search_answer"]
@@ -130,15 +132,21 @@ async def search_answer(request: web.Request, params: Mapping[str, list[str]]) -
         total = await count_matches(request, query, history, after, snapshot)
         if total is None:
             return replace(_too_costly_count(), patient=patient)
-        bundle = searchset_bundle([], self_url=self_url, next_url=None, total=total)
+        outcome = unreadable_outcome(
+            await unreadable_periods(request, history.since, history.until)
+        )
+        bundle = searchset_bundle(
+            [], self_url=self_url, next_url=None, total=total, outcome=outcome
+        )
         return Answer(status=200, resource=bundle, results=0, patient=patient)
     found, next_after = await page_of(request, query, history, after, snapshot)
+    outcome = unreadable_outcome(await unreadable_periods(request, history.since, history.until))
     next_url = None
     if next_after is not None:
         token = seal_cursor(request, cursor_after(next_after, snapshot), context)
         next_url = f"{base}?{query.query_string(cursor=token)}"
     resources = [_shaped(r, query.shape) for _, r in found]
-    bundle = searchset_bundle(resources, self_url=self_url, next_url=next_url)
+    bundle = searchset_bundle(resources, self_url=self_url, next_url=next_url, outcome=outcome)
     return Answer(
         status=200,
         resource=bundle,

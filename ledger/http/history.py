@@ -16,6 +16,7 @@ from typing import Final
 from aiohttp import web
 
 from ledger.audit.query import AccessEntry, Cursor, HistoryKey, HistoryQuery, Snapshot
+from ledger.audit.unreadable import UnreadablePeriod, periods_json
 from ledger.errors import MalformedInputError
 from ledger.http.common import (
     PATIENT,
@@ -33,6 +34,7 @@ from ledger.http.common import (
     seal_cursor,
     time_window,
 )
+from ledger.http.unreadable import mark, unreadable_periods
 from ledger.log.leaf import decode_leaf
 
 ACTIONS: Final = frozenset({"C", "R", "U", "D", "E"})
@@ -68,12 +70,13 @@ def history_query(
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Listing:
-    """One page of a history, the sealed cursor of the next (None: last page), and the
-    snapshot every entry of it is covered by."""
+    """One page of a history, the sealed cursor of the next (None: last page), the
+    snapshot every entry of it is covered by, and the detached periods it could not read."""
 
     entries: tuple[AccessEntry, ...]
     next_cursor: str | None
     snapshot: Snapshot
+    unreadable: tuple[UnreadablePeriod, ...] = ()
 
 
 async def listing(
@@ -96,7 +99,8 @@ async def listing(
             Cursor(event_time=last.event_time, event_id=last.event_id, snapshot=snapshot),
             context,
         )
-    return Listing(entries=page, next_cursor=next_cursor, snapshot=snapshot)
+    unreadable = await unreadable_periods(request, query.since, query.until)
+    return Listing(entries=page, next_cursor=next_cursor, snapshot=snapshot, unreadable=unreadable)
 
 
 async def _history(
@@ -110,7 +114,7 @@ async def _history(
     request[RESULTS] = len(page)
     disclose(request, (e.position for e in page))
     origins = await request.app[READER].origins()
-    return web.json_response(
+    response = web.json_response(
         {
             key.value: {"id": value, "qualifier": qualifier},
             "accesses": [entry_json(e) for e in page],
@@ -120,8 +124,11 @@ async def _history(
                 for log_id, size in enumerate(snapshot.sizes, start=1)
                 if size > 0 and log_id in origins
             },
+            "unreadable_periods": periods_json(found.unreadable),
         }
     )
+    mark(response, found.unreadable)
+    return response
 
 
 async def patient_accesses(request: web.Request) -> web.Response:

@@ -472,9 +472,16 @@ def _schemas() -> dict[str, JsonObject]:
             },
         },
         "AccessEntry": entry,
+        "UnreadablePeriod": _UNREADABLE_PERIOD,
+        "SealedReport": {
+            "type": "object",
+            "required": ["as_of_checkpoints", "unreadable_periods", "digest"],
+            "properties": {"unreadable_periods": _UNREADABLE_LIST},
+            "additionalProperties": True,
+        },
         "AccessPage": {
             "type": "object",
-            "required": ["accesses", "next_cursor", "as_of"],
+            "required": ["accesses", "next_cursor", "as_of", "unreadable_periods"],
             "properties": {
                 "accesses": {"type": "array", "items": _ref("AccessEntry")},
                 "next_cursor": _NULLABLE_STRING,
@@ -483,6 +490,7 @@ def _schemas() -> dict[str, JsonObject]:
                     "description": "Signed size of each log the listing is computed within",
                     "additionalProperties": {"type": "integer"},
                 },
+                "unreadable_periods": _UNREADABLE_LIST,
             },
         },
         "Rows": {
@@ -490,6 +498,31 @@ def _schemas() -> dict[str, JsonObject]:
             "items": {"type": "object", "additionalProperties": True},
         },
     }
+
+
+#: A detached period an answer could not read (docs/api.md "Answers over archived periods").
+_UNREADABLE_PERIOD: Final[JsonObject] = {
+    "type": "object",
+    "required": ["period", "state", "archive", "events_from", "events_until"],
+    "properties": {
+        "period": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}(-[0-9]{2})?$"},
+        "state": {"type": "string", "enum": ["detached"]},
+        "archive": {
+            "type": "string",
+            "pattern": "^[0-9a-f]{64}$",
+            "description": "SHA-256 of the period's archive bundle manifest",
+        },
+        "events_from": {**_NULLABLE_STRING, "description": "Its first event time"},
+        "events_until": {**_NULLABLE_STRING, "description": "Its last event time (inclusive)"},
+    },
+}
+_UNREADABLE_LIST: Final[JsonObject] = {
+    "type": "array",
+    "items": {"$ref": "#/components/schemas/UnreadablePeriod"},
+    "description": "The archived and detached periods whose events overlap the answer's "
+    "time range (every one when it has no range): the answer does not include them; also "
+    "named, by label, in the Unreadable-Periods header. Empty when complete.",
+}
 
 
 def document() -> JsonObject:
@@ -699,7 +732,7 @@ def document() -> JsonObject:
                     {
                         "description": "The report",
                         "content": {
-                            "application/json": {"schema": {"type": "object"}},
+                            "application/json": {"schema": _ref("SealedReport")},
                             "text/csv": {"schema": {"type": "string"}},
                         },
                     }
@@ -722,7 +755,7 @@ def document() -> JsonObject:
             {
                 "description": "The accounting",
                 "content": {
-                    "application/json": {"schema": {"type": "object"}},
+                    "application/json": {"schema": _ref("SealedReport")},
                     "text/csv": {"schema": {"type": "string"}},
                     "text/html": {"schema": {"type": "string"}},
                 },
@@ -751,7 +784,7 @@ def document() -> JsonObject:
             {
                 "description": "The report",
                 "content": {
-                    "application/json": {"schema": {"type": "object"}},
+                    "application/json": {"schema": _ref("SealedReport")},
                     "text/csv": {"schema": {"type": "string"}},
                 },
             },
@@ -782,7 +815,7 @@ def document() -> JsonObject:
             {
                 "description": "The report",
                 "content": {
-                    "application/json": {"schema": {"type": "object"}},
+                    "application/json": {"schema": _ref("SealedReport")},
                     "text/csv": {"schema": {"type": "string"}},
                     "text/html": {"schema": {"type": "string"}},
                 },
@@ -820,7 +853,9 @@ def document() -> JsonObject:
         },
         "/fhir/AuditEvent": {
             **_get(
-                "FHIR R4 AuditEvent search (searchset Bundle); name a patient, agent or entity",
+                "FHIR R4 AuditEvent search (searchset Bundle); name a patient, agent or entity. A "
+                "search that could not read a detached period ends with an OperationOutcome "
+                "entry (search mode outcome, a warning issue of code incomplete per period)",
                 "fhir",
                 _fhir_search_parameters(),
                 _fhir_json({"type": "object", "required": ["resourceType", "type"]}),

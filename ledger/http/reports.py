@@ -7,7 +7,8 @@ repeatable; default the latest of each log), and every export (JSON, CSV or, for
 accountings and compliance reports, HTML) carries those checkpoints and the digest of
 the report's canonical content (also in the ``Report-Digest`` header); the scope of a
 report and the checkpoints named are recorded with the read (it is part of the
-AuditLogUsed event), refusals included.
+AuditLogUsed event), refusals included. Every report names the detached periods its
+range overlaps (``unreadable_periods``, ``ledger.http.unreadable``).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from ledger.http.common import (
     optional_identifier,
     time_window,
 )
+from ledger.http.unreadable import mark, sealed_unreadable
 
 MAX_BODY: Final = 64 * 1024
 _FORMATS: Final = frozenset({"json", "csv", "html"})
@@ -132,17 +134,22 @@ def _at(request: web.Request) -> datetime:
 
 def export(sealed: Sealed[_R], fmt: str, name: str) -> web.Response:
     headers = {DIGEST_HEADER: digest(sealed)}
+    response: web.Response
+    report = sealed.report
     if fmt == "csv":
         headers["Content-Disposition"] = f'attachment; filename="{name}.csv"'
-        return web.Response(text=sealed_csv(sealed), content_type="text/csv", headers=headers)
-    report = sealed.report
-    if fmt == "html" and isinstance(
+        response = web.Response(text=sealed_csv(sealed), content_type="text/csv", headers=headers)
+    elif fmt == "html" and isinstance(
         report, DisclosureAccounting | ComplianceReport | InvestigationReport
     ):
         headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"
-        page = sealed_html(Sealed(report=report, as_of=sealed.as_of))
-        return web.Response(text=page, content_type="text/html", headers=headers)
-    return web.Response(body=sealed_json(sealed), content_type="application/json", headers=headers)
+        page = sealed_html(Sealed(report=report, as_of=sealed.as_of, unreadable=sealed.unreadable))
+        response = web.Response(text=page, content_type="text/html", headers=headers)
+    else:
+        body = sealed_json(sealed)
+        response = web.Response(body=body, content_type="application/json", headers=headers)
+    mark(response, sealed.unreadable)
+    return response
 
 
 def _strings(body: Mapping[str, object], key: str) -> tuple[str, ...]:
@@ -192,7 +199,9 @@ async def investigation(request: web.Request) -> web.Response:
     as_of = _as_of(request)
     body = await json_body(request, MAX_BODY)  # bounded after decoding; 413 past it
     scope = investigation_scope(request, body)
-    sealed = await request.app[REPORTS].sealed_investigation(scope, as_of=as_of)
+    sealed = await sealed_unreadable(
+        request, await request.app[REPORTS].sealed_investigation(scope, as_of=as_of)
+    )
     report = sealed.report
     request[RESULTS] = len(report.patients)
     disclose(request, (e.position for e in report.timeline))
@@ -219,6 +228,7 @@ async def sealed_accounting(
         lookback_years=int(raw_years),
         as_of=as_of,
     )
+    sealed = await sealed_unreadable(request, sealed)
     accounting = sealed.report
     request[RESULTS] = len(accounting.entries)
     disclose(request, (s.position for e in accounting.entries for s in e.sources))
@@ -282,6 +292,7 @@ async def sealed_relays(
         start=start or w.start, end=end or w.end, now=w.now, deadlines=w.deadlines,
         facility=w.facility, as_of=as_of if as_of is not None else w.as_of,
     )  # fmt: skip
+    sealed = await sealed_unreadable(request, sealed)
     disclose(request, (x.position for x in sealed.report.exceptions))
     return sealed
 
@@ -308,6 +319,7 @@ async def compliance(request: web.Request) -> web.Response:
         at=None if at is None else instant(at, "at"),
         as_of=as_of,
     )
+    sealed = await sealed_unreadable(request, sealed)
     report = sealed.report
     request[RESULTS] = report.accesses_checked
     disclose(request, (x.position for x in report.exceptions))

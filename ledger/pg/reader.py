@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Mapping, Sequence
+from datetime import date
 from typing import Final
 
 import asyncpg
@@ -29,10 +30,12 @@ from ledger.audit.query import (
     Snapshot,
     StoredEvent,
 )
+from ledger.audit.unreadable import UnreadablePeriod
 from ledger.errors import MalformedInputError, PushbackError
 from ledger.log import tiles
 from ledger.pg import sql, tree
 from ledger.pg.pool import PooledAdapter, PoolSettings, unavailable_when_transient
+from ledger.pg.sql.periods import DETACHED_PERIODS
 
 #: How long a snapshot of the signed sizes is reused (a checkpoint is signed every ~1 s).
 SNAPSHOT_TTL: Final = 0.25
@@ -63,6 +66,11 @@ def _entry(r: asyncpg.Record) -> AccessEntry:
         position=LedgerPosition(log_id=r["log_id"], origin=r["origin"], leaf_index=r["leaf_index"]),
         via_disclosure=bool(r.get("via_disclosure", False)),
     )
+
+
+def _label(start: date) -> str:
+    """A detached period's label: ``2021-03`` for a month (its first day), else the day."""
+    return f"{start.year:04d}-{start.month:02d}" if start.day == 1 else start.isoformat()
 
 
 class PostgresReader(PooledAdapter):
@@ -152,6 +160,22 @@ class PostgresReader(PooledAdapter):
             query.user_name_prefix,
         )
         return rows
+
+    @unavailable_when_transient
+    async def detached_periods(self) -> Sequence[UnreadablePeriod]:
+        # Not cached: an answer reads this after its rows, so a period detached while it
+        # ran is named (the table is tiny and append-only).
+        rows = await self._p.fetch(DETACHED_PERIODS)
+        return [
+            UnreadablePeriod(
+                period=_label(r["period"]),
+                state=str(r["state"]),
+                archive=bytes(r["manifest_digest"]).hex(),
+                first_event_time=r["first_event_time"],
+                last_event_time=r["last_event_time"],
+            )
+            for r in rows
+        ]
 
     @unavailable_when_transient
     async def leaves_at(

@@ -2,7 +2,8 @@
 read through the API.
 
 Invariant: the CLI reads PHI here only through the API, which records the read; a
-history that shows nothing says so on stderr, never as a silent empty table.
+history that shows nothing says so on stderr, never as a silent empty table, and one that
+could not read a detached period names it on stderr (``--require-complete``: exit 3).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import typer
 
 from ledgerctl.commands.common import console, fail
 from ledgerctl.settings import Settings
+from ledgerctl.unreadable import REQUIRE_COMPLETE, period_lines, say
 
 
 def history(
@@ -49,6 +51,7 @@ def history(
             help="Leave out the ledger's records of its own reads (shown by default).",
         ),
     ] = False,
+    require_complete: Annotated[bool, REQUIRE_COMPLETE] = False,
 ) -> None:
     """Print a patient's (or --user's, --study's or --accession's) history, newest first,
     every page, read through the API; codes spelled out."""
@@ -93,11 +96,14 @@ def history(
     warning = empty_warning(req, shown)
     if warning:
         console.print(f"[yellow]warning:[/yellow] {warning}", soft_wrap=True, highlight=False)
+    missing = period_lines(shown.unreadable)
     if as_csv:
         sys.stdout.write(csv_text(shown.entries))
         sys.stdout.flush()
+        say(missing, require_complete=require_complete)
         return
     if not shown.entries:
+        say(missing, require_complete=require_complete)
         return
     origins = sorted({get(e, "ledger", "origin").split("/", 1)[0] for e in shown.entries})
     render_history(
@@ -109,3 +115,4 @@ def history(
         caption=caption(shown, origins),
         with_patient=subject != "patient",
     )
+    say(missing, require_complete=require_complete)

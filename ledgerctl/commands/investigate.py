@@ -14,6 +14,7 @@ import typer
 
 from ledgerctl.commands.common import console, fail
 from ledgerctl.settings import Settings
+from ledgerctl.unreadable import REQUIRE_COMPLETE, period_lines, say
 
 
 def investigate(
@@ -52,6 +53,7 @@ def investigate(
     out: Annotated[
         Path | None, typer.Option("--out", help="Write the report here, as the API answered it.")
     ] = None,
+    require_complete: Annotated[bool, REQUIRE_COMPLETE] = False,
 ) -> None:
     """Who and what a breach touched: affected patients (named, or returned by a query's
     answer), per-state counts, notices, and answers too large to list every patient; the
@@ -68,7 +70,7 @@ def investigate(
         scope["network_addresses"] = list(address)
     settings = Settings.load()
     if out is not None:
-        _export(settings, scope, as_of, as_of_report, fmt, out)
+        _export(settings, scope, as_of, as_of_report, fmt, out, require_complete)
         return
     try:
         report = asyncio.run(fetch_investigation(settings.api(), scope, as_of, as_of_report))
@@ -80,6 +82,7 @@ def investigate(
         typer.echo(json.dumps(report, indent=2, sort_keys=True))
     else:
         render_investigation(report_console(), report)
+    say(period_lines(report.get("unreadable_periods")), require_complete=require_complete)
 
 
 def _export(
@@ -89,6 +92,7 @@ def _export(
     as_of_report: Path | None,
     fmt: str,
     out: Path,
+    require_complete: bool,
 ) -> None:
     """Write the API's answer in ``fmt`` to ``out``; print its verdict (CSV and JSON) and
     its seal on stderr."""
@@ -111,3 +115,4 @@ def _export(
     report = json.loads(answer.body) if fmt == "json" else {}
     for line in [*seal_lines(report, answer.digest), f"written: {out}"]:
         typer.echo(line, err=True)
+    say(answer.unreadable_lines(), require_complete=require_complete)

@@ -76,7 +76,7 @@ def disclosures(
         _warn(f"no disclosures recorded for patient {patient} in this period")
     for line in letter(accounting, head):
         typer.echo(line)
-    for line in seal_lines(accounting, answer.digest):
+    for line in [*seal_lines(accounting, answer.digest), *answer.unreadable_lines()]:
         typer.echo(line, err=True)
     if html is not None and page is not None:
         html.write_bytes(page.body)
@@ -115,7 +115,7 @@ def relays(
     out.print(headline(report, label, facility), highlight=False, markup=False, soft_wrap=True)
     if report.get("relays"):
         _relay_tables(out, report)
-    for line in seal_lines(report, answer.digest):
+    for line in [*seal_lines(report, answer.digest), *answer.unreadable_lines()]:
         typer.echo(line, err=True)
 
 

@@ -17,6 +17,7 @@ import typer
 
 from ledgerctl.commands.common import fail
 from ledgerctl.settings import Settings
+from ledgerctl.unreadable import REQUIRE_COMPLETE
 
 report_app = typer.Typer(
     help="HIPAA reports as of signed checkpoints (JSON, CSV or HTML), with their digest.",
@@ -43,6 +44,7 @@ def _run(
     as_of: list[str] | None,
     as_of_report: Path | None,
     out: Path | None,
+    require_complete: bool,
 ) -> None:
     from ledgerctl.reportfetch import as_of_params, fetch_report, seal_lines
 
@@ -63,6 +65,9 @@ def _run(
     lines = seal_lines(report, answer.digest) if isinstance(report, dict) else []
     for line in lines or [f"digest: {answer.digest}"]:
         typer.echo(line, err=True)
+    from ledgerctl.unreadable import say
+
+    say(answer.unreadable_lines(), require_complete=require_complete)
 
 
 @report_app.command()
@@ -75,6 +80,7 @@ def disclosures(
     as_of_report: Annotated[Path | None, AS_OF_REPORT] = None,
     fmt: Annotated[str, typer.Option("--format", help="json, csv or html.")] = "json",
     out: Annotated[Path | None, OUT] = None,
+    require_complete: Annotated[bool, REQUIRE_COMPLETE] = False,
 ) -> None:
     """The accounting of disclosures of one patient's PHI (45 CFR 164.528)."""
     from urllib.parse import quote
@@ -82,7 +88,14 @@ def disclosures(
     params = [("years", str(years)), ("format", fmt)]
     params += [("issuer", issuer)] if issuer is not None else []
     params += [("at", at)] if at is not None else []
-    _run(f"/v1/patients/{quote(patient, safe='')}/disclosures", params, as_of, as_of_report, out)
+    _run(
+        f"/v1/patients/{quote(patient, safe='')}/disclosures",
+        params,
+        as_of,
+        as_of_report,
+        out,
+        require_complete,
+    )
 
 
 @report_app.command("critical-results")
@@ -95,13 +108,14 @@ def critical_results(
     as_of_report: Annotated[Path | None, AS_OF_REPORT] = None,
     fmt: Annotated[str, typer.Option("--format", help="json or csv.")] = "json",
     out: Annotated[Path | None, OUT] = None,
+    require_complete: Annotated[bool, REQUIRE_COMPLETE] = False,
 ) -> None:
     """Critical-result relays: timeliness per ACR category, late or read-back-less relays."""
     params = [("format", fmt)]
     for name, value in (("since", since), ("until", until), ("facility", facility), ("at", at)):
         if value is not None:
             params.append((name, value))
-    _run("/v1/reports/critical-results", params, as_of, as_of_report, out)
+    _run("/v1/reports/critical-results", params, as_of, as_of_report, out, require_complete)
 
 
 @report_app.command()
@@ -119,8 +133,9 @@ def compliance(
     as_of_report: Annotated[Path | None, AS_OF_REPORT] = None,
     fmt: Annotated[str, typer.Option("--format", help="json, csv or html.")] = "json",
     out: Annotated[Path | None, OUT] = None,
+    require_complete: Annotated[bool, REQUIRE_COMPLETE] = False,
 ) -> None:
     """The compliance report: one facility's month, item by item of the checklist."""
     params = [("facility", facility), ("month", month), ("format", fmt)]
     params += [("at", at)] if at is not None else []
-    _run("/v1/reports/compliance", params, as_of, as_of_report, out)
+    _run("/v1/reports/compliance", params, as_of, as_of_report, out, require_complete)

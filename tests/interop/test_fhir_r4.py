@@ -298,6 +298,21 @@ def _broken(resource: dict[str, Any], change: Any) -> dict[str, Any]:
     return copied
 
 
+def _unreadable_outcome() -> dict[str, Any]:
+    """The warning of a search that could not read a detached period (docs/api.md)."""
+    from ledger.audit.fhir.outcomes import unreadable_outcome
+    from ledger.audit.unreadable import UnreadablePeriod
+
+    march = UnreadablePeriod(
+        period="2021-03", state="detached", archive="ab" * 32,
+        first_event_time=datetime(2021, 3, 1, tzinfo=UTC),
+        last_event_time=datetime(2021, 4, 2, tzinfo=UTC),
+    )  # fmt: skip
+    outcome = unreadable_outcome([march])
+    assert outcome is not None
+    return dict(outcome)
+
+
 @functools.cache
 def cases() -> tuple[dict[str, dict[str, Any]], dict[str, tuple[dict[str, Any], str]]]:
     """(valid cases by name, broken cases by name with the location that must be flagged)."""
@@ -314,6 +329,9 @@ def cases() -> tuple[dict[str, dict[str, Any]], dict[str, tuple[dict[str, Any], 
         listed[:2], self_url="/fhir/AuditEvent?agent=rad001.chen", next_url=None
     )
     valid["searchset-empty"] = fhir.searchset_bundle([], self_url=SELF_URL, next_url=None, total=0)
+    valid["searchset-with-unreadable-periods"] = fhir.searchset_bundle(
+        listed[:1], self_url=SELF_URL, next_url=None, outcome=_unreadable_outcome()
+    )
     issue = fhir.Issue(
         severity="error",
         code="invalid",

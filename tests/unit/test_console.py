@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from ledger.audit.auth import Principal, Role, TokenHash, issue_token
 from ledger.audit.query import AccessEntry, Cursor, HistoryQuery, LedgerPosition, Snapshot
 from ledger.audit.readlog import LedgerRead
+from ledger.audit.unreadable import UnreadablePeriod
 from ledger.errors import UnavailableError
 from ledger.http import create_app
 from ledger.http.console import ConsoleConfig
@@ -42,6 +43,11 @@ def entry(n: int, *, user: str = "rad001", name: str | None = None) -> AccessEnt
 class Reader:
     def __init__(self, entries: Sequence[AccessEntry], *, down: bool = False) -> None:
         self.entries, self.down = list(entries), down
+        #: The detached periods the ledger reports (none: every answer is complete).
+        self.detached: list[UnreadablePeriod] = []
+
+    async def detached_periods(self) -> Sequence[UnreadablePeriod]:
+        return self.detached
 
     async def snapshot(self) -> Snapshot:
         if self.down:

@@ -36,6 +36,14 @@ def _full_url(resource: Mapping[str, JsonValue], server_base: str | None) -> str
         ) from exc
 
 
+def _is_uuid(value: object) -> bool:
+    try:
+        uuid.UUID(str(value))
+    except ValueError:
+        return False
+    return isinstance(value, str)
+
+
 def _server_base(self_url: str) -> str | None:
     """``http://host/fhir`` for ``http://host/fhir/AuditEvent?...``; None when relative."""
     parts = urlsplit(self_url)
@@ -54,8 +62,11 @@ def searchset_bundle(
     self_url: str,
     next_url: str | None,
     total: int | None = None,
+    outcome: Resource | None = None,
 ) -> Resource:
-    """An R4 ``searchset`` Bundle of ``resources`` (all matches), with self and next links.
+    """An R4 ``searchset`` Bundle of ``resources`` (all matches), with self and next links,
+    and ``outcome`` (an OperationOutcome, e.g. the periods it could not read) as a last
+    entry of search mode ``outcome``.
 
     Each entry's ``fullUrl`` is ``<server base>/<type>/<id>``, the server base being
     ``self_url`` up to its last path segment (``.../fhir`` for ``.../fhir/AuditEvent?...``);
@@ -78,6 +89,18 @@ def searchset_bundle(
         seen.add(full_url)
         entries.append(
             {"fullUrl": full_url, "resource": dict(resource), "search": {"mode": "match"}}
+        )
+    if outcome is not None:
+        if outcome.get("resourceType") != "OperationOutcome" or not _is_uuid(outcome.get("id")):
+            raise MalformedInputError(
+                "a searchset's outcome entry is an OperationOutcome with a UUID id"
+            )
+        entries.append(
+            {
+                "fullUrl": f"urn:uuid:{uuid.UUID(str(outcome.get('id')))}",
+                "resource": dict(outcome),
+                "search": {"mode": "outcome"},
+            }
         )
     bundle: Resource = {"resourceType": "Bundle", "type": "searchset"}
     if total is not None:

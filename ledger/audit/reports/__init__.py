@@ -121,6 +121,7 @@ from ledger.audit.reports.sealed import (
     sealed_csv,
     sealed_html,
     sealed_json,
+    with_unreadable,
 )
 
 __all__ = [
@@ -203,4 +204,5 @@ __all__ = [
     "to_csv",
     "to_html",
     "to_json",
+    "with_unreadable",
 ]

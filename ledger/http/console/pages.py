@@ -20,6 +20,7 @@ from aiohttp import web
 
 from ledger.audit import wording
 from ledger.audit.query import AccessEntry, Cursor, HistoryKey, HistoryQuery
+from ledger.audit.unreadable import banner, period_cells
 from ledger.errors import MalformedInputError
 from ledger.http.common import (
     PATIENT,
@@ -30,6 +31,7 @@ from ledger.http.common import (
     identifier,
     optional_identifier,
     principal,
+    time_window,
 )
 from ledger.http.console import verifierkeys
 from ledger.http.console.guard import CONSOLE, SESSION, see_other
@@ -37,6 +39,7 @@ from ledger.http.console.render import page, svg
 from ledger.http.console.sessions import Session
 from ledger.http.console.timeline import ACTION_NAMES, chart
 from ledger.http.history import history_query, listing
+from ledger.http.unreadable import mark, unreadable_periods
 
 #: Rows of one history page.
 PAGE_ROWS: Final = 100
@@ -175,6 +178,7 @@ async def _view(request: web.Request, key: HistoryKey) -> web.Response:
         hidden=len(found.entries) - len(rows),
         actions=ACTION_NAMES,
         outcomes=OUTCOME_NAMES,
+        unreadable=banner(found.unreadable),
     )
 
 
@@ -230,8 +234,13 @@ CSV_COLUMNS: Final = (
 
 async def _csv(request: web.Request, key: HistoryKey) -> web.Response:
     rows = await _rows_for_export(request, key)
+    since, until = time_window(request)
+    missing = await unreadable_periods(request, since, until)
     out = io.StringIO()
     writer = csv.writer(out)
+    for p in missing:  # leading rows, as a report's CSV: what this export does not include
+        lead = ("#unreadable_period", *period_cells(p))
+        writer.writerow([*lead, *[""] * (len(CSV_COLUMNS) - len(lead))])
     writer.writerow(CSV_COLUMNS)
     for e in rows:
         j = entry_json(e)
@@ -259,11 +268,13 @@ async def _csv(request: web.Request, key: HistoryKey) -> web.Response:
             e.position.leaf_index,
         )
         writer.writerow([_cell(v) for v in cells])
-    return web.Response(
+    response = web.Response(
         text=out.getvalue(),
         content_type="text/csv",
         headers={"Content-Disposition": f'attachment; filename="{key.value}-accesses.csv"'},
     )
+    mark(response, missing)
+    return response
 
 
 def _cell(value: object) -> str:

@@ -28,6 +28,7 @@ from ledger.audit.reports import (
 )
 from ledger.audit.reports.disclosures import group_repeats
 from ledger.audit.reports.formats import investigation_summary
+from ledger.audit.unreadable import banner
 from ledger.errors import MalformedInputError
 from ledger.http.common import RESULTS, disclose, identifier, principal
 from ledger.http.console.guard import CONSOLE, SESSION, see_other
@@ -42,6 +43,7 @@ from ledger.http.reports import (
     sealed_accounting,
     sealed_relays,
 )
+from ledger.http.unreadable import sealed_unreadable
 
 #: Timeline rows shown on the page (the downloads hold every one).
 TIMELINE_ROWS: Final = 500
@@ -106,7 +108,9 @@ async def investigation_run(request: web.Request) -> web.Response:
     except MalformedInputError as exc:
         return page("investigation.html", who=who, csrf=csrf, form=form, report=None,
                     error=str(exc), status=400)  # fmt: skip
-    sealed = await request.app[REPORTS].sealed_investigation(scope)
+    sealed = await sealed_unreadable(
+        request, await request.app[REPORTS].sealed_investigation(scope)
+    )
     report = sealed.report
     request[RESULTS] = len(report.patients)
     disclose(request, (e.position for e in report.timeline))
@@ -116,7 +120,8 @@ async def investigation_run(request: web.Request) -> web.Response:
                 report=report, summary=investigation_summary(report),
                 warnings=scope_warnings(report), checkpoints=sealed.as_of,
                 timeline=report.timeline[:TIMELINE_ROWS], w=wording,
-                may_history=who.may(Permission.HISTORY))  # fmt: skip
+                may_history=who.may(Permission.HISTORY),
+                unreadable=banner(sealed.unreadable))  # fmt: skip
 
 
 def scope_warnings(report: InvestigationReport) -> list[str]:
@@ -168,7 +173,8 @@ async def disclosures_page(request: web.Request) -> web.Response:
     return page("disclosures.html", who=principal(request), csrf=_csrf(request),
                 a=a, entries=entries, total=sum(e.count for e in entries), w=wording,
                 facility_name=config.facility_name, facility_contact=config.facility_contact,
-                download=f"{request.path}?{urlencode({**kept, 'format': ''})}")  # fmt: skip
+                download=f"{request.path}?{urlencode({**kept, 'format': ''})}",
+                unreadable=banner(sealed.unreadable))  # fmt: skip
 
 
 # Critical-result relays -------------------------------------------------------------
@@ -204,4 +210,5 @@ async def relays_page(request: web.Request) -> web.Response:
                 report=whole.report, periods=list(zip(labels, rows, strict=True)),
                 chart=chart(labels, rows, names), names=names, w=wording,
                 since=window.start, until=window.end, filters=kept,
-                download=f"{request.path}?{urlencode({**kept, 'format': ''})}")  # fmt: skip
+                download=f"{request.path}?{urlencode({**kept, 'format': ''})}",
+                unreadable=banner(whole.unreadable))  # fmt: skip
