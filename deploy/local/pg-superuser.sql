@@ -2,6 +2,8 @@
 -- template1 (so every database made afterwards has it) and in the ledger's database, before
 -- `ledger migrate`. Idempotent. Two parts: the pg_partman extension, and the detach guard.
 
+SET client_min_messages = warning;
+
 -- 1. pg_partman for the ledger's time-partitioned index (docs/scale.md).
 -- Run by a superuser in template1 (so every database made afterwards has it) and in the
 -- ledger's database. Idempotent. CREATE EXTENSION pg_partman needs a superuser: it is not
@@ -47,7 +49,12 @@ BEGIN
             CONTINUE;  -- not partitioned (yet): the row and TRUNCATE triggers guard it
         END IF;
         SELECT m.month INTO missing
-        FROM (SELECT DISTINCT date_trunc('month', period)::date AS month FROM public.logs) m
+        -- Months that hold appended rows (a month being made, its partitions attached one
+        -- table at a time, holds none yet; nor does a month made ahead).
+        FROM (SELECT DISTINCT date_trunc('month', g.period)::date AS month
+              FROM public.logs g
+              WHERE EXISTS (SELECT 1 FROM public.ingest_positions p
+                            WHERE p.log_id = g.log_id AND p.appended > 0)) m
         WHERE NOT EXISTS (
                 SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
                 WHERE i.inhparent = to_regclass('public.' || parent)

@@ -107,11 +107,11 @@ SQL
 
 # The pg_partman extension in template1 (every database made afterwards, such as the tests'
 # scratch databases, has it) and in the ledger's database; a superuser's step (docs/postgres.md).
-ensure_partman() {
+ensure_superuser_step() {
   local db
   for db in template1 "$PG_DB"; do
     psql_super -d "$db" <"$(dirname "$0")/pg-superuser.sql" \
-      || die "cannot create the pg_partman extension in $db"
+      || die "the superuser step (pg_partman, detach guard) failed in $db"
   done
 }
 
@@ -130,7 +130,7 @@ start() {
   wait_for 60 "PostgreSQL" as_pg "$(pg_bin)/pg_isready" -q -h "$SOCK" -p "$PG_PORT" \
     || die "PostgreSQL not ready (log: $PG_LOG)"
   ensure_roles
-  ensure_partman
+  ensure_superuser_step
   log "PostgreSQL logs: $PG_LOG"
 }
 

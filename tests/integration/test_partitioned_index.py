@@ -454,7 +454,9 @@ async def test_the_partitioned_index_answers_as_before(stack: Stack, scratch: st
         assert len(before["history patient PART-0 None"]) > 10
         assert before["investigation"]["timeline"]
 
-        assert apply_migrations(owner_url) == ["0018.partitioned-index"]
+        assert apply_migrations(owner_url, target="0018.partitioned-index") == [
+            "0018.partitioned-index"
+        ]
 
         conn = await asyncpg.connect(owner_url)
         try:
