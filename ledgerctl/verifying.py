@@ -37,7 +37,9 @@ from ledger.verify import (
     trusted_by_origin,
     verify_bundle,
 )
+from ledger.verify.archives import archive_reports
 from ledger.verify.bundle import BundleReader
+from ledger.verify.bundle.layout import ARCHIVE_FORMAT
 from ledger.verify.checks import EventCheckFactory
 from ledger.verify.disclosures import disclosure_check
 from ledger.verify.patients import patients_check
@@ -113,6 +115,8 @@ def render_reports(console: Console, reports: Sequence[LogReport]) -> bool:
             f"{mark} {r.origin}: {r.leaves_checked:,} leaves, "
             f"{r.checkpoints_checked:,} checkpoints, {len(r.findings)} finding(s)"
         )
+    for w in (w for r in reports for w in r.warnings):
+        console.print(f"[yellow]warning[/yellow] {w.kind} {w.log}: {w.detail}", highlight=False)
     if findings:
         table = Table(title=f"{len(findings)} inconsistencies", title_justify="left")
         for column in ("kind", "log", "leaf index", "checkpoint", "detail"):
@@ -223,6 +227,8 @@ def run_verify(
                 bundle, verifiers, check_index=check_index, jobs=jobs, progress=report,
                 trusted=trusted, witnesses=witnesses,
             )  # fmt: skip
+            if BundleReader(bundle).format == ARCHIVE_FORMAT:
+                reports = archive_reports(str(bundle), reports, verifiers)
         elif api is not None:
             reports = _verify_api(
                 api, verifiers, check_index=check_index, jobs=jobs, progress=report,
