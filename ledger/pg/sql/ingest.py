@@ -13,7 +13,9 @@ from ledger.verify.bundle.layout import INDEX_COLUMNS
 LOCK_LOG: Final = "SELECT pg_advisory_xact_lock(8723, $1)"
 
 #: Serialises the creation of a partition's first log (no row to lock yet).
-LOCK_PARTITION: Final = "SELECT pg_advisory_xact_lock(8725, hashtext($1 || '/' || $2::text))"
+LOCK_PARTITION: Final = (
+    "SELECT pg_advisory_xact_lock(8725, hashtext($1::text || '/' || ($2::integer)::text))"
+)
 
 #: The partition's first log: its lock and writer epochs stand for the whole partition.
 FIRST_LOG: Final = """
