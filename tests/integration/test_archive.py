@@ -5,6 +5,7 @@ whose logs are not all sealed, an unknown period and a non-empty target are refu
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import shutil
 import uuid
@@ -89,7 +90,7 @@ async def _seal(stack: Stack, topic: str, periods: Sequence[str]) -> None:
             logs = await conn.fetch(
                 "SELECT log_id, origin, period FROM logs WHERE topic = $1 ORDER BY period", topic
             )
-            for log, after in zip(logs, logs[1:], strict=False):
+            for log, after in itertools.pairwise(logs):
                 if log["period"].isoformat()[:7] not in periods:
                     continue
                 await checkpointer.checkpoint(int(log["log_id"]), force=True)
@@ -190,7 +191,8 @@ def test_a_sealed_month_round_trips_and_verifies_offline(november: Path, stack: 
     assert [json.loads(p)["next_first_offset"] for p in previous] == [30]
     code, result = _verify(stack, november)
     assert code == 0, result["findings"]
-    assert result["verdict"] == "ok" and not result["warnings"]
+    assert result["verdict"] == "ok"
+    assert not result["warnings"]
     heads = {g["origin"]: g["head"] for g in result["logs"] if g["head"]}
     assert heads[log["origin"]]["size"] == 40
 
@@ -238,14 +240,17 @@ def test_an_unknown_period_and_a_full_target_are_refused(
     three_months: str, stack: Stack, tmp_path: Path
 ) -> None:
     code, _, stderr = _archive(stack, tmp_path / "old", "2019-01")
-    assert code == 1 and "no log belongs to period 2019-01" in stderr
+    assert code == 1
+    assert "no log belongs to period 2019-01" in stderr
     full = tmp_path / "full"
     full.mkdir(mode=0o700)
     (full / "x").write_text("x")
     code, _, stderr = _archive(stack, full)
-    assert code == 1 and "not an empty directory" in stderr
+    assert code == 1
+    assert "not an empty directory" in stderr
     code, _, stderr = _archive(stack, tmp_path / "day", "2026-11-01")
-    assert code == 1 and "not day logs" in stderr
+    assert code == 1
+    assert "not day logs" in stderr
 
 
 def test_an_export_of_the_live_ledger_checks_the_seals(

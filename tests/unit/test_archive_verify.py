@@ -167,14 +167,17 @@ def test_a_clean_archive_verifies_with_its_digest_and_no_warning(tmp_path: Path)
     reader = BundleReader(path)
     assert reader.format == ARCHIVE_FORMAT
     files = listed_files(reader)
-    assert "logs/7/seal.json" in files and "previous-seals.jsonl" in files
-    assert "keys.json" in files and MANIFEST not in files
+    assert "logs/7/seal.json" in files
+    assert "previous-seals.jsonl" in files
+    assert "keys.json" in files
+    assert MANIFEST not in files
     assert len(manifest_digest(path)) == 64
     reports = verify(path)
     assert [r.origin for r in reports] == [ARCHIVE_FILES, NOV]
     assert all(r.ok for r in reports), [r.findings for r in reports]
     assert not any(r.warnings for r in reports)
-    assert reports[1].head_size == 300 and reports[1].events_checked == 300
+    assert reports[1].head_size == 300
+    assert reports[1].events_checked == 300
 
 
 def test_the_archive_writer_reports_its_digest_only_when_closed(tmp_path: Path) -> None:
@@ -292,11 +295,9 @@ def test_a_log_starting_after_its_first_leaf_is_named(tmp_path: Path) -> None:
 
 def test_a_forged_previous_seal_is_invalid(tmp_path: Path) -> None:
     archive = good()
-    bad = previous_seal()
     forged = seal_note([b"x"], 1, origin=OCT, next_origin=NOV, next_offset=7, signer=OTHER)
     archive.previous = [PreviousSeal(log_id=6, origin=OCT, seal=StoredSeal(
         size=1, note=forged, next_log_id=7, next_origin=NOV, next_first_offset=7))]  # fmt: skip
-    assert bad.origin == OCT
     reports = verify(write(archive, tmp_path / "a"))
     assert "seal_invalid" in kinds(reports)
     assert [w.kind for w in reports[1].warnings] == ["chain_unchecked"]
@@ -350,7 +351,8 @@ def test_a_closed_log_without_a_seal_is_a_warning_not_a_failure(tmp_path: Path) 
 
 def test_a_sealed_log_of_an_export_verifies_its_seal(tmp_path: Path) -> None:
     reports = verify_bundle(export(tmp_path / "a", sealed=True), [VERIFIER], check_index=False)
-    assert all(r.ok for r in reports) and not any(r.warnings for r in reports)
+    assert all(r.ok for r in reports)
+    assert not any(r.warnings for r in reports)
     assert BundleReader(tmp_path / "a").seal(6) is not None
 
 
