@@ -20,7 +20,7 @@ import asyncpg
 
 from ledger.errors import MalformedInputError
 from ledger.log.periods import Period
-from ledger.pg.export import ExportHead, Progress, chain_of, copy_log, write_schemas
+from ledger.pg.export import ExportHead, Progress, chain_of, copy_log, seal_of, write_schemas
 from ledger.pg.producerkeys import export_producer_auth
 from ledger.pg.sql import archive as archive_sql
 from ledger.verify.bundle.archive import ArchiveWriter, PreviousSeal
@@ -105,16 +105,10 @@ async def archive_period(
             with ArchiveWriter(path, ledger_name=ledger_name, period=label) as bundle:
                 await write_schemas(conn, bundle)
                 for g in logs:
-                    seal = {
-                        "size": g["seal_size"],
-                        "note": g["seal_note"],
-                        "next_log_id": g["next_log_id"],
-                        "next_origin": g["next_origin"],
-                        "next_first_offset": g["next_first_offset"],
-                    }
-                    log = replace(chain_of(dict(g.items())), size=int(g["size"]))
+                    row = dict(g.items())
+                    log = replace(chain_of(row), size=int(g["size"]))
                     leaves, checkpoints = await copy_log(
-                        conn, bundle, log=log, seal=seal, progress=progress
+                        conn, bundle, log=log, seal=seal_of(row), progress=progress
                     )
                     leaves_total += leaves
                     checkpoints_total += checkpoints

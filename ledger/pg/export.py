@@ -103,8 +103,18 @@ async def copy_log(
     return leaves, checkpoints
 
 
-def _row(record: asyncpg.Record | None) -> dict[str, object] | None:
-    return None if record is None else dict(record.items())
+def seal_of(row: Mapping[str, object]) -> dict[str, object] | None:
+    """The seal columns of a log row (``seal_size``, ``seal_note``, ``next_log_id``,
+    ``next_origin``, ``next_first_offset``; from ``sql.LOGS`` and alike), or None."""
+    if row.get("seal_note") is None:
+        return None
+    return {
+        "size": row["seal_size"],
+        "note": row["seal_note"],
+        "next_log_id": row["next_log_id"],
+        "next_origin": row["next_origin"],
+        "next_first_offset": row["next_first_offset"],
+    }
 
 
 async def write_schemas(conn: Conn, bundle: BundleWriter) -> None:
@@ -139,16 +149,13 @@ async def export_bundle(
                         for g in logs
                     ]
                 )
-            chains = {int(r["log_id"]): r for r in await conn.fetch(sql.EXPORT_LOG_CHAIN)}
-            seals = {int(r["log_id"]): r for r in await conn.fetch(sql.EXPORT_SEALS)}
             with BundleWriter(path, ledger_name=ledger_name) as bundle:
                 await write_schemas(conn, bundle)
                 for g in logs:
-                    log_id = int(g["log_id"])
-                    chain = {**dict(chains[log_id]), "origin": g["origin"]}
-                    log = replace(chain_of(chain), size=int(g["size"]))
+                    row = dict(g.items())
+                    log = replace(chain_of(row), size=int(g["size"]))
                     leaves, checkpoints = await copy_log(
-                        conn, bundle, log=log, seal=_row(seals.get(log_id)), progress=progress
+                        conn, bundle, log=log, seal=seal_of(row), progress=progress
                     )
                     leaves_total += leaves
                     checkpoints_total += checkpoints

@@ -28,6 +28,7 @@ from ledger.log.seal import Seal, sign_seal
 from ledger.log.types import RootHash
 from ledger.pg.appender import PostgresAppender
 from ledger.pg.checkpointer import Checkpointer, CheckpointPolicy
+from ledger.verify.bundle import BundleReader
 from ledger.verify.bundle.archive import file_digests
 from producers.codec import Codec
 from producers.signing import load_producer_key
@@ -266,3 +267,40 @@ def test_an_export_of_the_live_ledger_checks_the_seals(
     assert not ours, ours
     assert not [w for w in result["warnings"] if three_months in w["log"]]
     del code  # other tests' logs in this session's database are not this test's to judge
+
+
+class _KeptReads:
+    def __init__(self) -> None:
+        self.reads: list[object] = []
+
+    async def record(self, read: object) -> None:
+        self.reads.append(read)
+
+
+async def test_verify_through_the_api_checks_the_seals(
+    three_months: str, stack: Stack, tmp_path: Path
+) -> None:
+    """What `ledger verify --api` downloads carries each log's period and seal."""
+    from aiohttp.test_utils import TestServer
+
+    from ledger.http import create_app
+    from ledger.log.note import parse_verifier_key
+    from ledger.pg.reader import PostgresReader
+    from ledger.verify import verify_bundle
+    from ledgerctl.client import Api
+    from ledgerctl.fetch import download_bundle
+
+    verifier = parse_verifier_key(stack.verifier_key)
+    async with PostgresReader(dsn=stack.reader_url) as reader:
+        app = create_app(reader=reader, tokens=reader, recorder=_KeptReads())  # type: ignore[arg-type]
+        async with TestServer(app) as server:
+            api = Api(url=str(server.make_url("")).rstrip("/"), token=stack.tokens["admin"])
+            assert await download_bundle(api, tmp_path / "b", ledger_name=LEDGER) is None
+    ours = [g for g in BundleReader(tmp_path / "b").logs if three_months in g.origin]
+    assert [g.period for g in ours] == ["2026-10-01", "2026-11-01", "2026-12-01"]
+    sealed = [BundleReader(tmp_path / "b").seal(g.log_id) is not None for g in ours]
+    assert sealed == [True, True, False]
+    reports = [r for r in verify_bundle(tmp_path / "b", [verifier]) if three_months in r.origin]
+    assert len(reports) == 3
+    assert all(r.ok for r in reports), [r.findings for r in reports]
+    assert not any(r.warnings for r in reports)

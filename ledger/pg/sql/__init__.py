@@ -57,8 +57,6 @@ from ledger.pg.sql.export import (
     EXPORT_CHECKPOINTS,
     EXPORT_INDEX,
     EXPORT_LEAVES,
-    EXPORT_LOG_CHAIN,
-    EXPORT_SEALS,
     EXPORT_TILES,
 )
 from ledger.pg.sql.ingest import (
@@ -200,9 +198,7 @@ __all__ = [
     "EXPORT_CHECKPOINTS",
     "EXPORT_INDEX",
     "EXPORT_LEAVES",
-    "EXPORT_LOG_CHAIN",
     "EXPORT_PRODUCER_SEALS",
-    "EXPORT_SEALS",
     "EXPORT_SEAL_REFS",
     "EXPORT_TILES",
     "FIRST_LOG",

@@ -20,12 +20,3 @@ EXPORT_CHECKPOINTS: Final = (
 EXPORT_INDEX: Final = (
     f"SELECT {INDEX_COLUMNS_SQL} FROM events e WHERE e.log_id = $1 ORDER BY e.leaf_index"
 )
-
-#: Where each log lies in its partition's chain of periods (migration 0017).
-EXPORT_LOG_CHAIN: Final = "SELECT log_id, topic, kafka_partition, period, first_offset FROM logs"
-
-#: Every stored seal, with its successor's origin.
-EXPORT_SEALS: Final = """
-SELECT s.log_id, s.size, s.note, s.next_log_id, s.next_first_offset, n.origin AS next_origin
-FROM log_seals s JOIN logs n ON n.log_id = s.next_log_id
-"""
