@@ -85,7 +85,8 @@ async def copy_log(
                 progress(log.origin, leaves, log.size)
         async for r in conn.cursor(sql.EXPORT_TILES, log.log_id, prefetch=1000):
             out.add_tile(int(r["level"]), int(r["tile_index"]), bytes(r["hashes"]))
-        for r in await conn.fetch(sql.EXPORT_CHECKPOINTS, log.log_id):
+        # A month's log may hold millions of checkpoints (one a second): streamed too.
+        async for r in conn.cursor(sql.EXPORT_CHECKPOINTS, log.log_id, prefetch=_PREFETCH):
             out.add_checkpoint(int(r["size"]), r["note"])
             checkpoints += 1
         async for r in conn.cursor(sql.EXPORT_INDEX, log.log_id, prefetch=_PREFETCH):
