@@ -44,6 +44,7 @@ from ledger.verify.checks import EventCheckFactory
 from ledger.verify.disclosures import disclosure_check
 from ledger.verify.patients import patients_check
 from ledger.verify.producers import producer_check
+from ledger.verify.sealbounds import seal_bounds_check
 from ledgerctl.client import Api
 from ledgerctl.fetch import download_bundle
 from ledgerctl.verdict import as_json, render_heads, verdict_line, write_heads
@@ -135,11 +136,12 @@ def render_reports(console: Console, reports: Sequence[LogReport]) -> bool:
 
 def event_checks(*, check_index: bool) -> tuple[EventCheckFactory, ...]:
     """The composed per-leaf and per-row checks (``ledger.verify.checks``): every
-    leaf's producer seal (a bundle's, when it has the key registry), and, when the
+    leaf's producer seal (a bundle's, when it has the key registry), its Kafka offset
+    within its log's chain of periods (``sealbounds``), and, when the
     index is checked, the disclosed ranges of its rows."""
     if not check_index:
-        return (producer_check,)
-    return (producer_check, disclosure_check, patients_check)
+        return (producer_check, seal_bounds_check)
+    return (producer_check, seal_bounds_check, disclosure_check, patients_check)
 
 
 def _one_log(

@@ -3,11 +3,12 @@
 Invariant: an archive's files are exactly those its manifest lists, each with the listed
 SHA-256 (``archive_file_*``, in one report of their own); every log belongs to the
 archive's period; each log starts where the previous period's seal of its partition says
-(``chain_offset_mismatch``; a log no carried seal leads into gets a ``chain_unchecked``
-warning) and its own seal hands over to a later period's log of the same partition
-(``chain_next_mismatch``). Each log's leaves, checkpoints, witnesses, index and seal are
-checked by ``verify_bundle`` (``ledger.verify.seals``). Pure apart from reading the
-bundle. docs/archive.md.
+(``chain_offset_mismatch``; its leaves lie at or past that offset and before its own
+seal's next offset: ``ledger.verify.sealbounds``; a log no carried seal leads into gets a
+``chain_unchecked`` warning) and its own seal hands over to a later period's log of the
+same partition (``chain_next_mismatch``). Each log's leaves, checkpoints, witnesses, index
+and seal are checked by ``verify_bundle`` (``ledger.verify.seals``). Pure apart from
+reading the bundle. docs/archive.md.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from ledger.errors import LedgerError
-from ledger.log.leaf import decode_leaf
 from ledger.log.note import Verifier
 from ledger.log.periods import Period, parse_label
 from ledger.log.seal import Seal, open_seal
@@ -63,16 +63,6 @@ def files_report(reader: BundleReader) -> LogReport:
                      findings=tuple(findings))  # fmt: skip
 
 
-def _first_offset_present(reader: BundleReader, log_id: int) -> int | None:
-    """The Kafka offset of the log's first entry (None: no entry, or it does not decode)."""
-    try:
-        for _, leaf in reader.iter_entries(log_id):
-            return decode_leaf(leaf).offset
-    except LedgerError:
-        return None
-    return None
-
-
 def _partition_base(origin: str, period: Period) -> str:
     """``<ledger>/<topic>/<partition>`` of a period's log origin (its label stripped)."""
     suffix = "/" + period.label
@@ -112,13 +102,12 @@ def _chain_findings(
     if not into:
         detail = "no seal of the previous period in the archive leads into this log"
         return findings, [_finding("chain_unchecked", log.origin, detail)]
-    first_leaf = _first_offset_present(reader, log.log_id)
-    for seal in into:
+    for seal in into:  # its leaves lie at or past first_offset: ledger.verify.sealbounds
         start = seal.next_first_offset
-        if log.first_offset != start or (first_leaf is not None and first_leaf < start):
+        if log.first_offset != start:
             detail = (
                 f"{seal.checkpoint.origin}'s seal says this log starts at offset {start}; it "
-                f"starts at {log.first_offset}, its first leaf is offset {first_leaf}"
+                f"starts at {log.first_offset}"
             )
             findings.append(_finding("chain_offset_mismatch", log.origin, detail))
     return findings, []

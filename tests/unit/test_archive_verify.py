@@ -99,6 +99,7 @@ class Archive:
     seal_size: int = 300
     previous: list[PreviousSeal] = field(default_factory=list)
     first_offset: int = FIRST_OFFSET
+    next_offset: int = NEXT_OFFSET
 
 
 def previous_seal(next_offset: int = FIRST_OFFSET) -> PreviousSeal:
@@ -134,7 +135,7 @@ def write(archive: Archive, path: Path) -> Path:
             if archive.seal is not None:
                 out.add_seal(
                     size=archive.seal_size, note=archive.seal, next_log_id=8, next_origin=DEC,
-                    next_first_offset=NEXT_OFFSET,
+                    next_first_offset=archive.next_offset,
                 )  # fmt: skip
         bundle.write_previous_seals(archive.previous)
         bundle.write_keys(verifier_keys=[VKEY], witness_keys=[])
@@ -291,6 +292,16 @@ def test_a_log_starting_after_its_first_leaf_is_named(tmp_path: Path) -> None:
     archive.first_offset = 10  # its first leaf is offset 7: before where it claims to start
     archive.previous = [previous_seal(next_offset=10)]
     assert kinds(verify(write(archive, tmp_path / "a"))) == {"chain_offset_mismatch"}
+
+
+def test_a_leaf_at_or_past_the_next_logs_first_offset_is_named(tmp_path: Path) -> None:
+    archive = good()
+    archive.next_offset = 500  # leaves 165.. carry offsets 502..: they belong to December
+    archive.seal = seal_note(archive.log.leaves, 300, next_offset=500)
+    reports = verify(write(archive, tmp_path / "a"))
+    assert kinds(reports) == {"chain_offset_mismatch"}
+    [late] = reports[1].findings
+    assert late.leaf_index == 165
 
 
 def test_a_forged_previous_seal_is_invalid(tmp_path: Path) -> None:
