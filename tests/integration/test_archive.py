@@ -196,6 +196,8 @@ def test_a_sealed_month_round_trips_and_verifies_offline(november: Path, stack: 
     assert not result["warnings"]
     heads = {g["origin"]: g["head"] for g in result["logs"] if g["head"]}
     assert heads[log["origin"]]["size"] == 40
+    code, parallel = _verify(stack, november, "--jobs", "2")
+    assert code == 0, parallel["findings"]
 
 
 def test_a_flipped_leaf_byte_fails(november: Path, stack: Stack, tmp_path: Path) -> None:

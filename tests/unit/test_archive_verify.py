@@ -223,6 +223,14 @@ def test_an_extra_file_is_named(tmp_path: Path) -> None:
     assert "logs/7/notes.txt" in reports[0].findings[0].detail
 
 
+def test_a_symlink_in_the_archive_is_named(tmp_path: Path) -> None:
+    path = write(good(), tmp_path / "a")
+    (path / "elsewhere").symlink_to(tmp_path)
+    reports = verify(path)
+    assert kinds(reports) == {"archive_manifest"}
+    assert "elsewhere" in reports[0].findings[0].detail
+
+
 def test_a_changed_file_with_the_same_size_is_named(tmp_path: Path) -> None:
     path = write(good(), tmp_path / "a")
     keys = path / "keys.json"
