@@ -57,8 +57,9 @@ def verdict_line(reports: Sequence[LogReport]) -> str:
     failing = sum(1 for r in reports if not r.ok)
     leaves = sum(r.leaves_checked for r in reports)
     if not findings:
+        logs = sum(1 for r in reports if r.origin != ARCHIVE_FILES)
         return (
-            f"VERDICT OK: {len(reports)} log(s), {leaves:,} leaves verified up to their signed "
+            f"VERDICT OK: {logs} log(s), {leaves:,} leaves verified up to their signed "
             "tree heads, 0 findings"
         )
     return f"VERDICT FAILED: {findings} finding(s) in {failing} of {len(reports)} log(s)"
