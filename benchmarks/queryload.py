@@ -11,6 +11,7 @@ import multiprocessing
 import os
 import time
 from collections.abc import Awaitable, Callable
+from datetime import date
 from typing import TypeVar
 
 import asyncpg
@@ -24,6 +25,10 @@ from ledger.pg import sql, tree
 from ledger.pg.migrate import apply_migrations
 from ledger.pg.pool import is_transient
 from producers.codec import Codec
+
+#: The period of the bench's logs: the first month of its five simulated years.
+BENCH_PERIOD = date(2021, 1, 1)
+BENCH_PERIOD_END = date(2021, 2, 1)
 
 T = TypeVar("T")
 
@@ -103,8 +108,15 @@ async def load(settings: dict[str, str], owner: str, n: int, pool: int, jobs: in
                 )  # fmt: skip
             ids = []
             for p in range(LOGS):
-                await conn.execute(sql.ENSURE_LOG, f"{LEDGER_NAME}/{TOPIC}/{p}", TOPIC, p)
-                ids.append(int((await conn.fetchrow(sql.LOG_ID, TOPIC, p))["log_id"]))
+                # One log per partition holding all five years: the bench measures how
+                # queries grow with one big log (a month's log is ~70M leaves at scale).
+                row = await conn.fetchrow(sql.CURRENT_LOG, TOPIC, p)
+                if row is None:
+                    row = await conn.fetchrow(
+                        sql.OPEN_LOG, f"{LEDGER_NAME}/{TOPIC}/{p}", TOPIC, p,
+                        BENCH_PERIOD, BENCH_PERIOD_END, 0,
+                    )  # fmt: skip
+                ids.append(int(row["log_id"]))
             done = {r[0] for r in await conn.fetch(
                 "SELECT log_id FROM bench_load_progress WHERE root IS NOT NULL")}  # fmt: skip
             todo = [p for p in range(LOGS) if ids[p] not in done]

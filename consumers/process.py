@@ -26,6 +26,7 @@ from consumers.metrics import (
 )
 from ledger.http.witnessclient import HttpWitnessTransport
 from ledger.log.note import Signer
+from ledger.log.periods import PeriodLength
 from ledger.log.witness import Witness
 from ledger.pg.appender import PostgresAppender
 from ledger.pg.checkpointer import Checkpointer, CheckpointPolicy
@@ -74,6 +75,7 @@ async def run_consumer(
     ops: OpsConfig | None = None,
     pool: PoolSettings | None = None,
     witnesses: WitnessSubmission | None = None,
+    period: PeriodLength = PeriodLength.MONTH,
 ) -> None:
     """Consume until SIGTERM/SIGINT; with ``ops``, serve /metrics, /livez and /readyz;
     with ``witnesses``, submit new checkpoints to them in the background."""
@@ -91,7 +93,13 @@ async def run_consumer(
         authenticate_producers=authenticate_producers,
         kafka_security=kafka_security or KafkaSecurity(),
     )
-    appender = PostgresAppender(dsn=appender_dsn, ledger_name=ledger_name, pool=pool)
+    appender = PostgresAppender(
+        dsn=appender_dsn,
+        ledger_name=ledger_name,
+        pool=pool,
+        period=period,
+        reference_topics=registry_topics,
+    )
     await appender.start()
     checkpointer = Checkpointer(pool=appender.pool, signers=signers, policy=policy)
     state = OpsState()

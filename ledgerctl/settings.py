@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from ledger.log.periods import PeriodLength
 from ledgerctl.client import Api
 from ledgerctl.configfile import config_sources
 from ledgerctl.replication import TopicReplication
@@ -219,6 +220,12 @@ class Settings(BaseSettings):
         default=100_000, alias="LEDGER_CHECKPOINT_EVERY_LEAVES", ge=1
     )
     checkpoint_every_ms: int = Field(default=1000, alias="LEDGER_CHECKPOINT_EVERY_MS", ge=10)
+    #: How long one log of a partition grows before it is sealed: ``month`` or ``day``
+    #: (docs/design/periods.md). Changing it affects only logs opened afterwards.
+    period: PeriodLength = Field(default=PeriodLength.MONTH, alias="LEDGER_PERIOD")
+    #: Months that stay in the database whatever their state: `ledger archive detach`
+    #: refuses a month younger than this (the current month is month 0).
+    live_months: int = Field(default=13, alias="LEDGER_LIVE_MONTHS", ge=1, le=1200)
     consumer_instance_id: str | None = Field(default=None, alias="LEDGER_CONSUMER_INSTANCE_ID")
     consumer_max_batch: int = Field(
         default=10_000, alias="LEDGER_CONSUMER_MAX_BATCH", ge=1, le=100_000

@@ -16,6 +16,7 @@ from ledger.log.leaf import KafkaRecord, encode_leaf
 from ledger.pg.appender import PostgresAppender
 from ledger.pg.checkpointer import Checkpointer, CheckpointPolicy
 from producers import RegistryChange, registry_codec
+from tests.support import APPENDED_MS
 
 CODEC = registry_codec()
 LEDGER_NAME = "test.ledger.local"
@@ -36,7 +37,7 @@ def _item(change: RegistryChange, *, topic: str, offset: int, kind: str) -> Acce
         topic=topic,
         partition=0,
         offset=offset,
-        timestamp_ms=int(change.event_time.timestamp() * 1000),
+        timestamp_ms=APPENDED_MS,
         timestamp_type=0,
         key=change.record.record_id.encode(),
         value=CODEC.encode(stamped),
@@ -63,7 +64,9 @@ async def append_registry(
     """Append ``changes`` at ``first_offset`` of partition 0 of ``topic`` (the registry
     log, origin ``test.ledger.local/<topic>/0``); sign the log's new size when
     ``signer_key_file`` is given. Returns the log id."""
-    async with PostgresAppender(dsn=dsn, ledger_name=LEDGER_NAME) as app:
+    async with PostgresAppender(
+        dsn=dsn, ledger_name=LEDGER_NAME, reference_topics=frozenset({topic})
+    ) as app:
         await app.register_schemas(
             [
                 WriterSchemaInfo(fingerprint=s.fingerprint, full_name=s.full_name,

@@ -10,6 +10,7 @@ import secrets
 import ssl
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -253,6 +254,30 @@ def superuser_url(stack: Stack) -> str:
     parts = urlsplit(stack.owner_url)
     host = parts.hostname or "127.0.0.1"
     return urlunsplit(parts._replace(netloc=f"postgres:{password}@{host}:{parts.port}"))
+
+
+#: A broker timestamp (2026-09-21) for tests that append records of events spread over
+#: months into one log per partition: a record's Kafka timestamp says when the broker took
+#: it (and so which period's log it goes to), not when its event happened.
+APPENDED_MS = 1_790_000_000_000
+
+#: The period (a month: ``LEDGER_PERIOD``'s default) of ``synthetic_batch``'s records,
+#: whose broker timestamps are 1_700_000_000_000 ms (2023-11-14) plus their offset.
+SYNTHETIC_PERIOD = "2023-11"
+
+
+def live_origin(base: str) -> str:
+    """The origin of this month's log under ``base``: where records the broker takes now
+    go (a test running across a month's end would see two logs)."""
+    return shard_origin(base, time.time_ns() // 1_000_000)
+
+
+def shard_origin(base: str, timestamp_ms: int) -> str:
+    """The origin of the month's log that a record stamped ``timestamp_ms`` goes to, under
+    ``base`` (``<ledger>/<topic>/<partition>``), when the partition has no earlier log."""
+    from ledger.log.periods import PeriodLength, period_of_ms
+
+    return f"{base}/{period_of_ms(timestamp_ms, PeriodLength.MONTH).label}"
 
 
 def synthetic_batch(topic: str, first_offset: int, n: int, rng: random.Random) -> list[Accepted]:

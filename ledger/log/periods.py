@@ -16,7 +16,14 @@ from typing import Final
 
 from ledger.errors import MalformedInputError
 
-__all__ = ["Period", "PeriodLength", "parse_label", "period_of", "period_of_ms"]
+__all__ = [
+    "Period",
+    "PeriodLength",
+    "parse_label",
+    "period_of",
+    "period_of_ms",
+    "split_origin",
+]
 
 _MONTH_LABEL: Final = re.compile(r"([0-9]{4})-([0-9]{2})")
 _DAY_LABEL: Final = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
@@ -86,3 +93,12 @@ def parse_label(text: str) -> Period:
     except ValueError as exc:
         raise MalformedInputError(f"{text!r} is not a real month or day") from exc
     raise MalformedInputError(f"{text!r} is not a period: use YYYY-MM or YYYY-MM-DD")
+
+
+def split_origin(origin: str) -> tuple[str, str | None]:
+    """``(<ledger>/<topic>/<partition>, period label)`` of a log's origin; the label is None
+    for a log made before logs were sharded (its origin ends at the partition)."""
+    base, _, last = origin.rpartition("/")
+    if base and (_MONTH_LABEL.fullmatch(last) or _DAY_LABEL.fullmatch(last)):
+        return base, last
+    return origin, None

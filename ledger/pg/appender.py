@@ -40,10 +40,14 @@ class PostgresAppender(PooledAdapter):
         pool_size: int = 4,
         pool: PoolSettings | None = None,
         period: PeriodLength = PeriodLength.MONTH,
+        reference_topics: frozenset[str] = frozenset(),
     ) -> None:
         super().__init__(dsn=dsn, pool_size=pool_size, command_timeout=60, pool=pool)
         self._ledger_name = ledger_name
         self._period = period
+        #: Topics whose partitions are one log for ever (the compliance registry: small,
+        #: and every compliance decision needs its whole history).
+        self._reference_topics = reference_topics
         #: Each partition's first log: its advisory lock and writer epochs.
         self._anchors: dict[tuple[str, int], int] = {}
 
@@ -74,6 +78,9 @@ class PostgresAppender(PooledAdapter):
                 rows = await conn.fetch(sql.NEXT_OFFSETS_FOR_TOPIC, topic, list(partitions))
         return {int(r[0]): int(r[1]) for r in rows}
 
+    def _length(self, topic: str) -> PeriodLength | None:
+        return None if topic in self._reference_topics else self._period
+
     async def _anchor(
         self, conn: Conn, topic: str, partition: int, items: Sequence[BatchItem] = ()
     ) -> int:
@@ -82,7 +89,8 @@ class PostgresAppender(PooledAdapter):
         if cached is None:
             cached = await shards.first_log(
                 conn, ledger_name=self._ledger_name, topic=topic, partition=partition,
-                first_ms=items[0].record.timestamp_ms if items else None, length=self._period,
+                first_ms=items[0].record.timestamp_ms if items else None,
+                length=self._length(topic),
             )  # fmt: skip
             self._anchors[key] = cached
         return cached
@@ -151,7 +159,7 @@ class PostgresAppender(PooledAdapter):
             )
         parts = await shards.segments(
             conn, ledger_name=self._ledger_name, topic=topic, partition=partition,
-            items=fresh, length=self._period,
+            items=fresh, length=self._length(topic),
         )  # fmt: skip
         results = [await _append_segment(conn, topic, partition, part) for part in parts]
         return _combined(results, skipped=skipped)

@@ -5,7 +5,9 @@ checkpoint with its own verifiers (so a tampered row is not trusted), proves
 from the stored tiles that the size-n tree extends it (RFC 9162 consistency),
 and only then signs; on any failure it signs nothing and raises
 ``VerificationError``. Checkpoints are issued when ``every_leaves`` new leaves
-or ``every_ms`` milliseconds have accumulated, whichever comes first.
+or ``every_ms`` milliseconds have accumulated, whichever comes first. A closed log (its
+partition moved on to a later period) is sealed: a checkpoint at its final size, then a
+signed seal naming it and the next log (``ledger.log.seal``).
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from ledger.errors import VerificationError
+from ledger.errors import MalformedInputError, VerificationError
 from ledger.log.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from ledger.log.merkle import verify_consistency
 from ledger.log.note import Signer
+from ledger.log.seal import Seal, sign_seal
+from ledger.log.types import RootHash
 from ledger.pg import sql, tree
 from ledger.pg.pool import transient_as_unavailable
 
@@ -35,6 +39,15 @@ class CheckpointPolicy:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class IssuedCheckpoint:
+    log_id: int
+    size: int
+    note: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IssuedSeal:
+    """A closed log's seal: its final size, and the note signed over it."""
+
     log_id: int
     size: int
     note: str
@@ -100,8 +113,8 @@ class Checkpointer:
         latest = await conn.fetchrow(sql.LATEST_CHECKPOINT, log_id)
         signed_size = 0 if latest is None else int(latest["size"])
         self._signed[log_id] = signed_size
-        if target <= signed_size:
-            return None
+        if target < signed_size or (target == signed_size and (latest or not force)):
+            return None  # (an empty log gets a checkpoint only when forced: its seal)
         if not force and not self.due(log_id, unsigned_leaves=target - signed_size):
             return None
         self._last_attempt[log_id] = time.monotonic()
@@ -140,7 +153,7 @@ class Checkpointer:
         and the tree at ``target`` is consistent with it (an append-only extension)."""
         try:
             previous = open_checkpoint(note, self._verifiers)
-        except VerificationError as exc:
+        except (VerificationError, MalformedInputError) as exc:
             raise VerificationError(
                 f"log {log_id}: the stored checkpoint at size {signed_size} does not verify "
                 "with our keys; refusing to sign past it"
@@ -170,12 +183,56 @@ class Checkpointer:
                 f"log {log_id}: size {target} is inconsistent with checkpoint {signed_size}"
             ) from exc
 
+    async def seal_closed_logs(self) -> list[IssuedSeal]:
+        """Seal every closed log (one whose partition has moved on to a later period):
+        sign its final size (consistent with what was signed before, as any checkpoint),
+        then a seal naming that checkpoint, the next log and its first offset."""
+        with transient_as_unavailable():
+            async with self._pool.acquire() as conn:
+                rows = await conn.fetch(sql.UNSEALED_CLOSED_LOGS)
+        sealed = []
+        for r in rows:
+            try:
+                sealed.append(await self._seal(r))
+            except VerificationError as exc:
+                logger.critical("seal refused: %s", exc)
+        return sealed
+
+    async def _seal(self, closed: asyncpg.Record) -> IssuedSeal:
+        log_id = int(closed["log_id"])
+        with transient_as_unavailable():
+            async with self._pool.acquire() as conn, conn.transaction():
+                await conn.execute(sql.LOCK_CHECKPOINT, log_id)
+                await self._checkpoint_locked(conn, log_id, force=True, size=None)
+                final = await conn.fetchrow(sql.LATEST_CHECKPOINT, log_id)
+                size = await tree.log_size(conn, log_id)
+                if final is None or int(final["size"]) != size:
+                    raise VerificationError(f"log {log_id}: no checkpoint at its final size")
+                head = Checkpoint(
+                    origin=closed["origin"],
+                    size=size,
+                    root_hash=RootHash(bytes(final["root_hash"])),
+                )
+                seal = Seal(
+                    checkpoint=head,
+                    next_origin=closed["next_origin"],
+                    next_first_offset=int(closed["next_first_offset"]),
+                )
+                note = sign_seal(seal, self._signers)
+                await conn.execute(
+                    sql.INSERT_SEAL, log_id, size, int(closed["next_log_id"]),
+                    seal.next_first_offset, note,
+                )  # fmt: skip
+        logger.info("sealed %s at size %d", closed["origin"], size)
+        return IssuedSeal(log_id=log_id, size=size, note=note)
+
     async def checkpoint_all_due(self) -> list[IssuedCheckpoint]:
         """Check every log; sign those that are due. Errors are logged per log."""
         with transient_as_unavailable():
             async with self._pool.acquire() as conn:
                 rows = await conn.fetch(sql.LOGS_DUE_CHECKPOINT)
         issued = []
+        await self.seal_closed_logs()
         for r in rows:
             if not self.due(int(r["log_id"]), unsigned_leaves=int(r["size"]) - int(r["signed"])):
                 continue

@@ -23,6 +23,11 @@ from ledger.pg import sql
 
 Conn = asyncpg.Connection | PoolConnectionProxy
 
+#: The period of a reference log (the compliance registry): one log for ever, never
+#: sealed, named ``<ledger>/<topic>/<partition>``, its rows in a partition of their own.
+REFERENCE_START = date(1970, 1, 1)
+REFERENCE_END = date(9999, 12, 31)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ShardLog:
@@ -68,14 +73,19 @@ async def first_log(
     topic: str,
     partition: int,
     first_ms: int | None,
-    length: PeriodLength,
+    length: PeriodLength | None,
 ) -> int:
-    """The partition's first log (made for the period of ``first_ms``, or of now)."""
+    """The partition's first log (made for the period of ``first_ms``, or of now; for a
+    reference topic, ``length`` None, its only log)."""
     base = base_origin(ledger_name, topic, partition)
     async with conn.transaction():
         await conn.execute(sql.LOCK_PARTITION, topic, partition)
         row = await conn.fetchrow(sql.FIRST_LOG, topic, partition)
-        if row is None:
+        if row is None and length is None:
+            row = await conn.fetchrow(
+                sql.OPEN_LOG, base, topic, partition, REFERENCE_START, REFERENCE_END, 0
+            )
+        elif row is None and length is not None:
             at = datetime.now(UTC) if first_ms is None or first_ms < 0 else None
             period = period_of(at, length) if at else period_of_ms(first_ms or 0, length)
             row = await conn.fetchrow(
@@ -100,14 +110,17 @@ async def segments(
     topic: str,
     partition: int,
     items: Sequence[BatchItem],
-    length: PeriodLength,
+    length: PeriodLength | None,
 ) -> list[Segment]:
     """Split ``items`` (in offset order) over the partition's current log and the logs of
-    later periods their timestamps reach, making those logs."""
+    later periods their timestamps reach, making those logs (``length`` None: a reference
+    topic, whose one log takes everything)."""
     row = await conn.fetchrow(sql.CURRENT_LOG, topic, partition)
     if row is None:
         raise UnavailableError(f"{topic}/{partition} has no log")
     current = _log(row)
+    if length is None:
+        return [Segment(log=current, items=items)]
     out: list[Segment] = []
     run: list[BatchItem] = []
     for item in items:

@@ -1,5 +1,6 @@
-"""What ``ledger status`` reads from the ledger: per log, the Kafka position it ingested,
-its size, and its latest signed checkpoint with its age.
+"""What ``ledger status`` reads from the ledger: per unsealed log, the Kafka position it
+ingested, its size, and its latest signed checkpoint with its age (a sealed log is done:
+docs/design/periods.md).
 
 Invariant: one SELECT as the reader role; ages are measured with the database's clock,
 the clock the checkpoints were stamped with.

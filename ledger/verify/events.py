@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from ledger.audit.records import SchemaSet
 from ledger.errors import LedgerError, MalformedInputError
 from ledger.log.leaf import LEAF_VERSION, decode_leaf
+from ledger.log.periods import split_origin
 from ledger.verify.checks import EventCheck
 from ledger.verify.findings import Findings
 from ledger.verify.projection import cell_equal, project_event
@@ -24,8 +25,9 @@ Row = Mapping[str, object]
 
 
 def log_position(origin: str) -> tuple[str, int] | None:
-    """``(topic, partition)`` from an origin ``<ledger name>/<topic>/<partition>``."""
-    parts = origin.rsplit("/", 2)
+    """``(topic, partition)`` from an origin ``<ledger name>/<topic>/<partition>``, with or
+    without a period label after it (docs/design/periods.md)."""
+    parts = split_origin(origin)[0].rsplit("/", 2)
     if len(parts) != 3 or not parts[1] or not parts[2].isdigit() or not parts[2].isascii():
         return None
     return parts[1], int(parts[2])

@@ -59,6 +59,7 @@ def consume(verbose: bool = False) -> None:
             ops=ops_config(settings, "consumer"),
             pool=settings.pg_pool(PgPool.APPENDER),
             witnesses=_witness_submission(settings),
+            period=settings.period,
         )
     )
 

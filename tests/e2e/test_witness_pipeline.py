@@ -22,7 +22,7 @@ from producers import PhiAccessEvent
 from tests.conftest import own_ledger
 from tests.e2e.conftest import LEDGER, Pipeline, free_port
 from tests.litewitness import Litewitness, litewitness
-from tests.support import ROOT, Stack
+from tests.support import ROOT, Stack, live_origin
 
 pytestmark = pytest.mark.e2e
 
@@ -50,7 +50,8 @@ def witnessed(
             LEDGER_WITNESS_SUBMIT_EVERY_MS="200",
         )
         subprocess.run([LEDGER, "topics"], env=env, check=True, cwd=ROOT, capture_output=True)
-        lw.add_log(f"test.ledger.local/{access}/0", [own.verifier_key])
+        # Each period's log is a new origin: a witness must know it before it cosigns.
+        lw.add_log(live_origin(f"test.ledger.local/{access}/0"), [own.verifier_key])
         with (tmp / "consumer.log").open("wb") as out:
             consumer = subprocess.Popen(
                 [LEDGER, "consume"], env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
@@ -93,7 +94,7 @@ async def test_the_consumer_gets_its_checkpoints_cosigned(
     witnessed: tuple[Pipeline, Litewitness], tmp_path: Path
 ) -> None:
     pipeline, lw = witnessed
-    origin = f"test.ledger.local/{pipeline.access_topic}/0"
+    origin = live_origin(f"test.ledger.local/{pipeline.access_topic}/0")
     events = Simulator(seed=18_018, patients=3).events(EVENTS * 2)
     access = [e for e in events if isinstance(e, PhiAccessEvent)][:EVENTS]
     async with pipeline.emitter(f"wit-{uuid.uuid4().hex[:6]}") as emitter:

@@ -142,3 +142,23 @@ async def test_refuses_to_sign_after_the_tree_was_tampered(
     restarted = Checkpointer(pool=appender.pool, signers=[signer], policy=policy)
     with pytest.raises(VerificationError, match="inconsistent with checkpoint 610"):
         await restarted.checkpoint(log_id)
+
+
+async def test_a_malformed_stored_checkpoint_is_refused_as_unverifiable(
+    appender: PostgresAppender, owner_conn: asyncpg.Connection
+) -> None:
+    """A stored note that does not even parse is refused like a forged one (before, its
+    MalformedInputError escaped the sweep's per-log refusal and stopped the sweep)."""
+    topic = f"malformed-cp-{uuid.uuid4().hex[:8]}"
+    signer, _ = keypair()
+    checkpointer = Checkpointer(
+        pool=appender.pool, signers=[signer], policy=CheckpointPolicy(every_leaves=1, every_ms=0)
+    )
+    log_id = await grow(appender, topic, 0, 3, 11)
+    await owner_conn.execute(
+        "INSERT INTO checkpoints (log_id, size, root_hash, note) VALUES ($1, 2, $2, $3)",
+        log_id, b"\x01" * 32, "not a note\n",
+    )  # fmt: skip
+    with pytest.raises(VerificationError, match="does not verify with our keys"):
+        await checkpointer.checkpoint(log_id)
+    assert await checkpointer.checkpoint_all_due() == []

@@ -50,7 +50,7 @@ from producers.events import (
     event_key,
 )
 from tests.conftest import own_ledger
-from tests.support import ROOT, Stack, run_ledger
+from tests.support import APPENDED_MS, ROOT, Stack, run_ledger
 
 pytestmark = pytest.mark.integration
 
@@ -154,7 +154,7 @@ async def append(dsn: str, topic: str, events: Sequence[Event]) -> None:
         for offset, event in enumerate(events):
             record = KafkaRecord(
                 topic=topic, partition=0, offset=offset,
-                timestamp_ms=int(event.event_time.timestamp() * 1000), timestamp_type=0,
+                timestamp_ms=APPENDED_MS, timestamp_type=0,
                 key=event_key(event).encode(),
                 value=CODEC.encode(event.stamped(producer_id="rules-it", producer_seq=offset + 1)),
             )  # fmt: skip

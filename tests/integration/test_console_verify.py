@@ -44,7 +44,7 @@ from tests.verify_browser import (
 
 NAME = "test.ledger.local"
 TOPIC = "phi-access"
-ORIGIN = f"{NAME}/{TOPIC}/0"
+ORIGIN = f"{NAME}/{TOPIC}/0/2026-05"  # records stamped 1_780_000_000_000 ms
 SIZE = 13
 INDEX = 6
 

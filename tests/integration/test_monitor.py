@@ -35,7 +35,7 @@ from tests.atna_pki import make_pki
 from tests.conftest import own_ledger
 from tests.e2e.conftest import LEDGER, free_port
 from tests.integration.test_alert_delivery import SECRET, Receiver
-from tests.support import ROOT, Stack, synthetic_batch
+from tests.support import ROOT, SYNTHETIC_PERIOD, Stack, synthetic_batch
 
 pytestmark = pytest.mark.integration
 
@@ -83,7 +83,7 @@ class Log:
 
     @property
     def origin(self) -> str:
-        return f"test.ledger.local/{self.topic}/0"
+        return f"test.ledger.local/{self.topic}/0/{SYNTHETIC_PERIOD}"
 
     async def grow(self, n: int, *, sign: bool = True) -> None:
         items = synthetic_batch(

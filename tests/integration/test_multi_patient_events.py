@@ -65,7 +65,7 @@ pytestmark = pytest.mark.integration
 
 TOPIC = "multi-phi-access"
 NAME = "test.ledger.local"
-ORIGIN0 = f"{NAME}/{TOPIC}/0"
+ORIGIN0 = f"{NAME}/{TOPIC}/0/2026-09"  # records stamped 1_790_000_000_000 ms
 CODEC = Codec()
 V1_CODEC = Codec(
     s

@@ -63,7 +63,7 @@ pytestmark = pytest.mark.integration
 LEDGER = str(Path(sys.executable).with_name("ledger"))
 TOPIC = "attr-phi-access"
 NAME = "test.ledger.local"
-ORIGIN0 = f"{NAME}/{TOPIC}/0"
+ORIGIN0 = f"{NAME}/{TOPIC}/0/2026-09"  # records stamped 1_790_000_000_000 ms
 PATIENTS = ("ATTR-A", "ATTR-B", "ATTR-C")
 CODEC = Codec()
 #: A codec that knows AuditLogUsed v1 only: what a producer wrote before v2 existed.

@@ -107,7 +107,11 @@ async def consume(
 ) -> ConsumerStats:
     """Run the ledger consumer over ``topics`` until ``records`` records were handled
     (with ``sign``, signing a checkpoint after every leaf)."""
-    appender = PostgresAppender(dsn=stack.appender_url, ledger_name="test.ledger.local")
+    appender = PostgresAppender(
+        dsn=stack.appender_url,
+        ledger_name="test.ledger.local",
+        reference_topics=frozenset({topics.registry}),
+    )
     config = ConsumerConfig(
         bootstrap_servers=stack.kafka_bootstrap,
         topics=topics.all,
@@ -461,7 +465,11 @@ async def test_a_forged_unsigned_or_replayed_registry_change_never_becomes_a_sec
     finally:
         await producer.stop()
 
-    appender = PostgresAppender(dsn=stack.appender_url, ledger_name="test.ledger.local")
+    appender = PostgresAppender(
+        dsn=stack.appender_url,
+        ledger_name="test.ledger.local",
+        reference_topics=frozenset({topics.registry}),
+    )
     config = ConsumerConfig(
         bootstrap_servers=stack.kafka_bootstrap,
         topics=topics.all,

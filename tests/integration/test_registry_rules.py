@@ -46,7 +46,7 @@ from producers.events import (
     event_key,
 )
 from tests.conftest import own_ledger
-from tests.support import Stack
+from tests.support import APPENDED_MS, Stack
 
 pytestmark = pytest.mark.integration
 
@@ -103,7 +103,7 @@ def registry_item(change: RegistryChange, topic: str, offset: int) -> Accepted:
     changes (its own part of issue #15), the index row is a stand-in: the evaluator
     reads the leaf, never that row."""
     record = KafkaRecord(
-        topic=topic, partition=0, offset=offset, timestamp_ms=0, timestamp_type=0,
+        topic=topic, partition=0, offset=offset, timestamp_ms=APPENDED_MS, timestamp_type=0,
         key=b"registry", value=CODEC.encode(change),
     )  # fmt: skip
     index = IndexFields(
@@ -120,7 +120,7 @@ def registry_item(change: RegistryChange, topic: str, offset: int) -> Accepted:
 def access_item(event: PhiAccessEvent, topic: str, offset: int) -> Accepted:
     record = KafkaRecord(
         topic=topic, partition=0, offset=offset,
-        timestamp_ms=int(event.event_time.timestamp() * 1000), timestamp_type=0,
+        timestamp_ms=APPENDED_MS, timestamp_type=0,
         key=event_key(event).encode(),
         value=CODEC.encode(event.stamped(producer_id="registry-it", producer_seq=offset + 1)),
     )  # fmt: skip
@@ -130,7 +130,11 @@ def access_item(event: PhiAccessEvent, topic: str, offset: int) -> Accepted:
 
 
 async def append(dsn: str, topic: str, items: Sequence[Accepted]) -> None:
-    async with PostgresAppender(dsn=dsn, ledger_name="test.ledger.local") as app:
+    # The registry is a reference topic (one log for ever), as the consumer appends it.
+    reference = frozenset({topic}) if topic.endswith("-registry") else frozenset()
+    async with PostgresAppender(
+        dsn=dsn, ledger_name="test.ledger.local", reference_topics=reference
+    ) as app:
         await app.register_schemas(
             [
                 WriterSchemaInfo(fingerprint=s.fingerprint, full_name=s.full_name,

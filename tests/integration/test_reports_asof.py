@@ -250,8 +250,8 @@ async def test_reports_as_of_the_same_checkpoints_are_byte_identical_while_the_l
     body = json.loads(first["investigation"][0])
     pinned = as_of_params(body)
     assert sorted(o for _, o in pinned) == [
-        f"{LEDGER_NAME}/{world.topics[0]}/0:2",
-        f"{LEDGER_NAME}/{world.topics[1]}/0:1",
+        f"{LEDGER_NAME}/{world.topics[0]}/0/2026-09:2",
+        f"{LEDGER_NAME}/{world.topics[1]}/0/2026-09:1",
     ]
     for name, (raw, header) in first.items():
         report = json.loads(raw)
@@ -285,8 +285,8 @@ async def test_reports_as_of_the_same_checkpoints_are_byte_identical_while_the_l
     assert json.loads(latest["relays"][0])["relays"] == 2
     newer = as_of_params(json.loads(latest["investigation"][0]))
     assert sorted(o for _, o in newer) == [
-        f"{LEDGER_NAME}/{world.topics[0]}/0:4",
-        f"{LEDGER_NAME}/{world.topics[1]}/0:2",
+        f"{LEDGER_NAME}/{world.topics[0]}/0/2026-09:4",
+        f"{LEDGER_NAME}/{world.topics[1]}/0/2026-09:2",
     ]
     assert await fetch_all(api, world, newer) == latest
 
@@ -345,7 +345,7 @@ async def test_a_bad_checkpoint_is_refused_and_the_refusal_recorded(
 ) -> None:
     if not world.seq:
         await grow(stack, world, 0)
-    phi_log = f"{LEDGER_NAME}/{world.topics[0]}/0"
+    phi_log = f"{LEDGER_NAME}/{world.topics[0]}/0/2026-09"  # stamped APPENDED_MS
     cases = {
         "unknown size": ([f"{phi_log}:999"], "has no signed checkpoint of size 999"),
         "unknown log": ([f"{LEDGER_NAME}/nosuchtopic/0:1"], "this ledger has no log"),
@@ -371,7 +371,7 @@ async def test_a_checkpoint_not_signed_by_a_trusted_key_is_refused(
 ) -> None:
     if not world.seq:
         await grow(stack, world, 0)
-    phi_log = f"{LEDGER_NAME}/{world.topics[0]}/0"
+    phi_log = f"{LEDGER_NAME}/{world.topics[0]}/0/2026-09"  # stamped APPENDED_MS
     # A checkpoint of size 1 signed by a key the API does not trust, put in the database
     # by a superuser (the checkpointer itself only signs with the ledger's key).
     skey, _ = generate_signer(LEDGER_NAME)

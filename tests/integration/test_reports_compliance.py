@@ -61,7 +61,7 @@ from producers.events import (
 )
 from tests.integration.test_reports_asof import KeptReads
 from tests.integration.test_reports_pg import CODEC, Writer, phi, relay
-from tests.support import Stack, run_ledger, with_database
+from tests.support import APPENDED_MS, Stack, run_ledger, with_database
 
 pytestmark = pytest.mark.integration
 
@@ -135,7 +135,7 @@ def registry_item(change: RegistryChange, offset: int) -> Accepted:
     so the stand-in index row names no patient and no facility."""
     record = KafkaRecord(
         topic=REGISTRY_TOPIC, partition=0, offset=offset,
-        timestamp_ms=int(change.event_time.timestamp() * 1000), timestamp_type=0,
+        timestamp_ms=APPENDED_MS, timestamp_type=0,
         key=b"registry", value=REGISTRY_CODEC.encode(change),
     )  # fmt: skip
     try:
@@ -159,7 +159,9 @@ async def grow(
     stack: Stack, w: World, *, registry: Sequence[RegistryRecord], events: Sequence[Any]
 ) -> None:
     """Append registry changes, accesses and relays, then sign every log."""
-    async with PostgresAppender(dsn=w.appender_url, ledger_name=LEDGER_NAME) as app:
+    async with PostgresAppender(
+        dsn=w.appender_url, ledger_name=LEDGER_NAME, reference_topics=frozenset({REGISTRY_TOPIC})
+    ) as app:
         await app.register_schemas(
             [
                 WriterSchemaInfo(fingerprint=s.fingerprint, full_name=s.full_name,
@@ -247,7 +249,7 @@ async def plant_alerts(w: World) -> int:
     conn = await asyncpg.connect(w.owner_url)
     try:
         log_id = await conn.fetchval(
-            "SELECT log_id FROM logs WHERE origin = $1", f"{LEDGER_NAME}/{PHI_TOPIC}/0"
+            "SELECT log_id FROM logs WHERE origin = $1", f"{LEDGER_NAME}/{PHI_TOPIC}/0/2026-09"
         )
         raised = w.start + timedelta(days=2, hours=12)
         alert_id = await conn.fetchval(
@@ -377,7 +379,7 @@ async def test_the_compliance_report_counts_each_item_and_reruns_byte_for_byte(
             "INSERT INTO alerts (rule_id, rule_version, severity, facility_id, user_id, summary,"
             " log_id, leaf_index, thresholds) SELECT 'account.unknown', 1, 'high', $1, 'ghost',"
             " 'unknown', log_id, 3, '{}' FROM logs WHERE origin = $2 RETURNING alert_id",
-            world.facility.id, f"{LEDGER_NAME}/{PHI_TOPIC}/0",
+            world.facility.id, f"{LEDGER_NAME}/{PHI_TOPIC}/0/2026-09",
         )  # fmt: skip
         await conn.execute(
             "INSERT INTO alert_transitions (alert_id, seq, state, note, transitioned_by)"

@@ -53,7 +53,7 @@ from producers.events import (
     Study,
     event_key,
 )
-from tests.support import Stack, superuser_url, with_database
+from tests.support import APPENDED_MS, Stack, superuser_url, with_database
 
 pytestmark = pytest.mark.integration
 
@@ -102,7 +102,7 @@ class Writer:
             self._offsets[(topic, partition)] = offset + 1
             record = KafkaRecord(
                 topic=topic, partition=partition, offset=offset,
-                timestamp_ms=int(event.event_time.timestamp() * 1000), timestamp_type=0,
+                timestamp_ms=APPENDED_MS, timestamp_type=0,
                 key=event_key(event).encode(),
                 value=CODEC.encode(event.stamped(producer_id="reports-it", producer_seq=self._seq)),
             )  # fmt: skip
@@ -642,7 +642,7 @@ async def test_relay_report(ledger: Ledger, reports: PostgresReports) -> None:
     assert second.superseded == (ev["relay_first_record"].event_id,)
     late = next(x for x in report.exceptions if x.event_id == ev["relay_late"].event_id)
     assert late.attempts == 1  # the failed attempt, decoded from the leaf
-    assert late.position.origin.endswith(f"rep-{ledger.tag}-relay/0")
+    assert late.position.origin.endswith(f"rep-{ledger.tag}-relay/0/2026-09")  # APPENDED_MS
     everywhere = await reports.relays(start=start, end=end, now=ledger.now)
     ids = {x.event_id for x in everywhere.exceptions}
     assert ev["relay_other_facility"].event_id in ids

@@ -222,8 +222,8 @@ def test_every_tamper_is_detected_and_located(ledger: Ledger, tmp_path: Path) ->
     result = export_and_verify(ledger, tmp_path)
     out = result.stdout
     assert result.returncode == 1, out + result.stderr
-    a_origin = f"test.ledger.local/{TOPIC}/0"
-    b_origin = f"test.ledger.local/{TOPIC}/1"
+    a_origin = f"test.ledger.local/{TOPIC}/0/2026-09"  # stamped 1_790_000_000_000 ms
+    b_origin = f"test.ledger.local/{TOPIC}/1/2026-09"
     findings = [line for line in out.splitlines() if line.startswith("│")]
     text = "\n".join(findings)
 

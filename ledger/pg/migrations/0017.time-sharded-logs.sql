@@ -19,10 +19,15 @@ UPDATE logs SET
     first_offset = 0;
 ALTER TABLE logs ENABLE TRIGGER logs_no_mutation;
 
+-- A log inserted without a period (by hand, by an older tool) is the current month's.
 ALTER TABLE logs
     ALTER COLUMN period SET NOT NULL,
+    ALTER COLUMN period SET DEFAULT (date_trunc('month', now() AT TIME ZONE 'UTC'))::date,
     ALTER COLUMN period_end SET NOT NULL,
+    ALTER COLUMN period_end SET DEFAULT
+        (date_trunc('month', now() AT TIME ZONE 'UTC') + interval '1 month')::date,
     ALTER COLUMN first_offset SET NOT NULL,
+    ALTER COLUMN first_offset SET DEFAULT 0,
     ADD CONSTRAINT logs_period_order CHECK (period_end > period),
     ADD CONSTRAINT logs_first_offset CHECK (first_offset >= 0),
     DROP CONSTRAINT logs_topic_kafka_partition_key,

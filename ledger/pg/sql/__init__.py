@@ -144,6 +144,7 @@ from ledger.pg.sql.tree import (
     CHECKPOINTS_AFTER,
     FULL_TILES,
     INSERT_CHECKPOINT,
+    INSERT_SEAL,
     LATEST_CHECKPOINT,
     LEAF_HASH_RANGE,
     LEAVES_RANGE,
@@ -154,6 +155,7 @@ from ledger.pg.sql.tree import (
     TILE_COLUMNS,
     TILE_ROOT_RANGE,
     TILE_TABLE,
+    UNSEALED_CLOSED_LOGS,
 )
 
 __all__ = [
@@ -220,6 +222,7 @@ __all__ = [
     "INSERT_RESUBMISSION",
     "INSERT_RULE_ALERT",
     "INSERT_RULE_CURSOR",
+    "INSERT_SEAL",
     "INVESTIGATION_BY_ADDRESSES",
     "INVESTIGATION_BY_FACILITY",
     "INVESTIGATION_BY_USERS",
@@ -278,6 +281,7 @@ __all__ = [
     "TILE_COLUMNS",
     "TILE_ROOT_RANGE",
     "TILE_TABLE",
+    "UNSEALED_CLOSED_LOGS",
     "WRITER_SCHEMAS",
     "create_database",
 ]

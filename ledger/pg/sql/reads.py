@@ -267,5 +267,7 @@ LEFT JOIN LATERAL (
     SELECT size, signed_at FROM checkpoints c WHERE c.log_id = g.log_id
     ORDER BY size DESC LIMIT 1
 ) c ON true
-ORDER BY g.topic, g.kafka_partition
+-- A sealed log is finished: its checkpoint ages for ever, and is no lag of anything.
+WHERE NOT EXISTS (SELECT 1 FROM log_seals s WHERE s.log_id = g.log_id)
+ORDER BY g.topic, g.kafka_partition, g.period
 """

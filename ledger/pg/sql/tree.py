@@ -70,4 +70,25 @@ SELECT g.log_id, g.origin,
        (SELECT coalesce(max(leaf_index) + 1, 0) FROM leaves l WHERE l.log_id = g.log_id) AS size,
        (SELECT coalesce(max(size), 0) FROM checkpoints c WHERE c.log_id = g.log_id) AS signed
 FROM logs g
+WHERE NOT EXISTS (SELECT 1 FROM log_seals s WHERE s.log_id = g.log_id)
+"""
+
+#: Closed logs (a later period's log of the same partition exists) without a seal yet,
+#: each with its successor: the log that follows it and the offset that log starts at.
+UNSEALED_CLOSED_LOGS: Final = """
+SELECT g.log_id, g.origin, n.log_id AS next_log_id, n.origin AS next_origin,
+       n.first_offset AS next_first_offset
+FROM logs g
+JOIN LATERAL (
+    SELECT log_id, origin, first_offset FROM logs n
+    WHERE n.topic = g.topic AND n.kafka_partition = g.kafka_partition AND n.period > g.period
+    ORDER BY n.period LIMIT 1
+) n ON true
+WHERE NOT EXISTS (SELECT 1 FROM log_seals s WHERE s.log_id = g.log_id)
+ORDER BY g.log_id
+"""
+
+INSERT_SEAL: Final = """
+INSERT INTO log_seals (log_id, size, next_log_id, next_first_offset, note)
+VALUES ($1, $2, $3, $4, $5)
 """

@@ -350,6 +350,17 @@ async function checked(parts, verifierKeys, eventId, witnesses) {
   }
 }
 
+// A log is one Kafka partition (for one period, docs/design/periods.md): its origin is
+// `<ledger>/<topic>/<partition>`, or that and `/<YYYY-MM>` or `/<YYYY-MM-DD>`.
+const PERIOD_LABEL = /^[0-9]{4}-[0-9]{2}(-[0-9]{2})?$/;
+
+function fromPartition(origin, entry) {
+  const base = `/${entry.topic}/${entry.partition}`;
+  if (origin.endsWith(base)) return true;
+  const cut = origin.lastIndexOf("/");
+  return PERIOD_LABEL.test(origin.slice(cut + 1)) && origin.slice(0, cut).endsWith(base);
+}
+
 async function check(parts, verifierKeys, eventId, witnesses) {
   if (!Array.isArray(verifierKeys) || verifierKeys.length === 0) {
     fail("this console has no verifier key to check against");
@@ -361,7 +372,7 @@ async function check(parts, verifierKeys, eventId, witnesses) {
   const { text, signer } = await openNote(note, verifiers);
   const cp = parseCheckpoint(text);
   const entry = readLeaf(leaf);
-  if (!cp.origin.endsWith(`/${entry.topic}/${entry.partition}`)) {
+  if (!fromPartition(cp.origin, entry)) {
     fail(`the entry is from ${entry.topic}/${entry.partition}, not from log ${cp.origin}`);
   }
   if (eventId !== null && entry.eventId?.toLowerCase() !== String(eventId).toLowerCase()) {
