@@ -5,11 +5,9 @@ whose logs are not all sealed, an unknown period and a non-empty target are refu
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import shutil
 import uuid
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,12 +18,9 @@ from consumers.classify import classify
 from integrations.simulator import Simulator
 from ledger.audit.ingest import Accepted, WriterSchemaInfo
 from ledger.audit.producerauth import ProducerAuthenticator, RegisteredKey
-from ledger.log.checkpoint import Checkpoint
 from ledger.log.keys import load_signers
 from ledger.log.leaf import KafkaRecord
 from ledger.log.periods import PeriodLength
-from ledger.log.seal import Seal, sign_seal
-from ledger.log.types import RootHash
 from ledger.pg.appender import PostgresAppender
 from ledger.pg.checkpointer import Checkpointer, CheckpointPolicy
 from ledger.verify.bundle import BundleReader
@@ -80,50 +75,22 @@ def _month(stack: Stack, topic: str, first: int, year: int, month: int, n: int) 
     return items
 
 
-async def _seal(stack: Stack, topic: str, periods: Sequence[str]) -> None:
-    """Seal this topic's logs of ``periods`` as the checkpointer does (final checkpoint at
-    the log's size, then the seal naming the next log), as the appender role."""
+async def _seal(stack: Stack, topic: str) -> list[int]:
+    """The checkpointer's sweep seals every closed log (this topic's October and
+    November); December, still open, gets a checkpoint of what it holds."""
     signers = load_signers(stack.signer_key_file)
     pool = await asyncpg.create_pool(stack.appender_url, min_size=1, max_size=2)
     try:
         checkpointer = Checkpointer(pool=pool, signers=signers, policy=CheckpointPolicy())
+        sealed = [s.log_id for s in await checkpointer.seal_closed_logs()]
         async with pool.acquire() as conn:
             logs = await conn.fetch(
-                "SELECT log_id, origin, period FROM logs WHERE topic = $1 ORDER BY period", topic
+                "SELECT log_id FROM logs WHERE topic = $1 ORDER BY period", topic
             )
-            for log, after in itertools.pairwise(logs):
-                if log["period"].isoformat()[:7] not in periods:
-                    continue
-                await checkpointer.checkpoint(int(log["log_id"]), force=True)
-                final = await conn.fetchrow(
-                    "SELECT size, root_hash FROM checkpoints WHERE log_id = $1 "
-                    "ORDER BY size DESC LIMIT 1",
-                    log["log_id"],
-                )
-                nxt = await conn.fetchrow(
-                    "SELECT log_id, origin, first_offset FROM logs WHERE log_id = $1",
-                    after["log_id"],
-                )
-                head = Checkpoint(
-                    origin=log["origin"],
-                    size=int(final["size"]),
-                    root_hash=RootHash(bytes(final["root_hash"])),
-                )
-                seal = Seal(
-                    checkpoint=head,
-                    next_origin=nxt["origin"],
-                    next_first_offset=int(nxt["first_offset"]),
-                )
-                await conn.execute(
-                    "INSERT INTO log_seals (log_id, size, next_log_id, next_first_offset, note) "
-                    "VALUES ($1, $2, $3, $4, $5)",
-                    log["log_id"], head.size, nxt["log_id"], seal.next_first_offset,
-                    sign_seal(seal, signers),
-                )  # fmt: skip
-            # The last log (December) stays open; sign what it holds so far.
-            await checkpointer.checkpoint(int(logs[-1]["log_id"]), force=True)
+        await checkpointer.checkpoint(int(logs[-1]["log_id"]), force=True)
     finally:
         await pool.close()
+    return [int(g["log_id"]) for g in logs if int(g["log_id"]) in sealed]
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +110,7 @@ async def three_months(stack: Stack) -> str:
             items = _month(stack, topic, first, year, month, n)
             await appender.append(topic=topic, partition=0, items=items)
             first += n
-    await _seal(stack, topic, ("2026-10", "2026-11"))
+    assert len(await _seal(stack, topic)) == 2
     return topic
 
 
