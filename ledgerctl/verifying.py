@@ -25,7 +25,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from ledger.errors import LedgerError
+from ledger.errors import LedgerError, MalformedInputError
 from ledger.log.checkpoint import parse_tlog_proof, verify_tlog_proof
 from ledger.log.cosignature import WitnessPolicy, check_cosignatures
 from ledger.log.leaf import decode_leaf
@@ -37,7 +37,7 @@ from ledger.verify import (
     trusted_by_origin,
     verify_bundle,
 )
-from ledger.verify.archives import archive_reports
+from ledger.verify.archives import ArchiveContents, archive_contents, archive_reports
 from ledger.verify.bundle import BundleReader
 from ledger.verify.bundle.layout import ARCHIVE_FORMAT
 from ledger.verify.checks import EventCheckFactory
@@ -200,6 +200,24 @@ def verify_bundle_jobs(
             if progress is not None:
                 progress(log.origin, log.size, log.size)
     return reports + strays
+
+
+def verify_archive(
+    path: Path,
+    verifiers: Sequence[Verifier],
+    *,
+    witnesses: WitnessPolicy | None = None,
+    jobs: int = 1,
+) -> tuple[list[LogReport], ArchiveContents]:
+    """Verify an archive as ``ledger verify --bundle`` does (index included), and say what
+    it holds (its manifest digest, logs with their seals, index rows): what ``ledger
+    archive detach`` compares with the database. The contents mean something only when
+    every report is ok; raises ``MalformedInputError`` for a bundle that is not an archive."""
+    if BundleReader(path).format != ARCHIVE_FORMAT:
+        raise MalformedInputError(f"{path} is not an archive (phi-ledger-archive/v1)")
+    reports = verify_bundle_jobs(path, verifiers, check_index=True, jobs=jobs, witnesses=witnesses)
+    reports = archive_reports(str(path), reports, verifiers)
+    return reports, archive_contents(str(path), reports)
 
 
 def run_verify(

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from pathlib import Path
 
-from ledger.errors import LedgerError
+from ledger.errors import LedgerError, MalformedInputError
 from ledger.log.note import Verifier
 from ledger.log.periods import Period, parse_label
 from ledger.log.seal import Seal, open_seal
@@ -27,11 +28,19 @@ from ledger.verify.bundle.archive import (
     archive_period,
     file_digests,
     listed_files,
+    manifest_digest,
     previous_seals,
 )
+from ledger.verify.bundle.layout import ARCHIVE_FORMAT
 from ledger.verify.findings import Finding, LogReport
 
-__all__ = ["ARCHIVE_FILES", "archive_reports"]
+__all__ = [
+    "ARCHIVE_FILES",
+    "ArchiveContents",
+    "ArchivedLog",
+    "archive_contents",
+    "archive_reports",
+]
 
 #: The origin of the report on the archive's files (it stands for no log).
 ARCHIVE_FILES = "archive files"
@@ -162,3 +171,47 @@ def archive_reports(
             )
         )
     return out
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ArchivedLog:
+    """One log as an archive holds it: what the detach procedure compares with the database."""
+
+    origin: str
+    size: int
+    seal_note: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ArchiveContents:
+    """What a verified archive holds: its manifest's SHA-256, its logs, its index rows."""
+
+    manifest_digest: bytes
+    period: str
+    logs: tuple[ArchivedLog, ...]
+    events: int
+
+
+def archive_contents(path: str, reports: Sequence[LogReport]) -> ArchiveContents:
+    """The contents of the archive at ``path`` whose ``reports`` (``archive_reports``) are
+    given; ``events`` counts the index rows the verifier compared with their leaves.
+    Raises ``MalformedInputError`` for a bundle that is not an archive."""
+    reader = BundleReader(path)
+    if reader.format != ARCHIVE_FORMAT:
+        raise MalformedInputError(f"{path} is a {reader.format} bundle, not an archive")
+    logs = []
+    for log in reader.logs:
+        stored = reader.seal(log.log_id)
+        logs.append(
+            ArchivedLog(
+                origin=log.origin,
+                size=log.size,
+                seal_note=None if stored is None else stored.note,
+            )
+        )
+    return ArchiveContents(
+        manifest_digest=bytes.fromhex(manifest_digest(Path(path))),
+        period=archive_period(reader)["label"],
+        logs=tuple(logs),
+        events=sum(r.events_checked for r in reports),
+    )

@@ -25,7 +25,7 @@ from ledger.log.cosignature import (
 from ledger.log.note import Signer, generate_signer, parse_signer_key, parse_verifier_key
 from ledger.log.seal import Seal, sign_seal
 from ledger.verify import FINDING_KINDS, LogReport, verify_bundle
-from ledger.verify.archives import ARCHIVE_FILES, archive_reports
+from ledger.verify.archives import ARCHIVE_FILES, archive_contents, archive_reports
 from ledger.verify.bundle import BundleLog, BundleReader, BundleWriter
 from ledger.verify.bundle.archive import (
     ArchiveWriter,
@@ -35,7 +35,7 @@ from ledger.verify.bundle.archive import (
     manifest_digest,
 )
 from ledger.verify.bundle.layout import ARCHIVE_FORMAT, MANIFEST, StoredSeal
-from ledgerctl.verifying import event_checks
+from ledgerctl.verifying import event_checks, verify_archive
 from producers.codec import Codec
 from tests.unit.test_verify import Log, make_log
 
@@ -393,3 +393,23 @@ def test_a_seal_naming_another_successor_is_named(tmp_path: Path) -> None:
     seal.update(next_first_offset=5, note=moved)
     (path / "logs/6/seal.json").write_text(json.dumps(seal))
     assert kinds(verify_bundle(path, [VERIFIER], check_index=False)) == {"chain_next_mismatch"}
+
+
+def test_what_a_verified_archive_holds(tmp_path: Path) -> None:
+    """What the detach procedure compares with the database (ledgerctl.verifying)."""
+    path = write(good(), tmp_path / "a")
+    reports, contents = verify_archive(path, [VERIFIER])
+    assert all(r.ok for r in reports)
+    assert contents.manifest_digest.hex() == manifest_digest(path)
+    assert contents.period == "2026-11"
+    assert [(g.origin, g.size) for g in contents.logs] == [(NOV, 300)]
+    assert contents.logs[0].seal_note == good().seal
+    assert contents.events == 300
+
+
+def test_an_export_is_not_an_archive(tmp_path: Path) -> None:
+    path = export(tmp_path / "a", sealed=True)
+    with pytest.raises(MalformedInputError, match="not an archive"):
+        verify_archive(path, [VERIFIER])
+    with pytest.raises(MalformedInputError, match="not an archive"):
+        archive_contents(str(path), [])
