@@ -12,6 +12,7 @@ from __future__ import annotations
 import typer
 
 from ledgerctl.commands import (
+    archive,
     atna,
     compliance,
     dicomproxy,
@@ -69,6 +70,7 @@ app.add_typer(atna.atna_app, name="atna")
 app.add_typer(dicomproxy.dicomproxy_app, name="dicom-proxy")
 app.add_typer(emit.spool_app, name="spool")
 app.add_typer(registry.registry_app, name="registry")
+app.add_typer(archive.archive_app, name="archive")
 
 
 def main() -> None:

@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from integrations.atna.kept import KeptMessage
+from ledger.log.periods import parse_label
+from ledger.pg.archive import ArchiveSummary, archive_period
 from ledger.pg.export import ExportHead, ExportSummary, export_bundle
 from ledgerctl.atna import list_kept
 from ledgerctl.cliaudit import LogHead, check_reason, cli_read, record_cli_read, record_now
@@ -105,4 +107,45 @@ def record_resubmit(settings: Settings, *, quarantine_id: int, force: bool, reas
             reason=reason,
             parameters={"quarantine_id": str(quarantine_id), "force": str(force).lower()},
         ),
+    )
+
+
+def run_archive(
+    settings: Settings,
+    *,
+    period: str,
+    out: Path,
+    reason: str,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> ArchiveSummary:
+    """``ledger archive``: one sealed period, owner-only files; recorded inside the
+    snapshot, with the period's heads, once the period is known to be archivable."""
+    import re
+
+    why = check_reason(reason)
+    cut = parse_label(period)
+    os.umask(0o077)
+    target = str(out.absolute())
+
+    async def record(heads: Sequence[ExportHead]) -> None:
+        read = cli_read(
+            command="archive",
+            reason=why,
+            parameters={"out": target, "period": cut.label},
+            heads=[LogHead(origin=h.origin, size=h.size) for h in heads],
+        )
+        await record_cli_read(settings, read)
+
+    witnesses = [e.split()[-1] for e in re.split(r"[,\n]", settings.witnesses) if e.strip()]
+    return asyncio.run(
+        archive_period(
+            dsn=settings.require("reader_url"),
+            path=out,
+            ledger_name=settings.ledger_name,
+            period=cut,
+            verifier_keys=settings.verifier_key_strings(),
+            witness_keys=witnesses,
+            progress=progress,
+            before_writing=record,
+        )
     )

@@ -26,6 +26,7 @@ from ledger.log import tiles
 from ledger.log.checkpoint import parse_checkpoint
 from ledger.log.note import Verifier
 from ledger.verify import Finding, signing_key_finding
+from ledger.verify.bundle import BundleLog
 from ledger.verify.bundle.writer import BundleWriter, LogWriter
 from ledgerctl.client import Api
 
@@ -123,7 +124,8 @@ async def _download_log(
 ) -> None:
     log_id, origin = int(str(log["id"])), str(log["origin"])
     size, pinned = pin
-    with bundle.add_log(log_id=log_id, origin=origin, size=size) as out:
+    chain = _chain(log_id, origin, log)
+    with bundle.add_log(log_id=log_id, origin=origin, size=size, chain=chain) as out:
         await _entries(session, api, out, log_id, origin, size, progress)
         base = f"{api.url}/logs/{log_id}"
         level = 0
@@ -135,8 +137,29 @@ async def _download_log(
             level += 1
         await _checkpoints(session, api, out, log_id, size, pinned)
         await _index(session, api, out, log_id, size)
+        seal = log.get("seal")
+        if isinstance(seal, dict):  # the verifier judges it (ledger.verify.seals)
+            out.add_seal(
+                size=int(seal["size"]),
+                note=str(seal["note"]),
+                next_log_id=int(seal["next_log_id"]),
+                next_origin=str(seal["next_origin"]),
+                next_first_offset=int(seal["next_first_offset"]),
+            )
         if progress is not None:
             progress(origin, size, size)
+
+
+def _chain(log_id: int, origin: str, log: dict[str, Any]) -> BundleLog | None:
+    """The log's place in its partition's chain of periods, as listed (None: an API from
+    before migration 0017)."""
+    period, first = log.get("period"), log.get("first_offset")
+    if not isinstance(period, str) or type(first) is not int:
+        return None
+    return BundleLog(
+        log_id=log_id, origin=origin, size=0, topic=str(log["topic"]),
+        partition=int(str(log["partition"])), period=period, first_offset=first,
+    )  # fmt: skip
 
 
 async def _entries(

@@ -18,7 +18,8 @@ from typing import Final
 from rich.console import Console
 
 from ledger.errors import MalformedInputError
-from ledger.verify import LogReport
+from ledger.verify import Finding, LogReport
+from ledger.verify.archives import ARCHIVE_FILES
 
 HEAD_SUFFIX: Final = ".checkpoint"
 _MAX_NOTE: Final = 64 * 1024
@@ -56,8 +57,9 @@ def verdict_line(reports: Sequence[LogReport]) -> str:
     failing = sum(1 for r in reports if not r.ok)
     leaves = sum(r.leaves_checked for r in reports)
     if not findings:
+        logs = sum(1 for r in reports if r.origin != ARCHIVE_FILES)
         return (
-            f"VERDICT OK: {len(reports)} log(s), {leaves:,} leaves verified up to their signed "
+            f"VERDICT OK: {logs} log(s), {leaves:,} leaves verified up to their signed "
             "tree heads, 0 findings"
         )
     return f"VERDICT FAILED: {findings} finding(s) in {failing} of {len(reports)} log(s)"
@@ -74,7 +76,9 @@ _NOT_A_LOG = frozenset(
 
 def _is_log(report: LogReport) -> bool:
     """False for the reports that stand for no log of the ledger (a wrong key, a kept
-    checkpoint naming no log): they have no tree head to show."""
+    checkpoint naming no log, an archive's files): they have no tree head to show."""
+    if report.origin == ARCHIVE_FILES:
+        return False
     kinds = {f.kind for f in report.findings}
     return report.leaves_checked > 0 or not kinds or not kinds <= _NOT_A_LOG
 
@@ -110,21 +114,22 @@ def as_json(reports: Sequence[LogReport]) -> str:
                 }
                 for r in reports
             ],
-            "findings": [
-                {
-                    "kind": f.kind,
-                    "log": f.log,
-                    "leaf_index": f.leaf_index,
-                    "checkpoint_size": f.checkpoint_size,
-                    "tile": None if f.tile is None else list(f.tile),
-                    "detail": f.detail,
-                }
-                for r in reports
-                for f in r.findings
-            ],
+            "findings": [_finding(f) for r in reports for f in r.findings],
+            "warnings": [_finding(f) for r in reports for f in r.warnings],
         },
         indent=2,
     )
+
+
+def _finding(f: Finding) -> dict[str, object]:
+    return {
+        "kind": f.kind,
+        "log": f.log,
+        "leaf_index": f.leaf_index,
+        "checkpoint_size": f.checkpoint_size,
+        "tile": None if f.tile is None else list(f.tile),
+        "detail": f.detail,
+    }
 
 
 def write_heads(directory: Path, reports: Sequence[LogReport]) -> list[Path]:

@@ -25,7 +25,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from ledger.errors import LedgerError
+from ledger.errors import LedgerError, MalformedInputError
 from ledger.log.checkpoint import parse_tlog_proof, verify_tlog_proof
 from ledger.log.cosignature import WitnessPolicy, check_cosignatures
 from ledger.log.leaf import decode_leaf
@@ -37,11 +37,14 @@ from ledger.verify import (
     trusted_by_origin,
     verify_bundle,
 )
+from ledger.verify.archives import ArchiveContents, archive_contents, archive_reports
 from ledger.verify.bundle import BundleReader
+from ledger.verify.bundle.layout import ARCHIVE_FORMAT
 from ledger.verify.checks import EventCheckFactory
 from ledger.verify.disclosures import disclosure_check
 from ledger.verify.patients import patients_check
 from ledger.verify.producers import producer_check
+from ledger.verify.sealbounds import seal_bounds_check
 from ledgerctl.client import Api
 from ledgerctl.fetch import download_bundle
 from ledgerctl.verdict import as_json, render_heads, verdict_line, write_heads
@@ -113,6 +116,8 @@ def render_reports(console: Console, reports: Sequence[LogReport]) -> bool:
             f"{mark} {r.origin}: {r.leaves_checked:,} leaves, "
             f"{r.checkpoints_checked:,} checkpoints, {len(r.findings)} finding(s)"
         )
+    for w in (w for r in reports for w in r.warnings):
+        console.print(f"[yellow]warning[/yellow] {w.kind} {w.log}: {w.detail}", highlight=False)
     if findings:
         table = Table(title=f"{len(findings)} inconsistencies", title_justify="left")
         for column in ("kind", "log", "leaf index", "checkpoint", "detail"):
@@ -131,11 +136,12 @@ def render_reports(console: Console, reports: Sequence[LogReport]) -> bool:
 
 def event_checks(*, check_index: bool) -> tuple[EventCheckFactory, ...]:
     """The composed per-leaf and per-row checks (``ledger.verify.checks``): every
-    leaf's producer seal (a bundle's, when it has the key registry), and, when the
+    leaf's producer seal (a bundle's, when it has the key registry), its Kafka offset
+    within its log's chain of periods (``sealbounds``), and, when the
     index is checked, the disclosed ranges of its rows."""
     if not check_index:
-        return (producer_check,)
-    return (producer_check, disclosure_check, patients_check)
+        return (producer_check, seal_bounds_check)
+    return (producer_check, seal_bounds_check, disclosure_check, patients_check)
 
 
 def _one_log(
@@ -196,6 +202,24 @@ def verify_bundle_jobs(
     return reports + strays
 
 
+def verify_archive(
+    path: Path,
+    verifiers: Sequence[Verifier],
+    *,
+    witnesses: WitnessPolicy | None = None,
+    jobs: int = 1,
+) -> tuple[list[LogReport], ArchiveContents]:
+    """Verify an archive as ``ledger verify --bundle`` does (index included), and say what
+    it holds (its manifest digest, logs with their seals, index rows): what ``ledger
+    archive detach`` compares with the database. The contents mean something only when
+    every report is ok; raises ``MalformedInputError`` for a bundle that is not an archive."""
+    if BundleReader(path).format != ARCHIVE_FORMAT:
+        raise MalformedInputError(f"{path} is not an archive (phi-ledger-archive/v1)")
+    reports = verify_bundle_jobs(path, verifiers, check_index=True, jobs=jobs, witnesses=witnesses)
+    reports = archive_reports(str(path), reports, verifiers)
+    return reports, archive_contents(str(path), reports)
+
+
 def run_verify(
     *,
     console: Console,
@@ -223,6 +247,8 @@ def run_verify(
                 bundle, verifiers, check_index=check_index, jobs=jobs, progress=report,
                 trusted=trusted, witnesses=witnesses,
             )  # fmt: skip
+            if BundleReader(bundle).format == ARCHIVE_FORMAT:
+                reports = archive_reports(str(bundle), reports, verifiers)
         elif api is not None:
             reports = _verify_api(
                 api, verifiers, check_index=check_index, jobs=jobs, progress=report,

@@ -12,7 +12,7 @@ import binascii
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Protocol
 
@@ -65,6 +65,18 @@ class StoredEvent:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class LogSeal:
+    """A closed log's ``log_seals`` row: its final size, its signed seal note, and the
+    partition's next log (id, origin) with the Kafka offset it starts at."""
+
+    size: int
+    note: str
+    next_log_id: int
+    next_origin: str
+    next_first_offset: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LogInfo:
     log_id: int
     origin: str
@@ -74,6 +86,11 @@ class LogInfo:
     checkpoint_size: int = 0
     #: How long ago the newest checkpoint was signed (None: none yet, or not read).
     checkpoint_age: timedelta | None = None
+    #: The log's period (its first day) and first Kafka offset (migration 0017).
+    period: date | None = None
+    first_offset: int | None = None
+    #: Its seal, once the log is closed and sealed.
+    seal: LogSeal | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

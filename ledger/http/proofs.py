@@ -40,11 +40,31 @@ async def list_logs(request: web.Request) -> web.Response:
                     "size": log.size,
                     "checkpoint_size": log.checkpoint_size,
                     "unsigned_leaves": log.size - log.checkpoint_size,
+                    **_chain(log),
                 }
                 for log in logs
             ]
         }
     )
+
+
+def _chain(log: LogInfo) -> dict[str, object]:
+    """The log's period, first offset and seal (a closed log's final size and signed note,
+    and the next log): what ``ledger verify --api`` checks seals with (docs/archive.md)."""
+    seal = log.seal
+    return {
+        "period": None if log.period is None else log.period.isoformat(),
+        "first_offset": log.first_offset,
+        "seal": None
+        if seal is None
+        else {
+            "size": seal.size,
+            "note": seal.note,
+            "next_log_id": seal.next_log_id,
+            "next_origin": seal.next_origin,
+            "next_first_offset": seal.next_first_offset,
+        },
+    }
 
 
 async def _log_or_404(request: web.Request) -> LogInfo:

@@ -127,11 +127,21 @@ async def copy_producer_keys(source_dsn: str, target_dsn: str) -> int:
     return len(keys)
 
 
-async def export_producer_auth(conn: Conn, bundle: Path, log_ids: Sequence[int]) -> None:
+async def export_producer_auth(
+    conn: Conn, bundle: Path, log_ids: Sequence[int], *, referenced_only: bool = False
+) -> None:
     """Write the registry, the seals and every log's seal references into a bundle
-    (``ledger export``), inside the export's snapshot transaction."""
+    (``ledger export``), inside the export's snapshot transaction.  With
+    ``referenced_only`` (``ledger archive``), only the seals these logs' leaves name."""
+    from ledger.pg.sql.archive import ARCHIVE_PRODUCER_SEALS
+
     write_producer_keys(bundle, await fetch_producer_keys(conn))
-    write_producer_seals(bundle, [_seal(r) for r in await conn.fetch(sql.EXPORT_PRODUCER_SEALS)])
+    seals = (
+        await conn.fetch(ARCHIVE_PRODUCER_SEALS, list(log_ids))
+        if referenced_only
+        else await conn.fetch(sql.EXPORT_PRODUCER_SEALS)
+    )
+    write_producer_seals(bundle, [_seal(r) for r in seals])
     wanted = set(log_ids)
     starts = {
         int(r["log_id"]): int(r["first_leaf"])

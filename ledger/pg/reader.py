@@ -26,6 +26,7 @@ from ledger.audit.query import (
     HistoryQuery,
     LedgerPosition,
     LogInfo,
+    LogSeal,
     SignedCheckpoint,
     Snapshot,
     StoredEvent,
@@ -367,4 +368,19 @@ def _log(r: asyncpg.Record) -> LogInfo:
         size=r["size"],
         checkpoint_size=r["checkpoint_size"],
         checkpoint_age=r.get("checkpoint_age"),
+        period=r.get("period"),
+        first_offset=r.get("first_offset"),
+        seal=_seal(r),
+    )
+
+
+def _seal(r: asyncpg.Record) -> LogSeal | None:
+    if r.get("seal_note") is None:
+        return None
+    return LogSeal(
+        size=int(r["seal_size"]),
+        note=r["seal_note"],
+        next_log_id=int(r["next_log_id"]),
+        next_origin=r["next_origin"],
+        next_first_offset=int(r["next_first_offset"]),
     )

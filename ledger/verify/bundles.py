@@ -15,9 +15,11 @@ from ledger.errors import LedgerError, MalformedInputError
 from ledger.log.cosignature import WitnessPolicy
 from ledger.log.note import Verifier
 from ledger.verify.bundle import BundleLog, BundleReader
+from ledger.verify.bundle.layout import ARCHIVE_FORMAT
 from ledger.verify.checks import EventCheckFactory
 from ledger.verify.findings import Finding, LogReport, ProgressCallback
 from ledger.verify.log import verify_log
+from ledger.verify.seals import successors, with_seal_checks
 from ledger.verify.trust import key_report, signing_key_finding, trusted_by_origin
 
 __all__ = ["BundleLogSource", "verify_bundle"]
@@ -83,6 +85,30 @@ def _bundle_schemas(reader: BundleReader) -> tuple[SchemaSet, list[str]]:
     return SchemaSet(good), problems
 
 
+def _sealed(
+    report: LogReport,
+    reader: BundleReader,
+    log: BundleLog,
+    verifiers: Sequence[Verifier],
+    next_logs: Mapping[int, BundleLog],
+    *,
+    required: bool,
+) -> LogReport:
+    """The report with the log's seal checks (an unreadable seal file is ``seal_invalid``)."""
+    try:
+        stored = reader.seal(log.log_id)
+        checkpoints = reader.checkpoints(log.log_id)
+    except LedgerError as exc:
+        bad = Finding(
+            kind="seal_invalid", log=log.origin, leaf_index=None, checkpoint_size=None,
+            detail=f"the seal or checkpoints cannot be read: {exc}",
+        )  # fmt: skip
+        return replace(report, findings=(*report.findings, bad))
+    return with_seal_checks(
+        report, log, stored, checkpoints, verifiers, successors_by_id=next_logs, required=required
+    )
+
+
 def verify_bundle(
     path: str | Path,
     verifiers: Sequence[Verifier],
@@ -103,7 +129,9 @@ def verify_bundle(
     then undecodable).  ``checks`` are composed per-leaf and per-row checks
     (``ledger.verify.checks``); ``witnesses`` the k-of-n cosignature policy (``verify_log``).
     When no checkpoint of any log verifies with ``verifiers`` because all are signed by other
-    keys, the result is one report with one ``verifier_key_unknown`` finding.
+    keys, the result is one report with one ``verifier_key_unknown`` finding.  Each log's
+    seal, when the bundle holds one, is checked too (``ledger.verify.seals``); in an archive
+    (``phi-ledger-archive/v1``) a log without one is a ``seal_missing`` finding.
     """
     if not verifiers:
         raise MalformedInputError("at least one trusted verifier key is required")
@@ -116,6 +144,8 @@ def verify_bundle(
     kept, strays = trusted_by_origin(trusted, {log.origin for log in reader.logs})
     schemas, problems = _bundle_schemas(reader) if check_index or checks else (SchemaSet(()), [])
     reports: list[LogReport] = []
+    next_logs = successors(reader.logs)
+    archive = reader.format == ARCHIVE_FORMAT
     for log in reader.logs:
         if log_ids is not None and log.log_id not in log_ids:
             continue
@@ -129,6 +159,7 @@ def verify_bundle(
             checks=checks,
             witnesses=witnesses,
         )
+        report = _sealed(report, reader, log, verifiers, next_logs, required=archive)
         if problems:
             extra = tuple(
                 Finding(

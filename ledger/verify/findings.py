@@ -84,6 +84,29 @@ FINDING_KINDS: Final[Mapping[str, str]] = {
     "log was truncated or rolled back",
     "trusted_checkpoint_mismatch": "the log's leaves do not reproduce a checkpoint you kept: "
     "its history was replaced",
+    # Seals of time-sharded logs (ledger.verify.seals, docs/archive.md).
+    "seal_invalid": "the log's seal does not parse or no trusted key verifies it",
+    "seal_origin": "the seal names another log",
+    "seal_row_mismatch": "the seal's stored row (size, next log, next offset) disagrees with "
+    "its signed note",
+    "seal_size_mismatch": "the log holds (or claims) another number of leaves than its seal",
+    "seal_unverified": "no trusted checkpoint at the seal's size is present to back its root",
+    "seal_root_mismatch": "the seal's root differs from the signed root at its size",
+    "checkpoint_beyond_seal": "a checkpoint larger than the log's seal: the log was forked "
+    "after it was sealed",
+    "seal_missing": "a log of an archive carries no seal",
+    "log_not_sealed": "(a warning) a closed log, one with a successor, has no seal yet",
+    "chain_next_mismatch": "the seal names another next log, or another first offset, than "
+    "the partition's next log has",
+    "chain_offset_mismatch": "the log does not start where the previous period's seal says",
+    "chain_unchecked": "(a warning) no seal of the previous period leads into this log, so "
+    "where it starts is not checked",
+    # Archive bundles (ledger.verify.archives).
+    "archive_manifest": "the archive's manifest is unusable (no period or file list)",
+    "archive_file_missing": "a file the archive's manifest lists is absent",
+    "archive_file_extra": "a file is present that the archive's manifest does not list",
+    "archive_file_digest": "a file's SHA-256 differs from the manifest's",
+    "archive_period_mismatch": "a log of the archive belongs to another period",
 }
 """Every stable finding code, with what it means."""
 
@@ -127,6 +150,8 @@ class LogReport:
     head_note: str | None = None
     head_size: int = 0
     head_root: bytes | None = None
+    #: What is worth knowing but is no inconsistency (``log_not_sealed``): never fails.
+    warnings: tuple[Finding, ...] = ()
 
     @property
     def ok(self) -> bool:

@@ -20,7 +20,11 @@ _Keys: TypeAlias = Annotated[
     typer.Option("--key", help="Verifier key (repeat for rotation); default LEDGER_VERIFIER_KEY."),
 ]
 _Bundle: TypeAlias = Annotated[
-    Path | None, typer.Option(help="Verify an export bundle (from `ledger export`).")
+    Path | None,
+    typer.Option(
+        help="Verify an export bundle (`ledger export`) or an archive of a sealed period "
+        "(`ledger archive`: also its file digests, seals and chain of periods)."
+    ),
 ]
 _Api: TypeAlias = Annotated[
     str | None, typer.Option(help="Verify a running ledger through its read API.")

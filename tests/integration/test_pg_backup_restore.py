@@ -117,7 +117,10 @@ async def test_a_restored_ledger_proves_itself_against_checkpoints_published_bef
                 "\n".join(
                     line
                     for line in toc
-                    if not re.search(r" SCHEMA - partman | COMMENT - EXTENSION pg_partman|ledger_detach_guard", line)
+                    if not re.search(
+                        r" SCHEMA - partman | COMMENT - EXTENSION pg_partman|ledger_detach_guard",
+                        line,
+                    )
                 )
                 + "\n"
             )

@@ -26,6 +26,7 @@ from ledger.verify import verify_bundle
 from ledger.verify.disclosures import disclosure_check
 from ledger.verify.patients import patients_check
 from ledger.verify.producers import producer_check
+from ledger.verify.sealbounds import seal_bounds_check
 from ledgerctl.readaudit import audit_event
 from ledgerctl.verifying import event_checks
 from producers.codec import Codec, load_shipped_schemas, to_record
@@ -251,8 +252,10 @@ def test_the_check_plugs_into_the_verifier_and_needs_the_index(tmp_path: Path) -
     assert all("test.ledger" not in f.detail for f in bad.findings)  # counts, no values
     [without] = verify_bundle(tampered, [KEY.verifier])
     assert without.ok, "the check is composed in, not built in"
-    assert event_checks(check_index=True) == (producer_check, disclosure_check, patients_check)
-    assert event_checks(check_index=False) == (producer_check,)
+    assert event_checks(check_index=True) == (
+        producer_check, seal_bounds_check, disclosure_check, patients_check,
+    )  # fmt: skip
+    assert event_checks(check_index=False) == (producer_check, seal_bounds_check)
 
 
 def test_a_full_page_of_scattered_entries_fits_in_a_leaf() -> None:

@@ -189,22 +189,30 @@ WRITER_SCHEMAS: Final = (
     "SELECT fingerprint, full_name, canonical_form, schema_json FROM writer_schemas"
 )
 
-LOGS: Final = """
+# A log's period, first offset and seal (migration 0017), joined to every log read.
+_SEAL_COLUMNS: Final = """g.period, g.first_offset, s.size AS seal_size, s.note AS seal_note,
+       s.next_log_id, s.next_first_offset, n.origin AS next_origin"""
+_SEAL_JOIN: Final = """LEFT JOIN log_seals s ON s.log_id = g.log_id
+LEFT JOIN logs n ON n.log_id = s.next_log_id"""
+
+LOGS: Final = f"""
 SELECT g.log_id, g.origin, g.topic, g.kafka_partition,
        (SELECT coalesce(max(leaf_index) + 1, 0) FROM leaves l WHERE l.log_id = g.log_id) AS size,
        (SELECT coalesce(max(size), 0) FROM checkpoints c WHERE c.log_id = g.log_id)
            AS checkpoint_size,
        (SELECT now() - max(signed_at) FROM checkpoints c WHERE c.log_id = g.log_id)
-           AS checkpoint_age
-FROM logs g ORDER BY g.log_id
+           AS checkpoint_age,
+       {_SEAL_COLUMNS}
+FROM logs g {_SEAL_JOIN} ORDER BY g.log_id
 """
 
-LOG_INFO: Final = """
+LOG_INFO: Final = f"""
 SELECT g.log_id, g.origin, g.topic, g.kafka_partition,
        (SELECT coalesce(max(leaf_index) + 1, 0) FROM leaves l WHERE l.log_id = g.log_id) AS size,
        (SELECT coalesce(max(size), 0) FROM checkpoints c WHERE c.log_id = g.log_id)
-           AS checkpoint_size
-FROM logs g WHERE g.log_id = $1
+           AS checkpoint_size,
+       {_SEAL_COLUMNS}
+FROM logs g {_SEAL_JOIN} WHERE g.log_id = $1
 """
 
 EVENT_POSITION: Final = """

@@ -22,6 +22,12 @@ from ledger.errors import MalformedInputError
 BUNDLE_FORMAT: Final = "phi-ledger-export/v1"
 """The ``format`` value of a version-1 manifest."""
 
+ARCHIVE_FORMAT: Final = "phi-ledger-archive/v1"
+"""The ``format`` of an archive bundle: one sealed period, every file's digest in the
+manifest (``ledger.verify.bundle.archive``, docs/archive.md)."""
+
+FORMATS: Final = frozenset({BUNDLE_FORMAT, ARCHIVE_FORMAT})
+
 TILE_BYTES: Final = 256 * 32
 """Size of a stored (full) tile: 256 SHA-256 hashes."""
 
@@ -65,6 +71,7 @@ ENTRIES: Final = "entries.bin"
 TILES: Final = "tiles.bin"
 CHECKPOINTS: Final = "checkpoints.jsonl"
 INDEX: Final = "index.jsonl"
+SEAL: Final = "seal.json"
 
 ENTRY_HEAD: Final = struct.Struct(">QH")
 TILE_HEAD: Final = struct.Struct(">BQ")
@@ -83,6 +90,12 @@ class BundleLog:
     log_id: int
     origin: str
     size: int
+    #: Where the log lies in its partition's chain of periods (manifests since 0017):
+    #: its topic and partition, its period's first day (ISO date) and first Kafka offset.
+    topic: str | None = None
+    partition: int | None = None
+    period: str | None = None
+    first_offset: int | None = None
 
     def __post_init__(self) -> None:
         if type(self.log_id) is not int or self.log_id < 0:
@@ -91,6 +104,53 @@ class BundleLog:
             raise MalformedInputError("log origin must be a non-empty string")
         if type(self.size) is not int or not 0 <= self.size <= MAX_U64:
             raise MalformedInputError(f"log size must be a uint64, got {self.size!r}")
+        if self.first_offset is not None:
+            check_u64(self.first_offset, "first offset")
+        if self.partition is not None:
+            check_u64(self.partition, "partition")
+
+    def manifest_entry(self) -> dict[str, object]:
+        """The log's object in ``manifest.json`` (chain fields only when known)."""
+        entry: dict[str, object] = {"log_id": self.log_id, "origin": self.origin, "size": self.size}
+        chain = {
+            "topic": self.topic,
+            "partition": self.partition,
+            "period": self.period,
+            "first_offset": self.first_offset,
+        }
+        entry.update({k: v for k, v in chain.items() if v is not None})
+        return entry
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredSeal:
+    """A log's ``seal.json``: its ``log_seals`` row as stored, unjudged (the verifier
+    opens ``note`` with its own keys; the other fields are what the database claimed)."""
+
+    size: int
+    note: str
+    next_log_id: int
+    next_origin: str
+    next_first_offset: int
+
+    @classmethod
+    def from_json(cls, obj: object, what: str) -> StoredSeal:
+        if not isinstance(obj, dict):
+            raise MalformedInputError(f"{what} is not a JSON object")
+        ints = [obj.get(k) for k in ("size", "next_log_id", "next_first_offset")]
+        note, origin = obj.get("note"), obj.get("next_origin")
+        if any(type(v) is not int for v in ints) or not isinstance(note, str):
+            raise MalformedInputError(f"{what} needs int size, next_log_id, next_first_offset")
+        if not isinstance(origin, str):
+            raise MalformedInputError(f"{what} needs a str next_origin and note")
+        size, next_log_id, next_first_offset = (int(str(v)) for v in ints)
+        return cls(
+            size=size,
+            note=note,
+            next_log_id=next_log_id,
+            next_origin=origin,
+            next_first_offset=next_first_offset,
+        )
 
 
 def check_u64(value: int, what: str) -> None:

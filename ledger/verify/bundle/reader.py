@@ -19,17 +19,19 @@ from typing import IO, Final
 from ledger.audit.records import StoredSchema
 from ledger.errors import MalformedInputError
 from ledger.verify.bundle.layout import (
-    BUNDLE_FORMAT,
     CHECKPOINTS,
     ENTRIES,
     ENTRY_HEAD,
+    FORMATS,
     INDEX,
     MANIFEST,
     SCHEMAS,
+    SEAL,
     TILE_BYTES,
     TILE_HEAD,
     TILES,
     BundleLog,
+    StoredSeal,
 )
 
 _READ_BLOCK: Final = 1 << 22  # 4 MiB reads
@@ -95,16 +97,37 @@ def _parse_time(text: object, what: str) -> datetime:
     return moment.astimezone(UTC)
 
 
+def _manifest_log(item: dict[str, object], log_id: int, origin: str, size: int) -> BundleLog:
+    topic, partition = item.get("topic"), item.get("partition")
+    period, first_offset = item.get("period"), item.get("first_offset")
+    if not all(v is None or isinstance(v, str) for v in (topic, period)):
+        raise MalformedInputError("a manifest log's topic and period must be strings")
+    if not all(v is None or type(v) is int for v in (partition, first_offset)):
+        raise MalformedInputError("a manifest log's partition and first_offset must be ints")
+    return BundleLog(
+        log_id=log_id,
+        origin=origin,
+        size=size,
+        topic=topic if isinstance(topic, str) else None,
+        partition=partition if isinstance(partition, int) else None,
+        period=period if isinstance(period, str) else None,
+        first_offset=first_offset if isinstance(first_offset, int) else None,
+    )
+
+
 class BundleReader:
     """Reads a bundle directory; every iterator streams its file in bounded memory."""
 
-    __slots__ = ("_path", "exported_at", "ledger_name", "logs")
+    __slots__ = ("_path", "exported_at", "format", "ledger_name", "logs", "manifest")
 
     def __init__(self, path: str | Path) -> None:
         self._path = Path(path)
         manifest = _load_json(self._path / MANIFEST)
-        if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
-            raise MalformedInputError(f"{MANIFEST} is not a {BUNDLE_FORMAT} manifest")
+        if not isinstance(manifest, dict) or manifest.get("format") not in FORMATS:
+            raise MalformedInputError(f"{MANIFEST} is not a manifest of {sorted(FORMATS)}")
+        self.format: str = str(manifest["format"])
+        #: The manifest as parsed (an archive's fields are read by ``bundle.archive``).
+        self.manifest: dict[str, object] = manifest
         name = manifest.get("ledger_name")
         if not isinstance(name, str) or not name:
             raise MalformedInputError("the manifest has no ledger_name")
@@ -120,7 +143,7 @@ class BundleReader:
             log_id, origin, size = item.get("log_id"), item.get("origin"), item.get("size")
             if type(log_id) is not int or not isinstance(origin, str) or type(size) is not int:
                 raise MalformedInputError("a manifest log needs int log_id, str origin, int size")
-            logs.append(BundleLog(log_id=log_id, origin=origin, size=size))
+            logs.append(_manifest_log(item, log_id, origin, size))
         if len({g.log_id for g in logs}) != len(logs):
             raise MalformedInputError("the manifest lists a log_id twice")
         self.logs: tuple[BundleLog, ...] = tuple(logs)
@@ -224,6 +247,13 @@ class BundleReader:
                 )
             out.append((size, note))
         return out
+
+    def seal(self, log_id: int) -> StoredSeal | None:
+        """The log's ``seal.json`` (None when the bundle holds no seal for it)."""
+        path = self._log_dir(log_id) / SEAL
+        if not path.exists():
+            return None
+        return StoredSeal.from_json(_load_json(path), f"log {log_id} {SEAL}")
 
     def iter_index_rows(self, log_id: int) -> Iterator[dict[str, object]]:
         """Index rows (JSON objects, values as written) in file order."""

@@ -30,6 +30,7 @@ from ledger.verify.bundle.layout import (
     MANIFEST,
     MAX_LEAF,
     SCHEMAS,
+    SEAL,
     TILE_BYTES,
     TILE_HEAD,
     TILES,
@@ -65,25 +66,36 @@ class LogWriter:
         "_checkpoints",
         "_closed",
         "_count",
+        "_directory",
         "_entries",
         "_index",
         "_owner",
         "_tiles",
+        "chain",
         "log_id",
         "origin",
         "size",
     )
 
     def __init__(
-        self, *, owner: BundleWriter, directory: Path, log_id: int, origin: str, size: int | None
+        self,
+        *,
+        owner: BundleWriter,
+        directory: Path,
+        log_id: int,
+        origin: str,
+        size: int | None,
+        chain: BundleLog | None = None,
     ) -> None:
         if not directory.parent.is_dir():
             new_dir(directory.parent)
         new_dir(directory)
         self._owner = owner
+        self._directory = directory
         self.log_id = log_id
         self.origin = origin
         self.size = size
+        self.chain = chain
         self._count = 0
         self._closed = False
         self._entries: IO[bytes] = open(  # noqa: SIM115
@@ -141,6 +153,26 @@ class LogWriter:
         for size, note in checkpoints:
             self.add_checkpoint(size, note)
 
+    def add_seal(
+        self, *, size: int, note: str, next_log_id: int, next_origin: str, next_first_offset: int
+    ) -> None:
+        """Write ``seal.json``: the log's ``log_seals`` row as stored (its signed note
+        verbatim, the successor's id and origin, the offset the successor starts at)."""
+        self._check_open()
+        for value, what in ((size, "seal size"), (next_log_id, "next log id")):
+            check_u64(value, what)
+        check_u64(next_first_offset, "next first offset")
+        if not isinstance(note, str) or not isinstance(next_origin, str):
+            raise MalformedInputError("a seal's note and next origin must be strings")
+        seal = {
+            "size": size,
+            "next_log_id": next_log_id,
+            "next_origin": next_origin,
+            "next_first_offset": next_first_offset,
+            "note": note,
+        }
+        write_new(self._directory / SEAL, json.dumps(seal, indent=1) + "\n")
+
     def add_index_row(self, row: Mapping[str, object]) -> None:
         """Append one events-table row; its keys must be exactly ``INDEX_COLUMNS``."""
         self._check_open()
@@ -189,10 +221,24 @@ class BundleWriter:
     is written when the ``with`` block exits without an exception.
     """
 
-    __slots__ = ("_closed", "_exported_at", "_ledger_name", "_logs", "_open", "_path", "_schemas")
+    __slots__ = (
+        "_closed",
+        "_exported_at",
+        "_format",
+        "_ledger_name",
+        "_logs",
+        "_open",
+        "_path",
+        "_schemas",
+    )
 
     def __init__(
-        self, path: str | Path, *, ledger_name: str, exported_at: datetime | None = None
+        self,
+        path: str | Path,
+        *,
+        ledger_name: str,
+        exported_at: datetime | None = None,
+        bundle_format: str = BUNDLE_FORMAT,
     ) -> None:
         if not isinstance(ledger_name, str) or not ledger_name:
             raise MalformedInputError("ledger_name must be a non-empty string")
@@ -202,6 +248,7 @@ class BundleWriter:
             self._path.parent.mkdir(parents=True, exist_ok=True)
             new_dir(self._path)
         self._ledger_name = ledger_name
+        self._format = bundle_format
         self._exported_at = iso_utc(exported_at or datetime.now(UTC))
         self._logs: dict[int, BundleLog] = {}
         self._open: dict[int, LogWriter] = {}
@@ -230,9 +277,13 @@ class BundleWriter:
         write_new(self._path / SCHEMAS, json.dumps(out, indent=1) + "\n")
         self._schemas = True
 
-    def add_log(self, *, log_id: int, origin: str, size: int | None = None) -> LogWriter:
+    def add_log(
+        self, *, log_id: int, origin: str, size: int | None = None, chain: BundleLog | None = None
+    ) -> LogWriter:
         """Start one log's files.  ``size`` is the size the source claims; when omitted, the
-        number of entries written is recorded instead."""
+        number of entries written is recorded instead.  ``chain`` gives the log's topic,
+        partition, period and first offset for the manifest (its log_id, origin and size
+        are not used)."""
         if self._closed:
             raise MalformedInputError("the bundle is already closed")
         if type(log_id) is not int or log_id < 0:
@@ -249,6 +300,7 @@ class BundleWriter:
             log_id=log_id,
             origin=origin,
             size=size,
+            chain=chain,
         )
         self._open[log_id] = writer
         return writer
@@ -256,7 +308,27 @@ class BundleWriter:
     def _log_closed(self, writer: LogWriter) -> None:
         self._open.pop(writer.log_id, None)
         size = writer.entries_written if writer.size is None else writer.size
-        self._logs[writer.log_id] = BundleLog(log_id=writer.log_id, origin=writer.origin, size=size)
+        chain = writer.chain
+        self._logs[writer.log_id] = BundleLog(
+            log_id=writer.log_id,
+            origin=writer.origin,
+            size=size,
+            topic=None if chain is None else chain.topic,
+            partition=None if chain is None else chain.partition,
+            period=None if chain is None else chain.period,
+            first_offset=None if chain is None else chain.first_offset,
+        )
+
+    def manifest(self) -> dict[str, object]:
+        """The manifest's fields (a subclass adds its own before it is written)."""
+        return {
+            "format": self._format,
+            "ledger_name": self._ledger_name,
+            "exported_at": self._exported_at,
+            "logs": [
+                log.manifest_entry() for log in sorted(self._logs.values(), key=lambda g: g.log_id)
+            ],
+        }
 
     def close(self) -> None:
         """Close open logs, then write ``schemas.json`` (if not yet) and ``manifest.json``."""
@@ -266,15 +338,7 @@ class BundleWriter:
             writer.close()
         if not self._schemas:
             self.write_schemas(())
-        manifest = {
-            "format": BUNDLE_FORMAT,
-            "ledger_name": self._ledger_name,
-            "exported_at": self._exported_at,
-            "logs": [
-                {"log_id": log.log_id, "origin": log.origin, "size": log.size}
-                for log in sorted(self._logs.values(), key=lambda g: g.log_id)
-            ],
-        }
+        manifest = self.manifest()
         tmp = self._path / (MANIFEST + ".tmp")
         write_new(tmp, json.dumps(manifest, indent=1) + "\n")
         tmp.replace(self._path / MANIFEST)
