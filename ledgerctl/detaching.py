@@ -28,10 +28,13 @@ from ledger.audit.retention import (
     check_matches_bundle,
 )
 from ledger.errors import MalformedInputError, UnavailableError
+from ledger.log.cosignature import WitnessPolicy
+from ledger.log.note import Verifier
 from ledger.log.periods import PeriodLength, parse_label
 from ledger.pg.detach import ArchiveRecord, detach_month, event_recorded, period_contents
 from ledgerctl.cliaudit import LogHead, cli_read, record_cli_read
 from ledgerctl.settings import Settings
+from ledgerctl.verifying import verify_archive
 
 #: How long to wait for the archive record to be appended before giving up (nothing is
 #: detached then; run the command again once the consumer has caught up).
@@ -43,6 +46,8 @@ class VerifiedBundle:
     """What the offline verifier established about a bundle (only after it passed)."""
 
     manifest_digest: bytes
+    #: The period label the archive's manifest names.
+    period: str
     logs: Sequence[BundleLog]
     events: int
 
@@ -55,6 +60,31 @@ class DetachSummary:
     events: int
     record_event_id: str
     manifest_digest: str
+
+
+def archive_verifier(
+    verifiers: Sequence[Verifier], witnesses: WitnessPolicy | None
+) -> Callable[[Path], VerifiedBundle]:
+    """Verify an archive offline (``ledger verify --bundle``'s checks, index included) and
+    say what it holds; refuse, naming the failed checks, unless every report is ok."""
+
+    def verify(path: Path) -> VerifiedBundle:
+        reports, contents = verify_archive(path, verifiers, witnesses=witnesses)
+        failed = [f"{r.origin}: {f.kind}" for r in reports if not r.ok for f in r.findings]
+        if failed or not reports:
+            shown = "; ".join(failed[:5]) + (" ..." if len(failed) > 5 else "")
+            raise DetachRefused(f"the archive does not verify offline: {shown or 'empty'}")
+        return VerifiedBundle(
+            manifest_digest=contents.manifest_digest,
+            period=contents.period,
+            logs=[
+                BundleLog(origin=g.origin, size=g.size, seal_note=g.seal_note)
+                for g in contents.logs
+            ],
+            events=contents.events,
+        )
+
+    return verify
 
 
 def month_of(label: str) -> date:
@@ -77,6 +107,7 @@ def run_detach(
     reason: str,
     verify: Callable[[Path], VerifiedBundle],
     today: date | None = None,
+    record_timeout: float = RECORD_WAIT_SECONDS,
 ) -> DetachSummary:
     """Check, verify, record, detach (see the module's invariant)."""
     month = month_of(period)
@@ -88,6 +119,8 @@ def run_detach(
         contents, today=today or datetime.now(UTC).date(), live_months=settings.live_months
     )
     verified = verify(bundle)
+    if verified.period != f"{month:%Y-%m}":
+        raise DetachRefused(f"the archive is of {verified.period}, not of {month:%Y-%m}")
     check_matches_bundle(contents, verified.logs, verified.events)
     read = cli_read(
         command="archive detach",
@@ -105,7 +138,9 @@ def run_detach(
         actor=read.subject,
         copies=copies.strip(),
     )
-    tables = asyncio.run(_record_and_detach(settings, owner, contents, record, read))
+    tables = asyncio.run(
+        _record_and_detach(settings, owner, contents, record, read, record_timeout)
+    )
     return DetachSummary(
         month=month,
         tables=tables,
@@ -130,16 +165,17 @@ async def _record_and_detach(
     contents: PeriodContents,
     record: ArchiveRecord,
     read: LedgerRead,
+    record_timeout: float,
 ) -> list[str]:
     await record_cli_read(settings, read)
     conn = await _connect(owner)
     try:
-        deadline = time.monotonic() + RECORD_WAIT_SECONDS
+        deadline = time.monotonic() + record_timeout
         while not await event_recorded(conn, record.record_event_id):
             if time.monotonic() > deadline:
                 raise DetachRefused(
                     f"the archive record {record.record_event_id} is in Kafka but not yet in "
-                    f"the ledger after {RECORD_WAIT_SECONDS:.0f} s (is the consumer running?); "
+                    f"the ledger after {record_timeout:.0f} s (is the consumer running?); "
                     "nothing was detached: run the command again"
                 )
             await asyncio.sleep(0.5)
@@ -157,4 +193,10 @@ async def _connect(owner: str) -> asyncpg.Connection:
         ) from exc
 
 
-__all__ = ["DetachSummary", "VerifiedBundle", "month_of", "run_detach"]
+__all__ = [
+    "DetachSummary",
+    "VerifiedBundle",
+    "archive_verifier",
+    "month_of",
+    "run_detach",
+]

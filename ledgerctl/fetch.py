@@ -80,19 +80,28 @@ async def download_bundle(
     ledger_name: str,
     progress: Callable[[str, int, int], None] | None = None,
     verifiers: Sequence[Verifier] | None = None,
+    archived: list[tuple[str, str]] | None = None,
 ) -> Finding | None:
     """Write the ledger as a bundle pinned to ONE signed checkpoint per log.
 
     Every log's latest checkpoint is fetched first; then only what that checkpoint covers
     is read (leaves, full tiles, checkpoint history and index rows below its size), so the
     log growing meanwhile -- by the audit entries of these very reads, among others -- is
-    not seen.  The manifest's size of each log is its pinned checkpoint's size.  With
+    not seen.  The manifest's size of each log is its pinned checkpoint's size.  A log
+    whose month left the database is not downloaded: ``archived`` gets its origin and
+    its archive's digest.  With
     ``verifiers``, when no pinned checkpoint carries a signature by one of them, nothing
     more is read and the one ``verifier_key_unknown`` finding is returned.
     """
     timeout = aiohttp.ClientTimeout(total=None, sock_read=60)
     async with api.session(timeout=timeout) as session:
-        logs = _list((await _json(session, f"{api.url}/v1/logs"))["logs"])
+        listed = _list((await _json(session, f"{api.url}/v1/logs"))["logs"])
+        # A log whose month was detached is verified from its archive, not from here.
+        logs = [log for log in listed if not log.get("archive")]
+        if archived is not None:
+            archived.extend(
+                (str(g["origin"]), str(g["archive"])) for g in listed if g.get("archive")
+            )
         pins = [await pinned_checkpoint(session, api, int(str(log["id"]))) for log in logs]
         if verifiers is not None:
             notes = [note for _, note in pins if note is not None]

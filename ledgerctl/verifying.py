@@ -31,6 +31,7 @@ from ledger.log.cosignature import WitnessPolicy, check_cosignatures
 from ledger.log.leaf import decode_leaf
 from ledger.log.note import Verifier
 from ledger.verify import (
+    Finding,
     LogReport,
     key_report,
     signing_key_finding,
@@ -274,17 +275,35 @@ def _verify_api(
     key stops right after the pins are fetched."""
     with tempfile.TemporaryDirectory(prefix="ledger-verify-") as tmp:
         target = Path(tmp) / "bundle"
+        archived: list[tuple[str, str]] = []
         wrong_key = asyncio.run(
             download_bundle(
-                api, target, ledger_name=ledger_name, progress=progress, verifiers=verifiers
+                api,
+                target,
+                ledger_name=ledger_name,
+                progress=progress,
+                verifiers=verifiers,
+                archived=archived,
             )
         )
         if wrong_key is not None:
             return [key_report(wrong_key)]
-        return verify_bundle_jobs(
+        reports = verify_bundle_jobs(
             target, verifiers, check_index=check_index, jobs=jobs, progress=progress,
             trusted=trusted, witnesses=witnesses,
         )  # fmt: skip
+        return reports + [archived_report(origin, digest) for origin, digest in archived]
+
+
+def archived_report(origin: str, digest: str) -> LogReport:
+    """A log whose entries left the database: a warning naming its archive, no failure."""
+    note = Finding(
+        kind="log_archived", log=origin, leaf_index=None, checkpoint_size=None,
+        detail=f"its month was detached; verify archive sha256 {digest} "
+        "(`ledger verify --bundle ARCHIVE`)",
+    )  # fmt: skip
+    return LogReport(origin=origin, leaves_checked=0, checkpoints_checked=0, findings=(),
+                     warnings=(note,))  # fmt: skip
 
 
 def _conclude(

@@ -91,6 +91,9 @@ class LogInfo:
     first_offset: int | None = None
     #: Its seal, once the log is closed and sealed.
     seal: LogSeal | None = None
+    #: The SHA-256 (hex) of the archive holding its entries, once its month left the
+    #: database (``ledger archive detach``); ``size`` is then its sealed size.
+    archive: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

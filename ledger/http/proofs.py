@@ -55,6 +55,7 @@ def _chain(log: LogInfo) -> dict[str, object]:
     return {
         "period": None if log.period is None else log.period.isoformat(),
         "first_offset": log.first_offset,
+        "archive": log.archive,
         "seal": None
         if seal is None
         else {

@@ -77,7 +77,20 @@ async def detach_month(
     conn: asyncpg.Connection, contents: PeriodContents, record: ArchiveRecord
 ) -> list[str]:
     """Store 'archived', detach every partition of the month, store 'detached'; return
-    the detached tables (still in the database, now outside the ledger's tables)."""
+    the detached tables (still in the database, now outside the ledger's tables).
+    Nothing changes unless all of it does (``UnavailableError`` naming the failure)."""
+    try:
+        return await _detach_month(conn, contents, record)
+    except asyncpg.PostgresError as exc:
+        raise UnavailableError(
+            f"{contents.month:%Y-%m} was not detached ({type(exc).__name__}: {exc}); "
+            "nothing changed"
+        ) from exc
+
+
+async def _detach_month(
+    conn: asyncpg.Connection, contents: PeriodContents, record: ArchiveRecord
+) -> list[str]:
     async with conn.transaction():
         again = await period_contents(conn, contents.month)
         if again != contents:

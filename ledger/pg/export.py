@@ -142,7 +142,8 @@ async def export_bundle(
     leaves_total = checkpoints_total = 0
     try:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
-            logs = await conn.fetch(sql.LOGS)
+            # A log whose month left the database is in its archive, not exported here.
+            logs = [g for g in await conn.fetch(sql.LOGS) if g["archive"] is None]
             if before_writing is not None:
                 await before_writing(
                     [

@@ -360,17 +360,20 @@ def _check_sizes(tree_size: int, current: int) -> None:
 
 
 def _log(r: asyncpg.Record) -> LogInfo:
+    seal, archive = _seal(r), r.get("archive")
     return LogInfo(
         log_id=r["log_id"],
         origin=r["origin"],
         topic=r["topic"],
         partition=r["kafka_partition"],
-        size=r["size"],
+        # A detached log's entries are in its archive: its size is the sealed one.
+        size=seal.size if archive is not None and seal is not None else r["size"],
         checkpoint_size=r["checkpoint_size"],
         checkpoint_age=r.get("checkpoint_age"),
         period=r.get("period"),
         first_offset=r.get("first_offset"),
-        seal=_seal(r),
+        seal=seal,
+        archive=archive,
     )
 
 

@@ -96,6 +96,7 @@ FINDING_KINDS: Final[Mapping[str, str]] = {
     "after it was sealed",
     "seal_missing": "a log of an archive carries no seal",
     "log_not_sealed": "(a warning) a closed log, one with a successor, has no seal yet",
+    "log_archived": "(a warning) the log's month left the database: verify its archive",
     "chain_next_mismatch": "the seal names another next log, or another first offset, than "
     "the partition's next log has",
     "chain_offset_mismatch": "the log does not start where the previous period's seal says",

@@ -95,6 +95,9 @@ class Served:
     checkpoint_size: int
     unsigned: int
     note: str | None
+    #: The archive (SHA-256 hex) holding the log's entries once its month left the
+    #: database: its head is still judged, its leaves are verified from the archive.
+    archive: str | None = None
 
 
 def restore(

@@ -19,6 +19,7 @@ from dataclasses import replace
 
 from ledger.errors import LedgerError
 from ledger.log.note import Verifier
+from ledger.log.periods import split_origin
 from ledger.log.seal import Seal, open_seal
 from ledger.verify.bundle import BundleLog
 from ledger.verify.bundle.layout import StoredSeal
@@ -125,7 +126,14 @@ def check_seal(
         return [_finding("seal_invalid", origin, f"the seal does not open: {exc}")], []
     size = seal.checkpoint.size
     out = _row_findings(log, stored, seal)
-    if successor is not None:
+    warnings: list[Finding] = []
+    if successor is not None and _held_elsewhere(seal, successor):
+        detail = (
+            f"the seal hands over to {seal.next_origin}, which this source does not hold (its "
+            "month was archived and detached): the chain is checked in that archive"
+        )
+        warnings.append(_finding("chain_unchecked", origin, detail))
+    elif successor is not None:
         out += _successor_findings(log, seal, successor)
     if report.leaves_checked != size or log.size != size:
         detail = (
@@ -146,7 +154,15 @@ def check_seal(
     elif root != seal.checkpoint.root_hash:
         detail = "the seal's root differs from the signed checkpoint's at its size"
         out.append(_finding("seal_root_mismatch", origin, detail, size))
-    return out, []
+    return out, warnings
+
+
+def _held_elsewhere(seal: Seal, successor: BundleLog) -> bool:
+    """The seal names a log of an earlier period than the next one this source holds, of
+    the same partition: that log is absent here (a detached month), not forged."""
+    named_base, named = split_origin(seal.next_origin)
+    held_base, held = split_origin(successor.origin)
+    return named_base == held_base and named is not None and held is not None and named < held
 
 
 def with_seal_checks(

@@ -66,3 +66,64 @@ def archive(
     report_console_stdout().print(
         f"manifest sha256 {summary.digest}", highlight=False, soft_wrap=True
     )
+
+
+@archive_app.command("detach")
+def detach(
+    period: Annotated[str, typer.Option(help="The month whose partitions leave: YYYY-MM.")],
+    bundle: Annotated[
+        Path, typer.Option("--bundle", help="Its archive (`ledger archive --period ...`).")
+    ],
+    copies: Annotated[
+        str,
+        typer.Option(help="Where the archive's copies are kept (recorded in the ledger)."),
+    ],
+    reason: Annotated[str, REASON],
+    key: Annotated[
+        list[str] | None,
+        typer.Option("--key", help="Verifier key to check the archive with (default: settings)."),
+    ] = None,
+    record_timeout: Annotated[
+        float,
+        typer.Option(help="Seconds to wait for the record to be appended (then: nothing done)."),
+    ] = 60.0,
+) -> None:
+    """Take an archived month out of the database: the only way a period leaves it.
+
+    Refused unless the month is older than LEDGER_LIVE_MONTHS and every one of its logs is
+    sealed at its full size; the archive verifies offline with the ledger's keys (and the
+    witness policy, when LEDGER_WITNESSES is set); and it holds exactly the month's logs,
+    sizes, seals and index rows. Then a signed record (who, the month, the archive's
+    manifest digest, --copies) is appended to the ledger, and in one transaction the
+    month's partitions are detached (kept as tables until dropped) and the month is
+    recorded as detached. Runs as the owner role (DATABASE_URL). docs/archive.md.
+    """
+    from ledger.errors import LedgerError
+    from ledgerctl.commands.common import load_verifiers
+    from ledgerctl.detaching import archive_verifier, run_detach
+    from ledgerctl.witnesses import WitnessSettingsError, witness_policy
+
+    settings = Settings.load()
+    verifiers = load_verifiers(settings, key)
+    try:
+        witnesses = witness_policy(settings)
+    except WitnessSettingsError as exc:
+        raise fail(str(exc)) from exc
+    try:
+        done = run_detach(
+            settings, period=period, bundle=bundle, copies=copies, reason=reason,
+            verify=archive_verifier(verifiers, witnesses), record_timeout=record_timeout,
+        )  # fmt: skip
+    except LedgerError as exc:
+        raise fail(str(exc)) from exc
+    console.print(
+        f"detached {done.month:%Y-%m}: {done.logs} logs, {done.events:,} events; archive "
+        f"sha256 {done.manifest_digest}; record {done.record_event_id} is in the ledger",
+        soft_wrap=True,
+    )
+    report_console_stdout().print(
+        "detached tables (drop them once the archive's copies are confirmed): "
+        + " ".join(done.tables),
+        highlight=False,
+        soft_wrap=True,
+    )

@@ -40,10 +40,11 @@ WHERE p.relname = ANY($1::text[])
 """
 
 #: Foreign keys a detached table still holds towards the ledger's tables (dropped after
-#: the detach, so the referenced month can be detached too).
+#: the detach, so the referenced month can be detached too). A key referencing a
+#: partitioned table has one row per referenced partition, all of one name.
 FOREIGN_KEYS_OF: Final = """
-SELECT conname FROM pg_constraint
-WHERE conrelid = to_regclass('public.' || $1) AND contype = 'f'
+SELECT DISTINCT conname FROM pg_constraint
+WHERE conrelid = to_regclass('public.' || $1) AND contype = 'f' AND conparentid = 0
 """
 
 INSERT_PERIOD_STATE: Final = """

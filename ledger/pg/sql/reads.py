@@ -191,9 +191,13 @@ WRITER_SCHEMAS: Final = (
 
 # A log's period, first offset and seal (migration 0017), joined to every log read.
 _SEAL_COLUMNS: Final = """g.period, g.first_offset, s.size AS seal_size, s.note AS seal_note,
-       s.next_log_id, s.next_first_offset, n.origin AS next_origin"""
+       s.next_log_id, s.next_first_offset, n.origin AS next_origin,
+       encode(a.manifest_digest, 'hex') AS archive"""
+# A log whose month was detached: its entries are in the archive named by the digest.
 _SEAL_JOIN: Final = """LEFT JOIN log_seals s ON s.log_id = g.log_id
-LEFT JOIN logs n ON n.log_id = s.next_log_id"""
+LEFT JOIN logs n ON n.log_id = s.next_log_id
+LEFT JOIN period_archives a
+       ON a.state = 'detached' AND a.period = date_trunc('month', g.period)::date"""
 
 LOGS: Final = f"""
 SELECT g.log_id, g.origin, g.topic, g.kafka_partition,
