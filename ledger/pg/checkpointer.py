@@ -30,6 +30,9 @@ from ledger.pg.pool import transient_as_unavailable
 
 logger = logging.getLogger(__name__)
 
+#: How often the sweep asks pg_partman to make the months ahead (it makes 3 ahead).
+MAINTENANCE_SECONDS = 3600.0
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CheckpointPolicy:
@@ -68,6 +71,7 @@ class Checkpointer:
         self._last_attempt: dict[int, float] = {}
         self._signed: dict[int, int] = {}
         self._tiles = tree.TileCache()
+        self._maintained_at: float | None = None
 
     async def after_append(self, log_id: int, size: int) -> IssuedCheckpoint | None:
         """Cheap hook for the consumer: touches the database only when a checkpoint is due."""
@@ -183,6 +187,19 @@ class Checkpointer:
                 f"log {log_id}: size {target} is inconsistent with checkpoint {signed_size}"
             ) from exc
 
+    async def maintain_partitions(self) -> bool:
+        """At most every ``MAINTENANCE_SECONDS``: have pg_partman make the months ahead, so
+        a new month's first append does not make its partitions (and lock the parent
+        tables) itself. Returns whether it ran."""
+        now = time.monotonic()
+        if self._maintained_at is not None and now - self._maintained_at < MAINTENANCE_SECONDS:
+            return False
+        self._maintained_at = now
+        with transient_as_unavailable():
+            async with self._pool.acquire() as conn:
+                await conn.execute(sql.PARTITION_MAINTENANCE)
+        return True
+
     async def seal_closed_logs(self) -> list[IssuedSeal]:
         """Seal every closed log (one whose partition has moved on to a later period):
         sign its final size (consistent with what was signed before, as any checkpoint),
@@ -232,6 +249,7 @@ class Checkpointer:
             async with self._pool.acquire() as conn:
                 rows = await conn.fetch(sql.LOGS_DUE_CHECKPOINT)
         issued = []
+        await self.maintain_partitions()
         await self.seal_closed_logs()
         for r in rows:
             if not self.due(int(r["log_id"]), unsigned_leaves=int(r["size"]) - int(r["signed"])):

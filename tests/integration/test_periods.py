@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
 import pytest
@@ -276,3 +276,21 @@ async def test_an_empty_closed_log_is_sealed_at_size_zero(
     seal = open_seal(sealed[0].note, [parse_verifier_key(stack.verifier_key)])
     assert (seal.checkpoint.size, seal.next_origin, seal.next_first_offset) == (0, jan["origin"], 0)
     assert seal.checkpoint.root_hash == merkle.root_from_leaves([])
+
+
+async def test_the_sweep_has_pg_partman_make_the_months_ahead(
+    checkpointer: Checkpointer, owner_conn: asyncpg.Connection
+) -> None:
+    assert await checkpointer.maintain_partitions() is True
+    assert await checkpointer.maintain_partitions() is False  # at most hourly
+    today = datetime.now(UTC).date().replace(day=1)
+    ahead = []
+    for _ in range(3):
+        today = (today + timedelta(days=32)).replace(day=1)
+        ahead.append(f"events_p{today:%Y_%m}")
+    made = await owner_conn.fetch(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "WHERE i.inhparent = 'events'::regclass AND c.relname = ANY($1::text[])",
+        ahead,
+    )
+    assert sorted(r["relname"] for r in made) == ahead

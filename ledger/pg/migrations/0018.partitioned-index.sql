@@ -9,7 +9,7 @@
 -- maintenance off; partitions are made by ledger_make_partitions() (a trigger on logs,
 -- for every new log's period) and ledger_partition_maintenance() (premakes 3 months),
 -- which also puts a TRUNCATE guard on each partition (statement triggers are not cloned).
--- The extension is created by a superuser (deploy/local/pg-partman.sql), not here.
+-- The extension is created by a superuser (deploy/local/pg-superuser.sql), not here.
 -- depends: 0017.time-sharded-logs
 
 DO $$
@@ -23,14 +23,14 @@ BEGIN
     IF v IS NULL THEN
         RAISE EXCEPTION 'migration 0018 needs the pg_partman extension in this database'
             USING ERRCODE = 'feature_not_supported',
-                  HINT = 'a superuser must run deploy/local/pg-partman.sql in this database '
+                  HINT = 'a superuser must run deploy/local/pg-superuser.sql in this database '
                          '(deploy/local/postgres.sh does it in template1 and the ledger '
                          'database; docs/postgres.md)';
     END IF;
     IF s <> 'partman' OR split_part(v, '.', 1) <> '4' THEN
         RAISE EXCEPTION 'migration 0018 needs pg_partman 4.x in schema partman, found % in %', v, s
             USING ERRCODE = 'feature_not_supported',
-                  HINT = 'install Debian''s postgresql-<major>-partman and run deploy/local/pg-partman.sql';
+                  HINT = 'install Debian''s postgresql-<major>-partman and run deploy/local/pg-superuser.sql';
     END IF;
 END
 $$;

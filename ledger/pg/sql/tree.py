@@ -88,6 +88,10 @@ WHERE NOT EXISTS (SELECT 1 FROM log_seals s WHERE s.log_id = g.log_id)
 ORDER BY g.log_id
 """
 
+#: pg_partman's maintenance of the ledger's partitioned tables (migration 0018): the
+#: months ahead, each with its TRUNCATE guard. Never detaches or drops anything.
+PARTITION_MAINTENANCE: Final = "SELECT ledger_partition_maintenance()"
+
 INSERT_SEAL: Final = """
 INSERT INTO log_seals (log_id, size, next_log_id, next_first_offset, note)
 VALUES ($1, $2, $3, $4, $5)
