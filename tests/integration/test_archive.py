@@ -8,6 +8,7 @@ import hashlib
 import json
 import shutil
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from ledger.verify.bundle import BundleReader
 from ledger.verify.bundle.archive import file_digests
 from producers.codec import Codec
 from producers.signing import load_producer_key
+from tests.conftest import own_ledger
 from tests.support import Stack, run_ledger, signed_headers
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -34,6 +36,14 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 CODEC = Codec()
 LEDGER = "test.ledger.local"
 MONTHS = (("2026-10", 2026, 10, 30), ("2026-11", 2026, 11, 40), ("2026-12", 2026, 12, 5))
+
+
+@pytest.fixture(scope="module")
+def stack(stack: Stack) -> Iterator[Stack]:
+    """This module's ledger, a database of its own: an archive takes every log of a month,
+    and other tests' logs in the shared database would be in it (or keep it unsealed)."""
+    with own_ledger(stack, f"{stack.database}_archive") as own:
+        yield own
 
 
 def _ms(year: int, month: int) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import uuid
 from collections.abc import AsyncIterator
@@ -15,6 +16,7 @@ from ledger.log.checkpoint import open_checkpoint
 from ledger.log.note import Signer, generate_signer, parse_signer_key, parse_verifier_key
 from ledger.pg.appender import PostgresAppender
 from ledger.pg.checkpointer import Checkpointer, CheckpointPolicy
+from tests.conftest import own_ledger
 from tests.support import Stack, superuser_url, synthetic_batch
 
 pytestmark = pytest.mark.integration
@@ -144,22 +146,31 @@ async def test_refuses_to_sign_after_the_tree_was_tampered(
         await restarted.checkpoint(log_id)
 
 
-async def test_a_malformed_stored_checkpoint_is_refused_as_unverifiable(
-    appender: PostgresAppender, owner_conn: asyncpg.Connection
-) -> None:
+def test_a_malformed_stored_checkpoint_is_refused_as_unverifiable(stack: Stack) -> None:
     """A stored note that does not even parse is refused like a forged one (before, its
-    MalformedInputError escaped the sweep's per-log refusal and stopped the sweep)."""
+    MalformedInputError escaped the sweep's per-log refusal and stopped the sweep). On a
+    database of its own: the malformed row stays for ever (append-only), and reports over
+    the shared one would rightly refuse to use it."""
+    with own_ledger(stack, f"{stack.database}_malformed") as own:
+        asyncio.run(_malformed(own))
+
+
+async def _malformed(own: Stack) -> None:
     topic = f"malformed-cp-{uuid.uuid4().hex[:8]}"
     signer, _ = keypair()
-    checkpointer = Checkpointer(
-        pool=appender.pool, signers=[signer], policy=CheckpointPolicy(every_leaves=1, every_ms=0)
-    )
-    log_id = await grow(appender, topic, 0, 3, 11)
-    await owner_conn.execute(
-        "INSERT INTO checkpoints (log_id, size, root_hash, note) VALUES ($1, 2, $2, $3)",
-        log_id, b"\x01" * 32, "not a note\n",
-    )  # fmt: skip
-    with pytest.raises(VerificationError, match="does not verify with our keys"):
-        await checkpointer.checkpoint(log_id)
-    # The sweep goes on past it (other tests' logs in this database may be signed).
-    assert log_id not in [c.log_id for c in await checkpointer.checkpoint_all_due()]
+    async with PostgresAppender(dsn=own.appender_url, ledger_name="test.ledger.local") as app:
+        checkpointer = Checkpointer(
+            pool=app.pool, signers=[signer], policy=CheckpointPolicy(every_leaves=1, every_ms=0)
+        )
+        log_id = await grow(app, topic, 0, 3, 11)
+        owner = await asyncpg.connect(own.owner_url)
+        try:
+            await owner.execute(
+                "INSERT INTO checkpoints (log_id, size, root_hash, note) VALUES ($1, 2, $2, $3)",
+                log_id, b"\x01" * 32, "not a note\n",
+            )  # fmt: skip
+        finally:
+            await owner.close()
+        with pytest.raises(VerificationError, match="does not verify with our keys"):
+            await checkpointer.checkpoint(log_id)
+        assert log_id not in [c.log_id for c in await checkpointer.checkpoint_all_due()]

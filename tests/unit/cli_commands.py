@@ -20,6 +20,8 @@ def parse_error(words: list[str]) -> str | None:
     while hasattr(command, "commands"):
         if not rest:
             return f"{name}: no subcommand"
+        if rest[0].startswith("-") and getattr(command, "invoke_without_command", False):
+            break  # a group that is also a command (`ledger archive --period ...`)
         sub = command.commands.get(rest[0])
         if sub is None:
             return f"{name}: no command {rest[0]!r}"
