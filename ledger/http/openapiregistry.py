@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from ledger.http.openapi import (
+from ledger.http.openapiparts import (
     _ID_SCHEMA,
     _INSTANT,
     _NULLABLE_STRING,
