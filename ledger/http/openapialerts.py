@@ -14,8 +14,10 @@ from ledger.http.openapiparts import (
     _INSTANT,
     _NULLABLE_STRING,
     JsonObject,
+    _cursor,
     _get,
     _json,
+    _page,
     _path,
     _query,
     _ref,
@@ -52,12 +54,8 @@ def _list() -> JsonObject:
             _query("user", _ID_SCHEMA, "User id"),
             _query("since", _INSTANT, "Raised at or after"),
             _query("until", _INSTANT, "Raised before"),
-            _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "Page"),
-            _query(
-                "cursor",
-                {"type": "string", "maxLength": 8192, "pattern": "^[A-Za-z0-9_-]*$"},
-                "next_cursor of the previous page (same filters)",
-            ),
+            _page(1000),
+            _cursor("next_cursor of the previous page (same filters)"),
         ],
         _json(
             {

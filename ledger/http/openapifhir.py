@@ -13,6 +13,7 @@ from typing import Final
 from ledger.http.openapiparts import (
     _ID_SCHEMA,
     JsonObject,
+    _cursor,
     _fhir_errors,
     _fhir_json,
     _get,
@@ -27,11 +28,23 @@ _FORMAT: Final = _query(
 )
 
 
-def _fhir_post_responses(ok: dict[str, JsonObject], *refusals: str) -> JsonObject:
-    out: JsonObject = dict(ok)
-    out.update({code: _fhir_json({"type": "object"}, "OperationOutcome") for code in refusals})
-    out.update(_fhir_errors())
-    return out
+def _fhir_post(summary: str, ok: dict[str, JsonObject], *refusals: str) -> JsonObject:
+    """A POST of a FHIR resource or Bundle: its answers, the refusals it names, the errors."""
+    responses: JsonObject = dict(ok)
+    responses.update(
+        {code: _fhir_json({"type": "object"}, "OperationOutcome") for code in refusals}
+    )
+    responses.update(_fhir_errors())
+    return {
+        "summary": summary,
+        "tags": ["fhir"],
+        "parameters": [_FORMAT],
+        "requestBody": {
+            "required": True,
+            "content": {"application/fhir+json": {"schema": {"type": "object"}}},
+        },
+        "responses": responses,
+    }
 
 
 def _fhir_search_parameters() -> list[JsonObject]:
@@ -68,11 +81,7 @@ def _fhir_search_parameters() -> list[JsonObject]:
         ),
         _query("_elements", {"type": "string", "maxLength": 256}, "Elements to keep"),
         _FORMAT,
-        _query(
-            "_cursor",
-            {"type": "string", "maxLength": 8192, "pattern": "^[A-Za-z0-9_-]*$"},
-            "Next page",
-        ),
+        _cursor("Next page", name="_cursor"),
     ]
 
 
@@ -98,19 +107,13 @@ def _server_paths() -> dict[str, JsonObject]:
             }
         },
         "/fhir": {
-            "post": {
-                "summary": "A FHIR batch Bundle of GET entries (search, read, metadata); each "
+            "post": _fhir_post(
+                "A FHIR batch Bundle of GET entries (search, read, metadata); each "
                 "entry is answered and recorded as its own read (a transaction is 422)",
-                "tags": ["fhir"],
-                "parameters": [_FORMAT],
-                "requestBody": {
-                    "required": True,
-                    "content": {"application/fhir+json": {"schema": {"type": "object"}}},
-                },
-                "responses": _fhir_post_responses(
-                    {"200": _fhir_json({"type": "object"}, "batch-response Bundle")}, "406", "422"
-                ),
-            },
+                {"200": _fhir_json({"type": "object"}, "batch-response Bundle")},
+                "406",
+                "422",
+            ),
         },
     }
 
@@ -127,23 +130,15 @@ def _audit_event_paths() -> dict[str, JsonObject]:
                 _fhir_json({"type": "object", "required": ["resourceType", "type"]}),
                 errors=(),
             ),
-            "post": {
-                "summary": "Ingest an AuditEvent, or a batch/transaction Bundle of them, "
+            "post": _fhir_post(
+                "Ingest an AuditEvent, or a batch/transaction Bundle of them, "
                 "through Kafka like any producer",
-                "tags": ["fhir"],
-                "parameters": [_FORMAT],
-                "requestBody": {
-                    "required": True,
-                    "content": {"application/fhir+json": {"schema": {"type": "object"}}},
+                {
+                    "200": _fhir_json({"type": "object"}, "batch/transaction response"),
+                    "201": _fhir_json({"type": "object"}, "Accepted (OperationOutcome)"),
                 },
-                "responses": _fhir_post_responses(
-                    {
-                        "200": _fhir_json({"type": "object"}, "batch/transaction response"),
-                        "201": _fhir_json({"type": "object"}, "Accepted (OperationOutcome)"),
-                    },
-                    "406",
-                ),
-            },
+                "406",
+            ),
         },
         "/fhir/AuditEvent/{event_id}": _get(
             "One FHIR R4 AuditEvent, with its ledger position",

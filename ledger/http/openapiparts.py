@@ -69,6 +69,18 @@ def _query(
     }
 
 
+def _page(maximum: int, description: str = "Page") -> JsonObject:
+    """``limit``: how many to answer, at most ``maximum``."""
+    return _query("limit", {"type": "integer", "minimum": 1, "maximum": maximum}, description)
+
+
+def _cursor(description: str, name: str = "cursor") -> JsonObject:
+    """``cursor``: the opaque ``next_cursor`` the previous page ended with."""
+    return _query(
+        name, {"type": "string", "maxLength": 8192, "pattern": "^[A-Za-z0-9_-]*$"}, description
+    )
+
+
 def _path(name: str, schema: JsonObject, description: str) -> JsonObject:
     return {
         "name": name,

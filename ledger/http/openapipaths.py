@@ -14,8 +14,10 @@ from ledger.http.openapiparts import (
     _ID_SCHEMA,
     _INSTANT,
     JsonObject,
+    _cursor,
     _get,
     _json,
+    _page,
     _path,
     _query,
     _ref,
@@ -32,39 +34,24 @@ _TILE: Final[JsonObject] = {
 
 def history_paths() -> dict[str, JsonObject]:
     """Who accessed a patient, a study or an accession; what a user touched; one event."""
-    history = _history_parameters()
     return {
-        "/v1/patients/{patient_id}/accesses": _get(
+        "/v1/patients/{patient_id}/accesses": _accesses(
             "Who accessed this patient's PHI, newest first",
-            "history",
-            [
-                _path("patient_id", _ID_SCHEMA, "Patient id"),
-                _query("issuer", _ID_SCHEMA, "Assigning authority of the patient id"),
-                *history,
-            ],
-            _json(_ref("AccessPage")),
+            _path("patient_id", _ID_SCHEMA, "Patient id"),
+            _query("issuer", _ID_SCHEMA, "Assigning authority of the patient id"),
         ),
-        "/v1/users/{user_id}/accesses": _get(
+        "/v1/users/{user_id}/accesses": _accesses(
             "Everything one user touched, newest first (including their reads of the ledger)",
-            "history",
-            [_path("user_id", _ID_SCHEMA, "User id"), *history],
-            _json(_ref("AccessPage")),
+            _path("user_id", _ID_SCHEMA, "User id"),
         ),
-        "/v1/studies/{study_uid}/accesses": _get(
+        "/v1/studies/{study_uid}/accesses": _accesses(
             "Who accessed this study, newest first",
-            "history",
-            [
-                _path("study_uid", {"type": "string", "maxLength": 64}, "Study Instance UID"),
-                _query("accession", _ID_SCHEMA, "Accession number"),
-                *history,
-            ],
-            _json(_ref("AccessPage")),
+            _path("study_uid", {"type": "string", "maxLength": 64}, "Study Instance UID"),
+            _query("accession", _ID_SCHEMA, "Accession number"),
         ),
-        "/v1/accessions/{accession}/accesses": _get(
+        "/v1/accessions/{accession}/accesses": _accesses(
             "Who accessed the study (or studies) with this accession number, newest first",
-            "history",
-            [_path("accession", _ID_SCHEMA, "Accession number"), *history],
-            _json(_ref("AccessPage")),
+            _path("accession", _ID_SCHEMA, "Accession number"),
         ),
         "/v1/events/{event_id}": _get(
             "One event, decoded, with its ledger position",
@@ -73,6 +60,11 @@ def history_paths() -> dict[str, JsonObject]:
             _json({"type": "object", "required": ["event_id", "schema", "event", "ledger"]}),
         ),
     }
+
+
+def _accesses(summary: str, *selectors: JsonObject) -> JsonObject:
+    """A history: the accesses the ``selectors`` name, filtered by the history parameters."""
+    return _get(summary, "history", [*selectors, *_history_parameters()], _json(_ref("AccessPage")))
 
 
 def log_paths() -> dict[str, JsonObject]:
@@ -101,7 +93,7 @@ def _log_reads() -> dict[str, JsonObject]:
             [
                 _LOG,
                 _query("after", _UINT, "Only checkpoints with a larger size"),
-                _query("limit", {"type": "integer", "minimum": 1, "maximum": 10000}, "Page"),
+                _page(10000),
             ],
             _json({"type": "object", "properties": {"origin": {"type": "string"}}}),
         ),
@@ -111,7 +103,7 @@ def _log_reads() -> dict[str, JsonObject]:
             [
                 _LOG,
                 _query("start", _START, "First leaf index"),
-                _query("limit", {"type": "integer", "minimum": 1, "maximum": 10000}, "Page"),
+                _page(10000),
             ],
             _json({"type": "object", "properties": {"rows": rows}}),
         ),
@@ -121,7 +113,7 @@ def _log_reads() -> dict[str, JsonObject]:
             [
                 _LOG,
                 _query("start", _START, "First leaf index"),
-                _query("limit", {"type": "integer", "minimum": 1, "maximum": 4096}, "Page"),
+                _page(4096),
             ],
             _json({"type": "object", "properties": {"leaves": rows}}),
         ),
@@ -200,7 +192,7 @@ def operations_paths() -> dict[str, JsonObject]:
             "operations",
             [
                 _query("after", _UINT, "Only records with a larger id"),
-                _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "Page"),
+                _page(1000),
                 _query("reason", {"type": "string", "pattern": "^[a-z0-9_]{1,64}$"}, "Reason"),
             ],
             _json({"type": "object", "properties": {"records": rows}}),
@@ -210,7 +202,7 @@ def operations_paths() -> dict[str, JsonObject]:
             "operations",
             [
                 _query("after", _UINT, "Only alerts with a larger id"),
-                _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "Page"),
+                _page(1000),
             ],
             _json({"type": "object", "properties": {"alerts": rows}}),
         ),
@@ -231,10 +223,6 @@ def _history_parameters() -> list[JsonObject]:
             },
             "Event outcome",
         ),
-        _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "Page size"),
-        _query(
-            "cursor",
-            {"type": "string", "maxLength": 8192, "pattern": "^[A-Za-z0-9_-]*$"},
-            "next_cursor of the previous page (keeps that page's snapshot)",
-        ),
+        _page(1000, "Page size"),
+        _cursor("next_cursor of the previous page (keeps that page's snapshot)"),
     ]

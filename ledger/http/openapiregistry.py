@@ -14,9 +14,11 @@ from ledger.http.openapiparts import (
     _INSTANT,
     _NULLABLE_STRING,
     JsonObject,
+    _cursor,
     _errors,
     _get,
     _json,
+    _page,
     _query,
     _ref,
 )
@@ -177,12 +179,8 @@ def registry_paths() -> dict[str, JsonObject]:
         "registry",
         [
             _query("since", _INSTANT, "Changes with an event time at or after this"),
-            _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "Page"),
-            _query(
-                "cursor",
-                {"type": "string", "maxLength": 8192, "pattern": "^[A-Za-z0-9_-]*$"},
-                "next_cursor of the previous page (same since; keeps its checkpoint)",
-            ),
+            _page(1000),
+            _cursor("next_cursor of the previous page (same since; keeps its checkpoint)"),
         ],
         _json(_history()),
     )

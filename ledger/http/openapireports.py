@@ -21,31 +21,37 @@ from ledger.http.openapiparts import (
     _with_errors,
 )
 
+
+def _repeatable(name: str, items: JsonObject, description: str) -> JsonObject:
+    """A query parameter that may be given more than once (``?name=a&name=b``)."""
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "style": "form",
+        "explode": True,
+        "schema": {"type": "array", "items": items},
+        "description": description,
+    }
+
+
 #: ``as_of``: the signed checkpoints a report is computed against (repeatable).
-_AS_OF: Final = {
-    "name": "as_of",
-    "in": "query",
-    "required": False,
-    "style": "form",
-    "explode": True,
-    "schema": {"type": "array", "items": {"type": "string", "pattern": "^[^\\s+]+:[1-9][0-9]*$"}},
-    "description": "A signed checkpoint <origin>:<size> to compute the report against "
+_AS_OF: Final = _repeatable(
+    "as_of",
+    {"type": "string", "pattern": "^[^\\s+]+:[1-9][0-9]*$"},
+    "A signed checkpoint <origin>:<size> to compute the report against "
     "(repeatable, one per log; default: the latest of each log). The report reads no "
     "event at or past these sizes, names them, and prints its digest (also in the "
     "Report-Digest header)",
-}
-_AS_OF_NOTE: Final = {
-    "name": "as_of_note",
-    "in": "query",
-    "required": False,
-    "style": "form",
-    "explode": True,
-    "schema": {"type": "array", "items": {"type": "string", "format": "byte"}},
-    "description": "A signed checkpoint note (standard base64), as a report printed it in "
+)
+_AS_OF_NOTE: Final = _repeatable(
+    "as_of_note",
+    {"type": "string", "format": "byte"},
+    "A signed checkpoint note (standard base64), as a report printed it in "
     "as_of_checkpoints (repeatable): accepted when a trusted key signed it and this "
     "ledger's leaves have its root at its size, even if this database never stored it "
     "(a replayed copy)",
-}
+)
 _AT: Final = {
     "name": "at",
     "in": "query",

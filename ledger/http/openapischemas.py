@@ -111,23 +111,7 @@ def _access_entry() -> JsonObject:
             },
             "time": {"type": "string", "format": "date-time"},
             "facility": {"type": "string"},
-            "patient": {
-                "type": ["object", "null"],
-                "properties": {
-                    "id": {"type": "string"},
-                    "issuer": _NULLABLE_STRING,
-                    "state": _NULLABLE_STRING,
-                },
-            },
-            "user": {
-                "type": "object",
-                "properties": {
-                    "id": {"type": "string"},
-                    "name": _NULLABLE_STRING,
-                    "role": _NULLABLE_STRING,
-                    "organization": _NULLABLE_STRING,
-                },
-            },
+            **_who(),
             "event": {
                 "type": "object",
                 "properties": {"dicom_event_id": _NULLABLE_STRING, "name": {"type": "string"}},
@@ -148,6 +132,29 @@ def _access_entry() -> JsonObject:
                 "disclosed: a read of the ledger that returned one of the patient's entries "
                 "without naming the patient (an index page, a user's history, a proof...), "
                 "or an access whose answer returned the patient (a query's result set).",
+            },
+        },
+    }
+
+
+def _who() -> JsonObject:
+    """The patient and the user an ``AccessEntry`` names."""
+    return {
+        "patient": {
+            "type": ["object", "null"],
+            "properties": {
+                "id": {"type": "string"},
+                "issuer": _NULLABLE_STRING,
+                "state": _NULLABLE_STRING,
+            },
+        },
+        "user": {
+            "type": "object",
+            "properties": {
+                "id": {"type": "string"},
+                "name": _NULLABLE_STRING,
+                "role": _NULLABLE_STRING,
+                "organization": _NULLABLE_STRING,
             },
         },
     }
