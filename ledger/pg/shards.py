@@ -88,6 +88,10 @@ async def first_log(
         elif row is None and length is not None:
             at = datetime.now(UTC) if first_ms is None or first_ms < 0 else None
             period = period_of(at, length) if at else period_of_ms(first_ms or 0, length)
+            if await conn.fetchval(sql.MONTH_ARCHIVED, period.start):
+                # A new partition whose first record is stamped in a month that was
+                # archived: that month is closed for good, the record goes to this one.
+                period = period_of(datetime.now(UTC), length)
             row = await conn.fetchrow(
                 sql.OPEN_LOG, shard_origin(ledger_name, topic, partition, period),
                 topic, partition, period.start, period.end, 0,

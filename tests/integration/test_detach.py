@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -213,6 +213,18 @@ def test_an_archived_month_leaves_with_a_signed_record(world: World) -> None:
     assert done.returncode == 0, done.stderr
     offline = run_ledger(world.own.env(), "verify", "--bundle", str(exported))
     assert offline.returncode == 0, offline.stdout[-2000:]
+    # A new partition whose first record is stamped in the detached month does not reopen
+    # it: its first log is this month's, and February gets no partition back.
+    asyncio.run(_late_partition(world.own, f"{world.topic}-late"))
+    origins = asyncio.run(
+        _query(world.own, "SELECT origin FROM logs WHERE topic = $1", f"{world.topic}-late")
+    )
+    assert [r["origin"].rsplit("/", 1)[1] for r in origins] == [f"{datetime.now(UTC):%Y-%m}"]
+    reattached = asyncio.run(
+        _query(world.own, "SELECT count(*) FROM pg_class WHERE relname = 'events_p2025_02' "
+               "AND relispartition")
+    )  # fmt: skip
+    assert reattached[0][0] == 0
     # Once is all: the month is detached already.
     again = _detach(world.own, "2025-02", world.archive)
     assert again.returncode != 0
@@ -234,6 +246,11 @@ def _serving(own: Stack) -> Iterator[dict[str, str]]:
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+async def _late_partition(own: Stack, topic: str) -> None:
+    async with PostgresAppender(dsn=own.appender_url, ledger_name=LEDGER) as appender:
+        await appender.append(topic=topic, partition=0, items=_month(own, topic, 0, 2025, 2, 1))
 
 
 async def _detached_periods(own: Stack) -> object:

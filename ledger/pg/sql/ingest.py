@@ -30,6 +30,12 @@ WHERE topic = $1 AND kafka_partition = $2
 ORDER BY period DESC LIMIT 1
 """
 
+#: Whether the month of a date was archived (its partitions may be detached): no log is
+#: ever opened in it again.
+MONTH_ARCHIVED: Final = """
+SELECT EXISTS (SELECT 1 FROM period_archives WHERE period = date_trunc('month', $1::date)::date)
+"""
+
 OPEN_LOG: Final = """
 INSERT INTO logs (origin, topic, kafka_partition, period, period_end, first_offset)
 VALUES ($1, $2, $3, $4, $5, $6)
