@@ -103,10 +103,9 @@ async def _seal(stack: Stack, topic: str) -> list[int]:
     return [int(g["log_id"]) for g in logs if int(g["log_id"]) in sealed]
 
 
-@pytest.fixture(scope="module")
-async def three_months(stack: Stack) -> str:
-    """A topic with logs in October, November (both sealed) and December (open)."""
-    topic = f"t{stack.run_id}-archive-{uuid.uuid4().hex[:6]}"
+async def fill_months(stack: Stack, topic: str, months: list[tuple[int, int, int]]) -> None:
+    """``(year, month, n)`` signed events per month, appended month by month, then the
+    sweep seals every closed log."""
     async with PostgresAppender(
         dsn=stack.appender_url, ledger_name=LEDGER, period=PeriodLength.MONTH
     ) as appender:
@@ -116,11 +115,18 @@ async def three_months(stack: Stack) -> str:
             for s in CODEC.schemas
         ])  # fmt: skip
         first = 0
-        for _, year, month, n in MONTHS:
+        for year, month, n in months:
             items = _month(stack, topic, first, year, month, n)
             await appender.append(topic=topic, partition=0, items=items)
             first += n
-    assert len(await _seal(stack, topic)) == 2
+    assert len(await _seal(stack, topic)) == len(months) - 1
+
+
+@pytest.fixture(scope="module")
+async def three_months(stack: Stack) -> str:
+    """A topic with logs in October, November (both sealed) and December (open)."""
+    topic = f"t{stack.run_id}-archive-{uuid.uuid4().hex[:6]}"
+    await fill_months(stack, topic, [(y, m, n) for _, y, m, n in MONTHS])
     return topic
 
 

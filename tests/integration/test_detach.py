@@ -19,16 +19,14 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from ledger.audit.ingest import WriterSchemaInfo
 from ledger.audit.unreadable import unreadable
 from ledger.log.leaf import decode_leaf
-from ledger.log.periods import PeriodLength
 from ledger.pg.appender import PostgresAppender
 from ledger.pg.reader import PostgresReader
 from producers.codec import Codec
 from tests.conftest import own_ledger
 from tests.e2e.conftest import free_port
-from tests.integration.test_archive import _month, _seal
+from tests.integration.test_archive import _month, fill_months
 from tests.support import ROOT, Stack, run_ledger
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -55,21 +53,8 @@ def _detach(own: Stack, period: str, bundle: Path, *extra: str) -> subprocess.Co
 
 
 async def _fill(own: Stack, topic: str) -> None:
-    async with PostgresAppender(
-        dsn=own.appender_url, ledger_name=LEDGER, period=PeriodLength.MONTH
-    ) as appender:
-        await appender.register_schemas([
-            WriterSchemaInfo(fingerprint=s.fingerprint, full_name=s.full_name,
-                             canonical_form=s.canonical_form, schema_json=s.schema_json)
-            for s in CODEC.schemas
-        ])  # fmt: skip
-        first = 0
-        for year, month, n in MONTHS:
-            await appender.append(
-                topic=topic, partition=0, items=_month(own, topic, first, year, month, n)
-            )
-            first += n
-    assert len(await _seal(own, topic)) == 2  # January and February; March stays open
+    """January and February sealed; March stays open."""
+    await fill_months(own, topic, list(MONTHS))
 
 
 async def _query(own: Stack, sql: str, *args: object) -> list[asyncpg.Record]:
@@ -124,6 +109,23 @@ def test_an_unverifiable_or_foreign_archive_is_refused(world: World, tmp_path: P
     assert open_month.returncode != 0
     assert "not sealed at its full size" in open_month.stderr
     assert asyncio.run(_query(world.own, "SELECT * FROM period_archives")) == []
+
+
+def test_the_wrong_role_changes_nothing(world: World) -> None:
+    """As the reader (no right to record a month or detach it), the detach is refused
+    with a named error, no traceback, and the month stays whole."""
+    done = run_ledger(
+        {**world.own.env(), "DATABASE_URL": world.own.reader_url},
+        "archive", "detach", "--period", "2025-02", "--bundle", str(world.archive),
+        "--copies", "x", "--reason", "RET", "--record-timeout", "30",
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    assert "was not detached" in done.stderr
+    assert "nothing changed" in done.stderr
+    assert asyncio.run(_query(world.own, "SELECT * FROM period_archives")) == []
+    rows = asyncio.run(_query(world.own, "SELECT count(*) FROM leaves WHERE period = '2025-02-01'"))
+    assert rows[0][0] == 30
 
 
 def test_the_owner_cannot_take_a_month_out_by_hand(world: World) -> None:
