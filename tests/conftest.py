@@ -79,7 +79,7 @@ def stack(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -
             kafka_env=kafka_security_env(stack_env),
         )
     finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+        asyncio.run(drop_database(owner, database))
 
 
 @pytest.fixture
@@ -121,6 +121,13 @@ async def _admin(owner_url: str, statement: str) -> None:
         await conn.close()
 
 
+async def drop_database(owner_url: str, database: str) -> None:
+    """Drop a test's scratch database, retrying while another role's session (a reader
+    pool, a process just stopped, a superuser who tampered) is still ending: the owner
+    may not terminate those."""
+    await _admin(owner_url, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
 @contextlib.contextmanager
 def own_ledger(stack: Stack, database: str) -> Iterator[Stack]:
     """``stack`` on a fresh, migrated database of its own (with its own API tokens),
@@ -140,4 +147,4 @@ def own_ledger(stack: Stack, database: str) -> Iterator[Stack]:
             tokens=asyncio.run(_issue_tokens(owner)),
         )
     finally:
-        asyncio.run(_admin(stack.owner_url, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+        asyncio.run(drop_database(stack.owner_url, database))

@@ -23,6 +23,7 @@ from ledger.log import merkle
 from ledger.pg.compliance import PostgresRulesStore
 from ledger.pg.migrate import apply_migrations
 from ledger.pg.producerkeys import copy_producer_keys
+from tests.conftest import drop_database
 from tests.e2e.conftest import E2E_SEED, LEDGER, Pipeline, wait_for_events
 from tests.support import ROOT, with_database
 
@@ -93,9 +94,7 @@ async def test_a_second_ledger_built_from_the_same_topics_is_identical(
             replica.terminate()
             await asyncio.to_thread(replica.wait, 20)
     finally:
-        admin = await asyncpg.connect(pipeline.stack.owner_url)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        await admin.close()
+        await drop_database(pipeline.stack.owner_url, database)
 
     assert copy.keys() >= original.keys()
     assert sum(len(v) for v in original.values()) >= len(stream)
@@ -148,13 +147,7 @@ def test_ledger_replay_command_rebuilds_identical_roots(pipeline: Pipeline) -> N
         assert source, "the stream plants unencrypted accesses and late relays"
         assert replica == source
     finally:
-
-        async def drop() -> None:
-            admin = await asyncpg.connect(pipeline.stack.owner_url)
-            await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-            await admin.close()
-
-        asyncio.run(drop())
+        asyncio.run(drop_database(pipeline.stack.owner_url, database))
 
 
 class _CollectingStore(PostgresRulesStore):

@@ -16,7 +16,6 @@ import subprocess
 from datetime import timedelta
 
 import aiohttp
-import asyncpg
 import pytest
 
 from integrations.simulator import Simulator
@@ -24,6 +23,7 @@ from ledger.audit.reports import InvestigationScope, digest, digest_of, refs_fro
 from ledger.log.note import parse_verifier_key
 from ledger.pg.reports import PostgresReports
 from producers.events import AuditEvent, Facility
+from tests.conftest import drop_database
 from tests.e2e.conftest import E2E_SEED, LEDGER, Pipeline, wait_for_events
 from tests.support import ROOT, with_database
 
@@ -75,8 +75,4 @@ async def test_a_replayed_ledger_reproduces_an_investigation_as_of_its_checkpoin
             t["event_id"] for t in printed["timeline"]
         ]
     finally:
-        admin = await asyncpg.connect(pipeline.stack.owner_url)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        finally:
-            await admin.close()
+        await drop_database(pipeline.stack.owner_url, database)

@@ -31,6 +31,7 @@ from aiokafka import AIOKafkaProducer
 from ledger.pg.migrate import apply_migrations
 from ledgerctl.infra import ensure_topics
 from ledgerctl.settings import KafkaRole
+from tests.conftest import drop_database
 from tests.support import ROOT, Stack, kafka_proxy, with_database
 from tests.tcp_proxy import KafkaProxy
 
@@ -247,14 +248,7 @@ def fault_ledger(stack: Stack, tmp_path: Path) -> Iterator[FaultLedger]:
         for proc in ledger.processes:
             kill(proc, signal.SIGTERM)
 
-        async def drop() -> None:
-            conn = await asyncpg.connect(stack.owner_url)
-            try:
-                await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-            finally:
-                await conn.close()
-
-        asyncio.run(drop())
+        asyncio.run(drop_database(stack.owner_url, database))
 
 
 def read_ids(path: Path) -> list[uuid.UUID]:

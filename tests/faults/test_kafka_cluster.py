@@ -27,6 +27,7 @@ import pytest
 
 from ledger.pg.migrate import apply_migrations
 from ledgerctl.settings import KafkaRole
+from tests.conftest import drop_database
 from tests.faults.conftest import EVENTS, FaultLedger, kill, read_ids
 from tests.kafka_cluster import KafkaCluster, free_base_port, replication_of
 from tests.support import Stack, run_ledger, with_database
@@ -95,14 +96,7 @@ def cluster_ledger(stack: Stack, cluster: KafkaCluster, tmp_path: Path) -> Itera
         for proc in ledger.processes:
             kill(proc, signal.SIGTERM)
 
-        async def drop() -> None:
-            conn = await asyncpg.connect(stack.owner_url)
-            try:
-                await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-            finally:
-                await conn.close()
-
-        asyncio.run(drop())
+        asyncio.run(drop_database(stack.owner_url, database))
 
 
 def stream_timeout() -> float:

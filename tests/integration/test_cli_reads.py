@@ -39,6 +39,7 @@ from ledgerctl.replay import end_offsets
 from ledgerctl.settings import KafkaRole
 from producers.codec import Codec
 from producers.events import AuditLogUsed, DisclosedRange, PhiAccessEvent, event_key
+from tests.conftest import drop_database
 from tests.integration.test_quarantine_ops import quarantine_two
 from tests.support import ROOT, Stack, signed_headers, with_database
 
@@ -271,11 +272,7 @@ async def user_ids(dsn: str) -> list[str]:
 
 
 async def drop(stack: Stack, database: str) -> None:
-    conn = await asyncpg.connect(stack.owner_url)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    await drop_database(stack.owner_url, database)
 
 
 def test_atna_kept_prints_nothing_unless_recorded(stack: Stack, tmp_path: Path) -> None:

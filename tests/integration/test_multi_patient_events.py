@@ -53,6 +53,7 @@ from producers.events import (
     Recipient,
     Study,
 )
+from tests.conftest import drop_database
 from tests.support import (
     Stack,
     export_and_verify,
@@ -215,14 +216,7 @@ def ledger(stack: Stack) -> Iterator[Ledger]:
     database = f"ledger_multi_{secrets.token_hex(4)}"
     yield asyncio.run(build(stack, database))
 
-    async def drop() -> None:
-        owner = await asyncpg.connect(stack.owner_url)
-        try:
-            await owner.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        finally:
-            await owner.close()
-
-    asyncio.run(drop())
+    asyncio.run(drop_database(stack.owner_url, database))
 
 
 async def history(

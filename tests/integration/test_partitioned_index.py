@@ -41,7 +41,7 @@ from producers.events import (
     Study,
     event_key,
 )
-from tests.conftest import _admin
+from tests.conftest import drop_database
 from tests.support import ROOT, Stack, with_database
 
 pytestmark = pytest.mark.integration
@@ -134,9 +134,7 @@ async def _fresh_database(stack: Stack, *, template: str | None = None) -> str:
 
 
 async def _drop(stack: Stack, database: str) -> None:
-    """As the owner, retried while another role's session (a pool just closed) is still
-    ending: the owner may not terminate it (tests.conftest._admin)."""
-    await _admin(stack.owner_url, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    await drop_database(stack.owner_url, database)
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from yoyo import get_backend
 from ledger.pg.export import export_bundle
 from ledger.pg.migrate import _yoyo_url, apply_migrations, shipped_migrations
 from ledger.verify.producerbundle import START_FILE
+from tests.conftest import drop_database
 from tests.support import Stack, with_database
 
 pytestmark = pytest.mark.integration
@@ -41,7 +42,7 @@ def database(stack: Stack) -> Iterator[str]:
     try:
         yield name
     finally:
-        asyncio.run(sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(drop_database(stack.owner_url, name))
 
 
 def test_an_upgraded_log_starts_authentication_at_its_size(

@@ -52,6 +52,7 @@ from ledger.pg.reader import PostgresReader
 from ledger.pg.reports import PostgresReports
 from ledgerctl.tokens import create_token
 from producers.events import AcrCategory, Facility, Patient
+from tests.conftest import drop_database
 from tests.integration.test_reports_pg import CODEC, LAWYER, Writer, phi, relay
 from tests.support import Stack, run_ledger, superuser_url, with_database
 
@@ -113,11 +114,7 @@ async def world(stack: Stack) -> AsyncIterator[World]:
             patient=Patient(id=f"MRN-{tag}", issuer="asof", state="MA"),
         )
     finally:
-        owner = await asyncpg.connect(stack.owner_url)
-        try:
-            await owner.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        finally:
-            await owner.close()
+        await drop_database(stack.owner_url, database)
 
 
 async def grow(stack: Stack, w: World, round_: int) -> None:
@@ -517,11 +514,7 @@ async def test_a_replayed_copy_reproduces_a_report_from_the_checkpoints_it_print
             await check_reproduced(stack, world, copy, printed)
             await check_reproduced_by_cli(stack, world, copy, database, printed, tmp_path)
     finally:
-        owner = await asyncpg.connect(stack.owner_url)
-        try:
-            await owner.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        finally:
-            await owner.close()
+        await drop_database(stack.owner_url, database)
 
 
 async def check_reproduced(

@@ -59,6 +59,7 @@ from producers.events import (
     Transport,
     TransportChannel,
 )
+from tests.conftest import drop_database
 from tests.integration.test_reports_asof import KeptReads
 from tests.integration.test_reports_pg import CODEC, Writer, phi, relay
 from tests.support import APPENDED_MS, Stack, run_ledger, with_database
@@ -121,11 +122,7 @@ async def world(stack: Stack) -> AsyncIterator[World]:
             facility=Facility(id=f"cr-{uuid.uuid4().hex[:6]}", name="Compliance test site"),
         )
     finally:
-        owner = await asyncpg.connect(stack.owner_url)
-        try:
-            await owner.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        finally:
-            await owner.close()
+        await drop_database(stack.owner_url, database)
 
 
 def registry_item(change: RegistryChange, offset: int) -> Accepted:

@@ -53,6 +53,7 @@ from producers.events import (
     Study,
     event_key,
 )
+from tests.conftest import drop_database
 from tests.support import APPENDED_MS, Stack, superuser_url, with_database
 
 pytestmark = pytest.mark.integration
@@ -714,8 +715,4 @@ async def test_an_index_row_that_does_not_match_its_leaf_is_refused(stack: Stack
             with pytest.raises(VerificationError, match="the index says event"):
                 await reports.investigation(scope)
     finally:
-        owner = await asyncpg.connect(stack.owner_url)
-        try:
-            await owner.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        finally:
-            await owner.close()
+        await drop_database(stack.owner_url, database)

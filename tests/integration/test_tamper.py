@@ -33,6 +33,7 @@ from ledger.pg.checkpointer import Checkpointer, CheckpointPolicy
 from ledger.pg.migrate import apply_migrations
 from ledgerctl.tokens import create_token
 from producers.codec import Codec
+from tests.conftest import drop_database
 from tests.support import ROOT, Stack, signed_headers, superuser_url, with_database
 
 pytestmark = pytest.mark.integration
@@ -130,14 +131,7 @@ def ledger(stack: Stack) -> Iterator[Ledger]:
         logs=logs,
     )
 
-    async def drop() -> None:
-        owner = await asyncpg.connect(stack.owner_url)
-        try:
-            await owner.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        finally:
-            await owner.close()
-
-    asyncio.run(drop())
+    asyncio.run(drop_database(stack.owner_url, database))
 
 
 def run_ledger(ledger: Ledger, *args: str) -> subprocess.CompletedProcess[str]:
