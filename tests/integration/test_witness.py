@@ -276,19 +276,22 @@ async def test_verify_enforces_k_of_n_on_litewitness_cosignatures(
         "witness.test.local/w3", Signer.from_seed("x", stranger_seed).public_key
     )
 
-    async def verify(policy: WitnessPolicy) -> list[tuple[str, int | None]]:
+    async def export() -> Path:
+        """The whole session's ledger (shared by every test): exported once per state."""
         path = tmp_path / f"bundle-{uuid.uuid4().hex[:6]}"
         await export_bundle(dsn=stack.reader_url, path=path, ledger_name="test.ledger.local")
+        return path
+
+    def verify(bundle: Path, policy: WitnessPolicy) -> list[tuple[str, int | None]]:
         [report] = verify_bundle(
-            path, [log.signer.verifier], check_index=False, log_ids={log.log_id},
+            bundle, [log.signer.verifier], check_index=False, log_ids={log.log_id},
             witnesses=policy,
         )  # fmt: skip
         return [(f.kind, f.checkpoint_size) for f in report.findings]
 
-    assert await verify(WitnessPolicy(witnesses=(w1, w2, w3), threshold=2)) == []
-    # The same through `ledger verify` (one log's bundle: the export of this log only).
-    bundle = tmp_path / "one-log"
-    await export_bundle(dsn=stack.reader_url, path=bundle, ledger_name="test.ledger.local")
+    bundle = await export()
+    assert verify(bundle, WitnessPolicy(witnesses=(w1, w2, w3), threshold=2)) == []
+    # The same through `ledger verify`.
     args = ["verify", "--bundle", str(bundle), "--key", log.vkey, "--no-check-index"]
     strict = [*args, "--witness", w1.key, "--witness", w3.key, "--witness-threshold", "2"]
     ran = CliRunner().invoke(app, [*args, "--witness", w1.key, "--witness-threshold", "1"])
@@ -296,7 +299,7 @@ async def test_verify_enforces_k_of_n_on_litewitness_cosignatures(
     assert "checkpoint_unwitnessed" in failed.output
     assert "checkpoint_unwitnessed" not in ran.output
     # w2's real cosignature counts for nothing when the auditor does not name w2's key.
-    assert await verify(WitnessPolicy(witnesses=(w1, w3), threshold=2)) == [
+    assert verify(bundle, WitnessPolicy(witnesses=(w1, w3), threshold=2)) == [
         ("checkpoint_unwitnessed", 270)
     ]
 
@@ -313,7 +316,7 @@ async def test_verify_enforces_k_of_n_on_litewitness_cosignatures(
         await owner_conn.execute(
             sql.INSERT_COSIGNATURE, log.log_id, 275, name, key_id, fake.timestamp, line
         )
-    findings = await verify(WitnessPolicy(witnesses=(w1, w2, w3), threshold=2))
+    findings = verify(await export(), WitnessPolicy(witnesses=(w1, w2, w3), threshold=2))
     assert findings == [
         ("cosignature_invalid", 275),
         ("cosignature_invalid", 275),
