@@ -20,21 +20,25 @@ OUT="${LEDGER_PEERS_DIR:-$LOCAL/peers}"
 BIN="$OUT/bin"
 mkdir -p "$BIN"
 
-go_bin() {
-  if command -v go >/dev/null; then command -v go; elif [ -x /usr/local/go/bin/go ]; then
-    echo /usr/local/go/bin/go; else apt_install golang-go; command -v go; fi
+GO=""
+need_go() {  # as gotools.sh: Go on the PATH, in /usr/local/go, or Debian's golang-go
+  [ -n "$GO" ] && return 0
+  if command -v go >/dev/null; then GO="$(command -v go)"; elif [ -x /usr/local/go/bin/go ]; then
+    GO=/usr/local/go/bin/go; else apt_install golang-go; GO="$(command -v go)" || true; fi
+  [ -n "$GO" ] && [ -x "$GO" ] || die "no Go toolchain (tried PATH, /usr/local/go, Debian's golang-go)"
 }
 
 immudb() {
   local stamp="$OUT/immudb.version"
   if [ -x "$BIN/immudb" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$IMMUDB_VERSION" ]; then return 0; fi
+  need_go
   log "building immudb $IMMUDB_VERSION into $BIN"
   local src
-  src="$("$(go_bin)" mod download -json "github.com/codenotary/immudb@$IMMUDB_VERSION" \
+  src="$("$GO" mod download -json "github.com/codenotary/immudb@$IMMUDB_VERSION" \
     | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
   [ -s "$src/go.mod" ] || die "no go.mod in github.com/codenotary/immudb@$IMMUDB_VERSION"
-  (cd "$src" && "$(go_bin)" mod download \
-    && CGO_ENABLED=0 "$(go_bin)" build -buildvcs=false -o "$BIN/immudb.tmp" ./cmd/immudb)
+  (cd "$src" && "$GO" mod download \
+    && CGO_ENABLED=0 "$GO" build -buildvcs=false -o "$BIN/immudb.tmp" ./cmd/immudb)
   mv "$BIN/immudb.tmp" "$BIN/immudb"
   echo "$IMMUDB_VERSION" > "$stamp"
 }
@@ -43,8 +47,9 @@ driver() {  # driver NAME DIR: our Go program in DIR, built from its committed g
   local name="$1" src="$ROOT/benchmarks/peers/$2"
   if [ -x "$BIN/$name" ] && [ "$BIN/$name" -nt "$src/main.go" ] \
     && [ "$BIN/$name" -nt "$src/go.mod" ] && [ "$BIN/$name" -nt "$src/go.sum" ]; then return 0; fi
+  need_go
   log "building $name ($src) into $BIN"
-  (cd "$src" && GOFLAGS=-mod=readonly CGO_ENABLED=0 "$(go_bin)" build -buildvcs=false -o "$BIN/$name.tmp" .)
+  (cd "$src" && GOFLAGS=-mod=readonly CGO_ENABLED=0 "$GO" build -buildvcs=false -o "$BIN/$name.tmp" .)
   mv "$BIN/$name.tmp" "$BIN/$name"
 }
 
