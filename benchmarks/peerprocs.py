@@ -3,7 +3,8 @@ process) and a real immudb server fed by our SetAll client.
 
 Each run gets a temporary directory, removed afterwards whatever happens; the immudb
 server listens on a free loopback port and is stopped (TERM, then KILL) before the run
-returns, and dies with this process if it is killed (PR_SET_PDEATHSIG).
+returns, and dies with this process if it is killed (PR_SET_PDEATHSIG). The directories
+carry the benchmark's pid: those a SIGKILLed run left are removed by the next run.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import re
 import shutil
 import signal
 import socket
@@ -26,6 +28,7 @@ from benchmarks.peerfmt import DriverResult, PeerError, parse_result
 ROOT = Path(__file__).resolve().parents[1]
 BINARIES = ("tessera-bench", "immudb", "immudb-bench")
 DRIVER_TIMEOUT_S = 900
+TEMP_PREFIX = "ledger-peers-"
 
 
 def peers_bin() -> Path:
@@ -45,14 +48,34 @@ def require_binaries() -> dict[str, Path]:
     return found
 
 
+def temp_dir(kind: str) -> Path:
+    """A new temporary directory tagged with this process's pid."""
+    return Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-{kind}-"))
+
+
+def sweep_stale() -> list[Path]:
+    """Remove the temporary directories of benchmark processes that no longer run."""
+    removed = []
+    for path in Path(tempfile.gettempdir()).glob(f"{TEMP_PREFIX}*-*-*"):
+        pid = path.name.removeprefix(TEMP_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def _tail(path: Path, lines: int = 15) -> str:
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        text = _ANSI.sub("", path.read_text(errors="replace"))
+        return "\n".join(text.splitlines()[-lines:])
     except OSError:
         return "(no log)"
 
@@ -75,7 +98,7 @@ def run_driver(args: list[str], *, expected: int, home: Path) -> DriverResult:
 
 def run_tessera(bins: dict[str, Path], entries: Path, n: int, batch: int) -> DriverResult:
     """Append the entries to a new Tessera POSIX log until a signed checkpoint covers them."""
-    work = Path(tempfile.mkdtemp(prefix="ledger-peers-tessera-"))
+    work = temp_dir("tessera")
     try:
         return run_driver(
             [str(bins["tessera-bench"]), "-storage_dir", str(work / "log"),
@@ -130,7 +153,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 def immudb_server(binary: Path, *, ready_s: float = 60) -> Iterator[Immudb]:
     """A fresh immudb server (default settings: synced, indexed) on a free port, with its
     data in a temporary directory; stopped and removed on exit."""
-    work = Path(tempfile.mkdtemp(prefix="ledger-peers-immudb-"))
+    work = temp_dir("immudb")
     port = free_port()
     args = [str(binary), "--dir", str(work / "data"), "--address", "127.0.0.1",
             "--port", str(port), "--pgsql-server=false", "--metrics-server=false",

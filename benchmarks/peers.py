@@ -30,7 +30,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -49,7 +48,7 @@ from benchmarks.ingest import (
     raw_copy,
 )
 from benchmarks.peerfmt import PeerError, Row, format_table, frame_entries
-from benchmarks.peerprocs import require_binaries, run_immudb, run_tessera
+from benchmarks.peerprocs import require_binaries, run_immudb, run_tessera, sweep_stale, temp_dir
 from benchmarks.proofs import admin_kafka, env, on_db, simulator
 from integrations.simulator import Simulator
 from ledger.log.leaf import KafkaRecord, encode_leaf
@@ -263,7 +262,9 @@ def main() -> None:
     args = parse_args()
     # TERM unwinds like Ctrl-C, so the peers' processes and directories are cleaned up.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    workdir = Path(tempfile.mkdtemp(prefix="ledger-peers-"))
+    for path in sweep_stale():
+        print(f"removed {path}, left by a killed run")
+    workdir = temp_dir("run")
     try:
         asyncio.run(run(args, workdir))
     except PeerError as exc:
