@@ -72,6 +72,10 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
+def exit_status(code: int) -> str:
+    return f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+
+
 def _tail(path: Path, lines: int = 15) -> str:
     try:
         text = _ANSI.sub("", path.read_text(errors="replace"))
@@ -91,7 +95,7 @@ def run_driver(args: list[str], *, expected: int, home: Path) -> DriverResult:
         raise PeerError(f"{Path(args[0]).name} ran over {DRIVER_TIMEOUT_S} s") from exc
     if done.returncode != 0:
         raise PeerError(
-            f"{Path(args[0]).name} exited with {done.returncode}: {done.stderr.strip()[-2000:]}"
+            f"{Path(args[0]).name}: {exit_status(done.returncode)}: {done.stderr.strip()[-2000:]}"
         )
     return parse_result(done.stdout, expected=expected)
 
@@ -130,7 +134,7 @@ class Immudb:
     def exited(self) -> str | None:
         """None while it runs; else its exit status and the end of its log."""
         code = self.process.poll()
-        return None if code is None else f"exit status {code}; its log ends:\n{_tail(self.log)}"
+        return None if code is None else f"{exit_status(code)}; its log ends:\n{_tail(self.log)}"
 
 
 def _listening(port: int) -> bool:

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -48,7 +49,14 @@ from benchmarks.ingest import (
     raw_copy,
 )
 from benchmarks.peerfmt import PeerError, Row, format_table, frame_entries
-from benchmarks.peerprocs import require_binaries, run_immudb, run_tessera, sweep_stale, temp_dir
+from benchmarks.peerprocs import (
+    exit_status,
+    require_binaries,
+    run_immudb,
+    run_tessera,
+    sweep_stale,
+    temp_dir,
+)
 from benchmarks.proofs import admin_kafka, env, on_db, simulator
 from integrations.simulator import Simulator
 from ledger.log.leaf import KafkaRecord, encode_leaf
@@ -59,6 +67,11 @@ from producers.kafka_security import client_kwargs
 
 PARTITIONS = 4
 INGEST_TIMEOUT_S = 1800
+STEP_NAMES = {
+    "1": "ledger end to end, one consumer",
+    "2": "ledger end to end, two consumers",
+    "copy": "raw COPY",
+}
 
 
 async def kafka_leaves(settings: dict[str, str], topics: tuple[str, str], n: int) -> list[bytes]:
@@ -136,9 +149,12 @@ async def end_to_end(
     try:
         deadline = time.monotonic() + INGEST_TIMEOUT_S
         while await count_events(url) < n:
-            if any(p.poll() is not None for p in procs):
+            if dead := [p.returncode for p in procs if p.poll() is not None]:
                 tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
-                raise PeerError(f"a `ledger consume` process exited; its log ends:\n{tail}")
+                raise PeerError(
+                    f"a `ledger consume` process exited ({exit_status(dead[0])}); "
+                    f"its log ends:\n{tail or '(empty)'}"
+                )
             if time.monotonic() > deadline:
                 raise PeerError(f"ingest did not finish in {INGEST_TIMEOUT_S} s")
             await asyncio.sleep(0.5)
@@ -183,48 +199,70 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 async def run(args: argparse.Namespace, workdir: Path) -> None:
     bins = require_binaries()
-    n = args.events
-    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    settings: dict[str, str] = {}
-    topics = ("", "")
+    print(f"load average at start: {load()}")
     if args.skip_ledger:
-        leaves = local_leaves(n)
-    else:
-        settings = env()
-        run_id = secrets.token_hex(3)
-        topics = (f"bench-peers-{run_id}-phi-access", f"bench-peers-{run_id}-relay")
-        await ensure_topics(settings["KAFKA_BOOTSTRAP"], topics, PARTITIONS, admin_kafka(settings))
-        await produce(settings["KAFKA_BOOTSTRAP"], topics, n, simulator(settings))
-        leaves = await kafka_leaves(settings, topics, n)
+        await measure(args, bins, workdir, local_leaves(args.events), None)
+        return
+    settings = env()
+    run_id = secrets.token_hex(3)
+    topics = (f"bench-peers-{run_id}-phi-access", f"bench-peers-{run_id}-relay")
+    await ensure_topics(settings["KAFKA_BOOTSTRAP"], topics, PARTITIONS, admin_kafka(settings))
+    try:
+        await produce(settings["KAFKA_BOOTSTRAP"], topics, args.events, simulator(settings))
+        leaves = await kafka_leaves(settings, topics, args.events)
+        await measure(args, bins, workdir, leaves, (settings, topics))
+    finally:
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=settings["KAFKA_BOOTSTRAP"], **client_kwargs(admin_kafka(settings))
+        )
+        await admin.start()
+        try:
+            await admin.delete_topics(list(topics))
+        finally:
+            await admin.close()
+
+
+async def measure(
+    args: argparse.Namespace,
+    bins: dict[str, Path],
+    workdir: Path,
+    leaves: list[bytes],
+    stack: tuple[dict[str, str], tuple[str, str]] | None,
+) -> None:
+    """The peers' rounds, the ledger's runs between them (unless ``stack`` is None)."""
+    n = args.events
     sizes = [len(leaf) for leaf in leaves]
     print(f"{n:,} entries: the ledger's leaves, mean {statistics.fmean(sizes):.0f} B "
           f"(min {min(sizes)}, max {max(sizes)})"
-          + ("; made without Kafka (unsigned)" if args.skip_ledger else ""))  # fmt: skip
+          + ("" if stack else "; made without Kafka (unsigned)"))  # fmt: skip
     entries = workdir / "entries.bin"
     entries.write_bytes(frame_entries(leaves))
-    del leaves
-
+    leaves.clear()
     tessera: list[float] = []
     immudb: list[float] = []
     ledger: dict[str, list[float]] = {"1": [], "2": [], "copy": []}
     steps: list[tuple[str, Callable[[], Awaitable[float]]]] = []
-    if not args.skip_ledger:
+    if stack is not None:
+        settings, topics = stack
         steps = [
             ("1", lambda: end_to_end(settings, topics, n, 1, workdir)),
             ("2", lambda: end_to_end(settings, topics, n, 2, workdir)),
             ("copy", lambda: copy_baseline(settings, n)),
         ]
-    for r in range(max(args.rounds, 1)):
+    for r in range(args.rounds):
         tessera.append(run_tessera(bins, entries, n, args.tessera_batch).rate)
         immudb.append(run_immudb(bins, entries, n, args.immudb_per_tx).rate)
         print(f"round {r + 1}: Tessera {tessera[-1]:,.0f}/s, immudb {immudb[-1]:,.0f}/s")
-        todo = steps[r : r + 1] if r < args.rounds - 1 else steps[r:]
-        for name, step in todo:
+        for name, step in steps[r : r + 1] if r < args.rounds - 1 else steps[r:]:
             ledger[name].append(await step())
-            print(f"  ledger {name}: {ledger[name][-1]:,.0f}/s")
-    print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+            print(f"  {STEP_NAMES[name]}: {ledger[name][-1]:,.0f}/s")
+    print(f"load average at end: {load()}")
     print_table(args, tessera, immudb, ledger)
 
 
