@@ -64,9 +64,14 @@ def sweep_stale() -> list[Path]:
     return removed
 
 
+# Loaded here, not in the forked child: the child then makes one system call and takes
+# no lock another thread of this process might have held at the fork.
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_PR_SET_PDEATHSIG = 1
+
+
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
