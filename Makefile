@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 LEDGER := .venv/bin/ledger
 
-.PHONY: help up down status demo test check unit bench chaos screenshots
+.PHONY: help up down status demo test check unit bench chaos screenshots peers
 
 help:
 	@echo "make demo   - start everything and show a verified access history (the main job)"
@@ -48,18 +48,24 @@ chaos:
 	@deploy/local/stack.sh infra
 	FAULT_EVENTS=100000 FAULT_RATE=10000 .venv/bin/pytest -v tests/faults
 
-# Speed figures, printed side by side; needs the stack (make up). Never part of make test.
 # Refresh the console screenshots the README shows (docs/console/), from the browser tests.
 screenshots: up
 	LEDGER_SCREENSHOTS=docs .venv/bin/pytest -q -p no:cacheprovider \
 		tests/e2e/test_console_browser.py tests/e2e/test_console_reports.py
 
-bench: up
+# The peers benchmarks/peers.py runs beside the ledger's ingest (Tessera, immudb), built
+# from the Go module proxy into .local/peers/bin (cached). Only bench needs them.
+peers:
+	@deploy/local/peers.sh
+
+# Speed figures, printed side by side; needs the stack (make up). Never part of make test.
+bench: up peers
 	.venv/bin/python benchmarks/codec.py
 	.venv/bin/python benchmarks/merkle.py
 	.venv/bin/python benchmarks/verify.py
 	.venv/bin/python benchmarks/checkpoints.py
 	.venv/bin/python benchmarks/ingest.py
+	.venv/bin/python benchmarks/peers.py
 	.venv/bin/python benchmarks/producer_auth.py
 	.venv/bin/python benchmarks/dicomproxy.py
 	.venv/bin/python benchmarks/proofs.py
