@@ -15,7 +15,12 @@ import signal
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-from consumers.consumer import ConsumerConfig, LedgerConsumer
+from consumers.consumer import (
+    START_RETRY_MAX_SECONDS,
+    START_RETRY_TOTAL_SECONDS,
+    ConsumerConfig,
+    LedgerConsumer,
+)
 from consumers.metrics import (
     ConsumerCollector,
     ConsumerTimings,
@@ -24,6 +29,7 @@ from consumers.metrics import (
     database_check,
     kafka_check,
 )
+from ledger.errors import UnavailableError
 from ledger.http.witnessclient import HttpWitnessTransport
 from ledger.log.note import Signer
 from ledger.log.periods import PeriodLength
@@ -100,7 +106,9 @@ async def run_consumer(
         period=period,
         reference_topics=registry_topics,
     )
-    await appender.start()
+    if not await _database_unless_stopped(appender, stop):
+        logger.info("stopped before PostgreSQL could be reached")
+        return
     checkpointer = Checkpointer(pool=appender.pool, signers=signers, policy=policy)
     state = OpsState()
     consumer = LedgerConsumer(
@@ -126,6 +134,27 @@ async def run_consumer(
             await _run_until(consumer, stop)
         finally:
             await consumer.stop()
+
+
+async def _database_unless_stopped(appender: PostgresAppender, stop: asyncio.Event) -> bool:
+    """Start ``appender``'s pool; while PostgreSQL cannot be reached (a consumer started,
+    or restarted by its supervisor, while the database restarts), retry with a growing
+    pause, logging each failure, for up to START_RETRY_TOTAL_SECONDS, as for Kafka; then
+    the error stands. False when SIGTERM/SIGINT came first."""
+    loop = asyncio.get_running_loop()
+    deadline, pause = loop.time() + START_RETRY_TOTAL_SECONDS, 0.5
+    while not stop.is_set():
+        try:
+            await appender.start()
+            return True
+        except UnavailableError as exc:
+            if loop.time() + pause > deadline:
+                raise
+            logger.warning("PostgreSQL unreachable (%s); retrying in %.1f s", exc, pause)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), pause)
+        pause = min(pause * 2, START_RETRY_MAX_SECONDS)
+    return False
 
 
 async def _started_unless_stopped(consumer: LedgerConsumer, stop: asyncio.Event) -> bool:
