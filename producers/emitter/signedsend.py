@@ -31,7 +31,7 @@ _Pending = tuple[str, bytes, "bytes | None", "asyncio.Future[Any]"]
 #: Records taken from the queue at a time (one seal per partition with a signer).
 HAND_BATCH = SIGN_BATCH
 #: Records the queue holds before ``send`` waits for room.
-MAX_PENDING = 8 * HAND_BATCH
+MAX_PENDING = 4 * HAND_BATCH
 
 
 def _chain(outer: asyncio.Future[Any], inner: asyncio.Future[Any]) -> None:
