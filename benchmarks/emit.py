@@ -10,7 +10,8 @@ so the emitter's queue is full and Kafka sets the pace), then paced at --rate ev
 host whose broker keeps up; it sleeps between emits, which lets the emitter's tasks run).
 Per configuration it prints emit()'s wall-clock p50/p99/p99.9/max, the thread CPU time
 of the same calls (what the host's thread spent, without the time other processes took
-the core away), the most events seen in flight, and whether the emitter ever spooled. Goal (issue #19): p99 under 100 µs.
+the core away), the most events seen in flight, and whether the emitter ever spooled.
+Goal (issue #19): p99 under 100 µs.
 """
 
 from __future__ import annotations
