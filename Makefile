@@ -65,6 +65,7 @@ bench: up peers
 	.venv/bin/python benchmarks/verify.py
 	.venv/bin/python benchmarks/checkpoints.py
 	.venv/bin/python benchmarks/ingest.py
+	.venv/bin/python benchmarks/emit.py
 	.venv/bin/python benchmarks/peers.py
 	.venv/bin/python benchmarks/producer_auth.py
 	.venv/bin/python benchmarks/dicomproxy.py

@@ -2,8 +2,8 @@
 
 In one run, on this machine, against the real broker and database (`make up` first):
 
-1. producer: the real Emitter, N simulated events, p50/p99 of each emit() call with a
-   healthy broker;
+1. producer: the real Emitter, N simulated events, p50/p99/p99.9 of each emit() call with
+   a healthy broker, and the in-flight bounds it ran with;
 2. end to end: those N events already in Kafka, consumed by a real `ledger consume`
    process into an empty ledger (decode, validate, leaves, tiles, index rows, quarantine
    checks, signed checkpoints, synchronous_commit on) - events/s from its first append
@@ -21,7 +21,6 @@ import functools
 import os
 import secrets
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.emitstats import bounds_of, quantile_line
 from benchmarks.proofs import admin_kafka, env, on_db, simulator
 from consumers.classify import classify
 from integrations.simulator import Simulator
@@ -265,9 +265,9 @@ async def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix=f"ledger-bench-{run}-"))
 
     durations = await produce(settings["KAFKA_BOOTSTRAP"], topics, args.events, simulator(settings))
-    qs = statistics.quantiles(durations, n=100)
-    print(f"producer emit(): p50 {qs[49] * 1e6:.0f} µs  p99 {qs[98] * 1e6:.0f} µs "
-          f"over {len(durations):,} calls (healthy broker)")  # fmt: skip
+    print(f"producer emit(): {quantile_line(durations)} over {len(durations):,} calls "
+          f"(healthy broker; {bounds_of(EmitterConfig(bootstrap_servers='', producer_id='b'))}; "
+          "beside the configuration of before: benchmarks/emit.py)")  # fmt: skip
 
     rates = {}
     for processes in (1, 2):

@@ -9,10 +9,12 @@ accepted event is lost and the emit order is kept, whatever Kafka does.
 
 ``Emitter`` (``core``) coordinates small parts, each with its own state: ``config``
 (settings and snapshots), ``stamping`` (sequence numbers and their persisted blocks),
-``kafka`` and ``signedsend`` (the aiokafka producer and its signing), ``sending`` (the
-healthy path), ``spooling`` (the switch to the spool and its group commit), ``draining``
-(reconnecting and re-sending the spool) and ``deliveries`` (what is still owed). This
-package imports only the rest of ``producers``. The design: docs/design/emitter.md.
+``kafka`` and ``signedsend`` (the aiokafka producer, its send queue and its signing),
+``sending`` (the healthy path), ``bounds`` (how many events, and how old, may be in
+flight before they are spooled), ``spooling`` (the switch to the spool and its group
+commit), ``draining`` (reconnecting and re-sending the spool) and ``deliveries`` (what is
+still owed). This package imports only the rest of ``producers``. The design:
+docs/design/emitter.md.
 """
 
 from producers.emitter.config import (

@@ -1,7 +1,8 @@
 """The emitter's settings and the snapshots it reports: ``EmitterConfig``, ``EmitterState``,
 ``EmitterHealth`` and ``Delivery``.
 
-Invariant: an ``EmitterConfig`` that constructs has positive timeouts and spool bounds;
+Invariant: an ``EmitterConfig`` that constructs has positive timeouts, spool and in-flight
+bounds;
 everything here is a frozen value, so a snapshot never changes under its reader.
 """
 
@@ -44,8 +45,17 @@ class EmitterConfig:
     #: Most bytes of undelivered events the spool holds before ``SpoolFullError``.
     spool_max_bytes: int = DEFAULT_MAX_BYTES
     spool_segment_bytes: int = DEFAULT_SEGMENT_BYTES
-    #: With a spool: an event Kafka has not acknowledged for this long is spooled.
-    spool_after_seconds: float = 5.0
+    #: The in-flight bound by age (with a spool): once the oldest event Kafka has not
+    #: acknowledged is this old, every event in flight is spooled and new events follow
+    #: them there (checked every quarter of it, at most every second).
+    spool_after_seconds: float = 2.0
+    #: The in-flight bound by count: an event that would make more than this many events
+    #: held in memory and unacknowledged by Kafka goes to the spool, behind every event
+    #: in flight (without a spool, ``emit`` waits up to ``max_block_seconds`` for room).
+    max_inflight_events: int = 20_000
+    #: aiokafka's batch per partition (``max_batch_size``); the in-flight bounds above,
+    #: not this, limit what a killed host can lose.
+    kafka_batch_bytes: int = 262_144
     #: Longest ``stop`` waits for Kafka before spooling what is left (without a
     #: spool, what is left is lost and logged).
     stop_timeout_seconds: float = 10.0
@@ -67,6 +77,10 @@ class EmitterConfig:
         ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"EmitterConfig.{name} must be positive")
+        if self.max_inflight_events < 1:
+            raise ValueError("EmitterConfig.max_inflight_events must be at least 1")
+        if not 1024 <= self.kafka_batch_bytes <= 1_048_576:
+            raise ValueError("EmitterConfig.kafka_batch_bytes must be between 1 KiB and 1 MiB")
         if self.spool_max_bytes <= 0 or self.spool_segment_bytes <= 0:
             raise ValueError(
                 "EmitterConfig.spool_max_bytes and spool_segment_bytes must be positive"

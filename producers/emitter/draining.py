@@ -17,6 +17,7 @@ from typing import Final
 
 from aiokafka.errors import KafkaError
 
+from producers.emitter.bounds import InFlightBounds
 from producers.emitter.config import EmitterConfig, EmitterState
 from producers.emitter.deliveries import Deliveries, meta_of
 from producers.emitter.kafka import KafkaLink
@@ -57,11 +58,12 @@ class Drainer:
         self._signals = signals
         self._io = io
         self._resend_failures = 0
+        self._bounds = InFlightBounds.of(config)
 
     async def run(self) -> None:
         """Reconnect, re-send the spool in order, and watch the healthy path."""
         backoff = Backoff(self._config.reconnect_backoff_max_seconds)
-        watch = max(0.05, min(1.0, self._config.spool_after_seconds / 4))
+        watch = self._bounds.check_every_seconds
         while True:
             try:
                 if self._route.state is EmitterState.DIRECT:
@@ -85,10 +87,8 @@ class Drainer:
 
     def _watch_unacknowledged(self) -> None:
         oldest = self._deliveries.oldest()
-        if oldest is None:
-            return
-        age = (now_ms() - oldest.entry.created_ms) / 1000
-        if age > self._config.spool_after_seconds:
+        age = self._bounds.overdue(None if oldest is None else oldest.entry.created_ms, now_ms())
+        if age is not None:
             self._route.switch_to_spooling(f"Kafka has not acknowledged an event for {age:.1f}s")
 
     async def _drain_once(self) -> bool:

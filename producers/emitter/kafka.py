@@ -1,9 +1,10 @@
 """The emitter's Kafka connection: building the (signing) aiokafka producer, connecting
 with a bound, and closing or abandoning it.
 
-Invariant: every producer is idempotent with ``acks=all`` and signs with this producer's
-key when it has one; closing one never takes longer than a fixed bound, and abandoning
-one first fails every record it still holds (they are spooled by then, or counted lost).
+Invariant: every producer is idempotent with ``acks=all``, queues what ``send`` is given
+(``signedsend``) and signs with this producer's key when it has one; closing one never
+takes longer than a fixed bound, and abandoning one first fails every record it still
+holds (they are spooled by then, or counted lost).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from producers.emitter.config import EmitterConfig
-from producers.emitter.signedsend import SigningProducer
+from producers.emitter.signedsend import QueuedProducer, SigningProducer
 from producers.emitter.support import retrieve
 from producers.errors import EmitterUnavailableError, KafkaSettingsError
 from producers.kafka_security import client_kwargs
@@ -57,8 +58,8 @@ def fail_pending(producer: AIOKafkaProducer) -> None:
     aiokafka 0.14 internals (the version is pinned below 0.15); if they change, the
     bounded ``stop()`` that follows still returns, only more slowly.
     """
-    if isinstance(producer, SigningProducer):  # records still waiting to be signed
-        producer.fail_unsigned(KafkaConnectionError("the emitter abandoned this connection"))
+    if isinstance(producer, QueuedProducer):  # records not yet handed to aiokafka
+        producer.fail_unsent(KafkaConnectionError("the emitter abandoned this connection"))
     accumulator = getattr(producer, "_message_accumulator", None)
     fail_all = getattr(accumulator, "fail_all", None)
     if not callable(fail_all):
@@ -106,12 +107,13 @@ class KafkaLink:
             acks="all",
             enable_idempotence=True,
             linger_ms=self._config.linger_ms,
+            max_batch_size=self._config.kafka_batch_bytes,
             max_request_size=1_048_576,
             **client_kwargs(self._config.kafka_security),
         )
         if self.signer is not None:
             return SigningProducer(signer=self.signer, **settings)
-        return AIOKafkaProducer(**settings)
+        return QueuedProducer(**settings)
 
     async def connect_or_raise(self) -> None:
         """Connect without a spool to fall back on: ``EmitterUnavailableError`` if Kafka is down."""

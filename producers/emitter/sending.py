@@ -1,8 +1,10 @@
 """The healthy path: handing an event to aiokafka within the pushback bound, and settling
 it when Kafka acknowledges or fails it.
 
-Invariant: ``hand_over`` waits for aiokafka no longer than the caller's deadline; when
-aiokafka does not take the event in time or refuses it, the event goes to the spool
+Invariant: ``hand_over`` waits for aiokafka no longer than the caller's deadline; never
+more than ``max_inflight_events`` events are in flight: the one that would exceed it goes
+to the spool behind them all (False) or, without one, waits for room until the deadline;
+when aiokafka does not take the event in time or refuses it, the event goes to the spool
 (False) or, without one, the caller gets ``EmitterPushbackError`` or
 ``EmitterUnavailableError`` and the event was not accepted. A failed delivery is re-sent
 from the spool, or counted lost when there is none.
@@ -16,6 +18,7 @@ import logging
 
 from aiokafka.errors import KafkaError
 
+from producers.emitter.bounds import InFlightBounds
 from producers.emitter.config import EmitterConfig, EmitterState, Meta
 from producers.emitter.deliveries import Deliveries, InFlight, meta_of
 from producers.emitter.kafka import KafkaLink
@@ -25,6 +28,8 @@ from producers.errors import EmitterPushbackError, EmitterUnavailableError
 from producers.spool import SpoolEntry
 
 logger = logging.getLogger("producers.emitter")
+
+DIRECT = EmitterState.DIRECT
 
 
 class DirectSender:
@@ -46,14 +51,23 @@ class DirectSender:
         self._deliveries = deliveries
         self._writer = writer
         self._signals = signals
+        self._bounds = InFlightBounds.of(config)
 
     async def hand_over(
         self, entry: SpoolEntry, deadline: float, confirm: asyncio.Future[Meta] | None
     ) -> bool:
         """True when aiokafka took the event; False when it must be spooled instead."""
-        producer = self._link.producer
         route = self._route
-        if route.state is not EmitterState.DIRECT or producer is None:
+        if route.state is DIRECT and self._bounds.full(len(self._deliveries.inflight)):
+            if route.spool is not None:
+                route.switch_to_spooling(
+                    f"{len(self._deliveries.inflight)} events are in flight "
+                    f"(max_inflight_events={self._bounds.max_events})"
+                )
+            else:
+                await self._wait_for_room(deadline)
+        producer = self._link.producer
+        if route.state is not DIRECT or producer is None:
             if route.spool is None:
                 raise EmitterUnavailableError("emitter is not connected to Kafka")
             return False
@@ -79,6 +93,16 @@ class DirectSender:
         if route.spooling:  # spooling began while we were in send()
             route.make_suspect(pending)
         return True
+
+    async def _wait_for_room(self, deadline: float) -> None:
+        """Without a spool: wait for Kafka to settle in-flight events until the deadline."""
+        inflight, bounds = self._deliveries.inflight, self._bounds
+        timeout = max(0.0, deadline - asyncio.get_running_loop().time())
+        if not await self._signals.wait_for(lambda: not bounds.full(len(inflight)), timeout):
+            raise EmitterPushbackError(
+                f"{len(inflight)} events are still in flight after "
+                f"{self._config.max_block_seconds}s (max_inflight_events={bounds.max_events})"
+            )
 
     def _on_sent(self, pending: InFlight, fut: asyncio.Future[object]) -> None:
         """Delivery callback of the healthy path."""

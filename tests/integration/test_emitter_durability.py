@@ -266,6 +266,8 @@ async def _host(args: argparse.Namespace) -> None:
         connect_timeout_seconds=3.0,
         reconnect_backoff_max_seconds=0.5,
         kafka_security=local_kafka(KafkaRole.SIMULATOR),
+        max_inflight_events=args.max_inflight,
+        spool_after_seconds=args.spool_after,
     )
     sim = Simulator(seed=args.seed, patients=8)
     async with Emitter(cfg) as emitter:
@@ -275,6 +277,11 @@ async def _host(args: argparse.Namespace) -> None:
             await emitter.emit(event)
             slowest = max(slowest, time.perf_counter() - started)
             print(f"E {event.event_id}", flush=True)
+            if args.pace:
+                await asyncio.sleep(args.pace)
+        if args.linger:
+            print(f"S {emitter.health().state}", flush=True)
+            await asyncio.sleep(3600)  # until killed
         if args.flush:
             await asyncio.wait_for(emitter.flush(), 30)
         health = dataclasses.asdict(emitter.health())
@@ -293,6 +300,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--producer-id", required=True)
     parser.add_argument("--flush", action="store_true")
+    parser.add_argument("--max-inflight", type=int, default=20_000)
+    parser.add_argument("--spool-after", type=float, default=2.0)
+    parser.add_argument("--pace", type=float, default=0.0, help="seconds between emits")
+    parser.add_argument("--linger", action="store_true", help="after the emits, wait to be killed")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
@@ -425,6 +436,76 @@ async def test_host_killed_while_spooling_loses_nothing_emit_returned_for(
     assert min(seq[i] for i in second) > max(earlier)  # numbers never repeat across the kill
     assert len(set(seq.values())) == len(seq)
     assert not list(spool.glob("*.seg"))
+
+
+async def host_killed_behind_a_silent_broker(
+    stack: Stack, tmp_path: Path, name: str, *bounds: str
+) -> tuple[tuple[str, str], list[str], str]:
+    """A host emits through a proxy that goes silent after its first 30 events, keeps
+    emitting (paced), and is SIGKILLed once all its emits returned; a second host drains
+    its spool. (The topics, every id emitted in order, the state the first host was in
+    when killed.)"""
+    topics = await fresh_topics(stack.kafka_bootstrap, name)
+    spool = tmp_path / "spool"
+    async with kafka_proxy(stack.kafka_bootstrap) as proxy:
+        args = host_args(proxy.bootstrap, topics, spool, 99_001, 130, f"dur-{name}", False)
+        proc = await asyncio.create_subprocess_exec(
+            *HOST, *args, "--pace=0.01", "--linger", *bounds,
+            cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        lines: list[bytes] = []
+        try:
+            stdout = proc.stdout
+            assert stdout is not None
+            async with asyncio.timeout(30):
+                while not lines or not lines[-1].startswith(b"S "):
+                    line = await stdout.readline()
+                    assert line, "the host exited early"
+                    lines.append(line)
+                    if len(lines) == 30:
+                        proxy.stall()  # Kafka goes silent: nothing is acknowledged any more
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGKILL)
+            await proc.wait()
+        await proxy.cut()
+    state = lines[-1].decode().split()[1]
+    before_kill, _ = parse_host_output(b"".join(lines[:-1]).decode())
+    assert len(before_kill) == 130
+    second, health, log = await asyncio.to_thread(
+        run_host, bootstrap=stack.kafka_bootstrap, topics=topics, spool=spool, seed=99_002,
+        count=5, producer_id=f"dur-{name}", flush=True,
+    )  # fmt: skip
+    assert health["spooled"] == 0
+    assert "Traceback" not in log
+    return topics, before_kill + second, state
+
+
+async def test_host_killed_past_the_in_flight_count_bound_loses_nothing(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """With the age bound out of reach, the count bound alone puts every event Kafka has
+    not acknowledged on disk: after the 50th unacknowledged event the host spools, so
+    nothing emit() returned for lives only in the killed host's memory."""
+    topics, emitted, state = await host_killed_behind_a_silent_broker(
+        stack, tmp_path, "count", "--max-inflight=50", "--spool-after=600"
+    )
+    assert state == "spooling"
+    received = await consume(stack.kafka_bootstrap, topics, set(emitted))
+    assert_per_key_order(received, emitted)
+
+
+async def test_host_killed_past_the_in_flight_age_bound_loses_nothing(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """With the count bound out of reach, the age bound alone does it: 0.5 s after
+    Kafka went silent the host spools what is in flight and everything after it."""
+    topics, emitted, state = await host_killed_behind_a_silent_broker(
+        stack, tmp_path, "age", "--max-inflight=100000", "--spool-after=0.5"
+    )
+    assert state == "spooling"
+    received = await consume(stack.kafka_bootstrap, topics, set(emitted))
+    assert_per_key_order(received, emitted)
 
 
 async def test_outage_mid_stream_spools_and_resends_in_order(stack: Stack, tmp_path: Path) -> None:

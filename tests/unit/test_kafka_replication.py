@@ -17,7 +17,7 @@ from tests.support import ROOT
 
 #: Where the shipped code lives: every Kafka producer any process of ours starts is here.
 SHIPPED = ("ledger", "ledgerctl", "producers", "integrations", "consumers")
-PRODUCER_CLASSES = {"AIOKafkaProducer", "SigningProducer"}
+PRODUCER_CLASSES = {"AIOKafkaProducer", "QueuedProducer", "SigningProducer"}
 
 
 def test_one_broker_is_the_default() -> None:
@@ -119,7 +119,7 @@ def _producer_constructions() -> list[tuple[str, dict[str, ast.expr]]]:
 
 def test_every_producer_the_code_builds_is_acks_all_and_idempotent() -> None:
     constructions = _producer_constructions()
-    # The emitter's link (its plain and its signing producer) and quarantine resubmit.
+    # The emitter's link (its queued and its signing producer) and quarantine resubmit.
     assert len(constructions) >= 3, constructions
     for where, keywords in constructions:
         acks = keywords.get("acks")
