@@ -21,11 +21,10 @@ from ledger.audit.auth import Principal, TokenDirectory
 from ledger.audit.cursors import CODE as CURSOR_CODE
 from ledger.audit.cursors import CursorKey
 from ledger.audit.disclosure import NOTHING, Disclosure, of_positions
-from ledger.audit.query import AccessEntry, Cursor, LedgerPosition, LedgerReader, Snapshot
+from ledger.audit.query import Cursor, LedgerPosition, LedgerReader, Snapshot
 from ledger.audit.readlog import ReadRecorder
 from ledger.audit.records import SchemaSet, StoredSchema
 from ledger.errors import MalformedInputError
-from schemas import dicom
 
 
 class SessionAuth(Protocol):
@@ -222,43 +221,6 @@ def cell(value: object) -> object:
 
 def row_json(row: Mapping[str, object]) -> dict[str, object]:
     return {k: cell(v) for k, v in row.items()}
-
-
-def entry_json(e: AccessEntry) -> dict[str, object]:
-    if e.kind == "critical_result_relay":
-        event_name = dicom.CRITICAL_RESULT_RELAY[1]
-    else:
-        event_name = dicom.EVENT_IDS.get(e.dicom_event_id or "", "")
-    return {
-        "event_id": str(e.event_id),
-        "kind": e.kind,
-        "time": e.event_time.isoformat(),
-        "facility": e.facility_id,
-        "patient": None
-        if e.patient_id is None
-        else {"id": e.patient_id, "issuer": e.patient_issuer, "state": e.patient_state},
-        "user": {
-            "id": e.user_id,
-            "name": e.user_name,
-            "role": e.user_role,
-            "organization": e.user_org,
-        },
-        "event": {"dicom_event_id": e.dicom_event_id, "name": event_name},
-        "action": e.action,
-        "outcome": e.outcome,
-        "study": None if e.study_uid is None else {"uid": e.study_uid, "accession": e.accession},
-        "network_address": e.network_address,
-        "purpose_of_use": e.purpose_of_use,
-        "ledger": {
-            "log_id": e.position.log_id,
-            "origin": e.position.origin,
-            "leaf_index": e.position.leaf_index,
-        },
-        # "disclosed": a read of the ledger that returned this patient's entries, or an
-        # access whose answer returned the patient (a query), without naming the patient:
-        # docs/read-attribution.md, docs/design/multi-patient-events.md
-        "attribution": "disclosed" if e.via_disclosure else "named",
-    }
 
 
 async def schema_set(app: web.Application, fingerprint: bytes) -> SchemaSet:
