@@ -204,8 +204,8 @@ class HistoryQuery:
 
 
 class LedgerReader(Protocol):
-    async def snapshot(self) -> Snapshot:
-        """Every log's newest signed size (cached briefly)."""
+    async def snapshot(self, *, fresh: bool = False) -> Snapshot:
+        """Every log's newest signed size (cached briefly; ``fresh``: read now)."""
         ...
 
     async def origins(self) -> Mapping[int, str]:

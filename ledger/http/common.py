@@ -111,12 +111,32 @@ def open_cursor(request: web.Request, token: str, context: str, current: Snapsho
     log beyond ``current`` (the signed sizes now), which no sealed cursor can do unless
     the key leaked or the database was rolled back."""
     cursor = request.app[CURSORS].open(token, context=context)
-    sizes = cursor.snapshot.sizes
-    if any(n > current.size_of(log_id) for log_id, n in enumerate(sizes, start=1)):
+    if _beyond(cursor, current):
         raise MalformedInputError(
             "cursor pins log sizes beyond the signed checkpoints", code=CURSOR_CODE
         )
     return cursor
+
+
+def _beyond(cursor: Cursor, current: Snapshot) -> bool:
+    sizes = cursor.snapshot.sizes
+    return any(n > current.size_of(log_id) for log_id, n in enumerate(sizes, start=1))
+
+
+async def open_pinned(request: web.Request, token: str, context: str) -> tuple[Cursor, Snapshot]:
+    """``open_cursor`` against the signed sizes now (also returned). Another API process (a
+    worker beside this one) may have sealed the token against newer sizes than this
+    process's cached snapshot holds: those are read again, uncached, before a refusal."""
+    reader = request.app[READER]
+    current = await reader.snapshot()
+    cursor = request.app[CURSORS].open(token, context=context)
+    if _beyond(cursor, current):
+        current = await reader.snapshot(fresh=True)
+        if _beyond(cursor, current):
+            raise MalformedInputError(
+                "cursor pins log sizes beyond the signed checkpoints", code=CURSOR_CODE
+            )
+    return cursor, current
 
 
 def principal(request: web.Request) -> Principal:

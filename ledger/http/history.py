@@ -43,7 +43,7 @@ from ledger.http.common import (
     error,
     event_id,
     identifier,
-    open_cursor,
+    open_pinned,
     optional_identifier,
     page_limit,
     schema_set,
@@ -110,11 +110,12 @@ async def _position(
 ) -> tuple[str, Snapshot, Cursor | None]:
     """The listing's cursor context, the snapshot its pages are pinned to, and the
     position the page ``token`` names (None: the first page)."""
-    current = await request.app[READER].snapshot()
     # The cursor is bound to this listing: its filters, not its page size.
     context = f"history|{query!r}"
-    after = open_cursor(request, token, context, current) if token else None
-    return context, (after.snapshot if after is not None else current), after
+    if not token:
+        return context, await request.app[READER].snapshot(), None
+    after, _ = await open_pinned(request, token, context)
+    return context, after.snapshot, after
 
 
 async def _rows(

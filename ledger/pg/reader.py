@@ -97,10 +97,10 @@ class PostgresReader(PooledAdapter):
         return self.pool
 
     @unavailable_when_transient
-    async def snapshot(self) -> Snapshot:
+    async def snapshot(self, *, fresh: bool = False) -> Snapshot:
         now = time.monotonic()
         cached = self._snapshot
-        if cached is not None and now - cached[0] < SNAPSHOT_TTL:
+        if cached is not None and now - cached[0] < SNAPSHOT_TTL and not fresh:
             return cached[1]
         rows = await self._p.fetch(sql.SIGNED_SIZES)
         top = max((int(r["log_id"]) for r in rows), default=0)
