@@ -5,7 +5,8 @@ Each round starts every server in turn on the same ``ledger_bench_queries_<N>`` 
 (built or reused as ``queries.py`` does; every read recorded to Kafka), warms it up, then
 drives ``GET /v1/patients/{id}/accesses?limit=100`` for busy patients with wrk at each
 concurrency, and prints pages/s, p50/p99, the API's CPU per page (its processes' user +
-system time over the run / pages) and how busy the machine's cores were. Before the
+system time over the run / pages), the same for the PostgreSQL backends serving the
+database, and how busy the machine's cores were (other work included). Before the
 rounds, the first page of a few patients is asked of the baseline and of this tree and
 compared as parsed JSON (the cursor aside: each server seals its own). Goal (issue #19):
 >= 2,000 pages/s at p99 < 50 ms, CPU per page < 0.5 ms. Nothing fails on a number.
@@ -71,6 +72,24 @@ def _tree_cpu(root: int) -> float:
     return sum(times.get(pid, 0.0) for pid in mine)
 
 
+def _pg_cpu(db: str) -> float:
+    """User + system seconds of the PostgreSQL backends serving database ``db``."""
+    total = 0.0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            title = Path(entry.path, "cmdline").read_bytes()
+            if not title.startswith(b"postgres: ") or f" {db} ".encode() not in title:
+                continue
+            raw = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        fields = raw[raw.rindex(")") + 2 :].split()
+        total += (int(fields[11]) + int(fields[12])) / TICK
+    return total
+
+
 def _machine() -> tuple[float, float]:
     """(busy, total) jiffies of all cores."""
     cpu = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
@@ -87,23 +106,27 @@ class Row:
     p50: float
     p99: float
     cpu_per_page: float
+    pg_cpu_per_page: float
     wrk_cpu_per_page: float
     busy: float
     load: float
     errors: int
 
 
-async def measure(api: Api, label: str, paths: list[str], conc: int, seconds: float) -> Row:
-    cpu0, (busy0, total0) = _tree_cpu(api.process.pid), _machine()
+async def measure(
+    api: Api, db: str, label: str, paths: list[str], conc: int, seconds: float
+) -> Row:
+    cpu0, pg0, (busy0, total0) = _tree_cpu(api.process.pid), _pg_cpu(db), _machine()
     wrk0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     load = await saturate(api, paths, conc, seconds, auth=True)
     wrk1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu1, (busy1, total1) = _tree_cpu(api.process.pid), _machine()
+    cpu1, pg1, (busy1, total1) = _tree_cpu(api.process.pid), _pg_cpu(db), _machine()
     pages = max(1.0, load.rps * seconds)
     wrk_cpu = (wrk1.ru_utime + wrk1.ru_stime) - (wrk0.ru_utime + wrk0.ru_stime)
     return Row(
         server=label, concurrency=conc, rps=load.rps, p50=load.p50, p99=load.p99,
-        cpu_per_page=(cpu1 - cpu0) / pages, wrk_cpu_per_page=wrk_cpu / pages,
+        cpu_per_page=(cpu1 - cpu0) / pages, pg_cpu_per_page=(pg1 - pg0) / pages,
+        wrk_cpu_per_page=wrk_cpu / pages,
         busy=(busy1 - busy0) / max(1, total1 - total0), load=os.getloadavg()[0],
         errors=load.errors,
     )  # fmt: skip
@@ -168,7 +191,7 @@ async def main() -> None:
                 async with serve_api(settings, db, workers=s.workers, source=s.source) as api:
                     await saturate(api, paths, 8, 3, auth=True)  # warm up
                     for c in (int(x) for x in args.concurrency.split(",")):
-                        rows.append(await measure(api, s.label, paths, c, args.seconds))
+                        rows.append(await measure(api, db, s.label, paths, c, args.seconds))
                         print(_line(rows[-1]), flush=True)
         print(f"-- medians over {args.rounds} rounds ({args.events:,} events, "
               f"{os.cpu_count()} cores, wrk with 1 thread on the same cores)")  # fmt: skip
@@ -188,6 +211,7 @@ def _median(rows: list[Row]) -> Row:
         server=rows[0].server, concurrency=rows[0].concurrency, rps=m(x.rps for x in rows),
         p50=m(x.p50 for x in rows), p99=m(x.p99 for x in rows),
         cpu_per_page=m(x.cpu_per_page for x in rows),
+        pg_cpu_per_page=m(x.pg_cpu_per_page for x in rows),
         wrk_cpu_per_page=m(x.wrk_cpu_per_page for x in rows), busy=m(x.busy for x in rows),
         load=m(x.load for x in rows), errors=sum(x.errors for x in rows),
     )  # fmt: skip
@@ -196,7 +220,8 @@ def _median(rows: list[Row]) -> Row:
 def _line(r: Row) -> str:
     return (f"{r.server:<28} c={r.concurrency:<3} {r.rps:7,.0f} pages/s  "
             f"p50 {r.p50 * 1000:6.1f} ms  p99 {r.p99 * 1000:6.1f} ms  "
-            f"API CPU {r.cpu_per_page * 1000:5.2f} ms/page  wrk {r.wrk_cpu_per_page * 1000:4.2f}  "
+            f"CPU ms/page: API {r.cpu_per_page * 1000:4.2f} PostgreSQL "
+            f"{r.pg_cpu_per_page * 1000:4.2f} wrk {r.wrk_cpu_per_page * 1000:4.2f}  "
             f"cores busy {r.busy:4.0%}  load {r.load:4.1f}"
             f"{f'  {r.errors} errors' if r.errors else ''}")  # fmt: skip
 
