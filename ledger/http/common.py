@@ -21,7 +21,7 @@ from ledger.audit.auth import Principal, TokenDirectory
 from ledger.audit.cursors import CODE as CURSOR_CODE
 from ledger.audit.cursors import CursorKey
 from ledger.audit.disclosure import NOTHING, Disclosure, of_positions
-from ledger.audit.query import Cursor, LedgerPosition, LedgerReader, Snapshot
+from ledger.audit.query import Cursor, LedgerPosition, LedgerReader, RowHistory, Snapshot
 from ledger.audit.readlog import ReadRecorder
 from ledger.audit.records import SchemaSet, StoredSchema
 from ledger.errors import MalformedInputError
@@ -38,6 +38,8 @@ class SessionAuth(Protocol):
 
 
 READER: Final = web.AppKey("reader", LedgerReader)
+#: The reader again when it also returns histories as rows (checked once, at start).
+ROW_READER: Final = web.AppKey("row_reader", RowHistory)
 TOKENS: Final = web.AppKey("tokens", TokenDirectory)
 RECORDER: Final = web.AppKey("recorder", ReadRecorder)
 SCHEMAS: Final = web.AppKey("schemas", dict)

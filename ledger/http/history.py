@@ -27,7 +27,6 @@ from ledger.audit.query import (
     Cursor,
     HistoryKey,
     HistoryQuery,
-    RowHistory,
     Snapshot,
     entry_row,
 )
@@ -38,6 +37,7 @@ from ledger.http.common import (
     PATIENT,
     READER,
     RESULTS,
+    ROW_READER,
     add_disclosure,
     disclose,
     error,
@@ -123,13 +123,15 @@ async def _rows(
 ) -> _Page:
     """Up to ``limit`` rows after the page ``token`` names (sealed for this listing);
     ``AccessRow``s from a reader that returns them, else made from its entries."""
-    reader = request.app[READER]
     context, snapshot, after = await _position(request, query, token)
     rows: Sequence[AccessRow]
-    if isinstance(reader, RowHistory):
-        rows = await reader.history_rows(query, snapshot=snapshot, limit=limit + 1, after=after)
+    fast = request.app.get(ROW_READER)
+    if fast is not None:
+        rows = await fast.history_rows(query, snapshot=snapshot, limit=limit + 1, after=after)
     else:
-        found = await reader.history(query, snapshot=snapshot, limit=limit + 1, after=after)
+        found = await request.app[READER].history(
+            query, snapshot=snapshot, limit=limit + 1, after=after
+        )
         rows = [entry_row(e) for e in found]
     next_cursor = None
     if len(rows) > limit:
