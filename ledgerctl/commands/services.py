@@ -114,8 +114,11 @@ def serve(
         options.run(None, None)
         return
     configured = None
-    if settings.cursor_key_file:  # read (and checked) once, then shared by every worker
-        configured = Path(settings.cursor_key_file).read_bytes().strip()
+    if settings.cursor_key_file:  # read once, then shared by every worker (which checks it)
+        try:
+            configured = Path(settings.cursor_key_file).read_bytes().strip()
+        except OSError as exc:
+            raise fail(f"cannot read LEDGER_CURSOR_KEY_FILE: {exc.strerror}") from exc
     raise typer.Exit(run_workers(count, options.run, shared_cursor_key(configured)))
 
 
