@@ -73,6 +73,7 @@ bench: up peers
 	.venv/bin/python benchmarks/rules.py
 	.venv/bin/python benchmarks/console_verify.py
 	.venv/bin/python benchmarks/queries.py
+	.venv/bin/python benchmarks/histories.py
 	.venv/bin/python benchmarks/scaling.py
 	.venv/bin/python benchmarks/attribution.py
 	.venv/bin/python benchmarks/atna.py

@@ -91,13 +91,20 @@ class Api:
 
 @contextlib.asynccontextmanager
 async def serve_api(
-    settings: dict[str, str], db: str, *, profile: Path | None = None
+    settings: dict[str, str],
+    db: str,
+    *,
+    profile: Path | None = None,
+    workers: int = 1,
+    source: Path | None = None,
 ) -> AsyncIterator[Api]:
     """Run the real API (`ledger serve`, its own process, reader role) on database ``db``.
 
     Issues an admin token into ``db``; the server records each read (AuditLogUsed) to
     two throwaway topics, deleted on exit with its spool. With ``profile`` the server
-    runs under cProfile and writes its stats there when it stops.
+    runs under cProfile and writes its stats there when it stops. ``workers``: API
+    processes (`--workers`); ``source``: run the code of this source tree instead (an
+    exported older commit, the baseline of a side-by-side run).
     """
     run = secrets.token_hex(3)
     topics = (f"bench-{run}-reads-phi-access", f"bench-{run}-reads-relay")
@@ -123,12 +130,17 @@ async def serve_api(
     }
     ledger = str(Path(sys.executable).with_name("ledger"))
     command = [ledger, "serve", "--port", str(port)]
+    if workers > 1:
+        command += ["--workers", str(workers)]
+    if source is not None:
+        server_env["PYTHONPATH"] = str(source)
+        command = [sys.executable, "-m", "ledgerctl", *command[1:]]
     if profile is not None:
         command = [sys.executable, "-m", "cProfile", "-o", str(profile), *command]
     log = workdir / "api.log"
     with log.open("wb") as out:
         server = subprocess.Popen(  # noqa: ASYNC220 - Popen returns at once
-            command, env=server_env, stdout=out, stderr=subprocess.STDOUT
+            command, env=server_env, stdout=out, stderr=subprocess.STDOUT, cwd=source
         )
     base = f"http://127.0.0.1:{port}"
     try:

@@ -14,7 +14,7 @@ side by side in one run:
   - a breach investigation of one user over one year (the busiest user, and one of
     median activity): ``PostgresReports.investigation`` directly, and through the API
     when it serves POST /v1/investigations,
-and prints the figures beside the goals (history p99 < 10 ms at >= 5,000 req/s; breach
+and prints the figures beside the goals (history p99 < 50 ms at >= 2,000 pages/s, #19; breach
 report < 2 s). Nothing fails on a number. ``--profile`` also runs the API under cProfile
 and prints where its CPU goes per request. Needs `make up` (or stack.sh infra).
 
@@ -61,8 +61,8 @@ from ledger.audit.reports import InvestigationScope
 from ledger.pg import sql
 from ledger.pg.reports import PostgresReports
 
-GOAL_P99 = 0.010
-GOAL_RPS = 5000
+GOAL_P99 = 0.050
+GOAL_RPS = 2000
 GOAL_REPORT = 2.0
 
 
@@ -189,6 +189,8 @@ async def main() -> None:
     parser.add_argument("--requests", type=int, default=2000, help="per concurrency-1 row")
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=15.0, help="per saturated row")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="API processes (ledger serve --workers)")  # fmt: skip
     parser.add_argument("--reload", action="store_true",
                         help="drop the scratch database and load it again")  # fmt: skip
     parser.add_argument("--profile", action="store_true",
@@ -209,7 +211,7 @@ async def main() -> None:
           f"5,000 users, {FACILITIES} facilities; histories of {len(busy):,} busy "
           "patients")  # fmt: skip
 
-    async with serve_api(settings, db) as api:
+    async with serve_api(settings, db, workers=args.workers) as api:
         async with aiohttp.ClientSession(headers=api.headers) as session:
             await measure(session, [api.base + p for p in paths[:300]], 4)  # warm up
             floor, floor_rps, _ = await measure(session, [f"{api.base}/healthz"] * args.requests, 1)
@@ -241,11 +243,12 @@ async def main() -> None:
               f"measured p99 {hl.p99 * 1000:.1f} ms at {hl.rps:,.0f} req/s "
               f"({hl.rps / GOAL_RPS:.2f} of the rate); at concurrency 1 p99 "
               f"{q(hist, 99) * 1000:.1f} ms")  # fmt: skip
-        pages = await console_pages(
-            api, [rng.choice(busy) for _ in range(args.requests + 50)], args.requests
-        )
-        print(f"console patient history page (server-rendered, 100 entries, concurrency 1) "
-              f"{percentiles(pages)}  (goal: p99 < 100 ms)")  # fmt: skip
+        if args.workers == 1:  # several workers serve no console (docs/api.md)
+            pages = await console_pages(
+                api, [rng.choice(busy) for _ in range(args.requests + 50)], args.requests
+            )
+            print(f"console patient history page (server-rendered, 100 entries, concurrency "
+                  f"1) {percentiles(pages)}  (goal: p99 < 100 ms)")  # fmt: skip
         plans = await history_sql(
             on_db(settings["LEDGER_READER_URL"], db),
             [rng.choice(busy) for _ in range(args.requests)],

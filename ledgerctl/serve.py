@@ -10,6 +10,7 @@ signs with LEDGER_FHIR_PRODUCER_KEY_FILE as a producer of its own when that is s
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import socket
 import ssl
@@ -42,6 +43,7 @@ from ledger.pg.reader import PostgresReader
 from ledger.pg.registrybook import REGISTRY_TOPIC, PostgresRegistry
 from ledger.pg.reports import PostgresReports
 from ledger.pg.status import unready_reason
+from ledgerctl.apiworkers import Worker
 from ledgerctl.fhirfeed import EmitterFhirSubmitter
 from ledgerctl.readaudit import EmitterReadRecorder
 from ledgerctl.registryapi import EmittingRegistrySink, FileRegistryParser, checked_emitter
@@ -136,15 +138,25 @@ async def run_api(
     tls_cert: Path | None = None,
     tls_key: Path | None = None,
     ops: OpsConfig | None = None,
+    worker: Worker | None = None,
+    cursor_key_bytes: bytes | None = None,
 ) -> None:
-    producer_id = key_producer_id(settings.producer_key_file, api_producer_id(port))
-    config = _emitter_config(settings, producer_id, settings.producer_key_file)
+    """The API process (or worker ``worker`` of several, sealing page tokens with
+    ``cursor_key_bytes``, shared by them all; ``ledgerctl.apiworkers``)."""
+    me = worker or Worker()
+    key_file = me.key_file(settings.producer_key_file)
+    producer_id = key_producer_id(key_file, me.producer_id(api_producer_id(port)))
+    config = _emitter_config(settings, producer_id, key_file)
     tls = tls_context(tls_cert, tls_key) if tls_cert and tls_key else None
     cursor_key, public_url = _cursor_key_and_url(settings)
+    if cursor_key_bytes is not None:
+        cursor_key = CursorKey(cursor_key_bytes)
+    if ops is not None:
+        ops = dataclasses.replace(ops, port=me.ops_port(ops.port))
     async with contextlib.AsyncExitStack() as stack:
         emitter = await stack.enter_async_context(Emitter(config))
         fhir_emitter = emitter
-        fhir_key = settings.fhir_producer_key_file
+        fhir_key = me.key_file(settings.fhir_producer_key_file)
         if fhir_key is not None:  # the FHIR feed signs as a producer of its own
             fhir_id = key_producer_id(fhir_key, f"{producer_id}-fhir")
             fhir_emitter = await stack.enter_async_context(
@@ -180,14 +192,18 @@ async def run_api(
             if settings.triage_url is None
             else settings.triage_url.get_secret_value(),
             registry_topic=settings.registry_topic,
-            console=console_config(settings, verifiers),
+            # Sign-in sessions live in one process: no console beside other workers.
+            console=console_config(settings, verifiers) if me.count == 1 else None,
+            workers=me.count,
             rules=load_rules_config(settings.rules_file),
             # Registry writes need the registry producer's key (and Kafka principal);
             # without LEDGER_REGISTRY_PRODUCER_KEY_FILE they answer 503. Bodies are
             # checked either way.
             registry_sink=None
             if settings.registry_producer_key_file is None
-            else EmittingRegistrySink(checked_emitter(settings, spool=API_REGISTRY_SPOOL)),
+            else EmittingRegistrySink(
+                checked_emitter(settings, spool=me.producer_id(API_REGISTRY_SPOOL))
+            ),
             ops=ops,
             ops_state=state,
             pools={pool: settings.pg_pool(pool) for pool in PgPool},
@@ -215,6 +231,7 @@ async def serve_api(
     ops: OpsConfig | None = None,
     ops_state: OpsState | None = None,
     pools: Mapping[PgPool, PoolSettings] | None = None,
+    workers: int = 1,
 ) -> None:
     """One reader (role ledger_reader, SELECT only) and one app, served until SIGTERM.
     Links go under ``public_url`` (default: ``bind_url``); page tokens are sealed with
@@ -227,7 +244,8 @@ async def serve_api(
     sizes each connection pool (LEDGER_PG_<POOL>_*; unnamed: the adapter's defaults).
     Requests are counted per route on ``ops_state``'s registry, served with readiness
     (the database, and what ``ops_state`` checks already) by an ops listener when
-    ``ops`` is given."""
+    ``ops`` is given. With ``workers`` > 1 this is one of several processes sharing the
+    port, and the console is served only when ``console`` is given."""
     state = ops_state or OpsState()
     sized = pools or {}
     async with contextlib.AsyncExitStack() as stack:
@@ -277,8 +295,10 @@ async def serve_api(
             openapi=document(),
             public_url=public_url or bind_url(host, port, tls=tls is not None),
             cursor_key=cursor_key,
-            console=console or ConsoleConfig(verifier_keys=tuple(v.key for v in verifiers)),
+            console=console
+            if console is not None or workers > 1
+            else ConsoleConfig(verifier_keys=tuple(v.key for v in verifiers)),
             trusted_proxies=trusted_proxies,
             http_metrics=HttpMetrics(state.registry),
         )
-        await serve_app(app, host=host, port=port, tls=tls)
+        await serve_app(app, host=host, port=port, tls=tls, reuse_port=workers > 1)

@@ -339,6 +339,13 @@ class Settings(BaseSettings):
     witness_timeout_seconds: float = Field(
         default=10.0, alias="LEDGER_WITNESS_TIMEOUT_SECONDS", gt=0, le=300
     )
+    # --- history reads (#19) ---
+    #: API worker processes sharing the port (SO_REUSEPORT; `ledger serve --workers`). Each
+    #: has its own pools, read recorder (producer id and spool: worker k > 0 appends
+    #: `-w<k>`, and its producer key file is LEDGER_PRODUCER_KEY_FILE with `-w<k>` before
+    #: the suffix) and ops listener (LEDGER_OPS_PORT + k). With more than one, the console
+    #: is not served (its sign-in sessions live in one process): docs/api.md.
+    api_workers: int = Field(default=1, alias="LEDGER_API_WORKERS", ge=1, le=64)
 
     @model_validator(mode="after")
     def _min_insync_within_replicas(self) -> Settings:

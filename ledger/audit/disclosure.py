@@ -73,8 +73,21 @@ def coalesce(ranges: Iterable[LeafRange]) -> Disclosure:
 
 
 def of_positions(positions: Iterable[tuple[str, int]]) -> Disclosure:
-    """The disclosure of single entries given as (origin, leaf index)."""
-    return coalesce(LeafRange(origin=o, start=i, end=i + 1) for o, i in positions)
+    """The disclosure of single entries given as (origin, leaf index): ``coalesce`` of
+    their one-leaf ranges, with runs found on the sorted pairs (a history page's hundred
+    entries cost one range object per run, not per entry)."""
+    runs: list[LeafRange] = []
+    origin, start, end = "", -1, -1
+    for o, i in sorted(set(positions)):
+        if o == origin and i == end:
+            end += 1
+            continue
+        if end > start >= 0:
+            runs.append(LeafRange(origin=origin, start=start, end=end))
+        origin, start, end = o, i, i + 1
+    if end > start >= 0:
+        runs.append(LeafRange(origin=origin, start=start, end=end))
+    return coalesce(runs)
 
 
 def whole_logs(sizes: Mapping[str, int]) -> Disclosure:

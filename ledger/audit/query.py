@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from ledger.audit.unreadable import UnreadablePeriod
 from ledger.errors import MalformedInputError
@@ -204,8 +204,8 @@ class HistoryQuery:
 
 
 class LedgerReader(Protocol):
-    async def snapshot(self) -> Snapshot:
-        """Every log's newest signed size (cached briefly)."""
+    async def snapshot(self, *, fresh: bool = False) -> Snapshot:
+        """Every log's newest signed size (cached briefly; ``fresh``: read now)."""
         ...
 
     async def origins(self) -> Mapping[int, str]:
@@ -286,3 +286,32 @@ class LedgerReader(Protocol):
     async def event_proof(self, event_id: uuid.UUID) -> EventProof | None:
         """None when the event is unknown; raises PushbackError while no checkpoint covers it."""
         ...
+
+
+#: One access-history row as ``RowHistory`` returns it: ``AccessEntry``'s fields in their
+#: order with the position flattened (log id, origin, leaf index), then ``via_disclosure``.
+#: A database row (asyncpg's ``Record``) is one as it comes, with no object per entry.
+AccessRow = Sequence[Any]
+ROW_EVENT_ID, ROW_TIME, ROW_KIND = 0, 2, 1
+ROW_ORIGIN, ROW_LEAF_INDEX = 19, 20
+
+
+def entry_row(e: AccessEntry) -> tuple[Any, ...]:
+    """``e`` as an ``AccessRow`` (the shape the history's JSON is made from)."""
+    p = e.position
+    return (
+        e.event_id, e.kind, e.event_time, e.facility_id, e.patient_id, e.patient_issuer,
+        e.patient_state, e.user_id, e.user_name, e.user_role, e.user_org, e.dicom_event_id,
+        e.action, e.outcome, e.study_uid, e.accession, e.network_address, e.purpose_of_use,
+        p.log_id, p.origin, p.leaf_index, e.via_disclosure,
+    )  # fmt: skip
+
+
+@runtime_checkable
+class RowHistory(Protocol):
+    """A reader that also returns a history as rows (``AccessRow``), for the API's pages:
+    the same entries as ``LedgerReader.history``, without an object per entry."""
+
+    async def history_rows(
+        self, query: HistoryQuery, *, snapshot: Snapshot, limit: int, after: Cursor | None
+    ) -> Sequence[AccessRow]: ...

@@ -19,7 +19,7 @@ from aiohttp import web
 from ledger.audit.alertbook import AlertBook, AlertTriage
 from ledger.audit.auth import Permission, TokenDirectory
 from ledger.audit.cursors import CursorKey
-from ledger.audit.query import LedgerReader
+from ledger.audit.query import LedgerReader, RowHistory
 from ledger.audit.readlog import ReadRecorder
 from ledger.audit.registrybook import RegistryBook
 from ledger.http import alerts, boundary, fhir, history, ops, proofs, registry, reports
@@ -29,6 +29,7 @@ from ledger.http.common import (
     MAX_REQUEST_BYTES,
     READER,
     RECORDER,
+    ROW_READER,
     SCHEMAS,
     SETTINGS,
     TOKENS,
@@ -244,6 +245,8 @@ def create_app(
     app.on_response_prepare.append(boundary.cache_headers)
     app[CURSORS] = cursor_key or CursorKey.generate()
     app[READER] = reader
+    if isinstance(reader, RowHistory):
+        app[ROW_READER] = reader
     app[TOKENS] = tokens
     app[RECORDER] = recorder
     app[SCHEMAS] = {}

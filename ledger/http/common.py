@@ -21,11 +21,10 @@ from ledger.audit.auth import Principal, TokenDirectory
 from ledger.audit.cursors import CODE as CURSOR_CODE
 from ledger.audit.cursors import CursorKey
 from ledger.audit.disclosure import NOTHING, Disclosure, of_positions
-from ledger.audit.query import AccessEntry, Cursor, LedgerPosition, LedgerReader, Snapshot
+from ledger.audit.query import Cursor, LedgerPosition, LedgerReader, RowHistory, Snapshot
 from ledger.audit.readlog import ReadRecorder
 from ledger.audit.records import SchemaSet, StoredSchema
 from ledger.errors import MalformedInputError
-from schemas import dicom
 
 
 class SessionAuth(Protocol):
@@ -39,6 +38,8 @@ class SessionAuth(Protocol):
 
 
 READER: Final = web.AppKey("reader", LedgerReader)
+#: The reader again when it also returns histories as rows (checked once, at start).
+ROW_READER: Final = web.AppKey("row_reader", RowHistory)
 TOKENS: Final = web.AppKey("tokens", TokenDirectory)
 RECORDER: Final = web.AppKey("recorder", ReadRecorder)
 SCHEMAS: Final = web.AppKey("schemas", dict)
@@ -112,12 +113,32 @@ def open_cursor(request: web.Request, token: str, context: str, current: Snapsho
     log beyond ``current`` (the signed sizes now), which no sealed cursor can do unless
     the key leaked or the database was rolled back."""
     cursor = request.app[CURSORS].open(token, context=context)
-    sizes = cursor.snapshot.sizes
-    if any(n > current.size_of(log_id) for log_id, n in enumerate(sizes, start=1)):
+    if _beyond(cursor, current):
         raise MalformedInputError(
             "cursor pins log sizes beyond the signed checkpoints", code=CURSOR_CODE
         )
     return cursor
+
+
+def _beyond(cursor: Cursor, current: Snapshot) -> bool:
+    sizes = cursor.snapshot.sizes
+    return any(n > current.size_of(log_id) for log_id, n in enumerate(sizes, start=1))
+
+
+async def open_pinned(request: web.Request, token: str, context: str) -> tuple[Cursor, Snapshot]:
+    """``open_cursor`` against the signed sizes now (also returned). Another API process (a
+    worker beside this one) may have sealed the token against newer sizes than this
+    process's cached snapshot holds: those are read again, uncached, before a refusal."""
+    reader = request.app[READER]
+    current = await reader.snapshot()
+    cursor = request.app[CURSORS].open(token, context=context)
+    if _beyond(cursor, current):
+        current = await reader.snapshot(fresh=True)
+        if _beyond(cursor, current):
+            raise MalformedInputError(
+                "cursor pins log sizes beyond the signed checkpoints", code=CURSOR_CODE
+            )
+    return cursor, current
 
 
 def principal(request: web.Request) -> Principal:
@@ -222,43 +243,6 @@ def cell(value: object) -> object:
 
 def row_json(row: Mapping[str, object]) -> dict[str, object]:
     return {k: cell(v) for k, v in row.items()}
-
-
-def entry_json(e: AccessEntry) -> dict[str, object]:
-    if e.kind == "critical_result_relay":
-        event_name = dicom.CRITICAL_RESULT_RELAY[1]
-    else:
-        event_name = dicom.EVENT_IDS.get(e.dicom_event_id or "", "")
-    return {
-        "event_id": str(e.event_id),
-        "kind": e.kind,
-        "time": e.event_time.isoformat(),
-        "facility": e.facility_id,
-        "patient": None
-        if e.patient_id is None
-        else {"id": e.patient_id, "issuer": e.patient_issuer, "state": e.patient_state},
-        "user": {
-            "id": e.user_id,
-            "name": e.user_name,
-            "role": e.user_role,
-            "organization": e.user_org,
-        },
-        "event": {"dicom_event_id": e.dicom_event_id, "name": event_name},
-        "action": e.action,
-        "outcome": e.outcome,
-        "study": None if e.study_uid is None else {"uid": e.study_uid, "accession": e.accession},
-        "network_address": e.network_address,
-        "purpose_of_use": e.purpose_of_use,
-        "ledger": {
-            "log_id": e.position.log_id,
-            "origin": e.position.origin,
-            "leaf_index": e.position.leaf_index,
-        },
-        # "disclosed": a read of the ledger that returned this patient's entries, or an
-        # access whose answer returned the patient (a query), without naming the patient:
-        # docs/read-attribution.md, docs/design/multi-patient-events.md
-        "attribution": "disclosed" if e.via_disclosure else "named",
-    }
 
 
 async def schema_set(app: web.Application, fingerprint: bytes) -> SchemaSet:

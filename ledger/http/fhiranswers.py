@@ -38,7 +38,7 @@ from ledger.audit.query import (
 )
 from ledger.errors import MalformedInputError
 from ledger.http.boundary import ERROR_CODE_SYSTEM
-from ledger.http.common import READER, event_id, open_cursor, public_url, schema_set, seal_cursor
+from ledger.http.common import READER, event_id, open_pinned, public_url, schema_set, seal_cursor
 from ledger.http.fhirscan import MAX_TOTAL, count_matches, cursor_after, history_of, page_of
 from ledger.http.unreadable import unreadable_periods
 from ledger.log.leaf import decode_leaf
@@ -116,10 +116,12 @@ async def search_answer(request: web.Request, params: Mapping[str, list[str]]) -
             "name at least one of patient, agent or entity (a ledger-wide scan is not served)",
         )
     patient = None if query.patient is None else (query.patient, None)
-    current = await request.app[READER].snapshot()
     context = f"fhir|{history!r}|{query.narrowing!r}"
     try:
-        after = open_cursor(request, query.cursor, context, current) if query.cursor else None
+        if query.cursor:
+            after, current = await open_pinned(request, query.cursor, context)
+        else:
+            after, current = None, await request.app[READER].snapshot()
     except MalformedInputError as exc:
         refused = outcome_answer(
             400, "invalid", f"search parameter _cursor: {exc}", api_code=exc.code

@@ -10,24 +10,40 @@ appends continue, and every entry returned is covered by a signed checkpoint (na
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
 from aiohttp import web
 
-from ledger.audit.query import AccessEntry, Cursor, HistoryKey, HistoryQuery, Snapshot
+from ledger.audit.disclosure import of_positions
+from ledger.audit.query import (
+    ROW_EVENT_ID,
+    ROW_LEAF_INDEX,
+    ROW_ORIGIN,
+    ROW_TIME,
+    AccessEntry,
+    AccessRow,
+    Cursor,
+    HistoryKey,
+    HistoryQuery,
+    Snapshot,
+    entry_row,
+)
 from ledger.audit.unreadable import UnreadablePeriod, periods_json
 from ledger.errors import MalformedInputError
+from ledger.http.accesses import access_object, entry_json, json_answer
 from ledger.http.common import (
     PATIENT,
     READER,
     RESULTS,
+    ROW_READER,
+    add_disclosure,
     disclose,
-    entry_json,
     error,
     event_id,
     identifier,
-    open_cursor,
+    open_pinned,
     optional_identifier,
     page_limit,
     schema_set,
@@ -79,16 +95,63 @@ class Listing:
     unreadable: tuple[UnreadablePeriod, ...] = ()
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Page:
+    """A listing's page as rows (``AccessRow``), for the API's JSON."""
+
+    rows: Sequence[AccessRow]
+    next_cursor: str | None
+    snapshot: Snapshot
+    unreadable: tuple[UnreadablePeriod, ...]
+
+
+async def _position(
+    request: web.Request, query: HistoryQuery, token: str | None
+) -> tuple[str, Snapshot, Cursor | None]:
+    """The listing's cursor context, the snapshot its pages are pinned to, and the
+    position the page ``token`` names (None: the first page)."""
+    # The cursor is bound to this listing: its filters, not its page size.
+    context = f"history|{query!r}"
+    if not token:
+        return context, await request.app[READER].snapshot(), None
+    after, _ = await open_pinned(request, token, context)
+    return context, after.snapshot, after
+
+
+async def _rows(
+    request: web.Request, query: HistoryQuery, *, limit: int, token: str | None
+) -> _Page:
+    """Up to ``limit`` rows after the page ``token`` names (sealed for this listing);
+    ``AccessRow``s from a reader that returns them, else made from its entries."""
+    context, snapshot, after = await _position(request, query, token)
+    rows: Sequence[AccessRow]
+    fast = request.app.get(ROW_READER)
+    if fast is not None:
+        rows = await fast.history_rows(query, snapshot=snapshot, limit=limit + 1, after=after)
+    else:
+        found = await request.app[READER].history(
+            query, snapshot=snapshot, limit=limit + 1, after=after
+        )
+        rows = [entry_row(e) for e in found]
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        last = rows[-1]
+        next_cursor = seal_cursor(
+            request,
+            Cursor(event_time=last[ROW_TIME], event_id=last[ROW_EVENT_ID], snapshot=snapshot),
+            context,
+        )
+    unreadable = await unreadable_periods(request, query.since, query.until)
+    return _Page(rows=rows, next_cursor=next_cursor, snapshot=snapshot, unreadable=unreadable)
+
+
 async def listing(
     request: web.Request, query: HistoryQuery, *, limit: int, token: str | None
 ) -> Listing:
     """Up to ``limit`` entries after the page ``token`` names (sealed for this listing)."""
     reader = request.app[READER]
-    current = await reader.snapshot()
-    # The cursor is bound to this listing: its filters, not its page size.
-    context = f"history|{query!r}"
-    after = open_cursor(request, token, context, current) if token else None
-    snapshot = after.snapshot if after is not None else current
+    context, snapshot, after = await _position(request, query, token)
     entries = await reader.history(query, snapshot=snapshot, limit=limit + 1, after=after)
     page = tuple(entries[:limit])
     next_cursor = None
@@ -107,17 +170,17 @@ async def _history(
     request: web.Request, key: HistoryKey, value: str, qualifier: str | None
 ) -> web.Response:
     query = history_query(request, key, value, qualifier)
-    found = await listing(
+    found = await _rows(
         request, query, limit=page_limit(request), token=request.query.get("cursor")
     )
-    page, snapshot = found.entries, found.snapshot
-    request[RESULTS] = len(page)
-    disclose(request, (e.position for e in page))
+    rows, snapshot = found.rows, found.snapshot
+    request[RESULTS] = len(rows)
+    add_disclosure(request, of_positions((r[ROW_ORIGIN], r[ROW_LEAF_INDEX]) for r in rows))
     origins = await request.app[READER].origins()
-    response = web.json_response(
+    response = json_answer(
         {
             key.value: {"id": value, "qualifier": qualifier},
-            "accesses": [entry_json(e) for e in page],
+            "accesses": [access_object(r) for r in rows],
             "next_cursor": found.next_cursor,
             "as_of": {
                 origins[log_id]: size

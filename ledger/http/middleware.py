@@ -200,7 +200,8 @@ async def read_audit_middleware(request: web.Request, handler: Handler) -> web.S
     if _is_public(request):
         if refused:
             return error(400, "malformed_forwarding", refused)
-        return await asyncio.wait_for(handler(request), timeout=REQUEST_TIMEOUT)
+        async with asyncio.timeout(REQUEST_TIMEOUT):
+            return await handler(request)
     read_id = uuid.uuid4()
     request[AUDIT_EVENT] = read_id
     response: web.StreamResponse
@@ -208,7 +209,9 @@ async def read_audit_middleware(request: web.Request, handler: Handler) -> web.S
         if refused:
             response = error(400, "malformed_forwarding", refused)
         else:
-            response = await asyncio.wait_for(handler(request), timeout=REQUEST_TIMEOUT)
+            # A deadline on this task, not a task of its own per request (as wait_for).
+            async with asyncio.timeout(REQUEST_TIMEOUT):
+                response = await handler(request)
     except TimeoutError:
         response = error(503, "timeout", f"the request took longer than {REQUEST_TIMEOUT:.0f}s")
     except Exception as exc:

@@ -47,12 +47,11 @@ from ledger.errors import MalformedInputError
 from ledger.http.body import read_bounded
 from ledger.http.common import (
     AUDIT_PARAMS,
-    READER,
     RESULTS,
     add_disclosure,
     error,
     instant,
-    open_cursor,
+    open_pinned,
     optional_identifier,
     page_limit,
     principal,
@@ -115,7 +114,7 @@ async def changes(request: web.Request) -> web.Response:
     current = _snapshot(read)
     after = None
     if token:
-        after = open_cursor(request, token, context, await request.app[READER].snapshot())
+        after, _ = await open_pinned(request, token, context)
     pinned = current if after is None else after.snapshot
     ordered = read.changes()
     if after is not None:

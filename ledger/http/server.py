@@ -60,10 +60,16 @@ def tls_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
 
 
 async def serve_app(
-    app: web.Application, *, host: str, port: int, tls: ssl.SSLContext | None = None
+    app: web.Application,
+    *,
+    host: str,
+    port: int,
+    tls: ssl.SSLContext | None = None,
+    reuse_port: bool = False,
 ) -> None:
     """Serve ``app`` until SIGTERM or SIGINT; then stop accepting, finish in-flight
-    requests and return."""
+    requests and return. ``reuse_port``: share the port with the other API workers
+    (SO_REUSEPORT: the kernel spreads new connections over them)."""
     quiet_server_logs()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -73,7 +79,7 @@ async def serve_app(
     runner = web.AppRunner(app, access_log=None, max_line_size=16384)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port, ssl_context=tls)
+        site = web.TCPSite(runner, host, port, ssl_context=tls, reuse_port=reuse_port or None)
         await site.start()
         scheme = "https" if tls is not None else "http"
         logger.info("API listening on %s://%s:%d", scheme, host, port)

@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import date
-from typing import Final
+from typing import Final, cast
 
 import asyncpg
 
@@ -21,6 +21,7 @@ from ledger.audit.auth import Principal, Role, TokenHash
 from ledger.audit.disclosure import index_cells
 from ledger.audit.query import (
     AccessEntry,
+    AccessRow,
     Cursor,
     EventProof,
     HistoryQuery,
@@ -96,10 +97,10 @@ class PostgresReader(PooledAdapter):
         return self.pool
 
     @unavailable_when_transient
-    async def snapshot(self) -> Snapshot:
+    async def snapshot(self, *, fresh: bool = False) -> Snapshot:
         now = time.monotonic()
         cached = self._snapshot
-        if cached is not None and now - cached[0] < SNAPSHOT_TTL:
+        if cached is not None and now - cached[0] < SNAPSHOT_TTL and not fresh:
             return cached[1]
         rows = await self._p.fetch(sql.SIGNED_SIZES)
         top = max((int(r["log_id"]) for r in rows), default=0)
@@ -121,13 +122,25 @@ class PostgresReader(PooledAdapter):
     async def history(
         self, query: HistoryQuery, *, snapshot: Snapshot, limit: int, after: Cursor | None
     ) -> Sequence[AccessEntry]:
+        return [_entry(r) for r in await self._signed_rows(query, snapshot, limit, after)]
+
+    @unavailable_when_transient
+    async def history_rows(
+        self, query: HistoryQuery, *, snapshot: Snapshot, limit: int, after: Cursor | None
+    ) -> Sequence[AccessRow]:
+        """``history`` as rows: the statements' columns are in ``AccessRow``'s order, and a
+        ``Record`` indexes and unpacks as a tuple does."""
+        return cast(Sequence[AccessRow], await self._signed_rows(query, snapshot, limit, after))
+
+    async def _signed_rows(
+        self, query: HistoryQuery, snapshot: Snapshot, limit: int, after: Cursor | None
+    ) -> list[asyncpg.Record]:
         async with (
             self._p.acquire() as conn,
             conn.transaction(isolation="repeatable_read", readonly=True),
         ):
             await _require_signed(conn, snapshot)
-            rows = await self._history_rows(conn, query, snapshot, limit, after)
-        return [_entry(r) for r in rows]
+            return await self._history_rows(conn, query, snapshot, limit, after)
 
     @staticmethod
     async def _history_rows(

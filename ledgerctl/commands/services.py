@@ -8,6 +8,7 @@ dependency did not answer in time.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -18,6 +19,7 @@ from ledgerctl.settings import KafkaRole, PgPool, Settings
 
 if TYPE_CHECKING:
     from consumers.process import WitnessSubmission
+    from ledgerctl.apiworkers import Worker
 
 wait_app = typer.Typer(help="Wait until a dependency is ready (for scripts).", no_args_is_help=True)
 
@@ -89,10 +91,16 @@ def serve(
         Path | None, typer.Option(help="PEM certificate chain: serve HTTPS only.")
     ] = None,
     tls_key: Annotated[Path | None, typer.Option(help="PEM private key for --tls-cert.")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1, max=64, help="API processes sharing the port (default LEDGER_API_WORKERS, 1)."
+        ),
+    ] = None,
     verbose: bool = False,
 ) -> None:
     """Run the query API (until SIGTERM). Every read is recorded in the ledger."""
-    from ledgerctl.serve import run_api
+    from ledgerctl.apiworkers import run_workers, shared_cursor_key
 
     settings = Settings.load()
     configure_logging(verbose, service="api", fmt=settings.log_format)
@@ -100,16 +108,48 @@ def serve(
     key = tls_key or (Path(settings.tls_key_file) if settings.tls_key_file else None)
     if (cert is None) != (key is None):
         raise fail("give both a TLS certificate and its key, or neither")
-    asyncio.run(
-        run_api(
-            settings,
-            host=host,
-            port=port,
-            tls_cert=cert,
-            tls_key=key,
-            ops=ops_config(settings, "api"),
+    count = workers or settings.api_workers
+    options = _ApiOptions(host=host, port=port, tls_cert=cert, tls_key=key, verbose=verbose)
+    if count == 1:
+        options.run(None, None)
+        return
+    configured = None
+    if settings.cursor_key_file:  # read once, then shared by every worker (which checks it)
+        try:
+            configured = Path(settings.cursor_key_file).read_bytes().strip()
+        except OSError as exc:
+            raise fail(f"cannot read LEDGER_CURSOR_KEY_FILE: {exc.strerror}") from exc
+    raise typer.Exit(run_workers(count, options.run, shared_cursor_key(configured)))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _ApiOptions:
+    """``serve``'s options, handed to each API worker (a spawned process)."""
+
+    host: str
+    port: int
+    tls_cert: Path | None
+    tls_key: Path | None
+    verbose: bool
+
+    def run(self, worker: Worker | None, cursor_key: bytes | None) -> None:
+        from ledgerctl.serve import run_api
+
+        settings = Settings.load()
+        if worker is not None:  # a spawned process: its own logging set-up
+            configure_logging(self.verbose, service="api", fmt=settings.log_format)
+        asyncio.run(
+            run_api(
+                settings,
+                host=self.host,
+                port=self.port,
+                tls_cert=self.tls_cert,
+                tls_key=self.tls_key,
+                ops=ops_config(settings, "api"),
+                worker=worker,
+                cursor_key_bytes=cursor_key,
+            )
         )
-    )
 
 
 def version(

@@ -268,3 +268,17 @@ def test_a_full_page_of_scattered_entries_fits_in_a_leaf() -> None:
     event = read(disclosed=tuple(DisclosedRange(log=x.origin, start=x.start, end=x.end)
                                  for x in d.ranges))  # fmt: skip
     assert len(Codec().encode(event)) < 32 * 1024
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["L/a", "L/b", "M"]), st.integers(min_value=0, max_value=40)),
+        max_size=120,
+    )
+)
+def test_single_entries_disclose_what_their_one_leaf_ranges_do(
+    positions: list[tuple[str, int]],
+) -> None:
+    """The run-finding path of ``of_positions`` equals coalescing one range per entry."""
+    ranges = [LeafRange(origin=o, start=i, end=i + 1) for o, i in positions]
+    assert of_positions(positions) == coalesce(ranges)

@@ -12,8 +12,8 @@ from consumers.projection import event_index
 from ledger.audit.auth import ROLE_PERMISSIONS, Permission, Role
 from ledger.audit.query import AccessEntry, LedgerPosition
 from ledger.http import create_app
+from ledger.http.accesses import entry_json
 from ledger.http.app import routes
-from ledger.http.common import entry_json
 from ledger.http.openapi import document
 from producers.events import Actor, EventOutcome, Facility, SecurityEvent
 

@@ -22,12 +22,12 @@ from ledger.audit import wording
 from ledger.audit.query import AccessEntry, Cursor, HistoryKey, HistoryQuery
 from ledger.audit.unreadable import banner, period_cells
 from ledger.errors import MalformedInputError
+from ledger.http.accesses import entry_json
 from ledger.http.common import (
     PATIENT,
     READER,
     RESULTS,
     disclose,
-    entry_json,
     identifier,
     optional_identifier,
     principal,
