@@ -156,6 +156,15 @@ def consumer(
         return subprocess.Popen([LEDGER, "consume"], env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
+def stopped_cpu(proc: subprocess.Popen[bytes]) -> float:
+    """SIGTERM a consumer, reap it, and return the CPU seconds it used (user + system):
+    on a shared machine its CPU per event says more than its wall-clock rate."""
+    proc.send_signal(signal.SIGTERM)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return usage.ru_utime + usage.ru_stime
+
+
 async def raw_copy(settings: dict[str, str], db: str, n: int) -> float:
     """COPY the rows the consumer writes for n events, on one connection, into an empty
     ledger: leaves (with their seal references), index rows, disclosed ranges and
@@ -293,14 +302,13 @@ async def main() -> None:
             if time.monotonic() - started > 1800:
                 raise SystemExit("ingest did not finish in 30 minutes")
             await asyncio.sleep(0.5)
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait()
+        cpu = sum(stopped_cpu(proc) for proc in procs)
         first, last = await ingest_times(url)
         rates[processes] = args.events / max(last - first, 1e-6)
         print(f"end to end (Kafka -> consumer -> PostgreSQL, leaves, tiles, checkpoints), "
               f"{processes} consumer process(es): {rates[processes]:,.0f} events/s "
-              f"over {args.events:,} events")  # fmt: skip
+              f"over {args.events:,} events; consumer CPU {cpu / args.events * 1e6:.1f} µs "
+              f"per event (start-up included); load average {os.getloadavg()[0]:.1f}")  # fmt: skip
         admin = await asyncpg.connect(settings["DATABASE_URL"])
         await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
         await admin.close()
@@ -314,7 +322,8 @@ async def main() -> None:
     await fresh_database(settings, copy_db)
     copy = await raw_copy(settings, copy_db, args.events)
     print(f"baseline raw COPY of the same leaves + index rows, one connection: {copy:,.0f} rows/s")
-    print(f"ratio end to end / raw COPY: {e2e / copy:.2f}")
+    print(f"ratio end to end / raw COPY: {e2e / copy:.2f} (load average "
+          f"{', '.join(f'{x:.1f}' for x in os.getloadavg())})")  # fmt: skip
 
     restart_db = f"ledger_bench_restart_{run}"
     await fresh_database(settings, restart_db)
