@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import functools
 import os
 import secrets
@@ -37,13 +38,15 @@ from consumers.classify import classify
 from integrations.simulator import Simulator
 from ledger.audit.ingest import Accepted
 from ledger.log.leaf import KafkaRecord
-from ledger.log.merkle import leaf_hash
 from ledger.pg import sql
+from ledger.pg.appender import _write_rows
+from ledger.pg.batch import BatchRows
 from ledger.pg.migrate import apply_migrations
 from ledger.pg.producerkeys import add_producer_key
 from ledgerctl.infra import ensure_topics
 from producers.codec import Codec
 from producers.emitter import Emitter, EmitterConfig
+from producers.events import new_event_id
 from producers.kafka_security import KafkaSecurity
 from producers.signing import generate_producer_key, write_producer_key
 
@@ -83,9 +86,10 @@ async def fresh_database(settings: dict[str, str], name: str) -> None:
 async def produce(
     bootstrap: str, topics: tuple[str, str], n: int, security: KafkaSecurity
 ) -> list[float]:
-    """Emit n events through the real Emitter; return each emit() call's duration."""
+    """Emit n events through the real Emitter; return each emit() call's duration. The
+    simulator's events get their ids as a producer makes them (``new_event_id``: UUIDv7)."""
     events = [
-        e.stamped(producer_id="bench", producer_seq=i)
+        dataclasses.replace(e, event_id=new_event_id()).stamped(producer_id="bench", producer_seq=i)
         for i, e in enumerate(Simulator(seed=int(secrets.token_hex(4), 16)).events(n))
     ]
     config = EmitterConfig(
@@ -152,19 +156,41 @@ def consumer(
         return subprocess.Popen([LEDGER, "consume"], env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a running process has used so far (Linux's /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def stopped_cpu(proc: subprocess.Popen[bytes]) -> float:
+    """SIGTERM a consumer, reap it, and return the CPU seconds it used (user + system):
+    on a shared machine its CPU per event says more than its wall-clock rate."""
+    proc.send_signal(signal.SIGTERM)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return usage.ru_utime + usage.ru_stime
+
+
 async def raw_copy(settings: dict[str, str], db: str, n: int) -> float:
-    """COPY n leaves and n index rows (the same shapes the consumer writes) on one
-    connection into an empty ledger; rows/s counts events (one leaf + one index row)."""
+    """COPY the rows the consumer writes for n events, on one connection, into an empty
+    ledger: leaves (with their seal references), index rows, disclosed ranges and
+    patients, the tiles they complete and one position row per batch, in transactions of
+    5,000, through the appender's own write path (``_write_rows``): the same rows into the
+    same indexed tables, without Kafka, decoding, validation, the duplicate lookup, the
+    log lock or checkpoints. Rows are built before the clock starts; rows/s counts events.
+    """
     codec = Codec()
     sim = Simulator(seed=99)
+    seal_id = secrets.token_bytes(32)
     items: list[Accepted] = []
     for i, e in enumerate(sim.events(n)):
-        value = codec.encode(e.stamped(producer_id="copy", producer_seq=i))
+        event = dataclasses.replace(e, event_id=new_event_id())  # as a producer makes them
+        value = codec.encode(event.stamped(producer_id="copy", producer_seq=i))
         record = KafkaRecord(topic="copy", partition=0, offset=i, timestamp_ms=1_790_000_000_000,
                              timestamp_type=0, key=e.patient.key.encode(), value=value)  # fmt: skip
         item = classify(record, codec)
         assert isinstance(item, Accepted)
-        items.append(item)
+        items.append(dataclasses.replace(item, seal_ref=(seal_id, i % 1000)))
     conn = await asyncpg.connect(on_db(settings["DATABASE_URL"], db))
     try:
         await conn.execute(
@@ -173,23 +199,21 @@ async def raw_copy(settings: dict[str, str], db: str, n: int) -> float:
             " FROM (SELECT date_trunc('month', now() AT TIME ZONE 'UTC')::date) AS t(m)"
         )
         log_id, period = await conn.fetchrow("SELECT log_id, period FROM logs")
-        leaves = [(log_id, i, it.leaf, leaf_hash(it.leaf), period) for i, it in enumerate(items)]
-        rows = [
-            (f.event_id, log_id, i, f.kind, f.event_time, f.producer_id, f.producer_seq,
-             f.facility_id, f.patient_id, f.patient_issuer, f.patient_state, f.user_id,
-             f.user_name, f.user_role, f.user_org, f.dicom_event_id, f.action, f.outcome,
-             f.study_uid, f.accession, f.network_address, f.purpose_of_use, period)
-            for i, f in enumerate(it.index for it in items)
-        ]  # fmt: skip
-        t = time.perf_counter()
+        batches = []
         for start in range(0, n, 5000):
+            batch = BatchRows(log_id=log_id, period=period, topic="copy", partition=0,
+                              next_leaf=start, existing={})  # fmt: skip
+            for item in items[start : start + 5000]:
+                batch.add(item)
+            batches.append(batch)
+        t = time.perf_counter()
+        for batch in batches:
             async with conn.transaction():
-                await conn.copy_records_to_table(
-                    "leaves", records=leaves[start : start + 5000], columns=sql.LEAF_COLUMNS
-                )
-                await conn.copy_records_to_table(
-                    "events", records=rows[start : start + 5000], columns=sql.EVENT_COLUMNS
-                )
+                await _write_rows(conn, batch)
+                await conn.execute(
+                    sql.INSERT_POSITION, log_id, batch.next_leaf + len(batch.leaves),
+                    batch.next_leaf, len(batch.leaves), 0, 0,
+                )  # fmt: skip
         return n / (time.perf_counter() - t)
     finally:
         await conn.close()
@@ -280,18 +304,21 @@ async def main() -> None:
             for _ in range(processes)
         ]
         started = time.monotonic()
+        while (at_first := await count_events(url)) == 0:  # noqa: ASYNC110 - another process
+            await asyncio.sleep(0.05)
+        cpu_at_first = sum(process_cpu(proc.pid) for proc in procs)
         while await count_events(url) < args.events:
             if time.monotonic() - started > 1800:
                 raise SystemExit("ingest did not finish in 30 minutes")
             await asyncio.sleep(0.5)
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait()
+        cpu = sum(stopped_cpu(proc) for proc in procs) - cpu_at_first
+        cpu_per_event = cpu / max(args.events - at_first, 1)
         first, last = await ingest_times(url)
         rates[processes] = args.events / max(last - first, 1e-6)
         print(f"end to end (Kafka -> consumer -> PostgreSQL, leaves, tiles, checkpoints), "
               f"{processes} consumer process(es): {rates[processes]:,.0f} events/s "
-              f"over {args.events:,} events")  # fmt: skip
+              f"over {args.events:,} events; consumer CPU {cpu_per_event * 1e6:.1f} µs per "
+              f"event from its first append on; load average {os.getloadavg()[0]:.1f}")  # fmt: skip
         admin = await asyncpg.connect(settings["DATABASE_URL"])
         await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
         await admin.close()
@@ -305,7 +332,8 @@ async def main() -> None:
     await fresh_database(settings, copy_db)
     copy = await raw_copy(settings, copy_db, args.events)
     print(f"baseline raw COPY of the same leaves + index rows, one connection: {copy:,.0f} rows/s")
-    print(f"ratio end to end / raw COPY: {e2e / copy:.2f}")
+    print(f"ratio end to end / raw COPY: {e2e / copy:.2f} (load average "
+          f"{', '.join(f'{x:.1f}' for x in os.getloadavg())})")  # fmt: skip
 
     restart_db = f"ledger_bench_restart_{run}"
     await fresh_database(settings, restart_db)

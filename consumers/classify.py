@@ -10,6 +10,7 @@ docs/producer-auth.md); every record that is not raises a security alert.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import cast
@@ -75,7 +76,7 @@ def classify(
             verdict = auth.authenticate(topic=record.topic, value=record.value, envelope=envelope)
         except AuthFailure as exc:
             verdict = exc
-    topics = None if relay_topics is None else _TopicRule(relay_topics, registry_topics)
+    topics = None if relay_topics is None else _topic_rule(relay_topics, registry_topics)
     item = _classify(record, codec, now, max_clock_skew, verdict if auth else None, topics)
     seal = None if verdict is None else verdict.seal
     if isinstance(item, Rejected) and (envelope is not None or seal is not None):
@@ -95,6 +96,12 @@ class _TopicRule:
         if topic in self.registry:
             return "registry"
         return "relay" if topic in self.relay else None
+
+
+@functools.lru_cache(maxsize=64)
+def _topic_rule(relay: frozenset[str], registry: frozenset[str]) -> _TopicRule:
+    """One rule per set of topics (the consumer classifies every record with the same)."""
+    return _TopicRule(relay, registry)
 
 
 def _wrong_topic(record: KafkaRecord, schema_name: str, rule: _TopicRule | None) -> Rejected | None:

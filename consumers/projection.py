@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Final, TypedDict, cast
+from typing import Any, Final, cast
 
 from ledger.audit import disclosure
 from ledger.audit.ingest import IndexFields
@@ -26,137 +26,101 @@ from producers.events import (
 )
 from producers.registry import REGISTRY_SCHEMA_NAME, RegistryChange, registry_to_record
 
-
-class _Head(TypedDict):
-    event_id: uuid.UUID
-    event_time: datetime
-    producer_id: str
-    producer_seq: int
-    facility_id: str
+#: A validated record as the projection reads it: every field was checked by
+#: ``validate_record`` before, so the projection indexes it without casts (a ``cast`` is
+#: a call at run time, and this runs for every event).
+_Valid = dict[str, Any]
 
 
-class _People(TypedDict):
-    patient_id: str | None
-    patient_issuer: str | None
-    patient_state: str | None
-    user_id: str
-    user_name: str | None
-    user_role: str | None
-    user_org: str | None
-
-
-def _head(record: Record) -> _Head:
-    return _Head(
-        event_id=cast(uuid.UUID, record["event_id"]),
-        event_time=cast(datetime, record["event_time"]).astimezone(UTC),
-        producer_id=cast(str, record["producer_id"]),
-        producer_seq=cast(int, record["producer_seq"]),
-        facility_id=cast(str, cast(Record, record["facility"])["id"]),
-    )
-
-
-def _people(record: Record, user_field: str) -> _People:
-    """The user (``actor`` or ``sender``) and the patient, if the event names one."""
-    user = cast(Record, record[user_field])
-    patient = cast("Record | None", record.get("patient")) or {}
-    return _People(
-        patient_id=cast("str | None", patient.get("id")),
-        patient_issuer=cast("str | None", patient.get("issuer")),
-        patient_state=cast("str | None", patient.get("state")),
-        user_id=cast(str, user["user_id"]),
-        user_name=cast("str | None", user.get("name")),
-        user_role=cast("str | None", user.get("role")),
-        user_org=cast("str | None", user.get("organization")),
-    )
-
-
-def _study(record: Record) -> tuple[str | None, str | None]:
-    """The study's UID and accession, if the event names a study."""
-    study = cast("Record | None", record.get("study"))
-    study_uid = None if study is None else cast(str, study["uid"])
-    accession = None if study is None else cast("str | None", study.get("accession"))
-    return study_uid, accession
-
-
-def _audit_log_used(record: Record, head: _Head) -> IndexFields:
+def _event(kind: str, r: _Valid, user: _Valid, patient: _Valid | None, **rest: Any) -> IndexFields:
+    """The columns every kind shares (identity, time, producer, facility, user, patient)
+    and the kind's own (``rest``)."""
+    p = patient or {}
     return IndexFields(
-        kind="audit_log_used",
-        **head,
-        **_people(record, "actor"),
+        event_id=r["event_id"],
+        kind=kind,
+        event_time=r["event_time"].astimezone(UTC),
+        producer_id=r["producer_id"],
+        producer_seq=r["producer_seq"],
+        facility_id=r["facility"]["id"],
+        patient_id=p.get("id"),
+        patient_issuer=p.get("issuer"),
+        patient_state=p.get("state"),
+        user_id=user["user_id"],
+        user_name=user.get("name"),
+        user_role=user.get("role"),
+        user_org=user.get("organization"),
+        **rest,
+    )
+
+
+def _audit_log_used(r: _Valid) -> IndexFields:
+    return _event(
+        "audit_log_used", r, r["actor"], r.get("patient"),
         dicom_event_id="110101",
         action="R",
-        outcome=cast(str, record["outcome"]),
+        outcome=r["outcome"],
         study_uid=None,
         accession=None,
-        network_address=cast("str | None", record.get("network_address")),
+        network_address=r.get("network_address"),
         purpose_of_use=None,
-        disclosed=tuple((r.origin, r.start, r.end) for r in disclosure.from_record(record)),
-    )
+        disclosed=tuple((d.origin, d.start, d.end) for d in disclosure.from_record(r)),
+    )  # fmt: skip
 
 
-def _security_event(record: Record, head: _Head) -> IndexFields:
-    return IndexFields(
-        kind="security_event",
-        **head,
-        **_people(record, "actor"),
-        dicom_event_id=cast(str, record["dicom_event_id"]),
-        action=cast(str, record["action"]),
-        outcome=cast(str, record["outcome"]),
+def _security_event(r: _Valid) -> IndexFields:
+    return _event(
+        "security_event", r, r["actor"], r.get("patient"),
+        dicom_event_id=r["dicom_event_id"],
+        action=r["action"],
+        outcome=r["outcome"],
         study_uid=None,
         accession=None,
-        network_address=cast("str | None", record.get("network_address")),
-        purpose_of_use=cast("str | None", record.get("purpose_of_use")),
-    )
+        network_address=r.get("network_address"),
+        purpose_of_use=r.get("purpose_of_use"),
+    )  # fmt: skip
 
 
 def _disclosed_patients(
-    record: Record,
+    r: _Valid,
 ) -> tuple[tuple[str | None, str, str | None, tuple[str, ...]], ...]:
     """PhiAccessEvent v2's ``disclosed`` as stored (validated canonical); none in v1."""
-    patients = cast("list[Record] | None", record.get("disclosed")) or []
+    patients = r.get("disclosed")
+    if not patients:
+        return ()
     return tuple(
-        (
-            cast("str | None", p.get("issuer")),
-            cast(str, p["id"]),
-            cast("str | None", p.get("state")),
-            tuple(cast("list[str]", p.get("studies") or [])),
-        )
-        for p in patients
+        (p.get("issuer"), p["id"], p.get("state"), tuple(p.get("studies") or ())) for p in patients
     )
 
 
-def _phi_access(record: Record, head: _Head) -> IndexFields:
-    study_uid, accession = _study(record)
-    return IndexFields(
-        kind="phi_access",
-        **head,
-        **_people(record, "actor"),
-        dicom_event_id=cast(str, record["dicom_event_id"]),
-        action=cast(str, record["action"]),
-        outcome=cast(str, record["outcome"]),
-        study_uid=study_uid,
-        accession=accession,
-        network_address=cast("str | None", record.get("network_address")),
-        purpose_of_use=cast("str | None", record.get("purpose_of_use")),
-        patients=_disclosed_patients(record),
-    )
+def _phi_access(r: _Valid) -> IndexFields:
+    study = r.get("study")
+    return _event(
+        "phi_access", r, r["actor"], r.get("patient"),
+        dicom_event_id=r["dicom_event_id"],
+        action=r["action"],
+        outcome=r["outcome"],
+        study_uid=None if study is None else study["uid"],
+        accession=None if study is None else study.get("accession"),
+        network_address=r.get("network_address"),
+        purpose_of_use=r.get("purpose_of_use"),
+        patients=_disclosed_patients(r),
+    )  # fmt: skip
 
 
-def _critical_result_relay(record: Record, head: _Head) -> IndexFields:
+def _critical_result_relay(r: _Valid) -> IndexFields:
     """A relay's action, outcome and purpose of use are consumer policy, not event fields."""
-    study_uid, accession = _study(record)
-    return IndexFields(
-        kind="critical_result_relay",
-        **head,
-        **_people(record, "sender"),
+    study = r.get("study")
+    return _event(
+        "critical_result_relay", r, r["sender"], r.get("patient"),
         dicom_event_id=None,
         action="E",
-        outcome="SUCCESS" if record.get("communicated_at") is not None else "MINOR_FAILURE",
-        study_uid=study_uid,
-        accession=accession,
+        outcome="SUCCESS" if r.get("communicated_at") is not None else "MINOR_FAILURE",
+        study_uid=None if study is None else study["uid"],
+        accession=None if study is None else study.get("accession"),
         network_address=None,
         purpose_of_use="TREAT",
-    )
+    )  # fmt: skip
 
 
 def _registry_change(record: Record) -> IndexFields:
@@ -189,7 +153,7 @@ def _registry_change(record: Record) -> IndexFields:
 
 
 #: The projection of each schema; any other (validated) schema is a relay's.
-_BY_SCHEMA: Final[Mapping[str, Callable[[Record, _Head], IndexFields]]] = {
+_BY_SCHEMA: Final[Mapping[str, Callable[[_Valid], IndexFields]]] = {
     AUDIT_LOG_USED_SCHEMA_NAME: _audit_log_used,
     SECURITY_SCHEMA_NAME: _security_event,
     ACCESS_SCHEMA_NAME: _phi_access,
@@ -204,8 +168,7 @@ def index_fields(full_name: str, record: Record) -> IndexFields:
     """
     if full_name == REGISTRY_SCHEMA_NAME:
         return _registry_change(record)
-    head = _head(record)
-    return _BY_SCHEMA.get(full_name, _critical_result_relay)(record, head)
+    return _BY_SCHEMA.get(full_name, _critical_result_relay)(record)
 
 
 def event_index(event: AuditEvent | RegistryChange) -> IndexFields:

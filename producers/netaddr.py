@@ -42,9 +42,18 @@ def is_host_name(value: str) -> bool:
     return all(_LABEL.fullmatch(label) for label in labels)
 
 
+#: A dotted-quad IPv4 address exactly as ``ipaddress.ip_address`` accepts one: four
+#: decimal octets 0-255 without leading zeros. The consumer checks every event's address,
+#: mostly distinct ones, and ``ipaddress`` costs ~10 times this match.
+_IPV4_OCTET: Final = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4: Final = re.compile(rf"{_IPV4_OCTET}(?:\.{_IPV4_OCTET}){{3}}", re.ASCII)
+
+
 @functools.lru_cache(maxsize=4096)
 def is_network_address(value: str) -> bool:
     """An IP address (v4 or v6) or a host name: DICOM NetworkAccessPointID types 1 and 2."""
+    if _IPV4.fullmatch(value):
+        return True
     try:
         ipaddress.ip_address(value)
     except ValueError:

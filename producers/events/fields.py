@@ -11,7 +11,7 @@ import functools
 import re
 import uuid
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Final
 
@@ -88,7 +88,7 @@ def check_time(path: str, value: object, *, latest: datetime, required: bool = T
         return
     if not isinstance(value, datetime):
         raise fail(path, "must be a datetime")
-    if value.tzinfo is None or value.utcoffset() is None:
+    if value.tzinfo is not UTC and (value.tzinfo is None or value.utcoffset() is None):
         raise fail(path, "must be timezone-aware (UTC)")
     if value < MIN_EVENT_TIME:
         raise fail(path, f"{value.isoformat()} is before {MIN_EVENT_TIME.date()}")

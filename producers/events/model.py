@@ -7,6 +7,8 @@ Rules about the values live in ``validation``, the Avro shape in ``records``.
 
 from __future__ import annotations
 
+import os
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -168,8 +170,22 @@ class RelayAttempt:
 
 
 def new_event_id() -> uuid.UUID:
-    """A fresh random event id."""
-    return uuid.uuid4()
+    """A fresh event id: a UUIDv7 (RFC 9562), the Unix time in milliseconds, then 74
+    random bits. Ids made later sort later, so the ledger's event-id index grows at its
+    right edge instead of at random pages (docs/design/event-ids.md)."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")  # 80 bits; 74 are used
+    return uuid.UUID(
+        int=(ms & _MS_MASK) << 80
+        | 0x7 << 76
+        | (rand >> 68) << 64  # rand_a: 12 bits
+        | 0b10 << 62  # the RFC 4122/9562 variant
+        | rand & _RAND_B_MASK  # rand_b: 62 bits
+    )
+
+
+_MS_MASK = (1 << 48) - 1
+_RAND_B_MASK = (1 << 62) - 1
 
 
 def utc_now() -> datetime:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,6 +26,7 @@ from producers.events import (
     SecurityEvent,
     Study,
     event_key,
+    new_event_id,
     npi_checksum_ok,
     schema_name,
     to_record,
@@ -214,3 +217,17 @@ def test_security_event_is_immutable_and_stamps() -> None:
     assert (stamped.producer_id, stamped.producer_seq) == ("atna", 9)
     assert stamped.event_id == event.event_id
     assert event.action is EventAction.EXECUTE
+
+
+def test_event_ids_are_uuid7_and_sort_by_creation_time() -> None:
+    """New event ids are RFC 9562 version 7: the creation time in milliseconds leads, so
+    the ledger's event-id index grows at its right edge (docs/design/event-ids.md)."""
+    before = datetime.now(UTC)
+    first = new_event_id()
+    time.sleep(0.002)
+    second = new_event_id()
+    assert (first.version, first.variant) == (7, uuid.RFC_4122)
+    assert second > first
+    assert len({new_event_id() for _ in range(10_000)}) == 10_000
+    made = datetime.fromtimestamp((first.int >> 80) / 1000, UTC)
+    assert before - timedelta(milliseconds=1) <= made <= datetime.now(UTC)

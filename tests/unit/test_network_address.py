@@ -4,12 +4,15 @@ kind that carries one (producer validation, and the consumer's, which is the sam
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import random
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from integrations.simulator import Simulator
+from producers import netaddr
 from producers.codec import Codec
 from producers.errors import DecodeError, EventValidationError
 from producers.events import (
@@ -133,3 +136,44 @@ def test_the_consumer_refuses_it_too(kind: str) -> None:
         codec.decode_valid(raw)
     assert info.value.reason == "invalid_event"
     assert "network_address" in str(info.value)
+
+
+def _ip_address_takes(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+#: Octet spellings around every edge of the dotted-quad fast path.
+_OCTETS = [str(i) for i in range(0, 300)] + [
+    *(f"0{i}" for i in range(0, 30)),
+    *("00", "000", "0255", "1000", "", " 1", "1 ", "+1", "-1", "1_0", "\u0663", "0x1"),
+]
+
+
+def test_the_dotted_quad_fast_path_accepts_exactly_what_ipaddress_accepts() -> None:
+    """``is_network_address`` answers dotted quads without ``ipaddress`` (the consumer's
+    hot path): the fast path must take nothing that ``ipaddress`` refuses."""
+    rng = random.Random(19)
+    for octet in _OCTETS:
+        for value in (f"{octet}.1.2.3", f"1.2.3.{octet}", f"10.{octet}.0.1"):
+            assert bool(netaddr._IPV4.fullmatch(value)) == _ip_address_takes(value), value
+    for _ in range(20_000):
+        parts = [rng.choice(_OCTETS) for _ in range(rng.choice((3, 4, 4, 5)))]
+        value = ".".join(parts) + rng.choice(("", "", "\n", "%1", "."))
+        if netaddr._IPV4.fullmatch(value):
+            assert _ip_address_takes(value), value
+        netaddr.is_network_address.cache_clear()
+        assert netaddr.is_network_address(value) == _without_fast_path(value), value
+
+
+def _without_fast_path(value: str) -> bool:
+    """``is_network_address`` as it was before the dotted-quad fast path."""
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return netaddr.is_host_name(value)
+    _, percent, zone = value.partition("%")
+    return not percent or bool(netaddr._ZONE.fullmatch(zone))
