@@ -116,19 +116,24 @@ async def _reads(served: Served, want: int) -> list[dict[str, object]]:
 
 def test_two_workers_serve_record_and_share_page_tokens(served: Served) -> None:
     async def scenario() -> None:
-        for _ in range(12):  # fresh connections: both workers answer some of them
-            status, _ = await _get(f"{served.url}/v1/patients/{PATIENT}/accesses", served.token)
-            assert status == 200
-        accesses = await _reads(served, 12)
-        assert len(accesses) >= 12
-        producers = set()
-        for a in accesses:
-            status, detail = await _get(f"{served.url}/v1/events/{a['event_id']}", served.token)
-            assert status == 200, detail
-            assert isinstance(detail, dict)
-            event = detail["event"]
-            assert isinstance(event, dict)
-            producers.add(event["producer_id"])
+        # Fresh connections: the kernel spreads them over the workers listening. `ledger
+        # wait api` returns once one worker listens, so ask until both have answered.
+        producers: set[object] = set()
+        sent, deadline = 0, time.monotonic() + 60
+        while len(producers) < 2 and time.monotonic() < deadline:
+            for _ in range(12):
+                status, _ = await _get(f"{served.url}/v1/patients/{PATIENT}/accesses", served.token)
+                assert status == 200
+            sent += 12
+            accesses = await _reads(served, sent)
+            assert len(accesses) >= sent
+            for a in accesses:
+                status, detail = await _get(f"{served.url}/v1/events/{a['event_id']}", served.token)
+                assert status == 200, detail
+                assert isinstance(detail, dict)
+                event = detail["event"]
+                assert isinstance(event, dict)
+                producers.add(event["producer_id"])
         # Each worker stamps (and signs) as a producer of its own.
         assert producers == {"ledger-api-wk", "ledger-api-wk-w1"}, producers
 
