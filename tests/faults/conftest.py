@@ -12,6 +12,7 @@ Scale: FAULT_EVENTS events per test (default 20,000 for CI; `make chaos` runs 10
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import secrets
@@ -32,6 +33,7 @@ from ledger.pg.migrate import apply_migrations
 from ledgerctl.infra import ensure_topics
 from ledgerctl.settings import KafkaRole
 from tests.conftest import drop_database
+from tests.private_pg import PrivatePostgres, private_postgres
 from tests.support import ROOT, Stack, kafka_proxy, with_database
 from tests.tcp_proxy import KafkaProxy
 
@@ -49,6 +51,8 @@ class FaultLedger:
     workdir: Path
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     injected: set[tuple[int, int]] = field(default_factory=set)
+    #: The server's own cluster when the test may restart it (``private_pg_ledger``).
+    postgres: PrivatePostgres | None = None
 
     @property
     def owner_url(self) -> str:
@@ -120,17 +124,34 @@ class FaultLedger:
             await conn.close()
 
     async def wait_for_ids(self, ids: list[uuid.UUID], timeout: float) -> None:
+        """Until every id is in the ledger and every injected record in quarantine: bad
+        records injected after the stream's last event (a consumer killed at the end
+        holds its partitions until its session times out) come later than the ids."""
         deadline = time.monotonic() + timeout
         while True:
             _, distinct = await self.count_ids(ids)
-            if distinct == len(ids):
+            quarantined = await self.quarantined()
+            if distinct == len(ids) and self.injected <= quarantined:
                 return
             if time.monotonic() > deadline:
                 pytest.fail(
-                    f"{len(ids) - distinct} of {len(ids)} events never reached the ledger\n"
+                    f"{len(ids) - distinct} of {len(ids)} events never reached the ledger, "
+                    f"{len(self.injected - quarantined)} injected record(s) never quarantined\n"
                     f"consumer log:\n{self.log_tail('consumer')}"
                 )
             await asyncio.sleep(0.5)
+
+    async def quarantined(self) -> set[tuple[int, int]]:
+        """(partition, offset) of every quarantined record of the access topic."""
+        conn = await asyncpg.connect(self.owner_url)
+        try:
+            rows = await conn.fetch(
+                "SELECT kafka_partition, kafka_offset FROM quarantine WHERE topic = $1",
+                self.topics[0],
+            )
+            return {(r["kafka_partition"], r["kafka_offset"]) for r in rows}
+        finally:
+            await conn.close()
 
     async def present(self, ids: list[uuid.UUID]) -> set[uuid.UUID]:
         """Which of these ids are in the ledger."""
@@ -153,13 +174,6 @@ class FaultLedger:
         assert set(ids) <= await self.present(list(expected))
         conn = await asyncpg.connect(self.owner_url)
         try:
-            quarantined = {
-                (r["kafka_partition"], r["kafka_offset"])
-                for r in await conn.fetch(
-                    "SELECT kafka_partition, kafka_offset FROM quarantine WHERE topic = $1",
-                    self.topics[0],
-                )
-            }
             others = await conn.fetchval(
                 "SELECT count(*) FROM quarantine WHERE topic <> $1", self.topics[0]
             )
@@ -176,6 +190,7 @@ class FaultLedger:
             )
         finally:
             await conn.close()
+        quarantined = await self.quarantined()
         assert quarantined == self.injected, "quarantine holds exactly the injected records"
         assert others == 0
         assert gaps == [], "leaf indexes are gapless"
@@ -214,6 +229,33 @@ def kill(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
 
 @pytest.fixture
 def fault_ledger(stack: Stack, tmp_path: Path) -> Iterator[FaultLedger]:
+    with scratch_fault_ledger(stack, tmp_path) as ledger:
+        yield ledger
+
+
+@pytest.fixture
+def private_pg_ledger(stack: Stack, tmp_path: Path) -> Iterator[FaultLedger]:
+    """A fault ledger whose database lives on a PostgreSQL cluster of its own, for a test
+    that restarts the server: the shared one serves the rest of the suite meanwhile."""
+    with private_postgres("ledger-faults-pg-") as pg:
+        # Its `ledger` database stands in for the session's: migrated, so the keys that
+        # `Stack.env` registers for the CLI and the API have a ledger to go to.
+        apply_migrations(pg.url("ledger_owner"))
+        on_private = dataclasses.replace(
+            stack,
+            owner_url=pg.url("ledger_owner"),
+            appender_url=pg.url("ledger_appender"),
+            reader_url=pg.url("ledger_reader"),
+            database="ledger",
+        )
+        with scratch_fault_ledger(on_private, tmp_path) as ledger:
+            ledger.postgres = pg
+            yield ledger
+
+
+@contextlib.contextmanager
+def scratch_fault_ledger(stack: Stack, tmp_path: Path) -> Iterator[FaultLedger]:
+    """Its own database on ``stack``'s PostgreSQL, its own topics on its broker."""
     database = f"ledger_faults_{secrets.token_hex(4)}"
     topics = stack.topics(f"faults{secrets.token_hex(3)}")
 

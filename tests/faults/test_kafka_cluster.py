@@ -4,10 +4,11 @@ The tests start their own 3-broker KRaft cluster (own ports, data, secrets; neve
 shared stack's broker), create the topics as `ledger topics` does on a cluster
 (replication factor 3, min.insync.replicas 2), and stream FAULT_EVENTS simulated events
 through a real producer process into a real `ledger consume` while (1) the leader of the
-busiest partition is SIGKILLed mid-stream and later brought back, and (2) one broker is
-down for the whole stream. Then they check the invariants of tests/faults/conftest.py:
-every event exactly once, quarantine exactly the injected records, gapless logs, every
-consumed offset accounted for, and `ledger export` + `ledger verify` clean.
+busiest partition is SIGKILLed mid-stream and later brought back, (2) one broker is
+down for the whole stream, and (3) every broker is stopped mid-stream and started
+again. Then they check the invariants of tests/faults/conftest.py: every event exactly
+once, quarantine exactly the injected records, gapless logs, every consumed offset
+accounted for, and `ledger export` + `ledger verify` clean.
 """
 
 from __future__ import annotations
@@ -216,3 +217,31 @@ async def test_one_broker_down_for_the_whole_stream(
     partitions = await cluster.partitions(topic)
     assert all(len(isr) == 2 and down not in isr for _, isr in partitions.values())
     assert cluster.pid(down) is None
+
+
+async def test_every_broker_stopped_mid_stream_then_started(
+    cluster: KafkaCluster, cluster_ledger: FaultLedger, tmp_path: Path
+) -> None:
+    """The whole cluster goes away under a producer and a consumer and comes back: the
+    producer spools or retries, the consumer waits, nothing is lost or doubled."""
+    ids_file = tmp_path / "ids.txt"
+    cluster_ledger.consumer()
+    producer = cluster_ledger.simulate(EVENTS, seed=4402, ids=ids_file)
+    await cluster_ledger.inject_bad_records(5)
+
+    async def busy() -> bool:
+        return sum((await positions(cluster_ledger)).values()) >= min(EVENTS // 20, 1000)
+
+    await wait_until("the stream never got going", busy)
+    try:
+        await asyncio.to_thread(cluster.stop)
+        assert all(cluster.pid(node) is None for node in cluster.nodes)
+        assert producer.poll() is None, "the cluster stopped after the stream, not in it"
+        await asyncio.sleep(3)
+    finally:
+        await asyncio.to_thread(cluster.start)
+    await cluster_ledger.inject_bad_records(5)
+    await asyncio.to_thread(finish, producer, cluster_ledger, "simulate")
+    ids = read_ids(ids_file)
+    assert len(ids) == EVENTS
+    await settle_and_check(cluster_ledger, ids)

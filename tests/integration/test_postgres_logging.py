@@ -12,88 +12,29 @@ its ``postgres.sh start`` runs again.
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import asyncpg
 import pytest
 
-from tests.support import ROOT
+from tests.private_pg import PrivatePostgres, private_postgres
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
-SCRIPT = ROOT / "deploy" / "local" / "postgres.sh"
-SECRETS = ROOT / ".local" / "secrets"
 SETTINGS = {
     "log_error_verbosity": "terse",
     "log_min_error_statement": "panic",
     "log_parameter_max_length_on_error": "0",
     "log_parameter_max_length": "0",
 }
-
-
-@dataclass(frozen=True)
-class Cluster:
-    home: Path
-    port: int
-
-    @property
-    def data(self) -> Path:
-        return self.home / "data"
-
-    @property
-    def log(self) -> Path:
-        return self.home / "log" / "postgresql.log"
-
-    def url(self, role: str) -> str:
-        secret = "pg-superuser" if role == "postgres" else f"pg-{role}"
-        password = (SECRETS / secret).read_text().strip()
-        return f"postgresql://{role}:{password}@127.0.0.1:{self.port}/ledger"
-
-    def script(self) -> None:
-        """``postgres.sh start`` against this cluster (never the shared one)."""
-        env = {**os.environ, "LEDGER_PG_HOME": str(self.home), "LEDGER_PG_PORT": str(self.port)}
-        done = subprocess.run(
-            ["bash", str(SCRIPT), "start"], env=env, capture_output=True, text=True, timeout=180
-        )
-        assert done.returncode == 0, done.stderr
-        assert str(self.home) in done.stderr, "the script worked on the throwaway cluster"
-
-    def pg_ctl(self, *args: str) -> None:
-        pg_bin = sorted(Path("/usr/lib/postgresql").glob("*/bin"))[-1]
-        command = [str(pg_bin / "pg_ctl"), "-D", str(self.data), *args]
-        if os.geteuid() == 0:
-            command = ["runuser", "-u", "postgres", "--", *command]
-        subprocess.run(command, check=True, capture_output=True, timeout=120)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+Cluster = PrivatePostgres
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    if shutil.which("runuser") is None and os.geteuid() == 0:
-        pytest.fail("runuser is needed to run PostgreSQL as root's postgres user")
-    top = Path(tempfile.mkdtemp(prefix="ledger-pg-logging-"))
-    top.chmod(0o755)  # the postgres user must reach its cluster directory
-    cluster = Cluster(home=top / "pg", port=free_port())
-    try:
-        cluster.script()
+    with private_postgres("ledger-pg-logging-") as cluster:
         yield cluster
-    finally:
-        if (cluster.data / "postmaster.pid").exists():
-            cluster.pg_ctl("-m", "immediate", "-w", "stop")
-        shutil.rmtree(top, ignore_errors=True)
 
 
 async def settings_now(cluster: Cluster) -> dict[str, str]:
