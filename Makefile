@@ -2,6 +2,10 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 LEDGER := .venv/bin/ledger
+# pytest processes for `make test` (each its own scratch ledger and topics on the shared
+# PostgreSQL and Kafka; a file is never split between them, and the heavy files all run
+# on one of them, first: tests/scheduling.py).
+TEST_WORKERS ?= 2
 
 .PHONY: help up down status demo test check unit bench chaos screenshots peers
 
@@ -38,7 +42,7 @@ test:
 	@deploy/local/stack.sh infra
 	@deploy/local/gotools.sh
 	@$(MAKE) --no-print-directory check
-	.venv/bin/pytest
+	.venv/bin/pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 unit:
 	.venv/bin/pytest tests/unit tests/vectors

@@ -17,6 +17,7 @@ import asyncpg
 import pytest
 
 from ledgerctl.settings import KafkaRole, kafka_security_from_env
+from tests.scheduling import make_scheduler, turn, unit_of
 from tests.support import Stack, kafka_security_env, read_env_file, with_database
 
 
@@ -148,3 +149,21 @@ def own_ledger(stack: Stack, database: str) -> Iterator[Stack]:
         )
     finally:
         asyncio.run(drop_database(stack.owner_url, database))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The heavy files first (tests/scheduling.py): `make test`'s scheduler hands them
+    to one process as one unit while the other starts on the rest."""
+    items.sort(key=lambda item: unit_of(item.nodeid) != "heavy")
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    return make_scheduler(config, log)
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """Setup, call and teardown of one test inside its turn (tests/scheduling.py), outside
+    pytest-timeout's clock: waiting for an ``alone`` test is no test's time."""
+    with turn(item.get_closest_marker("alone") is not None):
+        yield

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 from pydicom import dcmread
 from pydicom.uid import UID
@@ -371,6 +372,15 @@ async def _details(http: aiohttp.ClientSession, pipeline: Pipeline, event_id: st
     return dict(body)
 
 
+async def _quarantine_reasons(pipeline: Pipeline) -> list[str]:
+    conn = await asyncpg.connect(pipeline.stack.owner_url)
+    try:
+        rows = await conn.fetch("SELECT reason FROM quarantine ORDER BY quarantined_at")
+        return [str(r["reason"]) for r in rows]
+    finally:
+        await conn.close()
+
+
 async def test_each_wrapped_request_is_in_the_right_histories(
     pair: Pair, pipeline: Pipeline, http: aiohttp.ClientSession
 ) -> None:
@@ -408,7 +418,11 @@ async def test_each_wrapped_request_is_in_the_right_histories(
             break
         if time.monotonic() > deadline:
             log = pair.audited.log.read_text()[-3000:]
-            pytest.fail(f"missing from the histories: {seen} vs {expected}\n{log}")
+            quarantined = await _quarantine_reasons(pipeline)
+            pytest.fail(
+                f"missing from the histories: {seen} vs {expected}\n"
+                f"quarantined: {quarantined}\n{log}"
+            )
         await asyncio.sleep(0.5)
     want = {"STORESCP": ("SUCCESS", "110104"), "NOWHERE": ("SERIOUS_FAILURE", "110104")}
     moves: dict[str, tuple[str, str]] = {}

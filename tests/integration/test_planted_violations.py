@@ -27,7 +27,9 @@ import pytest
 from tests.conftest import own_ledger
 from tests.support import ROOT, Stack
 
-pytestmark = pytest.mark.integration
+# Two CPU-bound 100k-event pipelines: beside another test each takes four times as long
+# and slows that test too, so no other test runs with them (tests/scheduling.py).
+pytestmark = [pytest.mark.integration, pytest.mark.alone]
 
 LEDGER = str(Path(sys.executable).with_name("ledger"))
 #: The issue's floor: checked on a stream of at least 100,000 events.
