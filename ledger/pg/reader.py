@@ -86,6 +86,8 @@ class PostgresReader(PooledAdapter):
             command_timeout=30,
             server_settings={"jit": "off"},
             pool=pool,
+            # SELECTs in transactions only: nothing of a session outlives its use.
+            stateless_sessions=True,
         )
         self._tiles = tree.TileCache()
         self._snapshot: tuple[float, Snapshot] | None = None

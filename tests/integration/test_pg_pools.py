@@ -1,6 +1,8 @@
 """Pool settings take effect on a real server: the minimum is opened at start, a slow
 statement is cancelled at the command timeout, and a server that never answers fails the
-start at the connect timeout as "unavailable" (docs/postgres.md)."""
+start at the connect timeout as "unavailable" (docs/postgres.md). The reader's pool skips
+asyncpg's reset statement (its sessions hold no state), yet a connection never comes back
+inside a transaction it was given back in."""
 
 from __future__ import annotations
 
@@ -50,3 +52,17 @@ async def test_a_server_that_never_answers_fails_at_the_connect_timeout() -> Non
         with pytest.raises(UnavailableError, match="TimeoutError"):
             async with PostgresReader(dsn=dsn, pool=settings):
                 pass
+
+
+async def test_a_reader_connection_never_comes_back_inside_a_transaction(cluster: Cluster) -> None:
+    settings = PoolSettings(min_size=1, max_size=1, connect_timeout=5.0, command_timeout=5.0)
+    async with PostgresReader(dsn=cluster.url("ledger_reader"), pool=settings) as reader:
+        async with reader.pool.acquire() as conn:
+            # Left open by hand, as a cancelled statement of a managed one would be.
+            await conn.execute("BEGIN READ ONLY; SET LOCAL statement_timeout = 1234")
+            assert conn.is_in_transaction()
+            before = await conn.fetchval("SELECT pg_backend_pid()")
+        async with reader.pool.acquire() as conn:  # the one connection again
+            assert await conn.fetchval("SELECT pg_backend_pid()") == before
+            assert not conn.is_in_transaction()
+            assert await conn.fetchval("SHOW statement_timeout") != "1234ms"
