@@ -56,18 +56,26 @@ def q(samples: Sequence[float], p: int) -> float:
 # ---------------------------------------------------------------------------- storage
 
 
+# Partitioned tables (migration 0018) keep no rows themselves: their size is the sum over
+# their partitions (pg_partition_tree lists a plain table as its own only leaf).
 SIZES = """
-SELECT c.relname, c.relkind, pg_relation_size(c.oid) AS main,
-       pg_total_relation_size(c.oid) AS total, pg_indexes_size(c.oid) AS indexes,
-       coalesce(pg_total_relation_size(nullif(c.reltoastrelid, 0)), 0) AS toast
-FROM pg_class c
-WHERE c.relnamespace = 'public'::regnamespace AND c.relname = ANY($1::text[])
+SELECT p.relname, sum(pg_total_relation_size(t.relid)) AS total,
+       sum(pg_indexes_size(t.relid)) AS indexes
+FROM pg_class p, LATERAL pg_partition_tree(p.oid) t
+WHERE p.relnamespace = 'public'::regnamespace AND p.relname = ANY($1::text[]) AND t.isleaf
+GROUP BY p.relname
 """
 INDEX_SIZES = """
-SELECT i.relname AS name, t.relname AS tbl, pg_relation_size(i.oid) AS size
-FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid
-WHERE t.relnamespace = 'public'::regnamespace AND t.relname = ANY($1::text[])
+SELECT i.relname AS name, sum(pg_relation_size(t.relid)) AS size
+FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class p ON p.oid = x.indrelid,
+     LATERAL pg_partition_tree(i.oid) t
+WHERE p.relnamespace = 'public'::regnamespace AND p.relname = ANY($1::text[]) AND t.isleaf
+GROUP BY i.relname
 ORDER BY size DESC
+"""
+#: An index and the indexes of its partitions (what EXPLAIN names in a scan).
+INDEX_PARTS = """
+SELECT t.relid::regclass::text AS name FROM pg_partition_tree($1::regclass) t WHERE t.isleaf
 """
 
 
@@ -94,14 +102,12 @@ async def storage(conn: asyncpg.Connection, figures: Figures) -> None:
 
 
 async def depths(conn: asyncpg.Connection, figures: Figures, samples: Sequence[Any]) -> None:
-    """Pages one point lookup reads per index (root to leaf), the heap's excluded."""
+    """Pages one point lookup reads per index (root to leaf), the heap's excluded. On a
+    partitioned table a lookup without the period descends every partition's index; the
+    depth is that of the deepest (the one holding the rows)."""
     print("btree depth (index pages one point lookup touches, median of 20):")
     for name, statement in DEPTH_PROBES:
-        # An index-only scan also reads the table's visibility-map page when the table
-        # has one (after a VACUUM), and the heap page when the map does not say
-        # all-visible (counted as a heap fetch): neither is the index's.
-        table = name.split("_", 1)[0]
-        vm = int(await conn.fetchval("SELECT pg_relation_size($1::regclass, 'vm') > 0", table))
+        parts = {r["name"] for r in await conn.fetch(INDEX_PARTS, name)}
         counts = []
         for args in samples[:20]:
             arguments = {
@@ -109,13 +115,22 @@ async def depths(conn: asyncpg.Connection, figures: Figures, samples: Sequence[A
                 "events_pkey": (args["event_id"],),
                 "events_patient_time": (args["patient_id"],),
             }[name]
-            node = index_node(await explain(conn, statement, *arguments), name)
-            if node is not None:
-                counts.append(node_buffers(node) - int(node.get("Heap Fetches", 0)) - vm)
+            nodes = index_nodes(await explain(conn, statement, *arguments), parts)
+            if nodes:
+                counts.append(max([await _index_pages(conn, node) for node in nodes]))
         if counts:
             figures.put(f"depth of {name}", statistics.median(counts), "pages")
         else:
             print(f"  {name}: the planner used no index-only scan of it; not measured")
+
+
+async def _index_pages(conn: asyncpg.Connection, node: dict[str, Any]) -> int:
+    # An index-only scan also reads the table's visibility-map page when the table has
+    # one (after a VACUUM), and the heap page when the map does not say all-visible
+    # (counted as a heap fetch): neither is the index's.
+    table = node["Relation Name"]
+    vm = int(await conn.fetchval("SELECT pg_relation_size($1::regclass, 'vm') > 0", table))
+    return node_buffers(node) - int(node.get("Heap Fetches", 0)) - vm
 
 
 async def explain(conn: Any, statement: str, *args: object) -> dict[str, Any]:
@@ -133,19 +148,18 @@ def node_buffers(node: dict[str, Any]) -> int:
     return int(node.get("Shared Hit Blocks", 0)) + int(node.get("Shared Read Blocks", 0))
 
 
-def index_node(plan: dict[str, Any], index: str) -> dict[str, Any] | None:
-    """The index-only scan of ``index`` in ``plan``, if the planner chose one."""
+def index_nodes(plan: dict[str, Any], indexes: set[str]) -> list[dict[str, Any]]:
+    """The index-only scans of any of ``indexes`` in ``plan`` (one per partition)."""
+    found: list[dict[str, Any]] = []
 
-    def walk(node: dict[str, Any]) -> dict[str, Any] | None:
-        if node.get("Node Type") == "Index Only Scan" and node.get("Index Name") == index:
-            return node
+    def walk(node: dict[str, Any]) -> None:
+        if node.get("Node Type") == "Index Only Scan" and node.get("Index Name") in indexes:
+            found.append(node)
         for child in node.get("Plans", ()):
-            found = walk(child)
-            if found is not None:
-                return found
-        return None
+            walk(child)
 
-    return walk(plan["Plan"])
+    walk(plan["Plan"])
+    return found
 
 
 SAMPLE = """
