@@ -51,18 +51,20 @@ SESSION_AUTH: Final = web.AppKey("session_auth", SessionAuth)
 #: from its bind address; ``LEDGER_PUBLIC_URL`` sets it).
 DEFAULT_PUBLIC_URL: Final = "http://127.0.0.1:18080"
 
-#: Request-scoped keys the handlers fill in for the read record.
-PRINCIPAL: Final = "ledger.principal"
-RESULTS: Final = "ledger.results"
-PATIENT: Final = "ledger.patient"
+#: Request-scoped keys the handlers fill in for the read record (typed, as aiohttp
+#: recommends for request storage).
+PRINCIPAL: Final = web.RequestKey("ledger.principal", Principal)
+RESULTS: Final = web.RequestKey("ledger.results", int)
+#: The patient a history or event answer is about: (patient id, issuer or None).
+PATIENT: Final = web.RequestKey[tuple[str, str | None]]("ledger.patient")
 #: Set by ``ledger.http.proxies`` when a trusted proxy's forwarding headers are unusable.
-FORWARDING_REFUSED: Final = "ledger.forwarding_refused"
-AUDIT_EVENT: Final = "ledger.audit_event"
+FORWARDING_REFUSED: Final = web.RequestKey("ledger.forwarding_refused", str)
+AUDIT_EVENT: Final = web.RequestKey("ledger.audit_event", uuid.UUID)
 #: Extra parameters to record with the read (e.g. the scope in a POST body).
-AUDIT_PARAMS: Final = "ledger.audit_params"
+AUDIT_PARAMS: Final = web.RequestKey[dict[str, str]]("ledger.audit_params")
 #: The ledger entries the answer returns (``ledger.audit.disclosure.Disclosure``), recorded with
 #: the read so it shows up in the history of every patient they name.
-DISCLOSED: Final = "ledger.disclosed"
+DISCLOSED: Final = web.RequestKey("ledger.disclosed", Disclosure)
 
 DEFAULT_PAGE: Final = 100
 MAX_PAGE: Final = 1000

@@ -26,7 +26,7 @@ from ledger.http.console.sessions import COOKIE, Session, SessionStore, csrf_ok
 from ledger.http.middleware import AUTH_FAILURE, Handler
 
 #: The request key holding the console session (set by ``ConsoleSessions``).
-SESSION: Final = "ledger.console_session"
+SESSION: Final = web.RequestKey("ledger.console_session", Session)
 #: Console routes that answer JSON or files, never an HTML page.
 _RAW: Final = ("/console/static/", "/console/verifier-keys", "/console/witness-policy")
 _SAFE: Final = frozenset({"GET", "HEAD"})
