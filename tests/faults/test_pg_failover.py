@@ -23,6 +23,7 @@ import aiohttp
 import asyncpg
 import pytest
 
+from ledger.http.middleware import REQUEST_TIMEOUT
 from ledgerctl.infra import ensure_topics
 from ledgerctl.settings import KafkaRole
 from tests.e2e.conftest import install_or_skip
@@ -83,9 +84,13 @@ async def events_in_ledger(url: str) -> int:
 
 
 async def watch_api(api: str, auth: dict[str, str], stop: asyncio.Event) -> list[int]:
-    """The API's answers to a listing of logs, every 200 ms, until ``stop``."""
+    """The API's answers to a listing of logs, every 200 ms, until ``stop``. The API
+    promises an answer within REQUEST_TIMEOUT (a 503 "timeout" at worst), so the client
+    waits that long and a little more: on a loaded machine a request caught in the
+    failover took longer than the 15 s this waited before."""
     statuses = []
-    async with aiohttp.ClientSession(headers=auth, timeout=aiohttp.ClientTimeout(total=15)) as http:
+    patience = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT + 15)
+    async with aiohttp.ClientSession(headers=auth, timeout=patience) as http:
         while not stop.is_set():
             async with http.get(f"{api}/v1/logs") as resp:
                 statuses.append(resp.status)
