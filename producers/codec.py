@@ -18,13 +18,14 @@ shipped schema has ``producer_id`` and ``producer_seq`` right after ``event_id``
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Final
 
 import fastavro
 
+from producers.avrogen import Decoder, Encoder, compile_schema
 from producers.errors import DecodeError, EventValidationError, RegistryValidationError
 from producers.events import (
     MAX_FUTURE_SKEW,
@@ -159,9 +160,20 @@ class PreparedEvent:
 class Codec:
     """Encodes events with the newest shipped schema of their type; decodes any known one."""
 
-    __slots__ = ("_by_fingerprint", "_fastavro", "_preparable", "_writer_for")
+    __slots__ = (
+        "_by_fingerprint",
+        "_decoders",
+        "_encoders",
+        "_fastavro",
+        "_preparable",
+        "_writer_for",
+    )
 
-    def __init__(self, writer_schemas: Iterable[WriterSchema] | None = None) -> None:
+    def __init__(
+        self, writer_schemas: Iterable[WriterSchema] | None = None, *, generated: bool = True
+    ) -> None:
+        """``generated=False`` leaves every message to fastavro (the generated code's
+        reference, measured beside it by ``benchmarks/codec.py``)."""
         known = tuple(writer_schemas) if writer_schemas is not None else load_shipped_schemas()
         self._by_fingerprint: dict[bytes, WriterSchema] = {s.fingerprint: s for s in known}
         # The last schema listed for a name is the one new events are written with.
@@ -170,10 +182,20 @@ class Codec:
         self._fastavro: dict[bytes, dict[str, object]] = {
             s.fingerprint: dict(s.parsed) for s in known
         }
+        # The fast path: code generated per schema; fastavro answers whatever it refuses.
+        self._encoders: dict[bytes, Encoder] = {}
+        self._decoders: dict[bytes, Decoder] = {}
+        for s in known if generated else ():
+            if (compiled := compile_schema(self._fastavro[s.fingerprint])) is not None:
+                self._encoders[s.fingerprint], self._decoders[s.fingerprint] = compiled
         # Writer schemas whose fields 2 and 3 are the stamp: prepare() can split them.
         self._preparable: frozenset[bytes] = frozenset(
             s.fingerprint for s in self._writer_for.values() if stamp_in_place(s.parsed)
         )
+
+    def __reduce__(self) -> tuple[Callable[..., Codec], tuple[tuple[WriterSchema, ...], bool]]:
+        """Pickled as its schemas (a parse worker rebuilds the generated code)."""
+        return _codec_of, (self.schemas, bool(self._encoders))
 
     @property
     def schemas(self) -> tuple[WriterSchema, ...]:
@@ -198,12 +220,18 @@ class Codec:
 
     def _write(self, schema: WriterSchema, record: Record) -> bytes:
         """The single-object message of a validated record."""
+        encode = self._encoders.get(schema.fingerprint)
+        if encode is not None:
+            try:
+                return b"".join((MAGIC, schema.fingerprint, encode(record)))
+            except Exception:  # noqa: S110 - fastavro's own answer (bytes or its error) follows
+                pass
         buf = io.BytesIO()
         buf.write(MAGIC)
         buf.write(schema.fingerprint)
         try:
             fastavro.schemaless_writer(buf, self._fastavro[schema.fingerprint], record)
-        except (ValueError, TypeError, AttributeError) as exc:
+        except (ValueError, TypeError, AttributeError, OverflowError) as exc:
             raise EventValidationError(f"cannot encode event: {exc}", field="<event>") from exc
         return buf.getvalue()
 
@@ -265,6 +293,14 @@ class Codec:
             raise DecodeError(
                 f"unknown writer schema fingerprint {fp.hex()}", reason=REASON_UNKNOWN_SCHEMA
             )
+        decode = self._decoders.get(fp)
+        if decode is not None:
+            try:
+                fast, end = decode(data, HEADER_LEN)
+                if end == len(data):
+                    return schema, fast
+            except Exception:  # noqa: S110 - fastavro's own answer (record or error) follows
+                pass
         buf = io.BytesIO(data)
         buf.seek(HEADER_LEN)
         try:
@@ -351,6 +387,10 @@ class Codec:
             raise DecodeError(
                 f"record does not map to a registry change: {exc}", reason=REASON_INVALID_EVENT
             ) from exc
+
+
+def _codec_of(writer_schemas: tuple[WriterSchema, ...], generated: bool) -> Codec:
+    return Codec(writer_schemas, generated=generated)
 
 
 def registry_codec() -> Codec:
