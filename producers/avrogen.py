@@ -40,18 +40,6 @@ class Unsupported(Exception):
     """A schema (or a value, or a body) outside what this module generates code for."""
 
 
-def _zigzag(n: int) -> bytes:
-    if type(n) is not int or not _LONG_MIN <= n <= _LONG_MAX:
-        raise Unsupported("not a 64-bit int")
-    n = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def _read_long(d: bytes, p: int) -> tuple[int, int]:
     """A varint of at most 10 bytes whose value fits 64 bits (else ``Unsupported``)."""
     shift = value = 0
@@ -68,7 +56,6 @@ def _read_long(d: bytes, p: int) -> tuple[int, int]:
 
 
 _HELPERS: Final[dict[str, object]] = {
-    "_zz": _zigzag,
     "_rl": _read_long,
     "_Bail": Unsupported,
     "_UUID": uuid.UUID,
@@ -80,6 +67,8 @@ _HELPERS: Final[dict[str, object]] = {
     "_DAYS": _DAYS_SHIFT,
     "_IMIN": _INT_MIN,
     "_IMAX": _INT_MAX,
+    "_LMIN": _LONG_MIN,
+    "_LMAX": _LONG_MAX,
 }
 
 
@@ -205,15 +194,21 @@ class _Compiler:
         src.add(ind, f"if type({value}) is not int: raise _Bail")
         if kind in ("int", "date"):
             src.add(ind, f"if not _IMIN <= {value} <= _IMAX: raise _Bail")
+        else:
+            src.add(ind, f"if not _LMIN <= {value} <= _LMAX: raise _Bail")
         self._enc_long(src, ind, value)
 
     @staticmethod
     def _enc_long(src: _Source, ind: int, value: str) -> None:
         """A value known to be an int (a length, an index, a checked number)."""
+        z = src.fresh("z")
         src.add(
             ind,
-            f"if -64 <= {value} < 64: ap((({value}) << 1) ^ (({value}) >> 63))",
-            f"else: o += _zz({value})",
+            f"if -64 <= {value} < 64: ap(({value} << 1) ^ ({value} >> 63))",
+            "else:",
+            f"    {z} = ({value} << 1) ^ ({value} >> 63)",
+            f"    while {z} > 127: ap(({z} & 127) | 128); {z} >>= 7",
+            f"    ap({z})",
         )
 
     def _enc_block(self, src: _Source, ind: int, kind: str, node: object, value: str) -> None:

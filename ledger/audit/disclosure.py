@@ -87,6 +87,10 @@ def of_positions(positions: Iterable[tuple[str, int]]) -> Disclosure:
         origin, start, end = o, i, i + 1
     if end > start >= 0:
         runs.append(LeafRange(origin=origin, start=start, end=end))
+    if len(runs) <= MAX_RANGES:
+        # Already canonical: found on sorted unique pairs, a run ends where the next
+        # position is not its end, so runs neither overlap nor touch.
+        return Disclosure(ranges=tuple(runs))
     return coalesce(runs)
 
 
