@@ -7,7 +7,7 @@ LEDGER := .venv/bin/ledger
 # on one of them, first: tests/scheduling.py).
 TEST_WORKERS ?= 2
 
-.PHONY: help up down status demo test check unit bench chaos screenshots peers
+.PHONY: help up down status demo test check unit bench chaos screenshots peers benchtools
 
 help:
 	@echo "make demo   - start everything and show a verified access history (the main job)"
@@ -62,8 +62,11 @@ screenshots: up
 peers:
 	@deploy/local/peers.sh
 
+benchtools:
+	@deploy/local/benchtools.sh
+
 # Speed figures, printed side by side; needs the stack (make up). Never part of make test.
-bench: up peers
+bench: up peers benchtools
 	.venv/bin/python benchmarks/codec.py
 	.venv/bin/python benchmarks/merkle.py
 	.venv/bin/python benchmarks/verify.py
