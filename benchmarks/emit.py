@@ -1,6 +1,7 @@
 """emit() latency with a healthy broker: the emitter as configured now (in-flight events
-bounded by count and age, larger aiokafka batches within them) beside the configuration
-of before (16 KiB batches, no count bound, 5 s age bound), in one run.
+bounded by count and age, larger aiokafka batches within them, the codec's generated Avro
+code) beside the configuration of before (16 KiB batches, no count bound, 5 s age bound)
+and beside now with fastavro alone as the codec (``Codec(generated=False)``), in one run.
 
 Each round emits N simulated events through the real Emitter (signing, with a spool, as
 `ledger simulate` and `ledger serve` run it) into fresh topics of the stack's broker, one
@@ -35,6 +36,7 @@ from benchmarks.ingest import bench_key
 from benchmarks.proofs import admin_kafka, env, simulator
 from integrations.simulator import Simulator
 from ledgerctl.infra import ensure_topics
+from producers.codec import Codec
 from producers.emitter import Emitter, EmitterConfig, EmitterState
 from producers.events import AuditEvent
 
@@ -56,12 +58,16 @@ class Sample:
     spooled: bool = False
 
 
+#: Configurations whose emitter encodes with fastavro alone (before the generated code).
+FASTAVRO_CODEC = "bounded, fastavro"
+
+
 async def emit_all(
-    config: EmitterConfig, events: list[AuditEvent], sample: Sample, rate: float
+    config: EmitterConfig, events: list[AuditEvent], sample: Sample, rate: float, codec: Codec
 ) -> None:
     """Emit every event, back to back (``rate`` 0) or paced at ``rate`` per second (the
     host sleeps whenever it is ahead of its schedule, as a host serving requests would)."""
-    async with Emitter(config) as emitter:
+    async with Emitter(config, codec=codec) as emitter:
         health = emitter.health
         started = time.perf_counter()
         for i, event in enumerate(events):
@@ -89,7 +95,7 @@ async def main(args: argparse.Namespace) -> None:
         kafka_security=simulator(settings),
         producer_key_file=bench_key()[0],
     )
-    configs = {"before": replace(base, **BEFORE), "bounded (now)": base}
+    configs = {"before": replace(base, **BEFORE), "bounded (now)": base, FASTAVRO_CODEC: base}
     load = os.getloadavg()
     for rate in (0.0, args.rate):
         samples = await measure(settings, configs, spool_root, args, rate)
@@ -108,6 +114,7 @@ async def measure(
     samples = {name: Sample([], []) for name in configs}
     for round_ in range(args.rounds):
         order = list(configs) if round_ % 2 == 0 else list(reversed(configs))
+        codecs = {name: Codec(generated=name != FASTAVRO_CODEC) for name in configs}
         for name in order:
             run = secrets.token_hex(3)
             topics = (f"bench-emit-{run}-phi-access", f"bench-emit-{run}-relay")
@@ -122,7 +129,7 @@ async def measure(
                 relay_topic=topics[1],
                 spool_dir=str(spool_root / run),
             )
-            await emit_all(config, events, samples[name], rate)
+            await emit_all(config, events, samples[name], rate, codecs[name])
     return samples
 
 
@@ -138,15 +145,15 @@ def report(
         "rounds per configuration"
     )
     for name, sample in samples.items():
-        print(f"  {name:<14} {bounds_of(configs[name])}")
-        print(f"  {'':<14} wall {quantile_line(sample.wall)}")
-        print(f"  {'':<14} cpu  {quantile_line(sample.cpu)}")
+        print(f"  {name:<18} {bounds_of(configs[name])}")
+        print(f"  {'':<18} wall {quantile_line(sample.wall)}")
+        print(f"  {'':<18} cpu  {quantile_line(sample.cpu)}")
         print(
-            f"  {'':<14} most in flight {sample.most_in_flight:,}; "
+            f"  {'':<18} most in flight {sample.most_in_flight:,}; "
             f"{'SPOOLED during the run' if sample.spooled else 'never spooled'}"
         )
-    before, now = (statistics.quantiles(s.wall, n=100)[98] for s in samples.values())
-    print(f"  p99 now / before: {now / before:.2f}")
+    before, now, fastavro = (statistics.quantiles(s.wall, n=100)[98] for s in samples.values())
+    print(f"  p99 now / before: {now / before:.2f}; now / now with fastavro: {now / fastavro:.2f}")
 
 
 if __name__ == "__main__":
