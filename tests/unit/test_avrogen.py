@@ -367,3 +367,37 @@ def test_a_pickled_codec_rebuilds_its_generated_code() -> None:
         assert copy.schemas == codec.schemas
         assert bool(copy._encoders) is generated
         assert bool(copy._decoders) is generated
+
+
+def test_names_from_a_schema_never_become_code() -> None:
+    """fastavro accepts any record and field name; the generated code numbers its
+    functions and quotes field names, so such a schema works as fastavro does."""
+    hostile = "x'); import os; os.system('false'); ('"
+    schema = fastavro.parse_schema(
+        {
+            "type": "record",
+            "name": f"t.{hostile}",
+            "fields": [
+                {"name": hostile, "type": "string"},
+                {
+                    "name": "__import__",
+                    "type": [
+                        "null",
+                        {
+                            "type": "record",
+                            "name": "t.In",
+                            "fields": [{"name": "a b", "type": "long"}],
+                        },
+                    ],
+                },
+            ],
+        }
+    )
+    result = compile_schema(schema)
+    assert result is not None
+    encode, decode = result
+    record = {hostile: "v", "__import__": {"a b": 300}}
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, schema, record)
+    assert encode(record) == buf.getvalue()
+    assert decode(buf.getvalue(), 0) == (record, len(buf.getvalue()))
