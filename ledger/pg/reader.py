@@ -137,10 +137,12 @@ class PostgresReader(PooledAdapter):
     async def _signed_rows(
         self, query: HistoryQuery, snapshot: Snapshot, limit: int, after: Cursor | None
     ) -> list[asyncpg.Record]:
-        async with (
-            self._p.acquire() as conn,
-            conn.transaction(isolation="repeatable_read", readonly=True),
-        ):
+        """The check, then the page, as two statements on one connection and no explicit
+        transaction: one statement reads one snapshot, and a later statement on the same
+        server sees everything an earlier one saw (commits become visible in order, on a
+        replica as it replays), so the page sees every leaf the signed sizes just seen
+        cover. Two round trips a page fewer than BEGIN ... COMMIT around them (#19)."""
+        async with self._p.acquire() as conn:
             await _require_signed(conn, snapshot)
             return await self._history_rows(conn, query, snapshot, limit, after)
 
@@ -354,11 +356,11 @@ class PostgresReader(PooledAdapter):
 
 
 async def _require_signed(conn: tree.Conn, snapshot: Snapshot) -> None:
-    """Refuse (retry later) when this transaction sees fewer signed leaves than
-    ``snapshot`` pins: a replica behind the server that gave the snapshot would otherwise
+    """Refuse (retry later) when this server shows fewer signed leaves than ``snapshot``
+    pins: a replica behind the server that gave the snapshot would otherwise
     answer a page with entries missing. Signed sizes only grow, so once they are seen,
-    every leaf they cover is visible in the same transaction (checkpoints commit after
-    their leaves, and a replica replays commits in order)."""
+    every leaf they cover is visible to this and every later statement on the server
+    (checkpoints commit after their leaves, and a replica replays commits in order)."""
     seen = {int(r["log_id"]): int(r["size"]) for r in await conn.fetch(sql.SIGNED_SIZES)}
     for log_id, size in enumerate(snapshot.sizes, start=1):
         if size > seen.get(log_id, 0):
