@@ -39,6 +39,16 @@ from ledger.pg import sql, tree
 from ledger.pg.pool import PooledAdapter, PoolSettings, unavailable_when_transient
 from ledger.pg.sql.periods import DETACHED_PERIODS
 
+#: SQLSTATE of ``ledger_require_signed`` (migration 0020): this server does not yet have
+#: the signed sizes a listing is pinned to. A replica behind the server that gave the
+#: snapshot would otherwise answer a page with entries missing; signed sizes only grow,
+#: and checkpoints commit after their leaves, so once they are seen every leaf they
+#: cover is visible in the same snapshot.
+NOT_YET_SIGNED: Final = "LDG01"
+_BEHIND: Final = (
+    "this database server has not yet replayed the signed checkpoints the listing is pinned to"
+)
+
 #: How long a snapshot of the signed sizes is reused (a checkpoint is signed every ~1 s).
 SNAPSHOT_TTL: Final = 0.25
 #: How long a token lookup is reused: a revocation takes effect within this time.
@@ -137,14 +147,16 @@ class PostgresReader(PooledAdapter):
     async def _signed_rows(
         self, query: HistoryQuery, snapshot: Snapshot, limit: int, after: Cursor | None
     ) -> list[asyncpg.Record]:
-        """The check, then the page, as two statements on one connection and no explicit
-        transaction: one statement reads one snapshot, and a later statement on the same
-        server sees everything an earlier one saw (commits become visible in order, on a
-        replica as it replays), so the page sees every leaf the signed sizes just seen
-        cover. Two round trips a page fewer than BEGIN ... COMMIT around them (#19)."""
-        async with self._p.acquire() as conn:
-            await _require_signed(conn, snapshot)
-            return await self._history_rows(conn, query, snapshot, limit, after)
+        """One statement: it refuses, before any row, when this server lacks the signed
+        sizes the snapshot pins (migration 0020), else returns the page, both in one
+        snapshot (#19: one round trip, where BEGIN, check, page, COMMIT took four)."""
+        try:
+            async with self._p.acquire() as conn:
+                return await self._history_rows(conn, query, snapshot, limit, after)
+        except asyncpg.PostgresError as exc:
+            if exc.sqlstate == NOT_YET_SIGNED:
+                raise PushbackError(_BEHIND, retry_after=1.0) from exc
+            raise
 
     @staticmethod
     async def _history_rows(
@@ -353,22 +365,6 @@ class PostgresReader(PooledAdapter):
     async def writer_schemas(self) -> Sequence[tuple[bytes, str, str]]:
         rows = await self._p.fetch(sql.WRITER_SCHEMAS)
         return [(bytes(r["fingerprint"]), r["full_name"], r["schema_json"]) for r in rows]
-
-
-async def _require_signed(conn: tree.Conn, snapshot: Snapshot) -> None:
-    """Refuse (retry later) when this server shows fewer signed leaves than ``snapshot``
-    pins: a replica behind the server that gave the snapshot would otherwise
-    answer a page with entries missing. Signed sizes only grow, so once they are seen,
-    every leaf they cover is visible to this and every later statement on the server
-    (checkpoints commit after their leaves, and a replica replays commits in order)."""
-    seen = {int(r["log_id"]): int(r["size"]) for r in await conn.fetch(sql.SIGNED_SIZES)}
-    for log_id, size in enumerate(snapshot.sizes, start=1):
-        if size > seen.get(log_id, 0):
-            raise PushbackError(
-                "this database server has not yet replayed the signed checkpoints the "
-                "listing is pinned to",
-                retry_after=1.0,
-            )
 
 
 def _check_sizes(tree_size: int, current: int) -> None:

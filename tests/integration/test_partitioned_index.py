@@ -398,6 +398,7 @@ async def test_partitions_refuse_update_delete_and_truncate(stack: Stack, scratc
 
 
 PERIOD_ARCHIVES_SQL = ROOT / "ledger" / "pg" / "migrations" / "0019.period-archives.sql"
+SIGNED_CHECK_SQL = ROOT / "ledger" / "pg" / "migrations" / "0020.signed-sizes-check.sql"
 
 #: What the reads need, copied from a ledger the appender wrote into one at migration 0017.
 READ_TABLES = ("writer_schemas", "logs", *TABLES, "checkpoints")
@@ -444,8 +445,10 @@ async def test_the_partitioned_index_answers_as_before(stack: Stack, scratch: st
         conn = await asyncpg.connect(owner_url)
         try:
             # The reads of this version also read 0019's period_archives (the months that
-            # left the database, none here): made as 0019 makes it, since 0019 follows 0018.
+            # left the database, none here) and call 0020's signed-sizes check: made as
+            # those migrations make them, since they follow 0018.
             await conn.execute(PERIOD_ARCHIVES_SQL.read_text())
+            await conn.execute(SIGNED_CHECK_SQL.read_text())
             kind = "SELECT relkind::text FROM pg_class WHERE relname = 'events'"
             assert await conn.fetchval(kind) == "r"
             counts = {t: await conn.fetchval(f"SELECT count(*) FROM {t}") for t in TABLES}

@@ -122,37 +122,48 @@ ORDER BY e.event_time DESC, e.event_id DESC
 LIMIT $11
 """
 
-HISTORY_BY: Final = {
-    "patient": f"""
+# Every history statement checks, once and before any row, that this server has the
+# signed sizes its snapshot ($3) pins (migration 0020: a one-time filter raising LDG01).
+_SIGNED: Final = "ledger_require_signed($3::bigint[])"
+
+
+def _guarded(branches: str) -> str:
+    """A history statement: its branches merged, newest first, behind the signed check."""
+    return f"""
 SELECT * FROM (
+{branches}
+) h
+WHERE {_SIGNED}
+ORDER BY h.event_time DESC, h.event_id DESC
+LIMIT $11
+"""
+
+
+HISTORY_BY: Final = {
+    "patient": _guarded(f"""
     ({_HISTORY.format(disclosed="false", key=_PATIENT_KEY)})
     UNION ALL
     ({_READS_OF_PATIENT})
     UNION ALL
-    ({_ACCESSES_OF_PATIENT})
-) h
-ORDER BY h.event_time DESC, h.event_id DESC
-LIMIT $11
-""",
-    "user": _HISTORY.format(
-        # $2 (the qualifier) is unused for users and always NULL. A registry change's
-        # author is its user, but it is no access (docs/design/compliance-registry.md).
-        disclosed="false",
-        key="e.user_id = $1 AND $2::text IS NULL AND e.kind <> 'registry_change'",
+    ({_ACCESSES_OF_PATIENT})"""),
+    "user": _guarded(
+        _HISTORY.format(
+            # $2 (the qualifier) is unused for users and always NULL. A registry change's
+            # author is its user, but it is no access (docs/design/compliance-registry.md).
+            disclosed="false",
+            key="e.user_id = $1 AND $2::text IS NULL AND e.kind <> 'registry_change'",
+        )
     ),
-    "study": f"""
-SELECT * FROM (
+    "study": _guarded(f"""
     ({_HISTORY.format(disclosed="false", key=_STUDY_KEY)})
     UNION ALL
-    ({_ACCESSES_OF_STUDY})
-) h
-ORDER BY h.event_time DESC, h.event_id DESC
-LIMIT $11
-""",
+    ({_ACCESSES_OF_STUDY})"""),
     # The events that name the accession number, whatever their study (an accession is
     # the RIS's order number: normally one study, but the index does not assume it).
     # $2 is unused and always NULL. By the index events_accession_time (0015).
-    "accession": _HISTORY.format(disclosed="false", key="e.accession = $1 AND $2::text IS NULL"),
+    "accession": _guarded(
+        _HISTORY.format(disclosed="false", key="e.accession = $1 AND $2::text IS NULL")
+    ),
 }
 
 # Stored leaves at (log_id, leaf_index) positions.
