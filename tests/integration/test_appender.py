@@ -217,6 +217,26 @@ async def test_ledger_tables_are_append_only_even_for_the_owner(
         await owner_conn.execute(statement)
 
 
+async def test_only_the_reader_runs_the_signed_sizes_check(stack: Stack) -> None:
+    """Migration 0020's check, which every history page calls: the reader may run it
+    (true when covered, SQLSTATE LDG01 when not); the appender, like PUBLIC, may not."""
+    reader = await asyncpg.connect(stack.reader_url)
+    appender = await asyncpg.connect(stack.appender_url)
+    try:
+        assert await reader.fetchval("SELECT ledger_require_signed('{}'::bigint[])") is True
+        with pytest.raises(asyncpg.PostgresError) as behind:
+            await reader.fetchval(
+                "SELECT ledger_require_signed(ARRAY[9223372036854775807]::bigint[])"
+            )
+        assert behind.value.sqlstate == "LDG01"
+        assert "not yet replayed" in str(behind.value)
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await appender.fetchval("SELECT ledger_require_signed('{}'::bigint[])")
+    finally:
+        await reader.close()
+        await appender.close()
+
+
 async def test_roles_have_least_privilege(stack: Stack) -> None:
     reader = await asyncpg.connect(stack.reader_url)
     appender = await asyncpg.connect(stack.appender_url)
