@@ -40,23 +40,7 @@ class Unsupported(Exception):
     """A schema (or a value, or a body) outside what this module generates code for."""
 
 
-def _read_long(d: bytes, p: int) -> tuple[int, int]:
-    """A varint of at most 10 bytes whose value fits 64 bits (else ``Unsupported``)."""
-    shift = value = 0
-    for _ in range(10):
-        b = d[p]
-        p += 1
-        value |= (b & 0x7F) << shift
-        if b < 0x80:
-            if value >= 2**64:
-                break
-            return (value >> 1) ^ -(value & 1), p
-        shift += 7
-    raise Unsupported("varint beyond 64 bits")
-
-
 _HELPERS: Final[dict[str, object]] = {
-    "_rl": _read_long,
     "_Bail": Unsupported,
     "_UUID": uuid.UUID,
     "_datetime": datetime,
@@ -284,11 +268,23 @@ class _Compiler:
 
     @staticmethod
     def _dec_long(src: _Source, ind: int, target: str) -> None:
+        """A varint, inline: one byte at once, more in a loop of at most 10 bytes whose
+        value must fit 64 bits (else ``_Bail``: fastavro decides)."""
+        x, b, s = target, src.fresh("b"), src.fresh("s")
         src.add(
             ind,
-            f"{target} = d[p]",
-            f"if {target} < 128: {target} = ({target} >> 1) ^ -({target} & 1); p += 1",
-            f"else: {target}, p = _rl(d, p)",
+            f"{x} = d[p]",
+            f"if {x} < 128: {x} = ({x} >> 1) ^ -({x} & 1); p += 1",
+            "else:",
+            f"    {x} &= 127; {s} = 7; p += 1",
+            "    while True:",
+            f"        {b} = d[p]; p += 1",
+            f"        {x} |= ({b} & 127) << {s}",
+            f"        if {b} < 128: break",
+            f"        {s} += 7",
+            f"        if {s} > 63: raise _Bail",
+            f"    if {x} >= 18446744073709551616: raise _Bail",
+            f"    {x} = ({x} >> 1) ^ -({x} & 1)",
         )
 
     def _dec_block(self, src: _Source, ind: int, kind: str, node: object, target: str) -> None:

@@ -401,3 +401,39 @@ def test_names_from_a_schema_never_become_code() -> None:
     fastavro.schemaless_writer(buf, schema, record)
     assert encode(record) == buf.getvalue()
     assert decode(buf.getvalue(), 0) == (record, len(buf.getvalue()))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [0, -1, 63, -64, 64, -65, 2**31, -(2**31) - 1, 2**62, 2**63 - 1, -(2**63)],
+)
+def test_longs_of_every_width_read_and_write_as_fastavro(value: int) -> None:
+    schema = fastavro.parse_schema(
+        {"type": "record", "name": "t.L", "fields": [{"name": "n", "type": "long"}]}
+    )
+    result = compile_schema(schema)
+    assert result is not None
+    encode, decode = result
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, schema, {"n": value})
+    assert encode({"n": value}) == buf.getvalue()
+    assert decode(buf.getvalue(), 0) == ({"n": value}, len(buf.getvalue()))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"\x80" * 10 + b"\x00",  # eleven bytes
+        b"\xff" * 9 + b"\x02",  # ten bytes, past 64 bits
+        b"\xff" * 3,  # cut inside the varint
+    ],
+    ids=["eleven bytes", "past 64 bits", "cut"],
+)
+def test_a_varint_it_cannot_read_is_left_to_fastavro(body: bytes) -> None:
+    schema = fastavro.parse_schema(
+        {"type": "record", "name": "t.L", "fields": [{"name": "n", "type": "long"}]}
+    )
+    result = compile_schema(schema)
+    assert result is not None
+    with pytest.raises(Exception):  # noqa: B017, PT011 - any refusal: the codec asks fastavro
+        result[1](body, 0)
