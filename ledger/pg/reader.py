@@ -9,6 +9,7 @@ incomplete page (docs/postgres.md).
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -33,11 +34,13 @@ from ledger.audit.query import (
     StoredEvent,
 )
 from ledger.audit.unreadable import UnreadablePeriod
-from ledger.errors import MalformedInputError, PushbackError
+from ledger.errors import MalformedInputError, PushbackError, UnavailableError
 from ledger.log import tiles
 from ledger.pg import sql, tree
 from ledger.pg.pool import PooledAdapter, PoolSettings, unavailable_when_transient
 from ledger.pg.sql.periods import DETACHED_PERIODS
+
+logger = logging.getLogger("ledger.pg.reader")
 
 #: SQLSTATE of ``ledger_require_signed`` (migration 0020): this server does not yet have
 #: the signed sizes a listing is pinned to. A replica behind the server that gave the
@@ -47,6 +50,10 @@ from ledger.pg.sql.periods import DETACHED_PERIODS
 NOT_YET_SIGNED: Final = "LDG01"
 _BEHIND: Final = (
     "this database server has not yet replayed the signed checkpoints the listing is pinned to"
+)
+_NOT_MIGRATED: Final = (
+    "the database schema is older than this version (ledger_require_signed, migration "
+    "0020, is missing): run `ledger migrate`"
 )
 
 #: How long a snapshot of the signed sizes is reused (a checkpoint is signed every ~1 s).
@@ -153,6 +160,9 @@ class PostgresReader(PooledAdapter):
         try:
             async with self._p.acquire() as conn:
                 return await self._history_rows(conn, query, snapshot, limit, after)
+        except asyncpg.UndefinedFunctionError as exc:
+            logger.error("%s", _NOT_MIGRATED)  # the fix, for the operator (no PHI in it)
+            raise UnavailableError(_NOT_MIGRATED) from exc
         except asyncpg.PostgresError as exc:
             if exc.sqlstate == NOT_YET_SIGNED:
                 raise PushbackError(_BEHIND, retry_after=1.0) from exc

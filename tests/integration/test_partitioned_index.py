@@ -16,8 +16,9 @@ import pytest
 
 from consumers.classify import classify
 from ledger.audit.ingest import Accepted, WriterSchemaInfo
-from ledger.audit.query import Cursor, HistoryKey, HistoryQuery
+from ledger.audit.query import Cursor, HistoryKey, HistoryQuery, Snapshot
 from ledger.audit.reports import InvestigationScope, PatientRef, to_json
+from ledger.errors import UnavailableError
 from ledger.log.keys import load_signers
 from ledger.log.leaf import KafkaRecord
 from ledger.log.periods import PeriodLength
@@ -539,3 +540,20 @@ def test_a_target_that_is_not_shipped_is_refused(stack: Stack) -> None:
 
     with pytest.raises(MalformedInputError, match="no migration"):
         apply_migrations(stack.owner_url, target="9999.nothing")
+
+
+async def test_a_reader_on_a_schema_before_0020_names_the_fix(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    """History pages call migration 0020's check: on a database not migrated that far,
+    the page is a 503 (UnavailableError) and the log says to run `ledger migrate`."""
+    database = await _fresh_database(stack)
+    try:
+        apply_migrations(with_database(stack.owner_url, database), target="0019.period-archives")
+        async with PostgresReader(dsn=with_database(stack.reader_url, database)) as reader:
+            query = HistoryQuery(key=HistoryKey.PATIENT, value="p", qualifier=None)
+            with pytest.raises(UnavailableError, match="ledger migrate"):
+                await reader.history_rows(query, snapshot=Snapshot(sizes=()), limit=10, after=None)
+        assert any("ledger migrate" in r.getMessage() for r in caplog.records)
+    finally:
+        await _drop(stack, database)
