@@ -49,6 +49,8 @@ from producers.events import utc_now
 from producers.kafka_security import KafkaSecurity, client_kwargs
 from producers.lifecycle import AsyncLifecycle
 
+#: One poll's records by partition, each with its producer-authentication envelope.
+_Pairs = list[tuple[TopicPartition, list[tuple[ConsumerRecord[bytes, bytes], bytes | None]]]]
 logger = logging.getLogger(__name__)
 
 #: The longest pause between attempts to reach Kafka at start.
@@ -159,7 +161,7 @@ class _SeekToStored(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
         delay = 0.5
-        while True:
+        while not self._owner._stopping.is_set():  # stopping: leave them paused
             try:
                 # No append while the partitions are claimed and positioned (an append's
                 # back-pressure resume must not un-pause a partition not yet positioned).
@@ -269,11 +271,16 @@ class LedgerConsumer(AsyncLifecycle):
         )
 
     async def stop(self) -> None:
+        """Let an append in progress finish, then stop Kafka. The batch lock is not held
+        while aiokafka stops: its group coordinator may be inside our rebalance callback,
+        waiting for that lock, and aiokafka's stop waits for the coordinator (a process
+        that hung for good on SIGTERM after PostgreSQL went away mid-assignment)."""
         self._stopping.set()
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             async with self._batch_lock:
-                await consumer.stop()
+                pass  # no append starts after this: run() stops at _stopping
+            await consumer.stop()
 
     async def kafka_answers(self) -> bool:
         """Whether a broker answers a metadata request now (readiness: a poll does not
@@ -352,6 +359,8 @@ class LedgerConsumer(AsyncLifecycle):
                     await self._cadence.sweep()
                     continue
                 async with self._batch_lock:
+                    if self._stopping.is_set():
+                        break  # stop() is under way; the ledger's stored positions stand
                     await asyncio.gather(*(self._append_partition(consumer, p) for p in polled))
                 await self._cadence.sweep()
         finally:
@@ -392,15 +401,18 @@ class LedgerConsumer(AsyncLifecycle):
         self.kafka_error = None
         polled_at = time.monotonic()
         claims = {tp: self._epochs.get(tp) for tp in batches}
-        gate = self._gate
-        if gate is not None:
-            await gate.refresh_keys(on_unknown_key=False)
         now = utc_now()
         polled = [(tp, [(m, envelope_of(m)) for m in ms]) for tp, ms in batches.items() if ms]
         verdicts: Iterator[Authenticated | AuthFailure | None] = itertools.repeat(None)
-        if gate is not None:
-            rows = [(m.topic, m.value or b"", e) for _, pairs in polled for m, e in pairs]
-            verdicts = iter(await gate.authenticate_poll(rows))
+        try:
+            verdicts = await self._verdicts(polled) or verdicts
+        except UnavailableError as exc:
+            # The producers' keys live in PostgreSQL. Read these records again once it
+            # answers: aiokafka's position moved past them in memory only.
+            self._read_again(consumer, polled, claims)
+            logger.warning("cannot authenticate a poll (%s); reading it again", exc)
+            await asyncio.sleep(1.0)
+            return []
         return [
             _Polled(
                 tp=tp,
@@ -410,6 +422,30 @@ class LedgerConsumer(AsyncLifecycle):
             )
             for tp, pairs in polled
         ]
+
+    async def _verdicts(
+        self, polled: _Pairs
+    ) -> Iterator[Authenticated | AuthFailure | None] | None:
+        """Each record's producer authentication, in poll order (None: not required)."""
+        gate = self._gate
+        if gate is None:
+            return None
+        await gate.refresh_keys(on_unknown_key=False)
+        rows = [(m.topic, m.value or b"", e) for _, pairs in polled for m, e in pairs]
+        return iter(await gate.authenticate_poll(rows))
+
+    def _read_again(
+        self,
+        consumer: AIOKafkaConsumer,
+        polled: _Pairs,
+        claims: dict[TopicPartition, int | None],
+    ) -> None:
+        """Move each partition back to the first record of its batch, unless it was claimed
+        again since the poll (that claim positioned it from the ledger: keep that)."""
+        assigned = consumer.assignment()
+        for tp, pairs in polled:
+            if tp in assigned and pairs and self._epochs.get(tp) == claims[tp]:
+                consumer.seek(tp, pairs[0][0].offset)
 
     def _classify_all(
         self,
