@@ -120,12 +120,17 @@ async def running(
 
 
 async def _open(
-    receiver: AtnaReceiver, pki: Pki, cn: str = SENDER
+    receiver: AtnaReceiver, pki: Pki, cn: str = SENDER, *, send_buffer: int | None = None
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A TLS connection as ``cn``; ``send_buffer`` caps the kernel's send buffer (set
+    before connecting, so autotuning never grows it)."""
     ctx = _client_context(pki, client=pki.client(cn))
-    return await asyncio.open_connection(
-        "127.0.0.1", receiver.tls_port, ssl=ctx, server_hostname="localhost"
-    )
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if send_buffer is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", receiver.tls_port))
+    return await asyncio.open_connection(sock=sock, ssl=ctx, server_hostname="localhost")
 
 
 async def _until(predicate: Any, timeout: float = 10.0) -> None:
@@ -233,7 +238,9 @@ async def test_tls_backpressure_bounds_memory(tmp_path: Path, tls_files: Pki) ->
     emitter = FakeEmitter()
     emitter.gate.clear()  # Kafka (and the spool) cannot take anything
     async with running(tmp_path, tls_files, emitter, queue_max=8) as receiver:
-        _, writer = await _open(receiver, tls_files)
+        # A small send buffer: the sender is pushed back after a few hundred kilobytes
+        # (what the receiver's socket holds unread), not the megabytes autotuning allows.
+        _, writer = await _open(receiver, tls_files, send_buffer=4096)
         frames = [frame_octet_counted(_variant(i)) for i in range(100)]
         blocked = False
         sent = 0
