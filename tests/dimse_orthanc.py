@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import json
 import shutil
-import socket
 import subprocess
 import time
 import urllib.request
@@ -22,14 +21,10 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import UID, ExplicitVRLittleEndian, SecondaryCaptureImageStorage
 
+from tests.ports import free_port
+
 ORTHANC = Path("/usr/sbin/Orthanc")
 PYTHON_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancPython.so")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True)

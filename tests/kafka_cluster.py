@@ -11,9 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import random
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Mapping
@@ -28,6 +26,7 @@ from aiokafka.errors import KafkaError
 
 from ledgerctl.settings import KafkaRole, kafka_security_from_env
 from producers.kafka_security import KafkaSecurity, client_kwargs
+from tests.ports import free_ports_at
 
 ROOT = Path(__file__).resolve().parents[1]
 KAFKA_SH = ROOT / "deploy" / "local" / "kafka.sh"
@@ -35,25 +34,10 @@ KAFKA_SH = ROOT / "deploy" / "local" / "kafka.sh"
 STEP = 100
 
 
-def _bindable(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_base_port(brokers: int, rng: random.Random | None = None) -> int:
+def free_base_port(brokers: int) -> int:
     """A base port whose client and controller ports (base, base+1, plus STEP per node)
-    are all free, below Linux's ephemeral range (deploy/local/common.sh says why)."""
-    rng = rng or random.Random()
-    for _ in range(200):
-        base = rng.randrange(20_000, 32_000 - STEP * brokers, 2)
-        ports = [base + STEP * i + j for i in range(brokers) for j in (0, 1)]
-        if all(_bindable(p) for p in ports):
-            return base
-    raise RuntimeError("no free ports for a Kafka cluster")
+    are all free, below Linux's ephemeral range (tests/ports.py)."""
+    return free_ports_at([STEP * i + j for i in range(brokers) for j in (0, 1)])
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

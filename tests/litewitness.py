@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.ports import free_port as _free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 TOOLS = Path(os.environ.get("LEDGER_GOTOOLS_DIR") or ROOT / ".local") / "bin"
 LITEWITNESS = TOOLS / "litewitness"
@@ -55,12 +57,6 @@ def require_litewitness() -> None:
         if os.environ.get("CI"):
             raise RuntimeError(f"litewitness missing in {TOOLS}: run deploy/local/gotools.sh")
         pytest.skip(f"litewitness not in {TOOLS}: run deploy/local/gotools.sh litewitness")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

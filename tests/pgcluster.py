@@ -10,7 +10,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -19,6 +18,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, urlencode
+
+from tests.ports import free_port
 
 LEDGER_ROLES = ("ledger_owner", "ledger_appender", "ledger_reader")
 # The superuser's pg_partman step of deploy/local/postgres.sh (docs/postgres.md).
@@ -35,12 +36,6 @@ def pg_bin() -> Path:
 def as_pg(command: list[str]) -> list[str]:
     """PostgreSQL refuses to run as root: run as its own user then."""
     return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _run(command: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:

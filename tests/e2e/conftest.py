@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import pytest
 
 from ledgerctl.settings import KafkaRole
 from producers.emitter import Emitter, EmitterConfig
+from tests.ports import free_port
 from tests.support import ROOT, Stack
 
 LEDGER = str(Path(sys.executable).with_name("ledger"))
@@ -44,12 +44,6 @@ def install_or_skip(script: str, what: str, present: Callable[[], bool]) -> None
             f"{what} could not be installed with apt here: "
             + (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
         )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

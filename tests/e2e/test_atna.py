@@ -49,6 +49,7 @@ from tests.e2e.conftest import (
     install_or_skip,
     wait_for_events,
 )
+from tests.ports import free_udp_port
 from tests.support import ROOT
 
 pytestmark = pytest.mark.e2e
@@ -65,12 +66,6 @@ MAPPED = [
     "dcm4chee-export.xml",
     "multi-study.xml",
 ]
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 #: The client certificate CN the tests send as, and a second sender.

@@ -17,7 +17,6 @@ import json
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -37,6 +36,7 @@ from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, ge
 from ledgerctl.settings import KafkaRole
 from producers.kafka_security import KafkaSecurity
 from tests.e2e.conftest import Pipeline, free_port, install_or_skip, wait_for_events
+from tests.ports import closed_address
 from tests.support import ROOT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
@@ -400,9 +400,7 @@ async def test_kafka_unreachable_orthanc_serves_at_once_and_nothing_is_lost(
     ensure_orthanc()
     users = {u: secrets.token_urlsafe(12) for u in ROLES}
     producer = f"orthanc-e2e-down-{uuid.uuid4().hex[:6]}"
-    with socket.socket() as s:  # nothing listens here: connections are refused
-        s.bind(("127.0.0.1", 0))
-        dead = f"127.0.0.1:{s.getsockname()[1]}"
+    dead = closed_address()  # nothing listens here: connections are refused
     run = uuid.uuid4().hex[:8]
     patient, accession = f"DN{run}", f"D{run}"
     study_uid, files = make_study(patient, "e2e-issuer", accession, 2)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import ssl
 import threading
 import time
@@ -30,17 +29,12 @@ from ledgerctl.delivery import Senders
 from tests.atna_pki import Pki, make_pki
 from tests.conftest import own_ledger
 from tests.integration.test_compliance_alerts import evaluate, fill, plant
+from tests.ports import free_port
 from tests.support import Stack, run_ledger
 
 pytestmark = pytest.mark.integration
 
 SECRET = b"webhook-test-secret-0123456789abcdef"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

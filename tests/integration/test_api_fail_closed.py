@@ -6,7 +6,6 @@ producer library with Kafka unreachable and a spool too small for one event."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,15 +16,10 @@ from ledger.http import create_app
 from ledger.pg.reader import PostgresReader
 from ledgerctl.readaudit import EmitterReadRecorder
 from producers.emitter import Emitter, EmitterConfig
+from tests.ports import free_port as closed_port
 from tests.support import Stack
 
 pytestmark = pytest.mark.integration
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

@@ -41,6 +41,7 @@ from producers.codec import Codec
 from producers.events import AuditLogUsed, DisclosedRange, PhiAccessEvent, event_key
 from tests.conftest import drop_database
 from tests.integration.test_quarantine_ops import quarantine_two
+from tests.ports import free_port as closed_port
 from tests.support import ROOT, Stack, signed_headers, with_database
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -48,13 +49,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 LEDGER = str(Path(sys.executable).with_name("ledger"))
 CODEC = Codec()
 OPERATOR = pwd.getpwuid(os.geteuid()).pw_name
-
-
-def closed_port() -> int:
-    """A local port nothing listens on (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def run(

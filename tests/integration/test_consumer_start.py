@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit, urlunsplit
 
@@ -18,15 +17,10 @@ import pytest
 from consumers.process import _database_unless_stopped
 from ledger.errors import UnavailableError
 from ledger.pg.appender import PostgresAppender
+from tests.ports import free_port
 from tests.support import Stack
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def at_port(dsn: str, port: int) -> str:

@@ -39,18 +39,13 @@ from integrations.dicomproxy import (
 )
 from tests.atna_pki import make_pki
 from tests.dicom_upstream import UPSTREAM_AET, UpstreamPacs, write_instances
+from tests.ports import free_port
 
 pytestmark = pytest.mark.skipif(shutil.which("findscu") is None, reason="needs DCMTK")
 
 PROXY_AET = "LEDGERPROXY"
 CLIENTS = ["ECHOSCU", "FINDSCU", "GETSCU", "MOVESCU", "STORESCU", "PYCLIENT"]
 HOSP = "HOSP"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def dcmtk(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -8,7 +8,6 @@ relayed and recorded as ``bad_dataset``. Needs no shared stack."""
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -34,12 +33,6 @@ from tests.dicom_upstream import ct_instance
 
 PROXY_AET, PACS_AET, CLIENT = "LEDGERPROXY", "SMALLPDU", "STORESCU"
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

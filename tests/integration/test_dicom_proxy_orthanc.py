@@ -27,6 +27,7 @@ from integrations.dicomproxy import (
     parse_config,
 )
 from tests.dicom_upstream import Archive, write_instances
+from tests.ports import free_port
 
 pytestmark = [
     pytest.mark.timeout(180),
@@ -39,14 +40,6 @@ pytestmark = [
 PROXY_AET = "LEDGERPROXY"
 ORTHANC_AET = "PROXYTESTPACS"
 CLIENTS = ["FINDSCU", "GETSCU", "MOVESCU", "STORESCU"]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def dcmtk(*args: str) -> subprocess.CompletedProcess[str]:

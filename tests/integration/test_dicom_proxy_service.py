@@ -18,17 +18,12 @@ from pathlib import Path
 import pytest
 
 from tests.dicom_upstream import UPSTREAM_AET, UpstreamPacs
+from tests.ports import free_port
 from tests.support import ROOT, local_producer_key
 
 pytestmark = pytest.mark.timeout(120)
 
 LEDGER = str(Path(sys.executable).with_name("ledger"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

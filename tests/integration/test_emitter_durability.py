@@ -18,7 +18,6 @@ import functools
 import json
 import logging
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -41,6 +40,7 @@ from producers.errors import EmitterPushbackError, EmitterUnavailableError, Spoo
 from producers.events import AuditEvent
 from producers.kafka_security import client_kwargs
 from producers.spool import Spool
+from tests.ports import closed_address
 from tests.support import Stack, kafka_proxy, local_authenticator, local_kafka, local_producer_key
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
@@ -66,9 +66,7 @@ class Received:
 
 def dead_bootstrap() -> str:
     """An address where nothing listens: connecting is refused at once."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{s.getsockname()[1]}"
+    return closed_address()
 
 
 def split(bootstrap: str) -> tuple[str, int]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import secrets
-import socket
 import subprocess
 import sys
 import uuid
@@ -49,6 +48,7 @@ from producers.events import (
     PhiAccessEvent,
 )
 from tests.conftest import drop_database
+from tests.ports import free_port
 from tests.support import (
     ROOT,
     Stack,
@@ -306,9 +306,3 @@ def test_a_tampered_range_row_is_reported(ledger: Ledger, tmp_path: Path) -> Non
         server.wait(timeout=20)
     assert online.returncode == 1, online.stdout + online.stderr
     assert sum("disclosure_mismatch" in line for line in online.stdout.splitlines()) == 3
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

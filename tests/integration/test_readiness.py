@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -27,6 +26,7 @@ from ledgerctl.settings import KafkaRole
 from producers.codec import Codec
 from producers.emitter import Emitter, EmitterConfig
 from producers.ops import emitter_checks
+from tests.ports import free_port as _closed_port
 from tests.support import Stack, kafka_proxy
 from tests.tcp_relay import TcpRelay
 
@@ -98,12 +98,6 @@ async def test_database_readiness_says_when_postgresql_is_gone(stack: Stack) -> 
     assert reason is not None
     assert reason.startswith("PostgreSQL unavailable (")
     assert "@" not in reason  # never the DSN
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_an_emitter_spooling_or_nearly_full_is_not_ready(

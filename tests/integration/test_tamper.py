@@ -34,6 +34,7 @@ from ledger.pg.migrate import apply_migrations
 from ledgerctl.tokens import create_token
 from producers.codec import Codec
 from tests.conftest import drop_database
+from tests.ports import free_port as _free_port
 from tests.support import ROOT, Stack, signed_headers, superuser_url, with_database
 
 pytestmark = pytest.mark.integration
@@ -265,11 +266,3 @@ def test_every_tamper_is_detected_and_located(ledger: Ledger, tmp_path: Path) ->
     assert via_api.returncode == 1
     for needle in ("leaf_hash_mismatch", "checkpoint_signature", "index_mismatch"):
         assert needle in via_api.stdout, via_api.stdout
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
