@@ -34,6 +34,7 @@ from producers.pipe_protocol import (
     MAX_PENDING,
     NICE_ENV,
     PIPE_BYTES,
+    PIPE_COMMAND,
     frame,
     read_message,
 )
@@ -159,7 +160,7 @@ class PipeEmitter:
             idle = self._spawn_idle
         env[IDLE_ENV] = "1" if idle else "0"
         proc = subprocess.Popen(  # noqa: S603 - our own module, no shell
-            [self._python, "-m", "producers.pipe"],
+            [self._python, *PIPE_COMMAND],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,

@@ -39,7 +39,8 @@ logger = logging.getLogger(__name__)
 
 
 def main() -> None:  # pragma: no cover - runs in the child; tests/integration/test_pipe.py
-    """Read frames on stdin, emit, acknowledge on stdout."""
+    """``python -m producers.pipe_process``: read frames on stdin, emit, acknowledge on
+    stdout."""
     # The protocol gets its own copy of stdout; anything printed goes to stderr instead.
     protocol = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
@@ -218,10 +219,14 @@ async def _ops_listener(
         )
         await server.__aenter__()
     except (ImportError, ValueError, OSError) as exc:
-        logger.warning("no ops listener (%s: %s)", OPS_ENV, type(exc).__name__)
+        logger.warning("no ops listener on %s (%s: %s)", address, OPS_ENV, exc)
         yield
         return
     try:
         yield
     finally:
         await server.__aexit__(None, None, None)
+
+
+if __name__ == "__main__":  # pragma: no cover - PIPE_COMMAND
+    main()

@@ -17,6 +17,10 @@ from typing import IO, Final
 LENGTH: Final = struct.Struct(">I")
 #: The pipe process's nice value when not at idle priority, set by the host.
 NICE_ENV: Final = "PHI_LEDGER_PIPE_NICE"
+#: The pipe process's command after the interpreter. Not ``-m producers.pipe``: the
+#: package imports that module, so runpy would warn at every start (a RuntimeWarning in
+#: the host's log).
+PIPE_COMMAND: Final = ("-m", "producers.pipe_process")
 #: "1": the pipe process runs at idle CPU priority (``SCHED_IDLE``), set by the host.
 IDLE_ENV: Final = "PHI_LEDGER_PIPE_IDLE"
 #: "host:port" (or a port on loopback): the pipe process serves /metrics, /livez and

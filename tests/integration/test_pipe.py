@@ -25,7 +25,7 @@ import pytest
 from integrations.simulator import Simulator
 from producers.events import AuditEvent, Patient, PhiAccessEvent, schema_name, to_record
 from producers.pipe import PipeEmitter, _config_fields
-from producers.pipe_protocol import frame, read_message
+from producers.pipe_protocol import PIPE_COMMAND, frame, read_message
 from tests.integration.test_emitter_durability import consume, fresh_topics
 from tests.integration.test_sync_emitter import sync_config
 from tests.support import Stack
@@ -113,20 +113,27 @@ async def test_an_invalid_event_is_refused_by_the_pipe_process_and_counted(
     assert [r.event_id for r in received] == [str(good.event_id)]
 
 
-def _talk_to_a_pipe(frames: list[tuple[object, ...]]) -> tuple[list[tuple[object, ...]], int]:
-    """Send frames to a fresh pipe process, close its input; (its replies, its exit status)."""
+def _talk_to_a_pipe(
+    frames: list[tuple[object, ...]],
+) -> tuple[list[tuple[object, ...]], int, str]:
+    """Send frames to a fresh pipe process (started as PipeEmitter starts one), close its
+    input; (its replies, its exit status, what it wrote to stderr)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "producers.pipe"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        [sys.executable, *PIPE_COMMAND],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     assert proc.stdin is not None
     assert proc.stdout is not None
+    assert proc.stderr is not None
     for message in frames:
         proc.stdin.write(frame(message))
     proc.stdin.close()
     replies = []
     while (reply := read_message(proc.stdout)) is not None:
         replies.append(reply)
-    return replies, proc.wait(30)
+    return replies, proc.wait(30), proc.stderr.read().decode()
 
 
 async def test_a_record_that_is_no_event_is_refused_not_fatal_to_the_pipe_process(
@@ -143,8 +150,11 @@ async def test_a_record_that_is_no_event_is_refused_not_fatal_to_the_pipe_proces
         ("event", 1, schema_name(good), {"not": "an event"}),
         ("event", 2, schema_name(good), record),
     ]
-    replies, returncode = await asyncio.to_thread(_talk_to_a_pipe, frames)
+    replies, returncode, stderr = await asyncio.to_thread(_talk_to_a_pipe, frames)
     assert returncode == 0
+    # What Orthanc's log shows of each pipe process: no interpreter warning at its start
+    # (`-m producers.pipe` drew runpy's "found in sys.modules" RuntimeWarning).
+    assert "Warning" not in stderr, stderr
     assert replies[0][0] == "block"
     assert replies[1] == ("refused", 1, "<record>")
     # Acknowledgements are cumulative: "ack 2" alone, or "ack 1" (the refused frame is
