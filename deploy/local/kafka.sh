@@ -225,9 +225,13 @@ logger.state.level = WARN
 CONF
 }
 
+# LEDGER_KAFKA_JVM_OPTS: more JVM options, after ours (a later option wins).
 java_args() {
   JAVA_ARGS=("-Xmx$HEAP" "-Xms$HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true
-             "-Dlog4j2.configurationFile=$LOG4J" -cp "$LIBS/*")
+             "-Dlog4j2.configurationFile=$LOG4J")
+  # shellcheck disable=SC2206 # options are words
+  [ -z "${LEDGER_KAFKA_JVM_OPTS:-}" ] || JAVA_ARGS+=(${LEDGER_KAFKA_JVM_OPTS})
+  JAVA_ARGS+=(-cp "$LIBS/*")
 }
 java_cmd() { java_args; java "${JAVA_ARGS[@]}" "$@"; }
 
