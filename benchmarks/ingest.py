@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.emitstats import bounds_of, quantile_line
 from benchmarks.proofs import admin_kafka, env, on_db, simulator
+from benchmarks.stackcpu import stack_cpu
 from consumers.classify import classify
 from integrations.simulator import Simulator
 from ledger.audit.ingest import Accepted
@@ -112,9 +113,11 @@ async def produce(
 
 
 async def count_events(url: str) -> int:
+    """Events appended so far, from the batches' position rows: a count(*) of the events
+    every half second read the whole table each time, PostgreSQL CPU the ingest paid."""
     conn = await asyncpg.connect(url)
     try:
-        return int(await conn.fetchval("SELECT count(*) FROM events"))
+        return int(await conn.fetchval("SELECT coalesce(sum(appended), 0) FROM ingest_positions"))
     finally:
         await conn.close()
 
@@ -171,7 +174,7 @@ def stopped_cpu(proc: subprocess.Popen[bytes]) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def raw_copy(settings: dict[str, str], db: str, n: int) -> float:
+async def raw_copy(settings: dict[str, str], db: str, n: int) -> tuple[float, float]:
     """COPY the rows the consumer writes for n events, on one connection, into an empty
     ledger: leaves (with their seal references), index rows, disclosed ranges and
     patients, the tiles they complete and one position row per batch, in transactions of
@@ -206,7 +209,7 @@ async def raw_copy(settings: dict[str, str], db: str, n: int) -> float:
             for item in items[start : start + 5000]:
                 batch.add(item)
             batches.append(batch)
-        t = time.perf_counter()
+        t, server = time.perf_counter(), stack_cpu()["PostgreSQL"]
         for batch in batches:
             async with conn.transaction():
                 await _write_rows(conn, batch)
@@ -214,7 +217,8 @@ async def raw_copy(settings: dict[str, str], db: str, n: int) -> float:
                     sql.INSERT_POSITION, log_id, batch.next_leaf + len(batch.leaves),
                     batch.next_leaf, len(batch.leaves), 0, 0,
                 )  # fmt: skip
-        return n / (time.perf_counter() - t)
+        elapsed, server = time.perf_counter() - t, stack_cpu()["PostgreSQL"] - server
+        return n / elapsed, server / n
     finally:
         await conn.close()
 
@@ -253,6 +257,20 @@ async def restart_latency(
     second.wait()
     await producer
     return float(latest) - killed_at
+
+
+def cpu_account(consumer: float, servers: dict[str, float]) -> str:
+    """Where the CPU of one event went, from the first append on, and the rate the
+    machine's cores would allow were the consumer free: a faster consumer can buy no more."""
+    cores = os.cpu_count() or 1
+    total = consumer + sum(servers.values())
+    shares = {"consumer": consumer, **servers}
+    parts = ", ".join(f"{name} {s * 1e6:.1f}" for name, s in shares.items())
+    return (
+        f"  CPU per event (µs): {parts}; together {total * 1e6:.1f}, so at most "
+        f"{cores / total:,.0f}/s on {cores} cores; with a consumer that cost nothing, "
+        f"{cores / max(total - consumer, 1e-9):,.0f}/s"
+    )
 
 
 def cpu_ceiling(n: int) -> tuple[float, float]:
@@ -308,18 +326,20 @@ async def main() -> None:
         while (at_first := await count_events(url)) == 0:  # noqa: ASYNC110 - another process
             await asyncio.sleep(0.05)
         cpu_at_first = sum(process_cpu(proc.pid) for proc in procs)
+        servers_at_first = stack_cpu()
         while await count_events(url) < args.events:
             if time.monotonic() - started > 1800:
                 raise SystemExit("ingest did not finish in 30 minutes")
             await asyncio.sleep(0.5)
+        servers = {k: v - servers_at_first[k] for k, v in stack_cpu().items()}
         cpu = sum(stopped_cpu(proc) for proc in procs) - cpu_at_first
-        cpu_per_event = cpu / max(args.events - at_first, 1)
+        counted = max(args.events - at_first, 1)
         first, last = await ingest_times(url)
         rates[processes] = args.events / max(last - first, 1e-6)
         print(f"end to end (Kafka -> consumer -> PostgreSQL, leaves, tiles, checkpoints), "
               f"{processes} consumer process(es): {rates[processes]:,.0f} events/s "
-              f"over {args.events:,} events; consumer CPU {cpu_per_event * 1e6:.1f} µs per "
-              f"event from its first append on; load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+              f"over {args.events:,} events; load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+        print(cpu_account(cpu / counted, {k: v / counted for k, v in servers.items()}))
         admin = await asyncpg.connect(settings["DATABASE_URL"])
         await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
         await admin.close()
@@ -331,8 +351,9 @@ async def main() -> None:
 
     copy_db = f"ledger_bench_copy_{run}"
     await fresh_database(settings, copy_db)
-    copy = await raw_copy(settings, copy_db, args.events)
-    print(f"baseline raw COPY of the same leaves + index rows, one connection: {copy:,.0f} rows/s")
+    copy, copy_cpu = await raw_copy(settings, copy_db, args.events)
+    print(f"baseline raw COPY of the same leaves + index rows, one connection: {copy:,.0f} rows/s"
+          f" (PostgreSQL CPU {copy_cpu * 1e6:.1f} µs per row)")  # fmt: skip
     print(f"ratio end to end / raw COPY: {e2e / copy:.2f} (load average "
           f"{', '.join(f'{x:.1f}' for x in os.getloadavg())})")  # fmt: skip
 
