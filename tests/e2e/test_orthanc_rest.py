@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import difflib
 import io
 import json
 import secrets
@@ -252,9 +253,25 @@ def _zip_entries(data: bytes) -> list[tuple[str, bytes]]:
             if info.filename == "DICOMDIR":
                 ds = dcmread(io.BytesIO(content))
                 ds.file_meta.MediaStorageSOPInstanceUID = UID("1.2.3")
-                content = json.dumps(ds.to_json_dict(), sort_keys=True).encode()
+                content = json.dumps(ds.to_json_dict(), sort_keys=True, indent=1).encode()
             entries.append((info.filename, content))
     return entries
+
+
+def _entries_diff(plain: list[tuple[str, bytes]], audited: list[tuple[str, bytes]]) -> str:
+    """Where two ZIPs' entries differ: the names, and a diff of each differing entry
+    that is text (a DICOMDIR as indented JSON; a CI run once saw one differ)."""
+    lines = [f"names: {[n for n, _ in plain]} vs {[n for n, _ in audited]}"]
+    for (name, a), (_, b) in zip(plain, audited, strict=False):
+        if a != b:
+            try:
+                left, right = a.decode().splitlines(), b.decode().splitlines()
+            except UnicodeDecodeError:
+                lines.append(f"{name}: {len(a)} vs {len(b)} bytes differ")
+                continue
+            diff = difflib.unified_diff(left, right, "plain", "audited", lineterm="", n=2)
+            lines.extend([f"{name}:", *list(diff)[:80]])
+    return "\n".join(lines)
 
 
 def _without_details(body: bytes) -> bytes:
@@ -272,7 +289,8 @@ def _same(pair: Pair, method: str, path: str, body: bytes | None = None) -> Repl
     ), (method, path, plain.body[:300], audited.body[:300])  # fmt: skip
     if plain.content_type == "application/zip":
         # A ZIP holds each entry's modification time (to the second): compare entries.
-        assert _zip_entries(audited.body) == _zip_entries(plain.body)
+        ours, theirs = _zip_entries(audited.body), _zip_entries(plain.body)
+        assert ours == theirs, _entries_diff(theirs, ours)
     else:
         assert audited.body == plain.body, (method, path, plain.body[:500], audited.body[:500])
     return audited
