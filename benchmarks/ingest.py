@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import dataclasses
 import functools
+import math
 import os
 import secrets
 import signal
@@ -34,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.emitstats import bounds_of, quantile_line
 from benchmarks.proofs import admin_kafka, env, on_db, simulator
-from benchmarks.stackcpu import stack_cpu
+from benchmarks.stackcpu import SERVERS, stack_cpu
 from consumers.classify import classify
 from integrations.simulator import Simulator
 from ledger.audit.ingest import Accepted
@@ -209,7 +210,7 @@ async def raw_copy(settings: dict[str, str], db: str, n: int) -> tuple[float, fl
             for item in items[start : start + 5000]:
                 batch.add(item)
             batches.append(batch)
-        t, server = time.perf_counter(), stack_cpu()["PostgreSQL"]
+        t, server = time.perf_counter(), stack_cpu().get("PostgreSQL", math.nan)
         for batch in batches:
             async with conn.transaction():
                 await _write_rows(conn, batch)
@@ -217,7 +218,8 @@ async def raw_copy(settings: dict[str, str], db: str, n: int) -> tuple[float, fl
                     sql.INSERT_POSITION, log_id, batch.next_leaf + len(batch.leaves),
                     batch.next_leaf, len(batch.leaves), 0, 0,
                 )  # fmt: skip
-        elapsed, server = time.perf_counter() - t, stack_cpu()["PostgreSQL"] - server
+        elapsed = time.perf_counter() - t
+        server = stack_cpu().get("PostgreSQL", math.nan) - server
         return n / elapsed, server / n
     finally:
         await conn.close()
@@ -262,6 +264,10 @@ async def restart_latency(
 def cpu_account(consumer: float, servers: dict[str, float]) -> str:
     """Where the CPU of one event went, from the first append on, and the rate the
     machine's cores would allow were the consumer free: a faster consumer can buy no more."""
+    missing = [name for name in SERVERS if name not in servers]
+    if missing:
+        where = ", ".join(missing)
+        return f"  consumer CPU {consumer * 1e6:.1f} µs per event ({where} not local: no bound)"
     cores = os.cpu_count() or 1
     total = consumer + sum(servers.values())
     shares = {"consumer": consumer, **servers}
@@ -331,7 +337,9 @@ async def main() -> None:
             if time.monotonic() - started > 1800:
                 raise SystemExit("ingest did not finish in 30 minutes")
             await asyncio.sleep(0.5)
-        servers = {k: v - servers_at_first[k] for k, v in stack_cpu().items()}
+        servers = {
+            k: v - servers_at_first[k] for k, v in stack_cpu().items() if k in servers_at_first
+        }
         cpu = sum(stopped_cpu(proc) for proc in procs) - cpu_at_first
         counted = max(args.events - at_first, 1)
         first, last = await ingest_times(url)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Final
 
 LOCAL = Path(__file__).resolve().parents[1] / ".local"
 
@@ -49,6 +50,17 @@ def kafka_cpu() -> float:
     return _own_and_reaped(pid)
 
 
+#: The servers ``stack_cpu`` reads, by name.
+SERVERS: Final = {"PostgreSQL": postgres_cpu, "Kafka": kafka_cpu}
+
+
 def stack_cpu() -> dict[str, float]:
-    """CPU seconds so far of PostgreSQL and the broker, by name."""
-    return {"PostgreSQL": postgres_cpu(), "Kafka": kafka_cpu()}
+    """CPU seconds so far of PostgreSQL and the broker, by name; a server that is not the
+    local stack's (no pid file here, say a remote database) is left out."""
+    found = {}
+    for name, read in SERVERS.items():
+        try:
+            found[name] = read()
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
