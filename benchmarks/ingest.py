@@ -8,8 +8,11 @@ In one run, on this machine, against the real broker and database (`make up` fir
    process into an empty ledger (decode, validate, leaves, tiles, index rows, quarantine
    checks, signed checkpoints, synchronous_commit on) - events/s from its first append
    to its last;
-3. baseline: a single-connection COPY of the same leaves and index rows into the same
-   indexed tables of another empty ledger - rows/s; and the ratio of 2 to 3;
+3. baselines: a single-connection COPY of the same leaves and index rows into the same
+   indexed tables of another empty ledger - rows/s, and the ratio of 2 to it; the real
+   appender on the same events without Kafka or a consumer, on one partition and on four
+   (at once, and one after another) - events/s and PostgreSQL's CPU per event
+   (benchmarks/baselines.py);
 4. restart: SIGKILL the consumer mid-stream and time until its successor's first append.
 """
 
@@ -19,7 +22,6 @@ import argparse
 import asyncio
 import dataclasses
 import functools
-import math
 import os
 import secrets
 import signal
@@ -33,16 +35,13 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.baselines import appender_alone, appender_url, raw_copy
 from benchmarks.emitstats import bounds_of, quantile_line
 from benchmarks.proofs import admin_kafka, env, on_db, simulator
 from benchmarks.stackcpu import SERVERS, stack_cpu
 from consumers.classify import classify
 from integrations.simulator import Simulator
-from ledger.audit.ingest import Accepted
 from ledger.log.leaf import KafkaRecord
-from ledger.pg import sql
-from ledger.pg.appender import _write_rows
-from ledger.pg.batch import BatchRows
 from ledger.pg.migrate import apply_migrations
 from ledger.pg.producerkeys import add_producer_key
 from ledgerctl.infra import ensure_topics
@@ -173,56 +172,6 @@ def stopped_cpu(proc: subprocess.Popen[bytes]) -> float:
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     return usage.ru_utime + usage.ru_stime
-
-
-async def raw_copy(settings: dict[str, str], db: str, n: int) -> tuple[float, float]:
-    """COPY the rows the consumer writes for n events, on one connection, into an empty
-    ledger: leaves (with their seal references), index rows, disclosed ranges and
-    patients, the tiles they complete and one position row per batch, in transactions of
-    5,000, through the appender's own write path (``_write_rows``): the same rows into the
-    same indexed tables, without Kafka, decoding, validation, the duplicate lookup, the
-    log lock or checkpoints. Rows are built before the clock starts; rows/s counts events.
-    """
-    codec = Codec()
-    sim = Simulator(seed=99)
-    seal_id = secrets.token_bytes(32)
-    items: list[Accepted] = []
-    for i, e in enumerate(sim.events(n)):
-        event = dataclasses.replace(e, event_id=new_event_id())  # as a producer makes them
-        value = codec.encode(event.stamped(producer_id="copy", producer_seq=i))
-        record = KafkaRecord(topic="copy", partition=0, offset=i, timestamp_ms=1_790_000_000_000,
-                             timestamp_type=0, key=e.patient.key.encode(), value=value)  # fmt: skip
-        item = classify(record, codec)
-        assert isinstance(item, Accepted)
-        items.append(dataclasses.replace(item, seal_ref=(seal_id, i % 1000)))
-    conn = await asyncpg.connect(on_db(settings["DATABASE_URL"], db))
-    try:
-        await conn.execute(
-            "INSERT INTO logs (origin, topic, kafka_partition, period, period_end, first_offset)"
-            " SELECT 'copy/0', 'copy', 0, m, (m + interval '1 month')::date, 0"
-            " FROM (SELECT date_trunc('month', now() AT TIME ZONE 'UTC')::date) AS t(m)"
-        )
-        log_id, period = await conn.fetchrow("SELECT log_id, period FROM logs")
-        batches = []
-        for start in range(0, n, 5000):
-            batch = BatchRows(log_id=log_id, period=period, topic="copy", partition=0,
-                              next_leaf=start, existing={})  # fmt: skip
-            for item in items[start : start + 5000]:
-                batch.add(item)
-            batches.append(batch)
-        t, server = time.perf_counter(), stack_cpu().get("PostgreSQL", math.nan)
-        for batch in batches:
-            async with conn.transaction():
-                await _write_rows(conn, batch)
-                await conn.execute(
-                    sql.INSERT_POSITION, log_id, batch.next_leaf + len(batch.leaves),
-                    batch.next_leaf, len(batch.leaves), 0, 0,
-                )  # fmt: skip
-        elapsed = time.perf_counter() - t
-        server = stack_cpu().get("PostgreSQL", math.nan) - server
-        return n / elapsed, server / n
-    finally:
-        await conn.close()
 
 
 async def restart_latency(
@@ -359,11 +308,24 @@ async def main() -> None:
 
     copy_db = f"ledger_bench_copy_{run}"
     await fresh_database(settings, copy_db)
-    copy, copy_cpu = await raw_copy(settings, copy_db, args.events)
+    copy, copy_cpu = await raw_copy(on_db(settings["DATABASE_URL"], copy_db), args.events)
     print(f"baseline raw COPY of the same leaves + index rows, one connection: {copy:,.0f} rows/s"
           f" (PostgreSQL CPU {copy_cpu * 1e6:.1f} µs per row)")  # fmt: skip
     print(f"ratio end to end / raw COPY: {e2e / copy:.2f} (load average "
           f"{', '.join(f'{x:.1f}' for x in os.getloadavg())})")  # fmt: skip
+    for partitions, concurrent in ((1, False), (4, True), (4, False)):
+        db = f"ledger_bench_alone_{run}_{partitions}_{int(concurrent)}"
+        await fresh_database(settings, db)
+        rate, cpu = await appender_alone(
+            appender_url(settings, db), args.events, partitions=partitions, concurrent=concurrent
+        )
+        how = "at once" if concurrent else "one after another"
+        print(f"the appender alone (no Kafka, no consumer; batches of 2,000), {partitions} "
+              f"partition(s) {how}: {rate:,.0f} events/s, PostgreSQL CPU {cpu * 1e6:.1f} µs "
+              "per event")  # fmt: skip
+        admin = await asyncpg.connect(settings["DATABASE_URL"])
+        await drop_when_released(admin, db)
+        await admin.close()
 
     restart_db = f"ledger_bench_restart_{run}"
     await fresh_database(settings, restart_db)
