@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.baselines import appender_alone, appender_url, raw_copy
 from benchmarks.emitstats import bounds_of, quantile_line
 from benchmarks.proofs import admin_kafka, env, on_db, simulator
-from benchmarks.stackcpu import SERVERS, stack_cpu
+from benchmarks.stackcpu import SERVERS, process_cpu, stack_cpu
 from consumers.classify import classify
 from integrations.simulator import Simulator
 from ledger.log.leaf import KafkaRecord
@@ -157,12 +157,6 @@ def consumer(
         env["LEDGER_CONSUMER_INSTANCE_ID"] = instance
     with log.open("ab") as out:
         return subprocess.Popen([LEDGER, "consume"], env=env, stdout=out, stderr=subprocess.STDOUT)
-
-
-def process_cpu(pid: int) -> float:
-    """CPU seconds (user + system) a running process has used so far (Linux's /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def stopped_cpu(proc: subprocess.Popen[bytes]) -> float:
