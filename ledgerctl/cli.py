@@ -74,11 +74,16 @@ app.add_typer(archive.archive_app, name="archive")
 
 
 def main() -> None:
+    """Run the command; a named error of ours that no command caught (a bad setting or
+    file, a spool another process holds, an unreadable key, Kafka refusing) is one
+    ``error:`` line and exit 1, not a traceback. Anything else is a bug and keeps its
+    traceback."""
+    from ledger.errors import LedgerError
     from ledgerctl.configfile import ConfigFileError
-    from producers.errors import KafkaSettingsError
+    from producers.errors import ProducerError
 
     try:
         app()
-    except (KafkaSettingsError, ConfigFileError) as exc:  # a bad setting or file
+    except (ProducerError, LedgerError, ConfigFileError) as exc:
         console.print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False)
         raise SystemExit(1) from exc
