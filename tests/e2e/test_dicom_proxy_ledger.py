@@ -38,6 +38,7 @@ from ledger.log.checkpoint import parse_tlog_proof, verify_tlog_proof
 from ledger.log.keys import parse_verifiers
 from ledger.log.leaf import decode_leaf
 from ledgerctl.settings import KafkaRole
+from producers import SyncEmitter
 from tests.dicom_upstream import Archive, write_instances
 from tests.e2e.conftest import LEDGER, Pipeline, free_port, get_json, wait_for_events
 from tests.integration import test_dicom_proxy_orthanc as orthanc_test
@@ -441,7 +442,12 @@ def test_fail_closed_with_a_full_spool_refuses_and_fail_open_answers(
     closed = parse_config(_with_port(config, 0))
     assert closed.ledger is not None
     open_ = dataclasses.replace(closed, fail_closed=False)
-    with LedgerRecorder(closed.ledger) as recorder:
+    # The recorder's own emitter, handed in so the test can stop it sooner: the default
+    # stop keeps retrying the events that fit nowhere for 19 s.
+    emitter = SyncEmitter(
+        closed.ledger.emitter_config(), max_pending=closed.ledger.max_pending, block_seconds=0.0
+    )
+    with LedgerRecorder(closed.ledger, emitter=emitter) as recorder:
         with DicomProxy(closed, recorder) as proxy:
             statuses: list[int] = []
             deadline = time.monotonic() + 60
@@ -456,6 +462,8 @@ def test_fail_closed_with_a_full_spool_refuses_and_fail_open_answers(
             statuses = py_find(proxy.address[1], "PYCLIENT", PatientID="PID001")
             assert statuses[-1] == 0  # answered, without a record
             assert proxy.gate.lost == 1
+        # Events accepted before the stall that fit in no spool: stop says they are lost.
+        assert emitter.stop(timeout=1.0) is False
 
 
 def _with_port(config: Path, port: int) -> dict[str, Any]:
