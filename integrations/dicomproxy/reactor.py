@@ -13,7 +13,8 @@ Invariants:
 * A DUL that is ``quicken``ed blocks in ``select`` on its socket *and* a wake-up pipe
   (written whenever a primitive is queued for it) instead of sleeping, so it reacts to
   either at once; it still loops at least every ``TICK`` seconds for its timers and its
-  stop flag, and never blocks while its own event queue holds an event.
+  stop flag, and neither blocks nor reads while its own event queue holds an event (it
+  acts on what it read first: an unknown PDU is answered with an A-ABORT at once).
 * A ``QuickAssociation`` (acceptor) waits on an event that the DIMSE message queue and
   the DUL's queue to the user set, instead of sleeping 1 ms; it re-checks release,
   abort, DUL liveness and the idle timer at least every ``TICK`` seconds, exactly as
@@ -99,7 +100,15 @@ class QuickSocket(AssociationSocket):
     @property
     def ready(self) -> bool:
         dul = self.assoc.dul
-        wait = 0.0 if not dul.event_queue.empty() else TICK
+        pending = not dul.event_queue.empty()
+        if pending and dul.state_machine.current_state != "Sta13":
+            # The DUL acts on what it has read before it reads more: pynetdicom would read
+            # the next PDU header first, so after an unknown PDU type (Evt19) with bytes
+            # behind it, it blocked in that read until the deadline instead of sending
+            # the A-ABORT the state machine owes the peer (PS3.8 AA-1). In Sta13 (the
+            # transport closing) "not ready" would close the socket: read as before.
+            return False
+        wait = 0.0 if pending else TICK
         sock = self.socket
         if sock is None or self._is_connected is False:
             self._wait_for_wake([], wait)

@@ -367,12 +367,13 @@ def test_a_calling_ae_not_allowed_is_rejected(proxy: DicomProxy, recorder: Memor
     assert echo_ok(port_of(proxy))
 
 
-def _raw(port: int, payload: bytes, *, wait: float = 5.0) -> bytes:
-    """Send ``payload`` and read until the proxy closes the connection."""
+def _raw(port: int, payload: bytes, *, wait: float = 5.0, upto: int | None = None) -> bytes:
+    """Send ``payload`` and read until the proxy closes the connection (or ``upto``
+    bytes came, or nothing came for ``wait`` seconds)."""
     with socket.create_connection(("127.0.0.1", port), timeout=wait) as s:
         s.sendall(payload)
         got = b""
-        while True:
+        while upto is None or len(got) < upto:
             try:
                 chunk = s.recv(4096)
             except (TimeoutError, ConnectionResetError):
@@ -383,12 +384,19 @@ def _raw(port: int, payload: bytes, *, wait: float = 5.0) -> bytes:
     return got
 
 
+#: An A-ABORT PDU (PS3.8 9.3.8): type 07, length 4, then reserved, source, reason.
+A_ABORT_HEADER = b"\x07\x00\x00\x00\x00\x04"
+
+
 def test_hostile_pdus_are_refused_and_the_proxy_keeps_serving(
     proxy: DicomProxy, recorder: MemoryRecorder
 ) -> None:
     port = proxy.address[1]
-    # An unknown PDU type: the connection is closed.
-    assert _raw(port, b"\xee\x00\x00\x00\x00\x04abcd")[:1] in (b"", b"\x07")
+    # An unknown PDU type (here with its announced body, and a client speaking HTTP to
+    # the DICOM port): an A-ABORT at once (PS3.8 Evt19), not silence until the read
+    # deadline.
+    assert _raw(port, b"\xee\x00\x00\x00\x00\x04abcd", upto=10)[:6] == A_ABORT_HEADER
+    assert _raw(port, b"GET / HTTP/1.1\r\nHost: pacs\r\n\r\n", upto=10)[:6] == A_ABORT_HEADER
     # A PDU announcing 4 GiB: A-ABORT (service provider, invalid parameter) before any of
     # it is read.
     started = time.monotonic()
