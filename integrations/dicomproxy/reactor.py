@@ -32,6 +32,7 @@ import select
 import ssl
 import struct
 import threading
+import time
 import weakref
 from typing import Any
 
@@ -44,6 +45,7 @@ from pynetdicom._handlers import (
 )
 from pynetdicom.association import Association
 from pynetdicom.dimse import _RQ_TO_MESSAGE, _RSP_TO_MESSAGE, DIMSEServiceProvider
+from pynetdicom.dul import DULServiceProvider
 from pynetdicom.transport import AssociationSocket
 
 __all__ = [
@@ -51,6 +53,7 @@ __all__ = [
     "QuickAE",
     "QuickAssociation",
     "QuickDIMSE",
+    "QuickDUL",
     "QuickSocket",
     "quicken",
     "quicken_dul",
@@ -156,12 +159,43 @@ class QuickSocket(AssociationSocket):
         return readable
 
 
+class QuickDUL(DULServiceProvider):
+    """A DUL whose blocking ``receive_pdu`` stops waiting once the DUL thread has ended.
+
+    pynetdicom's acceptor waits ``acse_timeout`` (30 s by default) for the A-ASSOCIATE-RQ
+    even when the peer closed the connection at once: a TCP health check or a port scan
+    held a connection slot of ``connection_cap`` that long, so a peer opening and closing
+    connections could keep real clients out. The DUL thread ends when the transport
+    closes before an association (pynetdicom's state machine has no Sta1 + Evt17)."""
+
+    def receive_pdu(self, wait: bool = False, timeout: float | None = None) -> Any:
+        if not wait:
+            return super().receive_pdu(wait=False)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            step = _RECEIVE_STEP
+            if deadline is not None:
+                step = min(step, max(0.0, deadline - time.monotonic()))
+            with contextlib.suppress(queue.Empty):
+                return self.to_user_queue.get(block=True, timeout=step)
+            if self._started.is_set() and not self.is_alive():  # type: ignore[attr-defined]
+                return None  # the DUL is gone: no PDU can come any more
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+
+
+#: How often a blocked ``QuickDUL.receive_pdu`` checks that its DUL is still running.
+_RECEIVE_STEP = 0.05
+
+
 def quicken_dul(dul: Any, sock: AssociationSocket) -> None:
     """Make a DUL that has not started event-driven: a wake-up pipe, its outgoing queue
-    writing to it, its socket (``sock``, the one it will use) waiting on it, and no idle
-    sleep. The pipe closes with the DUL."""
+    writing to it, its socket (``sock``, the one it will use) waiting on it, no idle
+    sleep, and no wait for a PDU once it has ended. The pipe closes with the DUL."""
     if isinstance(sock, QuickSocket):
         return
+    if type(dul) is DULServiceProvider:
+        dul.__class__ = QuickDUL
     read_fd, write_fd = os.pipe()
     os.set_blocking(read_fd, False)
     os.set_blocking(write_fd, False)

@@ -121,6 +121,12 @@ class GuardedServer(ThreadedAssociationServer):
         self.refused_connections = 0
         self.failed_handshakes = 0
 
+    @property
+    def open_connections(self) -> int:
+        """Connections holding a slot of ``connection_cap``: handshaking or associated."""
+        with self._lock:
+            return self._handshaking + len(self.active_associations)
+
     def verify_request(self, request: Any, client_address: Any) -> bool:
         with self._lock:
             if self._handshaking + len(self.active_associations) >= self.connection_cap:

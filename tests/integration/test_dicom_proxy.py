@@ -448,6 +448,25 @@ def test_associations_are_bounded(pacs: Any, move_port: int, recorder: MemoryRec
         assert echo_ok(port_of(proxy))
 
 
+def test_a_connection_closed_without_a_word_frees_its_slot_at_once(
+    pacs: Any, move_port: int, recorder: MemoryRecorder
+) -> None:
+    """Refusal of a cheap lock-out: TCP health checks and port scans connect and close.
+    Each held a connection slot until the ACSE timeout (pynetdicom waits that long for
+    the A-ASSOCIATE-RQ even after the peer has gone), so filling ``connection_cap`` with
+    them kept real clients out for two minutes here. The slot is free once the peer is."""
+    cfg = config(pacs.port, move_port, limits={"max_associations": 2, "acse_timeout": 120})
+    with DicomProxy(cfg, recorder) as proxy:
+        # Twice max_associations: the whole connection cap, each slot taken, then let go.
+        peers = [socket.create_connection(("127.0.0.1", proxy.address[1])) for _ in range(4)]
+        eventually(lambda: proxy.server.open_connections == 4)
+        for peer in peers:
+            peer.close()
+        eventually(lambda: proxy.server.open_connections == 0, timeout=30)
+        assert echo_ok(port_of(proxy))
+        assert proxy.server.refused_connections == 0
+
+
 # --- fail-closed, fail-open, upstream down ----------------------------------------------
 
 
