@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -159,12 +159,21 @@ class OrthancProcess:
             return json.loads(resp.read() or b"null")
 
     def stop(self) -> None:
-        self.proc.terminate()
+        stop_all([self])
+
+
+def stop_all(servers: Iterable[OrthancProcess]) -> None:
+    """Stop every Orthanc gracefully, side by side: each takes ~4 s to stop (its HTTP
+    and DICOM servers' own shutdown), so they are all told first, then waited for."""
+    servers = list(servers)
+    for server in servers:
+        server.proc.terminate()
+    for server in servers:
         try:
-            self.proc.wait(timeout=30)
+            server.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+            server.proc.kill()
+            server.proc.wait(timeout=10)
 
 
 def start_orthanc(

@@ -45,6 +45,7 @@ from tests.dimse_orthanc import (
     have_orthanc,
     instances,
     start_orthanc,
+    stop_all,
 )
 from tests.support import ROOT, Stack
 
@@ -126,8 +127,7 @@ def pair(
                 server.rest("POST", "/instances", dicom)
         yield Pair(request.param, started[0], started[1], topics, stack)
     finally:
-        for server in started:
-            server.stop()
+        stop_all(started)
 
 
 def c_find(
