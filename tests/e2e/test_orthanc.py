@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import io
 import json
 import re
@@ -37,6 +38,7 @@ from ledgerctl.settings import KafkaRole
 from producers.kafka_security import KafkaSecurity
 from tests.e2e.conftest import Pipeline, free_port, install_or_skip, wait_for_events
 from tests.ports import closed_address
+from tests.reaping import stop_later
 from tests.support import ROOT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
@@ -157,14 +159,22 @@ def orthanc_kafka_settings(security: KafkaSecurity) -> dict[str, str]:
     return {k: v for k, v in keys.items() if v is not None}
 
 
-def stop(server: OrthancServer, pipeline: Pipeline) -> None:
+def stop(server: OrthancServer, pipeline: Pipeline, *, wait: bool = True) -> None:
+    """Stop Orthanc gracefully and keep its log with the pipeline's; ``wait=False`` (a
+    fixture's teardown) does both in the background (tests/reaping.py)."""
+    keep = functools.partial(
+        shutil.copy, server.log, pipeline.logs / f"{server.log.parent.name}-{server.log.name}"
+    )
+    if not wait:
+        stop_later(server.proc, then=keep)
+        return
     server.proc.terminate()
     try:
         server.proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
         server.proc.kill()
         server.proc.wait(timeout=10)
-    shutil.copy(server.log, pipeline.logs / f"{server.log.parent.name}-{server.log.name}")
+    keep()
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +192,7 @@ def orthanc(
     try:
         yield server
     finally:
-        stop(server, pipeline)
+        stop(server, pipeline, wait=False)
 
 
 def _wait_ready(server: OrthancServer) -> None:

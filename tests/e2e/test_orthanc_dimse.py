@@ -48,7 +48,7 @@ def orthanc(
     try:
         yield server
     finally:
-        stop(server, pipeline)
+        stop(server, pipeline, wait=False)
 
 
 def findscu(orthanc: OrthancServer, out: Path, *keys: str) -> subprocess.CompletedProcess[str]:

@@ -28,6 +28,7 @@ from integrations.dicomproxy import (
 )
 from tests.dicom_upstream import Archive, write_instances
 from tests.ports import free_port
+from tests.reaping import stop_later
 
 pytestmark = [
     pytest.mark.timeout(180),
@@ -98,12 +99,7 @@ def orthanc(tmp_path_factory: pytest.TempPathFactory, move_port: int) -> Iterato
                 time.sleep(0.2)
         yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_later(proc)
 
 
 @pytest.fixture(scope="module")

@@ -45,8 +45,8 @@ from tests.dimse_orthanc import (
     have_orthanc,
     instances,
     start_orthanc,
-    stop_all,
 )
+from tests.reaping import stop_later
 from tests.support import ROOT, Stack
 
 pytestmark = [
@@ -127,7 +127,8 @@ def pair(
                 server.rest("POST", "/instances", dicom)
         yield Pair(request.param, started[0], started[1], topics, stack)
     finally:
-        stop_all(started)
+        for server in started:  # nothing reads them after this
+            stop_later(server.proc)
 
 
 def c_find(
