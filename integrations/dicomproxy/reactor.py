@@ -179,7 +179,9 @@ class QuickDUL(DULServiceProvider):
             with contextlib.suppress(queue.Empty):
                 return self.to_user_queue.get(block=True, timeout=step)
             if self._started.is_set() and not self.is_alive():  # type: ignore[attr-defined]
-                return None  # the DUL is gone: no PDU can come any more
+                # The DUL is gone: nothing more can come, but what it queued as it ended
+                # (an A-ABORT, say) is still the answer.
+                return super().receive_pdu(wait=False)
             if deadline is not None and time.monotonic() >= deadline:
                 return None
 
