@@ -6,9 +6,10 @@ Invariants (each keeps one peer from starving the others):
 * The TLS handshake runs on the connection's own thread with a deadline
   (``tls_handshake_timeout``), never on the accepting thread (pynetdicom's
   ``get_request`` would handshake there, so one silent client would stop all accepts).
-* At most ``connection_cap`` connections are open (handshaking or associated); beyond
-  it a connection is closed at once. Below it, pynetdicom itself rejects an association
-  past ``max_associations`` with A-ASSOCIATE-RJ (local limit exceeded).
+* At most ``connection_cap`` connections are open (handshaking or associated, each
+  counted once: the hand-over from one to the other is one step under the server's
+  lock); beyond it a connection is closed at once. Below it, pynetdicom itself rejects
+  an association past ``max_associations`` with A-ASSOCIATE-RJ (local limit exceeded).
 * A PDU whose header announces more than ``pdu_read_limit`` bytes is refused with an
   A-ABORT (invalid PDU parameter value) before any of it is read, and the connection
   closes: pynetdicom would otherwise buffer whatever length a peer announces.
@@ -31,6 +32,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, cast
 
+from pynetdicom import evt
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 from integrations.dicomproxy.reactor import quicken
@@ -78,6 +80,13 @@ class _BoundedSocket(AssociationSocket):
 class _GuardedHandler(RequestHandler):
     server: GuardedServer
 
+    def handle(self) -> None:
+        """pynetdicom's ``handle``, with the connection's slot handed from "handshaking"
+        to "associated" under the server's lock: counted once at every moment."""
+        assoc = self._create_association()
+        evt.trigger(assoc, evt.EVT_CONN_OPEN, {"address": self.client_address})
+        self.server.hand_over(assoc.start)
+
     def _create_association(self) -> Any:
         assoc = super()._create_association()
         sock = assoc.dul.socket
@@ -88,6 +97,10 @@ class _GuardedHandler(RequestHandler):
         if self.server.prepare is not None:
             self.server.prepare(assoc)
         return assoc
+
+
+#: Per connection thread: whether ``hand_over`` has moved its slot to the associations.
+_handed = threading.local()
 
 
 class GuardedServer(ThreadedAssociationServer):
@@ -136,7 +149,17 @@ class GuardedServer(ThreadedAssociationServer):
             self._handshaking += 1
         return True
 
+    def hand_over(self, start: Callable[[], None]) -> None:
+        """Start a connection's association thread (``start``) and stop counting the
+        connection as handshaking, as one step under the lock: ``verify_request`` never
+        sees it twice (once in each count) and refuses a connection below the cap."""
+        with self._lock:
+            start()
+            self._handshaking -= 1
+            _handed.done = True
+
     def process_request_thread(self, request: Any, client_address: Any) -> None:
+        _handed.done = False
         try:
             sock = self._secure(request, client_address)
             if sock is None:
@@ -145,8 +168,9 @@ class GuardedServer(ThreadedAssociationServer):
             no_delay(sock)
             super().process_request_thread(sock, client_address)
         finally:
-            with self._lock:
-                self._handshaking -= 1
+            if not _handed.done:  # refused, failed or never associated
+                with self._lock:
+                    self._handshaking -= 1
 
     def _secure(self, request: socket.socket, client_address: Any) -> socket.socket | None:
         if self.tls is None:
