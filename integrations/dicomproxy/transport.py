@@ -138,11 +138,15 @@ class GuardedServer(ThreadedAssociationServer):
     def open_connections(self) -> int:
         """Connections holding a slot of ``connection_cap``: handshaking or associated."""
         with self._lock:
-            return self._handshaking + len(self.active_associations)
+            return self._open()
+
+    def _open(self) -> int:
+        """``open_connections`` for a caller that holds the lock."""
+        return self._handshaking + len(self.active_associations)
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
         with self._lock:
-            if self._handshaking + len(self.active_associations) >= self.connection_cap:
+            if self._open() >= self.connection_cap:
                 self.refused_connections += 1
                 logger.warning("connection cap reached: closing %s at once", client_address)
                 return False
