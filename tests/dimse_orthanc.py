@@ -22,6 +22,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import UID, ExplicitVRLittleEndian, SecondaryCaptureImageStorage
 
 from tests.ports import free_port
+from tests.reaping import wait_or_kill
 
 ORTHANC = Path("/usr/sbin/Orthanc")
 PYTHON_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancPython.so")
@@ -169,11 +170,7 @@ def stop_all(servers: Iterable[OrthancProcess]) -> None:
     for server in servers:
         server.proc.terminate()
     for server in servers:
-        try:
-            server.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.proc.kill()
-            server.proc.wait(timeout=10)
+        wait_or_kill(server.proc)
 
 
 def start_orthanc(

@@ -23,17 +23,22 @@ def stop_later(
     proc.terminate()
 
     def reap() -> None:
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        wait_or_kill(proc, timeout)
         if then is not None:
             then()
 
     reaper = threading.Thread(target=reap, name=f"reap-{proc.pid}", daemon=True)
     reaper.start()
     _reapers.append(reaper)
+
+
+def wait_or_kill(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    """Wait for a process told to stop; SIGKILL it after ``timeout``."""
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
 
 
 @atexit.register
