@@ -40,13 +40,13 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.baselines import raw_copy
 from benchmarks.ingest import (
     consumer,
     count_events,
     fresh_database,
     ingest_times,
     produce,
-    raw_copy,
 )
 from benchmarks.peerfmt import PeerError, Row, format_table, frame_entries
 from benchmarks.peerprocs import (
@@ -167,7 +167,7 @@ async def copy_baseline(settings: dict[str, str], n: int) -> float:
     db = f"ledger_bench_peers_copy_{secrets.token_hex(3)}"
     await fresh_database(settings, db)
     try:
-        return await raw_copy(settings, db, n)
+        return (await raw_copy(on_db(settings["DATABASE_URL"], db), n))[0]
     finally:
         await drop_database(settings, db)
 
