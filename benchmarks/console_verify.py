@@ -21,6 +21,7 @@ import tempfile
 import time
 from html import escape
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -47,12 +48,23 @@ CSP = (
 GOAL_MS = 200.0
 
 
+async def signed_logs(http: aiohttp.ClientSession, api: Api, wait: float) -> list[Any]:
+    """The logs with a signed checkpoint, waiting up to ``wait`` seconds for the first
+    (the consumer signs within a second of an append)."""
+    deadline = time.monotonic() + wait
+    while True:
+        async with http.get(f"{api.url}/v1/logs") as resp:
+            resp.raise_for_status()
+            logs = (await resp.json())["logs"]
+        signed = [log for log in logs if log["checkpoint_size"] > 0]
+        if signed or time.monotonic() > deadline:
+            return signed
+        await asyncio.sleep(0.5)
+
+
 async def pick_event(http: aiohttp.ClientSession, api: Api) -> str:
     """An event from the middle of the largest signed log."""
-    async with http.get(f"{api.url}/v1/logs") as resp:
-        resp.raise_for_status()
-        logs = (await resp.json())["logs"]
-    signed = [log for log in logs if log["checkpoint_size"] > 0]
+    signed = await signed_logs(http, api, wait=30)
     if not signed:
         raise SystemExit("no signed log yet: run `make up` and `make demo` first")
     log = max(signed, key=lambda entry: entry["checkpoint_size"])
@@ -89,6 +101,8 @@ def page_app(event_id: str, keys: list[str], proof: web.Handler) -> web.Applicat
     app.router.add_get("/page", page)
     app.router.add_get(staticfiles.PATH, staticfiles.static_file)
     app.router.add_get(verifierkeys.PATH, verifierkeys.verifier_keys_handler(parse_verifiers(keys)))
+    # The policy of the stack make up starts: no witness cosignature required.
+    app.router.add_get(verifierkeys.WITNESS_PATH, verifierkeys.witness_policy_handler())
     app.router.add_get("/v1/events/{event_id}/proof", proof)
     return app
 
