@@ -4,19 +4,23 @@
 Invariants: construction does no I/O; ``start()`` binds the listening port (TLS when
 configured) and serves on a daemon thread, one thread per association (pynetdicom's
 model); ``stop()`` is idempotent, stops accepting, aborts the associations still open
+(a connection still waiting for its A-ASSOCIATE-RQ has none: its transport is closed)
 and releases the PACS associations. pynetdicom's logging of C-FIND/C-GET/C-MOVE
 identifiers (PHI) is switched off for the whole process on ``start()``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 import threading
 from types import TracebackType
 from typing import Self
 
 from pydicom.uid import AllTransferSyntaxes
 from pynetdicom import AE, AllStoragePresentationContexts, _config
+from pynetdicom.association import Association
 
 from integrations.dicomproxy.config import ProxyConfig
 from integrations.dicomproxy.errors import DicomProxyError
@@ -32,6 +36,22 @@ from integrations.dicomproxy.upstream import Upstream
 __all__ = ["DicomProxy", "serve"]
 
 logger = logging.getLogger(__name__)
+
+
+def _end(assoc: Association) -> None:
+    """Abort an association; hang up on a connection that has not asked for one yet.
+
+    PS3.8 defines no A-ABORT request before the A-ASSOCIATE-RQ (Sta2): pynetdicom's DUL
+    raises ``InvalidEventError`` for it. Shutting the socket down lets the DUL read the
+    end of the stream and end in Sta1 as if the peer had gone; a peer whose request
+    arrives in between is aborted by the DUL (the transport closed under it)."""
+    if assoc.dul.state_machine.current_state != "Sta2":
+        assoc.abort()
+        return
+    raw = getattr(assoc.dul.socket, "socket", None)
+    if raw is not None:
+        with contextlib.suppress(OSError):
+            raw.shutdown(socket.SHUT_RDWR)
 
 
 def _build_ae(config: ProxyConfig) -> AE:
@@ -125,7 +145,7 @@ class DicomProxy:
             return
         server.shutdown()
         for assoc in list(server.active_associations):
-            assoc.abort()
+            _end(assoc)
         if self._upstream is not None:
             self._upstream.close()
         if self._thread is not None:

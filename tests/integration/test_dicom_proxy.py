@@ -467,6 +467,29 @@ def test_a_connection_closed_without_a_word_frees_its_slot_at_once(
         assert proxy.server.refused_connections == 0
 
 
+def test_stopping_with_a_silent_connection_closes_it_without_an_error(
+    pacs: Any, move_port: int, recorder: MemoryRecorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A connection still waiting for its A-ASSOCIATE-RQ has no association to abort
+    (PS3.8 defines no A-ABORT request in Sta2): stop closes its transport. Sending the
+    abort anyway made pynetdicom's DUL thread log ``InvalidEventError`` (Evt15 in Sta2)
+    with a traceback on every stop that found a health check or a scan connected."""
+    cfg = config(pacs.port, move_port, limits={"acse_timeout": 120})
+    proxy = DicomProxy(cfg, recorder)
+    proxy.start()
+    peer = socket.create_connection(("127.0.0.1", proxy.address[1]))
+    try:
+        eventually(lambda: proxy.server.open_connections == 1)
+        with caplog.at_level("ERROR", logger="pynetdicom"):
+            proxy.stop()
+        peer.settimeout(5)
+        assert peer.recv(1) == b""  # closed, nothing sent: there was no association
+    finally:
+        peer.close()
+    errors = [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+    assert errors == [], [r.getMessage() for r in errors]
+
+
 # --- fail-closed, fail-open, upstream down ----------------------------------------------
 
 
