@@ -16,6 +16,7 @@ import time
 
 import asyncpg
 
+from benchmarks.pgrows import one_row
 from benchmarks.proofs import on_db
 from benchmarks.stackcpu import stack_cpu
 from consumers.classify import classify
@@ -26,7 +27,7 @@ from ledger.pg import sql
 from ledger.pg.appender import PostgresAppender, _write_rows
 from ledger.pg.batch import BatchRows
 from producers.codec import Codec
-from producers.events import new_event_id
+from producers.events import event_key, new_event_id
 
 
 def accepted(n: int, topic: str, partitions: int = 1) -> dict[int, list[Accepted]]:
@@ -42,7 +43,7 @@ def accepted(n: int, topic: str, partitions: int = 1) -> dict[int, list[Accepted
         items = dealt[i % partitions]
         record = KafkaRecord(topic=topic, partition=i % partitions, offset=len(items),
                              timestamp_ms=int(time.time() * 1000), timestamp_type=0,
-                             key=e.patient.key.encode(), value=value)  # fmt: skip
+                             key=event_key(e).encode(), value=value)  # fmt: skip
         item = classify(record, codec)
         if not isinstance(item, Accepted):
             raise SystemExit(f"a simulated event was not accepted: {item}")
@@ -70,7 +71,7 @@ async def raw_copy(url: str, n: int) -> tuple[float, float]:
             " SELECT 'copy/0', 'copy', 0, m, (m + interval '1 month')::date, 0"
             " FROM (SELECT date_trunc('month', now() AT TIME ZONE 'UTC')::date) AS t(m)"
         )
-        log_id, period = await conn.fetchrow("SELECT log_id, period FROM logs")
+        log_id, period = await one_row(conn, "SELECT log_id, period FROM logs")
         batches = []
         for start in range(0, n, 5000):
             batch = BatchRows(log_id=log_id, period=period, topic="copy", partition=0,

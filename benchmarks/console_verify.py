@@ -19,6 +19,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -83,7 +84,9 @@ async def fetch_proof(http: aiohttp.ClientSession, api: Api, event_id: str) -> s
         return await resp.text()
 
 
-def page_app(event_id: str, keys: list[str], proof: web.Handler) -> web.Application:
+def page_app(
+    event_id: str, keys: list[str], proof: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.Application:
     async def page(request: web.Request) -> web.Response:
         e = escape(event_id)
         html = (

@@ -119,7 +119,10 @@ class FindClient:
         self.assoc = ae.associate("127.0.0.1", port, ae_title=called)
         if not self.assoc.is_established:
             raise SystemExit(f"no association with {called}")
-        no_delay(self.assoc.dul.socket.socket)
+        sock = self.assoc.dul.socket
+        if sock is None or sock.socket is None:
+            raise SystemExit(f"no socket for the association with {called}")
+        no_delay(sock.socket)
         self.query = Dataset()
         self.query.QueryRetrieveLevel = "STUDY"
         self.query.PatientID = "BENCH001"

@@ -25,6 +25,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,11 @@ FASTAVRO_CODEC = "bounded, fastavro"
 
 
 async def emit_all(
-    config: EmitterConfig, events: list[AuditEvent], sample: Sample, rate: float, codec: Codec
+    config: EmitterConfig,
+    events: Sequence[AuditEvent],
+    sample: Sample,
+    rate: float,
+    codec: Codec,
 ) -> None:
     """Emit every event, back to back (``rate`` 0) or paced at ``rate`` per second (the
     host sleeps whenever it is ahead of its schedule, as a host serving requests would)."""

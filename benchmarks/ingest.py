@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.baselines import appender_alone, appender_url, raw_copy
 from benchmarks.emitstats import bounds_of, quantile_line
+from benchmarks.pgrows import one_row
 from benchmarks.proofs import admin_kafka, env, on_db, simulator
 from benchmarks.stackcpu import SERVERS, process_cpu, stack_cpu
 from consumers.classify import classify
@@ -125,9 +126,10 @@ async def count_events(url: str) -> int:
 async def ingest_times(url: str) -> tuple[float, float]:
     conn = await asyncpg.connect(url)
     try:
-        row = await conn.fetchrow(
+        row = await one_row(
+            conn,
             "SELECT extract(epoch FROM min(committed_at)), extract(epoch FROM max(committed_at)) "
-            "FROM ingest_positions"
+            "FROM ingest_positions",
         )
         return float(row[0]), float(row[1])
     finally:

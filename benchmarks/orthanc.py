@@ -295,7 +295,7 @@ def main() -> None:
     if not embedded or embedded.group(1) != ours:
         sys.exit(f"orthanc-python embeds Python {embedded and embedded.group(1)}, this is {ours}")
     with tempfile.TemporaryDirectory(prefix="bench-orthanc-") as tmp:
-        plugin = {
+        plugin: dict[str, object] = {
             "KafkaBootstrap": bootstrap,
             "AccessTopic": topic,
             "RelayTopic": relay,

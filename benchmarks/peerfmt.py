@@ -32,7 +32,8 @@ def frame_entries(entries: Iterable[bytes]) -> bytes:
 
 def unframe_entries(data: bytes) -> list[bytes]:
     """The inverse of ``frame_entries`` (what the Go drivers do), for the tests."""
-    entries, at = [], 0
+    entries: list[bytes] = []
+    at = 0
     while at < len(data):
         if at + 4 > len(data):
             raise PeerError(f"a truncated length at byte {at}")

@@ -64,6 +64,7 @@ from ledger.log.leaf import KafkaRecord, encode_leaf
 from ledgerctl.infra import ensure_topics
 from ledgerctl.settings import KafkaRole, kafka_security_from_env
 from producers.codec import Codec
+from producers.events import event_key
 from producers.kafka_security import client_kwargs
 
 PARTITIONS = 4
@@ -108,7 +109,7 @@ def local_leaves(n: int) -> list[bytes]:
         value = codec.encode(e.stamped(producer_id="bench", producer_seq=i))
         record = KafkaRecord(topic="bench-phi-access", partition=i % PARTITIONS,
                              offset=i // PARTITIONS, timestamp_ms=int(time.time() * 1000),
-                             timestamp_type=0, key=e.patient.key.encode(), value=value)  # fmt: skip
+                             timestamp_type=0, key=event_key(e).encode(), value=value)  # fmt: skip
         leaves.append(encode_leaf(record))
     return leaves
 

@@ -175,7 +175,10 @@ async def load(owner: str, n: int) -> float:
             " FROM (SELECT date_trunc('month', now() AT TIME ZONE 'UTC')::date) AS t(m)",
             "bench.ledger.local/bench/0",
         )
-        log_id, period = await conn.fetchrow("SELECT log_id, period FROM logs")
+        row = await conn.fetchrow("SELECT log_id, period FROM logs")
+        if row is None:
+            raise SystemExit("the log just inserted is not there")
+        log_id, period = row
         rng = random.Random(1)
         level_entries: dict[int, list[bytes]] = {0: []}
         sha = hashlib.sha256

@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import fastavro
 
@@ -16,6 +16,7 @@ from integrations.simulator import Simulator, make_npi
 from ledger.audit.ingest import Accepted
 from ledger.log.leaf import KafkaRecord
 from producers.codec import Codec
+from producers.events import event_key
 
 LEDGER_NAME = "bench.ledger.local"
 TOPIC = "phi-access"
@@ -127,17 +128,21 @@ def micros(t: datetime) -> int:
 def templates(count: int, seed: int) -> list[Template]:
     """``count`` simulated events, encoded and classified exactly as the consumer would."""
     codec = Codec()
-    parsed = {s.fingerprint: fastavro.parse_schema(dict(s.parsed)) for s in codec.schemas}
+    parsed: dict[bytes, dict[str, Any]] = {
+        s.fingerprint: cast(dict[str, Any], fastavro.parse_schema(dict(s.parsed)))
+        for s in codec.schemas
+    }
     out = []
     sim = Simulator(seed=seed, patients=200)
     for i, event in enumerate(sim.events(count)):
         value = codec.encode(event.stamped(producer_id="template", producer_seq=i))
-        key = event.patient.key.encode()
+        key = event_key(event).encode()
         record = KafkaRecord(topic=TOPIC, partition=0, offset=i, timestamp_ms=0,
                              timestamp_type=0, key=key, value=value)  # fmt: skip
         item = classify(record, codec)
         assert isinstance(item, Accepted), item
-        schema, rec = codec.decode_record(value)
+        schema, decoded = codec.decode_record(value)
+        rec: dict[str, Any] = dict(decoded)  # a plain Avro record: fields by name
         relay = item.index.kind == "critical_result_relay"
         actor = rec["sender"] if relay else rec["actor"]
         out.append(

@@ -16,11 +16,13 @@ from typing import TypeVar
 
 import asyncpg
 
+from benchmarks.pgrows import one_row
 from benchmarks.proofs import on_db
 from benchmarks.querydata import LEDGER_NAME, LOGS, TOPIC
 from benchmarks.querygen import PROGRESS_TABLE, load_log
 from ledger.log.checkpoint import Checkpoint, sign_checkpoint
 from ledger.log.note import Signer
+from ledger.log.types import RootHash
 from ledger.pg import sql, tree
 from ledger.pg.migrate import apply_migrations
 from ledger.pg.pool import is_transient
@@ -111,7 +113,7 @@ async def load(settings: dict[str, str], owner: str, n: int, pool: int, jobs: in
                 origin = f"{LEDGER_NAME}/{TOPIC}/{p}"
                 log_id = await conn.fetchval("SELECT log_id FROM logs WHERE origin = $1", origin)
                 if log_id is None:
-                    row = await conn.fetchrow(sql.OPEN_LOG, origin, TOPIC, p, month, end, 0)
+                    row = await one_row(conn, sql.OPEN_LOG, origin, TOPIC, p, month, end, 0)
                     log_id = row["log_id"]
                 ids.append(int(log_id))
             done = {r[0] for r in await conn.fetch(
@@ -197,7 +199,10 @@ async def load(settings: dict[str, str], owner: str, n: int, pool: int, jobs: in
     async def finish() -> None:
         conn = await asyncpg.connect(owner)
         try:
-            roots = dict(await conn.fetch("SELECT log_id, root FROM bench_load_progress"))
+            roots: dict[int, bytes] = {
+                r["log_id"]: r["root"]
+                for r in await conn.fetch("SELECT log_id, root FROM bench_load_progress")
+            }
             # The bulk path must build exactly the trees the appender would; then sign them.
             signer = Signer.from_seed(LEDGER_NAME, os.urandom(32))
             async with conn.transaction():
@@ -206,7 +211,7 @@ async def load(settings: dict[str, str], owner: str, n: int, pool: int, jobs: in
                     if await tree.root_at(conn, log_id, size, size) != root:
                         raise SystemExit(f"log {log_id}: stored tiles do not reproduce its root")
                     origin = f"{LEDGER_NAME}/{TOPIC}/{p}"
-                    checkpoint = Checkpoint(origin=origin, size=size, root_hash=root)
+                    checkpoint = Checkpoint(origin=origin, size=size, root_hash=RootHash(root))
                     note = sign_checkpoint(checkpoint, [signer])
                     await conn.execute(sql.INSERT_POSITION, log_id, size, 0, size, 0, 0)
                     # A database with its checkpoints is complete (see `complete`).
@@ -221,7 +226,7 @@ async def load(settings: dict[str, str], owner: str, n: int, pool: int, jobs: in
 async def complete(owner: str, n: int) -> bool:
     conn = await asyncpg.connect(owner)
     try:
-        row = await conn.fetchrow("SELECT count(*), coalesce(sum(size), 0) FROM checkpoints")
+        row = await one_row(conn, "SELECT count(*), coalesce(sum(size), 0) FROM checkpoints")
         return bool(row[0] == LOGS and row[1] == n)
     finally:
         await conn.close()

@@ -148,9 +148,10 @@ class UpstreamPacs:
         ):
             ae.add_supported_context(cx)
         for cx in AllStoragePresentationContexts:
-            ae.add_supported_context(cx.abstract_syntax, scu_role=False, scp_role=True)
+            if cx.abstract_syntax is not None:
+                ae.add_supported_context(cx.abstract_syntax, scu_role=False, scp_role=True)
         ae.requested_contexts = StoragePresentationContexts
-        handlers = [
+        handlers: list[evt.EventHandlerType] = [
             (evt.EVT_C_FIND, self._find),
             (evt.EVT_C_GET, self._get),
             (evt.EVT_C_MOVE, self._move),
