@@ -486,6 +486,7 @@ def test_stopping_with_a_silent_connection_closes_it_without_an_error(
         assert peer.recv(1) == b""  # closed, nothing sent: there was no association
     finally:
         peer.close()
+        proxy.stop()  # idempotent: only a failed wait above leaves it running
     errors = [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
     assert errors == [], [r.getMessage() for r in errors]
 
